@@ -1,0 +1,130 @@
+# shmbus - one plain Makefile.
+#   make            libshmbus.a, libshmbus.so.0, shmbus.pc, examples
+#   make test       the Criterion suite
+#   make sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make tsan       the suite under ThreadSanitizer
+#   make demo       a publisher and a subscriber on a channel in a private dir
+#   make deps       install missing build dependencies (apt-get, as root)
+#   make install    PREFIX=/usr/local
+# V=1 shows full commands.  BUILD=dir puts objects elsewhere.
+
+PREFIX  ?= /usr/local
+BUILD   ?= build
+CC      ?= gcc
+SAN     ?=
+
+WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CPPFLAGS = -Iinclude
+CFLAGS  ?= -O2 -g
+ALLCFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) -fPIC -fvisibility=hidden -MMD -MP
+LDLIBS_LIB = -lnuma
+TEST_LIBS  = -lcriterion -lnuma -lpthread
+
+ifeq ($(V),1)
+Q =
+else
+Q = @
+endif
+
+LIB_SRCS  = $(wildcard lib/*.c)
+LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
+TEST_SRCS = $(wildcard tests/test_*.c)
+TEST_HELP = $(BUILD)/tests/helpers.o
+TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+EX_SRCS   = $(wildcard examples/*.c)
+EX_BINS   = $(EX_SRCS:examples/%.c=$(BUILD)/examples/%)
+
+SONAME  = libshmbus.so.0
+LIB_A   = $(BUILD)/libshmbus.a
+LIB_SO  = $(BUILD)/$(SONAME)
+
+# Debian packages the build and the suite need.
+DEPS_PKGS = gcc make pkg-config libcriterion-dev liburcu-dev libnuma-dev \
+	    libinih-dev strace
+DEPS_STAMP = $(BUILD)/.deps-ok
+
+.SECONDARY:
+.PHONY: all test sanitize tsan demo deps install clean check-deps
+
+all: $(DEPS_STAMP) $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS)
+
+# Installs what is missing when run as root; otherwise names it once.
+$(DEPS_STAMP):
+	$(Q)mkdir -p $(BUILD)
+	$(Q)missing=""; for p in $(DEPS_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "  DEPS   installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+		else \
+			echo "shmbus: missing build dependencies:$$missing"; \
+			echo "        install them with: sudo apt-get install$$missing"; exit 1; \
+		fi; \
+	fi; touch $@
+
+deps: $(DEPS_STAMP)
+
+$(BUILD)/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC     $<")
+	$(Q)$(CC) $(CPPFLAGS) $(ALLCFLAGS) -c $< -o $@
+
+$(LIB_A): $(LIB_OBJS)
+	@$(if $(Q),echo "  AR     $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(LIB_SO): $(LIB_OBJS) lib/libshmbus.map
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -shared -Wl,-soname,$(SONAME) -Wl,-z,defs \
+		-Wl,--version-script=lib/libshmbus.map -o $@ $(LIB_OBJS) $(LDLIBS_LIB)
+	$(Q)ln -sf $(SONAME) $(BUILD)/libshmbus.so
+
+$(BUILD)/shmbus.pc: Makefile
+	@mkdir -p $(BUILD)
+	$(Q)printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: shmbus\nDescription: lock-free message bus over shared memory\nVersion: 0.1.0\nLibs: -L$${libdir} -lshmbus\nLibs.private: -lnuma\nCflags: -I$${includedir}\n' '$(PREFIX)' > $@
+
+# Tests link the static library so that sanitizers see every frame.
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_HELP) $(LIB_A)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ $(TEST_LIBS)
+
+$(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma
+
+# Each test binary runs with Criterion's own parallel jobs; they run one
+# binary after another so that the stress tests have both cores.
+test: all $(TEST_BINS)
+	$(Q)fail=0; for t in $(TEST_BINS); do \
+		echo "== $$t"; $$t --jobs=2 $(TEST_ARGS) || fail=1; \
+	done; exit $$fail
+
+sanitize:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+		CFLAGS="-O1 -g" SHMBUS_STRESS_N=200000 test
+
+tsan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-tsan \
+		SAN="-fsanitize=thread" CFLAGS="-O1 -g" SHMBUS_STRESS_N=100000 test
+
+demo: all
+	$(Q)sh examples/demo.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/shmbus $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libshmbus.so
+	install -m 644 include/shmbus.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/shmbus/layout.h $(DESTDIR)$(PREFIX)/include/shmbus/
+	install -m 644 $(BUILD)/shmbus.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+clean:
+	rm -rf build build-asan build-tsan
+
+export SHMBUS_STRESS_N
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shmbus.h - publish and receive messages through lock-free rings in
+ * shared memory.  This header is the manual: every function says what it
+ * does, who owns what, what it returns and whether it is thread-safe.
+ *
+ * Conventions
+ *   - Functions return 0 (or a count) on success and a negative errno value
+ *     on failure; shmbus_strerror() describes any of them.
+ *   - Constructors return NULL and set errno.
+ *   - Handles are opaque.  A channel handle may be shared by threads; a
+ *     publisher or subscriber handle belongs to one thread at a time.
+ *   - Nothing on the publish or poll path allocates, locks or makes a
+ *     system call, except the futex wake that a producer makes when (and
+ *     only when) a subscriber has said it sleeps.
+ *
+ * Errors used throughout
+ *   -EINVAL          a bad argument (null handle, bad attribute...)
+ *   -EMSGSIZE        a message larger than the channel's max_msg
+ *   -EAGAIN          nothing to read, or (block policy) no room right now
+ *   -ETIMEDOUT       a wait ran out of time
+ *   -EBADMSG         corrupt channel: a length, position or field read from
+ *                    shared memory is out of bounds
+ *   -EPROTO          the file is not a shmbus channel (bad magic)
+ *   -EPROTONOSUPPORT the channel was made by an incompatible layout version
+ *   -EEXIST          the channel exists and SHMBUS_CREATE_EXCL was given
+ *   -EBUSY           a single-producer channel already has a live producer
+ *   -ENOSPC          no free subscriber or producer slot, or /dev/shm full
+ */
+#ifndef SHMBUS_H
+#define SHMBUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHMBUS_VERSION_MAJOR 0
+#define SHMBUS_VERSION_MINOR 1
+
+typedef struct shmbus_channel shmbus_channel;
+typedef struct shmbus_pub shmbus_pub;
+typedef struct shmbus_sub shmbus_sub;
+
+/* ---------------------------------------------------------------- errors */
+
+/* A static string for a shmbus return value (negative errno) or an errno.
+ * Thread-safe. */
+const char *shmbus_strerror(int err);
+
+/* --------------------------------------------------------------- channels */
+
+enum shmbus_policy {
+	/* A producer never overwrites what an active subscriber has not read;
+	 * it gets -EAGAIN or waits. */
+	SHMBUS_BLOCK = 0,
+	/* A producer never waits; a lapped subscriber skips to the oldest
+	 * valid record and is told how many messages it lost. */
+	SHMBUS_OVERWRITE = 1,
+};
+
+enum shmbus_producers {
+	SHMBUS_SINGLE_PRODUCER = 0,	/* one producer handle at a time */
+	SHMBUS_MULTI_PRODUCER = 1,	/* any number, any processes */
+};
+
+struct shmbus_channel_attr {
+	uint64_t capacity;	/* data bytes: power of two, 4 KiB..16 GiB */
+	uint32_t max_msg;	/* largest payload; at most capacity/2 - 24 */
+	enum shmbus_policy policy;
+	enum shmbus_producers producers;
+	int numa_node;		/* bind data pages to this node; -1: don't */
+	mode_t mode;		/* file mode, e.g. 0600; 0 means 0600 */
+};
+
+/* Fills *attr with defaults: 1 MiB, max_msg 64 KiB, block, single
+ * producer, no NUMA binding, mode 0600. */
+void shmbus_channel_attr_init(struct shmbus_channel_attr *attr);
+
+/* Flags for shmbus_channel_create(). */
+#define SHMBUS_CREATE_EXCL	0x1u	/* fail with -EEXIST if it exists */
+#define SHMBUS_CREATE_REPLACE	0x2u	/* atomically replace whatever file
+					 * is there (stale, corrupt, other
+					 * geometry); mappers of the old one
+					 * keep their old memory */
+
+/*
+ * Creates the channel `name` in directory `dir` (NULL: "/dev/shm") and
+ * maps it.  The file is built under a temporary name, fully initialised,
+ * its pages allocated (so /dev/shm running full is -ENOSPC here, never a
+ * SIGBUS later) and pre-faulted, and only then linked under its name: a
+ * crash during creation never leaves a half-initialised channel behind.
+ *
+ * Without flags, an existing valid channel with the same geometry is
+ * opened instead; one with another geometry is -EEXIST, and an invalid
+ * file is reported with its error (-EPROTO, -EPROTONOSUPPORT, -EBADMSG):
+ * pass SHMBUS_CREATE_REPLACE to replace it deliberately.
+ *
+ * `name` is one path component: [A-Za-z0-9._-], 1..200 bytes, not
+ * starting with '.'.  Returns NULL and sets errno (positive) on failure.
+ * Thread-safe.
+ */
+shmbus_channel *shmbus_channel_create(const char *dir, const char *name,
+				      const struct shmbus_channel_attr *attr,
+				      unsigned flags);
+
+/*
+ * Opens and maps an existing channel, validating every header field.
+ * Errors (in errno): ENOENT, EACCES, EPROTO, EPROTONOSUPPORT, EBADMSG.
+ * Thread-safe.
+ */
+shmbus_channel *shmbus_channel_open(const char *dir, const char *name);
+
+/* Unmaps the channel.  Every publisher and subscriber opened on it must
+ * be closed first.  The file stays. */
+void shmbus_channel_close(shmbus_channel *ch);
+
+/* Removes the channel's file.  Mappers keep their memory. */
+int shmbus_channel_unlink(const char *dir, const char *name);
+
+struct shmbus_channel_info {
+	uint64_t capacity;
+	uint32_t max_msg;
+	enum shmbus_policy policy;
+	enum shmbus_producers producers;
+	int numa_node;
+	uint64_t create_ns;	/* CLOCK_REALTIME, ns */
+	uint64_t head;		/* next position to claim */
+	uint64_t published;	/* messages published */
+	uint64_t bytes;		/* payload bytes published */
+	uint64_t backpressure;	/* claims refused or delayed */
+	uint64_t wakeups;	/* futex wakes made by producers */
+	uint64_t aborts;	/* claims aborted */
+	uint32_t subscribers;	/* active subscriber slots */
+	uint32_t producers_active;
+	int huge_pages;		/* 1 if the mapping is backed by huge pages */
+};
+
+/* A snapshot of the channel's header and counters (values validated).
+ * Thread-safe. */
+int shmbus_channel_info(shmbus_channel *ch, struct shmbus_channel_info *info);
+
+/* ------------------------------------------------------------- publishing */
+
+struct shmbus_pub_attr {
+	/* Block policy, channel full: 0 returns -EAGAIN at once, a positive
+	 * value waits up to that many ns then returns -ETIMEDOUT, -1 waits
+	 * for ever. */
+	int64_t timeout_ns;
+};
+
+/*
+ * Opens a publisher on `ch` (NULL attr: timeout 0).  A single-producer
+ * channel admits one live publisher: a second gets -EBUSY (a publisher
+ * left by a dead process is taken over).  Returns NULL, errno set.
+ * The handle is for one thread at a time.
+ */
+shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
+			    const struct shmbus_pub_attr *attr);
+
+/* Closes the publisher.  An outstanding claim is aborted. */
+void shmbus_pub_close(shmbus_pub *pub);
+
+/*
+ * Zero-copy publishing.  shmbus_claim() reserves room for a message of
+ * `len` bytes (0..max_msg) and stores a pointer to it in *buf; the caller
+ * writes the payload and then calls shmbus_commit() (subscribers see it)
+ * or shmbus_abort() (subscribers skip it).  One claim may be outstanding
+ * per publisher.  Returns 0, -EMSGSIZE, -EAGAIN / -ETIMEDOUT (block policy,
+ * full), -EBUSY (a claim is already outstanding) or -EBADMSG.
+ */
+int shmbus_claim(shmbus_pub *pub, size_t len, void **buf);
+int shmbus_commit(shmbus_pub *pub);
+int shmbus_abort(shmbus_pub *pub);
+
+/* Copies `len` bytes and publishes them as one message. */
+int shmbus_publish(shmbus_pub *pub, const void *data, size_t len);
+
+/* Publishes the concatenation of `iov` as one message (header+payload). */
+int shmbus_publishv(shmbus_pub *pub, const struct iovec *iov, int iovcnt);
+
+/*
+ * Publishes `n` messages, msgs[i] being one message each, with one claim:
+ * all of them or none (-EAGAIN/-ETIMEDOUT), in order.  Each must fit
+ * max_msg and the batch must fit half the capacity (-EMSGSIZE otherwise).
+ * Returns n.
+ */
+int shmbus_publish_batch(shmbus_pub *pub, const struct iovec *msgs, size_t n);
+
+/* ------------------------------------------------------------- subscribing */
+
+enum shmbus_start {
+	SHMBUS_START_NEWEST = 0,	/* only messages published from now on */
+	SHMBUS_START_OLDEST = 1,	/* the oldest record still retained */
+};
+
+enum shmbus_wait {
+	SHMBUS_WAIT_SPIN = 0,	/* busy spin: lowest latency, burns a core */
+	SHMBUS_WAIT_YIELD = 1,	/* spin, then sched_yield() */
+	SHMBUS_WAIT_SLEEP = 2,	/* spin, then sleep on the channel's futex */
+};
+
+struct shmbus_sub_attr {
+	enum shmbus_start start;
+	enum shmbus_wait wait;
+	uint32_t spin_ns;	/* spin before yielding/sleeping; 0: 20 us */
+};
+
+/*
+ * Opens a subscriber with its own cursor: it sees every message published
+ * after its start point (broadcast).  On a block-policy channel producers
+ * will not overwrite what it has not read, so a subscriber that stops
+ * reading eventually stops the producers: close it when done.
+ * SHMBUS_START_OLDEST on a block channel starts at the slowest active
+ * subscriber's position (what the channel guarantees to hold).
+ * Returns NULL, errno ENOSPC when all slots are taken.  One thread at a
+ * time.
+ */
+shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
+			    const struct shmbus_sub_attr *attr);
+
+/* Releases the subscriber's slot. */
+void shmbus_sub_close(shmbus_sub *sub);
+
+struct shmbus_msg {
+	const void *data;	/* in the ring (block policy) or in the
+				 * subscriber's buffer (overwrite policy);
+				 * valid only during the handler call */
+	uint32_t len;
+	uint64_t seq;		/* channel-wide message number */
+	uint64_t pos;		/* byte position of the record */
+	uint64_t lost;		/* messages lost just before this one */
+};
+
+/* A poll handler.  Return 0 to go on, non-zero to stop the batch after
+ * this message (it counts as delivered). */
+typedef int (*shmbus_handler)(const struct shmbus_msg *msg, void *arg);
+
+/*
+ * Calls `fn` on up to `max` messages (0: no limit within one lap) in
+ * order, then publishes the new cursor once.  With the block policy the
+ * handler sees the message in place (zero copy; do not keep the pointer).
+ * With the overwrite policy each message is first copied and validated,
+ * so a handler never sees a torn message.  Returns the number of messages
+ * handled (0 if none), or -EBADMSG if the channel is corrupt.  Never
+ * blocks.
+ */
+int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max);
+
+/*
+ * Copies the next message into buf (cap bytes) and returns its length;
+ * -EAGAIN if there is none, -EMSGSIZE if cap is too small (the message is
+ * left unread), -EBADMSG on corruption.  *info may be NULL; info->data
+ * then points at buf.
+ */
+ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
+		    struct shmbus_msg *info);
+
+/*
+ * Waits until a message is available, using the subscriber's wait
+ * strategy.  timeout_ns < 0 waits for ever.  Returns 0 when a message is
+ * available, -ETIMEDOUT, or -EINTR if a signal interrupted a sleep.
+ */
+int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns);
+
+struct shmbus_sub_stats {
+	uint64_t pos;		/* next position to read */
+	uint64_t delivered;	/* messages delivered */
+	uint64_t lost;		/* messages lost to overwriting */
+	uint64_t lag_bytes;	/* head - pos */
+};
+
+int shmbus_sub_stats(shmbus_sub *sub, struct shmbus_sub_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SHMBUS_H */

@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shmbus/layout.h - the byte layout of a channel file in /dev/shm.
+ *
+ * This is an on-disk-like format shared by every process that maps a
+ * channel, by busstat, by the daemon and (later) by replication.  It is
+ * versioned: any change to an offset or a meaning bumps
+ * SHMBUS_LAYOUT_VERSION.  Everything here is fixed-width, the offsets are
+ * pinned by static assertions at the bottom, and every reader treats every
+ * value read from the file as untrusted input (see docs/design.md).
+ *
+ *   offset 0          +--------------------------------------------+
+ *                     | struct shmbus_hdr        (4 KiB)            |
+ *                     |   identity line: magic, version, sizes      |
+ *                     |   replication / persistence line (reserved) |
+ *                     |   producer line: head, handoff, seq, bytes  |
+ *                     |   wake line: futex word, sleepers           |
+ *                     |   counters line                             |
+ *   slots_offset      +--------------------------------------------+
+ *                     | producer slots  [SHMBUS_MAX_PRODUCERS]      |
+ *                     | subscriber slots [nslots], 128 B each       |
+ *                     | segment index   [SHMBUS_NSEG] (16 B each)   |
+ *   data_offset       +--------------------------------------------+
+ *   (page aligned)    | data region: capacity bytes (power of two)  |
+ *                     | records, 8-byte aligned:                    |
+ *                     |   [commit word | seq | payload | pad to 8]  |
+ *                     +--------------------------------------------+
+ *
+ * A record commits itself: its first word (struct shmbus_rec.commit)
+ * holds the lap tag, the type and the length, and is stored last with
+ * release order.  See docs/design.md for the full protocol.
+ */
+#ifndef SHMBUS_LAYOUT_H
+#define SHMBUS_LAYOUT_H
+
+#include <stdint.h>
+
+#define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
+#define SHMBUS_LAYOUT_VERSION	1u
+
+#define SHMBUS_CACHELINE	64u
+#define SHMBUS_HDR_SIZE		4096u
+#define SHMBUS_MAX_PRODUCERS	16u
+#define SHMBUS_MAX_SLOTS	64u	/* subscriber cursor slots per channel */
+#define SHMBUS_NSEG		64u	/* resync index entries per lap */
+
+#define SHMBUS_MIN_CAPACITY	(UINT64_C(4) << 10)
+#define SHMBUS_MAX_CAPACITY	(UINT64_C(16) << 30)
+
+/* hdr.flags */
+#define SHMBUS_F_OVERWRITE	0x1u	/* else: block policy */
+#define SHMBUS_F_MULTI_PRODUCER	0x2u	/* else: single producer */
+#define SHMBUS_F_KNOWN		0x3u
+
+/*
+ * Record commit word:  [ lap tag : 32 | type : 3 | length : 29 ]
+ *
+ * The lap tag is ((pos >> cap_log2) + 1) truncated to 32 bits, never 0, so
+ * an all-zero word (fresh memory, or an invalidated header) is never a
+ * committed record.  For a MSG record the length is the payload length and
+ * the record occupies SHMBUS_REC_HDR + align8(length) bytes.  A PAD record
+ * has only its commit word: it occupies 8 + length bytes (length is a
+ * multiple of 8) and carries nothing to deliver.  A SKIP record has the
+ * shape of a MSG record (its seq is valid) and is not delivered.
+ */
+#define SHMBUS_REC_MSG		0u
+#define SHMBUS_REC_PAD		1u
+#define SHMBUS_REC_SKIP		2u	/* an aborted or repaired message: same
+					 * shape as MSG, carries its seq, not
+					 * delivered */
+#define SHMBUS_REC_HDR		16u	/* commit word + sequence number */
+#define SHMBUS_REC_ALIGN	8u
+#define SHMBUS_LEN_BITS		29u
+#define SHMBUS_LEN_MASK		((UINT32_C(1) << SHMBUS_LEN_BITS) - 1)
+#define SHMBUS_MAX_MSG_LIMIT	(SHMBUS_LEN_MASK - 7u)
+
+struct shmbus_rec {
+	uint64_t commit;	/* stored last, with release */
+	uint64_t seq;		/* message sequence number in this channel */
+	/* payload follows */
+};
+
+/* Slot states (subscriber and producer slots). */
+#define SHMBUS_SLOT_FREE	0u
+#define SHMBUS_SLOT_BUSY	1u	/* being set up by its owner */
+#define SHMBUS_SLOT_ACTIVE	2u
+
+/* Wait strategies, as recorded in a subscriber slot for busstat. */
+#define SHMBUS_WAIT_SPIN_CODE	0u
+#define SHMBUS_WAIT_YIELD_CODE	1u
+#define SHMBUS_WAIT_SLEEP_CODE	2u
+
+/*
+ * A subscriber's cursor slot: two cache lines so that a neighbour's cursor
+ * stores never share a line (nor an adjacent-line prefetch pair) with ours.
+ */
+struct shmbus_sub_slot {
+	uint64_t pos;		/* next position to read; owner stores release */
+	uint32_t state;		/* SHMBUS_SLOT_* */
+	uint32_t pid;
+	uint64_t delivered;	/* messages delivered to this subscriber */
+	uint64_t lost;		/* messages skipped after being lapped */
+	uint64_t next_seq;	/* sequence number expected next */
+	uint32_t wait;		/* SHMBUS_WAIT_*_CODE */
+	uint32_t sleeping;	/* 1 while blocked in futex wait */
+	uint64_t gen;		/* bumped on every (re)registration */
+	char comm[16];		/* process name, for busstat */
+	uint8_t reserved[56];
+};
+
+struct shmbus_prod_slot {
+	uint32_t state;		/* SHMBUS_SLOT_* */
+	uint32_t pid;
+	uint64_t claim_pos;	/* reserved for crash repair (daemon) */
+	uint64_t claim_end;
+	uint64_t published;	/* messages committed by this producer */
+	char comm[16];
+	uint8_t reserved[16];
+};
+
+/*
+ * Resync index, one entry per segment of the ring (capacity / NSEG bytes):
+ * the first record boundary at or after the segment's start, stored with
+ * release by the producer whose claim covers that start.  A lapped
+ * subscriber jumps to such a boundary; the record there carries its own
+ * sequence number, so the loss count needs nothing more.
+ */
+struct shmbus_seg {
+	uint64_t pos;
+	uint64_t reserved;
+};
+
+struct shmbus_hdr {
+	/* line 0: identity, written once at creation, then read-only */
+	uint64_t magic;		/* stored last at creation, with release */
+	uint32_t version;
+	uint32_t hdr_size;	/* sizeof(struct shmbus_hdr) */
+	uint64_t file_size;
+	uint64_t capacity;	/* data region bytes, power of two */
+	uint64_t data_offset;
+	uint64_t slots_offset;
+	uint32_t max_msg;	/* largest payload, bytes */
+	uint32_t flags;		/* SHMBUS_F_* */
+	uint32_t nslots;	/* subscriber slots */
+	uint32_t cap_log2;
+
+	/* line 1: identity, continued */
+	uint64_t create_ns;	/* CLOCK_REALTIME at creation */
+	uint32_t page_size;
+	int32_t numa_node;	/* -1: not bound */
+	uint32_t nseg;
+	uint32_t seg_log2;	/* segment size is 1 << seg_log2 bytes */
+	uint8_t pad1[40];
+
+	/* line 2: reserved for replication and persistence (later issues) */
+	uint64_t replicated_pos;
+	uint64_t epoch;
+	uint64_t persisted_pos;
+	uint8_t pad2[40];
+
+	uint8_t guard3[64];
+
+	/* line 4: producer state */
+	uint64_t head;		/* next position to claim */
+	uint64_t handoff;	/* MP: header at this position is invalidated */
+	uint64_t seq;		/* next message sequence number */
+	uint64_t bytes;		/* payload bytes published */
+	uint32_t sp_owner;	/* SP: pid holding the producer role */
+	uint32_t nsub_hwm;	/* subscriber slots ever used */
+	uint8_t pad4[24];
+
+	uint8_t guard5[64];
+
+	/* line 6: wake-ups */
+	uint32_t futex;		/* bumped by a producer that wakes sleepers */
+	uint32_t sleepers;	/* subscribers blocked (or about to) */
+	uint8_t pad6[56];
+
+	uint8_t guard7[64];
+
+	/* line 8: cold counters */
+	uint64_t backpressure;	/* claims refused or delayed by a slow reader */
+	uint64_t wakeups;	/* futex wake calls made by producers */
+	uint64_t repairs;	/* records repaired by the daemon (later issue) */
+	uint64_t aborts;	/* claims aborted by their producer */
+	uint8_t pad8[32];
+
+	uint8_t reserved[SHMBUS_HDR_SIZE - 9 * 64];
+};
+
+#define SHMBUS_ASSERT_OFFSET(t, f, o) \
+	_Static_assert(__builtin_offsetof(t, f) == (o), #t "." #f " moved")
+
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, magic, 0);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, create_ns, 64);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, replicated_pos, 128);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, head, 256);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, futex, 384);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, backpressure, 512);
+_Static_assert(sizeof(struct shmbus_hdr) == SHMBUS_HDR_SIZE, "hdr size");
+_Static_assert(sizeof(struct shmbus_sub_slot) == 128, "sub slot size");
+_Static_assert(sizeof(struct shmbus_prod_slot) == 64, "prod slot size");
+_Static_assert(sizeof(struct shmbus_seg) == 16, "seg size");
+_Static_assert(sizeof(struct shmbus_rec) == SHMBUS_REC_HDR, "rec size");
+
+#endif /* SHMBUS_LAYOUT_H */

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * atomic.h - the few named memory operations shmbus uses on shared memory.
+ *
+ * Every field of a channel is a plain fixed-width integer in the layout
+ * (include/shmbus/layout.h); these helpers apply C11 atomics to it.  Each
+ * call site that uses an ordering stronger than relaxed says in a comment
+ * which operation it pairs with, by label (R1..., A1... in docs/design.md).
+ */
+#ifndef SHMBUS_ATOMIC_H
+#define SHMBUS_ATOMIC_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define SB_A64(p) ((_Atomic uint64_t *)(p))
+#define SB_A32(p) ((_Atomic uint32_t *)(p))
+
+static inline uint64_t load_relaxed64(const uint64_t *p)
+{
+	return atomic_load_explicit(SB_A64(p), memory_order_relaxed);
+}
+
+static inline uint64_t load_acquire64(const uint64_t *p)
+{
+	return atomic_load_explicit(SB_A64(p), memory_order_acquire);
+}
+
+static inline uint64_t load_seqcst64(const uint64_t *p)
+{
+	return atomic_load_explicit(SB_A64(p), memory_order_seq_cst);
+}
+
+static inline void store_relaxed64(uint64_t *p, uint64_t v)
+{
+	atomic_store_explicit(SB_A64(p), v, memory_order_relaxed);
+}
+
+static inline void store_release64(uint64_t *p, uint64_t v)
+{
+	atomic_store_explicit(SB_A64(p), v, memory_order_release);
+}
+
+static inline int cas_seqcst64(uint64_t *p, uint64_t *expected, uint64_t v)
+{
+	return atomic_compare_exchange_weak_explicit(SB_A64(p), expected, v,
+						     memory_order_seq_cst,
+						     memory_order_acquire);
+}
+
+static inline uint64_t add_relaxed64(uint64_t *p, uint64_t v)
+{
+	return atomic_fetch_add_explicit(SB_A64(p), v, memory_order_relaxed);
+}
+
+static inline uint32_t load_relaxed32(const uint32_t *p)
+{
+	return atomic_load_explicit(SB_A32(p), memory_order_relaxed);
+}
+
+static inline uint32_t load_acquire32(const uint32_t *p)
+{
+	return atomic_load_explicit(SB_A32(p), memory_order_acquire);
+}
+
+static inline uint32_t load_seqcst32(const uint32_t *p)
+{
+	return atomic_load_explicit(SB_A32(p), memory_order_seq_cst);
+}
+
+static inline void store_relaxed32(uint32_t *p, uint32_t v)
+{
+	atomic_store_explicit(SB_A32(p), v, memory_order_relaxed);
+}
+
+static inline void store_release32(uint32_t *p, uint32_t v)
+{
+	atomic_store_explicit(SB_A32(p), v, memory_order_release);
+}
+
+static inline void store_seqcst32(uint32_t *p, uint32_t v)
+{
+	atomic_store_explicit(SB_A32(p), v, memory_order_seq_cst);
+}
+
+static inline int cas_seqcst32(uint32_t *p, uint32_t *expected, uint32_t v)
+{
+	return atomic_compare_exchange_strong_explicit(SB_A32(p), expected, v,
+						       memory_order_seq_cst,
+						       memory_order_relaxed);
+}
+
+static inline uint32_t add_seqcst32(uint32_t *p, uint32_t v)
+{
+	return atomic_fetch_add_explicit(SB_A32(p), v, memory_order_seq_cst);
+}
+
+static inline uint32_t sub_seqcst32(uint32_t *p, uint32_t v)
+{
+	return atomic_fetch_sub_explicit(SB_A32(p), v, memory_order_seq_cst);
+}
+
+static inline void fence_acquire(void)
+{
+	atomic_thread_fence(memory_order_acquire);
+}
+
+static inline void fence_release(void)
+{
+	atomic_thread_fence(memory_order_release);
+}
+
+static inline void fence_seqcst(void)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#else
+	__asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+#endif /* SHMBUS_ATOMIC_H */

@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * channel.h - the library's private view of a mapped channel.
+ *
+ * The immutable geometry (capacity, max_msg, flags...) is read from the
+ * shared header once, validated, and kept here in private memory: the hot
+ * paths never re-read it from shared memory, so a process that scribbles
+ * over the header later cannot make another read out of bounds.
+ */
+#ifndef SHMBUS_CHANNEL_H
+#define SHMBUS_CHANNEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shmbus.h"
+#include "shmbus/layout.h"
+#include "atomic.h"
+
+#define SHMBUS_EXPORT __attribute__((visibility("default")))
+
+struct shmbus_channel {
+	struct shmbus_hdr *hdr;		/* control region, read-write */
+	struct shmbus_prod_slot *prods;
+	struct shmbus_sub_slot *subs;
+	struct shmbus_seg *segs;
+	uint8_t *data;			/* data region */
+	size_t map_len;
+	uint64_t cap;			/* validated copies of the geometry */
+	uint64_t mask;
+	uint32_t cap_log2;
+	uint32_t seg_log2;
+	uint32_t max_msg;
+	uint32_t flags;
+	uint32_t nslots;
+	int huge;
+};
+
+static inline bool ch_overwrite(const struct shmbus_channel *ch)
+{
+	return ch->flags & SHMBUS_F_OVERWRITE;
+}
+
+static inline bool ch_multi(const struct shmbus_channel *ch)
+{
+	return ch->flags & SHMBUS_F_MULTI_PRODUCER;
+}
+
+static inline uint64_t align8(uint64_t n)
+{
+	return (n + (SHMBUS_REC_ALIGN - 1)) & ~(uint64_t)(SHMBUS_REC_ALIGN - 1);
+}
+
+/* Bytes a message record of `len` payload bytes occupies in the ring. */
+static inline uint64_t rec_size(uint64_t len)
+{
+	return SHMBUS_REC_HDR + align8(len);
+}
+
+/* The lap tag of a position: never 0, so a zeroed word is never valid. */
+static inline uint32_t lap_tag(const struct shmbus_channel *ch, uint64_t pos)
+{
+	uint32_t t = (uint32_t)(pos >> ch->cap_log2) + 1u;
+
+	return t ? t : 1u;
+}
+
+static inline uint64_t commit_word(const struct shmbus_channel *ch,
+				   uint64_t pos, uint32_t type, uint32_t len)
+{
+	return (uint64_t)lap_tag(ch, pos) << 32 |
+	       (uint64_t)type << SHMBUS_LEN_BITS | len;
+}
+
+static inline uint32_t word_tag(uint64_t w)
+{
+	return (uint32_t)(w >> 32);
+}
+
+static inline uint32_t word_type(uint64_t w)
+{
+	return (uint32_t)(w >> SHMBUS_LEN_BITS) & 7u;
+}
+
+static inline uint32_t word_len(uint64_t w)
+{
+	return (uint32_t)w & SHMBUS_LEN_MASK;
+}
+
+/* The record (or commit word) at ring position `pos`. */
+static inline struct shmbus_rec *rec_at(const struct shmbus_channel *ch,
+					uint64_t pos)
+{
+	return (struct shmbus_rec *)(ch->data + (pos & ch->mask));
+}
+
+/*
+ * Whether a reader's copy of the bytes at [pos, pos + len) can still be
+ * trusted, given the producers' claim position `head` loaded after the
+ * copy: nothing at or past pos + cap has been claimed, and the header word
+ * a producer invalidates at the end of its claim (8 bytes past head) does
+ * not reach pos + cap either.
+ */
+static inline bool not_overwritten(const struct shmbus_channel *ch,
+				   uint64_t pos, uint64_t head)
+{
+	return head + SHMBUS_REC_ALIGN <= pos + ch->cap;
+}
+
+/*
+ * Largest `need` (records bytes) one claim may ask for.  A claim takes
+ * need + wrap padding (< need) + the next header word it invalidates (8),
+ * which then always fits in one lap: a caught-up block-policy producer can
+ * always make progress.
+ */
+static inline uint64_t max_need(const struct shmbus_channel *ch)
+{
+	return ch->cap / 2 - SHMBUS_REC_ALIGN;
+}
+
+/* Internal entry points shared between the library's files. */
+int sb_prod_wake(struct shmbus_channel *ch);
+int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
+		       uint64_t *pos);
+int64_t sb_now_ns(void);
+bool sb_pid_alive(uint32_t pid);
+bool sb_sub_ready(struct shmbus_sub *sub);
+struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub);
+struct shmbus_sub_slot *sb_sub_slot(struct shmbus_sub *sub,
+				    enum shmbus_wait *wait, uint32_t *spin_ns);
+
+#endif /* SHMBUS_CHANNEL_H */

@@ -1,0 +1,521 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * publish.c - claiming space in the ring and committing records.
+ *
+ * Single producer: the producer owns `head`; a claim is a relaxed store.
+ * Multi producer: a claim is a CAS on `head` (the check against the block
+ * limit and the wrap padding must be decided on the same value the claim
+ * starts from, which fetch-add cannot do); then a short hand-off in claim
+ * order invalidates the next header word and hands out sequence numbers.
+ * The payload is written and committed by each producer independently.
+ *
+ * Labels (R = release side, A = acquire side) are listed in docs/design.md.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "channel.h"
+
+struct shmbus_pub {
+	struct shmbus_channel *ch;
+	struct shmbus_prod_slot *slot;
+	uint64_t head;		/* SP: the next position we claim */
+	uint64_t seq;		/* SP: next sequence number */
+	uint64_t bytes;		/* SP: payload bytes published */
+	uint64_t limit;		/* block: claims must end 8 bytes below */
+	uint64_t published;	/* messages this handle committed */
+	int64_t timeout_ns;
+	/* the outstanding claim */
+	bool claimed;
+	uint32_t c_len;
+	uint64_t c_pos;
+	uint64_t c_seq;
+};
+
+/*
+ * Index entries for every segment start b with p < b <= q: the first record
+ * boundary at or after b is q, the end of this claim.
+ */
+static void seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q)
+{
+	uint64_t seg = UINT64_C(1) << ch->seg_log2;
+
+	for (uint64_t b = (p | (seg - 1)) + 1; b <= q; b += seg)
+		/* R4: pairs with A4 in sb_sub_find_oldest(). */
+		store_release64(&ch->segs[(b >> ch->seg_log2) &
+					  (SHMBUS_NSEG - 1)].pos, q);
+}
+
+/*
+ * Block policy: recomputes how far producers may claim.  `p` is the head
+ * this producer claims from.
+ */
+static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
+{
+	struct shmbus_channel *ch = pub->ch;
+	uint32_t hwm = load_relaxed32(&ch->hdr->nsub_hwm);
+	uint64_t min = p;
+
+	/* F1: pairs with F2 in shmbus_sub_open().  Either this scan sees the
+	 * new subscriber's slot, or the subscriber's load of head sees at
+	 * least p and it starts at or after p, which the limit covers. */
+	fence_seqcst();
+	if (hwm > SHMBUS_MAX_SLOTS)
+		hwm = SHMBUS_MAX_SLOTS;
+	for (uint32_t i = 0; i < hwm; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		uint64_t c;
+
+		/* Acquire: the slot's initial cursor, stored before it went
+		 * ACTIVE, is visible (pairs with the store in sub_open). */
+		if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
+			continue;
+		/* A2: pairs with R5 in publish_cursor(): the subscriber has
+		 * finished reading everything below c. */
+		c = load_acquire64(&s->pos);
+		if (c < min)	/* a cursor past head is corrupt: ignored */
+			min = c;
+	}
+	pub->limit = min + ch->cap;
+}
+
+static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
+			unsigned *spins)
+{
+	int64_t now;
+
+	if (*spins == 0)
+		add_relaxed64(&pub->ch->hdr->backpressure, 1);
+	if (pub->timeout_ns == 0)
+		return -EAGAIN;
+	if (++*spins < 256) {
+		cpu_relax();
+		return 0;
+	}
+	if (pub->timeout_ns > 0) {
+		now = sb_now_ns();
+		if (*deadline == 0)
+			*deadline = now + pub->timeout_ns;
+		else if (now >= *deadline)
+			return -ETIMEDOUT;
+	}
+	sched_yield();
+	return 0;
+}
+
+/* Waits for the previous claimer to hand over position p (MP only). */
+static void await_handoff(struct shmbus_channel *ch, uint64_t p)
+{
+	unsigned spins = 0;
+
+	/* A3: pairs with R3 below, in the previous claimer: its
+	 * invalidation of the header word at p and its sequence numbers are
+	 * visible once we see p here. */
+	while (load_acquire64(&ch->hdr->handoff) != p) {
+		if (++spins < 1024)
+			cpu_relax();
+		else
+			sched_yield();
+	}
+}
+
+/*
+ * Reserves `need` bytes for `nmsgs` records holding `nbytes` payload bytes.
+ * On success *recp is where the first record goes and *seqp its sequence
+ * number; wrap padding, if any, is already committed.
+ */
+static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
+		   uint64_t nbytes, uint64_t *recp, uint64_t *seqp)
+{
+	struct shmbus_channel *ch = pub->ch;
+	struct shmbus_hdr *h = ch->hdr;
+	bool multi = ch_multi(ch), block = !ch_overwrite(ch);
+	uint64_t p, q, pad, seq;
+	int64_t deadline = 0;
+	unsigned spins = 0;
+	int rc;
+
+	for (;;) {
+		p = multi ? load_relaxed64(&h->head) : pub->head;
+		pad = (p & ch->mask) + need > ch->cap ?
+			      ch->cap - (p & ch->mask) : 0;
+		q = p + pad + need;
+		if (block && q + SHMBUS_REC_ALIGN > pub->limit) {
+			refresh_limit(pub, p);
+			if (q + SHMBUS_REC_ALIGN > pub->limit) {
+				rc = backpressure(pub, &deadline, &spins);
+				if (rc)
+					return rc;
+				continue;
+			}
+		}
+		if (!multi) {
+			pub->head = q;
+			store_relaxed64(&h->head, q);
+			break;
+		}
+		if (cas_seqcst64(&h->head, &p, q))
+			break;
+	}
+	/* R2: pairs with A5 (the fence in the subscriber's overwrite check):
+	 * the claim is visible before any byte of [p, q) changes, so a reader
+	 * that copied bytes we overwrite sees head past its record. */
+	fence_release();
+
+	if (multi)
+		await_handoff(ch, p);
+	/* The header word at q becomes the next claim's commit word; zero it
+	 * now, before our commits (R1, release) publish anything, so that a
+	 * reader who reaches q after our records never mistakes stale bytes
+	 * of an earlier lap for a committed record. */
+	store_relaxed64(&rec_at(ch, q)->commit, 0);
+	seg_index(ch, p, q);
+	if (multi) {
+		seq = load_relaxed64(&h->seq);
+		store_relaxed64(&h->seq, seq + nmsgs);
+		store_relaxed64(&h->bytes, load_relaxed64(&h->bytes) + nbytes);
+		/* R3: pairs with A3 in the next claimer's await_handoff(). */
+		store_release64(&h->handoff, q);
+	} else {
+		seq = pub->seq;
+		pub->seq += nmsgs;
+		pub->bytes += nbytes;
+		store_relaxed64(&h->seq, pub->seq);
+		store_relaxed64(&h->bytes, pub->bytes);
+	}
+	if (pad)
+		/* R1: pairs with A1 in the subscriber's peek(). */
+		store_release64(&rec_at(ch, p)->commit,
+				commit_word(ch, p, SHMBUS_REC_PAD,
+					    (uint32_t)(pad - SHMBUS_REC_ALIGN)));
+	*recp = p + pad;
+	*seqp = seq;
+	return 0;
+}
+
+/* Wakes sleeping subscribers if any said they sleep.  Called after a
+ * commit; the common case is one fence and one load of a line that no one
+ * writes while nobody sleeps. */
+static void wake_if_sleepers(struct shmbus_channel *ch)
+{
+	/* F3: pairs with F4 in shmbus_wait(): either the sleeper's re-check
+	 * sees our commit, or we see its sleepers count. */
+	fence_seqcst();
+	if (load_relaxed32(&ch->hdr->sleepers))
+		sb_prod_wake(ch);
+}
+
+/* Per-producer count for busstat, on the producer's own slot line. */
+static void count_published(struct shmbus_pub *pub, uint64_t n)
+{
+	pub->published += n;
+	if (pub->slot)
+		store_relaxed64(&pub->slot->published, pub->published);
+}
+
+static void write_rec_hdr(struct shmbus_channel *ch, uint64_t pos,
+			  uint64_t seq)
+{
+	struct shmbus_rec *r = rec_at(ch, pos);
+
+	store_relaxed64(&r->seq, seq);
+}
+
+static void commit_rec(struct shmbus_channel *ch, uint64_t pos, uint32_t type,
+		       uint32_t len)
+{
+	/* R1: pairs with A1 in the subscriber's peek(): the sequence number
+	 * and payload written before this store are visible to a reader that
+	 * sees this commit word. */
+	store_release64(&rec_at(ch, pos)->commit,
+			commit_word(ch, pos, type, len));
+}
+
+SHMBUS_EXPORT int shmbus_claim(shmbus_pub *pub, size_t len, void **buf)
+{
+	struct shmbus_channel *ch;
+	uint64_t pos, seq;
+	int rc;
+
+	if (!pub || !buf)
+		return -EINVAL;
+	if (pub->claimed)
+		return -EBUSY;
+	ch = pub->ch;
+	if (len > ch->max_msg)
+		return -EMSGSIZE;
+	rc = reserve(pub, rec_size(len), 1, len, &pos, &seq);
+	if (rc)
+		return rc;
+	write_rec_hdr(ch, pos, seq);
+	pub->claimed = true;
+	pub->c_pos = pos;
+	pub->c_seq = seq;
+	pub->c_len = (uint32_t)len;
+	*buf = ch->data + (pos & ch->mask) + SHMBUS_REC_HDR;
+	return 0;
+}
+
+SHMBUS_EXPORT int shmbus_commit(shmbus_pub *pub)
+{
+	if (!pub || !pub->claimed)
+		return -EINVAL;
+	commit_rec(pub->ch, pub->c_pos, SHMBUS_REC_MSG, pub->c_len);
+	pub->claimed = false;
+	count_published(pub, 1);
+	wake_if_sleepers(pub->ch);
+	return 0;
+}
+
+SHMBUS_EXPORT int shmbus_abort(shmbus_pub *pub)
+{
+	if (!pub || !pub->claimed)
+		return -EINVAL;
+	/* A SKIP record keeps its length and sequence number: readers step
+	 * over it without counting a loss. */
+	commit_rec(pub->ch, pub->c_pos, SHMBUS_REC_SKIP, pub->c_len);
+	add_relaxed64(&pub->ch->hdr->aborts, 1);
+	pub->claimed = false;
+	wake_if_sleepers(pub->ch);
+	return 0;
+}
+
+SHMBUS_EXPORT int shmbus_publish(shmbus_pub *pub, const void *data,
+				 size_t len)
+{
+	void *buf;
+	int rc;
+
+	if (len && !data)
+		return -EINVAL;
+	rc = shmbus_claim(pub, len, &buf);
+	if (rc)
+		return rc;
+	if (len)
+		memcpy(buf, data, len);
+	return shmbus_commit(pub);
+}
+
+static int iov_total(const struct iovec *iov, size_t n, size_t *total)
+{
+	size_t t = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (iov[i].iov_len && !iov[i].iov_base)
+			return -EINVAL;
+		if (iov[i].iov_len > SHMBUS_MAX_MSG_LIMIT - t)
+			return -EMSGSIZE;
+		t += iov[i].iov_len;
+	}
+	*total = t;
+	return 0;
+}
+
+SHMBUS_EXPORT int shmbus_publishv(shmbus_pub *pub, const struct iovec *iov,
+				  int iovcnt)
+{
+	size_t total;
+	uint8_t *buf;
+	int rc;
+
+	if (!pub || iovcnt < 0 || (iovcnt && !iov))
+		return -EINVAL;
+	rc = iov_total(iov, (size_t)iovcnt, &total);
+	if (rc)
+		return rc;
+	rc = shmbus_claim(pub, total, (void **)&buf);
+	if (rc)
+		return rc;
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len)
+			memcpy(buf, iov[i].iov_base, iov[i].iov_len);
+		buf += iov[i].iov_len;
+	}
+	return shmbus_commit(pub);
+}
+
+SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
+				       const struct iovec *msgs, size_t n)
+{
+	struct shmbus_channel *ch;
+	uint64_t need = 0, nbytes = 0, pos, seq;
+	int rc;
+
+	if (!pub || (n && !msgs) || pub->claimed || n > INT32_MAX)
+		return -EINVAL;
+	ch = pub->ch;
+	for (size_t i = 0; i < n; i++) {
+		if (msgs[i].iov_len > ch->max_msg)
+			return -EMSGSIZE;
+		if (msgs[i].iov_len && !msgs[i].iov_base)
+			return -EINVAL;
+		need += rec_size(msgs[i].iov_len);
+		nbytes += msgs[i].iov_len;
+		if (need > max_need(ch))
+			return -EMSGSIZE;
+	}
+	if (n == 0)
+		return 0;
+	rc = reserve(pub, need, n, nbytes, &pos, &seq);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t len = (uint32_t)msgs[i].iov_len;
+
+		write_rec_hdr(ch, pos, seq + i);
+		if (len)
+			memcpy(ch->data + (pos & ch->mask) + SHMBUS_REC_HDR,
+			       msgs[i].iov_base, len);
+		commit_rec(ch, pos, SHMBUS_REC_MSG, len);
+		pos += rec_size(len);
+	}
+	count_published(pub, n);
+	wake_if_sleepers(ch);
+	return (int)n;
+}
+
+/*
+ * A single-producer channel whose producer died between a claim and its
+ * commit has [committed end, head) claimed and never committed.  The new
+ * producer turns that range into padding so that subscribers move on.
+ * `end` is the first position not covered by committed records.
+ */
+static void sp_repair(struct shmbus_channel *ch, uint64_t end, uint64_t head)
+{
+	/* The dead producer may have died before invalidating the word after
+	 * its claim or indexing it: redo both (they are idempotent). */
+	store_relaxed64(&rec_at(ch, head)->commit, 0);
+	seg_index(ch, end, head);
+	while (end < head) {
+		uint64_t lap_left = ch->cap - (end & ch->mask);
+		uint64_t n = head - end < lap_left ? head - end : lap_left;
+
+		commit_rec(ch, end, SHMBUS_REC_PAD,
+			   (uint32_t)(n - SHMBUS_REC_ALIGN));
+		end += n;
+	}
+	add_relaxed64(&ch->hdr->repairs, 1);
+}
+
+/* Walks committed records from the newest segment boundary to find where
+ * committed data ends, bounded by head. */
+static uint64_t committed_end(struct shmbus_channel *ch, uint64_t head)
+{
+	uint64_t p;
+
+	if (sb_sub_find_oldest(ch, head, &p) < 0)
+		return head;
+	while (p < head) {
+		uint64_t w = load_acquire64(&rec_at(ch, p)->commit);
+		uint64_t size;
+
+		if (word_tag(w) != lap_tag(ch, p))
+			return p;
+		size = word_type(w) == SHMBUS_REC_PAD ?
+			       SHMBUS_REC_ALIGN + word_len(w) :
+			       rec_size(word_len(w));
+		if ((p & ch->mask) + size > ch->cap || size > head - p)
+			return p;
+		p += size;
+	}
+	return head;
+}
+
+static int take_sp_role(struct shmbus_channel *ch)
+{
+	uint32_t me = (uint32_t)getpid(), cur = 0;
+
+	while (!cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
+		if (sb_pid_alive(cur))
+			return -EBUSY;
+		/* The previous producer died: take over, then repair its
+		 * unfinished claim. */
+		if (cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
+			uint64_t head = load_acquire64(&ch->hdr->head);
+			uint64_t end = committed_end(ch, head);
+
+			if (end < head)
+				sp_repair(ch, end, head);
+			break;
+		}
+	}
+	return 0;
+}
+
+static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
+{
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		struct shmbus_prod_slot *s = &ch->prods[i];
+		uint32_t st = load_relaxed32(&s->state);
+
+		if (st != SHMBUS_SLOT_FREE &&
+		    !(st == SHMBUS_SLOT_ACTIVE && !sb_pid_alive(s->pid)))
+			continue;
+		if (!cas_seqcst32(&s->state, &st, SHMBUS_SLOT_BUSY))
+			continue;
+		store_relaxed32(&s->pid, (uint32_t)getpid());
+		store_relaxed64(&s->published, 0);
+		memset(s->comm, 0, sizeof(s->comm));
+		prctl(PR_GET_NAME, s->comm);
+		store_release32(&s->state, SHMBUS_SLOT_ACTIVE);
+		return s;
+	}
+	return NULL;
+}
+
+SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
+					  const struct shmbus_pub_attr *attr)
+{
+	struct shmbus_pub *pub;
+	int rc;
+
+	if (!ch) {
+		errno = EINVAL;
+		return NULL;
+	}
+	pub = calloc(1, sizeof(*pub));
+	if (!pub) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	pub->ch = ch;
+	pub->timeout_ns = attr ? attr->timeout_ns : 0;
+	if (!ch_multi(ch)) {
+		rc = take_sp_role(ch);
+		if (rc) {
+			free(pub);
+			errno = -rc;
+			return NULL;
+		}
+		/* A: pairs with the previous producer's stores through the
+		 * sp_owner CAS (seq_cst) above. */
+		pub->head = load_acquire64(&ch->hdr->head);
+		pub->seq = load_relaxed64(&ch->hdr->seq);
+		pub->bytes = load_relaxed64(&ch->hdr->bytes);
+	}
+	pub->slot = take_prod_slot(ch);
+	return pub;
+}
+
+SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
+{
+	uint32_t me;
+
+	if (!pub)
+		return;
+	if (pub->claimed)
+		shmbus_abort(pub);
+	if (pub->slot)
+		store_release32(&pub->slot->state, SHMBUS_SLOT_FREE);
+	if (!ch_multi(pub->ch)) {
+		me = (uint32_t)getpid();
+		cas_seqcst32(&pub->ch->hdr->sp_owner, &me, 0);
+	}
+	free(pub);
+}

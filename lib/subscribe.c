@@ -1,0 +1,422 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * subscribe.c - cursors, reading records, and recovering from being lapped.
+ *
+ * A subscriber keeps its position privately and publishes it to its slot
+ * once per poll batch (R5), which is what block-policy producers wait on.
+ * It finds records by their commit words alone (A1).  On an overwrite
+ * channel it copies each message out and then checks that no producer has
+ * claimed over it meanwhile (A5, the seqlock idiom), so it never delivers a
+ * torn message.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "channel.h"
+
+/* Bound on records stepped over in one peek before reporting "nothing
+ * yet"; keeps every call bounded even on a corrupt or racing ring. */
+#define PEEK_MAX_STEPS 4096
+
+struct shmbus_sub {
+	struct shmbus_channel *ch;
+	struct shmbus_sub_slot *slot;
+	uint64_t pos;		/* next position to read (authoritative) */
+	uint64_t published;	/* the value last stored in slot->pos */
+	uint64_t next_seq;	/* expected sequence number */
+	uint64_t delivered;
+	uint64_t lost;
+	uint64_t pending_lost;	/* lost just before the next message */
+	bool have_seq;		/* next_seq is known */
+	bool resynced;		/* lapped since the last message */
+	enum shmbus_wait wait;
+	uint32_t spin_ns;
+	uint8_t *buf;		/* overwrite policy: a message's copy */
+};
+
+/* Peek results carry what a message needs and where the next one starts. */
+struct peeked {
+	struct shmbus_msg msg;
+	uint64_t next;
+};
+
+bool sb_pid_alive(uint32_t pid)
+{
+	return pid && (kill((pid_t)pid, 0) == 0 || errno != ESRCH);
+}
+
+/*
+ * The oldest record boundary that `head` has not overwritten: the first
+ * indexed boundary at or after head + 8 - capacity, or head itself.
+ */
+int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
+		       uint64_t *pos)
+{
+	uint64_t seg = UINT64_C(1) << ch->seg_log2, lo, b;
+
+	if (head + SHMBUS_REC_ALIGN <= ch->cap) {
+		*pos = 0;
+		return 0;
+	}
+	lo = head + SHMBUS_REC_ALIGN - ch->cap;
+	for (b = (lo + seg - 1) & ~(seg - 1); b <= head; b += seg) {
+		/* A4: pairs with R4 in seg_index(). */
+		uint64_t e = load_acquire64(
+			&ch->segs[(b >> ch->seg_log2) & (SHMBUS_NSEG - 1)].pos);
+
+		/* An entry from an older lap is below b; one from a newer
+		 * lap is past head; one more than a claim past b is corrupt. */
+		if (e >= b && e <= head && e - b <= ch->cap / 2) {
+			*pos = e;
+			return 0;
+		}
+	}
+	*pos = head;
+	return 0;
+}
+
+static void resync(struct shmbus_sub *sub, uint64_t head)
+{
+	uint64_t np;
+
+	sb_sub_find_oldest(sub->ch, head, &np);
+	sub->pos = np > sub->pos ? np : head;
+	sub->resynced = true;
+}
+
+/* Records a sequence number seen at the subscriber's position. */
+static void account_seq(struct shmbus_sub *sub, uint64_t seq)
+{
+	if (sub->resynced && sub->have_seq && seq > sub->next_seq) {
+		sub->pending_lost += seq - sub->next_seq;
+		sub->lost += seq - sub->next_seq;
+	}
+	sub->resynced = false;
+	sub->have_seq = true;
+	sub->next_seq = seq + 1;
+}
+
+/*
+ * Finds the next message at or after sub->pos, stepping over padding,
+ * skipped records and laps.  Returns 1 with *pk filled, 0 if there is none
+ * yet, -EBADMSG if the ring is corrupt.  Does not consume the message.
+ */
+static int peek(struct shmbus_sub *sub, struct peeked *pk)
+{
+	struct shmbus_channel *ch = sub->ch;
+	const struct shmbus_hdr *h = ch->hdr;
+
+	for (int steps = 0; steps < PEEK_MAX_STEPS; steps++) {
+		uint64_t p = sub->pos, idx = p & ch->mask, w, head, size, seq;
+		struct shmbus_rec *r = rec_at(ch, p);
+		const uint8_t *data;
+		uint32_t len, type;
+
+		/* A1: pairs with R1 (commit_rec() and the wrap padding in
+		 * reserve()): the record's seq and payload are visible. */
+		w = load_acquire64(&r->commit);
+		if (word_tag(w) != lap_tag(ch, p)) {
+			head = load_acquire64(&h->head);
+			if (head == p)
+				return 0;	/* caught up */
+			if (head < p)
+				return -EBADMSG; /* head behind a cursor */
+			if (!not_overwritten(ch, p, head)) {
+				resync(sub, head);
+				continue;
+			}
+			return 0;		/* claimed, not committed yet */
+		}
+		type = word_type(w);
+		len = word_len(w);
+		if (type == SHMBUS_REC_PAD) {
+			size = SHMBUS_REC_ALIGN + (uint64_t)len;
+			if (len % SHMBUS_REC_ALIGN || idx + size > ch->cap)
+				return -EBADMSG;
+			sub->pos = p + size;
+			continue;
+		}
+		size = rec_size(len);
+		if ((type != SHMBUS_REC_MSG && type != SHMBUS_REC_SKIP) ||
+		    len > ch->max_msg || idx + size > ch->cap)
+			return -EBADMSG;
+		seq = load_relaxed64(&r->seq);
+		data = (const uint8_t *)r + SHMBUS_REC_HDR;
+		if (ch_overwrite(ch)) {
+			if (type == SHMBUS_REC_MSG && len)
+				memcpy(sub->buf, data, len);
+			/* A5: pairs with R2 in reserve(): if the copy saw any
+			 * byte of a later claim, head shows that claim. */
+			fence_acquire();
+			head = load_relaxed64(&h->head);
+			if (!not_overwritten(ch, p, head)) {
+				resync(sub, head);
+				continue;
+			}
+			data = sub->buf;
+		}
+		if (type == SHMBUS_REC_SKIP) {
+			account_seq(sub, seq);
+			sub->pos = p + size;
+			continue;
+		}
+		account_seq(sub, seq);
+		pk->msg.data = data;
+		pk->msg.len = len;
+		pk->msg.seq = seq;
+		pk->msg.pos = p;
+		pk->msg.lost = sub->pending_lost;
+		pk->next = p + size;
+		return 1;
+	}
+	return 0;
+}
+
+static void consume(struct shmbus_sub *sub, const struct peeked *pk)
+{
+	sub->pos = pk->next;
+	sub->pending_lost = 0;
+	sub->delivered++;
+}
+
+/* Publishes the cursor and counters to the slot, once per batch. */
+static void publish_cursor(struct shmbus_sub *sub)
+{
+	struct shmbus_sub_slot *s = sub->slot;
+
+	if (sub->pos == sub->published)
+		return;
+	store_relaxed64(&s->delivered, sub->delivered);
+	store_relaxed64(&s->lost, sub->lost);
+	store_relaxed64(&s->next_seq, sub->next_seq);
+	/* R5: pairs with A2 in refresh_limit(): every read of the records
+	 * below pos (the handler's included) is done before a producer may
+	 * claim over them. */
+	store_release64(&s->pos, sub->pos);
+	sub->published = sub->pos;
+}
+
+SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
+			      unsigned max)
+{
+	struct peeked pk;
+	unsigned n = 0;
+	uint64_t start;
+	int rc = 0;
+
+	if (!sub || !fn)
+		return -EINVAL;
+	start = sub->pos;
+	while (max == 0 ? sub->pos - start < sub->ch->cap : n < max) {
+		rc = peek(sub, &pk);
+		if (rc <= 0)
+			break;
+		consume(sub, &pk);
+		n++;
+		if (fn(&pk.msg, arg))
+			break;
+	}
+	publish_cursor(sub);
+	return rc < 0 ? rc : (int)n;
+}
+
+SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
+				  struct shmbus_msg *info)
+{
+	struct peeked pk;
+	int rc;
+
+	if (!sub || (cap && !buf))
+		return -EINVAL;
+	rc = peek(sub, &pk);
+	if (rc <= 0) {
+		publish_cursor(sub);	/* padding may have been passed */
+		return rc < 0 ? rc : -EAGAIN;
+	}
+	if (pk.msg.len > cap)
+		return -EMSGSIZE;
+	if (pk.msg.len)
+		memcpy(buf, pk.msg.data, pk.msg.len);
+	consume(sub, &pk);
+	publish_cursor(sub);
+	if (info) {
+		*info = pk.msg;
+		info->data = buf;
+	}
+	return (ssize_t)pk.msg.len;
+}
+
+/* Whether a message (or a lap to recover from) is waiting: a cheap check
+ * for the wait loop, which never consumes anything. */
+bool sb_sub_ready(struct shmbus_sub *sub)
+{
+	struct shmbus_channel *ch = sub->ch;
+	uint64_t p = sub->pos, head;
+
+	/* A1 (see peek()). */
+	if (word_tag(load_acquire64(&rec_at(ch, p)->commit)) ==
+	    lap_tag(ch, p))
+		return true;
+	head = load_acquire64(&ch->hdr->head);
+	return head > p && !not_overwritten(ch, p, head);
+}
+
+/* Block policy, SHMBUS_START_OLDEST: the slowest active cursor other than
+ * ours, which producers are already holding back for; else head. */
+static uint64_t oldest_held(struct shmbus_channel *ch,
+			    const struct shmbus_sub_slot *me, uint64_t head)
+{
+	uint64_t min = head;
+
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		uint64_t c;
+
+		if (s == me || load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
+			continue;
+		c = load_acquire64(&s->pos);
+		if (c < min && c + ch->cap >= head + SHMBUS_REC_ALIGN)
+			min = c;
+	}
+	return min;
+}
+
+static void raise_hwm(struct shmbus_hdr *h, uint32_t n)
+{
+	uint32_t cur = load_relaxed32(&h->nsub_hwm);
+
+	while (cur < n && !cas_seqcst32(&h->nsub_hwm, &cur, n))
+		;
+}
+
+/* Takes a free slot, or one whose owner process is gone. */
+static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
+					 uint32_t *index)
+{
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		uint32_t st = load_relaxed32(&s->state);
+
+		if (st == SHMBUS_SLOT_ACTIVE && sb_pid_alive(s->pid))
+			continue;
+		if (st == SHMBUS_SLOT_BUSY)
+			continue;
+		if (!cas_seqcst32(&s->state, &st, SHMBUS_SLOT_BUSY))
+			continue;
+		/* A dead owner that was asleep still counts as a sleeper. */
+		if (st == SHMBUS_SLOT_ACTIVE && load_relaxed32(&s->sleeping))
+			sub_seqcst32(&ch->hdr->sleepers, 1);
+		*index = i;
+		return s;
+	}
+	return NULL;
+}
+
+SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
+					  const struct shmbus_sub_attr *attr)
+{
+	struct shmbus_sub_attr def = { 0 };
+	struct shmbus_sub *sub;
+	struct shmbus_sub_slot *s;
+	uint64_t head, start;
+	uint32_t i;
+
+	if (!ch || (attr && (attr->wait > SHMBUS_WAIT_SLEEP ||
+			     attr->start > SHMBUS_START_OLDEST))) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!attr)
+		attr = &def;
+	sub = calloc(1, sizeof(*sub));
+	if (sub && ch_overwrite(ch))
+		sub->buf = malloc(ch->max_msg ? ch->max_msg : 1);
+	if (!sub || (ch_overwrite(ch) && !sub->buf)) {
+		if (sub)
+			free(sub);
+		errno = ENOMEM;
+		return NULL;
+	}
+	s = take_slot(ch, &i);
+	if (!s) {
+		free(sub->buf);
+		free(sub);
+		errno = ENOSPC;
+		return NULL;
+	}
+	sub->ch = ch;
+	sub->slot = s;
+	sub->wait = attr->wait;
+	sub->spin_ns = attr->spin_ns ? attr->spin_ns : 20000;
+
+	store_relaxed32(&s->pid, (uint32_t)getpid());
+	store_relaxed32(&s->wait, (uint32_t)attr->wait);
+	store_relaxed32(&s->sleeping, 0);
+	store_relaxed64(&s->delivered, 0);
+	store_relaxed64(&s->lost, 0);
+	store_relaxed64(&s->gen, load_relaxed64(&s->gen) + 1);
+	memset(s->comm, 0, sizeof(s->comm));
+	prctl(PR_GET_NAME, s->comm);
+	/* A conservative first cursor: no later than where we will start. */
+	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
+	raise_hwm(ch->hdr, i + 1);
+	store_seqcst32(&s->state, SHMBUS_SLOT_ACTIVE);
+	/* F2: pairs with F1 in refresh_limit() (see there). */
+	fence_seqcst();
+	head = load_acquire64(&ch->hdr->head);
+	if (attr->start == SHMBUS_START_NEWEST)
+		start = head;
+	else if (ch_overwrite(ch))
+		sb_sub_find_oldest(ch, head, &start);
+	else
+		start = oldest_held(ch, s, head);
+	sub->pos = start;
+	sub->published = start;
+	/* R5 (see publish_cursor()). */
+	store_release64(&s->pos, start);
+	return sub;
+}
+
+SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
+{
+	if (!sub)
+		return;
+	publish_cursor(sub);
+	/* Release: producers that see the slot free need nothing from it. */
+	store_release32(&sub->slot->state, SHMBUS_SLOT_FREE);
+	free(sub->buf);
+	free(sub);
+}
+
+SHMBUS_EXPORT int shmbus_sub_stats(shmbus_sub *sub, struct shmbus_sub_stats *st)
+{
+	uint64_t head;
+
+	if (!sub || !st)
+		return -EINVAL;
+	head = load_acquire64(&sub->ch->hdr->head);
+	st->pos = sub->pos;
+	st->delivered = sub->delivered;
+	st->lost = sub->lost;
+	st->lag_bytes = head > sub->pos ? head - sub->pos : 0;
+	return 0;
+}
+
+/* For wait.c: the pieces of a subscriber it needs. */
+struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub)
+{
+	return sub->ch;
+}
+
+struct shmbus_sub_slot *sb_sub_slot(struct shmbus_sub *sub,
+				    enum shmbus_wait *wait, uint32_t *spin_ns)
+{
+	*wait = sub->wait;
+	*spin_ns = sub->spin_ns;
+	return sub->slot;
+}

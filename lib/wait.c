@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wait.c - how a subscriber waits for the next message, and the producer's
+ * side of waking it.
+ *
+ * Spin, spin-then-yield, or spin-then-sleep on the futex word in the
+ * channel header.  A sleeper first says it sleeps (hdr.sleepers), then
+ * reads the futex word, then checks for a message once more, then sleeps
+ * only if the word has not changed.  A producer, after its commit, looks
+ * at hdr.sleepers and makes the wake system call only when it is non-zero
+ * (F3/F4 in docs/design.md).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "channel.h"
+
+int64_t sb_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int sb_prod_wake(struct shmbus_channel *ch)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	/* Changing the word makes a sleeper that read the old value and has
+	 * not yet entered the kernel return at once (FUTEX_WAIT compares). */
+	add_seqcst32(&h->futex, 1);
+	add_relaxed64(&h->wakeups, 1);
+	return (int)syscall(SYS_futex, &h->futex, FUTEX_WAKE, INT_MAX, NULL,
+			    NULL, 0);
+}
+
+static int futex_sleep(uint32_t *word, uint32_t val, int64_t timeout_ns)
+{
+	struct timespec ts, *tp = NULL;
+
+	if (timeout_ns >= 0) {
+		ts.tv_sec = timeout_ns / 1000000000;
+		ts.tv_nsec = timeout_ns % 1000000000;
+		tp = &ts;
+	}
+	if (syscall(SYS_futex, word, FUTEX_WAIT, val, tp, NULL, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Sleeps on the channel futex until a producer wakes us or time runs out.
+ * Returns 0 when a message may be there. */
+static int sleep_wait(struct shmbus_sub *sub, struct shmbus_channel *ch,
+		      struct shmbus_sub_slot *slot, int64_t deadline)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	int rc = 0;
+
+	for (;;) {
+		int64_t left = -1;
+		uint32_t f;
+
+		if (deadline >= 0) {
+			left = deadline - sb_now_ns();
+			if (left <= 0)
+				return -ETIMEDOUT;
+		}
+		add_seqcst32(&h->sleepers, 1);
+		store_relaxed32(&slot->sleeping, 1);
+		f = load_seqcst32(&h->futex);
+		/* F4: pairs with F3 in wake_if_sleepers(): either this check
+		 * sees the producer's commit, or the producer sees our
+		 * sleepers increment and changes the futex word. */
+		fence_seqcst();
+		if (!sb_sub_ready(sub))
+			rc = futex_sleep(&h->futex, f, left);
+		store_relaxed32(&slot->sleeping, 0);
+		sub_seqcst32(&h->sleepers, 1);
+		if (sb_sub_ready(sub))
+			return 0;
+		if (rc == -EINTR)
+			return -EINTR;
+	}
+}
+
+SHMBUS_EXPORT int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns)
+{
+	struct shmbus_channel *ch;
+	struct shmbus_sub_slot *slot;
+	enum shmbus_wait how;
+	uint32_t spin_ns;
+	int64_t start, deadline, spin_end;
+	unsigned i = 0;
+
+	if (!sub)
+		return -EINVAL;
+	if (sb_sub_ready(sub))
+		return 0;
+	ch = sb_sub_channel(sub);
+	slot = sb_sub_slot(sub, &how, &spin_ns);
+	start = sb_now_ns();
+	deadline = timeout_ns < 0 ? -1 : start + timeout_ns;
+	spin_end = how == SHMBUS_WAIT_SPIN ? INT64_MAX : start + spin_ns;
+
+	for (;;) {
+		if (sb_sub_ready(sub))
+			return 0;
+		if (++i % 64)
+			cpu_relax();
+		else {
+			int64_t now = sb_now_ns();
+
+			if (deadline >= 0 && now >= deadline)
+				return -ETIMEDOUT;
+			if (now >= spin_end)
+				break;
+		}
+	}
+	if (how == SHMBUS_WAIT_SLEEP)
+		return sleep_wait(sub, ch, slot, deadline);
+	for (;;) {
+		sched_yield();
+		if (sb_sub_ready(sub))
+			return 0;
+		if (deadline >= 0 && sb_now_ns() >= deadline)
+			return -ETIMEDOUT;
+	}
+}

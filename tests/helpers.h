@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* helpers.h - what the test files share: private directories in /dev/shm,
+ * self-checking messages, and child processes. */
+#ifndef SHMBUS_TEST_HELPERS_H
+#define SHMBUS_TEST_HELPERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shmbus.h"
+
+/* A new private directory under /dev/shm, removed with its contents by
+ * th_rmdir(); unique per process, so tests run in parallel and twice. */
+const char *th_mkdir(void);
+void th_rmdir(const char *dir);
+
+/* Creates a channel in `dir` named "ch", failing the test on error. */
+shmbus_channel *th_create(const char *dir, uint64_t cap, uint32_t max_msg,
+			  enum shmbus_policy pol, enum shmbus_producers prod);
+
+/*
+ * A self-checking message: producer id, sequence number, length-dependent
+ * filler and a checksum over all of it.  th_msg_fill() writes `len` bytes
+ * (len >= TH_MSG_MIN); th_msg_check() returns 0 if they are intact and
+ * stores the id and sequence.
+ */
+#define TH_MSG_MIN 24u
+void th_msg_fill(void *buf, size_t len, uint32_t id, uint64_t seq);
+int th_msg_check(const void *buf, size_t len, uint32_t *id, uint64_t *seq);
+
+/* Forks; the child runs fn(arg) and _exit()s with its return value. */
+pid_t th_spawn(int (*fn)(void *), void *arg);
+/* Waits for pid; returns its exit code, or 128 + signal. */
+int th_wait(pid_t pid);
+
+/* A count taken from the environment, or `def`. */
+uint64_t th_env_count(const char *name, uint64_t def);
+
+uint64_t th_now_ns(void);
+
+#endif
