@@ -53,8 +53,14 @@ static void seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q)
 }
 
 /*
- * Block policy: recomputes how far producers may claim.  `p` is the head
- * this producer claims from.
+ * Recomputes how far this producer may claim: one lap past the oldest
+ * position something still needs.  `p` is the head it claims from.
+ *
+ * Multi producer, both policies: the oldest claim still being written by
+ * another producer.  Without this bound a producer preempted between its
+ * claim and its writes could be lapped, and would then write into the
+ * next lap's records, which no reader check can see.
+ * Block policy: also the slowest active subscriber's cursor.
  */
 static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
 {
@@ -62,6 +68,24 @@ static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
 	uint32_t hwm = load_relaxed32(&ch->hdr->nsub_hwm);
 	uint64_t min = p;
 
+	if (ch_multi(ch)) {
+		for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+			struct shmbus_prod_slot *s = &ch->prods[i];
+			uint64_t c;
+
+			if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
+				continue;
+			/* A6: pairs with R6 (the claim_pos stores in
+			 * reserve() and release_claim()). */
+			c = load_acquire64(&s->claim_pos);
+			if (c < min)
+				min = c;
+		}
+	}
+	if (ch_overwrite(ch)) {
+		pub->limit = min + ch->cap;
+		return;
+	}
 	/* F1: pairs with F2 in shmbus_sub_open().  Either this scan sees the
 	 * new subscriber's slot, or the subscriber's load of head sees at
 	 * least p and it starts at or after p, which the limit covers. */
@@ -109,6 +133,8 @@ static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
 	return 0;
 }
 
+static void release_claim(struct shmbus_pub *pub);
+
 /* Waits for the previous claimer to hand over position p (MP only). */
 static void await_handoff(struct shmbus_channel *ch, uint64_t p)
 {
@@ -142,16 +168,31 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 	int rc;
 
 	for (;;) {
-		p = multi ? load_relaxed64(&h->head) : pub->head;
+		/* Acquire (MP): pairs with the release part of other
+		 * producers' head CAS, so that their claim_pos stores made
+		 * before it are seen by refresh_limit(). */
+		p = multi ? load_acquire64(&h->head) : pub->head;
 		pad = (p & ch->mask) + need > ch->cap ?
 			      ch->cap - (p & ch->mask) : 0;
 		q = p + pad + need;
-		if (block && q + SHMBUS_REC_ALIGN > pub->limit) {
+		if (multi) {
+			/* R6: pairs with A6 in refresh_limit(): announced
+			 * before the CAS that makes the claim real, never
+			 * later than the claim's start. */
+			store_relaxed64(&pub->slot->claim_end, q);
+			store_release64(&pub->slot->claim_pos, p);
+		}
+		if ((block || multi) && q + SHMBUS_REC_ALIGN > pub->limit) {
 			refresh_limit(pub, p);
 			if (q + SHMBUS_REC_ALIGN > pub->limit) {
-				rc = backpressure(pub, &deadline, &spins);
-				if (rc)
+				/* Overwrite: only a peer producer's unfinished
+				 * write holds us back; wait for it. */
+				rc = block ? backpressure(pub, &deadline, &spins)
+					   : (cpu_relax(), sched_yield(), 0);
+				if (rc) {
+					release_claim(pub);
 					return rc;
+				}
 				continue;
 			}
 		}
@@ -188,15 +229,29 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 		pub->bytes += nbytes;
 		store_relaxed64(&h->seq, pub->seq);
 		store_relaxed64(&h->bytes, pub->bytes);
+		/* R3: pairs with A3' in the subscriber's trusted(). */
+		store_release64(&h->handoff, q);
 	}
-	if (pad)
+	if (pad) {
+		/* The padding's successor is our first record, still holding
+		 * stale bytes: zero it before the padding is committed. */
+		store_relaxed64(&rec_at(ch, p + pad)->commit, 0);
 		/* R1: pairs with A1 in the subscriber's peek(). */
 		store_release64(&rec_at(ch, p)->commit,
 				commit_word(ch, p, SHMBUS_REC_PAD,
 					    (uint32_t)(pad - SHMBUS_REC_ALIGN)));
+	}
 	*recp = p + pad;
 	*seqp = seq;
 	return 0;
+}
+
+/* MP: the claim is committed (or abandoned): peers may lap it now. */
+static void release_claim(struct shmbus_pub *pub)
+{
+	if (ch_multi(pub->ch))
+		/* R6 (see reserve()). */
+		store_release64(&pub->slot->claim_pos, UINT64_MAX);
 }
 
 /* Wakes sleeping subscribers if any said they sleep.  Called after a
@@ -267,6 +322,7 @@ SHMBUS_EXPORT int shmbus_commit(shmbus_pub *pub)
 	if (!pub || !pub->claimed)
 		return -EINVAL;
 	commit_rec(pub->ch, pub->c_pos, SHMBUS_REC_MSG, pub->c_len);
+	release_claim(pub);
 	pub->claimed = false;
 	count_published(pub, 1);
 	wake_if_sleepers(pub->ch);
@@ -280,6 +336,7 @@ SHMBUS_EXPORT int shmbus_abort(shmbus_pub *pub)
 	/* A SKIP record keeps its length and sequence number: readers step
 	 * over it without counting a loss. */
 	commit_rec(pub->ch, pub->c_pos, SHMBUS_REC_SKIP, pub->c_len);
+	release_claim(pub);
 	add_relaxed64(&pub->ch->hdr->aborts, 1);
 	pub->claimed = false;
 	wake_if_sleepers(pub->ch);
@@ -368,13 +425,20 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 	for (size_t i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)msgs[i].iov_len;
 
+		uint64_t next = pos + rec_size(len);
+
 		write_rec_hdr(ch, pos, seq + i);
 		if (len)
 			memcpy(ch->data + (pos & ch->mask) + SHMBUS_REC_HDR,
 			       msgs[i].iov_base, len);
+		/* Every committed record is followed by a zeroed word (the
+		 * last one's was zeroed in reserve()). */
+		if (i + 1 < n)
+			store_relaxed64(&rec_at(ch, next)->commit, 0);
 		commit_rec(ch, pos, SHMBUS_REC_MSG, len);
-		pos += rec_size(len);
+		pos = next;
 	}
+	release_claim(pub);
 	count_published(pub, n);
 	wake_if_sleepers(ch);
 	return (int)n;
@@ -392,6 +456,7 @@ static void sp_repair(struct shmbus_channel *ch, uint64_t end, uint64_t head)
 	 * its claim or indexing it: redo both (they are idempotent). */
 	store_relaxed64(&rec_at(ch, head)->commit, 0);
 	seg_index(ch, end, head);
+	store_release64(&ch->hdr->handoff, head);	/* R3 */
 	while (end < head) {
 		uint64_t lap_left = ch->cap - (end & ch->mask);
 		uint64_t n = head - end < lap_left ? head - end : lap_left;
@@ -461,6 +526,8 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 			continue;
 		store_relaxed32(&s->pid, (uint32_t)getpid());
 		store_relaxed64(&s->published, 0);
+		store_relaxed64(&s->claim_end, UINT64_MAX);
+		store_release64(&s->claim_pos, UINT64_MAX);
 		memset(s->comm, 0, sizeof(s->comm));
 		prctl(PR_GET_NAME, s->comm);
 		store_release32(&s->state, SHMBUS_SLOT_ACTIVE);
@@ -500,6 +567,12 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		pub->bytes = load_relaxed64(&ch->hdr->bytes);
 	}
 	pub->slot = take_prod_slot(ch);
+	if (!pub->slot && ch_multi(ch)) {
+		/* A multi-producer claim is announced in the slot. */
+		free(pub);
+		errno = ENOSPC;
+		return NULL;
+	}
 	return pub;
 }
 
@@ -511,8 +584,10 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 		return;
 	if (pub->claimed)
 		shmbus_abort(pub);
-	if (pub->slot)
+	if (pub->slot) {
+		store_relaxed64(&pub->slot->claim_pos, UINT64_MAX);
 		store_release32(&pub->slot->state, SHMBUS_SLOT_FREE);
+	}
 	if (!ch_multi(pub->ch)) {
 		me = (uint32_t)getpid();
 		cas_seqcst32(&pub->ch->hdr->sp_owner, &me, 0);

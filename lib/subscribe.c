@@ -34,6 +34,7 @@ struct shmbus_sub {
 	uint64_t pending_lost;	/* lost just before the next message */
 	bool have_seq;		/* next_seq is known */
 	bool resynced;		/* lapped since the last message */
+	bool fresh;		/* pos came from head: see trusted() */
 	enum shmbus_wait wait;
 	uint32_t spin_ns;
 	uint8_t *buf;		/* overwrite policy: a message's copy */
@@ -85,8 +86,30 @@ static void resync(struct shmbus_sub *sub, uint64_t head)
 	uint64_t np;
 
 	sb_sub_find_oldest(sub->ch, head, &np);
-	sub->pos = np > sub->pos ? np : head;
+	if (np <= sub->pos)
+		np = head;
+	sub->pos = np;
+	sub->fresh = np == head;
 	sub->resynced = true;
+}
+
+/*
+ * A position learnt from head (a new subscriber's start, a resync with no
+ * index entry) may be read only once the claimer that ended there has
+ * zeroed the header word at it; until then the word may still hold stale
+ * bytes of an earlier lap.  Positions reached by reading a commit or an
+ * index entry are trusted by construction (the zeroing precedes both).
+ */
+static bool trusted(struct shmbus_sub *sub)
+{
+	if (!sub->fresh)
+		return true;
+	/* A3': pairs with R3 in reserve(): the zeroing of the word at every
+	 * position up to handoff is visible. */
+	if (load_acquire64(&sub->ch->hdr->handoff) < sub->pos)
+		return false;
+	sub->fresh = false;
+	return true;
 }
 
 /* Records a sequence number seen at the subscriber's position. */
@@ -116,7 +139,10 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		struct shmbus_rec *r = rec_at(ch, p);
 		const uint8_t *data;
 		uint32_t len, type;
+		bool bad;
 
+		if (!trusted(sub))
+			return 0;
 		/* A1: pairs with R1 (commit_rec() and the wrap padding in
 		 * reserve()): the record's seq and payload are visible. */
 		w = load_acquire64(&r->commit);
@@ -134,24 +160,24 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		}
 		type = word_type(w);
 		len = word_len(w);
-		if (type == SHMBUS_REC_PAD) {
-			size = SHMBUS_REC_ALIGN + (uint64_t)len;
-			if (len % SHMBUS_REC_ALIGN || idx + size > ch->cap)
-				return -EBADMSG;
-			sub->pos = p + size;
-			continue;
-		}
-		size = rec_size(len);
-		if ((type != SHMBUS_REC_MSG && type != SHMBUS_REC_SKIP) ||
-		    len > ch->max_msg || idx + size > ch->cap)
-			return -EBADMSG;
-		seq = load_relaxed64(&r->seq);
+		size = type == SHMBUS_REC_PAD ? SHMBUS_REC_ALIGN + (uint64_t)len
+					      : rec_size(len);
+		bad = idx + size > ch->cap ||
+		      (type == SHMBUS_REC_PAD ? len % SHMBUS_REC_ALIGN != 0
+					      : (type != SHMBUS_REC_MSG &&
+						 type != SHMBUS_REC_SKIP) ||
+							len > ch->max_msg);
 		data = (const uint8_t *)r + SHMBUS_REC_HDR;
+		seq = bad || type == SHMBUS_REC_PAD ? 0
+						    : load_relaxed64(&r->seq);
 		if (ch_overwrite(ch)) {
-			if (type == SHMBUS_REC_MSG && len)
+			if (!bad && type == SHMBUS_REC_MSG && len)
 				memcpy(sub->buf, data, len);
-			/* A5: pairs with R2 in reserve(): if the copy saw any
-			 * byte of a later claim, head shows that claim. */
+			/* A5: pairs with R2 in reserve(): if the word or the
+			 * copy saw any byte of a later claim, head shows that
+			 * claim.  A lapped reader may have read a later lap's
+			 * payload that looks like a record of its own lap:
+			 * nothing read here is trusted until this check. */
 			fence_acquire();
 			head = load_relaxed64(&h->head);
 			if (!not_overwritten(ch, p, head)) {
@@ -159,6 +185,12 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 				continue;
 			}
 			data = sub->buf;
+		}
+		if (bad)
+			return -EBADMSG;
+		if (type == SHMBUS_REC_PAD) {
+			sub->pos = p + size;
+			continue;
 		}
 		if (type == SHMBUS_REC_SKIP) {
 			account_seq(sub, seq);
@@ -258,6 +290,8 @@ bool sb_sub_ready(struct shmbus_sub *sub)
 	struct shmbus_channel *ch = sub->ch;
 	uint64_t p = sub->pos, head;
 
+	if (!trusted(sub))
+		return false;
 	/* A1 (see peek()). */
 	if (word_tag(load_acquire64(&rec_at(ch, p)->commit)) ==
 	    lap_tag(ch, p))
@@ -323,7 +357,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	struct shmbus_sub_attr def = { 0 };
 	struct shmbus_sub *sub;
 	struct shmbus_sub_slot *s;
-	uint64_t head, start;
+	uint64_t head, start, seq;
 	uint32_t i;
 
 	if (!ch || (attr && (attr->wait > SHMBUS_WAIT_SLEEP ||
@@ -368,15 +402,23 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	store_seqcst32(&s->state, SHMBUS_SLOT_ACTIVE);
 	/* F2: pairs with F1 in refresh_limit() (see there). */
 	fence_seqcst();
+	/* The sequence counter read before head is a lower bound of the seq
+	 * of the first message at head: the baseline for counting losses
+	 * should we be lapped before reading anything. */
+	seq = load_acquire64(&ch->hdr->seq);
 	head = load_acquire64(&ch->hdr->head);
-	if (attr->start == SHMBUS_START_NEWEST)
+	if (attr->start == SHMBUS_START_NEWEST) {
 		start = head;
+		sub->next_seq = seq;
+		sub->have_seq = true;
+	}
 	else if (ch_overwrite(ch))
 		sb_sub_find_oldest(ch, head, &start);
 	else
 		start = oldest_held(ch, s, head);
 	sub->pos = start;
 	sub->published = start;
+	sub->fresh = start == head;
 	/* R5 (see publish_cursor()). */
 	store_release64(&s->pos, start);
 	return sub;

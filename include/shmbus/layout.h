@@ -111,8 +111,10 @@ struct shmbus_sub_slot {
 struct shmbus_prod_slot {
 	uint32_t state;		/* SHMBUS_SLOT_* */
 	uint32_t pid;
-	uint64_t claim_pos;	/* reserved for crash repair (daemon) */
-	uint64_t claim_end;
+	uint64_t claim_pos;	/* MP: start of the claim being written, or
+				 * UINT64_MAX; no producer claims a lap past
+				 * it (and the daemon repairs from it) */
+	uint64_t claim_end;	/* MP: its end */
 	uint64_t published;	/* messages committed by this producer */
 	char comm[16];
 	uint8_t reserved[16];

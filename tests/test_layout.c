@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: MIT */
+/* test_layout.c - creating and opening channel files: validation of every
+ * header field, stale and foreign files, deliberate replacement. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "shmbus/layout.h"
+
+static const char *dir;
+
+static void setup(void)
+{
+	dir = th_mkdir();
+}
+
+static void teardown(void)
+{
+	th_rmdir(dir);
+}
+
+static void attr(struct shmbus_channel_attr *a, uint64_t cap)
+{
+	shmbus_channel_attr_init(a);
+	a->capacity = cap;
+	a->max_msg = 512;
+}
+
+/* Maps the file of channel "ch" to poke at its header. */
+static struct shmbus_hdr *raw_map(size_t *len)
+{
+	char path[128];
+	struct stat st;
+	void *p;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/ch", dir);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0);
+	fstat(fd, &st);
+	*len = (size_t)st.st_size;
+	p = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	cr_assert(p != MAP_FAILED);
+	return p;
+}
+
+static void write_file(const char *name, const void *data, size_t len)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	cr_assert(f);
+	fwrite(data, 1, len, f);
+	fclose(f);
+}
+
+Test(layout, create_open_info, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	struct shmbus_channel_info in;
+	shmbus_channel *c1, *c2;
+
+	attr(&a, 1u << 16);
+	a.policy = SHMBUS_OVERWRITE;
+	a.producers = SHMBUS_MULTI_PRODUCER;
+	c1 = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c1, "%s", shmbus_strerror(errno));
+	c2 = shmbus_channel_open(dir, "ch");
+	cr_assert(c2, "%s", shmbus_strerror(errno));
+	cr_assert_eq(shmbus_channel_info(c2, &in), 0);
+	cr_assert_eq(in.capacity, 1u << 16);
+	cr_assert_eq(in.max_msg, 512);
+	cr_assert_eq(in.policy, SHMBUS_OVERWRITE);
+	cr_assert_eq(in.producers, SHMBUS_MULTI_PRODUCER);
+	cr_assert_eq(in.head, 0);
+	cr_assert_gt(in.create_ns, 0);
+	shmbus_channel_close(c1);
+	shmbus_channel_close(c2);
+	cr_assert_eq(shmbus_channel_unlink(dir, "ch"), 0);
+	cr_assert_null(shmbus_channel_open(dir, "ch"));
+	cr_assert_eq(errno, ENOENT);
+}
+
+Test(layout, create_existing, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *c1, *c2;
+
+	attr(&a, 8192);
+	c1 = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c1);
+	/* Same geometry: opened. */
+	c2 = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c2, "%s", shmbus_strerror(errno));
+	shmbus_channel_close(c2);
+	cr_assert_null(shmbus_channel_create(dir, "ch", &a, SHMBUS_CREATE_EXCL));
+	cr_assert_eq(errno, EEXIST);
+	a.capacity = 16384;
+	cr_assert_null(shmbus_channel_create(dir, "ch", &a, 0));
+	cr_assert_eq(errno, EEXIST);
+	/* Deliberate replacement; the old mapping stays usable. */
+	c2 = shmbus_channel_create(dir, "ch", &a, SHMBUS_CREATE_REPLACE);
+	cr_assert(c2);
+	shmbus_pub *p = shmbus_pub_open(c1, NULL);
+	cr_assert_eq(shmbus_publish(p, "x", 1), 0);
+	shmbus_pub_close(p);
+	shmbus_channel_close(c1);
+	shmbus_channel_close(c2);
+}
+
+Test(layout, foreign_and_stale_files, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	char junk[8192];
+	shmbus_channel *c;
+
+	attr(&a, 8192);
+	memset(junk, 'J', sizeof(junk));
+	write_file("ch", junk, sizeof(junk));
+	cr_assert_null(shmbus_channel_open(dir, "ch"));
+	cr_assert_eq(errno, EPROTO);
+	cr_assert_null(shmbus_channel_create(dir, "ch", &a, 0));
+	cr_assert_eq(errno, EPROTO, "an invalid file is reported, not adopted");
+	/* An empty file (a creator that died before ftruncate). */
+	write_file("ch", "", 0);
+	cr_assert_null(shmbus_channel_open(dir, "ch"));
+	cr_assert_eq(errno, EPROTO);
+	c = shmbus_channel_create(dir, "ch", &a, SHMBUS_CREATE_REPLACE);
+	cr_assert(c, "%s", shmbus_strerror(errno));
+	shmbus_channel_close(c);
+	c = shmbus_channel_open(dir, "ch");
+	cr_assert(c);
+	shmbus_channel_close(c);
+}
+
+/* Each header field, damaged, makes open fail with a clear code. */
+Test(layout, every_header_field_validated, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *c;
+	struct shmbus_hdr *h, saved;
+	size_t len;
+
+	attr(&a, 8192);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c);
+	shmbus_channel_close(c);
+	h = raw_map(&len);
+	saved = *h;
+
+#define BREAK(field, value, err)                                              \
+	do {                                                                  \
+		h->field = value;                                             \
+		cr_assert_null(shmbus_channel_open(dir, "ch"), #field);        \
+		cr_assert_eq(errno, err, #field ": %s", strerror(errno));      \
+		*h = saved;                                                   \
+	} while (0)
+
+	BREAK(magic, 0, EPROTO);
+	BREAK(version, 2, EPROTONOSUPPORT);
+	BREAK(hdr_size, 64, EBADMSG);
+	BREAK(capacity, 8191, EBADMSG);
+	BREAK(capacity, 16384, EBADMSG);
+	BREAK(capacity, UINT64_C(1) << 40, EBADMSG);
+	BREAK(data_offset, 4096, EBADMSG);
+	BREAK(slots_offset, 0, EBADMSG);
+	BREAK(file_size, 1u << 30, EBADMSG);
+	BREAK(max_msg, 8192, EBADMSG);
+	BREAK(flags, 0x80, EBADMSG);
+	BREAK(nslots, 1000, EBADMSG);
+	BREAK(cap_log2, 3, EBADMSG);
+	BREAK(nseg, 0, EBADMSG);
+	BREAK(seg_log2, 63, EBADMSG);
+#undef BREAK
+	c = shmbus_channel_open(dir, "ch");
+	cr_assert(c, "restored header opens again");
+	shmbus_channel_close(c);
+	munmap(h, len);
+}
+
+Test(layout, truncated_file, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	char path[128];
+	shmbus_channel *c;
+
+	attr(&a, 8192);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	shmbus_channel_close(c);
+	snprintf(path, sizeof(path), "%s/ch", dir);
+	cr_assert_eq(truncate(path, 4096 + 1024), 0);
+	cr_assert_null(shmbus_channel_open(dir, "ch"));
+	cr_assert_eq(errno, EBADMSG);
+	cr_assert_eq(truncate(path, 100), 0);
+	cr_assert_null(shmbus_channel_open(dir, "ch"));
+	cr_assert_eq(errno, EPROTO);
+}
+
+Test(layout, names_and_attributes, .init = setup, .fini = teardown)
+{
+	static const char *bad[] = { "", ".hidden", "a/b", "..", "sp ace",
+				     "new\nline" };
+	struct shmbus_channel_attr a;
+
+	attr(&a, 8192);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_null(shmbus_channel_create(dir, bad[i], &a, 0));
+		cr_assert_eq(errno, EINVAL, "name '%s'", bad[i]);
+	}
+	cr_assert_null(shmbus_channel_create(dir, "ch", NULL, 0));
+	a.capacity = 3000;
+	cr_assert_null(shmbus_channel_create(dir, "ch", &a, 0));
+	cr_assert_eq(errno, EINVAL);
+	a.capacity = 2048;
+	cr_assert_null(shmbus_channel_create(dir, "ch", &a, 0));
+	cr_assert_eq(errno, EINVAL);
+	attr(&a, 8192);
+	a.max_msg = 8192 / 2;
+	cr_assert_null(shmbus_channel_create(dir, "ch", &a, 0));
+	cr_assert_eq(errno, EMSGSIZE);
+	attr(&a, 8192);
+	a.numa_node = 4096;
+	cr_assert_null(shmbus_channel_create(dir, "ch", &a, 0));
+	cr_assert_eq(errno, EINVAL);
+	attr(&a, 8192);
+	cr_assert_null(shmbus_channel_create(dir, "ch", &a,
+					     SHMBUS_CREATE_EXCL |
+						     SHMBUS_CREATE_REPLACE));
+	cr_assert_eq(errno, EINVAL);
+	cr_assert_null(shmbus_channel_create("/nonexistent-dir", "ch", &a, 0));
+	cr_assert_eq(errno, ENOENT);
+}
+
+Test(layout, numa_node_zero_and_large_ring, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	struct shmbus_channel_info in;
+	shmbus_channel *c;
+
+	attr(&a, UINT64_C(64) << 20);
+	a.numa_node = 0;
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c, "%s", shmbus_strerror(errno));
+	shmbus_channel_info(c, &in);
+	cr_assert_eq(in.numa_node, 0);
+	shmbus_channel_close(c);
+}
+
+Test(layout, gigabyte_ring, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *c;
+	shmbus_pub *p;
+	shmbus_sub *s;
+	char got[8];
+
+	attr(&a, UINT64_C(1) << 30);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c, "%s", shmbus_strerror(errno));
+	p = shmbus_pub_open(c, NULL);
+	s = shmbus_sub_open(c, NULL);
+	cr_assert_eq(shmbus_publish(p, "big", 3), 0);
+	cr_assert_eq(shmbus_read(s, got, sizeof(got), NULL), 3);
+	shmbus_sub_close(s);
+	shmbus_pub_close(p);
+	shmbus_channel_close(c);
+}
+
+Test(layout, no_temporary_files_left, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	char cmd[256];
+	shmbus_channel *c;
+
+	attr(&a, 8192);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	shmbus_channel_close(c);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	shmbus_channel_close(c);
+	snprintf(cmd, sizeof(cmd), "test $(ls -A %s | wc -l) -eq 1", dir);
+	cr_assert_eq(system(cmd), 0, "only the channel file remains");
+}
