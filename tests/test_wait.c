@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_wait.c - waiting: a sleeping subscriber is woken by a publish, a
+ * timed wait returns after its timeout, and neither the publish path nor
+ * the poll path makes a system call when no subscriber sleeps.  The last
+ * is checked with a seccomp filter that kills the process on any system
+ * call but exit: a single syscall fails the test.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static const char *dir;
+static shmbus_channel *ch;
+
+static void setup(void)
+{
+	dir = th_mkdir();
+	ch = th_create(dir, 1u << 23, 256, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+}
+
+static void teardown(void)
+{
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+/* From here on any system call but exit kills the process. */
+static void forbid_syscalls(void)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit_group, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_exit, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+	};
+	struct sock_fprog prog = { .len = sizeof(f) / sizeof(f[0]),
+				   .filter = f };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+	    syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog))
+		_exit(90);
+}
+
+#define NOSYS_N 100000u
+
+static int count_msgs(const struct shmbus_msg *m, void *arg)
+{
+	uint64_t *n = arg;
+
+	if (m->seq != *n || m->len != 32)
+		_exit(91);
+	(*n)++;
+	return 0;
+}
+
+static int spin_subscriber(void *arg)
+{
+	shmbus_channel *c = shmbus_channel_open(arg, "ch");
+	shmbus_sub *s = c ? shmbus_sub_open(c, NULL) : NULL;
+	uint64_t n = 0;
+
+	if (!s)
+		return 2;
+	/* Tell the parent we are in, then go syscall-free. */
+	if (write(STDERR_FILENO, "", 0) < 0)
+		return 3;
+	forbid_syscalls();
+	while (n < NOSYS_N)
+		if (shmbus_poll(s, count_msgs, &n, 64) < 0)
+			_exit(92);
+	_exit(0);
+}
+
+static int nosys_producer(void *arg)
+{
+	shmbus_channel *c = shmbus_channel_open(arg, "ch");
+	shmbus_pub *p = c ? shmbus_pub_open(c, NULL) : NULL;
+	uint8_t msg[32] = { 0 };
+
+	if (!p)
+		return 2;
+	forbid_syscalls();
+	for (uint32_t i = 0; i < NOSYS_N; i++) {
+		void *buf;
+
+		if (i % 2) {
+			if (shmbus_publish(p, msg, sizeof(msg)))
+				_exit(93);
+		} else if (shmbus_claim(p, 32, &buf) || shmbus_commit(p)) {
+			_exit(94);
+		}
+	}
+	_exit(0);
+}
+
+Test(wait, no_syscalls_on_publish_and_poll, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_info in;
+	pid_t s, p;
+
+	s = th_spawn(spin_subscriber, (void *)dir);
+	do {
+		usleep(1000);
+		shmbus_channel_info(ch, &in);
+	} while (in.subscribers < 1);
+	p = th_spawn(nosys_producer, (void *)dir);
+	cr_assert_eq(th_wait(p), 0, "producer made a system call (31 = SIGSYS)");
+	cr_assert_eq(th_wait(s), 0, "subscriber made a system call");
+	shmbus_channel_info(ch, &in);
+	cr_assert_eq(in.published, NOSYS_N);
+	cr_assert_eq(in.wakeups, 0);
+}
+
+/* The seccomp filter really catches a system call. */
+static int makes_syscall(void *arg)
+{
+	(void)arg;
+	forbid_syscalls();
+	getppid();
+	return 0;
+}
+
+Test(wait, seccomp_check_can_fail)
+{
+	cr_assert_eq(th_wait(th_spawn(makes_syscall, NULL)), 128 + SIGSYS);
+}
+
+static int sleeper(void *arg)
+{
+	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP, .spin_ns = 1000 };
+	shmbus_channel *c = shmbus_channel_open(arg, "ch");
+	shmbus_sub *s = c ? shmbus_sub_open(c, &sa) : NULL;
+	char buf[16];
+
+	if (!s)
+		return 2;
+	if (shmbus_wait(s, 10 * 1000000000LL))
+		return 3;
+	if (shmbus_read(s, buf, sizeof(buf), NULL) != 5 || memcmp(buf, "wake!", 5))
+		return 4;
+	return 0;
+}
+
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return '?';
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return p && p[1] ? p[2] : '?';
+}
+
+Test(wait, sleeping_subscriber_is_woken, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_info in;
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	pid_t s = th_spawn(sleeper, (void *)dir);
+	int i;
+
+	do {
+		usleep(1000);
+		shmbus_channel_info(ch, &in);
+	} while (in.subscribers < 1);
+	/* Wait until it is really asleep in the kernel. */
+	for (i = 0; i < 5000 && proc_state(s) != 'S'; i++)
+		usleep(1000);
+	cr_assert_eq(proc_state(s), 'S', "subscriber never slept");
+	usleep(20000);
+	cr_assert_eq(shmbus_publish(p, "wake!", 5), 0);
+	cr_assert_eq(th_wait(s), 0);
+	shmbus_channel_info(ch, &in);
+	cr_assert_geq(in.wakeups, 1, "the publish made the wake call");
+	/* Nobody sleeps now: the next publish makes none. */
+	cr_assert_eq(shmbus_publish(p, "again", 5), 0);
+	shmbus_channel_info(ch, &in);
+	cr_assert_eq(in.wakeups, 1);
+	shmbus_pub_close(p);
+}
+
+static void timed_wait(enum shmbus_wait how)
+{
+	struct shmbus_sub_attr sa = { .wait = how, .spin_ns = 1000 };
+	shmbus_sub *s = shmbus_sub_open(ch, &sa);
+	uint64_t t0 = th_now_ns(), dt;
+
+	cr_assert_eq(shmbus_wait(s, 50 * 1000000), -ETIMEDOUT);
+	dt = th_now_ns() - t0;
+	cr_assert_geq(dt, 50 * 1000000u, "returned early: %lu ns", (unsigned long)dt);
+	/* Loose upper bound: a wait must end, not hang. */
+	cr_assert_lt(dt, 5000 * 1000000ull);
+	cr_assert_eq(shmbus_wait(s, 0), -ETIMEDOUT);
+	shmbus_sub_close(s);
+}
+
+Test(wait, timed_wait_sleep, .init = setup, .fini = teardown)
+{
+	timed_wait(SHMBUS_WAIT_SLEEP);
+}
+
+Test(wait, timed_wait_yield, .init = setup, .fini = teardown)
+{
+	timed_wait(SHMBUS_WAIT_YIELD);
+}
+
+Test(wait, timed_wait_spin, .init = setup, .fini = teardown)
+{
+	timed_wait(SHMBUS_WAIT_SPIN);
+}
+
+Test(wait, returns_at_once_when_a_message_waits, .init = setup, .fini = teardown)
+{
+	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP };
+	shmbus_sub *s = shmbus_sub_open(ch, &sa);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+
+	cr_assert_eq(shmbus_publish(p, "x", 1), 0);
+	cr_assert_eq(shmbus_wait(s, -1), 0);
+	shmbus_pub_close(p);
+	shmbus_sub_close(s);
+}
+
+Test(wait, block_producer_times_out_when_full, .init = setup, .fini = teardown)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = 20 * 1000000 };
+	shmbus_sub *s = shmbus_sub_open(ch, NULL);
+	shmbus_pub *p = shmbus_pub_open(ch, &pa);
+	uint8_t msg[256] = { 0 };
+	uint64_t t0;
+	int rc;
+
+	while ((rc = shmbus_publish(p, msg, sizeof(msg))) == 0)
+		;
+	cr_assert_eq(rc, -ETIMEDOUT);
+	t0 = th_now_ns();
+	cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), -ETIMEDOUT);
+	cr_assert_geq(th_now_ns() - t0, 20 * 1000000u);
+	/* Reading makes room: three records cover one more plus the largest
+	 * wrap padding its claim may need. */
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(shmbus_read(s, msg, sizeof(msg), NULL), 256);
+	cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), 0);
+	shmbus_pub_close(p);
+	shmbus_sub_close(s);
+}
