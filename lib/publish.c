@@ -135,20 +135,48 @@ static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
 
 static void release_claim(struct shmbus_pub *pub);
 
-/* Waits for the previous claimer to hand over position p (MP only). */
-static void await_handoff(struct shmbus_channel *ch, uint64_t p)
+/* Whether a live producer still owns an unfinished claim ending at p. */
+static bool live_claim_ends_at(struct shmbus_channel *ch, uint64_t p)
+{
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		struct shmbus_prod_slot *s = &ch->prods[i];
+
+		if (load_acquire32(&s->state) == SHMBUS_SLOT_ACTIVE &&
+		    load_acquire64(&s->claim_end) == p &&
+		    load_acquire64(&s->claim_pos) < p &&
+		    sb_pid_alive(load_relaxed32(&s->pid)))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Waits for the previous claimer to hand over position p (MP only).  It
+ * normally takes a few instructions.  The wait goes on only while a live
+ * producer owns the claim that ends at p: a stopped producer is waited
+ * for, but a dead one (or a corrupt hand-off word) is not, and we take the
+ * hand-off ourselves.  Returns false in that case.
+ */
+static bool await_handoff(struct shmbus_channel *ch, uint64_t p)
 {
 	unsigned spins = 0;
+	uint64_t hv;
 
 	/* A3: pairs with R3 below, in the previous claimer: its
 	 * invalidation of the header word at p and its sequence numbers are
 	 * visible once we see p here. */
-	while (load_acquire64(&ch->hdr->handoff) != p) {
-		if (++spins < 1024)
+	while ((hv = load_acquire64(&ch->hdr->handoff)) != p) {
+		if (hv > p)		/* past our own claim: corrupt */
+			return false;
+		if (++spins < 1024) {
 			cpu_relax();
-		else
-			sched_yield();
+			continue;
+		}
+		if (spins % 64 == 0 && !live_claim_ends_at(ch, p))
+			return false;
+		sched_yield();
 	}
+	return true;
 }
 
 /*
@@ -186,9 +214,9 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 			refresh_limit(pub, p);
 			if (q + SHMBUS_REC_ALIGN > pub->limit) {
 				/* Overwrite: only a peer producer's unfinished
-				 * write holds us back; wait for it. */
-				rc = block ? backpressure(pub, &deadline, &spins)
-					   : (cpu_relax(), sched_yield(), 0);
+				 * write holds us back; that is back-pressure
+				 * too, under the publisher's timeout. */
+				rc = backpressure(pub, &deadline, &spins);
 				if (rc) {
 					release_claim(pub);
 					return rc;
@@ -209,8 +237,8 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 	 * that copied bytes we overwrite sees head past its record. */
 	fence_release();
 
-	if (multi)
-		await_handoff(ch, p);
+	if (multi && !await_handoff(ch, p))
+		add_relaxed64(&h->repairs, 1);
 	/* The header word at q becomes the next claim's commit word; zero it
 	 * now, before our commits (R1, release) publish anything, so that a
 	 * reader who reaches q after our records never mistakes stale bytes
