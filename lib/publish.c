@@ -200,6 +200,10 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 		 * producers' head CAS, so that their claim_pos stores made
 		 * before it are seen by refresh_limit(). */
 		p = multi ? load_acquire64(&h->head) : pub->head;
+		if (p % SHMBUS_REC_ALIGN) {	/* corrupt head */
+			release_claim(pub);
+			return -EBADMSG;
+		}
 		pad = (p & ch->mask) + need > ch->cap ?
 			      ch->cap - (p & ch->mask) : 0;
 		q = p + pad + need;
@@ -531,7 +535,8 @@ static int take_sp_role(struct shmbus_channel *ch)
 		 * unfinished claim. */
 		if (cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
 			uint64_t head = load_acquire64(&ch->hdr->head);
-			uint64_t end = committed_end(ch, head);
+			uint64_t end = head % SHMBUS_REC_ALIGN ? head
+						: committed_end(ch, head);
 
 			if (end < head)
 				sp_repair(ch, end, head);
@@ -547,8 +552,10 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		struct shmbus_prod_slot *s = &ch->prods[i];
 		uint32_t st = load_relaxed32(&s->state);
 
+		/* A slot of a dead process is taken over. */
 		if (st != SHMBUS_SLOT_FREE &&
-		    !(st == SHMBUS_SLOT_ACTIVE && !sb_pid_alive(s->pid)))
+		    (st != SHMBUS_SLOT_ACTIVE ||
+		     sb_pid_alive(load_relaxed32(&s->pid))))
 			continue;
 		if (!cas_seqcst32(&s->state, &st, SHMBUS_SLOT_BUSY))
 			continue;
@@ -591,6 +598,11 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		/* A: pairs with the previous producer's stores through the
 		 * sp_owner CAS (seq_cst) above. */
 		pub->head = load_acquire64(&ch->hdr->head);
+		if (pub->head % SHMBUS_REC_ALIGN) {
+			shmbus_pub_close(pub);
+			errno = EBADMSG;
+			return NULL;
+		}
 		pub->seq = load_relaxed64(&ch->hdr->seq);
 		pub->bytes = load_relaxed64(&ch->hdr->bytes);
 	}

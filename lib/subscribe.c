@@ -72,7 +72,8 @@ int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 
 		/* An entry from an older lap is below b; one from a newer
 		 * lap is past head; one more than a claim past b is corrupt. */
-		if (e >= b && e <= head && e - b <= ch->cap / 2) {
+		if (e >= b && e <= head && e - b <= ch->cap / 2 &&
+		    e % SHMBUS_REC_ALIGN == 0) {
 			*pos = e;
 			return 0;
 		}
@@ -141,6 +142,10 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		uint32_t len, type;
 		bool bad;
 
+		/* Positions come from shared memory (head, the index): an
+		 * unaligned one is corrupt, never dereferenced. */
+		if (p % SHMBUS_REC_ALIGN)
+			return -EBADMSG;
 		if (!trusted(sub))
 			return 0;
 		/* A1: pairs with R1 (commit_rec() and the wrap padding in
@@ -290,6 +295,8 @@ bool sb_sub_ready(struct shmbus_sub *sub)
 	struct shmbus_channel *ch = sub->ch;
 	uint64_t p = sub->pos, head;
 
+	if (p % SHMBUS_REC_ALIGN)
+		return true;	/* let the caller's poll report it */
 	if (!trusted(sub))
 		return false;
 	/* A1 (see peek()). */
@@ -336,7 +343,8 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 		struct shmbus_sub_slot *s = &ch->subs[i];
 		uint32_t st = load_relaxed32(&s->state);
 
-		if (st == SHMBUS_SLOT_ACTIVE && sb_pid_alive(s->pid))
+		if (st == SHMBUS_SLOT_ACTIVE &&
+		    sb_pid_alive(load_relaxed32(&s->pid)))
 			continue;
 		if (st == SHMBUS_SLOT_BUSY)
 			continue;

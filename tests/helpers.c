@@ -56,55 +56,6 @@ shmbus_channel *th_create(const char *dir, uint64_t cap, uint32_t max_msg,
 	return ch;
 }
 
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= UINT64_C(0xff51afd7ed558ccd);
-	x ^= x >> 33;
-	return x;
-}
-
-static uint64_t sum(const uint8_t *p, size_t n)
-{
-	uint64_t h = UINT64_C(0xcbf29ce484222325);
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * UINT64_C(0x100000001b3);
-	return h;
-}
-
-void th_msg_fill(void *buf, size_t len, uint32_t id, uint64_t seq)
-{
-	uint8_t *b = buf;
-	uint64_t x = mix(seq ^ ((uint64_t)id << 48)), h;
-	uint32_t l = (uint32_t)len;
-
-	memcpy(b, &id, 4);
-	memcpy(b + 4, &l, 4);
-	memcpy(b + 8, &seq, 8);
-	for (size_t i = 24; i < len; i++)
-		b[i] = (uint8_t)(x >> ((i % 8) * 8)) ^ (uint8_t)i;
-	h = sum(b, 16) ^ sum(b + 24, len - 24);
-	memcpy(b + 16, &h, 8);
-}
-
-int th_msg_check(const void *buf, size_t len, uint32_t *id, uint64_t *seq)
-{
-	const uint8_t *b = buf;
-	uint64_t h;
-	uint32_t l;
-
-	if (len < TH_MSG_MIN)
-		return -1;
-	memcpy(&l, b + 4, 4);
-	memcpy(&h, b + 16, 8);
-	if (l != len || h != (sum(b, 16) ^ sum(b + 24, len - 24)))
-		return -1;
-	memcpy(id, b, 4);
-	memcpy(seq, b + 8, 8);
-	return 0;
-}
-
 pid_t th_spawn(int (*fn)(void *), void *arg)
 {
 	pid_t pid = fork();
@@ -125,19 +76,4 @@ int th_wait(pid_t pid)
 	if (WIFSIGNALED(st))
 		return 128 + WTERMSIG(st);
 	return WEXITSTATUS(st);
-}
-
-uint64_t th_env_count(const char *name, uint64_t def)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? strtoull(v, NULL, 10) : def;
-}
-
-uint64_t th_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
