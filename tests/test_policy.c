@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_policy.c - the two delivery policies, deterministically.
+ * Block: a slow subscriber process holds a fast producer back; nothing is
+ * lost.  Overwrite: a subscriber lapped several times is told exactly how
+ * many messages it lost and only ever sees whole messages, in order.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define N_SLOW 20000u
+
+struct slow {
+	const char *dir;
+	uint64_t next;
+	int bad;
+};
+
+static int slow_msg(const struct shmbus_msg *m, void *arg)
+{
+	struct slow *s = arg;
+	uint64_t seq;
+	uint32_t id;
+
+	if (th_msg_check(m->data, m->len, &id, &seq) || seq != s->next) {
+		s->bad = 1;
+		return 1;
+	}
+	s->next++;
+	if (s->next % 1000 == 0)
+		usleep(2000);	/* slow: the producer fills the ring */
+	return 0;
+}
+
+static int slow_subscriber(void *arg)
+{
+	struct slow *s = arg;
+	shmbus_channel *ch = shmbus_channel_open(s->dir, "ch");
+	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP };
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+
+	if (!sub)
+		return 2;
+	while (s->next < N_SLOW && !s->bad) {
+		int rc = shmbus_poll(sub, slow_msg, s, 64);
+
+		if (rc < 0)
+			return 3;
+		if (rc == 0 && shmbus_wait(sub, 5 * 1000000000LL))
+			return 4;
+	}
+	return s->bad ? 5 : 0;
+}
+
+Test(policy, block_slow_subscriber_holds_producer_back, .timeout = 120)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 14, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	struct shmbus_channel_info in;
+	struct slow s = { .dir = dir };
+	uint8_t msg[100];
+	shmbus_pub *pub;
+	pid_t pid;
+
+	pid = th_spawn(slow_subscriber, &s);
+	do {
+		usleep(1000);
+		shmbus_channel_info(ch, &in);
+	} while (in.subscribers < 1);
+	pub = shmbus_pub_open(ch, &pa);
+	for (uint64_t i = 0; i < N_SLOW; i++) {
+		th_msg_fill(msg, sizeof(msg), 0, i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	cr_assert_eq(th_wait(pid), 0, "the subscriber lost or garbled a message");
+	shmbus_channel_info(ch, &in);
+	cr_assert_gt(in.backpressure, 0, "the producer was never held back");
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+static int collect(const struct shmbus_msg *m, void *arg)
+{
+	uint64_t *st = arg;	/* [0] delivered, [1] lost, [2] last seq */
+	uint64_t seq;
+	uint32_t id;
+
+	cr_assert_eq(th_msg_check(m->data, m->len, &id, &seq), 0, "torn message");
+	cr_assert_eq(seq, m->seq);
+	if (st[0])
+		cr_assert_eq(seq, st[2] + 1 + m->lost, "order or loss count");
+	st[0]++;
+	st[1] += m->lost;
+	st[2] = seq;
+	return 0;
+}
+
+Test(policy, overwrite_lapped_subscriber_exact_loss)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	shmbus_sub *sub = shmbus_sub_open(ch, NULL);
+	struct shmbus_sub_stats ss;
+	uint64_t st[3] = { 0 }, total = 0;
+	uint8_t msg[256];
+
+	for (int round = 0; round < 50; round++) {
+		/* 1..3 laps of messages of varied sizes, never blocking. */
+		int n = 40 + round * 7;
+
+		for (int i = 0; i < n; i++, total++) {
+			size_t len = TH_MSG_MIN + (size_t)((total * 37) % 200);
+
+			th_msg_fill(msg, len, 0, total);
+			cr_assert_eq(shmbus_publish(pub, msg, len), 0);
+		}
+		cr_assert_geq(shmbus_poll(sub, collect, st, 3), 0);
+	}
+	while (shmbus_poll(sub, collect, st, 0) > 0)
+		;
+	shmbus_sub_stats(sub, &ss);
+	cr_assert_eq(st[2], total - 1, "the newest message arrives");
+	cr_assert_eq(st[0] + st[1], total, "delivered + lost = published");
+	cr_assert_eq(ss.lost, st[1]);
+	cr_assert_gt(ss.lost, 0);
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
