@@ -488,7 +488,7 @@ SHMBUS_EXPORT int shmbus_channel_info(shmbus_channel *ch,
 				       : SHMBUS_SINGLE_PRODUCER;
 	info->numa_node = h->numa_node;
 	info->create_ns = h->create_ns;
-	info->head = load_acquire64(&h->head);
+	info->head = load_relaxed64(&h->head);	/* statistics: no edge */
 	info->published = load_relaxed64(&h->seq);
 	info->bytes = load_relaxed64(&h->bytes);
 	info->backpressure = load_relaxed64(&h->backpressure);

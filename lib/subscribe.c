@@ -152,7 +152,9 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		 * reserve()): the record's seq and payload are visible. */
 		w = load_acquire64(&r->commit);
 		if (word_tag(w) != lap_tag(ch, p)) {
-			head = load_acquire64(&h->head);
+			/* Relaxed: head is only compared here; a position
+			 * taken from it is gated by trusted() (A3'). */
+			head = load_relaxed64(&h->head);
 			if (head == p)
 				return 0;	/* caught up */
 			if (head < p)
@@ -303,7 +305,7 @@ bool sb_sub_ready(struct shmbus_sub *sub)
 	if (word_tag(load_acquire64(&rec_at(ch, p)->commit)) ==
 	    lap_tag(ch, p))
 		return true;
-	head = load_acquire64(&ch->hdr->head);
+	head = load_relaxed64(&ch->hdr->head);	/* only compared */
 	return head > p && !not_overwritten(ch, p, head);
 }
 
@@ -413,8 +415,8 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	/* The sequence counter read before head is a lower bound of the seq
 	 * of the first message at head: the baseline for counting losses
 	 * should we be lapped before reading anything. */
-	seq = load_acquire64(&ch->hdr->seq);
-	head = load_acquire64(&ch->hdr->head);
+	seq = load_relaxed64(&ch->hdr->seq);	/* ordered by F2 */
+	head = load_relaxed64(&ch->hdr->head);
 	if (attr->start == SHMBUS_START_NEWEST) {
 		start = head;
 		sub->next_seq = seq;
@@ -449,7 +451,7 @@ SHMBUS_EXPORT int shmbus_sub_stats(shmbus_sub *sub, struct shmbus_sub_stats *st)
 
 	if (!sub || !st)
 		return -EINVAL;
-	head = load_acquire64(&sub->ch->hdr->head);
+	head = load_relaxed64(&sub->ch->hdr->head);	/* a statistic */
 	st->pos = sub->pos;
 	st->delivered = sub->delivered;
 	st->lost = sub->lost;

@@ -33,25 +33,6 @@ struct scenario {
 	unsigned seed;
 };
 
-static uint8_t *raw_map(const char *dir, size_t *len)
-{
-	char path[128];
-	struct stat st;
-	void *p;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/ch", dir);
-	fd = open(path, O_RDWR);
-	if (fd < 0 || fstat(fd, &st))
-		_exit(50);
-	*len = (size_t)st.st_size;
-	p = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	if (p == MAP_FAILED)
-		_exit(51);
-	return p;
-}
-
 static int ok_publish(int rc)
 {
 	return rc == 0 || rc == -EAGAIN || rc == -ETIMEDOUT || rc == -EBADMSG;
@@ -93,7 +74,9 @@ static int run(void *arg)
 
 	if (!pub || !sub)
 		return 2;
-	raw = raw_map(sc->dir, &len);
+	raw = th_map_channel(sc->dir, &len);
+	if (!raw)
+		return 2;
 	srand(sc->seed);
 	switch (sc->where) {
 	case HEADER:	lo = 0; hi = SHMBUS_HDR_SIZE; break;

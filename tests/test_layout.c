@@ -33,25 +33,6 @@ static void attr(struct shmbus_channel_attr *a, uint64_t cap)
 	a->max_msg = 512;
 }
 
-/* Maps the file of channel "ch" to poke at its header. */
-static struct shmbus_hdr *raw_map(size_t *len)
-{
-	char path[128];
-	struct stat st;
-	void *p;
-	int fd;
-
-	snprintf(path, sizeof(path), "%s/ch", dir);
-	fd = open(path, O_RDWR);
-	cr_assert(fd >= 0);
-	fstat(fd, &st);
-	*len = (size_t)st.st_size;
-	p = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	cr_assert(p != MAP_FAILED);
-	return p;
-}
-
 static void write_file(const char *name, const void *data, size_t len)
 {
 	char path[128];
@@ -155,7 +136,8 @@ Test(layout, every_header_field_validated, .init = setup, .fini = teardown)
 	c = shmbus_channel_create(dir, "ch", &a, 0);
 	cr_assert(c);
 	shmbus_channel_close(c);
-	h = raw_map(&len);
+	h = (struct shmbus_hdr *)th_map_channel(dir, &len);
+	cr_assert(h);
 	saved = *h;
 
 #define BREAK(field, value, err)                                              \
