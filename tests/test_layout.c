@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -271,4 +272,92 @@ Test(layout, no_temporary_files_left, .init = setup, .fini = teardown)
 	shmbus_channel_close(c);
 	snprintf(cmd, sizeof(cmd), "test $(ls -A %s | wc -l) -eq 1", dir);
 	cr_assert_eq(system(cmd), 0, "only the channel file remains");
+}
+
+static long read_long(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static void write_long(const char *path, long v)
+{
+	FILE *f = fopen(path, "w");
+
+	if (f) {
+		fprintf(f, "%ld\n", v);
+		fclose(f);
+	}
+}
+
+static long free_huge_pages(void)
+{
+	char line[128];
+	long v = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "HugePages_Free: %ld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/*
+ * Huge pages where the system has them: a channel in a hugetlbfs directory
+ * is laid out on huge-page boundaries, its pages come from the huge page
+ * pool, and it reopens.  Needs root to reserve pages and mount hugetlbfs
+ * (CI runs as root).
+ */
+Test(layout, hugetlbfs_channel)
+{
+	const char *nr = "/proc/sys/vm/nr_hugepages";
+	char mnt[] = "/tmp/shmbus-huge-XXXXXX";
+	struct shmbus_channel_attr a;
+	struct shmbus_channel_info in;
+	long before, had;
+	shmbus_channel *c, *c2;
+	shmbus_pub *p;
+	shmbus_sub *s;
+	char got[8];
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to reserve huge pages and mount hugetlbfs");
+	had = read_long(nr);
+	if (had < 8)
+		write_long(nr, 8);
+	cr_assert(mkdtemp(mnt));
+	cr_assert_eq(mount("none", mnt, "hugetlbfs", 0, NULL), 0,
+		     "mount hugetlbfs: %s", strerror(errno));
+	before = free_huge_pages();
+	cr_assert_geq(before, 2, "no free huge pages");
+	attr(&a, 2u << 20);
+	c = shmbus_channel_create(mnt, "ch", &a, 0);
+	cr_assert(c, "create on hugetlbfs: %s", shmbus_strerror(errno));
+	shmbus_channel_info(c, &in);
+	cr_expect_eq(in.huge_pages, 1);
+	cr_expect_eq(free_huge_pages(), before - 2, "header page + data page");
+	p = shmbus_pub_open(c, NULL);
+	s = shmbus_sub_open(c, NULL);
+	cr_expect_eq(shmbus_publish(p, "huge", 4), 0);
+	cr_expect_eq(shmbus_read(s, got, sizeof(got), NULL), 4);
+	c2 = shmbus_channel_open(mnt, "ch");
+	cr_expect(c2, "reopen: %s", shmbus_strerror(errno));
+	shmbus_channel_close(c2);
+	shmbus_sub_close(s);
+	shmbus_pub_close(p);
+	shmbus_channel_close(c);
+	shmbus_channel_unlink(mnt, "ch");
+	umount(mnt);
+	rmdir(mnt);
+	if (had < 8)
+		write_long(nr, had);
 }
