@@ -115,6 +115,15 @@ shmbus_channel *shmbus_channel_create(const char *dir, const char *name,
  */
 shmbus_channel *shmbus_channel_open(const char *dir, const char *name);
 
+/*
+ * Opens and maps a channel read-only, for inspection (busstat): only
+ * shmbus_channel_info(), shmbus_channel_subscriber() and
+ * shmbus_channel_producer() may be used on it; opening a publisher or a
+ * subscriber fails with EPERM.  Needs only read permission on the file.
+ * Errors as shmbus_channel_open().  Thread-safe.
+ */
+shmbus_channel *shmbus_channel_open_ro(const char *dir, const char *name);
+
 /* Unmaps the channel.  Every publisher and subscriber opened on it must
  * be closed first.  The file stays. */
 void shmbus_channel_close(shmbus_channel *ch);
@@ -275,6 +284,43 @@ struct shmbus_sub_stats {
 };
 
 int shmbus_sub_stats(shmbus_sub *sub, struct shmbus_sub_stats *st);
+
+/* ------------------------------------------------------------- inspection */
+
+/* A snapshot of one subscriber slot. */
+struct shmbus_sub_info {
+	pid_t pid;
+	char comm[16];		/* process name, NUL-terminated */
+	int alive;		/* 1 if the process exists */
+	enum shmbus_wait wait;
+	int sleeping;		/* 1 while blocked on the futex */
+	uint64_t pos;		/* its published cursor */
+	uint64_t lag_bytes;	/* head - pos */
+	uint64_t lag_msgs;	/* messages published - messages it consumed */
+	uint64_t delivered;
+	uint64_t lost;
+};
+
+/* A snapshot of one producer slot. */
+struct shmbus_prod_info {
+	pid_t pid;
+	char comm[16];
+	int alive;
+	uint64_t published;	/* messages it committed */
+	int claiming;		/* 1 while a multi-producer claim is open */
+	uint64_t claim_pos;	/* its start, when claiming */
+};
+
+/*
+ * Fills *out for subscriber slot `slot` (0..63) or producer slot `slot`
+ * (0..15).  Returns 0, -ENOENT if the slot is not in use, -EINVAL past the
+ * last slot.  Values are read from shared memory without locks: each field
+ * is consistent on its own, the set is a snapshot.  Thread-safe.
+ */
+int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,
+			      struct shmbus_sub_info *out);
+int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
+			    struct shmbus_prod_info *out);
 
 #ifdef __cplusplus
 }

@@ -155,10 +155,18 @@ static void fill_handle(struct shmbus_channel *ch, void *base,
 	ch->huge = page > (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
 /* Faults every page of the mapping in for writing, so that no page fault
  * lands on the data path. */
-static void prefault(void *base, size_t len, size_t page)
+static void prefault(void *base, size_t len, size_t page, bool rdonly)
 {
+	if (rdonly) {
+		madvise(base, len, MADV_POPULATE_READ);
+		return;
+	}
 	if (madvise(base, len, MADV_POPULATE_WRITE) == 0)
 		return;
 	/* Older kernels: touch one byte per page with an atomic add of 0,
@@ -247,7 +255,7 @@ static int check_attr(const struct shmbus_channel_attr *a)
 }
 
 /* Maps an open channel file and validates it. */
-static struct shmbus_channel *map_fd(int fd, int *err)
+static struct shmbus_channel *map_fd(int fd, bool rdonly, int *err)
 {
 	struct shmbus_channel *ch = NULL;
 	struct geometry g;
@@ -264,8 +272,9 @@ static struct shmbus_channel *map_fd(int fd, int *err)
 		rc = -EPROTO;
 		goto fail;
 	}
-	base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE,
-		    MAP_SHARED, fd, 0);
+	base = mmap(NULL, (size_t)st.st_size,
+		    rdonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED,
+		    fd, 0);
 	if (base == MAP_FAILED) {
 		rc = -errno;
 		goto fail;
@@ -280,7 +289,8 @@ static struct shmbus_channel *map_fd(int fd, int *err)
 	}
 	fill_handle(ch, base, &g, ((struct shmbus_hdr *)base)->max_msg,
 		    ((struct shmbus_hdr *)base)->flags, page);
-	prefault(base, g.file_size, page);
+	ch->rdonly = rdonly;
+	prefault(base, g.file_size, page, rdonly);
 	return ch;
 fail:
 	if (base != MAP_FAILED)
@@ -289,22 +299,24 @@ fail:
 	return NULL;
 }
 
-static struct shmbus_channel *open_path(const char *path, int *err)
+static struct shmbus_channel *open_path(const char *path, bool rdonly,
+					int *err)
 {
 	struct shmbus_channel *ch;
-	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	int fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+				    O_NOFOLLOW);
 
 	if (fd < 0) {
 		*err = -errno;
 		return NULL;
 	}
-	ch = map_fd(fd, err);
+	ch = map_fd(fd, rdonly, err);
 	close(fd);
 	return ch;
 }
 
-SHMBUS_EXPORT shmbus_channel *shmbus_channel_open(const char *dir,
-						  const char *name)
+static shmbus_channel *open_named(const char *dir, const char *name,
+				  bool rdonly)
 {
 	char path[PATH_MAX];
 	struct shmbus_channel *ch;
@@ -314,10 +326,22 @@ SHMBUS_EXPORT shmbus_channel *shmbus_channel_open(const char *dir,
 		errno = -rc;
 		return NULL;
 	}
-	ch = open_path(path, &rc);
+	ch = open_path(path, rdonly, &rc);
 	if (!ch)
 		errno = -rc;
 	return ch;
+}
+
+SHMBUS_EXPORT shmbus_channel *shmbus_channel_open(const char *dir,
+						  const char *name)
+{
+	return open_named(dir, name, false);
+}
+
+SHMBUS_EXPORT shmbus_channel *shmbus_channel_open_ro(const char *dir,
+						     const char *name)
+{
+	return open_named(dir, name, true);
 }
 
 /* Builds a complete channel in a new temporary file; returns its fd. */
@@ -354,7 +378,7 @@ static int build_tmp(const char *tmp, const struct shmbus_channel_attr *a)
 	 * not a SIGBUS in the middle of a publish. */
 	rc = -posix_fallocate(fd, 0, (off_t)g.file_size);
 	if (rc == 0) {
-		prefault(base, g.file_size, page);
+		prefault(base, g.file_size, page, false);
 		init_header(base, &g, a, page);
 	}
 	munmap(base, g.file_size);
@@ -383,7 +407,7 @@ static struct shmbus_channel *adopt_existing(const char *path,
 		*err = -EEXIST;
 		return NULL;
 	}
-	ch = open_path(path, err);
+	ch = open_path(path, false, err);
 	if (!ch)
 		return NULL;
 	if (ch->cap != a->capacity || ch->max_msg != a->max_msg ||
@@ -444,7 +468,7 @@ shmbus_channel_create(const char *dir, const char *name,
 		}
 		unlink(tmp);
 	}
-	ch = map_fd(fd, &rc);
+	ch = map_fd(fd, false, &rc);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -503,5 +527,67 @@ SHMBUS_EXPORT int shmbus_channel_info(shmbus_channel *ch,
 	info->subscribers = nsub;
 	info->producers_active = nprod;
 	info->huge_pages = ch->huge;
+	return 0;
+}
+
+/* A name from shared memory, always NUL-terminated. */
+static void copy_comm(char dst[16], const char src[16])
+{
+	memcpy(dst, src, 16);
+	dst[15] = 0;
+}
+
+SHMBUS_EXPORT int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,
+					    struct shmbus_sub_info *out)
+{
+	const struct shmbus_sub_slot *s;
+	uint64_t head, seq, next;
+	uint32_t w;
+
+	if (!ch || !out || slot >= SHMBUS_MAX_SLOTS)
+		return -EINVAL;
+	s = &ch->subs[slot];
+	if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
+		return -ENOENT;
+	memset(out, 0, sizeof(*out));
+	out->pid = (pid_t)load_relaxed32(&s->pid);
+	copy_comm(out->comm, s->comm);
+	out->alive = sb_pid_alive((uint32_t)out->pid);
+	w = load_relaxed32(&s->wait);
+	out->wait = w <= SHMBUS_WAIT_SLEEP ? (enum shmbus_wait)w
+					   : SHMBUS_WAIT_SPIN;
+	out->sleeping = load_relaxed32(&s->sleeping) != 0;
+	out->pos = load_relaxed64(&s->pos);
+	out->delivered = load_relaxed64(&s->delivered);
+	out->lost = load_relaxed64(&s->lost);
+	head = load_relaxed64(&ch->hdr->head);
+	seq = load_relaxed64(&ch->hdr->seq);
+	next = load_relaxed64(&s->next_seq);
+	/* Untrusted values: a cursor past head or a count from the future
+	 * shows as no lag rather than as a huge one. */
+	out->lag_bytes = head > out->pos ? head - out->pos : 0;
+	out->lag_msgs = seq > next ? seq - next : 0;
+	return 0;
+}
+
+SHMBUS_EXPORT int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
+					  struct shmbus_prod_info *out)
+{
+	const struct shmbus_prod_slot *s;
+	uint64_t c;
+
+	if (!ch || !out || slot >= SHMBUS_MAX_PRODUCERS)
+		return -EINVAL;
+	s = &ch->prods[slot];
+	if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
+		return -ENOENT;
+	memset(out, 0, sizeof(*out));
+	out->pid = (pid_t)load_relaxed32(&s->pid);
+	copy_comm(out->comm, s->comm);
+	out->alive = sb_pid_alive((uint32_t)out->pid);
+	out->published = load_relaxed64(&s->published);
+	c = load_relaxed64(&s->claim_pos);
+	out->claiming = ch_multi(ch) && c != UINT64_MAX;
+	out->claim_pos = out->claiming ? c : 0;
 	return 0;
 }

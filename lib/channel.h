@@ -35,6 +35,7 @@ struct shmbus_channel {
 	uint32_t flags;
 	uint32_t nslots;
 	int huge;
+	bool rdonly;			/* inspection only */
 };
 
 static inline bool ch_overwrite(const struct shmbus_channel *ch)

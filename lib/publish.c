@@ -577,8 +577,8 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 	struct shmbus_pub *pub;
 	int rc;
 
-	if (!ch) {
-		errno = EINVAL;
+	if (!ch || ch->rdonly) {
+		errno = ch ? EPERM : EINVAL;
 		return NULL;
 	}
 	pub = calloc(1, sizeof(*pub));

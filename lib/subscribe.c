@@ -375,6 +375,10 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 		errno = EINVAL;
 		return NULL;
 	}
+	if (ch->rdonly) {
+		errno = EPERM;	/* a subscriber writes its cursor slot */
+		return NULL;
+	}
 	if (!attr)
 		attr = &def;
 	sub = calloc(1, sizeof(*sub));

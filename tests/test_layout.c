@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -12,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../lib/channel.h"
 #include "helpers.h"
-#include "shmbus/layout.h"
 
 static const char *dir;
 
@@ -360,4 +361,61 @@ Test(layout, hugetlbfs_channel)
 	rmdir(mnt);
 	if (had < 8)
 		write_long(nr, had);
+}
+
+/* Read-only inspection: what busstat and the daemon see.  White-box: the
+ * internal handle gives the mapping to write through. */
+static int write_to_ro(void *arg)
+{
+	shmbus_channel *c = shmbus_channel_open_ro(arg, "ch");
+
+	if (!c)
+		return 2;
+	store_relaxed64(&c->hdr->head, 0);	/* must fault */
+	return 0;
+}
+
+Test(layout, read_only_inspection, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	struct shmbus_sub_info si;
+	struct shmbus_prod_info pi;
+	shmbus_channel *c, *ro;
+	shmbus_pub *p;
+	shmbus_sub *s;
+	char got[16];
+
+	attr(&a, 8192);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	p = shmbus_pub_open(c, NULL);
+	s = shmbus_sub_open(c, NULL);
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(shmbus_publish(p, "0123456789", 10), 0);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(shmbus_read(s, got, sizeof(got), NULL), 10);
+	ro = shmbus_channel_open_ro(dir, "ch");
+	cr_assert(ro, "%s", shmbus_strerror(errno));
+	cr_assert_null(shmbus_pub_open(ro, NULL));
+	cr_assert_eq(errno, EPERM);
+	cr_assert_null(shmbus_sub_open(ro, NULL));
+	cr_assert_eq(errno, EPERM);
+	cr_assert_eq(shmbus_channel_subscriber(ro, 0, &si), 0);
+	cr_assert_eq(si.pid, getpid());
+	cr_assert(si.alive);
+	cr_assert_eq(si.delivered, 4);
+	cr_assert_eq(si.lag_msgs, 6);
+	cr_assert_eq(si.lag_bytes, 6 * 32);	/* 16 + align8(10) each */
+	cr_assert_eq(si.lost, 0);
+	cr_assert_eq(shmbus_channel_subscriber(ro, 1, &si), -ENOENT);
+	cr_assert_eq(shmbus_channel_subscriber(ro, 64, &si), -EINVAL);
+	cr_assert_eq(shmbus_channel_producer(ro, 0, &pi), 0);
+	cr_assert_eq(pi.published, 10);
+	cr_assert_eq(pi.claiming, 0);
+	cr_assert_eq(shmbus_channel_producer(ro, 16, &pi), -EINVAL);
+	shmbus_channel_close(ro);
+	shmbus_sub_close(s);
+	shmbus_pub_close(p);
+	shmbus_channel_close(c);
+	cr_assert_eq(th_wait(th_spawn(write_to_ro, (void *)dir)), 128 + SIGSEGV,
+		     "a write through the read-only mapping must fault");
 }
