@@ -547,6 +547,7 @@ SHMBUS_EXPORT int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,
 	if (!ch || !out || slot >= SHMBUS_MAX_SLOTS)
 		return -EINVAL;
 	s = &ch->subs[slot];
+	/* A7: pairs with R7 (the slot's ACTIVE store). */
 	if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
 		return -ENOENT;
 	memset(out, 0, sizeof(*out));
@@ -579,6 +580,7 @@ SHMBUS_EXPORT int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
 	if (!ch || !out || slot >= SHMBUS_MAX_PRODUCERS)
 		return -EINVAL;
 	s = &ch->prods[slot];
+	/* A7: pairs with R7 (the slot's ACTIVE store). */
 	if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
 		return -ENOENT;
 	memset(out, 0, sizeof(*out));

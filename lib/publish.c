@@ -65,14 +65,15 @@ static void seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q)
 static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
 {
 	struct shmbus_channel *ch = pub->ch;
-	uint32_t hwm = load_relaxed32(&ch->hdr->nsub_hwm);
 	uint64_t min = p;
+	uint32_t hwm;
 
 	if (ch_multi(ch)) {
 		for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 			struct shmbus_prod_slot *s = &ch->prods[i];
 			uint64_t c;
 
+			/* A7: pairs with R7 (the slot's ACTIVE store). */
 			if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
 				continue;
 			/* A6: pairs with R6 (the claim_pos stores in
@@ -90,6 +91,9 @@ static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
 	 * new subscriber's slot, or the subscriber's load of head sees at
 	 * least p and it starts at or after p, which the limit covers. */
 	fence_seqcst();
+	/* After F1: a subscriber raises the mark before its ACTIVE store, so
+	 * the same argument covers the mark. */
+	hwm = load_relaxed32(&ch->hdr->nsub_hwm);
 	if (hwm > SHMBUS_MAX_SLOTS)
 		hwm = SHMBUS_MAX_SLOTS;
 	for (uint32_t i = 0; i < hwm; i++) {
@@ -141,6 +145,7 @@ static bool live_claim_ends_at(struct shmbus_channel *ch, uint64_t p)
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *s = &ch->prods[i];
 
+		/* A7 (slot fields), A6 (its claim). */
 		if (load_acquire32(&s->state) == SHMBUS_SLOT_ACTIVE &&
 		    load_acquire64(&s->claim_end) == p &&
 		    load_acquire64(&s->claim_pos) < p &&
@@ -233,6 +238,8 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 			store_relaxed64(&h->head, q);
 			break;
 		}
+		/* The claim.  Its release part pairs with the acquire load
+		 * of head above, in other producers (R6 visibility). */
 		if (cas_seqcst64(&h->head, &p, q))
 			break;
 	}
@@ -509,6 +516,7 @@ static uint64_t committed_end(struct shmbus_channel *ch, uint64_t head)
 	if (sb_sub_find_oldest(ch, head, &p) < 0)
 		return head;
 	while (p < head) {
+		/* A1 (see the subscriber's peek()). */
 		uint64_t w = load_acquire64(&rec_at(ch, p)->commit);
 		uint64_t size;
 
@@ -528,12 +536,16 @@ static int take_sp_role(struct shmbus_channel *ch)
 {
 	uint32_t me = (uint32_t)getpid(), cur = 0;
 
+	/* The producer role is handed over through sp_owner: a seq_cst RMW
+	 * here reads the previous owner's releasing CAS in
+	 * shmbus_pub_close(), so its stores to head and seq are visible. */
 	while (!cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
 		if (sb_pid_alive(cur))
 			return -EBUSY;
 		/* The previous producer died: take over, then repair its
 		 * unfinished claim. */
 		if (cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
+			/* Acquire: ordered after the CAS above anyway. */
 			uint64_t head = load_acquire64(&ch->hdr->head);
 			uint64_t end = head % SHMBUS_REC_ALIGN ? head
 						: committed_end(ch, head);
@@ -557,14 +569,17 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		    (st != SHMBUS_SLOT_ACTIVE ||
 		     sb_pid_alive(load_relaxed32(&s->pid))))
 			continue;
+		/* Claims the slot for us alone; no data edge. */
 		if (!cas_seqcst32(&s->state, &st, SHMBUS_SLOT_BUSY))
 			continue;
 		store_relaxed32(&s->pid, (uint32_t)getpid());
 		store_relaxed64(&s->published, 0);
 		store_relaxed64(&s->claim_end, UINT64_MAX);
-		store_release64(&s->claim_pos, UINT64_MAX);
+		store_release64(&s->claim_pos, UINT64_MAX);	/* R6 */
 		memset(s->comm, 0, sizeof(s->comm));
 		prctl(PR_GET_NAME, s->comm);
+		/* R7: pairs with A7 wherever a slot is read: the fields
+		 * above are visible to whoever sees it ACTIVE. */
 		store_release32(&s->state, SHMBUS_SLOT_ACTIVE);
 		return s;
 	}
@@ -626,6 +641,8 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 		shmbus_abort(pub);
 	if (pub->slot) {
 		store_relaxed64(&pub->slot->claim_pos, UINT64_MAX);
+		/* Release: our last stores to the slot precede its reuse
+		 * (the next owner's CAS reads this store). */
 		store_release32(&pub->slot->state, SHMBUS_SLOT_FREE);
 	}
 	if (!ch_multi(pub->ch)) {

@@ -320,6 +320,7 @@ static uint64_t oldest_held(struct shmbus_channel *ch,
 		struct shmbus_sub_slot *s = &ch->subs[i];
 		uint64_t c;
 
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
 		if (s == me || load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
 			continue;
 		c = load_acquire64(&s->pos);
@@ -333,6 +334,8 @@ static void raise_hwm(struct shmbus_hdr *h, uint32_t n)
 {
 	uint32_t cur = load_relaxed32(&h->nsub_hwm);
 
+	/* A monotone maximum, raised before our ACTIVE store; read by
+	 * producers after F1 (see refresh_limit()). */
 	while (cur < n && !cas_seqcst32(&h->nsub_hwm, &cur, n))
 		;
 }
@@ -350,9 +353,11 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 			continue;
 		if (st == SHMBUS_SLOT_BUSY)
 			continue;
+		/* Claims the slot for us alone; no data edge. */
 		if (!cas_seqcst32(&s->state, &st, SHMBUS_SLOT_BUSY))
 			continue;
-		/* A dead owner that was asleep still counts as a sleeper. */
+		/* A dead owner that was asleep still counts as a sleeper;
+		 * undo its increment (same order as in sleep_wait()). */
 		if (st == SHMBUS_SLOT_ACTIVE && load_relaxed32(&s->sleeping))
 			sub_seqcst32(&ch->hdr->sleepers, 1);
 		*index = i;
@@ -413,6 +418,8 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	/* A conservative first cursor: no later than where we will start. */
 	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
 	raise_hwm(ch->hdr, i + 1);
+	/* R7: pairs with A7 (slot readers); seq_cst, as the store that F2
+	 * orders before our load of head. */
 	store_seqcst32(&s->state, SHMBUS_SLOT_ACTIVE);
 	/* F2: pairs with F1 in refresh_limit() (see there). */
 	fence_seqcst();

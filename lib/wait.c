@@ -35,6 +35,8 @@ int sb_prod_wake(struct shmbus_channel *ch)
 
 	/* Changing the word makes a sleeper that read the old value and has
 	 * not yet entered the kernel return at once (FUTEX_WAIT compares). */
+	/* seq_cst: after our commit and F3; a sleeper's seq_cst load of the
+	 * word in sleep_wait() that sees it also sees the commit. */
 	add_seqcst32(&h->futex, 1);
 	add_relaxed64(&h->wakeups, 1);
 	return (int)syscall(SYS_futex, &h->futex, FUTEX_WAKE, INT_MAX, NULL,
@@ -72,6 +74,8 @@ static int sleep_wait(struct shmbus_sub *sub, struct shmbus_channel *ch,
 			if (left <= 0)
 				return -ETIMEDOUT;
 		}
+		/* seq_cst: the store of the F3/F4 pair, then the futex word
+		 * (pairs with the producer's increment in sb_prod_wake()). */
 		add_seqcst32(&h->sleepers, 1);
 		store_relaxed32(&slot->sleeping, 1);
 		f = load_seqcst32(&h->futex);
@@ -82,6 +86,7 @@ static int sleep_wait(struct shmbus_sub *sub, struct shmbus_channel *ch,
 		if (!sb_sub_ready(sub))
 			rc = futex_sleep(&h->futex, f, left);
 		store_relaxed32(&slot->sleeping, 0);
+		/* No edge: we re-check for a message ourselves below. */
 		sub_seqcst32(&h->sleepers, 1);
 		if (sb_sub_ready(sub))
 			return 0;
