@@ -31,6 +31,8 @@ LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS = $(wildcard tests/test_*.c)
 TEST_HELP = $(BUILD)/tests/helpers.o $(BUILD)/tests/common.o
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+TOOL_SRCS = $(wildcard tools/*.c)
+TOOL_BINS = $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
 EX_SRCS   = $(wildcard examples/*.c)
 EX_BINS   = $(EX_SRCS:examples/%.c=$(BUILD)/examples/%)
 
@@ -46,7 +48,7 @@ DEPS_STAMP = $(BUILD)/.deps-ok
 .SECONDARY:
 .PHONY: all test sanitize tsan tsan-run demo deps install clean check-deps
 
-all: $(DEPS_STAMP) $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS)
+all: $(DEPS_STAMP) $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS)
 
 # Installs what is missing when run as root; otherwise names it once.
 $(DEPS_STAMP):
@@ -90,6 +92,10 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_HELP) $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -o $@ $^ $(TEST_LIBS)
 
+$(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma
+
 $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma
@@ -98,7 +104,7 @@ $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 # binary after another so that the stress tests have both cores.
 test: all $(TEST_BINS)
 	$(Q)fail=0; for t in $(TEST_BINS); do \
-		echo "== $$t"; $$t --jobs=2 $(TEST_ARGS) || fail=1; \
+		echo "== $$t"; BUSSTAT=$(BUILD)/tools/busstat $$t --jobs=2 $(TEST_ARGS) || fail=1; \
 	done; exit $$fail
 
 sanitize:
@@ -128,6 +134,8 @@ demo: all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/shmbus $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libshmbus.so

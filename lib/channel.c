@@ -518,6 +518,7 @@ SHMBUS_EXPORT int shmbus_channel_info(shmbus_channel *ch,
 	info->backpressure = load_relaxed64(&h->backpressure);
 	info->wakeups = load_relaxed64(&h->wakeups);
 	info->aborts = load_relaxed64(&h->aborts);
+	info->repairs = load_relaxed64(&h->repairs);
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++)
 		nsub += load_relaxed32(&ch->subs[i].state) ==
 			SHMBUS_SLOT_ACTIVE;
