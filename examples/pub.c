@@ -1,4 +1,5 @@
-/* examples/pub.c - publish N numbered messages on a channel (direct mode). */
+/* examples/pub.c - publish N numbered messages on a channel (direct mode):
+ * pub [DIR [N [GAP_MS]]] */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@ int main(int argc, char **argv)
 {
 	const char *dir = argc > 1 ? argv[1] : "/dev/shm";
 	int n = argc > 2 ? atoi(argv[2]) : 10;
+	int gap_ms = argc > 3 ? atoi(argv[3]) : 1;	/* between messages */
 	struct shmbus_channel_attr attr;
 	struct shmbus_pub_attr pa = { .timeout_ns = -1 }; /* wait when full */
 	shmbus_channel *ch;
@@ -32,7 +34,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "publish: %s\n", shmbus_strerror(rc));
 			return 1;
 		}
-		usleep(1000);
+		usleep((useconds_t)gap_ms * 1000);
 	}
 	printf("pub: published %d messages\n", n);
 	shmbus_pub_close(pub);
