@@ -150,3 +150,123 @@ Test(busstat, missing_bus_and_channel, .init = setup, .fini = teardown)
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s bogus", dir), 1);
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0);
 }
+
+/*
+ * A checker for the Prometheus text exposition format (version 0.0.4):
+ *   # HELP <metric_name> <text>
+ *   # TYPE <metric_name> counter|gauge|histogram|summary|untyped
+ *   <metric_name>[{<label_name>="<escaped value>",...}] <value> [<timestamp>]
+ * metric_name [a-zA-Z_:][a-zA-Z0-9_:]*, label_name [a-zA-Z_][a-zA-Z0-9_]*,
+ * label values escape \\ \" \n; a family's TYPE comes before its samples,
+ * at most once, and a family's samples are not interleaved with another's.
+ * Returns 0 or the number of the first bad line.
+ */
+#include <regex.h>
+
+#define NAME "[a-zA-Z_:][a-zA-Z0-9_:]*"
+#define LABEL "[a-zA-Z_][a-zA-Z0-9_]*=\"([^\"\\\\\n]|\\\\[\\\\\"n])*\""
+#define VALUE "[-+]?(([0-9]+(\\.[0-9]*)?|\\.[0-9]+)([eE][-+]?[0-9]+)?|NaN|Inf)"
+
+static int prom_check(const char *text)
+{
+	regex_t help, type, sample;
+	char typed[64][128], last[128] = "", line[1024];
+	int ntyped = 0, lineno = 0, bad = 0;
+	const char *p = text;
+
+	cr_assert_eq(regcomp(&help, "^# HELP (" NAME ") .*$", REG_EXTENDED), 0);
+	cr_assert_eq(regcomp(&type, "^# TYPE (" NAME ") (counter|gauge|histogram|"
+				    "summary|untyped)$", REG_EXTENDED), 0);
+	cr_assert_eq(regcomp(&sample, "^(" NAME ")(\\{(" LABEL "(," LABEL ")*,?)?\\})? "
+				      VALUE "( -?[0-9]+)?$", REG_EXTENDED), 0);
+	while (*p && !bad) {
+		size_t n = strcspn(p, "\n");
+		regmatch_t m[2];
+		char name[128];
+
+		cr_assert_lt(n, sizeof(line));
+		memcpy(line, p, n);
+		line[n] = 0;
+		p += n + (p[n] == '\n');
+		lineno++;
+		if (!*line)
+			continue;
+		if (!regexec(&type, line, 2, m, 0)) {
+			snprintf(name, sizeof(name), "%.*s",
+				 (int)(m[1].rm_eo - m[1].rm_so), line + m[1].rm_so);
+			for (int i = 0; i < ntyped; i++)
+				if (!strcmp(typed[i], name))
+					bad = lineno;	/* TYPE twice */
+			if (ntyped < 64)
+				strcpy(typed[ntyped++], name);
+			continue;
+		}
+		if (!regexec(&help, line, 2, m, 0) || !strncmp(line, "# ", 2)) {
+			if (!strncmp(line, "# TYPE", 6))
+				bad = lineno;	/* a malformed TYPE line */
+			continue;
+		}
+		if (regexec(&sample, line, 2, m, 0)) {
+			bad = lineno;
+			continue;
+		}
+		snprintf(name, sizeof(name), "%.*s",
+			 (int)(m[1].rm_eo - m[1].rm_so), line + m[1].rm_so);
+		/* Its family must be typed, and be the family being listed. */
+		if (ntyped == 0 || strcmp(typed[ntyped - 1], name))
+			bad = lineno;
+		if (*last && strcmp(last, name) && strcmp(typed[ntyped - 1], name))
+			bad = lineno;
+		strcpy(last, name);
+	}
+	regfree(&help);
+	regfree(&type);
+	regfree(&sample);
+	return bad;
+}
+
+Test(busstat, prometheus_checker_rejects_bad_lines)
+{
+	static const char *bad[] = {
+		"x_total{channel=\"a\"} 1\n",			/* untyped */
+		"# TYPE x gauge\nx{channel=\"a} 1\n",		/* open quote */
+		"# TYPE x gauge\nx{1channel=\"a\"} 1\n",	/* label name */
+		"# TYPE x gauge\nx 1 2 3\n",			/* junk */
+		"# TYPE x gauge\nx{channel=\"a\"} one\n",	/* value */
+		"# TYPE x gauge\n# TYPE x gauge\nx 1\n",	/* TYPE twice */
+		"# TYPE x gauge\n# TYPE y gauge\nx 1\n",	/* interleaved */
+		"# TYPE x wibble\nx 1\n",			/* type word */
+		"# TYPE 9x gauge\n9x 1\n",			/* metric name */
+	};
+
+	cr_assert_eq(prom_check("# HELP x a gauge\n# TYPE x gauge\n"
+				"x{channel=\"a\\\"b\"} 1.5e3\nx 2\n"), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_neq(prom_check(bad[i]), 0, "accepted: %s", bad[i]);
+}
+
+Test(busstat, prometheus_output_parses, .init = setup, .fini = teardown)
+{
+	static char out[65536];
+	shmbus_channel *ch = th_create(dir, 8192, 256, SHMBUS_OVERWRITE,
+				       SHMBUS_MULTI_PRODUCER);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	char path[128];
+	FILE *f;
+	int line;
+
+	for (int i = 0; i < 7; i++)
+		cr_assert_eq(shmbus_publish(p, "abc", 3), 0);
+	snprintf(path, sizeof(path), "%s/junk", dir);
+	f = fopen(path, "w");
+	fputs("not a channel\n", f);
+	fclose(f);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --prometheus", dir), 3);
+	line = prom_check(out);
+	cr_assert_eq(line, 0, "line %d does not parse:\n%s", line, out);
+	cr_assert(strstr(out, "shmbus_messages_published_total{channel=\"ch\"} 7\n"));
+	cr_assert(strstr(out, "shmbus_channel_up{channel=\"junk\"} 0\n"));
+	cr_assert(strstr(out, "shmbus_channel_up{channel=\"ch\"} 1\n"));
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}

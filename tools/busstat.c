@@ -8,6 +8,10 @@
  * such, never skipped silently and never a crash.
  *
  *   busstat [-d DIR] [--json | --prometheus] [INTERVAL [COUNT]]
+ *
+ * --prometheus writes the text exposition format (for node_exporter's
+ * textfile collector): one HELP and TYPE line per metric family, then one
+ * sample per channel, labelled channel="NAME".
  *   busstat [-d DIR] -c CHANNEL [--json]
  *
  * Exit codes: 0 all channels healthy; 1 usage; 2 no such bus or channel;
@@ -17,6 +21,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,6 +265,87 @@ static void print_json(const char *dir, const struct row *r, int n)
 	printf("]}\n");
 }
 
+/* Label values escape backslash, double quote and newline. */
+static void prom_label(const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			printf("\\%c", *s);
+		else if (*s == '\n')
+			printf("\\n");
+		else
+			putchar(*s);
+	}
+}
+
+struct prom_metric {
+	const char *name, *type, *help;
+	size_t off;		/* of a uint64_t, or (size_t)-1 for special */
+	int special;
+};
+
+#define IN(f) offsetof(struct row, in) + offsetof(struct shmbus_channel_info, f)
+#define RW(f) offsetof(struct row, f)
+
+static const struct prom_metric prom_metrics[] = {
+	{ "shmbus_messages_published_total", "counter",
+	  "Messages published on the channel.", IN(published), 0 },
+	{ "shmbus_bytes_published_total", "counter",
+	  "Payload bytes published on the channel.", IN(bytes), 0 },
+	{ "shmbus_messages_lost_total", "counter",
+	  "Messages lost by lapped subscribers (overwrite policy), summed.",
+	  RW(lost), 0 },
+	{ "shmbus_backpressure_events_total", "counter",
+	  "Claims refused or delayed because a reader was behind.",
+	  IN(backpressure), 0 },
+	{ "shmbus_wakeups_total", "counter",
+	  "Futex wake calls made by producers.", IN(wakeups), 0 },
+	{ "shmbus_aborts_total", "counter", "Claims aborted by producers.",
+	  IN(aborts), 0 },
+	{ "shmbus_repairs_total", "counter",
+	  "Claims of dead producers repaired.", IN(repairs), 0 },
+	{ "shmbus_capacity_bytes", "gauge", "Data capacity of the channel.",
+	  IN(capacity), 0 },
+	{ "shmbus_fill_bytes", "gauge",
+	  "Bytes the slowest subscriber has not read yet.", RW(fill), 0 },
+	{ "shmbus_max_lag_messages", "gauge",
+	  "Messages the slowest subscriber has not read yet.", RW(lag_msgs), 0 },
+	{ "shmbus_max_lag_bytes", "gauge",
+	  "Bytes between head and the slowest subscriber.", RW(lag_bytes), 0 },
+	{ "shmbus_subscribers", "gauge", "Active subscribers.", 0, 1 },
+	{ "shmbus_publishers", "gauge", "Active publishers.", 0, 2 },
+	{ "shmbus_channel_up", "gauge",
+	  "1 if the channel could be read and validated, else 0.", 0, 3 },
+};
+
+static void print_prom(const struct row *rows, int n)
+{
+	for (size_t m = 0; m < sizeof(prom_metrics) / sizeof(prom_metrics[0]);
+	     m++) {
+		const struct prom_metric *pm = &prom_metrics[m];
+
+		printf("# HELP %s %s\n# TYPE %s %s\n", pm->name, pm->help,
+		       pm->name, pm->type);
+		for (int i = 0; i < n; i++) {
+			const struct row *r = &rows[i];
+			unsigned long long v;
+
+			if (r->err && pm->special != 3)
+				continue;
+			switch (pm->special) {
+			case 1: v = r->subs; break;
+			case 2: v = r->pubs; break;
+			case 3: v = !r->err; break;
+			default:
+				memcpy(&v, (const char *)r + pm->off, sizeof(v));
+			}
+			printf("%s{channel=\"", pm->name);
+			prom_label(r->name);
+			printf("\"} %llu\n", v);
+		}
+	}
+}
+
 static const char *wait_word(enum shmbus_wait w)
 {
 	return w == SHMBUS_WAIT_SLEEP ? "sleep" : w == SHMBUS_WAIT_YIELD ? "yield"
@@ -358,7 +444,7 @@ static int detail(const char *dir, const char *name, enum format fmt)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: busstat [-d DIR] [--json] [INTERVAL [COUNT]]\n"
+	fprintf(f, "usage: busstat [-d DIR] [--json|--prometheus] [INTERVAL [COUNT]]\n"
 		   "       busstat [-d DIR] -c CHANNEL [--json]\n"
 		   "DIR defaults to $SHMBUS_DIR, then /dev/shm.\n");
 }
@@ -369,6 +455,7 @@ int main(int argc, char **argv)
 		{ "dir", required_argument, NULL, 'd' },
 		{ "channel", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "prometheus", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -386,6 +473,7 @@ int main(int argc, char **argv)
 		case 'd': dir = optarg; break;
 		case 'c': chan = optarg; break;
 		case 'j': fmt = JSON; break;
+		case 'p': fmt = PROM; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return EXIT_USAGE;
 		}
@@ -430,6 +518,8 @@ int main(int argc, char **argv)
 				status = EXIT_BADCH;
 		if (fmt == JSON)
 			print_json(dir, cur, n);
+		else if (fmt == PROM)
+			print_prom(cur, n);
 		else
 			print_table(cur, n, k % 20 == 0);
 		fflush(stdout);
