@@ -270,3 +270,43 @@ Test(busstat, prometheus_output_parses, .init = setup, .fini = teardown)
 	shmbus_pub_close(p);
 	shmbus_channel_close(ch);
 }
+
+/* A publisher at a steady 2000 msg/s, paced against the clock. */
+static int steady_publisher(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(arg, "ch");
+	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint64_t t0 = th_now_ns();
+
+	if (!p)
+		return 2;
+	for (uint64_t i = 0; i < 2000 * 3; i++) {
+		while (th_now_ns() < t0 + i * 500000)	/* 2000 per second */
+			usleep(100);
+		if (shmbus_publish(p, "tick", 4))
+			return 3;
+	}
+	return 0;
+}
+
+/* The second sample of "busstat 1 2" is a rate over one second: within
+ * 10% of what the publisher offers (a loose check, not a timing test). */
+Test(busstat, interval_rate_matches_steady_publisher, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+	static char out[65536];
+	shmbus_channel *ch = th_create(dir, 1u << 20, 64, SHMBUS_OVERWRITE,
+				       SHMBUS_SINGLE_PRODUCER);
+	pid_t pid = th_spawn(steady_publisher, (void *)dir);
+	const char *second;
+	double rate;
+
+	usleep(500000);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json 1 2", dir), 0);
+	second = strchr(out, '\n');
+	cr_assert(second && second[1], "two samples: %s", out);
+	rate = strtod(strstr(second, "\"messages_per_second\":") + 22, NULL);
+	cr_expect(rate > 1800 && rate < 2200, "rate %.0f, offered 2000", rate);
+	cr_assert_eq(th_wait(pid), 0);
+	shmbus_channel_close(ch);
+}
