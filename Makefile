@@ -42,7 +42,7 @@ LIB_SO  = $(BUILD)/$(SONAME)
 
 # Debian packages the build and the suite need.
 DEPS_PKGS = gcc make pkg-config libcriterion-dev liburcu-dev libnuma-dev \
-	    libinih-dev strace
+	    libinih-dev libncurses-dev tmux strace
 DEPS_STAMP = $(BUILD)/.deps-ok
 
 .SECONDARY:
@@ -51,7 +51,7 @@ DEPS_STAMP = $(BUILD)/.deps-ok
 all: $(DEPS_STAMP) $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS)
 
 # Installs what is missing when run as root; otherwise names it once.
-$(DEPS_STAMP):
+$(DEPS_STAMP): Makefile
 	$(Q)mkdir -p $(BUILD)
 	$(Q)missing=""; for p in $(DEPS_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -94,7 +94,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_HELP) $(LIB_A)
 
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma
+	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lncurses
 
 $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
@@ -139,6 +139,8 @@ install: all
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libshmbus.so
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 docs/busstat.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 include/shmbus.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/shmbus/layout.h $(DESTDIR)$(PREFIX)/include/shmbus/
 	install -m 644 $(BUILD)/shmbus.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/

@@ -13,7 +13,9 @@
 #include <string.h>
 #include <stdarg.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -309,4 +311,112 @@ Test(busstat, interval_rate_matches_steady_publisher, .init = setup,
 	cr_expect(rate > 1800 && rate < 2200, "rate %.0f, offered 2000", rate);
 	cr_assert_eq(th_wait(pid), 0);
 	shmbus_channel_close(ch);
+}
+
+/* Runs a shell command, returns its exit code. */
+static int sh(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* busstat -w under tmux: the screen shows the header and the channels, the
+ * lagging one first; q quits. */
+Test(busstat, watch_view_under_tmux, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	const char *bin = getenv("BUSSTAT") ? getenv("BUSSTAT")
+					    : "build/tools/busstat";
+	shmbus_channel *slow = th_create(dir, 1u << 16, 64, SHMBUS_BLOCK,
+					 SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *p = shmbus_pub_open(slow, NULL);
+	shmbus_sub *s = shmbus_sub_open(slow, NULL);
+	struct shmbus_channel_attr a;
+	shmbus_channel *idle;
+	char sess[64], pane[8192] = "", cmd[256];
+	int gone = 0;
+	FILE *f;
+
+	shmbus_channel_attr_init(&a);
+	a.capacity = 8192;
+	a.max_msg = 64;
+	idle = shmbus_channel_create(dir, "aaa-idle", &a, 0);
+	for (int i = 0; i < 50; i++)
+		cr_assert_eq(shmbus_publish(p, "lagging", 7), 0);
+	snprintf(sess, sizeof(sess), "busstat-test-%d", (int)getpid());
+	cr_assert_eq(sh("tmux new-session -d -s %s -x 120 -y 30 '%s -d %s -w 0.2'",
+			sess, bin, dir), 0, "tmux (is it installed?)");
+	for (int i = 0; i < 50 && !strstr(pane, "ch "); i++) {
+		usleep(100000);
+		snprintf(cmd, sizeof(cmd), "tmux capture-pane -p -t %s", sess);
+		f = popen(cmd, "r");
+		cr_assert(f);
+		pane[fread(pane, 1, sizeof(pane) - 1, f)] = 0;
+		pclose(f);
+	}
+	cr_expect(strstr(pane, "CHANNEL") && strstr(pane, "LAGMSG"),
+		  "no header:\n%s", pane);
+	cr_expect(strstr(pane, "ch ") && strstr(pane, "aaa-idle"), "rows:\n%s", pane);
+	/* Sorted by lag: the lagging channel comes before the idle one. */
+	cr_expect(strstr(pane, "ch ") < strstr(pane, "aaa-idle"), "order:\n%s", pane);
+	cr_assert_eq(sh("tmux send-keys -t %s q", sess), 0);
+	for (int i = 0; i < 50 && !gone; i++) {
+		usleep(100000);
+		gone = sh("tmux has-session -t %s 2>/dev/null", sess) != 0;
+	}
+	if (!gone)
+		sh("tmux kill-session -t %s", sess);
+	cr_expect(gone, "q did not quit busstat -w");
+	shmbus_sub_close(s);
+	shmbus_pub_close(p);
+	shmbus_channel_close(slow);
+	shmbus_channel_close(idle);
+}
+
+/* An unprivileged operator: reads what it may, is told what it may not. */
+Test(busstat, unprivileged_operator, .init = setup, .fini = teardown)
+{
+	const char *bin = getenv("BUSSTAT") ? getenv("BUSSTAT")
+					    : "build/tools/busstat";
+	struct shmbus_channel_attr a;
+	shmbus_channel *pub, *secret;
+	char out[4096], path[256];
+	FILE *f;
+	size_t n;
+	int rc;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run busstat as another user");
+	shmbus_channel_attr_init(&a);
+	a.capacity = 8192;
+	a.max_msg = 64;
+	a.mode = 0644;
+	pub = shmbus_channel_create(dir, "public", &a, 0);
+	a.mode = 0600;
+	secret = shmbus_channel_create(dir, "secret", &a, 0);
+	cr_assert(pub && secret);
+	cr_assert_eq(chmod(dir, 0755), 0);
+	/* Run a copy from our directory: the build tree may not be
+	 * reachable by that user. */
+	cr_assert_eq(sh("cp %s %s/.busstat", bin, dir), 0);
+	snprintf(path, sizeof(path), "%s/.out", dir);
+	rc = sh("setpriv --reuid=65534 --regid=65534 --clear-groups "
+		"%s/.busstat -d %s > %s 2>&1", dir, dir, path);
+	f = fopen(path, "r");
+	cr_assert(f);
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = 0;
+	fclose(f);
+	cr_expect_eq(rc, 3, "exit %d:\n%s", rc, out);
+	cr_expect(strstr(out, "public") && strstr(out, "block"), "%s", out);
+	cr_expect(strstr(out, "secret") && strstr(out, "no-permission"), "%s", out);
+	shmbus_channel_close(pub);
+	shmbus_channel_close(secret);
 }

@@ -13,6 +13,7 @@
  * textfile collector): one HELP and TYPE line per metric family, then one
  * sample per channel, labelled channel="NAME".
  *   busstat [-d DIR] -c CHANNEL [--json]
+ *   busstat [-d DIR] -w [INTERVAL]      full screen, sorted by lag, q quits
  *
  * Exit codes: 0 all channels healthy; 1 usage; 2 no such bus or channel;
  * 3 a channel could not be read (permission) or is corrupt/incompatible.
@@ -28,6 +29,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <curses.h>
 
 #include "shmbus.h"
 
@@ -38,7 +40,7 @@
 #define NSUB 64u
 #define NPROD 16u
 
-enum format { TABLE, JSON, PROM };
+enum format { TABLE, JSON, PROM, WATCH };
 
 /* One channel, one sample. */
 struct row {
@@ -352,6 +354,95 @@ static const char *wait_word(enum shmbus_wait w)
 									: "spin";
 }
 
+static int by_lag(const void *a, const void *b)
+{
+	const struct row *x = a, *y = b;
+
+	if (x->err != y->err)		/* broken channels first */
+		return x->err ? -1 : 1;
+	if (x->lag_bytes != y->lag_bytes)
+		return x->lag_bytes > y->lag_bytes ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+/*
+ * busstat -w: a full-screen view refreshed every interval, sorted by lag,
+ * the worst channel (and any broken one) highlighted; q quits.
+ */
+static int watch(const char *dir, double interval)
+{
+	static struct row rows[2][MAX_CHANNELS];
+	int n_prev = 0, k = 0, status = 0;
+	double t_prev = 0;
+
+	if (!initscr())
+		return EXIT_USAGE;
+	cbreak();
+	noecho();
+	curs_set(0);
+	timeout((int)(interval * 1000));
+	for (;; k++) {
+		struct row *cur = rows[k % 2], *prev = rows[(k + 1) % 2];
+		int n = list(dir, cur, MAX_CHANNELS), ch;
+		double t = now_s();
+		char a[16], b[16], c[16], d[16];
+
+		if (n < 0) {
+			endwin();
+			fprintf(stderr, "busstat: %s: %s\n", dir, strerror(-n));
+			return EXIT_NOBUS;
+		}
+		for (int i = 0; i < n; i++)
+			sample(dir, &cur[i]);
+		rates(cur, n, k ? prev : NULL, k ? n_prev : 0, t - t_prev);
+		qsort(cur, (size_t)n, sizeof(*cur), by_lag);
+		erase();
+		mvprintw(0, 0, "busstat %s  %d channels  (sorted by lag; q quits)",
+			 dir, n);
+		attron(A_REVERSE);
+		mvprintw(2, 0, "%-20s %-9s %6s %3s %3s %8s %8s %8s %8s", "CHANNEL",
+			 "POLICY", "CAP", "PUB", "SUB", "MSG/S", "LAGMSG", "LAGB",
+			 "LOST");
+		attroff(A_REVERSE);
+		status = 0;
+		for (int i = 0; i < n && i + 3 < LINES; i++) {
+			const struct row *r = &cur[i];
+			int hot = r->err || (i == 0 && r->lag_bytes > 0);
+
+			if (hot)
+				attron(A_BOLD | A_STANDOUT);
+			if (r->err) {
+				status = EXIT_BADCH;
+				mvprintw(3 + i, 0, "%-20s %s", r->name,
+					 err_word(r->err));
+			} else {
+				mvprintw(3 + i, 0,
+					 "%-20s %-9s %6s %3u %3u %8s %8s %8s %8llu",
+					 r->name,
+					 r->in.policy == SHMBUS_OVERWRITE ? "overwrite"
+									  : "block",
+					 human(a, sizeof(a), (double)r->in.capacity),
+					 r->pubs, r->subs,
+					 human(b, sizeof(b), r->msg_rate),
+					 human(c, sizeof(c), (double)r->lag_msgs),
+					 human(d, sizeof(d), (double)r->lag_bytes),
+					 (unsigned long long)r->lost);
+			}
+			if (hot)
+				attroff(A_BOLD | A_STANDOUT);
+		}
+		refresh();
+		/* rates() matches by name, so the sort does not matter. */
+		n_prev = n;
+		t_prev = t;
+		ch = getch();
+		if (ch == 'q' || ch == 'Q')
+			break;
+	}
+	endwin();
+	return status;
+}
+
 /* busstat -c CHANNEL: every subscriber and producer. */
 static int detail(const char *dir, const char *name, enum format fmt)
 {
@@ -445,6 +536,7 @@ static int detail(const char *dir, const char *name, enum format fmt)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: busstat [-d DIR] [--json|--prometheus] [INTERVAL [COUNT]]\n"
+		   "       busstat [-d DIR] -w [INTERVAL]\n"
 		   "       busstat [-d DIR] -c CHANNEL [--json]\n"
 		   "DIR defaults to $SHMBUS_DIR, then /dev/shm.\n");
 }
@@ -456,6 +548,7 @@ int main(int argc, char **argv)
 		{ "channel", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "prometheus", no_argument, NULL, 'p' },
+		{ "watch", no_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -468,12 +561,13 @@ int main(int argc, char **argv)
 
 	if (!dir || !*dir)
 		dir = "/dev/shm";
-	while ((opt = getopt_long(argc, argv, "d:c:jh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "d:c:jpwh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'd': dir = optarg; break;
 		case 'c': chan = optarg; break;
 		case 'j': fmt = JSON; break;
 		case 'p': fmt = PROM; break;
+		case 'w': fmt = WATCH; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return EXIT_USAGE;
 		}
@@ -499,6 +593,8 @@ int main(int argc, char **argv)
 	}
 	if (chan)
 		return detail(dir, chan, fmt);
+	if (fmt == WATCH)
+		return watch(dir, interval > 0 ? interval : 1.0);
 
 	for (long k = 0; count < 0 || k < count; k++) {
 		struct row *cur = rows[k % 2], *prev = rows[(k + 1) % 2];
