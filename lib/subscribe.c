@@ -35,6 +35,7 @@ struct shmbus_sub {
 	bool have_seq;		/* next_seq is known */
 	bool resynced;		/* lapped since the last message */
 	bool fresh;		/* pos came from head: see trusted() */
+	uint32_t empty;		/* zero words seen: see quiet_empty() */
 	enum shmbus_wait wait;
 	uint32_t spin_ns;
 	uint8_t *buf;		/* overwrite policy: a message's copy */
@@ -126,6 +127,19 @@ static void account_seq(struct shmbus_sub *sub, uint64_t seq)
 }
 
 /*
+ * A zero word at our position is the invalidated successor of the last
+ * record: normally nothing is committed here yet, and we can say so
+ * without touching head, which keeps a waiting reader off the producers'
+ * cache line.  But a lapped reader whose position matches the current
+ * head modulo the capacity also finds a zero word there; so one call in
+ * 64 (and every call with `force`) looks at head anyway.
+ */
+static bool quiet_empty(struct shmbus_sub *sub, uint64_t w, bool force)
+{
+	return w == 0 && !force && (++sub->empty & 63) != 0;
+}
+
+/*
  * Finds the next message at or after sub->pos, stepping over padding,
  * skipped records and laps.  Returns 1 with *pk filled, 0 if there is none
  * yet, -EBADMSG if the ring is corrupt.  Does not consume the message.
@@ -151,6 +165,8 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		/* A1: pairs with R1 (commit_rec() and the wrap padding in
 		 * reserve()): the record's seq and payload are visible. */
 		w = load_acquire64(&r->commit);
+		if (quiet_empty(sub, w, false))
+			return 0;
 		if (word_tag(w) != lap_tag(ch, p)) {
 			/* Relaxed: head is only compared here; a position
 			 * taken from it is gated by trusted() (A3'). */
@@ -292,18 +308,20 @@ SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 
 /* Whether a message (or a lap to recover from) is waiting: a cheap check
  * for the wait loop, which never consumes anything. */
-bool sb_sub_ready(struct shmbus_sub *sub)
+bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 {
 	struct shmbus_channel *ch = sub->ch;
-	uint64_t p = sub->pos, head;
+	uint64_t p = sub->pos, head, w;
 
 	if (p % SHMBUS_REC_ALIGN)
 		return true;	/* let the caller's poll report it */
 	if (!trusted(sub))
 		return false;
 	/* A1 (see peek()). */
-	if (word_tag(load_acquire64(&rec_at(ch, p)->commit)) ==
-	    lap_tag(ch, p))
+	w = load_acquire64(&rec_at(ch, p)->commit);
+	if (quiet_empty(sub, w, force))
+		return false;
+	if (word_tag(w) == lap_tag(ch, p))
 		return true;
 	head = load_relaxed64(&ch->hdr->head);	/* only compared */
 	return head > p && !not_overwritten(ch, p, head);

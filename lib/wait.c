@@ -83,12 +83,14 @@ static int sleep_wait(struct shmbus_sub *sub, struct shmbus_channel *ch,
 		 * sees the producer's commit, or the producer sees our
 		 * sleepers increment and changes the futex word. */
 		fence_seqcst();
-		if (!sb_sub_ready(sub))
+		/* Forced: never sleep on a zero word without looking at
+		 * head (see quiet_empty()). */
+		if (!sb_sub_ready(sub, true))
 			rc = futex_sleep(&h->futex, f, left);
 		store_relaxed32(&slot->sleeping, 0);
 		/* No edge: we re-check for a message ourselves below. */
 		sub_seqcst32(&h->sleepers, 1);
-		if (sb_sub_ready(sub))
+		if (sb_sub_ready(sub, false))
 			return 0;
 		if (rc == -EINTR)
 			return -EINTR;
@@ -106,7 +108,7 @@ SHMBUS_EXPORT int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns)
 
 	if (!sub)
 		return -EINVAL;
-	if (sb_sub_ready(sub))
+	if (sb_sub_ready(sub, false))
 		return 0;
 	ch = sb_sub_channel(sub);
 	slot = sb_sub_slot(sub, &how, &spin_ns);
@@ -115,7 +117,7 @@ SHMBUS_EXPORT int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns)
 	spin_end = how == SHMBUS_WAIT_SPIN ? INT64_MAX : start + spin_ns;
 
 	for (;;) {
-		if (sb_sub_ready(sub))
+		if (sb_sub_ready(sub, false))
 			return 0;
 		if (++i % 64)
 			cpu_relax();
@@ -132,7 +134,7 @@ SHMBUS_EXPORT int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns)
 		return sleep_wait(sub, ch, slot, deadline);
 	for (;;) {
 		sched_yield();
-		if (sb_sub_ready(sub))
+		if (sb_sub_ready(sub, false))
 			return 0;
 		if (deadline >= 0 && sb_now_ns() >= deadline)
 			return -ETIMEDOUT;
