@@ -31,6 +31,7 @@ LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS = $(wildcard tests/test_*.c)
 TEST_HELP = $(BUILD)/tests/helpers.o $(BUILD)/tests/common.o
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+BENCH_BINS = $(BUILD)/benchmarks/bench_latency
 TOOL_SRCS = $(wildcard tools/*.c)
 TOOL_BINS = $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
 EX_SRCS   = $(wildcard examples/*.c)
@@ -46,7 +47,7 @@ DEPS_PKGS = gcc make pkg-config libcriterion-dev liburcu-dev libnuma-dev \
 DEPS_STAMP = $(BUILD)/.deps-ok
 
 .SECONDARY:
-.PHONY: all test sanitize tsan tsan-run demo deps install clean check-deps
+.PHONY: all test sanitize tsan tsan-run bench bench-quick demo deps install clean check-deps
 
 all: $(DEPS_STAMP) $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS)
 
@@ -95,6 +96,18 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_HELP) $(LIB_A)
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lncurses
+
+$(BUILD)/benchmarks/bench_%: $(BUILD)/benchmarks/bench_%.o $(BUILD)/benchmarks/hist.o $(LIB_A)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lm
+
+# Benchmarks print their baselines measured in the same run; see
+# docs/performance.md.  bench-quick only checks that they all run.
+bench: all $(BENCH_BINS)
+	$(Q)for b in $(BENCH_BINS); do $$b || exit 1; done
+
+bench-quick: all $(BENCH_BINS)
+	$(Q)for b in $(BENCH_BINS); do $$b -q || exit 1; done
 
 $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")

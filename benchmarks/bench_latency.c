@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_latency.c - round-trip time between two processes pinned to two
+ * cores, for shmbus and for its baselines, in one run, one harness, one
+ * histogram:
+ *
+ *   floor    one cache line bounced between the two processes: nothing
+ *            that moves data between these two cores can be faster
+ *   shmbus   two single-producer block channels, busy-spin subscribers,
+ *            zero-copy claim/commit out, zero-copy poll in
+ *   pipe     two pipes, blocking read/write
+ *   unix     a SOCK_SEQPACKET socketpair
+ *
+ * The floor is probed before and after every measurement and printed next
+ * to it: the two vCPUs of a virtual machine may sit close together or far
+ * apart on the host, and that can change during a run.  A measurement whose
+ * floor moved by more than 25% is flagged "placement changed".
+ *
+ *   bench_latency [-q]      -q: a quick run (CI checks that it runs)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <x86intrin.h>
+
+#include "hist.h"
+#include "shmbus.h"
+
+#define MAX_SIZE 4096
+
+/* Shared between the two processes. */
+struct shared {
+	_Alignas(64) _Atomic uint64_t line;	/* the floor's cache line */
+	_Alignas(64) _Atomic int ready;
+	char dir[64];
+};
+
+struct transport {
+	const char *name;
+	int (*setup)(void);		/* before fork */
+	int (*child_open)(void);	/* in the echoing process */
+	int (*parent_open)(void);
+	void (*echo)(size_t size);	/* child: one echo */
+	void (*ping)(size_t size);	/* parent: one round trip */
+	void (*close_all)(void);
+};
+
+static struct shared *sh;
+static double ns_per_tick;
+static int fds[4];		/* pipe: a->b r,w ; b->a r,w */
+static shmbus_channel *ch_ab, *ch_ba;
+static shmbus_pub *pub;
+static shmbus_sub *sub;
+static uint8_t msgbuf[MAX_SIZE];
+
+static void pin(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set))
+		perror("sched_setaffinity");
+}
+
+static uint64_t ticks(void)
+{
+	unsigned aux;
+
+	return __rdtscp(&aux);
+}
+
+static void calibrate(void)
+{
+	struct timespec a, b;
+	uint64_t t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
+	t0 = ticks();
+	usleep(100000);
+	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
+	t1 = ticks();
+	ns_per_tick = ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) /
+		      (double)(t1 - t0);
+}
+
+/* ---- floor: one cache line, odd values from A, even from B ---- */
+
+static int nop(void)
+{
+	return 0;
+}
+
+static void nop_close(void)
+{
+}
+
+static uint64_t floor_seq;
+
+static void floor_echo(size_t size)
+{
+	(void)size;
+	floor_seq += 2;
+	/* Acquire/release: the handshake itself is what is measured. */
+	while (atomic_load_explicit(&sh->line, memory_order_acquire) !=
+	       floor_seq - 1)
+		_mm_pause();
+	atomic_store_explicit(&sh->line, floor_seq, memory_order_release);
+}
+
+static void floor_ping(size_t size)
+{
+	(void)size;
+	floor_seq += 2;
+	atomic_store_explicit(&sh->line, floor_seq - 1, memory_order_release);
+	while (atomic_load_explicit(&sh->line, memory_order_acquire) !=
+	       floor_seq)
+		_mm_pause();
+}
+
+static int floor_setup(void)
+{
+	atomic_store(&sh->line, 0);
+	floor_seq = 0;
+	return 0;
+}
+
+/* ---- shmbus: two channels, a->b and b->a ---- */
+
+static int sb_setup(void)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *c1, *c2;
+
+	snprintf(sh->dir, sizeof(sh->dir), "/dev/shm/shmbus-bench-XXXXXX");
+	if (!mkdtemp(sh->dir))
+		return -errno;
+	shmbus_channel_attr_init(&a);
+	a.capacity = 1u << 20;
+	a.max_msg = MAX_SIZE;
+	c1 = shmbus_channel_create(sh->dir, "ab", &a, SHMBUS_CREATE_EXCL);
+	c2 = shmbus_channel_create(sh->dir, "ba", &a, SHMBUS_CREATE_EXCL);
+	if (!c1 || !c2)
+		return -errno;
+	shmbus_channel_close(c1);
+	shmbus_channel_close(c2);
+	return 0;
+}
+
+static int sb_open(const char *out, const char *in)
+{
+	ch_ab = shmbus_channel_open(sh->dir, out);
+	ch_ba = shmbus_channel_open(sh->dir, in);
+	if (!ch_ab || !ch_ba)
+		return -errno;
+	pub = shmbus_pub_open(ch_ab, NULL);
+	sub = shmbus_sub_open(ch_ba, NULL);	/* busy spin */
+	return pub && sub ? 0 : -errno;
+}
+
+static int sb_child_open(void)
+{
+	return sb_open("ba", "ab");
+}
+
+static int sb_parent_open(void)
+{
+	return sb_open("ab", "ba");
+}
+
+static int on_msg(const struct shmbus_msg *m, void *arg)
+{
+	*(uint32_t *)arg = m->len;
+	return 1;
+}
+
+static void sb_send(size_t size)
+{
+	void *buf;
+
+	while (shmbus_claim(pub, size, &buf))
+		_mm_pause();
+	memcpy(buf, msgbuf, size);
+	shmbus_commit(pub);
+}
+
+static void sb_recv(void)
+{
+	uint32_t len;
+
+	while (shmbus_poll(sub, on_msg, &len, 1) != 1)
+		_mm_pause();
+}
+
+static void sb_echo(size_t size)
+{
+	sb_recv();
+	sb_send(size);
+}
+
+static void sb_ping(size_t size)
+{
+	sb_send(size);
+	sb_recv();
+}
+
+static void sb_close(void)
+{
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch_ab);
+	shmbus_channel_close(ch_ba);
+}
+
+/* ---- pipes and unix sockets: fds[0..1] a->b, fds[2..3] b->a ---- */
+
+static int pipe_setup(void)
+{
+	return pipe(fds) || pipe(fds + 2) ? -errno : 0;
+}
+
+static int unix_setup(void)
+{
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv))
+		return -errno;
+	/* The same slots as the pipes: a reads fds[2], writes fds[1]. */
+	fds[0] = sv[1];
+	fds[3] = sv[1];
+	fds[1] = sv[0];
+	fds[2] = sv[0];
+	return 0;
+}
+
+static void full_io(int fd, size_t size, int wr)
+{
+	size_t done = 0;
+
+	while (done < size) {
+		ssize_t n = wr ? write(fd, msgbuf + done, size - done)
+			       : read(fd, msgbuf + done, size - done);
+
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			_exit(9);
+		}
+		done += (size_t)n;
+	}
+}
+
+static void fd_echo(size_t size)
+{
+	full_io(fds[0], size, 0);
+	full_io(fds[3], size, 1);
+}
+
+static void fd_ping(size_t size)
+{
+	full_io(fds[1], size, 1);
+	full_io(fds[2], size, 0);
+}
+
+static void fd_close(void)
+{
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+}
+
+static const struct transport T_FLOOR = { "floor", floor_setup, nop, nop,
+					  floor_echo, floor_ping, nop_close };
+static const struct transport T_SHMBUS = { "shmbus", sb_setup, sb_child_open,
+					   sb_parent_open, sb_echo, sb_ping,
+					   sb_close };
+static const struct transport T_PIPE = { "pipe", pipe_setup, nop, nop,
+					 fd_echo, fd_ping, fd_close };
+static const struct transport T_UNIX = { "unix", unix_setup, nop, nop,
+					 fd_echo, fd_ping, fd_close };
+
+/* Runs `warm + n` round trips; records the last n in *h (ns). */
+static int measure(const struct transport *t, size_t size, long warm, long n,
+		   struct hist *h)
+{
+	pid_t pid;
+	int st;
+
+	hist_init(h);
+	atomic_store(&sh->ready, 0);
+	if (t->setup())
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		pin(1);
+		if (t->child_open())
+			_exit(2);
+		atomic_store(&sh->ready, 1);
+		for (long i = 0; i < warm + n; i++)
+			t->echo(size);
+		t->close_all();
+		_exit(0);
+	}
+	pin(0);
+	while (!atomic_load(&sh->ready))
+		_mm_pause();
+	if (t->parent_open())
+		return -1;
+	for (long i = 0; i < warm + n; i++) {
+		uint64_t t0 = ticks();
+
+		t->ping(size);
+		if (i >= warm)
+			hist_record(h, (uint64_t)((ticks() - t0) * ns_per_tick));
+	}
+	t->close_all();
+	waitpid(pid, &st, 0);
+	if (t == &T_SHMBUS) {
+		shmbus_channel_unlink(sh->dir, "ab");
+		shmbus_channel_unlink(sh->dir, "ba");
+		rmdir(sh->dir);
+	}
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+static uint64_t probe_floor(void)
+{
+	struct hist h;
+
+	measure(&T_FLOOR, 8, 2000, 20000, &h);
+	return hist_percentile(&h, 50);
+}
+
+static void row(const char *name, size_t size, const struct hist *h,
+		uint64_t f0, uint64_t f1, double floor50)
+{
+	double p50 = (double)hist_percentile(h, 50);
+	int moved = (f0 > f1 ? f0 - f1 : f1 - f0) * 4 > (f0 < f1 ? f0 : f1);
+
+	printf("%-7s %5zu %6llu %6llu %6llu %6llu %7llu %8llu %8llu  %6.2f  %4llu/%-4llu%s\n",
+	       name, size, (unsigned long long)h->min, (unsigned long long)p50,
+	       (unsigned long long)hist_percentile(h, 90),
+	       (unsigned long long)hist_percentile(h, 99),
+	       (unsigned long long)hist_percentile(h, 99.9),
+	       (unsigned long long)hist_percentile(h, 99.99),
+	       (unsigned long long)h->max, p50 / floor50,
+	       (unsigned long long)f0, (unsigned long long)f1,
+	       moved ? "  placement changed" : "");
+}
+
+int main(int argc, char **argv)
+{
+	static const size_t sizes[] = { 32, 256, 1024, 4096 };
+	const struct transport *ts[] = { &T_SHMBUS, &T_PIPE, &T_UNIX };
+	int quick = argc > 1 && !strcmp(argv[1], "-q");
+	long n = quick ? 20000 : 1000000, warm = n / 10;
+	struct hist h, fl;
+
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (sh == MAP_FAILED || sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+		fprintf(stderr, "bench_latency: needs two CPUs and shared memory\n");
+		return 1;
+	}
+	calibrate();
+	printf("# round-trip time, ns, two processes pinned to CPUs 0 and 1, "
+	       "%ld round trips each (%.3f ns/tick)\n", n, ns_per_tick);
+	printf("# ratio: p50 / floor p50 measured just before; floor: p50 "
+	       "before/after\n");
+	printf("%-7s %5s %6s %6s %6s %6s %7s %8s %8s  %6s  %s\n", "what",
+	       "bytes", "min", "p50", "p90", "p99", "p99.9", "p99.99", "max",
+	       "ratio", "floor");
+	measure(&T_FLOOR, 8, warm, n, &fl);
+	row("floor", 8, &fl, hist_percentile(&fl, 50),
+	    hist_percentile(&fl, 50), (double)hist_percentile(&fl, 50));
+	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+		for (size_t k = 0; k < sizeof(ts) / sizeof(ts[0]); k++) {
+			uint64_t f0 = probe_floor(), f1;
+
+			if (measure(ts[k], sizes[s], warm, n, &h)) {
+				printf("%-7s %5zu failed\n", ts[k]->name, sizes[s]);
+				continue;
+			}
+			f1 = probe_floor();
+			row(ts[k]->name, sizes[s], &h, f0, f1, (double)f0);
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: MIT */
+#include <math.h>
+#include <string.h>
+
+#include "hist.h"
+
+void hist_init(struct hist *h)
+{
+	memset(h, 0, sizeof(*h));
+	h->min = UINT64_MAX;
+}
+
+void hist_merge(struct hist *into, const struct hist *from)
+{
+	for (unsigned i = 0; i < HIST_BUCKETS; i++)
+		into->b[i] += from->b[i];
+	into->count += from->count;
+	if (from->min < into->min)
+		into->min = from->min;
+	if (from->max > into->max)
+		into->max = from->max;
+}
+
+static uint64_t bucket_low(unsigned i)
+{
+	unsigned shift;
+
+	if (i < 2 * HIST_SUB)
+		return i;
+	shift = i / HIST_SUB - 1;
+	return (uint64_t)(i % HIST_SUB + HIST_SUB) << shift;
+}
+
+uint64_t hist_percentile(const struct hist *h, double p)
+{
+	uint64_t rank, seen = 0;
+
+	if (!h->count)
+		return 0;
+	if (p >= 100)
+		return h->max;
+	rank = (uint64_t)ceil(p / 100.0 * (double)h->count);
+	if (rank == 0)
+		return h->min;
+	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+		seen += h->b[i];
+		if (seen >= rank) {
+			uint64_t v = bucket_low(i);
+
+			return v < h->min ? h->min : v;
+		}
+	}
+	return h->max;
+}
