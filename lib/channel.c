@@ -531,11 +531,17 @@ SHMBUS_EXPORT int shmbus_channel_info(shmbus_channel *ch,
 	return 0;
 }
 
-/* A name from shared memory, always NUL-terminated. */
-static void copy_comm(char dst[16], const char src[16])
+/* The owner of a slot, as shared memory says: pid, name (always
+ * NUL-terminated here) and whether that process exists. */
+static void slot_owner(const uint32_t *pid, const char comm[16],
+		       pid_t *opid, char ocomm[16], int *alive)
 {
-	memcpy(dst, src, 16);
-	dst[15] = 0;
+	uint32_t p = load_relaxed32(pid);
+
+	*opid = (pid_t)(p > INT32_MAX ? 0 : p);
+	memcpy(ocomm, comm, 16);
+	ocomm[15] = 0;
+	*alive = sb_pid_alive(p);
 }
 
 SHMBUS_EXPORT int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,
@@ -552,9 +558,7 @@ SHMBUS_EXPORT int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,
 	if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
 		return -ENOENT;
 	memset(out, 0, sizeof(*out));
-	out->pid = (pid_t)load_relaxed32(&s->pid);
-	copy_comm(out->comm, s->comm);
-	out->alive = sb_pid_alive((uint32_t)out->pid);
+	slot_owner(&s->pid, s->comm, &out->pid, out->comm, &out->alive);
 	w = load_relaxed32(&s->wait);
 	out->wait = w <= SHMBUS_WAIT_SLEEP ? (enum shmbus_wait)w
 					   : SHMBUS_WAIT_SPIN;
@@ -585,9 +589,7 @@ SHMBUS_EXPORT int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
 	if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
 		return -ENOENT;
 	memset(out, 0, sizeof(*out));
-	out->pid = (pid_t)load_relaxed32(&s->pid);
-	copy_comm(out->comm, s->comm);
-	out->alive = sb_pid_alive((uint32_t)out->pid);
+	slot_owner(&s->pid, s->comm, &out->pid, out->comm, &out->alive);
 	out->published = load_relaxed64(&s->published);
 	c = load_relaxed64(&s->claim_pos);
 	out->claiming = ch_multi(ch) && c != UINT64_MAX;

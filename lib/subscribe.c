@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,9 +48,16 @@ struct peeked {
 	uint64_t next;
 };
 
+/*
+ * Whether process `pid` exists (a stopped process does).  The value comes
+ * from shared memory: 0, or one that would be a negative pid_t (which
+ * kill() takes as a process group), is no process at all.
+ */
 bool sb_pid_alive(uint32_t pid)
 {
-	return pid && (kill((pid_t)pid, 0) == 0 || errno != ESRCH);
+	if (pid == 0 || pid > INT32_MAX)
+		return false;
+	return kill((pid_t)pid, 0) == 0 || errno != ESRCH;
 }
 
 /*

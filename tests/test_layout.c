@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -420,4 +421,33 @@ Test(layout, read_only_inspection, .init = setup, .fini = teardown)
 	shmbus_channel_close(c);
 	cr_assert_eq(th_wait(th_spawn(write_to_ro, (void *)dir)), 128 + SIGSEGV,
 		     "a write through the read-only mapping must fault");
+}
+
+/* A pid read from shared memory that would be negative as a pid_t (kill()
+ * would take it as a process group, or as "every process") is no process. */
+Test(layout, corrupt_slot_pid_is_not_alive, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	struct shmbus_sub_info si;
+	shmbus_channel *c;
+	shmbus_sub *s;
+	uint8_t *raw;
+	size_t len;
+
+	attr(&a, 8192);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	s = shmbus_sub_open(c, NULL);
+	cr_assert(s);
+	raw = th_map_channel(dir, &len);
+	cr_assert(raw);
+	/* Subscriber slot 0: after the header and the producer slots. */
+	store_relaxed32((uint32_t *)(void *)(raw + SHMBUS_HDR_SIZE +
+			SHMBUS_MAX_PRODUCERS * sizeof(struct shmbus_prod_slot) +
+			offsetof(struct shmbus_sub_slot, pid)), 0xffffffffu);
+	cr_assert_eq(shmbus_channel_subscriber(c, 0, &si), 0);
+	cr_assert_eq(si.alive, 0, "kill(-1, 0) answered for a corrupt pid");
+	cr_assert_eq(si.pid, 0);
+	munmap(raw, len);
+	shmbus_sub_close(s);
+	shmbus_channel_close(c);
 }
