@@ -145,6 +145,7 @@ struct shmbus_channel_info {
 	uint64_t wakeups;	/* futex wakes made by producers */
 	uint64_t aborts;	/* claims aborted */
 	uint64_t repairs;	/* claims of dead producers repaired */
+	uint64_t reaped;	/* slots of dead processes released */
 	uint32_t subscribers;	/* active subscriber slots */
 	uint32_t producers_active;
 	int huge_pages;		/* 1 if the mapping is backed by huge pages */

@@ -48,6 +48,20 @@ static inline int cas_seqcst64(uint64_t *p, uint64_t *expected, uint64_t v)
 						     memory_order_acquire);
 }
 
+/* Strong: a slot takeover must not fail spuriously and retry on a value
+ * it has not re-validated. */
+static inline int cas_strong64(uint64_t *p, uint64_t *expected, uint64_t v)
+{
+	return atomic_compare_exchange_strong_explicit(SB_A64(p), expected, v,
+						       memory_order_seq_cst,
+						       memory_order_acquire);
+}
+
+static inline void store_seqcst64(uint64_t *p, uint64_t v)
+{
+	atomic_store_explicit(SB_A64(p), v, memory_order_seq_cst);
+}
+
 static inline uint64_t add_relaxed64(uint64_t *p, uint64_t v)
 {
 	return atomic_fetch_add_explicit(SB_A64(p), v, memory_order_relaxed);

@@ -519,11 +519,12 @@ SHMBUS_EXPORT int shmbus_channel_info(shmbus_channel *ch,
 	info->wakeups = load_relaxed64(&h->wakeups);
 	info->aborts = load_relaxed64(&h->aborts);
 	info->repairs = load_relaxed64(&h->repairs);
+	info->reaped = load_relaxed64(&h->reaped);
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++)
-		nsub += load_relaxed32(&ch->subs[i].state) ==
+		nsub += owner_state(load_relaxed64(&ch->subs[i].owner)) ==
 			SHMBUS_SLOT_ACTIVE;
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++)
-		nprod += load_relaxed32(&ch->prods[i].state) ==
+		nprod += owner_state(load_relaxed64(&ch->prods[i].owner)) ==
 			 SHMBUS_SLOT_ACTIVE;
 	info->subscribers = nsub;
 	info->producers_active = nprod;
@@ -533,10 +534,10 @@ SHMBUS_EXPORT int shmbus_channel_info(shmbus_channel *ch,
 
 /* The owner of a slot, as shared memory says: pid, name (always
  * NUL-terminated here) and whether that process exists. */
-static void slot_owner(const uint32_t *pid, const char comm[16],
+static void slot_owner(uint64_t owner, const char comm[16],
 		       pid_t *opid, char ocomm[16], int *alive)
 {
-	uint32_t p = load_relaxed32(pid);
+	uint32_t p = owner_pid(owner);
 
 	*opid = (pid_t)(p > INT32_MAX ? 0 : p);
 	memcpy(ocomm, comm, 16);
@@ -548,17 +549,18 @@ SHMBUS_EXPORT int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,
 					    struct shmbus_sub_info *out)
 {
 	const struct shmbus_sub_slot *s;
-	uint64_t head, seq, next;
+	uint64_t head, seq, next, o;
 	uint32_t w;
 
 	if (!ch || !out || slot >= SHMBUS_MAX_SLOTS)
 		return -EINVAL;
 	s = &ch->subs[slot];
 	/* A7: pairs with R7 (the slot's ACTIVE store). */
-	if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
+	o = load_acquire64(&s->owner);
+	if (owner_state(o) != SHMBUS_SLOT_ACTIVE)
 		return -ENOENT;
 	memset(out, 0, sizeof(*out));
-	slot_owner(&s->pid, s->comm, &out->pid, out->comm, &out->alive);
+	slot_owner(o, s->comm, &out->pid, out->comm, &out->alive);
 	w = load_relaxed32(&s->wait);
 	out->wait = w <= SHMBUS_WAIT_SLEEP ? (enum shmbus_wait)w
 					   : SHMBUS_WAIT_SPIN;
@@ -580,16 +582,17 @@ SHMBUS_EXPORT int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
 					  struct shmbus_prod_info *out)
 {
 	const struct shmbus_prod_slot *s;
-	uint64_t c;
+	uint64_t c, o;
 
 	if (!ch || !out || slot >= SHMBUS_MAX_PRODUCERS)
 		return -EINVAL;
 	s = &ch->prods[slot];
 	/* A7: pairs with R7 (the slot's ACTIVE store). */
-	if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
+	o = load_acquire64(&s->owner);
+	if (owner_state(o) != SHMBUS_SLOT_ACTIVE)
 		return -ENOENT;
 	memset(out, 0, sizeof(*out));
-	slot_owner(&s->pid, s->comm, &out->pid, out->comm, &out->alive);
+	slot_owner(o, s->comm, &out->pid, out->comm, &out->alive);
 	out->published = load_relaxed64(&s->published);
 	c = load_relaxed64(&s->claim_pos);
 	out->claiming = ch_multi(ch) && c != UINT64_MAX;

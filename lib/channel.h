@@ -120,6 +120,21 @@ static inline uint64_t max_need(const struct shmbus_channel *ch)
 	return ch->cap / 2 - SHMBUS_REC_ALIGN;
 }
 
+static inline uint64_t owner_word(uint32_t state, uint32_t pid)
+{
+	return (uint64_t)pid << 32 | state;
+}
+
+static inline uint32_t owner_state(uint64_t o)
+{
+	return (uint32_t)o;
+}
+
+static inline uint32_t owner_pid(uint64_t o)
+{
+	return (uint32_t)(o >> 32);
+}
+
 /* Internal entry points shared between the library's files. */
 int sb_prod_wake(struct shmbus_channel *ch);
 int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
@@ -130,5 +145,8 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force);
 struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub);
 struct shmbus_sub_slot *sb_sub_slot(struct shmbus_sub *sub,
 				    enum shmbus_wait *wait, uint32_t *spin_ns);
+void sb_seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q);
+void sb_commit_rec(struct shmbus_channel *ch, uint64_t pos, uint32_t type,
+		   uint32_t len);
 
 #endif /* SHMBUS_CHANNEL_H */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "repair.h"
 
 struct shmbus_pub {
 	struct shmbus_channel *ch;
@@ -74,7 +75,8 @@ static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
 			uint64_t c;
 
 			/* A7: pairs with R7 (the slot's ACTIVE store). */
-			if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
+			if (owner_state(load_acquire64(&s->owner)) !=
+			    SHMBUS_SLOT_ACTIVE)
 				continue;
 			/* A6: pairs with R6 (the claim_pos stores in
 			 * reserve() and release_claim()). */
@@ -102,7 +104,8 @@ static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
 
 		/* Acquire: the slot's initial cursor, stored before it went
 		 * ACTIVE, is visible (pairs with the store in sub_open). */
-		if (load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
+		if (owner_state(load_acquire64(&s->owner)) !=
+		    SHMBUS_SLOT_ACTIVE)
 			continue;
 		/* A2: pairs with R5 in publish_cursor(): the subscriber has
 		 * finished reading everything below c. */
@@ -139,17 +142,20 @@ static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
 
 static void release_claim(struct shmbus_pub *pub);
 
-/* Whether a live producer still owns an unfinished claim ending at p. */
+/* Whether a live producer still owns an unfinished claim ending at p
+ * (won or only announced: the tentative bit is ignored). */
 static bool live_claim_ends_at(struct shmbus_channel *ch, uint64_t p)
 {
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *s = &ch->prods[i];
-
 		/* A7 (slot fields), A6 (its claim). */
-		if (load_acquire32(&s->state) == SHMBUS_SLOT_ACTIVE &&
-		    load_acquire64(&s->claim_end) == p &&
+		uint64_t o = load_acquire64(&s->owner);
+
+		if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
+		    (load_acquire64(&s->claim_end) &
+		     ~SHMBUS_CLAIM_TENTATIVE) == p &&
 		    load_acquire64(&s->claim_pos) < p &&
-		    sb_pid_alive(load_relaxed32(&s->pid)))
+		    sb_pid_alive(owner_pid(o)))
 			return true;
 	}
 	return false;
@@ -215,8 +221,10 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 		if (multi) {
 			/* R6: pairs with A6 in refresh_limit(): announced
 			 * before the CAS that makes the claim real, never
-			 * later than the claim's start. */
-			store_relaxed64(&pub->slot->claim_end, q);
+			 * later than the claim's start.  Tentative until the
+			 * CAS is won (for shmbusd's repair). */
+			store_relaxed64(&pub->slot->claim_end,
+					q | SHMBUS_CLAIM_TENTATIVE);
 			store_release64(&pub->slot->claim_pos, p);
 		}
 		if ((block || multi) && q + SHMBUS_REC_ALIGN > pub->limit) {
@@ -240,16 +248,22 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 		}
 		/* The claim.  Its release part pairs with the acquire load
 		 * of head above, in other producers (R6 visibility). */
-		if (cas_seqcst64(&h->head, &p, q))
+		if (cas_seqcst64(&h->head, &p, q)) {
+			/* Won: ordered after the CAS by R2 below; read by
+			 * shmbusd only once this process is dead. */
+			store_relaxed64(&pub->slot->claim_end, q);
 			break;
+		}
 	}
 	/* R2: pairs with A5 (the fence in the subscriber's overwrite check):
 	 * the claim is visible before any byte of [p, q) changes, so a reader
 	 * that copied bytes we overwrite sees head past its record. */
 	fence_release();
 
-	if (multi && !await_handoff(ch, p))
-		add_relaxed64(&h->repairs, 1);
+	/* A dead predecessor's hand-off is taken over; shmbusd turns its
+	 * claim into padding (sb_repair_prod()). */
+	if (multi)
+		await_handoff(ch, p);
 	/* The header word at q becomes the next claim's commit word; zero it
 	 * now, before our commits (R1, release) publish anything, so that a
 	 * reader who reaches q after our records never mistakes stale bytes
@@ -313,6 +327,9 @@ static void count_published(struct shmbus_pub *pub, uint64_t n)
 		store_relaxed64(&pub->slot->published, pub->published);
 }
 
+void sb_commit_rec(struct shmbus_channel *ch, uint64_t pos, uint32_t type,
+		   uint32_t len);
+
 static void write_rec_hdr(struct shmbus_channel *ch, uint64_t pos,
 			  uint64_t seq)
 {
@@ -329,6 +346,17 @@ static void commit_rec(struct shmbus_channel *ch, uint64_t pos, uint32_t type,
 	 * sees this commit word. */
 	store_release64(&rec_at(ch, pos)->commit,
 			commit_word(ch, pos, type, len));
+}
+
+void sb_commit_rec(struct shmbus_channel *ch, uint64_t pos, uint32_t type,
+		   uint32_t len)
+{
+	commit_rec(ch, pos, type, len);
+}
+
+void sb_seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q)
+{
+	seg_index(ch, p, q);
 }
 
 SHMBUS_EXPORT int shmbus_claim(shmbus_pub *pub, size_t len, void **buf)
@@ -483,75 +511,35 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 	return (int)n;
 }
 
-/*
- * A single-producer channel whose producer died between a claim and its
- * commit has [committed end, head) claimed and never committed.  The new
- * producer turns that range into padding so that subscribers move on.
- * `end` is the first position not covered by committed records.
- */
-static void sp_repair(struct shmbus_channel *ch, uint64_t end, uint64_t head)
-{
-	/* The dead producer may have died before invalidating the word after
-	 * its claim or indexing it: redo both (they are idempotent). */
-	store_relaxed64(&rec_at(ch, head)->commit, 0);
-	seg_index(ch, end, head);
-	store_release64(&ch->hdr->handoff, head);	/* R3 */
-	while (end < head) {
-		uint64_t lap_left = ch->cap - (end & ch->mask);
-		uint64_t n = head - end < lap_left ? head - end : lap_left;
-
-		commit_rec(ch, end, SHMBUS_REC_PAD,
-			   (uint32_t)(n - SHMBUS_REC_ALIGN));
-		end += n;
-	}
-	add_relaxed64(&ch->hdr->repairs, 1);
-}
-
-/* Walks committed records from the newest segment boundary to find where
- * committed data ends, bounded by head. */
-static uint64_t committed_end(struct shmbus_channel *ch, uint64_t head)
-{
-	uint64_t p;
-
-	if (sb_sub_find_oldest(ch, head, &p) < 0)
-		return head;
-	while (p < head) {
-		/* A1 (see the subscriber's peek()). */
-		uint64_t w = load_acquire64(&rec_at(ch, p)->commit);
-		uint64_t size;
-
-		if (word_tag(w) != lap_tag(ch, p))
-			return p;
-		size = word_type(w) == SHMBUS_REC_PAD ?
-			       SHMBUS_REC_ALIGN + word_len(w) :
-			       rec_size(word_len(w));
-		if ((p & ch->mask) + size > ch->cap || size > head - p)
-			return p;
-		p += size;
-	}
-	return head;
-}
-
 static int take_sp_role(struct shmbus_channel *ch)
 {
 	uint32_t me = (uint32_t)getpid(), cur = 0;
+	int64_t give_up = 0;
 
 	/* The producer role is handed over through sp_owner: a seq_cst RMW
 	 * here reads the previous owner's releasing CAS in
-	 * shmbus_pub_close(), so its stores to head and seq are visible. */
+	 * shmbus_pub_close() (or shmbusd's in sb_repair_sp()), so its stores
+	 * to head and seq are visible. */
 	while (!cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
-		if (sb_pid_alive(cur))
-			return -EBUSY;
-		/* The previous producer died: take over, then repair its
-		 * unfinished claim. */
-		if (cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
-			/* Acquire: ordered after the CAS above anyway. */
-			uint64_t head = load_acquire64(&ch->hdr->head);
-			uint64_t end = head % SHMBUS_REC_ALIGN ? head
-						: committed_end(ch, head);
+		uint32_t pid = cur & ~SHMBUS_SP_REPAIRING;
 
-			if (end < head)
-				sp_repair(ch, end, head);
+		if (cur & SHMBUS_SP_REPAIRING && sb_pid_alive(pid)) {
+			/* shmbusd is repairing a dead producer's claim: a
+			 * few microseconds.  Wait, within reason. */
+			if (give_up == 0)
+				give_up = sb_now_ns() + 1000000000;
+			else if (sb_now_ns() > give_up)
+				return -EBUSY;
+			sched_yield();
+			cur = 0;
+			continue;
+		}
+		if (!(cur & SHMBUS_SP_REPAIRING) && sb_pid_alive(pid))
+			return -EBUSY;
+		/* The previous producer (or its repairer) died: take over,
+		 * then repair its unfinished claim. */
+		if (cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
+			sb_sp_repair(ch);
 			break;
 		}
 	}
@@ -562,17 +550,23 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 {
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *s = &ch->prods[i];
-		uint32_t st = load_relaxed32(&s->state);
+		uint32_t me = (uint32_t)getpid();
+		uint64_t o = load_acquire64(&s->owner);	/* A7 */
+		uint32_t st = owner_state(o);
 
-		/* A slot of a dead process is taken over. */
+		/* A slot of a dead process is taken over, unless it holds an
+		 * open multi-producer claim: that is shmbusd's to repair
+		 * (sb_repair_prod()), and its claim_pos must keep holding
+		 * other producers back until then. */
 		if (st != SHMBUS_SLOT_FREE &&
-		    (st != SHMBUS_SLOT_ACTIVE ||
-		     sb_pid_alive(load_relaxed32(&s->pid))))
+		    (st != SHMBUS_SLOT_ACTIVE || sb_pid_alive(owner_pid(o)) ||
+		     load_acquire64(&s->claim_pos) != UINT64_MAX))
 			continue;
-		/* Claims the slot for us alone; no data edge. */
-		if (!cas_seqcst32(&s->state, &st, SHMBUS_SLOT_BUSY))
+		/* Claims the slot for us alone (state and the dead pid in
+		 * one compare); no data edge. */
+		if (!cas_strong64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY,
+							      me)))
 			continue;
-		store_relaxed32(&s->pid, (uint32_t)getpid());
 		store_relaxed64(&s->published, 0);
 		store_relaxed64(&s->claim_end, UINT64_MAX);
 		store_release64(&s->claim_pos, UINT64_MAX);	/* R6 */
@@ -580,7 +574,7 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		prctl(PR_GET_NAME, s->comm);
 		/* R7: pairs with A7 wherever a slot is read: the fields
 		 * above are visible to whoever sees it ACTIVE. */
-		store_release32(&s->state, SHMBUS_SLOT_ACTIVE);
+		store_release64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE, me));
 		return s;
 	}
 	return NULL;
@@ -643,7 +637,8 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 		store_relaxed64(&pub->slot->claim_pos, UINT64_MAX);
 		/* Release: our last stores to the slot precede its reuse
 		 * (the next owner's CAS reads this store). */
-		store_release32(&pub->slot->state, SHMBUS_SLOT_FREE);
+		store_release64(&pub->slot->owner,
+				owner_word(SHMBUS_SLOT_FREE, 0));
 	}
 	if (!ch_multi(pub->ch)) {
 		me = (uint32_t)getpid();

@@ -347,7 +347,8 @@ static uint64_t oldest_held(struct shmbus_channel *ch,
 		uint64_t c;
 
 		/* A7: pairs with R7 (the slot's ACTIVE store). */
-		if (s == me || load_acquire32(&s->state) != SHMBUS_SLOT_ACTIVE)
+		if (s == me || owner_state(load_acquire64(&s->owner)) !=
+				       SHMBUS_SLOT_ACTIVE)
 			continue;
 		c = load_acquire64(&s->pos);
 		if (c < min && c + ch->cap >= head + SHMBUS_REC_ALIGN)
@@ -372,15 +373,18 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 {
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		struct shmbus_sub_slot *s = &ch->subs[i];
-		uint32_t st = load_relaxed32(&s->state);
+		uint64_t o = load_relaxed64(&s->owner);
+		uint32_t st = owner_state(o);
 
-		if (st == SHMBUS_SLOT_ACTIVE &&
-		    sb_pid_alive(load_relaxed32(&s->pid)))
+		if (st == SHMBUS_SLOT_ACTIVE && sb_pid_alive(owner_pid(o)))
 			continue;
 		if (st == SHMBUS_SLOT_BUSY)
 			continue;
-		/* Claims the slot for us alone; no data edge. */
-		if (!cas_seqcst32(&s->state, &st, SHMBUS_SLOT_BUSY))
+		/* Claims the slot for us alone: the state and the dead
+		 * owner's pid in one compare.  No data edge. */
+		if (!cas_strong64(&s->owner, &o,
+				  owner_word(SHMBUS_SLOT_BUSY,
+					     (uint32_t)getpid())))
 			continue;
 		/* A dead owner that was asleep still counts as a sleeper;
 		 * undo its increment (same order as in sleep_wait()). */
@@ -433,7 +437,6 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->wait = attr->wait;
 	sub->spin_ns = attr->spin_ns ? attr->spin_ns : 20000;
 
-	store_relaxed32(&s->pid, (uint32_t)getpid());
 	store_relaxed32(&s->wait, (uint32_t)attr->wait);
 	store_relaxed32(&s->sleeping, 0);
 	store_relaxed64(&s->delivered, 0);
@@ -446,7 +449,8 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	raise_hwm(ch->hdr, i + 1);
 	/* R7: pairs with A7 (slot readers); seq_cst, as the store that F2
 	 * orders before our load of head. */
-	store_seqcst32(&s->state, SHMBUS_SLOT_ACTIVE);
+	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE,
+					     (uint32_t)getpid()));
 	/* F2: pairs with F1 in refresh_limit() (see there). */
 	fence_seqcst();
 	/* The sequence counter read before head is a lower bound of the seq
@@ -477,7 +481,7 @@ SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
 		return;
 	publish_cursor(sub);
 	/* Release: producers that see the slot free need nothing from it. */
-	store_release32(&sub->slot->state, SHMBUS_SLOT_FREE);
+	store_release64(&sub->slot->owner, owner_word(SHMBUS_SLOT_FREE, 0));
 	free(sub->buf);
 	free(sub);
 }

@@ -80,10 +80,26 @@ struct shmbus_rec {
 	/* payload follows */
 };
 
-/* Slot states (subscriber and producer slots). */
+/*
+ * Slot ownership (subscriber and producer slots) is one 64-bit word,
+ *   owner = state | pid << 32
+ * so that taking over the slot of a dead process compares the state and
+ * the dead pid in one CAS: a slot that was meanwhile taken by a live
+ * process (same state, another pid) is never taken from it.
+ */
 #define SHMBUS_SLOT_FREE	0u
 #define SHMBUS_SLOT_BUSY	1u	/* being set up by its owner */
 #define SHMBUS_SLOT_ACTIVE	2u
+
+/* Low bit of prod_slot.claim_end (positions are 8-aligned): announced,
+ * not yet won.  Tells shmbusd a claim that lost its CAS (someone else owns
+ * that position) from one that won it. */
+#define SHMBUS_CLAIM_TENTATIVE	UINT64_C(1)
+
+/* High bit of hdr.sp_owner: shmbusd is repairing the claim of a dead single
+ * producer; the low bits are the daemon's pid.  A new producer waits for
+ * the repair to finish (or takes over if the daemon died doing it). */
+#define SHMBUS_SP_REPAIRING	0x80000000u
 
 /* Wait strategies, as recorded in a subscriber slot for busstat. */
 #define SHMBUS_WAIT_SPIN_CODE	0u
@@ -96,8 +112,7 @@ struct shmbus_rec {
  */
 struct shmbus_sub_slot {
 	uint64_t pos;		/* next position to read; owner stores release */
-	uint32_t state;		/* SHMBUS_SLOT_* */
-	uint32_t pid;
+	uint64_t owner;		/* SHMBUS_SLOT_* | pid << 32 */
 	uint64_t delivered;	/* messages delivered to this subscriber */
 	uint64_t lost;		/* messages skipped after being lapped */
 	uint64_t next_seq;	/* sequence number expected next */
@@ -109,12 +124,12 @@ struct shmbus_sub_slot {
 };
 
 struct shmbus_prod_slot {
-	uint32_t state;		/* SHMBUS_SLOT_* */
-	uint32_t pid;
+	uint64_t owner;		/* SHMBUS_SLOT_* | pid << 32 */
 	uint64_t claim_pos;	/* MP: start of the claim being written, or
 				 * UINT64_MAX; no producer claims a lap past
 				 * it (and the daemon repairs from it) */
-	uint64_t claim_end;	/* MP: its end */
+	uint64_t claim_end;	/* MP: its end; | SHMBUS_CLAIM_TENTATIVE until
+				 * the claim's CAS on head has succeeded */
 	uint64_t published;	/* messages committed by this producer */
 	char comm[16];
 	uint8_t reserved[16];
@@ -183,9 +198,10 @@ struct shmbus_hdr {
 	/* line 8: cold counters */
 	uint64_t backpressure;	/* claims refused or delayed by a slow reader */
 	uint64_t wakeups;	/* futex wake calls made by producers */
-	uint64_t repairs;	/* records repaired by the daemon (later issue) */
+	uint64_t repairs;	/* claims of dead producers turned into padding */
 	uint64_t aborts;	/* claims aborted by their producer */
-	uint8_t pad8[32];
+	uint64_t reaped;	/* slots of dead processes released by shmbusd */
+	uint8_t pad8[24];
 
 	uint8_t reserved[SHMBUS_HDR_SIZE - 9 * 64];
 };
