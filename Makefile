@@ -17,7 +17,7 @@ WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototyp
 CPPFLAGS = -Iinclude
 CFLAGS  ?= -O2 -g
 ALLCFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) -fPIC -fvisibility=hidden -MMD -MP
-LDLIBS_LIB = -lnuma
+LDLIBS_LIB = -lnuma -lpthread
 TEST_LIBS  = -lcriterion -lnuma -lpthread
 
 ifeq ($(V),1)
@@ -32,6 +32,10 @@ TEST_SRCS = $(wildcard tests/test_*.c)
 TEST_HELP = $(BUILD)/tests/helpers.o $(BUILD)/tests/common.o
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_BINS = $(BUILD)/benchmarks/bench_latency
+DAEMON_SRCS = $(wildcard daemon/*.c)
+DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
+SHMBUSD   = $(BUILD)/shmbusd
+DAEMON_LIBS = -lurcu -lurcu-cds -linih -lnuma -lpthread
 TOOL_SRCS = $(wildcard tools/*.c)
 TOOL_BINS = $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
 EX_SRCS   = $(wildcard examples/*.c)
@@ -49,7 +53,7 @@ DEPS_STAMP = $(BUILD)/.deps-ok
 .SECONDARY:
 .PHONY: all test sanitize tsan tsan-run bench bench-quick demo deps install clean check-deps
 
-all: $(DEPS_STAMP) $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS)
+all: $(DEPS_STAMP) $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS) $(SHMBUSD)
 
 # Installs what is missing when run as root; otherwise names it once.
 $(DEPS_STAMP): Makefile
@@ -93,13 +97,19 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_HELP) $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -o $@ $^ $(TEST_LIBS)
 
+# The daemon links the static library: it uses the private repair entry
+# points (lib/repair.h) that the shared library does not export.
+$(SHMBUSD): $(DAEMON_OBJS) $(LIB_A)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ $(DAEMON_LIBS)
+
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lncurses
+	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lncurses -lpthread
 
 $(BUILD)/benchmarks/bench_%: $(BUILD)/benchmarks/bench_%.o $(BUILD)/benchmarks/hist.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lm
+	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lm -lpthread
 
 # Benchmarks print their baselines measured in the same run; see
 # docs/performance.md.  bench-quick only checks that they all run.
@@ -111,7 +121,7 @@ bench-quick: all $(BENCH_BINS)
 
 $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma
+	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lpthread
 
 # Each test binary runs with Criterion's own parallel jobs; they run one
 # binary after another so that the stress tests have both cores.

@@ -1,5 +1,9 @@
-/* examples/pub.c - publish N numbered messages on a channel (direct mode):
- * pub [DIR [N [GAP_MS]]] */
+/* examples/pub.c - publish N numbered messages on a channel.
+ *
+ *   pub [-b BUS] [-c CHANNEL] [DIR [N [GAP_MS]]]
+ *
+ * With -b, the channel is opened through shmbusd (BUS is a bus name or the
+ * daemon's socket path); without it, in direct mode in DIR. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -11,19 +15,36 @@
 
 int main(int argc, char **argv)
 {
-	const char *dir = argc > 1 ? argv[1] : "/dev/shm";
-	int n = argc > 2 ? atoi(argv[2]) : 10;
-	int gap_ms = argc > 3 ? atoi(argv[3]) : 1;	/* between messages */
+	const char *bus_name = NULL, *name = "demo", *dir;
 	struct shmbus_channel_attr attr;
 	struct shmbus_pub_attr pa = { .timeout_ns = -1 }; /* wait when full */
+	shmbus_bus *bus = NULL;
 	shmbus_channel *ch;
-	shmbus_pub *pub;
+	shmbus_pub *pub = NULL;
 	char msg[64];
+	int n, gap_ms, opt;
 
-	shmbus_channel_attr_init(&attr);
-	ch = shmbus_channel_create(dir, "demo", &attr, 0);
+	while ((opt = getopt(argc, argv, "b:c:")) != -1) {
+		if (opt == 'b')
+			bus_name = optarg;
+		else if (opt == 'c')
+			name = optarg;
+		else
+			return 2;
+	}
+	dir = optind < argc ? argv[optind] : "/dev/shm";
+	n = optind + 1 < argc ? atoi(argv[optind + 1]) : 10;
+	gap_ms = optind + 2 < argc ? atoi(argv[optind + 2]) : 1;
+	if (bus_name) {
+		bus = shmbus_connect(bus_name);
+		ch = bus ? shmbus_bus_open(bus, name, SHMBUS_ROLE_PUBLISH)
+			 : NULL;
+	} else {
+		shmbus_channel_attr_init(&attr);
+		ch = shmbus_channel_create(dir, name, &attr, 0);
+	}
 	if (!ch || !(pub = shmbus_pub_open(ch, &pa))) {
-		fprintf(stderr, "pub: %s\n", shmbus_strerror(errno));
+		fprintf(stderr, "pub: %s: %s\n", name, shmbus_strerror(errno));
 		return 1;
 	}
 	for (int i = 0; i < n; i++) {
@@ -39,5 +60,6 @@ int main(int argc, char **argv)
 	printf("pub: published %d messages\n", n);
 	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
 	return 0;
 }

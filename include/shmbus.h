@@ -45,6 +45,7 @@ extern "C" {
 typedef struct shmbus_channel shmbus_channel;
 typedef struct shmbus_pub shmbus_pub;
 typedef struct shmbus_sub shmbus_sub;
+typedef struct shmbus_bus shmbus_bus;
 
 /* ---------------------------------------------------------------- errors */
 
@@ -323,6 +324,93 @@ int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,
 			      struct shmbus_sub_info *out);
 int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
 			    struct shmbus_prod_info *out);
+
+/* ------------------------------------------------- through the daemon */
+
+/*
+ * The daemon, shmbusd, owns the channels of a bus: it creates them,
+ * decides who may open them (by the caller's uid and groups), hands out
+ * their file descriptors and repairs what crashed processes leave behind.
+ * It is never on the data path: a channel opened through it gives the
+ * same handles and the same publish and poll paths as direct mode.
+ */
+
+/*
+ * Connects to the daemon of bus `bus`: its control socket is
+ * $SHMBUS_RUN_DIR/<bus>.sock (default /run/shmbus/<bus>.sock), or `bus`
+ * itself if it contains a '/'.  The connection is how the daemon learns
+ * that this process died.  A background thread watches it: if the daemon
+ * restarts, the thread reconnects and re-registers every channel opened
+ * through this handle, without disturbing publishing or polling.
+ *
+ * After fork() the child cannot use its parent's handle (the library
+ * closes the child's copy of the socket): connect again in the child.
+ * Returns NULL with errno set: ECONNREFUSED or ENOENT (no daemon), EPROTO
+ * (not a shmbusd), ENOMEM.  Thread-safe; the handle may be shared by
+ * threads.
+ */
+shmbus_bus *shmbus_connect(const char *bus);
+
+/* Closes the connection.  Channels opened through it must be closed
+ * first. */
+void shmbus_disconnect(shmbus_bus *bus);
+
+enum shmbus_role {
+	SHMBUS_ROLE_PUBLISH = 1,	/* shmbus_pub_open() only */
+	SHMBUS_ROLE_SUBSCRIBE = 2,	/* shmbus_sub_open() only; the
+					 * messages are mapped read-only */
+};
+
+/*
+ * Opens channel `name` of the bus for one role.  The daemon checks the
+ * caller's credentials against the channel's publish or subscribe rules.
+ * Close it with shmbus_channel_close().  Returns NULL, errno: EACCES (not
+ * allowed), ENOENT (no such channel), ENOTCONN (the daemon is gone and
+ * did not come back), EPROTO, EBADMSG...  Thread-safe.
+ */
+shmbus_channel *shmbus_bus_open(shmbus_bus *bus, const char *name,
+				enum shmbus_role role);
+
+/* Administration (the caller must be one of the bus's admins): create a
+ * channel, delete one (its file is removed; mappers keep their memory).
+ * Return 0 or -errno (-EACCES, -EEXIST, -ENOENT, -EINVAL...). */
+int shmbus_bus_create(shmbus_bus *bus, const char *name,
+		      const struct shmbus_channel_attr *attr);
+int shmbus_bus_delete(shmbus_bus *bus, const char *name);
+
+/* What the daemon says of a channel. */
+struct shmbus_bus_channel {
+	char name[256];
+	uint64_t capacity;
+	uint32_t max_msg;
+	enum shmbus_policy policy;
+	enum shmbus_producers producers;
+	int numa_node;
+	unsigned mode;
+	uint32_t subscribers;	/* active subscriber slots */
+	uint32_t producers_active;
+	uint64_t published;
+	uint64_t head;
+	uint64_t bytes;
+	uint64_t backpressure;
+	uint64_t repairs;	/* dead producers' claims repaired */
+	uint64_t reaped;	/* dead processes' slots released */
+	uint32_t clients;	/* connected clients that opened it */
+	int configured;		/* 1: from the config file */
+	char publish[256];	/* who may publish, as configured */
+	char subscribe[256];	/* who may subscribe */
+};
+
+/* Calls fn for every channel of the bus (name, geometry, counts; the
+ * describe-only fields are zero).  Returns the number of channels or
+ * -errno.  A non-zero return from fn stops the walk. */
+int shmbus_bus_list(shmbus_bus *bus,
+		    int (*fn)(const struct shmbus_bus_channel *c, void *arg),
+		    void *arg);
+
+/* Everything the daemon knows of one channel.  0 or -errno. */
+int shmbus_bus_describe(shmbus_bus *bus, const char *name,
+			struct shmbus_bus_channel *out);
 
 #ifdef __cplusplus
 }

@@ -255,8 +255,10 @@ static int check_attr(const struct shmbus_channel_attr *a)
 }
 
 /* Maps an open channel file and validates it. */
-static struct shmbus_channel *map_fd(int fd, bool rdonly, int *err)
+struct shmbus_channel *sb_channel_map_fd(int fd, enum sb_map_mode mode,
+					 int *err)
 {
+	bool rdonly = mode == SB_MAP_RO;
 	struct shmbus_channel *ch = NULL;
 	struct geometry g;
 	struct stat st;
@@ -290,6 +292,21 @@ static struct shmbus_channel *map_fd(int fd, bool rdonly, int *err)
 	fill_handle(ch, base, &g, ((struct shmbus_hdr *)base)->max_msg,
 		    ((struct shmbus_hdr *)base)->flags, page);
 	ch->rdonly = rdonly;
+	ch->no_pub = mode == SB_MAP_SUB;
+	ch->no_sub = mode == SB_MAP_PUB;
+	if (mode == SB_MAP_SUB) {
+		/* A subscriber writes its cursor slot, never a message: a
+		 * stray write into the data region faults. */
+		if (mprotect(ch->data, g.cap, PROT_READ) < 0) {
+			rc = -errno;
+			free(ch);
+			ch = NULL;
+			goto fail;
+		}
+		prefault(base, g.data_off, page, false);
+		prefault(ch->data, g.cap, page, true);
+		return ch;
+	}
 	prefault(base, g.file_size, page, rdonly);
 	return ch;
 fail:
@@ -310,7 +327,7 @@ static struct shmbus_channel *open_path(const char *path, bool rdonly,
 		*err = -errno;
 		return NULL;
 	}
-	ch = map_fd(fd, rdonly, err);
+	ch = sb_channel_map_fd(fd, rdonly ? SB_MAP_RO : SB_MAP_RW, err);
 	close(fd);
 	return ch;
 }
@@ -468,7 +485,7 @@ shmbus_channel_create(const char *dir, const char *name,
 		}
 		unlink(tmp);
 	}
-	ch = map_fd(fd, false, &rc);
+	ch = sb_channel_map_fd(fd, SB_MAP_RW, &rc);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -481,6 +498,8 @@ SHMBUS_EXPORT void shmbus_channel_close(shmbus_channel *ch)
 {
 	if (!ch)
 		return;
+	if (ch->bus)
+		sb_bus_forget(ch->bus, ch->bus_ref);
 	munmap(ch->hdr, ch->map_len);
 	free(ch);
 }

@@ -36,6 +36,19 @@ struct shmbus_channel {
 	uint32_t nslots;
 	int huge;
 	bool rdonly;			/* inspection only */
+	bool no_pub;			/* opened through shmbusd to subscribe */
+	bool no_sub;			/* opened through shmbusd to publish */
+	struct shmbus_bus *bus;		/* the connection it was opened on */
+	void *bus_ref;			/* its entry there (client.c) */
+};
+
+/* How map_fd() maps a channel file. */
+enum sb_map_mode {
+	SB_MAP_RW,		/* direct mode: everything read-write */
+	SB_MAP_RO,		/* inspection: everything read-only */
+	SB_MAP_PUB,		/* through shmbusd, to publish */
+	SB_MAP_SUB,		/* through shmbusd, to subscribe: the data
+				 * region is mapped read-only */
 };
 
 static inline bool ch_overwrite(const struct shmbus_channel *ch)
@@ -145,6 +158,9 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force);
 struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub);
 struct shmbus_sub_slot *sb_sub_slot(struct shmbus_sub *sub,
 				    enum shmbus_wait *wait, uint32_t *spin_ns);
+struct shmbus_channel *sb_channel_map_fd(int fd, enum sb_map_mode mode,
+					 int *err);
+void sb_bus_forget(struct shmbus_bus *bus, void *ref);
 void sb_seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q);
 void sb_commit_rec(struct shmbus_channel *ch, uint64_t pos, uint32_t type,
 		   uint32_t len);

@@ -586,7 +586,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 	struct shmbus_pub *pub;
 	int rc;
 
-	if (!ch || ch->rdonly) {
+	if (!ch || ch->rdonly || ch->no_pub) {
 		errno = ch ? EPERM : EINVAL;
 		return NULL;
 	}

@@ -410,7 +410,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 		errno = EINVAL;
 		return NULL;
 	}
-	if (ch->rdonly) {
+	if (ch->rdonly || ch->no_sub) {
 		errno = EPERM;	/* a subscriber writes its cursor slot */
 		return NULL;
 	}

@@ -1,0 +1,721 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.c - the bus's INI file, read with libinih and a table of keys.
+ *
+ *   [bus]              name, shm_dir, socket, limits, logging, admins
+ *   [defaults]         publish / subscribe rules for channels that do not
+ *                      set their own (and for channels created at run time)
+ *   [channel NAME]     geometry, policy, placement, file ownership, rules
+ *
+ * Each key is one row: section, name, parser, offset of the field.  The
+ * first wrong line stops the daemon with "file:line: reason"; checks that
+ * involve several keys report the line of the key that breaks them.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <grp.h>
+#include <ini.h>
+#include <numa.h>
+#include <pwd.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "shmbusd.h"
+#include "shmbus/layout.h"
+
+enum section { S_BUS, S_DEFAULTS, S_CHANNEL, S_NONE };
+
+typedef int (*parse_fn)(const char *v, void *field, char *err, size_t n);
+
+struct key {
+	enum section sec;
+	const char *name;
+	parse_fn parse;
+	size_t off;
+	size_t line_off;	/* where to note the line, or NO_LINE */
+};
+
+#define NO_LINE ((size_t)-1)
+
+/* ---------------------------------------------------------------- parsers */
+
+static int p_string63(const char *v, void *f, char *err, size_t n)
+{
+	size_t len = strlen(v);
+
+	if (len == 0 || len > 63) {
+		snprintf(err, n, "expected a name of 1 to 63 characters");
+		return -1;
+	}
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)v[i]) && !strchr("._-", v[i])) {
+			snprintf(err, n, "'%s': only letters, digits, '.', "
+				 "'_' and '-'", v);
+			return -1;
+		}
+	memcpy(f, v, len + 1);
+	return 0;
+}
+
+static int p_path(const char *v, void *f, char *err, size_t n)
+{
+	if (v[0] != '/' || strlen(v) >= PATH_MAX) {
+		snprintf(err, n, "'%s': expected an absolute path", v);
+		return -1;
+	}
+	strcpy(f, v);
+	return 0;
+}
+
+static int p_sockpath(const char *v, void *f, char *err, size_t n)
+{
+	if (v[0] != '/' || strlen(v) >= 108) {
+		snprintf(err, n, "'%s': expected an absolute path shorter "
+			 "than 108 bytes", v);
+		return -1;
+	}
+	strcpy(f, v);
+	return 0;
+}
+
+static int p_u64(const char *v, uint64_t *out, bool suffix, char *err,
+		 size_t n)
+{
+	char *end;
+	unsigned long long x;
+	unsigned shift = 0;
+
+	errno = 0;
+	x = strtoull(v, &end, 10);
+	if (end == v || v[0] == '-' || errno) {
+		snprintf(err, n, "'%s': expected a number", v);
+		return -1;
+	}
+	if (suffix && *end) {
+		switch (toupper((unsigned char)*end)) {
+		case 'K': shift = 10; break;
+		case 'M': shift = 20; break;
+		case 'G': shift = 30; break;
+		default: shift = 99;
+		}
+		end++;
+		if (shift != 99 && toupper((unsigned char)*end) == 'I' &&
+		    toupper((unsigned char)end[1]) == 'B')
+			end += 2;
+		if (shift == 99 || (x >> (63 - shift)) != 0) {
+			snprintf(err, n, "'%s': expected a size such as 4096, "
+				 "64K, 1M or 2G", v);
+			return -1;
+		}
+		x <<= shift;
+	}
+	if (*end) {
+		snprintf(err, n, "'%s': unexpected '%s'", v, end);
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
+static int p_size(const char *v, void *f, char *err, size_t n)
+{
+	return p_u64(v, f, true, err, n);
+}
+
+static int p_size32(const char *v, void *f, char *err, size_t n)
+{
+	uint64_t x;
+
+	if (p_u64(v, &x, true, err, n))
+		return -1;
+	if (x > UINT32_MAX) {
+		snprintf(err, n, "'%s': too large", v);
+		return -1;
+	}
+	*(uint32_t *)f = (uint32_t)x;
+	return 0;
+}
+
+static int p_count(const char *v, void *f, char *err, size_t n)
+{
+	uint64_t x;
+
+	if (p_u64(v, &x, false, err, n))
+		return -1;
+	if (x == 0 || x > 1000000) {
+		snprintf(err, n, "'%s': expected 1 to 1000000", v);
+		return -1;
+	}
+	*(unsigned *)f = (unsigned)x;
+	return 0;
+}
+
+static int p_reap_ms(const char *v, void *f, char *err, size_t n)
+{
+	uint64_t x;
+
+	if (p_u64(v, &x, false, err, n))
+		return -1;
+	if (x == 0 || x > 100) {
+		snprintf(err, n, "'%s': expected 1 to 100 (ms; repairs must "
+			 "land within 100 ms)", v);
+		return -1;
+	}
+	*(unsigned *)f = (unsigned)x;
+	return 0;
+}
+
+static int p_mode(const char *v, void *f, char *err, size_t n)
+{
+	char *end;
+	unsigned long m = strtoul(v, &end, 8);
+
+	if (end == v || *end || m > 0777) {
+		snprintf(err, n, "'%s': expected an octal mode such as 0640",
+			 v);
+		return -1;
+	}
+	*(unsigned *)f = (unsigned)m;
+	return 0;
+}
+
+static int p_mode_t(const char *v, void *f, char *err, size_t n)
+{
+	unsigned m;
+
+	if (p_mode(v, &m, err, n))
+		return -1;
+	if (!(m & 0600) || (m & 0600) != 0600) {
+		snprintf(err, n, "'%s': the owner needs read and write "
+			 "(0600 at least)", v);
+		return -1;
+	}
+	*(mode_t *)f = (mode_t)m;
+	return 0;
+}
+
+static int p_bool(const char *v, void *f, char *err, size_t n)
+{
+	if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") ||
+	    !strcmp(v, "1") || !strcasecmp(v, "on"))
+		*(bool *)f = true;
+	else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") ||
+		 !strcmp(v, "0") || !strcasecmp(v, "off"))
+		*(bool *)f = false;
+	else {
+		snprintf(err, n, "'%s': expected yes or no", v);
+		return -1;
+	}
+	return 0;
+}
+
+static int p_level(const char *v, void *f, char *err, size_t n)
+{
+	int l = sbd_log_level_parse(v);
+
+	if (l < 0) {
+		snprintf(err, n, "'%s': expected error, warning, notice, "
+			 "info or debug", v);
+		return -1;
+	}
+	*(int *)f = l;
+	return 0;
+}
+
+static int p_log(const char *v, void *f, char *err, size_t n)
+{
+	if (!strcmp(v, "syslog"))
+		*(bool *)f = true;
+	else if (!strcmp(v, "stderr"))
+		*(bool *)f = false;
+	else {
+		snprintf(err, n, "'%s': expected stderr or syslog", v);
+		return -1;
+	}
+	return 0;
+}
+
+static int p_policy(const char *v, void *f, char *err, size_t n)
+{
+	if (!strcmp(v, "block"))
+		*(enum shmbus_policy *)f = SHMBUS_BLOCK;
+	else if (!strcmp(v, "overwrite"))
+		*(enum shmbus_policy *)f = SHMBUS_OVERWRITE;
+	else {
+		snprintf(err, n, "'%s': expected block or overwrite", v);
+		return -1;
+	}
+	return 0;
+}
+
+static int p_producers(const char *v, void *f, char *err, size_t n)
+{
+	if (!strcmp(v, "single"))
+		*(enum shmbus_producers *)f = SHMBUS_SINGLE_PRODUCER;
+	else if (!strcmp(v, "multi"))
+		*(enum shmbus_producers *)f = SHMBUS_MULTI_PRODUCER;
+	else {
+		snprintf(err, n, "'%s': expected single or multi", v);
+		return -1;
+	}
+	return 0;
+}
+
+static int p_numa(const char *v, void *f, char *err, size_t n)
+{
+	char *end;
+	long node = strtol(v, &end, 10);
+	int max = numa_available() < 0 ? 0 : numa_max_node();
+
+	if (end == v || *end || node < -1) {
+		snprintf(err, n, "'%s': expected a NUMA node number or -1",
+			 v);
+		return -1;
+	}
+	if (node > max || (node >= 0 && numa_available() >= 0 &&
+			   !numa_bitmask_isbitset(numa_nodes_ptr,
+						  (unsigned)node))) {
+		snprintf(err, n, "NUMA node %ld does not exist on this "
+			 "machine (nodes 0..%d)", node, max);
+		return -1;
+	}
+	*(int *)f = (int)node;
+	return 0;
+}
+
+static int id_of(const char *v, bool group, int64_t *out, char *err,
+		 size_t n)
+{
+	char buf[4096], *end;
+	unsigned long x = strtoul(v, &end, 10);
+
+	if (end != v && !*end && x <= INT32_MAX) {
+		*out = (int64_t)x;
+		return 0;
+	}
+	if (group) {
+		struct group g, *gp = NULL;
+
+		if (getgrnam_r(v, &g, buf, sizeof(buf), &gp) == 0 && gp) {
+			*out = gp->gr_gid;
+			return 0;
+		}
+	} else {
+		struct passwd p, *pp = NULL;
+
+		if (getpwnam_r(v, &p, buf, sizeof(buf), &pp) == 0 && pp) {
+			*out = pp->pw_uid;
+			return 0;
+		}
+	}
+	snprintf(err, n, "unknown %s '%s'", group ? "group" : "user", v);
+	return -1;
+}
+
+static int p_user(const char *v, void *f, char *err, size_t n)
+{
+	return id_of(v, false, f, err, n);
+}
+
+static int p_group(const char *v, void *f, char *err, size_t n)
+{
+	return id_of(v, true, f, err, n);
+}
+
+int sbd_rule_parse(const char *text, struct sbd_rule *r, char *err,
+		   size_t n)
+{
+	char buf[SHMBUS_CTL_NAME], *save = NULL, *tok;
+
+	memset(r, 0, sizeof(*r));
+	if (strlen(text) >= sizeof(buf)) {
+		snprintf(err, n, "rule too long (at most %zu characters)",
+			 sizeof(buf) - 1);
+		return -1;
+	}
+	strcpy(buf, text);
+	strcpy(r->text, text);
+	for (tok = strtok_r(buf, " \t,", &save); tok;
+	     tok = strtok_r(NULL, " \t,", &save)) {
+		bool group;
+		int64_t id;
+
+		if (!strcmp(tok, "*") || !strcmp(tok, "any")) {
+			r->any = true;
+			continue;
+		}
+		if (!strcmp(tok, "none"))
+			continue;	/* only root and the daemon's user */
+		if (!strncmp(tok, "user:", 5) || !strncmp(tok, "uid:", 4))
+			group = false;
+		else if (!strncmp(tok, "group:", 6) || !strncmp(tok, "gid:", 4))
+			group = true;
+		else {
+			snprintf(err, n, "'%s': expected user:NAME, uid:N, "
+				 "group:NAME, gid:N, * or none", tok);
+			return -1;
+		}
+		if (id_of(strchr(tok, ':') + 1, group, &id, err, n))
+			return -1;
+		if (r->n == SBD_RULE_MAX) {
+			snprintf(err, n, "more than %d entries in one rule",
+				 SBD_RULE_MAX);
+			return -1;
+		}
+		r->e[r->n].group = group;
+		r->e[r->n].id = (uint32_t)id;
+		r->n++;
+	}
+	return 0;
+}
+
+static int p_rule(const char *v, void *f, char *err, size_t n)
+{
+	return sbd_rule_parse(v, f, err, n);
+}
+
+bool sbd_rule_allows(const struct sbd_rule *r, uid_t uid, const gid_t *gids,
+		     int ngids)
+{
+	if (r->any)
+		return true;
+	for (uint32_t i = 0; i < r->n; i++) {
+		if (!r->e[i].group) {
+			if (r->e[i].id == uid)
+				return true;
+			continue;
+		}
+		for (int g = 0; g < ngids; g++)
+			if (r->e[i].id == gids[g])
+				return true;
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------ table */
+
+#define B(name, fn, field) \
+	{ S_BUS, name, fn, offsetof(struct sbd_conf, field), NO_LINE }
+#define D(name, fn, field) \
+	{ S_DEFAULTS, name, fn, offsetof(struct sbd_conf, field), NO_LINE }
+#define C(name, fn, field) \
+	{ S_CHANNEL, name, fn, offsetof(struct sbd_chan_conf, field), NO_LINE }
+#define CL(name, fn, field, line) \
+	{ S_CHANNEL, name, fn, offsetof(struct sbd_chan_conf, field), \
+	  offsetof(struct sbd_chan_conf, line) }
+
+static const struct key keys[] = {
+	B("name", p_string63, bus),
+	B("shm_dir", p_path, shm_dir),
+	B("socket", p_sockpath, socket),
+	B("socket_mode", p_mode, socket_mode),
+	B("max_channels", p_count, max_channels),
+	B("max_clients", p_count, max_clients),
+	B("reap_interval_ms", p_reap_ms, reap_ms),
+	B("log_level", p_level, log_level),
+	B("log", p_log, syslog),
+	B("remove_on_exit", p_bool, remove_on_exit),
+	B("admins", p_rule, admins),
+	D("publish", p_rule, def_pub),
+	D("subscribe", p_rule, def_sub),
+	CL("capacity", p_size, attr.capacity, cap_line),
+	CL("max_msg", p_size32, attr.max_msg, msg_line),
+	C("policy", p_policy, attr.policy),
+	C("producers", p_producers, attr.producers),
+	C("numa_node", p_numa, attr.numa_node),
+	C("mode", p_mode_t, attr.mode),
+	C("owner", p_user, owner),
+	C("group", p_group, group),
+	C("publish", p_rule, pub),
+	C("subscribe", p_rule, sub),
+};
+
+/* --------------------------------------------------------------- parsing */
+
+struct parse_state {
+	struct sbd_conf *c;
+	FILE *f;
+	int line;		/* the line being parsed */
+	int err_line;		/* our first error's line, 0 if none */
+	enum section sec;	/* S_NONE before the first header */
+	struct sbd_chan_conf *chan;
+	bool too_long;
+};
+
+static void fail(struct parse_state *ps, const char *fmt, const char *a,
+		 const char *b)
+{
+	if (ps->err_line)
+		return;
+	ps->err_line = ps->line;
+	snprintf(ps->c->err, sizeof(ps->c->err), "%s:%d: ", ps->c->path,
+		 ps->line);
+	snprintf(ps->c->err + strlen(ps->c->err),
+		 sizeof(ps->c->err) - strlen(ps->c->err), fmt, a, b);
+}
+
+static int enter_section(struct parse_state *ps, const char *section);
+
+/* Sections are entered here, as their line is read, so that a section
+ * without keys exists too (inih calls the handler for keys only). */
+static void section_line(struct parse_state *ps, const char *line)
+{
+	char name[SHMBUS_CTL_NAME + 16];
+	const char *p = line, *end;
+	size_t n;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p != '[' || ps->err_line)
+		return;
+	end = strchr(p, ']');
+	if (!end)
+		return;		/* inih reports it */
+	p++;
+	while (*p == ' ')
+		p++;
+	n = (size_t)(end - p);
+	while (n && p[n - 1] == ' ')
+		n--;
+	if (n >= sizeof(name)) {
+		fail(ps, "section name too long%s%s", "", "");
+		return;
+	}
+	memcpy(name, p, n);
+	name[n] = 0;
+	enter_section(ps, name);
+}
+
+/* Reads a line for inih and counts it. */
+static char *reader(char *str, int num, void *stream)
+{
+	struct parse_state *ps = stream;
+	char *r = fgets(str, num, ps->f);
+	size_t len;
+
+	if (!r)
+		return NULL;
+	ps->line++;
+	len = strlen(r);
+	if (len && r[len - 1] != '\n' && !feof(ps->f)) {
+		int ch;
+
+		fail(ps, "line too long (at most %s characters)%s", "196", "");
+		while ((ch = fgetc(ps->f)) != EOF && ch != '\n')
+			;
+		r[0] = '#';	/* hand inih a comment instead */
+		r[1] = 0;
+		return r;
+	}
+	section_line(ps, r);
+	return r;
+}
+
+static int valid_channel_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 200 || s[0] == '.')
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+			return 0;
+	return 1;
+}
+
+static int enter_section(struct parse_state *ps, const char *section)
+{
+	struct sbd_conf *c = ps->c;
+	struct sbd_chan_conf *cc, *grown;
+
+	if (!strcmp(section, "bus")) {
+		ps->sec = S_BUS;
+		return 0;
+	}
+	if (!strcmp(section, "defaults")) {
+		ps->sec = S_DEFAULTS;
+		return 0;
+	}
+	if (strncmp(section, "channel ", 8) != 0) {
+		fail(ps, "unknown section [%s] (expected [bus], [defaults] "
+		     "or [channel NAME])%s", section, "");
+		return -1;
+	}
+	section += 8;
+	while (*section == ' ')
+		section++;
+	if (!valid_channel_name(section)) {
+		fail(ps, "'%s': a channel name is 1 to 200 letters, digits, "
+		     "'.', '_' or '-', not starting with '.'%s", section, "");
+		return -1;
+	}
+	for (size_t i = 0; i < c->nchans; i++)
+		if (!strcmp(c->chans[i].name, section)) {
+			fail(ps, "channel '%s' is defined twice%s", section,
+			     "");
+			return -1;
+		}
+	grown = realloc(c->chans, (c->nchans + 1) * sizeof(*c->chans));
+	if (!grown) {
+		fail(ps, "out of memory%s%s", "", "");
+		return -1;
+	}
+	c->chans = grown;
+	cc = &c->chans[c->nchans++];
+	memset(cc, 0, sizeof(*cc));
+	strcpy(cc->name, section);
+	shmbus_channel_attr_init(&cc->attr);
+	cc->attr.max_msg = 0;		/* 0: derived from capacity below */
+	cc->owner = cc->group = -1;
+	cc->line = ps->line;
+	ps->chan = cc;
+	ps->sec = S_CHANNEL;
+	return 0;
+}
+
+static int handler(void *user, const char *section, const char *name,
+		   const char *value)
+{
+	struct parse_state *ps = user;
+	char err[256];
+
+	if (ps->err_line)
+		return 1;	/* report only the first error */
+	if (ps->sec == S_NONE || !section[0]) {
+		fail(ps, "'%s' outside any section (start with [bus])%s",
+		     name, "");
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const struct key *k = &keys[i];
+		void *base = k->sec == S_CHANNEL ? (void *)ps->chan
+						 : (void *)ps->c;
+
+		if (k->sec != ps->sec || strcmp(k->name, name) != 0)
+			continue;
+		if (!value || !*value) {
+			fail(ps, "%s: a value is required%s", name, "");
+			return 0;
+		}
+		if (k->parse(value, (char *)base + k->off, err, sizeof(err))) {
+			fail(ps, "%s: %s", name, err);
+			return 0;
+		}
+		if (k->line_off != NO_LINE)
+			*(int *)((char *)base + k->line_off) = ps->line;
+		if (k->sec == S_CHANNEL && k->parse == p_rule)
+			*(k->off == offsetof(struct sbd_chan_conf, pub) ?
+				  &ps->chan->pub_set : &ps->chan->sub_set) =
+				true;
+		return 1;
+	}
+	fail(ps, "unknown key '%s' in [%s]", name, section);
+	return 0;
+}
+
+/* Checks that involve several keys, once the file is read. */
+static int check(struct sbd_conf *c)
+{
+	for (size_t i = 0; i < c->nchans; i++) {
+		struct sbd_chan_conf *cc = &c->chans[i];
+		uint64_t cap = cc->attr.capacity;
+		uint64_t lim;
+		int line = cc->cap_line ? cc->cap_line : cc->line;
+
+		if (cap < SHMBUS_MIN_CAPACITY || cap > SHMBUS_MAX_CAPACITY ||
+		    (cap & (cap - 1))) {
+			snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s':"
+				 " capacity %llu is not a power of two from "
+				 "4K to 16G", c->path, line, cc->name,
+				 (unsigned long long)cap);
+			return -1;
+		}
+		lim = cap / 2 - SHMBUS_REC_HDR - 2 * SHMBUS_REC_ALIGN;
+		if (lim > SHMBUS_MAX_MSG_LIMIT)
+			lim = SHMBUS_MAX_MSG_LIMIT;
+		if (cc->attr.max_msg == 0)
+			cc->attr.max_msg = (uint32_t)(lim < 65536 ? lim : 65536);
+		if (cc->attr.max_msg > lim) {
+			snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s':"
+				 " max_msg %u is too large for capacity %llu "
+				 "(at most %llu)", c->path, cc->msg_line,
+				 cc->name, cc->attr.max_msg,
+				 (unsigned long long)cap,
+				 (unsigned long long)lim);
+			return -1;
+		}
+		if (!cc->pub_set)
+			cc->pub = c->def_pub;
+		if (!cc->sub_set)
+			cc->sub = c->def_sub;
+	}
+	if (c->nchans > c->max_channels) {
+		snprintf(c->err, sizeof(c->err), "%s: %zu channels, more than "
+			 "max_channels (%u)", c->path, c->nchans,
+			 c->max_channels);
+		return -1;
+	}
+	return 0;
+}
+
+int sbd_conf_load(const char *path, struct sbd_conf *c)
+{
+	struct parse_state ps = { .c = c, .sec = S_NONE };
+	const char *base;
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	c->max_channels = 256;
+	c->max_clients = 1024;
+	c->reap_ms = 20;
+	c->socket_mode = 0666;
+	c->log_level = SBD_INFO;
+	strcpy(c->shm_dir, "/dev/shm");
+	ps.f = fopen(path, "re");
+	if (!ps.f) {
+		snprintf(c->err, sizeof(c->err), "%s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	ini_allow_multiline = false;	/* a stray indent is an error */
+	rc = ini_parse_stream(reader, &ps, handler, &ps);
+	fclose(ps.f);
+	if (rc != 0 || ps.err_line) {
+		if (!ps.err_line || (rc > 0 && rc < ps.err_line))
+			snprintf(c->err, sizeof(c->err),
+				 "%s:%d: syntax error: expected [section], "
+				 "key = value, or a comment", path, rc);
+		sbd_conf_free(c);
+		return -1;
+	}
+	if (!c->bus[0]) {
+		/* The file's name: /etc/shmbus/<bus>.conf */
+		base = strrchr(path, '/');
+		base = base ? base + 1 : path;
+		snprintf(c->bus, sizeof(c->bus), "%.*s",
+			 (int)(strcspn(base, ".") < 63 ? strcspn(base, ".")
+						       : 63), base);
+		if (!c->bus[0])
+			strcpy(c->bus, "default");
+	}
+	if (!c->socket[0])
+		snprintf(c->socket, sizeof(c->socket), "/run/shmbus/%s.sock",
+			 c->bus);
+	if (check(c)) {
+		sbd_conf_free(c);
+		return -1;
+	}
+	return 0;
+}
+
+void sbd_conf_free(struct sbd_conf *c)
+{
+	free(c->chans);
+	c->chans = NULL;
+	c->nchans = 0;
+}

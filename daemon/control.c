@@ -1,0 +1,743 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * control.c - the control socket, and the channels the daemon owns.
+ *
+ * Every request is checked before it is believed: the datagram's size
+ * against the header's, the magic and the version, the body's exact size
+ * for its type, every name field for a NUL.  A bad request gets an error
+ * reply (and a log line) and the daemon goes on serving everyone.  Who
+ * asks is never taken from the message: the peer's uid, gids and pid come
+ * from the socket (SO_PEERCRED, SO_PEERGROUPS) when it connects.
+ *
+ * root and the daemon's own user may do anything.  Others may publish or
+ * subscribe where the channel's rules name them, and administer (create,
+ * delete) where [bus] admins does.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmbusd.h"
+#include "../lib/channel.h"
+
+/* ------------------------------------------------------------- channels */
+
+/* dir/name, or -ENAMETOOLONG. */
+static int chan_path(char *buf, size_t len, const char *prefix,
+		     const char *name, const char *suffix)
+{
+	int n = snprintf(buf, len, "%s/%s%s%s", sbd.conf.shm_dir, prefix, name,
+			 suffix);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static bool same_geometry(shmbus_channel *ch,
+			  const struct shmbus_channel_attr *a)
+{
+	struct shmbus_channel_info in;
+
+	shmbus_channel_info(ch, &in);
+	return in.capacity == a->capacity && in.max_msg == a->max_msg &&
+	       in.policy == a->policy && in.producers == a->producers;
+}
+
+/* A channel file that fails validation is renamed, never deleted: an
+ * operator may want to look at it. */
+static void set_aside(const char *name, int err)
+{
+	char from[PATH_MAX], to[PATH_MAX], when[32];
+
+	snprintf(when, sizeof(when), ".%ld", (long)time(NULL));
+	if (chan_path(from, sizeof(from), "", name, "") ||
+	    chan_path(to, sizeof(to), ".corrupt.", name, when) ||
+	    rename(from, to) < 0)
+		sbd_log(SBD_ERR, errno, "%s: invalid (%s), and cannot be set "
+			"aside as %s", name, shmbus_strerror(-err), to);
+	else
+		sbd_log(SBD_ERR, 0, "%s: invalid channel file (%s): set aside "
+			"as %s", name, shmbus_strerror(-err), to);
+}
+
+static int open_fd(const char *name)
+{
+	char path[PATH_MAX];
+
+	if (chan_path(path, sizeof(path), "", name, "")) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+}
+
+/* Registers a mapped channel; takes ownership of ch. */
+static int enroll(const char *name, shmbus_channel *ch,
+		  const struct sbd_rule *pub, const struct sbd_rule *sub,
+		  bool configured)
+{
+	struct shmbus_channel_info in;
+	struct sbd_chan *c = calloc(1, sizeof(*c));
+	struct sbd_rules *r = calloc(1, sizeof(*r));
+	struct stat st;
+
+	if (!c || !r) {
+		free(c);
+		free(r);
+		shmbus_channel_close(ch);
+		return -ENOMEM;
+	}
+	c->fd = open_fd(name);
+	if (c->fd < 0) {
+		int rc = -errno;
+
+		free(c);
+		free(r);
+		shmbus_channel_close(ch);
+		return rc;
+	}
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	c->ch = ch;
+	shmbus_channel_info(ch, &in);
+	c->attr.capacity = in.capacity;
+	c->attr.max_msg = in.max_msg;
+	c->attr.policy = in.policy;
+	c->attr.producers = in.producers;
+	c->attr.numa_node = in.numa_node;
+	c->mode = fstat(c->fd, &st) == 0 ? st.st_mode & 0777 : 0;
+	c->configured = configured;
+	r->pub = *pub;
+	r->sub = *sub;
+	c->rules = r;
+	if (sbd_chan_add(c)) {
+		close(c->fd);
+		free(c);
+		free(r);
+		shmbus_channel_close(ch);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+static int create_file(const char *name, const struct shmbus_channel_attr *a,
+		       int64_t owner, int64_t group, shmbus_channel **out)
+{
+	char path[PATH_MAX];
+	shmbus_channel *ch;
+
+	ch = shmbus_channel_create(sbd.conf.shm_dir, name, a,
+				   SHMBUS_CREATE_EXCL);
+	if (!ch)
+		return -errno;
+	if (owner >= 0 || group >= 0) {
+		if (chan_path(path, sizeof(path), "", name, "") == 0 &&
+		    chown(path, (uid_t)owner, (gid_t)group) < 0)
+			sbd_log(SBD_WARN, errno, "%s: chown", name);
+	}
+	*out = ch;
+	return 0;
+}
+
+int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
+{
+	shmbus_channel *ch;
+	struct sbd_chan *c;
+	int rc;
+
+	rcu_read_lock();
+	c = sbd_chan_find(cc->name);	/* main thread: stays valid */
+	rcu_read_unlock();
+	if (c) {
+		struct sbd_rules *r;
+
+		if (!same_geometry(c->ch, &cc->attr)) {
+			sbd_log(SBD_WARN, 0, "%s: refused an incompatible "
+				"change (capacity, max_msg, policy or "
+				"producers): the channel keeps its geometry; "
+				"delete it to apply the new one", cc->name);
+			return -EEXIST;
+		}
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		r->pub = cc->pub;
+		r->sub = cc->sub;
+		sbd_rules_replace(c, r);
+		c->configured = configured;
+		return 0;
+	}
+	ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
+	if (ch) {
+		if (!same_geometry(ch, &cc->attr))
+			sbd_log(SBD_WARN, 0, "%s: the existing channel's "
+				"geometry differs from the config: kept as it "
+				"is (delete it to apply the config)", cc->name);
+		else
+			sbd_log(SBD_INFO, 0, "%s: adopted", cc->name);
+	} else {
+		rc = -errno;
+		if (rc == -EPROTO || rc == -EPROTONOSUPPORT ||
+		    rc == -EBADMSG)
+			set_aside(cc->name, rc);
+		else if (rc != -ENOENT) {
+			sbd_log(SBD_ERR, rc, "%s: open", cc->name);
+			return rc;
+		}
+		rc = create_file(cc->name, &cc->attr, cc->owner, cc->group,
+				 &ch);
+		if (rc) {
+			sbd_log(SBD_ERR, rc, "%s: create", cc->name);
+			return rc;
+		}
+		sbd_log(SBD_INFO, 0, "%s: created (%llu bytes, %s, %s)",
+			cc->name, (unsigned long long)cc->attr.capacity,
+			cc->attr.policy == SHMBUS_BLOCK ? "block" : "overwrite",
+			cc->attr.producers == SHMBUS_SINGLE_PRODUCER ?
+				"single producer" : "multi producer");
+	}
+	return enroll(cc->name, ch, &cc->pub, &cc->sub, configured);
+}
+
+void sbd_channel_adopt_dir(void)
+{
+	DIR *d = opendir(sbd.conf.shm_dir);
+	struct dirent *e;
+
+	if (!d) {
+		sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
+		return;
+	}
+	while ((e = readdir(d))) {
+		shmbus_channel *ch;
+		struct sbd_chan *c;
+		int rc;
+
+		if (e->d_name[0] == '.' || e->d_type != DT_REG ||
+		    strlen(e->d_name) >= SHMBUS_CTL_NAME)
+			continue;
+		rcu_read_lock();
+		c = sbd_chan_find(e->d_name);
+		rcu_read_unlock();
+		if (c)
+			continue;
+		ch = shmbus_channel_open(sbd.conf.shm_dir, e->d_name);
+		if (!ch) {
+			rc = -errno;
+			/* Set aside only what is recognisably ours. */
+			if (rc == -EPROTONOSUPPORT || rc == -EBADMSG)
+				set_aside(e->d_name, rc);
+			else
+				sbd_log(SBD_DEBUG, rc, "%s: not a channel",
+					e->d_name);
+			continue;
+		}
+		if (enroll(e->d_name, ch, &sbd.conf.def_pub,
+			   &sbd.conf.def_sub, false) == 0)
+			sbd_log(SBD_INFO, 0, "%s: adopted (created at run "
+				"time, default rules)", e->d_name);
+	}
+	closedir(d);
+}
+
+int sbd_reload(void)
+{
+	struct sbd_conf nc;
+	struct cds_lfht_iter it;
+	struct sbd_chan *c;
+
+	if (sbd_conf_load(sbd.conf.path, &nc)) {
+		sbd_log(SBD_ERR, 0, "reload refused: %s", nc.err);
+		return -EINVAL;
+	}
+	if (strcmp(nc.socket, sbd.conf.socket) ||
+	    strcmp(nc.shm_dir, sbd.conf.shm_dir) ||
+	    strcmp(nc.bus, sbd.conf.bus) || nc.reap_ms != sbd.conf.reap_ms)
+		sbd_log(SBD_WARN, 0, "reload: name, socket, shm_dir and "
+			"reap_interval_ms take effect only at restart");
+	/* What a reload may change, on the main thread's own copy. */
+	sbd.conf.admins = nc.admins;
+	sbd.conf.def_pub = nc.def_pub;
+	sbd.conf.def_sub = nc.def_sub;
+	sbd.conf.max_channels = nc.max_channels;
+	sbd.conf.max_clients = nc.max_clients;
+	sbd.conf.log_level = nc.log_level;
+	sbd_log_setup(nc.log_level, nc.syslog);
+	for (size_t i = 0; i < nc.nchans; i++)
+		sbd_channel_setup(&nc.chans[i], true);
+	rcu_read_lock();
+	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
+		bool found = false;
+
+		for (size_t i = 0; i < nc.nchans && !found; i++)
+			found = !strcmp(nc.chans[i].name, c->name);
+		if (c->configured && !found)
+			sbd_log(SBD_NOTICE, 0, "%s: no longer in the config; "
+				"kept (delete it with shmbusctl)", c->name);
+	}
+	rcu_read_unlock();
+	sbd_conf_free(&sbd.conf);
+	sbd.conf.chans = nc.chans;
+	sbd.conf.nchans = nc.nchans;
+	sbd_log(SBD_NOTICE, 0, "configuration reloaded from %s",
+		sbd.conf.path);
+	return 0;
+}
+
+/* --------------------------------------------------------------- socket */
+
+int sbd_control_listen(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sbd.conf.socket);
+	/* We hold the bus's lock: a socket file there is a dead daemon's. */
+	unlink(sa.sun_path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(sa.sun_path, sbd.conf.socket_mode) < 0 ||
+	    listen(fd, 128) < 0) {
+		int rc = -errno;
+
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+void sbd_control_accept(void)
+{
+	for (;;) {
+		struct sbd_client *cl;
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+		struct ucred cr;
+		socklen_t len = sizeof(cr);
+		int fd = accept4(sbd.listen_fd, NULL, NULL,
+				 SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != ECONNABORTED)
+				sbd_log(SBD_WARN, errno, "accept");
+			return;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 ||
+		    sbd.nclients >= sbd.conf.max_clients ||
+		    !(cl = calloc(1, sizeof(*cl)))) {
+			sbd_log(SBD_WARN, 0, "client refused (max_clients %u "
+				"reached, or no credentials)",
+				sbd.conf.max_clients);
+			close(fd);
+			continue;
+		}
+		cl->fd = fd;
+		cl->pid = cr.pid;
+		cl->uid = cr.uid;
+		len = sizeof(cl->gids);
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, cl->gids, &len) ==
+		    0)
+			cl->ngids = (int)(len / sizeof(gid_t));
+		else {
+			cl->gids[0] = cr.gid;
+			cl->ngids = 1;
+		}
+		ev.data.ptr = cl;
+		if (epoll_ctl(sbd.epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			sbd_log(SBD_WARN, errno, "epoll");
+			close(fd);
+			free(cl);
+			continue;
+		}
+		sbd_client_add(cl);
+		sbd.nclients++;
+		sbd_log(SBD_DEBUG, 0, "client pid %d uid %u connected",
+			(int)cl->pid, (unsigned)cl->uid);
+	}
+}
+
+void sbd_control_drop(struct sbd_client *cl)
+{
+	epoll_ctl(sbd.epoll_fd, EPOLL_CTL_DEL, cl->fd, NULL);
+	close(cl->fd);
+	sbd.nclients--;
+	sbd_log(SBD_DEBUG, 0, "client pid %d gone", (int)cl->pid);
+	sbd_client_remove(cl);
+	/* If it died, its slots are repaired now, not at the next tick. */
+	sbd_reaper_kick();
+}
+
+static int reply(struct sbd_client *cl, const struct shmbus_ctl_hdr *req,
+		 int status, const void *body, uint32_t len, int pass_fd)
+{
+	struct shmbus_ctl_hdr h = {
+		.magic = SHMBUS_CTL_MAGIC, .version = SHMBUS_CTL_VERSION,
+		.type = (uint16_t)(req->type | SHMBUS_CTL_REPLY),
+		.id = req->id, .len = len, .status = status,
+	};
+	struct iovec iov[2] = {
+		{ .iov_base = &h, .iov_len = sizeof(h) },
+		{ .iov_base = (void *)body, .iov_len = len },
+	};
+	union {
+		struct cmsghdr c;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+
+	if (pass_fd >= 0) {
+		struct cmsghdr *c;
+
+		memset(&ctl, 0, sizeof(ctl));
+		m.msg_control = ctl.buf;
+		m.msg_controllen = sizeof(ctl.buf);
+		c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+	}
+	if (sendmsg(cl->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		return -errno;
+	return 0;
+}
+
+static bool privileged(const struct sbd_client *cl)
+{
+	return cl->uid == 0 || cl->uid == sbd.self_uid;
+}
+
+/* A name field: NUL-terminated within its size, and a valid name. */
+static bool name_ok(const char name[SHMBUS_CTL_NAME])
+{
+	size_t n = strnlen(name, SHMBUS_CTL_NAME);
+
+	if (n == 0 || n == SHMBUS_CTL_NAME || n > 200 || name[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		      c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static void note_open(struct sbd_client *cl, const char *name)
+{
+	uint64_t h = sbd_name_hash(name);
+
+	for (uint32_t i = 0; i < cl->nopen; i++)
+		if (cl->opened[i] == h)
+			return;
+	if (cl->nopen < 64)
+		cl->opened[cl->nopen++] = h;
+}
+
+static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
+		   const struct shmbus_ctl_open *req, bool attach)
+{
+	const char *role = req->role == SHMBUS_CTL_ROLE_PUB ? "publish"
+							    : "subscribe";
+	struct sbd_chan *c;
+	struct sbd_rules *r;
+	bool ok;
+	int fd;
+
+	if ((req->role != SHMBUS_CTL_ROLE_PUB &&
+	     req->role != SHMBUS_CTL_ROLE_SUB) || req->flags)
+		return -EINVAL;
+	rcu_read_lock();
+	c = sbd_chan_find(req->name);
+	if (!c) {
+		rcu_read_unlock();
+		return -ENOENT;
+	}
+	r = rcu_dereference(c->rules);
+	ok = privileged(cl) ||
+	     sbd_rule_allows(req->role == SHMBUS_CTL_ROLE_PUB ? &r->pub
+							     : &r->sub,
+			     cl->uid, cl->gids, cl->ngids);
+	fd = c->fd;
+	rcu_read_unlock();
+	if (!ok) {
+		sbd_log(SBD_NOTICE, 0, "%s: pid %d (uid %u) may not %s",
+			req->name, (int)cl->pid, (unsigned)cl->uid, role);
+		return -EACCES;
+	}
+	note_open(cl, req->name);
+	sbd_log(SBD_DEBUG, 0, "%s: pid %d %s to %s", req->name, (int)cl->pid,
+		attach ? "re-attached" : "opened", role);
+	if (attach)
+		return 0;
+	/* The main thread is the only one that closes c->fd. */
+	if (reply(cl, h, 0, NULL, 0, fd) < 0)
+		return 1;	/* nothing more to send */
+	return 1;
+}
+
+static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *ch;
+	int rc;
+
+	if (!privileged(cl) &&
+	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids))
+		return -EACCES;
+	if (q->reserved || q->policy > SHMBUS_OVERWRITE ||
+	    q->producers > SHMBUS_MULTI_PRODUCER || q->mode > 0777)
+		return -EINVAL;
+	if (sbd_chan_count() >= sbd.conf.max_channels)
+		return -ENOSPC;
+	shmbus_channel_attr_init(&a);
+	a.capacity = q->capacity;
+	a.max_msg = q->max_msg;
+	a.policy = (enum shmbus_policy)q->policy;
+	a.producers = (enum shmbus_producers)q->producers;
+	a.numa_node = q->numa_node;
+	a.mode = q->mode ? (mode_t)q->mode : 0600;
+	rcu_read_lock();
+	rc = sbd_chan_find(q->name) ? -EEXIST : 0;
+	rcu_read_unlock();
+	if (rc)
+		return rc;
+	rc = create_file(q->name, &a, -1, -1, &ch);
+	if (rc)
+		return rc;
+	rc = enroll(q->name, ch, &sbd.conf.def_pub, &sbd.conf.def_sub, false);
+	if (rc == 0)
+		sbd_log(SBD_NOTICE, 0, "%s: created by pid %d (uid %u)",
+			q->name, (int)cl->pid, (unsigned)cl->uid);
+	return rc;
+}
+
+static int do_delete(struct sbd_client *cl, const char *name)
+{
+	char path[PATH_MAX];
+	struct sbd_chan *c;
+
+	if (!privileged(cl) &&
+	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids))
+		return -EACCES;
+	rcu_read_lock();
+	c = sbd_chan_find(name);
+	rcu_read_unlock();
+	if (!c)
+		return -ENOENT;
+	if (chan_path(path, sizeof(path), "", name, ""))
+		return -ENAMETOOLONG;
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	sbd_chan_remove(c);
+	sbd_log(SBD_NOTICE, 0, "%s: deleted by pid %d (uid %u)", name,
+		(int)cl->pid, (unsigned)cl->uid);
+	return 0;
+}
+
+static void fill_entry(struct shmbus_ctl_entry *e, struct sbd_chan *c)
+{
+	struct shmbus_channel_info in;
+
+	shmbus_channel_info(c->ch, &in);
+	memset(e, 0, sizeof(*e));
+	snprintf(e->name, sizeof(e->name), "%s", c->name);
+	e->capacity = in.capacity;
+	e->max_msg = in.max_msg;
+	e->flags = (in.policy == SHMBUS_OVERWRITE ? SHMBUS_F_OVERWRITE : 0) |
+		   (in.producers == SHMBUS_MULTI_PRODUCER ?
+			    SHMBUS_F_MULTI_PRODUCER : 0);
+	e->subscribers = in.subscribers;
+	e->producers = in.producers_active;
+	e->published = in.published;
+}
+
+static int do_list(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
+		   const struct shmbus_ctl_list *q)
+{
+	static uint8_t buf[SHMBUS_CTL_MAX];
+	struct shmbus_ctl_list *rep = (struct shmbus_ctl_list *)buf;
+	struct shmbus_ctl_entry *e = (struct shmbus_ctl_entry *)(rep + 1);
+	struct cds_lfht_iter it;
+	struct sbd_chan *c;
+	uint32_t i = 0;
+
+	if (q->total || q->count || q->reserved)
+		return -EINVAL;
+	memset(rep, 0, sizeof(*rep));
+	rcu_read_lock();
+	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
+		if (i >= q->offset && rep->count < SHMBUS_CTL_LIST_PAGE)
+			fill_entry(&e[rep->count++], c);
+		i++;
+	}
+	rcu_read_unlock();
+	rep->offset = q->offset;
+	rep->total = i;
+	reply(cl, h, 0, buf,
+	      (uint32_t)(sizeof(*rep) + rep->count * sizeof(*e)), -1);
+	return 1;
+}
+
+static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
+		       const char *name)
+{
+	struct shmbus_ctl_desc d;
+	struct shmbus_channel_info in;
+	struct cds_lfht_iter it;
+	struct sbd_client *o;
+	struct sbd_chan *c;
+	struct sbd_rules *r;
+	uint64_t hash = sbd_name_hash(name);
+
+	memset(&d, 0, sizeof(d));
+	rcu_read_lock();
+	c = sbd_chan_find(name);
+	if (!c) {
+		rcu_read_unlock();
+		return -ENOENT;
+	}
+	fill_entry(&d.e, c);
+	shmbus_channel_info(c->ch, &in);
+	d.numa_node = in.numa_node;
+	d.mode = c->mode;
+	d.head = in.head;
+	d.bytes = in.bytes;
+	d.backpressure = in.backpressure;
+	d.repairs = in.repairs;
+	d.reaped = in.reaped;
+	d.configured = c->configured;
+	r = rcu_dereference(c->rules);
+	snprintf(d.publish, sizeof(d.publish), "%s",
+		 r->pub.text[0] ? r->pub.text : "(root and the daemon's user)");
+	snprintf(d.subscribe, sizeof(d.subscribe), "%s",
+		 r->sub.text[0] ? r->sub.text : "(root and the daemon's user)");
+	cds_lfht_for_each_entry(sbd_clients(), &it, o, node)
+		for (uint32_t i = 0; i < o->nopen; i++)
+			d.clients += o->opened[i] == hash;
+	rcu_read_unlock();
+	reply(cl, h, 0, &d, sizeof(d), -1);
+	return 1;
+}
+
+/* Dispatches one well-formed request.  Returns a status to reply with, or
+ * 1 if the reply was sent already. */
+static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
+		    const uint8_t *body)
+{
+	static const uint32_t size[] = {
+		[SHMBUS_CTL_HELLO] = 0,
+		[SHMBUS_CTL_OPEN] = sizeof(struct shmbus_ctl_open),
+		[SHMBUS_CTL_ATTACH] = sizeof(struct shmbus_ctl_open),
+		[SHMBUS_CTL_CREATE] = sizeof(struct shmbus_ctl_create),
+		[SHMBUS_CTL_DELETE] = sizeof(struct shmbus_ctl_name),
+		[SHMBUS_CTL_LIST] = sizeof(struct shmbus_ctl_list),
+		[SHMBUS_CTL_DESCRIBE] = sizeof(struct shmbus_ctl_name),
+	};
+	union {
+		struct shmbus_ctl_open open;
+		struct shmbus_ctl_create create;
+		struct shmbus_ctl_name name;
+		struct shmbus_ctl_list list;
+	} q;
+
+	if (h->type == 0 || h->type > SHMBUS_CTL_DESCRIBE)
+		return -EOPNOTSUPP;
+	if (h->len != size[h->type])
+		return -EBADMSG;
+	memcpy(&q, body, h->len);	/* aligned copy of the body */
+	switch (h->type) {
+	case SHMBUS_CTL_HELLO: {
+		struct shmbus_ctl_hello hello = {
+			.daemon_pid = (uint32_t)sbd.self_pid,
+			.channels = (uint32_t)sbd_chan_count(),
+		};
+
+		snprintf(hello.bus, sizeof(hello.bus), "%s", sbd.conf.bus);
+		reply(cl, h, 0, &hello, sizeof(hello), -1);
+		return 1;
+	}
+	case SHMBUS_CTL_OPEN:
+	case SHMBUS_CTL_ATTACH:
+		if (!name_ok(q.open.name))
+			return -EINVAL;
+		return do_open(cl, h, &q.open, h->type == SHMBUS_CTL_ATTACH);
+	case SHMBUS_CTL_CREATE:
+		if (!name_ok(q.create.name))
+			return -EINVAL;
+		return do_create(cl, &q.create);
+	case SHMBUS_CTL_DELETE:
+		if (!name_ok(q.name.name))
+			return -EINVAL;
+		return do_delete(cl, q.name.name);
+	case SHMBUS_CTL_LIST:
+		return do_list(cl, h, &q.list);
+	case SHMBUS_CTL_DESCRIBE:
+		if (!name_ok(q.name.name))
+			return -EINVAL;
+		return do_describe(cl, h, q.name.name);
+	}
+	return -EOPNOTSUPP;
+}
+
+bool sbd_control_serve(struct sbd_client *cl)
+{
+	static uint8_t buf[SHMBUS_CTL_MAX];
+	struct shmbus_ctl_hdr h = { 0 };
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+	const char *why = NULL;
+	ssize_t n;
+	int rc;
+
+	/* No control buffer: descriptors a client sends are closed by the
+	 * kernel (MSG_CTRUNC), never received. */
+	n = recvmsg(cl->fd, &m, MSG_DONTWAIT);
+	if (n == 0)
+		return false;
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR;
+	if ((size_t)n >= sizeof(h))
+		memcpy(&h, buf, sizeof(h));
+	if (m.msg_flags & MSG_TRUNC) {
+		rc = -EMSGSIZE;
+		why = "oversized request";
+	} else if ((size_t)n < sizeof(h)) {
+		rc = -EBADMSG;
+		why = "truncated request";
+		memset(&h, 0, sizeof(h));
+	} else if (h.magic != SHMBUS_CTL_MAGIC) {
+		rc = -EPROTO;
+		why = "bad magic";
+	} else if (h.version != SHMBUS_CTL_VERSION) {
+		rc = -EPROTONOSUPPORT;
+		why = "unsupported protocol version";
+	} else if (h.len != (size_t)n - sizeof(h) || h.status || h.reserved ||
+		   h.type & SHMBUS_CTL_REPLY) {
+		rc = -EBADMSG;
+		why = "inconsistent header";
+	} else {
+		rc = dispatch(cl, &h, buf + sizeof(h));
+		if (rc == -EBADMSG || rc == -EOPNOTSUPP)
+			why = rc == -EBADMSG ? "wrong body size"
+					     : "unknown request type";
+	}
+	if (why)
+		sbd_log(SBD_WARN, 0, "pid %d: %s (%zd bytes): answered %s",
+			(int)cl->pid, why, n, shmbus_strerror(rc));
+	if (rc == 1)
+		return true;
+	/* A client that does not read its replies is dropped. */
+	return reply(cl, &h, rc, NULL, 0, -1) == 0;
+}

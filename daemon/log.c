@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * log.c - one logging call with a level and an errno, to stderr (with a
+ * timestamp and the level) or to syslog.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "shmbusd.h"
+
+static int max_level = SBD_INFO;
+static bool use_syslog;
+
+static const char *const names[] = { "error", "warning", "notice", "info",
+				     "debug" };
+static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO,
+			    LOG_DEBUG };
+
+void sbd_log_setup(int level, bool sys)
+{
+	max_level = level;
+	if (sys && !use_syslog)
+		openlog("shmbusd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	else if (!sys && use_syslog)
+		closelog();
+	use_syslog = sys;
+}
+
+int sbd_log_level_parse(const char *s)
+{
+	for (int i = 0; i <= SBD_DEBUG; i++)
+		if (strcasecmp(s, names[i]) == 0)
+			return i;
+	return -1;
+}
+
+void sbd_log(int level, int err, const char *fmt, ...)
+{
+	char msg[1024];
+	size_t n;
+	va_list ap;
+
+	if (level > max_level)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (err) {
+		n = strlen(msg);
+		snprintf(msg + n, sizeof(msg) - n, ": %s",
+			 shmbus_strerror(err < 0 ? err : -err));
+	}
+	if (use_syslog) {
+		syslog(prio[level], "%s", msg);
+		return;
+	}
+	{
+		struct timespec ts;
+		struct tm tm;
+		char when[32];
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		localtime_r(&ts.tv_sec, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+		fprintf(stderr, "%s.%03ld shmbusd[%s]: %s\n", when,
+			ts.tv_nsec / 1000000, names[level], msg);
+	}
+}

@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - shmbusd: the supervisor of one bus.
+ *
+ *   shmbusd [-c FILE | -b BUS] [-d SHM_DIR] [-S SOCKET] [-s] [-v] [-t]
+ *
+ * Starts in the foreground (a service manager daemonises; see
+ * docs/shmbusd.service).  One instance per bus: an flock()ed lock file next
+ * to the socket makes a second one refuse to start.  Signal handlers only
+ * set a flag and write a byte to a pipe; the main loop acts on them.
+ *
+ * Exit codes: 0 stopped cleanly, 1 could not start, 2 bad usage or
+ * configuration.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shmbusd.h"
+
+struct sbd_state sbd;
+
+static volatile sig_atomic_t got_term, got_hup;
+static int sig_pipe[2] = { -1, -1 };
+
+static void on_signal(int sig)
+{
+	int saved = errno;
+
+	if (sig == SIGHUP)
+		got_hup = 1;
+	else
+		got_term = 1;
+	/* Wakes epoll_wait(); a full pipe already will. */
+	if (write(sig_pipe[1], "s", 1) < 0) {
+		/* nothing to do in a handler */
+	}
+	errno = saved;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: shmbusd [-c FILE | -b BUS] [-d SHM_DIR] [-S SOCKET] "
+		"[-s] [-v] [-t]\n"
+		"  -c FILE    configuration (default /etc/shmbus/BUS.conf)\n"
+		"  -b BUS     the bus to serve (default: default)\n"
+		"  -d DIR     channel directory, overrides shm_dir\n"
+		"  -S PATH    control socket, overrides socket\n"
+		"  -s         log to syslog instead of stderr\n"
+		"  -v         log at debug level\n"
+		"  -t         check the configuration and exit\n");
+}
+
+/* mkdir -p for the socket's directory and the shm dir. */
+static int mkdirs(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* One daemon per bus.  Returns the lock's fd, or -1 (reported). */
+static int take_lock(void)
+{
+	char path[PATH_MAX + 8], dir[PATH_MAX], pid[32];
+	char *slash;
+	ssize_t n;
+	int fd;
+
+	snprintf(dir, sizeof(dir), "%s", sbd.conf.socket);
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = 0;
+		if (mkdirs(dir, 0755) < 0) {
+			sbd_log(SBD_ERR, errno, "%s", dir);
+			return -1;
+		}
+	}
+	snprintf(path, sizeof(path), "%s.lock", sbd.conf.socket);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		sbd_log(SBD_ERR, errno, "%s", path);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		pid[strcspn(pid, "\n")] = 0;
+		sbd_log(SBD_ERR, 0, "bus '%s' is already served by shmbusd "
+			"pid %s (lock %s held)", sbd.conf.bus,
+			pid[0] ? pid : "?", path);
+		close(fd);
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		sbd_log(SBD_WARN, errno, "%s", path);
+	return fd;
+}
+
+static int setup_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+
+	if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -errno;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	return 0;
+}
+
+static void remove_channels(void)
+{
+	struct cds_lfht_iter it;
+	struct sbd_chan *c;
+
+	rcu_read_lock();
+	cds_lfht_for_each_entry(sbd_chans(), &it, c, node)
+		shmbus_channel_unlink(sbd.conf.shm_dir, c->name);
+	rcu_read_unlock();
+}
+
+static void drop_all_clients(void)
+{
+	struct cds_lfht_iter it;
+	struct sbd_client *cl;
+
+	rcu_read_lock();
+	cds_lfht_for_each_entry(sbd_clients(), &it, cl, node)
+		sbd_control_drop(cl);
+	rcu_read_unlock();
+}
+
+static void loop(void)
+{
+	struct epoll_event evs[64];
+
+	while (!got_term) {
+		int n = epoll_wait(sbd.epoll_fd, evs, 64, -1);
+
+		if (n < 0 && errno != EINTR) {
+			sbd_log(SBD_ERR, errno, "epoll_wait");
+			return;
+		}
+		for (int i = 0; i < n; i++) {
+			void *p = evs[i].data.ptr;
+
+			if (p == &sbd.listen_fd) {
+				sbd_control_accept();
+			} else if (p == sig_pipe) {
+				char junk[64];
+
+				while (read(sig_pipe[0], junk, sizeof(junk)) > 0)
+					;
+			} else {
+				struct sbd_client *cl = p;
+				bool alive = true;
+
+				if (evs[i].events & EPOLLIN)
+					alive = sbd_control_serve(cl);
+				else if (evs[i].events &
+					 (EPOLLHUP | EPOLLRDHUP | EPOLLERR))
+					alive = false;
+				if (!alive)
+					sbd_control_drop(cl);
+			}
+		}
+		if (got_hup) {
+			got_hup = 0;
+			sbd_reload();
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	const char *conf = NULL, *bus = "default", *dir = NULL, *sock = NULL;
+	char defconf[PATH_MAX];
+	bool check_only = false, use_syslog = false, verbose = false;
+	struct epoll_event ev = { .events = EPOLLIN };
+	int opt, lock_fd;
+
+	while ((opt = getopt(argc, argv, "c:b:d:S:svth")) != -1) {
+		switch (opt) {
+		case 'c': conf = optarg; break;
+		case 'b': bus = optarg; break;
+		case 'd': dir = optarg; break;
+		case 'S': sock = optarg; break;
+		case 's': use_syslog = true; break;
+		case 'v': verbose = true; break;
+		case 't': check_only = true; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (!conf) {
+		snprintf(defconf, sizeof(defconf), "/etc/shmbus/%s.conf", bus);
+		conf = defconf;
+	}
+	if (sbd_conf_load(conf, &sbd.conf)) {
+		fprintf(stderr, "shmbusd: %s\n", sbd.conf.err);
+		return 2;
+	}
+	if (dir)
+		snprintf(sbd.conf.shm_dir, sizeof(sbd.conf.shm_dir), "%s", dir);
+	if (sock) {
+		if (strlen(sock) >= sizeof(sbd.conf.socket)) {
+			fprintf(stderr, "shmbusd: -S: path too long\n");
+			return 2;
+		}
+		snprintf(sbd.conf.socket, sizeof(sbd.conf.socket), "%s", sock);
+	}
+	if (check_only) {
+		printf("%s: ok (bus %s, %zu channels)\n", conf, sbd.conf.bus,
+		       sbd.conf.nchans);
+		return 0;
+	}
+	sbd_log_setup(verbose ? SBD_DEBUG : sbd.conf.log_level,
+		      use_syslog || sbd.conf.syslog);
+	sbd.self_uid = geteuid();
+	sbd.self_pid = getpid();
+	umask(0);
+	lock_fd = take_lock();
+	if (lock_fd < 0)
+		return 1;
+	if (mkdirs(sbd.conf.shm_dir, 0755) < 0) {
+		sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
+		return 1;
+	}
+	rcu_register_thread();
+	if (sbd_registry_init() || setup_signals()) {
+		sbd_log(SBD_ERR, ENOMEM, "start");
+		return 1;
+	}
+	for (size_t i = 0; i < sbd.conf.nchans; i++)
+		if (sbd_channel_setup(&sbd.conf.chans[i], true) < 0) {
+			sbd_log(SBD_ERR, 0, "%s: cannot set up channel; "
+				"stopping", sbd.conf.chans[i].name);
+			return 1;
+		}
+	sbd_channel_adopt_dir();
+	/* Processes that died while no daemon watched. */
+	sbd_reap_once();
+	sbd.listen_fd = sbd_control_listen();
+	if (sbd.listen_fd < 0) {
+		sbd_log(SBD_ERR, sbd.listen_fd, "%s", sbd.conf.socket);
+		return 1;
+	}
+	sbd.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	ev.data.ptr = &sbd.listen_fd;
+	epoll_ctl(sbd.epoll_fd, EPOLL_CTL_ADD, sbd.listen_fd, &ev);
+	ev.data.ptr = sig_pipe;
+	epoll_ctl(sbd.epoll_fd, EPOLL_CTL_ADD, sig_pipe[0], &ev);
+	if (sbd_reaper_start()) {
+		sbd_log(SBD_ERR, errno, "reaper");
+		return 1;
+	}
+	sbd_log(SBD_NOTICE, 0, "serving bus '%s': %lu channels in %s, socket "
+		"%s, pid %d", sbd.conf.bus, sbd_chan_count(), sbd.conf.shm_dir,
+		sbd.conf.socket, (int)sbd.self_pid);
+
+	loop();
+
+	sbd_log(SBD_NOTICE, 0, "stopping%s", sbd.conf.remove_on_exit ?
+		" (removing the channels: remove_on_exit)" : "");
+	close(sbd.listen_fd);
+	unlink(sbd.conf.socket);
+	drop_all_clients();
+	sbd_reaper_stop();
+	if (sbd.conf.remove_on_exit)
+		remove_channels();
+	sbd_registry_fini();
+	rcu_unregister_thread();
+	sbd_conf_free(&sbd.conf);
+	close(lock_fd);
+	return 0;
+}

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * reaper.c - finds the slots of processes that died and repairs them.
+ *
+ * The reaper thread scans every channel every reap_interval_ms (20 ms by
+ * default), and at once when the main thread tells it that a client's
+ * control connection closed.  A slot is repaired only when the process it
+ * names is gone: no such process, or a zombie.  A process that is slow or
+ * stopped (SIGSTOP, a debugger) is alive, and nothing of it is touched.
+ * The scan also catches processes that never talked to the daemon (direct
+ * mode) and those that died while the daemon was down.
+ *
+ * Repairs run only in this thread, so two repairs never race each other;
+ * they are built to race live producers and subscribers (lib/repair.c).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "shmbusd.h"
+#include "../lib/repair.h"
+
+static pthread_t thread;
+static int kick_fd = -1;
+static volatile int stopping;
+
+bool sbd_pid_gone(uint32_t pid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	if (pid == 0 || pid > INT32_MAX)
+		return true;
+	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+		return true;
+	/* It exists; a zombie has closed everything and will never run
+	 * again. */
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	p = strrchr(buf, ')');	/* the name may hold anything but this */
+	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+/* A small cache of verdicts, one scan long: a pid is looked up once per
+ * scan, whatever number of slots it holds. */
+struct verdicts {
+	uint32_t pid[128];
+	bool gone[128];
+	unsigned n;
+};
+
+static bool gone(struct verdicts *v, uint32_t pid)
+{
+	bool g;
+
+	for (unsigned i = 0; i < v->n; i++)
+		if (v->pid[i] == pid)
+			return v->gone[i];
+	g = sbd_pid_gone(pid);
+	if (v->n < 128) {
+		v->pid[v->n] = pid;
+		v->gone[v->n++] = g;
+	}
+	return g;
+}
+
+static unsigned reap_channel(struct sbd_chan *c, struct verdicts *v)
+{
+	struct shmbus_channel *ch = c->ch;
+	unsigned released = 0;
+	uint32_t sp;
+	int rc;
+
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		/* Relaxed: only a hint; sb_repair_sub() re-reads the word
+		 * with acquire and compares it in its CAS. */
+		uint64_t o = load_relaxed64(&ch->subs[i].owner);
+
+		if (owner_state(o) != SHMBUS_SLOT_ACTIVE ||
+		    !gone(v, owner_pid(o)))
+			continue;
+		if (sb_repair_sub(ch, i, owner_pid(o)) == 1) {
+			released++;
+			sbd_log(SBD_NOTICE, 0, "%s: released subscriber slot "
+				"%u of dead process %u", c->name, i,
+				owner_pid(o));
+		}
+	}
+	if (!ch_multi(ch)) {
+		sp = load_relaxed32(&ch->hdr->sp_owner);
+		if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(v, sp) &&
+		    sb_repair_sp(ch, sp, (uint32_t)sbd.self_pid) == 1)
+			sbd_log(SBD_NOTICE, 0, "%s: padded the unfinished "
+				"claim of dead producer %u", c->name, sp);
+		else if (sp & SHMBUS_SP_REPAIRING &&
+			 gone(v, sp & ~SHMBUS_SP_REPAIRING))
+			/* A previous shmbusd died repairing: finish. */
+			sb_repair_sp(ch, sp, (uint32_t)sbd.self_pid);
+	}
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		uint64_t o = load_relaxed64(&ch->prods[i].owner);
+		uint64_t repairs;
+
+		if (owner_state(o) != SHMBUS_SLOT_ACTIVE ||
+		    !gone(v, owner_pid(o)))
+			continue;
+		repairs = load_relaxed64(&ch->hdr->repairs);
+		rc = sb_repair_prod(ch, i, owner_pid(o));
+		if (rc == -EAGAIN) {
+			sbd_log(SBD_DEBUG, 0, "%s: producer slot %u of dead "
+				"process %u: the claim before it is still open;"
+				" later", c->name, i, owner_pid(o));
+			continue;
+		}
+		if (rc == 1) {
+			released++;
+			sbd_log(SBD_NOTICE, 0, "%s: released producer slot %u "
+				"of dead process %u%s", c->name, i,
+				owner_pid(o),
+				load_relaxed64(&ch->hdr->repairs) != repairs ?
+					", its unfinished claim padded" : "");
+		}
+	}
+	return released;
+}
+
+unsigned sbd_reap_once(void)
+{
+	struct verdicts v = { .n = 0 };
+	struct cds_lfht_iter it;
+	struct sbd_chan *c;
+	unsigned n = 0;
+
+	rcu_read_lock();
+	cds_lfht_for_each_entry(sbd_chans(), &it, c, node)
+		n += reap_channel(c, &v);
+	rcu_read_unlock();
+	return n;
+}
+
+static void *reaper(void *arg)
+{
+	struct pollfd p = { .fd = kick_fd, .events = POLLIN };
+	uint64_t junk;
+
+	(void)arg;
+	rcu_register_thread();
+	while (!stopping) {
+		if (poll(&p, 1, (int)sbd.conf.reap_ms) > 0 &&
+		    read(kick_fd, &junk, sizeof(junk)) < 0)
+			sbd_log(SBD_WARN, errno, "reaper: eventfd");
+		sbd_reap_once();
+	}
+	rcu_unregister_thread();
+	return NULL;
+}
+
+int sbd_reaper_start(void)
+{
+	int rc;
+
+	kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (kick_fd < 0)
+		return -errno;
+	rc = pthread_create(&thread, NULL, reaper, NULL);
+	return -rc;
+}
+
+void sbd_reaper_kick(void)
+{
+	uint64_t one = 1;
+
+	if (kick_fd >= 0 && write(kick_fd, &one, sizeof(one)) < 0 &&
+	    errno != EAGAIN)
+		sbd_log(SBD_WARN, errno, "reaper: eventfd");
+}
+
+void sbd_reaper_stop(void)
+{
+	stopping = 1;
+	sbd_reaper_kick();
+	pthread_join(thread, NULL);
+	close(kick_fd);
+	kick_fd = -1;
+}

@@ -1,0 +1,181 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shmbusd.h - the supervisor daemon's parts and what they share.
+ *
+ *   main.c      arguments, the single-instance lock, signals, the loop
+ *   config.c    the INI file, table-driven (libinih)
+ *   registry.c  channels and clients in RCU hash tables (liburcu)
+ *   control.c   the control socket: requests, authorisation, fd passing
+ *   reaper.c    the reaper thread: finds dead processes' slots, repairs
+ *   log.c       levels, stderr or syslog
+ *
+ * Threads: the main thread (control socket, signals, reload), the reaper,
+ * and liburcu's call_rcu worker.  The registry is written by the main
+ * thread only and read by all of them without a lock.
+ */
+#ifndef SHMBUSD_H
+#define SHMBUSD_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define _LGPL_SOURCE
+#include <urcu.h>
+#include <urcu/rculfhash.h>
+
+#include "shmbus.h"
+#include "shmbus/protocol.h"
+
+/* ------------------------------------------------------------------ log */
+
+enum sbd_level { SBD_ERR, SBD_WARN, SBD_NOTICE, SBD_INFO, SBD_DEBUG };
+
+void sbd_log_setup(int level, bool syslog);
+/* err: an errno to append (positive or negative), 0 for none. */
+void sbd_log(int level, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int sbd_log_level_parse(const char *s);
+
+/* --------------------------------------------------------------- config */
+
+#define SBD_RULE_MAX 32
+
+/* Who may do something: a list of uids and gids, or anyone. */
+struct sbd_rule {
+	bool any;
+	uint32_t n;
+	struct {
+		bool group;
+		uint32_t id;
+	} e[SBD_RULE_MAX];
+	char text[SHMBUS_CTL_NAME];	/* as written, for describe */
+};
+
+struct sbd_chan_conf {
+	char name[SHMBUS_CTL_NAME];
+	struct shmbus_channel_attr attr;
+	int64_t owner;			/* uid, -1: the daemon's */
+	int64_t group;			/* gid, -1: the daemon's */
+	struct sbd_rule pub, sub;
+	bool pub_set, sub_set;
+	int line;			/* of its [channel ...] header */
+	int cap_line, msg_line;
+};
+
+struct sbd_conf {
+	char path[PATH_MAX];
+	char bus[64];
+	char shm_dir[PATH_MAX];
+	char socket[108];
+	unsigned socket_mode;
+	unsigned max_channels;
+	unsigned max_clients;
+	unsigned reap_ms;
+	int log_level;
+	bool syslog;
+	bool remove_on_exit;
+	struct sbd_rule admins;
+	struct sbd_rule def_pub, def_sub;	/* [defaults] */
+	struct sbd_chan_conf *chans;
+	size_t nchans;
+	char err[PATH_MAX + 1024];	/* "file:line: reason" */
+};
+
+/* Reads and checks the file.  Returns 0, or -1 with c->err set. */
+int sbd_conf_load(const char *path, struct sbd_conf *c);
+void sbd_conf_free(struct sbd_conf *c);
+/* A rule from text ("user:alice group:trading uid:0 *"); 0 or -1 with a
+ * reason in err. */
+int sbd_rule_parse(const char *text, struct sbd_rule *r, char *err,
+		   size_t errlen);
+bool sbd_rule_allows(const struct sbd_rule *r, uid_t uid, const gid_t *gids,
+		     int ngids);
+
+/* ------------------------------------------------------------- registry */
+
+struct sbd_rules {			/* replaced whole on reload */
+	struct sbd_rule pub, sub;
+	struct rcu_head rcu;
+};
+
+struct sbd_chan {
+	struct cds_lfht_node node;
+	struct rcu_head rcu;
+	char name[SHMBUS_CTL_NAME];
+	shmbus_channel *ch;		/* the daemon's own mapping */
+	int fd;				/* its file, handed out by OPEN */
+	struct sbd_rules *rules;	/* rcu_dereference() */
+	struct shmbus_channel_attr attr;
+	bool configured;
+	unsigned mode;
+};
+
+struct sbd_client {
+	struct cds_lfht_node node;
+	struct rcu_head rcu;
+	int fd;
+	pid_t pid;
+	uid_t uid;
+	gid_t gids[64];
+	int ngids;
+	/* channels it opened or attached to, by name hash (for describe) */
+	uint32_t nopen;
+	uint64_t opened[64];
+};
+
+int sbd_registry_init(void);
+void sbd_registry_fini(void);
+/* Under rcu_read_lock(). */
+struct sbd_chan *sbd_chan_find(const char *name);
+/* Main thread only. */
+int sbd_chan_add(struct sbd_chan *c);
+void sbd_chan_remove(struct sbd_chan *c);
+unsigned long sbd_chan_count(void);
+struct cds_lfht *sbd_chans(void);
+struct cds_lfht *sbd_clients(void);
+int sbd_client_add(struct sbd_client *cl);
+void sbd_client_remove(struct sbd_client *cl);
+struct sbd_client *sbd_client_find(int fd);
+uint64_t sbd_name_hash(const char *name);
+void sbd_rules_replace(struct sbd_chan *c, struct sbd_rules *r);
+
+/* -------------------------------------------------------------- control */
+
+struct sbd_state {
+	struct sbd_conf conf;
+	uid_t self_uid;
+	pid_t self_pid;
+	int listen_fd;
+	int epoll_fd;
+	unsigned nclients;
+};
+
+extern struct sbd_state sbd;
+
+int sbd_control_listen(void);
+void sbd_control_accept(void);
+/* Serves one readable client; returns false when it is gone. */
+bool sbd_control_serve(struct sbd_client *cl);
+void sbd_control_drop(struct sbd_client *cl);
+
+/* Creates (or adopts) the channel of a config entry and registers it. */
+int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured);
+/* Adopts valid channel files found in the shm dir that are not in the
+ * config; sets corrupt ones aside. */
+void sbd_channel_adopt_dir(void);
+int sbd_reload(void);
+
+/* --------------------------------------------------------------- reaper */
+
+int sbd_reaper_start(void);
+void sbd_reaper_stop(void);
+/* Asks for a scan now (a client's connection closed). */
+void sbd_reaper_kick(void);
+/* One synchronous scan; returns the number of slots released. */
+unsigned sbd_reap_once(void);
+/* Whether process pid is gone: no such process, or a zombie. */
+bool sbd_pid_gone(uint32_t pid);
+
+#endif /* SHMBUSD_H */

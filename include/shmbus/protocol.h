@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shmbus/protocol.h - the control protocol between clients and shmbusd.
+ *
+ * A Unix socket of type SOCK_SEQPACKET: every request and every reply is
+ * one datagram, at most SHMBUS_CTL_MAX bytes: a struct shmbus_ctl_hdr and
+ * `len` bytes of body.  Integers are in host order (both ends are on one
+ * host).  Strings are fixed-size, NUL-padded fields; a field without a NUL
+ * is malformed.  The client's identity is never taken from the message:
+ * the daemon reads it from the socket (SO_PEERCRED, SO_PEERGROUPS).
+ *
+ * A reply carries the request's type | SHMBUS_CTL_REPLY, the same id, and
+ * a status (0 or a negative errno).  OPEN's reply carries the channel
+ * file's descriptor as SCM_RIGHTS ancillary data.  docs/protocol.md is the
+ * full description.
+ */
+#ifndef SHMBUS_PROTOCOL_H
+#define SHMBUS_PROTOCOL_H
+
+#include <stdint.h>
+
+#define SHMBUS_CTL_MAGIC	0x31434253u	/* "SBC1" */
+#define SHMBUS_CTL_VERSION	1u
+#define SHMBUS_CTL_MAX		65536u		/* one datagram, header included */
+#define SHMBUS_CTL_NAME		256u		/* name fields, NUL included */
+#define SHMBUS_CTL_REPLY	0x8000u
+
+enum shmbus_ctl_type {
+	SHMBUS_CTL_HELLO = 1,	 /* body: none; reply: struct shmbus_ctl_hello */
+	SHMBUS_CTL_OPEN = 2,	 /* body: struct shmbus_ctl_open; reply: fd */
+	SHMBUS_CTL_ATTACH = 3,	 /* body: struct shmbus_ctl_open; no fd */
+	SHMBUS_CTL_CREATE = 4,	 /* body: struct shmbus_ctl_create */
+	SHMBUS_CTL_DELETE = 5,	 /* body: struct shmbus_ctl_name */
+	SHMBUS_CTL_LIST = 6,	 /* body: struct shmbus_ctl_list; reply: same
+				  * + entries */
+	SHMBUS_CTL_DESCRIBE = 7, /* body: struct shmbus_ctl_name; reply:
+				  * struct shmbus_ctl_desc */
+};
+
+/* Roles, in OPEN and ATTACH. */
+#define SHMBUS_CTL_ROLE_PUB	1u
+#define SHMBUS_CTL_ROLE_SUB	2u
+
+struct shmbus_ctl_hdr {
+	uint32_t magic;		/* SHMBUS_CTL_MAGIC */
+	uint16_t version;	/* SHMBUS_CTL_VERSION */
+	uint16_t type;		/* enum shmbus_ctl_type, | REPLY in replies */
+	uint32_t id;		/* chosen by the client, echoed */
+	uint32_t len;		/* body bytes after this header */
+	int32_t status;		/* replies: 0 or -errno; requests: 0 */
+	uint32_t reserved;	/* 0 */
+};
+
+struct shmbus_ctl_hello {
+	uint32_t daemon_pid;
+	uint32_t channels;
+	char bus[64];
+};
+
+struct shmbus_ctl_name {
+	char name[SHMBUS_CTL_NAME];
+};
+
+struct shmbus_ctl_open {
+	uint32_t role;		/* SHMBUS_CTL_ROLE_* */
+	uint32_t flags;		/* 0 */
+	char name[SHMBUS_CTL_NAME];
+};
+
+struct shmbus_ctl_create {
+	char name[SHMBUS_CTL_NAME];
+	uint64_t capacity;
+	uint32_t max_msg;
+	uint32_t policy;	/* enum shmbus_policy */
+	uint32_t producers;	/* enum shmbus_producers */
+	int32_t numa_node;
+	uint32_t mode;
+	uint32_t reserved;
+};
+
+/* LIST: the request's offset is the first entry wanted; the reply's body
+ * is this struct (total channels, entries in this reply) and then `count`
+ * entries.  Page with offset += count until offset == total. */
+struct shmbus_ctl_list {
+	uint32_t offset;
+	uint32_t total;
+	uint32_t count;
+	uint32_t reserved;
+};
+
+struct shmbus_ctl_entry {
+	char name[SHMBUS_CTL_NAME];
+	uint64_t capacity;
+	uint32_t max_msg;
+	uint32_t flags;		/* SHMBUS_F_* of the layout */
+	uint32_t subscribers;
+	uint32_t producers;
+	uint64_t published;
+};
+
+struct shmbus_ctl_desc {
+	struct shmbus_ctl_entry e;
+	int32_t numa_node;
+	uint32_t mode;
+	uint64_t head;
+	uint64_t bytes;
+	uint64_t backpressure;
+	uint64_t repairs;
+	uint64_t reaped;
+	uint32_t clients;	/* connected clients that opened it */
+	uint32_t configured;	/* 1: from the config file; 0: created */
+	char publish[SHMBUS_CTL_NAME];	/* the rules, as configured */
+	char subscribe[SHMBUS_CTL_NAME];
+};
+
+#define SHMBUS_CTL_LIST_PAGE \
+	((SHMBUS_CTL_MAX - sizeof(struct shmbus_ctl_hdr) - \
+	  sizeof(struct shmbus_ctl_list)) / sizeof(struct shmbus_ctl_entry))
+
+_Static_assert(sizeof(struct shmbus_ctl_hdr) == 24, "ctl hdr size");
+_Static_assert(sizeof(struct shmbus_ctl_create) == 288, "ctl create size");
+_Static_assert(sizeof(struct shmbus_ctl_entry) == 288, "ctl entry size");
+
+#endif /* SHMBUS_PROTOCOL_H */

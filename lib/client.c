@@ -1,0 +1,613 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * client.c - the client side of the control protocol (shmbus/protocol.h).
+ *
+ * A bus handle is one SOCK_SEQPACKET connection to shmbusd.  Requests are
+ * made under the handle's lock, one at a time.  A watcher thread sleeps in
+ * poll() on the socket (asking for no event: it wakes only on hang-up);
+ * when the daemon goes away it closes the socket, reconnects every 20 ms,
+ * and re-registers (ATTACH) every channel opened through the handle, so
+ * that the new daemon knows this process again.  Only the watcher closes
+ * or replaces the socket.  None of this touches the data path.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "shmbus/protocol.h"
+
+#define DEFAULT_RUN_DIR "/run/shmbus"
+#define RECONNECT_NS	(20 * 1000000LL)	/* between reconnect attempts */
+#define REPLY_TIMEOUT_S	5			/* a stuck daemon */
+#define RECONNECT_WAIT_NS (2000 * 1000000LL)	/* a request waits that long
+						 * for a lost daemon to return */
+
+struct bus_ref {			/* a channel opened through the bus */
+	struct bus_ref *next, *prev;
+	uint32_t role;
+	char name[SHMBUS_CTL_NAME];
+};
+
+struct shmbus_bus {
+	pthread_mutex_t lock;		/* the socket and the refs */
+	pthread_cond_t reconnected;
+	int fd;				/* -1 while the daemon is away */
+	int stop[2];			/* pipe: wakes the watcher to exit */
+	uint32_t next_id;
+	uint64_t generation;		/* connections made so far */
+	bool closing;
+	pthread_t watcher;
+	struct bus_ref refs;		/* list head */
+	struct shmbus_bus *next_bus;	/* all handles, for fork */
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+};
+
+static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shmbus_bus *all_buses;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* fork(): the child's copy of every connection is closed, so the daemon
+ * sees the parent's death when the parent dies, and the child holds no
+ * handle it could use (its watcher thread does not exist there). */
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&all_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&all_lock);
+}
+
+static void atfork_child(void)
+{
+	for (struct shmbus_bus *b = all_buses; b; b = b->next_bus) {
+		if (b->fd >= 0)
+			close(b->fd);
+		b->fd = -1;
+		b->closing = true;
+	}
+	all_buses = NULL;
+	pthread_mutex_unlock(&all_lock);
+}
+
+static void register_atfork(void)
+{
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int copy_name(char dst[SHMBUS_CTL_NAME], const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+
+	if (n == 0 || n >= SHMBUS_CTL_NAME)
+		return -EINVAL;
+	memset(dst, 0, SHMBUS_CTL_NAME);
+	memcpy(dst, name, n);
+	return 0;
+}
+
+/* Sends one request on fd and waits for its reply.  The reply body (up to
+ * rcap bytes) goes to rbody; a passed descriptor to *fdp (or is closed).
+ * Returns the reply's status, or a negative errno for a transport failure:
+ * -ENOTCONN means the connection is gone. */
+static int exchange(int fd, uint32_t id, uint16_t type, const void *body,
+		    uint32_t blen, void *rbody, uint32_t rcap, uint32_t *rlen,
+		    int *fdp)
+{
+	struct shmbus_ctl_hdr h = {
+		.magic = SHMBUS_CTL_MAGIC, .version = SHMBUS_CTL_VERSION,
+		.type = type, .id = id, .len = blen,
+	};
+	struct iovec iov[2] = {
+		{ .iov_base = &h, .iov_len = sizeof(h) },
+		{ .iov_base = (void *)body, .iov_len = blen },
+	};
+	struct msghdr m = { .msg_iov = iov, .msg_iovlen = blen ? 2 : 1 };
+	union {
+		struct cmsghdr c;
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+	} ctl;
+	ssize_t n;
+
+	if (sendmsg(fd, &m, MSG_NOSIGNAL) < 0)
+		return errno == EPIPE || errno == ECONNRESET ||
+			       errno == ENOTCONN ? -ENOTCONN : -errno;
+	for (;;) {
+		struct shmbus_ctl_hdr rh;
+		struct iovec riov[2] = {
+			{ .iov_base = &rh, .iov_len = sizeof(rh) },
+			{ .iov_base = rbody, .iov_len = rcap },
+		};
+		struct msghdr rm = {
+			.msg_iov = riov, .msg_iovlen = 2,
+			.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
+		};
+		int passed = -1;
+
+		n = recvmsg(fd, &rm, MSG_CMSG_CLOEXEC);
+		if (n == 0)
+			return -ENOTCONN;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == ECONNRESET ? -ENOTCONN
+			       : errno == EAGAIN ? -ETIMEDOUT : -errno;
+		}
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&rm); c;
+		     c = CMSG_NXTHDR(&rm, c)) {
+			size_t k;
+
+			if (c->cmsg_level != SOL_SOCKET ||
+			    c->cmsg_type != SCM_RIGHTS)
+				continue;
+			k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < k; i++) {
+				int f;
+
+				memcpy(&f, CMSG_DATA(c) + i * sizeof(int),
+				       sizeof(int));
+				if (passed < 0)
+					passed = f;
+				else
+					close(f);
+			}
+		}
+		/* A reply is checked like any input: the daemon is another
+		 * process. */
+		if ((size_t)n < sizeof(rh) || rh.magic != SHMBUS_CTL_MAGIC ||
+		    rh.version != SHMBUS_CTL_VERSION ||
+		    rh.len != (size_t)n - sizeof(rh) || rm.msg_flags & MSG_TRUNC) {
+			if (passed >= 0)
+				close(passed);
+			return -EPROTO;
+		}
+		if (rh.id != id || rh.type != (type | SHMBUS_CTL_REPLY)) {
+			if (passed >= 0)
+				close(passed);
+			continue;	/* a late reply to a timed-out call */
+		}
+		if (fdp)
+			*fdp = passed;
+		else if (passed >= 0)
+			close(passed);
+		if (rlen)
+			*rlen = rh.len;
+		return rh.status > 0 ? -EPROTO : rh.status;
+	}
+}
+
+static int dial(const char *path, int *fdp)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = REPLY_TIMEOUT_S };
+	struct shmbus_ctl_hello hello;
+	uint32_t len = 0;
+	int fd, rc;
+
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	rc = exchange(fd, 0, SHMBUS_CTL_HELLO, NULL, 0, &hello, sizeof(hello),
+		      &len, NULL);
+	if (rc == 0 && len != sizeof(hello))
+		rc = -EPROTO;
+	if (rc) {
+		close(fd);
+		return rc == -ENOTCONN ? -ECONNREFUSED : rc;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+/* Tells a new daemon about every channel this handle has open.  Called
+ * with the lock held. */
+static void reattach(struct shmbus_bus *b)
+{
+	for (struct bus_ref *r = b->refs.next; r != &b->refs; r = r->next) {
+		struct shmbus_ctl_open req = { .role = r->role };
+
+		memcpy(req.name, r->name, SHMBUS_CTL_NAME);
+		exchange(b->fd, ++b->next_id, SHMBUS_CTL_ATTACH, &req,
+			 sizeof(req), NULL, 0, NULL, NULL);
+	}
+}
+
+static void *watch(void *arg)
+{
+	struct shmbus_bus *b = arg;
+
+	for (;;) {
+		struct pollfd p[2] = {
+			{ .fd = b->fd, .events = 0 },	/* hang-up only */
+			{ .fd = b->stop[0], .events = POLLIN },
+		};
+		int fd;
+
+		if (poll(p, 2, -1) < 0)
+			continue;
+		if (p[1].revents)
+			return NULL;
+		if (!(p[0].revents & (POLLHUP | POLLERR | POLLNVAL)))
+			continue;
+		pthread_mutex_lock(&b->lock);
+		close(b->fd);
+		b->fd = -1;
+		pthread_mutex_unlock(&b->lock);
+		/* The daemon is gone: try again until it is back. */
+		for (;;) {
+			struct pollfd s = { .fd = b->stop[0],
+					    .events = POLLIN };
+
+			if (poll(&s, 1, (int)(RECONNECT_NS / 1000000)) > 0)
+				return NULL;
+			if (dial(b->path, &fd) == 0)
+				break;
+		}
+		pthread_mutex_lock(&b->lock);
+		b->fd = fd;
+		b->generation++;
+		reattach(b);
+		pthread_cond_broadcast(&b->reconnected);
+		pthread_mutex_unlock(&b->lock);
+	}
+}
+
+/* One request, retried once across a daemon restart. */
+static int call(struct shmbus_bus *b, uint16_t type, const void *body,
+		uint32_t blen, void *rbody, uint32_t rcap, uint32_t *rlen,
+		int *fdp)
+{
+	int rc = -ENOTCONN;
+
+	pthread_mutex_lock(&b->lock);
+	for (int attempt = 0; attempt < 2 && rc == -ENOTCONN; attempt++) {
+		if (b->fd < 0 && !b->closing) {
+			int64_t until = mono_ns() + RECONNECT_WAIT_NS;
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += RECONNECT_WAIT_NS / 1000000000;
+			while (b->fd < 0 && mono_ns() < until)
+				pthread_cond_timedwait(&b->reconnected,
+						       &b->lock, &ts);
+		}
+		if (b->fd < 0)
+			break;
+		rc = exchange(b->fd, ++b->next_id, type, body, blen, rbody,
+			      rcap, rlen, fdp);
+		if (rc == -ENOTCONN) {
+			/* Wait for the watcher to replace the socket. */
+			uint64_t gen = b->generation;
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += RECONNECT_WAIT_NS / 1000000000;
+			while (b->generation == gen && !b->closing &&
+			       pthread_cond_timedwait(&b->reconnected,
+						      &b->lock, &ts) == 0)
+				;
+		}
+	}
+	pthread_mutex_unlock(&b->lock);
+	return rc;
+}
+
+SHMBUS_EXPORT shmbus_bus *shmbus_connect(const char *bus)
+{
+	struct shmbus_bus *b;
+	const char *dir;
+	int n, rc;
+
+	if (!bus || !*bus) {
+		errno = EINVAL;
+		return NULL;
+	}
+	pthread_once(&atfork_once, register_atfork);
+	b = calloc(1, sizeof(*b));
+	if (!b) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (strchr(bus, '/'))
+		n = snprintf(b->path, sizeof(b->path), "%s", bus);
+	else {
+		dir = getenv("SHMBUS_RUN_DIR");
+		n = snprintf(b->path, sizeof(b->path), "%s/%s.sock",
+			     dir && *dir ? dir : DEFAULT_RUN_DIR, bus);
+	}
+	if (n < 0 || (size_t)n >= sizeof(b->path)) {
+		free(b);
+		errno = ENAMETOOLONG;
+		return NULL;
+	}
+	b->refs.next = b->refs.prev = &b->refs;
+	b->stop[0] = b->stop[1] = -1;
+	b->fd = -1;
+	rc = dial(b->path, &b->fd);
+	if (rc == 0 && pipe2(b->stop, O_CLOEXEC) < 0)
+		rc = -errno;
+	if (rc == 0) {
+		pthread_mutex_init(&b->lock, NULL);
+		pthread_cond_init(&b->reconnected, NULL);
+		rc = -pthread_create(&b->watcher, NULL, watch, b);
+		if (rc) {
+			pthread_mutex_destroy(&b->lock);
+			pthread_cond_destroy(&b->reconnected);
+		}
+	}
+	if (rc) {
+		if (b->fd >= 0)
+			close(b->fd);
+		if (b->stop[0] >= 0) {
+			close(b->stop[0]);
+			close(b->stop[1]);
+		}
+		free(b);
+		errno = -rc;
+		return NULL;
+	}
+	pthread_mutex_lock(&all_lock);
+	b->next_bus = all_buses;
+	all_buses = b;
+	pthread_mutex_unlock(&all_lock);
+	return b;
+}
+
+SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
+{
+	struct shmbus_bus **pp;
+
+	if (!b)
+		return;
+	pthread_mutex_lock(&all_lock);
+	for (pp = &all_buses; *pp; pp = &(*pp)->next_bus)
+		if (*pp == b) {
+			*pp = b->next_bus;
+			break;
+		}
+	pthread_mutex_unlock(&all_lock);
+	pthread_mutex_lock(&b->lock);
+	b->closing = true;
+	pthread_cond_broadcast(&b->reconnected);
+	pthread_mutex_unlock(&b->lock);
+	if (write(b->stop[1], "x", 1) != 1)
+		abort();	/* a pipe nobody else writes: cannot fail */
+	pthread_join(b->watcher, NULL);
+	if (b->fd >= 0)
+		close(b->fd);
+	close(b->stop[0]);
+	close(b->stop[1]);
+	while (b->refs.next != &b->refs) {
+		struct bus_ref *r = b->refs.next;
+
+		b->refs.next = r->next;
+		free(r);
+	}
+	pthread_mutex_destroy(&b->lock);
+	pthread_cond_destroy(&b->reconnected);
+	free(b);
+}
+
+void sb_bus_forget(struct shmbus_bus *b, void *ref)
+{
+	struct bus_ref *r = ref;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&b->lock);
+	r->prev->next = r->next;
+	r->next->prev = r->prev;
+	pthread_mutex_unlock(&b->lock);
+	free(r);
+}
+
+SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
+					      enum shmbus_role role)
+{
+	struct shmbus_ctl_open req = { 0 };
+	struct shmbus_channel *ch;
+	struct bus_ref *r;
+	int fd = -1, rc;
+
+	if (!b || (role != SHMBUS_ROLE_PUBLISH &&
+		   role != SHMBUS_ROLE_SUBSCRIBE) ||
+	    copy_name(req.name, name)) {
+		errno = EINVAL;
+		return NULL;
+	}
+	req.role = role == SHMBUS_ROLE_PUBLISH ? SHMBUS_CTL_ROLE_PUB
+					       : SHMBUS_CTL_ROLE_SUB;
+	r = calloc(1, sizeof(*r));
+	if (!r) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	rc = call(b, SHMBUS_CTL_OPEN, &req, sizeof(req), NULL, 0, NULL, &fd);
+	if (rc == 0 && fd < 0)
+		rc = -EPROTO;
+	if (rc) {
+		if (fd >= 0)
+			close(fd);
+		free(r);
+		errno = -rc;
+		return NULL;
+	}
+	/* The descriptor is validated like any file: the layout checks in
+	 * sb_channel_map_fd() apply. */
+	ch = sb_channel_map_fd(fd, role == SHMBUS_ROLE_PUBLISH ? SB_MAP_PUB
+							      : SB_MAP_SUB,
+			       &rc);
+	close(fd);
+	if (!ch) {
+		free(r);
+		errno = -rc;
+		return NULL;
+	}
+	r->role = req.role;
+	memcpy(r->name, req.name, sizeof(r->name));
+	pthread_mutex_lock(&b->lock);
+	r->next = b->refs.next;
+	r->prev = &b->refs;
+	b->refs.next->prev = r;
+	b->refs.next = r;
+	pthread_mutex_unlock(&b->lock);
+	ch->bus = b;
+	ch->bus_ref = r;
+	return ch;
+}
+
+SHMBUS_EXPORT int shmbus_bus_create(shmbus_bus *b, const char *name,
+				    const struct shmbus_channel_attr *a)
+{
+	struct shmbus_ctl_create req = { 0 };
+
+	if (!b || !a || copy_name(req.name, name))
+		return -EINVAL;
+	req.capacity = a->capacity;
+	req.max_msg = a->max_msg;
+	req.policy = (uint32_t)a->policy;
+	req.producers = (uint32_t)a->producers;
+	req.numa_node = a->numa_node;
+	req.mode = (uint32_t)a->mode;
+	return call(b, SHMBUS_CTL_CREATE, &req, sizeof(req), NULL, 0, NULL,
+		    NULL);
+}
+
+SHMBUS_EXPORT int shmbus_bus_delete(shmbus_bus *b, const char *name)
+{
+	struct shmbus_ctl_name req;
+
+	if (!b || copy_name(req.name, name))
+		return -EINVAL;
+	return call(b, SHMBUS_CTL_DELETE, &req, sizeof(req), NULL, 0, NULL,
+		    NULL);
+}
+
+/* A name field from the daemon, NUL-terminated whatever it holds. */
+static void take_name(char dst[256], const char src[SHMBUS_CTL_NAME])
+{
+	memcpy(dst, src, 256);
+	dst[255] = 0;
+}
+
+static void from_entry(struct shmbus_bus_channel *o,
+		       const struct shmbus_ctl_entry *e)
+{
+	memset(o, 0, sizeof(*o));
+	take_name(o->name, e->name);
+	o->capacity = e->capacity;
+	o->max_msg = e->max_msg;
+	o->policy = e->flags & SHMBUS_F_OVERWRITE ? SHMBUS_OVERWRITE
+						  : SHMBUS_BLOCK;
+	o->producers = e->flags & SHMBUS_F_MULTI_PRODUCER ?
+			       SHMBUS_MULTI_PRODUCER : SHMBUS_SINGLE_PRODUCER;
+	o->numa_node = -1;
+	o->subscribers = e->subscribers;
+	o->producers_active = e->producers;
+	o->published = e->published;
+}
+
+SHMBUS_EXPORT int shmbus_bus_list(shmbus_bus *b,
+				  int (*fn)(const struct shmbus_bus_channel *,
+					    void *),
+				  void *arg)
+{
+	struct shmbus_ctl_list req = { 0 }, *rep;
+	uint8_t *buf;
+	uint32_t len, total = 0;
+	int rc = 0;
+
+	if (!b || !fn)
+		return -EINVAL;
+	buf = malloc(SHMBUS_CTL_MAX);
+	if (!buf)
+		return -ENOMEM;
+	rep = (struct shmbus_ctl_list *)buf;
+	for (;;) {
+		const struct shmbus_ctl_entry *e;
+
+		len = 0;
+		rc = call(b, SHMBUS_CTL_LIST, &req, sizeof(req), buf,
+			  SHMBUS_CTL_MAX - sizeof(struct shmbus_ctl_hdr), &len,
+			  NULL);
+		if (rc)
+			break;
+		if (len < sizeof(*rep) || rep->count > SHMBUS_CTL_LIST_PAGE ||
+		    len != sizeof(*rep) + rep->count * sizeof(*e)) {
+			rc = -EPROTO;
+			break;
+		}
+		total = rep->total;
+		e = (const struct shmbus_ctl_entry *)(rep + 1);
+		for (uint32_t i = 0; i < rep->count; i++) {
+			struct shmbus_bus_channel c;
+
+			from_entry(&c, &e[i]);
+			if (fn(&c, arg))
+				goto out;
+		}
+		req.offset += rep->count;
+		if (rep->count == 0 || req.offset >= total)
+			break;
+	}
+out:
+	free(buf);
+	return rc ? rc : (int)total;
+}
+
+SHMBUS_EXPORT int shmbus_bus_describe(shmbus_bus *b, const char *name,
+				      struct shmbus_bus_channel *o)
+{
+	struct shmbus_ctl_name req;
+	struct shmbus_ctl_desc d;
+	uint32_t len = 0;
+	int rc;
+
+	if (!b || !o || copy_name(req.name, name))
+		return -EINVAL;
+	rc = call(b, SHMBUS_CTL_DESCRIBE, &req, sizeof(req), &d, sizeof(d),
+		  &len, NULL);
+	if (rc)
+		return rc;
+	if (len != sizeof(d))
+		return -EPROTO;
+	from_entry(o, &d.e);
+	o->numa_node = d.numa_node;
+	o->mode = d.mode;
+	o->head = d.head;
+	o->bytes = d.bytes;
+	o->backpressure = d.backpressure;
+	o->repairs = d.repairs;
+	o->reaped = d.reaped;
+	o->clients = d.clients;
+	o->configured = d.configured != 0;
+	take_name(o->publish, d.publish);
+	take_name(o->subscribe, d.subscribe);
+	return 0;
+}

@@ -1,0 +1,254 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * shmbusctl - administer a bus through its daemon's control socket.
+ *
+ *   shmbusctl [-b BUS] list
+ *   shmbusctl [-b BUS] describe NAME
+ *   shmbusctl [-b BUS] create NAME [--capacity SIZE] [--max-msg SIZE]
+ *                      [--policy block|overwrite] [--producers single|multi]
+ *                      [--numa NODE] [--mode OCTAL]
+ *   shmbusctl [-b BUS] delete NAME
+ *
+ * BUS is a bus name ($SHMBUS_RUN_DIR/BUS.sock) or a socket path; the
+ * default is $SHMBUS_BUS, else "default".
+ * Exit codes: 0 done, 1 the daemon refused (the reason is printed),
+ * 2 bad usage, 3 no daemon to talk to.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shmbus.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: shmbusctl [-b BUS] list\n"
+"       shmbusctl [-b BUS] describe NAME\n"
+"       shmbusctl [-b BUS] create NAME [--capacity SIZE] [--max-msg SIZE]\n"
+"                 [--policy block|overwrite] [--producers single|multi]\n"
+"                 [--numa NODE] [--mode OCTAL]\n"
+"       shmbusctl [-b BUS] delete NAME\n"
+"BUS: a bus name or the daemon's socket path (default $SHMBUS_BUS or\n"
+"\"default\").  Exit: 0 done, 1 refused, 2 usage, 3 no daemon.\n");
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned shift = 0;
+
+	if (end == s || s[0] == '-')
+		return -1;
+	switch (toupper((unsigned char)*end)) {
+	case 0: break;
+	case 'K': shift = 10; end++; break;
+	case 'M': shift = 20; end++; break;
+	case 'G': shift = 30; end++; break;
+	default: return -1;
+	}
+	if (*end || (shift && v >> (63 - shift)))
+		return -1;
+	*out = v << shift;
+	return 0;
+}
+
+static const char *policy_name(enum shmbus_policy p)
+{
+	return p == SHMBUS_OVERWRITE ? "overwrite" : "block";
+}
+
+static const char *prod_name(enum shmbus_producers p)
+{
+	return p == SHMBUS_MULTI_PRODUCER ? "multi" : "single";
+}
+
+static int print_row(const struct shmbus_bus_channel *c, void *arg)
+{
+	(void)arg;
+	printf("%-24s %10llu %8u %-9s %-6s %4u %4u %12llu\n", c->name,
+	       (unsigned long long)c->capacity, c->max_msg,
+	       policy_name(c->policy), prod_name(c->producers), c->subscribers,
+	       c->producers_active, (unsigned long long)c->published);
+	return 0;
+}
+
+static int refused(const char *what, const char *name, int rc)
+{
+	fprintf(stderr, "shmbusctl: %s%s%s: %s\n", what, name ? " " : "",
+		name ? name : "", shmbus_strerror(rc));
+	return 1;
+}
+
+static int cmd_create(shmbus_bus *bus, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "capacity", required_argument, NULL, 'c' },
+		{ "max-msg", required_argument, NULL, 'm' },
+		{ "policy", required_argument, NULL, 'p' },
+		{ "producers", required_argument, NULL, 'P' },
+		{ "numa", required_argument, NULL, 'n' },
+		{ "mode", required_argument, NULL, 'o' },
+		{ 0 },
+	};
+	struct shmbus_channel_attr a;
+	uint64_t v;
+	char *end;
+	int opt, rc;
+
+	shmbus_channel_attr_init(&a);
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			if (parse_size(optarg, &a.capacity))
+				goto bad;
+			break;
+		case 'm':
+			if (parse_size(optarg, &v) || v > UINT32_MAX)
+				goto bad;
+			a.max_msg = (uint32_t)v;
+			break;
+		case 'p':
+			if (!strcmp(optarg, "block"))
+				a.policy = SHMBUS_BLOCK;
+			else if (!strcmp(optarg, "overwrite"))
+				a.policy = SHMBUS_OVERWRITE;
+			else
+				goto bad;
+			break;
+		case 'P':
+			if (!strcmp(optarg, "single"))
+				a.producers = SHMBUS_SINGLE_PRODUCER;
+			else if (!strcmp(optarg, "multi"))
+				a.producers = SHMBUS_MULTI_PRODUCER;
+			else
+				goto bad;
+			break;
+		case 'n':
+			a.numa_node = (int)strtol(optarg, &end, 10);
+			if (end == optarg || *end)
+				goto bad;
+			break;
+		case 'o':
+			a.mode = (mode_t)strtoul(optarg, &end, 8);
+			if (end == optarg || *end || a.mode > 0777)
+				goto bad;
+			break;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind + 1 != argc) {
+		usage(stderr);
+		return 2;
+	}
+	/* The default max_msg may not fit a small ring: shrink it. */
+	if (a.capacity / 2 < (uint64_t)a.max_msg + 40)
+		a.max_msg = (uint32_t)(a.capacity / 2 - 40);
+	rc = shmbus_bus_create(bus, argv[optind], &a);
+	if (rc)
+		return refused("create", argv[optind], rc);
+	printf("created %s: %llu bytes, max message %u, %s, %s producer\n",
+	       argv[optind], (unsigned long long)a.capacity, a.max_msg,
+	       policy_name(a.policy), prod_name(a.producers));
+	return 0;
+bad:
+	fprintf(stderr, "shmbusctl: create: bad value '%s'\n", optarg);
+	return 2;
+}
+
+static int cmd_describe(shmbus_bus *bus, const char *name)
+{
+	struct shmbus_bus_channel c;
+	int rc = shmbus_bus_describe(bus, name, &c);
+
+	if (rc)
+		return refused("describe", name, rc);
+	printf("channel       %s (%s)\n", c.name,
+	       c.configured ? "from the config file" : "created at run time");
+	printf("capacity      %llu bytes, max message %u bytes\n",
+	       (unsigned long long)c.capacity, c.max_msg);
+	printf("policy        %s, %s producer\n", policy_name(c.policy),
+	       prod_name(c.producers));
+	printf("numa node     %d\n", c.numa_node);
+	printf("file mode     %04o\n", c.mode);
+	printf("publish       %s\n", c.publish);
+	printf("subscribe     %s\n", c.subscribe);
+	printf("producers     %u active\n", c.producers_active);
+	printf("subscribers   %u active\n", c.subscribers);
+	printf("clients       %u connected\n", c.clients);
+	printf("published     %llu messages, %llu bytes, head %llu\n",
+	       (unsigned long long)c.published, (unsigned long long)c.bytes,
+	       (unsigned long long)c.head);
+	printf("backpressure  %llu\n", (unsigned long long)c.backpressure);
+	printf("repairs       %llu claims padded, %llu dead slots released\n",
+	       (unsigned long long)c.repairs, (unsigned long long)c.reaped);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *bus_name = getenv("SHMBUS_BUS");
+	shmbus_bus *bus;
+	const char *cmd;
+	int i = 1, rc;
+
+	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc > 2 && !strcmp(argv[1], "-b")) {
+		bus_name = argv[2];
+		i = 3;
+	}
+	if (i >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	cmd = argv[i];
+	if (strcmp(cmd, "list") && strcmp(cmd, "describe") &&
+	    strcmp(cmd, "create") && strcmp(cmd, "delete")) {
+		fprintf(stderr, "shmbusctl: unknown command '%s'\n", cmd);
+		usage(stderr);
+		return 2;
+	}
+	if ((!strcmp(cmd, "list") && argc - i != 1) ||
+	    ((!strcmp(cmd, "describe") || !strcmp(cmd, "delete")) &&
+	     argc - i != 2) || (!strcmp(cmd, "create") && argc - i < 2)) {
+		usage(stderr);
+		return 2;
+	}
+	bus = shmbus_connect(bus_name && *bus_name ? bus_name : "default");
+	if (!bus) {
+		fprintf(stderr, "shmbusctl: cannot reach shmbusd of bus '%s': "
+			"%s\n", bus_name && *bus_name ? bus_name : "default",
+			shmbus_strerror(errno));
+		return 3;
+	}
+	if (!strcmp(cmd, "list")) {
+		printf("%-24s %10s %8s %-9s %-6s %4s %4s %12s\n", "CHANNEL",
+		       "CAPACITY", "MAXMSG", "POLICY", "PROD", "SUBS", "PUBS",
+		       "PUBLISHED");
+		rc = shmbus_bus_list(bus, print_row, NULL);
+		rc = rc < 0 ? refused("list", NULL, rc) : 0;
+	} else if (!strcmp(cmd, "describe")) {
+		rc = cmd_describe(bus, argv[i + 1]);
+	} else if (!strcmp(cmd, "delete")) {
+		rc = shmbus_bus_delete(bus, argv[i + 1]);
+		if (rc)
+			rc = refused("delete", argv[i + 1], rc);
+		else
+			printf("deleted %s\n", argv[i + 1]);
+	} else {
+		rc = cmd_create(bus, argc - i, argv + i);
+	}
+	shmbus_disconnect(bus);
+	return rc;
+}
