@@ -343,14 +343,14 @@ void sbd_control_accept(void)
 		cl->fd = fd;
 		cl->pid = cr.pid;
 		cl->uid = cr.uid;
-		len = sizeof(cl->gids);
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, cl->gids, &len) ==
-		    0)
-			cl->ngids = (int)(len / sizeof(gid_t));
-		else {
-			cl->gids[0] = cr.gid;
-			cl->ngids = 1;
-		}
+		/* The primary group, then the supplementary ones (which
+		 * need not include it). */
+		cl->gids[0] = cr.gid;
+		len = sizeof(cl->gids) - sizeof(gid_t);
+		cl->ngids = 1;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, cl->gids + 1,
+			       &len) == 0)
+			cl->ngids += (int)(len / sizeof(gid_t));
 		ev.data.ptr = cl;
 		if (epoll_ctl(sbd.epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			sbd_log(SBD_WARN, errno, "epoll");
