@@ -1,21 +1,39 @@
 #!/bin/sh
-# make demo: a subscriber and a publisher on one channel in a private
-# directory of /dev/shm, then busstat's view of it.  Direct mode: the
-# daemon (shmbusd) is not built yet.
+# make demo: shmbusd on examples/demo.conf in a private directory, a
+# subscriber and a publisher that open the "trades" channel through it,
+# busstat's view while they run, shmbusctl's, then a clean stop.
 set -e
 build=${1:-build}
 dir=$(mktemp -d /dev/shm/shmbus-demo-XXXXXX)
-trap 'rm -rf "$dir"' EXIT
-"$build/examples/sub" "$dir" 40 > "$dir/.sub.log" &
+daemon=
+cleanup() {
+	[ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" || true
+	rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+sock="$dir/demo.sock"
+
+echo "--- shmbusd -c examples/demo.conf -d $dir/shm -S $sock"
+"$build/shmbusd" -c examples/demo.conf -d "$dir/shm" -S "$sock" 2> "$dir/shmbusd.log" &
+daemon=$!
+for i in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+cat "$dir/shmbusd.log"
+
+"$build/examples/sub" -b "$sock" -c trades x 40 > "$dir/sub.log" &
 sub=$!
 sleep 0.2
-"$build/examples/pub" "$dir" 40 25 &
+"$build/examples/pub" -b "$sock" -c trades x 40 25 &
 pub=$!
 sleep 0.5
 echo "--- busstat while they run:"
-"$build/tools/busstat" -d "$dir" 0.25 2
-"$build/tools/busstat" -d "$dir" -c demo
+"$build/tools/busstat" -d "$dir/shm" 0.25 2
+"$build/tools/busstat" -d "$dir/shm" -c trades
+echo "--- shmbusctl list:"
+"$build/tools/shmbusctl" -b "$sock" list
 wait $pub $sub
 echo "--- the subscriber received:"
-head -3 "$dir/.sub.log"; echo "  ..."; tail -1 "$dir/.sub.log"
-echo "demo: done; the channel file was $dir/demo"
+head -3 "$dir/sub.log"; echo "  ..."; tail -1 "$dir/sub.log"
+kill "$daemon"; wait "$daemon" || true; daemon=
+echo "--- shmbusd's log:"
+cat "$dir/shmbusd.log"
+echo "demo: done"

@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_config.c - every kind of wrong line in a shmbusd config is reported
+ * as "file:line: reason" and stops the daemon (exit 2), before it touches
+ * anything.  Runs the real binary ($SHMBUSD) with -t, and once without.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static const char *shmbusd_path(void)
+{
+	const char *p = getenv("SHMBUSD");
+
+	return p && *p ? p : "build/shmbusd";
+}
+
+/* Runs shmbusd on `text`; returns its exit code and its stderr in out. */
+static int run(const char *dir, const char *text, bool check_only,
+	       char *out, size_t cap)
+{
+	char conf[128], err[128];
+	FILE *f;
+	pid_t pid;
+	size_t n;
+	int rc;
+
+	snprintf(conf, sizeof(conf), "%s/bad.conf", dir);
+	snprintf(err, sizeof(err), "%s/stderr", dir);
+	f = fopen(conf, "w");
+	cr_assert(f);
+	fputs(text, f);
+	fclose(f);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+		dup2(fd, 2);
+		dup2(fd, 1);
+		execl(shmbusd_path(), "shmbusd", "-c", conf,
+		      check_only ? "-t" : NULL, (char *)NULL);
+		_exit(127);
+	}
+	rc = th_wait(pid);
+	f = fopen(err, "r");
+	cr_assert(f);
+	n = fread(out, 1, cap - 1, f);
+	out[n] = 0;
+	fclose(f);
+	return rc;
+}
+
+struct bad {
+	const char *text;
+	int line;
+	const char *reason;
+};
+
+static const struct bad cases[] = {
+	{ "[bus]\nname = x\nfrobnicate = 3\n", 3,
+	  "unknown key 'frobnicate' in [bus]" },
+	{ "[bus]\n[channels a]\n", 2, "unknown section [channels a]" },
+	{ "[bus]\n[channel a]\ncapacity = 3000\n", 3,
+	  "capacity 3000 is not a power of two" },
+	{ "[bus]\n[channel a]\ncapacity = lots\n", 3,
+	  "capacity: 'lots': expected a number" },
+	{ "[channel a]\ncapacity = 4K\nmax_msg = 1M\n", 3,
+	  "max_msg 1048576 is too large for capacity 4096" },
+	{ "[channel a]\npolicy = fifo\n", 2,
+	  "policy: 'fifo': expected block or overwrite" },
+	{ "[channel a]\nproducers = many\n", 2,
+	  "producers: 'many': expected single or multi" },
+	{ "[channel a]\nnuma_node = 99\n", 2,
+	  "numa_node: NUMA node 99 does not exist on this machine" },
+	{ "[channel a]\nsubscribe = user:no-such-user-here\n", 2,
+	  "subscribe: unknown user 'no-such-user-here'" },
+	{ "[channel a]\npublish = group:no-such-group\n", 2,
+	  "publish: unknown group 'no-such-group'" },
+	{ "[channel a]\npublish = everybody\n", 2,
+	  "publish: 'everybody': expected user:NAME" },
+	{ "[channel a]\nmode = 0999\n", 2,
+	  "mode: '0999': expected an octal mode" },
+	{ "[channel a]\nmode = 0400\n", 2,
+	  "mode: '0400': the owner needs read and write" },
+	{ "[channel a]\n\n[channel a]\n", 3, "channel 'a' is defined twice" },
+	{ "[channel ../etc]\n", 1, "'../etc': a channel name is" },
+	{ "[bus]\nthis line has no equals sign\n", 2, "syntax error" },
+	{ "name = x\n", 1, "'name' outside any section" },
+	{ "[bus]\nreap_interval_ms = 500\n", 2,
+	  "reap_interval_ms: '500': expected 1 to 100" },
+	{ "[bus]\nsocket = relative.sock\n", 2,
+	  "socket: 'relative.sock': expected an absolute path" },
+	{ "[bus]\nlog_level = chatty\n", 2, "log_level: 'chatty'" },
+	{ "[bus]\nremove_on_exit = maybe\n", 2,
+	  "remove_on_exit: 'maybe': expected yes or no" },
+	{ "[bus]\nmax_channels = 0\n", 2, "max_channels: '0'" },
+	{ "[channel a]\ncapacity =\n", 2, "capacity: a value is required" },
+};
+
+Test(config, each_bad_line_is_reported_with_file_and_line)
+{
+	const char *dir = th_mkdir();
+	char out[4096], want[256];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int rc = run(dir, cases[i].text, true, out, sizeof(out));
+
+		snprintf(want, sizeof(want), "%s/bad.conf:%d: ", dir,
+			 cases[i].line);
+		cr_expect_eq(rc, 2, "case %zu: exit %d", i, rc);
+		cr_expect(strstr(out, want), "case %zu: no '%s' in: %s", i,
+			  want, out);
+		cr_expect(strstr(out, cases[i].reason),
+			  "case %zu: no '%s' in: %s", i, cases[i].reason, out);
+	}
+	th_rmdir(dir);
+}
+
+Test(config, a_long_line_is_an_error_not_two_lines)
+{
+	const char *dir = th_mkdir();
+	char text[1024], out[4096], want[256];
+
+	snprintf(text, sizeof(text), "[bus]\nname = %0400d\n", 7);
+	cr_assert_eq(run(dir, text, true, out, sizeof(out)), 2);
+	snprintf(want, sizeof(want), "%s/bad.conf:2: line too long", dir);
+	cr_assert(strstr(out, want), "%s", out);
+	th_rmdir(dir);
+}
+
+Test(config, a_bad_config_stops_the_daemon_before_anything)
+{
+	const char *dir = th_mkdir();
+	char text[512], out[4096];
+
+	/* Not -t: the daemon itself refuses, and creates nothing. */
+	snprintf(text, sizeof(text),
+		 "[bus]\nshm_dir = %s/shm\nsocket = %s/s.sock\n"
+		 "[channel a]\ncapacity = 4K\n[channel b]\npolicy = fast\n",
+		 dir, dir);
+	cr_assert_eq(run(dir, text, false, out, sizeof(out)), 2);
+	cr_assert(strstr(out, "bad.conf:7: policy"), "%s", out);
+	{
+		char p[128];
+
+		snprintf(p, sizeof(p), "%s/shm", dir);
+		cr_assert_eq(access(p, F_OK), -1, "created the shm dir");
+		snprintf(p, sizeof(p), "%s/s.sock", dir);
+		cr_assert_eq(access(p, F_OK), -1, "made a socket");
+	}
+	th_rmdir(dir);
+}
+
+Test(config, a_good_config_passes_the_check)
+{
+	const char *dir = th_mkdir();
+	char out[4096];
+
+	cr_assert_eq(run(dir, "; a comment\n[bus]\nname = ok\nadmins = uid:0 "
+			      "group:root\n[defaults]\nsubscribe = *\n"
+			      "publish = none\n[channel a]\n[channel b]\n"
+			      "capacity = 2M\nmax_msg = 64KiB\n"
+			      "policy = overwrite\nproducers = multi\n"
+			      "numa_node = 0\nmode = 0640\nowner = root\n"
+			      "group = root\npublish = user:root uid:0, gid:0\n",
+		     true, out, sizeof(out)), 0, "%s", out);
+	cr_assert(strstr(out, "ok (bus ok, 2 channels)"), "%s", out);
+	th_rmdir(dir);
+}
