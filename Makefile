@@ -3,7 +3,7 @@
 #   make test       the Criterion suite
 #   make sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       the suite under ThreadSanitizer
-#   make demo       a publisher and a subscriber on a channel in a private dir
+#   make demo       shmbusd on examples/demo.conf, a publisher and a subscriber
 #   make deps       install missing build dependencies (apt-get, as root)
 #   make install    PREFIX=/usr/local
 # V=1 shows full commands.  BUILD=dir puts objects elsewhere.
@@ -158,14 +158,14 @@ demo: all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/shmbus $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 $(TOOL_BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(TOOL_BINS) $(SHMBUSD) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libshmbus.so
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 644 docs/busstat.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 644 include/shmbus.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 include/shmbus/layout.h $(DESTDIR)$(PREFIX)/include/shmbus/
+	install -m 644 include/shmbus/layout.h include/shmbus/protocol.h $(DESTDIR)$(PREFIX)/include/shmbus/
 	install -m 644 $(BUILD)/shmbus.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 
 clean:
