@@ -248,7 +248,8 @@ static void print_json(const char *dir, const struct row *r, int n)
 		       "\"messages_per_second\":%.1f,\"bytes_per_second\":%.1f,"
 		       "\"max_lag_messages\":%llu,\"max_lag_bytes\":%llu,"
 		       "\"messages_lost\":%llu,\"backpressure_events\":%llu,"
-		       "\"wakeups\":%llu,\"aborts\":%llu,\"repairs\":%llu}",
+		       "\"wakeups\":%llu,\"aborts\":%llu,\"repairs\":%llu,"
+		       "\"slots_reaped\":%llu}",
 		       r->in.policy == SHMBUS_OVERWRITE ? "overwrite" : "block",
 		       r->in.producers == SHMBUS_MULTI_PRODUCER ? "multi" : "single",
 		       (unsigned long long)r->in.capacity, r->in.max_msg,
@@ -262,7 +263,8 @@ static void print_json(const char *dir, const struct row *r, int n)
 		       (unsigned long long)r->in.backpressure,
 		       (unsigned long long)r->in.wakeups,
 		       (unsigned long long)r->in.aborts,
-		       (unsigned long long)r->in.repairs);
+		       (unsigned long long)r->in.repairs,
+		       (unsigned long long)r->in.reaped);
 	}
 	printf("]}\n");
 }
@@ -306,6 +308,8 @@ static const struct prom_metric prom_metrics[] = {
 	  IN(aborts), 0 },
 	{ "shmbus_repairs_total", "counter",
 	  "Claims of dead producers repaired.", IN(repairs), 0 },
+	{ "shmbus_slots_reaped_total", "counter",
+	  "Slots of dead processes released by shmbusd.", IN(reaped), 0 },
 	{ "shmbus_capacity_bytes", "gauge", "Data capacity of the channel.",
 	  IN(capacity), 0 },
 	{ "shmbus_fill_bytes", "gauge",
