@@ -127,7 +127,8 @@ $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 # binary after another so that the stress tests have both cores.
 test: all $(TEST_BINS)
 	$(Q)fail=0; for t in $(TEST_BINS); do \
-		echo "== $$t"; BUSSTAT=$(BUILD)/tools/busstat SHMBUSD=$(SHMBUSD) $$t --jobs=2 $(TEST_ARGS) || fail=1; \
+		echo "== $$t"; BUSSTAT=$(BUILD)/tools/busstat SHMBUSD=$(SHMBUSD) \
+		SHMBUSCTL=$(BUILD)/tools/shmbusctl $$t --jobs=2 $(TEST_ARGS) || fail=1; \
 	done; exit $$fail
 
 sanitize:

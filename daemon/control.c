@@ -69,17 +69,6 @@ static void set_aside(const char *name, int err)
 			"as %s", name, shmbus_strerror(-err), to);
 }
 
-static int open_fd(const char *name)
-{
-	char path[PATH_MAX];
-
-	if (chan_path(path, sizeof(path), "", name, "")) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	return open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-}
-
 /* Registers a mapped channel; takes ownership of ch. */
 static int enroll(const char *name, shmbus_channel *ch,
 		  const struct sbd_rule *pub, const struct sbd_rule *sub,
@@ -89,6 +78,7 @@ static int enroll(const char *name, shmbus_channel *ch,
 	struct sbd_chan *c = calloc(1, sizeof(*c));
 	struct sbd_rules *r = calloc(1, sizeof(*r));
 	struct stat st;
+	int rc;
 
 	if (!c || !r) {
 		free(c);
@@ -96,10 +86,9 @@ static int enroll(const char *name, shmbus_channel *ch,
 		shmbus_channel_close(ch);
 		return -ENOMEM;
 	}
-	c->fd = open_fd(name);
-	if (c->fd < 0) {
-		int rc = -errno;
-
+	rc = sb_channel_open_fds(sbd.conf.shm_dir, name, &c->fd, &c->data_rw,
+				 &c->data_ro);
+	if (rc) {
 		free(c);
 		free(r);
 		shmbus_channel_close(ch);
@@ -120,6 +109,8 @@ static int enroll(const char *name, shmbus_channel *ch,
 	c->rules = r;
 	if (sbd_chan_add(c)) {
 		close(c->fd);
+		close(c->data_rw);
+		close(c->data_ro);
 		free(c);
 		free(r);
 		shmbus_channel_close(ch);
@@ -376,8 +367,9 @@ void sbd_control_drop(struct sbd_client *cl)
 	sbd_reaper_kick();
 }
 
+/* pass: NULL, or two descriptors to hand over (SCM_RIGHTS). */
 static int reply(struct sbd_client *cl, const struct shmbus_ctl_hdr *req,
-		 int status, const void *body, uint32_t len, int pass_fd)
+		 int status, const void *body, uint32_t len, const int *pass)
 {
 	struct shmbus_ctl_hdr h = {
 		.magic = SHMBUS_CTL_MAGIC, .version = SHMBUS_CTL_VERSION,
@@ -390,11 +382,11 @@ static int reply(struct sbd_client *cl, const struct shmbus_ctl_hdr *req,
 	};
 	union {
 		struct cmsghdr c;
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(2 * sizeof(int))];
 	} ctl;
 	struct msghdr m = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
 
-	if (pass_fd >= 0) {
+	if (pass) {
 		struct cmsghdr *c;
 
 		memset(&ctl, 0, sizeof(ctl));
@@ -403,8 +395,8 @@ static int reply(struct sbd_client *cl, const struct shmbus_ctl_hdr *req,
 		c = CMSG_FIRSTHDR(&m);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+		c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+		memcpy(CMSG_DATA(c), pass, 2 * sizeof(int));
 	}
 	if (sendmsg(cl->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 		return -errno;
@@ -453,7 +445,7 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	struct sbd_chan *c;
 	struct sbd_rules *r;
 	bool ok;
-	int fd;
+	int fds[2];
 
 	if ((req->role != SHMBUS_CTL_ROLE_PUB &&
 	     req->role != SHMBUS_CTL_ROLE_SUB) || req->flags)
@@ -469,7 +461,10 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	     sbd_rule_allows(req->role == SHMBUS_CTL_ROLE_PUB ? &r->pub
 							     : &r->sub,
 			     cl->uid, cl->gids, cl->ngids);
-	fd = c->fd;
+	/* A subscriber gets the data file read-only: it cannot map the
+	 * messages writable, whatever it does. */
+	fds[0] = c->fd;
+	fds[1] = req->role == SHMBUS_CTL_ROLE_PUB ? c->data_rw : c->data_ro;
 	rcu_read_unlock();
 	if (!ok) {
 		sbd_log(SBD_NOTICE, 0, "%s: pid %d (uid %u) may not %s",
@@ -481,9 +476,9 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		attach ? "re-attached" : "opened", role);
 	if (attach)
 		return 0;
-	/* The main thread is the only one that closes c->fd. */
-	if (reply(cl, h, 0, NULL, 0, fd) < 0)
-		return 1;	/* nothing more to send */
+	/* The descriptors are closed only after an RCU grace period, by
+	 * call_rcu() from this thread: they are valid here. */
+	reply(cl, h, 0, NULL, 0, fds);
 	return 1;
 }
 
@@ -525,8 +520,8 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 
 static int do_delete(struct sbd_client *cl, const char *name)
 {
-	char path[PATH_MAX];
 	struct sbd_chan *c;
+	int rc;
 
 	if (!privileged(cl) &&
 	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids))
@@ -536,10 +531,9 @@ static int do_delete(struct sbd_client *cl, const char *name)
 	rcu_read_unlock();
 	if (!c)
 		return -ENOENT;
-	if (chan_path(path, sizeof(path), "", name, ""))
-		return -ENAMETOOLONG;
-	if (unlink(path) < 0 && errno != ENOENT)
-		return -errno;
+	rc = shmbus_channel_unlink(sbd.conf.shm_dir, name);
+	if (rc && rc != -ENOENT)
+		return rc;
 	sbd_chan_remove(c);
 	sbd_log(SBD_NOTICE, 0, "%s: deleted by pid %d (uid %u)", name,
 		(int)cl->pid, (unsigned)cl->uid);
@@ -586,7 +580,7 @@ static int do_list(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	rep->offset = q->offset;
 	rep->total = i;
 	reply(cl, h, 0, buf,
-	      (uint32_t)(sizeof(*rep) + rep->count * sizeof(*e)), -1);
+	      (uint32_t)(sizeof(*rep) + rep->count * sizeof(*e)), NULL);
 	return 1;
 }
 
@@ -627,7 +621,7 @@ static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		for (uint32_t i = 0; i < o->nopen; i++)
 			d.clients += o->opened[i] == hash;
 	rcu_read_unlock();
-	reply(cl, h, 0, &d, sizeof(d), -1);
+	reply(cl, h, 0, &d, sizeof(d), NULL);
 	return 1;
 }
 
@@ -665,7 +659,7 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		};
 
 		snprintf(hello.bus, sizeof(hello.bus), "%s", sbd.conf.bus);
-		reply(cl, h, 0, &hello, sizeof(hello), -1);
+		reply(cl, h, 0, &hello, sizeof(hello), NULL);
 		return 1;
 	}
 	case SHMBUS_CTL_OPEN:
@@ -739,5 +733,5 @@ bool sbd_control_serve(struct sbd_client *cl)
 	if (rc == 1)
 		return true;
 	/* A client that does not read its replies is dropped. */
-	return reply(cl, &h, rc, NULL, 0, -1) == 0;
+	return reply(cl, &h, rc, NULL, 0, NULL) == 0;
 }

@@ -99,6 +99,8 @@ static void free_chan(struct rcu_head *h)
 
 	shmbus_channel_close(c->ch);
 	close(c->fd);
+	close(c->data_rw);
+	close(c->data_ro);
 	free(c->rules);
 	free(c);
 }

@@ -105,7 +105,9 @@ struct sbd_chan {
 	struct rcu_head rcu;
 	char name[SHMBUS_CTL_NAME];
 	shmbus_channel *ch;		/* the daemon's own mapping */
-	int fd;				/* its file, handed out by OPEN */
+	int fd;				/* its control file, handed out */
+	int data_rw;			/* its data file, to publishers */
+	int data_ro;			/* the same, read-only, to subscribers */
 	struct sbd_rules *rules;	/* rcu_dereference() */
 	struct shmbus_channel_attr attr;
 	bool configured;

@@ -91,10 +91,13 @@ void shmbus_channel_attr_init(struct shmbus_channel_attr *attr);
 
 /*
  * Creates the channel `name` in directory `dir` (NULL: "/dev/shm") and
- * maps it.  The file is built under a temporary name, fully initialised,
- * its pages allocated (so /dev/shm running full is -ENOSPC here, never a
- * SIGBUS later) and pre-faulted, and only then linked under its name: a
- * crash during creation never leaves a half-initialised channel behind.
+ * maps it.  A channel is two files: the control file `name` (header and
+ * cursor slots) and the data file `.name.<id>.data` (the messages), so
+ * that a subscriber can be given the messages read-only (see
+ * shmbus_bus_open()).  Both are fully initialised, their pages allocated
+ * (so /dev/shm running full is -ENOSPC here, never a SIGBUS later) and
+ * pre-faulted before the control file is linked under its name: a crash
+ * during creation never leaves a half-initialised channel behind.
  *
  * Without flags, an existing valid channel with the same geometry is
  * opened instead; one with another geometry is -EEXIST, and an invalid
@@ -120,7 +123,7 @@ shmbus_channel *shmbus_channel_open(const char *dir, const char *name);
  * Opens and maps a channel read-only, for inspection (busstat): only
  * shmbus_channel_info(), shmbus_channel_subscriber() and
  * shmbus_channel_producer() may be used on it; opening a publisher or a
- * subscriber fails with EPERM.  Needs only read permission on the file.
+ * subscriber fails with EPERM.  Needs only read permission on the files.
  * Errors as shmbus_channel_open().  Thread-safe.
  */
 shmbus_channel *shmbus_channel_open_ro(const char *dir, const char *name);
@@ -129,7 +132,7 @@ shmbus_channel *shmbus_channel_open_ro(const char *dir, const char *name);
  * be closed first.  The file stays. */
 void shmbus_channel_close(shmbus_channel *ch);
 
-/* Removes the channel's file.  Mappers keep their memory. */
+/* Removes the channel's files.  Mappers keep their memory. */
 int shmbus_channel_unlink(const char *dir, const char *name);
 
 struct shmbus_channel_info {

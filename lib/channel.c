@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -35,9 +36,10 @@
 
 struct geometry {
 	uint64_t cap;
+	uint64_t page;
 	uint64_t slots_off;
-	uint64_t data_off;
-	uint64_t file_size;
+	uint64_t ctl_size;	/* control file */
+	uint64_t data_size;	/* data file: capacity + one page */
 	uint32_t cap_log2;
 	uint32_t seg_log2;
 };
@@ -56,23 +58,26 @@ static bool is_pow2(uint64_t v)
  * the validation on open, so the two cannot disagree. */
 static int geometry_for(uint64_t cap, uint64_t page, struct geometry *g)
 {
-	uint64_t ctl;
-
 	if (!is_pow2(cap) || cap < SHMBUS_MIN_CAPACITY ||
 	    cap > SHMBUS_MAX_CAPACITY)
 		return -EINVAL;
 	g->cap = cap;
+	g->page = page;
 	g->cap_log2 = (uint32_t)__builtin_ctzll(cap);
 	g->seg_log2 = g->cap_log2 - (uint32_t)__builtin_ctz(SHMBUS_NSEG);
 	g->slots_off = SHMBUS_HDR_SIZE;
-	ctl = g->slots_off +
-	      SHMBUS_MAX_PRODUCERS * sizeof(struct shmbus_prod_slot) +
-	      SHMBUS_MAX_SLOTS * sizeof(struct shmbus_sub_slot) +
-	      SHMBUS_NSEG * sizeof(struct shmbus_seg);
-	g->data_off = round_up(ctl, page);
-	g->file_size = round_up(g->data_off + cap, page);
+	g->ctl_size = round_up(g->slots_off +
+			       SHMBUS_MAX_PRODUCERS *
+				       sizeof(struct shmbus_prod_slot) +
+			       SHMBUS_MAX_SLOTS * sizeof(struct shmbus_sub_slot),
+			       page);
+	g->data_size = cap + page;
 	return 0;
 }
+
+_Static_assert(SHMBUS_NSEG * sizeof(struct shmbus_seg) +
+	       sizeof(struct shmbus_data_trailer) <= 4096,
+	       "the index and the trailer fit the data file's last page");
 
 static uint32_t max_msg_for(uint64_t cap)
 {
@@ -132,19 +137,31 @@ SHMBUS_EXPORT void shmbus_channel_attr_init(struct shmbus_channel_attr *attr)
 	attr->mode = 0600;
 }
 
-/* Fills the handle from a validated header. */
+/* dir/.name.<id>.data */
+static int data_path(char *buf, size_t len, const char *dir, const char *name,
+		     uint64_t id)
+{
+	char file[256];
+	int n = snprintf(file, sizeof(file), SHMBUS_DATA_NAME_FMT, name,
+			 (unsigned long long)id);
+
+	if (n < 0 || (size_t)n >= sizeof(file))
+		return -ENAMETOOLONG;
+	n = snprintf(buf, len, "%s/%s", dir ? dir : DEFAULT_DIR, file);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 static void fill_handle(struct shmbus_channel *ch, void *base,
 			const struct geometry *g, uint32_t max_msg,
-			uint32_t flags, uint64_t page)
+			uint32_t flags)
 {
 	uint8_t *b = base;
 
 	ch->hdr = base;
 	ch->prods = (struct shmbus_prod_slot *)(b + g->slots_off);
 	ch->subs = (struct shmbus_sub_slot *)(ch->prods + SHMBUS_MAX_PRODUCERS);
-	ch->segs = (struct shmbus_seg *)(ch->subs + SHMBUS_MAX_SLOTS);
-	ch->data = b + g->data_off;
-	ch->map_len = g->file_size;
+	ch->map_len = g->ctl_size;
+	ch->data_len = g->data_size;
 	ch->cap = g->cap;
 	ch->mask = g->cap - 1;
 	ch->cap_log2 = g->cap_log2;
@@ -152,8 +169,9 @@ static void fill_handle(struct shmbus_channel *ch, void *base,
 	ch->max_msg = max_msg;
 	ch->flags = flags;
 	ch->nslots = SHMBUS_MAX_SLOTS;
-	ch->huge = page > (uint64_t)sysconf(_SC_PAGESIZE);
+	ch->huge = g->page > (uint64_t)sysconf(_SC_PAGESIZE);
 }
+
 
 #ifndef MADV_POPULATE_READ
 #define MADV_POPULATE_READ 22
@@ -182,6 +200,12 @@ static void prefault(void *base, size_t len, size_t page, bool rdonly)
  * Validates the header of a mapped file of `size` bytes against the layout
  * and returns the geometry.  Every field is checked before any is used.
  */
+
+/*
+ * Validates the header of a mapped control file of `size` bytes against
+ * the layout and returns the geometry.  Every field is checked before any
+ * is used.
+ */
 static int validate(const struct shmbus_hdr *h, uint64_t size, uint64_t page,
 		    struct geometry *g)
 {
@@ -199,25 +223,53 @@ static int validate(const struct shmbus_hdr *h, uint64_t size, uint64_t page,
 	if (h->hdr_size != SHMBUS_HDR_SIZE || geometry_for(cap, page, g))
 		return -EBADMSG;
 	if (h->cap_log2 != g->cap_log2 || h->seg_log2 != g->seg_log2 ||
-	    h->slots_offset != g->slots_off || h->data_offset != g->data_off ||
-	    h->file_size != g->file_size || size != g->file_size ||
+	    h->slots_offset != g->slots_off || h->data_offset != 0 ||
+	    h->file_size != g->ctl_size || size != g->ctl_size ||
+	    h->data_size != g->data_size || h->data_id == 0 ||
 	    h->nslots != SHMBUS_MAX_SLOTS || h->nseg != SHMBUS_NSEG ||
 	    (h->flags & ~SHMBUS_F_KNOWN) || h->max_msg > max_msg_for(cap))
 		return -EBADMSG;
 	return 0;
 }
 
+/* The data file must be the one the control file names, of its size. */
+static int validate_data(const uint8_t *base, uint64_t size,
+			 const struct geometry *g, uint64_t id)
+{
+	const struct shmbus_data_trailer *t =
+		(const void *)(base + g->cap +
+			       SHMBUS_NSEG * sizeof(struct shmbus_seg));
+
+	if (size != g->data_size)
+		return -EBADMSG;
+	/* Acquire: pairs with the release store of the trailer's magic in
+	 * build_data() (done before the control file exists anyway). */
+	if (load_acquire64(&t->magic) != SHMBUS_DATA_MAGIC ||
+	    t->data_id != id || t->capacity != g->cap)
+		return -EBADMSG;
+	return 0;
+}
+
+static uint64_t random_id(void)
+{
+	uint64_t id = 0;
+
+	if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+		id = (uint64_t)sb_now_ns() ^ ((uint64_t)getpid() << 32);
+	return id ? id : 1;
+}
+
 static void init_header(struct shmbus_hdr *h, const struct geometry *g,
-			const struct shmbus_channel_attr *a, uint64_t page)
+			const struct shmbus_channel_attr *a, uint64_t id)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	h->version = SHMBUS_LAYOUT_VERSION;
 	h->hdr_size = SHMBUS_HDR_SIZE;
-	h->file_size = g->file_size;
+	h->file_size = g->ctl_size;
 	h->capacity = g->cap;
-	h->data_offset = g->data_off;
+	h->data_offset = 0;
 	h->slots_offset = g->slots_off;
 	h->max_msg = a->max_msg;
 	h->flags = (a->policy == SHMBUS_OVERWRITE ? SHMBUS_F_OVERWRITE : 0) |
@@ -226,10 +278,12 @@ static void init_header(struct shmbus_hdr *h, const struct geometry *g,
 	h->nslots = SHMBUS_MAX_SLOTS;
 	h->cap_log2 = g->cap_log2;
 	h->create_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	h->page_size = (uint32_t)page;
+	h->page_size = (uint32_t)g->page;
 	h->numa_node = a->numa_node;
 	h->nseg = SHMBUS_NSEG;
 	h->seg_log2 = g->seg_log2;
+	h->data_id = id;
+	h->data_size = g->data_size;
 	/* R0: pairs with A1 in validate(): everything above is visible to a
 	 * process that sees the magic. */
 	store_release64(&h->magic, SHMBUS_MAGIC);
@@ -255,12 +309,12 @@ static int check_attr(const struct shmbus_channel_attr *a)
 }
 
 /* Maps an open channel file and validates it. */
-struct shmbus_channel *sb_channel_map_fd(int fd, enum sb_map_mode mode,
-					 int *err)
+
+/* Maps and validates a control file; the data is mapped by map_data(). */
+static struct shmbus_channel *map_ctl(int fd, bool rdonly, struct geometry *g,
+				      int *err)
 {
-	bool rdonly = mode == SB_MAP_RO;
 	struct shmbus_channel *ch = NULL;
-	struct geometry g;
 	struct stat st;
 	uint64_t page = page_size_of(fd);
 	void *base = MAP_FAILED;
@@ -281,7 +335,7 @@ struct shmbus_channel *sb_channel_map_fd(int fd, enum sb_map_mode mode,
 		rc = -errno;
 		goto fail;
 	}
-	rc = validate(base, (uint64_t)st.st_size, page, &g);
+	rc = validate(base, (uint64_t)st.st_size, page, g);
 	if (rc)
 		goto fail;
 	ch = calloc(1, sizeof(*ch));
@@ -289,25 +343,11 @@ struct shmbus_channel *sb_channel_map_fd(int fd, enum sb_map_mode mode,
 		rc = -ENOMEM;
 		goto fail;
 	}
-	fill_handle(ch, base, &g, ((struct shmbus_hdr *)base)->max_msg,
-		    ((struct shmbus_hdr *)base)->flags, page);
+	fill_handle(ch, base, g, ((struct shmbus_hdr *)base)->max_msg,
+		    ((struct shmbus_hdr *)base)->flags);
 	ch->rdonly = rdonly;
-	ch->no_pub = mode == SB_MAP_SUB;
-	ch->no_sub = mode == SB_MAP_PUB;
-	if (mode == SB_MAP_SUB) {
-		/* A subscriber writes its cursor slot, never a message: a
-		 * stray write into the data region faults. */
-		if (mprotect(ch->data, g.cap, PROT_READ) < 0) {
-			rc = -errno;
-			free(ch);
-			ch = NULL;
-			goto fail;
-		}
-		prefault(base, g.data_off, page, false);
-		prefault(ch->data, g.cap, page, true);
-		return ch;
-	}
-	prefault(base, g.file_size, page, rdonly);
+	ch->data_id = ((struct shmbus_hdr *)base)->data_id;
+	prefault(base, g->ctl_size, page, rdonly);
 	return ch;
 fail:
 	if (base != MAP_FAILED)
@@ -316,34 +356,147 @@ fail:
 	return NULL;
 }
 
-static struct shmbus_channel *open_path(const char *path, bool rdonly,
-					int *err)
+/* Maps the data file (read-only if asked) into a handle from map_ctl();
+ * on failure the handle is freed. */
+static struct shmbus_channel *map_data(struct shmbus_channel *ch, int fd,
+				       bool rdonly, const struct geometry *g,
+				       int *err)
+{
+	struct stat st;
+	void *base;
+	int rc;
+
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if ((uint64_t)st.st_size != g->data_size) {
+		rc = -EBADMSG;
+		goto fail;
+	}
+	base = mmap(NULL, g->data_size,
+		    rdonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED,
+		    fd, 0);
+	if (base == MAP_FAILED) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = validate_data(base, (uint64_t)st.st_size, g, ch->data_id);
+	if (rc) {
+		munmap(base, g->data_size);
+		goto fail;
+	}
+	ch->data = base;
+	ch->segs = (struct shmbus_seg *)((uint8_t *)base + g->cap);
+	prefault(base, g->data_size, g->page, rdonly);
+	return ch;
+fail:
+	munmap(ch->hdr, ch->map_len);
+	free(ch);
+	*err = rc;
+	return NULL;
+}
+
+struct shmbus_channel *sb_channel_map_fds(int ctl_fd, int data_fd,
+					  enum sb_map_mode mode, int *err)
 {
 	struct shmbus_channel *ch;
-	int fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
-				    O_NOFOLLOW);
+	struct geometry g;
 
-	if (fd < 0) {
-		*err = -errno;
+	ch = map_ctl(ctl_fd, mode == SB_MAP_RO, &g, err);
+	if (!ch)
 		return NULL;
-	}
-	ch = sb_channel_map_fd(fd, rdonly ? SB_MAP_RO : SB_MAP_RW, err);
-	close(fd);
+	/* A subscriber writes its cursor slot, never a message: its data
+	 * descriptor is read-only, and so is the mapping. */
+	ch = map_data(ch, data_fd, mode == SB_MAP_RO || mode == SB_MAP_SUB, &g,
+		      err);
+	if (!ch)
+		return NULL;
+	ch->no_pub = mode == SB_MAP_SUB;
+	ch->no_sub = mode == SB_MAP_PUB;
 	return ch;
+}
+
+/* The data_id a control file names, without mapping it; 0 if it is not a
+ * channel of this layout. */
+static uint64_t peek_data_id(int fd)
+{
+	struct shmbus_hdr h;
+
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+	    h.magic != SHMBUS_MAGIC || h.version != SHMBUS_LAYOUT_VERSION)
+		return 0;
+	return h.data_id;
+}
+
+int sb_channel_open_fds(const char *dir, const char *name, int *ctl_fd,
+			int *data_rw, int *data_ro)
+{
+	char path[PATH_MAX];
+	uint64_t id;
+	int rc = make_path(path, sizeof(path), dir, name);
+
+	*ctl_fd = *data_rw = *data_ro = -1;
+	if (rc)
+		return rc;
+	*ctl_fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (*ctl_fd < 0)
+		return -errno;
+	id = peek_data_id(*ctl_fd);
+	rc = id ? data_path(path, sizeof(path), dir, name, id) : -EBADMSG;
+	if (rc == 0) {
+		*data_rw = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		*data_ro = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (*data_rw < 0 || *data_ro < 0)
+			rc = -errno;
+	}
+	if (rc) {
+		for (int *f = ctl_fd; f; f = f == ctl_fd ? data_rw :
+					      f == data_rw ? data_ro : NULL)
+			if (*f >= 0) {
+				close(*f);
+				*f = -1;
+			}
+	}
+	return rc;
 }
 
 static shmbus_channel *open_named(const char *dir, const char *name,
 				  bool rdonly)
 {
 	char path[PATH_MAX];
-	struct shmbus_channel *ch;
-	int rc = make_path(path, sizeof(path), dir, name);
+	struct shmbus_channel *ch = NULL;
+	struct geometry g;
+	int fd, dfd = -1, rc;
 
-	if (rc) {
-		errno = -rc;
-		return NULL;
+	rc = make_path(path, sizeof(path), dir, name);
+	if (rc)
+		goto out;
+	fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
 	}
-	ch = open_path(path, rdonly, &rc);
+	ch = map_ctl(fd, rdonly, &g, &rc);
+	close(fd);
+	if (!ch)
+		goto out;
+	rc = data_path(path, sizeof(path), dir, name, ch->data_id);
+	if (rc == 0) {
+		dfd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
+					 O_NOFOLLOW);
+		/* A control file whose data file is missing is broken. */
+		rc = dfd < 0 ? (errno == ENOENT ? -EBADMSG : -errno) : 0;
+	}
+	if (rc) {
+		munmap(ch->hdr, ch->map_len);
+		free(ch);
+		ch = NULL;
+		goto out;
+	}
+	ch = map_data(ch, dfd, rdonly, &g, &rc);
+	close(dfd);
+out:
 	if (!ch)
 		errno = -rc;
 	return ch;
@@ -361,56 +514,90 @@ SHMBUS_EXPORT shmbus_channel *shmbus_channel_open_ro(const char *dir,
 	return open_named(dir, name, true);
 }
 
-/* Builds a complete channel in a new temporary file; returns its fd. */
-static int build_tmp(const char *tmp, const struct shmbus_channel_attr *a)
+/* Makes a new file of `size` bytes, allocated (so /dev/shm running full is
+ * -ENOSPC here, not a SIGBUS in a publish) and mapped. */
+static int new_file(const char *path, mode_t mode, bool data,
+		    const struct shmbus_channel_attr *a, struct geometry *g,
+		    void **basep)
 {
-	struct geometry g;
-	uint64_t page;
+	uint64_t size;
 	void *base;
 	int fd, rc;
 
-	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	page = page_size_of(fd);
-	geometry_for(a->capacity, page, &g);
-	if (fchmod(fd, a->mode ? a->mode : 0600) < 0 ||
-	    ftruncate(fd, (off_t)g.file_size) < 0) {
+	geometry_for(a->capacity, page_size_of(fd), g);
+	size = data ? g->data_size : g->ctl_size;
+	if (fchmod(fd, mode) < 0 || ftruncate(fd, (off_t)size) < 0) {
 		rc = -errno;
 		goto fail;
 	}
-	base = mmap(NULL, g.file_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-		    0);
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED) {
 		rc = -errno;
 		goto fail;
 	}
-	/* Bind before the pages exist: tmpfs allocates them under the
-	 * mapping's shared policy. */
-	if (a->numa_node >= 0 && numa_available() >= 0)
-		numa_tonode_memory((uint8_t *)base + g.data_off, g.cap,
-				   a->numa_node);
-	madvise((uint8_t *)base + g.data_off, g.cap, MADV_HUGEPAGE);
-	/* Allocate every page now: /dev/shm running full is -ENOSPC here,
-	 * not a SIGBUS in the middle of a publish. */
-	rc = -posix_fallocate(fd, 0, (off_t)g.file_size);
-	if (rc == 0) {
-		prefault(base, g.file_size, page, false);
-		init_header(base, &g, a, page);
+	if (data) {
+		/* Bind before the pages exist: tmpfs allocates them under
+		 * the mapping's shared policy. */
+		if (a->numa_node >= 0 && numa_available() >= 0)
+			numa_tonode_memory(base, size, a->numa_node);
+		madvise(base, g->cap, MADV_HUGEPAGE);
 	}
-	munmap(base, g.file_size);
-	if (rc)
+	rc = -posix_fallocate(fd, 0, (off_t)size);
+	if (rc) {
+		munmap(base, size);
 		goto fail;
+	}
+	prefault(base, size, g->page, false);
+	*basep = base;
 	return fd;
 fail:
 	close(fd);
-	unlink(tmp);
+	unlink(path);
 	return rc;
+}
+
+/* Builds the data file under its final (hidden, unique) name. */
+static int build_data(const char *path, const struct shmbus_channel_attr *a,
+		      uint64_t id)
+{
+	struct shmbus_data_trailer *t;
+	struct geometry g;
+	void *base;
+	int fd = new_file(path, a->mode ? a->mode : 0600, true, a, &g, &base);
+
+	if (fd < 0)
+		return fd;
+	t = (void *)((uint8_t *)base + g.cap +
+		     SHMBUS_NSEG * sizeof(struct shmbus_seg));
+	t->data_id = id;
+	t->capacity = g.cap;
+	/* Release: pairs with the acquire in validate_data(). */
+	store_release64(&t->magic, SHMBUS_DATA_MAGIC);
+	munmap(base, g.data_size);
+	return fd;
+}
+
+/* Builds a complete control file under a temporary name. */
+static int build_ctl(const char *tmp, const struct shmbus_channel_attr *a,
+		     uint64_t id)
+{
+	struct geometry g;
+	void *base;
+	int fd = new_file(tmp, a->mode ? a->mode : 0600, false, a, &g, &base);
+
+	if (fd < 0)
+		return fd;
+	init_header(base, &g, a, id);
+	munmap(base, g.ctl_size);
+	return fd;
 }
 
 /* The existing file at `path` is acceptable to a non-replacing create if it
  * is a valid channel of the same geometry. */
-static struct shmbus_channel *adopt_existing(const char *path,
+static struct shmbus_channel *adopt_existing(const char *dir, const char *name,
 					     const struct shmbus_channel_attr *a,
 					     unsigned flags, int *err)
 {
@@ -424,9 +611,11 @@ static struct shmbus_channel *adopt_existing(const char *path,
 		*err = -EEXIST;
 		return NULL;
 	}
-	ch = open_path(path, false, err);
-	if (!ch)
+	ch = open_named(dir, name, false);
+	if (!ch) {
+		*err = -errno;
 		return NULL;
+	}
 	if (ch->cap != a->capacity || ch->max_msg != a->max_msg ||
 	    ch->flags != want) {
 		shmbus_channel_close(ch);
@@ -436,18 +625,34 @@ static struct shmbus_channel *adopt_existing(const char *path,
 	return ch;
 }
 
+/* The data_id of the channel file at path, 0 if none. */
+static uint64_t data_id_at(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	uint64_t id;
+
+	if (fd < 0)
+		return 0;
+	id = peek_data_id(fd);
+	close(fd);
+	return id;
+}
+
 SHMBUS_EXPORT shmbus_channel *
 shmbus_channel_create(const char *dir, const char *name,
 		      const struct shmbus_channel_attr *attr, unsigned flags)
 {
 	static _Atomic unsigned counter;
-	char path[PATH_MAX], tmp[PATH_MAX];
+	char path[PATH_MAX], tmp[PATH_MAX], dpath[PATH_MAX];
 	struct shmbus_channel *ch = NULL;
-	int fd = -1, rc, n;
+	uint64_t id = random_id(), old_id = 0;
+	int fd = -1, dfd = -1, rc, n;
 
 	rc = make_path(path, sizeof(path), dir, name);
 	if (!rc)
 		rc = check_attr(attr);
+	if (!rc)
+		rc = data_path(dpath, sizeof(dpath), dir, name, id);
 	if (rc)
 		goto out;
 	if ((flags & ~(SHMBUS_CREATE_EXCL | SHMBUS_CREATE_REPLACE)) ||
@@ -462,33 +667,54 @@ shmbus_channel_create(const char *dir, const char *name,
 		rc = -ENAMETOOLONG;
 		goto out;
 	}
-	fd = build_tmp(tmp, attr);
-	if (fd < 0) {
-		rc = fd;
+	/* The data file first, under its own unique name that nothing
+	 * refers to yet; then the control file that names it, built under
+	 * a temporary name and linked last. */
+	dfd = build_data(dpath, attr, id);
+	if (dfd < 0) {
+		rc = dfd;
 		goto out;
 	}
+	fd = build_ctl(tmp, attr, id);
+	if (fd < 0) {
+		rc = fd;
+		goto drop_data;
+	}
 	if (flags & SHMBUS_CREATE_REPLACE) {
+		old_id = data_id_at(path);
 		if (rename(tmp, path) < 0) {
 			rc = -errno;
 			unlink(tmp);
-			goto out;
+			goto drop_data;
 		}
+		/* Mappers of the old channel keep their memory. */
+		if (old_id && old_id != id &&
+		    data_path(tmp, sizeof(tmp), dir, name, old_id) == 0)
+			unlink(tmp);
 	} else {
 		/* link() never replaces: two creators race safely, and the
 		 * loser adopts the winner's channel. */
 		if (link(tmp, path) < 0) {
 			rc = -errno;
 			unlink(tmp);
-			if (rc == -EEXIST)
-				ch = adopt_existing(path, attr, flags, &rc);
-			goto out;
+			if (rc == -EEXIST) {
+				unlink(dpath);
+				ch = adopt_existing(dir, name, attr, flags, &rc);
+				goto out;
+			}
+			goto drop_data;
 		}
 		unlink(tmp);
 	}
-	ch = sb_channel_map_fd(fd, SB_MAP_RW, &rc);
+	ch = sb_channel_map_fds(fd, dfd, SB_MAP_RW, &rc);
+	goto out;
+drop_data:
+	unlink(dpath);
 out:
 	if (fd >= 0)
 		close(fd);
+	if (dfd >= 0)
+		close(dfd);
 	if (!ch)
 		errno = -rc;
 	return ch;
@@ -500,18 +726,26 @@ SHMBUS_EXPORT void shmbus_channel_close(shmbus_channel *ch)
 		return;
 	if (ch->bus)
 		sb_bus_forget(ch->bus, ch->bus_ref);
+	munmap(ch->data, ch->data_len);
 	munmap(ch->hdr, ch->map_len);
 	free(ch);
 }
 
 SHMBUS_EXPORT int shmbus_channel_unlink(const char *dir, const char *name)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], dpath[PATH_MAX];
+	uint64_t id;
 	int rc = make_path(path, sizeof(path), dir, name);
 
 	if (rc)
 		return rc;
-	return unlink(path) < 0 ? -errno : 0;
+	id = data_id_at(path);
+	if (unlink(path) < 0)
+		return -errno;
+	/* The control file is gone first: nobody opens the pair again. */
+	if (id && data_path(dpath, sizeof(dpath), dir, name, id) == 0)
+		unlink(dpath);
+	return 0;
 }
 
 SHMBUS_EXPORT int shmbus_channel_info(shmbus_channel *ch,

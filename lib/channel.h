@@ -25,8 +25,10 @@ struct shmbus_channel {
 	struct shmbus_prod_slot *prods;
 	struct shmbus_sub_slot *subs;
 	struct shmbus_seg *segs;
-	uint8_t *data;			/* data region */
-	size_t map_len;
+	uint8_t *data;			/* data region (the data file) */
+	size_t map_len;			/* of the control file's mapping */
+	size_t data_len;		/* of the data file's mapping */
+	uint64_t data_id;
 	uint64_t cap;			/* validated copies of the geometry */
 	uint64_t mask;
 	uint32_t cap_log2;
@@ -48,7 +50,7 @@ enum sb_map_mode {
 	SB_MAP_RO,		/* inspection: everything read-only */
 	SB_MAP_PUB,		/* through shmbusd, to publish */
 	SB_MAP_SUB,		/* through shmbusd, to subscribe: the data
-				 * region is mapped read-only */
+				 * file is mapped read-only */
 };
 
 static inline bool ch_overwrite(const struct shmbus_channel *ch)
@@ -158,8 +160,13 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force);
 struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub);
 struct shmbus_sub_slot *sb_sub_slot(struct shmbus_sub *sub,
 				    enum shmbus_wait *wait, uint32_t *spin_ns);
-struct shmbus_channel *sb_channel_map_fd(int fd, enum sb_map_mode mode,
-					 int *err);
+/* Maps a channel from its two descriptors (control, data). */
+struct shmbus_channel *sb_channel_map_fds(int ctl_fd, int data_fd,
+					  enum sb_map_mode mode, int *err);
+/* Opens the control file and the data file (read-write and read-only) of
+ * a channel, for shmbusd to hand out.  0 or -errno. */
+int sb_channel_open_fds(const char *dir, const char *name, int *ctl_fd,
+			int *data_rw, int *data_ro);
 void sb_bus_forget(struct shmbus_bus *bus, void *ref);
 void sb_seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q);
 void sb_commit_rec(struct shmbus_channel *ch, uint64_t pos, uint32_t type,

@@ -106,7 +106,8 @@ static int copy_name(char dst[SHMBUS_CTL_NAME], const char *name)
 }
 
 /* Sends one request on fd and waits for its reply.  The reply body (up to
- * rcap bytes) goes to rbody; a passed descriptor to *fdp (or is closed).
+ * rcap bytes) goes to rbody; up to two passed descriptors to fdp[0] and
+ * fdp[1] (-1 if absent; any others, or all if fdp is NULL, are closed).
  * Returns the reply's status, or a negative errno for a transport failure:
  * -ENOTCONN means the connection is gone. */
 static int exchange(int fd, uint32_t id, uint16_t type, const void *body,
@@ -141,7 +142,7 @@ static int exchange(int fd, uint32_t id, uint16_t type, const void *body,
 			.msg_iov = riov, .msg_iovlen = 2,
 			.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
 		};
-		int passed = -1;
+		int passed[2] = { -1, -1 };
 
 		n = recvmsg(fd, &rm, MSG_CMSG_CLOEXEC);
 		if (n == 0)
@@ -165,8 +166,10 @@ static int exchange(int fd, uint32_t id, uint16_t type, const void *body,
 
 				memcpy(&f, CMSG_DATA(c) + i * sizeof(int),
 				       sizeof(int));
-				if (passed < 0)
-					passed = f;
+				if (passed[0] < 0)
+					passed[0] = f;
+				else if (passed[1] < 0)
+					passed[1] = f;
 				else
 					close(f);
 			}
@@ -175,20 +178,23 @@ static int exchange(int fd, uint32_t id, uint16_t type, const void *body,
 		 * process. */
 		if ((size_t)n < sizeof(rh) || rh.magic != SHMBUS_CTL_MAGIC ||
 		    rh.version != SHMBUS_CTL_VERSION ||
-		    rh.len != (size_t)n - sizeof(rh) || rm.msg_flags & MSG_TRUNC) {
-			if (passed >= 0)
-				close(passed);
+		    rh.len != (size_t)n - sizeof(rh) || rm.msg_flags & MSG_TRUNC ||
+		    rh.id != id || rh.type != (type | SHMBUS_CTL_REPLY) ||
+		    !fdp) {
+			for (int i = 0; i < 2; i++)
+				if (passed[i] >= 0)
+					close(passed[i]);
+		}
+		if ((size_t)n < sizeof(rh) || rh.magic != SHMBUS_CTL_MAGIC ||
+		    rh.version != SHMBUS_CTL_VERSION ||
+		    rh.len != (size_t)n - sizeof(rh) || rm.msg_flags & MSG_TRUNC)
 			return -EPROTO;
-		}
-		if (rh.id != id || rh.type != (type | SHMBUS_CTL_REPLY)) {
-			if (passed >= 0)
-				close(passed);
+		if (rh.id != id || rh.type != (type | SHMBUS_CTL_REPLY))
 			continue;	/* a late reply to a timed-out call */
+		if (fdp) {
+			fdp[0] = passed[0];
+			fdp[1] = passed[1];
 		}
-		if (fdp)
-			*fdp = passed;
-		else if (passed >= 0)
-			close(passed);
 		if (rlen)
 			*rlen = rh.len;
 		return rh.status > 0 ? -EPROTO : rh.status;
@@ -433,7 +439,7 @@ SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
 	struct shmbus_ctl_open req = { 0 };
 	struct shmbus_channel *ch;
 	struct bus_ref *r;
-	int fd = -1, rc;
+	int fd[2] = { -1, -1 }, rc;
 
 	if (!b || (role != SHMBUS_ROLE_PUBLISH &&
 		   role != SHMBUS_ROLE_SUBSCRIBE) ||
@@ -448,22 +454,25 @@ SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
 		errno = ENOMEM;
 		return NULL;
 	}
-	rc = call(b, SHMBUS_CTL_OPEN, &req, sizeof(req), NULL, 0, NULL, &fd);
-	if (rc == 0 && fd < 0)
+	rc = call(b, SHMBUS_CTL_OPEN, &req, sizeof(req), NULL, 0, NULL, fd);
+	if (rc == 0 && (fd[0] < 0 || fd[1] < 0))
 		rc = -EPROTO;
 	if (rc) {
-		if (fd >= 0)
-			close(fd);
+		for (int i = 0; i < 2; i++)
+			if (fd[i] >= 0)
+				close(fd[i]);
 		free(r);
 		errno = -rc;
 		return NULL;
 	}
-	/* The descriptor is validated like any file: the layout checks in
-	 * sb_channel_map_fd() apply. */
-	ch = sb_channel_map_fd(fd, role == SHMBUS_ROLE_PUBLISH ? SB_MAP_PUB
-							      : SB_MAP_SUB,
-			       &rc);
-	close(fd);
+	/* The control file and the data file (read-only for a subscriber),
+	 * validated like any files: the layout checks apply. */
+	ch = sb_channel_map_fds(fd[0], fd[1],
+				role == SHMBUS_ROLE_PUBLISH ? SB_MAP_PUB
+							    : SB_MAP_SUB,
+				&rc);
+	close(fd[0]);
+	close(fd[1]);
 	if (!ch) {
 		free(r);
 		errno = -rc;

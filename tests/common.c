@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "shmbus/layout.h"
 
 static uint64_t mix(uint64_t x)
 {
@@ -86,6 +87,38 @@ uint8_t *th_map_channel(const char *dir, size_t *len)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/ch", dir);
+	fd = open(path, O_RDWR);
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st)) {
+		close(fd);
+		return NULL;
+	}
+	*len = (size_t)st.st_size;
+	p = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+uint8_t *th_map_data(const char *dir, size_t *len)
+{
+	char path[256];
+	struct shmbus_hdr h;
+	struct stat st;
+	void *p;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/ch", dir);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return NULL;
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+		close(fd);
+		return NULL;
+	}
+	close(fd);
+	snprintf(path, sizeof(path), "%s/" SHMBUS_DATA_NAME_FMT, dir, "ch",
+		 (unsigned long long)h.data_id);
 	fd = open(path, O_RDWR);
 	if (fd < 0)
 		return NULL;

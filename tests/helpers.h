@@ -29,9 +29,11 @@ shmbus_channel *th_create(const char *dir, uint64_t cap, uint32_t max_msg,
 void th_msg_fill(void *buf, size_t len, uint32_t id, uint64_t seq);
 int th_msg_check(const void *buf, size_t len, uint32_t *id, uint64_t *seq);
 
-/* Maps the file of channel "ch" in `dir` read-write, to damage it on
- * purpose; NULL on failure.  *len gets its size. */
+/* Maps the control file (header, slots) or the data file (records, index)
+ * of channel "ch" in `dir` read-write, to damage it on purpose; NULL on
+ * failure.  *len gets its size. */
 uint8_t *th_map_channel(const char *dir, size_t *len);
+uint8_t *th_map_data(const char *dir, size_t *len);
 
 /* Forks; the child runs fn(arg) and _exit()s with its return value. */
 pid_t th_spawn(int (*fn)(void *), void *arg);

@@ -23,7 +23,7 @@
 #define CAP (1u << 14)
 #define MAXMSG 512u
 
-enum region { HEADER, SLOTS, RECORDS, ANYWHERE };
+enum region { HEADER, SLOTS, RECORDS, INDEX, ANYWHERE };
 
 struct scenario {
 	const char *dir;
@@ -68,25 +68,33 @@ static int run(void *arg)
 	shmbus_sub *sub = ch ? shmbus_sub_open(ch, NULL) : NULL;
 	struct seen seen = { 0 };
 	uint8_t msg[MAXMSG], got[MAXMSG];
-	size_t len, lo, hi;
-	uint8_t *raw;
+	size_t len, dlen, lo, hi;
+	uint8_t *ctl, *data, *raw;
 	uint64_t seq = 0;
 
 	if (!pub || !sub)
 		return 2;
-	raw = th_map_channel(sc->dir, &len);
-	if (!raw)
+	ctl = th_map_channel(sc->dir, &len);
+	data = th_map_data(sc->dir, &dlen);
+	if (!ctl || !data)
 		return 2;
 	srand(sc->seed);
-	switch (sc->where) {
-	case HEADER:	lo = 0; hi = SHMBUS_HDR_SIZE; break;
-	case SLOTS:	lo = SHMBUS_HDR_SIZE; hi = len - CAP; break;
-	case RECORDS:	lo = len - CAP; hi = len; break;
-	default:	lo = 0; hi = len; break;
-	}
 	for (int round = 0; round < 300; round++) {
 		int n = 1 + rand() % 32;
-		size_t off = lo + (size_t)rand() % (hi - lo - 64);
+		size_t off;
+
+		raw = ctl;
+		switch (sc->where) {
+		case HEADER:	lo = 0; hi = SHMBUS_HDR_SIZE; break;
+		case SLOTS:	lo = SHMBUS_HDR_SIZE; hi = len; break;
+		case RECORDS:	raw = data; lo = 0; hi = CAP; break;
+		case INDEX:	raw = data; lo = CAP; hi = dlen; break;
+		default:
+			raw = rand() % 2 ? ctl : data;
+			lo = 0;
+			hi = raw == ctl ? len : dlen;
+		}
+		off = lo + (size_t)rand() % (hi - lo - 64);
 
 		/* Traffic, then damage, then every kind of call. */
 		for (int i = 0; i < 8; i++) {
@@ -170,6 +178,11 @@ Test(corrupt, records_block)
 Test(corrupt, records_overwrite)
 {
 	scenario(RECORDS, SHMBUS_OVERWRITE, SHMBUS_SINGLE_PRODUCER);
+}
+
+Test(corrupt, index_overwrite)
+{
+	scenario(INDEX, SHMBUS_OVERWRITE, SHMBUS_SINGLE_PRODUCER);
 }
 
 Test(corrupt, anywhere_overwrite_mp)

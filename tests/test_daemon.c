@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -375,6 +376,73 @@ Test(daemon, subscriber_data_mapping_is_read_only, .init = setup,
 	shmbus_disconnect(bus);
 }
 
+static int raw_connect(void);
+
+/* OPEN by hand, keeping the descriptors the library would close. */
+static int raw_open(const char *name, uint32_t role, int fds[2])
+{
+	struct {
+		struct shmbus_ctl_hdr h;
+		struct shmbus_ctl_open o;
+	} req = { .h = { .magic = SHMBUS_CTL_MAGIC,
+			 .version = SHMBUS_CTL_VERSION,
+			 .type = SHMBUS_CTL_OPEN, .id = 1,
+			 .len = sizeof(struct shmbus_ctl_open) },
+		  .o = { .role = role } };
+	struct shmbus_ctl_hdr rep;
+	struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
+	union {
+		struct cmsghdr c;
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+	} ctl;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = ctl.buf,
+			    .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *c;
+	int fd = raw_connect();
+
+	strcpy(req.o.name, name);
+	if (send(fd, &req, sizeof(req), 0) != (ssize_t)sizeof(req) ||
+	    recvmsg(fd, &m, 0) != (ssize_t)sizeof(rep) || rep.status)
+		return -1;
+	c = CMSG_FIRSTHDR(&m);
+	if (!c || c->cmsg_type != SCM_RIGHTS ||
+	    c->cmsg_len != CMSG_LEN(2 * sizeof(int)))
+		return -1;
+	memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
+	close(fd);
+	return 0;
+}
+
+/* A hostile subscriber: it holds the data file's descriptor and tries
+ * every way to write through it. */
+static int hostile_subscriber(void)
+{
+	char path[64];
+	void *p;
+	int fds[2], fd;
+
+	if (raw_open("mine", SHMBUS_CTL_ROLE_SUB, fds))
+		return 20;
+	if ((fcntl(fds[1], F_GETFL) & O_ACCMODE) != O_RDONLY)
+		return 21;
+	p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+	if (p != MAP_FAILED || errno != EACCES)
+		return 22;
+	p = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fds[1], 0);
+	if (p == MAP_FAILED)
+		return 23;
+	if (mprotect(p, 8192, PROT_READ | PROT_WRITE) == 0 || errno != EACCES)
+		return 24;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[1]);
+	fd = open(path, O_RDWR);
+	if (fd >= 0 || errno != EACCES)
+		return 25;
+	if (write(fds[1], "x", 1) >= 0 || ftruncate(fds[1], 0) == 0)
+		return 26;
+	return 0;
+}
+
 static int as_nobody(void *arg)
 {
 	const char *dir = arg;
@@ -411,7 +479,7 @@ static int as_nobody(void *arg)
 	ch = shmbus_bus_open(bus, "grp", SHMBUS_ROLE_PUBLISH);
 	if (!ch || !shmbus_pub_open(ch, NULL))
 		return 17;
-	return 0;
+	return hostile_subscriber();
 }
 
 Test(daemon, access_control_by_uid_and_gid)
@@ -881,4 +949,73 @@ Test(daemon, sighup_adds_channels_refuses_incompatible_changes,
 	cr_assert(log_has("reload refused"));
 	cr_assert_eq(shmbus_bus_describe(bus, "newone", &bc), 0);
 	shmbus_disconnect(bus);
+}
+
+/* ------------------------------------------------------------ shmbusctl */
+
+/* Runs shmbusctl with `args` (through sh); returns its exit code and its
+ * output (stdout and stderr) in out. */
+static int ctl(char *out, size_t cap, const char *args)
+{
+	char cmd[1024];
+	const char *bin = getenv("SHMBUSCTL");
+	FILE *p;
+	size_t n;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s %s 2>&1",
+		 bin && *bin ? bin : "build/tools/shmbusctl", args);
+	p = popen(cmd, "r");
+	cr_assert(p);
+	n = fread(out, 1, cap - 1, p);
+	out[n] = 0;
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(daemon, shmbusctl_commands_and_exit_codes, .init = setup,
+     .fini = teardown)
+{
+	char out[8192], args[512];
+
+	snprintf(args, sizeof(args), "-b %s list", d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 0, "%s", out);
+	cr_assert(strstr(out, "blk") && strstr(out, "tiny") &&
+		  strstr(out, "overwrite"), "%s", out);
+
+	snprintf(args, sizeof(args), "-b %s create made --capacity 16K "
+		 "--policy overwrite --producers multi --mode 0640", d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 0, "%s", out);
+	snprintf(args, sizeof(args), "-b %s describe made", d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 0, "%s", out);
+	cr_assert(strstr(out, "16384 bytes") && strstr(out, "overwrite, multi")
+		  && strstr(out, "0640") && strstr(out, "created at run time"),
+		  "%s", out);
+
+	/* Refusals: 1, with the reason. */
+	snprintf(args, sizeof(args), "-b %s create made", d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 1, "%s", out);
+	cr_assert(strstr(out, "create made:"), "%s", out);
+	snprintf(args, sizeof(args), "-b %s create odd --capacity 5000",
+		 d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 1, "%s", out);
+	cr_assert(strstr(out, "Invalid argument"), "%s", out);
+	snprintf(args, sizeof(args), "-b %s describe nothing", d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 1, "%s", out);
+	cr_assert(strstr(out, "No such file"), "%s", out);
+
+	snprintf(args, sizeof(args), "-b %s delete made", d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 0, "%s", out);
+	snprintf(args, sizeof(args), "-b %s delete made", d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 1, "%s", out);
+
+	/* Usage: 2.  No daemon: 3. */
+	snprintf(args, sizeof(args), "-b %s frobnicate", d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 2, "%s", out);
+	snprintf(args, sizeof(args), "-b %s create x --policy sometimes",
+		 d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 2, "%s", out);
+	snprintf(args, sizeof(args), "-b %s/none.sock list", d.dir);
+	cr_assert_eq(ctl(out, sizeof(out), args), 3, "%s", out);
+	cr_assert(strstr(out, "cannot reach shmbusd"), "%s", out);
 }

@@ -152,7 +152,11 @@ Test(layout, every_header_field_validated, .init = setup, .fini = teardown)
 	} while (0)
 
 	BREAK(magic, 0, EPROTO);
-	BREAK(version, 2, EPROTONOSUPPORT);
+	BREAK(version, 1, EPROTONOSUPPORT);
+	BREAK(version, 3, EPROTONOSUPPORT);
+	BREAK(data_id, 0, EBADMSG);
+	BREAK(data_id, 12345, EBADMSG);		/* names no data file */
+	BREAK(data_size, 4096, EBADMSG);
 	BREAK(hdr_size, 64, EBADMSG);
 	BREAK(capacity, 8191, EBADMSG);
 	BREAK(capacity, 16384, EBADMSG);
@@ -270,10 +274,49 @@ Test(layout, no_temporary_files_left, .init = setup, .fini = teardown)
 	attr(&a, 8192);
 	c = shmbus_channel_create(dir, "ch", &a, 0);
 	shmbus_channel_close(c);
+	/* Adopting: the loser's data file goes too. */
 	c = shmbus_channel_create(dir, "ch", &a, 0);
 	shmbus_channel_close(c);
-	snprintf(cmd, sizeof(cmd), "test $(ls -A %s | wc -l) -eq 1", dir);
-	cr_assert_eq(system(cmd), 0, "only the channel file remains");
+	snprintf(cmd, sizeof(cmd), "test $(ls -A %s | wc -l) -eq 2", dir);
+	cr_assert_eq(system(cmd), 0, "only the control and data files remain");
+	/* Replacing: the old data file goes. */
+	c = shmbus_channel_create(dir, "ch", &a, SHMBUS_CREATE_REPLACE);
+	cr_assert(c);
+	shmbus_channel_close(c);
+	cr_assert_eq(system(cmd), 0, "the replaced data file remains");
+	cr_assert_eq(shmbus_channel_unlink(dir, "ch"), 0);
+	snprintf(cmd, sizeof(cmd), "test $(ls -A %s | wc -l) -eq 0", dir);
+	cr_assert_eq(system(cmd), 0, "unlink leaves a file behind");
+}
+
+Test(layout, data_file_missing_or_foreign, .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	char cmd[512];
+	shmbus_channel *c;
+	uint8_t *data;
+	size_t len;
+
+	attr(&a, 8192);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c);
+	shmbus_channel_close(c);
+	/* Another channel's data file under this one's name: refused. */
+	data = th_map_data(dir, &len);
+	cr_assert(data);
+	data[8192 + SHMBUS_NSEG * sizeof(struct shmbus_seg) + 8] ^= 1;
+	cr_assert_null(shmbus_channel_open(dir, "ch"));
+	cr_assert_eq(errno, EBADMSG);
+	data[8192 + SHMBUS_NSEG * sizeof(struct shmbus_seg) + 8] ^= 1;
+	c = shmbus_channel_open(dir, "ch");
+	cr_assert(c);
+	shmbus_channel_close(c);
+	munmap(data, len);
+	/* No data file at all. */
+	snprintf(cmd, sizeof(cmd), "rm %s/.ch.*.data", dir);
+	cr_assert_eq(system(cmd), 0);
+	cr_assert_null(shmbus_channel_open(dir, "ch"));
+	cr_assert_eq(errno, EBADMSG);
 }
 
 static long read_long(const char *path)
@@ -340,13 +383,15 @@ Test(layout, hugetlbfs_channel)
 	cr_assert_eq(mount("none", mnt, "hugetlbfs", 0, NULL), 0,
 		     "mount hugetlbfs: %s", strerror(errno));
 	before = free_huge_pages();
-	cr_assert_geq(before, 2, "no free huge pages");
+	cr_assert_geq(before, 3, "no free huge pages");
 	attr(&a, 2u << 20);
 	c = shmbus_channel_create(mnt, "ch", &a, 0);
 	cr_assert(c, "create on hugetlbfs: %s", shmbus_strerror(errno));
 	shmbus_channel_info(c, &in);
 	cr_expect_eq(in.huge_pages, 1);
-	cr_expect_eq(free_huge_pages(), before - 2, "header page + data page");
+	/* The control file: one huge page; the data file: the 2 MiB ring
+	 * and the page holding its index. */
+	cr_expect_eq(free_huge_pages(), before - 3, "control + data + index");
 	p = shmbus_pub_open(c, NULL);
 	s = shmbus_sub_open(c, NULL);
 	cr_expect_eq(shmbus_publish(p, "huge", 4), 0);

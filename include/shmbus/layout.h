@@ -9,22 +9,25 @@
  * pinned by static assertions at the bottom, and every reader treats every
  * value read from the file as untrusted input (see docs/design.md).
  *
- *   offset 0          +--------------------------------------------+
- *                     | struct shmbus_hdr        (4 KiB)            |
- *                     |   identity line: magic, version, sizes      |
- *                     |   replication / persistence line (reserved) |
- *                     |   producer line: head, handoff, seq, bytes  |
- *                     |   wake line: futex word, sleepers           |
- *                     |   counters line                             |
- *   slots_offset      +--------------------------------------------+
- *                     | producer slots  [SHMBUS_MAX_PRODUCERS]      |
- *                     | subscriber slots [nslots], 128 B each       |
- *                     | segment index   [SHMBUS_NSEG] (16 B each)   |
- *   data_offset       +--------------------------------------------+
- *   (page aligned)    | data region: capacity bytes (power of two)  |
- *                     | records, 8-byte aligned:                    |
- *                     |   [commit word | seq | payload | pad to 8]  |
- *                     +--------------------------------------------+
+ * A channel is two files, so that a subscriber can be given the messages
+ * read-only while it writes its own cursor:
+ *
+ *   control file "NAME"                 data file ".NAME.<data_id>.data"
+ *   +----------------------------------+ +-------------------------------+
+ *   | struct shmbus_hdr     (4 KiB)    | | data region: capacity bytes   |
+ *   |   identity: magic, version, sizes| | records, 8-byte aligned:      |
+ *   |   replication line (reserved)    | |  [commit | seq | payload | pad]|
+ *   |   producer line: head, handoff.. | +-------------------------------+
+ *   |   wake line: futex, sleepers     | | segment index [SHMBUS_NSEG]   |
+ *   |   counters line                  | | struct shmbus_data_trailer    |
+ *   +----------------------------------+ | (one page)                    |
+ *   | producer slots                   | +-------------------------------+
+ *   | subscriber slots, 128 B each     |
+ *   +----------------------------------+
+ *
+ * Writers of the data file: producers (and shmbusd's repairs).  Writers of
+ * the control file: everyone.  hdr.data_id names the data file, and the
+ * data file's trailer repeats it.
  *
  * A record commits itself: its first word (struct shmbus_rec.commit)
  * holds the lap tag, the type and the length, and is stored last with
@@ -36,7 +39,7 @@
 #include <stdint.h>
 
 #define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
-#define SHMBUS_LAYOUT_VERSION	1u
+#define SHMBUS_LAYOUT_VERSION	2u
 
 #define SHMBUS_CACHELINE	64u
 #define SHMBUS_HDR_SIZE		4096u
@@ -147,14 +150,26 @@ struct shmbus_seg {
 	uint64_t reserved;
 };
 
+/* At the end of the data file, after the segment index: what ties the data
+ * file to its control file. */
+#define SHMBUS_DATA_MAGIC	UINT64_C(0x3144544453554253) /* "SBUSDTD1" */
+#define SHMBUS_DATA_NAME_FMT	".%s.%016llx.data"
+
+struct shmbus_data_trailer {
+	uint64_t magic;		/* SHMBUS_DATA_MAGIC */
+	uint64_t data_id;	/* equals hdr.data_id */
+	uint64_t capacity;
+	uint64_t reserved;
+};
+
 struct shmbus_hdr {
 	/* line 0: identity, written once at creation, then read-only */
 	uint64_t magic;		/* stored last at creation, with release */
 	uint32_t version;
 	uint32_t hdr_size;	/* sizeof(struct shmbus_hdr) */
-	uint64_t file_size;
+	uint64_t file_size;	/* of the control file */
 	uint64_t capacity;	/* data region bytes, power of two */
-	uint64_t data_offset;
+	uint64_t data_offset;	/* in the data file: 0 */
 	uint64_t slots_offset;
 	uint32_t max_msg;	/* largest payload, bytes */
 	uint32_t flags;		/* SHMBUS_F_* */
@@ -167,7 +182,9 @@ struct shmbus_hdr {
 	int32_t numa_node;	/* -1: not bound */
 	uint32_t nseg;
 	uint32_t seg_log2;	/* segment size is 1 << seg_log2 bytes */
-	uint8_t pad1[40];
+	uint64_t data_id;	/* random, never 0: names the data file */
+	uint64_t data_size;	/* its size: capacity + one page */
+	uint8_t pad1[24];
 
 	/* line 2: reserved for replication and persistence (later issues) */
 	uint64_t replicated_pos;
