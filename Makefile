@@ -146,8 +146,18 @@ $(TSAN_BIN): $(BUILD)/tests/tsan_threads.o $(BUILD)/tests/common.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lpthread
 
-tsan-run: $(DEPS_STAMP) $(TSAN_BIN)
+TSAN_DAEMON = $(BUILD)/tests/tsan_daemon
+$(TSAN_DAEMON): $(BUILD)/tests/tsan_daemon.o $(BUILD)/tests/common.o $(LIB_A)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lpthread
+
+# The second driver: the client library's threads and shmbusd's, across a
+# kill -9 and restart of the daemon (both built with TSan).
+tsan-run: $(DEPS_STAMP) $(TSAN_BIN) $(TSAN_DAEMON) $(SHMBUSD)
 	$(Q)TSAN_OPTIONS=halt_on_error=1 $(TSAN_BIN)
+	$(Q)TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+		SHMBUS_TSAN_DAEMON_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" \
+		SHMBUSD=$(SHMBUSD) $(TSAN_DAEMON)
 
 tsan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-tsan \

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,7 +30,8 @@
 
 static pthread_t thread;
 static int kick_fd = -1;
-static volatile int stopping;
+/* Set by the main thread, read by the reaper; the eventfd wakes it. */
+static atomic_bool stopping;
 
 bool sbd_pid_gone(uint32_t pid)
 {
@@ -147,8 +149,10 @@ unsigned sbd_reap_once(void)
 	unsigned n = 0;
 
 	rcu_read_lock();
-	cds_lfht_for_each_entry(sbd_chans(), &it, c, node)
+	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
+		sbd_tsan_acquire(c);	/* pairs with sbd_chan_add() */
 		n += reap_channel(c, &v);
+	}
 	rcu_read_unlock();
 	return n;
 }
@@ -160,7 +164,7 @@ static void *reaper(void *arg)
 
 	(void)arg;
 	rcu_register_thread();
-	while (!stopping) {
+	while (!atomic_load_explicit(&stopping, memory_order_relaxed)) {
 		if (poll(&p, 1, (int)sbd.conf.reap_ms) > 0 &&
 		    read(kick_fd, &junk, sizeof(junk)) < 0)
 			sbd_log(SBD_WARN, errno, "reaper: eventfd");
@@ -192,7 +196,7 @@ void sbd_reaper_kick(void)
 
 void sbd_reaper_stop(void)
 {
-	stopping = 1;
+	atomic_store_explicit(&stopping, true, memory_order_relaxed);
 	sbd_reaper_kick();
 	pthread_join(thread, NULL);
 	close(kick_fd);

@@ -74,13 +74,19 @@ struct sbd_chan *sbd_chan_find(const char *name)
 
 	cds_lfht_lookup(chans, sbd_name_hash(name), match_name, name, &it);
 	n = cds_lfht_iter_get_node(&it);
-	return n ? caa_container_of(n, struct sbd_chan, node) : NULL;
+	if (!n)
+		return NULL;
+	sbd_tsan_acquire(caa_container_of(n, struct sbd_chan, node));
+	return caa_container_of(n, struct sbd_chan, node);
 }
 
 int sbd_chan_add(struct sbd_chan *c)
 {
 	struct cds_lfht_node *n;
 
+	/* Everything written to c so far is visible to whoever finds it:
+	 * rcu_assign_pointer() semantics inside cds_lfht_add_unique(). */
+	sbd_tsan_release(c);
 	rcu_read_lock();
 	n = cds_lfht_add_unique(chans, sbd_name_hash(c->name), match_name,
 				c->name, &c->node);
@@ -115,7 +121,10 @@ void sbd_chan_remove(struct sbd_chan *c)
 
 void sbd_rules_replace(struct sbd_chan *c, struct sbd_rules *r)
 {
-	struct sbd_rules *old = rcu_xchg_pointer(&c->rules, r);
+	struct sbd_rules *old;
+
+	sbd_tsan_release(r);
+	old = rcu_xchg_pointer(&c->rules, r);
 
 	if (old)
 		call_rcu(&old->rcu, free_rules);
@@ -134,6 +143,7 @@ unsigned long sbd_chan_count(void)
 
 int sbd_client_add(struct sbd_client *cl)
 {
+	sbd_tsan_release(cl);
 	rcu_read_lock();
 	cds_lfht_add(clients, fd_hash(cl->fd), &cl->node);
 	rcu_read_unlock();

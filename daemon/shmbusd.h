@@ -143,6 +143,19 @@ struct sbd_client *sbd_client_find(int fd);
 uint64_t sbd_name_hash(const char *name);
 void sbd_rules_replace(struct sbd_chan *c, struct sbd_rules *r);
 
+/* ThreadSanitizer does not see the ordering that liburcu provides (it is
+ * built from volatile accesses and barriers).  The registry states it:
+ * publishing an entry is a release, finding one an acquire. */
+#if defined(__SANITIZE_THREAD__)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define sbd_tsan_release(p) __tsan_release(p)
+#define sbd_tsan_acquire(p) __tsan_acquire(p)
+#else
+#define sbd_tsan_release(p) ((void)(p))
+#define sbd_tsan_acquire(p) ((void)(p))
+#endif
+
 /* -------------------------------------------------------------- control */
 
 struct sbd_state {

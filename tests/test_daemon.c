@@ -482,7 +482,7 @@ static int as_nobody(void *arg)
 	return hostile_subscriber();
 }
 
-Test(daemon, access_control_by_uid_and_gid)
+Test(daemon, access_control_by_uid_and_gid, .fini = teardown)
 {
 	int rc;
 
@@ -498,7 +498,6 @@ Test(daemon, access_control_by_uid_and_gid)
 	cr_assert_eq(rc, 0, "as_nobody() returned %d", rc);
 	cr_assert(log_has("pid"));
 	cr_assert(log_has("may not publish"));
-	teardown();
 }
 
 /* A multi producer that publishes `n` messages, then claims one more and
