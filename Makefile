@@ -31,7 +31,7 @@ LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS = $(wildcard tests/test_*.c)
 TEST_HELP = $(BUILD)/tests/helpers.o $(BUILD)/tests/common.o
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
-BENCH_BINS = $(BUILD)/benchmarks/bench_latency
+BENCH_BINS = $(BUILD)/benchmarks/bench_latency $(BUILD)/benchmarks/bench_throughput
 DAEMON_SRCS = $(wildcard daemon/*.c)
 DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 SHMBUSD   = $(BUILD)/shmbusd
@@ -107,7 +107,8 @@ $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lncurses -lpthread
 
-$(BUILD)/benchmarks/bench_%: $(BUILD)/benchmarks/bench_%.o $(BUILD)/benchmarks/hist.o $(LIB_A)
+$(BUILD)/benchmarks/bench_%: $(BUILD)/benchmarks/bench_%.o $(BUILD)/benchmarks/hist.o \
+		$(BUILD)/benchmarks/harness.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lm -lpthread
 

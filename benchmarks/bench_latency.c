@@ -33,6 +33,7 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
+#include "harness.h"
 #include "hist.h"
 #include "shmbus.h"
 
@@ -299,7 +300,7 @@ static int measure(const struct transport *t, size_t size, long warm, long n,
 	atomic_store(&sh->ready, 0);
 	if (t->setup())
 		return -1;
-	pid = fork();
+	pid = bh_fork();
 	if (pid == 0) {
 		pin(1);
 		if (t->child_open())

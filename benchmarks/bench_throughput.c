@@ -1,0 +1,426 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_throughput.c - messages per second and bytes per second from
+ * producer processes to subscriber processes, with the baselines that
+ * bound them, measured in the same run:
+ *
+ *   memcpy   one process copies `size` bytes out of a 4 MiB buffer: the
+ *            memory bandwidth one core gets at that size
+ *   copy2p   the plain two-process copy: one process writes each message
+ *            into a shared 4 MiB ring of slots and publishes a counter, the
+ *            other copies it out and acknowledges; same cores.  Nothing
+ *            that moves bytes between two processes can do much better.
+ *   publish  shmbus_publish() (a copy in), block policy, 4 MiB channel
+ *   claim    shmbus_claim() + memcpy into the ring + shmbus_commit()
+ *   batch    shmbus_publish_batch() of 32 messages per call
+ *
+ * Every subscriber copies each message out (memcpy in its handler), as the
+ * copy2p consumer does.  Producer on CPU 0, subscriber on CPU 1.
+ *
+ * Fan-out (1 producer to 1, 2, 4 subscribers) and fan-in (2 producers on
+ * a multi-producer channel to 1 subscriber) follow.  The machine has two
+ * cores: extra subscribers share CPU 1 (they yield when idle), and in
+ * fan-in the second producer shares CPU 1 with the subscriber.  The
+ * numbers say what the protocol sustains with the cores it gets, and the
+ * output says which processes shared a core.
+ *
+ *   bench_throughput [-q]     -q: a quick run (CI checks that it runs)
+ *
+ * Results also go to benchmarks/results/throughput.csv.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "shmbus.h"
+
+#define RING (4u << 20)
+#define MAX_SIZE (64u << 10)
+#define MAX_SUB 4
+#define BATCH 32
+
+enum mode { PUBLISH, CLAIM, BATCHED };
+static const char *const mode_name[] = { "publish", "claim", "batch" };
+
+struct shared {
+	_Alignas(64) _Atomic int ready;
+	_Alignas(64) _Atomic int go;
+	_Alignas(64) _Atomic uint64_t head;	/* copy2p */
+	_Alignas(64) _Atomic uint64_t tail;
+	_Alignas(64) _Atomic uint64_t done_ns[MAX_SUB];
+	uint64_t t0;
+	char dir[64];
+};
+
+static struct shared *sh;
+static uint8_t *ring;		/* copy2p slots, shared */
+static uint8_t *src, *dst;	/* private */
+
+struct result {
+	double msgs;		/* per second, per subscriber */
+	double gbs;		/* GB/s per subscriber */
+};
+
+static void wait_all(pid_t *pids, int n)
+{
+	for (int i = 0; i < n; i++)
+		waitpid(pids[i], NULL, 0);
+}
+
+/* ---------------------------------------------------------------- memcpy */
+
+static struct result run_memcpy(size_t size, uint64_t n)
+{
+	uint64_t t0, t1, off = 0;
+	struct result r;
+
+	bh_pin(0);
+	t0 = bh_now_ns();
+	for (uint64_t i = 0; i < n; i++) {
+		memcpy(dst, src + off, size);
+		off = (off + ((size + 63) & ~(size_t)63)) % (RING - size + 1);
+		__asm__ volatile("" ::: "memory");
+	}
+	t1 = bh_now_ns();
+	r.msgs = (double)n * 1e9 / (double)(t1 - t0);
+	r.gbs = r.msgs * (double)size / 1e9;
+	return r;
+}
+
+/* ---------------------------------------------------------------- copy2p */
+
+static struct result run_copy2p(size_t size, uint64_t n)
+{
+	size_t slot = (size + 63) & ~(size_t)63;
+	uint64_t nslots = RING / slot;
+	struct result r;
+	pid_t pid;
+
+	atomic_store(&sh->head, 0);
+	atomic_store(&sh->tail, 0);
+	atomic_store(&sh->ready, 0);
+	pid = bh_fork();
+	if (pid == 0) {
+		bh_pin(1);
+		atomic_store(&sh->ready, 1);
+		for (uint64_t i = 0; i < n; i++) {
+			while (atomic_load_explicit(&sh->head,
+						    memory_order_acquire) <= i)
+				_mm_pause();
+			memcpy(dst, ring + (i % nslots) * slot, size);
+			atomic_store_explicit(&sh->tail, i + 1,
+					      memory_order_release);
+		}
+		atomic_store(&sh->done_ns[0], bh_now_ns());
+		_exit(0);
+	}
+	bh_pin(0);
+	while (!atomic_load(&sh->ready))
+		_mm_pause();
+	sh->t0 = bh_now_ns();
+	for (uint64_t i = 0; i < n; i++) {
+		while (i - atomic_load_explicit(&sh->tail,
+						memory_order_acquire) >= nslots)
+			_mm_pause();
+		memcpy(ring + (i % nslots) * slot, src, size);
+		atomic_store_explicit(&sh->head, i + 1, memory_order_release);
+	}
+	waitpid(pid, NULL, 0);
+	r.msgs = (double)n * 1e9 / (double)(sh->done_ns[0] - sh->t0);
+	r.gbs = r.msgs * (double)size / 1e9;
+	return r;
+}
+
+/* ---------------------------------------------------------------- shmbus */
+
+struct count {
+	uint64_t got;
+};
+
+static int copy_out(const struct shmbus_msg *m, void *arg)
+{
+	memcpy(dst, m->data, m->len);
+	((struct count *)arg)->got++;
+	return 0;
+}
+
+static void subscriber(int idx, uint64_t expect, bool shared_cpu)
+{
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "tp");
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, NULL) : NULL;
+	struct count c = { 0 };
+
+	if (!sub)
+		_exit(2);
+	bh_pin(1);
+	atomic_fetch_add(&sh->ready, 1);
+	while (c.got < expect) {
+		int r = shmbus_poll(sub, copy_out, &c, 0);
+
+		if (r < 0)
+			_exit(3);
+		if (r == 0) {
+			if (shared_cpu)
+				sched_yield();
+			else
+				_mm_pause();
+		}
+	}
+	atomic_store(&sh->done_ns[idx], bh_now_ns());
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	_exit(0);
+}
+
+static void producer(int cpu, enum mode mode, size_t size, uint64_t n)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "tp");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	struct iovec iov[BATCH];
+	void *buf;
+	int rc;
+
+	if (!pub) {
+		fprintf(stderr, "producer: open: %s\n", shmbus_strerror(errno));
+		_exit(4);
+	}
+	bh_pin(cpu);
+	for (int i = 0; i < BATCH; i++) {
+		iov[i].iov_base = src + (size_t)i * 64;
+		iov[i].iov_len = size;
+	}
+	while (!atomic_load(&sh->go))
+		_mm_pause();
+	for (uint64_t i = 0; i < n;) {
+		switch (mode) {
+		case PUBLISH:
+			rc = shmbus_publish(pub, src, size);
+			if (rc) {
+				fprintf(stderr, "publish: %s\n",
+					shmbus_strerror(rc));
+				_exit(5);
+			}
+			i++;
+			break;
+		case CLAIM:
+			rc = shmbus_claim(pub, size, &buf);
+			if (rc) {
+				fprintf(stderr, "claim: %s\n",
+					shmbus_strerror(rc));
+				_exit(5);
+			}
+			memcpy(buf, src, size);
+			shmbus_commit(pub);
+			i++;
+			break;
+		case BATCHED: {
+			/* A batch is one claim: at most half the ring. */
+			size_t fit = (RING / 2 - 8) / (16 + ((size + 7) & ~7ul));
+			size_t k = fit < BATCH ? fit : BATCH;
+
+			if (n - i < k)
+				k = (size_t)(n - i);
+
+			rc = shmbus_publish_batch(pub, iov, k);
+			if (rc != (int)k) {
+				fprintf(stderr, "batch: %s\n",
+					shmbus_strerror(rc));
+				_exit(5);
+			}
+			i += k;
+			break;
+		}
+		}
+	}
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+}
+
+static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
+				int nsub, int nprod)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *ch;
+	struct result r = { 0, 0 };
+	pid_t pids[MAX_SUB + 2];
+	uint64_t end = 0;
+	int np = 0;
+
+	snprintf(sh->dir, sizeof(sh->dir), "/dev/shm/shmbus-bench-XXXXXX");
+	if (!mkdtemp(sh->dir))
+		return r;
+	shmbus_channel_attr_init(&a);
+	a.capacity = RING;
+	a.max_msg = MAX_SIZE;
+	a.producers = nprod > 1 ? SHMBUS_MULTI_PRODUCER
+				: SHMBUS_SINGLE_PRODUCER;
+	ch = shmbus_channel_create(sh->dir, "tp", &a, SHMBUS_CREATE_EXCL);
+	if (!ch)
+		return r;
+	atomic_store(&sh->ready, 0);
+	atomic_store(&sh->go, 0);
+	for (int i = 0; i < nsub; i++) {
+		pids[np] = bh_fork();
+		if (pids[np] == 0)
+			subscriber(i, n * (uint64_t)nprod, nsub > 1 || nprod > 1);
+		np++;
+	}
+	while (atomic_load(&sh->ready) < nsub)
+		usleep(100);
+	for (int p = 1; p < nprod; p++) {
+		pids[np] = bh_fork();
+		if (pids[np] == 0) {
+			producer(1, mode, size, n);
+			_exit(0);
+		}
+		np++;
+	}
+	sh->t0 = bh_now_ns();
+	atomic_store(&sh->go, 1);
+	producer(0, mode, size, n);
+	wait_all(pids, np);
+	for (int i = 0; i < nsub; i++)
+		if (sh->done_ns[i] > end)
+			end = sh->done_ns[i];
+	r.msgs = (double)n * nprod * 1e9 / (double)(end - sh->t0);
+	r.gbs = r.msgs * (double)size / 1e9;
+	shmbus_channel_close(ch);
+	shmbus_channel_unlink(sh->dir, "tp");
+	rmdir(sh->dir);
+	return r;
+}
+
+/* ------------------------------------------------------------------ main */
+
+static uint64_t count_for(size_t size, int quick)
+{
+	uint64_t budget = quick ? (64u << 20) : (uint64_t)3 << 30;
+	uint64_t n = budget / size;
+
+	if (n > (quick ? 1000000u : 30000000u))
+		n = quick ? 1000000u : 30000000u;
+	return n < 2000 ? 2000 : n;
+}
+
+int main(int argc, char **argv)
+{
+	static const size_t sizes[] = { 8, 32, 64, 256, 1024, 4096, 16384,
+					65536 };
+	int quick = argc > 1 && !strcmp(argv[1], "-q");
+	long probe = quick ? 5000 : 50000;
+	/* A quick run's figures are not results: no file. */
+	FILE *csv = quick ? NULL : bh_result_file("throughput.csv");
+
+	sh = bh_shared(sizeof(*sh));
+	ring = bh_shared(RING);
+	src = malloc(RING);
+	dst = malloc(MAX_SIZE);
+	if (!sh || !ring || !src || !dst ||
+	    sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+		fprintf(stderr, "bench_throughput: needs two CPUs and memory\n");
+		return 1;
+	}
+	memset(src, 0x5a, RING);
+	memset(ring, 0, RING);
+	bh_calibrate();
+	if (csv)
+		fprintf(csv, "bench,mode,size,subscribers,producers,msgs_per_s,"
+			     "gb_per_s,floor_before_ns,floor_after_ns\n");
+
+	printf("# throughput: producer process on CPU 0, subscriber process "
+	       "on CPU 1; every message copied in and copied out\n");
+	printf("# Mmsg/s and GB/s (payload); ratio: the best shmbus mode / "
+	       "copy2p; floor: cache-line RTT p50 before/after, ns\n");
+	printf("%6s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s %6s %s\n",
+	       "bytes", "memcpy", "", "copy2p", "", "publish", "", "claim", "",
+	       "batch", "", "ratio", "floor");
+	printf("%6s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s\n", "",
+	       "Mmsg/s", "GB/s", "Mmsg/s", "GB/s", "Mmsg/s", "GB/s", "Mmsg/s",
+	       "GB/s", "Mmsg/s", "GB/s");
+	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+		size_t size = sizes[s];
+		uint64_t n = count_for(size, quick);
+		uint64_t f0 = bh_floor_p50(probe), f1;
+		struct result mc = run_memcpy(size, n);
+		struct result cp = run_copy2p(size, n);
+		struct result m[3];
+		double best = 0;
+
+		for (int k = 0; k < 3; k++) {
+			m[k] = run_shmbus((enum mode)k, size, n, 1, 1);
+			if (m[k].gbs > best)
+				best = m[k].gbs;
+		}
+		f1 = bh_floor_p50(probe);
+		printf("%6zu %9.1f %9.2f %9.1f %9.2f %9.1f %9.2f %9.1f %9.2f "
+		       "%9.1f %9.2f %6.2f %llu/%llu%s\n", size,
+		       mc.msgs / 1e6, mc.gbs, cp.msgs / 1e6, cp.gbs,
+		       m[0].msgs / 1e6, m[0].gbs, m[1].msgs / 1e6, m[1].gbs,
+		       m[2].msgs / 1e6, m[2].gbs, best / cp.gbs,
+		       (unsigned long long)f0, (unsigned long long)f1,
+		       bh_moved(f0, f1) ? "  placement changed" : "");
+		if (csv) {
+			fprintf(csv, "memcpy,-,%zu,0,1,%.0f,%.3f,%llu,%llu\n",
+				size, mc.msgs, mc.gbs, (unsigned long long)f0,
+				(unsigned long long)f1);
+			fprintf(csv, "copy2p,-,%zu,1,1,%.0f,%.3f,%llu,%llu\n",
+				size, cp.msgs, cp.gbs, (unsigned long long)f0,
+				(unsigned long long)f1);
+			for (int k = 0; k < 3; k++)
+				fprintf(csv, "shmbus,%s,%zu,1,1,%.0f,%.3f,%llu,"
+					"%llu\n", mode_name[k], size,
+					m[k].msgs, m[k].gbs,
+					(unsigned long long)f0,
+					(unsigned long long)f1);
+		}
+	}
+
+	printf("\n# fan-out and fan-in, 64-byte messages, Mmsg/s per "
+	       "subscriber (2 cores: see the notes)\n");
+	printf("%-28s %9s %9s  %s\n", "", "publish", "batch", "placement");
+	{
+		static const struct {
+			int nsub, nprod;
+			const char *what, *where;
+		} fan[] = {
+			{ 1, 1, "1 producer -> 1 subscriber", "P:cpu0 S:cpu1" },
+			{ 2, 1, "1 producer -> 2 subscribers",
+			  "P:cpu0 S1,S2 share cpu1" },
+			{ 4, 1, "1 producer -> 4 subscribers",
+			  "P:cpu0 S1..S4 share cpu1" },
+			{ 1, 2, "2 producers -> 1 subscriber (MP)",
+			  "P1:cpu0 P2,S share cpu1" },
+		};
+		uint64_t n = count_for(64, quick) / 4;
+
+		for (size_t i = 0; i < sizeof(fan) / sizeof(fan[0]); i++) {
+			struct result a = run_shmbus(PUBLISH, 64, n,
+						     fan[i].nsub, fan[i].nprod);
+			struct result b = run_shmbus(BATCHED, 64, n,
+						     fan[i].nsub, fan[i].nprod);
+
+			printf("%-28s %9.1f %9.1f  %s\n", fan[i].what,
+			       a.msgs / 1e6, b.msgs / 1e6, fan[i].where);
+			if (csv) {
+				fprintf(csv, "fan,publish,64,%d,%d,%.0f,%.3f,"
+					"0,0\n", fan[i].nsub, fan[i].nprod,
+					a.msgs, a.gbs);
+				fprintf(csv, "fan,batch,64,%d,%d,%.0f,%.3f,0,0\n",
+					fan[i].nsub, fan[i].nprod, b.msgs,
+					b.gbs);
+			}
+		}
+	}
+	if (csv)
+		fclose(csv);
+	return 0;
+}
