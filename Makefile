@@ -31,7 +31,8 @@ LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS = $(wildcard tests/test_*.c)
 TEST_HELP = $(BUILD)/tests/helpers.o $(BUILD)/tests/common.o
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
-BENCH_BINS = $(BUILD)/benchmarks/bench_latency $(BUILD)/benchmarks/bench_throughput
+BENCH_BINS = $(BUILD)/benchmarks/bench_latency $(BUILD)/benchmarks/bench_throughput \
+	     $(BUILD)/benchmarks/bench_wakeup
 DAEMON_SRCS = $(wildcard daemon/*.c)
 DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 SHMBUSD   = $(BUILD)/shmbusd
