@@ -48,7 +48,7 @@ LIB_SO  = $(BUILD)/$(SONAME)
 
 # Debian packages the build and the suite need.
 DEPS_PKGS = gcc make pkg-config libcriterion-dev liburcu-dev libnuma-dev \
-	    libinih-dev libncurses-dev tmux strace
+	    libinih-dev libncurses-dev libzmq3-dev gnuplot-nox tmux strace
 DEPS_STAMP = $(BUILD)/.deps-ok
 
 .SECONDARY:
@@ -111,12 +111,13 @@ $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
 $(BUILD)/benchmarks/bench_%: $(BUILD)/benchmarks/bench_%.o $(BUILD)/benchmarks/hist.o \
 		$(BUILD)/benchmarks/harness.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lm -lpthread
+	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lm -lpthread -lzmq -lrt
 
 # Benchmarks print their baselines measured in the same run; see
 # docs/performance.md.  bench-quick only checks that they all run.
 bench: all $(BENCH_BINS)
 	$(Q)for b in $(BENCH_BINS); do $$b || exit 1; done
+	$(Q)gnuplot benchmarks/plot.gp && echo "plots: benchmarks/results/*.png"
 
 bench-quick: all $(BENCH_BINS)
 	$(Q)for b in $(BENCH_BINS); do $$b -q || exit 1; done

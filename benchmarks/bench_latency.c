@@ -10,6 +10,13 @@
  *            zero-copy claim/commit out, zero-copy poll in
  *   pipe     two pipes, blocking read/write
  *   unix     a SOCK_SEQPACKET socketpair
+ *   mq       two POSIX message queues
+ *   zmq      a ZeroMQ PAIR socket over ipc:// (Debian's libzmq)
+ *
+ * Then shmbus again at a fixed offered rate (100 K round trips/s): each
+ * round trip is due at its intended time, and its latency counts from
+ * then, so a stall delays the ones behind it and shows in the tail
+ * instead of being hidden (no coordinated omission).
  *
  * The floor is probed before and after every measurement and printed next
  * to it: the two vCPUs of a virtual machine may sit close together or far
@@ -20,6 +27,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <mqueue.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -36,6 +45,7 @@
 #include "harness.h"
 #include "hist.h"
 #include "shmbus.h"
+#include <zmq.h>
 
 #define MAX_SIZE 4096
 
@@ -63,37 +73,6 @@ static shmbus_channel *ch_ab, *ch_ba;
 static shmbus_pub *pub;
 static shmbus_sub *sub;
 static uint8_t msgbuf[MAX_SIZE];
-
-static void pin(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set))
-		perror("sched_setaffinity");
-}
-
-static uint64_t ticks(void)
-{
-	unsigned aux;
-
-	return __rdtscp(&aux);
-}
-
-static void calibrate(void)
-{
-	struct timespec a, b;
-	uint64_t t0, t1;
-
-	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
-	t0 = ticks();
-	usleep(100000);
-	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
-	t1 = ticks();
-	ns_per_tick = ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) /
-		      (double)(t1 - t0);
-}
 
 /* ---- floor: one cache line, odd values from A, even from B ---- */
 
@@ -279,6 +258,103 @@ static void fd_close(void)
 		close(fds[i]);
 }
 
+/* ---- POSIX message queues: fds[0] a->b, fds[1] b->a ---- */
+
+static char mq_names[2][64];
+static mqd_t mqs[2];
+
+static int mq_setup(void)
+{
+	struct mq_attr at = { .mq_maxmsg = 8, .mq_msgsize = MAX_SIZE };
+
+	for (int i = 0; i < 2; i++) {
+		snprintf(mq_names[i], sizeof(mq_names[i]), "/shmbus-bench-%d-%d",
+			 (int)getpid(), i);
+		mq_unlink(mq_names[i]);
+		mqs[i] = mq_open(mq_names[i], O_RDWR | O_CREAT | O_EXCL, 0600,
+				 &at);
+		if (mqs[i] == (mqd_t)-1)
+			return -errno;
+	}
+	return 0;
+}
+
+static void mq_echo(size_t size)
+{
+	if (mq_receive(mqs[0], (char *)msgbuf, MAX_SIZE, NULL) < 0 ||
+	    mq_send(mqs[1], (char *)msgbuf, size, 0) < 0)
+		_exit(9);
+}
+
+static void mq_ping(size_t size)
+{
+	if (mq_send(mqs[0], (char *)msgbuf, size, 0) < 0 ||
+	    mq_receive(mqs[1], (char *)msgbuf, MAX_SIZE, NULL) < 0)
+		_exit(9);
+}
+
+static void mq_close_all(void)
+{
+	mq_close(mqs[0]);
+	mq_close(mqs[1]);
+	mq_unlink(mq_names[0]);
+	mq_unlink(mq_names[1]);
+}
+
+/* ---- ZeroMQ: one PAIR socket over ipc://, a context per process ---- */
+
+static void *zctx, *zsock;
+static char zaddr[96];
+
+static int zmq_setup(void)
+{
+	snprintf(zaddr, sizeof(zaddr), "ipc:///tmp/shmbus-bench-%d.zmq",
+		 (int)getpid());
+	return 0;
+}
+
+static int zmq_open_end(int bind)
+{
+	zctx = zmq_ctx_new();
+	zsock = zctx ? zmq_socket(zctx, ZMQ_PAIR) : NULL;
+	if (!zsock)
+		return -1;
+	return bind ? zmq_bind(zsock, zaddr) : zmq_connect(zsock, zaddr);
+}
+
+static int zmq_child_open(void)
+{
+	return zmq_open_end(1);
+}
+
+static int zmq_parent_open(void)
+{
+	return zmq_open_end(0);
+}
+
+static void zmq_echo(size_t size)
+{
+	if (zmq_recv(zsock, msgbuf, MAX_SIZE, 0) < 0 ||
+	    zmq_send(zsock, msgbuf, size, 0) < 0)
+		_exit(9);
+}
+
+static void zmq_ping(size_t size)
+{
+	if (zmq_send(zsock, msgbuf, size, 0) < 0 ||
+	    zmq_recv(zsock, msgbuf, MAX_SIZE, 0) < 0)
+		_exit(9);
+}
+
+static void zmq_close_all(void)
+{
+	int zero = 0;
+
+	zmq_setsockopt(zsock, ZMQ_LINGER, &zero, sizeof(zero));
+	zmq_close(zsock);
+	zmq_ctx_term(zctx);
+}
+
 static const struct transport T_FLOOR = { "floor", floor_setup, nop, nop,
 					  floor_echo, floor_ping, nop_close };
 static const struct transport T_SHMBUS = { "shmbus", sb_setup, sb_child_open,
@@ -288,6 +364,14 @@ static const struct transport T_PIPE = { "pipe", pipe_setup, nop, nop,
 					 fd_echo, fd_ping, fd_close };
 static const struct transport T_UNIX = { "unix", unix_setup, nop, nop,
 					 fd_echo, fd_ping, fd_close };
+static const struct transport T_MQ = { "mq", mq_setup, nop, nop, mq_echo,
+				       mq_ping, mq_close_all };
+static const struct transport T_ZMQ = { "zmq", zmq_setup, zmq_child_open,
+					zmq_parent_open, zmq_echo, zmq_ping,
+					zmq_close_all };
+
+/* Round trips due every `period` ns (0: back to back). */
+static uint64_t period_ticks;
 
 /* Runs `warm + n` round trips; records the last n in *h (ns). */
 static int measure(const struct transport *t, size_t size, long warm, long n,
@@ -302,7 +386,7 @@ static int measure(const struct transport *t, size_t size, long warm, long n,
 		return -1;
 	pid = bh_fork();
 	if (pid == 0) {
-		pin(1);
+		bh_pin(1);
 		if (t->child_open())
 			_exit(2);
 		atomic_store(&sh->ready, 1);
@@ -311,17 +395,29 @@ static int measure(const struct transport *t, size_t size, long warm, long n,
 		t->close_all();
 		_exit(0);
 	}
-	pin(0);
+	bh_pin(0);
 	while (!atomic_load(&sh->ready))
 		_mm_pause();
 	if (t->parent_open())
 		return -1;
-	for (long i = 0; i < warm + n; i++) {
-		uint64_t t0 = ticks();
+	if (t == &T_ZMQ)
+		usleep(100000);	/* the connection is made asynchronously */
+	uint64_t due = bh_ticks();
 
+	for (long i = 0; i < warm + n; i++) {
+		uint64_t t0 = bh_ticks();
+
+		if (period_ticks) {
+			/* Latency counts from when the round trip was due,
+			 * even if an earlier one made us late for it. */
+			due += period_ticks;
+			while ((t0 = bh_ticks()) < due)
+				_mm_pause();
+			t0 = due;
+		}
 		t->ping(size);
 		if (i >= warm)
-			hist_record(h, (uint64_t)((ticks() - t0) * ns_per_tick));
+			hist_record(h, (uint64_t)((bh_ticks() - t0) * ns_per_tick));
 	}
 	t->close_all();
 	waitpid(pid, &st, 0);
@@ -341,13 +437,16 @@ static uint64_t probe_floor(void)
 	return hist_percentile(&h, 50);
 }
 
+static FILE *csv;
+
 static void row(const char *name, size_t size, const struct hist *h,
 		uint64_t f0, uint64_t f1, double floor50)
 {
+	static const double pct[] = { 50, 90, 99, 99.9, 99.99 };
 	double p50 = (double)hist_percentile(h, 50);
-	int moved = (f0 > f1 ? f0 - f1 : f1 - f0) * 4 > (f0 < f1 ? f0 : f1);
 
-	printf("%-7s %5zu %6llu %6llu %6llu %6llu %7llu %8llu %8llu  %6.2f  %4llu/%-4llu%s\n",
+	printf("%-11s %5zu %6llu %6llu %6llu %6llu %7llu %8llu %8llu  %6.2f  "
+	       "%4llu/%-4llu%s\n",
 	       name, size, (unsigned long long)h->min, (unsigned long long)p50,
 	       (unsigned long long)hist_percentile(h, 90),
 	       (unsigned long long)hist_percentile(h, 99),
@@ -355,14 +454,30 @@ static void row(const char *name, size_t size, const struct hist *h,
 	       (unsigned long long)hist_percentile(h, 99.99),
 	       (unsigned long long)h->max, p50 / floor50,
 	       (unsigned long long)f0, (unsigned long long)f1,
-	       moved ? "  placement changed" : "");
+	       bh_moved(f0, f1) ? "  placement changed" : "");
+	if (!csv)
+		return;
+	for (size_t i = 0; i < sizeof(pct) / sizeof(pct[0]); i++)
+		fprintf(csv, "%s,%zu,%g,%llu,%llu,%llu\n", name, size, pct[i],
+			(unsigned long long)hist_percentile(h, pct[i]),
+			(unsigned long long)f0, (unsigned long long)f1);
+	fprintf(csv, "%s,%zu,100,%llu,%llu,%llu\n", name, size,
+		(unsigned long long)h->max, (unsigned long long)f0,
+		(unsigned long long)f1);
 }
 
 int main(int argc, char **argv)
 {
 	static const size_t sizes[] = { 32, 256, 1024, 4096 };
-	const struct transport *ts[] = { &T_SHMBUS, &T_PIPE, &T_UNIX };
+	const struct transport *ts[] = { &T_SHMBUS, &T_PIPE, &T_UNIX, &T_MQ,
+					 &T_ZMQ };
 	int quick = argc > 1 && !strcmp(argv[1], "-q");
+
+	/* A quick run's figures are not results: no file. */
+	csv = quick ? NULL : bh_result_file("latency.csv");
+	if (csv)
+		fprintf(csv, "what,bytes,percentile,ns,floor_before,"
+			     "floor_after\n");
 	long n = quick ? 20000 : 1000000, warm = n / 10;
 	struct hist h, fl;
 
@@ -372,13 +487,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_latency: needs two CPUs and shared memory\n");
 		return 1;
 	}
-	calibrate();
+	bh_calibrate();
+	ns_per_tick = bh_ns_per_tick();
 	printf("# round-trip time, ns, two processes pinned to CPUs 0 and 1, "
 	       "%ld round trips (pipe, unix: %ld) (%.3f ns/tick)\n", n, n / 10,
 	       ns_per_tick);
 	printf("# ratio: p50 / floor p50 measured just before; floor: p50 "
 	       "before/after\n");
-	printf("%-7s %5s %6s %6s %6s %6s %7s %8s %8s  %6s  %s\n", "what",
+	printf("%-11s %5s %6s %6s %6s %6s %7s %8s %8s  %6s  %s\n", "what",
 	       "bytes", "min", "p50", "p90", "p99", "p99.9", "p99.99", "max",
 	       "ratio", "floor");
 	measure(&T_FLOOR, 8, warm, n, &fl);
@@ -399,5 +515,20 @@ int main(int argc, char **argv)
 			row(ts[k]->name, sizes[s], &h, f0, f1, (double)f0);
 		}
 	}
+	/* Fixed offered rate: 100 K round trips per second, 32 bytes. */
+	{
+		uint64_t f0 = probe_floor(), f1;
+
+		period_ticks = (uint64_t)(10000.0 / ns_per_tick);
+		if (measure(&T_SHMBUS, 32, n / 100, n / 5, &h) == 0) {
+			f1 = probe_floor();
+			printf("# at a fixed rate of 100 K round trips/s, latency "
+			       "from the intended send time:\n");
+			row("shmbus@100k", 32, &h, f0, f1, (double)f0);
+		}
+		period_ticks = 0;
+	}
+	if (csv)
+		fclose(csv);
 	return 0;
 }
