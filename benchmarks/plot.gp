@@ -33,10 +33,11 @@ set logscale y
 set xlabel "message bytes"
 set ylabel "GB/s of payload"
 set xtics ("8" 8, "32" 32, "256" 256, "1K" 1024, "4K" 4096, "16K" 16384, "64K" 65536)
-t = "benchmarks/results/throughput.csv"
-tsel(b, m) = (stringcolumn(1) eq b && stringcolumn(2) eq m) ? $3 : 1/0
-plot t using (tsel("memcpy", "-")):7 with linespoints title "memcpy (one process)", \
-     t using (tsel("copy2p", "-")):7 with linespoints lw 2 title "two-process copy", \
-     t using (tsel("shmbus", "publish")):7 with linespoints title "shmbus publish", \
-     t using (tsel("shmbus", "claim")):7 with linespoints title "shmbus claim/commit", \
-     t using (tsel("shmbus", "batch")):7 with linespoints lw 2 title "shmbus batch of 32"
+set xrange [6:90000]
+# One series per file so that each is drawn as a line.
+t(b, m) = sprintf("< grep '^%s,%s,' benchmarks/results/throughput.csv", b, m)
+plot t("memcpy", "-") using 3:7 with linespoints title "memcpy (one process)", \
+     t("copy2p", "-") using 3:7 with linespoints lw 2 title "two-process copy", \
+     t("shmbus", "publish") using 3:7 with linespoints title "shmbus publish", \
+     t("shmbus", "claim") using 3:7 with linespoints title "shmbus claim/commit", \
+     t("shmbus", "batch") using 3:7 with linespoints lw 2 title "shmbus batch of 32"
