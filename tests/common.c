@@ -79,15 +79,13 @@ uint64_t th_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-uint8_t *th_map_channel(const char *dir, size_t *len)
+/* Maps the whole file at path read-write. */
+static uint8_t *map_file(const char *path, size_t *len)
 {
-	char path[128];
 	struct stat st;
 	void *p;
-	int fd;
+	int fd = open(path, O_RDWR);
 
-	snprintf(path, sizeof(path), "%s/ch", dir);
-	fd = open(path, O_RDWR);
 	if (fd < 0)
 		return NULL;
 	if (fstat(fd, &st)) {
@@ -100,12 +98,18 @@ uint8_t *th_map_channel(const char *dir, size_t *len)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+uint8_t *th_map_channel(const char *dir, size_t *len)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "%s/ch", dir);
+	return map_file(path, len);
+}
+
 uint8_t *th_map_data(const char *dir, size_t *len)
 {
 	char path[256];
 	struct shmbus_hdr h;
-	struct stat st;
-	void *p;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/ch", dir);
@@ -119,15 +123,5 @@ uint8_t *th_map_data(const char *dir, size_t *len)
 	close(fd);
 	snprintf(path, sizeof(path), "%s/" SHMBUS_DATA_NAME_FMT, dir, "ch",
 		 (unsigned long long)h.data_id);
-	fd = open(path, O_RDWR);
-	if (fd < 0)
-		return NULL;
-	if (fstat(fd, &st)) {
-		close(fd);
-		return NULL;
-	}
-	*len = (size_t)st.st_size;
-	p = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	return p == MAP_FAILED ? NULL : p;
+	return map_file(path, len);
 }
