@@ -96,7 +96,11 @@ $(BUILD)/shmbus.pc: Makefile
 # Tests link the static library so that sanitizers see every frame.
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_HELP) $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ $(TEST_LIBS)
+	$(Q)$(CC) $(SAN) $(TEST_LDFLAGS) -o $@ $^ $(TEST_LIBS)
+
+# test_alloc counts the library's allocator calls.
+$(BUILD)/tests/test_alloc: TEST_LDFLAGS = \
+	-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=posix_memalign
 
 # The daemon links the static library: it uses the private repair entry
 # points (lib/repair.h) that the shared library does not export.
