@@ -354,8 +354,10 @@ int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
  */
 shmbus_bus *shmbus_connect(const char *bus);
 
-/* Closes the connection.  Channels opened through it must be closed
- * first. */
+/* Closes the connection.  Channels opened through it stay usable (the
+ * data path needs no daemon), but the daemon no longer knows this
+ * process uses them: a crash is then repaired by its periodic scan, not
+ * at once.  Close them with shmbus_channel_close() as usual. */
 void shmbus_disconnect(shmbus_bus *bus);
 
 enum shmbus_role {

@@ -34,6 +34,7 @@
 
 struct bus_ref {			/* a channel opened through the bus */
 	struct bus_ref *next, *prev;
+	struct shmbus_channel *ch;
 	uint32_t role;
 	char name[SHMBUS_CTL_NAME];
 };
@@ -409,10 +410,14 @@ SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
 		close(b->fd);
 	close(b->stop[0]);
 	close(b->stop[1]);
+	/* Channels still open keep working (they need nothing from the
+	 * connection); they just no longer belong to it. */
 	while (b->refs.next != &b->refs) {
 		struct bus_ref *r = b->refs.next;
 
 		b->refs.next = r->next;
+		r->ch->bus = NULL;
+		r->ch->bus_ref = NULL;
 		free(r);
 	}
 	pthread_mutex_destroy(&b->lock);
@@ -479,6 +484,7 @@ SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
 		return NULL;
 	}
 	r->role = req.role;
+	r->ch = ch;
 	memcpy(r->name, req.name, sizeof(r->name));
 	pthread_mutex_lock(&b->lock);
 	r->next = b->refs.next;

@@ -304,6 +304,19 @@ Test(daemon, publish_subscribe_list_describe, .init = setup,
 	cr_assert_eq(bc.subscribers, 0);
 	cr_assert_eq(bc.producers_active, 0);
 
+	/* A channel outlives the connection it was opened on. */
+	{
+		shmbus_bus *b2 = shmbus_connect(d.sock);
+		shmbus_channel *ch = shmbus_bus_open(b2, "blk",
+						     SHMBUS_ROLE_PUBLISH);
+		shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+
+		cr_assert(pub);
+		shmbus_disconnect(b2);
+		cr_assert_eq(shmbus_publish(pub, "after", 5), 0);
+		shmbus_pub_close(pub);
+		shmbus_channel_close(ch);
+	}
 	/* Create, then delete, at run time. */
 	{
 		struct shmbus_channel_attr a;
