@@ -624,6 +624,67 @@ Test(daemon, killed_producer_claim_is_repaired, .init = setup,
 	shmbus_disconnect(bus);
 }
 
+Test(daemon, killed_single_producer_claim_is_repaired, .init = setup,
+     .fini = teardown)
+{
+	struct child a = { .name = "blk", .n = 50, .id = 1 };
+	struct child b = { .name = "blk", .n = 100, .id = 2 };
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	struct shmbus_bus_channel bc;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	uint64_t next[3] = { 0 }, got = 0, t0;
+	uint8_t buf[2048];
+	pid_t pa, pb;
+
+	cr_assert(sub);
+	child_pipes(&a);
+	child_pipes(&b);
+	pa = th_spawn(stuck_producer, &a);
+	hear(a.ready[0]);
+	t0 = th_now_ns();
+	kill(pa, SIGKILL);
+	cr_assert_eq(th_wait(pa), 128 + SIGKILL);
+	/* shmbusd pads the claim and frees the producer role by itself,
+	 * before any new producer comes. */
+	for (;;) {
+		cr_assert_eq(shmbus_bus_describe(bus, "blk", &bc), 0);
+		if (bc.repairs == 1 && bc.producers_active == 0)
+			break;
+		cr_assert(th_now_ns() - t0 < bound_ns(),
+			  "single producer not repaired");
+		usleep(1000);
+	}
+	cr_log_info("single producer repaired %llu us after the kill",
+		    (unsigned long long)((th_now_ns() - t0) / 1000));
+	/* A new producer takes the role at once and goes on. */
+	pb = th_spawn(publisher, &b);
+	hear(b.ready[0]);
+	while (got < 150) {
+		ssize_t n = shmbus_read(sub, buf, sizeof(buf), NULL);
+		uint32_t id;
+		uint64_t seq;
+
+		if (n == -EAGAIN) {
+			cr_assert(th_now_ns() - t0 < 5000000000ull, "stalled");
+			usleep(100);
+			continue;
+		}
+		cr_assert(n > 0);
+		cr_assert_eq(th_msg_check(buf, (size_t)n, &id, &seq), 0);
+		cr_assert_eq(prod_id_order(id, seq, next), 0);
+		got++;
+	}
+	cr_assert_eq(th_wait(pb), 0);
+	cr_assert_eq(shmbus_bus_describe(bus, "blk", &bc), 0);
+	cr_assert_eq(bc.repairs, 1, "repaired twice");
+	cr_assert(log_has("padded the unfinished claim of dead producer"));
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
 /* Opens a subscriber on "tiny", says so, and never reads. */
 static int idle_subscriber(void *arg)
 {
