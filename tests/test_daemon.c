@@ -113,7 +113,8 @@ static const char *const std_conf =
 	"[channel mp]\ncapacity = 64K\nmax_msg = 1K\npolicy = block\n"
 	"producers = multi\n"
 	"[channel tiny]\ncapacity = 4K\nmax_msg = 256\npolicy = block\n"
-	"[channel ow]\ncapacity = 16K\npolicy = overwrite\nproducers = multi\n";
+	"[channel ow]\ncapacity = 16K\npolicy = overwrite\nproducers = multi\n"
+	"numa_node = 0\n";
 
 static void setup(void)
 {
@@ -295,6 +296,11 @@ Test(daemon, publish_subscribe_list_describe, .init = setup,
 	cr_assert_eq(bc.policy, SHMBUS_BLOCK);
 	cr_assert_eq(bc.configured, 1);
 	cr_assert_str_eq(bc.subscribe, "*");
+	cr_assert_eq(bc.numa_node, -1);
+	cr_assert_eq(shmbus_bus_describe(bus, "ow", &bc), 0);
+	cr_assert_eq(bc.numa_node, 0, "the configured NUMA node");
+	cr_assert_eq(bc.policy, SHMBUS_OVERWRITE);
+	cr_assert_eq(bc.producers, SHMBUS_MULTI_PRODUCER);
 
 	p = th_spawn(publisher, &c);
 	cr_assert_eq(th_wait(p), 0);
