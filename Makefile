@@ -130,12 +130,17 @@ $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lpthread
 
+# A test binary that hangs is killed after TEST_TIMEOUT seconds (a failure,
+# never a stuck CI job).
+TEST_TIMEOUT ?= 600
+
 # Each test binary runs with Criterion's own parallel jobs; they run one
 # binary after another so that the stress tests have both cores.
 test: all $(TEST_BINS)
 	$(Q)fail=0; for t in $(TEST_BINS); do \
 		echo "== $$t"; BUSSTAT=$(BUILD)/tools/busstat SHMBUSD=$(SHMBUSD) \
-		SHMBUSCTL=$(BUILD)/tools/shmbusctl $$t --jobs=2 $(TEST_ARGS) || fail=1; \
+		SHMBUSCTL=$(BUILD)/tools/shmbusctl timeout -k 10 $(TEST_TIMEOUT) \
+		$$t --jobs=2 $(TEST_ARGS) || { echo "FAILED (or timed out): $$t"; fail=1; }; \
 	done; exit $$fail
 
 sanitize:
@@ -161,10 +166,10 @@ $(TSAN_DAEMON): $(BUILD)/tests/tsan_daemon.o $(BUILD)/tests/common.o $(LIB_A)
 # The second driver: the client library's threads and shmbusd's, across a
 # kill -9 and restart of the daemon (both built with TSan).
 tsan-run: $(DEPS_STAMP) $(TSAN_BIN) $(TSAN_DAEMON) $(SHMBUSD)
-	$(Q)TSAN_OPTIONS=halt_on_error=1 $(TSAN_BIN)
+	$(Q)TSAN_OPTIONS=halt_on_error=1 timeout -k 10 $(TEST_TIMEOUT) $(TSAN_BIN)
 	$(Q)TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 		SHMBUS_TSAN_DAEMON_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" \
-		SHMBUSD=$(SHMBUSD) $(TSAN_DAEMON)
+		SHMBUSD=$(SHMBUSD) timeout -k 10 $(TEST_TIMEOUT) $(TSAN_DAEMON)
 
 tsan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-tsan \

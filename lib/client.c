@@ -47,6 +47,7 @@ struct shmbus_bus {
 	uint32_t next_id;
 	uint64_t generation;		/* connections made so far */
 	bool closing;
+	bool started;			/* the watcher is running */
 	pthread_t watcher;
 	struct bus_ref refs;		/* list head */
 	struct shmbus_bus *next_bus;	/* all handles, for fork */
@@ -249,6 +250,13 @@ static void *watch(void *arg)
 {
 	struct shmbus_bus *b = arg;
 
+	/* Tell shmbus_connect() that this thread is past its start-up (which
+	 * allocates): a fork() right after connecting then never copies an
+	 * allocator lock held by it. */
+	pthread_mutex_lock(&b->lock);
+	b->started = true;
+	pthread_cond_broadcast(&b->reconnected);
+	pthread_mutex_unlock(&b->lock);
 	for (;;) {
 		struct pollfd p[2] = {
 			{ .fd = b->fd, .events = 0 },	/* hang-up only */
@@ -366,6 +374,11 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect(const char *bus)
 		if (rc) {
 			pthread_mutex_destroy(&b->lock);
 			pthread_cond_destroy(&b->reconnected);
+		} else {
+			pthread_mutex_lock(&b->lock);
+			while (!b->started)
+				pthread_cond_wait(&b->reconnected, &b->lock);
+			pthread_mutex_unlock(&b->lock);
 		}
 	}
 	if (rc) {

@@ -32,16 +32,20 @@ static uint64_t n_msgs;
 static pid_t start_daemon(void)
 {
 	const char *bin = getenv("SHMBUSD");
-	pid_t pid = fork();
+	pid_t pid;
 
+	/* The daemon reports and goes on: its log is checked at the end.
+	 * Set here, before fork(): this process is multi-threaded, and the
+	 * child does only async-signal-safe calls before exec.  (Our own
+	 * TSAN_OPTIONS were read at start-up; changing them now is inert.) */
+	setenv("TSAN_OPTIONS", getenv("SHMBUS_TSAN_DAEMON_OPTIONS") ?
+		getenv("SHMBUS_TSAN_DAEMON_OPTIONS") : "", 1);
+	pid = fork();
 	if (pid == 0) {
 		int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
 
 		dup2(fd, 2);
 		dup2(fd, 1);
-		/* Report and go on: the log is checked at the end. */
-		setenv("TSAN_OPTIONS", getenv("SHMBUS_TSAN_DAEMON_OPTIONS") ?
-			getenv("SHMBUS_TSAN_DAEMON_OPTIONS") : "", 1);
 		execl(bin ? bin : "build-tsan/shmbusd", "shmbusd", "-c", conf,
 		      (char *)NULL);
 		_exit(127);
