@@ -156,7 +156,7 @@ static int tentative_owner(struct shmbus_channel *ch,
 		e = load_acquire64(&t->claim_end);
 		if (!(e & SHMBUS_CLAIM_TENTATIVE))
 			return 0;	/* t won c */
-		if (sb_pid_alive(owner_pid(o)) || (e & ~1u) != q)
+		if (sb_pid_alive(owner_pid(o)) || (e & ~SHMBUS_CLAIM_TENTATIVE) != q)
 			return -EAGAIN;	/* about to mark it, or ambiguous */
 	}
 	/* Nobody shows c as won.  A producer that won c commits its first
