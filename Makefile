@@ -29,7 +29,8 @@ endif
 LIB_SRCS  = $(wildcard lib/*.c)
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/%.o)
 TEST_SRCS = $(wildcard tests/test_*.c)
-TEST_HELP = $(BUILD)/tests/helpers.o $(BUILD)/tests/common.o
+TEST_HELP = $(BUILD)/tests/helpers.o $(BUILD)/tests/common.o \
+	    $(BUILD)/tests/daemon_fixture.o
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_BINS = $(BUILD)/benchmarks/bench_latency $(BUILD)/benchmarks/bench_throughput \
 	     $(BUILD)/benchmarks/bench_wakeup

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_access.c - who may open what, through a real shmbusd: uid and gid
+ * rules for clients running as another user (setresuid), and subscribers,
+ * buggy or hostile, that try to write the messages they were given
+ * read-only.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+
+#include "shmbus/protocol.h"
+
+static int grab_pointer(const struct shmbus_msg *m, void *arg)
+{
+	*(const void **)arg = m->data;
+	return 1;
+}
+
+/* A subscriber that writes into a message it received. */
+static int write_into_data(void *arg)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_sub *sub;
+	const void *data = NULL;
+
+	(void)arg;
+	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	if (!sub)
+		return 2;
+	if (shmbus_pub_open(ch, NULL) || errno != EPERM)
+		return 3;
+	if (shmbus_wait(sub, 5000000000) ||
+	    shmbus_poll(sub, grab_pointer, &data, 1) != 1)
+		return 4;
+	/* Die by the signal itself, not by a sanitizer's SEGV handler. */
+	signal(SIGSEGV, SIG_DFL);
+	((volatile uint8_t *)data)[0] = 0xff;	/* must fault */
+	return 0;
+}
+
+Test(access, subscriber_data_mapping_is_read_only, .init = setup,
+     .fini = teardown)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "blk", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	pid_t s;
+
+	cr_assert(pub, "%s", shmbus_strerror(errno));
+	cr_assert_null(shmbus_sub_open(ch, NULL));
+	cr_assert_eq(errno, EPERM);
+	s = th_spawn(write_into_data, NULL);
+	usleep(100000);
+	cr_assert_eq(shmbus_publish(pub, "intact", 6), 0);
+	cr_assert_eq(th_wait(s), 128 + SIGSEGV,
+		     "a subscriber wrote into the message data");
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* OPEN by hand, keeping the descriptors the library would close. */
+static int raw_open(const char *name, uint32_t role, int fds[2])
+{
+	struct {
+		struct shmbus_ctl_hdr h;
+		struct shmbus_ctl_open o;
+	} req = { .h = { .magic = SHMBUS_CTL_MAGIC,
+			 .version = SHMBUS_CTL_VERSION,
+			 .type = SHMBUS_CTL_OPEN, .id = 1,
+			 .len = sizeof(struct shmbus_ctl_open) },
+		  .o = { .role = role } };
+	struct shmbus_ctl_hdr rep;
+	struct iovec iov = { .iov_base = &rep, .iov_len = sizeof(rep) };
+	union {
+		struct cmsghdr c;
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+	} ctl;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+			    .msg_control = ctl.buf,
+			    .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *c;
+	int fd = raw_connect();
+
+	strcpy(req.o.name, name);
+	if (send(fd, &req, sizeof(req), 0) != (ssize_t)sizeof(req) ||
+	    recvmsg(fd, &m, 0) != (ssize_t)sizeof(rep) || rep.status)
+		return -1;
+	c = CMSG_FIRSTHDR(&m);
+	if (!c || c->cmsg_type != SCM_RIGHTS ||
+	    c->cmsg_len != CMSG_LEN(2 * sizeof(int)))
+		return -1;
+	memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
+	close(fd);
+	return 0;
+}
+
+/* A hostile subscriber: it holds the data file's descriptor and tries
+ * every way to write through it. */
+static int hostile_subscriber(void)
+{
+	char path[64];
+	void *p;
+	int fds[2], fd;
+
+	if (raw_open("mine", SHMBUS_CTL_ROLE_SUB, fds))
+		return 20;
+	if ((fcntl(fds[1], F_GETFL) & O_ACCMODE) != O_RDONLY)
+		return 21;
+	p = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fds[1], 0);
+	if (p != MAP_FAILED || errno != EACCES)
+		return 22;
+	p = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fds[1], 0);
+	if (p == MAP_FAILED)
+		return 23;
+	if (mprotect(p, 8192, PROT_READ | PROT_WRITE) == 0 || errno != EACCES)
+		return 24;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fds[1]);
+	fd = open(path, O_RDWR);
+	if (fd >= 0 || errno != EACCES)
+		return 25;
+	if (write(fds[1], "x", 1) >= 0 || ftruncate(fds[1], 0) == 0)
+		return 26;
+	return 0;
+}
+
+static int as_nobody(void *arg)
+{
+	const char *dir = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	struct shmbus_channel_attr a;
+
+	if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+	    setresuid(65534, 65534, 65534))
+		return 10;
+	bus = shmbus_connect(d.sock);
+	if (!bus)
+		return 11;
+	/* Denied: publish on "mine" (rule: none), subscribe on "root". */
+	if (shmbus_bus_open(bus, "mine", SHMBUS_ROLE_PUBLISH) ||
+	    errno != EACCES)
+		return 12;
+	if (shmbus_bus_open(bus, "root", SHMBUS_ROLE_SUBSCRIBE) ||
+	    errno != EACCES)
+		return 13;
+	shmbus_channel_attr_init(&a);
+	if (shmbus_bus_create(bus, "x", &a) != -EACCES ||
+	    shmbus_bus_delete(bus, "mine") != -EACCES)
+		return 14;
+	/* The file itself is the daemon's, mode 0600: only the passed
+	 * descriptor gives access. */
+	if (shmbus_channel_open(dir, "mine") || errno != EACCES)
+		return 15;
+	/* Allowed: subscribe on "mine" (rule: uid:65534). */
+	ch = shmbus_bus_open(bus, "mine", SHMBUS_ROLE_SUBSCRIBE);
+	if (!ch || !shmbus_sub_open(ch, NULL))
+		return 16;
+	/* Allowed by group: publish on "grp" (rule: gid:65534). */
+	ch = shmbus_bus_open(bus, "grp", SHMBUS_ROLE_PUBLISH);
+	if (!ch || !shmbus_pub_open(ch, NULL))
+		return 17;
+	return hostile_subscriber();
+}
+
+Test(access, access_control_by_uid_and_gid, .fini = teardown)
+{
+	int rc;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run a client as uid 65534");
+	setup_with("[channel mine]\ncapacity = 8K\nmax_msg = 100\n"
+		   "publish = none\nsubscribe = uid:65534\n"
+		   "[channel root]\ncapacity = 8K\nmax_msg = 100\n"
+		   "subscribe = uid:0\n"
+		   "[channel grp]\ncapacity = 8K\nmax_msg = 100\n"
+		   "publish = gid:65534\n");
+	rc = th_wait(th_spawn(as_nobody, d.dir));
+	cr_assert_eq(rc, 0, "as_nobody() returned %d", rc);
+	cr_assert(log_has("pid"));
+	cr_assert(log_has("may not publish"));
+}

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_protocol.c - the control protocol spoken raw to a real shmbusd: random
+ * bytes, truncated, oversized, wrong magic and version, inconsistent
+ * lengths, bad names and roles, unknown types.  Each gets its error reply,
+ * and the daemon goes on serving everyone.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+
+#include "shmbus/protocol.h"
+
+static int count_rows(const struct shmbus_bus_channel *c, void *arg)
+{
+	(void)c;
+	++*(int *)arg;
+	return 0;
+}
+
+/* Sends raw bytes; returns the reply's status (or 1 if none came). */
+static int raw_call(int fd, const void *buf, size_t len)
+{
+	struct shmbus_ctl_hdr h;
+	uint8_t rep[SHMBUS_CTL_MAX];
+	struct timeval tv = { .tv_sec = 2 };
+	ssize_t n;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	cr_assert_eq(send(fd, buf, len, 0), (ssize_t)len);
+	n = recv(fd, rep, sizeof(rep), 0);
+	if (n < (ssize_t)sizeof(h))
+		return 1;
+	memcpy(&h, rep, sizeof(h));
+	cr_assert_eq(h.magic, SHMBUS_CTL_MAGIC);
+	return h.status;
+}
+
+static void hdr(uint8_t *buf, uint16_t type, uint32_t len)
+{
+	struct shmbus_ctl_hdr h = {
+		.magic = SHMBUS_CTL_MAGIC, .version = SHMBUS_CTL_VERSION,
+		.type = type, .id = 9, .len = len,
+	};
+
+	memcpy(buf, &h, sizeof(h));
+}
+
+Test(protocol, malformed_requests_get_errors, .init = setup, .fini = teardown)
+{
+	static uint8_t buf[70000];
+	struct shmbus_ctl_open op = { .role = SHMBUS_CTL_ROLE_SUB };
+	const size_t H = sizeof(struct shmbus_ctl_hdr);
+	int fd = raw_connect(), rows = 0;
+	shmbus_bus *bus;
+	unsigned seed = 42;
+
+	/* Random bytes of many lengths. */
+	for (int i = 0; i < 300; i++) {
+		size_t len = 1 + (size_t)rand_r(&seed) % 600;
+
+		for (size_t j = 0; j < len; j++)
+			buf[j] = (uint8_t)rand_r(&seed);
+		cr_assert_lt(raw_call(fd, buf, len), 0);
+	}
+	/* Truncated: less than a header. */
+	hdr(buf, SHMBUS_CTL_HELLO, 0);
+	cr_assert_eq(raw_call(fd, buf, 10), -EBADMSG);
+	/* Oversized: more than the protocol allows. */
+	hdr(buf, SHMBUS_CTL_LIST, sizeof(buf) - H);
+	cr_assert_eq(raw_call(fd, buf, sizeof(buf)), -EMSGSIZE);
+	/* Wrong version, wrong magic. */
+	hdr(buf, SHMBUS_CTL_HELLO, 0);
+	((struct shmbus_ctl_hdr *)buf)->version = 99;
+	cr_assert_eq(raw_call(fd, buf, H), -EPROTONOSUPPORT);
+	hdr(buf, SHMBUS_CTL_HELLO, 0);
+	((struct shmbus_ctl_hdr *)buf)->magic = 0x12345678;
+	cr_assert_eq(raw_call(fd, buf, H), -EPROTO);
+	/* The header's length disagrees with the datagram. */
+	hdr(buf, SHMBUS_CTL_OPEN, 1000);
+	cr_assert_eq(raw_call(fd, buf, H + 10), -EBADMSG);
+	/* A body of the wrong size for its type. */
+	hdr(buf, SHMBUS_CTL_OPEN, 10);
+	cr_assert_eq(raw_call(fd, buf, H + 10), -EBADMSG);
+	/* A name without its NUL, a path in a name, an unknown role. */
+	memset(op.name, 'a', sizeof(op.name));
+	hdr(buf, SHMBUS_CTL_OPEN, sizeof(op));
+	memcpy(buf + H, &op, sizeof(op));
+	cr_assert_eq(raw_call(fd, buf, H + sizeof(op)), -EINVAL);
+	memset(op.name, 0, sizeof(op.name));
+	strcpy(op.name, "../../etc/passwd");
+	memcpy(buf + H, &op, sizeof(op));
+	cr_assert_eq(raw_call(fd, buf, H + sizeof(op)), -EINVAL);
+	strcpy(op.name, "blk");
+	op.role = 77;
+	memcpy(buf + H, &op, sizeof(op));
+	cr_assert_eq(raw_call(fd, buf, H + sizeof(op)), -EINVAL);
+	/* An unknown request type. */
+	hdr(buf, 0x7777, 0);
+	cr_assert_eq(raw_call(fd, buf, H), -EOPNOTSUPP);
+	/* The same connection still works. */
+	hdr(buf, SHMBUS_CTL_HELLO, 0);
+	cr_assert_eq(raw_call(fd, buf, H), 0);
+	close(fd);
+
+	/* And the daemon serves everyone else. */
+	cr_assert_eq(waitpid(d.pid, NULL, WNOHANG), 0, "shmbusd died");
+	bus = shmbus_connect(d.sock);
+	cr_assert(bus);
+	cr_assert_eq(shmbus_bus_list(bus, count_rows, &rows), 4);
+	shmbus_disconnect(bus);
+	cr_assert(log_has("bad magic"));
+	cr_assert(log_has("oversized request"));
+}
