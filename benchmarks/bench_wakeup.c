@@ -108,9 +108,13 @@ static int on_msg(const struct shmbus_msg *m, void *arg)
 	return 0;
 }
 
-static void sb_sleeper(long n)
+/* A sleeping subscriber on CPU 1.  With n > 0 it handles n messages; with
+ * n == 0 it waits idle_ms with nothing published.  Either way it stores
+ * the CPU it used, as a percentage of the time it ran. */
+static void sb_sleeper(long n, long idle_ms)
 {
-	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP, .spin_ns = 1 };
+	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP,
+				      .spin_ns = n ? 1 : 0 };
 	shmbus_channel *ch = shmbus_channel_open(sh->dir, "w");
 	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
 	uint64_t t0 = bh_now_ns();
@@ -120,6 +124,8 @@ static void sb_sleeper(long n)
 		_exit(2);
 	bh_pin(1);
 	atomic_store(&sh->ready, 1);
+	if (n == 0)
+		shmbus_wait(sub, idle_ms * 1000000);
 	while (atomic_load(&sh->ack) < (uint64_t)n) {
 		if (shmbus_wait(sub, -1) == 0)
 			shmbus_poll(sub, on_msg, NULL, 0);
@@ -147,24 +153,6 @@ static void sb_publisher(long n)
 	}
 	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
-}
-
-/* An idle subscriber: sleeps on the futex with nothing published. */
-static void sb_idle(long ms)
-{
-	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP };
-	shmbus_channel *ch = shmbus_channel_open(sh->dir, "w");
-	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
-	uint64_t t0 = bh_now_ns();
-	double c0 = cpu_seconds();
-
-	if (!sub)
-		_exit(2);
-	bh_pin(1);
-	shmbus_wait(sub, ms * 1000000);
-	sh->cpu_pct = 100.0 * (cpu_seconds() - c0) /
-		      ((double)(bh_now_ns() - t0) / 1e9);
-	_exit(0);
 }
 
 static int setup_channel(void)
@@ -208,7 +196,7 @@ static int run(enum what w, long n)
 	if (pid == 0) {
 		if (w == FUTEX)
 			futex_sleeper(n);
-		sb_sleeper(n);
+		sb_sleeper(n, 0);
 	}
 	bh_pin(0);
 	while (!atomic_load(&sh->ready))
@@ -290,7 +278,7 @@ int main(int argc, char **argv)
 		return 1;
 	pid = bh_fork();
 	if (pid == 0)
-		sb_idle(idle_ms);
+		sb_sleeper(0, idle_ms);
 	waitpid(pid, NULL, 0);
 	drop_channel();
 	printf("\n# idle: a sleeping subscriber with nothing published for "
