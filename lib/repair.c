@@ -80,6 +80,8 @@ static uint64_t committed_until(struct shmbus_channel *ch, uint64_t p,
 static void zero_stale(struct shmbus_channel *ch, uint64_t pos)
 {
 	uint64_t *word = &rec_at(ch, pos)->commit;
+	/* A1: pairs with R1 in the successor's commit; only the value is
+	 * compared, nothing behind it is read. */
 	uint64_t w = load_acquire64(word);
 
 	/* A CAS, not a store: a live successor may commit here at any
@@ -156,7 +158,8 @@ static int tentative_owner(struct shmbus_channel *ch,
 		e = load_acquire64(&t->claim_end);
 		if (!(e & SHMBUS_CLAIM_TENTATIVE))
 			return 0;	/* t won c */
-		if (sb_pid_alive(owner_pid(o)) || (e & ~SHMBUS_CLAIM_TENTATIVE) != q)
+		if (sb_pid_alive(owner_pid(o)) ||
+		    (e & ~SHMBUS_CLAIM_TENTATIVE) != q)
 			return -EAGAIN;	/* about to mark it, or ambiguous */
 	}
 	/* Nobody shows c as won.  A producer that won c commits its first
