@@ -26,6 +26,11 @@
 struct shmbus_pub {
 	struct shmbus_channel *ch;
 	struct shmbus_prod_slot *slot;
+	/* Copies of the channel's validated geometry, for the fast path. */
+	struct shmbus_hdr *hdr;
+	uint64_t mask;
+	uint64_t cap;
+	bool multi;
 	uint64_t head;		/* SP: the next position we claim */
 	uint64_t seq;		/* SP: next sequence number */
 	uint64_t bytes;		/* SP: payload bytes published */
@@ -191,17 +196,16 @@ static bool await_handoff(struct shmbus_channel *ch, uint64_t p)
 }
 
 /*
- * Reserves `need` bytes for `nmsgs` records holding `nbytes` payload bytes.
- * On success *recp is where the first record goes and *seqp its sequence
- * number; wrap padding, if any, is already committed.
+ * The general claim: multi producer, wrap padding, or a limit to refresh
+ * (and wait on).  On success [*pp, *pp + *padp + need) is ours.
  */
-static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
-		   uint64_t nbytes, uint64_t *recp, uint64_t *seqp)
+static int claim_slow(struct shmbus_pub *pub, uint64_t need, uint64_t *pp,
+		      uint64_t *padp)
 {
 	struct shmbus_channel *ch = pub->ch;
 	struct shmbus_hdr *h = ch->hdr;
 	bool multi = ch_multi(ch), block = !ch_overwrite(ch);
-	uint64_t p, q, pad, seq;
+	uint64_t p, q, pad;
 	int64_t deadline = 0;
 	unsigned spins = 0;
 	int rc;
@@ -255,6 +259,45 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 			break;
 		}
 	}
+	*pp = p;
+	*padp = pad;
+	return 0;
+}
+
+/*
+ * The common case, on the producer's private copy of head: single
+ * producer, no wrap, inside the limit it already knows.  No shared word is
+ * read.  (An overwrite channel's single producer has no limit: UINT64_MAX,
+ * set in shmbus_pub_open().)
+ */
+static inline bool claim_fast(struct shmbus_pub *pub, uint64_t need,
+			      uint64_t *pp)
+{
+	uint64_t p = pub->head, q = p + need;
+
+	if (__builtin_expect(pub->multi || (p & pub->mask) + need > pub->cap ||
+				     q + SHMBUS_REC_ALIGN > pub->limit, 0))
+		return false;
+	pub->head = q;
+	/* Relaxed: R2 below orders it before the record's bytes. */
+	store_relaxed64(&pub->hdr->head, q);
+	*pp = p;
+	return true;
+}
+
+/*
+ * What every claim of [p, q) does once it is ours (wrap padding of `pad`
+ * bytes at p, then `nmsgs` records): hand-off, the next header word, the
+ * index, the counters.  Returns the first record's sequence number.
+ */
+static inline __attribute__((always_inline)) uint64_t
+claim_done(struct shmbus_pub *pub, uint64_t p, uint64_t pad, uint64_t q,
+	   uint64_t nmsgs, uint64_t nbytes)
+{
+	struct shmbus_channel *ch = pub->ch;
+	struct shmbus_hdr *h = pub->hdr;
+	uint64_t seq;
+
 	/* R2: pairs with A5 (the fence in the subscriber's overwrite check):
 	 * the claim is visible before any byte of [p, q) changes, so a reader
 	 * that copied bytes we overwrite sees head past its record. */
@@ -262,15 +305,16 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 
 	/* A dead predecessor's hand-off is taken over; shmbusd turns its
 	 * claim into padding (sb_repair_prod()). */
-	if (multi)
+	if (pub->multi)
 		await_handoff(ch, p);
 	/* The header word at q becomes the next claim's commit word; zero it
 	 * now, before our commits (R1, release) publish anything, so that a
 	 * reader who reaches q after our records never mistakes stale bytes
 	 * of an earlier lap for a committed record. */
 	store_relaxed64(&rec_at(ch, q)->commit, 0);
-	seg_index(ch, p, q);
-	if (multi) {
+	if ((p ^ q) >> ch->seg_log2)	/* a segment start in (p, q] */
+		seg_index(ch, p, q);
+	if (pub->multi) {
 		seq = load_relaxed64(&h->seq);
 		store_relaxed64(&h->seq, seq + nmsgs);
 		store_relaxed64(&h->bytes, load_relaxed64(&h->bytes) + nbytes);
@@ -294,8 +338,39 @@ static int reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 				commit_word(ch, p, SHMBUS_REC_PAD,
 					    (uint32_t)(pad - SHMBUS_REC_ALIGN)));
 	}
+	return seq;
+}
+
+static __attribute__((noinline)) int
+reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
+	     uint64_t nbytes, uint64_t *recp, uint64_t *seqp)
+{
+	uint64_t p, pad;
+	int rc = claim_slow(pub, need, &p, &pad);
+
+	if (rc)
+		return rc;
+	*seqp = claim_done(pub, p, pad, p + pad + need, nmsgs, nbytes);
 	*recp = p + pad;
-	*seqp = seq;
+	return 0;
+}
+
+/*
+ * Reserves `need` bytes for `nmsgs` records holding `nbytes` payload bytes.
+ * On success *recp is where the first record goes and *seqp its sequence
+ * number; wrap padding, if any, is already committed.  The common case is
+ * inlined into its callers; everything else is out of line.
+ */
+static inline __attribute__((always_inline)) int
+reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
+	uint64_t nbytes, uint64_t *recp, uint64_t *seqp)
+{
+	uint64_t p;
+
+	if (!claim_fast(pub, need, &p))
+		return reserve_slow(pub, need, nmsgs, nbytes, recp, seqp);
+	*seqp = claim_done(pub, p, 0, p + need, nmsgs, nbytes);
+	*recp = p;
 	return 0;
 }
 
@@ -596,6 +671,12 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		return NULL;
 	}
 	pub->ch = ch;
+	pub->hdr = ch->hdr;
+	pub->mask = ch->mask;
+	pub->cap = ch->cap;
+	pub->multi = ch_multi(ch);
+	/* Overwrite, single producer: nothing ever holds it back. */
+	pub->limit = ch_overwrite(ch) && !pub->multi ? UINT64_MAX : 0;
 	pub->timeout_ns = attr ? attr->timeout_ns : 0;
 	if (!ch_multi(ch)) {
 		rc = take_sp_role(ch);
