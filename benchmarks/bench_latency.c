@@ -6,6 +6,10 @@
  *
  *   floor    one cache line bounced between the two processes: nothing
  *            that moves data between these two cores can be faster
+ *   floor2   two cache lines, one per direction, each written by one
+ *            process only: the floor of any pair of one-way channels
+ *   ring     two minimal rings of records with in-band commit words
+ *            (ring.h): what shmbus's record protocol itself costs
  *   shmbus   two single-producer block channels, busy-spin subscribers,
  *            zero-copy claim/commit out, zero-copy poll in
  *   pipe     two pipes, blocking read/write
@@ -23,7 +27,13 @@
  * apart on the host, and that can change during a run.  A measurement whose
  * floor moved by more than 25% is flagged "placement changed".
  *
- *   bench_latency [-q]      -q: a quick run (CI checks that it runs)
+ *   bench_latency [-q] [-s SIZE] [-t NAME] [-c CAPACITY]
+ *          -q  a quick run (CI checks that it runs)
+ *          -s  only messages of SIZE bytes
+ *          -t  only these transports, comma-separated (floor2, ring,
+ *              shmbus, pipe, unix, mq, zmq); the floor always runs
+ *          -c  the shmbus channels' capacity in bytes (default 1 MiB)
+ *   A partial run (-s, -t, -c) writes no result file.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,6 +42,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +55,7 @@
 
 #include "harness.h"
 #include "hist.h"
+#include "ring.h"
 #include "shmbus.h"
 #include <zmq.h>
 
@@ -52,6 +64,7 @@
 /* Shared between the two processes. */
 struct shared {
 	_Alignas(64) _Atomic uint64_t line;	/* the floor's cache line */
+	_Alignas(64) _Atomic uint64_t back;	/* floor2: the way back */
 	_Alignas(64) _Atomic int ready;
 	char dir[64];
 };
@@ -73,6 +86,7 @@ static shmbus_channel *ch_ab, *ch_ba;
 static shmbus_pub *pub;
 static shmbus_sub *sub;
 static uint8_t msgbuf[MAX_SIZE];
+static uint64_t sb_capacity = 1u << 20;
 
 /* ---- floor: one cache line, odd values from A, even from B ---- */
 
@@ -115,6 +129,75 @@ static int floor_setup(void)
 	return 0;
 }
 
+/* ---- floor2: `line` carries odd values from A, `back` even ones from B ---- */
+
+static void floor2_echo(size_t size)
+{
+	(void)size;
+	floor_seq += 2;
+	/* Acquire/release: the handshake itself is what is measured. */
+	while (atomic_load_explicit(&sh->line, memory_order_acquire) !=
+	       floor_seq - 1)
+		_mm_pause();
+	atomic_store_explicit(&sh->back, floor_seq, memory_order_release);
+}
+
+static void floor2_ping(size_t size)
+{
+	(void)size;
+	floor_seq += 2;
+	atomic_store_explicit(&sh->line, floor_seq - 1, memory_order_release);
+	while (atomic_load_explicit(&sh->back, memory_order_acquire) !=
+	       floor_seq)
+		_mm_pause();
+}
+
+static int floor2_setup(void)
+{
+	atomic_store(&sh->back, 0);
+	return floor_setup();
+}
+
+/* ---- ring: two minimal rings (ring.h), a->b and b->a ---- */
+
+static struct br_ring *rings;	/* [0]: a->b, [1]: b->a; shared */
+static struct br_end r_out, r_in;
+
+static int ring_setup(void)
+{
+	memset(rings, 0, 2 * sizeof(*rings));
+	return 0;
+}
+
+static int ring_open_ends(int out)
+{
+	br_init(&r_out, &rings[out], 1, 0);
+	br_init(&r_in, &rings[!out], 0, 0);
+	return 0;
+}
+
+static int ring_child_open(void)
+{
+	return ring_open_ends(1);
+}
+
+static int ring_parent_open(void)
+{
+	return ring_open_ends(0);
+}
+
+static void ring_echo(size_t size)
+{
+	br_recv(&r_in, NULL, size);
+	br_send(&r_out, msgbuf, size);
+}
+
+static void ring_ping(size_t size)
+{
+	br_send(&r_out, msgbuf, size);
+	br_recv(&r_in, NULL, size);
+}
+
 /* ---- shmbus: two channels, a->b and b->a ---- */
 
 static int sb_setup(void)
@@ -126,8 +209,8 @@ static int sb_setup(void)
 	if (!mkdtemp(sh->dir))
 		return -errno;
 	shmbus_channel_attr_init(&a);
-	a.capacity = 1u << 20;
-	a.max_msg = MAX_SIZE;
+	a.capacity = sb_capacity;
+	a.max_msg = sb_capacity / 4 < MAX_SIZE ? sb_capacity / 4 : MAX_SIZE;
 	c1 = shmbus_channel_create(sh->dir, "ab", &a, SHMBUS_CREATE_EXCL);
 	c2 = shmbus_channel_create(sh->dir, "ba", &a, SHMBUS_CREATE_EXCL);
 	if (!c1 || !c2)
@@ -357,6 +440,12 @@ static void zmq_close_all(void)
 
 static const struct transport T_FLOOR = { "floor", floor_setup, nop, nop,
 					  floor_echo, floor_ping, nop_close };
+static const struct transport T_FLOOR2 = { "floor2", floor2_setup, nop, nop,
+					   floor2_echo, floor2_ping,
+					   nop_close };
+static const struct transport T_RING = { "ring", ring_setup, ring_child_open,
+					 ring_parent_open, ring_echo,
+					 ring_ping, nop_close };
 static const struct transport T_SHMBUS = { "shmbus", sb_setup, sb_child_open,
 					   sb_parent_open, sb_echo, sb_ping,
 					   sb_close };
@@ -439,6 +528,20 @@ static uint64_t probe_floor(void)
 
 static FILE *csv;
 
+/* Whether `name` is in the comma-separated list `only` (NULL: all). */
+static bool wanted(const char *only, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = only; p; p = strchr(p, ',')) {
+		if (*p == ',')
+			p++;
+		if (!strncmp(p, name, n) && (p[n] == ',' || p[n] == 0))
+			return true;
+	}
+	return !only;
+}
+
 static void row(const char *name, size_t size, const struct hist *h,
 		uint64_t f0, uint64_t f1, double floor50)
 {
@@ -469,12 +572,32 @@ static void row(const char *name, size_t size, const struct hist *h,
 int main(int argc, char **argv)
 {
 	static const size_t sizes[] = { 32, 256, 1024, 4096 };
-	const struct transport *ts[] = { &T_SHMBUS, &T_PIPE, &T_UNIX, &T_MQ,
-					 &T_ZMQ };
-	int quick = argc > 1 && !strcmp(argv[1], "-q");
+	const struct transport *ts[] = { &T_FLOOR2, &T_RING, &T_SHMBUS,
+					 &T_PIPE, &T_UNIX, &T_MQ, &T_ZMQ };
+	const char *only_t = NULL;
+	size_t only_s = 0;
+	int quick = 0, opt;
 
-	/* A quick run's figures are not results: no file. */
-	csv = quick ? NULL : bh_result_file("latency.csv");
+	while ((opt = getopt(argc, argv, "qs:t:c:")) != -1) {
+		long v = optarg ? atol(optarg) : 0;
+
+		if (opt == 'q')
+			quick = 1;
+		else if (opt == 's' && v > 0 && v <= MAX_SIZE)
+			only_s = (size_t)v;
+		else if (opt == 't')
+			only_t = optarg;
+		else if (opt == 'c' && v >= 4096 && !(v & (v - 1)))
+			sb_capacity = (uint64_t)v;
+		else {
+			fprintf(stderr, "usage: bench_latency [-q] [-s SIZE] "
+					"[-t NAME] [-c CAPACITY]\n");
+			return 2;
+		}
+	}
+	/* A quick or partial run's figures are not results: no file. */
+	csv = quick || only_s || only_t || sb_capacity != 1u << 20
+		      ? NULL : bh_result_file("latency.csv");
 	if (csv)
 		fprintf(csv, "what,bytes,percentile,ns,floor_before,"
 			     "floor_after\n");
@@ -483,7 +606,8 @@ int main(int argc, char **argv)
 
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
 		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (sh == MAP_FAILED || sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+	rings = bh_shared(2 * sizeof(*rings));
+	if (sh == MAP_FAILED || !rings || sysconf(_SC_NPROCESSORS_ONLN) < 2) {
 		fprintf(stderr, "bench_latency: needs two CPUs and shared memory\n");
 		return 1;
 	}
@@ -500,23 +624,48 @@ int main(int argc, char **argv)
 	measure(&T_FLOOR, 8, warm, n, &fl);
 	row("floor", 8, &fl, hist_percentile(&fl, 50),
 	    hist_percentile(&fl, 50), (double)hist_percentile(&fl, 50));
-	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+	for (size_t s = 0; s < (only_s ? 1 : sizeof(sizes) / sizeof(sizes[0]));
+	     s++) {
+		size_t size = only_s ? only_s : sizes[s];
+
+		double ring50 = 0, floor2_50 = 0;
+
 		for (size_t k = 0; k < sizeof(ts) / sizeof(ts[0]); k++) {
-			uint64_t f0 = probe_floor(), f1;
+			const struct transport *t = ts[k];
+			bool user = t == &T_FLOOR2 || t == &T_RING ||
+				    t == &T_SHMBUS;
+			uint64_t f0, f1;
+
+			/* floor2 does not depend on the size. */
+			if (!wanted(only_t, t->name) || (t == &T_FLOOR2 && s))
+				continue;
+			f0 = probe_floor();
 			/* Kernel paths are ~300x slower: a tenth of the round
 			 * trips still gives their p99.99 100 samples. */
-			long nk = ts[k] == &T_SHMBUS ? n : n / 10;
+			long nk = user ? n : n / 10;
 
-			if (measure(ts[k], sizes[s], nk / 10, nk, &h)) {
-				printf("%-7s %5zu failed\n", ts[k]->name, sizes[s]);
+			if (measure(t, size, nk / 10, nk, &h)) {
+				printf("%-7s %5zu failed\n", t->name, size);
 				continue;
 			}
 			f1 = probe_floor();
-			row(ts[k]->name, sizes[s], &h, f0, f1, (double)f0);
+			row(t->name, size, &h, f0, f1, (double)f0);
+			if (t == &T_FLOOR2)
+				floor2_50 = (double)hist_percentile(&h, 50);
+			if (t == &T_RING)
+				ring50 = (double)hist_percentile(&h, 50);
+			if (t == &T_SHMBUS && ring50 > 0)
+				printf("#   shmbus p50 = %.2f x ring, %.2f x "
+				       "floor2\n",
+				       (double)hist_percentile(&h, 50) / ring50,
+				       floor2_50 > 0 ? (double)hist_percentile(
+							       &h, 50) /
+							       floor2_50
+						     : 0.0);
 		}
 	}
 	/* Fixed offered rate: 100 K round trips per second, 32 bytes. */
-	{
+	if (wanted(only_t, "shmbus")) {
 		uint64_t f0 = probe_floor(), f1;
 
 		period_ticks = (uint64_t)(10000.0 / ns_per_tick);

@@ -24,7 +24,9 @@
  * numbers say what the protocol sustains with the cores it gets, and the
  * output says which processes shared a core.
  *
- *   bench_throughput [-q]     -q: a quick run (CI checks that it runs)
+ *   bench_throughput [-q] [-s SIZE]
+ *                     -q: a quick run (CI checks that it runs)
+ *                     -s: only messages of SIZE bytes, no fan-out
  *
  * Results also go to benchmarks/results/throughput.csv.
  */
@@ -315,10 +317,26 @@ int main(int argc, char **argv)
 {
 	static const size_t sizes[] = { 8, 32, 64, 256, 1024, 4096, 16384,
 					65536 };
-	int quick = argc > 1 && !strcmp(argv[1], "-q");
-	long probe = quick ? 5000 : 50000;
-	/* A quick run's figures are not results: no file. */
-	FILE *csv = quick ? NULL : bh_result_file("throughput.csv");
+	size_t only = 0;
+	int quick = 0, opt;
+	long probe;
+	FILE *csv;
+
+	while ((opt = getopt(argc, argv, "qs:")) != -1) {
+		if (opt == 'q')
+			quick = 1;
+		else if (opt == 's' && atol(optarg) > 0 &&
+			 (size_t)atol(optarg) <= MAX_SIZE)
+			only = (size_t)atol(optarg);
+		else {
+			fprintf(stderr, "usage: bench_throughput [-q] "
+					"[-s SIZE]\n");
+			return 2;
+		}
+	}
+	probe = quick ? 5000 : 50000;
+	/* A quick or partial run's figures are not results: no file. */
+	csv = quick || only ? NULL : bh_result_file("throughput.csv");
 
 	sh = bh_shared(sizeof(*sh));
 	ring = bh_shared(RING);
@@ -347,7 +365,7 @@ int main(int argc, char **argv)
 	       "Mmsg/s", "GB/s", "Mmsg/s", "GB/s", "Mmsg/s", "GB/s", "Mmsg/s",
 	       "GB/s", "Mmsg/s", "GB/s");
 	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
-		size_t size = sizes[s];
+		size_t size = only ? only : sizes[s];
 		uint64_t n = count_for(size, quick);
 		uint64_t f0 = bh_floor_p50(probe), f1;
 		struct result mc = run_memcpy(size, n);
@@ -368,6 +386,8 @@ int main(int argc, char **argv)
 		       m[2].msgs / 1e6, m[2].gbs, best / cp.gbs,
 		       (unsigned long long)f0, (unsigned long long)f1,
 		       bh_moved(f0, f1) ? "  placement changed" : "");
+		if (only)
+			return 0;
 		if (csv) {
 			fprintf(csv, "memcpy,-,%zu,0,1,%.0f,%.3f,%llu,%llu\n",
 				size, mc.msgs, mc.gbs, (unsigned long long)f0,
