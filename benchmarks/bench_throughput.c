@@ -17,6 +17,12 @@
  * Every subscriber copies each message out (memcpy in its handler), as the
  * copy2p consumer does.  Producer on CPU 0, subscriber on CPU 1.
  *
+ * Then what bounds one commit per message, at 32 bytes: ring.h's minimal
+ * ring of records with in-band commit words (shmbus's record protocol and
+ * nothing else), with and without the full fence of shmbus's wake check,
+ * and with the consumer pausing after an empty look, next to shmbus's
+ * claim/commit with the same consumer behaviours.
+ *
  * Fan-out (1 producer to 1, 2, 4 subscribers) and fan-in (2 producers on
  * a multi-producer channel to 1 subscriber) follow.  The machine has two
  * cores: extra subscribers share CPU 1 (they yield when idle), and in
@@ -42,6 +48,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "ring.h"
 #include "shmbus.h"
 
 #define RING (4u << 20)
@@ -63,6 +70,8 @@ struct shared {
 };
 
 static struct shared *sh;
+static struct br_ring *bring;	/* ring.h's ring, shared */
+static int sub_backoff;		/* subscribers: pauses after an empty poll */
 static uint8_t *ring;		/* copy2p slots, shared */
 static uint8_t *src, *dst;	/* private */
 
@@ -141,6 +150,40 @@ static struct result run_copy2p(size_t size, uint64_t n)
 	return r;
 }
 
+/* ------------------------------------------------------------------ ring */
+
+static struct result run_ring(size_t size, uint64_t n, int fenced,
+			      int backoff)
+{
+	struct br_end e;
+	struct result r;
+	pid_t pid;
+
+	memset(bring, 0, sizeof(*bring));
+	atomic_store(&sh->ready, 0);
+	pid = bh_fork();
+	if (pid == 0) {
+		bh_pin(1);
+		br_init(&e, bring, 0, backoff);
+		atomic_store(&sh->ready, 1);
+		for (uint64_t i = 0; i < n; i++)
+			br_recv(&e, dst, size);
+		atomic_store(&sh->done_ns[0], bh_now_ns());
+		_exit(0);
+	}
+	bh_pin(0);
+	br_init(&e, bring, fenced, 0);
+	while (!atomic_load(&sh->ready))
+		_mm_pause();
+	sh->t0 = bh_now_ns();
+	for (uint64_t i = 0; i < n; i++)
+		br_send(&e, src, size);
+	waitpid(pid, NULL, 0);
+	r.msgs = (double)n * 1e9 / (double)(sh->done_ns[0] - sh->t0);
+	r.gbs = r.msgs * (double)size / 1e9;
+	return r;
+}
+
 /* ---------------------------------------------------------------- shmbus */
 
 struct count {
@@ -173,7 +216,8 @@ static void subscriber(int idx, uint64_t expect, bool shared_cpu)
 			if (shared_cpu)
 				sched_yield();
 			else
-				_mm_pause();
+				for (int i = 0; i <= sub_backoff; i++)
+					_mm_pause();
 		}
 	}
 	atomic_store(&sh->done_ns[idx], bh_now_ns());
@@ -303,6 +347,48 @@ static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
 
 /* ------------------------------------------------------------------ main */
 
+/*
+ * What bounds one commit per message: the minimal ring, the fence, and a
+ * consumer that keeps reading the line the producer is writing, against
+ * shmbus's claim/commit with the same consumers.
+ */
+static void bound_table(size_t size, uint64_t n, long probe, FILE *csv)
+{
+	static const struct {
+		const char *what;
+		int fenced, backoff, shmbus;
+	} rows[] = {
+		{ "ring", 0, 0, 0 },
+		{ "ring + wake fence", 1, 0, 0 },
+		{ "ring + wake fence, consumer pauses 16", 1, 16, 0 },
+		{ "shmbus claim/commit", 0, 0, 1 },
+		{ "shmbus claim/commit, subscriber pauses 16", 0, 16, 1 },
+	};
+
+	printf("\n# what bounds one commit per message, %zu-byte messages: "
+	       "the same record protocol and nothing else (ring.h)\n", size);
+	printf("%-44s %9s  %s\n", "", "Mmsg/s", "floor");
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		uint64_t f0 = bh_floor_p50(probe), f1;
+		struct result r;
+
+		if (rows[i].shmbus) {
+			sub_backoff = rows[i].backoff;
+			r = run_shmbus(CLAIM, size, n, 1, 1);
+			sub_backoff = 0;
+		} else
+			r = run_ring(size, n, rows[i].fenced, rows[i].backoff);
+		f1 = bh_floor_p50(probe);
+		printf("%-44s %9.1f  %llu/%llu%s\n", rows[i].what, r.msgs / 1e6,
+		       (unsigned long long)f0, (unsigned long long)f1,
+		       bh_moved(f0, f1) ? "  placement changed" : "");
+		if (csv)
+			fprintf(csv, "bound,\"%s\",%zu,1,1,%.0f,%.3f,%llu,%llu\n",
+				rows[i].what, size, r.msgs, r.gbs,
+				(unsigned long long)f0, (unsigned long long)f1);
+	}
+}
+
 static uint64_t count_for(size_t size, int quick)
 {
 	uint64_t budget = quick ? (64u << 20) : (uint64_t)3 << 30;
@@ -340,9 +426,10 @@ int main(int argc, char **argv)
 
 	sh = bh_shared(sizeof(*sh));
 	ring = bh_shared(RING);
+	bring = bh_shared(sizeof(*bring));
 	src = malloc(RING);
 	dst = malloc(MAX_SIZE);
-	if (!sh || !ring || !src || !dst ||
+	if (!sh || !ring || !bring || !src || !dst ||
 	    sysconf(_SC_NPROCESSORS_ONLN) < 2) {
 		fprintf(stderr, "bench_throughput: needs two CPUs and memory\n");
 		return 1;
@@ -387,7 +474,7 @@ int main(int argc, char **argv)
 		       (unsigned long long)f0, (unsigned long long)f1,
 		       bh_moved(f0, f1) ? "  placement changed" : "");
 		if (only)
-			return 0;
+			break;
 		if (csv) {
 			fprintf(csv, "memcpy,-,%zu,0,1,%.0f,%.3f,%llu,%llu\n",
 				size, mc.msgs, mc.gbs, (unsigned long long)f0,
@@ -403,6 +490,11 @@ int main(int argc, char **argv)
 					(unsigned long long)f1);
 		}
 	}
+
+	bound_table(only ? only : 32, count_for(only ? only : 32, quick),
+		    probe, csv);
+	if (only)
+		return 0;
 
 	printf("\n# fan-out and fan-in, 64-byte messages, Mmsg/s per "
 	       "subscriber (2 cores: see the notes)\n");

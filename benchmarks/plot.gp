@@ -17,6 +17,8 @@ set xtics ("50" 2, "90" 10, "99" 100, "99.9" 1000, "99.99" 10000)
 f = "benchmarks/results/latency.csv"
 sel(w, b) = (stringcolumn(1) eq w && $2 == b && $3 < 100) ? 1 / (1 - $3 / 100) : 1/0
 plot f using (sel("floor", 8)):4 with linespoints lw 2 title "floor (cache line, 8 B)", \
+     f using (sel("floor2", 32)):4 with linespoints title "floor2 (a line each way)", \
+     f using (sel("ring", 32)):4 with linespoints title "minimal ring (ring.h)", \
      f using (sel("shmbus", 32)):4 with linespoints lw 2 title "shmbus", \
      f using (sel("shmbus@100k", 32)):4 with linespoints title "shmbus at 100 K/s (from intended time)", \
      f using (sel("pipe", 32)):4 with linespoints title "pipe", \
