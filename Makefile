@@ -3,6 +3,7 @@
 #   make test       the Criterion suite
 #   make sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       the suite under ThreadSanitizer
+#   make bench      the benchmarks (bench-quick: briefly; bench-insn: callgrind)
 #   make demo       shmbusd on examples/demo.conf, a publisher and a subscriber
 #   make deps       install missing build dependencies (apt-get, as root)
 #   make install    PREFIX=/usr/local
@@ -53,7 +54,7 @@ DEPS_PKGS = gcc make pkg-config libcriterion-dev liburcu-dev libnuma-dev \
 DEPS_STAMP = $(BUILD)/.deps-ok
 
 .SECONDARY:
-.PHONY: all test sanitize tsan tsan-run bench bench-quick demo deps install clean check-deps
+.PHONY: all test sanitize tsan tsan-run bench bench-quick bench-insn demo deps install clean check-deps
 
 all: $(DEPS_STAMP) $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS) $(SHMBUSD)
 
@@ -126,6 +127,21 @@ bench: all $(BENCH_BINS)
 
 bench-quick: all $(BENCH_BINS)
 	$(Q)for b in $(BENCH_BINS); do $$b -q || exit 1; done
+
+# Instructions per message (claim, 32 B memcpy, commit, poll), counted by
+# callgrind: the difference between two loop lengths.  Needs valgrind.
+INSN_LOOP = $(BUILD)/benchmarks/insn_loop
+$(INSN_LOOP): $(BUILD)/benchmarks/insn_loop.o $(LIB_A)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lpthread
+
+bench-insn: $(INSN_LOOP)
+	$(Q)command -v valgrind >/dev/null || { echo "bench-insn: needs valgrind (apt-get install valgrind)"; exit 1; }
+	$(Q)for n in 100000 200000; do \
+		valgrind --tool=callgrind --callgrind-out-file=/dev/null $(INSN_LOOP) $$n 2>&1 | \
+			sed -n 's/.*I *refs: *//p' | tr -d , > $(BUILD)/insn.$$n || exit 1; \
+	done; \
+	echo "instructions per message: $$(( ($$(cat $(BUILD)/insn.200000) - $$(cat $(BUILD)/insn.100000)) / 100000 ))"
 
 $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
