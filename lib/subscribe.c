@@ -153,6 +153,21 @@ static bool quiet_empty(struct shmbus_sub *sub, uint64_t w, bool force)
 	return w == 0 && !force && (++sub->empty & 63) != 0;
 }
 
+/* A message at p, of `size` bytes in the ring: counted and described. */
+static inline int found(struct shmbus_sub *sub, struct peeked *pk,
+			const uint8_t *data, uint32_t len, uint64_t seq,
+			uint64_t p, uint64_t size)
+{
+	account_seq(sub, seq);
+	pk->msg.data = data;
+	pk->msg.len = len;
+	pk->msg.seq = seq;
+	pk->msg.pos = p;
+	pk->msg.lost = sub->pending_lost;
+	pk->next = p + size;
+	return 1;
+}
+
 /*
  * Finds the next message at or after sub->pos, stepping over padding,
  * skipped records and laps.  Returns 1 with *pk filled, 0 if there is none
@@ -234,14 +249,7 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 			sub->pos = p + size;
 			continue;
 		}
-		account_seq(sub, seq);
-		pk->msg.data = data;
-		pk->msg.len = len;
-		pk->msg.seq = seq;
-		pk->msg.pos = p;
-		pk->msg.lost = sub->pending_lost;
-		pk->next = p + size;
-		return 1;
+		return found(sub, pk, data, len, seq, p, size);
 	}
 	return 0;
 }
@@ -279,14 +287,8 @@ peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 				     (p & sub->mask) + size > sub->cap, 0))
 		return peek(sub, pk);
 	seq = load_relaxed64(&r->seq);
-	account_seq(sub, seq);
-	pk->msg.data = (const uint8_t *)r + SHMBUS_REC_HDR;
-	pk->msg.len = len;
-	pk->msg.seq = seq;
-	pk->msg.pos = p;
-	pk->msg.lost = sub->pending_lost;
-	pk->next = p + size;
-	return 1;
+	return found(sub, pk, (const uint8_t *)r + SHMBUS_REC_HDR, len, seq, p,
+		     size);
 }
 
 static void consume(struct shmbus_sub *sub, const struct peeked *pk)
