@@ -243,7 +243,8 @@ void shmbus_sub_close(shmbus_sub *sub);
 
 struct shmbus_msg {
 	const void *data;	/* in the ring (block policy) or in the
-				 * subscriber's buffer (overwrite policy);
+				 * subscriber's buffer (overwrite policy, and
+				 * a small message taken from the mailbox);
 				 * valid only during the handler call */
 	uint32_t len;
 	uint64_t seq;		/* channel-wide message number */
@@ -260,7 +261,11 @@ typedef int (*shmbus_handler)(const struct shmbus_msg *msg, void *arg);
  * order, then publishes the new cursor once.  With the block policy the
  * handler sees the message in place (zero copy; do not keep the pointer).
  * With the overwrite policy each message is first copied and validated,
- * so a handler never sees a torn message.  Returns the number of messages
+ * so a handler never sees a torn message.  On a single-producer channel a
+ * subscriber that has caught up takes a message of up to
+ * SHMBUS_MBOX_INLINE (40) bytes from the channel's mailbox line, as a
+ * validated copy (docs/design.md §5): the round trip is then one cache
+ * line each way.  Returns the number of messages
  * handled (0 if none), or -EBADMSG if the channel is corrupt.  Never
  * blocks.
  */

@@ -388,6 +388,8 @@ static struct shmbus_channel *map_data(struct shmbus_channel *ch, int fd,
 	}
 	ch->data = base;
 	ch->segs = (struct shmbus_seg *)((uint8_t *)base + g->cap);
+	ch->mbox = (struct shmbus_mbox *)((uint8_t *)base + g->cap +
+					  SHMBUS_MBOX_OFFSET);
 	prefault(base, g->data_size, g->page, rdonly);
 	return ch;
 fail:

@@ -25,6 +25,7 @@ struct shmbus_channel {
 	struct shmbus_prod_slot *prods;
 	struct shmbus_sub_slot *subs;
 	struct shmbus_seg *segs;
+	struct shmbus_mbox *mbox;	/* in the data file's last page */
 	uint8_t *data;			/* data region (the data file) */
 	size_t map_len;			/* of the control file's mapping */
 	size_t data_len;		/* of the data file's mapping */

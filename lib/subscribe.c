@@ -24,6 +24,11 @@
  * yet"; keeps every call bounded even on a corrupt or racing ring. */
 #define PEEK_MAX_STEPS 4096
 
+/* A subscriber waiting on the mailbox looks at the ring once in this many
+ * empty looks: what a producer committed but did not post (it died in
+ * between, or shmbusd repaired its claim) is found that late at most. */
+#define MBOX_RING_LOOK 1024
+
 struct shmbus_sub {
 	struct shmbus_channel *ch;
 	struct shmbus_sub_slot *slot;
@@ -33,6 +38,10 @@ struct shmbus_sub {
 	uint64_t cap;
 	uint32_t max_msg;
 	bool overwrite;
+	bool use_mbox;		/* a single-producer channel: it has one */
+	bool in_mbox;		/* caught up: waiting on the mailbox */
+	uint32_t mb_quiet;	/* empty looks at it: see MBOX_RING_LOOK */
+	const struct shmbus_mbox *mbox;
 	uint64_t pos;		/* next position to read (authoritative) */
 	uint64_t published;	/* the value last stored in slot->pos */
 	uint64_t next_seq;	/* expected sequence number */
@@ -46,6 +55,7 @@ struct shmbus_sub {
 	enum shmbus_wait wait;
 	uint32_t spin_ns;
 	uint8_t *buf;		/* overwrite policy: a message's copy */
+	uint64_t mbuf[SHMBUS_MBOX_INLINE / 8];	/* a mailbox message's copy */
 };
 
 /* Peek results carry what a message needs and where the next one starts. */
@@ -261,7 +271,7 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
  * damage, the periodic look at head) is peek()'s.
  */
 static inline __attribute__((always_inline)) int
-peek_fast(struct shmbus_sub *sub, struct peeked *pk)
+peek_ring(struct shmbus_sub *sub, struct peeked *pk)
 {
 	uint64_t p = sub->pos, w, size, seq;
 	const struct shmbus_rec *r;
@@ -289,6 +299,91 @@ peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 	seq = load_relaxed64(&r->seq);
 	return found(sub, pk, (const uint8_t *)r + SHMBUS_REC_HDR, len, seq, p,
 		     size);
+}
+
+/* What the mailbox says about the subscriber's position. */
+enum mbox_say {
+	MB_NOTHING,	/* its newest record is before us: nothing new */
+	MB_TAKEN,	/* the message at our position, copied: *pk */
+	MB_IN_RING,	/* the record at our position is in the ring */
+	MB_AHEAD,	/* records past ours were posted: we are behind */
+};
+
+/*
+ * Looks at the mailbox for the record at sub->pos.  A small message there
+ * is copied out and checked afterwards (the seqlock idiom), so a message
+ * is never torn even though the producer may overwrite the mailbox at any
+ * time.  Every field is checked before use; anything doubtful is left to
+ * the ring, which is the record of truth.
+ */
+static inline __attribute__((always_inline)) enum mbox_say
+mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
+{
+	const struct shmbus_mbox *mb = sub->mbox;
+	uint64_t p = sub->pos, m, w, seq, size;
+	uint32_t len;
+
+	/* A8: pairs with R8 in mbox_post(): the record's commit in the ring
+	 * and the mailbox's fields for it are visible. */
+	m = load_acquire64(&mb->mark);
+	if (m != p + 1)
+		return m != 0 && m - 1 > p ? MB_AHEAD : MB_NOTHING;
+	w = load_relaxed64(&mb->word);
+	len = word_len(w);
+	size = rec_size(len);
+	if (word_tag(w) != lap_tag(sub->ch, p) ||
+	    word_type(w) != SHMBUS_REC_MSG || len > SHMBUS_MBOX_INLINE ||
+	    len > sub->max_msg || (p & sub->mask) + size > sub->cap)
+		return MB_IN_RING;
+	seq = load_relaxed64(&mb->seq);
+	for (uint32_t i = 0; i < align8(len) / 8; i++)
+		sub->mbuf[i] = load_relaxed64(&mb->payload[i]);
+	/* A8b: pairs with R8a in mbox_post(): if the copy saw any store of a
+	 * later post, mark no longer reads m.  The record at p was committed
+	 * in the ring before that post, so the ring has it. */
+	fence_acquire();
+	if (load_relaxed64(&mb->mark) != m)
+		return MB_IN_RING;
+	/* The position after the record is trusted: the producer zeroed the
+	 * word there before it committed the record (see trusted()). */
+	sub->fresh = false;
+	found(sub, pk, (const uint8_t *)sub->mbuf, len, seq, p, size);
+	return MB_TAKEN;
+}
+
+/*
+ * The next message, from the mailbox while the subscriber is caught up and
+ * from the ring while it is behind.  A caught-up subscriber thus waits on
+ * one line that stays put and takes small messages from it, instead of
+ * re-reading the ring's frontier, whose lines the producer is writing
+ * (docs/design.md §5).  A subscriber that is behind reads only the ring,
+ * and stays off the mailbox line the producer writes for every message.
+ */
+static inline __attribute__((always_inline)) int
+peek_fast(struct shmbus_sub *sub, struct peeked *pk)
+{
+	int rc;
+
+	if (sub->in_mbox) {
+		switch (mbox_peek(sub, pk)) {
+		case MB_TAKEN:
+			return 1;
+		case MB_NOTHING:
+			if (++sub->mb_quiet % MBOX_RING_LOOK)
+				return 0;
+			sub->in_mbox = false;	/* the periodic look */
+			break;
+		case MB_AHEAD:
+			sub->in_mbox = false;
+			break;
+		case MB_IN_RING:
+			break;
+		}
+	}
+	rc = peek_ring(sub, pk);
+	if (rc == 0 && sub->use_mbox)
+		sub->in_mbox = true;	/* caught up */
+	return rc;
 }
 
 static void consume(struct shmbus_sub *sub, const struct peeked *pk)
@@ -365,15 +460,13 @@ SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 	return (ssize_t)pk.msg.len;
 }
 
-/* Whether a message (or a lap to recover from) is waiting: a cheap check
- * for the wait loop, which never consumes anything. */
-bool sb_sub_ready(struct shmbus_sub *sub, bool force)
+/* Whether the ring has a message (or a lap to recover from) at our
+ * position. */
+static bool ring_ready(struct shmbus_sub *sub, bool force)
 {
 	struct shmbus_channel *ch = sub->ch;
 	uint64_t p = sub->pos, head, w;
 
-	if (p % SHMBUS_REC_ALIGN)
-		return true;	/* let the caller's poll report it */
 	if (!trusted(sub))
 		return false;
 	/* A1 (see peek()). */
@@ -384,6 +477,32 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 		return true;
 	head = load_relaxed64(&ch->hdr->head);	/* only compared */
 	return head > p && !not_overwritten(ch, p, head);
+}
+
+/* Whether a message (or a lap to recover from) is waiting: a cheap check
+ * for the wait loop, which never consumes anything. */
+bool sb_sub_ready(struct shmbus_sub *sub, bool force)
+{
+	uint64_t p = sub->pos;
+
+	if (p % SHMBUS_REC_ALIGN)
+		return true;	/* let the caller's poll report it */
+	if (sub->in_mbox && !force) {
+		/* A8 (see mbox_peek()).  Only our own record counts: a mark
+		 * that is ahead (or damaged) is left to the ring below. */
+		uint64_t m = load_acquire64(&sub->mbox->mark);
+
+		if (m == p + 1)
+			return true;
+		if ((m == 0 || m - 1 < p) && ++sub->mb_quiet % MBOX_RING_LOOK)
+			return false;
+	}
+	if (!ring_ready(sub, force))
+		return false;
+	/* The ring has something the mailbox did not name as ours: the
+	 * caller's next poll reads the ring. */
+	sub->in_mbox = false;
+	return true;
 }
 
 /* Block policy, SHMBUS_START_OLDEST: the slowest active cursor other than
@@ -490,6 +609,8 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->cap = ch->cap;
 	sub->max_msg = ch->max_msg;
 	sub->overwrite = ch_overwrite(ch);
+	sub->use_mbox = !ch_multi(ch);
+	sub->mbox = ch->mbox;
 	sub->wait = attr->wait;
 	sub->spin_ns = attr->spin_ns ? attr->spin_ns : 20000;
 

@@ -23,7 +23,7 @@
 #define CAP (1u << 14)
 #define MAXMSG 512u
 
-enum region { HEADER, SLOTS, RECORDS, INDEX, ANYWHERE };
+enum region { HEADER, SLOTS, RECORDS, INDEX, MAILBOX, ANYWHERE };
 
 struct scenario {
 	const char *dir;
@@ -89,6 +89,11 @@ static int run(void *arg)
 		case SLOTS:	lo = SHMBUS_HDR_SIZE; hi = len; break;
 		case RECORDS:	raw = data; lo = 0; hi = CAP; break;
 		case INDEX:	raw = data; lo = CAP; hi = dlen; break;
+		case MAILBOX:
+			raw = data;
+			lo = CAP + SHMBUS_MBOX_OFFSET;
+			hi = lo + 2 * SHMBUS_CACHELINE;
+			break;
 		default:
 			raw = rand() % 2 ? ctl : data;
 			lo = 0;
@@ -96,9 +101,14 @@ static int run(void *arg)
 		}
 		off = lo + (size_t)rand() % (hi - lo - 64);
 
-		/* Traffic, then damage, then every kind of call. */
-		for (int i = 0; i < 8; i++) {
-			size_t l = TH_MSG_MIN + (size_t)rand() % (MAXMSG - TH_MSG_MIN);
+		/* Traffic, then damage, then every kind of call.  The mailbox
+		 * is read by a subscriber that is caught up, and holds small
+		 * messages: one of those at a time. */
+		int msgs = sc->where == MAILBOX ? 1 : 8;
+		size_t most = sc->where == MAILBOX ? SHMBUS_MBOX_INLINE : MAXMSG;
+
+		for (int i = 0; i < msgs; i++) {
+			size_t l = TH_MSG_MIN + (size_t)rand() % (most - TH_MSG_MIN);
 
 			th_msg_fill(msg, l, 1, seq++);
 			if (!ok_publish(shmbus_publish(pub, msg, l)))
@@ -183,6 +193,16 @@ Test(corrupt, records_overwrite)
 Test(corrupt, index_overwrite)
 {
 	scenario(INDEX, SHMBUS_OVERWRITE, SHMBUS_SINGLE_PRODUCER);
+}
+
+Test(corrupt, mailbox_block)
+{
+	scenario(MAILBOX, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+}
+
+Test(corrupt, mailbox_overwrite)
+{
+	scenario(MAILBOX, SHMBUS_OVERWRITE, SHMBUS_SINGLE_PRODUCER);
 }
 
 Test(corrupt, anywhere_overwrite_mp)

@@ -152,8 +152,8 @@ Test(layout, every_header_field_validated, .init = setup, .fini = teardown)
 	} while (0)
 
 	BREAK(magic, 0, EPROTO);
-	BREAK(version, 1, EPROTONOSUPPORT);
-	BREAK(version, 3, EPROTONOSUPPORT);
+	BREAK(version, SHMBUS_LAYOUT_VERSION - 1, EPROTONOSUPPORT);
+	BREAK(version, SHMBUS_LAYOUT_VERSION + 1, EPROTONOSUPPORT);
 	BREAK(data_id, 0, EBADMSG);
 	BREAK(data_id, 12345, EBADMSG);		/* names no data file */
 	BREAK(data_size, 4096, EBADMSG);

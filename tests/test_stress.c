@@ -13,11 +13,14 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
+#include "shmbus/layout.h"
 
 #define MAXP 4
 #define MAX_LEN 200
@@ -31,11 +34,14 @@ struct stress {
 	uint64_t cap;
 	uint32_t id;		/* of this child */
 	enum shmbus_wait wait;
+	size_t max_len;		/* 0: MAX_LEN */
 };
 
-static size_t len_for(uint64_t seq, uint32_t id)
+static size_t len_for(const struct stress *st, uint64_t seq, uint32_t id)
 {
-	return TH_MSG_MIN + (size_t)((seq * 7 + id * 13) % (MAX_LEN - TH_MSG_MIN));
+	size_t max = st->max_len ? st->max_len : MAX_LEN;
+
+	return TH_MSG_MIN + (size_t)((seq * 7 + id * 13) % (max - TH_MSG_MIN));
 }
 
 static int producer(void *arg)
@@ -52,7 +58,7 @@ static int producer(void *arg)
 		return 2;
 	}
 	for (uint64_t s = 0; s < st->n; s++) {
-		size_t len = len_for(s, st->id);
+		size_t len = len_for(st, s, st->id);
 		int rc;
 
 		/* Alternate the three ways of publishing. */
@@ -178,6 +184,28 @@ static int subscriber(void *arg)
 	return 0;
 }
 
+/* Waits for whichever of the children pids[0..n) ends first (0: already
+ * reaped), marks it reaped and returns its index; *rc is its exit status,
+ * or 128 + the signal that killed it. */
+static int wait_any(pid_t *pids, int n, int *rc)
+{
+	for (;;) {
+		int st;
+		pid_t pid = waitpid(-1, &st, 0);
+
+		cr_assert(pid > 0 || errno == EINTR, "waitpid: %s",
+			  strerror(errno));
+		for (int i = 0; pid > 0 && i < n; i++) {
+			if (pids[i] != pid)
+				continue;
+			pids[i] = 0;
+			*rc = WIFSIGNALED(st) ? 128 + WTERMSIG(st)
+					      : WEXITSTATUS(st);
+			return i;
+		}
+	}
+}
+
 static void run_stress(struct stress st)
 {
 	struct shmbus_channel_info in;
@@ -202,11 +230,20 @@ static void run_stress(struct stress st)
 		kids[k].id = (uint32_t)i;
 		pids[k] = th_spawn(producer, &kids[k]);
 	}
-	for (int i = 0; i < k; i++) {
-		int rc = th_wait(pids[i]);
+	/* In the order they end: once one has failed, the others are
+	 * killed, since a producer would wait for ever on a block channel
+	 * whose subscriber gave up. */
+	for (int left = k, failed = 0; left > 0; left--) {
+		int rc, i = wait_any(pids, k, &rc);
 
 		cr_expect_eq(rc, 0, "%s %d failed with %d",
 			     i < st.nsub ? "subscriber" : "producer", i, rc);
+		if (rc && !failed) {
+			failed = 1;
+			for (int j = 0; j < k; j++)
+				if (pids[j] > 0)
+					kill(pids[j], SIGKILL);
+		}
 	}
 	shmbus_channel_info(ch, &in);
 	cr_expect_eq(in.published, st.n * (uint64_t)st.nprod);
@@ -249,4 +286,25 @@ Test(stress, single_producer_overwrite_small_ring, .timeout = 900)
 				    .producers = SHMBUS_SINGLE_PRODUCER,
 				    .nprod = 1, .nsub = 2, .n = count() / 4,
 				    .cap = 4096, .wait = SHMBUS_WAIT_SPIN });
+}
+
+/* Messages small enough for the mailbox (docs/design.md §5), to spinning
+ * subscribers that keep up: most of them are taken from the mailbox while
+ * the producer is rewriting it. */
+Test(stress, single_producer_block_mailbox, .timeout = 900)
+{
+	run_stress((struct stress){ .policy = SHMBUS_BLOCK,
+				    .producers = SHMBUS_SINGLE_PRODUCER,
+				    .nprod = 1, .nsub = 2, .n = count() / 8,
+				    .cap = 1u << 16, .wait = SHMBUS_WAIT_SPIN,
+				    .max_len = SHMBUS_MBOX_INLINE + 1 });
+}
+
+Test(stress, single_producer_overwrite_mailbox, .timeout = 900)
+{
+	run_stress((struct stress){ .policy = SHMBUS_OVERWRITE,
+				    .producers = SHMBUS_SINGLE_PRODUCER,
+				    .nprod = 1, .nsub = 2, .n = count() / 8,
+				    .cap = 4096, .wait = SHMBUS_WAIT_SPIN,
+				    .max_len = SHMBUS_MBOX_INLINE + 1 });
 }

@@ -20,9 +20,9 @@
  *   |   producer line: head, handoff.. | +-------------------------------+
  *   |   wake line: futex, sleepers     | | segment index [SHMBUS_NSEG]   |
  *   |   counters line                  | | struct shmbus_data_trailer    |
- *   +----------------------------------+ | (one page)                    |
- *   | producer slots                   | +-------------------------------+
- *   | subscriber slots, 128 B each     |
+ *   +----------------------------------+ | struct shmbus_mbox (SP only)  |
+ *   | producer slots                   | | (one page)                    |
+ *   | subscriber slots, 128 B each     | +-------------------------------+
  *   +----------------------------------+
  *
  * Writers of the data file: producers (and shmbusd's repairs).  Writers of
@@ -39,7 +39,7 @@
 #include <stdint.h>
 
 #define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
-#define SHMBUS_LAYOUT_VERSION	2u
+#define SHMBUS_LAYOUT_VERSION	3u
 
 #define SHMBUS_CACHELINE	64u
 #define SHMBUS_HDR_SIZE		4096u
@@ -162,6 +162,32 @@ struct shmbus_data_trailer {
 	uint64_t reserved;
 };
 
+/*
+ * The mailbox (single-producer channels): one cache line in the data file
+ * that repeats the newest record, so that a caught-up subscriber waits on
+ * a line that stays put instead of on the ring's frontier.  The producer
+ * posts every record to it after committing the record in the ring:
+ *
+ *   mark = 0;  fence(release);  word, seq, payload;  mark = pos + 1 (release)
+ *
+ * `word` is the record's commit word.  The payload is there only for a MSG
+ * of at most SHMBUS_MBOX_INLINE bytes; for anything else the mailbox only
+ * says where the newest record is, and the reader takes it from the ring.
+ * A reader copies what it needs and then checks that mark has not changed
+ * (the seqlock idiom).  The ring stays the record of truth: a mailbox that
+ * is behind (a producer died between its commit and its post) or damaged
+ * only delays a reader until it next looks at the ring.
+ */
+#define SHMBUS_MBOX_OFFSET	2048u	/* in the data file, after capacity */
+#define SHMBUS_MBOX_INLINE	40u
+
+struct shmbus_mbox {
+	uint64_t mark;		/* 0 while being written; else pos + 1 */
+	uint64_t word;		/* the commit word of the record at pos */
+	uint64_t seq;		/* its sequence number */
+	uint64_t payload[SHMBUS_MBOX_INLINE / 8];
+};
+
 struct shmbus_hdr {
 	/* line 0: identity, written once at creation, then read-only */
 	uint64_t magic;		/* stored last at creation, with release */
@@ -237,5 +263,11 @@ _Static_assert(sizeof(struct shmbus_sub_slot) == 128, "sub slot size");
 _Static_assert(sizeof(struct shmbus_prod_slot) == 64, "prod slot size");
 _Static_assert(sizeof(struct shmbus_seg) == 16, "seg size");
 _Static_assert(sizeof(struct shmbus_rec) == SHMBUS_REC_HDR, "rec size");
+_Static_assert(sizeof(struct shmbus_mbox) == SHMBUS_CACHELINE, "mbox size");
+_Static_assert(SHMBUS_NSEG * sizeof(struct shmbus_seg) +
+	       sizeof(struct shmbus_data_trailer) <= SHMBUS_MBOX_OFFSET &&
+	       SHMBUS_MBOX_OFFSET % SHMBUS_CACHELINE == 0 &&
+	       SHMBUS_MBOX_OFFSET + sizeof(struct shmbus_mbox) <= 4096,
+	       "the index, the trailer and the mailbox fit the last page");
 
 #endif /* SHMBUS_LAYOUT_H */

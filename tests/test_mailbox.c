@@ -1,0 +1,431 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_mailbox.c - the single-producer mailbox (docs/design.md §5): what a
+ * producer posts, when a subscriber takes a message from it and when from
+ * the ring, and that a post that never came or a damaged mailbox delays a
+ * message at most, never loses or tears one.
+ *
+ * The test maps the data file itself.  To tell which copy a subscriber
+ * delivered, it changes the other one after the publish: the ring's copy to
+ * show that the mailbox was read, the mailbox's to show that the ring was.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "shmbus/layout.h"
+
+#define CAP 4096u
+#define MAXMSG 1024u
+#define RING_LOOK 1024	/* MBOX_RING_LOOK in lib/subscribe.c */
+
+static const char *dir;
+static shmbus_channel *ch;
+static shmbus_pub *pub;
+static shmbus_sub *sub;
+static uint8_t *data;
+static struct shmbus_mbox *mb;
+
+struct got {
+	uint8_t buf[MAXMSG];
+	uint32_t len;
+	uint64_t seq;
+	int n;
+};
+
+static void setup(enum shmbus_policy pol, enum shmbus_producers prod)
+{
+	size_t dlen;
+
+	dir = th_mkdir();
+	ch = th_create(dir, CAP, MAXMSG, pol, prod);
+	pub = shmbus_pub_open(ch, NULL);
+	sub = shmbus_sub_open(ch, NULL);
+	cr_assert(pub && sub);
+	data = th_map_data(dir, &dlen);
+	cr_assert(data);
+	cr_assert_geq(dlen, CAP + SHMBUS_MBOX_OFFSET + sizeof(*mb));
+	mb = (struct shmbus_mbox *)(data + CAP + SHMBUS_MBOX_OFFSET);
+}
+
+static void setup_block(void)
+{
+	setup(SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+}
+
+static void setup_overwrite(void)
+{
+	setup(SHMBUS_OVERWRITE, SHMBUS_SINGLE_PRODUCER);
+}
+
+static void setup_multi(void)
+{
+	setup(SHMBUS_BLOCK, SHMBUS_MULTI_PRODUCER);
+}
+
+static void teardown(void)
+{
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+static uint64_t head(void)
+{
+	struct shmbus_channel_info in;
+
+	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	return in.head;
+}
+
+static uint32_t w_type(uint64_t w)
+{
+	return (uint32_t)(w >> SHMBUS_LEN_BITS) & 7u;
+}
+
+static uint32_t w_len(uint64_t w)
+{
+	return (uint32_t)w & SHMBUS_LEN_MASK;
+}
+
+static uint64_t rec_bytes(size_t len)
+{
+	return SHMBUS_REC_HDR + ((len + 7) & ~(size_t)7);
+}
+
+/* The payload of the record at position pos, in the ring. */
+static uint8_t *ring_payload(uint64_t pos)
+{
+	return data + (pos & (CAP - 1)) + SHMBUS_REC_HDR;
+}
+
+static int grab(const struct shmbus_msg *m, void *arg)
+{
+	struct got *g = arg;
+
+	cr_assert_leq(m->len, MAXMSG);
+	memcpy(g->buf, m->data, m->len);
+	g->len = m->len;
+	g->seq = m->seq;
+	g->n++;
+	return 0;
+}
+
+/* One message by one poll; a fresh struct got each time. */
+static struct got poll_one(void)
+{
+	struct got g = { 0 };
+
+	cr_assert_eq(shmbus_poll(sub, grab, &g, 1), 1);
+	return g;
+}
+
+/* An empty poll: the subscriber is caught up, and waits on the mailbox. */
+static void catch_up(void)
+{
+	struct got g = { 0 };
+
+	cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 0);
+}
+
+/* Polls until a message comes; returns how many polls it took. */
+static int polls_until_one(struct got *g, int max)
+{
+	for (int i = 1; i <= max; i++) {
+		int rc = shmbus_poll(sub, grab, g, 1);
+
+		cr_assert_geq(rc, 0);
+		if (rc == 1)
+			return i;
+	}
+	cr_assert_fail("no message in %d polls", max);
+	return -1;
+}
+
+Test(mailbox, every_record_is_posted, .init = setup_block, .fini = teardown)
+{
+	static const char msg[] = "0123456789abcdef0123456789abcdef";
+	struct iovec batch[3] = { { "a", 1 }, { "bb", 2 }, { "ccc", 3 } };
+	uint8_t big[100] = { 0 };
+	uint64_t pos = head();
+	void *buf;
+
+	/* A small message: the whole record. */
+	cr_assert_eq(shmbus_publish(pub, msg, 32), 0);
+	cr_assert_eq(mb->mark, pos + 1);
+	cr_assert_eq(w_type(mb->word), SHMBUS_REC_MSG);
+	cr_assert_eq(w_len(mb->word), 32);
+	cr_assert_eq(mb->word, *(uint64_t *)(data + (pos & (CAP - 1))),
+		     "the mailbox repeats the ring's commit word");
+	cr_assert_eq(mb->seq, 0);
+	cr_assert_eq(memcmp(mb->payload, msg, 32), 0);
+
+	/* A large one: only where it is. */
+	pos = head();
+	cr_assert_eq(shmbus_publish(pub, big, sizeof(big)), 0);
+	cr_assert_eq(mb->mark, pos + 1);
+	cr_assert_eq(w_len(mb->word), sizeof(big));
+	cr_assert_eq(mb->seq, 1);
+
+	/* An aborted claim. */
+	pos = head();
+	cr_assert_eq(shmbus_claim(pub, 8, &buf), 0);
+	cr_assert_eq(shmbus_abort(pub), 0);
+	cr_assert_eq(mb->mark, pos + 1);
+	cr_assert_eq(w_type(mb->word), SHMBUS_REC_SKIP);
+	cr_assert_eq(mb->seq, 2);
+
+	/* A batch: its last record. */
+	pos = head();
+	cr_assert_eq(shmbus_publish_batch(pub, batch, 3), 3);
+	cr_assert_eq(mb->mark, pos + rec_bytes(1) + rec_bytes(2) + 1);
+	cr_assert_eq(w_len(mb->word), 3);
+	cr_assert_eq(mb->seq, 5);
+	cr_assert_eq(memcmp(mb->payload, "ccc", 3), 0);
+}
+
+Test(mailbox, multi_producer_channels_have_none, .init = setup_multi,
+     .fini = teardown)
+{
+	static const uint8_t zero[sizeof(*mb)];
+
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(shmbus_publish(pub, "hello", 5), 0);
+	cr_assert_eq(memcmp(mb, zero, sizeof(zero)), 0,
+		     "two producers cannot share one mailbox line");
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(poll_one().seq, (uint64_t)i);
+}
+
+static void caught_up_reads_mailbox_behind_reads_ring(void)
+{
+	struct got g;
+	uint64_t pos;
+
+	/* Caught up: the mailbox's copy is delivered. */
+	catch_up();
+	pos = head();
+	cr_assert_eq(shmbus_publish(pub, "mailbox!", 8), 0);
+	memcpy(ring_payload(pos), "ring....", 8);
+	g = poll_one();
+	cr_assert_eq(g.len, 8);
+	cr_assert_eq(memcmp(g.buf, "mailbox!", 8), 0);
+
+	/* Behind by two: both come from the ring, the second one too,
+	 * although the mailbox holds it. */
+	cr_assert_eq(shmbus_publish(pub, "one", 3), 0);
+	cr_assert_eq(shmbus_publish(pub, "two", 3), 0);
+	memcpy(mb->payload, "XXX", 3);
+	g = poll_one();
+	cr_assert_eq(memcmp(g.buf, "one", 3), 0);
+	g = poll_one();
+	cr_assert_eq(memcmp(g.buf, "two", 3), 0);
+	cr_assert_eq(g.seq, 2);
+
+	/* Caught up again: the mailbox once more. */
+	catch_up();
+	pos = head();
+	cr_assert_eq(shmbus_publish(pub, "three", 5), 0);
+	memcpy(ring_payload(pos), "RING!", 5);
+	g = poll_one();
+	cr_assert_eq(memcmp(g.buf, "three", 5), 0);
+	cr_assert_eq(g.seq, 3);
+}
+
+Test(mailbox, caught_up_reads_mailbox_behind_reads_ring, .init = setup_block,
+     .fini = teardown)
+{
+	caught_up_reads_mailbox_behind_reads_ring();
+}
+
+Test(mailbox, overwrite_policy_too, .init = setup_overwrite,
+     .fini = teardown)
+{
+	caught_up_reads_mailbox_behind_reads_ring();
+}
+
+Test(mailbox, read_and_wait_use_it, .init = setup_block, .fini = teardown)
+{
+	struct shmbus_msg info;
+	uint8_t got[64];
+	uint64_t pos;
+
+	cr_assert_eq(shmbus_read(sub, got, sizeof(got), NULL), -EAGAIN);
+	pos = head();
+	cr_assert_eq(shmbus_publish(pub, "by read", 7), 0);
+	memcpy(ring_payload(pos), "garbage", 7);
+	cr_assert_eq(shmbus_wait(sub, 0), 0);
+	cr_assert_eq(shmbus_read(sub, got, sizeof(got), &info), 7);
+	cr_assert_eq(memcmp(got, "by read", 7), 0);
+	cr_assert_eq(info.data, got);
+	cr_assert_eq(shmbus_wait(sub, 0), -ETIMEDOUT);
+}
+
+Test(mailbox, large_messages_come_from_the_ring, .init = setup_block,
+     .fini = teardown)
+{
+	uint8_t big[SHMBUS_MBOX_INLINE + 1];
+	struct got g;
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)i;
+	catch_up();
+	cr_assert_eq(shmbus_publish(pub, big, sizeof(big)), 0);
+	memset(mb->payload, 0xee, sizeof(mb->payload));
+	g = poll_one();
+	cr_assert_eq(g.len, sizeof(big));
+	cr_assert_eq(memcmp(g.buf, big, sizeof(big)), 0);
+	/* The largest inline size still comes from the mailbox. */
+	catch_up();
+	uint64_t pos = head();
+	cr_assert_eq(shmbus_publish(pub, big, SHMBUS_MBOX_INLINE), 0);
+	memset(ring_payload(pos), 0xee, SHMBUS_MBOX_INLINE);
+	g = poll_one();
+	cr_assert_eq(memcmp(g.buf, big, SHMBUS_MBOX_INLINE), 0);
+}
+
+Test(mailbox, aborts_and_batches_reach_a_waiting_subscriber_at_once,
+     .init = setup_block, .fini = teardown)
+{
+	struct iovec batch[4] = {
+		{ "a", 1 }, { "bb", 2 }, { "ccc", 3 }, { "dddd", 4 },
+	};
+	struct shmbus_sub_stats st;
+	struct got g = { 0 };
+	void *buf;
+
+	catch_up();
+	cr_assert_eq(shmbus_claim(pub, 8, &buf), 0);
+	cr_assert_eq(shmbus_abort(pub), 0);
+	cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 0);
+	cr_assert_eq(shmbus_sub_stats(sub, &st), 0);
+	cr_assert_eq(st.pos, head(), "the skipped record is stepped over by "
+		     "the first poll");
+	cr_assert_eq(shmbus_publish_batch(pub, batch, 4), 4);
+	cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 4,
+		     "the whole batch is found by the first poll");
+	cr_assert_eq(memcmp(g.buf, "dddd", 4), 0);
+	cr_assert_eq(g.seq, 4);
+}
+
+/* A producer that died between its commit and its post: the message is in
+ * the ring, the mailbox does not say so. */
+Test(mailbox, a_post_that_never_came_only_delays, .init = setup_block,
+     .fini = teardown)
+{
+	uint64_t old_mark;
+	struct got g = { 0 };
+	int n;
+
+	catch_up();
+	cr_assert_eq(shmbus_publish(pub, "first", 5), 0);
+	mb->mark = 0;		/* died in the middle of the post */
+	n = polls_until_one(&g, 4 * RING_LOOK);
+	cr_assert_eq(memcmp(g.buf, "first", 5), 0);
+	cr_assert_gt(n, 1, "found by the periodic look at the ring");
+	cr_assert_leq(n, RING_LOOK);
+
+	catch_up();
+	old_mark = mb->mark;
+	cr_assert_eq(shmbus_publish(pub, "second", 6), 0);
+	mb->mark = old_mark;	/* died just before the post */
+	g.n = 0;
+	n = polls_until_one(&g, 4 * RING_LOOK);
+	cr_assert_eq(memcmp(g.buf, "second", 6), 0);
+	cr_assert_eq(g.seq, 1);
+	cr_assert_leq(n, RING_LOOK);
+
+	/* The wait loop looks at the ring too. */
+	catch_up();
+	cr_assert_eq(shmbus_publish(pub, "third", 5), 0);
+	mb->mark = 0;
+	cr_assert_eq(shmbus_wait(sub, 1000000000), 0);
+	g = poll_one();
+	cr_assert_eq(memcmp(g.buf, "third", 5), 0);
+}
+
+/*
+ * Forged mailboxes at the subscriber's own position: a length past the
+ * inline size or max_msg, a padding or unknown type, another lap's tag, a
+ * record that would run past the ring's end.  None of them is delivered
+ * (the ring has nothing there yet), and the next real message is.
+ */
+Test(mailbox, a_damaged_mailbox_delivers_nothing_false,
+     .init = setup_block, .fini = teardown)
+{
+	struct got g = { 0 };
+	uint64_t pos, tag;
+	uint64_t bad_words[6];
+	uint64_t bad_marks[] = { UINT64_MAX, 3, 0 };
+
+	cr_assert_eq(shmbus_publish(pub, "warm", 4), 0);
+	poll_one();
+	catch_up();
+	pos = head();
+	tag = (uint64_t)((pos / CAP) + 1) << 32;
+	bad_words[0] = tag | (SHMBUS_MBOX_INLINE + 8);
+	bad_words[1] = tag | SHMBUS_LEN_MASK;
+	bad_words[2] = tag | (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS | 8;
+	bad_words[3] = tag | (uint64_t)7 << SHMBUS_LEN_BITS | 8;
+	bad_words[4] = (tag + (UINT64_C(1) << 32)) | 8;
+	bad_words[5] = 0;
+	for (size_t i = 0; i < sizeof(bad_words) / sizeof(bad_words[0]); i++) {
+		mb->mark = pos + 1;
+		mb->word = bad_words[i];
+		for (int k = 0; k < 2 * RING_LOOK; k++)
+			cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 0,
+				     "forged word %zu delivered", i);
+	}
+	for (size_t i = 0; i < sizeof(bad_marks) / sizeof(bad_marks[0]); i++) {
+		mb->mark = bad_marks[i];
+		for (int k = 0; k < 2 * RING_LOOK; k++)
+			cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 0);
+	}
+	cr_assert_eq(shmbus_publish(pub, "real", 4), 0);
+	cr_assert_eq(polls_until_one(&g, 4 * RING_LOOK), 1);
+	cr_assert_eq(memcmp(g.buf, "real", 4), 0);
+}
+
+Test(mailbox, near_the_end_of_the_ring, .init = setup_block, .fini = teardown)
+{
+	static const uint8_t filler[256];
+	struct got g = { 0 };
+	uint64_t pos;
+
+	/* Walk head to 24 bytes before the end of the ring. */
+	while ((head() & (CAP - 1)) != CAP - 24) {
+		uint64_t left = CAP - 24 - (head() & (CAP - 1));
+		size_t len = left > 400 ? sizeof(filler)
+					: (size_t)(left - SHMBUS_REC_HDR);
+
+		cr_assert_geq(left, SHMBUS_REC_HDR);
+		cr_assert_eq(shmbus_publish(pub, filler, len), 0);
+		while (shmbus_poll(sub, grab, &g, 0) > 0)
+			;
+	}
+	/* A forged word whose record would run past the end is not taken
+	 * from the mailbox. */
+	catch_up();
+	pos = head();
+	mb->word = (uint64_t)((pos / CAP) + 1) << 32 | 16;	/* 32 bytes */
+	mb->mark = pos + 1;
+	for (int k = 0; k < 2 * RING_LOOK; k++)
+		cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 0);
+	/* A message that does not fit wraps: the mailbox is ahead of us (it
+	 * names the record, not the padding), and the ring has both. */
+	cr_assert_eq(shmbus_publish(pub, "wrapped message!", 16), 0);
+	cr_assert_eq(head() & (CAP - 1), 32);
+	g.n = 0;
+	cr_assert_eq(polls_until_one(&g, 1), 1);
+	cr_assert_eq(memcmp(g.buf, "wrapped message!", 16), 0);
+	/* Caught up after the wrap: the mailbox again. */
+	catch_up();
+	pos = head();
+	cr_assert_eq(shmbus_publish(pub, "tail-msg", 8), 0);
+	memcpy(ring_payload(pos), "ring-msg", 8);
+	g = poll_one();
+	cr_assert_eq(memcmp(g.buf, "tail-msg", 8), 0);
+}
