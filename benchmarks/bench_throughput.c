@@ -345,6 +345,88 @@ static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
 	return r;
 }
 
+/*
+ * Each side's own work, with nothing shared: one process on CPU 0 fills
+ * half the ring (claim/commit or batches), then polls it all back with the
+ * same copy-out handler, and again until n messages have gone through.
+ * Two processes can go no faster than the slower of the two sides alone.
+ */
+struct alone {
+	double claim, batch, poll;	/* messages per second */
+};
+
+static struct alone run_alone(size_t size, uint64_t n)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = 0 };
+	struct shmbus_channel_attr a;
+	struct alone r = { 0, 0, 0 };
+	uint64_t per = (RING / 2) / (16 + ((size + 7) & ~(size_t)7));
+	int64_t t_claim = 0, t_batch = 0, t_poll = 0;
+	uint64_t done_claim = 0, done_batch = 0;
+	struct iovec iov[BATCH];
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	shmbus_sub *sub;
+	struct count c = { 0 };
+
+	snprintf(sh->dir, sizeof(sh->dir), "/dev/shm/shmbus-bench-XXXXXX");
+	if (!mkdtemp(sh->dir))
+		return r;
+	shmbus_channel_attr_init(&a);
+	a.capacity = RING;
+	a.max_msg = MAX_SIZE;
+	ch = shmbus_channel_create(sh->dir, "tp", &a, SHMBUS_CREATE_EXCL);
+	sub = ch ? shmbus_sub_open(ch, NULL) : NULL;
+	pub = sub ? shmbus_pub_open(ch, &pa) : NULL;
+	if (!pub)
+		goto out;
+	bh_pin(0);
+	for (int i = 0; i < BATCH; i++) {
+		iov[i].iov_base = src + (size_t)i * 64;
+		iov[i].iov_len = size;
+	}
+	for (int round = 0; done_claim + done_batch < 2 * n; round++) {
+		bool batch = round % 2;
+		int64_t t0 = bh_now_ns(), t1;
+		uint64_t k = 0;
+		void *buf;
+
+		while (k < per) {
+			if (batch) {
+				size_t m = per - k < BATCH ? (size_t)(per - k)
+							   : BATCH;
+
+				if (shmbus_publish_batch(pub, iov, m) != (int)m)
+					goto out;
+				k += m;
+			} else {
+				if (shmbus_claim(pub, size, &buf))
+					goto out;
+				memcpy(buf, src, size);
+				shmbus_commit(pub);
+				k++;
+			}
+		}
+		t1 = bh_now_ns();
+		*(batch ? &t_batch : &t_claim) += t1 - t0;
+		*(batch ? &done_batch : &done_claim) += k;
+		c.got = 0;
+		if (shmbus_poll(sub, copy_out, &c, 0) < 0 || c.got != k)
+			goto out;
+		t_poll += bh_now_ns() - t1;
+	}
+	r.claim = (double)done_claim * 1e9 / (double)t_claim;
+	r.batch = (double)done_batch * 1e9 / (double)t_batch;
+	r.poll = (double)(done_claim + done_batch) * 1e9 / (double)t_poll;
+out:
+	shmbus_pub_close(pub);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_channel_unlink(sh->dir, "tp");
+	rmdir(sh->dir);
+	return r;
+}
+
 /* ------------------------------------------------------------------ main */
 
 /*
@@ -386,6 +468,26 @@ static void bound_table(size_t size, uint64_t n, long probe, FILE *csv)
 			fprintf(csv, "bound,\"%s\",%zu,1,1,%.0f,%.3f,%llu,%llu\n",
 				rows[i].what, size, r.msgs, r.gbs,
 				(unsigned long long)f0, (unsigned long long)f1);
+	}
+
+	struct alone al = run_alone(size, n);
+	const struct {
+		const char *what;
+		double rate;
+	} solo[] = {
+		{ "one process alone: claim/commit (producer)", al.claim },
+		{ "one process alone: batch of 32 (producer)", al.batch },
+		{ "one process alone: poll + copy out (subscriber)", al.poll },
+	};
+
+	printf("# each side's own work, nothing shared (one process, CPU 0): "
+	       "two processes go no faster than the slower side\n");
+	for (size_t i = 0; i < sizeof(solo) / sizeof(solo[0]); i++) {
+		printf("%-48s %5.1f\n", solo[i].what, solo[i].rate / 1e6);
+		if (csv)
+			fprintf(csv, "bound,\"%s\",%zu,1,1,%.0f,%.3f,0,0\n",
+				solo[i].what, size, solo[i].rate,
+				solo[i].rate * (double)size / 1e9);
 	}
 }
 

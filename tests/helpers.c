@@ -3,10 +3,12 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,11 +60,16 @@ shmbus_channel *th_create(const char *dir, uint64_t cap, uint32_t max_msg,
 
 pid_t th_spawn(int (*fn)(void *), void *arg)
 {
-	pid_t pid = fork();
+	pid_t parent = getpid(), pid = fork();
 
 	cr_assert(pid >= 0, "fork: %s", strerror(errno));
-	if (pid == 0)
+	if (pid == 0) {
+		/* A child outlives a test killed by its time limit, and would
+		 * spin on for ever: it dies with the test instead. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
 		_exit(fn(arg));
+	}
 	return pid;
 }
 
