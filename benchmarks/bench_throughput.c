@@ -291,25 +291,32 @@ static void producer(int cpu, enum mode mode, size_t size, uint64_t n)
 	shmbus_channel_close(ch);
 }
 
+/* The benchmark's channel "tp" in a new directory sh->dir, or NULL. */
+static shmbus_channel *make_channel(enum shmbus_producers prod)
+{
+	struct shmbus_channel_attr a;
+
+	snprintf(sh->dir, sizeof(sh->dir), "/dev/shm/shmbus-bench-XXXXXX");
+	if (!mkdtemp(sh->dir))
+		return NULL;
+	shmbus_channel_attr_init(&a);
+	a.capacity = RING;
+	a.max_msg = MAX_SIZE;
+	a.producers = prod;
+	return shmbus_channel_create(sh->dir, "tp", &a, SHMBUS_CREATE_EXCL);
+}
+
 static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
 				int nsub, int nprod)
 {
-	struct shmbus_channel_attr a;
 	shmbus_channel *ch;
 	struct result r = { 0, 0 };
 	pid_t pids[MAX_SUB + 2];
 	uint64_t end = 0;
 	int np = 0;
 
-	snprintf(sh->dir, sizeof(sh->dir), "/dev/shm/shmbus-bench-XXXXXX");
-	if (!mkdtemp(sh->dir))
-		return r;
-	shmbus_channel_attr_init(&a);
-	a.capacity = RING;
-	a.max_msg = MAX_SIZE;
-	a.producers = nprod > 1 ? SHMBUS_MULTI_PRODUCER
-				: SHMBUS_SINGLE_PRODUCER;
-	ch = shmbus_channel_create(sh->dir, "tp", &a, SHMBUS_CREATE_EXCL);
+	ch = make_channel(nprod > 1 ? SHMBUS_MULTI_PRODUCER
+				    : SHMBUS_SINGLE_PRODUCER);
 	if (!ch)
 		return r;
 	atomic_store(&sh->ready, 0);
@@ -358,7 +365,6 @@ struct alone {
 static struct alone run_alone(size_t size, uint64_t n)
 {
 	struct shmbus_pub_attr pa = { .timeout_ns = 0 };
-	struct shmbus_channel_attr a;
 	struct alone r = { 0, 0, 0 };
 	uint64_t per = (RING / 2) / (16 + ((size + 7) & ~(size_t)7));
 	int64_t t_claim = 0, t_batch = 0, t_poll = 0;
@@ -369,14 +375,10 @@ static struct alone run_alone(size_t size, uint64_t n)
 	shmbus_sub *sub;
 	struct count c = { 0 };
 
-	snprintf(sh->dir, sizeof(sh->dir), "/dev/shm/shmbus-bench-XXXXXX");
-	if (!mkdtemp(sh->dir))
+	ch = make_channel(SHMBUS_SINGLE_PRODUCER);
+	if (!ch)
 		return r;
-	shmbus_channel_attr_init(&a);
-	a.capacity = RING;
-	a.max_msg = MAX_SIZE;
-	ch = shmbus_channel_create(sh->dir, "tp", &a, SHMBUS_CREATE_EXCL);
-	sub = ch ? shmbus_sub_open(ch, NULL) : NULL;
+	sub = shmbus_sub_open(ch, NULL);
 	pub = sub ? shmbus_pub_open(ch, &pa) : NULL;
 	if (!pub)
 		goto out;

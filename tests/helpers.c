@@ -84,3 +84,11 @@ int th_wait(pid_t pid)
 		return 128 + WTERMSIG(st);
 	return WEXITSTATUS(st);
 }
+
+uint64_t th_head(shmbus_channel *ch)
+{
+	struct shmbus_channel_info in;
+
+	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	return in.head;
+}

@@ -33,6 +33,8 @@ int th_msg_check(const void *buf, size_t len, uint32_t *id, uint64_t *seq);
  * of channel "ch" in `dir` read-write, to damage it on purpose; NULL on
  * failure.  *len gets its size. */
 uint8_t *th_map_channel(const char *dir, size_t *len);
+/* The channel's head (its next claim position), by shmbus_channel_info. */
+uint64_t th_head(shmbus_channel *ch);
 uint8_t *th_map_data(const char *dir, size_t *len);
 
 /* Forks; the child runs fn(arg) and _exit()s with its return value. */

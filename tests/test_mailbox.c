@@ -73,14 +73,6 @@ static void teardown(void)
 	th_rmdir(dir);
 }
 
-static uint64_t head(void)
-{
-	struct shmbus_channel_info in;
-
-	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
-	return in.head;
-}
-
 static uint32_t w_type(uint64_t w)
 {
 	return (uint32_t)(w >> SHMBUS_LEN_BITS) & 7u;
@@ -131,6 +123,24 @@ static void catch_up(void)
 	cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 0);
 }
 
+/* Catches up, publishes msg, spoils the ring's copy of it: the message
+ * delivered must be the mailbox's. */
+static void expect_from_mailbox(const char *msg, uint64_t seq)
+{
+	size_t len = strlen(msg);
+	uint64_t pos;
+	struct got g;
+
+	catch_up();
+	pos = th_head(ch);
+	cr_assert_eq(shmbus_publish(pub, msg, len), 0);
+	memset(ring_payload(pos), '#', len);
+	g = poll_one();
+	cr_assert_eq(g.len, len);
+	cr_assert_eq(memcmp(g.buf, msg, len), 0, "not the mailbox's copy");
+	cr_assert_eq(g.seq, seq);
+}
+
 /* Polls until a message comes; returns how many polls it took. */
 static int polls_until_one(struct got *g, int max)
 {
@@ -150,7 +160,7 @@ Test(mailbox, every_record_is_posted, .init = setup_block, .fini = teardown)
 	static const char msg[] = "0123456789abcdef0123456789abcdef";
 	struct iovec batch[3] = { { "a", 1 }, { "bb", 2 }, { "ccc", 3 } };
 	uint8_t big[100] = { 0 };
-	uint64_t pos = head();
+	uint64_t pos = th_head(ch);
 	void *buf;
 
 	/* A small message: the whole record. */
@@ -164,14 +174,14 @@ Test(mailbox, every_record_is_posted, .init = setup_block, .fini = teardown)
 	cr_assert_eq(memcmp(mb->payload, msg, 32), 0);
 
 	/* A large one: only where it is. */
-	pos = head();
+	pos = th_head(ch);
 	cr_assert_eq(shmbus_publish(pub, big, sizeof(big)), 0);
 	cr_assert_eq(mb->mark, pos + 1);
 	cr_assert_eq(w_len(mb->word), sizeof(big));
 	cr_assert_eq(mb->seq, 1);
 
 	/* An aborted claim. */
-	pos = head();
+	pos = th_head(ch);
 	cr_assert_eq(shmbus_claim(pub, 8, &buf), 0);
 	cr_assert_eq(shmbus_abort(pub), 0);
 	cr_assert_eq(mb->mark, pos + 1);
@@ -179,7 +189,7 @@ Test(mailbox, every_record_is_posted, .init = setup_block, .fini = teardown)
 	cr_assert_eq(mb->seq, 2);
 
 	/* A batch: its last record. */
-	pos = head();
+	pos = th_head(ch);
 	cr_assert_eq(shmbus_publish_batch(pub, batch, 3), 3);
 	cr_assert_eq(mb->mark, pos + rec_bytes(1) + rec_bytes(2) + 1);
 	cr_assert_eq(w_len(mb->word), 3);
@@ -203,16 +213,9 @@ Test(mailbox, multi_producer_channels_have_none, .init = setup_multi,
 static void caught_up_reads_mailbox_behind_reads_ring(void)
 {
 	struct got g;
-	uint64_t pos;
 
 	/* Caught up: the mailbox's copy is delivered. */
-	catch_up();
-	pos = head();
-	cr_assert_eq(shmbus_publish(pub, "mailbox!", 8), 0);
-	memcpy(ring_payload(pos), "ring....", 8);
-	g = poll_one();
-	cr_assert_eq(g.len, 8);
-	cr_assert_eq(memcmp(g.buf, "mailbox!", 8), 0);
+	expect_from_mailbox("mailbox!", 0);
 
 	/* Behind by two: both come from the ring, the second one too,
 	 * although the mailbox holds it. */
@@ -226,13 +229,7 @@ static void caught_up_reads_mailbox_behind_reads_ring(void)
 	cr_assert_eq(g.seq, 2);
 
 	/* Caught up again: the mailbox once more. */
-	catch_up();
-	pos = head();
-	cr_assert_eq(shmbus_publish(pub, "three", 5), 0);
-	memcpy(ring_payload(pos), "RING!", 5);
-	g = poll_one();
-	cr_assert_eq(memcmp(g.buf, "three", 5), 0);
-	cr_assert_eq(g.seq, 3);
+	expect_from_mailbox("three", 3);
 }
 
 Test(mailbox, caught_up_reads_mailbox_behind_reads_ring, .init = setup_block,
@@ -254,7 +251,7 @@ Test(mailbox, read_and_wait_use_it, .init = setup_block, .fini = teardown)
 	uint64_t pos;
 
 	cr_assert_eq(shmbus_read(sub, got, sizeof(got), NULL), -EAGAIN);
-	pos = head();
+	pos = th_head(ch);
 	cr_assert_eq(shmbus_publish(pub, "by read", 7), 0);
 	memcpy(ring_payload(pos), "garbage", 7);
 	cr_assert_eq(shmbus_wait(sub, 0), 0);
@@ -280,7 +277,7 @@ Test(mailbox, large_messages_come_from_the_ring, .init = setup_block,
 	cr_assert_eq(memcmp(g.buf, big, sizeof(big)), 0);
 	/* The largest inline size still comes from the mailbox. */
 	catch_up();
-	uint64_t pos = head();
+	uint64_t pos = th_head(ch);
 	cr_assert_eq(shmbus_publish(pub, big, SHMBUS_MBOX_INLINE), 0);
 	memset(ring_payload(pos), 0xee, SHMBUS_MBOX_INLINE);
 	g = poll_one();
@@ -302,7 +299,7 @@ Test(mailbox, aborts_and_batches_reach_a_waiting_subscriber_at_once,
 	cr_assert_eq(shmbus_abort(pub), 0);
 	cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 0);
 	cr_assert_eq(shmbus_sub_stats(sub, &st), 0);
-	cr_assert_eq(st.pos, head(), "the skipped record is stepped over by "
+	cr_assert_eq(st.pos, th_head(ch), "the skipped record is stepped over by "
 		     "the first poll");
 	cr_assert_eq(shmbus_publish_batch(pub, batch, 4), 4);
 	cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 4,
@@ -364,7 +361,7 @@ Test(mailbox, a_damaged_mailbox_delivers_nothing_false,
 	cr_assert_eq(shmbus_publish(pub, "warm", 4), 0);
 	poll_one();
 	catch_up();
-	pos = head();
+	pos = th_head(ch);
 	tag = (uint64_t)((pos / CAP) + 1) << 32;
 	bad_words[0] = tag | (SHMBUS_MBOX_INLINE + 8);
 	bad_words[1] = tag | SHMBUS_LEN_MASK;
@@ -396,8 +393,8 @@ Test(mailbox, near_the_end_of_the_ring, .init = setup_block, .fini = teardown)
 	uint64_t pos;
 
 	/* Walk head to 24 bytes before the end of the ring. */
-	while ((head() & (CAP - 1)) != CAP - 24) {
-		uint64_t left = CAP - 24 - (head() & (CAP - 1));
+	while ((th_head(ch) & (CAP - 1)) != CAP - 24) {
+		uint64_t left = CAP - 24 - (th_head(ch) & (CAP - 1));
 		size_t len = left > 400 ? sizeof(filler)
 					: (size_t)(left - SHMBUS_REC_HDR);
 
@@ -409,7 +406,7 @@ Test(mailbox, near_the_end_of_the_ring, .init = setup_block, .fini = teardown)
 	/* A forged word whose record would run past the end is not taken
 	 * from the mailbox. */
 	catch_up();
-	pos = head();
+	pos = th_head(ch);
 	mb->word = (uint64_t)((pos / CAP) + 1) << 32 | 16;	/* 32 bytes */
 	mb->mark = pos + 1;
 	for (int k = 0; k < 2 * RING_LOOK; k++)
@@ -417,15 +414,10 @@ Test(mailbox, near_the_end_of_the_ring, .init = setup_block, .fini = teardown)
 	/* A message that does not fit wraps: the mailbox is ahead of us (it
 	 * names the record, not the padding), and the ring has both. */
 	cr_assert_eq(shmbus_publish(pub, "wrapped message!", 16), 0);
-	cr_assert_eq(head() & (CAP - 1), 32);
+	cr_assert_eq(th_head(ch) & (CAP - 1), 32);
 	g.n = 0;
 	cr_assert_eq(polls_until_one(&g, 1), 1);
 	cr_assert_eq(memcmp(g.buf, "wrapped message!", 16), 0);
 	/* Caught up after the wrap: the mailbox again. */
-	catch_up();
-	pos = head();
-	cr_assert_eq(shmbus_publish(pub, "tail-msg", 8), 0);
-	memcpy(ring_payload(pos), "ring-msg", 8);
-	g = poll_one();
-	cr_assert_eq(memcmp(g.buf, "tail-msg", 8), 0);
+	expect_from_mailbox("tail-msg", g.seq + 1);
 }

@@ -34,14 +34,6 @@ static void teardown(void)
 	th_rmdir(dir);
 }
 
-static uint64_t head(void)
-{
-	struct shmbus_channel_info in;
-
-	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
-	return in.head;
-}
-
 static void drain(void)
 {
 	uint8_t buf[2048];
@@ -68,7 +60,7 @@ static void advance_to(uint64_t a)
 	static uint8_t zero[1024];
 
 	for (int i = 0; i < 64; i++) {
-		uint64_t h = head(), d = (a - h) & (CAP - 1);
+		uint64_t h = th_head(ch), d = (a - h) & (CAP - 1);
 		uint64_t end = CAP - (h & (CAP - 1)), r;
 
 		if (d == 0)
