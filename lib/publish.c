@@ -470,7 +470,8 @@ static void commit_done(struct shmbus_pub *pub, uint64_t n, uint64_t pos,
 	if (!pub->multi)
 		mbox_post(pub, pos, w, seq);
 	release_claim(pub);
-	count_published(pub, n);
+	if (n)		/* an abort publishes nothing */
+		count_published(pub, n);
 	wake_if_sleepers(pub->ch);
 }
 

@@ -309,6 +309,13 @@ enum mbox_say {
 	MB_AHEAD,	/* records past ours were posted: we are behind */
 };
 
+/* Whether mailbox mark m names nothing at or after position p: the
+ * mailbox is being written (0) or its newest record is before p. */
+static inline bool mark_behind(uint64_t m, uint64_t p)
+{
+	return m == 0 || m - 1 < p;
+}
+
 /*
  * Looks at the mailbox for the record at sub->pos.  A small message there
  * is copied out and checked afterwards (the seqlock idiom), so a message
@@ -327,7 +334,7 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 	 * and the mailbox's fields for it are visible. */
 	m = load_acquire64(&mb->mark);
 	if (m != p + 1)
-		return m != 0 && m - 1 > p ? MB_AHEAD : MB_NOTHING;
+		return mark_behind(m, p) ? MB_NOTHING : MB_AHEAD;
 	w = load_relaxed64(&mb->word);
 	len = word_len(w);
 	size = rec_size(len);
@@ -476,7 +483,14 @@ static bool ring_ready(struct shmbus_sub *sub, bool force)
 	if (word_tag(w) == lap_tag(ch, p))
 		return true;
 	head = load_relaxed64(&ch->hdr->head);	/* only compared */
-	return head > p && !not_overwritten(ch, p, head);
+	if (head <= p || not_overwritten(ch, p, head))
+		return false;
+	/* Lapped.  The caller's next poll must look at head as this look
+	 * did, not count the zero word at p as its own quiet look, or a
+	 * reader that alternates wait and poll would never resync: make
+	 * that look the 64th (see quiet_empty()). */
+	sub->empty |= 63;
+	return true;
 }
 
 /* Whether a message (or a lap to recover from) is waiting: a cheap check
@@ -494,7 +508,7 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 
 		if (m == p + 1)
 			return true;
-		if ((m == 0 || m - 1 < p) && ++sub->mb_quiet % MBOX_RING_LOOK)
+		if (mark_behind(m, p) && ++sub->mb_quiet % MBOX_RING_LOOK)
 			return false;
 	}
 	if (!ring_ready(sub, force))

@@ -145,6 +145,39 @@ Test(policy, overwrite_lapped_subscriber_exact_loss)
  * up.  It must still notice it was lapped (within a few polls, without any
  * new publish) and deliver what is left, counting the loss.
  */
+/*
+ * The same, for a reader that waits before each poll: the wait's look at
+ * head must carry over to the poll (it once did not, and such a reader
+ * found the zero word, waited, found it again... for ever).
+ */
+Test(policy, lapped_onto_the_zeroed_word_between_waits)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	shmbus_sub *sub = shmbus_sub_open(ch, NULL);
+	uint64_t st[3] = { 0 };
+	uint8_t msg[48];
+	int got = 0;
+
+	for (uint64_t i = 0; i < 64; i++) {
+		th_msg_fill(msg, sizeof(msg), 0, i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	for (int i = 0; i < 200 && !got; i++) {
+		shmbus_wait(sub, 0);
+		got = shmbus_poll(sub, collect, st, 0);
+	}
+	cr_assert_gt(got, 0, "the lapped reader never saw the surviving messages");
+	cr_assert_eq(st[2], 63, "up to the newest");
+	cr_assert_eq(st[0] + st[1], 64, "delivered + lost = published");
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
 Test(policy, lapped_onto_the_zeroed_word)
 {
 	const char *dir = th_mkdir();
