@@ -3,7 +3,8 @@
  * subscribe.c - cursors, reading records, and recovering from being lapped.
  *
  * A subscriber keeps its position privately and publishes it to its slot
- * once per poll batch (R5), which is what block-policy producers wait on.
+ * when a poll returns, and every 1/32 of the ring within a long one (R5):
+ * that is what block-policy producers wait on.
  * It finds records by their commit words alone (A1).  On an overwrite
  * channel it copies each message out and then checks that no producer has
  * claimed over it meanwhile (A5, the seqlock idiom), so it never delivers a
@@ -29,6 +30,13 @@
  * between, or shmbusd repaired its claim) is found that late at most. */
 #define MBOX_RING_LOOK 1024
 
+/* A poll that reads a long run of records publishes its cursor each time
+ * it has read 1/32 of the ring (2^-5), not only when it returns: a
+ * block-policy producer waiting for room gets it while the subscriber
+ * reads, instead of stalling until the whole poll is over and then
+ * restarting with the subscriber right behind it (docs/performance.md). */
+#define CURSOR_EVERY_SHIFT 5
+
 struct shmbus_sub {
 	struct shmbus_channel *ch;
 	struct shmbus_sub_slot *slot;
@@ -44,6 +52,7 @@ struct shmbus_sub {
 	const struct shmbus_mbox *mbox;
 	uint64_t pos;		/* next position to read (authoritative) */
 	uint64_t published;	/* the value last stored in slot->pos */
+	uint64_t cursor_every;	/* bytes read between two publications */
 	uint64_t next_seq;	/* expected sequence number */
 	uint64_t delivered;
 	uint64_t lost;
@@ -436,6 +445,10 @@ SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
 		n++;
 		if (fn(&pk.msg, arg))
 			break;
+		/* After the handler, never before: R5 releases what it
+		 * read. */
+		if (sub->pos - sub->published >= sub->cursor_every)
+			publish_cursor(sub);
 	}
 	publish_cursor(sub);
 	return rc < 0 ? rc : (int)n;
@@ -621,6 +634,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->data = ch->data;
 	sub->mask = ch->mask;
 	sub->cap = ch->cap;
+	sub->cursor_every = ch->cap >> CURSOR_EVERY_SHIFT;
 	sub->max_msg = ch->max_msg;
 	sub->overwrite = ch_overwrite(ch);
 	sub->use_mbox = !ch_multi(ch);

@@ -87,6 +87,118 @@ Test(policy, block_slow_subscriber_holds_producer_back, .timeout = 120)
 	th_rmdir(dir);
 }
 
+/*
+ * One long poll: a block-policy producer blocked on the full ring must get
+ * room while the subscriber reads, not only when its poll returns.  The
+ * handler stops halfway through the ring and waits for the producer to
+ * publish again.  It also pauses on each of the first 64 messages and
+ * looks again at the message it is reading in place: room is given for
+ * what handlers have returned from, never for the message in hand.
+ */
+#define LONG_CAP (1u << 16)
+#define LONG_N 2000u
+
+struct long_poll {
+	shmbus_channel *ch;
+	uint64_t full;		/* published when the producer blocked */
+	uint64_t next;
+	int moved;		/* the producer went on during the poll */
+	int bad;
+};
+
+static int long_producer(void *arg)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_channel *ch = shmbus_channel_open(arg, "ch");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t msg[200];
+
+	if (!pub)
+		return 2;
+	/* Lengths vary, so that new records do not line up with old ones:
+	 * room given too early would let one overlap a message in hand. */
+	for (uint64_t i = 0; i < LONG_N; i++) {
+		size_t len = TH_MSG_MIN + (i * 53) % (sizeof(msg) - TH_MSG_MIN);
+
+		th_msg_fill(msg, len, 0, i);
+		if (shmbus_publish(pub, msg, len))
+			return 3;
+	}
+	return 0;
+}
+
+static uint64_t published(shmbus_channel *ch)
+{
+	struct shmbus_channel_info in;
+
+	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	return in.published;
+}
+
+static int long_msg(const struct shmbus_msg *m, void *arg)
+{
+	struct long_poll *lp = arg;
+	uint64_t seq;
+	uint32_t id;
+
+	if (th_msg_check(m->data, m->len, &id, &seq) || seq != lp->next++) {
+		lp->bad = 1;
+		return 1;
+	}
+	if (seq == lp->full / 2) {
+		uint64_t give_up = th_now_ns() + 3000000000ull;
+
+		while (!lp->moved && th_now_ns() < give_up) {
+			lp->moved = published(lp->ch) > lp->full;
+			usleep(1000);
+		}
+	}
+	if (seq < 64 || seq == lp->full / 2) {
+		/* Give the producer time to write all the room it got, then
+		 * look again at the message we are reading in place. */
+		usleep(2000);
+		if (th_msg_check(m->data, m->len, &id, &seq) || seq != m->seq)
+			lp->bad = 1;
+	}
+	return 0;
+}
+
+Test(policy, block_producer_gets_room_during_a_long_poll, .timeout = 60)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, LONG_CAP, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_sub *sub = shmbus_sub_open(ch, NULL);
+	struct long_poll lp = { .ch = ch };
+	struct shmbus_channel_info in;
+	pid_t pid = th_spawn(long_producer, (void *)dir);
+	int rc;
+
+	/* Wait until the producer is blocked on the full ring. */
+	do {
+		usleep(1000);
+		cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	} while (in.backpressure == 0);
+	lp.full = in.published;
+	cr_assert_gt(lp.full, 100);
+	cr_assert_lt(lp.full, LONG_N);
+	rc = shmbus_poll(sub, long_msg, &lp, 0);
+	cr_assert_gt(rc, 0);
+	cr_assert_eq(lp.bad, 0, "a message torn or out of order");
+	cr_assert(lp.moved, "the producer got no room until the poll returned");
+	while (lp.next < LONG_N && !lp.bad) {
+		rc = shmbus_poll(sub, long_msg, &lp, 0);
+		cr_assert_geq(rc, 0);
+		if (rc == 0)
+			cr_assert_eq(shmbus_wait(sub, 5000000000ll), 0);
+	}
+	cr_assert_eq(lp.bad, 0);
+	cr_assert_eq(th_wait(pid), 0);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
 static int collect(const struct shmbus_msg *m, void *arg)
 {
 	uint64_t *st = arg;	/* [0] delivered, [1] lost, [2] last seq */
