@@ -202,7 +202,8 @@ int shmbus_publishv(shmbus_pub *pub, const struct iovec *iov, int iovcnt);
  * Publishes `n` messages, msgs[i] being one message each, with one claim:
  * all of them or none (-EAGAIN/-ETIMEDOUT), in order.  Each must fit
  * max_msg and the batch must fit half the capacity (-EMSGSIZE otherwise).
- * Returns n.
+ * Subscribers see the batch whole or not at all: none of its messages can
+ * be read before all of them can.  Returns n.
  */
 int shmbus_publish_batch(shmbus_pub *pub, const struct iovec *msgs, size_t n);
 

@@ -597,7 +597,7 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 				       const struct iovec *msgs, size_t n)
 {
 	struct shmbus_channel *ch;
-	uint64_t need = 0, nbytes = 0, pos, seq, last = 0, w = 0;
+	uint64_t need = 0, nbytes = 0, pos, seq, first, last = 0, w = 0, w0;
 	int rc;
 
 	if (!pub || (n && !msgs) || pub->claimed || n > INT32_MAX)
@@ -618,6 +618,7 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 	rc = reserve(pub, need, n, nbytes, &pos, &seq);
 	if (rc)
 		return rc;
+	first = pos;
 	for (size_t i = 0; i < n; i++) {
 		uint32_t len = (uint32_t)msgs[i].iov_len;
 		uint64_t next = pos + rec_size(len);
@@ -626,14 +627,29 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 		if (len)
 			memcpy(ch->data + (pos & ch->mask) + SHMBUS_REC_HDR,
 			       msgs[i].iov_base, len);
-		/* Every committed record is followed by a zeroed word (the
-		 * last one's was zeroed in reserve()). */
+		/* Every committed record is followed by a committed or
+		 * zeroed word (the last one's was zeroed in reserve()). */
 		if (i + 1 < n)
 			store_relaxed64(&rec_at(ch, next)->commit, 0);
-		w = commit_rec(ch, pos, SHMBUS_REC_MSG, len);
+		if (i > 0)
+			w = commit_rec(ch, pos, SHMBUS_REC_MSG, len);
 		last = pos;
 		pos = next;
 	}
+	/*
+	 * The first record is committed last.  Readers reach the batch only
+	 * through it (the index points past a claim, never into it), so they
+	 * see the batch whole or not at all, and a subscriber that has caught
+	 * up cannot follow the producer record by record through lines it is
+	 * still writing, which made both sides crawl (docs/performance.md).
+	 * A producer that dies before this store leaves a claim that is
+	 * padded over whole (repair.c).  R1: the release orders the other
+	 * records' stores and commits before it, for a reader that sees it
+	 * with A1.
+	 */
+	w0 = commit_rec(ch, first, SHMBUS_REC_MSG, (uint32_t)msgs[0].iov_len);
+	if (n == 1)
+		w = w0;
 	/* Only the last record is posted: a subscriber that waited on the
 	 * mailbox finds it ahead and reads the batch from the ring. */
 	commit_done(pub, n, last, w, seq + n - 1);

@@ -49,6 +49,7 @@ struct shmbus_sub {
 	bool use_mbox;		/* a single-producer channel: it has one */
 	bool in_mbox;		/* caught up: waiting on the mailbox */
 	uint32_t mb_quiet;	/* empty looks at it: see MBOX_RING_LOOK */
+	uint64_t ring_end;	/* out of it: read the ring up to here */
 	const struct shmbus_mbox *mbox;
 	uint64_t pos;		/* next position to read (authoritative) */
 	uint64_t published;	/* the value last stored in slot->pos */
@@ -315,7 +316,8 @@ enum mbox_say {
 	MB_NOTHING,	/* its newest record is before us: nothing new */
 	MB_TAKEN,	/* the message at our position, copied: *pk */
 	MB_IN_RING,	/* the record at our position is in the ring */
-	MB_AHEAD,	/* records past ours were posted: we are behind */
+	MB_AHEAD,	/* records past ours were posted: we are behind,
+			 * and sub->ring_end is the newest one's position */
 };
 
 /* Whether mailbox mark m names nothing at or after position p: the
@@ -342,8 +344,12 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 	/* A8: pairs with R8 in mbox_post(): the record's commit in the ring
 	 * and the mailbox's fields for it are visible. */
 	m = load_acquire64(&mb->mark);
-	if (m != p + 1)
-		return mark_behind(m, p) ? MB_NOTHING : MB_AHEAD;
+	if (m != p + 1) {
+		if (mark_behind(m, p))
+			return MB_NOTHING;
+		sub->ring_end = m - 1;
+		return MB_AHEAD;
+	}
 	w = load_relaxed64(&mb->word);
 	len = word_len(w);
 	size = rec_size(len);
@@ -372,34 +378,47 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
  * from the ring while it is behind.  A caught-up subscriber thus waits on
  * one line that stays put and takes small messages from it, instead of
  * re-reading the ring's frontier, whose lines the producer is writing
- * (docs/design.md §5).  A subscriber that is behind reads only the ring,
- * and stays off the mailbox line the producer writes for every message.
+ * (docs/design.md §5).  When the mailbox says it is behind, it reads the
+ * ring up to the newest record posted (ring_end), then asks the mailbox
+ * again: it never looks past a post, into lines the producer may still be
+ * writing.  A subscriber that found itself behind otherwise (at its start,
+ * or by the periodic look) reads the ring until it catches up, and stays
+ * off the mailbox line meanwhile.
  */
 static inline __attribute__((always_inline)) int
 peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 {
 	int rc;
 
-	if (sub->in_mbox) {
-		switch (mbox_peek(sub, pk)) {
-		case MB_TAKEN:
-			return 1;
-		case MB_NOTHING:
-			if (++sub->mb_quiet % MBOX_RING_LOOK)
-				return 0;
-			sub->in_mbox = false;	/* the periodic look */
-			break;
-		case MB_AHEAD:
-			sub->in_mbox = false;
-			break;
-		case MB_IN_RING:
-			break;
+	for (;;) {
+		if (sub->in_mbox) {
+			switch (mbox_peek(sub, pk)) {
+			case MB_TAKEN:
+				return 1;
+			case MB_NOTHING:
+				if (++sub->mb_quiet % MBOX_RING_LOOK)
+					return 0;
+				/* the periodic look, unbounded */
+				sub->in_mbox = false;
+				sub->ring_end = UINT64_MAX;
+				break;
+			case MB_AHEAD:
+				sub->in_mbox = false;
+				break;
+			case MB_IN_RING:
+				break;
+			}
+		} else if (sub->pos > sub->ring_end) {
+			/* Up to the newest post: ask the mailbox again.  It
+			 * answers AHEAD at most once per post, so this ends. */
+			sub->in_mbox = true;
+			continue;
 		}
+		rc = peek_ring(sub, pk);
+		if (rc == 0 && sub->use_mbox)
+			sub->in_mbox = true;	/* caught up */
+		return rc;
 	}
-	rc = peek_ring(sub, pk);
-	if (rc == 0 && sub->use_mbox)
-		sub->in_mbox = true;	/* caught up */
-	return rc;
 }
 
 static void consume(struct shmbus_sub *sub, const struct peeked *pk)
@@ -527,8 +546,9 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 	if (!ring_ready(sub, force))
 		return false;
 	/* The ring has something the mailbox did not name as ours: the
-	 * caller's next poll reads the ring. */
+	 * caller's next poll reads the ring, until it catches up. */
 	sub->in_mbox = false;
+	sub->ring_end = UINT64_MAX;
 	return true;
 }
 
@@ -635,6 +655,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->mask = ch->mask;
 	sub->cap = ch->cap;
 	sub->cursor_every = ch->cap >> CURSOR_EVERY_SHIFT;
+	sub->ring_end = UINT64_MAX;
 	sub->max_msg = ch->max_msg;
 	sub->overwrite = ch_overwrite(ch);
 	sub->use_mbox = !ch_multi(ch);
