@@ -602,7 +602,8 @@ int main(int argc, char **argv)
 
 	printf("\n# fan-out and fan-in, 64-byte messages, Mmsg/s per "
 	       "subscriber (2 cores: see the notes)\n");
-	printf("%-28s %9s %9s  %s\n", "", "publish", "batch", "placement");
+	printf("%-34s %9s %9s  %-26s %s\n", "", "publish", "batch",
+	       "placement", "floor");
 	{
 		static const struct {
 			int nsub, nprod;
@@ -619,20 +620,27 @@ int main(int argc, char **argv)
 		uint64_t n = count_for(64, quick) / 4;
 
 		for (size_t i = 0; i < sizeof(fan) / sizeof(fan[0]); i++) {
+			uint64_t f0 = bh_floor_p50(probe), f1;
 			struct result a = run_shmbus(PUBLISH, 64, n,
 						     fan[i].nsub, fan[i].nprod);
 			struct result b = run_shmbus(BATCHED, 64, n,
 						     fan[i].nsub, fan[i].nprod);
 
-			printf("%-28s %9.1f %9.1f  %s\n", fan[i].what,
-			       a.msgs / 1e6, b.msgs / 1e6, fan[i].where);
+			f1 = bh_floor_p50(probe);
+			printf("%-34s %9.1f %9.1f  %-26s %llu/%llu%s\n",
+			       fan[i].what, a.msgs / 1e6, b.msgs / 1e6,
+			       fan[i].where, (unsigned long long)f0,
+			       (unsigned long long)f1,
+			       bh_moved(f0, f1) ? "  placement changed" : "");
 			if (csv) {
 				fprintf(csv, "fan,publish,64,%d,%d,%.0f,%.3f,"
-					"0,0\n", fan[i].nsub, fan[i].nprod,
-					a.msgs, a.gbs);
-				fprintf(csv, "fan,batch,64,%d,%d,%.0f,%.3f,0,0\n",
-					fan[i].nsub, fan[i].nprod, b.msgs,
-					b.gbs);
+					"%llu,%llu\n", fan[i].nsub, fan[i].nprod,
+					a.msgs, a.gbs, (unsigned long long)f0,
+					(unsigned long long)f1);
+				fprintf(csv, "fan,batch,64,%d,%d,%.0f,%.3f,"
+					"%llu,%llu\n", fan[i].nsub, fan[i].nprod,
+					b.msgs, b.gbs, (unsigned long long)f0,
+					(unsigned long long)f1);
 			}
 		}
 	}
