@@ -648,11 +648,9 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 	 * with A1.
 	 */
 	w0 = commit_rec(ch, first, SHMBUS_REC_MSG, (uint32_t)msgs[0].iov_len);
-	if (n == 1)
-		w = w0;
 	/* Only the last record is posted: a subscriber that waited on the
 	 * mailbox finds it ahead and reads the batch from the ring. */
-	commit_done(pub, n, last, w, seq + n - 1);
+	commit_done(pub, n, last, n == 1 ? w0 : w, seq + n - 1);
 	return (int)n;
 }
 

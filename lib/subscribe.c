@@ -53,7 +53,6 @@ struct shmbus_sub {
 	const struct shmbus_mbox *mbox;
 	uint64_t pos;		/* next position to read (authoritative) */
 	uint64_t published;	/* the value last stored in slot->pos */
-	uint64_t cursor_every;	/* bytes read between two publications */
 	uint64_t next_seq;	/* expected sequence number */
 	uint64_t delivered;
 	uint64_t lost;
@@ -390,35 +389,30 @@ peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 {
 	int rc;
 
-	for (;;) {
-		if (sub->in_mbox) {
-			switch (mbox_peek(sub, pk)) {
-			case MB_TAKEN:
-				return 1;
-			case MB_NOTHING:
-				if (++sub->mb_quiet % MBOX_RING_LOOK)
-					return 0;
-				/* the periodic look, unbounded */
-				sub->in_mbox = false;
-				sub->ring_end = UINT64_MAX;
-				break;
-			case MB_AHEAD:
-				sub->in_mbox = false;
-				break;
-			case MB_IN_RING:
-				break;
-			}
-		} else if (sub->pos > sub->ring_end) {
-			/* Up to the newest post: ask the mailbox again.  It
-			 * answers AHEAD at most once per post, so this ends. */
-			sub->in_mbox = true;
-			continue;
+	if (sub->pos > sub->ring_end)
+		sub->in_mbox = true;	/* up to the newest post: ask again */
+	if (sub->in_mbox) {
+		switch (mbox_peek(sub, pk)) {
+		case MB_TAKEN:
+			return 1;
+		case MB_NOTHING:
+			if (++sub->mb_quiet % MBOX_RING_LOOK)
+				return 0;
+			/* the periodic look, unbounded */
+			sub->in_mbox = false;
+			sub->ring_end = UINT64_MAX;
+			break;
+		case MB_AHEAD:
+			sub->in_mbox = false;
+			break;
+		case MB_IN_RING:
+			break;
 		}
-		rc = peek_ring(sub, pk);
-		if (rc == 0 && sub->use_mbox)
-			sub->in_mbox = true;	/* caught up */
-		return rc;
 	}
+	rc = peek_ring(sub, pk);
+	if (rc == 0 && sub->use_mbox)
+		sub->in_mbox = true;	/* caught up */
+	return rc;
 }
 
 static void consume(struct shmbus_sub *sub, const struct peeked *pk)
@@ -466,7 +460,7 @@ SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
 			break;
 		/* After the handler, never before: R5 releases what it
 		 * read. */
-		if (sub->pos - sub->published >= sub->cursor_every)
+		if (sub->pos - sub->published >= sub->cap >> CURSOR_EVERY_SHIFT)
 			publish_cursor(sub);
 	}
 	publish_cursor(sub);
@@ -654,7 +648,6 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->data = ch->data;
 	sub->mask = ch->mask;
 	sub->cap = ch->cap;
-	sub->cursor_every = ch->cap >> CURSOR_EVERY_SHIFT;
 	sub->ring_end = UINT64_MAX;
 	sub->max_msg = ch->max_msg;
 	sub->overwrite = ch_overwrite(ch);
