@@ -104,6 +104,10 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_HELP) $(LIB_A)
 $(BUILD)/tests/test_alloc: TEST_LDFLAGS = \
 	-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=posix_memalign
 
+# test_hist tests the benchmarks' histogram and clock step.
+$(BUILD)/tests/test_hist: $(BUILD)/benchmarks/hist.o $(BUILD)/benchmarks/harness.o
+$(BUILD)/tests/test_hist: TEST_LIBS += -lm
+
 # The daemon links the static library: it uses the private repair entry
 # points (lib/repair.h) that the shared library does not export.
 $(SHMBUSD): $(DAEMON_OBJS) $(LIB_A)

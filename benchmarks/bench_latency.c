@@ -81,6 +81,7 @@ struct transport {
 
 static struct shared *sh;
 static double ns_per_tick;
+static double clock_step;	/* ns; see bh_clock_step_ns() */
 static int fds[4];		/* pipe: a->b r,w ; b->a r,w */
 static shmbus_channel *ch_ab, *ch_ba;
 static shmbus_pub *pub;
@@ -501,12 +502,18 @@ static int measure(const struct transport *t, size_t size, long warm, long n,
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
-static uint64_t probe_floor(void)
+/* The median, interpolated within the clock's step (ratios use it). */
+static double p50(const struct hist *h)
+{
+	return hist_percentile_step(h, 50, clock_step);
+}
+
+static double probe_floor(void)
 {
 	struct hist h;
 
 	measure(&T_FLOOR, 8, 2000, 20000, &h);
-	return hist_percentile(&h, 50);
+	return p50(&h);
 }
 
 static FILE *csv;
@@ -525,31 +532,32 @@ static bool wanted(const char *only, const char *name)
 	return !only;
 }
 
+/* f0, f1: the floor's p50* before and after; the ratio is p50* / f0. */
 static void row(const char *name, size_t size, const struct hist *h,
-		uint64_t f0, uint64_t f1, double floor50)
+		double f0, double f1)
 {
 	static const double pct[] = { 50, 90, 99, 99.9, 99.99 };
-	double p50 = (double)hist_percentile(h, 50);
+	double m = p50(h);
 
-	printf("%-11s %5zu %6llu %6llu %6llu %6llu %7llu %8llu %8llu  %6.2f  "
-	       "%4llu/%-4llu%s\n",
-	       name, size, (unsigned long long)h->min, (unsigned long long)p50,
+	printf("%-11s %5zu %6llu %6llu %6.1f %6llu %6llu %7llu %8llu %8llu  "
+	       "%6.2f  %4.0f/%-4.0f%s\n",
+	       name, size, (unsigned long long)h->min,
+	       (unsigned long long)hist_percentile(h, 50), m,
 	       (unsigned long long)hist_percentile(h, 90),
 	       (unsigned long long)hist_percentile(h, 99),
 	       (unsigned long long)hist_percentile(h, 99.9),
 	       (unsigned long long)hist_percentile(h, 99.99),
-	       (unsigned long long)h->max, p50 / floor50,
-	       (unsigned long long)f0, (unsigned long long)f1,
-	       bh_moved(f0, f1) ? "  placement changed" : "");
+	       (unsigned long long)h->max, m / f0, f0, f1,
+	       bh_moved((uint64_t)f0, (uint64_t)f1) ? "  placement changed"
+						    : "");
 	if (!csv)
 		return;
 	for (size_t i = 0; i < sizeof(pct) / sizeof(pct[0]); i++)
-		fprintf(csv, "%s,%zu,%g,%llu,%llu,%llu\n", name, size, pct[i],
-			(unsigned long long)hist_percentile(h, pct[i]),
-			(unsigned long long)f0, (unsigned long long)f1);
-	fprintf(csv, "%s,%zu,100,%llu,%llu,%llu\n", name, size,
-		(unsigned long long)h->max, (unsigned long long)f0,
-		(unsigned long long)f1);
+		fprintf(csv, "%s,%zu,%g,%llu,%.1f,%.1f,%.1f\n", name, size,
+			pct[i], (unsigned long long)hist_percentile(h, pct[i]),
+			f0, f1, m);
+	fprintf(csv, "%s,%zu,100,%llu,%.1f,%.1f,%.1f\n", name, size,
+		(unsigned long long)h->max, f0, f1, m);
 }
 
 int main(int argc, char **argv)
@@ -583,7 +591,7 @@ int main(int argc, char **argv)
 		      ? NULL : bh_result_file("latency.csv");
 	if (csv)
 		fprintf(csv, "what,bytes,percentile,ns,floor_before,"
-			     "floor_after\n");
+			     "floor_after,p50_interpolated\n");
 	long n = quick ? 20000 : 1000000, warm = n / 10;
 	struct hist h, fl;
 
@@ -596,17 +604,19 @@ int main(int argc, char **argv)
 	}
 	bh_calibrate();
 	ns_per_tick = bh_ns_per_tick();
+	clock_step = bh_clock_step_ns();
 	printf("# round-trip time, ns, two processes pinned to CPUs 0 and 1, "
-	       "%ld round trips (pipe, unix: %ld) (%.3f ns/tick)\n", n, n / 10,
-	       ns_per_tick);
-	printf("# ratio: p50 / floor p50 measured just before; floor: p50 "
-	       "before/after\n");
-	printf("%-11s %5s %6s %6s %6s %6s %7s %8s %8s  %6s  %s\n", "what",
-	       "bytes", "min", "p50", "p90", "p99", "p99.9", "p99.99", "max",
-	       "ratio", "floor");
+	       "%ld round trips (pipe, unix: %ld) (%.3f ns/tick, the clock "
+	       "moves in steps of %.1f ns)\n", n, n / 10, ns_per_tick,
+	       clock_step);
+	printf("# p50*: the median interpolated within the clock's step; "
+	       "ratio: p50* / the floor's p50* measured just before; floor: "
+	       "p50* before/after\n");
+	printf("%-11s %5s %6s %6s %6s %6s %6s %7s %8s %8s  %6s  %s\n", "what",
+	       "bytes", "min", "p50", "p50*", "p90", "p99", "p99.9", "p99.99",
+	       "max", "ratio", "floor");
 	measure(&T_FLOOR, 8, warm, n, &fl);
-	row("floor", 8, &fl, hist_percentile(&fl, 50),
-	    hist_percentile(&fl, 50), (double)hist_percentile(&fl, 50));
+	row("floor", 8, &fl, p50(&fl), p50(&fl));
 	double floor2_50 = 0;	/* measured once, at the first size */
 
 	for (size_t s = 0; s < (only_s ? 1 : sizeof(sizes) / sizeof(sizes[0]));
@@ -619,7 +629,7 @@ int main(int argc, char **argv)
 			const struct transport *t = ts[k];
 			bool user = t == &T_FLOOR2 || t == &T_RING ||
 				    t == &T_SHMBUS;
-			uint64_t f0, f1;
+			double f0, f1;
 
 			/* floor2 does not depend on the size. */
 			if (!wanted(only_t, t->name) || (t == &T_FLOOR2 && s))
@@ -634,27 +644,25 @@ int main(int argc, char **argv)
 				continue;
 			}
 			f1 = probe_floor();
-			row(t->name, size, &h, f0, f1, (double)f0);
+			row(t->name, size, &h, f0, f1);
 			if (t == &T_FLOOR2)
-				floor2_50 = (double)hist_percentile(&h, 50);
+				floor2_50 = p50(&h);
 			if (t == &T_RING)
-				ring50 = (double)hist_percentile(&h, 50);
+				ring50 = p50(&h);
 			if (t == &T_SHMBUS && ring50 > 0 && floor2_50 > 0)
-				printf("#   shmbus p50 = %.2f x ring, %.2f x "
-				       "floor2\n",
-				       (double)hist_percentile(&h, 50) / ring50,
-				       (double)hist_percentile(&h, 50) /
-					       floor2_50);
+				printf("#   shmbus p50* = %.2f x ring, %.2f x "
+				       "floor2\n", p50(&h) / ring50,
+				       p50(&h) / floor2_50);
 			else if (t == &T_SHMBUS && ring50 > 0)
-				printf("#   shmbus p50 = %.2f x ring\n",
-				       (double)hist_percentile(&h, 50) / ring50);
+				printf("#   shmbus p50* = %.2f x ring\n",
+				       p50(&h) / ring50);
 		}
 	}
 	/* Fixed offered rate: 100 K round trips per second, 32 bytes.  The
 	 * floor at the same rate first: a stall of the machine itself (the
 	 * host taking a vCPU away) shows in both tails alike. */
 	if (wanted(only_t, "shmbus")) {
-		uint64_t f0 = probe_floor(), f1;
+		double f0 = probe_floor(), f1;
 		struct hist hf;
 
 		period_ticks = (uint64_t)(10000.0 / ns_per_tick);
@@ -662,12 +670,12 @@ int main(int argc, char **argv)
 		       "from the intended send time:\n");
 		if (measure(&T_FLOOR, 8, n / 100, n / 5, &hf) == 0) {
 			f1 = probe_floor();
-			row("floor@100k", 8, &hf, f0, f1, (double)f0);
+			row("floor@100k", 8, &hf, f0, f1);
 			f0 = f1;
 		}
 		if (measure(&T_SHMBUS, 32, n / 100, n / 5, &h) == 0) {
 			f1 = probe_floor();
-			row("shmbus@100k", 32, &h, f0, f1, (double)f0);
+			row("shmbus@100k", 32, &h, f0, f1);
 		}
 		period_ticks = 0;
 	}

@@ -16,6 +16,18 @@
 #include "hist.h"
 
 static double ns_per_tick = 1.0;
+static uint64_t step_ticks = 1;
+
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+	while (b) {
+		uint64_t t = a % b;
+
+		a = b;
+		b = t;
+	}
+	return a;
+}
 
 pid_t bh_fork(void)
 {
@@ -60,11 +72,33 @@ void bh_calibrate(void)
 	t1 = bh_ticks();
 	ns_per_tick = ((double)(b.tv_sec - a.tv_sec) * 1e9 +
 		       (double)(b.tv_nsec - a.tv_nsec)) / (double)(t1 - t0);
+
+	/* The counter's step: the greatest common divisor of the
+	 * differences between successive readings.  The pause between
+	 * readings varies, so that the differences share no divisor by
+	 * coincidence: on a counter that moves by one tick, the divisor
+	 * falls to 1 within a few readings. */
+	uint64_t prev = bh_ticks(), g = 0;
+
+	for (int i = 0; i < 4096; i++) {
+		for (volatile int j = 0; j < i % 13; j++)
+			;
+		uint64_t now = bh_ticks();
+
+		g = gcd(g, now - prev);
+		prev = now;
+	}
+	step_ticks = g ? g : 1;
 }
 
 double bh_ns_per_tick(void)
 {
 	return ns_per_tick;
+}
+
+double bh_clock_step_ns(void)
+{
+	return (double)step_ticks * ns_per_tick;
 }
 
 void *bh_shared(size_t len)

@@ -31,6 +31,11 @@ static uint64_t bucket_low(unsigned i)
 	return (uint64_t)(i % HIST_SUB + HIST_SUB) << shift;
 }
 
+static uint64_t bucket_width(unsigned i)
+{
+	return i < 2 * HIST_SUB ? 1 : (uint64_t)1 << (i / HIST_SUB - 1);
+}
+
 uint64_t hist_percentile(const struct hist *h, double p)
 {
 	uint64_t rank, seen = 0;
@@ -51,4 +56,35 @@ uint64_t hist_percentile(const struct hist *h, double p)
 		}
 	}
 	return h->max;
+}
+
+double hist_percentile_step(const struct hist *h, double p, double step)
+{
+	double target, seen = 0;
+
+	if (!h->count)
+		return 0;
+	if (p <= 0)
+		return (double)h->min;
+	if (p >= 100)
+		return (double)h->max;
+	target = p / 100.0 * (double)h->count;
+	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+		double c = (double)h->b[i], lo, w;
+
+		if (!c || seen + c < target) {
+			seen += c;
+			continue;
+		}
+		w = (double)bucket_width(i);
+		lo = (double)bucket_low(i);
+		if (w < step) {
+			/* One clock reading per bucket: its samples are
+			 * spread over the step around it. */
+			lo -= step / 2;
+			w = step;
+		}
+		return lo + w * (target - seen) / c;
+	}
+	return (double)h->max;
 }

@@ -50,4 +50,17 @@ void hist_merge(struct hist *into, const struct hist *from);
  * holds the sample of rank ceil(p/100 * count). */
 uint64_t hist_percentile(const struct hist *h, double p);
 
+/*
+ * The value at percentile p (0..100) of samples read off a clock that
+ * advances in steps of `step` (in the samples' unit; harness.h's
+ * bh_clock_step_ns()).  A sample taken at a random phase of the clock is
+ * its true value plus a uniform error of +-step/2, rounded to the step;
+ * so the samples that read v are spread over [v - step/2, v + step/2),
+ * and the percentile is interpolated there, by rank, instead of being
+ * rounded to a step.  Where a bucket is wider than the step, its samples
+ * are spread over the bucket.  With step <= 1 this is hist_percentile(),
+ * interpolated within the bucket.
+ */
+double hist_percentile_step(const struct hist *h, double p, double step);
+
 #endif
