@@ -39,6 +39,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -48,6 +49,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "hist.h"
 #include "ring.h"
 #include "shmbus.h"
 
@@ -65,6 +67,7 @@ struct shared {
 	_Alignas(64) _Atomic uint64_t head;	/* copy2p */
 	_Alignas(64) _Atomic uint64_t tail;
 	_Alignas(64) _Atomic uint64_t done_ns[MAX_SUB];
+	uint64_t caught_up[MAX_SUB];	/* times the consumer found nothing */
 	uint64_t t0;
 	char dir[64];
 };
@@ -78,6 +81,8 @@ static uint8_t *src, *dst;	/* private */
 struct result {
 	double msgs;		/* per second, per subscriber */
 	double gbs;		/* GB/s per subscriber */
+	double caught;		/* % of batches after which the (first)
+				 * consumer found nothing left to read */
 };
 
 static void wait_all(pid_t *pids, int n)
@@ -103,15 +108,22 @@ static struct result run_memcpy(size_t size, uint64_t n)
 	t1 = bh_now_ns();
 	r.msgs = (double)n * 1e9 / (double)(t1 - t0);
 	r.gbs = r.msgs * (double)size / 1e9;
+	r.caught = -1;
 	return r;
 }
 
 /* ---------------------------------------------------------------- copy2p */
 
-static struct result run_copy2p(size_t size, uint64_t n)
+/*
+ * The producer publishes its count (head) after every `every` messages,
+ * the consumer its own (tail) likewise: every = 1 is the copy of one
+ * message at a time, every = BATCH the plain equivalent of a batch.  Each
+ * side re-reads the other's count only when the one it has is used up.
+ */
+static struct result run_copy2p(size_t size, uint64_t n, uint64_t every)
 {
 	size_t slot = (size + 63) & ~(size_t)63;
-	uint64_t nslots = RING / slot;
+	uint64_t nslots = RING / slot, seen = 0;
 	struct result r;
 	pid_t pid;
 
@@ -120,16 +132,33 @@ static struct result run_copy2p(size_t size, uint64_t n)
 	atomic_store(&sh->ready, 0);
 	pid = bh_fork();
 	if (pid == 0) {
+		uint64_t head = 0, caught = 0;
+
 		bh_pin(1);
 		atomic_store(&sh->ready, 1);
 		for (uint64_t i = 0; i < n; i++) {
-			while (atomic_load_explicit(&sh->head,
-						    memory_order_acquire) <= i)
-				_mm_pause();
+			if (i == head) {
+				/* Acquire: pairs with the producer's
+				 * release of head. */
+				head = atomic_load_explicit(
+					&sh->head, memory_order_acquire);
+				if (i == head)
+					caught++;
+				while (i == head) {
+					_mm_pause();
+					head = atomic_load_explicit(
+						&sh->head,
+						memory_order_acquire);
+				}
+			}
 			memcpy(dst, ring + (i % nslots) * slot, size);
-			atomic_store_explicit(&sh->tail, i + 1,
-					      memory_order_release);
+			/* Release: pairs with the producer's acquire of
+			 * tail, which then reuses the slot. */
+			if ((i + 1) % every == 0 || i + 1 == n)
+				atomic_store_explicit(&sh->tail, i + 1,
+						      memory_order_release);
 		}
+		sh->caught_up[0] = caught;
 		atomic_store(&sh->done_ns[0], bh_now_ns());
 		_exit(0);
 	}
@@ -138,15 +167,21 @@ static struct result run_copy2p(size_t size, uint64_t n)
 		_mm_pause();
 	sh->t0 = bh_now_ns();
 	for (uint64_t i = 0; i < n; i++) {
-		while (i - atomic_load_explicit(&sh->tail,
-						memory_order_acquire) >= nslots)
-			_mm_pause();
+		while (i - seen >= nslots)
+			/* Acquire: pairs with the consumer's release. */
+			seen = atomic_load_explicit(&sh->tail,
+						    memory_order_acquire);
 		memcpy(ring + (i % nslots) * slot, src, size);
-		atomic_store_explicit(&sh->head, i + 1, memory_order_release);
+		/* Release: the slots up to i + 1 are written. */
+		if ((i + 1) % every == 0 || i + 1 == n)
+			atomic_store_explicit(&sh->head, i + 1,
+					      memory_order_release);
 	}
 	waitpid(pid, NULL, 0);
 	r.msgs = (double)n * 1e9 / (double)(sh->done_ns[0] - sh->t0);
 	r.gbs = r.msgs * (double)size / 1e9;
+	r.caught = 100.0 * (double)sh->caught_up[0] /
+		   (double)((n + every - 1) / every);
 	return r;
 }
 
@@ -181,6 +216,7 @@ static struct result run_ring(size_t size, uint64_t n, int fenced,
 	waitpid(pid, NULL, 0);
 	r.msgs = (double)n * 1e9 / (double)(sh->done_ns[0] - sh->t0);
 	r.gbs = r.msgs * (double)size / 1e9;
+	r.caught = -1;
 	return r;
 }
 
@@ -202,6 +238,8 @@ static void subscriber(int idx, uint64_t expect, bool shared_cpu)
 	shmbus_channel *ch = shmbus_channel_open(sh->dir, "tp");
 	shmbus_sub *sub = ch ? shmbus_sub_open(ch, NULL) : NULL;
 	struct count c = { 0 };
+	uint64_t caught = 0;
+	bool had = true;
 
 	if (!sub)
 		_exit(2);
@@ -212,6 +250,8 @@ static void subscriber(int idx, uint64_t expect, bool shared_cpu)
 
 		if (r < 0)
 			_exit(3);
+		caught += had && r == 0;
+		had = r > 0;
 		if (r == 0) {
 			if (shared_cpu)
 				sched_yield();
@@ -220,10 +260,20 @@ static void subscriber(int idx, uint64_t expect, bool shared_cpu)
 					_mm_pause();
 		}
 	}
+	sh->caught_up[idx] = caught;
 	atomic_store(&sh->done_ns[idx], bh_now_ns());
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
 	_exit(0);
+}
+
+/* Messages per call in `mode`: a batch is one claim, at most half the
+ * ring. */
+static uint64_t per_call(enum mode mode, size_t size)
+{
+	uint64_t fit = (RING / 2 - 8) / (16 + ((size + 7) & ~(size_t)7));
+
+	return mode != BATCHED ? 1 : fit < BATCH ? fit : BATCH;
 }
 
 static void producer(int cpu, enum mode mode, size_t size, uint64_t n)
@@ -269,9 +319,7 @@ static void producer(int cpu, enum mode mode, size_t size, uint64_t n)
 			i++;
 			break;
 		case BATCHED: {
-			/* A batch is one claim: at most half the ring. */
-			size_t fit = (RING / 2 - 8) / (16 + ((size + 7) & ~7ul));
-			size_t k = fit < BATCH ? fit : BATCH;
+			size_t k = (size_t)per_call(BATCHED, size);
 
 			if (n - i < k)
 				k = (size_t)(n - i);
@@ -310,7 +358,7 @@ static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
 				int nsub, int nprod)
 {
 	shmbus_channel *ch;
-	struct result r = { 0, 0 };
+	struct result r = { 0, 0, -1 };
 	pid_t pids[MAX_SUB + 2];
 	uint64_t end = 0;
 	int np = 0;
@@ -346,6 +394,9 @@ static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
 			end = sh->done_ns[i];
 	r.msgs = (double)n * nprod * 1e9 / (double)(end - sh->t0);
 	r.gbs = r.msgs * (double)size / 1e9;
+	r.caught = 100.0 * (double)sh->caught_up[0] /
+		   (double)((n * nprod + per_call(mode, size) - 1) /
+			    per_call(mode, size));
 	shmbus_channel_close(ch);
 	shmbus_channel_unlink(sh->dir, "tp");
 	rmdir(sh->dir);
@@ -429,14 +480,189 @@ out:
 	return r;
 }
 
+/* -------------------------------------------------------------- hand-over */
+
+static void csv_row(const char *bench, const char *mode, size_t size,
+		    int nsub, int nprod, struct result r, uint64_t f0,
+		    uint64_t f1);
+
+/*
+ * One batch of BATCH messages written by the producer, read (copied out)
+ * by the subscriber and acknowledged, before the next: what a subscriber
+ * that has caught up pays per batch, since it then reads lines the
+ * producer has just written and the producer writes lines it has just
+ * read.  The plain version writes records of shmbus's size (a 16-byte
+ * header, the payload padded to 8) into the copy2p ring and publishes a
+ * count.  The producer records the round trip and its own part (the
+ * writes; for shmbus, shmbus_publish_batch()), in ns.
+ */
+struct handover {
+	double write, rt;	/* p50*, ns per batch */
+};
+
+static struct handover run_handover(size_t size, uint64_t n, bool plain)
+{
+	size_t rec = 16 + ((size + 7) & ~(size_t)7);
+	struct handover r = { 0, 0 };
+	struct hist hw, hr;
+	struct iovec iov[BATCH];
+	shmbus_channel *ch = NULL;
+	shmbus_pub *pub = NULL;
+	uint64_t off = 0;
+	pid_t pid;
+
+	if (!plain && !(ch = make_channel(SHMBUS_SINGLE_PRODUCER)))
+		return r;
+	atomic_store(&sh->head, 0);
+	atomic_store(&sh->tail, 0);
+	atomic_store(&sh->ready, 0);
+	pid = bh_fork();
+	if (pid == 0) {
+		shmbus_channel *c = plain ? NULL
+					  : shmbus_channel_open(sh->dir, "tp");
+		shmbus_sub *sub = c ? shmbus_sub_open(c, NULL) : NULL;
+		struct count got = { 0 };
+
+		if (!plain && !sub)
+			_exit(2);
+		bh_pin(1);
+		atomic_store(&sh->ready, 1);
+		for (uint64_t i = 1; i <= n; i++) {
+			if (plain) {
+				/* Acquire: pairs with the release of head. */
+				while (atomic_load_explicit(&sh->head,
+					memory_order_acquire) != i)
+					_mm_pause();
+				for (int k = 0; k < BATCH; k++) {
+					if (off + rec > RING)
+						off = 0;
+					memcpy(dst, ring + off + 16, size);
+					off += rec;
+				}
+			} else
+				while (got.got < i * BATCH)
+					if (shmbus_poll(sub, copy_out, &got,
+							0) < 0)
+						_exit(3);
+			/* Release: pairs with the producer's acquire; the
+			 * batch's lines have been read. */
+			atomic_store_explicit(&sh->tail, i,
+					      memory_order_release);
+		}
+		_exit(0);
+	}
+	if (!plain) {
+		struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+
+		pub = shmbus_pub_open(ch, &pa);
+	}
+	bh_pin(0);
+	for (int k = 0; k < BATCH; k++) {
+		iov[k].iov_base = src + (size_t)k * 64;
+		iov[k].iov_len = size;
+	}
+	hist_init(&hw);
+	hist_init(&hr);
+	while (!atomic_load(&sh->ready))
+		_mm_pause();
+	for (uint64_t i = 1; i <= n && (plain || pub); i++) {
+		uint64_t t0 = bh_ticks(), t1;
+
+		if (plain) {
+			for (uint64_t k = 0; k < BATCH; k++) {
+				if (off + rec > RING)
+					off = 0;
+				memcpy(ring + off, &i, 8);
+				memcpy(ring + off + 8, &k, 8);
+				memcpy(ring + off + 16, src, size);
+				off += rec;
+			}
+			/* Release: the batch's records are written. */
+			atomic_store_explicit(&sh->head, i,
+					      memory_order_release);
+		} else if (shmbus_publish_batch(pub, iov, BATCH) != BATCH)
+			break;
+		t1 = bh_ticks();
+		while (atomic_load_explicit(&sh->tail, memory_order_acquire)
+		       != i)
+			_mm_pause();
+		if (i > n / 10) {	/* warm-up */
+			hist_record(&hw, (uint64_t)((double)(t1 - t0) *
+						    bh_ns_per_tick()));
+			hist_record(&hr, (uint64_t)((double)(bh_ticks() - t0) *
+						    bh_ns_per_tick()));
+		}
+	}
+	if (!plain && !pub)
+		kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	r.write = hist_percentile_step(&hw, 50, bh_clock_step_ns());
+	r.rt = hist_percentile_step(&hr, 50, bh_clock_step_ns());
+	if (!plain) {
+		shmbus_pub_close(pub);
+		shmbus_channel_close(ch);
+		shmbus_channel_unlink(sh->dir, "tp");
+		rmdir(sh->dir);
+	}
+	return r;
+}
+
+static void handover_table(uint64_t n, long probe)
+{
+	static const size_t sizes[] = { 32, 256, 1024 };
+
+	printf("\n# a batch of %d handed over while the other side waits: "
+	       "written, read (copied out) by the other\n# process, "
+	       "acknowledged.  ns per batch, p50*: the writer's part and the "
+	       "round trip\n", BATCH);
+	printf("%6s %9s %9s %9s %9s %7s  %s\n", "bytes", "plain", "", "shmbus",
+	       "", "ratio", "floor");
+	printf("%6s %9s %9s %9s %9s %7s\n", "", "write", "rt", "write", "rt",
+	       "rt");
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		uint64_t f0 = bh_floor_p50(probe), f1;
+		struct handover p = run_handover(sizes[i], n, true);
+		struct handover m = run_handover(sizes[i], n, false);
+		struct result rp = { 1e9 / p.rt * BATCH, 0, -1 };
+		struct result rm = { 1e9 / m.rt * BATCH, 0, -1 };
+
+		f1 = bh_floor_p50(probe);
+		printf("%6zu %9.0f %9.0f %9.0f %9.0f %7.2f  %llu/%llu%s\n",
+		       sizes[i], p.write, p.rt, m.write, m.rt, m.rt / p.rt,
+		       (unsigned long long)f0, (unsigned long long)f1,
+		       bh_moved(f0, f1) ? "  placement changed" : "");
+		rp.gbs = rp.msgs * (double)sizes[i] / 1e9;
+		rm.gbs = rm.msgs * (double)sizes[i] / 1e9;
+		csv_row("handover", "plain", sizes[i], 1, 1, rp, f0, f1);
+		csv_row("handover", "shmbus", sizes[i], 1, 1, rm, f0, f1);
+	}
+}
+
 /* ------------------------------------------------------------------ main */
+
+static FILE *csv;
+
+/* One row of throughput.csv; caught < 0: not measured (empty field). */
+static void csv_row(const char *bench, const char *mode, size_t size,
+		    int nsub, int nprod, struct result r, uint64_t f0,
+		    uint64_t f1)
+{
+	if (!csv)
+		return;
+	fprintf(csv, "%s,%s,%zu,%d,%d,%.0f,%.3f,%llu,%llu,", bench, mode, size,
+		nsub, nprod, r.msgs, r.gbs, (unsigned long long)f0,
+		(unsigned long long)f1);
+	if (r.caught >= 0)
+		fprintf(csv, "%.1f", r.caught);
+	fputc('\n', csv);
+}
 
 /*
  * What bounds one commit per message: the minimal ring, the fence, and a
  * consumer that keeps reading the line the producer is writing, against
  * shmbus's claim/commit with the same consumers.
  */
-static void bound_table(size_t size, uint64_t n, long probe, FILE *csv)
+static void bound_table(size_t size, uint64_t n, long probe)
 {
 	static const struct {
 		const char *what;
@@ -455,6 +681,7 @@ static void bound_table(size_t size, uint64_t n, long probe, FILE *csv)
 	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
 		uint64_t f0 = bh_floor_p50(probe), f1;
 		struct result r;
+		char what[64];
 
 		if (rows[i].shmbus) {
 			sub_backoff = rows[i].backoff;
@@ -466,10 +693,8 @@ static void bound_table(size_t size, uint64_t n, long probe, FILE *csv)
 		printf("%-44s %9.1f  %llu/%llu%s\n", rows[i].what, r.msgs / 1e6,
 		       (unsigned long long)f0, (unsigned long long)f1,
 		       bh_moved(f0, f1) ? "  placement changed" : "");
-		if (csv)
-			fprintf(csv, "bound,\"%s\",%zu,1,1,%.0f,%.3f,%llu,%llu\n",
-				rows[i].what, size, r.msgs, r.gbs,
-				(unsigned long long)f0, (unsigned long long)f1);
+		snprintf(what, sizeof(what), "\"%s\"", rows[i].what);
+		csv_row("bound", what, size, 1, 1, r, f0, f1);
 	}
 
 	struct alone al = run_alone(size, n);
@@ -485,11 +710,13 @@ static void bound_table(size_t size, uint64_t n, long probe, FILE *csv)
 	printf("# each side's own work, nothing shared (one process, CPU 0): "
 	       "two processes go no faster than the slower side\n");
 	for (size_t i = 0; i < sizeof(solo) / sizeof(solo[0]); i++) {
+		struct result r = { solo[i].rate,
+				    solo[i].rate * (double)size / 1e9, -1 };
+		char what[64];
+
 		printf("%-48s %5.1f\n", solo[i].what, solo[i].rate / 1e6);
-		if (csv)
-			fprintf(csv, "bound,\"%s\",%zu,1,1,%.0f,%.3f,0,0\n",
-				solo[i].what, size, solo[i].rate,
-				solo[i].rate * (double)size / 1e9);
+		snprintf(what, sizeof(what), "\"%s\"", solo[i].what);
+		csv_row("bound", what, size, 1, 1, r, 0, 0);
 	}
 }
 
@@ -510,7 +737,6 @@ int main(int argc, char **argv)
 	size_t only = 0;
 	int quick = 0, opt;
 	long probe;
-	FILE *csv;
 
 	while ((opt = getopt(argc, argv, "qs:")) != -1) {
 		if (opt == 'q')
@@ -543,24 +769,31 @@ int main(int argc, char **argv)
 	bh_calibrate();
 	if (csv)
 		fprintf(csv, "bench,mode,size,subscribers,producers,msgs_per_s,"
-			     "gb_per_s,floor_before_ns,floor_after_ns\n");
+			     "gb_per_s,floor_before_ns,floor_after_ns,"
+			     "caught_up_pct\n");
 
 	printf("# throughput: producer process on CPU 0, subscriber process "
 	       "on CPU 1; every message copied in and copied out\n");
-	printf("# Mmsg/s and GB/s (payload); ratio: the best shmbus mode / "
-	       "copy2p; floor: cache-line RTT p50 before/after, ns\n");
-	printf("%6s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s %6s %s\n",
-	       "bytes", "memcpy", "", "copy2p", "", "publish", "", "claim", "",
-	       "batch", "", "ratio", "floor");
-	printf("%6s %9s %9s %9s %9s %9s %9s %9s %9s %9s %9s\n", "",
-	       "Mmsg/s", "GB/s", "Mmsg/s", "GB/s", "Mmsg/s", "GB/s", "Mmsg/s",
-	       "GB/s", "Mmsg/s", "GB/s");
+	printf("# Mmsg/s and GB/s of payload.  copy2p/32: copy2p with one "
+	       "count per %d messages, the plain batch.  caught: %% of\n"
+	       "# batches after which the consumer found nothing left (it "
+	       "reads lines the producer just wrote; see\n# docs/performance.md)."
+	       "  ratios: the best shmbus mode / copy2p (GB/s), batch / "
+	       "copy2p/32.  floor: cache-line\n# RTT p50 before/after, ns\n",
+	       BATCH);
+	printf("%6s %7s %8s %7s %8s %6s %8s %8s %8s %7s %6s %6s %6s %s\n",
+	       "bytes", "memcpy", "copy2p", "", "cp/32", "", "publish", "claim",
+	       "batch", "", "", "ratio", "", "floor");
+	printf("%6s %7s %8s %7s %8s %6s %8s %8s %8s %7s %6s %6s %6s\n", "",
+	       "GB/s", "Mmsg/s", "GB/s", "Mmsg/s", "caught", "Mmsg/s", "Mmsg/s",
+	       "Mmsg/s", "GB/s", "caught", "best", "batch");
 	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
 		size_t size = only ? only : sizes[s];
 		uint64_t n = count_for(size, quick);
 		uint64_t f0 = bh_floor_p50(probe), f1;
 		struct result mc = run_memcpy(size, n);
-		struct result cp = run_copy2p(size, n);
+		struct result cp = run_copy2p(size, n, 1);
+		struct result cb = run_copy2p(size, n, BATCH);
 		struct result m[3];
 		double best = 0;
 
@@ -570,33 +803,28 @@ int main(int argc, char **argv)
 				best = m[k].gbs;
 		}
 		f1 = bh_floor_p50(probe);
-		printf("%6zu %9.1f %9.2f %9.1f %9.2f %9.1f %9.2f %9.1f %9.2f "
-		       "%9.1f %9.2f %6.2f %llu/%llu%s\n", size,
-		       mc.msgs / 1e6, mc.gbs, cp.msgs / 1e6, cp.gbs,
-		       m[0].msgs / 1e6, m[0].gbs, m[1].msgs / 1e6, m[1].gbs,
-		       m[2].msgs / 1e6, m[2].gbs, best / cp.gbs,
-		       (unsigned long long)f0, (unsigned long long)f1,
+		printf("%6zu %7.2f %8.1f %7.2f %8.1f %5.0f%% %8.1f %8.1f %8.1f "
+		       "%7.2f %5.0f%% %6.2f %6.2f %llu/%llu%s\n", size, mc.gbs,
+		       cp.msgs / 1e6, cp.gbs, cb.msgs / 1e6, cb.caught,
+		       m[0].msgs / 1e6, m[1].msgs / 1e6, m[2].msgs / 1e6,
+		       m[2].gbs, m[2].caught, best / cp.gbs,
+		       m[2].msgs / cb.msgs, (unsigned long long)f0,
+		       (unsigned long long)f1,
 		       bh_moved(f0, f1) ? "  placement changed" : "");
 		if (only)
 			break;
-		if (csv) {
-			fprintf(csv, "memcpy,-,%zu,0,1,%.0f,%.3f,%llu,%llu\n",
-				size, mc.msgs, mc.gbs, (unsigned long long)f0,
-				(unsigned long long)f1);
-			fprintf(csv, "copy2p,-,%zu,1,1,%.0f,%.3f,%llu,%llu\n",
-				size, cp.msgs, cp.gbs, (unsigned long long)f0,
-				(unsigned long long)f1);
-			for (int k = 0; k < 3; k++)
-				fprintf(csv, "shmbus,%s,%zu,1,1,%.0f,%.3f,%llu,"
-					"%llu\n", mode_name[k], size,
-					m[k].msgs, m[k].gbs,
-					(unsigned long long)f0,
-					(unsigned long long)f1);
-		}
+		mc.caught = -1;
+		csv_row("memcpy", "-", size, 0, 1, mc, f0, f1);
+		csv_row("copy2p", "-", size, 1, 1, cp, f0, f1);
+		csv_row("copy2p32", "-", size, 1, 1, cb, f0, f1);
+		for (int k = 0; k < 3; k++)
+			csv_row("shmbus", mode_name[k], size, 1, 1, m[k], f0,
+				f1);
 	}
 
 	bound_table(only ? only : 32, count_for(only ? only : 32, quick),
-		    probe, csv);
+		    probe);
+	handover_table(quick ? 20000 : 200000, probe);
 	if (only)
 		return 0;
 
@@ -632,16 +860,10 @@ int main(int argc, char **argv)
 			       fan[i].where, (unsigned long long)f0,
 			       (unsigned long long)f1,
 			       bh_moved(f0, f1) ? "  placement changed" : "");
-			if (csv) {
-				fprintf(csv, "fan,publish,64,%d,%d,%.0f,%.3f,"
-					"%llu,%llu\n", fan[i].nsub, fan[i].nprod,
-					a.msgs, a.gbs, (unsigned long long)f0,
-					(unsigned long long)f1);
-				fprintf(csv, "fan,batch,64,%d,%d,%.0f,%.3f,"
-					"%llu,%llu\n", fan[i].nsub, fan[i].nprod,
-					b.msgs, b.gbs, (unsigned long long)f0,
-					(unsigned long long)f1);
-			}
+			csv_row("fan", "publish", 64, fan[i].nsub,
+				fan[i].nprod, a, f0, f1);
+			csv_row("fan", "batch", 64, fan[i].nsub, fan[i].nprod,
+				b, f0, f1);
 		}
 	}
 	if (csv)
