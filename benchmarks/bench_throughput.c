@@ -10,6 +10,8 @@
  *            into a shared 4 MiB ring of slots and publishes a counter, the
  *            other copies it out and acknowledges; same cores.  Nothing
  *            that moves bytes between two processes can do much better.
+ *   copy2p/32  the same with the counters published once per 32 messages:
+ *            the plain equivalent of a batch
  *   publish  shmbus_publish() (a copy in), block policy, 4 MiB channel
  *   claim    shmbus_claim() + memcpy into the ring + shmbus_commit()
  *   batch    shmbus_publish_batch() of 32 messages per call
@@ -22,6 +24,13 @@
  * nothing else), with and without the full fence of shmbus's wake check,
  * and with the consumer pausing after an empty look, next to shmbus's
  * claim/commit with the same consumer behaviours.
+ *
+ * How often the consumer caught up (found nothing left after a batch) is
+ * printed for copy2p/32 and shmbus's batch: a consumer that catches up
+ * reads lines the producer has just written, and that regime is much
+ * slower for small messages (docs/performance.md).  The hand-over table
+ * measures it directly: one batch written, read and acknowledged at a
+ * time, shmbus against the plain copy.
  *
  * Fan-out (1 producer to 1, 2, 4 subscribers) and fan-in (2 producers on
  * a multi-producer channel to 1 subscriber) follow.  The machine has two

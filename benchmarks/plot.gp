@@ -41,6 +41,7 @@ set xrange [6:90000]
 t(b, m) = sprintf("< grep '^%s,%s,' benchmarks/results/throughput.csv", b, m)
 plot t("memcpy", "-") using 3:7 with linespoints title "memcpy (one process)", \
      t("copy2p", "-") using 3:7 with linespoints lw 2 title "two-process copy", \
+     t("copy2p32", "-") using 3:7 with linespoints title "two-process copy, count per 32", \
      t("shmbus", "publish") using 3:7 with linespoints title "shmbus publish", \
      t("shmbus", "claim") using 3:7 with linespoints title "shmbus claim/commit", \
      t("shmbus", "batch") using 3:7 with linespoints lw 2 title "shmbus batch of 32"
