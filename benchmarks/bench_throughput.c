@@ -123,6 +123,14 @@ static struct result run_memcpy(size_t size, uint64_t n)
 
 /* ---------------------------------------------------------------- copy2p */
 
+/* The counters each two-process baseline starts from. */
+static void reset_counts(void)
+{
+	atomic_store(&sh->head, 0);
+	atomic_store(&sh->tail, 0);
+	atomic_store(&sh->ready, 0);
+}
+
 /*
  * The producer publishes its count (head) after every `every` messages,
  * the consumer its own (tail) likewise: every = 1 is the copy of one
@@ -136,9 +144,7 @@ static struct result run_copy2p(size_t size, uint64_t n, uint64_t every)
 	struct result r;
 	pid_t pid;
 
-	atomic_store(&sh->head, 0);
-	atomic_store(&sh->tail, 0);
-	atomic_store(&sh->ready, 0);
+	reset_counts();
 	pid = bh_fork();
 	if (pid == 0) {
 		uint64_t head = 0, caught = 0;
@@ -522,9 +528,7 @@ static struct handover run_handover(size_t size, uint64_t n, bool plain)
 
 	if (!plain && !(ch = make_channel(SHMBUS_SINGLE_PRODUCER)))
 		return r;
-	atomic_store(&sh->head, 0);
-	atomic_store(&sh->tail, 0);
-	atomic_store(&sh->ready, 0);
+	reset_counts();
 	pid = bh_fork();
 	if (pid == 0) {
 		shmbus_channel *c = plain ? NULL
