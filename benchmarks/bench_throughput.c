@@ -282,11 +282,18 @@ static void subscriber(int idx, uint64_t expect, bool shared_cpu)
 	_exit(0);
 }
 
+/* The bytes a shmbus record of `size` takes: a 16-byte header and the
+ * payload padded to 8. */
+static size_t rec_bytes(size_t size)
+{
+	return 16 + ((size + 7) & ~(size_t)7);
+}
+
 /* Messages per call in `mode`: a batch is one claim, at most half the
  * ring. */
 static uint64_t per_call(enum mode mode, size_t size)
 {
-	uint64_t fit = (RING / 2 - 8) / (16 + ((size + 7) & ~(size_t)7));
+	uint64_t fit = (RING / 2 - 8) / rec_bytes(size);
 
 	return mode != BATCHED ? 1 : fit < BATCH ? fit : BATCH;
 }
@@ -375,7 +382,7 @@ static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
 	shmbus_channel *ch;
 	struct result r = { 0, 0, -1 };
 	pid_t pids[MAX_SUB + 2];
-	uint64_t end = 0;
+	uint64_t end = 0, k;
 	int np = 0;
 
 	ch = make_channel(nprod > 1 ? SHMBUS_MULTI_PRODUCER
@@ -409,9 +416,9 @@ static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
 			end = sh->done_ns[i];
 	r.msgs = (double)n * nprod * 1e9 / (double)(end - sh->t0);
 	r.gbs = r.msgs * (double)size / 1e9;
+	k = per_call(mode, size);
 	r.caught = 100.0 * (double)sh->caught_up[0] /
-		   (double)((n * nprod + per_call(mode, size) - 1) /
-			    per_call(mode, size));
+		   (double)((n * nprod + k - 1) / k);
 	shmbus_channel_close(ch);
 	shmbus_channel_unlink(sh->dir, "tp");
 	rmdir(sh->dir);
@@ -432,7 +439,7 @@ static struct alone run_alone(size_t size, uint64_t n)
 {
 	struct shmbus_pub_attr pa = { .timeout_ns = 0 };
 	struct alone r = { 0, 0, 0 };
-	uint64_t per = (RING / 2) / (16 + ((size + 7) & ~(size_t)7));
+	uint64_t per = (RING / 2) / rec_bytes(size);
 	int64_t t_claim = 0, t_batch = 0, t_poll = 0;
 	uint64_t done_claim = 0, done_batch = 0;
 	struct iovec iov[BATCH];
@@ -517,13 +524,13 @@ struct handover {
 
 static struct handover run_handover(size_t size, uint64_t n, bool plain)
 {
-	size_t rec = 16 + ((size + 7) & ~(size_t)7);
+	size_t rec = rec_bytes(size);
 	struct handover r = { 0, 0 };
 	struct hist hw, hr;
 	struct iovec iov[BATCH];
 	shmbus_channel *ch = NULL;
 	shmbus_pub *pub = NULL;
-	uint64_t off = 0;
+	uint64_t off = 0, i;
 	pid_t pid;
 
 	if (!plain && !(ch = make_channel(SHMBUS_SINGLE_PRODUCER)))
@@ -540,7 +547,7 @@ static struct handover run_handover(size_t size, uint64_t n, bool plain)
 			_exit(2);
 		bh_pin(1);
 		atomic_store(&sh->ready, 1);
-		for (uint64_t i = 1; i <= n; i++) {
+		for (i = 1; i <= n; i++) {
 			if (plain) {
 				/* Acquire: pairs with the release of head. */
 				while (atomic_load_explicit(&sh->head,
@@ -578,7 +585,7 @@ static struct handover run_handover(size_t size, uint64_t n, bool plain)
 	hist_init(&hr);
 	while (!atomic_load(&sh->ready))
 		_mm_pause();
-	for (uint64_t i = 1; i <= n && (plain || pub); i++) {
+	for (i = 1; i <= n && (plain || pub); i++) {
 		uint64_t t0 = bh_ticks(), t1;
 
 		if (plain) {
@@ -596,6 +603,8 @@ static struct handover run_handover(size_t size, uint64_t n, bool plain)
 		} else if (shmbus_publish_batch(pub, iov, BATCH) != BATCH)
 			break;
 		t1 = bh_ticks();
+		/* Acquire: pairs with the subscriber's release of tail; it has
+		 * read the batch before we write over its lines. */
 		while (atomic_load_explicit(&sh->tail, memory_order_acquire)
 		       != i)
 			_mm_pause();
@@ -606,7 +615,7 @@ static struct handover run_handover(size_t size, uint64_t n, bool plain)
 						    bh_ns_per_tick()));
 		}
 	}
-	if (!plain && !pub)
+	if (i <= n)	/* stopped early: the subscriber waits for more */
 		kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	r.write = hist_percentile_step(&hw, 50, bh_clock_step_ns());
