@@ -76,11 +76,17 @@ static inline uint64_t rec_size(uint64_t len)
 }
 
 /* The lap tag of a position: never 0, so a zeroed word is never valid. */
-static inline uint32_t lap_tag(const struct shmbus_channel *ch, uint64_t pos)
+/* The lap tag of position pos in a ring of 2^cap_log2 bytes. */
+static inline uint32_t lap_tag_log2(uint64_t pos, uint32_t cap_log2)
 {
-	uint32_t t = (uint32_t)(pos >> ch->cap_log2) + 1u;
+	uint32_t t = (uint32_t)(pos >> cap_log2) + 1u;
 
 	return t ? t : 1u;
+}
+
+static inline uint32_t lap_tag(const struct shmbus_channel *ch, uint64_t pos)
+{
+	return lap_tag_log2(pos, ch->cap_log2);
 }
 
 static inline uint64_t commit_word(const struct shmbus_channel *ch,

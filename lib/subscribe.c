@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -37,6 +38,10 @@
  * restarting with the subscriber right behind it (docs/performance.md). */
 #define CURSOR_EVERY_SHIFT 5
 
+/* A subscriber that the mailbox finds behind prefetches this many bytes of
+ * the records posted, at most (see prefetch_posted()). */
+#define PREFETCH_MAX 4096
+
 struct shmbus_sub {
 	struct shmbus_channel *ch;
 	struct shmbus_sub_slot *slot;
@@ -44,6 +49,8 @@ struct shmbus_sub {
 	const uint8_t *data;
 	uint64_t mask;
 	uint64_t cap;
+	uint64_t cursor_every;	/* cap >> CURSOR_EVERY_SHIFT */
+	uint32_t cap_log2;
 	uint32_t max_msg;
 	bool overwrite;
 	bool use_mbox;		/* a single-producer channel: it has one */
@@ -300,7 +307,7 @@ peek_ring(struct shmbus_sub *sub, struct peeked *pk)
 	}
 	len = word_len(w);
 	size = rec_size(len);
-	if (__builtin_expect(word_tag(w) != lap_tag(sub->ch, p) ||
+	if (__builtin_expect(word_tag(w) != lap_tag_log2(p, sub->cap_log2) ||
 				     word_type(w) != SHMBUS_REC_MSG ||
 				     len > sub->max_msg ||
 				     (p & sub->mask) + size > sub->cap, 0))
@@ -352,7 +359,7 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 	w = load_relaxed64(&mb->word);
 	len = word_len(w);
 	size = rec_size(len);
-	if (word_tag(w) != lap_tag(sub->ch, p) ||
+	if (word_tag(w) != lap_tag_log2(p, sub->cap_log2) ||
 	    word_type(w) != SHMBUS_REC_MSG || len > SHMBUS_MBOX_INLINE ||
 	    len > sub->max_msg || (p & sub->mask) + size > sub->cap)
 		return MB_IN_RING;
@@ -370,6 +377,27 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 	sub->fresh = false;
 	found(sub, pk, (const uint8_t *)sub->mbuf, len, seq, p, size);
 	return MB_TAKEN;
+}
+
+/*
+ * The mailbox says that the records from our position up to ring_end are
+ * committed: ask for their lines now, all at once.  Read one by one, each
+ * line would be waited for in turn, because where a record starts is known
+ * only once the previous record's commit word has arrived: a chain of
+ * dependent loads, each a transfer from the producer's cache.  ring_end
+ * comes from shared memory, but it only bounds how many prefetches are
+ * issued (PREFETCH_MAX at most); every address is masked into the ring,
+ * and a prefetch never faults.
+ */
+static inline void prefetch_posted(const struct shmbus_sub *sub)
+{
+	uint64_t a = sub->pos & ~(uint64_t)(SHMBUS_CACHELINE - 1);
+	uint64_t e = sub->ring_end + SHMBUS_CACHELINE;
+
+	if (e - a > PREFETCH_MAX)
+		e = a + PREFETCH_MAX;
+	for (; a < e; a += SHMBUS_CACHELINE)
+		__builtin_prefetch(sub->data + (a & sub->mask));
 }
 
 /*
@@ -404,6 +432,7 @@ peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 			break;
 		case MB_AHEAD:
 			sub->in_mbox = false;
+			prefetch_posted(sub);
 			break;
 		case MB_IN_RING:
 			break;
@@ -443,14 +472,15 @@ SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
 			      unsigned max)
 {
 	struct peeked pk;
-	unsigned n = 0;
-	uint64_t start;
+	unsigned n = 0, most = max ? max : UINT_MAX;
+	uint64_t start, lap;
 	int rc = 0;
 
 	if (!sub || !fn)
 		return -EINVAL;
 	start = sub->pos;
-	while (max == 0 ? sub->pos - start < sub->cap : n < max) {
+	lap = max ? UINT64_MAX : sub->cap;	/* max 0: one lap at most */
+	while (n < most && sub->pos - start < lap) {
 		rc = peek_fast(sub, &pk);
 		if (rc <= 0)
 			break;
@@ -460,7 +490,7 @@ SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
 			break;
 		/* After the handler, never before: R5 releases what it
 		 * read. */
-		if (sub->pos - sub->published >= sub->cap >> CURSOR_EVERY_SHIFT)
+		if (sub->pos - sub->published >= sub->cursor_every)
 			publish_cursor(sub);
 	}
 	publish_cursor(sub);
@@ -648,6 +678,8 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->data = ch->data;
 	sub->mask = ch->mask;
 	sub->cap = ch->cap;
+	sub->cursor_every = ch->cap >> CURSOR_EVERY_SHIFT;
+	sub->cap_log2 = ch->cap_log2;
 	sub->ring_end = UINT64_MAX;
 	sub->max_msg = ch->max_msg;
 	sub->overwrite = ch_overwrite(ch);

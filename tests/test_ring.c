@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "../lib/copy.h"
 #include "helpers.h"
 #include "shmbus/layout.h"
 
@@ -237,6 +238,66 @@ Test(ring, gathered_and_batched, .init = setup_block, .fini = teardown)
 			cr_assert_eq(memcmp(got, batch[i].iov_base,
 					    batch[i].iov_len), 0);
 		cr_assert_eq(info.seq, 1 + (uint64_t)i);
+	}
+}
+
+/* The inlined copy of small payloads: every length up to past the inline
+ * limit, every alignment of source and destination; exactly the n bytes
+ * change. */
+Test(ring, small_copy_every_length_and_alignment)
+{
+	uint8_t src[SB_COPY_INLINE + 40], dst[SB_COPY_INLINE + 80];
+
+	for (size_t i = 0; i < sizeof(src); i++)
+		src[i] = (uint8_t)(i * 7 + 1);
+	for (size_t n = 0; n <= SB_COPY_INLINE + 16; n++)
+		for (size_t so = 0; so < 16; so++)
+			for (size_t doff = 0; doff < 16; doff++) {
+				memset(dst, 0xee, sizeof(dst));
+				sb_copy(dst + 16 + doff, src + so, n);
+				for (size_t i = 0; i < sizeof(dst); i++) {
+					size_t k = i - 16 - doff;
+					uint8_t want = i >= 16 + doff && k < n
+							       ? src[so + k]
+							       : 0xee;
+
+					cr_assert_eq(dst[i], want,
+						     "n %zu src+%zu dst+%zu: "
+						     "byte %zu", n, so, doff, i);
+				}
+			}
+}
+
+/* Every small length through each way of publishing, with a distinct
+ * pattern per message, read back byte for byte. */
+Test(ring, small_lengths_through_every_publish, .init = setup_block,
+     .fini = teardown)
+{
+	uint8_t msg[SB_COPY_INLINE + 16], got[SB_COPY_INLINE + 16];
+	struct iovec v[2], b[4];
+
+	for (size_t n = 0; n <= SB_COPY_INLINE + 9; n++) {
+		for (size_t i = 0; i < n; i++)
+			msg[i] = (uint8_t)(n * 31 + i);
+		cr_assert_eq(shmbus_publish(pub, msg, n), 0);
+		v[0] = (struct iovec){ msg, n / 3 };
+		v[1] = (struct iovec){ msg + n / 3, n - n / 3 };
+		cr_assert_eq(shmbus_publishv(pub, v, 2), 0);
+		for (int k = 0; k < 4; k++)
+			b[k] = (struct iovec){ msg + (size_t)k * n / 4,
+					       n - (size_t)k * n / 4 };
+		cr_assert_eq(shmbus_publish_batch(pub, b, 4), 4);
+		for (int m = 0; m < 6; m++) {
+			const struct iovec *want = m < 2 ? &v[0] : &b[m - 2];
+			size_t len = m < 2 ? n : want->iov_len;
+			const uint8_t *from = m < 2 ? msg : want->iov_base;
+
+			memset(got, 0, sizeof(got));
+			cr_assert_eq(shmbus_read(sub, got, sizeof(got), NULL),
+				     (ssize_t)len, "n %zu message %d", n, m);
+			cr_assert_eq(memcmp(got, from, len), 0,
+				     "n %zu message %d", n, m);
+		}
 	}
 }
 
