@@ -17,6 +17,10 @@
  *   mq       two POSIX message queues
  *   zmq      a ZeroMQ PAIR socket over ipc:// (Debian's libzmq)
  *
+ * Then the floor and shmbus (32 B) taking turns in blocks of round trips
+ * between the same two processes, which gives the ratios of their medians
+ * and of their tails from the same placement of the two vCPUs.
+ *
  * Then shmbus again at a fixed offered rate (100 K round trips/s): each
  * round trip is due at its intended time, and its latency counts from
  * then, so a stall delays the ones behind it and shows in the tail
@@ -502,6 +506,76 @@ static int measure(const struct transport *t, size_t size, long warm, long n,
 	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
+/* Round trips in a row of one kind before the interleaved measurement
+ * switches to the other, and how many of them after a switch go
+ * unrecorded (the lines and branches of the other kind are cold). */
+#define IL_BLOCK 5000
+#define IL_WARM 100
+
+/*
+ * The floor and shmbus taking turns in blocks of IL_BLOCK round trips
+ * between the same two processes: n recorded round trips of each, into
+ * *hf and *hs.  Measured one after the other, the two tails can come from
+ * different placements of the vCPUs; taking turns, every placement the
+ * run goes through is sampled by both, and their percentiles compare
+ * close with close, the tail included.
+ */
+static int measure_interleaved(size_t size, long n, struct hist *hf,
+			       struct hist *hs)
+{
+	long blocks = 2 * ((n + IL_BLOCK - IL_WARM - 1) / (IL_BLOCK - IL_WARM));
+	pid_t pid;
+	int st;
+
+	hist_init(hf);
+	hist_init(hs);
+	atomic_store(&sh->ready, 0);
+	if (floor_setup() || sb_setup())
+		return -1;
+	pid = bh_fork();
+	if (pid == 0) {
+		bh_pin(1);
+		if (sb_child_open())
+			_exit(2);
+		atomic_store(&sh->ready, 1);
+		for (long b = 0; b < blocks; b++)
+			for (long i = 0; i < IL_BLOCK; i++)
+				if (b % 2)
+					sb_echo(size);
+				else
+					floor_echo(8);
+		sb_close();
+		_exit(0);
+	}
+	bh_pin(0);
+	while (!atomic_load(&sh->ready))
+		_mm_pause();
+	if (sb_parent_open()) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return -1;
+	}
+	for (long b = 0; b < blocks; b++)
+		for (long i = 0; i < IL_BLOCK; i++) {
+			uint64_t t0 = bh_ticks();
+
+			if (b % 2)
+				sb_ping(size);
+			else
+				floor_ping(8);
+			if (i >= IL_WARM)
+				hist_record(b % 2 ? hs : hf,
+					    (uint64_t)((bh_ticks() - t0) *
+						       ns_per_tick));
+		}
+	sb_close();
+	waitpid(pid, &st, 0);
+	shmbus_channel_unlink(sh->dir, "ab");
+	shmbus_channel_unlink(sh->dir, "ba");
+	rmdir(sh->dir);
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
 /* The median, interpolated within the clock's step (ratios use it). */
 static double p50(const struct hist *h)
 {
@@ -657,6 +731,26 @@ int main(int argc, char **argv)
 				printf("#   shmbus p50* = %.2f x ring\n",
 				       p50(&h) / ring50);
 		}
+	}
+	/* The floor and shmbus taking turns: the target ratios, p50 and
+	 * p99.9, from one placement (or every placement, sampled alike). */
+	if (wanted(only_t, "shmbus") && (!only_s || only_s == 32)) {
+		struct hist hf;
+
+		printf("# the floor and shmbus (32 B) taking turns in blocks of "
+		       "%d round trips between the same two processes:\n",
+		       IL_BLOCK);
+		if (measure_interleaved(32, n, &hf, &h) == 0) {
+			row("floor/turns", 8, &hf, p50(&hf), p50(&hf));
+			row("shmbus/turns", 32, &h, p50(&hf), p50(&hf));
+			printf("#   shmbus / floor: p50* %.2f, p99 %.2f, p99.9 "
+			       "%.2f\n", p50(&h) / p50(&hf),
+			       (double)hist_percentile(&h, 99) /
+				       (double)hist_percentile(&hf, 99),
+			       (double)hist_percentile(&h, 99.9) /
+				       (double)hist_percentile(&hf, 99.9));
+		} else
+			printf("shmbus/turns failed\n");
 	}
 	/* Fixed offered rate: 100 K round trips per second, 32 bytes.  The
 	 * floor at the same rate first: a stall of the machine itself (the
