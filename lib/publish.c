@@ -455,8 +455,7 @@ static void mbox_post(struct shmbus_pub *pub, uint64_t pos, uint64_t w,
 		const uint64_t *src = (const uint64_t *)(
 			pub->ch->data + (pos & pub->mask) + SHMBUS_REC_HDR);
 
-		for (uint32_t i = 0; i < align8(len) / 8; i++)
-			store_relaxed64(&mb->payload[i], src[i]);
+		mbox_put(mb, src, (uint32_t)(align8(len) / 8));
 	}
 	/* R8: pairs with A8 in mbox_peek() and sb_sub_ready(): the record's
 	 * commit in the ring (R1, before this) and the fields above are

@@ -364,8 +364,7 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 	    len > sub->max_msg || (p & sub->mask) + size > sub->cap)
 		return MB_IN_RING;
 	seq = load_relaxed64(&mb->seq);
-	for (uint32_t i = 0; i < align8(len) / 8; i++)
-		sub->mbuf[i] = load_relaxed64(&mb->payload[i]);
+	mbox_get(sub->mbuf, mb, (uint32_t)(align8(len) / 8));
 	/* A8b: pairs with R8a in mbox_post(): if the copy saw any store of a
 	 * later post, mark no longer reads m.  The record at p was committed
 	 * in the ring before that post, so the ring has it. */
