@@ -507,28 +507,49 @@ static int measure(const struct transport *t, size_t size, long warm, long n,
 }
 
 /* Round trips in a row of one kind before the interleaved measurement
- * switches to the other, and how many of them after a switch go
- * unrecorded (the lines and branches of the other kind are cold). */
+ * moves to the next, and how many of them after a switch go unrecorded
+ * (the lines and branches of the other kinds are cold). */
 #define IL_BLOCK 5000
 #define IL_WARM 100
 
-/*
- * The floor and shmbus taking turns in blocks of IL_BLOCK round trips
- * between the same two processes: n recorded round trips of each, into
- * *hf and *hs.  Measured one after the other, the two tails can come from
- * different placements of the vCPUs; taking turns, every placement the
- * run goes through is sampled by both, and their percentiles compare
- * close with close, the tail included.
- */
-static int measure_interleaved(size_t size, long n, struct hist *hf,
-			       struct hist *hs)
+enum { IL_FLOOR, IL_FLOOR2, IL_SHMBUS, IL_KINDS };
+
+/* One round trip of kind k; echo: the child's side. */
+static void il_trip(int k, size_t size, bool echo)
 {
-	long blocks = 2 * ((n + IL_BLOCK - IL_WARM - 1) / (IL_BLOCK - IL_WARM));
+	if (k == IL_SHMBUS) {
+		if (echo)
+			sb_echo(size);
+		else
+			sb_ping(size);
+		return;
+	}
+	/* floor and floor2 share the sequence; only the way back differs */
+	floor_back = k == IL_FLOOR ? &sh->line : &sh->back;
+	if (echo)
+		floor_echo(8);
+	else
+		floor_ping(8);
+}
+
+/*
+ * The floor, floor2 and shmbus taking turns in blocks of IL_BLOCK round
+ * trips between the same two processes: n recorded round trips of each,
+ * into h[IL_FLOOR], h[IL_FLOOR2], h[IL_SHMBUS].  Measured one after the
+ * other, their tails can come from different placements of the vCPUs;
+ * taking turns, every placement the run goes through is sampled by all
+ * three alike, and their percentiles compare close with close, the tail
+ * included.
+ */
+static int measure_interleaved(size_t size, long n, struct hist *h)
+{
+	long blocks = IL_KINDS * ((n + IL_BLOCK - IL_WARM - 1) /
+				  (IL_BLOCK - IL_WARM));
 	pid_t pid;
 	int st;
 
-	hist_init(hf);
-	hist_init(hs);
+	for (int k = 0; k < IL_KINDS; k++)
+		hist_init(&h[k]);
 	atomic_store(&sh->ready, 0);
 	if (floor_setup() || sb_setup())
 		return -1;
@@ -540,10 +561,7 @@ static int measure_interleaved(size_t size, long n, struct hist *hf,
 		atomic_store(&sh->ready, 1);
 		for (long b = 0; b < blocks; b++)
 			for (long i = 0; i < IL_BLOCK; i++)
-				if (b % 2)
-					sb_echo(size);
-				else
-					floor_echo(8);
+				il_trip((int)(b % IL_KINDS), size, true);
 		sb_close();
 		_exit(0);
 	}
@@ -555,19 +573,18 @@ static int measure_interleaved(size_t size, long n, struct hist *hf,
 		waitpid(pid, NULL, 0);
 		return -1;
 	}
-	for (long b = 0; b < blocks; b++)
+	for (long b = 0; b < blocks; b++) {
+		int k = (int)(b % IL_KINDS);
+
 		for (long i = 0; i < IL_BLOCK; i++) {
 			uint64_t t0 = bh_ticks();
 
-			if (b % 2)
-				sb_ping(size);
-			else
-				floor_ping(8);
+			il_trip(k, size, false);
 			if (i >= IL_WARM)
-				hist_record(b % 2 ? hs : hf,
-					    (uint64_t)((bh_ticks() - t0) *
-						       ns_per_tick));
+				hist_record(&h[k], (uint64_t)((bh_ticks() - t0) *
+							      ns_per_tick));
 		}
+	}
 	sb_close();
 	waitpid(pid, &st, 0);
 	shmbus_channel_unlink(sh->dir, "ab");
@@ -732,23 +749,32 @@ int main(int argc, char **argv)
 				       p50(&h) / ring50);
 		}
 	}
-	/* The floor and shmbus taking turns: the target ratios, p50 and
+	/* The floors and shmbus taking turns: the target ratios, p50 and
 	 * p99.9, from one placement (or every placement, sampled alike). */
 	if (wanted(only_t, "shmbus") && (!only_s || only_s == 32)) {
-		struct hist hf;
+		struct hist il[IL_KINDS];
 
-		printf("# the floor and shmbus (32 B) taking turns in blocks of "
-		       "%d round trips between the same two processes:\n",
-		       IL_BLOCK);
-		if (measure_interleaved(32, n, &hf, &h) == 0) {
-			row("floor/turns", 8, &hf, p50(&hf), p50(&hf));
-			row("shmbus/turns", 32, &h, p50(&hf), p50(&hf));
-			printf("#   shmbus / floor: p50* %.2f, p99 %.2f, p99.9 "
-			       "%.2f\n", p50(&h) / p50(&hf),
-			       (double)hist_percentile(&h, 99) /
-				       (double)hist_percentile(&hf, 99),
-			       (double)hist_percentile(&h, 99.9) /
-				       (double)hist_percentile(&hf, 99.9));
+		printf("# the floor, floor2 and shmbus (32 B) taking turns in "
+		       "blocks of %d round trips between the same two "
+		       "processes:\n", IL_BLOCK);
+		if (measure_interleaved(32, n, il) == 0) {
+			double f = p50(&il[IL_FLOOR]);
+
+			row("floor/turns", 8, &il[IL_FLOOR], f, f);
+			row("floor2/turns", 32, &il[IL_FLOOR2], f, f);
+			row("shmbus/turns", 32, &il[IL_SHMBUS], f, f);
+			for (int k = IL_FLOOR; k <= IL_FLOOR2; k++)
+				printf("#   shmbus / %-6s p50* %.2f, p99 %.2f, "
+				       "p99.9 %.2f\n",
+				       k == IL_FLOOR ? "floor:" : "floor2:",
+				       p50(&il[IL_SHMBUS]) / p50(&il[k]),
+				       (double)hist_percentile(&il[IL_SHMBUS],
+							       99) /
+					       (double)hist_percentile(&il[k], 99),
+				       (double)hist_percentile(&il[IL_SHMBUS],
+							       99.9) /
+					       (double)hist_percentile(&il[k],
+								       99.9));
 		} else
 			printf("shmbus/turns failed\n");
 	}
