@@ -20,6 +20,8 @@ plot f using (sel("floor", 8)):4 with linespoints lw 2 title "floor (cache line,
      f using (sel("floor2", 32)):4 with linespoints title "floor2 (a line each way)", \
      f using (sel("ring", 32)):4 with linespoints title "minimal ring (ring.h)", \
      f using (sel("shmbus", 32)):4 with linespoints lw 2 title "shmbus", \
+     f using (sel("floor/turns", 8)):4 with linespoints title "floor, taking turns with shmbus", \
+     f using (sel("shmbus/turns", 32)):4 with linespoints lw 2 title "shmbus, taking turns with the floor", \
      f using (sel("floor@100k", 8)):4 with linespoints title "floor at 100 K/s (from intended time)", \
      f using (sel("shmbus@100k", 32)):4 with linespoints title "shmbus at 100 K/s (from intended time)", \
      f using (sel("pipe", 32)):4 with linespoints title "pipe", \
