@@ -10,7 +10,11 @@
  * Publisher (or waker) on CPU 0, sleeper on CPU 1.  One message every
  * 200 us, so the sleeper is asleep (its spin phase is 1 ns) when it comes.
  * Latency: from the timestamp taken just before the publish (or the wake)
- * to the moment the handler (or the woken process) reads it.
+ * to the moment the handler (or the woken process) reads it.  The futex
+ * and shmbus take turns in blocks of BLOCK messages between the same two
+ * processes: how long the host takes to wake a vCPU moves by tens of
+ * percent within minutes, and timed one after the other the two had
+ * differed by up to 1.34 x for that reason alone (docs/performance.md).
  *
  *   bench_wakeup [-q]
  */
@@ -18,6 +22,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,15 +37,19 @@
 #include "shmbus.h"
 
 #define GAP_US 200
+#define BLOCK 500	/* messages of one kind before the other's turn */
+#define WARM 10		/* of them, not recorded after a switch */
+
+enum what { FUTEX, SHMBUS, KINDS };
 
 struct shared {
 	_Alignas(64) _Atomic uint32_t word;	/* the raw futex */
 	_Alignas(64) _Atomic uint64_t sent;	/* ticks at the wake */
 	_Alignas(64) _Atomic uint64_t ack;
 	_Alignas(64) _Atomic int ready;
-	double cpu_pct;				/* the sleeper's, measured */
+	double cpu_pct[KINDS];			/* the sleeper's, measured */
 	char dir[64];
-	struct hist h;
+	struct hist h[KINDS];
 };
 
 static struct shared *sh;
@@ -54,105 +63,115 @@ static double cpu_seconds(void)
 	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
-static void record(uint64_t sent)
+/* Message m (from 1) of the whole run: its kind, and whether it counts. */
+static enum what kind_of(long m)
 {
-	hist_record(&sh->h, (uint64_t)((double)(bh_ticks() - sent) *
+	return (enum what)((m - 1) / BLOCK % KINDS);
+}
+
+static void record(long m, uint64_t sent)
+{
+	if ((m - 1) % BLOCK >= WARM)
+		hist_record(&sh->h[kind_of(m)],
+			    (uint64_t)((double)(bh_ticks() - sent) *
 				       bh_ns_per_tick()));
 }
-
-/* ------------------------------------------------------------ raw futex */
-
-static void futex_sleeper(long n)
-{
-	uint32_t seen = 0;
-	uint64_t t0 = bh_now_ns();
-	double c0 = cpu_seconds();
-
-	bh_pin(1);
-	atomic_store(&sh->ready, 1);
-	for (long i = 1; i <= n; i++) {
-		while ((seen = atomic_load(&sh->word)) != (uint32_t)i)
-			syscall(SYS_futex, &sh->word, FUTEX_WAIT, seen, NULL,
-				NULL, 0);
-		record(atomic_load(&sh->sent));
-		atomic_store(&sh->ack, (uint64_t)i);
-	}
-	sh->cpu_pct = 100.0 * (cpu_seconds() - c0) /
-		      ((double)(bh_now_ns() - t0) / 1e9);
-	_exit(0);
-}
-
-static void futex_waker(long n)
-{
-	for (long i = 1; i <= n; i++) {
-		usleep(GAP_US);
-		atomic_store(&sh->sent, bh_ticks());
-		atomic_store(&sh->word, (uint32_t)i);
-		syscall(SYS_futex, &sh->word, FUTEX_WAKE, INT_MAX, NULL, NULL,
-			0);
-		while (atomic_load(&sh->ack) != (uint64_t)i)
-			_mm_pause();
-	}
-}
-
-/* --------------------------------------------------------------- shmbus */
 
 static int on_msg(const struct shmbus_msg *m, void *arg)
 {
 	uint64_t sent;
 
-	(void)arg;
 	memcpy(&sent, m->data, sizeof(sent));
-	record(sent);
-	atomic_fetch_add(&sh->ack, 1);
+	record(*(long *)arg, sent);
 	return 0;
 }
 
-/* A sleeping subscriber on CPU 1.  With n > 0 it handles n messages; with
- * n == 0 it waits idle_ms with nothing published.  Either way it stores
- * the CPU it used, as a percentage of the time it ran. */
-static void sb_sleeper(long n, long idle_ms)
+/*
+ * The sleeper, on CPU 1.  With n > 0 it takes 2n messages, the futex's
+ * and shmbus's blocks in turn, and stores the CPU it used during each
+ * kind's blocks as a percentage of their time; with n == 0 it waits
+ * idle_ms on the channel with nothing published, and stores the CPU it
+ * used then in cpu_pct[SHMBUS].
+ */
+static void sleeper(long n, long idle_ms)
 {
 	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP,
 				      .spin_ns = n ? 1 : 0 };
 	shmbus_channel *ch = shmbus_channel_open(sh->dir, "w");
 	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
-	uint64_t t0 = bh_now_ns();
+	double cpu[KINDS] = { 0, 0 }, wall[KINDS] = { 0, 0 };
 	double c0 = cpu_seconds();
+	uint64_t t0 = bh_now_ns();
 
 	if (!sub)
 		_exit(2);
 	bh_pin(1);
 	atomic_store(&sh->ready, 1);
-	if (n == 0)
+	if (n == 0) {
 		shmbus_wait(sub, idle_ms * 1000000);
-	while (atomic_load(&sh->ack) < (uint64_t)n) {
-		if (shmbus_wait(sub, -1) == 0)
-			shmbus_poll(sub, on_msg, NULL, 0);
+		sh->cpu_pct[SHMBUS] = 100.0 * (cpu_seconds() - c0) /
+				      ((double)(bh_now_ns() - t0) / 1e9);
+		_exit(0);
 	}
-	sh->cpu_pct = 100.0 * (cpu_seconds() - c0) /
-		      ((double)(bh_now_ns() - t0) / 1e9);
+	for (long m = 1; m <= 2 * n; m++) {
+		enum what k = kind_of(m);
+		uint32_t seen;
+
+		if ((m - 1) % BLOCK == 0) {	/* a turn starts */
+			c0 = cpu_seconds();
+			t0 = bh_now_ns();
+		}
+		if (k == FUTEX) {
+			while ((seen = atomic_load(&sh->word)) != (uint32_t)m)
+				syscall(SYS_futex, &sh->word, FUTEX_WAIT, seen,
+					NULL, NULL, 0);
+			record(m, atomic_load(&sh->sent));
+		} else {
+			int got = 0;
+
+			while (got == 0)
+				if (shmbus_wait(sub, -1) == 0)
+					got = shmbus_poll(sub, on_msg, &m, 0);
+			if (got < 0)
+				_exit(3);
+		}
+		atomic_store(&sh->ack, (uint64_t)m);
+		if (m % BLOCK == 0 || m == 2 * n) {	/* it ends */
+			cpu[k] += cpu_seconds() - c0;
+			wall[k] += (double)(bh_now_ns() - t0) / 1e9;
+		}
+	}
+	for (int k = 0; k < KINDS; k++)
+		sh->cpu_pct[k] = wall[k] > 0 ? 100.0 * cpu[k] / wall[k] : 0;
 	_exit(0);
 }
 
-static void sb_publisher(long n)
+/* CPU 0: a message every GAP_US, by the futex or shmbus in turn. */
+static int waker(long n)
 {
 	shmbus_channel *ch = shmbus_channel_open(sh->dir, "w");
 	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
 
 	if (!pub)
-		return;
-	for (long i = 1; i <= n; i++) {
+		return -1;
+	for (long m = 1; m <= 2 * n; m++) {
 		uint64_t t;
 
 		usleep(GAP_US);
 		t = bh_ticks();
-		shmbus_publish(pub, &t, sizeof(t));
-		while (atomic_load(&sh->ack) != (uint64_t)i)
+		if (kind_of(m) == FUTEX) {
+			atomic_store(&sh->sent, t);
+			atomic_store(&sh->word, (uint32_t)m);
+			syscall(SYS_futex, &sh->word, FUTEX_WAKE, INT_MAX,
+				NULL, NULL, 0);
+		} else
+			shmbus_publish(pub, &t, sizeof(t));
+		while (atomic_load(&sh->ack) != (uint64_t)m)
 			_mm_pause();
 	}
 	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
+	return 0;
 }
 
 static int setup_channel(void)
@@ -179,36 +198,31 @@ static void drop_channel(void)
 	rmdir(sh->dir);
 }
 
-enum what { FUTEX, SHMBUS };
-
-static int run(enum what w, long n)
+/* n messages of each kind, taking turns; 0 on success. */
+static int run(long n)
 {
 	pid_t pid;
-	int st;
+	int st, rc;
 
-	hist_init(&sh->h);
+	for (int k = 0; k < KINDS; k++)
+		hist_init(&sh->h[k]);
 	atomic_store(&sh->word, 0);
 	atomic_store(&sh->ack, 0);
 	atomic_store(&sh->ready, 0);
-	if (w == SHMBUS && setup_channel())
+	if (setup_channel())
 		return -1;
 	pid = bh_fork();
-	if (pid == 0) {
-		if (w == FUTEX)
-			futex_sleeper(n);
-		sb_sleeper(n, 0);
-	}
+	if (pid == 0)
+		sleeper(n, 0);
 	bh_pin(0);
 	while (!atomic_load(&sh->ready))
 		usleep(100);
-	if (w == FUTEX)
-		futex_waker(n);
-	else
-		sb_publisher(n);
+	rc = waker(n);
+	if (rc)
+		kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
-	if (w == SHMBUS)
-		drop_channel();
-	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+	drop_channel();
+	return !rc && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
 static void row(const char *name, const struct hist *h, double cpu,
@@ -240,7 +254,6 @@ int main(int argc, char **argv)
 	long probe = quick ? 5000 : 50000;
 	FILE *csv = quick ? NULL : bh_result_file("wakeup.csv");
 	struct hist fh;
-	double fcpu;
 	uint64_t f0, f1;
 	pid_t pid;
 
@@ -253,38 +266,35 @@ int main(int argc, char **argv)
 	if (csv)
 		fprintf(csv, "what,min,p50,p90,p99,p99_9,max,cpu_pct\n");
 	printf("# wake-up: publish (or FUTEX_WAKE) on CPU 0 -> handler of a "
-	       "sleeping process on CPU 1, ns; one every %d us, %ld samples\n",
-	       GAP_US, n);
+	       "sleeping process on CPU 1, ns; one every %d us, %ld samples "
+	       "each,\n# the two taking turns in blocks of %d\n", GAP_US, n,
+	       BLOCK);
 	printf("# ratio: p50 / the raw futex p50; cpu: the sleeper's CPU use "
 	       "during the run; floor: cache-line RTT p50 before/after\n");
 	printf("%-8s %6s %7s %7s %7s %8s %8s  %5s  %7s  %s\n", "what", "min",
 	       "p50", "p90", "p99", "p99.9", "max", "ratio", "cpu", "floor");
 	f0 = bh_floor_p50(probe);
-	if (run(FUTEX, n))
+	if (run(n))
 		return 1;
 	f1 = bh_floor_p50(probe);
-	fh = sh->h;
-	fcpu = sh->cpu_pct;
-	row("futex", &fh, fcpu, (double)hist_percentile(&fh, 50), f0, f1, csv);
-	f0 = f1;
-	if (run(SHMBUS, n))
-		return 1;
-	f1 = bh_floor_p50(probe);
-	row("shmbus", &sh->h, sh->cpu_pct, (double)hist_percentile(&fh, 50),
+	fh = sh->h[FUTEX];
+	row("futex", &fh, sh->cpu_pct[FUTEX], (double)hist_percentile(&fh, 50),
 	    f0, f1, csv);
+	row("shmbus", &sh->h[SHMBUS], sh->cpu_pct[SHMBUS],
+	    (double)hist_percentile(&fh, 50), f0, f1, csv);
 
 	/* Idle: nothing is published for idle_ms. */
 	if (setup_channel())
 		return 1;
 	pid = bh_fork();
 	if (pid == 0)
-		sb_sleeper(0, idle_ms);
+		sleeper(0, idle_ms);
 	waitpid(pid, NULL, 0);
 	drop_channel();
 	printf("\n# idle: a sleeping subscriber with nothing published for "
-	       "%ld ms used %.3f%% of a CPU\n", idle_ms, sh->cpu_pct);
+	       "%ld ms used %.3f%% of a CPU\n", idle_ms, sh->cpu_pct[SHMBUS]);
 	if (csv) {
-		fprintf(csv, "idle,0,0,0,0,0,0,%.3f\n", sh->cpu_pct);
+		fprintf(csv, "idle,0,0,0,0,0,0,%.3f\n", sh->cpu_pct[SHMBUS]);
 		fclose(csv);
 	}
 	return 0;
