@@ -10,6 +10,9 @@
  *            process only: the floor of any pair of one-way channels
  *   ring     two minimal rings of records with in-band commit words
  *            (ring.h): what shmbus's record protocol itself costs
+ *   mbox     the same rings with shmbus's mailbox, minimal (ring.h): each
+ *            record also posted to a line the consumer waits on; run
+ *            only taking turns with the floors and shmbus, at 32 B
  *   shmbus   two single-producer block channels, busy-spin subscribers,
  *            zero-copy claim/commit out, zero-copy poll in
  *   pipe     two pipes, blocking read/write
@@ -512,11 +515,23 @@ static int measure(const struct transport *t, size_t size, long warm, long n,
 #define IL_BLOCK 5000
 #define IL_WARM 100
 
-enum { IL_FLOOR, IL_FLOOR2, IL_SHMBUS, IL_KINDS };
+enum { IL_FLOOR, IL_FLOOR2, IL_SHMBUS, IL_MBOX, IL_KINDS };
+
+static struct br_end mb_out, mb_in;	/* IL_MBOX's ends, on rings[] */
 
 /* One round trip of kind k; echo: the child's side. */
 static void il_trip(int k, size_t size, bool echo)
 {
+	if (k == IL_MBOX) {
+		if (echo) {
+			br_recv_mbox(&mb_in, NULL, size);
+			br_send_post(&mb_out, msgbuf, size);
+		} else {
+			br_send_post(&mb_out, msgbuf, size);
+			br_recv_mbox(&mb_in, NULL, size);
+		}
+		return;
+	}
 	if (k == IL_SHMBUS) {
 		if (echo)
 			sb_echo(size);
@@ -533,9 +548,9 @@ static void il_trip(int k, size_t size, bool echo)
 }
 
 /*
- * The floor, floor2 and shmbus taking turns in blocks of IL_BLOCK round
- * trips between the same two processes: n recorded round trips of each,
- * into h[IL_FLOOR], h[IL_FLOOR2], h[IL_SHMBUS].  Measured one after the
+ * The floor, floor2, shmbus and mbox taking turns in blocks of IL_BLOCK
+ * round trips between the same two processes: n recorded round trips of
+ * each, into h[IL_FLOOR], h[IL_FLOOR2], h[IL_SHMBUS], h[IL_MBOX].  Measured one after the
  * other, their tails can come from different placements of the vCPUs;
  * taking turns, every placement the run goes through is sampled by all
  * three alike, and their percentiles compare close with close, the tail
@@ -551,13 +566,16 @@ static int measure_interleaved(size_t size, long n, struct hist *h)
 	for (int k = 0; k < IL_KINDS; k++)
 		hist_init(&h[k]);
 	atomic_store(&sh->ready, 0);
-	if (floor_setup() || sb_setup())
+	if (size > BR_MBOX_WORDS * 8 || floor_setup() || sb_setup() ||
+	    ring_setup())
 		return -1;
 	pid = bh_fork();
 	if (pid == 0) {
 		bh_pin(1);
 		if (sb_child_open())
 			_exit(2);
+		br_init(&mb_out, &rings[1], 1, 0);
+		br_init(&mb_in, &rings[0], 0, 0);
 		atomic_store(&sh->ready, 1);
 		for (long b = 0; b < blocks; b++)
 			for (long i = 0; i < IL_BLOCK; i++)
@@ -573,6 +591,8 @@ static int measure_interleaved(size_t size, long n, struct hist *h)
 		waitpid(pid, NULL, 0);
 		return -1;
 	}
+	br_init(&mb_out, &rings[0], 1, 0);
+	br_init(&mb_in, &rings[1], 0, 0);
 	for (long b = 0; b < blocks; b++) {
 		int k = (int)(b % IL_KINDS);
 
@@ -649,6 +669,18 @@ static void row(const char *name, size_t size, const struct hist *h,
 			f0, f1, m);
 	fprintf(csv, "%s,%zu,100,%llu,%.1f,%.1f,%.1f\n", name, size,
 		(unsigned long long)h->max, f0, f1, m);
+}
+
+/* shmbus's p50*, p99 and p99.9 over those of a baseline measured with it. */
+static void ratios(const char *name, const struct hist *h,
+		   const struct hist *base)
+{
+	printf("#   shmbus / %-7s p50* %.2f, p99 %.2f, p99.9 %.2f\n", name,
+	       p50(h) / p50(base),
+	       (double)hist_percentile(h, 99) /
+		       (double)hist_percentile(base, 99),
+	       (double)hist_percentile(h, 99.9) /
+		       (double)hist_percentile(base, 99.9));
 }
 
 int main(int argc, char **argv)
@@ -754,27 +786,19 @@ int main(int argc, char **argv)
 	if (wanted(only_t, "shmbus") && (!only_s || only_s == 32)) {
 		struct hist il[IL_KINDS];
 
-		printf("# the floor, floor2 and shmbus (32 B) taking turns in "
-		       "blocks of %d round trips between the same two "
-		       "processes:\n", IL_BLOCK);
+		printf("# the floor, floor2, shmbus and mbox (32 B) taking "
+		       "turns in blocks of %d round trips between the same "
+		       "two processes:\n", IL_BLOCK);
 		if (measure_interleaved(32, n, il) == 0) {
 			double f = p50(&il[IL_FLOOR]);
 
 			row("floor/turns", 8, &il[IL_FLOOR], f, f);
 			row("floor2/turns", 32, &il[IL_FLOOR2], f, f);
 			row("shmbus/turns", 32, &il[IL_SHMBUS], f, f);
-			for (int k = IL_FLOOR; k <= IL_FLOOR2; k++)
-				printf("#   shmbus / %-6s p50* %.2f, p99 %.2f, "
-				       "p99.9 %.2f\n",
-				       k == IL_FLOOR ? "floor:" : "floor2:",
-				       p50(&il[IL_SHMBUS]) / p50(&il[k]),
-				       (double)hist_percentile(&il[IL_SHMBUS],
-							       99) /
-					       (double)hist_percentile(&il[k], 99),
-				       (double)hist_percentile(&il[IL_SHMBUS],
-							       99.9) /
-					       (double)hist_percentile(&il[k],
-								       99.9));
+			row("mbox/turns", 32, &il[IL_MBOX], f, f);
+			ratios("floor:", &il[IL_SHMBUS], &il[IL_FLOOR]);
+			ratios("floor2:", &il[IL_SHMBUS], &il[IL_FLOOR2]);
+			ratios("mbox:", &il[IL_SHMBUS], &il[IL_MBOX]);
 		} else
 			printf("shmbus/turns failed\n");
 	}
