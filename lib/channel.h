@@ -75,8 +75,8 @@ static inline uint64_t rec_size(uint64_t len)
 	return SHMBUS_REC_HDR + align8(len);
 }
 
-/* The lap tag of a position: never 0, so a zeroed word is never valid. */
-/* The lap tag of position pos in a ring of 2^cap_log2 bytes. */
+/* The lap tag of position pos in a ring of 2^cap_log2 bytes: never 0, so
+ * a zeroed word is never valid. */
 static inline uint32_t lap_tag_log2(uint64_t pos, uint32_t cap_log2)
 {
 	uint32_t t = (uint32_t)(pos >> cap_log2) + 1u;
@@ -140,64 +140,6 @@ static inline bool not_overwritten(const struct shmbus_channel *ch,
 static inline uint64_t max_need(const struct shmbus_channel *ch)
 {
 	return ch->cap / 2 - SHMBUS_REC_ALIGN;
-}
-
-/*
- * The mailbox's payload, `words` 8-byte words (at most 5), copied into it
- * and out of it unrolled: the loop it replaces cost about 25 instructions
- * a message on each side, on the path every small message's latency
- * takes.  Relaxed atomics on the mailbox's side: the other process may be
- * reading or writing the same words; the seqlock in mbox_post() and
- * mbox_peek() decides whether a copy is used.
- */
-_Static_assert(SHMBUS_MBOX_INLINE == 40, "mbox_put/mbox_get copy 5 words");
-
-static inline void mbox_put(struct shmbus_mbox *mb, const uint64_t *src,
-			    uint32_t words)
-{
-	switch (words) {
-	case 5:
-		store_relaxed64(&mb->payload[4], src[4]);
-		/* fall through */
-	case 4:
-		store_relaxed64(&mb->payload[3], src[3]);
-		/* fall through */
-	case 3:
-		store_relaxed64(&mb->payload[2], src[2]);
-		/* fall through */
-	case 2:
-		store_relaxed64(&mb->payload[1], src[1]);
-		/* fall through */
-	case 1:
-		store_relaxed64(&mb->payload[0], src[0]);
-		/* fall through */
-	default:
-		break;
-	}
-}
-
-static inline void mbox_get(uint64_t *dst, const struct shmbus_mbox *mb,
-			    uint32_t words)
-{
-	switch (words) {
-	case 5:
-		dst[4] = load_relaxed64(&mb->payload[4]);
-		/* fall through */
-	case 4:
-		dst[3] = load_relaxed64(&mb->payload[3]);
-		/* fall through */
-	case 3:
-		dst[2] = load_relaxed64(&mb->payload[2]);
-		/* fall through */
-	case 2:
-		dst[1] = load_relaxed64(&mb->payload[1]);
-		/* fall through */
-	case 1:
-		dst[0] = load_relaxed64(&mb->payload[0]);
-		/* fall through */
-	default:
-		break;
-	}
 }
 
 static inline uint64_t owner_word(uint32_t state, uint32_t pid)

@@ -49,7 +49,6 @@ struct shmbus_sub {
 	const uint8_t *data;
 	uint64_t mask;
 	uint64_t cap;
-	uint64_t cursor_every;	/* cap >> CURSOR_EVERY_SHIFT */
 	uint32_t cap_log2;
 	uint32_t max_msg;
 	bool overwrite;
@@ -364,7 +363,10 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 	    len > sub->max_msg || (p & sub->mask) + size > sub->cap)
 		return MB_IN_RING;
 	seq = load_relaxed64(&mb->seq);
-	mbox_get(sub->mbuf, mb, (uint32_t)(align8(len) / 8));
+	/* All the words, whatever len: a count the compiler unrolls, and
+	 * the words past len are never used. */
+	for (uint32_t i = 0; i < SHMBUS_MBOX_INLINE / 8; i++)
+		sub->mbuf[i] = load_relaxed64(&mb->payload[i]);
 	/* A8b: pairs with R8a in mbox_post(): if the copy saw any store of a
 	 * later post, mark no longer reads m.  The record at p was committed
 	 * in the ring before that post, so the ring has it. */
@@ -489,7 +491,7 @@ SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
 			break;
 		/* After the handler, never before: R5 releases what it
 		 * read. */
-		if (sub->pos - sub->published >= sub->cursor_every)
+		if (sub->pos - sub->published >= sub->cap >> CURSOR_EVERY_SHIFT)
 			publish_cursor(sub);
 	}
 	publish_cursor(sub);
@@ -677,7 +679,6 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->data = ch->data;
 	sub->mask = ch->mask;
 	sub->cap = ch->cap;
-	sub->cursor_every = ch->cap >> CURSOR_EVERY_SHIFT;
 	sub->cap_log2 = ch->cap_log2;
 	sub->ring_end = UINT64_MAX;
 	sub->max_msg = ch->max_msg;
