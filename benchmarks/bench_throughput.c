@@ -28,10 +28,8 @@
  * How often the consumer caught up (found nothing left after a batch) is
  * printed for copy2p/32 and shmbus's batch: a consumer that catches up
  * reads lines the producer has just written, and that regime is much
- * slower for small messages (docs/performance.md).  The hand-over table
- * measures it directly: one batch written, read and acknowledged at a
- * time, shmbus against the plain copy, the two taking turns between the
- * same two processes.
+ * slower for small messages (docs/performance.md).  bench_handover
+ * measures that regime on its own.
  *
  * Fan-out (1 producer to 1, 2, 4 subscribers) and fan-in (2 producers on
  * a multi-producer channel to 1 subscriber) follow.  The machine has two
@@ -62,11 +60,9 @@
 #include "hist.h"
 #include "ring.h"
 #include "shmbus.h"
+#include "tp.h"
 
-#define RING (4u << 20)
-#define MAX_SIZE (64u << 10)
 #define MAX_SUB 4
-#define BATCH 32
 
 enum mode { PUBLISH, CLAIM, BATCHED };
 static const char *const mode_name[] = { "publish", "claim", "batch" };
@@ -112,7 +108,7 @@ static struct result run_memcpy(size_t size, uint64_t n)
 	t0 = bh_now_ns();
 	for (uint64_t i = 0; i < n; i++) {
 		memcpy(dst, src + off, size);
-		off = (off + ((size + 63) & ~(size_t)63)) % (RING - size + 1);
+		off = (off + ((size + 63) & ~(size_t)63)) % (TP_RING - size + 1);
 		__asm__ volatile("" ::: "memory");
 	}
 	t1 = bh_now_ns();
@@ -135,13 +131,13 @@ static void reset_counts(void)
 /*
  * The producer publishes its count (head) after every `every` messages,
  * the consumer its own (tail) likewise: every = 1 is the copy of one
- * message at a time, every = BATCH the plain equivalent of a batch.  Each
+ * message at a time, every = TP_BATCH the plain equivalent of a batch.  Each
  * side re-reads the other's count only when the one it has is used up.
  */
 static struct result run_copy2p(size_t size, uint64_t n, uint64_t every)
 {
 	size_t slot = (size + 63) & ~(size_t)63;
-	uint64_t nslots = RING / slot, seen = 0;
+	uint64_t nslots = TP_RING / slot, seen = 0;
 	struct result r;
 	pid_t pid;
 
@@ -238,22 +234,11 @@ static struct result run_ring(size_t size, uint64_t n, int fenced,
 
 /* ---------------------------------------------------------------- shmbus */
 
-struct count {
-	uint64_t got;
-};
-
-static int copy_out(const struct shmbus_msg *m, void *arg)
-{
-	memcpy(dst, m->data, m->len);
-	((struct count *)arg)->got++;
-	return 0;
-}
-
 static void subscriber(int idx, uint64_t expect, bool shared_cpu)
 {
 	shmbus_channel *ch = shmbus_channel_open(sh->dir, "tp");
 	shmbus_sub *sub = ch ? shmbus_sub_open(ch, NULL) : NULL;
-	struct count c = { 0 };
+	struct tp_count c = { dst, 0 };
 	uint64_t caught = 0;
 	bool had = true;
 
@@ -262,7 +247,7 @@ static void subscriber(int idx, uint64_t expect, bool shared_cpu)
 	bh_pin(1);
 	atomic_fetch_add(&sh->ready, 1);
 	while (c.got < expect) {
-		int r = shmbus_poll(sub, copy_out, &c, 0);
+		int r = shmbus_poll(sub, tp_copy_out, &c, 0);
 
 		if (r < 0)
 			_exit(3);
@@ -283,20 +268,13 @@ static void subscriber(int idx, uint64_t expect, bool shared_cpu)
 	_exit(0);
 }
 
-/* The bytes a shmbus record of `size` takes: a 16-byte header and the
- * payload padded to 8. */
-static size_t rec_bytes(size_t size)
-{
-	return 16 + ((size + 7) & ~(size_t)7);
-}
-
 /* Messages per call in `mode`: a batch is one claim, at most half the
  * ring. */
 static uint64_t per_call(enum mode mode, size_t size)
 {
-	uint64_t fit = (RING / 2 - 8) / rec_bytes(size);
+	uint64_t fit = (TP_RING / 2 - 8) / tp_rec_bytes(size);
 
-	return mode != BATCHED ? 1 : fit < BATCH ? fit : BATCH;
+	return mode != BATCHED ? 1 : fit < TP_BATCH ? fit : TP_BATCH;
 }
 
 static void producer(int cpu, enum mode mode, size_t size, uint64_t n)
@@ -304,7 +282,7 @@ static void producer(int cpu, enum mode mode, size_t size, uint64_t n)
 	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
 	shmbus_channel *ch = shmbus_channel_open(sh->dir, "tp");
 	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
-	struct iovec iov[BATCH];
+	struct iovec iov[TP_BATCH];
 	void *buf;
 	int rc;
 
@@ -313,7 +291,7 @@ static void producer(int cpu, enum mode mode, size_t size, uint64_t n)
 		_exit(4);
 	}
 	bh_pin(cpu);
-	for (int i = 0; i < BATCH; i++) {
+	for (int i = 0; i < TP_BATCH; i++) {
 		iov[i].iov_base = src + (size_t)i * 64;
 		iov[i].iov_len = size;
 	}
@@ -362,21 +340,6 @@ static void producer(int cpu, enum mode mode, size_t size, uint64_t n)
 	shmbus_channel_close(ch);
 }
 
-/* The benchmark's channel "tp" in a new directory sh->dir, or NULL. */
-static shmbus_channel *make_channel(enum shmbus_producers prod)
-{
-	struct shmbus_channel_attr a;
-
-	snprintf(sh->dir, sizeof(sh->dir), "/dev/shm/shmbus-bench-XXXXXX");
-	if (!mkdtemp(sh->dir))
-		return NULL;
-	shmbus_channel_attr_init(&a);
-	a.capacity = RING;
-	a.max_msg = MAX_SIZE;
-	a.producers = prod;
-	return shmbus_channel_create(sh->dir, "tp", &a, SHMBUS_CREATE_EXCL);
-}
-
 static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
 				int nsub, int nprod)
 {
@@ -386,7 +349,7 @@ static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
 	uint64_t end = 0, k;
 	int np = 0;
 
-	ch = make_channel(nprod > 1 ? SHMBUS_MULTI_PRODUCER
+	ch = tp_channel(sh->dir, nprod > 1 ? SHMBUS_MULTI_PRODUCER
 				    : SHMBUS_SINGLE_PRODUCER);
 	if (!ch)
 		return r;
@@ -421,8 +384,7 @@ static struct result run_shmbus(enum mode mode, size_t size, uint64_t n,
 	r.caught = 100.0 * (double)sh->caught_up[0] /
 		   (double)((n * nprod + k - 1) / k);
 	shmbus_channel_close(ch);
-	shmbus_channel_unlink(sh->dir, "tp");
-	rmdir(sh->dir);
+	tp_unlink(sh->dir);
 	return r;
 }
 
@@ -440,16 +402,16 @@ static struct alone run_alone(size_t size, uint64_t n)
 {
 	struct shmbus_pub_attr pa = { .timeout_ns = 0 };
 	struct alone r = { 0, 0, 0 };
-	uint64_t per = (RING / 2) / rec_bytes(size);
+	uint64_t per = (TP_RING / 2) / tp_rec_bytes(size);
 	int64_t t_claim = 0, t_batch = 0, t_poll = 0;
 	uint64_t done_claim = 0, done_batch = 0;
-	struct iovec iov[BATCH];
+	struct iovec iov[TP_BATCH];
 	shmbus_channel *ch;
 	shmbus_pub *pub;
 	shmbus_sub *sub;
-	struct count c = { 0 };
+	struct tp_count c = { dst, 0 };
 
-	ch = make_channel(SHMBUS_SINGLE_PRODUCER);
+	ch = tp_channel(sh->dir, SHMBUS_SINGLE_PRODUCER);
 	if (!ch)
 		return r;
 	sub = shmbus_sub_open(ch, NULL);
@@ -457,7 +419,7 @@ static struct alone run_alone(size_t size, uint64_t n)
 	if (!pub)
 		goto out;
 	bh_pin(0);
-	for (int i = 0; i < BATCH; i++) {
+	for (int i = 0; i < TP_BATCH; i++) {
 		iov[i].iov_base = src + (size_t)i * 64;
 		iov[i].iov_len = size;
 	}
@@ -469,8 +431,8 @@ static struct alone run_alone(size_t size, uint64_t n)
 
 		while (k < per) {
 			if (batch) {
-				size_t m = per - k < BATCH ? (size_t)(per - k)
-							   : BATCH;
+				size_t m = per - k < TP_BATCH ? (size_t)(per - k)
+							   : TP_BATCH;
 
 				if (shmbus_publish_batch(pub, iov, m) != (int)m)
 					goto out;
@@ -487,7 +449,7 @@ static struct alone run_alone(size_t size, uint64_t n)
 		*(batch ? &t_batch : &t_claim) += t1 - t0;
 		*(batch ? &done_batch : &done_claim) += k;
 		c.got = 0;
-		if (shmbus_poll(sub, copy_out, &c, 0) < 0 || c.got != k)
+		if (shmbus_poll(sub, tp_copy_out, &c, 0) < 0 || c.got != k)
 			goto out;
 		t_poll += bh_now_ns() - t1;
 	}
@@ -498,183 +460,8 @@ out:
 	shmbus_pub_close(pub);
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
-	shmbus_channel_unlink(sh->dir, "tp");
-	rmdir(sh->dir);
+	tp_unlink(sh->dir);
 	return r;
-}
-
-/* -------------------------------------------------------------- hand-over */
-
-static void csv_row(const char *bench, const char *mode, size_t size,
-		    int nsub, int nprod, struct result r, uint64_t f0,
-		    uint64_t f1);
-
-/*
- * One batch of BATCH messages written by the producer, read (copied out)
- * by the subscriber and acknowledged, before the next: what a subscriber
- * that has caught up pays per batch, since it then reads lines the
- * producer has just written and the producer writes lines it has just
- * read.  The plain version writes records of shmbus's size (a 16-byte
- * header, the payload padded to 8) into the copy2p ring and publishes a
- * count.  The producer records the round trip and its own part (the
- * writes; for shmbus, shmbus_publish_batch()), in ns.
- */
-/* Batches in a row of one kind before the hand-over switches to the other. */
-#define HO_BLOCK 500
-
-struct handover {
-	double write[2], rt[2];	/* p50*, ns per batch; [1]: shmbus */
-};
-
-/*
- * The plain copy (even blocks) and shmbus (odd blocks) take turns in
- * blocks of HO_BLOCK batches, between the same two processes: both see
- * the same placement of the cores, and a placement that moves during the
- * run moves under both alike.  Timing them one after the other had given
- * ratios from 0.54 to 2.05 (docs/performance.md).  n: batches of each.
- */
-static struct handover run_handover(size_t size, uint64_t n)
-{
-	size_t rec = rec_bytes(size);
-	struct handover r = { { 0, 0 }, { 0, 0 } };
-	struct hist hw[2], hr[2];
-	struct iovec iov[BATCH];
-	shmbus_channel *ch;
-	shmbus_pub *pub;
-	uint64_t off = 0, i;
-	pid_t pid;
-
-	if (!(ch = make_channel(SHMBUS_SINGLE_PRODUCER)))
-		return r;
-	reset_counts();
-	pid = bh_fork();
-	if (pid == 0) {
-		shmbus_channel *c = shmbus_channel_open(sh->dir, "tp");
-		shmbus_sub *sub = c ? shmbus_sub_open(c, NULL) : NULL;
-		struct count got = { 0 };
-
-		if (!sub)
-			_exit(2);
-		bh_pin(1);
-		atomic_store(&sh->ready, 1);
-		for (i = 1; i <= 2 * n; i++) {
-			if ((i - 1) / HO_BLOCK % 2 == 0) {
-				/* Acquire: pairs with the release of head. */
-				while (atomic_load_explicit(&sh->head,
-					memory_order_acquire) != i)
-					_mm_pause();
-				for (int k = 0; k < BATCH; k++) {
-					if (off + rec > RING)
-						off = 0;
-					memcpy(dst, ring + off + 16, size);
-					off += rec;
-				}
-			} else {
-				uint64_t want = got.got + BATCH;
-
-				while (got.got < want)
-					if (shmbus_poll(sub, copy_out, &got,
-							0) < 0)
-						_exit(3);
-			}
-			/* Release: pairs with the producer's acquire; the
-			 * batch's lines have been read. */
-			atomic_store_explicit(&sh->tail, i,
-					      memory_order_release);
-		}
-		_exit(0);
-	}
-	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
-
-	pub = shmbus_pub_open(ch, &pa);
-	bh_pin(0);
-	for (int k = 0; k < BATCH; k++) {
-		iov[k].iov_base = src + (size_t)k * 64;
-		iov[k].iov_len = size;
-	}
-	for (int m = 0; m < 2; m++) {
-		hist_init(&hw[m]);
-		hist_init(&hr[m]);
-	}
-	while (!atomic_load(&sh->ready))
-		_mm_pause();
-	for (i = 1; i <= 2 * n && pub; i++) {
-		int m = (i - 1) / HO_BLOCK % 2;
-		uint64_t t0 = bh_ticks(), t1;
-
-		if (m == 0) {
-			for (uint64_t k = 0; k < BATCH; k++) {
-				if (off + rec > RING)
-					off = 0;
-				memcpy(ring + off, &i, 8);
-				memcpy(ring + off + 8, &k, 8);
-				memcpy(ring + off + 16, src, size);
-				off += rec;
-			}
-			/* Release: the batch's records are written. */
-			atomic_store_explicit(&sh->head, i,
-					      memory_order_release);
-		} else if (shmbus_publish_batch(pub, iov, BATCH) != BATCH)
-			break;
-		t1 = bh_ticks();
-		/* Acquire: pairs with the subscriber's release of tail; it has
-		 * read the batch before we write over its lines. */
-		while (atomic_load_explicit(&sh->tail, memory_order_acquire)
-		       != i)
-			_mm_pause();
-		if ((i - 1) % HO_BLOCK >= HO_BLOCK / 5) {	/* warm-up */
-			hist_record(&hw[m], (uint64_t)((double)(t1 - t0) *
-						       bh_ns_per_tick()));
-			hist_record(&hr[m], (uint64_t)((double)(bh_ticks() -
-							       t0) *
-						       bh_ns_per_tick()));
-		}
-	}
-	if (i <= 2 * n)	/* stopped early: the subscriber waits for more */
-		kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
-	for (int m = 0; m < 2; m++) {
-		r.write[m] = hist_percentile_step(&hw[m], 50,
-						  bh_clock_step_ns());
-		r.rt[m] = hist_percentile_step(&hr[m], 50, bh_clock_step_ns());
-	}
-	shmbus_pub_close(pub);
-	shmbus_channel_close(ch);
-	shmbus_channel_unlink(sh->dir, "tp");
-	rmdir(sh->dir);
-	return r;
-}
-
-static void handover_table(uint64_t n, long probe)
-{
-	static const size_t sizes[] = { 32, 256, 1024 };
-
-	printf("\n# a batch of %d handed over while the other side waits: "
-	       "written, read (copied out) by the other\n# process, "
-	       "acknowledged.  ns per batch, p50*: the writer's part and the "
-	       "round trip.  plain and shmbus take\n# turns in blocks of %d "
-	       "batches between the same two processes\n", BATCH, HO_BLOCK);
-	printf("%6s %9s %9s %9s %9s %7s  %s\n", "bytes", "plain", "", "shmbus",
-	       "", "ratio", "floor");
-	printf("%6s %9s %9s %9s %9s %7s\n", "", "write", "rt", "write", "rt",
-	       "rt");
-	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		uint64_t f0 = bh_floor_p50(probe), f1;
-		struct handover h = run_handover(sizes[i], n);
-		struct result rp = { 1e9 / h.rt[0] * BATCH, 0, -1 };
-		struct result rm = { 1e9 / h.rt[1] * BATCH, 0, -1 };
-
-		f1 = bh_floor_p50(probe);
-		printf("%6zu %9.0f %9.0f %9.0f %9.0f %7.2f  %llu/%llu%s\n",
-		       sizes[i], h.write[0], h.rt[0], h.write[1], h.rt[1],
-		       h.rt[1] / h.rt[0],
-		       (unsigned long long)f0, (unsigned long long)f1,
-		       bh_moved(f0, f1) ? "  placement changed" : "");
-		rp.gbs = rp.msgs * (double)sizes[i] / 1e9;
-		rm.gbs = rm.msgs * (double)sizes[i] / 1e9;
-		csv_row("handover", "plain", sizes[i], 1, 1, rp, f0, f1);
-		csv_row("handover", "shmbus", sizes[i], 1, 1, rm, f0, f1);
-	}
 }
 
 /* ------------------------------------------------------------------ main */
@@ -781,7 +568,7 @@ int main(int argc, char **argv)
 		if (opt == 'q')
 			quick = 1;
 		else if (opt == 's' && atol(optarg) > 0 &&
-			 (size_t)atol(optarg) <= MAX_SIZE)
+			 (size_t)atol(optarg) <= TP_MAX_SIZE)
 			only = (size_t)atol(optarg);
 		else {
 			fprintf(stderr, "usage: bench_throughput [-q] "
@@ -794,17 +581,17 @@ int main(int argc, char **argv)
 	csv = quick || only ? NULL : bh_result_file("throughput.csv");
 
 	sh = bh_shared(sizeof(*sh));
-	ring = bh_shared(RING);
+	ring = bh_shared(TP_RING);
 	bring = bh_shared(sizeof(*bring));
-	src = malloc(RING);
-	dst = malloc(MAX_SIZE);
+	src = malloc(TP_RING);
+	dst = malloc(TP_MAX_SIZE);
 	if (!sh || !ring || !bring || !src || !dst ||
 	    sysconf(_SC_NPROCESSORS_ONLN) < 2) {
 		fprintf(stderr, "bench_throughput: needs two CPUs and memory\n");
 		return 1;
 	}
-	memset(src, 0x5a, RING);
-	memset(ring, 0, RING);
+	memset(src, 0x5a, TP_RING);
+	memset(ring, 0, TP_RING);
 	bh_calibrate();
 	if (csv)
 		fprintf(csv, "bench,mode,size,subscribers,producers,msgs_per_s,"
@@ -819,7 +606,7 @@ int main(int argc, char **argv)
 	       "reads lines the producer just wrote; see\n# docs/performance.md)."
 	       "  ratios: the best shmbus mode / copy2p (GB/s), batch / "
 	       "copy2p/32.  floor: cache-line\n# RTT p50 before/after, ns\n",
-	       BATCH);
+	       TP_BATCH);
 	printf("%6s %7s %8s %7s %8s %6s %8s %8s %8s %7s %6s %6s %6s %s\n",
 	       "bytes", "memcpy", "copy2p", "", "cp/32", "", "publish", "claim",
 	       "batch", "", "", "ratio", "", "floor");
@@ -832,7 +619,7 @@ int main(int argc, char **argv)
 		uint64_t f0 = bh_floor_p50(probe), f1;
 		struct result mc = run_memcpy(size, n);
 		struct result cp = run_copy2p(size, n, 1);
-		struct result cb = run_copy2p(size, n, BATCH);
+		struct result cb = run_copy2p(size, n, TP_BATCH);
 		struct result m[3];
 		double best = 0;
 
@@ -863,7 +650,6 @@ int main(int argc, char **argv)
 
 	bound_table(only ? only : 32, count_for(only ? only : 32, quick),
 		    probe);
-	handover_table(quick ? 20000 : 200000, probe);
 	if (only)
 		return 0;
 
