@@ -122,6 +122,8 @@ static void sleeper(long n, long idle_ms)
 			t0 = bh_now_ns();
 		}
 		if (k == FUTEX) {
+			/* seq_cst: pairs with the waker's store of word, made
+			 * after its store of sent, which is then visible. */
 			while ((seen = atomic_load(&sh->word)) != (uint32_t)m)
 				syscall(SYS_futex, &sh->word, FUTEX_WAIT, seen,
 					NULL, NULL, 0);
@@ -135,6 +137,8 @@ static void sleeper(long n, long idle_ms)
 			if (got < 0)
 				_exit(3);
 		}
+		/* seq_cst: pairs with the waker's load of ack; the message
+		 * has been taken before the next one is sent. */
 		atomic_store(&sh->ack, (uint64_t)m);
 		if (m % BLOCK == 0 || m == 2 * n) {	/* it ends */
 			cpu[k] += cpu_seconds() - c0;
@@ -161,6 +165,7 @@ static int waker(long n)
 		t = bh_ticks();
 		if (kind_of(m) == FUTEX) {
 			atomic_store(&sh->sent, t);
+			/* seq_cst: pairs with the sleeper's load of word. */
 			atomic_store(&sh->word, (uint32_t)m);
 			syscall(SYS_futex, &sh->word, FUTEX_WAKE, INT_MAX,
 				NULL, NULL, 0);
