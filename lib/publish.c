@@ -32,6 +32,7 @@ struct shmbus_pub {
 	struct shmbus_mbox *mbox;	/* SP: posted after every commit */
 	uint64_t mask;
 	uint64_t cap;
+	uint32_t max_msg;
 	bool multi;
 	uint64_t head;		/* SP: the next position we claim */
 	uint64_t seq;		/* SP: next sequence number */
@@ -291,10 +292,12 @@ static inline bool claim_fast(struct shmbus_pub *pub, uint64_t need,
  * What every claim of [p, q) does once it is ours (wrap padding of `pad`
  * bytes at p, then `nmsgs` records): hand-off, the next header word, the
  * index, the counters.  Returns the first record's sequence number.
+ * `multi` is pub->multi, passed so that a caller who knows it (the fast
+ * path: single producer) gets the other branch compiled out.
  */
 static inline __attribute__((always_inline)) uint64_t
 claim_done(struct shmbus_pub *pub, uint64_t p, uint64_t pad, uint64_t q,
-	   uint64_t nmsgs, uint64_t nbytes)
+	   uint64_t nmsgs, uint64_t nbytes, bool multi)
 {
 	struct shmbus_channel *ch = pub->ch;
 	struct shmbus_hdr *h = pub->hdr;
@@ -307,7 +310,7 @@ claim_done(struct shmbus_pub *pub, uint64_t p, uint64_t pad, uint64_t q,
 
 	/* A dead predecessor's hand-off is taken over; shmbusd turns its
 	 * claim into padding (sb_repair_prod()). */
-	if (pub->multi)
+	if (multi)
 		await_handoff(ch, p);
 	/* The header word at q becomes the next claim's commit word; zero it
 	 * now, before our commits (R1, release) publish anything, so that a
@@ -316,7 +319,7 @@ claim_done(struct shmbus_pub *pub, uint64_t p, uint64_t pad, uint64_t q,
 	store_relaxed64(&rec_at(ch, q)->commit, 0);
 	if ((p ^ q) >> ch->seg_log2)	/* a segment start in (p, q] */
 		seg_index(ch, p, q);
-	if (pub->multi) {
+	if (multi) {
 		seq = load_relaxed64(&h->seq);
 		store_relaxed64(&h->seq, seq + nmsgs);
 		store_relaxed64(&h->bytes, load_relaxed64(&h->bytes) + nbytes);
@@ -352,7 +355,8 @@ reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 
 	if (rc)
 		return rc;
-	*seqp = claim_done(pub, p, pad, p + pad + need, nmsgs, nbytes);
+	*seqp = claim_done(pub, p, pad, p + pad + need, nmsgs, nbytes,
+			   pub->multi);
 	*recp = p + pad;
 	return 0;
 }
@@ -371,7 +375,7 @@ reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 
 	if (!claim_fast(pub, need, &p))
 		return reserve_slow(pub, need, nmsgs, nbytes, recp, seqp);
-	*seqp = claim_done(pub, p, 0, p + need, nmsgs, nbytes);
+	*seqp = claim_done(pub, p, 0, p + need, nmsgs, nbytes, false);
 	*recp = p;
 	return 0;
 }
@@ -379,7 +383,7 @@ reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 /* MP: the claim is committed (or abandoned): peers may lap it now. */
 static void release_claim(struct shmbus_pub *pub)
 {
-	if (ch_multi(pub->ch))
+	if (pub->multi)
 		/* R6 (see reserve()). */
 		store_release64(&pub->slot->claim_pos, UINT64_MAX);
 }
@@ -469,8 +473,8 @@ static inline void mbox_put(struct shmbus_mbox *mb, const uint64_t *src,
  * from the ring, where we have just written it, whole words at a time
  * (the record is padded to 8 bytes, so they lie within it).
  */
-static void mbox_post(struct shmbus_pub *pub, uint64_t pos, uint64_t w,
-		      uint64_t seq)
+static inline void mbox_post(struct shmbus_pub *pub, uint64_t pos,
+			     uint64_t w, uint64_t seq)
 {
 	struct shmbus_mbox *mb = pub->mbox;
 	uint32_t len = word_len(w);
@@ -502,8 +506,9 @@ static void mbox_post(struct shmbus_pub *pub, uint64_t pos, uint64_t w,
  * subscriber waiting on the mailbox sees the message one fence sooner
  * (docs/performance.md measures both orders).
  */
-static void commit_done(struct shmbus_pub *pub, uint64_t n, uint64_t pos,
-			uint64_t w, uint64_t seq)
+static inline __attribute__((always_inline)) void
+commit_done(struct shmbus_pub *pub, uint64_t n, uint64_t pos, uint64_t w,
+	    uint64_t seq)
 {
 	if (!pub->multi)
 		mbox_post(pub, pos, w, seq);
@@ -524,9 +529,23 @@ void sb_seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q)
 	seg_index(ch, p, q);
 }
 
-SHMBUS_EXPORT int shmbus_claim(shmbus_pub *pub, size_t len, void **buf)
+/* A claim of one record of `len` bytes at pos, reserved: its header,
+ * the handle's note of it, and the caller's pointer to its payload. */
+static inline void claim_held(struct shmbus_pub *pub, uint64_t pos,
+			      uint64_t seq, size_t len, void **buf)
 {
-	struct shmbus_channel *ch;
+	write_rec_hdr(pub->ch, pos, seq);
+	pub->claimed = true;
+	pub->c_pos = pos;
+	pub->c_seq = seq;
+	pub->c_len = (uint32_t)len;
+	*buf = pub->ch->data + (pos & pub->mask) + SHMBUS_REC_HDR;
+}
+
+/* shmbus_claim(), whole: every check, and every way to reserve. */
+static __attribute__((noinline)) int claim_any(struct shmbus_pub *pub,
+					       size_t len, void **buf)
+{
 	uint64_t pos, seq;
 	int rc;
 
@@ -534,18 +553,31 @@ SHMBUS_EXPORT int shmbus_claim(shmbus_pub *pub, size_t len, void **buf)
 		return -EINVAL;
 	if (pub->claimed)
 		return -EBUSY;
-	ch = pub->ch;
-	if (len > ch->max_msg)
+	if (len > pub->max_msg)
 		return -EMSGSIZE;
 	rc = reserve(pub, rec_size(len), 1, len, &pos, &seq);
 	if (rc)
 		return rc;
-	write_rec_hdr(ch, pos, seq);
-	pub->claimed = true;
-	pub->c_pos = pos;
-	pub->c_seq = seq;
-	pub->c_len = (uint32_t)len;
-	*buf = ch->data + (pos & ch->mask) + SHMBUS_REC_HDR;
+	claim_held(pub, pos, seq, len, buf);
+	return 0;
+}
+
+/*
+ * The claim every message of a streaming single producer makes: valid
+ * arguments, and room before the limit and the ring's end (claim_fast()).
+ * It is answered in a frame with nothing to save, and anything else goes
+ * to claim_any(), whose checks and slow paths would otherwise make every
+ * claim pay for their registers.
+ */
+SHMBUS_EXPORT int shmbus_claim(shmbus_pub *pub, size_t len, void **buf)
+{
+	uint64_t p, need = rec_size(len);
+
+	if (!pub || !buf || pub->claimed || len > pub->max_msg ||
+	    !claim_fast(pub, need, &p))
+		return claim_any(pub, len, buf);
+	claim_held(pub, p, claim_done(pub, p, 0, p + need, 1, len, false),
+		   len, buf);
 	return 0;
 }
 
@@ -786,6 +818,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 	pub->mbox = ch->mbox;
 	pub->mask = ch->mask;
 	pub->cap = ch->cap;
+	pub->max_msg = ch->max_msg;
 	pub->multi = ch_multi(ch);
 	/* Overwrite, single producer: nothing ever holds it back. */
 	pub->limit = ch_overwrite(ch) && !pub->multi ? UINT64_MAX : 0;

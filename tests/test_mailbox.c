@@ -12,7 +12,9 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "helpers.h"
 #include "shmbus/layout.h"
@@ -306,6 +308,49 @@ Test(mailbox, aborts_and_batches_reach_a_waiting_subscriber_at_once,
 		     "the whole batch is found by the first poll");
 	cr_assert_eq(memcmp(g.buf, "dddd", 4), 0);
 	cr_assert_eq(g.seq, 4);
+}
+
+/*
+ * A poll that takes its first message from the mailbox (shmbus_poll()'s
+ * front) publishes its cursor to its slot, whether it returns at once
+ * (max 1) or goes on looking (max 0), and delivers the message once.
+ * Three laps of the ring one message at a time, for each.
+ */
+Test(mailbox, taking_from_it_publishes_the_cursor_and_goes_on,
+     .init = setup_block, .fini = teardown)
+{
+	uint64_t laps = 3 * CAP / rec_bytes(8), seq = 0;
+	const struct shmbus_hdr *h;
+	const struct shmbus_sub_slot *slot;
+	struct shmbus_sub_stats st;
+	size_t clen;
+	char msg[8];
+
+	h = (const struct shmbus_hdr *)th_map_channel(dir, &clen);
+	cr_assert(h);
+	slot = (const struct shmbus_sub_slot *)(
+		(const struct shmbus_prod_slot *)((const uint8_t *)h +
+						  h->slots_offset) +
+		SHMBUS_MAX_PRODUCERS);	/* the first subscriber slot: ours */
+	catch_up();
+	for (unsigned max = 0; max < 2; max++) {
+		for (uint64_t i = 0; i < laps; i++, seq++) {
+			struct got g = { 0 };
+
+			memcpy(msg, &seq, sizeof(msg));
+			cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+			cr_assert_eq(shmbus_poll(sub, grab, &g, max), 1);
+			cr_assert_eq(g.n, 1);
+			cr_assert_eq(g.seq, seq);
+			cr_assert_eq(memcmp(g.buf, msg, sizeof(msg)), 0);
+			cr_assert_eq(shmbus_sub_stats(sub, &st), 0);
+			cr_assert_eq(slot->pos, st.pos,
+				     "cursor not published after message %"
+				     PRIu64 " (max %u)", seq, max);
+		}
+	}
+	cr_assert_eq(shmbus_poll(sub, grab, &(struct got){ 0 }, 0), 0);
+	munmap((void *)h, clen);
 }
 
 /* A producer that died between its commit and its post: the message is in

@@ -195,6 +195,10 @@ Test(ring, claim_commit_abort, .init = setup_block, .fini = teardown)
 	uint8_t got[64];
 	void *buf;
 
+	/* Every refusal of shmbus_claim()'s front, answered by its checks. */
+	cr_assert_eq(shmbus_claim(NULL, 5, &buf), -EINVAL);
+	cr_assert_eq(shmbus_claim(pub, 5, NULL), -EINVAL);
+	cr_assert_eq(shmbus_claim(pub, 1025, &buf), -EMSGSIZE);
 	cr_assert_eq(shmbus_claim(pub, 5, &buf), 0);
 	cr_assert_eq(shmbus_claim(pub, 5, &buf), -EBUSY);
 	memcpy(buf, "hello", 5);
