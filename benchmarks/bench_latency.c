@@ -22,7 +22,11 @@
  *
  * Then the floor and shmbus (32 B) taking turns in blocks of round trips
  * between the same two processes, which gives the ratios of their medians
- * and of their tails from the same placement of the two vCPUs.
+ * and of their tails from the same placement of the two vCPUs; and shmbus
+ * and mbox taking turns again, with clock readings on both sides, which
+ * split the round trip into its four legs (two sends, two transfers each
+ * with the poll that takes the message) and say which legs shmbus makes
+ * longer than the minimal protocol, and by how much.
  *
  * Then shmbus again at a fixed offered rate (100 K round trips/s): each
  * round trip is due at its intended time, and its latency counts from
@@ -519,24 +523,62 @@ enum { IL_FLOOR, IL_FLOOR2, IL_SHMBUS, IL_MBOX, IL_KINDS };
 
 static struct br_end mb_out, mb_in;	/* IL_MBOX's ends, on rings[] */
 
-/* One round trip of kind k; echo: the child's side. */
-static void il_trip(int k, size_t size, bool echo)
+/*
+ * The legs of a round trip, when measure_interleaved() is given stamps:
+ * the pinger reads the clock before its send, after it and after taking
+ * the reply; the echo after taking the message and after its send.  The
+ * differences split each round trip into four legs that add up to it:
+ * the pinger's send; on until the echo has taken the message (the line's
+ * transfer, the echo noticing it, its poll); the echo's send; back until
+ * the pinger has taken the reply.  Both processes read the same TSC, so
+ * the legs that cross between them are meaningful, and comparing shmbus
+ * with mbox leg by leg cancels any offset between the two vCPUs' clocks.
+ */
+enum { LEG_SEND, LEG_THERE, LEG_REPLY, LEG_BACK, LEG_RTT, LEGS };
+#define LEGS_MAX 100000		/* stamped round trips per kind, at most */
+
+struct stamps {
+	uint64_t ping[3];	/* before the send, after it, after the reply */
+	uint64_t echo[2];	/* after taking the message, after the reply */
+};
+
+static inline void stamp(uint64_t *st, int i)
 {
-	if (k == IL_MBOX) {
-		if (echo) {
-			br_recv_mbox(&mb_in, NULL, size);
-			br_send_post(&mb_out, msgbuf, size);
-		} else {
-			br_send_post(&mb_out, msgbuf, size);
-			br_recv_mbox(&mb_in, NULL, size);
-		}
-		return;
-	}
-	if (k == IL_SHMBUS) {
+	if (st)
+		st[i] = __rdtsc();
+}
+
+/* One message of kind k (IL_SHMBUS or IL_MBOX) sent, one taken. */
+static void il_send(int k, size_t size)
+{
+	if (k == IL_MBOX)
+		br_send_post(&mb_out, msgbuf, size);
+	else
+		sb_send(size);
+}
+
+static void il_recv(int k, size_t size)
+{
+	if (k == IL_MBOX)
+		br_recv_mbox(&mb_in, NULL, size);
+	else
+		sb_recv();
+}
+
+/* One round trip of kind k; echo: the child's side.  st: where this side
+ * stamps it (IL_SHMBUS and IL_MBOX only), or NULL. */
+static void il_trip(int k, size_t size, bool echo, uint64_t *st)
+{
+	if (k == IL_MBOX || k == IL_SHMBUS) {
 		if (echo)
-			sb_echo(size);
-		else
-			sb_ping(size);
+			il_recv(k, size);
+		stamp(st, 0);
+		il_send(k, size);
+		stamp(st, 1);
+		if (!echo) {
+			il_recv(k, size);
+			stamp(st, 2);
+		}
 		return;
 	}
 	/* floor and floor2 share the sequence; only the way back differs */
@@ -556,12 +598,28 @@ static void il_trip(int k, size_t size, bool echo)
  * three alike, and their percentiles compare close with close, the tail
  * included.
  */
-static int measure_interleaved(size_t size, long n, struct hist *h)
+/* Where a side stamps round trip i of block b (kind b % IL_KINDS): the
+ * recorded round trips of shmbus (st[0]) and mbox (st[1]), LEGS_MAX of
+ * each at most; NULL for the rest, or with no stamps. */
+static struct stamps *stamp_slot(struct stamps (*st)[LEGS_MAX], long b,
+				 long i)
+{
+	int k = (int)(b % IL_KINDS);
+	long j = b / IL_KINDS * (IL_BLOCK - IL_WARM) + i - IL_WARM;
+
+	if (!st || i < IL_WARM || j >= LEGS_MAX ||
+	    (k != IL_SHMBUS && k != IL_MBOX))
+		return NULL;
+	return &st[k == IL_MBOX][j];
+}
+
+static int measure_interleaved(size_t size, long n, struct hist *h,
+			       struct stamps (*st)[LEGS_MAX])
 {
 	long blocks = IL_KINDS * ((n + IL_BLOCK - IL_WARM - 1) /
 				  (IL_BLOCK - IL_WARM));
 	pid_t pid;
-	int st;
+	int status;
 
 	for (int k = 0; k < IL_KINDS; k++)
 		hist_init(&h[k]);
@@ -578,8 +636,12 @@ static int measure_interleaved(size_t size, long n, struct hist *h)
 		br_init(&mb_in, &rings[0], 0, 0);
 		atomic_store(&sh->ready, 1);
 		for (long b = 0; b < blocks; b++)
-			for (long i = 0; i < IL_BLOCK; i++)
-				il_trip((int)(b % IL_KINDS), size, true);
+			for (long i = 0; i < IL_BLOCK; i++) {
+				struct stamps *s = stamp_slot(st, b, i);
+
+				il_trip((int)(b % IL_KINDS), size, true,
+					s ? s->echo : NULL);
+			}
 		sb_close();
 		_exit(0);
 	}
@@ -597,20 +659,21 @@ static int measure_interleaved(size_t size, long n, struct hist *h)
 		int k = (int)(b % IL_KINDS);
 
 		for (long i = 0; i < IL_BLOCK; i++) {
+			struct stamps *s = stamp_slot(st, b, i);
 			uint64_t t0 = bh_ticks();
 
-			il_trip(k, size, false);
+			il_trip(k, size, false, s ? s->ping : NULL);
 			if (i >= IL_WARM)
 				hist_record(&h[k], (uint64_t)((bh_ticks() - t0) *
 							      ns_per_tick));
 		}
 	}
 	sb_close();
-	waitpid(pid, &st, 0);
+	waitpid(pid, &status, 0);
 	shmbus_channel_unlink(sh->dir, "ab");
 	shmbus_channel_unlink(sh->dir, "ba");
 	rmdir(sh->dir);
-	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
 /* The median, interpolated within the clock's step (ratios use it). */
@@ -681,6 +744,65 @@ static void ratios(const char *name, const struct hist *h,
 		       (double)hist_percentile(base, 99),
 	       (double)hist_percentile(h, 99.9) /
 		       (double)hist_percentile(base, 99.9));
+}
+
+/* The legs' p50* for one kind's m stamped round trips; l[LEG_RTT] is the
+ * round trip between the pinger's first and last stamps. */
+static void leg_medians(const struct stamps *st, long m, double *l)
+{
+	struct hist h[LEGS];
+
+	for (int j = 0; j < LEGS; j++)
+		hist_init(&h[j]);
+	for (long i = 0; i < m; i++) {
+		const uint64_t *p = st[i].ping, *e = st[i].echo;
+		/* from one stamp to the next, in order of time; a leg that
+		 * reads negative (clocks apart by more than it) counts 0 */
+		uint64_t t[5] = { p[0], p[1], e[0], e[1], p[2] };
+
+		for (int j = 0; j < 4; j++)
+			hist_record(&h[j], t[j + 1] > t[j]
+				    ? (uint64_t)((t[j + 1] - t[j]) * ns_per_tick)
+				    : 0);
+		hist_record(&h[LEG_RTT], (uint64_t)((p[2] - p[0]) * ns_per_tick));
+	}
+	for (int j = 0; j < LEGS; j++)
+		l[j] = p50(&h[j]);
+}
+
+/*
+ * shmbus and mbox taking turns again, stamped on both sides (see struct
+ * stamps): where the round trip's time goes, leg by leg, and what shmbus
+ * adds to each leg over the minimal protocol.  A separate run, because the
+ * stamps themselves take a few ns of each leg.
+ */
+static void legs(long m)
+{
+	static const char *const name[] = { "shmbus", "mbox" };
+	struct stamps (*st)[LEGS_MAX] = bh_shared(2 * sizeof(*st));
+	struct hist il[IL_KINDS];
+	double l[2][LEGS];
+
+	if (!st || measure_interleaved(32, m, il, st)) {
+		printf("legs failed\n");
+		return;
+	}
+	printf("# where the round trip goes (32 B, shmbus and mbox taking "
+	       "turns, stamped on both sides; p50* of each leg, ns):\n");
+	printf("%-14s %7s %9s %7s %9s %7s\n", "legs", "send", "to echo",
+	       "reply", "to ping", "rtt");
+	for (int k = 0; k < 2; k++) {
+		leg_medians(st[k], m, l[k]);
+		printf("%-14s %7.1f %9.1f %7.1f %9.1f %7.1f\n", name[k],
+		       l[k][LEG_SEND], l[k][LEG_THERE], l[k][LEG_REPLY],
+		       l[k][LEG_BACK], l[k][LEG_RTT]);
+	}
+	printf("%-14s %+7.1f %+9.1f %+7.1f %+9.1f %+7.1f\n", "shmbus - mbox",
+	       l[0][LEG_SEND] - l[1][LEG_SEND],
+	       l[0][LEG_THERE] - l[1][LEG_THERE],
+	       l[0][LEG_REPLY] - l[1][LEG_REPLY],
+	       l[0][LEG_BACK] - l[1][LEG_BACK], l[0][LEG_RTT] - l[1][LEG_RTT]);
+	munmap(st, 2 * sizeof(*st));
 }
 
 int main(int argc, char **argv)
@@ -789,7 +911,7 @@ int main(int argc, char **argv)
 		printf("# the floor, floor2, shmbus and mbox (32 B) taking "
 		       "turns in blocks of %d round trips between the same "
 		       "two processes:\n", IL_BLOCK);
-		if (measure_interleaved(32, n, il) == 0) {
+		if (measure_interleaved(32, n, il, NULL) == 0) {
 			double f = p50(&il[IL_FLOOR]);
 
 			row("floor/turns", 8, &il[IL_FLOOR], f, f);
@@ -801,6 +923,7 @@ int main(int argc, char **argv)
 			ratios("mbox:", &il[IL_SHMBUS], &il[IL_MBOX]);
 		} else
 			printf("shmbus/turns failed\n");
+		legs(n < LEGS_MAX ? n : LEGS_MAX);
 	}
 	/* Fixed offered rate: 100 K round trips per second, 32 bytes.  The
 	 * floor at the same rate first: a stall of the machine itself (the
