@@ -783,8 +783,14 @@ static void legs(long m)
 	struct hist il[IL_KINDS];
 	double l[2][LEGS];
 
-	if (!st || measure_interleaved(32, m, il, st)) {
+	if (!st) {
 		printf("legs failed\n");
+		return;
+	}
+	memset(st, 0, 2 * sizeof(*st));	/* faulted in now, not later */
+	if (measure_interleaved(32, m, il, st)) {
+		printf("legs failed\n");
+		munmap(st, 2 * sizeof(*st));
 		return;
 	}
 	printf("# where the round trip goes (32 B, shmbus and mbox taking "

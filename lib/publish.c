@@ -565,9 +565,9 @@ static __attribute__((noinline)) int claim_any(struct shmbus_pub *pub,
 /*
  * The claim every message of a streaming single producer makes: valid
  * arguments, and room before the limit and the ring's end (claim_fast()).
- * It is answered in a frame with nothing to save, and anything else goes
- * to claim_any(), whose checks and slow paths would otherwise make every
- * claim pay for their registers.
+ * It is answered in a small frame, and anything else goes to claim_any()
+ * (which tries claim_fast() again, and fails it again), whose checks and
+ * slow paths would otherwise make every claim pay for their registers.
  */
 SHMBUS_EXPORT int shmbus_claim(shmbus_pub *pub, size_t len, void **buf)
 {
