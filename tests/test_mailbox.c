@@ -15,6 +15,7 @@
 #include <inttypes.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "helpers.h"
 #include "shmbus/layout.h"
@@ -331,7 +332,9 @@ Test(mailbox, taking_from_it_publishes_the_cursor_and_goes_on,
 	slot = (const struct shmbus_sub_slot *)(
 		(const struct shmbus_prod_slot *)((const uint8_t *)h +
 						  h->slots_offset) +
-		SHMBUS_MAX_PRODUCERS);	/* the first subscriber slot: ours */
+		SHMBUS_MAX_PRODUCERS);	/* the first subscriber slot */
+	cr_assert_eq((uint32_t)(slot->owner >> 32), (uint32_t)getpid(),
+		     "the first subscriber slot is not ours");
 	catch_up();
 	for (unsigned max = 0; max < 2; max++) {
 		for (uint64_t i = 0; i < laps; i++, seq++) {
