@@ -123,6 +123,8 @@ $(BUILD)/benchmarks/bench_%: $(BUILD)/benchmarks/bench_%.o $(BUILD)/benchmarks/h
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lm -lpthread -lzmq -lrt
 
+$(BUILD)/benchmarks/bench_latency: $(BUILD)/benchmarks/kernel_paths.o
+
 # Benchmarks print their baselines measured in the same run; see
 # docs/performance.md.  bench-quick only checks that they all run.
 bench: all $(BENCH_BINS)

@@ -48,8 +48,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
-#include <mqueue.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -58,7 +56,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,9 +65,7 @@
 #include "hist.h"
 #include "ring.h"
 #include "shmbus.h"
-#include <zmq.h>
-
-#define MAX_SIZE 4096
+#include "transport.h"
 
 /* Shared between the two processes. */
 struct shared {
@@ -80,20 +75,9 @@ struct shared {
 	char dir[64];
 };
 
-struct transport {
-	const char *name;
-	int (*setup)(void);		/* before fork */
-	int (*child_open)(void);	/* in the echoing process */
-	int (*parent_open)(void);
-	void (*echo)(size_t size);	/* child: one echo */
-	void (*ping)(size_t size);	/* parent: one round trip */
-	void (*close_all)(void);
-};
-
 static struct shared *sh;
 static double ns_per_tick;
 static double clock_step;	/* ns; see bh_clock_step_ns() */
-static int fds[4];		/* pipe: a->b r,w ; b->a r,w */
 static shmbus_channel *ch_ab, *ch_ba;
 static shmbus_pub *pub;
 static shmbus_sub *sub;
@@ -101,15 +85,6 @@ static uint8_t msgbuf[MAX_SIZE];
 static uint64_t sb_capacity = 1u << 20;
 
 /* ---- floor: one cache line, odd values from A, even from B ---- */
-
-static int nop(void)
-{
-	return 0;
-}
-
-static void nop_close(void)
-{
-}
 
 static uint64_t floor_seq;
 /* The way back: the same line (floor) or a second one (floor2); set in the
@@ -281,178 +256,16 @@ static void sb_close(void)
 	shmbus_channel_close(ch_ba);
 }
 
-/* ---- pipes and unix sockets: fds[0..1] a->b, fds[2..3] b->a ---- */
-
-static int pipe_setup(void)
-{
-	return pipe(fds) || pipe(fds + 2) ? -errno : 0;
-}
-
-static int unix_setup(void)
-{
-	int sv[2];
-
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv))
-		return -errno;
-	/* The same slots as the pipes: a reads fds[2], writes fds[1]. */
-	fds[0] = sv[1];
-	fds[3] = sv[1];
-	fds[1] = sv[0];
-	fds[2] = sv[0];
-	return 0;
-}
-
-static void full_io(int fd, size_t size, int wr)
-{
-	size_t done = 0;
-
-	while (done < size) {
-		ssize_t n = wr ? write(fd, msgbuf + done, size - done)
-			       : read(fd, msgbuf + done, size - done);
-
-		if (n <= 0) {
-			if (n < 0 && errno == EINTR)
-				continue;
-			_exit(9);
-		}
-		done += (size_t)n;
-	}
-}
-
-static void fd_echo(size_t size)
-{
-	full_io(fds[0], size, 0);
-	full_io(fds[3], size, 1);
-}
-
-static void fd_ping(size_t size)
-{
-	full_io(fds[1], size, 1);
-	full_io(fds[2], size, 0);
-}
-
-static void fd_close(void)
-{
-	for (int i = 0; i < 4; i++)
-		close(fds[i]);
-}
-
-/* ---- POSIX message queues: fds[0] a->b, fds[1] b->a ---- */
-
-static char mq_names[2][64];
-static mqd_t mqs[2];
-
-static int mq_setup(void)
-{
-	struct mq_attr at = { .mq_maxmsg = 8, .mq_msgsize = MAX_SIZE };
-
-	for (int i = 0; i < 2; i++) {
-		snprintf(mq_names[i], sizeof(mq_names[i]), "/shmbus-bench-%d-%d",
-			 (int)getpid(), i);
-		mq_unlink(mq_names[i]);
-		mqs[i] = mq_open(mq_names[i], O_RDWR | O_CREAT | O_EXCL, 0600,
-				 &at);
-		if (mqs[i] == (mqd_t)-1)
-			return -errno;
-	}
-	return 0;
-}
-
-static void mq_echo(size_t size)
-{
-	if (mq_receive(mqs[0], (char *)msgbuf, MAX_SIZE, NULL) < 0 ||
-	    mq_send(mqs[1], (char *)msgbuf, size, 0) < 0)
-		_exit(9);
-}
-
-static void mq_ping(size_t size)
-{
-	if (mq_send(mqs[0], (char *)msgbuf, size, 0) < 0 ||
-	    mq_receive(mqs[1], (char *)msgbuf, MAX_SIZE, NULL) < 0)
-		_exit(9);
-}
-
-static void mq_close_all(void)
-{
-	mq_close(mqs[0]);
-	mq_close(mqs[1]);
-	mq_unlink(mq_names[0]);
-	mq_unlink(mq_names[1]);
-}
-
-/* ---- ZeroMQ: one PAIR socket over ipc://, a context per process ---- */
-
-static void *zctx, *zsock;
-static char zaddr[96];
-
-static int zmq_setup(void)
-{
-	snprintf(zaddr, sizeof(zaddr), "ipc:///tmp/shmbus-bench-%d.zmq",
-		 (int)getpid());
-	return 0;
-}
-
-static int zmq_open_end(int bind)
-{
-	zctx = zmq_ctx_new();
-	zsock = zctx ? zmq_socket(zctx, ZMQ_PAIR) : NULL;
-	if (!zsock)
-		return -1;
-	return bind ? zmq_bind(zsock, zaddr) : zmq_connect(zsock, zaddr);
-}
-
-static int zmq_child_open(void)
-{
-	return zmq_open_end(1);
-}
-
-static int zmq_parent_open(void)
-{
-	return zmq_open_end(0);
-}
-
-static void zmq_echo(size_t size)
-{
-	if (zmq_recv(zsock, msgbuf, MAX_SIZE, 0) < 0 ||
-	    zmq_send(zsock, msgbuf, size, 0) < 0)
-		_exit(9);
-}
-
-static void zmq_ping(size_t size)
-{
-	if (zmq_send(zsock, msgbuf, size, 0) < 0 ||
-	    zmq_recv(zsock, msgbuf, MAX_SIZE, 0) < 0)
-		_exit(9);
-}
-
-static void zmq_close_all(void)
-{
-	int zero = 0;
-
-	zmq_setsockopt(zsock, ZMQ_LINGER, &zero, sizeof(zero));
-	zmq_close(zsock);
-	zmq_ctx_term(zctx);
-}
-
-static const struct transport T_FLOOR = { "floor", floor_setup, nop, nop,
-					  floor_echo, floor_ping, nop_close };
-static const struct transport T_FLOOR2 = { "floor2", floor2_setup, nop, nop,
-					   floor_echo, floor_ping, nop_close };
+static const struct transport T_FLOOR = { "floor", floor_setup, tr_nop, tr_nop,
+					  floor_echo, floor_ping, tr_nop_close };
+static const struct transport T_FLOOR2 = { "floor2", floor2_setup, tr_nop, tr_nop,
+					   floor_echo, floor_ping, tr_nop_close };
 static const struct transport T_RING = { "ring", ring_setup, ring_child_open,
 					 ring_parent_open, ring_echo,
-					 ring_ping, nop_close };
+					 ring_ping, tr_nop_close };
 static const struct transport T_SHMBUS = { "shmbus", sb_setup, sb_child_open,
 					   sb_parent_open, sb_echo, sb_ping,
 					   sb_close };
-static const struct transport T_PIPE = { "pipe", pipe_setup, nop, nop,
-					 fd_echo, fd_ping, fd_close };
-static const struct transport T_UNIX = { "unix", unix_setup, nop, nop,
-					 fd_echo, fd_ping, fd_close };
-static const struct transport T_MQ = { "mq", mq_setup, nop, nop, mq_echo,
-				       mq_ping, mq_close_all };
-static const struct transport T_ZMQ = { "zmq", zmq_setup, zmq_child_open,
-					zmq_parent_open, zmq_echo, zmq_ping,
-					zmq_close_all };
 
 /* Round trips due every `period` ns (0: back to back). */
 static uint64_t period_ticks;
@@ -484,8 +297,6 @@ static int measure(const struct transport *t, size_t size, long warm, long n,
 		_mm_pause();
 	if (t->parent_open())
 		return -1;
-	if (t == &T_ZMQ)
-		usleep(100000);	/* the connection is made asynchronously */
 	uint64_t due = bh_ticks();
 
 	for (long i = 0; i < warm + n; i++) {
