@@ -192,7 +192,12 @@ int shmbus_claim(shmbus_pub *pub, size_t len, void **buf);
 int shmbus_commit(shmbus_pub *pub);
 int shmbus_abort(shmbus_pub *pub);
 
-/* Copies `len` bytes and publishes them as one message. */
+/*
+ * Copies `len` bytes and publishes them as one message; returns as
+ * shmbus_claim() does.  The quickest way to send a small message: up to
+ * SHMBUS_MBOX_INLINE (40) bytes, a single producer's publish is one short
+ * function, with nothing of the claim/commit pair's bookkeeping.
+ */
 int shmbus_publish(shmbus_pub *pub, const void *data, size_t len);
 
 /* Publishes the concatenation of `iov` as one message (header+payload). */
@@ -266,9 +271,13 @@ typedef int (*shmbus_handler)(const struct shmbus_msg *msg, void *arg);
  * subscriber that has caught up takes a message of up to
  * SHMBUS_MBOX_INLINE (40) bytes from the channel's mailbox line, as a
  * validated copy (docs/design.md §5): the round trip is then one cache
- * line each way.  Returns the number of messages
- * handled (0 if none), or -EBADMSG if the channel is corrupt.  Never
- * blocks.
+ * line each way.  A call that takes one such message and returns with it
+ * (max 1, or a handler that stops) leaves its cursor for the subscriber's
+ * next call to publish first (poll, read or wait): the record was never
+ * read in place, and a subscriber that takes from the mailbox has caught
+ * up, so the producer is kept from that one record's room at most.
+ * Returns the number of messages handled (0 if none), or -EBADMSG if the
+ * channel is corrupt.  Never blocks.
  */
 int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max);
 
@@ -276,7 +285,11 @@ int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max);
  * Copies the next message into buf (cap bytes) and returns its length;
  * -EAGAIN if there is none, -EMSGSIZE if cap is too small (the message is
  * left unread), -EBADMSG on corruption.  *info may be NULL; info->data
- * then points at buf.
+ * then points at buf.  With cap >= SHMBUS_MBOX_INLINE, a message taken
+ * from the mailbox is copied in whole words straight into buf: the
+ * first SHMBUS_MBOX_INLINE bytes of buf may change whatever the call
+ * returns, and only the first len bytes are the message.  Such a read
+ * leaves its cursor for the next call to publish, as shmbus_poll() does.
  */
 ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 		    struct shmbus_msg *info);

@@ -164,6 +164,7 @@ int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 int64_t sb_now_ns(void);
 bool sb_pid_alive(uint32_t pid);
 bool sb_sub_ready(struct shmbus_sub *sub, bool force);
+void sb_sub_publish(struct shmbus_sub *sub);
 struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub);
 struct shmbus_sub_slot *sb_sub_slot(struct shmbus_sub *sub,
 				    enum shmbus_wait *wait, uint32_t *spin_ns);

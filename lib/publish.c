@@ -24,17 +24,28 @@
 #include "copy.h"
 #include "repair.h"
 
+/* gcc's straight-line vectorizer pairs neighbouring fields' updates
+ * (head and room, seq and bytes) into SSE moves, shuffles and adds: more
+ * instructions on the path of every message, for two additions. */
+#pragma GCC optimize("no-tree-slp-vectorize")
+
 struct shmbus_pub {
 	struct shmbus_channel *ch;
 	struct shmbus_prod_slot *slot;
 	/* Copies of the channel's validated geometry, for the fast path. */
 	struct shmbus_hdr *hdr;
 	struct shmbus_mbox *mbox;	/* SP: posted after every commit */
+	uint8_t *data;
 	uint64_t mask;
 	uint64_t cap;
 	uint32_t max_msg;
+	uint32_t seg_log2;
+	uint32_t cap_log2;
 	bool multi;
 	uint64_t head;		/* SP: the next position we claim */
+	uint64_t room;		/* SP: what claim_fast() may hand out */
+	uint64_t tag_word;	/* SP: the commit word's tag bits there */
+	uint32_t small_max;	/* min(SHMBUS_MBOX_INLINE, max_msg) */
 	uint64_t seq;		/* SP: next sequence number */
 	uint64_t bytes;		/* SP: payload bytes published */
 	uint64_t limit;		/* block: claims must end 8 bytes below */
@@ -51,7 +62,8 @@ struct shmbus_pub {
  * Index entries for every segment start b with p < b <= q: the first record
  * boundary at or after b is q, the end of this claim.
  */
-static void seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q)
+static __attribute__((noinline, cold)) void
+seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q)
 {
 	uint64_t seg = UINT64_C(1) << ch->seg_log2;
 
@@ -199,6 +211,29 @@ static bool await_handoff(struct shmbus_channel *ch, uint64_t p)
 }
 
 /*
+ * SP: what claim_fast() may hand out from head on.  Its claims end before
+ * the next segment start, so that none has an index entry to write and
+ * none wraps (the ring's end is a segment start too), and inside the
+ * limit.  All of it lies in head's lap: the commit word's tag for it is
+ * computed here, once.  Set after every claim that claim_fast() did not
+ * make; a multi-producer handle keeps room 0 and never takes the fast
+ * path.
+ */
+static void set_room(struct shmbus_pub *pub)
+{
+	uint64_t h = pub->head;
+	uint64_t seg_end = (h | ((UINT64_C(1) << pub->seg_log2) - 1)) + 1;
+	uint64_t room = seg_end - h - SHMBUS_REC_ALIGN;
+
+	if (pub->limit < h + SHMBUS_REC_ALIGN)
+		room = 0;
+	else if (pub->limit - h - SHMBUS_REC_ALIGN < room)
+		room = pub->limit - h - SHMBUS_REC_ALIGN;
+	pub->room = room;
+	pub->tag_word = (uint64_t)lap_tag_log2(h, pub->cap_log2) << 32;
+}
+
+/*
  * The general claim: multi producer, wrap padding, or a limit to refresh
  * (and wait on).  On success [*pp, *pp + *padp + need) is ours.
  */
@@ -251,6 +286,7 @@ static int claim_slow(struct shmbus_pub *pub, uint64_t need, uint64_t *pp,
 		if (!multi) {
 			pub->head = q;
 			store_relaxed64(&h->head, q);
+			set_room(pub);
 			break;
 		}
 		/* The claim.  Its release part pairs with the acquire load
@@ -267,20 +303,32 @@ static int claim_slow(struct shmbus_pub *pub, uint64_t need, uint64_t *pp,
 	return 0;
 }
 
+/* Whether a segment of the index starts in (p, q]. */
+static inline bool crosses_seg(const struct shmbus_pub *pub, uint64_t p,
+			       uint64_t q)
+{
+	return (p ^ q) >> pub->seg_log2;
+}
+
+/* The record at ring position pos, from the handle's copies. */
+static inline struct shmbus_rec *pub_rec(const struct shmbus_pub *pub,
+					 uint64_t pos)
+{
+	return (struct shmbus_rec *)(pub->data + (pos & pub->mask));
+}
+
 /*
  * The common case, on the producer's private copy of head: single
- * producer, no wrap, inside the limit it already knows.  No shared word is
- * read.  (An overwrite channel's single producer has no limit: UINT64_MAX,
- * set in shmbus_pub_open().)
+ * producer, room (see set_room()).  No shared word is read.
  */
 static inline bool claim_fast(struct shmbus_pub *pub, uint64_t need,
 			      uint64_t *pp)
 {
 	uint64_t p = pub->head, q = p + need;
 
-	if (__builtin_expect(pub->multi || (p & pub->mask) + need > pub->cap ||
-				     q + SHMBUS_REC_ALIGN > pub->limit, 0))
+	if (__builtin_expect(need > pub->room, 0))
 		return false;
+	pub->room -= need;
 	pub->head = q;
 	/* Relaxed: R2 below orders it before the record's bytes. */
 	store_relaxed64(&pub->hdr->head, q);
@@ -293,11 +341,14 @@ static inline bool claim_fast(struct shmbus_pub *pub, uint64_t need,
  * bytes at p, then `nmsgs` records): hand-off, the next header word, the
  * index, the counters.  Returns the first record's sequence number.
  * `multi` is pub->multi, passed so that a caller who knows it (the fast
- * path: single producer) gets the other branch compiled out.
+ * path: single producer) gets the other branch compiled out; `index` is
+ * false only for a caller that has made sure no segment starts in (p, q],
+ * which keeps the index's call, and the registers it needs saved, out of
+ * that caller's frame.
  */
 static inline __attribute__((always_inline)) uint64_t
 claim_done(struct shmbus_pub *pub, uint64_t p, uint64_t pad, uint64_t q,
-	   uint64_t nmsgs, uint64_t nbytes, bool multi)
+	   uint64_t nmsgs, uint64_t nbytes, bool multi, bool index)
 {
 	struct shmbus_channel *ch = pub->ch;
 	struct shmbus_hdr *h = pub->hdr;
@@ -316,8 +367,8 @@ claim_done(struct shmbus_pub *pub, uint64_t p, uint64_t pad, uint64_t q,
 	 * now, before our commits (R1, release) publish anything, so that a
 	 * reader who reaches q after our records never mistakes stale bytes
 	 * of an earlier lap for a committed record. */
-	store_relaxed64(&rec_at(ch, q)->commit, 0);
-	if ((p ^ q) >> ch->seg_log2)	/* a segment start in (p, q] */
+	store_relaxed64(&pub_rec(pub, q)->commit, 0);
+	if (index && crosses_seg(pub, p, q))
 		seg_index(ch, p, q);
 	if (multi) {
 		seq = load_relaxed64(&h->seq);
@@ -356,7 +407,7 @@ reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 	if (rc)
 		return rc;
 	*seqp = claim_done(pub, p, pad, p + pad + need, nmsgs, nbytes,
-			   pub->multi);
+			   pub->multi, true);
 	*recp = p + pad;
 	return 0;
 }
@@ -375,7 +426,7 @@ reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 
 	if (!claim_fast(pub, need, &p))
 		return reserve_slow(pub, need, nmsgs, nbytes, recp, seqp);
-	*seqp = claim_done(pub, p, 0, p + need, nmsgs, nbytes, false);
+	*seqp = claim_done(pub, p, 0, p + need, nmsgs, nbytes, false, false);
 	*recp = p;
 	return 0;
 }
@@ -391,13 +442,13 @@ static void release_claim(struct shmbus_pub *pub)
 /* Wakes sleeping subscribers if any said they sleep.  Called after a
  * commit; the common case is one fence and one load of a line that no one
  * writes while nobody sleeps. */
-static void wake_if_sleepers(struct shmbus_channel *ch)
+static inline void wake_if_sleepers(struct shmbus_pub *pub)
 {
 	/* F3: pairs with F4 in shmbus_wait(): either the sleeper's re-check
 	 * sees our commit, or we see its sleepers count. */
 	fence_seqcst();
-	if (load_relaxed32(&ch->hdr->sleepers))
-		sb_prod_wake(ch);
+	if (load_relaxed32(&pub->hdr->sleepers))
+		sb_prod_wake(pub->ch);
 }
 
 /* Per-producer count for busstat, on the producer's own slot line. */
@@ -473,8 +524,9 @@ static inline void mbox_put(struct shmbus_mbox *mb, const uint64_t *src,
  * from the ring, where we have just written it, whole words at a time
  * (the record is padded to 8 bytes, so they lie within it).
  */
-static inline void mbox_post(struct shmbus_pub *pub, uint64_t pos,
-			     uint64_t w, uint64_t seq)
+static inline __attribute__((always_inline)) void
+mbox_post(struct shmbus_pub *pub, uint64_t pos, uint64_t w, uint64_t seq,
+	  bool small)
 {
 	struct shmbus_mbox *mb = pub->mbox;
 	uint32_t len = word_len(w);
@@ -486,9 +538,10 @@ static inline void mbox_post(struct shmbus_pub *pub, uint64_t pos,
 	fence_release();
 	store_relaxed64(&mb->word, w);
 	store_relaxed64(&mb->seq, seq);
-	if (word_type(w) == SHMBUS_REC_MSG && len <= SHMBUS_MBOX_INLINE) {
+	if (small || (word_type(w) == SHMBUS_REC_MSG &&
+		      len <= SHMBUS_MBOX_INLINE)) {
 		const uint64_t *src = (const uint64_t *)(
-			pub->ch->data + (pos & pub->mask) + SHMBUS_REC_HDR);
+			pub->data + (pos & pub->mask) + SHMBUS_REC_HDR);
 
 		mbox_put(mb, src, (uint32_t)(align8(len) / 8));
 	}
@@ -501,6 +554,9 @@ static inline void mbox_post(struct shmbus_pub *pub, uint64_t pos,
 /*
  * What every commit ends with: the claim released, the count, the mailbox
  * post of the last record committed (single producer) and the wake-up.
+ * `sp_small`: a single producer's message that the mailbox carries, known
+ * at compile time (shmbus_publish()'s front), which compiles the other
+ * cases out.
  * The post comes before the wake check's fence: the fence then waits for
  * the mailbox line, which costs a streaming producer a little, but a
  * subscriber waiting on the mailbox sees the message one fence sooner
@@ -508,14 +564,17 @@ static inline void mbox_post(struct shmbus_pub *pub, uint64_t pos,
  */
 static inline __attribute__((always_inline)) void
 commit_done(struct shmbus_pub *pub, uint64_t n, uint64_t pos, uint64_t w,
-	    uint64_t seq)
+	    uint64_t seq, bool sp_small)
 {
-	if (!pub->multi)
-		mbox_post(pub, pos, w, seq);
-	release_claim(pub);
+	if (sp_small)
+		mbox_post(pub, pos, w, seq, true);
+	else if (!pub->multi)
+		mbox_post(pub, pos, w, seq, false);
+	if (!sp_small)
+		release_claim(pub);
 	if (n)		/* an abort publishes nothing */
 		count_published(pub, n);
-	wake_if_sleepers(pub->ch);
+	wake_if_sleepers(pub);
 }
 
 void sb_commit_rec(struct shmbus_channel *ch, uint64_t pos, uint32_t type,
@@ -539,7 +598,7 @@ static inline void claim_held(struct shmbus_pub *pub, uint64_t pos,
 	pub->c_pos = pos;
 	pub->c_seq = seq;
 	pub->c_len = (uint32_t)len;
-	*buf = pub->ch->data + (pos & pub->mask) + SHMBUS_REC_HDR;
+	*buf = pub->data + (pos & pub->mask) + SHMBUS_REC_HDR;
 }
 
 /* shmbus_claim(), whole: every check, and every way to reserve. */
@@ -564,7 +623,7 @@ static __attribute__((noinline)) int claim_any(struct shmbus_pub *pub,
 
 /*
  * The claim every message of a streaming single producer makes: valid
- * arguments, and room before the limit and the ring's end (claim_fast()).
+ * arguments, and room (claim_fast(), set_room()).
  * It is answered in a small frame, and anything else goes to claim_any()
  * (which tries claim_fast() again, and fails it again), whose checks and
  * slow paths would otherwise make every claim pay for their registers.
@@ -576,7 +635,7 @@ SHMBUS_EXPORT int shmbus_claim(shmbus_pub *pub, size_t len, void **buf)
 	if (!pub || !buf || pub->claimed || len > pub->max_msg ||
 	    !claim_fast(pub, need, &p))
 		return claim_any(pub, len, buf);
-	claim_held(pub, p, claim_done(pub, p, 0, p + need, 1, len, false),
+	claim_held(pub, p, claim_done(pub, p, 0, p + need, 1, len, false, false),
 		   len, buf);
 	return 0;
 }
@@ -589,7 +648,7 @@ SHMBUS_EXPORT int shmbus_commit(shmbus_pub *pub)
 		return -EINVAL;
 	w = commit_rec(pub->ch, pub->c_pos, SHMBUS_REC_MSG, pub->c_len);
 	pub->claimed = false;
-	commit_done(pub, 1, pub->c_pos, w, pub->c_seq);
+	commit_done(pub, 1, pub->c_pos, w, pub->c_seq, false);
 	return 0;
 }
 
@@ -605,12 +664,13 @@ SHMBUS_EXPORT int shmbus_abort(shmbus_pub *pub)
 	w = commit_rec(pub->ch, pub->c_pos, SHMBUS_REC_SKIP, pub->c_len);
 	add_relaxed64(&pub->ch->hdr->aborts, 1);
 	pub->claimed = false;
-	commit_done(pub, 0, pub->c_pos, w, pub->c_seq);
+	commit_done(pub, 0, pub->c_pos, w, pub->c_seq, false);
 	return 0;
 }
 
-SHMBUS_EXPORT int shmbus_publish(shmbus_pub *pub, const void *data,
-				 size_t len)
+/* shmbus_publish(), whole: a claim, the copy and the commit. */
+static __attribute__((noinline)) int
+publish_any(struct shmbus_pub *pub, const void *data, size_t len)
 {
 	void *buf;
 	int rc;
@@ -622,6 +682,39 @@ SHMBUS_EXPORT int shmbus_publish(shmbus_pub *pub, const void *data,
 		return rc;
 	sb_copy(buf, data, len);
 	return shmbus_commit(pub);
+}
+
+/*
+ * The publication every small message of a streaming single producer
+ * makes: a message that the mailbox carries (SHMBUS_MBOX_INLINE bytes at
+ * most), no claim outstanding, and room (only a single producer's
+ * claim_fast() succeeds).  Claim, copy, commit and post in one frame,
+ * with the same stores in the same order as shmbus_claim() +
+ * shmbus_commit(), less the handle's note of the claim, which nothing
+ * between them needs.  Every instruction here is on the way of a small
+ * message's latency, and each costs about 0.2 ns of a round trip
+ * (docs/performance.md, "Instructions on the way").
+ */
+SHMBUS_EXPORT int shmbus_publish(shmbus_pub *pub, const void *data,
+				 size_t len)
+{
+	uint64_t p, need = rec_size(len), seq, w;
+	struct shmbus_rec *r;
+
+	if (!pub || !data || len > pub->small_max || pub->claimed ||
+	    !claim_fast(pub, need, &p))
+		return publish_any(pub, data, len);
+	if (len > SHMBUS_MBOX_INLINE)	/* small_max is at most that */
+		__builtin_unreachable();
+	seq = claim_done(pub, p, 0, p + need, 1, len, false, false);
+	r = pub_rec(pub, p);
+	store_relaxed64(&r->seq, seq);
+	sb_copy(r + 1, data, len);
+	w = pub->tag_word | (uint64_t)SHMBUS_REC_MSG << SHMBUS_LEN_BITS | len;
+	/* R1: pairs with A1 in the subscriber's peek() (commit_word_at()). */
+	store_release64(&r->commit, w);
+	commit_done(pub, 1, p, w, seq, true);
+	return 0;
 }
 
 static int iov_total(const struct iovec *iov, size_t n, size_t *total)
@@ -725,7 +818,7 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 	/* Only the last record is posted: a subscriber that waited on the
 	 * mailbox finds it ahead and reads the batch from the ring. */
 	commit_done(pub, n, last, tag | (uint32_t)msgs[n - 1].iov_len,
-		    seq + n - 1);
+		    seq + n - 1, false);
 	return (int)n;
 }
 
@@ -816,9 +909,14 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 	pub->ch = ch;
 	pub->hdr = ch->hdr;
 	pub->mbox = ch->mbox;
+	pub->data = ch->data;
 	pub->mask = ch->mask;
 	pub->cap = ch->cap;
 	pub->max_msg = ch->max_msg;
+	pub->seg_log2 = ch->seg_log2;
+	pub->cap_log2 = ch->cap_log2;
+	pub->small_max = ch->max_msg < SHMBUS_MBOX_INLINE ? ch->max_msg
+							  : SHMBUS_MBOX_INLINE;
 	pub->multi = ch_multi(ch);
 	/* Overwrite, single producer: nothing ever holds it back. */
 	pub->limit = ch_overwrite(ch) && !pub->multi ? UINT64_MAX : 0;

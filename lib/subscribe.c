@@ -55,6 +55,8 @@ struct shmbus_sub {
 	bool use_mbox;		/* a single-producer channel: it has one */
 	bool in_mbox;		/* caught up: waiting on the mailbox */
 	uint32_t mb_quiet;	/* empty looks at it: see MBOX_RING_LOOK */
+	uint32_t mb_max;	/* the longest message it carries for us:
+				 * min(SHMBUS_MBOX_INLINE, max_msg) */
 	uint64_t ring_end;	/* out of it: read the ring up to here */
 	const struct shmbus_mbox *mbox;
 	uint64_t pos;		/* next position to read (authoritative) */
@@ -153,8 +155,9 @@ static bool trusted(struct shmbus_sub *sub)
 	return true;
 }
 
-/* Records a sequence number seen at the subscriber's position. */
-static void account_seq(struct shmbus_sub *sub, uint64_t seq)
+/* account_seq() after a lap, or for the first message. */
+static __attribute__((noinline, cold)) void
+account_seq_first(struct shmbus_sub *sub, uint64_t seq)
 {
 	if (sub->resynced && sub->have_seq && seq > sub->next_seq) {
 		sub->pending_lost += seq - sub->next_seq;
@@ -163,6 +166,15 @@ static void account_seq(struct shmbus_sub *sub, uint64_t seq)
 	sub->resynced = false;
 	sub->have_seq = true;
 	sub->next_seq = seq + 1;
+}
+
+/* Records a sequence number seen at the subscriber's position. */
+static inline void account_seq(struct shmbus_sub *sub, uint64_t seq)
+{
+	if (__builtin_expect(sub->resynced || !sub->have_seq, 0))
+		account_seq_first(sub, seq);
+	else
+		sub->next_seq = seq + 1;
 }
 
 /*
@@ -191,6 +203,21 @@ static inline int found(struct shmbus_sub *sub, struct peeked *pk,
 	pk->msg.lost = sub->pending_lost;
 	pk->next = p + size;
 	return 1;
+}
+
+/* found(), for a subscriber whose sequence numbers are plain: it has seen
+ * one and has not been lapped since (see front_ready()). */
+static inline void found_plain(struct shmbus_sub *sub, struct peeked *pk,
+			       const uint8_t *data, uint32_t len, uint64_t seq,
+			       uint64_t p, uint64_t size)
+{
+	sub->next_seq = seq + 1;
+	pk->msg.data = data;
+	pk->msg.len = len;
+	pk->msg.seq = seq;
+	pk->msg.pos = p;
+	pk->msg.lost = sub->pending_lost;
+	pk->next = p + size;
 }
 
 /*
@@ -340,11 +367,11 @@ static inline bool mark_behind(uint64_t m, uint64_t p)
  * the ring, which is the record of truth.
  */
 static inline __attribute__((always_inline)) enum mbox_say
-mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
+mbox_peek(struct shmbus_sub *sub, struct peeked *pk, uint8_t *dst,
+	  bool plain)
 {
 	const struct shmbus_mbox *mb = sub->mbox;
-	uint64_t p = sub->pos, m, w, seq, size;
-	uint32_t len;
+	uint64_t p = sub->pos, m, w, len, seq, size;
 
 	/* A8: pairs with R8 in mbox_post(): the record's commit in the ring
 	 * and the mailbox's fields for it are visible. */
@@ -356,19 +383,23 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 		return MB_AHEAD;
 	}
 	w = load_relaxed64(&mb->word);
-	len = word_len(w);
+	/* One comparison for the tag (this lap's), the type (SHMBUS_REC_MSG,
+	 * which is 0) and the length: any other tag or type leaves a
+	 * difference of at least 2^29. */
+	len = w - ((uint64_t)lap_tag_log2(p, sub->cap_log2) << 32);
 	size = rec_size(len);
-	if (word_tag(w) != lap_tag_log2(p, sub->cap_log2) ||
-	    word_type(w) != SHMBUS_REC_MSG || len > SHMBUS_MBOX_INLINE ||
-	    len > sub->max_msg || (p & sub->mask) + size > sub->cap)
+	if (len > sub->mb_max || (p & sub->mask) + size > sub->cap)
 		return MB_IN_RING;
 	seq = load_relaxed64(&mb->seq);
 	/* All the words, whatever len: a fixed count, unrolled (at -O2 gcc
 	 * would otherwise keep a loop of 20 instructions here), and the
-	 * words past len are never used. */
+	 * words past len are never used.  dst may be unaligned. */
 #pragma GCC unroll 5
-	for (uint32_t i = 0; i < SHMBUS_MBOX_INLINE / 8; i++)
-		sub->mbuf[i] = load_relaxed64(&mb->payload[i]);
+	for (uint32_t i = 0; i < SHMBUS_MBOX_INLINE / 8; i++) {
+		uint64_t v = load_relaxed64(&mb->payload[i]);
+
+		__builtin_memcpy(dst + 8 * i, &v, 8);
+	}
 	/* A8b: pairs with R8a in mbox_post(): if the copy saw any store of a
 	 * later post, mark no longer reads m.  The record at p was committed
 	 * in the ring before that post, so the ring has it. */
@@ -378,7 +409,10 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 	/* The position after the record is trusted: the producer zeroed the
 	 * word there before it committed the record (see trusted()). */
 	sub->fresh = false;
-	found(sub, pk, (const uint8_t *)sub->mbuf, len, seq, p, size);
+	if (plain)
+		found_plain(sub, pk, dst, (uint32_t)len, seq, p, size);
+	else
+		found(sub, pk, dst, (uint32_t)len, seq, p, size);
 	return MB_TAKEN;
 }
 
@@ -423,7 +457,7 @@ peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 	if (sub->pos > sub->ring_end)
 		sub->in_mbox = true;	/* up to the newest post: ask again */
 	if (sub->in_mbox) {
-		switch (mbox_peek(sub, pk)) {
+		switch (mbox_peek(sub, pk, (uint8_t *)sub->mbuf, false)) {
 		case MB_TAKEN:
 			return 1;
 		case MB_NOTHING:
@@ -455,7 +489,8 @@ static void consume(struct shmbus_sub *sub, const struct peeked *pk)
 }
 
 /* Publishes the cursor and counters to the slot, once per batch. */
-static void publish_cursor(struct shmbus_sub *sub)
+static inline __attribute__((always_inline)) void
+publish_cursor(struct shmbus_sub *sub)
 {
 	struct shmbus_sub_slot *s = sub->slot;
 
@@ -502,6 +537,35 @@ poll_loop(struct shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max,
 	return rc < 0 ? rc : (int)n;
 }
 
+/* A front's answer to an empty look at the mailbox: counted, unless it is
+ * due to become the periodic look at the ring, which is left uncounted for
+ * peek_fast() to count and act on.  Returns whether it was counted. */
+static inline bool quiet_look(struct shmbus_sub *sub)
+{
+	if ((sub->mb_quiet + 1) % MBOX_RING_LOOK == 0)
+		return false;
+	sub->mb_quiet++;
+	return true;
+}
+
+/*
+ * Whether a front may answer: the subscriber waits on the mailbox (then
+ * peek_fast() would ask it first) and its sequence numbers are plain
+ * (found_plain()).  First, the cursor that the previous call left
+ * unpublished is published: a front that takes a message leaves it to the
+ * next call (poll, read or wait), off the way of the message it delivers.
+ * That is later than R5 requires, never earlier; the record's bytes were
+ * not read in place (the handler had a copy); and while a subscriber takes
+ * from the mailbox it has caught up, so the one record it holds back is
+ * the only one in the ring that it has read (docs/design.md §5).
+ */
+static inline bool front_ready(struct shmbus_sub *sub)
+{
+	if (sub->pos != sub->published)
+		publish_cursor(sub);
+	return sub->in_mbox && sub->have_seq && !sub->resynced;
+}
+
 /*
  * A caught-up subscriber's poll almost always finds one of two things in
  * the mailbox: nothing new, or the one small message that is next.  Those
@@ -520,23 +584,17 @@ SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
 	if (!sub || !fn)
 		return -EINVAL;
 	start = sub->pos;
-	/* peek_fast() asks the mailbox whenever in_mbox is set; and the
-	 * cursor is published, so returning without publish_cursor() is
-	 * right. */
-	if (!sub->in_mbox || start != sub->published)
+	if (!front_ready(sub))
 		return poll_loop(sub, fn, arg, max, 0, start);
-	switch (mbox_peek(sub, &pk)) {
+	switch (mbox_peek(sub, &pk, (uint8_t *)sub->mbuf, true)) {
 	case MB_NOTHING:
-		if ((sub->mb_quiet + 1) % MBOX_RING_LOOK == 0)
+		if (!quiet_look(sub))
 			break;
-		sub->mb_quiet++;
 		return 0;
 	case MB_TAKEN:
 		consume(sub, &pk);
-		if (fn(&pk.msg, arg) || max == 1) {
-			publish_cursor(sub);	/* R5, after the handler */
-			return 1;
-		}
+		if (fn(&pk.msg, arg) || max == 1)
+			return 1;	/* the next call publishes the cursor */
 		return poll_loop(sub, fn, arg, max, 1, start);
 	case MB_AHEAD:
 	case MB_IN_RING:
@@ -545,14 +603,14 @@ SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
 	return poll_loop(sub, fn, arg, max, 0, start);
 }
 
-SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
-				  struct shmbus_msg *info)
+/* shmbus_read(), whole: any message, from the mailbox or the ring. */
+static __attribute__((noinline)) ssize_t
+read_any(struct shmbus_sub *sub, void *buf, size_t cap,
+	 struct shmbus_msg *info)
 {
 	struct peeked pk;
 	int rc;
 
-	if (!sub || (cap && !buf))
-		return -EINVAL;
 	rc = peek_fast(sub, &pk);
 	if (rc <= 0) {
 		publish_cursor(sub);	/* padding may have been passed */
@@ -569,6 +627,45 @@ SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 		info->data = buf;
 	}
 	return (ssize_t)pk.msg.len;
+}
+
+/*
+ * Like shmbus_poll()'s front: a caught-up subscriber with room for any
+ * message the mailbox carries has it copied from the mailbox straight
+ * into buf (checked afterwards, as every mailbox copy is), and nothing
+ * new is answered at once.  Everything else goes to read_any().
+ */
+SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
+				  struct shmbus_msg *info)
+{
+	struct peeked pk;
+
+	if (!sub || (cap && !buf))
+		return -EINVAL;
+	if (!front_ready(sub) || cap < SHMBUS_MBOX_INLINE)
+		return read_any(sub, buf, cap, info);
+	switch (mbox_peek(sub, &pk, buf, true)) {
+	case MB_NOTHING:
+		if (!quiet_look(sub))
+			break;
+		return -EAGAIN;
+	case MB_TAKEN:
+		consume(sub, &pk);	/* the next call publishes the cursor */
+		if (info)
+			*info = pk.msg;		/* its data is buf */
+		return (ssize_t)pk.msg.len;
+	case MB_AHEAD:
+	case MB_IN_RING:
+		break;
+	}
+	return read_any(sub, buf, cap, info);
+}
+
+/* shmbus_wait()'s first step: the cursor a front left unpublished (see
+ * front_ready()) is published before the subscriber waits. */
+void sb_sub_publish(struct shmbus_sub *sub)
+{
+	publish_cursor(sub);
 }
 
 /* Whether the ring has a message (or a lap to recover from) at our
@@ -729,6 +826,8 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->cap_log2 = ch->cap_log2;
 	sub->ring_end = UINT64_MAX;
 	sub->max_msg = ch->max_msg;
+	sub->mb_max = ch->max_msg < SHMBUS_MBOX_INLINE ? ch->max_msg
+						       : SHMBUS_MBOX_INLINE;
 	sub->overwrite = ch_overwrite(ch);
 	sub->use_mbox = !ch_multi(ch);
 	sub->mbox = ch->mbox;

@@ -108,6 +108,7 @@ SHMBUS_EXPORT int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns)
 
 	if (!sub)
 		return -EINVAL;
+	sb_sub_publish(sub);
 	if (sb_sub_ready(sub, false))
 		return 0;
 	ch = sb_sub_channel(sub);

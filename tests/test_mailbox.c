@@ -311,49 +311,185 @@ Test(mailbox, aborts_and_batches_reach_a_waiting_subscriber_at_once,
 	cr_assert_eq(g.seq, 4);
 }
 
+/* The first subscriber slot of the channel mapped at h: ours. */
+static const struct shmbus_sub_slot *our_slot(const struct shmbus_hdr *h)
+{
+	const struct shmbus_sub_slot *slot = (const struct shmbus_sub_slot *)(
+		(const struct shmbus_prod_slot *)((const uint8_t *)h +
+						  h->slots_offset) +
+		SHMBUS_MAX_PRODUCERS);
+
+	cr_assert_eq((uint32_t)(slot->owner >> 32), (uint32_t)getpid(),
+		     "the first subscriber slot is not ours");
+	return slot;
+}
+
+/* One message taken by `how`: 0 poll max 1, 1 poll max 0, 2 read. */
+static void take_one(int how, struct got *g)
+{
+	ssize_t n;
+
+	if (how < 2) {
+		cr_assert_eq(shmbus_poll(sub, grab, g, how ? 0 : 1), 1);
+		return;
+	}
+	n = shmbus_read(sub, g->buf, sizeof(g->buf), NULL);
+	cr_assert_eq(n, 8);
+	memcpy(&g->seq, g->buf, sizeof(g->seq));	/* the payload is seq */
+	g->len = (uint32_t)n;
+	g->n = 1;
+}
+
 /*
- * A poll that takes its first message from the mailbox (shmbus_poll()'s
- * front) publishes its cursor to its slot, whether it returns at once
- * (max 1) or goes on looking (max 0), and delivers the message once.
- * Three laps of the ring one message at a time, for each.
+ * A message taken from the mailbox by a front (shmbus_poll() with max 1,
+ * shmbus_read()) leaves its cursor for the next call to publish: that
+ * call publishes it first, whether it finds a message or nothing, and so
+ * does shmbus_wait().  A poll with max 0 goes on looking after the front's
+ * message and publishes before it returns.  Every message is delivered
+ * once.  Three laps of the ring, one message at a time, for each way of
+ * taking, with an empty call after every other message: the producer is
+ * never held back by a cursor left for later.
  */
-Test(mailbox, taking_from_it_publishes_the_cursor_and_goes_on,
+Test(mailbox, a_front_leaves_the_cursor_to_the_next_call,
      .init = setup_block, .fini = teardown)
 {
-	uint64_t laps = 3 * CAP / rec_bytes(8), seq = 0;
-	const struct shmbus_hdr *h;
+	uint64_t laps = 3 * CAP / rec_bytes(8), seq = 0, before;
+	uint64_t left[3] = { 0 };	/* cursors left for the next call */
 	const struct shmbus_sub_slot *slot;
+	const struct shmbus_hdr *h;
 	struct shmbus_sub_stats st;
+	uint8_t rb[MAXMSG];
 	size_t clen;
 	char msg[8];
 
 	h = (const struct shmbus_hdr *)th_map_channel(dir, &clen);
 	cr_assert(h);
-	slot = (const struct shmbus_sub_slot *)(
-		(const struct shmbus_prod_slot *)((const uint8_t *)h +
-						  h->slots_offset) +
-		SHMBUS_MAX_PRODUCERS);	/* the first subscriber slot */
-	cr_assert_eq((uint32_t)(slot->owner >> 32), (uint32_t)getpid(),
-		     "the first subscriber slot is not ours");
+	slot = our_slot(h);
 	catch_up();
-	for (unsigned max = 0; max < 2; max++) {
+	for (int how = 0; how < 3; how++) {
 		for (uint64_t i = 0; i < laps; i++, seq++) {
 			struct got g = { 0 };
 
+			cr_assert_eq(shmbus_sub_stats(sub, &st), 0);
+			before = st.pos;
 			memcpy(msg, &seq, sizeof(msg));
-			cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
-			cr_assert_eq(shmbus_poll(sub, grab, &g, max), 1);
+			cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0,
+				     "producer held back at message %" PRIu64,
+				     seq);
+			take_one(how, &g);
 			cr_assert_eq(g.n, 1);
 			cr_assert_eq(g.seq, seq);
 			cr_assert_eq(memcmp(g.buf, msg, sizeof(msg)), 0);
 			cr_assert_eq(shmbus_sub_stats(sub, &st), 0);
+			/* A front answers unless the record is not one the
+			 * mailbox carries (the wrap's padding before it). */
+			if (how != 1 && slot->pos == before)
+				left[how]++;
+			else
+				cr_assert_eq(slot->pos, st.pos,
+					     "message %" PRIu64 " (way %d): "
+					     "the slot holds %" PRIu64, seq,
+					     how, slot->pos);
+			if (i % 2)
+				continue;
+			if (i % 4)
+				cr_assert_eq(shmbus_read(sub, rb, sizeof(rb),
+							 NULL), -EAGAIN);
+			else
+				cr_assert_eq(shmbus_poll(sub, grab, &g, 1), 0);
 			cr_assert_eq(slot->pos, st.pos,
-				     "cursor not published after message %"
-				     PRIu64 " (max %u)", seq, max);
+				     "not published by the empty call after "
+				     "message %" PRIu64, seq);
 		}
 	}
+	cr_assert_gt(left[0], laps * 9 / 10, "poll's front answered %" PRIu64
+		     " of %" PRIu64, left[0], laps);
+	cr_assert_gt(left[2], laps * 9 / 10, "read's front answered %" PRIu64
+		     " of %" PRIu64, left[2], laps);
+	/* And by shmbus_wait(), before it waits. */
+	cr_assert_eq(shmbus_publish(pub, "waiting!", 8), 0);
+	cr_assert_eq(shmbus_read(sub, rb, sizeof(rb), NULL), 8);
+	cr_assert_eq(shmbus_sub_stats(sub, &st), 0);
+	cr_assert_neq(slot->pos, st.pos);
+	cr_assert_eq(shmbus_wait(sub, 0), -ETIMEDOUT);
+	cr_assert_eq(slot->pos, st.pos, "not published by shmbus_wait()");
 	cr_assert_eq(shmbus_poll(sub, grab, &(struct got){ 0 }, 0), 0);
 	munmap((void *)h, clen);
+}
+
+/*
+ * shmbus_publish() and shmbus_read() answer a small message in front
+ * functions; everything they do not answer goes the general way, with the
+ * same results as before they had fronts.  Each refusal, each size at the
+ * mailbox's edge, a buffer too small for the front, an unaligned one, and
+ * a channel whose largest message is smaller than the mailbox's.
+ */
+Test(mailbox, the_fronts_of_publish_and_read, .init = setup_block,
+     .fini = teardown)
+{
+	char m40[40], m41[41], got[64];
+	struct shmbus_msg info;
+	uint64_t pos;
+	void *buf;
+
+	memset(m40, 'a', sizeof(m40));
+	memset(m41, 'b', sizeof(m41));
+	catch_up();
+	/* publish: refusals, then nothing was published */
+	cr_assert_eq(shmbus_publish(pub, NULL, 3), -EINVAL);
+	cr_assert_eq(shmbus_claim(pub, 5, &buf), 0);
+	cr_assert_eq(shmbus_publish(pub, "x", 1), -EBUSY);
+	cr_assert_eq(shmbus_abort(pub), 0);
+	cr_assert_eq(shmbus_publish(pub, m41, MAXMSG + 1), -EMSGSIZE);
+	cr_assert_eq(shmbus_read(sub, got, sizeof(got), NULL), -EAGAIN);
+	cr_assert_eq(shmbus_read(sub, NULL, sizeof(got), NULL), -EINVAL);
+	/* 40 bytes come from the mailbox, into an unaligned buffer */
+	pos = th_head(ch);
+	cr_assert_eq(shmbus_publish(pub, m40, sizeof(m40)), 0);
+	memset(ring_payload(pos), '#', sizeof(m40));
+	cr_assert_eq(shmbus_read(sub, got + 1, sizeof(got) - 1, &info), 40);
+	cr_assert_eq(memcmp(got + 1, m40, 40), 0, "not the mailbox's copy");
+	cr_assert_eq(info.data, (const void *)(got + 1));
+	cr_assert_eq(info.len, 40);
+	cr_assert_eq(info.seq, 1);	/* the aborted claim was seq 0 */
+	cr_assert_eq(info.pos, pos);
+	/* 41 bytes: from the ring */
+	cr_assert_eq(shmbus_publish(pub, m41, sizeof(m41)), 0);
+	cr_assert_eq(shmbus_read(sub, got, sizeof(got), &info), 41);
+	cr_assert_eq(memcmp(got, m41, 41), 0);
+	cr_assert_eq(info.seq, 2);
+	/* a buffer smaller than the mailbox's payload: the general way */
+	cr_assert_eq(shmbus_publish(pub, "12345678", 8), 0);
+	cr_assert_eq(shmbus_read(sub, got, 4, NULL), -EMSGSIZE);
+	memset(got, 0, sizeof(got));
+	cr_assert_eq(shmbus_read(sub, got, 8, &info), 8);
+	cr_assert_eq(memcmp(got, "12345678", 8), 0);
+	cr_assert_eq(info.seq, 3);
+	cr_assert_eq(memcmp(got + 8, "\0\0\0\0", 4), 0,
+		     "wrote past the caller's 8 bytes");
+	cr_assert_eq(shmbus_read(sub, got, sizeof(got), NULL), -EAGAIN);
+}
+
+Test(mailbox, a_channel_of_messages_smaller_than_the_mailbox)
+{
+	const char *d = th_mkdir();
+	shmbus_channel *c = th_create(d, CAP, 16, SHMBUS_BLOCK,
+				      SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *p = c ? shmbus_pub_open(c, NULL) : NULL;
+	shmbus_sub *s = c ? shmbus_sub_open(c, NULL) : NULL;
+	char got[64];
+
+	cr_assert(p && s);
+	cr_assert_eq(shmbus_read(s, got, sizeof(got), NULL), -EAGAIN);
+	cr_assert_eq(shmbus_publish(p, "seventeen bytes!!", 17), -EMSGSIZE);
+	cr_assert_eq(shmbus_publish(p, "sixteen bytes!!!", 16), 0);
+	cr_assert_eq(shmbus_read(s, got, sizeof(got), NULL), 16);
+	cr_assert_eq(memcmp(got, "sixteen bytes!!!", 16), 0);
+	cr_assert_eq(shmbus_read(s, got, sizeof(got), NULL), -EAGAIN);
+	shmbus_sub_close(s);
+	shmbus_pub_close(p);
+	shmbus_channel_close(c);
+	th_rmdir(d);
 }
 
 /* A producer that died between its commit and its post: the message is in
