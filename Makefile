@@ -143,11 +143,13 @@ $(INSN_LOOP): $(BUILD)/benchmarks/insn_loop.o $(LIB_A)
 
 bench-insn: $(INSN_LOOP)
 	$(Q)command -v valgrind >/dev/null || { echo "bench-insn: needs valgrind (apt-get install valgrind)"; exit 1; }
-	$(Q)for n in 100000 200000; do \
-		valgrind --tool=callgrind --callgrind-out-file=/dev/null $(INSN_LOOP) $$n 2>&1 | \
-			sed -n 's/.*I *refs: *//p' | tr -d , > $(BUILD)/insn.$$n || exit 1; \
-	done; \
-	echo "instructions per message: $$(( ($$(cat $(BUILD)/insn.200000) - $$(cat $(BUILD)/insn.100000)) / 100000 ))"
+	$(Q)for m in zc copy; do \
+		for n in 100000 200000; do \
+			valgrind --tool=callgrind --callgrind-out-file=/dev/null $(INSN_LOOP) $$n $$m 2>&1 | \
+				sed -n 's/.*I *refs: *//p' | tr -d , > $(BUILD)/insn.$$m.$$n || exit 1; \
+		done; \
+		echo "instructions per message ($$m): $$(( ($$(cat $(BUILD)/insn.$$m.200000) - $$(cat $(BUILD)/insn.$$m.100000)) / 100000 ))"; \
+	done
 
 $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")

@@ -14,7 +14,9 @@
  *            record also posted to a line the consumer waits on; run
  *            only taking turns with the floors and shmbus, at 32 B
  *   shmbus   two single-producer block channels, busy-spin subscribers,
- *            zero-copy claim/commit out, zero-copy poll in
+ *            shmbus_publish() out, shmbus_read() in: the copy API,
+ *            which a small message takes (from the mailbox, at 32 B)
+ *   shmbus-zc the same channels, zero-copy: claim/commit out, poll in
  *   pipe     two pipes, blocking read/write
  *   unix     a SOCK_SEQPACKET socketpair
  *   mq       two POSIX message queues
@@ -42,7 +44,8 @@
  *          -q  a quick run (CI checks that it runs)
  *          -s  only messages of SIZE bytes
  *          -t  only these transports, comma-separated (floor2, ring,
- *              shmbus, pipe, unix, mq, zmq); the floor always runs
+ *              shmbus, shmbus-zc, pipe, unix, mq, zmq); the floor
+ *              always runs
  *          -c  the shmbus channels' capacity in bytes (default 1 MiB)
  *   A partial run (-s, -t, -c) writes no result file.
  */
@@ -212,27 +215,19 @@ static int sb_parent_open(void)
 	return sb_open("ab", "ba");
 }
 
-static int on_msg(const struct shmbus_msg *m, void *arg)
-{
-	*(uint32_t *)arg = m->len;
-	return 1;
-}
+/* shmbus: the copy API, shmbus_publish() out and shmbus_read() in, which
+ * a small message takes. */
+static uint8_t rbuf[MAX_SIZE];
 
 static void sb_send(size_t size)
 {
-	void *buf;
-
-	while (shmbus_claim(pub, size, &buf))
+	while (shmbus_publish(pub, msgbuf, size))
 		_mm_pause();
-	memcpy(buf, msgbuf, size);
-	shmbus_commit(pub);
 }
 
 static void sb_recv(void)
 {
-	uint32_t len;
-
-	while (shmbus_poll(sub, on_msg, &len, 1) != 1)
+	while (shmbus_read(sub, rbuf, sizeof(rbuf), NULL) < 0)
 		_mm_pause();
 }
 
@@ -246,6 +241,44 @@ static void sb_ping(size_t size)
 {
 	sb_send(size);
 	sb_recv();
+}
+
+/* shmbus-zc: zero copy, shmbus_claim()/shmbus_commit() out and
+ * shmbus_poll() in, on the same channels. */
+static int on_msg(const struct shmbus_msg *m, void *arg)
+{
+	*(uint32_t *)arg = m->len;
+	return 1;
+}
+
+static void zc_send(size_t size)
+{
+	void *buf;
+
+	while (shmbus_claim(pub, size, &buf))
+		_mm_pause();
+	memcpy(buf, msgbuf, size);
+	shmbus_commit(pub);
+}
+
+static void zc_recv(void)
+{
+	uint32_t len;
+
+	while (shmbus_poll(sub, on_msg, &len, 1) != 1)
+		_mm_pause();
+}
+
+static void zc_echo(size_t size)
+{
+	zc_recv();
+	zc_send(size);
+}
+
+static void zc_ping(size_t size)
+{
+	zc_send(size);
+	zc_recv();
 }
 
 static void sb_close(void)
@@ -266,6 +299,9 @@ static const struct transport T_RING = { "ring", ring_setup, ring_child_open,
 static const struct transport T_SHMBUS = { "shmbus", sb_setup, sb_child_open,
 					   sb_parent_open, sb_echo, sb_ping,
 					   sb_close };
+static const struct transport T_SHMBUS_ZC = { "shmbus-zc", sb_setup,
+					      sb_child_open, sb_parent_open,
+					      zc_echo, zc_ping, sb_close };
 
 /* Round trips due every `period` ns (0: back to back). */
 static uint64_t period_ticks;
@@ -316,7 +352,7 @@ static int measure(const struct transport *t, size_t size, long warm, long n,
 	}
 	t->close_all();
 	waitpid(pid, &st, 0);
-	if (t == &T_SHMBUS) {
+	if (t == &T_SHMBUS || t == &T_SHMBUS_ZC) {
 		shmbus_channel_unlink(sh->dir, "ab");
 		shmbus_channel_unlink(sh->dir, "ba");
 		rmdir(sh->dir);
@@ -330,7 +366,7 @@ static int measure(const struct transport *t, size_t size, long warm, long n,
 #define IL_BLOCK 5000
 #define IL_WARM 100
 
-enum { IL_FLOOR, IL_FLOOR2, IL_SHMBUS, IL_MBOX, IL_KINDS };
+enum { IL_FLOOR, IL_FLOOR2, IL_SHMBUS, IL_ZC, IL_MBOX, IL_KINDS };
 
 static struct br_end mb_out, mb_in;	/* IL_MBOX's ends, on rings[] */
 
@@ -359,11 +395,13 @@ static inline void stamp(uint64_t *st, int i)
 		st[i] = __rdtsc();
 }
 
-/* One message of kind k (IL_SHMBUS or IL_MBOX) sent, one taken. */
+/* One message of kind k (IL_SHMBUS, IL_ZC or IL_MBOX) sent, one taken. */
 static void il_send(int k, size_t size)
 {
 	if (k == IL_MBOX)
 		br_send_post(&mb_out, msgbuf, size);
+	else if (k == IL_ZC)
+		zc_send(size);
 	else
 		sb_send(size);
 }
@@ -372,6 +410,8 @@ static void il_recv(int k, size_t size)
 {
 	if (k == IL_MBOX)
 		br_recv_mbox(&mb_in, NULL, size);
+	else if (k == IL_ZC)
+		zc_recv();
 	else
 		sb_recv();
 }
@@ -380,7 +420,7 @@ static void il_recv(int k, size_t size)
  * stamps it (IL_SHMBUS and IL_MBOX only), or NULL. */
 static void il_trip(int k, size_t size, bool echo, uint64_t *st)
 {
-	if (k == IL_MBOX || k == IL_SHMBUS) {
+	if (k == IL_MBOX || k == IL_SHMBUS || k == IL_ZC) {
 		if (echo)
 			il_recv(k, size);
 		stamp(st, 0);
@@ -401,12 +441,12 @@ static void il_trip(int k, size_t size, bool echo, uint64_t *st)
 }
 
 /*
- * The floor, floor2, shmbus and mbox taking turns in blocks of IL_BLOCK
- * round trips between the same two processes: n recorded round trips of
- * each, into h[IL_FLOOR], h[IL_FLOOR2], h[IL_SHMBUS], h[IL_MBOX].  Measured one after the
+ * The floor, floor2, shmbus, shmbus-zc and mbox taking turns in blocks of
+ * IL_BLOCK round trips between the same two processes: n recorded round
+ * trips of each, into h[IL_FLOOR] ... h[IL_MBOX].  Measured one after the
  * other, their tails can come from different placements of the vCPUs;
  * taking turns, every placement the run goes through is sampled by all
- * three alike, and their percentiles compare close with close, the tail
+ * of them alike, and their percentiles compare close with close, the tail
  * included.
  */
 /* Where a side stamps round trip i of block b (kind b % IL_KINDS): the
@@ -524,7 +564,7 @@ static void row(const char *name, size_t size, const struct hist *h,
 	static const double pct[] = { 50, 90, 99, 99.9, 99.99 };
 	double m = p50(h);
 
-	printf("%-11s %5zu %6llu %6llu %6.1f %6llu %6llu %7llu %8llu %8llu  "
+	printf("%-15s %5zu %6llu %6llu %6.1f %6llu %6llu %7llu %8llu %8llu  "
 	       "%6.2f  %4.0f/%-4.0f%s\n",
 	       name, size, (unsigned long long)h->min,
 	       (unsigned long long)hist_percentile(h, 50), m,
@@ -626,7 +666,8 @@ int main(int argc, char **argv)
 {
 	static const size_t sizes[] = { 32, 256, 1024, 4096 };
 	const struct transport *ts[] = { &T_FLOOR2, &T_RING, &T_SHMBUS,
-					 &T_PIPE, &T_UNIX, &T_MQ, &T_ZMQ };
+					 &T_SHMBUS_ZC, &T_PIPE, &T_UNIX,
+					 &T_MQ, &T_ZMQ };
 	const char *only_t = NULL;
 	size_t only_s = 0;
 	int quick = 0, opt;
@@ -674,7 +715,7 @@ int main(int argc, char **argv)
 	printf("# p50*: the median interpolated within the clock's step; "
 	       "ratio: p50* / the floor's p50* measured just before; floor: "
 	       "p50* before/after\n");
-	printf("%-11s %5s %6s %6s %6s %6s %6s %7s %8s %8s  %6s  %s\n", "what",
+	printf("%-15s %5s %6s %6s %6s %6s %6s %7s %8s %8s  %6s  %s\n", "what",
 	       "bytes", "min", "p50", "p50*", "p90", "p99", "p99.9", "p99.99",
 	       "max", "ratio", "floor");
 	measure(&T_FLOOR, 8, warm, n, &fl);
@@ -690,7 +731,7 @@ int main(int argc, char **argv)
 		for (size_t k = 0; k < sizeof(ts) / sizeof(ts[0]); k++) {
 			const struct transport *t = ts[k];
 			bool user = t == &T_FLOOR2 || t == &T_RING ||
-				    t == &T_SHMBUS;
+				    t == &T_SHMBUS || t == &T_SHMBUS_ZC;
 			double f0, f1;
 
 			/* floor2 does not depend on the size. */
@@ -725,19 +766,21 @@ int main(int argc, char **argv)
 	if (wanted(only_t, "shmbus") && (!only_s || only_s == 32)) {
 		struct hist il[IL_KINDS];
 
-		printf("# the floor, floor2, shmbus and mbox (32 B) taking "
-		       "turns in blocks of %d round trips between the same "
-		       "two processes:\n", IL_BLOCK);
+		printf("# the floor, floor2, shmbus, shmbus-zc and mbox (32 B) "
+		       "taking turns in blocks of %d round trips between the "
+		       "same two processes:\n", IL_BLOCK);
 		if (measure_interleaved(32, n, il, NULL) == 0) {
 			double f = p50(&il[IL_FLOOR]);
 
 			row("floor/turns", 8, &il[IL_FLOOR], f, f);
 			row("floor2/turns", 32, &il[IL_FLOOR2], f, f);
 			row("shmbus/turns", 32, &il[IL_SHMBUS], f, f);
+			row("shmbus-zc/turns", 32, &il[IL_ZC], f, f);
 			row("mbox/turns", 32, &il[IL_MBOX], f, f);
 			ratios("floor:", &il[IL_SHMBUS], &il[IL_FLOOR]);
 			ratios("floor2:", &il[IL_SHMBUS], &il[IL_FLOOR2]);
 			ratios("mbox:", &il[IL_SHMBUS], &il[IL_MBOX]);
+
 		} else
 			printf("shmbus/turns failed\n");
 		legs(n < LEGS_MAX ? n : LEGS_MAX);

@@ -2,14 +2,17 @@
 /*
  * insn_loop.c - instructions per message, for `make bench-insn`.
  *
- * One process, one single-producer block channel: an empty poll, then
- * claim, a 32-byte memcpy, commit and a one-message poll, N times.  Run under callgrind at
- * two values of N, the difference divided by the difference of N is what
- * one message costs both sides, start-up and tear-down excluded.
+ * One process, one single-producer block channel: an empty poll, then N
+ * times a 32-byte message sent and taken, either zero-copy (zc: claim, a
+ * 32-byte memcpy, commit, a one-message poll) or copied (copy: publish,
+ * read).  Run under callgrind at two values of N, the difference divided
+ * by the difference of N is what one message costs both sides, start-up
+ * and tear-down excluded.
  *
- *   insn_loop N
+ *   insn_loop N [zc|copy]
  */
 #define _GNU_SOURCE
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,11 +35,15 @@ int main(int argc, char **argv)
 	shmbus_pub *pub;
 	shmbus_sub *sub;
 	long n = argc > 1 ? atol(argv[1]) : 0, got = 0;
+	bool copy = argc > 2 && !strcmp(argv[2], "copy");
+	char rb[64];
 	int first;
 	void *buf;
 
-	if (n <= 0 || !mkdtemp(dir)) {
-		fprintf(stderr, "usage: insn_loop N (N > 0; needs /dev/shm)\n");
+	if (n <= 0 || (argc > 2 && !copy && strcmp(argv[2], "zc")) ||
+	    !mkdtemp(dir)) {
+		fprintf(stderr, "usage: insn_loop N [zc|copy] (N > 0; needs "
+				"/dev/shm)\n");
 		return 2;
 	}
 	shmbus_channel_attr_init(&a);
@@ -49,6 +56,13 @@ int main(int argc, char **argv)
 	 * finds a message, and the subscriber never learns it caught up. */
 	first = sub ? shmbus_poll(sub, count, &got, 1) : -1;
 	for (long i = 0; pub && sub && i < n; i++) {
+		if (copy) {
+			if (shmbus_publish(pub, msg, sizeof(msg)))
+				break;
+			got += shmbus_read(sub, rb, sizeof(rb), NULL) ==
+			       (ssize_t)sizeof(msg);
+			continue;
+		}
 		if (shmbus_claim(pub, sizeof(msg), &buf))
 			break;
 		memcpy(buf, msg, sizeof(msg));
