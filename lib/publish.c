@@ -14,14 +14,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
-#include <signal.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <unistd.h>
 
 #include "channel.h"
 #include "copy.h"
+#include "pub.h"
 #include "repair.h"
 
 /* gcc's straight-line vectorizer pairs neighbouring fields' updates
@@ -29,34 +25,6 @@
  * instructions on the path of every message, for two additions. */
 #pragma GCC optimize("no-tree-slp-vectorize")
 
-struct shmbus_pub {
-	struct shmbus_channel *ch;
-	struct shmbus_prod_slot *slot;
-	/* Copies of the channel's validated geometry, for the fast path. */
-	struct shmbus_hdr *hdr;
-	struct shmbus_mbox *mbox;	/* SP: posted after every commit */
-	uint8_t *data;
-	uint64_t mask;
-	uint64_t cap;
-	uint32_t max_msg;
-	uint32_t seg_log2;
-	uint32_t cap_log2;
-	bool multi;
-	uint64_t head;		/* SP: the next position we claim */
-	uint64_t room;		/* SP: what claim_fast() may hand out */
-	uint64_t tag_word;	/* SP: the commit word's tag bits there */
-	uint32_t small_max;	/* min(SHMBUS_MBOX_INLINE, max_msg) */
-	uint64_t seq;		/* SP: next sequence number */
-	uint64_t bytes;		/* SP: payload bytes published */
-	uint64_t limit;		/* block: claims must end 8 bytes below */
-	uint64_t published;	/* messages this handle committed */
-	int64_t timeout_ns;
-	/* the outstanding claim */
-	bool claimed;
-	uint32_t c_len;
-	uint64_t c_pos;
-	uint64_t c_seq;
-};
 
 /*
  * Index entries for every segment start b with p < b <= q: the first record
@@ -820,153 +788,4 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 	commit_done(pub, n, last, tag | (uint32_t)msgs[n - 1].iov_len,
 		    seq + n - 1, false);
 	return (int)n;
-}
-
-static int take_sp_role(struct shmbus_channel *ch)
-{
-	uint32_t me = (uint32_t)getpid(), cur = 0;
-	int64_t give_up = 0;
-
-	/* The producer role is handed over through sp_owner: a seq_cst RMW
-	 * here reads the previous owner's releasing CAS in
-	 * shmbus_pub_close() (or shmbusd's in sb_repair_sp()), so its stores
-	 * to head and seq are visible. */
-	while (!cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
-		uint32_t pid = cur & ~SHMBUS_SP_REPAIRING;
-
-		if (cur & SHMBUS_SP_REPAIRING && sb_pid_alive(pid)) {
-			/* shmbusd is repairing a dead producer's claim: a
-			 * few microseconds.  Wait, within reason. */
-			if (give_up == 0)
-				give_up = sb_now_ns() + 1000000000;
-			else if (sb_now_ns() > give_up)
-				return -EBUSY;
-			sched_yield();
-			cur = 0;
-			continue;
-		}
-		if (!(cur & SHMBUS_SP_REPAIRING) && sb_pid_alive(pid))
-			return -EBUSY;
-		/* The previous producer (or its repairer) died: take over,
-		 * then repair its unfinished claim. */
-		if (cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
-			sb_sp_repair(ch);
-			break;
-		}
-	}
-	return 0;
-}
-
-static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
-{
-	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
-		struct shmbus_prod_slot *s = &ch->prods[i];
-		uint32_t me = (uint32_t)getpid();
-		uint64_t o = load_acquire64(&s->owner);	/* A7 */
-		uint32_t st = owner_state(o);
-
-		/* A slot of a dead process is taken over, unless it holds an
-		 * open multi-producer claim: that is shmbusd's to repair
-		 * (sb_repair_prod()), and its claim_pos must keep holding
-		 * other producers back until then. */
-		if (st != SHMBUS_SLOT_FREE &&
-		    (st != SHMBUS_SLOT_ACTIVE || sb_pid_alive(owner_pid(o)) ||
-		     load_acquire64(&s->claim_pos) != UINT64_MAX))
-			continue;
-		/* Claims the slot for us alone (state and the dead pid in
-		 * one compare); no data edge. */
-		if (!cas_strong64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY,
-							      me)))
-			continue;
-		store_relaxed64(&s->published, 0);
-		store_relaxed64(&s->claim_end, UINT64_MAX);
-		store_release64(&s->claim_pos, UINT64_MAX);	/* R6 */
-		memset(s->comm, 0, sizeof(s->comm));
-		prctl(PR_GET_NAME, s->comm);
-		/* R7: pairs with A7 wherever a slot is read: the fields
-		 * above are visible to whoever sees it ACTIVE. */
-		store_release64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE, me));
-		return s;
-	}
-	return NULL;
-}
-
-SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
-					  const struct shmbus_pub_attr *attr)
-{
-	struct shmbus_pub *pub;
-	int rc;
-
-	if (!ch || ch->rdonly || ch->no_pub) {
-		errno = ch ? EPERM : EINVAL;
-		return NULL;
-	}
-	pub = calloc(1, sizeof(*pub));
-	if (!pub) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	pub->ch = ch;
-	pub->hdr = ch->hdr;
-	pub->mbox = ch->mbox;
-	pub->data = ch->data;
-	pub->mask = ch->mask;
-	pub->cap = ch->cap;
-	pub->max_msg = ch->max_msg;
-	pub->seg_log2 = ch->seg_log2;
-	pub->cap_log2 = ch->cap_log2;
-	pub->small_max = ch->max_msg < SHMBUS_MBOX_INLINE ? ch->max_msg
-							  : SHMBUS_MBOX_INLINE;
-	pub->multi = ch_multi(ch);
-	/* Overwrite, single producer: nothing ever holds it back. */
-	pub->limit = ch_overwrite(ch) && !pub->multi ? UINT64_MAX : 0;
-	pub->timeout_ns = attr ? attr->timeout_ns : 0;
-	if (!ch_multi(ch)) {
-		rc = take_sp_role(ch);
-		if (rc) {
-			free(pub);
-			errno = -rc;
-			return NULL;
-		}
-		/* A: pairs with the previous producer's stores through the
-		 * sp_owner CAS (seq_cst) above. */
-		pub->head = load_acquire64(&ch->hdr->head);
-		if (pub->head % SHMBUS_REC_ALIGN) {
-			shmbus_pub_close(pub);
-			errno = EBADMSG;
-			return NULL;
-		}
-		pub->seq = load_relaxed64(&ch->hdr->seq);
-		pub->bytes = load_relaxed64(&ch->hdr->bytes);
-	}
-	pub->slot = take_prod_slot(ch);
-	if (!pub->slot && ch_multi(ch)) {
-		/* A multi-producer claim is announced in the slot. */
-		free(pub);
-		errno = ENOSPC;
-		return NULL;
-	}
-	return pub;
-}
-
-SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
-{
-	uint32_t me;
-
-	if (!pub)
-		return;
-	if (pub->claimed)
-		shmbus_abort(pub);
-	if (pub->slot) {
-		store_relaxed64(&pub->slot->claim_pos, UINT64_MAX);
-		/* Release: our last stores to the slot precede its reuse
-		 * (the next owner's CAS reads this store). */
-		store_release64(&pub->slot->owner,
-				owner_word(SHMBUS_SLOT_FREE, 0));
-	}
-	if (!ch_multi(pub->ch)) {
-		me = (uint32_t)getpid();
-		cas_seqcst32(&pub->ch->hdr->sp_owner, &me, 0);
-	}
-	free(pub);
 }

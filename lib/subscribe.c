@@ -3,8 +3,10 @@
  * subscribe.c - cursors, reading records, and recovering from being lapped.
  *
  * A subscriber keeps its position privately and publishes it to its slot
- * when a poll returns, and every 1/32 of the ring within a long one (R5):
- * that is what block-policy producers wait on.
+ * when a poll returns (for a message a front took from the mailbox: at
+ * the next call), and every 1/32 of the ring within a long one (R5): that
+ * is what block-policy producers wait on.  Opening and closing are
+ * subscriber.c's.
  * It finds records by their commit words alone (A1).  On an overwrite
  * channel it copies each message out and then checks that no producer has
  * claimed over it meanwhile (A5, the seqlock idiom), so it never delivers a
@@ -13,14 +15,12 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
-#include <stdint.h>
 #include <signal.h>
-#include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <unistd.h>
 
 #include "channel.h"
+#include "sub.h"
 
 /* Bound on records stepped over in one peek before reporting "nothing
  * yet"; keeps every call bounded even on a corrupt or racing ring. */
@@ -42,38 +42,6 @@
  * the records posted, at most (see prefetch_posted()). */
 #define PREFETCH_MAX 4096
 
-struct shmbus_sub {
-	struct shmbus_channel *ch;
-	struct shmbus_sub_slot *slot;
-	/* Copies of the channel's validated geometry, for peek_fast(). */
-	const uint8_t *data;
-	uint64_t mask;
-	uint64_t cap;
-	uint32_t cap_log2;
-	uint32_t max_msg;
-	bool overwrite;
-	bool use_mbox;		/* a single-producer channel: it has one */
-	bool in_mbox;		/* caught up: waiting on the mailbox */
-	uint32_t mb_quiet;	/* empty looks at it: see MBOX_RING_LOOK */
-	uint32_t mb_max;	/* the longest message it carries for us:
-				 * min(SHMBUS_MBOX_INLINE, max_msg) */
-	uint64_t ring_end;	/* out of it: read the ring up to here */
-	const struct shmbus_mbox *mbox;
-	uint64_t pos;		/* next position to read (authoritative) */
-	uint64_t published;	/* the value last stored in slot->pos */
-	uint64_t next_seq;	/* expected sequence number */
-	uint64_t delivered;
-	uint64_t lost;
-	uint64_t pending_lost;	/* lost just before the next message */
-	bool have_seq;		/* next_seq is known */
-	bool resynced;		/* lapped since the last message */
-	bool fresh;		/* pos came from head: see trusted() */
-	uint32_t empty;		/* zero words seen: see quiet_empty() */
-	enum shmbus_wait wait;
-	uint32_t spin_ns;
-	uint8_t *buf;		/* overwrite policy: a message's copy */
-	uint64_t mbuf[SHMBUS_MBOX_INLINE / 8];	/* a mailbox message's copy */
-};
 
 /* Peek results carry what a message needs and where the next one starts. */
 struct peeked {
@@ -190,34 +158,28 @@ static bool quiet_empty(struct shmbus_sub *sub, uint64_t w, bool force)
 	return w == 0 && !force && (++sub->empty & 63) != 0;
 }
 
+/* The message at p, of `size` bytes in the ring, described for the
+ * caller. */
+static inline void describe(const struct shmbus_sub *sub, struct peeked *pk,
+			    const uint8_t *data, uint32_t len, uint64_t seq,
+			    uint64_t p, uint64_t size)
+{
+	pk->msg.data = data;
+	pk->msg.len = len;
+	pk->msg.seq = seq;
+	pk->msg.pos = p;
+	pk->msg.lost = sub->pending_lost;
+	pk->next = p + size;
+}
+
 /* A message at p, of `size` bytes in the ring: counted and described. */
 static inline int found(struct shmbus_sub *sub, struct peeked *pk,
 			const uint8_t *data, uint32_t len, uint64_t seq,
 			uint64_t p, uint64_t size)
 {
 	account_seq(sub, seq);
-	pk->msg.data = data;
-	pk->msg.len = len;
-	pk->msg.seq = seq;
-	pk->msg.pos = p;
-	pk->msg.lost = sub->pending_lost;
-	pk->next = p + size;
+	describe(sub, pk, data, len, seq, p, size);
 	return 1;
-}
-
-/* found(), for a subscriber whose sequence numbers are plain: it has seen
- * one and has not been lapped since (see front_ready()). */
-static inline void found_plain(struct shmbus_sub *sub, struct peeked *pk,
-			       const uint8_t *data, uint32_t len, uint64_t seq,
-			       uint64_t p, uint64_t size)
-{
-	sub->next_seq = seq + 1;
-	pk->msg.data = data;
-	pk->msg.len = len;
-	pk->msg.seq = seq;
-	pk->msg.pos = p;
-	pk->msg.lost = sub->pending_lost;
-	pk->next = p + size;
 }
 
 /*
@@ -364,7 +326,10 @@ static inline bool mark_behind(uint64_t m, uint64_t p)
  * is copied out and checked afterwards (the seqlock idiom), so a message
  * is never torn even though the producer may overwrite the mailbox at any
  * time.  Every field is checked before use; anything doubtful is left to
- * the ring, which is the record of truth.
+ * the ring, which is the record of truth.  The copy goes to dst, which
+ * holds SHMBUS_MBOX_INLINE bytes (sub->mbuf, or a reader's buffer); a
+ * caller that knows the subscriber's sequence numbers are plain (see
+ * front_ready()) passes `plain`, which skips account_seq()'s tests.
  */
 static inline __attribute__((always_inline)) enum mbox_say
 mbox_peek(struct shmbus_sub *sub, struct peeked *pk, uint8_t *dst,
@@ -409,10 +374,11 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk, uint8_t *dst,
 	/* The position after the record is trusted: the producer zeroed the
 	 * word there before it committed the record (see trusted()). */
 	sub->fresh = false;
-	if (plain)
-		found_plain(sub, pk, dst, (uint32_t)len, seq, p, size);
+	if (plain)	/* account_seq() with nothing to account */
+		sub->next_seq = seq + 1;
 	else
-		found(sub, pk, dst, (uint32_t)len, seq, p, size);
+		account_seq(sub, seq);
+	describe(sub, pk, dst, (uint32_t)len, seq, p, size);
 	return MB_TAKEN;
 }
 
@@ -550,14 +516,15 @@ static inline bool quiet_look(struct shmbus_sub *sub)
 
 /*
  * Whether a front may answer: the subscriber waits on the mailbox (then
- * peek_fast() would ask it first) and its sequence numbers are plain
- * (found_plain()).  First, the cursor that the previous call left
- * unpublished is published: a front that takes a message leaves it to the
- * next call (poll, read or wait), off the way of the message it delivers.
- * That is later than R5 requires, never earlier; the record's bytes were
- * not read in place (the handler had a copy); and while a subscriber takes
- * from the mailbox it has caught up, so the one record it holds back is
- * the only one in the ring that it has read (docs/design.md §5).
+ * peek_fast() would ask it first) and its sequence numbers are plain (it
+ * has seen one and has not been lapped since: mbox_peek()'s `plain`).
+ * First, the cursor that the previous call left unpublished is published:
+ * a front that takes a message leaves that to the next call (poll, read
+ * or wait), off the way of the message it delivers.  That is later than
+ * R5 requires, never earlier; the record was not read in place (the
+ * mailbox gave a copy); and a subscriber that takes from the mailbox has
+ * caught up, so that one record is all the room a producer misses
+ * meanwhile (docs/design.md §5).
  */
 static inline bool front_ready(struct shmbus_sub *sub)
 {
@@ -719,194 +686,4 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 	sub->in_mbox = false;
 	sub->ring_end = UINT64_MAX;
 	return true;
-}
-
-/* Block policy, SHMBUS_START_OLDEST: the slowest active cursor other than
- * ours, which producers are already holding back for; else head. */
-static uint64_t oldest_held(struct shmbus_channel *ch,
-			    const struct shmbus_sub_slot *me, uint64_t head)
-{
-	uint64_t min = head;
-
-	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
-		struct shmbus_sub_slot *s = &ch->subs[i];
-		uint64_t c;
-
-		/* A7: pairs with R7 (the slot's ACTIVE store). */
-		if (s == me || owner_state(load_acquire64(&s->owner)) !=
-				       SHMBUS_SLOT_ACTIVE)
-			continue;
-		c = load_acquire64(&s->pos);
-		if (c < min && c + ch->cap >= head + SHMBUS_REC_ALIGN)
-			min = c;
-	}
-	return min;
-}
-
-static void raise_hwm(struct shmbus_hdr *h, uint32_t n)
-{
-	uint32_t cur = load_relaxed32(&h->nsub_hwm);
-
-	/* A monotone maximum, raised before our ACTIVE store; read by
-	 * producers after F1 (see refresh_limit()). */
-	while (cur < n && !cas_seqcst32(&h->nsub_hwm, &cur, n))
-		;
-}
-
-/* Takes a free slot, or one whose owner process is gone. */
-static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
-					 uint32_t *index)
-{
-	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
-		struct shmbus_sub_slot *s = &ch->subs[i];
-		uint64_t o = load_relaxed64(&s->owner);
-		uint32_t st = owner_state(o);
-
-		if (st == SHMBUS_SLOT_ACTIVE && sb_pid_alive(owner_pid(o)))
-			continue;
-		if (st == SHMBUS_SLOT_BUSY)
-			continue;
-		/* Claims the slot for us alone: the state and the dead
-		 * owner's pid in one compare.  No data edge. */
-		if (!cas_strong64(&s->owner, &o,
-				  owner_word(SHMBUS_SLOT_BUSY,
-					     (uint32_t)getpid())))
-			continue;
-		/* A dead owner that was asleep still counts as a sleeper;
-		 * undo its increment (same order as in sleep_wait()). */
-		if (st == SHMBUS_SLOT_ACTIVE && load_relaxed32(&s->sleeping))
-			sub_seqcst32(&ch->hdr->sleepers, 1);
-		*index = i;
-		return s;
-	}
-	return NULL;
-}
-
-SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
-					  const struct shmbus_sub_attr *attr)
-{
-	struct shmbus_sub_attr def = { 0 };
-	struct shmbus_sub *sub;
-	struct shmbus_sub_slot *s;
-	uint64_t head, start, seq;
-	uint32_t i;
-
-	if (!ch || (attr && (attr->wait > SHMBUS_WAIT_SLEEP ||
-			     attr->start > SHMBUS_START_OLDEST))) {
-		errno = EINVAL;
-		return NULL;
-	}
-	if (ch->rdonly || ch->no_sub) {
-		errno = EPERM;	/* a subscriber writes its cursor slot */
-		return NULL;
-	}
-	if (!attr)
-		attr = &def;
-	sub = calloc(1, sizeof(*sub));
-	if (sub && ch_overwrite(ch))
-		sub->buf = malloc(ch->max_msg ? ch->max_msg : 1);
-	if (!sub || (ch_overwrite(ch) && !sub->buf)) {
-		if (sub)
-			free(sub);
-		errno = ENOMEM;
-		return NULL;
-	}
-	s = take_slot(ch, &i);
-	if (!s) {
-		free(sub->buf);
-		free(sub);
-		errno = ENOSPC;
-		return NULL;
-	}
-	sub->ch = ch;
-	sub->slot = s;
-	sub->data = ch->data;
-	sub->mask = ch->mask;
-	sub->cap = ch->cap;
-	sub->cap_log2 = ch->cap_log2;
-	sub->ring_end = UINT64_MAX;
-	sub->max_msg = ch->max_msg;
-	sub->mb_max = ch->max_msg < SHMBUS_MBOX_INLINE ? ch->max_msg
-						       : SHMBUS_MBOX_INLINE;
-	sub->overwrite = ch_overwrite(ch);
-	sub->use_mbox = !ch_multi(ch);
-	sub->mbox = ch->mbox;
-	sub->wait = attr->wait;
-	sub->spin_ns = attr->spin_ns ? attr->spin_ns : 20000;
-
-	store_relaxed32(&s->wait, (uint32_t)attr->wait);
-	store_relaxed32(&s->sleeping, 0);
-	store_relaxed64(&s->delivered, 0);
-	store_relaxed64(&s->lost, 0);
-	store_relaxed64(&s->gen, load_relaxed64(&s->gen) + 1);
-	memset(s->comm, 0, sizeof(s->comm));
-	prctl(PR_GET_NAME, s->comm);
-	/* A conservative first cursor: no later than where we will start. */
-	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
-	raise_hwm(ch->hdr, i + 1);
-	/* R7: pairs with A7 (slot readers); seq_cst, as the store that F2
-	 * orders before our load of head. */
-	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE,
-					     (uint32_t)getpid()));
-	/* F2: pairs with F1 in refresh_limit() (see there). */
-	fence_seqcst();
-	/* The sequence counter read before head is a lower bound of the seq
-	 * of the first message at head: the baseline for counting losses
-	 * should we be lapped before reading anything. */
-	seq = load_relaxed64(&ch->hdr->seq);	/* ordered by F2 */
-	head = load_relaxed64(&ch->hdr->head);
-	if (attr->start == SHMBUS_START_NEWEST) {
-		start = head;
-		sub->next_seq = seq;
-		sub->have_seq = true;
-	}
-	else if (ch_overwrite(ch))
-		sb_sub_find_oldest(ch, head, &start);
-	else
-		start = oldest_held(ch, s, head);
-	sub->pos = start;
-	sub->published = start;
-	sub->fresh = start == head;
-	/* R5 (see publish_cursor()). */
-	store_release64(&s->pos, start);
-	return sub;
-}
-
-SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
-{
-	if (!sub)
-		return;
-	publish_cursor(sub);
-	/* Release: producers that see the slot free need nothing from it. */
-	store_release64(&sub->slot->owner, owner_word(SHMBUS_SLOT_FREE, 0));
-	free(sub->buf);
-	free(sub);
-}
-
-SHMBUS_EXPORT int shmbus_sub_stats(shmbus_sub *sub, struct shmbus_sub_stats *st)
-{
-	uint64_t head;
-
-	if (!sub || !st)
-		return -EINVAL;
-	head = load_relaxed64(&sub->ch->hdr->head);	/* a statistic */
-	st->pos = sub->pos;
-	st->delivered = sub->delivered;
-	st->lost = sub->lost;
-	st->lag_bytes = head > sub->pos ? head - sub->pos : 0;
-	return 0;
-}
-
-/* For wait.c: the pieces of a subscriber it needs. */
-struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub)
-{
-	return sub->ch;
-}
-
-struct shmbus_sub_slot *sb_sub_slot(struct shmbus_sub *sub,
-				    enum shmbus_wait *wait, uint32_t *spin_ns)
-{
-	*wait = sub->wait;
-	*spin_ns = sub->spin_ns;
-	return sub->slot;
 }

@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * subscriber.c - opening and closing a subscriber: its cursor slot, where
+ * it starts, and what it tells busstat.  Reading is subscribe.c's.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "sub.h"
+
+/* Block policy, SHMBUS_START_OLDEST: the slowest active cursor other than
+ * ours, which producers are already holding back for; else head. */
+static uint64_t oldest_held(struct shmbus_channel *ch,
+			    const struct shmbus_sub_slot *me, uint64_t head)
+{
+	uint64_t min = head;
+
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		uint64_t c;
+
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
+		if (s == me || owner_state(load_acquire64(&s->owner)) !=
+				       SHMBUS_SLOT_ACTIVE)
+			continue;
+		c = load_acquire64(&s->pos);
+		if (c < min && c + ch->cap >= head + SHMBUS_REC_ALIGN)
+			min = c;
+	}
+	return min;
+}
+
+static void raise_hwm(struct shmbus_hdr *h, uint32_t n)
+{
+	uint32_t cur = load_relaxed32(&h->nsub_hwm);
+
+	/* A monotone maximum, raised before our ACTIVE store; read by
+	 * producers after F1 (see refresh_limit()). */
+	while (cur < n && !cas_seqcst32(&h->nsub_hwm, &cur, n))
+		;
+}
+
+/* Takes a free slot, or one whose owner process is gone. */
+static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
+					 uint32_t *index)
+{
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		uint64_t o = load_relaxed64(&s->owner);
+		uint32_t st = owner_state(o);
+
+		if (st == SHMBUS_SLOT_ACTIVE && sb_pid_alive(owner_pid(o)))
+			continue;
+		if (st == SHMBUS_SLOT_BUSY)
+			continue;
+		/* Claims the slot for us alone: the state and the dead
+		 * owner's pid in one compare.  No data edge. */
+		if (!cas_strong64(&s->owner, &o,
+				  owner_word(SHMBUS_SLOT_BUSY,
+					     (uint32_t)getpid())))
+			continue;
+		/* A dead owner that was asleep still counts as a sleeper;
+		 * undo its increment (same order as in sleep_wait()). */
+		if (st == SHMBUS_SLOT_ACTIVE && load_relaxed32(&s->sleeping))
+			sub_seqcst32(&ch->hdr->sleepers, 1);
+		*index = i;
+		return s;
+	}
+	return NULL;
+}
+
+SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
+					  const struct shmbus_sub_attr *attr)
+{
+	struct shmbus_sub_attr def = { 0 };
+	struct shmbus_sub *sub;
+	struct shmbus_sub_slot *s;
+	uint64_t head, start, seq;
+	uint32_t i;
+
+	if (!ch || (attr && (attr->wait > SHMBUS_WAIT_SLEEP ||
+			     attr->start > SHMBUS_START_OLDEST))) {
+		errno = EINVAL;
+		return NULL;
+	}
+	if (ch->rdonly || ch->no_sub) {
+		errno = EPERM;	/* a subscriber writes its cursor slot */
+		return NULL;
+	}
+	if (!attr)
+		attr = &def;
+	sub = calloc(1, sizeof(*sub));
+	if (sub && ch_overwrite(ch))
+		sub->buf = malloc(ch->max_msg ? ch->max_msg : 1);
+	if (!sub || (ch_overwrite(ch) && !sub->buf)) {
+		if (sub)
+			free(sub);
+		errno = ENOMEM;
+		return NULL;
+	}
+	s = take_slot(ch, &i);
+	if (!s) {
+		free(sub->buf);
+		free(sub);
+		errno = ENOSPC;
+		return NULL;
+	}
+	sub->ch = ch;
+	sub->slot = s;
+	sub->data = ch->data;
+	sub->mask = ch->mask;
+	sub->cap = ch->cap;
+	sub->cap_log2 = ch->cap_log2;
+	sub->ring_end = UINT64_MAX;
+	sub->max_msg = ch->max_msg;
+	sub->mb_max = ch->max_msg < SHMBUS_MBOX_INLINE ? ch->max_msg
+						       : SHMBUS_MBOX_INLINE;
+	sub->overwrite = ch_overwrite(ch);
+	sub->use_mbox = !ch_multi(ch);
+	sub->mbox = ch->mbox;
+	sub->wait = attr->wait;
+	sub->spin_ns = attr->spin_ns ? attr->spin_ns : 20000;
+
+	store_relaxed32(&s->wait, (uint32_t)attr->wait);
+	store_relaxed32(&s->sleeping, 0);
+	store_relaxed64(&s->delivered, 0);
+	store_relaxed64(&s->lost, 0);
+	store_relaxed64(&s->gen, load_relaxed64(&s->gen) + 1);
+	memset(s->comm, 0, sizeof(s->comm));
+	prctl(PR_GET_NAME, s->comm);
+	/* A conservative first cursor: no later than where we will start. */
+	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
+	raise_hwm(ch->hdr, i + 1);
+	/* R7: pairs with A7 (slot readers); seq_cst, as the store that F2
+	 * orders before our load of head. */
+	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE,
+					     (uint32_t)getpid()));
+	/* F2: pairs with F1 in refresh_limit() (see there). */
+	fence_seqcst();
+	/* The sequence counter read before head is a lower bound of the seq
+	 * of the first message at head: the baseline for counting losses
+	 * should we be lapped before reading anything. */
+	seq = load_relaxed64(&ch->hdr->seq);	/* ordered by F2 */
+	head = load_relaxed64(&ch->hdr->head);
+	if (attr->start == SHMBUS_START_NEWEST) {
+		start = head;
+		sub->next_seq = seq;
+		sub->have_seq = true;
+	}
+	else if (ch_overwrite(ch))
+		sb_sub_find_oldest(ch, head, &start);
+	else
+		start = oldest_held(ch, s, head);
+	sub->pos = start;
+	sub->published = start;
+	sub->fresh = start == head;
+	/* R5 (see publish_cursor()). */
+	store_release64(&s->pos, start);
+	return sub;
+}
+
+SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
+{
+	if (!sub)
+		return;
+	sb_sub_publish(sub);
+	/* Release: producers that see the slot free need nothing from it. */
+	store_release64(&sub->slot->owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	free(sub->buf);
+	free(sub);
+}
+
+SHMBUS_EXPORT int shmbus_sub_stats(shmbus_sub *sub, struct shmbus_sub_stats *st)
+{
+	uint64_t head;
+
+	if (!sub || !st)
+		return -EINVAL;
+	head = load_relaxed64(&sub->ch->hdr->head);	/* a statistic */
+	st->pos = sub->pos;
+	st->delivered = sub->delivered;
+	st->lost = sub->lost;
+	st->lag_bytes = head > sub->pos ? head - sub->pos : 0;
+	return 0;
+}
+
+/* For wait.c: the pieces of a subscriber it needs. */
+struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub)
+{
+	return sub->ch;
+}
+
+struct shmbus_sub_slot *sb_sub_slot(struct shmbus_sub *sub,
+				    enum shmbus_wait *wait, uint32_t *spin_ns)
+{
+	*wait = sub->wait;
+	*spin_ns = sub->spin_ns;
+	return sub->slot;
+}
