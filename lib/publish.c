@@ -494,7 +494,7 @@ static inline void mbox_put(struct shmbus_mbox *mb, const uint64_t *src,
  */
 static inline __attribute__((always_inline)) void
 mbox_post(struct shmbus_pub *pub, uint64_t pos, uint64_t w, uint64_t seq,
-	  bool small)
+	  const uint64_t *small, uint32_t small_len)
 {
 	struct shmbus_mbox *mb = pub->mbox;
 	uint32_t len = word_len(w);
@@ -506,8 +506,10 @@ mbox_post(struct shmbus_pub *pub, uint64_t pos, uint64_t w, uint64_t seq,
 	fence_release();
 	store_relaxed64(&mb->word, w);
 	store_relaxed64(&mb->seq, seq);
-	if (small || (word_type(w) == SHMBUS_REC_MSG &&
-		      len <= SHMBUS_MBOX_INLINE)) {
+	if (small) {
+		mbox_put(mb, small, (uint32_t)(align8(small_len) / 8));
+	} else if (word_type(w) == SHMBUS_REC_MSG &&
+		   len <= SHMBUS_MBOX_INLINE) {
 		const uint64_t *src = (const uint64_t *)(
 			pub->data + (pos & pub->mask) + SHMBUS_REC_HDR);
 
@@ -522,9 +524,9 @@ mbox_post(struct shmbus_pub *pub, uint64_t pos, uint64_t w, uint64_t seq,
 /*
  * What every commit ends with: the claim released, the count, the mailbox
  * post of the last record committed (single producer) and the wake-up.
- * `sp_small`: a single producer's message that the mailbox carries, known
- * at compile time (shmbus_publish()'s front), which compiles the other
- * cases out.
+ * `small`: a single producer's message that the mailbox carries, given
+ * by shmbus_publish()'s front as its payload's words in the ring and its
+ * length, which it has at hand: the other cases compile out.
  * The post comes before the wake check's fence: the fence then waits for
  * the mailbox line, which costs a streaming producer a little, but a
  * subscriber waiting on the mailbox sees the message one fence sooner
@@ -532,13 +534,13 @@ mbox_post(struct shmbus_pub *pub, uint64_t pos, uint64_t w, uint64_t seq,
  */
 static inline __attribute__((always_inline)) void
 commit_done(struct shmbus_pub *pub, uint64_t n, uint64_t pos, uint64_t w,
-	    uint64_t seq, bool sp_small)
+	    uint64_t seq, const uint64_t *small, uint32_t small_len)
 {
-	if (sp_small)
-		mbox_post(pub, pos, w, seq, true);
+	if (small)
+		mbox_post(pub, pos, w, seq, small, small_len);
 	else if (!pub->multi)
-		mbox_post(pub, pos, w, seq, false);
-	if (!sp_small)
+		mbox_post(pub, pos, w, seq, NULL, 0);
+	if (!small)
 		release_claim(pub);
 	if (n)		/* an abort publishes nothing */
 		count_published(pub, n);
@@ -616,7 +618,7 @@ SHMBUS_EXPORT int shmbus_commit(shmbus_pub *pub)
 		return -EINVAL;
 	w = commit_rec(pub->ch, pub->c_pos, SHMBUS_REC_MSG, pub->c_len);
 	pub->claimed = false;
-	commit_done(pub, 1, pub->c_pos, w, pub->c_seq, false);
+	commit_done(pub, 1, pub->c_pos, w, pub->c_seq, NULL, 0);
 	return 0;
 }
 
@@ -632,7 +634,7 @@ SHMBUS_EXPORT int shmbus_abort(shmbus_pub *pub)
 	w = commit_rec(pub->ch, pub->c_pos, SHMBUS_REC_SKIP, pub->c_len);
 	add_relaxed64(&pub->ch->hdr->aborts, 1);
 	pub->claimed = false;
-	commit_done(pub, 0, pub->c_pos, w, pub->c_seq, false);
+	commit_done(pub, 0, pub->c_pos, w, pub->c_seq, NULL, 0);
 	return 0;
 }
 
@@ -681,7 +683,8 @@ SHMBUS_EXPORT int shmbus_publish(shmbus_pub *pub, const void *data,
 	w = pub->tag_word | (uint64_t)SHMBUS_REC_MSG << SHMBUS_LEN_BITS | len;
 	/* R1: pairs with A1 in the subscriber's peek() (commit_word_at()). */
 	store_release64(&r->commit, w);
-	commit_done(pub, 1, p, w, seq, true);
+	commit_done(pub, 1, p, w, seq, (const uint64_t *)(r + 1),
+		    (uint32_t)len);
 	return 0;
 }
 
@@ -786,6 +789,6 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 	/* Only the last record is posted: a subscriber that waited on the
 	 * mailbox finds it ahead and reads the batch from the ring. */
 	commit_done(pub, n, last, tag | (uint32_t)msgs[n - 1].iov_len,
-		    seq + n - 1, false);
+		    seq + n - 1, NULL, 0);
 	return (int)n;
 }
