@@ -38,6 +38,7 @@ struct shmbus_pub {
 	uint32_t c_len;
 	uint64_t c_pos;
 	uint64_t c_seq;
+	uint64_t c_word;	/* the commit word shmbus_commit() stores */
 };
 
 #endif /* SHMBUS_PUB_H */

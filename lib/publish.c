@@ -559,16 +559,20 @@ void sb_seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q)
 }
 
 /* A claim of one record of `len` bytes at pos, reserved: its header,
- * the handle's note of it, and the caller's pointer to its payload. */
+ * the handle's note of it (with the commit word `w` its commit will
+ * store), and the caller's pointer to its payload. */
 static inline void claim_held(struct shmbus_pub *pub, uint64_t pos,
-			      uint64_t seq, size_t len, void **buf)
+			      uint64_t seq, size_t len, uint64_t w, void **buf)
 {
-	write_rec_hdr(pub->ch, pos, seq);
+	struct shmbus_rec *r = pub_rec(pub, pos);
+
+	store_relaxed64(&r->seq, seq);
 	pub->claimed = true;
 	pub->c_pos = pos;
 	pub->c_seq = seq;
 	pub->c_len = (uint32_t)len;
-	*buf = pub->data + (pos & pub->mask) + SHMBUS_REC_HDR;
+	pub->c_word = w;
+	*buf = r + 1;
 }
 
 /* shmbus_claim(), whole: every check, and every way to reserve. */
@@ -587,7 +591,8 @@ static __attribute__((noinline)) int claim_any(struct shmbus_pub *pub,
 	rc = reserve(pub, rec_size(len), 1, len, &pos, &seq);
 	if (rc)
 		return rc;
-	claim_held(pub, pos, seq, len, buf);
+	claim_held(pub, pos, seq, len,
+		   commit_word(pub->ch, pos, SHMBUS_REC_MSG, (uint32_t)len), buf);
 	return 0;
 }
 
@@ -605,20 +610,32 @@ SHMBUS_EXPORT int shmbus_claim(shmbus_pub *pub, size_t len, void **buf)
 	if (!pub || !buf || pub->claimed || len > pub->max_msg ||
 	    !claim_fast(pub, need, &p))
 		return claim_any(pub, len, buf);
+	/* A fast claim lies in the room's lap: its tag is tag_word's. */
 	claim_held(pub, p, claim_done(pub, p, 0, p + need, 1, len, false, false),
-		   len, buf);
+		   len, pub->tag_word | (uint64_t)SHMBUS_REC_MSG << SHMBUS_LEN_BITS |
+				len, buf);
 	return 0;
 }
 
 SHMBUS_EXPORT int shmbus_commit(shmbus_pub *pub)
 {
+	struct shmbus_rec *r;
 	uint64_t w;
 
 	if (!pub || !pub->claimed)
 		return -EINVAL;
-	w = commit_rec(pub->ch, pub->c_pos, SHMBUS_REC_MSG, pub->c_len);
+	r = pub_rec(pub, pub->c_pos);
+	w = pub->c_word;
+	/* R1: pairs with A1 in the subscriber's peek() (commit_word_at()). */
+	store_release64(&r->commit, w);
 	pub->claimed = false;
-	commit_done(pub, 1, pub->c_pos, w, pub->c_seq, NULL, 0);
+	/* A single producer's small message: the post takes its payload
+	 * from where the claim handed it out. */
+	if (!pub->multi && pub->c_len <= SHMBUS_MBOX_INLINE)
+		commit_done(pub, 1, pub->c_pos, w, pub->c_seq,
+			    (const uint64_t *)(r + 1), pub->c_len);
+	else
+		commit_done(pub, 1, pub->c_pos, w, pub->c_seq, NULL, 0);
 	return 0;
 }
 
