@@ -64,6 +64,13 @@ static inline bool ch_multi(const struct shmbus_channel *ch)
 	return ch->flags & SHMBUS_F_MULTI_PRODUCER;
 }
 
+/* The longest message the mailbox carries on this channel. */
+static inline uint32_t ch_mbox_max(const struct shmbus_channel *ch)
+{
+	return ch->max_msg < SHMBUS_MBOX_INLINE ? ch->max_msg
+						: SHMBUS_MBOX_INLINE;
+}
+
 static inline uint64_t align8(uint64_t n)
 {
 	return (n + (SHMBUS_REC_ALIGN - 1)) & ~(uint64_t)(SHMBUS_REC_ALIGN - 1);

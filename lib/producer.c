@@ -110,8 +110,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 	pub->max_msg = ch->max_msg;
 	pub->seg_log2 = ch->seg_log2;
 	pub->cap_log2 = ch->cap_log2;
-	pub->small_max = ch->max_msg < SHMBUS_MBOX_INLINE ? ch->max_msg
-							  : SHMBUS_MBOX_INLINE;
+	pub->small_max = ch_mbox_max(ch);
 	pub->multi = ch_multi(ch);
 	/* room stays 0 (calloc): the first claim is a slow one, which sets
 	 * it (set_room() in publish.c); a multi producer's stays 0. */

@@ -436,13 +436,26 @@ static void write_rec_hdr(struct shmbus_channel *ch, uint64_t pos,
 }
 
 /* Stores commit word w at pos. */
-static inline void commit_word_at(struct shmbus_channel *ch, uint64_t pos,
-				  uint64_t w)
+static inline void commit_store(struct shmbus_rec *r, uint64_t w)
 {
 	/* R1: pairs with A1 in the subscriber's peek(): the sequence number
 	 * and payload written before this store are visible to a reader that
 	 * sees this commit word. */
-	store_release64(&rec_at(ch, pos)->commit, w);
+	store_release64(&r->commit, w);
+}
+
+static inline void commit_word_at(struct shmbus_channel *ch, uint64_t pos,
+				  uint64_t w)
+{
+	commit_store(rec_at(ch, pos), w);
+}
+
+/* The commit word of a message of `len` bytes claimed by claim_fast():
+ * it lies in the room's lap, whose tag set_room() computed. */
+static inline uint64_t fast_word(const struct shmbus_pub *pub, size_t len)
+{
+	return pub->tag_word | (uint64_t)SHMBUS_REC_MSG << SHMBUS_LEN_BITS |
+	       len;
 }
 
 static uint64_t commit_rec(struct shmbus_channel *ch, uint64_t pos,
@@ -610,10 +623,8 @@ SHMBUS_EXPORT int shmbus_claim(shmbus_pub *pub, size_t len, void **buf)
 	if (!pub || !buf || pub->claimed || len > pub->max_msg ||
 	    !claim_fast(pub, need, &p))
 		return claim_any(pub, len, buf);
-	/* A fast claim lies in the room's lap: its tag is tag_word's. */
 	claim_held(pub, p, claim_done(pub, p, 0, p + need, 1, len, false, false),
-		   len, pub->tag_word | (uint64_t)SHMBUS_REC_MSG << SHMBUS_LEN_BITS |
-				len, buf);
+		   len, fast_word(pub, len), buf);
 	return 0;
 }
 
@@ -626,8 +637,7 @@ SHMBUS_EXPORT int shmbus_commit(shmbus_pub *pub)
 		return -EINVAL;
 	r = pub_rec(pub, pub->c_pos);
 	w = pub->c_word;
-	/* R1: pairs with A1 in the subscriber's peek() (commit_word_at()). */
-	store_release64(&r->commit, w);
+	commit_store(r, w);
 	pub->claimed = false;
 	/* A single producer's small message: the post takes its payload
 	 * from where the claim handed it out. */
@@ -697,9 +707,8 @@ SHMBUS_EXPORT int shmbus_publish(shmbus_pub *pub, const void *data,
 	r = pub_rec(pub, p);
 	store_relaxed64(&r->seq, seq);
 	sb_copy(r + 1, data, len);
-	w = pub->tag_word | (uint64_t)SHMBUS_REC_MSG << SHMBUS_LEN_BITS | len;
-	/* R1: pairs with A1 in the subscriber's peek() (commit_word_at()). */
-	store_release64(&r->commit, w);
+	w = fast_word(pub, len);
+	commit_store(r, w);
 	commit_done(pub, 1, p, w, seq, (const uint64_t *)(r + 1),
 		    (uint32_t)len);
 	return 0;

@@ -118,8 +118,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->cap_log2 = ch->cap_log2;
 	sub->ring_end = UINT64_MAX;
 	sub->max_msg = ch->max_msg;
-	sub->mb_max = ch->max_msg < SHMBUS_MBOX_INLINE ? ch->max_msg
-						       : SHMBUS_MBOX_INLINE;
+	sub->mb_max = ch_mbox_max(ch);
 	sub->overwrite = ch_overwrite(ch);
 	sub->use_mbox = !ch_multi(ch);
 	sub->mbox = ch->mbox;
