@@ -114,6 +114,21 @@ static unsigned reap_channel(struct sbd_chan *c, struct verdicts *v)
 			/* A previous shmbusd died repairing: finish. */
 			sb_repair_sp(ch, sp, (uint32_t)sbd.self_pid);
 	}
+	/* Claims of dead producers that never handed over, at the
+	 * hand-off, one after another: producers waiting behind them do the
+	 * same, but there may be none. */
+	for (uint32_t n = 0; ch_multi(ch) && n < SHMBUS_MAX_PRODUCERS; n++) {
+		/* A3: pairs with R3 (the hand-off store of the claim before
+		 * it); sb_handoff_help() orders the rest. */
+		uint64_t x = load_acquire64(&ch->hdr->handoff);
+
+		if (sb_handoff_help(ch, x, (uint32_t)sbd.self_pid,
+				    sbd_pid_gone) != SB_HELP_DONE)
+			break;
+		sbd_log(SBD_NOTICE, 0, "%s: handed over and padded the claim "
+			"at %llu of a dead producer", c->name,
+			(unsigned long long)x);
+	}
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		uint64_t o = load_relaxed64(&ch->prods[i].owner);
 		uint64_t repairs;
@@ -122,7 +137,8 @@ static unsigned reap_channel(struct sbd_chan *c, struct verdicts *v)
 		    !gone(v, owner_pid(o)))
 			continue;
 		repairs = load_relaxed64(&ch->hdr->repairs);
-		rc = sb_repair_prod(ch, i, owner_pid(o));
+		rc = sb_repair_prod(ch, i, owner_pid(o),
+				    (uint32_t)sbd.self_pid);
 		if (rc == -EAGAIN) {
 			sbd_log(SBD_DEBUG, 0, "%s: producer slot %u of dead "
 				"process %u: the claim before it is still open;"

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include "channel.h"
 #include "copy.h"
@@ -130,49 +131,55 @@ static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
 
 static void release_claim(struct shmbus_pub *pub);
 
-/* Whether a live producer still owns an unfinished claim ending at p
- * (won or only announced: the tentative bit is ignored). */
-static bool live_claim_ends_at(struct shmbus_channel *ch, uint64_t p)
+static bool pid_gone(uint32_t pid)
 {
-	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
-		struct shmbus_prod_slot *s = &ch->prods[i];
-		/* A7 (slot fields), A6 (its claim). */
-		uint64_t o = load_acquire64(&s->owner);
-
-		if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
-		    (load_acquire64(&s->claim_end) &
-		     ~SHMBUS_CLAIM_TENTATIVE) == p &&
-		    load_acquire64(&s->claim_pos) < p &&
-		    sb_pid_alive(owner_pid(o)))
-			return true;
-	}
-	return false;
+	return !sb_pid_alive(pid);
 }
 
+/* How long the hand-off may name a claim that no slot announces before
+ * the word is taken for corrupt.  In a sound ring that lasts only while
+ * the claim's producer hands over between our two loads. */
+#define HANDOFF_CORRUPT_NS	INT64_C(20000000)	/* 20 ms */
+
 /*
- * Waits for the previous claimer to hand over position p (MP only).  It
- * normally takes a few instructions.  The wait goes on only while a live
- * producer owns the claim that ends at p: a stopped producer is waited
- * for, but a dead one (or a corrupt hand-off word) is not, and we take the
- * hand-off ourselves.  Returns false in that case.
+ * Waits until the hand-off reaches p, the start of our claim (MP only).
+ * It normally takes a few instructions: the claimer before us hands over
+ * right after its CAS.  While we wait, a claim at the hand-off whose
+ * producer is gone is handed over and padded on its behalf
+ * (sb_handoff_help()), whichever claim before ours it is; a live
+ * producer's claim is waited for, however long it is stopped.  Returns
+ * false if the hand-off word is corrupt (past p, or naming a claim that
+ * no slot announces): the claim then goes on without handing over.
  */
 static bool await_handoff(struct shmbus_channel *ch, uint64_t p)
 {
+	uint64_t hv, odd = UINT64_MAX;
+	int64_t since = 0;
 	unsigned spins = 0;
-	uint64_t hv;
 
-	/* A3: pairs with R3 below, in the previous claimer: its
-	 * invalidation of the header word at p and its sequence numbers are
-	 * visible once we see p here. */
+	/* A3: pairs with R3 in the previous claimer's claim_done() (or in
+	 * sb_handoff_help()): the zeroing of the word at p, and the
+	 * sequence numbers, are visible once we see p here. */
 	while ((hv = load_acquire64(&ch->hdr->handoff)) != p) {
-		if (hv > p)		/* past our own claim: corrupt */
+		if (hv > p)
 			return false;
 		if (++spins < 1024) {
 			cpu_relax();
 			continue;
 		}
-		if (spins % 64 == 0 && !live_claim_ends_at(ch, p))
-			return false;
+		if (spins % 64 == 0) {
+			int rc = sb_handoff_help(ch, hv, (uint32_t)getpid(),
+						 pid_gone);
+
+			if (rc != SB_HELP_NOBODY) {
+				odd = UINT64_MAX;
+			} else if (hv != odd) {
+				odd = hv;
+				since = sb_now_ns();
+			} else if (sb_now_ns() - since > HANDOFF_CORRUPT_NS) {
+				return false;
+			}
+		}
 		sched_yield();
 	}
 	return true;
@@ -327,24 +334,33 @@ claim_done(struct shmbus_pub *pub, uint64_t p, uint64_t pad, uint64_t q,
 	 * that copied bytes we overwrite sees head past its record. */
 	fence_release();
 
-	/* A dead predecessor's hand-off is taken over; shmbusd turns its
-	 * claim into padding (sb_repair_prod()). */
-	if (multi)
-		await_handoff(ch, p);
-	/* The header word at q becomes the next claim's commit word; zero it
-	 * now, before our commits (R1, release) publish anything, so that a
-	 * reader who reaches q after our records never mistakes stale bytes
-	 * of an earlier lap for a committed record. */
-	store_relaxed64(&pub_rec(pub, q)->commit, 0);
-	if (index && crosses_seg(pub, p, q))
-		seg_index(ch, p, q);
 	if (multi) {
+		/* The claims before ours have handed over; a corrupt hand-off
+		 * word leaves the word at q and the hand-off alone, since
+		 * the next claimer may already own them. */
+		bool mine = await_handoff(ch, p);
+
+		if (mine)
+			store_relaxed64(&pub_rec(pub, q)->commit, 0);
+		if (index && crosses_seg(pub, p, q))
+			seg_index(ch, p, q);
 		seq = load_relaxed64(&h->seq);
 		store_relaxed64(&h->seq, seq + nmsgs);
 		store_relaxed64(&h->bytes, load_relaxed64(&h->bytes) + nbytes);
-		/* R3: pairs with A3 in the next claimer's await_handoff(). */
-		store_release64(&h->handoff, q);
+		/* R3: pairs with A3 in the next claimer's await_handoff(),
+		 * A3 in sb_handoff_help() and sb_repair_prod(), and A3' in
+		 * the subscriber's trusted(). */
+		if (mine)
+			store_release64(&h->handoff, q);
 	} else {
+		/* The header word at q becomes the next claim's commit
+		 * word; zero it now, before our commits (R1, release)
+		 * publish anything, so that a reader who reaches q after our
+		 * records never mistakes stale bytes of an earlier lap for a
+		 * committed record. */
+		store_relaxed64(&pub_rec(pub, q)->commit, 0);
+		if (index && crosses_seg(pub, p, q))
+			seg_index(ch, p, q);
 		seq = pub->seq;
 		pub->seq += nmsgs;
 		pub->bytes += nbytes;

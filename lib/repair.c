@@ -3,19 +3,29 @@
  * repair.c - crash repair: releasing dead slots, and turning the claims of
  * dead producers into padding so that subscribers move past them.
  *
- * A claim [c, q) that its producer will never commit is repaired by
- * committing PAD records over the part of it that is not committed yet.
+ * Multi producer.  Claims are handed over in ring order (the hand-off,
+ * docs/design.md §4): hdr.handoff == x means that every claim before x
+ * has handed over and the claim that starts at x has not.  A claim whose
+ * producer died is repaired in one of two ways:
+ *
+ *   - it had not handed over: once the hand-off reaches it, whoever waits
+ *     behind it (a producer, or shmbusd) adopts its slot, does the
+ *     hand-off for it and pads the whole claim (sb_handoff_help());
+ *   - it had handed over and died writing: shmbusd adopts its slot and
+ *     pads what it did not commit (sb_repair_prod()).
+ *
  * Three things make that safe against the live processes around it:
  *
- *   - the dead slot keeps its claim_pos until the repair is done, so no
- *     producer claims a lap past c (refresh_limit()): the bytes of [c, q)
- *     cannot be reused under the repairer;
- *   - the repair waits until the claim before it has been handed over
- *     (handoff >= c): until then that claimer may still zero the word at
- *     c, which would erase our padding;
- *   - the word at q, which the dead producer should have zeroed, is only
- *     ever zeroed with a CAS from a value that is not a commit of this lap,
- *     so a successor's commit there is never lost.
+ *   - the hand-off never passes a live producer's claim, however long it
+ *     is stopped: so a claim the hand-off has passed has had the word at
+ *     its start zeroed by the claim before it, and nobody zeroes it again;
+ *   - a dead slot is adopted (owner CAS from the dead pid to the
+ *     repairer's) before anything is written: one repairer per claim, and
+ *     a repairer that dies in turn leaves a slot naming a dead pid, which
+ *     the next one adopts and repairs again (every step is idempotent);
+ *   - the adopted slot keeps its claim_pos until the repair is done, so no
+ *     producer claims a lap past it: a repairer however slow never writes
+ *     into the next lap.
  *
  * The pieces of padding are committed last to first: every committed
  * record is followed by a committed or zeroed word (docs/design.md §3).
@@ -130,99 +140,180 @@ int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self)
 	return fixed;
 }
 
-/*
- * A claim announced as tentative (the producer died before marking it
- * won, or lost the CAS): decides whose the position c is.  Returns 1 if
- * the dead slot s won it, 0 if someone else did, -EAGAIN if undecided.
- */
-static int tentative_owner(struct shmbus_channel *ch,
-			   const struct shmbus_prod_slot *s, uint64_t c,
-			   uint64_t q)
+/* Gives an adopted slot back: its claim holds nobody back any more, and
+ * the slot may be reused. */
+static void release_adopted(struct shmbus_channel *ch,
+			    struct shmbus_prod_slot *s)
 {
-	uint64_t w;
+	/* R6: pairs with A6 in refresh_limit() and sb_handoff_help(). */
+	store_release64(&s->claim_pos, UINT64_MAX);
+	/* Release: the repair above precedes the slot's reuse (the next
+	 * owner's CAS in take_prod_slot() reads this store). */
+	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	add_relaxed64(&ch->hdr->reaped, 1);
+}
+
+/* Makes the slot of a dead producer ours, comparing its state and the
+ * dead pid in one CAS: from then on nobody else repairs it, a producer
+ * waiting behind it sees a live owner, and its claim_pos still holds
+ * every producer a lap behind it. */
+static bool adopt(struct shmbus_prod_slot *s, uint64_t o, uint32_t self)
+{
+	/* No data edge: the dead producer's stores are read after its death
+	 * (and after the acquire loads named where they are read). */
+	return cas_strong64(&s->owner, &o,
+			    owner_word(SHMBUS_SLOT_ACTIVE, self));
+}
+
+/*
+ * The end of the claim that starts at x, for a claim not handed over
+ * yet: where the next claim starts, or head if there is none.  The next
+ * claim's producer announced its start before its CAS on head (R6, seen
+ * through the acquire load of head by the caller) and keeps it until the
+ * hand-off reaches it, which it has not; no claim starts between x and
+ * it.  So the end is the least announced start past x, or head.  The
+ * dead producer's own claim_end is not used: it may be only tentative.
+ */
+static uint64_t end_of_claim(struct shmbus_channel *ch, uint64_t x,
+			     uint64_t head)
+{
+	uint64_t end = head;
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *t = &ch->prods[i];
-		uint64_t o, e;
+		uint64_t c;
 
-		if (t == s)
-			continue;
 		/* A7: pairs with R7 (the slot's ACTIVE store). */
-		o = load_acquire64(&t->owner);
-		/* A6: pairs with R6; a claim released after its commit
-		 * (claim_pos = MAX) makes that commit visible to the check
-		 * of the word at c below. */
-		if (owner_state(o) != SHMBUS_SLOT_ACTIVE ||
-		    load_acquire64(&t->claim_pos) != c)
+		if (owner_state(load_acquire64(&t->owner)) !=
+		    SHMBUS_SLOT_ACTIVE)
 			continue;
-		e = load_acquire64(&t->claim_end);
-		if (!(e & SHMBUS_CLAIM_TENTATIVE))
-			return 0;	/* t won c */
-		if (sb_pid_alive(owner_pid(o)) ||
-		    (e & ~SHMBUS_CLAIM_TENTATIVE) != q)
-			return -EAGAIN;	/* about to mark it, or ambiguous */
+		/* A6: pairs with R6 (the announcement before the CAS). */
+		c = load_acquire64(&t->claim_pos);
+		if (c > x && c < end && c % SHMBUS_REC_ALIGN == 0)
+			end = c;
 	}
-	/* Nobody shows c as won.  A producer that won c commits its first
-	 * record at c only after marking the claim, so a commit at c means
-	 * another producer won it and finished. */
-	w = load_acquire64(&rec_at(ch, c)->commit);	/* A1 */
-	return word_tag(w) == lap_tag(ch, c) ? 0 : 1;
+	return end;
 }
 
-/* Repairs the claim of dead producer slot s.  Returns 0 when the slot may
- * be released, -EAGAIN to try again later. */
-static int repair_claim(struct shmbus_channel *ch, struct shmbus_prod_slot *s)
+int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
+		    bool (*gone)(uint32_t pid))
 {
 	struct shmbus_hdr *h = ch->hdr;
-	uint64_t c, e, q, head, hv, r, exp;
-	int rc;
+	struct shmbus_prod_slot *dead = NULL;
+	uint64_t head, dead_o = 0, end, exp;
 
-	/* The dead process's own stores: nobody changes them now. */
-	c = load_acquire64(&s->claim_pos);
-	e = load_acquire64(&s->claim_end);
-	if (c == UINT64_MAX)
-		return 0;
-	q = e & ~SHMBUS_CLAIM_TENTATIVE;
-	/* Acquire: pairs with the release part of the head CAS that claimed
-	 * from c, so the winner's announcement (R6) is visible below. */
+	/* Acquire: pairs with the release part of every CAS on head, a
+	 * release sequence: the announcement (R6) of every claim that
+	 * starts below this head is visible in the scan below. */
 	head = load_acquire64(&h->head);
-	if (head <= c)
-		return 0;		/* announced, never claimed */
-	if (c % SHMBUS_REC_ALIGN || q % SHMBUS_REC_ALIGN || q <= c ||
-	    q - c > ch->cap || head - c > ch->cap)
-		return 0;		/* not a claim of this ring */
-	if (e & SHMBUS_CLAIM_TENTATIVE) {
-		rc = tentative_owner(ch, s, c, q);
-		if (rc <= 0)
-			return rc;
+	if (x % SHMBUS_REC_ALIGN || head <= x || head - x > ch->cap)
+		return SB_HELP_NOBODY;	/* nothing claimed at x: corrupt */
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		struct shmbus_prod_slot *s = &ch->prods[i];
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
+		uint64_t o = load_acquire64(&s->owner);
+
+		/* A6: pairs with R6 (the announcement before the CAS). */
+		if (owner_state(o) != SHMBUS_SLOT_ACTIVE ||
+		    load_acquire64(&s->claim_pos) != x)
+			continue;
+		/* The winner of x is among the slots that announce x, and
+		 * keeps announcing it until it hands over: while one of
+		 * them is alive, it may be the winner (or a loser about to
+		 * announce again). */
+		if (!gone(owner_pid(o)))
+			return SB_HELP_LIVE;
+		dead = s;
+		dead_o = o;
 	}
-	/* A3: pairs with R3 in the claimer before us: its zeroing of the
-	 * word at c is done once handoff reaches c. */
-	hv = load_acquire64(&h->handoff);
-	if (hv < c)
-		return -EAGAIN;
-	zero_stale(ch, q);
-	if (hv == c) {
-		/* The dead producer never handed over: do it for it. */
-		sb_seg_index(ch, c, q);
-		exp = c;
-		/* R3: pairs with A3 in the next claimer's await_handoff().
-		 * It may have taken the hand-off itself meanwhile. */
-		cas_seqcst64(&h->handoff, &exp, q);
+	if (!dead)
+		return SB_HELP_NOBODY;
+	if (!adopt(dead, dead_o, self))
+		return SB_HELP_LIVE;	/* someone else adopted it */
+	/* A3: pairs with R3: whoever moved the hand-off past x (the adopter
+	 * of a second dead slot that announced x) has repaired the claim. */
+	if (load_acquire64(&h->handoff) != x) {
+		release_adopted(ch, dead);
+		return SB_HELP_DONE;
 	}
+	end = end_of_claim(ch, x, head);
+	/* For busstat and the daemon; the claim is ours now. */
+	store_relaxed64(&dead->claim_end, end);
+	/* What the dead producer's hand-off would have done, then the whole
+	 * claim as padding (it wrote nothing: a producer writes only after
+	 * it has handed over).  The word at end first: the padding makes
+	 * [x, end) reachable (§3).  Its producer commits there only after
+	 * the hand-off reaches end, so only a stale word is zeroed. */
+	zero_stale(ch, end);
+	sb_seg_index(ch, x, end);
+	pad_range(ch, x, end);
+	add_relaxed64(&h->repairs, 1);
+	exp = x;
+	/* R3: pairs with A3 in the next claimer's await_handoff() and A3'
+	 * in the subscriber's trusted(): the zeroing and the index above
+	 * are visible to whoever sees the hand-off at end. */
+	cas_seqcst64(&h->handoff, &exp, end);
+	release_adopted(ch, dead);
+	return SB_HELP_DONE;
+}
+
+/*
+ * Repairs the claim of dead producer slot s, whose owner word is `o`, and
+ * releases the slot.  Returns 1 when released, 0 if someone else took the
+ * slot, -EAGAIN to try again later.
+ */
+static int repair_claim(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
+			uint64_t o, uint32_t self)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	uint64_t c, e, q, head = 0, r;
+
+	/* A6: the dead process's own stores; nobody changes them now. */
+	c = load_acquire64(&s->claim_pos);
+	if (c != UINT64_MAX) {
+		/* Acquire: pairs with the release part of the head CAS
+		 * that claimed from c. */
+		head = load_acquire64(&h->head);
+		/* A3: pairs with R3: every claim before the hand-off has
+		 * handed over (zeroed the word at its end). */
+		if (head > c && load_acquire64(&h->handoff) <= c)
+			return -EAGAIN;	/* not handed over yet: that is
+					 * sb_handoff_help()'s */
+	}
+	if (!adopt(s, o, self))
+		return 0;
+	if (c == UINT64_MAX || head <= c)
+		goto out;		/* no claim, or announced and lost */
+	/* Relaxed: stored before its hand-off, which the acquire load of
+	 * handoff above has seen (or a later one, through the chain of
+	 * A3/R3 pairs of the claims after it). */
+	e = load_relaxed64(&s->claim_end);
+	q = e & ~SHMBUS_CLAIM_TENTATIVE;
+	/* A tentative claim past the hand-off was lost to another
+	 * producer, or won and handed over (and padded whole) by
+	 * sb_handoff_help(): nothing of it is left to repair. */
+	if (e & SHMBUS_CLAIM_TENTATIVE || c % SHMBUS_REC_ALIGN ||
+	    q % SHMBUS_REC_ALIGN || q <= c || q - c > ch->cap ||
+	    head - c > ch->cap)
+		goto out;
+	/* It handed over and died writing: pad what it did not commit.
+	 * The word at q was zeroed before its hand-off, and the slot keeps
+	 * every producer from claiming a lap past c until we release it. */
 	r = committed_until(ch, c, q);
 	if (r < q) {
 		pad_range(ch, r, q);
 		add_relaxed64(&h->repairs, 1);
 	}
-	return 0;
+out:
+	release_adopted(ch, s);
+	return 1;
 }
 
-int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead)
+int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
+		   uint32_t self)
 {
 	struct shmbus_prod_slot *s;
 	uint64_t o;
-	int rc;
 
 	if (i >= SHMBUS_MAX_PRODUCERS || dead == 0)
 		return 0;
@@ -231,19 +322,14 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead)
 	o = load_acquire64(&s->owner);
 	if (owner_state(o) != SHMBUS_SLOT_ACTIVE || owner_pid(o) != dead)
 		return 0;
-	if (ch_multi(ch)) {
-		rc = repair_claim(ch, s);
-		if (rc)
-			return rc;
+	if (!ch_multi(ch)) {
+		/* A single producer's claim is sb_repair_sp()'s. */
+		if (!adopt(s, o, self))
+			return 0;
+		release_adopted(ch, s);
+		return 1;
 	}
-	/* R6: the claim no longer holds producers back. */
-	store_release64(&s->claim_pos, UINT64_MAX);
-	/* Release: our repair precedes the slot's reuse.  A producer may
-	 * have taken the slot over meanwhile (it has no claim now). */
-	if (!cas_strong64(&s->owner, &o, owner_word(SHMBUS_SLOT_FREE, 0)))
-		return 0;
-	add_relaxed64(&ch->hdr->reaped, 1);
-	return 1;
+	return repair_claim(ch, s, o, self);
 }
 
 int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead)

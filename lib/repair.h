@@ -7,8 +7,9 @@
  * acts only on slots that still name the dead pid, compares that pid in the
  * same CAS that takes the slot, and is safe against live producers and
  * subscribers running concurrently (docs/design.md, "Crash repair").
- * Several repairers may run at once on one channel only for different
- * dead pids; shmbusd runs them from one thread.
+ * A repairer first adopts the slot it repairs (a CAS of its owner word
+ * from the dead pid to its own), so that each claim has one repairer at a
+ * time, and one that dies in turn is repaired like any dead producer.
  */
 #ifndef SHMBUS_REPAIR_H
 #define SHMBUS_REPAIR_H
@@ -19,12 +20,28 @@
  * did, 0 if the slot is not (or no longer) that process's. */
 int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead);
 
-/* Multi producer: turns the open claim of producer slot i (if it belongs
- * to `dead`) into padding, then releases the slot.  Single producer:
- * releases the slot (the claim is repaired by sb_repair_sp()).  Returns 1
- * when the slot was released, 0 if it is not that process's, -EAGAIN if
- * the repair must wait (the claim before it is still open). */
-int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead);
+/* Releases producer slot i if it belongs to `dead`.  Multi producer: a
+ * claim it handed over and did not commit is padded first.  The slot is
+ * adopted (its owner word set to `self`) while that is done.  Returns 1
+ * when the slot was released, 0 if it is not (or no longer) that
+ * process's, -EAGAIN if its claim has not been handed over yet: that is
+ * sb_handoff_help()'s, once the hand-off reaches it. */
+int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
+		   uint32_t self);
+
+/* What sb_handoff_help() found at the hand-off. */
+#define SB_HELP_DONE	1	/* the hand-off moved past x */
+#define SB_HELP_LIVE	0	/* a live process holds the claim at x */
+#define SB_HELP_NOBODY	(-1)	/* no slot announces a claim at x: a race
+				 * with its hand-off, or a corrupt word */
+
+/* Multi producer, the hand-off standing at x: if every slot that
+ * announces a claim at x belongs to a process that is gone (by `gone`),
+ * adopts one of them as `self`, hands the claim over for it (the claim's
+ * end is where the next claim starts) and pads the whole claim.  Several
+ * helpers may run at once, for the same x too. */
+int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
+		    bool (*gone)(uint32_t pid));
 
 /* Single producer: if `dead` holds the producer role, takes it (marked as
  * being repaired by `self`), pads its unfinished claim and gives the role

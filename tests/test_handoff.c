@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_handoff.c - the multi-producer hand-off with live, stopped and dead
+ * producers around it, through a real shmbusd and real kill -9.
+ *
+ * The hand-off passes from claim to claim in ring order.  A claim whose
+ * producer died before handing over is handed over by whoever waits
+ * behind it, but only once every earlier claim has been handed over: a
+ * live producer's claim is never passed, however long it is stopped.
+ *
+ * dead_claim_behind_a_stopped_one builds the interleaving that once
+ * stopped a ring for ever, step by step: a live claim L1 stopped (SIGSTOP)
+ * before its hand-off, a claim D2 after it whose producer is killed, a
+ * claim L3 after that, and the daemon free to repair; then L1 continues.
+ * kill_loop kills producers at random moments, many of them inside their
+ * claims, and checks after every kill that the ring moves again and at
+ * the end that every committed message arrived once, whole, in order.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+#include "shmbus/layout.h"
+
+static const char *const conf_mp =
+	"[defaults]\nsubscribe = *\n"
+	"[channel ch]\ncapacity = 64K\nmax_msg = 1K\npolicy = block\n"
+	"producers = multi\n";
+
+static uint64_t ld(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
+static void st(uint64_t *p, uint64_t v)
+{
+	__atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
+
+/* Waits (up to 2 s) until the channel's head passes `pos`. */
+static void await_head_past(struct shmbus_hdr *h, uint64_t pos)
+{
+	for (int i = 0; i < 2000; i++) {
+		if (ld(&h->head) > pos)
+			return;
+		usleep(1000);
+	}
+	cr_assert_fail("head stayed at %llu", (unsigned long long)pos);
+}
+
+/* A producer that publishes one self-checking message of 100 bytes as
+ * c->id, then exits; it says "ready" before it claims. */
+static int one_message(void *arg)
+{
+	struct child *c = arg;
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, c->name, SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t buf[100];
+
+	if (!pub)
+		return 2;
+	th_msg_fill(buf, sizeof(buf), c->id, 0);
+	if (write(c->ready[1], "x", 1) != 1)
+		return 3;
+	if (shmbus_publish(pub, buf, sizeof(buf)))
+		return 4;
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+/* Reads one message within 2 s; returns its producer id, or -1. */
+static int read_one(shmbus_sub *sub)
+{
+	uint8_t buf[2048];
+	uint32_t id;
+	uint64_t seq;
+
+	for (int i = 0; i < 200; i++) {
+		ssize_t len = shmbus_read(sub, buf, sizeof(buf), NULL);
+
+		if (len == -EAGAIN) {
+			shmbus_wait(sub, 10000000);
+			continue;
+		}
+		cr_assert_geq(len, 0, "read: %s", shmbus_strerror((int)len));
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0,
+			     "torn message");
+		return (int)id;
+	}
+	return -1;
+}
+
+Test(handoff, dead_claim_behind_a_stopped_one, .init = NULL,
+     .fini = teardown, .timeout = 60)
+{
+	struct child l1 = { .name = "ch", .id = 1 }, d2 = { .name = "ch",
+							    .id = 2 },
+		     l3 = { .name = "ch", .id = 3 }, more = { .name = "ch",
+							      .n = 3000,
+							      .id = 0 };
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	struct shmbus_prod_slot *prods, *mine = NULL;
+	struct shmbus_hdr *h;
+	shmbus_bus *sbus, *pbus;
+	shmbus_channel *sch, *pch;
+	shmbus_sub *sub;
+	shmbus_pub *pub;
+	uint64_t start, next[4] = { 0 };
+	uint8_t *ctl, *data;
+	size_t ctl_len, data_len;
+	pid_t p1, p2, p3, pm;
+
+	setup_with(conf_mp);
+	sch = open_role(&sbus, "ch", SHMBUS_ROLE_SUBSCRIBE);
+	sub = sch ? shmbus_sub_open(sch, &sa) : NULL;
+	cr_assert(sub);
+	ctl = th_map_channel(d.dir, &ctl_len);
+	data = th_map_data(d.dir, &data_len);
+	cr_assert(ctl && data);
+	h = (struct shmbus_hdr *)ctl;
+	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+
+	/*
+	 * L0, this process: a producer slot of a live process holding a won
+	 * claim [start, start + 64) that it has not handed over yet, as a
+	 * producer preempted right after its CAS on head leaves it.
+	 */
+	pch = open_role(&pbus, "ch", SHMBUS_ROLE_PUBLISH);
+	pub = pch ? shmbus_pub_open(pch, NULL) : NULL;
+	cr_assert(pub);
+	for (unsigned i = 0; i < SHMBUS_MAX_PRODUCERS; i++)
+		if ((uint32_t)(ld(&prods[i].owner) >> 32) == (uint32_t)getpid())
+			mine = &prods[i];
+	cr_assert(mine);
+	start = ld(&h->head);
+	cr_assert_eq(ld(&h->handoff), start);
+	st(&mine->claim_end, start + 64);
+	st(&mine->claim_pos, start);
+	st(&h->head, start + 64);
+
+	/* L1 claims behind L0 and waits for its hand-off: stop it there. */
+	child_pipes(&l1);
+	p1 = th_spawn(one_message, &l1);
+	hear(l1.ready[0]);
+	await_head_past(h, start + 64);
+	kill(p1, SIGSTOP);
+	/* D2 claims behind L1 and dies waiting for the hand-off. */
+	child_pipes(&d2);
+	p2 = th_spawn(one_message, &d2);
+	hear(d2.ready[0]);
+	await_head_past(h, start + 64 + 120);
+	kill(p2, SIGKILL);
+	cr_assert_eq(th_wait(p2), 128 + SIGKILL);
+	/* L3 claims behind the dead D2, and the daemon is free to repair
+	 * D2 (it scans every 10 ms here). */
+	child_pipes(&l3);
+	p3 = th_spawn(one_message, &l3);
+	hear(l3.ready[0]);
+	await_head_past(h, start + 64 + 2 * 120);
+	usleep(200000);
+
+	/* L0 hands over and commits a padding record, as a producer would;
+	 * then L1 continues. */
+	st((uint64_t *)(data + ((start + 64) & (h->capacity - 1))), 0);
+	st(&h->handoff, start + 64);
+	st((uint64_t *)(data + (start & (h->capacity - 1))),
+	   (uint64_t)((start >> h->cap_log2) + 1) << 32 |
+		   (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS | 56);
+	st(&mine->claim_pos, UINT64_MAX);
+	kill(p1, SIGCONT);
+	cr_assert_eq(th_wait(p1), 0);
+	cr_assert_eq(th_wait(p3), 0);
+
+	/* L1's message, then L3's: D2's claim is padding. */
+	cr_assert_eq(read_one(sub), 1, "L1's message");
+	cr_assert_eq(read_one(sub), 3, "L3's message (the ring stopped)");
+
+	/* And the ring moves on, for several laps. */
+	child_pipes(&more);
+	pm = th_spawn(publisher, &more);
+	hear(more.ready[0]);
+	read_in_order(sub, more.n, next);
+	cr_assert_eq(th_wait(pm), 0);
+
+	munmap(ctl, ctl_len);
+	munmap(data, data_len);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(pch);
+	shmbus_disconnect(pbus);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(sch);
+	shmbus_disconnect(sbus);
+}
+
+/* ------------------------------------------------------------ kill loop */
+
+#define KL_PRODUCERS	3
+#define KL_MAX_IDS	20000
+
+/* Shared by the test, its subscriber and its producers (MAP_SHARED). */
+struct kill_loop {
+	uint64_t committed[KL_MAX_IDS];	/* per producer: messages whose
+					 * commit returned */
+	uint64_t next[KL_MAX_IDS];	/* per producer: next seq expected */
+	uint64_t received;
+	uint32_t bad;			/* the subscriber's first finding */
+	uint64_t bad_id, bad_seq, bad_want;
+};
+
+static struct kill_loop *kl;
+
+static uint32_t rnd(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+/* Publishes for ever as producer `id`, dawdling inside its claims so
+ * that kills and stops land there. */
+static int kl_producer(void *arg)
+{
+	uint32_t id = (uint32_t)(uintptr_t)arg, r = id * 2654435761u + 1;
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_pub *pub = NULL;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "ch", SHMBUS_ROLE_PUBLISH);
+
+	/* Slots of killed producers are released by the daemon's repair. */
+	for (int i = 0; ch && !pub && i < 2000; i++)
+		if (!(pub = shmbus_pub_open(ch, &pa)))
+			usleep(1000);
+	if (!pub)
+		return 2;
+	for (uint64_t s = 0;; s++) {
+		size_t len = TH_MSG_MIN + rnd(&r) % 200;
+		uint32_t dawdle = rnd(&r) % 2048;
+		void *buf;
+
+		if (shmbus_claim(pub, len, &buf))
+			return 4;
+		th_msg_fill(buf, len, id, s);
+		for (volatile uint32_t i = 0; i < dawdle; i++)
+			;
+		if (dawdle % 16 == 0)
+			sched_yield();
+		if (shmbus_commit(pub))
+			return 5;
+		__atomic_store_n(&kl->committed[id], s + 1, __ATOMIC_RELEASE);
+	}
+}
+
+static void kl_bad(uint32_t what, uint64_t id, uint64_t seq, uint64_t want)
+{
+	if (kl->bad)
+		return;
+	kl->bad_id = id;
+	kl->bad_seq = seq;
+	kl->bad_want = want;
+	__atomic_store_n(&kl->bad, what, __ATOMIC_RELEASE);
+}
+
+/* Reads for ever: every message whole, and per producer the next one. */
+static int kl_subscriber(void *arg)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "ch", SHMBUS_ROLE_SUBSCRIBE);
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	uint8_t buf[2048];
+
+	if (!sub)
+		return 2;
+	say(((int *)arg)[1]);
+	for (;;) {
+		ssize_t len = shmbus_read(sub, buf, sizeof(buf), NULL);
+		uint32_t id;
+		uint64_t seq;
+
+		if (len == -EAGAIN)
+			continue;
+		if (len < 0) {
+			kl_bad(1, 0, 0, (uint64_t)-len);
+			continue;
+		}
+		if (th_msg_check(buf, (size_t)len, &id, &seq) ||
+		    id >= KL_MAX_IDS) {
+			kl_bad(2, id, seq, 0);	/* torn */
+			continue;
+		}
+		if (seq != kl->next[id])
+			kl_bad(3, id, seq, kl->next[id]); /* lost, or twice */
+		kl->next[id] = seq + 1;
+		__atomic_store_n(&kl->received, kl->received + 1,
+				 __ATOMIC_RELEASE);
+	}
+}
+
+static uint64_t kl_received(void)
+{
+	return __atomic_load_n(&kl->received, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * Producers killed at random moments, many inside their claims, some
+ * while another producer is stopped inside its own.  After every kill the
+ * ring must move again; at the end every message whose commit returned
+ * must have arrived, once, whole and in order.
+ */
+Test(handoff, kill_loop, .fini = teardown, .timeout = 300)
+{
+	uint64_t kills = th_env_count("SHMBUS_KILLS", 2000);
+	uint64_t kills_done = 0, stops = 0, worst = 0;
+	int64_t end = (int64_t)th_now_ns() + 90 * INT64_C(1000000000);
+	pid_t prod[KL_PRODUCERS], subp;
+	uint32_t next_id = 0, r = (uint32_t)getpid() | 1;
+	int pipefd[2];
+
+	if (kills > KL_MAX_IDS - KL_PRODUCERS)
+		kills = KL_MAX_IDS - KL_PRODUCERS;
+	kl = mmap(NULL, sizeof(*kl), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(kl != MAP_FAILED);
+	setup_with(conf_mp);
+	cr_assert(pipe(pipefd) == 0);
+	subp = th_spawn(kl_subscriber, pipefd);
+	hear(pipefd[0]);
+	for (int i = 0; i < KL_PRODUCERS; i++)
+		prod[i] = th_spawn(kl_producer, (void *)(uintptr_t)next_id++);
+
+	while (kills_done < kills && (int64_t)th_now_ns() < end) {
+		int v = (int)(rnd(&r) % KL_PRODUCERS);
+		int other = (v + 1 + (int)(rnd(&r) % (KL_PRODUCERS - 1))) %
+			    KL_PRODUCERS;
+		bool stop = rnd(&r) % 4 == 0;
+		uint64_t r0, t0, waited;
+
+		if (stop) {
+			kill(prod[other], SIGSTOP);
+			stops++;
+		}
+		usleep(rnd(&r) % 1500);
+		kill(prod[v], SIGKILL);
+		cr_assert_eq(th_wait(prod[v]), 128 + SIGKILL,
+			     "producer failed on its own");
+		if (stop)
+			kill(prod[other], SIGCONT);
+		prod[v] = th_spawn(kl_producer, (void *)(uintptr_t)next_id++);
+		kills_done++;
+		/* The ring moves again. */
+		r0 = kl_received();
+		t0 = th_now_ns();
+		while (kl_received() == r0) {
+			cr_assert(th_now_ns() - t0 < 3000000000ull,
+				  "the ring stopped after kill %llu",
+				  (unsigned long long)kills_done);
+			usleep(100);
+		}
+		waited = th_now_ns() - t0;
+		if (waited > worst)
+			worst = waited;
+		cr_assert_eq(__atomic_load_n(&kl->bad, __ATOMIC_ACQUIRE), 0,
+			     "subscriber: finding %u, producer %llu seq %llu "
+			     "(expected %llu)", kl->bad,
+			     (unsigned long long)kl->bad_id,
+			     (unsigned long long)kl->bad_seq,
+			     (unsigned long long)kl->bad_want);
+	}
+	for (int i = 0; i < KL_PRODUCERS; i++) {
+		kill(prod[i], SIGKILL);
+		cr_assert_eq(th_wait(prod[i]), 128 + SIGKILL);
+	}
+	/* Everything committed arrives (at most one more per producer: a
+	 * kill between its commit and its count). */
+	for (uint32_t id = 0; id < next_id; id++) {
+		uint64_t want = __atomic_load_n(&kl->committed[id],
+						__ATOMIC_ACQUIRE);
+		uint64_t t0 = th_now_ns();
+
+		while (__atomic_load_n(&kl->next[id], __ATOMIC_ACQUIRE) < want) {
+			cr_assert(th_now_ns() - t0 < 5000000000ull,
+				  "producer %u: %llu of %llu committed arrived",
+				  id, (unsigned long long)kl->next[id],
+				  (unsigned long long)want);
+			usleep(1000);
+		}
+		cr_assert_leq(kl->next[id], want + 1, "producer %u", id);
+	}
+	cr_assert_eq(kl->bad, 0, "subscriber: finding %u, producer %llu seq "
+		     "%llu (expected %llu)", kl->bad,
+		     (unsigned long long)kl->bad_id,
+		     (unsigned long long)kl->bad_seq,
+		     (unsigned long long)kl->bad_want);
+	kill(subp, SIGKILL);
+	th_wait(subp);
+	cr_log_info("kill loop: %llu kills, %llu with another producer "
+		    "stopped, %llu messages; slowest return to motion %llu us",
+		    (unsigned long long)kills_done,
+		    (unsigned long long)stops,
+		    (unsigned long long)kl_received(),
+		    (unsigned long long)(worst / 1000));
+	munmap(kl, sizeof(*kl));
+}
