@@ -7,19 +7,56 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <sched.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "channel.h"
 #include "pub.h"
 #include "repair.h"
 
+/* How long a producer waits for shmbusd to finish padding a dead
+ * producer's claim before it gives up with -EBUSY (a stopped daemon). */
+#define SP_REPAIR_WAIT_NS	1000000000
+#define SP_NAP_MIN_NS		20000		/* 20 us, doubling... */
+#define SP_NAP_MAX_NS		1000000		/* ...up to 1 ms */
+
+/*
+ * Whether the process that holds the role is gone for good: no such
+ * process, or a zombie, which has closed everything and never runs again.
+ * shmbusd's test (sbd_pid_gone()) is the same, so that a successor and the
+ * daemon agree on who is dead: a killed producer that its parent has not
+ * reaped yet does not make its successor fail with -EBUSY.
+ */
+static bool holder_gone(uint32_t pid)
+{
+	char path[32], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	if (!sb_pid_alive(pid))
+		return true;
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	p = strrchr(buf, ')');	/* the name may hold anything but this */
+	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
 static int take_sp_role(struct shmbus_channel *ch)
 {
 	uint32_t me = (uint32_t)getpid(), cur = 0;
+	struct timespec nap = { .tv_nsec = SP_NAP_MIN_NS };
 	int64_t give_up = 0;
 
 	/* The producer role is handed over through sp_owner: a seq_cst RMW
@@ -29,21 +66,25 @@ static int take_sp_role(struct shmbus_channel *ch)
 	while (!cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
 		uint32_t pid = cur & ~SHMBUS_SP_REPAIRING;
 
-		if (cur & SHMBUS_SP_REPAIRING && sb_pid_alive(pid)) {
-			/* shmbusd is repairing a dead producer's claim: a
-			 * few microseconds.  Wait, within reason. */
+		if (cur & SHMBUS_SP_REPAIRING && !holder_gone(pid)) {
+			/* shmbusd is padding a dead producer's claim: a few
+			 * microseconds of its time.  Sleep rather than
+			 * yield, so that the repairer is not kept from a
+			 * CPU by us; give up on a daemon that is stopped. */
 			if (give_up == 0)
-				give_up = sb_now_ns() + 1000000000;
+				give_up = sb_now_ns() + SP_REPAIR_WAIT_NS;
 			else if (sb_now_ns() > give_up)
 				return -EBUSY;
-			sched_yield();
+			nanosleep(&nap, NULL);
+			if (nap.tv_nsec < SP_NAP_MAX_NS)
+				nap.tv_nsec *= 2;
 			cur = 0;
 			continue;
 		}
-		if (!(cur & SHMBUS_SP_REPAIRING) && sb_pid_alive(pid))
+		if (!(cur & SHMBUS_SP_REPAIRING) && !holder_gone(pid))
 			return -EBUSY;
-		/* The previous producer (or its repairer) died: take over,
-		 * then repair its unfinished claim. */
+		/* The previous producer (or its repairer) is gone: take
+		 * over, then repair its unfinished claim. */
 		if (cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
 			sb_sp_repair(ch);
 			break;
