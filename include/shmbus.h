@@ -365,13 +365,34 @@ int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
  * restarts, the thread reconnects and re-registers every channel opened
  * through this handle, without disturbing publishing or polling.
  *
+ * A daemon that is not there yet (no socket, or nobody listening on it:
+ * not started, or restarting) is waited for: the connection is tried
+ * again, after pauses growing from 1 ms to 10 ms, for at most 2 s, or the
+ * number of milliseconds in the environment variable
+ * SHMBUS_CONNECT_TIMEOUT_MS (0: try once; at most 3600000; a malformed
+ * value is ignored).  A daemon that comes up within that time is connected
+ * to within 10 ms of listening.  The same bound is how long a request on
+ * the handle (shmbus_bus_open()...) waits for a lost daemon to return.
+ *
  * After fork() the child cannot use its parent's handle (the library
  * closes the child's copy of the socket): connect again in the child.
- * Returns NULL with errno set: ECONNREFUSED or ENOENT (no daemon), EPROTO
- * (not a shmbusd), ENOMEM.  Thread-safe; the handle may be shared by
- * threads.
+ * Returns NULL with errno set: ECONNREFUSED or ENOENT (no daemon answered
+ * within the bound: ECONNREFUSED, a socket file nobody listens on; ENOENT,
+ * no socket file), EACCES (the socket's mode), ETIMEDOUT (a daemon that
+ * accepted but did not answer within 5 s), EPROTO (not a shmbusd),
+ * ENAMETOOLONG, ENOMEM.  Thread-safe; the handle may be shared by threads.
  */
 shmbus_bus *shmbus_connect(const char *bus);
+
+/*
+ * shmbus_connect() with an explicit wait for an absent daemon, in
+ * nanoseconds, instead of SHMBUS_CONNECT_TIMEOUT_MS or 2 s: 0 tries once
+ * and fails at once; a negative value means the default.  It applies to
+ * the connection and, for the handle's life, to every request's wait for
+ * a lost daemon to return.  Since version 0.2 (symbol version
+ * SHMBUS_0.2).  Errors and thread safety as shmbus_connect().
+ */
+shmbus_bus *shmbus_connect_timeout(const char *bus, int64_t timeout_ns);
 
 /* Closes the connection.  Channels opened through it stay usable (the
  * data path needs no daemon), but the daemon no longer knows this
@@ -388,9 +409,20 @@ enum shmbus_role {
 /*
  * Opens channel `name` of the bus for one role.  The daemon checks the
  * caller's credentials against the channel's publish or subscribe rules.
- * Close it with shmbus_channel_close().  Returns NULL, errno: EACCES (not
- * allowed), ENOENT (no such channel), ENOTCONN (the daemon is gone and
- * did not come back), EPROTO, EBADMSG...  Thread-safe.
+ * Close it with shmbus_channel_close().
+ *
+ * The daemon may restart while the request is on its way, even several
+ * times: the request is sent again to each new daemon, up to 4 times in
+ * all, and each time the handle waits for the new daemon for at most its
+ * bound (shmbus_connect(): 2 s, or SHMBUS_CONNECT_TIMEOUT_MS).  This holds
+ * for every request on the handle (shmbus_bus_create(), _delete(),
+ * _list(), _describe() too).
+ *
+ * Returns NULL, errno: EACCES (not allowed), ENOENT (no such channel),
+ * ENOTCONN (the daemon is gone and no new one answered within the bound,
+ * or it went away 4 times during this request, or the handle is being
+ * disconnected), ETIMEDOUT (a daemon that does not answer for 5 s),
+ * EPROTO, EBADMSG...  Thread-safe.
  */
 shmbus_channel *shmbus_bus_open(shmbus_bus *bus, const char *name,
 				enum shmbus_role role);

@@ -29,8 +29,14 @@
 #define DEFAULT_RUN_DIR "/run/shmbus"
 #define RECONNECT_NS	(20 * 1000000LL)	/* between reconnect attempts */
 #define REPLY_TIMEOUT_S	5			/* a stuck daemon */
-#define RECONNECT_WAIT_NS (2000 * 1000000LL)	/* a request waits that long
-						 * for a lost daemon to return */
+/* How long a handle waits for a daemon that is not there (shmbus_connect()
+ * for the first one, a request for a lost one's successor), unless
+ * SHMBUS_CONNECT_TIMEOUT_MS or shmbus_connect_timeout() says otherwise. */
+#define ABSENT_WAIT_NS	(2000 * 1000000LL)
+#define ABSENT_WAIT_MAX_MS (3600 * 1000ULL)	/* the largest the variable sets */
+#define DIAL_NAP_MIN_NS	(1000000LL)		/* shmbus_connect() dials again */
+#define DIAL_NAP_MAX_NS	(10 * 1000000LL)	/* after 1 ms, doubling to 10 */
+#define CALL_SENDS	4			/* a request, across restarts */
 
 struct bus_ref {			/* a channel opened through the bus */
 	struct bus_ref *next, *prev;
@@ -46,6 +52,7 @@ struct shmbus_bus {
 	int stop[2];			/* pipe: wakes the watcher to exit */
 	uint32_t next_id;
 	uint64_t generation;		/* connections made so far */
+	int64_t absent_wait_ns;		/* how long to wait for a daemon */
 	bool closing;
 	bool started;			/* the watcher is running */
 	pthread_t watcher;
@@ -233,6 +240,51 @@ static int dial(const char *path, int *fdp)
 	return 0;
 }
 
+/* Whether a failed dial() means that no daemon serves the socket now
+ * (none started yet, or one restarting), rather than a refusal. */
+static bool daemon_absent(int rc)
+{
+	return rc == -ECONNREFUSED || rc == -ENOENT || rc == -EAGAIN;
+}
+
+/* dial() until a daemon answers, while none is there, for at most
+ * wait_ns; the pauses between tries grow from 1 ms to 10 ms, so a daemon
+ * that comes up is found within 10 ms. */
+static int dial_wait(const char *path, int64_t wait_ns, int *fdp)
+{
+	struct timespec nap = { .tv_nsec = DIAL_NAP_MIN_NS };
+	int64_t until = mono_ns() + wait_ns, left;
+	int rc;
+
+	while (daemon_absent(rc = dial(path, fdp)) &&
+	       (left = until - mono_ns()) > 0) {
+		struct timespec t = nap;
+
+		if (left < t.tv_nsec)
+			t.tv_nsec = left;
+		nanosleep(&t, NULL);
+		if (nap.tv_nsec < DIAL_NAP_MAX_NS)
+			nap.tv_nsec *= 2;
+	}
+	return rc;
+}
+
+/* SHMBUS_CONNECT_TIMEOUT_MS, in ns; the default if unset or malformed. */
+static int64_t absent_wait_default(void)
+{
+	const char *s = getenv("SHMBUS_CONNECT_TIMEOUT_MS");
+	unsigned long long ms;
+	char *end;
+
+	if (!s || !*s)
+		return ABSENT_WAIT_NS;
+	errno = 0;
+	ms = strtoull(s, &end, 10);
+	if (errno || *end || s[0] == '-' || ms > ABSENT_WAIT_MAX_MS)
+		return ABSENT_WAIT_NS;
+	return (int64_t)ms * 1000000;
+}
+
 /* Tells a new daemon about every channel this handle has open.  Called
  * with the lock held. */
 static void reattach(struct shmbus_bus *b)
@@ -293,7 +345,29 @@ static void *watch(void *arg)
 	}
 }
 
-/* One request, retried once across a daemon restart. */
+/* Waits, with the lock held, until the watcher has replaced the
+ * connection of generation `gen` with a new one, for at most the handle's
+ * absent_wait_ns.  Returns whether there is a new connection. */
+static bool await_reconnect(struct shmbus_bus *b, uint64_t gen)
+{
+	struct timespec ts;
+	int64_t ns;
+
+	/* The condition variable runs on CLOCK_MONOTONIC (connect). */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ns = ts.tv_nsec + b->absent_wait_ns % 1000000000;
+	ts.tv_sec += (time_t)(b->absent_wait_ns / 1000000000 +
+			      ns / 1000000000);
+	ts.tv_nsec = ns % 1000000000;
+	while (b->generation == gen && !b->closing &&
+	       pthread_cond_timedwait(&b->reconnected, &b->lock, &ts) == 0)
+		;
+	return b->generation != gen && b->fd >= 0 && !b->closing;
+}
+
+/* One request.  The daemon may restart under it (or several times): the
+ * request is sent again on each new connection, at most CALL_SENDS times,
+ * and each wait for a new daemon lasts at most absent_wait_ns. */
 static int call(struct shmbus_bus *b, uint16_t type, const void *body,
 		uint32_t blen, void *rbody, uint32_t rcap, uint32_t *rlen,
 		int *fdp)
@@ -301,33 +375,20 @@ static int call(struct shmbus_bus *b, uint16_t type, const void *body,
 	int rc = -ENOTCONN;
 
 	pthread_mutex_lock(&b->lock);
-	for (int attempt = 0; attempt < 2 && rc == -ENOTCONN; attempt++) {
-		if (b->fd < 0 && !b->closing) {
-			int64_t until = mono_ns() + RECONNECT_WAIT_NS;
-			struct timespec ts;
+	for (int sends = 0; sends < CALL_SENDS; sends++) {
+		uint64_t gen = b->generation;
 
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += RECONNECT_WAIT_NS / 1000000000;
-			while (b->fd < 0 && mono_ns() < until)
-				pthread_cond_timedwait(&b->reconnected,
-						       &b->lock, &ts);
-		}
-		if (b->fd < 0)
+		if (b->closing ||
+		    (b->fd < 0 && !await_reconnect(b, gen))) {
+			rc = -ENOTCONN;
 			break;
+		}
+		gen = b->generation;
 		rc = exchange(b->fd, ++b->next_id, type, body, blen, rbody,
 			      rcap, rlen, fdp);
-		if (rc == -ENOTCONN) {
-			/* Wait for the watcher to replace the socket. */
-			uint64_t gen = b->generation;
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += RECONNECT_WAIT_NS / 1000000000;
-			while (b->generation == gen && !b->closing &&
-			       pthread_cond_timedwait(&b->reconnected,
-						      &b->lock, &ts) == 0)
-				;
-		}
+		/* Lost: wait for the watcher to connect to a new daemon. */
+		if (rc != -ENOTCONN || !await_reconnect(b, gen))
+			break;
 	}
 	pthread_mutex_unlock(&b->lock);
 	return rc;
@@ -335,6 +396,13 @@ static int call(struct shmbus_bus *b, uint16_t type, const void *body,
 
 SHMBUS_EXPORT shmbus_bus *shmbus_connect(const char *bus)
 {
+	return shmbus_connect_timeout(bus, -1);
+}
+
+SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
+						 int64_t timeout_ns)
+{
+	pthread_condattr_t ca;
 	struct shmbus_bus *b;
 	const char *dir;
 	int n, rc;
@@ -364,12 +432,16 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect(const char *bus)
 	b->refs.next = b->refs.prev = &b->refs;
 	b->stop[0] = b->stop[1] = -1;
 	b->fd = -1;
-	rc = dial(b->path, &b->fd);
+	b->absent_wait_ns = timeout_ns < 0 ? absent_wait_default() : timeout_ns;
+	rc = dial_wait(b->path, b->absent_wait_ns, &b->fd);
 	if (rc == 0 && pipe2(b->stop, O_CLOEXEC) < 0)
 		rc = -errno;
 	if (rc == 0) {
 		pthread_mutex_init(&b->lock, NULL);
-		pthread_cond_init(&b->reconnected, NULL);
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&b->reconnected, &ca);
+		pthread_condattr_destroy(&ca);
 		rc = -pthread_create(&b->watcher, NULL, watch, b);
 		if (rc) {
 			pthread_mutex_destroy(&b->lock);
