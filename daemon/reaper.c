@@ -157,6 +157,125 @@ static unsigned reap_channel(struct sbd_chan *c, struct verdicts *v)
 	return released;
 }
 
+/* How long subscribers may wait on a position nothing live covers before
+ * the watchdog reports it: five scans, and at least the repair bound. */
+static int64_t stuck_after_ns(void)
+{
+	int64_t ns = 5 * (int64_t)sbd.conf.reap_ms * 1000000;
+
+	return ns < 100000000 ? 100000000 : ns;
+}
+
+/*
+ * Where the slowest subscriber waits for a record nothing will commit:
+ * a position below head, in the current lap, whose word is not a commit,
+ * and that no live producer's claim covers (single producer: a live role
+ * holder; multi: a live slot announcing a claim at or before it, which
+ * will hand over and commit in its turn).  UINT64_MAX if there is none.
+ * Everything is read with acquire (A1, A2, A7, A6 name their pairs in
+ * lib/), and every value is checked before it addresses the ring.
+ */
+static uint64_t stuck_position(struct sbd_chan *c, struct verdicts *v)
+{
+	struct shmbus_channel *ch = c->ch;
+	uint64_t head = load_acquire64(&ch->hdr->head), pos = UINT64_MAX, w;
+	uint32_t sp;
+
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		uint64_t p;
+
+		if (owner_state(load_acquire64(&s->owner)) !=
+		    SHMBUS_SLOT_ACTIVE)
+			continue;
+		p = load_acquire64(&s->pos);
+		if (p < pos && p < head && head - p < ch->cap &&
+		    p % SHMBUS_REC_ALIGN == 0)
+			pos = p;
+	}
+	if (pos == UINT64_MAX)
+		return pos;
+	w = load_acquire64(&rec_at(ch, pos)->commit);
+	if (word_tag(w) == lap_tag(ch, pos))
+		return UINT64_MAX;	/* it has something to read */
+	if (!ch_multi(ch)) {
+		sp = load_acquire32(&ch->hdr->sp_owner) & ~SHMBUS_SP_REPAIRING;
+		return sp && !gone(v, sp) ? UINT64_MAX : pos;
+	}
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		struct shmbus_prod_slot *s = &ch->prods[i];
+		uint64_t o = load_acquire64(&s->owner);
+
+		if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
+		    load_acquire64(&s->claim_pos) <= pos &&
+		    !gone(v, owner_pid(o)))
+			return UINT64_MAX;
+	}
+	return pos;
+}
+
+/* Logs what an operator (or a developer) needs to see why. */
+static void report_stuck(struct sbd_chan *c, uint64_t pos, int64_t ms)
+{
+	struct shmbus_channel *ch = c->ch;
+	char slots[1024];
+	size_t n = 0;
+
+	slots[0] = 0;
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS && n < sizeof(slots);
+	     i++) {
+		struct shmbus_prod_slot *s = &ch->prods[i];
+		uint64_t o = load_acquire64(&s->owner);
+		int k;
+
+		if (owner_state(o) == SHMBUS_SLOT_FREE)
+			continue;
+		k = snprintf(slots + n, sizeof(slots) - n,
+			     " [%u: pid %u%s, state %u, claim %llu..%llu]", i,
+			     owner_pid(o),
+			     sbd_pid_gone(owner_pid(o)) ? " (gone)" : "",
+			     owner_state(o),
+			     (unsigned long long)load_acquire64(&s->claim_pos),
+			     (unsigned long long)load_relaxed64(&s->claim_end));
+		if (k < 0)
+			break;
+		n += (size_t)k;
+	}
+	sbd_log(SBD_WARN, 0, "%s: stuck: subscribers have waited %lld ms at "
+		"position %llu, which no live producer covers; head %llu, "
+		"handoff %llu, word there %#llx, sp_owner %u; producer "
+		"slots:%s", c->name, (long long)ms, (unsigned long long)pos,
+		(unsigned long long)load_acquire64(&ch->hdr->head),
+		(unsigned long long)load_acquire64(&ch->hdr->handoff),
+		(unsigned long long)load_acquire64(&rec_at(ch, pos)->commit),
+		load_acquire32(&ch->hdr->sp_owner), n ? slots : " none");
+}
+
+/* The watchdog: repairs should leave no position that subscribers wait on
+ * with nothing live to fill it.  One that lasts is logged once, with the
+ * slots' state, and counted in the header (busstat's STUCK). */
+static void watch_channel(struct sbd_chan *c, struct verdicts *v)
+{
+	uint64_t pos = stuck_position(c, v);
+	int64_t now = sb_now_ns();
+
+	if (pos == UINT64_MAX) {
+		c->wd_pos = UINT64_MAX;
+		return;
+	}
+	if (pos != c->wd_pos || c->wd_since_ns == 0) {
+		c->wd_pos = pos;
+		c->wd_since_ns = now;
+		c->wd_reported = false;
+		return;
+	}
+	if (c->wd_reported || now - c->wd_since_ns < stuck_after_ns())
+		return;
+	c->wd_reported = true;
+	add_relaxed64(&c->ch->hdr->stuck, 1);
+	report_stuck(c, pos, (now - c->wd_since_ns) / 1000000);
+}
+
 unsigned sbd_reap_once(void)
 {
 	struct verdicts v = { .n = 0 };
@@ -168,6 +287,7 @@ unsigned sbd_reap_once(void)
 	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
 		sbd_tsan_acquire(c);	/* pairs with sbd_chan_add() */
 		n += reap_channel(c, &v);
+		watch_channel(c, &v);
 	}
 	rcu_read_unlock();
 	return n;

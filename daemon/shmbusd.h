@@ -112,6 +112,11 @@ struct sbd_chan {
 	struct shmbus_channel_attr attr;
 	bool configured;
 	unsigned mode;
+	/* the watchdog's (reaper thread only): where subscribers wait and
+	 * since when, and whether that wait has been reported */
+	uint64_t wd_pos;
+	int64_t wd_since_ns;
+	bool wd_reported;
 };
 
 struct sbd_client {

@@ -153,6 +153,8 @@ struct shmbus_channel_info {
 	uint32_t subscribers;	/* active subscriber slots */
 	uint32_t producers_active;
 	int huge_pages;		/* 1 if the mapping is backed by huge pages */
+	uint64_t stuck;		/* times shmbusd found subscribers waiting on
+				 * a position that no live producer covers */
 };
 
 /* A snapshot of the channel's header and counters (values validated).

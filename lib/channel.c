@@ -775,6 +775,7 @@ SHMBUS_EXPORT int shmbus_channel_info(shmbus_channel *ch,
 	info->aborts = load_relaxed64(&h->aborts);
 	info->repairs = load_relaxed64(&h->repairs);
 	info->reaped = load_relaxed64(&h->reaped);
+	info->stuck = load_relaxed64(&h->stuck);
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++)
 		nsub += owner_state(load_relaxed64(&ch->subs[i].owner)) ==
 			SHMBUS_SLOT_ACTIVE;

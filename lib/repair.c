@@ -234,7 +234,7 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 	 * of a second dead slot that announced x) has repaired the claim. */
 	if (load_acquire64(&h->handoff) != x) {
 		release_adopted(ch, dead);
-		return SB_HELP_DONE;
+		return SB_HELP_LIVE;	/* it moved: look again */
 	}
 	end = end_of_claim(ch, x, head);
 	/* For busstat and the daemon; the claim is ours now. */

@@ -30,8 +30,9 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 		   uint32_t self);
 
 /* What sb_handoff_help() found at the hand-off. */
-#define SB_HELP_DONE	1	/* the hand-off moved past x */
-#define SB_HELP_LIVE	0	/* a live process holds the claim at x */
+#define SB_HELP_DONE	1	/* we handed over and padded the claim */
+#define SB_HELP_LIVE	0	/* a live process holds the claim at x, or
+				 * the hand-off moved meanwhile */
 #define SB_HELP_NOBODY	(-1)	/* no slot announces a claim at x: a race
 				 * with its hand-off, or a corrupt word */
 

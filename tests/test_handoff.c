@@ -415,3 +415,74 @@ Test(handoff, kill_loop, .fini = teardown, .timeout = 300)
 		    (unsigned long long)(worst / 1000));
 	munmap(kl, sizeof(*kl));
 }
+
+/* ------------------------------------------------------------- watchdog */
+
+static uint64_t stuck_count(shmbus_channel *ch)
+{
+	struct shmbus_channel_info in;
+
+	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	return in.stuck;
+}
+
+/*
+ * The daemon's watchdog: a producer stopped inside its claim is live, and
+ * its subscribers' wait is not reported; a position below head that no
+ * slot announces (a ring damaged by hand here) is, once, with the slots'
+ * state, and counted for busstat.
+ */
+Test(handoff, watchdog_reports_what_nothing_covers, .fini = teardown,
+     .timeout = 60)
+{
+	struct child a = { .name = "ch", .n = 10, .id = 1 };
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	uint64_t next[4] = { 0 }, head;
+	struct shmbus_hdr *h;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	uint8_t buf[2048], *ctl;
+	size_t ctl_len;
+	pid_t pa;
+
+	setup_with(conf_mp);
+	ch = open_role(&bus, "ch", SHMBUS_ROLE_SUBSCRIBE);
+	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	cr_assert(sub);
+	ctl = th_map_channel(d.dir, &ctl_len);
+	cr_assert(ctl);
+	h = (struct shmbus_hdr *)ctl;
+
+	/* A stopped producer holds its claim: waiting on it is not stuck. */
+	child_pipes(&a);
+	pa = th_spawn(stuck_producer, &a);
+	hear(a.ready[0]);
+	kill(pa, SIGSTOP);
+	read_in_order(sub, a.n, next);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN);
+	usleep(400000);
+	cr_assert_eq(stuck_count(ch), 0, "a live claim reported as stuck");
+	cr_assert(!log_has("stuck:"));
+	kill(pa, SIGKILL);
+	cr_assert_eq(th_wait(pa), 128 + SIGKILL);
+	for (int i = 0; i < 100 && ld(&h->handoff) != ld(&h->head); i++)
+		usleep(10000);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN);
+
+	/* Head moved on with no claim behind it. */
+	head = ld(&h->head);
+	st(&h->head, head + 64);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN);
+	for (int i = 0; i < 100 && stuck_count(ch) == 0; i++)
+		usleep(10000);
+	cr_assert_eq(stuck_count(ch), 1);
+	cr_assert(log_has("stuck: subscribers have waited"));
+	usleep(200000);
+	cr_assert_eq(stuck_count(ch), 1, "reported once per position");
+
+	munmap(ctl, ctl_len);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}

@@ -182,20 +182,20 @@ static void rates(struct row *cur, int n, const struct row *prev, int pn,
 
 static void print_table(const struct row *r, int n, int header)
 {
-	char a[16], b[16], c[16], d[16], e[16], f[16], g[16], h[16];
+	char a[16], b[16], c[16], d[16], e[16], f[16], g[16], h[16], k[16];
 
 	if (header)
-		printf("%-20s %-9s %6s %5s %3s %3s %7s %7s %7s %7s %7s %7s %7s\n",
+		printf("%-20s %-9s %6s %5s %3s %3s %7s %7s %7s %7s %7s %7s %7s %5s\n",
 		       "CHANNEL", "POLICY", "CAP", "FILL", "PUB", "SUB",
 		       "MSG/S", "MB/S", "LAGMSG", "LAGB", "LOST", "STALLS",
-		       "REPAIRS");
+		       "REPAIRS", "STUCK");
 	for (int i = 0; i < n; i++, r++) {
 		if (r->err) {
 			printf("%-20s %-9s %s\n", r->name, "-",
 			       err_word(r->err));
 			continue;
 		}
-		printf("%-20s %-9s %6s %4.0f%% %3u %3u %7s %7s %7s %7s %7s %7s %7s\n",
+		printf("%-20s %-9s %6s %4.0f%% %3u %3u %7s %7s %7s %7s %7s %7s %7s %5s\n",
 		       r->name,
 		       r->in.policy == SHMBUS_OVERWRITE ? "overwrite" : "block",
 		       human(a, sizeof(a), (double)r->in.capacity),
@@ -206,7 +206,8 @@ static void print_table(const struct row *r, int n, int header)
 		       human(e, sizeof(e), (double)r->lag_bytes),
 		       human(f, sizeof(f), (double)r->lost),
 		       human(g, sizeof(g), (double)r->in.backpressure),
-		       human(h, sizeof(h), (double)r->in.repairs));
+		       human(h, sizeof(h), (double)r->in.repairs),
+		       human(k, sizeof(k), (double)r->in.stuck));
 	}
 }
 
@@ -249,7 +250,7 @@ static void print_json(const char *dir, const struct row *r, int n)
 		       "\"max_lag_messages\":%llu,\"max_lag_bytes\":%llu,"
 		       "\"messages_lost\":%llu,\"backpressure_events\":%llu,"
 		       "\"wakeups\":%llu,\"aborts\":%llu,\"repairs\":%llu,"
-		       "\"slots_reaped\":%llu}",
+		       "\"slots_reaped\":%llu,\"stuck\":%llu}",
 		       r->in.policy == SHMBUS_OVERWRITE ? "overwrite" : "block",
 		       r->in.producers == SHMBUS_MULTI_PRODUCER ? "multi" : "single",
 		       (unsigned long long)r->in.capacity, r->in.max_msg,
@@ -264,7 +265,8 @@ static void print_json(const char *dir, const struct row *r, int n)
 		       (unsigned long long)r->in.wakeups,
 		       (unsigned long long)r->in.aborts,
 		       (unsigned long long)r->in.repairs,
-		       (unsigned long long)r->in.reaped);
+		       (unsigned long long)r->in.reaped,
+		       (unsigned long long)r->in.stuck);
 	}
 	printf("]}\n");
 }
@@ -310,6 +312,9 @@ static const struct prom_metric prom_metrics[] = {
 	  "Claims of dead producers repaired.", IN(repairs), 0 },
 	{ "shmbus_slots_reaped_total", "counter",
 	  "Slots of dead processes released by shmbusd.", IN(reaped), 0 },
+	{ "shmbus_stuck_total", "counter",
+	  "Times shmbusd found subscribers waiting on a position that no live "
+	  "producer covers.", IN(stuck), 0 },
 	{ "shmbus_capacity_bytes", "gauge", "Data capacity of the channel.",
 	  IN(capacity), 0 },
 	{ "shmbus_fill_bytes", "gauge",

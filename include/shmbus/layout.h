@@ -244,7 +244,9 @@ struct shmbus_hdr {
 	uint64_t repairs;	/* claims of dead producers turned into padding */
 	uint64_t aborts;	/* claims aborted by their producer */
 	uint64_t reaped;	/* slots of dead processes released by shmbusd */
-	uint8_t pad8[24];
+	uint64_t stuck;		/* times shmbusd's watchdog found subscribers
+				 * waiting on a position nothing will fill */
+	uint8_t pad8[16];
 
 	uint8_t reserved[SHMBUS_HDR_SIZE - 9 * 64];
 };
