@@ -27,14 +27,17 @@
 
 /*
  * Whether the process that holds the role is gone for good: no such
- * process, or a zombie, which has closed everything and never runs again.
- * shmbusd's test (sbd_pid_gone()) is the same, so that a successor and the
- * daemon agree on who is dead: a killed producer that its parent has not
- * reaped yet does not make its successor fail with -EBUSY.
+ * process, or a zombie, which has closed everything and never runs again,
+ * as shmbusd judges it (sbd_pid_gone()): a killed producer that its parent
+ * has not reaped yet does not make its successor fail with -EBUSY.  Only
+ * a zombie with no threads left: a leader that called pthread_exit() is a
+ * zombie too, while its other threads may still publish.  A process that
+ * is still on its way out is alive.
  */
 static bool holder_gone(uint32_t pid)
 {
 	char path[32], buf[512], *p;
+	unsigned long threads = 0;
 	ssize_t n;
 	int fd;
 
@@ -50,7 +53,15 @@ static bool holder_gone(uint32_t pid)
 		return false;
 	buf[n] = 0;
 	p = strrchr(buf, ')');	/* the name may hold anything but this */
-	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+	if (!p || p[1] != ' ' || (p[2] != 'Z' && p[2] != 'X'))
+		return false;
+	/* Field 20, num_threads: the zombie leader counts itself. */
+	p += 2;
+	for (int field = 3; field < 20 && p; field++)
+		p = strchr(p + 1, ' ');
+	if (p)
+		threads = strtoul(p + 1, NULL, 10);
+	return threads == 1;
 }
 
 static int take_sp_role(struct shmbus_channel *ch)

@@ -248,8 +248,12 @@ Test(takeover, single_producer_after_daemon_restart, .init = setup,
 			if (when == 5) {
 				/* A zombie until after the successor took
 				 * over: gone, as far as the bus is
-				 * concerned. */
+				 * concerned.  WNOWAIT leaves it unreaped. */
+				siginfo_t si;
+
 				kill(p, SIGKILL);
+				cr_assert_eq(waitid(P_PID, (id_t)p, &si,
+						    WEXITED | WNOWAIT), 0);
 				dead = p;
 			} else if (when != 0) {
 				kill_producer(p);
