@@ -15,7 +15,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -33,31 +32,6 @@ static int kick_fd = -1;
 /* Set by the main thread, read by the reaper; the eventfd wakes it. */
 static atomic_bool stopping;
 
-bool sbd_pid_gone(uint32_t pid)
-{
-	char path[64], buf[512], *p;
-	ssize_t n;
-	int fd;
-
-	if (pid == 0 || pid > INT32_MAX)
-		return true;
-	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
-		return true;
-	/* It exists; a zombie has closed everything and will never run
-	 * again. */
-	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	p = strrchr(buf, ')');	/* the name may hold anything but this */
-	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
-}
-
 /* A small cache of verdicts, one scan long: a pid is looked up once per
  * scan, whatever number of slots it holds. */
 struct verdicts {
@@ -73,7 +47,7 @@ static bool gone(struct verdicts *v, uint32_t pid)
 	for (unsigned i = 0; i < v->n; i++)
 		if (v->pid[i] == pid)
 			return v->gone[i];
-	g = sbd_pid_gone(pid);
+	g = sb_pid_gone(pid);	/* lib/pid.c */
 	if (v->n < 128) {
 		v->pid[v->n] = pid;
 		v->gone[v->n++] = g;
@@ -123,7 +97,7 @@ static unsigned reap_channel(struct sbd_chan *c, struct verdicts *v)
 		uint64_t x = load_acquire64(&ch->hdr->handoff);
 
 		if (sb_handoff_help(ch, x, (uint32_t)sbd.self_pid,
-				    sbd_pid_gone) != SB_HELP_DONE)
+				    sb_pid_gone) != SB_HELP_DONE)
 			break;
 		sbd_log(SBD_NOTICE, 0, "%s: handed over and padded the claim "
 			"at %llu of a dead producer", c->name,
@@ -233,7 +207,7 @@ static void report_stuck(struct sbd_chan *c, uint64_t pos, int64_t ms)
 		k = snprintf(slots + n, sizeof(slots) - n,
 			     " [%u: pid %u%s, state %u, claim %llu..%llu]", i,
 			     owner_pid(o),
-			     sbd_pid_gone(owner_pid(o)) ? " (gone)" : "",
+			     sb_pid_gone(owner_pid(o)) ? " (gone)" : "",
 			     owner_state(o),
 			     (unsigned long long)load_acquire64(&s->claim_pos),
 			     (unsigned long long)load_relaxed64(&s->claim_end));

@@ -195,7 +195,5 @@ void sbd_reaper_stop(void);
 void sbd_reaper_kick(void);
 /* One synchronous scan; returns the number of slots released. */
 unsigned sbd_reap_once(void);
-/* Whether process pid is gone: no such process, or a zombie. */
-bool sbd_pid_gone(uint32_t pid);
 
 #endif /* SHMBUSD_H */

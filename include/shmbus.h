@@ -175,6 +175,19 @@ struct shmbus_pub_attr {
  * channel admits one live publisher: a second gets -EBUSY (a publisher
  * left by a dead process is taken over).  Returns NULL, errno set.
  * The handle is for one thread at a time.
+ *
+ * Processes that die: a publisher held back (block policy: a full ring;
+ * multi producer: a peer's unfinished claim) looks, at most every 10 ms
+ * while held back, for slots whose process is gone (no such process, or a
+ * zombie) and releases them itself: a dead subscriber's cursor, and a dead
+ * multi producer's claim, which it turns into padding that subscribers
+ * step over.  A multi producer waiting behind a dead producer's claim that
+ * was never handed over does the same at once.  shmbusd does all of this
+ * within milliseconds of a death; this is what lets a channel without the
+ * daemon (direct mode) recover.  A stopped or slow process is alive and is
+ * never touched.  A slot names a pid: if a dead process's pid is reused
+ * before its slot is released, the slot looks alive until the new process
+ * exits.  All processes of a channel must share a pid namespace.
  */
 shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 			    const struct shmbus_pub_attr *attr);

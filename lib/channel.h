@@ -170,6 +170,8 @@ int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 		       uint64_t *pos);
 int64_t sb_now_ns(void);
 bool sb_pid_alive(uint32_t pid);
+/* No such process, or a zombie (pid.c). */
+bool sb_pid_gone(uint32_t pid);
 bool sb_sub_ready(struct shmbus_sub *sub, bool force);
 void sb_sub_publish(struct shmbus_sub *sub);
 struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub);

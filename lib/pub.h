@@ -33,6 +33,7 @@ struct shmbus_pub {
 	uint64_t limit;		/* block: claims must end 8 bytes below */
 	uint64_t published;	/* messages this handle committed */
 	int64_t timeout_ns;
+	int64_t reap_ns;	/* held back: next look for gone processes */
 	/* the outstanding claim */
 	bool claimed;
 	uint32_t c_len;

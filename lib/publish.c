@@ -105,6 +105,59 @@ static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
 	pub->limit = min + ch->cap;
 }
 
+/* How often a held-back producer looks for gone processes behind it. */
+#define REAP_EVERY_NS	INT64_C(10000000)	/* 10 ms */
+
+/*
+ * Releases the slots of gone processes (sb_pid_gone()) that hold this
+ * producer back: subscribers' cursors (block policy) and other producers'
+ * claims that had handed over (multi producer; one that had not is
+ * handed over by whoever waits behind it, in await_handoff()).  shmbusd
+ * does the same within milliseconds; this is what lets a channel without
+ * the daemon (direct mode) recover.  The repairs are shmbusd's own
+ * (repair.c): each compares the slot's state and pid in one CAS, so a
+ * slot that a live process took meanwhile is left alone.  At most once
+ * every REAP_EVERY_NS per handle, and only while held back: a scan asks
+ * the kernel about every pid.
+ */
+static __attribute__((cold)) int reap_gone(struct shmbus_pub *pub)
+{
+	struct shmbus_channel *ch = pub->ch;
+	uint32_t me = (uint32_t)getpid(), hwm;
+	int64_t now = sb_now_ns();
+	int n = 0;
+
+	if (now < pub->reap_ns)
+		return 0;
+	pub->reap_ns = now + REAP_EVERY_NS;
+	if (!ch_overwrite(ch)) {
+		hwm = load_relaxed32(&ch->hdr->nsub_hwm);
+		if (hwm > SHMBUS_MAX_SLOTS)
+			hwm = SHMBUS_MAX_SLOTS;
+		for (uint32_t i = 0; i < hwm; i++) {
+			/* A7: pairs with R7; sb_repair_sub() compares the
+			 * word again in its CAS. */
+			uint64_t o = load_acquire64(&ch->subs[i].owner);
+
+			if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
+			    sb_pid_gone(owner_pid(o)))
+				n += sb_repair_sub(ch, i, owner_pid(o));
+		}
+	}
+	if (!pub->multi)
+		return n;
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		/* A7: pairs with R7; sb_repair_prod() compares it again. */
+		uint64_t o = load_acquire64(&ch->prods[i].owner);
+
+		if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
+		    owner_pid(o) != me && sb_pid_gone(owner_pid(o)) &&
+		    sb_repair_prod(ch, i, owner_pid(o), me) == 1)
+			n++;
+	}
+	return n;
+}
+
 static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
 			unsigned *spins)
 {
@@ -130,11 +183,6 @@ static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
 }
 
 static void release_claim(struct shmbus_pub *pub);
-
-static bool pid_gone(uint32_t pid)
-{
-	return !sb_pid_alive(pid);
-}
 
 /* How long the hand-off may name a claim that no slot announces before
  * the word is taken for corrupt.  In a sound ring that lasts only while
@@ -169,7 +217,7 @@ static bool await_handoff(struct shmbus_channel *ch, uint64_t p)
 		}
 		if (spins % 64 == 0) {
 			int rc = sb_handoff_help(ch, hv, (uint32_t)getpid(),
-						 pid_gone);
+						 sb_pid_gone);
 
 			if (rc != SB_HELP_NOBODY) {
 				odd = UINT64_MAX;
@@ -246,6 +294,9 @@ static int claim_slow(struct shmbus_pub *pub, uint64_t need, uint64_t *pp,
 		}
 		if ((block || multi) && q + SHMBUS_REC_ALIGN > pub->limit) {
 			refresh_limit(pub, p);
+			if (q + SHMBUS_REC_ALIGN > pub->limit &&
+			    reap_gone(pub))
+				refresh_limit(pub, p);
 			if (q + SHMBUS_REC_ALIGN > pub->limit) {
 				/* Overwrite: only a peer producer's unfinished
 				 * write holds us back; that is back-pressure

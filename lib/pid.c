@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pid.c - whether the process a slot names is gone for good.
+ *
+ * A slot is repaired (its claim padded, its cursor released) only when its
+ * process can never touch it again: no such process, or a zombie, which
+ * has closed everything and never runs again.  A stopped or slow process
+ * is alive.  shmbusd, a producer taking over a role, and a producer
+ * releasing what holds it back all ask the same question here, so that
+ * they agree on who is dead.
+ *
+ * Pid reuse: a slot names a pid, and a pid reused by an unrelated process
+ * makes the slot look alive until that process exits (never the other
+ * way round: a live process is never judged gone).  Every repair compares
+ * the state and the pid in the CAS that takes the slot.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "channel.h"
+
+bool sb_pid_gone(uint32_t pid)
+{
+	char path[32], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	if (pid == 0 || pid > INT32_MAX)
+		return true;
+	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+		return true;
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	p = strrchr(buf, ')');	/* the name may hold anything but this */
+	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}

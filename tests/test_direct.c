@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_direct.c - channels without shmbusd (direct mode) recover from
+ * processes killed with kill -9: a producer held back by what a gone
+ * process left (a subscriber's cursor, a multi producer's unfinished
+ * claim) releases it itself; a stopped process is never touched.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+struct sub_child {
+	const char *dir;
+	int ready[2];
+};
+
+/* Subscribes, says so, and never reads. */
+static int idle_sub(void *arg)
+{
+	struct sub_child *c = arg;
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch = shmbus_channel_open(c->dir, "ch");
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+
+	if (!sub || write(c->ready[1], "x", 1) != 1)
+		return 2;
+	for (;;)
+		pause();
+}
+
+/* Fills the ring until the publisher is refused (timeout 0). */
+static uint64_t fill(shmbus_pub *pub, uint64_t seq)
+{
+	uint8_t msg[100];
+
+	for (;; seq++) {
+		int rc;
+
+		th_msg_fill(msg, sizeof(msg), 0, seq);
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc == -EAGAIN)
+			return seq;
+		cr_assert_eq(rc, 0, "publish: %s", shmbus_strerror(rc));
+	}
+}
+
+static pid_t spawn_idle_sub(struct sub_child *c, shmbus_channel *ch)
+{
+	struct shmbus_channel_info in;
+	char x;
+	pid_t pid;
+
+	cr_assert(pipe(c->ready) == 0);
+	pid = th_spawn(idle_sub, c);
+	cr_assert_eq(read(c->ready[0], &x, 1), 1, "subscriber failed");
+	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	cr_assert_eq(in.subscribers, 1);
+	return pid;
+}
+
+Test(direct, a_dead_subscriber_is_released_by_the_producer, .timeout = 30)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 14, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	struct shmbus_channel_info in;
+	struct sub_child c = { .dir = dir };
+	uint64_t seq, t0;
+	uint8_t msg[100];
+	pid_t pid;
+	int rc;
+
+	cr_assert(pub);
+	pid = spawn_idle_sub(&c, ch);
+	seq = fill(pub, 0);
+	/* Killed and not reaped: a zombie is gone too. */
+	kill(pid, SIGKILL);
+	t0 = th_now_ns();
+	th_msg_fill(msg, sizeof(msg), 0, seq);
+	while ((rc = shmbus_publish(pub, msg, sizeof(msg))) == -EAGAIN) {
+		cr_assert(th_now_ns() - t0 < 1000000000ull,
+			  "the dead subscriber still holds the producer");
+		usleep(100);
+	}
+	cr_assert_eq(rc, 0);
+	cr_log_info("released %llu us after the kill",
+		    (unsigned long long)((th_now_ns() - t0) / 1000));
+	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	cr_assert_eq(in.subscribers, 0);
+	cr_assert_eq(in.reaped, 1);
+	/* Nothing holds it back any more: laps of messages. */
+	for (uint64_t i = 1; i < 2000; i++) {
+		th_msg_fill(msg, sizeof(msg), 0, seq + i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+Test(direct, a_stopped_subscriber_is_never_released, .timeout = 30)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 14, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	struct shmbus_pub_attr pa = { .timeout_ns = 300000000 };
+	shmbus_pub *pub = shmbus_pub_open(ch, &pa);
+	struct shmbus_channel_info in;
+	struct sub_child c = { .dir = dir };
+	uint8_t msg[100];
+	pid_t pid;
+	int rc;
+
+	cr_assert(pub);
+	pid = spawn_idle_sub(&c, ch);
+	kill(pid, SIGSTOP);
+	for (uint64_t seq = 0;; seq++) {
+		th_msg_fill(msg, sizeof(msg), 0, seq);
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc)
+			break;
+	}
+	cr_assert_eq(rc, -ETIMEDOUT);
+	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	cr_assert_eq(in.subscribers, 1);
+	cr_assert_eq(in.reaped, 0);
+	kill(pid, SIGKILL);
+	cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+struct claim_child {
+	const char *dir;
+	int ready[2];
+};
+
+/* A multi producer that publishes one message, claims a second and dies
+ * with it open (the parent kills it). */
+static int dying_claim(void *arg)
+{
+	struct claim_child *c = arg;
+	shmbus_channel *ch = shmbus_channel_open(c->dir, "ch");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint8_t msg[100];
+	void *buf;
+
+	if (!pub)
+		return 2;
+	th_msg_fill(msg, sizeof(msg), 1, 0);
+	if (shmbus_publish(pub, msg, sizeof(msg)) ||
+	    shmbus_claim(pub, 100, &buf))
+		return 3;
+	memset(buf, 0xee, 100);
+	if (write(c->ready[1], "x", 1) != 1)
+		return 4;
+	for (;;)
+		pause();
+}
+
+/*
+ * A multi producer killed inside its claim, with no daemon: subscribers
+ * wait at the claim until the other producers are held back by it (a lap
+ * later), and then they pad it and go on.
+ */
+Test(direct, a_dead_multi_producer_claim_is_padded_by_producers,
+     .timeout = 30)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 14, 256, SHMBUS_BLOCK,
+				       SHMBUS_MULTI_PRODUCER);
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_sub *sub = shmbus_sub_open(ch, &sa);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	struct claim_child c = { .dir = dir };
+	struct shmbus_channel_info in;
+	uint64_t sent = 0, got = 0, t0 = th_now_ns();
+	const uint64_t want = 3000;	/* about 20 laps */
+	uint8_t msg[100], buf[512];
+	uint32_t id;
+	uint64_t seq;
+	char x;
+	pid_t pid;
+
+	cr_assert(sub && pub);
+	cr_assert(pipe(c.ready) == 0);
+	pid = th_spawn(dying_claim, &c);
+	cr_assert_eq(read(c.ready[0], &x, 1), 1, "producer failed");
+	kill(pid, SIGKILL);
+	cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+	/* Its first message, then ours: the claim between is padding. */
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), 100);
+	cr_assert_eq(th_msg_check(buf, 100, &id, &seq), 0);
+	cr_assert_eq(id, 1);
+	while (got < want) {
+		ssize_t len;
+
+		cr_assert(th_now_ns() - t0 < 5000000000ull,
+			  "stalled: %llu sent, %llu read",
+			  (unsigned long long)sent, (unsigned long long)got);
+		if (sent < want) {
+			int rc;
+
+			th_msg_fill(msg, sizeof(msg), 0, sent);
+			rc = shmbus_publish(pub, msg, sizeof(msg));
+			if (rc == 0)
+				sent++;
+			else
+				cr_assert_eq(rc, -EAGAIN);
+		}
+		len = shmbus_read(sub, buf, sizeof(buf), NULL);
+		if (len == -EAGAIN)
+			continue;
+		cr_assert_eq(len, 100);
+		cr_assert_eq(th_msg_check(buf, 100, &id, &seq), 0);
+		cr_assert_eq(id, 0);
+		cr_assert_eq(seq, got, "got %llu, expected %llu",
+			     (unsigned long long)seq, (unsigned long long)got);
+		got++;
+	}
+	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	cr_assert_eq(in.repairs, 1);
+	cr_assert_eq(in.producers_active, 1);
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
