@@ -3,9 +3,11 @@
  * pid.c - whether the process a slot names is gone for good.
  *
  * A slot is repaired (its claim padded, its cursor released) only when its
- * process can never touch it again: no such process, or a zombie, which
- * has closed everything and never runs again.  A stopped or slow process
- * is alive.  shmbusd, a producer taking over a role, and a producer
+ * process can never touch it again: no such process, or a zombie with no
+ * thread left, which has closed everything and never runs again.  A
+ * zombie leader with live threads (its main thread called pthread_exit())
+ * is alive: those threads may still publish.  A stopped or slow process
+ * is alive, and so is one still on its way out.  shmbusd, a producer taking over a role, and a producer
  * releasing what holds it back all ask the same question here, so that
  * they agree on who is dead.
  *
@@ -19,6 +21,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -27,6 +30,7 @@
 bool sb_pid_gone(uint32_t pid)
 {
 	char path[32], buf[512], *p;
+	unsigned long threads = 0;
 	ssize_t n;
 	int fd;
 
@@ -44,5 +48,13 @@ bool sb_pid_gone(uint32_t pid)
 		return false;
 	buf[n] = 0;
 	p = strrchr(buf, ')');	/* the name may hold anything but this */
-	return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+	if (!p || p[1] != ' ' || (p[2] != 'Z' && p[2] != 'X'))
+		return false;
+	/* Field 20, num_threads: a zombie leader counts itself. */
+	p += 2;
+	for (int field = 3; field < 20 && p; field++)
+		p = strchr(p + 1, ' ');
+	if (p)
+		threads = strtoul(p + 1, NULL, 10);
+	return threads == 1;
 }
