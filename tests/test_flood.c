@@ -1,0 +1,420 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_flood.c - no local user can lock others out of shmbusd.  A flooder
+ * running as an unprivileged uid opens more connections than the daemon
+ * has places and holds them (silent, or after one HELLO); meanwhile root
+ * and another uid named by a channel's rules connect, open the channel and
+ * pass a message.  Connections that never complete a request are closed
+ * after idle_timeout_ms; those that did are kept.  And remove_on_exit
+ * removes the shm_dir the daemon created, never one it did not or one that
+ * holds foreign files.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+
+#include "shmbus/protocol.h"
+
+#define FLOOD_UID 65534		/* nobody */
+#define GOOD_UID 65533		/* named by the channel's subscribe rule */
+#define OTHER_UID 65532
+
+/* A channel for the well-behaved clients: root publishes, GOOD_UID
+ * subscribes; the flooder is named nowhere. */
+#define GOOD_CHANNEL							\
+	"[channel ch]\ncapacity = 8K\nmax_msg = 100\n"			\
+	"publish = uid:0\nsubscribe = uid:65533\n"
+
+static void need_root(void)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run clients as other uids");
+}
+
+/* Drops to uid.  A change of credentials clears the parent-death signal
+ * that th_spawn() set: set again, so that the child dies with the test. */
+static int become(uid_t uid)
+{
+	pid_t parent = getppid();
+
+	if (setgroups(0, NULL) || setresgid(uid, uid, uid) ||
+	    setresuid(uid, uid, uid) || prctl(PR_SET_PDEATHSIG, SIGKILL) ||
+	    getppid() != parent)
+		return -1;
+	return 0;
+}
+
+static const struct shmbus_ctl_hdr hello = {
+	.magic = SHMBUS_CTL_MAGIC, .version = SHMBUS_CTL_VERSION,
+	.type = SHMBUS_CTL_HELLO, .id = 7,
+};
+
+/* A flooder: opens n connections as uid, silent or after one HELLO each,
+ * says ready, then for every byte on go writes how many of them the
+ * daemon has not closed (a uint32 on report); exits at EOF on go. */
+struct flood {
+	uid_t uid;
+	unsigned n;
+	bool hello;
+	int ready[2], go[2], report[2];
+};
+
+static int flooder(void *arg)
+{
+	struct flood *f = arg;
+	struct rlimit rl = { .rlim_cur = f->n + 64, .rlim_max = f->n + 64 };
+	struct timeval tv = { .tv_sec = 2 };
+	int *fds = calloc(f->n, sizeof(int));
+	char c;
+
+	if (!fds)
+		return 2;
+	/* Only the parent writes go: its closing ends the loop below. */
+	close(f->go[1]);
+	/* Raised while still root: a default limit of 1024 descriptors
+	 * would stop a flood of more connections than max_clients. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < f->n + 64) {
+		rl.rlim_cur = rl.rlim_max = f->n + 64;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			return 3;
+	}
+	if (become(f->uid))
+		return 4;
+	for (unsigned i = 0; i < f->n; i++) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+		fds[i] = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+		if (fds[i] < 0)
+			return 5;
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", d.sock);
+		setsockopt(fds[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+			close(fds[i]);
+			fds[i] = -1;
+			continue;
+		}
+		if (f->hello)
+			(void)send(fds[i], &hello, sizeof(hello),
+				   MSG_NOSIGNAL);
+	}
+	if (write(f->ready[1], "x", 1) != 1)
+		return 6;
+	while (read(f->go[0], &c, 1) == 1) {
+		uint32_t alive = 0;
+
+		for (unsigned i = 0; i < f->n; i++) {
+			struct pollfd p = { .fd = fds[i],
+					    .events = POLLIN | POLLRDHUP };
+
+			if (fds[i] < 0 || poll(&p, 1, 0) < 0)
+				continue;
+			alive += !(p.revents & (POLLHUP | POLLRDHUP | POLLERR));
+		}
+		if (write(f->report[1], &alive, sizeof(alive)) !=
+		    sizeof(alive))
+			return 7;
+	}
+	return 0;
+}
+
+static pid_t flood_start(struct flood *f, uid_t uid, unsigned n,
+			 bool with_hello)
+{
+	pid_t pid;
+
+	f->uid = uid;
+	f->n = n;
+	f->hello = with_hello;
+	cr_assert(pipe(f->ready) == 0 && pipe(f->go) == 0 &&
+		  pipe(f->report) == 0);
+	pid = th_spawn(flooder, f);
+	hear(f->ready[0]);
+	usleep(200000);		/* the daemon has judged every connection */
+	return pid;
+}
+
+static uint32_t flood_alive(struct flood *f)
+{
+	uint32_t alive;
+
+	say(f->go[1]);
+	cr_assert_eq(read(f->report[0], &alive, sizeof(alive)),
+		     (ssize_t)sizeof(alive), "flooder gone");
+	return alive;
+}
+
+static void flood_stop(struct flood *f, pid_t pid)
+{
+	close(f->go[1]);
+	cr_expect_eq(th_wait(pid), 0, "flooder failed");
+	close(f->go[0]);
+	close(f->ready[0]);
+	close(f->ready[1]);
+	close(f->report[0]);
+	close(f->report[1]);
+}
+
+/* A well-behaved client of another uid: subscribes to "ch" and receives
+ * root's message. */
+static int good_subscriber(void *arg)
+{
+	struct child *c = arg;
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	char buf[64];
+	ssize_t n;
+
+	if (become(GOOD_UID))
+		return 10;
+	bus = shmbus_connect(d.sock);
+	if (!bus)
+		return 11;
+	ch = shmbus_bus_open(bus, "ch", SHMBUS_ROLE_SUBSCRIBE);
+	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	if (!sub)
+		return 12;
+	say(c->ready[1]);
+	if (shmbus_wait(sub, 5000000000))
+		return 13;
+	n = shmbus_read(sub, buf, sizeof(buf), NULL);
+	if (n != 5 || memcmp(buf, "hello", 5))
+		return 14;
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+/* While the flood holds its connections: root publishes on "ch" and
+ * GOOD_UID receives it, each through its own connection. */
+static void well_behaved_clients_pass(void)
+{
+	struct child c = { .name = "ch" };
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	pid_t s;
+	int rc;
+
+	child_pipes(&c);
+	s = th_spawn(good_subscriber, &c);
+	ch = open_role(&bus, "ch", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "root could not open its channel: %s",
+		  shmbus_strerror(errno));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	{
+		struct pollfd p = { .fd = c.ready[0], .events = POLLIN };
+
+		cr_assert_eq(poll(&p, 1, 5000), 1,
+			     "uid %d could not subscribe", GOOD_UID);
+	}
+	hear(c.ready[0]);
+	cr_assert_eq(shmbus_publish(pub, "hello", 5), 0);
+	rc = th_wait(s);
+	cr_assert_eq(rc, 0, "uid %d's client failed (%d): locked out", GOOD_UID,
+		     rc);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* The reported case: the default limits, 1,100 silent connections from
+ * one uid.  Its share is capped, root and another uid get in, and the
+ * silent connections are closed after the default idle timeout. */
+Test(flood, default_limits_one_uid_cannot_lock_others_out, .fini = teardown,
+     .timeout = 60)
+{
+	struct flood f;
+	pid_t pid;
+	uint32_t alive;
+
+	need_root();
+	setup_with(GOOD_CHANNEL);
+	pid = flood_start(&f, FLOOD_UID, 1100, false);
+	alive = flood_alive(&f);
+	cr_expect_leq(alive, 64, "one uid holds %u connections", alive);
+	well_behaved_clients_pass();
+	/* Never a request: closed after the default idle timeout (5 s). */
+	usleep(6000000);
+	alive = flood_alive(&f);
+	cr_expect_eq(alive, 0, "%u silent connections outlived the idle "
+		     "timeout", alive);
+	flood_stop(&f, pid);
+	cr_expect(log_has("max_clients_per_uid"), "no refusal logged");
+}
+
+/* A table smaller than the flood: the flooder fills the places that are
+ * not reserved; root takes a reserved place, and the other uid one of the
+ * flooder's silent connections. */
+Test(flood, full_table_a_newcomer_takes_the_flooders_place, .fini = teardown,
+     .timeout = 60)
+{
+	struct flood f;
+	pid_t pid;
+	uint32_t before, after;
+
+	need_root();
+	setup_with("max_clients = 64\n" GOOD_CHANNEL);
+	pid = flood_start(&f, FLOOD_UID, 100, false);
+	before = flood_alive(&f);
+	cr_expect_lt(before, 64, "the flooder holds every place (%u)",
+		     before);
+	well_behaved_clients_pass();
+	after = flood_alive(&f);
+	cr_expect_lt(after, before, "no flooder's connection was evicted "
+		     "(%u then %u)", before, after);
+	flood_stop(&f, pid);
+	cr_expect(log_has("max_clients (64)"), "no refusal logged");
+	cr_expect(log_has("evicted"), "no eviction logged");
+}
+
+/* Connections that said HELLO are not idle: the per-uid limit is what
+ * bounds them, and they stay past the idle timeout. */
+Test(flood, per_uid_limit_bounds_clients_that_spoke, .fini = teardown,
+     .timeout = 60)
+{
+	struct flood f, g;
+	pid_t pid, pid2;
+	uint32_t alive;
+
+	need_root();
+	setup_with("max_clients_per_uid = 16\nidle_timeout_ms = 300\n"
+		   GOOD_CHANNEL);
+	pid = flood_start(&f, FLOOD_UID, 40, true);
+	pid2 = flood_start(&g, OTHER_UID, 40, false);
+	cr_expect_eq(flood_alive(&f), 16);
+	well_behaved_clients_pass();
+	usleep(1000000);
+	alive = flood_alive(&f);
+	cr_expect_eq(alive, 16, "%u of 16 connections that spoke kept past "
+		     "the idle timeout", alive);
+	alive = flood_alive(&g);
+	cr_expect_eq(alive, 0, "%u silent connections kept past the idle "
+		     "timeout", alive);
+	flood_stop(&f, pid);
+	flood_stop(&g, pid2);
+	cr_expect(log_has("max_clients_per_uid (16)"), "no refusal logged");
+	cr_expect(log_has("idle_timeout_ms (300)"), "no timeout logged");
+}
+
+/* Whether the daemon has closed fd: EOF after any replies queued. */
+static bool closed_by_daemon(int fd)
+{
+	uint8_t buf[SHMBUS_CTL_MAX];
+	struct timeval tv = { .tv_usec = 200000 };
+	ssize_t n;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0)
+		;
+	return n == 0;
+}
+
+Test(flood, idle_timeout_spares_connections_that_completed_a_request,
+     .fini = teardown, .timeout = 30)
+{
+	struct shmbus_ctl_hdr rep;
+	int silent, half, spoke;
+
+	setup_with("idle_timeout_ms = 300\n" GOOD_CHANNEL);
+	silent = raw_connect();
+	half = raw_connect();
+	spoke = raw_connect();
+	/* A datagram too short to be a request: answered, not counted. */
+	cr_assert_eq(send(half, &hello, 10, 0), 10);
+	cr_assert_eq(send(spoke, &hello, sizeof(hello), 0),
+		     (ssize_t)sizeof(hello));
+	cr_assert_gt(recv(spoke, &rep, sizeof(rep), 0), 0);
+	usleep(1000000);
+	cr_expect(closed_by_daemon(silent), "a silent connection was kept");
+	cr_expect(closed_by_daemon(half), "a connection that sent only a "
+		  "malformed request was kept");
+	cr_expect_eq(send(spoke, &hello, sizeof(hello), MSG_NOSIGNAL),
+		     (ssize_t)sizeof(hello));
+	cr_expect_eq(recv(spoke, &rep, sizeof(rep), 0), (ssize_t)sizeof(rep),
+		     "a connection that completed a request was closed");
+	close(silent);
+	close(half);
+	close(spoke);
+	cr_expect(log_has("idle_timeout_ms (300)"), "no timeout logged");
+}
+
+static void stop_daemon(void)
+{
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0, "shmbusd did not stop cleanly");
+	d.pid = 0;
+}
+
+/* remove_on_exit: the shm_dir it created goes (with the levels it made
+ * above it); a directory that was there before stays. */
+Test(flood, remove_on_exit_removes_the_shm_dir_it_created, .fini = teardown)
+{
+	char conf[512], made[128], path[256];
+
+	setup_with("");
+	stop_daemon();
+	/* The shm_dir is two new levels inside the fixture's directory. */
+	snprintf(made, sizeof(made), "%s/shm", d.dir);
+	snprintf(conf, sizeof(conf),
+		 "shm_dir = %s/shm/bus\nremove_on_exit = yes\n"
+		 "[channel a]\ncapacity = 4K\n", d.dir);
+	write_conf(conf);
+	start_daemon();
+	snprintf(path, sizeof(path), "%s/shm/bus/a", d.dir);
+	cr_assert_eq(access(path, F_OK), 0, "no channel file in the shm_dir");
+	stop_daemon();
+	cr_expect_eq(access(made, F_OK), -1, "%s left behind", made);
+}
+
+Test(flood, remove_on_exit_keeps_a_dir_it_did_not_create, .fini = teardown)
+{
+	char conf[512], keep[128], foreign[160], empty[128];
+	FILE *fp;
+
+	setup_with("");
+	stop_daemon();
+	/* One existing directory with a foreign file, one existing and
+	 * empty: neither was created by the daemon. */
+	snprintf(keep, sizeof(keep), "%s/keep", d.dir);
+	snprintf(foreign, sizeof(foreign), "%s/notes.txt", keep);
+	cr_assert_eq(mkdir(keep, 0755), 0);
+	fp = fopen(foreign, "w");
+	cr_assert(fp);
+	fputs("not a channel\n", fp);
+	fclose(fp);
+	snprintf(conf, sizeof(conf), "shm_dir = %s\nremove_on_exit = yes\n"
+		 "[channel a]\ncapacity = 4K\n", keep);
+	write_conf(conf);
+	start_daemon();
+	stop_daemon();
+	cr_expect_eq(access(foreign, F_OK), 0, "a foreign file was removed");
+	snprintf(empty, sizeof(empty), "%s/empty", d.dir);
+	cr_assert_eq(mkdir(empty, 0755), 0);
+	snprintf(conf, sizeof(conf), "shm_dir = %s\nremove_on_exit = yes\n",
+		 empty);
+	write_conf(conf);
+	start_daemon();
+	stop_daemon();
+	cr_expect_eq(access(empty, F_OK), 0, "removed a directory that was "
+		     "there before the daemon");
+}
