@@ -7,8 +7,6 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -25,45 +23,6 @@
 #define SP_NAP_MIN_NS		20000		/* 20 us, doubling... */
 #define SP_NAP_MAX_NS		1000000		/* ...up to 1 ms */
 
-/*
- * Whether the process that holds the role is gone for good: no such
- * process, or a zombie, which has closed everything and never runs again,
- * as shmbusd judges it (sbd_pid_gone()): a killed producer that its parent
- * has not reaped yet does not make its successor fail with -EBUSY.  Only
- * a zombie with no threads left: a leader that called pthread_exit() is a
- * zombie too, while its other threads may still publish.  A process that
- * is still on its way out is alive.
- */
-static bool holder_gone(uint32_t pid)
-{
-	char path[32], buf[512], *p;
-	unsigned long threads = 0;
-	ssize_t n;
-	int fd;
-
-	if (!sb_pid_alive(pid))
-		return true;
-	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	p = strrchr(buf, ')');	/* the name may hold anything but this */
-	if (!p || p[1] != ' ' || (p[2] != 'Z' && p[2] != 'X'))
-		return false;
-	/* Field 20, num_threads: the zombie leader counts itself. */
-	p += 2;
-	for (int field = 3; field < 20 && p; field++)
-		p = strchr(p + 1, ' ');
-	if (p)
-		threads = strtoul(p + 1, NULL, 10);
-	return threads == 1;
-}
-
 static int take_sp_role(struct shmbus_channel *ch)
 {
 	uint32_t me = (uint32_t)getpid(), cur = 0;
@@ -77,7 +36,7 @@ static int take_sp_role(struct shmbus_channel *ch)
 	while (!cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
 		uint32_t pid = cur & ~SHMBUS_SP_REPAIRING;
 
-		if (cur & SHMBUS_SP_REPAIRING && !holder_gone(pid)) {
+		if (cur & SHMBUS_SP_REPAIRING && !sb_pid_gone(pid)) {
 			/* shmbusd is padding a dead producer's claim: a few
 			 * microseconds of its time.  Sleep rather than
 			 * yield, so that the repairer is not kept from a
@@ -92,10 +51,12 @@ static int take_sp_role(struct shmbus_channel *ch)
 			cur = 0;
 			continue;
 		}
-		if (!(cur & SHMBUS_SP_REPAIRING) && !holder_gone(pid))
+		if (!(cur & SHMBUS_SP_REPAIRING) && !sb_pid_gone(pid))
 			return -EBUSY;
-		/* The previous producer (or its repairer) is gone: take
-		 * over, then repair its unfinished claim. */
+		/* The previous producer (or its repairer) is gone (a
+		 * killed one its parent has not reaped yet included: the
+		 * daemon's test, lib/pid.c): take over, then repair its
+		 * unfinished claim. */
 		if (cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
 			sb_sp_repair(ch);
 			break;
