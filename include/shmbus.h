@@ -386,14 +386,17 @@ int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
  * number of milliseconds in the environment variable
  * SHMBUS_CONNECT_TIMEOUT_MS (0: try once; at most 3600000; a malformed
  * value is ignored).  A daemon that comes up within that time is connected
- * to within 10 ms of listening.  The same bound is how long a request on
- * the handle (shmbus_bus_open()...) waits for a lost daemon to return.
+ * to within 10 ms of listening.  A daemon that accepts the connection and
+ * closes it (it refuses this client: max_clients) is not waited for.  The
+ * same bound is how long a request on the handle (shmbus_bus_open()...)
+ * waits for a lost daemon to return.
  *
  * After fork() the child cannot use its parent's handle (the library
  * closes the child's copy of the socket): connect again in the child.
  * Returns NULL with errno set: ECONNREFUSED or ENOENT (no daemon answered
  * within the bound: ECONNREFUSED, a socket file nobody listens on; ENOENT,
- * no socket file), EACCES (the socket's mode), ETIMEDOUT (a daemon that
+ * no socket file; ECONNREFUSED at once, a daemon that refused this
+ * client), EACCES (the socket's mode), ETIMEDOUT (a daemon that
  * accepted but did not answer within 5 s), EPROTO (not a shmbusd),
  * ENAMETOOLONG, ENOMEM.  Thread-safe; the handle may be shared by threads.
  */

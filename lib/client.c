@@ -210,7 +210,11 @@ static int exchange(int fd, uint32_t id, uint16_t type, const void *body,
 	}
 }
 
-static int dial(const char *path, int *fdp)
+/* Connects and says HELLO.  *absent (if not NULL) tells whether a
+ * failure means that no daemon listens on the socket now (none started
+ * yet, or one restarting), rather than a daemon that closed the
+ * connection on us (a refusal, e.g. max_clients) or another error. */
+static int dial(const char *path, int *fdp, bool *absent)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = REPLY_TIMEOUT_S };
@@ -218,6 +222,8 @@ static int dial(const char *path, int *fdp)
 	uint32_t len = 0;
 	int fd, rc;
 
+	if (absent)
+		*absent = false;
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
@@ -225,6 +231,9 @@ static int dial(const char *path, int *fdp)
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		rc = -errno;
 		close(fd);
+		if (absent)
+			*absent = rc == -ECONNREFUSED || rc == -ENOENT ||
+				  rc == -EAGAIN;
 		return rc;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -240,13 +249,6 @@ static int dial(const char *path, int *fdp)
 	return 0;
 }
 
-/* Whether a failed dial() means that no daemon serves the socket now
- * (none started yet, or one restarting), rather than a refusal. */
-static bool daemon_absent(int rc)
-{
-	return rc == -ECONNREFUSED || rc == -ENOENT || rc == -EAGAIN;
-}
-
 /* dial() until a daemon answers, while none is there, for at most
  * wait_ns; the pauses between tries grow from 1 ms to 10 ms, so a daemon
  * that comes up is found within 10 ms. */
@@ -254,9 +256,10 @@ static int dial_wait(const char *path, int64_t wait_ns, int *fdp)
 {
 	struct timespec nap = { .tv_nsec = DIAL_NAP_MIN_NS };
 	int64_t until = mono_ns() + wait_ns, left;
+	bool absent;
 	int rc;
 
-	while (daemon_absent(rc = dial(path, fdp)) &&
+	while ((rc = dial(path, fdp, &absent)) && absent &&
 	       (left = until - mono_ns()) > 0) {
 		struct timespec t = nap;
 
@@ -333,7 +336,7 @@ static void *watch(void *arg)
 
 			if (poll(&s, 1, (int)(RECONNECT_NS / 1000000)) > 0)
 				return NULL;
-			if (dial(b->path, &fd) == 0)
+			if (dial(b->path, &fd, NULL) == 0)
 				break;
 		}
 		pthread_mutex_lock(&b->lock);
