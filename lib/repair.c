@@ -101,6 +101,37 @@ static void zero_stale(struct shmbus_channel *ch, uint64_t pos)
 			break;
 }
 
+/*
+ * Single producer: where the walk over committed records starts.  The
+ * record the mailbox last announced, if it checks out (a record boundary
+ * of this lap below head, at or after the oldest one, whose commit word
+ * the mailbox repeats): the producer posts every record it commits, so
+ * the walk covers at most its last claim.  Otherwise (no post yet, a
+ * mailbox one post behind or damaged) the oldest indexed boundary, and
+ * the walk covers up to a lap: 22 ms for a 64 MiB ring of 32-byte records
+ * (test_direct's takeover test), 20 us from the mailbox.
+ */
+static uint64_t sp_walk_start(struct shmbus_channel *ch, uint64_t head)
+{
+	uint64_t oldest, mark, p, w;
+
+	sb_sub_find_oldest(ch, head, &oldest);
+	/* A8: pairs with R8 in mbox_post(): the record's commit in the ring
+	 * and the mailbox's word are visible.  Its writer is dead, and we
+	 * hold the role: nothing changes them under us. */
+	mark = load_acquire64(&ch->mbox->mark);
+	if (mark == 0)
+		return oldest;
+	p = mark - 1;
+	if (p % SHMBUS_REC_ALIGN || p < oldest || p >= head)
+		return oldest;
+	w = load_acquire64(&rec_at(ch, p)->commit);	/* A1, with R1 */
+	if (word_tag(w) != lap_tag(ch, p) ||
+	    load_relaxed64(&ch->mbox->word) != w)
+		return oldest;
+	return p;
+}
+
 bool sb_sp_repair(struct shmbus_channel *ch)
 {
 	/* Acquire: ordered after the sp_owner CAS that gave us the role. */
@@ -108,7 +139,7 @@ bool sb_sp_repair(struct shmbus_channel *ch)
 
 	if (head % SHMBUS_REC_ALIGN)
 		return false;	/* corrupt: shmbus_pub_open() reports it */
-	sb_sub_find_oldest(ch, head, &start);
+	start = sp_walk_start(ch, head);
 	end = committed_until(ch, start, head);
 	if (end >= head)
 		return false;
