@@ -154,6 +154,34 @@ static int p_count(const char *v, void *f, char *err, size_t n)
 	return 0;
 }
 
+static int p_count0(const char *v, void *f, char *err, size_t n)
+{
+	uint64_t x;
+
+	if (p_u64(v, &x, false, err, n))
+		return -1;
+	if (x > 1000000) {
+		snprintf(err, n, "'%s': expected 0 to 1000000", v);
+		return -1;
+	}
+	*(unsigned *)f = (unsigned)x;
+	return 0;
+}
+
+static int p_idle_ms(const char *v, void *f, char *err, size_t n)
+{
+	uint64_t x;
+
+	if (p_u64(v, &x, false, err, n))
+		return -1;
+	if (x < 10 || x > 3600000) {
+		snprintf(err, n, "'%s': expected 10 to 3600000 (ms)", v);
+		return -1;
+	}
+	*(unsigned *)f = (unsigned)x;
+	return 0;
+}
+
 static int p_reap_ms(const char *v, void *f, char *err, size_t n)
 {
 	uint64_t x;
@@ -400,6 +428,9 @@ bool sbd_rule_allows(const struct sbd_rule *r, uid_t uid, const gid_t *gids,
 
 #define B(name, fn, field) \
 	{ S_BUS, name, fn, offsetof(struct sbd_conf, field), NO_LINE }
+#define BL(name, fn, field, line) \
+	{ S_BUS, name, fn, offsetof(struct sbd_conf, field), \
+	  offsetof(struct sbd_conf, line) }
 #define D(name, fn, field) \
 	{ S_DEFAULTS, name, fn, offsetof(struct sbd_conf, field), NO_LINE }
 #define C(name, fn, field) \
@@ -415,6 +446,9 @@ static const struct key keys[] = {
 	B("socket_mode", p_mode, socket_mode),
 	B("max_channels", p_count, max_channels),
 	B("max_clients", p_count, max_clients),
+	BL("max_clients_per_uid", p_count, max_clients_per_uid, per_uid_line),
+	BL("reserved_clients", p_count0, reserved_clients, reserved_line),
+	B("idle_timeout_ms", p_idle_ms, idle_timeout_ms),
 	B("reap_interval_ms", p_reap_ms, reap_ms),
 	B("log_level", p_level, log_level),
 	B("log", p_log, syslog),
@@ -617,9 +651,40 @@ static int handler(void *user, const char *section, const char *name,
 	return 0;
 }
 
+/* The connection limits: the reserve leaves room for others, and one uid
+ * can be given no more than the places others than root, the daemon's
+ * user and admins have. */
+static int check_clients(struct sbd_conf *c)
+{
+	if (!c->reserved_line)
+		c->reserved_clients = c->max_clients < 2 ? 0 :
+				      c->max_clients / 16 ? c->max_clients / 16
+							  : 1;
+	if (c->reserved_clients >= c->max_clients) {
+		snprintf(c->err, sizeof(c->err), "%s:%d: reserved_clients: "
+			 "%u leaves no place for other users (max_clients %u)",
+			 c->path, c->reserved_line, c->reserved_clients,
+			 c->max_clients);
+		return -1;
+	}
+	if (c->per_uid_line &&
+	    c->max_clients_per_uid > c->max_clients - c->reserved_clients) {
+		snprintf(c->err, sizeof(c->err), "%s:%d: max_clients_per_uid: "
+			 "%u is more than the %u places of max_clients (%u) "
+			 "not reserved (reserved_clients %u)", c->path,
+			 c->per_uid_line, c->max_clients_per_uid,
+			 c->max_clients - c->reserved_clients,
+			 c->max_clients, c->reserved_clients);
+		return -1;
+	}
+	return 0;
+}
+
 /* Checks that involve several keys, once the file is read. */
 static int check(struct sbd_conf *c)
 {
+	if (check_clients(c))
+		return -1;
 	for (size_t i = 0; i < c->nchans; i++) {
 		struct sbd_chan_conf *cc = &c->chans[i];
 		uint64_t cap = cc->attr.capacity;
@@ -672,6 +737,8 @@ int sbd_conf_load(const char *path, struct sbd_conf *c)
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	c->max_channels = 256;
 	c->max_clients = 1024;
+	c->max_clients_per_uid = 64;
+	c->idle_timeout_ms = 5000;
 	c->reap_ms = 20;
 	c->socket_mode = 0666;
 	c->log_level = SBD_INFO;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * log.c - one logging call with a level and an errno, to stderr (with a
- * timestamp and the level) or to syslog.
+ * timestamp and the level) or to syslog; and a rate limit for events a
+ * client can cause at will.
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -37,6 +38,28 @@ int sbd_log_level_parse(const char *s)
 		if (strcasecmp(s, names[i]) == 0)
 			return i;
 	return -1;
+}
+
+uint64_t sbd_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+bool sbd_log_allow(struct sbd_ratelimit *rl, unsigned long *missed)
+{
+	uint64_t now = sbd_now_ns();
+
+	if (now < rl->next_ns) {
+		rl->missed++;
+		return false;
+	}
+	rl->next_ns = now + 1000000000u;
+	*missed = rl->missed;
+	rl->missed = 0;
+	return true;
 }
 
 void sbd_log(int level, int err, const char *fmt, ...)

@@ -155,12 +155,17 @@ static void drop_all_clients(void)
 	rcu_read_unlock();
 }
 
+/* New connections are accepted, and idle ones closed, after a batch of
+ * events is handled: either may close a client whose event is still
+ * further down in the batch. */
 static void loop(void)
 {
 	struct epoll_event evs[64];
 
 	while (!got_term) {
-		int n = epoll_wait(sbd.epoll_fd, evs, 64, -1);
+		int n = epoll_wait(sbd.epoll_fd, evs, 64,
+				   sbd_control_expire());
+		bool incoming = false;
 
 		if (n < 0 && errno != EINTR) {
 			sbd_log(SBD_ERR, errno, "epoll_wait");
@@ -170,7 +175,7 @@ static void loop(void)
 			void *p = evs[i].data.ptr;
 
 			if (p == &sbd.listen_fd) {
-				sbd_control_accept();
+				incoming = true;
 			} else if (p == sig_pipe) {
 				char junk[64];
 
@@ -189,6 +194,8 @@ static void loop(void)
 					sbd_control_drop(cl);
 			}
 		}
+		if (incoming)
+			sbd_control_accept();
 		if (got_hup) {
 			got_hup = 0;
 			sbd_reload();
@@ -298,6 +305,10 @@ int main(int argc, char **argv)
 	if (sbd.conf.remove_on_exit)
 		remove_channels();
 	sbd_registry_fini();
+	if (sbd.refused || sbd.evicted || sbd.timed_out)
+		sbd_log(SBD_NOTICE, 0, "connections refused: %lu, evicted: %lu, "
+			"closed as idle: %lu", sbd.refused, sbd.evicted,
+			sbd.timed_out);
 	rcu_unregister_thread();
 	sbd_conf_free(&sbd.conf);
 	close(lock_fd);

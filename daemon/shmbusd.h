@@ -38,6 +38,17 @@ void sbd_log(int level, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int sbd_log_level_parse(const char *s);
 
+/* At most one line a second for one kind of event, so that a flood cannot
+ * fill the log.  sbd_log_allow() says whether to log this one; *missed
+ * gets how many were not logged since the last line. */
+struct sbd_ratelimit {
+	uint64_t next_ns;
+	unsigned long missed;
+};
+bool sbd_log_allow(struct sbd_ratelimit *rl, unsigned long *missed);
+/* CLOCK_MONOTONIC in ns. */
+uint64_t sbd_now_ns(void);
+
 /* --------------------------------------------------------------- config */
 
 #define SBD_RULE_MAX 32
@@ -72,6 +83,10 @@ struct sbd_conf {
 	unsigned socket_mode;
 	unsigned max_channels;
 	unsigned max_clients;
+	unsigned max_clients_per_uid;	/* for each uid that is not privileged */
+	unsigned reserved_clients;	/* places only privileged uids take */
+	unsigned idle_timeout_ms;	/* to complete a first request */
+	int per_uid_line, reserved_line;	/* 0: not in the file */
 	unsigned reap_ms;
 	int log_level;
 	bool syslog;
@@ -130,6 +145,14 @@ struct sbd_client {
 	/* channels it opened or attached to, by name hash (for describe) */
 	uint32_t nopen;
 	uint64_t opened[64];
+	/* Admission (control.c, main thread only): root, the daemon's user
+	 * or an admin when it connected; whether it has completed a
+	 * request; while it has not, its place in the idle list (oldest
+	 * first), whose deadline is since_ns + idle_timeout_ms. */
+	bool privileged;
+	bool spoke;
+	uint64_t since_ns;
+	struct sbd_client *idle_prev, *idle_next;
 };
 
 int sbd_registry_init(void);
@@ -170,12 +193,20 @@ struct sbd_state {
 	int listen_fd;
 	int epoll_fd;
 	unsigned nclients;
+	unsigned nordinary;		/* clients that are not privileged */
+	/* Connections refused, evicted to make room, closed as idle. */
+	unsigned long refused, evicted, timed_out;
 };
 
 extern struct sbd_state sbd;
 
 int sbd_control_listen(void);
+/* Accepts, judged by connection limits (see docs/shmbusd.md).  Call it
+ * outside the handling of other clients' events: it may evict one. */
 void sbd_control_accept(void);
+/* Closes the connections whose idle timeout has passed; returns the ms
+ * until the next one does, or -1 if none waits (for epoll_wait()). */
+int sbd_control_expire(void);
 /* Serves one readable client; returns false when it is gone. */
 bool sbd_control_serve(struct sbd_client *cl);
 void sbd_control_drop(struct sbd_client *cl);

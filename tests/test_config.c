@@ -103,6 +103,18 @@ static const struct bad cases[] = {
 	{ "[bus]\nremove_on_exit = maybe\n", 2,
 	  "remove_on_exit: 'maybe': expected yes or no" },
 	{ "[bus]\nmax_channels = 0\n", 2, "max_channels: '0'" },
+	{ "[bus]\nmax_clients_per_uid = 0\n", 2,
+	  "max_clients_per_uid: '0': expected 1 to 1000000" },
+	{ "[bus]\nmax_clients = 100\nmax_clients_per_uid = 200\n", 3,
+	  "max_clients_per_uid: 200 is more than the 94 places" },
+	{ "[bus]\nreserved_clients = -1\n", 2,
+	  "reserved_clients: '-1': expected a number" },
+	{ "[bus]\nreserved_clients = 64\nmax_clients = 64\n", 2,
+	  "reserved_clients: 64 leaves no place for other users" },
+	{ "[bus]\nidle_timeout_ms = 5\n", 2,
+	  "idle_timeout_ms: '5': expected 10 to 3600000" },
+	{ "[bus]\nidle_timeout_ms = 2s\n", 2,
+	  "idle_timeout_ms: '2s': unexpected 's'" },
 	{ "[channel a]\ncapacity =\n", 2, "capacity: a value is required" },
 };
 
@@ -166,7 +178,9 @@ Test(config, a_good_config_passes_the_check)
 	char out[4096];
 
 	cr_assert_eq(run(dir, "; a comment\n[bus]\nname = ok\nadmins = uid:0 "
-			      "group:root\n[defaults]\nsubscribe = *\n"
+			      "group:root\nmax_clients_per_uid = 32\n"
+			      "reserved_clients = 8\nidle_timeout_ms = 2000\n"
+			      "[defaults]\nsubscribe = *\n"
 			      "publish = none\n[channel a]\n[channel b]\n"
 			      "capacity = 2M\nmax_msg = 64KiB\n"
 			      "policy = overwrite\nproducers = multi\n"
