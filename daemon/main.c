@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -61,23 +62,81 @@ static void usage(FILE *f)
 		"  -t         check the configuration and exit\n");
 }
 
-/* mkdir -p for the socket's directory and the shm dir. */
-static int mkdirs(const char *path, mode_t mode)
+/* mkdir -p for the socket's directory and the shm dir.  created (if not
+ * NULL, PATH_MAX bytes) gets the topmost level this call made, or "". */
+static int mkdirs(const char *path, mode_t mode, char *created)
 {
 	char buf[PATH_MAX];
 
+	if (created)
+		created[0] = 0;
 	snprintf(buf, sizeof(buf), "%s", path);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
+	for (char *p = buf + 1;; p++) {
+		bool last = !*p;
+
+		if (*p != '/' && !last)
 			continue;
 		*p = 0;
-		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		if (mkdir(buf, mode) == 0) {
+			if (created && !created[0])
+				snprintf(created, PATH_MAX, "%s", buf);
+		} else if (errno != EEXIST) {
 			return -errno;
+		}
+		if (last)
+			return 0;
 		*p = '/';
 	}
-	if (mkdir(buf, mode) < 0 && errno != EEXIST)
-		return -errno;
-	return 0;
+}
+
+/* remove_on_exit: the shm_dir goes if this daemon made it and it is now
+ * empty, and so do the empty levels above it that it made (up to
+ * `created`).  rmdir() removes only an empty directory, so a foreign file,
+ * or a channel set aside as corrupt, keeps it. */
+static void remove_shm_dir(const char *created)
+{
+	char p[PATH_MAX];
+	size_t top = strlen(created);
+
+	snprintf(p, sizeof(p), "%s", sbd.conf.shm_dir);
+	for (;;) {
+		size_t n = strlen(p);
+		char *slash;
+
+		while (n > 1 && p[n - 1] == '/')
+			p[--n] = 0;
+		if (n < top)
+			return;
+		if (rmdir(p) < 0) {
+			sbd_log(SBD_NOTICE, errno, "%s: left in place", p);
+			return;
+		}
+		sbd_log(SBD_INFO, 0, "%s: removed (remove_on_exit)", p);
+		slash = strrchr(p, '/');
+		if (n == top || !slash || slash == p)
+			return;
+		*slash = 0;
+	}
+}
+
+/* Every client takes a descriptor and every channel three: asks for what
+ * max_clients and max_channels need, up to the hard limit. */
+static void raise_fd_limit(void)
+{
+	rlim_t want = (rlim_t)sbd.conf.max_clients +
+		      3 * (rlim_t)sbd.conf.max_channels + 64;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ?
+			      rl.rlim_max : want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < want)
+		sbd_log(SBD_WARN, 0, "the descriptor limit (%llu) is below "
+			"what max_clients and max_channels need (%llu): "
+			"clients will be refused before max_clients",
+			(unsigned long long)rl.rlim_cur,
+			(unsigned long long)want);
 }
 
 /* One daemon per bus.  Returns the lock's fd, or -1 (reported). */
@@ -92,7 +151,7 @@ static int take_lock(void)
 	slash = strrchr(dir, '/');
 	if (slash && slash != dir) {
 		*slash = 0;
-		if (mkdirs(dir, 0755) < 0) {
+		if (mkdirs(dir, 0755, NULL) < 0) {
 			sbd_log(SBD_ERR, errno, "%s", dir);
 			return -1;
 		}
@@ -206,7 +265,7 @@ static void loop(void)
 int main(int argc, char **argv)
 {
 	const char *conf = NULL, *bus = "default", *dir = NULL, *sock = NULL;
-	char defconf[PATH_MAX];
+	char defconf[PATH_MAX], shm_made[PATH_MAX];
 	bool check_only = false, use_syslog = false, verbose = false;
 	struct epoll_event ev = { .events = EPOLLIN };
 	int opt, lock_fd;
@@ -258,7 +317,8 @@ int main(int argc, char **argv)
 	lock_fd = take_lock();
 	if (lock_fd < 0)
 		return 1;
-	if (mkdirs(sbd.conf.shm_dir, 0755) < 0) {
+	raise_fd_limit();
+	if (mkdirs(sbd.conf.shm_dir, 0755, shm_made) < 0) {
 		sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
 		return 1;
 	}
@@ -305,6 +365,8 @@ int main(int argc, char **argv)
 	if (sbd.conf.remove_on_exit)
 		remove_channels();
 	sbd_registry_fini();
+	if (sbd.conf.remove_on_exit && shm_made[0])
+		remove_shm_dir(shm_made);
 	if (sbd.refused || sbd.evicted || sbd.timed_out)
 		sbd_log(SBD_NOTICE, 0, "connections refused: %lu, evicted: %lu, "
 			"closed as idle: %lu", sbd.refused, sbd.evicted,
