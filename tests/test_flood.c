@@ -66,8 +66,9 @@ static const struct shmbus_ctl_hdr hello = {
 };
 
 /* A flooder: opens n connections as uid, silent or after one HELLO each,
- * says ready, then for every byte on go writes how many of them the
- * daemon has not closed (a uint32 on report); exits at EOF on go. */
+ * says ready, then for every 'c' on go writes how many of them the daemon
+ * has not closed (a uint32 on report); exits at 'q' (a flooder forked
+ * later holds a copy of go's write end, so EOF would not come). */
 struct flood {
 	uid_t uid;
 	unsigned n;
@@ -85,8 +86,6 @@ static int flooder(void *arg)
 
 	if (!fds)
 		return 2;
-	/* Only the parent writes go: its closing ends the loop below. */
-	close(f->go[1]);
 	/* Raised while still root: a default limit of 1024 descriptors
 	 * would stop a flood of more connections than max_clients. */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < f->n + 64) {
@@ -115,7 +114,7 @@ static int flooder(void *arg)
 	}
 	if (write(f->ready[1], "x", 1) != 1)
 		return 6;
-	while (read(f->go[0], &c, 1) == 1) {
+	while (read(f->go[0], &c, 1) == 1 && c == 'c') {
 		uint32_t alive = 0;
 
 		for (unsigned i = 0; i < f->n; i++) {
@@ -153,7 +152,7 @@ static uint32_t flood_alive(struct flood *f)
 {
 	uint32_t alive;
 
-	say(f->go[1]);
+	cr_assert_eq(write(f->go[1], "c", 1), 1);
 	cr_assert_eq(read(f->report[0], &alive, sizeof(alive)),
 		     (ssize_t)sizeof(alive), "flooder gone");
 	return alive;
@@ -161,8 +160,9 @@ static uint32_t flood_alive(struct flood *f)
 
 static void flood_stop(struct flood *f, pid_t pid)
 {
-	close(f->go[1]);
+	cr_assert_eq(write(f->go[1], "q", 1), 1);
 	cr_expect_eq(th_wait(pid), 0, "flooder failed");
+	close(f->go[1]);
 	close(f->go[0]);
 	close(f->ready[0]);
 	close(f->ready[1]);
@@ -251,7 +251,8 @@ Test(flood, default_limits_one_uid_cannot_lock_others_out, .fini = teardown,
 	setup_with(GOOD_CHANNEL);
 	pid = flood_start(&f, FLOOD_UID, 1100, false);
 	alive = flood_alive(&f);
-	cr_expect_leq(alive, 64, "one uid holds %u connections", alive);
+	cr_expect_eq(alive, 64, "one uid holds %u connections, not "
+		     "max_clients_per_uid (64)", alive);
 	well_behaved_clients_pass();
 	/* Never a request: closed after the default idle timeout (5 s). */
 	usleep(6000000);
@@ -276,12 +277,12 @@ Test(flood, full_table_a_newcomer_takes_the_flooders_place, .fini = teardown,
 	setup_with("max_clients = 64\n" GOOD_CHANNEL);
 	pid = flood_start(&f, FLOOD_UID, 100, false);
 	before = flood_alive(&f);
-	cr_expect_lt(before, 64, "the flooder holds every place (%u)",
-		     before);
+	cr_expect_eq(before, 60, "the flooder holds %u places, not the 60 "
+		     "that are not reserved", before);
 	well_behaved_clients_pass();
 	after = flood_alive(&f);
-	cr_expect_lt(after, before, "no flooder's connection was evicted "
-		     "(%u then %u)", before, after);
+	cr_expect_eq(after, before - 1, "not one flooder's connection "
+		     "evicted for the newcomer (%u then %u)", before, after);
 	flood_stop(&f, pid);
 	cr_expect(log_has("max_clients (64)"), "no refusal logged");
 	cr_expect(log_has("evicted"), "no eviction logged");
