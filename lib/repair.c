@@ -62,6 +62,12 @@ static void pad_range(struct shmbus_channel *ch, uint64_t from, uint64_t to)
 		sb_commit_rec(ch, p, SHMBUS_REC_PAD,
 			      (uint32_t)(end - p - SHMBUS_REC_ALIGN));
 	}
+	/* F3, as in wake_if_sleepers() after a commit: pairs with F4 in
+	 * shmbus_wait().  A subscriber asleep at the dead claim, which the
+	 * commits behind it woke in vain, wakes and steps over it now. */
+	fence_seqcst();
+	if (load_relaxed32(&ch->hdr->sleepers))
+		sb_prod_wake(ch);
 }
 
 /* Walks committed records from `p` (a record boundary) towards `to`;

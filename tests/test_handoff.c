@@ -489,3 +489,80 @@ Test(handoff, watchdog_reports_what_nothing_covers, .fini = teardown,
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }
+
+/* ------------------------------------------------------------- sleepers */
+
+struct killer {
+	pid_t victim;
+	unsigned delay_us;
+};
+
+static int kill_later(void *arg)
+{
+	struct killer *k = arg;
+
+	usleep(k->delay_us);
+	return kill(k->victim, SIGKILL) ? 2 : 0;
+}
+
+/*
+ * A subscriber asleep on the futex at a dead producer's claim, with a
+ * message committed behind it: the commit woke it in vain, and nothing
+ * will be committed again.  The repair's padding wakes it.
+ */
+Test(handoff, a_sleeper_wakes_when_a_dead_claim_is_padded, .fini = teardown,
+     .timeout = 60)
+{
+	struct child a = { .name = "ch", .n = 0, .id = 1 };
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST,
+				      .wait = SHMBUS_WAIT_SLEEP };
+	struct killer k = { .delay_us = 200000 };
+	shmbus_bus *bus, *pbus;
+	shmbus_channel *ch, *pch;
+	shmbus_sub *sub;
+	shmbus_pub *pub;
+	uint8_t msg[64], buf[256];
+	uint64_t t0, waited;
+	uint32_t id;
+	uint64_t seq;
+	pid_t pa, pk;
+	int rc;
+
+	setup_with(conf_mp);
+	ch = open_role(&bus, "ch", SHMBUS_ROLE_SUBSCRIBE);
+	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	pch = open_role(&pbus, "ch", SHMBUS_ROLE_PUBLISH);
+	pub = pch ? shmbus_pub_open(pch, NULL) : NULL;
+	cr_assert(sub && pub);
+	child_pipes(&a);
+	pa = th_spawn(stuck_producer, &a);
+	hear(a.ready[0]);
+	th_msg_fill(msg, sizeof(msg), 2, 0);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN);
+
+	k.victim = pa;
+	pk = th_spawn(kill_later, &k);
+	t0 = th_now_ns();
+	do
+		rc = shmbus_wait(sub, 3000000000);
+	while (rc == 0 && shmbus_read(sub, buf, sizeof(buf), NULL) == -EAGAIN &&
+	       th_now_ns() - t0 < 3000000000ull);
+	waited = th_now_ns() - t0;
+	cr_assert_eq(rc, 0, "shmbus_wait: %s", shmbus_strerror(rc));
+	cr_assert_lt(waited, 1500000000ull, "woke after %llu ms",
+		     (unsigned long long)(waited / 1000000));
+	cr_assert_eq(th_msg_check(buf, sizeof(msg), &id, &seq), 0);
+	cr_assert_eq(id, 2);
+	cr_log_info("asleep at the dead claim: woke %llu ms after the wait "
+		    "began, the kill at 200 ms", (unsigned long long)(waited /
+							     1000000));
+	cr_assert_eq(th_wait(pk), 0);
+	cr_assert_eq(th_wait(pa), 128 + SIGKILL);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(pch);
+	shmbus_disconnect(pbus);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
