@@ -217,6 +217,112 @@ install: all
 	install -m 644 include/shmbus/layout.h include/shmbus/protocol.h $(DESTDIR)$(PREFIX)/include/shmbus/
 	install -m 644 $(BUILD)/shmbus.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 
+# ------------------------------------------------------------------ fuzzing
+# libFuzzer targets (fuzz/, docs/fuzzing.md), built by clang with ASan and
+# UBSan into $(FUZZ_BUILD) (gcc's pragmas ignored).  `make fuzz` runs each
+# for FUZZ_TIME seconds, one after another, from its seed corpus
+# fuzz/corpus/NAME (fuzz/NAME.dict, if any, is its dictionary); what a run
+# learns goes to $(FUZZ_BUILD)/corpus/NAME, what it finds (crash-*, leak-*,
+# timeout-*) to $(FUZZ_BUILD)/artifacts/NAME/.  FUZZ_TARGETS=channel runs
+# one; FUZZ_ARGS adds libFuzzer options.  The suite replays the corpus and
+# fuzz/regress/ (tests/test_fuzz_regress.c).
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_TIME    ?= 60
+FUZZ_TARGETS ?= channel control config
+FUZZ_ARGS    ?=
+FUZZ_PKGS     = clang libclang-rt-14-dev
+FUZZ_SAN      = -fsanitize=fuzzer-no-link,address,undefined \
+		-fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_DAEMON_OBJS = $(filter-out $(BUILD)/daemon/main.o,$(DAEMON_OBJS))
+FUZZ_LEN_channel = 32768
+FUZZ_LEN_control = 8192
+FUZZ_LEN_config  = 4096
+
+.PHONY: fuzz fuzz-build fuzz-bins fuzz-seeds fuzz-clean
+
+# Installs clang and its fuzzer runtime when run as root; else names them.
+$(FUZZ_BUILD)/.fuzz-deps-ok: Makefile
+	$(Q)mkdir -p $(FUZZ_BUILD)
+	$(Q)missing=""; for p in $(FUZZ_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "  DEPS   installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+		else \
+			echo "shmbus: make fuzz needs:$$missing"; \
+			echo "        install them with: sudo apt-get install$$missing"; exit 1; \
+		fi; \
+	fi; touch $@
+
+fuzz-build: $(FUZZ_BUILD)/.fuzz-deps-ok
+	$(Q)$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang \
+		SAN="$(FUZZ_SAN)" CFLAGS="-O1 -g -Wno-unknown-pragmas" \
+		FUZZ_URCU_SAN=-fno-sanitize=pointer-overflow fuzz-bins
+
+# liburcu's cds_lfht_for_each_entry() ends every walk with
+# caa_container_of(NULL), which clang's pointer-overflow check reports (a
+# zero offset applied to a null pointer): not checked in the code that
+# walks the daemon's tables.
+$(BUILD)/daemon/%.o $(BUILD)/fuzz/fuzz_control.o: ALLCFLAGS += $(FUZZ_URCU_SAN)
+
+fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+
+$(BUILD)/fuzz/fuzz_channel: $(BUILD)/fuzz/fuzz_channel.o $(BUILD)/fuzz/fuzz_support.o $(LIB_A)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -lnuma -lpthread
+
+# The daemon's objects but main.o: the harness calls its request parser
+# and dispatcher in-process.
+$(BUILD)/fuzz/fuzz_control: $(BUILD)/fuzz/fuzz_control.o $(BUILD)/fuzz/fuzz_support.o \
+		$(FUZZ_DAEMON_OBJS) $(LIB_A)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ $(DAEMON_LIBS)
+
+$(BUILD)/fuzz/fuzz_config: $(BUILD)/fuzz/fuzz_config.o $(BUILD)/fuzz/fuzz_support.o \
+		$(BUILD)/daemon/config.o $(BUILD)/daemon/log.o $(LIB_A)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -linih -lnuma
+
+fuzz: fuzz-build
+	$(Q)fail=0; for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/artifacts/$$t; \
+		echo "== fuzz_$$t: $(FUZZ_TIME) s"; \
+		$(FUZZ_BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_TIME) \
+			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			-max_len=$$(case $$t in channel) echo $(FUZZ_LEN_channel);; \
+				control) echo $(FUZZ_LEN_control);; *) echo $(FUZZ_LEN_config);; esac) \
+			$$([ -f fuzz/$$t.dict ] && echo -dict=fuzz/$$t.dict) \
+			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t/ $(FUZZ_ARGS) \
+			$(FUZZ_BUILD)/corpus/$$t fuzz/corpus/$$t \
+			2>$(FUZZ_BUILD)/fuzz_$$t.log || { fail=1; \
+			echo "FAILED: fuzz_$$t (see $(FUZZ_BUILD)/fuzz_$$t.log and $(FUZZ_BUILD)/artifacts/$$t/)"; }; \
+		grep -E '^(#[0-9]+.*DONE|stat::|Done)' $(FUZZ_BUILD)/fuzz_$$t.log; \
+		rm -rf /dev/shm/shmbus-fuzz-$$t-*; \
+	done; exit $$fail
+
+# Regenerates the seed corpus of the channel and control targets (the
+# config seeds are written by hand).
+fuzz-seeds: fuzz-build
+	$(Q)for t in channel control; do \
+		SHMBUS_FUZZ_SEEDS=fuzz/corpus/$$t $(FUZZ_BUILD)/fuzz/fuzz_$$t -runs=0 >/dev/null 2>&1 || exit 1; \
+	done
+
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
+
+# The suite's replay of the fuzzers' inputs: the harnesses built by gcc,
+# without libFuzzer's entry point.
+$(BUILD)/fuzz/replay_%.o: fuzz/fuzz_%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC     $@")
+	$(Q)$(CC) $(CPPFLAGS) -DSHMBUS_FUZZ_NO_ENTRY $(ALLCFLAGS) -c $< -o $@
+
+$(BUILD)/tests/test_fuzz_regress: $(BUILD)/fuzz/replay_channel.o $(BUILD)/fuzz/replay_control.o \
+		$(BUILD)/fuzz/replay_config.o $(BUILD)/fuzz/fuzz_support.o $(FUZZ_DAEMON_OBJS)
+$(BUILD)/tests/test_fuzz_regress: TEST_LIBS = $(LIB_A) $(DAEMON_LIBS) -lcriterion
+
 clean:
 	rm -rf build build-asan build-tsan
 
