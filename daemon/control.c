@@ -561,6 +561,14 @@ int sbd_control_expire(void)
 	while (idle_head && now - idle_head->since_ns >= timeout) {
 		struct sbd_client *cl = idle_head;
 
+		/* A request may be waiting unread because the daemon was
+		 * slow, not the client: it is read first. */
+		if (!sbd_control_serve(cl)) {
+			sbd_control_drop(cl);
+			continue;
+		}
+		if (cl->spoke)
+			continue;
 		sbd.timed_out++;
 		log_limited(&rl_idle, SBD_NOTICE, sbd.timed_out, "closed",
 			    "closed pid %d (uid %u): no complete request "
