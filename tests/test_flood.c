@@ -359,6 +359,21 @@ Test(flood, idle_timeout_spares_connections_that_completed_a_request,
 	cr_expect(log_has("idle_timeout_ms (300)"), "no timeout logged");
 }
 
+/* The directories the remove_on_exit tests make inside the fixture's,
+ * which teardown() (files only) would leave. */
+static void teardown_dirs(void)
+{
+	static const char *const sub[] = { "shm/bus", "shm", "keep",
+					   "empty" };
+	char path[256];
+
+	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", d.dir, sub[i]);
+		th_rmdir(path);
+	}
+	teardown();
+}
+
 static void stop_daemon(void)
 {
 	kill(d.pid, SIGTERM);
@@ -368,7 +383,8 @@ static void stop_daemon(void)
 
 /* remove_on_exit: the shm_dir it created goes (with the levels it made
  * above it); a directory that was there before stays. */
-Test(flood, remove_on_exit_removes_the_shm_dir_it_created, .fini = teardown)
+Test(flood, remove_on_exit_removes_the_shm_dir_it_created,
+     .fini = teardown_dirs)
 {
 	char conf[512], made[128], path[256];
 
@@ -387,7 +403,8 @@ Test(flood, remove_on_exit_removes_the_shm_dir_it_created, .fini = teardown)
 	cr_expect_eq(access(made, F_OK), -1, "%s left behind", made);
 }
 
-Test(flood, remove_on_exit_keeps_a_dir_it_did_not_create, .fini = teardown)
+Test(flood, remove_on_exit_keeps_a_dir_it_did_not_create,
+     .fini = teardown_dirs)
 {
 	char conf[512], keep[128], foreign[160], empty[128];
 	FILE *fp;
