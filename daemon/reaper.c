@@ -67,10 +67,11 @@ static unsigned reap_channel(struct sbd_chan *c, struct verdicts *v)
 		 * with acquire and compares it in its CAS. */
 		uint64_t o = load_relaxed64(&ch->subs[i].owner);
 
-		if (owner_state(o) != SHMBUS_SLOT_ACTIVE ||
+		if (owner_state(o) == SHMBUS_SLOT_FREE ||
 		    !gone(v, owner_pid(o)))
 			continue;
-		if (sb_repair_sub(ch, i, owner_pid(o)) == 1) {
+		if (sb_repair_sub(ch, i, owner_pid(o),
+				  (uint32_t)sbd.self_pid) == 1) {
 			released++;
 			sbd_log(SBD_NOTICE, 0, "%s: released subscriber slot "
 				"%u of dead process %u", c->name, i,
@@ -107,7 +108,7 @@ static unsigned reap_channel(struct sbd_chan *c, struct verdicts *v)
 		uint64_t o = load_relaxed64(&ch->prods[i].owner);
 		uint64_t repairs;
 
-		if (owner_state(o) != SHMBUS_SLOT_ACTIVE ||
+		if (owner_state(o) == SHMBUS_SLOT_FREE ||
 		    !gone(v, owner_pid(o)))
 			continue;
 		repairs = load_relaxed64(&ch->hdr->repairs);

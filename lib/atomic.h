@@ -104,6 +104,12 @@ static inline int cas_seqcst32(uint32_t *p, uint32_t *expected, uint32_t v)
 						       memory_order_relaxed);
 }
 
+/* Exchange: exactly one of several callers gets a non-zero old value. */
+static inline uint32_t xchg_relaxed32(uint32_t *p, uint32_t v)
+{
+	return atomic_exchange_explicit(SB_A32(p), v, memory_order_relaxed);
+}
+
 static inline uint32_t add_seqcst32(uint32_t *p, uint32_t v)
 {
 	return atomic_fetch_add_explicit(SB_A32(p), v, memory_order_seq_cst);

@@ -139,9 +139,9 @@ static __attribute__((cold)) int reap_gone(struct shmbus_pub *pub)
 			 * word again in its CAS. */
 			uint64_t o = load_acquire64(&ch->subs[i].owner);
 
-			if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
+			if (owner_state(o) != SHMBUS_SLOT_FREE &&
 			    sb_pid_gone(owner_pid(o)))
-				n += sb_repair_sub(ch, i, owner_pid(o));
+				n += sb_repair_sub(ch, i, owner_pid(o), me);
 		}
 	}
 	if (!pub->multi)
@@ -150,7 +150,7 @@ static __attribute__((cold)) int reap_gone(struct shmbus_pub *pub)
 		/* A7: pairs with R7; sb_repair_prod() compares it again. */
 		uint64_t o = load_acquire64(&ch->prods[i].owner);
 
-		if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
+		if (owner_state(o) != SHMBUS_SLOT_FREE &&
 		    owner_pid(o) != me && sb_pid_gone(owner_pid(o)) &&
 		    sb_repair_prod(ch, i, owner_pid(o), me) == 1)
 			n++;

@@ -92,21 +92,6 @@ static uint64_t committed_until(struct shmbus_channel *ch, uint64_t p,
 	return to;
 }
 
-/* Zeroes the word at pos unless it is a commit of pos's own lap. */
-static void zero_stale(struct shmbus_channel *ch, uint64_t pos)
-{
-	uint64_t *word = &rec_at(ch, pos)->commit;
-	/* A1: pairs with R1 in the successor's commit; only the value is
-	 * compared, nothing behind it is read. */
-	uint64_t w = load_acquire64(word);
-
-	/* A CAS, not a store: a live successor may commit here at any
-	 * moment, and its commit must win. */
-	while (w != 0 && word_tag(w) != lap_tag(ch, pos))
-		if (cas_strong64(word, &w, 0))
-			break;
-}
-
 /*
  * Single producer: where the walk over committed records starts.  The
  * record the mailbox last announced, if it checks out (a record boundary
@@ -232,12 +217,21 @@ static uint64_t end_of_claim(struct shmbus_channel *ch, uint64_t x,
 	return end;
 }
 
+/* Gives an adopted slot back to its dead owner, untouched: its claim is
+ * not the one at the hand-off any more, and is repair_claim()'s. */
+static void give_back(struct shmbus_prod_slot *s, uint64_t dead_o)
+{
+	/* No data edge: we wrote nothing that the next adopter reads. */
+	store_release64(&s->owner, dead_o);
+}
+
 int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 		    bool (*gone)(uint32_t pid))
 {
 	struct shmbus_hdr *h = ch->hdr;
 	struct shmbus_prod_slot *dead = NULL;
-	uint64_t head, dead_o = 0, end, exp;
+	uint64_t head, dead_o = 0, end, w, exp;
+	uint64_t *word;
 
 	/* Acquire: pairs with the release part of every CAS on head, a
 	 * release sequence: the announcement (R6) of every claim that
@@ -267,29 +261,53 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 		return SB_HELP_NOBODY;
 	if (!adopt(dead, dead_o, self))
 		return SB_HELP_LIVE;	/* someone else adopted it */
-	/* A3: pairs with R3: whoever moved the hand-off past x (the adopter
-	 * of a second dead slot that announced x) has repaired the claim. */
-	if (load_acquire64(&h->handoff) != x) {
-		release_adopted(ch, dead);
-		return SB_HELP_LIVE;	/* it moved: look again */
-	}
 	end = end_of_claim(ch, x, head);
+	word = &rec_at(ch, end)->commit;
+	/* A1: pairs with R1 in the commit of the claim at end, if there is
+	 * one already; only the value is used, as the CAS's expectation. */
+	w = load_acquire64(word);
+	/*
+	 * A3: pairs with R3 (a hand-off store, or another helper's CAS).
+	 * Checked after the scan and the load of w, before any write.  If
+	 * the hand-off is still at x, it was at x during the scan too: the
+	 * claim at end had not handed over, announced its start, and the
+	 * end is exact; nobody had committed at end, so w is stale.  If it
+	 * moved, x is not the hand-off's any more: the claim may have
+	 * handed over itself and died writing (repair_claim()'s case), or
+	 * another helper adopted a second slot announcing x and repaired
+	 * it.  Either way this slot goes back as it was.
+	 */
+	if (load_acquire64(&h->handoff) != x) {
+		give_back(dead, dead_o);
+		return SB_HELP_LIVE;
+	}
 	/* For busstat and the daemon; the claim is ours now. */
 	store_relaxed64(&dead->claim_end, end);
-	/* What the dead producer's hand-off would have done, then the whole
+	/*
+	 * What the dead producer's hand-off would have done, then the whole
 	 * claim as padding (it wrote nothing: a producer writes only after
 	 * it has handed over).  The word at end first: the padding makes
-	 * [x, end) reachable (§3).  Its producer commits there only after
-	 * the hand-off reaches end, so only a stale word is zeroed. */
-	zero_stale(ch, end);
+	 * [x, end) reachable (§3).  A CAS from the stale value, whatever it
+	 * holds (even this lap's tag): another helper may have finished
+	 * meanwhile, and the claim at end committed there, which must win.
+	 * Everything else below writes what any helper of x writes, and
+	 * our slot keeps it all inside this lap.
+	 */
+	if (w != 0)
+		cas_strong64(word, &w, 0);
 	sb_seg_index(ch, x, end);
 	pad_range(ch, x, end);
-	add_relaxed64(&h->repairs, 1);
 	exp = x;
 	/* R3: pairs with A3 in the next claimer's await_handoff() and A3'
 	 * in the subscriber's trusted(): the zeroing and the index above
-	 * are visible to whoever sees the hand-off at end. */
-	cas_seqcst64(&h->handoff, &exp, end);
+	 * are visible to whoever sees the hand-off at end.  Strong: a
+	 * spurious failure would leave the hand-off at a claim no slot
+	 * announces once ours is released. */
+	if (!cas_strong64(&h->handoff, &exp, end)) {
+		release_adopted(ch, dead);
+		return SB_HELP_LIVE;	/* another helper of x moved it */
+	}
+	add_relaxed64(&h->repairs, 1);
 	release_adopted(ch, dead);
 	return SB_HELP_DONE;
 }
@@ -357,7 +375,18 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	s = &ch->prods[i];
 	/* A7: pairs with R7 (the slot's ACTIVE store). */
 	o = load_acquire64(&s->owner);
-	if (owner_state(o) != SHMBUS_SLOT_ACTIVE || owner_pid(o) != dead)
+	if (owner_pid(o) != dead)
+		return 0;
+	if (owner_state(o) == SHMBUS_SLOT_BUSY) {
+		/* Died setting the slot up (or releasing an adopted one): it
+		 * announces nothing yet, and goes back to FREE. */
+		if (!cas_strong64(&s->owner, &o,
+				  owner_word(SHMBUS_SLOT_BUSY, self)))
+			return 0;
+		release_adopted(ch, s);
+		return 1;
+	}
+	if (owner_state(o) != SHMBUS_SLOT_ACTIVE)
 		return 0;
 	if (!ch_multi(ch)) {
 		/* A single producer's claim is sb_repair_sp()'s. */
@@ -369,7 +398,8 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	return repair_claim(ch, s, o, self);
 }
 
-int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead)
+int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
+		  uint32_t self)
 {
 	struct shmbus_sub_slot *s;
 	uint64_t o;
@@ -378,18 +408,21 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead)
 		return 0;
 	s = &ch->subs[i];
 	o = load_acquire64(&s->owner);	/* A7 */
-	if (owner_state(o) != SHMBUS_SLOT_ACTIVE || owner_pid(o) != dead)
+	/* ACTIVE: a subscriber that died.  BUSY: one that died setting its
+	 * slot up, or a repairer that died releasing it. */
+	if ((owner_state(o) != SHMBUS_SLOT_ACTIVE &&
+	     owner_state(o) != SHMBUS_SLOT_BUSY) || owner_pid(o) != dead)
 		return 0;
-	/* The state and the dead pid in one compare: a slot a live process
-	 * took over meanwhile is left alone. */
-	if (!cas_strong64(&s->owner, &o,
-			  owner_word(SHMBUS_SLOT_BUSY, dead)))
+	/* The state and the dead pid in one compare, our pid in: a slot a
+	 * live process took meanwhile is left alone, and if we die here the
+	 * slot names us, and the next repairer takes it from us. */
+	if (!cas_strong64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY, self)))
 		return 0;
-	/* A dead owner that was asleep still counts as a sleeper. */
-	if (load_relaxed32(&s->sleeping)) {
-		store_relaxed32(&s->sleeping, 0);
+	/* A dead owner that was asleep still counts as a sleeper (it set
+	 * sleeping after its increment, sleep_wait()); the exchange lets
+	 * exactly one repairer undo it. */
+	if (xchg_relaxed32(&s->sleeping, 0))
 		sub_seqcst32(&ch->hdr->sleepers, 1);
-	}
 	/* Release: producers that see the slot free need nothing from it. */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
 	add_relaxed64(&ch->hdr->reaped, 1);

@@ -16,9 +16,11 @@
 
 #include "channel.h"
 
-/* Releases subscriber slot i if it belongs to `dead`.  Returns 1 if it
+/* Releases subscriber slot i if it belongs to `dead` (ACTIVE, or BUSY:
+ * died setting it up), taking it as `self` meanwhile.  Returns 1 if it
  * did, 0 if the slot is not (or no longer) that process's. */
-int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead);
+int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
+		  uint32_t self);
 
 /* Releases producer slot i if it belongs to `dead`.  Multi producer: a
  * claim it handed over and did not commit is padded first.  The slot is

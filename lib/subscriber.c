@@ -65,8 +65,10 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 					     (uint32_t)getpid())))
 			continue;
 		/* A dead owner that was asleep still counts as a sleeper;
-		 * undo its increment (same order as in sleep_wait()). */
-		if (st == SHMBUS_SLOT_ACTIVE && load_relaxed32(&s->sleeping))
+		 * undo its increment (it set sleeping after it, in
+		 * sleep_wait()).  The exchange: exactly once, whoever else
+		 * repairs the same slot (sb_repair_sub()). */
+		if (st == SHMBUS_SLOT_ACTIVE && xchg_relaxed32(&s->sleeping, 0))
 			sub_seqcst32(&ch->hdr->sleepers, 1);
 		*index = i;
 		return s;

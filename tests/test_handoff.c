@@ -30,6 +30,7 @@
 
 #include "daemon_fixture.h"
 #include "shmbus/layout.h"
+#include "../lib/repair.h"
 
 static const char *const conf_mp =
 	"[defaults]\nsubscribe = *\n"
@@ -565,4 +566,187 @@ Test(handoff, a_sleeper_wakes_when_a_dead_claim_is_padded, .fini = teardown,
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
+}
+
+/* ------------------------------------------- the help, step by step */
+
+struct direct_child {
+	const char *dir;
+	uint32_t id;
+	bool hold;		/* claim and hold, instead of publishing */
+	int ready[2];
+};
+
+/* Direct mode: a multi producer that says "ready" and then publishes one
+ * 100-byte message, or (hold) claims one and holds it. */
+static int direct_producer(void *arg)
+{
+	struct direct_child *c = arg;
+	shmbus_channel *ch = shmbus_channel_open(c->dir, "ch");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint8_t buf[100];
+	void *slot;
+
+	if (!pub)
+		return 2;
+	th_msg_fill(buf, sizeof(buf), c->id, 0);
+	if (c->hold) {
+		if (shmbus_claim(pub, sizeof(buf), &slot))
+			return 3;
+		if (write(c->ready[1], "x", 1) != 1)
+			return 4;
+		for (;;)
+			pause();
+	}
+	if (write(c->ready[1], "x", 1) != 1)
+		return 4;
+	return shmbus_publish(pub, buf, sizeof(buf)) ? 5 : 0;
+}
+
+static pid_t spawn_direct(struct direct_child *c)
+{
+	char x;
+	pid_t pid;
+
+	cr_assert(pipe(c->ready) == 0);
+	pid = th_spawn(direct_producer, c);
+	cr_assert_eq(read(c->ready[0], &x, 1), 1, "producer failed");
+	return pid;
+}
+
+static struct shmbus_prod_slot *slot_of(struct shmbus_prod_slot *prods,
+					pid_t pid)
+{
+	for (unsigned i = 0; i < SHMBUS_MAX_PRODUCERS; i++)
+		if ((uint32_t)(ld(&prods[i].owner) >> 32) == (uint32_t)pid)
+			return &prods[i];
+	return NULL;
+}
+
+/*
+ * A helper that read the hand-off at x before the claim at x handed over
+ * and whose producer then died writing: the help finds the hand-off
+ * moved, and leaves the slot to the repair of a handed-over claim, which
+ * pads it.  (Freeing it instead left the claim unpadded for good.)
+ */
+Test(handoff, a_late_help_leaves_a_handed_over_claim_to_the_repair,
+     .timeout = 30)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 16, 1024, SHMBUS_BLOCK,
+				       SHMBUS_MULTI_PRODUCER);
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_sub *sub = shmbus_sub_open(ch, &sa);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	struct direct_child w = { .dir = dir, .id = 1, .hold = true };
+	struct shmbus_prod_slot *prods, *ws;
+	struct shmbus_hdr *h;
+	uint8_t *ctl, msg[100], buf[256];
+	size_t ctl_len;
+	uint32_t id;
+	uint64_t seq, x, o;
+	pid_t pw;
+
+	cr_assert(sub && pub);
+	ctl = th_map_channel(dir, &ctl_len);
+	cr_assert(ctl);
+	h = (struct shmbus_hdr *)ctl;
+	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+	x = ld(&h->head);
+	pw = spawn_direct(&w);
+	ws = slot_of(prods, pw);
+	cr_assert(ws);
+	cr_assert_gt(ld(&h->handoff), x, "W handed over");
+	kill(pw, SIGKILL);
+	cr_assert_eq(th_wait(pw), 128 + SIGKILL);
+
+	o = ld(&ws->owner);
+	cr_assert_eq(sb_handoff_help(ch, x, (uint32_t)getpid(), sb_pid_gone),
+		     SB_HELP_LIVE);
+	cr_assert_eq(ld(&ws->owner), o, "the slot is the repair's");
+	cr_assert_eq(sb_repair_prod(ch, (uint32_t)(ws - prods), (uint32_t)pw,
+				    (uint32_t)getpid()), 1);
+	th_msg_fill(msg, sizeof(msg), 2, 0);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), 100,
+		     "the dead claim was not padded");
+	cr_assert_eq(th_msg_check(buf, 100, &id, &seq), 0);
+	cr_assert_eq(id, 2);
+	munmap(ctl, ctl_len);
+	shmbus_pub_close(pub);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+/*
+ * The word after a dead claim holds stale bytes that carry this lap's tag
+ * (payload of an earlier lap can, by chance or on purpose): the help
+ * zeroes it all the same, so no reader takes it for a record.
+ */
+Test(handoff, the_help_zeroes_a_stale_word_that_looks_committed,
+     .timeout = 30)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 16, 1024, SHMBUS_BLOCK,
+				       SHMBUS_MULTI_PRODUCER);
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_sub *sub = shmbus_sub_open(ch, &sa);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	struct direct_child w = { .dir = dir, .id = 1 };
+	struct shmbus_prod_slot *prods, *mine;
+	struct shmbus_hdr *h;
+	uint8_t *ctl, *data, msg[100], buf[256];
+	size_t ctl_len, data_len;
+	uint64_t start, end, mask, tag, seq;
+	uint32_t id;
+	pid_t pw;
+
+	cr_assert(sub && pub);
+	ctl = th_map_channel(dir, &ctl_len);
+	data = th_map_data(dir, &data_len);
+	cr_assert(ctl && data);
+	h = (struct shmbus_hdr *)ctl;
+	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+	mask = h->capacity - 1;
+	mine = slot_of(prods, getpid());
+	cr_assert(mine);
+	/* This process holds a won claim [start, start + 64), not handed
+	 * over; W claims behind it, waits, and dies. */
+	start = ld(&h->head);
+	st(&mine->claim_end, start + 64);
+	st(&mine->claim_pos, start);
+	st(&h->head, start + 64);
+	pw = spawn_direct(&w);
+	await_head_past(h, start + 64);
+	kill(pw, SIGKILL);
+	cr_assert_eq(th_wait(pw), 128 + SIGKILL);
+	end = ld(&h->head);
+	/* Stale bytes at W's end that look like a 40-byte message. */
+	tag = (start >> h->cap_log2) + 1;
+	st((uint64_t *)(data + ((end + 8) & mask)), 777);
+	st((uint64_t *)(data + (end & mask)), tag << 32 | 40);
+	/* Our hand-off, then our padding, as a producer does. */
+	st((uint64_t *)(data + ((start + 64) & mask)), 0);
+	st(&h->handoff, start + 64);
+	st((uint64_t *)(data + (start & mask)),
+	   tag << 32 | (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS | 56);
+	st(&mine->claim_pos, UINT64_MAX);
+
+	cr_assert_eq(sb_handoff_help(ch, start + 64, (uint32_t)getpid(),
+				     sb_pid_gone), SB_HELP_DONE);
+	cr_assert_eq(ld(&h->handoff), end);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN,
+		     "a stale word was delivered as a message");
+	th_msg_fill(msg, sizeof(msg), 2, 0);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), 100);
+	cr_assert_eq(th_msg_check(buf, 100, &id, &seq), 0);
+	cr_assert_eq(id, 2);
+	munmap(ctl, ctl_len);
+	munmap(data, data_len);
+	shmbus_pub_close(pub);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
 }

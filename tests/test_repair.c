@@ -14,10 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon_fixture.h"
+#include "shmbus/layout.h"
 
 Test(repair, killed_producer_claim_is_repaired, .init = setup,
      .fini = teardown)
@@ -274,4 +276,53 @@ Test(repair, daemon_killed_during_traffic, .init = setup, .fini = teardown,
 		cr_assert_eq(th_wait(i), 128 + SIGKILL);
 	}
 	shmbus_disconnect(bus);
+}
+
+static int exit_at_once(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+/*
+ * A process killed while it set its slot up (or while it released one it
+ * was repairing) leaves the slot BUSY under its pid: shmbusd frees it,
+ * so slots are never lost for good.
+ */
+Test(repair, busy_slots_of_dead_processes_are_freed, .fini = teardown)
+{
+	struct shmbus_prod_slot *prods;
+	struct shmbus_sub_slot *subs;
+	struct shmbus_hdr *h;
+	uint8_t *ctl;
+	size_t len;
+	uint64_t busy;
+	pid_t dead = th_spawn(exit_at_once, NULL);
+
+	cr_assert_eq(th_wait(dead), 0);
+	setup_with("[defaults]\nsubscribe = *\n[channel ch]\ncapacity = 16K\n"
+		   "producers = multi\n");
+	ctl = th_map_channel(d.dir, &len);
+	cr_assert(ctl);
+	h = (struct shmbus_hdr *)ctl;
+	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+	subs = (struct shmbus_sub_slot *)(prods + SHMBUS_MAX_PRODUCERS);
+	busy = (uint64_t)(uint32_t)dead << 32 | SHMBUS_SLOT_BUSY;
+	__atomic_store_n(&prods[3].owner, busy, __ATOMIC_RELEASE);
+	__atomic_store_n(&subs[5].sleeping, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&h->sleepers, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&subs[5].owner, busy, __ATOMIC_RELEASE);
+	for (int i = 0; i < 100; i++) {
+		if (__atomic_load_n(&prods[3].owner, __ATOMIC_ACQUIRE) ==
+			    SHMBUS_SLOT_FREE &&
+		    __atomic_load_n(&subs[5].owner, __ATOMIC_ACQUIRE) ==
+			    SHMBUS_SLOT_FREE)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(prods[3].owner, SHMBUS_SLOT_FREE, "producer slot kept");
+	cr_assert_eq(subs[5].owner, SHMBUS_SLOT_FREE, "subscriber slot kept");
+	cr_assert_eq(h->sleepers, 0, "its sleeper count kept");
+	cr_assert_eq(prods[3].claim_pos, UINT64_MAX);
+	munmap(ctl, len);
 }
