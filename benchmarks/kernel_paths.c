@@ -12,6 +12,7 @@
 #include <mqueue.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -175,6 +176,9 @@ static void zmq_close_all(void)
 	zmq_setsockopt(zsock, ZMQ_LINGER, &zero, sizeof(zero));
 	zmq_close(zsock);
 	zmq_ctx_term(zctx);
+	/* libzmq leaves the binding end's socket file behind: remove it
+	 * (both ends try; one gets ENOENT). */
+	unlink(zaddr + strlen("ipc://"));
 }
 
 const struct transport T_PIPE = { "pipe", pipe_setup, tr_nop, tr_nop, fd_echo,

@@ -328,7 +328,8 @@ static int sh(const char *fmt, ...)
 }
 
 /* busstat -w under tmux: the screen shows the header and the channels, the
- * lagging one first; q quits. */
+ * lagging one first; q quits.  tmux runs as a private server (-L), never
+ * the user's own. */
 Test(busstat, watch_view_under_tmux, .init = setup, .fini = teardown,
      .timeout = 60)
 {
@@ -351,11 +352,12 @@ Test(busstat, watch_view_under_tmux, .init = setup, .fini = teardown,
 	for (int i = 0; i < 50; i++)
 		cr_assert_eq(shmbus_publish(p, "lagging", 7), 0);
 	snprintf(sess, sizeof(sess), "busstat-test-%d", (int)getpid());
-	cr_assert_eq(sh("tmux new-session -d -s %s -x 120 -y 30 '%s -d %s -w 0.2'",
-			sess, bin, dir), 0, "tmux (is it installed?)");
+	cr_assert_eq(sh("tmux -L %s new-session -d -s %s -x 120 -y 30 '%s -d %s -w 0.2'",
+			sess, sess, bin, dir), 0, "tmux (is it installed?)");
 	for (int i = 0; i < 50 && !strstr(pane, "ch "); i++) {
 		usleep(100000);
-		snprintf(cmd, sizeof(cmd), "tmux capture-pane -p -t %s", sess);
+		snprintf(cmd, sizeof(cmd), "tmux -L %s capture-pane -p -t %s", sess,
+			 sess);
 		f = popen(cmd, "r");
 		cr_assert(f);
 		pane[fread(pane, 1, sizeof(pane) - 1, f)] = 0;
@@ -366,13 +368,14 @@ Test(busstat, watch_view_under_tmux, .init = setup, .fini = teardown,
 	cr_expect(strstr(pane, "ch ") && strstr(pane, "aaa-idle"), "rows:\n%s", pane);
 	/* Sorted by lag: the lagging channel comes before the idle one. */
 	cr_expect(strstr(pane, "ch ") < strstr(pane, "aaa-idle"), "order:\n%s", pane);
-	cr_assert_eq(sh("tmux send-keys -t %s q", sess), 0);
+	cr_assert_eq(sh("tmux -L %s send-keys -t %s q", sess, sess), 0);
 	for (int i = 0; i < 50 && !gone; i++) {
 		usleep(100000);
-		gone = sh("tmux has-session -t %s 2>/dev/null", sess) != 0;
+		gone = sh("tmux -L %s has-session -t %s 2>/dev/null", sess,
+			  sess) != 0;
 	}
 	if (!gone)
-		sh("tmux kill-session -t %s", sess);
+		sh("tmux -L %s kill-server", sess);
 	cr_expect(gone, "q did not quit busstat -w");
 	shmbus_sub_close(s);
 	shmbus_pub_close(p);
