@@ -89,14 +89,23 @@ static unsigned reap_channel(struct sbd_chan *c, struct verdicts *v)
 			/* A previous shmbusd died repairing: finish. */
 			sb_repair_sp(ch, sp, (uint32_t)sbd.self_pid);
 	}
-	/* Claims of dead producers that never handed over, at the
-	 * hand-off, one after another: producers waiting behind them do the
-	 * same, but there may be none. */
+	/*
+	 * Claims of dead producers that never handed over, at the hand-off,
+	 * one after another.  Producers waiting behind such a claim hand it
+	 * over themselves at once; the daemon steps in only when the
+	 * hand-off has not moved since the last scan (no producer waits, or
+	 * all of them died), so that it seldom holds an adopted slot that
+	 * producers would wait for if the daemon were stopped meanwhile.
+	 */
 	for (uint32_t n = 0; ch_multi(ch) && n < SHMBUS_MAX_PRODUCERS; n++) {
 		/* A3: pairs with R3 (the hand-off store of the claim before
 		 * it); sb_handoff_help() orders the rest. */
 		uint64_t x = load_acquire64(&ch->hdr->handoff);
 
+		if (n == 0 && x != c->handoff_seen) {
+			c->handoff_seen = x;
+			break;
+		}
 		if (sb_handoff_help(ch, x, (uint32_t)sbd.self_pid,
 				    sb_pid_gone) != SB_HELP_DONE)
 			break;

@@ -132,6 +132,8 @@ struct sbd_chan {
 	uint64_t wd_pos;
 	int64_t wd_since_ns;
 	bool wd_reported;
+	/* the hand-off as the last scan saw it (reaper thread only) */
+	uint64_t handoff_seen;
 };
 
 struct sbd_client {

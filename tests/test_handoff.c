@@ -750,3 +750,80 @@ Test(handoff, the_help_zeroes_a_stale_word_that_looks_committed,
 	shmbus_channel_close(ch);
 	th_rmdir(dir);
 }
+
+/*
+ * A producer that dies waiting for the hand-off with nobody behind it:
+ * shmbusd hands its claim over and pads it (within two scans of the
+ * hand-off reaching it), so the next producer and the subscribers go on.
+ */
+Test(handoff, the_daemon_hands_over_when_no_producer_waits, .fini = teardown,
+     .timeout = 60)
+{
+	struct child d2 = { .name = "ch", .id = 2 };
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	struct shmbus_prod_slot *prods, *mine;
+	struct shmbus_hdr *h;
+	shmbus_bus *sbus, *pbus;
+	shmbus_channel *sch, *pch;
+	shmbus_sub *sub;
+	shmbus_pub *pub;
+	uint8_t *ctl, *data, buf[256], msg[100];
+	size_t ctl_len, data_len;
+	uint64_t start, mask, t0;
+	pid_t p2;
+
+	setup_with(conf_mp);
+	sch = open_role(&sbus, "ch", SHMBUS_ROLE_SUBSCRIBE);
+	sub = sch ? shmbus_sub_open(sch, &sa) : NULL;
+	pch = open_role(&pbus, "ch", SHMBUS_ROLE_PUBLISH);
+	pub = pch ? shmbus_pub_open(pch, NULL) : NULL;
+	cr_assert(sub && pub);
+	ctl = th_map_channel(d.dir, &ctl_len);
+	data = th_map_data(d.dir, &data_len);
+	cr_assert(ctl && data);
+	h = (struct shmbus_hdr *)ctl;
+	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+	mask = h->capacity - 1;
+	mine = slot_of(prods, getpid());
+	cr_assert(mine);
+	start = ld(&h->head);
+	st(&mine->claim_end, start + 64);
+	st(&mine->claim_pos, start);
+	st(&h->head, start + 64);
+	child_pipes(&d2);
+	p2 = th_spawn(one_message, &d2);
+	hear(d2.ready[0]);
+	await_head_past(h, start + 64);
+	kill(p2, SIGKILL);
+	cr_assert_eq(th_wait(p2), 128 + SIGKILL);
+	/* Our hand-off and padding; nobody waits behind D2. */
+	st((uint64_t *)(data + ((start + 64) & mask)), 0);
+	st(&h->handoff, start + 64);
+	st((uint64_t *)(data + (start & mask)),
+	   ((start >> h->cap_log2) + 1) << 32 |
+		   (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS | 56);
+	st(&mine->claim_pos, UINT64_MAX);
+	t0 = th_now_ns();
+	while (ld(&h->handoff) == start + 64) {
+		cr_assert(th_now_ns() - t0 < 2000000000ull,
+			  "nobody handed the dead claim over");
+		usleep(1000);
+	}
+	cr_log_info("shmbusd handed over %llu ms after the hand-off reached "
+		    "the dead claim", (unsigned long long)((th_now_ns() - t0) /
+							  1000000));
+	cr_assert_eq(ld(&h->repairs), 1);
+	th_msg_fill(msg, sizeof(msg), 3, 0);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(read_one(sub), 3);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN);
+	cr_assert(log_has("handed over and padded the claim"));
+	munmap(ctl, ctl_len);
+	munmap(data, data_len);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(pch);
+	shmbus_disconnect(pbus);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(sch);
+	shmbus_disconnect(sbus);
+}
