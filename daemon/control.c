@@ -582,6 +582,26 @@ int sbd_control_expire(void)
 	return wait > INT_MAX ? INT_MAX : (int)wait;
 }
 
+/*
+ * Refuses a connection in words before closing it: a HELLO reply (id 0,
+ * the id a client's HELLO carries) with -err.  A client tells it from a
+ * daemon that died under it, which closes without a word, and fails at
+ * once instead of waiting for a new daemon (lib/client.c, dial()).  The
+ * socket is new and its buffer empty: the send does not block.
+ */
+static void refuse(int fd, int err)
+{
+	struct shmbus_ctl_hdr h = {
+		.magic = SHMBUS_CTL_MAGIC, .version = SHMBUS_CTL_VERSION,
+		.type = SHMBUS_CTL_HELLO | SHMBUS_CTL_REPLY, .id = 0,
+		.status = -err,
+	};
+
+	if (send(fd, &h, sizeof(h), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		sbd_log(SBD_DEBUG, errno, "refusal not sent");
+	close(fd);
+}
+
 /* Out of descriptors: take one pending connection off the queue with the
  * spare descriptor and close it, so that the listening socket does not
  * stay readable for ever.  Returns whether it could. */
@@ -598,7 +618,7 @@ static bool refuse_without_fds(int err)
 	close(spare_fd);
 	fd = accept4(sbd.listen_fd, NULL, NULL, SOCK_CLOEXEC);
 	if (fd >= 0)
-		close(fd);
+		refuse(fd, EMFILE);
 	spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	return fd >= 0;
 }
@@ -655,7 +675,7 @@ void sbd_control_accept(void)
 			log_limited(&rl_refused, SBD_WARN, sbd.refused,
 				    "refused", "refused a connection: no "
 				    "credentials, or out of memory");
-			close(fd);
+			refuse(fd, ENOMEM);
 			continue;
 		}
 		cl->fd = fd;
@@ -672,7 +692,7 @@ void sbd_control_accept(void)
 		cl->privileged = admission_privileged(cl->uid, cl->gids,
 						      cl->ngids);
 		if (!admit(cl)) {
-			close(fd);
+			refuse(fd, EUSERS);
 			free(cl);
 			continue;
 		}
@@ -683,7 +703,7 @@ void sbd_control_accept(void)
 			sbd_log(SBD_WARN, rc, "client pid %d refused",
 				(int)cl->pid);
 			epoll_ctl(sbd.epoll_fd, EPOLL_CTL_DEL, fd, NULL);
-			close(fd);
+			refuse(fd, -rc);
 			free(cl);
 			continue;
 		}

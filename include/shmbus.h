@@ -386,8 +386,9 @@ int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
  * number of milliseconds in the environment variable
  * SHMBUS_CONNECT_TIMEOUT_MS (0: try once; at most 3600000; a malformed
  * value is ignored).  A daemon that comes up within that time is connected
- * to within 10 ms of listening.  A daemon that accepts the connection and
- * closes it (it refuses this client: max_clients) is not waited for.  The
+ * to within 10 ms of listening, and so is one that accepts the connection
+ * and dies before answering (the old daemon of a restart).  A daemon that
+ * refuses this client says so, and is not waited for.  The
  * same bound is how long a request on the handle (shmbus_bus_open()...)
  * waits for a lost daemon to return.
  *
@@ -395,8 +396,10 @@ int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
  * closes the child's copy of the socket): connect again in the child.
  * Returns NULL with errno set: ECONNREFUSED or ENOENT (no daemon answered
  * within the bound: ECONNREFUSED, a socket file nobody listens on; ENOENT,
- * no socket file; ECONNREFUSED at once, a daemon that refused this
- * client), EACCES (the socket's mode), ETIMEDOUT (a daemon that
+ * no socket file), EUSERS at once (the daemon refused this client: its
+ * connection limits, see shmbusd(8)), EMFILE or ENOMEM at once (the
+ * daemon is out of descriptors or memory), EACCES (the socket's mode),
+ * ETIMEDOUT (a daemon that
  * accepted but did not answer within 5 s), EPROTO (not a shmbusd),
  * ENAMETOOLONG, ENOMEM.  Thread-safe; the handle may be shared by threads.
  */

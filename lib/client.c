@@ -210,10 +210,30 @@ static int exchange(int fd, uint32_t id, uint16_t type, const void *body,
 	}
 }
 
+/*
+ * After a HELLO that found the connection closed: the daemon's refusal,
+ * if it sent one (a HELLO reply with -errno, daemon/control.c refuse()),
+ * or 0 if it closed without a word: a daemon that died under us, or is
+ * being replaced.  The frame is checked like any input.
+ */
+static int refusal(int fd)
+{
+	struct shmbus_ctl_hdr rh;
+	ssize_t n = recv(fd, &rh, sizeof(rh), MSG_DONTWAIT);
+
+	if (n != (ssize_t)sizeof(rh) || rh.magic != SHMBUS_CTL_MAGIC ||
+	    rh.version != SHMBUS_CTL_VERSION || rh.id != 0 || rh.len != 0 ||
+	    rh.type != (SHMBUS_CTL_HELLO | SHMBUS_CTL_REPLY) ||
+	    rh.status >= 0 || rh.status < -4095)
+		return 0;
+	return rh.status;
+}
+
 /* Connects and says HELLO.  *absent (if not NULL) tells whether a
- * failure means that no daemon listens on the socket now (none started
- * yet, or one restarting), rather than a daemon that closed the
- * connection on us (a refusal, e.g. max_clients) or another error. */
+ * failure means that no daemon serves the socket now (none started yet,
+ * one restarting, or one that died after accepting us), rather than a
+ * daemon that refused us (e.g. -EUSERS: its connection limits) or another
+ * error. */
 static int dial(const char *path, int *fdp, bool *absent)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -241,9 +261,16 @@ static int dial(const char *path, int *fdp, bool *absent)
 		      &len, NULL);
 	if (rc == 0 && len != sizeof(hello))
 		rc = -EPROTO;
+	if (rc == -ENOTCONN) {
+		int r = refusal(fd);
+
+		if (absent)
+			*absent = r == 0;
+		rc = r ? r : -ECONNREFUSED;
+	}
 	if (rc) {
 		close(fd);
-		return rc == -ENOTCONN ? -ECONNREFUSED : rc;
+		return rc;
 	}
 	*fdp = fd;
 	return 0;

@@ -436,3 +436,41 @@ Test(flood, remove_on_exit_keeps_a_dir_it_did_not_create,
 	cr_expect_eq(access(empty, F_OK), 0, "removed a directory that was "
 		     "there before the daemon");
 }
+
+/* A client of a uid at its limit: shmbus_connect() as that uid, after
+ * the flooder's connections; exits with the errno, 0 if it connected,
+ * and 100 + the tenths of a second it took if that was 0.5 s or more. */
+static int over_the_limit(void *arg)
+{
+	uint64_t t0;
+	shmbus_bus *b;
+
+	(void)arg;
+	if (become(FLOOD_UID))
+		return 99;
+	t0 = th_now_ns();
+	b = shmbus_connect(d.sock);
+	if (th_now_ns() - t0 >= 500000000ull)
+		return 100 + (int)((th_now_ns() - t0) / 100000000);
+	if (b) {
+		shmbus_disconnect(b);
+		return 0;
+	}
+	return errno;
+}
+
+/* A refusal is said, not just done: the client fails at once with
+ * EUSERS instead of waiting for a daemon as if this one had died. */
+Test(flood, a_refused_client_is_told_why_at_once, .fini = teardown,
+     .timeout = 60)
+{
+	struct flood f;
+	pid_t pid;
+
+	need_root();
+	setup_with("max_clients_per_uid = 4\n" GOOD_CHANNEL);
+	pid = flood_start(&f, FLOOD_UID, 4, true);
+	cr_assert_eq(flood_alive(&f), 4);
+	cr_assert_eq(th_wait(th_spawn(over_the_limit, NULL)), EUSERS);
+	flood_stop(&f, pid);
+}

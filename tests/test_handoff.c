@@ -241,12 +241,19 @@ static int kl_producer(void *arg)
 	shmbus_bus *bus;
 	shmbus_channel *ch = open_role(&bus, "ch", SHMBUS_ROLE_PUBLISH);
 
+	if (!ch) {
+		fprintf(stderr, "producer %u: open: %s\n", id, strerror(errno));
+		return 6;
+	}
 	/* Slots of killed producers are released by the daemon's repair. */
-	for (int i = 0; ch && !pub && i < 2000; i++)
+	for (int i = 0; !pub && i < 2000; i++)
 		if (!(pub = shmbus_pub_open(ch, &pa)))
 			usleep(1000);
-	if (!pub)
+	if (!pub) {
+		fprintf(stderr, "producer %u: pub_open: %s\n", id,
+			strerror(errno));
 		return 2;
+	}
 	for (uint64_t s = 0;; s++) {
 		size_t len = TH_MSG_MIN + rnd(&r) % 200;
 		uint32_t dawdle = rnd(&r) % 2048;
@@ -322,10 +329,9 @@ static uint64_t kl_received(void)
  * ring must move again; at the end every message whose commit returned
  * must have arrived, once, whole and in order.
  */
-Test(handoff, kill_loop, .fini = teardown, .timeout = 300)
+static void run_kill_loop(uint64_t kills, uint64_t daemon_every)
 {
-	uint64_t kills = th_env_count("SHMBUS_KILLS", 2000);
-	uint64_t kills_done = 0, stops = 0, worst = 0;
+	uint64_t kills_done = 0, stops = 0, worst = 0, restarts = 0;
 	int64_t end = (int64_t)th_now_ns() + 90 * INT64_C(1000000000);
 	pid_t prod[KL_PRODUCERS], subp;
 	uint32_t next_id = 0, r = (uint32_t)getpid() | 1;
@@ -349,6 +355,7 @@ Test(handoff, kill_loop, .fini = teardown, .timeout = 300)
 			    KL_PRODUCERS;
 		bool stop = rnd(&r) % 4 == 0;
 		uint64_t r0, t0, waited;
+		int rc;
 
 		if (stop) {
 			kill(prod[other], SIGSTOP);
@@ -356,12 +363,21 @@ Test(handoff, kill_loop, .fini = teardown, .timeout = 300)
 		}
 		usleep(rnd(&r) % 1500);
 		kill(prod[v], SIGKILL);
-		cr_assert_eq(th_wait(prod[v]), 128 + SIGKILL,
-			     "producer failed on its own");
+		rc = th_wait(prod[v]);
+		cr_assert_eq(rc, 128 + SIGKILL, "producer failed on its own "
+			     "(exit %d)", rc);
 		if (stop)
 			kill(prod[other], SIGCONT);
-		prod[v] = th_spawn(kl_producer, (void *)(uintptr_t)next_id++);
 		kills_done++;
+		if (daemon_every && kills_done % daemon_every == 0) {
+			/* The daemon too, sometimes in the middle of a
+			 * repair or an adopted hand-off. */
+			kill(d.pid, SIGKILL);
+			th_wait(d.pid);
+			start_daemon();
+			restarts++;
+		}
+		prod[v] = th_spawn(kl_producer, (void *)(uintptr_t)next_id++);
 		/* The ring moves again. */
 		r0 = kl_received();
 		t0 = th_now_ns();
@@ -409,12 +425,24 @@ Test(handoff, kill_loop, .fini = teardown, .timeout = 300)
 	kill(subp, SIGKILL);
 	th_wait(subp);
 	cr_log_info("kill loop: %llu kills, %llu with another producer "
-		    "stopped, %llu messages; slowest return to motion %llu us",
-		    (unsigned long long)kills_done,
-		    (unsigned long long)stops,
+		    "stopped, %llu daemon restarts, %llu messages; slowest "
+		    "return to motion %llu us", (unsigned long long)kills_done,
+		    (unsigned long long)stops, (unsigned long long)restarts,
 		    (unsigned long long)kl_received(),
 		    (unsigned long long)(worst / 1000));
 	munmap(kl, sizeof(*kl));
+}
+
+Test(handoff, kill_loop, .fini = teardown, .timeout = 300)
+{
+	run_kill_loop(th_env_count("SHMBUS_KILLS", 2000), 0);
+}
+
+/* The same, with shmbusd killed and restarted every 20 kills. */
+Test(handoff, kill_loop_with_daemon_restarts, .fini = teardown,
+     .timeout = 300)
+{
+	run_kill_loop(th_env_count("SHMBUS_KILLS", 2000) / 4, 20);
 }
 
 /* ------------------------------------------------------------- watchdog */
