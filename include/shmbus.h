@@ -39,8 +39,13 @@
 extern "C" {
 #endif
 
+/* The library's version: the one place it is defined (the build takes
+ * the shared library's and pkg-config's version from here).  A minor
+ * version adds functions (symbol version SHMBUS_0.<minor>); the soname
+ * changes only with the major one. */
 #define SHMBUS_VERSION_MAJOR 0
-#define SHMBUS_VERSION_MINOR 1
+#define SHMBUS_VERSION_MINOR 2
+#define SHMBUS_VERSION_PATCH 0
 
 typedef struct shmbus_channel shmbus_channel;
 typedef struct shmbus_pub shmbus_pub;
@@ -52,6 +57,14 @@ typedef struct shmbus_bus shmbus_bus;
 /* A static string for a shmbus return value (negative errno) or an errno.
  * Thread-safe. */
 const char *shmbus_strerror(int err);
+
+/*
+ * The version of the library actually loaded, "MAJOR.MINOR.PATCH" (a
+ * static string), which may be newer than the SHMBUS_VERSION_* macros a
+ * program was compiled with.  Since version 0.2 (symbol version
+ * SHMBUS_0.2).  Thread-safe.
+ */
+const char *shmbus_version(void);
 
 /* --------------------------------------------------------------- channels */
 
@@ -245,6 +258,11 @@ struct shmbus_sub_attr {
 	enum shmbus_wait wait;
 	uint32_t spin_ns;	/* spin before yielding/sleeping; 0: 20 us */
 };
+
+/* Fills *attr with the defaults that a NULL attr means: start at the
+ * newest message, spin wait, 20 us of spinning.  Since version 0.2
+ * (symbol version SHMBUS_0.2).  Thread-safe. */
+void shmbus_sub_attr_init(struct shmbus_sub_attr *attr);
 
 /*
  * Opens a subscriber with its own cursor: it sees every message published

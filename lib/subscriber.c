@@ -76,6 +76,14 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 	return NULL;
 }
 
+SHMBUS_EXPORT void shmbus_sub_attr_init(struct shmbus_sub_attr *attr)
+{
+	memset(attr, 0, sizeof(*attr));
+	attr->start = SHMBUS_START_NEWEST;
+	attr->wait = SHMBUS_WAIT_SPIN;
+	attr->spin_ns = 20000;
+}
+
 SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 					  const struct shmbus_sub_attr *attr)
 {
