@@ -251,8 +251,19 @@ struct shmbus_hdr {
 	uint8_t reserved[SHMBUS_HDR_SIZE - 9 * 64];
 };
 
+/* C11's _Static_assert is C++11's static_assert: the header compiles as
+ * either. */
+#ifndef SHMBUS_STATIC_ASSERT
+#ifdef __cplusplus
+#define SHMBUS_STATIC_ASSERT(e, msg) static_assert(e, msg)
+#else
+#define SHMBUS_STATIC_ASSERT(e, msg) _Static_assert(e, msg)
+#endif
+#endif
+
 #define SHMBUS_ASSERT_OFFSET(t, f, o) \
-	_Static_assert(__builtin_offsetof(t, f) == (o), #t "." #f " moved")
+	SHMBUS_STATIC_ASSERT(__builtin_offsetof(t, f) == (o), \
+			     #t "." #f " moved")
 
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, magic, 0);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, create_ns, 64);
@@ -260,16 +271,16 @@ SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, replicated_pos, 128);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, head, 256);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, futex, 384);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, backpressure, 512);
-_Static_assert(sizeof(struct shmbus_hdr) == SHMBUS_HDR_SIZE, "hdr size");
-_Static_assert(sizeof(struct shmbus_sub_slot) == 128, "sub slot size");
-_Static_assert(sizeof(struct shmbus_prod_slot) == 64, "prod slot size");
-_Static_assert(sizeof(struct shmbus_seg) == 16, "seg size");
-_Static_assert(sizeof(struct shmbus_rec) == SHMBUS_REC_HDR, "rec size");
-_Static_assert(sizeof(struct shmbus_mbox) == SHMBUS_CACHELINE, "mbox size");
-_Static_assert(SHMBUS_NSEG * sizeof(struct shmbus_seg) +
-	       sizeof(struct shmbus_data_trailer) <= SHMBUS_MBOX_OFFSET &&
-	       SHMBUS_MBOX_OFFSET % SHMBUS_CACHELINE == 0 &&
-	       SHMBUS_MBOX_OFFSET + sizeof(struct shmbus_mbox) <= 4096,
-	       "the index, the trailer and the mailbox fit the last page");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_hdr) == SHMBUS_HDR_SIZE, "hdr size");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_sub_slot) == 128, "sub slot size");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_prod_slot) == 64, "prod slot size");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_seg) == 16, "seg size");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_rec) == SHMBUS_REC_HDR, "rec size");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_mbox) == SHMBUS_CACHELINE, "mbox size");
+SHMBUS_STATIC_ASSERT(SHMBUS_NSEG * sizeof(struct shmbus_seg) +
+		     sizeof(struct shmbus_data_trailer) <= SHMBUS_MBOX_OFFSET &&
+		     SHMBUS_MBOX_OFFSET % SHMBUS_CACHELINE == 0 &&
+		     SHMBUS_MBOX_OFFSET + sizeof(struct shmbus_mbox) <= 4096,
+		     "the index, the trailer and the mailbox fit the last page");
 
 #endif /* SHMBUS_LAYOUT_H */

@@ -117,8 +117,18 @@ struct shmbus_ctl_desc {
 	((SHMBUS_CTL_MAX - sizeof(struct shmbus_ctl_hdr) - \
 	  sizeof(struct shmbus_ctl_list)) / sizeof(struct shmbus_ctl_entry))
 
-_Static_assert(sizeof(struct shmbus_ctl_hdr) == 24, "ctl hdr size");
-_Static_assert(sizeof(struct shmbus_ctl_create) == 288, "ctl create size");
-_Static_assert(sizeof(struct shmbus_ctl_entry) == 288, "ctl entry size");
+/* C11's _Static_assert is C++11's static_assert: the header compiles as
+ * either. */
+#ifndef SHMBUS_STATIC_ASSERT
+#ifdef __cplusplus
+#define SHMBUS_STATIC_ASSERT(e, msg) static_assert(e, msg)
+#else
+#define SHMBUS_STATIC_ASSERT(e, msg) _Static_assert(e, msg)
+#endif
+#endif
+
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_hdr) == 24, "ctl hdr size");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_create) == 288, "ctl create size");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_entry) == 288, "ctl entry size");
 
 #endif /* SHMBUS_PROTOCOL_H */
