@@ -1,25 +1,56 @@
 # shmbus - one plain Makefile.
-#   make            libshmbus.a, libshmbus.so.0, shmbus.pc, examples
-#   make test       the Criterion suite
+#   make            libshmbus.a, libshmbus.so.0, shmbus.pc, shmbusd, busstat,
+#                   shmbusctl, the systemd unit, examples
+#   make test       the Criterion suite and the C++ check of the headers
 #   make sanitize   the suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make tsan       the suite under ThreadSanitizer
 #   make bench      the benchmarks (bench-quick: briefly; bench-insn: callgrind)
 #   make demo       shmbusd on examples/demo.conf, a publisher and a subscriber
-#   make deps       install missing build dependencies (apt-get, as root)
-#   make install    PREFIX=/usr/local
+#   make deps       install what the build, the suite and the benchmarks need
+#                   (apt-get, as root)
+#   make install    PREFIX=/usr/local, DESTDIR, and the directories below
+#   make uninstall  removes what make install put there (same variables)
 # V=1 shows full commands.  BUILD=dir puts objects elsewhere.
+#
+# `make`, `make all` and `make install` need only the build dependencies
+# (BUILD_PKGS below) and never install anything.  test, sanitize, tsan,
+# bench, demo and deps check the packages they need and, run as root,
+# install what is missing (otherwise they name it).  CPPFLAGS, CFLAGS and
+# LDFLAGS from the environment or the command line are used (Debian's
+# dpkg-buildflags); the project's own -Iinclude is always added.
 
 PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR  ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 BUILD   ?= build
 CC      ?= gcc
+CXX     ?= g++
+AR      ?= ar
+OBJCOPY ?= objcopy
+INSTALL ?= install
+PKG_CONFIG ?= pkg-config
 SAN     ?=
 
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
-CPPFLAGS = -Iinclude
+INCLUDES = -Iinclude
+ALLCPPFLAGS = $(INCLUDES) $(CPPFLAGS)
 CFLAGS  ?= -O2 -g
 ALLCFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) -fPIC -fvisibility=hidden -MMD -MP
 LDLIBS_LIB = -lnuma -lpthread
 TEST_LIBS  = -lcriterion -lnuma -lpthread
+
+# The version, from include/shmbus.h's SHMBUS_VERSION_* (the one place).
+VERSION := $(shell awk '$$2 ~ /^SHMBUS_VERSION_(MAJOR|MINOR|PATCH)$$/ \
+	{ printf "%s%s", sep, $$3; sep = "." }' include/shmbus.h)
+
+# shmbusd tells systemd when it serves (sd_notify; a no-op without systemd).
+SYSTEMD_CFLAGS := $(shell $(PKG_CONFIG) --cflags libsystemd 2>/dev/null)
+SYSTEMD_LIBS   := $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null || echo -lsystemd)
 
 ifeq ($(V),1)
 Q =
@@ -45,23 +76,47 @@ EX_SRCS   = $(wildcard examples/*.c)
 EX_BINS   = $(EX_SRCS:examples/%.c=$(BUILD)/examples/%)
 
 SONAME  = libshmbus.so.0
+SOREAL  = libshmbus.so.$(VERSION)
 LIB_A   = $(BUILD)/libshmbus.a
+LIB_INT = $(BUILD)/libshmbus-internal.a
 LIB_SO  = $(BUILD)/$(SONAME)
+HEADERS = include/shmbus.h include/shmbus/layout.h include/shmbus/protocol.h
+UNIT    = $(BUILD)/shmbusd@.service
+MAN1    = docs/busstat.1
+MAN3    = docs/shmbus.3
+MAN8    = docs/shmbusd.8 docs/shmbusctl.8
+CXX_TEST = $(BUILD)/tests/cxx_headers
 
-# Debian packages the build and the suite need.
-DEPS_PKGS = gcc make pkg-config libcriterion-dev liburcu-dev libnuma-dev \
-	    libinih-dev libncurses-dev libzmq3-dev gnuplot-nox tmux strace
+# Debian packages.  BUILD_PKGS is what `make` needs: the library libnuma,
+# shmbusd liburcu, libinih and libsystemd, busstat ncurses.  DEV_PKGS is
+# what the suite (Criterion, g++ for the headers' check, tmux for busstat
+# -w), the benchmarks (ZeroMQ, gnuplot) and their users (strace) add.
+BUILD_PKGS = gcc make pkg-config libnuma-dev liburcu-dev libinih-dev \
+	     libncurses-dev libsystemd-dev
+DEV_PKGS   = g++ libcriterion-dev libzmq3-dev gnuplot-nox tmux strace
+BUILD_DEPS_STAMP = $(BUILD)/.build-deps-ok
 DEPS_STAMP = $(BUILD)/.deps-ok
 
+# The goals that may install packages (as root).  Their objects wait for
+# the check (order-only), so that even `make -j test` on a fresh machine
+# installs before it compiles; `make`, `all` and `install` never check.
+ifneq ($(filter test sanitize tsan tsan-run bench bench-quick bench-insn deps,$(MAKECMDGOALS)),)
+NEED_DEPS = $(DEPS_STAMP)
+else ifneq ($(filter demo,$(MAKECMDGOALS)),)
+NEED_DEPS = $(BUILD_DEPS_STAMP)
+endif
+
 .SECONDARY:
-.PHONY: all test sanitize tsan tsan-run bench bench-quick bench-insn demo deps install clean check-deps
+.PHONY: all test sanitize tsan tsan-run bench bench-quick bench-insn demo deps \
+	install uninstall clean FORCE
 
-all: $(DEPS_STAMP) $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS) $(SHMBUSD)
+all: $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS) $(SHMBUSD) $(UNIT)
 
-# Installs what is missing when run as root; otherwise names it once.
-$(DEPS_STAMP): Makefile
+# Installs the packages $(1) that are missing when run as root; otherwise
+# names them once and fails.
+define install_pkgs
 	$(Q)mkdir -p $(BUILD)
-	$(Q)missing=""; for p in $(DEPS_PKGS); do \
+	$(Q)missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -69,36 +124,91 @@ $(DEPS_STAMP): Makefile
 			echo "  DEPS   installing:$$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
 		else \
-			echo "shmbus: missing build dependencies:$$missing"; \
+			echo "shmbus: missing packages:$$missing"; \
 			echo "        install them with: sudo apt-get install$$missing"; exit 1; \
 		fi; \
 	fi; touch $@
+endef
+
+$(BUILD_DEPS_STAMP): Makefile
+	$(call install_pkgs,$(BUILD_PKGS))
+
+$(DEPS_STAMP): Makefile
+	$(call install_pkgs,$(BUILD_PKGS) $(DEV_PKGS))
 
 deps: $(DEPS_STAMP)
 
-$(BUILD)/%.o: %.c | $(DEPS_STAMP)
+$(BUILD)/%.o: %.c | $(NEED_DEPS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC     $<")
-	$(Q)$(CC) $(CPPFLAGS) $(ALLCFLAGS) -c $< -o $@
+	$(Q)$(CC) $(ALLCPPFLAGS) $(ALLCFLAGS) -c $< -o $@
 
+$(BUILD)/daemon/main.o: ALLCFLAGS += $(SYSTEMD_CFLAGS)
+
+# Two archives of the same objects.  $(LIB_A), the one installed, is one
+# object made from lib/*.o by a partial link (ld -r), in which objcopy
+# makes the hidden symbols local: the sb_* functions that lib/ files share
+# are hidden (-fvisibility=hidden), so only shmbus_* stay global, as in the
+# shared library, and a program's own sb_* never clashes with ours.
+# $(LIB_INT) keeps lib/*.o as they are, sb_* global: for the programs of
+# this tree that call the internals (shmbusd: lib/repair.h; the tests,
+# benchmarks and fuzz targets), never installed.  The tools and examples
+# link $(LIB_A), as a user would.
 $(LIB_A): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR     $@")
-	$(Q)rm -f $@ && ar rcs $@ $^
+	$(Q)$(CC) $(SAN) -r -nostdlib -o $(BUILD)/libshmbus.o $^
+	$(Q)$(OBJCOPY) --localize-hidden $(BUILD)/libshmbus.o
+	$(Q)rm -f $@ && $(AR) rcs $@ $(BUILD)/libshmbus.o
+
+$(LIB_INT): $(LIB_OBJS)
+	@$(if $(Q),echo "  AR     $@")
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 $(LIB_SO): $(LIB_OBJS) lib/libshmbus.map
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -shared -Wl,-soname,$(SONAME) -Wl,-z,defs \
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,-z,defs \
 		-Wl,--version-script=lib/libshmbus.map -o $@ $(LIB_OBJS) $(LDLIBS_LIB)
 	$(Q)ln -sf $(SONAME) $(BUILD)/libshmbus.so
 
-$(BUILD)/shmbus.pc: Makefile
+# The install paths and the version, recorded: the files that embed them
+# (shmbus.pc, the systemd unit) are made again when one of them changes,
+# as between `make` and `make install PREFIX=/usr`.  The record is
+# rewritten only when it differs, so that nothing else is remade.
+INSTALL_VARS = PREFIX=$(PREFIX) LIBDIR=$(LIBDIR) INCLUDEDIR=$(INCLUDEDIR) \
+	       SBINDIR=$(SBINDIR) VERSION=$(VERSION)
+$(BUILD)/install-vars: FORCE
 	@mkdir -p $(BUILD)
-	$(Q)printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: shmbus\nDescription: lock-free message bus over shared memory\nVersion: 0.1.0\nLibs: -L$${libdir} -lshmbus\nLibs.private: -lnuma\nCflags: -I$${includedir}\n' '$(PREFIX)' > $@
+	$(Q)echo '$(INSTALL_VARS)' | cmp -s - $@ || echo '$(INSTALL_VARS)' > $@
 
-# Tests link the static library so that sanitizers see every frame.
-$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_HELP) $(LIB_A)
+PC_LIBDIR     = $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
+PC_INCLUDEDIR = $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+$(BUILD)/shmbus.pc: $(BUILD)/install-vars
+	@$(if $(Q),echo "  GEN    $@")
+	$(Q)printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: shmbus\nDescription: lock-free message bus over shared memory\nVersion: %s\nLibs: -L$${libdir} -lshmbus\nLibs.private: -lnuma -lpthread\nCflags: -I$${includedir}\n' \
+		'$(PREFIX)' '$(PC_LIBDIR)' '$(PC_INCLUDEDIR)' '$(VERSION)' > $@
+
+$(UNIT): docs/shmbusd.service.in $(BUILD)/install-vars
+	@$(if $(Q),echo "  GEN    $@")
+	$(Q)sed 's|@SBINDIR@|$(SBINDIR)|g' $< > $@
+
+# Tests link the internal archive: they call sb_* functions, and
+# sanitizers see every frame.
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_HELP) $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(TEST_LDFLAGS) -o $@ $^ $(TEST_LIBS)
+	$(Q)$(CC) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS) -o $@ $^ $(TEST_LIBS)
+
+# Every installed header compiles as C++11 without a warning (each one
+# first, alone, through -include), and a C++ program links the installed
+# archive.
+$(CXX_TEST): tests/cxx_headers.cc $(HEADERS) $(LIB_A) | $(NEED_DEPS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CXX    $@")
+	$(Q)for h in $(HEADERS); do \
+		$(CXX) -std=c++11 -Wall -Wextra -Werror -pedantic $(ALLCPPFLAGS) \
+			-fsyntax-only -include $$h -x c++ /dev/null || exit 1; \
+	done
+	$(Q)$(CXX) -std=c++11 -Wall -Wextra -Werror -pedantic $(ALLCPPFLAGS) \
+		$(CXXFLAGS) $(SAN) $(LDFLAGS) -o $@ $< $(LIB_A) $(LDLIBS_LIB)
 
 # test_alloc counts the library's allocator calls.
 $(BUILD)/tests/test_alloc: TEST_LDFLAGS = \
@@ -110,36 +220,37 @@ $(BUILD)/tests/test_hist: TEST_LIBS += -lm
 
 # The daemon links the static library: it uses the private repair entry
 # points (lib/repair.h) that the shared library does not export.
-$(SHMBUSD): $(DAEMON_OBJS) $(LIB_A)
+$(SHMBUSD): $(DAEMON_OBJS) $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ $(DAEMON_LIBS)
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) $(SYSTEMD_LIBS)
 
+# Only busstat needs ncurses; --as-needed drops it from shmbusctl.
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lncurses -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -Wl,--as-needed -lnuma -lncurses -lpthread
 
 $(BUILD)/benchmarks/bench_%: $(BUILD)/benchmarks/bench_%.o $(BUILD)/benchmarks/hist.o \
-		$(BUILD)/benchmarks/harness.o $(LIB_A)
+		$(BUILD)/benchmarks/harness.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lm -lpthread -lzmq -lrt
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lm -lpthread -lzmq -lrt
 
 $(BUILD)/benchmarks/bench_latency: $(BUILD)/benchmarks/kernel_paths.o
 
 # Benchmarks print their baselines measured in the same run; see
 # docs/performance.md.  bench-quick only checks that they all run.
-bench: all $(BENCH_BINS)
+bench: $(DEPS_STAMP) all $(BENCH_BINS)
 	$(Q)for b in $(BENCH_BINS); do $$b || exit 1; done
 	$(Q)gnuplot benchmarks/plot.gp && echo "plots: benchmarks/results/*.png"
 
-bench-quick: all $(BENCH_BINS)
+bench-quick: $(DEPS_STAMP) all $(BENCH_BINS)
 	$(Q)for b in $(BENCH_BINS); do $$b -q || exit 1; done
 
 # Instructions per message (claim, 32 B memcpy, commit, poll), counted by
 # callgrind: the difference between two loop lengths.  Needs valgrind.
 INSN_LOOP = $(BUILD)/benchmarks/insn_loop
-$(INSN_LOOP): $(BUILD)/benchmarks/insn_loop.o $(LIB_A)
+$(INSN_LOOP): $(BUILD)/benchmarks/insn_loop.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
 
 bench-insn: $(INSN_LOOP)
 	$(Q)command -v valgrind >/dev/null || { echo "bench-insn: needs valgrind (apt-get install valgrind)"; exit 1; }
@@ -153,7 +264,7 @@ bench-insn: $(INSN_LOOP)
 
 $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
 
 # A test binary that hangs is killed after TEST_TIMEOUT seconds (a failure,
 # never a stuck CI job).
@@ -161,7 +272,8 @@ TEST_TIMEOUT ?= 600
 
 # Each test binary runs with Criterion's own parallel jobs; they run one
 # binary after another so that the stress tests have both cores.
-test: all $(TEST_BINS)
+test: $(DEPS_STAMP) all $(CXX_TEST) $(TEST_BINS)
+	$(Q)echo "== $(CXX_TEST)"; $(CXX_TEST)
 	$(Q)fail=0; for t in $(TEST_BINS); do \
 		echo "== $$t"; BUSSTAT=$(BUILD)/tools/busstat SHMBUSD=$(SHMBUSD) \
 		SHMBUSCTL=$(BUILD)/tools/shmbusctl timeout -k 10 $(TEST_TIMEOUT) \
@@ -180,14 +292,14 @@ sanitize:
 # Criterion's runner cannot start under TSan (Snaipe/Criterion#274), so the
 # threaded scenario (tests/threads_impl.h) runs through its own driver.
 TSAN_BIN = $(BUILD)/tests/tsan_threads
-$(TSAN_BIN): $(BUILD)/tests/tsan_threads.o $(BUILD)/tests/common.o $(LIB_A)
+$(TSAN_BIN): $(BUILD)/tests/tsan_threads.o $(BUILD)/tests/common.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
 
 TSAN_DAEMON = $(BUILD)/tests/tsan_daemon
-$(TSAN_DAEMON): $(BUILD)/tests/tsan_daemon.o $(BUILD)/tests/common.o $(LIB_A)
+$(TSAN_DAEMON): $(BUILD)/tests/tsan_daemon.o $(BUILD)/tests/common.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
 
 # The second driver: the client library's threads and shmbusd's, across a
 # kill -9 and restart of the daemon (both built with TSan).
@@ -201,21 +313,54 @@ tsan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-tsan \
 		SAN="-fsanitize=thread -Wno-tsan" CFLAGS="-O1 -g" SHMBUS_STRESS_N=100000 tsan-run
 
-demo: all
+demo: $(BUILD_DEPS_STAMP) all
 	$(Q)sh examples/demo.sh $(BUILD)
 
+# DESTDIR stages the tree (packaging); LIBDIR=/usr/lib/x86_64-linux-gnu
+# for Debian's multiarch layout.  shmbusd goes to SBINDIR (an
+# administrator's daemon), busstat and shmbusctl to BINDIR.  Without
+# DESTDIR and as root, ldconfig makes the new library known at once.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/shmbus $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 $(TOOL_BINS) $(SHMBUSD) $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libshmbus.so
-	install -d $(DESTDIR)$(PREFIX)/share/man/man1
-	install -m 644 docs/busstat.1 $(DESTDIR)$(PREFIX)/share/man/man1/
-	install -m 644 include/shmbus.h $(DESTDIR)$(PREFIX)/include/
-	install -m 644 include/shmbus/layout.h include/shmbus/protocol.h $(DESTDIR)$(PREFIX)/include/shmbus/
-	install -m 644 $(BUILD)/shmbus.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(INCLUDEDIR)/shmbus $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSTEMDUNITDIR)
+	$(INSTALL) -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/$(SOREAL)
+	ln -sf $(SOREAL) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libshmbus.so
+	$(INSTALL) -m 644 $(BUILD)/shmbus.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	$(INSTALL) -m 644 include/shmbus.h $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -m 644 $(filter include/shmbus/%,$(HEADERS)) $(DESTDIR)$(INCLUDEDIR)/shmbus/
+	$(INSTALL) -m 755 $(TOOL_BINS) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 755 $(SHMBUSD) $(DESTDIR)$(SBINDIR)/
+	$(INSTALL) -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/
+	$(INSTALL) -m 644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
+	$(INSTALL) -m 644 $(UNIT) $(DESTDIR)$(SYSTEMDUNITDIR)/
+	$(Q)$(call run_ldconfig)
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libshmbus.a $(DESTDIR)$(LIBDIR)/$(SOREAL) \
+		$(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libshmbus.so \
+		$(DESTDIR)$(PKGCONFIGDIR)/shmbus.pc \
+		$(HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
+		$(TOOL_BINS:$(BUILD)/tools/%=$(DESTDIR)$(BINDIR)/%) \
+		$(DESTDIR)$(SBINDIR)/shmbusd \
+		$(MAN1:docs/%=$(DESTDIR)$(MANDIR)/man1/%) \
+		$(MAN3:docs/%=$(DESTDIR)$(MANDIR)/man3/%) \
+		$(MAN8:docs/%=$(DESTDIR)$(MANDIR)/man8/%) \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/$(notdir $(UNIT))
+	rmdir $(DESTDIR)$(INCLUDEDIR)/shmbus 2>/dev/null || true
+	$(Q)$(call run_ldconfig)
+
+run_ldconfig = if [ -n "$(DESTDIR)" ]; then \
+		echo "  (DESTDIR set: ldconfig not run; the package's postinst does)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "ldconfig"; ldconfig; \
+	else \
+		echo "  (not root: ldconfig not run; run it as root before using $(SONAME))"; \
+	fi
 
 # ------------------------------------------------------------------ fuzzing
 # libFuzzer targets (fuzz/, docs/fuzzing.md), built by clang with ASan and
@@ -269,19 +414,19 @@ $(BUILD)/daemon/%.o $(BUILD)/fuzz/fuzz_control.o: ALLCFLAGS += $(FUZZ_URCU_SAN)
 
 fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 
-$(BUILD)/fuzz/fuzz_channel: $(BUILD)/fuzz/fuzz_channel.o $(BUILD)/fuzz/fuzz_support.o $(LIB_A)
+$(BUILD)/fuzz/fuzz_channel: $(BUILD)/fuzz/fuzz_channel.o $(BUILD)/fuzz/fuzz_support.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -lnuma -lpthread
 
 # The daemon's objects but main.o: the harness calls its request parser
 # and dispatcher in-process.
 $(BUILD)/fuzz/fuzz_control: $(BUILD)/fuzz/fuzz_control.o $(BUILD)/fuzz/fuzz_support.o \
-		$(FUZZ_DAEMON_OBJS) $(LIB_A)
+		$(FUZZ_DAEMON_OBJS) $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ $(DAEMON_LIBS)
 
 $(BUILD)/fuzz/fuzz_config: $(BUILD)/fuzz/fuzz_config.o $(BUILD)/fuzz/fuzz_support.o \
-		$(BUILD)/daemon/config.o $(BUILD)/daemon/log.o $(LIB_A)
+		$(BUILD)/daemon/config.o $(BUILD)/daemon/log.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -linih -lnuma
 
@@ -317,14 +462,14 @@ fuzz-clean:
 $(BUILD)/fuzz/replay_%.o: fuzz/fuzz_%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC     $@")
-	$(Q)$(CC) $(CPPFLAGS) -DSHMBUS_FUZZ_NO_ENTRY $(ALLCFLAGS) -c $< -o $@
+	$(Q)$(CC) $(ALLCPPFLAGS) -DSHMBUS_FUZZ_NO_ENTRY $(ALLCFLAGS) -c $< -o $@
 
 $(BUILD)/tests/test_fuzz_regress: $(BUILD)/fuzz/replay_channel.o $(BUILD)/fuzz/replay_control.o \
 		$(BUILD)/fuzz/replay_config.o $(BUILD)/fuzz/fuzz_support.o $(FUZZ_DAEMON_OBJS)
-$(BUILD)/tests/test_fuzz_regress: TEST_LIBS = $(LIB_A) $(DAEMON_LIBS) -lcriterion
+$(BUILD)/tests/test_fuzz_regress: TEST_LIBS = $(LIB_INT) $(DAEMON_LIBS) -lcriterion
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf $(BUILD) build build-asan build-tsan build-clang
 
 export SHMBUS_STRESS_N
 
