@@ -5,9 +5,14 @@
  *   shmbusd [-c FILE | -b BUS] [-d SHM_DIR] [-S SOCKET] [-s] [-v] [-t]
  *
  * Starts in the foreground (a service manager daemonises; see
- * docs/shmbusd.service).  One instance per bus: an flock()ed lock file next
- * to the socket makes a second one refuse to start.  Signal handlers only
- * set a flag and write a byte to a pipe; the main loop acts on them.
+ * docs/shmbusd.service.in).  One instance per bus: an flock()ed lock file
+ * next to the socket makes a second one refuse to start.  Signal handlers
+ * only set a flag and write a byte to a pipe; the main loop acts on them.
+ *
+ * Under systemd (Type=notify) it says READY=1 once it serves (channels set
+ * up and adopted, socket listening), RELOADING=1 then READY=1 around a
+ * reload, STOPPING=1 at SIGTERM, with a STATUS= line each time.
+ * sd_notify() does nothing when $NOTIFY_SOCKET is not set.
  *
  * Exit codes: 0 stopped cleanly, 1 could not start, 2 bad usage or
  * configuration.
@@ -24,6 +29,8 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "shmbusd.h"
@@ -214,6 +221,14 @@ static void drop_all_clients(void)
 	rcu_read_unlock();
 }
 
+/* Tells systemd that the bus is served (nothing without NOTIFY_SOCKET). */
+static void notify_ready(void)
+{
+	sd_notifyf(0, "READY=1\nSTATUS=serving bus '%s': %lu channels in %s, "
+		   "socket %s", sbd.conf.bus, sbd_chan_count(),
+		   sbd.conf.shm_dir, sbd.conf.socket);
+}
+
 /* New connections are accepted, and idle ones closed, after a batch of
  * events is handled: either may close a client whose event is still
  * further down in the batch. */
@@ -256,8 +271,16 @@ static void loop(void)
 		if (incoming)
 			sbd_control_accept();
 		if (got_hup) {
+			struct timespec now;
+
 			got_hup = 0;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\n"
+				   "STATUS=reloading %s", (unsigned long long)
+				   now.tv_sec * 1000000 + (unsigned long long)
+				   now.tv_nsec / 1000, sbd.conf.path);
 			sbd_reload();
+			notify_ready();
 		}
 	}
 }
@@ -353,9 +376,11 @@ int main(int argc, char **argv)
 	sbd_log(SBD_NOTICE, 0, "serving bus '%s': %lu channels in %s, socket "
 		"%s, pid %d", sbd.conf.bus, sbd_chan_count(), sbd.conf.shm_dir,
 		sbd.conf.socket, (int)sbd.self_pid);
+	notify_ready();
 
 	loop();
 
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping");
 	sbd_log(SBD_NOTICE, 0, "stopping%s", sbd.conf.remove_on_exit ?
 		" (removing the channels: remove_on_exit)" : "");
 	close(sbd.listen_fd);
