@@ -304,25 +304,23 @@ typedef int (*shmbus_handler)(const struct shmbus_msg *msg, void *arg);
  * subscriber that has caught up takes a message of up to
  * SHMBUS_MBOX_INLINE (40) bytes from the channel's mailbox line, as a
  * validated copy (docs/design.md §5): the round trip is then one cache
- * line each way.  A call that takes one such message and returns with it
- * (max 1, or a handler that stops) leaves its cursor for the subscriber's
- * next call to publish first (poll, read or wait): the record was never
- * read in place, and a subscriber that takes from the mailbox has caught
- * up, so the producer is kept from that one record's room at most.
- * Returns the number of messages handled (0 if none), or -EBADMSG if the
- * channel is corrupt.  Never blocks.
+ * line each way.  Every call that takes a message publishes the cursor
+ * past it before it returns (the handler of a mailbox message reads the
+ * copy, so its cursor is published before the handler runs): a producer
+ * that waits for room never waits on a subscriber that stopped calling.
+ * The subscriber's counters in its slot (busstat's view) may lag by one
+ * call.  Returns the number of messages handled (0 if none), or -EBADMSG
+ * if the channel is corrupt.  Never blocks.
  */
 int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max);
 
 /*
  * Copies the next message into buf (cap bytes) and returns its length;
  * -EAGAIN if there is none, -EMSGSIZE if cap is too small (the message is
- * left unread), -EBADMSG on corruption.  *info may be NULL; info->data
- * then points at buf.  With cap >= SHMBUS_MBOX_INLINE, a message taken
- * from the mailbox is copied in whole words straight into buf: the
- * first SHMBUS_MBOX_INLINE bytes of buf may change whatever the call
- * returns, and only the first len bytes are the message.  Such a read
- * leaves its cursor for the next call to publish, as shmbus_poll() does.
+ * left unread and buf untouched), -EBADMSG on corruption.  Only the
+ * message's len bytes of buf are written, and only when it is returned.
+ * *info may be NULL; info->data then points at buf.  The cursor is
+ * published before the call returns, as shmbus_poll() does.
  */
 ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 		    struct shmbus_msg *info);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "channel.h"
+#include "copy.h"
 #include "sub.h"
 
 /* Bound on records stepped over in one peek before reporting "nothing
@@ -326,16 +327,16 @@ static inline bool mark_behind(uint64_t m, uint64_t p)
  * is copied out and checked afterwards (the seqlock idiom), so a message
  * is never torn even though the producer may overwrite the mailbox at any
  * time.  Every field is checked before use; anything doubtful is left to
- * the ring, which is the record of truth.  The copy goes to dst, which
- * holds SHMBUS_MBOX_INLINE bytes (sub->mbuf, or a reader's buffer); a
- * caller that knows the subscriber's sequence numbers are plain (see
- * front_ready()) passes `plain`, which skips account_seq()'s tests.
+ * the ring, which is the record of truth.  The copy goes to the handle's
+ * sub->mbuf; a caller that knows the subscriber's sequence numbers are
+ * plain (see front_ready()) passes `plain`, which skips account_seq()'s
+ * tests.
  */
 static inline __attribute__((always_inline)) enum mbox_say
-mbox_peek(struct shmbus_sub *sub, struct peeked *pk, uint8_t *dst,
-	  bool plain)
+mbox_peek(struct shmbus_sub *sub, struct peeked *pk, bool plain)
 {
 	const struct shmbus_mbox *mb = sub->mbox;
+	uint8_t *dst = (uint8_t *)sub->mbuf;
 	uint64_t p = sub->pos, m, w, len, seq, size;
 
 	/* A8: pairs with R8 in mbox_post(): the record's commit in the ring
@@ -358,7 +359,7 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk, uint8_t *dst,
 	seq = load_relaxed64(&mb->seq);
 	/* All the words, whatever len: a fixed count, unrolled (at -O2 gcc
 	 * would otherwise keep a loop of 20 instructions here), and the
-	 * words past len are never used.  dst may be unaligned. */
+	 * words past len are never used. */
 #pragma GCC unroll 5
 	for (uint32_t i = 0; i < SHMBUS_MBOX_INLINE / 8; i++) {
 		uint64_t v = load_relaxed64(&mb->payload[i]);
@@ -423,7 +424,7 @@ peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 	if (sub->pos > sub->ring_end)
 		sub->in_mbox = true;	/* up to the newest post: ask again */
 	if (sub->in_mbox) {
-		switch (mbox_peek(sub, pk, (uint8_t *)sub->mbuf, false)) {
+		switch (mbox_peek(sub, pk, false)) {
 		case MB_TAKEN:
 			return 1;
 		case MB_NOTHING:
@@ -452,6 +453,23 @@ static void consume(struct shmbus_sub *sub, const struct peeked *pk)
 	sub->pos = pk->next;
 	sub->pending_lost = 0;
 	sub->delivered++;
+}
+
+/*
+ * A front's take from the mailbox publishes the position at once, R5 alone
+ * (see publish_cursor()): the message was read from the mailbox into the
+ * handle's copy, never in place, so the record's bytes are free for the
+ * producer already, and a producer that waits for room never waits on a
+ * subscriber that stopped calling.  The slot's line is the subscriber's
+ * own, which producers read only when they run out of room: the store
+ * costs no transfer on the way of the message.  The counters follow at
+ * the next call (front_ready()).
+ */
+static inline __attribute__((always_inline)) void
+publish_pos(struct shmbus_sub *sub)
+{
+	/* R5: pairs with A2 in refresh_limit(). */
+	store_release64(&sub->slot->pos, sub->pos);
 }
 
 /* Publishes the cursor and counters to the slot, once per batch. */
@@ -518,13 +536,9 @@ static inline bool quiet_look(struct shmbus_sub *sub)
  * Whether a front may answer: the subscriber waits on the mailbox (then
  * peek_fast() would ask it first) and its sequence numbers are plain (it
  * has seen one and has not been lapped since: mbox_peek()'s `plain`).
- * First, the cursor that the previous call left unpublished is published:
- * a front that takes a message leaves that to the next call (poll, read
- * or wait), off the way of the message it delivers.  That is later than
- * R5 requires, never earlier; the record was not read in place (the
- * mailbox gave a copy); and a subscriber that takes from the mailbox has
- * caught up, so that one record is all the room a producer misses
- * meanwhile (docs/design.md §5).
+ * First, the counters that the previous call left unpublished are
+ * published with the cursor (a front that takes a message publishes only
+ * its position, publish_pos()).
  */
 static inline bool front_ready(struct shmbus_sub *sub)
 {
@@ -553,15 +567,16 @@ SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
 	start = sub->pos;
 	if (!front_ready(sub))
 		return poll_loop(sub, fn, arg, max, 0, start);
-	switch (mbox_peek(sub, &pk, (uint8_t *)sub->mbuf, true)) {
+	switch (mbox_peek(sub, &pk, true)) {
 	case MB_NOTHING:
 		if (!quiet_look(sub))
 			break;
 		return 0;
 	case MB_TAKEN:
 		consume(sub, &pk);
+		publish_pos(sub);	/* the handler reads the copy */
 		if (fn(&pk.msg, arg) || max == 1)
-			return 1;	/* the next call publishes the cursor */
+			return 1;
 		return poll_loop(sub, fn, arg, max, 1, start);
 	case MB_AHEAD:
 	case MB_IN_RING:
@@ -597,10 +612,10 @@ read_any(struct shmbus_sub *sub, void *buf, size_t cap,
 }
 
 /*
- * Like shmbus_poll()'s front: a caught-up subscriber with room for any
- * message the mailbox carries has it copied from the mailbox straight
- * into buf (checked afterwards, as every mailbox copy is), and nothing
- * new is answered at once.  Everything else goes to read_any().
+ * Like shmbus_poll()'s front: a caught-up subscriber takes the small
+ * message the mailbox carries (checked, as every mailbox copy is) and
+ * copies its len bytes into buf, and nothing new is answered at once.
+ * Everything else goes to read_any().
  */
 SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 				  struct shmbus_msg *info)
@@ -609,17 +624,23 @@ SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 
 	if (!sub || (cap && !buf))
 		return -EINVAL;
-	if (!front_ready(sub) || cap < SHMBUS_MBOX_INLINE)
+	if (!front_ready(sub))
 		return read_any(sub, buf, cap, info);
-	switch (mbox_peek(sub, &pk, buf, true)) {
+	switch (mbox_peek(sub, &pk, true)) {
 	case MB_NOTHING:
 		if (!quiet_look(sub))
 			break;
 		return -EAGAIN;
 	case MB_TAKEN:
-		consume(sub, &pk);	/* the next call publishes the cursor */
-		if (info)
-			*info = pk.msg;		/* its data is buf */
+		if (pk.msg.len > cap)
+			return -EMSGSIZE;	/* left unread */
+		sb_copy(buf, pk.msg.data, pk.msg.len);
+		consume(sub, &pk);
+		publish_pos(sub);
+		if (info) {
+			*info = pk.msg;
+			info->data = buf;
+		}
 		return (ssize_t)pk.msg.len;
 	case MB_AHEAD:
 	case MB_IN_RING:
