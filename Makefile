@@ -85,6 +85,10 @@ UNIT    = $(BUILD)/shmbusd@.service
 MAN1    = docs/busstat.1
 MAN3    = docs/shmbus.3
 MAN8    = docs/shmbusd.8 docs/shmbusctl.8
+# `man shmbus_publish`: a page per function of shmbus.h, each a link
+# (.so) to shmbus(3).  ($(LPAREN): a bare one would end $(shell ...).)
+LPAREN := (
+MAN3_LINKS = $(shell sed -n 's/^[a-z].*[ *]\(shmbus_[a-z_]*\)$(LPAREN).*/\1/p' include/shmbus.h)
 CXX_TEST = $(BUILD)/tests/cxx_headers
 
 # Debian packages.  BUILD_PKGS is what `make` needs: the library libnuma,
@@ -336,6 +340,9 @@ install: all
 	$(INSTALL) -m 755 $(SHMBUSD) $(DESTDIR)$(SBINDIR)/
 	$(INSTALL) -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
 	$(INSTALL) -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/
+	$(Q)for f in $(MAN3_LINKS); do \
+		echo '.so man3/shmbus.3' > $(DESTDIR)$(MANDIR)/man3/$$f.3 || exit 1; \
+	done
 	$(INSTALL) -m 644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
 	$(INSTALL) -m 644 $(UNIT) $(DESTDIR)$(SYSTEMDUNITDIR)/
 	$(Q)$(call run_ldconfig)
@@ -349,6 +356,7 @@ uninstall:
 		$(DESTDIR)$(SBINDIR)/shmbusd \
 		$(MAN1:docs/%=$(DESTDIR)$(MANDIR)/man1/%) \
 		$(MAN3:docs/%=$(DESTDIR)$(MANDIR)/man3/%) \
+		$(MAN3_LINKS:%=$(DESTDIR)$(MANDIR)/man3/%.3) \
 		$(MAN8:docs/%=$(DESTDIR)$(MANDIR)/man8/%) \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/$(notdir $(UNIT))
 	rmdir $(DESTDIR)$(INCLUDEDIR)/shmbus 2>/dev/null || true
