@@ -83,10 +83,124 @@ static uint32_t max_msg_for(uint64_t cap)
 {
 	/* A claim (wrap padding + record + the next header word it
 	 * invalidates) must fit in one lap even when it pads: see
-	 * max_claim() in channel.h. */
+	 * max_need() in channel.h.  The record's header is 16 bytes and the
+	 * padding and the next word take 8 each: capacity/2 - 32. */
 	uint64_t m = cap / 2 - SHMBUS_REC_HDR - 2 * SHMBUS_REC_ALIGN;
 
 	return m > SHMBUS_MAX_MSG_LIMIT ? SHMBUS_MAX_MSG_LIMIT : (uint32_t)m;
+}
+
+/* The one rule for max_msg: the library's create and open, shmbusd's
+ * config and requests, and shmbusctl all ask this. */
+SHMBUS_EXPORT uint32_t shmbus_max_msg(uint64_t capacity)
+{
+	struct geometry g;
+
+	return geometry_for(capacity, 4096, &g) ? 0 : max_msg_for(capacity);
+}
+
+/* The max_msg a channel made with *a gets: 0 asks for the default. */
+static uint32_t attr_max_msg(const struct shmbus_channel_attr *a)
+{
+	uint32_t lim;
+
+	if (a->max_msg)
+		return a->max_msg;
+	lim = shmbus_max_msg(a->capacity);
+	return lim < SHMBUS_DEFAULT_MAX_MSG ? lim : SHMBUS_DEFAULT_MAX_MSG;
+}
+
+/* "16 GiB", "4 KiB", or the number of bytes if it is not a whole number
+ * of KiB. */
+static const char *size_text(char *buf, size_t len, uint64_t v)
+{
+	static const char *const units[] = { "KiB", "MiB", "GiB", "TiB",
+					     "PiB", "EiB" };
+	int u = -1;
+
+	while (v && !(v & 1023) && u < 5) {
+		v >>= 10;
+		u++;
+	}
+	if (u < 0)
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+	else
+		snprintf(buf, len, "%llu %s", (unsigned long long)v, units[u]);
+	return buf;
+}
+
+SHMBUS_EXPORT int shmbus_channel_attr_check(const struct shmbus_channel_attr *a,
+					    char *why, size_t len)
+{
+	char c[32], lo[32], hi[32];
+	uint64_t cap;
+	uint32_t lim;
+	int max;
+
+	if (!why || !len) {
+		why = c;	/* the caller wants no text */
+		len = sizeof(c);
+	}
+	if (!a) {
+		snprintf(why, len, "no attributes given");
+		return -EINVAL;
+	}
+	cap = a->capacity;
+	size_text(lo, sizeof(lo), SHMBUS_MIN_CAPACITY);
+	size_text(hi, sizeof(hi), SHMBUS_MAX_CAPACITY);
+	if (!is_pow2(cap)) {
+		snprintf(why, len, "capacity %llu is not a power of two from "
+			 "%s to %s", (unsigned long long)cap, lo, hi);
+		return -EINVAL;
+	}
+	if (cap < SHMBUS_MIN_CAPACITY || cap > SHMBUS_MAX_CAPACITY) {
+		snprintf(why, len, "capacity %llu (%s) is %s than %s: a "
+			 "power of two from %s to %s", (unsigned long long)cap,
+			 size_text(c, sizeof(c), cap),
+			 cap < SHMBUS_MIN_CAPACITY ? "less" : "more",
+			 cap < SHMBUS_MIN_CAPACITY ? lo : hi, lo, hi);
+		return -EINVAL;
+	}
+	lim = shmbus_max_msg(cap);
+	if (attr_max_msg(a) > lim) {
+		snprintf(why, len, "max_msg %u is too large for capacity %llu "
+			 "(%s): at most %u (capacity/2 - 32)", a->max_msg,
+			 (unsigned long long)cap, size_text(c, sizeof(c), cap),
+			 lim);
+		return -EMSGSIZE;
+	}
+	if (a->policy != SHMBUS_BLOCK && a->policy != SHMBUS_OVERWRITE) {
+		snprintf(why, len, "policy %d: expected %d (block) or %d "
+			 "(overwrite)", (int)a->policy, SHMBUS_BLOCK,
+			 SHMBUS_OVERWRITE);
+		return -EINVAL;
+	}
+	if (a->producers != SHMBUS_SINGLE_PRODUCER &&
+	    a->producers != SHMBUS_MULTI_PRODUCER) {
+		snprintf(why, len, "producers %d: expected %d (single) or %d "
+			 "(multi)", (int)a->producers, SHMBUS_SINGLE_PRODUCER,
+			 SHMBUS_MULTI_PRODUCER);
+		return -EINVAL;
+	}
+	max = numa_available() < 0 ? 0 : numa_max_node();
+	if (a->numa_node < -1) {
+		snprintf(why, len, "numa_node %d: expected a NUMA node number "
+			 "or -1", a->numa_node);
+		return -EINVAL;
+	}
+	if (a->numa_node > max ||
+	    (a->numa_node >= 0 && numa_available() >= 0 &&
+	     !numa_bitmask_isbitset(numa_nodes_ptr, (unsigned)a->numa_node))) {
+		snprintf(why, len, "NUMA node %d does not exist on this "
+			 "machine (nodes 0..%d)", a->numa_node, max);
+		return -EINVAL;
+	}
+	if (a->mode & ~(mode_t)0777) {
+		snprintf(why, len, "mode %o: expected permission bits, 0777 at "
+			 "most", (unsigned)a->mode);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 static int valid_name(const char *name)
@@ -130,7 +244,7 @@ SHMBUS_EXPORT void shmbus_channel_attr_init(struct shmbus_channel_attr *attr)
 {
 	memset(attr, 0, sizeof(*attr));
 	attr->capacity = UINT64_C(1) << 20;
-	attr->max_msg = 64u << 10;
+	attr->max_msg = 0;	/* min(64 KiB, shmbus_max_msg(capacity)) */
 	attr->policy = SHMBUS_BLOCK;
 	attr->producers = SHMBUS_SINGLE_PRODUCER;
 	attr->numa_node = -1;
@@ -271,7 +385,7 @@ static void init_header(struct shmbus_hdr *h, const struct geometry *g,
 	h->capacity = g->cap;
 	h->data_offset = 0;
 	h->slots_offset = g->slots_off;
-	h->max_msg = a->max_msg;
+	h->max_msg = attr_max_msg(a);
 	h->flags = (a->policy == SHMBUS_OVERWRITE ? SHMBUS_F_OVERWRITE : 0) |
 		   (a->producers == SHMBUS_MULTI_PRODUCER ?
 			    SHMBUS_F_MULTI_PRODUCER : 0);
@@ -289,24 +403,6 @@ static void init_header(struct shmbus_hdr *h, const struct geometry *g,
 	store_release64(&h->magic, SHMBUS_MAGIC);
 }
 
-static int check_attr(const struct shmbus_channel_attr *a)
-{
-	struct geometry g;
-
-	if (!a || geometry_for(a->capacity, 4096, &g))
-		return -EINVAL;
-	if (a->max_msg > max_msg_for(a->capacity))
-		return -EMSGSIZE;
-	if ((a->policy != SHMBUS_BLOCK && a->policy != SHMBUS_OVERWRITE) ||
-	    (a->producers != SHMBUS_SINGLE_PRODUCER &&
-	     a->producers != SHMBUS_MULTI_PRODUCER) || a->numa_node < -1)
-		return -EINVAL;
-	if (a->numa_node >= 0 &&
-	    (numa_available() < 0 ? a->numa_node != 0
-				  : a->numa_node > numa_max_node()))
-		return -EINVAL;
-	return 0;
-}
 
 /* Maps an open channel file and validates it. */
 
@@ -618,7 +714,7 @@ static struct shmbus_channel *adopt_existing(const char *dir, const char *name,
 		*err = -errno;
 		return NULL;
 	}
-	if (ch->cap != a->capacity || ch->max_msg != a->max_msg ||
+	if (ch->cap != a->capacity || ch->max_msg != attr_max_msg(a) ||
 	    ch->flags != want) {
 		shmbus_channel_close(ch);
 		*err = -EEXIST;
@@ -652,7 +748,7 @@ shmbus_channel_create(const char *dir, const char *name,
 
 	rc = make_path(path, sizeof(path), dir, name);
 	if (!rc)
-		rc = check_attr(attr);
+		rc = shmbus_channel_attr_check(attr, NULL, 0);
 	if (!rc)
 		rc = data_path(dpath, sizeof(dpath), dir, name, id);
 	if (rc)

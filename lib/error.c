@@ -22,7 +22,9 @@ SHMBUS_EXPORT const char *shmbus_strerror(int err)
 	case EPROTONOSUPPORT:
 		return "channel made by an incompatible shmbus layout version";
 	case EMSGSIZE:
-		return "message larger than the channel's maximum";
+		return "too large: a message above the channel's max_msg or "
+		       "the buffer given, or a max_msg above what the "
+		       "capacity allows (capacity/2 - 32)";
 	case EAGAIN:
 		return "nothing to read, or channel full";
 	case ETIMEDOUT:
@@ -33,7 +35,11 @@ SHMBUS_EXPORT const char *shmbus_strerror(int err)
 	case ENOSPC:
 		return "no free subscriber or producer slot, or shm directory full";
 	case EEXIST:
-		return "channel exists (with another geometry, or CREATE_EXCL)";
+		return "a channel of that name exists (with another geometry, "
+		       "or creation was asked to be exclusive)";
+	case ENOTCONN:
+		return "no connection to shmbusd (the daemon is not running "
+		       "or went away, or no bus handle was given)";
 	default:
 		s = strerrordesc_np(err);
 		return s ? s : "unknown error";
