@@ -16,7 +16,9 @@
  *
  * Errors used throughout
  *   -EINVAL          a bad argument (null handle, bad attribute...)
- *   -EMSGSIZE        a message larger than the channel's max_msg
+ *   -EMSGSIZE        a message larger than the channel's max_msg, or than
+ *                    the buffer it is read into; creating, a max_msg
+ *                    larger than the capacity allows (shmbus_max_msg())
  *   -EAGAIN          nothing to read, or (block policy) no room right now
  *   -ETIMEDOUT       a wait ran out of time
  *   -EBADMSG         corrupt channel: a length, position or field read from
@@ -26,6 +28,8 @@
  *   -EEXIST          the channel exists and SHMBUS_CREATE_EXCL was given
  *   -EBUSY           a single-producer channel already has a live producer
  *   -ENOSPC          no free subscriber or producer slot, or /dev/shm full
+ *   -ENOTCONN        no connection to shmbusd: it went away, or the bus
+ *                    handle is NULL (shmbus_connect() failed)
  */
 #ifndef SHMBUS_H
 #define SHMBUS_H
@@ -84,16 +88,45 @@ enum shmbus_producers {
 
 struct shmbus_channel_attr {
 	uint64_t capacity;	/* data bytes: power of two, 4 KiB..16 GiB */
-	uint32_t max_msg;	/* largest payload; at most capacity/2 - 24 */
+	uint32_t max_msg;	/* largest payload: at most
+				 * shmbus_max_msg(capacity); 0 means
+				 * min(SHMBUS_DEFAULT_MAX_MSG, that) */
 	enum shmbus_policy policy;
 	enum shmbus_producers producers;
 	int numa_node;		/* bind data pages to this node; -1: don't */
 	mode_t mode;		/* file mode, e.g. 0600; 0 means 0600 */
 };
 
-/* Fills *attr with defaults: 1 MiB, max_msg 64 KiB, block, single
- * producer, no NUMA binding, mode 0600. */
+/* The max_msg that an attribute's 0 stands for, when the capacity allows
+ * it (min(this, shmbus_max_msg(capacity)) otherwise). */
+#define SHMBUS_DEFAULT_MAX_MSG	65536u
+
+/* Fills *attr with defaults: 1 MiB, max_msg 0 (the default for the
+ * capacity, so that a smaller capacity set afterwards needs no other
+ * change), block, single producer, no NUMA binding, mode 0600. */
 void shmbus_channel_attr_init(struct shmbus_channel_attr *attr);
+
+/*
+ * The largest max_msg a channel of `capacity` bytes may have:
+ * capacity/2 - 32 (a message, its 16-byte record header and the padding
+ * of a wrap must fit half the ring), at most SHMBUS_MAX_MSG_LIMIT; 0 if
+ * the capacity is not valid (a power of two, 4 KiB..16 GiB).  The one
+ * rule: shmbus_channel_create(), shmbusd and shmbusctl all apply it.
+ * Since version 0.2 (symbol version SHMBUS_0.2).  Thread-safe.
+ */
+uint32_t shmbus_max_msg(uint64_t capacity);
+
+/*
+ * Checks *attr as shmbus_channel_create() will, and says what is wrong
+ * and what is allowed in `why` (`len` bytes, NUL-terminated; may be
+ * NULL), e.g. "max_msg 1048576 is too large for capacity 65536 (64 KiB):
+ * at most 32736 (capacity/2 - 32)".  Returns 0, -EMSGSIZE (max_msg too
+ * large for the capacity) or -EINVAL (capacity, policy, producers, NUMA
+ * node or mode).  Since version 0.2 (symbol version SHMBUS_0.2).
+ * Thread-safe.
+ */
+int shmbus_channel_attr_check(const struct shmbus_channel_attr *attr,
+			      char *why, size_t len);
 
 /* Flags for shmbus_channel_create(). */
 #define SHMBUS_CREATE_EXCL	0x1u	/* fail with -EEXIST if it exists */
@@ -112,8 +145,10 @@ void shmbus_channel_attr_init(struct shmbus_channel_attr *attr);
  * pre-faulted before the control file is linked under its name: a crash
  * during creation never leaves a half-initialised channel behind.
  *
- * Without flags, an existing valid channel with the same geometry is
- * opened instead; one with another geometry is -EEXIST, and an invalid
+ * Bad attributes are -EINVAL or -EMSGSIZE (shmbus_channel_attr_check()
+ * says which limit).  Without flags, an existing valid channel with the
+ * same geometry is opened instead; one with another geometry is -EEXIST
+ * (or, with SHMBUS_CREATE_EXCL, any existing one), and an invalid
  * file is reported with its error (-EPROTO, -EPROTONOSUPPORT, -EBADMSG):
  * pass SHMBUS_CREATE_REPLACE to replace it deliberately.
  *
@@ -389,9 +424,12 @@ int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
  */
 
 /*
- * Connects to the daemon of bus `bus`: its control socket is
- * $SHMBUS_RUN_DIR/<bus>.sock (default /run/shmbus/<bus>.sock), or `bus`
- * itself if it contains a '/'.  The connection is how the daemon learns
+ * Connects to the daemon of bus `bus`.  A bus name is looked up in
+ * $SHMBUS_RUN_DIR (default /run/shmbus): the bus file <bus>.bus that
+ * shmbusd writes beside its socket at start names the socket; without
+ * one (or with one that does not validate), the socket is <bus>.sock
+ * there.  A `bus` that contains a '/' is the socket's path itself.  The
+ * connection is how the daemon learns
  * that this process died.  A background thread watches it: if the daemon
  * restarts, the thread reconnects and re-registers every channel opened
  * through this handle, without disturbing publishing or polling.
@@ -422,6 +460,20 @@ int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
 shmbus_bus *shmbus_connect(const char *bus);
 
 /*
+ * Where the channel files of bus `bus` are, for a program that maps them
+ * itself (busstat; direct mode on a bus's directory): the shm_dir that
+ * shmbusd wrote in its bus file, $SHMBUS_RUN_DIR/<bus>.bus (default
+ * /run/shmbus), when it started; without a bus file, the default shm_dir
+ * of a bus of that name, /dev/shm/shmbus-<bus>.  Writes the path to dir
+ * (`len` bytes, NUL-terminated).  Returns 1 (from the bus file), 0 (the
+ * default), -EINVAL (`bus` is not a bus name: 1 to 63 of [A-Za-z0-9._-],
+ * not starting with '.'), -EBADMSG (a bus file that does not validate),
+ * -EACCES, -ENAMETOOLONG.  The bus file is read as untrusted input.
+ * Since version 0.2 (symbol version SHMBUS_0.2).  Thread-safe.
+ */
+int shmbus_bus_dir(const char *bus, char *dir, size_t len);
+
+/*
  * shmbus_connect() with an explicit wait for an absent daemon, in
  * nanoseconds, instead of SHMBUS_CONNECT_TIMEOUT_MS or 2 s: 0 tries once
  * and fails at once; a negative value means the default.  It applies to
@@ -446,7 +498,10 @@ enum shmbus_role {
 /*
  * Opens channel `name` of the bus for one role.  The daemon checks the
  * caller's credentials against the channel's publish or subscribe rules.
- * Close it with shmbus_channel_close().
+ * The handle serves that role only: shmbus_sub_open() on a channel opened
+ * to publish (or shmbus_pub_open() on one opened to subscribe) fails with
+ * EPERM; a process that does both opens the channel twice.  Close it with
+ * shmbus_channel_close().
  *
  * The daemon may restart while the request is on its way, even several
  * times: the request is sent again to each new daemon, up to 4 times in
@@ -456,20 +511,35 @@ enum shmbus_role {
  * _list(), _describe() too).
  *
  * Returns NULL, errno: EACCES (not allowed), ENOENT (no such channel),
- * ENOTCONN (the daemon is gone and no new one answered within the bound,
- * or it went away 4 times during this request, or the handle is being
- * disconnected), ETIMEDOUT (a daemon that does not answer for 5 s),
- * EPROTO, EBADMSG...  Thread-safe.
+ * ENOTCONN (a NULL bus, so that shmbus_bus_open(shmbus_connect(...), ...)
+ * reports a failed connection as one; the daemon is gone and no new one
+ * answered within the bound, or it went away 4 times during this
+ * request, or the handle is being disconnected), ETIMEDOUT (a daemon that
+ * does not answer for 5 s), EPROTO, EBADMSG...  Every shmbus_bus_*() call
+ * takes a NULL bus as ENOTCONN.  shmbus_bus_strerror() gives the daemon's
+ * reason for a refusal.  Thread-safe.
  */
 shmbus_channel *shmbus_bus_open(shmbus_bus *bus, const char *name,
 				enum shmbus_role role);
 
 /* Administration (the caller must be one of the bus's admins): create a
  * channel, delete one (its file is removed; mappers keep their memory).
- * Return 0 or -errno (-EACCES, -EEXIST, -ENOENT, -EINVAL...). */
+ * Return 0 or -errno (-EACCES, -EEXIST, -ENOENT, -EINVAL, -EMSGSIZE...);
+ * shmbus_bus_strerror() says why. */
 int shmbus_bus_create(shmbus_bus *bus, const char *name,
 		      const struct shmbus_channel_attr *attr);
 int shmbus_bus_delete(shmbus_bus *bus, const char *name);
+
+/*
+ * Why the last request this thread made on `bus` failed with `err`, as
+ * the daemon said it ("capacity 5000 is not a power of two from 4 KiB to
+ * 16 GiB", "uid 1000 is not in [bus] admins"...), or shmbus_strerror(err)
+ * when the daemon gave no reason (an older daemon, a failure on this
+ * side, another error than that request's).  The string stays valid
+ * until this thread's next request on any bus.  Since version 0.2
+ * (symbol version SHMBUS_0.2).  Thread-safe.
+ */
+const char *shmbus_bus_strerror(shmbus_bus *bus, int err);
 
 /* What the daemon says of a channel. */
 struct shmbus_bus_channel {

@@ -23,10 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "busfile.h"
 #include "channel.h"
 #include "shmbus/protocol.h"
 
-#define DEFAULT_RUN_DIR "/run/shmbus"
 #define RECONNECT_NS	(20 * 1000000LL)	/* between reconnect attempts */
 #define REPLY_TIMEOUT_S	5			/* a stuck daemon */
 /* How long a handle waits for a daemon that is not there (shmbus_connect()
@@ -49,6 +49,7 @@ struct shmbus_bus {
 	pthread_mutex_t lock;		/* the socket and the refs */
 	pthread_cond_t reconnected;
 	int fd;				/* -1 while the daemon is away */
+	uint16_t ver;			/* the protocol version fd speaks */
 	int stop[2];			/* pipe: wakes the watcher to exit */
 	uint32_t next_id;
 	uint64_t generation;		/* connections made so far */
@@ -60,6 +61,14 @@ struct shmbus_bus {
 	struct shmbus_bus *next_bus;	/* all handles, for fork */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
+
+/* The reason the daemon gave for this thread's last refused request
+ * (shmbus_bus_strerror()). */
+static _Thread_local struct {
+	const struct shmbus_bus *bus;
+	int err;
+	char text[SHMBUS_CTL_REASON];
+} last_refusal;
 
 static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shmbus_bus *all_buses;
@@ -114,19 +123,46 @@ static int copy_name(char dst[SHMBUS_CTL_NAME], const char *name)
 	return 0;
 }
 
-/* Sends one request on fd and waits for its reply.  The reply body (up to
- * rcap bytes) goes to rbody; up to two passed descriptors to fdp[0] and
- * fdp[1] (-1 if absent; any others, or all if fdp is NULL, are closed).
- * Returns the reply's status, or a negative errno for a transport failure:
- * -ENOTCONN means the connection is gone. */
-static int exchange(int fd, uint32_t id, uint16_t type, const void *body,
-		    uint32_t blen, void *rbody, uint32_t rcap, uint32_t *rlen,
-		    int *fdp)
+/* A refusal's reason, `len` bytes gathered from the two buffers it was
+ * received in, checked like any input: it must end with its NUL, and
+ * what a terminal would act on is replaced.  Returns 0 or -EPROTO. */
+static int take_reason(char *why, const uint8_t *a, uint32_t alen,
+		       const uint8_t *b, uint32_t len)
+{
+	char text[SHMBUS_CTL_REASON];
+	uint32_t k = len < alen ? len : alen;
+
+	if (len < 2 || len > SHMBUS_CTL_REASON)
+		return -EPROTO;
+	memcpy(text, a, k);
+	memcpy(text + k, b, len - k);
+	if (text[len - 1] != 0)
+		return -EPROTO;
+	for (uint32_t i = 0; text[i]; i++)
+		if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f)
+			text[i] = '?';
+	if (why)
+		memcpy(why, text, len);
+	return 0;
+}
+
+/* Sends one request of protocol version `ver` on fd and waits for its
+ * reply.  The reply body (up to rcap bytes) goes to rbody; a refusal's
+ * reason (version 2) to why (SHMBUS_CTL_REASON bytes, "" if none; may be
+ * NULL); up to two passed descriptors to fdp[0] and fdp[1] (-1 if absent;
+ * any others, or all if fdp is NULL, are closed).  Returns the reply's
+ * status, or a negative errno for a transport failure: -ENOTCONN means
+ * the connection is gone.  A daemon of another version answers
+ * -EPROTONOSUPPORT in its own version, which is taken as such. */
+static int exchange(int fd, uint16_t ver, uint32_t id, uint16_t type,
+		    const void *body, uint32_t blen, void *rbody, uint32_t rcap,
+		    uint32_t *rlen, int *fdp, char *why)
 {
 	struct shmbus_ctl_hdr h = {
-		.magic = SHMBUS_CTL_MAGIC, .version = SHMBUS_CTL_VERSION,
+		.magic = SHMBUS_CTL_MAGIC, .version = ver,
 		.type = type, .id = id, .len = blen,
 	};
+	uint8_t extra[SHMBUS_CTL_REASON];
 	struct iovec iov[2] = {
 		{ .iov_base = &h, .iov_len = sizeof(h) },
 		{ .iov_base = (void *)body, .iov_len = blen },
@@ -138,17 +174,21 @@ static int exchange(int fd, uint32_t id, uint16_t type, const void *body,
 	} ctl;
 	ssize_t n;
 
+	if (why)
+		why[0] = 0;
 	if (sendmsg(fd, &m, MSG_NOSIGNAL) < 0)
 		return errno == EPIPE || errno == ECONNRESET ||
 			       errno == ENOTCONN ? -ENOTCONN : -errno;
 	for (;;) {
 		struct shmbus_ctl_hdr rh;
-		struct iovec riov[2] = {
+		/* A reason lands after the body's room, or in it. */
+		struct iovec riov[3] = {
 			{ .iov_base = &rh, .iov_len = sizeof(rh) },
 			{ .iov_base = rbody, .iov_len = rcap },
+			{ .iov_base = extra, .iov_len = sizeof(extra) },
 		};
 		struct msghdr rm = {
-			.msg_iov = riov, .msg_iovlen = 2,
+			.msg_iov = riov, .msg_iovlen = 3,
 			.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
 		};
 		int passed[2] = { -1, -1 };
@@ -184,29 +224,42 @@ static int exchange(int fd, uint32_t id, uint16_t type, const void *body,
 			}
 		}
 		/* A reply is checked like any input: the daemon is another
-		 * process. */
-		if ((size_t)n < sizeof(rh) || rh.magic != SHMBUS_CTL_MAGIC ||
-		    rh.version != SHMBUS_CTL_VERSION ||
-		    rh.len != (size_t)n - sizeof(rh) || rm.msg_flags & MSG_TRUNC ||
-		    rh.id != id || rh.type != (type | SHMBUS_CTL_REPLY) ||
-		    !fdp) {
+		 * process.  Its version is ours, but for an older or newer
+		 * daemon's "not my version". */
+		bool bad = (size_t)n < sizeof(rh) ||
+			   rh.magic != SHMBUS_CTL_MAGIC ||
+			   (rh.version != ver &&
+			    rh.status != -EPROTONOSUPPORT) ||
+			   rh.len != (size_t)n - sizeof(rh) ||
+			   rm.msg_flags & MSG_TRUNC;
+
+		if (bad || rh.id != id || rh.type != (type | SHMBUS_CTL_REPLY) ||
+		    rh.status || !fdp) {
 			for (int i = 0; i < 2; i++)
 				if (passed[i] >= 0)
 					close(passed[i]);
+			passed[0] = passed[1] = -1;
 		}
-		if ((size_t)n < sizeof(rh) || rh.magic != SHMBUS_CTL_MAGIC ||
-		    rh.version != SHMBUS_CTL_VERSION ||
-		    rh.len != (size_t)n - sizeof(rh) || rm.msg_flags & MSG_TRUNC)
+		if (bad)
 			return -EPROTO;
 		if (rh.id != id || rh.type != (type | SHMBUS_CTL_REPLY))
 			continue;	/* a late reply to a timed-out call */
+		if (rh.status > 0)
+			return -EPROTO;
+		if (rh.status == 0 && rh.len > rcap)
+			return -EPROTO;
+		/* A refusal's body is its reason (version 2), or nothing. */
+		if (rh.status < 0 && rh.len &&
+		    (rh.version < 2 ||
+		     take_reason(why, rbody, rcap, extra, rh.len)))
+			return -EPROTO;
 		if (fdp) {
 			fdp[0] = passed[0];
 			fdp[1] = passed[1];
 		}
 		if (rlen)
-			*rlen = rh.len;
-		return rh.status > 0 ? -EPROTO : rh.status;
+			*rlen = rh.status ? 0 : rh.len;
+		return rh.status;
 	}
 }
 
@@ -234,8 +287,9 @@ static int refusal(int fd)
  * one restarting, or one that died after accepting us), rather than a
  * daemon that refused us (e.g. -EUSERS: its connection limits) or another
  * error. */
-static int dial(const char *path, int *fdp, bool *absent)
+static int dial(const char *path, int *fdp, uint16_t *verp, bool *absent)
 {
+	uint16_t ver = SHMBUS_CTL_VERSION;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct timeval tv = { .tv_sec = REPLY_TIMEOUT_S };
 	struct shmbus_ctl_hello hello;
@@ -257,8 +311,15 @@ static int dial(const char *path, int *fdp, bool *absent)
 		return rc;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	rc = exchange(fd, 0, SHMBUS_CTL_HELLO, NULL, 0, &hello, sizeof(hello),
-		      &len, NULL);
+	rc = exchange(fd, ver, 0, SHMBUS_CTL_HELLO, NULL, 0, &hello,
+		      sizeof(hello), &len, NULL, NULL);
+	if (rc == -EPROTONOSUPPORT) {
+		/* A daemon older than this library: speak version 1 to it
+		 * (the same requests; refusals come without a reason). */
+		ver = SHMBUS_CTL_VERSION_MIN;
+		rc = exchange(fd, ver, 1, SHMBUS_CTL_HELLO, NULL, 0, &hello,
+			      sizeof(hello), &len, NULL, NULL);
+	}
 	if (rc == 0 && len != sizeof(hello))
 		rc = -EPROTO;
 	if (rc == -ENOTCONN) {
@@ -273,20 +334,22 @@ static int dial(const char *path, int *fdp, bool *absent)
 		return rc;
 	}
 	*fdp = fd;
+	*verp = ver;
 	return 0;
 }
 
 /* dial() until a daemon answers, while none is there, for at most
  * wait_ns; the pauses between tries grow from 1 ms to 10 ms, so a daemon
  * that comes up is found within 10 ms. */
-static int dial_wait(const char *path, int64_t wait_ns, int *fdp)
+static int dial_wait(const char *path, int64_t wait_ns, int *fdp,
+		     uint16_t *verp)
 {
 	struct timespec nap = { .tv_nsec = DIAL_NAP_MIN_NS };
 	int64_t until = mono_ns() + wait_ns, left;
 	bool absent;
 	int rc;
 
-	while ((rc = dial(path, fdp, &absent)) && absent &&
+	while ((rc = dial(path, fdp, verp, &absent)) && absent &&
 	       (left = until - mono_ns()) > 0) {
 		struct timespec t = nap;
 
@@ -323,8 +386,8 @@ static void reattach(struct shmbus_bus *b)
 		struct shmbus_ctl_open req = { .role = r->role };
 
 		memcpy(req.name, r->name, SHMBUS_CTL_NAME);
-		exchange(b->fd, ++b->next_id, SHMBUS_CTL_ATTACH, &req,
-			 sizeof(req), NULL, 0, NULL, NULL);
+		exchange(b->fd, b->ver, ++b->next_id, SHMBUS_CTL_ATTACH, &req,
+			 sizeof(req), NULL, 0, NULL, NULL, NULL);
 	}
 }
 
@@ -344,6 +407,7 @@ static void *watch(void *arg)
 			{ .fd = b->fd, .events = 0 },	/* hang-up only */
 			{ .fd = b->stop[0], .events = POLLIN },
 		};
+		uint16_t ver = SHMBUS_CTL_VERSION;
 		int fd;
 
 		if (poll(p, 2, -1) < 0)
@@ -363,11 +427,12 @@ static void *watch(void *arg)
 
 			if (poll(&s, 1, (int)(RECONNECT_NS / 1000000)) > 0)
 				return NULL;
-			if (dial(b->path, &fd, NULL) == 0)
+			if (dial(b->path, &fd, &ver, NULL) == 0)
 				break;
 		}
 		pthread_mutex_lock(&b->lock);
 		b->fd = fd;
+		b->ver = ver;
 		b->generation++;
 		reattach(b);
 		pthread_cond_broadcast(&b->reconnected);
@@ -402,6 +467,7 @@ static int call(struct shmbus_bus *b, uint16_t type, const void *body,
 		uint32_t blen, void *rbody, uint32_t rcap, uint32_t *rlen,
 		int *fdp)
 {
+	char why[SHMBUS_CTL_REASON] = "";
 	int rc = -ENOTCONN;
 
 	pthread_mutex_lock(&b->lock);
@@ -414,14 +480,45 @@ static int call(struct shmbus_bus *b, uint16_t type, const void *body,
 			break;
 		}
 		gen = b->generation;
-		rc = exchange(b->fd, ++b->next_id, type, body, blen, rbody,
-			      rcap, rlen, fdp);
+		rc = exchange(b->fd, b->ver, ++b->next_id, type, body, blen,
+			      rbody, rcap, rlen, fdp, why);
 		/* Lost: wait for the watcher to connect to a new daemon. */
 		if (rc != -ENOTCONN || !await_reconnect(b, gen))
 			break;
 	}
 	pthread_mutex_unlock(&b->lock);
+	last_refusal.bus = rc < 0 && why[0] ? b : NULL;
+	last_refusal.err = rc;
+	memcpy(last_refusal.text, why, sizeof(why));
 	return rc;
+}
+
+SHMBUS_EXPORT const char *shmbus_bus_strerror(shmbus_bus *b, int err)
+{
+	if (err > 0)
+		err = -err;
+	if (b && last_refusal.bus == b && last_refusal.err == err &&
+	    last_refusal.text[0])
+		return last_refusal.text;
+	return shmbus_strerror(err);
+}
+
+/* The socket of bus `bus` (see shmbus_connect()).  0 or -ENAMETOOLONG. */
+static int socket_path(const char *bus, char *out, size_t len)
+{
+	struct sb_busfile bf;
+	char file[PATH_MAX];
+	int n;
+
+	if (strchr(bus, '/'))
+		n = snprintf(out, len, "%s", bus);
+	else if (snprintf(file, sizeof(file), "%s/%s.bus", sb_run_dir(),
+			  bus) < (int)sizeof(file) &&
+		 sb_busfile_read(file, bus, &bf) == 0)
+		n = snprintf(out, len, "%s", bf.socket);
+	else
+		n = snprintf(out, len, "%s/%s.sock", sb_run_dir(), bus);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
 SHMBUS_EXPORT shmbus_bus *shmbus_connect(const char *bus)
@@ -434,8 +531,7 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 {
 	pthread_condattr_t ca;
 	struct shmbus_bus *b;
-	const char *dir;
-	int n, rc;
+	int rc;
 
 	if (!bus || !*bus) {
 		errno = EINVAL;
@@ -447,14 +543,7 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 		errno = ENOMEM;
 		return NULL;
 	}
-	if (strchr(bus, '/'))
-		n = snprintf(b->path, sizeof(b->path), "%s", bus);
-	else {
-		dir = getenv("SHMBUS_RUN_DIR");
-		n = snprintf(b->path, sizeof(b->path), "%s/%s.sock",
-			     dir && *dir ? dir : DEFAULT_RUN_DIR, bus);
-	}
-	if (n < 0 || (size_t)n >= sizeof(b->path)) {
+	if (socket_path(bus, b->path, sizeof(b->path))) {
 		free(b);
 		errno = ENAMETOOLONG;
 		return NULL;
@@ -463,7 +552,7 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 	b->stop[0] = b->stop[1] = -1;
 	b->fd = -1;
 	b->absent_wait_ns = timeout_ns < 0 ? absent_wait_default() : timeout_ns;
-	rc = dial_wait(b->path, b->absent_wait_ns, &b->fd);
+	rc = dial_wait(b->path, b->absent_wait_ns, &b->fd, &b->ver);
 	if (rc == 0 && pipe2(b->stop, O_CLOEXEC) < 0)
 		rc = -errno;
 	if (rc == 0) {
@@ -561,8 +650,12 @@ SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
 	struct bus_ref *r;
 	int fd[2] = { -1, -1 }, rc;
 
-	if (!b || (role != SHMBUS_ROLE_PUBLISH &&
-		   role != SHMBUS_ROLE_SUBSCRIBE) ||
+	if (!b) {
+		/* shmbus_bus_open(shmbus_connect(...)) with no daemon. */
+		errno = ENOTCONN;
+		return NULL;
+	}
+	if ((role != SHMBUS_ROLE_PUBLISH && role != SHMBUS_ROLE_SUBSCRIBE) ||
 	    copy_name(req.name, name)) {
 		errno = EINVAL;
 		return NULL;
@@ -617,7 +710,9 @@ SHMBUS_EXPORT int shmbus_bus_create(shmbus_bus *b, const char *name,
 {
 	struct shmbus_ctl_create req = { 0 };
 
-	if (!b || !a || copy_name(req.name, name))
+	if (!b)
+		return -ENOTCONN;
+	if (!a || copy_name(req.name, name))
 		return -EINVAL;
 	req.capacity = a->capacity;
 	req.max_msg = a->max_msg;
@@ -633,7 +728,9 @@ SHMBUS_EXPORT int shmbus_bus_delete(shmbus_bus *b, const char *name)
 {
 	struct shmbus_ctl_name req;
 
-	if (!b || copy_name(req.name, name))
+	if (!b)
+		return -ENOTCONN;
+	if (copy_name(req.name, name))
 		return -EINVAL;
 	return call(b, SHMBUS_CTL_DELETE, &req, sizeof(req), NULL, 0, NULL,
 		    NULL);
@@ -673,7 +770,9 @@ SHMBUS_EXPORT int shmbus_bus_list(shmbus_bus *b,
 	uint32_t len, total = 0;
 	int rc = 0;
 
-	if (!b || !fn)
+	if (!b)
+		return -ENOTCONN;
+	if (!fn)
 		return -EINVAL;
 	buf = malloc(SHMBUS_CTL_MAX);
 	if (!buf)
@@ -719,7 +818,9 @@ SHMBUS_EXPORT int shmbus_bus_describe(shmbus_bus *b, const char *name,
 	uint32_t len = 0;
 	int rc;
 
-	if (!b || !o || copy_name(req.name, name))
+	if (!b)
+		return -ENOTCONN;
+	if (!o || copy_name(req.name, name))
 		return -EINVAL;
 	rc = call(b, SHMBUS_CTL_DESCRIBE, &req, sizeof(req), &d, sizeof(d),
 		  &len, NULL);

@@ -9,10 +9,14 @@
  * is malformed.  The client's identity is never taken from the message:
  * the daemon reads it from the socket (SO_PEERCRED, SO_PEERGROUPS).
  *
- * A reply carries the request's type | SHMBUS_CTL_REPLY, the same id, and
- * a status (0 or a negative errno).  OPEN's reply carries the channel
- * file's descriptor as SCM_RIGHTS ancillary data.  docs/protocol.md is the
- * full description.
+ * A reply carries the request's type | SHMBUS_CTL_REPLY, the same id,
+ * the request's version, and a status (0 or a negative errno).  OPEN's
+ * reply carries the channel file's descriptor as SCM_RIGHTS ancillary
+ * data.  In version 2, a refusal (status < 0) may carry a reason as its
+ * body: 2 to SHMBUS_CTL_REASON bytes of printable text ending with a NUL
+ * ("capacity 5000 is not a power of two...").  Version 1 is version 2
+ * without reasons; a daemon answers both.  docs/protocol.md is the full
+ * description.
  */
 #ifndef SHMBUS_PROTOCOL_H
 #define SHMBUS_PROTOCOL_H
@@ -20,10 +24,12 @@
 #include <stdint.h>
 
 #define SHMBUS_CTL_MAGIC	0x31434253u	/* "SBC1" */
-#define SHMBUS_CTL_VERSION	1u
+#define SHMBUS_CTL_VERSION	2u	/* what this header describes */
+#define SHMBUS_CTL_VERSION_MIN	1u	/* the oldest a daemon still answers */
 #define SHMBUS_CTL_MAX		65536u		/* one datagram, header included */
 #define SHMBUS_CTL_NAME		256u		/* name fields, NUL included */
 #define SHMBUS_CTL_REPLY	0x8000u
+#define SHMBUS_CTL_REASON	256u		/* a refusal's reason, NUL included */
 
 enum shmbus_ctl_type {
 	SHMBUS_CTL_HELLO = 1,	 /* body: none; reply: struct shmbus_ctl_hello */
