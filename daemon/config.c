@@ -9,7 +9,9 @@
  *
  * Each key is one row: section, name, parser, offset of the field.  The
  * first wrong line stops the daemon with "file:line: reason"; checks that
- * involve several keys report the line of the key that breaks them.
+ * involve several keys report the line of the key that breaks them.  A
+ * file has exactly one [bus] and at most one [defaults]; a key is set at
+ * most once in a section.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -26,6 +28,7 @@
 
 #include "shmbusd.h"
 #include "shmbus/layout.h"
+#include "../lib/busfile.h"
 
 enum section { S_BUS, S_DEFAULTS, S_CHANNEL, S_NONE };
 
@@ -470,6 +473,8 @@ static const struct key keys[] = {
 
 /* --------------------------------------------------------------- parsing */
 
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
 struct parse_state {
 	struct sbd_conf *c;
 	FILE *f;
@@ -478,6 +483,9 @@ struct parse_state {
 	enum section sec;	/* S_NONE before the first header */
 	struct sbd_chan_conf *chan;
 	bool too_long;
+	int bus_line, defaults_line;	/* of their headers, 0 if none yet */
+	int first_section_line;
+	int key_line[NKEYS];	/* where the section set each key, or 0 */
 };
 
 static void fail(struct parse_state *ps, const char *fmt, const char *a,
@@ -565,13 +573,26 @@ static int enter_section(struct parse_state *ps, const char *section)
 {
 	struct sbd_conf *c = ps->c;
 	struct sbd_chan_conf *cc, *grown;
+	int *seen = NULL;
 
-	if (!strcmp(section, "bus")) {
-		ps->sec = S_BUS;
-		return 0;
-	}
-	if (!strcmp(section, "defaults")) {
-		ps->sec = S_DEFAULTS;
+	if (!ps->first_section_line)
+		ps->first_section_line = ps->line;
+	memset(ps->key_line, 0, sizeof(ps->key_line));
+	if (!strcmp(section, "bus"))
+		seen = &ps->bus_line;
+	else if (!strcmp(section, "defaults"))
+		seen = &ps->defaults_line;
+	if (seen) {
+		if (*seen) {
+			char first[16];
+
+			snprintf(first, sizeof(first), "%d", *seen);
+			fail(ps, "a second [%s] section (the first is on "
+			     "line %s)", section, first);
+			return -1;
+		}
+		*seen = ps->line;
+		ps->sec = seen == &ps->bus_line ? S_BUS : S_DEFAULTS;
 		return 0;
 	}
 	if (strncmp(section, "channel ", 8) != 0) {
@@ -602,8 +623,7 @@ static int enter_section(struct parse_state *ps, const char *section)
 	cc = &c->chans[c->nchans++];
 	memset(cc, 0, sizeof(*cc));
 	strcpy(cc->name, section);
-	shmbus_channel_attr_init(&cc->attr);
-	cc->attr.max_msg = 0;		/* 0: derived from capacity below */
+	shmbus_channel_attr_init(&cc->attr);	/* max_msg 0: derived below */
 	cc->owner = cc->group = -1;
 	cc->line = ps->line;
 	ps->chan = cc;
@@ -631,6 +651,15 @@ static int handler(void *user, const char *section, const char *name,
 
 		if (k->sec != ps->sec || strcmp(k->name, name) != 0)
 			continue;
+		if (ps->key_line[i]) {
+			char first[16];
+
+			snprintf(first, sizeof(first), "%d", ps->key_line[i]);
+			fail(ps, "%s: set twice in this section (first on "
+			     "line %s)", name, first);
+			return 0;
+		}
+		ps->key_line[i] = ps->line;
 		if (!value || !*value) {
 			fail(ps, "%s: a value is required%s", name, "");
 			return 0;
@@ -687,32 +716,26 @@ static int check(struct sbd_conf *c)
 		return -1;
 	for (size_t i = 0; i < c->nchans; i++) {
 		struct sbd_chan_conf *cc = &c->chans[i];
-		uint64_t cap = cc->attr.capacity;
-		uint64_t lim;
-		int line = cc->cap_line ? cc->cap_line : cc->line;
+		char why[256];
+		uint32_t lim;
+		int rc;
 
-		if (cap < SHMBUS_MIN_CAPACITY || cap > SHMBUS_MAX_CAPACITY ||
-		    (cap & (cap - 1))) {
-			snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s':"
-				 " capacity %llu is not a power of two from "
-				 "4K to 16G", c->path, line, cc->name,
-				 (unsigned long long)cap);
+		/* The library's rule, and its words for what is wrong. */
+		rc = shmbus_channel_attr_check(&cc->attr, why, sizeof(why));
+		if (rc) {
+			int line = rc == -EMSGSIZE ? cc->msg_line :
+				   cc->cap_line ? cc->cap_line : cc->line;
+
+			snprintf(c->err, sizeof(c->err), "%s:%d: channel "
+				 "'%s': %s", c->path, line, cc->name, why);
 			return -1;
 		}
-		lim = cap / 2 - SHMBUS_REC_HDR - 2 * SHMBUS_REC_ALIGN;
-		if (lim > SHMBUS_MAX_MSG_LIMIT)
-			lim = SHMBUS_MAX_MSG_LIMIT;
+		/* What the library makes of max_msg 0, spelt out so that a
+		 * reload compares like with like. */
+		lim = shmbus_max_msg(cc->attr.capacity);
 		if (cc->attr.max_msg == 0)
-			cc->attr.max_msg = (uint32_t)(lim < 65536 ? lim : 65536);
-		if (cc->attr.max_msg > lim) {
-			snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s':"
-				 " max_msg %u is too large for capacity %llu "
-				 "(at most %llu)", c->path, cc->msg_line,
-				 cc->name, cc->attr.max_msg,
-				 (unsigned long long)cap,
-				 (unsigned long long)lim);
-			return -1;
-		}
+			cc->attr.max_msg = lim < SHMBUS_DEFAULT_MAX_MSG ?
+						   lim : SHMBUS_DEFAULT_MAX_MSG;
 		if (!cc->pub_set)
 			cc->pub = c->def_pub;
 		if (!cc->sub_set)
@@ -742,7 +765,6 @@ int sbd_conf_load(const char *path, struct sbd_conf *c)
 	c->reap_ms = 20;
 	c->socket_mode = 0666;
 	c->log_level = SBD_INFO;
-	strcpy(c->shm_dir, "/dev/shm");
 	ps.f = fopen(path, "re");
 	if (!ps.f) {
 		snprintf(c->err, sizeof(c->err), "%s: %s", path,
@@ -770,10 +792,28 @@ int sbd_conf_load(const char *path, struct sbd_conf *c)
 		if (!c->bus[0])
 			strcpy(c->bus, "default");
 	}
+	/* The bus's own directory: channel files apart from other programs'
+	 * files in /dev/shm, and from another bus's channel of the same
+	 * name. */
+	if (!c->shm_dir[0])
+		snprintf(c->shm_dir, sizeof(c->shm_dir), "%s%s",
+			 SB_DEFAULT_SHM_PREFIX, c->bus);
 	if (!c->socket[0])
-		snprintf(c->socket, sizeof(c->socket), "/run/shmbus/%s.sock",
-			 c->bus);
+		snprintf(c->socket, sizeof(c->socket), "%s/%s.sock",
+			 SB_DEFAULT_RUN_DIR, c->bus);
+	strcpy(c->file_shm_dir, c->shm_dir);
+	strcpy(c->file_socket, c->socket);
 	if (check(c)) {
+		sbd_conf_free(c);
+		return -1;
+	}
+	/* Last: a file without [bus] that has another error reports that. */
+	if (!ps.bus_line) {
+		snprintf(c->err, sizeof(c->err), "%s:%d: no [bus] section "
+			 "(%s)", path,
+			 ps.first_section_line ? ps.first_section_line : 1,
+			 ps.first_section_line ? "a config starts with [bus]" :
+			 "the file has no section at all");
 		sbd_conf_free(c);
 		return -1;
 	}

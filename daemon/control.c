@@ -34,7 +34,26 @@
 #include <unistd.h>
 
 #include "shmbusd.h"
+#include "../lib/busfile.h"
 #include "../lib/channel.h"
+
+/* Why the request being served was refused, for the reply's body
+ * (protocol version 2); "" if there is nothing to add to the errno. */
+static char reason[SHMBUS_CTL_REASON];
+
+/* Notes the reason and returns err, for `return deny(-EINVAL, ...)`. */
+static int deny(int err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int deny(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	return err;
+}
 
 /* ------------------------------------------------------------- channels */
 
@@ -255,11 +274,25 @@ int sbd_reload(void)
 		sbd_log(SBD_ERR, 0, "reload refused: %s", nc.err);
 		return -EINVAL;
 	}
-	if (strcmp(nc.socket, sbd.conf.socket) ||
-	    strcmp(nc.shm_dir, sbd.conf.shm_dir) ||
-	    strcmp(nc.bus, sbd.conf.bus) || nc.reap_ms != sbd.conf.reap_ms)
-		sbd_log(SBD_WARN, 0, "reload: name, socket, shm_dir and "
-			"reap_interval_ms take effect only at restart");
+	/* Against what the file said at start; a setting -d or -S
+	 * overrides stays overridden at a restart, whatever the file says. */
+	if (strcmp(nc.bus, sbd.conf.bus))
+		sbd_log(SBD_WARN, 0, "reload: name changed ('%s' to '%s'); it "
+			"takes effect only at restart", sbd.conf.bus, nc.bus);
+	if (strcmp(nc.file_socket, sbd.conf.file_socket) &&
+	    !strcmp(sbd.conf.socket, sbd.conf.file_socket))
+		sbd_log(SBD_WARN, 0, "reload: socket changed (%s to %s); it "
+			"takes effect only at restart", sbd.conf.file_socket,
+			nc.file_socket);
+	if (strcmp(nc.file_shm_dir, sbd.conf.file_shm_dir) &&
+	    !strcmp(sbd.conf.shm_dir, sbd.conf.file_shm_dir))
+		sbd_log(SBD_WARN, 0, "reload: shm_dir changed (%s to %s); it "
+			"takes effect only at restart", sbd.conf.file_shm_dir,
+			nc.file_shm_dir);
+	if (nc.reap_ms != sbd.conf.reap_ms)
+		sbd_log(SBD_WARN, 0, "reload: reap_interval_ms changed (%u to "
+			"%u); it takes effect only at restart",
+			sbd.conf.reap_ms, nc.reap_ms);
 	/* What a reload may change, on the main thread's own copy. */
 	sbd.conf.admins = nc.admins;
 	sbd.conf.def_pub = nc.def_pub;
@@ -649,6 +682,27 @@ int sbd_control_listen(void)
 	return fd;
 }
 
+void sbd_busfile_publish(void)
+{
+	struct sb_busfile bf = { .pid = (long)sbd.self_pid };
+	char path[PATH_MAX];
+	int rc;
+
+	snprintf(bf.bus, sizeof(bf.bus), "%s", sbd.conf.bus);
+	snprintf(bf.socket, sizeof(bf.socket), "%s", sbd.conf.socket);
+	snprintf(bf.shm_dir, sizeof(bf.shm_dir), "%s", sbd.conf.shm_dir);
+	rc = sb_busfile_path_for(sbd.conf.socket, sbd.conf.bus, path,
+				 sizeof(path));
+	if (rc == 0)
+		rc = sb_busfile_write(path, &bf);
+	if (rc)
+		sbd_log(SBD_WARN, rc, "%s: cannot write the bus file (busstat "
+			"and clients that name the bus will not find it)",
+			path);
+	else
+		sbd_log(SBD_DEBUG, 0, "%s: bus file written", path);
+}
+
 void sbd_control_accept(void)
 {
 	for (;;) {
@@ -725,12 +779,21 @@ void sbd_control_drop(struct sbd_client *cl)
 	sbd_reaper_kick();
 }
 
+/* A reply speaks the request's version if it is one this daemon speaks,
+ * else its own. */
+static uint16_t reply_version(const struct shmbus_ctl_hdr *req)
+{
+	return req->version >= SHMBUS_CTL_VERSION_MIN &&
+			       req->version <= SHMBUS_CTL_VERSION ?
+		       req->version : SHMBUS_CTL_VERSION;
+}
+
 /* pass: NULL, or two descriptors to hand over (SCM_RIGHTS). */
 static int reply(struct sbd_client *cl, const struct shmbus_ctl_hdr *req,
 		 int status, const void *body, uint32_t len, const int *pass)
 {
 	struct shmbus_ctl_hdr h = {
-		.magic = SHMBUS_CTL_MAGIC, .version = SHMBUS_CTL_VERSION,
+		.magic = SHMBUS_CTL_MAGIC, .version = reply_version(req),
 		.type = (uint16_t)(req->type | SHMBUS_CTL_REPLY),
 		.id = req->id, .len = len, .status = status,
 	};
@@ -807,12 +870,15 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 
 	if ((req->role != SHMBUS_CTL_ROLE_PUB &&
 	     req->role != SHMBUS_CTL_ROLE_SUB) || req->flags)
-		return -EINVAL;
+		return deny(-EINVAL, "role %u, flags %u: expected role 1 "
+			      "(publish) or 2 (subscribe), flags 0", req->role,
+			      req->flags);
 	rcu_read_lock();
 	c = sbd_chan_find(req->name);
 	if (!c) {
 		rcu_read_unlock();
-		return -ENOENT;
+		return deny(-ENOENT, "no channel '%s' on bus '%s'",
+			      req->name, sbd.conf.bus);
 	}
 	r = rcu_dereference(c->rules);
 	ok = privileged(cl) ||
@@ -827,7 +893,9 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	if (!ok) {
 		sbd_log(SBD_NOTICE, 0, "%s: pid %d (uid %u) may not %s",
 			req->name, (int)cl->pid, (unsigned)cl->uid, role);
-		return -EACCES;
+		return deny(-EACCES, "uid %u may not %s on '%s': its %s "
+			      "rule names neither the uid nor its groups",
+			      (unsigned)cl->uid, role, req->name, role);
 	}
 	note_open(cl, req->name);
 	sbd_log(SBD_DEBUG, 0, "%s: pid %d %s to %s", req->name, (int)cl->pid,
@@ -848,12 +916,23 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 
 	if (!privileged(cl) &&
 	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids))
-		return -EACCES;
-	if (q->reserved || q->policy > SHMBUS_OVERWRITE ||
-	    q->producers > SHMBUS_MULTI_PRODUCER || q->mode > 0777)
-		return -EINVAL;
+		return deny(-EACCES, "uid %u may not create channels: only "
+			      "root, the daemon's user and [bus] admins may",
+			      (unsigned)cl->uid);
+	if (q->reserved)
+		return deny(-EINVAL, "the reserved field is not 0");
+	if (q->policy > SHMBUS_OVERWRITE)
+		return deny(-EINVAL, "policy %u: expected 0 (block) or 1 "
+			      "(overwrite)", q->policy);
+	if (q->producers > SHMBUS_MULTI_PRODUCER)
+		return deny(-EINVAL, "producers %u: expected 0 (single) or "
+			      "1 (multi)", q->producers);
+	if (q->mode > 0777)
+		return deny(-EINVAL, "mode %o: expected permission bits, "
+			      "0777 at most", q->mode);
 	if (sbd_chan_count() >= sbd.conf.max_channels)
-		return -ENOSPC;
+		return deny(-ENOSPC, "the bus has max_channels (%u) "
+			      "channels", sbd.conf.max_channels);
 	shmbus_channel_attr_init(&a);
 	a.capacity = q->capacity;
 	a.max_msg = q->max_msg;
@@ -861,14 +940,22 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	a.producers = (enum shmbus_producers)q->producers;
 	a.numa_node = q->numa_node;
 	a.mode = q->mode ? (mode_t)q->mode : 0600;
+	/* The library's rule and its words: which limit, what is allowed. */
+	rc = shmbus_channel_attr_check(&a, reason, sizeof(reason));
+	if (rc)
+		return rc;
 	rcu_read_lock();
 	rc = sbd_chan_find(q->name) ? -EEXIST : 0;
 	rcu_read_unlock();
 	if (rc)
-		return rc;
+		return deny(rc, "channel '%s' exists", q->name);
 	rc = create_file(q->name, &a, -1, -1, &ch);
+	if (rc == -EEXIST)
+		return deny(rc, "a file named '%s' is in %s (not a channel "
+			      "of this bus)", q->name, sbd.conf.shm_dir);
 	if (rc)
-		return rc;
+		return deny(rc, "cannot create '%s' in %s: %s", q->name,
+			      sbd.conf.shm_dir, shmbus_strerror(rc));
 	rc = enroll(q->name, ch, &sbd.conf.def_pub, &sbd.conf.def_sub, false);
 	if (rc == 0)
 		sbd_log(SBD_NOTICE, 0, "%s: created by pid %d (uid %u)",
@@ -883,12 +970,15 @@ static int do_delete(struct sbd_client *cl, const char *name)
 
 	if (!privileged(cl) &&
 	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids))
-		return -EACCES;
+		return deny(-EACCES, "uid %u may not delete channels: only "
+			      "root, the daemon's user and [bus] admins may",
+			      (unsigned)cl->uid);
 	rcu_read_lock();
 	c = sbd_chan_find(name);
 	rcu_read_unlock();
 	if (!c)
-		return -ENOENT;
+		return deny(-ENOENT, "no channel '%s' on bus '%s'", name,
+			      sbd.conf.bus);
 	rc = shmbus_channel_unlink(sbd.conf.shm_dir, name);
 	if (rc && rc != -ENOENT)
 		return rc;
@@ -926,7 +1016,8 @@ static int do_list(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	uint32_t i = 0;
 
 	if (q->total || q->count || q->reserved)
-		return -EINVAL;
+		return deny(-EINVAL, "total, count and reserved must be 0 "
+			      "in a request");
 	memset(rep, 0, sizeof(*rep));
 	rcu_read_lock();
 	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
@@ -958,7 +1049,8 @@ static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	c = sbd_chan_find(name);
 	if (!c) {
 		rcu_read_unlock();
-		return -ENOENT;
+		return deny(-ENOENT, "no channel '%s' on bus '%s'", name,
+			      sbd.conf.bus);
 	}
 	fill_entry(&d.e, c);
 	shmbus_channel_info(c->ch, &in);
@@ -983,6 +1075,9 @@ static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	return 1;
 }
 
+#define NAME_RULE "a channel name is 1 to 200 letters, digits, '.', '_' " \
+		  "or '-', not starting with '.'"
+
 /* Dispatches one well-formed request.  Returns a status to reply with, or
  * 1 if the reply was sent already. */
 static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
@@ -1005,9 +1100,11 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	} q;
 
 	if (h->type == 0 || h->type > SHMBUS_CTL_DESCRIBE)
-		return -EOPNOTSUPP;
+		return deny(-EOPNOTSUPP, "unknown request type %u",
+			      h->type);
 	if (h->len != size[h->type])
-		return -EBADMSG;
+		return deny(-EBADMSG, "a body of %u bytes: request type %u "
+			      "takes %u", h->len, h->type, size[h->type]);
 	memcpy(&q, body, h->len);	/* aligned copy of the body */
 	switch (h->type) {
 	case SHMBUS_CTL_HELLO: {
@@ -1023,21 +1120,21 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	case SHMBUS_CTL_OPEN:
 	case SHMBUS_CTL_ATTACH:
 		if (!name_ok(q.open.name))
-			return -EINVAL;
+			return deny(-EINVAL, NAME_RULE);
 		return do_open(cl, h, &q.open, h->type == SHMBUS_CTL_ATTACH);
 	case SHMBUS_CTL_CREATE:
 		if (!name_ok(q.create.name))
-			return -EINVAL;
+			return deny(-EINVAL, NAME_RULE);
 		return do_create(cl, &q.create);
 	case SHMBUS_CTL_DELETE:
 		if (!name_ok(q.name.name))
-			return -EINVAL;
+			return deny(-EINVAL, NAME_RULE);
 		return do_delete(cl, q.name.name);
 	case SHMBUS_CTL_LIST:
 		return do_list(cl, h, &q.list);
 	case SHMBUS_CTL_DESCRIBE:
 		if (!name_ok(q.name.name))
-			return -EINVAL;
+			return deny(-EINVAL, NAME_RULE);
 		return do_describe(cl, h, q.name.name);
 	}
 	return -EOPNOTSUPP;
@@ -1053,6 +1150,7 @@ bool sbd_control_serve(struct sbd_client *cl)
 	ssize_t n;
 	int rc;
 
+	reason[0] = 0;
 	/* No control buffer: descriptors a client sends are closed by the
 	 * kernel (MSG_CTRUNC), never received. */
 	n = recvmsg(cl->fd, &m, MSG_DONTWAIT);
@@ -1072,8 +1170,11 @@ bool sbd_control_serve(struct sbd_client *cl)
 	} else if (h.magic != SHMBUS_CTL_MAGIC) {
 		rc = -EPROTO;
 		why = "bad magic";
-	} else if (h.version != SHMBUS_CTL_VERSION) {
-		rc = -EPROTONOSUPPORT;
+	} else if (h.version < SHMBUS_CTL_VERSION_MIN ||
+		   h.version > SHMBUS_CTL_VERSION) {
+		rc = deny(-EPROTONOSUPPORT, "protocol version %u: this "
+			    "daemon speaks %u to %u", h.version,
+			    SHMBUS_CTL_VERSION_MIN, SHMBUS_CTL_VERSION);
 		why = "unsupported protocol version";
 	} else if (h.len != (size_t)n - sizeof(h) || h.status || h.reserved ||
 		   h.type & SHMBUS_CTL_REPLY) {
@@ -1092,6 +1193,14 @@ bool sbd_control_serve(struct sbd_client *cl)
 			(int)cl->pid, why, n, shmbus_strerror(rc));
 	if (rc == 1)
 		return true;
-	/* A client that does not read its replies is dropped. */
+	/* A client that does not read its replies is dropped.  A version 2
+	 * refusal says why, when there is more to say than the errno. */
+	if (rc < 0 && reason[0] && reply_version(&h) >= 2) {
+		for (char *p = reason; *p; p++)	/* a path from the config */
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
+		return reply(cl, &h, rc, reason,
+			     (uint32_t)strlen(reason) + 1, NULL) == 0;
+	}
 	return reply(cl, &h, rc, NULL, 0, NULL) == 0;
 }

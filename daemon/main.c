@@ -60,13 +60,16 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: shmbusd [-c FILE | -b BUS] [-d SHM_DIR] [-S SOCKET] "
 		"[-s] [-v] [-t]\n"
+		"       shmbusd --help | --version\n"
 		"  -c FILE    configuration (default /etc/shmbus/BUS.conf)\n"
 		"  -b BUS     the bus to serve (default: default)\n"
 		"  -d DIR     channel directory, overrides shm_dir\n"
 		"  -S PATH    control socket, overrides socket\n"
 		"  -s         log to syslog instead of stderr\n"
 		"  -v         log at debug level\n"
-		"  -t         check the configuration and exit\n");
+		"  -t         check the configuration and exit\n"
+		"Exit: 0 stopped cleanly, 1 could not start, 2 bad usage or "
+		"configuration.\n");
 }
 
 /* mkdir -p for the socket's directory and the shm dir.  created (if not
@@ -293,7 +296,14 @@ int main(int argc, char **argv)
 	struct epoll_event ev = { .events = EPOLLIN };
 	int opt, lock_fd;
 
-	while ((opt = getopt(argc, argv, "c:b:d:S:svth")) != -1) {
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+
+	while ((opt = getopt_long(argc, argv, "c:b:d:S:svth", opts, NULL)) !=
+	       -1) {
 		switch (opt) {
 		case 'c': conf = optarg; break;
 		case 'b': bus = optarg; break;
@@ -303,6 +313,9 @@ int main(int argc, char **argv)
 		case 'v': verbose = true; break;
 		case 't': check_only = true; break;
 		case 'h': usage(stdout); return 0;
+		case 'V':
+			printf("shmbusd (shmbus) %s\n", shmbus_version());
+			return 0;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -364,6 +377,7 @@ int main(int argc, char **argv)
 		sbd_log(SBD_ERR, sbd.listen_fd, "%s", sbd.conf.socket);
 		return 1;
 	}
+	sbd_busfile_publish();
 	sbd.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	ev.data.ptr = &sbd.listen_fd;
 	epoll_ctl(sbd.epoll_fd, EPOLL_CTL_ADD, sbd.listen_fd, &ev);

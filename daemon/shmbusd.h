@@ -95,6 +95,10 @@ struct sbd_conf {
 	struct sbd_rule def_pub, def_sub;	/* [defaults] */
 	struct sbd_chan_conf *chans;
 	size_t nchans;
+	/* shm_dir and socket as the file sets them (or their defaults),
+	 * before -d and -S override them: what a reload compares. */
+	char file_shm_dir[PATH_MAX];
+	char file_socket[108];
 	char err[PATH_MAX + 1024];	/* "file:line: reason" */
 };
 
@@ -203,6 +207,10 @@ struct sbd_state {
 extern struct sbd_state sbd;
 
 int sbd_control_listen(void);
+/* Writes the bus file (lib/busfile.h) beside the socket: where the bus's
+ * channels and socket are, for busstat and clients that know only the
+ * bus's name.  A failure is logged, not fatal. */
+void sbd_busfile_publish(void);
 /* Accepts, judged by connection limits (see docs/shmbusd.md).  Call it
  * outside the handling of other clients' events: it may evict one. */
 void sbd_control_accept(void);

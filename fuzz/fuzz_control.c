@@ -243,11 +243,25 @@ static void take_reply(const uint8_t *req, size_t n)
 	memcpy(&h, buf, sizeof(h));
 	if (n >= sizeof(q))
 		memcpy(&q, req, sizeof(q));
-	FUZZ_CHECK(h.magic == SHMBUS_CTL_MAGIC &&
-		   h.version == SHMBUS_CTL_VERSION && h.reserved == 0);
+	/* The request's version if the daemon speaks it, else its own. */
+	FUZZ_CHECK(h.magic == SHMBUS_CTL_MAGIC && h.reserved == 0 &&
+		   (h.version == SHMBUS_CTL_VERSION ||
+		    (h.version == SHMBUS_CTL_VERSION_MIN &&
+		     q.version == SHMBUS_CTL_VERSION_MIN)));
 	FUZZ_CHECK(h.len == (size_t)got - sizeof(h));
 	FUZZ_CHECK(status_ok(h.status));
-	FUZZ_CHECK(h.status == 0 || h.len == 0);
+	/* A refusal carries nothing, or (version 2) a reason: printable
+	 * text ending with its NUL, within SHMBUS_CTL_REASON. */
+	if (h.status != 0 && h.len) {
+		const char *why = (const char *)buf + sizeof(h);
+
+		FUZZ_CHECK(h.version >= 2 && h.len >= 2 &&
+			   h.len <= SHMBUS_CTL_REASON &&
+			   strnlen(why, h.len) == h.len - 1);
+		for (uint32_t i = 0; i + 1 < h.len; i++)
+			FUZZ_CHECK((unsigned char)why[i] >= 0x20 &&
+				   why[i] != 0x7f);
+	}
 	FUZZ_CHECK(h.type & SHMBUS_CTL_REPLY);
 	if (h.status == 0) {
 		/* Only a well-formed request succeeds: its header is echoed. */

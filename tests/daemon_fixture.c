@@ -41,9 +41,12 @@ void write_conf(const char *body)
 	FILE *f = fopen(d.conf, "w");
 
 	cr_assert(f);
-	fprintf(f, "[bus]\nname = test\nshm_dir = %s\nsocket = %s\n"
-		   "reap_interval_ms = 10\nlog_level = debug\n%s",
-		d.dir, d.sock, body);
+	/* A key is set once: a body that names its own shm_dir has it. */
+	fprintf(f, "[bus]\nname = test\n");
+	if (strncmp(body, "shm_dir =", 9) && !strstr(body, "\nshm_dir ="))
+		fprintf(f, "shm_dir = %s\n", d.dir);
+	fprintf(f, "socket = %s\nreap_interval_ms = 10\nlog_level = debug\n%s",
+		d.sock, body);
 	fclose(f);
 }
 

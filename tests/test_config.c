@@ -116,6 +116,27 @@ static const struct bad cases[] = {
 	{ "[bus]\nidle_timeout_ms = 2s\n", 2,
 	  "idle_timeout_ms: '2s': unexpected 's'" },
 	{ "[channel a]\ncapacity =\n", 2, "capacity: a value is required" },
+	/* One [bus], one [defaults], each key once, and a [bus] at all. */
+	{ "[bus]\nname = a\n[channel x]\n[bus]\nname = b\n", 4,
+	  "a second [bus] section (the first is on line 1)" },
+	{ "[bus]\n[defaults]\nsubscribe = *\n[defaults]\n", 4,
+	  "a second [defaults] section (the first is on line 2)" },
+	{ "[bus]\nname = a\nmax_clients = 10\nname = b\n", 4,
+	  "name: set twice in this section (first on line 2)" },
+	{ "[bus]\n[channel x]\ncapacity = 4K\npolicy = block\n"
+	  "capacity = 8K\n", 5,
+	  "capacity: set twice in this section (first on line 3)" },
+	{ "[bus]\n[defaults]\npublish = *\npublish = none\n", 4,
+	  "publish: set twice in this section" },
+	{ "; only channels\n[channel x]\ncapacity = 4K\n", 2,
+	  "no [bus] section" },
+	{ "", 1, "no [bus] section (the file has no section at all)" },
+	{ "; nothing but comments\n# here\n", 1, "no [bus] section" },
+	/* The library's rule, in its words. */
+	{ "[bus]\n[channel a]\ncapacity = 32G\n", 3,
+	  "capacity 34359738368 (32 GiB) is more than 16 GiB" },
+	{ "[bus]\n[channel a]\ncapacity = 64K\nmax_msg = 32737\n", 4,
+	  "at most 32736 (capacity/2 - 32)" },
 };
 
 Test(config, each_bad_line_is_reported_with_file_and_line)
@@ -188,5 +209,20 @@ Test(config, a_good_config_passes_the_check)
 			      "group = root\npublish = user:root uid:0, gid:0\n",
 		     true, out, sizeof(out)), 0, "%s", out);
 	cr_assert(strstr(out, "ok (bus ok, 2 channels)"), "%s", out);
+	th_rmdir(dir);
+}
+
+/* The same key in two sections is two keys; the largest max_msg the rule
+ * allows is accepted, and a small channel needs no max_msg. */
+Test(config, the_same_key_in_two_sections_and_the_size_rule)
+{
+	const char *dir = th_mkdir();
+	char out[4096];
+
+	cr_assert_eq(run(dir, "[bus]\n[defaults]\npublish = *\n"
+			      "[channel a]\npublish = *\ncapacity = 64K\n"
+			      "max_msg = 32736\n[channel b]\npublish = *\n"
+			      "capacity = 4K\n",
+		     true, out, sizeof(out)), 0, "%s", out);
 	th_rmdir(dir);
 }

@@ -3,7 +3,10 @@
  * test_daemon.c - shmbusd's life and its tools, with a real daemon in a
  * private directory (tests/daemon_fixture.h): channels opened, listed and
  * described through it, a second daemon refused, a corrupt channel set
- * aside at restart, SIGHUP, and shmbusctl's commands and exit codes.
+ * aside at restart, SIGHUP, and shmbusctl's commands and exit codes; the
+ * daemon's reasons for a refusal (protocol version 2, and none in version
+ * 1), the bus file that lets a bus name find the bus, and the tools'
+ * common exit codes.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -13,10 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon_fixture.h"
+#include "shmbus/protocol.h"
 
 #include "shmbus/layout.h"
 
@@ -218,10 +224,11 @@ Test(daemon, shmbusctl_commands_and_exit_codes, .init = setup,
 	snprintf(args, sizeof(args), "-b %s create odd --capacity 5000",
 		 d.sock);
 	cr_assert_eq(ctl(out, sizeof(out), args), 1, "%s", out);
-	cr_assert(strstr(out, "Invalid argument"), "%s", out);
+	cr_assert(strstr(out, "create odd: capacity 5000 is not a power of "
+			 "two from 4 KiB to 16 GiB"), "%s", out);
 	snprintf(args, sizeof(args), "-b %s describe nothing", d.sock);
 	cr_assert_eq(ctl(out, sizeof(out), args), 1, "%s", out);
-	cr_assert(strstr(out, "No such file"), "%s", out);
+	cr_assert(strstr(out, "no channel 'nothing' on bus 'test'"), "%s", out);
 
 	snprintf(args, sizeof(args), "-b %s delete made", d.sock);
 	cr_assert_eq(ctl(out, sizeof(out), args), 0, "%s", out);
@@ -237,4 +244,234 @@ Test(daemon, shmbusctl_commands_and_exit_codes, .init = setup,
 	snprintf(args, sizeof(args), "-b %s/none.sock list", d.dir);
 	cr_assert_eq(ctl(out, sizeof(out), args), 3, "%s", out);
 	cr_assert(strstr(out, "cannot reach shmbusd"), "%s", out);
+}
+
+/* shmbusctl prints the daemon's reason, never only "Invalid argument",
+ * and never changes an explicit value: the daemon refuses it and says
+ * what it allows.  The default max_msg follows the capacity. */
+Test(daemon, shmbusctl_prints_the_daemons_reason, .init = setup,
+     .fini = teardown)
+{
+	static const struct {
+		const char *args;
+		const char *reason;
+	} refused[] = {
+		{ "create x --capacity 32G",
+		  "capacity 34359738368 (32 GiB) is more than 16 GiB" },
+		{ "create x --numa 7", "NUMA node 7 does not exist on this "
+		  "machine (nodes 0.." },
+		{ "create x --max-msg 1M", "max_msg 1048576 is too large for "
+		  "capacity 1048576 (1 MiB): at most 524256 (capacity/2 - 32)" },
+		{ "create x --capacity 64K --max-msg 32737",
+		  "at most 32736" },
+		{ "create blk", "channel 'blk' exists" },
+		{ "delete nothing", "no channel 'nothing' on bus 'test'" },
+	};
+	char out[8192], args[512];
+
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		snprintf(args, sizeof(args), "-b %s %s", d.sock,
+			 refused[i].args);
+		cr_expect_eq(ctl(out, sizeof(out), args), 1, "%s: %s",
+			     refused[i].args, out);
+		cr_expect(strstr(out, refused[i].reason), "%s: %s",
+			  refused[i].args, out);
+	}
+	snprintf(args, sizeof(args), "-b %s describe x", d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 1, "a refused create made "
+		     "a channel: %s", out);
+	/* Small, no --max-msg: the default for the capacity. */
+	snprintf(args, sizeof(args), "-b %s create small --capacity 8K",
+		 d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 0, "%s", out);
+	cr_assert(strstr(out, "8192 bytes, max message 4064"), "%s", out);
+	/* The exact limit is allowed. */
+	snprintf(args, sizeof(args), "-b %s create edge --capacity 64K "
+		 "--max-msg 32736", d.sock);
+	cr_assert_eq(ctl(out, sizeof(out), args), 0, "%s", out);
+	cr_assert(strstr(out, "max message 32736"), "%s", out);
+}
+
+/* The reason travels in version 2 only: a version 1 client (an older
+ * library) gets the bare status it always got. */
+Test(daemon, reasons_only_in_protocol_version_2, .init = setup,
+     .fini = teardown)
+{
+	struct {
+		struct shmbus_ctl_hdr h;
+		struct shmbus_ctl_create c;
+	} req = { .h = { .magic = SHMBUS_CTL_MAGIC, .type = SHMBUS_CTL_CREATE,
+			 .id = 7, .len = sizeof(struct shmbus_ctl_create) },
+		  .c = { .name = "odd", .capacity = 5000, .numa_node = -1 } };
+	uint8_t rep[512];
+	struct shmbus_ctl_hdr h;
+	int fd = raw_connect();
+	ssize_t n;
+
+	for (uint16_t v = 1; v <= 3; v++) {
+		req.h.version = v;
+		cr_assert_eq(send(fd, &req, sizeof(req), 0),
+			     (ssize_t)sizeof(req));
+		n = recv(fd, rep, sizeof(rep), 0);
+		cr_assert_geq(n, (ssize_t)sizeof(h));
+		memcpy(&h, rep, sizeof(h));
+		cr_assert_eq(h.len, (size_t)n - sizeof(h));
+		if (v == 1) {
+			cr_assert_eq(h.version, 1);
+			cr_assert_eq(h.status, -EINVAL);
+			cr_assert_eq(h.len, 0, "a reason to a version 1 client");
+		} else if (v == 2) {
+			cr_assert_eq(h.version, 2);
+			cr_assert_eq(h.status, -EINVAL);
+			cr_assert_gt(h.len, 1);
+			cr_assert_eq(rep[n - 1], 0);
+			cr_assert(strstr((char *)rep + sizeof(h),
+					 "capacity 5000 is not a power of two"),
+				  "%s", (char *)rep + sizeof(h));
+		} else {
+			/* Unknown: its own version, and what it speaks. */
+			cr_assert_eq(h.version, SHMBUS_CTL_VERSION);
+			cr_assert_eq(h.status, -EPROTONOSUPPORT);
+			cr_assert(strstr((char *)rep + sizeof(h),
+					 "speaks 1 to 2"));
+		}
+	}
+	close(fd);
+}
+
+/* The daemon writes BUS.bus beside its socket: with it, the bus's name
+ * finds the socket (here bus.sock, not test.sock) and the channels, for
+ * shmbusctl, busstat and shmbus_connect() alike; busstat skips the
+ * directory's other files (the config, the log, the lock). */
+Test(daemon, a_bus_name_finds_the_bus, .init = setup, .fini = teardown)
+{
+	const char *bs = getenv("BUSSTAT");
+	char out[8192], path[256], cmd[512];
+	struct stat st;
+	shmbus_bus *b;
+	FILE *p;
+	int st_code;
+
+	snprintf(path, sizeof(path), "%s/test.bus", d.dir);
+	cr_assert_eq(stat(path, &st), 0, "no bus file %s", path);
+	cr_assert_eq(st.st_mode & 0777, 0644);
+	setenv("SHMBUS_RUN_DIR", d.dir, 1);
+	cr_assert_eq(ctl(out, sizeof(out), "-b test list"), 0, "%s", out);
+	cr_assert(strstr(out, "blk") && strstr(out, "tiny"), "%s", out);
+	snprintf(cmd, sizeof(cmd), "%s test 2>&1",
+		 bs && *bs ? bs : "build/tools/busstat");
+	p = popen(cmd, "r");
+	cr_assert(p);
+	out[fread(out, 1, sizeof(out) - 1, p)] = 0;
+	st_code = pclose(p);
+	cr_assert(WIFEXITED(st_code) && WEXITSTATUS(st_code) == 0, "%s", out);
+	cr_assert(strstr(out, "blk ") && strstr(out, "ow ") &&
+		  !strstr(out, "bus.conf") && !strstr(out, "daemon.log"),
+		  "%s", out);
+	b = shmbus_connect("test");
+	cr_assert(b, "%s", shmbus_strerror(errno));
+	shmbus_disconnect(b);
+	unsetenv("SHMBUS_RUN_DIR");
+}
+
+static int run_tool(const char *tool, const char *env, const char *args,
+		    char *out, size_t cap)
+{
+	char cmd[1024];
+	const char *bin = getenv(env);
+	FILE *p;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s %s 2>&1", bin && *bin ? bin : tool,
+		 args);
+	p = popen(cmd, "r");
+	cr_assert(p);
+	out[fread(out, 1, cap - 1, p)] = 0;
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* One convention: 0 done, 1 a failure, 2 usage; --version and --help on
+ * each tool. */
+Test(daemon, the_tools_exit_codes_and_version)
+{
+	char out[8192];
+
+	cr_assert_eq(run_tool("build/shmbusd", "SHMBUSD", "--version", out,
+			      sizeof(out)), 0, "%s", out);
+	cr_assert(strstr(out, "shmbusd (shmbus) 0."), "%s", out);
+	cr_assert_eq(run_tool("build/shmbusd", "SHMBUSD", "--help", out,
+			      sizeof(out)), 0, "%s", out);
+	cr_assert(strstr(out, "usage: shmbusd"), "%s", out);
+	cr_assert_eq(run_tool("build/shmbusd", "SHMBUSD", "--frobnicate",
+			      out, sizeof(out)), 2, "%s", out);
+	cr_assert_eq(run_tool("build/shmbusd", "SHMBUSD", "extra", out,
+			      sizeof(out)), 2, "%s", out);
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
+			      "--version", out, sizeof(out)), 0, "%s", out);
+	cr_assert(strstr(out, "shmbusctl (shmbus) 0."), "%s", out);
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL", "-b", out,
+			      sizeof(out)), 2, "%s", out);
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL", "", out,
+			      sizeof(out)), 2, "%s", out);
+	cr_assert_eq(run_tool("build/tools/busstat", "BUSSTAT", "--version",
+			      out, sizeof(out)), 0, "%s", out);
+	cr_assert_eq(run_tool("build/tools/busstat", "BUSSTAT", "--bogus",
+			      out, sizeof(out)), 2, "%s", out);
+	cr_assert_eq(run_tool("build/tools/busstat", "BUSSTAT",
+			      "-d /nonexistent", out, sizeof(out)), 1, "%s",
+		     out);
+}
+
+/* A daemon started with -d and -S: a reload of an unchanged file warns of
+ * nothing (the overrides are not changes); a changed name is named. */
+Test(daemon, reload_with_overrides_warns_only_of_real_changes)
+{
+	char conf[128], log[128], shm[128], sock[128], buf[8192];
+	const char *bin = getenv("SHMBUSD");
+	const char *dir = th_mkdir();
+	pid_t pid;
+	FILE *f;
+	size_t n;
+
+	snprintf(conf, sizeof(conf), "%s/r.conf", dir);
+	snprintf(log, sizeof(log), "%s/r.log", dir);
+	snprintf(shm, sizeof(shm), "%s/shm", dir);
+	snprintf(sock, sizeof(sock), "%s/r.sock", dir);
+	f = fopen(conf, "w");
+	cr_assert(f);
+	fputs("[bus]\nname = reload\n[channel a]\ncapacity = 4K\n", f);
+	fclose(f);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		dup2(fd, 2);
+		execl(bin && *bin ? bin : "build/shmbusd", "shmbusd", "-c",
+		      conf, "-d", shm, "-S", sock, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 500 && access(sock, F_OK); i++)
+		usleep(10000);
+	kill(pid, SIGHUP);
+	usleep(300000);
+	f = fopen(conf, "w");
+	fputs("[bus]\nname = renamed\n[channel a]\ncapacity = 4K\n", f);
+	fclose(f);
+	kill(pid, SIGHUP);
+	usleep(300000);
+	kill(pid, SIGTERM);
+	cr_assert_eq(th_wait(pid), 0);
+	f = fopen(log, "r");
+	cr_assert(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = 0;
+	fclose(f);
+	cr_assert(strstr(buf, "configuration reloaded"), "%s", buf);
+	cr_assert(!strstr(buf, "shm_dir changed") &&
+		  !strstr(buf, "socket changed"), "%s", buf);
+	cr_assert(strstr(buf, "name changed ('reload' to 'renamed')"), "%s",
+		  buf);
+	th_rmdir(dir);
 }
