@@ -2,12 +2,14 @@
 /*
  * test_busstat.c - the busstat binary against channels with known counts:
  * the figures it reports are exactly those, a corrupt channel beside
- * healthy ones is flagged with its own exit code, and a missing bus or
- * channel is reported.  $BUSSTAT names the binary (set by make test).
+ * healthy ones is flagged with its own exit code, other programs' files
+ * are skipped, a missing bus or channel is reported, and a bus name finds
+ * its directory.  $BUSSTAT names the binary (set by make test).
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "shmbus/layout.h"
 
 static const char *dir;
 
@@ -133,7 +136,7 @@ Test(busstat, corrupt_channel_is_flagged, .init = setup, .fini = teardown)
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 3, "%s", out);
 	cr_assert(strstr(out, "good") && strstr(out, "block"), "%s", out);
 	cr_assert(strstr(out, "incompatible") || strstr(out, "corrupt"), "%s", out);
-	cr_assert(strstr(out, "not-a-channel"), "%s", out);
+	cr_assert(!strstr(out, "junk"), "a foreign file shown:\n%s", out);
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 3);
 	cr_assert(strstr(out, "\"name\":\"good\",\"status\":\"ok\""), "%s", out);
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch", dir), 3);
@@ -146,11 +149,16 @@ Test(busstat, missing_bus_and_channel, .init = setup, .fini = teardown)
 {
 	static char out[4096];
 
-	cr_assert_eq(busstat(out, sizeof(out), "-d %s/nope", dir), 2, "%s", out);
+	/* 1: a failure; 2: usage (as shmbusctl and shmbusd). */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s/nope", dir), 1, "%s", out);
 	cr_assert(strstr(out, "No such file"), "%s", out);
-	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c nope", dir), 2);
-	cr_assert_eq(busstat(out, sizeof(out), "-d %s bogus", dir), 1);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c nope", dir), 1);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s bogus", dir), 2);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s 1 2 3", dir), 2);
+	cr_assert_eq(busstat(out, sizeof(out), "--frobnicate"), 2);
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0);
+	cr_assert_eq(busstat(out, sizeof(out), "--version"), 0);
+	cr_assert(strstr(out, "busstat (shmbus) 0."), "%s", out);
 }
 
 /*
@@ -263,11 +271,12 @@ Test(busstat, prometheus_output_parses, .init = setup, .fini = teardown)
 	f = fopen(path, "w");
 	fputs("not a channel\n", f);
 	fclose(f);
-	cr_assert_eq(busstat(out, sizeof(out), "-d %s --prometheus", dir), 3);
+	/* A file that is not a channel is no fault: nothing would page. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --prometheus", dir), 0);
 	line = prom_check(out);
 	cr_assert_eq(line, 0, "line %d does not parse:\n%s", line, out);
 	cr_assert(strstr(out, "shmbus_messages_published_total{channel=\"ch\"} 7\n"));
-	cr_assert(strstr(out, "shmbus_channel_up{channel=\"junk\"} 0\n"));
+	cr_assert(!strstr(out, "junk"), "%s", out);
 	cr_assert(strstr(out, "shmbus_channel_up{channel=\"ch\"} 1\n"));
 	shmbus_pub_close(p);
 	shmbus_channel_close(ch);
@@ -422,4 +431,250 @@ Test(busstat, unprivileged_operator, .init = setup, .fini = teardown)
 	cr_expect(strstr(out, "secret") && strstr(out, "no-permission"), "%s", out);
 	shmbus_channel_close(pub);
 	shmbus_channel_close(secret);
+}
+
+/* Writes `text` to dir/name with mode `mode`. */
+static void put_file(const char *d, const char *name, const char *text,
+		     mode_t mode)
+{
+	char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", d, name);
+	f = fopen(path, "w");
+	cr_assert(f, "%s: %s", path, strerror(errno));
+	fputs(text, f);
+	fclose(f);
+	cr_assert_eq(chmod(path, mode), 0);
+}
+
+/* /dev/shm holds other programs' files: PulseAudio's, POSIX semaphores,
+ * anything.  busstat skips them (no fault, no metric), and still reports
+ * a damaged channel, even one damaged where the magic is. */
+Test(busstat, foreign_files_are_skipped_damaged_channels_reported,
+     .init = setup, .fini = teardown)
+{
+	static char out[65536];
+	shmbus_channel *ok = th_create(dir, 8192, 64, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	struct shmbus_channel_attr a;
+	shmbus_channel *dead;
+	char path[256];
+	FILE *f;
+
+	put_file(dir, "pulse-shm-1234567", "PulseAudio memblock\n", 0600);
+	put_file(dir, "sem.mysem", "\x01\x00\x00\x00", 0600);
+	put_file(dir, "unreadable", "someone else's\n", 0000);
+	/* A channel whose control file lost its first bytes: not a foreign
+	 * file, since its data file is beside it. */
+	shmbus_channel_attr_init(&a);
+	a.capacity = 8192;
+	dead = shmbus_channel_create(dir, "zapped", &a, 0);
+	cr_assert(dead);
+	snprintf(path, sizeof(path), "%s/zapped", dir);
+	f = fopen(path, "r+");
+	cr_assert(f);
+	fwrite("\0\0\0\0\0\0\0\0", 1, 8, f);
+	fclose(f);
+
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 3, "%s", out);
+	cr_assert(strstr(out, "ch ") && strstr(out, "zapped"), "%s", out);
+	cr_assert(!strstr(out, "pulse") && !strstr(out, "sem.") &&
+		  !strstr(out, "unreadable"), "foreign files shown:\n%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --prometheus", dir), 3);
+	cr_assert(strstr(out, "shmbus_channel_up{channel=\"zapped\"} 0\n"), "%s",
+		  out);
+	cr_assert(!strstr(out, "pulse") && !strstr(out, "sem."), "%s", out);
+	/* Without the damaged channel, the exit code says all is well. */
+	shmbus_channel_close(dead);
+	cr_assert_eq(shmbus_channel_unlink(dir, "zapped"), 0);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0, "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 0, "%s", out);
+	cr_assert(!strstr(out, "pulse"), "%s", out);
+	shmbus_channel_close(ok);
+}
+
+/* Sizes in powers of 1024 (a 64 KiB channel is 64Ki, not 66K); REPAIRS
+ * counts repaired claims and REAPED the released slots, apart. */
+Test(busstat, sizes_binary_and_repairs_apart_from_reaped, .init = setup,
+     .fini = teardown)
+{
+	static char out[65536];
+	shmbus_channel *ch = th_create(dir, 1u << 16, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	char want[128];
+	size_t len;
+	uint8_t *raw = th_map_channel(dir, &len);
+	struct shmbus_hdr *h = (struct shmbus_hdr *)raw;
+
+	cr_assert(raw);
+	h->reaped = 5;
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0, "%s", out);
+	cr_assert(strstr(out, " 64Ki ") && !strstr(out, "66K"), "%s", out);
+	cr_assert(strstr(out, "REPAIRS  REAPED"), "%s", out);
+	/* ... STALLS REPAIRS REAPED STUCK: 0, 0, 5, 0 */
+	snprintf(want, sizeof(want), "%7s %7s %7s %5s\n", "0", "0", "5", "0");
+	cr_assert(strstr(out, want), "want '%s' in:\n%s", want, out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 0);
+	cr_assert_eq(json_num(out, "repairs"), 0);
+	cr_assert_eq(json_num(out, "slots_reaped"), 5);
+	cr_assert_eq(json_num(out, "capacity"), 65536);
+	munmap(raw, len);
+	shmbus_channel_close(ch);
+}
+
+/* One output at a time; -c --json says when and where. */
+Test(busstat, output_options, .init = setup, .fini = teardown)
+{
+	static char out[65536];
+	shmbus_channel *ch = th_create(dir, 8192, 64, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	char want[256];
+
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json --prometheus",
+			     dir), 2, "%s", out);
+	cr_assert(strstr(out, "exclude one another"), "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -w --json", dir), 2);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch --prometheus",
+			     dir), 2);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch --json", dir), 0);
+	cr_assert(json_num(out, "time") > 1600000000, "%s", out);
+	snprintf(want, sizeof(want), "\"dir\":\"%s\"", dir);
+	cr_assert(strstr(out, want), "%s", out);
+	shmbus_channel_close(ch);
+}
+
+/* Without an interval, MSG/S is the rate over a short first sample, not
+ * the average since the channel was created (which, for a channel idle
+ * for a second before 2000 msg/s began, is a third of it). */
+Test(busstat, first_sample_rate_without_interval, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+	static char out[65536];
+	shmbus_channel *ch = th_create(dir, 1u << 20, 64, SHMBUS_OVERWRITE,
+				       SHMBUS_SINGLE_PRODUCER);
+	pid_t pid;
+	double rate;
+
+	usleep(1000000);
+	pid = th_spawn(steady_publisher, (void *)dir);
+	usleep(500000);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 0);
+	rate = strtod(strstr(out, "\"messages_per_second\":") + 22, NULL);
+	cr_expect(rate > 1500 && rate < 2500, "rate %.0f, offered 2000:\n%s",
+		  rate, out);
+	cr_assert(strstr(out, "\"rate_interval\":0.2"), "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0);
+	cr_assert(strstr(out, "rates over the last 0.2"), "%s", out);
+	kill(pid, SIGTERM);
+	th_wait(pid);
+	shmbus_channel_close(ch);
+}
+
+/* busstat BUS: the directory from shmbusd's bus file in $SHMBUS_RUN_DIR,
+ * else /dev/shm/shmbus-BUS; a bus file that does not validate is not
+ * believed. */
+Test(busstat, bus_name_resolution, .init = setup, .fini = teardown)
+{
+	static char out[65536];
+	char text[512], sub[128];
+	shmbus_channel *ch;
+
+	snprintf(sub, sizeof(sub), "%s/chans", dir);
+	cr_assert_eq(mkdir(sub, 0755), 0);
+	ch = th_create(sub, 8192, 64, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+	snprintf(text, sizeof(text), "# a comment\nversion=1\nbus=ux-bus\n"
+		 "socket=%s/ux-bus.sock\nshm_dir=%s\npid=1\nlater=ignored\n",
+		 dir, sub);
+	put_file(dir, "ux-bus.bus", text, 0644);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s/nope ux-bus", dir), 2);
+	cr_assert_eq(busstat(out, sizeof(out), "-b ux-bus --json"), 1, "%s",
+		     out);	/* not in the default run directory */
+	setenv("SHMBUS_RUN_DIR", dir, 1);
+	cr_assert_eq(busstat(out, sizeof(out), "ux-bus --json"), 0, "%s", out);
+	cr_assert(strstr(out, "\"name\":\"ch\""), "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-b ux-bus -c ch"), 0, "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "ux-bus 0.1 2"), 0, "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "../etc"), 2, "%s", out);
+	/* Writable by anyone: not believed. */
+	put_file(dir, "ux-bus.bus", text, 0666);
+	cr_assert_eq(busstat(out, sizeof(out), "ux-bus"), 1, "%s", out);
+	cr_assert(strstr(out, "not a valid bus file"), "%s", out);
+	/* Another bus's file, a relative path, a line without '=' */
+	snprintf(text, sizeof(text), "version=1\nbus=other\nsocket=/s\n"
+		 "shm_dir=%s\n", sub);
+	put_file(dir, "ux-bus.bus", text, 0644);
+	cr_assert_eq(busstat(out, sizeof(out), "ux-bus"), 1, "%s", out);
+	put_file(dir, "ux-bus.bus", "version=1\nbus=ux-bus\nsocket=/s\n"
+		 "shm_dir=relative\n", 0644);
+	cr_assert_eq(busstat(out, sizeof(out), "ux-bus"), 1, "%s", out);
+	put_file(dir, "ux-bus.bus", "version=1\nbus=ux-bus\nsocket\n", 0644);
+	cr_assert_eq(busstat(out, sizeof(out), "ux-bus"), 1, "%s", out);
+	/* No bus file: the default directory of the bus, here missing. */
+	cr_assert_eq(busstat(out, sizeof(out), "ux-no-such-bus-%d",
+			     (int)getpid()), 1, "%s", out);
+	cr_assert(strstr(out, "/dev/shm/shmbus-ux-no-such-bus"), "%s", out);
+	unsetenv("SHMBUS_RUN_DIR");
+	shmbus_channel_close(ch);
+}
+
+/* -w without a terminal says so; with one, a resize redraws at once. */
+Test(busstat, watch_without_term_and_on_resize, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+	const char *bin = getenv("BUSSTAT") ? getenv("BUSSTAT")
+					    : "build/tools/busstat";
+	static char out[65536];
+	char sock[64], pane[8192] = "", cmd[512];
+	shmbus_channel *ch[12];
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "env -u TERM %s -d %s -w 2>&1", bin, dir);
+	f = popen(cmd, "r");
+	cr_assert(f);
+	out[fread(out, 1, sizeof(out) - 1, f)] = 0;
+	cr_assert_eq(WEXITSTATUS(pclose(f)), 1, "%s", out);
+	cr_assert(strstr(out, "TERM is not set"), "%s", out);
+	for (int i = 0; i < 12; i++) {
+		struct shmbus_channel_attr a;
+		char name[16];
+
+		shmbus_channel_attr_init(&a);
+		a.capacity = 4096;
+		snprintf(name, sizeof(name), "chan%02d", i);
+		ch[i] = shmbus_channel_create(dir, name, &a, 0);
+		cr_assert(ch[i]);
+	}
+	/* A private tmux server; a long interval, so that only a resize can
+	 * make it draw again. */
+	snprintf(sock, sizeof(sock), "busstat-ux-%d", (int)getpid());
+	cr_assert_eq(sh("tmux -L %s new-session -d -s w -x 100 -y 8 "
+			"'%s -d %s -w 60'", sock, bin, dir), 0,
+		     "tmux (is it installed?)");
+	for (int i = 0; i < 50 && !strstr(pane, "more"); i++) {
+		usleep(100000);
+		snprintf(cmd, sizeof(cmd), "tmux -L %s capture-pane -p -t w",
+			 sock);
+		f = popen(cmd, "r");
+		cr_assert(f);
+		pane[fread(pane, 1, sizeof(pane) - 1, f)] = 0;
+		pclose(f);
+	}
+	cr_expect(strstr(pane, "more") && !strstr(pane, "chan11"),
+		  "8 lines show a few channels and how many more:\n%s", pane);
+	cr_assert_eq(sh("tmux -L %s resize-window -t w -x 100 -y 30", sock), 0);
+	for (int i = 0; i < 30 && !strstr(pane, "chan11"); i++) {
+		usleep(100000);
+		snprintf(cmd, sizeof(cmd), "tmux -L %s capture-pane -p -t w",
+			 sock);
+		f = popen(cmd, "r");
+		cr_assert(f);
+		pane[fread(pane, 1, sizeof(pane) - 1, f)] = 0;
+		pclose(f);
+	}
+	cr_expect(strstr(pane, "chan00") && strstr(pane, "chan11") &&
+		  !strstr(pane, "more"), "not redrawn at 30 lines:\n%s", pane);
+	sh("tmux -L %s kill-server", sock);
+	for (int i = 0; i < 12; i++)
+		shmbus_channel_close(ch[i]);
 }

@@ -5,37 +5,50 @@
  * It maps each channel read-only (shmbus_channel_open_ro) and needs
  * nothing else: it works when the daemon is down and for any user allowed
  * to read the files.  A channel it cannot read or validate is shown as
- * such, never skipped silently and never a crash.
+ * such, never skipped silently and never a crash.  A file that is not a
+ * channel (another program's, in a shared directory) is skipped: one
+ * without the shmbus magic and without a channel's data file beside it.
  *
- *   busstat [-d DIR] [--json | --prometheus] [INTERVAL [COUNT]]
+ *   busstat [BUS | -b BUS | -d DIR] [--json | --prometheus] [INTERVAL [COUNT]]
+ *   busstat [BUS | -b BUS | -d DIR] -c CHANNEL [--json]
+ *   busstat [BUS | -b BUS | -d DIR] -w [INTERVAL]   full screen, by lag
  *
- * --prometheus writes the text exposition format (for node_exporter's
- * textfile collector): one HELP and TYPE line per metric family, then one
- * sample per channel, labelled channel="NAME".
- *   busstat [-d DIR] -c CHANNEL [--json]
- *   busstat [-d DIR] -w [INTERVAL]      full screen, sorted by lag, q quits
+ * A bus name is found with shmbus_bus_dir() (shmbusd's bus file, else
+ * /dev/shm/shmbus-BUS); -d names the directory itself.  --prometheus
+ * writes the text exposition format (for node_exporter's textfile
+ * collector): one HELP and TYPE line per metric family, then one sample
+ * per channel, labelled channel="NAME".  Rates are measured between two
+ * samples: without an interval, over a first sample FIRST_SAMPLE_S long.
  *
- * Exit codes: 0 all channels healthy; 1 usage; 2 no such bus or channel;
- * 3 a channel could not be read (permission) or is corrupt/incompatible.
+ * Exit codes, as every shmbus tool: 0 all channels healthy; 1 failure (no
+ * such bus or channel, no terminal for -w); 2 usage; and 3 a channel could
+ * not be read (permission) or is corrupt or incompatible.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <curses.h>
 
 #include "shmbus.h"
+#include "shmbus/layout.h"
 
-#define EXIT_USAGE 1
-#define EXIT_NOBUS 2
+#define EXIT_FAIL 1		/* no such bus or channel, no terminal */
+#define EXIT_USAGE 2
 #define EXIT_BADCH 3
+#define FIRST_SAMPLE_S 0.25	/* rates without an interval: over this */
 #define MAX_CHANNELS 1024
 #define NSUB 64u
 #define NPROD 16u
@@ -62,14 +75,32 @@ static const char *err_word(int err)
 		return "no-permission";
 	case EPROTONOSUPPORT:
 		return "incompatible";
-	case EPROTO:
-		return "not-a-channel";
-	default:
+	default:		/* EPROTO too: list() keeps channels only */
 		return "corrupt";
 	}
 }
 
-/* K, M, G with one decimal below 10. */
+/* Sizes: powers of 1024, Ki, Mi, Gi... with one decimal below 10
+ * ("64Ki", "1.5Mi"). */
+static const char *human_bytes(char *buf, size_t len, double v)
+{
+	static const char *const units[] = { "", "Ki", "Mi", "Gi", "Ti", "Pi" };
+	int u = 0;
+
+	while (v >= 1024 && u < 5) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%.0f", v);
+	else
+		snprintf(buf, len, v < 10 && v != (double)(long)v ? "%.1f%s"
+								  : "%.0f%s",
+			 v, units[u]);
+	return buf;
+}
+
+/* Counts: K, M, G (powers of 1000) with one decimal below 10. */
 static const char *human(char *buf, size_t len, double v)
 {
 	static const char units[] = " KMGTP";
@@ -123,23 +154,90 @@ static int by_name(const void *a, const void *b)
 		      ((const struct row *)b)->name);
 }
 
+/* The channel name in a data file's name (".NAME.<16 hex>.data", see
+ * SHMBUS_DATA_NAME_FMT), or 0 if it is not one; `out` holds 256 bytes. */
+static bool data_file_of(const char *f, char *out)
+{
+	size_t n = strlen(f);
+
+	if (n < 1 + 1 + 1 + 16 + 5 || f[0] != '.' ||
+	    strcmp(f + n - 5, ".data") || f[n - 22] != '.' ||
+	    n - 22 - 1 >= 256)
+		return false;
+	for (size_t i = n - 21; i < n - 5; i++)
+		if (!strchr("0123456789abcdef", f[i]))
+			return false;
+	memcpy(out, f + 1, n - 23);
+	out[n - 23] = 0;
+	return true;
+}
+
+/*
+ * Whether `name` in the directory is a shmbus channel: its first 8 bytes
+ * are the shmbus magic (a damaged channel keeps it, and is reported), or,
+ * when they cannot be read or are not, a channel's data file with its
+ * name is beside it (a channel whose control file was damaged at the
+ * start, or that this user may not read).  Anything else is another
+ * program's file.
+ */
+static bool is_channel(int dfd, const char *name, char (*data)[256],
+		       int ndata)
+{
+	uint64_t magic = 0;
+	struct stat st;
+	int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
+				   O_NONBLOCK);
+
+	if (fd >= 0) {
+		bool reg = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+		bool ours = reg && pread(fd, &magic, sizeof(magic), 0) ==
+					   (ssize_t)sizeof(magic) &&
+			    magic == SHMBUS_MAGIC;
+
+		close(fd);
+		if (!reg)
+			return false;
+		if (ours)
+			return true;
+	}
+	for (int i = 0; i < ndata; i++)
+		if (!strcmp(data[i], name))
+			return true;
+	return false;
+}
+
 /* Lists the channels of `dir`; -errno if the bus itself is missing. */
 static int list(const char *dir, struct row *rows, int max)
 {
+	static char data[MAX_CHANNELS][256];
+	int n = 0, ndata = 0, dfd;
 	struct dirent *e;
 	DIR *d = opendir(dir);
-	int n = 0;
 
 	if (!d)
 		return -errno;
+	dfd = dirfd(d);
 	while ((e = readdir(d)) && n < max) {
-		if (e->d_name[0] == '.' || strlen(e->d_name) >= sizeof(rows->name))
+		if (e->d_name[0] == '.') {
+			if (ndata < MAX_CHANNELS &&
+			    data_file_of(e->d_name, data[ndata]))
+				ndata++;
+			continue;
+		}
+		if (strlen(e->d_name) >= sizeof(rows->name))
 			continue;
 		if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN)
 			continue;
 		memset(&rows[n], 0, sizeof(rows[n]));
 		strcpy(rows[n].name, e->d_name);
 		n++;
+	}
+	/* Now that every data file is known, keep the channels only. */
+	for (int i = 0; i < n;) {
+		if (is_channel(dfd, rows[i].name, data, ndata))
+			i++;
+		else
+			rows[i] = rows[--n];
 	}
 	closedir(d);
 	qsort(rows, (size_t)n, sizeof(*rows), by_name);
@@ -154,59 +252,69 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Rates between the previous sample and this one, dt seconds apart; a
+ * channel new since then (or whose counters went back: recreated) has
+ * none yet. */
 static void rates(struct row *cur, int n, const struct row *prev, int pn,
 		  double dt)
 {
 	for (int i = 0; i < n; i++) {
 		const struct row *p = NULL;
-		double age;
 
 		for (int j = 0; j < pn && !p; j++)
 			if (!strcmp(prev[j].name, cur[i].name) && !prev[j].err)
 				p = &prev[j];
 		if (cur[i].err)
 			continue;
-		if (p && dt > 0 && cur[i].in.published >= p->in.published) {
+		if (p && dt > 0 && cur[i].in.published >= p->in.published &&
+		    cur[i].in.bytes >= p->in.bytes) {
 			cur[i].msg_rate = (cur[i].in.published - p->in.published) / dt;
 			cur[i].byte_rate = (cur[i].in.bytes - p->in.bytes) / dt;
-		} else if (!prev) {
-			/* First sample: the average since creation. */
-			age = now_s() - cur[i].in.create_ns / 1e9;
-			if (age > 0) {
-				cur[i].msg_rate = cur[i].in.published / age;
-				cur[i].byte_rate = cur[i].in.bytes / age;
-			}
 		}
 	}
 }
 
-static void print_table(const struct row *r, int n, int header)
+/* Lists and samples every channel of dir into rows; n or -errno. */
+static int sample_all(const char *dir, struct row *rows)
 {
-	char a[16], b[16], c[16], d[16], e[16], f[16], g[16], h[16], k[16];
+	int n = list(dir, rows, MAX_CHANNELS);
+
+	for (int i = 0; i < n; i++)
+		sample(dir, &rows[i]);
+	return n;
+}
+
+static void print_table(const struct row *r, int n, int header, double dt)
+{
+	char a[16], b[16], c[16], d[16], e[16], f[16], g[16], h[16], k[16],
+	     m[16];
 
 	if (header)
-		printf("%-20s %-9s %6s %5s %3s %3s %7s %7s %7s %7s %7s %7s %7s %5s\n",
+		printf("# MSG/S and B/S: rates over the last %.2f s\n"
+		       "%-20s %-9s %6s %5s %3s %3s %7s %7s %7s %7s %7s %7s %7s "
+		       "%7s %5s\n", dt,
 		       "CHANNEL", "POLICY", "CAP", "FILL", "PUB", "SUB",
-		       "MSG/S", "MB/S", "LAGMSG", "LAGB", "LOST", "STALLS",
-		       "REPAIRS", "STUCK");
+		       "MSG/S", "B/S", "LAGMSG", "LAGB", "LOST", "STALLS",
+		       "REPAIRS", "REAPED", "STUCK");
 	for (int i = 0; i < n; i++, r++) {
 		if (r->err) {
 			printf("%-20s %-9s %s\n", r->name, "-",
 			       err_word(r->err));
 			continue;
 		}
-		printf("%-20s %-9s %6s %4.0f%% %3u %3u %7s %7s %7s %7s %7s %7s %7s %5s\n",
+		printf("%-20s %-9s %6s %4.0f%% %3u %3u %7s %7s %7s %7s %7s %7s %7s %7s %5s\n",
 		       r->name,
 		       r->in.policy == SHMBUS_OVERWRITE ? "overwrite" : "block",
-		       human(a, sizeof(a), (double)r->in.capacity),
+		       human_bytes(a, sizeof(a), (double)r->in.capacity),
 		       100.0 * (double)r->fill / (double)r->in.capacity,
 		       r->pubs, r->subs, human(b, sizeof(b), r->msg_rate),
-		       human(c, sizeof(c), r->byte_rate / 1e6),
+		       human_bytes(c, sizeof(c), r->byte_rate),
 		       human(d, sizeof(d), (double)r->lag_msgs),
-		       human(e, sizeof(e), (double)r->lag_bytes),
+		       human_bytes(e, sizeof(e), (double)r->lag_bytes),
 		       human(f, sizeof(f), (double)r->lost),
 		       human(g, sizeof(g), (double)r->in.backpressure),
 		       human(h, sizeof(h), (double)r->in.repairs),
+		       human(m, sizeof(m), (double)r->in.reaped),
 		       human(k, sizeof(k), (double)r->in.stuck));
 	}
 }
@@ -229,11 +337,12 @@ static void json_str(const char *s)
 	putchar('"');
 }
 
-static void print_json(const char *dir, const struct row *r, int n)
+static void print_json(const char *dir, const struct row *r, int n,
+		       double dt)
 {
 	printf("{\"time\":%.3f,\"dir\":", now_s());
 	json_str(dir);
-	printf(",\"channels\":[");
+	printf(",\"rate_interval\":%.3f,\"channels\":[", dt);
 	for (int i = 0; i < n; i++, r++) {
 		printf(i ? ",{" : "{");
 		printf("\"name\":");
@@ -374,81 +483,171 @@ static int by_lag(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+static volatile sig_atomic_t got_winch;
+
+/* SIGWINCH: the loop redraws (the handler only notes it). */
+static void on_winch(int sig)
+{
+	(void)sig;
+	got_winch = 1;
+}
+
+/* One screen of the -w view: rows sorted by lag, each line cut to the
+ * terminal's width, as many as its height allows.  Returns the exit
+ * status the rows call for. */
+static int draw(const char *dir, const struct row *rows, int n, double dt)
+{
+	char line[512], a[16], b[16], c[16], d[16];
+	int status = 0, room = LINES - 3;
+	int fit = n <= room ? n : room - 1;	/* and a line for the rest */
+
+	erase();
+	snprintf(line, sizeof(line), "busstat %s  %d channels  rates over "
+		 "%.2f s  (sorted by lag; q quits)", dir, n, dt);
+	mvaddnstr(0, 0, line, COLS);
+	snprintf(line, sizeof(line), "%-20s %-9s %6s %3s %3s %8s %8s %8s %8s",
+		 "CHANNEL", "POLICY", "CAP", "PUB", "SUB", "MSG/S", "LAGMSG",
+		 "LAGB", "LOST");
+	attron(A_REVERSE);
+	mvaddnstr(2, 0, line, COLS);
+	attroff(A_REVERSE);
+	for (int i = 0; i < n; i++) {
+		const struct row *r = &rows[i];
+		int hot = r->err || (i == 0 && r->lag_bytes > 0);
+
+		if (r->err)
+			status = EXIT_BADCH;
+		if (i >= fit)
+			continue;
+		if (r->err)
+			snprintf(line, sizeof(line), "%-20s %s", r->name,
+				 err_word(r->err));
+		else
+			snprintf(line, sizeof(line),
+				 "%-20s %-9s %6s %3u %3u %8s %8s %8s %8llu",
+				 r->name,
+				 r->in.policy == SHMBUS_OVERWRITE ? "overwrite"
+								  : "block",
+				 human_bytes(a, sizeof(a),
+					     (double)r->in.capacity),
+				 r->pubs, r->subs,
+				 human(b, sizeof(b), r->msg_rate),
+				 human(c, sizeof(c), (double)r->lag_msgs),
+				 human_bytes(d, sizeof(d),
+					     (double)r->lag_bytes),
+				 (unsigned long long)r->lost);
+		if (hot)
+			attron(A_BOLD | A_STANDOUT);
+		mvaddnstr(3 + i, 0, line, COLS);
+		if (hot)
+			attroff(A_BOLD | A_STANDOUT);
+	}
+	if (fit < n && fit >= 0) {
+		snprintf(line, sizeof(line), "... %d more (a taller terminal "
+			 "shows them)", n - fit);
+		mvaddnstr(3 + fit, 0, line, COLS);
+	}
+	refresh();
+	return status;
+}
+
 /*
  * busstat -w: a full-screen view refreshed every interval, sorted by lag,
- * the worst channel (and any broken one) highlighted; q quits.
+ * the worst channel (and any broken one) highlighted; q quits.  A resize
+ * redraws at once, at the new size.
  */
 static int watch(const char *dir, double interval)
 {
 	static struct row rows[2][MAX_CHANNELS];
-	int n_prev = 0, k = 0, status = 0;
-	double t_prev = 0;
+	struct sigaction sa = { .sa_handler = on_winch };
+	const char *term = getenv("TERM");
+	int n_prev, n = 0, k = 0, status = 0;
+	struct row *shown = rows[1];
+	double t_prev, dt = 0;
+	SCREEN *scr;
 
-	if (!initscr())
-		return EXIT_USAGE;
+	if (!term || !*term) {
+		fprintf(stderr, "busstat: -w needs a terminal, and TERM is "
+			"not set (--json or a plain INTERVAL work without "
+			"one)\n");
+		return EXIT_FAIL;
+	}
+	if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
+		fprintf(stderr, "busstat: -w needs a terminal on its standard "
+			"input and output\n");
+		return EXIT_FAIL;
+	}
+	/* The first sample, before the screen is taken: a missing bus is
+	 * reported as in the other modes. */
+	n_prev = sample_all(dir, rows[1]);
+	if (n_prev < 0) {
+		fprintf(stderr, "busstat: %s: %s\n", dir, strerror(-n_prev));
+		return EXIT_FAIL;
+	}
+	t_prev = now_s();
+	scr = newterm(NULL, stdout, stdin);
+	if (!scr) {
+		fprintf(stderr, "busstat: -w: cannot drive a terminal of type "
+			"'%s'\n", term);
+		return EXIT_FAIL;
+	}
+	/* Ours, not curses's: no SA_RESTART, so that getch() returns at
+	 * once and the loop redraws. */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGWINCH, &sa, NULL);
 	cbreak();
 	noecho();
 	curs_set(0);
-	timeout((int)(interval * 1000));
+	usleep((useconds_t)(FIRST_SAMPLE_S * 1e6));
 	for (;; k++) {
 		struct row *cur = rows[k % 2], *prev = rows[(k + 1) % 2];
-		int n = list(dir, cur, MAX_CHANNELS), ch;
-		double t = now_s();
-		char a[16], b[16], c[16], d[16];
+		double t, next;
 
+		n = sample_all(dir, cur);
+		t = now_s();
 		if (n < 0) {
 			endwin();
+			delscreen(scr);
 			fprintf(stderr, "busstat: %s: %s\n", dir, strerror(-n));
-			return EXIT_NOBUS;
+			return EXIT_FAIL;
 		}
-		for (int i = 0; i < n; i++)
-			sample(dir, &cur[i]);
-		rates(cur, n, k ? prev : NULL, k ? n_prev : 0, t - t_prev);
-		qsort(cur, (size_t)n, sizeof(*cur), by_lag);
-		erase();
-		mvprintw(0, 0, "busstat %s  %d channels  (sorted by lag; q quits)",
-			 dir, n);
-		attron(A_REVERSE);
-		mvprintw(2, 0, "%-20s %-9s %6s %3s %3s %8s %8s %8s %8s", "CHANNEL",
-			 "POLICY", "CAP", "PUB", "SUB", "MSG/S", "LAGMSG", "LAGB",
-			 "LOST");
-		attroff(A_REVERSE);
-		status = 0;
-		for (int i = 0; i < n && i + 3 < LINES; i++) {
-			const struct row *r = &cur[i];
-			int hot = r->err || (i == 0 && r->lag_bytes > 0);
-
-			if (hot)
-				attron(A_BOLD | A_STANDOUT);
-			if (r->err) {
-				status = EXIT_BADCH;
-				mvprintw(3 + i, 0, "%-20s %s", r->name,
-					 err_word(r->err));
-			} else {
-				mvprintw(3 + i, 0,
-					 "%-20s %-9s %6s %3u %3u %8s %8s %8s %8llu",
-					 r->name,
-					 r->in.policy == SHMBUS_OVERWRITE ? "overwrite"
-									  : "block",
-					 human(a, sizeof(a), (double)r->in.capacity),
-					 r->pubs, r->subs,
-					 human(b, sizeof(b), r->msg_rate),
-					 human(c, sizeof(c), (double)r->lag_msgs),
-					 human(d, sizeof(d), (double)r->lag_bytes),
-					 (unsigned long long)r->lost);
-			}
-			if (hot)
-				attroff(A_BOLD | A_STANDOUT);
-		}
-		refresh();
+		dt = t - t_prev;
+		rates(cur, n, prev, n_prev, dt);
 		/* rates() matches by name, so the sort does not matter. */
+		qsort(cur, (size_t)n, sizeof(*cur), by_lag);
+		shown = cur;
+		status = draw(dir, shown, n, dt);
 		n_prev = n;
 		t_prev = t;
-		ch = getch();
-		if (ch == 'q' || ch == 'Q')
-			break;
+		next = t + interval;
+		for (;;) {
+			double left = next - now_s();
+			int ch;
+
+			if (left <= 0)
+				break;
+			timeout((int)(left * 1000) + 1);
+			ch = getch();
+			if (got_winch) {
+				struct winsize ws;
+
+				got_winch = 0;
+				if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 &&
+				    ws.ws_row && ws.ws_col)
+					resizeterm(ws.ws_row, ws.ws_col);
+				ch = KEY_RESIZE;
+			}
+			if (ch == KEY_RESIZE) {
+				clearok(curscr, TRUE);
+				draw(dir, shown, n, dt);
+			} else if (ch == 'q' || ch == 'Q') {
+				goto out;
+			}
+		}
 	}
+out:
 	endwin();
+	delscreen(scr);
 	return status;
 }
 
@@ -464,11 +663,13 @@ static int detail(const char *dir, const char *name, enum format fmt)
 
 		fprintf(stderr, "busstat: %s/%s: %s\n", dir, name,
 			shmbus_strerror(err));
-		return err == ENOENT ? EXIT_NOBUS : EXIT_BADCH;
+		return err == ENOENT ? EXIT_FAIL : EXIT_BADCH;
 	}
 	shmbus_channel_info(ch, &in);
 	if (fmt == JSON) {
-		printf("{\"name\":");
+		printf("{\"time\":%.3f,\"dir\":", now_s());
+		json_str(dir);
+		printf(",\"name\":");
 		json_str(name);
 		printf(",\"head\":%llu,\"messages_published\":%llu,\"subscribers\":[",
 		       (unsigned long long)in.head,
@@ -544,48 +745,112 @@ static int detail(const char *dir, const char *name, enum format fmt)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: busstat [-d DIR] [--json|--prometheus] [INTERVAL [COUNT]]\n"
-		   "       busstat [-d DIR] -w [INTERVAL]\n"
-		   "       busstat [-d DIR] -c CHANNEL [--json]\n"
-		   "DIR defaults to $SHMBUS_DIR, then /dev/shm.\n");
+	fprintf(f, "usage: busstat [BUS | -b BUS | -d DIR] [--json|--prometheus] "
+		   "[INTERVAL [COUNT]]\n"
+		   "       busstat [BUS | -b BUS | -d DIR] -w [INTERVAL]\n"
+		   "       busstat [BUS | -b BUS | -d DIR] -c CHANNEL [--json]\n"
+		   "       busstat --help | --version\n"
+		   "BUS: a bus name, its directory from shmbusd's bus file "
+		   "($SHMBUS_RUN_DIR/BUS.bus),\n"
+		   "else /dev/shm/shmbus-BUS.  Default: -d $SHMBUS_DIR if set, "
+		   "else the bus\n"
+		   "$SHMBUS_BUS, else \"default\".  Without INTERVAL, rates "
+		   "are over %.2f s.\n"
+		   "Exit: 0 healthy, 1 no such bus or channel, 2 usage, 3 a "
+		   "channel unreadable or damaged.\n", FIRST_SAMPLE_S);
+}
+
+/* A positive number of seconds, all of s. */
+static bool seconds(const char *s, double *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtod(s, &end);
+	return end != s && !*end && !errno && *out > 0 && *out < 1e6;
+}
+
+/* The directory of bus `bus`; 0, or the exit status after a message. */
+static int bus_dir(const char *bus, char *dir, size_t len)
+{
+	int rc = shmbus_bus_dir(bus, dir, len);
+
+	if (rc >= 0)
+		return 0;
+	if (rc == -EINVAL)
+		fprintf(stderr, "busstat: '%s' is not a bus name (1 to 63 "
+			"letters, digits, '.', '_' or '-'; -d DIR names a "
+			"directory)\n", bus);
+	else
+		fprintf(stderr, "busstat: bus '%s': its bus file in %s: %s\n",
+			bus, getenv("SHMBUS_RUN_DIR") ? getenv("SHMBUS_RUN_DIR")
+						      : "/run/shmbus",
+			rc == -EBADMSG ? "not a valid bus file"
+				       : strerror(-rc));
+	return rc == -EINVAL ? EXIT_USAGE : EXIT_FAIL;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		{ "bus", required_argument, NULL, 'b' },
 		{ "dir", required_argument, NULL, 'd' },
 		{ "channel", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "prometheus", no_argument, NULL, 'p' },
 		{ "watch", no_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static struct row rows[2][MAX_CHANNELS];
-	const char *dir = getenv("SHMBUS_DIR"), *chan = NULL;
+	static char dirbuf[PATH_MAX];
+	const char *dir = NULL, *bus = NULL, *chan = NULL;
 	enum format fmt = TABLE;
-	double interval = 0, t_prev = 0;
+	double interval = 0, t_prev;
 	long count = 1;
-	int opt, n_prev = 0, status = 0;
+	int opt, n_prev = 0, status = 0, formats = 0;
 
-	if (!dir || !*dir)
-		dir = "/dev/shm";
-	while ((opt = getopt_long(argc, argv, "d:c:jpwh", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "b:d:c:jpwh", opts, NULL)) != -1) {
 		switch (opt) {
+		case 'b': bus = optarg; break;
 		case 'd': dir = optarg; break;
 		case 'c': chan = optarg; break;
-		case 'j': fmt = JSON; break;
-		case 'p': fmt = PROM; break;
-		case 'w': fmt = WATCH; break;
+		case 'j': fmt = JSON; formats++; break;
+		case 'p': fmt = PROM; formats++; break;
+		case 'w': fmt = WATCH; formats++; break;
 		case 'h': usage(stdout); return 0;
+		case 'V':
+			printf("busstat (shmbus) %s\n", shmbus_version());
+			return 0;
 		default: usage(stderr); return EXIT_USAGE;
 		}
 	}
+	/* One output at a time: --json, --prometheus and -w choose it. */
+	if (formats > 1 || (chan && (fmt == PROM || fmt == WATCH))) {
+		fprintf(stderr, "busstat: --json, --prometheus and -w exclude "
+			"one another (and -c shows a table or --json)\n");
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	/* BUS, then INTERVAL [COUNT]: a first word that is not a number is
+	 * a bus name. */
+	if (optind < argc && !seconds(argv[optind], &interval)) {
+		if (bus || dir) {
+			fprintf(stderr, "busstat: '%s': not an interval (the "
+				"bus is given already)\n", argv[optind]);
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+		bus = argv[optind++];
+	}
+	if (bus && dir) {
+		fprintf(stderr, "busstat: a bus or a directory, not both\n");
+		return EXIT_USAGE;
+	}
+	interval = 0;
 	if (optind < argc) {
-		char *end;
-
-		interval = strtod(argv[optind++], &end);
-		if (*end || interval <= 0) {
+		if (!seconds(argv[optind++], &interval)) {
 			usage(stderr);
 			return EXIT_USAGE;
 		}
@@ -600,33 +865,58 @@ int main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (!bus && !dir) {
+		dir = getenv("SHMBUS_DIR");
+		if (!dir || !*dir) {
+			dir = NULL;
+			bus = getenv("SHMBUS_BUS");
+			if (!bus || !*bus)
+				bus = "default";
+		}
+	}
+	if (bus) {
+		status = bus_dir(bus, dirbuf, sizeof(dirbuf));
+		if (status)
+			return status;
+		dir = dirbuf;
+	}
 	if (chan)
 		return detail(dir, chan, fmt);
 	if (fmt == WATCH)
 		return watch(dir, interval > 0 ? interval : 1.0);
 
+	/* Rates need two samples: the first, FIRST_SAMPLE_S before the
+	 * first line (Prometheus has no rates: it needs none). */
+	t_prev = now_s();
+	if (fmt != PROM) {
+		n_prev = sample_all(dir, rows[1]);
+		if (n_prev < 0) {
+			fprintf(stderr, "busstat: %s: %s\n", dir,
+				strerror(-n_prev));
+			return EXIT_FAIL;
+		}
+		usleep((useconds_t)(FIRST_SAMPLE_S * 1e6));
+	}
 	for (long k = 0; count < 0 || k < count; k++) {
 		struct row *cur = rows[k % 2], *prev = rows[(k + 1) % 2];
-		int n = list(dir, cur, MAX_CHANNELS);
+		int n = sample_all(dir, cur);
 		double t = now_s();
 
 		if (n < 0) {
 			fprintf(stderr, "busstat: %s: %s\n", dir, strerror(-n));
-			return EXIT_NOBUS;
+			return EXIT_FAIL;
 		}
-		for (int i = 0; i < n; i++)
-			sample(dir, &cur[i]);
-		rates(cur, n, k ? prev : NULL, k ? n_prev : 0, t - t_prev);
+		rates(cur, n, prev, n_prev, t - t_prev);
 		status = 0;
 		for (int i = 0; i < n; i++)
 			if (cur[i].err)
 				status = EXIT_BADCH;
 		if (fmt == JSON)
-			print_json(dir, cur, n);
+			print_json(dir, cur, n, t - t_prev);
 		else if (fmt == PROM)
 			print_prom(cur, n);
 		else
-			print_table(cur, n, k % 20 == 0);
+			print_table(cur, n, k % 20 == 0, t - t_prev);
 		fflush(stdout);
 		n_prev = n;
 		t_prev = t;
