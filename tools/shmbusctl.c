@@ -9,10 +9,13 @@
  *                      [--numa NODE] [--mode OCTAL]
  *   shmbusctl [-b BUS] delete NAME
  *
- * BUS is a bus name ($SHMBUS_RUN_DIR/BUS.sock) or a socket path; the
- * default is $SHMBUS_BUS, else "default".
- * Exit codes: 0 done, 1 the daemon refused (the reason is printed),
- * 2 bad usage, 3 no daemon to talk to.
+ *   shmbusctl --help | --version
+ *
+ * BUS is a bus name, found as shmbus_connect() finds it (the bus file
+ * $SHMBUS_RUN_DIR/BUS.bus that shmbusd writes, else $SHMBUS_RUN_DIR/BUS.sock),
+ * or a socket path; the default is $SHMBUS_BUS, else "default".
+ * Exit codes, as every shmbus tool: 0 done, 1 the daemon refused (its
+ * reason is printed), 2 bad usage; and 3 no daemon to talk to.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -24,6 +27,12 @@
 
 #include "shmbus.h"
 
+#define EXIT_REFUSED	1
+#define EXIT_USAGE	2
+#define EXIT_NODAEMON	3
+
+static shmbus_bus *bus;		/* for the daemon's reasons */
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -33,6 +42,8 @@ static void usage(FILE *f)
 "                 [--policy block|overwrite] [--producers single|multi]\n"
 "                 [--numa NODE] [--mode OCTAL]\n"
 "       shmbusctl [-b BUS] delete NAME\n"
+"       shmbusctl --help | --version\n"
+"SIZE: bytes, or with K, M, G (KiB, MiB, GiB).\n"
 "BUS: a bus name or the daemon's socket path (default $SHMBUS_BUS or\n"
 "\"default\").  Exit: 0 done, 1 refused, 2 usage, 3 no daemon.\n");
 }
@@ -52,6 +63,9 @@ static int parse_size(const char *s, uint64_t *out)
 	case 'G': shift = 30; end++; break;
 	default: return -1;
 	}
+	if (shift && toupper((unsigned char)end[0]) == 'I' &&
+	    toupper((unsigned char)end[1]) == 'B')
+		end += 2;
 	if (*end || (shift && v >> (63 - shift)))
 		return -1;
 	*out = v << shift;
@@ -78,14 +92,15 @@ static int print_row(const struct shmbus_bus_channel *c, void *arg)
 	return 0;
 }
 
+/* The daemon's reason, or what the errno means. */
 static int refused(const char *what, const char *name, int rc)
 {
 	fprintf(stderr, "shmbusctl: %s%s%s: %s\n", what, name ? " " : "",
-		name ? name : "", shmbus_strerror(rc));
-	return 1;
+		name ? name : "", shmbus_bus_strerror(bus, rc));
+	return EXIT_REFUSED;
 }
 
-static int cmd_create(shmbus_bus *bus, int argc, char **argv)
+static int cmd_create(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "capacity", required_argument, NULL, 'c' },
@@ -97,10 +112,14 @@ static int cmd_create(shmbus_bus *bus, int argc, char **argv)
 		{ 0 },
 	};
 	struct shmbus_channel_attr a;
+	struct shmbus_bus_channel c;
 	uint64_t v;
 	char *end;
 	int opt, rc;
 
+	/* max_msg 0: the daemon applies the default for the capacity.  An
+	 * explicit --max-msg is sent as given: the daemon refuses one the
+	 * capacity cannot carry, and says what it allows. */
 	shmbus_channel_attr_init(&a);
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -142,29 +161,29 @@ static int cmd_create(shmbus_bus *bus, int argc, char **argv)
 			break;
 		default:
 			usage(stderr);
-			return 2;
+			return EXIT_USAGE;
 		}
 	}
 	if (optind + 1 != argc) {
 		usage(stderr);
-		return 2;
+		return EXIT_USAGE;
 	}
-	/* The default max_msg may not fit a small ring: shrink it. */
-	if (a.capacity / 2 < (uint64_t)a.max_msg + 40)
-		a.max_msg = (uint32_t)(a.capacity / 2 - 40);
 	rc = shmbus_bus_create(bus, argv[optind], &a);
 	if (rc)
 		return refused("create", argv[optind], rc);
+	/* What the daemon made, as it says. */
+	if (shmbus_bus_describe(bus, argv[optind], &c) == 0)
+		a.capacity = c.capacity, a.max_msg = c.max_msg;
 	printf("created %s: %llu bytes, max message %u, %s, %s producer\n",
 	       argv[optind], (unsigned long long)a.capacity, a.max_msg,
 	       policy_name(a.policy), prod_name(a.producers));
 	return 0;
 bad:
 	fprintf(stderr, "shmbusctl: create: bad value '%s'\n", optarg);
-	return 2;
+	return EXIT_USAGE;
 }
 
-static int cmd_describe(shmbus_bus *bus, const char *name)
+static int cmd_describe(const char *name)
 {
 	struct shmbus_bus_channel c;
 	int rc = shmbus_bus_describe(bus, name, &c);
@@ -196,7 +215,6 @@ static int cmd_describe(shmbus_bus *bus, const char *name)
 int main(int argc, char **argv)
 {
 	const char *bus_name = getenv("SHMBUS_BUS");
-	shmbus_bus *bus;
 	const char *cmd;
 	int i = 1, rc;
 
@@ -204,33 +222,42 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
-	if (argc > 2 && !strcmp(argv[1], "-b")) {
+	if (argc > 1 && !strcmp(argv[1], "--version")) {
+		printf("shmbusctl (shmbus) %s\n", shmbus_version());
+		return 0;
+	}
+	if (argc > 1 && (!strcmp(argv[1], "-b") || !strcmp(argv[1], "--bus"))) {
+		if (argc < 3 || !argv[2][0]) {
+			fprintf(stderr, "shmbusctl: %s needs a bus name or a "
+				"socket path\n", argv[1]);
+			return EXIT_USAGE;
+		}
 		bus_name = argv[2];
 		i = 3;
 	}
 	if (i >= argc) {
 		usage(stderr);
-		return 2;
+		return EXIT_USAGE;
 	}
 	cmd = argv[i];
 	if (strcmp(cmd, "list") && strcmp(cmd, "describe") &&
 	    strcmp(cmd, "create") && strcmp(cmd, "delete")) {
 		fprintf(stderr, "shmbusctl: unknown command '%s'\n", cmd);
 		usage(stderr);
-		return 2;
+		return EXIT_USAGE;
 	}
 	if ((!strcmp(cmd, "list") && argc - i != 1) ||
 	    ((!strcmp(cmd, "describe") || !strcmp(cmd, "delete")) &&
 	     argc - i != 2) || (!strcmp(cmd, "create") && argc - i < 2)) {
 		usage(stderr);
-		return 2;
+		return EXIT_USAGE;
 	}
 	bus = shmbus_connect(bus_name && *bus_name ? bus_name : "default");
 	if (!bus) {
 		fprintf(stderr, "shmbusctl: cannot reach shmbusd of bus '%s': "
 			"%s\n", bus_name && *bus_name ? bus_name : "default",
 			shmbus_strerror(errno));
-		return 3;
+		return EXIT_NODAEMON;
 	}
 	if (!strcmp(cmd, "list")) {
 		printf("%-24s %10s %8s %-9s %-6s %4s %4s %12s\n", "CHANNEL",
@@ -239,7 +266,7 @@ int main(int argc, char **argv)
 		rc = shmbus_bus_list(bus, print_row, NULL);
 		rc = rc < 0 ? refused("list", NULL, rc) : 0;
 	} else if (!strcmp(cmd, "describe")) {
-		rc = cmd_describe(bus, argv[i + 1]);
+		rc = cmd_describe(argv[i + 1]);
 	} else if (!strcmp(cmd, "delete")) {
 		rc = shmbus_bus_delete(bus, argv[i + 1]);
 		if (rc)
@@ -247,7 +274,7 @@ int main(int argc, char **argv)
 		else
 			printf("deleted %s\n", argv[i + 1]);
 	} else {
-		rc = cmd_create(bus, argc - i, argv + i);
+		rc = cmd_create(argc - i, argv + i);
 	}
 	shmbus_disconnect(bus);
 	return rc;
