@@ -134,8 +134,11 @@ static int take_reason(char *why, const uint8_t *a, uint32_t alen,
 
 	if (len < 2 || len > SHMBUS_CTL_REASON)
 		return -EPROTO;
-	memcpy(text, a, k);
-	memcpy(text + k, b, len - k);
+	/* Either part may be empty, and its pointer NULL. */
+	if (k)
+		memcpy(text, a, k);
+	if (len > k)
+		memcpy(text + k, b, len - k);
 	if (text[len - 1] != 0)
 		return -EPROTO;
 	for (uint32_t i = 0; text[i]; i++)
