@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -58,6 +59,9 @@ pid_t spawn_daemon(void)
 	if (pid == 0) {
 		int fd = open(d.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 
+		/* A test that crashes or times out takes its daemon with it
+		 * (the signal survives the exec). */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(fd, 1);
 		dup2(fd, 2);
 		execl(shmbusd_path(), "shmbusd", "-c", d.conf, (char *)NULL);
