@@ -156,12 +156,13 @@ static int64_t stuck_after_ns(void)
  * and that no live producer's claim covers (single producer: a live role
  * holder; multi: a live slot announcing a claim at or before it, which
  * will hand over and commit in its turn).  UINT64_MAX if there is none.
- * Everything is read with acquire (A1, A2, A7, A6 name their pairs in
- * lib/), and every value is checked before it addresses the ring.
+ * Every value is checked before it addresses the ring.
  */
 static uint64_t stuck_position(struct sbd_chan *c, struct verdicts *v)
 {
 	struct shmbus_channel *ch = c->ch;
+	/* A12: pairs with R12 (the head CAS, or a single producer's
+	 * claims before its hand-off). */
 	uint64_t head = load_acquire64(&ch->hdr->head), pos = UINT64_MAX, w;
 	uint32_t sp;
 
@@ -169,9 +170,11 @@ static uint64_t stuck_position(struct sbd_chan *c, struct verdicts *v)
 		struct shmbus_sub_slot *s = &ch->subs[i];
 		uint64_t p;
 
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
 		if (owner_state(load_acquire64(&s->owner)) !=
 		    SHMBUS_SLOT_ACTIVE)
 			continue;
+		/* A5: pairs with R5 in publish_cursor(). */
 		p = load_acquire64(&s->pos);
 		if (p < pos && p < head && head - p < ch->cap &&
 		    p % SHMBUS_REC_ALIGN == 0)
@@ -179,17 +182,21 @@ static uint64_t stuck_position(struct sbd_chan *c, struct verdicts *v)
 	}
 	if (pos == UINT64_MAX)
 		return pos;
+	/* A1: pairs with R1; only the tag is looked at. */
 	w = load_acquire64(&rec_at(ch, pos)->commit);
 	if (word_tag(w) == lap_tag(ch, pos))
 		return UINT64_MAX;	/* it has something to read */
 	if (!ch_multi(ch)) {
+		/* A11: pairs with R11 (the role given back). */
 		sp = load_acquire32(&ch->hdr->sp_owner) & ~SHMBUS_SP_REPAIRING;
 		return sp && !gone(v, sp) ? UINT64_MAX : pos;
 	}
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *s = &ch->prods[i];
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
 		uint64_t o = load_acquire64(&s->owner);
 
+		/* A6: pairs with R6 (a claim announced or released). */
 		if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
 		    load_acquire64(&s->claim_pos) <= pos &&
 		    !gone(v, owner_pid(o)))
@@ -198,7 +205,8 @@ static uint64_t stuck_position(struct sbd_chan *c, struct verdicts *v)
 	return pos;
 }
 
-/* Logs what an operator (or a developer) needs to see why. */
+/* Logs what an operator (or a developer) needs to see why.  No edge: a
+ * snapshot of the slots for the log, nothing acts on it. */
 static void report_stuck(struct sbd_chan *c, uint64_t pos, int64_t ms)
 {
 	struct shmbus_channel *ch = c->ch;
@@ -209,7 +217,7 @@ static void report_stuck(struct sbd_chan *c, uint64_t pos, int64_t ms)
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS && n < sizeof(slots);
 	     i++) {
 		struct shmbus_prod_slot *s = &ch->prods[i];
-		uint64_t o = load_acquire64(&s->owner);
+		uint64_t o = load_relaxed64(&s->owner);
 		int k;
 
 		if (owner_state(o) == SHMBUS_SLOT_FREE)
@@ -219,7 +227,7 @@ static void report_stuck(struct sbd_chan *c, uint64_t pos, int64_t ms)
 			     owner_pid(o),
 			     sb_pid_gone(owner_pid(o)) ? " (gone)" : "",
 			     owner_state(o),
-			     (unsigned long long)load_acquire64(&s->claim_pos),
+			     (unsigned long long)load_relaxed64(&s->claim_pos),
 			     (unsigned long long)load_relaxed64(&s->claim_end));
 		if (k < 0)
 			break;
@@ -229,10 +237,10 @@ static void report_stuck(struct sbd_chan *c, uint64_t pos, int64_t ms)
 		"position %llu, which no live producer covers; head %llu, "
 		"handoff %llu, word there %#llx, sp_owner %u; producer "
 		"slots:%s", c->name, (long long)ms, (unsigned long long)pos,
-		(unsigned long long)load_acquire64(&ch->hdr->head),
-		(unsigned long long)load_acquire64(&ch->hdr->handoff),
-		(unsigned long long)load_acquire64(&rec_at(ch, pos)->commit),
-		load_acquire32(&ch->hdr->sp_owner), n ? slots : " none");
+		(unsigned long long)load_relaxed64(&ch->hdr->head),
+		(unsigned long long)load_relaxed64(&ch->hdr->handoff),
+		(unsigned long long)load_relaxed64(&rec_at(ch, pos)->commit),
+		load_relaxed32(&ch->hdr->sp_owner), n ? slots : " none");
 }
 
 /* The watchdog: repairs should leave no position that subscribers wait on

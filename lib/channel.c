@@ -327,7 +327,7 @@ static int validate(const struct shmbus_hdr *h, uint64_t size, uint64_t page,
 
 	if (size < sizeof(*h))
 		return -EPROTO;
-	/* A1: pairs with R0 in init_header(): the magic is stored last, so
+	/* A0: pairs with R0 in init_header(): the magic is stored last, so
 	 * every field below is the creator's. */
 	if (load_acquire64(&h->magic) != SHMBUS_MAGIC)
 		return -EPROTO;
@@ -356,8 +356,8 @@ static int validate_data(const uint8_t *base, uint64_t size,
 
 	if (size != g->data_size)
 		return -EBADMSG;
-	/* Acquire: pairs with the release store of the trailer's magic in
-	 * build_data() (done before the control file exists anyway). */
+	/* A10: pairs with R10 in build_data(), the trailer's magic (stored
+	 * before the control file exists anyway). */
 	if (load_acquire64(&t->magic) != SHMBUS_DATA_MAGIC ||
 	    t->data_id != id || t->capacity != g->cap)
 		return -EBADMSG;
@@ -398,7 +398,7 @@ static void init_header(struct shmbus_hdr *h, const struct geometry *g,
 	h->seg_log2 = g->seg_log2;
 	h->data_id = id;
 	h->data_size = g->data_size;
-	/* R0: pairs with A1 in validate(): everything above is visible to a
+	/* R0: pairs with A0 in validate(): everything above is visible to a
 	 * process that sees the magic. */
 	store_release64(&h->magic, SHMBUS_MAGIC);
 }
@@ -672,7 +672,7 @@ static int build_data(const char *path, const struct shmbus_channel_attr *a,
 		     SHMBUS_NSEG * sizeof(struct shmbus_seg));
 	t->data_id = id;
 	t->capacity = g.cap;
-	/* Release: pairs with the acquire in validate_data(). */
+	/* R10: pairs with A10 in validate_data(). */
 	store_release64(&t->magic, SHMBUS_DATA_MAGIC);
 	munmap(base, g.data_size);
 	return fd;

@@ -29,10 +29,10 @@ static int take_sp_role(struct shmbus_channel *ch)
 	struct timespec nap = { .tv_nsec = SP_NAP_MIN_NS };
 	int64_t give_up = 0;
 
-	/* The producer role is handed over through sp_owner: a seq_cst RMW
-	 * here reads the previous owner's releasing CAS in
-	 * shmbus_pub_close() (or shmbusd's in sb_repair_sp()), so its stores
-	 * to head and seq are visible. */
+	/* A11: pairs with R11 in shmbus_pub_close() and sb_repair_sp(): the
+	 * producer role is handed over through sp_owner, and this seq_cst
+	 * RMW reads the previous owner's releasing CAS, so its stores to
+	 * head and seq are visible. */
 	while (!cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
 		uint32_t pid = cur & ~SHMBUS_SP_REPAIRING;
 
@@ -56,7 +56,7 @@ static int take_sp_role(struct shmbus_channel *ch)
 		/* The previous producer (or its repairer) is gone (a
 		 * killed one its parent has not reaped yet included: the
 		 * daemon's test, lib/pid.c): take over, then repair its
-		 * unfinished claim. */
+		 * unfinished claim.  A11, as above. */
 		if (cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
 			sb_sp_repair(ch);
 			break;
@@ -76,13 +76,15 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		/* A slot of a dead process is taken over, unless it holds an
 		 * open multi-producer claim: that is shmbusd's to repair
 		 * (sb_repair_prod()), and its claim_pos must keep holding
-		 * other producers back until then. */
+		 * other producers back until then.  A6: pairs with R6 (the
+		 * claim released). */
 		if (st != SHMBUS_SLOT_FREE &&
 		    (st != SHMBUS_SLOT_ACTIVE || sb_pid_alive(owner_pid(o)) ||
 		     load_acquire64(&s->claim_pos) != UINT64_MAX))
 			continue;
-		/* Claims the slot for us alone (state and the dead pid in
-		 * one compare); no data edge. */
+		/* A13: pairs with R13 (the slot freed by its previous owner
+		 * or a repair).  Claims the slot for us alone: the state and
+		 * the dead pid in one compare. */
 		if (!cas_strong64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY,
 							      me)))
 			continue;
@@ -137,8 +139,8 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 			errno = -rc;
 			return NULL;
 		}
-		/* A: pairs with the previous producer's stores through the
-		 * sp_owner CAS (seq_cst) above. */
+		/* A11 (ordered after the sp_owner CAS above): the previous
+		 * producer's head and seq. */
 		pub->head = load_acquire64(&ch->hdr->head);
 		if (pub->head % SHMBUS_REC_ALIGN) {
 			shmbus_pub_close(pub);
@@ -168,13 +170,14 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 		shmbus_abort(pub);
 	if (pub->slot) {
 		store_relaxed64(&pub->slot->claim_pos, UINT64_MAX);
-		/* Release: our last stores to the slot precede its reuse
-		 * (the next owner's CAS reads this store). */
+		/* R13: pairs with A13 in take_prod_slot(): our last stores
+		 * to the slot precede its reuse. */
 		store_release64(&pub->slot->owner,
 				owner_word(SHMBUS_SLOT_FREE, 0));
 	}
 	if (!ch_multi(pub->ch)) {
 		me = (uint32_t)getpid();
+		/* R11: pairs with A11 in take_sp_role(). */
 		cas_seqcst32(&pub->ch->hdr->sp_owner, &me, 0);
 	}
 	free(pub);

@@ -70,7 +70,7 @@ static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
 			    SHMBUS_SLOT_ACTIVE)
 				continue;
 			/* A6: pairs with R6 (the claim_pos stores in
-			 * reserve() and release_claim()). */
+			 * claim_slow() and release_claim()). */
 			c = load_acquire64(&s->claim_pos);
 			if (c < min)
 				min = c;
@@ -80,7 +80,7 @@ static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
 		pub->limit = min + ch->cap;
 		return;
 	}
-	/* F1: pairs with F2 in shmbus_sub_open().  Either this scan sees the
+	/* F1: pairs with F1 in shmbus_sub_open().  Either this scan sees the
 	 * new subscriber's slot, or the subscriber's load of head sees at
 	 * least p and it starts at or after p, which the limit covers. */
 	fence_seqcst();
@@ -93,12 +93,12 @@ static void refresh_limit(struct shmbus_pub *pub, uint64_t p)
 		struct shmbus_sub_slot *s = &ch->subs[i];
 		uint64_t c;
 
-		/* Acquire: the slot's initial cursor, stored before it went
-		 * ACTIVE, is visible (pairs with the store in sub_open). */
+		/* A7: pairs with R7 in shmbus_sub_open(): the slot's initial
+		 * cursor, stored before it went ACTIVE, is visible. */
 		if (owner_state(load_acquire64(&s->owner)) !=
 		    SHMBUS_SLOT_ACTIVE)
 			continue;
-		/* A2: pairs with R5 in publish_cursor(): the subscriber has
+		/* A5: pairs with R5 in publish_cursor(): the subscriber has
 		 * finished reading everything below c. */
 		c = load_acquire64(&s->pos);
 		if (c < min)	/* a cursor past head is corrupt: ignored */
@@ -274,7 +274,7 @@ static int claim_slow(struct shmbus_pub *pub, uint64_t need, uint64_t *pp,
 	int rc;
 
 	for (;;) {
-		/* Acquire (MP): pairs with the release part of other
+		/* A12 (MP): pairs with R12, the release part of other
 		 * producers' head CAS, so that their claim_pos stores made
 		 * before it are seen by refresh_limit(). */
 		p = multi ? load_acquire64(&h->head) : pub->head;
@@ -317,8 +317,10 @@ static int claim_slow(struct shmbus_pub *pub, uint64_t need, uint64_t *pp,
 			set_room(pub);
 			break;
 		}
-		/* The claim.  Its release part pairs with the acquire load
-		 * of head above, in other producers (R6 visibility). */
+		/* The claim.  R12: its release part pairs with A12, the
+		 * acquire loads of head in other producers (above),
+		 * sb_handoff_help() and repair_claim(): our announcement
+		 * (R6) is visible to whoever sees the claim. */
 		if (cas_seqcst64(&h->head, &p, q)) {
 			/* Won: ordered after the CAS by R2 below; read by
 			 * shmbusd only once this process is dead. */
@@ -382,7 +384,7 @@ claim_done(struct shmbus_pub *pub, uint64_t p, uint64_t pad, uint64_t q,
 	struct shmbus_hdr *h = pub->hdr;
 	uint64_t seq;
 
-	/* R2: pairs with A5 (the fence in the subscriber's overwrite check):
+	/* R2: pairs with A2 (the fence in the subscriber's overwrite check):
 	 * the claim is visible before any byte of [p, q) changes, so a reader
 	 * that copied bytes we overwrite sees head past its record. */
 	fence_release();
@@ -472,7 +474,8 @@ reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 static void release_claim(struct shmbus_pub *pub)
 {
 	if (pub->multi)
-		/* R6 (see reserve()). */
+		/* R6: pairs with A6 in refresh_limit(); the claim is
+		 * committed (or abandoned) before peers may lap it. */
 		store_release64(&pub->slot->claim_pos, UINT64_MAX);
 }
 
@@ -481,7 +484,7 @@ static void release_claim(struct shmbus_pub *pub)
  * writes while nobody sleeps. */
 static inline void wake_if_sleepers(struct shmbus_pub *pub)
 {
-	/* F3: pairs with F4 in shmbus_wait(): either the sleeper's re-check
+	/* F3: pairs with F3 in shmbus_wait(): either the sleeper's re-check
 	 * sees our commit, or we see its sleepers count. */
 	fence_seqcst();
 	if (load_relaxed32(&pub->hdr->sleepers))
@@ -582,7 +585,7 @@ mbox_post(struct shmbus_pub *pub, uint64_t pos, uint64_t w, uint64_t seq,
 	uint32_t len = word_len(w);
 
 	store_relaxed64(&mb->mark, 0);
-	/* R8a: pairs with A8b in the subscriber's mbox_peek(): a reader whose
+	/* R9: pairs with A9 in the subscriber's mbox_peek(): a reader whose
 	 * copy saw any store below sees mark 0, or a later mark, when it looks
 	 * at mark again after its copy. */
 	fence_release();
@@ -859,7 +862,7 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 			msgs[i].iov_base, len);
 		/* The word after each record is the next record's commit,
 		 * stored in the next round, and after the last record the
-		 * word zeroed in reserve(): all before the first record's
+		 * word zeroed in claim_done(): all before the first record's
 		 * commit makes any of them reachable, which is when the
 		 * invariant of docs/design.md §3 has to hold.  Zeroing the
 		 * inner words first as well cost 70-100 ns per batch of 32

@@ -62,7 +62,7 @@ static void pad_range(struct shmbus_channel *ch, uint64_t from, uint64_t to)
 		sb_commit_rec(ch, p, SHMBUS_REC_PAD,
 			      (uint32_t)(end - p - SHMBUS_REC_ALIGN));
 	}
-	/* F3, as in wake_if_sleepers() after a commit: pairs with F4 in
+	/* F3, as in wake_if_sleepers() after a commit: pairs with F3 in
 	 * shmbus_wait().  A subscriber asleep at the dead claim, which the
 	 * commits behind it woke in vain, wakes and steps over it now. */
 	fence_seqcst();
@@ -125,7 +125,7 @@ static uint64_t sp_walk_start(struct shmbus_channel *ch, uint64_t head)
 
 bool sb_sp_repair(struct shmbus_channel *ch)
 {
-	/* Acquire: ordered after the sp_owner CAS that gave us the role. */
+	/* A11: ordered after the sp_owner CAS that gave us the role. */
 	uint64_t head = load_acquire64(&ch->hdr->head), start, end;
 
 	if (head % SHMBUS_REC_ALIGN)
@@ -152,11 +152,13 @@ int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self)
 				    SHMBUS_SP_REPAIRING;
 	bool fixed;
 
+	/* A11: pairs with R11 in shmbus_pub_close() (a role given back is
+	 * 0, never `dead`) or a previous repairer's. */
 	if (dead == 0 || !cas_seqcst32(&ch->hdr->sp_owner, &cur, mark))
 		return 0;
 	fixed = sb_sp_repair(ch);
-	/* The role is free again; the next owner's seq_cst CAS in
-	 * take_sp_role() reads this one, and our repair with it. */
+	/* R11: pairs with A11 in take_sp_role(): the role is free again,
+	 * and our repair is visible to its next owner. */
 	cur = mark;
 	cas_seqcst32(&ch->hdr->sp_owner, &cur, 0);
 	return fixed;
@@ -169,8 +171,8 @@ static void release_adopted(struct shmbus_channel *ch,
 {
 	/* R6: pairs with A6 in refresh_limit() and sb_handoff_help(). */
 	store_release64(&s->claim_pos, UINT64_MAX);
-	/* Release: the repair above precedes the slot's reuse (the next
-	 * owner's CAS in take_prod_slot() reads this store). */
+	/* R13: pairs with A13 in take_prod_slot(): the repair above
+	 * precedes the slot's reuse. */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
 	add_relaxed64(&ch->hdr->reaped, 1);
 }
@@ -293,7 +295,7 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 	 * Everything else below writes what any helper of x writes, and
 	 * our slot keeps it all inside this lap.
 	 */
-	if (w != 0)
+	if (w != 0)	/* no edge: only the value is compared */
 		cas_strong64(word, &w, 0);
 	sb_seg_index(ch, x, end);
 	pad_range(ch, x, end);
@@ -326,7 +328,7 @@ static int repair_claim(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
 	/* A6: the dead process's own stores; nobody changes them now. */
 	c = load_acquire64(&s->claim_pos);
 	if (c != UINT64_MAX) {
-		/* Acquire: pairs with the release part of the head CAS
+		/* A12: pairs with R12, the release part of the head CAS
 		 * that claimed from c. */
 		head = load_acquire64(&h->head);
 		/* A3: pairs with R3: every claim before the hand-off has
@@ -379,7 +381,8 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 		return 0;
 	if (owner_state(o) == SHMBUS_SLOT_BUSY) {
 		/* Died setting the slot up (or releasing an adopted one): it
-		 * announces nothing yet, and goes back to FREE. */
+		 * announces nothing yet, and goes back to FREE.  No edge,
+		 * as in adopt(). */
 		if (!cas_strong64(&s->owner, &o,
 				  owner_word(SHMBUS_SLOT_BUSY, self)))
 			return 0;
@@ -415,15 +418,18 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 		return 0;
 	/* The state and the dead pid in one compare, our pid in: a slot a
 	 * live process took meanwhile is left alone, and if we die here the
-	 * slot names us, and the next repairer takes it from us. */
+	 * slot names us, and the next repairer takes it from us.  No edge:
+	 * nothing the dead owner wrote is read but `sleeping`, below. */
 	if (!cas_strong64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY, self)))
 		return 0;
 	/* A dead owner that was asleep still counts as a sleeper (it set
 	 * sleeping after its increment, sleep_wait()); the exchange lets
 	 * exactly one repairer undo it. */
+	/* F3's counter (the store of sleep_wait()'s side, undone). */
 	if (xchg_relaxed32(&s->sleeping, 0))
 		sub_seqcst32(&ch->hdr->sleepers, 1);
-	/* Release: producers that see the slot free need nothing from it. */
+	/* R13: pairs with A13 in take_slot(): the repair precedes the
+	 * slot's reuse. */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
 	add_relaxed64(&ch->hdr->reaped, 1);
 	return 1;

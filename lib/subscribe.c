@@ -9,7 +9,7 @@
  * subscriber.c's.
  * It finds records by their commit words alone (A1).  On an overwrite
  * channel it copies each message out and then checks that no producer has
- * claimed over it meanwhile (A5, the seqlock idiom), so it never delivers a
+ * claimed over it meanwhile (A2, the seqlock idiom), so it never delivers a
  * torn message.
  */
 #define _GNU_SOURCE
@@ -116,7 +116,7 @@ static bool trusted(struct shmbus_sub *sub)
 {
 	if (!sub->fresh)
 		return true;
-	/* A3': pairs with R3 in reserve(): the zeroing of the word at every
+	/* A3': pairs with R3 in claim_done(): the zeroing of the word at every
 	 * position up to handoff is visible. */
 	if (load_acquire64(&sub->ch->hdr->handoff) < sub->pos)
 		return false;
@@ -206,8 +206,8 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 			return -EBADMSG;
 		if (!trusted(sub))
 			return 0;
-		/* A1: pairs with R1 (commit_rec() and the wrap padding in
-		 * reserve()): the record's seq and payload are visible. */
+		/* A1: pairs with R1 (commit_store() and the wrap padding in
+		 * claim_done()): the record's seq and payload are visible. */
 		w = load_acquire64(&r->commit);
 		if (quiet_empty(sub, w, false))
 			return 0;
@@ -240,7 +240,7 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		if (ch_overwrite(ch)) {
 			if (!bad && type == SHMBUS_REC_MSG && len)
 				memcpy(sub->buf, data, len);
-			/* A5: pairs with R2 in reserve(): if the word or the
+			/* A2: pairs with R2 in claim_done(): if the word or the
 			 * copy saw any byte of a later claim, head shows that
 			 * claim.  A lapped reader may have read a later lap's
 			 * payload that looks like a record of its own lap:
@@ -366,7 +366,7 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk, bool plain)
 
 		__builtin_memcpy(dst + 8 * i, &v, 8);
 	}
-	/* A8b: pairs with R8a in mbox_post(): if the copy saw any store of a
+	/* A9: pairs with R9 in mbox_post(): if the copy saw any store of a
 	 * later post, mark no longer reads m.  The record at p was committed
 	 * in the ring before that post, so the ring has it. */
 	fence_acquire();
@@ -468,7 +468,7 @@ static void consume(struct shmbus_sub *sub, const struct peeked *pk)
 static inline __attribute__((always_inline)) void
 publish_pos(struct shmbus_sub *sub)
 {
-	/* R5: pairs with A2 in refresh_limit(). */
+	/* R5: pairs with A5 in refresh_limit(). */
 	store_release64(&sub->slot->pos, sub->pos);
 }
 
@@ -483,7 +483,7 @@ publish_cursor(struct shmbus_sub *sub)
 	store_relaxed64(&s->delivered, sub->delivered);
 	store_relaxed64(&s->lost, sub->lost);
 	store_relaxed64(&s->next_seq, sub->next_seq);
-	/* R5: pairs with A2 in refresh_limit(): every read of the records
+	/* R5: pairs with A5 in refresh_limit(): every read of the records
 	 * below pos (the handler's included) is done before a producer may
 	 * claim over them. */
 	store_release64(&s->pos, sub->pos);

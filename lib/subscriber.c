@@ -58,8 +58,9 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 			continue;
 		if (st == SHMBUS_SLOT_BUSY)
 			continue;
-		/* Claims the slot for us alone: the state and the dead
-		 * owner's pid in one compare.  No data edge. */
+		/* A13: pairs with R13 (the slot freed by its previous owner
+		 * or a repair).  Claims the slot for us alone: the state and
+		 * the dead owner's pid in one compare. */
 		if (!cas_strong64(&s->owner, &o,
 				  owner_word(SHMBUS_SLOT_BUSY,
 					     (uint32_t)getpid())))
@@ -67,7 +68,8 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 		/* A dead owner that was asleep still counts as a sleeper;
 		 * undo its increment (it set sleeping after it, in
 		 * sleep_wait()).  The exchange: exactly once, whoever else
-		 * repairs the same slot (sb_repair_sub()). */
+		 * repairs the same slot (sb_repair_sub()).  F3's counter, as
+		 * in sleep_wait(). */
 		if (st == SHMBUS_SLOT_ACTIVE && xchg_relaxed32(&s->sleeping, 0))
 			sub_seqcst32(&ch->hdr->sleepers, 1);
 		*index = i;
@@ -145,16 +147,16 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	/* A conservative first cursor: no later than where we will start. */
 	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
 	raise_hwm(ch->hdr, i + 1);
-	/* R7: pairs with A7 (slot readers); seq_cst, as the store that F2
+	/* R7: pairs with A7 (slot readers); seq_cst, as the store that F1
 	 * orders before our load of head. */
 	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE,
 					     (uint32_t)getpid()));
-	/* F2: pairs with F1 in refresh_limit() (see there). */
+	/* F1: pairs with F1 in refresh_limit() (see there). */
 	fence_seqcst();
 	/* The sequence counter read before head is a lower bound of the seq
 	 * of the first message at head: the baseline for counting losses
 	 * should we be lapped before reading anything. */
-	seq = load_relaxed64(&ch->hdr->seq);	/* ordered by F2 */
+	seq = load_relaxed64(&ch->hdr->seq);	/* ordered by F1 */
 	head = load_relaxed64(&ch->hdr->head);
 	if (attr->start == SHMBUS_START_NEWEST) {
 		start = head;
@@ -178,7 +180,8 @@ SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
 	if (!sub)
 		return;
 	sb_sub_publish(sub);
-	/* Release: producers that see the slot free need nothing from it. */
+	/* R13: pairs with A13 in take_slot(): our last stores to the slot
+	 * precede its reuse. */
 	store_release64(&sub->slot->owner, owner_word(SHMBUS_SLOT_FREE, 0));
 	free(sub->buf);
 	free(sub);

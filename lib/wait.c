@@ -8,7 +8,7 @@
  * reads the futex word, then checks for a message once more, then sleeps
  * only if the word has not changed.  A producer, after its commit, looks
  * at hdr.sleepers and makes the wake system call only when it is non-zero
- * (F3/F4 in docs/design.md).
+ * (F3 in docs/design.md).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -74,12 +74,12 @@ static int sleep_wait(struct shmbus_sub *sub, struct shmbus_channel *ch,
 			if (left <= 0)
 				return -ETIMEDOUT;
 		}
-		/* seq_cst: the store of the F3/F4 pair, then the futex word
+		/* seq_cst: the store of the F3 pair, then the futex word
 		 * (pairs with the producer's increment in sb_prod_wake()). */
 		add_seqcst32(&h->sleepers, 1);
 		store_relaxed32(&slot->sleeping, 1);
 		f = load_seqcst32(&h->futex);
-		/* F4: pairs with F3 in wake_if_sleepers(): either this check
+		/* F3: pairs with F3 in wake_if_sleepers(): either this check
 		 * sees the producer's commit, or the producer sees our
 		 * sleepers increment and changes the futex word. */
 		fence_seqcst();
