@@ -40,8 +40,13 @@ bool sb_pid_gone(uint32_t pid)
 		return true;
 	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* The process existed a moment ago.  A /proc that hides other
+	 * users' processes (hidepid=2) says ENOENT for a live one: it is
+	 * gone only if the kernel says so again, and any other failure to
+	 * look leaves it alive. */
 	if (fd < 0)
-		return errno == ENOENT;
+		return errno == ENOENT && kill((pid_t)pid, 0) < 0 &&
+		       errno == ESRCH;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)

@@ -10,11 +10,14 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
+#include "../lib/channel.h"
 
 struct sub_child {
 	const char *dir;
@@ -314,4 +317,57 @@ Test(direct, single_producer_takeover_on_a_large_ring, .timeout = 60)
 	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
 	th_rmdir(dir);
+}
+
+struct hidden {
+	pid_t live, dead;
+};
+
+/* In a mount namespace of its own whose /proc hides other users'
+ * processes (hidepid=2), as uid 65534: the test process (root's, alive)
+ * must not look gone, a dead one must. */
+static int judge_hidden(void *arg)
+{
+	struct hidden *h = arg;
+
+	if (unshare(CLONE_NEWNS) ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
+	    mount("proc", "/proc", "proc", 0, "hidepid=2"))
+		return 10;
+	if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+		return 11;
+	if (access("/proc/1/stat", R_OK) == 0)
+		return 12;	/* /proc hides nothing: no test */
+	if (sb_pid_gone((uint32_t)h->live))
+		return 1;
+	if (!sb_pid_gone((uint32_t)h->dead))
+		return 2;
+	return 0;
+}
+
+static int exit_now(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+/*
+ * A live process that /proc hides from the caller is alive: otherwise a
+ * producer of another user, held back, would release a live subscriber's
+ * cursor and overwrite what it has not read.
+ */
+Test(direct, a_process_hidden_by_proc_is_alive, .timeout = 30)
+{
+	struct hidden h = { .live = getpid() };
+	int rc;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root for a mount namespace");
+	h.dead = th_spawn(exit_now, NULL);
+	cr_assert_eq(th_wait(h.dead), 0);
+	rc = th_wait(th_spawn(judge_hidden, &h));
+	if (rc == 10)
+		cr_skip_test("no mount namespace with hidepid here");
+	cr_assert_eq(rc, 0, "%s", rc == 1 ? "a live process judged gone" :
+		     rc == 2 ? "a dead process judged alive" : "setup failed");
 }
