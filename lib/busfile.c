@@ -14,7 +14,9 @@
 
 const char *sb_run_dir(void)
 {
-	const char *d = getenv("SHMBUS_RUN_DIR");
+	/* Not for a set-uid program: its caller's environment is not its
+	 * own to trust. */
+	const char *d = secure_getenv("SHMBUS_RUN_DIR");
 
 	return d && *d ? d : SB_DEFAULT_RUN_DIR;
 }
@@ -60,6 +62,30 @@ static int take_path(char *dst, size_t cap, const char *v)
 	return 0;
 }
 
+/*
+ * Whether the bus file's owner may speak for the bus: root, ourselves, or
+ * the owner of the directory that holds it (the daemon's user, in a run
+ * directory of its own) when nobody else may write there.  Otherwise any
+ * user who can write a file in a shared directory could point every
+ * client at a daemon of their own.
+ */
+static bool owner_trusted(const char *path, const struct stat *st)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	struct stat ds;
+	int n;
+
+	if (st->st_uid == 0 || st->st_uid == geteuid())
+		return true;
+	n = slash ? (int)(slash - path) : 1;
+	if (snprintf(dir, sizeof(dir), "%.*s", n ? n : 1,
+		     slash ? path : ".") >= (int)sizeof(dir))
+		return false;
+	return stat(dir, &ds) == 0 && ds.st_uid == st->st_uid &&
+	       !(ds.st_mode & (S_IWGRP | S_IWOTH));
+}
+
 int sb_busfile_read(const char *path, const char *bus, struct sb_busfile *bf)
 {
 	char buf[SB_BUSFILE_MAX + 1], *line, *save = NULL;
@@ -76,9 +102,10 @@ int sb_busfile_read(const char *path, const char *bus, struct sb_busfile *bf)
 		rc = -errno;
 		goto out;
 	}
-	/* Not a FIFO or a device, not a file anyone may rewrite. */
-	if (!S_ISREG(st.st_mode) || (st.st_mode & S_IWOTH) ||
-	    st.st_size > SB_BUSFILE_MAX) {
+	/* Not a FIFO or a device, not a file others may rewrite, from an
+	 * owner who may speak for the bus. */
+	if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IWGRP | S_IWOTH)) ||
+	    st.st_size > SB_BUSFILE_MAX || !owner_trusted(path, &st)) {
 		rc = -EBADMSG;
 		goto out;
 	}
@@ -145,7 +172,7 @@ int sb_busfile_write(const char *path, const struct sb_busfile *bf)
 {
 	char tmp[PATH_MAX];
 	FILE *f;
-	int n, rc = 0;
+	int n, fd, rc = 0;
 
 	/* A value with a newline would make another line. */
 	if (strchr(bf->socket, '\n') || strchr(bf->shm_dir, '\n') ||
@@ -154,14 +181,30 @@ int sb_busfile_write(const char *path, const struct sb_busfile *bf)
 	n = snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
 	if (n < 0 || (size_t)n >= sizeof(tmp))
 		return -ENAMETOOLONG;
-	f = fopen(tmp, "we");
-	if (!f)
+	/* Made by us alone, with its final mode from the start: a file that
+	 * is there already (a crashed daemon's, or someone's plant) is
+	 * removed, never written through, and nobody else can hold it open
+	 * for writing between its creation and its rename. */
+	for (int tries = 0;; tries++) {
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+			  O_CLOEXEC, 0644);
+		if (fd >= 0 || errno != EEXIST || tries)
+			break;
+		unlink(tmp);
+	}
+	if (fd < 0)
 		return -errno;
+	if (fchmod(fd, 0644) < 0 || !(f = fdopen(fd, "w"))) {
+		rc = -errno;
+		close(fd);
+		unlink(tmp);
+		return rc;
+	}
 	fprintf(f, "# written by shmbusd at start: where bus '%s' lives\n"
 		   "version=%d\nbus=%s\nsocket=%s\nshm_dir=%s\npid=%ld\n",
 		bf->bus, SB_BUSFILE_VERSION, bf->bus, bf->socket,
 		bf->shm_dir, bf->pid);
-	if (fflush(f) != 0 || fchmod(fileno(f), 0644) < 0)
+	if (fflush(f) != 0 || fsync(fileno(f)) < 0)
 		rc = -errno;
 	if (fclose(f) != 0 && !rc)
 		rc = -errno;
