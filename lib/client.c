@@ -154,8 +154,10 @@ static int take_reason(char *why, const uint8_t *a, uint32_t alen,
  * reason (version 2) to why (SHMBUS_CTL_REASON bytes, "" if none; may be
  * NULL); up to two passed descriptors to fdp[0] and fdp[1] (-1 if absent;
  * any others, or all if fdp is NULL, are closed).  Returns the reply's
- * status, or a negative errno for a transport failure: -ENOTCONN means
- * the connection is gone.  A daemon of another version answers
+ * status (0 or -1 to -4095; any other is -EPROTO), or a negative errno
+ * for a transport failure: -ENOTCONN means the connection is gone,
+ * -ETIMEDOUT that no reply came within REPLY_TIMEOUT_S of the request,
+ * whatever else came or interrupted the wait meanwhile.  A daemon of another version answers
  * -EPROTONOSUPPORT in its own version, which is taken as such. */
 static int exchange(int fd, uint16_t ver, uint32_t id, uint16_t type,
 		    const void *body, uint32_t blen, void *rbody, uint32_t rcap,
@@ -175,6 +177,9 @@ static int exchange(int fd, uint16_t ver, uint32_t id, uint16_t type,
 		struct cmsghdr c;
 		char buf[CMSG_SPACE(4 * sizeof(int))];
 	} ctl;
+	/* One bound for the whole wait: frames of other ids, or signals,
+	 * do not make it longer. */
+	int64_t deadline = mono_ns() + REPLY_TIMEOUT_S * 1000000000LL;
 	ssize_t n;
 
 	if (why)
@@ -195,15 +200,24 @@ static int exchange(int fd, uint16_t ver, uint32_t id, uint16_t type,
 			.msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf),
 		};
 		int passed[2] = { -1, -1 };
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int64_t left = deadline - mono_ns();
 
-		n = recvmsg(fd, &rm, MSG_CMSG_CLOEXEC);
+		if (left <= 0)
+			return -ETIMEDOUT;
+		/* Rounded up: never a busy loop on the last millisecond. */
+		if (poll(&p, 1, (int)((left + 999999) / 1000000)) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		n = recvmsg(fd, &rm, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n == 0)
 			return -ENOTCONN;
 		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return errno == ECONNRESET ? -ENOTCONN
-			       : errno == EAGAIN ? -ETIMEDOUT : -errno;
+			if (errno == EINTR || errno == EAGAIN)
+				continue;	/* the deadline decides */
+			return errno == ECONNRESET ? -ENOTCONN : -errno;
 		}
 		for (struct cmsghdr *c = CMSG_FIRSTHDR(&rm); c;
 		     c = CMSG_NXTHDR(&rm, c)) {
@@ -247,7 +261,9 @@ static int exchange(int fd, uint16_t ver, uint32_t id, uint16_t type,
 			return -EPROTO;
 		if (rh.id != id || rh.type != (type | SHMBUS_CTL_REPLY))
 			continue;	/* a late reply to a timed-out call */
-		if (rh.status > 0)
+		/* A status is 0 or -errno: anything else (INT_MIN would
+		 * overflow a caller's errno = -rc) is not believed. */
+		if (rh.status > 0 || rh.status < -4095)
 			return -EPROTO;
 		if (rh.status == 0 && rh.len > rcap)
 			return -EPROTO;

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_client_reply.c - the client library believes a daemon's reply only
+ * as far as the protocol allows, and waits for it a bounded time in all.
+ * A fake daemon (a forked process on a private socket) answers HELLO,
+ * then answers OPEN badly: a status out of the errno range, a stream of
+ * frames with the wrong id, or nothing while the caller is interrupted by
+ * signals.  The call fails with EPROTO or ETIMEDOUT, within the library's
+ * reply bound (5 s, REPLY_TIMEOUT_S in lib/client.c).
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "shmbus/protocol.h"
+
+enum fake_mode { BAD_STATUS, WRONG_IDS, SILENT };
+
+struct fake {
+	enum fake_mode mode;
+	char sock[100];
+	int ready[2];
+};
+
+static const char *dir;
+static struct fake fk;
+
+static void setup(void)
+{
+	dir = th_mkdir();
+	snprintf(fk.sock, sizeof(fk.sock), "%s/fake.sock", dir);
+	cr_assert(pipe(fk.ready) == 0);
+}
+
+static void teardown(void)
+{
+	th_rmdir(dir);
+}
+
+/* Serves one connection: HELLO properly, OPEN as the mode says. */
+static int fake_daemon(void *arg)
+{
+	struct fake *f = arg;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int lfd = socket(AF_UNIX, SOCK_SEQPACKET, 0), fd;
+	struct {
+		struct shmbus_ctl_hdr h;
+		uint8_t body[512];
+	} req, rep;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", f->sock);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    listen(lfd, 8))
+		return 100;
+	if (write(f->ready[1], "x", 1) != 1)
+		return 101;
+	fd = accept(lfd, NULL, NULL);
+	if (fd < 0)
+		return 102;
+	while (recv(fd, &req, sizeof(req), 0) >= (ssize_t)sizeof(req.h)) {
+		memset(&rep, 0, sizeof(rep));
+		rep.h = (struct shmbus_ctl_hdr){
+			.magic = SHMBUS_CTL_MAGIC, .version = req.h.version,
+			.type = (uint16_t)(req.h.type | SHMBUS_CTL_REPLY),
+			.id = req.h.id,
+		};
+		if (req.h.type == SHMBUS_CTL_HELLO) {
+			rep.h.len = sizeof(struct shmbus_ctl_hello);
+			if (send(fd, &rep, sizeof(rep.h) + rep.h.len, 0) < 0)
+				return 103;
+			continue;
+		}
+		switch (f->mode) {
+		case BAD_STATUS:
+			rep.h.status = INT_MIN;
+			if (send(fd, &rep.h, sizeof(rep.h), 0) < 0)
+				return 104;
+			break;
+		case WRONG_IDS:
+			/* Until the client hangs up. */
+			for (uint32_t k = 1;; k++) {
+				rep.h.id = req.h.id + k;
+				if (send(fd, &rep.h, sizeof(rep.h),
+					 MSG_NOSIGNAL) < 0)
+					return 0;
+				usleep(100000);
+			}
+		case SILENT:
+			break;
+		}
+	}
+	return 0;
+}
+
+static void start_fake(enum fake_mode mode, pid_t *pid)
+{
+	char c;
+
+	fk.mode = mode;
+	*pid = th_spawn(fake_daemon, &fk);
+	cr_assert_eq(read(fk.ready[0], &c, 1), 1, "fake daemon failed");
+}
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
+/* Opens a channel through the fake; returns the errno and the time. */
+static int open_through_fake(uint64_t *ns)
+{
+	shmbus_bus *b = shmbus_connect(fk.sock);
+	shmbus_channel *ch;
+	uint64_t t0;
+	int err;
+
+	cr_assert(b, "connect to the fake daemon: %s", strerror(errno));
+	t0 = th_now_ns();
+	ch = shmbus_bus_open(b, "chan", SHMBUS_ROLE_SUBSCRIBE);
+	err = ch ? 0 : errno;
+	*ns = th_now_ns() - t0;
+	shmbus_disconnect(b);
+	return err;
+}
+
+Test(client_reply, status_out_of_range_is_eproto, .init = setup,
+     .fini = teardown, .timeout = 30)
+{
+	uint64_t ns;
+	pid_t pid;
+
+	start_fake(BAD_STATUS, &pid);
+	cr_expect_eq(open_through_fake(&ns), EPROTO);
+	kill(pid, SIGKILL);
+	th_wait(pid);
+}
+
+Test(client_reply, wrong_id_frames_do_not_extend_the_wait, .init = setup,
+     .fini = teardown, .timeout = 30)
+{
+	uint64_t ns;
+	pid_t pid;
+	int err;
+
+	start_fake(WRONG_IDS, &pid);
+	err = open_through_fake(&ns);
+	cr_expect_eq(err, ETIMEDOUT, "got %s", strerror(err));
+	cr_expect(ns >= 4500000000ull && ns < 6500000000ull,
+		  "failed after %.2f s, not the 5 s bound", ns / 1e9);
+	kill(pid, SIGKILL);
+	th_wait(pid);
+}
+
+/* A thread of the caller's process that signals it every 100 ms. */
+static void *signaller(void *arg)
+{
+	pthread_t *target = arg;
+
+	for (;;) {
+		usleep(100000);
+		pthread_kill(*target, SIGUSR1);
+	}
+	return NULL;
+}
+
+Test(client_reply, signals_do_not_extend_the_wait, .init = setup,
+     .fini = teardown, .timeout = 30)
+{
+	struct sigaction sa = { .sa_handler = on_usr1 };	/* no SA_RESTART */
+	pthread_t self = pthread_self(), t;
+	uint64_t ns;
+	pid_t pid;
+	int err;
+
+	sigemptyset(&sa.sa_mask);
+	cr_assert_eq(sigaction(SIGUSR1, &sa, NULL), 0);
+	start_fake(SILENT, &pid);
+	cr_assert_eq(pthread_create(&t, NULL, signaller, &self), 0);
+	err = open_through_fake(&ns);
+	pthread_cancel(t);
+	pthread_join(t, NULL);
+	cr_expect_eq(err, ETIMEDOUT, "got %s", strerror(err));
+	cr_expect(ns >= 4500000000ull && ns < 6500000000ull,
+		  "failed after %.2f s, not the 5 s bound", ns / 1e9);
+	kill(pid, SIGKILL);
+	th_wait(pid);
+}
