@@ -99,6 +99,54 @@ static int mkdirs(const char *path, mode_t mode, char *created)
 	}
 }
 
+/*
+ * Whether the daemon may keep its bus in directory `path`: it and every
+ * directory above it is a real directory (no symbolic link), owned by
+ * root or by the daemon's user, that no other user may write to, but for
+ * a root-owned sticky directory such as /dev/shm or /tmp (where others may
+ * not remove or rename what is ours).  A directory that another user made
+ * or can change (in world-writable /dev/shm anyone could have made
+ * /dev/shm/shmbus-NAME first) could hold their channel files or swap
+ * ours.  Returns 0, or -1 with a log line naming the directory.
+ */
+static int dir_is_ours(const char *path)
+{
+	char buf[PATH_MAX];
+	uid_t me = geteuid();
+	size_t n = strlen(path);
+
+	if (path[0] != '/' || n >= sizeof(buf)) {
+		sbd_log(SBD_ERR, 0, "%s: not an absolute path", path);
+		return -1;
+	}
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		struct stat st;
+		bool sticky_root;
+
+		if (buf[i] != '/' && buf[i] != 0)
+			continue;
+		buf[i] = 0;
+		if (lstat(buf, &st) < 0) {
+			sbd_log(SBD_ERR, errno, "%s", buf);
+			return -1;
+		}
+		sticky_root = st.st_uid == 0 && (st.st_mode & S_ISVTX);
+		if (!S_ISDIR(st.st_mode) || (st.st_uid != 0 && st.st_uid != me) ||
+		    ((st.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_root)) {
+			sbd_log(SBD_ERR, 0, "%s: refused: %s", buf,
+				!S_ISDIR(st.st_mode) ? "not a directory (a "
+				"symbolic link?)" :
+				st.st_uid != 0 && st.st_uid != me ?
+				"owned by another user" :
+				"writable by other users");
+			return -1;
+		}
+		buf[i] = i < n ? '/' : 0;
+	}
+	return 0;
+}
+
 /* remove_on_exit: the shm_dir goes if this daemon made it and it is now
  * empty, and so do the empty levels above it that it made (up to
  * `created`).  rmdir() removes only an empty directory, so a foreign file,
@@ -165,9 +213,11 @@ static int take_lock(void)
 			sbd_log(SBD_ERR, errno, "%s", dir);
 			return -1;
 		}
+		if (dir_is_ours(dir) < 0)
+			return -1;
 	}
 	snprintf(path, sizeof(path), "%s.lock", sbd.conf.socket);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0) {
 		sbd_log(SBD_ERR, errno, "%s", path);
 		return -1;
@@ -358,6 +408,8 @@ int main(int argc, char **argv)
 		sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
 		return 1;
 	}
+	if (dir_is_ours(sbd.conf.shm_dir) < 0)
+		return 1;
 	rcu_register_thread();
 	if (sbd_registry_init() || setup_signals()) {
 		sbd_log(SBD_ERR, ENOMEM, "start");

@@ -1,0 +1,96 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_dirs.c - shmbusd keeps its bus only in directories no other user
+ * controls: a shm_dir (or the socket's directory) made first by another
+ * user, writable by others, or a symbolic link makes the daemon refuse to
+ * start with a line that names it, before it serves or adopts anything.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+
+/* Writes a config whose shm_dir is `shm` (and whose socket stays in the
+ * test's directory), runs the daemon, and returns its exit code. */
+static int run_with_shm_dir(const char *shm)
+{
+	char body[512];
+
+	snprintf(body, sizeof(body), "shm_dir = %s\n[defaults]\n"
+		 "subscribe = *\n[channel ch]\ncapacity = 8K\n", shm);
+	write_conf(body);
+	return th_wait(spawn_daemon());
+}
+
+static void prepare(void)
+{
+	snprintf(d.dir, sizeof(d.dir), "%s", th_mkdir());
+	chmod(d.dir, 0755);
+	snprintf(d.conf, sizeof(d.conf), "%s/bus.conf", d.dir);
+	snprintf(d.sock, sizeof(d.sock), "%s/bus.sock", d.dir);
+	snprintf(d.log, sizeof(d.log), "%s/daemon.log", d.dir);
+}
+
+static void cleanup(void)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d.dir);
+	cr_expect_eq(system(cmd), 0);
+}
+
+Test(dirs, a_shm_dir_made_by_another_user_is_refused, .init = prepare,
+     .fini = cleanup, .timeout = 30)
+{
+	char shm[128], planted[160];
+	FILE *f;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give a directory away");
+	snprintf(shm, sizeof(shm), "%s/squat", d.dir);
+	cr_assert_eq(mkdir(shm, 0755), 0);
+	cr_assert_eq(chown(shm, 65534, 65534), 0);
+	snprintf(planted, sizeof(planted), "%s/evil", shm);
+	f = fopen(planted, "w");
+	cr_assert(f);
+	fclose(f);
+	cr_assert_neq(run_with_shm_dir(shm), 0, "served a squatted shm_dir");
+	cr_assert(log_has("owned by another user"), "no reason logged");
+	/* Nothing was created or adopted in it. */
+	snprintf(planted, sizeof(planted), "%s/ch", shm);
+	cr_assert_neq(access(planted, F_OK), 0);
+}
+
+Test(dirs, a_shm_dir_writable_by_others_or_a_link_is_refused,
+     .init = prepare, .fini = cleanup, .timeout = 30)
+{
+	char shm[128], link[256];
+
+	snprintf(shm, sizeof(shm), "%s/open", d.dir);
+	cr_assert_eq(mkdir(shm, 0755), 0);
+	cr_assert_eq(chmod(shm, 0777), 0);
+	cr_assert_neq(run_with_shm_dir(shm), 0);
+	cr_assert(log_has("writable by other users"));
+
+	cr_assert_eq(chmod(shm, 0755), 0);
+	snprintf(link, sizeof(link), "%s/link", d.dir);
+	cr_assert_eq(symlink(shm, link), 0);
+	cr_assert_neq(run_with_shm_dir(link), 0);
+	cr_assert(log_has("not a directory"));
+
+	/* The same directory, as it should be: served. */
+	snprintf(link, sizeof(link), "shm_dir = %s\n[defaults]\n"
+		 "subscribe = *\n[channel ch]\ncapacity = 8K\n", shm);
+	write_conf(link);
+	start_daemon();
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+}
