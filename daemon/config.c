@@ -54,6 +54,12 @@ static int p_string63(const char *v, void *f, char *err, size_t n)
 		snprintf(err, n, "expected a name of 1 to 63 characters");
 		return -1;
 	}
+	/* As the library's (sb_bus_name_ok()): a name clients can find by
+	 * its bus file, never a hidden file nor "." or "..". */
+	if (v[0] == '.') {
+		snprintf(err, n, "'%s': a name may not start with '.'", v);
+		return -1;
+	}
 	for (size_t i = 0; i < len; i++)
 		if (!isalnum((unsigned char)v[i]) && !strchr("._-", v[i])) {
 			snprintf(err, n, "'%s': only letters, digits, '.', "

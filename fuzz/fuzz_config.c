@@ -32,13 +32,13 @@ void fuzz_config_cleanup(void)
 	conf_fd = -1;
 }
 
-/* 1..max of [A-Za-z0-9._-]; a channel's name (a file's) does not start
- * with '.', a bus's may (docs/shmbusd.md). */
-static bool name_ok(const char *s, size_t max, bool lead_dot)
+/* 1..max of [A-Za-z0-9._-], not starting with '.': a channel's name
+ * and a bus's (docs/shmbusd.md). */
+static bool name_ok(const char *s, size_t max)
 {
 	size_t n = strnlen(s, max + 1);
 
-	if (n == 0 || n > max || (s[0] == '.' && !lead_dot))
+	if (n == 0 || n > max || s[0] == '.')
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -58,7 +58,7 @@ static void check_rule(const struct sbd_rule *r)
 
 static void check_conf(const struct sbd_conf *c)
 {
-	FUZZ_CHECK(name_ok(c->bus, 63, true));
+	FUZZ_CHECK(name_ok(c->bus, 63));
 	FUZZ_CHECK(c->shm_dir[0] == '/' && c->socket[0] == '/');
 	FUZZ_CHECK(strnlen(c->socket, sizeof(c->socket)) < sizeof(c->socket));
 	FUZZ_CHECK(c->socket_mode <= 0777);
@@ -74,7 +74,7 @@ static void check_conf(const struct sbd_conf *c)
 		uint64_t cap = cc->attr.capacity;
 		uint64_t lim = cap / 2 - SHMBUS_REC_HDR - 2 * SHMBUS_REC_ALIGN;
 
-		FUZZ_CHECK(name_ok(cc->name, 200, false));
+		FUZZ_CHECK(name_ok(cc->name, 200));
 		for (size_t j = 0; j < i; j++)
 			FUZZ_CHECK(strcmp(cc->name, c->chans[j].name) != 0);
 		FUZZ_CHECK(cap >= SHMBUS_MIN_CAPACITY &&

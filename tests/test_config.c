@@ -95,6 +95,8 @@ static const struct bad cases[] = {
 	{ "[channel ../etc]\n", 1, "'../etc': a channel name is" },
 	{ "[bus]\nthis line has no equals sign\n", 2, "syntax error" },
 	{ "name = x\n", 1, "'name' outside any section" },
+	{ "[bus]\nname = .hidden\n", 2,
+	  "name: '.hidden': a name may not start with '.'" },
 	{ "[bus]\nreap_interval_ms = 500\n", 2,
 	  "reap_interval_ms: '500': expected 1 to 100" },
 	{ "[bus]\nsocket = relative.sock\n", 2,
