@@ -271,7 +271,9 @@ int shmbus_publishv(shmbus_pub *pub, const struct iovec *iov, int iovcnt);
  * all of them or none (-EAGAIN/-ETIMEDOUT), in order.  Each must fit
  * max_msg and the batch must fit half the capacity (-EMSGSIZE otherwise).
  * Subscribers see the batch whole or not at all: none of its messages can
- * be read before all of them can.  Returns n.
+ * be read before all of them can.  Returns n, or -EBUSY while a claim is
+ * outstanding (as shmbus_claim(), shmbus_publish() and shmbus_publishv()
+ * do), -EINVAL, -EMSGSIZE, -EAGAIN, -ETIMEDOUT or -EBADMSG.
  */
 int shmbus_publish_batch(shmbus_pub *pub, const struct iovec *msgs, size_t n);
 

@@ -830,8 +830,10 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 	uint64_t need = 0, nbytes = 0, pos, seq, first, last = 0, most, tag;
 	int rc;
 
-	if (!pub || (n && !msgs) || pub->claimed || n > INT32_MAX)
+	if (!pub || (n && !msgs) || n > INT32_MAX)
 		return -EINVAL;
+	if (pub->claimed)
+		return -EBUSY;
 	ch = pub->ch;
 	most = max_need(ch);
 	for (size_t i = 0; i < n; i++) {

@@ -201,6 +201,12 @@ Test(ring, claim_commit_abort, .init = setup_block, .fini = teardown)
 	cr_assert_eq(shmbus_claim(pub, 1025, &buf), -EMSGSIZE);
 	cr_assert_eq(shmbus_claim(pub, 5, &buf), 0);
 	cr_assert_eq(shmbus_claim(pub, 5, &buf), -EBUSY);
+	/* The same condition, the same error, whichever way one publishes. */
+	cr_assert_eq(shmbus_publish(pub, "x", 1), -EBUSY);
+	cr_assert_eq(shmbus_publishv(pub, &(struct iovec){ "x", 1 }, 1),
+		     -EBUSY);
+	cr_assert_eq(shmbus_publish_batch(pub, &(struct iovec){ "x", 1 }, 1),
+		     -EBUSY);
 	memcpy(buf, "hello", 5);
 	/* Not visible before the commit. */
 	cr_assert_eq(shmbus_read(sub, got, sizeof(got), NULL), -EAGAIN);
