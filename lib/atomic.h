@@ -41,7 +41,14 @@ static inline void store_release64(uint64_t *p, uint64_t v)
 	atomic_store_explicit(SB_A64(p), v, memory_order_release);
 }
 
-static inline int cas_seqcst64(uint64_t *p, uint64_t *expected, uint64_t v)
+/*
+ * Compare-and-swap.  The name says its strength and its order on success;
+ * on failure (the value is reloaded into *expected) the order is acquire
+ * for the 64-bit ones and relaxed for the 32-bit one.  Weak: may fail
+ * spuriously, for a CAS in a loop that recomputes from *expected anyway.
+ */
+static inline int cas_weak_seqcst64(uint64_t *p, uint64_t *expected,
+				    uint64_t v)
 {
 	return atomic_compare_exchange_weak_explicit(SB_A64(p), expected, v,
 						     memory_order_seq_cst,
@@ -50,7 +57,8 @@ static inline int cas_seqcst64(uint64_t *p, uint64_t *expected, uint64_t v)
 
 /* Strong: a slot takeover must not fail spuriously and retry on a value
  * it has not re-validated. */
-static inline int cas_strong64(uint64_t *p, uint64_t *expected, uint64_t v)
+static inline int cas_strong_seqcst64(uint64_t *p, uint64_t *expected,
+				      uint64_t v)
 {
 	return atomic_compare_exchange_strong_explicit(SB_A64(p), expected, v,
 						       memory_order_seq_cst,
@@ -97,7 +105,8 @@ static inline void store_seqcst32(uint32_t *p, uint32_t v)
 	atomic_store_explicit(SB_A32(p), v, memory_order_seq_cst);
 }
 
-static inline int cas_seqcst32(uint32_t *p, uint32_t *expected, uint32_t v)
+static inline int cas_strong_seqcst32(uint32_t *p, uint32_t *expected,
+				      uint32_t v)
 {
 	return atomic_compare_exchange_strong_explicit(SB_A32(p), expected, v,
 						       memory_order_seq_cst,

@@ -33,7 +33,7 @@ static int take_sp_role(struct shmbus_channel *ch)
 	 * producer role is handed over through sp_owner, and this seq_cst
 	 * RMW reads the previous owner's releasing CAS, so its stores to
 	 * head and seq are visible. */
-	while (!cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
+	while (!cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
 		uint32_t pid = cur & ~SHMBUS_SP_REPAIRING;
 
 		if (cur & SHMBUS_SP_REPAIRING && !sb_pid_gone(pid)) {
@@ -57,7 +57,7 @@ static int take_sp_role(struct shmbus_channel *ch)
 		 * killed one its parent has not reaped yet included: the
 		 * daemon's test, lib/pid.c): take over, then repair its
 		 * unfinished claim.  A11, as above. */
-		if (cas_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
+		if (cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
 			sb_sp_repair(ch);
 			break;
 		}
@@ -85,7 +85,7 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
 		 * the dead pid in one compare. */
-		if (!cas_strong64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY,
+		if (!cas_strong_seqcst64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY,
 							      me)))
 			continue;
 		store_relaxed64(&s->published, 0);
@@ -178,7 +178,7 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 	if (!ch_multi(pub->ch)) {
 		me = (uint32_t)getpid();
 		/* R11: pairs with A11 in take_sp_role(). */
-		cas_seqcst32(&pub->ch->hdr->sp_owner, &me, 0);
+		cas_strong_seqcst32(&pub->ch->hdr->sp_owner, &me, 0);
 	}
 	free(pub);
 }

@@ -321,7 +321,7 @@ static int claim_slow(struct shmbus_pub *pub, uint64_t need, uint64_t *pp,
 		 * acquire loads of head in other producers (above),
 		 * sb_handoff_help() and repair_claim(): our announcement
 		 * (R6) is visible to whoever sees the claim. */
-		if (cas_seqcst64(&h->head, &p, q)) {
+		if (cas_weak_seqcst64(&h->head, &p, q)) {
 			/* Won: ordered after the CAS by R2 below; read by
 			 * shmbusd only once this process is dead. */
 			store_relaxed64(&pub->slot->claim_end, q);

@@ -154,13 +154,13 @@ int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self)
 
 	/* A11: pairs with R11 in shmbus_pub_close() (a role given back is
 	 * 0, never `dead`) or a previous repairer's. */
-	if (dead == 0 || !cas_seqcst32(&ch->hdr->sp_owner, &cur, mark))
+	if (dead == 0 || !cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, mark))
 		return 0;
 	fixed = sb_sp_repair(ch);
 	/* R11: pairs with A11 in take_sp_role(): the role is free again,
 	 * and our repair is visible to its next owner. */
 	cur = mark;
-	cas_seqcst32(&ch->hdr->sp_owner, &cur, 0);
+	cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, 0);
 	return fixed;
 }
 
@@ -185,7 +185,7 @@ static bool adopt(struct shmbus_prod_slot *s, uint64_t o, uint32_t self)
 {
 	/* No data edge: the dead producer's stores are read after its death
 	 * (and after the acquire loads named where they are read). */
-	return cas_strong64(&s->owner, &o,
+	return cas_strong_seqcst64(&s->owner, &o,
 			    owner_word(SHMBUS_SLOT_ACTIVE, self));
 }
 
@@ -296,7 +296,7 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 	 * our slot keeps it all inside this lap.
 	 */
 	if (w != 0)	/* no edge: only the value is compared */
-		cas_strong64(word, &w, 0);
+		cas_strong_seqcst64(word, &w, 0);
 	sb_seg_index(ch, x, end);
 	pad_range(ch, x, end);
 	exp = x;
@@ -305,7 +305,7 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 	 * are visible to whoever sees the hand-off at end.  Strong: a
 	 * spurious failure would leave the hand-off at a claim no slot
 	 * announces once ours is released. */
-	if (!cas_strong64(&h->handoff, &exp, end)) {
+	if (!cas_strong_seqcst64(&h->handoff, &exp, end)) {
 		release_adopted(ch, dead);
 		return SB_HELP_LIVE;	/* another helper of x moved it */
 	}
@@ -383,7 +383,7 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 		/* Died setting the slot up (or releasing an adopted one): it
 		 * announces nothing yet, and goes back to FREE.  No edge,
 		 * as in adopt(). */
-		if (!cas_strong64(&s->owner, &o,
+		if (!cas_strong_seqcst64(&s->owner, &o,
 				  owner_word(SHMBUS_SLOT_BUSY, self)))
 			return 0;
 		release_adopted(ch, s);
@@ -420,7 +420,8 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	 * live process took meanwhile is left alone, and if we die here the
 	 * slot names us, and the next repairer takes it from us.  No edge:
 	 * nothing the dead owner wrote is read but `sleeping`, below. */
-	if (!cas_strong64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY, self)))
+	if (!cas_strong_seqcst64(&s->owner, &o,
+				 owner_word(SHMBUS_SLOT_BUSY, self)))
 		return 0;
 	/* A dead owner that was asleep still counts as a sleeper (it set
 	 * sleeping after its increment, sleep_wait()); the exchange lets

@@ -41,7 +41,7 @@ static void raise_hwm(struct shmbus_hdr *h, uint32_t n)
 
 	/* A monotone maximum, raised before our ACTIVE store; read by
 	 * producers after F1 (see refresh_limit()). */
-	while (cur < n && !cas_seqcst32(&h->nsub_hwm, &cur, n))
+	while (cur < n && !cas_strong_seqcst32(&h->nsub_hwm, &cur, n))
 		;
 }
 
@@ -61,7 +61,7 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
 		 * the dead owner's pid in one compare. */
-		if (!cas_strong64(&s->owner, &o,
+		if (!cas_strong_seqcst64(&s->owner, &o,
 				  owner_word(SHMBUS_SLOT_BUSY,
 					     (uint32_t)getpid())))
 			continue;
