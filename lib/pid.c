@@ -7,14 +7,16 @@
  * thread left, which has closed everything and never runs again.  A
  * zombie leader with live threads (its main thread called pthread_exit())
  * is alive: those threads may still publish.  A stopped or slow process
- * is alive, and so is one still on its way out.  shmbusd, a producer taking over a role, and a producer
- * releasing what holds it back all ask the same question here, so that
- * they agree on who is dead.
+ * is alive, and so is one still on its way out.  shmbusd, a producer
+ * taking over a role, and a producer releasing what holds it back all ask
+ * the same question here, so that they agree on who is dead.
  *
  * Pid reuse: a slot names a pid, and a pid reused by an unrelated process
- * makes the slot look alive until that process exits (never the other
- * way round: a live process is never judged gone).  Every repair compares
- * the state and the pid in the CAS that takes the slot.
+ * makes the slot look alive until that process exits.  Every repair
+ * compares the state and the pid in the CAS that takes the slot; between
+ * a verdict and that CAS, a dead owner's pid would have to be reused by a
+ * process that took this very slot, which is not ruled out, only
+ * unlikely (slots of dead owners are not free for the taking).
  */
 #define _GNU_SOURCE
 #include <errno.h>
