@@ -11,8 +11,8 @@
  * the payload padded to 8) written into a shared 4 MiB ring of slots, a
  * count published each way.  The two take turns in blocks of HO_BLOCK
  * batches between the same two processes, so that both see the same
- * placement of the two vCPUs; timed one after the other, their ratio had
- * ranged from 0.54 to 2.05 (docs/performance.md).  The producer records
+ * placement of the two vCPUs (timed one after the other, their ratio moves
+ * with the placement by a factor of two or more).  The producer records
  * the round trip and its own part (the writes; for shmbus,
  * shmbus_publish_batch()), in ns, and the table shows p50*.
  *

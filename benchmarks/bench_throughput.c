@@ -28,7 +28,7 @@
  * How often the consumer caught up (found nothing left after a batch) is
  * printed for copy2p/32 and shmbus's batch: a consumer that catches up
  * reads lines the producer has just written, and that regime is much
- * slower for small messages (docs/performance.md).  bench_handover
+ * slower for small messages.  bench_handover
  * measures that regime on its own.
  *
  * Fan-out (1 producer to 1, 2, 4 subscribers) and fan-in (2 producers on

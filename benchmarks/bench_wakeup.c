@@ -13,8 +13,8 @@
  * to the moment the handler (or the woken process) reads it.  The futex
  * and shmbus take turns in blocks of BLOCK messages between the same two
  * processes: how long the host takes to wake a vCPU moves by tens of
- * percent within minutes, and timed one after the other the two had
- * differed by up to 1.34 x for that reason alone (docs/performance.md).
+ * percent within minutes, which would move a ratio of the two timed one
+ * after the other by as much.
  *
  *   bench_wakeup [-q]
  */

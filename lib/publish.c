@@ -614,8 +614,7 @@ mbox_post(struct shmbus_pub *pub, uint64_t pos, uint64_t w, uint64_t seq,
  * length, which it has at hand: the other cases compile out.
  * The post comes before the wake check's fence: the fence then waits for
  * the mailbox line, which costs a streaming producer a little, but a
- * subscriber waiting on the mailbox sees the message one fence sooner
- * (docs/performance.md measures both orders).
+ * subscriber waiting on the mailbox sees the message one fence sooner.
  */
 static inline __attribute__((always_inline)) void
 commit_done(struct shmbus_pub *pub, uint64_t n, uint64_t pos, uint64_t w,
@@ -866,9 +865,8 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 		 * stored in the next round, and after the last record the
 		 * word zeroed in claim_done(): all before the first record's
 		 * commit makes any of them reachable, which is when the
-		 * invariant of docs/design.md §3 has to hold.  Zeroing the
-		 * inner words first as well cost 70-100 ns per batch of 32
-		 * small messages (docs/performance.md). */
+		 * invariant of docs/design.md §3 has to hold; zeroing the
+		 * inner words first as well would protect nothing. */
 		if (i > 0)
 			commit_word_at(ch, pos, tag | len);
 		last = pos;
@@ -879,7 +877,7 @@ SHMBUS_EXPORT int shmbus_publish_batch(shmbus_pub *pub,
 	 * through it (the index points past a claim, never into it), so they
 	 * see the batch whole or not at all, and a subscriber that has caught
 	 * up cannot follow the producer record by record through lines it is
-	 * still writing, which made both sides crawl (docs/performance.md).
+	 * still writing, which makes both sides crawl.
 	 * A producer that dies before this store leaves a claim that is
 	 * padded over whole (repair.c).  R1: the release orders the other
 	 * records' stores and commits before it, for a reader that sees it

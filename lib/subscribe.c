@@ -36,7 +36,7 @@
  * it has read 1/32 of the ring (2^-5), not only when it returns: a
  * block-policy producer waiting for room gets it while the subscriber
  * reads, instead of stalling until the whole poll is over and then
- * restarting with the subscriber right behind it (docs/performance.md). */
+ * restarting with the subscriber right behind it. */
 #define CURSOR_EVERY_SHIFT 5
 
 /* A subscriber that the mailbox finds behind prefetches this many bytes of
