@@ -68,8 +68,8 @@
  */
 #define SHMBUS_REC_MSG		0u
 #define SHMBUS_REC_PAD		1u
-#define SHMBUS_REC_SKIP		2u	/* an aborted or repaired message: same
-					 * shape as MSG, carries its seq, not
+#define SHMBUS_REC_SKIP		2u	/* an aborted message: same shape as
+					 * MSG, carries its seq, not
 					 * delivered */
 #define SHMBUS_REC_HDR		16u	/* commit word + sequence number */
 #define SHMBUS_REC_ALIGN	8u
