@@ -27,11 +27,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 
 #include "shmbusd.h"
 #include "../lib/busfile.h"
@@ -364,8 +366,45 @@ static size_t nuids, uids_cap;
 static struct sbd_client *idle_head, *idle_tail;	/* oldest first */
 static struct sbd_ratelimit rl_refused, rl_evicted, rl_idle;
 /* Given up to accept one connection when the descriptors run out, so that
- * the pending one can be taken off the queue and closed. */
+ * the pending one can be taken off the queue and closed.  Another thread
+ * may take the number it frees, so it is had again whenever it is -1;
+ * while it cannot be, the listening socket is not polled until
+ * listen_resume_ns (0: polled), instead of waking the loop for ever. */
 static int spare_fd = -1;
+static uint64_t listen_resume_ns;
+#define LISTEN_PAUSE_NS (100 * 1000000ull)
+/* At most this many connections accepted per wakeup: a flood of connects
+ * does not keep the loop from the clients already connected (the
+ * listening socket, level-triggered, stays ready for the rest). */
+#define ACCEPT_BATCH 32
+/* Clients dropped for not reading their replies; malformed requests (by
+ * kind, so that a flood of one does not hide another); requests refused
+ * for want of permission.  Each logged at most once a second, with the
+ * count of those left out. */
+enum malformed_kind {
+	BAD_SIZE, BAD_SHORT, BAD_MAGIC, BAD_VERSION, BAD_HEADER, BAD_BODY,
+	BAD_TYPE, BAD_KINDS
+};
+static const char *const malformed_why[BAD_KINDS] = {
+	[BAD_SIZE] = "oversized request", [BAD_SHORT] = "truncated request",
+	[BAD_MAGIC] = "bad magic",
+	[BAD_VERSION] = "unsupported protocol version",
+	[BAD_HEADER] = "inconsistent header",
+	[BAD_BODY] = "wrong body size", [BAD_TYPE] = "unknown request type",
+};
+static unsigned long dropped_unread, malformed[BAD_KINDS], denied;
+static struct sbd_ratelimit rl_unread, rl_malformed[BAD_KINDS], rl_denied;
+
+/* The listening socket polled (EPOLLIN) or not; its epoll data is the
+ * address of sbd.listen_fd, as main.c registered it. */
+static void listen_poll(bool on)
+{
+	struct epoll_event ev = { .events = on ? EPOLLIN : 0,
+				  .data.ptr = &sbd.listen_fd };
+
+	if (epoll_ctl(sbd.epoll_fd, EPOLL_CTL_MOD, sbd.listen_fd, &ev) < 0)
+		sbd_log(SBD_WARN, errno, "listening socket: epoll_ctl");
+}
 
 /* The uid's entry, or NULL.  With add, a new entry is made (NULL only if
  * out of memory); that may move the others. */
@@ -590,7 +629,15 @@ int sbd_control_expire(void)
 {
 	uint64_t timeout = (uint64_t)sbd.conf.idle_timeout_ms * 1000000u;
 	uint64_t now = sbd_now_ns(), wait;
+	int resume = -1;
 
+	/* The listening socket, resting since descriptors ran out. */
+	if (listen_resume_ns && now >= listen_resume_ns) {
+		listen_resume_ns = 0;
+		listen_poll(true);
+	} else if (listen_resume_ns) {
+		resume = (int)((listen_resume_ns - now + 999999) / 1000000);
+	}
 	while (idle_head && now - idle_head->since_ns >= timeout) {
 		struct sbd_client *cl = idle_head;
 
@@ -610,8 +657,10 @@ int sbd_control_expire(void)
 		sbd_control_drop(cl);
 	}
 	if (!idle_head)
-		return -1;
+		return resume;
 	wait = (idle_head->since_ns + timeout - now + 999999) / 1000000;
+	if (resume >= 0 && (uint64_t)resume < wait)
+		return resume;
 	return wait > INT_MAX ? INT_MAX : (int)wait;
 }
 
@@ -635,25 +684,40 @@ static void refuse(int fd, int err)
 	close(fd);
 }
 
+/* Whether the spare descriptor is held, opening it again if it is not. */
+static bool have_spare(void)
+{
+	if (spare_fd < 0)
+		spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return spare_fd >= 0;
+}
+
 /* Out of descriptors: take one pending connection off the queue with the
  * spare descriptor and close it, so that the listening socket does not
- * stay readable for ever.  Returns whether it could. */
+ * stay readable for ever.  Returns whether it could; if it could not, the
+ * listening socket rests for LISTEN_PAUSE_NS (sbd_control_expire()
+ * polls it again) rather than waking the loop at once, again and again. */
 static bool refuse_without_fds(int err)
 {
-	int fd;
+	int fd = -1;
 
 	sbd.refused++;
 	log_limited(&rl_refused, SBD_WARN, sbd.refused, "refused",
 		    "refused a connection: out of file descriptors (%s)",
 		    shmbus_strerror(-err));
-	if (spare_fd < 0)
-		return false;
-	close(spare_fd);
-	fd = accept4(sbd.listen_fd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd >= 0)
-		refuse(fd, EMFILE);
-	spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	return fd >= 0;
+	if (have_spare()) {
+		close(spare_fd);
+		spare_fd = -1;
+		fd = accept4(sbd.listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0)
+			refuse(fd, EMFILE);
+		have_spare();
+	}
+	if (fd < 0 || spare_fd < 0) {
+		listen_poll(false);
+		listen_resume_ns = sbd_now_ns() + LISTEN_PAUSE_NS;
+	}
+	return fd >= 0 && spare_fd >= 0;
 }
 
 /* --------------------------------------------------------------- socket */
@@ -705,7 +769,9 @@ void sbd_busfile_publish(void)
 
 void sbd_control_accept(void)
 {
-	for (;;) {
+	/* Had again if another thread took its number (see spare_fd). */
+	have_spare();
+	for (int batch = 0; batch < ACCEPT_BATCH; batch++) {
 		struct sbd_client *cl;
 		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
 		struct ucred cr;
@@ -715,9 +781,12 @@ void sbd_control_accept(void)
 
 		if (fd < 0) {
 			rc = errno;
-			if (rc == ECONNABORTED || rc == EINTR ||
-			    ((rc == EMFILE || rc == ENFILE) &&
-			     refuse_without_fds(rc)))
+			if (rc == EMFILE || rc == ENFILE) {
+				if (refuse_without_fds(rc))
+					continue;
+				return;	/* logged, and resting */
+			}
+			if (rc == ECONNABORTED || rc == EINTR)
 				continue;
 			if (rc != EAGAIN)
 				sbd_log(SBD_WARN, rc, "accept");
@@ -824,6 +893,43 @@ static int reply(struct sbd_client *cl, const struct shmbus_ctl_hdr *req,
 	return 0;
 }
 
+/* What a handler returns once it has replied itself: REPLIED, or DROP if
+ * the reply could not be queued and the client is to be disconnected. */
+#define REPLIED 1
+#define DROP 2
+
+/* A client whose reply cannot be queued (its socket's send buffer full:
+ * it does not read) is dropped, and so is one whose connection is gone.
+ * Returns REPLIED or DROP. */
+static int replied(struct sbd_client *cl, int rc)
+{
+	if (rc == 0)
+		return REPLIED;
+	if (rc == -EAGAIN || rc == -ENOBUFS) {
+		dropped_unread++;
+		log_limited(&rl_unread, SBD_NOTICE, dropped_unread, "dropped",
+			    "dropped pid %d (uid %u): its replies are not "
+			    "read (%s)", (int)cl->pid, (unsigned)cl->uid,
+			    shmbus_strerror(rc));
+	} else {
+		sbd_log(SBD_DEBUG, rc, "pid %d: reply not sent", (int)cl->pid);
+	}
+	return DROP;
+}
+
+/* Whether the client has not yet read a reply sent to it: a client asks,
+ * reads the answer, then asks again (lib/client.c), so one that sends a
+ * request before reading the last reply is not reading them.  Each reply
+ * to OPEN holds two of the daemon's descriptors in flight until it is
+ * read, counted against the daemon user's RLIMIT_NOFILE: one unread reply
+ * per connection bounds them. */
+static bool reply_unread(const struct sbd_client *cl)
+{
+	int queued = 0;
+
+	return ioctl(cl->fd, SIOCOUTQ, &queued) == 0 && queued > 0;
+}
+
 static bool privileged(const struct sbd_client *cl)
 {
 	return cl->uid == 0 || cl->uid == sbd.self_uid;
@@ -866,7 +972,7 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	struct sbd_chan *c;
 	struct sbd_rules *r;
 	bool ok;
-	int fds[2];
+	int fds[2], rc;
 
 	if ((req->role != SHMBUS_CTL_ROLE_PUB &&
 	     req->role != SHMBUS_CTL_ROLE_SUB) || req->flags)
@@ -891,8 +997,10 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	fds[1] = req->role == SHMBUS_CTL_ROLE_PUB ? c->data_rw : c->data_ro;
 	rcu_read_unlock();
 	if (!ok) {
-		sbd_log(SBD_NOTICE, 0, "%s: pid %d (uid %u) may not %s",
-			req->name, (int)cl->pid, (unsigned)cl->uid, role);
+		denied++;
+		log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
+			    "%s: pid %d (uid %u) may not %s", req->name,
+			    (int)cl->pid, (unsigned)cl->uid, role);
 		return deny(-EACCES, "uid %u may not %s on '%s': its %s "
 			      "rule names neither the uid nor its groups",
 			      (unsigned)cl->uid, role, req->name, role);
@@ -904,8 +1012,17 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		return 0;
 	/* The descriptors are closed only after an RCU grace period, by
 	 * call_rcu() from this thread: they are valid here. */
-	reply(cl, h, 0, NULL, 0, fds);
-	return 1;
+	rc = reply(cl, h, 0, NULL, 0, fds);
+	if (rc == -ETOOMANYREFS) {
+		/* The daemon's user has RLIMIT_NOFILE descriptors in flight
+		 * (unread, in its clients' sockets): said at once, rather
+		 * than a reply the client waits for in vain. */
+		sbd_log(SBD_WARN, rc, "%s: pid %d: descriptors not passed",
+			req->name, (int)cl->pid);
+		return deny(rc, "the daemon has too many descriptors in "
+			      "flight to its clients; try again");
+	}
+	return replied(cl, rc);
 }
 
 static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
@@ -1028,9 +1145,8 @@ static int do_list(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	rcu_read_unlock();
 	rep->offset = q->offset;
 	rep->total = i;
-	reply(cl, h, 0, buf,
-	      (uint32_t)(sizeof(*rep) + rep->count * sizeof(*e)), NULL);
-	return 1;
+	return replied(cl, reply(cl, h, 0, buf, (uint32_t)(sizeof(*rep) +
+					rep->count * sizeof(*e)), NULL));
 }
 
 static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
@@ -1071,15 +1187,14 @@ static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		for (uint32_t i = 0; i < o->nopen; i++)
 			d.clients += o->opened[i] == hash;
 	rcu_read_unlock();
-	reply(cl, h, 0, &d, sizeof(d), NULL);
-	return 1;
+	return replied(cl, reply(cl, h, 0, &d, sizeof(d), NULL));
 }
 
 #define NAME_RULE "a channel name is 1 to 200 letters, digits, '.', '_' " \
 		  "or '-', not starting with '.'"
 
-/* Dispatches one well-formed request.  Returns a status to reply with, or
- * 1 if the reply was sent already. */
+/* Dispatches one well-formed request.  Returns a status to reply with,
+ * REPLIED if the reply was sent already, or DROP. */
 static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		    const uint8_t *body)
 {
@@ -1114,8 +1229,8 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		};
 
 		snprintf(hello.bus, sizeof(hello.bus), "%s", sbd.conf.bus);
-		reply(cl, h, 0, &hello, sizeof(hello), NULL);
-		return 1;
+		return replied(cl, reply(cl, h, 0, &hello, sizeof(hello),
+					 NULL));
 	}
 	case SHMBUS_CTL_OPEN:
 	case SHMBUS_CTL_ATTACH:
@@ -1146,11 +1261,20 @@ bool sbd_control_serve(struct sbd_client *cl)
 	struct shmbus_ctl_hdr h = { 0 };
 	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
 	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
-	const char *why = NULL;
+	int bad = BAD_KINDS;	/* none */
 	ssize_t n;
 	int rc;
 
 	reason[0] = 0;
+	/* A request before the last reply was read: see reply_unread(). */
+	if (reply_unread(cl)) {
+		dropped_unread++;
+		log_limited(&rl_unread, SBD_NOTICE, dropped_unread, "dropped",
+			    "dropped pid %d (uid %u): it sent a request "
+			    "before reading the reply to the last one",
+			    (int)cl->pid, (unsigned)cl->uid);
+		return false;
+	}
 	/* No control buffer: descriptors a client sends are closed by the
 	 * kernel (MSG_CTRUNC), never received. */
 	n = recvmsg(cl->fd, &m, MSG_DONTWAIT);
@@ -1162,45 +1286,49 @@ bool sbd_control_serve(struct sbd_client *cl)
 		memcpy(&h, buf, sizeof(h));
 	if (m.msg_flags & MSG_TRUNC) {
 		rc = -EMSGSIZE;
-		why = "oversized request";
+		bad = BAD_SIZE;
 	} else if ((size_t)n < sizeof(h)) {
 		rc = -EBADMSG;
-		why = "truncated request";
+		bad = BAD_SHORT;
 		memset(&h, 0, sizeof(h));
 	} else if (h.magic != SHMBUS_CTL_MAGIC) {
 		rc = -EPROTO;
-		why = "bad magic";
+		bad = BAD_MAGIC;
 	} else if (h.version < SHMBUS_CTL_VERSION_MIN ||
 		   h.version > SHMBUS_CTL_VERSION) {
 		rc = deny(-EPROTONOSUPPORT, "protocol version %u: this "
 			    "daemon speaks %u to %u", h.version,
 			    SHMBUS_CTL_VERSION_MIN, SHMBUS_CTL_VERSION);
-		why = "unsupported protocol version";
+		bad = BAD_VERSION;
 	} else if (h.len != (size_t)n - sizeof(h) || h.status || h.reserved ||
 		   h.type & SHMBUS_CTL_REPLY) {
 		rc = -EBADMSG;
-		why = "inconsistent header";
+		bad = BAD_HEADER;
 	} else {
 		rc = dispatch(cl, &h, buf + sizeof(h));
 		if (rc == -EBADMSG || rc == -EOPNOTSUPP)
-			why = rc == -EBADMSG ? "wrong body size"
-					     : "unknown request type";
+			bad = rc == -EBADMSG ? BAD_BODY : BAD_TYPE;
 		else
 			client_spoke(cl);
 	}
-	if (why)
-		sbd_log(SBD_WARN, 0, "pid %d: %s (%zd bytes): answered %s",
-			(int)cl->pid, why, n, shmbus_strerror(rc));
-	if (rc == 1)
-		return true;
+	if (bad != BAD_KINDS) {
+		malformed[bad]++;
+		log_limited(&rl_malformed[bad], SBD_WARN, malformed[bad],
+			    "alike", "pid %d (uid %u): %s (%zd bytes): "
+			    "answered %s", (int)cl->pid, (unsigned)cl->uid,
+			    malformed_why[bad], n, shmbus_strerror(rc));
+	}
+	if (rc == REPLIED || rc == DROP)
+		return rc == REPLIED;
 	/* A client that does not read its replies is dropped.  A version 2
 	 * refusal says why, when there is more to say than the errno. */
 	if (rc < 0 && reason[0] && reply_version(&h) >= 2) {
 		for (char *p = reason; *p; p++)	/* a path from the config */
 			if ((unsigned char)*p < 0x20 || *p == 0x7f)
 				*p = '?';
-		return reply(cl, &h, rc, reason,
-			     (uint32_t)strlen(reason) + 1, NULL) == 0;
+		return replied(cl, reply(cl, &h, rc, reason,
+					 (uint32_t)strlen(reason) + 1,
+					 NULL)) == REPLIED;
 	}
-	return reply(cl, &h, rc, NULL, 0, NULL) == 0;
+	return replied(cl, reply(cl, &h, rc, NULL, 0, NULL)) == REPLIED;
 }
