@@ -51,6 +51,13 @@ extern "C" {
 #define SHMBUS_VERSION_MINOR 2
 #define SHMBUS_VERSION_PATCH 0
 
+/* Limits of a channel's layout (include/shmbus/layout.h, which defines
+ * the same values): subscriber and producer slots, and the longest
+ * message a single producer's mailbox carries. */
+#define SHMBUS_MAX_SUBSCRIBERS	64u
+#define SHMBUS_MAX_PRODUCERS	16u
+#define SHMBUS_MBOX_INLINE	40u
+
 typedef struct shmbus_channel shmbus_channel;
 typedef struct shmbus_pub shmbus_pub;
 typedef struct shmbus_sub shmbus_sub;
@@ -258,7 +265,7 @@ int shmbus_abort(shmbus_pub *pub);
 /*
  * Copies `len` bytes and publishes them as one message; returns as
  * shmbus_claim() does.  The quickest way to send a small message: up to
- * SHMBUS_MBOX_INLINE (40) bytes, a single producer's publish is one short
+ * SHMBUS_MBOX_INLINE bytes, a single producer's publish is one short
  * function, with nothing of the claim/commit pair's bookkeeping.
  */
 int shmbus_publish(shmbus_pub *pub, const void *data, size_t len);
@@ -339,7 +346,7 @@ typedef int (*shmbus_handler)(const struct shmbus_msg *msg, void *arg);
  * With the overwrite policy each message is first copied and validated,
  * so a handler never sees a torn message.  On a single-producer channel a
  * subscriber that has caught up takes a message of up to
- * SHMBUS_MBOX_INLINE (40) bytes from the channel's mailbox line, as a
+ * SHMBUS_MBOX_INLINE bytes from the channel's mailbox line, as a
  * validated copy (docs/design.md §5): the round trip is then one cache
  * line each way.  Every call that takes a message publishes the cursor
  * past it before it returns (the handler of a mailbox message reads the
@@ -405,8 +412,8 @@ struct shmbus_prod_info {
 };
 
 /*
- * Fills *out for subscriber slot `slot` (0..63) or producer slot `slot`
- * (0..15).  Returns 0, -ENOENT if the slot is not in use, -EINVAL past the
+ * Fills *out for subscriber slot `slot` (below SHMBUS_MAX_SUBSCRIBERS)
+ * or producer slot `slot` (below SHMBUS_MAX_PRODUCERS).  Returns 0, -ENOENT if the slot is not in use, -EINVAL past the
  * last slot.  Values are read from shared memory without locks: each field
  * is consistent on its own, the set is a snapshot.  Thread-safe.
  */

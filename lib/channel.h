@@ -20,6 +20,9 @@
 
 #define SHMBUS_EXPORT __attribute__((visibility("default")))
 
+_Static_assert(SHMBUS_MAX_SLOTS == SHMBUS_MAX_SUBSCRIBERS,
+	       "the manual's slot limit is the layout's");
+
 struct shmbus_channel {
 	struct shmbus_hdr *hdr;		/* control region, read-write */
 	struct shmbus_prod_slot *prods;
