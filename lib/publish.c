@@ -21,12 +21,6 @@
 #include "pub.h"
 #include "repair.h"
 
-/* gcc's straight-line vectorizer pairs neighbouring fields' updates
- * (head and room, seq and bytes) into SSE moves, shuffles and adds: more
- * instructions on the path of every message, for two additions. */
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-tree-slp-vectorize")
-#endif
 
 
 /*

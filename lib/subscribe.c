@@ -332,6 +332,21 @@ static inline bool mark_behind(uint64_t m, uint64_t p)
  * plain (see front_ready()) passes `plain`, which skips account_seq()'s
  * tests.
  */
+/* All the mailbox's words, whatever the length: five, written out (a loop
+ * stays a loop of about 20 instructions at -O2); the words past the
+ * length are never used.  Relaxed: the producer may be writing them, and
+ * the seqlock's check after the copy decides whether the copy is used. */
+_Static_assert(SHMBUS_MBOX_INLINE == 40, "mbox_copy() copies five words");
+
+static inline void mbox_copy(uint64_t dst[5], const struct shmbus_mbox *mb)
+{
+	dst[0] = load_relaxed64(&mb->payload[0]);
+	dst[1] = load_relaxed64(&mb->payload[1]);
+	dst[2] = load_relaxed64(&mb->payload[2]);
+	dst[3] = load_relaxed64(&mb->payload[3]);
+	dst[4] = load_relaxed64(&mb->payload[4]);
+}
+
 static inline __attribute__((always_inline)) enum mbox_say
 mbox_peek(struct shmbus_sub *sub, struct peeked *pk, bool plain)
 {
@@ -357,15 +372,7 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk, bool plain)
 	if (len > sub->mb_max || (p & sub->mask) + size > sub->cap)
 		return MB_IN_RING;
 	seq = load_relaxed64(&mb->seq);
-	/* All the words, whatever len: a fixed count, unrolled (at -O2 gcc
-	 * would otherwise keep a loop of 20 instructions here), and the
-	 * words past len are never used. */
-#pragma GCC unroll 5
-	for (uint32_t i = 0; i < SHMBUS_MBOX_INLINE / 8; i++) {
-		uint64_t v = load_relaxed64(&mb->payload[i]);
-
-		__builtin_memcpy(dst + 8 * i, &v, 8);
-	}
+	mbox_copy(sub->mbuf, mb);
 	/* A9: pairs with R9 in mbox_post(): if the copy saw any store of a
 	 * later post, mark no longer reads m.  The record at p was committed
 	 * in the ring before that post, so the ring has it. */
