@@ -177,9 +177,6 @@ bool sb_pid_alive(uint32_t pid);
 bool sb_pid_gone(uint32_t pid);
 bool sb_sub_ready(struct shmbus_sub *sub, bool force);
 void sb_sub_publish(struct shmbus_sub *sub);
-struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub);
-struct shmbus_sub_slot *sb_sub_slot(struct shmbus_sub *sub,
-				    enum shmbus_wait *wait, uint32_t *spin_ns);
 /* Maps a channel from its two descriptors (control, data). */
 struct shmbus_channel *sb_channel_map_fds(int ctl_fd, int data_fd,
 					  enum sb_map_mode mode, int *err);

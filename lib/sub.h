@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sub.h - a subscriber's private state, shared by subscribe.c (reading)
- * and subscriber.c (opening and closing).  Not part of the API.
+ * sub.h - a subscriber's private state, shared by subscribe.c (reading),
+ * subscriber.c (opening and closing) and wait.c (waiting).  Not part of
+ * the API.
  */
 #ifndef SHMBUS_SUB_H
 #define SHMBUS_SUB_H

@@ -200,17 +200,3 @@ SHMBUS_EXPORT int shmbus_sub_stats(shmbus_sub *sub, struct shmbus_sub_stats *st)
 	st->lag_bytes = head > sub->pos ? head - sub->pos : 0;
 	return 0;
 }
-
-/* For wait.c: the pieces of a subscriber it needs. */
-struct shmbus_channel *sb_sub_channel(struct shmbus_sub *sub)
-{
-	return sub->ch;
-}
-
-struct shmbus_sub_slot *sb_sub_slot(struct shmbus_sub *sub,
-				    enum shmbus_wait *wait, uint32_t *spin_ns)
-{
-	*wait = sub->wait;
-	*spin_ns = sub->spin_ns;
-	return sub->slot;
-}

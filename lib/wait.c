@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "sub.h"
 
 int64_t sb_now_ns(void)
 {
@@ -111,8 +112,10 @@ SHMBUS_EXPORT int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns)
 	sb_sub_publish(sub);
 	if (sb_sub_ready(sub, false))
 		return 0;
-	ch = sb_sub_channel(sub);
-	slot = sb_sub_slot(sub, &how, &spin_ns);
+	ch = sub->ch;
+	slot = sub->slot;
+	how = sub->wait;
+	spin_ns = sub->spin_ns;
 	start = sb_now_ns();
 	deadline = timeout_ns < 0 ? -1 : start + timeout_ns;
 	spin_end = how == SHMBUS_WAIT_SPIN ? INT64_MAX : start + spin_ns;
