@@ -691,3 +691,113 @@ Test(busstat, watch_without_term_and_on_resize, .init = setup,
 	for (int i = 0; i < 12; i++)
 		shmbus_channel_close(ch[i]);
 }
+
+/* However many other files the directory holds, every channel is listed
+ * (a fixed table once stopped at 1024 names, foreign ones included). */
+Test(busstat, many_foreign_files_do_not_hide_a_channel, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+	static char out[65536];
+	shmbus_channel *ch;
+	char name[32];
+
+	/* The channel first: tmpfs lists the newest names first. */
+	ch = th_create(dir, 8192, 64, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+	for (int i = 0; i < 1100; i++) {
+		snprintf(name, sizeof(name), "foreign-%04d", i);
+		put_file(dir, name, "not a channel\n", 0600);
+	}
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0, "%s", out);
+	cr_expect(strstr(out, "\nch "), "the channel is not listed:\n%s", out);
+	cr_expect(!strstr(out, "foreign-"), "a foreign file listed:\n%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 0);
+	cr_expect(strstr(out, "\"name\":\"ch\""), "%s", out);
+	shmbus_channel_close(ch);
+}
+
+/* No byte of `out` a terminal would act on: control characters but
+ * newline, DEL, or any byte above 0x7f (the test's names hold only
+ * invalid UTF-8 and C1 controls there). */
+static void no_raw_control(const char *out, const char *what)
+{
+	for (const unsigned char *p = (const void *)out; *p; p++)
+		cr_expect(*p == '\n' || (*p >= 0x20 && *p < 0x7f),
+			  "%s: raw byte 0x%02x at %zu:\n%s", what, *p,
+			  (size_t)(p - (const unsigned char *)out), out);
+}
+
+/* Whether python3 (if there is one) takes `out` as JSON; true without it. */
+static bool json_parses(const char *out)
+{
+	char path[256], cmd[512];
+	FILE *f;
+
+	if (system("command -v python3 >/dev/null 2>&1") != 0)
+		return true;
+	snprintf(path, sizeof(path), "%s/.out.json", dir);
+	f = fopen(path, "w");
+	cr_assert(f);
+	fputs(out, f);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "python3 -m json.tool %s >/dev/null 2>&1",
+		 path);
+	return system(cmd) == 0;
+}
+
+/* A channel file whose name holds escape sequences (the library refuses
+ * such names: the file is a copy of a channel's control file, as a hostile
+ * user could make) and a subscriber slot whose process name does (any
+ * subscriber writes its slot): no output passes them raw, and the JSON
+ * stays valid. */
+Test(busstat, names_and_process_names_are_escaped, .init = setup,
+     .fini = teardown)
+{
+	static const char evil[] = "ev\x1b]0;owned\x07\x7f\xff\xc2\x9b";
+	static char out[65536];
+	shmbus_channel *ch = th_create(dir, 8192, 64, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_sub *s = shmbus_sub_open(ch, NULL);
+	char src[256], dst[256], cmd[600], me[32] = "";
+	FILE *f = fopen("/proc/self/comm", "r");
+	uint8_t *map;
+	size_t len, mlen;
+	bool found = false;
+
+	cr_assert(s && f && fgets(me, sizeof(me), f));
+	fclose(f);
+	me[strcspn(me, "\n")] = 0;
+	mlen = strlen(me);
+	/* The slot's comm: our name as the library wrote it, replaced. */
+	map = th_map_channel(dir, &len);
+	cr_assert(map);
+	for (size_t i = 0; i + 16 <= len && !found; i++)
+		if (!memcmp(map + i, me, mlen) && map[i + mlen] == 0) {
+			memcpy(map + i, "\x1b[2J\x9b" "1m\xff\x07", 10);
+			found = true;
+		}
+	cr_assert(found, "no slot names %s", me);
+	munmap(map, len);
+	snprintf(src, sizeof(src), "%s/ch", dir);
+	snprintf(dst, sizeof(dst), "%s/%s", dir, evil);
+	snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", src, dst);
+	cr_assert_eq(system(cmd), 0);
+
+	busstat(out, sizeof(out), "-d %s", dir);
+	cr_expect(strstr(out, "\\x1b"), "%s", out);
+	no_raw_control(out, "table");
+	busstat(out, sizeof(out), "-d %s --json", dir);
+	no_raw_control(out, "json");
+	cr_expect(json_parses(out), "invalid JSON:\n%s", out);
+	busstat(out, sizeof(out), "-d %s --prometheus", dir);
+	no_raw_control(out, "prometheus");
+	cr_expect_eq(busstat(out, sizeof(out), "-d %s -c ch", dir), 0, "%s",
+		     out);
+	no_raw_control(out, "detail");
+	cr_expect(strstr(out, "\\x1b[2J"), "%s", out);
+	cr_expect_eq(busstat(out, sizeof(out), "-d %s -c ch --json", dir), 0);
+	no_raw_control(out, "detail json");
+	cr_expect(json_parses(out), "invalid JSON:\n%s", out);
+	unlink(dst);
+	shmbus_sub_close(s);
+	shmbus_channel_close(ch);
+}

@@ -49,7 +49,6 @@
 #define EXIT_USAGE 2
 #define EXIT_BADCH 3
 #define FIRST_SAMPLE_S 0.25	/* rates without an interval: over this */
-#define MAX_CHANNELS 1024
 #define NSUB 64u
 #define NPROD 16u
 
@@ -66,6 +65,77 @@ struct row {
 	uint64_t fill;			/* bytes not yet read by the slowest */
 	double msg_rate, byte_rate;	/* per second */
 };
+
+/* The channels of one sample, as many as the directory holds: the array
+ * grows (bounded by memory only). */
+struct rows {
+	struct row *r;
+	int n, cap;
+};
+
+/*
+ * Names and process names come from the directory and from shared memory
+ * that any subscriber writes: never to the terminal as they are.  In text,
+ * a byte that is not printable ASCII becomes \xNN, and a backslash \\.
+ * `out` holds 4 * strlen(s) + 1 bytes: TEXT_MAX for any name, TEXT_PATH
+ * for a directory.
+ */
+#define TEXT_MAX (4 * 256 + 1)
+#define TEXT_PATH (4 * PATH_MAX + 1)
+static const char *text(const char *s, char *out)
+{
+	char *o = out;
+
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '\\') {
+			*o++ = '\\';
+			*o++ = '\\';
+		} else if (ch < 0x20 || ch >= 0x7f) {
+			o += sprintf(o, "\\x%02x", ch);
+		} else {
+			*o++ = (char)ch;
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+/* The length of the UTF-8 sequence at s if it is valid, shortest form, not
+ * a surrogate, and not a C1 control (U+0080 to U+009F, which a terminal
+ * may act on); else 0. */
+static int utf8_len(const unsigned char *s)
+{
+	unsigned char c = s[0];
+	int n;
+	unsigned char lo = 0x80, hi = 0xbf;
+
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (c == 0xc2)
+		lo = 0xa0;	/* not C1 */
+	else if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (int i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
 
 static const char *err_word(int err)
 {
@@ -172,6 +242,12 @@ static bool data_file_of(const char *f, char *out)
 	return true;
 }
 
+/* The names of the channels' data files seen in a directory. */
+struct names {
+	char (*v)[256];
+	int n, cap;
+};
+
 /*
  * Whether `name` in the directory is a shmbus channel: its first 8 bytes
  * are the shmbus magic (a damaged channel keeps it, and is reported), or,
@@ -180,8 +256,7 @@ static bool data_file_of(const char *f, char *out)
  * start, or that this user may not read).  Anything else is another
  * program's file.
  */
-static bool is_channel(int dfd, const char *name, char (*data)[256],
-		       int ndata)
+static bool is_channel(int dfd, const char *name, const struct names *data)
 {
 	uint64_t magic = 0;
 	struct stat st;
@@ -200,48 +275,86 @@ static bool is_channel(int dfd, const char *name, char (*data)[256],
 		if (ours)
 			return true;
 	}
-	for (int i = 0; i < ndata; i++)
-		if (!strcmp(data[i], name))
+	for (int i = 0; i < data->n; i++)
+		if (!strcmp(data->v[i], name))
 			return true;
 	return false;
 }
 
-/* Lists the channels of `dir`; -errno if the bus itself is missing. */
-static int list(const char *dir, struct row *rows, int max)
+/* The array v of *cap elements of `size` bytes, with room for element n:
+ * v, or v moved and grown (*cap updated); NULL when out of memory (v
+ * stays as it was). */
+static void *grow(void *v, int *cap, int n, size_t size)
 {
-	static char data[MAX_CHANNELS][256];
-	int n = 0, ndata = 0, dfd;
+	void *p;
+	int c;
+
+	if (n < *cap)
+		return v;
+	if (*cap > INT_MAX / 2)
+		return NULL;
+	c = *cap ? 2 * *cap : 64;
+	p = realloc(v, (size_t)c * size);
+	if (p)
+		*cap = c;
+	return p;
+}
+
+/*
+ * Lists the channels of `dir` into out, sorted by name; n, or -errno: the
+ * bus itself missing, or -ENOMEM (nothing is ever left out silently).
+ * Two passes: the data files first, then every other name judged as it is
+ * read, so that only channels are kept, however many other files there
+ * are.
+ */
+static int list(const char *dir, struct rows *out)
+{
+	static struct names data;
 	struct dirent *e;
+	int dfd, rc = 0;
 	DIR *d = opendir(dir);
+	void *p;
 
 	if (!d)
 		return -errno;
 	dfd = dirfd(d);
-	while ((e = readdir(d)) && n < max) {
-		if (e->d_name[0] == '.') {
-			if (ndata < MAX_CHANNELS &&
-			    data_file_of(e->d_name, data[ndata]))
-				ndata++;
+	data.n = 0;
+	out->n = 0;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] != '.')
 			continue;
+		p = grow(data.v, &data.cap, data.n, sizeof(*data.v));
+		if (!p) {
+			rc = -ENOMEM;
+			goto out;
 		}
-		if (strlen(e->d_name) >= sizeof(rows->name))
-			continue;
-		if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN)
-			continue;
-		memset(&rows[n], 0, sizeof(rows[n]));
-		strcpy(rows[n].name, e->d_name);
-		n++;
+		data.v = p;
+		data.n += data_file_of(e->d_name, data.v[data.n]);
 	}
-	/* Now that every data file is known, keep the channels only. */
-	for (int i = 0; i < n;) {
-		if (is_channel(dfd, rows[i].name, data, ndata))
-			i++;
-		else
-			rows[i] = rows[--n];
+	rewinddir(d);
+	while ((e = readdir(d))) {
+		struct row *r;
+
+		if (e->d_name[0] == '.' ||
+		    strlen(e->d_name) >= sizeof(r->name) ||
+		    (e->d_type != DT_REG && e->d_type != DT_UNKNOWN) ||
+		    !is_channel(dfd, e->d_name, &data))
+			continue;
+		p = grow(out->r, &out->cap, out->n, sizeof(*out->r));
+		if (!p) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		out->r = p;
+		r = &out->r[out->n++];
+		memset(r, 0, sizeof(*r));
+		strcpy(r->name, e->d_name);
 	}
+	if (out->n > 1)
+		qsort(out->r, (size_t)out->n, sizeof(*out->r), by_name);
+out:
 	closedir(d);
-	qsort(rows, (size_t)n, sizeof(*rows), by_name);
-	return n;
+	return rc ? rc : out->n;
 }
 
 static double now_s(void)
@@ -275,19 +388,19 @@ static void rates(struct row *cur, int n, const struct row *prev, int pn,
 }
 
 /* Lists and samples every channel of dir into rows; n or -errno. */
-static int sample_all(const char *dir, struct row *rows)
+static int sample_all(const char *dir, struct rows *rows)
 {
-	int n = list(dir, rows, MAX_CHANNELS);
+	int n = list(dir, rows);
 
 	for (int i = 0; i < n; i++)
-		sample(dir, &rows[i]);
+		sample(dir, &rows->r[i]);
 	return n;
 }
 
 static void print_table(const struct row *r, int n, int header, double dt)
 {
 	char a[16], b[16], c[16], d[16], e[16], f[16], g[16], h[16], k[16],
-	     m[16];
+	     m[16], name[TEXT_MAX];
 
 	if (header)
 		printf("# MSG/S and B/S: rates over the last %.2f s\n"
@@ -298,12 +411,12 @@ static void print_table(const struct row *r, int n, int header, double dt)
 		       "REPAIRS", "REAPED", "STUCK");
 	for (int i = 0; i < n; i++, r++) {
 		if (r->err) {
-			printf("%-20s %-9s %s\n", r->name, "-",
+			printf("%-20s %-9s %s\n", text(r->name, name), "-",
 			       err_word(r->err));
 			continue;
 		}
 		printf("%-20s %-9s %6s %4.0f%% %3u %3u %7s %7s %7s %7s %7s %7s %7s %7s %5s\n",
-		       r->name,
+		       text(r->name, name),
 		       r->in.policy == SHMBUS_OVERWRITE ? "overwrite" : "block",
 		       human_bytes(a, sizeof(a), (double)r->in.capacity),
 		       100.0 * (double)r->fill / (double)r->in.capacity,
@@ -320,19 +433,29 @@ static void print_table(const struct row *r, int n, int header, double dt)
 }
 
 /* Channel names are [A-Za-z0-9._-] (the library refuses others), but the
- * directory may hold anything: escape what JSON needs. */
+ * directory and the slots may hold anything: a string is valid JSON, and
+ * prints nothing a terminal acts on.  Valid UTF-8 passes (but C1
+ * controls); control characters, DEL and any other byte are \u00XX. */
 static void json_str(const char *s)
 {
 	putchar('"');
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
+	while (*s) {
+		const unsigned char *u = (const unsigned char *)s;
+		int n;
 
-		if (ch == '"' || ch == '\\')
-			printf("\\%c", ch);
-		else if (ch < 0x20)
-			printf("\\u%04x", ch);
-		else
-			putchar(ch);
+		if (*u == '"' || *u == '\\') {
+			printf("\\%c", *u);
+			s++;
+		} else if (*u >= 0x20 && *u < 0x7f) {
+			putchar(*u);
+			s++;
+		} else if (*u >= 0x80 && (n = utf8_len(u))) {
+			fwrite(s, 1, (size_t)n, stdout);
+			s += n;
+		} else {
+			printf("\\u%04x", *u);
+			s++;
+		}
 	}
 	putchar('"');
 }
@@ -380,16 +503,32 @@ static void print_json(const char *dir, const struct row *r, int n,
 	printf("]}\n");
 }
 
-/* Label values escape backslash, double quote and newline. */
+/* Label values escape backslash, double quote and newline, as the format
+ * says; any other byte that is not printable ASCII or valid UTF-8 (see
+ * json_str()) is written as the four characters \xNN (its backslash
+ * escaped), so that the value is valid UTF-8 and harmless on a terminal. */
 static void prom_label(const char *s)
 {
-	for (; *s; s++) {
-		if (*s == '\\' || *s == '"')
-			printf("\\%c", *s);
-		else if (*s == '\n')
+	while (*s) {
+		const unsigned char *u = (const unsigned char *)s;
+		int n;
+
+		if (*u == '\\' || *u == '"') {
+			printf("\\%c", *u);
+			s++;
+		} else if (*u == '\n') {
 			printf("\\n");
-		else
-			putchar(*s);
+			s++;
+		} else if (*u >= 0x20 && *u < 0x7f) {
+			putchar(*u);
+			s++;
+		} else if (*u >= 0x80 && (n = utf8_len(u))) {
+			fwrite(s, 1, (size_t)n, stdout);
+			s += n;
+		} else {
+			printf("\\\\x%02x", *u);
+			s++;
+		}
 	}
 }
 
@@ -497,13 +636,14 @@ static void on_winch(int sig)
  * status the rows call for. */
 static int draw(const char *dir, const struct row *rows, int n, double dt)
 {
-	char line[512], a[16], b[16], c[16], d[16];
+	static char where[TEXT_PATH];
+	char line[1536], a[16], b[16], c[16], d[16], name[TEXT_MAX];
 	int status = 0, room = LINES - 3;
 	int fit = n <= room ? n : room - 1;	/* and a line for the rest */
 
 	erase();
 	snprintf(line, sizeof(line), "busstat %s  %d channels  rates over "
-		 "%.2f s  (sorted by lag; q quits)", dir, n, dt);
+		 "%.2f s  (sorted by lag; q quits)", text(dir, where), n, dt);
 	mvaddnstr(0, 0, line, COLS);
 	snprintf(line, sizeof(line), "%-20s %-9s %6s %3s %3s %8s %8s %8s %8s",
 		 "CHANNEL", "POLICY", "CAP", "PUB", "SUB", "MSG/S", "LAGMSG",
@@ -520,12 +660,12 @@ static int draw(const char *dir, const struct row *rows, int n, double dt)
 		if (i >= fit)
 			continue;
 		if (r->err)
-			snprintf(line, sizeof(line), "%-20s %s", r->name,
-				 err_word(r->err));
+			snprintf(line, sizeof(line), "%-20s %s",
+				 text(r->name, name), err_word(r->err));
 		else
 			snprintf(line, sizeof(line),
 				 "%-20s %-9s %6s %3u %3u %8s %8s %8s %8llu",
-				 r->name,
+				 text(r->name, name),
 				 r->in.policy == SHMBUS_OVERWRITE ? "overwrite"
 								  : "block",
 				 human_bytes(a, sizeof(a),
@@ -558,11 +698,11 @@ static int draw(const char *dir, const struct row *rows, int n, double dt)
  */
 static int watch(const char *dir, double interval)
 {
-	static struct row rows[2][MAX_CHANNELS];
+	static struct rows rows[2];
 	struct sigaction sa = { .sa_handler = on_winch };
 	const char *term = getenv("TERM");
 	int n_prev, n = 0, k = 0, status = 0;
-	struct row *shown = rows[1];
+	struct row *shown = NULL;
 	double t_prev, dt = 0;
 	SCREEN *scr;
 
@@ -579,7 +719,7 @@ static int watch(const char *dir, double interval)
 	}
 	/* The first sample, before the screen is taken: a missing bus is
 	 * reported as in the other modes. */
-	n_prev = sample_all(dir, rows[1]);
+	n_prev = sample_all(dir, &rows[1]);
 	if (n_prev < 0) {
 		fprintf(stderr, "busstat: %s: %s\n", dir, strerror(-n_prev));
 		return EXIT_FAIL;
@@ -600,10 +740,12 @@ static int watch(const char *dir, double interval)
 	curs_set(0);
 	usleep((useconds_t)(FIRST_SAMPLE_S * 1e6));
 	for (;; k++) {
-		struct row *cur = rows[k % 2], *prev = rows[(k + 1) % 2];
+		struct row *cur, *prev;
 		double t, next;
 
-		n = sample_all(dir, cur);
+		n = sample_all(dir, &rows[k % 2]);
+		cur = rows[k % 2].r;
+		prev = rows[(k + 1) % 2].r;
 		t = now_s();
 		if (n < 0) {
 			endwin();
@@ -614,7 +756,8 @@ static int watch(const char *dir, double interval)
 		dt = t - t_prev;
 		rates(cur, n, prev, n_prev, dt);
 		/* rates() matches by name, so the sort does not matter. */
-		qsort(cur, (size_t)n, sizeof(*cur), by_lag);
+		if (n > 1)
+			qsort(cur, (size_t)n, sizeof(*cur), by_lag);
 		shown = cur;
 		status = draw(dir, shown, n, dt);
 		n_prev = n;
@@ -656,6 +799,7 @@ static int detail(const char *dir, const char *name, enum format fmt)
 {
 	shmbus_channel *ch = shmbus_channel_open_ro(dir, name);
 	struct shmbus_channel_info in;
+	char safe[TEXT_MAX];
 	int first = 1;
 
 	if (!ch) {
@@ -675,7 +819,8 @@ static int detail(const char *dir, const char *name, enum format fmt)
 		       (unsigned long long)in.head,
 		       (unsigned long long)in.published);
 	} else {
-		printf("channel %s: head %llu, %llu messages published\n", name,
+		printf("channel %s: head %llu, %llu messages published\n",
+		       text(name, safe),
 		       (unsigned long long)in.head,
 		       (unsigned long long)in.published);
 		printf("%-5s %-8s %-16s %-6s %12s %10s %10s %10s %10s %-5s\n",
@@ -703,7 +848,8 @@ static int detail(const char *dir, const char *name, enum format fmt)
 			       si.sleeping ? "true" : "false");
 		} else {
 			printf("%-5u %-8d %-16s %-6s %12llu %10llu %10llu %10llu %10llu %-5s\n",
-			       i, (int)si.pid, si.comm, si.alive ? "alive" : "dead",
+			       i, (int)si.pid, text(si.comm, safe),
+			       si.alive ? "alive" : "dead",
 			       (unsigned long long)si.pos,
 			       (unsigned long long)si.lag_msgs,
 			       (unsigned long long)si.lag_bytes,
@@ -732,7 +878,7 @@ static int detail(const char *dir, const char *name, enum format fmt)
 			       (unsigned long long)pi.published);
 		} else {
 			printf("%-5u %-8d %-16s %-6s %12llu\n", i, (int)pi.pid,
-			       pi.comm, pi.alive ? "alive" : "dead",
+			       text(pi.comm, safe), pi.alive ? "alive" : "dead",
 			       (unsigned long long)pi.published);
 		}
 		first = 0;
@@ -803,7 +949,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	static struct row rows[2][MAX_CHANNELS];
+	static struct rows rows[2];
 	static char dirbuf[PATH_MAX];
 	const char *dir = NULL, *bus = NULL, *chan = NULL;
 	enum format fmt = TABLE;
@@ -889,7 +1035,7 @@ int main(int argc, char **argv)
 	 * first line (Prometheus has no rates: it needs none). */
 	t_prev = now_s();
 	if (fmt != PROM) {
-		n_prev = sample_all(dir, rows[1]);
+		n_prev = sample_all(dir, &rows[1]);
 		if (n_prev < 0) {
 			fprintf(stderr, "busstat: %s: %s\n", dir,
 				strerror(-n_prev));
@@ -898,8 +1044,8 @@ int main(int argc, char **argv)
 		usleep((useconds_t)(FIRST_SAMPLE_S * 1e6));
 	}
 	for (long k = 0; count < 0 || k < count; k++) {
-		struct row *cur = rows[k % 2], *prev = rows[(k + 1) % 2];
-		int n = sample_all(dir, cur);
+		int n = sample_all(dir, &rows[k % 2]);
+		struct row *cur = rows[k % 2].r, *prev = rows[(k + 1) % 2].r;
 		double t = now_s();
 
 		if (n < 0) {
