@@ -29,6 +29,7 @@
 #include "shmbusd.h"
 #include "shmbus/layout.h"
 #include "../lib/busfile.h"
+#include "../lib/channel.h"
 
 enum section { S_BUS, S_DEFAULTS, S_CHANNEL, S_NONE };
 
@@ -563,16 +564,10 @@ static char *reader(char *str, int num, void *stream)
 	return r;
 }
 
+/* The library's rule (sb_name_ok()), for a file's name. */
 static int valid_channel_name(const char *s)
 {
-	size_t n = strlen(s);
-
-	if (n == 0 || n > 200 || s[0] == '.')
-		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
-			return 0;
-	return 1;
+	return sb_name_ok(s, 200);
 }
 
 static int enter_section(struct parse_state *ps, const char *section)

@@ -23,19 +23,7 @@ const char *sb_run_dir(void)
 
 int sb_bus_name_ok(const char *name)
 {
-	size_t n = name ? strlen(name) : 0;
-
-	if (n == 0 || n > 63 || name[0] == '.')
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		char c = name[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-		      c == '-'))
-			return 0;
-	}
-	return 1;
+	return sb_name_ok(name, 63);
 }
 
 int sb_busfile_path_for(const char *socket, const char *bus, char *out,

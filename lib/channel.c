@@ -203,11 +203,11 @@ SHMBUS_EXPORT int shmbus_channel_attr_check(const struct shmbus_channel_attr *a,
 	return 0;
 }
 
-static int valid_name(const char *name)
+int sb_name_ok(const char *name, size_t max)
 {
 	size_t n = name ? strlen(name) : 0;
 
-	if (n == 0 || n > 200 || name[0] == '.')
+	if (n == 0 || n > max || name[0] == '.')
 		return 0;
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];
@@ -218,6 +218,11 @@ static int valid_name(const char *name)
 			return 0;
 	}
 	return 1;
+}
+
+static int valid_name(const char *name)
+{
+	return sb_name_ok(name, 200);
 }
 
 static int make_path(char *buf, size_t len, const char *dir, const char *name)
