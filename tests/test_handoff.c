@@ -58,6 +58,35 @@ static void await_head_past(struct shmbus_hdr *h, uint64_t pos)
 	cr_assert_fail("head stayed at %llu", (unsigned long long)pos);
 }
 
+/*
+ * This process as producer L0: its slot `mine` holds a won claim of 64
+ * bytes at head that it has not handed over, as a producer preempted right
+ * after its CAS on head leaves it.  Returns the claim's start.
+ */
+static uint64_t hold_claim(struct shmbus_hdr *h, struct shmbus_prod_slot *mine)
+{
+	uint64_t start = ld(&h->head);
+
+	st(&mine->claim_end, start + 64);
+	st(&mine->claim_pos, start);
+	st(&h->head, start + 64);
+	return start;
+}
+
+/* L0 hands over (the word after its claim zeroed first) and commits its
+ * claim as a padding record, as a producer does, then releases it. */
+static void hand_over(struct shmbus_hdr *h, struct shmbus_prod_slot *mine,
+		      uint8_t *data, uint64_t start)
+{
+	uint64_t mask = h->capacity - 1, tag = (start >> h->cap_log2) + 1;
+
+	st((uint64_t *)(data + ((start + 64) & mask)), 0);
+	st(&h->handoff, start + 64);
+	st((uint64_t *)(data + (start & mask)),
+	   tag << 32 | (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS | 56);
+	st(&mine->claim_pos, UINT64_MAX);
+}
+
 /* A producer that publishes one self-checking message of 100 bytes as
  * c->id, then exits; it says "ready" before it claims. */
 static int one_message(void *arg)
@@ -146,11 +175,8 @@ Test(handoff, dead_claim_behind_a_stopped_one, .init = NULL,
 		if ((uint32_t)(ld(&prods[i].owner) >> 32) == (uint32_t)getpid())
 			mine = &prods[i];
 	cr_assert(mine);
-	start = ld(&h->head);
-	cr_assert_eq(ld(&h->handoff), start);
-	st(&mine->claim_end, start + 64);
-	st(&mine->claim_pos, start);
-	st(&h->head, start + 64);
+	cr_assert_eq(ld(&h->handoff), ld(&h->head));
+	start = hold_claim(h, mine);
 
 	/* L1 claims behind L0 and waits for its hand-off: stop it there. */
 	child_pipes(&l1);
@@ -175,12 +201,7 @@ Test(handoff, dead_claim_behind_a_stopped_one, .init = NULL,
 
 	/* L0 hands over and commits a padding record, as a producer would;
 	 * then L1 continues. */
-	st((uint64_t *)(data + ((start + 64) & (h->capacity - 1))), 0);
-	st(&h->handoff, start + 64);
-	st((uint64_t *)(data + (start & (h->capacity - 1))),
-	   (uint64_t)((start >> h->cap_log2) + 1) << 32 |
-		   (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS | 56);
-	st(&mine->claim_pos, UINT64_MAX);
+	hand_over(h, mine, data, start);
 	kill(p1, SIGCONT);
 	cr_assert_eq(th_wait(p1), 0);
 	cr_assert_eq(th_wait(p3), 0);
@@ -741,10 +762,7 @@ Test(handoff, the_help_zeroes_a_stale_word_that_looks_committed,
 	cr_assert(mine);
 	/* This process holds a won claim [start, start + 64), not handed
 	 * over; W claims behind it, waits, and dies. */
-	start = ld(&h->head);
-	st(&mine->claim_end, start + 64);
-	st(&mine->claim_pos, start);
-	st(&h->head, start + 64);
+	start = hold_claim(h, mine);
 	pw = spawn_direct(&w);
 	await_head_past(h, start + 64);
 	kill(pw, SIGKILL);
@@ -754,12 +772,7 @@ Test(handoff, the_help_zeroes_a_stale_word_that_looks_committed,
 	tag = (start >> h->cap_log2) + 1;
 	st((uint64_t *)(data + ((end + 8) & mask)), 777);
 	st((uint64_t *)(data + (end & mask)), tag << 32 | 40);
-	/* Our hand-off, then our padding, as a producer does. */
-	st((uint64_t *)(data + ((start + 64) & mask)), 0);
-	st(&h->handoff, start + 64);
-	st((uint64_t *)(data + (start & mask)),
-	   tag << 32 | (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS | 56);
-	st(&mine->claim_pos, UINT64_MAX);
+	hand_over(h, mine, data, start);
 
 	cr_assert_eq(sb_handoff_help(ch, start + 64, (uint32_t)getpid(),
 				     sb_pid_gone), SB_HELP_DONE);
@@ -797,7 +810,7 @@ Test(handoff, the_daemon_hands_over_when_no_producer_waits, .fini = teardown,
 	shmbus_pub *pub;
 	uint8_t *ctl, *data, buf[256], msg[100];
 	size_t ctl_len, data_len;
-	uint64_t start, mask, t0;
+	uint64_t start, t0;
 	pid_t p2;
 
 	setup_with(conf_mp);
@@ -811,13 +824,9 @@ Test(handoff, the_daemon_hands_over_when_no_producer_waits, .fini = teardown,
 	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
 	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
-	mask = h->capacity - 1;
 	mine = slot_of(prods, getpid());
 	cr_assert(mine);
-	start = ld(&h->head);
-	st(&mine->claim_end, start + 64);
-	st(&mine->claim_pos, start);
-	st(&h->head, start + 64);
+	start = hold_claim(h, mine);
 	child_pipes(&d2);
 	p2 = th_spawn(one_message, &d2);
 	hear(d2.ready[0]);
@@ -825,12 +834,7 @@ Test(handoff, the_daemon_hands_over_when_no_producer_waits, .fini = teardown,
 	kill(p2, SIGKILL);
 	cr_assert_eq(th_wait(p2), 128 + SIGKILL);
 	/* Our hand-off and padding; nobody waits behind D2. */
-	st((uint64_t *)(data + ((start + 64) & mask)), 0);
-	st(&h->handoff, start + 64);
-	st((uint64_t *)(data + (start & mask)),
-	   ((start >> h->cap_log2) + 1) << 32 |
-		   (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS | 56);
-	st(&mine->claim_pos, UINT64_MAX);
+	hand_over(h, mine, data, start);
 	t0 = th_now_ns();
 	while (ld(&h->handoff) == start + 64) {
 		cr_assert(th_now_ns() - t0 < 2000000000ull,
