@@ -5,7 +5,9 @@
  *   main.c      arguments, the single-instance lock, signals, the loop
  *   config.c    the INI file, table-driven (libinih)
  *   registry.c  channels and clients in RCU hash tables (liburcu)
- *   control.c   the control socket: requests, authorisation, fd passing
+ *   channels.c  the channels: set up, adopted, created, reloaded
+ *   control.c   the control socket: admission, requests, authorisation,
+ *               fd passing
  *   reaper.c    the reaper thread: finds dead processes' slots, repairs
  *   log.c       levels, stderr or syslog
  *
@@ -221,8 +223,19 @@ int sbd_control_expire(void);
 bool sbd_control_serve(struct sbd_client *cl);
 void sbd_control_drop(struct sbd_client *cl);
 
-/* Creates (or adopts) the channel of a config entry and registers it. */
+/* channels.c.  Creates (or adopts) the channel of a config entry and
+ * registers it. */
 int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured);
+/* Creates channel file `name` exclusively, chowned as asked (-1: as is),
+ * and maps it into *out.  0 or -errno. */
+int sbd_channel_create_file(const char *name,
+			    const struct shmbus_channel_attr *a,
+			    int64_t owner, int64_t group, shmbus_channel **out);
+/* Registers a mapped channel under `name` with its rules; takes ownership
+ * of ch (closed on failure).  0, -ENOMEM, -EEXIST or an open error. */
+int sbd_channel_enroll(const char *name, shmbus_channel *ch,
+		       const struct sbd_rule *pub, const struct sbd_rule *sub,
+		       bool configured);
 /* Adopts valid channel files found in the shm dir that are not in the
  * config; sets corrupt ones aside. */
 void sbd_channel_adopt_dir(void);

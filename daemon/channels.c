@@ -1,0 +1,293 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * channels.c - the channels the daemon owns: set up from the config at
+ * start (adopted if their files validate, set aside and created anew if
+ * not), adopted from the directory (those created at run time), created
+ * and registered at run time, and reloaded on SIGHUP.  The control
+ * socket's requests that change them are control.c's.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmbusd.h"
+#include "../lib/channel.h"
+
+/* dir/name, or -ENAMETOOLONG. */
+static int chan_path(char *buf, size_t len, const char *prefix,
+		     const char *name, const char *suffix)
+{
+	int n = snprintf(buf, len, "%s/%s%s%s", sbd.conf.shm_dir, prefix, name,
+			 suffix);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static bool same_geometry(shmbus_channel *ch,
+			  const struct shmbus_channel_attr *a)
+{
+	struct shmbus_channel_info in;
+
+	shmbus_channel_info(ch, &in);
+	return in.capacity == a->capacity && in.max_msg == a->max_msg &&
+	       in.policy == a->policy && in.producers == a->producers;
+}
+
+/* A channel file that fails validation is renamed, never deleted: an
+ * operator may want to look at it. */
+static void set_aside(const char *name, int err)
+{
+	char from[PATH_MAX], to[PATH_MAX], when[32];
+
+	snprintf(when, sizeof(when), ".%ld", (long)time(NULL));
+	if (chan_path(from, sizeof(from), "", name, "") ||
+	    chan_path(to, sizeof(to), ".corrupt.", name, when) ||
+	    rename(from, to) < 0)
+		sbd_log(SBD_ERR, errno, "%s: invalid (%s), and cannot be set "
+			"aside as %s", name, shmbus_strerror(-err), to);
+	else
+		sbd_log(SBD_ERR, 0, "%s: invalid channel file (%s): set aside "
+			"as %s", name, shmbus_strerror(-err), to);
+}
+
+/* Registers a mapped channel; takes ownership of ch (closed on failure). */
+int sbd_channel_enroll(const char *name, shmbus_channel *ch,
+		       const struct sbd_rule *pub, const struct sbd_rule *sub,
+		       bool configured)
+{
+	struct shmbus_channel_info in;
+	struct sbd_chan *c = calloc(1, sizeof(*c));
+	struct sbd_rules *r = calloc(1, sizeof(*r));
+	struct stat st;
+	int rc = -ENOMEM;
+
+	if (!c || !r)
+		goto fail;
+	c->fd = c->data_rw = c->data_ro = -1;
+	rc = sb_channel_open_fds(sbd.conf.shm_dir, name, &c->fd, &c->data_rw,
+				 &c->data_ro);
+	if (rc)
+		goto fail;
+	snprintf(c->name, sizeof(c->name), "%s", name);
+	c->ch = ch;
+	shmbus_channel_info(ch, &in);
+	c->attr.capacity = in.capacity;
+	c->attr.max_msg = in.max_msg;
+	c->attr.policy = in.policy;
+	c->attr.producers = in.producers;
+	c->attr.numa_node = in.numa_node;
+	c->mode = fstat(c->fd, &st) == 0 ? st.st_mode & 0777 : 0;
+	c->configured = configured;
+	r->pub = *pub;
+	r->sub = *sub;
+	c->rules = r;
+	if (sbd_chan_add(c) == 0)
+		return 0;
+	rc = -EEXIST;
+fail:
+	if (c) {
+		if (c->fd >= 0)
+			close(c->fd);
+		if (c->data_rw >= 0)
+			close(c->data_rw);
+		if (c->data_ro >= 0)
+			close(c->data_ro);
+	}
+	free(c);
+	free(r);
+	shmbus_channel_close(ch);
+	return rc;
+}
+
+/* Creates channel file `name` (exclusively), chowned as asked (-1: as
+ * is), and maps it into *out.  0 or -errno. */
+int sbd_channel_create_file(const char *name,
+			    const struct shmbus_channel_attr *a,
+			    int64_t owner, int64_t group, shmbus_channel **out)
+{
+	char path[PATH_MAX];
+	shmbus_channel *ch;
+
+	ch = shmbus_channel_create(sbd.conf.shm_dir, name, a,
+				   SHMBUS_CREATE_EXCL);
+	if (!ch)
+		return -errno;
+	if (owner >= 0 || group >= 0) {
+		if (chan_path(path, sizeof(path), "", name, "") == 0 &&
+		    chown(path, (uid_t)owner, (gid_t)group) < 0)
+			sbd_log(SBD_WARN, errno, "%s: chown", name);
+	}
+	*out = ch;
+	return 0;
+}
+
+int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
+{
+	shmbus_channel *ch;
+	struct sbd_chan *c;
+	int rc;
+
+	rcu_read_lock();
+	c = sbd_chan_find(cc->name);	/* main thread: stays valid */
+	rcu_read_unlock();
+	if (c) {
+		struct sbd_rules *r;
+
+		if (!same_geometry(c->ch, &cc->attr)) {
+			sbd_log(SBD_WARN, 0, "%s: refused an incompatible "
+				"change (capacity, max_msg, policy or "
+				"producers): the channel keeps its geometry; "
+				"delete it to apply the new one", cc->name);
+			return -EEXIST;
+		}
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return -ENOMEM;
+		r->pub = cc->pub;
+		r->sub = cc->sub;
+		sbd_rules_replace(c, r);
+		c->configured = configured;
+		return 0;
+	}
+	ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
+	if (ch) {
+		if (!same_geometry(ch, &cc->attr))
+			sbd_log(SBD_WARN, 0, "%s: the existing channel's "
+				"geometry differs from the config: kept as it "
+				"is (delete it to apply the config)", cc->name);
+		else
+			sbd_log(SBD_INFO, 0, "%s: adopted", cc->name);
+	} else {
+		rc = -errno;
+		if (rc == -EPROTO || rc == -EPROTONOSUPPORT ||
+		    rc == -EBADMSG)
+			set_aside(cc->name, rc);
+		else if (rc != -ENOENT) {
+			sbd_log(SBD_ERR, rc, "%s: open", cc->name);
+			return rc;
+		}
+		rc = sbd_channel_create_file(cc->name, &cc->attr, cc->owner, cc->group,
+				 &ch);
+		if (rc) {
+			sbd_log(SBD_ERR, rc, "%s: create", cc->name);
+			return rc;
+		}
+		sbd_log(SBD_INFO, 0, "%s: created (%llu bytes, %s, %s)",
+			cc->name, (unsigned long long)cc->attr.capacity,
+			cc->attr.policy == SHMBUS_BLOCK ? "block" : "overwrite",
+			cc->attr.producers == SHMBUS_SINGLE_PRODUCER ?
+				"single producer" : "multi producer");
+	}
+	return sbd_channel_enroll(cc->name, ch, &cc->pub, &cc->sub, configured);
+}
+
+void sbd_channel_adopt_dir(void)
+{
+	DIR *d = opendir(sbd.conf.shm_dir);
+	struct dirent *e;
+
+	if (!d) {
+		sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
+		return;
+	}
+	while ((e = readdir(d))) {
+		shmbus_channel *ch;
+		struct sbd_chan *c;
+		int rc;
+
+		if (e->d_name[0] == '.' || e->d_type != DT_REG ||
+		    strlen(e->d_name) >= SHMBUS_CTL_NAME)
+			continue;
+		rcu_read_lock();
+		c = sbd_chan_find(e->d_name);
+		rcu_read_unlock();
+		if (c)
+			continue;
+		ch = shmbus_channel_open(sbd.conf.shm_dir, e->d_name);
+		if (!ch) {
+			rc = -errno;
+			/* Set aside only what is recognisably ours. */
+			if (rc == -EPROTONOSUPPORT || rc == -EBADMSG)
+				set_aside(e->d_name, rc);
+			else
+				sbd_log(SBD_DEBUG, rc, "%s: not a channel",
+					e->d_name);
+			continue;
+		}
+		if (sbd_channel_enroll(e->d_name, ch, &sbd.conf.def_pub,
+			   &sbd.conf.def_sub, false) == 0)
+			sbd_log(SBD_INFO, 0, "%s: adopted (created at run "
+				"time, default rules)", e->d_name);
+	}
+	closedir(d);
+}
+
+int sbd_reload(void)
+{
+	struct sbd_conf nc;
+	struct cds_lfht_iter it;
+	struct sbd_chan *c;
+
+	if (sbd_conf_load(sbd.conf.path, &nc)) {
+		sbd_log(SBD_ERR, 0, "reload refused: %s", nc.err);
+		return -EINVAL;
+	}
+	/* Against what the file said at start; a setting -d or -S
+	 * overrides stays overridden at a restart, whatever the file says. */
+	if (strcmp(nc.bus, sbd.conf.bus))
+		sbd_log(SBD_WARN, 0, "reload: name changed ('%s' to '%s'); it "
+			"takes effect only at restart", sbd.conf.bus, nc.bus);
+	if (strcmp(nc.file_socket, sbd.conf.file_socket) &&
+	    !strcmp(sbd.conf.socket, sbd.conf.file_socket))
+		sbd_log(SBD_WARN, 0, "reload: socket changed (%s to %s); it "
+			"takes effect only at restart", sbd.conf.file_socket,
+			nc.file_socket);
+	if (strcmp(nc.file_shm_dir, sbd.conf.file_shm_dir) &&
+	    !strcmp(sbd.conf.shm_dir, sbd.conf.file_shm_dir))
+		sbd_log(SBD_WARN, 0, "reload: shm_dir changed (%s to %s); it "
+			"takes effect only at restart", sbd.conf.file_shm_dir,
+			nc.file_shm_dir);
+	if (nc.reap_ms != sbd.conf.reap_ms)
+		sbd_log(SBD_WARN, 0, "reload: reap_interval_ms changed (%u to "
+			"%u); it takes effect only at restart",
+			sbd.conf.reap_ms, nc.reap_ms);
+	/* What a reload may change, on the main thread's own copy. */
+	sbd.conf.admins = nc.admins;
+	sbd.conf.def_pub = nc.def_pub;
+	sbd.conf.def_sub = nc.def_sub;
+	sbd.conf.max_channels = nc.max_channels;
+	sbd.conf.max_clients = nc.max_clients;
+	sbd.conf.max_clients_per_uid = nc.max_clients_per_uid;
+	sbd.conf.reserved_clients = nc.reserved_clients;
+	sbd.conf.idle_timeout_ms = nc.idle_timeout_ms;
+	sbd.conf.log_level = nc.log_level;
+	sbd_log_setup(nc.log_level, nc.syslog);
+	for (size_t i = 0; i < nc.nchans; i++)
+		sbd_channel_setup(&nc.chans[i], true);
+	rcu_read_lock();
+	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
+		bool found = false;
+
+		for (size_t i = 0; i < nc.nchans && !found; i++)
+			found = !strcmp(nc.chans[i].name, c->name);
+		if (c->configured && !found)
+			sbd_log(SBD_NOTICE, 0, "%s: no longer in the config; "
+				"kept (delete it with shmbusctl)", c->name);
+	}
+	rcu_read_unlock();
+	sbd_conf_free(&sbd.conf);
+	sbd.conf.chans = nc.chans;
+	sbd.conf.nchans = nc.nchans;
+	sbd_log(SBD_NOTICE, 0, "configuration reloaded from %s",
+		sbd.conf.path);
+	return 0;
+}
+
