@@ -136,27 +136,29 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 	int rc;
 
 	rcu_read_lock();
-	c = sbd_chan_find(cc->name);	/* main thread: stays valid */
-	rcu_read_unlock();
+	c = sbd_chan_find(cc->name);
 	if (c) {
-		struct sbd_rules *r;
+		struct sbd_rules *r = NULL;
 
 		if (!same_geometry(c->ch, &cc->attr)) {
 			sbd_log(SBD_WARN, 0, "%s: refused an incompatible "
 				"change (capacity, max_msg, policy or "
 				"producers): the channel keeps its geometry; "
 				"delete it to apply the new one", cc->name);
-			return -EEXIST;
+			rc = -EEXIST;
+		} else if (!(r = calloc(1, sizeof(*r)))) {
+			rc = -ENOMEM;
+		} else {
+			r->pub = cc->pub;
+			r->sub = cc->sub;
+			sbd_rules_replace(c, r);
+			c->configured = configured;
+			rc = 0;
 		}
-		r = calloc(1, sizeof(*r));
-		if (!r)
-			return -ENOMEM;
-		r->pub = cc->pub;
-		r->sub = cc->sub;
-		sbd_rules_replace(c, r);
-		c->configured = configured;
-		return 0;
+		rcu_read_unlock();
+		return rc;
 	}
+	rcu_read_unlock();
 	ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
 	if (ch) {
 		if (!same_geometry(ch, &cc->attr))

@@ -724,11 +724,12 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 							     : &r->sub,
 			     cl->uid, cl->gids, cl->ngids);
 	/* A subscriber gets the data file read-only: it cannot map the
-	 * messages writable, whatever it does. */
+	 * messages writable, whatever it does.  The descriptors are the
+	 * entry's: passed before the read-side section ends. */
 	fds[0] = c->fd;
 	fds[1] = req->role == SHMBUS_CTL_ROLE_PUB ? c->data_rw : c->data_ro;
-	rcu_read_unlock();
 	if (!ok) {
+		rcu_read_unlock();
 		denied++;
 		log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
 			    "%s: pid %d (uid %u) may not %s", req->name,
@@ -740,11 +741,10 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	note_open(cl, req->name);
 	sbd_log(SBD_DEBUG, 0, "%s: pid %d %s to %s", req->name, (int)cl->pid,
 		attach ? "re-attached" : "opened", role);
+	rc = attach ? 0 : reply(cl, h, 0, NULL, 0, fds);
+	rcu_read_unlock();
 	if (attach)
 		return 0;
-	/* The descriptors are closed only after an RCU grace period, by
-	 * call_rcu() from this thread: they are valid here. */
-	rc = reply(cl, h, 0, NULL, 0, fds);
 	if (rc == -ETOOMANYREFS) {
 		/* The daemon's user has RLIMIT_NOFILE descriptors in flight
 		 * (unread, in its clients' sockets): said at once, rather
@@ -824,14 +824,17 @@ static int do_delete(struct sbd_client *cl, const char *name)
 			      (unsigned)cl->uid);
 	rcu_read_lock();
 	c = sbd_chan_find(name);
-	rcu_read_unlock();
-	if (!c)
+	if (!c) {
+		rcu_read_unlock();
 		return deny(-ENOENT, "no channel '%s' on bus '%s'", name,
 			      sbd.conf.bus);
+	}
 	rc = shmbus_channel_unlink(sbd.conf.shm_dir, name);
+	if (!rc || rc == -ENOENT)
+		sbd_chan_remove(c);	/* freed after this section */
+	rcu_read_unlock();
 	if (rc && rc != -ENOENT)
 		return rc;
-	sbd_chan_remove(c);
 	sbd_log(SBD_NOTICE, 0, "%s: deleted by pid %d (uid %u)", name,
 		(int)cl->pid, (unsigned)cl->uid);
 	return 0;

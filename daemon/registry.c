@@ -61,12 +61,6 @@ static int match_name(struct cds_lfht_node *node, const void *key)
 		      key) == 0;
 }
 
-static int match_fd(struct cds_lfht_node *node, const void *key)
-{
-	return caa_container_of(node, struct sbd_client, node)->fd ==
-	       *(const int *)key;
-}
-
 struct sbd_chan *sbd_chan_find(const char *name)
 {
 	struct cds_lfht_iter it;
@@ -148,16 +142,6 @@ int sbd_client_add(struct sbd_client *cl)
 	cds_lfht_add(clients, fd_hash(cl->fd), &cl->node);
 	rcu_read_unlock();
 	return 0;
-}
-
-struct sbd_client *sbd_client_find(int fd)
-{
-	struct cds_lfht_iter it;
-	struct cds_lfht_node *n;
-
-	cds_lfht_lookup(clients, fd_hash(fd), match_fd, &fd, &it);
-	n = cds_lfht_iter_get_node(&it);
-	return n ? caa_container_of(n, struct sbd_client, node) : NULL;
 }
 
 static void free_client(struct rcu_head *h)

@@ -175,7 +175,6 @@ struct cds_lfht *sbd_chans(void);
 struct cds_lfht *sbd_clients(void);
 int sbd_client_add(struct sbd_client *cl);
 void sbd_client_remove(struct sbd_client *cl);
-struct sbd_client *sbd_client_find(int fd);
 uint64_t sbd_name_hash(const char *name);
 void sbd_rules_replace(struct sbd_chan *c, struct sbd_rules *r);
 
