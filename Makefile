@@ -94,10 +94,11 @@ CXX_TEST = $(BUILD)/tests/cxx_headers
 # Debian packages.  BUILD_PKGS is what `make` needs: the library libnuma,
 # shmbusd liburcu, libinih and libsystemd, busstat ncurses.  DEV_PKGS is
 # what the suite (Criterion, g++ for the headers' check, tmux for busstat
-# -w), the benchmarks (ZeroMQ, gnuplot) and their users (strace) add.
+# -w, python3 for check-ordering and the JSON checks) and the benchmarks
+# (ZeroMQ, gnuplot) add.
 BUILD_PKGS = gcc make pkg-config libnuma-dev liburcu-dev libinih-dev \
 	     libncurses-dev libsystemd-dev
-DEV_PKGS   = g++ libcriterion-dev libzmq3-dev gnuplot-nox tmux strace python3
+DEV_PKGS   = g++ libcriterion-dev libzmq3-dev gnuplot-nox tmux python3
 BUILD_DEPS_STAMP = $(BUILD)/.build-deps-ok
 DEPS_STAMP = $(BUILD)/.deps-ok
 
