@@ -101,6 +101,15 @@ Test(busstat, reports_exact_counts_and_lag, .init = setup, .fini = teardown)
 
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch", dir), 0);
 	cr_assert(strstr(out, "alive"), "%s", out);
+	/* With an interval and a count: that many samples. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch 0.05 3", dir), 0);
+	{
+		int n = 0;
+
+		for (const char *q = out; (q = strstr(q, "channel ch:")); q++)
+			n++;
+		cr_assert_eq(n, 3, "%d samples: %s", n, out);
+	}
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0);
 	cr_assert(strstr(out, "CHANNEL") && strstr(out, "block"), "%s", out);
 

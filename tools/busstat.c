@@ -1026,8 +1026,17 @@ int main(int argc, char **argv)
 			return status;
 		dir = dirbuf;
 	}
-	if (chan)
-		return detail(dir, chan, fmt);
+	if (chan) {
+		/* Once, or every interval (count times, or for ever). */
+		for (long k = 0;; k++) {
+			status = detail(dir, chan, fmt);
+			if (status == EXIT_FAIL || !(interval > 0) ||
+			    (count > 0 && k + 1 >= count))
+				return status;
+			fflush(stdout);
+			usleep((useconds_t)(interval * 1e6));
+		}
+	}
 	if (fmt == WATCH)
 		return watch(dir, interval > 0 ? interval : 1.0);
 
