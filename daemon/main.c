@@ -341,10 +341,11 @@ static void loop(void)
 int main(int argc, char **argv)
 {
 	const char *conf = NULL, *bus = "default", *dir = NULL, *sock = NULL;
-	char defconf[PATH_MAX], shm_made[PATH_MAX];
+	char defconf[PATH_MAX], shm_made[PATH_MAX] = "";
 	bool check_only = false, use_syslog = false, verbose = false;
 	struct epoll_event ev = { .events = EPOLLIN };
-	int opt, lock_fd;
+	bool rcu = false, registry = false, reaper = false;
+	int opt, lock_fd = -1, rc = 1;
 
 	static const struct option opts[] = {
 		{ "help", no_argument, NULL, 'h' },
@@ -399,27 +400,30 @@ int main(int argc, char **argv)
 		      use_syslog || sbd.conf.syslog);
 	sbd.self_uid = geteuid();
 	sbd.self_pid = getpid();
+	sbd.listen_fd = sbd.epoll_fd = -1;
 	umask(0);
 	lock_fd = take_lock();
 	if (lock_fd < 0)
-		return 1;
+		goto out;
 	raise_fd_limit();
 	if (mkdirs(sbd.conf.shm_dir, 0755, shm_made) < 0) {
 		sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
-		return 1;
+		goto out;
 	}
 	if (dir_is_ours(sbd.conf.shm_dir) < 0)
-		return 1;
+		goto out;
 	rcu_register_thread();
+	rcu = true;
 	if (sbd_registry_init() || setup_signals()) {
 		sbd_log(SBD_ERR, ENOMEM, "start");
-		return 1;
+		goto out;
 	}
+	registry = true;
 	for (size_t i = 0; i < sbd.conf.nchans; i++)
 		if (sbd_channel_setup(&sbd.conf.chans[i], true) < 0) {
 			sbd_log(SBD_ERR, 0, "%s: cannot set up channel; "
 				"stopping", sbd.conf.chans[i].name);
-			return 1;
+			goto out;
 		}
 	sbd_channel_adopt_dir();
 	/* Processes that died while no daemon watched. */
@@ -427,18 +431,23 @@ int main(int argc, char **argv)
 	sbd.listen_fd = sbd_control_listen();
 	if (sbd.listen_fd < 0) {
 		sbd_log(SBD_ERR, sbd.listen_fd, "%s", sbd.conf.socket);
-		return 1;
+		goto out;
 	}
 	sbd_busfile_publish();
 	sbd.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (sbd.epoll_fd < 0) {
+		sbd_log(SBD_ERR, errno, "epoll");
+		goto out;
+	}
 	ev.data.ptr = &sbd.listen_fd;
 	epoll_ctl(sbd.epoll_fd, EPOLL_CTL_ADD, sbd.listen_fd, &ev);
 	ev.data.ptr = sig_pipe;
 	epoll_ctl(sbd.epoll_fd, EPOLL_CTL_ADD, sig_pipe[0], &ev);
 	if (sbd_reaper_start()) {
 		sbd_log(SBD_ERR, errno, "reaper");
-		return 1;
+		goto out;
 	}
+	reaper = true;
 	sbd_log(SBD_NOTICE, 0, "serving bus '%s': %lu channels in %s, socket "
 		"%s, pid %d", sbd.conf.bus, sbd_chan_count(), sbd.conf.shm_dir,
 		sbd.conf.socket, (int)sbd.self_pid);
@@ -449,21 +458,35 @@ int main(int argc, char **argv)
 	sd_notify(0, "STOPPING=1\nSTATUS=stopping");
 	sbd_log(SBD_NOTICE, 0, "stopping%s", sbd.conf.remove_on_exit ?
 		" (removing the channels: remove_on_exit)" : "");
-	close(sbd.listen_fd);
-	unlink(sbd.conf.socket);
-	drop_all_clients();
-	sbd_reaper_stop();
-	if (sbd.conf.remove_on_exit)
+	rc = 0;
+out:
+	/* One way out, from a failed start too: what was set up is undone,
+	 * in reverse.  Channels and the shm_dir are removed only after a
+	 * clean run with remove_on_exit. */
+	if (sbd.listen_fd >= 0) {
+		close(sbd.listen_fd);
+		unlink(sbd.conf.socket);
+	}
+	if (registry)
+		drop_all_clients();
+	if (reaper)
+		sbd_reaper_stop();
+	if (rc == 0 && sbd.conf.remove_on_exit)
 		remove_channels();
-	sbd_registry_fini();
-	if (sbd.conf.remove_on_exit && shm_made[0])
+	if (registry)
+		sbd_registry_fini();
+	if (rc == 0 && sbd.conf.remove_on_exit && shm_made[0])
 		remove_shm_dir(shm_made);
+	if (sbd.epoll_fd >= 0)
+		close(sbd.epoll_fd);
 	if (sbd.refused || sbd.evicted || sbd.timed_out)
 		sbd_log(SBD_NOTICE, 0, "connections refused: %lu, evicted: %lu, "
 			"closed as idle: %lu", sbd.refused, sbd.evicted,
 			sbd.timed_out);
-	rcu_unregister_thread();
+	if (rcu)
+		rcu_unregister_thread();
 	sbd_conf_free(&sbd.conf);
-	close(lock_fd);
-	return 0;
+	if (lock_fd >= 0)
+		close(lock_fd);
+	return rc;
 }
