@@ -36,7 +36,9 @@ void th_rmdir(const char *dir)
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		unlink(path);
+		/* A test's own subdirectories (a daemon's shm_dir) too. */
+		if (unlink(path) < 0 && errno == EISDIR)
+			th_rmdir(path);
 	}
 	closedir(d);
 	rmdir(dir);
