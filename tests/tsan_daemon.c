@@ -228,6 +228,10 @@ int main(void)
 
 		snprintf(lock, sizeof(lock), "%s.lock", sock);
 		unlink(lock);
+		/* The bus file the daemon writes beside its socket (the bus
+		 * is named after its config file: "bus"). */
+		snprintf(lock, sizeof(lock), "%s/bus.bus", dir);
+		unlink(lock);
 	}
 	rmdir(dir);
 	printf("tsan_daemon: %llu messages across a daemon restart, no race\n",
