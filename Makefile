@@ -80,7 +80,8 @@ SOREAL  = libshmbus.so.$(VERSION)
 LIB_A   = $(BUILD)/libshmbus.a
 LIB_INT = $(BUILD)/libshmbus-internal.a
 LIB_SO  = $(BUILD)/$(SONAME)
-HEADERS = include/shmbus.h include/shmbus/layout.h include/shmbus/protocol.h
+HEADERS = include/shmbus.h include/shmbus/layout.h include/shmbus/protocol.h \
+	  include/shmbus/static_assert.h
 UNIT    = $(BUILD)/shmbusd@.service
 MAN1    = docs/busstat.1
 MAN3    = docs/shmbus.3
@@ -412,18 +413,7 @@ FUZZ_LEN_config  = 4096
 # Installs clang and its fuzzer runtime when run as root; else names them.
 $(FUZZ_BUILD)/.fuzz-deps-ok: Makefile
 	$(Q)mkdir -p $(FUZZ_BUILD)
-	$(Q)missing=""; for p in $(FUZZ_PKGS); do \
-		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		if [ "$$(id -u)" = 0 ]; then \
-			echo "  DEPS   installing:$$missing"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
-		else \
-			echo "shmbus: make fuzz needs:$$missing"; \
-			echo "        install them with: sudo apt-get install$$missing"; exit 1; \
-		fi; \
-	fi; touch $@
+	$(call install_pkgs,$(FUZZ_PKGS))
 
 fuzz-build: $(FUZZ_BUILD)/.fuzz-deps-ok
 	$(Q)$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang \

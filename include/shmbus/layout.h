@@ -38,6 +38,8 @@
 
 #include <stdint.h>
 
+#include "static_assert.h"
+
 #define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
 #define SHMBUS_LAYOUT_VERSION	3u
 
@@ -250,16 +252,6 @@ struct shmbus_hdr {
 
 	uint8_t reserved[SHMBUS_HDR_SIZE - 9 * 64];
 };
-
-/* C11's _Static_assert is C++11's static_assert: the header compiles as
- * either. */
-#ifndef SHMBUS_STATIC_ASSERT
-#ifdef __cplusplus
-#define SHMBUS_STATIC_ASSERT(e, msg) static_assert(e, msg)
-#else
-#define SHMBUS_STATIC_ASSERT(e, msg) _Static_assert(e, msg)
-#endif
-#endif
 
 #define SHMBUS_ASSERT_OFFSET(t, f, o) \
 	SHMBUS_STATIC_ASSERT(__builtin_offsetof(t, f) == (o), \

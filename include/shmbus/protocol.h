@@ -23,6 +23,8 @@
 
 #include <stdint.h>
 
+#include "static_assert.h"
+
 #define SHMBUS_CTL_MAGIC	0x31434253u	/* "SBC1" */
 #define SHMBUS_CTL_VERSION	2u	/* what this header describes */
 #define SHMBUS_CTL_VERSION_MIN	1u	/* the oldest a daemon still answers */
@@ -122,16 +124,6 @@ struct shmbus_ctl_desc {
 #define SHMBUS_CTL_LIST_PAGE \
 	((SHMBUS_CTL_MAX - sizeof(struct shmbus_ctl_hdr) - \
 	  sizeof(struct shmbus_ctl_list)) / sizeof(struct shmbus_ctl_entry))
-
-/* C11's _Static_assert is C++11's static_assert: the header compiles as
- * either. */
-#ifndef SHMBUS_STATIC_ASSERT
-#ifdef __cplusplus
-#define SHMBUS_STATIC_ASSERT(e, msg) static_assert(e, msg)
-#else
-#define SHMBUS_STATIC_ASSERT(e, msg) _Static_assert(e, msg)
-#endif
-#endif
 
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_hdr) == 24, "ctl hdr size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_create) == 288, "ctl create size");
