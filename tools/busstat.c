@@ -432,31 +432,44 @@ static void print_table(const struct row *r, int n, int header, double dt)
 	}
 }
 
-/* Channel names are [A-Za-z0-9._-] (the library refuses others), but the
- * directory and the slots may hold anything: a string is valid JSON, and
- * prints nothing a terminal acts on.  Valid UTF-8 passes (but C1
- * controls); control characters, DEL and any other byte are \u00XX. */
+/*
+ * Writes s escaped for a JSON string or a Prometheus label value.  Channel
+ * names are [A-Za-z0-9._-] (the library refuses others), but the directory
+ * and the slots may hold anything: the output is valid UTF-8 and prints
+ * nothing a terminal acts on.  Both escape backslash and double quote;
+ * printable ASCII and valid UTF-8 (but C1 controls) pass.  Any other byte
+ * is \u00XX in JSON; in a label, a newline is \n, as the format says, and
+ * any other byte the four characters \xNN (its backslash escaped).
+ */
+static void escaped(const char *s, bool json)
+{
+	while (*s) {
+		const unsigned char *u = (const unsigned char *)s;
+		int n = *u >= 0x80 ? utf8_len(u) : 0;
+
+		if (n) {
+			fwrite(s, 1, (size_t)n, stdout);
+			s += n;
+			continue;
+		}
+		if (*u == '"' || *u == '\\')
+			printf("\\%c", *u);
+		else if (*u >= 0x20 && *u < 0x7f)
+			putchar(*u);
+		else if (json)
+			printf("\\u%04x", *u);
+		else if (*u == '\n')
+			printf("\\n");
+		else
+			printf("\\\\x%02x", *u);
+		s++;
+	}
+}
+
 static void json_str(const char *s)
 {
 	putchar('"');
-	while (*s) {
-		const unsigned char *u = (const unsigned char *)s;
-		int n;
-
-		if (*u == '"' || *u == '\\') {
-			printf("\\%c", *u);
-			s++;
-		} else if (*u >= 0x20 && *u < 0x7f) {
-			putchar(*u);
-			s++;
-		} else if (*u >= 0x80 && (n = utf8_len(u))) {
-			fwrite(s, 1, (size_t)n, stdout);
-			s += n;
-		} else {
-			printf("\\u%04x", *u);
-			s++;
-		}
-	}
+	escaped(s, true);
 	putchar('"');
 }
 
@@ -503,34 +516,6 @@ static void print_json(const char *dir, const struct row *r, int n,
 	printf("]}\n");
 }
 
-/* Label values escape backslash, double quote and newline, as the format
- * says; any other byte that is not printable ASCII or valid UTF-8 (see
- * json_str()) is written as the four characters \xNN (its backslash
- * escaped), so that the value is valid UTF-8 and harmless on a terminal. */
-static void prom_label(const char *s)
-{
-	while (*s) {
-		const unsigned char *u = (const unsigned char *)s;
-		int n;
-
-		if (*u == '\\' || *u == '"') {
-			printf("\\%c", *u);
-			s++;
-		} else if (*u == '\n') {
-			printf("\\n");
-			s++;
-		} else if (*u >= 0x20 && *u < 0x7f) {
-			putchar(*u);
-			s++;
-		} else if (*u >= 0x80 && (n = utf8_len(u))) {
-			fwrite(s, 1, (size_t)n, stdout);
-			s += n;
-		} else {
-			printf("\\\\x%02x", *u);
-			s++;
-		}
-	}
-}
 
 struct prom_metric {
 	const char *name, *type, *help;
@@ -599,7 +584,7 @@ static void print_prom(const struct row *rows, int n)
 				memcpy(&v, (const char *)r + pm->off, sizeof(v));
 			}
 			printf("%s{channel=\"", pm->name);
-			prom_label(r->name);
+			escaped(r->name, false);
 			printf("\"} %llu\n", v);
 		}
 	}
