@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * control.c - the control socket: who may connect (admission), the
- * requests and their checks, authorisation, descriptor passing.  The
- * channels themselves are channels.c's.
+ * control.c - the control socket: accepting connections, the requests
+ * and their checks, authorisation, descriptor passing.  Who gets a place
+ * is admission.c's; the channels themselves are channels.c's.
  *
  * Every request is checked before it is believed: the datagram's size
  * against the header's, the magic and the version, the body's exact size
@@ -17,7 +17,7 @@
  *
  * Who gets a place in the client table at all is decided when a
  * connection is accepted, so that no local user can take every place
- * (see "admission" below and docs/shmbusd.md, "Connection limits").
+ * (admission.c, and docs/shmbusd.md, "Connection limits").
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -59,44 +59,6 @@ static int deny(int err, const char *fmt, ...)
 	return err;
 }
 
-/* ------------------------------------------------------------ admission */
-
-/*
- * The client table has max_clients places.  A client is privileged if it
- * is root, the daemon's user or named by [bus] admins when it connects;
- * the others are ordinary.
- *
- *   - An ordinary uid holds at most max_clients_per_uid places, and the
- *     ordinary uids together at most max_clients - reserved_clients: the
- *     reserve is for privileged clients only, who have no per-uid limit.
- *   - A connection that has not completed a well-formed request is idle:
- *     it is closed idle_timeout_ms after it was accepted.  One that has is
- *     a client keeping its connection for crash detection: it is kept.
- *   - When the table (or the ordinary part of it) is full, a newcomer may
- *     evict the oldest idle connection of the ordinary uid holding the
- *     most places, if that uid holds more than the newcomer would after
- *     admission (any such uid, for a privileged newcomer).  Otherwise the
- *     newcomer is refused.  So a flooder loses places to a uid holding
- *     fewer, never the other way round, and a connection that spoke is
- *     never evicted.  The oldest idle one goes: a real client is idle only
- *     between its connect and its HELLO, so the newest idle connection is
- *     the one most likely to be a real client.
- *
- * The places ordinary uids hold are counted per uid in `uids`, sorted by
- * uid (at most one entry per ordinary client).  Refusals, evictions and
- * timeouts are counted in sbd and logged at most once a second each.
- */
-
-struct uid_count {
-	uid_t uid;
-	unsigned n;		/* places held */
-	unsigned idle;		/* of which idle */
-};
-
-static struct uid_count *uids;
-static size_t nuids, uids_cap;
-static struct sbd_client *idle_head, *idle_tail;	/* oldest first */
-static struct sbd_ratelimit rl_refused, rl_evicted, rl_idle;
 /* Given up to accept one connection when the descriptors run out, so that
  * the pending one can be taken off the queue and closed.  Another thread
  * may take the number it frees, so it is had again whenever it is -1;
@@ -138,230 +100,10 @@ static void listen_poll(bool on)
 		sbd_log(SBD_WARN, errno, "listening socket: epoll_ctl");
 }
 
-/* The uid's entry, or NULL.  With add, a new entry is made (NULL only if
- * out of memory); that may move the others. */
-static struct uid_count *uid_slot(uid_t uid, bool add)
-{
-	size_t lo = 0, hi = nuids;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (uids[mid].uid == uid)
-			return &uids[mid];
-		if (uids[mid].uid < uid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (!add)
-		return NULL;
-	if (nuids == uids_cap) {
-		size_t cap = uids_cap ? 2 * uids_cap : 16;
-		struct uid_count *grown = realloc(uids, cap * sizeof(*uids));
-
-		if (!grown)
-			return NULL;
-		uids = grown;
-		uids_cap = cap;
-	}
-	memmove(&uids[lo + 1], &uids[lo], (nuids - lo) * sizeof(*uids));
-	uids[lo] = (struct uid_count){ .uid = uid };
-	nuids++;
-	return &uids[lo];
-}
-
-static void uid_release(struct sbd_client *cl)
-{
-	struct uid_count *u = uid_slot(cl->uid, false);
-
-	if (!u)
-		return;
-	u->n--;
-	u->idle -= !cl->spoke;
-	if (u->n == 0) {
-		size_t i = (size_t)(u - uids);
-
-		memmove(u, u + 1, (nuids - i - 1) * sizeof(*uids));
-		nuids--;
-	}
-}
-
-static void idle_unlink(struct sbd_client *cl)
-{
-	if (cl->idle_prev)
-		cl->idle_prev->idle_next = cl->idle_next;
-	else
-		idle_head = cl->idle_next;
-	if (cl->idle_next)
-		cl->idle_next->idle_prev = cl->idle_prev;
-	else
-		idle_tail = cl->idle_prev;
-	cl->idle_prev = cl->idle_next = NULL;
-}
-
-/* A well-formed request completed: the client is no longer idle. */
-static void client_spoke(struct sbd_client *cl)
-{
-	struct uid_count *u;
-
-	if (cl->spoke)
-		return;
-	cl->spoke = true;
-	idle_unlink(cl);
-	if (!cl->privileged && (u = uid_slot(cl->uid, false)))
-		u->idle--;
-}
-
-/* Logs one rate-limited line with the totals. */
-static void log_limited(struct sbd_ratelimit *rl, int level,
-			unsigned long total, const char *what,
-			const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
-
-static void log_limited(struct sbd_ratelimit *rl, int level,
-			unsigned long total, const char *what,
-			const char *fmt, ...)
-{
-	unsigned long missed;
-	char msg[512];
-	va_list ap;
-
-	if (!sbd_log_allow(rl, &missed))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (missed)
-		sbd_log(level, 0, "%s [%lu more %s since the last line, %lu in "
-			"all]", msg, missed, what, total);
-	else
-		sbd_log(level, 0, "%s [%lu %s in all]", msg, total, what);
-}
-
-static bool admission_privileged(uid_t uid, const gid_t *gids, int ngids)
-{
-	return uid == 0 || uid == sbd.self_uid ||
-	       sbd_rule_allows(&sbd.conf.admins, uid, gids, ngids);
-}
-
-/* Evicts the oldest idle connection of the ordinary uid (not `uid`) that
- * holds the most places, if it holds more than `floor`.  Returns whether
- * one was evicted. */
-static bool evict_idle(const struct sbd_client *newcomer, unsigned floor)
-{
-	struct uid_count *v = NULL;
-	struct sbd_client *cl;
-	uid_t vuid;
-	unsigned vn;
-
-	for (size_t i = 0; i < nuids; i++)
-		if (uids[i].idle && uids[i].uid != newcomer->uid &&
-		    uids[i].n > floor && (!v || uids[i].n > v->n))
-			v = &uids[i];
-	if (!v)
-		return false;
-	vuid = v->uid;
-	vn = v->n;
-	for (cl = idle_head; cl; cl = cl->idle_next)
-		if (!cl->privileged && cl->uid == vuid)
-			break;
-	if (!cl)
-		return false;	/* not reached: v->idle counts them */
-	sbd.evicted++;
-	log_limited(&rl_evicted, SBD_NOTICE, sbd.evicted, "evicted",
-		    "evicted pid %d (uid %u, idle for %llu ms) for pid %d "
-		    "(uid %u): max_clients (%u) reached and uid %u holds the "
-		    "most connections (%u)", (int)cl->pid, (unsigned)cl->uid,
-		    (unsigned long long)((sbd_now_ns() - cl->since_ns) /
-					 1000000),
-		    (int)newcomer->pid, (unsigned)newcomer->uid,
-		    sbd.conf.max_clients, (unsigned)vuid, vn);
-	sbd_control_drop(cl);
-	return true;
-}
-
-/* Whether the newcomer gets a place (evicting one if fair); otherwise
- * logs why not. */
-static bool admit(const struct sbd_client *cl)
-{
-	const struct sbd_conf *c = &sbd.conf;
-	struct uid_count *u;
-	unsigned have;
-
-	if (cl->privileged) {
-		if (sbd.nclients < c->max_clients || evict_idle(cl, 0))
-			return true;
-		goto full;
-	}
-	u = uid_slot(cl->uid, false);
-	have = u ? u->n : 0;
-	if (have >= c->max_clients_per_uid) {
-		sbd.refused++;
-		log_limited(&rl_refused, SBD_WARN, sbd.refused, "refused",
-			    "refused pid %d (uid %u): the uid holds "
-			    "max_clients_per_uid (%u) connections",
-			    (int)cl->pid, (unsigned)cl->uid,
-			    c->max_clients_per_uid);
-		return false;
-	}
-	if ((sbd.nordinary < c->max_clients - c->reserved_clients &&
-	     sbd.nclients < c->max_clients) ||
-	    evict_idle(cl, have + 1))
-		return true;
-full:
-	sbd.refused++;
-	log_limited(&rl_refused, SBD_WARN, sbd.refused, "refused",
-		    "refused pid %d (uid %u): max_clients (%u) reached (%u of "
-		    "them reserved for root, the daemon's user and admins), "
-		    "and no uid holding more has an idle connection",
-		    (int)cl->pid, (unsigned)cl->uid, c->max_clients,
-		    c->reserved_clients);
-	return false;
-}
-
-/* Counts the admitted client in: it is idle until it completes a
- * request.  Returns -ENOMEM if its uid cannot be counted. */
-static int enter(struct sbd_client *cl)
-{
-	struct uid_count *u;
-
-	if (!cl->privileged) {
-		u = uid_slot(cl->uid, true);
-		if (!u)
-			return -ENOMEM;
-		u->n++;
-		u->idle++;
-		sbd.nordinary++;
-	}
-	sbd.nclients++;
-	cl->since_ns = sbd_now_ns();
-	cl->idle_prev = idle_tail;
-	cl->idle_next = NULL;
-	if (idle_tail)
-		idle_tail->idle_next = cl;
-	else
-		idle_head = cl;
-	idle_tail = cl;
-	return 0;
-}
-
-static void leave(struct sbd_client *cl)
-{
-	if (!cl->spoke)
-		idle_unlink(cl);
-	if (!cl->privileged) {
-		uid_release(cl);
-		sbd.nordinary--;
-	}
-	sbd.nclients--;
-}
-
 int sbd_control_expire(void)
 {
-	uint64_t timeout = (uint64_t)sbd.conf.idle_timeout_ms * 1000000u;
-	uint64_t now = sbd_now_ns(), wait;
-	int resume = -1;
+	uint64_t now = sbd_now_ns();
+	int resume = -1, idle;
 
 	/* The listening socket, resting since descriptors ran out. */
 	if (listen_resume_ns && now >= listen_resume_ns) {
@@ -370,30 +112,10 @@ int sbd_control_expire(void)
 	} else if (listen_resume_ns) {
 		resume = (int)((listen_resume_ns - now + 999999) / 1000000);
 	}
-	while (idle_head && now - idle_head->since_ns >= timeout) {
-		struct sbd_client *cl = idle_head;
-
-		/* A request may be waiting unread because the daemon was
-		 * slow, not the client: it is read first. */
-		if (!sbd_control_serve(cl)) {
-			sbd_control_drop(cl);
-			continue;
-		}
-		if (cl->spoke)
-			continue;
-		sbd.timed_out++;
-		log_limited(&rl_idle, SBD_NOTICE, sbd.timed_out, "closed",
-			    "closed pid %d (uid %u): no complete request "
-			    "within idle_timeout_ms (%u)", (int)cl->pid,
-			    (unsigned)cl->uid, sbd.conf.idle_timeout_ms);
-		sbd_control_drop(cl);
-	}
-	if (!idle_head)
-		return resume;
-	wait = (idle_head->since_ns + timeout - now + 999999) / 1000000;
-	if (resume >= 0 && (uint64_t)resume < wait)
-		return resume;
-	return wait > INT_MAX ? INT_MAX : (int)wait;
+	idle = sbd_admission_expire(now);
+	if (resume < 0 || (idle >= 0 && idle < resume))
+		return idle;
+	return resume;
 }
 
 /*
@@ -434,7 +156,7 @@ static bool refuse_without_fds(int err)
 	int fd = -1;
 
 	sbd.refused++;
-	log_limited(&rl_refused, SBD_WARN, sbd.refused, "refused",
+	sbd_log_limited(&sbd_rl_refused, SBD_WARN, sbd.refused, "refused",
 		    "refused a connection: out of file descriptors (%s)",
 		    shmbus_strerror(-err));
 	if (have_spare()) {
@@ -527,7 +249,7 @@ void sbd_control_accept(void)
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 ||
 		    len != sizeof(cr) || !(cl = calloc(1, sizeof(*cl)))) {
 			sbd.refused++;
-			log_limited(&rl_refused, SBD_WARN, sbd.refused,
+			sbd_log_limited(&sbd_rl_refused, SBD_WARN, sbd.refused,
 				    "refused", "refused a connection: no "
 				    "credentials, or out of memory");
 			refuse(fd, ENOMEM);
@@ -544,16 +266,16 @@ void sbd_control_accept(void)
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, cl->gids + 1,
 			       &len) == 0)
 			cl->ngids += (int)(len / sizeof(gid_t));
-		cl->privileged = admission_privileged(cl->uid, cl->gids,
+		cl->privileged = sbd_admission_privileged(cl->uid, cl->gids,
 						      cl->ngids);
-		if (!admit(cl)) {
+		if (!sbd_admit(cl)) {
 			refuse(fd, EUSERS);
 			free(cl);
 			continue;
 		}
 		ev.data.ptr = cl;
 		rc = epoll_ctl(sbd.epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0 ?
-			     -errno : enter(cl);
+			     -errno : sbd_admission_enter(cl);
 		if (rc) {
 			sbd_log(SBD_WARN, rc, "client pid %d refused",
 				(int)cl->pid);
@@ -573,7 +295,7 @@ void sbd_control_drop(struct sbd_client *cl)
 {
 	epoll_ctl(sbd.epoll_fd, EPOLL_CTL_DEL, cl->fd, NULL);
 	close(cl->fd);
-	leave(cl);
+	sbd_admission_leave(cl);
 	sbd_log(SBD_DEBUG, 0, "client pid %d gone", (int)cl->pid);
 	sbd_client_remove(cl);
 	/* If it died, its slots are repaired now, not at the next tick. */
@@ -639,7 +361,7 @@ static int replied(struct sbd_client *cl, int rc)
 		return REPLIED;
 	if (rc == -EAGAIN || rc == -ENOBUFS) {
 		dropped_unread++;
-		log_limited(&rl_unread, SBD_NOTICE, dropped_unread, "dropped",
+		sbd_log_limited(&rl_unread, SBD_NOTICE, dropped_unread, "dropped",
 			    "dropped pid %d (uid %u): its replies are not "
 			    "read (%s)", (int)cl->pid, (unsigned)cl->uid,
 			    shmbus_strerror(rc));
@@ -731,7 +453,7 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	if (!ok) {
 		rcu_read_unlock();
 		denied++;
-		log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
+		sbd_log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
 			    "%s: pid %d (uid %u) may not %s", req->name,
 			    (int)cl->pid, (unsigned)cl->uid, role);
 		return deny(-EACCES, "uid %u may not %s on '%s': its %s "
@@ -1004,7 +726,7 @@ bool sbd_control_serve(struct sbd_client *cl)
 	/* A request before the last reply was read: see reply_unread(). */
 	if (reply_unread(cl)) {
 		dropped_unread++;
-		log_limited(&rl_unread, SBD_NOTICE, dropped_unread, "dropped",
+		sbd_log_limited(&rl_unread, SBD_NOTICE, dropped_unread, "dropped",
 			    "dropped pid %d (uid %u): it sent a request "
 			    "before reading the reply to the last one",
 			    (int)cl->pid, (unsigned)cl->uid);
@@ -1044,11 +766,11 @@ bool sbd_control_serve(struct sbd_client *cl)
 		if (rc == -EBADMSG || rc == -EOPNOTSUPP)
 			bad = rc == -EBADMSG ? BAD_BODY : BAD_TYPE;
 		else
-			client_spoke(cl);
+			sbd_admission_spoke(cl);
 	}
 	if (bad != BAD_KINDS) {
 		malformed[bad]++;
-		log_limited(&rl_malformed[bad], SBD_WARN, malformed[bad],
+		sbd_log_limited(&rl_malformed[bad], SBD_WARN, malformed[bad],
 			    "alike", "pid %d (uid %u): %s (%zd bytes): "
 			    "answered %s", (int)cl->pid, (unsigned)cl->uid,
 			    malformed_why[bad], n, shmbus_strerror(rc));

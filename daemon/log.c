@@ -94,3 +94,23 @@ void sbd_log(int level, int err, const char *fmt, ...)
 			ts.tv_nsec / 1000000, names[level], msg);
 	}
 }
+
+void sbd_log_limited(struct sbd_ratelimit *rl, int level,
+		     unsigned long total, const char *what, const char *fmt,
+		     ...)
+{
+	unsigned long missed;
+	char msg[512];
+	va_list ap;
+
+	if (!sbd_log_allow(rl, &missed))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (missed)
+		sbd_log(level, 0, "%s [%lu more %s since the last line, %lu in "
+			"all]", msg, missed, what, total);
+	else
+		sbd_log(level, 0, "%s [%lu %s in all]", msg, total, what);
+}

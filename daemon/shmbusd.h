@@ -6,8 +6,8 @@
  *   config.c    the INI file, table-driven (libinih)
  *   registry.c  channels and clients in RCU hash tables (liburcu)
  *   channels.c  the channels: set up, adopted, created, reloaded
- *   control.c   the control socket: admission, requests, authorisation,
- *               fd passing
+ *   admission.c who gets a place in the client table (limits, idle)
+ *   control.c   the control socket: requests, authorisation, fd passing
  *   reaper.c    the reaper thread: finds dead processes' slots, repairs
  *   log.c       levels, stderr or syslog
  *
@@ -48,6 +48,11 @@ struct sbd_ratelimit {
 	unsigned long missed;
 };
 bool sbd_log_allow(struct sbd_ratelimit *rl, unsigned long *missed);
+/* Logs one line through rl, with `total` and how many lines rl left out
+ * ("N more <what> since the last line, T in all"). */
+void sbd_log_limited(struct sbd_ratelimit *rl, int level,
+		     unsigned long total, const char *what, const char *fmt,
+		     ...) __attribute__((format(printf, 5, 6)));
 /* CLOCK_MONOTONIC in ns. */
 uint64_t sbd_now_ns(void);
 
@@ -221,6 +226,20 @@ int sbd_control_expire(void);
 /* Serves one readable client; returns false when it is gone. */
 bool sbd_control_serve(struct sbd_client *cl);
 void sbd_control_drop(struct sbd_client *cl);
+
+/* admission.c.  Whether a client is privileged (root, the daemon's user,
+ * [bus] admins); whether a newcomer gets a place (evicting an idle one if
+ * fair; logs why not); counting it in and out; its first complete
+ * request; closing idle connections (returns the ms until the next one
+ * times out, or -1).  Main thread only. */
+bool sbd_admission_privileged(uid_t uid, const gid_t *gids, int ngids);
+bool sbd_admit(const struct sbd_client *cl);
+int sbd_admission_enter(struct sbd_client *cl);
+void sbd_admission_leave(struct sbd_client *cl);
+void sbd_admission_spoke(struct sbd_client *cl);
+int sbd_admission_expire(uint64_t now);
+/* Refusals are logged through one limiter, wherever they are made. */
+extern struct sbd_ratelimit sbd_rl_refused;
 
 /* channels.c.  Creates (or adopts) the channel of a config entry and
  * registers it. */
