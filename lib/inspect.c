@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * inspect.c - what a channel's header and slots say, for busstat, the
+ * daemon and shmbusctl: a snapshot of the counters, and of one subscriber
+ * or producer slot.  Works on a read-only mapping too.  Every value comes
+ * from shared memory without a lock and is read, not trusted: each is
+ * checked before it indexes anything.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include "channel.h"
+
+SHMBUS_EXPORT int shmbus_channel_info(shmbus_channel *ch,
+				      struct shmbus_channel_info *info)
+{
+	const struct shmbus_hdr *h;
+	uint32_t nsub = 0, nprod = 0;
+
+	if (!ch || !info)
+		return -EINVAL;
+	h = ch->hdr;
+	memset(info, 0, sizeof(*info));
+	info->capacity = ch->cap;
+	info->max_msg = ch->max_msg;
+	info->policy = ch_overwrite(ch) ? SHMBUS_OVERWRITE : SHMBUS_BLOCK;
+	info->producers = ch_multi(ch) ? SHMBUS_MULTI_PRODUCER
+				       : SHMBUS_SINGLE_PRODUCER;
+	info->numa_node = h->numa_node;
+	info->create_ns = h->create_ns;
+	info->head = load_relaxed64(&h->head);	/* statistics: no edge */
+	info->published = load_relaxed64(&h->seq);
+	info->bytes = load_relaxed64(&h->bytes);
+	info->backpressure = load_relaxed64(&h->backpressure);
+	info->wakeups = load_relaxed64(&h->wakeups);
+	info->aborts = load_relaxed64(&h->aborts);
+	info->repairs = load_relaxed64(&h->repairs);
+	info->reaped = load_relaxed64(&h->reaped);
+	info->stuck = load_relaxed64(&h->stuck);
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++)
+		nsub += owner_state(load_relaxed64(&ch->subs[i].owner)) ==
+			SHMBUS_SLOT_ACTIVE;
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++)
+		nprod += owner_state(load_relaxed64(&ch->prods[i].owner)) ==
+			 SHMBUS_SLOT_ACTIVE;
+	info->subscribers = nsub;
+	info->producers_active = nprod;
+	info->huge_pages = ch->huge;
+	return 0;
+}
+
+/* The owner of a slot, as shared memory says: pid, name (always
+ * NUL-terminated here) and whether that process exists. */
+static void slot_owner(uint64_t owner, const char comm[16],
+		       pid_t *opid, char ocomm[16], int *alive)
+{
+	uint32_t p = owner_pid(owner);
+
+	*opid = (pid_t)(p > INT32_MAX ? 0 : p);
+	memcpy(ocomm, comm, 16);
+	ocomm[15] = 0;
+	*alive = sb_pid_alive(p);
+}
+
+SHMBUS_EXPORT int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,
+					    struct shmbus_sub_info *out)
+{
+	const struct shmbus_sub_slot *s;
+	uint64_t head, seq, next, o;
+	uint32_t w;
+
+	if (!ch || !out || slot >= SHMBUS_MAX_SLOTS)
+		return -EINVAL;
+	s = &ch->subs[slot];
+	/* A7: pairs with R7 (the slot's ACTIVE store). */
+	o = load_acquire64(&s->owner);
+	if (owner_state(o) != SHMBUS_SLOT_ACTIVE)
+		return -ENOENT;
+	memset(out, 0, sizeof(*out));
+	slot_owner(o, s->comm, &out->pid, out->comm, &out->alive);
+	w = load_relaxed32(&s->wait);
+	out->wait = w <= SHMBUS_WAIT_SLEEP ? (enum shmbus_wait)w
+					   : SHMBUS_WAIT_SPIN;
+	out->sleeping = load_relaxed32(&s->sleeping) != 0;
+	out->pos = load_relaxed64(&s->pos);
+	out->delivered = load_relaxed64(&s->delivered);
+	out->lost = load_relaxed64(&s->lost);
+	head = load_relaxed64(&ch->hdr->head);
+	seq = load_relaxed64(&ch->hdr->seq);
+	next = load_relaxed64(&s->next_seq);
+	/* Untrusted values: a cursor past head or a count from the future
+	 * shows as no lag rather than as a huge one. */
+	out->lag_bytes = head > out->pos ? head - out->pos : 0;
+	out->lag_msgs = seq > next ? seq - next : 0;
+	return 0;
+}
+
+SHMBUS_EXPORT int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
+					  struct shmbus_prod_info *out)
+{
+	const struct shmbus_prod_slot *s;
+	uint64_t c, o;
+
+	if (!ch || !out || slot >= SHMBUS_MAX_PRODUCERS)
+		return -EINVAL;
+	s = &ch->prods[slot];
+	/* A7: pairs with R7 (the slot's ACTIVE store). */
+	o = load_acquire64(&s->owner);
+	if (owner_state(o) != SHMBUS_SLOT_ACTIVE)
+		return -ENOENT;
+	memset(out, 0, sizeof(*out));
+	slot_owner(o, s->comm, &out->pid, out->comm, &out->alive);
+	out->published = load_relaxed64(&s->published);
+	c = load_relaxed64(&s->claim_pos);
+	out->claiming = ch_multi(ch) && c != UINT64_MAX;
+	out->claim_pos = out->claiming ? c : 0;
+	return 0;
+}
