@@ -315,6 +315,11 @@ void shmbus_sub_attr_init(struct shmbus_sub_attr *attr);
  * reading eventually stops the producers: close it when done.
  * SHMBUS_START_OLDEST on a block channel starts at the slowest active
  * subscriber's position (what the channel guarantees to hold).
+ * With SHMBUS_WAIT_SLEEP the open takes milliseconds (one kernel grace
+ * period, membarrier(2)): from then on the channel's producers make the
+ * wake check after each commit, which they skip on channels where no
+ * subscriber may sleep.  Where the kernel refuses that call (nohz_full),
+ * such a subscriber sleeps in naps of at most 1 ms instead.
  * Returns NULL, errno ENOSPC when all slots are taken.  One thread at a
  * time.
  */

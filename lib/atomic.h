@@ -129,6 +129,17 @@ static inline uint32_t sub_seqcst32(uint32_t *p, uint32_t v)
 	return atomic_fetch_sub_explicit(SB_A32(p), v, memory_order_seq_cst);
 }
 
+/* Setting and clearing bits of a word that several processes update. */
+static inline uint64_t or_relaxed64(uint64_t *p, uint64_t v)
+{
+	return atomic_fetch_or_explicit(SB_A64(p), v, memory_order_relaxed);
+}
+
+static inline uint64_t and_relaxed64(uint64_t *p, uint64_t v)
+{
+	return atomic_fetch_and_explicit(SB_A64(p), v, memory_order_relaxed);
+}
+
 static inline void fence_acquire(void)
 {
 	atomic_thread_fence(memory_order_acquire);
@@ -142,6 +153,14 @@ static inline void fence_release(void)
 static inline void fence_seqcst(void)
 {
 	atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* Orders nothing between CPUs: keeps the compiler from moving memory
+ * accesses across it (for a fence whose CPU half another thread's
+ * membarrier() supplies). */
+static inline void fence_compiler(void)
+{
+	atomic_signal_fence(memory_order_seq_cst);
 }
 
 static inline void cpu_relax(void)

@@ -167,8 +167,27 @@ static inline uint32_t owner_pid(uint64_t o)
 	return (uint32_t)(o >> 32);
 }
 
+/* Stops asking for posts (closing, or a repair of a dead owner's slot i):
+ * clears the slot's bit in hdr.mbox_want.  No edge: a hint (publish.c's
+ * mbox_wanted()). */
+static inline void sb_mbox_unwant(struct shmbus_channel *ch, uint32_t i)
+{
+	and_relaxed64(&ch->hdr->mbox_want, ~(UINT64_C(1) << i));
+}
+
+/* Slot i no longer sleeps (closing, or a repair): clears its bit in
+ * hdr.sleep_ok.  No edge: producers then only skip a wake check that
+ * nobody needs. */
+static inline void sb_sleep_unannounce(struct shmbus_channel *ch, uint32_t i)
+{
+	and_relaxed64(&ch->hdr->sleep_ok, ~(UINT64_C(1) << i));
+}
+
 /* Internal entry points shared between the library's files. */
 int sb_prod_wake(struct shmbus_channel *ch);
+/* A subscriber in slot `slot` says it may sleep (wait.c); false if it
+ * must sleep only in short naps. */
+bool sb_sleep_announce(struct shmbus_channel *ch, uint32_t slot);
 int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 		       uint64_t *pos);
 int64_t sb_now_ns(void);

@@ -94,33 +94,30 @@ static uint64_t committed_until(struct shmbus_channel *ch, uint64_t p,
 
 /*
  * Single producer: where the walk over committed records starts.  The
- * record the mailbox last announced, if it checks out (a record boundary
- * of this lap below head, at or after the oldest one, whose commit word
- * the mailbox repeats): the producer posts every record it commits, so
- * the walk covers at most its last claim.  Otherwise (no post yet, a
- * mailbox one post behind or damaged) the oldest indexed boundary, and
- * the walk covers up to a lap: 22 ms for a 64 MiB ring of 32-byte records
- * (test_direct's takeover test), 20 us from the mailbox.
+ * index entry of the last segment start below head that names a record
+ * boundary before head: a claim's end, so everything before it is
+ * committed (a single producer commits its claims in order), and the
+ * dead producer's last claim, which ends at head, lies after it.  The
+ * walk covers at most that segment and the claim (about 100 us for the
+ * 1 MiB segments of a 64 MiB ring of 32-byte records).  Without such an
+ * entry, the oldest record boundary, and the walk covers up to a lap.
  */
 static uint64_t sp_walk_start(struct shmbus_channel *ch, uint64_t head)
 {
-	uint64_t oldest, mark, p, w;
+	uint64_t seg = UINT64_C(1) << ch->seg_log2, oldest, b, e;
 
 	sb_sub_find_oldest(ch, head, &oldest);
-	/* A8: pairs with R8 in mbox_post(): the record's commit in the ring
-	 * and the mailbox's word are visible.  Its writer is dead, and we
-	 * hold the role: nothing changes them under us. */
-	mark = load_acquire64(&ch->mbox->mark);
-	if (mark == 0)
-		return oldest;
-	p = mark - 1;
-	if (p % SHMBUS_REC_ALIGN || p < oldest || p >= head)
-		return oldest;
-	w = load_acquire64(&rec_at(ch, p)->commit);	/* A1, with R1 */
-	if (word_tag(w) != lap_tag(ch, p) ||
-	    load_relaxed64(&ch->mbox->word) != w)
-		return oldest;
-	return p;
+	b = head & ~(seg - 1);
+	for (uint32_t k = 0; k < SHMBUS_NSEG && b > oldest; k++, b -= seg) {
+		/* A4: pairs with R4 in seg_index().  Checked as
+		 * sb_sub_find_oldest() checks it, and before head. */
+		e = load_acquire64(
+			&ch->segs[(b >> ch->seg_log2) & (SHMBUS_NSEG - 1)].pos);
+		if (e >= b && e < head && e - b <= ch->cap / 2 &&
+		    e % SHMBUS_REC_ALIGN == 0)
+			return e;
+	}
+	return oldest;
 }
 
 bool sb_sp_repair(struct shmbus_channel *ch)
@@ -429,6 +426,9 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	/* F3's counter (the store of sleep_wait()'s side, undone). */
 	if (xchg_relaxed32(&s->sleeping, 0))
 		sub_seqcst32(&ch->hdr->sleepers, 1);
+	/* A dead owner needs no posts and no wake checks. */
+	sb_mbox_unwant(ch, i);
+	sb_sleep_unannounce(ch, i);
 	/* R13: pairs with A13 in take_slot(): the repair precedes the
 	 * slot's reuse. */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));

@@ -12,35 +12,60 @@
 
 #include "channel.h"
 
+/*
+ * Where a subscriber looks for its next message (subscribe.c, "Modes").
+ * A multi-producer channel has no mailbox: its subscribers stay in RING.
+ */
+enum sb_sub_mode {
+	SB_SUB_RING,	/* reads the ring; asks for no posts */
+	SB_SUB_MBOX,	/* caught up: waits on the mailbox, with its bit in
+			 * hdr.mbox_want set so that commits are posted */
+	SB_SUB_CATCHUP,	/* the mailbox named records past ours: reads the
+			 * ring up to ring_end, then waits on it again */
+};
+
 struct shmbus_sub {
+	/* The channel, and copies of its validated geometry. */
 	struct shmbus_channel *ch;
 	struct shmbus_sub_slot *slot;
-	/* Copies of the channel's validated geometry, for peek_fast(). */
 	const uint8_t *data;
+	const struct shmbus_mbox *mbox;
 	uint64_t mask;
 	uint64_t cap;
 	uint32_t cap_log2;
 	uint32_t max_msg;
+	uint32_t mb_max;	/* the longest message the mailbox carries
+				 * for us: min(SHMBUS_MBOX_INLINE, max_msg) */
 	bool overwrite;
-	bool use_mbox;		/* a single-producer channel: it has one */
-	bool in_mbox;		/* caught up: waiting on the mailbox */
-	uint32_t mb_quiet;	/* empty looks at it: see MBOX_RING_LOOK */
-	uint32_t mb_max;	/* the longest message it carries for us:
-				 * min(SHMBUS_MBOX_INLINE, max_msg) */
-	uint64_t ring_end;	/* out of it: read the ring up to here */
-	const struct shmbus_mbox *mbox;
+	bool has_mbox;		/* a single-producer channel */
+
+	/* Where it reads: the mode, and its position. */
+	enum sb_sub_mode mode;
+	uint32_t quiet;		/* RING: empty looks in a row; MBOX: empty
+				 * looks since it started waiting there */
+	uint32_t ahead;		/* MBOX: posts found past ours in a row */
+	uint64_t want_bit;	/* our bit in hdr.mbox_want */
+	uint64_t ring_end;	/* CATCHUP: the newest post's position */
 	uint64_t pos;		/* next position to read (authoritative) */
-	uint64_t published;	/* the value last stored in slot->pos */
-	uint64_t next_seq;	/* expected sequence number */
-	uint64_t delivered;
-	uint64_t lost;
-	uint64_t pending_lost;	/* lost just before the next message */
-	bool have_seq;		/* next_seq is known */
-	bool resynced;		/* lapped since the last message */
 	bool fresh;		/* pos came from head: see trusted() */
 	uint32_t empty;		/* zero words seen: see quiet_empty() */
+
+	/* Sequence numbers and counts. */
+	uint64_t next_seq;	/* expected sequence number */
+	bool have_seq;		/* next_seq is known */
+	bool resynced;		/* lapped since the last message */
+	uint64_t pending_lost;	/* lost just before the next message */
+	uint64_t delivered;
+	uint64_t lost;
+	uint64_t published;	/* the value last stored in slot->pos */
+
+	/* How it waits (wait.c). */
 	enum shmbus_wait wait;
 	uint32_t spin_ns;
+	bool nap;		/* SLEEP without sb_sleep_announce(): sleeps
+				 * in short naps */
+
+	/* Copies handed to the caller. */
 	uint8_t *buf;		/* overwrite policy: a message's copy */
 	uint64_t mbuf[SHMBUS_MBOX_INLINE / 8];	/* a mailbox message's copy */
 };

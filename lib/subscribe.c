@@ -27,9 +27,35 @@
  * yet"; keeps every call bounded even on a corrupt or racing ring. */
 #define PEEK_MAX_STEPS 4096
 
-/* A subscriber waiting on the mailbox looks at the ring once in this many
- * empty looks: what a producer committed but did not post (it died in
- * between, or shmbusd repaired its claim) is found that late at most. */
+/*
+ * Modes (sub.h).  A caught-up subscriber of a single-producer channel
+ * waits on the mailbox, a line that stays put, instead of on the ring's
+ * frontier, whose lines the producer must take back before each write:
+ * in a ping-pong each message then crosses as one line.  While it waits
+ * there its bit in hdr.mbox_want is set, and the producer posts every
+ * commit.  A subscriber that keeps up with a stream instead would pull the
+ * mailbox line away from the producer at every post, and the stream would
+ * crawl at one line exchange a message; so it reads the ring, and the
+ * producer posts nothing:
+ *
+ *   RING    -- MBOX_AFTER empty looks in a row -----------> MBOX (bit set)
+ *   MBOX    -- a post past our position ------------------> CATCHUP
+ *   CATCHUP -- read the ring up to that post, or empty ---> MBOX
+ *   MBOX    -- MBOX_LEAVE posts past ours in a row ---------> RING (bit clear)
+ *   MBOX    -- a look at the ring finds a record ----------> CATCHUP
+ *
+ * A ping-pong or a subscriber that catches up after every batch waits
+ * before each post and stays in MBOX; a stream outruns it, and it goes
+ * back to the ring.
+ */
+#define MBOX_AFTER 64
+#define MBOX_LEAVE 4
+
+/* A subscriber waiting on the mailbox looks at the ring as well at its
+ * 1st, 2nd, 4th, ... empty look there, then once in MBOX_RING_LOOK: what
+ * a producer committed but did not post (it had not yet seen our bit, it
+ * died in between, or shmbusd repaired its claim) is found that late at
+ * most. */
 #define MBOX_RING_LOOK 1024
 
 /* A poll that reads a long run of records publishes its cursor each time
@@ -328,9 +354,8 @@ static inline bool mark_behind(uint64_t m, uint64_t p)
  * is never torn even though the producer may overwrite the mailbox at any
  * time.  Every field is checked before use; anything doubtful is left to
  * the ring, which is the record of truth.  The copy goes to the handle's
- * sub->mbuf; a caller that knows the subscriber's sequence numbers are
- * plain (see front_ready()) passes `plain`, which skips account_seq()'s
- * tests.
+ * sub->mbuf.  The caller accounts for the sequence number (the fronts know
+ * it is the next one: front_ready()).
  */
 /* All the mailbox's words, whatever the length: five, written out (a loop
  * stays a loop of about 20 instructions at -O2); the words past the
@@ -348,7 +373,7 @@ static inline void mbox_copy(uint64_t dst[5], const struct shmbus_mbox *mb)
 }
 
 static inline __attribute__((always_inline)) enum mbox_say
-mbox_peek(struct shmbus_sub *sub, struct peeked *pk, bool plain)
+mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 {
 	const struct shmbus_mbox *mb = sub->mbox;
 	uint8_t *dst = (uint8_t *)sub->mbuf;
@@ -363,6 +388,7 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk, bool plain)
 		sub->ring_end = m - 1;
 		return MB_AHEAD;
 	}
+	sub->ahead = 0;		/* the post is ours: not outrun */
 	w = load_relaxed64(&mb->word);
 	/* One comparison for the tag (this lap's), the type (SHMBUS_REC_MSG,
 	 * which is 0) and the length: any other tag or type leaves a
@@ -382,10 +408,6 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk, bool plain)
 	/* The position after the record is trusted: the producer zeroed the
 	 * word there before it committed the record (see trusted()). */
 	sub->fresh = false;
-	if (plain)	/* account_seq() with nothing to account */
-		sub->next_seq = seq + 1;
-	else
-		account_seq(sub, seq);
 	describe(sub, pk, dst, (uint32_t)len, seq, p, size);
 	return MB_TAKEN;
 }
@@ -411,47 +433,106 @@ static inline void prefetch_posted(const struct shmbus_sub *sub)
 		__builtin_prefetch(sub->data + (a & sub->mask));
 }
 
+/* Whether empty look number q at the mailbox is also a look at the ring
+ * (MBOX_RING_LOOK). */
+static inline bool ring_look_due(uint32_t q)
+{
+	return (q & (q - 1)) == 0 || q % MBOX_RING_LOOK == 0;
+}
+
+/* RING -> MBOX: asks for posts, and waits on the mailbox. */
+static __attribute__((noinline)) void wait_mbox(struct shmbus_sub *sub)
+{
+	/* No edge: a hint (publish.c's mbox_wanted()).  What the producer
+	 * commits before it sees the bit is not posted: the looks at the
+	 * ring from the first empty look on (ring_look_due()) find it. */
+	or_relaxed64(&sub->ch->hdr->mbox_want, sub->want_bit);
+	sub->mode = SB_SUB_MBOX;
+	sub->quiet = 0;
+	sub->ahead = 0;
+}
+
+/* MBOX -> RING: outrun by a stream; the producer may stop posting. */
+static __attribute__((noinline)) void leave_mbox(struct shmbus_sub *sub)
+{
+	/* No edge: a hint, as in wait_mbox(). */
+	and_relaxed64(&sub->ch->hdr->mbox_want, ~sub->want_bit);
+	sub->mode = SB_SUB_RING;
+	sub->quiet = 0;
+}
+
+/* MBOX: the mailbox names a record past ours (ring_end): we are behind. */
+static void mbox_ahead(struct shmbus_sub *sub)
+{
+	if (++sub->ahead >= MBOX_LEAVE) {
+		leave_mbox(sub);
+	} else {
+		sub->mode = SB_SUB_CATCHUP;
+		prefetch_posted(sub);
+	}
+}
+
+/* MBOX: a look at the ring (or a wait's) found a record the mailbox did
+ * not name: read the ring until caught up.  Our bit is set again in case
+ * it was lost (it costs nothing if it is there). */
+static __attribute__((noinline)) void ring_unposted(struct shmbus_sub *sub)
+{
+	sub->mode = SB_SUB_CATCHUP;
+	sub->ring_end = UINT64_MAX;
+	/* No edge: a hint, as in wait_mbox(). */
+	or_relaxed64(&sub->ch->hdr->mbox_want, sub->want_bit);
+}
+
+/* The ring had nothing at our position. */
+static inline void ring_empty(struct shmbus_sub *sub)
+{
+	if (sub->mode == SB_SUB_CATCHUP)
+		sub->mode = SB_SUB_MBOX;
+	else if (sub->mode == SB_SUB_RING && sub->has_mbox &&
+		 ++sub->quiet >= MBOX_AFTER)
+		wait_mbox(sub);
+}
+
 /*
- * The next message, from the mailbox while the subscriber is caught up and
- * from the ring while it is behind.  A caught-up subscriber thus waits on
- * one line that stays put and takes small messages from it, instead of
- * re-reading the ring's frontier, whose lines the producer is writing
- * (docs/design.md §5).  When the mailbox says it is behind, it reads the
- * ring up to the newest record posted (ring_end), then asks the mailbox
- * again: it never looks past a post, into lines the producer may still be
- * writing.  A subscriber that found itself behind otherwise (at its start,
- * or by the periodic look) reads the ring until it catches up, and stays
- * off the mailbox line meanwhile.
+ * The next message: from the mailbox in MBOX, from the ring otherwise
+ * (see "Modes" above).  In CATCHUP the ring is read only up to the newest
+ * record posted (ring_end), never past it into lines the producer may
+ * still be writing, and then the mailbox is asked again.
  */
 static inline __attribute__((always_inline)) int
 peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 {
+	bool look = false;
 	int rc;
 
-	if (sub->pos > sub->ring_end)
-		sub->in_mbox = true;	/* up to the newest post: ask again */
-	if (sub->in_mbox) {
-		switch (mbox_peek(sub, pk, false)) {
+	if (sub->mode == SB_SUB_CATCHUP && sub->pos > sub->ring_end)
+		sub->mode = SB_SUB_MBOX;
+	if (sub->mode == SB_SUB_MBOX) {
+		switch (mbox_peek(sub, pk)) {
 		case MB_TAKEN:
+			account_seq(sub, pk->msg.seq);
+			pk->msg.lost = sub->pending_lost;
 			return 1;
 		case MB_NOTHING:
-			if (++sub->mb_quiet % MBOX_RING_LOOK)
+			sub->ahead = 0;
+			if (!ring_look_due(++sub->quiet))
 				return 0;
-			/* the periodic look, unbounded */
-			sub->in_mbox = false;
-			sub->ring_end = UINT64_MAX;
+			look = true;
 			break;
 		case MB_AHEAD:
-			sub->in_mbox = false;
-			prefetch_posted(sub);
+			mbox_ahead(sub);
 			break;
 		case MB_IN_RING:
 			break;
 		}
 	}
 	rc = peek_ring(sub, pk);
-	if (rc == 0 && sub->use_mbox)
-		sub->in_mbox = true;	/* caught up */
+	if (rc == 0)
+		ring_empty(sub);
+	else if (sub->mode == SB_SUB_RING)
+		sub->quiet = 0;
+	else if (look && rc > 0)
+		ring_unposted(sub);
 	return rc;
 }
 
@@ -529,29 +610,36 @@ poll_loop(struct shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max,
 }
 
 /* A front's answer to an empty look at the mailbox: counted, unless it is
- * due to become the periodic look at the ring, which is left uncounted for
+ * due to be a look at the ring as well, which is left uncounted for
  * peek_fast() to count and act on.  Returns whether it was counted. */
 static inline bool quiet_look(struct shmbus_sub *sub)
 {
-	if ((sub->mb_quiet + 1) % MBOX_RING_LOOK == 0)
+	if (ring_look_due(sub->quiet + 1))
 		return false;
-	sub->mb_quiet++;
+	sub->quiet++;
+	sub->ahead = 0;
 	return true;
 }
 
 /*
  * Whether a front may answer: the subscriber waits on the mailbox (then
- * peek_fast() would ask it first) and its sequence numbers are plain (it
- * has seen one and has not been lapped since: mbox_peek()'s `plain`).
- * First, the counters that the previous call left unpublished are
- * published with the cursor (a front that takes a message publishes only
- * its position, publish_pos()).
+ * peek_fast() would ask it first), and its sequence numbers are plain (it
+ * has seen one and has not been lapped since), so that a message taken is
+ * accounted by took_next().  First, the counters that the previous call
+ * left unpublished are published with the cursor (a front that takes a
+ * message publishes only its position, publish_pos()).
  */
 static inline bool front_ready(struct shmbus_sub *sub)
 {
 	if (sub->pos != sub->published)
 		publish_cursor(sub);
-	return sub->in_mbox && sub->have_seq && !sub->resynced;
+	return sub->mode == SB_SUB_MBOX && sub->have_seq && !sub->resynced;
+}
+
+/* account_seq() for a front's message: nothing lost, nothing to learn. */
+static inline void took_next(struct shmbus_sub *sub, const struct peeked *pk)
+{
+	sub->next_seq = pk->msg.seq + 1;
 }
 
 /*
@@ -574,12 +662,13 @@ SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
 	start = sub->pos;
 	if (!front_ready(sub))
 		return poll_loop(sub, fn, arg, max, 0, start);
-	switch (mbox_peek(sub, &pk, true)) {
+	switch (mbox_peek(sub, &pk)) {
 	case MB_NOTHING:
 		if (!quiet_look(sub))
 			break;
 		return 0;
 	case MB_TAKEN:
+		took_next(sub, &pk);
 		consume(sub, &pk);
 		publish_pos(sub);	/* the handler reads the copy */
 		if (fn(&pk.msg, arg) || max == 1)
@@ -633,7 +722,7 @@ SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 		return -EINVAL;
 	if (!front_ready(sub))
 		return read_any(sub, buf, cap, info);
-	switch (mbox_peek(sub, &pk, true)) {
+	switch (mbox_peek(sub, &pk)) {
 	case MB_NOTHING:
 		if (!quiet_look(sub))
 			break;
@@ -642,6 +731,7 @@ SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 		if (pk.msg.len > cap)
 			return -EMSGSIZE;	/* left unread */
 		sb_copy(buf, pk.msg.data, pk.msg.len);
+		took_next(sub, &pk);
 		consume(sub, &pk);
 		publish_pos(sub);
 		if (info) {
@@ -690,28 +780,37 @@ static bool ring_ready(struct shmbus_sub *sub, bool force)
 }
 
 /* Whether a message (or a lap to recover from) is waiting: a cheap check
- * for the wait loop, which never consumes anything. */
+ * for the wait loop, which never consumes anything.  It moves between
+ * modes as peek_fast() does, so that a waiting subscriber comes to wait
+ * on the mailbox. */
 bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 {
 	uint64_t p = sub->pos;
 
 	if (p % SHMBUS_REC_ALIGN)
 		return true;	/* let the caller's poll report it */
-	if (sub->in_mbox && !force) {
+	if (sub->mode == SB_SUB_MBOX && !force) {
 		/* A8 (see mbox_peek()).  Only our own record counts: a mark
 		 * that is ahead (or damaged) is left to the ring below. */
 		uint64_t m = load_acquire64(&sub->mbox->mark);
 
 		if (m == p + 1)
 			return true;
-		if (mark_behind(m, p) && ++sub->mb_quiet % MBOX_RING_LOOK)
-			return false;
+		if (mark_behind(m, p)) {
+			sub->ahead = 0;
+			if (!ring_look_due(++sub->quiet))
+				return false;
+		}
 	}
-	if (!ring_ready(sub, force))
+	if (!ring_ready(sub, force)) {
+		ring_empty(sub);
 		return false;
+	}
 	/* The ring has something the mailbox did not name as ours: the
 	 * caller's next poll reads the ring, until it catches up. */
-	sub->in_mbox = false;
-	sub->ring_end = UINT64_MAX;
+	if (sub->mode == SB_SUB_RING)
+		sub->quiet = 0;
+	else
+		ring_unposted(sub);
 	return true;
 }

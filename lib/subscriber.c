@@ -72,6 +72,9 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 		 * in sleep_wait(). */
 		if (st == SHMBUS_SLOT_ACTIVE && xchg_relaxed32(&s->sleeping, 0))
 			sub_seqcst32(&ch->hdr->sleepers, 1);
+		/* Nor do we wait on the mailbox, or sleep, yet. */
+		sb_mbox_unwant(ch, i);
+		sb_sleep_unannounce(ch, i);
 		*index = i;
 		return s;
 	}
@@ -128,14 +131,19 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->mask = ch->mask;
 	sub->cap = ch->cap;
 	sub->cap_log2 = ch->cap_log2;
-	sub->ring_end = UINT64_MAX;
 	sub->max_msg = ch->max_msg;
 	sub->mb_max = ch_mbox_max(ch);
 	sub->overwrite = ch_overwrite(ch);
-	sub->use_mbox = !ch_multi(ch);
+	sub->has_mbox = !ch_multi(ch);
 	sub->mbox = ch->mbox;
+	sub->mode = SB_SUB_RING;
+	sub->want_bit = UINT64_C(1) << i;
 	sub->wait = attr->wait;
 	sub->spin_ns = attr->spin_ns ? attr->spin_ns : 20000;
+	/* Before we first wait: producers make the wake check from now on
+	 * (costs a grace period, milliseconds, here). */
+	if (attr->wait == SHMBUS_WAIT_SLEEP)
+		sub->nap = !sb_sleep_announce(ch, i);
 
 	store_relaxed32(&s->wait, (uint32_t)attr->wait);
 	store_relaxed32(&s->sleeping, 0);
@@ -180,6 +188,8 @@ SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
 	if (!sub)
 		return;
 	sb_sub_publish(sub);
+	sb_mbox_unwant(sub->ch, (uint32_t)(sub->slot - sub->ch->subs));
+	sb_sleep_unannounce(sub->ch, (uint32_t)(sub->slot - sub->ch->subs));
 	/* R13: pairs with A13 in take_slot(): our last stores to the slot
 	 * precede its reuse. */
 	store_release64(&sub->slot->owner, owner_word(SHMBUS_SLOT_FREE, 0));

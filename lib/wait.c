@@ -8,12 +8,14 @@
  * reads the futex word, then checks for a message once more, then sleeps
  * only if the word has not changed.  A producer, after its commit, looks
  * at hdr.sleepers and makes the wake system call only when it is non-zero
- * (F3 in docs/design.md).
+ * (F3 in docs/design.md); it does so, and pays for the fence the pair
+ * needs, only on channels where a subscriber may sleep (hdr.sleep_ok).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -29,6 +31,29 @@ int64_t sb_now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+/*
+ * A subscriber that may sleep says so before it first waits (F3's third
+ * party): it sets its bit in hdr.sleep_ok, which producers read after
+ * every commit, and then makes every thread of the system execute a full
+ * barrier (membarrier(MEMBARRIER_CMD_GLOBAL), a grace period: milliseconds,
+ * once per open).  A producer that read the word before its barrier and
+ * found no bit, and so made no wake check, had its commit visible by the
+ * barrier: before this returns, so before the subscriber first looks.
+ * One that reads it after sees the bit, and fences and checks (F3).
+ * Returns false where the kernel refuses the command (nohz_full, or a
+ * filter): the caller then sleeps only in short naps.
+ */
+bool sb_sleep_announce(struct shmbus_channel *ch, uint32_t slot)
+{
+	/* No edge: the membarrier() below orders it for every producer. */
+	or_relaxed64(&ch->hdr->sleep_ok, UINT64_C(1) << slot);
+	return syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) == 0;
+}
+
+/* How long a sleeper whose sb_sleep_announce() failed sleeps before it
+ * looks again: a producer may have committed without seeing its bit. */
+#define UNANNOUNCED_NAP_NS	INT64_C(1000000)	/* 1 ms */
 
 int sb_prod_wake(struct shmbus_channel *ch)
 {
@@ -82,8 +107,12 @@ static int sleep_wait(struct shmbus_sub *sub, struct shmbus_channel *ch,
 		f = load_seqcst32(&h->futex);
 		/* F3: pairs with F3 in wake_if_sleepers(): either this check
 		 * sees the producer's commit, or the producer sees our
-		 * sleepers increment and changes the futex word. */
+		 * sleepers increment and changes the futex word (producers
+		 * make the check while our sleep_ok bit is set:
+		 * sb_sleep_announce()). */
 		fence_seqcst();
+		if (sub->nap && (left < 0 || left > UNANNOUNCED_NAP_NS))
+			left = UNANNOUNCED_NAP_NS;
 		/* Forced: never sleep on a zero word without looking at
 		 * head (see quiet_empty()). */
 		if (!sb_sub_ready(sub, true))

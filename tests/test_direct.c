@@ -264,8 +264,8 @@ static int sp_dying_claim(void *arg)
 
 /*
  * A single producer killed inside a claim on a large ring full of small
- * records: its successor's repair starts from the record the mailbox last
- * announced, not from the oldest record of the lap.  Prints the takeover
+ * records: its successor's repair starts from the last index entry below
+ * head, not from the oldest record of the lap.  Prints the takeover
  * time; asserts only what the subscriber reads.
  */
 Test(direct, single_producer_takeover_on_a_large_ring, .timeout = 60)

@@ -8,11 +8,14 @@
  * The test maps the data file itself.  To tell which copy a subscriber
  * delivered, it changes the other one after the publish: the ring's copy to
  * show that the mailbox was read, the mailbox's to show that the ring was.
+ * Which subscribers wait there, and so want posts, it reads in the
+ * header's mbox_want word.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -23,6 +26,9 @@
 #define CAP 4096u
 #define MAXMSG 1024u
 #define RING_LOOK 1024	/* MBOX_RING_LOOK in lib/subscribe.c */
+#define MBOX_AFTER 64	/* the same file's: empty looks before it waits
+			 * on the mailbox */
+#define MBOX_LEAVE 4	/* and posts found ahead before it leaves */
 
 static const char *dir;
 static shmbus_channel *ch;
@@ -30,6 +36,8 @@ static shmbus_pub *pub;
 static shmbus_sub *sub;
 static uint8_t *data;
 static struct shmbus_mbox *mb;
+static struct shmbus_hdr *hdr;
+static size_t hdr_len;
 
 struct got {
 	uint8_t buf[MAXMSG];
@@ -51,6 +59,8 @@ static void setup(enum shmbus_policy pol, enum shmbus_producers prod)
 	cr_assert(data);
 	cr_assert_geq(dlen, CAP + SHMBUS_MBOX_OFFSET + sizeof(*mb));
 	mb = (struct shmbus_mbox *)(data + CAP + SHMBUS_MBOX_OFFSET);
+	hdr = (struct shmbus_hdr *)th_map_channel(dir, &hdr_len);
+	cr_assert(hdr);
 }
 
 static void setup_block(void)
@@ -70,6 +80,7 @@ static void setup_multi(void)
 
 static void teardown(void)
 {
+	munmap(hdr, hdr_len);
 	shmbus_sub_close(sub);
 	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
@@ -118,12 +129,16 @@ static struct got poll_one(void)
 	return g;
 }
 
-/* An empty poll: the subscriber is caught up, and waits on the mailbox. */
+/* Empty polls: the subscriber is caught up, and waits on the mailbox;
+ * then as many more as make its looks at the ring as rare as they get
+ * (once in RING_LOOK). */
 static void catch_up(void)
 {
 	struct got g = { 0 };
 
-	cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 0);
+	for (int i = 0; i < MBOX_AFTER + RING_LOOK + 1; i++)
+		cr_assert_eq(shmbus_poll(sub, grab, &g, 0), 0);
+	cr_assert_neq(hdr->mbox_want, 0, "not waiting on the mailbox");
 }
 
 /* Catches up, publishes msg, spoils the ring's copy of it: the message
@@ -163,9 +178,11 @@ Test(mailbox, every_record_is_posted, .init = setup_block, .fini = teardown)
 	static const char msg[] = "0123456789abcdef0123456789abcdef";
 	struct iovec batch[3] = { { "a", 1 }, { "bb", 2 }, { "ccc", 3 } };
 	uint8_t big[100] = { 0 };
-	uint64_t pos = th_head(ch);
+	uint64_t pos;
 	void *buf;
 
+	catch_up();
+	pos = th_head(ch);
 	/* A small message: the whole record. */
 	cr_assert_eq(shmbus_publish(pub, msg, 32), 0);
 	cr_assert_eq(mb->mark, pos + 1);
@@ -213,6 +230,109 @@ Test(mailbox, multi_producer_channels_have_none, .init = setup_multi,
 		cr_assert_eq(poll_one().seq, (uint64_t)i);
 }
 
+/*
+ * The producer posts only while a subscriber waits on the mailbox: a
+ * subscriber that has not caught up, or has gone, costs it no post.
+ */
+Test(mailbox, posts_only_while_a_subscriber_waits_there, .init = setup_block,
+     .fini = teardown)
+{
+	uint64_t pos, mark;
+
+	cr_assert_eq(hdr->mbox_want, 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(shmbus_publish(pub, "unposted", 8), 0);
+	cr_assert_eq(mb->mark, 0, "posted with nobody waiting");
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(poll_one().seq, (uint64_t)i);
+	/* MBOX_AFTER empty looks in a row, and it waits there. */
+	for (int i = 1; i < MBOX_AFTER; i++) {
+		cr_assert_eq(shmbus_poll(sub, grab, &(struct got){ 0 }, 0), 0);
+		cr_assert_eq(hdr->mbox_want, 0, "waits after %d looks", i);
+	}
+	cr_assert_eq(shmbus_poll(sub, grab, &(struct got){ 0 }, 0), 0);
+	cr_assert_eq(hdr->mbox_want, 1, "our slot is the first");
+	pos = th_head(ch);
+	cr_assert_eq(shmbus_publish(pub, "posted", 6), 0);
+	cr_assert_eq(mb->mark, pos + 1);
+	cr_assert_eq(poll_one().seq, 3);
+	/* Closed: no more posts. */
+	shmbus_sub_close(sub);
+	sub = NULL;
+	cr_assert_eq(hdr->mbox_want, 0);
+	mark = mb->mark;
+	cr_assert_eq(shmbus_publish(pub, "unposted", 8), 0);
+	cr_assert_eq(mb->mark, mark);
+	sub = shmbus_sub_open(ch, NULL);
+	cr_assert(sub);
+}
+
+/*
+ * A subscriber that finds posts past its position MBOX_LEAVE times without
+ * waiting in between is being outrun by a stream: it reads the ring
+ * instead, and the producer stops posting.  Once it waits again, posts
+ * resume.
+ */
+Test(mailbox, a_stream_sends_the_subscriber_back_to_the_ring,
+     .init = setup_block, .fini = teardown)
+{
+	uint64_t seq = 0, mark;
+
+	catch_up();
+	for (int i = 0; i < MBOX_LEAVE; i++) {
+		cr_assert_eq(hdr->mbox_want, 1, "left after %d", i);
+		cr_assert_eq(shmbus_publish(pub, "one", 3), 0);
+		cr_assert_eq(shmbus_publish(pub, "two", 3), 0);
+		cr_assert_eq(poll_one().seq, seq++);
+		cr_assert_eq(poll_one().seq, seq++);
+	}
+	cr_assert_eq(hdr->mbox_want, 0, "still asks for posts");
+	mark = mb->mark;
+	cr_assert_eq(shmbus_publish(pub, "ring", 4), 0);
+	cr_assert_eq(mb->mark, mark, "posted to a subscriber on the ring");
+	cr_assert_eq(poll_one().seq, seq++);
+	catch_up();
+	expect_from_mailbox("again", seq);
+}
+
+/* A subscriber killed while it waited on the mailbox and could sleep:
+ * whoever takes its slot clears both of its bits, and the producer stops
+ * posting and making the wake check for it. */
+static int mailbox_sleeper(void *arg)
+{
+	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP,
+				      .spin_ns = 1000 };
+	shmbus_channel *c = shmbus_channel_open(dir, "ch");
+	shmbus_sub *s = c ? shmbus_sub_open(c, &sa) : NULL;
+
+	(void)arg;
+	if (!s)
+		return 2;
+	for (;;)
+		shmbus_wait(s, -1);
+}
+
+Test(mailbox, a_killed_subscriber_leaves_no_bits, .init = setup_block,
+     .fini = teardown)
+{
+	pid_t s = th_spawn(mailbox_sleeper, NULL);
+	shmbus_sub *again;
+	int i;
+
+	for (i = 0; i < 5000 && (hdr->mbox_want != 2 || hdr->sleep_ok != 2);
+	     i++)
+		usleep(1000);
+	cr_assert_eq(hdr->mbox_want, 2, "the sleeper (slot 1) waits there");
+	cr_assert_eq(hdr->sleep_ok, 2, "and said it may sleep");
+	kill(s, SIGKILL);
+	th_wait(s);
+	again = shmbus_sub_open(ch, NULL);	/* takes the dead one's slot */
+	cr_assert(again);
+	cr_assert_eq(hdr->mbox_want, 0);
+	cr_assert_eq(hdr->sleep_ok, 0);
+	shmbus_sub_close(again);
+}
+
 static void caught_up_reads_mailbox_behind_reads_ring(void)
 {
 	struct got g;
@@ -253,7 +373,8 @@ Test(mailbox, read_and_wait_use_it, .init = setup_block, .fini = teardown)
 	uint8_t got[64];
 	uint64_t pos;
 
-	cr_assert_eq(shmbus_read(sub, got, sizeof(got), NULL), -EAGAIN);
+	for (int i = 0; i < MBOX_AFTER + RING_LOOK + 1; i++)
+		cr_assert_eq(shmbus_read(sub, got, sizeof(got), NULL), -EAGAIN);
 	pos = th_head(ch);
 	cr_assert_eq(shmbus_publish(pub, "by read", 7), 0);
 	memcpy(ring_payload(pos), "garbage", 7);

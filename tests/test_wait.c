@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -268,4 +269,88 @@ Test(wait, block_producer_times_out_when_full, .init = setup, .fini = teardown)
 	cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), 0);
 	shmbus_pub_close(p);
 	shmbus_sub_close(s);
+}
+
+/*
+ * Producers make the wake check (and pay its fence) only on a channel
+ * where a subscriber may sleep, which such a subscriber says when it opens
+ * (hdr.sleep_ok, made visible to every producer before its first wait).
+ * A producer streams with pauses, long enough now and then for a sleeper
+ * to fall asleep, while sleeping subscribers come and go, each opened in
+ * the middle of the stream: every one of them must be woken for every
+ * message.  A wake-up lost would leave one asleep until its 2 s timeout
+ * while messages keep coming (a lost wake-up planted in the library fails
+ * this test).
+ */
+#define WAKE_GENERATIONS 12
+#define WAKE_PER_GEN 300
+
+static volatile int *stream_stop;
+
+static int pausing_producer(void *arg)
+{
+	shmbus_channel *c = shmbus_channel_open(arg, "ch");
+	shmbus_pub *p = c ? shmbus_pub_open(c, NULL) : NULL;
+	uint64_t x = 88172645463325252ull;
+
+	if (!p)
+		return 2;
+	while (!*stream_stop) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		if (shmbus_publish(p, &x, sizeof(x)))
+			return 3;
+		if (x % 8 == 0)
+			usleep(50 + x % 200);	/* a sleeper falls asleep */
+		else
+			for (uint64_t i = x % 4096; i; i--)
+				__builtin_ia32_pause();
+	}
+	shmbus_pub_close(p);
+	return 0;
+}
+
+static int count_any(const struct shmbus_msg *m, void *arg)
+{
+	(void)m;
+	++*(int *)arg;
+	return 0;
+}
+
+Test(wait, no_wake_up_is_lost_to_a_streaming_producer, .init = setup,
+     .fini = teardown, .timeout = 120)
+{
+	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP,
+				      .spin_ns = 1000 };
+	pid_t p;
+
+	stream_stop = mmap(NULL, sizeof(*stream_stop), PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(stream_stop, MAP_FAILED);
+	p = th_spawn(pausing_producer, (void *)dir);
+	for (int gen = 0; gen < WAKE_GENERATIONS; gen++) {
+		shmbus_sub *s = shmbus_sub_open(ch, &sa);
+		int got = 0, rc;
+
+		cr_assert(s, "%s", shmbus_strerror(errno));
+		while (got < WAKE_PER_GEN) {
+			uint64_t t0 = th_now_ns(), dt;
+
+			rc = shmbus_wait(s, 2000000000);
+			dt = th_now_ns() - t0;
+			cr_assert_eq(rc, 0, "subscriber %d, after %d messages: "
+				     "%s", gen, got, shmbus_strerror(-rc));
+			/* The producer publishes every 250 us at most: a
+			 * wait that lasts is one whose wake-up was lost,
+			 * ended by its timeout with a message waiting. */
+			cr_assert_lt(dt, 500000000u, "subscriber %d, after %d "
+				     "messages: woken after %lu ms", gen, got,
+				     (unsigned long)(dt / 1000000));
+			cr_assert_geq(shmbus_poll(s, count_any, &got, 0), 0);
+		}
+		shmbus_sub_close(s);
+	}
+	*stream_stop = 1;
+	cr_assert_eq(th_wait(p), 0);
 }

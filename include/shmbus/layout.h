@@ -41,7 +41,7 @@
 #include "static_assert.h"
 
 #define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
-#define SHMBUS_LAYOUT_VERSION	3u
+#define SHMBUS_LAYOUT_VERSION	4u
 
 #define SHMBUS_CACHELINE	64u
 #define SHMBUS_HDR_SIZE		4096u
@@ -167,8 +167,11 @@ struct shmbus_data_trailer {
 /*
  * The mailbox (single-producer channels): one cache line in the data file
  * that repeats the newest record, so that a caught-up subscriber waits on
- * a line that stays put instead of on the ring's frontier.  The producer
- * posts every record to it after committing the record in the ring:
+ * a line that stays put instead of on the ring's frontier.  While any
+ * subscriber says it waits there (hdr.mbox_want), the producer posts each
+ * record to it after committing the record in the ring, and otherwise
+ * leaves it alone, so that a subscriber keeping up with a stream on the
+ * ring does not take the line from the producer once per message:
  *
  *   mark = 0;  fence(release);  word, seq, payload;  mark = pos + 1 (release)
  *
@@ -177,8 +180,9 @@ struct shmbus_data_trailer {
  * says where the newest record is, and the reader takes it from the ring.
  * A reader copies what it needs and then checks that mark has not changed
  * (the seqlock idiom).  The ring stays the record of truth: a mailbox that
- * is behind (a producer died between its commit and its post) or damaged
- * only delays a reader until it next looks at the ring.
+ * is behind (a producer died between its commit and its post, or did
+ * not yet see a subscriber's mbox_want bit) or damaged only delays a
+ * reader until it next looks at the ring.
  */
 #define SHMBUS_MBOX_OFFSET	2048u	/* in the data file, after capacity */
 #define SHMBUS_MBOX_INLINE	40u
@@ -233,10 +237,17 @@ struct shmbus_hdr {
 
 	uint8_t guard5[64];
 
-	/* line 6: wake-ups */
+	/* line 6: what waiting subscribers ask of producers, read by a
+	 * producer after every commit and written only when a subscriber
+	 * starts or stops waiting */
 	uint32_t futex;		/* bumped by a producer that wakes sleepers */
 	uint32_t sleepers;	/* subscribers blocked (or about to) */
-	uint8_t pad6[56];
+	uint64_t mbox_want;	/* SP: bit i set while subscriber slot i waits
+				 * on the mailbox: posts are made only then */
+	uint64_t sleep_ok;	/* bit i set while subscriber slot i may sleep
+				 * (SHMBUS_WAIT_SLEEP): commits make the wake
+				 * check only then */
+	uint8_t pad6[40];
 
 	uint8_t guard7[64];
 
@@ -262,6 +273,7 @@ SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, create_ns, 64);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, replicated_pos, 128);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, head, 256);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, futex, 384);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, mbox_want, 392);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, backpressure, 512);
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_hdr) == SHMBUS_HDR_SIZE, "hdr size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_sub_slot) == 128, "sub slot size");
@@ -269,6 +281,9 @@ SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_prod_slot) == 64, "prod slot size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_seg) == 16, "seg size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_rec) == SHMBUS_REC_HDR, "rec size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_mbox) == SHMBUS_CACHELINE, "mbox size");
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, sleep_ok, 400);
+SHMBUS_STATIC_ASSERT(SHMBUS_MAX_SLOTS <= 64, "one bit per slot in mbox_want "
+		     "and sleep_ok");
 SHMBUS_STATIC_ASSERT(SHMBUS_NSEG * sizeof(struct shmbus_seg) +
 		     sizeof(struct shmbus_data_trailer) <= SHMBUS_MBOX_OFFSET &&
 		     SHMBUS_MBOX_OFFSET % SHMBUS_CACHELINE == 0 &&
