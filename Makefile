@@ -157,9 +157,9 @@ $(BUILD)/daemon/main.o: ALLCFLAGS += $(SYSTEMD_CFLAGS)
 # are hidden (-fvisibility=hidden), so only shmbus_* stay global, as in the
 # shared library, and a program's own sb_* never clashes with ours.
 # $(LIB_INT) keeps lib/*.o as they are, sb_* global: for the programs of
-# this tree that call the internals (shmbusd: lib/repair.h; the tests,
-# benchmarks and fuzz targets), never installed.  The tools and examples
-# link $(LIB_A), as a user would.
+# this tree that call the internals (shmbusd and shmbusctl: lib/contract.h;
+# the tests, benchmarks and fuzz targets), never installed.  busstat and
+# the examples link $(LIB_A), as a user would.
 $(LIB_A): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR     $@")
 	$(Q)$(CC) $(SAN) -r -nostdlib -o $(BUILD)/libshmbus.o $^
@@ -230,7 +230,12 @@ $(SHMBUSD): $(DAEMON_OBJS) $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) $(SYSTEMD_LIBS)
 
-# Only busstat needs ncurses; --as-needed drops it from shmbusctl.
+# shmbusctl takes sizes by the config file's rule (lib/contract.h).
+$(BUILD)/tools/shmbusctl: $(BUILD)/tools/shmbusctl.o $(LIB_INT)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
+
+# Only busstat needs ncurses.
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -Wl,--as-needed -lnuma -lncurses -lpthread

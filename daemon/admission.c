@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "shmbusd.h"
+#include "../lib/contract.h"
 
 struct uid_count {
 	uid_t uid;
@@ -155,7 +156,7 @@ static bool evict_idle(const struct sbd_client *newcomer, unsigned floor)
 		    "evicted pid %d (uid %u, idle for %llu ms) for pid %d "
 		    "(uid %u): max_clients (%u) reached and uid %u holds the "
 		    "most connections (%u)", (int)cl->pid, (unsigned)cl->uid,
-		    (unsigned long long)((sbd_now_ns() - cl->since_ns) /
+		    (unsigned long long)(((uint64_t)sb_now_ns() - cl->since_ns) /
 					 1000000),
 		    (int)newcomer->pid, (unsigned)newcomer->uid,
 		    sbd.conf.max_clients, (unsigned)vuid, vn);
@@ -217,7 +218,7 @@ int sbd_admission_enter(struct sbd_client *cl)
 		sbd.nordinary++;
 	}
 	sbd.nclients++;
-	cl->since_ns = sbd_now_ns();
+	cl->since_ns = (uint64_t)sb_now_ns();
 	cl->idle_prev = idle_tail;
 	cl->idle_next = NULL;
 	if (idle_tail)

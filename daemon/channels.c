@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "shmbusd.h"
-#include "../lib/channel.h"
+#include "../lib/contract.h"
 
 /* dir/name, or -ENAMETOOLONG. */
 static int chan_path(char *buf, size_t len, const char *prefix,

@@ -28,8 +28,7 @@
 
 #include "shmbusd.h"
 #include "shmbus/layout.h"
-#include "../lib/busfile.h"
-#include "../lib/channel.h"
+#include "../lib/contract.h"
 
 enum section { S_BUS, S_DEFAULTS, S_CHANNEL, S_NONE };
 
@@ -92,42 +91,32 @@ static int p_sockpath(const char *v, void *f, char *err, size_t n)
 	return 0;
 }
 
+/* A number, or with `suffix` a size (sb_parse_size(), the library's and
+ * shmbusctl's rule). */
 static int p_u64(const char *v, uint64_t *out, bool suffix, char *err,
 		 size_t n)
 {
-	char *end;
-	unsigned long long x;
-	unsigned shift = 0;
+	size_t digits = strspn(v, "0123456789");
+	int rc;
 
-	errno = 0;
-	x = strtoull(v, &end, 10);
-	if (end == v || v[0] == '-' || errno) {
+	if (digits == 0) {
 		snprintf(err, n, "'%s': expected a number", v);
 		return -1;
 	}
-	if (suffix && *end) {
-		switch (toupper((unsigned char)*end)) {
-		case 'K': shift = 10; break;
-		case 'M': shift = 20; break;
-		case 'G': shift = 30; break;
-		default: shift = 99;
-		}
-		end++;
-		if (shift != 99 && toupper((unsigned char)*end) == 'I' &&
-		    toupper((unsigned char)end[1]) == 'B')
-			end += 2;
-		if (shift == 99 || (x >> (63 - shift)) != 0) {
-			snprintf(err, n, "'%s': expected a size such as 4096, "
-				 "64K, 1M or 2G", v);
-			return -1;
-		}
-		x <<= shift;
-	}
-	if (*end) {
-		snprintf(err, n, "'%s': unexpected '%s'", v, end);
+	if (!suffix && v[digits]) {
+		snprintf(err, n, "'%s': unexpected '%s'", v, v + digits);
 		return -1;
 	}
-	*out = x;
+	rc = sb_parse_size(v, out);
+	if (rc == -ERANGE) {
+		snprintf(err, n, "'%s': too large", v);
+		return -1;
+	}
+	if (rc) {
+		snprintf(err, n, "'%s': expected a size such as 4096, 64K, "
+			 "1M or 2G", v);
+		return -1;
+	}
 	return 0;
 }
 

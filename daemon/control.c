@@ -38,8 +38,7 @@
 #include <linux/sockios.h>
 
 #include "shmbusd.h"
-#include "../lib/busfile.h"
-#include "../lib/channel.h"
+#include "../lib/contract.h"
 
 /* Why the request being served was refused, for the reply's body
  * (protocol version 2); "" if there is nothing to add to the errno. */
@@ -102,7 +101,7 @@ static void listen_poll(bool on)
 
 int sbd_control_expire(void)
 {
-	uint64_t now = sbd_now_ns();
+	uint64_t now = (uint64_t)sb_now_ns();
 	int resume = -1, idle;
 
 	/* The listening socket, resting since descriptors ran out. */
@@ -169,7 +168,7 @@ static bool refuse_without_fds(int err)
 	}
 	if (fd < 0 || spare_fd < 0) {
 		listen_poll(false);
-		listen_resume_ns = sbd_now_ns() + LISTEN_PAUSE_NS;
+		listen_resume_ns = (uint64_t)sb_now_ns() + LISTEN_PAUSE_NS;
 	}
 	return fd >= 0 && spare_fd >= 0;
 }
@@ -571,9 +570,7 @@ static void fill_entry(struct shmbus_ctl_entry *e, struct sbd_chan *c)
 	snprintf(e->name, sizeof(e->name), "%s", c->name);
 	e->capacity = in.capacity;
 	e->max_msg = in.max_msg;
-	e->flags = (in.policy == SHMBUS_OVERWRITE ? SHMBUS_F_OVERWRITE : 0) |
-		   (in.producers == SHMBUS_MULTI_PRODUCER ?
-			    SHMBUS_F_MULTI_PRODUCER : 0);
+	e->flags = sb_channel_flags(in.policy, in.producers);
 	e->subscribers = in.subscribers;
 	e->producers = in.producers_active;
 	e->published = in.published;

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "shmbusd.h"
+#include "../lib/contract.h"
 
 static int max_level = SBD_INFO;
 static bool use_syslog;
@@ -40,17 +41,9 @@ int sbd_log_level_parse(const char *s)
 	return -1;
 }
 
-uint64_t sbd_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 bool sbd_log_allow(struct sbd_ratelimit *rl, unsigned long *missed)
 {
-	uint64_t now = sbd_now_ns();
+	uint64_t now = (uint64_t)sb_now_ns();
 
 	if (now < rl->next_ns) {
 		rl->missed++;

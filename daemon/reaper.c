@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "shmbusd.h"
-#include "../lib/repair.h"
+#include "../lib/contract.h"
 
 static pthread_t thread;
 static int kick_fd = -1;

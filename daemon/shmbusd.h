@@ -54,7 +54,6 @@ void sbd_log_limited(struct sbd_ratelimit *rl, int level,
 		     unsigned long total, const char *what, const char *fmt,
 		     ...) __attribute__((format(printf, 5, 6)));
 /* CLOCK_MONOTONIC in ns. */
-uint64_t sbd_now_ns(void);
 
 /* --------------------------------------------------------------- config */
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "contract.h"
 
 #ifndef HUGETLBFS_MAGIC
 #define HUGETLBFS_MAGIC 0x958458f6
@@ -200,6 +201,47 @@ SHMBUS_EXPORT int shmbus_channel_attr_check(const struct shmbus_channel_attr *a,
 			 "most", (unsigned)a->mode);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+uint32_t sb_channel_flags(enum shmbus_policy policy,
+			  enum shmbus_producers producers)
+{
+	return (policy == SHMBUS_OVERWRITE ? SHMBUS_F_OVERWRITE : 0) |
+	       (producers == SHMBUS_MULTI_PRODUCER ? SHMBUS_F_MULTI_PRODUCER
+						   : 0);
+}
+
+int sb_parse_size(const char *s, uint64_t *out)
+{
+	uint64_t x = 0;
+	unsigned shift = 0;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (x > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+			return -ERANGE;
+		x = x * 10 + (uint64_t)(*p - '0');
+	}
+	switch (*p) {
+	case 'k': case 'K': shift = 10; break;
+	case 'm': case 'M': shift = 20; break;
+	case 'g': case 'G': shift = 30; break;
+	case 0: break;
+	default: return -EINVAL;
+	}
+	if (shift) {
+		p++;
+		if ((p[0] == 'i' || p[0] == 'I') && (p[1] == 'b' || p[1] == 'B'))
+			p += 2;
+		if (x >> (64 - shift))
+			return -ERANGE;
+	}
+	if (*p)
+		return -EINVAL;
+	*out = x << shift;
 	return 0;
 }
 
@@ -391,9 +433,7 @@ static void init_header(struct shmbus_hdr *h, const struct geometry *g,
 	h->data_offset = 0;
 	h->slots_offset = g->slots_off;
 	h->max_msg = attr_max_msg(a);
-	h->flags = (a->policy == SHMBUS_OVERWRITE ? SHMBUS_F_OVERWRITE : 0) |
-		   (a->producers == SHMBUS_MULTI_PRODUCER ?
-			    SHMBUS_F_MULTI_PRODUCER : 0);
+	h->flags = sb_channel_flags(a->policy, a->producers);
 	h->nslots = SHMBUS_MAX_SLOTS;
 	h->cap_log2 = g->cap_log2;
 	h->create_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;

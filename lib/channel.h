@@ -192,8 +192,8 @@ int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 		       uint64_t *pos);
 int64_t sb_now_ns(void);
 bool sb_pid_alive(uint32_t pid);
-/* A channel's or a bus's name: 1..max of [A-Za-z0-9._-], not starting
- * with '.' (so never a path, a hidden file, "." or ".."). */
+/* sb_name_ok(), sb_now_ns() and the other rules the daemon and the tools
+ * share with the library: contract.h. */
 int sb_name_ok(const char *name, size_t max);
 /* No such process, or a zombie (pid.c). */
 bool sb_pid_gone(uint32_t pid);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "../lib/contract.h"
 
 static const char *shmbusd_path(void)
 {
@@ -227,4 +228,36 @@ Test(config, the_same_key_in_two_sections_and_the_size_rule)
 			      "capacity = 4K\n",
 		     true, out, sizeof(out)), 0, "%s", out);
 	th_rmdir(dir);
+}
+
+/* One rule for sizes, shared by the config file and shmbusctl. */
+Test(config, sizes_have_one_rule)
+{
+	static const struct {
+		const char *s;
+		int rc;
+		uint64_t v;
+	} sizes[] = {
+		{ "0", 0, 0 }, { "4096", 0, 4096 }, { "64K", 0, 65536 },
+		{ "64k", 0, 65536 }, { "64KiB", 0, 65536 },
+		{ "64kib", 0, 65536 }, { "1M", 0, 1u << 20 },
+		{ "2G", 0, UINT64_C(2) << 30 },
+		{ "18446744073709551615", 0, UINT64_MAX },
+		{ "18446744073709551616", -ERANGE, 0 },
+		{ "17179869184G", -ERANGE, 0 },	/* 2^34 G = 2^64 */
+		{ "17179869183G", 0, UINT64_C(17179869183) << 30 },
+		{ "", -EINVAL, 0 }, { "K", -EINVAL, 0 }, { "-1", -EINVAL, 0 },
+		{ "+1", -EINVAL, 0 }, { " 1", -EINVAL, 0 }, { "1 ", -EINVAL, 0 },
+		{ "1T", -EINVAL, 0 }, { "1KB", -EINVAL, 0 },
+		{ "1Ki", -EINVAL, 0 }, { "1KiBs", -EINVAL, 0 },
+		{ "0x10", -EINVAL, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		uint64_t v = 12345;
+		int rc = sb_parse_size(sizes[i].s, &v);
+
+		cr_assert_eq(rc, sizes[i].rc, "'%s': %d", sizes[i].s, rc);
+		cr_assert_eq(v, rc ? 12345 : sizes[i].v, "'%s'", sizes[i].s);
+	}
 }

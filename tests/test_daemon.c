@@ -208,7 +208,7 @@ Test(daemon, shmbusctl_commands_and_exit_codes, .init = setup,
 	cr_assert(strstr(out, "blk") && strstr(out, "tiny") &&
 		  strstr(out, "overwrite"), "%s", out);
 
-	snprintf(args, sizeof(args), "-b %s create made --capacity 16K "
+	snprintf(args, sizeof(args), "-b %s create made --capacity 16KiB "
 		 "--policy overwrite --producers multi --mode 0640", d.sock);
 	cr_assert_eq(ctl(out, sizeof(out), args), 0, "%s", out);
 	snprintf(args, sizeof(args), "-b %s describe made", d.sock);

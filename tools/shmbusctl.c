@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "shmbus.h"
+#include "../lib/contract.h"
 
 #define EXIT_REFUSED	1
 #define EXIT_USAGE	2
@@ -48,28 +49,10 @@ static void usage(FILE *f)
 "\"default\").  Exit: 0 done, 1 refused, 2 usage, 3 no daemon.\n");
 }
 
+/* The config file's rule (sb_parse_size()). */
 static int parse_size(const char *s, uint64_t *out)
 {
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-	unsigned shift = 0;
-
-	if (end == s || s[0] == '-')
-		return -1;
-	switch (toupper((unsigned char)*end)) {
-	case 0: break;
-	case 'K': shift = 10; end++; break;
-	case 'M': shift = 20; end++; break;
-	case 'G': shift = 30; end++; break;
-	default: return -1;
-	}
-	if (shift && toupper((unsigned char)end[0]) == 'I' &&
-	    toupper((unsigned char)end[1]) == 'B')
-		end += 2;
-	if (*end || (shift && v >> (63 - shift)))
-		return -1;
-	*out = v << shift;
-	return 0;
+	return sb_parse_size(s, out) ? -1 : 0;
 }
 
 static const char *policy_name(enum shmbus_policy p)
