@@ -168,8 +168,8 @@ static inline uint32_t owner_pid(uint64_t o)
 }
 
 /* Stops asking for posts (closing, or a repair of a dead owner's slot i):
- * clears the slot's bit in hdr.mbox_want.  No edge: a hint (publish.c's
- * mbox_wanted()). */
+ * clears the slot's bit in hdr.mbox_want.  No edge: a hint (publish_sp.c's
+ * sp_committed()). */
 static inline void sb_mbox_unwant(struct shmbus_channel *ch, uint32_t i)
 {
 	and_relaxed64(&ch->hdr->mbox_want, ~(UINT64_C(1) << i));

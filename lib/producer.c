@@ -3,7 +3,7 @@
  * producer.c - opening and closing a publisher: the single producer's
  * role, taken over from a dead holder after repair, and the producer slot
  * that announces claims and counts for busstat.  Claiming and committing
- * are publish.c's.
+ * are publish.c's (publish_sp.c, publish_mp.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -128,7 +128,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 	pub->small_max = ch_mbox_max(ch);
 	pub->multi = ch_multi(ch);
 	/* room stays 0 (calloc): the first claim is a slow one, which sets
-	 * it (set_room() in publish.c); a multi producer's stays 0. */
+	 * it (sp_set_room() in publish_sp.c); a multi producer's stays 0. */
 	/* Overwrite, single producer: nothing ever holds it back. */
 	pub->limit = ch_overwrite(ch) && !pub->multi ? UINT64_MAX : 0;
 	pub->timeout_ns = attr ? attr->timeout_ns : 0;

@@ -1,13 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * pub.h - a publisher's private state, shared by publish.c (claiming and
- * committing) and producer.c (opening and closing).  Not part of the API.
+ * pub.h - a publisher's private state, and what the two publishing models
+ * share.  Not part of the API.
+ *
+ *   publish.c     the API: arguments checked once, then the model's call
+ *   publish_sp.c  single producer: claim, commit, batch
+ *   publish_mp.c  multi producer: claim (with the hand-off), commit, batch
+ *   producer.c    opening and closing
+ *
+ * A record is written the same way by both: its header (rec_write_hdr()),
+ * its payload, then its commit word (commit_store(), R1).  Labels
+ * (R = release side, A = acquire side) are listed in docs/design.md.
  */
 #ifndef SHMBUS_PUB_H
 #define SHMBUS_PUB_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "channel.h"
 
@@ -16,7 +26,7 @@ struct shmbus_pub {
 	struct shmbus_prod_slot *slot;
 	/* Copies of the channel's validated geometry, for the fast path. */
 	struct shmbus_hdr *hdr;
-	struct shmbus_mbox *mbox;	/* SP: posted after every commit */
+	struct shmbus_mbox *mbox;	/* SP: posted while a subscriber waits */
 	uint8_t *data;
 	uint64_t mask;
 	uint64_t cap;
@@ -30,8 +40,8 @@ struct shmbus_pub {
 	 * adds, 13-15 more instructions a message (make bench-insn). */
 	uint64_t head;		/* SP: the next position we claim */
 	uint64_t tag_word;	/* SP: the commit word's tag bits there */
-	uint64_t room;		/* SP: what claim_fast() may hand out */
-	uint64_t limit;		/* block: claims must end 8 bytes below */
+	uint64_t room;		/* SP: what sp_claim_fast() may hand out */
+	uint64_t limit;		/* claims must end 8 bytes below */
 	uint64_t seq;		/* SP: next sequence number */
 	int64_t timeout_ns;
 	uint64_t bytes;		/* SP: payload bytes published */
@@ -45,5 +55,118 @@ struct shmbus_pub {
 	uint64_t c_seq;
 	uint64_t c_word;	/* the commit word shmbus_commit() stores */
 };
+
+/* The record at ring position pos, from the handle's copies. */
+static inline struct shmbus_rec *pub_rec(const struct shmbus_pub *pub,
+					 uint64_t pos)
+{
+	return (struct shmbus_rec *)(pub->data + (pos & pub->mask));
+}
+
+/* A record's header: its sequence number.  Ordered before the record's
+ * commit by R1. */
+static inline void rec_write_hdr(struct shmbus_rec *r, uint64_t seq)
+{
+	store_relaxed64(&r->seq, seq);
+}
+
+/* Commits a record: stores its commit word.  The one store that makes a
+ * record of a producer visible (wrap padding and repairs use it too,
+ * through sb_commit_rec()). */
+static inline void commit_store(struct shmbus_rec *r, uint64_t w)
+{
+	/* R1: pairs with A1 in the subscriber's peek() and peek_ring()
+	 * (and shmbusd's committed_until()): the header and payload
+	 * written before this store are visible to a reader that sees
+	 * the commit word. */
+	store_release64(&r->commit, w);
+}
+
+/* Notes an outstanding claim of one record of `len` bytes at pos, whose
+ * commit will store `w`, and hands out its payload. */
+static inline void claim_note(struct shmbus_pub *pub, struct shmbus_rec *r,
+			      uint64_t pos, uint64_t seq, size_t len,
+			      uint64_t w, void **buf)
+{
+	rec_write_hdr(r, seq);
+	pub->claimed = true;
+	pub->c_pos = pos;
+	pub->c_seq = seq;
+	pub->c_len = (uint32_t)len;
+	pub->c_word = w;
+	*buf = r + 1;
+}
+
+/* Per-producer count for busstat, on the producer's own slot line. */
+static inline void count_published(struct shmbus_pub *pub, uint64_t n)
+{
+	pub->published += n;
+	if (pub->slot)
+		store_relaxed64(&pub->slot->published, pub->published);
+}
+
+/*
+ * Wakes sleeping subscribers if any said they sleep.  Called after every
+ * commit, with the handle's hdr (loaded before the commit's atomics, so
+ * that the compiler need not load it again after them).  The check is one side of a store-load pair (F3): our commit
+ * then the sleepers count, against a sleeper's increment then its look at
+ * the ring, and it needs a full fence between the two, which waits until
+ * the commit's lines have left a reader's cache.  Only channels where a
+ * subscriber may sleep pay for it (hdr.sleep_ok, sb_sleep_announce()):
+ * once per commit it cost a streaming producer more than half its rate
+ * (bench_throughput, 32 B claim/commit: 10.6 against 20.5 M msg/s
+ * without; alone 68.6 against 119.4 M).
+ */
+static inline void wake_if_sleepers(struct shmbus_pub *pub,
+				    struct shmbus_hdr *h)
+{
+	/* No CPU edge: only the compiler must keep this load after the
+	 * commit; sb_sleep_announce()'s membarrier() supplies the rest. */
+	fence_compiler();
+	/* No edge: a subscriber's bit is made visible to us before it first
+	 * sleeps, by its membarrier() (sb_sleep_announce()). */
+	if (__builtin_expect(load_relaxed64(&h->sleep_ok) == 0, 1))
+		return;
+	/* F3: pairs with F3 in sleep_wait(): either the sleeper's re-check
+	 * sees our commit, or we see its sleepers count. */
+	fence_seqcst();
+	if (load_relaxed32(&h->sleepers))
+		sb_prod_wake(pub->ch);
+}
+
+/* Whether a segment of the index starts in (p, q]. */
+static inline bool crosses_seg(const struct shmbus_pub *pub, uint64_t p,
+			       uint64_t q)
+{
+	return (p ^ q) >> pub->seg_log2;
+}
+
+/* What both models share off the fast path (publish.c). */
+void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p);
+int sb_reap_gone(struct shmbus_pub *pub);
+int sb_backpressure(struct shmbus_pub *pub, int64_t *deadline,
+		    unsigned *spins);
+uint64_t sb_write_batch(struct shmbus_pub *pub, uint64_t pos, uint64_t seq,
+			const struct iovec *msgs, size_t n, uint64_t tag);
+
+/*
+ * The models.  Arguments are checked by the API (publish.c): no claim
+ * outstanding, every length within max_msg (the publish calls check
+ * that themselves: see sb_sp_publish()), a batch's total within
+ * max_need() and its count at least 1.  A batch is given its total record
+ * bytes and payload bytes.
+ */
+int sb_sp_claim(struct shmbus_pub *pub, size_t len, void **buf);
+int sb_sp_commit(struct shmbus_pub *pub);
+int sb_sp_abort(struct shmbus_pub *pub);
+int sb_sp_publish(struct shmbus_pub *pub, const void *data, size_t len);
+int sb_sp_batch(struct shmbus_pub *pub, const struct iovec *msgs, size_t n,
+		uint64_t need, uint64_t nbytes);
+int sb_mp_claim(struct shmbus_pub *pub, size_t len, void **buf);
+int sb_mp_commit(struct shmbus_pub *pub);
+int sb_mp_abort(struct shmbus_pub *pub);
+int sb_mp_publish(struct shmbus_pub *pub, const void *data, size_t len);
+int sb_mp_batch(struct shmbus_pub *pub, const struct iovec *msgs, size_t n,
+		uint64_t need, uint64_t nbytes);
 
 #endif /* SHMBUS_PUB_H */

@@ -76,7 +76,7 @@ static uint64_t committed_until(struct shmbus_channel *ch, uint64_t p,
 				uint64_t to)
 {
 	while (p < to) {
-		/* A1: pairs with R1 (commit_rec()). */
+		/* A1: pairs with R1 (commit_store()). */
 		uint64_t w = load_acquire64(&rec_at(ch, p)->commit);
 		uint64_t size;
 
@@ -109,7 +109,7 @@ static uint64_t sp_walk_start(struct shmbus_channel *ch, uint64_t head)
 	sb_sub_find_oldest(ch, head, &oldest);
 	b = head & ~(seg - 1);
 	for (uint32_t k = 0; k < SHMBUS_NSEG && b > oldest; k++, b -= seg) {
-		/* A4: pairs with R4 in seg_index().  Checked as
+		/* A4: pairs with R4 in sb_seg_index().  Checked as
 		 * sb_sub_find_oldest() checks it, and before head. */
 		e = load_acquire64(
 			&ch->segs[(b >> ch->seg_log2) & (SHMBUS_NSEG - 1)].pos);
@@ -166,7 +166,7 @@ int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self)
 static void release_adopted(struct shmbus_channel *ch,
 			    struct shmbus_prod_slot *s)
 {
-	/* R6: pairs with A6 in refresh_limit() and sb_handoff_help(). */
+	/* R6: pairs with A6 in sb_refresh_limit() and sb_handoff_help(). */
 	store_release64(&s->claim_pos, UINT64_MAX);
 	/* R13: pairs with A13 in take_prod_slot(): the repair above
 	 * precedes the slot's reuse. */

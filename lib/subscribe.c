@@ -103,7 +103,7 @@ int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 	}
 	lo = head + SHMBUS_REC_ALIGN - ch->cap;
 	for (b = (lo + seg - 1) & ~(seg - 1); b <= head; b += seg) {
-		/* A4: pairs with R4 in seg_index(). */
+		/* A4: pairs with R4 in sb_seg_index(). */
 		uint64_t e = load_acquire64(
 			&ch->segs[(b >> ch->seg_log2) & (SHMBUS_NSEG - 1)].pos);
 
@@ -142,7 +142,8 @@ static bool trusted(struct shmbus_sub *sub)
 {
 	if (!sub->fresh)
 		return true;
-	/* A3': pairs with R3 in claim_done(): the zeroing of the word at every
+	/* A3': pairs with R3 in sp_claimed() and mp_claimed(): the zeroing of
+	 * the word at every
 	 * position up to handoff is visible. */
 	if (load_acquire64(&sub->ch->hdr->handoff) < sub->pos)
 		return false;
@@ -233,7 +234,8 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		if (!trusted(sub))
 			return 0;
 		/* A1: pairs with R1 (commit_store() and the wrap padding in
-		 * claim_done()): the record's seq and payload are visible. */
+		 * the wrap padding of sp_reserve_slow() and mp_claimed()): the
+		 * record's seq and payload are visible. */
 		w = load_acquire64(&r->commit);
 		if (quiet_empty(sub, w, false))
 			return 0;
@@ -266,7 +268,7 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		if (ch_overwrite(ch)) {
 			if (!bad && type == SHMBUS_REC_MSG && len)
 				memcpy(sub->buf, data, len);
-			/* A2: pairs with R2 in claim_done(): if the word or the
+			/* A2: pairs with R2 in sp_claimed() and mp_claimed(): if the word or the
 			 * copy saw any byte of a later claim, head shows that
 			 * claim.  A lapped reader may have read a later lap's
 			 * payload that looks like a record of its own lap:
@@ -312,7 +314,7 @@ peek_ring(struct shmbus_sub *sub, struct peeked *pk)
 				     p % SHMBUS_REC_ALIGN, 0))
 		return peek(sub, pk);
 	r = (const struct shmbus_rec *)(sub->data + (p & sub->mask));
-	/* A1: pairs with R1 (commit_rec()). */
+	/* A1: pairs with R1 (commit_store()). */
 	w = load_acquire64(&r->commit);
 	if (w == 0 && (sub->empty + 1) & 63) {
 		/* quiet_empty(), except that its 64th call, which looks at
@@ -443,7 +445,7 @@ static inline bool ring_look_due(uint32_t q)
 /* RING -> MBOX: asks for posts, and waits on the mailbox. */
 static __attribute__((noinline)) void wait_mbox(struct shmbus_sub *sub)
 {
-	/* No edge: a hint (publish.c's mbox_wanted()).  What the producer
+	/* No edge: a hint (publish_sp.c's sp_committed()).  What the producer
 	 * commits before it sees the bit is not posted: the looks at the
 	 * ring from the first empty look on (ring_look_due()) find it. */
 	or_relaxed64(&sub->ch->hdr->mbox_want, sub->want_bit);
@@ -473,14 +475,16 @@ static void mbox_ahead(struct shmbus_sub *sub)
 }
 
 /* MBOX: a look at the ring (or a wait's) found a record the mailbox did
- * not name: read the ring until caught up.  Our bit is set again in case
- * it was lost (it costs nothing if it is there). */
+ * not name: read the ring until caught up.  Our bit is set again if it
+ * was lost (looked at first: the word's line is one the producer reads
+ * after every commit, and only a write would take it away). */
 static __attribute__((noinline)) void ring_unposted(struct shmbus_sub *sub)
 {
 	sub->mode = SB_SUB_CATCHUP;
 	sub->ring_end = UINT64_MAX;
 	/* No edge: a hint, as in wait_mbox(). */
-	or_relaxed64(&sub->ch->hdr->mbox_want, sub->want_bit);
+	if (!(load_relaxed64(&sub->ch->hdr->mbox_want) & sub->want_bit))
+		or_relaxed64(&sub->ch->hdr->mbox_want, sub->want_bit);
 }
 
 /* The ring had nothing at our position. */
@@ -556,7 +560,7 @@ static void consume(struct shmbus_sub *sub, const struct peeked *pk)
 static inline __attribute__((always_inline)) void
 publish_pos(struct shmbus_sub *sub)
 {
-	/* R5: pairs with A5 in refresh_limit(). */
+	/* R5: pairs with A5 in sb_refresh_limit(). */
 	store_release64(&sub->slot->pos, sub->pos);
 }
 
@@ -571,7 +575,7 @@ publish_cursor(struct shmbus_sub *sub)
 	store_relaxed64(&s->delivered, sub->delivered);
 	store_relaxed64(&s->lost, sub->lost);
 	store_relaxed64(&s->next_seq, sub->next_seq);
-	/* R5: pairs with A5 in refresh_limit(): every read of the records
+	/* R5: pairs with A5 in sb_refresh_limit(): every read of the records
 	 * below pos (the handler's included) is done before a producer may
 	 * claim over them. */
 	store_release64(&s->pos, sub->pos);
@@ -796,11 +800,16 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 
 		if (m == p + 1)
 			return true;
-		if (mark_behind(m, p)) {
-			sub->ahead = 0;
-			if (!ring_look_due(++sub->quiet))
-				return false;
+		if (!mark_behind(m, p)) {
+			/* Posts past ours: the ring has our record (A8), and
+			 * this is peek_fast()'s MB_AHEAD. */
+			sub->ring_end = m - 1;
+			mbox_ahead(sub);
+			return true;
 		}
+		sub->ahead = 0;
+		if (!ring_look_due(++sub->quiet))
+			return false;
 	}
 	if (!ring_ready(sub, force)) {
 		ring_empty(sub);

@@ -40,7 +40,7 @@ static void raise_hwm(struct shmbus_hdr *h, uint32_t n)
 	uint32_t cur = load_relaxed32(&h->nsub_hwm);
 
 	/* A monotone maximum, raised before our ACTIVE store; read by
-	 * producers after F1 (see refresh_limit()). */
+	 * producers after F1 (see sb_refresh_limit()). */
 	while (cur < n && !cas_strong_seqcst32(&h->nsub_hwm, &cur, n))
 		;
 }
@@ -159,7 +159,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	 * orders before our load of head. */
 	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE,
 					     (uint32_t)getpid()));
-	/* F1: pairs with F1 in refresh_limit() (see there). */
+	/* F1: pairs with F1 in sb_refresh_limit() (see there). */
 	fence_seqcst();
 	/* The sequence counter read before head is a lower bound of the seq
 	 * of the first message at head: the baseline for counting losses

@@ -105,7 +105,7 @@ static int sleep_wait(struct shmbus_sub *sub, struct shmbus_channel *ch,
 		add_seqcst32(&h->sleepers, 1);
 		store_relaxed32(&slot->sleeping, 1);
 		f = load_seqcst32(&h->futex);
-		/* F3: pairs with F3 in wake_if_sleepers(): either this check
+		/* F3: pairs with F3 in wake_if_sleepers() (pub.h): either this check
 		 * sees the producer's commit, or the producer sees our
 		 * sleepers increment and changes the futex word (producers
 		 * make the check while our sleep_ok bit is set:
