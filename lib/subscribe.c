@@ -38,18 +38,29 @@
  * crawl at one line exchange a message; so it reads the ring, and the
  * producer posts nothing:
  *
- *   RING    -- MBOX_AFTER empty looks in a row -----------> MBOX (bit set)
- *   MBOX    -- a post past our position ------------------> CATCHUP
- *   CATCHUP -- read the ring up to that post, or empty ---> MBOX
- *   MBOX    -- MBOX_LEAVE posts past ours in a row ---------> RING (bit clear)
- *   MBOX    -- a look at the ring finds a record ----------> CATCHUP
+ *   RING    -- it waits (below) ----------------------------> MBOX (bit set)
+ *   MBOX    -- a post past our position -------------------> CATCHUP
+ *   CATCHUP -- read the ring up to that post, or empty ----> MBOX
+ *   MBOX    -- a look at the ring finds a record -----------> CATCHUP
+ *   MBOX    -- a stream (below) ---------------------------> RING (bit clear)
  *
- * A ping-pong or a subscriber that catches up after every batch waits
- * before each post and stays in MBOX; a stream outruns it, and it goes
- * back to the ring.
+ * A subscriber waits when, over a window of MBOX_WINDOW empty looks at
+ * the ring, it took a quarter as many messages or fewer (four empty looks
+ * a message or more: a ping-pong, a stream slower than the subscriber).
+ * A stream is told from a ping-pong, or from a subscriber that catches up
+ * after every batch, by how little the subscriber waits:
+ * - MBOX_LEAVE catch-ups in a row during which the producer posted again
+ *   (it outruns the subscriber), or
+ * - in a window of MBOX_WINDOW empty looks at the mailbox, at least half
+ *   as many messages taken from it (the subscriber keeps up with a
+ *   producer it slows down, one line exchange a message).
+ * A ping-pong makes several empty looks per message; a subscriber that
+ * catches up after each batch takes its messages from the ring, and its
+ * producer waits.  Both decisions are made on the paths of empty looks and
+ * catch-ups, never on the take of a message.
  */
-#define MBOX_AFTER 64
 #define MBOX_LEAVE 4
+#define MBOX_WINDOW 64
 
 /* A subscriber waiting on the mailbox looks at the ring as well at its
  * 1st, 2nd, 4th, ... empty look there, then once in MBOX_RING_LOOK: what
@@ -337,6 +348,7 @@ peek_ring(struct shmbus_sub *sub, struct peeked *pk)
 /* What the mailbox says about the subscriber's position. */
 enum mbox_say {
 	MB_NOTHING,	/* its newest record is before us: nothing new */
+	MB_BUSY,	/* a post is being written (mark 0) */
 	MB_TAKEN,	/* the message at our position, copied: *pk */
 	MB_IN_RING,	/* the record at our position is in the ring */
 	MB_AHEAD,	/* records past ours were posted: we are behind,
@@ -385,12 +397,13 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 	 * and the mailbox's fields for it are visible. */
 	m = load_acquire64(&mb->mark);
 	if (m != p + 1) {
-		if (mark_behind(m, p))
+		if (m == 0)
+			return MB_BUSY;
+		if (m - 1 < p)
 			return MB_NOTHING;
 		sub->ring_end = m - 1;
 		return MB_AHEAD;
 	}
-	sub->ahead = 0;		/* the post is ours: not outrun */
 	w = load_relaxed64(&mb->word);
 	/* One comparison for the tag (this lap's), the type (SHMBUS_REC_MSG,
 	 * which is 0) and the length: any other tag or type leaves a
@@ -442,6 +455,13 @@ static inline bool ring_look_due(uint32_t q)
 	return (q & (q - 1)) == 0 || q % MBOX_RING_LOOK == 0;
 }
 
+/* Whether empty look number q at the mailbox has more to do than being
+ * counted: a look at the ring, or the end of a window (MBOX_WINDOW). */
+static inline bool look_has_work(uint32_t q)
+{
+	return ring_look_due(q) || q % MBOX_WINDOW == 0;
+}
+
 /* RING -> MBOX: asks for posts, and waits on the mailbox. */
 static __attribute__((noinline)) void wait_mbox(struct shmbus_sub *sub)
 {
@@ -452,6 +472,7 @@ static __attribute__((noinline)) void wait_mbox(struct shmbus_sub *sub)
 	sub->mode = SB_SUB_MBOX;
 	sub->quiet = 0;
 	sub->ahead = 0;
+	sub->win_from = sub->delivered - sub->caught;
 }
 
 /* MBOX -> RING: outrun by a stream; the producer may stop posting. */
@@ -461,17 +482,79 @@ static __attribute__((noinline)) void leave_mbox(struct shmbus_sub *sub)
 	and_relaxed64(&sub->ch->hdr->mbox_want, ~sub->want_bit);
 	sub->mode = SB_SUB_RING;
 	sub->quiet = 0;
+	sub->win_from = sub->delivered;
+}
+
+/* RING: the end of a window of MBOX_WINDOW empty looks at the ring. */
+static __attribute__((noinline)) void ring_window(struct shmbus_sub *sub)
+{
+	if (sub->delivered - sub->win_from <= MBOX_WINDOW / 4)
+		wait_mbox(sub);
+	else
+		sub->win_from = sub->delivered;
 }
 
 /* MBOX: the mailbox names a record past ours (ring_end): we are behind. */
 static void mbox_ahead(struct shmbus_sub *sub)
 {
-	if (++sub->ahead >= MBOX_LEAVE) {
+	sub->mode = SB_SUB_CATCHUP;
+	sub->catch_from = sub->delivered;
+	prefetch_posted(sub);
+}
+
+/*
+ * CATCHUP is over (up to the newest post, or the ring is empty): back to
+ * MBOX.  If the producer posted again while we caught up, it outruns us:
+ * the MBOX_LEAVE-th such catch-up in a row sends us back to the ring.
+ * A subscriber that catches up after each batch, or that a wrap's padding
+ * sent to the ring, finds nothing newer posted.
+ */
+static void caught_up(struct shmbus_sub *sub)
+{
+	/* No edge: only compared, as hints (A8 is the next look's, in
+	 * mbox_peek()).  Outrun: the newest post is past ring_end and is
+	 * not the very next message (one producer and one subscriber taking
+	 * turns in one thread have posted that one). */
+	uint64_t m = load_relaxed64(&sub->mbox->mark);
+	uint64_t seq = load_relaxed64(&sub->mbox->seq);
+
+	sub->mode = SB_SUB_MBOX;
+	sub->caught += sub->delivered - sub->catch_from;
+	if (m == 0 || m - 1 <= sub->ring_end || sub->ring_end == UINT64_MAX ||
+	    seq <= sub->next_seq)
+		sub->ahead = 0;
+	else if (++sub->ahead >= MBOX_LEAVE)
 		leave_mbox(sub);
-	} else {
-		sub->mode = SB_SUB_CATCHUP;
-		prefetch_posted(sub);
-	}
+}
+
+/* MBOX: the end of a window of MBOX_WINDOW empty looks at the mailbox. */
+static __attribute__((noinline)) void mbox_window(struct shmbus_sub *sub)
+{
+	uint64_t taken = sub->delivered - sub->caught;	/* posts named */
+
+	if (taken - sub->win_from >= MBOX_WINDOW / 2)
+		leave_mbox(sub);
+	sub->win_from = taken;
+}
+
+/* MBOX: a look at the mailbox that found nothing for us, counted.
+ * Returns whether it is also a look at the ring. */
+static inline bool mbox_looked(struct shmbus_sub *sub)
+{
+	uint32_t q = ++sub->quiet;
+
+	if (q % MBOX_WINDOW == 0)
+		mbox_window(sub);
+	return ring_look_due(q);
+}
+
+/* The same, when nothing new was posted: we wait, so the run of
+ * catch-ups ends.  A post being written (mark 0) says instead that the
+ * producer is busy, and leaves the run alone. */
+static inline bool mbox_empty(struct shmbus_sub *sub)
+{
+	sub->ahead = 0;
+	return mbox_looked(sub);
 }
 
 /* MBOX: a look at the ring (or a wait's) found a record the mailbox did
@@ -482,6 +565,7 @@ static __attribute__((noinline)) void ring_unposted(struct shmbus_sub *sub)
 {
 	sub->mode = SB_SUB_CATCHUP;
 	sub->ring_end = UINT64_MAX;
+	sub->catch_from = sub->delivered;
 	/* No edge: a hint, as in wait_mbox(). */
 	if (!(load_relaxed64(&sub->ch->hdr->mbox_want) & sub->want_bit))
 		or_relaxed64(&sub->ch->hdr->mbox_want, sub->want_bit);
@@ -491,10 +575,10 @@ static __attribute__((noinline)) void ring_unposted(struct shmbus_sub *sub)
 static inline void ring_empty(struct shmbus_sub *sub)
 {
 	if (sub->mode == SB_SUB_CATCHUP)
-		sub->mode = SB_SUB_MBOX;
+		caught_up(sub);
 	else if (sub->mode == SB_SUB_RING && sub->has_mbox &&
-		 ++sub->quiet >= MBOX_AFTER)
-		wait_mbox(sub);
+		 ++sub->quiet % MBOX_WINDOW == 0)
+		ring_window(sub);
 }
 
 /*
@@ -510,7 +594,7 @@ peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 	int rc;
 
 	if (sub->mode == SB_SUB_CATCHUP && sub->pos > sub->ring_end)
-		sub->mode = SB_SUB_MBOX;
+		caught_up(sub);
 	if (sub->mode == SB_SUB_MBOX) {
 		switch (mbox_peek(sub, pk)) {
 		case MB_TAKEN:
@@ -518,8 +602,12 @@ peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 			pk->msg.lost = sub->pending_lost;
 			return 1;
 		case MB_NOTHING:
-			sub->ahead = 0;
-			if (!ring_look_due(++sub->quiet))
+			if (!mbox_empty(sub))
+				return 0;
+			look = true;
+			break;
+		case MB_BUSY:
+			if (!mbox_looked(sub))
 				return 0;
 			look = true;
 			break;
@@ -533,8 +621,6 @@ peek_fast(struct shmbus_sub *sub, struct peeked *pk)
 	rc = peek_ring(sub, pk);
 	if (rc == 0)
 		ring_empty(sub);
-	else if (sub->mode == SB_SUB_RING)
-		sub->quiet = 0;
 	else if (look && rc > 0)
 		ring_unposted(sub);
 	return rc;
@@ -613,12 +699,12 @@ poll_loop(struct shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max,
 	return rc < 0 ? rc : (int)n;
 }
 
-/* A front's answer to an empty look at the mailbox: counted, unless it is
- * due to be a look at the ring as well, which is left uncounted for
+/* A front's answer to an empty look at the mailbox: counted, unless it
+ * has more to do (look_has_work()), which is left uncounted for
  * peek_fast() to count and act on.  Returns whether it was counted. */
 static inline bool quiet_look(struct shmbus_sub *sub)
 {
-	if (ring_look_due(sub->quiet + 1))
+	if (look_has_work(sub->quiet + 1))
 		return false;
 	sub->quiet++;
 	sub->ahead = 0;
@@ -678,6 +764,7 @@ SHMBUS_EXPORT int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg,
 		if (fn(&pk.msg, arg) || max == 1)
 			return 1;
 		return poll_loop(sub, fn, arg, max, 1, start);
+	case MB_BUSY:
 	case MB_AHEAD:
 	case MB_IN_RING:
 		break;
@@ -743,6 +830,7 @@ SHMBUS_EXPORT ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 			info->data = buf;
 		}
 		return (ssize_t)pk.msg.len;
+	case MB_BUSY:
 	case MB_AHEAD:
 	case MB_IN_RING:
 		break;
@@ -807,8 +895,7 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 			mbox_ahead(sub);
 			return true;
 		}
-		sub->ahead = 0;
-		if (!ring_look_due(++sub->quiet))
+		if (!(m == 0 ? mbox_looked(sub) : mbox_empty(sub)))
 			return false;
 	}
 	if (!ring_ready(sub, force)) {
@@ -817,9 +904,7 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 	}
 	/* The ring has something the mailbox did not name as ours: the
 	 * caller's next poll reads the ring, until it catches up. */
-	if (sub->mode == SB_SUB_RING)
-		sub->quiet = 0;
-	else
+	if (sub->mode != SB_SUB_RING)
 		ring_unposted(sub);
 	return true;
 }

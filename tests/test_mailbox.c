@@ -26,9 +26,12 @@
 #define CAP 4096u
 #define MAXMSG 1024u
 #define RING_LOOK 1024	/* MBOX_RING_LOOK in lib/subscribe.c */
-#define MBOX_AFTER 64	/* the same file's: empty looks before it waits
-			 * on the mailbox */
-#define MBOX_LEAVE 4	/* and posts found ahead before it leaves */
+#define MBOX_AFTER 64	/* empty looks in a row after which a subscriber
+			 * waits on the mailbox (MBOX_WINDOW in
+			 * lib/subscribe.c) */
+#define MBOX_LEAVE 4	/* catch-ups of 2 messages in a row before it
+			 * leaves */
+#define MBOX_WINDOW 64	/* and its window of empty looks */
 
 static const char *dir;
 static shmbus_channel *ch;
@@ -268,31 +271,77 @@ Test(mailbox, posts_only_while_a_subscriber_waits_there, .init = setup_block,
 }
 
 /*
- * A subscriber that finds posts past its position MBOX_LEAVE times without
- * waiting in between is being outrun by a stream: it reads the ring
- * instead, and the producer stops posting.  Once it waits again, posts
- * resume.
+ * A subscriber that catches up MBOX_LEAVE times in a row on two messages
+ * or more, without an empty look between, is being outrun by a stream:
+ * it reads the ring instead, and the producer stops posting.  Once it
+ * waits again, posts resume.
  */
 Test(mailbox, a_stream_sends_the_subscriber_back_to_the_ring,
      .init = setup_block, .fini = teardown)
 {
 	uint64_t seq = 0, mark;
+	int rounds = 0;
 
 	catch_up();
-	for (int i = 0; i < MBOX_LEAVE; i++) {
-		cr_assert_eq(hdr->mbox_want, 1, "left after %d", i);
+	while (hdr->mbox_want) {
+		cr_assert_leq(++rounds, MBOX_LEAVE + 1, "still asks for posts");
 		cr_assert_eq(shmbus_publish(pub, "one", 3), 0);
 		cr_assert_eq(shmbus_publish(pub, "two", 3), 0);
 		cr_assert_eq(poll_one().seq, seq++);
 		cr_assert_eq(poll_one().seq, seq++);
 	}
-	cr_assert_eq(hdr->mbox_want, 0, "still asks for posts");
+	cr_assert_geq(rounds, MBOX_LEAVE, "left after %d", rounds);
 	mark = mb->mark;
 	cr_assert_eq(shmbus_publish(pub, "ring", 4), 0);
 	cr_assert_eq(mb->mark, mark, "posted to a subscriber on the ring");
 	cr_assert_eq(poll_one().seq, seq++);
 	catch_up();
 	expect_from_mailbox("again", seq);
+}
+
+/*
+ * A subscriber that takes a posted message for almost every empty look is
+ * keeping up with a producer that its looks slow down (each takes the
+ * mailbox's line from it): at the end of a window of MBOX_WINDOW empty
+ * looks with half as many messages or more taken from the mailbox, it
+ * goes back to the ring.  One that waits three looks per message, as in
+ * a ping-pong, stays.
+ */
+static int window_until_left(int empties_per_msg, uint64_t *seq)
+{
+	for (int n = 1; n <= 4 * MBOX_WINDOW; n++) {
+		cr_assert_eq(shmbus_publish(pub, "msg", 3), 0);
+		cr_assert_eq(poll_one().seq, (*seq)++);
+		for (int e = 0; e < empties_per_msg; e++)
+			cr_assert_eq(shmbus_poll(sub, grab, &(struct got){ 0 },
+						 1), 0);
+		if (!hdr->mbox_want)
+			return n;
+	}
+	return 0;
+}
+
+Test(mailbox, how_long_a_subscriber_waits_decides_where_it_looks,
+     .init = setup_block, .fini = teardown)
+{
+	uint64_t seq = 0;
+
+	catch_up();
+	cr_assert_eq(window_until_left(3, &seq), 0, "a ping-pong left");
+	catch_up();
+	cr_assert_gt(window_until_left(1, &seq), 0, "a stream stayed");
+	/* On the ring, a subscriber that waits five looks a message (four
+	 * or more) comes back to the mailbox within two windows of
+	 * MBOX_WINDOW looks. */
+	for (int n = 0; !hdr->mbox_want; n++) {
+		cr_assert_leq(n, 2 * MBOX_WINDOW / 5 + 1, "a ping-pong stays "
+			      "on the ring");
+		cr_assert_eq(shmbus_publish(pub, "msg", 3), 0);
+		cr_assert_eq(poll_one().seq, seq++);
+		for (int e = 0; e < 5; e++)
+			cr_assert_eq(shmbus_poll(sub, grab, &(struct got){ 0 },
+						 1), 0);
+	}
 }
 
 /* A subscriber killed while it waited on the mailbox and could sleep:
@@ -502,16 +551,24 @@ Test(mailbox, a_take_publishes_the_cursor_at_once,
 				     "holds %" PRIu64, seq, how, slot->pos);
 			if (slot->delivered != st.delivered)
 				fronts[how]++;
-			if (i % 2)
-				continue;
-			if (i % 4)
-				cr_assert_eq(shmbus_read(sub, rb, sizeof(rb),
-							 NULL), -EAGAIN);
-			else
-				cr_assert_eq(shmbus_poll(sub, grab, &g, 1), 0);
-			cr_assert_eq(slot->delivered, st.delivered,
-				     "counters not published by the empty "
-				     "call after message %" PRIu64, seq);
+			/* Empty calls, as a subscriber that waits makes:
+			 * with fewer than two per message it would take
+			 * itself for one outrun by a stream, and leave the
+			 * mailbox (and its fronts). */
+			for (int e = 0; e < 3; e++) {
+				if ((i + e) % 2)
+					cr_assert_eq(shmbus_read(sub, rb,
+								 sizeof(rb),
+								 NULL),
+						     -EAGAIN);
+				else
+					cr_assert_eq(shmbus_poll(sub, grab, &g,
+								 1), 0);
+				cr_assert_eq(slot->delivered, st.delivered,
+					     "counters not published by the "
+					     "empty call after message %"
+					     PRIu64, seq);
+			}
 		}
 	}
 	cr_assert_gt(fronts[0], laps * 9 / 10, "poll's front answered %"
