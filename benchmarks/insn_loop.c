@@ -51,11 +51,11 @@ int main(int argc, char **argv)
 	ch = shmbus_channel_create(dir, "insn", &a, SHMBUS_CREATE_EXCL);
 	pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
 	sub = ch ? shmbus_sub_open(ch, NULL) : NULL;
-	/* Empty polls first: a subscriber that has found nothing 64 times in
-	 * a row (MBOX_AFTER in lib/subscribe.c) waits on the mailbox, and then
-	 * takes each message from it, as in a ping-pong.  Without them, every
-	 * poll finds a message, and the subscriber reads the ring, as in a
-	 * stream. */
+	/* Empty polls first: a subscriber that found no message in a window
+	 * of 64 empty looks (MBOX_WINDOW in lib/subscribe.c) waits on the
+	 * mailbox, and then takes each message from it, as in a ping-pong.
+	 * Without them, every poll finds a message, and the subscriber reads
+	 * the ring, as in a stream. */
 	first = 0;
 	for (int i = 0; i < 100; i++)
 		first |= sub ? shmbus_poll(sub, count, &got, 1) : -1;

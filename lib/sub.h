@@ -42,13 +42,10 @@ struct shmbus_sub {
 	/* Where it reads: the mode, and its position. */
 	enum sb_sub_mode mode;
 	uint32_t quiet;		/* empty looks in this mode */
-	uint32_t ahead;		/* MBOX: catch-ups of 2 messages or more
-				 * since the last empty look */
-	uint64_t catch_from;	/* CATCHUP: `delivered` when it began */
-	uint64_t win_from;	/* messages (MBOX: taken from the mailbox)
-				 * when the window of empty looks began */
-	uint64_t caught;	/* messages delivered in CATCHUP: the rest
-				 * of `delivered` were named by a post */
+	uint32_t ahead;		/* MBOX: catch-ups in a row during which
+				 * the producer posted again */
+	uint64_t win_from;	/* RING: messages when the window of empty
+				 * looks began */
 	uint64_t want_bit;	/* our bit in hdr.mbox_want */
 	uint64_t ring_end;	/* CATCHUP: the newest post's position */
 	uint64_t pos;		/* next position to read (authoritative) */

@@ -42,22 +42,18 @@
  *   MBOX    -- a post past our position -------------------> CATCHUP
  *   CATCHUP -- read the ring up to that post, or empty ----> MBOX
  *   MBOX    -- a look at the ring finds a record -----------> CATCHUP
- *   MBOX    -- a stream (below) ---------------------------> RING (bit clear)
+ *   MBOX    -- outrun by a stream (below) ------------------> RING (bit clear)
  *
  * A subscriber waits when, over a window of MBOX_WINDOW empty looks at
  * the ring, it took a quarter as many messages or fewer (four empty looks
- * a message or more: a ping-pong, a stream slower than the subscriber).
- * A stream is told from a ping-pong, or from a subscriber that catches up
- * after every batch, by how little the subscriber waits:
- * - MBOX_LEAVE catch-ups in a row during which the producer posted again
- *   (it outruns the subscriber), or
- * - in a window of MBOX_WINDOW empty looks at the mailbox, at least half
- *   as many messages taken from it (the subscriber keeps up with a
- *   producer it slows down, one line exchange a message).
- * A ping-pong makes several empty looks per message; a subscriber that
- * catches up after each batch takes its messages from the ring, and its
- * producer waits.  Both decisions are made on the paths of empty looks and
- * catch-ups, never on the take of a message.
+ * a message or more: a ping-pong, or a stream much slower than the
+ * subscriber; fewer would send a stream the subscriber keeps up with to
+ * the mailbox and back, churning).
+ * It is outrun by a stream when the producer posted again during
+ * MBOX_LEAVE catch-ups in a row.  A ping-pong never is, and a subscriber
+ * that catches up after each batch finds its producer waiting.  Both
+ * decisions are made on the paths of empty looks and catch-ups, never on
+ * the take of a message.
  */
 #define MBOX_LEAVE 4
 #define MBOX_WINDOW 64
@@ -455,13 +451,6 @@ static inline bool ring_look_due(uint32_t q)
 	return (q & (q - 1)) == 0 || q % MBOX_RING_LOOK == 0;
 }
 
-/* Whether empty look number q at the mailbox has more to do than being
- * counted: a look at the ring, or the end of a window (MBOX_WINDOW). */
-static inline bool look_has_work(uint32_t q)
-{
-	return ring_look_due(q) || q % MBOX_WINDOW == 0;
-}
-
 /* RING -> MBOX: asks for posts, and waits on the mailbox. */
 static __attribute__((noinline)) void wait_mbox(struct shmbus_sub *sub)
 {
@@ -472,7 +461,6 @@ static __attribute__((noinline)) void wait_mbox(struct shmbus_sub *sub)
 	sub->mode = SB_SUB_MBOX;
 	sub->quiet = 0;
 	sub->ahead = 0;
-	sub->win_from = sub->delivered - sub->caught;
 }
 
 /* MBOX -> RING: outrun by a stream; the producer may stop posting. */
@@ -498,7 +486,6 @@ static __attribute__((noinline)) void ring_window(struct shmbus_sub *sub)
 static void mbox_ahead(struct shmbus_sub *sub)
 {
 	sub->mode = SB_SUB_CATCHUP;
-	sub->catch_from = sub->delivered;
 	prefetch_posted(sub);
 }
 
@@ -519,7 +506,6 @@ static void caught_up(struct shmbus_sub *sub)
 	uint64_t seq = load_relaxed64(&sub->mbox->seq);
 
 	sub->mode = SB_SUB_MBOX;
-	sub->caught += sub->delivered - sub->catch_from;
 	if (m == 0 || m - 1 <= sub->ring_end || sub->ring_end == UINT64_MAX ||
 	    seq <= sub->next_seq)
 		sub->ahead = 0;
@@ -527,25 +513,11 @@ static void caught_up(struct shmbus_sub *sub)
 		leave_mbox(sub);
 }
 
-/* MBOX: the end of a window of MBOX_WINDOW empty looks at the mailbox. */
-static __attribute__((noinline)) void mbox_window(struct shmbus_sub *sub)
-{
-	uint64_t taken = sub->delivered - sub->caught;	/* posts named */
-
-	if (taken - sub->win_from >= MBOX_WINDOW / 2)
-		leave_mbox(sub);
-	sub->win_from = taken;
-}
-
 /* MBOX: a look at the mailbox that found nothing for us, counted.
  * Returns whether it is also a look at the ring. */
 static inline bool mbox_looked(struct shmbus_sub *sub)
 {
-	uint32_t q = ++sub->quiet;
-
-	if (q % MBOX_WINDOW == 0)
-		mbox_window(sub);
-	return ring_look_due(q);
+	return ring_look_due(++sub->quiet);
 }
 
 /* The same, when nothing new was posted: we wait, so the run of
@@ -565,7 +537,6 @@ static __attribute__((noinline)) void ring_unposted(struct shmbus_sub *sub)
 {
 	sub->mode = SB_SUB_CATCHUP;
 	sub->ring_end = UINT64_MAX;
-	sub->catch_from = sub->delivered;
 	/* No edge: a hint, as in wait_mbox(). */
 	if (!(load_relaxed64(&sub->ch->hdr->mbox_want) & sub->want_bit))
 		or_relaxed64(&sub->ch->hdr->mbox_want, sub->want_bit);
@@ -699,12 +670,12 @@ poll_loop(struct shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max,
 	return rc < 0 ? rc : (int)n;
 }
 
-/* A front's answer to an empty look at the mailbox: counted, unless it
- * has more to do (look_has_work()), which is left uncounted for
+/* A front's answer to an empty look at the mailbox: counted, unless it is
+ * due to be a look at the ring as well, which is left uncounted for
  * peek_fast() to count and act on.  Returns whether it was counted. */
 static inline bool quiet_look(struct shmbus_sub *sub)
 {
-	if (look_has_work(sub->quiet + 1))
+	if (ring_look_due(sub->quiet + 1))
 		return false;
 	sub->quiet++;
 	sub->ahead = 0;

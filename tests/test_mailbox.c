@@ -26,9 +26,9 @@
 #define CAP 4096u
 #define MAXMSG 1024u
 #define RING_LOOK 1024	/* MBOX_RING_LOOK in lib/subscribe.c */
-#define MBOX_AFTER 64	/* empty looks in a row after which a subscriber
-			 * waits on the mailbox (MBOX_WINDOW in
-			 * lib/subscribe.c) */
+#define MBOX_AFTER 64	/* empty looks with no message after which a
+			 * subscriber waits on the mailbox (a window of
+			 * MBOX_WINDOW in lib/subscribe.c) */
 #define MBOX_LEAVE 4	/* catch-ups of 2 messages in a row before it
 			 * leaves */
 #define MBOX_WINDOW 64	/* and its window of empty looks */
@@ -248,7 +248,7 @@ Test(mailbox, posts_only_while_a_subscriber_waits_there, .init = setup_block,
 	cr_assert_eq(mb->mark, 0, "posted with nobody waiting");
 	for (int i = 0; i < 3; i++)
 		cr_assert_eq(poll_one().seq, (uint64_t)i);
-	/* MBOX_AFTER empty looks in a row, and it waits there. */
+	/* MBOX_AFTER empty looks with no message, and it waits there. */
 	for (int i = 1; i < MBOX_AFTER; i++) {
 		cr_assert_eq(shmbus_poll(sub, grab, &(struct got){ 0 }, 0), 0);
 		cr_assert_eq(hdr->mbox_want, 0, "waits after %d looks", i);
@@ -300,25 +300,21 @@ Test(mailbox, a_stream_sends_the_subscriber_back_to_the_ring,
 }
 
 /*
- * A subscriber that takes a posted message for almost every empty look is
- * keeping up with a producer that its looks slow down (each takes the
- * mailbox's line from it): at the end of a window of MBOX_WINDOW empty
- * looks with half as many messages or more taken from the mailbox, it
- * goes back to the ring.  One that waits three looks per message, as in
- * a ping-pong, stays.
+ * Where a subscriber waits on the mailbox it stays, whatever the pace of
+ * a ping-pong, even one that waits a single look a message; on the ring,
+ * one that waits four looks a message or more (over a window of
+ * MBOX_WINDOW empty looks) comes to the mailbox.
  */
-static int window_until_left(int empties_per_msg, uint64_t *seq)
+static bool pingpong(int empties_per_msg, int msgs, uint64_t *seq)
 {
-	for (int n = 1; n <= 4 * MBOX_WINDOW; n++) {
+	for (int n = 0; n < msgs; n++) {
 		cr_assert_eq(shmbus_publish(pub, "msg", 3), 0);
 		cr_assert_eq(poll_one().seq, (*seq)++);
 		for (int e = 0; e < empties_per_msg; e++)
 			cr_assert_eq(shmbus_poll(sub, grab, &(struct got){ 0 },
 						 1), 0);
-		if (!hdr->mbox_want)
-			return n;
 	}
-	return 0;
+	return hdr->mbox_want != 0;
 }
 
 Test(mailbox, how_long_a_subscriber_waits_decides_where_it_looks,
@@ -327,21 +323,23 @@ Test(mailbox, how_long_a_subscriber_waits_decides_where_it_looks,
 	uint64_t seq = 0;
 
 	catch_up();
-	cr_assert_eq(window_until_left(3, &seq), 0, "a ping-pong left");
-	catch_up();
-	cr_assert_gt(window_until_left(1, &seq), 0, "a stream stayed");
-	/* On the ring, a subscriber that waits five looks a message (four
-	 * or more) comes back to the mailbox within two windows of
-	 * MBOX_WINDOW looks. */
-	for (int n = 0; !hdr->mbox_want; n++) {
-		cr_assert_leq(n, 2 * MBOX_WINDOW / 5 + 1, "a ping-pong stays "
-			      "on the ring");
-		cr_assert_eq(shmbus_publish(pub, "msg", 3), 0);
+	cr_assert(pingpong(3, 4 * MBOX_WINDOW, &seq), "a ping-pong left");
+	cr_assert(pingpong(1, 4 * MBOX_WINDOW, &seq), "a fast ping-pong left");
+	/* Outrun: back to the ring. */
+	for (int i = 0; i <= MBOX_LEAVE; i++) {
+		cr_assert_eq(shmbus_publish(pub, "one", 3), 0);
+		cr_assert_eq(shmbus_publish(pub, "two", 3), 0);
 		cr_assert_eq(poll_one().seq, seq++);
-		for (int e = 0; e < 5; e++)
-			cr_assert_eq(shmbus_poll(sub, grab, &(struct got){ 0 },
-						 1), 0);
+		cr_assert_eq(poll_one().seq, seq++);
 	}
+	cr_assert_eq(hdr->mbox_want, 0);
+	/* A stream the subscriber keeps up with stays on the ring... */
+	cr_assert(!pingpong(0, 4 * MBOX_WINDOW, &seq), "went to the mailbox "
+		  "with no empty look");
+	/* ...and a ping-pong of five looks a message (four or more) comes
+	 * to the mailbox within two windows. */
+	cr_assert(pingpong(5, 2 * MBOX_WINDOW / 5 + 1, &seq),
+		  "a ping-pong stays on the ring");
 }
 
 /* A subscriber killed while it waited on the mailbox and could sleep:
