@@ -707,7 +707,6 @@ static int check(struct sbd_conf *c)
 	for (size_t i = 0; i < c->nchans; i++) {
 		struct sbd_chan_conf *cc = &c->chans[i];
 		char why[256];
-		uint32_t lim;
 		int rc;
 
 		/* The library's rule, and its words for what is wrong. */
@@ -722,10 +721,7 @@ static int check(struct sbd_conf *c)
 		}
 		/* What the library makes of max_msg 0, spelt out so that a
 		 * reload compares like with like. */
-		lim = shmbus_max_msg(cc->attr.capacity);
-		if (cc->attr.max_msg == 0)
-			cc->attr.max_msg = lim < SHMBUS_DEFAULT_MAX_MSG ?
-						   lim : SHMBUS_DEFAULT_MAX_MSG;
+		cc->attr.max_msg = sb_attr_max_msg(&cc->attr);
 		if (!cc->pub_set)
 			cc->pub = c->def_pub;
 		if (!cc->sub_set)

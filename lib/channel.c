@@ -101,7 +101,7 @@ SHMBUS_EXPORT uint32_t shmbus_max_msg(uint64_t capacity)
 }
 
 /* The max_msg a channel made with *a gets: 0 asks for the default. */
-static uint32_t attr_max_msg(const struct shmbus_channel_attr *a)
+uint32_t sb_attr_max_msg(const struct shmbus_channel_attr *a)
 {
 	uint32_t lim;
 
@@ -163,7 +163,7 @@ SHMBUS_EXPORT int shmbus_channel_attr_check(const struct shmbus_channel_attr *a,
 		return -EINVAL;
 	}
 	lim = shmbus_max_msg(cap);
-	if (attr_max_msg(a) > lim) {
+	if (sb_attr_max_msg(a) > lim) {
 		snprintf(why, len, "max_msg %u is too large for capacity %llu "
 			 "(%s): at most %u (capacity/2 - 32)", a->max_msg,
 			 (unsigned long long)cap, size_text(c, sizeof(c), cap),
@@ -432,7 +432,7 @@ static void init_header(struct shmbus_hdr *h, const struct geometry *g,
 	h->capacity = g->cap;
 	h->data_offset = 0;
 	h->slots_offset = g->slots_off;
-	h->max_msg = attr_max_msg(a);
+	h->max_msg = sb_attr_max_msg(a);
 	h->flags = sb_channel_flags(a->policy, a->producers);
 	h->nslots = SHMBUS_MAX_SLOTS;
 	h->cap_log2 = g->cap_log2;
@@ -759,7 +759,7 @@ static struct shmbus_channel *adopt_existing(const char *dir, const char *name,
 		*err = -errno;
 		return NULL;
 	}
-	if (ch->cap != a->capacity || ch->max_msg != attr_max_msg(a) ||
+	if (ch->cap != a->capacity || ch->max_msg != sb_attr_max_msg(a) ||
 	    ch->flags != want) {
 		shmbus_channel_close(ch);
 		*err = -EEXIST;

@@ -36,6 +36,11 @@ int sb_name_ok(const char *name, size_t max);
  */
 int sb_parse_size(const char *s, uint64_t *out);
 
+/* The largest message a channel of these attributes takes: max_msg, or
+ * for max_msg 0 the smaller of SHMBUS_DEFAULT_MAX_MSG and what the
+ * capacity allows (shmbus_max_msg()). */
+uint32_t sb_attr_max_msg(const struct shmbus_channel_attr *a);
+
 /* The SHMBUS_F_* flags of a channel with this policy and producer model,
  * as its header records them. */
 uint32_t sb_channel_flags(enum shmbus_policy policy,
