@@ -224,8 +224,9 @@ $(BUILD)/tests/test_alloc: TEST_LDFLAGS = \
 $(BUILD)/tests/test_hist: $(BUILD)/benchmarks/hist.o $(BUILD)/benchmarks/harness.o
 $(BUILD)/tests/test_hist: TEST_LIBS += -lm
 
-# The daemon links the static library: it uses the private repair entry
-# points (lib/repair.h) that the shared library does not export.
+# The daemon links the static library: it uses the private entry points
+# of lib/contract.h (the scan of a channel, reap.c; the rules it shares
+# with the library) that the shared library does not export.
 $(SHMBUSD): $(DAEMON_OBJS) $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) $(SYSTEMD_LIBS)

@@ -55,90 +55,47 @@ static bool gone(struct verdicts *v, uint32_t pid)
 	return g;
 }
 
-static unsigned reap_channel(struct sbd_chan *c, struct verdicts *v)
+static bool gone_cb(void *ctx, uint32_t pid)
 {
-	struct shmbus_channel *ch = c->ch;
-	unsigned released = 0;
-	uint32_t sp;
-	int rc;
+	return gone(ctx, pid);
+}
 
-	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
-		/* Relaxed: only a hint; sb_repair_sub() re-reads the word
-		 * with acquire and compares it in its CAS. */
-		uint64_t o = load_relaxed64(&ch->subs[i].owner);
+/* sb_reap()'s report of each repair, as a log line. */
+static void log_repair(void *ctx, const struct sb_reap_ev *ev)
+{
+	const struct sbd_chan *c = ctx;
 
-		if (owner_state(o) == SHMBUS_SLOT_FREE ||
-		    !gone(v, owner_pid(o)))
-			continue;
-		if (sb_repair_sub(ch, i, owner_pid(o),
-				  (uint32_t)sbd.self_pid) == 1) {
-			released++;
-			sbd_log(SBD_NOTICE, 0, "%s: released subscriber slot "
-				"%u of dead process %u", c->name, i,
-				owner_pid(o));
-		}
-	}
-	if (!ch_multi(ch)) {
-		sp = load_relaxed32(&ch->hdr->sp_owner);
-		if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(v, sp) &&
-		    sb_repair_sp(ch, sp, (uint32_t)sbd.self_pid) == 1)
-			sbd_log(SBD_NOTICE, 0, "%s: padded the unfinished "
-				"claim of dead producer %u", c->name, sp);
-		else if (sp & SHMBUS_SP_REPAIRING &&
-			 gone(v, sp & ~SHMBUS_SP_REPAIRING))
-			/* A previous shmbusd died repairing: finish. */
-			sb_repair_sp(ch, sp, (uint32_t)sbd.self_pid);
-	}
-	/*
-	 * Claims of dead producers that never handed over, at the hand-off,
-	 * one after another.  Producers waiting behind such a claim hand it
-	 * over themselves at once; the daemon steps in only when the
-	 * hand-off has not moved since the last scan (no producer waits, or
-	 * all of them died), so that it seldom holds an adopted slot that
-	 * producers would wait for if the daemon were stopped meanwhile.
-	 */
-	for (uint32_t n = 0; ch_multi(ch) && n < SHMBUS_MAX_PRODUCERS; n++) {
-		/* A3: pairs with R3 (the hand-off store of the claim before
-		 * it); sb_handoff_help() orders the rest. */
-		uint64_t x = load_acquire64(&ch->hdr->handoff);
-
-		if (n == 0 && x != c->handoff_seen) {
-			c->handoff_seen = x;
-			break;
-		}
-		if (sb_handoff_help(ch, x, (uint32_t)sbd.self_pid,
-				    sb_pid_gone) != SB_HELP_DONE)
-			break;
+	switch (ev->what) {
+	case SB_REAP_SUB:
+		sbd_log(SBD_NOTICE, 0, "%s: released subscriber slot %u of "
+			"dead process %u", c->name, ev->slot, ev->pid);
+		break;
+	case SB_REAP_SP:
+		sbd_log(SBD_NOTICE, 0, "%s: padded the unfinished claim of "
+			"dead producer %u", c->name, ev->pid);
+		break;
+	case SB_REAP_HANDOFF:
 		sbd_log(SBD_NOTICE, 0, "%s: handed over and padded the claim "
 			"at %llu of a dead producer", c->name,
-			(unsigned long long)x);
+			(unsigned long long)ev->pos);
+		break;
+	case SB_REAP_PROD_LATER:
+		sbd_log(SBD_DEBUG, 0, "%s: producer slot %u of dead process "
+			"%u: the claim before it is still open; later",
+			c->name, ev->slot, ev->pid);
+		break;
+	case SB_REAP_PROD:
+		sbd_log(SBD_NOTICE, 0, "%s: released producer slot %u of dead "
+			"process %u%s", c->name, ev->slot, ev->pid,
+			ev->padded ? ", its unfinished claim padded" : "");
+		break;
 	}
-	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
-		uint64_t o = load_relaxed64(&ch->prods[i].owner);
-		uint64_t repairs;
+}
 
-		if (owner_state(o) == SHMBUS_SLOT_FREE ||
-		    !gone(v, owner_pid(o)))
-			continue;
-		repairs = load_relaxed64(&ch->hdr->repairs);
-		rc = sb_repair_prod(ch, i, owner_pid(o),
-				    (uint32_t)sbd.self_pid);
-		if (rc == -EAGAIN) {
-			sbd_log(SBD_DEBUG, 0, "%s: producer slot %u of dead "
-				"process %u: the claim before it is still open;"
-				" later", c->name, i, owner_pid(o));
-			continue;
-		}
-		if (rc == 1) {
-			released++;
-			sbd_log(SBD_NOTICE, 0, "%s: released producer slot %u "
-				"of dead process %u%s", c->name, i,
-				owner_pid(o),
-				load_relaxed64(&ch->hdr->repairs) != repairs ?
-					", its unfinished claim padded" : "");
-		}
-	}
-	return released;
+static unsigned reap_channel(struct sbd_chan *c, struct verdicts *v)
+{
+	return sb_reap(c->ch, (uint32_t)sbd.self_pid, gone_cb, v,
+		       &c->handoff_seen, log_repair, c);
 }
 
 /* How long subscribers may wait on a position nothing live covers before
@@ -150,97 +107,15 @@ static int64_t stuck_after_ns(void)
 	return ns < 100000000 ? 100000000 : ns;
 }
 
-/*
- * Where the slowest subscriber waits for a record nothing will commit:
- * a position below head, in the current lap, whose word is not a commit,
- * and that no live producer's claim covers (single producer: a live role
- * holder; multi: a live slot announcing a claim at or before it, which
- * will hand over and commit in its turn).  UINT64_MAX if there is none.
- * Every value is checked before it addresses the ring.
- */
-static uint64_t stuck_position(struct sbd_chan *c, struct verdicts *v)
-{
-	struct shmbus_channel *ch = c->ch;
-	/* A12: pairs with R12 (the head CAS, or a single producer's
-	 * claims before its hand-off). */
-	uint64_t head = load_acquire64(&ch->hdr->head), pos = UINT64_MAX, w;
-	uint32_t sp;
-
-	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
-		struct shmbus_sub_slot *s = &ch->subs[i];
-		uint64_t p;
-
-		/* A7: pairs with R7 (the slot's ACTIVE store). */
-		if (owner_state(load_acquire64(&s->owner)) !=
-		    SHMBUS_SLOT_ACTIVE)
-			continue;
-		/* A5: pairs with R5 in publish_cursor(). */
-		p = load_acquire64(&s->pos);
-		if (p < pos && p < head && head - p < ch->cap &&
-		    p % SHMBUS_REC_ALIGN == 0)
-			pos = p;
-	}
-	if (pos == UINT64_MAX)
-		return pos;
-	/* A1: pairs with R1; only the tag is looked at. */
-	w = load_acquire64(&rec_at(ch, pos)->commit);
-	if (word_tag(w) == lap_tag(ch, pos))
-		return UINT64_MAX;	/* it has something to read */
-	if (!ch_multi(ch)) {
-		/* A11: pairs with R11 (the role given back). */
-		sp = load_acquire32(&ch->hdr->sp_owner) & ~SHMBUS_SP_REPAIRING;
-		return sp && !gone(v, sp) ? UINT64_MAX : pos;
-	}
-	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
-		struct shmbus_prod_slot *s = &ch->prods[i];
-		/* A7: pairs with R7 (the slot's ACTIVE store). */
-		uint64_t o = load_acquire64(&s->owner);
-
-		/* A6: pairs with R6 (a claim announced or released). */
-		if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
-		    load_acquire64(&s->claim_pos) <= pos &&
-		    !gone(v, owner_pid(o)))
-			return UINT64_MAX;
-	}
-	return pos;
-}
-
-/* Logs what an operator (or a developer) needs to see why.  No edge: a
- * snapshot of the slots for the log, nothing acts on it. */
+/* Logs what an operator (or a developer) needs to see why. */
 static void report_stuck(struct sbd_chan *c, uint64_t pos, int64_t ms)
 {
-	struct shmbus_channel *ch = c->ch;
-	char slots[1024];
-	size_t n = 0;
+	char state[1400];
 
-	slots[0] = 0;
-	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS && n < sizeof(slots);
-	     i++) {
-		struct shmbus_prod_slot *s = &ch->prods[i];
-		uint64_t o = load_relaxed64(&s->owner);
-		int k;
-
-		if (owner_state(o) == SHMBUS_SLOT_FREE)
-			continue;
-		k = snprintf(slots + n, sizeof(slots) - n,
-			     " [%u: pid %u%s, state %u, claim %llu..%llu]", i,
-			     owner_pid(o),
-			     sb_pid_gone(owner_pid(o)) ? " (gone)" : "",
-			     owner_state(o),
-			     (unsigned long long)load_relaxed64(&s->claim_pos),
-			     (unsigned long long)load_relaxed64(&s->claim_end));
-		if (k < 0)
-			break;
-		n += (size_t)k;
-	}
+	sb_stuck_describe(c->ch, pos, state, sizeof(state));
 	sbd_log(SBD_WARN, 0, "%s: stuck: subscribers have waited %lld ms at "
-		"position %llu, which no live producer covers; head %llu, "
-		"handoff %llu, word there %#llx, sp_owner %u; producer "
-		"slots:%s", c->name, (long long)ms, (unsigned long long)pos,
-		(unsigned long long)load_relaxed64(&ch->hdr->head),
-		(unsigned long long)load_relaxed64(&ch->hdr->handoff),
-		(unsigned long long)load_relaxed64(&rec_at(ch, pos)->commit),
-		load_relaxed32(&ch->hdr->sp_owner), n ? slots : " none");
+		"position %llu, which no live producer covers; %s", c->name,
+		(long long)ms, (unsigned long long)pos, state);
 }
 
 /* The watchdog: repairs should leave no position that subscribers wait on
@@ -248,7 +123,7 @@ static void report_stuck(struct sbd_chan *c, uint64_t pos, int64_t ms)
  * slots' state, and counted in the header (busstat's STUCK). */
 static void watch_channel(struct sbd_chan *c, struct verdicts *v)
 {
-	uint64_t pos = stuck_position(c, v);
+	uint64_t pos = sb_stuck_position(c->ch, gone_cb, v);
 	int64_t now = sb_now_ns();
 
 	if (pos == UINT64_MAX) {
@@ -264,7 +139,7 @@ static void watch_channel(struct sbd_chan *c, struct verdicts *v)
 	if (c->wd_reported || now - c->wd_since_ns < stuck_after_ns())
 		return;
 	c->wd_reported = true;
-	add_relaxed64(&c->ch->hdr->stuck, 1);
+	sb_count_stuck(c->ch);
 	report_stuck(c, pos, (now - c->wd_since_ns) / 1000000);
 }
 

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * reap.c - shmbusd's scan of a channel: the slots of processes that are
+ * gone, repaired (repair.c), and the watchdog's question, whether
+ * subscribers wait on a position that nothing live will fill.
+ *
+ * The daemon decides who is gone (it caches its verdicts for one scan)
+ * and writes the log; everything that reads the channel is here, so
+ * that the daemon uses channels only through lib/contract.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+
+#include "channel.h"
+#include "contract.h"
+#include "repair.h"
+
+static void say(sb_reap_log_fn log, void *lctx, enum sb_reap_event what,
+		uint32_t slot, uint32_t pid, uint64_t pos, bool padded)
+{
+	struct sb_reap_ev ev = { .what = what, .slot = slot, .pid = pid,
+				 .pos = pos, .padded = padded };
+
+	if (log)
+		log(lctx, &ev);
+}
+
+unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
+		 void *gctx, uint64_t *handoff_seen, sb_reap_log_fn log,
+		 void *lctx)
+{
+	unsigned released = 0;
+	uint32_t sp;
+	int rc;
+
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		/* Relaxed: only a hint; sb_repair_sub() re-reads the word
+		 * with acquire and compares it in its CAS. */
+		uint64_t o = load_relaxed64(&ch->subs[i].owner);
+
+		if (owner_state(o) == SHMBUS_SLOT_FREE ||
+		    !gone(gctx, owner_pid(o)))
+			continue;
+		if (sb_repair_sub(ch, i, owner_pid(o), self) == 1) {
+			released++;
+			say(log, lctx, SB_REAP_SUB, i, owner_pid(o), 0, false);
+		}
+	}
+	if (!ch_multi(ch)) {
+		sp = load_relaxed32(&ch->hdr->sp_owner);
+		if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp) &&
+		    sb_repair_sp(ch, sp, self) == 1)
+			say(log, lctx, SB_REAP_SP, 0, sp, 0, true);
+		else if (sp & SHMBUS_SP_REPAIRING &&
+			 gone(gctx, sp & ~SHMBUS_SP_REPAIRING))
+			/* A previous shmbusd died repairing: finish. */
+			sb_repair_sp(ch, sp, self);
+	}
+	/*
+	 * Claims of dead producers that never handed over, at the hand-off,
+	 * one after another.  Producers waiting behind such a claim hand it
+	 * over themselves at once; the daemon steps in only when the
+	 * hand-off has not moved since the last scan (no producer waits, or
+	 * all of them died), so that it seldom holds an adopted slot that
+	 * producers would wait for if the daemon were stopped meanwhile.
+	 */
+	for (uint32_t n = 0; ch_multi(ch) && n < SHMBUS_MAX_PRODUCERS; n++) {
+		/* A3: pairs with R3 (the hand-off store of the claim before
+		 * it); sb_handoff_help() orders the rest. */
+		uint64_t x = load_acquire64(&ch->hdr->handoff);
+
+		if (n == 0 && x != *handoff_seen) {
+			*handoff_seen = x;
+			break;
+		}
+		if (sb_handoff_help(ch, x, self, sb_pid_gone) != SB_HELP_DONE)
+			break;
+		say(log, lctx, SB_REAP_HANDOFF, 0, 0, x, true);
+	}
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		uint64_t o = load_relaxed64(&ch->prods[i].owner);
+		uint64_t repairs;
+
+		if (owner_state(o) == SHMBUS_SLOT_FREE ||
+		    !gone(gctx, owner_pid(o)))
+			continue;
+		repairs = load_relaxed64(&ch->hdr->repairs);
+		rc = sb_repair_prod(ch, i, owner_pid(o), self);
+		if (rc == -EAGAIN) {
+			say(log, lctx, SB_REAP_PROD_LATER, i, owner_pid(o), 0,
+			    false);
+			continue;
+		}
+		if (rc == 1) {
+			released++;
+			say(log, lctx, SB_REAP_PROD, i, owner_pid(o), 0,
+			    load_relaxed64(&ch->hdr->repairs) != repairs);
+		}
+	}
+	return released;
+}
+
+/*
+ * The slowest subscriber's position, if it waits for a record nothing
+ * will commit: below head, in the current lap, its word not a commit,
+ * and no live producer's claim covering it (single producer: a live role
+ * holder; multi: a live slot announcing a claim at or before it, which
+ * will hand over and commit in its turn).  UINT64_MAX if there is none.
+ * Every value is checked before it addresses the ring.
+ */
+uint64_t sb_stuck_position(struct shmbus_channel *ch, sb_gone_fn gone,
+			   void *gctx)
+{
+	/* A12: pairs with R12 (the head CAS, or a single producer's
+	 * claims before its hand-off). */
+	uint64_t head = load_acquire64(&ch->hdr->head), pos = UINT64_MAX, w;
+	uint32_t sp;
+
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		uint64_t p;
+
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
+		if (owner_state(load_acquire64(&s->owner)) !=
+		    SHMBUS_SLOT_ACTIVE)
+			continue;
+		/* A5: pairs with R5 in publish_cursor(). */
+		p = load_acquire64(&s->pos);
+		if (p < pos && p < head && head - p < ch->cap &&
+		    p % SHMBUS_REC_ALIGN == 0)
+			pos = p;
+	}
+	if (pos == UINT64_MAX)
+		return pos;
+	/* A1: pairs with R1; only the tag is looked at. */
+	w = load_acquire64(&rec_at(ch, pos)->commit);
+	if (word_tag(w) == lap_tag(ch, pos))
+		return UINT64_MAX;	/* it has something to read */
+	if (!ch_multi(ch)) {
+		/* A11: pairs with R11 (the role given back). */
+		sp = load_acquire32(&ch->hdr->sp_owner) & ~SHMBUS_SP_REPAIRING;
+		return sp && !gone(gctx, sp) ? UINT64_MAX : pos;
+	}
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		struct shmbus_prod_slot *s = &ch->prods[i];
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
+		uint64_t o = load_acquire64(&s->owner);
+
+		/* A6: pairs with R6 (a claim announced or released). */
+		if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
+		    load_acquire64(&s->claim_pos) <= pos &&
+		    !gone(gctx, owner_pid(o)))
+			return UINT64_MAX;
+	}
+	return pos;
+}
+
+/* No edge: a snapshot of the slots for a log line, nothing acts on it. */
+void sb_stuck_describe(struct shmbus_channel *ch, uint64_t pos, char *buf,
+		       size_t len)
+{
+	char slots[1024];
+	size_t n = 0;
+
+	slots[0] = 0;
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS && n < sizeof(slots);
+	     i++) {
+		struct shmbus_prod_slot *s = &ch->prods[i];
+		uint64_t o = load_relaxed64(&s->owner);
+		int k;
+
+		if (owner_state(o) == SHMBUS_SLOT_FREE)
+			continue;
+		k = snprintf(slots + n, sizeof(slots) - n,
+			     " [%u: pid %u%s, state %u, claim %llu..%llu]", i,
+			     owner_pid(o),
+			     sb_pid_gone(owner_pid(o)) ? " (gone)" : "",
+			     owner_state(o),
+			     (unsigned long long)load_relaxed64(&s->claim_pos),
+			     (unsigned long long)load_relaxed64(&s->claim_end));
+		if (k < 0)
+			break;
+		n += (size_t)k;
+	}
+	snprintf(buf, len, "head %llu, handoff %llu, word there %#llx, "
+		 "sp_owner %u; producer slots:%s",
+		 (unsigned long long)load_relaxed64(&ch->hdr->head),
+		 (unsigned long long)load_relaxed64(&ch->hdr->handoff),
+		 (unsigned long long)load_relaxed64(&rec_at(ch, pos)->commit),
+		 load_relaxed32(&ch->hdr->sp_owner), n ? slots : " none");
+}
+
+void sb_count_stuck(struct shmbus_channel *ch)
+{
+	add_relaxed64(&ch->hdr->stuck, 1);
+}
