@@ -139,61 +139,42 @@ static int p_size32(const char *v, void *f, char *err, size_t n)
 	return 0;
 }
 
-static int p_count(const char *v, void *f, char *err, size_t n)
+/* A number in [lo, hi] into an unsigned; `why` follows the range in the
+ * error ("" or " (ms)"...). */
+static int p_range(const char *v, void *f, unsigned lo, unsigned hi,
+		   const char *why, char *err, size_t n)
 {
 	uint64_t x;
 
 	if (p_u64(v, &x, false, err, n))
 		return -1;
-	if (x == 0 || x > 1000000) {
-		snprintf(err, n, "'%s': expected 1 to 1000000", v);
+	if (x < lo || x > hi) {
+		snprintf(err, n, "'%s': expected %u to %u%s", v, lo, hi, why);
 		return -1;
 	}
 	*(unsigned *)f = (unsigned)x;
 	return 0;
+}
+
+static int p_count(const char *v, void *f, char *err, size_t n)
+{
+	return p_range(v, f, 1, 1000000, "", err, n);
 }
 
 static int p_count0(const char *v, void *f, char *err, size_t n)
 {
-	uint64_t x;
-
-	if (p_u64(v, &x, false, err, n))
-		return -1;
-	if (x > 1000000) {
-		snprintf(err, n, "'%s': expected 0 to 1000000", v);
-		return -1;
-	}
-	*(unsigned *)f = (unsigned)x;
-	return 0;
+	return p_range(v, f, 0, 1000000, "", err, n);
 }
 
 static int p_idle_ms(const char *v, void *f, char *err, size_t n)
 {
-	uint64_t x;
-
-	if (p_u64(v, &x, false, err, n))
-		return -1;
-	if (x < 10 || x > 3600000) {
-		snprintf(err, n, "'%s': expected 10 to 3600000 (ms)", v);
-		return -1;
-	}
-	*(unsigned *)f = (unsigned)x;
-	return 0;
+	return p_range(v, f, 10, 3600000, " (ms)", err, n);
 }
 
 static int p_reap_ms(const char *v, void *f, char *err, size_t n)
 {
-	uint64_t x;
-
-	if (p_u64(v, &x, false, err, n))
-		return -1;
-	if (x == 0 || x > 100) {
-		snprintf(err, n, "'%s': expected 1 to 100 (ms; repairs must "
-			 "land within 100 ms)", v);
-		return -1;
-	}
-	*(unsigned *)f = (unsigned)x;
-	return 0;
+	return p_range(v, f, 1, 100, " (ms; repairs must land within "
+		       "100 ms)", err, n);
 }
 
 static int p_mode(const char *v, void *f, char *err, size_t n)
