@@ -143,9 +143,13 @@ static inline bool crosses_seg(const struct shmbus_pub *pub, uint64_t p,
 
 /* What both models share off the fast path (publish.c). */
 void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p);
-int sb_reap_gone(struct shmbus_pub *pub);
-int sb_backpressure(struct shmbus_pub *pub, int64_t *deadline,
-		    unsigned *spins);
+/* Whether a claim from p to q fits under the limit: 0 if it does (after
+ * refreshing the limit and releasing gone processes, if need be), 1 if
+ * it does not yet and the caller should try again (having waited a
+ * little), -EAGAIN or -ETIMEDOUT under the publisher's timeout.
+ * *deadline and *spins start at 0 for each claim. */
+int sb_make_room(struct shmbus_pub *pub, uint64_t p, uint64_t q,
+		 int64_t *deadline, unsigned *spins);
 uint64_t sb_write_batch(struct shmbus_pub *pub, uint64_t pos, uint64_t seq,
 			const struct iovec *msgs, size_t n, uint64_t tag);
 

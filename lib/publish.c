@@ -113,7 +113,7 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
  * every REAP_EVERY_NS per handle, and only while held back: a scan asks
  * the kernel about every pid.
  */
-int sb_reap_gone(struct shmbus_pub *pub)
+static int reap_gone(struct shmbus_pub *pub)
 {
 	struct shmbus_channel *ch = pub->ch;
 	uint32_t me = (uint32_t)getpid(), hwm;
@@ -151,8 +151,8 @@ int sb_reap_gone(struct shmbus_pub *pub)
 	return n;
 }
 
-int sb_backpressure(struct shmbus_pub *pub, int64_t *deadline,
-		    unsigned *spins)
+static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
+			unsigned *spins)
 {
 	int64_t now;
 
@@ -173,6 +173,25 @@ int sb_backpressure(struct shmbus_pub *pub, int64_t *deadline,
 	}
 	sched_yield();
 	return 0;
+}
+
+int sb_make_room(struct shmbus_pub *pub, uint64_t p, uint64_t q,
+		 int64_t *deadline, unsigned *spins)
+{
+	int rc;
+
+	if (q + SHMBUS_REC_ALIGN <= pub->limit)
+		return 0;
+	sb_refresh_limit(pub, p);
+	if (q + SHMBUS_REC_ALIGN > pub->limit && reap_gone(pub))
+		sb_refresh_limit(pub, p);
+	if (q + SHMBUS_REC_ALIGN <= pub->limit)
+		return 0;
+	/* Overwrite, multi producer: only a peer producer's unfinished
+	 * write holds us back; that is back-pressure too, under the
+	 * publisher's timeout. */
+	rc = backpressure(pub, deadline, spins);
+	return rc ? rc : 1;
 }
 
 /*

@@ -118,23 +118,13 @@ static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 		store_relaxed64(&pub->slot->claim_end,
 				q | SHMBUS_CLAIM_TENTATIVE);
 		store_release64(&pub->slot->claim_pos, p);
-		if (q + SHMBUS_REC_ALIGN > pub->limit) {
-			sb_refresh_limit(pub, p);
-			if (q + SHMBUS_REC_ALIGN > pub->limit &&
-			    sb_reap_gone(pub))
-				sb_refresh_limit(pub, p);
-			if (q + SHMBUS_REC_ALIGN > pub->limit) {
-				/* Overwrite: only a peer producer's unfinished
-				 * write holds us back; that is back-pressure
-				 * too, under the publisher's timeout. */
-				rc = sb_backpressure(pub, &deadline, &spins);
-				if (rc) {
-					mp_release_claim(pub);
-					return rc;
-				}
-				continue;
-			}
+		rc = sb_make_room(pub, p, q, &deadline, &spins);
+		if (rc < 0) {
+			mp_release_claim(pub);
+			return rc;
 		}
+		if (rc)
+			continue;
 		/* The claim.  R12: its release part pairs with A12, the
 		 * acquire loads of head in other producers (above),
 		 * sb_handoff_help() and repair_claim(): our announcement

@@ -120,16 +120,9 @@ sp_reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 
 	pad = (p & ch->mask) + need > ch->cap ? ch->cap - (p & ch->mask) : 0;
 	q = p + pad + need;
-	while (block && q + SHMBUS_REC_ALIGN > pub->limit) {
-		sb_refresh_limit(pub, p);
-		if (q + SHMBUS_REC_ALIGN > pub->limit && sb_reap_gone(pub))
-			sb_refresh_limit(pub, p);
-		if (q + SHMBUS_REC_ALIGN <= pub->limit)
-			break;
-		rc = sb_backpressure(pub, &deadline, &spins);
-		if (rc)
+	while (block && (rc = sb_make_room(pub, p, q, &deadline, &spins)))
+		if (rc < 0)
 			return rc;
-	}
 	pub->head = q;
 	store_relaxed64(&pub->hdr->head, q);
 	sp_set_room(pub);
