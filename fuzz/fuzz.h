@@ -40,6 +40,10 @@ void fuzz_fail(const char *file, int line, const char *what)
 const char *fuzz_mkdir(const char *what);
 void fuzz_rmdir(const char *dir);
 
+/* Writes a seed file dir/name of n bytes (make fuzz-seeds). */
+void fuzz_write_seed(const char *dir, const char *name, const void *b,
+		     size_t n);
+
 /* A reader of the input's bytes that runs dry into zeros. */
 struct fuzz_in {
 	const uint8_t *p;

@@ -677,13 +677,7 @@ static void put_program(struct seed *sd)
 static void write_seed(const char *dir, const char *name,
 		       const struct seed *sd)
 {
-	char path[512];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	f = fopen(path, "wb");
-	FUZZ_CHECK(f && fwrite(sd->b, 1, sd->n, f) == sd->n);
-	fclose(f);
+	fuzz_write_seed(dir, name, sd->b, sd->n);
 }
 
 /* SHMBUS_FUZZ_SEEDS=dir: writes the seed corpus there and exits (make

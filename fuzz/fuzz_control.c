@@ -385,13 +385,7 @@ static void create_req(struct seed *sd, unsigned who, const char *name,
 
 static void write_seed(const char *dir, const char *name, struct seed *sd)
 {
-	char path[512];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	f = fopen(path, "wb");
-	FUZZ_CHECK(f && fwrite(sd->b, 1, sd->n, f) == sd->n);
-	fclose(f);
+	fuzz_write_seed(dir, name, sd->b, sd->n);
 	sd->n = 0;
 }
 

@@ -52,3 +52,15 @@ void fuzz_rmdir(const char *dir)
 	closedir(d);
 	rmdir(dir);
 }
+
+void fuzz_write_seed(const char *dir, const char *name, const void *b,
+		     size_t n)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "wb");
+	FUZZ_CHECK(f && fwrite(b, 1, n, f) == n);
+	fclose(f);
+}
