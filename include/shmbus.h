@@ -256,7 +256,9 @@ void shmbus_pub_close(shmbus_pub *pub);
  * writes the payload and then calls shmbus_commit() (subscribers see it)
  * or shmbus_abort() (subscribers skip it).  One claim may be outstanding
  * per publisher.  Returns 0, -EMSGSIZE, -EAGAIN / -ETIMEDOUT (block policy,
- * full), -EBUSY (a claim is already outstanding) or -EBADMSG.
+ * full), -EBUSY (a claim is already outstanding), -EROFS (a replicated
+ * channel on a standby, or handing over: see shmbus_pub_sync()) or
+ * -EBADMSG.
  */
 int shmbus_claim(shmbus_pub *pub, size_t len, void **buf);
 int shmbus_commit(shmbus_pub *pub);
@@ -283,6 +285,41 @@ int shmbus_publishv(shmbus_pub *pub, const struct iovec *iov, int iovcnt);
  * do), -EINVAL, -EMSGSIZE, -EAGAIN, -ETIMEDOUT or -EBADMSG.
  */
 int shmbus_publish_batch(shmbus_pub *pub, const struct iovec *msgs, size_t n);
+
+/*
+ * Replicated channels (docs/replication.md).  On a host that is a
+ * channel's standby, or a primary handing over to its standby, the channel
+ * takes no claims: shmbus_pub_open() fails with errno EROFS, and the
+ * claim and publish calls above return -EROFS, which a full ring never
+ * does.  A single-producer handle that was refused stays refused (its
+ * view of the ring may be stale once another host writes it): close it
+ * and open a new one when this host is primary again.  Subscribing works
+ * on both hosts.
+ */
+
+/* shmbus_pub_sync()'s success when the standby is out of sync and the
+ * channel degrades: committed here only. */
+#define SHMBUS_SYNC_DEGRADED	1
+
+/*
+ * Waits until every message this handle has committed is acknowledged at
+ * the channel's level (local, received or applied by the standby), for at
+ * most timeout_ns (negative: no limit).  Returns
+ *   0                      acknowledged at the level (at once on a channel
+ *                          that is not replicated, or whose level is local)
+ *   SHMBUS_SYNC_DEGRADED   the standby is out of sync and the channel's
+ *                          policy is to degrade: committed here only
+ *   -ETIMEDOUT             not acknowledged in time: the outcome is
+ *                          unknown (the messages may yet reach the
+ *                          standby, or be lost with this host)
+ *   -EROFS                 this host became a standby first: unknown too
+ *   -EINVAL
+ * Only acknowledgements of the current epoch count.  The call spins for
+ * up to 100 us, then sleeps on a futex; it costs the publishing calls
+ * nothing when it is not called.  Since version 0.3 (symbol version
+ * SHMBUS_0.3).  Same thread rule as the handle.
+ */
+int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns);
 
 /* ------------------------------------------------------------- subscribing */
 
@@ -328,6 +365,25 @@ shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 
 /* Releases the subscriber's slot. */
 void shmbus_sub_close(shmbus_sub *sub);
+
+enum shmbus_visibility {
+	SHMBUS_SEE_COMMITTED = 0,	/* every committed message (default) */
+	SHMBUS_SEE_ACKNOWLEDGED = 1,	/* only messages acknowledged at the
+					 * channel's replication level: none
+					 * that a failover to the standby
+					 * could take back */
+};
+
+/*
+ * Sets what the subscriber sees.  With SHMBUS_SEE_ACKNOWLEDGED it reads
+ * up to the channel's replication watermark and wakes when it advances
+ * (it reads the ring, never the mailbox: a little slower).  While the
+ * standby is out of sync, a degrading channel's watermark follows what is
+ * committed.  Returns 0, -EINVAL, or -EOPNOTSUPP on a channel that is not
+ * replicated.  Since version 0.3 (symbol version SHMBUS_0.3).  Same
+ * thread rule as the handle.
+ */
+int shmbus_sub_set_visibility(shmbus_sub *sub, enum shmbus_visibility v);
 
 struct shmbus_msg {
 	const void *data;	/* in the ring (block policy) or in the

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "shmbus.h"
 #include "busfile.h"
@@ -108,5 +109,93 @@ void sb_stuck_describe(shmbus_channel *ch, uint64_t pos, char *buf,
 
 /* Counts one stuck position in the header (busstat's STUCK). */
 void sb_count_stuck(shmbus_channel *ch);
+
+/* ---------------------------------------------------------------------
+ * Replication (lib/replica.c, docs/replication.md).
+ */
+
+/* The fence (hdr.fence): SHMBUS_FENCE_OPEN, _STANDBY or _HANDOVER.
+ * Setting a closed fence makes every thread of the system pass a full
+ * barrier (membarrier(2), milliseconds) before it returns: 0 or -errno. */
+uint32_t sb_fence_get(shmbus_channel *ch);
+int sb_fence_set(shmbus_channel *ch, uint32_t fence);
+
+/* With the fence closed: waits until no claim is in flight and every
+ * record claimed is committed, walking from `from` (a record boundary
+ * already known committed); *end is then head, which no producer will
+ * move again.  -ETIMEDOUT if a producer keeps a claim open (a claim held
+ * by its caller, or a stopped process) for timeout_ns. */
+int sb_fence_quiesce(shmbus_channel *ch, uint64_t from, int64_t timeout_ns,
+		     uint64_t *end);
+
+/* The replication line.  One agent thread writes each field, except the
+ * watermark, which only grows (several threads may raise it). */
+void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,
+		   uint64_t epoch);
+/* Sets and clears SHMBUS_REPL_* flags; returns the previous ones. */
+uint32_t sb_repl_flags(shmbus_channel *ch, uint32_t set, uint32_t clear);
+void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch);
+/* The standby's positions (only grow); caught_up: it had everything. */
+void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
+		   bool caught_up);
+/* Positions set back to `pos` at a role change (no agent running). */
+void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos);
+/* Raises the watermark to w and wakes shmbus_pub_sync() callers and
+ * sleeping subscribers. */
+void sb_repl_watermark(shmbus_channel *ch, uint64_t w);
+
+struct sb_repl_view {
+	uint64_t watermark, epoch, received, applied, caught_up_ns;
+	uint64_t head, seq;
+	uint64_t frames, bad, gaps, gap_bytes, out_of_sync;
+	uint32_t level, flags, fence;
+};
+void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v);
+
+enum sb_repl_counter {
+	SB_REPL_FRAMES, SB_REPL_BAD, SB_REPL_GAPS, SB_REPL_GAP_BYTES,
+	SB_REPL_OUT_OF_SYNC,
+};
+void sb_repl_count(shmbus_channel *ch, enum sb_repl_counter c, uint64_t n);
+
+/* The primary's agent waits for work: a shmbus_pub_sync() kick, or
+ * nap_ns.  Pass back the value it returns.  Whether a sync call waits
+ * now (then the agent should not nap). */
+uint32_t sb_repl_agent_wait(shmbus_channel *ch, uint32_t seen,
+			    int64_t nap_ns);
+bool sb_repl_sync_waiting(shmbus_channel *ch);
+
+/* Shipping.  The end of the committed records from `from` (a record
+ * boundary), at most `most` bytes further unless the first record alone
+ * is longer; `from` itself if nothing is committed there or `from` was
+ * lapped. */
+uint64_t sb_committed_end(shmbus_channel *ch, uint64_t from, uint64_t most);
+uint64_t sb_ring_head(shmbus_channel *ch);
+/* The oldest record boundary the ring still holds. */
+uint64_t sb_ring_oldest(shmbus_channel *ch);
+/* Pointers into the mapping for [from, to): 1 or 2 iovecs, -EINVAL. */
+int sb_ring_span(shmbus_channel *ch, uint64_t from, uint64_t to,
+		 struct iovec iov[2]);
+/* After reading (or sending) bytes from `from` on: whether no producer
+ * has claimed over them since (overwrite channels). */
+bool sb_ring_holds(shmbus_channel *ch, uint64_t from);
+
+/* Applying, on a standby.  The writer waits up to timeout_ns for the
+ * standby's own subscribers (block policy) before sb_apply() returns
+ * -ETIMEDOUT. */
+shmbus_pub *sb_writer_open(shmbus_channel *ch, int64_t timeout_ns);
+void sb_writer_close(shmbus_pub *w);
+/* Whether buf holds whole, valid records for [pos, pos + len): 0 (with
+ * the number of messages), or -EBADMSG and a reason in why. */
+int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
+		   size_t len, uint64_t *nmsgs, char *why, size_t whylen);
+/* Writes checked records at pos, which must be head (-ESTALE). */
+int sb_apply(shmbus_pub *w, uint64_t pos, const uint8_t *buf, size_t len);
+/* At start: the end of the committed records (head is moved back over
+ * an apply cut short), or UINT64_MAX if head is corrupt. */
+uint64_t sb_apply_recover(shmbus_channel *ch);
+/* The standby cannot be caught up from head: it goes on from pos (> head).
+ * Readers at head are sent there (padding, or a lap they count). */
+int sb_apply_restart(shmbus_pub *w, uint64_t pos);
 
 #endif /* SHMBUS_CONTRACT_H */

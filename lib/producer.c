@@ -111,6 +111,12 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		errno = ch ? EPERM : EINVAL;
 		return NULL;
 	}
+	/* No edge: a refusal made early; the claims check the fence
+	 * again, on the edge that counts (F4). */
+	if (load_relaxed32(&ch->hdr->fence) != SHMBUS_FENCE_OPEN) {
+		errno = EROFS;
+		return NULL;
+	}
 	pub = calloc(1, sizeof(*pub));
 	if (!pub) {
 		errno = ENOMEM;

@@ -48,6 +48,12 @@ struct shmbus_pub {
 	int64_t reap_ns;	/* held back: next look for gone processes */
 	uint64_t published;	/* messages this handle committed */
 	uint32_t small_max;	/* min(SHMBUS_MBOX_INLINE, max_msg) */
+	bool fenced;		/* SP: the channel refused a claim; the
+				 * handle's private head may be stale from
+				 * now on, so it refuses every claim */
+	uint64_t won_end;	/* MP: the end of our last claim */
+	bool agent;		/* a standby's replication agent
+				 * (sb_writer_open()): not fenced */
 	/* the outstanding claim */
 	bool claimed;
 	uint32_t c_len;
@@ -132,6 +138,84 @@ static inline void wake_if_sleepers(struct shmbus_pub *pub,
 	fence_seqcst();
 	if (load_relaxed32(&h->sleepers))
 		sb_prod_wake(pub->ch);
+}
+
+/*
+ * The fence (hdr.fence, F4).  A claim is made visible first (SP: head;
+ * MP: the slot's announcement), then the fence is loaded; shmbusd stores
+ * the fence, then calls membarrier(), then reads head and the
+ * announcements (sb_fence_quiesce()).  Either the claim sees the fence
+ * and withdraws, or shmbusd sees the claim and waits for its commit: no
+ * claim slips past a handover unseen.  The producer's side costs a
+ * load of the wake line, which it reads after every commit anyway.
+ */
+static inline bool fence_up(const struct shmbus_hdr *h)
+{
+	/* F4: the CPU side is supplied by shmbusd's membarrier() in
+	 * sb_fence_quiesce(); only the compiler must keep this load after
+	 * the claim's store. */
+	fence_compiler();
+	/* No edge of its own: see F4 above. */
+	return load_relaxed32(&h->fence) != SHMBUS_FENCE_OPEN;
+}
+
+/* The mailbox's payload: `words` 8-byte words, at most 5, written out (a
+ * loop of them cost about 25 instructions a message).  Relaxed atomics: a
+ * subscriber may be copying the same words; the seqlock decides whether
+ * its copy is used. */
+_Static_assert(SHMBUS_MBOX_INLINE == 40, "mbox_put stores at most 5 words");
+
+static inline void mbox_put(struct shmbus_mbox *mb, const uint64_t *src,
+			    uint32_t words)
+{
+	switch (words) {
+	case 5:
+		store_relaxed64(&mb->payload[4], src[4]);
+		/* fall through */
+	case 4:
+		store_relaxed64(&mb->payload[3], src[3]);
+		/* fall through */
+	case 3:
+		store_relaxed64(&mb->payload[2], src[2]);
+		/* fall through */
+	case 2:
+		store_relaxed64(&mb->payload[1], src[1]);
+		/* fall through */
+	case 1:
+		store_relaxed64(&mb->payload[0], src[0]);
+		/* fall through */
+	default:
+		break;
+	}
+}
+
+/*
+ * Posts the record r just committed at pos (commit word w, sequence
+ * number seq) to the mailbox, with its payload if it is a message of at
+ * most SHMBUS_MBOX_INLINE bytes, copied from the ring, where we have just
+ * written it, in whole words (the record is padded to 8 bytes).  We are
+ * the mailbox's only writer (the producer, or on a standby the
+ * replication agent, lib/replica.c).
+ */
+static inline __attribute__((always_inline)) void
+mbox_post(struct shmbus_mbox *mb, const struct shmbus_rec *r, uint64_t pos,
+	  uint64_t w, uint64_t seq)
+{
+	store_relaxed64(&mb->mark, 0);
+	/* R9: pairs with A9 in the subscriber's mbox_peek(): a reader whose
+	 * copy saw any store below sees mark 0, or a later mark, when it looks
+	 * at mark again after its copy. */
+	fence_release();
+	store_relaxed64(&mb->word, w);
+	store_relaxed64(&mb->seq, seq);
+	/* The low half of the word is the type (MSG is 0) and the length. */
+	if ((uint32_t)w <= SHMBUS_MBOX_INLINE)
+		mbox_put(mb, (const uint64_t *)(r + 1),
+			 (uint32_t)(align8((uint32_t)w) / 8));
+	/* R8: pairs with A8 in mbox_peek() and sb_sub_ready(): the record's
+	 * commit in the ring (R1, before this) and the fields above are
+	 * visible to a reader that sees this mark. */
+	store_release64(&mb->mark, pos + 1);
 }
 
 /* Whether a segment of the index starts in (p, q]. */

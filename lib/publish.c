@@ -160,6 +160,11 @@ static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
 		add_relaxed64(&pub->ch->hdr->backpressure, 1);
 	if (pub->timeout_ns == 0)
 		return -EAGAIN;
+	/* No edge: a producer held back learns of a handover now rather
+	 * than after its wait; the claim's own check (F4) decides. */
+	if (!pub->agent &&
+	    load_relaxed32(&pub->ch->hdr->fence) != SHMBUS_FENCE_OPEN)
+		return -EROFS;
 	if (++*spins < 256) {
 		cpu_relax();
 		return 0;

@@ -118,6 +118,10 @@ static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 		store_relaxed64(&pub->slot->claim_end,
 				q | SHMBUS_CLAIM_TENTATIVE);
 		store_release64(&pub->slot->claim_pos, p);
+		if (fence_up(h)) {
+			mp_release_claim(pub);
+			return -EROFS;
+		}
 		rc = sb_make_room(pub, p, q, &deadline, &spins);
 		if (rc < 0) {
 			mp_release_claim(pub);
@@ -133,6 +137,7 @@ static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 			/* Won: ordered after the CAS by R2 below; read by
 			 * shmbusd only once this process is dead. */
 			store_relaxed64(&pub->slot->claim_end, q);
+			pub->won_end = q;
 			break;
 		}
 	}

@@ -51,8 +51,29 @@ static void sp_set_room(struct shmbus_pub *pub)
 	pub->tag_word = (uint64_t)lap_tag_log2(h, pub->cap_log2) << 32;
 }
 
+/*
+ * A claim of [p, q) that found the channel fenced (fence_up()) is taken
+ * back: head returns to p, unless someone else has moved it meanwhile
+ * (on a standby, the replication agent), and the handle refuses every
+ * claim from now on (pub->fenced): its private head and room may be
+ * stale once another writer owns the ring.
+ */
+static __attribute__((noinline, cold)) void
+sp_unclaim(struct shmbus_pub *pub, uint64_t p, uint64_t q)
+{
+	uint64_t cur = q;
+
+	pub->head = p;
+	pub->room = 0;
+	pub->fenced = true;
+	/* No edge: nothing of the claim was written, and nothing is
+	 * published by taking it back. */
+	cas_strong_seqcst64(&pub->hdr->head, &cur, p);
+}
+
 /* The common claim of `need` bytes, from the producer's private head and
- * room: no shared word is read, and no index entry or padding is due. */
+ * room: no shared word is read but the fence, and no index entry or
+ * padding is due. */
 static inline bool sp_claim_fast(struct shmbus_pub *pub,
 				 struct shmbus_hdr *h, uint64_t need,
 				 uint64_t *pp)
@@ -66,6 +87,10 @@ static inline bool sp_claim_fast(struct shmbus_pub *pub,
 	/* Relaxed: R2 in sp_claimed() orders it before the record's
 	 * bytes. */
 	store_relaxed64(&h->head, q);
+	if (__builtin_expect(fence_up(h), 0)) {
+		sp_unclaim(pub, p, q);
+		return false;	/* sp_reserve_slow() says -EROFS */
+	}
 	*pp = p;
 	return true;
 }
@@ -118,6 +143,14 @@ sp_reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 	unsigned spins = 0;
 	int rc;
 
+	if (pub->fenced)
+		return -EROFS;
+	/* No edge: an early refusal that spares head a store; F4 below is
+	 * the check that counts. */
+	if (load_relaxed32(&pub->hdr->fence) != SHMBUS_FENCE_OPEN) {
+		pub->fenced = true;
+		return -EROFS;
+	}
 	pad = (p & ch->mask) + need > ch->cap ? ch->cap - (p & ch->mask) : 0;
 	q = p + pad + need;
 	while (block && (rc = sb_make_room(pub, p, q, &deadline, &spins)))
@@ -125,6 +158,10 @@ sp_reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 			return rc;
 	pub->head = q;
 	store_relaxed64(&pub->hdr->head, q);
+	if (fence_up(pub->hdr)) {
+		sp_unclaim(pub, p, q);
+		return -EROFS;
+	}
 	sp_set_room(pub);
 	*seqp = sp_claimed(pub, pub->hdr, pub_rec(pub, q), q, nmsgs, nbytes);
 	/* After the zeroing of the word at q (R4's reader lands there). */
@@ -165,66 +202,6 @@ static inline uint64_t rec_word(uint64_t tag, uint32_t type, size_t len)
 	return tag | (uint64_t)type << SHMBUS_LEN_BITS | len;
 }
 
-/* The mailbox's payload: `words` 8-byte words, at most 5, written out (a
- * loop of them cost about 25 instructions a message).  Relaxed atomics: a
- * subscriber may be copying the same words; the seqlock decides whether
- * its copy is used. */
-_Static_assert(SHMBUS_MBOX_INLINE == 40, "mbox_put stores at most 5 words");
-
-static inline void mbox_put(struct shmbus_mbox *mb, const uint64_t *src,
-			    uint32_t words)
-{
-	switch (words) {
-	case 5:
-		store_relaxed64(&mb->payload[4], src[4]);
-		/* fall through */
-	case 4:
-		store_relaxed64(&mb->payload[3], src[3]);
-		/* fall through */
-	case 3:
-		store_relaxed64(&mb->payload[2], src[2]);
-		/* fall through */
-	case 2:
-		store_relaxed64(&mb->payload[1], src[1]);
-		/* fall through */
-	case 1:
-		store_relaxed64(&mb->payload[0], src[0]);
-		/* fall through */
-	default:
-		break;
-	}
-}
-
-/*
- * Posts the record r just committed at pos (commit word w, sequence
- * number seq) to the mailbox, with its payload if it is a message of at
- * most SHMBUS_MBOX_INLINE bytes, copied from the ring, where we have just
- * written it, in whole words (the record is padded to 8 bytes).  We are
- * the mailbox's only writer.
- */
-static inline __attribute__((always_inline)) void mbox_post(struct shmbus_pub *pub,
-			     const struct shmbus_rec *r, uint64_t pos,
-			     uint64_t w, uint64_t seq)
-{
-	struct shmbus_mbox *mb = pub->mbox;
-
-	store_relaxed64(&mb->mark, 0);
-	/* R9: pairs with A9 in the subscriber's mbox_peek(): a reader whose
-	 * copy saw any store below sees mark 0, or a later mark, when it looks
-	 * at mark again after its copy. */
-	fence_release();
-	store_relaxed64(&mb->word, w);
-	store_relaxed64(&mb->seq, seq);
-	/* The low half of the word is the type (MSG is 0) and the length. */
-	if ((uint32_t)w <= SHMBUS_MBOX_INLINE)
-		mbox_put(mb, (const uint64_t *)(r + 1),
-			 (uint32_t)(align8((uint32_t)w) / 8));
-	/* R8: pairs with A8 in mbox_peek() and sb_sub_ready(): the record's
-	 * commit in the ring (R1, before this) and the fields above are
-	 * visible to a reader that sees this mark. */
-	store_release64(&mb->mark, pos + 1);
-}
-
 /*
  * What follows the commit of record r at pos (word w): the post (while a
  * subscriber waits on the mailbox; for a batch, r is its last record,
@@ -243,7 +220,7 @@ sp_committed(struct shmbus_pub *pub, struct shmbus_hdr *h,
 	 * visible yet leaves the record in the ring, where the subscriber's
 	 * looks find it (MBOX_RING_LOOK in subscribe.c). */
 	if (load_relaxed64(&h->mbox_want))
-		mbox_post(pub, r, pos, w, seq);
+		mbox_post(pub->mbox, r, pos, w, seq);
 	if (n)
 		count_published(pub, n);
 	wake_if_sleepers(pub, h);

@@ -70,10 +70,8 @@ static void pad_range(struct shmbus_channel *ch, uint64_t from, uint64_t to)
 		sb_prod_wake(ch);
 }
 
-/* Walks committed records from `p` (a record boundary) towards `to`;
- * returns the first position not covered by a committed record. */
-static uint64_t committed_until(struct shmbus_channel *ch, uint64_t p,
-				uint64_t to)
+uint64_t sb_committed_until(struct shmbus_channel *ch, uint64_t p,
+			    uint64_t to)
 {
 	while (p < to) {
 		/* A1: pairs with R1 (commit_store()). */
@@ -128,7 +126,7 @@ bool sb_sp_repair(struct shmbus_channel *ch)
 	if (head % SHMBUS_REC_ALIGN)
 		return false;	/* corrupt: shmbus_pub_open() reports it */
 	start = sp_walk_start(ch, head);
-	end = committed_until(ch, start, head);
+	end = sb_committed_until(ch, start, head);
 	if (end >= head)
 		return false;
 	/* The dead producer may have died before invalidating the word
@@ -353,7 +351,7 @@ static int repair_claim(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
 	/* It handed over and died writing: pad what it did not commit.
 	 * The word at q was zeroed before its hand-off, and the slot keeps
 	 * every producer from claiming a lap past c until we release it. */
-	r = committed_until(ch, c, q);
+	r = sb_committed_until(ch, c, q);
 	if (r < q) {
 		pad_range(ch, r, q);
 		add_relaxed64(&h->repairs, 1);

@@ -37,6 +37,10 @@ struct shmbus_sub {
 	uint32_t mb_max;	/* the longest message the mailbox carries
 				 * for us: min(SHMBUS_MBOX_INLINE, max_msg) */
 	bool overwrite;
+	bool careful;		/* overwrite or ack_only: peek_ring() leaves
+				 * every record to peek() */
+	bool ack_only;		/* SHMBUS_SEE_ACKNOWLEDGED */
+	uint64_t ack_lim;	/* ack_only: the watermark last seen */
 	bool has_mbox;		/* a single-producer channel */
 
 	/* Where it reads: the mode, and its position. */

@@ -222,6 +222,19 @@ static inline int found(struct shmbus_sub *sub, struct peeked *pk,
  * skipped records and laps.  Returns 1 with *pk filled, 0 if there is none
  * yet, -EBADMSG if the ring is corrupt.  Does not consume the message.
  */
+/* SHMBUS_SEE_ACKNOWLEDGED: whether the record at p is below the
+ * watermark, which a record either lies wholly below or starts at or
+ * after (the agent acknowledges whole records). */
+static bool acked(struct shmbus_sub *sub, uint64_t p)
+{
+	if (p < sub->ack_lim)
+		return true;
+	/* A14: pairs with R14 in sb_repl_watermark(); the record's own
+	 * bytes are then read through its commit word (A1). */
+	sub->ack_lim = load_acquire64(&sub->ch->hdr->replicated_pos);
+	return p < sub->ack_lim;
+}
+
 static int peek(struct shmbus_sub *sub, struct peeked *pk)
 {
 	struct shmbus_channel *ch = sub->ch;
@@ -239,6 +252,8 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		if (p % SHMBUS_REC_ALIGN)
 			return -EBADMSG;
 		if (!trusted(sub))
+			return 0;
+		if (sub->ack_only && !acked(sub, p))
 			return 0;
 		/* A1: pairs with R1 (commit_store() and the wrap padding in
 		 * the wrap padding of sp_reserve_slow() and mp_claimed()): the
@@ -317,7 +332,7 @@ peek_ring(struct shmbus_sub *sub, struct peeked *pk)
 	const struct shmbus_rec *r;
 	uint32_t len;
 
-	if (__builtin_expect(sub->overwrite || sub->fresh ||
+	if (__builtin_expect(sub->careful || sub->fresh ||
 				     p % SHMBUS_REC_ALIGN, 0))
 		return peek(sub, pk);
 	r = (const struct shmbus_rec *)(sub->data + (p & sub->mask));
@@ -825,6 +840,8 @@ static bool ring_ready(struct shmbus_sub *sub, bool force)
 
 	if (!trusted(sub))
 		return false;
+	if (sub->ack_only && !acked(sub, p))
+		return false;
 	/* A1 (see peek()). */
 	w = load_acquire64(&rec_at(ch, p)->commit);
 	if (quiet_empty(sub, w, force))
@@ -878,4 +895,24 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 	if (sub->mode != SB_SUB_RING)
 		ring_unposted(sub);
 	return true;
+}
+
+SHMBUS_EXPORT int shmbus_sub_set_visibility(shmbus_sub *sub,
+					    enum shmbus_visibility v)
+{
+	if (!sub || (v != SHMBUS_SEE_COMMITTED && v != SHMBUS_SEE_ACKNOWLEDGED))
+		return -EINVAL;
+	/* No edge: the channel's configuration (see shmbus_pub_sync()). */
+	if (v == SHMBUS_SEE_ACKNOWLEDGED &&
+	    !(load_relaxed32(&sub->ch->hdr->repl_flags) & SHMBUS_REPL_ON))
+		return -EOPNOTSUPP;
+	sub->ack_only = v == SHMBUS_SEE_ACKNOWLEDGED;
+	sub->careful = sub->overwrite || sub->ack_only;
+	sub->ack_lim = 0;
+	/* The mailbox names records whatever the watermark: such a
+	 * subscriber reads the ring only. */
+	if (sub->mode != SB_SUB_RING)
+		leave_mbox(sub);
+	sub->has_mbox = !ch_multi(sub->ch) && !sub->ack_only;
+	return 0;
 }

@@ -134,6 +134,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->max_msg = ch->max_msg;
 	sub->mb_max = ch_mbox_max(ch);
 	sub->overwrite = ch_overwrite(ch);
+	sub->careful = sub->overwrite;
 	sub->has_mbox = !ch_multi(ch);
 	sub->mbox = ch->mbox;
 	sub->mode = SB_SUB_RING;

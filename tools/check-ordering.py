@@ -15,7 +15,8 @@ line), either a label or the words "no edge" saying why it needs no pair.
 
 Labels name edges: R<n> on a release side, A<n> on an acquire side (A<n>'
 for a second acquire side of the same edge), F<n> on each of a pair of
-seq_cst fences.  Every R<n> must have an A<n> somewhere, every A<n> an
+seq_cst fences (or of an asymmetric pair: a compiler barrier against
+membarrier(2)).  Every R<n> must have an A<n> somewhere, every A<n> an
 R<n>, and every F<n> must appear at two operations at least.  The edges
 and what they carry are listed in docs/design.md.
 
@@ -31,6 +32,9 @@ import sys
 STRONG = re.compile(
     r"\b(load_acquire\w*|store_release\w*|cas_\w+|xchg_seqcst\w*|"
     r"\w+_seqcst\w*|fence_(?:acquire|release|seqcst))\s*\(")
+# The light and the heavy side of an asymmetric fence (a compiler barrier
+# against membarrier(2)): they may carry an F label, and need not.
+ASYMMETRIC = re.compile(r"\bfence_compiler\s*\(|\bMEMBARRIER_CMD_\w+")
 DEFINITION = re.compile(r"^\s*static\s+inline\b|^#\s*define\b")
 LABEL = re.compile(r"(?<![A-Za-z0-9_])([RAF])(\d+)('?)(?![A-Za-z0-9_])")
 NO_EDGE = re.compile(r"no (?:data )?edge", re.IGNORECASE)
@@ -80,7 +84,14 @@ def check(paths, table=None):
             sys.exit(2)
         for i, line in enumerate(lines):
             code = line.split("/*")[0].split("//")[0]
-            if not STRONG.search(code) or DEFINITION.search(line):
+            if DEFINITION.search(line):
+                continue
+            if not STRONG.search(code):
+                if ASYMMETRIC.search(code):
+                    for m in LABEL.finditer(comment_text(lines, i)):
+                        if m[1] == "F":
+                            sides.setdefault(("F", int(m[2])), []).append(
+                                f"{path}:{i + 1}")
                 continue
             near = comment_text(lines, i)
             # An operation's own labels; "pairs with A1" names the other

@@ -41,7 +41,7 @@
 #include "static_assert.h"
 
 #define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
-#define SHMBUS_LAYOUT_VERSION	4u
+#define SHMBUS_LAYOUT_VERSION	5u
 
 #define SHMBUS_CACHELINE	64u
 #define SHMBUS_HDR_SIZE		4096u
@@ -105,6 +105,27 @@ struct shmbus_rec {
  * producer; the low bits are the daemon's pid.  A new producer waits for
  * the repair to finish (or takes over if the daemon died doing it). */
 #define SHMBUS_SP_REPAIRING	0x80000000u
+
+/* hdr.fence */
+#define SHMBUS_FENCE_OPEN	0u
+#define SHMBUS_FENCE_STANDBY	1u	/* a standby's ring: only the
+					 * replication agent writes */
+#define SHMBUS_FENCE_HANDOVER	2u	/* a primary that stops accepting
+					 * claims to hand over */
+
+/* hdr.repl_level: what acknowledges a record (docs/replication.md) */
+#define SHMBUS_ACK_LOCAL	0u	/* committed on this host */
+#define SHMBUS_ACK_RECEIVED	1u	/* the standby's agent has it, checked */
+#define SHMBUS_ACK_APPLIED	2u	/* the standby's ring holds it */
+
+/* hdr.repl_flags */
+#define SHMBUS_REPL_ON		0x1u	/* the channel is replicated */
+#define SHMBUS_REPL_STANDBY	0x2u	/* this host is its standby */
+#define SHMBUS_REPL_LINK	0x4u	/* the link to the peer is up */
+#define SHMBUS_REPL_OUT_OF_SYNC	0x8u	/* the standby lags beyond the
+					 * channel's bound, or is gone */
+#define SHMBUS_REPL_STRICT	0x10u	/* out of sync: hold sync waiters
+					 * (else degrade to local) */
 
 /* Wait strategies, as recorded in a subscriber slot for busstat. */
 #define SHMBUS_WAIT_SPIN_CODE	0u
@@ -218,11 +239,24 @@ struct shmbus_hdr {
 	uint64_t data_size;	/* its size: capacity + one page */
 	uint8_t pad1[24];
 
-	/* line 2: reserved for replication and persistence (later issues) */
-	uint64_t replicated_pos;
-	uint64_t epoch;
-	uint64_t persisted_pos;
-	uint8_t pad2[40];
+	/* line 2: replication, written by shmbusd's agent (docs/replication.md)
+	 * when the standby acknowledges; read by shmbus_pub_sync(), by
+	 * subscribers that see only acknowledged messages, and by busstat */
+	uint64_t replicated_pos;	/* the watermark: every record below it is
+				 * acknowledged at the channel's level, or,
+				 * while degraded, committed (SHMBUS_REPL_*);
+				 * stored with release, only grows */
+	uint64_t epoch;		/* the epoch this ring's newest records carry */
+	uint64_t persisted_pos;	/* reserved for the journal */
+	uint64_t received_pos;	/* the standby has the bytes below it */
+	uint64_t applied_pos;	/* the standby's ring holds the records below */
+	uint64_t caught_up_ns;	/* CLOCK_REALTIME when the standby last had
+				 * everything committed (busstat's lag time) */
+	uint32_t repl_level;	/* SHMBUS_ACK_*: the channel's level */
+	uint32_t repl_flags;	/* SHMBUS_REPL_* */
+	uint32_t ack_futex;	/* bumped when the watermark moves, if
+				 * ack_waiters */
+	uint32_t ack_waiters;	/* shmbus_pub_sync() callers asleep */
 
 	uint8_t guard3[64];
 
@@ -247,7 +281,10 @@ struct shmbus_hdr {
 	uint64_t sleep_ok;	/* bit i set while subscriber slot i may sleep
 				 * (SHMBUS_WAIT_SLEEP): commits make the wake
 				 * check only then */
-	uint8_t pad6[40];
+	uint32_t fence;		/* non-zero: producers are refused (-EROFS):
+				 * a standby's ring, or a primary handing
+				 * over (SHMBUS_FENCE_*) */
+	uint8_t pad6[36];
 
 	uint8_t guard7[64];
 
@@ -261,7 +298,21 @@ struct shmbus_hdr {
 				 * waiting on a position nothing will fill */
 	uint8_t pad8[16];
 
-	uint8_t reserved[SHMBUS_HDR_SIZE - 9 * 64];
+	/* line 9: the replication agent's kick and counters, cold */
+	uint32_t kick;		/* bumped by shmbus_pub_sync() to wake the
+				 * agent at once */
+	uint32_t sync_waiters;	/* shmbus_pub_sync() calls in progress: the
+				 * agent spins instead of napping */
+	uint64_t repl_frames;	/* frames shipped (primary) or applied
+				 * (standby) */
+	uint64_t repl_bad;	/* frames refused (CRC, position, epoch...) */
+	uint64_t repl_gaps;	/* times the standby could not be caught up
+				 * from where it was: it restarted further on */
+	uint64_t repl_gap_bytes;	/* the bytes such restarts skipped */
+	uint64_t repl_out_of_sync;	/* times the standby fell out of sync */
+	uint8_t pad9[16];
+
+	uint8_t reserved[SHMBUS_HDR_SIZE - 10 * 64];
 };
 
 #define SHMBUS_ASSERT_OFFSET(t, f, o) \
@@ -282,6 +333,9 @@ SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_seg) == 16, "seg size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_rec) == SHMBUS_REC_HDR, "rec size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_mbox) == SHMBUS_CACHELINE, "mbox size");
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, sleep_ok, 400);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, fence, 408);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, ack_waiters, 188);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, kick, 576);
 SHMBUS_STATIC_ASSERT(SHMBUS_MAX_SLOTS <= 64, "one bit per slot in mbox_want "
 		     "and sleep_ok");
 SHMBUS_STATIC_ASSERT(SHMBUS_NSEG * sizeof(struct shmbus_seg) +

@@ -1,0 +1,677 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * replica.c - the ring's side of replication (docs/replication.md).
+ *
+ *   the fence       producers refused while a host hands over or stands by
+ *   the watermark   how far the standby acknowledged, published in the
+ *                   header's replication line; shmbus_pub_sync() waits on
+ *                   it, and so do subscribers that see only acknowledged
+ *                   messages
+ *   shipping        the primary's agent finds committed records and hands
+ *                   the transport pointers into the mapping
+ *   applying        the standby's agent writes the same records at the
+ *                   same positions, exactly as a producer would
+ *
+ * shmbusd's agents call these through contract.h; producers and
+ * subscribers reach only shmbus_pub_sync() and what subscribe.c checks.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "contract.h"
+#include "pub.h"
+#include "repair.h"
+#include "sub.h"
+
+/* ------------------------------------------------------------ the fence */
+
+uint32_t sb_fence_get(shmbus_channel *ch)
+{
+	/* No edge: the value alone is the answer. */
+	return load_relaxed32(&ch->hdr->fence);
+}
+
+int sb_fence_set(shmbus_channel *ch, uint32_t fence)
+{
+	store_relaxed32(&ch->hdr->fence, fence);
+	if (fence == SHMBUS_FENCE_OPEN)
+		return 0;
+	/* F4: pairs with fence_up() after every claim: once this returns,
+	 * every thread of the system has executed a full barrier since our
+	 * store, so a claim that did not see the fence is visible to our
+	 * loads of head and of the announcements from here on. */
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0)
+		return -errno;
+	return 0;
+}
+
+/* Whether any multi producer announces a claim. */
+static bool claims_announced(struct shmbus_channel *ch)
+{
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		struct shmbus_prod_slot *s = &ch->prods[i];
+
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
+		if (owner_state(load_acquire64(&s->owner)) ==
+		    SHMBUS_SLOT_FREE)
+			continue;
+		/* A6: pairs with R6 (the announcement, and its withdrawal
+		 * after the commit). */
+		if (load_acquire64(&s->claim_pos) != UINT64_MAX)
+			return true;
+	}
+	return false;
+}
+
+int sb_fence_quiesce(shmbus_channel *ch, uint64_t from, int64_t timeout_ns,
+		     uint64_t *end)
+{
+	int64_t deadline = sb_now_ns() + timeout_ns;
+
+	for (;;) {
+		/* A12: pairs with R12 (MP) or with the single producer's
+		 * store of head, which F4 made visible. */
+		uint64_t head = load_acquire64(&ch->hdr->head);
+
+		if (head % SHMBUS_REC_ALIGN)
+			return -EBADMSG;
+		if (!(ch_multi(ch) && claims_announced(ch)) &&
+		    sb_committed_end(ch, from, UINT64_MAX) == head &&
+		    /* A12 again: head has not moved during the walk. */
+		    load_acquire64(&ch->hdr->head) == head) {
+			*end = head;
+			return 0;
+		}
+		if (sb_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		sched_yield();
+	}
+}
+
+/* -------------------------------------------------------- the watermark */
+
+void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,
+		   uint64_t epoch)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	/* No edge: read by busstat and by shmbus_pub_sync() only as a
+	 * description; the watermark (R14) orders what counts. */
+	store_relaxed32(&h->repl_level, level);
+	store_relaxed64(&h->epoch, epoch);
+	store_relaxed32(&h->repl_flags, flags);
+}
+
+uint32_t sb_repl_flags(shmbus_channel *ch, uint32_t set, uint32_t clear)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	uint32_t f = load_relaxed32(&h->repl_flags);
+
+	/* One writer (the channel's agent, or the main thread while the
+	 * agent is stopped): no read-modify-write race.  No edge here:
+	 * R14 in sb_repl_watermark() orders it for shmbus_pub_sync(). */
+	store_relaxed32(&h->repl_flags, (f | set) & ~clear);
+	return f;
+}
+
+void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch)
+{
+	/* No edge: a description (busstat); frames carry their own. */
+	store_relaxed64(&ch->hdr->epoch, epoch);
+}
+
+/* Raises *p to v if v is larger; several agent threads may race. */
+static void raise_relaxed64(uint64_t *p, uint64_t v)
+{
+	uint64_t cur = load_relaxed64(p);
+
+	/* No edge: the value only; R14 publishes it. */
+	while (cur < v && !cas_weak_seqcst64(p, &cur, v))
+		;
+}
+
+void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
+		   bool caught_up)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	struct timespec ts;
+
+	raise_relaxed64(&h->received_pos, received);
+	raise_relaxed64(&h->applied_pos, applied);
+	if (caught_up) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		store_relaxed64(&h->caught_up_ns,
+				(uint64_t)ts.tv_sec * 1000000000u +
+					(uint64_t)ts.tv_nsec);
+	}
+}
+
+void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	/* No edge: set while no agent runs for the channel (a role change),
+	 * and only ever lowered to where the ring's records agree. */
+	store_relaxed64(&h->received_pos, pos);
+	store_relaxed64(&h->applied_pos, pos);
+	store_relaxed64(&h->replicated_pos, pos);
+}
+
+void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	uint64_t cur = load_relaxed64(&h->replicated_pos);
+
+	for (;;) {
+		if (cur >= w)
+			return;
+		/* R14: pairs with A14 in shmbus_pub_sync() and in the
+		 * subscriber's acked(): the positions and flags stored
+		 * before (sb_repl_acked(), sb_repl_flags()) are visible to
+		 * whoever sees the watermark. */
+		if (cas_weak_seqcst64(&h->replicated_pos, &cur, w))
+			break;
+	}
+	/* F5: pairs with F5 in shmbus_pub_sync(): either the waiter's
+	 * re-check sees the watermark, or we see its count and wake it. */
+	fence_seqcst();
+	if (load_relaxed32(&h->ack_waiters)) {
+		/* No edge beyond F5: changing the word makes a waiter that
+		 * read the old one return from FUTEX_WAIT at once. */
+		add_seqcst32(&h->ack_futex, 1);
+		syscall(SYS_futex, &h->ack_futex, FUTEX_WAKE, INT_MAX, NULL,
+			NULL, 0);
+	}
+	/* F3: as after a commit (wake_if_sleepers()): a subscriber that
+	 * sees only acknowledged messages sleeps on the channel's futex. */
+	fence_seqcst();
+	if (load_relaxed32(&h->sleepers))
+		sb_prod_wake(ch);
+}
+
+void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
+{
+	const struct shmbus_hdr *h = ch->hdr;
+
+	/* No edge: statistics. */
+	v->watermark = load_relaxed64(&h->replicated_pos);
+	v->epoch = load_relaxed64(&h->epoch);
+	v->received = load_relaxed64(&h->received_pos);
+	v->applied = load_relaxed64(&h->applied_pos);
+	v->caught_up_ns = load_relaxed64(&h->caught_up_ns);
+	v->level = load_relaxed32(&h->repl_level);
+	v->flags = load_relaxed32(&h->repl_flags);
+	v->fence = load_relaxed32(&h->fence);
+	v->head = load_relaxed64(&h->head);
+	v->seq = load_relaxed64(&h->seq);
+	v->frames = load_relaxed64(&h->repl_frames);
+	v->bad = load_relaxed64(&h->repl_bad);
+	v->gaps = load_relaxed64(&h->repl_gaps);
+	v->gap_bytes = load_relaxed64(&h->repl_gap_bytes);
+	v->out_of_sync = load_relaxed64(&h->repl_out_of_sync);
+}
+
+void sb_repl_count(shmbus_channel *ch, enum sb_repl_counter c, uint64_t n)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	uint64_t *p = c == SB_REPL_FRAMES ? &h->repl_frames
+		    : c == SB_REPL_BAD	  ? &h->repl_bad
+		    : c == SB_REPL_GAPS	  ? &h->repl_gaps
+		    : c == SB_REPL_GAP_BYTES ? &h->repl_gap_bytes
+					     : &h->repl_out_of_sync;
+
+	add_relaxed64(p, n);
+}
+
+/* The agent waits for work: a kick from shmbus_pub_sync(), or its nap's
+ * end.  Returns the kick word seen, to pass back next time. */
+uint32_t sb_repl_agent_wait(shmbus_channel *ch, uint32_t seen,
+			    int64_t nap_ns)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	struct timespec ts = { nap_ns / 1000000000, nap_ns % 1000000000 };
+	/* No edge: a missed kick costs at most one nap. */
+	uint32_t k = load_relaxed32(&h->kick);
+
+	if (k == seen && nap_ns > 0)
+		syscall(SYS_futex, &h->kick, FUTEX_WAIT, k, &ts, NULL, 0);
+	return load_relaxed32(&h->kick);
+}
+
+bool sb_repl_sync_waiting(shmbus_channel *ch)
+{
+	/* No edge: whether to spin rather than nap. */
+	return load_relaxed32(&ch->hdr->sync_waiters) != 0;
+}
+
+/* Spin this long in shmbus_pub_sync() before sleeping: about one round
+ * trip between two hosts on one switch. */
+#define SYNC_SPIN_NS	INT64_C(100000)
+
+/* The position our committed records end at. */
+static uint64_t sync_target(const struct shmbus_pub *pub)
+{
+	if (pub->claimed)
+		return pub->c_pos;
+	return pub->multi ? pub->won_end : pub->head;
+}
+
+/* What the watermark w says about target: 0 earned at the channel's
+ * level, SHMBUS_SYNC_DEGRADED if only because the standby is out of sync,
+ * or 1 + ... nothing (-EAGAIN) if not reached. */
+static int sync_verdict(const struct shmbus_hdr *h, uint64_t w, uint64_t target)
+{
+	uint32_t level;
+	uint64_t got;
+
+	if (w < target)
+		return -EAGAIN;
+	/* After A14: the positions the watermark was computed from. */
+	level = load_relaxed32(&h->repl_level);
+	got = level == SHMBUS_ACK_APPLIED  ? load_relaxed64(&h->applied_pos)
+	    : level == SHMBUS_ACK_RECEIVED ? load_relaxed64(&h->received_pos)
+					   : w;
+	return got >= target ? 0 : SHMBUS_SYNC_DEGRADED;
+}
+
+SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
+{
+	struct shmbus_hdr *h;
+	uint64_t target, w;
+	int64_t now, start, deadline;
+	int rc;
+
+	if (!pub)
+		return -EINVAL;
+	h = pub->hdr;
+	target = sync_target(pub);
+	/* No edge: the channel's configuration, set before it is handed
+	 * out and changed only by a reload. */
+	if (!(load_relaxed32(&h->repl_flags) & SHMBUS_REPL_ON))
+		return 0;
+	/* A14: pairs with R14 in sb_repl_watermark(). */
+	w = load_acquire64(&h->replicated_pos);
+	if ((rc = sync_verdict(h, w, target)) != -EAGAIN)
+		return rc;
+	start = sb_now_ns();
+	deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
+	/* Tell the agent: ship now, and spin while we wait.  No edge: hints;
+	 * a kick missed costs the agent's nap. */
+	add_seqcst32(&h->sync_waiters, 1);
+	/* No edge (see above). */
+	add_seqcst32(&h->kick, 1);
+	syscall(SYS_futex, &h->kick, FUTEX_WAKE, 1, NULL, NULL, 0);
+	for (;;) {
+		uint32_t f;
+
+		/* A14 (see above). */
+		w = load_acquire64(&h->replicated_pos);
+		if ((rc = sync_verdict(h, w, target)) != -EAGAIN)
+			break;
+		/* No edge: a standby's agent no longer advances this
+		 * host's watermark for its own producers. */
+		if (load_relaxed32(&h->fence) == SHMBUS_FENCE_STANDBY) {
+			rc = -EROFS;
+			break;
+		}
+		now = sb_now_ns();
+		if (now >= deadline) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		if (now - start < SYNC_SPIN_NS) {
+			cpu_relax();
+			continue;
+		}
+		/* No edge of its own: the futex word before the re-check, as
+		 * a sleeping subscriber reads the channel's (sleep_wait()). */
+		f = load_seqcst32(&h->ack_futex);
+		/* F5's store side: the count, then the fence. */
+		add_seqcst32(&h->ack_waiters, 1);
+		/* F5: pairs with F5 in sb_repl_watermark(). */
+		fence_seqcst();
+		/* A14 (see above). */
+		w = load_acquire64(&h->replicated_pos);
+		if (w < target) {
+			int64_t left = deadline - now;
+			struct timespec ts = { left / 1000000000,
+					       left % 1000000000 };
+
+			/* Wake up now and then anyway: the fence is not a
+			 * futex word. */
+			if (left > 10000000)
+				ts = (struct timespec){ 0, 10000000 };
+			syscall(SYS_futex, &h->ack_futex, FUTEX_WAIT, f, &ts,
+				NULL, 0);
+		}
+		/* No edge: we re-check ourselves. */
+		sub_seqcst32(&h->ack_waiters, 1);
+	}
+	/* No edge: a hint to the agent. */
+	sub_seqcst32(&h->sync_waiters, 1);
+	return rc;
+}
+
+/* ---------------------------------------------------------- shipping */
+
+uint64_t sb_committed_end(shmbus_channel *ch, uint64_t from, uint64_t most)
+{
+	/* A12: head bounds the walk; no record past it is ours to read. */
+	uint64_t head = load_acquire64(&ch->hdr->head), to;
+
+	if (from > head || head - from > ch->cap)
+		return from;
+	to = head - from > most ? from + most : head;
+	return sb_committed_until(ch, from, to);
+}
+
+uint64_t sb_ring_head(shmbus_channel *ch)
+{
+	/* No edge: compared only; positions read from it are walked by
+	 * their commit words (A1). */
+	return load_relaxed64(&ch->hdr->head);
+}
+
+uint64_t sb_ring_oldest(shmbus_channel *ch)
+{
+	uint64_t head = sb_ring_head(ch), pos;
+
+	sb_sub_find_oldest(ch, head, &pos);
+	return pos;
+}
+
+int sb_ring_span(shmbus_channel *ch, uint64_t from, uint64_t to,
+		 struct iovec iov[2])
+{
+	uint64_t i = from & ch->mask, n = to - from;
+
+	if (to < from || n > ch->cap)
+		return -EINVAL;
+	iov[0].iov_base = ch->data + i;
+	iov[0].iov_len = n < ch->cap - i ? n : ch->cap - i;
+	iov[1].iov_base = ch->data;
+	iov[1].iov_len = n - iov[0].iov_len;
+	return iov[1].iov_len ? 2 : 1;
+}
+
+bool sb_ring_holds(shmbus_channel *ch, uint64_t from)
+{
+	uint64_t head;
+
+	/* A2: pairs with R2: if a producer's claim overwrote any byte we
+	 * read (or the kernel copied for us) before this, head shows it. */
+	fence_acquire();
+	head = load_relaxed64(&ch->hdr->head);
+	return not_overwritten(ch, from, head);
+}
+
+/* ----------------------------------------------------------- applying */
+
+/* The standby's writer: a producer handle that only its agent uses,
+ * which waits for the standby's own subscribers like a producer does
+ * and ignores the fence (the fence refuses everyone else). */
+struct shmbus_pub *sb_writer_open(shmbus_channel *ch, int64_t timeout_ns)
+{
+	struct shmbus_pub *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	w->ch = ch;
+	w->hdr = ch->hdr;
+	w->mbox = ch->mbox;
+	w->data = ch->data;
+	w->mask = ch->mask;
+	w->cap = ch->cap;
+	w->max_msg = ch->max_msg;
+	w->seg_log2 = ch->seg_log2;
+	w->cap_log2 = ch->cap_log2;
+	w->multi = false;	/* no producer slots to respect */
+	w->agent = true;
+	w->limit = ch_overwrite(ch) ? UINT64_MAX : 0;
+	w->timeout_ns = timeout_ns;
+	return w;
+}
+
+void sb_writer_close(struct shmbus_pub *w)
+{
+	free(w);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
+		   size_t len, uint64_t *nmsgs, char *why, size_t whylen)
+{
+	uint64_t o = 0, last_seq = 0, n = 0;
+	bool have_seq = false;
+
+	if (pos % SHMBUS_REC_ALIGN || len % SHMBUS_REC_ALIGN ||
+	    len > max_need(ch)) {
+		snprintf(why, whylen, "position %llu or length %zu not "
+			 "aligned, or the length exceeds half the ring",
+			 (unsigned long long)pos, len);
+		return -EBADMSG;
+	}
+	while (o < len) {
+		uint64_t p = pos + o, w = get64(buf + o), size, seq;
+		uint32_t type = word_type(w), l = word_len(w);
+
+		if (word_tag(w) != lap_tag(ch, p)) {
+			snprintf(why, whylen, "record at %llu: lap tag %u, "
+				 "expected %u", (unsigned long long)p,
+				 word_tag(w), lap_tag(ch, p));
+			return -EBADMSG;
+		}
+		if (type == SHMBUS_REC_PAD) {
+			size = SHMBUS_REC_ALIGN + (uint64_t)l;
+			if (l % SHMBUS_REC_ALIGN) {
+				snprintf(why, whylen, "padding at %llu: length "
+					 "%u", (unsigned long long)p, l);
+				return -EBADMSG;
+			}
+		} else if (type == SHMBUS_REC_MSG || type == SHMBUS_REC_SKIP) {
+			if (l > ch->max_msg) {
+				snprintf(why, whylen, "record at %llu: length "
+					 "%u over max_msg %u",
+					 (unsigned long long)p, l, ch->max_msg);
+				return -EBADMSG;
+			}
+			size = rec_size(l);
+			if (size > len - o) {
+				snprintf(why, whylen, "record at %llu runs "
+					 "past the frame",
+					 (unsigned long long)p);
+				return -EBADMSG;
+			}
+			seq = get64(buf + o + 8);
+			if (have_seq && seq <= last_seq) {
+				snprintf(why, whylen, "record at %llu: "
+					 "sequence %llu after %llu",
+					 (unsigned long long)p,
+					 (unsigned long long)seq,
+					 (unsigned long long)last_seq);
+				return -EBADMSG;
+			}
+			have_seq = true;
+			last_seq = seq;
+			n += type == SHMBUS_REC_MSG;
+		} else {
+			snprintf(why, whylen, "record at %llu: type %u",
+				 (unsigned long long)p, type);
+			return -EBADMSG;
+		}
+		if ((p & ch->mask) + size > ch->cap || size > len - o) {
+			snprintf(why, whylen, "record at %llu crosses the "
+				 "ring's end or the frame's",
+				 (unsigned long long)p);
+			return -EBADMSG;
+		}
+		o += size;
+	}
+	if (nmsgs)
+		*nmsgs = n;
+	return 0;
+}
+
+/*
+ * Writes records checked by sb_apply_check() at [pos, pos + len), pos
+ * being the ring's head: the claim as a single producer makes it (head,
+ * R2, the word after, the hand-off, the index), then each record's bytes
+ * and its commit word last (R1), in order, then the post and the wake.
+ */
+int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
+	     size_t len)
+{
+	struct shmbus_channel *ch = wr->ch;
+	struct shmbus_hdr *h = ch->hdr;
+	uint64_t q = pos + len, o = 0, seq = 0, nbytes = 0, nseq = 0;
+	uint64_t last_pos = UINT64_MAX, last_w = 0;
+	int64_t deadline = 0;
+	unsigned spins = 0;
+	int rc;
+
+	/* No edge: we are head's only writer on a standby. */
+	if (load_relaxed64(&h->head) != pos)
+		return -ESTALE;
+	if (!len)
+		return 0;
+	while (!ch_overwrite(ch) &&
+	       (rc = sb_make_room(wr, pos, q, &deadline, &spins)))
+		if (rc < 0)
+			return rc;
+	store_relaxed64(&h->head, q);
+	/* R2: pairs with A2 (the overwrite reader's check): the claim is
+	 * visible before any byte of it changes. */
+	fence_release();
+	store_relaxed64(&rec_at(ch, q)->commit, 0);
+	for (o = 0; o < len;) {
+		uint64_t w = get64(buf + o);
+
+		if (word_type(w) == SHMBUS_REC_PAD) {
+			o += SHMBUS_REC_ALIGN + word_len(w);
+			continue;
+		}
+		seq = get64(buf + o + 8);
+		nseq = seq + 1;
+		nbytes += word_len(w);
+		o += rec_size(word_len(w));
+	}
+	if (nseq)
+		store_relaxed64(&h->seq, nseq);
+	store_relaxed64(&h->bytes, load_relaxed64(&h->bytes) + nbytes);
+	/* R3: pairs with A3' in the subscriber's trusted(). */
+	store_release64(&h->handoff, q);
+	if ((pos ^ q) >> ch->seg_log2)
+		sb_seg_index(ch, pos, q);
+	for (o = 0; o < len;) {
+		uint64_t p = pos + o, w = get64(buf + o), size;
+		struct shmbus_rec *r = rec_at(ch, p);
+
+		if (word_type(w) == SHMBUS_REC_PAD) {
+			size = SHMBUS_REC_ALIGN + word_len(w);
+		} else {
+			size = rec_size(word_len(w));
+			memcpy(&r->seq, buf + o + 8, size - 8);
+			last_pos = p;
+			last_w = w;
+		}
+		commit_store(r, w);
+		o += size;
+	}
+	add_relaxed64(&h->repl_frames, 1);
+	/* As sp_committed(): the post's hint after the commits. */
+	fence_compiler();
+	/* No edge: a hint (see sp_committed()). */
+	if (!ch_multi(ch) && last_pos != UINT64_MAX &&
+	    load_relaxed64(&h->mbox_want))
+		mbox_post(ch->mbox, rec_at(ch, last_pos), last_pos, last_w,
+			  seq);
+	/* F3: pairs with F3 in sleep_wait(), as wake_if_sleepers(). */
+	fence_seqcst();
+	if (load_relaxed32(&h->sleepers))
+		sb_prod_wake(ch);
+	return 0;
+}
+
+uint64_t sb_apply_recover(shmbus_channel *ch)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	/* No edge: no agent runs yet; we are head's only writer. */
+	uint64_t head = load_relaxed64(&h->head), oldest, end;
+
+	if (head % SHMBUS_REC_ALIGN)
+		return UINT64_MAX;
+	sb_sub_find_oldest(ch, head, &oldest);
+	end = sb_committed_until(ch, oldest, head);
+	if (end == head)
+		return head;
+	/* An apply cut short: nothing past end was committed, so nobody
+	 * read it.  Head returns to end. */
+	store_relaxed64(&h->head, end);
+	store_relaxed64(&rec_at(ch, end)->commit, 0);
+	/* R3: pairs with A3' in the subscriber's trusted(). */
+	store_release64(&h->handoff, end);
+	return end;
+}
+
+/* The longest padding record's length field. */
+#define PAD_MAX	((uint64_t)SHMBUS_LEN_MASK & ~(uint64_t)(SHMBUS_REC_ALIGN - 1))
+
+int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
+{
+	struct shmbus_channel *ch = wr->ch;
+	struct shmbus_hdr *h = ch->hdr;
+	/* No edge: we are head's only writer. */
+	uint64_t end = load_relaxed64(&h->head), p;
+
+	if (pos < end || pos % SHMBUS_REC_ALIGN)
+		return -EINVAL;
+	if (pos == end)
+		return 0;
+	store_relaxed64(&h->head, pos);
+	/* R2: pairs with A2: readers that copied bytes here see head. */
+	fence_release();
+	store_relaxed64(&rec_at(ch, pos)->commit, 0);
+	/* R3: pairs with A3' in the subscriber's trusted(). */
+	store_release64(&h->handoff, pos);
+	sb_seg_index(ch, pos - end > ch->cap ? pos - ch->cap : end, pos);
+	if (pos + SHMBUS_REC_ALIGN <= end + ch->cap) {
+		/* Less than a lap: readers at end would wait there for
+		 * ever; padding from end to pos sends them on.  The gap is
+		 * the agent's to count and log. */
+		for (p = end; p < pos;) {
+			uint64_t n = pos - p, room = ch->cap - (p & ch->mask);
+
+			if (n > room)
+				n = room;
+			if (n - SHMBUS_REC_ALIGN > PAD_MAX)
+				n = PAD_MAX + SHMBUS_REC_ALIGN;
+			sb_commit_rec(ch, p, SHMBUS_REC_PAD,
+				      (uint32_t)(n - SHMBUS_REC_ALIGN));
+			p += n;
+		}
+	}
+	/* Else readers find themselves lapped, and count the loss. */
+	/* F3: as after a commit. */
+	fence_seqcst();
+	if (load_relaxed32(&h->sleepers))
+		sb_prod_wake(ch);
+	return 0;
+}
