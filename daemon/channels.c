@@ -261,6 +261,17 @@ int sbd_reload(void)
 		sbd_log(SBD_WARN, 0, "reload: reap_interval_ms changed (%u to "
 			"%u); it takes effect only at restart",
 			sbd.conf.reap_ms, nc.reap_ms);
+	if (memcmp(&nc.repl, &sbd.conf.repl, sizeof(nc.repl)))
+		sbd_log(SBD_WARN, 0, "reload: [replication] changed; it takes "
+			"effect only at restart");
+	for (size_t i = 0; i < nc.nchans; i++)
+		for (size_t j = 0; j < sbd.conf.nchans; j++)
+			if (!strcmp(nc.chans[i].name, sbd.conf.chans[j].name) &&
+			    (nc.chans[i].repl_level != sbd.conf.chans[j].repl_level ||
+			     nc.chans[i].repl_strict != sbd.conf.chans[j].repl_strict))
+				sbd_log(SBD_WARN, 0, "reload: %s: replicate or "
+					"out_of_sync changed; it takes effect "
+					"only at restart", nc.chans[i].name);
 	/* What a reload may change, on the main thread's own copy. */
 	sbd.conf.admins = nc.admins;
 	sbd.conf.def_pub = nc.def_pub;

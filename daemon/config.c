@@ -30,7 +30,7 @@
 #include "shmbus/layout.h"
 #include "../lib/contract.h"
 
-enum section { S_BUS, S_DEFAULTS, S_CHANNEL, S_NONE };
+enum section { S_BUS, S_DEFAULTS, S_CHANNEL, S_REPL, S_NONE };
 
 typedef int (*parse_fn)(const char *v, void *field, char *err, size_t n);
 
@@ -404,6 +404,91 @@ bool sbd_rule_allows(const struct sbd_rule *r, uid_t uid, const gid_t *gids,
 	return false;
 }
 
+static int p_role(const char *v, void *f, char *err, size_t n)
+{
+	if (!strcmp(v, "primary"))
+		*(int *)f = SBD_ROLE_PRIMARY;
+	else if (!strcmp(v, "standby"))
+		*(int *)f = SBD_ROLE_STANDBY;
+	else {
+		snprintf(err, n, "'%s': primary or standby", v);
+		return -1;
+	}
+	return 0;
+}
+
+static int p_addr(const char *v, void *f, char *err, size_t n)
+{
+	const char *c = v[0] == '[' ? strstr(v, "]:") : strrchr(v, ':');
+	char *end;
+	unsigned long port;
+
+	if (!c || strlen(v) >= 128) {
+		snprintf(err, n, "'%s': host:port or [v6]:port", v);
+		return -1;
+	}
+	c += v[0] == '[' ? 2 : 1;
+	port = strtoul(c, &end, 10);
+	if (!*c || *end || port == 0 || port > 65535) {
+		snprintf(err, n, "'%s': a port from 1 to 65535", v);
+		return -1;
+	}
+	strcpy(f, v);
+	return 0;
+}
+
+static int p_transport(const char *v, void *f, char *err, size_t n)
+{
+	if (strcmp(v, "tcp")) {
+		snprintf(err, n, "'%s': this build has the tcp transport", v);
+		return -1;
+	}
+	strcpy(f, v);
+	return 0;
+}
+
+static int p_level_ack(const char *v, void *f, char *err, size_t n)
+{
+	static const char *const names[] = { "local", "received", "applied" };
+
+	if (!strcmp(v, "off")) {
+		*(int *)f = -1;
+		return 0;
+	}
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(v, names[i])) {
+			*(int *)f = i;
+			return 0;
+		}
+	snprintf(err, n, "'%s': off, local, received or applied", v);
+	return -1;
+}
+
+static int p_oos(const char *v, void *f, char *err, size_t n)
+{
+	if (!strcmp(v, "strict") || !strcmp(v, "degrade")) {
+		*(bool *)f = !strcmp(v, "strict");
+		return 0;
+	}
+	snprintf(err, n, "'%s': degrade or strict", v);
+	return -1;
+}
+
+static int p_sync_ms(const char *v, void *f, char *err, size_t n)
+{
+	return p_range(v, f, 10, 600000, "", err, n);
+}
+
+static int p_nap_us(const char *v, void *f, char *err, size_t n)
+{
+	return p_range(v, f, 10, 100000, "", err, n);
+}
+
+static int p_handover_ms(const char *v, void *f, char *err, size_t n)
+{
+	return p_range(v, f, 100, 2000, "", err, n);
+}
+
 /* ------------------------------------------------------------------ table */
 
 #define B(name, fn, field) \
@@ -411,6 +496,8 @@ bool sbd_rule_allows(const struct sbd_rule *r, uid_t uid, const gid_t *gids,
 #define BL(name, fn, field, line) \
 	{ S_BUS, name, fn, offsetof(struct sbd_conf, field), \
 	  offsetof(struct sbd_conf, line) }
+#define RP(name, fn, field) \
+	{ S_REPL, name, fn, offsetof(struct sbd_conf, repl.field), NO_LINE }
 #define D(name, fn, field) \
 	{ S_DEFAULTS, name, fn, offsetof(struct sbd_conf, field), NO_LINE }
 #define C(name, fn, field) \
@@ -446,6 +533,18 @@ static const struct key keys[] = {
 	C("group", p_group, group),
 	C("publish", p_rule, pub),
 	C("subscribe", p_rule, sub),
+	C("replicate", p_level_ack, repl_level),
+	C("out_of_sync", p_oos, repl_strict),
+	RP("role", p_role, role),
+	RP("listen", p_addr, listen),
+	RP("peer", p_addr, peer),
+	RP("transport", p_transport, transport),
+	RP("key_file", p_path, key_file),
+	RP("state_dir", p_path, state_dir),
+	RP("sync_timeout_ms", p_sync_ms, sync_timeout_ms),
+	RP("max_lag", p_size, max_lag),
+	RP("nap_us", p_nap_us, nap_us),
+	RP("handover_ms", p_handover_ms, handover_ms),
 };
 
 /* --------------------------------------------------------------- parsing */
@@ -553,6 +652,8 @@ static int enter_section(struct parse_state *ps, const char *section)
 		seen = &ps->bus_line;
 	else if (!strcmp(section, "defaults"))
 		seen = &ps->defaults_line;
+	else if (!strcmp(section, "replication"))
+		seen = &c->repl.line;
 	if (seen) {
 		if (*seen) {
 			char first[16];
@@ -563,12 +664,13 @@ static int enter_section(struct parse_state *ps, const char *section)
 			return -1;
 		}
 		*seen = ps->line;
-		ps->sec = seen == &ps->bus_line ? S_BUS : S_DEFAULTS;
+		ps->sec = seen == &ps->bus_line ? S_BUS :
+			  seen == &c->repl.line ? S_REPL : S_DEFAULTS;
 		return 0;
 	}
 	if (strncmp(section, "channel ", 8) != 0) {
-		fail(ps, "unknown section [%s] (expected [bus], [defaults] "
-		     "or [channel NAME])%s", section, "");
+		fail(ps, "unknown section [%s] (expected [bus], [defaults], "
+		     "[replication] or [channel NAME])%s", section, "");
 		return -1;
 	}
 	section += 8;
@@ -593,6 +695,7 @@ static int enter_section(struct parse_state *ps, const char *section)
 	c->chans = grown;
 	cc = &c->chans[c->nchans++];
 	memset(cc, 0, sizeof(*cc));
+	cc->repl_level = -1;
 	strcpy(cc->name, section);
 	shmbus_channel_attr_init(&cc->attr);	/* max_msg 0: derived below */
 	cc->owner = cc->group = -1;
@@ -703,10 +806,32 @@ static int check(struct sbd_conf *c)
 		/* What the library makes of max_msg 0, spelt out so that a
 		 * reload compares like with like. */
 		cc->attr.max_msg = sb_attr_max_msg(&cc->attr);
+		if (cc->repl_level >= 0 && !c->repl.line) {
+			snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s' "
+				 "is replicated, and the file has no "
+				 "[replication] section", c->path, cc->line,
+				 cc->name);
+			return -1;
+		}
 		if (!cc->pub_set)
 			cc->pub = c->def_pub;
 		if (!cc->sub_set)
 			cc->sub = c->def_sub;
+	}
+	if (c->repl.line) {
+		const char *miss = !c->repl.role ? "role" :
+				   !c->repl.listen[0] ? "listen" :
+				   !c->repl.peer[0] ? "peer" :
+				   !c->repl.key_file[0] ? "key_file" : NULL;
+
+		if (miss) {
+			snprintf(c->err, sizeof(c->err), "%s:%d: [replication] "
+				 "needs '%s'", c->path, c->repl.line, miss);
+			return -1;
+		}
+		if (!c->repl.state_dir[0])
+			snprintf(c->repl.state_dir, sizeof(c->repl.state_dir),
+				 "/var/lib/shmbus/%s", c->bus);
 	}
 	if (c->nchans > c->max_channels) {
 		snprintf(c->err, sizeof(c->err), "%s: %zu channels, more than "
@@ -732,6 +857,10 @@ int sbd_conf_load(const char *path, struct sbd_conf *c)
 	c->reap_ms = 20;
 	c->socket_mode = 0666;
 	c->log_level = SBD_INFO;
+	strcpy(c->repl.transport, "tcp");
+	c->repl.sync_timeout_ms = 1000;
+	c->repl.nap_us = 1000;
+	c->repl.handover_ms = 2000;
 	ps.f = fopen(path, "re");
 	if (!ps.f) {
 		snprintf(c->err, sizeof(c->err), "%s: %s", path,

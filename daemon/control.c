@@ -533,6 +533,28 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	return rc;
 }
 
+/* shmbusctl status, promote, demote, switchover: admins only.  A role
+ * change holds the main thread while it lasts (at most the config's
+ * handover_ms, plus the peer's answer). */
+static int do_repl(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
+		   const struct shmbus_ctl_repl *q)
+{
+	struct shmbus_ctl_repl_reply r = { 0 };
+	int rc;
+
+	if (q->op != SHMBUS_REPL_OP_STATUS && !privileged(cl) &&
+	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids))
+		return deny(-EPERM, "replication requests are for admins%s",
+			    "");
+	if (q->op < SHMBUS_REPL_OP_STATUS || q->op > SHMBUS_REPL_OP_SWITCHOVER ||
+	    (q->flags & ~SHMBUS_REPL_FORCE))
+		return deny(-EINVAL, "unknown replication request %u", q->op);
+	rc = sbd_repl_command(q->op, q->flags, &r);
+	if (rc)
+		return deny(rc, "%s", r.text);
+	return replied(cl, reply(cl, h, 0, &r, sizeof(r), NULL));
+}
+
 static int do_delete(struct sbd_client *cl, const char *name)
 {
 	struct sbd_chan *c;
@@ -543,6 +565,9 @@ static int do_delete(struct sbd_client *cl, const char *name)
 		return deny(-EACCES, "uid %u may not delete channels: only "
 			      "root, the daemon's user and [bus] admins may",
 			      (unsigned)cl->uid);
+	if (sbd_repl_is(name))
+		return deny(-EBUSY, "'%s' is replicated: take it out of the "
+			    "config and restart first", name);
 	rcu_read_lock();
 	c = sbd_chan_find(name);
 	if (!c) {
@@ -660,15 +685,17 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		[SHMBUS_CTL_DELETE] = sizeof(struct shmbus_ctl_name),
 		[SHMBUS_CTL_LIST] = sizeof(struct shmbus_ctl_list),
 		[SHMBUS_CTL_DESCRIBE] = sizeof(struct shmbus_ctl_name),
+		[SHMBUS_CTL_REPL] = sizeof(struct shmbus_ctl_repl),
 	};
 	union {
 		struct shmbus_ctl_open open;
 		struct shmbus_ctl_create create;
 		struct shmbus_ctl_name name;
 		struct shmbus_ctl_list list;
+		struct shmbus_ctl_repl repl;
 	} q;
 
-	if (h->type == 0 || h->type > SHMBUS_CTL_DESCRIBE)
+	if (h->type == 0 || h->type > SHMBUS_CTL_REPL)
 		return deny(-EOPNOTSUPP, "unknown request type %u",
 			      h->type);
 	if (h->len != size[h->type])
@@ -705,6 +732,8 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		if (!name_ok(q.name.name))
 			return deny(-EINVAL, NAME_RULE);
 		return do_describe(cl, h, q.name.name);
+	case SHMBUS_CTL_REPL:
+		return do_repl(cl, h, &q.repl);
 	}
 	return -EOPNOTSUPP;
 }

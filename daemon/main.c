@@ -428,6 +428,12 @@ int main(int argc, char **argv)
 	sbd_channel_adopt_dir();
 	/* Processes that died while no daemon watched. */
 	sbd_reap_once();
+	/* Before the socket: a standby's channels are fenced before anyone
+	 * can be handed them. */
+	if (sbd_repl_start()) {
+		sbd_log(SBD_ERR, 0, "replication could not start; stopping");
+		goto out;
+	}
 	sbd.listen_fd = sbd_control_listen();
 	if (sbd.listen_fd < 0) {
 		sbd_log(SBD_ERR, sbd.listen_fd, "%s", sbd.conf.socket);
@@ -467,6 +473,7 @@ out:
 		close(sbd.listen_fd);
 		unlink(sbd.conf.socket);
 	}
+	sbd_repl_stop();
 	if (registry)
 		drop_all_clients();
 	if (reaper)

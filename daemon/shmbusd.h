@@ -79,6 +79,27 @@ struct sbd_chan_conf {
 	bool pub_set, sub_set;
 	int line;			/* of its [channel ...] header */
 	int cap_line, msg_line;
+	int repl_level;			/* SHMBUS_ACK_*, or -1: not replicated */
+	bool repl_strict;		/* out of sync: hold sync waiters */
+};
+
+/* [replication]: this host's part of an HA pair (docs/replication.md). */
+enum sbd_role { SBD_ROLE_PRIMARY = 1, SBD_ROLE_STANDBY = 2 };
+
+struct sbd_repl_conf {
+	int line;			/* of the section's header, 0: none */
+	int role;			/* enum sbd_role, at start */
+	char listen[128];		/* host:port this host listens on */
+	char peer[128];			/* the peer's listen address */
+	char transport[16];		/* "tcp" */
+	char key_file[PATH_MAX];
+	char state_dir[PATH_MAX];	/* the epoch history */
+	unsigned sync_timeout_ms;	/* no progress for this long: out of
+					 * sync */
+	uint64_t max_lag;		/* bytes a standby may lag and stay in
+					 * sync (0: no bound but the ring's) */
+	unsigned nap_us;		/* an idle agent looks this often */
+	unsigned handover_ms;		/* what a switchover may take */
 };
 
 struct sbd_conf {
@@ -101,6 +122,7 @@ struct sbd_conf {
 	struct sbd_rule def_pub, def_sub;	/* [defaults] */
 	struct sbd_chan_conf *chans;
 	size_t nchans;
+	struct sbd_repl_conf repl;
 	/* shm_dir and socket as the file sets them (or their defaults),
 	 * before -d and -S override them: what a reload compares. */
 	char file_shm_dir[PATH_MAX];
@@ -266,5 +288,16 @@ void sbd_reaper_stop(void);
 void sbd_reaper_kick(void);
 /* One synchronous scan; returns the number of slots released. */
 unsigned sbd_reap_once(void);
+
+/* ---------------------------------------------------------- replication */
+
+/* repl.c: starts the agent if [replication] is configured (0, or -1 after
+ * logging why), stops it; whether a channel is replicated; a request of
+ * shmbusctl (SHMBUS_REPL_OP_*): 0 or -errno, with words in r->text. */
+int sbd_repl_start(void);
+void sbd_repl_stop(void);
+bool sbd_repl_is(const char *name);
+int sbd_repl_command(uint32_t op, uint32_t flags,
+		     struct shmbus_ctl_repl_reply *r);
 
 #endif /* SHMBUSD_H */

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "busfile.h"
+#include "contract.h"
 #include "channel.h"
 #include "shmbus/protocol.h"
 
@@ -859,5 +860,24 @@ SHMBUS_EXPORT int shmbus_bus_describe(shmbus_bus *b, const char *name,
 	o->configured = d.configured != 0;
 	take_name(o->publish, d.publish);
 	take_name(o->subscribe, d.subscribe);
+	return 0;
+}
+
+int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
+		struct shmbus_ctl_repl_reply *r)
+{
+	struct shmbus_ctl_repl req = { .op = op, .flags = flags };
+	uint32_t len = 0;
+	int rc;
+
+	if (!b)
+		return -ENOTCONN;
+	rc = call(b, SHMBUS_CTL_REPL, &req, sizeof(req), r, sizeof(*r), &len,
+		  NULL);
+	if (rc)
+		return rc;
+	if (len != sizeof(*r))
+		return -EPROTO;
+	r->text[sizeof(r->text) - 1] = 0;
 	return 0;
 }

@@ -22,6 +22,7 @@
 #include <sys/uio.h>
 
 #include "shmbus.h"
+#include "shmbus/protocol.h"
 #include "busfile.h"
 
 /* A channel's or a bus's name: 1..max of [A-Za-z0-9._-], not starting
@@ -110,6 +111,12 @@ void sb_stuck_describe(shmbus_channel *ch, uint64_t pos, char *buf,
 /* Counts one stuck position in the header (busstat's STUCK). */
 void sb_count_stuck(shmbus_channel *ch);
 
+/* shmbusctl's replication requests (status, promote, demote, switchover):
+ * 0 with the daemon's answer in *r, or -errno (shmbus_bus_strerror() has
+ * the daemon's reason). */
+int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
+		struct shmbus_ctl_repl_reply *r);
+
 /* ---------------------------------------------------------------------
  * Replication (lib/replica.c, docs/replication.md).
  */
@@ -135,7 +142,8 @@ void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,
 /* Sets and clears SHMBUS_REPL_* flags; returns the previous ones. */
 uint32_t sb_repl_flags(shmbus_channel *ch, uint32_t set, uint32_t clear);
 void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch);
-/* The standby's positions (only grow); caught_up: it had everything. */
+/* The standby's positions (one writer at a time: the link's reader);
+ * caught_up: it had everything. */
 void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
 		   bool caught_up);
 /* Positions set back to `pos` at a role change (no agent running). */
@@ -164,6 +172,11 @@ void sb_repl_count(shmbus_channel *ch, enum sb_repl_counter c, uint64_t n);
 uint32_t sb_repl_agent_wait(shmbus_channel *ch, uint32_t seen,
 			    int64_t nap_ns);
 bool sb_repl_sync_waiting(shmbus_channel *ch);
+/* Wakes the agent now (a link handed over, or a stop). */
+void sb_repl_kick(shmbus_channel *ch);
+/* The agent's cursor slot: a subscriber that never reads, whose position
+ * holds producers back (block policy) like a slow reader's. */
+void sb_sub_seek(shmbus_sub *sub, uint64_t pos);
 
 /* Shipping.  The end of the committed records from `from` (a record
  * boundary), at most `most` bytes further unless the first record alone

@@ -131,24 +131,15 @@ void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch)
 	store_relaxed64(&ch->hdr->epoch, epoch);
 }
 
-/* Raises *p to v if v is larger; several agent threads may race. */
-static void raise_relaxed64(uint64_t *p, uint64_t v)
-{
-	uint64_t cur = load_relaxed64(p);
-
-	/* No edge: the value only; R14 publishes it. */
-	while (cur < v && !cas_weak_seqcst64(p, &cur, v))
-		;
-}
-
 void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
 		   bool caught_up)
 {
 	struct shmbus_hdr *h = ch->hdr;
 	struct timespec ts;
 
-	raise_relaxed64(&h->received_pos, received);
-	raise_relaxed64(&h->applied_pos, applied);
+	/* No edge: R14 in sb_repl_watermark() publishes them. */
+	store_relaxed64(&h->received_pos, received);
+	store_relaxed64(&h->applied_pos, applied);
 	if (caught_up) {
 		clock_gettime(CLOCK_REALTIME, &ts);
 		store_relaxed64(&h->caught_up_ns,
@@ -247,6 +238,13 @@ uint32_t sb_repl_agent_wait(shmbus_channel *ch, uint32_t seen,
 	if (k == seen && nap_ns > 0)
 		syscall(SYS_futex, &h->kick, FUTEX_WAIT, k, &ts, NULL, 0);
 	return load_relaxed32(&h->kick);
+}
+
+void sb_repl_kick(shmbus_channel *ch)
+{
+	/* No edge: a hint, as in shmbus_pub_sync(). */
+	add_seqcst32(&ch->hdr->kick, 1);
+	syscall(SYS_futex, &ch->hdr->kick, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
 bool sb_repl_sync_waiting(shmbus_channel *ch)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "contract.h"
 #include "sub.h"
 
 /* Block policy, SHMBUS_START_OLDEST: the slowest active cursor other than
@@ -210,4 +211,13 @@ SHMBUS_EXPORT int shmbus_sub_stats(shmbus_sub *sub, struct shmbus_sub_stats *st)
 	st->lost = sub->lost;
 	st->lag_bytes = head > sub->pos ? head - sub->pos : 0;
 	return 0;
+}
+
+void sb_sub_seek(struct shmbus_sub *sub, uint64_t pos)
+{
+	sub->pos = pos;
+	sub->published = pos;
+	/* R5: pairs with A5 in sb_refresh_limit(); nothing is read through
+	 * this slot, so it releases nothing but the position. */
+	store_release64(&sub->slot->pos, pos);
 }

@@ -8,6 +8,8 @@
  *                      [--policy block|overwrite] [--producers single|multi]
  *                      [--numa NODE] [--mode OCTAL]
  *   shmbusctl [-b BUS] delete NAME
+ *   shmbusctl [-b BUS] status
+ *   shmbusctl [-b BUS] promote | demote [--force] | switchover
  *
  *   shmbusctl --help | --version
  *
@@ -21,6 +23,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +46,8 @@ static void usage(FILE *f)
 "                 [--policy block|overwrite] [--producers single|multi]\n"
 "                 [--numa NODE] [--mode OCTAL]\n"
 "       shmbusctl [-b BUS] delete NAME\n"
+"       shmbusctl [-b BUS] status\n"
+"       shmbusctl [-b BUS] promote | demote [--force] | switchover\n"
 "       shmbusctl --help | --version\n"
 "SIZE: bytes, or with K, M, G (KiB, MiB, GiB).\n"
 "BUS: a bus name or the daemon's socket path (default $SHMBUS_BUS or\n"
@@ -195,6 +200,27 @@ static int cmd_describe(const char *name)
 	return 0;
 }
 
+/* The pair: this host's role and epoch, and per replicated channel what
+ * the header's replication line says. */
+static int cmd_repl(const char *cmd, bool force)
+{
+	struct shmbus_ctl_repl_reply r;
+	uint32_t op = !strcmp(cmd, "status") ? SHMBUS_REPL_OP_STATUS :
+		      !strcmp(cmd, "promote") ? SHMBUS_REPL_OP_PROMOTE :
+		      !strcmp(cmd, "demote") ? SHMBUS_REPL_OP_DEMOTE :
+					       SHMBUS_REPL_OP_SWITCHOVER;
+	int rc = sb_bus_repl(bus, op, force ? SHMBUS_REPL_FORCE : 0, &r);
+
+	if (rc)
+		return refused(cmd, NULL, rc);
+	if (op == SHMBUS_REPL_OP_STATUS)
+		printf("%s\n", r.text);
+	else
+		printf("%s: %s (%.1f ms)\n", cmd, r.text,
+		       (double)r.duration_ns / 1e6);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *bus_name = getenv("SHMBUS_BUS");
@@ -223,15 +249,21 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	cmd = argv[i];
+	bool repl = !strcmp(cmd, "status") || !strcmp(cmd, "promote") ||
+		    !strcmp(cmd, "demote") || !strcmp(cmd, "switchover");
+	bool force = repl && argc - i == 2 && !strcmp(argv[i + 1], "--force") &&
+		     !strcmp(cmd, "demote");
+
 	if (strcmp(cmd, "list") && strcmp(cmd, "describe") &&
-	    strcmp(cmd, "create") && strcmp(cmd, "delete")) {
+	    strcmp(cmd, "create") && strcmp(cmd, "delete") && !repl) {
 		fprintf(stderr, "shmbusctl: unknown command '%s'\n", cmd);
 		usage(stderr);
 		return EXIT_USAGE;
 	}
 	if ((!strcmp(cmd, "list") && argc - i != 1) ||
 	    ((!strcmp(cmd, "describe") || !strcmp(cmd, "delete")) &&
-	     argc - i != 2) || (!strcmp(cmd, "create") && argc - i < 2)) {
+	     argc - i != 2) || (!strcmp(cmd, "create") && argc - i < 2) ||
+	    (repl && argc - i != 1 + force)) {
 		usage(stderr);
 		return EXIT_USAGE;
 	}
@@ -248,6 +280,8 @@ int main(int argc, char **argv)
 		       "PUBLISHED");
 		rc = shmbus_bus_list(bus, print_row, NULL);
 		rc = rc < 0 ? refused("list", NULL, rc) : 0;
+	} else if (repl) {
+		rc = cmd_repl(cmd, force);
 	} else if (!strcmp(cmd, "describe")) {
 		rc = cmd_describe(argv[i + 1]);
 	} else if (!strcmp(cmd, "delete")) {

@@ -43,6 +43,8 @@ enum shmbus_ctl_type {
 				  * + entries */
 	SHMBUS_CTL_DESCRIBE = 7, /* body: struct shmbus_ctl_name; reply:
 				  * struct shmbus_ctl_desc */
+	SHMBUS_CTL_REPL = 8,	 /* body: struct shmbus_ctl_repl; reply:
+				  * struct shmbus_ctl_repl_reply (admins) */
 };
 
 /* Roles, in OPEN and ATTACH. */
@@ -119,6 +121,27 @@ struct shmbus_ctl_desc {
 	uint32_t configured;	/* 1: from the config file; 0: created */
 	char publish[SHMBUS_CTL_NAME];	/* the rules, as configured */
 	char subscribe[SHMBUS_CTL_NAME];
+};
+
+/* Replication requests (shmbusctl status, promote, demote, switchover). */
+#define SHMBUS_REPL_OP_STATUS		1u
+#define SHMBUS_REPL_OP_PROMOTE		2u
+#define SHMBUS_REPL_OP_DEMOTE		3u
+#define SHMBUS_REPL_OP_SWITCHOVER	4u
+#define SHMBUS_REPL_FORCE		0x1u	/* demote: do not wait for the
+						 * standby to apply everything */
+
+struct shmbus_ctl_repl {
+	uint32_t op;		/* SHMBUS_REPL_OP_* */
+	uint32_t flags;		/* SHMBUS_REPL_FORCE */
+};
+
+struct shmbus_ctl_repl_reply {
+	uint32_t role;		/* 1 primary, 2 standby */
+	uint32_t pad;
+	uint64_t epoch;
+	uint64_t duration_ns;	/* of the request */
+	char text[512];		/* what happened, in words */
 };
 
 #define SHMBUS_CTL_LIST_PAGE \

@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tcp.c - the TCP transport of replication.  Frames are sent with one
+ * gathered write (writev) straight from the ring's mapping: the kernel's
+ * copy into the socket is the only one.  TCP_NODELAY, since every frame
+ * is a unit somebody may wait for.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "repl.h"
+
+struct sbd_link {
+	int fd;
+	char peer[80];
+};
+
+/* "host:port" or "[v6]:port" into its parts. */
+static int split(const char *addr, char *host, size_t hn, char *port,
+		 size_t pn)
+{
+	const char *c;
+
+	if (addr[0] == '[') {
+		const char *e = strchr(addr, ']');
+
+		if (!e || e[1] != ':' || (size_t)(e - addr - 1) >= hn)
+			return -EINVAL;
+		memcpy(host, addr + 1, (size_t)(e - addr - 1));
+		host[e - addr - 1] = 0;
+		c = e + 1;
+	} else {
+		c = strrchr(addr, ':');
+		if (!c || (size_t)(c - addr) >= hn)
+			return -EINVAL;
+		memcpy(host, addr, (size_t)(c - addr));
+		host[c - addr] = 0;
+	}
+	if (!c[1] || strlen(c + 1) >= pn)
+		return -EINVAL;
+	strcpy(port, c + 1);
+	return 0;
+}
+
+static int resolve(const char *addr, bool passive, struct addrinfo **res)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = passive ? AI_PASSIVE : 0 };
+	char host[256], port[16];
+
+	if (split(addr, host, sizeof(host), port, sizeof(port)))
+		return -EINVAL;
+	if (getaddrinfo(host[0] ? host : NULL, port, &hints, res))
+		return -EADDRNOTAVAIL;
+	return 0;
+}
+
+static void tune(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static struct sbd_link *wrap(int fd, const struct sockaddr *sa,
+			     socklen_t salen)
+{
+	struct sbd_link *l = calloc(1, sizeof(*l));
+	char host[64] = "?", port[16] = "?";
+
+	if (!l) {
+		close(fd);
+		return NULL;
+	}
+	l->fd = fd;
+	getnameinfo(sa, salen, host, sizeof(host), port, sizeof(port),
+		    NI_NUMERICHOST | NI_NUMERICSERV);
+	snprintf(l->peer, sizeof(l->peer), "%s:%s", host, port);
+	return l;
+}
+
+static int tcp_listen(const char *addr, int *lfd, char *why, size_t n)
+{
+	struct addrinfo *res;
+	int fd, one = 1, rc = resolve(addr, true, &res);
+
+	if (rc) {
+		snprintf(why, n, "listen address '%s': not host:port, or "
+			 "unknown", addr);
+		return rc;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = -errno;
+		freeaddrinfo(res);
+		snprintf(why, n, "socket: %s", strerror(-rc));
+		return rc;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 16)) {
+		rc = -errno;
+		snprintf(why, n, "%s: %s", addr, strerror(-rc));
+		close(fd);
+		freeaddrinfo(res);
+		return rc;
+	}
+	freeaddrinfo(res);
+	*lfd = fd;
+	return 0;
+}
+
+static int tcp_accept(int lfd, struct sbd_link **out)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
+			 SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return -errno;
+	tune(fd);
+	*out = wrap(fd, (struct sockaddr *)&ss, sl);
+	return *out ? 0 : -ENOMEM;
+}
+
+static int tcp_connect(const char *addr, int timeout_ms,
+		       struct sbd_link **out)
+{
+	struct addrinfo *res;
+	struct pollfd p;
+	int fd, err = 0, rc = resolve(addr, false, &res);
+	socklen_t el = sizeof(err);
+
+	if (rc)
+		return rc;
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+		    0);
+	if (fd < 0) {
+		rc = -errno;
+		freeaddrinfo(res);
+		return rc;
+	}
+	if (connect(fd, res->ai_addr, res->ai_addrlen) && errno != EINPROGRESS)
+		goto fail;
+	p = (struct pollfd){ .fd = fd, .events = POLLOUT };
+	rc = poll(&p, 1, timeout_ms);
+	if (rc <= 0) {
+		errno = rc == 0 ? ETIMEDOUT : errno;
+		goto fail;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) || err) {
+		errno = err ? err : errno;
+		goto fail;
+	}
+	/* Non-blocking: sends and receives wait in poll(), with a time
+	 * limit. */
+	tune(fd);
+	*out = wrap(fd, res->ai_addr, res->ai_addrlen);
+	freeaddrinfo(res);
+	return *out ? 0 : -ENOMEM;
+fail:
+	rc = -errno;
+	close(fd);
+	freeaddrinfo(res);
+	return rc;
+}
+
+/* Waits until fd is ready for `ev`, at most timeout_ms (< 0: no limit). */
+static int ready(int fd, short ev, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = ev };
+	int rc;
+
+	do
+		rc = poll(&p, 1, timeout_ms);
+	while (rc < 0 && errno == EINTR);
+	if (rc < 0)
+		return -errno;
+	if (rc == 0)
+		return -ETIMEDOUT;
+	if (p.revents & POLLNVAL)
+		return -EBADF;
+	return 0;
+}
+
+static int tcp_send(struct sbd_link *l, const struct rw_hdr *h,
+		    const struct iovec *body, int n, int timeout_ms)
+{
+	struct iovec iov[4];
+	int cnt = 0;
+
+	if (n > 3)
+		return -EINVAL;
+	iov[cnt++] = (struct iovec){ (void *)h, sizeof(*h) };
+	for (int i = 0; i < n; i++)
+		if (body[i].iov_len)
+			iov[cnt++] = body[i];
+	for (struct iovec *v = iov; cnt;) {
+		ssize_t w = writev(l->fd, v, cnt);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				int rc = ready(l->fd, POLLOUT, timeout_ms);
+
+				if (rc)
+					return rc;
+				continue;
+			}
+			return -errno;
+		}
+		while (cnt && (size_t)w >= v->iov_len) {
+			w -= (ssize_t)v->iov_len;
+			v++;
+			cnt--;
+		}
+		if (cnt) {
+			v->iov_base = (char *)v->iov_base + w;
+			v->iov_len -= (size_t)w;
+		}
+	}
+	return 0;
+}
+
+static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
+{
+	char *p = buf;
+
+	while (n) {
+		ssize_t r = recv(l->fd, p, n, MSG_DONTWAIT);
+
+		if (r > 0) {
+			p += r;
+			n -= (size_t)r;
+			continue;
+		}
+		if (r == 0)
+			return -ECONNRESET;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return -errno;
+		r = ready(l->fd, POLLIN, timeout_ms);
+		if (r)
+			return (int)r;
+	}
+	return 0;
+}
+
+static void tcp_shutdown(struct sbd_link *l)
+{
+	shutdown(l->fd, SHUT_RDWR);
+}
+
+static void tcp_close(struct sbd_link *l)
+{
+	if (!l)
+		return;
+	close(l->fd);
+	free(l);
+}
+
+static const char *tcp_peer(const struct sbd_link *l)
+{
+	return l->peer;
+}
+
+const struct sbd_transport sbd_tcp = {
+	.name = "tcp",
+	.listen = tcp_listen,
+	.accept = tcp_accept,
+	.connect = tcp_connect,
+	.send = tcp_send,
+	.recv = tcp_recv,
+	.shutdown = tcp_shutdown,
+	.close = tcp_close,
+	.peer = tcp_peer,
+};

@@ -1,0 +1,411 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * repl_fixture.c - the HA pair of the replication tests (repl_fixture.h).
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "repl_fixture.h"
+#include "shmbus/layout.h"
+
+struct host A = { .tag = 'a' }, B = { .tag = 'b' };
+bool pair_netns;
+char pair_key[128];
+
+static const char *shmbusd_path(void)
+{
+	const char *p = getenv("SHMBUSD");
+
+	return p && *p ? p : "build/shmbusd";
+}
+
+int host_sh(const struct host *h, const char *fmt, ...)
+{
+	char cmd[1024], full[1200];
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	if (h && h->ns[0])
+		snprintf(full, sizeof(full), "ip netns exec %s sh -c '%s'",
+			 h->ns, cmd);
+	else
+		snprintf(full, sizeof(full), "sh -c '%s'", cmd);
+	rc = system(full);
+	return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+/* Namespaces of runs that died without their teardown. */
+static void sweep_namespaces(void)
+{
+	DIR *d = opendir("/run/netns");
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		int pid;
+		char c;
+
+		if (sscanf(e->d_name, "sbt%c%d", &c, &pid) == 2 &&
+		    kill(pid, 0) && errno == ESRCH)
+			host_sh(NULL, "ip netns del %s 2>/dev/null", e->d_name);
+	}
+	closedir(d);
+}
+
+static void net_setup(void)
+{
+	int me = getpid();
+	int x = (me >> 8) & 0xff, y = me & 0xff;
+
+	pair_netns = geteuid() == 0 &&
+		     system("ip netns list >/dev/null 2>&1") == 0;
+	if (pair_netns) {
+		sweep_namespaces();
+		snprintf(A.ns, sizeof(A.ns), "sbta%d", me);
+		snprintf(B.ns, sizeof(B.ns), "sbtb%d", me);
+		snprintf(A.ifname, sizeof(A.ifname), "sva%d", me % 1000000);
+		snprintf(B.ifname, sizeof(B.ifname), "svb%d", me % 1000000);
+		snprintf(A.ip, sizeof(A.ip), "10.%d.%d.1", 100 + x % 100, y);
+		snprintf(B.ip, sizeof(B.ip), "10.%d.%d.2", 100 + x % 100, y);
+		cr_assert_eq(host_sh(NULL,
+			"ip netns add %s && ip netns add %s && "
+			"ip link add %s type veth peer name %s && "
+			"ip link set %s netns %s && ip link set %s netns %s && "
+			"ip -n %s addr add %s/24 dev %s && "
+			"ip -n %s addr add %s/24 dev %s && "
+			"ip -n %s link set %s up && ip -n %s link set %s up && "
+			"ip -n %s link set lo up && ip -n %s link set lo up",
+			A.ns, B.ns, A.ifname, B.ifname, A.ifname, A.ns,
+			B.ifname, B.ns, A.ns, A.ip, A.ifname, B.ns, B.ip,
+			B.ifname, A.ns, A.ifname, B.ns, B.ifname, A.ns, B.ns),
+			0, "network namespaces could not be set up");
+		snprintf(A.listen, sizeof(A.listen), "%s:7400", A.ip);
+		snprintf(B.listen, sizeof(B.listen), "%s:7400", B.ip);
+	} else {
+		int port = 20000 + (me % 20000) * 2;
+
+		A.ns[0] = B.ns[0] = 0;
+		strcpy(A.ip, "127.0.0.1");
+		strcpy(B.ip, "127.0.0.1");
+		snprintf(A.listen, sizeof(A.listen), "127.0.0.1:%d", port);
+		snprintf(B.listen, sizeof(B.listen), "127.0.0.1:%d", port + 1);
+	}
+}
+
+static void host_paths(struct host *h)
+{
+	int me = getpid();
+
+	snprintf(h->dir, sizeof(h->dir), "/dev/shm/shmbus-test-repl%d-%c", me,
+		 h->tag);
+	snprintf(h->conf, sizeof(h->conf), "/tmp/shmbus-repl%d-%c.conf", me,
+		 h->tag);
+	snprintf(h->sock, sizeof(h->sock), "/tmp/shmbus-repl%d-%c.sock", me,
+		 h->tag);
+	snprintf(h->log, sizeof(h->log), "/tmp/shmbus-repl%d-%c.log", me,
+		 h->tag);
+	snprintf(h->state, sizeof(h->state), "/tmp/shmbus-repl%d-%c.state",
+		 me, h->tag);
+	snprintf(h->run, sizeof(h->run), "/tmp/shmbus-repl%d-%c.run", me,
+		 h->tag);
+	mkdir(h->run, 0700);
+	h->pid = 0;
+	unlink(h->log);
+}
+
+void host_config(struct host *h, const char *role, const char *peer,
+		 const char *chans, const char *extra)
+{
+	FILE *f = fopen(h->conf, "w");
+
+	cr_assert(f);
+	fprintf(f, "[bus]\nname = trepl\nshm_dir = %s\nsocket = %s\n"
+		"reap_interval_ms = 10\nlog_level = debug\n"
+		"[replication]\nrole = %s\nlisten = %s\npeer = %s\n"
+		"key_file = %s\nstate_dir = %s\nsync_timeout_ms = 500\n%s\n%s",
+		h->dir, h->sock, role, h->listen, peer, pair_key, h->state,
+		extra, chans);
+	fclose(f);
+}
+
+void host_start(struct host *h)
+{
+	pid_t pid = fork();
+
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int fd = open(h->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		setenv("SHMBUS_RUN_DIR", h->run, 1);
+		if (h->ns[0])
+			execlp("ip", "ip", "netns", "exec", h->ns,
+			       shmbusd_path(), "-c", h->conf, (char *)NULL);
+		else
+			execl(shmbusd_path(), "shmbusd", "-c", h->conf,
+			      (char *)NULL);
+		_exit(127);
+	}
+	h->pid = pid;
+	for (int i = 0; i < 500; i++) {
+		shmbus_bus *b = shmbus_connect_timeout(h->sock, 0);
+
+		if (b) {
+			shmbus_disconnect(b);
+			return;
+		}
+		cr_assert(waitpid(pid, NULL, WNOHANG) == 0,
+			  "daemon %c exited at start (see %s)", h->tag, h->log);
+		usleep(10000);
+	}
+	cr_assert_fail("daemon %c does not answer (see %s)", h->tag, h->log);
+}
+
+void host_kill(struct host *h, int sig)
+{
+	int st;
+
+	if (h->pid <= 0)
+		return;
+	kill(h->pid, sig);
+	waitpid(h->pid, &st, 0);
+	h->pid = 0;
+}
+
+bool host_log_wait(const struct host *h, const char *what, int timeout_ms)
+{
+	for (int t = 0; t <= timeout_ms; t += 10) {
+		FILE *f = fopen(h->log, "r");
+		char line[1024];
+		bool found = false;
+
+		while (f && !found && fgets(line, sizeof(line), f))
+			found = strstr(line, what) != NULL;
+		if (f)
+			fclose(f);
+		if (found)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* Every channel section of `chans` that B should link. */
+static void wait_linked(const char *chans)
+{
+	const char *p = chans;
+	int n = 0;
+
+	while ((p = strstr(p, "replicate = ")) != NULL) {
+		if (strncmp(p + 12, "off", 3))
+			n++;
+		p++;
+	}
+	for (int t = 0; t < 5000; t += 10) {
+		FILE *f = fopen(B.log, "r");
+		char line[1024];
+		int seen = 0;
+
+		while (f && fgets(line, sizeof(line), f))
+			seen += strstr(line, ": linked to primary") != NULL;
+		if (f)
+			fclose(f);
+		if (seen >= n)
+			return;
+		usleep(10000);
+	}
+	cr_assert_fail("the standby did not link (see %s and %s)", A.log,
+		       B.log);
+}
+
+void pair_setup(const char *chans, const char *extra)
+{
+	int fd;
+	char key[48];
+
+	net_setup();
+	host_paths(&A);
+	host_paths(&B);
+	snprintf(pair_key, sizeof(pair_key), "/tmp/shmbus-repl%d.key",
+		 getpid());
+	fd = open(pair_key, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert(fd >= 0);
+	for (size_t i = 0; i < sizeof(key); i++)
+		key[i] = (char)('a' + rand() % 26);
+	cr_assert_eq(write(fd, key, sizeof(key)), (ssize_t)sizeof(key));
+	close(fd);
+	host_config(&A, "primary", B.listen, chans, extra);
+	host_config(&B, "standby", A.listen, chans, extra);
+	host_start(&A);
+	host_start(&B);
+	wait_linked(chans);
+}
+
+static void rm_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[512];
+
+	if (!d)
+		return;
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.' || e->d_name[1] > '.')
+			if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+				snprintf(p, sizeof(p), "%s/%s", dir,
+					 e->d_name);
+				unlink(p);
+			}
+	closedir(d);
+	rmdir(dir);
+}
+
+void pair_teardown(void)
+{
+	host_kill(&A, SIGKILL);
+	host_kill(&B, SIGKILL);
+	if (pair_netns) {
+		host_sh(NULL, "ip netns del %s 2>/dev/null", A.ns);
+		host_sh(NULL, "ip netns del %s 2>/dev/null", B.ns);
+	}
+	rm_tree(A.dir);
+	rm_tree(B.dir);
+	rm_tree(A.state);
+	rm_tree(B.state);
+	rm_tree(A.run);
+	rm_tree(B.run);
+	unlink(A.conf);
+	unlink(B.conf);
+	unlink(A.sock);
+	unlink(B.sock);
+	host_sh(NULL, "rm -f %s.lock %s.lock", A.sock, B.sock);
+	unlink(pair_key);
+	if (!getenv("SHMBUS_KEEP_LOGS")) {
+		unlink(A.log);
+		unlink(B.log);
+	}
+}
+
+shmbus_channel *host_open(const struct host *h, shmbus_bus **bus,
+			  const char *chan, enum shmbus_role role)
+{
+	*bus = shmbus_connect(h->sock);
+	if (!*bus)
+		return NULL;
+	return shmbus_bus_open(*bus, chan, role);
+}
+
+shmbus_channel *host_map(const struct host *h, const char *chan)
+{
+	return shmbus_channel_open(h->dir, chan);
+}
+
+const uint8_t *host_data(const struct host *h, const char *chan, size_t *len)
+{
+	char path[256];
+	struct shmbus_hdr hd;
+	struct stat st;
+	void *p;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", h->dir, chan);
+	fd = open(path, O_RDONLY);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pread(fd, &hd, sizeof(hd), 0), (ssize_t)sizeof(hd));
+	close(fd);
+	snprintf(path, sizeof(path), "%s/" SHMBUS_DATA_NAME_FMT, h->dir, chan,
+		 (unsigned long long)hd.data_id);
+	fd = open(path, O_RDONLY);
+	cr_assert(fd >= 0);
+	cr_assert(fstat(fd, &st) == 0);
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	cr_assert(p != MAP_FAILED);
+	*len = hd.capacity;
+	return p;
+}
+
+uint64_t pair_wait_caught_up(const char *chan, uint64_t min, int timeout_ms)
+{
+	shmbus_channel *a = host_map(&A, chan), *b = host_map(&B, chan);
+	struct sb_repl_view va, vb;
+
+	cr_assert(a && b);
+	for (int t = 0;; t++) {
+		sb_repl_read(a, &va);
+		sb_repl_read(b, &vb);
+		if (va.head >= min && va.head == vb.head)
+			break;
+		cr_assert(t < timeout_ms, "%s: B has %llu of A's %llu after "
+			  "%d ms", chan, (unsigned long long)vb.head,
+			  (unsigned long long)va.head, timeout_ms);
+		usleep(1000);
+	}
+	shmbus_channel_close(a);
+	shmbus_channel_close(b);
+	return va.head;
+}
+
+void pair_assert_identical(const char *chan)
+{
+	size_t la, lb;
+	const uint8_t *a = host_data(&A, chan, &la), *b = host_data(&B, chan,
+								    &lb);
+	shmbus_channel *ca = host_map(&A, chan), *cb = host_map(&B, chan);
+	struct sb_repl_view va, vb;
+
+	cr_assert(ca && cb);
+	sb_repl_read(ca, &va);
+	sb_repl_read(cb, &vb);
+	cr_assert_eq(va.head, vb.head, "%s: heads %llu and %llu", chan,
+		     (unsigned long long)va.head, (unsigned long long)vb.head);
+	cr_assert_eq(va.seq, vb.seq, "%s: sequence numbers differ", chan);
+	cr_assert_eq(la, lb);
+	for (size_t i = 0; i < la; i += 4096) {
+		size_t n = la - i < 4096 ? la - i : 4096;
+
+		cr_assert(memcmp(a + i, b + i, n) == 0,
+			  "%s: the rings differ in bytes %zu..%zu", chan, i,
+			  i + n);
+	}
+	munmap((void *)a, la + 4096);
+	munmap((void *)b, lb + 4096);
+	shmbus_channel_close(ca);
+	shmbus_channel_close(cb);
+}
+
+int host_ctl(const struct host *h, uint32_t op, uint32_t flags,
+	     struct shmbus_ctl_repl_reply *out)
+{
+	shmbus_bus *b = shmbus_connect(h->sock);
+	int rc;
+
+	if (!b)
+		return -errno;
+	rc = sb_bus_repl(b, op, flags, out);
+	if (rc)
+		snprintf(out->text, sizeof(out->text), "%s",
+			 shmbus_bus_strerror(b, rc));
+	shmbus_disconnect(b);
+	return rc;
+}

@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * repl_fixture.h - an HA pair for the replication tests: two shmbusd, A
+ * (primary at start) and B (standby), each in its own network namespace
+ * joined by a veth pair when the tests run as root, else both on the
+ * loopback.  Clients in the test process reach either daemon through its
+ * socket (a path: any namespace reaches it).  pair_teardown() kills both
+ * daemons and deletes the namespaces, after a failed test too; a later
+ * run deletes namespaces a crashed run left (their names carry the pid).
+ */
+#ifndef SHMBUS_TEST_REPL_FIXTURE_H
+#define SHMBUS_TEST_REPL_FIXTURE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "shmbus.h"
+#include "../lib/contract.h"
+
+struct host {
+	char tag;		/* 'a' or 'b' */
+	char ns[32];		/* its network namespace, "" on loopback */
+	char ifname[16];	/* its end of the veth pair */
+	char ip[32];
+	char listen[64];	/* ip:port */
+	char dir[96];		/* shm_dir */
+	char conf[128];
+	char sock[108];
+	char log[128];
+	char state[128];
+	char run[128];		/* its SHMBUS_RUN_DIR */
+	pid_t pid;
+};
+
+extern struct host A, B;
+extern bool pair_netns;		/* two namespaces (root), else loopback */
+extern char pair_key[128];	/* the key file both use */
+
+/* Writes both configs with the channel sections `chans` (each channel
+ * needs its own `replicate = ...`) and `extra` appended to [replication]
+ * (may be ""), starts A as primary and B as standby, and waits until
+ * every replicated channel of B is linked. */
+void pair_setup(const char *chans, const char *extra);
+void pair_teardown(void);
+
+/* Rewrites h's config (role, peer) and starts its daemon. */
+void host_config(struct host *h, const char *role, const char *peer,
+		 const char *chans, const char *extra);
+void host_start(struct host *h);
+/* kill(sig) and wait for it. */
+void host_kill(struct host *h, int sig);
+/* Whether h's log has `what` within timeout_ms. */
+bool host_log_wait(const struct host *h, const char *what, int timeout_ms);
+/* Runs a shell command in h's namespace (or here); its exit status. */
+int host_sh(const struct host *h, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* The channel through the daemon (NULL, errno set). */
+shmbus_channel *host_open(const struct host *h, shmbus_bus **bus,
+			  const char *chan, enum shmbus_role role);
+/* The channel mapped directly, to inspect it. */
+shmbus_channel *host_map(const struct host *h, const char *chan);
+/* The data region (capacity bytes) of channel `chan`, read-only. */
+const uint8_t *host_data(const struct host *h, const char *chan,
+			 size_t *len);
+/* Waits until B's ring of chan holds everything A's does (heads equal,
+ * at least `min`), at most timeout_ms; returns A's head. */
+uint64_t pair_wait_caught_up(const char *chan, uint64_t min, int timeout_ms);
+/* Asserts that the data regions and heads of chan are equal on A and B. */
+void pair_assert_identical(const char *chan);
+
+/* shmbusctl's request to h's daemon: 0 or -errno, answer in out. */
+int host_ctl(const struct host *h, uint32_t op, uint32_t flags,
+	     struct shmbus_ctl_repl_reply *out);
+
+#endif
