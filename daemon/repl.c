@@ -108,6 +108,17 @@ static struct {
 	unsigned long refused, link_errors;
 } R = { .lfd = -1, .hist_fd = -1, .role_mu = PTHREAD_MUTEX_INITIALIZER };
 
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* A warning about links or refusals, at most one a second of each kind
+ * (their limiters are shared by the agent's threads). */
+#define LIMITED(rl, count, what, ...)                                      \
+	do {                                                               \
+		pthread_mutex_lock(&log_mu);                               \
+		sbd_log_limited(rl, SBD_WARN, ++(count), what, __VA_ARGS__); \
+		pthread_mutex_unlock(&log_mu);                             \
+	} while (0)
+
 static int64_t now_ns(void)
 {
 	return sb_now_ns();
@@ -353,8 +364,7 @@ static void *reader_main(void *arg)
 		}
 		if (rc2) {
 			if (!stopped(rc))
-				sbd_log_limited(&R.rl_link, SBD_WARN,
-						++R.link_errors, "link errors",
+				LIMITED(&R.rl_link, R.link_errors, "link errors",
 						"%s: link to %s lost: %s",
 						rc->name, R.t->peer(l), why);
 			if (rc2 == -EBADMSG)
@@ -383,8 +393,7 @@ static void drop_link(struct rchan *rc, const char *why)
 	if (!l)
 		return;
 	if (why)
-		sbd_log_limited(&R.rl_link, SBD_WARN, ++R.link_errors,
-				"link errors", "%s: link to %s dropped: %s",
+		LIMITED(&R.rl_link, R.link_errors, "link errors", "%s: link to %s dropped: %s",
 				rc->name, R.t->peer(l), why);
 	R.t->shutdown(l);
 	if (rc->reader_on)
@@ -497,7 +506,10 @@ static void judge(struct rchan *rc)
 
 	if (caught)
 		STORE(&rc->progress_ns, now);
-	ok = link && (!rc->max_lag || rc->known - sync_pos <= rc->max_lag) &&
+	/* A link that drops and comes back within sync_timeout_ms (a frame
+	 * refused, a reconnection) keeps the standby in sync: only progress
+	 * counts, and a lag beyond max_lag. */
+	ok = (!rc->max_lag || rc->known - sync_pos <= rc->max_lag) &&
 	     now - LOAD(&rc->progress_ns) <= (int64_t)sync_ms() * 1000000;
 	if (rc->in_sync && !ok) {
 		rc->in_sync = false;
@@ -507,7 +519,8 @@ static void judge(struct rchan *rc)
 		sb_repl_count(rc->ch, SB_REPL_OUT_OF_SYNC, 1);
 		sbd_log(SBD_WARN, 0, "%s: standby out of sync (%s; it has %"
 			PRIu64 " of %" PRIu64 "): %s", rc->name,
-			!link ? "no link" : rc->known - sync_pos > rc->max_lag ?
+			!link ? "no link for sync_timeout_ms" :
+			rc->max_lag && rc->known - sync_pos > rc->max_lag ?
 			"lag over max_lag" : "no progress for sync_timeout_ms",
 			sync_pos, rc->known,
 			rc->strict ? "sync waiters are held (strict)" :
@@ -723,8 +736,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 
 	if ((rc2 = rw_auth_client(R.t, l, sbd.conf.bus, HANDSHAKE_MS, why,
 				  sizeof(why)))) {
-		sbd_log_limited(&R.rl_link, SBD_WARN, ++R.link_errors,
-				"link errors", "%s: primary %s: %s", rc->name,
+		LIMITED(&R.rl_link, R.link_errors, "link errors", "%s: primary %s: %s", rc->name,
 				R.t->peer(l), why);
 		return;
 	}
@@ -748,8 +760,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		rc2 = -EBADMSG;
 	}
 	if (rc2) {
-		sbd_log_limited(&R.rl_link, SBD_WARN, ++R.link_errors,
-				"link errors", "%s: primary %s: %s", rc->name,
+		LIMITED(&R.rl_link, R.link_errors, "link errors", "%s: primary %s: %s", rc->name,
 				R.t->peer(l), why);
 		return;
 	}
@@ -802,8 +813,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 					"%s; reconnecting from %" PRIu64,
 					rc->name, R.t->peer(l), why, end);
 			} else if (!stopped(rc)) {
-				sbd_log_limited(&R.rl_link, SBD_WARN,
-						++R.link_errors, "link errors",
+				LIMITED(&R.rl_link, R.link_errors, "link errors",
 						"%s: link to %s lost: %s",
 						rc->name, R.t->peer(l), why);
 			}
@@ -820,8 +830,12 @@ static void *linker_main(void *arg)
 
 	while (!stopped(rc)) {
 		struct sbd_link *l;
+		int err = R.t->connect(sbd.conf.repl.peer, CONNECT_MS, &l);
 
-		if (R.t->connect(sbd.conf.repl.peer, CONNECT_MS, &l)) {
+		if (err) {
+			LIMITED(&R.rl_link, R.link_errors, "link errors", "%s: cannot reach the "
+					"primary at %s: %s", rc->name,
+					sbd.conf.repl.peer, strerror(-err));
 			nap(rc, backoff);
 			backoff = backoff < 1000 ? backoff * 2 : 1000;
 			continue;
@@ -1119,8 +1133,7 @@ static void serve_link(struct sbd_link *l, const struct rw_hello *hi)
 				 known);
 	}
 	if (why[0]) {
-		sbd_log_limited(&R.rl_refused, SBD_WARN, ++R.refused,
-				"refusals", "replication: %s refused: %s",
+		LIMITED(&R.rl_refused, R.refused, "refusals", "replication: %s refused: %s",
 				R.t->peer(l), why);
 		rw_refuse(R.t, l, why);
 		R.t->close(l);
@@ -1183,8 +1196,7 @@ static void *handshake_main(void *arg)
 		}
 	}
 	if (rc2) {
-		sbd_log_limited(&R.rl_refused, SBD_WARN, ++R.refused,
-				"refusals", "replication: %s refused: %s",
+		LIMITED(&R.rl_refused, R.refused, "refusals", "replication: %s refused: %s",
 				R.t->peer(l), why);
 		if (rc2 != -EACCES)
 			rw_refuse(R.t, l, why);
@@ -1216,8 +1228,7 @@ static void *listener_main(void *arg)
 		if (__atomic_add_fetch(&R.handshakes, 1, __ATOMIC_RELAXED) >
 		    HANDSHAKES_MAX) {
 			__atomic_sub_fetch(&R.handshakes, 1, __ATOMIC_RELAXED);
-			sbd_log_limited(&R.rl_refused, SBD_WARN, ++R.refused,
-					"refusals", "replication: %s refused: "
+			LIMITED(&R.rl_refused, R.refused, "refusals", "replication: %s refused: "
 					"%u handshakes at once already",
 					R.t->peer(l), HANDSHAKES_MAX);
 			R.t->close(l);

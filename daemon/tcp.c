@@ -206,7 +206,9 @@ static int tcp_send(struct sbd_link *l, const struct rw_hdr *h,
 		if (body[i].iov_len)
 			iov[cnt++] = body[i];
 	for (struct iovec *v = iov; cnt;) {
-		ssize_t w = writev(l->fd, v, cnt);
+		struct msghdr m = { .msg_iov = v, .msg_iovlen = (size_t)cnt };
+		/* sendmsg(): writev() with MSG_NOSIGNAL. */
+		ssize_t w = sendmsg(l->fd, &m, MSG_NOSIGNAL);
 
 		if (w < 0) {
 			if (errno == EINTR)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -140,9 +141,10 @@ void host_config(struct host *h, const char *role, const char *peer,
 	fprintf(f, "[bus]\nname = trepl\nshm_dir = %s\nsocket = %s\n"
 		"reap_interval_ms = 10\nlog_level = debug\n"
 		"[replication]\nrole = %s\nlisten = %s\npeer = %s\n"
-		"key_file = %s\nstate_dir = %s\nsync_timeout_ms = 500\n%s\n%s",
+		"key_file = %s\nstate_dir = %s\n%s%s\n%s",
 		h->dir, h->sock, role, h->listen, peer, pair_key, h->state,
-		extra, chans);
+		strstr(extra, "sync_timeout_ms") ? "" :
+		"sync_timeout_ms = 500\n", extra, chans);
 	fclose(f);
 }
 
@@ -366,6 +368,26 @@ uint64_t pair_wait_caught_up(const char *chan, uint64_t min, int timeout_ms)
 	return va.head;
 }
 
+void pair_assert_identical_range(const char *chan, uint64_t from,
+				 uint64_t to)
+{
+	size_t la, lb;
+	const uint8_t *a = host_data(&A, chan, &la), *b = host_data(&B, chan,
+								    &lb);
+
+	cr_assert_eq(la, lb);
+	cr_assert(to - from <= la);
+	for (uint64_t p = from; p < to; p++) {
+		uint64_t i = p & (la - 1);
+
+		if (a[i] != b[i])
+			cr_assert_fail("%s: the rings differ at position %llu",
+				       chan, (unsigned long long)p);
+	}
+	munmap((void *)a, la + 4096);
+	munmap((void *)b, lb + 4096);
+}
+
 void pair_assert_identical(const char *chan)
 {
 	size_t la, lb;
@@ -408,4 +430,42 @@ int host_ctl(const struct host *h, uint32_t op, uint32_t flags,
 			 shmbus_bus_strerror(b, rc));
 	shmbus_disconnect(b);
 	return rc;
+}
+
+void host_view(const struct host *h, const char *chan, struct sb_repl_view *v)
+{
+	shmbus_channel *ch = host_map(h, chan);
+
+	cr_assert(ch, "%s on %c", chan, h->tag);
+	sb_repl_read(ch, v);
+	shmbus_channel_close(ch);
+}
+
+struct in_ns {
+	const struct host *h;
+	int (*fn)(void *);
+	void *arg;
+};
+
+static int enter_ns(void *p)
+{
+	struct in_ns *x = p;
+	char path[128];
+	int fd;
+
+	if (x->h->ns[0]) {
+		snprintf(path, sizeof(path), "/run/netns/%s", x->h->ns);
+		fd = open(path, O_RDONLY);
+		if (fd < 0 || setns(fd, CLONE_NEWNET))
+			return 120;
+		close(fd);
+	}
+	return x->fn(x->arg);
+}
+
+pid_t host_spawn(const struct host *h, int (*fn)(void *), void *arg)
+{
+	struct in_ns x = { h, fn, arg };
+
+	return th_spawn(enter_ns, &x);
 }

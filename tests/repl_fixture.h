@@ -69,6 +69,14 @@ const uint8_t *host_data(const struct host *h, const char *chan,
 uint64_t pair_wait_caught_up(const char *chan, uint64_t min, int timeout_ms);
 /* Asserts that the data regions and heads of chan are equal on A and B. */
 void pair_assert_identical(const char *chan);
+/* The same for ring positions [from, to) only. */
+void pair_assert_identical_range(const char *chan, uint64_t from,
+				 uint64_t to);
+/* The replication line of chan on h. */
+void host_view(const struct host *h, const char *chan,
+	       struct sb_repl_view *v);
+/* Runs fn(arg) in a child inside h's network namespace (th_spawn). */
+pid_t host_spawn(const struct host *h, int (*fn)(void *), void *arg);
 
 /* shmbusctl's request to h's daemon: 0 or -errno, answer in out. */
 int host_ctl(const struct host *h, uint32_t op, uint32_t flags,
