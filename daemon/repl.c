@@ -1140,7 +1140,7 @@ static void serve_link(struct sbd_link *l, const struct rw_hello *hi)
 		return;
 	}
 	oldest = sb_ring_oldest(rc->ch);
-	if (start < oldest) {
+	if (start < oldest && !sb_ring_has_record(rc->ch, start)) {
 		restart = 1;
 		start = oldest;
 		sb_repl_count(rc->ch, SB_REPL_GAPS, 1);

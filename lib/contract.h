@@ -186,6 +186,9 @@ uint64_t sb_committed_end(shmbus_channel *ch, uint64_t from, uint64_t most);
 uint64_t sb_ring_head(shmbus_channel *ch);
 /* The oldest record boundary the ring still holds. */
 uint64_t sb_ring_oldest(shmbus_channel *ch);
+/* Whether a committed record of this lap starts at pos (or pos is
+ * head): the ring still holds pos, though the index may not name it. */
+bool sb_ring_has_record(shmbus_channel *ch, uint64_t pos);
 /* Pointers into the mapping for [from, to): 1 or 2 iovecs, -EINVAL. */
 int sb_ring_span(shmbus_channel *ch, uint64_t from, uint64_t to,
 		 struct iovec iov[2]);

@@ -403,6 +403,22 @@ int sb_ring_span(shmbus_channel *ch, uint64_t from, uint64_t to,
 	return iov[1].iov_len ? 2 : 1;
 }
 
+bool sb_ring_has_record(shmbus_channel *ch, uint64_t pos)
+{
+	/* A12: head bounds what may be read. */
+	uint64_t head = load_acquire64(&ch->hdr->head), w;
+
+	if (pos % SHMBUS_REC_ALIGN || pos > head)
+		return false;
+	if (pos == head)
+		return true;
+	if (!not_overwritten(ch, pos, head))
+		return false;
+	/* A1: pairs with R1 (commit_store()). */
+	w = load_acquire64(&rec_at(ch, pos)->commit);
+	return word_tag(w) == lap_tag(ch, pos) && sb_ring_holds(ch, pos);
+}
+
 bool sb_ring_holds(shmbus_channel *ch, uint64_t from)
 {
 	uint64_t head;
