@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -88,8 +89,21 @@ static int publisher(void *arg)
 
 /* Reads the whole channel on h from its oldest record: every message
  * intact and in order per producer; returns how many. */
+static uint64_t read_all_last(const struct host *h, const char *chan,
+			      uint64_t until, uint64_t last[4]);
+
 static uint64_t read_all(const struct host *h, const char *chan,
 			 uint64_t until)
+{
+	uint64_t last[4];
+
+	return read_all_last(h, chan, until, last);
+}
+
+/* read_all(), and the last sequence number seen of each producer
+ * (UINT64_MAX: none). */
+static uint64_t read_all_last(const struct host *h, const char *chan,
+			      uint64_t until, uint64_t last[4])
 {
 	struct shmbus_sub_attr sa;
 	shmbus_channel *ch = host_map(h, chan);
@@ -132,6 +146,8 @@ static uint64_t read_all(const struct host *h, const char *chan,
 	}
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
+	for (int i = 0; i < 4; i++)
+		last[i] = have[i] ? next[i] - 1 : UINT64_MAX;
 	return n;
 }
 
@@ -560,4 +576,269 @@ Test(repl, a_lapped_standby_counts_the_gap)
 	cr_assert(host_log_wait(&A, "sp: gap:", 100));
 	cr_assert(host_log_wait(&B, "sp: gap:", 100));
 	pair_assert_identical_range("sp", head - (1u << 19), head);
+}
+
+/* What the producers of a switchover saw, in memory shared with them. */
+struct tally {
+	uint64_t acked[4];	/* messages pub_sync acknowledged */
+	int told[4];		/* 1: publish said -EROFS; 2: pub_sync did */
+	int bad[4];		/* another answer */
+};
+
+static struct tally *tally;
+
+struct syncpub {
+	const char *chan;
+	uint32_t id;
+};
+
+static int sync_publisher(void *arg)
+{
+	const struct syncpub *p = arg;
+	struct shmbus_pub_attr pa = { .timeout_ns = 5000000000LL };
+	shmbus_bus *bus;
+	shmbus_channel *ch = host_open(&A, &bus, p->chan, SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t msg[48];
+
+	if (!pub)
+		return 2;
+	for (uint64_t i = 0;; i++) {
+		int rc;
+
+		th_msg_fill(msg, sizeof(msg), p->id, i);
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc == -EROFS) {
+			tally->told[p->id] = 1;
+			break;
+		}
+		if (rc) {
+			tally->bad[p->id] = 100 - rc;
+			break;
+		}
+		rc = shmbus_pub_sync(pub, 5000000000LL);
+		if (rc == -EROFS) {
+			tally->told[p->id] = 2;
+			break;
+		}
+		if (rc) {
+			tally->bad[p->id] = 200 - rc;
+			break;
+		}
+		__atomic_store_n(&tally->acked[p->id], i + 1,
+				 __ATOMIC_RELAXED);
+	}
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+/* Under load, with producers waiting on pub_sync: A hands over to B.
+ * Every producer is told (-EROFS), every message acknowledged to it is
+ * on B, B is primary at the next epoch, and A follows it as standby. */
+Test(repl, switchover_under_load_loses_nothing)
+{
+	struct syncpub s0 = { "sp", 0 }, s1 = { "mp", 1 }, s2 = { "mp", 2 };
+	struct shmbus_ctl_repl_reply r;
+	struct sb_repl_view va, vb;
+	uint64_t last[4];
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	pid_t p0, p1, p2;
+	uint8_t msg[48];
+
+	tally = mmap(NULL, sizeof(*tally), PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(tally != MAP_FAILED);
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
+	p0 = th_spawn(sync_publisher, &s0);
+	p1 = th_spawn(sync_publisher, &s1);
+	p2 = th_spawn(sync_publisher, &s2);
+	usleep(300000);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0,
+		     "switchover: %s", r.text);
+	cr_log_info("switchover: %s in %.2f ms", r.text,
+		    (double)r.duration_ns / 1e6);
+	printf("switchover under load: %.2f ms\n", (double)r.duration_ns / 1e6);
+	cr_assert_eq(th_wait(p0), 0);
+	cr_assert_eq(th_wait(p1), 0);
+	cr_assert_eq(th_wait(p2), 0);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(tally->bad[i], 0, "producer %d: %d", i,
+			     tally->bad[i]);
+		cr_assert(tally->told[i], "producer %d was not told", i);
+		cr_assert_gt(tally->acked[i], 0);
+	}
+	/* Everything acknowledged is on B. */
+	read_all_last(&B, "sp", UINT64_MAX, last);
+	cr_assert(last[0] != UINT64_MAX && last[0] + 1 >= tally->acked[0],
+		  "sp: B's last is %llu, %llu were acknowledged",
+		  (unsigned long long)last[0],
+		  (unsigned long long)tally->acked[0]);
+	read_all_last(&B, "mp", UINT64_MAX, last);
+	for (int i = 1; i < 3; i++)
+		cr_assert(last[i] != UINT64_MAX &&
+			  last[i] + 1 >= tally->acked[i],
+			  "mp: producer %d: B's last is %llu, %llu were "
+			  "acknowledged", i, (unsigned long long)last[i],
+			  (unsigned long long)tally->acked[i]);
+	pair_assert_identical("sp");
+	pair_assert_identical("mp");
+	host_view(&A, "sp", &va);
+	host_view(&B, "sp", &vb);
+	cr_assert_eq(vb.epoch, 2);
+	cr_assert(va.fence == SHMBUS_FENCE_STANDBY);
+	cr_assert(vb.fence == SHMBUS_FENCE_OPEN);
+	/* B is primary: it takes producers, and A follows it. */
+	cr_assert(host_log_wait(&B, "sp: standby in sync", 5000));
+	ch = host_open(&B, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub, "B does not take a producer: %d", errno);
+	for (int i = 0; i < 1000; i++) {
+		th_msg_fill(msg, sizeof(msg), 3, (uint64_t)i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	pair_wait_caught_up("sp", 0, 5000);
+	pair_assert_identical("sp");
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+	cr_assert(strstr(r.text, "standby at epoch 2"), "%s", r.text);
+	ch = host_map(&A, "sp");
+	cr_assert(ch);
+	errno = 0;
+	cr_assert_null(shmbus_pub_open(ch, NULL));
+	cr_assert_eq(errno, EROFS);
+	shmbus_channel_close(ch);
+	munmap(tally, sizeof(*tally));
+}
+
+#define STRICT_CHANS CHANS \
+	"[channel st]\ncapacity = 1M\nmax_msg = 4K\nreplicate = applied\n" \
+	"out_of_sync = strict\n"
+
+/* A subscriber that sees only acknowledged messages never sees one the
+ * standby lacks: with B's daemon stopped (SIGSTOP), it reads nothing past
+ * what B held when it stopped, while the producer goes on; once B runs
+ * again, it sees everything. */
+Test(repl, acknowledged_only_subscriber_never_outruns_the_standby)
+{
+	struct paced p = { "st", 0, 50, 1500 };
+	struct sb_repl_view vb, va;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	struct shmbus_msg info;
+	uint8_t buf[4096];
+	uint64_t seen = 0, frozen;
+	pid_t pid;
+
+	pair_setup(STRICT_CHANS, "");
+	cr_assert(host_log_wait(&A, "st: standby in sync", 3000));
+	ch = host_open(&A, &bus, "st", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	sub = shmbus_sub_open(ch, NULL);
+	cr_assert(sub);
+	cr_assert_eq(shmbus_sub_set_visibility(sub, SHMBUS_SEE_ACKNOWLEDGED),
+		     0);
+	pid = th_spawn(paced_publisher, &p);
+	usleep(300000);
+	kill(B.pid, SIGSTOP);
+	usleep(50000);
+	host_view(&B, "st", &vb);
+	frozen = vb.head;
+	for (uint64_t end = th_now_ns() + 400000000; th_now_ns() < end;) {
+		ssize_t r = shmbus_read(sub, buf, sizeof(buf), &info);
+
+		if (r == -EAGAIN) {
+			usleep(1000);
+			continue;
+		}
+		cr_assert(r > 0);
+		cr_assert_leq(info.pos + 16 + (uint64_t)(r + 7) / 8 * 8, frozen,
+			      "a message at %llu seen, the standby holds up "
+			      "to %llu", (unsigned long long)info.pos,
+			      (unsigned long long)frozen);
+		seen++;
+	}
+	host_view(&A, "st", &va);
+	cr_assert_gt(va.head, frozen + 4096, "the producer did not go on");
+	kill(B.pid, SIGCONT);
+	cr_assert_eq(th_wait(pid), 0);
+	for (uint64_t end = th_now_ns() + 10000000000ull; th_now_ns() < end;) {
+		ssize_t r = shmbus_read(sub, buf, sizeof(buf), &info);
+
+		if (r == -EAGAIN) {
+			host_view(&A, "st", &va);
+			if (sub && info.pos + 80 >= va.head && seen >= 7500)
+				break;
+			usleep(1000);
+			continue;
+		}
+		cr_assert(r > 0);
+		seen++;
+	}
+	host_view(&A, "st", &va);
+	host_view(&B, "st", &vb);
+	cr_assert_eq(seen, 7500, "seen %llu of 7500 (A: head %llu, watermark "
+		     "%llu, flags %x; B: head %llu)", (unsigned long long)seen,
+		     (unsigned long long)va.head,
+		     (unsigned long long)va.watermark, va.flags,
+		     (unsigned long long)vb.head);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* pub_sync never returns a success the standby did not earn: with B
+ * stopped, a degrading channel answers SHMBUS_SYNC_DEGRADED (once A has
+ * declared B out of sync), a strict one times out; with B back, both
+ * answer 0. */
+Test(repl, pub_sync_says_degraded_or_times_out_without_the_standby)
+{
+	shmbus_bus *b1, *b2;
+	shmbus_channel *c1, *c2;
+	shmbus_pub *deg, *str;
+	uint8_t msg[64] = { 0 };
+	int rc;
+
+	pair_setup(STRICT_CHANS, "");
+	cr_assert(host_log_wait(&A, "st: standby in sync", 3000));
+	c1 = host_open(&A, &b1, "sp", SHMBUS_ROLE_PUBLISH);
+	c2 = host_open(&A, &b2, "st", SHMBUS_ROLE_PUBLISH);
+	cr_assert(c1 && c2);
+	deg = shmbus_pub_open(c1, NULL);
+	str = shmbus_pub_open(c2, NULL);
+	cr_assert(deg && str);
+	cr_assert_eq(shmbus_publish(deg, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(deg, 2000000000LL), 0);
+	kill(B.pid, SIGSTOP);
+	cr_assert_eq(shmbus_publish(deg, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_publish(str, msg, sizeof(msg)), 0);
+	rc = shmbus_pub_sync(deg, 3000000000LL);
+	cr_assert_eq(rc, SHMBUS_SYNC_DEGRADED, "degrade: %d", rc);
+	rc = shmbus_pub_sync(str, 1000000000LL);
+	cr_assert_eq(rc, -ETIMEDOUT, "strict: %d", rc);
+	kill(B.pid, SIGCONT);
+	cr_assert(host_log_wait(&A, "st: standby in sync at", 5000));
+	rc = shmbus_pub_sync(str, 5000000000LL);
+	cr_assert_eq(rc, 0, "strict, B back: %d", rc);
+	cr_assert_eq(shmbus_publish(deg, msg, sizeof(msg)), 0);
+	for (int i = 0; i < 100 && (rc = shmbus_pub_sync(deg, 5000000000LL));
+	     i++)
+		usleep(20000);	/* until A says B is in sync again */
+	cr_assert_eq(rc, 0, "degrade, B back: %d", rc);
+	shmbus_pub_close(deg);
+	shmbus_pub_close(str);
+	shmbus_channel_close(c1);
+	shmbus_channel_close(c2);
+	shmbus_disconnect(b1);
+	shmbus_disconnect(b2);
 }
