@@ -216,6 +216,39 @@ struct shmbus_channel_info {
  * Thread-safe. */
 int shmbus_channel_info(shmbus_channel *ch, struct shmbus_channel_info *info);
 
+/* What a replicated channel's header says of its replication
+ * (docs/replication.md), as busstat shows it. */
+struct shmbus_repl_info {
+	int replicated;		/* 0: the rest is 0 */
+	int standby;		/* this host is the channel's standby */
+	int linked;		/* the link to the peer is up */
+	int out_of_sync;	/* primary: the standby lags beyond the bound,
+				 * or is gone */
+	int strict;		/* out of sync: sync waiters are held */
+	int fenced;		/* producers are refused here (-EROFS) */
+	uint32_t level;		/* 0 local, 1 received, 2 applied */
+	uint64_t epoch;
+	uint64_t head;
+	uint64_t acknowledged;	/* the watermark */
+	uint64_t received;	/* primary: the standby's positions */
+	uint64_t applied;
+	uint64_t lag_bytes;	/* primary: head - the level's position */
+	uint64_t lag_messages;	/* the same in messages; UINT64_MAX if the
+				 * ring no longer holds that position */
+	uint64_t lag_ns;	/* primary: since the standby last had
+				 * everything; 0 when it has */
+	uint64_t frames;	/* shipped (primary) or applied (standby) */
+	uint64_t bad_frames;	/* frames refused */
+	uint64_t gaps;		/* standby restarts past a gap */
+	uint64_t gap_bytes;
+	uint64_t out_of_sync_events;
+};
+
+/* Fills *out for channel ch.  0 or -EINVAL.  Since version 0.3 (symbol
+ * version SHMBUS_0.3).  Thread-safe. */
+int shmbus_channel_replication(shmbus_channel *ch,
+			       struct shmbus_repl_info *out);
+
 /* ------------------------------------------------------------- publishing */
 
 struct shmbus_pub_attr {

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 
 #include "channel.h"
 
@@ -115,5 +116,84 @@ SHMBUS_EXPORT int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
 	c = load_relaxed64(&s->claim_pos);
 	out->claiming = ch_multi(ch) && c != UINT64_MAX;
 	out->claim_pos = out->claiming ? c : 0;
+	return 0;
+}
+
+/* The messages from position p to head: head's sequence number less the
+ * one of the first message at or after p, if the ring still holds p. */
+static uint64_t lag_messages(struct shmbus_channel *ch, uint64_t p,
+			     uint64_t head, uint64_t seq)
+{
+	for (int steps = 0; steps < 4 && p < head; steps++) {
+		/* A1: pairs with R1; the record is read, not trusted: its
+		 * seq counts only if head shows it was not overwritten. */
+		uint64_t w = load_acquire64(&rec_at(ch, p)->commit), s, h2;
+
+		if (p % SHMBUS_REC_ALIGN || word_tag(w) != lap_tag(ch, p))
+			return UINT64_MAX;
+		if (word_type(w) == SHMBUS_REC_PAD) {
+			p += SHMBUS_REC_ALIGN + word_len(w);
+			continue;
+		}
+		s = load_relaxed64(&rec_at(ch, p)->seq);
+		/* A2: pairs with R2: a claim over what we read shows in
+		 * head. */
+		fence_acquire();
+		h2 = load_relaxed64(&ch->hdr->head);
+		if (!not_overwritten(ch, p, h2) || s > seq)
+			return UINT64_MAX;
+		return seq - s;
+	}
+	return 0;
+}
+
+SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
+					     struct shmbus_repl_info *out)
+{
+	const struct shmbus_hdr *h;
+	uint32_t f;
+	uint64_t pos, seq;
+	struct timespec ts;
+
+	if (!ch || !out)
+		return -EINVAL;
+	h = ch->hdr;
+	memset(out, 0, sizeof(*out));
+	/* No edge: statistics, each value read once and checked. */
+	f = load_relaxed32(&h->repl_flags);
+	out->fenced = load_relaxed32(&h->fence) != SHMBUS_FENCE_OPEN;
+	if (!(f & SHMBUS_REPL_ON))
+		return 0;
+	out->replicated = 1;
+	out->standby = !!(f & SHMBUS_REPL_STANDBY);
+	out->linked = !!(f & SHMBUS_REPL_LINK);
+	out->out_of_sync = !!(f & SHMBUS_REPL_OUT_OF_SYNC);
+	out->strict = !!(f & SHMBUS_REPL_STRICT);
+	out->level = load_relaxed32(&h->repl_level);
+	if (out->level > SHMBUS_ACK_APPLIED)
+		out->level = SHMBUS_ACK_APPLIED;
+	out->epoch = load_relaxed64(&h->epoch);
+	out->head = load_relaxed64(&h->head);
+	seq = load_relaxed64(&h->seq);
+	out->acknowledged = load_relaxed64(&h->replicated_pos);
+	out->received = load_relaxed64(&h->received_pos);
+	out->applied = load_relaxed64(&h->applied_pos);
+	out->frames = load_relaxed64(&h->repl_frames);
+	out->bad_frames = load_relaxed64(&h->repl_bad);
+	out->gaps = load_relaxed64(&h->repl_gaps);
+	out->gap_bytes = load_relaxed64(&h->repl_gap_bytes);
+	out->out_of_sync_events = load_relaxed64(&h->repl_out_of_sync);
+	if (out->standby)
+		return 0;
+	pos = out->level == SHMBUS_ACK_APPLIED ? out->applied : out->received;
+	if (pos < out->head) {
+		uint64_t since = load_relaxed64(&h->caught_up_ns), now;
+
+		out->lag_bytes = out->head - pos;
+		out->lag_messages = lag_messages(ch, pos, out->head, seq);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+		out->lag_ns = since && now > since ? now - since : 0;
+	}
 	return 0;
 }

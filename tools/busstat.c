@@ -64,6 +64,7 @@ struct row {
 	uint64_t lost;			/* sum over subscribers */
 	uint64_t fill;			/* bytes not yet read by the slowest */
 	double msg_rate, byte_rate;	/* per second */
+	struct shmbus_repl_info rp;	/* replication, if any */
 };
 
 /* The channels of one sample, as many as the directory holds: the array
@@ -196,6 +197,7 @@ static void sample(const char *dir, struct row *r)
 		return;
 	}
 	shmbus_channel_info(ch, &r->in);
+	shmbus_channel_replication(ch, &r->rp);
 	r->fill = 0;
 	for (unsigned i = 0; i < NSUB; i++) {
 		struct shmbus_sub_info si;
@@ -397,6 +399,48 @@ static int sample_all(const char *dir, struct rows *rows)
 	return n;
 }
 
+static const char *level_word(uint32_t l)
+{
+	return l == 2 ? "applied" : l == 1 ? "received" : "local";
+}
+
+static const char *role_word(const struct shmbus_repl_info *p)
+{
+	return p->standby ? "standby" : "primary";
+}
+
+/* The replicated channels, below the main table. */
+static void print_repl_table(const struct row *r, int n)
+{
+	char a[16], b[16], c[16], name[TEXT_MAX];
+	int any = 0;
+
+	for (int i = 0; i < n; i++, r++) {
+		if (r->err || !r->rp.replicated)
+			continue;
+		if (!any++)
+			printf("%-20s %-7s %5s %-8s %-4s %-8s %12s %7s %7s %7s "
+			       "%5s %5s\n", "REPLICATED", "ROLE", "EPOCH",
+			       "LEVEL", "LINK", "SYNC", "ACKED", "LAGB",
+			       "LAGMSG", "LAGT", "GAPS", "BAD");
+		printf("%-20s %-7s %5llu %-8s %-4s %-8s %12llu %7s %7s %7s "
+		       "%5llu %5llu\n", text(r->name, name), role_word(&r->rp),
+		       (unsigned long long)r->rp.epoch, level_word(r->rp.level),
+		       r->rp.linked ? "up" : "down",
+		       r->rp.standby ? "-" : r->rp.out_of_sync ?
+		       (r->rp.strict ? "OUT/hold" : "OUT/degr") : "in",
+		       (unsigned long long)r->rp.acknowledged,
+		       r->rp.standby ? "-" : human_bytes(a, sizeof(a),
+						(double)r->rp.lag_bytes),
+		       r->rp.standby ? "-" : r->rp.lag_messages == UINT64_MAX ?
+		       "?" : human(b, sizeof(b), (double)r->rp.lag_messages),
+		       r->rp.standby ? "-" : human(c, sizeof(c),
+					(double)r->rp.lag_ns / 1e9),
+		       (unsigned long long)r->rp.gaps,
+		       (unsigned long long)r->rp.bad_frames);
+	}
+}
+
 static void print_table(const struct row *r, int n, int header, double dt)
 {
 	char a[16], b[16], c[16], d[16], e[16], f[16], g[16], h[16], k[16],
@@ -473,6 +517,39 @@ static void json_str(const char *s)
 	putchar('"');
 }
 
+/* ,"replication":{...} or null: docs/busstat.1 lists the fields. */
+static void print_json_repl(const struct shmbus_repl_info *p)
+{
+	if (!p->replicated) {
+		printf(",\"replication\":null");
+		return;
+	}
+	printf(",\"replication\":{\"role\":\"%s\",\"epoch\":%llu,"
+	       "\"level\":\"%s\",\"linked\":%s,\"in_sync\":%s,"
+	       "\"strict\":%s,\"fenced\":%s,\"acknowledged\":%llu,"
+	       "\"received\":%llu,\"applied\":%llu,\"lag_bytes\":%llu,",
+	       role_word(p), (unsigned long long)p->epoch,
+	       level_word(p->level), p->linked ? "true" : "false",
+	       p->standby ? "null" : p->out_of_sync ? "false" : "true",
+	       p->strict ? "true" : "false", p->fenced ? "true" : "false",
+	       (unsigned long long)p->acknowledged,
+	       (unsigned long long)p->received,
+	       (unsigned long long)p->applied,
+	       (unsigned long long)p->lag_bytes);
+	if (p->lag_messages == UINT64_MAX)
+		printf("\"lag_messages\":null,");
+	else
+		printf("\"lag_messages\":%llu,",
+		       (unsigned long long)p->lag_messages);
+	printf("\"lag_seconds\":%.6f,\"frames\":%llu,\"bad_frames\":%llu,"
+	       "\"gaps\":%llu,\"gap_bytes\":%llu,"
+	       "\"out_of_sync_events\":%llu}",
+	       (double)p->lag_ns / 1e9, (unsigned long long)p->frames,
+	       (unsigned long long)p->bad_frames, (unsigned long long)p->gaps,
+	       (unsigned long long)p->gap_bytes,
+	       (unsigned long long)p->out_of_sync_events);
+}
+
 static void print_json(const char *dir, const struct row *r, int n,
 		       double dt)
 {
@@ -495,7 +572,7 @@ static void print_json(const char *dir, const struct row *r, int n,
 		       "\"max_lag_messages\":%llu,\"max_lag_bytes\":%llu,"
 		       "\"messages_lost\":%llu,\"backpressure_events\":%llu,"
 		       "\"wakeups\":%llu,\"aborts\":%llu,\"repairs\":%llu,"
-		       "\"slots_reaped\":%llu,\"stuck\":%llu}",
+		       "\"slots_reaped\":%llu,\"stuck\":%llu",
 		       r->in.policy == SHMBUS_OVERWRITE ? "overwrite" : "block",
 		       r->in.producers == SHMBUS_MULTI_PRODUCER ? "multi" : "single",
 		       (unsigned long long)r->in.capacity, r->in.max_msg,
@@ -512,6 +589,8 @@ static void print_json(const char *dir, const struct row *r, int n,
 		       (unsigned long long)r->in.repairs,
 		       (unsigned long long)r->in.reaped,
 		       (unsigned long long)r->in.stuck);
+		print_json_repl(&r->rp);
+		printf("}");
 	}
 	printf("]}\n");
 }
@@ -561,6 +640,71 @@ static const struct prom_metric prom_metrics[] = {
 	{ "shmbus_channel_up", "gauge",
 	  "1 if the channel could be read and validated, else 0.", 0, 3 },
 };
+
+/* The replication metrics, for replicated channels only. */
+static void print_prom_repl(const struct row *rows, int n)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} m[] = {
+		{ "shmbus_repl_epoch", "gauge", "The epoch of the channel's "
+		  "newest records." },
+		{ "shmbus_repl_standby", "gauge", "1 if this host is the "
+		  "channel's standby." },
+		{ "shmbus_repl_linked", "gauge", "1 if the link to the peer is "
+		  "up." },
+		{ "shmbus_repl_in_sync", "gauge", "Primary: 1 if the standby is "
+		  "in sync." },
+		{ "shmbus_repl_acknowledged_position", "gauge", "The "
+		  "watermark: records below it are acknowledged." },
+		{ "shmbus_repl_lag_bytes", "gauge", "Primary: bytes the standby "
+		  "lacks at the channel's level." },
+		{ "shmbus_repl_lag_seconds", "gauge", "Primary: seconds since "
+		  "the standby last had everything." },
+		{ "shmbus_repl_frames_total", "counter", "Frames shipped "
+		  "(primary) or applied (standby)." },
+		{ "shmbus_repl_bad_frames_total", "counter", "Frames refused "
+		  "(CRC, position, epoch)." },
+		{ "shmbus_repl_gaps_total", "counter", "Times the standby went "
+		  "on past a gap." },
+		{ "shmbus_repl_gap_bytes_total", "counter", "Bytes skipped by "
+		  "such gaps." },
+		{ "shmbus_repl_out_of_sync_total", "counter", "Times the "
+		  "standby fell out of sync." },
+	};
+
+	for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+		int shown = 0;
+
+		for (int i = 0; i < n; i++) {
+			const struct shmbus_repl_info *p = &rows[i].rp;
+			double v;
+
+			if (rows[i].err || !p->replicated)
+				continue;
+			if (!shown++)
+				printf("# HELP %s %s\n# TYPE %s %s\n", m[k].name,
+				       m[k].help, m[k].name, m[k].type);
+			switch (k) {
+			case 0: v = (double)p->epoch; break;
+			case 1: v = p->standby; break;
+			case 2: v = p->linked; break;
+			case 3: v = !p->standby && !p->out_of_sync; break;
+			case 4: v = (double)p->acknowledged; break;
+			case 5: v = (double)p->lag_bytes; break;
+			case 6: v = (double)p->lag_ns / 1e9; break;
+			case 7: v = (double)p->frames; break;
+			case 8: v = (double)p->bad_frames; break;
+			case 9: v = (double)p->gaps; break;
+			case 10: v = (double)p->gap_bytes; break;
+			default: v = (double)p->out_of_sync_events; break;
+			}
+			printf("%s{channel=\"", m[k].name);
+			escaped(rows[i].name, false);
+			printf("\"} %.17g\n", v);
+		}
+	}
+}
 
 static void print_prom(const struct row *rows, int n)
 {
@@ -780,9 +924,41 @@ out:
 }
 
 /* busstat -c CHANNEL: every subscriber and producer. */
+static void print_repl_detail(const struct shmbus_repl_info *p)
+{
+	printf("replication: %s at epoch %llu, level %s, link %s", role_word(p),
+	       (unsigned long long)p->epoch, level_word(p->level),
+	       p->linked ? "up" : "down");
+	if (!p->standby)
+		printf(", standby %s", p->out_of_sync ?
+		       (p->strict ? "out of sync (sync waiters held)" :
+				    "out of sync (acknowledging locally)") :
+		       "in sync");
+	printf("%s\n", p->fenced ? ", producers refused" : "");
+	printf("  acknowledged %llu, received %llu, applied %llu",
+	       (unsigned long long)p->acknowledged,
+	       (unsigned long long)p->received,
+	       (unsigned long long)p->applied);
+	if (!p->standby) {
+		printf(", lag %llu bytes, ", (unsigned long long)p->lag_bytes);
+		if (p->lag_messages == UINT64_MAX)
+			printf("? messages");
+		else
+			printf("%llu messages",
+			       (unsigned long long)p->lag_messages);
+		printf(", %.3f s", (double)p->lag_ns / 1e9);
+	}
+	printf("\n  frames %llu, refused %llu, gaps %llu (%llu bytes), out of "
+	       "sync %llu times\n", (unsigned long long)p->frames,
+	       (unsigned long long)p->bad_frames, (unsigned long long)p->gaps,
+	       (unsigned long long)p->gap_bytes,
+	       (unsigned long long)p->out_of_sync_events);
+}
+
 static int detail(const char *dir, const char *name, enum format fmt)
 {
 	shmbus_channel *ch = shmbus_channel_open_ro(dir, name);
+	struct shmbus_repl_info rp;
 	struct shmbus_channel_info in;
 	char safe[TEXT_MAX];
 	int first = 1;
@@ -795,19 +971,24 @@ static int detail(const char *dir, const char *name, enum format fmt)
 		return err == ENOENT ? EXIT_FAIL : EXIT_BADCH;
 	}
 	shmbus_channel_info(ch, &in);
+	shmbus_channel_replication(ch, &rp);
 	if (fmt == JSON) {
 		printf("{\"time\":%.3f,\"dir\":", now_s());
 		json_str(dir);
 		printf(",\"name\":");
 		json_str(name);
-		printf(",\"head\":%llu,\"messages_published\":%llu,\"subscribers\":[",
+		printf(",\"head\":%llu,\"messages_published\":%llu",
 		       (unsigned long long)in.head,
 		       (unsigned long long)in.published);
+		print_json_repl(&rp);
+		printf(",\"subscribers\":[");
 	} else {
 		printf("channel %s: head %llu, %llu messages published\n",
 		       text(name, safe),
 		       (unsigned long long)in.head,
 		       (unsigned long long)in.published);
+		if (rp.replicated)
+			print_repl_detail(&rp);
 		printf("%-5s %-8s %-16s %-6s %12s %10s %10s %10s %10s %-5s\n",
 		       "SLOT", "PID", "NAME", "STATE", "POSITION", "LAGMSG",
 		       "LAGB", "DELIVERED", "LOST", "WAIT");
@@ -1053,10 +1234,14 @@ int main(int argc, char **argv)
 				status = EXIT_BADCH;
 		if (fmt == JSON)
 			print_json(dir, cur, n, t - t_prev);
-		else if (fmt == PROM)
+		else if (fmt == PROM) {
 			print_prom(cur, n);
-		else
+			print_prom_repl(cur, n);
+		}
+		else {
 			print_table(cur, n, k % 20 == 0, t - t_prev);
+			print_repl_table(cur, n);
+		}
 		fflush(stdout);
 		n_prev = n;
 		t_prev = t;
