@@ -1,9 +1,11 @@
 /* examples/pub.c - publish N numbered messages on a channel.
  *
- *   pub [-b BUS] [-c CHANNEL] [DIR [N [GAP_MS]]]
+ *   pub [-b BUS] [-c CHANNEL] [-s] [DIR [N [GAP_MS]]]
  *
  * With -b, the channel is opened through shmbusd (BUS is a bus name or the
- * daemon's socket path); without it, in direct mode in DIR. */
+ * daemon's socket path); without it, in direct mode in DIR.  With -s, each
+ * message is published and then waited for with shmbus_pub_sync(), until
+ * the channel's replication level acknowledges it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -22,13 +24,15 @@ int main(int argc, char **argv)
 	shmbus_channel *ch;
 	shmbus_pub *pub = NULL;
 	char msg[64];
-	int n, gap_ms, opt;
+	int n, gap_ms, opt, sync = 0, degraded = 0;
 
-	while ((opt = getopt(argc, argv, "b:c:")) != -1) {
+	while ((opt = getopt(argc, argv, "b:c:s")) != -1) {
 		if (opt == 'b')
 			bus_name = optarg;
 		else if (opt == 'c')
 			name = optarg;
+		else if (opt == 's')
+			sync = 1;
 		else
 			return 2;
 	}
@@ -51,13 +55,26 @@ int main(int argc, char **argv)
 		int len = snprintf(msg, sizeof(msg), "hello #%d", i);
 		int rc = shmbus_publish(pub, msg, (size_t)len);
 
+		if (rc == 0 && sync)
+			rc = shmbus_pub_sync(pub, 5000000000LL);
+		if (rc == SHMBUS_SYNC_DEGRADED) {
+			degraded++;	/* committed here; the standby is out
+					 * of sync */
+			rc = 0;
+		}
 		if (rc) {
-			fprintf(stderr, "publish: %s\n", shmbus_strerror(rc));
+			fprintf(stderr, "publish #%d: %s\n", i,
+				shmbus_strerror(rc));
 			return 1;
 		}
-		usleep((useconds_t)gap_ms * 1000);
+		if (gap_ms)
+			usleep((useconds_t)gap_ms * 1000);
 	}
-	printf("pub: published %d messages\n", n);
+	printf("pub: published %d messages", n);
+	if (sync)
+		printf(", each acknowledged (%d of them only locally: the "
+		       "standby was out of sync)", degraded);
+	printf("\n");
 	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);

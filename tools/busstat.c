@@ -409,6 +409,17 @@ static const char *role_word(const struct shmbus_repl_info *p)
 	return p->standby ? "standby" : "primary";
 }
 
+/* A lag in seconds, "0" for none. */
+static const char *seconds_word(char *buf, size_t len, uint64_t ns)
+{
+	if (!ns)
+		snprintf(buf, len, "0");
+	else
+		snprintf(buf, len, ns < 10000000000ull ? "%.2fs" : "%.0fs",
+			 (double)ns / 1e9);
+	return buf;
+}
+
 /* The replicated channels, below the main table. */
 static void print_repl_table(const struct row *r, int n)
 {
@@ -434,8 +445,8 @@ static void print_repl_table(const struct row *r, int n)
 						(double)r->rp.lag_bytes),
 		       r->rp.standby ? "-" : r->rp.lag_messages == UINT64_MAX ?
 		       "?" : human(b, sizeof(b), (double)r->rp.lag_messages),
-		       r->rp.standby ? "-" : human(c, sizeof(c),
-					(double)r->rp.lag_ns / 1e9),
+		       r->rp.standby ? "-" : seconds_word(c, sizeof(c),
+							  r->rp.lag_ns),
 		       (unsigned long long)r->rp.gaps,
 		       (unsigned long long)r->rp.bad_frames);
 	}
