@@ -302,11 +302,13 @@ check-ordering:
 
 test: $(DEPS_STAMP) all $(CXX_TEST) $(TEST_BINS) check-ordering
 	$(Q)echo "== $(CXX_TEST)"; $(CXX_TEST)
-	$(Q)fail=0; for t in $(TEST_BINS); do \
-		echo "== $$t"; BUSSTAT=$(BUILD)/tools/busstat SHMBUSD=$(SHMBUSD) \
-		SHMBUSCTL=$(BUILD)/tools/shmbusctl timeout -k 10 $(TEST_TIMEOUT) \
+	$(Q)fail=0; ff=$(CURDIR)/$(BUILD)/fini-failures; for t in $(TEST_BINS); do \
+		echo "== $$t"; rm -f $$ff; BUSSTAT=$(BUILD)/tools/busstat SHMBUSD=$(SHMBUSD) \
+		SHMBUSCTL=$(BUILD)/tools/shmbusctl SHMBUS_FINI_FAILURES=$$ff \
+		timeout -k 10 $(TEST_TIMEOUT) \
 		$$t --jobs=2 $(TEST_ARGS) || { echo "FAILED (or timed out): $$t"; fail=1; }; \
-	done; exit $$fail
+		if [ -s $$ff ]; then echo "FAILED in teardown: $$t"; cat $$ff; fail=1; fi; \
+	done; rm -f $$ff; exit $$fail
 
 sanitize:
 	$(Q)LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
@@ -336,6 +338,12 @@ tsan-run: $(DEPS_STAMP) $(TSAN_BIN) $(TSAN_DAEMON) $(SHMBUSD)
 	$(Q)TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 		SHMBUS_TSAN_DAEMON_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" \
 		SHMBUSD=$(SHMBUSD) timeout -k 10 $(TEST_TIMEOUT) $(TSAN_DAEMON)
+	$(Q)echo "== build/tests/test_repl with $(SHMBUSD) (the pair's daemons under TSan)"
+	$(Q)$(MAKE) --no-print-directory BUILD=build SAN= CFLAGS="-O2 -g" build/tests/test_repl
+	$(Q)ff=$(CURDIR)/$(BUILD)/fini-failures; rm -f $$ff; \
+		TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" SHMBUSD=$(SHMBUSD) \
+		SHMBUS_FINI_FAILURES=$$ff timeout -k 10 $(TEST_TIMEOUT) \
+		build/tests/test_repl --jobs=2 && ! { [ -s $$ff ] && cat $$ff; }
 
 tsan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-tsan \

@@ -156,6 +156,9 @@ struct hist_ent {
 
 static struct hist_ent *hist;
 static size_t nhist;
+/* The history is appended to by linkers (a new epoch seen) and role
+ * changes, and read by handshakes. */
+static pthread_mutex_t hist_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static int hist_add_mem(uint64_t epoch, uint64_t chan, uint64_t pos)
 {
@@ -270,31 +273,44 @@ static int hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
 	int n = snprintf(line, sizeof(line), "%" PRIu64 " %s %" PRIu64 "\n",
 			 epoch, rc->name, pos);
 
+	int rc2;
+
+	pthread_mutex_lock(&hist_mu);
 	if (write(R.hist_fd, line, (size_t)n) != n ||
 	    (sync && fdatasync(R.hist_fd))) {
+		pthread_mutex_unlock(&hist_mu);
 		sbd_log(SBD_ERR, errno, "epoch history: cannot append epoch "
 			"%" PRIu64 " of %s", epoch, rc->name);
 		return -EIO;
 	}
-	return hist_add_mem(epoch, rc->id, pos);
+	rc2 = hist_add_mem(epoch, rc->id, pos);
+	pthread_mutex_unlock(&hist_mu);
+	return rc2;
 }
 
 /* Whether the channel has an entry for epoch e. */
 static bool hist_has(uint64_t e, uint64_t chan)
 {
-	for (size_t i = 0; i < nhist; i++)
-		if (hist[i].epoch == e && hist[i].chan == chan)
-			return true;
-	return false;
+	bool found = false;
+
+	pthread_mutex_lock(&hist_mu);
+	for (size_t i = 0; i < nhist && !found; i++)
+		found = hist[i].epoch == e && hist[i].chan == chan;
+	pthread_mutex_unlock(&hist_mu);
+	return found;
 }
 
 /* The start of the first epoch after e in the channel, or UINT64_MAX. */
 static uint64_t hist_next_start(uint64_t e, uint64_t chan)
 {
-	for (size_t i = 0; i < nhist; i++)
+	uint64_t pos = UINT64_MAX;
+
+	pthread_mutex_lock(&hist_mu);
+	for (size_t i = 0; i < nhist && pos == UINT64_MAX; i++)
 		if (hist[i].epoch > e && hist[i].chan == chan)
-			return hist[i].pos;
-	return UINT64_MAX;
+			pos = hist[i].pos;
+	pthread_mutex_unlock(&hist_mu);
+	return pos;
 }
 
 /* --------------------------------------------------------------- frames */
@@ -1047,7 +1063,7 @@ static int ask_promote(const uint64_t *ends, uint64_t *epoch, char *out,
 			rc2 = rc2 == -ECONNREFUSED ? rc2 : -EINPROGRESS;
 	}
 	if (rc2)
-		snprintf(out, n, "peer %s: %s", sbd.conf.repl.peer, why);
+		snprintf(out, n, "peer %s: %.300s", sbd.conf.repl.peer, why);
 	R.t->close(l);
 	return rc2;
 }
@@ -1207,7 +1223,9 @@ static void *handshake_main(void *arg)
 	} else {
 		serve_link(l, &hi);
 	}
-	__atomic_sub_fetch(&R.handshakes, 1, __ATOMIC_RELAXED);
+	/* Release: sbd_repl_stop() frees what we used once it sees the
+	 * count drop. */
+	__atomic_sub_fetch(&R.handshakes, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -1349,7 +1367,7 @@ int sbd_repl_start(void)
 	}
 	sbd_log(SBD_NOTICE, 0, "replication: %s at epoch %" PRIu64 ", %zu "
 		"channel%s, listening on %s, peer %s", role_name(c->role),
-		R.epoch, R.n, R.n == 1 ? "" : "s", c->listen, c->peer);
+		LOAD(&R.epoch), R.n, R.n == 1 ? "" : "s", c->listen, c->peer);
 	return 0;
 }
 

@@ -94,3 +94,17 @@ uint64_t th_head(shmbus_channel *ch)
 	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
 	return in.head;
 }
+
+void th_fini_fail(const char *what)
+{
+	const char *path = getenv("SHMBUS_FINI_FAILURES");
+	FILE *f = path && *path ? fopen(path, "a") : NULL;
+
+	cr_expect_fail("%s", what);
+	fprintf(stderr, "teardown: %s\n", what);
+	if (f) {
+		fprintf(f, "%s: %s\n", criterion_current_test ?
+			criterion_current_test->name : "?", what);
+		fclose(f);
+	}
+}

@@ -47,4 +47,12 @@ uint64_t th_env_count(const char *name, uint64_t def);
 
 uint64_t th_now_ns(void);
 
+/*
+ * A failure found in a test's teardown (.fini): Criterion prints an
+ * assertion made there but does not count it, so it is also appended to
+ * the file $SHMBUS_FINI_FAILURES, which `make test` checks after each
+ * test program.  `what` is one line.
+ */
+void th_fini_fail(const char *what);
+
 #endif

@@ -144,7 +144,7 @@ void host_config(struct host *h, const char *role, const char *peer,
 		"key_file = %s\nstate_dir = %s\n%s%s\n%s",
 		h->dir, h->sock, role, h->listen, peer, pair_key, h->state,
 		strstr(extra, "sync_timeout_ms") ? "" :
-		"sync_timeout_ms = 500\n", extra, chans);
+		"sync_timeout_ms = 1000\n", extra, chans);
 	fclose(f);
 }
 
@@ -282,10 +282,50 @@ static void rm_tree(const char *dir)
 	rmdir(dir);
 }
 
+/* Stops h's daemon as an operator would: it must exit 0, and its log
+ * must hold no sanitizer report. */
+static bool stop_failed;
+
+static void host_stop(struct host *h)
+{
+	char what[256];
+	int st = 0;
+
+	if (h->pid > 0) {
+		kill(h->pid, SIGCONT);
+		kill(h->pid, SIGTERM);
+		for (int i = 0; i < 1000 && waitpid(h->pid, &st, WNOHANG) == 0;
+		     i++)
+			usleep(10000);
+		if (waitpid(h->pid, &st, WNOHANG) == 0) {
+			kill(h->pid, SIGKILL);
+			waitpid(h->pid, &st, 0);
+			snprintf(what, sizeof(what), "daemon %c did not stop in "
+				 "10 s", h->tag);
+			th_fini_fail(what);
+			stop_failed = true;
+		} else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+			snprintf(what, sizeof(what), "daemon %c did not stop "
+				 "cleanly (status %d; see %s)", h->tag, st,
+				 h->log);
+			th_fini_fail(what);
+			stop_failed = true;
+		}
+		h->pid = 0;
+	}
+	if (host_log_wait(h, "Sanitizer", 0) ||
+	    host_log_wait(h, "runtime error", 0)) {
+		snprintf(what, sizeof(what), "daemon %c: a sanitizer report in "
+			 "%s", h->tag, h->log);
+		th_fini_fail(what);
+		stop_failed = true;
+	}
+}
+
 void pair_teardown(void)
 {
-	host_kill(&A, SIGKILL);
-	host_kill(&B, SIGKILL);
+	host_stop(&A);
+	host_stop(&B);
 	if (pair_netns) {
 		host_sh(NULL, "ip netns del %s 2>/dev/null", A.ns);
 		host_sh(NULL, "ip netns del %s 2>/dev/null", B.ns);
@@ -302,7 +342,8 @@ void pair_teardown(void)
 	unlink(B.sock);
 	host_sh(NULL, "rm -f %s.lock %s.lock", A.sock, B.sock);
 	unlink(pair_key);
-	if (!getenv("SHMBUS_KEEP_LOGS")) {
+	/* A daemon's log that shows a failure stays for whoever looks. */
+	if (!getenv("SHMBUS_KEEP_LOGS") && !stop_failed) {
 		unlink(A.log);
 		unlink(B.log);
 	}
@@ -350,13 +391,18 @@ const uint8_t *host_data(const struct host *h, const char *chan, size_t *len)
 uint64_t pair_wait_caught_up(const char *chan, uint64_t min, int timeout_ms)
 {
 	shmbus_channel *a = host_map(&A, chan), *b = host_map(&B, chan);
-	struct sb_repl_view va, vb;
+	struct sb_repl_view va, vb, *pri;
 
 	cr_assert(a && b);
 	for (int t = 0;; t++) {
 		sb_repl_read(a, &va);
 		sb_repl_read(b, &vb);
-		if (va.head >= min && va.head == vb.head)
+		/* The primary's view of what the standby applied: the
+		 * standby acknowledges once its records are committed, and
+		 * its head moves before that. */
+		pri = vb.flags & SHMBUS_REPL_STANDBY ? &va : &vb;
+		if (va.head >= min && va.head == vb.head &&
+		    pri->applied == pri->head)
 			break;
 		cr_assert(t < timeout_ms, "%s: B has %llu of A's %llu after "
 			  "%d ms", chan, (unsigned long long)vb.head,
