@@ -56,7 +56,8 @@ struct rchan {
 	bool strict;
 	uint64_t cap;
 	uint32_t max_msg, flags;
-	uint32_t frame_max;
+	uint32_t frame_max;		/* bytes a frame ships, at most */
+	uint32_t buf_len;		/* rc->buf: frame_max, or one record */
 	uint64_t max_lag;
 	pthread_mutex_t mu;		/* pending, plink, slink */
 	bool stop;			/* atomic: the threads end */
@@ -85,6 +86,8 @@ struct rchan {
 	/* Standby. */
 	pthread_t linker;
 	bool linker_on;
+	bool unapplied;			/* atomic: a frame acknowledged as
+					 * received was not applied */
 	struct sbd_link *slink;
 	shmbus_pub *writer;
 	uint8_t *buf;
@@ -234,7 +237,7 @@ static int hist_load(const char *dir, char *why, size_t wn)
 		}
 		*nl = 0;
 		save = nl + 1;
-		if (sscanf(line, "%llu %199s %llu%n", &e, name, &p, &used) != 3 ||
+		if (sscanf(line, "%llu %200s %llu%n", &e, name, &p, &used) != 3 ||
 		    line[used] || !sb_name_ok(name, 200) || p % 8 ||
 		    (nhist && e < hist[nhist - 1].epoch)) {
 			snprintf(why, wn, "%s:%d: not 'EPOCH CHANNEL POSITION' "
@@ -466,28 +469,53 @@ static bool ship(struct rchan *rc)
 	bool any = false;
 
 	while (rc->plink && sent < rc->known && !stopped(rc)) {
-		uint64_t end = sb_committed_end(rc->ch, sent, rc->frame_max);
+		uint64_t end;
 		struct iovec iov[2];
+		bool held;
 		int n, err;
 
+		/* What the standby lacks is gone from the ring (overwrite
+		 * policy, or producers let go while it was out of sync): it
+		 * comes back and goes on past the gap, counted. */
+		if (!sb_ring_has_record(rc->ch, sent)) {
+			drop_link(rc, "the standby was lapped: the ring no "
+				  "longer holds what it lacks");
+			return any;
+		}
+		end = sb_committed_end(rc->ch, sent, rc->frame_max);
 		if (end > rc->known)
 			end = rc->known;
 		if (end == sent)
 			break;
 		n = sb_ring_span(rc->ch, sent, end, iov);
-		STORE(&rc->sent_hi, end);
-		err = n < 0 ? n : send_frame(rc->plink, RW_DATA, rc->id, sent,
-					     iov, n, (int)sync_ms());
-		if (err) {
-			drop_link(rc, strerror(-err));
+		if (n < 0) {
+			drop_link(rc, "a span outside the ring");
 			return any;
 		}
-		/* The kernel has copied the bytes; a producer that lapped
-		 * them meanwhile (overwrite policy) may have torn the copy,
-		 * which the CRC then refuses: drop the link now, and the
-		 * standby comes back for what the ring still holds. */
-		if (!sb_ring_holds(rc->ch, sent)) {
-			drop_link(rc, "lapped by the producers while sending");
+		/* Zero copy while our cursor holds producers off these bytes
+		 * (block policy, in sync); else the bytes are copied first and
+		 * checked whole, so that the CRC is computed over bytes that
+		 * were never torn by a lapping producer. */
+		held = !(rc->flags & SHMBUS_F_OVERWRITE) &&
+		       rc->cursor_pos <= sent;
+		if (!held) {
+			memcpy(rc->buf, iov[0].iov_base, iov[0].iov_len);
+			if (n == 2)
+				memcpy(rc->buf + iov[0].iov_len,
+				       iov[1].iov_base, iov[1].iov_len);
+			if (!sb_ring_holds(rc->ch, sent)) {
+				drop_link(rc, "lapped by the producers while "
+					  "copying");
+				return any;
+			}
+			iov[0] = (struct iovec){ rc->buf, end - sent };
+			n = 1;
+		}
+		STORE(&rc->sent_hi, end);
+		err = send_frame(rc->plink, RW_DATA, rc->id, sent, iov, n,
+				 (int)sync_ms());
+		if (err) {
+			drop_link(rc, strerror(-err));
 			return any;
 		}
 		sent = end;
@@ -553,12 +581,14 @@ static void judge(struct rchan *rc)
 	else
 		sb_repl_watermark(rc->ch, level_pos);
 	if (caught)
-		sb_repl_acked(rc->ch, received, applied, true);
+		sb_repl_caught_up(rc->ch);
 	/* The cursor: while the standby is in sync, what it has not
 	 * received stays in the ring (producers wait for it as for a slow
 	 * subscriber); out of sync, it follows what is committed and holds
-	 * nobody.  It never moves back. */
-	cur = rc->in_sync ? received : rc->known;
+	 * nobody, unless the channel is strict, whose producers wait for the
+	 * standby (and a sync waiter never sees a gap).  It never moves
+	 * back. */
+	cur = rc->in_sync || rc->strict ? received : rc->known;
 	if (cur > rc->cursor_pos && cur <= rc->known) {
 		rc->cursor_pos = cur;
 		sb_sub_seek(rc->cursor, cur);
@@ -684,6 +714,7 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		       size_t wn)
 {
 	uint64_t e = LOAD(&R.epoch);
+	int64_t stop_at = 0;
 	bool told = false;
 	int rc2;
 
@@ -723,12 +754,25 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 	while ((rc2 = sb_apply(rc->writer, h->pos, rc->buf, h->len)) ==
 	       -ETIMEDOUT) {
 		/* Our own subscribers hold the ring: say we have the bytes,
-		 * and wait. */
+		 * and wait.  Once said, the frame is applied before this
+		 * host can be promoted (become_primary() waits for it), or
+		 * the promotion is refused. */
 		if (!told && send_ack(rc, l, h->pos + h->len, *end))
 			return -EIO;
 		told = true;
-		if (stopped(rc))
+		if (LOAD(&R.stopping))
 			return -ECANCELED;
+		if (stopped(rc) && !stop_at)
+			stop_at = now_ns();
+		if (stop_at && now_ns() - stop_at >
+		    (int64_t)sbd.conf.repl.handover_ms * 1000000) {
+			STORE(&rc->unapplied, true);
+			sbd_log(SBD_ERR, 0, "%s: records %" PRIu64 "..%" PRIu64
+				" were acknowledged as received and cannot be "
+				"applied: the standby's own subscribers hold "
+				"the ring", rc->name, h->pos, h->pos + h->len);
+			return -ECANCELED;
+		}
 	}
 	if (rc2) {
 		snprintf(why, wn, "apply: %s", strerror(-rc2));
@@ -803,7 +847,14 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 				end);
 			return;
 		}
-		sb_apply_restart(rc->writer, h.pos);
+		while ((rc2 = sb_apply_restart(rc->writer, h.pos)) ==
+		       -ETIMEDOUT && !stopped(rc))
+			;
+		if (rc2) {
+			sbd_log(SBD_ERR, 0, "%s: cannot go on from %" PRIu64
+				": %s", rc->name, h.pos, strerror(-rc2));
+			return;
+		}
 		sb_repl_count(rc->ch, SB_REPL_GAPS, 1);
 		sb_repl_count(rc->ch, SB_REPL_GAP_BYTES, h.pos - end);
 		sbd_log(SBD_WARN, 0, "%s: gap: the primary no longer holds %"
@@ -818,7 +869,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 	sbd_log(SBD_NOTICE, 0, "%s: linked to primary %s at %" PRIu64
 		" (epoch %" PRIu64 ")", rc->name, R.t->peer(l), end, h.epoch);
 	for (;;) {
-		rc2 = rw_recv_frame(R.t, l, &h, rc->buf, rc->frame_max,
+		rc2 = rw_recv_frame(R.t, l, &h, rc->buf, rc->buf_len,
 				    (int)sync_ms() + PING_MS, why, sizeof(why));
 		if (rc2 == 0)
 			rc2 = apply_frame(rc, l, &h, &end, why, sizeof(why));
@@ -880,8 +931,10 @@ static int linker_start(struct rchan *rc)
 			rc->name);
 		return -EBADMSG;
 	}
+	/* The watermark stays where the peer earned it: records this host
+	 * wrote as a primary and the peer never acknowledged (a forced
+	 * demotion) must not count as acknowledged here. */
 	sb_repl_acked(rc->ch, end, end, true);
-	sb_repl_watermark(rc->ch, end);
 	sb_repl_flags(rc->ch, SHMBUS_REPL_STANDBY,
 		      SHMBUS_REPL_LINK | SHMBUS_REPL_OUT_OF_SYNC);
 	STORE(&rc->stop, false);
@@ -925,6 +978,19 @@ static int become_primary(uint64_t floor, char *out, size_t n)
 	e++;
 	for (size_t i = 0; i < R.n; i++)
 		linker_stop(&R.ch[i]);
+	for (size_t i = 0; i < R.n && !rc2; i++)
+		if (LOAD(&R.ch[i].unapplied)) {
+			snprintf(out, n, "%s: records acknowledged as received "
+				 "are not applied (the standby's subscribers "
+				 "hold the ring); still standby", R.ch[i].name);
+			STORE(&R.ch[i].unapplied, false);
+			rc2 = -EBUSY;
+		}
+	if (rc2) {
+		for (size_t i = 0; i < R.n; i++)
+			linker_start(&R.ch[i]);
+		return rc2;
+	}
 	for (size_t i = 0; i < R.n && !rc2; i++) {
 		struct rchan *rc = &R.ch[i];
 		uint64_t end = sb_apply_recover(rc->ch);
@@ -962,8 +1028,14 @@ static int hand_over(bool drain, uint64_t *ends, char *out, size_t n)
 	int64_t deadline = now_ns() + limit;
 	int rc2 = 0;
 
-	for (size_t i = 0; i < R.n; i++)
-		sb_fence_set(R.ch[i].ch, SHMBUS_FENCE_HANDOVER);
+	for (size_t i = 0; i < R.n && !rc2; i++) {
+		rc2 = sb_fence_set(R.ch[i].ch, SHMBUS_FENCE_HANDOVER);
+		if (rc2)
+			snprintf(out, n, "%s: the kernel refused membarrier(2) "
+				 "(%s): a claim in flight could slip past the "
+				 "fence, so this host cannot hand over",
+				 R.ch[i].name, strerror(-rc2));
+	}
 	for (size_t i = 0; i < R.n && !rc2; i++) {
 		struct rchan *rc = &R.ch[i];
 
@@ -1092,8 +1164,11 @@ static void serve_promote(struct sbd_link *l, const struct rw_hello *hello)
 	for (uint32_t i = 0; i < pr.n; i++) {
 		struct rchan *rc = find(pr.e[i].chan);
 		uint64_t head = rc ? sb_ring_head(rc->ch) : 0;
+		bool twice = false;
 
-		if (!rc || head != pr.e[i].end) {
+		for (uint32_t j = 0; j < i; j++)
+			twice |= pr.e[j].chan == pr.e[i].chan;
+		if (!rc || twice || head != pr.e[i].end) {
 			snprintf(why, sizeof(why), "%.200s: the standby holds %"
 				 PRIu64 ", the primary ended at %" PRIu64,
 				 rc ? rc->name : "a channel unknown here",
@@ -1161,11 +1236,20 @@ static void serve_link(struct sbd_link *l, const struct rw_hello *hi)
 		start = oldest;
 		sb_repl_count(rc->ch, SB_REPL_GAPS, 1);
 		sb_repl_count(rc->ch, SB_REPL_GAP_BYTES, start - hi->end);
+		sb_repl_hole(rc->ch, hi->end, start);
 		sbd_log(SBD_WARN, 0, "%s: gap: the standby ends at %" PRIu64
 			", the ring holds from %" PRIu64 "; it goes on from "
 			"there", rc->name, hi->end, start);
 	}
 	if (send_frame(l, RW_ACCEPT, rc->id, start, &iov, 1, HANDSHAKE_MS)) {
+		R.t->close(l);
+		return;
+	}
+	/* Under role_mu: a role change in progress stops the agent, which
+	 * then closes the link we park here. */
+	pthread_mutex_lock(&R.role_mu);
+	if (LOAD(&R.role) != SBD_ROLE_PRIMARY || !rc->agent_on) {
+		pthread_mutex_unlock(&R.role_mu);
 		R.t->close(l);
 		return;
 	}
@@ -1175,6 +1259,7 @@ static void serve_link(struct sbd_link *l, const struct rw_hello *hi)
 	rc->pending = l;
 	rc->pending_start = start;
 	pthread_mutex_unlock(&rc->mu);
+	pthread_mutex_unlock(&R.role_mu);
 	sb_repl_kick(rc->ch);
 }
 
@@ -1265,12 +1350,40 @@ static void *listener_main(void *arg)
 
 /* --------------------------------------------------------------- the API */
 
+/* Channels the config no longer replicates: what replication left in
+ * their headers (a closed fence, the flags) is cleared, so that their
+ * producers are accepted again. */
+static void unreplicate_others(void)
+{
+	for (size_t i = 0; i < sbd.conf.nchans; i++) {
+		const struct sbd_chan_conf *cc = &sbd.conf.chans[i];
+		shmbus_channel *ch;
+		struct sb_repl_view v;
+
+		if (cc->repl_level >= 0 && sbd.conf.repl.line)
+			continue;
+		ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
+		if (!ch)
+			continue;
+		sb_repl_read(ch, &v);
+		if ((v.flags & SHMBUS_REPL_ON) ||
+		    v.fence != SHMBUS_FENCE_OPEN) {
+			sb_repl_setup(ch, 0, 0, v.epoch);
+			sb_fence_set(ch, SHMBUS_FENCE_OPEN);
+			sbd_log(SBD_NOTICE, 0, "%s: no longer replicated; "
+				"producers are accepted", cc->name);
+		}
+		shmbus_channel_close(ch);
+	}
+}
+
 int sbd_repl_start(void)
 {
 	const struct sbd_repl_conf *c = &sbd.conf.repl;
 	char why[PATH_MAX + 256];
 	size_t n = 0;
 
+	unreplicate_others();
 	if (!c->line)
 		return 0;
 	if (!sbd_crc32c_ok()) {
@@ -1318,19 +1431,55 @@ int sbd_repl_start(void)
 		rc->cap = in.capacity;
 		rc->max_msg = in.max_msg;
 		rc->flags = sb_channel_flags(in.policy, in.producers);
+		/* Frames of at most 256 KiB and half the ring (a standby
+		 * applies a frame as one claim); one record may be longer. */
 		rc->frame_max = FRAME_MIN;
-		if (rc->frame_max < 16 + ((uint64_t)rc->max_msg + 7) / 8 * 8)
-			rc->frame_max = 16 + (rc->max_msg + 7u) / 8u * 8u;
+		if (rc->frame_max > rc->cap / 2 - 8)
+			rc->frame_max = (uint32_t)(rc->cap / 2 - 8);
+		rc->buf_len = rc->frame_max;
+		if (rc->buf_len < 16 + ((uint64_t)rc->max_msg + 7) / 8 * 8)
+			rc->buf_len = 16 + (rc->max_msg + 7u) / 8u * 8u;
 		rc->max_lag = c->max_lag;
-		rc->buf = malloc(rc->frame_max);
+		rc->buf = malloc(rc->buf_len);
 		rc->writer = sb_writer_open(rc->ch, 100000000);
 		if (!rc->buf || !rc->writer)
 			return -1;
 		R.n++;
 	}
 	STORE(&R.role, c->role);
-	if (c->role == SBD_ROLE_PRIMARY && R.epoch == 0)
-		R.epoch = 1;
+	if (c->role == SBD_ROLE_PRIMARY) {
+		bool was_standby = false;
+
+		for (size_t i = 0; i < R.n; i++)
+			was_standby |= sb_fence_get(R.ch[i].ch) ==
+				       SHMBUS_FENCE_STANDBY;
+		/* A standby's rings made primary by its config: a promotion,
+		 * at the next epoch, from the records it applied whole. */
+		if (was_standby || R.epoch == 0) {
+			R.epoch++;
+			for (size_t i = 0; i < R.n; i++) {
+				shmbus_channel *ch = R.ch[i].ch;
+				/* Only a standby's ring may have an apply
+				 * cut short; a primary's may have producers
+				 * at work. */
+				uint64_t end =
+					sb_fence_get(ch) == SHMBUS_FENCE_STANDBY
+						? sb_apply_recover(ch)
+						: sb_committed_end(ch,
+							sb_ring_oldest(ch),
+							UINT64_MAX);
+
+				if (end == UINT64_MAX ||
+				    hist_append(R.epoch, &R.ch[i], end,
+						i + 1 == R.n))
+					return -1;
+			}
+			if (was_standby)
+				sbd_log(SBD_NOTICE, 0, "replication: this "
+					"host's standby rings become primary "
+					"at epoch %" PRIu64, R.epoch);
+		}
+	}
 	for (size_t i = 0; i < R.n; i++) {
 		struct rchan *rc = &R.ch[i];
 		uint32_t f = SHMBUS_REPL_ON | SHMBUS_REPL_OUT_OF_SYNC |
@@ -1341,9 +1490,11 @@ int sbd_repl_start(void)
 			sb_fence_set(rc->ch, SHMBUS_FENCE_STANDBY);
 			f |= SHMBUS_REPL_STANDBY;
 		} else if (!hist_has(R.epoch, rc->id) &&
-			   hist_append(R.epoch, rc, sb_ring_head(rc->ch),
-				       true)) {
-			return -1;
+			   hist_append(R.epoch, rc,
+				       sb_committed_end(rc->ch,
+							sb_ring_oldest(rc->ch),
+							UINT64_MAX), true)) {
+			return -1;	/* a channel new to the config */
 		}
 		sb_repl_setup(rc->ch, rc->level, f, R.epoch);
 	}

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "repl.h"
@@ -235,8 +236,19 @@ static int tcp_send(struct sbd_link *l, const struct rw_hdr *h,
 	return 0;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The whole of n bytes within timeout_ms, however the peer trickles them
+ * (a peer that sends a byte a second does not hold a handshake open). */
 static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
 {
+	int64_t deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
 	char *p = buf;
 
 	while (n) {
@@ -253,7 +265,11 @@ static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
 			continue;
 		if (errno != EAGAIN)
 			return -errno;
-		r = ready(l->fd, POLLIN, timeout_ms);
+		if (deadline >= 0 && mono_ms() >= deadline)
+			return -ETIMEDOUT;
+		r = ready(l->fd, POLLIN, deadline < 0 ? -1 :
+			  (int)(deadline - mono_ms() > 0 ? deadline - mono_ms()
+							 : 0));
 		if (r)
 			return (int)r;
 	}

@@ -14,6 +14,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -31,6 +33,52 @@
 
 static uint8_t key[KEY_MAX];
 static size_t key_len;
+
+/*
+ * The nonces of this host's handshakes as a client, while they last.  A
+ * listener that is offered one of them is being played our own
+ * handshake back (an attacker relaying the challenge of our listener to
+ * our client, to get both proofs without the key): it refuses.
+ */
+#define OUTSTANDING 64
+static uint8_t outstanding[OUTSTANDING][RW_NONCE];
+static bool in_use[OUTSTANDING];
+static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int nonce_hold(const uint8_t *n)
+{
+	int slot = -1;
+
+	pthread_mutex_lock(&out_mu);
+	for (int i = 0; i < OUTSTANDING && slot < 0; i++)
+		if (!in_use[i]) {
+			in_use[i] = true;
+			memcpy(outstanding[i], n, RW_NONCE);
+			slot = i;
+		}
+	pthread_mutex_unlock(&out_mu);
+	return slot;
+}
+
+static void nonce_drop(int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&out_mu);
+	in_use[slot] = false;
+	pthread_mutex_unlock(&out_mu);
+}
+
+static bool nonce_ours(const uint8_t *n)
+{
+	bool ours = false;
+
+	pthread_mutex_lock(&out_mu);
+	for (int i = 0; i < OUTSTANDING && !ours; i++)
+		ours = in_use[i] && !memcmp(outstanding[i], n, RW_NONCE);
+	pthread_mutex_unlock(&out_mu);
+	return ours;
+}
 
 void rw_seal(struct rw_hdr *h, uint16_t type, uint64_t epoch, uint64_t chan,
 	     uint64_t pos, const struct iovec *body, int n)
@@ -154,6 +202,8 @@ int rw_recv_frame(const struct sbd_transport *t, struct sbd_link *l,
 		  struct rw_hdr *hdr, void *body, uint32_t max_body,
 		  int timeout_ms, char *why, size_t n)
 {
+	char reason[RW_REASON];
+
 	int rc = t->recv(l, hdr, sizeof(*hdr), timeout_ms);
 
 	if (rc) {
@@ -162,11 +212,14 @@ int rw_recv_frame(const struct sbd_transport *t, struct sbd_link *l,
 			 strerror(-rc));
 		return rc;
 	}
-	/* A refusal's text is accepted whatever max_body says. */
+	/* A refusal's text is accepted whatever max_body says, into our
+	 * own buffer. */
 	rc = rw_check_hdr(hdr, hdr->type == RW_REFUSE ? RW_REASON : max_body,
 			  why, n);
 	if (rc)
 		return rc;
+	if (hdr->type == RW_REFUSE)
+		body = reason;
 	rc = t->recv(l, body, hdr->len, timeout_ms);
 	if (rc) {
 		snprintf(why, n, "%s", strerror(-rc));
@@ -207,6 +260,11 @@ int rw_auth_server(const struct sbd_transport *t, struct sbd_link *l,
 		return -EACCES;
 	}
 	memcpy(theirs, body, RW_NONCE);
+	if (nonce_ours(theirs)) {
+		snprintf(why, n, "offered a nonce of this host's own "
+			 "handshake: a reflected handshake");
+		return -EACCES;
+	}
 	if (getrandom(mine, sizeof(mine), 0) != (ssize_t)sizeof(mine))
 		return -EIO;
 	memcpy(chal, mine, RW_NONCE);
@@ -232,16 +290,33 @@ int rw_auth_server(const struct sbd_transport *t, struct sbd_link *l,
 	return 0;
 }
 
+static int auth_client(const struct sbd_transport *t, struct sbd_link *l,
+		       const char *bus, int timeout_ms, char *why, size_t n,
+		       const uint8_t *mine);
+
 int rw_auth_client(const struct sbd_transport *t, struct sbd_link *l,
 		   const char *bus, int timeout_ms, char *why, size_t n)
 {
-	uint8_t body[RW_REASON], mine[RW_NONCE], mac[RW_MAC];
-	struct rw_hdr h;
-	int rc;
+	uint8_t mine[RW_NONCE];
+	int rc, slot;
 
 	if (getrandom(mine, sizeof(mine), 0) != (ssize_t)sizeof(mine))
 		return -EIO;
-	rc = send_body(t, l, RW_HELLO0, mine, sizeof(mine));
+	slot = nonce_hold(mine);
+	rc = auth_client(t, l, bus, timeout_ms, why, n, mine);
+	nonce_drop(slot);
+	return rc;
+}
+
+static int auth_client(const struct sbd_transport *t, struct sbd_link *l,
+		       const char *bus, int timeout_ms, char *why, size_t n,
+		       const uint8_t *mine)
+{
+	uint8_t body[RW_REASON], mac[RW_MAC];
+	struct rw_hdr h;
+	int rc;
+
+	rc = send_body(t, l, RW_HELLO0, mine, RW_NONCE);
 	if (rc)
 		return rc;
 	rc = rw_recv_frame(t, l, &h, body, RW_NONCE + RW_MAC, timeout_ms, why,

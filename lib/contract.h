@@ -121,9 +121,11 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
  * Replication (lib/replica.c, docs/replication.md).
  */
 
-/* The fence (hdr.fence): SHMBUS_FENCE_OPEN, _STANDBY or _HANDOVER.
- * Setting a closed fence makes every thread of the system pass a full
- * barrier (membarrier(2), milliseconds) before it returns: 0 or -errno. */
+/* The fence's state (hdr.fence): SHMBUS_FENCE_OPEN, _STANDBY or
+ * _HANDOVER.  A change bumps the generation; closing it makes every thread
+ * of the system pass a full barrier (membarrier(2), milliseconds) before
+ * it returns: 0, or -errno if the kernel refused (the fence is then set,
+ * but a claim in flight may slip past it: a handover must not go on). */
 uint32_t sb_fence_get(shmbus_channel *ch);
 int sb_fence_set(shmbus_channel *ch, uint32_t fence);
 
@@ -146,11 +148,17 @@ void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch);
  * caught_up: it had everything. */
 void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
 		   bool caught_up);
+/* The standby has everything now (busstat's lag time starts here). */
+void sb_repl_caught_up(shmbus_channel *ch);
 /* Positions set back to `pos` at a role change (no agent running). */
 void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos);
 /* Raises the watermark to w and wakes shmbus_pub_sync() callers and
  * sleeping subscribers. */
 void sb_repl_watermark(shmbus_channel *ch, uint64_t w);
+/* The primary records a gap its standby goes past, before it ships
+ * anything after it: a sync waiter with records in [lo, hi) is told
+ * SHMBUS_SYNC_DEGRADED, never 0. */
+void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi);
 
 struct sb_repl_view {
 	uint64_t watermark, epoch, received, applied, caught_up_ns;

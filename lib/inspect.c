@@ -161,7 +161,8 @@ SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
 	memset(out, 0, sizeof(*out));
 	/* No edge: statistics, each value read once and checked. */
 	f = load_relaxed32(&h->repl_flags);
-	out->fenced = load_relaxed32(&h->fence) != SHMBUS_FENCE_OPEN;
+	out->fenced = SHMBUS_FENCE_STATE(load_relaxed32(&h->fence)) !=
+		      SHMBUS_FENCE_OPEN;
 	if (!(f & SHMBUS_REPL_ON))
 		return 0;
 	out->replicated = 1;

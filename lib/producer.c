@@ -105,15 +105,17 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 					  const struct shmbus_pub_attr *attr)
 {
 	struct shmbus_pub *pub;
+	uint32_t fence;
 	int rc;
 
 	if (!ch || ch->rdonly || ch->no_pub) {
 		errno = ch ? EPERM : EINVAL;
 		return NULL;
 	}
-	/* No edge: a refusal made early; the claims check the fence
+	/* No edge: a refusal made early; the claims compare the word
 	 * again, on the edge that counts (F4). */
-	if (load_relaxed32(&ch->hdr->fence) != SHMBUS_FENCE_OPEN) {
+	fence = load_relaxed32(&ch->hdr->fence);
+	if (SHMBUS_FENCE_STATE(fence) != SHMBUS_FENCE_OPEN) {
 		errno = EROFS;
 		return NULL;
 	}
@@ -123,6 +125,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		return NULL;
 	}
 	pub->ch = ch;
+	pub->fence_word = fence;
 	pub->hdr = ch->hdr;
 	pub->mbox = ch->mbox;
 	pub->data = ch->data;

@@ -51,7 +51,10 @@ struct shmbus_pub {
 	bool fenced;		/* SP: the channel refused a claim; the
 				 * handle's private head may be stale from
 				 * now on, so it refuses every claim */
+	uint32_t fence_word;	/* hdr.fence when the handle was opened:
+				 * any other value refuses claims */
 	uint64_t won_end;	/* MP: the end of our last claim */
+	uint64_t synced;	/* shmbus_pub_sync() answered 0 up to here */
 	bool agent;		/* a standby's replication agent
 				 * (sb_writer_open()): not fenced */
 	/* the outstanding claim */
@@ -149,14 +152,15 @@ static inline void wake_if_sleepers(struct shmbus_pub *pub,
  * claim slips past a handover unseen.  The producer's side costs a
  * load of the wake line, which it reads after every commit anyway.
  */
-static inline bool fence_up(const struct shmbus_hdr *h)
+static inline bool fence_up(const struct shmbus_pub *pub,
+			    const struct shmbus_hdr *h)
 {
 	/* F4: the CPU side is supplied by shmbusd's membarrier() in
-	 * sb_fence_quiesce(); only the compiler must keep this load after
-	 * the claim's store. */
+	 * sb_fence_set(); only the compiler must keep this load after the
+	 * claim's store. */
 	fence_compiler();
 	/* No edge of its own: see F4 above. */
-	return load_relaxed32(&h->fence) != SHMBUS_FENCE_OPEN;
+	return load_relaxed32(&h->fence) != pub->fence_word;
 }
 
 /* The mailbox's payload: `words` 8-byte words, at most 5, written out (a

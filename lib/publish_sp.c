@@ -80,14 +80,18 @@ static inline bool sp_claim_fast(struct shmbus_pub *pub,
 {
 	uint64_t p = pub->head, q = p + need;
 
-	if (__builtin_expect(need > pub->room, 0))
+	/* No edge: an early look at the fence, so that a handle idle since
+	 * the ring changed hands never stores head there; F4 below is the
+	 * check that counts. */
+	if (__builtin_expect(need > pub->room ||
+			     load_relaxed32(&h->fence) != pub->fence_word, 0))
 		return false;
 	pub->room -= need;
 	pub->head = q;
 	/* Relaxed: R2 in sp_claimed() orders it before the record's
 	 * bytes. */
 	store_relaxed64(&h->head, q);
-	if (__builtin_expect(fence_up(h), 0)) {
+	if (__builtin_expect(fence_up(pub, h), 0)) {
 		sp_unclaim(pub, p, q);
 		return false;	/* sp_reserve_slow() says -EROFS */
 	}
@@ -147,7 +151,7 @@ sp_reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 		return -EROFS;
 	/* No edge: an early refusal that spares head a store; F4 below is
 	 * the check that counts. */
-	if (load_relaxed32(&pub->hdr->fence) != SHMBUS_FENCE_OPEN) {
+	if (load_relaxed32(&pub->hdr->fence) != pub->fence_word) {
 		pub->fenced = true;
 		return -EROFS;
 	}
@@ -158,7 +162,7 @@ sp_reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 			return rc;
 	pub->head = q;
 	store_relaxed64(&pub->hdr->head, q);
-	if (fence_up(pub->hdr)) {
+	if (fence_up(pub, pub->hdr)) {
 		sp_unclaim(pub, p, q);
 		return -EROFS;
 	}

@@ -39,13 +39,18 @@
 uint32_t sb_fence_get(shmbus_channel *ch)
 {
 	/* No edge: the value alone is the answer. */
-	return load_relaxed32(&ch->hdr->fence);
+	return SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence));
 }
 
-int sb_fence_set(shmbus_channel *ch, uint32_t fence)
+int sb_fence_set(shmbus_channel *ch, uint32_t state)
 {
-	store_relaxed32(&ch->hdr->fence, fence);
-	if (fence == SHMBUS_FENCE_OPEN)
+	/* One writer: the daemon's thread that changes roles. */
+	uint32_t old = load_relaxed32(&ch->hdr->fence);
+
+	if (SHMBUS_FENCE_STATE(old) == state)
+		return 0;
+	store_relaxed32(&ch->hdr->fence, ((old >> 8) + 1) << 8 | state);
+	if (state == SHMBUS_FENCE_OPEN)
 		return 0;
 	/* F4: pairs with fence_up() after every claim: once this returns,
 	 * every thread of the system has executed a full barrier since our
@@ -148,6 +153,16 @@ void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
 	}
 }
 
+void sb_repl_caught_up(shmbus_channel *ch)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	/* No edge: statistics. */
+	store_relaxed64(&ch->hdr->caught_up_ns,
+			(uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
+}
+
 void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos)
 {
 	struct shmbus_hdr *h = ch->hdr;
@@ -191,6 +206,13 @@ void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
 		sb_prod_wake(ch);
 }
 
+void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi)
+{
+	/* No edge: R14 publishes it with the watermark that passes it. */
+	store_relaxed64(&ch->hdr->hole_lo, lo);
+	store_relaxed64(&ch->hdr->hole_hi, hi);
+}
+
 void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 {
 	const struct shmbus_hdr *h = ch->hdr;
@@ -203,7 +225,7 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 	v->caught_up_ns = load_relaxed64(&h->caught_up_ns);
 	v->level = load_relaxed32(&h->repl_level);
 	v->flags = load_relaxed32(&h->repl_flags);
-	v->fence = load_relaxed32(&h->fence);
+	v->fence = SHMBUS_FENCE_STATE(load_relaxed32(&h->fence));
 	v->head = load_relaxed64(&h->head);
 	v->seq = load_relaxed64(&h->seq);
 	v->frames = load_relaxed64(&h->repl_frames);
@@ -268,18 +290,25 @@ static uint64_t sync_target(const struct shmbus_pub *pub)
 /* What the watermark w says about target: 0 earned at the channel's
  * level, SHMBUS_SYNC_DEGRADED if only because the standby is out of sync,
  * or 1 + ... nothing (-EAGAIN) if not reached. */
-static int sync_verdict(const struct shmbus_hdr *h, uint64_t w, uint64_t target)
+static int sync_verdict(const struct shmbus_hdr *h, uint64_t w,
+			uint64_t from, uint64_t target)
 {
 	uint32_t level;
-	uint64_t got;
+	uint64_t got, lo, hi;
 
 	if (w < target)
 		return -EAGAIN;
-	/* After A14: the positions the watermark was computed from. */
+	/* After A14: the positions the watermark was computed from, and the
+	 * last gap, recorded before the standby acknowledged past it. */
 	level = load_relaxed32(&h->repl_level);
 	got = level == SHMBUS_ACK_APPLIED  ? load_relaxed64(&h->applied_pos)
 	    : level == SHMBUS_ACK_RECEIVED ? load_relaxed64(&h->received_pos)
 					   : w;
+	lo = load_relaxed64(&h->hole_lo);
+	hi = load_relaxed64(&h->hole_hi);
+	/* Records of ours in the gap never reached the standby. */
+	if (level != SHMBUS_ACK_LOCAL && lo < hi && lo < target && hi > from)
+		return SHMBUS_SYNC_DEGRADED;
 	return got >= target ? 0 : SHMBUS_SYNC_DEGRADED;
 }
 
@@ -300,8 +329,8 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 		return 0;
 	/* A14: pairs with R14 in sb_repl_watermark(). */
 	w = load_acquire64(&h->replicated_pos);
-	if ((rc = sync_verdict(h, w, target)) != -EAGAIN)
-		return rc;
+	if ((rc = sync_verdict(h, w, pub->synced, target)) != -EAGAIN)
+		goto done;
 	start = sb_now_ns();
 	deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
 	/* Tell the agent: ship now, and spin while we wait.  No edge: hints;
@@ -315,11 +344,12 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 
 		/* A14 (see above). */
 		w = load_acquire64(&h->replicated_pos);
-		if ((rc = sync_verdict(h, w, target)) != -EAGAIN)
+		if ((rc = sync_verdict(h, w, pub->synced, target)) != -EAGAIN)
 			break;
 		/* No edge: a standby's agent no longer advances this
 		 * host's watermark for its own producers. */
-		if (load_relaxed32(&h->fence) == SHMBUS_FENCE_STANDBY) {
+		if (SHMBUS_FENCE_STATE(load_relaxed32(&h->fence)) ==
+		    SHMBUS_FENCE_STANDBY) {
 			rc = -EROFS;
 			break;
 		}
@@ -358,6 +388,9 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 	}
 	/* No edge: a hint to the agent. */
 	sub_seqcst32(&h->sync_waiters, 1);
+done:
+	if (rc == 0)
+		pub->synced = target;
 	return rc;
 }
 
@@ -594,6 +627,12 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 	store_release64(&h->handoff, q);
 	if ((pos ^ q) >> ch->seg_log2)
 		sb_seg_index(ch, pos, q);
+	/* The records' bytes, then their commit words, the first record's
+	 * last: a reader reaches the frame only through its first record
+	 * (the index points past it), so it finds every word after a
+	 * committed record already committed, never stale bytes of an older
+	 * lap that could look like a commit (design.md §3, as
+	 * sb_write_batch()). */
 	for (o = 0; o < len;) {
 		uint64_t p = pos + o, w = get64(buf + o), size;
 		struct shmbus_rec *r = rec_at(ch, p);
@@ -606,9 +645,11 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 			last_pos = p;
 			last_w = w;
 		}
-		commit_store(r, w);
+		if (o > 0)
+			commit_store(r, w);
 		o += size;
 	}
+	commit_store(rec_at(ch, pos), get64(buf));
 	add_relaxed64(&h->repl_frames, 1);
 	/* As sp_committed(): the post's hint after the commits. */
 	fence_compiler();
@@ -655,10 +696,20 @@ int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
 	/* No edge: we are head's only writer. */
 	uint64_t end = load_relaxed64(&h->head), p;
 
+	int64_t deadline = 0;
+	unsigned spins = 0;
+	int rc;
+
 	if (pos < end || pos % SHMBUS_REC_ALIGN)
 		return -EINVAL;
 	if (pos == end)
 		return 0;
+	/* Less than a lap ahead: the standby's own subscribers keep what
+	 * they have not read, as for any claim. */
+	while (!ch_overwrite(ch) && pos + SHMBUS_REC_ALIGN <= end + ch->cap &&
+	       (rc = sb_make_room(wr, end, pos, &deadline, &spins)))
+		if (rc < 0)
+			return rc;
 	store_relaxed64(&h->head, pos);
 	/* R2: pairs with A2: readers that copied bytes here see head. */
 	fence_release();
@@ -668,18 +719,26 @@ int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
 	sb_seg_index(ch, pos - end > ch->cap ? pos - ch->cap : end, pos);
 	if (pos + SHMBUS_REC_ALIGN <= end + ch->cap) {
 		/* Less than a lap: readers at end would wait there for
-		 * ever; padding from end to pos sends them on.  The gap is
-		 * the agent's to count and log. */
-		for (p = end; p < pos;) {
-			uint64_t n = pos - p, room = ch->cap - (p & ch->mask);
+		 * ever; padding from end to pos sends them on, the first
+		 * piece committed last (see sb_apply()).  The gap is the
+		 * agent's to count and log. */
+		uint64_t cuts[64], n = 0;
 
-			if (n > room)
-				n = room;
-			if (n - SHMBUS_REC_ALIGN > PAD_MAX)
-				n = PAD_MAX + SHMBUS_REC_ALIGN;
-			sb_commit_rec(ch, p, SHMBUS_REC_PAD,
-				      (uint32_t)(n - SHMBUS_REC_ALIGN));
-			p += n;
+		for (p = end; p < pos && n < 64;) {
+			uint64_t k = pos - p, room = ch->cap - (p & ch->mask);
+
+			if (k > room)
+				k = room;
+			if (k - SHMBUS_REC_ALIGN > PAD_MAX)
+				k = PAD_MAX + SHMBUS_REC_ALIGN;
+			cuts[n++] = p;
+			p += k;
+		}
+		for (uint64_t i = n; i-- > 0;) {
+			uint64_t e = i + 1 < n ? cuts[i + 1] : pos;
+
+			sb_commit_rec(ch, cuts[i], SHMBUS_REC_PAD,
+				      (uint32_t)(e - cuts[i] - SHMBUS_REC_ALIGN));
 		}
 	}
 	/* Else readers find themselves lapped, and count the loss. */

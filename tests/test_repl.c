@@ -578,6 +578,28 @@ Test(repl, a_lapped_standby_counts_the_gap)
 	pair_assert_identical_range("sp", head - (1u << 19), head);
 }
 
+/* SIGSTOP, and wait until the kernel says the process is stopped. */
+static void stop_host(const struct host *h)
+{
+	char path[64], st[512];
+
+	kill(h->pid, SIGSTOP);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)h->pid);
+	for (int i = 0; i < 1000; i++) {
+		FILE *f = fopen(path, "r");
+		char *p = NULL;
+
+		if (f && fgets(st, sizeof(st), f))
+			p = strrchr(st, ')');
+		if (f)
+			fclose(f);
+		if (p && p[1] == ' ' && p[2] == 'T')
+			return;
+		usleep(1000);
+	}
+	cr_assert_fail("%c did not stop", h->tag);
+}
+
 /* What the producers of a switchover saw, in memory shared with them. */
 struct tally {
 	uint64_t acked[4];	/* messages pub_sync acknowledged */
@@ -751,8 +773,7 @@ Test(repl, acknowledged_only_subscriber_never_outruns_the_standby)
 		     0);
 	pid = th_spawn(paced_publisher, &p);
 	usleep(300000);
-	kill(B.pid, SIGSTOP);
-	usleep(50000);
+	stop_host(&B);
 	host_view(&B, "st", &vb);
 	frozen = vb.head;
 	for (uint64_t end = th_now_ns() + 400000000; th_now_ns() < end;) {
@@ -820,7 +841,7 @@ Test(repl, pub_sync_says_degraded_or_times_out_without_the_standby)
 	cr_assert(deg && str);
 	cr_assert_eq(shmbus_publish(deg, msg, sizeof(msg)), 0);
 	cr_assert_eq(shmbus_pub_sync(deg, 2000000000LL), 0);
-	kill(B.pid, SIGSTOP);
+	stop_host(&B);
 	cr_assert_eq(shmbus_publish(deg, msg, sizeof(msg)), 0);
 	cr_assert_eq(shmbus_publish(str, msg, sizeof(msg)), 0);
 	rc = shmbus_pub_sync(deg, 3000000000LL);
@@ -842,4 +863,96 @@ Test(repl, pub_sync_says_degraded_or_times_out_without_the_standby)
 	shmbus_channel_close(c2);
 	shmbus_disconnect(b1);
 	shmbus_disconnect(b2);
+}
+
+/* A single producer's handle that lives through a switchover to the
+ * other host and back never writes again: its view of the ring is stale.
+ * It is refused on the standby (without touching its ring) and after the
+ * host is primary again; a new handle publishes once it is closed. */
+Test(repl, a_producer_handle_that_outlives_a_handover_stays_refused)
+{
+	struct shmbus_ctl_repl_reply r;
+	struct sb_repl_view v0, v1;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_pub *old, *fresh;
+	uint8_t msg[64] = { 1 };
+
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	ch = host_map(&A, "sp");
+	cr_assert(ch);
+	old = shmbus_pub_open(ch, NULL);
+	cr_assert(old);
+	cr_assert_eq(shmbus_publish(old, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(old, 2000000000LL), 0);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
+		     r.text);
+	/* B publishes; A applies. */
+	{
+		shmbus_channel *bch = host_open(&B, &bus, "sp",
+						SHMBUS_ROLE_PUBLISH);
+		shmbus_pub *bp = bch ? shmbus_pub_open(bch, NULL) : NULL;
+
+		cr_assert(bp);
+		for (int i = 0; i < 100; i++)
+			cr_assert_eq(shmbus_publish(bp, msg, sizeof(msg)), 0);
+		shmbus_pub_close(bp);
+		shmbus_channel_close(bch);
+		shmbus_disconnect(bus);
+	}
+	pair_wait_caught_up("sp", 0, 5000);
+	sb_repl_read(ch, &v0);
+	cr_assert_eq(shmbus_publish(old, msg, sizeof(msg)), -EROFS);
+	sb_repl_read(ch, &v1);
+	cr_assert_eq(v0.head, v1.head, "the refused handle moved head");
+	/* And back: A primary again. */
+	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
+		     r.text);
+	cr_assert_eq(shmbus_publish(old, msg, sizeof(msg)), -EROFS);
+	errno = 0;
+	cr_assert_null(shmbus_pub_open(ch, NULL), "a second single producer");
+	cr_assert_eq(errno, EBUSY);
+	shmbus_pub_close(old);
+	fresh = shmbus_pub_open(ch, NULL);
+	cr_assert(fresh, "errno %d", errno);
+	cr_assert_eq(shmbus_publish(fresh, msg, sizeof(msg)), 0);
+	/* Until A finds B in sync again (DEGRADED meanwhile). */
+	for (int i = 0; i < 100 && shmbus_pub_sync(fresh, 5000000000LL); i++)
+		usleep(20000);
+	cr_assert_eq(shmbus_pub_sync(fresh, 5000000000LL), 0);
+	shmbus_pub_close(fresh);
+	shmbus_channel_close(ch);
+	pair_wait_caught_up("sp", 0, 5000);
+	pair_assert_identical("sp");
+}
+
+/* demote --force does not wait for the standby: what it lacks is never
+ * reported acknowledged to a sync waiter here. */
+Test(repl, a_forced_demotion_never_acknowledges_what_the_standby_lacks)
+{
+	struct shmbus_ctl_repl_reply r;
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	uint8_t msg[64] = { 2 };
+	int rc;
+
+	pair_setup(CHANS, "sync_timeout_ms = 10000\n");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	ch = host_map(&A, "sp");
+	cr_assert(ch);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	stop_host(&B);
+	for (int i = 0; i < 50; i++)
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_DEMOTE, SHMBUS_REPL_FORCE,
+			      &r), 0, "%s", r.text);
+	rc = shmbus_pub_sync(pub, 300000000LL);
+	cr_assert(rc == -EROFS, "pub_sync after a forced demotion: %d", rc);
+	cr_assert(host_log_wait(&A, "demoted with --force: the standby lacks",
+				100));
+	kill(B.pid, SIGCONT);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
 }

@@ -106,7 +106,12 @@ struct shmbus_rec {
  * the repair to finish (or takes over if the daemon died doing it). */
 #define SHMBUS_SP_REPAIRING	0x80000000u
 
-/* hdr.fence */
+/* hdr.fence = generation << 8 | state.  Every change of state bumps the
+ * generation: a producer handle keeps the word it opened under, and
+ * refuses every claim once the word differs, so that a handle that lived
+ * through a closed fence never writes again (its view of the ring may be
+ * stale). */
+#define SHMBUS_FENCE_STATE(w)	((w) & 0xffu)
 #define SHMBUS_FENCE_OPEN	0u
 #define SHMBUS_FENCE_STANDBY	1u	/* a standby's ring: only the
 					 * replication agent writes */
@@ -281,9 +286,9 @@ struct shmbus_hdr {
 	uint64_t sleep_ok;	/* bit i set while subscriber slot i may sleep
 				 * (SHMBUS_WAIT_SLEEP): commits make the wake
 				 * check only then */
-	uint32_t fence;		/* non-zero: producers are refused (-EROFS):
-				 * a standby's ring, or a primary handing
-				 * over (SHMBUS_FENCE_*) */
+	uint32_t fence;		/* state not OPEN: producers are refused
+				 * (-EROFS): a standby's ring, or a primary
+				 * handing over (SHMBUS_FENCE_*) */
 	uint8_t pad6[36];
 
 	uint8_t guard7[64];
@@ -310,7 +315,8 @@ struct shmbus_hdr {
 				 * from where it was: it restarted further on */
 	uint64_t repl_gap_bytes;	/* the bytes such restarts skipped */
 	uint64_t repl_out_of_sync;	/* times the standby fell out of sync */
-	uint8_t pad9[16];
+	uint64_t hole_lo;	/* the last gap the standby went past: it */
+	uint64_t hole_hi;	/* lacks [hole_lo, hole_hi) */
 
 	uint8_t reserved[SHMBUS_HDR_SIZE - 10 * 64];
 };
