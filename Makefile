@@ -65,11 +65,12 @@ TEST_HELP = $(BUILD)/tests/helpers.o $(BUILD)/tests/common.o \
 	    $(BUILD)/tests/daemon_fixture.o $(BUILD)/tests/repl_fixture.o
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_BINS = $(BUILD)/benchmarks/bench_latency $(BUILD)/benchmarks/bench_throughput \
-	     $(BUILD)/benchmarks/bench_handover $(BUILD)/benchmarks/bench_wakeup
+	     $(BUILD)/benchmarks/bench_handover $(BUILD)/benchmarks/bench_wakeup \
+	     $(BUILD)/benchmarks/bench_repl
 DAEMON_SRCS = $(wildcard daemon/*.c)
 DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 SHMBUSD   = $(BUILD)/shmbusd
-DAEMON_LIBS = -lurcu -lurcu-cds -linih -lnuma -lpthread -lcrypto
+DAEMON_LIBS = -lurcu -lurcu-cds -linih -lnuma -lpthread -lcrypto -lisal
 TOOL_SRCS = $(wildcard tools/*.c)
 TOOL_BINS = $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
 EX_SRCS   = $(wildcard examples/*.c)
@@ -98,7 +99,7 @@ CXX_TEST = $(BUILD)/tests/cxx_headers
 # -w, python3 for check-ordering and the JSON checks) and the benchmarks
 # (ZeroMQ, gnuplot) add.
 BUILD_PKGS = gcc make pkg-config libnuma-dev liburcu-dev libinih-dev \
-	     libncurses-dev libsystemd-dev libssl-dev
+	     libncurses-dev libsystemd-dev libssl-dev libisal-dev
 DEV_PKGS   = g++ libcriterion-dev libzmq3-dev gnuplot-nox tmux python3 \
 	     iproute2 nftables
 BUILD_DEPS_STAMP = $(BUILD)/.build-deps-ok

@@ -3,7 +3,7 @@
  * repl.h - shmbusd's replication: the wire format, the transport
  * interface, and the agent's entry points (docs/replication.md).
  *
- *   crc32c.c     CRC-32C by the processor's instruction
+ *   crc32c.c     CRC-32C (ISA-L)
  *   transport.h  (below) what a transport offers the agent
  *   tcp.c        the TCP transport
  *   wire.c       frames: building, checking; the peer's proof of the key
@@ -19,7 +19,7 @@
 
 /* ---------------------------------------------------------------- CRC */
 
-bool sbd_crc32c_ok(void);
+/* The standard CRC-32C of buf, continuing from crc (0 to start). */
 uint32_t sbd_crc32c(uint32_t crc, const void *buf, size_t len);
 
 /* ------------------------------------------------------------- frames */
@@ -132,6 +132,8 @@ struct sbd_transport {
 		    const struct iovec *body, int n, int timeout_ms);
 	/* Exactly n bytes, waiting at most timeout_ms (-ETIMEDOUT). */
 	int (*recv)(struct sbd_link *l, void *buf, size_t n, int timeout_ms);
+	/* Whether bytes wait to be received (without waiting). */
+	bool (*pending)(struct sbd_link *l);
 	/* Makes every blocked call on the link return (another thread). */
 	void (*shutdown)(struct sbd_link *l);
 	void (*close)(struct sbd_link *l);

@@ -276,6 +276,13 @@ static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
 	return 0;
 }
 
+static bool tcp_pending(struct sbd_link *l)
+{
+	char c;
+
+	return recv(l->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 static void tcp_shutdown(struct sbd_link *l)
 {
 	shutdown(l->fd, SHUT_RDWR);
@@ -301,6 +308,7 @@ const struct sbd_transport sbd_tcp = {
 	.connect = tcp_connect,
 	.send = tcp_send,
 	.recv = tcp_recv,
+	.pending = tcp_pending,
 	.shutdown = tcp_shutdown,
 	.close = tcp_close,
 	.peer = tcp_peer,

@@ -627,27 +627,33 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 	store_release64(&h->handoff, q);
 	if ((pos ^ q) >> ch->seg_log2)
 		sb_seg_index(ch, pos, q);
-	/* The records' bytes, then their commit words, the first record's
-	 * last: a reader reaches the frame only through its first record
-	 * (the index points past it), so it finds every word after a
-	 * committed record already committed, never stale bytes of an older
-	 * lap that could look like a commit (design.md §3, as
-	 * sb_write_batch()). */
+	/* Every byte of the frame but the first record's commit word, in one
+	 * copy (two where the frame wraps), then that word, last: a reader
+	 * reaches the frame only through its first record (the index points
+	 * past the frame, and its first word was zeroed by the claim before
+	 * it), so it finds all of it or nothing, as a batch (design.md §3,
+	 * sb_write_batch()).  One copy instead of one a record: 32-byte
+	 * records applied at several times the rate. */
+	{
+		uint64_t i = (pos & ch->mask) + 8, first = ch->cap - i;
+
+		if (first >= len - 8) {
+			memcpy(ch->data + i, buf + 8, len - 8);
+		} else {
+			memcpy(ch->data + i, buf + 8, first);
+			memcpy(ch->data, buf + 8 + first, len - 8 - first);
+		}
+	}
 	for (o = 0; o < len;) {
-		uint64_t p = pos + o, w = get64(buf + o), size;
-		struct shmbus_rec *r = rec_at(ch, p);
+		uint64_t w = get64(buf + o);
 
 		if (word_type(w) == SHMBUS_REC_PAD) {
-			size = SHMBUS_REC_ALIGN + word_len(w);
-		} else {
-			size = rec_size(word_len(w));
-			memcpy(&r->seq, buf + o + 8, size - 8);
-			last_pos = p;
-			last_w = w;
+			o += SHMBUS_REC_ALIGN + word_len(w);
+			continue;
 		}
-		if (o > 0)
-			commit_store(r, w);
-		o += size;
+		last_pos = pos + o;
+		last_w = w;
+		o += rec_size(word_len(w));
 	}
 	commit_store(rec_at(ch, pos), get64(buf));
 	add_relaxed64(&h->repl_frames, 1);

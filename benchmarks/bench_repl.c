@@ -1,0 +1,632 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bench_repl - replication between two hosts: two shmbusd, A primary and
+ * B standby, each in its own network namespace joined by a veth pair
+ * (as root; else both on the loopback).  Each figure has its baseline,
+ * measured in the same run over the same link:
+ *
+ *   1. a 32-byte synchronous round trip, shmbus_publish() and
+ *      shmbus_pub_sync() on a channel acknowledged at `applied`, against
+ *      a raw TCP ping-pong of 32 bytes (TCP_NODELAY, both ends busy-poll);
+ *   2. asynchronous streaming of 32-byte and 1 KiB messages, the bytes
+ *      the standby applies per second, against a raw TCP stream;
+ *   3. a local 32-byte round trip (ping-pong between two processes on A)
+ *      on replicated asynchronous channels against the same on channels
+ *      that are not replicated, taking turns.
+ *
+ *   bench_repl [-q]      -q: briefly (checks that it runs)
+ *
+ * Results are appended to benchmarks/results/replication.csv.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "hist.h"
+#include "shmbus.h"
+#include "../lib/contract.h"
+
+struct node {
+	char tag;
+	char ns[32], ip[32], listen[48], dir[96], conf[128], sock[108];
+	char log[128], run[128], state[128];
+	pid_t pid;
+};
+
+static struct node A = { .tag = 'a' }, B = { .tag = 'b' };
+static bool netns;
+static char key_path[128];
+static const char *shmbusd = "build/shmbusd";
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int sh(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	rc = system(cmd);
+	return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+static const char *CHANNELS =
+	"[channel sync]\ncapacity = 4M\nmax_msg = 1K\nreplicate = applied\n"
+	"[channel s32]\ncapacity = 64M\nmax_msg = 1K\nreplicate = local\n"
+	"[channel s1k]\ncapacity = 64M\nmax_msg = 1K\nreplicate = local\n"
+	"[channel ping_r]\ncapacity = 1M\nmax_msg = 1K\nreplicate = local\n"
+	"[channel pong_r]\ncapacity = 1M\nmax_msg = 1K\nreplicate = local\n"
+	"[channel ping]\ncapacity = 1M\nmax_msg = 1K\n"
+	"[channel pong]\ncapacity = 1M\nmax_msg = 1K\n";
+
+static void node_setup(struct node *n, const char *role, const char *peer)
+{
+	int me = getpid();
+	FILE *f;
+
+	snprintf(n->dir, sizeof(n->dir), "/dev/shm/shmbus-bench-repl%d-%c", me,
+		 n->tag);
+	snprintf(n->conf, sizeof(n->conf), "/tmp/shmbus-bench-repl%d-%c.conf",
+		 me, n->tag);
+	snprintf(n->sock, sizeof(n->sock), "/tmp/shmbus-bench-repl%d-%c.sock",
+		 me, n->tag);
+	snprintf(n->log, sizeof(n->log), "/tmp/shmbus-bench-repl%d-%c.log", me,
+		 n->tag);
+	snprintf(n->run, sizeof(n->run), "/tmp/shmbus-bench-repl%d-%c.run", me,
+		 n->tag);
+	snprintf(n->state, sizeof(n->state), "/tmp/shmbus-bench-repl%d-%c.st",
+		 me, n->tag);
+	mkdir(n->run, 0700);
+	f = fopen(n->conf, "w");
+	if (!f)
+		exit(1);
+	fprintf(f, "[bus]\nname = brepl\nshm_dir = %s\nsocket = %s\n"
+		"log_level = notice\n[replication]\nrole = %s\nlisten = %s\n"
+		"peer = %s\nkey_file = %s\nstate_dir = %s\n"
+		"sync_timeout_ms = 10000\n%s", n->dir, n->sock,
+		role, n->listen, peer, key_path, n->state, CHANNELS);
+	fclose(f);
+}
+
+static void node_start(struct node *n)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open(n->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 2);
+		setenv("SHMBUS_RUN_DIR", n->run, 1);
+		if (n->ns[0])
+			execlp("ip", "ip", "netns", "exec", n->ns, shmbusd,
+			       "-c", n->conf, (char *)NULL);
+		else
+			execl(shmbusd, "shmbusd", "-c", n->conf, (char *)NULL);
+		_exit(127);
+	}
+	n->pid = pid;
+	for (int i = 0; i < 500; i++) {
+		shmbus_bus *b = shmbus_connect_timeout(n->sock, 0);
+
+		if (b) {
+			shmbus_disconnect(b);
+			return;
+		}
+		usleep(10000);
+	}
+	fprintf(stderr, "bench_repl: daemon %c does not start (%s)\n", n->tag,
+		n->log);
+	exit(1);
+}
+
+static void cleanup(void)
+{
+	for (struct node *n = &A; n; n = n == &A ? &B : NULL) {
+		if (n->pid > 0) {
+			kill(n->pid, SIGTERM);
+			waitpid(n->pid, NULL, 0);
+		}
+		sh("rm -rf %s %s %s %s %s.lock %s %s 2>/dev/null", n->dir,
+		   n->conf, n->sock, n->run, n->sock, n->state, n->log);
+	}
+	if (netns)
+		sh("ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null",
+		   A.ns, B.ns);
+	unlink(key_path);
+}
+
+static void pair_up(void)
+{
+	int me = getpid(), fd;
+
+	netns = geteuid() == 0 && sh("ip netns list >/dev/null 2>&1") == 0;
+	if (netns) {
+		snprintf(A.ns, sizeof(A.ns), "sbbencha%d", me);
+		snprintf(B.ns, sizeof(B.ns), "sbbenchb%d", me);
+		strcpy(A.ip, "10.198.0.1");
+		strcpy(B.ip, "10.198.0.2");
+		if (sh("ip netns add %s && ip netns add %s && "
+		       "ip link add sbba%d type veth peer name sbbb%d && "
+		       "ip link set sbba%d netns %s && ip link set sbbb%d netns %s && "
+		       "ip -n %s addr add %s/24 dev sbba%d && "
+		       "ip -n %s addr add %s/24 dev sbbb%d && "
+		       "ip -n %s link set sbba%d up && ip -n %s link set sbbb%d up && "
+		       "ip -n %s link set lo up && ip -n %s link set lo up",
+		       A.ns, B.ns, me, me, me, A.ns, me, B.ns, A.ns, A.ip, me,
+		       B.ns, B.ip, me, A.ns, me, B.ns, me, A.ns, B.ns)) {
+			fprintf(stderr, "bench_repl: no network namespaces\n");
+			exit(1);
+		}
+	} else {
+		strcpy(A.ip, "127.0.0.1");
+		strcpy(B.ip, "127.0.0.1");
+	}
+	snprintf(A.listen, sizeof(A.listen), "%s:%d", A.ip,
+		 netns ? 7400 : 23000 + me % 10000);
+	snprintf(B.listen, sizeof(B.listen), "%s:%d", B.ip,
+		 netns ? 7400 : 33000 + me % 10000);
+	snprintf(key_path, sizeof(key_path), "/tmp/shmbus-bench-repl%d.key", me);
+	fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || write(fd, "a benchmark's key, 32 bytes long", 32) != 32)
+		exit(1);
+	close(fd);
+	atexit(cleanup);
+	node_setup(&A, "primary", B.listen);
+	node_setup(&B, "standby", A.listen);
+	node_start(&A);
+	node_start(&B);
+	/* Until every channel of B is linked (the log says so). */
+	for (int i = 0; i < 500; i++) {
+		char cmd[256];
+
+		snprintf(cmd, sizeof(cmd), "[ $(grep -c 'linked to primary' %s) "
+			 "-ge 5 ]", B.log);
+		if (system(cmd) == 0)
+			return;
+		usleep(10000);
+	}
+	fprintf(stderr, "bench_repl: the standby does not link\n");
+	exit(1);
+}
+
+/* Runs fn in a child in network namespace ns ("" here). */
+static pid_t in_ns(const char *ns, int (*fn)(void *), void *arg)
+{
+	pid_t pid = bh_fork();
+
+	if (pid == 0) {
+		if (ns[0]) {
+			char p[96];
+			int fd;
+
+			snprintf(p, sizeof(p), "/run/netns/%s", ns);
+			fd = open(p, O_RDONLY);
+			if (fd < 0 || setns(fd, CLONE_NEWNET))
+				_exit(120);
+		}
+		_exit(fn(arg));
+	}
+	return pid;
+}
+
+static int wait_ok(pid_t pid)
+{
+	int st;
+
+	waitpid(pid, &st, 0);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* ------------------------------------------------------------ raw TCP */
+
+struct tcpjob {
+	int port;
+	long n;			/* ping-pongs; 0: stream */
+	double secs;		/* stream */
+	int cpu;
+	double *out;		/* shared: result */
+	struct hist *h;		/* shared: ping-pong round trips */
+};
+
+static int tcp_server(void *arg)
+{
+	struct tcpjob *j = arg;
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons((uint16_t)j->port) };
+	int one = 1, l = socket(AF_INET, SOCK_STREAM, 0), c;
+	static char buf[1 << 16];
+	uint64_t t0 = 0, got = 0;
+
+	bh_pin(j->cpu);
+	inet_pton(AF_INET, B.ip, &sa.sin_addr);
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(l, (struct sockaddr *)&sa, sizeof(sa)) || listen(l, 1))
+		return 2;
+	c = accept(l, NULL, NULL);
+	setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (j->n) {
+		for (long i = 0; i < j->n; i++) {
+			size_t have = 0;
+
+			while (have < 32) {	/* busy poll */
+				ssize_t r = recv(c, buf + have, 32 - have,
+						 MSG_DONTWAIT);
+
+				if (r == 0)
+					return 3;
+				if (r > 0)
+					have += (size_t)r;
+			}
+			if (send(c, buf, 32, 0) != 32)
+				return 4;
+		}
+		return 0;
+	}
+	for (;;) {
+		ssize_t r = recv(c, buf, sizeof(buf), 0);
+
+		if (r <= 0)
+			break;
+		if (!t0)
+			t0 = bh_now_ns();
+		got += (uint64_t)r;
+	}
+	*j->out = (double)got / ((double)(bh_now_ns() - t0) / 1e9);
+	return 0;
+}
+
+static int tcp_client(void *arg)
+{
+	struct tcpjob *j = arg;
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons((uint16_t)j->port) };
+	int one = 1, s = socket(AF_INET, SOCK_STREAM, 0);
+	static char buf[1 << 16];
+
+	bh_pin(j->cpu);
+	inet_pton(AF_INET, B.ip, &sa.sin_addr);
+	for (int i = 0; connect(s, (struct sockaddr *)&sa, sizeof(sa)); i++) {
+		if (i > 200)
+			return 2;
+		usleep(5000);
+		close(s);
+		s = socket(AF_INET, SOCK_STREAM, 0);
+	}
+	setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (j->n) {
+		for (long i = 0; i < j->n; i++) {
+			uint64_t t = bh_ticks();
+			size_t have = 0;
+
+			if (send(s, buf, 32, 0) != 32)
+				return 3;
+			while (have < 32) {
+				ssize_t r = recv(s, buf + have, 32 - have,
+						 MSG_DONTWAIT);
+
+				if (r == 0)
+					return 4;
+				if (r > 0)
+					have += (size_t)r;
+			}
+			hist_record(j->h, bh_ticks() - t);
+		}
+		return 0;
+	}
+	for (uint64_t end = bh_now_ns() + (uint64_t)(j->secs * 1e9);
+	     bh_now_ns() < end;)
+		if (send(s, buf, sizeof(buf), 0) < 0)
+			return 5;
+	return 0;
+}
+
+static uint64_t tcp_pingpong_p50(long n, struct hist *h)
+{
+	struct tcpjob j = { .port = 7501, .n = n, .h = h };
+	pid_t srv, cli;
+
+	hist_init(h);
+	j.cpu = 1;
+	srv = in_ns(B.ns, tcp_server, &j);
+	j.cpu = 0;
+	cli = in_ns(A.ns, tcp_client, &j);
+	if (wait_ok(cli) || wait_ok(srv)) {
+		fprintf(stderr, "bench_repl: TCP ping-pong failed\n");
+		exit(1);
+	}
+	return hist_percentile(h, 0.5);
+}
+
+static double tcp_stream(double secs)
+{
+	double *out = bh_shared(sizeof(double));
+	struct tcpjob j = { .port = 7502, .secs = secs, .out = out };
+	pid_t srv, cli;
+
+	j.cpu = 1;
+	srv = in_ns(B.ns, tcp_server, &j);
+	j.cpu = 0;
+	cli = in_ns(A.ns, tcp_client, &j);
+	if (wait_ok(cli) || wait_ok(srv)) {
+		fprintf(stderr, "bench_repl: TCP stream failed\n");
+		exit(1);
+	}
+	return *out;
+}
+
+/* ------------------------------------------------------------- shmbus */
+
+static shmbus_pub *open_pub(shmbus_bus **bus, shmbus_channel **ch,
+			    const char *name)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_pub *p;
+
+	*bus = shmbus_connect(A.sock);
+	*ch = *bus ? shmbus_bus_open(*bus, name, SHMBUS_ROLE_PUBLISH) : NULL;
+	p = *ch ? shmbus_pub_open(*ch, &pa) : NULL;
+	if (!p) {
+		fprintf(stderr, "bench_repl: %s: %s\n", name,
+			shmbus_strerror(errno));
+		exit(1);
+	}
+	return p;
+}
+
+struct syncjob {
+	long n;
+	struct hist *h;
+};
+
+static int sync_client(void *arg)
+{
+	struct syncjob *j = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_pub *p;
+	char msg[32] = "a synchronous message";
+
+	bh_pin(0);
+	p = open_pub(&bus, &ch, "sync");
+	for (long i = -j->n / 10; i < j->n; i++) {	/* warm up first */
+		uint64_t t = bh_ticks();
+
+		if (shmbus_publish(p, msg, sizeof(msg)) ||
+		    shmbus_pub_sync(p, 5000000000LL) != 0)
+			return 2;
+		if (i >= 0)
+			hist_record(j->h, bh_ticks() - t);
+	}
+	return 0;
+}
+
+static uint64_t sync_p50(long n, struct hist *h)
+{
+	struct syncjob j = { n, h };
+
+	hist_init(h);
+	if (wait_ok(in_ns("", sync_client, &j))) {
+		fprintf(stderr, "bench_repl: sync round trips failed\n");
+		exit(1);
+	}
+	return hist_percentile(h, 0.5);
+}
+
+struct streamjob {
+	const char *chan;
+	size_t len;
+	uint64_t bytes;		/* of ring to fill */
+};
+
+static int stream_client(void *arg)
+{
+	struct streamjob *j = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_pub *p;
+	static char msg[1024];
+	uint64_t rec = 16 + (j->len + 7) / 8 * 8;
+
+	bh_pin(0);
+	p = open_pub(&bus, &ch, j->chan);
+	for (uint64_t k = 0; k < j->bytes / rec; k++)
+		if (shmbus_publish(p, msg, j->len))
+			return 2;
+	return 0;
+}
+
+static void stop_wait(pid_t pid)
+{
+	char path[64], st[512];
+
+	kill(pid, SIGSTOP);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	for (int i = 0; i < 1000; i++) {
+		FILE *f = fopen(path, "r");
+		char *p = NULL;
+
+		if (f && fgets(st, sizeof(st), f))
+			p = strrchr(st, ')');
+		if (f)
+			fclose(f);
+		if (p && p[2] == 'T')
+			return;
+		usleep(1000);
+	}
+}
+
+/*
+ * The rate of the replication pipeline alone: with B stopped, A's
+ * producer fills `bytes` of the ring; then B runs again, and the bytes
+ * per second are those B applies until it holds all of it (A's agent
+ * ships, B's checks and applies: two threads, as the raw TCP stream's
+ * two processes).
+ */
+static double repl_stream(const char *chan, size_t len, uint64_t bytes)
+{
+	struct streamjob j = { chan, len, bytes };
+	shmbus_channel *a = shmbus_channel_open(A.dir, chan);
+	shmbus_channel *b = shmbus_channel_open(B.dir, chan);
+	struct sb_repl_view va, v0, v1;
+	uint64_t t0, t1;
+
+	if (!a || !b)
+		exit(1);
+	stop_wait(B.pid);
+	if (wait_ok(in_ns("", stream_client, &j))) {
+		fprintf(stderr, "bench_repl: %s stream failed\n", chan);
+		exit(1);
+	}
+	sb_repl_read(a, &va);
+	sb_repl_read(b, &v0);
+	kill(B.pid, SIGCONT);
+	t0 = bh_now_ns();
+	do
+		sb_repl_read(b, &v1);
+	while (v1.head < va.head && bh_now_ns() - t0 < 30000000000ull);
+	t1 = bh_now_ns();
+	shmbus_channel_close(a);
+	shmbus_channel_close(b);
+	return (double)(v1.head - v0.head) / ((double)(t1 - t0) / 1e9);
+}
+
+/* The local ping-pong: P publishes on `ping` and waits on `pong`; Q
+ * answers. */
+struct pp {
+	const char *ping, *pong;
+	long n;
+	struct hist *h;
+	int who;
+};
+
+static int pingpong(void *arg)
+{
+	struct pp *j = arg;
+	struct shmbus_sub_attr sa;
+	shmbus_bus *bus, *bus2;
+	shmbus_channel *out_ch, *in_ch;
+	shmbus_pub *p;
+	shmbus_sub *s;
+	char msg[32] = "ping";
+	struct shmbus_msg info;
+
+	bh_pin(j->who);
+	p = open_pub(&bus, &out_ch, j->who ? j->pong : j->ping);
+	bus2 = shmbus_connect(A.sock);
+	in_ch = bus2 ? shmbus_bus_open(bus2, j->who ? j->ping : j->pong,
+				       SHMBUS_ROLE_SUBSCRIBE) : NULL;
+	shmbus_sub_attr_init(&sa);
+	s = in_ch ? shmbus_sub_open(in_ch, &sa) : NULL;
+	if (!s)
+		return 2;
+	if (j->who == 0)
+		usleep(200000);	/* Q subscribes first */
+	for (long i = -j->n / 10; i < j->n; i++) {
+		uint64_t t = bh_ticks();
+		ssize_t r;
+
+		if (j->who == 0 && shmbus_publish(p, msg, sizeof(msg)))
+			return 3;
+		while ((r = shmbus_read(s, msg, sizeof(msg), &info)) == -EAGAIN)
+			;
+		if (r < 0)
+			return 4;
+		if (j->who == 1 && shmbus_publish(p, msg, sizeof(msg)))
+			return 5;
+		if (j->who == 0 && i >= 0)
+			hist_record(j->h, bh_ticks() - t);
+	}
+	return 0;
+}
+
+static uint64_t local_p50(const char *ping, const char *pong, long n,
+			  struct hist *h)
+{
+	struct pp q = { ping, pong, n, h, 1 }, p = { ping, pong, n, h, 0 };
+	pid_t a, b;
+
+	hist_init(h);
+	b = in_ns("", pingpong, &q);
+	a = in_ns("", pingpong, &p);
+	if (wait_ok(a) || wait_ok(b)) {
+		fprintf(stderr, "bench_repl: local ping-pong failed\n");
+		exit(1);
+	}
+	return hist_percentile(h, 0.5);
+}
+
+int main(int argc, char **argv)
+{
+	bool quick = argc > 1 && !strcmp(argv[1], "-q");
+	long n = quick ? 2000 : 20000;
+	double secs = quick ? 0.5 : 2.0, tps = bh_ns_per_tick();
+	struct hist *h = bh_shared(sizeof(*h));
+	const char *e = getenv("SHMBUSD");
+	uint64_t tcp, syn, loc[3], rep[3];
+	double tcps, s32, s1k;
+	FILE *csv;
+
+	if (e && *e)
+		shmbusd = e;
+	signal(SIGPIPE, SIG_IGN);
+	bh_calibrate();
+	tps = bh_ns_per_tick();
+	pair_up();
+	printf("bench_repl: two hosts as %s\n", netns ?
+	       "network namespaces joined by a veth pair" :
+	       "two daemons on the loopback (not root)");
+
+	tcp = tcp_pingpong_p50(n, h);
+	syn = sync_p50(n, h);
+	printf("32 B round trip, p50: publish + pub_sync(applied) %.1f us, "
+	       "raw TCP ping-pong %.1f us: %.2fx\n", (double)syn * tps / 1e3,
+	       (double)tcp * tps / 1e3, (double)syn / (double)tcp);
+
+	tcps = tcp_stream(secs);
+	s32 = repl_stream("s32", 32, quick ? 8u << 20 : 48u << 20);
+	s1k = repl_stream("s1k", 1024, quick ? 8u << 20 : 48u << 20);
+	printf("streaming, bytes per second: raw TCP %.0f MB/s; replication "
+	       "(a backlog shipped and applied) of 32 B messages %.0f MB/s of "
+	       "ring (%.0f%%, %.2f M msg/s), of 1 KiB %.0f MB/s (%.0f%%)\n", tcps / 1e6, s32 / 1e6,
+	       100 * s32 / tcps, s32 / 48 / 1e6, s1k / 1e6, 100 * s1k / tcps);
+
+	for (int k = 0; k < 3; k++) {	/* taking turns */
+		loc[k] = local_p50("ping", "pong", n, h);
+		rep[k] = local_p50("ping_r", "pong_r", n, h);
+	}
+	for (int k = 0; k < 3; k++)
+		printf("local 32 B round trip, p50, run %d: not replicated "
+		       "%.0f ns, replicated (async) %.0f ns: %.3fx\n", k + 1,
+		       (double)loc[k] * tps, (double)rep[k] * tps,
+		       (double)rep[k] / (double)loc[k]);
+	mkdir("benchmarks/results", 0755);
+	csv = fopen("benchmarks/results/replication.csv", "a");
+	if (csv) {
+		fprintf(csv, "%s,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f\n",
+			netns ? "netns" : "loopback", (double)syn * tps,
+			(double)tcp * tps, tcps, s32, s1k,
+			(double)loc[1] * tps, (double)rep[1] * tps);
+		fclose(csv);
+	}
+	return 0;
+}
