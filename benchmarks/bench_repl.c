@@ -41,6 +41,7 @@
 #include "hist.h"
 #include "shmbus.h"
 #include "../lib/contract.h"
+#include "shmbus/layout.h"
 
 struct node {
 	char tag;
@@ -147,7 +148,8 @@ static void cleanup(void)
 			waitpid(n->pid, NULL, 0);
 		}
 		sh("rm -rf %s %s %s %s %s.lock %s %s 2>/dev/null", n->dir,
-		   n->conf, n->sock, n->run, n->sock, n->state, n->log);
+		   n->conf, n->sock, n->run, n->sock, n->state,
+		   getenv("BENCH_REPL_KEEP_LOGS") ? "" : n->log);
 	}
 	if (netns)
 		sh("ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null",
@@ -408,12 +410,36 @@ static int sync_client(void *arg)
 
 	bh_pin(0);
 	p = open_pub(&bus, &ch, "sync");
+	/* Until the primary finds its standby in sync. */
+	for (int k = 0; k < 500; k++) {
+		struct sb_repl_view v;
+
+		sb_repl_read(ch, &v);
+		if (!(v.flags & SHMBUS_REPL_OUT_OF_SYNC))
+			break;
+		if (shmbus_publish(p, msg, sizeof(msg)))
+			return 2;
+		shmbus_pub_sync(p, 5000000000LL);
+		usleep(10000);
+	}
 	for (long i = -j->n / 10; i < j->n; i++) {	/* warm up first */
 		uint64_t t = bh_ticks();
+		int rc = shmbus_publish(p, msg, sizeof(msg));
 
-		if (shmbus_publish(p, msg, sizeof(msg)) ||
-		    shmbus_pub_sync(p, 5000000000LL) != 0)
+		if (!rc)
+			rc = shmbus_pub_sync(p, 5000000000LL);
+		if (rc) {
+			struct sb_repl_view v;
+
+			sb_repl_read(ch, &v);
+			fprintf(stderr, "bench_repl: sync: %s (at %ld: flags %x, "
+				"watermark %llu, applied %llu, head %llu)\n",
+				rc > 0 ? "degraded" : shmbus_strerror(rc), i,
+				v.flags, (unsigned long long)v.watermark,
+				(unsigned long long)v.applied,
+				(unsigned long long)v.head);
 			return 2;
+		}
 		if (i >= 0)
 			hist_record(j->h, bh_ticks() - t);
 	}
@@ -588,6 +614,20 @@ int main(int argc, char **argv)
 
 	if (e && *e)
 		shmbusd = e;
+	if (getenv("BENCH_REPL_SYNC_ONLY")) {
+		signal(SIGPIPE, SIG_IGN);
+		bh_calibrate();
+		pair_up();
+		for (int k = 0; k < 3; k++) {
+			uint64_t t = tcp_pingpong_p50(n, h), s = sync_p50(n, h);
+
+			printf("sync %.1f us, tcp %.1f us: %.2fx\n",
+			       (double)s * bh_ns_per_tick() / 1e3,
+			       (double)t * bh_ns_per_tick() / 1e3,
+			       (double)s / (double)t);
+		}
+		return 0;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	bh_calibrate();
 	tps = bh_ns_per_tick();

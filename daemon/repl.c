@@ -398,10 +398,13 @@ static void *reader_main(void *arg)
 		}
 		if (a.received != prev || a.applied != LOAD(&rc->applied))
 			STORE(&rc->progress_ns, now_ns());
-		STORE(&rc->applied, a.applied);
-		STORE(&rc->received, a.received);
+		/* The header's positions first: the agent raises the
+		 * watermark from rc->applied, and shmbus_pub_sync() must find
+		 * them at least as far as the watermark. */
 		sb_repl_acked(rc->ch, a.received, a.applied,
 			      a.applied >= LOAD(&rc->sent));
+		STORE(&rc->applied, a.applied);
+		STORE(&rc->received, a.received);
 		if (rc->level == SHMBUS_ACK_APPLIED)
 			sb_repl_watermark(rc->ch, a.applied);
 		else if (rc->level == SHMBUS_ACK_RECEIVED)

@@ -347,9 +347,9 @@ int shmbus_publish_batch(shmbus_pub *pub, const struct iovec *msgs, size_t n);
  *                          standby, or be lost with this host)
  *   -EROFS                 this host became a standby first: unknown too
  *   -EINVAL
- * Only acknowledgements of the current epoch count.  The call spins for
- * up to 100 us, then sleeps on a futex; it costs the publishing calls
- * nothing when it is not called.  Since version 0.3 (symbol version
+ * Only acknowledgements of the current epoch count.  The call looks
+ * for up to 100 us (yielding the CPU between looks), then sleeps on a
+ * futex; it costs the publishing calls nothing when it is not called.  Since version 0.3 (symbol version
  * SHMBUS_0.3).  Same thread rule as the handle.
  */
 int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns);
