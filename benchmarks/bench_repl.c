@@ -16,7 +16,7 @@
  *
  *   bench_repl [-q]      -q: briefly (checks that it runs)
  *
- * Results are appended to benchmarks/results/replication.csv.
+ * The results go to benchmarks/results/replication.csv (not with -q).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -660,8 +660,11 @@ int main(int argc, char **argv)
 		       (double)loc[k] * tps, (double)rep[k] * tps,
 		       (double)rep[k] / (double)loc[k]);
 	mkdir("benchmarks/results", 0755);
-	csv = fopen("benchmarks/results/replication.csv", "a");
+	csv = quick ? NULL : fopen("benchmarks/results/replication.csv", "w");
 	if (csv) {
+		fprintf(csv, "link,sync_p50_ns,tcp_pingpong_p50_ns,tcp_stream_Bps,"
+			"repl_32_Bps,repl_1k_Bps,local_p50_ns,"
+			"local_replicated_p50_ns\n");
 		fprintf(csv, "%s,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f\n",
 			netns ? "netns" : "loopback", (double)syn * tps,
 			(double)tcp * tps, tcps, s32, s1k,
