@@ -414,7 +414,7 @@ run_ldconfig = if [ -n "$(DESTDIR)" ]; then \
 # fuzz/regress/ (tests/test_fuzz_regress.c).
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_TIME    ?= 60
-FUZZ_TARGETS ?= channel control config
+FUZZ_TARGETS ?= channel control config frames
 FUZZ_ARGS    ?=
 FUZZ_PKGS     = clang libclang-rt-14-dev
 FUZZ_SAN      = -fsanitize=fuzzer-no-link,address,undefined \
@@ -423,6 +423,7 @@ FUZZ_DAEMON_OBJS = $(filter-out $(BUILD)/daemon/main.o,$(DAEMON_OBJS))
 FUZZ_LEN_channel = 32768
 FUZZ_LEN_control = 8192
 FUZZ_LEN_config  = 4096
+FUZZ_LEN_frames  = 65536
 
 .PHONY: fuzz fuzz-build fuzz-bins fuzz-seeds fuzz-clean
 
@@ -460,6 +461,12 @@ $(BUILD)/fuzz/fuzz_config: $(BUILD)/fuzz/fuzz_config.o $(BUILD)/fuzz/fuzz_suppor
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -linih -lnuma
 
+# The standby's frame parser: the wire format and the library's apply.
+$(BUILD)/fuzz/fuzz_frames: $(BUILD)/fuzz/fuzz_frames.o $(BUILD)/fuzz/fuzz_support.o \
+		$(BUILD)/daemon/wire.o $(BUILD)/daemon/crc32c.o $(LIB_INT)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -lcrypto -lisal -lnuma -lpthread
+
 fuzz: fuzz-build
 	$(Q)fail=0; for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/artifacts/$$t; \
@@ -467,7 +474,8 @@ fuzz: fuzz-build
 		$(FUZZ_BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_TIME) \
 			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 			-max_len=$$(case $$t in channel) echo $(FUZZ_LEN_channel);; \
-				control) echo $(FUZZ_LEN_control);; *) echo $(FUZZ_LEN_config);; esac) \
+				control) echo $(FUZZ_LEN_control);; frames) echo $(FUZZ_LEN_frames);; \
+				*) echo $(FUZZ_LEN_config);; esac) \
 			$$([ -f fuzz/$$t.dict ] && echo -dict=fuzz/$$t.dict) \
 			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t/ $(FUZZ_ARGS) \
 			$(FUZZ_BUILD)/corpus/$$t fuzz/corpus/$$t \
@@ -495,7 +503,8 @@ $(BUILD)/fuzz/replay_%.o: fuzz/fuzz_%.c | $(DEPS_STAMP)
 	$(Q)$(CC) $(ALLCPPFLAGS) -DSHMBUS_FUZZ_NO_ENTRY $(ALLCFLAGS) -c $< -o $@
 
 $(BUILD)/tests/test_fuzz_regress: $(BUILD)/fuzz/replay_channel.o $(BUILD)/fuzz/replay_control.o \
-		$(BUILD)/fuzz/replay_config.o $(BUILD)/fuzz/fuzz_support.o $(FUZZ_DAEMON_OBJS)
+		$(BUILD)/fuzz/replay_config.o $(BUILD)/fuzz/replay_frames.o \
+		$(BUILD)/fuzz/fuzz_support.o $(FUZZ_DAEMON_OBJS)
 $(BUILD)/tests/test_fuzz_regress: TEST_LIBS = $(LIB_INT) $(DAEMON_LIBS) -lcriterion
 
 clean:

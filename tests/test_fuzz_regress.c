@@ -97,3 +97,8 @@ Test(fuzz_regress, config_files, .timeout = 300)
 {
 	replay("config", fuzz_config_one, fuzz_config_cleanup);
 }
+
+Test(fuzz_regress, replication_frames, .timeout = 300)
+{
+	replay("frames", fuzz_frames_one, fuzz_frames_cleanup);
+}
