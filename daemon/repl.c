@@ -1554,9 +1554,16 @@ void sbd_repl_stop(void)
 	if (R.listener_on)
 		pthread_join(R.listener, NULL);
 	close(R.lfd);
-	/* Handshake threads see `stopping` within their time limits. */
-	for (int i = 0; i < 300 && LOAD(&R.handshakes); i++)
+	/* Handshake threads end within their time limits (two seconds a
+	 * frame).  One still running keeps what it uses: nothing is freed
+	 * then, the process is about to exit anyway. */
+	for (int i = 0; i < 1000 && LOAD(&R.handshakes); i++)
 		usleep(10000);
+	if (LOAD(&R.handshakes)) {
+		sbd_log(SBD_WARN, 0, "replication: %u handshakes still running "
+			"at exit", LOAD(&R.handshakes));
+		return;
+	}
 	for (size_t i = 0; i < R.n; i++) {
 		sb_writer_close(R.ch[i].writer);
 		free(R.ch[i].buf);
