@@ -1595,13 +1595,40 @@ int sbd_repl_command(uint32_t op, uint32_t flags, struct shmbus_ctl_repl_reply *
 	}
 	pthread_mutex_lock(&R.role_mu);
 	switch (op) {
-	case SHMBUS_REPL_OP_STATUS:
-		snprintf(r->text, sizeof(r->text), "%s at epoch %" PRIu64
-			 ", %zu channel%s, listening on %s, peer %s",
-			 role_name(LOAD(&R.role)), LOAD(&R.epoch), R.n,
-			 R.n == 1 ? "" : "s", sbd.conf.repl.listen,
-			 sbd.conf.repl.peer);
+	case SHMBUS_REPL_OP_STATUS: {
+		size_t o = (size_t)snprintf(r->text, sizeof(r->text), "%s at "
+			"epoch %" PRIu64 ", %zu channel%s, listening on %s, "
+			"peer %s", role_name(LOAD(&R.role)), LOAD(&R.epoch),
+			R.n, R.n == 1 ? "" : "s", sbd.conf.repl.listen,
+			sbd.conf.repl.peer);
+
+		/* A line a channel, as many as the answer holds. */
+		for (size_t i = 0; i < R.n && o < sizeof(r->text); i++) {
+			struct sb_repl_view v;
+			uint64_t have;
+
+			sb_repl_read(R.ch[i].ch, &v);
+			have = v.level == SHMBUS_ACK_APPLIED ? v.applied
+							     : v.received;
+			if (v.flags & SHMBUS_REPL_STANDBY)
+				o += (size_t)snprintf(r->text + o,
+					sizeof(r->text) - o, "\n  %.40s: link "
+					"%s, holds %" PRIu64, R.ch[i].name,
+					v.flags & SHMBUS_REPL_LINK ? "up" :
+					"down", v.head);
+			else
+				o += (size_t)snprintf(r->text + o,
+					sizeof(r->text) - o, "\n  %.40s: link "
+					"%s, standby %s, lag %" PRIu64 " bytes",
+					R.ch[i].name,
+					v.flags & SHMBUS_REPL_LINK ? "up" :
+					"down",
+					v.flags & SHMBUS_REPL_OUT_OF_SYNC ?
+					"out of sync" : "in sync",
+					v.head > have ? v.head - have : 0);
+		}
 		break;
+	}
 	case SHMBUS_REPL_OP_PROMOTE:
 		if (LOAD(&R.role) == SBD_ROLE_PRIMARY) {
 			snprintf(r->text, sizeof(r->text), "already primary");
