@@ -216,6 +216,18 @@ Test(repl, pub_sync_applied_means_the_standby_ring_holds_it)
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 	cr_assert_eq(read_all(&B, "sp", UINT64_MAX), 2000);
+	{
+		struct shmbus_ctl_repl_reply r;
+
+		cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+		cr_assert(strstr(r.text, "primary at epoch 1") &&
+			  strstr(r.text, "sp: link up, standby in sync, lag 0"),
+			  "%s", r.text);
+		cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+		cr_assert(strstr(r.text, "standby at epoch 1") &&
+			  strstr(r.text, "sp: link up, holds 160000"),
+			  "%s", r.text);
+	}
 }
 
 Test(repl, the_standby_refuses_producers_and_serves_subscribers)
