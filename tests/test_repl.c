@@ -968,3 +968,87 @@ Test(repl, a_forced_demotion_never_acknowledges_what_the_standby_lacks)
 	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
 }
+
+/* Hostile peers without the key, from the standby's host: garbage, a
+ * frame header that announces more than any frame, a handshake that
+ * stops halfway, one that trickles a byte at a time.  The primary refuses
+ * each (and says so), reads nothing of theirs past the key's proof, and
+ * goes on replicating. */
+static int hostile(void *arg)
+{
+	const char *addr = arg;
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	char host[64];
+	int port;
+	uint8_t junk[1024];
+
+	if (sscanf(addr, "%63[^:]:%d", host, &port) != 2 ||
+	    inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+		return 2;
+	sa.sin_port = htons((uint16_t)port);
+	signal(SIGPIPE, SIG_IGN);
+	for (int kind = 0; kind < 4; kind++) {
+		int s = socket(AF_INET, SOCK_STREAM, 0);
+		struct {
+			uint32_t magic;
+			uint16_t version, type;
+			uint32_t len, crc;
+			uint64_t epoch, chan, pos;
+		} h = { 0x31525342, 1, 1, 0, 0, 0, 0, 0 };
+
+		if (connect(s, (struct sockaddr *)&sa, sizeof(sa)))
+			return 3;
+		for (size_t i = 0; i < sizeof(junk); i++)
+			junk[i] = (uint8_t)(i * 37 + kind);
+		switch (kind) {
+		case 0:	/* garbage */
+			(void)!write(s, junk, sizeof(junk));
+			break;
+		case 1:	/* a header announcing 1 GiB */
+			h.len = 1u << 30;
+			(void)!write(s, &h, sizeof(h));
+			(void)!write(s, junk, sizeof(junk));
+			break;
+		case 2:	/* half a handshake frame, then silence */
+			h.len = 32;
+			(void)!write(s, &h, sizeof(h));
+			(void)!write(s, junk, 16);
+			break;
+		case 3:	/* a byte at a time */
+			for (int i = 0; i < 30; i++) {
+				if (write(s, junk + i, 1) != 1)
+					break;
+				usleep(100000);
+			}
+			break;
+		}
+		/* The primary closes it (within its handshake deadline). */
+		{
+			struct pollfd p = { .fd = s, .events = POLLIN };
+			char c;
+
+			if (poll(&p, 1, 5000) != 1)
+				return 10 + kind;
+			while (read(s, &c, 1) > 0)
+				;
+		}
+		close(s);
+	}
+	return 0;
+}
+
+Test(repl, hostile_peers_are_refused_and_replication_goes_on)
+{
+	struct pubarg sp = { "sp", 20000, 0, 256, false, false };
+	pid_t pid;
+
+	pair_setup(CHANS, "");
+	pid = host_spawn(&B, hostile, A.listen);
+	cr_assert_eq(th_wait(pid), 0, "the primary did not close a hostile "
+		     "connection");
+	cr_assert(host_log_wait(&A, "refused: bad magic", 100));
+	pid = th_spawn(publisher, &sp);
+	cr_assert_eq(th_wait(pid), 0);
+	pair_wait_caught_up("sp", 0, 10000);
+	pair_assert_identical("sp");
+}
