@@ -693,7 +693,16 @@ Test(repl, switchover_under_load_loses_nothing)
 	p0 = th_spawn(sync_publisher, &s0);
 	p1 = th_spawn(sync_publisher, &s1);
 	p2 = th_spawn(sync_publisher, &s2);
-	usleep(300000);
+	/* Until every producer has had acknowledgements (sanitized daemons
+	 * are slow to serve the first ones). */
+	for (int t = 0; t < 1000; t++) {
+		if (__atomic_load_n(&tally->acked[0], __ATOMIC_RELAXED) > 50 &&
+		    __atomic_load_n(&tally->acked[1], __ATOMIC_RELAXED) > 50 &&
+		    __atomic_load_n(&tally->acked[2], __ATOMIC_RELAXED) > 50)
+			break;
+		usleep(10000);
+	}
+	usleep(100000);
 	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0,
 		     "switchover: %s", r.text);
 	cr_log_info("switchover: %s in %.2f ms", r.text,
