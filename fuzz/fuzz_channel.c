@@ -222,9 +222,11 @@ static bool one_of(long rc, const int *errs, size_t n)
 #define ERRS(...) (const int[]){ __VA_ARGS__ }, \
 	sizeof((const int[]){ __VA_ARGS__ }) / sizeof(int)
 
-/* What a publishing call may return besides success. */
+/* What a publishing call may return besides success.  EROFS: damage
+ * to the header's fence word (a replicated channel's) refuses producers,
+ * as on a standby. */
 static const int pub_errs[] = { EMSGSIZE, EAGAIN, ETIMEDOUT, EBUSY, EBADMSG,
-				EINVAL };
+				EINVAL, EROFS };
 
 struct run {
 	shmbus_channel *ch;
@@ -527,7 +529,8 @@ static void run_program(struct run *r, struct fuzz_in *in, unsigned how)
 					FUZZ_CHECK(errno == EBUSY ||
 						   errno == ENOSPC ||
 						   errno == EPERM ||
-						   errno == EBADMSG);
+						   errno == EBADMSG ||
+						   errno == EROFS);
 				else
 					FUZZ_CHECK(!r->ch->rdonly &&
 						   !r->ch->no_pub);
