@@ -47,6 +47,7 @@
 #define HANDSHAKE_MS	2000
 #define HANDSHAKES_MAX	8		/* handshakes at once */
 #define CONNECT_MS	1000
+#define SPIN_NS		INT64_C(30000)	/* see set_spin() */
 
 struct rchan {
 	char name[SHMBUS_CTL_NAME];
@@ -349,11 +350,20 @@ static unsigned sync_ms(void)
 /* ----------------------------------------------------------- the primary */
 
 /* The standby's acknowledgements on the agent's current link. */
+static bool sync_waiting(void *arg)
+{
+	return sb_repl_sync_waiting(((struct rchan *)arg)->ch);
+}
+
 static void *reader_main(void *arg)
 {
 	struct rchan *rc = arg;
 	struct sbd_link *l = rc->plink;
 	char why[512];
+
+	/* While a sync waiter waits, its acknowledgement is looked for
+	 * without sleeping (a wake-up less in its round trip). */
+	R.t->set_spin(l, SPIN_NS, sync_waiting, rc);
 
 	for (;;) {
 		struct rw_ack a;
@@ -885,6 +895,9 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		sb_repl_watermark(rc->ch, end);
 	}
 	rc->acked = end;
+	/* The next frame is looked for a little without sleeping: a
+	 * synchronous producer's comes a round trip after our ack. */
+	R.t->set_spin(l, SPIN_NS, NULL, NULL);
 	sb_repl_flags(rc->ch, SHMBUS_REPL_LINK, 0);
 	sbd_log(SBD_NOTICE, 0, "%s: linked to primary %s at %" PRIu64
 		" (epoch %" PRIu64 ")", rc->name, R.t->peer(l), end, h.epoch);

@@ -134,6 +134,11 @@ struct sbd_transport {
 	int (*recv)(struct sbd_link *l, void *buf, size_t n, int timeout_ms);
 	/* Whether bytes wait to be received (without waiting). */
 	bool (*pending)(struct sbd_link *l);
+	/* Before it sleeps for data, recv looks again for up to spin_ns,
+	 * yielding the CPU between looks, while when(arg) says so (NULL:
+	 * always). */
+	void (*set_spin)(struct sbd_link *l, int64_t spin_ns,
+			 bool (*when)(void *arg), void *arg);
 	/* Makes every blocked call on the link return (another thread). */
 	void (*shutdown)(struct sbd_link *l);
 	void (*close)(struct sbd_link *l);

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,9 @@
 struct sbd_link {
 	int fd;
 	char peer[80];
+	int64_t spin_ns;
+	bool (*spin_when)(void *arg);
+	void *spin_arg;
 };
 
 /* "host:port" or "[v6]:port" into its parts. */
@@ -265,6 +269,28 @@ static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
 			continue;
 		if (errno != EAGAIN)
 			return -errno;
+		if (l->spin_ns && (!l->spin_when || l->spin_when(l->spin_arg))) {
+			struct timespec t0, t;
+
+			clock_gettime(CLOCK_MONOTONIC, &t0);
+			do {
+				sched_yield();
+				r = recv(l->fd, p, n, MSG_DONTWAIT);
+				if (r > 0 || (r < 0 && errno != EAGAIN))
+					break;
+				clock_gettime(CLOCK_MONOTONIC, &t);
+			} while ((t.tv_sec - t0.tv_sec) * 1000000000 +
+					 (t.tv_nsec - t0.tv_nsec) < l->spin_ns);
+			if (r > 0) {
+				p += r;
+				n -= (size_t)r;
+				continue;
+			}
+			if (r == 0)
+				return -ECONNRESET;
+			if (errno != EAGAIN)
+				return -errno;
+		}
 		if (deadline >= 0 && mono_ms() >= deadline)
 			return -ETIMEDOUT;
 		r = ready(l->fd, POLLIN, deadline < 0 ? -1 :
@@ -281,6 +307,14 @@ static bool tcp_pending(struct sbd_link *l)
 	char c;
 
 	return recv(l->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+static void tcp_set_spin(struct sbd_link *l, int64_t spin_ns,
+			 bool (*when)(void *arg), void *arg)
+{
+	l->spin_ns = spin_ns;
+	l->spin_when = when;
+	l->spin_arg = arg;
 }
 
 static void tcp_shutdown(struct sbd_link *l)
@@ -309,6 +343,7 @@ const struct sbd_transport sbd_tcp = {
 	.send = tcp_send,
 	.recv = tcp_recv,
 	.pending = tcp_pending,
+	.set_spin = tcp_set_spin,
 	.shutdown = tcp_shutdown,
 	.close = tcp_close,
 	.peer = tcp_peer,
