@@ -735,6 +735,7 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		       size_t wn)
 {
 	uint64_t e = LOAD(&R.epoch);
+	struct sb_frame f;
 	int64_t stop_at = 0;
 	bool told = false;
 	int rc2;
@@ -759,7 +760,7 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 			 "ours (%" PRIu64 ")", h->pos, *end);
 		return -EBADMSG;
 	}
-	rc2 = sb_apply_check(rc->ch, h->pos, rc->buf, h->len, NULL, why, wn);
+	rc2 = sb_apply_check(rc->ch, h->pos, rc->buf, h->len, &f, why, wn);
 	if (rc2)
 		return rc2;
 	if (h->epoch > e || !hist_has(h->epoch, rc->id)) {
@@ -772,7 +773,7 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		sbd_log(SBD_NOTICE, 0, "%s: epoch %" PRIu64 " from %" PRIu64,
 			rc->name, h->epoch, h->pos);
 	}
-	while ((rc2 = sb_apply(rc->writer, h->pos, rc->buf, h->len)) ==
+	while ((rc2 = sb_apply(rc->writer, h->pos, rc->buf, h->len, &f)) ==
 	       -ETIMEDOUT) {
 		/* Our own subscribers hold the ring: say we have the bytes,
 		 * and wait.  Once said, the frame is applied before this

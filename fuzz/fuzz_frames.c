@@ -93,6 +93,7 @@ int fuzz_frames_one(const uint8_t *data, size_t size)
 	FUZZ_CHECK(w != NULL);
 	while (size - o >= sizeof(struct rw_hdr)) {
 		struct rw_hdr h;
+		struct sb_frame f;
 		uint64_t head = sb_ring_head(ch);
 		uint32_t crc;
 
@@ -120,10 +121,10 @@ int fuzz_frames_one(const uint8_t *data, size_t size)
 			continue;
 		/* The linker applies at its head only. */
 		h.pos = head;
-		if (sb_apply_check(ch, h.pos, body, h.len, NULL, why,
+		if (sb_apply_check(ch, h.pos, body, h.len, &f, why,
 				   sizeof(why)))
 			continue;
-		FUZZ_CHECK(sb_apply(w, h.pos, body, h.len) == 0 ||
+		FUZZ_CHECK(sb_apply(w, h.pos, body, h.len, &f) == 0 ||
 			   sb_ring_head(ch) == head);
 	}
 	read_back(ch);

@@ -209,12 +209,24 @@ bool sb_ring_holds(shmbus_channel *ch, uint64_t from);
  * -ETIMEDOUT. */
 shmbus_pub *sb_writer_open(shmbus_channel *ch, int64_t timeout_ns);
 void sb_writer_close(shmbus_pub *w);
-/* Whether buf holds whole, valid records for [pos, pos + len): 0 (with
- * the number of messages), or -EBADMSG and a reason in why. */
+/* What sb_apply_check() learnt of a frame's records, for sb_apply(): its
+ * one walk over them. */
+struct sb_frame {
+	uint64_t nmsgs;		/* messages (not skipped, not padding) */
+	uint64_t nbytes;	/* their and skipped records' payload bytes */
+	uint64_t last_seq;	/* of the last record that is not padding */
+	uint64_t last_pos;	/* its position, UINT64_MAX if none */
+	uint64_t last_word;	/* its commit word */
+};
+
+/* Whether buf holds whole, valid records for [pos, pos + len): 0 (and
+ * *f), or -EBADMSG and a reason in why. */
 int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
-		   size_t len, uint64_t *nmsgs, char *why, size_t whylen);
-/* Writes checked records at pos, which must be head (-ESTALE). */
-int sb_apply(shmbus_pub *w, uint64_t pos, const uint8_t *buf, size_t len);
+		   size_t len, struct sb_frame *f, char *why, size_t whylen);
+/* Writes records checked by sb_apply_check() (f) at pos, which must be
+ * head (-ESTALE). */
+int sb_apply(shmbus_pub *w, uint64_t pos, const uint8_t *buf, size_t len,
+	     const struct sb_frame *f);
 /* At start: the end of the committed records (head is moved back over
  * an apply cut short), or UINT64_MAX if head is corrupt. */
 uint64_t sb_apply_recover(shmbus_channel *ch);

@@ -508,9 +508,10 @@ static uint64_t get64(const uint8_t *p)
 }
 
 int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
-		   size_t len, uint64_t *nmsgs, char *why, size_t whylen)
+		   size_t len, struct sb_frame *f, char *why, size_t whylen)
 {
-	uint64_t o = 0, last_seq = 0, n = 0;
+	uint64_t o = 0, last_seq = 0, n = 0, nbytes = 0;
+	uint64_t last_pos = UINT64_MAX, last_word = 0;
 	bool have_seq = false;
 
 	if (pos % SHMBUS_REC_ALIGN || len % SHMBUS_REC_ALIGN ||
@@ -562,6 +563,9 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 			}
 			have_seq = true;
 			last_seq = seq;
+			last_pos = p;
+			last_word = w;
+			nbytes += l;
 			n += type == SHMBUS_REC_MSG;
 		} else {
 			snprintf(why, whylen, "record at %llu: type %u",
@@ -576,8 +580,9 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 		}
 		o += size;
 	}
-	if (nmsgs)
-		*nmsgs = n;
+	*f = (struct sb_frame){ .nmsgs = n, .nbytes = nbytes,
+				.last_seq = last_seq, .last_pos = last_pos,
+				.last_word = last_word };
 	return 0;
 }
 
@@ -588,12 +593,11 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
  * and its commit word last (R1), in order, then the post and the wake.
  */
 int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
-	     size_t len)
+	     size_t len, const struct sb_frame *f)
 {
 	struct shmbus_channel *ch = wr->ch;
 	struct shmbus_hdr *h = ch->hdr;
-	uint64_t q = pos + len, o = 0, seq = 0, nbytes = 0, nseq = 0;
-	uint64_t last_pos = UINT64_MAX, last_w = 0;
+	uint64_t q = pos + len;
 	int64_t deadline = 0;
 	unsigned spins = 0;
 	int rc;
@@ -612,21 +616,9 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 	 * visible before any byte of it changes. */
 	fence_release();
 	store_relaxed64(&rec_at(ch, q)->commit, 0);
-	for (o = 0; o < len;) {
-		uint64_t w = get64(buf + o);
-
-		if (word_type(w) == SHMBUS_REC_PAD) {
-			o += SHMBUS_REC_ALIGN + word_len(w);
-			continue;
-		}
-		seq = get64(buf + o + 8);
-		nseq = seq + 1;
-		nbytes += word_len(w);
-		o += rec_size(word_len(w));
-	}
-	if (nseq)
-		store_relaxed64(&h->seq, nseq);
-	store_relaxed64(&h->bytes, load_relaxed64(&h->bytes) + nbytes);
+	if (f->last_pos != UINT64_MAX)
+		store_relaxed64(&h->seq, f->last_seq + 1);
+	store_relaxed64(&h->bytes, load_relaxed64(&h->bytes) + f->nbytes);
 	/* R3: pairs with A3' in the subscriber's trusted(). */
 	store_release64(&h->handoff, q);
 	if ((pos ^ q) >> ch->seg_log2)
@@ -636,8 +628,9 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 	 * reaches the frame only through its first record (the index points
 	 * past the frame, and its first word was zeroed by the claim before
 	 * it), so it finds all of it or nothing, as a batch (design.md §3,
-	 * sb_write_batch()).  One copy instead of one a record: 32-byte
-	 * records applied at several times the rate. */
+	 * sb_write_batch()).  One copy instead of one a record, and no walk
+	 * but the check's: 32-byte records applied at several times the
+	 * rate. */
 	{
 		uint64_t i = (pos & ch->mask) + 8, first = ch->cap - i;
 
@@ -648,26 +641,15 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 			memcpy(ch->data, buf + 8 + first, len - 8 - first);
 		}
 	}
-	for (o = 0; o < len;) {
-		uint64_t w = get64(buf + o);
-
-		if (word_type(w) == SHMBUS_REC_PAD) {
-			o += SHMBUS_REC_ALIGN + word_len(w);
-			continue;
-		}
-		last_pos = pos + o;
-		last_w = w;
-		o += rec_size(word_len(w));
-	}
 	commit_store(rec_at(ch, pos), get64(buf));
 	add_relaxed64(&h->repl_frames, 1);
 	/* As sp_committed(): the post's hint after the commits. */
 	fence_compiler();
 	/* No edge: a hint (see sp_committed()). */
-	if (!ch_multi(ch) && last_pos != UINT64_MAX &&
+	if (!ch_multi(ch) && f->last_pos != UINT64_MAX &&
 	    load_relaxed64(&h->mbox_want))
-		mbox_post(ch->mbox, rec_at(ch, last_pos), last_pos, last_w,
-			  seq);
+		mbox_post(ch->mbox, rec_at(ch, f->last_pos), f->last_pos,
+			  f->last_word, f->last_seq);
 	/* F3: pairs with F3 in sleep_wait(), as wake_if_sleepers(). */
 	fence_seqcst();
 	if (load_relaxed32(&h->sleepers))
