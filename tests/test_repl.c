@@ -1061,3 +1061,60 @@ Test(repl, hostile_peers_are_refused_and_replication_goes_on)
 	pair_wait_caught_up("sp", 0, 10000);
 	pair_assert_identical("sp");
 }
+
+/* busstat on both hosts: the table, -c, --json and --prometheus say what
+ * each host is for each replicated channel. */
+static void busstat_has(const struct host *h, const char *args,
+			const char *const *want)
+{
+	const char *bin = getenv("BUSSTAT");
+	char cmd[512], out[1 << 16];
+	size_t n;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "%s -d %s %s", bin && *bin ? bin :
+		 "build/tools/busstat", h->dir, args);
+	p = popen(cmd, "r");
+	cr_assert(p);
+	n = fread(out, 1, sizeof(out) - 1, p);
+	out[n] = 0;
+	cr_assert_eq(pclose(p), 0, "%s failed: %s", cmd, out);
+	for (; *want; want++)
+		cr_assert(strstr(out, *want), "%s: no '%s' in:\n%s", cmd, *want,
+			  out);
+}
+
+Test(repl, busstat_shows_both_sides)
+{
+	struct pubarg sp = { "sp", 5000, 0, 256, false, false };
+	static const char *const a_table[] = { "REPLICATED", "primary",
+		"applied  up   in", NULL };
+	static const char *const b_table[] = { "standby", "received up", NULL };
+	static const char *const a_json[] = {
+		"\"replication\":{\"role\":\"primary\",\"epoch\":1,"
+		"\"level\":\"applied\",\"linked\":true,\"in_sync\":true",
+		"\"lag_bytes\":0", "\"gaps\":0", NULL };
+	static const char *const b_json[] = {
+		"\"replication\":{\"role\":\"standby\"", "\"in_sync\":null",
+		"\"fenced\":true", NULL };
+	static const char *const a_prom[] = {
+		"shmbus_repl_epoch{channel=\"sp\"} 1",
+		"shmbus_repl_in_sync{channel=\"sp\"} 1",
+		"shmbus_repl_frames_total{channel=\"sp\"}", NULL };
+	static const char *const a_detail[] = {
+		"replication: primary at epoch 1, level applied, link up, "
+		"standby in sync", NULL };
+	pid_t pid;
+
+	pair_setup(CHANS, "");
+	pid = th_spawn(publisher, &sp);
+	cr_assert_eq(th_wait(pid), 0);
+	pair_wait_caught_up("sp", 0, 5000);
+	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
+	busstat_has(&A, "", a_table);
+	busstat_has(&B, "", b_table);
+	busstat_has(&A, "--json", a_json);
+	busstat_has(&B, "--json", b_json);
+	busstat_has(&A, "--prometheus", a_prom);
+	busstat_has(&A, "-c sp", a_detail);
+}
