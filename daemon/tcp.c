@@ -22,9 +22,17 @@
 
 #include "repl.h"
 
+/* Small reads go through a buffer: a frame's header and a short body come
+ * in one system call instead of two (a synchronous round trip reads two
+ * such frames).  bench_repl, taking turns with the build without it:
+ * 7.7-7.9 against 8.2 us a synchronous round trip. */
+#define RBUF 4096
+
 struct sbd_link {
 	int fd;
 	char peer[80];
+	size_t roff, rlen;
+	uint8_t rbuf[RBUF];
 	int64_t spin_ns;
 	bool (*spin_when)(void *arg);
 	void *spin_arg;
@@ -248,6 +256,27 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* One non-blocking read towards dst: what the buffer holds, else a read
+ * straight into dst (n of at least a buffer's worth), else a refill. */
+static ssize_t take(struct sbd_link *l, char *dst, size_t n)
+{
+	ssize_t r;
+
+	if (l->roff == l->rlen) {
+		if (n >= RBUF)
+			return recv(l->fd, dst, n, MSG_DONTWAIT);
+		r = recv(l->fd, l->rbuf, RBUF, MSG_DONTWAIT);
+		if (r <= 0)
+			return r;
+		l->roff = 0;
+		l->rlen = (size_t)r;
+	}
+	r = (ssize_t)(l->rlen - l->roff < n ? l->rlen - l->roff : n);
+	memcpy(dst, l->rbuf + l->roff, (size_t)r);
+	l->roff += (size_t)r;
+	return r;
+}
+
 /* The whole of n bytes within timeout_ms, however the peer trickles them
  * (a peer that sends a byte a second does not hold a handshake open). */
 static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
@@ -256,7 +285,7 @@ static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
 	char *p = buf;
 
 	while (n) {
-		ssize_t r = recv(l->fd, p, n, MSG_DONTWAIT);
+		ssize_t r = take(l, p, n);
 
 		if (r > 0) {
 			p += r;
@@ -275,7 +304,7 @@ static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
 			clock_gettime(CLOCK_MONOTONIC, &t0);
 			do {
 				sched_yield();
-				r = recv(l->fd, p, n, MSG_DONTWAIT);
+				r = take(l, p, n);
 				if (r > 0 || (r < 0 && errno != EAGAIN))
 					break;
 				clock_gettime(CLOCK_MONOTONIC, &t);
@@ -306,7 +335,8 @@ static bool tcp_pending(struct sbd_link *l)
 {
 	char c;
 
-	return recv(l->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+	return l->roff < l->rlen ||
+	       recv(l->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
 static void tcp_set_spin(struct sbd_link *l, int64_t spin_ns,
