@@ -16,6 +16,11 @@
  *
  *   bench_repl [-q]      -q: briefly (checks that it runs)
  *
+ * For A/B runs: BENCH_REPL_SYNC_ONLY=1 measures only the round trips
+ * (three rounds), BENCH_REPL_STREAM_ONLY=1 only the streaming (three
+ * rounds), SHMBUSD names the daemon to run, BENCH_REPL_KEEP_LOGS=1 keeps
+ * the daemons' logs in /tmp.
+ *
  * The results go to benchmarks/results/replication.csv (not with -q).
  */
 #define _GNU_SOURCE
