@@ -4,10 +4,12 @@
  * interface, and the agent's entry points (docs/replication.md).
  *
  *   crc32c.c     CRC-32C (ISA-L)
- *   transport.h  (below) what a transport offers the agent
+ *   (below)      what a transport offers the agent
  *   tcp.c        the TCP transport
  *   wire.c       frames: building, checking; the peer's proof of the key
- *   repl.c       the agent: roles, links, shipping, applying, epochs
+ *   repl.c, repl_primary.c, repl_standby.c, epochs.c
+ *                the agent (repl_int.h): roles, links, shipping,
+ *                applying, epochs
  */
 #ifndef SHMBUSD_REPL_H
 #define SHMBUSD_REPL_H

@@ -10,9 +10,10 @@
  *   control.c   the control socket: requests, authorisation, fd passing
  *   reaper.c    the reaper thread: finds dead processes' slots, repairs
  *   log.c       levels, stderr or syslog
+ *   repl*.c     replication to a standby host (repl.h, repl_int.h)
  *
  * Threads: the main thread (control socket, signals, reload), the reaper,
- * and liburcu's call_rcu worker.  The registry is written by the main
+ * liburcu's call_rcu worker, and replication's (repl_int.h).  The registry is written by the main
  * thread only and read by all of them without a lock.
  */
 #ifndef SHMBUSD_H

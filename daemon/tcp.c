@@ -277,6 +277,30 @@ static ssize_t take(struct sbd_link *l, char *dst, size_t n)
 	return r;
 }
 
+/* take() again for up to spin_ns (while spin_when() says so), yielding
+ * the CPU between tries, when the first found nothing: a reply a few
+ * microseconds away is taken without a sleep and a wake-up.  Returns as
+ * take() does. */
+static ssize_t take_soon(struct sbd_link *l, char *dst, size_t n)
+{
+	struct timespec t0, t;
+	ssize_t r = -1;
+
+	errno = EAGAIN;
+	if (!l->spin_ns || (l->spin_when && !l->spin_when(l->spin_arg)))
+		return -1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		sched_yield();
+		r = take(l, dst, n);
+		if (r >= 0 || errno != EAGAIN)
+			return r;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while ((t.tv_sec - t0.tv_sec) * 1000000000 +
+			 (t.tv_nsec - t0.tv_nsec) < l->spin_ns);
+	return r;
+}
+
 /* The whole of n bytes within timeout_ms, however the peer trickles them
  * (a peer that sends a byte a second does not hold a handshake open). */
 static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
@@ -286,7 +310,10 @@ static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
 
 	while (n) {
 		ssize_t r = take(l, p, n);
+		int rc;
 
+		if (r < 0 && errno == EAGAIN)
+			r = take_soon(l, p, n);
 		if (r > 0) {
 			p += r;
 			n -= (size_t)r;
@@ -298,35 +325,13 @@ static int tcp_recv(struct sbd_link *l, void *buf, size_t n, int timeout_ms)
 			continue;
 		if (errno != EAGAIN)
 			return -errno;
-		if (l->spin_ns && (!l->spin_when || l->spin_when(l->spin_arg))) {
-			struct timespec t0, t;
-
-			clock_gettime(CLOCK_MONOTONIC, &t0);
-			do {
-				sched_yield();
-				r = take(l, p, n);
-				if (r > 0 || (r < 0 && errno != EAGAIN))
-					break;
-				clock_gettime(CLOCK_MONOTONIC, &t);
-			} while ((t.tv_sec - t0.tv_sec) * 1000000000 +
-					 (t.tv_nsec - t0.tv_nsec) < l->spin_ns);
-			if (r > 0) {
-				p += r;
-				n -= (size_t)r;
-				continue;
-			}
-			if (r == 0)
-				return -ECONNRESET;
-			if (errno != EAGAIN)
-				return -errno;
-		}
 		if (deadline >= 0 && mono_ms() >= deadline)
 			return -ETIMEDOUT;
-		r = ready(l->fd, POLLIN, deadline < 0 ? -1 :
-			  (int)(deadline - mono_ms() > 0 ? deadline - mono_ms()
-							 : 0));
-		if (r)
-			return (int)r;
+		rc = ready(l->fd, POLLIN, deadline < 0 ? -1 :
+			   (int)(deadline - mono_ms() > 0 ? deadline - mono_ms()
+							  : 0));
+		if (rc)
+			return rc;
 	}
 	return 0;
 }

@@ -101,6 +101,21 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 	return NULL;
 }
 
+void sb_pub_init(struct shmbus_pub *pub, struct shmbus_channel *ch)
+{
+	pub->ch = ch;
+	pub->hdr = ch->hdr;
+	pub->mbox = ch->mbox;
+	pub->data = ch->data;
+	pub->mask = ch->mask;
+	pub->cap = ch->cap;
+	pub->max_msg = ch->max_msg;
+	pub->seg_log2 = ch->seg_log2;
+	pub->cap_log2 = ch->cap_log2;
+	pub->small_max = ch_mbox_max(ch);
+	pub->multi = ch_multi(ch);
+}
+
 SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 					  const struct shmbus_pub_attr *attr)
 {
@@ -124,18 +139,8 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		errno = ENOMEM;
 		return NULL;
 	}
-	pub->ch = ch;
+	sb_pub_init(pub, ch);
 	pub->fence_word = fence;
-	pub->hdr = ch->hdr;
-	pub->mbox = ch->mbox;
-	pub->data = ch->data;
-	pub->mask = ch->mask;
-	pub->cap = ch->cap;
-	pub->max_msg = ch->max_msg;
-	pub->seg_log2 = ch->seg_log2;
-	pub->cap_log2 = ch->cap_log2;
-	pub->small_max = ch_mbox_max(ch);
-	pub->multi = ch_multi(ch);
 	/* room stays 0 (calloc): the first claim is a slow one, which sets
 	 * it (sp_set_room() in publish_sp.c); a multi producer's stays 0. */
 	/* Overwrite, single producer: nothing ever holds it back. */

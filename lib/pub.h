@@ -65,6 +65,10 @@ struct shmbus_pub {
 	uint64_t c_word;	/* the commit word shmbus_commit() stores */
 };
 
+/* Fills a handle's copies of the channel's validated geometry
+ * (producer.c). */
+void sb_pub_init(struct shmbus_pub *pub, struct shmbus_channel *ch);
+
 /* The record at ring position pos, from the handle's copies. */
 static inline struct shmbus_rec *pub_rec(const struct shmbus_pub *pub,
 					 uint64_t pos)

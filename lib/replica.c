@@ -478,15 +478,7 @@ struct shmbus_pub *sb_writer_open(shmbus_channel *ch, int64_t timeout_ns)
 
 	if (!w)
 		return NULL;
-	w->ch = ch;
-	w->hdr = ch->hdr;
-	w->mbox = ch->mbox;
-	w->data = ch->data;
-	w->mask = ch->mask;
-	w->cap = ch->cap;
-	w->max_msg = ch->max_msg;
-	w->seg_log2 = ch->seg_log2;
-	w->cap_log2 = ch->cap_log2;
+	sb_pub_init(w, ch);
 	w->multi = false;	/* no producer slots to respect */
 	w->agent = true;
 	w->limit = ch_overwrite(ch) ? UINT64_MAX : 0;

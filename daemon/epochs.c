@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * epochs.c - the replication's epoch history (docs/replication.md).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmbusd.h"
+#include "repl.h"
+#include "repl_int.h"
+#include "shmbus/layout.h"
+#include "../lib/contract.h"
+
+/*
+ * state_dir/epochs: one line per (epoch, channel) start, "EPOCH CHANNEL
+ * POSITION", appended and fdatasync'd before the first record of the
+ * epoch is written in that channel.  A last line cut short by a crash is
+ * cut off at start; any other damage stops the daemon.
+ */
+struct hist_ent {
+	uint64_t epoch, pos;
+	uint64_t chan;
+};
+
+static struct hist_ent *hist;
+static size_t nhist;
+/* The history is appended to by linkers (a new epoch seen) and role
+ * changes, and read by handshakes. */
+static pthread_mutex_t hist_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int hist_add_mem(uint64_t epoch, uint64_t chan, uint64_t pos)
+{
+	struct hist_ent *g = realloc(hist, (nhist + 1) * sizeof(*hist));
+
+	if (!g)
+		return -ENOMEM;
+	hist = g;
+	hist[nhist++] = (struct hist_ent){ epoch, pos, chan };
+	return 0;
+}
+
+static int mkdirs(const char *path)
+{
+	char p[PATH_MAX];
+
+	snprintf(p, sizeof(p), "%s", path);
+	for (char *s = p + 1; *s; s++)
+		if (*s == '/') {
+			*s = 0;
+			if (mkdir(p, 0700) && errno != EEXIST)
+				return -errno;
+			*s = '/';
+		}
+	if (mkdir(p, 0700) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int rp_hist_load(const char *dir, char *why, size_t wn)
+{
+	char path[PATH_MAX + 16], *text, *line, *save;
+	struct stat st;
+	off_t good = 0;
+	ssize_t r;
+	int fd, lineno = 0;
+
+	if (mkdirs(dir)) {
+		snprintf(why, wn, "state_dir %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/epochs", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_APPEND, 0600);
+	if (fd < 0 || fstat(fd, &st)) {
+		snprintf(why, wn, "%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	text = calloc(1, (size_t)st.st_size + 1);
+	if (!text) {
+		close(fd);
+		return -1;
+	}
+	r = pread(fd, text, (size_t)st.st_size, 0);
+	if (r != st.st_size) {
+		snprintf(why, wn, "%s: short read", path);
+		free(text);
+		close(fd);
+		return -1;
+	}
+	for (line = text; *line; line = save) {
+		char name[SHMBUS_CTL_NAME], *nl = strchr(line, '\n');
+		unsigned long long e, p;
+		int used = 0;
+
+		lineno++;
+		if (!nl) {
+			sbd_log(SBD_WARN, 0, "%s: line %d cut short by a crash "
+				"(%zu bytes); cut off", path, lineno,
+				strlen(line));
+			break;
+		}
+		*nl = 0;
+		save = nl + 1;
+		if (sscanf(line, "%llu %200s %llu%n", &e, name, &p, &used) != 3 ||
+		    line[used] || !sb_name_ok(name, 200) || p % 8 ||
+		    (nhist && e < hist[nhist - 1].epoch)) {
+			snprintf(why, wn, "%s:%d: not 'EPOCH CHANNEL POSITION' "
+				 "in order: the history is damaged; move it "
+				 "aside only if this host's rings are to be "
+				 "rebuilt from the peer", path, lineno);
+			free(text);
+			close(fd);
+			return -1;
+		}
+		if (hist_add_mem(e, sbd_name_hash(name), p)) {
+			free(text);
+			close(fd);
+			return -1;
+		}
+		good = save - text;
+	}
+	free(text);
+	if (good != st.st_size && (ftruncate(fd, good) || fdatasync(fd))) {
+		snprintf(why, wn, "%s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	repl.hist_fd = fd;
+	for (size_t i = 0; i < nhist; i++)
+		if (hist[i].epoch > repl.epoch)
+			repl.epoch = hist[i].epoch;
+	return 0;
+}
+
+/* Appends (epoch, channel, pos); sync: fdatasync now. */
+int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
+		       bool sync)
+{
+	char line[SHMBUS_CTL_NAME + 64];
+	int n = snprintf(line, sizeof(line), "%" PRIu64 " %s %" PRIu64 "\n",
+			 epoch, rc->name, pos);
+
+	int rc2;
+
+	pthread_mutex_lock(&hist_mu);
+	if (write(repl.hist_fd, line, (size_t)n) != n ||
+	    (sync && fdatasync(repl.hist_fd))) {
+		pthread_mutex_unlock(&hist_mu);
+		sbd_log(SBD_ERR, errno, "epoch history: cannot append epoch "
+			"%" PRIu64 " of %s", epoch, rc->name);
+		return -EIO;
+	}
+	rc2 = hist_add_mem(epoch, rc->id, pos);
+	pthread_mutex_unlock(&hist_mu);
+	return rc2;
+}
+
+/* Whether the channel has an entry for epoch e. */
+bool rp_hist_has(uint64_t e, uint64_t chan)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&hist_mu);
+	for (size_t i = 0; i < nhist && !found; i++)
+		found = hist[i].epoch == e && hist[i].chan == chan;
+	pthread_mutex_unlock(&hist_mu);
+	return found;
+}
+
+uint64_t rp_hist_next_start(uint64_t e, uint64_t chan)
+{
+	uint64_t pos = UINT64_MAX;
+
+	pthread_mutex_lock(&hist_mu);
+	for (size_t i = 0; i < nhist && pos == UINT64_MAX; i++)
+		if (hist[i].epoch > e && hist[i].chan == chan)
+			pos = hist[i].pos;
+	pthread_mutex_unlock(&hist_mu);
+	return pos;
+}
+
+void rp_hist_close(void)
+{
+	free(hist);
+	hist = NULL;
+	nhist = 0;
+	if (repl.hist_fd >= 0)
+		close(repl.hist_fd);
+	repl.hist_fd = -1;
+}

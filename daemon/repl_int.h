@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * repl_int.h - what the replication agent's files share (not the daemon's
+ * other parts: they use shmbusd.h's sbd_repl_*()).
+ *
+ *   repl.c          start and stop, the listener and its handshakes, role
+ *                   changes (promote, demote, switchover), the helpers
+ *   repl_primary.c  a primary's channel: the agent, the acknowledgements'
+ *                   reader, a standby's link accepted
+ *   repl_standby.c  a standby's channel: the linker
+ *   epochs.c        the epoch history on disk
+ *
+ * Threads, per replicated channel: on a primary, an agent (finds
+ * committed records, ships them, judges whether the standby is in sync,
+ * raises the watermark, moves its cursor) and, while a standby is linked,
+ * a reader of the standby's acknowledgements; on a standby, a linker
+ * (connects to the primary, checks and applies frames, acknowledges).
+ * One listener for the pair proves the peer's key in a short-lived
+ * thread per connection and hands a checked link to the channel's agent.
+ * Role changes are serialised by repl.role_mu; they stop one set of
+ * threads and start the other.
+ *
+ * Each thread works on the agent's own mapping of its channel (opened at
+ * start from the shm dir), so that a registry entry's lifetime does not
+ * bound it.  Fields shared between the threads of a channel are read and
+ * written with __atomic builtins (LOAD, STORE).
+ */
+#ifndef SHMBUSD_REPL_INT_H
+#define SHMBUSD_REPL_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "shmbusd.h"
+#include "repl.h"
+#include "../lib/contract.h"
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+#define FRAME_MIN	(256u << 10)	/* a frame's body, at most */
+#define PING_MS		100		/* an idle primary's heartbeat */
+#define HANDSHAKE_MS	2000
+#define HANDSHAKES_MAX	8		/* handshakes at once */
+#define CONNECT_MS	1000
+#define SPIN_NS		INT64_C(30000)	/* see set_spin() */
+
+struct rchan {
+	char name[SHMBUS_CTL_NAME];
+	uint64_t id;			/* sbd_name_hash(name) */
+	shmbus_channel *ch;		/* the agent's own mapping */
+	uint32_t level;			/* SHMBUS_ACK_* */
+	bool strict;
+	uint64_t cap;
+	uint32_t max_msg, flags;
+	uint32_t frame_max;		/* bytes a frame ships, at most */
+	uint32_t buf_len;		/* rc->buf: frame_max, or one record */
+	uint64_t max_lag;
+	pthread_mutex_t mu;		/* pending, plink, slink */
+	bool stop;			/* atomic: the threads end */
+
+	/* Primary. */
+	pthread_t agent;
+	bool agent_on;
+	shmbus_sub *cursor;		/* holds producers for the standby */
+	uint64_t cursor_pos;
+	struct sbd_link *pending;	/* handed over by a handshake */
+	uint64_t pending_start;
+	struct sbd_link *plink;		/* the agent's link (mu to read it
+					 * from another thread) */
+	pthread_t reader;
+	bool reader_on;
+	bool link_dead;			/* atomic: the reader lost it */
+	uint64_t sent;			/* atomic: shipped up to here */
+	uint64_t sent_hi;		/* atomic: being shipped up to here */
+	bool linked;			/* atomic: plink is set */
+	uint64_t known;			/* committed up to here (agent) */
+	uint64_t received, applied;	/* atomic: the standby's acks */
+	int64_t progress_ns;		/* atomic: last ack that moved */
+	bool in_sync;			/* agent */
+	int64_t last_send_ns;		/* agent */
+
+	/* Standby. */
+	pthread_t linker;
+	bool linker_on;
+	bool unapplied;			/* atomic: a frame acknowledged as
+					 * received was not applied */
+	uint64_t acked;			/* linker: the last position it
+					 * acknowledged */
+	uint64_t ack_every;		/* at least one acknowledgement per
+					 * this many bytes applied */
+	struct sbd_link *slink;
+	shmbus_pub *writer;
+	uint8_t *buf;
+};
+
+struct repl_state {
+	bool on;
+	int role;			/* atomic: enum sbd_role */
+	uint64_t epoch;			/* atomic: this host's newest */
+	const struct sbd_transport *t;
+	struct rchan *ch;
+	size_t n;
+	int lfd;
+	pthread_t listener;
+	bool listener_on;
+	bool stopping;			/* atomic */
+	unsigned handshakes;		/* atomic */
+	pthread_mutex_t role_mu;
+	int hist_fd;
+	struct sbd_ratelimit rl_refused, rl_link;
+	unsigned long refused, link_errors;
+};
+
+/* The agent's state (repl.c). */
+extern struct repl_state repl;
+
+extern pthread_mutex_t repl_log_mu;
+
+/* A warning about links or refusals, at most one a second of each kind
+ * (their limiters are shared by the agent's threads). */
+#define LIMITED(rl, count, what, ...)                                      \
+	do {                                                               \
+		pthread_mutex_lock(&repl_log_mu);                          \
+		sbd_log_limited(rl, SBD_WARN, ++(count), what, __VA_ARGS__); \
+		pthread_mutex_unlock(&repl_log_mu);                        \
+	} while (0)
+
+static inline int64_t now_ns(void)
+{
+	return sb_now_ns();
+}
+
+static inline bool stopped(const struct rchan *rc)
+{
+	return LOAD(&rc->stop) || LOAD(&repl.stopping);
+}
+
+/* Sleeps ms, or less once the channel's threads are told to stop. */
+static inline void nap(const struct rchan *rc, int ms)
+{
+	for (int i = 0; i < ms && !stopped(rc); i += 10)
+		usleep(10000);
+}
+
+static inline const char *role_name(int role)
+{
+	return role == SBD_ROLE_PRIMARY ? "primary" : "standby";
+}
+
+static inline unsigned sync_ms(void)
+{
+	return sbd.conf.repl.sync_timeout_ms;
+}
+
+/* repl.c */
+struct rchan *rp_find(uint64_t id);
+int rp_send_frame(struct sbd_link *l, uint16_t type, uint64_t chan,
+		  uint64_t pos, const struct iovec *body, int n, int timeout_ms);
+int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,
+		uint64_t applied);
+
+/* repl_primary.c: a primary's channel threads; a standby's link, its
+ * key proven and its hello read (a handshake thread). */
+int rp_agent_start(struct rchan *rc);
+void rp_agent_stop(struct rchan *rc);
+void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi);
+
+/* repl_standby.c */
+int rp_linker_start(struct rchan *rc);
+void rp_linker_stop(struct rchan *rc);
+
+/* epochs.c: the history (state_dir/epochs).  Loading sets repl.epoch to
+ * its newest epoch; an append is fdatasync'd when `sync`. */
+int rp_hist_load(const char *dir, char *why, size_t wn);
+int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
+		   bool sync);
+bool rp_hist_has(uint64_t e, uint64_t chan);
+/* The start of the first epoch after e in the channel, or UINT64_MAX. */
+uint64_t rp_hist_next_start(uint64_t e, uint64_t chan);
+void rp_hist_close(void);
+
+#endif /* SHMBUSD_REPL_INT_H */

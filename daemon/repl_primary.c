@@ -1,0 +1,475 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * repl_primary.c - a replicated channel on the primary: the agent that
+ * ships committed records and judges the standby, the reader of its
+ * acknowledgements, and a standby's link accepted (repl_int.h).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmbusd.h"
+#include "repl.h"
+#include "repl_int.h"
+#include "shmbus/layout.h"
+#include "../lib/contract.h"
+
+/* The standby's acknowledgements on the agent's current link. */
+static bool sync_waiting(void *arg)
+{
+	return sb_repl_sync_waiting(((struct rchan *)arg)->ch);
+}
+
+static void *reader_main(void *arg)
+{
+	struct rchan *rc = arg;
+	struct sbd_link *l = rc->plink;
+	char why[512];
+
+	/* While a sync waiter waits, its acknowledgement is looked for
+	 * without sleeping (a wake-up less in its round trip). */
+	repl.t->set_spin(l, SPIN_NS, sync_waiting, rc);
+
+	for (;;) {
+		struct rw_ack a;
+		struct rw_hdr h;
+		uint64_t prev;
+		int rc2 = rw_recv_frame(repl.t, l, &h, &a, sizeof(a),
+					(int)sync_ms() + PING_MS, why,
+					sizeof(why));
+
+		if (rc2 == 0 && (h.type != RW_ACK || h.len != sizeof(a) ||
+				 h.chan != rc->id)) {
+			snprintf(why, sizeof(why), "frame type %u on an "
+				 "acknowledgement link", h.type);
+			rc2 = -EBADMSG;
+		}
+		if (rc2 == 0 && h.epoch != LOAD(&repl.epoch)) {
+			/* Only acknowledgements of the current epoch
+			 * count; a live link never carries another. */
+			snprintf(why, sizeof(why), "an acknowledgement of "
+				 "epoch %" PRIu64 " (ours is %" PRIu64 ")",
+				 h.epoch, LOAD(&repl.epoch));
+			rc2 = -EBADMSG;
+		}
+		prev = LOAD(&rc->received);
+		if (rc2 == 0 && (a.applied > a.received || a.received < prev ||
+				 a.received > LOAD(&rc->sent_hi))) {
+			snprintf(why, sizeof(why), "acknowledgement of %" PRIu64
+				 "/%" PRIu64 " outside what was sent (%" PRIu64
+				 ")", a.received, a.applied, LOAD(&rc->sent_hi));
+			rc2 = -EBADMSG;
+		}
+		if (rc2) {
+			if (!stopped(rc))
+				LIMITED(&repl.rl_link, repl.link_errors, "link errors",
+						"%s: link to %s lost: %s",
+						rc->name, repl.t->peer(l), why);
+			if (rc2 == -EBADMSG)
+				sb_repl_count(rc->ch, SB_REPL_BAD, 1);
+			STORE(&rc->link_dead, true);
+			sb_repl_kick(rc->ch);
+			return NULL;
+		}
+		if (a.received != prev || a.applied != LOAD(&rc->applied))
+			STORE(&rc->progress_ns, now_ns());
+		/* The header's positions first: the agent raises the
+		 * watermark from rc->applied, and shmbus_pub_sync() must find
+		 * them at least as far as the watermark. */
+		sb_repl_acked(rc->ch, a.received, a.applied,
+			      a.applied >= LOAD(&rc->sent));
+		STORE(&rc->applied, a.applied);
+		STORE(&rc->received, a.received);
+		if (rc->level == SHMBUS_ACK_APPLIED)
+			sb_repl_watermark(rc->ch, a.applied);
+		else if (rc->level == SHMBUS_ACK_RECEIVED)
+			sb_repl_watermark(rc->ch, a.received);
+	}
+}
+
+static void drop_link(struct rchan *rc, const char *why)
+{
+	struct sbd_link *l = rc->plink;
+
+	if (!l)
+		return;
+	if (why)
+		LIMITED(&repl.rl_link, repl.link_errors, "link errors", "%s: link to %s dropped: %s",
+				rc->name, repl.t->peer(l), why);
+	repl.t->shutdown(l);
+	if (rc->reader_on)
+		pthread_join(rc->reader, NULL);
+	rc->reader_on = false;
+	pthread_mutex_lock(&rc->mu);
+	rc->plink = NULL;
+	pthread_mutex_unlock(&rc->mu);
+	STORE(&rc->linked, false);
+	repl.t->close(l);
+	sb_repl_flags(rc->ch, 0, SHMBUS_REPL_LINK);
+}
+
+static void take_pending(struct rchan *rc)
+{
+	struct sbd_link *l;
+	uint64_t start;
+
+	pthread_mutex_lock(&rc->mu);
+	l = rc->pending;
+	start = rc->pending_start;
+	rc->pending = NULL;
+	pthread_mutex_unlock(&rc->mu);
+	if (!l)
+		return;
+	drop_link(rc, NULL);
+	STORE(&rc->sent, start);
+	STORE(&rc->sent_hi, start);
+	STORE(&rc->received, start);
+	STORE(&rc->applied, start);
+	STORE(&rc->link_dead, false);
+	STORE(&rc->progress_ns, now_ns());
+	sb_repl_acked(rc->ch, start, start, false);
+	pthread_mutex_lock(&rc->mu);
+	rc->plink = l;
+	pthread_mutex_unlock(&rc->mu);
+	if (pthread_create(&rc->reader, NULL, reader_main, rc)) {
+		drop_link(rc, "no thread for its reader");
+		return;
+	}
+	rc->reader_on = true;
+	STORE(&rc->linked, true);
+	rc->last_send_ns = now_ns();
+	sb_repl_flags(rc->ch, SHMBUS_REPL_LINK, 0);
+	sbd_log(SBD_NOTICE, 0, "%s: standby %s linked; shipping from %" PRIu64,
+		rc->name, repl.t->peer(l), start);
+}
+
+/* Ships what is committed past `sent`, in frames.  Returns whether it
+ * shipped anything. */
+static bool ship(struct rchan *rc)
+{
+	uint64_t sent = LOAD(&rc->sent);
+	bool any = false;
+
+	while (rc->plink && sent < rc->known && !stopped(rc)) {
+		uint64_t end;
+		struct iovec iov[2];
+		bool held;
+		int n, err;
+
+		/* What the standby lacks is gone from the ring (overwrite
+		 * policy, or producers let go while it was out of sync): it
+		 * comes back and goes on past the gap, counted. */
+		if (!sb_ring_has_record(rc->ch, sent)) {
+			drop_link(rc, "the standby was lapped: the ring no "
+				  "longer holds what it lacks");
+			return any;
+		}
+		end = sb_committed_end(rc->ch, sent, rc->frame_max);
+		if (end > rc->known)
+			end = rc->known;
+		if (end == sent)
+			break;
+		n = sb_ring_span(rc->ch, sent, end, iov);
+		if (n < 0) {
+			drop_link(rc, "a span outside the ring");
+			return any;
+		}
+		/* Zero copy while our cursor holds producers off these bytes
+		 * (block policy, in sync); else the bytes are copied first and
+		 * checked whole, so that the CRC is computed over bytes that
+		 * were never torn by a lapping producer. */
+		held = !(rc->flags & SHMBUS_F_OVERWRITE) &&
+		       rc->cursor_pos <= sent;
+		if (!held) {
+			memcpy(rc->buf, iov[0].iov_base, iov[0].iov_len);
+			if (n == 2)
+				memcpy(rc->buf + iov[0].iov_len,
+				       iov[1].iov_base, iov[1].iov_len);
+			if (!sb_ring_holds(rc->ch, sent)) {
+				drop_link(rc, "lapped by the producers while "
+					  "copying");
+				return any;
+			}
+			iov[0] = (struct iovec){ rc->buf, end - sent };
+			n = 1;
+		}
+		STORE(&rc->sent_hi, end);
+		err = rp_send_frame(rc->plink, RW_DATA, rc->id, sent, iov, n,
+				 (int)sync_ms());
+		if (err) {
+			drop_link(rc, strerror(-err));
+			return any;
+		}
+		sent = end;
+		STORE(&rc->sent, sent);
+		sb_repl_count(rc->ch, SB_REPL_FRAMES, 1);
+		rc->last_send_ns = now_ns();
+		any = true;
+	}
+	if (rc->plink && !any &&
+	    now_ns() - rc->last_send_ns > PING_MS * INT64_C(1000000)) {
+		if (rp_send_frame(rc->plink, RW_PING, rc->id, sent, NULL, 0,
+			       (int)sync_ms()))
+			drop_link(rc, "heartbeat not sent");
+		rc->last_send_ns = now_ns();
+	}
+	return any;
+}
+
+/* In sync or not, the watermark, and the cursor. */
+static void judge(struct rchan *rc)
+{
+	int64_t now = now_ns();
+	bool link = rc->plink != NULL;
+	uint64_t received = LOAD(&rc->received), applied = LOAD(&rc->applied);
+	uint64_t sync_pos = rc->level == SHMBUS_ACK_APPLIED ? applied
+							      : received;
+	uint64_t level_pos = rc->level == SHMBUS_ACK_LOCAL ? rc->known
+							     : sync_pos;
+	bool caught = link && sync_pos >= rc->known;
+	bool ok, degrade;
+	uint64_t cur;
+
+	if (caught)
+		STORE(&rc->progress_ns, now);
+	/* A link that drops and comes back within sync_timeout_ms (a frame
+	 * refused, a reconnection) keeps the standby in sync: only progress
+	 * counts, and a lag beyond max_lag. */
+	ok = (!rc->max_lag || rc->known - sync_pos <= rc->max_lag) &&
+	     now - LOAD(&rc->progress_ns) <= (int64_t)sync_ms() * 1000000;
+	if (rc->in_sync && !ok) {
+		rc->in_sync = false;
+		/* First the flag, then (degrade) the watermark: R14 orders
+		 * them for shmbus_pub_sync(). */
+		sb_repl_flags(rc->ch, SHMBUS_REPL_OUT_OF_SYNC, 0);
+		sb_repl_count(rc->ch, SB_REPL_OUT_OF_SYNC, 1);
+		sbd_log(SBD_WARN, 0, "%s: standby out of sync (%s; it has %"
+			PRIu64 " of %" PRIu64 "): %s", rc->name,
+			!link ? "no link for sync_timeout_ms" :
+			rc->max_lag && rc->known - sync_pos > rc->max_lag ?
+			"lag over max_lag" : "no progress for sync_timeout_ms",
+			sync_pos, rc->known,
+			rc->strict ? "sync waiters are held (strict)" :
+				     "acknowledging locally (degrade)");
+	} else if (!rc->in_sync && caught) {
+		rc->in_sync = true;
+		sb_repl_flags(rc->ch, 0, SHMBUS_REPL_OUT_OF_SYNC);
+		sbd_log(SBD_NOTICE, 0, "%s: standby in sync at %" PRIu64,
+			rc->name, rc->known);
+	}
+	degrade = !rc->in_sync && !rc->strict;
+	if (rc->level == SHMBUS_ACK_LOCAL || degrade)
+		sb_repl_watermark(rc->ch, rc->known);
+	else
+		sb_repl_watermark(rc->ch, level_pos);
+	if (caught)
+		sb_repl_caught_up(rc->ch);
+	/* The cursor: while the standby is in sync, what it has not
+	 * received stays in the ring (producers wait for it as for a slow
+	 * subscriber); out of sync, it follows what is committed and holds
+	 * nobody, unless the channel is strict, whose producers wait for the
+	 * standby (and a sync waiter never sees a gap).  It never moves
+	 * back. */
+	cur = rc->in_sync || rc->strict ? received : rc->known;
+	if (cur > rc->cursor_pos && cur <= rc->known) {
+		rc->cursor_pos = cur;
+		sb_sub_seek(rc->cursor, cur);
+	}
+}
+
+static void *agent_main(void *arg)
+{
+	struct rchan *rc = arg;
+	uint32_t kick = 0;
+	int64_t nap = (int64_t)sbd.conf.repl.nap_us * 1000;
+
+	while (!stopped(rc)) {
+		uint64_t head, oldest;
+		bool busy;
+
+		take_pending(rc);
+		if (rc->plink && LOAD(&rc->link_dead))
+			drop_link(rc, NULL);
+		head = sb_ring_head(rc->ch);
+		if (head - rc->known > rc->cap) {
+			/* Lapped (overwrite policy): the standby too, if it
+			 * was behind the oldest record. */
+			oldest = sb_ring_oldest(rc->ch);
+			rc->known = oldest;
+			if (rc->plink && LOAD(&rc->sent) < oldest)
+				drop_link(rc, "the standby was lapped");
+		}
+		rc->known = sb_committed_end(rc->ch, rc->known, UINT64_MAX);
+		busy = ship(rc);
+		judge(rc);
+		if (busy)
+			continue;
+		/* While a sync waiter waits, yield rather than sleep: its
+		 * acknowledgement may bring it back with the next record at
+		 * once.  (Staying awake longer, 200 us after the last waiter,
+		 * made the synchronous round trip 3x slower on two CPUs.) */
+		if (sb_repl_sync_waiting(rc->ch))
+			sched_yield();
+		else
+			kick = sb_repl_agent_wait(rc->ch, kick, nap);
+	}
+	drop_link(rc, NULL);
+	return NULL;
+}
+
+int rp_agent_start(struct rchan *rc)
+{
+	struct shmbus_sub_attr a;
+	uint64_t oldest = sb_ring_oldest(rc->ch);
+
+	shmbus_sub_attr_init(&a);
+	a.start = SHMBUS_START_OLDEST;
+	rc->cursor = shmbus_sub_open(rc->ch, &a);
+	if (!rc->cursor)
+		return -errno;
+	rc->known = sb_committed_end(rc->ch, oldest, UINT64_MAX);
+	rc->cursor_pos = oldest;
+	sb_sub_seek(rc->cursor, oldest);
+	rc->in_sync = false;
+	STORE(&rc->sent, rc->known);
+	STORE(&rc->sent_hi, rc->known);
+	STORE(&rc->received, 0);
+	STORE(&rc->applied, 0);
+	STORE(&rc->progress_ns, now_ns());
+	STORE(&rc->stop, false);
+	sb_repl_flags(rc->ch, SHMBUS_REPL_OUT_OF_SYNC,
+		      SHMBUS_REPL_STANDBY | SHMBUS_REPL_LINK);
+	if (pthread_create(&rc->agent, NULL, agent_main, rc)) {
+		shmbus_sub_close(rc->cursor);
+		rc->cursor = NULL;
+		return -EAGAIN;
+	}
+	rc->agent_on = true;
+	return 0;
+}
+
+void rp_agent_stop(struct rchan *rc)
+{
+	if (!rc->agent_on)
+		return;
+	STORE(&rc->stop, true);
+	sb_repl_kick(rc->ch);
+	pthread_mutex_lock(&rc->mu);
+	if (rc->plink)
+		repl.t->shutdown(rc->plink);
+	pthread_mutex_unlock(&rc->mu);
+	pthread_join(rc->agent, NULL);
+	rc->agent_on = false;
+	pthread_mutex_lock(&rc->mu);
+	if (rc->pending) {
+		repl.t->close(rc->pending);
+		rc->pending = NULL;
+	}
+	pthread_mutex_unlock(&rc->mu);
+	shmbus_sub_close(rc->cursor);
+	rc->cursor = NULL;
+}
+
+static bool geometry_refused(const struct rchan *rc, const struct rw_hello *h,
+			     char *why, size_t n)
+{
+	if (h->layout_version != SHMBUS_LAYOUT_VERSION)
+		snprintf(why, n, "layout version %u, this host has %u",
+			 h->layout_version, SHMBUS_LAYOUT_VERSION);
+	else if (h->capacity != rc->cap)
+		snprintf(why, n, "channel %.200s: capacity %" PRIu64 ", this host "
+			 "has %" PRIu64, rc->name, h->capacity, rc->cap);
+	else if (h->max_msg != rc->max_msg)
+		snprintf(why, n, "channel %.200s: max_msg %u, this host has %u",
+			 rc->name, h->max_msg, rc->max_msg);
+	else if (h->flags != rc->flags)
+		snprintf(why, n, "channel %.200s: policy or producers differ "
+			 "(flags %u, this host has %u)", rc->name, h->flags,
+			 rc->flags);
+	else
+		return false;
+	return true;
+}
+
+void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
+{
+	struct rchan *rc = rp_find(sbd_name_hash(hi->channel));
+	uint64_t e = LOAD(&repl.epoch), known, oldest, start = hi->end;
+	uint32_t restart = 0;
+	struct iovec iov = { &restart, sizeof(restart) };
+	char why[512];
+
+	why[0] = 0;
+	if (LOAD(&repl.role) != SBD_ROLE_PRIMARY)
+		snprintf(why, sizeof(why), "this host is a standby");
+	else if (!rc || strcmp(rc->name, hi->channel))
+		snprintf(why, sizeof(why), "channel '%.200s' is not "
+			 "replicated here", hi->channel);
+	else if (geometry_refused(rc, hi, why, sizeof(why)))
+		;
+	else if (hi->epoch > e)
+		snprintf(why, sizeof(why), "the standby has epoch %" PRIu64
+			 ", newer than ours (%" PRIu64 "): this host must not "
+			 "be primary", hi->epoch, e);
+	else if (hi->end % SHMBUS_REC_ALIGN)
+		snprintf(why, sizeof(why), "an unaligned end position");
+	if (!why[0]) {
+		known = sb_committed_end(rc->ch, sb_ring_oldest(rc->ch),
+					 UINT64_MAX);
+		if (hi->end > known ||
+		    (hi->epoch < e &&
+		     hi->end > rp_hist_next_start(hi->epoch, rc->id)))
+			snprintf(why, sizeof(why), "%.200s: the standby's records "
+				 "(epoch %" PRIu64 ", end %" PRIu64 ") diverge "
+				 "from ours (end %" PRIu64 "): its ring must be "
+				 "rebuilt", rc->name, hi->epoch, hi->end,
+				 known);
+	}
+	if (why[0]) {
+		LIMITED(&repl.rl_refused, repl.refused, "refusals", "replication: %s refused: %s",
+				repl.t->peer(l), why);
+		rw_refuse(repl.t, l, why);
+		repl.t->close(l);
+		return;
+	}
+	oldest = sb_ring_oldest(rc->ch);
+	if (start < oldest && !sb_ring_has_record(rc->ch, start)) {
+		restart = 1;
+		start = oldest;
+		sb_repl_count(rc->ch, SB_REPL_GAPS, 1);
+		sb_repl_count(rc->ch, SB_REPL_GAP_BYTES, start - hi->end);
+		sb_repl_hole(rc->ch, hi->end, start);
+		sbd_log(SBD_WARN, 0, "%s: gap: the standby ends at %" PRIu64
+			", the ring holds from %" PRIu64 "; it goes on from "
+			"there", rc->name, hi->end, start);
+	}
+	if (rp_send_frame(l, RW_ACCEPT, rc->id, start, &iov, 1, HANDSHAKE_MS)) {
+		repl.t->close(l);
+		return;
+	}
+	/* Under role_mu: a role change in progress stops the agent, which
+	 * then closes the link we park here. */
+	pthread_mutex_lock(&repl.role_mu);
+	if (LOAD(&repl.role) != SBD_ROLE_PRIMARY || !rc->agent_on) {
+		pthread_mutex_unlock(&repl.role_mu);
+		repl.t->close(l);
+		return;
+	}
+	pthread_mutex_lock(&rc->mu);
+	if (rc->pending)
+		repl.t->close(rc->pending);
+	rc->pending = l;
+	rc->pending_start = start;
+	pthread_mutex_unlock(&rc->mu);
+	pthread_mutex_unlock(&repl.role_mu);
+	sb_repl_kick(rc->ch);
+}

@@ -1,0 +1,287 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * repl_standby.c - a replicated channel on the standby: the linker that
+ * connects to the primary, checks and applies its frames and acknowledges
+ * them (repl_int.h).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmbusd.h"
+#include "repl.h"
+#include "repl_int.h"
+#include "shmbus/layout.h"
+#include "../lib/contract.h"
+
+/* One frame from the primary, checked and applied; 0, or -errno with
+ * why (the link is then dropped). */
+static int apply_frame(struct rchan *rc, struct sbd_link *l,
+		       const struct rw_hdr *h, uint64_t *end, char *why,
+		       size_t wn)
+{
+	uint64_t e = LOAD(&repl.epoch);
+	struct sb_frame f;
+	int64_t stop_at = 0;
+	bool told = false;
+	int rc2;
+
+	if (h->chan != rc->id) {
+		snprintf(why, wn, "a frame for another channel");
+		return -EBADMSG;
+	}
+	if (h->epoch < e) {
+		snprintf(why, wn, "a frame of epoch %" PRIu64 ", older than "
+			 "ours (%" PRIu64 ")", h->epoch, e);
+		return -EBADMSG;
+	}
+	if (h->type == RW_PING)
+		return rp_send_ack(rc, l, *end, *end);
+	if (h->type != RW_DATA) {
+		snprintf(why, wn, "frame type %u in the stream", h->type);
+		return -EBADMSG;
+	}
+	if (h->pos != *end) {
+		snprintf(why, wn, "records at %" PRIu64 ", not continuous with "
+			 "ours (%" PRIu64 ")", h->pos, *end);
+		return -EBADMSG;
+	}
+	rc2 = sb_apply_check(rc->ch, h->pos, rc->buf, h->len, &f, why, wn);
+	if (rc2)
+		return rc2;
+	if (h->epoch > e || !rp_hist_has(h->epoch, rc->id)) {
+		/* A new epoch: on disk before its first record. */
+		if (rp_hist_append(h->epoch, rc, h->pos, true))
+			return -EIO;
+		if (h->epoch > e)
+			STORE(&repl.epoch, h->epoch);
+		sb_repl_epoch(rc->ch, h->epoch);
+		sbd_log(SBD_NOTICE, 0, "%s: epoch %" PRIu64 " from %" PRIu64,
+			rc->name, h->epoch, h->pos);
+	}
+	while ((rc2 = sb_apply(rc->writer, h->pos, rc->buf, h->len, &f)) ==
+	       -ETIMEDOUT) {
+		/* Our own subscribers hold the ring: say we have the bytes,
+		 * and wait.  Once said, the frame is applied before this
+		 * host can be promoted (become_primary() waits for it), or
+		 * the promotion is refused. */
+		if (!told && rp_send_ack(rc, l, h->pos + h->len, *end))
+			return -EIO;
+		told = true;
+		if (LOAD(&repl.stopping))
+			return -ECANCELED;
+		if (stopped(rc) && !stop_at)
+			stop_at = now_ns();
+		if (stop_at && now_ns() - stop_at >
+		    (int64_t)sbd.conf.repl.handover_ms * 1000000) {
+			STORE(&rc->unapplied, true);
+			sbd_log(SBD_ERR, 0, "%s: records %" PRIu64 "..%" PRIu64
+				" were acknowledged as received and cannot be "
+				"applied: the standby's own subscribers hold "
+				"the ring", rc->name, h->pos, h->pos + h->len);
+			return -ECANCELED;
+		}
+	}
+	if (rc2) {
+		snprintf(why, wn, "apply: %s", strerror(-rc2));
+		return rc2;
+	}
+	*end = h->pos + h->len;
+	sb_repl_acked(rc->ch, *end, *end, true);
+	sb_repl_watermark(rc->ch, *end);
+	/* While more frames wait in the socket (a backlog), one
+	 * acknowledgement for several: each one wakes the primary's reader.
+	 * An idle link, and a sync waiter's frame, are acknowledged at once;
+	 * and a backlog at least every ack_every bytes, so that the
+	 * primary's cursor never waits long for it. */
+	if (*end - rc->acked < rc->ack_every && repl.t->pending(l))
+		return 0;
+	rc->acked = *end;
+	return rp_send_ack(rc, l, *end, *end);
+}
+
+static void linker_session(struct rchan *rc, struct sbd_link *l)
+{
+	struct rw_hello hello = { 0 };
+	struct iovec iov = { &hello, sizeof(hello) };
+	struct rw_hdr h;
+	uint32_t restart = 0;
+	uint64_t end;
+	char why[512];
+	int rc2;
+
+	if ((rc2 = rw_auth_client(repl.t, l, sbd.conf.bus, HANDSHAKE_MS, why,
+				  sizeof(why)))) {
+		LIMITED(&repl.rl_link, repl.link_errors, "link errors", "%s: primary %s: %s", rc->name,
+				repl.t->peer(l), why);
+		return;
+	}
+	end = sb_ring_head(rc->ch);
+	snprintf(hello.bus, sizeof(hello.bus), "%s", sbd.conf.bus);
+	snprintf(hello.channel, sizeof(hello.channel), "%s", rc->name);
+	hello.layout_version = SHMBUS_LAYOUT_VERSION;
+	hello.flags = rc->flags;
+	hello.capacity = rc->cap;
+	hello.max_msg = rc->max_msg;
+	hello.purpose = RW_FOR_LINK;
+	hello.epoch = LOAD(&repl.epoch);
+	hello.end = end;
+	if (rp_send_frame(l, RW_HELLO, rc->id, end, &iov, 1, HANDSHAKE_MS))
+		return;
+	rc2 = rw_recv_frame(repl.t, l, &h, rc->buf, sizeof(restart), HANDSHAKE_MS,
+			    why, sizeof(why));
+	if (rc2 == 0 && (h.type != RW_ACCEPT || h.len != sizeof(restart))) {
+		snprintf(why, sizeof(why), "frame type %u instead of an "
+			 "acceptance", h.type);
+		rc2 = -EBADMSG;
+	}
+	if (rc2) {
+		LIMITED(&repl.rl_link, repl.link_errors, "link errors", "%s: primary %s: %s", rc->name,
+				repl.t->peer(l), why);
+		return;
+	}
+	memcpy(&restart, rc->buf, sizeof(restart));
+	if (h.epoch < LOAD(&repl.epoch)) {
+		sbd_log(SBD_ERR, 0, "%s: primary %s has epoch %" PRIu64
+			", older than ours (%" PRIu64 "): refused", rc->name,
+			repl.t->peer(l), h.epoch, LOAD(&repl.epoch));
+		return;
+	}
+	if (!rp_hist_has(h.epoch, rc->id)) {
+		/* The primary's epoch, on disk before its first record
+		 * here; our acknowledgements carry it from now on. */
+		if (rp_hist_append(h.epoch, rc, h.pos, true))
+			return;
+		if (h.epoch > LOAD(&repl.epoch))
+			STORE(&repl.epoch, h.epoch);
+		sb_repl_epoch(rc->ch, h.epoch);
+	}
+	if (h.pos != end) {
+		if (!restart || h.pos < end) {
+			sbd_log(SBD_ERR, 0, "%s: primary would ship from %"
+				PRIu64 ", we end at %" PRIu64, rc->name, h.pos,
+				end);
+			return;
+		}
+		while ((rc2 = sb_apply_restart(rc->writer, h.pos)) ==
+		       -ETIMEDOUT && !stopped(rc))
+			;
+		if (rc2) {
+			sbd_log(SBD_ERR, 0, "%s: cannot go on from %" PRIu64
+				": %s", rc->name, h.pos, strerror(-rc2));
+			return;
+		}
+		sb_repl_count(rc->ch, SB_REPL_GAPS, 1);
+		sb_repl_count(rc->ch, SB_REPL_GAP_BYTES, h.pos - end);
+		sbd_log(SBD_WARN, 0, "%s: gap: the primary no longer holds %"
+			PRIu64 "..%" PRIu64 " (%" PRIu64 " bytes); going on "
+			"from %" PRIu64, rc->name, end, h.pos, h.pos - end,
+			h.pos);
+		end = h.pos;
+		sb_repl_acked(rc->ch, end, end, false);
+		sb_repl_watermark(rc->ch, end);
+	}
+	rc->acked = end;
+	/* The next frame is looked for a little without sleeping: a
+	 * synchronous producer's comes a round trip after our ack. */
+	repl.t->set_spin(l, SPIN_NS, NULL, NULL);
+	sb_repl_flags(rc->ch, SHMBUS_REPL_LINK, 0);
+	sbd_log(SBD_NOTICE, 0, "%s: linked to primary %s at %" PRIu64
+		" (epoch %" PRIu64 ")", rc->name, repl.t->peer(l), end, h.epoch);
+	for (;;) {
+		rc2 = rw_recv_frame(repl.t, l, &h, rc->buf, rc->buf_len,
+				    (int)sync_ms() + PING_MS, why, sizeof(why));
+		if (rc2 == 0)
+			rc2 = apply_frame(rc, l, &h, &end, why, sizeof(why));
+		if (rc2) {
+			if (rc2 == -EBADMSG) {
+				sb_repl_count(rc->ch, SB_REPL_BAD, 1);
+				sbd_log(SBD_ERR, 0, "%s: frame from %s refused: "
+					"%s; reconnecting from %" PRIu64,
+					rc->name, repl.t->peer(l), why, end);
+			} else if (!stopped(rc)) {
+				LIMITED(&repl.rl_link, repl.link_errors, "link errors",
+						"%s: link to %s lost: %s",
+						rc->name, repl.t->peer(l), why);
+			}
+			break;
+		}
+	}
+	sb_repl_flags(rc->ch, 0, SHMBUS_REPL_LINK);
+}
+
+static void *linker_main(void *arg)
+{
+	struct rchan *rc = arg;
+	int backoff = 50;
+
+	while (!stopped(rc)) {
+		struct sbd_link *l;
+		int err = repl.t->connect(sbd.conf.repl.peer, CONNECT_MS, &l);
+
+		if (err) {
+			LIMITED(&repl.rl_link, repl.link_errors, "link errors", "%s: cannot reach the "
+					"primary at %s: %s", rc->name,
+					sbd.conf.repl.peer, strerror(-err));
+			nap(rc, backoff);
+			backoff = backoff < 1000 ? backoff * 2 : 1000;
+			continue;
+		}
+		backoff = 50;
+		pthread_mutex_lock(&rc->mu);
+		rc->slink = l;
+		pthread_mutex_unlock(&rc->mu);
+		if (!stopped(rc))
+			linker_session(rc, l);
+		pthread_mutex_lock(&rc->mu);
+		rc->slink = NULL;
+		pthread_mutex_unlock(&rc->mu);
+		repl.t->close(l);
+		nap(rc, 50);
+	}
+	return NULL;
+}
+
+int rp_linker_start(struct rchan *rc)
+{
+	uint64_t end = sb_apply_recover(rc->ch);
+
+	if (end == UINT64_MAX) {
+		sbd_log(SBD_ERR, 0, "%s: head is corrupt; not replicating it",
+			rc->name);
+		return -EBADMSG;
+	}
+	/* The watermark stays where the peer earned it: records this host
+	 * wrote as a primary and the peer never acknowledged (a forced
+	 * demotion) must not count as acknowledged here. */
+	sb_repl_acked(rc->ch, end, end, true);
+	sb_repl_flags(rc->ch, SHMBUS_REPL_STANDBY,
+		      SHMBUS_REPL_LINK | SHMBUS_REPL_OUT_OF_SYNC);
+	STORE(&rc->stop, false);
+	if (pthread_create(&rc->linker, NULL, linker_main, rc))
+		return -EAGAIN;
+	rc->linker_on = true;
+	return 0;
+}
+
+void rp_linker_stop(struct rchan *rc)
+{
+	if (!rc->linker_on)
+		return;
+	STORE(&rc->stop, true);
+	pthread_mutex_lock(&rc->mu);
+	if (rc->slink)
+		repl.t->shutdown(rc->slink);
+	pthread_mutex_unlock(&rc->mu);
+	pthread_join(rc->linker, NULL);
+	rc->linker_on = false;
+}
