@@ -339,12 +339,15 @@ tsan-run: $(DEPS_STAMP) $(TSAN_BIN) $(TSAN_DAEMON) $(SHMBUSD)
 	$(Q)TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 		SHMBUS_TSAN_DAEMON_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" \
 		SHMBUSD=$(SHMBUSD) timeout -k 10 $(TEST_TIMEOUT) $(TSAN_DAEMON)
-	$(Q)echo "== build/tests/test_repl with $(SHMBUSD) (the pair's daemons under TSan)"
-	$(Q)$(MAKE) --no-print-directory BUILD=build SAN= CFLAGS="-O2 -g" build/tests/test_repl
-	$(Q)ff=$(CURDIR)/$(BUILD)/fini-failures; rm -f $$ff; \
+	$(Q)$(MAKE) --no-print-directory BUILD=build SAN= CFLAGS="-O2 -g" \
+		build/tests/test_repl build/tests/test_repl_roles
+	$(Q)for t in test_repl test_repl_roles; do \
+		echo "== build/tests/$$t with $(SHMBUSD) (the pair's daemons under TSan)"; \
+		ff=$(CURDIR)/$(BUILD)/fini-failures; rm -f $$ff; \
 		TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" SHMBUSD=$(SHMBUSD) \
 		SHMBUS_FINI_FAILURES=$$ff timeout -k 10 $(TEST_TIMEOUT) \
-		build/tests/test_repl --jobs=2 && ! { [ -s $$ff ] && cat $$ff; }
+		build/tests/$$t --jobs=2 && ! { [ -s $$ff ] && cat $$ff; } || exit 1; \
+	done
 
 tsan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-tsan \

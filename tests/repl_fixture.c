@@ -71,13 +71,17 @@ static void sweep_namespaces(void)
 	closedir(d);
 }
 
+bool pair_netns_possible(void)
+{
+	return geteuid() == 0 && system("ip netns list >/dev/null 2>&1") == 0;
+}
+
 static void net_setup(void)
 {
 	int me = getpid();
 	int x = (me >> 8) & 0xff, y = me & 0xff;
 
-	pair_netns = geteuid() == 0 &&
-		     system("ip netns list >/dev/null 2>&1") == 0;
+	pair_netns = pair_netns_possible();
 	if (pair_netns) {
 		sweep_namespaces();
 		snprintf(A.ns, sizeof(A.ns), "sbta%d", me);
@@ -515,3 +519,171 @@ pid_t host_spawn(const struct host *h, int (*fn)(void *), void *arg)
 
 	return th_spawn(enter_ns, &x);
 }
+
+/* ------------------------------------------- what the tests run on A */
+
+/* A publisher on A: n self-checking messages of mixed sizes (24..max),
+ * producer id `id`, then a pub_sync.  Returns 0, or the step that
+ * failed. */
+
+int pair_publisher(void *arg)
+{
+	const struct pubarg *p = arg;
+	struct shmbus_pub_attr pa = { .timeout_ns = 10000000000LL };
+	shmbus_bus *bus;
+	shmbus_channel *ch = host_open(&A, &bus, p->chan, SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t msg[4096];
+	uint64_t x = 0x9e3779b97f4a7c15ull * (p->id + 1);
+	int rc;
+
+	if (!pub)
+		return 2;
+	for (uint64_t i = 0; i < p->n; i++) {
+		size_t len;
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		/* Mostly small, some up to max. */
+		len = TH_MSG_MIN + (x % 8 == 0 ? x % (p->max - TH_MSG_MIN)
+					       : x % 100);
+		th_msg_fill(msg, len, p->id, i);
+		if (shmbus_publish(pub, msg, len))
+			return 3;
+		if (p->sync_each && shmbus_pub_sync(pub, 5000000000LL) != 0)
+			return 4;
+	}
+	rc = shmbus_pub_sync(pub, 10000000000LL);
+	if (rc == SHMBUS_SYNC_DEGRADED && p->degraded_ok)
+		rc = 0;
+	if (rc)
+		return rc < 0 ? 10 - rc : 5;
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+/* Reads the whole channel on h from its oldest record: every message
+ * intact and in order per producer; returns how many. */
+uint64_t pair_read_all(const struct host *h, const char *chan,
+			 uint64_t until)
+{
+	uint64_t last[4];
+
+	return pair_read_all_last(h, chan, until, last);
+}
+
+/* read_all(), and the last sequence number seen of each producer
+ * (UINT64_MAX: none). */
+uint64_t pair_read_all_last(const struct host *h, const char *chan,
+			      uint64_t until, uint64_t last[4])
+{
+	struct shmbus_sub_attr sa;
+	shmbus_channel *ch = host_map(h, chan);
+	shmbus_sub *sub;
+	uint64_t next[4] = { 0 }, n = 0;
+	bool have[4] = { false };
+	uint8_t buf[4096];
+	struct shmbus_msg info;
+
+	cr_assert(ch);
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	/* From the oldest record the ring holds, whoever else reads. */
+	sb_sub_seek(sub, sb_ring_oldest(ch));
+	for (;;) {
+		ssize_t r = shmbus_read(sub, buf, sizeof(buf), &info);
+		uint32_t id;
+		uint64_t seq;
+
+		if (r == -EAGAIN)
+			break;
+		cr_assert(r >= 0, "read: %zd", r);
+		cr_assert_eq(th_msg_check(buf, (size_t)r, &id, &seq), 0,
+			     "a damaged message at %llu",
+			     (unsigned long long)info.pos);
+		cr_assert(id < 4);
+		/* The ring may no longer hold a producer's first message. */
+		if (!have[id])
+			next[id] = seq;
+		have[id] = true;
+		cr_assert_eq(seq, next[id], "producer %u: %llu after %llu", id,
+			     (unsigned long long)seq,
+			     (unsigned long long)next[id]);
+		next[id]++;
+		n++;
+		if (info.pos + 16 >= until)
+			break;
+	}
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	for (int i = 0; i < 4; i++)
+		last[i] = have[i] ? next[i] - 1 : UINT64_MAX;
+	return n;
+}
+
+/* A publisher paced to `rate` messages per 10 ms, for `ms` milliseconds,
+ * fixed 64-byte messages; counts in *done (shared memory not needed: the
+ * test reads the rings). */
+
+int pair_paced_publisher(void *arg)
+{
+	const struct paced *p = arg;
+	struct shmbus_pub_attr pa = { .timeout_ns = 10000000000LL };
+	shmbus_bus *bus;
+	shmbus_channel *ch = host_open(&A, &bus, p->chan, SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t msg[64];
+	uint64_t seq = 0;
+
+	if (!pub)
+		return 2;
+	for (int t = 0; t < p->ms; t += 10) {
+		for (int i = 0; i < p->rate; i++) {
+			th_msg_fill(msg, sizeof(msg), p->id, seq++);
+			if (shmbus_publish(pub, msg, sizeof(msg)))
+				return 3;
+		}
+		usleep(10000);
+	}
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+void pair_assert_no_gap(const char *chan)
+{
+	struct sb_repl_view v;
+
+	host_view(&B, chan, &v);
+	cr_assert_eq(v.gaps, 0, "%s: %llu gaps", chan,
+		     (unsigned long long)v.gaps);
+}
+
+/* SIGSTOP, and wait until the kernel says the process is stopped. */
+void host_pause(const struct host *h)
+{
+	char path[64], st[512];
+
+	kill(h->pid, SIGSTOP);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)h->pid);
+	for (int i = 0; i < 1000; i++) {
+		FILE *f = fopen(path, "r");
+		char *p = NULL;
+
+		if (f && fgets(st, sizeof(st), f))
+			p = strrchr(st, ')');
+		if (f)
+			fclose(f);
+		if (p && p[1] == ' ' && p[2] == 'T')
+			return;
+		usleep(1000);
+	}
+	cr_assert_fail("%c did not stop", h->tag);
+}
+

@@ -35,6 +35,8 @@ struct host {
 
 extern struct host A, B;
 extern bool pair_netns;		/* two namespaces (root), else loopback */
+/* Whether pair_setup() will make two namespaces (before it is called). */
+bool pair_netns_possible(void);
 extern char pair_key[128];	/* the key file both use */
 
 /* Writes both configs with the channel sections `chans` (each channel
@@ -77,6 +79,52 @@ void host_view(const struct host *h, const char *chan,
 	       struct sb_repl_view *v);
 /* Runs fn(arg) in a child inside h's network namespace (th_spawn). */
 pid_t host_spawn(const struct host *h, int (*fn)(void *), void *arg);
+
+/* Two channels of each producer model, acknowledged at applied and
+ * received; STRICT_CHANS adds "st", strict when the standby is out of
+ * sync. */
+#define CHANS \
+	"[channel sp]\ncapacity = 1M\nmax_msg = 4K\nreplicate = applied\n" \
+	"[channel mp]\ncapacity = 1M\nmax_msg = 4K\nproducers = multi\n" \
+	"replicate = received\n"
+#define STRICT_CHANS CHANS \
+	"[channel st]\ncapacity = 1M\nmax_msg = 4K\nreplicate = applied\n" \
+	"out_of_sync = strict\n"
+
+/* A publisher on A (th_spawn(pair_publisher, &arg)): n self-checking
+ * messages of mixed sizes (24..max), producer id `id`, then a pub_sync.
+ * Exits 0, or with the step that failed. */
+struct pubarg {
+	const char *chan;
+	uint64_t n;
+	uint32_t id, max;
+	bool sync_each;		/* pub_sync after every message */
+	bool degraded_ok;	/* the last pub_sync may find the standby out
+				 * of sync */
+};
+int pair_publisher(void *arg);
+
+/* A publisher on A paced to `rate` fixed 64-byte messages per 10 ms, for
+ * `ms` milliseconds. */
+struct paced {
+	const char *chan;
+	uint32_t id;
+	int rate, ms;
+};
+int pair_paced_publisher(void *arg);
+
+/* Reads channel chan on h from its oldest record to `until` (or its end):
+ * every message intact and in order per producer (ids < 4); returns how
+ * many, and the last sequence number of each producer (UINT64_MAX:
+ * none). */
+uint64_t pair_read_all(const struct host *h, const char *chan,
+		       uint64_t until);
+uint64_t pair_read_all_last(const struct host *h, const char *chan,
+			    uint64_t until, uint64_t last[4]);
+/* B counted no gap on chan. */
+void pair_assert_no_gap(const char *chan);
+/* SIGSTOP h's daemon, and wait until the kernel says it is stopped. */
+void host_pause(const struct host *h);
 
 /* shmbusctl's request to h's daemon: 0 or -errno, answer in out. */
 int host_ctl(const struct host *h, uint32_t op, uint32_t flags,

@@ -1,0 +1,477 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_repl_roles.c - what replication acknowledges and who may write:
+ * shmbus_pub_sync() at each answer, subscribers that see only
+ * acknowledged messages, the fence on a standby, switchover, demotion and
+ * the handles that outlive them; two shmbusd in two network namespaces
+ * (repl_fixture.h).
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "repl_fixture.h"
+#include "shmbus/layout.h"
+
+static void fini(void)
+{
+	pair_teardown();
+}
+
+TestSuite(repl_roles, .fini = fini, .timeout = 120);
+
+/* A pub_sync at `applied` returns only when B's ring holds the message:
+ * B's head is past it the moment the call returns. */
+Test(repl_roles, pub_sync_applied_means_the_standby_ring_holds_it)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch, *b;
+	shmbus_pub *pub;
+	uint8_t msg[64];
+
+	pair_setup(CHANS, "");
+	ch = host_open(&A, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	b = host_map(&B, "sp");
+	cr_assert(b);
+	for (int i = 0; i < 2000; i++) {
+		struct sb_repl_view va, vb;
+
+		th_msg_fill(msg, sizeof(msg), 0, (uint64_t)i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+		cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
+		sb_repl_read(ch, &va);
+		sb_repl_read(b, &vb);
+		cr_assert_geq(vb.head, (uint64_t)(i + 1) * 80,
+			      "message %d acknowledged, B's head %llu", i,
+			      (unsigned long long)vb.head);
+		cr_assert_geq(va.applied, (uint64_t)(i + 1) * 80);
+	}
+	shmbus_channel_close(b);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	cr_assert_eq(pair_read_all(&B, "sp", UINT64_MAX), 2000);
+	{
+		struct shmbus_ctl_repl_reply r;
+
+		cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+		cr_assert(strstr(r.text, "primary at epoch 1") &&
+			  strstr(r.text, "sp: link up, standby in sync, lag 0"),
+			  "%s", r.text);
+		cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+		cr_assert(strstr(r.text, "standby at epoch 1") &&
+			  strstr(r.text, "sp: link up, holds 160000"),
+			  "%s", r.text);
+	}
+}
+
+Test(repl_roles, the_standby_refuses_producers_and_serves_subscribers)
+{
+	shmbus_bus *bus, *bus2;
+	shmbus_channel *ch, *sch;
+	shmbus_sub *sub;
+
+	pair_setup(CHANS, "");
+	ch = host_open(&B, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	if (ch) {
+		errno = 0;
+		cr_assert_null(shmbus_pub_open(ch, NULL));
+		cr_assert_eq(errno, EROFS, "errno %d", errno);
+		shmbus_channel_close(ch);
+	} else {
+		cr_assert_eq(errno, EROFS, "open to publish: errno %d", errno);
+	}
+	/* Direct mapping: the fence, not only the daemon, refuses. */
+	ch = host_map(&B, "mp");
+	cr_assert(ch);
+	errno = 0;
+	cr_assert_null(shmbus_pub_open(ch, NULL));
+	cr_assert_eq(errno, EROFS);
+	shmbus_channel_close(ch);
+	sch = host_open(&B, &bus2, "sp", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(sch);
+	sub = shmbus_sub_open(sch, NULL);
+	cr_assert(sub);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(sch);
+	shmbus_disconnect(bus);
+	shmbus_disconnect(bus2);
+}
+
+/* What the producers of a switchover saw, in memory shared with them. */
+struct tally {
+	uint64_t acked[4];	/* messages pub_sync acknowledged */
+	int told[4];		/* 1: publish said -EROFS; 2: pub_sync did */
+	int bad[4];		/* another answer */
+};
+
+static struct tally *tally;
+
+struct syncpub {
+	const char *chan;
+	uint32_t id;
+};
+
+static int sync_publisher(void *arg)
+{
+	const struct syncpub *p = arg;
+	struct shmbus_pub_attr pa = { .timeout_ns = 5000000000LL };
+	shmbus_bus *bus;
+	shmbus_channel *ch = host_open(&A, &bus, p->chan, SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t msg[48];
+
+	if (!pub)
+		return 2;
+	for (uint64_t i = 0;; i++) {
+		int rc;
+
+		th_msg_fill(msg, sizeof(msg), p->id, i);
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc == -EROFS) {
+			tally->told[p->id] = 1;
+			break;
+		}
+		if (rc) {
+			tally->bad[p->id] = 100 - rc;
+			break;
+		}
+		rc = shmbus_pub_sync(pub, 5000000000LL);
+		if (rc == -EROFS) {
+			tally->told[p->id] = 2;
+			break;
+		}
+		if (rc) {
+			tally->bad[p->id] = 200 - rc;
+			break;
+		}
+		__atomic_store_n(&tally->acked[p->id], i + 1,
+				 __ATOMIC_RELAXED);
+	}
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+/* Under load, with producers waiting on pub_sync: A hands over to B.
+ * Every producer is told (-EROFS), every message acknowledged to it is
+ * on B, B is primary at the next epoch, and A follows it as standby. */
+Test(repl_roles, switchover_under_load_loses_nothing)
+{
+	struct syncpub s0 = { "sp", 0 }, s1 = { "mp", 1 }, s2 = { "mp", 2 };
+	struct shmbus_ctl_repl_reply r;
+	struct sb_repl_view va, vb;
+	uint64_t last[4];
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	pid_t p0, p1, p2;
+	uint8_t msg[48];
+
+	tally = mmap(NULL, sizeof(*tally), PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(tally != MAP_FAILED);
+	/* Sanitizers slow the daemons: B must not fall out of sync. */
+	pair_setup(CHANS, "sync_timeout_ms = 5000\n");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
+	p0 = th_spawn(sync_publisher, &s0);
+	p1 = th_spawn(sync_publisher, &s1);
+	p2 = th_spawn(sync_publisher, &s2);
+	/* Until every producer has had acknowledgements (sanitized daemons
+	 * are slow to serve the first ones). */
+	for (int t = 0; t < 1000; t++) {
+		if (__atomic_load_n(&tally->acked[0], __ATOMIC_RELAXED) > 50 &&
+		    __atomic_load_n(&tally->acked[1], __ATOMIC_RELAXED) > 50 &&
+		    __atomic_load_n(&tally->acked[2], __ATOMIC_RELAXED) > 50)
+			break;
+		usleep(10000);
+	}
+	usleep(100000);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0,
+		     "switchover: %s", r.text);
+	cr_log_info("switchover: %s in %.2f ms", r.text,
+		    (double)r.duration_ns / 1e6);
+	printf("switchover under load: %.2f ms\n", (double)r.duration_ns / 1e6);
+	cr_assert_eq(th_wait(p0), 0);
+	cr_assert_eq(th_wait(p1), 0);
+	cr_assert_eq(th_wait(p2), 0);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(tally->bad[i], 0, "producer %d: %d", i,
+			     tally->bad[i]);
+		cr_assert(tally->told[i], "producer %d was not told", i);
+		cr_assert_gt(tally->acked[i], 0);
+	}
+	/* Everything acknowledged is on B. */
+	pair_read_all_last(&B, "sp", UINT64_MAX, last);
+	cr_assert(last[0] != UINT64_MAX && last[0] + 1 >= tally->acked[0],
+		  "sp: B's last is %llu, %llu were acknowledged",
+		  (unsigned long long)last[0],
+		  (unsigned long long)tally->acked[0]);
+	pair_read_all_last(&B, "mp", UINT64_MAX, last);
+	for (int i = 1; i < 3; i++)
+		cr_assert(last[i] != UINT64_MAX &&
+			  last[i] + 1 >= tally->acked[i],
+			  "mp: producer %d: B's last is %llu, %llu were "
+			  "acknowledged", i, (unsigned long long)last[i],
+			  (unsigned long long)tally->acked[i]);
+	pair_assert_identical("sp");
+	pair_assert_identical("mp");
+	host_view(&A, "sp", &va);
+	host_view(&B, "sp", &vb);
+	cr_assert_eq(vb.epoch, 2);
+	cr_assert(va.fence == SHMBUS_FENCE_STANDBY);
+	cr_assert(vb.fence == SHMBUS_FENCE_OPEN);
+	/* B is primary: it takes producers, and A follows it. */
+	cr_assert(host_log_wait(&B, "sp: standby in sync", 5000));
+	ch = host_open(&B, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub, "B does not take a producer: %d", errno);
+	for (int i = 0; i < 1000; i++) {
+		th_msg_fill(msg, sizeof(msg), 3, (uint64_t)i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	pair_wait_caught_up("sp", 0, 5000);
+	pair_assert_identical("sp");
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+	cr_assert(strstr(r.text, "standby at epoch 2"), "%s", r.text);
+	ch = host_map(&A, "sp");
+	cr_assert(ch);
+	errno = 0;
+	cr_assert_null(shmbus_pub_open(ch, NULL));
+	cr_assert_eq(errno, EROFS);
+	shmbus_channel_close(ch);
+	munmap(tally, sizeof(*tally));
+}
+
+
+/* A subscriber that sees only acknowledged messages never sees one the
+ * standby lacks: with B's daemon stopped (SIGSTOP), it reads nothing past
+ * what B held when it stopped, while the producer goes on; once B runs
+ * again, it sees everything. */
+Test(repl_roles, acknowledged_only_subscriber_never_outruns_the_standby)
+{
+	struct paced p = { "st", 0, 50, 1500 };
+	struct sb_repl_view vb, va;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	struct shmbus_msg info;
+	uint8_t buf[4096];
+	uint64_t seen = 0, frozen;
+	pid_t pid;
+
+	pair_setup(STRICT_CHANS, "");
+	cr_assert(host_log_wait(&A, "st: standby in sync", 3000));
+	ch = host_open(&A, &bus, "st", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	sub = shmbus_sub_open(ch, NULL);
+	cr_assert(sub);
+	cr_assert_eq(shmbus_sub_set_visibility(sub, SHMBUS_SEE_ACKNOWLEDGED),
+		     0);
+	pid = th_spawn(pair_paced_publisher, &p);
+	usleep(300000);
+	host_pause(&B);
+	host_view(&B, "st", &vb);
+	frozen = vb.head;
+	for (uint64_t end = th_now_ns() + 400000000; th_now_ns() < end;) {
+		ssize_t r = shmbus_read(sub, buf, sizeof(buf), &info);
+
+		if (r == -EAGAIN) {
+			usleep(1000);
+			continue;
+		}
+		cr_assert(r > 0);
+		cr_assert_leq(info.pos + 16 + (uint64_t)(r + 7) / 8 * 8, frozen,
+			      "a message at %llu seen, the standby holds up "
+			      "to %llu", (unsigned long long)info.pos,
+			      (unsigned long long)frozen);
+		seen++;
+	}
+	host_view(&A, "st", &va);
+	cr_assert_gt(va.head, frozen + 4096, "the producer did not go on");
+	kill(B.pid, SIGCONT);
+	cr_assert_eq(th_wait(pid), 0);
+	for (uint64_t end = th_now_ns() + 10000000000ull; th_now_ns() < end;) {
+		ssize_t r = shmbus_read(sub, buf, sizeof(buf), &info);
+
+		if (r == -EAGAIN) {
+			host_view(&A, "st", &va);
+			if (sub && info.pos + 80 >= va.head && seen >= 7500)
+				break;
+			usleep(1000);
+			continue;
+		}
+		cr_assert(r > 0);
+		seen++;
+	}
+	host_view(&A, "st", &va);
+	host_view(&B, "st", &vb);
+	cr_assert_eq(seen, 7500, "seen %llu of 7500 (A: head %llu, watermark "
+		     "%llu, flags %x; B: head %llu)", (unsigned long long)seen,
+		     (unsigned long long)va.head,
+		     (unsigned long long)va.watermark, va.flags,
+		     (unsigned long long)vb.head);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* pub_sync never returns a success the standby did not earn: with B
+ * stopped, a degrading channel answers SHMBUS_SYNC_DEGRADED (once A has
+ * declared B out of sync), a strict one times out; with B back, both
+ * answer 0. */
+Test(repl_roles, pub_sync_says_degraded_or_times_out_without_the_standby)
+{
+	shmbus_bus *b1, *b2;
+	shmbus_channel *c1, *c2;
+	shmbus_pub *deg, *str;
+	uint8_t msg[64] = { 0 };
+	int rc;
+
+	pair_setup(STRICT_CHANS, "");
+	cr_assert(host_log_wait(&A, "st: standby in sync", 3000));
+	c1 = host_open(&A, &b1, "sp", SHMBUS_ROLE_PUBLISH);
+	c2 = host_open(&A, &b2, "st", SHMBUS_ROLE_PUBLISH);
+	cr_assert(c1 && c2);
+	deg = shmbus_pub_open(c1, NULL);
+	str = shmbus_pub_open(c2, NULL);
+	cr_assert(deg && str);
+	cr_assert_eq(shmbus_publish(deg, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(deg, 2000000000LL), 0);
+	host_pause(&B);
+	cr_assert_eq(shmbus_publish(deg, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_publish(str, msg, sizeof(msg)), 0);
+	rc = shmbus_pub_sync(deg, 3000000000LL);
+	cr_assert_eq(rc, SHMBUS_SYNC_DEGRADED, "degrade: %d", rc);
+	rc = shmbus_pub_sync(str, 1000000000LL);
+	cr_assert_eq(rc, -ETIMEDOUT, "strict: %d", rc);
+	kill(B.pid, SIGCONT);
+	cr_assert(host_log_wait(&A, "st: standby in sync at", 5000));
+	rc = shmbus_pub_sync(str, 5000000000LL);
+	cr_assert_eq(rc, 0, "strict, B back: %d", rc);
+	cr_assert_eq(shmbus_publish(deg, msg, sizeof(msg)), 0);
+	for (int i = 0; i < 100 && (rc = shmbus_pub_sync(deg, 5000000000LL));
+	     i++)
+		usleep(20000);	/* until A says B is in sync again */
+	cr_assert_eq(rc, 0, "degrade, B back: %d", rc);
+	shmbus_pub_close(deg);
+	shmbus_pub_close(str);
+	shmbus_channel_close(c1);
+	shmbus_channel_close(c2);
+	shmbus_disconnect(b1);
+	shmbus_disconnect(b2);
+}
+
+/* A single producer's handle that lives through a switchover to the
+ * other host and back never writes again: its view of the ring is stale.
+ * It is refused on the standby (without touching its ring) and after the
+ * host is primary again; a new handle publishes once it is closed. */
+Test(repl_roles, a_producer_handle_that_outlives_a_handover_stays_refused)
+{
+	struct shmbus_ctl_repl_reply r;
+	struct sb_repl_view v0, v1;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_pub *old, *fresh;
+	uint8_t msg[64] = { 1 };
+
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	ch = host_map(&A, "sp");
+	cr_assert(ch);
+	old = shmbus_pub_open(ch, NULL);
+	cr_assert(old);
+	cr_assert_eq(shmbus_publish(old, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(old, 2000000000LL), 0);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
+		     r.text);
+	/* B publishes; A applies. */
+	{
+		shmbus_channel *bch = host_open(&B, &bus, "sp",
+						SHMBUS_ROLE_PUBLISH);
+		shmbus_pub *bp = bch ? shmbus_pub_open(bch, NULL) : NULL;
+
+		cr_assert(bp);
+		for (int i = 0; i < 100; i++)
+			cr_assert_eq(shmbus_publish(bp, msg, sizeof(msg)), 0);
+		shmbus_pub_close(bp);
+		shmbus_channel_close(bch);
+		shmbus_disconnect(bus);
+	}
+	pair_wait_caught_up("sp", 0, 5000);
+	sb_repl_read(ch, &v0);
+	cr_assert_eq(shmbus_publish(old, msg, sizeof(msg)), -EROFS);
+	sb_repl_read(ch, &v1);
+	cr_assert_eq(v0.head, v1.head, "the refused handle moved head");
+	/* And back: A primary again. */
+	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
+		     r.text);
+	cr_assert_eq(shmbus_publish(old, msg, sizeof(msg)), -EROFS);
+	errno = 0;
+	cr_assert_null(shmbus_pub_open(ch, NULL), "a second single producer");
+	cr_assert_eq(errno, EBUSY);
+	shmbus_pub_close(old);
+	fresh = shmbus_pub_open(ch, NULL);
+	cr_assert(fresh, "errno %d", errno);
+	cr_assert_eq(shmbus_publish(fresh, msg, sizeof(msg)), 0);
+	/* Until A finds B in sync again (DEGRADED meanwhile). */
+	for (int i = 0; i < 100 && shmbus_pub_sync(fresh, 5000000000LL); i++)
+		usleep(20000);
+	cr_assert_eq(shmbus_pub_sync(fresh, 5000000000LL), 0);
+	shmbus_pub_close(fresh);
+	shmbus_channel_close(ch);
+	pair_wait_caught_up("sp", 0, 5000);
+	pair_assert_identical("sp");
+}
+
+/* demote --force does not wait for the standby: what it lacks is never
+ * reported acknowledged to a sync waiter here. */
+Test(repl_roles, a_forced_demotion_never_acknowledges_what_the_standby_lacks)
+{
+	struct shmbus_ctl_repl_reply r;
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	uint8_t msg[64] = { 2 };
+	int rc;
+
+	pair_setup(CHANS, "sync_timeout_ms = 10000\n");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	ch = host_map(&A, "sp");
+	cr_assert(ch);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	host_pause(&B);
+	for (int i = 0; i < 50; i++)
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_DEMOTE, SHMBUS_REPL_FORCE,
+			      &r), 0, "%s", r.text);
+	rc = shmbus_pub_sync(pub, 300000000LL);
+	cr_assert(rc == -EROFS, "pub_sync after a forced demotion: %d", rc);
+	cr_assert(host_log_wait(&A, "demoted with --force: the standby lacks",
+				100));
+	kill(B.pid, SIGCONT);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+}
