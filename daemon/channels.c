@@ -153,6 +153,7 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 			r->sub = cc->sub;
 			sbd_rules_replace(c, r);
 			c->configured = configured;
+			sbd_groups_setup(cc, c->ch);
 			rc = 0;
 		}
 		rcu_read_unlock();
@@ -188,6 +189,7 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 			cc->attr.producers == SHMBUS_SINGLE_PRODUCER ?
 				"single producer" : "multi producer");
 	}
+	sbd_groups_setup(cc, ch);
 	return sbd_channel_enroll(cc->name, ch, &cc->pub, &cc->sub, configured);
 }
 

@@ -489,6 +489,12 @@ static int p_handover_ms(const char *v, void *f, char *err, size_t n)
 	return p_range(v, f, 100, 2000, "", err, n);
 }
 
+/* consumer_groups: the whole channel entry is the field (groups.c). */
+static int p_groups(const char *v, void *f, char *err, size_t n)
+{
+	return sbd_parse_groups(v, f, err, n);
+}
+
 /* ------------------------------------------------------------------ table */
 
 #define B(name, fn, field) \
@@ -535,6 +541,7 @@ static const struct key keys[] = {
 	C("subscribe", p_rule, sub),
 	C("replicate", p_level_ack, repl_level),
 	C("out_of_sync", p_oos, repl_strict),
+	{ S_CHANNEL, "consumer_groups", p_groups, 0, NO_LINE },
 	RP("role", p_role, role),
 	RP("listen", p_addr, listen),
 	RP("peer", p_addr, peer),

@@ -669,6 +669,68 @@ static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	return replied(cl, reply(cl, h, 0, &d, sizeof(d), NULL));
 }
 
+/* Joining a consumer group: the channel's subscribe rule decides; the
+ * group is created from the config, else from the member's settings. */
+static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
+		    struct shmbus_ctl_group *req)
+{
+	struct shmbus_group_attr a, s;
+	struct sbd_chan *c;
+	struct sbd_rules *r;
+	int fd, rc, fds[2];
+
+	if (!memchr(req->group, 0, sizeof(req->group)) ||
+	    !memchr(req->dead_letter, 0, sizeof(req->dead_letter)) ||
+	    !sb_name_ok(req->group, 63) || req->flags ||
+	    (req->dead_letter[0] && !sb_name_ok(req->dead_letter, 63)))
+		return deny(-EINVAL, "a group name is 1 to 63 letters, digits, "
+			      "'.', '_' or '-', not starting with '.'; flags "
+			      "0%s", "");
+	if (!sbd_group_configured(req->channel, req->group, &a)) {
+		memset(&a, 0, sizeof(a));
+		a.mode = (enum shmbus_group_mode)req->mode;
+		a.window = req->window;
+		a.lanes = req->lanes;
+		a.max_deliveries = req->max_deliveries;
+		a.lease_ns = req->lease_ns;
+		a.start = (enum shmbus_start)req->start;
+		a.dead_letter = req->dead_letter[0] ? req->dead_letter : NULL;
+	}
+	if (sb_group_settings(&a, &s))
+		return deny(-EINVAL, "group settings: mode 0-2, window a power "
+			      "of two up to 65536, lanes up to 64, start 0-1, "
+			      "lease_ns >= 0%s", "");
+	rcu_read_lock();
+	c = sbd_chan_find(req->channel);
+	if (!c) {
+		rcu_read_unlock();
+		return deny(-ENOENT, "no channel '%s' on bus '%s'",
+			      req->channel, sbd.conf.bus);
+	}
+	r = rcu_dereference(c->rules);
+	if (!privileged(cl) &&
+	    !sbd_rule_allows(&r->sub, cl->uid, cl->gids, cl->ngids)) {
+		rcu_read_unlock();
+		denied++;
+		return deny(-EACCES, "uid %u may not join a group of '%s': "
+			      "its subscribe rule names neither the uid nor "
+			      "its groups", (unsigned)cl->uid, req->channel);
+	}
+	fd = sb_group_open_file(c->ch, sbd.conf.shm_dir, c->name, req->group,
+				&s);
+	rcu_read_unlock();
+	if (fd < 0)
+		return deny(fd, "group '%s' of '%s': %s", req->group,
+			      req->channel, shmbus_strerror(fd));
+	note_open(cl, req->channel);
+	sbd_log(SBD_DEBUG, 0, "%s: pid %d joins group %s", req->channel,
+		(int)cl->pid, req->group);
+	fds[0] = fds[1] = fd;
+	rc = reply(cl, h, 0, NULL, 0, fds);
+	close(fd);
+	return replied(cl, rc);
+}
+
 #define NAME_RULE "a channel name is 1 to 200 letters, digits, '.', '_' " \
 		  "or '-', not starting with '.'"
 
@@ -686,6 +748,7 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		[SHMBUS_CTL_LIST] = sizeof(struct shmbus_ctl_list),
 		[SHMBUS_CTL_DESCRIBE] = sizeof(struct shmbus_ctl_name),
 		[SHMBUS_CTL_REPL] = sizeof(struct shmbus_ctl_repl),
+		[SHMBUS_CTL_GROUP] = sizeof(struct shmbus_ctl_group),
 	};
 	union {
 		struct shmbus_ctl_open open;
@@ -693,9 +756,10 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		struct shmbus_ctl_name name;
 		struct shmbus_ctl_list list;
 		struct shmbus_ctl_repl repl;
+		struct shmbus_ctl_group group;
 	} q;
 
-	if (h->type == 0 || h->type > SHMBUS_CTL_REPL)
+	if (h->type == 0 || h->type > SHMBUS_CTL_GROUP)
 		return deny(-EOPNOTSUPP, "unknown request type %u",
 			      h->type);
 	if (h->len != size[h->type])
@@ -734,6 +798,11 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		return do_describe(cl, h, q.name.name);
 	case SHMBUS_CTL_REPL:
 		return do_repl(cl, h, &q.repl);
+	case SHMBUS_CTL_GROUP:
+		if (!memchr(q.group.channel, 0, sizeof(q.group.channel)) ||
+		    !name_ok(q.group.channel))
+			return deny(-EINVAL, NAME_RULE);
+		return do_group(cl, h, &q.group);
 	}
 	return -EOPNOTSUPP;
 }

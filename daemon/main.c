@@ -478,6 +478,7 @@ out:
 		drop_all_clients();
 	if (reaper)
 		sbd_reaper_stop();
+	sbd_groups_close();
 	if (rc == 0 && sbd.conf.remove_on_exit)
 		remove_channels();
 	if (registry)

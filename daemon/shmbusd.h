@@ -71,6 +71,14 @@ struct sbd_rule {
 	char text[SHMBUS_CTL_NAME];	/* as written, for describe */
 };
 
+/* A consumer group named in a channel's config (consumer_groups). */
+#define SBD_MAX_GROUPS	8
+struct sbd_group_conf {
+	char name[64];
+	char dead_letter[64];
+	struct shmbus_group_attr attr;	/* dead_letter: see above */
+};
+
 struct sbd_chan_conf {
 	char name[SHMBUS_CTL_NAME];
 	struct shmbus_channel_attr attr;
@@ -82,6 +90,8 @@ struct sbd_chan_conf {
 	int cap_line, msg_line;
 	int repl_level;			/* SHMBUS_ACK_*, or -1: not replicated */
 	bool repl_strict;		/* out of sync: hold sync waiters */
+	uint32_t ngroups;
+	struct sbd_group_conf groups[SBD_MAX_GROUPS];
 };
 
 /* [replication]: this host's part of an HA pair (docs/replication.md). */
@@ -300,5 +310,15 @@ void sbd_repl_stop(void);
 bool sbd_repl_is(const char *name);
 int sbd_repl_command(uint32_t op, uint32_t flags,
 		     struct shmbus_ctl_repl_reply *r);
+
+/* ------------------------------------------------------------- groups */
+
+int sbd_parse_groups(const char *v, struct sbd_chan_conf *cc, char *err,
+		     size_t n);
+void sbd_groups_setup(const struct sbd_chan_conf *cc, shmbus_channel *ch);
+bool sbd_group_configured(const char *chan, const char *group,
+			  struct shmbus_group_attr *a);
+void sbd_groups_maintain(shmbus_channel *ch, const char *name);
+void sbd_groups_close(void);
 
 #endif /* SHMBUSD_H */

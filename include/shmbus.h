@@ -678,6 +678,185 @@ int shmbus_bus_list(shmbus_bus *bus,
 int shmbus_bus_describe(shmbus_bus *bus, const char *name,
 			struct shmbus_bus_channel *out);
 
+
+/* --------------------------------------------------------- consumer groups */
+
+/*
+ * A consumer group shares a channel's messages among its members: each
+ * message goes to one member, not to all (docs/groups.md).  The group has
+ * one position in the channel, its floor: every message below it is
+ * acknowledged.  On a block-policy channel the floor holds producers back
+ * like a slow subscriber's cursor; on an overwrite channel a group that
+ * falls a lap behind counts the messages it lost and never delivers
+ * overwritten bytes.  Delivery is at least once: a message is delivered
+ * again (to any member, flagged redelivered) when its member dies, when
+ * its lease's term passes, or when it is nacked.  A group lives as long
+ * as its file (shmbus_group_delete()); its state survives its members,
+ * shmbusd's restarts, and the channel's other users.
+ *
+ * Since version 0.4 (symbol version SHMBUS_0.4).
+ */
+typedef struct shmbus_group shmbus_group;
+
+enum shmbus_group_mode {
+	SHMBUS_GROUP_SHARED = 0,	/* each message to one member, in no
+					 * order across members */
+	SHMBUS_GROUP_KEYED = 1,		/* by key: a key's messages go to one
+					 * member at a time, in order */
+	SHMBUS_GROUP_SINGLE_ACTIVE = 2,	/* one member receives everything in
+					 * order; the others stand by */
+};
+
+struct shmbus_group_attr {
+	enum shmbus_group_mode mode;
+	uint32_t window;	/* shared: leases in flight at once, a power of
+				 * two up to 65536; 0: 256 */
+	uint32_t lanes;		/* keyed: 1..64 lanes the keys hash to; 0: 16 */
+	uint32_t max_deliveries;	/* deliveries before a message is
+				 * dead-lettered; 0: 5; UINT32_MAX: no limit */
+	int64_t lease_ns;	/* a lease's term; 0: 30 s */
+	enum shmbus_start start;	/* where a new group starts */
+	const char *dead_letter;	/* channel that receives poison
+				 * messages (multi-producer), or NULL: they
+				 * are dropped and counted */
+};
+
+/* The defaults a NULL attr means (shared, window 256, 5 deliveries, 30 s
+ * leases, newest, no dead-letter channel).  Thread-safe. */
+void shmbus_group_attr_init(struct shmbus_group_attr *attr);
+
+/*
+ * Joins group `group` of the channel as member `member` (a name for
+ * busstat: 1..31 of [A-Za-z0-9._-]).  A channel opened through shmbusd
+ * (shmbus_bus_open(), subscribe role) asks the daemon, which applies the
+ * channel's subscribe rule and creates the group from its config or from
+ * `attr`; a channel opened directly (shmbus_channel_open() or _create())
+ * creates the group's file itself if it does not exist.  An existing
+ * group keeps its settings: `attr` (NULL: the defaults) then only needs
+ * the same mode, or -EEXIST.
+ * Returns NULL, errno: EINVAL, EEXIST (another mode), ENOSPC (64 members,
+ * or no free subscriber slot for a new group), EPERM (a channel opened
+ * read-only or to publish), EACCES, EBADMSG (a corrupt group file)...
+ * One thread at a time per member handle; members in one process are
+ * independent.
+ */
+shmbus_group *shmbus_group_join(shmbus_channel *ch, const char *group,
+				const char *member,
+				const struct shmbus_group_attr *attr);
+
+/* Leaves the group: what the member holds and has not acknowledged is
+ * delivered again to the others at once (not counted as a delivery
+ * failure).  A member that dies instead is noticed by shmbusd (or, in
+ * direct mode, by the other members) and treated the same way. */
+void shmbus_group_leave(shmbus_group *m);
+
+/* Removes a group of a channel opened directly (its file and its hold on
+ * the channel).  Members still joined get -EIDRM.  0 or -errno. */
+int shmbus_group_delete(shmbus_channel *ch, const char *group);
+
+/* A lease: what a member acks.  Opaque; copy it freely. */
+struct shmbus_lease {
+	uint64_t w[3];
+};
+
+struct shmbus_group_msg {
+	const void *data;	/* in the ring (block policy: valid until the
+				 * lease is acked, nacked or lost) or in the
+				 * member's buffer (overwrite policy: valid
+				 * until the next poll) */
+	uint32_t len;
+	uint32_t deliveries;	/* 1 the first time */
+	uint64_t seq;		/* channel-wide message number */
+	uint64_t pos;		/* byte position of the record */
+	uint64_t key;		/* keyed: the message's key */
+	struct shmbus_lease lease;
+};
+
+typedef int (*shmbus_group_handler)(const struct shmbus_group_msg *msg,
+				    void *arg);
+
+/*
+ * Takes up to `max` messages (0: 64) for this member and calls fn on each
+ * in order.  In shared mode they are one claim, one lease (batched: ack
+ * any of them and you ack them all, so a poison message in a batch takes
+ * the batch to the dead-letter channel with it; take 1 for per-message
+ * leases); in keyed and single-active mode each message has its own
+ * lease, and an ack covers the lane's earlier messages too.  Returns the
+ * number of messages handled, 0 if none is available now (or the window
+ * of leases in flight is full: shmbus_group_stats().window_full), -EIDRM
+ * if the group was deleted, -EBADMSG if the group's or the channel's
+ * memory is corrupt.  Never blocks.
+ */
+int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn, void *arg,
+		      unsigned max);
+
+/* Copies the next message into buf: its length, -EAGAIN, -EMSGSIZE (cap
+ * too small: the message is given back, undelivered), or poll's errors.
+ * *msg (not NULL) gets its lease; msg->data points at buf. */
+ssize_t shmbus_group_read(shmbus_group *m, void *buf, size_t cap,
+			  struct shmbus_group_msg *msg);
+
+/*
+ * Acknowledges: the message (shared: the lease's whole claim; keyed: the
+ * lane up to and including it) is done and will not be delivered again.
+ * -ESTALE: the lease was taken back (its term passed, the member was
+ * thought dead, or the lane moved) and the message may be, or may have
+ * been, processed by another member.  -EINVAL: not a lease of this
+ * member.  No lock and no system call.
+ */
+int shmbus_group_ack(shmbus_group *m, const struct shmbus_lease *l);
+
+/* Gives a message back to be delivered again, not before delay_ns from
+ * now (shared: to any member; keyed: the lane restarts there, to its
+ * owner).  It counts as a delivery: after max_deliveries the message is
+ * dead-lettered.  0, -ESTALE or -EINVAL. */
+int shmbus_group_nack(shmbus_group *m, const struct shmbus_lease *l,
+		      int64_t delay_ns);
+
+/* Extends the lease's term to ns from now (0: the group's term).
+ * 0, -ESTALE or -EINVAL. */
+int shmbus_group_extend(shmbus_group *m, const struct shmbus_lease *l,
+			int64_t ns);
+
+/* Waits until the group may have a message for this member (it sleeps in
+ * naps of up to 1 ms while the channel is idle).  0, -ETIMEDOUT. */
+int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns);
+
+struct shmbus_group_stats {
+	enum shmbus_group_mode mode;
+	uint32_t members;	/* joined and alive */
+	uint32_t window;
+	uint32_t lanes;
+	uint32_t in_flight;	/* leases held (shared), lanes owned (keyed) */
+	uint64_t floor;		/* everything below is acknowledged */
+	uint64_t claim;		/* shared: next position to claim */
+	uint64_t head;		/* the channel's */
+	uint64_t delivered, redelivered, acked, nacked, expired, released;
+	uint64_t dead_lettered, dropped, window_full, lost, lost_bytes;
+	uint64_t loss_from, loss_to;	/* the last loss */
+	uint64_t lane_moves;
+	int64_t oldest_ns;	/* age of the oldest lease held, 0: none */
+	uint32_t oldest_pid;	/* its member's pid */
+	char oldest_member[32];
+};
+
+/* The group's counters, as its file says them.  0 or -errno. */
+int shmbus_group_stats(shmbus_group *m, struct shmbus_group_stats *st);
+
+/* Runs what shmbusd otherwise does for the group: takes back the leases
+ * of dead members and expired leases, moves lanes, dead-letters poison
+ * messages.  Members call it themselves from poll at most every few
+ * milliseconds; an application needs it only without shmbusd and while
+ * no member polls.  Returns the number of changes made, or -errno. */
+int shmbus_group_maintain(shmbus_group *m);
+
+/* Publishes with a key, for keyed groups: the key goes in the message's
+ * first 8 bytes (host order), followed by data; a keyed group hashes it
+ * to a lane.  A subscriber sees the 8 bytes as part of the message.
+ * Returns shmbus_publish()'s values. */
+int shmbus_publish_keyed(shmbus_pub *pub, uint64_t key, const void *data,
+			 size_t len);
+
 #ifdef __cplusplus
 }
 #endif

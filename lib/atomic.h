@@ -140,6 +140,11 @@ static inline uint64_t and_relaxed64(uint64_t *p, uint64_t v)
 	return atomic_fetch_and_explicit(SB_A64(p), v, memory_order_relaxed);
 }
 
+static inline uint32_t and_relaxed32(uint32_t *p, uint32_t v)
+{
+	return atomic_fetch_and_explicit(SB_A32(p), v, memory_order_relaxed);
+}
+
 static inline void fence_acquire(void)
 {
 	atomic_thread_fence(memory_order_acquire);

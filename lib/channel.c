@@ -9,6 +9,7 @@
  * leaves at most a dot-file that nobody opens.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -604,6 +605,14 @@ int sb_channel_open_fds(const char *dir, const char *name, int *ctl_fd,
 	return rc;
 }
 
+/* Direct mode: where the channel's file is, for its groups' files. */
+static void remember_place(struct shmbus_channel *ch, const char *dir,
+			   const char *name)
+{
+	snprintf(ch->dir, sizeof(ch->dir), "%s", dir ? dir : DEFAULT_DIR);
+	snprintf(ch->name, sizeof(ch->name), "%s", name);
+}
+
 static shmbus_channel *open_named(const char *dir, const char *name,
 				  bool rdonly)
 {
@@ -639,6 +648,8 @@ static shmbus_channel *open_named(const char *dir, const char *name,
 	}
 	ch = map_data(ch, dfd, rdonly, &g, &rc);
 	close(dfd);
+	if (ch)
+		remember_place(ch, dir, name);
 out:
 	if (!ch)
 		errno = -rc;
@@ -850,6 +861,8 @@ shmbus_channel_create(const char *dir, const char *name,
 		unlink(tmp);
 	}
 	ch = sb_channel_map_fds(fd, dfd, SB_MAP_RW, &rc);
+	if (ch)
+		remember_place(ch, dir, name);
 	goto out;
 drop_data:
 	unlink(dpath);
@@ -874,6 +887,26 @@ SHMBUS_EXPORT void shmbus_channel_close(shmbus_channel *ch)
 	free(ch);
 }
 
+/* The files of the channel's consumer groups (".NAME@GROUP.group"). */
+static void unlink_groups(const char *dir, const char *name)
+{
+	size_t n = strlen(name);
+	struct dirent *e;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+
+		if (len > n + 8 && e->d_name[0] == '.' &&
+		    !strncmp(e->d_name + 1, name, n) && e->d_name[n + 1] == '@' &&
+		    !strcmp(e->d_name + len - 6, ".group"))
+			unlinkat(dirfd(d), e->d_name, 0);
+	}
+	closedir(d);
+}
+
 SHMBUS_EXPORT int shmbus_channel_unlink(const char *dir, const char *name)
 {
 	char path[PATH_MAX], dpath[PATH_MAX];
@@ -888,5 +921,6 @@ SHMBUS_EXPORT int shmbus_channel_unlink(const char *dir, const char *name)
 	/* The control file is gone first: nobody opens the pair again. */
 	if (id && data_path(dpath, sizeof(dpath), dir, name, id) == 0)
 		unlink(dpath);
+	unlink_groups(dir ? dir : DEFAULT_DIR, name);
 	return 0;
 }

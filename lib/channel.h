@@ -45,6 +45,9 @@ struct shmbus_channel {
 	bool no_pub;			/* opened through shmbusd to subscribe */
 	bool no_sub;			/* opened through shmbusd to publish */
 	struct shmbus_bus *bus;		/* the connection it was opened on */
+	char dir[256];			/* direct mode: the channel's directory
+					 * ("" through shmbusd) */
+	char name[256];			/* its name */
 	void *bus_ref;			/* its entry there (client.c) */
 };
 
@@ -167,6 +170,14 @@ static inline uint32_t owner_pid(uint64_t o)
 	return (uint32_t)(o >> 32);
 }
 
+/* Whether a subscriber slot's cursor holds producers back (block
+ * policy): a subscriber's, or a consumer group's floor. */
+static inline bool sb_slot_gates(uint64_t o)
+{
+	return owner_state(o) == SHMBUS_SLOT_ACTIVE ||
+	       owner_state(o) == SHMBUS_SLOT_GROUP;
+}
+
 /* Stops asking for posts (closing, or a repair of a dead owner's slot i):
  * clears the slot's bit in hdr.mbox_want.  No edge: a hint (publish_sp.c's
  * sp_committed()). */
@@ -210,5 +221,11 @@ void sb_bus_forget(struct shmbus_bus *bus, void *ref);
 void sb_seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q);
 void sb_commit_rec(struct shmbus_channel *ch, uint64_t pos, uint32_t type,
 		   uint32_t len);
+int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
+		       const char *name, uint32_t *index, uint64_t *pos,
+		       bool *fresh, uint64_t *seq);
+void sb_slot_release_group(struct shmbus_channel *ch, uint32_t index);
+int sb_bus_group(struct shmbus_bus *bus, const char *chan, const char *group,
+		 const struct shmbus_group_attr *a);
 
 #endif /* SHMBUS_CHANNEL_H */

@@ -722,6 +722,7 @@ SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
 	pthread_mutex_unlock(&b->lock);
 	ch->bus = b;
 	ch->bus_ref = r;
+	snprintf(ch->name, sizeof(ch->name), "%s", req.name);
 	return ch;
 }
 
@@ -880,4 +881,37 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
 		return -EPROTO;
 	r->text[sizeof(r->text) - 1] = 0;
 	return 0;
+}
+
+/* Joining a group of a channel opened through the bus: the daemon
+ * creates it if need be and hands out its file.  A descriptor or -errno. */
+int sb_bus_group(shmbus_bus *b, const char *chan, const char *group,
+		 const struct shmbus_group_attr *a)
+{
+	struct shmbus_ctl_group req;
+	int fd[2] = { -1, -1 }, rc;
+
+	memset(&req, 0, sizeof(req));
+	if (copy_name(req.channel, chan) ||
+	    strlen(group) >= sizeof(req.group) ||
+	    (a->dead_letter && copy_name(req.dead_letter, a->dead_letter)))
+		return -EINVAL;
+	memcpy(req.group, group, strlen(group));
+	req.mode = (uint32_t)a->mode;
+	req.window = a->window;
+	req.lanes = a->lanes;
+	req.max_deliveries = a->max_deliveries;
+	req.lease_ns = a->lease_ns;
+	req.start = (uint32_t)a->start;
+	rc = call(b, SHMBUS_CTL_GROUP, &req, sizeof(req), NULL, 0, NULL, fd);
+	if (fd[1] >= 0)
+		close(fd[1]);
+	if (rc == 0 && fd[0] < 0)
+		rc = -EPROTO;
+	if (rc) {
+		if (fd[0] >= 0)
+			close(fd[0]);
+		return rc;
+	}
+	return fd[0];
 }

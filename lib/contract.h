@@ -234,4 +234,53 @@ uint64_t sb_apply_recover(shmbus_channel *ch);
  * Readers at head are sent there (padding, or a lap they count). */
 int sb_apply_restart(shmbus_pub *w, uint64_t pos);
 
+
+/* ---------------------------------------------------------------------
+ * Consumer groups (lib/group*.c), for shmbusd and busstat.
+ */
+
+/* One member of a group, as busstat shows it. */
+struct sb_member_info {
+	uint32_t index;
+	uint32_t pid;
+	bool alive;
+	char name[32];
+	char comm[16];
+	uint64_t delivered, acked, stale;
+};
+
+/* Calls fn for each group of channel `name` in directory `dir` (its
+ * ".NAME@GROUP.group" files), with the group's name.  Returns the number
+ * of groups, or -errno.  A non-zero return from fn stops the walk. */
+int sb_group_list(const char *dir, const char *name,
+		  int (*fn)(const char *group, void *arg), void *arg);
+
+/*
+ * Reads group `group` of channel ch (opened read-only is enough) from
+ * directory dir: its counters in *st, and up to *n members in mi (*n set
+ * to how many there are).  0, or -errno (-EBADMSG: a corrupt file).
+ */
+int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
+		     struct shmbus_group_stats *st, struct sb_member_info *mi,
+		     unsigned *n);
+
+/* shmbusd: a group's file, opened (created from `a` if absent and `a` is
+ * not NULL) for channel ch of directory dir: a descriptor or -errno. */
+int sb_group_open_file(shmbus_channel *ch, const char *dir,
+		       const char *chan, const char *group,
+		       const struct shmbus_group_attr *a);
+
+/* shmbusd: the checked settings of a new group (defaults filled in). */
+int sb_group_settings(const struct shmbus_group_attr *a,
+		      struct shmbus_group_attr *out);
+
+/* shmbusd: one maintenance run over group `group` of channel ch (see
+ * shmbus_group_maintain()), publishing poison records with the
+ * publisher dl_for() gives for the group's dead-letter channel (NULL:
+ * not now).  Returns the changes made, or -errno. */
+int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
+			   const char *group,
+			   shmbus_pub *(*dl_for)(const char *name, void *ctx),
+			   void *ctx);
+
 #endif /* SHMBUS_CONTRACT_H */

@@ -86,8 +86,7 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 
 		/* A7: pairs with R7 in shmbus_sub_open(): the slot's initial
 		 * cursor, stored before it went ACTIVE, is visible. */
-		if (owner_state(load_acquire64(&s->owner)) !=
-		    SHMBUS_SLOT_ACTIVE)
+		if (!sb_slot_gates(load_acquire64(&s->owner)))
 			continue;
 		/* A5: pairs with R5 in publish_cursor(): the subscriber has
 		 * finished reading everything below c. */

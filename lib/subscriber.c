@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -26,8 +27,7 @@ static uint64_t oldest_held(struct shmbus_channel *ch,
 		uint64_t c;
 
 		/* A7: pairs with R7 (the slot's ACTIVE store). */
-		if (s == me || owner_state(load_acquire64(&s->owner)) !=
-				       SHMBUS_SLOT_ACTIVE)
+		if (s == me || !sb_slot_gates(load_acquire64(&s->owner)))
 			continue;
 		c = load_acquire64(&s->pos);
 		if (c < min && c + ch->cap >= head + SHMBUS_REC_ALIGN)
@@ -57,7 +57,7 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 
 		if (st == SHMBUS_SLOT_ACTIVE && sb_pid_alive(owner_pid(o)))
 			continue;
-		if (st == SHMBUS_SLOT_BUSY)
+		if (st == SHMBUS_SLOT_BUSY || st == SHMBUS_SLOT_GROUP)
 			continue;
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
@@ -183,6 +183,67 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	/* R5 (see publish_cursor()). */
 	store_release64(&s->pos, start);
 	return sub;
+}
+
+/*
+ * Takes a subscriber slot for a consumer group (owner state
+ * SHMBUS_SLOT_GROUP, no pid: never reaped), exactly as a subscriber
+ * opens: its cursor is the group's start, and then its floor.
+ */
+int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
+		       const char *name, uint32_t *index, uint64_t *pos,
+		       bool *fresh, uint64_t *seq)
+{
+	struct shmbus_sub_slot *s = take_slot(ch, index);
+	uint64_t head, at;
+
+	if (!s)
+		return -ENOSPC;
+	store_relaxed32(&s->wait, 0);
+	store_relaxed32(&s->sleeping, 0);
+	store_relaxed64(&s->delivered, 0);
+	store_relaxed64(&s->lost, 0);
+	store_relaxed64(&s->gen, load_relaxed64(&s->gen) + 1);
+	memset(s->comm, 0, sizeof(s->comm));
+	snprintf(s->comm, sizeof(s->comm), "%s", name);
+	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
+	raise_hwm(ch->hdr, *index + 1);
+	/* R7, and F1 after it, as in shmbus_sub_open(). */
+	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_GROUP, 0));
+	fence_seqcst();
+	/* As in shmbus_sub_open(): a lower bound of the seq at head. */
+	*seq = load_relaxed64(&ch->hdr->seq);
+	head = load_relaxed64(&ch->hdr->head);
+	if (start == SHMBUS_START_NEWEST)
+		at = head;
+	else if (ch_overwrite(ch))
+		sb_sub_find_oldest(ch, head, &at);
+	else
+		at = oldest_held(ch, s, head);
+	*pos = at;
+	*fresh = at == head;
+	if (!*fresh)
+		*seq = UINT64_MAX;
+	/* R5 (see publish_cursor()). */
+	store_release64(&s->pos, at);
+	return 0;
+}
+
+/* Gives a group's slot back (the group is deleted, or lost a race to
+ * create it). */
+void sb_slot_release_group(struct shmbus_channel *ch, uint32_t index)
+{
+	struct shmbus_sub_slot *s;
+	uint64_t o;
+
+	if (index >= SHMBUS_MAX_SLOTS)
+		return;
+	s = &ch->subs[index];
+	o = load_relaxed64(&s->owner);
+	if (owner_state(o) != SHMBUS_SLOT_GROUP)
+		return;
+	/* R13: pairs with A13 in take_slot(). */
+	cas_strong_seqcst64(&s->owner, &o, owner_word(SHMBUS_SLOT_FREE, 0));
 }
 
 SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)

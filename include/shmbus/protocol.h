@@ -45,6 +45,8 @@ enum shmbus_ctl_type {
 				  * struct shmbus_ctl_desc */
 	SHMBUS_CTL_REPL = 8,	 /* body: struct shmbus_ctl_repl; reply:
 				  * struct shmbus_ctl_repl_reply (admins) */
+	SHMBUS_CTL_GROUP = 9,	 /* body: struct shmbus_ctl_group; reply: the
+				  * group file's fd (subscribe rule) */
 };
 
 /* Roles, in OPEN and ATTACH. */
@@ -75,6 +77,21 @@ struct shmbus_ctl_open {
 	uint32_t role;		/* SHMBUS_CTL_ROLE_* */
 	uint32_t flags;		/* 0 */
 	char name[SHMBUS_CTL_NAME];
+};
+
+/* Joining a consumer group: the daemon creates the group (from its config,
+ * else from these settings) and hands out its file. */
+struct shmbus_ctl_group {
+	char channel[SHMBUS_CTL_NAME];
+	char group[64];
+	char dead_letter[SHMBUS_CTL_NAME];	/* "" : none */
+	uint32_t mode;		/* SHMBUS_GMODE_* */
+	uint32_t window;
+	uint32_t lanes;
+	uint32_t max_deliveries;
+	int64_t lease_ns;
+	uint32_t start;		/* enum shmbus_start */
+	uint32_t flags;		/* 0 */
 };
 
 struct shmbus_ctl_create {

@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * group.h - a consumer group member's private state, shared by group.c
+ * (the group's file: creating, mapping, joining), group_shared.c (shared
+ * mode: claims, leases, the floor), group_lanes.c (keyed and
+ * single-active modes) and group_maint.c (what dead or stuck members
+ * leave).  Not part of the API.  docs/groups.md is the protocol.
+ */
+#ifndef SHMBUS_GROUP_H
+#define SHMBUS_GROUP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "channel.h"
+#include "contract.h"
+#include "shmbus/group.h"
+
+/* A lease's or lane's control word (shmbus/group.h). */
+static inline uint64_t gctl(uint32_t state, uint32_t member,
+			    uint32_t deliveries, uint32_t gen)
+{
+	return (uint64_t)gen << 32 | (uint64_t)(deliveries & 0xffff) << 16 |
+	       (uint64_t)(member & 0xff) << 8 | (state & 0xff);
+}
+
+static inline uint32_t gctl_state(uint64_t c) { return (uint32_t)c & 0xff; }
+static inline uint32_t gctl_member(uint64_t c)
+{
+	return (uint32_t)(c >> 8) & 0xff;
+}
+static inline uint32_t gctl_deliveries(uint64_t c)
+{
+	return (uint32_t)(c >> 16) & 0xffff;
+}
+static inline uint32_t gctl_gen(uint64_t c) { return (uint32_t)(c >> 32); }
+
+/*
+ * The 16-byte compare-and-swap (cmpxchg16b) on a pair of words at a
+ * 16-byte aligned address: {lo, hi} = {ctl, deadline} of a lease or lane,
+ * {pos, seq} of the claim or the floor word.  Sequentially consistent, so
+ * a full barrier both ways.  The pair is read with two 64-bit atomic
+ * loads: a torn read only makes the CAS fail.
+ */
+static inline bool cas_pair(uint64_t *p, uint64_t lo, uint64_t hi,
+			    uint64_t nlo, uint64_t nhi)
+{
+	unsigned __int128 o = (unsigned __int128)hi << 64 | lo;
+	unsigned __int128 n = (unsigned __int128)nhi << 64 | nlo;
+
+	return __sync_bool_compare_and_swap((unsigned __int128 *)p, o, n);
+}
+
+/* What a member keeps of a lane it owns (keyed, single-active). */
+struct sb_lane_view {
+	uint64_t ctl;		/* the lane's word as we last set or saw it */
+	uint64_t cursor;	/* next position to look at */
+	uint64_t redeliver_below;	/* records below were delivered by an
+				 * earlier owner: flagged redelivered */
+	int64_t not_before;	/* nacked: wait until then */
+	uint32_t head, n;	/* FIFO of the starts of the records in
+				 * flight, oldest first */
+	uint64_t *starts;	/* [lane_cap] */
+};
+
+struct shmbus_group {
+	struct shmbus_channel *ch;	/* not owned */
+	struct shmbus_group_hdr *g;
+	struct shmbus_member *members;
+	struct shmbus_lane *lanes;
+	struct shmbus_lease_slot *leases;
+	size_t map_len;
+
+	/* Validated copies of the group's identity. */
+	uint32_t mode;
+	uint32_t window;
+	uint32_t wmask;
+	uint32_t nlanes;
+	uint32_t max_deliveries;	/* 0: no limit */
+	int64_t lease_ns;
+	uint32_t slot;
+
+	/* This member. */
+	uint32_t me;		/* index in members[] */
+	struct shmbus_member *rec;
+	bool direct;		/* the channel was opened without shmbusd */
+	bool deleted;
+	int64_t maint_next;	/* own rate limit for sb_group_maintain() */
+	uint8_t *buf;		/* overwrite policy: a message's copy */
+
+	/* Keyed and single-active: the lanes we own. */
+	struct sb_lane_view lane[SHMBUS_GROUP_LANES];
+	uint32_t lane_rr;	/* where the next poll starts */
+	uint32_t lane_cap;	/* records in flight per lane */
+
+	/* Direct mode: the dead-letter channel, opened when first needed. */
+	shmbus_channel *dl_ch;
+	shmbus_pub *dl_pub;
+	char dir[256];
+	char chan[256];
+};
+
+/* A message as the mode's take found it, for poll and read. */
+struct sb_gmsg {
+	const uint8_t *data;	/* in the ring */
+	uint32_t len;
+	uint32_t deliveries;
+	uint64_t seq, pos, end, key;
+};
+
+/* Reads the record at p: 1 with *type, *len, *seq and *size set, 0 if
+ * nothing is committed there yet, 2 if it was overwritten (lapped), or
+ * -EBADMSG. */
+int sb_rec_look(struct shmbus_channel *ch, uint64_t p, uint64_t fresh,
+		uint32_t *type, uint32_t *len, uint64_t *seq, uint64_t *size);
+
+/* The lane a message's key hashes to. */
+uint32_t sb_lane_of(uint64_t key, uint32_t nlanes);
+uint64_t sb_msg_key(const uint8_t *data, uint32_t len);
+
+/* shared mode (group_shared.c) */
+int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
+		   uint64_t *ctl, uint64_t *start, uint64_t *end,
+		   uint32_t *deliveries);
+int sb_shared_settle(struct shmbus_group *m, uint64_t seq, uint64_t ctl,
+		     uint32_t to, int64_t delay_ns);
+int sb_shared_extend(struct shmbus_group *m, uint64_t seq, uint64_t ctl,
+		     int64_t ns);
+unsigned sb_floor_advance(struct shmbus_group_hdr *g,
+			  struct shmbus_lease_slot *leases, uint32_t wmask,
+			  struct shmbus_channel *ch, uint32_t slot);
+void sb_floor_publish(struct shmbus_channel *ch, uint32_t slot, uint64_t f);
+
+/* keyed and single-active (group_lanes.c) */
+int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
+		  uint32_t *lane);
+int sb_lanes_settle(struct shmbus_group *m, uint32_t lane, uint32_t gen,
+		    uint64_t pos, uint64_t end, int what, int64_t delay_ns);
+void sb_lanes_forget(struct shmbus_group *m);
+void sb_lanes_floor(struct shmbus_group *m);
+void sb_lanes_leave(struct shmbus_group *m);
+int sb_lanes_extend(struct shmbus_group *m, uint32_t i, uint32_t gen,
+		    int64_t ns);
+uint32_t sb_lanes_owned(struct shmbus_group *m);
+
+/* maintenance (group_maint.c) */
+int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
+			 uint32_t self);
+
+/* the file and the API (group.c) */
+int sb_group_path(char *buf, size_t len, const char *dir, const char *chan,
+		  const char *group);
+struct shmbus_group *sb_group_map(struct shmbus_channel *ch, int fd,
+				  bool rdonly, int *err);
+void sb_group_unmap(struct shmbus_group *m);
+int sb_group_remove(struct shmbus_group *m, const char *path);
+shmbus_pub *sb_group_dead_letter_pub(struct shmbus_group *m);
+void sb_group_fill_stats(struct shmbus_group *m,
+			 struct shmbus_group_stats *st);
+
+/* A test hook: called between a shared claim's CAS and its lease being
+ * recorded, so that a test can kill the member exactly there. */
+extern void (*sb_group_hook)(void);
+
+/* Settle kinds. */
+#define SB_SETTLE_ACK	0
+#define SB_SETTLE_NACK	1
+#define SB_SETTLE_GIVE	2	/* leave: back to the others, not counted */
+
+#endif /* SHMBUS_GROUP_H */

@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * group_lanes.c - keyed and single-active groups: the ring's records fall
+ * into lanes (a keyed message by the hash of its key; single-active has
+ * one lane), and each lane has one owner at a time, which delivers the
+ * lane's records in ring order.  docs/groups.md §3.
+ *
+ * A lane's word {ctl, acked} changes with one 16-byte CAS: its owner
+ * moves acked forward as it acknowledges, and the maintenance moves the
+ * lane between members (group_maint.c), bumping its generation, so that
+ * an owner that lost the lane can no longer move acked: its ack fails
+ * with -ESTALE and the next owner starts at acked.  The owner's delivery
+ * cursor is private; a lane's records in flight are those between acked
+ * and it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include "group.h"
+
+uint64_t sb_msg_key(const uint8_t *data, uint32_t len)
+{
+	uint64_t k = 0;
+
+	if (len >= sizeof(k))
+		memcpy(&k, data, sizeof(k));
+	return k;
+}
+
+uint32_t sb_lane_of(uint64_t key, uint32_t nlanes)
+{
+	/* Fibonacci hashing: nearby keys spread over the lanes. */
+	return (uint32_t)(((key * UINT64_C(0x9e3779b97f4a7c15)) >> 32) %
+			  (nlanes ? nlanes : 1));
+}
+
+static void forget(struct sb_lane_view *v)
+{
+	v->ctl = 0;
+	v->n = 0;
+	v->head = 0;
+}
+
+void sb_lanes_forget(struct shmbus_group *m)
+{
+	for (uint32_t i = 0; i < m->nlanes; i++)
+		forget(&m->lane[i]);
+}
+
+/*
+ * Whether we own lane i, refreshing our view: a lane newly ours starts
+ * at its acked position, and what an earlier owner delivered beyond it
+ * is flagged redelivered.
+ */
+static bool sync_lane(struct shmbus_group *m, uint32_t i)
+{
+	struct shmbus_lane *ln = &m->lanes[i];
+	struct sb_lane_view *v = &m->lane[i];
+	/* GL1: pairs with GL1 (the maintenance's CAS handing the lane
+	 * over): the lane's acked and next are those it handed over. */
+	uint64_t c = load_acquire64(&ln->ctl);
+	uint32_t st = gctl_state(c);
+
+	if (gctl_member(c) != m->me ||
+	    (st != SHMBUS_LANE_OWNED && st != SHMBUS_LANE_REVOKING)) {
+		forget(v);
+		return false;
+	}
+	if (v->ctl && gctl_gen(v->ctl) == gctl_gen(c)) {
+		v->ctl = c;	/* REVOKING, or deliveries changed */
+		return true;
+	}
+	forget(v);
+	v->ctl = c;
+	v->cursor = load_relaxed64(&ln->acked);
+	v->redeliver_below = load_relaxed64(&ln->next);
+	v->not_before = 0;
+	return true;
+}
+
+/* Moves the lane's acked to `to` (forward only), with `c` as the new
+ * word.  False if the lane is no longer ours (as we knew it). */
+static bool lane_store(struct shmbus_group *m, uint32_t i, uint64_t nc,
+		       uint64_t to)
+{
+	struct shmbus_lane *ln = &m->lanes[i];
+	struct sb_lane_view *v = &m->lane[i];
+
+	for (;;) {
+		uint64_t c = load_acquire64(&ln->ctl);
+		uint64_t a = load_relaxed64(&ln->acked);
+
+		if (gctl_member(c) != m->me || gctl_gen(c) != gctl_gen(v->ctl) ||
+		    (gctl_state(c) != SHMBUS_LANE_OWNED &&
+		     gctl_state(c) != SHMBUS_LANE_REVOKING))
+			return false;
+		/* Keep a REVOKING the maintenance set meanwhile. */
+		nc = (nc & ~UINT64_C(0xff)) | gctl_state(c);
+		if (to < a)
+			to = a;
+		/* GL2: pairs with GL2 in sb_lanes_floor() and sync_lane()'s
+		 * reader of acked: our reads of the records below `to` are
+		 * done. */
+		if (cas_pair(&ln->ctl, c, a, nc, to)) {
+			v->ctl = nc;
+			return true;
+		}
+	}
+}
+
+/* Everything below the smallest lane's acked is done: the group's floor. */
+void sb_lanes_floor(struct shmbus_group *m)
+{
+	struct shmbus_group_hdr *g = m->g;
+	uint64_t min = UINT64_MAX, cur;
+
+	for (uint32_t i = 0; i < m->nlanes; i++) {
+		/* GL2: pairs with GL2 (the lane's CAS). */
+		uint64_t a;
+
+		(void)load_acquire64(&m->lanes[i].ctl);
+		a = load_acquire64(&m->lanes[i].acked);
+		if (a < min)
+			min = a;
+	}
+	cur = load_relaxed64(&g->floor_pos);
+	if (min == UINT64_MAX || min <= cur)
+		return;
+	if (min - cur > m->ch->cap)
+		return;		/* corrupt: the floor stays */
+	while (cur < min && !cas_weak_seqcst64(&g->floor_pos, &cur, min))
+		;
+	sb_floor_publish(m->ch, m->slot, min);
+}
+
+static void give_up(struct shmbus_group *m, uint32_t i, uint32_t state)
+{
+	struct shmbus_lane *ln = &m->lanes[i];
+	struct sb_lane_view *v = &m->lane[i];
+	uint64_t c = load_acquire64(&ln->ctl), a = load_relaxed64(&ln->acked);
+
+	if (gctl_member(c) == m->me && gctl_gen(c) == gctl_gen(v->ctl))
+		cas_pair(&ln->ctl, c, a, gctl(state, SHMBUS_NO_MEMBER,
+					      gctl_deliveries(c),
+					      gctl_gen(c) + 1), a);
+	forget(v);
+}
+
+/*
+ * Takes the next record for us from the lanes we own, round robin over
+ * them, each in ring order.  Returns 1 with *out and *lane set, 0 if
+ * there is none, -EBADMSG.
+ */
+int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
+		  uint32_t *lane)
+{
+	struct shmbus_channel *ch = m->ch;
+	uint64_t fresh = load_relaxed64(&m->g->fresh_pos);
+	int64_t now = sb_now_ns();
+
+	for (uint32_t k = 0; k < m->nlanes; k++) {
+		uint32_t i = (m->lane_rr + k) % m->nlanes;
+		struct shmbus_lane *ln = &m->lanes[i];
+		struct sb_lane_view *v = &m->lane[i];
+		uint64_t p, first;
+		bool moved = false;
+
+		if (!sync_lane(m, i))
+			continue;
+		if (gctl_state(v->ctl) == SHMBUS_LANE_REVOKING) {
+			/* Moving: nothing new; let go once what we hold is
+			 * acknowledged. */
+			if (v->n == 0)
+				give_up(m, i, SHMBUS_LANE_FREE);
+			continue;
+		}
+		if (now < v->not_before || v->n >= m->lane_cap)
+			continue;
+		p = first = v->cursor;
+		while (p - first < ch->cap / 2) {
+			uint64_t seq = 0, size, key;
+			uint32_t type, len;
+			const uint8_t *data;
+			int rc = sb_rec_look(ch, p, fresh, &type, &len, &seq,
+					     &size);
+
+			if (rc < 0)
+				return rc;
+			if (rc != 1)	/* nothing yet (a lane group is on a
+					 * block channel: never lapped) */
+				break;
+			data = (const uint8_t *)rec_at(ch, p) + SHMBUS_REC_HDR;
+			key = type == SHMBUS_REC_MSG ? sb_msg_key(data, len) : 0;
+			if (type != SHMBUS_REC_MSG ||
+			    sb_lane_of(key, m->nlanes) != i) {
+				p += size;
+				moved = true;
+				continue;
+			}
+			/* Ours.  At the lane's oldest unacknowledged record,
+			 * the count of its deliveries decides. */
+			if (v->n == 0 && m->max_deliveries &&
+			    gctl_deliveries(v->ctl) >= m->max_deliveries) {
+				if (moved && !lane_store(m, i, v->ctl, p))
+					forget(v);
+				else
+					give_up(m, i, SHMBUS_LANE_POISON);
+				goto next_lane;
+			}
+			v->starts[(v->head + v->n) % m->lane_cap] = p;
+			v->n++;
+			v->cursor = p + size;
+			out->data = data;
+			out->len = len;
+			out->seq = seq;
+			out->pos = p;
+			out->end = p + size;
+			out->key = key;
+			/* The lane's count is its oldest record's; others an
+			 * earlier owner had delivered count twice. */
+			if (p >= v->redeliver_below)
+				out->deliveries = 1;
+			else if (v->n == 1 && gctl_deliveries(v->ctl) >= 1)
+				out->deliveries = gctl_deliveries(v->ctl) + 1;
+			else
+				out->deliveries = 2;
+			if (load_relaxed64(&ln->next) < v->cursor)
+				store_relaxed64(&ln->next, v->cursor);
+			add_relaxed64(&ln->delivered, 1);
+			store_relaxed64((uint64_t *)&ln->deadline,
+					(uint64_t)(now + m->lease_ns));
+			*lane = i;
+			m->lane_rr = i + 1;
+			return 1;
+		}
+		/* Nothing of ours in what we passed: while nothing is in
+		 * flight, the lane is done up to here (so the floor moves
+		 * past the other lanes' records). */
+		if (moved) {
+			v->cursor = p;
+			if (v->n == 0 && !lane_store(m, i, v->ctl, p))
+				forget(v);
+			else if (v->n == 0)
+				sb_lanes_floor(m);
+		}
+next_lane:;
+	}
+	return 0;
+}
+
+/* Ack (cumulative through the record at pos), nack (the lane restarts at
+ * pos after delay_ns), or give back (leave). */
+int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
+		    uint64_t pos, uint64_t end, int what, int64_t delay_ns)
+{
+	struct sb_lane_view *v;
+	uint64_t to, nc;
+	uint32_t d;
+
+	if (i >= m->nlanes)
+		return -EINVAL;
+	v = &m->lane[i];
+	(void)end;
+	if (!v->ctl || gctl_gen(v->ctl) != gen || !sync_lane(m, i) ||
+	    gctl_gen(v->ctl) != gen) {
+		add_relaxed64(&m->rec->stale, 1);
+		return -ESTALE;
+	}
+	d = gctl_deliveries(v->ctl);
+	if (what == SB_SETTLE_ACK) {
+		bool found = false;
+
+		while (v->n && v->starts[v->head] <= pos) {
+			found |= v->starts[v->head] == pos;
+			v->head = (v->head + 1) % m->lane_cap;
+			v->n--;
+		}
+		if (!found && pos >= v->cursor)
+			return -EINVAL;
+		to = v->n ? v->starts[v->head] : v->cursor;
+		nc = gctl(gctl_state(v->ctl), m->me, 0, gen);
+		if (!lane_store(m, i, nc, to)) {
+			forget(v);
+			add_relaxed64(&m->rec->stale, 1);
+			return -ESTALE;
+		}
+		add_relaxed64(&m->g->acked, 1);
+		add_relaxed64(&m->rec->acked, 1);
+		sb_lanes_floor(m);
+		return 0;
+	}
+	/* Nack: drop what we hold from pos on and deliver it again. */
+	{
+		uint32_t keep = 0;
+		bool oldest;
+
+		while (keep < v->n &&
+		       v->starts[(v->head + keep) % m->lane_cap] < pos)
+			keep++;
+		if (keep == v->n)
+			return -EINVAL;
+		oldest = keep == 0;
+		v->n = keep;
+		if (v->redeliver_below < v->cursor)
+			v->redeliver_below = v->cursor;
+		v->cursor = pos;
+		v->not_before = sb_now_ns() + delay_ns;
+		nc = gctl(gctl_state(v->ctl), m->me,
+			  oldest && what == SB_SETTLE_NACK ? d + 1 : d, gen);
+		if (!lane_store(m, i, nc, load_relaxed64(&m->lanes[i].acked))) {
+			forget(v);
+			add_relaxed64(&m->rec->stale, 1);
+			return -ESTALE;
+		}
+		add_relaxed64(&m->g->nacked, what == SB_SETTLE_NACK);
+		return 0;
+	}
+}
+
+/* Leaving: every lane we own goes back to FREE for the others. */
+void sb_lanes_leave(struct shmbus_group *m)
+{
+	for (uint32_t i = 0; i < m->nlanes; i++)
+		if (sync_lane(m, i))
+			give_up(m, i, SHMBUS_LANE_FREE);
+}
+
+/* Extends the term of lane i while we own it as generation gen. */
+int sb_lanes_extend(struct shmbus_group *m, uint32_t i, uint32_t gen,
+		    int64_t ns)
+{
+	if (i >= m->nlanes || !sync_lane(m, i) || gctl_gen(m->lane[i].ctl) !=
+						       gen)
+		return -ESTALE;
+	store_relaxed64((uint64_t *)&m->lanes[i].deadline,
+			(uint64_t)(sb_now_ns() + ns));
+	return 0;
+}
+
+/* Lanes we own, for stats. */
+uint32_t sb_lanes_owned(struct shmbus_group *m)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < m->nlanes; i++)
+		n += m->lane[i].ctl != 0;
+	return n;
+}

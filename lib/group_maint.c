@@ -1,0 +1,403 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * group_maint.c - what a group's members cannot do for themselves: take
+ * back what dead members held and leases whose term passed, resolve a
+ * claim a member won and died before recording, move lanes between
+ * members, and send poison records to the dead-letter channel.
+ *
+ * shmbusd runs it for every group at each scan; members run it from
+ * their polls at most every MAINT_EVERY_NS (that is all there is in
+ * direct mode).  One process at a time (hdr.maint holds its pid; a dead
+ * holder's hold is taken over): this is the one lock of a group, and it
+ * is never on a member's claim or ack path.  Every change it makes to a
+ * lease or a lane is a CAS on the same word the members CAS, so a
+ * member's concurrent ack either lands first or fails with -ESTALE.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "group.h"
+
+#define MAINT_EVERY_NS	INT64_C(5000000)	/* 5 ms */
+
+static bool member_gone(const struct shmbus_member *r, uint64_t *o)
+{
+	/* A7's role: pairs with the member's ACTIVE store in join. */
+	*o = load_acquire64(&r->owner);
+	return owner_state(*o) != SHMBUS_SLOT_FREE &&
+	       sb_pid_gone(owner_pid(*o));
+}
+
+static bool member_live(const struct shmbus_member *r)
+{
+	uint64_t o = load_acquire64(&r->owner);
+
+	return owner_state(o) == SHMBUS_SLOT_ACTIVE &&
+	       !sb_pid_gone(owner_pid(o));
+}
+
+/* Copies the messages in [start, end) (of lane `lane`, or all if
+ * UINT32_MAX) to the dead-letter channel.  0, or -errno: try later. */
+static int dead_letter(struct shmbus_group *m, shmbus_pub *dl,
+		       uint64_t start, uint64_t end, uint32_t lane,
+		       uint64_t *stop)
+{
+	struct shmbus_channel *ch = m->ch;
+	uint64_t p = start;
+
+	while (p < end) {
+		uint32_t type, len;
+		uint64_t seq, size;
+		const uint8_t *data;
+		int rc = sb_rec_look(ch, p, UINT64_MAX, &type, &len, &seq,
+				     &size);
+
+		if (rc != 1)
+			return rc < 0 ? rc : -EAGAIN;
+		data = (const uint8_t *)rec_at(ch, p) + SHMBUS_REC_HDR;
+		if (type == SHMBUS_REC_MSG &&
+		    (lane == UINT32_MAX ||
+		     sb_lane_of(sb_msg_key(data, len), m->nlanes) == lane)) {
+			if (dl) {
+				rc = shmbus_publish(dl, data, len);
+				if (rc < 0)
+					return rc;
+				add_relaxed64(&m->g->dead_lettered, 1);
+			} else {
+				add_relaxed64(&m->g->dropped, 1);
+			}
+			if (lane != UINT32_MAX) {
+				*stop = p + size;
+				return 0;
+			}
+		}
+		p += size;
+	}
+	*stop = end;
+	return 0;
+}
+
+/* Lane i changes hands (or goes back to FREE), its generation bumped. */
+static bool lane_move(struct shmbus_group *m, uint32_t i, uint64_t c,
+		      uint32_t state, uint32_t member, uint32_t d, uint64_t to)
+{
+	struct shmbus_lane *ln = &m->lanes[i];
+	uint64_t a = load_relaxed64(&ln->acked);
+
+	if (to < a)
+		to = a;
+	if (state == SHMBUS_LANE_OWNED)	/* FREE: nobody else writes it */
+		store_relaxed64((uint64_t *)&ln->deadline,
+				(uint64_t)(sb_now_ns() + m->lease_ns));
+	/* GL1: pairs with GL1 in sync_lane(). */
+	if (!cas_pair(&ln->ctl, c, a, gctl(state, member, d, gctl_gen(c) + 1),
+		      to))
+		return false;
+	if (state == SHMBUS_LANE_OWNED || gctl_state(c) != SHMBUS_LANE_FREE) {
+		add_relaxed64(&ln->moves, 1);
+		add_relaxed64(&m->g->lane_moves, 1);
+	}
+	return true;
+}
+
+/* Lanes of dead members and stuck owners back to FREE; poison lanes. */
+static int lanes_reclaim(struct shmbus_group *m, shmbus_pub *dl,
+			 const bool dead[SHMBUS_GROUP_MEMBERS], int64_t now)
+{
+	int n = 0;
+
+	for (uint32_t i = 0; i < m->nlanes; i++) {
+		struct shmbus_lane *ln = &m->lanes[i];
+		uint64_t c = load_acquire64(&ln->ctl);	/* GL2 */
+		uint64_t a = load_relaxed64(&ln->acked);
+		uint32_t st = gctl_state(c), who = gctl_member(c);
+		bool held = load_relaxed64(&ln->next) > a;
+		uint64_t stop;
+
+		if (st == SHMBUS_LANE_POISON) {
+			if (m->g->dead_letter[0] && !dl)
+				continue;	/* for whoever can publish */
+			if (dead_letter(m, dl, a, a + m->ch->cap / 2, i,
+					&stop) == 0 &&
+			    lane_move(m, i, c, SHMBUS_LANE_FREE,
+				      SHMBUS_NO_MEMBER, 0, stop))
+				n++;
+			continue;
+		}
+		if (st != SHMBUS_LANE_OWNED && st != SHMBUS_LANE_REVOKING)
+			continue;
+		if (who < SHMBUS_GROUP_MEMBERS && dead[who]) {
+			if (lane_move(m, i, c, SHMBUS_LANE_FREE,
+				      SHMBUS_NO_MEMBER,
+				      gctl_deliveries(c) + held, a)) {
+				add_relaxed64(&m->g->released, 1);
+				n++;
+			}
+		} else if (held && (int64_t)load_relaxed64(
+					   (uint64_t *)&ln->deadline) < now) {
+			if (lane_move(m, i, c, SHMBUS_LANE_FREE,
+				      SHMBUS_NO_MEMBER,
+				      gctl_deliveries(c) + 1, a)) {
+				add_relaxed64(&m->g->expired, 1);
+				n++;
+			}
+		}
+	}
+	return n;
+}
+
+/*
+ * Who owns which lane.  single_active: the live member first in join
+ * order owns the lane; nobody else ever does while it lives.  keyed:
+ * at most ceil(lanes / members) each; the extra lanes of a member are
+ * revoked (it lets go once it has acknowledged what it holds), and free
+ * lanes go to the members with the fewest.  Only what must move moves.
+ */
+static int lanes_assign(struct shmbus_group *m,
+			const bool live[SHMBUS_GROUP_MEMBERS])
+{
+	uint32_t count[SHMBUS_GROUP_MEMBERS] = { 0 }, nlive = 0, most;
+	int n = 0;
+
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
+		nlive += live[j];
+	if (!nlive)
+		return 0;
+	most = (m->nlanes + nlive - 1) / nlive;
+	for (uint32_t i = 0; i < m->nlanes; i++) {
+		uint64_t c = load_acquire64(&m->lanes[i].ctl);
+		uint32_t who = gctl_member(c), st = gctl_state(c);
+
+		if ((st == SHMBUS_LANE_OWNED || st == SHMBUS_LANE_REVOKING) &&
+		    who < SHMBUS_GROUP_MEMBERS)
+			count[who]++;
+	}
+	for (uint32_t i = 0; i < m->nlanes; i++) {
+		uint64_t c = load_acquire64(&m->lanes[i].ctl);
+		uint32_t who = gctl_member(c), best = SHMBUS_NO_MEMBER;
+
+		if (gctl_state(c) == SHMBUS_LANE_OWNED &&
+		    who < SHMBUS_GROUP_MEMBERS && count[who] > most &&
+		    m->mode == SHMBUS_GMODE_KEYED) {
+			uint64_t a = load_relaxed64(&m->lanes[i].acked);
+
+			if (cas_pair(&m->lanes[i].ctl, c, a,
+				     (c & ~UINT64_C(0xff)) |
+					     SHMBUS_LANE_REVOKING, a)) {
+				count[who]--;
+				n++;
+			}
+			continue;
+		}
+		if (gctl_state(c) != SHMBUS_LANE_FREE)
+			continue;
+		for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
+			if (!live[j])
+				continue;
+			if (best == SHMBUS_NO_MEMBER ||
+			    (m->mode == SHMBUS_GMODE_SINGLE
+				     ? load_relaxed64(&m->members[j].order) <
+					       load_relaxed64(
+						       &m->members[best].order)
+				     : count[j] < count[best]))
+				best = j;
+		}
+		if (best != SHMBUS_NO_MEMBER && count[best] < most &&
+		    lane_move(m, i, c, SHMBUS_LANE_OWNED, best,
+			      gctl_deliveries(c), 0)) {
+			count[best]++;
+			n++;
+		}
+	}
+	return n;
+}
+
+/* The start of claim s, from whoever knows it: the floor, the claim
+ * word, a filled lease, or the intent of the claim's winner. */
+static bool claim_start(struct shmbus_group *m, uint64_t s, uint64_t *pos)
+{
+	struct shmbus_group_hdr *g = m->g;
+	struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
+
+	if (load_acquire64(&g->claim_seq) == s) {	/* G2 */
+		*pos = load_relaxed64(&g->claim_pos);
+		return load_acquire64(&g->claim_seq) == s;
+	}
+	if (load_acquire64(&l->seq) == s) {		/* G1 */
+		*pos = load_relaxed64(&l->start);
+		return true;
+	}
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
+		if (load_acquire64(&m->members[j].intent_seq) == s) {
+			*pos = load_relaxed64(&m->members[j].intent_pos);
+			return load_acquire64(&m->members[j].intent_seq) == s;
+		}
+	return false;
+}
+
+/*
+ * A dead member's intent {seq s, pos}: if s was won (claim_seq passed it)
+ * and its lease never recorded, and no live member is still about to
+ * record it (a live winner, or a loser about to retry), the winner is
+ * dead: the claim is recorded AVAILABLE for someone else.  Its end is
+ * the next claim's start.  Returns false to come back later.
+ */
+static bool resolve_intent(struct shmbus_group *m, struct shmbus_member *r)
+{
+	struct shmbus_group_hdr *g = m->g;
+	uint64_t s = load_acquire64(&r->intent_seq), start, end;
+	struct shmbus_lease_slot *l;
+
+	if (s == UINT64_MAX || load_acquire64(&g->claim_seq) <= s)
+		return true;	/* nothing won */
+	l = &m->leases[s & m->wmask];
+	if (load_acquire64(&l->seq) == s)	/* G1: recorded */
+		return true;
+	if (load_acquire64(&g->floor_seq) > s)
+		return true;	/* stale */
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
+		if (&m->members[j] != r && member_live(&m->members[j]) &&
+		    load_acquire64(&m->members[j].intent_seq) == s)
+			return false;
+	start = load_relaxed64(&r->intent_pos);
+	if (!claim_start(m, s + 1, &end) || end < start ||
+	    end - start > m->ch->cap)
+		return false;
+	{
+		uint64_t old = load_relaxed64(&l->ctl);
+
+		store_relaxed64(&l->start, start);
+		store_relaxed64(&l->end, end);
+		store_relaxed64(&l->first_seq, 0);
+		store_relaxed64(&l->msgs, 0);
+		store_relaxed64((uint64_t *)&l->not_before, 0);
+		store_relaxed64(&l->ctl, gctl(SHMBUS_LEASE_AVAILABLE,
+					      SHMBUS_NO_MEMBER, 1,
+					      gctl_gen(old) + 1));
+		store_release64(&l->seq, s);	/* G1 */
+	}
+	add_relaxed64(&g->avail, 1);
+	add_relaxed64(&g->released, 1);
+	return true;
+}
+
+/* Shared mode: leases of dead members and expired ones given back,
+ * poison ones dead-lettered, the AVAILABLE count made true. */
+static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
+			  const bool dead[SHMBUS_GROUP_MEMBERS], int64_t now)
+{
+	struct shmbus_group_hdr *g = m->g;
+	uint64_t fs = load_acquire64(&g->floor_seq);
+	uint64_t cs = load_acquire64(&g->claim_seq), avail = 0;
+	int n = 0;
+
+	if (cs < fs || cs - fs > m->window)
+		return 0;
+	for (uint64_t x = fs; x < cs; x++) {
+		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
+		uint64_t c, dl_ns, stop;
+		uint32_t st, who;
+
+		if (load_acquire64(&l->seq) != x)	/* G1 */
+			continue;
+		c = load_acquire64(&l->ctl);
+		dl_ns = load_relaxed64((uint64_t *)&l->deadline);
+		st = gctl_state(c);
+		who = gctl_member(c);
+		if (st == SHMBUS_LEASE_AVAILABLE)
+			avail++;
+		if (st == SHMBUS_LEASE_POISON &&
+		    (!g->dead_letter[0] || dl) &&
+		    dead_letter(m, dl, load_relaxed64(&l->start),
+				load_relaxed64(&l->end), UINT32_MAX,
+				&stop) == 0 &&
+		    cas_pair(&l->ctl, c, dl_ns,
+			     gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER,
+				  gctl_deliveries(c), gctl_gen(c) + 1), dl_ns)) {
+			n++;
+			continue;
+		}
+		if (st != SHMBUS_LEASE_LEASED)
+			continue;
+		if (who < SHMBUS_GROUP_MEMBERS && dead[who]) {
+			/* Not the member's fault as far as we know: the
+			 * delivery still counts, as it may have crashed on
+			 * this very message. */
+			if (cas_pair(&l->ctl, c, dl_ns,
+				     gctl(SHMBUS_LEASE_AVAILABLE,
+					  SHMBUS_NO_MEMBER, gctl_deliveries(c),
+					  gctl_gen(c) + 1), dl_ns)) {
+				add_relaxed64(&g->released, 1);
+				avail++;
+				n++;
+			}
+		} else if ((int64_t)dl_ns < now &&
+			   cas_pair(&l->ctl, c, dl_ns,
+				    gctl(SHMBUS_LEASE_AVAILABLE,
+					 SHMBUS_NO_MEMBER, gctl_deliveries(c),
+					 gctl_gen(c) + 1), dl_ns)) {
+			add_relaxed64(&g->expired, 1);
+			avail++;
+			n++;
+		}
+	}
+	/* The hint made true (members' changes meanwhile only make it
+	 * a little off until the next run). */
+	store_relaxed64(&g->avail, avail);
+	return n;
+}
+
+static bool maint_lock(struct shmbus_group_hdr *g, uint32_t self)
+{
+	uint64_t cur = load_acquire64(&g->maint);
+
+	if (cur && cur != self && !sb_pid_gone((uint32_t)cur))
+		return false;
+	/* The one lock of a group (see the top of this file). */
+	return cas_strong_seqcst64(&g->maint, &cur, self);
+}
+
+int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
+			 uint32_t self)
+{
+	struct shmbus_group_hdr *g = m->g;
+	bool dead[SHMBUS_GROUP_MEMBERS] = { false };
+	bool live[SHMBUS_GROUP_MEMBERS] = { false };
+	uint64_t owner[SHMBUS_GROUP_MEMBERS];
+	int64_t now = sb_now_ns();
+	int n = 0;
+
+	if (!maint_lock(g, self))
+		return 0;
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
+		dead[j] = member_gone(&m->members[j], &owner[j]);
+		live[j] = !dead[j] && owner_state(owner[j]) ==
+					      SHMBUS_SLOT_ACTIVE;
+	}
+	if (m->mode == SHMBUS_GMODE_SHARED) {
+		n += leases_reclaim(m, dl, dead, now);
+		for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
+			if (dead[j] && !resolve_intent(m, &m->members[j]))
+				dead[j] = false;	/* next time */
+		n += (int)sb_floor_advance(g, m->leases, m->wmask, m->ch,
+					   m->slot);
+	} else {
+		n += lanes_reclaim(m, dl, dead, now);
+		n += lanes_assign(m, live);
+		sb_lanes_floor(m);
+	}
+	/* The dead members' records, once nothing of theirs is left. */
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
+		if (dead[j] && cas_strong_seqcst64(&m->members[j].owner,
+						   &owner[j],
+						   owner_word(SHMBUS_SLOT_FREE,
+							      0)))
+			n++;
+	store_relaxed64((uint64_t *)&g->maint_at,
+			(uint64_t)(now + MAINT_EVERY_NS));
+	/* Releases what we did to the next holder. */
+	store_release64(&g->maint, 0);
+	return n;
+}

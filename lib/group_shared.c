@@ -1,0 +1,421 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * group_shared.c - a shared group: members claim ranges of the ring
+ * without a lock, each claim held by a lease, and the floor passes a
+ * claim once it is done.  docs/groups.md §2 is the protocol; the edges
+ * G1-G4 are labelled on both sides (docs/design.md lists them).
+ *
+ * The claim word {claim_pos, claim_seq} names the next range to claim and
+ * its claim number; one 16-byte CAS takes [claim_pos, end) as claim
+ * claim_seq, whose lease lives in slot claim_seq % window.  Claims are
+ * numbered in ring order, so the window is a ring of leases in claim
+ * order and the floor walks it from the oldest: the floor word
+ * {floor_pos, floor_seq} moves over a claim once its lease is ACKED or
+ * DEAD.  A claim number is free to take while it is less than a window
+ * ahead of floor_seq; otherwise the window is full.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+
+#include "group.h"
+
+void (*sb_group_hook)(void);
+
+int sb_rec_look(struct shmbus_channel *ch, uint64_t p, uint64_t fresh,
+		uint32_t *type, uint32_t *len, uint64_t *seq, uint64_t *size)
+{
+	struct shmbus_rec *r;
+	uint64_t w, head, idx = p & ch->mask;
+
+	if (p % SHMBUS_REC_ALIGN)
+		return -EBADMSG;
+	/* A3': pairs with R3 (the producers' hand-off): a start taken from
+	 * head is read only once the word there has been zeroed. */
+	if (p == fresh && load_acquire64(&ch->hdr->handoff) < p)
+		return 0;
+	r = rec_at(ch, p);
+	/* A1: pairs with R1 (the commit store): the record's seq and
+	 * payload are visible. */
+	w = load_acquire64(&r->commit);
+	if (word_tag(w) != lap_tag(ch, p)) {
+		head = load_relaxed64(&ch->hdr->head);	/* compared only */
+		if (head < p)
+			return -EBADMSG;
+		if (head > p && !not_overwritten(ch, p, head))
+			return 2;
+		return 0;
+	}
+	*type = word_type(w);
+	*len = word_len(w);
+	*size = *type == SHMBUS_REC_PAD ? SHMBUS_REC_ALIGN + (uint64_t)*len
+					: rec_size(*len);
+	if (idx + *size > ch->cap ||
+	    (*type == SHMBUS_REC_PAD ? *len % SHMBUS_REC_ALIGN != 0
+				     : (*type != SHMBUS_REC_MSG &&
+					*type != SHMBUS_REC_SKIP) ||
+					       *len > ch->max_msg))
+		return ch_overwrite(ch) ? 2 : -EBADMSG;
+	*seq = *type == SHMBUS_REC_PAD ? 0 : load_relaxed64(&r->seq);
+	return 1;
+}
+
+void sb_floor_publish(struct shmbus_channel *ch, uint32_t slot, uint64_t f)
+{
+	uint64_t *pos = &ch->subs[slot].pos;
+	uint64_t cur = load_relaxed64(pos);
+
+	/* G4 (R5's role for a group): pairs with A5 in sb_refresh_limit():
+	 * every member has finished with the records below f (their acks,
+	 * G3, were acquired by the floor's walk).  A monotone maximum:
+	 * walkers may publish out of order. */
+	while (cur < f && !cas_weak_seqcst64(pos, &cur, f))
+		;
+}
+
+/*
+ * Moves the floor over the done claims at its front.  Anyone may: a
+ * member after an ack, the maintenance.  Returns the claims passed.
+ */
+unsigned sb_floor_advance(struct shmbus_group_hdr *g,
+			  struct shmbus_lease_slot *leases, uint32_t wmask,
+			  struct shmbus_channel *ch, uint32_t slot)
+{
+	unsigned n = 0;
+	uint64_t fpos = 0;
+
+	for (int steps = 0; steps < 4096; steps++) {
+		uint64_t fp = load_acquire64(&g->floor_pos);
+		uint64_t fs = load_acquire64(&g->floor_seq);
+		/* G2: pairs with G2 in sb_shared_take(): a claim number
+		 * below claim_seq has been won. */
+		uint64_t cs = load_acquire64(&g->claim_seq);
+		struct shmbus_lease_slot *l = &leases[fs & wmask];
+		uint64_t c, end;
+
+		if (fs >= cs)
+			break;
+		/* G1: pairs with G1 (the lease's seq store, last): its
+		 * fields are visible. */
+		if (load_acquire64(&l->seq) != fs)
+			break;
+		/* G3: pairs with G3 (the ack's CAS): what the member read
+		 * before acking happens before the floor passes it. */
+		c = load_acquire64(&l->ctl);
+		if (gctl_state(c) != SHMBUS_LEASE_ACKED &&
+		    gctl_state(c) != SHMBUS_LEASE_DEAD)
+			break;
+		end = load_relaxed64(&l->end);
+		/* Relaxed: head only grows; a bound, not an edge. */
+		if (end < fp || end > load_relaxed64(&ch->hdr->head))
+			break;		/* corrupt: the floor stays */
+		if (cas_pair(&g->floor_pos, fp, fs, end, fs + 1)) {
+			n++;
+			fpos = end;
+		}
+	}
+	if (n)
+		sb_floor_publish(ch, slot, fpos);
+	return n;
+}
+
+/* The message sequence number expected after claim s - 1 (for counting
+ * what a lapped group lost), or UINT64_MAX if unknown. */
+static uint64_t expected_after(struct shmbus_group *m, uint64_t s)
+{
+	if (s == load_relaxed64(&m->g->floor_seq) &&
+	    load_relaxed64(&m->g->floor_pos) == load_relaxed64(
+						       &m->g->fresh_pos))
+		return load_relaxed64(&m->g->start_seq);
+	for (uint64_t back = 1; back <= 8 && back <= s; back++) {
+		struct shmbus_lease_slot *l = &m->leases[(s - back) & m->wmask];
+		int spins = 0;
+
+		/* G1: the claim's fields, once its seq is stored. */
+		while (load_acquire64(&l->seq) != s - back) {
+			if (++spins > 10000)
+				return UINT64_MAX;
+			cpu_relax();
+		}
+		if (load_relaxed64(&l->msgs))
+			return load_relaxed64(&l->first_seq) +
+			       load_relaxed64(&l->msgs);
+	}
+	return UINT64_MAX;
+}
+
+/* Records a lease for claim s won by us: its fields, then its seq (G1). */
+static void fill(struct shmbus_group *m, uint64_t s, uint32_t state,
+		 uint64_t start, uint64_t end, uint64_t first_seq,
+		 uint64_t msgs, int64_t deadline)
+{
+	struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
+	uint64_t old = load_relaxed64(&l->ctl);
+
+	store_relaxed64(&l->start, start);
+	store_relaxed64(&l->end, end);
+	store_relaxed64(&l->first_seq, first_seq);
+	store_relaxed64(&l->msgs, msgs);
+	store_relaxed64((uint64_t *)&l->not_before, 0);
+	store_relaxed64((uint64_t *)&l->deadline, (uint64_t)deadline);
+	store_relaxed64(&l->ctl, gctl(state, state == SHMBUS_LEASE_LEASED ?
+					  m->me : SHMBUS_NO_MEMBER,
+				      1, gctl_gen(old) + 1));
+	/* G1: pairs with G1 in every reader of a lease (they check seq
+	 * first): the fields above are visible with it. */
+	store_release64(&l->seq, s);
+}
+
+/* Claim s at pos was lapped (overwrite policy): the group skips to the
+ * oldest record the ring still holds and counts what it lost. */
+static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
+{
+	struct shmbus_channel *ch = m->ch;
+	struct shmbus_group_hdr *g = m->g;
+	uint64_t head = load_acquire64(&ch->hdr->head), np, want, got;
+	uint32_t type, len;
+	uint64_t rseq = 0, size;
+
+	sb_sub_find_oldest(ch, head, &np);
+	if (np <= pos)
+		np = head;
+	if (np == head)
+		store_relaxed64(&g->fresh_pos, np);
+	store_relaxed64(&m->rec->intent_pos, pos);
+	store_release64(&m->rec->intent_seq, s);
+	if (!cas_pair(&g->claim_pos, pos, s, np, s + 1))
+		return 0;
+	want = expected_after(m, s);
+	got = sb_rec_look(ch, np, np, &type, &len, &rseq, &size) == 1 &&
+	      type != SHMBUS_REC_PAD ? rseq : UINT64_MAX;
+	fill(m, s, SHMBUS_LEASE_DEAD, pos, np, 0, 0, 0);
+	store_release64(&m->rec->intent_seq, UINT64_MAX);
+	if (want != UINT64_MAX && got != UINT64_MAX && got > want)
+		add_relaxed64(&g->lost, got - want);
+	add_relaxed64(&g->lost_bytes, np - pos);
+	store_relaxed64(&g->loss_from, pos);
+	store_relaxed64(&g->loss_to, np);
+	sb_floor_advance(g, m->leases, m->wmask, ch, m->slot);
+	return 0;
+}
+
+/* A lease given back (AVAILABLE), taken again: redelivery first. */
+static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
+			  uint64_t *ctl, uint64_t *start, uint64_t *end,
+			  uint32_t *deliveries)
+{
+	struct shmbus_group_hdr *g = m->g;
+	uint64_t fs = load_acquire64(&g->floor_seq);
+	uint64_t cs = load_acquire64(&g->claim_seq);
+
+	if (cs - fs > m->window)
+		return 0;
+	for (uint64_t x = fs; x < cs; x++) {
+		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
+		uint64_t c, dl, n;
+		uint32_t d;
+
+		if (load_acquire64(&l->seq) != x)	/* G1 */
+			continue;
+		c = load_acquire64(&l->ctl);
+		if (gctl_state(c) != SHMBUS_LEASE_AVAILABLE ||
+		    (int64_t)load_relaxed64((uint64_t *)&l->not_before) > now)
+			continue;
+		dl = load_relaxed64((uint64_t *)&l->deadline);
+		d = gctl_deliveries(c);
+		if (m->max_deliveries && d >= m->max_deliveries) {
+			/* Poison: the maintenance dead-letters it. */
+			if (cas_pair(&l->ctl, c, dl, gctl(SHMBUS_LEASE_POISON,
+							  SHMBUS_NO_MEMBER, d,
+							  gctl_gen(c) + 1), dl))
+				add_relaxed64(&g->avail, (uint64_t)-1);
+			continue;
+		}
+		n = gctl(SHMBUS_LEASE_LEASED, m->me, d + 1, gctl_gen(c) + 1);
+		if (!cas_pair(&l->ctl, c, dl, n, (uint64_t)(now + m->lease_ns)))
+			continue;
+		add_relaxed64(&g->avail, (uint64_t)-1);
+		add_relaxed64(&g->redelivered, 1);
+		/* Held by us now, so the slot cannot move on: its seq is the
+		 * claim we hold (G1 again: another claim's fields, if the
+		 * slot had moved on before our CAS). */
+		*seq = load_acquire64(&l->seq);
+		*ctl = n;
+		*start = load_relaxed64(&l->start);
+		*end = load_relaxed64(&l->end);
+		*deliveries = d + 1;
+		return 1;
+	}
+	/* None to take now: look again after the maintenance's next
+	 * recount, not on every poll. */
+	return 0;
+}
+
+/*
+ * Takes a range for this member: a lease given back first, else a new
+ * claim of up to `max` messages.  Returns 1 with the lease, 0 if there is
+ * nothing to take (or the window is full), -EBADMSG.
+ */
+int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
+		   uint64_t *ctl, uint64_t *start, uint64_t *end,
+		   uint32_t *deliveries)
+{
+	struct shmbus_channel *ch = m->ch;
+	struct shmbus_group_hdr *g = m->g;
+	int64_t now = 0;
+
+	if (load_relaxed64(&g->avail)) {	/* a hint */
+		now = sb_now_ns();
+		if (take_available(m, now, seq, ctl, start, end, deliveries))
+			return 1;
+	}
+	for (int tries = 0; tries < 256; tries++) {
+		uint64_t pos = load_acquire64(&g->claim_pos);
+		/* G2: pairs with G2 (the claim CAS): claim numbers below it
+		 * are won, and the intents of their winners visible. */
+		uint64_t s = load_acquire64(&g->claim_seq);
+		uint64_t fs = load_acquire64(&g->floor_seq);
+		uint64_t fresh = load_relaxed64(&g->fresh_pos);
+		uint64_t p = pos, first = 0, size, rseq = 0, head;
+		uint32_t type, len;
+		unsigned n = 0;
+		int rc;
+
+		if (fs > s)
+			continue;	/* a torn read of the two words */
+		if (s - fs >= m->window) {
+			add_relaxed64(&g->full, 1);
+			return 0;
+		}
+		while (n < max && p - pos < ch->cap / 2) {
+			rc = sb_rec_look(ch, p, fresh, &type, &len, &rseq,
+					 &size);
+			if (rc < 0)
+				return rc;
+			if (rc == 2) {
+				if (p == pos)
+					goto lap;
+				break;
+			}
+			if (rc == 0)
+				break;
+			if (type == SHMBUS_REC_MSG && n++ == 0)
+				first = rseq;
+			p += size;
+		}
+		if (p == pos)
+			return 0;
+		if (ch_overwrite(ch)) {
+			/* A2's check: nothing we read was of a later lap. */
+			fence_acquire();
+			head = load_relaxed64(&ch->hdr->head);
+			if (!not_overwritten(ch, pos, head))
+				goto lap;
+		}
+		/* The intent first, so that if we die after winning, the
+		 * maintenance knows where this claim starts (group_maint.c).
+		 * The CAS below (seq_cst) orders these stores before it. */
+		store_relaxed64(&m->rec->intent_pos, pos);
+		store_relaxed64(&m->rec->intent_seq, s);
+		/* G2: pairs with G2 (loads of claim_seq). */
+		if (!cas_pair(&g->claim_pos, pos, s, p, s + 1))
+			continue;
+		if (sb_group_hook)
+			sb_group_hook();
+		if (!now)
+			now = sb_now_ns();
+		fill(m, s, SHMBUS_LEASE_LEASED, pos, p, first, n,
+		     now + m->lease_ns);
+		store_release64(&m->rec->intent_seq, UINT64_MAX);
+		if (n == 0) {
+			/* Padding or aborted records only: done at once. */
+			sb_shared_settle(m, s, gctl(SHMBUS_LEASE_LEASED, m->me,
+						    1, gctl_gen(load_relaxed64(
+							&m->leases[s & m->wmask]
+								 .ctl))),
+					 SB_SETTLE_ACK, 0);
+			continue;
+		}
+		*seq = s;
+		*ctl = load_relaxed64(&m->leases[s & m->wmask].ctl);
+		*start = pos;
+		*end = p;
+		*deliveries = 1;
+		return 1;
+lap:
+		lapped(m, pos, s);
+	}
+	return 0;
+}
+
+/* Ack, nack or give back the lease of claim `seq` held as `ctl`. */
+int sb_shared_settle(struct shmbus_group *m, uint64_t seq, uint64_t ctl,
+		     uint32_t to, int64_t delay_ns)
+{
+	struct shmbus_group_hdr *g = m->g;
+	struct shmbus_lease_slot *l = &m->leases[seq & m->wmask];
+	uint32_t d = gctl_deliveries(ctl), gen = gctl_gen(ctl);
+	uint64_t n;
+
+	if (gctl_member(ctl) != m->me || gctl_state(ctl) !=
+	    SHMBUS_LEASE_LEASED)
+		return -EINVAL;
+	if (to == SB_SETTLE_ACK)
+		n = gctl(SHMBUS_LEASE_ACKED, m->me, d, gen);
+	else
+		n = gctl(SHMBUS_LEASE_AVAILABLE, SHMBUS_NO_MEMBER,
+			 to == SB_SETTLE_GIVE && d ? d - 1 : d, gen + 1);
+	for (;;) {
+		uint64_t c, dl;
+
+		if (load_acquire64(&l->seq) != seq)	/* G1 */
+			goto stale;
+		c = load_acquire64(&l->ctl);
+		dl = load_relaxed64((uint64_t *)&l->deadline);
+		if (c != ctl)
+			goto stale;
+		if (to == SB_SETTLE_NACK)	/* ours until the CAS */
+			store_relaxed64((uint64_t *)&l->not_before,
+					(uint64_t)(sb_now_ns() + delay_ns));
+		/* G3: pairs with G3 in sb_floor_advance() and the
+		 * maintenance: our reads of the records are done. */
+		if (cas_pair(&l->ctl, c, dl, n, dl))
+			break;
+	}
+	if (to == SB_SETTLE_ACK) {
+		add_relaxed64(&g->acked, 1);
+		add_relaxed64(&m->rec->acked, 1);
+		sb_floor_advance(g, m->leases, m->wmask, m->ch, m->slot);
+	} else {
+		if (to == SB_SETTLE_NACK)
+			add_relaxed64(&g->nacked, 1);
+		add_relaxed64(&g->avail, 1);
+	}
+	return 0;
+stale:
+	add_relaxed64(&m->rec->stale, 1);
+	return -ESTALE;
+}
+
+int sb_shared_extend(struct shmbus_group *m, uint64_t seq, uint64_t ctl,
+		     int64_t ns)
+{
+	struct shmbus_lease_slot *l = &m->leases[seq & m->wmask];
+
+	if (gctl_member(ctl) != m->me || gctl_state(ctl) !=
+	    SHMBUS_LEASE_LEASED)
+		return -EINVAL;
+	for (;;) {
+		uint64_t c, dl;
+
+		if (load_acquire64(&l->seq) != seq)	/* G1 */
+			return -ESTALE;
+		c = load_acquire64(&l->ctl);
+		dl = load_relaxed64((uint64_t *)&l->deadline);
+		if (c != ctl)
+			return -ESTALE;
+		if (cas_pair(&l->ctl, c, dl, c,
+			     (uint64_t)(sb_now_ns() + ns)))
+			return 0;
+	}
+}

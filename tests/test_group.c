@@ -1,0 +1,640 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_group.c - consumer groups with real processes over real shared
+ * memory: exactly once in shared mode without failures, at least once
+ * through kill -9 (also between a claim and its lease), -ESTALE for a
+ * stopped member's late ack, dead-lettering, per-key order through
+ * membership changes, single-active hand-over, an overwrite channel's
+ * exact loss, and corrupt group files.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "../lib/group.h"
+
+static const char *dir;
+
+static void setup(void)
+{
+	dir = th_mkdir();
+}
+
+static void teardown(void)
+{
+	th_rmdir(dir);
+}
+
+TestSuite(group, .init = setup, .fini = teardown, .timeout = 120);
+
+/* What every process of a test records, in shared anonymous memory. */
+struct book {
+	_Atomic uint32_t dlv[1];	/* [n]: deliveries per message id */
+};
+
+struct shared {
+	uint64_t n;			/* messages */
+	_Atomic uint64_t acked_total;
+	_Atomic int stop;
+	_Atomic int stale;		/* -ESTALE seen by a late ack */
+	_Atomic uint32_t holding[16];	/* member k: id + 1 it holds */
+	_Atomic uint32_t acking[16];	/* member k: id + 1 it acks now */
+	_Atomic uint64_t last[64];	/* keyed: last acked counter + 1 */
+	_Atomic uint32_t bad_order;
+	_Atomic uint32_t who[1];	/* [n]: single-active receiver */
+};
+
+static struct shared *sh;
+static _Atomic uint32_t *dlv, *acks, *who;
+
+static void book_open(uint64_t n)
+{
+	size_t len = sizeof(*sh) + 3 * n * sizeof(uint32_t);
+
+	sh = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		  -1, 0);
+	cr_assert(sh != MAP_FAILED);
+	sh->n = n;
+	dlv = (void *)(sh + 1);
+	acks = dlv + n;
+	who = acks + n;
+}
+
+static shmbus_channel *chan(enum shmbus_policy pol, uint64_t cap)
+{
+	return th_create(dir, cap, 256, pol, SHMBUS_SINGLE_PRODUCER);
+}
+
+/* Publishes messages 0..n-1 (payload: the id as 8 bytes, then the key's
+ * counter) with keys id % nkeys (nkeys 0: no key). */
+static void produce_from(shmbus_channel *ch, uint64_t first, uint64_t n,
+			 uint32_t nkeys)
+{
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	uint64_t counter[64] = { 0 };
+
+	cr_assert(p);
+	for (uint64_t i = first; i < first + n; i++) {
+		uint64_t m[2] = { i, 0 };
+		int rc;
+
+		if (nkeys) {
+			uint64_t k = i % nkeys;
+
+			m[1] = ++counter[k];
+			while ((rc = shmbus_publish_keyed(p, k, m,
+							  sizeof(m))) == -EAGAIN)
+				sched_yield();
+		} else {
+			while ((rc = shmbus_publish(p, m, sizeof(m))) == -EAGAIN)
+				sched_yield();
+		}
+		cr_assert_geq(rc, 0, "publish: %d", rc);
+	}
+	shmbus_pub_close(p);
+}
+
+static void produce(shmbus_channel *ch, uint64_t n, uint32_t nkeys)
+{
+	produce_from(ch, 0, n, nkeys);
+}
+
+struct member_arg {
+	enum shmbus_group_mode mode;
+	int k;			/* member number */
+	unsigned batch;
+	bool keyed;		/* payload after an 8-byte key */
+	int64_t lease_ns;
+	uint32_t max_deliveries;
+	const char *dead_letter;
+	uint64_t nack_id;	/* nack this id every time (UINT64_MAX: none) */
+	bool stop_after_first;	/* SIGSTOP itself holding its first lease */
+};
+
+static int on_msg(const struct shmbus_group_msg *m, void *arg)
+{
+	struct member_arg *a = arg;
+	const uint8_t *p = m->data;
+	uint64_t id, ctr = 0;
+
+	if (a->keyed) {
+		p += 8;
+	}
+	memcpy(&id, p, 8);
+	if (id >= sh->n)
+		return 1;
+	atomic_fetch_add(&dlv[id], 1);
+	atomic_store(&sh->holding[a->k], (uint32_t)id + 1);
+	if (a->mode != SHMBUS_GROUP_SHARED) {
+		uint64_t key = m->key, last;
+
+		memcpy(&ctr, p + 8, 8);
+		last = atomic_load(&sh->last[key % 64]);
+		/* Never ahead of what was acked (a gap), never more than one
+		 * behind (the one a killed member may have acked). */
+		if (ctr > last + 1 || ctr + 1 < last)
+			atomic_fetch_add(&sh->bad_order, 1);
+		atomic_store(&who[id], (uint32_t)a->k + 1);
+	}
+	return 0;
+}
+
+/* A member: polls until sh->stop and nothing is left, acks all. */
+static int member(void *arg)
+{
+	struct member_arg *a = arg;
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_attr ga;
+	shmbus_group *g;
+	char name[16];
+
+	shmbus_group_attr_init(&ga);
+	ga.mode = a->mode;
+	ga.start = SHMBUS_START_OLDEST;
+	if (a->lease_ns)
+		ga.lease_ns = a->lease_ns;
+	if (a->max_deliveries)
+		ga.max_deliveries = a->max_deliveries;
+	ga.dead_letter = a->dead_letter;
+	snprintf(name, sizeof(name), "w%d", a->k);
+	g = ch ? shmbus_group_join(ch, "g", name, &ga) : NULL;
+	if (!g)
+		return 10;
+	for (int idle = 0; idle < 2000;) {
+		struct shmbus_group_msg m;
+		uint8_t buf[64];
+		ssize_t n = shmbus_group_read(g, buf, sizeof(buf), &m);
+		uint64_t id;
+
+		if (n == -EAGAIN) {
+			if (atomic_load(&sh->stop))
+				idle++;
+			usleep(atomic_load(&sh->stop) ? 500 : 20);
+			continue;
+		}
+		if (n < 0)
+			return 11;
+		idle = 0;
+		on_msg(&m, a);
+		memcpy(&id, buf + (a->keyed ? 8 : 0), 8);
+		if (a->stop_after_first) {
+			a->stop_after_first = false;
+			raise(SIGSTOP);	/* the parent sends SIGCONT */
+			if (shmbus_group_ack(g, &m.lease) == -ESTALE)
+				atomic_store(&sh->stale, 1);
+			continue;
+		}
+		if (id == a->nack_id) {
+			shmbus_group_nack(g, &m.lease, 0);
+			continue;
+		}
+		atomic_store(&sh->acking[a->k], (uint32_t)id + 1);
+		if (a->mode != SHMBUS_GROUP_SHARED) {
+			uint64_t ctr;
+
+			memcpy(&ctr, buf + 16, 8);
+			atomic_store(&sh->last[m.key % 64], ctr);
+		}
+		if (shmbus_group_ack(g, &m.lease) == 0) {
+			atomic_fetch_add(&acks[id], 1);
+			atomic_fetch_add(&sh->acked_total, 1);
+		}
+		atomic_store(&sh->acking[a->k], 0);
+		atomic_store(&sh->holding[a->k], 0);
+	}
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+	return 0;
+}
+
+/* Joins the group first (so that it starts before the messages). */
+static shmbus_group *anchor_lease(shmbus_channel *ch,
+				  enum shmbus_group_mode mode, int64_t lease)
+{
+	struct shmbus_group_attr ga;
+	shmbus_group *g;
+
+	shmbus_group_attr_init(&ga);
+	ga.mode = mode;
+	if (lease)
+		ga.lease_ns = lease;
+	g = shmbus_group_join(ch, "g", "anchor", &ga);
+	cr_assert(g, "join: %s", strerror(errno));
+	return g;
+}
+
+static shmbus_group *anchor(shmbus_channel *ch, enum shmbus_group_mode mode)
+{
+	return anchor_lease(ch, mode, 0);
+}
+
+static void wait_all(pid_t *pids, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (pids[i] > 0)
+			cr_assert_eq(th_wait(pids[i]), 0, "member %d failed", i);
+}
+
+Test(group, shared_delivers_each_message_exactly_once)
+{
+	uint64_t n = th_env_count("SHMBUS_GROUP_N", 1000000);
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 20);
+	shmbus_group *g = anchor(ch, SHMBUS_GROUP_SHARED);
+	struct member_arg a[4];
+	pid_t pids[4];
+
+	book_open(n);
+	shmbus_group_leave(g);
+	for (int k = 0; k < 4; k++) {
+		a[k] = (struct member_arg){ .mode = SHMBUS_GROUP_SHARED,
+					    .k = k, .nack_id = UINT64_MAX };
+		pids[k] = th_spawn(member, &a[k]);
+	}
+	produce(ch, n, 0);
+	atomic_store(&sh->stop, 1);
+	wait_all(pids, 4);
+	for (uint64_t i = 0; i < n; i++) {
+		cr_assert_eq(dlv[i], 1, "message %lu delivered %u times",
+			     (unsigned long)i, dlv[i]);
+		cr_assert_eq(acks[i], 1);
+	}
+	shmbus_channel_close(ch);
+}
+
+static int killer_hook_after;
+static _Atomic int claims;
+
+static void hook(void)
+{
+	if (++claims == killer_hook_after)
+		raise(SIGKILL);
+}
+
+static int hooked_member(void *arg)
+{
+	sb_group_hook = hook;
+	return member(arg);
+}
+
+/*
+ * kill -9 under load, some of the members killed exactly between a claim
+ * and its lease (the hook): every message is delivered, and a message is
+ * delivered again only if a killed member held it unacknowledged.
+ */
+Test(group, killed_members_lose_nothing_and_duplicate_only_what_they_held)
+{
+	uint64_t n = th_env_count("SHMBUS_GROUP_KILL_N", 300000);
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 18);
+	shmbus_group *g = anchor(ch, SHMBUS_GROUP_SHARED);
+	struct member_arg a[16];
+	pid_t pids[16] = { 0 }, prod;
+	bool hooked[16] = { false };
+	uint32_t *sure, *maybe;
+	int next = 4, kills = 0;
+
+	book_open(n);
+	sure = calloc(n, sizeof(*sure));
+	maybe = calloc(n, sizeof(*maybe));
+	for (int k = 0; k < 16; k++)
+		a[k] = (struct member_arg){ .mode = SHMBUS_GROUP_SHARED,
+					    .k = k, .nack_id = UINT64_MAX };
+	killer_hook_after = 1000;
+	for (int k = 0; k < 4; k++) {
+		hooked[k] = k == 0;
+		pids[k] = th_spawn(hooked[k] ? hooked_member : member, &a[k]);
+	}
+	prod = fork();
+	if (prod == 0) {
+		produce(ch, n, 0);
+		_exit(0);
+	}
+	srand(7);
+	while (next < 16 && atomic_load(&sh->acked_total) < n * 9 / 10) {
+		int victim = rand() % next, st;
+
+		usleep(2000 + rand() % 6000);
+		if (pids[victim] <= 0)
+			continue;
+		kill(pids[victim], SIGKILL);
+		waitpid(pids[victim], &st, 0);
+		pids[victim] = 0;
+		kills++;
+		{
+			uint32_t h = atomic_load(&sh->holding[victim]);
+			uint32_t x = atomic_load(&sh->acking[victim]);
+
+			if (h && h == x)
+				maybe[h - 1]++;
+			else if (h)
+				sure[h - 1]++;
+		}
+		hooked[next] = next % 3 == 0;
+		pids[next] = th_spawn(hooked[next] ? hooked_member : member,
+				      &a[next]);
+		next++;
+	}
+	cr_assert_eq(th_wait(prod), 0);
+	atomic_store(&sh->stop, 1);
+	for (int k = 0; k < 16; k++) {
+		int rc = pids[k] > 0 ? th_wait(pids[k]) : 0;
+
+		/* A hooked member kills itself at its 1000th claim. */
+		cr_assert(rc == 0 || (hooked[k] && rc == 128 + SIGKILL),
+			  "member %d: %d", k, rc);
+	}
+	cr_assert_gt(kills, 3);
+	for (uint64_t i = 0; i < n; i++) {
+		cr_assert_geq(dlv[i], 1,
+			      "message %lu never delivered", (unsigned long)i);
+		cr_assert_leq(acks[i], 1, "message %lu acked twice",
+			      (unsigned long)i);
+		cr_assert_geq(acks[i] + maybe[i], 1, "message %lu never acked",
+			      (unsigned long)i);
+		cr_assert(dlv[i] - 1 >= sure[i] &&
+				  dlv[i] - 1 <= sure[i] + maybe[i],
+			  "message %lu: %u deliveries, %u sure and %u maybe "
+			  "held by killed members", (unsigned long)i, dlv[i],
+			  sure[i], maybe[i]);
+	}
+	shmbus_group_leave(g);
+	free(sure);
+	free(maybe);
+	shmbus_channel_close(ch);
+}
+
+Test(group, a_stopped_member_past_its_term_gets_estale)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = anchor_lease(ch, SHMBUS_GROUP_SHARED, 100000000);
+	struct member_arg a = { .mode = SHMBUS_GROUP_SHARED, .k = 0,
+				.lease_ns = 100000000, .nack_id = UINT64_MAX,
+				.stop_after_first = true };
+	struct member_arg b = { .mode = SHMBUS_GROUP_SHARED, .k = 1,
+				.nack_id = UINT64_MAX };
+	pid_t pa, pb;
+	int st;
+
+	book_open(10);
+	shmbus_group_leave(g);
+	pa = th_spawn(member, &a);
+	produce(ch, 1, 0);
+	cr_assert_eq(waitpid(pa, &st, WUNTRACED), pa);
+	cr_assert(WIFSTOPPED(st));
+	pb = th_spawn(member, &b);
+	produce_from(ch, 1, 9, 0);
+	for (int i = 0; i < 2000 && atomic_load(&sh->acked_total) < 10; i++)
+		usleep(1000);
+	cr_assert_eq(atomic_load(&sh->acked_total), 10,
+		     "the other member processed everything");
+	cr_assert_eq(dlv[0], 2, "the stopped member's message went again: "
+		     "%u deliveries", dlv[0]);
+	kill(pa, SIGCONT);
+	atomic_store(&sh->stop, 1);
+	cr_assert_eq(th_wait(pa), 0);
+	cr_assert_eq(th_wait(pb), 0);
+	cr_assert_eq(atomic_load(&sh->stale), 1, "late ack: -ESTALE");
+	cr_assert_eq(acks[0], 1);
+	shmbus_channel_close(ch);
+}
+
+static int count_msgs(const struct shmbus_msg *m, void *arg)
+{
+	uint64_t id;
+
+	memcpy(&id, m->data, 8);
+	cr_assert_eq(id, 3);
+	(*(int *)arg)++;
+	return 0;
+}
+
+Test(group, a_poison_message_goes_to_the_dead_letter_channel)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_attr ga;
+	struct member_arg a = { .mode = SHMBUS_GROUP_SHARED, .k = 0,
+				.nack_id = 3, .max_deliveries = 3,
+				.dead_letter = "dl" };
+	struct shmbus_group_stats st;
+	shmbus_channel *dlch;
+	shmbus_sub *sub;
+	shmbus_group *g;
+	int got = 0;
+	pid_t p;
+
+	/* th_create names every channel "ch": the dead-letter one here. */
+	{
+		struct shmbus_channel_attr ca;
+
+		shmbus_channel_attr_init(&ca);
+		ca.capacity = 1 << 16;
+		ca.producers = SHMBUS_MULTI_PRODUCER;
+		dlch = shmbus_channel_create(dir, "dl", &ca, 0);
+		cr_assert(dlch);
+	}
+	sub = shmbus_sub_open(dlch, NULL);
+	shmbus_group_attr_init(&ga);
+	ga.max_deliveries = 3;
+	ga.dead_letter = "dl";
+	g = shmbus_group_join(ch, "g", "anchor", &ga);
+	cr_assert(g);
+	book_open(10);
+	p = th_spawn(member, &a);
+	produce(ch, 10, 0);
+	for (int i = 0; i < 3000 && !got; i++) {
+		shmbus_poll(sub, count_msgs, &got, 0);
+		usleep(1000);
+	}
+	atomic_store(&sh->stop, 1);
+	cr_assert_eq(th_wait(p), 0);
+	cr_assert_eq(got, 1, "message 3 in the dead-letter channel once");
+	cr_assert_eq(dlv[3], 3, "delivered max_deliveries times");
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.dead_lettered, 1);
+	cr_assert_eq(st.floor, th_head(ch), "the group moved on");
+	shmbus_group_leave(g);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(dlch);
+	shmbus_channel_close(ch);
+}
+
+/* keyed: members join, leave and die while messages flow; every message
+ * is acked, and per key the acked counters never skip. */
+Test(group, keyed_keeps_per_key_order_through_joins_leaves_and_deaths)
+{
+	uint64_t n = th_env_count("SHMBUS_GROUP_KEYED_N", 200000);
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 18);
+	shmbus_group *g = anchor(ch, SHMBUS_GROUP_KEYED);
+	struct member_arg a[8];
+	pid_t pids[8] = { 0 }, prod;
+	int st;
+
+	book_open(n);
+	shmbus_group_leave(g);
+	for (int k = 0; k < 8; k++)
+		a[k] = (struct member_arg){ .mode = SHMBUS_GROUP_KEYED, .k = k,
+					    .keyed = true,
+					    .nack_id = UINT64_MAX };
+	pids[0] = th_spawn(member, &a[0]);
+	pids[1] = th_spawn(member, &a[1]);
+	prod = fork();
+	if (prod == 0) {
+		produce(ch, n, 13);
+		_exit(0);
+	}
+	usleep(100000);
+	pids[2] = th_spawn(member, &a[2]);	/* joins */
+	usleep(100000);
+	kill(pids[0], SIGKILL);			/* dies */
+	waitpid(pids[0], &st, 0);
+	pids[0] = 0;
+	usleep(100000);
+	pids[3] = th_spawn(member, &a[3]);
+	usleep(100000);
+	kill(pids[1], SIGTERM);			/* dies too, another way */
+	waitpid(pids[1], &st, 0);
+	pids[1] = 0;
+	cr_assert_eq(th_wait(prod), 0);
+	atomic_store(&sh->stop, 1);
+	wait_all(pids, 8);
+	cr_assert_eq(atomic_load(&sh->bad_order), 0,
+		     "a key's messages out of order");
+	for (uint64_t i = 0; i < n; i++)
+		cr_assert_geq(dlv[i], 1, "message %lu lost", (unsigned long)i);
+	for (int k = 0; k < 13; k++)
+		cr_assert_eq(atomic_load(&sh->last[k]), (n - (uint64_t)k +
+							   12) / 13,
+			     "key %d: last acked", k);
+	shmbus_channel_close(ch);
+}
+
+Test(group, single_active_hands_over_in_order)
+{
+	uint64_t n = 100000;
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 18);
+	shmbus_group *g = anchor(ch, SHMBUS_GROUP_SINGLE_ACTIVE);
+	struct member_arg a[3];
+	pid_t pids[3], prod;
+	int st, changes = 0;
+
+	book_open(n);
+	shmbus_group_leave(g);
+	for (int k = 0; k < 3; k++) {
+		a[k] = (struct member_arg){ .mode = SHMBUS_GROUP_SINGLE_ACTIVE,
+					    .k = k, .keyed = true,
+					    .nack_id = UINT64_MAX };
+		pids[k] = th_spawn(member, &a[k]);
+		usleep(20000);
+	}
+	prod = fork();
+	if (prod == 0) {
+		produce(ch, n, 1);
+		_exit(0);
+	}
+	while (atomic_load(&sh->acked_total) < n / 2)
+		usleep(1000);
+	kill(pids[0], SIGKILL);
+	waitpid(pids[0], &st, 0);
+	pids[0] = 0;
+	cr_assert_eq(th_wait(prod), 0);
+	atomic_store(&sh->stop, 1);
+	wait_all(pids, 3);
+	cr_assert_eq(atomic_load(&sh->bad_order), 0);
+	for (uint64_t i = 0; i < n; i++) {
+		cr_assert_geq(dlv[i], 1);
+		if (i && who[i] != who[i - 1])
+			changes++;
+		cr_assert_neq(who[i], 3, "the third member never received");
+	}
+	cr_assert_leq(changes, 2, "one hand-over (and perhaps one message "
+		      "redelivered across it): %d changes", changes);
+	cr_assert_eq(who[n - 1], 2, "the second member took over");
+	shmbus_channel_close(ch);
+}
+
+Test(group, a_lapped_group_on_an_overwrite_channel_counts_its_exact_loss)
+{
+	shmbus_channel *ch = chan(SHMBUS_OVERWRITE, 1 << 14);
+	shmbus_group *g = anchor(ch, SHMBUS_GROUP_SHARED);
+	struct shmbus_group_stats st;
+	uint64_t n = 20000, got = 0, prev = 0;
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	ssize_t r;
+
+	book_open(n);
+	produce(ch, n, 0);
+	while ((r = shmbus_group_read(g, buf, sizeof(buf), &m)) > 0) {
+		uint64_t id;
+
+		memcpy(&id, buf, 8);
+		cr_assert(id >= prev);
+		prev = id;
+		got++;
+		cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+	}
+	cr_assert_eq(r, -EAGAIN);
+	shmbus_group_stats(g, &st);
+	cr_assert_gt(st.lost, 0);
+	cr_assert_eq(got + st.lost, n, "delivered %lu + lost %lu",
+		     (unsigned long)got, (unsigned long)st.lost);
+	cr_assert_eq(st.loss_from, 0);
+	cr_assert_gt(st.loss_to, 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+/* Damage in the group's file: a clear error, never a crash. */
+Test(group, a_corrupt_group_file_gives_an_error)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = anchor(ch, SHMBUS_GROUP_SHARED);
+	char path[512];
+	struct shmbus_group_hdr *h;
+	shmbus_group *m;
+	struct shmbus_group_msg msg;
+	uint8_t buf[64];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	f = fopen(path, "r+");
+	cr_assert(f);
+	h = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fileno(f), 0);
+	cr_assert(h != MAP_FAILED);
+	produce(ch, 10, 0);
+	/* A claim position far past head, a torn claim word. */
+	h->claim_pos = UINT64_C(1) << 40;
+	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &msg), -EBADMSG);
+	h->claim_pos = 0;
+	h->claim_seq = 12345;	/* beyond the floor by more than a window */
+	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &msg), -EAGAIN);
+	h->claim_seq = 0;
+	cr_assert_gt(shmbus_group_read(g, buf, sizeof(buf), &msg), 0);
+	/* A forged lease: refused. */
+	msg.lease.w[1] ^= UINT64_C(1) << 40;
+	cr_assert_eq(shmbus_group_ack(g, &msg.lease), -ESTALE);
+	/* Identity damage: the next join refuses the file. */
+	h->window = 3;
+	m = shmbus_group_join(ch, "g", "late", NULL);
+	cr_assert_null(m);
+	cr_assert_eq(errno, EBADMSG);
+	h->window = 256;
+	h->magic = 0;
+	cr_assert_null(shmbus_group_join(ch, "g", "late", NULL));
+	cr_assert_eq(errno, EBADMSG);
+	h->magic = SHMBUS_GROUP_MAGIC;
+	munmap(h, 4096);
+	fclose(f);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
