@@ -738,7 +738,8 @@ void shmbus_group_attr_init(struct shmbus_group_attr *attr);
  * or no free subscriber slot for a new group), EPERM (a channel opened
  * read-only or to publish), EACCES, EBADMSG (a corrupt group file)...
  * One thread at a time per member handle; members in one process are
- * independent.
+ * independent.  A handle belongs to the process that joined: a child
+ * after fork() joins for itself.
  */
 shmbus_group *shmbus_group_join(shmbus_channel *ch, const char *group,
 				const char *member,

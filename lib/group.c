@@ -189,6 +189,7 @@ int sb_group_open_file(struct shmbus_channel *ch, const char *dir,
 	g->start_seq = seq;
 	/* Release: the fields above before the magic that says they are
 	 * there (readers check it first, with acquire). */
+	/* R20: pairs with A20: the fields above before the magic. */
 	store_release64(&g->magic, SHMBUS_GROUP_MAGIC);
 	munmap(g, size);
 	if (link(tmp, path) < 0) {
@@ -212,6 +213,7 @@ static int validate(const struct shmbus_group_hdr *g, uint64_t size,
 		    const struct shmbus_channel *ch)
 {
 	/* Acquire: pairs with the release store of the magic. */
+	/* A20: pairs with R20 (the magic, stored last). */
 	if (load_acquire64((uint64_t *)&g->magic) != SHMBUS_GROUP_MAGIC)
 		return -EBADMSG;
 	if (g->version != SHMBUS_GROUP_VERSION)
@@ -308,6 +310,7 @@ static int take_member(struct shmbus_group *m, const char *name)
 			continue;
 		/* Ours alone: the maintenance frees a record (release)
 		 * only once nothing names it. */
+		/* A22: pairs with R22 (the record freed). */
 		if (!cas_strong_seqcst64(&r->owner, &o,
 					 owner_word(SHMBUS_SLOT_BUSY, self)))
 			continue;
@@ -325,9 +328,11 @@ static int take_member(struct shmbus_group *m, const char *name)
 		prctl(PR_GET_NAME, r->comm);
 		/* Release (and the Dekker pair with shmbus_group_delete():
 		 * either we see its DELETED flag or it sees us). */
+		/* R22: pairs with A22; and F6 with sb_group_remove(). */
 		store_seqcst64(&r->owner, owner_word(SHMBUS_SLOT_ACTIVE, self));
 		m->me = j;
 		m->rec = r;
+		m->self = self;
 		return 0;
 	}
 	return -ENOSPC;
@@ -392,6 +397,8 @@ SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 	}
 	if (rc)
 		goto fail;
+	/* F6: the pair of shmbus_group_join() and sb_group_remove(): one sees
+	 * the other. */
 	if (load_seqcst32(&m->g->flags) & GROUP_F_DELETED) {
 		shmbus_group_leave(m);
 		errno = EIDRM;
@@ -413,13 +420,18 @@ SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 		return;
 	if (m->rec) {
 		if (m->mode == SHMBUS_GMODE_SHARED) {
+			/* A23: pairs with R23 (the floor's move). */
+			/* A23: pairs with R23 (the floor's move). */
 			uint64_t fs = load_acquire64(&m->g->floor_seq);
+			/* A16: pairs with R16 (the claim CAS). */
 			uint64_t cs = load_acquire64(&m->g->claim_seq);
 
 			for (uint64_t x = fs; x < cs && cs - fs <= m->window;
 			     x++) {
 				struct shmbus_lease_slot *l =
 					&m->leases[x & m->wmask];
+				/* A17: pairs with R17 (the lease's last
+				 * change). */
 				uint64_t c = load_acquire64(&l->ctl);
 
 				if (gctl_state(c) == SHMBUS_LEASE_LEASED &&
@@ -432,6 +444,8 @@ SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 		}
 		store_relaxed64(&m->rec->intent_seq, UINT64_MAX);
 		/* Release: our last stores precede the record's reuse. */
+		/* R22: pairs with A22: our last stores before the record's
+		 * reuse. */
 		store_release64(&m->rec->owner,
 				owner_word(SHMBUS_SLOT_FREE, 0));
 		if (m->nlanes)	/* our lanes to the others now */
@@ -469,9 +483,13 @@ int sb_group_remove(struct shmbus_group *m, const char *path)
 {
 	uint32_t f = load_relaxed32(&m->g->flags);
 
+	/* F6: the pair of shmbus_group_join() and sb_group_remove(): one sees
+	 * the other. */
 	while (!cas_strong_seqcst32(&m->g->flags, &f, f | GROUP_F_DELETED))
 		;
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
+		/* F6: the pair of shmbus_group_join() and sb_group_remove():
+		 * one sees the other. */
 		uint64_t o = load_seqcst64(&m->members[j].owner);
 
 		if (owner_state(o) != SHMBUS_SLOT_FREE &&
@@ -527,7 +545,7 @@ static int gone_check(struct shmbus_group *m)
 	/* Our record taken from us (the maintenance thought us dead: a
 	 * pid reused?) */
 	if (load_relaxed64(&m->rec->owner) !=
-	    owner_word(SHMBUS_SLOT_ACTIVE, (uint32_t)getpid()))
+	    owner_word(SHMBUS_SLOT_ACTIVE, m->self))
 		return -EIDRM;
 	return 0;
 }
@@ -586,6 +604,9 @@ static void shared_lost(struct shmbus_group *m, uint64_t seq, uint64_t ctl)
 	uint64_t msgs = load_relaxed64(&l->msgs), dl;
 
 	dl = load_relaxed64((uint64_t *)&l->deadline);
+	/* A15: pairs with R15 (a lease's seq, stored last): its fields. */
+	/* R17: pairs with A17 (readers of the lease's word): the holder's reads
+	 * come first. */
 	if (load_acquire64(&l->seq) != seq ||
 	    !cas_pair(&l->ctl, ctl, dl, gctl(SHMBUS_LEASE_DEAD,
 					     SHMBUS_NO_MEMBER,
@@ -780,11 +801,12 @@ SHMBUS_EXPORT int shmbus_group_extend(shmbus_group *m,
  * the group (or our lanes) have looked, or leases given back. */
 static bool maybe_ready(struct shmbus_group *m)
 {
+	/* A12: pairs with R12 (the claim CAS on head). */
 	uint64_t head = load_acquire64(&m->ch->hdr->head);
 
 	if (m->mode == SHMBUS_GMODE_SHARED)
 		return load_relaxed64(&m->g->avail) ||
-		       load_acquire64(&m->g->claim_pos) < head;
+		       load_relaxed64(&m->g->claim_pos) < head;
 	for (uint32_t i = 0; i < m->nlanes; i++)
 		if (m->lane[i].ctl && m->lane[i].cursor < head)
 			return true;
@@ -846,6 +868,7 @@ void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 
 		for (uint64_t x = fs; x < cs && cs - fs <= m->window; x++) {
 			struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
+			/* A17: pairs with R17 (the lease's last change). */
 			uint64_t c = load_acquire64(&l->ctl);
 			int64_t since;
 
@@ -863,6 +886,7 @@ void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 		st->claim = 0;
 		for (uint32_t i = 0; i < m->nlanes; i++) {
 			struct shmbus_lane *ln = &m->lanes[i];
+			/* A18: pairs with R18 (the lane's last change). */
 			uint64_t c = load_acquire64(&ln->ctl);
 			int64_t since;
 

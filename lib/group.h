@@ -82,6 +82,8 @@ struct shmbus_group {
 
 	/* This member. */
 	uint32_t me;		/* index in members[] */
+	uint32_t self;		/* our pid, as at join (getpid() is a system
+				 * call: none on the claim and ack paths) */
 	struct shmbus_member *rec;
 	bool direct;		/* the channel was opened without shmbusd */
 	bool deleted;

@@ -57,8 +57,7 @@ static bool sync_lane(struct shmbus_group *m, uint32_t i)
 {
 	struct shmbus_lane *ln = &m->lanes[i];
 	struct sb_lane_view *v = &m->lane[i];
-	/* GL1: pairs with GL1 (the maintenance's CAS handing the lane
-	 * over): the lane's acked and next are those it handed over. */
+	/* A18: pairs with R18 (the lane's last change). */
 	uint64_t c = load_acquire64(&ln->ctl);
 	uint32_t st = gctl_state(c);
 
@@ -88,6 +87,7 @@ static bool lane_store(struct shmbus_group *m, uint32_t i, uint64_t nc,
 	struct sb_lane_view *v = &m->lane[i];
 
 	for (;;) {
+		/* A18: pairs with R18 (the lane's last change). */
 		uint64_t c = load_acquire64(&ln->ctl);
 		uint64_t a = load_relaxed64(&ln->acked);
 
@@ -99,9 +99,8 @@ static bool lane_store(struct shmbus_group *m, uint32_t i, uint64_t nc,
 		nc = (nc & ~UINT64_C(0xff)) | gctl_state(c);
 		if (to < a)
 			to = a;
-		/* GL2: pairs with GL2 in sb_lanes_floor() and sync_lane()'s
-		 * reader of acked: our reads of the records below `to` are
-		 * done. */
+		/* R18: pairs with A18 (readers of the lane's word): the owner's
+		 * reads come first. */
 		if (cas_pair(&ln->ctl, c, a, nc, to)) {
 			v->ctl = nc;
 			return true;
@@ -116,10 +115,9 @@ void sb_lanes_floor(struct shmbus_group *m)
 	uint64_t min = UINT64_MAX, cur;
 
 	for (uint32_t i = 0; i < m->nlanes; i++) {
-		/* GL2: pairs with GL2 (the lane's CAS). */
 		uint64_t a;
 
-		(void)load_acquire64(&m->lanes[i].ctl);
+		/* A18: pairs with R18 (the lane's last change). */
 		a = load_acquire64(&m->lanes[i].acked);
 		if (a < min)
 			min = a;
@@ -129,6 +127,8 @@ void sb_lanes_floor(struct shmbus_group *m)
 		return;
 	if (min - cur > m->ch->cap)
 		return;		/* corrupt: the floor stays */
+	/* R23: pairs with A23: the walk's reads of what it passed
+	 * come first. */
 	while (cur < min && !cas_weak_seqcst64(&g->floor_pos, &cur, min))
 		;
 	sb_floor_publish(m->ch, m->slot, min);
@@ -138,8 +138,11 @@ static void give_up(struct shmbus_group *m, uint32_t i, uint32_t state)
 {
 	struct shmbus_lane *ln = &m->lanes[i];
 	struct sb_lane_view *v = &m->lane[i];
+	/* A18: pairs with R18 (the lane's last change). */
 	uint64_t c = load_acquire64(&ln->ctl), a = load_relaxed64(&ln->acked);
 
+	/* R18: pairs with A18 (readers of the lane's word): the owner's reads
+	 * come first. */
 	if (gctl_member(c) == m->me && gctl_gen(c) == gctl_gen(v->ctl))
 		cas_pair(&ln->ctl, c, a, gctl(state, SHMBUS_NO_MEMBER,
 					      gctl_deliveries(c),

@@ -32,6 +32,7 @@ static bool member_gone(const struct shmbus_member *r, uint64_t *o)
 
 static bool member_live(const struct shmbus_member *r)
 {
+	/* A22: pairs with R22 (a member record's owner word). */
 	uint64_t o = load_acquire64(&r->owner);
 
 	return owner_state(o) == SHMBUS_SLOT_ACTIVE &&
@@ -91,7 +92,8 @@ static bool lane_move(struct shmbus_group *m, uint32_t i, uint64_t c,
 	if (state == SHMBUS_LANE_OWNED)	/* FREE: nobody else writes it */
 		store_relaxed64((uint64_t *)&ln->deadline,
 				(uint64_t)(sb_now_ns() + m->lease_ns));
-	/* GL1: pairs with GL1 in sync_lane(). */
+	/* R18: pairs with A18 (readers of the lane's word): the owner's reads
+	 * come first. */
 	if (!cas_pair(&ln->ctl, c, a, gctl(state, member, d, gctl_gen(c) + 1),
 		      to))
 		return false;
@@ -110,7 +112,8 @@ static int lanes_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 
 	for (uint32_t i = 0; i < m->nlanes; i++) {
 		struct shmbus_lane *ln = &m->lanes[i];
-		uint64_t c = load_acquire64(&ln->ctl);	/* GL2 */
+		/* A18: pairs with R18 (the lane's last change). */
+		uint64_t c = load_acquire64(&ln->ctl);
 		uint64_t a = load_relaxed64(&ln->acked);
 		uint32_t st = gctl_state(c), who = gctl_member(c);
 		bool held = load_relaxed64(&ln->next) > a;
@@ -167,6 +170,7 @@ static int lanes_assign(struct shmbus_group *m,
 		return 0;
 	most = (m->nlanes + nlive - 1) / nlive;
 	for (uint32_t i = 0; i < m->nlanes; i++) {
+		/* A18: pairs with R18 (the lane's last change). */
 		uint64_t c = load_acquire64(&m->lanes[i].ctl);
 		uint32_t who = gctl_member(c), st = gctl_state(c);
 
@@ -175,6 +179,7 @@ static int lanes_assign(struct shmbus_group *m,
 			count[who]++;
 	}
 	for (uint32_t i = 0; i < m->nlanes; i++) {
+		/* A18: pairs with R18 (the lane's last change). */
 		uint64_t c = load_acquire64(&m->lanes[i].ctl);
 		uint32_t who = gctl_member(c), best = SHMBUS_NO_MEMBER;
 
@@ -183,6 +188,8 @@ static int lanes_assign(struct shmbus_group *m,
 		    m->mode == SHMBUS_GMODE_KEYED) {
 			uint64_t a = load_relaxed64(&m->lanes[i].acked);
 
+			/* R18: pairs with A18 (readers of the lane's word): the
+			 * owner's reads come first. */
 			if (cas_pair(&m->lanes[i].ctl, c, a,
 				     (c & ~UINT64_C(0xff)) |
 					     SHMBUS_LANE_REVOKING, a)) {
@@ -221,17 +228,24 @@ static bool claim_start(struct shmbus_group *m, uint64_t s, uint64_t *pos)
 	struct shmbus_group_hdr *g = m->g;
 	struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
 
-	if (load_acquire64(&g->claim_seq) == s) {	/* G2 */
+	/* A16: pairs with R16 (the claim CAS): the claims below are won, their
+	 * winners' intents visible. */
+	if (load_acquire64(&g->claim_seq) == s) {
 		*pos = load_relaxed64(&g->claim_pos);
+		/* A16: pairs with R16 (the claim CAS): the claims below are
+		 * won, their winners' intents visible. */
 		return load_acquire64(&g->claim_seq) == s;
 	}
-	if (load_acquire64(&l->seq) == s) {		/* G1 */
+	/* A15: pairs with R15 (a lease's seq, stored last): its fields. */
+	if (load_acquire64(&l->seq) == s) {	
 		*pos = load_relaxed64(&l->start);
 		return true;
 	}
+	/* A24: pairs with R24 (a member's intent). */
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
 		if (load_acquire64(&m->members[j].intent_seq) == s) {
 			*pos = load_relaxed64(&m->members[j].intent_pos);
+			/* A24: pairs with R24 (a member's intent). */
 			return load_acquire64(&m->members[j].intent_seq) == s;
 		}
 	return false;
@@ -247,16 +261,22 @@ static bool claim_start(struct shmbus_group *m, uint64_t s, uint64_t *pos)
 static bool resolve_intent(struct shmbus_group *m, struct shmbus_member *r)
 {
 	struct shmbus_group_hdr *g = m->g;
+	/* A24: pairs with R24 (a member's intent). */
 	uint64_t s = load_acquire64(&r->intent_seq), start, end;
 	struct shmbus_lease_slot *l;
 
+	/* A16: pairs with R16 (the claim CAS): the claims below are won, their
+	 * winners' intents visible. */
 	if (s == UINT64_MAX || load_acquire64(&g->claim_seq) <= s)
 		return true;	/* nothing won */
 	l = &m->leases[s & m->wmask];
-	if (load_acquire64(&l->seq) == s)	/* G1: recorded */
+	/* A15: pairs with R15 (a lease's seq, stored last): its fields. */
+	if (load_acquire64(&l->seq) == s)	/* recorded */
 		return true;
+	/* A23: pairs with R23 (the floor's move). */
 	if (load_acquire64(&g->floor_seq) > s)
 		return true;	/* stale */
+	/* A24: pairs with R24 (a member's intent). */
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
 		if (&m->members[j] != r && member_live(&m->members[j]) &&
 		    load_acquire64(&m->members[j].intent_seq) == s)
@@ -276,7 +296,8 @@ static bool resolve_intent(struct shmbus_group *m, struct shmbus_member *r)
 		store_relaxed64(&l->ctl, gctl(SHMBUS_LEASE_AVAILABLE,
 					      SHMBUS_NO_MEMBER, 1,
 					      gctl_gen(old) + 1));
-		store_release64(&l->seq, s);	/* G1 */
+		/* R15: pairs with A15: the lease's fields before its seq. */
+		store_release64(&l->seq, s);
 	}
 	add_relaxed64(&g->avail, 1);
 	add_relaxed64(&g->released, 1);
@@ -289,7 +310,10 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 			  const bool dead[SHMBUS_GROUP_MEMBERS], int64_t now)
 {
 	struct shmbus_group_hdr *g = m->g;
+	/* A23: pairs with R23 (the floor's move). */
 	uint64_t fs = load_acquire64(&g->floor_seq);
+	/* A16: pairs with R16 (the claim CAS): the claims below are won, their
+	 * winners' intents visible. */
 	uint64_t cs = load_acquire64(&g->claim_seq), avail = 0;
 	int n = 0;
 
@@ -300,14 +324,19 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 		uint64_t c, dl_ns, stop;
 		uint32_t st, who;
 
-		if (load_acquire64(&l->seq) != x)	/* G1 */
+		/* A15: pairs with R15 (a lease's seq, stored last): its
+		 * fields. */
+		if (load_acquire64(&l->seq) != x)
 			continue;
+		/* A17: pairs with R17 (the lease's last change). */
 		c = load_acquire64(&l->ctl);
 		dl_ns = load_relaxed64((uint64_t *)&l->deadline);
 		st = gctl_state(c);
 		who = gctl_member(c);
 		if (st == SHMBUS_LEASE_AVAILABLE)
 			avail++;
+		/* R17: pairs with A17 (readers of the lease's word): the
+		 * holder's reads come first. */
 		if (st == SHMBUS_LEASE_POISON &&
 		    (!g->dead_letter[0] || dl) &&
 		    dead_letter(m, dl, load_relaxed64(&l->start),
@@ -325,6 +354,8 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 			/* Not the member's fault as far as we know: the
 			 * delivery still counts, as it may have crashed on
 			 * this very message. */
+			/* R17: pairs with A17 (readers of the lease's word):
+			 * the holder's reads come first. */
 			if (cas_pair(&l->ctl, c, dl_ns,
 				     gctl(SHMBUS_LEASE_AVAILABLE,
 					  SHMBUS_NO_MEMBER, gctl_deliveries(c),
@@ -333,6 +364,8 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 				avail++;
 				n++;
 			}
+		/* R17: pairs with A17 (readers of the lease's word): the
+		 * holder's reads come first. */
 		} else if ((int64_t)dl_ns < now &&
 			   cas_pair(&l->ctl, c, dl_ns,
 				    gctl(SHMBUS_LEASE_AVAILABLE,
@@ -351,11 +384,13 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 
 static bool maint_lock(struct shmbus_group_hdr *g, uint32_t self)
 {
+	/* A21: pairs with R21 (the last holder's release). */
 	uint64_t cur = load_acquire64(&g->maint);
 
 	if (cur && cur != self && !sb_pid_gone((uint32_t)cur))
 		return false;
 	/* The one lock of a group (see the top of this file). */
+	/* A21: pairs with R21 (the last holder's release). */
 	return cas_strong_seqcst64(&g->maint, &cur, self);
 }
 
@@ -389,6 +424,7 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 		sb_lanes_floor(m);
 	}
 	/* The dead members' records, once nothing of theirs is left. */
+	/* R22: pairs with A22: the record freed, after its leases. */
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
 		if (dead[j] && cas_strong_seqcst64(&m->members[j].owner,
 						   &owner[j],
@@ -398,6 +434,7 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 	store_relaxed64((uint64_t *)&g->maint_at,
 			(uint64_t)(now + MAINT_EVERY_NS));
 	/* Releases what we did to the next holder. */
+	/* R21: pairs with A21: our changes before the next holder's. */
 	store_release64(&g->maint, 0);
 	return n;
 }

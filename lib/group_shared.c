@@ -3,7 +3,8 @@
  * group_shared.c - a shared group: members claim ranges of the ring
  * without a lock, each claim held by a lease, and the floor passes a
  * claim once it is done.  docs/groups.md §2 is the protocol; the edges
- * G1-G4 are labelled on both sides (docs/design.md lists them).
+ * R15-R24 and F6 are labelled on both sides (docs/design.md lists
+ * them).
  *
  * The claim word {claim_pos, claim_seq} names the next range to claim and
  * its claim number; one 16-byte CAS takes [claim_pos, end) as claim
@@ -65,10 +66,10 @@ void sb_floor_publish(struct shmbus_channel *ch, uint32_t slot, uint64_t f)
 	uint64_t *pos = &ch->subs[slot].pos;
 	uint64_t cur = load_relaxed64(pos);
 
-	/* G4 (R5's role for a group): pairs with A5 in sb_refresh_limit():
-	 * every member has finished with the records below f (their acks,
-	 * G3, were acquired by the floor's walk).  A monotone maximum:
-	 * walkers may publish out of order. */
+	/* R5 (a group's cursor is its floor): pairs with A5 in
+	 * sb_refresh_limit(): every member has finished with the records
+	 * below f (their acks, R17, were acquired by the floor's walk).
+	 * A monotone maximum: walkers may publish out of order. */
 	while (cur < f && !cas_weak_seqcst64(pos, &cur, f))
 		;
 }
@@ -85,22 +86,23 @@ unsigned sb_floor_advance(struct shmbus_group_hdr *g,
 	uint64_t fpos = 0;
 
 	for (int steps = 0; steps < 4096; steps++) {
+		/* A23: pairs with R23 (the floor's move). */
 		uint64_t fp = load_acquire64(&g->floor_pos);
+		/* A23: pairs with R23 (the floor's move). */
 		uint64_t fs = load_acquire64(&g->floor_seq);
-		/* G2: pairs with G2 in sb_shared_take(): a claim number
-		 * below claim_seq has been won. */
+		/* A16: pairs with R16 (the claim CAS): the claims below are
+		 * won, their winners' intents visible. */
 		uint64_t cs = load_acquire64(&g->claim_seq);
 		struct shmbus_lease_slot *l = &leases[fs & wmask];
 		uint64_t c, end;
 
 		if (fs >= cs)
 			break;
-		/* G1: pairs with G1 (the lease's seq store, last): its
-		 * fields are visible. */
+		/* A15: pairs with R15 (a lease's seq, stored last): its
+		 * fields. */
 		if (load_acquire64(&l->seq) != fs)
 			break;
-		/* G3: pairs with G3 (the ack's CAS): what the member read
-		 * before acking happens before the floor passes it. */
+		/* A17: pairs with R17 (the lease's last change). */
 		c = load_acquire64(&l->ctl);
 		if (gctl_state(c) != SHMBUS_LEASE_ACKED &&
 		    gctl_state(c) != SHMBUS_LEASE_DEAD)
@@ -109,6 +111,8 @@ unsigned sb_floor_advance(struct shmbus_group_hdr *g,
 		/* Relaxed: head only grows; a bound, not an edge. */
 		if (end < fp || end > load_relaxed64(&ch->hdr->head))
 			break;		/* corrupt: the floor stays */
+		/* R23: pairs with A23: the walk's reads of what it passed come
+		 * first. */
 		if (cas_pair(&g->floor_pos, fp, fs, end, fs + 1)) {
 			n++;
 			fpos = end;
@@ -131,7 +135,8 @@ static uint64_t expected_after(struct shmbus_group *m, uint64_t s)
 		struct shmbus_lease_slot *l = &m->leases[(s - back) & m->wmask];
 		int spins = 0;
 
-		/* G1: the claim's fields, once its seq is stored. */
+		/* A15: pairs with R15 (a lease's seq, stored last): its
+		 * fields. */
 		while (load_acquire64(&l->seq) != s - back) {
 			if (++spins > 10000)
 				return UINT64_MAX;
@@ -144,7 +149,7 @@ static uint64_t expected_after(struct shmbus_group *m, uint64_t s)
 	return UINT64_MAX;
 }
 
-/* Records a lease for claim s won by us: its fields, then its seq (G1). */
+/* Records a lease for claim s won by us: its fields, then its seq. */
 static void fill(struct shmbus_group *m, uint64_t s, uint32_t state,
 		 uint64_t start, uint64_t end, uint64_t first_seq,
 		 uint64_t msgs, int64_t deadline)
@@ -161,8 +166,7 @@ static void fill(struct shmbus_group *m, uint64_t s, uint32_t state,
 	store_relaxed64(&l->ctl, gctl(state, state == SHMBUS_LEASE_LEASED ?
 					  m->me : SHMBUS_NO_MEMBER,
 				      1, gctl_gen(old) + 1));
-	/* G1: pairs with G1 in every reader of a lease (they check seq
-	 * first): the fields above are visible with it. */
+	/* R15: pairs with A15: the lease's fields before its seq. */
 	store_release64(&l->seq, s);
 }
 
@@ -172,6 +176,7 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 {
 	struct shmbus_channel *ch = m->ch;
 	struct shmbus_group_hdr *g = m->g;
+	/* A12: pairs with R12 (the claim CAS on head). */
 	uint64_t head = load_acquire64(&ch->hdr->head), np, want, got;
 	uint32_t type, len;
 	uint64_t rseq = 0, size;
@@ -182,13 +187,16 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 	if (np == head)
 		store_relaxed64(&g->fresh_pos, np);
 	store_relaxed64(&m->rec->intent_pos, pos);
+	/* R24: pairs with A24 (readers of a member's intent). */
 	store_release64(&m->rec->intent_seq, s);
+	/* R16: pairs with A16; it also orders our intent before it. */
 	if (!cas_pair(&g->claim_pos, pos, s, np, s + 1))
 		return 0;
 	want = expected_after(m, s);
 	got = sb_rec_look(ch, np, np, &type, &len, &rseq, &size) == 1 &&
 	      type != SHMBUS_REC_PAD ? rseq : UINT64_MAX;
 	fill(m, s, SHMBUS_LEASE_DEAD, pos, np, 0, 0, 0);
+	/* R24: pairs with A24 (readers of a member's intent). */
 	store_release64(&m->rec->intent_seq, UINT64_MAX);
 	if (want != UINT64_MAX && got != UINT64_MAX && got > want)
 		add_relaxed64(&g->lost, got - want);
@@ -205,7 +213,10 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 			  uint32_t *deliveries)
 {
 	struct shmbus_group_hdr *g = m->g;
+	/* A23: pairs with R23 (the floor's move). */
 	uint64_t fs = load_acquire64(&g->floor_seq);
+	/* A16: pairs with R16 (the claim CAS): the claims below are won, their
+	 * winners' intents visible. */
 	uint64_t cs = load_acquire64(&g->claim_seq);
 
 	if (cs - fs > m->window)
@@ -215,8 +226,11 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 		uint64_t c, dl, n;
 		uint32_t d;
 
-		if (load_acquire64(&l->seq) != x)	/* G1 */
+		/* A15: pairs with R15 (a lease's seq, stored last): its
+		 * fields. */
+		if (load_acquire64(&l->seq) != x)
 			continue;
+		/* A17: pairs with R17 (the lease's last change). */
 		c = load_acquire64(&l->ctl);
 		if (gctl_state(c) != SHMBUS_LEASE_AVAILABLE ||
 		    (int64_t)load_relaxed64((uint64_t *)&l->not_before) > now)
@@ -225,6 +239,8 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 		d = gctl_deliveries(c);
 		if (m->max_deliveries && d >= m->max_deliveries) {
 			/* Poison: the maintenance dead-letters it. */
+			/* R17: pairs with A17 (readers of the lease's word):
+			 * the holder's reads come first. */
 			if (cas_pair(&l->ctl, c, dl, gctl(SHMBUS_LEASE_POISON,
 							  SHMBUS_NO_MEMBER, d,
 							  gctl_gen(c) + 1), dl))
@@ -232,13 +248,15 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 			continue;
 		}
 		n = gctl(SHMBUS_LEASE_LEASED, m->me, d + 1, gctl_gen(c) + 1);
+		/* R17: pairs with A17 (readers of the lease's word): the
+		 * holder's reads come first. */
 		if (!cas_pair(&l->ctl, c, dl, n, (uint64_t)(now + m->lease_ns)))
 			continue;
 		add_relaxed64(&g->avail, (uint64_t)-1);
 		add_relaxed64(&g->redelivered, 1);
 		/* Held by us now, so the slot cannot move on: its seq is the
-		 * claim we hold (G1 again: another claim's fields, if the
-		 * slot had moved on before our CAS). */
+		 * claim we hold.  A15 again: pairs with R15, for another
+		 * claim's fields if the slot had moved on before our CAS. */
 		*seq = load_acquire64(&l->seq);
 		*ctl = n;
 		*start = load_relaxed64(&l->start);
@@ -270,10 +288,13 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 			return 1;
 	}
 	for (int tries = 0; tries < 256; tries++) {
+		/* A16: pairs with R16 (the claim CAS): the claims below are
+		 * won, their winners' intents visible. */
 		uint64_t pos = load_acquire64(&g->claim_pos);
-		/* G2: pairs with G2 (the claim CAS): claim numbers below it
-		 * are won, and the intents of their winners visible. */
+		/* A16: pairs with R16 (the claim CAS): the claims below are
+		 * won, their winners' intents visible. */
 		uint64_t s = load_acquire64(&g->claim_seq);
+		/* A23: pairs with R23 (the floor's move). */
 		uint64_t fs = load_acquire64(&g->floor_seq);
 		uint64_t fresh = load_relaxed64(&g->fresh_pos);
 		uint64_t p = pos, first = 0, size, rseq = 0, head;
@@ -317,7 +338,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		 * The CAS below (seq_cst) orders these stores before it. */
 		store_relaxed64(&m->rec->intent_pos, pos);
 		store_relaxed64(&m->rec->intent_seq, s);
-		/* G2: pairs with G2 (loads of claim_seq). */
+		/* R16: pairs with A16; it also orders our intent before it. */
 		if (!cas_pair(&g->claim_pos, pos, s, p, s + 1))
 			continue;
 		if (sb_group_hook)
@@ -326,6 +347,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 			now = sb_now_ns();
 		fill(m, s, SHMBUS_LEASE_LEASED, pos, p, first, n,
 		     now + m->lease_ns);
+		/* R24: pairs with A24 (readers of a member's intent). */
 		store_release64(&m->rec->intent_seq, UINT64_MAX);
 		if (n == 0) {
 			/* Padding or aborted records only: done at once. */
@@ -368,8 +390,11 @@ int sb_shared_settle(struct shmbus_group *m, uint64_t seq, uint64_t ctl,
 	for (;;) {
 		uint64_t c, dl;
 
-		if (load_acquire64(&l->seq) != seq)	/* G1 */
+		/* A15: pairs with R15 (a lease's seq, stored last): its
+		 * fields. */
+		if (load_acquire64(&l->seq) != seq)
 			goto stale;
+		/* A17: pairs with R17 (the lease's last change). */
 		c = load_acquire64(&l->ctl);
 		dl = load_relaxed64((uint64_t *)&l->deadline);
 		if (c != ctl)
@@ -377,8 +402,8 @@ int sb_shared_settle(struct shmbus_group *m, uint64_t seq, uint64_t ctl,
 		if (to == SB_SETTLE_NACK)	/* ours until the CAS */
 			store_relaxed64((uint64_t *)&l->not_before,
 					(uint64_t)(sb_now_ns() + delay_ns));
-		/* G3: pairs with G3 in sb_floor_advance() and the
-		 * maintenance: our reads of the records are done. */
+		/* R17: pairs with A17 (readers of the lease's word): the
+		 * holder's reads come first. */
 		if (cas_pair(&l->ctl, c, dl, n, dl))
 			break;
 	}
@@ -408,12 +433,17 @@ int sb_shared_extend(struct shmbus_group *m, uint64_t seq, uint64_t ctl,
 	for (;;) {
 		uint64_t c, dl;
 
-		if (load_acquire64(&l->seq) != seq)	/* G1 */
+		/* A15: pairs with R15 (a lease's seq, stored last): its
+		 * fields. */
+		if (load_acquire64(&l->seq) != seq)
 			return -ESTALE;
+		/* A17: pairs with R17 (the lease's last change). */
 		c = load_acquire64(&l->ctl);
 		dl = load_relaxed64((uint64_t *)&l->deadline);
 		if (c != ctl)
 			return -ESTALE;
+		/* R17: pairs with A17 (readers of the lease's word): the
+		 * holder's reads come first. */
 		if (cas_pair(&l->ctl, c, dl, c,
 			     (uint64_t)(sb_now_ns() + ns)))
 			return 0;
