@@ -69,12 +69,13 @@ TEST_HELP = $(BUILD)/tests/helpers.o $(BUILD)/tests/common.o \
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_BINS = $(BUILD)/benchmarks/bench_latency $(BUILD)/benchmarks/bench_throughput \
 	     $(BUILD)/benchmarks/bench_handover $(BUILD)/benchmarks/bench_wakeup \
-	     $(BUILD)/benchmarks/bench_repl
+	     $(BUILD)/benchmarks/bench_repl $(BUILD)/benchmarks/bench_group
 DAEMON_SRCS = $(wildcard daemon/*.c)
 DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 SHMBUSD   = $(BUILD)/shmbusd
 DAEMON_LIBS = -lurcu -lurcu-cds -linih -lnuma -lpthread -lcrypto -lisal
-TOOL_SRCS = $(wildcard tools/*.c)
+# A tool is tools/NAME.c; tools/busstat_*.c are parts of busstat.
+TOOL_SRCS = $(filter-out tools/busstat_%.c,$(wildcard tools/*.c))
 TOOL_BINS = $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
 EX_SRCS   = $(wildcard examples/*.c)
 EX_BINS   = $(EX_SRCS:examples/%.c=$(BUILD)/examples/%)
@@ -162,9 +163,9 @@ $(BUILD)/daemon/main.o: ALLCFLAGS += $(SYSTEMD_CFLAGS)
 # are hidden (-fvisibility=hidden), so only shmbus_* stay global, as in the
 # shared library, and a program's own sb_* never clashes with ours.
 # $(LIB_INT) keeps lib/*.o as they are, sb_* global: for the programs of
-# this tree that call the internals (shmbusd and shmbusctl: lib/contract.h;
-# the tests, benchmarks and fuzz targets), never installed.  busstat and
-# the examples link $(LIB_A), as a user would.
+# this tree that call the internals (shmbusd, shmbusctl and busstat:
+# lib/contract.h; the tests, benchmarks and fuzz targets), never installed.
+# The examples link $(LIB_A), as a user would.
 $(LIB_A): $(LIB_OBJS)
 	@$(if $(Q),echo "  AR     $@")
 	$(Q)$(CC) $(SAN) -r -nostdlib -o $(BUILD)/libshmbus.o $^
@@ -241,7 +242,14 @@ $(BUILD)/tools/shmbusctl: $(BUILD)/tools/shmbusctl.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
 
-# Only busstat needs ncurses.
+# busstat reads consumer groups through lib/contract.h (sb_group_*); only
+# it needs ncurses.
+$(BUILD)/tools/busstat: $(BUILD)/tools/busstat.o $(BUILD)/tools/busstat_groups.o \
+		$(LIB_INT)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -Wl,--as-needed -lnuma -lncurses -lpthread
+
+# Another tool links the installed archive, as a user would.
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -Wl,--as-needed -lnuma -lncurses -lpthread
@@ -330,6 +338,11 @@ $(TSAN_BIN): $(BUILD)/tests/tsan_threads.o $(BUILD)/tests/common.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
 
+TSAN_GROUPS = $(BUILD)/tests/tsan_groups
+$(TSAN_GROUPS): $(BUILD)/tests/tsan_groups.o $(LIB_INT)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
+
 TSAN_DAEMON = $(BUILD)/tests/tsan_daemon
 $(TSAN_DAEMON): $(BUILD)/tests/tsan_daemon.o $(BUILD)/tests/common.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
@@ -337,14 +350,16 @@ $(TSAN_DAEMON): $(BUILD)/tests/tsan_daemon.o $(BUILD)/tests/common.o $(LIB_INT)
 
 # The second driver: the client library's threads and shmbusd's, across a
 # kill -9 and restart of the daemon (both built with TSan).
-tsan-run: $(DEPS_STAMP) $(TSAN_BIN) $(TSAN_DAEMON) $(SHMBUSD)
+tsan-run: $(DEPS_STAMP) $(TSAN_BIN) $(TSAN_GROUPS) $(TSAN_DAEMON) $(SHMBUSD)
 	$(Q)TSAN_OPTIONS=halt_on_error=1 timeout -k 10 $(TEST_TIMEOUT) $(TSAN_BIN)
+	$(Q)TSAN_OPTIONS=halt_on_error=1 timeout -k 10 $(TEST_TIMEOUT) $(TSAN_GROUPS)
 	$(Q)TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" \
 		SHMBUS_TSAN_DAEMON_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" \
 		SHMBUSD=$(SHMBUSD) timeout -k 10 $(TEST_TIMEOUT) $(TSAN_DAEMON)
 	$(Q)$(MAKE) --no-print-directory BUILD=build SAN= CFLAGS="-O2 -g" \
-		build/tests/test_repl build/tests/test_repl_roles
-	$(Q)for t in test_repl test_repl_roles; do \
+		build/tests/test_repl build/tests/test_repl_roles \
+		build/tests/test_group_daemon
+	$(Q)for t in test_repl test_repl_roles test_group_daemon; do \
 		echo "== build/tests/$$t with $(SHMBUSD) (the pair's daemons under TSan)"; \
 		ff=$(CURDIR)/$(BUILD)/fini-failures; rm -f $$ff; \
 		TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" SHMBUSD=$(SHMBUSD) \

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * busstat - the operator's view of every channel of a bus.
+ * busstat - the operator's view of every channel of a bus, and of the
+ * channels' consumer groups (busstat_groups.c).
  *
  * It maps each channel read-only (shmbus_channel_open_ro) and needs
  * nothing else: it works when the daemon is down and for any user allowed
@@ -44,6 +45,7 @@
 
 #include "shmbus.h"
 #include "shmbus/layout.h"
+#include "busstat_groups.h"
 
 #define EXIT_FAIL 1		/* no such bus or channel, no terminal */
 #define EXIT_USAGE 2
@@ -68,10 +70,11 @@ struct row {
 };
 
 /* The channels of one sample, as many as the directory holds: the array
- * grows (bounded by memory only). */
+ * grows (bounded by memory only); and their consumer groups. */
 struct rows {
 	struct row *r;
 	int n, cap;
+	struct group_rows groups;
 };
 
 /*
@@ -81,9 +84,8 @@ struct rows {
  * `out` holds 4 * strlen(s) + 1 bytes: TEXT_MAX for any name, TEXT_PATH
  * for a directory.
  */
-#define TEXT_MAX (4 * 256 + 1)
-#define TEXT_PATH (4 * PATH_MAX + 1)
-static const char *text(const char *s, char *out)
+#define TEXT_PATH (4 * PATH_MAX + 1)	/* TEXT_MAX: busstat_groups.h */
+const char *text(const char *s, char *out)
 {
 	char *o = out;
 
@@ -153,7 +155,7 @@ static const char *err_word(int err)
 
 /* Sizes: powers of 1024, Ki, Mi, Gi... with one decimal below 10
  * ("64Ki", "1.5Mi"). */
-static const char *human_bytes(char *buf, size_t len, double v)
+const char *human_bytes(char *buf, size_t len, double v)
 {
 	static const char *const units[] = { "", "Ki", "Mi", "Gi", "Ti", "Pi" };
 	int u = 0;
@@ -172,7 +174,7 @@ static const char *human_bytes(char *buf, size_t len, double v)
 }
 
 /* Counts: K, M, G (powers of 1000) with one decimal below 10. */
-static const char *human(char *buf, size_t len, double v)
+const char *human(char *buf, size_t len, double v)
 {
 	static const char units[] = " KMGTP";
 	int u = 0;
@@ -188,13 +190,15 @@ static const char *human(char *buf, size_t len, double v)
 	return buf;
 }
 
-static void sample(const char *dir, struct row *r)
+/* Samples channel r and its groups (into gs); 0 or -ENOMEM. */
+static int sample(const char *dir, struct row *r, struct group_rows *gs)
 {
 	shmbus_channel *ch = shmbus_channel_open_ro(dir, r->name);
+	int rc;
 
 	if (!ch) {
 		r->err = -errno;
-		return;
+		return 0;
 	}
 	shmbus_channel_info(ch, &r->in);
 	shmbus_channel_replication(ch, &r->rp);
@@ -217,7 +221,9 @@ static void sample(const char *dir, struct row *r)
 		r->pubs += shmbus_channel_producer(ch, i, &pi) == 0;
 	}
 	r->fill = r->lag_bytes > r->in.capacity ? r->in.capacity : r->lag_bytes;
+	rc = groups_sample(gs, ch, dir, r->name);
 	shmbus_channel_close(ch);
+	return rc;
 }
 
 static int by_name(const void *a, const void *b)
@@ -286,7 +292,7 @@ static bool is_channel(int dfd, const char *name, const struct names *data)
 /* The array v of *cap elements of `size` bytes, with room for element n:
  * v, or v moved and grown (*cap updated); NULL when out of memory (v
  * stays as it was). */
-static void *grow(void *v, int *cap, int n, size_t size)
+void *grow(void *v, int *cap, int n, size_t size)
 {
 	void *p;
 	int c;
@@ -389,13 +395,16 @@ static void rates(struct row *cur, int n, const struct row *prev, int pn,
 	}
 }
 
-/* Lists and samples every channel of dir into rows; n or -errno. */
+/* Lists and samples every channel of dir, and their groups, into rows;
+ * n or -errno. */
 static int sample_all(const char *dir, struct rows *rows)
 {
 	int n = list(dir, rows);
 
+	rows->groups.n = 0;
 	for (int i = 0; i < n; i++)
-		sample(dir, &rows->r[i]);
+		if (sample(dir, &rows->r[i], &rows->groups))
+			return -ENOMEM;
 	return n;
 }
 
@@ -410,7 +419,7 @@ static const char *role_word(const struct shmbus_repl_info *p)
 }
 
 /* A lag in seconds, "0" for none. */
-static const char *seconds_word(char *buf, size_t len, uint64_t ns)
+const char *seconds_word(char *buf, size_t len, uint64_t ns)
 {
 	if (!ns)
 		snprintf(buf, len, "0");
@@ -496,7 +505,7 @@ static void print_table(const struct row *r, int n, int header, double dt)
  * is \u00XX in JSON; in a label, a newline is \n, as the format says, and
  * any other byte the four characters \xNN (its backslash escaped).
  */
-static void escaped(const char *s, bool json)
+void escaped(const char *s, bool json)
 {
 	while (*s) {
 		const unsigned char *u = (const unsigned char *)s;
@@ -521,7 +530,7 @@ static void escaped(const char *s, bool json)
 	}
 }
 
-static void json_str(const char *s)
+void json_str(const char *s)
 {
 	putchar('"');
 	escaped(s, true);
@@ -561,9 +570,11 @@ static void print_json_repl(const struct shmbus_repl_info *p)
 	       (unsigned long long)p->out_of_sync_events);
 }
 
-static void print_json(const char *dir, const struct row *r, int n,
-		       double dt)
+static void print_json(const char *dir, const struct rows *rows, double dt)
 {
+	const struct row *r = rows->r;
+	int n = rows->n;
+
 	printf("{\"time\":%.3f,\"dir\":", now_s());
 	json_str(dir);
 	printf(",\"rate_interval\":%.3f,\"channels\":[", dt);
@@ -601,6 +612,7 @@ static void print_json(const char *dir, const struct row *r, int n,
 		       (unsigned long long)r->in.reaped,
 		       (unsigned long long)r->in.stuck);
 		print_json_repl(&r->rp);
+		groups_print_json(&rows->groups, r->name);
 		printf("}");
 	}
 	printf("]}\n");
@@ -966,13 +978,32 @@ static void print_repl_detail(const struct shmbus_repl_info *p)
 	       (unsigned long long)p->out_of_sync_events);
 }
 
+/* -c: the channel's groups, after its producers; 0, or the exit status
+ * a group that cannot be read calls for. */
+static int detail_groups(shmbus_channel *ch, const char *dir,
+			 const char *name, enum format fmt)
+{
+	static struct group_rows gs;
+
+	gs.n = 0;
+	if (groups_sample(&gs, ch, dir, name)) {
+		fprintf(stderr, "busstat: %s\n", strerror(ENOMEM));
+		return EXIT_FAIL;
+	}
+	if (fmt == JSON)
+		groups_print_json(&gs, name);
+	else
+		groups_print_table(&gs, name);
+	return groups_bad(&gs) ? EXIT_BADCH : 0;
+}
+
 static int detail(const char *dir, const char *name, enum format fmt)
 {
 	shmbus_channel *ch = shmbus_channel_open_ro(dir, name);
 	struct shmbus_repl_info rp;
 	struct shmbus_channel_info in;
 	char safe[TEXT_MAX];
-	int first = 1;
+	int first = 1, status;
 
 	if (!ch) {
 		int err = errno;
@@ -1061,9 +1092,12 @@ static int detail(const char *dir, const char *name, enum format fmt)
 		first = 0;
 	}
 	if (fmt == JSON)
-		printf("]}\n");
+		printf("]");
+	status = detail_groups(ch, dir, name, fmt);
+	if (fmt == JSON)
+		printf("}\n");
 	shmbus_channel_close(ch);
-	return 0;
+	return status;
 }
 
 static void usage(FILE *f)
@@ -1239,19 +1273,21 @@ int main(int argc, char **argv)
 			return EXIT_FAIL;
 		}
 		rates(cur, n, prev, n_prev, t - t_prev);
-		status = 0;
+		status = groups_bad(&rows[k % 2].groups) ? EXIT_BADCH : 0;
 		for (int i = 0; i < n; i++)
 			if (cur[i].err)
 				status = EXIT_BADCH;
 		if (fmt == JSON)
-			print_json(dir, cur, n, t - t_prev);
+			print_json(dir, &rows[k % 2], t - t_prev);
 		else if (fmt == PROM) {
 			print_prom(cur, n);
 			print_prom_repl(cur, n);
+			groups_print_prom(&rows[k % 2].groups);
 		}
 		else {
 			print_table(cur, n, k % 20 == 0, t - t_prev);
 			print_repl_table(cur, n);
+			groups_print_table(&rows[k % 2].groups, NULL);
 		}
 		fflush(stdout);
 		n_prev = n;

@@ -1,0 +1,269 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_group_daemon.c - consumer groups under shmbusd: groups made from
+ * the config, joining under the subscribe rule, the daemon taking back a
+ * dead member's leases by itself, dead-lettering for members that cannot
+ * publish, and a kill -9 and restart of the daemon that the group
+ * survives at its acknowledged position.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+
+static const char *const conf =
+	"[defaults]\nsubscribe = *\n"
+	"[channel jobs]\ncapacity = 64K\nmax_msg = 256\n"
+	"consumer_groups = work mode=shared window=64 lease_ms=30000 "
+	"max_deliveries=2 dead_letter=dlq; ordered mode=keyed lanes=4\n"
+	"[channel dlq]\ncapacity = 16K\nproducers = multi\n"
+	"[channel closed]\ncapacity = 16K\nsubscribe = uid:0\n";
+
+static void setup_groups(void)
+{
+	setup_with(conf);
+}
+
+TestSuite(group_daemon, .init = setup_groups, .fini = teardown,
+	  .timeout = 60);
+
+static shmbus_group *join_bus(shmbus_bus **bus, shmbus_channel **ch,
+			      const char *chan, const char *group,
+			      const char *member,
+			      enum shmbus_group_mode mode)
+{
+	struct shmbus_group_attr ga;
+	shmbus_group *g;
+
+	*ch = open_role(bus, chan, SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(*ch, "open %s: %s", chan, strerror(errno));
+	shmbus_group_attr_init(&ga);
+	ga.mode = mode;
+	g = shmbus_group_join(*ch, group, member, &ga);
+	cr_assert(g, "join %s: %s", group, strerror(errno));
+	return g;
+}
+
+static void publish_n(uint64_t first, uint64_t n)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "jobs", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p;
+
+	cr_assert(ch);
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	for (uint64_t i = first; i < first + n; i++)
+		cr_assert_eq(shmbus_publish(p, &i, sizeof(i)), 0);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+Test(group_daemon, the_config_makes_groups_with_its_settings)
+{
+	struct shmbus_group_stats st;
+	char path[256];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_group *g;
+
+	snprintf(path, sizeof(path), "%s/.jobs@work.group", d.dir);
+	cr_assert_eq(access(path, F_OK), 0, "made at start");
+	snprintf(path, sizeof(path), "%s/.jobs@ordered.group", d.dir);
+	cr_assert_eq(access(path, F_OK), 0, "made at start");
+	/* The member asks for defaults; the config's settings win. */
+	g = join_bus(&bus, &ch, "jobs", "work", "w", SHMBUS_GROUP_SHARED);
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.window, 64);
+	shmbus_group_leave(g);
+	/* A mode other than the configured one: refused. */
+	{
+		struct shmbus_group_attr ga;
+
+		shmbus_group_attr_init(&ga);
+		ga.mode = SHMBUS_GROUP_SHARED;
+		cr_assert_null(shmbus_group_join(ch, "ordered", "x", &ga));
+		cr_assert_eq(errno, EEXIST);
+	}
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+static int join_as_nobody(void *arg)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+
+	(void)arg;
+	if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+	    setresuid(65534, 65534, 65534))
+		return 2;
+	/* "closed" lets only uid 0 subscribe, so nobody cannot open it to
+	 * subscribe, nor join a group of it. */
+	bus = shmbus_connect(d.sock);
+	if (!bus)
+		return 3;
+	ch = shmbus_bus_open(bus, "closed", SHMBUS_ROLE_SUBSCRIBE);
+	if (ch || errno != EACCES)
+		return 4;
+	/* "jobs" lets everyone in. */
+	ch = shmbus_bus_open(bus, "jobs", SHMBUS_ROLE_SUBSCRIBE);
+	if (!ch)
+		return 5;
+	if (!shmbus_group_join(ch, "work", "nobody", NULL))
+		return 6;
+	return 0;
+}
+
+Test(group_daemon, joining_follows_the_subscribe_rule)
+{
+	chmod(d.dir, 0777);
+	cr_assert_eq(th_wait(th_spawn(join_as_nobody, NULL)), 0);
+}
+
+/* A member that takes one message, tells the parent, and waits to die. */
+static int hold_one(void *arg)
+{
+	int *pipefd = arg;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_group *g;
+	struct shmbus_group_msg m;
+	uint64_t buf;
+
+	ch = open_role(&bus, "jobs", SHMBUS_ROLE_SUBSCRIBE);
+	g = ch ? shmbus_group_join(ch, "work", "holder", NULL) : NULL;
+	if (!g)
+		return 2;
+	for (int i = 0; i < 5000; i++) {
+		if (shmbus_group_read(g, &buf, sizeof(buf), &m) == 8) {
+			if (write(pipefd[1], &buf, sizeof(buf)) != 8)
+				return 3;
+			pause();
+		}
+		usleep(1000);
+	}
+	return 4;
+}
+
+/*
+ * The daemon, alone, takes back what a killed member held (at its death,
+ * not at the 30 s term); and after the daemon itself is killed and
+ * restarted the group carries on at its acknowledged position.
+ */
+Test(group_daemon, a_dead_members_lease_returns_and_the_group_survives_a_daemon_restart)
+{
+	struct shmbus_group_stats st, st2;
+	int pipefd[2];
+	uint64_t held, buf;
+	struct shmbus_group_msg m;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_group *g;
+	pid_t holder;
+	int got = 0;
+
+	cr_assert_eq(pipe(pipefd), 0);
+	publish_n(0, 10);
+	holder = th_spawn(hold_one, pipefd);
+	cr_assert_eq(read(pipefd[0], &held, sizeof(held)), 8);
+	g = join_bus(&bus, &ch, "jobs", "work", "w", SHMBUS_GROUP_SHARED);
+	/* Everything else, acked one by one. */
+	while (shmbus_group_read(g, &buf, sizeof(buf), &m) == 8) {
+		cr_assert_neq(buf, held);
+		cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+		got++;
+	}
+	cr_assert_eq(got, 9);
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.in_flight, 1);
+	/* The daemon dies; the group does not need it. */
+	kill(d.pid, SIGKILL);
+	cr_assert_eq(th_wait(d.pid), 128 + SIGKILL);
+	kill(holder, SIGKILL);
+	th_wait(holder);
+	start_daemon();
+	/* The new daemon releases the dead member's lease by itself: this
+	 * process only reads the group's counters. */
+	for (int i = 0; i < 500; i++) {
+		shmbus_group_stats(g, &st2);
+		if (st2.released)
+			break;
+		usleep(2000);
+	}
+	cr_assert_eq(st2.released, 1, "released within a second");
+	cr_assert_eq(st2.floor, st.floor, "the floor stayed where it was");
+	cr_assert_eq(shmbus_group_read(g, &buf, sizeof(buf), &m), 8);
+	cr_assert_eq(buf, held);
+	cr_assert_eq(m.deliveries, 2);
+	cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+	shmbus_group_stats(g, &st2);
+	cr_assert_eq(st2.floor, st2.head, "all acknowledged");
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+static int count_dl(const struct shmbus_msg *msg, void *arg)
+{
+	uint64_t v;
+
+	memcpy(&v, msg->data, 8);
+	cr_assert_eq(v, 3);
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* A member opened through the daemon cannot publish to the dead-letter
+ * channel; the daemon does it. */
+Test(group_daemon, the_daemon_dead_letters_poison_messages)
+{
+	struct shmbus_group_stats st;
+	struct shmbus_group_msg m;
+	shmbus_channel *ch, *dl;
+	shmbus_bus *bus, *bus2;
+	shmbus_group *g;
+	shmbus_sub *sub;
+	uint64_t buf;
+	int got = 0, acked = 0;
+
+	dl = open_role(&bus2, "dlq", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(dl);
+	sub = shmbus_sub_open(dl, NULL);
+	g = join_bus(&bus, &ch, "jobs", "work", "w", SHMBUS_GROUP_SHARED);
+	publish_n(0, 6);
+	for (int i = 0; i < 3000 && (!got || acked < 5); i++) {
+		if (shmbus_group_read(g, &buf, sizeof(buf), &m) == 8) {
+			if (buf == 3)
+				shmbus_group_nack(g, &m.lease, 0);
+			else if (shmbus_group_ack(g, &m.lease) == 0)
+				acked++;
+		}
+		shmbus_poll(sub, count_dl, &got, 0);
+		usleep(500);
+	}
+	cr_assert_eq(acked, 5);
+	cr_assert_eq(got, 1, "message 3 in the dead-letter channel, once");
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.dead_lettered, 1);
+	for (int i = 0; i < 200 && st.floor != st.head; i++) {
+		usleep(5000);
+		shmbus_group_stats(g, &st);
+	}
+	cr_assert_eq(st.floor, st.head);
+	shmbus_group_leave(g);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_channel_close(dl);
+	shmbus_disconnect(bus);
+	shmbus_disconnect(bus2);
+}
