@@ -55,6 +55,15 @@ static inline int cas_weak_seqcst64(uint64_t *p, uint64_t *expected,
 						     memory_order_acquire);
 }
 
+/* Relaxed both ways: for a monotone maximum that orders nothing. */
+static inline int cas_weak_relaxed64(uint64_t *p, uint64_t *expected,
+				     uint64_t v)
+{
+	return atomic_compare_exchange_weak_explicit(SB_A64(p), expected, v,
+						     memory_order_relaxed,
+						     memory_order_relaxed);
+}
+
 /* Strong: a slot takeover must not fail spuriously and retry on a value
  * it has not re-validated. */
 static inline int cas_strong_seqcst64(uint64_t *p, uint64_t *expected,

@@ -485,6 +485,7 @@ static struct shmbus_channel *map_ctl(int fd, bool rdonly, struct geometry *g,
 		rc = -ENOMEM;
 		goto fail;
 	}
+	pthread_mutex_init(&ch->gmap_lock, NULL);
 	fill_handle(ch, base, g, ((struct shmbus_hdr *)base)->max_msg,
 		    ((struct shmbus_hdr *)base)->flags);
 	ch->rdonly = rdonly;
@@ -884,6 +885,7 @@ SHMBUS_EXPORT void shmbus_channel_close(shmbus_channel *ch)
 		sb_bus_forget(ch->bus, ch->bus_ref);
 	munmap(ch->data, ch->data_len);
 	munmap(ch->hdr, ch->map_len);
+	pthread_mutex_destroy(&ch->gmap_lock);
 	free(ch);
 }
 

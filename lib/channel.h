@@ -10,6 +10,7 @@
 #ifndef SHMBUS_CHANNEL_H
 #define SHMBUS_CHANNEL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,6 +49,11 @@ struct shmbus_channel {
 	char dir[256];			/* direct mode: the channel's directory
 					 * ("" through shmbusd) */
 	char name[256];			/* its name */
+	/* Its groups' files as this process maps them (group.c): one
+	 * mapping per file, however many members join here, so that every
+	 * member in the process works on the same addresses. */
+	pthread_mutex_t gmap_lock;
+	struct sb_gmap *gmaps;
 	void *bus_ref;			/* its entry there (client.c) */
 };
 

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,13 @@ static void init_file(struct shmbus_group_hdr *g, size_t size,
 
 		r->intent_seq = UINT64_MAX;
 	}
+	/* No claim is recorded yet: not even claim 0. */
+	for (uint32_t i = 0; i < a->window; i++) {
+		struct shmbus_lease_slot *l = (void *)((uint8_t *)g +
+			SHMBUS_GROUP_LEASES_OFF + i * sizeof(*l));
+
+		l->seq = UINT64_MAX;
+	}
 }
 
 /*
@@ -209,31 +217,116 @@ drop:
 	return rc;
 }
 
-static int validate(const struct shmbus_group_hdr *g, uint64_t size,
-		    const struct shmbus_channel *ch)
+/*
+ * Checks a group file's identity and copies it into m.  Each field is
+ * loaded once: a member may rewrite the file while we look, and a value
+ * checked must be the value used.
+ */
+static int validate(struct shmbus_group *m, const struct shmbus_group_hdr *g,
+		    uint64_t size, const struct shmbus_channel *ch)
 {
-	/* Acquire: pairs with the release store of the magic. */
+	uint32_t mode, window, lanes, slot;
+	int64_t lease_ns;
+
 	/* A20: pairs with R20 (the magic, stored last). */
 	if (load_acquire64((uint64_t *)&g->magic) != SHMBUS_GROUP_MAGIC)
 		return -EBADMSG;
-	if (g->version != SHMBUS_GROUP_VERSION)
+	if (load_relaxed32((uint32_t *)&g->version) != SHMBUS_GROUP_VERSION)
 		return -EPROTONOSUPPORT;
-	if (g->hdr_size != sizeof(*g) || g->file_size != size ||
-	    g->mode > SHMBUS_GMODE_SINGLE || !g->window ||
-	    g->window > SHMBUS_GROUP_MAX_WINDOW ||
-	    (g->window & (g->window - 1)) || size < file_size_for(g->window) ||
-	    g->lanes > SHMBUS_GROUP_LANES ||
-	    (g->mode != SHMBUS_GMODE_SHARED && !g->lanes) ||
-	    (g->mode == SHMBUS_GMODE_SINGLE && g->lanes != 1) ||
-	    g->lease_ns <= 0 || g->slot >= SHMBUS_MAX_SLOTS ||
-	    !memchr(g->name, 0, sizeof(g->name)) ||
-	    !memchr(g->dead_letter, 0, sizeof(g->dead_letter)))
+	mode = load_relaxed32((uint32_t *)&g->mode);
+	window = load_relaxed32((uint32_t *)&g->window);
+	lanes = load_relaxed32((uint32_t *)&g->lanes);
+	slot = load_relaxed32((uint32_t *)&g->slot);
+	lease_ns = (int64_t)load_relaxed64((uint64_t *)&g->lease_ns);
+	if (load_relaxed32((uint32_t *)&g->hdr_size) != sizeof(*g) ||
+	    load_relaxed64((uint64_t *)&g->file_size) != size ||
+	    mode > SHMBUS_GMODE_SINGLE || !window ||
+	    window > SHMBUS_GROUP_MAX_WINDOW || (window & (window - 1)) ||
+	    size < file_size_for(window) || lanes > SHMBUS_GROUP_LANES ||
+	    (mode != SHMBUS_GMODE_SHARED && !lanes) ||
+	    (mode == SHMBUS_GMODE_SINGLE && lanes != 1) || lease_ns <= 0 ||
+	    slot >= SHMBUS_MAX_SLOTS)
 		return -EBADMSG;
-	if (ch && (g->data_id != ch->data_id ||
-		   owner_state(load_relaxed64(&ch->subs[g->slot].owner)) !=
+	if (ch && (load_relaxed64((uint64_t *)&g->data_id) != ch->data_id ||
+		   owner_state(load_relaxed64(&ch->subs[slot].owner)) !=
 			   SHMBUS_SLOT_GROUP))
 		return -EBADMSG;
+	m->mode = mode;
+	m->window = window;
+	m->wmask = window - 1;
+	m->nlanes = mode == SHMBUS_GMODE_SHARED ? 0 : lanes;
+	m->max_deliveries = load_relaxed32((uint32_t *)&g->max_deliveries);
+	m->lease_ns = lease_ns;
+	m->slot = slot;
 	return 0;
+}
+
+/* Tokens of this process's handles, for the maintenance lock. */
+static _Atomic uint32_t tokens;
+
+/* One mapping of a group's file per channel handle (channel.h). */
+struct sb_gmap {
+	struct sb_gmap *next;
+	dev_t dev;
+	ino_t ino;
+	bool rdonly;
+	unsigned refs;
+	void *base;
+	size_t len;
+};
+
+static void *gmap_get(struct shmbus_channel *ch, int fd,
+		      const struct stat *st, bool rdonly, int *err)
+{
+	struct sb_gmap *g;
+	void *base = NULL;
+
+	pthread_mutex_lock(&ch->gmap_lock);
+	for (g = ch->gmaps; g; g = g->next)
+		if (g->dev == st->st_dev && g->ino == st->st_ino &&
+		    g->rdonly == rdonly && g->len == (size_t)st->st_size) {
+			g->refs++;
+			base = g->base;
+			goto out;
+		}
+	g = calloc(1, sizeof(*g));
+	base = g ? mmap(NULL, (size_t)st->st_size,
+			rdonly ? PROT_READ : PROT_READ | PROT_WRITE,
+			MAP_SHARED, fd, 0) : MAP_FAILED;
+	if (base == MAP_FAILED) {
+		*err = g ? -errno : -ENOMEM;
+		free(g);
+		base = NULL;
+		goto out;
+	}
+	g->dev = st->st_dev;
+	g->ino = st->st_ino;
+	g->rdonly = rdonly;
+	g->refs = 1;
+	g->base = base;
+	g->len = (size_t)st->st_size;
+	g->next = ch->gmaps;
+	ch->gmaps = g;
+out:
+	pthread_mutex_unlock(&ch->gmap_lock);
+	return base;
+}
+
+static void gmap_put(struct shmbus_channel *ch, void *base)
+{
+	struct sb_gmap **p, *g;
+
+	pthread_mutex_lock(&ch->gmap_lock);
+	for (p = &ch->gmaps; (g = *p); p = &g->next)
+		if (g->base == base) {
+			if (--g->refs == 0) {
+				*p = g->next;
+				munmap(g->base, g->len);
+				free(g);
+			}
+			break;
+		}
+	pthread_mutex_unlock(&ch->gmap_lock);
 }
 
 /* Maps a group's file for the channel ch.  NULL with *err set. */
@@ -250,17 +343,13 @@ struct shmbus_group *sb_group_map(struct shmbus_channel *ch, int fd,
 		*err = -EBADMSG;
 		return NULL;
 	}
-	base = mmap(NULL, (size_t)st.st_size,
-		    rdonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-		    0);
-	if (base == MAP_FAILED) {
-		*err = -errno;
+	base = gmap_get(ch, fd, &st, rdonly, err);
+	if (!base)
 		return NULL;
-	}
 	m = calloc(1, sizeof(*m));
-	rc = m ? validate(base, (uint64_t)st.st_size, ch) : -ENOMEM;
+	rc = m ? validate(m, base, (uint64_t)st.st_size, ch) : -ENOMEM;
 	if (rc) {
-		munmap(base, (size_t)st.st_size);
+		gmap_put(ch, base);
 		free(m);
 		*err = rc;
 		return NULL;
@@ -271,14 +360,9 @@ struct shmbus_group *sb_group_map(struct shmbus_channel *ch, int fd,
 	m->members = (void *)((uint8_t *)base + SHMBUS_GROUP_MEMBERS_OFF);
 	m->lanes = (void *)((uint8_t *)base + SHMBUS_GROUP_LANES_OFF);
 	m->leases = (void *)((uint8_t *)base + SHMBUS_GROUP_LEASES_OFF);
-	m->mode = m->g->mode;
-	m->window = m->g->window;
-	m->wmask = m->window - 1;
-	m->nlanes = m->g->lanes;
-	m->max_deliveries = m->g->max_deliveries;
-	m->lease_ns = m->g->lease_ns;
-	m->slot = m->g->slot;
 	m->me = SHMBUS_NO_MEMBER;
+	m->idle_head = UINT64_MAX;
+	m->token = atomic_fetch_add(&tokens, 1) + 1;
 	m->lane_cap = m->window < LANE_CAP_MAX ? m->window : LANE_CAP_MAX;
 	return m;
 }
@@ -294,7 +378,7 @@ void sb_group_unmap(struct shmbus_group *m)
 	if (m->dl_ch)
 		shmbus_channel_close(m->dl_ch);
 	free(m->buf);
-	munmap(m->g, m->map_len);
+	gmap_put(m->ch, m->g);
 	free(m);
 }
 
@@ -322,6 +406,8 @@ static int take_member(struct shmbus_group *m, const char *name)
 		store_relaxed64(&r->order, add_relaxed64(&m->g->member_seq, 1));
 		store_relaxed64((uint64_t *)&r->joined_ns,
 				(uint64_t)time(NULL) * 1000000000u);
+		store_relaxed64((uint64_t *)&r->looked_ns,
+				(uint64_t)sb_now_ns());
 		memset(r->name, 0, sizeof(r->name));
 		snprintf(r->name, sizeof(r->name), "%s", name);
 		memset(r->comm, 0, sizeof(r->comm));
@@ -420,12 +506,10 @@ SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 		return;
 	if (m->rec) {
 		if (m->mode == SHMBUS_GMODE_SHARED) {
-			/* A23: pairs with R23 (the floor's move). */
-			/* A23: pairs with R23 (the floor's move). */
-			uint64_t fs = load_acquire64(&m->g->floor_seq);
-			/* A16: pairs with R16 (the claim CAS). */
-			uint64_t cs = load_acquire64(&m->g->claim_seq);
+			uint64_t fp, fs, cp, cs;
 
+			sb_pair_read(&m->g->floor_pos, &fp, &fs);
+			sb_pair_read(&m->g->claim_pos, &cp, &cs);
 			for (uint64_t x = fs; x < cs && cs - fs <= m->window;
 			     x++) {
 				struct shmbus_lease_slot *l =
@@ -443,7 +527,6 @@ SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 			sb_lanes_leave(m);
 		}
 		store_relaxed64(&m->rec->intent_seq, UINT64_MAX);
-		/* Release: our last stores precede the record's reuse. */
 		/* R22: pairs with A22: our last stores before the record's
 		 * reuse. */
 		store_release64(&m->rec->owner,
@@ -634,6 +717,84 @@ static void to_user(const struct sb_gmsg *in, struct shmbus_group_msg *out,
 	out->lease.w[2] = w2;
 }
 
+/* A poll found nothing: what wait compares with. */
+static void note_idle(struct shmbus_group *m)
+{
+	m->idle_head = load_relaxed64(&m->ch->hdr->head);	/* compared */
+	m->idle_ns = sb_now_ns();
+}
+
+/*
+ * Shared mode: the lease being delivered (m->cur) first, then a new one.
+ * A lease's messages are delivered in order across polls (a handler that
+ * stops, or max, may leave some for the next call), and its ack counts
+ * only once the last of them has been delivered (shmbus_group_ack()).
+ */
+static int shared_poll(struct shmbus_group *m, shmbus_group_handler fn,
+		       void *arg, unsigned max)
+{
+	struct sb_cur *c = &m->cur;
+	struct shmbus_group_msg um;
+	struct sb_gmsg gm;
+	unsigned n = 0;
+	int rc;
+
+	for (int leases = 0; leases < 64 && n < max; leases++) {
+		uint64_t start, p;
+
+		if (!c->on) {
+			if (n)
+				break;	/* one lease a call */
+			rc = sb_shared_take(m, max, &c->seq, &c->ctl, &start,
+					    &c->end, &c->d);
+			if (rc <= 0) {
+				if (rc == 0)
+					note_idle(m);
+				maybe_maintain(m);
+				return rc;
+			}
+			c->on = true;
+			c->next = start;
+			c->given = 0;
+		}
+		while (n < max) {
+			rc = shared_msg(m, c->next, c->end, &gm, &p);
+			if (rc == 2) {
+				shared_lost(m, c->seq, c->ctl);
+				c->on = false;
+				break;
+			}
+			if (rc < 0) {
+				c->on = false;
+				return n ? (int)n : rc;
+			}
+			if (rc == 0) {
+				/* No message left: a lease given back that held
+				 * none (padding only) is done at once. */
+				c->on = false;
+				if (!c->given)
+					sb_shared_settle(m, c->seq, c->ctl,
+							 SB_SETTLE_ACK, 0);
+				break;
+			}
+			c->next = p;
+			c->given++;
+			gm.deliveries = c->d;
+			to_user(&gm, &um, c->seq, c->ctl, 0);
+			if (p >= c->end)
+				c->on = false;	/* the lease's last */
+			n++;
+			add_relaxed64(&m->g->delivered, 1);
+			add_relaxed64(&m->rec->delivered, 1);
+			if (fn(&um, arg))
+				return (int)n;
+		}
+		if (n)
+			break;
+	}
+	return (int)n;
+}
+
 SHMBUS_EXPORT int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn,
 				    void *arg, unsigned max)
 {
@@ -648,36 +809,8 @@ SHMBUS_EXPORT int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn,
 		return -EINVAL;
 	if (!max)
 		max = 64;
-	if (m->mode == SHMBUS_GMODE_SHARED) {
-		uint64_t seq, ctl, start, end, p;
-		uint32_t d;
-
-		rc = sb_shared_take(m, max, &seq, &ctl, &start, &end, &d);
-		if (rc <= 0) {
-			maybe_maintain(m);
-			return rc;
-		}
-		for (p = start; p < end;) {
-			rc = shared_msg(m, p, end, &gm, &p);
-			if (rc == 2) {
-				shared_lost(m, seq, ctl);
-				break;
-			}
-			if (rc <= 0) {
-				if (rc < 0)
-					return n ? n : rc;
-				break;
-			}
-			gm.deliveries = d;
-			to_user(&gm, &um, seq, ctl, 0);
-			n++;
-			add_relaxed64(&m->g->delivered, 1);
-			add_relaxed64(&m->rec->delivered, 1);
-			if (fn(&um, arg))
-				break;
-		}
-		return n;
-	}
+	if (m->mode == SHMBUS_GMODE_SHARED)
+		return shared_poll(m, fn, arg, max);
 	while ((unsigned)n < max) {
 		uint32_t lane;
 
@@ -685,8 +818,10 @@ SHMBUS_EXPORT int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn,
 		if (rc < 0)
 			return n ? n : rc;
 		if (rc == 0) {
-			if (!n)
+			if (!n) {
+				note_idle(m);
 				maybe_maintain(m);
+			}
 			break;
 		}
 		to_user(&gm, &um, lane, gctl_gen(m->lane[lane].ctl), gm.pos);
@@ -735,11 +870,12 @@ SHMBUS_EXPORT ssize_t shmbus_group_read(shmbus_group *m, void *buf,
 	if (rc < 0)
 		return rc;
 	if (r.rc == -EMSGSIZE) {
-		/* Not delivered: given back. */
-		if (m->mode == SHMBUS_GMODE_SHARED)
-			sb_shared_settle(m, msg->lease.w[0], msg->lease.w[1],
-					 SB_SETTLE_GIVE, 0);
-		else
+		/* Not delivered: it stays the next one. */
+		if (m->mode == SHMBUS_GMODE_SHARED) {
+			m->cur.on = true;
+			m->cur.next = msg->pos;
+			m->cur.given--;
+		} else
 			sb_lanes_settle(m, (uint32_t)msg->lease.w[0],
 					(uint32_t)msg->lease.w[1],
 					msg->lease.w[2], 0, SB_SETTLE_GIVE, 0);
@@ -756,9 +892,20 @@ static int settle(shmbus_group *m, const struct shmbus_lease *l, int what,
 		return rc == -EIDRM ? -ESTALE : rc;
 	if (!l || delay_ns < 0)
 		return -EINVAL;
-	if (m->mode == SHMBUS_GMODE_SHARED)
+	if (m->mode == SHMBUS_GMODE_SHARED) {
+		struct sb_cur *c = &m->cur;
+
+		if (c->on && l->w[0] == c->seq && l->w[1] == c->ctl) {
+			/* Its last messages are still to be delivered: an
+			 * ack waits for them (the ack after the last one
+			 * counts); a nack gives the whole lease back. */
+			if (what == SB_SETTLE_ACK)
+				return 0;
+			c->on = false;
+		}
 		return sb_shared_settle(m, l->w[0], l->w[1], (uint32_t)what,
 					delay_ns);
+	}
 	if (l->w[0] >= m->nlanes || l->w[1] > UINT32_MAX)
 		return -EINVAL;
 	return sb_lanes_settle(m, (uint32_t)l->w[0], (uint32_t)l->w[1],
@@ -797,37 +944,33 @@ SHMBUS_EXPORT int shmbus_group_extend(shmbus_group *m,
 	return sb_lanes_extend(m, (uint32_t)l->w[0], (uint32_t)l->w[1], ns);
 }
 
-/* Whether there may be something for us: the channel's head past where
- * the group (or our lanes) have looked, or leases given back. */
-static bool maybe_ready(struct shmbus_group *m)
+/* Whether a poll may find something now: the channel moved since the
+ * last empty poll, or leases were given back (looked at every 10 ms:
+ * one may wait for its nack's delay, or the window be full). */
+static bool maybe_ready(struct shmbus_group *m, int64_t now)
 {
-	/* A12: pairs with R12 (the claim CAS on head). */
-	uint64_t head = load_acquire64(&m->ch->hdr->head);
-
-	if (m->mode == SHMBUS_GMODE_SHARED)
-		return load_relaxed64(&m->g->avail) ||
-		       load_relaxed64(&m->g->claim_pos) < head;
-	for (uint32_t i = 0; i < m->nlanes; i++)
-		if (m->lane[i].ctl && m->lane[i].cursor < head)
-			return true;
-	return false;
+	if (load_relaxed64(&m->ch->hdr->head) != m->idle_head)
+		return true;
+	return now - m->idle_ns >= 10000000 &&
+	       (load_relaxed64(&m->g->avail) || m->mode != SHMBUS_GMODE_SHARED);
 }
 
 SHMBUS_EXPORT int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns)
 {
-	int64_t end = timeout_ns < 0 ? INT64_MAX : sb_now_ns() + timeout_ns;
+	int64_t now = sb_now_ns();
+	int64_t end = timeout_ns < 0 ? INT64_MAX : now + timeout_ns;
 	int rc = gone_check(m);
 
 	if (rc)
 		return rc;
-	for (unsigned spins = 0;; spins++) {
+	for (unsigned spins = 0;; spins++, now = sb_now_ns()) {
 		struct timespec ts = { 0, 1000000 };
 
-		if (maybe_ready(m))
+		if (maybe_ready(m, now))
 			return 0;
 		if (spins % 64 == 0)
 			maybe_maintain(m);
-		if (sb_now_ns() >= end)
+		if (now >= end)
 			return -ETIMEDOUT;
 		if (spins < 200) {
 			cpu_relax();
@@ -868,8 +1011,7 @@ void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 
 		for (uint64_t x = fs; x < cs && cs - fs <= m->window; x++) {
 			struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
-			/* A17: pairs with R17 (the lease's last change). */
-			uint64_t c = load_acquire64(&l->ctl);
+			uint64_t c = load_relaxed64(&l->ctl);	/* a statistic */
 			int64_t since;
 
 			if (gctl_state(c) != SHMBUS_LEASE_LEASED)
@@ -886,8 +1028,7 @@ void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 		st->claim = 0;
 		for (uint32_t i = 0; i < m->nlanes; i++) {
 			struct shmbus_lane *ln = &m->lanes[i];
-			/* A18: pairs with R18 (the lane's last change). */
-			uint64_t c = load_acquire64(&ln->ctl);
+			uint64_t c = load_relaxed64(&ln->ctl);	/* a statistic */
 			int64_t since;
 
 			if (load_relaxed64(&ln->next) <=

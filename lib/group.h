@@ -84,11 +84,23 @@ struct shmbus_group {
 	uint32_t me;		/* index in members[] */
 	uint32_t self;		/* our pid, as at join (getpid() is a system
 				 * call: none on the claim and ack paths) */
+	uint32_t token;		/* this handle's, in the maintenance lock */
 	struct shmbus_member *rec;
 	bool direct;		/* the channel was opened without shmbusd */
 	bool deleted;
 	int64_t maint_next;	/* own rate limit for sb_group_maintain() */
+	uint64_t idle_head;	/* the channel's head when a poll last found
+				 * nothing (shmbus_group_wait()) */
+	int64_t idle_ns;	/* and when */
 	uint8_t *buf;		/* overwrite policy: a message's copy */
+
+	/* Shared: the lease whose messages we are delivering. */
+	struct sb_cur {
+		bool on;	/* some of its messages are still to deliver */
+		uint64_t seq, ctl, next, end;
+		uint32_t d;	/* its deliveries */
+		uint32_t given;	/* messages delivered from it */
+	} cur;
 
 	/* Keyed and single-active: the lanes we own. */
 	struct sb_lane_view lane[SHMBUS_GROUP_LANES];
@@ -121,6 +133,11 @@ uint32_t sb_lane_of(uint64_t key, uint32_t nlanes);
 uint64_t sb_msg_key(const uint8_t *data, uint32_t len);
 
 /* shared mode (group_shared.c) */
+void sb_pair_read(uint64_t *w, uint64_t *pos, uint64_t *seq);
+bool sb_intent_read(struct shmbus_member *r, uint64_t *s, uint64_t *pos);
+bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
+		     int64_t deadline, uint64_t start, uint64_t end,
+		     uint64_t first_seq, uint64_t msgs);
 int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		   uint64_t *ctl, uint64_t *start, uint64_t *end,
 		   uint32_t *deliveries);

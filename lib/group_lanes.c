@@ -134,20 +134,40 @@ void sb_lanes_floor(struct shmbus_group *m)
 	sb_floor_publish(m->ch, m->slot, min);
 }
 
+/* Lets lane i go (FREE, or POISON for the maintenance), if it is still
+ * ours as we knew it; retried while the maintenance changes its word
+ * (to REVOKING, say) under us. */
 static void give_up(struct shmbus_group *m, uint32_t i, uint32_t state)
 {
 	struct shmbus_lane *ln = &m->lanes[i];
 	struct sb_lane_view *v = &m->lane[i];
-	/* A18: pairs with R18 (the lane's last change). */
-	uint64_t c = load_acquire64(&ln->ctl), a = load_relaxed64(&ln->acked);
 
-	/* R18: pairs with A18 (readers of the lane's word): the owner's reads
-	 * come first. */
-	if (gctl_member(c) == m->me && gctl_gen(c) == gctl_gen(v->ctl))
-		cas_pair(&ln->ctl, c, a, gctl(state, SHMBUS_NO_MEMBER,
-					      gctl_deliveries(c),
-					      gctl_gen(c) + 1), a);
+	for (;;) {
+		/* A18: pairs with R18 (the lane's last change). */
+		uint64_t c = load_acquire64(&ln->ctl);
+		uint64_t a = load_relaxed64(&ln->acked);
+
+		if (gctl_member(c) != m->me || gctl_gen(c) != gctl_gen(v->ctl))
+			break;
+		/* R18: pairs with A18 (readers of the lane's word): the
+		 * owner's reads come first. */
+		if (cas_pair(&ln->ctl, c, a, gctl(state, SHMBUS_NO_MEMBER,
+						  gctl_deliveries(c),
+						  gctl_gen(c) + 1), a))
+			break;
+	}
 	forget(v);
+}
+
+/* A monotone maximum of a lane's field that only its owners write: a
+ * former owner resuming late never lowers it. */
+static void raise_to(uint64_t *f, uint64_t v)
+{
+	uint64_t cur = load_relaxed64(f);
+
+	/* No edge: a bound (the deadline) or a statistic (next). */
+	while (cur < v && !cas_weak_relaxed64(f, &cur, v))
+		;
 }
 
 /*
@@ -162,6 +182,10 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 	uint64_t fresh = load_relaxed64(&m->g->fresh_pos);
 	int64_t now = sb_now_ns();
 
+	/* We look: the maintenance gives lanes to members that do. */
+	if (now - (int64_t)load_relaxed64((uint64_t *)&m->rec->looked_ns) >
+	    m->lease_ns / 4)
+		store_relaxed64((uint64_t *)&m->rec->looked_ns, (uint64_t)now);
 	for (uint32_t k = 0; k < m->nlanes; k++) {
 		uint32_t i = (m->lane_rr + k) % m->nlanes;
 		struct shmbus_lane *ln = &m->lanes[i];
@@ -178,6 +202,12 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 				give_up(m, i, SHMBUS_LANE_FREE);
 			continue;
 		}
+		/* Polling keeps the lane: its term runs from our last look
+		 * (a member that stops looking loses its lanes). */
+		if ((int64_t)load_relaxed64((uint64_t *)&ln->deadline) - now <
+		    m->lease_ns / 2)
+			raise_to((uint64_t *)&ln->deadline,
+				 (uint64_t)(now + m->lease_ns));
 		if (now < v->not_before || v->n >= m->lane_cap)
 			continue;
 		p = first = v->cursor;
@@ -201,6 +231,11 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 				moved = true;
 				continue;
 			}
+			/* Still ours?  (We may have been stopped while the
+			 * lane moved: the next owner has it then.) */
+			if (!sync_lane(m, i) ||
+			    gctl_state(v->ctl) != SHMBUS_LANE_OWNED)
+				goto next_lane;
 			/* Ours.  At the lane's oldest unacknowledged record,
 			 * the count of its deliveries decides. */
 			if (v->n == 0 && m->max_deliveries &&
@@ -228,11 +263,10 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 				out->deliveries = gctl_deliveries(v->ctl) + 1;
 			else
 				out->deliveries = 2;
-			if (load_relaxed64(&ln->next) < v->cursor)
-				store_relaxed64(&ln->next, v->cursor);
+			raise_to(&ln->next, v->cursor);
 			add_relaxed64(&ln->delivered, 1);
-			store_relaxed64((uint64_t *)&ln->deadline,
-					(uint64_t)(now + m->lease_ns));
+			raise_to((uint64_t *)&ln->deadline,
+				 (uint64_t)(now + m->lease_ns));
 			*lane = i;
 			m->lane_rr = i + 1;
 			return 1;
@@ -301,7 +335,10 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
 		while (keep < v->n &&
 		       v->starts[(v->head + keep) % m->lane_cap] < pos)
 			keep++;
-		if (keep == v->n)
+		/* Only a record we hold: not one acked, nor one never
+		 * delivered. */
+		if (keep == v->n ||
+		    v->starts[(v->head + keep) % m->lane_cap] != pos)
 			return -EINVAL;
 		oldest = keep == 0;
 		v->n = keep;

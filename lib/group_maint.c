@@ -24,19 +24,10 @@
 
 static bool member_gone(const struct shmbus_member *r, uint64_t *o)
 {
-	/* A7's role: pairs with the member's ACTIVE store in join. */
+	/* A22: pairs with R22 (the record's owner word). */
 	*o = load_acquire64(&r->owner);
 	return owner_state(*o) != SHMBUS_SLOT_FREE &&
 	       sb_pid_gone(owner_pid(*o));
-}
-
-static bool member_live(const struct shmbus_member *r)
-{
-	/* A22: pairs with R22 (a member record's owner word). */
-	uint64_t o = load_acquire64(&r->owner);
-
-	return owner_state(o) == SHMBUS_SLOT_ACTIVE &&
-	       !sb_pid_gone(owner_pid(o));
 }
 
 /* Copies the messages in [start, end) (of lane `lane`, or all if
@@ -106,7 +97,8 @@ static bool lane_move(struct shmbus_group *m, uint32_t i, uint64_t c,
 
 /* Lanes of dead members and stuck owners back to FREE; poison lanes. */
 static int lanes_reclaim(struct shmbus_group *m, shmbus_pub *dl,
-			 const bool dead[SHMBUS_GROUP_MEMBERS], int64_t now)
+			 const bool dead[SHMBUS_GROUP_MEMBERS],
+			 const bool live[SHMBUS_GROUP_MEMBERS], int64_t now)
 {
 	int n = 0;
 
@@ -131,18 +123,22 @@ static int lanes_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 		}
 		if (st != SHMBUS_LANE_OWNED && st != SHMBUS_LANE_REVOKING)
 			continue;
-		if (who < SHMBUS_GROUP_MEMBERS && dead[who]) {
+		if (who >= SHMBUS_GROUP_MEMBERS || dead[who] || !live[who]) {
+			/* Its owner died, or left without letting go (its
+			 * record is free or another member's now). */
 			if (lane_move(m, i, c, SHMBUS_LANE_FREE,
 				      SHMBUS_NO_MEMBER,
 				      gctl_deliveries(c) + held, a)) {
 				add_relaxed64(&m->g->released, 1);
 				n++;
 			}
-		} else if (held && (int64_t)load_relaxed64(
-					   (uint64_t *)&ln->deadline) < now) {
+		} else if ((int64_t)load_relaxed64(
+				   (uint64_t *)&ln->deadline) < now) {
+			/* Its owner neither polled nor acknowledged for a
+			 * term (stuck or stopped). */
 			if (lane_move(m, i, c, SHMBUS_LANE_FREE,
 				      SHMBUS_NO_MEMBER,
-				      gctl_deliveries(c) + 1, a)) {
+				      gctl_deliveries(c) + held, a)) {
 				add_relaxed64(&m->g->expired, 1);
 				n++;
 			}
@@ -222,86 +218,102 @@ static int lanes_assign(struct shmbus_group *m,
 }
 
 /* The start of claim s, from whoever knows it: the floor, the claim
- * word, a filled lease, or the intent of the claim's winner. */
+ * word, a recorded lease, or any intent naming s (every claimer of s read
+ * the same start from the claim word). */
 static bool claim_start(struct shmbus_group *m, uint64_t s, uint64_t *pos)
 {
 	struct shmbus_group_hdr *g = m->g;
 	struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
+	uint64_t p, q;
 
-	/* A16: pairs with R16 (the claim CAS): the claims below are won, their
-	 * winners' intents visible. */
-	if (load_acquire64(&g->claim_seq) == s) {
-		*pos = load_relaxed64(&g->claim_pos);
-		/* A16: pairs with R16 (the claim CAS): the claims below are
-		 * won, their winners' intents visible. */
-		return load_acquire64(&g->claim_seq) == s;
+	sb_pair_read(&g->floor_pos, &p, &q);
+	if (q == s) {
+		*pos = p;
+		return true;
 	}
-	/* A15: pairs with R15 (a lease's seq, stored last): its fields. */
-	if (load_acquire64(&l->seq) == s) {	
+	sb_pair_read(&g->claim_pos, &p, &q);
+	if (q == s) {
+		*pos = p;
+		return true;
+	}
+	/* A15: pairs with R15 (a lease's seq, stored last): its start. */
+	if (load_acquire64(&l->seq) == s) {
 		*pos = load_relaxed64(&l->start);
 		return true;
 	}
-	/* A24: pairs with R24 (a member's intent). */
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
-		if (load_acquire64(&m->members[j].intent_seq) == s) {
-			*pos = load_relaxed64(&m->members[j].intent_pos);
-			/* A24: pairs with R24 (a member's intent). */
-			return load_acquire64(&m->members[j].intent_seq) == s;
+		if (sb_intent_read(&m->members[j], &q, &p) && q == s) {
+			*pos = p;
+			return true;
 		}
 	return false;
 }
 
+/* Whether a live member says it is about to record claim s (its winner,
+ * or a loser about to retry). */
+static bool intent_live(struct shmbus_group *m, uint64_t s,
+			const bool live[SHMBUS_GROUP_MEMBERS])
+{
+	uint64_t q, p;
+
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
+		if (live[j] && sb_intent_read(&m->members[j], &q, &p) &&
+		    q == s)
+			return true;
+	return false;
+}
+
 /*
- * A dead member's intent {seq s, pos}: if s was won (claim_seq passed it)
- * and its lease never recorded, and no live member is still about to
- * record it (a live winner, or a loser about to retry), the winner is
- * dead: the claim is recorded AVAILABLE for someone else.  Its end is
- * the next claim's start.  Returns false to come back later.
+ * Claims won but never recorded: their winner died (or is stopped)
+ * between its claim CAS and recording the lease.  Each is recorded
+ * AVAILABLE for someone else once no live member says it is about to
+ * record it, or once it has waited a lease's term (a stopped winner).
+ * sb_lease_record() makes this and the winner's own recording exclusive:
+ * a winner that comes back finds the slot taken and lets the claim go.
+ * A claim's end is the next claim's start.  Returns the claims recorded.
  */
-static bool resolve_intent(struct shmbus_group *m, struct shmbus_member *r)
+static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
+			      const bool live[SHMBUS_GROUP_MEMBERS])
 {
 	struct shmbus_group_hdr *g = m->g;
-	/* A24: pairs with R24 (a member's intent). */
-	uint64_t s = load_acquire64(&r->intent_seq), start, end;
-	struct shmbus_lease_slot *l;
+	uint64_t fp, fs, cp, cs, start, end;
+	int n = 0;
 
-	/* A16: pairs with R16 (the claim CAS): the claims below are won, their
-	 * winners' intents visible. */
-	if (s == UINT64_MAX || load_acquire64(&g->claim_seq) <= s)
-		return true;	/* nothing won */
-	l = &m->leases[s & m->wmask];
-	/* A15: pairs with R15 (a lease's seq, stored last): its fields. */
-	if (load_acquire64(&l->seq) == s)	/* recorded */
-		return true;
-	/* A23: pairs with R23 (the floor's move). */
-	if (load_acquire64(&g->floor_seq) > s)
-		return true;	/* stale */
-	/* A24: pairs with R24 (a member's intent). */
-	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
-		if (&m->members[j] != r && member_live(&m->members[j]) &&
-		    load_acquire64(&m->members[j].intent_seq) == s)
-			return false;
-	start = load_relaxed64(&r->intent_pos);
-	if (!claim_start(m, s + 1, &end) || end < start ||
-	    end - start > m->ch->cap)
-		return false;
-	{
-		uint64_t old = load_relaxed64(&l->ctl);
+	sb_pair_read(&g->floor_pos, &fp, &fs);
+	sb_pair_read(&g->claim_pos, &cp, &cs);
+	if (cs < fs || cs - fs > m->window)
+		return 0;
+	for (uint64_t s = fs; s < cs; s++) {
+		struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
 
-		store_relaxed64(&l->start, start);
-		store_relaxed64(&l->end, end);
-		store_relaxed64(&l->first_seq, 0);
-		store_relaxed64(&l->msgs, 0);
-		store_relaxed64((uint64_t *)&l->not_before, 0);
-		store_relaxed64(&l->ctl, gctl(SHMBUS_LEASE_AVAILABLE,
-					      SHMBUS_NO_MEMBER, 1,
-					      gctl_gen(old) + 1));
-		/* R15: pairs with A15: the lease's fields before its seq. */
-		store_release64(&l->seq, s);
+		/* A15: pairs with R15: recorded. */
+		if (load_acquire64(&l->seq) == s)
+			continue;
+		if (intent_live(m, s, live)) {
+			if (load_relaxed64(&g->stall_seq) != s) {
+				store_relaxed64(&g->stall_seq, s);
+				store_relaxed64((uint64_t *)&g->stall_since,
+						(uint64_t)now);
+				continue;
+			}
+			if (now - (int64_t)load_relaxed64(
+					  (uint64_t *)&g->stall_since) <
+			    m->lease_ns)
+				continue;
+		}
+		if (!claim_start(m, s, &start) ||
+		    !claim_start(m, s + 1, &end) || end < start ||
+		    end > load_relaxed64(&m->ch->hdr->head))
+			continue;
+		if (sb_lease_record(l, s, gctl(SHMBUS_LEASE_AVAILABLE,
+					       SHMBUS_NO_MEMBER, 0, 0),
+				    0, start, end, 0, 0)) {
+			add_relaxed64(&g->avail, 1);
+			add_relaxed64(&g->released, 1);
+			n++;
+		}
 	}
-	add_relaxed64(&g->avail, 1);
-	add_relaxed64(&g->released, 1);
-	return true;
+	return n;
 }
 
 /* Shared mode: leases of dead members and expired ones given back,
@@ -310,15 +322,13 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 			  const bool dead[SHMBUS_GROUP_MEMBERS], int64_t now)
 {
 	struct shmbus_group_hdr *g = m->g;
-	/* A23: pairs with R23 (the floor's move). */
-	uint64_t fs = load_acquire64(&g->floor_seq);
-	/* A16: pairs with R16 (the claim CAS): the claims below are won, their
-	 * winners' intents visible. */
-	uint64_t cs = load_acquire64(&g->claim_seq), avail = 0;
+	uint64_t fp, fs, cp, cs, avail = 0;
 	int n = 0;
 
+	sb_pair_read(&g->floor_pos, &fp, &fs);
+	sb_pair_read(&g->claim_pos, &cp, &cs);
 	if (cs < fs || cs - fs > m->window)
-		return 0;
+		return -1;	/* damage: nothing of the dead is freed */
 	for (uint64_t x = fs; x < cs; x++) {
 		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
 		uint64_t c, dl_ns, stop;
@@ -382,45 +392,69 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 	return n;
 }
 
-static bool maint_lock(struct shmbus_group_hdr *g, uint32_t self)
+#define MAINT_STUCK_NS	INT64_C(1000000000)	/* a holder stopped */
+
+/*
+ * The group's maintenance lock: pid | the handle's token << 32, so that
+ * two handles of one process exclude each other too.  A holder that is
+ * gone, or that has held it for a second (stopped), is replaced: every
+ * change the maintenance makes is a CAS on a word members also CAS, so a
+ * replaced holder that resumes does no harm but a repeated dead letter.
+ */
+static bool maint_lock(struct shmbus_group *m, uint64_t me, int64_t now)
 {
+	struct shmbus_group_hdr *g = m->g;
 	/* A21: pairs with R21 (the last holder's release). */
 	uint64_t cur = load_acquire64(&g->maint);
 
-	if (cur && cur != self && !sb_pid_gone((uint32_t)cur))
+	if (cur && !sb_pid_gone((uint32_t)cur) &&
+	    now - (int64_t)load_relaxed64((uint64_t *)&g->maint_since) <
+		    MAINT_STUCK_NS)
 		return false;
-	/* The one lock of a group (see the top of this file). */
 	/* A21: pairs with R21 (the last holder's release). */
-	return cas_strong_seqcst64(&g->maint, &cur, self);
+	if (!cas_strong_seqcst64(&g->maint, &cur, me))
+		return false;
+	store_relaxed64((uint64_t *)&g->maint_since, (uint64_t)now);
+	return true;
 }
 
 int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 			 uint32_t self)
 {
+	uint64_t me = (uint64_t)m->token << 32 | self;
 	struct shmbus_group_hdr *g = m->g;
 	bool dead[SHMBUS_GROUP_MEMBERS] = { false };
 	bool live[SHMBUS_GROUP_MEMBERS] = { false };
+	bool looks[SHMBUS_GROUP_MEMBERS] = { false };
 	uint64_t owner[SHMBUS_GROUP_MEMBERS];
 	int64_t now = sb_now_ns();
 	int n = 0;
 
-	if (!maint_lock(g, self))
+	if (!maint_lock(m, me, now))
 		return 0;
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
 		dead[j] = member_gone(&m->members[j], &owner[j]);
 		live[j] = !dead[j] && owner_state(owner[j]) ==
 					      SHMBUS_SLOT_ACTIVE;
+		/* Lanes go to members that look (a stopped one does not). */
+		looks[j] = live[j] &&
+			   now - (int64_t)load_relaxed64(
+					 (uint64_t *)&m->members[j].looked_ns) <
+				   m->lease_ns;
 	}
 	if (m->mode == SHMBUS_GMODE_SHARED) {
-		n += leases_reclaim(m, dl, dead, now);
-		for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
-			if (dead[j] && !resolve_intent(m, &m->members[j]))
-				dead[j] = false;	/* next time */
+		int r = leases_reclaim(m, dl, dead, now);
+
+		if (r < 0)	/* keep the dead records: their leases stay */
+			memset(dead, 0, sizeof(dead));
+		else
+			n += r;
+		n += resolve_unrecorded(m, now, live);
 		n += (int)sb_floor_advance(g, m->leases, m->wmask, m->ch,
 					   m->slot);
 	} else {
-		n += lanes_reclaim(m, dl, dead, now);
-		n += lanes_assign(m, live);
+		n += lanes_reclaim(m, dl, dead, live, now);
+		n += lanes_assign(m, looks);
 		sb_lanes_floor(m);
 	}
 	/* The dead members' records, once nothing of theirs is left. */

@@ -86,26 +86,28 @@ unsigned sb_floor_advance(struct shmbus_group_hdr *g,
 	uint64_t fpos = 0;
 
 	for (int steps = 0; steps < 4096; steps++) {
-		/* A23: pairs with R23 (the floor's move). */
-		uint64_t fp = load_acquire64(&g->floor_pos);
-		/* A23: pairs with R23 (the floor's move). */
-		uint64_t fs = load_acquire64(&g->floor_seq);
-		/* A16: pairs with R16 (the claim CAS): the claims below are
-		 * won, their winners' intents visible. */
-		uint64_t cs = load_acquire64(&g->claim_seq);
-		struct shmbus_lease_slot *l = &leases[fs & wmask];
-		uint64_t c, end;
+		uint64_t fp, fs, cp, cs, c, end;
+		struct shmbus_lease_slot *l;
 
+		sb_pair_read(&g->floor_pos, &fp, &fs);
+		sb_pair_read(&g->claim_pos, &cp, &cs);
+		l = &leases[fs & wmask];
 		if (fs >= cs)
 			break;
 		/* A15: pairs with R15 (a lease's seq, stored last): its
 		 * fields. */
 		if (load_acquire64(&l->seq) != fs)
 			break;
-		/* A17: pairs with R17 (the lease's last change). */
+		/* A17: pairs with R17 (the lease's last change): the
+		 * holder's reads of the records are done. */
 		c = load_acquire64(&l->ctl);
 		if (gctl_state(c) != SHMBUS_LEASE_ACKED &&
 		    gctl_state(c) != SHMBUS_LEASE_DEAD)
+			break;
+		/* Claims are contiguous: one that does not start where the
+		 * floor is was recorded wrong (damage); the floor stays, for
+		 * all to see, rather than skip messages. */
+		if (load_relaxed64(&l->start) != fp)
 			break;
 		end = load_relaxed64(&l->end);
 		/* Relaxed: head only grows; a bound, not an edge. */
@@ -149,25 +151,103 @@ static uint64_t expected_after(struct shmbus_group *m, uint64_t s)
 	return UINT64_MAX;
 }
 
-/* Records a lease for claim s won by us: its fields, then its seq. */
-static void fill(struct shmbus_group *m, uint64_t s, uint32_t state,
-		 uint64_t start, uint64_t end, uint64_t first_seq,
-		 uint64_t msgs, int64_t deadline)
+/*
+ * The claim word {pos, seq}, read whole: seq before and after pos (every
+ * change of the word bumps seq, so an unchanged seq means pos is its).
+ * The floor word the same way.
+ */
+void sb_pair_read(uint64_t *w, uint64_t *pos, uint64_t *seq)
 {
-	struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
-	uint64_t old = load_relaxed64(&l->ctl);
+	for (;;) {
+		/* A16 / A23: pairs with R16 (the claim CAS) or R23 (the
+		 * floor's move): the claims below are won (their winners'
+		 * intents visible), or the leases below were passed. */
+		uint64_t s1 = load_acquire64(&w[1]);
+		uint64_t p = load_acquire64(&w[0]);
+		/* A16 / A23 again: the seq after pos. */
+		uint64_t s2 = load_acquire64(&w[1]);
 
+		if (s1 == s2) {
+			*pos = p;
+			*seq = s1;
+			return;
+		}
+	}
+}
+
+/*
+ * A member's intent {seq, pos}, written before its claim CAS so that the
+ * maintenance can tell where a claim starts: seq goes to UINT64_MAX
+ * while pos changes (a seqlock), so a reader never pairs one claim's seq
+ * with another's pos.
+ */
+static void intent_set(struct shmbus_member *r, uint64_t s, uint64_t pos)
+{
+	store_relaxed64(&r->intent_seq, UINT64_MAX);
+	/* R24: pairs with A24 in sb_intent_read(): the UINT64_MAX above
+	 * before the new pos. */
+	fence_release();
+	store_relaxed64(&r->intent_pos, pos);
+	/* R24: pairs with A24: pos before the seq that names it. */
+	store_release64(&r->intent_seq, s);
+}
+
+static void intent_clear(struct shmbus_member *r)
+{
+	/* R24: pairs with A24 in sb_intent_read(). */
+	store_release64(&r->intent_seq, UINT64_MAX);
+}
+
+bool sb_intent_read(struct shmbus_member *r, uint64_t *s, uint64_t *pos)
+{
+	/* A24: pairs with R24 (the intent's seq, stored after its pos). */
+	uint64_t s1 = load_acquire64(&r->intent_seq), s2;
+
+	*pos = load_relaxed64(&r->intent_pos);
+	/* A24: pairs with R24's fence: a pos stored after s1 was replaced
+	 * shows as a changed seq below. */
+	fence_acquire();
+	s2 = load_relaxed64(&r->intent_seq);
+	*s = s1;
+	return s1 == s2 && s1 != UINT64_MAX;
+}
+
+/*
+ * Records the lease of claim s in its slot.  The slot's word still holds
+ * the previous claim's final state (FREE, ACKED or DEAD: the floor passed
+ * it); whoever changes it first by CAS records claim s, we (its winner)
+ * or the maintenance (for a winner it judged dead or stuck,
+ * group_maint.c), so the two never both write the slot.  Returns false
+ * if the maintenance was first: the claim is no longer ours.
+ */
+bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
+		     int64_t deadline, uint64_t start, uint64_t end,
+		     uint64_t first_seq, uint64_t msgs)
+{
+	for (;;) {
+		/* A17: pairs with R17 (the previous claim's last change). */
+		uint64_t c = load_acquire64(&l->ctl);
+		uint64_t dl = load_relaxed64((uint64_t *)&l->deadline);
+		uint32_t st = gctl_state(c);
+
+		if (load_acquire64(&l->seq) == s ||	/* A15 */
+		    (st != SHMBUS_LEASE_FREE && st != SHMBUS_LEASE_ACKED &&
+		     st != SHMBUS_LEASE_DEAD))
+			return false;
+		nctl = (nctl & ~(UINT64_C(0xffffffff) << 32)) |
+		       (uint64_t)(gctl_gen(c) + 1) << 32;
+		/* R17: pairs with A17: ours alone from here. */
+		if (cas_pair(&l->ctl, c, dl, nctl, (uint64_t)deadline))
+			break;
+	}
 	store_relaxed64(&l->start, start);
 	store_relaxed64(&l->end, end);
 	store_relaxed64(&l->first_seq, first_seq);
 	store_relaxed64(&l->msgs, msgs);
 	store_relaxed64((uint64_t *)&l->not_before, 0);
-	store_relaxed64((uint64_t *)&l->deadline, (uint64_t)deadline);
-	store_relaxed64(&l->ctl, gctl(state, state == SHMBUS_LEASE_LEASED ?
-					  m->me : SHMBUS_NO_MEMBER,
-				      1, gctl_gen(old) + 1));
 	/* R15: pairs with A15: the lease's fields before its seq. */
 	store_release64(&l->seq, s);
+	return true;
 }
 
 /* Claim s at pos was lapped (overwrite policy): the group skips to the
@@ -178,6 +258,7 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 	struct shmbus_group_hdr *g = m->g;
 	/* A12: pairs with R12 (the claim CAS on head). */
 	uint64_t head = load_acquire64(&ch->hdr->head), np, want, got;
+	struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
 	uint32_t type, len;
 	uint64_t rseq = 0, size;
 
@@ -186,23 +267,24 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 		np = head;
 	if (np == head)
 		store_relaxed64(&g->fresh_pos, np);
-	store_relaxed64(&m->rec->intent_pos, pos);
-	/* R24: pairs with A24 (readers of a member's intent). */
-	store_release64(&m->rec->intent_seq, s);
+	intent_set(m->rec, s, pos);
 	/* R16: pairs with A16; it also orders our intent before it. */
-	if (!cas_pair(&g->claim_pos, pos, s, np, s + 1))
+	if (!cas_pair(&g->claim_pos, pos, s, np, s + 1)) {
+		intent_clear(m->rec);
 		return 0;
+	}
 	want = expected_after(m, s);
 	got = sb_rec_look(ch, np, np, &type, &len, &rseq, &size) == 1 &&
 	      type != SHMBUS_REC_PAD ? rseq : UINT64_MAX;
-	fill(m, s, SHMBUS_LEASE_DEAD, pos, np, 0, 0, 0);
-	/* R24: pairs with A24 (readers of a member's intent). */
-	store_release64(&m->rec->intent_seq, UINT64_MAX);
-	if (want != UINT64_MAX && got != UINT64_MAX && got > want)
-		add_relaxed64(&g->lost, got - want);
-	add_relaxed64(&g->lost_bytes, np - pos);
-	store_relaxed64(&g->loss_from, pos);
-	store_relaxed64(&g->loss_to, np);
+	if (sb_lease_record(l, s, gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 1,
+				       0), 0, pos, np, 0, 0)) {
+		if (want != UINT64_MAX && got != UINT64_MAX && got > want)
+			add_relaxed64(&g->lost, got - want);
+		add_relaxed64(&g->lost_bytes, np - pos);
+		store_relaxed64(&g->loss_from, pos);
+		store_relaxed64(&g->loss_to, np);
+	}
+	intent_clear(m->rec);
 	sb_floor_advance(g, m->leases, m->wmask, ch, m->slot);
 	return 0;
 }
@@ -213,13 +295,11 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 			  uint32_t *deliveries)
 {
 	struct shmbus_group_hdr *g = m->g;
-	/* A23: pairs with R23 (the floor's move). */
-	uint64_t fs = load_acquire64(&g->floor_seq);
-	/* A16: pairs with R16 (the claim CAS): the claims below are won, their
-	 * winners' intents visible. */
-	uint64_t cs = load_acquire64(&g->claim_seq);
+	uint64_t fp, fs, cp, cs;
 
-	if (cs - fs > m->window)
+	sb_pair_read(&g->floor_pos, &fp, &fs);
+	sb_pair_read(&g->claim_pos, &cp, &cs);
+	if (cs < fs || cs - fs > m->window)
 		return 0;
 	for (uint64_t x = fs; x < cs; x++) {
 		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
@@ -288,27 +368,23 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 			return 1;
 	}
 	for (int tries = 0; tries < 256; tries++) {
-		/* A16: pairs with R16 (the claim CAS): the claims below are
-		 * won, their winners' intents visible. */
-		uint64_t pos = load_acquire64(&g->claim_pos);
-		/* A16: pairs with R16 (the claim CAS): the claims below are
-		 * won, their winners' intents visible. */
-		uint64_t s = load_acquire64(&g->claim_seq);
-		/* A23: pairs with R23 (the floor's move). */
-		uint64_t fs = load_acquire64(&g->floor_seq);
+		struct shmbus_lease_slot *l;
+		uint64_t pos, s, fs, fp;
 		uint64_t fresh = load_relaxed64(&g->fresh_pos);
-		uint64_t p = pos, first = 0, size, rseq = 0, head;
+		uint64_t p, first = 0, size, rseq = 0, head, c;
 		uint32_t type, len;
 		unsigned n = 0;
 		int rc;
 
+		sb_pair_read(&g->claim_pos, &pos, &s);
+		sb_pair_read(&g->floor_pos, &fp, &fs);
 		if (fs > s)
-			continue;	/* a torn read of the two words */
+			continue;	/* the floor moved past our claim read */
 		if (s - fs >= m->window) {
 			add_relaxed64(&g->full, 1);
 			return 0;
 		}
-		while (n < max && p - pos < ch->cap / 2) {
+		for (p = pos; n < max && p - pos < ch->cap / 2; p += size) {
 			rc = sb_rec_look(ch, p, fresh, &type, &len, &rseq,
 					 &size);
 			if (rc < 0)
@@ -322,7 +398,6 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 				break;
 			if (type == SHMBUS_REC_MSG && n++ == 0)
 				first = rseq;
-			p += size;
 		}
 		if (p == pos)
 			return 0;
@@ -333,33 +408,36 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 			if (!not_overwritten(ch, pos, head))
 				goto lap;
 		}
-		/* The intent first, so that if we die after winning, the
-		 * maintenance knows where this claim starts (group_maint.c).
-		 * The CAS below (seq_cst) orders these stores before it. */
-		store_relaxed64(&m->rec->intent_pos, pos);
-		store_relaxed64(&m->rec->intent_seq, s);
+		/* The intent first, so that if we die (or stop) after winning,
+		 * the maintenance knows where this claim starts. */
+		intent_set(m->rec, s, pos);
 		/* R16: pairs with A16; it also orders our intent before it. */
-		if (!cas_pair(&g->claim_pos, pos, s, p, s + 1))
+		if (!cas_pair(&g->claim_pos, pos, s, p, s + 1)) {
+			intent_clear(m->rec);
 			continue;
+		}
 		if (sb_group_hook)
 			sb_group_hook();
 		if (!now)
 			now = sb_now_ns();
-		fill(m, s, SHMBUS_LEASE_LEASED, pos, p, first, n,
-		     now + m->lease_ns);
-		/* R24: pairs with A24 (readers of a member's intent). */
-		store_release64(&m->rec->intent_seq, UINT64_MAX);
+		l = &m->leases[s & m->wmask];
+		c = gctl(SHMBUS_LEASE_LEASED, m->me, 1, 0);
+		if (!sb_lease_record(l, s, c, now + m->lease_ns, pos, p, first,
+				     n)) {
+			/* The maintenance recorded it for someone else. */
+			intent_clear(m->rec);
+			continue;
+		}
+		intent_clear(m->rec);
+		/* Ours: the word sb_lease_record() stored (its generation). */
+		c = load_relaxed64(&l->ctl);
 		if (n == 0) {
 			/* Padding or aborted records only: done at once. */
-			sb_shared_settle(m, s, gctl(SHMBUS_LEASE_LEASED, m->me,
-						    1, gctl_gen(load_relaxed64(
-							&m->leases[s & m->wmask]
-								 .ctl))),
-					 SB_SETTLE_ACK, 0);
+			sb_shared_settle(m, s, c, SB_SETTLE_ACK, 0);
 			continue;
 		}
 		*seq = s;
-		*ctl = load_relaxed64(&m->leases[s & m->wmask].ctl);
+		*ctl = c;
 		*start = pos;
 		*end = p;
 		*deliveries = 1;

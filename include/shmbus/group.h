@@ -80,7 +80,8 @@ struct shmbus_member {
 	int64_t joined_ns;	/* CLOCK_REALTIME */
 	char name[32];
 	char comm[16];
-	uint8_t reserved[8];
+	int64_t looked_ns;	/* CLOCK_MONOTONIC: its last poll (lanes are
+				 * given only to members that look) */
 };
 
 struct shmbus_lease_slot {
@@ -141,7 +142,8 @@ struct shmbus_group_hdr {
 
 	/* line 5: maintenance */
 	uint64_t avail;		/* lease slots AVAILABLE (a hint) */
-	uint64_t maint;		/* pid of the process maintaining, or 0 */
+	uint64_t maint;		/* who maintains: pid | handle token << 32,
+				 * or 0 */
 	int64_t maint_at;	/* CLOCK_MONOTONIC: next maintenance due */
 	uint64_t member_seq;	/* join counter (member.order) */
 	uint64_t fresh_pos;	/* a start taken from the channel's head: a
@@ -151,7 +153,7 @@ struct shmbus_group_hdr {
 	uint64_t start_seq;	/* the sequence number of the first message
 				 * at or after the group's start, if known
 				 * (UINT64_MAX): what a loss counts from */
-	uint8_t pad5[8];
+	int64_t maint_since;	/* CLOCK_MONOTONIC: when maint was taken */
 
 	/* line 6-7: counters */
 	uint64_t delivered;	/* deliveries, redeliveries included */
@@ -169,7 +171,8 @@ struct shmbus_group_hdr {
 	uint64_t loss_from;	/* the last loss: [loss_from, loss_to) */
 	uint64_t loss_to;
 	uint64_t lane_moves;
-	uint8_t pad7[16];
+	uint64_t stall_seq;	/* the maintenance's: a won claim not yet */
+	int64_t stall_since;	/* recorded, and since when it saw it */
 
 	uint8_t reserved[1024 - 8 * 64];
 };
