@@ -117,8 +117,12 @@ void sb_lanes_floor(struct shmbus_group *m)
 	for (uint32_t i = 0; i < m->nlanes; i++) {
 		uint64_t a;
 
-		/* A18: pairs with R18 (the lane's last change). */
-		a = load_acquire64(&m->lanes[i].acked);
+		a = load_relaxed64(&m->lanes[i].acked);
+		/* A18: pairs with R18 (the CAS that stored the acked just
+		 * read: it wrote ctl and acked at once, so the lane's word
+		 * loaded after acked is that CAS's or a later one's).  The
+		 * owner's reads below acked happen before our floor. */
+		(void)load_acquire64(&m->lanes[i].ctl);
 		if (a < min)
 			min = a;
 	}

@@ -156,7 +156,11 @@ static int run(enum shmbus_group_mode md, int nworkers)
 		w[k].ch = ch;
 		pthread_create(&w[k].t, NULL, work, &w[k]);
 	}
-	pthread_create(&mt, NULL, maintain, ch);
+	/* A member that never polls would hold lanes for a term: the
+	 * maintenance thread runs with the shared group only (keyed
+	 * members maintain from their polls). */
+	if (md == SHMBUS_GROUP_SHARED)
+		pthread_create(&mt, NULL, maintain, ch);
 	shmbus_group_leave(anchor);
 	p = shmbus_pub_open(ch, NULL);
 	for (uint64_t i = 0; p && i < n; i++) {
@@ -171,7 +175,8 @@ static int run(enum shmbus_group_mode md, int nworkers)
 	atomic_store(&done, 1);
 	for (int k = 0; k < nworkers; k++)
 		pthread_join(w[k].t, NULL);
-	pthread_join(mt, NULL);
+	if (md == SHMBUS_GROUP_SHARED)
+		pthread_join(mt, NULL);
 	for (uint64_t i = 0; i < n; i++)
 		if (md == SHMBUS_GROUP_SHARED ? acks[i] != 1 : acks[i] < 1) {
 			fprintf(stderr, "message %lu acked %u times\n",
