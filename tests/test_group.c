@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -210,8 +212,10 @@ static int member(void *arg)
 			atomic_fetch_add(&acks[id], 1);
 			atomic_fetch_add(&sh->acked_total, 1);
 		}
-		atomic_store(&sh->acking[a->k], 0);
+		/* holding first: a kill between the two reads as "maybe
+		 * acked", never as "surely not". */
 		atomic_store(&sh->holding[a->k], 0);
+		atomic_store(&sh->acking[a->k], 0);
 	}
 	shmbus_group_leave(g);
 	shmbus_channel_close(ch);
@@ -636,5 +640,286 @@ Test(group, a_corrupt_group_file_gives_an_error)
 	munmap(h, 4096);
 	fclose(f);
 	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+/* ------------------------------------------------- the review's cases */
+
+static shmbus_group *join_as(shmbus_channel *ch, const char *name,
+			     enum shmbus_group_mode mode, int64_t lease)
+{
+	struct shmbus_group_attr ga;
+	shmbus_group *g;
+
+	shmbus_group_attr_init(&ga);
+	ga.mode = mode;
+	ga.window = 8;
+	if (lease)
+		ga.lease_ns = lease;
+	g = shmbus_group_join(ch, "g", name, &ga);
+	cr_assert(g, "join %s: %s", name, strerror(errno));
+	return g;
+}
+
+static int keep_lease(const struct shmbus_group_msg *m, void *arg)
+{
+	*(struct shmbus_lease *)arg = m->lease;
+	return 0;
+}
+
+static uint64_t id_of(const void *buf, size_t off)
+{
+	uint64_t id;
+
+	memcpy(&id, (const uint8_t *)buf + off, 8);
+	return id;
+}
+
+/* A batch of 8 given back, then read one message at a time by another
+ * member that acks each: all 8 come, and the floor reaches head only
+ * after the last. */
+Test(group, a_batch_given_back_is_delivered_whole_to_a_reader)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *a = join_as(ch, "a", SHMBUS_GROUP_SHARED, 0);
+	shmbus_group *b = join_as(ch, "b", SHMBUS_GROUP_SHARED, 0);
+	struct shmbus_group_stats st;
+	struct shmbus_group_msg m;
+	struct shmbus_lease l;
+	uint8_t buf[64];
+	uint64_t want = 0;
+
+	book_open(8);
+	produce(ch, 8, 0);
+	cr_assert_eq(shmbus_group_poll(a, keep_lease, &l, 8), 8);
+	cr_assert_eq(shmbus_group_nack(a, &l, 0), 0);
+	while (shmbus_group_read(b, buf, sizeof(buf), &m) > 0) {
+		cr_assert_eq(id_of(buf, 0), want++);
+		cr_assert_eq(m.deliveries, 2);
+		shmbus_group_stats(b, &st);
+		cr_assert(st.floor < st.head || want == 8,
+			  "the floor passed message %lu before its ack",
+			  (unsigned long)want);
+		cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+	}
+	cr_assert_eq(want, 8, "all 8 messages, one by one");
+	shmbus_group_stats(b, &st);
+	cr_assert_eq(st.floor, st.head);
+	shmbus_group_leave(a);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
+static void stop_self(void)
+{
+	raise(SIGSTOP);
+}
+
+static int win_then_stop(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_lease l;
+	shmbus_group *g;
+
+	(void)arg;
+	g = ch ? shmbus_group_join(ch, "g", "stopper", NULL) : NULL;
+	if (!g)
+		return 2;
+	sb_group_hook = stop_self;	/* after the claim, before its lease */
+	shmbus_group_poll(g, keep_lease, &l, 1);
+	return 0;
+}
+
+static void killed_at_claim(void)
+{
+	raise(SIGKILL);
+}
+
+static int win_then_die(void *arg)
+{
+	sb_group_hook = killed_at_claim;
+	return win_then_stop(arg);
+}
+
+/* A member stopped (or killed) between winning a claim and recording its
+ * lease, at the group's very first claim: the others get the message once
+ * the winner is dead, or once a term has passed. */
+static void unrecorded_claim(int (*winner)(void *), int64_t lease)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *b = join_as(ch, "b", SHMBUS_GROUP_SHARED, lease);
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	uint64_t got = 0;
+	pid_t p;
+	int st;
+
+	book_open(100);
+	p = th_spawn(winner, NULL);
+	produce(ch, 1, 0);
+	cr_assert_eq(waitpid(p, &st, WUNTRACED), p);
+	cr_assert(WIFSTOPPED(st) || WIFSIGNALED(st));
+	produce_from(ch, 1, 99, 0);
+	for (int i = 0; i < 4000 && got < 100; i++) {
+		if (shmbus_group_read(b, buf, sizeof(buf), &m) > 0) {
+			cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+			got++;
+		} else {
+			usleep(500);
+		}
+	}
+	cr_assert_eq(got, 100, "the unrecorded claim's message came too");
+	if (WIFSTOPPED(st)) {
+		kill(p, SIGCONT);
+		cr_assert_eq(th_wait(p), 0, "the winner, resumed, lets go");
+	}
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
+Test(group, the_first_claims_winner_killed_before_its_lease)
+{
+	unrecorded_claim(win_then_die, 0);
+}
+
+Test(group, a_claims_winner_stopped_for_a_term_before_its_lease)
+{
+	unrecorded_claim(win_then_stop, 50000000);
+}
+
+static int active_then_stop(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_attr ga;
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	shmbus_group *g;
+
+	(void)arg;
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_SINGLE_ACTIVE;
+	g = ch ? shmbus_group_join(ch, "g", "active", &ga) : NULL;
+	if (!g)
+		return 2;
+	while (shmbus_group_read(g, buf, sizeof(buf), &m) <= 0)
+		usleep(100);
+	shmbus_group_ack(g, &m.lease);
+	raise(SIGSTOP);
+	return 0;
+}
+
+/* single_active: the active member stopped while holding nothing; the
+ * standby takes over after a term. */
+Test(group, a_stopped_active_member_is_replaced_after_a_term)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *anchor = join_as(ch, "anchor", SHMBUS_GROUP_SINGLE_ACTIVE,
+				       50000000);
+	struct shmbus_group_msg m;
+	shmbus_group *b;
+	uint8_t buf[64];
+	uint64_t got = 0;
+	pid_t p;
+	int st;
+
+	book_open(10);
+	shmbus_group_leave(anchor);
+	p = th_spawn(active_then_stop, NULL);
+	usleep(50000);
+	b = join_as(ch, "standby", SHMBUS_GROUP_SINGLE_ACTIVE, 0);
+	produce(ch, 1, 0);
+	cr_assert_eq(waitpid(p, &st, WUNTRACED), p);
+	cr_assert(WIFSTOPPED(st));
+	produce_from(ch, 1, 9, 0);
+	for (int i = 0; i < 4000 && got < 9; i++) {
+		if (shmbus_group_read(b, buf, sizeof(buf), &m) > 0) {
+			cr_assert_eq(id_of(buf, 0), got + 1);
+			cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+			got++;
+		} else {
+			usleep(500);
+		}
+	}
+	cr_assert_eq(got, 9, "the standby took over");
+	kill(p, SIGKILL);
+	th_wait(p);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
+/* keyed: a nack names a record held, not one already acknowledged. */
+Test(group, keyed_refuses_to_nack_what_was_acknowledged)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = join_as(ch, "k", SHMBUS_GROUP_KEYED, 0);
+	struct shmbus_lease l[3];
+	int n = 0;
+
+	book_open(3);
+	produce(ch, 3, 1);	/* one key: all in one lane */
+	for (int i = 0; i < 100 && n < 3; i++)
+		n += shmbus_group_poll(g, keep_lease, &l[n], 1);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(shmbus_group_ack(g, &l[1]), 0);	/* covers l[0] */
+	/* l[2] is still held: l[0] is not. */
+	cr_assert_eq(shmbus_group_nack(g, &l[0], 0), -EINVAL);
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l[0], 1), 0,
+		     "nothing delivered again");
+	cr_assert_eq(shmbus_group_ack(g, &l[2]), 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+struct flipper {
+	struct shmbus_group_hdr *h;
+	_Atomic int stop;
+};
+
+static void *flip(void *arg)
+{
+	struct flipper *f = arg;
+
+	while (!atomic_load(&f->stop)) {
+		__atomic_store_n(&f->h->window, 65536u, __ATOMIC_RELAXED);
+		__atomic_store_n(&f->h->window, 1u, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+/* A hostile member rewrites the group's window while others map and
+ * maintain it: errors, never a crash or a read out of bounds. */
+Test(group, a_window_rewritten_under_a_reader_is_never_trusted_twice)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_channel *other = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_attr ga;
+	struct flipper f = { 0 };
+	shmbus_group *g;
+	char path[512];
+	pthread_t t;
+	int fd;
+
+	shmbus_group_attr_init(&ga);
+	ga.window = 1;		/* the smallest file */
+	g = shmbus_group_join(ch, "g", "g0", &ga);
+	cr_assert(g && other);
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0);
+	f.h = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(f.h != MAP_FAILED);
+	f.h->claim_seq = 65536;
+	pthread_create(&t, NULL, flip, &f);
+	/* As shmbusd maintains it: a fresh map of the file each time. */
+	for (uint64_t end = th_now_ns() + 1000000000; th_now_ns() < end;)
+		sb_group_maintain_file(other, dir, "g", NULL, NULL);
+	atomic_store(&f.stop, 1);
+	pthread_join(t, NULL);
+	f.h->window = 1;
+	f.h->claim_seq = 0;
+	munmap(f.h, 4096);
+	close(fd);
+	shmbus_group_leave(g);
+	shmbus_channel_close(other);
 	shmbus_channel_close(ch);
 }
