@@ -778,11 +778,14 @@ typedef int (*shmbus_group_handler)(const struct shmbus_group_msg *msg,
 
 /*
  * Takes up to `max` messages (0: 64) for this member and calls fn on each
- * in order.  In shared mode they are one claim, one lease (batched: ack
- * any of them and you ack them all, so a poison message in a batch takes
- * the batch to the dead-letter channel with it; take 1 for per-message
- * leases); in keyed and single-active mode each message has its own
- * lease, and an ack covers the lane's earlier messages too.  Returns the
+ * in order.  In shared mode they are one claim, one lease: a batch, whose
+ * messages are all delivered, across calls if fn stops or max is reached
+ * (a batch given back comes again whole, whatever max); its ack counts
+ * once the last of them has been delivered, and a poison message in a
+ * batch takes the batch to the dead-letter channel with it (take 1 for
+ * per-message leases).  In keyed and single-active mode each message has
+ * its own lease, and an ack covers the lane's earlier messages too.
+ * Returns the
  * number of messages handled, 0 if none is available now (or the window
  * of leases in flight is full: shmbus_group_stats().window_full), -EIDRM
  * if the group was deleted, -EBADMSG if the group's or the channel's
@@ -792,14 +795,17 @@ int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn, void *arg,
 		      unsigned max);
 
 /* Copies the next message into buf: its length, -EAGAIN, -EMSGSIZE (cap
- * too small: the message is given back, undelivered), or poll's errors.
+ * too small: the message stays the next one, undelivered), or poll's
+ * errors.
  * *msg (not NULL) gets its lease; msg->data points at buf. */
 ssize_t shmbus_group_read(shmbus_group *m, void *buf, size_t cap,
 			  struct shmbus_group_msg *msg);
 
 /*
- * Acknowledges: the message (shared: the lease's whole claim; keyed: the
- * lane up to and including it) is done and will not be delivered again.
+ * Acknowledges: the message (shared: the lease's whole claim, once its
+ * last message has been delivered; before that the ack waits for it and
+ * returns 0; keyed: the lane up to and including it) is done and will not
+ * be delivered again.
  * -ESTALE: the lease was taken back (its term passed, the member was
  * thought dead, or the lane moved) and the message may be, or may have
  * been, processed by another member.  -EINVAL: not a lease of this
@@ -819,8 +825,10 @@ int shmbus_group_nack(shmbus_group *m, const struct shmbus_lease *l,
 int shmbus_group_extend(shmbus_group *m, const struct shmbus_lease *l,
 			int64_t ns);
 
-/* Waits until the group may have a message for this member (it sleeps in
- * naps of up to 1 ms while the channel is idle).  0, -ETIMEDOUT. */
+/* Waits until the group may have a message for this member: the channel
+ * moved since the last poll that found nothing, or 10 ms passed while
+ * leases wait to be delivered again (it naps up to 1 ms at a time).
+ * 0, -ETIMEDOUT, -EIDRM. */
 int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns);
 
 struct shmbus_group_stats {
