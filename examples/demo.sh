@@ -43,6 +43,8 @@ head -3 "$dir/sub.log"; echo "  ..."; tail -1 "$dir/sub.log"
 kill "$daemon"; wait "$daemon" || true; daemon=
 echo "--- shmbusd's log:"
 cat "$dir/shmbusd.log"
-echo "--- part two: an HA pair (examples/pair.sh)"
+echo "--- part two: a consumer group, a producer and three workers (examples/workers.c)"
+"$build/examples/workers" 100000
+echo "--- part three: an HA pair (examples/pair.sh)"
 sh examples/pair.sh "$build"
 echo "demo: done"
