@@ -72,7 +72,7 @@ static int worker(const char *dir, int id, int fd)
 	struct worker w = { 0 };
 	struct report r = { .id = id };
 	shmbus_group *g;
-	char name[16];
+	char name[24];
 
 	snprintf(name, sizeof(name), "worker%d", id);
 	g = ch ? shmbus_group_join(ch, "jobs", name, NULL) : NULL;
