@@ -453,6 +453,10 @@ int sbd_repl_start(void)
 		rc->buf_len = rc->frame_max;
 		if (rc->buf_len < 16 + ((uint64_t)rc->max_msg + 7) / 8 * 8)
 			rc->buf_len = 16 + (rc->max_msg + 7u) / 8u * 8u;
+		/* ... and a frame of the channel's groups. */
+		if (rc->buf_len < RW_GROUPS_MAX * sizeof(struct sb_group_state))
+			rc->buf_len = RW_GROUPS_MAX *
+				      sizeof(struct sb_group_state);
 		rc->max_lag = c->max_lag;
 		rc->ack_every = rc->cap / 4 < (1u << 20) ? rc->cap / 4
 							  : (1u << 20);

@@ -53,7 +53,9 @@ enum rw_type {
 	RW_PING = 9,		/* primary, idle: answered by an ACK */
 	RW_PROMOTE = 10,	/* switchover: struct rw_promote */
 	RW_PROMOTED = 11,	/* answer: the new epoch in the header */
-	RW_TYPE_MAX = 11,
+	RW_GROUPS = 12,		/* primary: the channel's consumer groups,
+				 * struct sb_group_state[len / its size] */
+	RW_TYPE_MAX = 12,
 };
 
 struct rw_hdr {
@@ -88,6 +90,9 @@ struct rw_ack {
 	uint64_t received;
 	uint64_t applied;
 };
+
+/* Groups per RW_GROUPS frame, at most (struct sb_group_state each). */
+#define RW_GROUPS_MAX	32u
 
 #define RW_PROMOTE_MAX	64u
 

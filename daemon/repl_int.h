@@ -81,6 +81,7 @@ struct rchan {
 	int64_t progress_ns;		/* atomic: last ack that moved */
 	bool in_sync;			/* agent */
 	int64_t last_send_ns;		/* agent */
+	int64_t groups_ns;		/* agent: groups last shipped */
 
 	/* Standby. */
 	pthread_t linker;

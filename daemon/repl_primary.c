@@ -286,6 +286,49 @@ static void judge(struct rchan *rc)
 	}
 }
 
+/* How often the agent ships its channel's groups' floors. */
+#define GROUPS_MS	20
+
+struct group_batch {
+	struct sb_group_state g[RW_GROUPS_MAX];
+	uint32_t n;
+	struct rchan *rc;
+};
+
+static int add_group(const char *group, void *arg)
+{
+	struct group_batch *b = arg;
+
+	if (b->n < RW_GROUPS_MAX &&
+	    sb_group_state_get(b->rc->ch, sbd.conf.shm_dir, group,
+			       &b->g[b->n]) == 0)
+		b->n++;
+	return b->n == RW_GROUPS_MAX;
+}
+
+/* The channel's consumer groups, their settings and acknowledged
+ * positions, to the standby every GROUPS_MS: after a failover a group
+ * resumes at the floor it had then (what was above is delivered again). */
+static void ship_groups(struct rchan *rc)
+{
+	static __thread struct group_batch b;
+	struct iovec iov;
+
+	if (!rc->plink || now_ns() - rc->groups_ns <
+			  GROUPS_MS * INT64_C(1000000))
+		return;
+	rc->groups_ns = now_ns();
+	b.n = 0;
+	b.rc = rc;
+	sb_group_list(sbd.conf.shm_dir, rc->name, add_group, &b);
+	if (!b.n)
+		return;
+	iov = (struct iovec){ b.g, b.n * sizeof(b.g[0]) };
+	if (rp_send_frame(rc->plink, RW_GROUPS, rc->id, LOAD(&rc->sent), &iov,
+			  1, (int)sync_ms()))
+		drop_link(rc, "groups not sent");
+}
+
 static void *agent_main(void *arg)
 {
 	struct rchan *rc = arg;
@@ -311,6 +354,7 @@ static void *agent_main(void *arg)
 		rc->known = sb_committed_end(rc->ch, rc->known, UINT64_MAX);
 		busy = ship(rc);
 		judge(rc);
+		ship_groups(rc);
 		if (busy)
 			continue;
 		/* While a sync waiter waits, yield rather than sleep: its

@@ -23,6 +23,37 @@
 #include "shmbus/layout.h"
 #include "../lib/contract.h"
 
+/* The primary's groups: made here if need be, their floors raised to
+ * theirs (never past what this ring holds). */
+static int apply_groups(struct rchan *rc, const struct rw_hdr *h,
+			uint64_t end, char *why, size_t wn)
+{
+	const size_t one = sizeof(struct sb_group_state);
+	static struct sbd_ratelimit rl;
+	static unsigned long failed;
+
+	if (h->len % one || h->len / one > RW_GROUPS_MAX) {
+		snprintf(why, wn, "a groups frame of %u bytes", h->len);
+		return -EBADMSG;
+	}
+	for (uint32_t i = 0; i < h->len / one; i++) {
+		struct sb_group_state st;
+		int rc2;
+
+		memcpy(&st, rc->buf + i * one, one);
+		rc2 = sb_group_state_apply(rc->ch, sbd.conf.shm_dir, rc->name,
+					   &st, end);
+		if (rc2 && rc2 != -EBUSY) {
+			failed++;
+			st.name[sizeof(st.name) - 1] = 0;
+			sbd_log_limited(&rl, SBD_WARN, failed, "group updates",
+					"%s: group %s from the primary: %s",
+					rc->name, st.name, strerror(-rc2));
+		}
+	}
+	return 0;
+}
+
 /* One frame from the primary, checked and applied; 0, or -errno with
  * why (the link is then dropped). */
 static int apply_frame(struct rchan *rc, struct sbd_link *l,
@@ -46,6 +77,8 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 	}
 	if (h->type == RW_PING)
 		return rp_send_ack(rc, l, *end, *end);
+	if (h->type == RW_GROUPS)
+		return apply_groups(rc, h, *end, why, wn);
 	if (h->type != RW_DATA) {
 		snprintf(why, wn, "frame type %u in the stream", h->type);
 		return -EBADMSG;

@@ -274,6 +274,30 @@ int sb_group_open_file(shmbus_channel *ch, const char *dir,
 int sb_group_settings(const struct shmbus_group_attr *a,
 		      struct shmbus_group_attr *out);
 
+/* A group as replication ships it: its settings and its floor. */
+struct sb_group_state {
+	char name[64];
+	char dead_letter[64];
+	uint32_t mode, window, lanes, max_deliveries;
+	int64_t lease_ns;
+	uint64_t floor;
+};
+
+/* shmbusd's replication agent: group `group` of channel ch (in dir) as
+ * it ships it.  0 or -errno. */
+int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
+		       struct sb_group_state *st);
+
+/*
+ * shmbusd on a standby: makes group st->name of channel ch (in dir) if it
+ * does not exist, with st's settings, and raises its floor to
+ * min(st->floor, upto) (upto: what the standby's ring holds).  Claims or
+ * lanes held on this host are left alone (returns -EBUSY).  0 or -errno.
+ */
+int sb_group_state_apply(shmbus_channel *ch, const char *dir,
+			 const char *chan, const struct sb_group_state *st,
+			 uint64_t upto);
+
 /* shmbusd: one maintenance run over group `group` of channel ch (see
  * shmbus_group_maintain()), publishing poison records with the
  * publisher dl_for() gives for the group's dead-letter channel (NULL:

@@ -1216,3 +1216,120 @@ int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
 	sb_group_unmap(m);
 	return rc;
 }
+
+int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
+		       struct sb_group_state *st)
+{
+	struct shmbus_group *m;
+	uint64_t fp, fs;
+	int rc;
+
+	m = open_map(ch, dir, group, true, &rc);
+	if (!m)
+		return rc;
+	memset(st, 0, sizeof(*st));
+	snprintf(st->name, sizeof(st->name), "%s", group);
+	memcpy(st->dead_letter, m->g->dead_letter, sizeof(st->dead_letter));
+	st->dead_letter[sizeof(st->dead_letter) - 1] = 0;
+	st->mode = m->mode;
+	st->window = m->window;
+	st->lanes = m->nlanes;
+	st->max_deliveries = m->max_deliveries ? m->max_deliveries
+					       : UINT32_MAX;
+	st->lease_ns = m->lease_ns;
+	sb_pair_read(&m->g->floor_pos, &fp, &fs);
+	st->floor = fp;
+	sb_group_unmap(m);
+	return 0;
+}
+
+/* Shared: the floor and the claim word both to f, when nothing is
+ * claimed past the floor here (a standby's group has no members). */
+static int shared_raise(struct shmbus_group *m, uint64_t f)
+{
+	uint64_t fp, fs, cp, cs;
+
+	sb_pair_read(&m->g->floor_pos, &fp, &fs);
+	sb_pair_read(&m->g->claim_pos, &cp, &cs);
+	if (f <= fp)
+		return 0;
+	if (cs != fs || cp != fp)
+		return -EBUSY;
+	/* The claim word first (no claim starts below f from now on), then
+	 * the floor: one claim number, recorded as passed. */
+	if (!cas_pair(&m->g->claim_pos, cp, cs, f, cs + 1))	/* R16 */
+		return -EBUSY;
+	if (!sb_lease_record(&m->leases[cs & m->wmask], cs,
+			     gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 0, 0),
+			     0, fp, f, 0, 0))
+		return -EBUSY;
+	sb_floor_advance(m->g, m->leases, m->wmask, m->ch, m->slot);
+	return 0;
+}
+
+/* Lanes: each FREE lane's acked raised to f, then the floor. */
+static int lanes_raise(struct shmbus_group *m, uint64_t f)
+{
+	int rc = 0;
+
+	for (uint32_t i = 0; i < m->nlanes; i++) {
+		struct shmbus_lane *ln = &m->lanes[i];
+		/* A18: pairs with R18 (the lane's last change). */
+		uint64_t c = load_acquire64(&ln->ctl);
+		uint64_t a = load_relaxed64(&ln->acked);
+
+		if (a >= f)
+			continue;
+		if (gctl_state(c) != SHMBUS_LANE_FREE) {
+			rc = -EBUSY;
+			continue;
+		}
+		/* R18: pairs with A18: the next owner starts at f. */
+		if (!cas_pair(&ln->ctl, c, a, c, f))
+			rc = -EBUSY;
+		else
+			store_relaxed64(&ln->next, f);
+	}
+	sb_lanes_floor(m);
+	return rc;
+}
+
+int sb_group_state_apply(shmbus_channel *ch, const char *dir,
+			 const char *chan, const struct sb_group_state *st,
+			 uint64_t upto)
+{
+	struct shmbus_group_attr a;
+	struct shmbus_group *m;
+	char name[64], dl[64];
+	uint64_t f;
+	int fd, rc;
+
+	memcpy(name, st->name, sizeof(name));
+	name[sizeof(name) - 1] = 0;
+	memcpy(dl, st->dead_letter, sizeof(dl));
+	dl[sizeof(dl) - 1] = 0;
+	if (!sb_name_ok(name, 63) || (dl[0] && !sb_name_ok(dl, 63)))
+		return -EINVAL;
+	memset(&a, 0, sizeof(a));
+	a.mode = (enum shmbus_group_mode)st->mode;
+	a.window = st->window;
+	a.lanes = st->lanes;
+	a.max_deliveries = st->max_deliveries;
+	a.lease_ns = st->lease_ns;
+	a.start = SHMBUS_START_OLDEST;
+	a.dead_letter = dl[0] ? dl : NULL;
+	if ((unsigned)a.mode > SHMBUS_GROUP_SINGLE_ACTIVE)
+		return -EINVAL;
+	fd = sb_group_open_file(ch, dir, chan, name, &a);
+	if (fd < 0)
+		return fd;
+	m = sb_group_map(ch, fd, false, &rc);
+	close(fd);
+	if (!m)
+		return rc;
+	f = st->floor < upto ? st->floor : upto;
+	rc = m->mode == SHMBUS_GMODE_SHARED ? shared_raise(m, f)
+					    : lanes_raise(m, f);
+	sb_group_unmap(m);
+	return rc;
+}

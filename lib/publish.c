@@ -86,7 +86,14 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 
 		/* A7: pairs with R7 in shmbus_sub_open(): the slot's initial
 		 * cursor, stored before it went ACTIVE, is visible. */
-		if (!sb_slot_gates(load_acquire64(&s->owner)))
+		uint64_t o = load_acquire64(&s->owner);
+
+		/* A standby's writer does not wait for the standby's groups:
+		 * their floors follow the primary's (replicated), which the
+		 * primary's producers already waited for; waiting here could
+		 * hold the very frame that moves them. */
+		if (!sb_slot_gates(o) ||
+		    (pub->agent && owner_state(o) == SHMBUS_SLOT_GROUP))
 			continue;
 		/* A5: pairs with R5 in publish_cursor(): the subscriber has
 		 * finished reading everything below c. */

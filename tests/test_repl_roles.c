@@ -475,3 +475,94 @@ Test(repl_roles, a_forced_demotion_never_acknowledges_what_the_standby_lacks)
 	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
 }
+
+/*
+ * A consumer group's acknowledged position reaches the standby, and after
+ * a switchover the group resumes there: nothing acknowledged on A is
+ * delivered again on B, nothing unacknowledged is missing.
+ */
+Test(repl_roles, a_groups_floor_reaches_the_standby_and_survives_a_switchover)
+{
+	struct shmbus_ctl_repl_reply r;
+	struct shmbus_group_stats sa, sbs;
+	struct shmbus_group_msg m;
+	struct sb_member_info mi[4];
+	shmbus_bus *bus, *pbus, *bbus;
+	shmbus_channel *ch, *pch, *bch, *bview;
+	shmbus_group *g;
+	shmbus_pub *pub;
+	uint64_t id, want = 60;
+	unsigned n;
+
+	pair_setup("[channel jobs]\ncapacity = 64K\nmax_msg = 256\n"
+		   "replicate = applied\n"
+		   "consumer_groups = work mode=shared window=64\n",
+		   "sync_timeout_ms = 5000\n");
+	pch = host_open(&A, &pbus, "jobs", SHMBUS_ROLE_PUBLISH);
+	cr_assert(pch, "%s", strerror(errno));
+	pub = shmbus_pub_open(pch, NULL);
+	cr_assert(pub);
+	for (id = 0; id < 100; id++)
+		cr_assert_eq(shmbus_publish(pub, &id, sizeof(id)), 0);
+	cr_assert_geq(shmbus_pub_sync(pub, 5000000000), 0);
+	ch = host_open(&A, &bus, "jobs", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	g = shmbus_group_join(ch, "work", "a-worker", NULL);
+	cr_assert(g, "%s", strerror(errno));
+	for (uint64_t i = 0; i < 61; i++) {
+		cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), 8);
+		cr_assert_eq(id, i);
+		if (i < 60)	/* the 61st stays unacknowledged */
+			cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+	}
+	shmbus_group_stats(g, &sa);
+	/* B's copy of the group reaches A's floor. */
+	bview = host_map(&B, "jobs");
+	cr_assert(bview);
+	for (int i = 0; i < 300; i++) {
+		n = 4;
+		if (sb_group_inspect(bview, B.dir, "work", &sbs, mi, &n) == 0 &&
+		    sbs.floor == sa.floor)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(sbs.floor, sa.floor, "B's floor %llu, A's %llu",
+		     (unsigned long long)sbs.floor,
+		     (unsigned long long)sa.floor);
+	shmbus_channel_close(bview);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(pch);
+	shmbus_disconnect(pbus);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0,
+		     "switchover: %s", r.text);
+	/* On B, now primary: from the first unacknowledged message on. */
+	bch = host_open(&B, &bbus, "jobs", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(bch, "%s", strerror(errno));
+	{
+		shmbus_group *gb = shmbus_group_join(bch, "work", "b-worker",
+						     NULL);
+
+		cr_assert(gb, "%s", strerror(errno));
+		for (int t = 0; t < 2000 && want < 100; t++) {
+			ssize_t k = shmbus_group_read(gb, &id, sizeof(id), &m);
+
+			if (k == -EAGAIN) {
+				usleep(1000);
+				continue;
+			}
+			cr_assert_eq(k, 8);
+			cr_assert_eq(id, want, "B delivered %llu, expected %llu",
+				     (unsigned long long)id,
+				     (unsigned long long)want);
+			cr_assert_eq(shmbus_group_ack(gb, &m.lease), 0);
+			want++;
+		}
+		cr_assert_eq(want, 100, "B delivered 60..99");
+		shmbus_group_leave(gb);
+	}
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	shmbus_channel_close(bch);
+	shmbus_disconnect(bbus);
+}
