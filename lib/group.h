@@ -137,7 +137,7 @@ void sb_pair_read(uint64_t *w, uint64_t *pos, uint64_t *seq);
 bool sb_intent_read(struct shmbus_member *r, uint64_t *s, uint64_t *pos);
 bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
 		     int64_t deadline, uint64_t start, uint64_t end,
-		     uint64_t first_seq, uint64_t msgs);
+		     uint64_t first_seq, uint64_t msgs, uint32_t dead);
 int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		   uint64_t *ctl, uint64_t *start, uint64_t *end,
 		   uint32_t *deliveries);

@@ -273,7 +273,8 @@ static bool intent_live(struct shmbus_group *m, uint64_t s,
  * A claim's end is the next claim's start.  Returns the claims recorded.
  */
 static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
-			      const bool live[SHMBUS_GROUP_MEMBERS])
+			      const bool live[SHMBUS_GROUP_MEMBERS],
+			      bool dead[SHMBUS_GROUP_MEMBERS])
 {
 	struct shmbus_group_hdr *g = m->g;
 	uint64_t fp, fs, cp, cs, start, end;
@@ -285,10 +286,22 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 		return 0;
 	for (uint64_t s = fs; s < cs; s++) {
 		struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
+		uint64_t c;
+		uint32_t w = SHMBUS_NO_MEMBER;
 
 		/* A15: pairs with R15: recorded. */
 		if (load_acquire64(&l->seq) == s)
 			continue;
+		/* A17: pairs with R17.  A winner that died between its CAS
+		 * of the slot and its store of seq left its LEASED word: ours
+		 * to replace, and its record is kept until we have. */
+		c = load_acquire64(&l->ctl);
+		if (gctl_state(c) == SHMBUS_LEASE_LEASED) {
+			w = gctl_member(c);
+			if (w >= SHMBUS_GROUP_MEMBERS || !dead[w])
+				continue;	/* a live winner, recording */
+			dead[w] = false;	/* freed once resolved */
+		}
 		if (intent_live(m, s, live)) {
 			if (load_relaxed64(&g->stall_seq) != s) {
 				store_relaxed64(&g->stall_seq, s);
@@ -307,7 +320,7 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 			continue;
 		if (sb_lease_record(l, s, gctl(SHMBUS_LEASE_AVAILABLE,
 					       SHMBUS_NO_MEMBER, 0, 0),
-				    0, start, end, 0, 0)) {
+				    0, start, end, 0, 0, w)) {
 			add_relaxed64(&g->avail, 1);
 			add_relaxed64(&g->released, 1);
 			n++;
@@ -449,7 +462,7 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 			memset(dead, 0, sizeof(dead));
 		else
 			n += r;
-		n += resolve_unrecorded(m, now, live);
+		n += resolve_unrecorded(m, now, live, dead);
 		n += (int)sb_floor_advance(g, m->leases, m->wmask, m->ch,
 					   m->slot);
 	} else {

@@ -222,7 +222,7 @@ bool sb_intent_read(struct shmbus_member *r, uint64_t *s, uint64_t *pos)
  */
 bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
 		     int64_t deadline, uint64_t start, uint64_t end,
-		     uint64_t first_seq, uint64_t msgs)
+		     uint64_t first_seq, uint64_t msgs, uint32_t dead)
 {
 	for (;;) {
 		/* A17: pairs with R17 (the previous claim's last change). */
@@ -230,9 +230,13 @@ bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
 		uint64_t dl = load_relaxed64((uint64_t *)&l->deadline);
 		uint32_t st = gctl_state(c);
 
+		/* The previous claim's final state; or (the maintenance) the
+		 * word of a winner `dead` that died after its CAS here and
+		 * before storing seq. */
 		if (load_acquire64(&l->seq) == s ||	/* A15 */
 		    (st != SHMBUS_LEASE_FREE && st != SHMBUS_LEASE_ACKED &&
-		     st != SHMBUS_LEASE_DEAD))
+		     st != SHMBUS_LEASE_DEAD &&
+		     !(st == SHMBUS_LEASE_LEASED && gctl_member(c) == dead)))
 			return false;
 		nctl = (nctl & ~(UINT64_C(0xffffffff) << 32)) |
 		       (uint64_t)(gctl_gen(c) + 1) << 32;
@@ -277,7 +281,7 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 	got = sb_rec_look(ch, np, np, &type, &len, &rseq, &size) == 1 &&
 	      type != SHMBUS_REC_PAD ? rseq : UINT64_MAX;
 	if (sb_lease_record(l, s, gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 1,
-				       0), 0, pos, np, 0, 0)) {
+				       0), 0, pos, np, 0, 0, SHMBUS_NO_MEMBER)) {
 		if (want != UINT64_MAX && got != UINT64_MAX && got > want)
 			add_relaxed64(&g->lost, got - want);
 		add_relaxed64(&g->lost_bytes, np - pos);
@@ -423,7 +427,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		l = &m->leases[s & m->wmask];
 		c = gctl(SHMBUS_LEASE_LEASED, m->me, 1, 0);
 		if (!sb_lease_record(l, s, c, now + m->lease_ns, pos, p, first,
-				     n)) {
+				     n, SHMBUS_NO_MEMBER)) {
 			/* The maintenance recorded it for someone else. */
 			intent_clear(m->rec);
 			continue;

@@ -243,6 +243,32 @@ static shmbus_group *anchor(shmbus_channel *ch, enum shmbus_group_mode mode)
 	return anchor_lease(ch, mode, 0);
 }
 
+/* Waits for pid at most `sec` seconds; on a stall, says where the group
+ * is (g) before failing, rather than the test timing out mute. */
+static int wait_or_dump(pid_t pid, int sec, shmbus_group *g)
+{
+	struct shmbus_group_stats st;
+	int status;
+
+	for (int i = 0; i < sec * 100; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status)
+						 : 128 + WTERMSIG(status);
+		usleep(10000);
+	}
+	shmbus_group_stats(g, &st);
+	kill(pid, SIGKILL);
+	cr_assert_fail("stalled: floor %lu claim %lu head %lu in flight %u "
+		       "(oldest: %s, pid %u, %ld ms), window full %lu, "
+		       "released %lu, expired %lu",
+		       (unsigned long)st.floor, (unsigned long)st.claim,
+		       (unsigned long)st.head, st.in_flight, st.oldest_member,
+		       st.oldest_pid, (long)(st.oldest_ns / 1000000),
+		       (unsigned long)st.window_full,
+		       (unsigned long)st.released, (unsigned long)st.expired);
+	return -1;
+}
+
 static void wait_all(pid_t *pids, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -348,10 +374,10 @@ Test(group, killed_members_lose_nothing_and_duplicate_only_what_they_held)
 				      &a[next]);
 		next++;
 	}
-	cr_assert_eq(th_wait(prod), 0);
+	cr_assert_eq(wait_or_dump(prod, 60, g), 0);
 	atomic_store(&sh->stop, 1);
 	for (int k = 0; k < 16; k++) {
-		int rc = pids[k] > 0 ? th_wait(pids[k]) : 0;
+		int rc = pids[k] > 0 ? wait_or_dump(pids[k], 30, g) : 0;
 
 		/* A hooked member kills itself at its 1000th claim. */
 		cr_assert(rc == 0 || (hooked[k] && rc == 128 + SIGKILL),
