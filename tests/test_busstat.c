@@ -4,11 +4,15 @@
  * the figures it reports are exactly those, a corrupt channel beside
  * healthy ones is flagged with its own exit code, other programs' files
  * are skipped, a missing bus or channel is reported, and a bus name finds
- * its directory.  $BUSSTAT names the binary (set by make test).
+ * its directory; consumer groups (members alive and dead, leases in
+ * flight, floor, lag) in every output, and a corrupt group file flagged.
+ * $BUSSTAT names the binary (set by make test).
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -809,4 +813,799 @@ Test(busstat, names_and_process_names_are_escaped, .init = setup,
 	unlink(dst);
 	shmbus_sub_close(s);
 	shmbus_channel_close(ch);
+}
+
+/* ------------------------------------------------------- consumer groups */
+
+/*
+ * A small JSON reader: enough to check that busstat's output is one
+ * well-formed JSON value (RFC 8259: strings, escapes, numbers, literals,
+ * nesting) and to walk it by key and index.  The walkers take a pointer
+ * to a value and return one, NULL when it is not there.
+ */
+static const char *js_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	return p;
+}
+
+static const char *js_digits(const char *p)
+{
+	if (!isdigit((unsigned char)*p))
+		return NULL;
+	while (isdigit((unsigned char)*p))
+		p++;
+	return p;
+}
+
+/* Past the value at p (white space before it skipped), or NULL. */
+static const char *js_skip(const char *p, int depth)
+{
+	p = js_ws(p);
+	if (depth > 32)
+		return NULL;
+	switch (*p) {
+	case '"':
+		for (p++; *p != '"'; p++) {
+			if ((unsigned char)*p < 0x20)
+				return NULL;	/* a raw control, the end */
+			if (*p != '\\')
+				continue;
+			p++;
+			if (*p == 'u') {
+				for (int i = 1; i <= 4; i++)
+					if (!isxdigit((unsigned char)p[i]))
+						return NULL;
+				p += 4;
+			} else if (!*p || !strchr("\"\\/bfnrt", *p)) {
+				return NULL;
+			}
+		}
+		return p + 1;
+	case '{':
+	case '[': {
+		bool obj = *p == '{';
+		char close = obj ? '}' : ']';
+
+		p = js_ws(p + 1);
+		if (*p == close)
+			return p + 1;
+		for (;;) {
+			if (obj) {
+				if (*js_ws(p) != '"' ||
+				    !(p = js_skip(p, depth + 1)))
+					return NULL;
+				p = js_ws(p);
+				if (*p++ != ':')
+					return NULL;
+			}
+			if (!(p = js_skip(p, depth + 1)))
+				return NULL;
+			p = js_ws(p);
+			if (*p == close)
+				return p + 1;
+			if (*p++ != ',')
+				return NULL;
+		}
+	}
+	case 't':
+		return strncmp(p, "true", 4) ? NULL : p + 4;
+	case 'f':
+		return strncmp(p, "false", 5) ? NULL : p + 5;
+	case 'n':
+		return strncmp(p, "null", 4) ? NULL : p + 4;
+	default:
+		if (*p == '-')
+			p++;
+		if (*p == '0')
+			p++;
+		else if (!(p = js_digits(p)))
+			return NULL;
+		if (*p == '.' && !(p = js_digits(p + 1)))
+			return NULL;
+		if (*p == 'e' || *p == 'E') {
+			p++;
+			if (*p == '+' || *p == '-')
+				p++;
+			if (!(p = js_digits(p)))
+				return NULL;
+		}
+		return p;
+	}
+}
+
+/* Whether `text` is exactly one JSON value (and a newline). */
+static bool js_valid(const char *text)
+{
+	const char *p = js_skip(text, 0);
+
+	return p && !*js_ws(p);
+}
+
+Test(busstat, json_reader_rejects_bad_text)
+{
+	static const char *bad[] = {
+		"{\"a\":1", "{\"a\" 1}", "{\"a\":1,}", "[1,]", "{a:1}",
+		"\"open", "\"ctl\x01\"", "\"\\x\"", "01", "1.", "-", "tru",
+		"{\"a\":1}{", "[1 2]", "{\"a\":.5}", "\"\\u12g4\"",
+	};
+
+	cr_assert(js_valid("{\"a\":[1,-2.5e3,true,false,null,\"\\u00e9\\n\"],"
+			   "\"b\":{},\"c\":[]}\n"));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert(!js_valid(bad[i]), "accepted: %s", bad[i]);
+}
+
+/* The value of `key` in the object at obj. */
+static const char *js_get(const char *obj, const char *key)
+{
+	size_t n = strlen(key);
+	const char *p;
+
+	if (!obj || *(obj = js_ws(obj)) != '{')
+		return NULL;
+	p = js_ws(obj + 1);
+	while (*p == '"') {
+		const char *k = p + 1, *v;
+
+		if (!(p = js_skip(p, 0)))
+			return NULL;
+		v = js_ws(p);
+		if (*v != ':')
+			return NULL;
+		v = js_ws(v + 1);
+		if ((size_t)(p - k - 1) == n && !strncmp(k, key, n))
+			return v;
+		if (!(p = js_skip(v, 0)))
+			return NULL;
+		p = js_ws(p);
+		if (*p != ',')
+			return NULL;
+		p = js_ws(p + 1);
+	}
+	return NULL;
+}
+
+/* Element i of the array at arr. */
+static const char *js_at(const char *arr, int i)
+{
+	const char *p;
+
+	if (!arr || *(arr = js_ws(arr)) != '[')
+		return NULL;
+	p = js_ws(arr + 1);
+	if (*p == ']')
+		return NULL;
+	for (int k = 0;; k++) {
+		if (k == i)
+			return p;
+		if (!(p = js_skip(p, 0)))
+			return NULL;
+		p = js_ws(p);
+		if (*p != ',')
+			return NULL;
+		p = js_ws(p + 1);
+	}
+}
+
+static int js_len(const char *arr)
+{
+	int n = 0;
+
+	cr_assert(arr && *js_ws(arr) == '[', "not an array: %.40s",
+		  arr ? arr : "(none)");
+	while (js_at(arr, n))
+		n++;
+	return n;
+}
+
+/* Whether the value at v is the string s (no escapes in s). */
+static bool js_str_is(const char *v, const char *s)
+{
+	size_t n = strlen(s);
+
+	return v && *v == '"' && !strncmp(v + 1, s, n) && v[n + 1] == '"';
+}
+
+/* Whether the value at v is the literal `lit` (true, false, null). */
+static bool js_lit(const char *v, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	return v && !strncmp(v, lit, n) && !isalnum((unsigned char)v[n]);
+}
+
+/* The element of the array at arr whose "name" is `name`. */
+static const char *js_named(const char *arr, const char *name)
+{
+	const char *e;
+
+	for (int i = 0; (e = js_at(arr, i)); i++)
+		if (js_str_is(js_get(e, "name"), name))
+			return e;
+	return NULL;
+}
+
+/* The unsigned integer `key` of the object at obj (failing if it is
+ * missing or not one). */
+static unsigned long long js_u64(const char *obj, const char *key)
+{
+	const char *v = js_get(obj, key);
+
+	cr_assert(v && isdigit((unsigned char)*v), "\"%s\" is not a number "
+		  "in %.300s", key, obj ? obj : "(null)");
+	return strtoull(v, NULL, 10);
+}
+
+/* Group `group` of channel `chan` in busstat's --json output. */
+static const char *js_group(const char *out, const char *chan,
+			    const char *group)
+{
+	const char *c = js_named(js_get(out, "channels"), chan);
+
+	cr_assert(c, "no channel %s in:\n%s", chan, out);
+	cr_assert(js_str_is(js_get(c, "status"), "ok"), "%s", out);
+	return js_named(js_get(c, "groups"), group);
+}
+
+/* The table's line for group `name` and the member lines below it, copied
+ * into buf; false if there is none.  Group names differ from the
+ * channels' in these tests, so a line that starts with one is its row. */
+static bool table_group(const char *out, const char *name, char *buf,
+			size_t len)
+{
+	size_t n = strlen(name);
+	const char *p = out, *end;
+
+	while (strncmp(p, name, n) || p[n] != ' ') {
+		p = strchr(p, '\n');
+		if (!p)
+			return false;
+		p++;
+	}
+	end = strchr(p, '\n');
+	cr_assert(end);
+	while (!strncmp(end + 1, "  member ", 9))
+		end = strchr(end + 1, '\n');
+	cr_assert(end && (size_t)(end - p) + 2 < len);
+	memcpy(buf, p, (size_t)(end - p) + 1);
+	buf[end - p + 1] = 0;
+	return true;
+}
+
+/* A group's row in the table, field by field. */
+struct trow {
+	char name[64], chan[64], mode[32], memb[32], lag[32];
+	unsigned infl;
+	unsigned long long floor;
+};
+
+static void table_row(const char *out, const char *name, struct trow *r,
+		      char *buf, size_t len)
+{
+	cr_assert(table_group(out, name, buf, len), "no row for group %s:\n%s",
+		  name, out);
+	cr_assert_eq(sscanf(buf, "%63s %63s %31s %31s %u %llu %31s", r->name,
+			    r->chan, r->mode, r->memb, &r->infl, &r->floor,
+			    r->lag), 7, "row: %s", buf);
+}
+
+/* The member line of `member` (pid) in a group's rows ends with `tail`. */
+static void member_line(const char *rows, const char *member, int pid,
+			const char *tail)
+{
+	char want[128];
+	const char *p, *eol;
+
+	snprintf(want, sizeof(want), "  member %s: pid %d (", member, pid);
+	p = strstr(rows, want);
+	cr_assert(p, "no line '%s' in:\n%s", want, rows);
+	eol = strchr(p, '\n');
+	cr_assert(eol && (size_t)(eol - p) >= strlen(tail) &&
+		  !strncmp(eol - strlen(tail), tail, strlen(tail)),
+		  "member %s: want '...%s' in:\n%s", member, tail, rows);
+}
+
+/* The number of times `s` occurs in `text`. */
+static int count_of(const char *text, const char *s)
+{
+	int n = 0;
+
+	for (const char *p = text; (p = strstr(p, s)); p++)
+		n++;
+	return n;
+}
+
+/* The sample `metric{channel="chan",group="group"} v` is in `out`. */
+static void prom_has(const char *out, const char *metric, const char *chan,
+		     const char *group, unsigned long long v)
+{
+	char want[256];
+
+	snprintf(want, sizeof(want), "\n%s{channel=\"%s\",group=\"%s\"} "
+		 "%llu\n", metric, chan, group, v);
+	cr_assert(strstr(out, want), "want '%s' in:\n%s", want + 1, out);
+}
+
+/* One message for member g, retrying a moment if none is ready yet. */
+static ssize_t take_one(shmbus_group *g, struct shmbus_group_msg *m)
+{
+	static char buf[256];
+	ssize_t n = -EAGAIN;
+
+	for (int i = 0; i < 2000 && n == -EAGAIN; i++) {
+		n = shmbus_group_read(g, buf, sizeof(buf), m);
+		if (n == -EAGAIN)
+			usleep(1000);
+	}
+	return n;
+}
+
+/* A member that takes one message of "workers" and is killed holding
+ * it (kill -9: it never leaves). */
+static int doomed_member(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(arg, "ch");
+	shmbus_group *g = ch ? shmbus_group_join(ch, "workers", "doomed",
+						  NULL) : NULL;
+	struct shmbus_group_msg m;
+
+	if (!g)
+		return 2;
+	if (take_one(g, &m) <= 0)
+		return 3;
+	raise(SIGKILL);
+	return 4;
+}
+
+/* Channel "ch" with shared group "workers": w1 and w2 (this process) hold
+ * leases unacknowledged, "doomed" died holding one; channel "orders" with
+ * keyed group "audit" whose one member holds some lanes' messages.  The
+ * table, -c, --json and --prometheus give what shmbus_group_stats() says,
+ * and the members as they are. */
+Test(busstat, groups_in_every_output, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	static char out[262144], rows[8192];
+	shmbus_channel *ch = th_create(dir, 1u << 16, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	struct shmbus_group_stats ws, as;
+	struct shmbus_group_attr ga;
+	struct shmbus_channel_attr a;
+	struct shmbus_group_msg m[6];
+	shmbus_channel *orders;
+	shmbus_group *w1, *w2, *k1;
+	shmbus_pub *p, *op;
+	const char *g, *e, *mem;
+	char want[256], lag[32];
+	struct trow r;
+	int me = (int)getpid(), got, line;
+	pid_t doomed;
+
+	/* The keyed group, on its own channel: 6 messages of 3 keys taken
+	 * and acknowledged (an ack covers its lane's earlier messages), then
+	 * keys 1, 2, 1, 2 taken and only the first acknowledged: lanes hold
+	 * messages, and the floor is past the first six. */
+	shmbus_channel_attr_init(&a);
+	a.capacity = 1u << 16;
+	a.max_msg = 256;
+	a.policy = SHMBUS_BLOCK;
+	orders = shmbus_channel_create(dir, "orders", &a, 0);
+	cr_assert(orders);
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_KEYED;
+	ga.lanes = 4;
+	k1 = shmbus_group_join(orders, "audit", "k1", &ga);
+	cr_assert(k1, "join audit: %s", strerror(errno));
+	op = shmbus_pub_open(orders, NULL);
+	cr_assert(op);
+	for (uint64_t i = 0; i < 6; i++)
+		cr_assert_eq(shmbus_publish_keyed(op, i % 3, "order", 5), 0);
+	for (got = 0; got < 6; got++)
+		cr_assert_eq(take_one(k1, &m[got]), 13);
+	for (uint64_t key = 0; key < 3; key++) {
+		int last = -1;
+
+		for (int i = 0; i < 6; i++)
+			if (m[i].key == key &&
+			    (last < 0 || m[i].seq > m[last].seq))
+				last = i;
+		cr_assert_geq(last, 0, "key %d's messages delivered", (int)key);
+		cr_assert_eq(shmbus_group_ack(k1, &m[last].lease), 0);
+	}
+	for (uint64_t i = 0; i < 4; i++)
+		cr_assert_eq(shmbus_publish_keyed(op, 1 + i % 2, "order", 5),
+			     0);
+	for (got = 0; got < 4; got++)
+		cr_assert_eq(take_one(k1, &m[got]), 13);
+	{
+		int first = -1;
+
+		for (int i = 0; i < 4; i++)
+			if (m[i].key == 1 &&
+			    (first < 0 || m[i].seq < m[first].seq))
+				first = i;
+		cr_assert_geq(first, 0);
+		cr_assert_eq(shmbus_group_ack(k1, &m[first].lease), 0);
+	}
+
+	/* The shared group: w1 takes 3 and acks the first 2, w2 takes 2
+	 * and acks its second, doomed takes 1 and dies. */
+	w1 = shmbus_group_join(ch, "workers", "w1", NULL);
+	w2 = shmbus_group_join(ch, "workers", "w2", NULL);
+	cr_assert(w1 && w2);
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(shmbus_publish(p, "0123456789", 10), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(take_one(w1, &m[i]), 10);
+	cr_assert_eq(shmbus_group_ack(w1, &m[0].lease), 0);
+	cr_assert_eq(shmbus_group_ack(w1, &m[1].lease), 0);
+	for (int i = 3; i < 5; i++)
+		cr_assert_eq(take_one(w2, &m[i]), 10);
+	cr_assert_eq(shmbus_group_ack(w2, &m[4].lease), 0);
+	doomed = th_spawn(doomed_member, (void *)dir);
+	cr_assert_eq(th_wait(doomed), 128 + SIGKILL);
+
+	/* From here on, nothing polls "workers": its maintenance would take
+	 * the dead member's lease back. */
+	cr_assert_eq(shmbus_group_stats(w1, &ws), 0);
+	cr_assert_eq(shmbus_group_stats(k1, &as), 0);
+	cr_assert_eq(ws.mode, SHMBUS_GROUP_SHARED);
+	cr_assert_eq(ws.members, 2, "w1 and w2 alive");
+	cr_assert_eq(ws.in_flight, 3, "w1's third, w2's first, doomed's");
+	cr_assert_eq(ws.delivered, 6);
+	cr_assert_eq(ws.acked, 3);
+	cr_assert_eq(ws.released, 0, "the dead member's lease still held");
+	cr_assert_eq(ws.floor, m[2].pos, "the floor at w1's unacked lease");
+	cr_assert_eq(ws.head, th_head(ch));
+	cr_assert(ws.head > ws.floor && ws.head - ws.floor < 1024,
+		  "a lag the table shows exactly: %llu",
+		  (unsigned long long)(ws.head - ws.floor));
+	cr_assert_eq(as.mode, SHMBUS_GROUP_KEYED);
+	cr_assert_eq(as.members, 1);
+	/* Keys 1's and 2's lanes hold messages (one lane, if they hash to
+	 * the same). */
+	cr_assert_geq(as.in_flight, 1);
+	cr_assert_eq(as.delivered, 10);
+	cr_assert_eq(as.acked, 4);
+	cr_assert_gt(as.floor, 0, "the floor moved with the acks");
+	cr_assert(as.head >= as.floor && as.head - as.floor < 1024);
+
+	/* The table: one row per group, its members below. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0, "%s", out);
+	cr_assert(strstr(out, "\nGROUP ") && strstr(out, " MODE "), "%s", out);
+	table_row(out, "workers", &r, rows, sizeof(rows));
+	cr_assert_str_eq(r.chan, "ch");
+	cr_assert_str_eq(r.mode, "shared");
+	cr_assert_str_eq(r.memb, "2/3", "2 of 3 members alive:\n%s", rows);
+	cr_assert_eq(r.infl, ws.in_flight, "%s", rows);
+	cr_assert_eq(r.floor, ws.floor, "%s", rows);
+	snprintf(lag, sizeof(lag), "%llu",
+		 (unsigned long long)(ws.head - ws.floor));
+	cr_assert_str_eq(r.lag, lag, "%s", rows);
+	snprintf(want, sizeof(want), " %s/%u\n", ws.oldest_member,
+		 ws.oldest_pid);
+	cr_assert(strstr(rows, want), "owner '%s' in:\n%s", want, rows);
+	member_line(rows, "w1", me, "), alive, delivered 3, acked 2, stale 0");
+	member_line(rows, "w2", me, "), alive, delivered 2, acked 1, stale 0");
+	member_line(rows, "doomed", doomed,
+		    "), dead, delivered 1, acked 0, stale 0");
+	cr_assert_eq(count_of(rows, "  member "), 3, "%s", rows);
+	table_row(out, "audit", &r, rows, sizeof(rows));
+	cr_assert_str_eq(r.chan, "orders");
+	cr_assert_str_eq(r.mode, "keyed");
+	cr_assert_str_eq(r.memb, "1/1");
+	cr_assert_eq(r.infl, as.in_flight, "%s", rows);
+	cr_assert_eq(r.floor, as.floor, "%s", rows);
+	snprintf(lag, sizeof(lag), "%llu",
+		 (unsigned long long)(as.head - as.floor));
+	cr_assert_str_eq(r.lag, lag, "%s", rows);
+	member_line(rows, "k1", me, "), alive, delivered 10, acked 4, stale 0");
+
+	/* -c: that channel's groups only. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch", dir), 0, "%s",
+		     out);
+	table_row(out, "workers", &r, rows, sizeof(rows));
+	cr_assert_eq(r.infl, ws.in_flight);
+	cr_assert_eq(r.floor, ws.floor);
+	cr_assert_str_eq(r.memb, "2/3");
+	member_line(rows, "doomed", doomed,
+		    "), dead, delivered 1, acked 0, stale 0");
+	cr_assert(!table_group(out, "audit", rows, sizeof(rows)),
+		  "another channel's group under -c ch:\n%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c orders", dir), 0);
+	table_row(out, "audit", &r, rows, sizeof(rows));
+	cr_assert_eq(r.infl, as.in_flight);
+	cr_assert(!table_group(out, "workers", rows, sizeof(rows)), "%s", out);
+
+	/* --json: a "groups" array per channel. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 0, "%s",
+		     out);
+	cr_assert(js_valid(out), "invalid JSON:\n%s", out);
+	cr_expect(json_parses(out), "python rejects:\n%s", out);
+	g = js_group(out, "ch", "workers");
+	cr_assert(g, "no group workers in:\n%s", out);
+	cr_assert_eq(js_len(js_get(js_named(js_get(out, "channels"), "ch"),
+				   "groups")), 1, "%s", out);
+	cr_assert(js_str_is(js_get(g, "status"), "ok"));
+	cr_assert(js_str_is(js_get(g, "mode"), "shared"));
+	cr_assert_eq(js_u64(g, "window"), ws.window);
+	cr_assert_eq(js_u64(g, "members_alive"), ws.members);
+	cr_assert_eq(js_u64(g, "in_flight"), ws.in_flight);
+	cr_assert_eq(js_u64(g, "floor"), ws.floor);
+	cr_assert_eq(js_u64(g, "lag_bytes"), ws.head - ws.floor);
+	cr_assert_eq(js_u64(g, "claim"), ws.claim);
+	cr_assert_eq(js_u64(g, "delivered"), ws.delivered);
+	cr_assert_eq(js_u64(g, "acked"), ws.acked);
+	cr_assert_eq(js_u64(g, "redelivered"), ws.redelivered);
+	cr_assert_eq(js_u64(g, "released"), ws.released);
+	cr_assert_eq(js_u64(g, "expired"), ws.expired);
+	cr_assert_eq(js_u64(g, "window_full"), ws.window_full);
+	cr_assert(js_str_is(js_get(g, "oldest_lease_member"),
+			    ws.oldest_member), "%s", g);
+	cr_assert_eq(js_u64(g, "oldest_lease_pid"), ws.oldest_pid);
+	mem = js_get(g, "members");
+	cr_assert_eq(js_len(mem), 3, "%s", g);
+	e = js_named(mem, "doomed");
+	cr_assert(e && js_lit(js_get(e, "alive"), "false"), "%s", g);
+	cr_assert_eq(js_u64(e, "pid"), (unsigned long long)doomed);
+	cr_assert_eq(js_u64(e, "delivered"), 1);
+	cr_assert_eq(js_u64(e, "acked"), 0);
+	e = js_named(mem, "w1");
+	cr_assert(e && js_lit(js_get(e, "alive"), "true"), "%s", g);
+	cr_assert_eq(js_u64(e, "pid"), (unsigned long long)me);
+	cr_assert_eq(js_u64(e, "delivered"), 3);
+	cr_assert_eq(js_u64(e, "acked"), 2);
+	e = js_named(mem, "w2");
+	cr_assert(e && js_lit(js_get(e, "alive"), "true"), "%s", g);
+	cr_assert_eq(js_u64(e, "delivered"), 2);
+	cr_assert_eq(js_u64(e, "acked"), 1);
+	g = js_group(out, "orders", "audit");
+	cr_assert(g, "no group audit in:\n%s", out);
+	cr_assert(js_str_is(js_get(g, "mode"), "keyed"));
+	cr_assert_eq(js_u64(g, "lanes"), 4);
+	cr_assert_eq(js_u64(g, "members_alive"), 1);
+	cr_assert_eq(js_u64(g, "in_flight"), as.in_flight);
+	cr_assert_eq(js_u64(g, "floor"), as.floor);
+	cr_assert_eq(js_u64(g, "lag_bytes"), as.head - as.floor);
+	cr_assert_eq(js_u64(g, "delivered"), as.delivered);
+	cr_assert_eq(js_u64(g, "acked"), as.acked);
+	cr_assert(js_lit(js_get(g, "claim"), "null"), "%s", g);
+	cr_assert_eq(js_len(js_get(g, "members")), 1);
+
+	/* -c --json: the channel's groups, the same figures. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch --json", dir), 0);
+	cr_assert(js_valid(out), "invalid JSON:\n%s", out);
+	cr_assert_eq(js_len(js_get(out, "groups")), 1, "%s", out);
+	g = js_named(js_get(out, "groups"), "workers");
+	cr_assert(g, "%s", out);
+	cr_assert_eq(js_u64(g, "in_flight"), ws.in_flight);
+	cr_assert_eq(js_u64(g, "floor"), ws.floor);
+	cr_assert_eq(js_u64(g, "members_alive"), 2);
+	cr_assert_eq(js_len(js_get(g, "members")), 3);
+
+	/* --prometheus: the shmbus_group_* families, per channel and group. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --prometheus", dir), 0);
+	line = prom_check(out);
+	cr_assert_eq(line, 0, "line %d does not parse:\n%s", line, out);
+	prom_has(out, "shmbus_group_up", "ch", "workers", 1);
+	prom_has(out, "shmbus_group_up", "orders", "audit", 1);
+	prom_has(out, "shmbus_group_in_flight", "ch", "workers", ws.in_flight);
+	prom_has(out, "shmbus_group_in_flight", "orders", "audit",
+		 as.in_flight);
+	prom_has(out, "shmbus_group_members", "ch", "workers", ws.members);
+	prom_has(out, "shmbus_group_members", "orders", "audit", as.members);
+	prom_has(out, "shmbus_group_acknowledged_position", "ch", "workers",
+		 ws.floor);
+	prom_has(out, "shmbus_group_acknowledged_position", "orders", "audit",
+		 as.floor);
+	prom_has(out, "shmbus_group_lag_bytes", "ch", "workers",
+		 ws.head - ws.floor);
+	prom_has(out, "shmbus_group_lag_bytes", "orders", "audit",
+		 as.head - as.floor);
+	prom_has(out, "shmbus_group_delivered_total", "ch", "workers",
+		 ws.delivered);
+	prom_has(out, "shmbus_group_acked_total", "ch", "workers", ws.acked);
+	prom_has(out, "shmbus_group_oldest_lease_pid", "ch", "workers",
+		 ws.oldest_pid);
+	cr_assert(strstr(out, "\nshmbus_group_info{channel=\"ch\",group="
+			      "\"workers\",mode=\"shared\"} 1\n"), "%s", out);
+	cr_assert(strstr(out, "\nshmbus_group_info{channel=\"orders\",group="
+			      "\"audit\",mode=\"keyed\"} 1\n"), "%s", out);
+
+	/* Nothing busstat did changed the groups (it maps them read-only). */
+	{
+		struct shmbus_group_stats again;
+
+		cr_assert_eq(shmbus_group_stats(w1, &again), 0);
+		cr_assert_eq(again.in_flight, ws.in_flight);
+		cr_assert_eq(again.floor, ws.floor);
+		cr_assert_eq(again.released, 0);
+	}
+	shmbus_group_leave(w1);
+	shmbus_group_leave(w2);
+	shmbus_group_leave(k1);
+	shmbus_pub_close(p);
+	shmbus_pub_close(op);
+	shmbus_channel_close(ch);
+	shmbus_channel_close(orders);
+}
+
+/* Overwrites `len` bytes at `off` of channel chan's group `group`. */
+static void damage_group(const char *chan, const char *group, off_t off,
+			 const void *bytes, size_t len)
+{
+	char path[256];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/.%s@%s.group", dir, chan, group);
+	fd = open(path, O_WRONLY);
+	cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(pwrite(fd, bytes, len, off), (ssize_t)len);
+	close(fd);
+}
+
+/* A group whose magic was overwritten (corrupt) and one whose layout
+ * version was (incompatible): each is shown with its reason in every
+ * output, busstat exits 3, and the other groups and channels are shown
+ * as they are.  Without the damaged ones, it exits 0 again. */
+Test(busstat, corrupt_group_is_flagged_in_every_output, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+	static char out[262144], rows[8192];
+	shmbus_channel *ch = th_create(dir, 1u << 16, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	static const char *bad_word[] = { "bad", "corrupt (the group's file "
+		"does not validate)", "oldver", "incompatible (the group's "
+		"file has another layout version)" };
+	struct shmbus_group_stats gs;
+	struct shmbus_group_attr ga;
+	struct shmbus_channel_attr a;
+	struct shmbus_group_msg m;
+	shmbus_channel *other;
+	shmbus_group *good, *fine, *x;
+	const char *g, *c;
+	uint32_t version = 99;
+	uint64_t zero = 0;
+	char want[256];
+	struct trow r;
+	shmbus_pub *p;
+	int line;
+
+	shmbus_channel_attr_init(&a);
+	a.capacity = 8192;
+	a.max_msg = 256;
+	other = shmbus_channel_create(dir, "other", &a, 0);
+	cr_assert(other);
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_KEYED;
+	fine = shmbus_group_join(other, "fine", "f1", &ga);
+	good = shmbus_group_join(ch, "good", "g1", NULL);
+	cr_assert(fine && good);
+	x = shmbus_group_join(ch, "bad", "b1", NULL);
+	cr_assert(x);
+	shmbus_group_leave(x);
+	x = shmbus_group_join(ch, "oldver", "o1", NULL);
+	cr_assert(x);
+	shmbus_group_leave(x);
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(shmbus_publish(p, "0123456789", 10), 0);
+	cr_assert_eq(take_one(good, &m), 10);		/* held */
+	cr_assert_eq(shmbus_group_stats(good, &gs), 0);
+	cr_assert_eq(gs.in_flight, 1);
+	damage_group("ch", "bad", 0, &zero, sizeof(zero));	 /* magic */
+	damage_group("ch", "oldver", 8, &version, sizeof(version));
+
+	/* The table: the channels, the good groups, the damaged ones named
+	 * with their reason. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 3, "%s", out);
+	cr_assert(strstr(out, "\nch ") && strstr(out, "\nother "),
+		  "the channels are shown:\n%s", out);
+	table_row(out, "good", &r, rows, sizeof(rows));
+	cr_assert_str_eq(r.mode, "shared");
+	cr_assert_eq(r.infl, gs.in_flight);
+	cr_assert_eq(r.floor, gs.floor);
+	member_line(rows, "g1", (int)getpid(),
+		    "), alive, delivered 1, acked 0, stale 0");
+	table_row(out, "fine", &r, rows, sizeof(rows));
+	cr_assert_str_eq(r.chan, "other");
+	cr_assert_str_eq(r.mode, "keyed");
+	for (int k = 0; k < 2; k++) {
+		cr_assert(table_group(out, bad_word[2 * k], rows, sizeof(rows)),
+			  "%s not shown:\n%s", bad_word[2 * k], out);
+		snprintf(want, sizeof(want), "%-16s %-16s %s\n",
+			 bad_word[2 * k], "ch", bad_word[2 * k + 1]);
+		cr_assert_str_eq(rows, want);
+	}
+
+	/* -c: the channel's damaged and good groups; another channel with
+	 * good groups only is no fault. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch", dir), 3, "%s",
+		     out);
+	cr_assert(table_group(out, "good", rows, sizeof(rows)), "%s", out);
+	cr_assert(strstr(out, bad_word[1]) && strstr(out, bad_word[3]), "%s",
+		  out);
+	cr_assert(!table_group(out, "fine", rows, sizeof(rows)), "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c other", dir), 0, "%s",
+		     out);
+	cr_assert(table_group(out, "fine", rows, sizeof(rows)), "%s", out);
+	cr_assert(!strstr(out, "corrupt") && !strstr(out, "incompatible"),
+		  "%s", out);
+
+	/* --json: "status" and "error" for the damaged, figures for the
+	 * others; still one valid JSON text. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 3, "%s",
+		     out);
+	cr_assert(js_valid(out), "invalid JSON:\n%s", out);
+	cr_expect(json_parses(out), "python rejects:\n%s", out);
+	c = js_named(js_get(out, "channels"), "ch");
+	cr_assert_eq(js_len(js_get(c, "groups")), 3, "%s", out);
+	g = js_group(out, "ch", "bad");
+	cr_assert(g && js_str_is(js_get(g, "status"), "corrupt"), "%s", out);
+	cr_assert(js_str_is(js_get(g, "error"), "the group's file does not "
+			    "validate"), "%s", g);
+	cr_assert(!js_get(g, "in_flight") && !js_get(g, "members"), "%s", g);
+	g = js_group(out, "ch", "oldver");
+	cr_assert(g && js_str_is(js_get(g, "status"), "incompatible"), "%s",
+		  out);
+	cr_assert(js_get(g, "error"), "%s", g);
+	g = js_group(out, "ch", "good");
+	cr_assert(g && js_str_is(js_get(g, "status"), "ok"), "%s", out);
+	cr_assert_eq(js_u64(g, "in_flight"), gs.in_flight);
+	cr_assert_eq(js_u64(g, "floor"), gs.floor);
+	g = js_group(out, "other", "fine");
+	cr_assert(g && js_str_is(js_get(g, "status"), "ok"), "%s", out);
+	cr_assert(js_str_is(js_get(g, "mode"), "keyed"), "%s", g);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch --json", dir), 3,
+		     "%s", out);
+	cr_assert(js_valid(out), "invalid JSON:\n%s", out);
+	g = js_named(js_get(out, "groups"), "bad");
+	cr_assert(g && js_str_is(js_get(g, "status"), "corrupt"), "%s", out);
+	g = js_named(js_get(out, "groups"), "good");
+	cr_assert(g && js_u64(g, "in_flight") == gs.in_flight, "%s", out);
+
+	/* --prometheus: shmbus_group_up 0 and no other sample for the
+	 * damaged; the rest as usual. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --prometheus", dir), 3,
+		     "%s", out);
+	line = prom_check(out);
+	cr_assert_eq(line, 0, "line %d does not parse:\n%s", line, out);
+	cr_assert(strstr(out, "\nshmbus_group_up{channel=\"ch\",group=\"bad\"} "
+			      "0\n"), "%s", out);
+	cr_assert(strstr(out, "\nshmbus_group_up{channel=\"ch\",group="
+			      "\"oldver\"} 0\n"), "%s", out);
+	cr_assert(strstr(out, "\nshmbus_group_up{channel=\"ch\",group="
+			      "\"good\"} 1\n"), "%s", out);
+	cr_assert(strstr(out, "\nshmbus_group_up{channel=\"other\",group="
+			      "\"fine\"} 1\n"), "%s", out);
+	cr_assert_eq(count_of(out, "group=\"bad\""), 1, "%s", out);
+	cr_assert_eq(count_of(out, "group=\"oldver\""), 1, "%s", out);
+	snprintf(want, sizeof(want), "\nshmbus_group_in_flight{channel=\"ch\","
+		 "group=\"good\"} %u\n", gs.in_flight);
+	cr_assert(strstr(out, want), "%s", out);
+	cr_assert(strstr(out, "\nshmbus_channel_up{channel=\"ch\"} 1\n") &&
+		  strstr(out, "\nshmbus_channel_up{channel=\"other\"} 1\n"),
+		  "%s", out);
+
+	/* The damaged groups gone, all is well again. */
+	for (int k = 0; k < 2; k++) {
+		char path[256];
+
+		snprintf(path, sizeof(path), "%s/.ch@%s.group", dir,
+			 bad_word[2 * k]);
+		cr_assert_eq(unlink(path), 0);
+	}
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0, "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --prometheus", dir), 0);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch --json", dir), 0);
+	shmbus_group_leave(good);
+	shmbus_group_leave(fine);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_channel_close(other);
 }
