@@ -435,7 +435,7 @@ run_ldconfig = if [ -n "$(DESTDIR)" ]; then \
 # fuzz/regress/ (tests/test_fuzz_regress.c).
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_TIME    ?= 60
-FUZZ_TARGETS ?= channel control config frames
+FUZZ_TARGETS ?= channel control config frames group
 FUZZ_ARGS    ?=
 FUZZ_PKGS     = clang libclang-rt-14-dev
 FUZZ_SAN      = -fsanitize=fuzzer-no-link,address,undefined \
@@ -445,6 +445,7 @@ FUZZ_LEN_channel = 32768
 FUZZ_LEN_control = 8192
 FUZZ_LEN_config  = 4096
 FUZZ_LEN_frames  = 65536
+FUZZ_LEN_group   = 32768
 
 .PHONY: fuzz fuzz-build fuzz-bins fuzz-seeds fuzz-clean
 
@@ -488,6 +489,12 @@ $(BUILD)/fuzz/fuzz_frames: $(BUILD)/fuzz/fuzz_frames.o $(BUILD)/fuzz/fuzz_suppor
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -lcrypto -lisal -lnuma -lpthread
 
+# A consumer group's file under its members, the maintenance and
+# replication's apply (lib/group*.c).
+$(BUILD)/fuzz/fuzz_group: $(BUILD)/fuzz/fuzz_group.o $(BUILD)/fuzz/fuzz_support.o $(LIB_INT)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -lnuma -lpthread
+
 fuzz: fuzz-build
 	$(Q)fail=0; for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/artifacts/$$t; \
@@ -496,7 +503,7 @@ fuzz: fuzz-build
 			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 			-max_len=$$(case $$t in channel) echo $(FUZZ_LEN_channel);; \
 				control) echo $(FUZZ_LEN_control);; frames) echo $(FUZZ_LEN_frames);; \
-				*) echo $(FUZZ_LEN_config);; esac) \
+				group) echo $(FUZZ_LEN_group);; *) echo $(FUZZ_LEN_config);; esac) \
 			$$([ -f fuzz/$$t.dict ] && echo -dict=fuzz/$$t.dict) \
 			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t/ $(FUZZ_ARGS) \
 			$(FUZZ_BUILD)/corpus/$$t fuzz/corpus/$$t \
@@ -506,10 +513,11 @@ fuzz: fuzz-build
 		rm -rf /dev/shm/shmbus-fuzz-$$t-*; \
 	done; exit $$fail
 
-# Regenerates the seed corpus of the channel and control targets (the
-# config seeds are written by hand).
+# Regenerates the seed corpus of the channel, control and group targets
+# (the config and frames seeds are written by hand).
 fuzz-seeds: fuzz-build
-	$(Q)for t in channel control; do \
+	$(Q)for t in channel control group; do \
+		mkdir -p fuzz/corpus/$$t; \
 		SHMBUS_FUZZ_SEEDS=fuzz/corpus/$$t $(FUZZ_BUILD)/fuzz/fuzz_$$t -runs=0 >/dev/null 2>&1 || exit 1; \
 	done
 
@@ -525,7 +533,7 @@ $(BUILD)/fuzz/replay_%.o: fuzz/fuzz_%.c | $(DEPS_STAMP)
 
 $(BUILD)/tests/test_fuzz_regress: $(BUILD)/fuzz/replay_channel.o $(BUILD)/fuzz/replay_control.o \
 		$(BUILD)/fuzz/replay_config.o $(BUILD)/fuzz/replay_frames.o \
-		$(BUILD)/fuzz/fuzz_support.o $(FUZZ_DAEMON_OBJS)
+		$(BUILD)/fuzz/replay_group.o $(BUILD)/fuzz/fuzz_support.o $(FUZZ_DAEMON_OBJS)
 $(BUILD)/tests/test_fuzz_regress: TEST_LIBS = $(LIB_INT) $(DAEMON_LIBS) -lcriterion
 
 clean:

@@ -23,6 +23,8 @@ int fuzz_config_one(const uint8_t *data, size_t size);
 void fuzz_config_cleanup(void);
 int fuzz_frames_one(const uint8_t *data, size_t size);
 void fuzz_frames_cleanup(void);
+int fuzz_group_one(const uint8_t *data, size_t size);
+void fuzz_group_cleanup(void);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

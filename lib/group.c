@@ -60,6 +60,7 @@ int sb_group_settings(const struct shmbus_group_attr *a,
 		return 0;
 	if ((unsigned)a->mode > SHMBUS_GROUP_SINGLE_ACTIVE ||
 	    (unsigned)a->start > SHMBUS_START_OLDEST || a->lease_ns < 0 ||
+	    a->lease_ns > SB_LEASE_MAX_NS ||
 	    (a->window && (a->window > SHMBUS_GROUP_MAX_WINDOW ||
 			   (a->window & (a->window - 1)))) ||
 	    a->lanes > SHMBUS_GROUP_LANES ||
@@ -245,6 +246,7 @@ static int validate(struct shmbus_group *m, const struct shmbus_group_hdr *g,
 	    size < file_size_for(window) || lanes > SHMBUS_GROUP_LANES ||
 	    (mode != SHMBUS_GMODE_SHARED && !lanes) ||
 	    (mode == SHMBUS_GMODE_SINGLE && lanes != 1) || lease_ns <= 0 ||
+	    lease_ns > SB_LEASE_MAX_NS ||
 	    slot >= SHMBUS_MAX_SLOTS)
 		return -EBADMSG;
 	if (ch && (load_relaxed64((uint64_t *)&g->data_id) != ch->data_id ||
@@ -951,14 +953,14 @@ static bool maybe_ready(struct shmbus_group *m, int64_t now)
 {
 	if (load_relaxed64(&m->ch->hdr->head) != m->idle_head)
 		return true;
-	return now - m->idle_ns >= 10000000 &&
+	return sb_elapsed(now, m->idle_ns) >= 10000000 &&
 	       (load_relaxed64(&m->g->avail) || m->mode != SHMBUS_GMODE_SHARED);
 }
 
 SHMBUS_EXPORT int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns)
 {
 	int64_t now = sb_now_ns();
-	int64_t end = timeout_ns < 0 ? INT64_MAX : now + timeout_ns;
+	int64_t end = timeout_ns < 0 ? INT64_MAX : sb_after(now, timeout_ns);
 	int rc = gone_check(m);
 
 	if (rc)
@@ -1018,7 +1020,8 @@ void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 				continue;
 			st->in_flight++;
 			since = (int64_t)load_relaxed64(
-					(uint64_t *)&l->deadline) - m->lease_ns;
+					(uint64_t *)&l->deadline);
+			since = sb_after(since, -m->lease_ns);
 			if (since < oldest) {
 				oldest = since;
 				who = gctl_member(c);
@@ -1045,7 +1048,7 @@ void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 		}
 	}
 	if (who < SHMBUS_GROUP_MEMBERS) {
-		st->oldest_ns = now > oldest ? now - oldest : 0;
+		st->oldest_ns = now > oldest ? sb_elapsed(now, oldest) : 0;
 		st->oldest_pid = owner_pid(load_relaxed64(
 				&m->members[who].owner));
 		memcpy(st->oldest_member, m->members[who].name,

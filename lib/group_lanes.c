@@ -187,7 +187,8 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 	int64_t now = sb_now_ns();
 
 	/* We look: the maintenance gives lanes to members that do. */
-	if (now - (int64_t)load_relaxed64((uint64_t *)&m->rec->looked_ns) >
+	if (sb_elapsed(now, (int64_t)load_relaxed64(
+				    (uint64_t *)&m->rec->looked_ns)) >
 	    m->lease_ns / 4)
 		store_relaxed64((uint64_t *)&m->rec->looked_ns, (uint64_t)now);
 	for (uint32_t k = 0; k < m->nlanes; k++) {
@@ -208,10 +209,11 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 		}
 		/* Polling keeps the lane: its term runs from our last look
 		 * (a member that stops looking loses its lanes). */
-		if ((int64_t)load_relaxed64((uint64_t *)&ln->deadline) - now <
+		if (sb_elapsed((int64_t)load_relaxed64(
+				       (uint64_t *)&ln->deadline), now) <
 		    m->lease_ns / 2)
 			raise_to((uint64_t *)&ln->deadline,
-				 (uint64_t)(now + m->lease_ns));
+				 (uint64_t)sb_after(now, m->lease_ns));
 		if (now < v->not_before || v->n >= m->lane_cap)
 			continue;
 		p = first = v->cursor;
@@ -270,7 +272,7 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 			raise_to(&ln->next, v->cursor);
 			add_relaxed64(&ln->delivered, 1);
 			raise_to((uint64_t *)&ln->deadline,
-				 (uint64_t)(now + m->lease_ns));
+				 (uint64_t)sb_after(now, m->lease_ns));
 			*lane = i;
 			m->lane_rr = i + 1;
 			return 1;
@@ -349,7 +351,7 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
 		if (v->redeliver_below < v->cursor)
 			v->redeliver_below = v->cursor;
 		v->cursor = pos;
-		v->not_before = sb_now_ns() + delay_ns;
+		v->not_before = sb_after(sb_now_ns(), delay_ns);
 		nc = gctl(gctl_state(v->ctl), m->me,
 			  oldest && what == SB_SETTLE_NACK ? d + 1 : d, gen);
 		if (!lane_store(m, i, nc, load_relaxed64(&m->lanes[i].acked))) {
@@ -378,7 +380,7 @@ int sb_lanes_extend(struct shmbus_group *m, uint32_t i, uint32_t gen,
 						       gen)
 		return -ESTALE;
 	store_relaxed64((uint64_t *)&m->lanes[i].deadline,
-			(uint64_t)(sb_now_ns() + ns));
+			(uint64_t)sb_after(sb_now_ns(), ns));
 	return 0;
 }
 

@@ -82,7 +82,7 @@ static bool lane_move(struct shmbus_group *m, uint32_t i, uint64_t c,
 		to = a;
 	if (state == SHMBUS_LANE_OWNED)	/* FREE: nobody else writes it */
 		store_relaxed64((uint64_t *)&ln->deadline,
-				(uint64_t)(sb_now_ns() + m->lease_ns));
+				(uint64_t)sb_after(sb_now_ns(), m->lease_ns));
 	/* R18: pairs with A18 (readers of the lane's word): the owner's reads
 	 * come first. */
 	if (!cas_pair(&ln->ctl, c, a, gctl(state, member, d, gctl_gen(c) + 1),
@@ -309,8 +309,8 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 						(uint64_t)now);
 				continue;
 			}
-			if (now - (int64_t)load_relaxed64(
-					  (uint64_t *)&g->stall_since) <
+			if (sb_elapsed(now, (int64_t)load_relaxed64(
+					  (uint64_t *)&g->stall_since)) <
 			    m->lease_ns)
 				continue;
 		}
@@ -421,7 +421,8 @@ static bool maint_lock(struct shmbus_group *m, uint64_t me, int64_t now)
 	uint64_t cur = load_acquire64(&g->maint);
 
 	if (cur && !sb_pid_gone((uint32_t)cur) &&
-	    now - (int64_t)load_relaxed64((uint64_t *)&g->maint_since) <
+	    sb_elapsed(now, (int64_t)load_relaxed64(
+				    (uint64_t *)&g->maint_since)) <
 		    MAINT_STUCK_NS)
 		return false;
 	/* A21: pairs with R21 (the last holder's release). */
@@ -451,8 +452,8 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 					      SHMBUS_SLOT_ACTIVE;
 		/* Lanes go to members that look (a stopped one does not). */
 		looks[j] = live[j] &&
-			   now - (int64_t)load_relaxed64(
-					 (uint64_t *)&m->members[j].looked_ns) <
+			   sb_elapsed(now, (int64_t)load_relaxed64(
+					 (uint64_t *)&m->members[j].looked_ns)) <
 				   m->lease_ns;
 	}
 	if (m->mode == SHMBUS_GMODE_SHARED) {

@@ -334,7 +334,7 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 		n = gctl(SHMBUS_LEASE_LEASED, m->me, d + 1, gctl_gen(c) + 1);
 		/* R17: pairs with A17 (readers of the lease's word): the
 		 * holder's reads come first. */
-		if (!cas_pair(&l->ctl, c, dl, n, (uint64_t)(now + m->lease_ns)))
+		if (!cas_pair(&l->ctl, c, dl, n, (uint64_t)sb_after(now, m->lease_ns)))
 			continue;
 		add_relaxed64(&g->avail, (uint64_t)-1);
 		add_relaxed64(&g->redelivered, 1);
@@ -426,7 +426,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 			now = sb_now_ns();
 		l = &m->leases[s & m->wmask];
 		c = gctl(SHMBUS_LEASE_LEASED, m->me, 1, 0);
-		if (!sb_lease_record(l, s, c, now + m->lease_ns, pos, p, first,
+		if (!sb_lease_record(l, s, c, sb_after(now, m->lease_ns), pos, p, first,
 				     n, SHMBUS_NO_MEMBER)) {
 			/* The maintenance recorded it for someone else. */
 			intent_clear(m->rec);
@@ -483,7 +483,7 @@ int sb_shared_settle(struct shmbus_group *m, uint64_t seq, uint64_t ctl,
 			goto stale;
 		if (to == SB_SETTLE_NACK)	/* ours until the CAS */
 			store_relaxed64((uint64_t *)&l->not_before,
-					(uint64_t)(sb_now_ns() + delay_ns));
+					(uint64_t)sb_after(sb_now_ns(), delay_ns));
 		/* R17: pairs with A17 (readers of the lease's word): the
 		 * holder's reads come first. */
 		if (cas_pair(&l->ctl, c, dl, n, dl))
@@ -527,7 +527,7 @@ int sb_shared_extend(struct shmbus_group *m, uint64_t seq, uint64_t ctl,
 		/* R17: pairs with A17 (readers of the lease's word): the
 		 * holder's reads come first. */
 		if (cas_pair(&l->ctl, c, dl, c,
-			     (uint64_t)(sb_now_ns() + ns)))
+			     (uint64_t)sb_after(sb_now_ns(), ns)))
 			return 0;
 	}
 }

@@ -102,3 +102,8 @@ Test(fuzz_regress, replication_frames, .timeout = 300)
 {
 	replay("frames", fuzz_frames_one, fuzz_frames_cleanup);
 }
+
+Test(fuzz_regress, group_files, .timeout = 300)
+{
+	replay("group", fuzz_group_one, fuzz_group_cleanup);
+}

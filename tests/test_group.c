@@ -949,3 +949,31 @@ Test(group, a_window_rewritten_under_a_reader_is_never_trusted_twice)
 	shmbus_channel_close(other);
 	shmbus_channel_close(ch);
 }
+
+/* Time from the application is added saturating: a delay or a term near
+ * the 64-bit limit means "for ever", never an overflow. */
+Test(group, huge_delays_and_terms_saturate)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = join_as(ch, "g0", SHMBUS_GROUP_SHARED, 0);
+	struct shmbus_group_attr ga;
+	struct shmbus_lease l;
+
+	book_open(2);
+	produce(ch, 2, 0);
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l, 1), 1);
+	cr_assert_eq(shmbus_group_extend(g, &l, INT64_MAX), 0);
+	cr_assert_eq(shmbus_group_nack(g, &l, INT64_MAX), 0);
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l, 1), 1);
+	cr_assert_eq(shmbus_group_ack(g, &l), 0);
+	/* the nacked one waits "for ever": nothing more now */
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l, 1), 0);
+	cr_assert_eq(shmbus_group_wait(g, INT64_MAX / 2 + 1) == 0 ||
+		     shmbus_group_wait(g, 0) == -ETIMEDOUT, 1);
+	shmbus_group_attr_init(&ga);
+	ga.lease_ns = INT64_MAX;	/* more than a day */
+	cr_assert_null(shmbus_group_join(ch, "other", "x", &ga));
+	cr_assert_eq(errno, EINVAL);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
