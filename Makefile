@@ -479,7 +479,8 @@ $(BUILD)/fuzz/fuzz_control: $(BUILD)/fuzz/fuzz_control.o $(BUILD)/fuzz/fuzz_supp
 	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ $(DAEMON_LIBS)
 
 $(BUILD)/fuzz/fuzz_config: $(BUILD)/fuzz/fuzz_config.o $(BUILD)/fuzz/fuzz_support.o \
-		$(BUILD)/daemon/config.o $(BUILD)/daemon/log.o $(LIB_INT)
+		$(BUILD)/daemon/config.o $(BUILD)/daemon/groups_conf.o \
+		$(BUILD)/daemon/log.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -linih -lnuma
 
