@@ -36,6 +36,15 @@ static int parse_one(char *s, struct sbd_group_conf *g, char *err, size_t n)
 		}
 		*v++ = 0;
 		if (strcmp(tok, "mode") && strcmp(tok, "start") &&
+		    strcmp(tok, "dead_letter") && strcmp(tok, "window") &&
+		    strcmp(tok, "lanes") && strcmp(tok, "max_deliveries") &&
+		    strcmp(tok, "lease_ms")) {
+			snprintf(err, n, "'%s': unknown group setting (mode, "
+				 "window, lanes, max_deliveries, lease_ms, "
+				 "dead_letter, start)", tok);
+			return -1;
+		}
+		if (strcmp(tok, "mode") && strcmp(tok, "start") &&
 		    strcmp(tok, "dead_letter")) {
 			errno = 0;
 			x = strtoull(v, &end, 10);
@@ -82,17 +91,12 @@ static int parse_one(char *s, struct sbd_group_conf *g, char *err, size_t n)
 			g->attr.lanes = (uint32_t)x;
 		} else if (!strcmp(tok, "max_deliveries")) {
 			g->attr.max_deliveries = x ? (uint32_t)x : UINT32_MAX;
-		} else if (!strcmp(tok, "lease_ms")) {
+		} else {	/* lease_ms */
 			if (!x) {
 				snprintf(err, n, "lease_ms=0: at least 1");
 				return -1;
 			}
 			g->attr.lease_ns = (int64_t)x * 1000000;
-		} else {
-			snprintf(err, n, "'%s': unknown group setting (mode, "
-				 "window, lanes, max_deliveries, lease_ms, "
-				 "dead_letter, start)", tok);
-			return -1;
 		}
 	}
 	{

@@ -140,6 +140,23 @@ static const struct bad cases[] = {
 	  "capacity 34359738368 (32 GiB) is more than 16 GiB" },
 	{ "[bus]\n[channel a]\ncapacity = 64K\nmax_msg = 32737\n", 4,
 	  "at most 32736 (capacity/2 - 32)" },
+	/* Consumer groups, one line per channel. */
+	{ "[bus]\n[channel a]\nconsumer_groups = .bad\n", 3,
+	  "consumer_groups: '.bad': a group name is 1 to 63" },
+	{ "[bus]\n[channel a]\nconsumer_groups = w mode=fanout\n", 3,
+	  "mode='fanout': expected shared, keyed or single_active" },
+	{ "[bus]\n[channel a]\nconsumer_groups = w window=100\n", 3,
+	  "group 'w': window must be a power of two" },
+	{ "[bus]\n[channel a]\nconsumer_groups = w lanes\n", 3,
+	  "'lanes': expected key=value" },
+	{ "[bus]\n[channel a]\nconsumer_groups = w x; w mode=keyed\n", 3,
+	  "'x': expected key=value" },
+	{ "[bus]\n[channel a]\nconsumer_groups = w; w\n", 3,
+	  "group 'w' named twice" },
+	{ "[bus]\n[channel a]\nconsumer_groups = w lease_ms=99999999999\n", 3,
+	  "lease_ms='99999999999': expected a number" },
+	{ "[bus]\n[channel a]\nconsumer_groups = w color=red\n", 3,
+	  "'color': unknown group setting" },
 };
 
 Test(config, each_bad_line_is_reported_with_file_and_line)
