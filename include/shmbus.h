@@ -752,7 +752,9 @@ shmbus_group *shmbus_group_join(shmbus_channel *ch, const char *group,
 void shmbus_group_leave(shmbus_group *m);
 
 /* Removes a group of a channel opened directly (its file and its hold on
- * the channel).  Members still joined get -EIDRM.  0 or -errno. */
+ * the channel).  0, -EBUSY while a live member is joined (a member that
+ * joins meanwhile gets EIDRM), -EOPNOTSUPP on a channel opened through
+ * shmbusd (its groups go with the channel), -ENOENT... */
 int shmbus_group_delete(shmbus_channel *ch, const char *group);
 
 /* A lease: what a member acks.  Opaque; copy it freely. */

@@ -977,3 +977,31 @@ Test(group, huge_delays_and_terms_saturate)
 	shmbus_group_leave(g);
 	shmbus_channel_close(ch);
 }
+
+/* Deleting a group: refused while a member lives, then its hold on the
+ * producers goes with it. */
+Test(group, a_deleted_group_no_longer_holds_the_producer)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 12);
+	shmbus_group *g = join_as(ch, "m", SHMBUS_GROUP_SHARED, 0);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	uint64_t v = 0;
+	char path[512];
+	int rc;
+
+	cr_assert(p);
+	/* Nobody acks: the group's floor holds the ring until it is full. */
+	while ((rc = shmbus_publish(p, &v, sizeof(v))) == 0)
+		v++;
+	cr_assert_eq(rc, -EAGAIN, "held back by the group");
+	cr_assert_eq(shmbus_group_delete(ch, "g"), -EBUSY);
+	shmbus_group_leave(g);
+	cr_assert_eq(shmbus_group_delete(ch, "g"), 0);
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	cr_assert_neq(access(path, F_OK), 0, "the file is gone");
+	cr_assert_eq(shmbus_publish(p, &v, sizeof(v)), 0,
+		     "the producer is free again");
+	cr_assert_eq(shmbus_group_delete(ch, "g"), -ENOENT);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}
