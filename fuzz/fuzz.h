@@ -44,6 +44,19 @@ void fuzz_fail(const char *file, int line, const char *what)
 const char *fuzz_mkdir(const char *what);
 void fuzz_rmdir(const char *dir);
 
+/* A seed being written (make fuzz-seeds): bytes appended little-endian;
+ * a seed that would not fit is a bug of its generator (FUZZ_CHECK). */
+struct seed {
+	uint8_t b[32768];
+	size_t n;
+};
+
+void seed_put(struct seed *sd, const void *p, size_t n);
+void seed_put8(struct seed *sd, unsigned v);
+void seed_put16(struct seed *sd, unsigned v);
+void seed_put32(struct seed *sd, uint32_t v);
+void seed_put64(struct seed *sd, uint64_t v);
+
 /* Writes a seed file dir/name of n bytes (make fuzz-seeds). */
 void fuzz_write_seed(const char *dir, const char *name, const void *b,
 		     size_t n);

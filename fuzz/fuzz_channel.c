@@ -618,45 +618,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 /* ---------------------------------------------------------- seed corpus */
 
-struct seed {
-	uint8_t b[32768];
-	size_t n;
-};
-
-static void put(struct seed *sd, const void *p, size_t n)
-{
-	FUZZ_CHECK(sd->n + n <= sizeof(sd->b));
-	memcpy(sd->b + sd->n, p, n);
-	sd->n += n;
-}
-
-static void put8(struct seed *sd, unsigned v)
-{
-	uint8_t b = (uint8_t)v;
-
-	put(sd, &b, 1);
-}
-
-static void put16(struct seed *sd, unsigned v)
-{
-	put8(sd, v & 0xff);
-	put8(sd, v >> 8);
-}
-
-static void put32(struct seed *sd, uint32_t v)
-{
-	put16(sd, v & 0xffff);
-	put16(sd, v >> 16);
-}
 
 static void put_patch(struct seed *sd, unsigned file, unsigned off,
 		      const void *p, unsigned n)
 {
-	put8(sd, OP_PATCH);
-	put8(sd, file);
-	put16(sd, off);
-	put8(sd, n);
-	put(sd, p, n);
+	seed_put8(sd, OP_PATCH);
+	seed_put8(sd, file);
+	seed_put16(sd, off);
+	seed_put8(sd, n);
+	seed_put(sd, p, n);
 }
 
 /* Every op once or twice: subscribe, publish each way, read each way. */
@@ -674,7 +644,7 @@ static void put_program(struct seed *sd)
 		OP_INSPECT,
 	};
 
-	put(sd, prog, sizeof(prog));
+	seed_put(sd, prog, sizeof(prog));
 }
 
 static void write_seed(const char *dir, const char *name,
@@ -710,7 +680,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 			if (mode && t != 3 && t != 5 && t != 6)
 				continue;
 			sd.n = 0;
-			put8(&sd, t << 3 | mode);
+			seed_put8(&sd, t << 3 | mode);
 			put_program(&sd);
 			snprintf(name, sizeof(name), "t%u-mode%u", t, mode);
 			write_seed(dir, name, &sd);
@@ -732,7 +702,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		for (size_t i = 0; i < sizeof(patches) / sizeof(patches[0]);
 		     i++) {
 			sd.n = 0;
-			put8(&sd, t << 3);
+			seed_put8(&sd, t << 3);
 			put_patch(&sd, patches[i].file, patches[i].off,
 				  patches[i].p, patches[i].n);
 			put_program(&sd);
@@ -747,11 +717,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	}
 	for (unsigned t = 4; t < NTEMPLATES; t += 3) {
 		sd.n = 0;
-		put8(&sd, t << 3 | 4);
-		put32(&sd, (uint32_t)templates[t].ctl_len);
-		put(&sd, templates[t].ctl, templates[t].ctl_len);
-		put32(&sd, (uint32_t)templates[t].data_len);
-		put(&sd, templates[t].data, templates[t].data_len);
+		seed_put8(&sd, t << 3 | 4);
+		seed_put32(&sd, (uint32_t)templates[t].ctl_len);
+		seed_put(&sd, templates[t].ctl, templates[t].ctl_len);
+		seed_put32(&sd, (uint32_t)templates[t].data_len);
+		seed_put(&sd, templates[t].data, templates[t].data_len);
 		put_program(&sd);
 		snprintf(name, sizeof(name), "raw-t%u", t);
 		write_seed(dir, name, &sd);

@@ -327,11 +327,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 /* ---------------------------------------------------------- seed corpus */
 
-struct seed {
-	uint8_t b[8192];
-	size_t n;
-};
-
 /* Appends one request: who, u16 length, header, body. */
 static void req(struct seed *sd, unsigned who, unsigned type,
 		const void *body, uint32_t len)

@@ -940,44 +940,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 /* ---------------------------------------------------------- seed corpus */
 
-struct seed {
-	uint8_t b[32768];
-	size_t n;
-};
-
-static void put(struct seed *sd, const void *p, size_t n)
-{
-	FUZZ_CHECK(sd->n + n <= sizeof(sd->b));
-	memcpy(sd->b + sd->n, p, n);
-	sd->n += n;
-}
-
-static void put8(struct seed *sd, unsigned v)
-{
-	uint8_t b = (uint8_t)v;
-
-	put(sd, &b, 1);
-}
-
-static void put16(struct seed *sd, unsigned v)
-{
-	put8(sd, v & 0xff);
-	put8(sd, v >> 8);
-}
-
-static void put64(struct seed *sd, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		put8(sd, (unsigned)(v >> (8 * i)) & 0xff);
-}
 
 static void put_patch(struct seed *sd, size_t off, const void *p,
 		      unsigned n)
 {
-	put8(sd, OP_PATCH);
-	put16(sd, (unsigned)off);
-	put8(sd, n);
-	put(sd, p, n);
+	seed_put8(sd, OP_PATCH);
+	seed_put16(sd, (unsigned)off);
+	seed_put8(sd, n);
+	seed_put(sd, p, n);
 }
 
 static void put_patch64(struct seed *sd, size_t off, uint64_t v)
@@ -1012,31 +982,31 @@ static void put_program(struct seed *sd)
 	};
 	struct sb_group_state st;
 
-	put(sd, a, sizeof(a));
+	seed_put(sd, a, sizeof(a));
 	/* an ack of a forged lease: claim 0, held by member 1 */
-	put8(sd, OP_ACK | 1 << 4);
-	put8(sd, 1 << 3);
-	put64(sd, 0);
-	put64(sd, gctl(SHMBUS_LEASE_LEASED, 1, 1, 1));
-	put64(sd, 0);
+	seed_put8(sd, OP_ACK | 1 << 4);
+	seed_put8(sd, 1 << 3);
+	seed_put64(sd, 0);
+	seed_put64(sd, gctl(SHMBUS_LEASE_LEASED, 1, 1, 1));
+	seed_put64(sd, 0);
 	/* the group's own state, its floor at the channel's head */
 	memset(&st, 0, sizeof(st));
 	st.window = WINDOW;
 	st.lease_ns = INT64_C(30000000000);
-	put8(sd, OP_APPLY);
-	put8(sd, 1 | 2 | 4);
-	put(sd, &st, sizeof(st));
-	put64(sd, 0);
+	seed_put8(sd, OP_APPLY);
+	seed_put8(sd, 1 | 2 | 4);
+	seed_put(sd, &st, sizeof(st));
+	seed_put64(sd, 0);
 	/* a new group's, keyed */
 	snprintf(st.name, sizeof(st.name), "replica");
 	st.mode = SHMBUS_GMODE_KEYED;
 	st.lanes = 4;
 	st.floor = 64;
-	put8(sd, OP_APPLY);
-	put8(sd, 2 | 8);
-	put(sd, &st, sizeof(st));
-	put64(sd, 0);
-	put(sd, b, sizeof(b));
+	seed_put8(sd, OP_APPLY);
+	seed_put8(sd, 2 | 8);
+	seed_put(sd, &st, sizeof(st));
+	seed_put64(sd, 0);
+	seed_put(sd, b, sizeof(b));
 }
 
 static void write_seed(const char *out, const char *name,
@@ -1068,15 +1038,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	 * whole as a raw file. */
 	for (unsigned t = 0; t < NTEMPLATES; t++) {
 		sd.n = 0;
-		put8(&sd, t >> 1 | (t & 1 ? F_USED : 0) | F_STAMP_ID);
+		seed_put8(&sd, t >> 1 | (t & 1 ? F_USED : 0) | F_STAMP_ID);
 		put_program(&sd);
 		snprintf(name, sizeof(name), "%s-%s", tnames[t >> 1],
 			 t & 1 ? "used" : "fresh");
 		write_seed(out, name, &sd);
 		sd.n = 0;
-		put8(&sd, t >> 1 | F_RAW);
-		put16(&sd, (unsigned)group_len);
-		put(&sd, templates[t], group_len);
+		seed_put8(&sd, t >> 1 | F_RAW);
+		seed_put16(&sd, (unsigned)group_len);
+		seed_put(&sd, templates[t], group_len);
 		put_program(&sd);
 		snprintf(name, sizeof(name), "raw-%s-%s", tnames[t >> 1],
 			 t & 1 ? "used" : "fresh");
@@ -1110,7 +1080,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		for (size_t i = 0; i < sizeof(patches) / sizeof(patches[0]);
 		     i++) {
 			sd.n = 0;
-			put8(&sd, g | F_USED);
+			seed_put8(&sd, g | F_USED);
 			put_patch64(&sd, patches[i].off, patches[i].v);
 			put_program(&sd);
 			put_patch64(&sd, patches[i].off, patches[i].v);

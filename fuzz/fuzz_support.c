@@ -64,3 +64,35 @@ void fuzz_write_seed(const char *dir, const char *name, const void *b,
 	FUZZ_CHECK(f && fwrite(b, 1, n, f) == n);
 	fclose(f);
 }
+
+void seed_put(struct seed *sd, const void *p, size_t n)
+{
+	FUZZ_CHECK(sd->n + n <= sizeof(sd->b));
+	memcpy(sd->b + sd->n, p, n);
+	sd->n += n;
+}
+
+void seed_put8(struct seed *sd, unsigned v)
+{
+	uint8_t b = (uint8_t)v;
+
+	seed_put(sd, &b, 1);
+}
+
+void seed_put16(struct seed *sd, unsigned v)
+{
+	seed_put8(sd, v & 0xff);
+	seed_put8(sd, v >> 8);
+}
+
+void seed_put32(struct seed *sd, uint32_t v)
+{
+	seed_put16(sd, v & 0xffff);
+	seed_put16(sd, v >> 16);
+}
+
+void seed_put64(struct seed *sd, uint64_t v)
+{
+	seed_put32(sd, (uint32_t)v);
+	seed_put32(sd, (uint32_t)(v >> 32));
+}
