@@ -231,6 +231,10 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 		       const char *name, uint32_t *index, uint64_t *pos,
 		       bool *fresh, uint64_t *seq);
 void sb_slot_release_group(struct shmbus_channel *ch, uint32_t index);
+void sb_slot_group_made(struct shmbus_channel *ch, uint32_t index);
+/* Whether a group file of ch (direct mode: its directory) owns slot i;
+ * also true when it cannot be told (no directory). */
+bool sb_group_claims_slot(struct shmbus_channel *ch, uint32_t index);
 int sb_bus_group(struct shmbus_bus *bus, const char *chan, const char *group,
 		 const struct shmbus_group_attr *a);
 

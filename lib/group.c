@@ -194,6 +194,8 @@ int sb_group_open_file(struct shmbus_channel *ch, const char *dir,
 		munmap(g, size);
 		goto drop;
 	}
+	if (sb_group_create_hook)
+		sb_group_create_hook();
 	init_file(g, size, ch, group, &s, slot, start, fresh);
 	g->start_seq = seq;
 	/* Release: the fields above before the magic that says they are
@@ -211,6 +213,7 @@ int sb_group_open_file(struct shmbus_channel *ch, const char *dir,
 		return rc;
 	}
 	unlink(tmp);
+	sb_slot_group_made(ch, slot);
 	return fd;
 drop:
 	unlink(tmp);
@@ -1335,4 +1338,41 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 					    : lanes_raise(m, f);
 	sb_group_unmap(m);
 	return rc;
+}
+
+struct claims {
+	struct shmbus_channel *ch;
+	uint32_t slot;
+	bool found;
+};
+
+static int claims_one(const char *group, void *arg)
+{
+	struct claims *c = arg;
+	char path[PATH_MAX];
+	struct shmbus_group_hdr h;
+	int fd;
+
+	if (sb_group_path(path, sizeof(path), c->ch->dir, c->ch->name, group))
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+	    h.magic == SHMBUS_GROUP_MAGIC && h.data_id == c->ch->data_id &&
+	    h.slot == c->slot)
+		c->found = true;
+	close(fd);
+	return c->found;
+}
+
+bool sb_group_claims_slot(struct shmbus_channel *ch, uint32_t index)
+{
+	struct claims c = { ch, index, false };
+
+	if (!ch->dir[0])
+		return true;	/* cannot tell: leave it */
+	if (sb_group_list(ch->dir, ch->name, claims_one, &c) < 0)
+		return true;
+	return c.found;
 }

@@ -206,6 +206,9 @@ void sb_group_fill_stats(struct shmbus_group *m,
 /* A test hook: called between a shared claim's CAS and its lease being
  * recorded, so that a test can kill the member exactly there. */
 extern void (*sb_group_hook)(void);
+/* Another: called when a new group's creator holds the channel's slot
+ * and its file is not yet in place. */
+extern void (*sb_group_create_hook)(void);
 
 /* Settle kinds. */
 #define SB_SETTLE_ACK	0

@@ -22,6 +22,7 @@
 #include "group.h"
 
 void (*sb_group_hook)(void);
+void (*sb_group_create_hook)(void);
 
 int sb_rec_look(struct shmbus_channel *ch, uint64_t p, uint64_t fresh,
 		uint32_t *type, uint32_t *len, uint64_t *seq, uint64_t *size)

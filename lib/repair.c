@@ -407,10 +407,22 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	s = &ch->subs[i];
 	o = load_acquire64(&s->owner);	/* A7 */
 	/* ACTIVE: a subscriber that died.  BUSY: one that died setting its
-	 * slot up, or a repairer that died releasing it. */
+	 * slot up, or a repairer that died releasing it.  GROUP with a pid:
+	 * the creator of a group that died before its file was in place
+	 * (if the file is there, the group is whole: the slot is its). */
 	if ((owner_state(o) != SHMBUS_SLOT_ACTIVE &&
-	     owner_state(o) != SHMBUS_SLOT_BUSY) || owner_pid(o) != dead)
+	     owner_state(o) != SHMBUS_SLOT_BUSY &&
+	     owner_state(o) != SHMBUS_SLOT_GROUP) || owner_pid(o) != dead)
 		return 0;
+	if (owner_state(o) == SHMBUS_SLOT_GROUP && sb_group_claims_slot(ch, i)) {
+		uint64_t w = o;
+
+		/* No edge: only the pid goes; the slot's fields stay the
+		 * group's. */
+		cas_strong_seqcst64(&s->owner, &w,
+				    owner_word(SHMBUS_SLOT_GROUP, 0));
+		return 0;
+	}
 	/* The state and the dead pid in one compare, our pid in: a slot a
 	 * live process took meanwhile is left alone, and if we die here the
 	 * slot names us, and the next repairer takes it from us.  No edge:

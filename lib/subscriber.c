@@ -187,8 +187,11 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 
 /*
  * Takes a subscriber slot for a consumer group (owner state
- * SHMBUS_SLOT_GROUP, no pid: never reaped), exactly as a subscriber
- * opens: its cursor is the group's start, and then its floor.
+ * SHMBUS_SLOT_GROUP), exactly as a subscriber opens: its cursor is the
+ * group's start, and then its floor.  The slot names its creator until
+ * the group's file is in place (sb_slot_group_made()); then no pid, and
+ * it is never reaped.  A creator that dies before leaves its pid for
+ * the repairs (sb_repair_sub()).
  */
 int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 		       const char *name, uint32_t *index, uint64_t *pos,
@@ -209,7 +212,8 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
 	raise_hwm(ch->hdr, *index + 1);
 	/* R7, and F1 after it, as in shmbus_sub_open(). */
-	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_GROUP, 0));
+	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_GROUP,
+					     (uint32_t)getpid()));
 	fence_seqcst();
 	/* As in shmbus_sub_open(): a lower bound of the seq at head. */
 	*seq = load_relaxed64(&ch->hdr->seq);
@@ -227,6 +231,17 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 	/* R5 (see publish_cursor()). */
 	store_release64(&s->pos, at);
 	return 0;
+}
+
+/* The group's file is in place: its slot no longer names its creator. */
+void sb_slot_group_made(struct shmbus_channel *ch, uint32_t index)
+{
+	uint64_t o = owner_word(SHMBUS_SLOT_GROUP, (uint32_t)getpid());
+
+	/* R7 (a new word for the slot's readers); if a repair judged us
+	 * dead meanwhile it found our file (sb_group_claims_slot()). */
+	cas_strong_seqcst64(&ch->subs[index].owner, &o,
+			    owner_word(SHMBUS_SLOT_GROUP, 0));
 }
 
 /* Gives a group's slot back (the group is deleted, or lost a race to

@@ -25,6 +25,7 @@
 
 #include "helpers.h"
 #include "../lib/group.h"
+#include "../lib/repair.h"
 
 static const char *dir;
 
@@ -1003,5 +1004,97 @@ Test(group, a_deleted_group_no_longer_holds_the_producer)
 		     "the producer is free again");
 	cr_assert_eq(shmbus_group_delete(ch, "g"), -ENOENT);
 	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}
+
+static int create_then_die(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+
+	(void)arg;
+	sb_group_create_hook = killed_at_claim;	/* raise(SIGKILL) */
+	return ch && shmbus_group_join(ch, "fresh", "m", NULL) ? 0 : 3;
+}
+
+/* A process killed while creating a group, holding the channel's slot
+ * before the group's file is in place: the slot is released (here by the
+ * producer it holds back, as in direct mode), not lost for good. */
+Test(group, a_creator_killed_before_its_group_file_leaves_no_slot)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 12);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	uint64_t v = 0;
+	char path[512];
+	int rc = 0, i;
+
+	cr_assert(p);
+	cr_assert_eq(th_wait(th_spawn(create_then_die, NULL)), 128 + SIGKILL);
+	snprintf(path, sizeof(path), "%s/.ch@fresh.group", dir);
+	cr_assert_neq(access(path, F_OK), 0, "no group file");
+	/* More than a ring's worth: only a released slot lets them all in. */
+	for (i = 0; i < 5000 && v < 1000; i++) {
+		rc = shmbus_publish(p, &v, sizeof(v));
+		if (rc == 0)
+			v++;
+		else
+			usleep(1000);
+	}
+	cr_assert_eq(v, 1000, "the producer was held back for good (%d)", rc);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}
+
+/* The same death just after the file is in place keeps the group whole:
+ * the repair finds the file and leaves the slot to the group. */
+static void die_now(void)
+{
+	raise(SIGKILL);
+}
+
+static int link_then_die(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_attr ga;
+
+	(void)arg;
+	shmbus_group_attr_init(&ga);
+	if (!ch)
+		return 3;
+	/* Made whole first, then the slot made to name us again, as if we
+	 * had died between the link and sb_slot_group_made(). */
+	if (!shmbus_group_join(ch, "whole", "m", &ga))
+		return 4;
+	die_now();
+	return 0;
+}
+
+Test(group, a_group_whose_file_is_in_place_keeps_its_slot)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 12);
+	struct shmbus_group_stats st;
+	shmbus_group *g;
+	pid_t pid;
+	struct shmbus_sub_slot *slots;
+	uint32_t slot = SHMBUS_MAX_SLOTS;
+
+	pid = th_spawn(link_then_die, NULL);
+	cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+	slots = ch->subs;
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++)
+		if ((uint32_t)slots[i].owner == SHMBUS_SLOT_GROUP)
+			slot = i;
+	cr_assert_lt(slot, SHMBUS_MAX_SLOTS);
+	/* Name the dead creator again: what a death before the settle
+	 * leaves. */
+	slots[slot].owner = (uint64_t)pid << 32 | SHMBUS_SLOT_GROUP;
+	cr_assert_eq(sb_repair_sub(ch, slot, (uint32_t)pid, (uint32_t)getpid()),
+		     0);
+	cr_assert_eq(slots[slot].owner, SHMBUS_SLOT_GROUP,
+		     "the group keeps its slot, without the pid");
+	g = shmbus_group_join(ch, "whole", "n", NULL);
+	cr_assert(g, "the group is whole: %s", strerror(errno));
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.members, 1);
+	shmbus_group_leave(g);
 	shmbus_channel_close(ch);
 }
