@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../lib/contract.h"
@@ -121,11 +122,24 @@ static int maintain_one(const char *group, void *arg)
 	return 0;
 }
 
-void sbd_groups_maintain(shmbus_channel *ch, const char *name)
+/* Every group of channel c, at each scan.  A channel without groups
+ * costs one stat of the directory: it is listed again only once the
+ * directory has changed (a group file made or removed). */
+void sbd_groups_maintain(struct sbd_chan *c)
 {
-	struct scan s = { ch, name };
+	struct scan s = { c->ch, c->name };
+	struct stat st;
+	int64_t t;
+	int n;
 
-	sb_group_list(sbd.conf.shm_dir, name, maintain_one, &s);
+	if (stat(sbd.conf.shm_dir, &st) < 0)
+		return;
+	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	if (!c->ngroups && t == c->groups_dir_ns)
+		return;
+	n = sb_group_list(sbd.conf.shm_dir, c->name, maintain_one, &s);
+	c->ngroups = n > 0 ? (unsigned)n : 0;
+	c->groups_dir_ns = t;
 }
 
 void sbd_groups_close(void)

@@ -155,7 +155,7 @@ unsigned sbd_reap_once(void)
 		sbd_tsan_acquire(c);	/* pairs with sbd_chan_add() */
 		n += reap_channel(c, &v);
 		watch_channel(c, &v);
-		sbd_groups_maintain(c->ch, c->name);
+		sbd_groups_maintain(c);
 	}
 	rcu_read_unlock();
 	return n;

@@ -82,6 +82,8 @@ struct rchan {
 	bool in_sync;			/* agent */
 	int64_t last_send_ns;		/* agent */
 	int64_t groups_ns;		/* agent: groups last shipped */
+	int64_t groups_dir_ns;		/* agent: the shm dir's change time
+					 * when it last found no group */
 
 	/* Standby. */
 	pthread_t linker;

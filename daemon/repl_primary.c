@@ -313,16 +313,27 @@ static void ship_groups(struct rchan *rc)
 {
 	static __thread struct group_batch b;
 	struct iovec iov;
+	struct stat st;
+	int64_t t;
 
 	if (!rc->plink || now_ns() - rc->groups_ns <
 			  GROUPS_MS * INT64_C(1000000))
 		return;
 	rc->groups_ns = now_ns();
+	/* Without groups, one stat: the directory is listed again only
+	 * once it has changed. */
+	if (stat(sbd.conf.shm_dir, &st) < 0)
+		return;
+	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	if (t == rc->groups_dir_ns)
+		return;
 	b.n = 0;
 	b.rc = rc;
 	sb_group_list(sbd.conf.shm_dir, rc->name, add_group, &b);
-	if (!b.n)
+	if (!b.n) {
+		rc->groups_dir_ns = t;
 		return;
+	}
 	iov = (struct iovec){ b.g, b.n * sizeof(b.g[0]) };
 	if (rp_send_frame(rc->plink, RW_GROUPS, rc->id, LOAD(&rc->sent), &iov,
 			  1, (int)sync_ms()))

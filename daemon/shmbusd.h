@@ -177,6 +177,10 @@ struct sbd_chan {
 	bool wd_reported;
 	/* the hand-off as the last scan saw it (reaper thread only) */
 	uint64_t handoff_seen;
+	/* the channel's groups as the last scan found them (reaper thread
+	 * only): how many, and the shm dir's change time then */
+	unsigned ngroups;
+	int64_t groups_dir_ns;
 };
 
 struct sbd_client {
@@ -318,7 +322,7 @@ int sbd_parse_groups(const char *v, struct sbd_chan_conf *cc, char *err,
 void sbd_groups_setup(const struct sbd_chan_conf *cc, shmbus_channel *ch);
 bool sbd_group_configured(const char *chan, const char *group,
 			  struct shmbus_group_attr *a);
-void sbd_groups_maintain(shmbus_channel *ch, const char *name);
+void sbd_groups_maintain(struct sbd_chan *c);
 void sbd_groups_close(void);
 
 #endif /* SHMBUSD_H */
