@@ -425,7 +425,18 @@ Test(repl_roles, a_producer_handle_that_outlives_a_handover_stays_refused)
 	cr_assert_eq(shmbus_publish(old, msg, sizeof(msg)), -EROFS);
 	sb_repl_read(ch, &v1);
 	cr_assert_eq(v0.head, v1.head, "the refused handle moved head");
-	/* And back: A primary again. */
+	/* And back: A primary again, once A, now the standby, is linked for
+	 * every channel (sanitized daemons take their time to re-link; a
+	 * switchover gives them handover_ms). */
+	for (int i = 0; i < 500; i++) {
+		struct sb_repl_view vs, vm;
+
+		host_view(&B, "sp", &vs);
+		host_view(&B, "mp", &vm);
+		if (vs.flags & vm.flags & SHMBUS_REPL_LINK)
+			break;
+		usleep(10000);
+	}
 	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
 		     r.text);
 	cr_assert_eq(shmbus_publish(old, msg, sizeof(msg)), -EROFS);
