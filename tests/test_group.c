@@ -737,8 +737,11 @@ Test(group, a_batch_given_back_is_delivered_whole_to_a_reader)
 	shmbus_channel_close(ch);
 }
 
+static volatile sig_atomic_t hooked_once;
+
 static void stop_self(void)
 {
+	hooked_once = 1;
 	raise(SIGSTOP);
 }
 
@@ -753,7 +756,11 @@ static int win_then_stop(void *arg)
 	if (!g)
 		return 2;
 	sb_group_hook = stop_self;	/* after the claim, before its lease */
-	shmbus_group_poll(g, keep_lease, &l, 1);
+	/* Until the message is there (the parent publishes after the
+	 * spawn): the first claim stops (or kills) us. */
+	for (int i = 0; i < 5000 && !hooked_once &&
+			shmbus_group_poll(g, keep_lease, &l, 1) == 0; i++)
+		usleep(1000);
 	return 0;
 }
 
