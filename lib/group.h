@@ -192,7 +192,15 @@ uint32_t sb_lanes_owned(struct shmbus_group *m);
 int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 			 uint32_t self);
 
-/* the file and the API (group.c) */
+#define SB_LANE_CAP_MAX		1024u	/* records in flight per lane */
+#define SB_GROUP_F_DELETED	0x1u	/* hdr.flags */
+
+/* the file (group_file.c) */
+struct shmbus_group *sb_group_open_map(struct shmbus_channel *ch,
+				       const char *dir, const char *group,
+				       bool rdonly, int *err);
+
+/* the file and the API (group.c, group_file.c, group_state.c) */
 int sb_group_path(char *buf, size_t len, const char *dir, const char *chan,
 		  const char *group);
 struct shmbus_group *sb_group_map(struct shmbus_channel *ch, int fd,

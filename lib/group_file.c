@@ -1,0 +1,473 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * group_file.c - a consumer group's file: its name, making it (whole or
+ * not at all, with the channel's slot it owns), mapping it once per
+ * channel handle, validating it, finding a channel's groups, deleting
+ * one.  Every value in it is untrusted (docs/groups.md §5).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "contract.h"
+#include "group.h"
+
+static size_t file_size_for(uint32_t window)
+{
+	size_t n = SHMBUS_GROUP_LEASES_OFF + (size_t)window * 64u;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+	return (n + page - 1) / page * page;
+}
+
+int sb_group_path(char *buf, size_t len, const char *dir, const char *chan,
+		  const char *group)
+{
+	int n;
+
+	if (!sb_name_ok(chan, 200) || !sb_name_ok(group, 63))
+		return -EINVAL;
+	n = snprintf(buf, len, "%s/" SHMBUS_GROUP_FILE_FMT, dir, chan, group);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* Fills a new group's file (all but its magic). */
+static void init_file(struct shmbus_group_hdr *g, size_t size,
+		      const struct shmbus_channel *ch, const char *group,
+		      const struct shmbus_group_attr *a, uint32_t slot,
+		      uint64_t start, bool fresh)
+{
+	struct shmbus_lane *lanes = (void *)((uint8_t *)g +
+					     SHMBUS_GROUP_LANES_OFF);
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	g->version = SHMBUS_GROUP_VERSION;
+	g->hdr_size = sizeof(*g);
+	g->file_size = size;
+	g->data_id = ch->data_id;
+	g->mode = (uint32_t)a->mode;
+	g->window = a->window;
+	g->lanes = a->lanes;
+	g->max_deliveries = a->max_deliveries == UINT32_MAX ? 0
+							    : a->max_deliveries;
+	g->lease_ns = a->lease_ns;
+	g->slot = slot;
+	g->create_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	snprintf(g->name, sizeof(g->name), "%s", group);
+	if (a->dead_letter)
+		snprintf(g->dead_letter, sizeof(g->dead_letter), "%s",
+			 a->dead_letter);
+	g->claim_pos = g->floor_pos = start;
+	g->fresh_pos = fresh ? start : UINT64_MAX;
+	for (uint32_t i = 0; i < SHMBUS_GROUP_LANES; i++) {
+		lanes[i].ctl = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0, 0);
+		lanes[i].acked = lanes[i].next = start;
+	}
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
+		struct shmbus_member *r = (void *)((uint8_t *)g +
+			SHMBUS_GROUP_MEMBERS_OFF + j * sizeof(*r));
+
+		r->intent_seq = UINT64_MAX;
+	}
+	/* No claim is recorded yet: not even claim 0. */
+	for (uint32_t i = 0; i < a->window; i++) {
+		struct shmbus_lease_slot *l = (void *)((uint8_t *)g +
+			SHMBUS_GROUP_LEASES_OFF + i * sizeof(*l));
+
+		l->seq = UINT64_MAX;
+	}
+}
+
+/*
+ * Opens the group's file, creating it (and taking the channel's slot for
+ * it) if it does not exist and `a` is given.  Returns a descriptor, or
+ * -errno.  The file appears whole or not at all: it is written under a
+ * temporary name and linked in place.
+ */
+int sb_group_open_file(struct shmbus_channel *ch, const char *dir,
+		       const char *chan, const char *group,
+		       const struct shmbus_group_attr *a)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 32];
+	struct shmbus_group_attr s;
+	struct shmbus_group_hdr *g;
+	uint64_t start, seq;
+	uint32_t slot;
+	size_t size;
+	bool fresh;
+	int fd, rc;
+
+	rc = sb_group_path(path, sizeof(path), dir, chan, group);
+	if (rc)
+		return rc;
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0 || errno != ENOENT || !a)
+		return fd >= 0 ? fd : -errno;
+	rc = sb_group_settings(a, &s);
+	if (rc)
+		return rc;
+	if (s.mode != SHMBUS_GROUP_SHARED && ch_overwrite(ch))
+		return -EINVAL;	/* ordered modes need a block channel */
+	size = file_size_for(s.window);
+	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
+	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+		  0660);
+	if (fd < 0)
+		return -errno;
+	if (fchmod(fd, 0660) < 0 || posix_fallocate(fd, 0, (off_t)size)) {
+		rc = -ENOSPC;
+		goto drop;
+	}
+	g = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (g == MAP_FAILED) {
+		rc = -errno;
+		goto drop;
+	}
+	rc = sb_slot_take_group(ch, s.start, group, &slot, &start, &fresh,
+				&seq);
+	if (rc) {
+		munmap(g, size);
+		goto drop;
+	}
+	if (sb_group_create_hook)
+		sb_group_create_hook();
+	init_file(g, size, ch, group, &s, slot, start, fresh);
+	g->start_seq = seq;
+	/* Release: the fields above before the magic that says they are
+	 * there (readers check it first, with acquire). */
+	/* R20: pairs with A20: the fields above before the magic. */
+	store_release64(&g->magic, SHMBUS_GROUP_MAGIC);
+	munmap(g, size);
+	if (link(tmp, path) < 0) {
+		rc = -errno;
+		sb_slot_release_group(ch, slot);
+		unlink(tmp);
+		close(fd);
+		if (rc == -EEXIST)	/* someone else made it first */
+			return sb_group_open_file(ch, dir, chan, group, NULL);
+		return rc;
+	}
+	unlink(tmp);
+	sb_slot_group_made(ch, slot);
+	return fd;
+drop:
+	unlink(tmp);
+	close(fd);
+	return rc;
+}
+
+/*
+ * Checks a group file's identity and copies it into m.  Each field is
+ * loaded once: a member may rewrite the file while we look, and a value
+ * checked must be the value used.
+ */
+static int validate(struct shmbus_group *m, const struct shmbus_group_hdr *g,
+		    uint64_t size, const struct shmbus_channel *ch)
+{
+	uint32_t mode, window, lanes, slot;
+	int64_t lease_ns;
+
+	/* A20: pairs with R20 (the magic, stored last). */
+	if (load_acquire64((uint64_t *)&g->magic) != SHMBUS_GROUP_MAGIC)
+		return -EBADMSG;
+	if (load_relaxed32((uint32_t *)&g->version) != SHMBUS_GROUP_VERSION)
+		return -EPROTONOSUPPORT;
+	mode = load_relaxed32((uint32_t *)&g->mode);
+	window = load_relaxed32((uint32_t *)&g->window);
+	lanes = load_relaxed32((uint32_t *)&g->lanes);
+	slot = load_relaxed32((uint32_t *)&g->slot);
+	lease_ns = (int64_t)load_relaxed64((uint64_t *)&g->lease_ns);
+	if (load_relaxed32((uint32_t *)&g->hdr_size) != sizeof(*g) ||
+	    load_relaxed64((uint64_t *)&g->file_size) != size ||
+	    mode > SHMBUS_GMODE_SINGLE || !window ||
+	    window > SHMBUS_GROUP_MAX_WINDOW || (window & (window - 1)) ||
+	    size < file_size_for(window) || lanes > SHMBUS_GROUP_LANES ||
+	    (mode != SHMBUS_GMODE_SHARED && !lanes) ||
+	    (mode == SHMBUS_GMODE_SINGLE && lanes != 1) || lease_ns <= 0 ||
+	    lease_ns > SB_LEASE_MAX_NS ||
+	    slot >= SHMBUS_MAX_SLOTS)
+		return -EBADMSG;
+	if (ch && (load_relaxed64((uint64_t *)&g->data_id) != ch->data_id ||
+		   owner_state(load_relaxed64(&ch->subs[slot].owner)) !=
+			   SHMBUS_SLOT_GROUP))
+		return -EBADMSG;
+	m->mode = mode;
+	m->window = window;
+	m->wmask = window - 1;
+	m->nlanes = mode == SHMBUS_GMODE_SHARED ? 0 : lanes;
+	m->max_deliveries = load_relaxed32((uint32_t *)&g->max_deliveries);
+	m->lease_ns = lease_ns;
+	m->slot = slot;
+	return 0;
+}
+
+/* Tokens of this process's handles, for the maintenance lock. */
+static _Atomic uint32_t tokens;
+
+/* One mapping of a group's file per channel handle (channel.h). */
+struct sb_gmap {
+	struct sb_gmap *next;
+	dev_t dev;
+	ino_t ino;
+	bool rdonly;
+	unsigned refs;
+	void *base;
+	size_t len;
+};
+
+static void *gmap_get(struct shmbus_channel *ch, int fd,
+		      const struct stat *st, bool rdonly, int *err)
+{
+	struct sb_gmap *g;
+	void *base = NULL;
+
+	pthread_mutex_lock(&ch->gmap_lock);
+	for (g = ch->gmaps; g; g = g->next)
+		if (g->dev == st->st_dev && g->ino == st->st_ino &&
+		    g->rdonly == rdonly && g->len == (size_t)st->st_size) {
+			g->refs++;
+			base = g->base;
+			goto out;
+		}
+	g = calloc(1, sizeof(*g));
+	base = g ? mmap(NULL, (size_t)st->st_size,
+			rdonly ? PROT_READ : PROT_READ | PROT_WRITE,
+			MAP_SHARED, fd, 0) : MAP_FAILED;
+	if (base == MAP_FAILED) {
+		*err = g ? -errno : -ENOMEM;
+		free(g);
+		base = NULL;
+		goto out;
+	}
+	g->dev = st->st_dev;
+	g->ino = st->st_ino;
+	g->rdonly = rdonly;
+	g->refs = 1;
+	g->base = base;
+	g->len = (size_t)st->st_size;
+	g->next = ch->gmaps;
+	ch->gmaps = g;
+out:
+	pthread_mutex_unlock(&ch->gmap_lock);
+	return base;
+}
+
+static void gmap_put(struct shmbus_channel *ch, void *base)
+{
+	struct sb_gmap **p, *g;
+
+	pthread_mutex_lock(&ch->gmap_lock);
+	for (p = &ch->gmaps; (g = *p); p = &g->next)
+		if (g->base == base) {
+			if (--g->refs == 0) {
+				*p = g->next;
+				munmap(g->base, g->len);
+				free(g);
+			}
+			break;
+		}
+	pthread_mutex_unlock(&ch->gmap_lock);
+}
+
+/* Maps a group's file for the channel ch.  NULL with *err set. */
+struct shmbus_group *sb_group_map(struct shmbus_channel *ch, int fd,
+				  bool rdonly, int *err)
+{
+	struct shmbus_group *m;
+	struct stat st;
+	void *base;
+	int rc;
+
+	if (fstat(fd, &st) < 0 || st.st_size < (off_t)SHMBUS_GROUP_LEASES_OFF ||
+	    st.st_size > (off_t)file_size_for(SHMBUS_GROUP_MAX_WINDOW)) {
+		*err = -EBADMSG;
+		return NULL;
+	}
+	base = gmap_get(ch, fd, &st, rdonly, err);
+	if (!base)
+		return NULL;
+	m = calloc(1, sizeof(*m));
+	rc = m ? validate(m, base, (uint64_t)st.st_size, ch) : -ENOMEM;
+	if (rc) {
+		gmap_put(ch, base);
+		free(m);
+		*err = rc;
+		return NULL;
+	}
+	m->ch = ch;
+	m->g = base;
+	m->map_len = (size_t)st.st_size;
+	m->members = (void *)((uint8_t *)base + SHMBUS_GROUP_MEMBERS_OFF);
+	m->lanes = (void *)((uint8_t *)base + SHMBUS_GROUP_LANES_OFF);
+	m->leases = (void *)((uint8_t *)base + SHMBUS_GROUP_LEASES_OFF);
+	m->me = SHMBUS_NO_MEMBER;
+	m->idle_head = UINT64_MAX;
+	m->token = atomic_fetch_add(&tokens, 1) + 1;
+	m->lane_cap = m->window < SB_LANE_CAP_MAX ? m->window : SB_LANE_CAP_MAX;
+	return m;
+}
+
+void sb_group_unmap(struct shmbus_group *m)
+{
+	if (!m)
+		return;
+	for (uint32_t i = 0; i < SHMBUS_GROUP_LANES; i++)
+		free(m->lane[i].starts);
+	if (m->dl_pub)
+		shmbus_pub_close(m->dl_pub);
+	if (m->dl_ch)
+		shmbus_channel_close(m->dl_ch);
+	free(m->buf);
+	gmap_put(m->ch, m->g);
+	free(m);
+}
+
+SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
+{
+	char path[PATH_MAX];
+	struct shmbus_group *m;
+	int fd, rc;
+
+	if (!ch || ch->bus || ch->rdonly)
+		return ch && ch->bus ? -EOPNOTSUPP : -EINVAL;
+	rc = sb_group_path(path, sizeof(path), ch->dir, ch->name, group);
+	if (rc)
+		return rc;
+	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	m = sb_group_map(ch, fd, false, &rc);
+	close(fd);
+	if (!m)
+		return rc;
+	rc = sb_group_remove(m, path);
+	sb_group_unmap(m);
+	return rc;
+}
+
+/* Deletes the group m maps at path: refused while a live member is
+ * joined.  0 or -errno. */
+int sb_group_remove(struct shmbus_group *m, const char *path)
+{
+	uint32_t f = load_relaxed32(&m->g->flags);
+
+	/* F6: the pair of shmbus_group_join() and sb_group_remove(): one sees
+	 * the other. */
+	while (!cas_strong_seqcst32(&m->g->flags, &f, f | SB_GROUP_F_DELETED))
+		;
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
+		/* F6: the pair of shmbus_group_join() and sb_group_remove():
+		 * one sees the other. */
+		uint64_t o = load_seqcst64(&m->members[j].owner);
+
+		if (owner_state(o) != SHMBUS_SLOT_FREE &&
+		    !sb_pid_gone(owner_pid(o))) {
+			and_relaxed32(&m->g->flags, ~SB_GROUP_F_DELETED);
+			return -EBUSY;
+		}
+	}
+	if (unlink(path) < 0)
+		return -errno;
+	sb_slot_release_group(m->ch, m->slot);
+	return 0;
+}
+
+int sb_group_list(const char *dir, const char *name,
+		  int (*fn)(const char *group, void *arg), void *arg)
+{
+	size_t n = strlen(name);
+	struct dirent *e;
+	DIR *d = opendir(dir);
+	int count = 0;
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		size_t len = strlen(e->d_name);
+		char group[64];
+
+		if (len <= n + 8 || e->d_name[0] != '.' ||
+		    strncmp(e->d_name + 1, name, n) || e->d_name[n + 1] != '@' ||
+		    strcmp(e->d_name + len - 6, ".group") ||
+		    len - n - 8 >= sizeof(group))
+			continue;
+		memcpy(group, e->d_name + n + 2, len - n - 8);
+		group[len - n - 8] = 0;
+		if (!sb_name_ok(group, 63))
+			continue;
+		count++;
+		if (fn && fn(group, arg))
+			break;
+	}
+	closedir(d);
+	return count;
+}
+
+struct shmbus_group *sb_group_open_map(struct shmbus_channel *ch,
+				       const char *dir, const char *group,
+				       bool rdonly, int *err)
+{
+	char path[PATH_MAX];
+	struct shmbus_group *m;
+	int fd;
+
+	*err = sb_group_path(path, sizeof(path), dir, ch->name, group);
+	if (*err)
+		return NULL;
+	fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		*err = -errno;
+		return NULL;
+	}
+	m = sb_group_map(ch, fd, rdonly, err);
+	close(fd);
+	return m;
+}
+
+struct claims {
+	struct shmbus_channel *ch;
+	uint32_t slot;
+	bool found;
+};
+
+static int claims_one(const char *group, void *arg)
+{
+	struct claims *c = arg;
+	char path[PATH_MAX];
+	struct shmbus_group_hdr h;
+	int fd;
+
+	if (sb_group_path(path, sizeof(path), c->ch->dir, c->ch->name, group))
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&
+	    h.magic == SHMBUS_GROUP_MAGIC && h.data_id == c->ch->data_id &&
+	    h.slot == c->slot)
+		c->found = true;
+	close(fd);
+	return c->found;
+}
+
+bool sb_group_claims_slot(struct shmbus_channel *ch, uint32_t index)
+{
+	struct claims c = { ch, index, false };
+
+	if (!ch->dir[0])
+		return true;	/* cannot tell: leave it */
+	if (sb_group_list(ch->dir, ch->name, claims_one, &c) < 0)
+		return true;
+	return c.found;
+}

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * group_state.c - what a group's file says, for those who read it without
+ * being members: the counters (shmbus_group_stats(), busstat), shmbusd's
+ * maintenance of each group, and replication's export and import of a
+ * group's settings and floor.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "contract.h"
+#include "group.h"
+
+void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
+{
+	struct shmbus_group_hdr *g = m->g;
+	int64_t now = sb_now_ns(), oldest = INT64_MAX;
+	uint32_t who = SHMBUS_NO_MEMBER;
+
+	memset(st, 0, sizeof(*st));
+	st->mode = (enum shmbus_group_mode)m->mode;
+	st->window = m->window;
+	st->lanes = m->nlanes;
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
+		uint64_t o = load_relaxed64(&m->members[j].owner);
+
+		st->members += owner_state(o) == SHMBUS_SLOT_ACTIVE &&
+			       !sb_pid_gone(owner_pid(o));
+	}
+	st->floor = load_relaxed64(&g->floor_pos);
+	st->claim = load_relaxed64(&g->claim_pos);
+	st->head = load_relaxed64(&m->ch->hdr->head);
+	if (m->mode == SHMBUS_GMODE_SHARED) {
+		uint64_t fs = load_relaxed64(&g->floor_seq);
+		uint64_t cs = load_relaxed64(&g->claim_seq);
+
+		for (uint64_t x = fs; x < cs && cs - fs <= m->window; x++) {
+			struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
+			uint64_t c = load_relaxed64(&l->ctl);	/* a statistic */
+			int64_t since;
+
+			if (gctl_state(c) != SHMBUS_LEASE_LEASED)
+				continue;
+			st->in_flight++;
+			since = (int64_t)load_relaxed64(
+					(uint64_t *)&l->deadline);
+			since = sb_after(since, -m->lease_ns);
+			if (since < oldest) {
+				oldest = since;
+				who = gctl_member(c);
+			}
+		}
+	} else {
+		st->claim = 0;
+		for (uint32_t i = 0; i < m->nlanes; i++) {
+			struct shmbus_lane *ln = &m->lanes[i];
+			uint64_t c = load_relaxed64(&ln->ctl);	/* a statistic */
+			int64_t since;
+
+			if (load_relaxed64(&ln->next) <=
+			    load_relaxed64(&ln->acked))
+				continue;
+			st->in_flight++;
+			since = (int64_t)load_relaxed64(
+					(uint64_t *)&ln->deadline) -
+				m->lease_ns;
+			if (since < oldest) {
+				oldest = since;
+				who = gctl_member(c);
+			}
+		}
+	}
+	if (who < SHMBUS_GROUP_MEMBERS) {
+		st->oldest_ns = now > oldest ? sb_elapsed(now, oldest) : 0;
+		st->oldest_pid = owner_pid(load_relaxed64(
+				&m->members[who].owner));
+		memcpy(st->oldest_member, m->members[who].name,
+		       sizeof(st->oldest_member));
+		st->oldest_member[sizeof(st->oldest_member) - 1] = 0;
+	}
+	st->delivered = load_relaxed64(&g->delivered);
+	st->redelivered = load_relaxed64(&g->redelivered);
+	st->acked = load_relaxed64(&g->acked);
+	st->nacked = load_relaxed64(&g->nacked);
+	st->expired = load_relaxed64(&g->expired);
+	st->released = load_relaxed64(&g->released);
+	st->dead_lettered = load_relaxed64(&g->dead_lettered);
+	st->dropped = load_relaxed64(&g->dropped);
+	st->window_full = load_relaxed64(&g->full);
+	st->lost = load_relaxed64(&g->lost);
+	st->lost_bytes = load_relaxed64(&g->lost_bytes);
+	st->loss_from = load_relaxed64(&g->loss_from);
+	st->loss_to = load_relaxed64(&g->loss_to);
+	st->lane_moves = load_relaxed64(&g->lane_moves);
+}
+
+int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
+		     struct shmbus_group_stats *st, struct sb_member_info *mi,
+		     unsigned *n)
+{
+	struct shmbus_group *m;
+	unsigned k = 0;
+	int rc;
+
+	if (!ch || !st || !n)
+		return -EINVAL;
+	m = sb_group_open_map(ch, dir, group, true, &rc);
+	if (!m)
+		return rc;
+	sb_group_fill_stats(m, st);
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
+		struct shmbus_member *r = &m->members[j];
+		uint64_t o = load_relaxed64(&r->owner);
+
+		if (owner_state(o) == SHMBUS_SLOT_FREE)
+			continue;
+		if (k < *n && mi) {
+			struct sb_member_info *x = &mi[k];
+
+			x->index = j;
+			x->pid = owner_pid(o);
+			x->alive = !sb_pid_gone(owner_pid(o));
+			memcpy(x->name, r->name, sizeof(x->name));
+			x->name[sizeof(x->name) - 1] = 0;
+			memcpy(x->comm, r->comm, sizeof(x->comm));
+			x->comm[sizeof(x->comm) - 1] = 0;
+			x->delivered = load_relaxed64(&r->delivered);
+			x->acked = load_relaxed64(&r->acked);
+			x->stale = load_relaxed64(&r->stale);
+		}
+		k++;
+	}
+	*n = k;
+	sb_group_unmap(m);
+	return 0;
+}
+
+int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
+			   const char *group,
+			   shmbus_pub *(*dl_for)(const char *name, void *ctx),
+			   void *ctx)
+{
+	struct shmbus_group *m;
+	shmbus_pub *dl = NULL;
+	char name[64];
+	int rc;
+
+	if (!ch || ch->rdonly)
+		return -EINVAL;
+	m = sb_group_open_map(ch, dir, group, false, &rc);
+	if (!m)
+		return rc;
+	memcpy(name, m->g->dead_letter, sizeof(name));
+	name[sizeof(name) - 1] = 0;
+	if (name[0] && dl_for && sb_name_ok(name, 63))
+		dl = dl_for(name, ctx);
+	rc = sb_group_maintain_as(m, dl, (uint32_t)getpid());
+	sb_group_unmap(m);
+	return rc;
+}
+
+int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
+		       struct sb_group_state *st)
+{
+	struct shmbus_group *m;
+	uint64_t fp, fs;
+	int rc;
+
+	m = sb_group_open_map(ch, dir, group, true, &rc);
+	if (!m)
+		return rc;
+	memset(st, 0, sizeof(*st));
+	snprintf(st->name, sizeof(st->name), "%s", group);
+	memcpy(st->dead_letter, m->g->dead_letter, sizeof(st->dead_letter));
+	st->dead_letter[sizeof(st->dead_letter) - 1] = 0;
+	st->mode = m->mode;
+	st->window = m->window;
+	st->lanes = m->nlanes;
+	st->max_deliveries = m->max_deliveries ? m->max_deliveries
+					       : UINT32_MAX;
+	st->lease_ns = m->lease_ns;
+	sb_pair_read(&m->g->floor_pos, &fp, &fs);
+	st->floor = fp;
+	sb_group_unmap(m);
+	return 0;
+}
+
+/* Shared: the floor and the claim word both to f, when nothing is
+ * claimed past the floor here (a standby's group has no members). */
+static int shared_raise(struct shmbus_group *m, uint64_t f)
+{
+	uint64_t fp, fs, cp, cs;
+
+	sb_pair_read(&m->g->floor_pos, &fp, &fs);
+	sb_pair_read(&m->g->claim_pos, &cp, &cs);
+	if (f <= fp)
+		return 0;
+	if (cs != fs || cp != fp)
+		return -EBUSY;
+	/* The claim word first (no claim starts below f from now on), then
+	 * the floor: one claim number, recorded as passed. */
+	if (!cas_pair(&m->g->claim_pos, cp, cs, f, cs + 1))	/* R16 */
+		return -EBUSY;
+	if (!sb_lease_record(&m->leases[cs & m->wmask], cs,
+			     gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 0, 0),
+			     0, fp, f, 0, 0, SHMBUS_NO_MEMBER))
+		return -EBUSY;
+	sb_floor_advance(m->g, m->leases, m->wmask, m->ch, m->slot);
+	return 0;
+}
+
+/* Lanes: each FREE lane's acked raised to f, then the floor. */
+static int lanes_raise(struct shmbus_group *m, uint64_t f)
+{
+	int rc = 0;
+
+	for (uint32_t i = 0; i < m->nlanes; i++) {
+		struct shmbus_lane *ln = &m->lanes[i];
+		/* A18: pairs with R18 (the lane's last change). */
+		uint64_t c = load_acquire64(&ln->ctl);
+		uint64_t a = load_relaxed64(&ln->acked);
+
+		if (a >= f)
+			continue;
+		if (gctl_state(c) != SHMBUS_LANE_FREE) {
+			rc = -EBUSY;
+			continue;
+		}
+		/* R18: pairs with A18: the next owner starts at f. */
+		if (!cas_pair(&ln->ctl, c, a, c, f))
+			rc = -EBUSY;
+		else
+			store_relaxed64(&ln->next, f);
+	}
+	sb_lanes_floor(m);
+	return rc;
+}
+
+int sb_group_state_apply(shmbus_channel *ch, const char *dir,
+			 const char *chan, const struct sb_group_state *st,
+			 uint64_t upto)
+{
+	struct shmbus_group_attr a;
+	struct shmbus_group *m;
+	char name[64], dl[64];
+	uint64_t f;
+	int fd, rc;
+
+	memcpy(name, st->name, sizeof(name));
+	name[sizeof(name) - 1] = 0;
+	memcpy(dl, st->dead_letter, sizeof(dl));
+	dl[sizeof(dl) - 1] = 0;
+	if (!sb_name_ok(name, 63) || (dl[0] && !sb_name_ok(dl, 63)))
+		return -EINVAL;
+	memset(&a, 0, sizeof(a));
+	a.mode = (enum shmbus_group_mode)st->mode;
+	a.window = st->window;
+	a.lanes = st->lanes;
+	a.max_deliveries = st->max_deliveries;
+	a.lease_ns = st->lease_ns;
+	a.start = SHMBUS_START_OLDEST;
+	a.dead_letter = dl[0] ? dl : NULL;
+	if ((unsigned)a.mode > SHMBUS_GROUP_SINGLE_ACTIVE)
+		return -EINVAL;
+	fd = sb_group_open_file(ch, dir, chan, name, &a);
+	if (fd < 0)
+		return fd;
+	m = sb_group_map(ch, fd, false, &rc);
+	close(fd);
+	if (!m)
+		return rc;
+	f = st->floor < upto ? st->floor : upto;
+	rc = m->mode == SHMBUS_GMODE_SHARED ? shared_raise(m, f)
+					    : lanes_raise(m, f);
+	sb_group_unmap(m);
+	return rc;
+}
