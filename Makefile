@@ -44,8 +44,8 @@ CFLAGS  ?= -O2 -g
 ARCHFLAGS ?= -mcx16
 ALLCFLAGS = -std=c11 $(WARN) $(CFLAGS) $(SAN) -fPIC -fvisibility=hidden -MMD -MP \
 	    $(ARCHFLAGS)
-LDLIBS_LIB = -lnuma -lpthread
-TEST_LIBS  = -lcriterion -lnuma -lpthread
+LDLIBS_LIB = -lnuma -lpthread -lisal
+TEST_LIBS  = -lcriterion $(LDLIBS_LIB)
 
 # The version, from include/shmbus.h's SHMBUS_VERSION_* (the one place).
 VERSION := $(shell awk '$$2 ~ /^SHMBUS_VERSION_(MAJOR|MINOR|PATCH)$$/ \
@@ -73,7 +73,7 @@ BENCH_BINS = $(BUILD)/benchmarks/bench_latency $(BUILD)/benchmarks/bench_through
 DAEMON_SRCS = $(wildcard daemon/*.c)
 DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 SHMBUSD   = $(BUILD)/shmbusd
-DAEMON_LIBS = -lurcu -lurcu-cds -linih -lnuma -lpthread -lcrypto -lisal
+DAEMON_LIBS = -lurcu -lurcu-cds -linih $(LDLIBS_LIB) -lcrypto
 # A tool is tools/NAME.c; tools/busstat_*.c are parts of busstat.
 TOOL_SRCS = $(filter-out tools/busstat_%.c,$(wildcard tools/*.c))
 TOOL_BINS = $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
@@ -196,7 +196,7 @@ PC_LIBDIR     = $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
 PC_INCLUDEDIR = $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
 $(BUILD)/shmbus.pc: $(BUILD)/install-vars
 	@$(if $(Q),echo "  GEN    $@")
-	$(Q)printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: shmbus\nDescription: lock-free message bus over shared memory\nVersion: %s\nLibs: -L$${libdir} -lshmbus\nLibs.private: -lnuma -lpthread\nCflags: -I$${includedir}\n' \
+	$(Q)printf 'prefix=%s\nlibdir=%s\nincludedir=%s\n\nName: shmbus\nDescription: lock-free message bus over shared memory\nVersion: %s\nLibs: -L$${libdir} -lshmbus\nLibs.private: -lnuma -lpthread -lisal\nCflags: -I$${includedir}\n' \
 		'$(PREFIX)' '$(PC_LIBDIR)' '$(PC_INCLUDEDIR)' '$(VERSION)' > $@
 
 $(UNIT): docs/shmbusd.service.in $(BUILD)/install-vars
@@ -240,24 +240,24 @@ $(SHMBUSD): $(DAEMON_OBJS) $(LIB_INT)
 # shmbusctl takes sizes by the config file's rule (lib/contract.h).
 $(BUILD)/tools/shmbusctl: $(BUILD)/tools/shmbusctl.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
 
 # busstat reads consumer groups through lib/contract.h (sb_group_*); only
 # it needs ncurses.
 $(BUILD)/tools/busstat: $(BUILD)/tools/busstat.o $(BUILD)/tools/busstat_groups.o \
 		$(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -Wl,--as-needed -lnuma -lncurses -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -Wl,--as-needed -lncurses $(LDLIBS_LIB)
 
 # Another tool links the installed archive, as a user would.
 $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -Wl,--as-needed -lnuma -lncurses -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -Wl,--as-needed -lncurses $(LDLIBS_LIB)
 
 $(BUILD)/benchmarks/bench_%: $(BUILD)/benchmarks/bench_%.o $(BUILD)/benchmarks/hist.o \
 		$(BUILD)/benchmarks/harness.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lm -lpthread -lzmq -lrt
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lm $(LDLIBS_LIB) -lzmq -lrt
 
 $(BUILD)/benchmarks/bench_latency: $(BUILD)/benchmarks/kernel_paths.o
 
@@ -275,7 +275,7 @@ bench-quick: $(DEPS_STAMP) all $(BENCH_BINS)
 INSN_LOOP = $(BUILD)/benchmarks/insn_loop
 $(INSN_LOOP): $(BUILD)/benchmarks/insn_loop.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
 
 bench-insn: $(INSN_LOOP)
 	$(Q)command -v valgrind >/dev/null || { echo "bench-insn: needs valgrind (apt-get install valgrind)"; exit 1; }
@@ -289,7 +289,7 @@ bench-insn: $(INSN_LOOP)
 
 $(BUILD)/examples/%: $(BUILD)/examples/%.o $(LIB_A)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
 
 # A test binary that hangs is killed after TEST_TIMEOUT seconds (a failure,
 # never a stuck CI job).
@@ -336,17 +336,17 @@ sanitize:
 TSAN_BIN = $(BUILD)/tests/tsan_threads
 $(TSAN_BIN): $(BUILD)/tests/tsan_threads.o $(BUILD)/tests/common.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
 
 TSAN_GROUPS = $(BUILD)/tests/tsan_groups
 $(TSAN_GROUPS): $(BUILD)/tests/tsan_groups.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
 
 TSAN_DAEMON = $(BUILD)/tests/tsan_daemon
 $(TSAN_DAEMON): $(BUILD)/tests/tsan_daemon.o $(BUILD)/tests/common.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ $(LDLIBS_LIB)
 
 # The second driver: the client library's threads and shmbusd's, across a
 # kill -9 and restart of the daemon (both built with TSan).
@@ -469,7 +469,7 @@ fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 
 $(BUILD)/fuzz/fuzz_channel: $(BUILD)/fuzz/fuzz_channel.o $(BUILD)/fuzz/fuzz_support.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_LIB)
 
 # The daemon's objects but main.o: the harness calls its request parser
 # and dispatcher in-process.
@@ -482,19 +482,19 @@ $(BUILD)/fuzz/fuzz_config: $(BUILD)/fuzz/fuzz_config.o $(BUILD)/fuzz/fuzz_suppor
 		$(BUILD)/daemon/config.o $(BUILD)/daemon/groups_conf.o \
 		$(BUILD)/daemon/log.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -linih -lnuma
+	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -linih $(LDLIBS_LIB)
 
 # The standby's frame parser: the wire format and the library's apply.
 $(BUILD)/fuzz/fuzz_frames: $(BUILD)/fuzz/fuzz_frames.o $(BUILD)/fuzz/fuzz_support.o \
-		$(BUILD)/daemon/wire.o $(BUILD)/daemon/crc32c.o $(LIB_INT)
+		$(BUILD)/daemon/wire.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -lcrypto -lisal -lnuma -lpthread
+	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -lcrypto $(LDLIBS_LIB)
 
 # A consumer group's file under its members, the maintenance and
 # replication's apply (lib/group*.c).
 $(BUILD)/fuzz/fuzz_group: $(BUILD)/fuzz/fuzz_group.o $(BUILD)/fuzz/fuzz_support.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ -lnuma -lpthread
+	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_LIB)
 
 fuzz: fuzz-build
 	$(Q)fail=0; for t in $(FUZZ_TARGETS); do \

@@ -22,7 +22,6 @@
 /* ---------------------------------------------------------------- CRC */
 
 /* The standard CRC-32C of buf, continuing from crc (0 to start). */
-uint32_t sbd_crc32c(uint32_t crc, const void *buf, size_t len);
 
 /* ------------------------------------------------------------- frames */
 

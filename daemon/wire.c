@@ -27,6 +27,7 @@
 #include <openssl/hmac.h>
 
 #include "repl.h"
+#include "../lib/contract.h"
 
 #define KEY_MIN 16u
 #define KEY_MAX 1024u
@@ -90,9 +91,9 @@ void rw_seal(struct rw_hdr *h, uint16_t type, uint64_t epoch, uint64_t chan,
 	*h = (struct rw_hdr){ .magic = RW_MAGIC, .version = RW_VERSION,
 			      .type = type, .len = len, .epoch = epoch,
 			      .chan = chan, .pos = pos };
-	crc = sbd_crc32c(0, h, sizeof(*h));
+	crc = sb_crc32c(0, h, sizeof(*h));
 	for (int i = 0; i < n; i++)
-		crc = sbd_crc32c(crc, body[i].iov_base, body[i].iov_len);
+		crc = sb_crc32c(crc, body[i].iov_base, body[i].iov_len);
 	h->crc = crc;
 }
 
@@ -126,8 +127,8 @@ bool rw_crc_ok(const struct rw_hdr *h, const void *body)
 	uint32_t crc;
 
 	c.crc = 0;
-	crc = sbd_crc32c(0, &c, sizeof(c));
-	crc = sbd_crc32c(crc, body, h->len);
+	crc = sb_crc32c(0, &c, sizeof(c));
+	crc = sb_crc32c(crc, body, h->len);
 	return crc == h->crc;
 }
 

@@ -51,6 +51,9 @@ uint32_t sb_channel_flags(enum shmbus_policy policy,
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t sb_now_ns(void);
 
+/* The standard CRC-32C of buf, continuing from crc (0 to start). */
+uint32_t sb_crc32c(uint32_t crc, const void *buf, size_t len);
+
 /* Opens the control file and the data file (read-write and read-only) of
  * channel `name` in `dir`, for shmbusd to hand out.  0 or -errno. */
 int sb_channel_open_fds(const char *dir, const char *name, int *ctl_fd,
