@@ -489,6 +489,42 @@ static int p_handover_ms(const char *v, void *f, char *err, size_t n)
 	return p_range(v, f, 100, 2000, "", err, n);
 }
 
+static int p_fsync(const char *v, void *f, char *err, size_t n)
+{
+	if (!strcmp(v, "batch"))
+		*(int *)f = SBD_FSYNC_BATCH;
+	else if (!strcmp(v, "interval"))
+		*(int *)f = SBD_FSYNC_INTERVAL;
+	else if (!strcmp(v, "none"))
+		*(int *)f = SBD_FSYNC_NONE;
+	else {
+		snprintf(err, n, "'%s': batch, interval or none", v);
+		return -1;
+	}
+	return 0;
+}
+
+static int p_fsync_ms(const char *v, void *f, char *err, size_t n)
+{
+	return p_range(v, f, 1, 60000, " (ms)", err, n);
+}
+
+static int p_ms64(const char *v, void *f, char *err, size_t n)
+{
+	return p_u64(v, f, false, err, n);
+}
+
+static int p_acknowledge(const char *v, void *f, char *err, size_t n)
+{
+	if (!strcmp(v, "persisted") || !strcmp(v, "local")) {
+		*(bool *)f = !strcmp(v, "persisted");
+		return 0;
+	}
+	snprintf(err, n, "'%s': local or persisted (replicated channels "
+		 "say their level with 'replicate')", v);
+	return -1;
+}
+
 /* consumer_groups: the whole channel entry is the field (groups.c). */
 static int p_groups(const char *v, void *f, char *err, size_t n)
 {
@@ -527,6 +563,8 @@ static const struct key keys[] = {
 	B("log", p_log, syslog),
 	B("remove_on_exit", p_bool, remove_on_exit),
 	B("admins", p_rule, admins),
+	B("journal_dir", p_path, journal_dir),
+	B("journal_min_free", p_size, journal_min_free),
 	D("publish", p_rule, def_pub),
 	D("subscribe", p_rule, def_sub),
 	CL("capacity", p_size, attr.capacity, cap_line),
@@ -542,6 +580,14 @@ static const struct key keys[] = {
 	C("replicate", p_level_ack, repl_level),
 	C("out_of_sync", p_oos, repl_strict),
 	{ S_CHANNEL, "consumer_groups", p_groups, 0, NO_LINE },
+	CL("journal", p_bool, jnl.on, jnl.line),
+	C("journal_fsync", p_fsync, jnl.fsync),
+	C("journal_fsync_ms", p_fsync_ms, jnl.fsync_ms),
+	C("journal_fsync_bytes", p_size, jnl.fsync_bytes),
+	C("journal_segment", p_size, jnl.segment),
+	C("journal_retain_ms", p_ms64, jnl.retain_ms),
+	C("journal_retain_bytes", p_size, jnl.retain_bytes),
+	C("acknowledge", p_acknowledge, jnl.ack),
 	RP("role", p_role, role),
 	RP("listen", p_addr, listen),
 	RP("peer", p_addr, peer),
@@ -703,6 +749,9 @@ static int enter_section(struct parse_state *ps, const char *section)
 	cc = &c->chans[c->nchans++];
 	memset(cc, 0, sizeof(*cc));
 	cc->repl_level = -1;
+	cc->jnl.fsync = SBD_FSYNC_BATCH;
+	cc->jnl.fsync_ms = 10;
+	cc->jnl.fsync_bytes = 1u << 20;
 	strcpy(cc->name, section);
 	shmbus_channel_attr_init(&cc->attr);	/* max_msg 0: derived below */
 	cc->owner = cc->group = -1;
@@ -791,6 +840,41 @@ static int check_clients(struct sbd_conf *c)
 }
 
 /* Checks that involve several keys, once the file is read. */
+/* A channel's journal settings, once its capacity is known. */
+static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
+{
+	struct sbd_jnl_conf *j = &cc->jnl;
+	uint64_t seg = j->segment;
+	const char *why = NULL;
+
+	if (!j->on) {
+		if (j->ack)
+			why = "acknowledge = persisted needs journal = on";
+	} else if (!seg) {
+		seg = UINT64_C(64) << 20;
+		if (seg < cc->attr.capacity)
+			seg = cc->attr.capacity;
+		j->segment = seg;
+	} else if (seg & (seg - 1) || seg < (UINT64_C(64) << 10) ||
+		   seg > (UINT64_C(1) << 30) || seg < cc->attr.capacity) {
+		why = "journal_segment: a power of two from 64K to 1G, and "
+		      "at least the capacity";
+	}
+	if (!why && j->ack && j->fsync == SBD_FSYNC_NONE)
+		why = "acknowledge = persisted needs journal_fsync batch or "
+		      "interval (with none nothing is ever synced)";
+	if (!why && j->ack && cc->repl_level >= 0)
+		why = "acknowledge = persisted on a replicated channel: the "
+		      "standby's journal does not report what it persisted, "
+		      "so only one of the two levels can be asked for";
+	if (why) {
+		snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s': %s",
+			 c->path, j->line ? j->line : cc->line, cc->name, why);
+		return -1;
+	}
+	return 0;
+}
+
 static int check(struct sbd_conf *c)
 {
 	if (check_clients(c))
@@ -820,6 +904,8 @@ static int check(struct sbd_conf *c)
 				 cc->name);
 			return -1;
 		}
+		if (check_journal(c, cc))
+			return -1;
 		if (!cc->pub_set)
 			cc->pub = c->def_pub;
 		if (!cc->sub_set)
@@ -840,6 +926,9 @@ static int check(struct sbd_conf *c)
 			snprintf(c->repl.state_dir, sizeof(c->repl.state_dir),
 				 "/var/lib/shmbus/%s", c->bus);
 	}
+	if (!c->journal_dir[0])
+		snprintf(c->journal_dir, sizeof(c->journal_dir),
+			 "/var/lib/shmbus/%s/journal", c->bus);
 	if (c->nchans > c->max_channels) {
 		snprintf(c->err, sizeof(c->err), "%s: %zu channels, more than "
 			 "max_channels (%u)", c->path, c->nchans,
@@ -862,6 +951,7 @@ int sbd_conf_load(const char *path, struct sbd_conf *c)
 	c->max_clients_per_uid = 64;
 	c->idle_timeout_ms = 5000;
 	c->reap_ms = 20;
+	c->journal_min_free = UINT64_C(64) << 20;
 	c->socket_mode = 0666;
 	c->log_level = SBD_INFO;
 	strcpy(c->repl.transport, "tcp");

@@ -426,6 +426,10 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	sbd_channel_adopt_dir();
+	if (sbd_journal_start()) {
+		sbd_log(SBD_ERR, ENOMEM, "journal");
+		goto out;
+	}
 	/* Processes that died while no daemon watched. */
 	sbd_reap_once();
 	/* Before the socket: a standby's channels are fenced before anyone
@@ -474,6 +478,7 @@ out:
 		unlink(sbd.conf.socket);
 	}
 	sbd_repl_stop();
+	sbd_journal_stop();
 	if (registry)
 		drop_all_clients();
 	if (reaper)

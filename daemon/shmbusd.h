@@ -79,6 +79,21 @@ struct sbd_group_conf {
 	struct shmbus_group_attr attr;	/* dead_letter: see above */
 };
 
+/* A channel's journal (docs/journal.md). */
+enum sbd_fsync { SBD_FSYNC_BATCH, SBD_FSYNC_INTERVAL, SBD_FSYNC_NONE };
+
+struct sbd_jnl_conf {
+	bool on;
+	bool ack;			/* acknowledge = persisted */
+	int fsync;			/* enum sbd_fsync */
+	unsigned fsync_ms;		/* interval: at most this old */
+	uint64_t fsync_bytes;		/* interval: at most this much */
+	uint64_t segment;		/* positions a segment covers */
+	uint64_t retain_ms;		/* 0: no age limit */
+	uint64_t retain_bytes;		/* 0: no size limit */
+	int line;			/* of the journal key */
+};
+
 struct sbd_chan_conf {
 	char name[SHMBUS_CTL_NAME];
 	struct shmbus_channel_attr attr;
@@ -92,6 +107,7 @@ struct sbd_chan_conf {
 	bool repl_strict;		/* out of sync: hold sync waiters */
 	uint32_t ngroups;
 	struct sbd_group_conf groups[SBD_MAX_GROUPS];
+	struct sbd_jnl_conf jnl;
 };
 
 /* [replication]: this host's part of an HA pair (docs/replication.md). */
@@ -134,6 +150,9 @@ struct sbd_conf {
 	struct sbd_chan_conf *chans;
 	size_t nchans;
 	struct sbd_repl_conf repl;
+	char journal_dir[PATH_MAX];	/* channels' journals: DIR/CHANNEL */
+	uint64_t journal_min_free;	/* free bytes below which the journal
+					 * stops acknowledging */
 	/* shm_dir and socket as the file sets them (or their defaults),
 	 * before -d and -S override them: what a reload compares. */
 	char file_shm_dir[PATH_MAX];
@@ -150,6 +169,16 @@ int sbd_rule_parse(const char *text, struct sbd_rule *r, char *err,
 		   size_t errlen);
 bool sbd_rule_allows(const struct sbd_rule *r, uid_t uid, const gid_t *gids,
 		     int ngids);
+
+/* -------------------------------------------------------------- journal */
+
+/* journal.c: each journaled channel's agent (docs/journal.md).  Start
+ * after the channels are set up and before the first reap (the previous
+ * daemon's journal cursor holds producers until ours does); a channel
+ * whose journal cannot be trusted works without one, logged. */
+int sbd_journal_start(void);
+/* Syncs and stops the agents; their cursor slots stay held. */
+void sbd_journal_stop(void);
 
 /* ------------------------------------------------------------- registry */
 

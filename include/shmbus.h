@@ -479,6 +479,65 @@ struct shmbus_sub_stats {
 
 int shmbus_sub_stats(shmbus_sub *sub, struct shmbus_sub_stats *st);
 
+/* ----------------------------------------------------------------- replay */
+
+/*
+ * A subscriber that starts in the past: at a position, or at a time, read
+ * from the channel's journal (docs/journal.md) for as long as the ring no
+ * longer holds it, then from the ring at the same position, without a gap
+ * or a duplicate, while producers go on publishing.  While it reads the
+ * journal it holds no producer back; from the switch on it is an ordinary
+ * subscriber (block policy: producers wait for it).
+ */
+typedef struct shmbus_replay shmbus_replay;
+
+enum shmbus_replay_from {
+	SHMBUS_REPLAY_POSITION = 0,	/* at: a record's position (pos of a
+					 * struct shmbus_msg) */
+	SHMBUS_REPLAY_TIME = 1,		/* at: CLOCK_REALTIME ns; from the
+					 * first journaled message at or after
+					 * it, give or take 64 KiB of records
+					 * journaled just before */
+};
+
+/*
+ * Opens a replay of channel `ch` from `at`.  attr (may be NULL) is the
+ * subscriber's, used once it reads the ring (its start is ignored).
+ * Returns NULL with errno: ERANGE (the position is older than the
+ * journal holds: retention removed it, or the channel has no journal,
+ * or it is past the newest record), EINVAL (not a record's position),
+ * EXDEV or EBADMSG (the journal's files belong to another channel, or
+ * are damaged), EACCES (its files are not readable by this process),
+ * ENOSPC (no subscriber slot).  Since version 0.5 (symbol version
+ * SHMBUS_0.5).  One thread at a time.
+ */
+shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
+				  enum shmbus_replay_from from, uint64_t at,
+				  const struct shmbus_sub_attr *attr);
+void shmbus_replay_close(shmbus_replay *r);
+
+/* As shmbus_poll() and shmbus_read(), from wherever the replay is: the
+ * journal's records are checked (checksum, position, sequence) before
+ * they are delivered; a damaged one is -EBADMSG, never delivered.  A
+ * message's `lost` counts messages the journal never had (it was lapped
+ * on an overwrite channel, or stopped) just before it. */
+int shmbus_replay_poll(shmbus_replay *r, shmbus_handler fn, void *arg,
+		       unsigned max);
+ssize_t shmbus_replay_read(shmbus_replay *r, void *buf, size_t cap,
+			   struct shmbus_msg *info);
+/* Waits for a message as shmbus_wait() does (in the journal: naps). */
+int shmbus_replay_wait(shmbus_replay *r, int64_t timeout_ns);
+
+struct shmbus_replay_stats {
+	uint64_t pos;		/* next position to read */
+	uint64_t from_journal;	/* messages delivered from the journal */
+	uint64_t delivered;	/* in all */
+	uint64_t lost;		/* messages it never had */
+	int in_ring;		/* 1 once it reads the ring */
+};
+
+int shmbus_replay_stats(shmbus_replay *r, struct shmbus_replay_stats *st);
+
 /* ------------------------------------------------------------- inspection */
 
 /* A snapshot of one subscriber slot. */

@@ -239,6 +239,49 @@ int sb_apply_restart(shmbus_pub *w, uint64_t pos);
 
 
 /* ---------------------------------------------------------------------
+ * The journal (lib/journal*.c, docs/journal.md), for shmbusd's journal
+ * agent, shmbusctl and busstat.  Segment files: journal.h.
+ */
+
+/* A subscriber at pos (see sb_sub_open_at() in subscriber.c): 0, or
+ * -ERANGE if pos is not a position the ring can still be held at. */
+shmbus_sub *sb_sub_open_at(shmbus_channel *ch,
+			   const struct shmbus_sub_attr *attr, uint64_t pos,
+			   int *err);
+
+/* Frees the handle; the slot stays held at its cursor (see
+ * subscriber.c). */
+void sb_sub_abandon(shmbus_sub *sub);
+
+/* A ring just made (head and seq 0) continues at pos with sequence
+ * number seq, as after a reboot that left the journal: positions never
+ * go back.  -EEXIST if the ring was used. */
+int sb_ring_continue(shmbus_channel *ch, uint64_t pos, uint64_t seq);
+
+/* The header's journal lines (one writer: the channel's journal agent). */
+void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
+		  bool acks);
+void sb_jnl_off(shmbus_channel *ch);
+/* Every record below pos is in the files (R25). */
+void sb_jnl_written(shmbus_channel *ch, uint64_t pos);
+/* Every record below pos is fdatasync'd; `ack`: it counts for the
+ * persisted level (not while the disk is full). */
+void sb_jnl_persisted(shmbus_channel *ch, uint64_t pos, bool ack);
+uint32_t sb_jnl_state(shmbus_channel *ch, uint32_t set, uint32_t clear);
+void sb_jnl_oldest(shmbus_channel *ch, uint64_t pos, uint64_t bytes,
+		   uint32_t keep);
+void sb_jnl_count(shmbus_channel *ch, uint64_t syncs, uint64_t gaps,
+		  uint64_t gap_bytes);
+
+struct sb_jnl_view {
+	uint64_t written, persisted, oldest, bytes, syncs, gaps, gap_bytes;
+	uint64_t head;
+	uint32_t state, seg_log2, keep;
+	char dir[192];
+};
+void sb_jnl_read(shmbus_channel *ch, struct sb_jnl_view *v);
+
+/* ---------------------------------------------------------------------
  * Consumer groups (lib/group*.c), for shmbusd and busstat.
  */
 

@@ -302,12 +302,14 @@ static int sync_verdict(const struct shmbus_hdr *h, uint64_t w,
 	/* After A14: the positions the watermark was computed from, and the
 	 * last gap, recorded before the standby acknowledged past it. */
 	level = load_relaxed32(&h->repl_level);
-	got = level == SHMBUS_ACK_APPLIED  ? load_relaxed64(&h->applied_pos)
-	    : level == SHMBUS_ACK_RECEIVED ? load_relaxed64(&h->received_pos)
-					   : w;
+	got = level == SHMBUS_ACK_APPLIED   ? load_relaxed64(&h->applied_pos)
+	    : level == SHMBUS_ACK_RECEIVED  ? load_relaxed64(&h->received_pos)
+	    : level == SHMBUS_ACK_PERSISTED ? load_relaxed64(&h->persisted_pos)
+					    : w;
 	lo = load_relaxed64(&h->hole_lo);
 	hi = load_relaxed64(&h->hole_hi);
-	/* Records of ours in the gap never reached the standby. */
+	/* Records of ours in the gap never reached the standby (or the
+	 * journal). */
 	if (level != SHMBUS_ACK_LOCAL && lo < hi && lo < target && hi > from)
 		return SHMBUS_SYNC_DEGRADED;
 	return got >= target ? 0 : SHMBUS_SYNC_DEGRADED;
@@ -326,7 +328,8 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 	target = sync_target(pub);
 	/* No edge: the channel's configuration, set before it is handed
 	 * out and changed only by a reload. */
-	if (!(load_relaxed32(&h->repl_flags) & SHMBUS_REPL_ON))
+	if (!(load_relaxed32(&h->repl_flags) &
+	      (SHMBUS_REPL_ON | SHMBUS_REPL_JOURNAL)))
 		return 0;
 	/* A14: pairs with R14 in sb_repl_watermark(). */
 	w = load_acquire64(&h->replicated_pos);
@@ -337,9 +340,10 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 	/* Tell the agent: ship now, and spin while we wait.  No edge: hints;
 	 * a kick missed costs the agent's nap. */
 	add_seqcst32(&h->sync_waiters, 1);
-	/* No edge (see above). */
+	/* No edge (see above).  Every agent that waits on it: the
+	 * replication agent and the journal's. */
 	add_seqcst32(&h->kick, 1);
-	syscall(SYS_futex, &h->kick, FUTEX_WAKE, 1, NULL, NULL, 0);
+	syscall(SYS_futex, &h->kick, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 	for (;;) {
 		uint32_t f;
 

@@ -904,7 +904,8 @@ SHMBUS_EXPORT int shmbus_sub_set_visibility(shmbus_sub *sub,
 		return -EINVAL;
 	/* No edge: the channel's configuration (see shmbus_pub_sync()). */
 	if (v == SHMBUS_SEE_ACKNOWLEDGED &&
-	    !(load_relaxed32(&sub->ch->hdr->repl_flags) & SHMBUS_REPL_ON))
+	    !(load_relaxed32(&sub->ch->hdr->repl_flags) &
+	      (SHMBUS_REPL_ON | SHMBUS_REPL_JOURNAL)))
 		return -EOPNOTSUPP;
 	sub->ack_only = v == SHMBUS_SEE_ACKNOWLEDGED;
 	sub->careful = sub->overwrite || sub->ack_only;

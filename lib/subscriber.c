@@ -297,3 +297,60 @@ void sb_sub_seek(struct shmbus_sub *sub, uint64_t pos)
 	 * this slot, so it releases nothing but the position. */
 	store_release64(&sub->slot->pos, pos);
 }
+
+/*
+ * A subscriber whose cursor is at pos: a record boundary that the ring
+ * still holds, at or after the oldest position producers are already
+ * held back for (block policy), so that holding it from now on is sound;
+ * else -ERANGE (the caller reads pos elsewhere, the journal, and tries
+ * again further on).  For the journal's agent and the replaying
+ * subscriber.
+ */
+struct shmbus_sub *sb_sub_open_at(struct shmbus_channel *ch,
+				  const struct shmbus_sub_attr *attr,
+				  uint64_t pos, int *err)
+{
+	struct shmbus_sub_attr a;
+	struct shmbus_sub *sub;
+	uint64_t head;
+
+	if (attr)
+		a = *attr;
+	else
+		shmbus_sub_attr_init(&a);
+	a.start = SHMBUS_START_OLDEST;
+	sub = shmbus_sub_open(ch, &a);
+	if (!sub) {
+		*err = -errno;
+		return NULL;
+	}
+	/* sub->pos is now the oldest held position (block) or the oldest
+	 * record (overwrite), published in our slot (R5). */
+	if (pos < sub->pos || !sb_ring_has_record(ch, pos)) {
+		shmbus_sub_close(sub);
+		*err = -ERANGE;
+		return NULL;
+	}
+	/* No edge: compared only (as in shmbus_sub_open()). */
+	head = load_relaxed64(&ch->hdr->head);
+	sub->pos = pos;
+	sub->published = pos;
+	sub->fresh = pos == head;
+	sub->have_seq = false;
+	/* R5 (see publish_cursor()): only forward from what was held. */
+	store_release64(&sub->slot->pos, pos);
+	*err = 0;
+	return sub;
+}
+
+/* Frees the handle and leaves its slot held, cursor and all, by this
+ * process: at shmbusd's exit, the journal's cursor keeps holding a block
+ * channel's producers until the next shmbusd takes over (take_slot()
+ * reuses the slot of a process that is gone). */
+void sb_sub_abandon(struct shmbus_sub *sub)
+{
+	if (!sub)
+		return;
+	free(sub->buf);
+	free(sub);
+}

@@ -126,6 +126,22 @@ struct shmbus_rec {
 #define SHMBUS_ACK_RECEIVED	1u	/* the standby's agent has it, checked */
 #define SHMBUS_ACK_APPLIED	2u	/* the standby's ring holds it */
 
+#define SHMBUS_ACK_PERSISTED	3u	/* this host's journal has fdatasync'd
+					 * it (docs/journal.md) */
+
+/* hdr.jnl_state */
+#define SHMBUS_JNL_ON		0x1u	/* a journal agent writes it */
+#define SHMBUS_JNL_DISK_FULL	0x2u	/* below the free-space threshold:
+					 * nothing is acknowledged as
+					 * persisted until space returns */
+#define SHMBUS_JNL_ERROR	0x4u	/* a write or sync failed: retrying */
+
+/* hdr.jnl_keep: what keeps the journal's oldest segment */
+#define SHMBUS_JKEEP_RULE	0u	/* within the retention rule */
+#define SHMBUS_JKEEP_READER	1u	/* a replaying reader holds it */
+#define SHMBUS_JKEEP_GROUP	2u	/* a consumer group has not acked it */
+#define SHMBUS_JKEEP_STANDBY	3u	/* the standby has not received it */
+
 /* hdr.repl_flags */
 #define SHMBUS_REPL_ON		0x1u	/* the channel is replicated */
 #define SHMBUS_REPL_STANDBY	0x2u	/* this host is its standby */
@@ -134,6 +150,8 @@ struct shmbus_rec {
 					 * channel's bound, or is gone */
 #define SHMBUS_REPL_STRICT	0x10u	/* out of sync: hold sync waiters
 					 * (else degrade to local) */
+#define SHMBUS_REPL_JOURNAL	0x20u	/* the journal acknowledges: the
+					 * level is SHMBUS_ACK_PERSISTED */
 
 /* Wait strategies, as recorded in a subscriber slot for busstat. */
 #define SHMBUS_WAIT_SPIN_CODE	0u
@@ -255,7 +273,8 @@ struct shmbus_hdr {
 				 * while degraded, committed (SHMBUS_REPL_*);
 				 * stored with release, only grows */
 	uint64_t epoch;		/* the epoch this ring's newest records carry */
-	uint64_t persisted_pos;	/* reserved for the journal */
+	uint64_t persisted_pos;	/* the journal has fdatasync'd every record
+				 * below it (docs/journal.md); only grows */
 	uint64_t received_pos;	/* the standby has the bytes below it */
 	uint64_t applied_pos;	/* the standby's ring holds the records below */
 	uint64_t caught_up_ns;	/* CLOCK_REALTIME when the standby last had
@@ -321,7 +340,26 @@ struct shmbus_hdr {
 	uint64_t hole_lo;	/* the last gap the standby went past: it */
 	uint64_t hole_hi;	/* lacks [hole_lo, hole_hi) */
 
-	uint8_t reserved[SHMBUS_HDR_SIZE - 10 * 64];
+	/* lines 10-13: the journal, written by shmbusd's journal agent
+	 * (docs/journal.md); read by replaying subscribers and busstat.
+	 * All zero: the channel has no journal. */
+	uint64_t jnl_written;	/* every record below it is in the journal's
+				 * files (written, maybe not yet synced);
+				 * stored with release, only grows */
+	uint64_t jnl_oldest;	/* the oldest position the journal holds */
+	uint64_t jnl_bytes;	/* bytes of its segment files */
+	uint64_t jnl_syncs;	/* fdatasync calls */
+	uint64_t jnl_gaps;	/* ranges it never had (lapped, or down) */
+	uint64_t jnl_gap_bytes;
+	uint32_t jnl_state;	/* SHMBUS_JNL_* */
+	uint32_t jnl_seg_log2;	/* its segments cover 1 << this positions */
+	uint32_t jnl_keep;	/* SHMBUS_JKEEP_*: why the oldest segment is
+				 * still there */
+	uint32_t jnl_pad;
+	char jnl_dir[192];	/* the channel's journal directory, absolute,
+				 * NUL-terminated */
+
+	uint8_t reserved[SHMBUS_HDR_SIZE - 14 * 64];
 };
 
 #define SHMBUS_ASSERT_OFFSET(t, f, o) \
@@ -345,6 +383,8 @@ SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, sleep_ok, 400);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, fence, 408);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, ack_waiters, 188);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, kick, 576);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, jnl_written, 640);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, jnl_dir, 704);
 SHMBUS_STATIC_ASSERT(SHMBUS_MAX_SLOTS <= 64, "one bit per slot in mbox_want "
 		     "and sleep_ok");
 SHMBUS_STATIC_ASSERT(SHMBUS_NSEG * sizeof(struct shmbus_seg) +

@@ -1,0 +1,1028 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * journal.c - each journaled channel's agent (docs/journal.md): a
+ * subscriber of the ring, in its own thread, that appends the ring's
+ * records to segment files at the same positions, syncs them by the
+ * channel's policy, publishes how far it wrote and synced in the
+ * channel's header, and deletes old segments by the retention rule.
+ * A second thread per channel prepares the next segment (header, zeros,
+ * fdatasync) so that rolling is a rename.
+ *
+ * At start, before the first reap: each journal is checked and recovered
+ * (the last two segments walked, the first impossible record and all
+ * after it cleared), then the agent takes a cursor slot where the
+ * journal ends, so that producers held by the previous daemon's cursor
+ * stay held.  A ring that is new while its journal is not (a reboot)
+ * continues at the journal's end.  At exit the cursor slot is left held.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shmbusd.h"
+#include "shmbus/layout.h"
+#include "../lib/contract.h"
+#include "../lib/journal.h"
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+#define CHUNK		(1u << 20)	/* bytes copied and written at once */
+#define NAP_NS		INT64_C(1000000)	/* an idle agent looks again */
+#define CHECK_NS	INT64_C(100000000)	/* free space, retention */
+#define RETRY_NS	INT64_C(100000000)	/* after a failed write */
+#define PAD_MAX	((uint64_t)SHMBUS_LEN_MASK & ~(uint64_t)(SHMBUS_REC_ALIGN - 1))
+
+struct jchan {
+	char name[SHMBUS_CTL_NAME];
+	struct sbd_jnl_conf conf;
+	shmbus_channel *ch;		/* the agent's own mapping */
+	struct sb_jgeom g;
+	char dir[PATH_MAX];
+	int dfd;			/* the directory, to sync it */
+	mode_t fmode;
+	int64_t uid, gid;		/* -1: the daemon's */
+	shmbus_sub *cursor;
+	uint64_t pos;			/* written through */
+	uint64_t synced;		/* fdatasync'd through */
+	uint64_t seq;			/* the last seq written (UINT64_MAX) */
+	int fd;				/* the current segment */
+	uint64_t base;
+	int tix_fd;
+	uint64_t tix_pos;		/* the last entry's (UINT64_MAX) */
+	int64_t tix_ns;
+	uint8_t *buf;
+	size_t buf_cap;
+	int64_t sync_ns;		/* last fdatasync (monotonic) */
+	int64_t check_ns;		/* last free-space and retention check */
+	uint32_t kick;
+	bool full, failing;
+	struct sbd_ratelimit rl;
+	unsigned long errors;
+	pthread_t th;
+	bool th_on;
+	bool stop;			/* atomic */
+
+	/* The preparer: makes the spare for base `want` (UINT64_MAX:
+	 * nothing to do); `ready` is the base of the spare on disk. */
+	pthread_t prep;
+	bool prep_on;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t want, ready;
+	int prep_err;
+};
+
+static struct jchan *jc;
+static size_t njc;
+
+/* ------------------------------------------------------------ helpers */
+
+static int64_t real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int write_all(int fd, const void *buf, size_t len, off_t off)
+{
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(fd, p, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+static void own(struct jchan *j, int fd)
+{
+	if ((j->uid >= 0 || j->gid >= 0) &&
+	    fchown(fd, j->uid >= 0 ? (uid_t)j->uid : (uid_t)-1,
+		   j->gid >= 0 ? (gid_t)j->gid : (gid_t)-1))
+		sbd_log(SBD_WARN, errno, "%s: journal: chown", j->name);
+	fchmod(fd, j->fmode);
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+
+	if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, 0755) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static void spare_path(char *buf, size_t n, uint64_t base)
+{
+	snprintf(buf, n, ".%016llx.seg.tmp", (unsigned long long)base);
+}
+
+static uint64_t epoch_now(struct jchan *j)
+{
+	struct sb_repl_view v;
+
+	sb_repl_read(j->ch, &v);
+	return v.epoch;
+}
+
+/* Makes segment file `name` in the directory: the header, zeros for
+ * every position, fdatasync.  0 or -errno. */
+static int make_file(struct jchan *j, const char *name, uint64_t base,
+		     uint64_t start, uint64_t epoch)
+{
+	static const uint8_t zero[64 << 10];
+	uint8_t page[SHMBUS_JSEG_HDR] = { 0 };
+	struct shmbus_jseg_hdr h;
+	int fd, rc = 0;
+
+	fd = openat(j->dfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+				  O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	sb_jseg_hdr_make(&h, &j->g, base, start, epoch);
+	memcpy(page, &h, sizeof(h));
+	rc = write_all(fd, page, sizeof(page), 0);
+	/* Pre-zeroed: the blocks are allocated now, so that appending
+	 * later changes no metadata and fdatasync() writes data only. */
+	for (uint64_t o = 0; !rc && o < j->g.seg_size; o += sizeof(zero))
+		rc = write_all(fd, zero, sizeof(zero),
+			       (off_t)(SHMBUS_JSEG_HDR + o));
+	if (!rc && fdatasync(fd))
+		rc = -errno;
+	if (!rc)
+		own(j, fd);
+	close(fd);
+	if (rc)
+		unlinkat(j->dfd, name, 0);
+	return rc;
+}
+
+/* ---------------------------------------------------------- the preparer */
+
+static void *prep_main(void *arg)
+{
+	struct jchan *j = arg;
+
+	pthread_mutex_lock(&j->mu);
+	while (!LOAD(&j->stop)) {
+		uint64_t base = j->want;
+		char name[64];
+		int rc;
+
+		if (base == UINT64_MAX || base == j->ready) {
+			pthread_cond_wait(&j->cv, &j->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&j->mu);
+		spare_path(name, sizeof(name), base);
+		rc = make_file(j, name, base, base, epoch_now(j));
+		pthread_mutex_lock(&j->mu);
+		if (rc == 0) {
+			j->ready = base;
+			j->prep_err = 0;
+		} else {
+			j->prep_err = rc;
+			if (j->want == base)
+				j->want = UINT64_MAX;	/* asked again */
+		}
+		pthread_cond_broadcast(&j->cv);
+	}
+	pthread_mutex_unlock(&j->mu);
+	return NULL;
+}
+
+static void prep_ask(struct jchan *j, uint64_t base)
+{
+	pthread_mutex_lock(&j->mu);
+	j->want = base;
+	pthread_cond_broadcast(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+}
+
+/* ------------------------------------------------------------- segments */
+
+static int open_tix(struct jchan *j)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), "%016llx.tix",
+		 (unsigned long long)j->base);
+	j->tix_fd = openat(j->dfd, name, O_WRONLY | O_CREAT | O_APPEND |
+					 O_CLOEXEC | O_NOFOLLOW, j->fmode);
+	j->tix_pos = UINT64_MAX;
+	return j->tix_fd < 0 ? -errno : 0;
+}
+
+static void close_seg(struct jchan *j)
+{
+	if (j->fd >= 0)
+		close(j->fd);
+	if (j->tix_fd >= 0)
+		close(j->tix_fd);
+	j->fd = j->tix_fd = -1;
+}
+
+static int open_seg(struct jchan *j, uint64_t base)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
+	j->fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (j->fd < 0)
+		return -errno;
+	j->base = base;
+	return open_tix(j);
+}
+
+/* The segment for `base`, starting at `start`: the preparer's spare if
+ * it made that one, else made now.  Named last (rename, then the
+ * directory synced), so that a segment file always has its header. */
+static int new_seg(struct jchan *j, uint64_t base, uint64_t start)
+{
+	char spare[64], name[64];
+	uint64_t epoch = epoch_now(j);
+	bool have = false;
+	int rc;
+
+	spare_path(spare, sizeof(spare), base);
+	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
+	if (start == base) {
+		pthread_mutex_lock(&j->mu);
+		while (j->want == base && j->ready != base && !LOAD(&j->stop))
+			pthread_cond_wait(&j->cv, &j->mu);
+		have = j->ready == base;
+		j->ready = UINT64_MAX;
+		pthread_mutex_unlock(&j->mu);
+	}
+	if (have) {
+		/* Made ahead under the epoch of then. */
+		struct shmbus_jseg_hdr h;
+		int fd = openat(j->dfd, spare, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+
+		if (fd < 0 || pread(fd, &h, sizeof(h), 0) != sizeof(h)) {
+			have = false;
+		} else if (h.epoch != epoch) {
+			sb_jseg_hdr_make(&h, &j->g, base, start, epoch);
+			if (write_all(fd, &h, sizeof(h), 0) || fdatasync(fd))
+				have = false;
+		}
+		if (fd >= 0)
+			close(fd);
+	}
+	if (!have) {
+		rc = make_file(j, spare, base, start, epoch);
+		if (rc)
+			return rc;
+	}
+	if (renameat(j->dfd, spare, j->dfd, name) || fsync(j->dfd))
+		return -errno;
+	rc = open_seg(j, base);
+	if (rc)
+		return rc;
+	prep_ask(j, base + j->g.seg_size);
+	return 0;
+}
+
+/* ------------------------------------------------------------ retention */
+
+static void retain(struct jchan *j)
+{
+	uint64_t *b, total, oldest;
+	uint32_t keep = SHMBUS_JKEEP_RULE;
+	int64_t now = real_ns();
+	size_t k, i = 0;
+
+	if (sb_jlist(j->dir, &b, &k) || !k) {
+		free(b);
+		return;
+	}
+	total = k * (j->g.seg_size + SHMBUS_JSEG_HDR);
+	/* Whole segments, oldest first, never the one being written. */
+	for (; i + 1 < k && b[i] < j->base; i++) {
+		char name[64];
+		struct stat st;
+		bool old, big;
+		int fd;
+
+		snprintf(name, sizeof(name), "%016llx.seg",
+			 (unsigned long long)b[i]);
+		fd = openat(j->dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0 || fstat(fd, &st)) {
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		big = j->conf.retain_bytes && total > j->conf.retain_bytes;
+		old = j->conf.retain_ms &&
+		      (now - ((int64_t)st.st_mtim.tv_sec * 1000000000 +
+			      st.st_mtim.tv_nsec)) / 1000000 >
+			      (int64_t)j->conf.retain_ms;
+		if (!big && !old) {
+			close(fd);
+			break;
+		}
+		/* A replaying reader holds a shared lock on what it reads. */
+		if (flock(fd, LOCK_EX | LOCK_NB)) {
+			close(fd);
+			keep = SHMBUS_JKEEP_READER;
+			break;
+		}
+		unlinkat(j->dfd, name, 0);
+		snprintf(name, sizeof(name), "%016llx.tix",
+			 (unsigned long long)b[i]);
+		unlinkat(j->dfd, name, 0);
+		close(fd);
+		total -= j->g.seg_size + SHMBUS_JSEG_HDR;
+		sbd_log(SBD_INFO, 0, "%s: journal: removed segment %016llx "
+			"(%s)", j->name, (unsigned long long)b[i],
+			big ? "size" : "age");
+	}
+	if (i < k) {
+		struct shmbus_jseg_hdr h;
+		char name[64];
+		int fd;
+
+		oldest = b[i];
+		snprintf(name, sizeof(name), "%016llx.seg",
+			 (unsigned long long)b[i]);
+		fd = openat(j->dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd >= 0 && pread(fd, &h, sizeof(h), 0) == sizeof(h) &&
+		    h.start >= b[i] && h.start - b[i] < j->g.seg_size)
+			oldest = h.start;
+		if (fd >= 0)
+			close(fd);
+		fsync(j->dfd);
+		sb_jnl_oldest(j->ch, oldest, total, keep);
+	}
+	free(b);
+}
+
+/* ---------------------------------------------------------- appending */
+
+static void publish_synced(struct jchan *j)
+{
+	sb_jnl_persisted(j->ch, j->synced, !j->full);
+}
+
+static int sync_now(struct jchan *j)
+{
+	if (j->synced == j->pos)
+		return 0;
+	if (fdatasync(j->fd))
+		return -errno;
+	j->synced = j->pos;
+	j->sync_ns = sb_now_ns();
+	sb_jnl_count(j->ch, 1, 0, 0);
+	publish_synced(j);
+	return 0;
+}
+
+/* The position we are at ends the current segment: the next one. */
+static int roll(struct jchan *j, uint64_t start)
+{
+	uint64_t base = start & ~(j->g.seg_size - 1);
+	int rc;
+
+	if (j->fd >= 0) {
+		/* Everything before the newest segment is on disk: recovery
+		 * walks only the last two. */
+		rc = sync_now(j);
+		if (rc)
+			return rc;
+		close_seg(j);
+	}
+	rc = new_seg(j, base, start);
+	if (rc)
+		return rc;
+	retain(j);
+	return 0;
+}
+
+/* Seals and writes PAD records over [from, to) (within one segment):
+ * a range the journal does not have. */
+static int write_pads(struct jchan *j, uint64_t from, uint64_t to)
+{
+	uint64_t p = from;
+
+	while (p < to) {
+		uint64_t k = to - p, room = j->g.capacity -
+					    (p & (j->g.capacity - 1));
+		uint8_t w[8];
+		uint64_t word;
+		int rc;
+
+		if (k > room)
+			k = room;
+		if (k > PAD_MAX + SHMBUS_REC_ALIGN)
+			k = PAD_MAX + SHMBUS_REC_ALIGN;
+		word = (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS |
+		       (k - SHMBUS_REC_ALIGN);
+		memcpy(w, &word, 8);
+		sb_jrec_seal(w, p);
+		rc = write_all(j->fd, w, 8,
+			       (off_t)(SHMBUS_JSEG_HDR + (p - j->base)));
+		if (rc)
+			return rc;
+		p += k;
+	}
+	return 0;
+}
+
+/* The journal lacks [j->pos, to): padding to its segment's end, and a
+ * segment that starts at `to`. */
+static int gap(struct jchan *j, uint64_t to)
+{
+	uint64_t end = j->base + j->g.seg_size;
+	int rc;
+
+	sbd_log(SBD_WARN, 0, "%s: journal: gap [%" PRIu64 ", %" PRIu64 "): "
+		"the ring no longer held it", j->name, j->pos, to);
+	sb_jnl_count(j->ch, 0, 1, to - j->pos);
+	/* Before anything after it is acknowledged: a sync waiter with
+	 * records in it is told SHMBUS_SYNC_DEGRADED, never 0. */
+	if (j->conf.ack)
+		sb_repl_hole(j->ch, j->pos, to);
+	rc = write_pads(j, j->pos, to < end ? to : end);
+	if (rc)
+		return rc;
+	if (to < end) {
+		j->pos = to;
+		return 0;
+	}
+	j->pos = end;
+	rc = roll(j, to);
+	if (rc)
+		return rc;
+	j->pos = to;
+	j->synced = to;
+	return 0;
+}
+
+static void tix_note(struct jchan *j, uint64_t pos)
+{
+	struct shmbus_jtix e;
+	int64_t now = real_ns();
+
+	if (j->tix_pos != UINT64_MAX && pos - j->tix_pos < SHMBUS_JTIX_EVERY)
+		return;
+	/* A running maximum: monotone whatever the clock does. */
+	if (now < j->tix_ns)
+		now = j->tix_ns;
+	e = (struct shmbus_jtix){ .ns = now, .pos = pos };
+	e.crc = sb_crc32c(0, &e, 16);
+	if (write(j->tix_fd, &e, sizeof(e)) == (ssize_t)sizeof(e)) {
+		j->tix_pos = pos;
+		j->tix_ns = now;
+	}
+}
+
+/* Appends what is committed from j->pos: 1 if it wrote, 0 if nothing was
+ * there, -errno. */
+static int append(struct jchan *j)
+{
+	uint64_t seg_end = j->base + j->g.seg_size, most, end, len, o;
+	struct iovec iov[2];
+	struct sb_frame f;
+	char why[256];
+	int n, rc;
+
+	if (j->pos == seg_end) {
+		rc = roll(j, seg_end);
+		if (rc)
+			return rc;
+		seg_end = j->base + j->g.seg_size;
+	}
+	most = seg_end - j->pos;
+	if (most > j->buf_cap)
+		most = j->buf_cap;
+	end = sb_committed_end(j->ch, j->pos, most);
+	if (end == j->pos) {
+		/* Nothing, or lapped (overwrite): the ring's oldest is past
+		 * us. */
+		uint64_t oldest = sb_ring_oldest(j->ch);
+
+		if (oldest > j->pos && !sb_ring_has_record(j->ch, j->pos)) {
+			rc = gap(j, oldest);
+			if (rc)
+				return rc;
+			sb_sub_seek(j->cursor, j->pos);
+			sb_jnl_written(j->ch, j->pos);
+			return 1;
+		}
+		return 0;
+	}
+	len = end - j->pos;
+	if (len > j->buf_cap)
+		return -EMSGSIZE;	/* one record longer than the buffer */
+	n = sb_ring_span(j->ch, j->pos, end, iov);
+	if (n < 0)
+		return n;
+	memcpy(j->buf, iov[0].iov_base, iov[0].iov_len);
+	if (n == 2)
+		memcpy(j->buf + iov[0].iov_len, iov[1].iov_base,
+		       iov[1].iov_len);
+	/* Overwrite: a producer may have lapped us during the copy. */
+	if (!sb_ring_holds(j->ch, j->pos))
+		return 0;	/* the next look finds the gap */
+	/* The copy, as untrusted as the ring it came from. */
+	rc = sb_apply_check(j->ch, j->pos, j->buf, len, &f, why, sizeof(why));
+	if (rc) {
+		sbd_log_limited(&j->rl, SBD_ERR, ++j->errors, "journal errors",
+				"%s: journal: the ring is damaged at %" PRIu64
+				": %s", j->name, j->pos, why);
+		return rc;
+	}
+	for (o = 0; o < len;) {
+		uint64_t w, size;
+
+		memcpy(&w, j->buf + o, 8);
+		size = ((w >> SHMBUS_LEN_BITS) & 7u) == SHMBUS_REC_PAD
+			       ? SHMBUS_REC_ALIGN + (uint32_t)(w & SHMBUS_LEN_MASK)
+			       : SHMBUS_REC_HDR + (((uint32_t)(w & SHMBUS_LEN_MASK) +
+						    7u) & ~7u);
+		sb_jrec_seal(j->buf + o, j->pos + o);
+		o += size;
+	}
+	rc = write_all(j->fd, j->buf, len,
+		       (off_t)(SHMBUS_JSEG_HDR + (j->pos - j->base)));
+	if (rc)
+		return rc;
+	tix_note(j, j->pos);
+	j->pos = end;
+	if (f.last_pos != UINT64_MAX)
+		j->seq = f.last_seq;
+	sb_jnl_written(j->ch, j->pos);
+	/* The ring may reuse what is in the files now. */
+	sb_sub_seek(j->cursor, j->pos);
+	return 1;
+}
+
+/* Free space on the journal's filesystem: below the threshold, nothing
+ * is acknowledged as persisted until it is back. */
+static void check_space(struct jchan *j)
+{
+	struct statvfs sv;
+	uint64_t free_b;
+	bool full;
+
+	if (fstatvfs(j->dfd, &sv))
+		return;
+	free_b = (uint64_t)sv.f_bavail * sv.f_frsize;
+	full = free_b < sbd.conf.journal_min_free;
+	if (full == j->full)
+		return;
+	j->full = full;
+	if (full) {
+		sb_jnl_state(j->ch, SHMBUS_JNL_DISK_FULL, 0);
+		sbd_log(SBD_ERR, 0, "%s: journal: %" PRIu64 " bytes free in %s, "
+			"below journal_min_free (%" PRIu64 "): not "
+			"acknowledging persisted levels until space returns",
+			j->name, free_b, j->dir, sbd.conf.journal_min_free);
+	} else {
+		sb_jnl_state(j->ch, 0, SHMBUS_JNL_DISK_FULL);
+		sbd_log(SBD_NOTICE, 0, "%s: journal: %" PRIu64 " bytes free "
+			"again: acknowledging", j->name, free_b);
+		publish_synced(j);
+	}
+}
+
+static bool sync_due(struct jchan *j, int64_t now)
+{
+	if (j->synced == j->pos)
+		return false;
+	switch (j->conf.fsync) {
+	case SBD_FSYNC_BATCH:
+		return true;
+	case SBD_FSYNC_INTERVAL:
+		return now - j->sync_ns >= (int64_t)j->conf.fsync_ms * 1000000 ||
+		       j->pos - j->synced >= j->conf.fsync_bytes;
+	default:
+		return false;
+	}
+}
+
+static void *agent_main(void *arg)
+{
+	struct jchan *j = arg;
+	int64_t retry_at = 0;
+
+	while (!LOAD(&j->stop)) {
+		int64_t now = sb_now_ns(), nap = NAP_NS;
+		int rc = 0, wrote = 0;
+
+		if (now - j->check_ns >= CHECK_NS) {
+			j->check_ns = now;
+			check_space(j);
+			retain(j);
+		}
+		if (now >= retry_at) {
+			/* Write what is there, a MiB at a time, then sync
+			 * once: a group commit of everything committed. */
+			for (int i = 0; i < 64 && !LOAD(&j->stop); i++) {
+				rc = append(j);
+				if (rc <= 0)
+					break;
+				wrote = 1;
+				if (j->conf.fsync == SBD_FSYNC_INTERVAL &&
+				    sync_due(j, sb_now_ns()))
+					break;
+			}
+			if (rc >= 0 && sync_due(j, sb_now_ns()))
+				rc = sync_now(j);
+			if (rc < 0) {
+				if (!j->failing)
+					sb_jnl_state(j->ch, SHMBUS_JNL_ERROR, 0);
+				j->failing = true;
+				sbd_log_limited(&j->rl, SBD_ERR, ++j->errors,
+						"journal errors", "%s: journal: "
+						"%s at %" PRIu64 "; retrying",
+						j->name, strerror(-rc), j->pos);
+				retry_at = sb_now_ns() + RETRY_NS;
+				continue;
+			}
+			if (j->failing) {
+				j->failing = false;
+				sb_jnl_state(j->ch, 0, SHMBUS_JNL_ERROR);
+				sbd_log(SBD_NOTICE, 0, "%s: journal: writing "
+					"again at %" PRIu64, j->name, j->pos);
+			}
+		} else {
+			nap = retry_at - now;
+		}
+		if (wrote)
+			continue;
+		if (j->conf.fsync == SBD_FSYNC_INTERVAL && j->synced < j->pos) {
+			int64_t left = j->sync_ns +
+				       (int64_t)j->conf.fsync_ms * 1000000 - now;
+
+			if (left < nap)
+				nap = left > 0 ? left : 0;
+		}
+		/* A shmbus_pub_sync() caller waits: look again at once. */
+		if (sb_repl_sync_waiting(j->ch) && j->conf.ack)
+			nap = 0;
+		if (nap > 0)
+			j->kick = sb_repl_agent_wait(j->ch, j->kick, nap);
+		else
+			sched_yield();
+	}
+	/* A clean stop: what was written is synced. */
+	if (j->fd >= 0 && !sync_now(j))
+		publish_synced(j);
+	return NULL;
+}
+
+/* ------------------------------------------------------------- recovery */
+
+/* Clears [from, the end of segment `base`): a record that failed, and
+ * whatever followed it, can never be read as valid again. */
+static int clear_from(struct jchan *j, uint64_t base, uint64_t from)
+{
+	static const uint8_t zero[64 << 10];
+	char name[64];
+	off_t off = (off_t)(SHMBUS_JSEG_HDR + (from - base)),
+	      end = (off_t)(SHMBUS_JSEG_HDR + j->g.seg_size);
+	int fd, rc = 0;
+
+	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
+	fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	for (off_t o = off; !rc && o < end; o += (off_t)sizeof(zero)) {
+		size_t n = end - o < (off_t)sizeof(zero) ? (size_t)(end - o)
+							 : sizeof(zero);
+		rc = write_all(fd, zero, n, o);
+	}
+	if (!rc && fdatasync(fd))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/*
+ * Checks every segment's header, walks the last two segments, clears
+ * from the first impossible record on (later segments removed).  *end is
+ * where the journal ends (UINT64_MAX: empty), *seq the last seq in it,
+ * *oldest its first position.
+ */
+static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
+		   uint64_t *oldest)
+{
+	struct sb_jreader r;
+	struct sb_jrec rec;
+	uint64_t *b;
+	size_t k;
+	int rc;
+
+	*end = *oldest = UINT64_MAX;
+	*seq = UINT64_MAX;
+	rc = sb_jlist(j->dir, &b, &k);
+	if (rc)
+		return rc;
+	if (!k) {
+		free(b);
+		return 0;
+	}
+	rc = sb_jreader_init(&r, j->dir, &j->g);
+	for (size_t i = 0; !rc && i < k; i++) {
+		/* Every header: a segment of another channel or geometry
+		 * is never used. */
+		rc = sb_jreader_seek(&r, b[i]);
+		if (rc == 0 && i == 0)
+			*oldest = r.start;
+	}
+	if (rc) {
+		sbd_log(SBD_ERR, 0, "%s: journal: %s: refused; the journal is "
+			"not written until the directory %s is put right",
+			j->name, rc == -EBADMSG || rc == -EXDEV ? r.why :
+			strerror(-rc), j->dir);
+		sb_jreader_close(&r);
+		free(b);
+		return -EXDEV;
+	}
+	rc = sb_jreader_seek(&r, b[k >= 2 ? k - 2 : 0]);
+	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1)
+		;
+	if (rc < 0) {
+		sbd_log(SBD_ERR, rc, "%s: journal: reading it back", j->name);
+		sb_jreader_close(&r);
+		free(b);
+		return rc;
+	}
+	*end = r.pos;
+	*seq = r.seq;
+	if (r.pos < b[k - 1] + j->g.seg_size) {
+		uint64_t base = r.pos & ~(j->g.seg_size - 1);
+		bool tail = strncmp(r.why, "nothing written", 15) != 0;
+
+		if (tail)
+			sbd_log(SBD_WARN, 0, "%s: journal: recovered through "
+				"%" PRIu64 "; cleared from there on: %s",
+				j->name, r.pos, r.why);
+		for (size_t i = 0; i < k; i++) {
+			char name[64];
+
+			if (b[i] <= base)
+				continue;
+			snprintf(name, sizeof(name), "%016llx.seg",
+				 (unsigned long long)b[i]);
+			unlinkat(j->dfd, name, 0);
+			snprintf(name, sizeof(name), "%016llx.tix",
+				 (unsigned long long)b[i]);
+			unlinkat(j->dfd, name, 0);
+			sbd_log(SBD_WARN, 0, "%s: journal: removed segment "
+				"%016llx, after the damage", j->name,
+				(unsigned long long)b[i]);
+		}
+		rc = clear_from(j, base, r.pos);
+	}
+	sb_jreader_close(&r);
+	free(b);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- start */
+
+static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
+{
+	struct shmbus_channel_info in;
+	struct shmbus_sub_stats st;
+	uint64_t end, seq, oldest, at, head;
+	char why[256];
+	int rc, err;
+
+	snprintf(j->name, sizeof(j->name), "%s", cc->name);
+	j->conf = cc->jnl;
+	j->fd = j->tix_fd = j->dfd = -1;
+	j->want = j->ready = UINT64_MAX;
+	j->seq = UINT64_MAX;
+	j->uid = cc->owner;
+	j->gid = cc->group;
+	pthread_mutex_init(&j->mu, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	j->ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
+	if (!j->ch || shmbus_channel_info(j->ch, &in))
+		return -errno;
+	/* The files are as readable as the channel's (mode), and only the
+	 * daemon writes them. */
+	j->fmode = (cc->attr.mode ? cc->attr.mode : 0600) & 0444;
+	j->fmode |= 0600;
+	if (snprintf(j->dir, sizeof(j->dir), "%s/%s", sbd.conf.journal_dir,
+		     cc->name) >= (int)sizeof(j->dir) ||
+	    strlen(j->dir) >= sizeof(((struct sb_jnl_view *)0)->dir))
+		return -ENAMETOOLONG;
+	rc = sb_jgeom_make(&j->g, cc->name, cc->jnl.segment, in.capacity,
+			   in.max_msg, sb_channel_flags(in.policy,
+							in.producers),
+			   why, sizeof(why));
+	if (rc) {
+		sbd_log(SBD_ERR, 0, "%s: journal: %s", j->name, why);
+		return rc;
+	}
+	rc = mkdir_p(j->dir, j->fmode | ((j->fmode & 0444) >> 2));
+	if (rc)
+		return rc;
+	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (j->dfd < 0)
+		return -errno;
+	own(j, j->dfd);
+	fchmod(j->dfd, j->fmode | ((j->fmode & 0444) >> 2));
+	j->buf_cap = CHUNK;
+	if (j->buf_cap > in.capacity / 2 - SHMBUS_REC_ALIGN)
+		j->buf_cap = in.capacity / 2 - SHMBUS_REC_ALIGN;
+	if (j->buf_cap < 16 + ((uint64_t)in.max_msg + 7) / 8 * 8)
+		j->buf_cap = 16 + ((uint64_t)in.max_msg + 7) / 8 * 8;
+	j->buf = malloc(j->buf_cap);
+	if (!j->buf)
+		return -ENOMEM;
+	rc = recover(j, &end, &seq, &oldest);
+	if (rc)
+		return rc;
+	head = sb_ring_head(j->ch);
+	if (end != UINT64_MAX && end > head) {
+		/* The ring is behind its journal: new after a reboot, it
+		 * continues where the journal ends; used, it conflicts. */
+		rc = sb_ring_continue(j->ch, end, seq == UINT64_MAX ? 0
+								   : seq + 1);
+		if (rc) {
+			sbd_log(SBD_ERR, 0, "%s: journal: the ring (at %" PRIu64
+				") is behind its journal (ends at %" PRIu64
+				"): positions would repeat; the journal is not "
+				"written (move %s aside to start another)",
+				j->name, head, end, j->dir);
+			return -EEXIST;
+		}
+		sbd_log(SBD_NOTICE, 0, "%s: a new ring continues at %" PRIu64
+			", where its journal ends", j->name, end);
+	}
+	j->cursor = end != UINT64_MAX ? sb_sub_open_at(j->ch, NULL, end, &err)
+				      : NULL;
+	if (!j->cursor) {
+		struct shmbus_sub_attr a;
+
+		shmbus_sub_attr_init(&a);
+		a.start = SHMBUS_START_OLDEST;
+		j->cursor = shmbus_sub_open(j->ch, &a);
+		if (!j->cursor)
+			return -errno;
+	}
+	shmbus_sub_stats(j->cursor, &st);
+	at = st.pos;
+	if (end != UINT64_MAX && at < end) {
+		sbd_log(SBD_ERR, 0, "%s: journal: its end %" PRIu64 " is not a "
+			"record of the ring; the journal is not written",
+			j->name, end);
+		return -EBADMSG;
+	}
+	sb_jnl_setup(j->ch, j->dir, (uint32_t)__builtin_ctzll(j->g.seg_size),
+		     j->conf.ack);
+	j->seq = seq;
+	j->sync_ns = sb_now_ns();
+	if (end == UINT64_MAX) {
+		/* A new journal starts at what the ring holds. */
+		rc = new_seg(j, at & ~(j->g.seg_size - 1), at);
+		j->pos = j->synced = at;
+		oldest = at;
+	} else {
+		rc = open_seg(j, end & ~(j->g.seg_size - 1));
+		if (rc == -ENOENT)	/* it ends where a segment would begin */
+			rc = new_seg(j, end, end);
+		j->pos = j->synced = end;
+		if (!rc && at > end)
+			rc = gap(j, at);
+	}
+	if (rc)
+		return rc;
+	sb_jnl_written(j->ch, j->pos);
+	sb_jnl_persisted(j->ch, j->synced, true);
+	sb_jnl_oldest(j->ch, oldest, 0, SHMBUS_JKEEP_RULE);
+	retain(j);
+	sbd_log(SBD_INFO, 0, "%s: journal in %s from %" PRIu64 " (fsync %s)",
+		j->name, j->dir, j->pos,
+		j->conf.fsync == SBD_FSYNC_BATCH ? "batch" :
+		j->conf.fsync == SBD_FSYNC_INTERVAL ? "interval" : "none");
+	if (pthread_create(&j->prep, NULL, prep_main, j))
+		return -EAGAIN;
+	j->prep_on = true;
+	prep_ask(j, j->base + j->g.seg_size);
+	if (pthread_create(&j->th, NULL, agent_main, j))
+		return -EAGAIN;
+	j->th_on = true;
+	return 0;
+}
+
+static void free_one(struct jchan *j, bool keep_slot)
+{
+	STORE(&j->stop, true);
+	if (j->ch)
+		sb_repl_kick(j->ch);
+	if (j->prep_on) {
+		pthread_mutex_lock(&j->mu);
+		pthread_cond_broadcast(&j->cv);
+		pthread_mutex_unlock(&j->mu);
+	}
+	if (j->th_on)
+		pthread_join(j->th, NULL);
+	if (j->prep_on)
+		pthread_join(j->prep, NULL);
+	j->th_on = j->prep_on = false;
+	close_seg(j);
+	if (j->cursor) {
+		if (keep_slot)
+			sb_sub_abandon(j->cursor);
+		else
+			shmbus_sub_close(j->cursor);
+	}
+	j->cursor = NULL;
+	if (j->dfd >= 0)
+		close(j->dfd);
+	j->dfd = -1;
+	free(j->buf);
+	j->buf = NULL;
+	if (j->ch)
+		shmbus_channel_close(j->ch);
+	j->ch = NULL;
+	pthread_mutex_destroy(&j->mu);
+	pthread_cond_destroy(&j->cv);
+}
+
+int sbd_journal_start(void)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < sbd.conf.nchans; i++)
+		n += sbd.conf.chans[i].jnl.on;
+	jc = calloc(n ? n : 1, sizeof(*jc));
+	if (!jc)
+		return -1;
+	for (size_t i = 0; i < sbd.conf.nchans; i++) {
+		const struct sbd_chan_conf *cc = &sbd.conf.chans[i];
+		struct jchan *j = &jc[njc];
+		int rc;
+
+		if (!cc->jnl.on) {
+			/* One that had a journal at the last start: no
+			 * longer described as having one. */
+			shmbus_channel *ch = shmbus_channel_open(
+				sbd.conf.shm_dir, cc->name);
+
+			if (ch)
+				sb_jnl_off(ch);
+			shmbus_channel_close(ch);
+			continue;
+		}
+		njc++;
+		rc = start_one(j, cc);
+		if (rc) {
+			/* The channel works without its journal; a journal
+			 * that cannot be trusted is never written. */
+			sbd_log(SBD_ERR, rc, "%s: journal not started", cc->name);
+			if (j->ch)
+				sb_jnl_off(j->ch);
+			free_one(j, false);
+		}
+	}
+	return 0;
+}
+
+void sbd_journal_stop(void)
+{
+	for (size_t i = 0; i < njc; i++)
+		if (jc[i].th_on)
+			free_one(&jc[i], true);
+	free(jc);
+	jc = NULL;
+	njc = 0;
+}

@@ -1,0 +1,580 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * journal.c - a channel's journal as files: segment headers, sealed
+ * records, listing, and a checking reader (journal.h).  Every byte read
+ * from a file is untrusted: a header is checked before its fields are
+ * used, a record before its length is.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "contract.h"
+#include "journal.h"
+
+#define READ_CHUNK	(1u << 20)
+
+int sb_jgeom_make(struct sb_jgeom *g, const char *channel, uint64_t seg_size,
+		  uint64_t capacity, uint32_t max_msg, uint32_t flags,
+		  char *why, size_t n)
+{
+	if (seg_size & (seg_size - 1) || seg_size < SHMBUS_JSEG_MIN ||
+	    seg_size > SHMBUS_JSEG_MAX || seg_size < capacity) {
+		snprintf(why, n, "segment size %llu: a power of two from "
+			 "64 KiB to 1 GiB, and at least the capacity (%llu)",
+			 (unsigned long long)seg_size,
+			 (unsigned long long)capacity);
+		return -EINVAL;
+	}
+	memset(g, 0, sizeof(*g));
+	g->seg_size = seg_size;
+	g->capacity = capacity;
+	g->max_msg = max_msg;
+	g->flags = flags;
+	snprintf(g->channel, sizeof(g->channel), "%s", channel);
+	return 0;
+}
+
+int sb_jseg_path(char *buf, size_t n, const char *dir, uint64_t base)
+{
+	int k = snprintf(buf, n, "%s/%016llx.seg", dir,
+			 (unsigned long long)base);
+
+	return k < 0 || (size_t)k >= n ? -ENAMETOOLONG : 0;
+}
+
+int sb_jtix_path(char *buf, size_t n, const char *dir, uint64_t base)
+{
+	int k = snprintf(buf, n, "%s/%016llx.tix", dir,
+			 (unsigned long long)base);
+
+	return k < 0 || (size_t)k >= n ? -ENAMETOOLONG : 0;
+}
+
+static uint32_t hdr_crc(const struct shmbus_jseg_hdr *h)
+{
+	return sb_crc32c(0, h, offsetof(struct shmbus_jseg_hdr, crc));
+}
+
+void sb_jseg_hdr_make(struct shmbus_jseg_hdr *h, const struct sb_jgeom *g,
+		      uint64_t base, uint64_t start, uint64_t epoch)
+{
+	struct timespec ts;
+
+	memset(h, 0, sizeof(*h));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	h->magic = SHMBUS_JSEG_MAGIC;
+	h->version = SHMBUS_JSEG_VERSION;
+	h->hdr_size = SHMBUS_JSEG_HDR;
+	h->base = base;
+	h->seg_size = g->seg_size;
+	h->start = start;
+	h->capacity = g->capacity;
+	h->max_msg = g->max_msg;
+	h->flags = g->flags;
+	h->epoch = epoch;
+	h->create_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	memcpy(h->channel, g->channel, sizeof(h->channel));
+	h->crc = hdr_crc(h);
+}
+
+int sb_jseg_hdr_check(const struct shmbus_jseg_hdr *h,
+		      const struct sb_jgeom *g, uint64_t base, char *why,
+		      size_t n)
+{
+	if (h->magic != SHMBUS_JSEG_MAGIC) {
+		snprintf(why, n, "not a journal segment (magic %016llx)",
+			 (unsigned long long)h->magic);
+		return -EBADMSG;
+	}
+	if (h->crc != hdr_crc(h)) {
+		snprintf(why, n, "header checksum %08x, computed %08x: "
+			 "damaged", h->crc, hdr_crc(h));
+		return -EBADMSG;
+	}
+	if (h->version != SHMBUS_JSEG_VERSION ||
+	    h->hdr_size != SHMBUS_JSEG_HDR) {
+		snprintf(why, n, "format version %u (header %u bytes); this "
+			 "build reads version %u", h->version, h->hdr_size,
+			 SHMBUS_JSEG_VERSION);
+		return -EBADMSG;
+	}
+	if (h->seg_size & (h->seg_size - 1) || h->seg_size < SHMBUS_JSEG_MIN ||
+	    h->seg_size > SHMBUS_JSEG_MAX || h->base & (h->seg_size - 1) ||
+	    h->start < h->base || h->start - h->base >= h->seg_size ||
+	    h->start % SHMBUS_REC_ALIGN || h->capacity < SHMBUS_MIN_CAPACITY ||
+	    h->capacity > h->seg_size || h->capacity & (h->capacity - 1) ||
+	    h->max_msg > SHMBUS_MAX_MSG_LIMIT ||
+	    memchr(h->channel, 0, sizeof(h->channel)) == NULL) {
+		snprintf(why, n, "impossible geometry (base %llu, start %llu, "
+			 "segment %llu, capacity %llu, max_msg %u)",
+			 (unsigned long long)h->base,
+			 (unsigned long long)h->start,
+			 (unsigned long long)h->seg_size,
+			 (unsigned long long)h->capacity, h->max_msg);
+		return -EBADMSG;
+	}
+	if (g && (strcmp(h->channel, g->channel) ||
+		  h->seg_size != g->seg_size || h->capacity != g->capacity ||
+		  h->max_msg != g->max_msg || h->flags != g->flags)) {
+		snprintf(why, n, "belongs to channel '%s' (segment %llu, "
+			 "capacity %llu, max_msg %u, flags %#x), not to '%s' "
+			 "(segment %llu, capacity %llu, max_msg %u, flags %#x)",
+			 h->channel, (unsigned long long)h->seg_size,
+			 (unsigned long long)h->capacity, h->max_msg, h->flags,
+			 g->channel, (unsigned long long)g->seg_size,
+			 (unsigned long long)g->capacity, g->max_msg, g->flags);
+		return -EXDEV;
+	}
+	if (base != UINT64_MAX && h->base != base) {
+		snprintf(why, n, "covers %llu, named for %llu",
+			 (unsigned long long)h->base, (unsigned long long)base);
+		return -EXDEV;
+	}
+	return 0;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return v;
+}
+
+static uint32_t rec_crc(uint64_t pos, uint32_t low, const uint8_t *rec,
+			uint32_t type, uint32_t len)
+{
+	uint8_t head[12];
+	uint32_t crc;
+
+	memcpy(head, &pos, 8);
+	memcpy(head + 8, &low, 4);
+	crc = sb_crc32c(0, head, sizeof(head));
+	if (type != SHMBUS_REC_PAD)
+		crc = sb_crc32c(crc, rec + 8, 8 + (size_t)len);
+	return crc;
+}
+
+void sb_jrec_seal(uint8_t *rec, uint64_t pos)
+{
+	uint64_t w = get64(rec);
+	uint32_t low = (uint32_t)w;
+
+	w = (uint64_t)rec_crc(pos, low, rec, word_type(w), word_len(w)) << 32 |
+	    low;
+	memcpy(rec, &w, 8);
+}
+
+int sb_jrec_check(const struct sb_jgeom *g, uint64_t pos, const uint8_t *p,
+		  size_t avail, uint64_t *seq, struct sb_jrec *r, char *why,
+		  size_t n)
+{
+	uint64_t w, size, in_ring = pos & (g->capacity - 1), s;
+	uint32_t type, len;
+
+	if (avail < 8)
+		return -EAGAIN;
+	w = get64(p);
+	if (!w) {
+		snprintf(why, n, "nothing written at %llu",
+			 (unsigned long long)pos);
+		return 0;
+	}
+	type = word_type(w);
+	len = word_len(w);
+	if (type == SHMBUS_REC_PAD) {
+		size = SHMBUS_REC_ALIGN + (uint64_t)len;
+		if (len % SHMBUS_REC_ALIGN) {
+			snprintf(why, n, "padding at %llu: length %u",
+				 (unsigned long long)pos, len);
+			return 0;
+		}
+	} else if (type == SHMBUS_REC_MSG || type == SHMBUS_REC_SKIP) {
+		if (len > g->max_msg) {
+			snprintf(why, n, "record at %llu: length %u over "
+				 "max_msg %u", (unsigned long long)pos, len,
+				 g->max_msg);
+			return 0;
+		}
+		size = rec_size(len);
+	} else {
+		snprintf(why, n, "record at %llu: type %u",
+			 (unsigned long long)pos, type);
+		return 0;
+	}
+	/* A ring record never crosses the ring's end, nor (seg_size being a
+	 * multiple of capacity) a segment's. */
+	if (in_ring + size > g->capacity) {
+		snprintf(why, n, "record at %llu: %llu bytes cross the "
+			 "ring's end", (unsigned long long)pos,
+			 (unsigned long long)size);
+		return 0;
+	}
+	if (type != SHMBUS_REC_PAD && size > avail)
+		return -EAGAIN;
+	if (type != SHMBUS_REC_PAD && avail < 16)
+		return -EAGAIN;
+	if ((uint32_t)(w >> 32) != rec_crc(pos, (uint32_t)w, p, type, len)) {
+		snprintf(why, n, "record at %llu: checksum %08x, computed "
+			 "%08x", (unsigned long long)pos, (uint32_t)(w >> 32),
+			 rec_crc(pos, (uint32_t)w, p, type, len));
+		return 0;
+	}
+	s = type == SHMBUS_REC_PAD ? 0 : get64(p + 8);
+	if (type != SHMBUS_REC_PAD) {
+		if (*seq != UINT64_MAX && s <= *seq) {
+			snprintf(why, n, "record at %llu: sequence %llu after "
+				 "%llu", (unsigned long long)pos,
+				 (unsigned long long)s,
+				 (unsigned long long)*seq);
+			return 0;
+		}
+		*seq = s;
+	}
+	*r = (struct sb_jrec){ .pos = pos, .size = size, .seq = s,
+			       .type = type, .len = len,
+			       .data = type == SHMBUS_REC_MSG ? p + 16 : NULL };
+	return 1;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int sb_jlist(const char *dir, uint64_t **bases, size_t *count)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	uint64_t *v = NULL;
+	size_t k = 0, cap = 0;
+
+	*bases = NULL;
+	*count = 0;
+	if (!d)
+		return -errno;
+	while ((e = readdir(d))) {
+		unsigned long long b;
+		char tail[8];
+
+		if (strlen(e->d_name) != 20 ||
+		    sscanf(e->d_name, "%16llx%7s", &b, tail) != 2 ||
+		    strcmp(tail, ".seg"))
+			continue;
+		if (k == cap) {
+			uint64_t *nv = realloc(v, (cap ? cap * 2 : 16) *
+						  sizeof(*v));
+
+			if (!nv) {
+				free(v);
+				closedir(d);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = cap ? cap * 2 : 16;
+		}
+		v[k++] = b;
+	}
+	closedir(d);
+	if (k)
+		qsort(v, k, sizeof(*v), cmp_u64);
+	*bases = v;
+	*count = k;
+	return 0;
+}
+
+/* ------------------------------------------------------------ reading */
+
+int sb_jreader_init(struct sb_jreader *r, const char *dir,
+		    const struct sb_jgeom *g)
+{
+	memset(r, 0, sizeof(*r));
+	r->fd = -1;
+	r->seq = UINT64_MAX;
+	if (strlen(dir) >= sizeof(r->dir))
+		return -ENAMETOOLONG;
+	strcpy(r->dir, dir);
+	if (g) {
+		r->g = *g;
+		r->have_g = true;
+	}
+	return 0;
+}
+
+void sb_jreader_close(struct sb_jreader *r)
+{
+	if (r->fd >= 0)
+		close(r->fd);	/* drops the flock */
+	r->fd = -1;
+	free(r->buf);
+	r->buf = NULL;
+}
+
+/* Opens the segment covering pos (its base when the geometry is not yet
+ * known: the caller's pos is then taken as a base to try). */
+static int open_seg(struct sb_jreader *r, uint64_t base)
+{
+	struct shmbus_jseg_hdr h;
+	char path[PATH_MAX + 32];
+	struct stat st;
+	int fd, rc;
+
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
+	r->blen = 0;
+	if (sb_jseg_path(path, sizeof(path), r->dir, base))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	/* Retention deletes a segment only after taking it exclusively. */
+	if (flock(fd, LOCK_SH) != 0 || fstat(fd, &st) != 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+		snprintf(r->why, sizeof(r->why), "segment %016llx: no whole "
+			 "header", (unsigned long long)base);
+		close(fd);
+		return -EBADMSG;
+	}
+	rc = sb_jseg_hdr_check(&h, r->have_g ? &r->g : NULL, base, r->why,
+			       sizeof(r->why));
+	if (rc == 0 && (uint64_t)st.st_size < SHMBUS_JSEG_HDR) {
+		snprintf(r->why, sizeof(r->why), "shorter than its header");
+		rc = -EBADMSG;
+	}
+	if (rc) {
+		char w[sizeof(r->why)];
+
+		snprintf(w, sizeof(w), "%s", r->why);
+		snprintf(r->why, sizeof(r->why), "segment %016llx: %.200s",
+			 (unsigned long long)base, w);
+		close(fd);
+		return -EBADMSG;
+	}
+	if (!r->have_g) {
+		r->g = (struct sb_jgeom){ .seg_size = h.seg_size,
+					  .capacity = h.capacity,
+					  .max_msg = h.max_msg,
+					  .flags = h.flags };
+		memcpy(r->g.channel, h.channel, sizeof(r->g.channel));
+		r->have_g = true;
+	}
+	if (!r->buf) {
+		size_t need = (size_t)rec_size(r->g.max_msg);
+
+		r->cap = need > READ_CHUNK ? need : READ_CHUNK;
+		r->buf = malloc(r->cap);
+		if (!r->buf) {
+			close(fd);
+			return -ENOMEM;
+		}
+	}
+	r->fd = fd;
+	r->base = h.base;
+	r->start = h.start;
+	r->epoch = h.epoch;
+	return 0;
+}
+
+int sb_jreader_seek(struct sb_jreader *r, uint64_t pos)
+{
+	uint64_t base;
+	int rc;
+
+	if (pos % SHMBUS_REC_ALIGN)
+		return -EINVAL;
+	if (!r->have_g) {
+		/* Learn the geometry from any segment. */
+		uint64_t *b;
+		size_t k;
+
+		rc = sb_jlist(r->dir, &b, &k);
+		if (rc)
+			return rc;
+		rc = k ? open_seg(r, b[0]) : -ENOENT;
+		free(b);
+		if (rc)
+			return rc;
+	}
+	base = pos & ~(r->g.seg_size - 1);
+	if (r->fd < 0 || r->base != base) {
+		rc = open_seg(r, base);
+		if (rc)
+			return rc;
+	}
+	r->pos = pos < r->start ? r->start : pos;
+	r->skipped += r->pos - pos;
+	r->seq = UINT64_MAX;
+	r->blen = 0;
+	return 0;
+}
+
+/* Makes buf hold at least `want` bytes from r->pos (fewer at the
+ * segment's end or the file's). */
+static int fill(struct sb_jreader *r, size_t want)
+{
+	uint64_t end = r->base + r->g.seg_size;
+	size_t n;
+	ssize_t got;
+
+	if (r->pos >= r->bpos && r->pos - r->bpos <= r->blen &&
+	    r->bpos + r->blen - r->pos >= want)
+		return 0;
+	n = r->cap;
+	if (n > end - r->pos)
+		n = (size_t)(end - r->pos);
+	got = pread(r->fd, r->buf, n,
+		    (off_t)(SHMBUS_JSEG_HDR + (r->pos - r->base)));
+	if (got < 0)
+		return -errno;
+	r->bpos = r->pos;
+	r->blen = (size_t)got;
+	return 0;
+}
+
+/* No segment for `at`: the journal never had those positions (it went
+ * past a gap) if a later segment below limit exists; reading goes on at
+ * its start. */
+static int skip_missing(struct sb_jreader *r, uint64_t at, uint64_t limit)
+{
+	uint64_t *b, next = UINT64_MAX;
+	size_t k;
+	int rc = sb_jlist(r->dir, &b, &k);
+
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < k; i++)
+		if (b[i] > at) {
+			next = b[i];
+			break;
+		}
+	free(b);
+	if (next == UINT64_MAX || next >= limit)
+		return -ENOENT;
+	rc = sb_jreader_seek(r, next);
+	if (rc == 0)
+		r->skipped += next - at;
+	return rc;
+}
+
+int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
+		    struct sb_jrec *rec)
+{
+	for (;;) {
+		size_t off, avail;
+		int rc;
+
+		if (r->pos >= limit)
+			return 0;
+		if (r->fd < 0 || r->pos >= r->base + r->g.seg_size) {
+			uint64_t at = r->pos, seq = r->seq;
+
+			rc = sb_jreader_seek(r, at);
+			if (rc == -ENOENT && r->have_g)
+				rc = skip_missing(r, at, limit);
+			r->seq = seq;	/* seqs go on growing across segments */
+			if (rc == -ENOENT && limit == UINT64_MAX) {
+				snprintf(r->why, sizeof(r->why), "no segment "
+					 "for %llu: the journal ends",
+					 (unsigned long long)at);
+				return 0;
+			}
+			if (rc)
+				return rc;
+			continue;
+		}
+		rc = fill(r, 16);
+		if (rc)
+			return rc;
+		off = (size_t)(r->pos - r->bpos);
+		avail = r->blen - off;
+		rc = sb_jrec_check(&r->g, r->pos, r->buf + off, avail, &r->seq,
+				   rec, r->why, sizeof(r->why));
+		if (rc == -EAGAIN) {
+			if (r->bpos == r->pos) {
+				/* The buffer starts at the record and holds
+				 * all the file has (it is longer than any
+				 * record): the file ends inside it. */
+				snprintf(r->why, sizeof(r->why), "record at "
+					 "%llu: the file ends inside it",
+					 (unsigned long long)r->pos);
+				return limit == UINT64_MAX ? 0 : -EBADMSG;
+			}
+			r->blen = 0;	/* read again, from the record */
+			rc = fill(r, 16);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (rc == 0)
+			return limit == UINT64_MAX ? 0 : -EBADMSG;
+		r->pos += rec->size;
+		return 1;
+	}
+}
+
+/* ---------------------------------------------------------- time index */
+
+int sb_jtime_find(const char *dir, int64_t ns, uint64_t *pos)
+{
+	uint64_t *b, best = UINT64_MAX, first = UINT64_MAX;
+	size_t k;
+	int rc = sb_jlist(dir, &b, &k);
+	bool later = false;
+
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < k && !later; i++) {
+		char path[PATH_MAX + 32];
+		struct shmbus_jtix e;
+		int fd;
+
+		if (sb_jtix_path(path, sizeof(path), dir, b[i]))
+			continue;
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		for (off_t o = 0;
+		     pread(fd, &e, sizeof(e), o) == (ssize_t)sizeof(e);
+		     o += (off_t)sizeof(e)) {
+			if (e.crc != sb_crc32c(0, &e, 16) ||
+			    (best != UINT64_MAX && e.pos < best))
+				break;	/* damaged from here: a cache */
+			if (first == UINT64_MAX)
+				first = e.pos;
+			if (e.ns >= ns) {
+				later = true;
+				break;
+			}
+			best = e.pos;
+		}
+		close(fd);
+	}
+	free(b);
+	if (!later && best == UINT64_MAX)
+		return -ENOENT;
+	if (!later) {
+		/* Every entry is older: what follows the last one may still
+		 * be at or after ns. */
+		*pos = best;
+		return 0;
+	}
+	*pos = best != UINT64_MAX ? best : first;
+	return 0;
+}

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * journal_ring.c - the ring's side of the journal (docs/journal.md): the
+ * header's journal lines, which shmbusd's journal agent writes and
+ * replaying subscribers, shmbus_pub_sync() and busstat read; and a ring
+ * that continues where its journal ends.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "channel.h"
+#include "contract.h"
+#include "pub.h"
+
+void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
+		  bool acks)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	/* No edge: descriptions, set before the agent writes anything and
+	 * read by replaying subscribers only after A25 on jnl_written. */
+	memset(h->jnl_dir, 0, sizeof(h->jnl_dir));
+	snprintf(h->jnl_dir, sizeof(h->jnl_dir), "%s", dir);
+	store_relaxed32(&h->jnl_seg_log2, seg_log2);
+	store_relaxed32(&h->jnl_state, SHMBUS_JNL_ON);
+	if (acks) {
+		/* The journal acknowledges: a channel that is not also
+		 * replicated (the config refuses both). */
+		store_relaxed32(&h->repl_level, SHMBUS_ACK_PERSISTED);
+		store_relaxed32(&h->repl_flags, SHMBUS_REPL_JOURNAL);
+	}
+}
+
+void sb_jnl_off(shmbus_channel *ch)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	/* No edge: a description. */
+	store_relaxed32(&h->jnl_state, 0);
+	if (load_relaxed32(&h->repl_flags) & SHMBUS_REPL_JOURNAL)
+		store_relaxed32(&h->repl_flags, 0);
+}
+
+void sb_jnl_written(shmbus_channel *ch, uint64_t pos)
+{
+	/* R25: pairs with A25 in the replaying subscriber: the bytes our
+	 * pwrite() put in the files (the page cache) before this store are
+	 * there for its pread() of anything below pos. */
+	store_release64(&ch->hdr->jnl_written, pos);
+}
+
+void sb_jnl_persisted(shmbus_channel *ch, uint64_t pos, bool ack)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	/* No edge of its own: R14 in sb_repl_watermark() publishes it to
+	 * shmbus_pub_sync(), which reads it after A14. */
+	if (load_relaxed64(&h->persisted_pos) < pos)
+		store_relaxed64(&h->persisted_pos, pos);
+	if (ack && (load_relaxed32(&h->repl_flags) & SHMBUS_REPL_JOURNAL))
+		sb_repl_watermark(ch, pos);
+}
+
+uint32_t sb_jnl_state(shmbus_channel *ch, uint32_t set, uint32_t clear)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	uint32_t s = load_relaxed32(&h->jnl_state);
+
+	/* One writer (the agent); no edge: a description. */
+	store_relaxed32(&h->jnl_state, (s | set) & ~clear);
+	return s;
+}
+
+void sb_jnl_oldest(shmbus_channel *ch, uint64_t pos, uint64_t bytes,
+		   uint32_t keep)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	/* No edge: descriptions (busstat; a replaying subscriber learns
+	 * what retention removed from the files themselves). */
+	store_relaxed64(&h->jnl_oldest, pos);
+	store_relaxed64(&h->jnl_bytes, bytes);
+	store_relaxed32(&h->jnl_keep, keep);
+}
+
+void sb_jnl_count(shmbus_channel *ch, uint64_t syncs, uint64_t gaps,
+		  uint64_t gap_bytes)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	/* One writer; no edge: statistics. */
+	store_relaxed64(&h->jnl_syncs, load_relaxed64(&h->jnl_syncs) + syncs);
+	store_relaxed64(&h->jnl_gaps, load_relaxed64(&h->jnl_gaps) + gaps);
+	store_relaxed64(&h->jnl_gap_bytes,
+			load_relaxed64(&h->jnl_gap_bytes) + gap_bytes);
+}
+
+void sb_jnl_read(shmbus_channel *ch, struct sb_jnl_view *v)
+{
+	const struct shmbus_hdr *h = ch->hdr;
+
+	/* A25 (see sb_jnl_written()), for whoever reads the files next. */
+	v->written = load_acquire64(&h->jnl_written);
+	/* No edge: statistics. */
+	v->persisted = load_relaxed64(&h->persisted_pos);
+	v->oldest = load_relaxed64(&h->jnl_oldest);
+	v->bytes = load_relaxed64(&h->jnl_bytes);
+	v->syncs = load_relaxed64(&h->jnl_syncs);
+	v->gaps = load_relaxed64(&h->jnl_gaps);
+	v->gap_bytes = load_relaxed64(&h->jnl_gap_bytes);
+	v->head = load_relaxed64(&h->head);
+	v->state = load_relaxed32(&h->jnl_state);
+	v->seg_log2 = load_relaxed32(&h->jnl_seg_log2);
+	v->keep = load_relaxed32(&h->jnl_keep);
+	/* Untrusted: always NUL-terminated here. */
+	memcpy(v->dir, (const char *)h->jnl_dir, sizeof(v->dir) - 1);
+	v->dir[sizeof(v->dir) - 1] = 0;
+}
+
+int sb_ring_continue(shmbus_channel *ch, uint64_t pos, uint64_t seq)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_pub *w;
+	int rc;
+
+	/* No edge: the ring is new, and nobody has been handed it yet. */
+	if (load_relaxed64(&h->head) || load_relaxed64(&h->seq))
+		return -EEXIST;
+	if (pos == 0 && seq == 0)
+		return 0;
+	w = sb_writer_open(ch, 0);
+	if (!w)
+		return -ENOMEM;
+	rc = sb_apply_restart(w, pos);
+	sb_writer_close(w);
+	if (rc == 0)
+		store_relaxed64(&h->seq, seq);	/* before anyone claims */
+	return rc;
+}
