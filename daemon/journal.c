@@ -53,6 +53,7 @@ struct jchan {
 	mode_t fmode;
 	int64_t uid, gid;		/* -1: the daemon's */
 	shmbus_sub *cursor;
+	uint64_t held;			/* the cursor's position */
 	uint64_t pos;			/* written through */
 	uint64_t synced;		/* fdatasync'd through */
 	uint64_t seq;			/* the last seq written (UINT64_MAX) */
@@ -508,6 +509,17 @@ static void tix_note(struct jchan *j, uint64_t pos)
 	}
 }
 
+/* The ring may reuse what is in the files now (the cursor only moves
+ * forward: after a lost tail, the journal copies again what lies below
+ * it). */
+static void hold(struct jchan *j)
+{
+	if (j->pos > j->held) {
+		sb_sub_seek(j->cursor, j->pos);
+		j->held = j->pos;
+	}
+}
+
 /* Appends what is committed from j->pos: 1 if it wrote, 0 if nothing was
  * there, -errno. */
 static int append(struct jchan *j)
@@ -537,7 +549,7 @@ static int append(struct jchan *j)
 			rc = gap(j, oldest);
 			if (rc)
 				return rc;
-			sb_sub_seek(j->cursor, j->pos);
+			hold(j);
 			sb_jnl_written(j->ch, j->pos);
 			return 1;
 		}
@@ -584,8 +596,7 @@ static int append(struct jchan *j)
 	if (f.last_pos != UINT64_MAX)
 		j->seq = f.last_seq;
 	sb_jnl_written(j->ch, j->pos);
-	/* The ring may reuse what is in the files now. */
-	sb_sub_seek(j->cursor, j->pos);
+	hold(j);
 	return 1;
 }
 
@@ -774,7 +785,7 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 	}
 	rc = sb_jreader_seek(&r, b[k >= 2 ? k - 2 : 0]);
 	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1)
-		;
+		rc = 0;
 	if (rc < 0) {
 		sbd_log(SBD_ERR, rc, "%s: journal: reading it back", j->name);
 		sb_jreader_close(&r);
@@ -887,25 +898,28 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 		sbd_log(SBD_NOTICE, 0, "%s: a new ring continues at %" PRIu64
 			", where its journal ends", j->name, end);
 	}
-	j->cursor = end != UINT64_MAX ? sb_sub_open_at(j->ch, NULL, end, &err)
-				      : NULL;
-	if (!j->cursor) {
-		struct shmbus_sub_attr a;
-
-		shmbus_sub_attr_init(&a);
-		a.start = SHMBUS_START_OLDEST;
-		j->cursor = shmbus_sub_open(j->ch, &a);
-		if (!j->cursor)
-			return -errno;
-	}
+	/* The previous daemon's cursor where it is (it held producers while
+	 * no daemon ran), or a new one where the journal ends. */
+	j->cursor = sb_sub_journal(j->ch, end, &err);
+	if (!j->cursor)
+		return err;
 	shmbus_sub_stats(j->cursor, &st);
-	at = st.pos;
-	if (end != UINT64_MAX && at < end) {
-		sbd_log(SBD_ERR, 0, "%s: journal: its end %" PRIu64 " is not a "
-			"record of the ring; the journal is not written",
-			j->name, end);
-		return -EBADMSG;
+	j->held = at = st.pos;
+	if (end != UINT64_MAX && end > at) {
+		/* Written past the cursor before the daemon stopped. */
+		if (end != sb_ring_head(j->ch) &&
+		    !sb_ring_has_record(j->ch, end)) {
+			sbd_log(SBD_ERR, 0, "%s: journal: its end %" PRIu64
+				" is not a record of the ring; the journal is "
+				"not written", j->name, end);
+			return -EBADMSG;
+		}
+		sb_sub_seek(j->cursor, end);
+		j->held = end;
 	}
+	/* end < at: the journal lost a tail its cursor had passed (a crash
+	 * of the host before a sync); what the ring still holds of it is
+	 * copied again, checked against being overwritten meanwhile. */
 	sb_jnl_setup(j->ch, j->dir, (uint32_t)__builtin_ctzll(j->g.seg_size),
 		     j->conf.ack);
 	j->seq = seq;
@@ -998,8 +1012,10 @@ int sbd_journal_start(void)
 			shmbus_channel *ch = shmbus_channel_open(
 				sbd.conf.shm_dir, cc->name);
 
-			if (ch)
+			if (ch) {
 				sb_jnl_off(ch);
+				sb_sub_journal_release(ch);
+			}
 			shmbus_channel_close(ch);
 			continue;
 		}

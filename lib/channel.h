@@ -177,11 +177,12 @@ static inline uint32_t owner_pid(uint64_t o)
 }
 
 /* Whether a subscriber slot's cursor holds producers back (block
- * policy): a subscriber's, or a consumer group's floor. */
+ * policy): a subscriber's, a consumer group's floor, or the journal's. */
 static inline bool sb_slot_gates(uint64_t o)
 {
 	return owner_state(o) == SHMBUS_SLOT_ACTIVE ||
-	       owner_state(o) == SHMBUS_SLOT_GROUP;
+	       owner_state(o) == SHMBUS_SLOT_GROUP ||
+	       owner_state(o) == SHMBUS_SLOT_JOURNAL;
 }
 
 /* Stops asking for posts (closing, or a repair of a dead owner's slot i):

@@ -253,6 +253,13 @@ shmbus_sub *sb_sub_open_at(shmbus_channel *ch,
  * subscriber.c). */
 void sb_sub_abandon(shmbus_sub *sub);
 
+/* The journal's cursor slot (SHMBUS_SLOT_JOURNAL): the one the channel
+ * has, where it is, or a new one at pos if the ring can be held there,
+ * else at the oldest position it can (see subscriber.c).  Its position
+ * is shmbus_sub_stats()'s.  Release it when the journal is turned off. */
+shmbus_sub *sb_sub_journal(shmbus_channel *ch, uint64_t pos, int *err);
+void sb_sub_journal_release(shmbus_channel *ch);
+
 /* A ring just made (head and seq 0) continues at pos with sequence
  * number seq, as after a reboot that left the journal: positions never
  * go back.  -EEXIST if the ring was used. */

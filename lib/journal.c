@@ -425,17 +425,23 @@ int sb_jreader_seek(struct sb_jreader *r, uint64_t pos)
 	return 0;
 }
 
-/* Makes buf hold at least `want` bytes from r->pos (fewer at the
- * segment's end or the file's). */
-static int fill(struct sb_jreader *r, size_t want)
+/* Makes buf hold at least `want` bytes from r->pos that were whole when
+ * read (below `limit`, or fewer at the segment's or the file's end).  A
+ * buffer read under a lower limit is read again: bytes past that limit
+ * may have been caught half written. */
+static int fill(struct sb_jreader *r, size_t want, uint64_t limit)
 {
-	uint64_t end = r->base + r->g.seg_size;
+	uint64_t end = r->base + r->g.seg_size, have;
 	size_t n;
 	ssize_t got;
 
-	if (r->pos >= r->bpos && r->pos - r->bpos <= r->blen &&
-	    r->bpos + r->blen - r->pos >= want)
-		return 0;
+	if (r->pos >= r->bpos && r->pos - r->bpos <= r->blen) {
+		have = r->bpos + r->blen;
+		if (have > r->blim)
+			have = r->blim;
+		if (have >= r->pos && have - r->pos >= want)
+			return 0;
+	}
 	n = r->cap;
 	if (n > end - r->pos)
 		n = (size_t)(end - r->pos);
@@ -445,6 +451,7 @@ static int fill(struct sb_jreader *r, size_t want)
 		return -errno;
 	r->bpos = r->pos;
 	r->blen = (size_t)got;
+	r->blim = limit;
 	return 0;
 }
 
@@ -499,15 +506,17 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 				return rc;
 			continue;
 		}
-		rc = fill(r, 16);
+		rc = fill(r, 16, limit);
 		if (rc)
 			return rc;
 		off = (size_t)(r->pos - r->bpos);
 		avail = r->blen - off;
+		if (r->blim - r->pos < avail)
+			avail = (size_t)(r->blim - r->pos);
 		rc = sb_jrec_check(&r->g, r->pos, r->buf + off, avail, &r->seq,
 				   rec, r->why, sizeof(r->why));
 		if (rc == -EAGAIN) {
-			if (r->bpos == r->pos) {
+			if (r->bpos == r->pos && r->blim >= limit) {
 				/* The buffer starts at the record and holds
 				 * all the file has (it is longer than any
 				 * record): the file ends inside it. */
@@ -517,7 +526,7 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 				return limit == UINT64_MAX ? 0 : -EBADMSG;
 			}
 			r->blen = 0;	/* read again, from the record */
-			rc = fill(r, 16);
+			rc = fill(r, 16, limit);
 			if (rc)
 				return rc;
 			continue;

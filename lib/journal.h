@@ -92,6 +92,8 @@ struct sb_jreader {
 	size_t cap;
 	uint64_t bpos;		/* buf holds [bpos, bpos + blen) */
 	size_t blen;
+	uint64_t blim;		/* ... of which only what lies below blim,
+				 * the limit when it was read, is whole */
 	char why[256];		/* the last error's reason */
 };
 

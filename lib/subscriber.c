@@ -57,7 +57,8 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 
 		if (st == SHMBUS_SLOT_ACTIVE && sb_pid_alive(owner_pid(o)))
 			continue;
-		if (st == SHMBUS_SLOT_BUSY || st == SHMBUS_SLOT_GROUP)
+		if (st == SHMBUS_SLOT_BUSY || st == SHMBUS_SLOT_GROUP ||
+		    st == SHMBUS_SLOT_JOURNAL)
 			continue;
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
@@ -88,6 +89,29 @@ SHMBUS_EXPORT void shmbus_sub_attr_init(struct shmbus_sub_attr *attr)
 	attr->start = SHMBUS_START_NEWEST;
 	attr->wait = SHMBUS_WAIT_SPIN;
 	attr->spin_ns = 20000;
+}
+
+/* A handle's copies of the channel's validated geometry, for slot i. */
+static void sub_init(struct shmbus_sub *sub, struct shmbus_channel *ch,
+		     struct shmbus_sub_slot *s, uint32_t i,
+		     const struct shmbus_sub_attr *attr)
+{
+	sub->ch = ch;
+	sub->slot = s;
+	sub->data = ch->data;
+	sub->mask = ch->mask;
+	sub->cap = ch->cap;
+	sub->cap_log2 = ch->cap_log2;
+	sub->max_msg = ch->max_msg;
+	sub->mb_max = ch_mbox_max(ch);
+	sub->overwrite = ch_overwrite(ch);
+	sub->careful = sub->overwrite;
+	sub->has_mbox = !ch_multi(ch);
+	sub->mbox = ch->mbox;
+	sub->mode = SB_SUB_RING;
+	sub->want_bit = UINT64_C(1) << i;
+	sub->wait = attr->wait;
+	sub->spin_ns = attr->spin_ns ? attr->spin_ns : 20000;
 }
 
 SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
@@ -126,22 +150,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 		errno = ENOSPC;
 		return NULL;
 	}
-	sub->ch = ch;
-	sub->slot = s;
-	sub->data = ch->data;
-	sub->mask = ch->mask;
-	sub->cap = ch->cap;
-	sub->cap_log2 = ch->cap_log2;
-	sub->max_msg = ch->max_msg;
-	sub->mb_max = ch_mbox_max(ch);
-	sub->overwrite = ch_overwrite(ch);
-	sub->careful = sub->overwrite;
-	sub->has_mbox = !ch_multi(ch);
-	sub->mbox = ch->mbox;
-	sub->mode = SB_SUB_RING;
-	sub->want_bit = UINT64_C(1) << i;
-	sub->wait = attr->wait;
-	sub->spin_ns = attr->spin_ns ? attr->spin_ns : 20000;
+	sub_init(sub, ch, s, i, attr);
 	/* Before we first wait: producers make the wake check from now on
 	 * (costs a grace period, milliseconds, here). */
 	if (attr->wait == SHMBUS_WAIT_SLEEP)
@@ -353,4 +362,98 @@ void sb_sub_abandon(struct shmbus_sub *sub)
 		return;
 	free(sub->buf);
 	free(sub);
+}
+
+/*
+ * The journal's cursor (owner state SHMBUS_SLOT_JOURNAL): the channel's
+ * existing one, taken over where it is (one shmbusd runs at a time, and
+ * this slot outlives it), or a free slot set at pos if the ring can be
+ * held there, else at the oldest position that can be.  *err is 0, or
+ * -ENOSPC, -ENOMEM, -EBADMSG (a journal slot whose cursor is impossible).
+ * For shmbusd's journal agent only; it moves the cursor with
+ * sb_sub_seek() and never reads through the handle.
+ */
+struct shmbus_sub *sb_sub_journal(struct shmbus_channel *ch, uint64_t pos,
+				  int *err)
+{
+	struct shmbus_sub_attr a;
+	struct shmbus_sub *sub = calloc(1, sizeof(*sub));
+	struct shmbus_sub_slot *s = NULL;
+	uint64_t head, start;
+	uint32_t i;
+
+	*err = -ENOMEM;
+	if (!sub)
+		return NULL;
+	shmbus_sub_attr_init(&a);
+	for (i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		/* A7: pairs with R7 (the slot's JOURNAL store). */
+		uint64_t o = load_acquire64(&ch->subs[i].owner);
+
+		if (owner_state(o) == SHMBUS_SLOT_JOURNAL) {
+			s = &ch->subs[i];
+			break;
+		}
+	}
+	if (s) {
+		/* A5: pairs with R5 (the previous agent's seek). */
+		start = load_acquire64(&s->pos);
+		head = load_acquire64(&ch->hdr->head);	/* A12 */
+		if (start % SHMBUS_REC_ALIGN || start > head) {
+			free(sub);
+			*err = -EBADMSG;
+			return NULL;
+		}
+		sub_init(sub, ch, s, i, &a);
+		sub->pos = sub->published = start;
+		*err = 0;
+		return sub;
+	}
+	s = take_slot(ch, &i);
+	if (!s) {
+		free(sub);
+		*err = -ENOSPC;
+		return NULL;
+	}
+	sub_init(sub, ch, s, i, &a);
+	store_relaxed32(&s->wait, 0);
+	store_relaxed32(&s->sleeping, 0);
+	store_relaxed64(&s->delivered, 0);
+	store_relaxed64(&s->lost, 0);
+	store_relaxed64(&s->gen, load_relaxed64(&s->gen) + 1);
+	memset(s->comm, 0, sizeof(s->comm));
+	snprintf(s->comm, sizeof(s->comm), "journal");
+	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
+	raise_hwm(ch->hdr, i + 1);
+	/* R7, and F1 after it, as in shmbus_sub_open(). */
+	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_JOURNAL, 0));
+	fence_seqcst();
+	head = load_relaxed64(&ch->hdr->head);
+	if (ch_overwrite(ch))
+		sb_sub_find_oldest(ch, head, &start);
+	else
+		start = oldest_held(ch, s, head);
+	/* Held from start on: pos too, if it is a record there. */
+	if (pos != UINT64_MAX && pos >= start && pos <= head &&
+	    pos % SHMBUS_REC_ALIGN == 0 && sb_ring_has_record(ch, pos))
+		start = pos;
+	sub->pos = sub->published = start;
+	/* R5 (see publish_cursor()). */
+	store_release64(&s->pos, start);
+	*err = 0;
+	return sub;
+}
+
+/* The journal is turned off: its slot, if any, no longer holds anyone. */
+void sb_sub_journal_release(struct shmbus_channel *ch)
+{
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		uint64_t o = load_acquire64(&s->owner);	/* A7 */
+
+		/* R13: pairs with A13 in take_slot(). */
+		if (owner_state(o) == SHMBUS_SLOT_JOURNAL)
+			cas_strong_seqcst64(&s->owner, &o,
+					    owner_word(SHMBUS_SLOT_FREE, 0));
+	}
 }

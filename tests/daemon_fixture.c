@@ -132,7 +132,9 @@ void teardown(void)
 			 d.log);
 		th_fini_fail(what);
 	}
-	th_rmdir(d.dir);
+	/* SHMBUS_TEST_KEEP=1: left for a look (the log, the files). */
+	if (!getenv("SHMBUS_TEST_KEEP"))
+		th_rmdir(d.dir);
 }
 
 bool log_has(const char *what)

@@ -10,6 +10,8 @@
  *   shmbusctl [-b BUS] delete NAME
  *   shmbusctl [-b BUS] status
  *   shmbusctl [-b BUS] promote | demote [--force] | switchover
+ *   shmbusctl [-b BUS] journal dump|verify CHANNEL|DIR [--dir JOURNAL_DIR]
+ *                      [--from POS | --since TIME]
  *
  *   shmbusctl --help | --version
  *
@@ -17,7 +19,10 @@
  * $SHMBUS_RUN_DIR/BUS.bus that shmbusd writes, else $SHMBUS_RUN_DIR/BUS.sock),
  * or a socket path; the default is $SHMBUS_BUS, else "default".
  * Exit codes, as every shmbus tool: 0 done, 1 the daemon refused (its
- * reason is printed), 2 bad usage; and 3 no daemon to talk to.
+ * reason is printed), 2 bad usage; and 3 no daemon to talk to.  The
+ * journal commands read the files themselves, with or without a daemon:
+ * 4 means the journal is damaged (where and why are printed), 1 that it
+ * cannot be read.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -27,13 +32,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "shmbus.h"
+#include "shmbus/layout.h"
 #include "../lib/contract.h"
+#include "../lib/journal.h"
 
 #define EXIT_REFUSED	1
 #define EXIT_USAGE	2
 #define EXIT_NODAEMON	3
+#define EXIT_DAMAGED	4
 
 static shmbus_bus *bus;		/* for the daemon's reasons */
 
@@ -48,6 +57,8 @@ static void usage(FILE *f)
 "       shmbusctl [-b BUS] delete NAME\n"
 "       shmbusctl [-b BUS] status\n"
 "       shmbusctl [-b BUS] promote | demote [--force] | switchover\n"
+"       shmbusctl [-b BUS] journal dump|verify CHANNEL|DIR [--dir DIR]\n"
+"                 [--from POS | --since TIME]\n"
 "       shmbusctl --help | --version\n"
 "SIZE: bytes, or with K, M, G (KiB, MiB, GiB).\n"
 "BUS: a bus name or the daemon's socket path (default $SHMBUS_BUS or\n"
@@ -221,6 +232,177 @@ static int cmd_repl(const char *cmd, bool force)
 	return 0;
 }
 
+/* ------------------------------------------------------------ journal */
+
+/* TIME: seconds since the epoch (fractions allowed), or UTC
+ * YYYY-MM-DDTHH:MM:SS. */
+static int parse_time(const char *s, int64_t *ns)
+{
+	struct tm tm = { 0 };
+	char *end;
+	double sec;
+
+	if (strchr(s, 'T')) {
+		end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+		if (!end || *end)
+			return -1;
+		*ns = (int64_t)timegm(&tm) * 1000000000;
+		return 0;
+	}
+	sec = strtod(s, &end);
+	if (end == s || *end || sec < 0 || sec > 9.2e9)
+		return -1;
+	*ns = (int64_t)(sec * 1e9);
+	return 0;
+}
+
+static void print_rec(const struct sb_jrec *r)
+{
+	static const char *const types[] = { "msg", "pad", "skip" };
+
+	printf("%16llu %12llu %-4s %8u", (unsigned long long)r->pos,
+	       r->type == SHMBUS_REC_PAD ? 0ull : (unsigned long long)r->seq,
+	       types[r->type < 3 ? r->type : 0], r->len);
+	if (r->type == SHMBUS_REC_MSG) {
+		printf("  ");
+		for (uint32_t i = 0; i < r->len && i < 16; i++)
+			printf("%02x", r->data[i]);
+		if (r->len > 16)
+			printf("...");
+	}
+	printf("\n");
+}
+
+/*
+ * Walks a channel's journal from --from (or --since, or its start),
+ * checking every header and record.  The journal ends cleanly at
+ * unwritten space in its newest segment; any other stop is damage.
+ */
+static int cmd_journal(int argc, char **argv, const char *bus_name)
+{
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "from", required_argument, NULL, 'f' },
+		{ "since", required_argument, NULL, 's' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *what = argv[1], *target = argv[2], *jdir = NULL;
+	uint64_t from = UINT64_MAX, *bases, msgs = 0, recs = 0;
+	uint64_t first = UINT64_MAX, last_base;
+	bool dump = !strcmp(what, "dump"), have_since = false;
+	struct sb_jreader r;
+	struct sb_jrec rec;
+	char dir[PATH_MAX];
+	int64_t since = 0;
+	size_t k;
+	int c, rc;
+
+	optind = 3;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == 'd')
+			jdir = optarg;
+		else if (c == 'f' && !parse_size(optarg, &from) &&
+			 from % SHMBUS_REC_ALIGN == 0)
+			;
+		else if (c == 's' && !parse_time(optarg, &since))
+			have_since = true;
+		else {
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc || (from != UINT64_MAX && have_since) ||
+	    (strcmp(what, "dump") && strcmp(what, "verify"))) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (strchr(target, '/'))
+		rc = snprintf(dir, sizeof(dir), "%s", target);
+	else if (jdir)
+		rc = snprintf(dir, sizeof(dir), "%s/%s", jdir, target);
+	else
+		rc = snprintf(dir, sizeof(dir), "/var/lib/shmbus/%s/journal/%s",
+			      bus_name && *bus_name ? bus_name : "default",
+			      target);
+	if (rc < 0 || (size_t)rc >= sizeof(dir)) {
+		fprintf(stderr, "shmbusctl: journal: path too long\n");
+		return EXIT_USAGE;
+	}
+	rc = sb_jlist(dir, &bases, &k);
+	if (rc || !k) {
+		fprintf(stderr, "shmbusctl: journal %s: %s\n", dir,
+			rc ? strerror(-rc) : "no segments");
+		free(bases);
+		return EXIT_REFUSED;
+	}
+	last_base = bases[k - 1];
+	if (have_since) {
+		rc = sb_jtime_find(dir, since, &from);
+		if (rc) {
+			fprintf(stderr, "shmbusctl: journal %s: nothing at or "
+				"after that time\n", dir);
+			free(bases);
+			return EXIT_REFUSED;
+		}
+	}
+	sb_jreader_init(&r, dir, NULL);
+	rc = sb_jreader_seek(&r, bases[0]);
+	if (rc == 0 && from != UINT64_MAX) {
+		if (from < r.start) {
+			fprintf(stderr, "shmbusctl: journal %s: %llu is older "
+				"than its oldest position %llu\n", dir,
+				(unsigned long long)from,
+				(unsigned long long)r.start);
+			sb_jreader_close(&r);
+			free(bases);
+			return EXIT_REFUSED;
+		}
+		rc = sb_jreader_seek(&r, from);
+	}
+	free(bases);
+	if (dump && rc == 0)
+		printf("%16s %12s %-4s %8s  %s\n", "POSITION", "SEQ", "TYPE",
+		       "LENGTH", "PAYLOAD");
+	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1) {
+		if (first == UINT64_MAX)
+			first = rec.pos;
+		recs++;
+		msgs += rec.type == SHMBUS_REC_MSG;
+		if (dump)
+			print_rec(&rec);
+		rc = 0;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "shmbusctl: journal %s: %s\n", dir,
+			rc == -EBADMSG || rc == -EXDEV ? r.why : strerror(-rc));
+		sb_jreader_close(&r);
+		return rc == -EBADMSG || rc == -EXDEV ? EXIT_DAMAGED
+						      : EXIT_REFUSED;
+	}
+	/* Where the walk stopped: unwritten space in the newest segment is
+	 * the end; anything else is damage. */
+	if (r.pos < last_base || (r.pos < last_base + r.g.seg_size &&
+				  strncmp(r.why, "nothing written", 15))) {
+		printf("damaged: segment %016llx, position %llu (file offset "
+		       "%llu): %s\n",
+		       (unsigned long long)(r.pos & ~(r.g.seg_size - 1)),
+		       (unsigned long long)r.pos,
+		       (unsigned long long)(SHMBUS_JSEG_HDR +
+					    (r.pos & (r.g.seg_size - 1))),
+		       r.why);
+		sb_jreader_close(&r);
+		return EXIT_DAMAGED;
+	}
+	printf("%s: %s, channel %s: %llu records (%llu messages) in "
+	       "[%llu, %llu)%s\n", dir, dump ? "end" : "ok", r.g.channel,
+	       (unsigned long long)recs, (unsigned long long)msgs,
+	       (unsigned long long)(first == UINT64_MAX ? r.pos : first),
+	       (unsigned long long)r.pos,
+	       r.skipped ? ", past gaps" : "");
+	sb_jreader_close(&r);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *bus_name = getenv("SHMBUS_BUS");
@@ -249,6 +431,13 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	cmd = argv[i];
+	if (!strcmp(cmd, "journal")) {
+		if (argc - i < 3) {
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+		return cmd_journal(argc - i, argv + i, bus_name);
+	}
 	bool repl = !strcmp(cmd, "status") || !strcmp(cmd, "promote") ||
 		    !strcmp(cmd, "demote") || !strcmp(cmd, "switchover");
 	bool force = repl && argc - i == 2 && !strcmp(argv[i + 1], "--force") &&

@@ -41,7 +41,7 @@
 #include "static_assert.h"
 
 #define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
-#define SHMBUS_LAYOUT_VERSION	6u
+#define SHMBUS_LAYOUT_VERSION	7u
 
 #define SHMBUS_CACHELINE	64u
 #define SHMBUS_HDR_SIZE		4096u
@@ -98,6 +98,11 @@ struct shmbus_rec {
 #define SHMBUS_SLOT_GROUP	3u	/* a consumer group's (shmbus/group.h):
 					 * its cursor is the group's floor; it
 					 * has no pid and is never reaped */
+#define SHMBUS_SLOT_JOURNAL	4u	/* the journal's cursor (docs/journal.md):
+					 * no pid, never reaped, so that it
+					 * holds producers while shmbusd
+					 * restarts; released by shmbusd when
+					 * the journal is turned off */
 
 /* Low bit of prod_slot.claim_end (positions are 8-aligned): announced,
  * not yet won.  Tells shmbusd a claim that lost its CAS (someone else owns

@@ -1,0 +1,490 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_journal.c - the journal under a real shmbusd, with real files:
+ * messages of mixed sizes journaled and replayed byte for byte across
+ * segments, a late joiner that moves from the journal into the live ring
+ * while a producer runs, kill -9 of the daemon mid-append, power losses
+ * (a segment truncated, garbage appended, bits flipped) recovered to
+ * exactly the last valid record, a reboot (the ring removed, the journal
+ * kept), replay by time, retention held off by a reader, a full
+ * filesystem, a segment of another channel refused, and pub_sync at the
+ * persisted level returning only once the bytes are in the file.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+#include "shmbus/layout.h"
+#include "../lib/contract.h"
+#include "../lib/journal.h"
+
+static char jdir[256];		/* journal_dir */
+static char cdir[320];		/* the channel "j"'s journal */
+
+static void conf_with(const char *chan_keys, const char *bus_keys)
+{
+	char body[2048];
+
+	snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
+	snprintf(cdir, sizeof(cdir), "%s/j", jdir);
+	snprintf(body, sizeof(body),
+		 "journal_dir = %s\n%s"
+		 "[defaults]\npublish = *\nsubscribe = *\n"
+		 "[channel j]\ncapacity = 64K\nmax_msg = 2048\n"
+		 "journal = on\n%s",
+		 jdir, bus_keys ? bus_keys : "", chan_keys);
+	write_conf(body);
+}
+
+static void setup_dir(void)
+{
+	char dir[64];
+
+	/* The fixture's directory, without a daemon yet. */
+	snprintf(dir, sizeof(dir), "%s", th_mkdir());
+	memset(&d, 0, sizeof(d));
+	snprintf(d.dir, sizeof(d.dir), "%s", dir);
+	snprintf(d.conf, sizeof(d.conf), "%s/shmbusd.conf", d.dir);
+	snprintf(d.sock, sizeof(d.sock), "%s/sock", d.dir);
+	snprintf(d.log, sizeof(d.log), "%s/shmbusd.log", d.dir);
+}
+
+TestSuite(journal, .init = setup_dir, .fini = teardown, .timeout = 120);
+
+/* Message i: th_msg of a length that varies with i. */
+static size_t len_of(uint64_t i)
+{
+	return TH_MSG_MIN + (i * 7919) % 600;
+}
+
+static void publish_range(shmbus_pub *p, uint64_t first, uint64_t n)
+{
+	uint8_t buf[2048];
+
+	for (uint64_t i = first; i < first + n; i++) {
+		int rc;
+
+		th_msg_fill(buf, len_of(i), 1, i);
+		while ((rc = shmbus_publish(p, buf, len_of(i))) == -EAGAIN)
+			sched_yield();
+		cr_assert_eq(rc, 0, "publish %lu: %d", (unsigned long)i, rc);
+	}
+}
+
+static shmbus_channel *open_pub(shmbus_bus **bus, shmbus_pub **p)
+{
+	shmbus_channel *ch = open_role(bus, "j", SHMBUS_ROLE_PUBLISH);
+
+	cr_assert(ch, "open: %s", strerror(errno));
+	*p = shmbus_pub_open(ch, NULL);
+	cr_assert(*p);
+	return ch;
+}
+
+static void close_pub(shmbus_bus *bus, shmbus_channel *ch, shmbus_pub *p)
+{
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* Waits until the journal has written everything committed. */
+static void wait_written(shmbus_channel *ch, int sec)
+{
+	struct sb_jnl_view v;
+
+	for (int i = 0; i < sec * 1000; i++) {
+		sb_jnl_read(ch, &v);
+		if ((v.state & SHMBUS_JNL_ON) && v.written == th_head(ch))
+			return;
+		usleep(1000);
+	}
+	sb_jnl_read(ch, &v);
+	cr_assert_fail("journal at %lu, head %lu, state %#x",
+		       (unsigned long)v.written, (unsigned long)th_head(ch),
+		       v.state);
+}
+
+/* Replays from `from` and checks messages first..first+n-1 in order, each
+ * intact; returns how many came from the journal. */
+static uint64_t replay_check(shmbus_channel *ch, uint64_t from,
+			     uint64_t first, uint64_t n)
+{
+	shmbus_replay *r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION,
+					      from, NULL);
+	struct shmbus_replay_stats st;
+	uint8_t buf[2048];
+	uint64_t i = first;
+	int64_t idle = 0;
+
+	cr_assert(r, "replay_open: %s", strerror(errno));
+	while (i < first + n) {
+		struct shmbus_msg m;
+		ssize_t len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+		uint64_t seq;
+		uint32_t id;
+
+		if (len == -EAGAIN) {
+			cr_assert_lt(++idle, 5000, "stalled at message %lu",
+				     (unsigned long)i);
+			usleep(1000);
+			continue;
+		}
+		idle = 0;
+		cr_assert_geq(len, 0, "read: %zd at message %lu", len,
+			      (unsigned long)i);
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0,
+			     "message %lu damaged", (unsigned long)i);
+		cr_assert_eq(seq, i, "message %lu where %lu was due",
+			     (unsigned long)seq, (unsigned long)i);
+		cr_assert_eq((size_t)len, len_of(i));
+		cr_assert_eq(m.lost, 0);
+		i++;
+	}
+	shmbus_replay_stats(r, &st);
+	shmbus_replay_close(r);
+	return st.from_journal;
+}
+
+static int count_segments(void)
+{
+	uint64_t *b;
+	size_t k;
+
+	if (sb_jlist(cdir, &b, &k))
+		return 0;
+	free(b);
+	return (int)k;
+}
+
+Test(journal, messages_are_journaled_and_replayed_byte_for_byte)
+{
+	uint64_t n = th_env_count("SHMBUS_JOURNAL_N", 200000), fromj;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	conf_with("journal_segment = 256K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, n);
+	wait_written(ch, 10);
+	cr_assert_gt(count_segments(), 100, "many segments");
+	/* The ring holds the last 64 KiB: nearly all from the journal. */
+	fromj = replay_check(ch, 0, 0, n);
+	cr_assert_gt(fromj, n * 9 / 10, "from the journal: %lu",
+		     (unsigned long)fromj);
+	close_pub(bus, ch, p);
+}
+
+/* A producer in its own process, publishing messages first..first+n-1. */
+static uint64_t child_first, child_n;
+
+static int producer(void *arg)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	(void)arg;
+	ch = open_pub(&bus, &p);
+	publish_range(p, child_first, child_n);
+	close_pub(bus, ch, p);
+	return 0;
+}
+
+Test(journal, a_late_joiner_moves_from_the_journal_into_the_live_ring)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	pid_t prod;
+	uint64_t fromj;
+
+	conf_with("journal_segment = 128K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 20000);
+	close_pub(bus, ch, p);
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	child_first = 20000;
+	child_n = 200000;
+	prod = th_spawn(producer, NULL);
+	/* While it publishes: everything from position 0, once, in order. */
+	fromj = replay_check(ch, 0, 0, 220000);
+	cr_assert_eq(th_wait(prod), 0);
+	cr_assert_geq(fromj, 20000);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+Test(journal, pub_sync_at_persisted_returns_with_the_bytes_in_the_file)
+{
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	struct sb_jgeom g;
+	char why[128];
+
+	conf_with("acknowledge = persisted\njournal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	cr_assert_eq(sb_jgeom_make(&g, "j", 64 << 10, 64 << 10, 2048,
+				   sb_channel_flags(SHMBUS_BLOCK,
+						    SHMBUS_SINGLE_PRODUCER),
+				   why, sizeof(why)), 0);
+	for (uint64_t i = 0; i < 300; i++) {
+		uint8_t rec[2048 + 16];
+		uint64_t pos = th_head(ch), seq = UINT64_MAX;
+		struct sb_jrec r;
+		char path[512];
+		int fd;
+
+		publish_range(p, i, 1);
+		cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+		/* Now, not a moment later: the record is in its segment,
+		 * sealed, and the header says it is synced. */
+		sb_jnl_read(ch, &v);
+		/* The message, or padding to the ring's end before it. */
+		for (int k = 0; k < 2; k++) {
+			cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir,
+						  pos & ~(uint64_t)0xffff), 0);
+			fd = open(path, O_RDONLY);
+			cr_assert_geq(fd, 0, "%s", path);
+			cr_assert_gt(pread(fd, rec, sizeof(rec),
+					   SHMBUS_JSEG_HDR + (pos & 0xffff)), 8);
+			close(fd);
+			cr_assert_eq(sb_jrec_check(&g, pos, rec, sizeof(rec),
+						   &seq, &r, why, sizeof(why)),
+				     1, "%s", why);
+			if (r.type != SHMBUS_REC_PAD)
+				break;
+			pos += r.size;
+		}
+		cr_assert_eq(r.type, SHMBUS_REC_MSG);
+		cr_assert_geq(v.persisted, pos + r.size);
+		cr_assert_eq(r.seq, i);
+		cr_assert_eq(r.len, len_of(i));
+	}
+	close_pub(bus, ch, p);
+}
+
+/* kill -9 of the daemon while a producer publishes: after the restart,
+ * the journal holds every message once, in order. */
+Test(journal, kill_9_of_the_daemon_mid_append_loses_and_repeats_nothing)
+{
+	uint64_t n = 150000;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	pid_t prod;
+	int st;
+
+	conf_with("journal_segment = 64K\njournal_fsync = interval\n", NULL);
+	start_daemon();
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	child_first = 0;
+	child_n = n;
+	prod = th_spawn(producer, NULL);
+	for (int k = 0; k < 3; k++) {
+		usleep(30000 + k * 20000);
+		kill(d.pid, SIGKILL);
+		waitpid(d.pid, &st, 0);
+		d.pid = 0;
+		usleep(20000);
+		start_daemon();
+	}
+	cr_assert_eq(th_wait(prod), 0);
+	wait_written(ch, 10);
+	replay_check(ch, 0, 0, n);
+	cr_assert(!log_has("gap ["), "no gap: the journal's cursor held");
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* Removes the channel's files from the shm dir, as a reboot would. */
+static void remove_ring(void)
+{
+	DIR *dd = opendir(d.dir);
+	struct dirent *e;
+
+	cr_assert(dd);
+	while ((e = readdir(dd))) {
+		char path[512];
+
+		if (strncmp(e->d_name, "j", 1) && strncmp(e->d_name, ".j", 2))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", d.dir, e->d_name);
+		unlink(path);
+	}
+	closedir(dd);
+}
+
+static void stop_daemon(void)
+{
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+}
+
+Test(journal, after_a_reboot_the_ring_continues_where_the_journal_ends)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t end;
+
+	conf_with("journal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 30000);
+	wait_written(ch, 10);
+	end = th_head(ch);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	remove_ring();
+	start_daemon();
+	cr_assert(log_has("continues at"), "the log says so");
+	ch = open_pub(&bus, &p);
+	cr_assert_eq(th_head(ch), end, "positions never go back");
+	publish_range(p, 30000, 5000);
+	wait_written(ch, 10);
+	/* One history: the old messages from the journal, then the new. */
+	replay_check(ch, 0, 0, 35000);
+	close_pub(bus, ch, p);
+}
+
+Test(journal, replay_by_time_starts_near_that_time)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct timespec ts;
+	uint8_t buf[2048];
+	uint64_t first = UINT64_MAX, count = 0;
+	int64_t t;
+
+	conf_with("journal_segment = 128K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 3000);
+	wait_written(ch, 10);
+	usleep(50000);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	usleep(50000);
+	publish_range(p, 3000, 3000);
+	wait_written(ch, 10);
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_TIME, (uint64_t)t, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	for (;;) {
+		struct shmbus_msg m;
+		ssize_t len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+		uint64_t seq;
+		uint32_t id;
+
+		if (len == -EAGAIN)
+			break;
+		cr_assert_geq(len, 0);
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
+		if (first == UINT64_MAX)
+			first = seq;
+		count++;
+	}
+	shmbus_replay_close(r);
+	/* Everything after t, and of before it at most one index step
+	 * (64 KiB of ~330-byte records). */
+	cr_assert_leq(first, 3000, "starts at %lu", (unsigned long)first);
+	cr_assert_geq(first, 3000 - 64 * 1024 / 24, "starts at %lu",
+		      (unsigned long)first);
+	cr_assert_eq(first + count, 6000);
+	close_pub(bus, ch, p);
+}
+
+Test(journal, retention_keeps_what_a_reader_holds_and_then_removes_it)
+{
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	uint8_t buf[2048];
+	char first[512];
+
+	conf_with("journal_segment = 64K\njournal_retain_bytes = 512K\n",
+		  NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 500);
+	wait_written(ch, 10);
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0, NULL);
+	cr_assert(r);
+	cr_assert_geq(shmbus_replay_read(r, buf, sizeof(buf), NULL), 0);
+	publish_range(p, 500, 20000);
+	wait_written(ch, 10);
+	usleep(300000);
+	cr_assert_eq(sb_jseg_path(first, sizeof(first), cdir, 0), 0);
+	cr_assert_eq(access(first, F_OK), 0, "held by the reader");
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.keep, SHMBUS_JKEEP_READER);
+	shmbus_replay_close(r);
+	for (int i = 0; i < 300 && access(first, F_OK) == 0; i++)
+		usleep(10000);
+	cr_assert_neq(access(first, F_OK), 0, "removed once released");
+	cr_assert_leq(count_segments(), 9);
+	/* What retention removed is a clear error. */
+	cr_assert_null(shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0,
+					  NULL));
+	cr_assert_eq(errno, ERANGE);
+	close_pub(bus, ch, p);
+}
+
+Test(journal, a_segment_of_another_channel_is_refused)
+{
+	struct shmbus_jseg_hdr h;
+	struct sb_jgeom g;
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	char path[512], why[128];
+	int fd;
+
+	conf_with("journal_segment = 64K\n", NULL);
+	cr_assert_eq(mkdir(jdir, 0755), 0);
+	cr_assert_eq(mkdir(cdir, 0755), 0);
+	cr_assert_eq(sb_jgeom_make(&g, "other", 64 << 10, 64 << 10, 2048,
+				   sb_channel_flags(SHMBUS_BLOCK,
+						    SHMBUS_SINGLE_PRODUCER),
+				   why, sizeof(why)), 0);
+	sb_jseg_hdr_make(&h, &g, 0, 0, 0);
+	cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir, 0), 0);
+	fd = open(path, O_WRONLY | O_CREAT, 0644);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	cr_assert_eq(ftruncate(fd, SHMBUS_JSEG_HDR + (64 << 10)), 0);
+	close(fd);
+	start_daemon();
+	cr_assert(log_has("belongs to channel 'other'"));
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.state & SHMBUS_JNL_ON, 0, "not written");
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
