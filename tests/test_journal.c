@@ -38,7 +38,8 @@ static void conf_with(const char *chan_keys, const char *bus_keys)
 {
 	char body[2048];
 
-	snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
+	if (!jdir[0])
+		snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
 	snprintf(cdir, sizeof(cdir), "%s/j", jdir);
 	snprintf(body, sizeof(body),
 		 "journal_dir = %s\n%s"
@@ -60,9 +61,25 @@ static void setup_dir(void)
 	snprintf(d.conf, sizeof(d.conf), "%s/shmbusd.conf", d.dir);
 	snprintf(d.sock, sizeof(d.sock), "%s/sock", d.dir);
 	snprintf(d.log, sizeof(d.log), "%s/shmbusd.log", d.dir);
+	jdir[0] = 0;
 }
 
-TestSuite(journal, .init = setup_dir, .fini = teardown, .timeout = 120);
+static char mnt[128];		/* a small filesystem a test mounted */
+
+static void fini(void)
+{
+	if (d.pid > 0) {
+		kill(d.pid, SIGTERM);
+		th_wait(d.pid);
+		d.pid = 0;
+	}
+	if (mnt[0])
+		umount2(mnt, MNT_DETACH);
+	mnt[0] = 0;
+	teardown();
+}
+
+TestSuite(journal, .init = setup_dir, .fini = fini, .timeout = 120);
 
 /* Message i: th_msg of a length that varies with i. */
 static size_t len_of(uint64_t i)
@@ -485,6 +502,252 @@ Test(journal, a_segment_of_another_channel_is_refused)
 	cr_assert(ch);
 	sb_jnl_read(ch, &v);
 	cr_assert_eq(v.state & SHMBUS_JNL_ON, 0, "not written");
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* Every record of the journal in cdir, in order. */
+struct recs {
+	uint64_t pos[8192], size[8192], seq[8192];
+	uint32_t type[8192];
+	size_t n;
+	uint64_t end;
+};
+
+static void read_all(struct recs *rs)
+{
+	struct sb_jreader r;
+	struct sb_jrec rec;
+	uint64_t *b;
+	size_t k;
+	int rc;
+
+	cr_assert_eq(sb_jlist(cdir, &b, &k), 0);
+	cr_assert_eq(sb_jreader_init(&r, cdir, NULL), 0);
+	cr_assert_eq(sb_jreader_seek(&r, b[0]), 0);
+	free(b);
+	rs->n = 0;
+	while ((rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1) {
+		cr_assert_lt(rs->n, 8192);
+		rs->pos[rs->n] = rec.pos;
+		rs->size[rs->n] = rec.size;
+		rs->seq[rs->n] = rec.seq;
+		rs->type[rs->n] = rec.type;
+		rs->n++;
+	}
+	cr_assert_eq(rc, 0, "%s", r.why);
+	rs->end = r.pos;
+	sb_jreader_close(&r);
+}
+
+static void put_file(const char *path, const uint8_t *buf, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, buf, len), (ssize_t)len);
+	close(fd);
+}
+
+static uint8_t *get_file(const char *path, size_t *len)
+{
+	struct stat st;
+	uint8_t *buf;
+	int fd = open(path, O_RDONLY);
+
+	cr_assert(fd >= 0, "%s", path);
+	cr_assert_eq(fstat(fd, &st), 0);
+	buf = malloc((size_t)st.st_size + 1);
+	cr_assert_eq(read(fd, buf, (size_t)st.st_size), st.st_size);
+	close(fd);
+	*len = (size_t)st.st_size;
+	return buf;
+}
+
+/* Removes every segment and index after base (and spares). */
+static void remove_after(uint64_t base)
+{
+	DIR *dd = opendir(cdir);
+	struct dirent *e;
+
+	cr_assert(dd);
+	while ((e = readdir(dd))) {
+		unsigned long long b;
+		char path[600];
+
+		if (e->d_name[0] == '.' && strstr(e->d_name, ".tmp"))
+			;
+		else if (sscanf(e->d_name, "%16llx", &b) != 1 || b <= base)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", cdir, e->d_name);
+		unlink(path);
+	}
+	closedir(dd);
+}
+
+/*
+ * A power loss, simulated on the newest segment after a clean stop (the
+ * ring removed too, as a reboot removes it): the file truncated at a
+ * random offset, garbage written after the last record, or one bit
+ * flipped.  Recovery must end exactly before the first record the damage
+ * touched, and the new ring continue there.
+ */
+Test(journal, a_power_loss_recovers_to_exactly_the_last_valid_record)
+{
+	static struct recs orig, got;
+	uint64_t last, end;
+	uint8_t *seg, *tix;
+	size_t seg_len, tix_len;
+	char segp[512], tixp[512];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	conf_with("journal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 3000);
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	read_all(&orig);
+	end = orig.end;
+	last = (end - 1) & ~(uint64_t)0xffff;
+	cr_assert_gt(end - last, 20000, "a well filled newest segment");
+	sb_jseg_path(segp, sizeof(segp), cdir, last);
+	sb_jtix_path(tixp, sizeof(tixp), cdir, last);
+	seg = get_file(segp, &seg_len);
+	tix = get_file(tixp, &tix_len);
+	srand(11);
+	for (int trial = 0; trial < 12; trial++) {
+		uint64_t off, at, want = end, msgs = 0;
+		int kind = trial % 3, fd;
+
+		remove_after(last);
+		put_file(segp, seg, seg_len);
+		put_file(tixp, tix, tix_len);
+		fd = open(segp, O_RDWR);
+		cr_assert(fd >= 0);
+		/* A byte position inside what the segment holds. */
+		at = last + (uint64_t)rand() % (end - last);
+		off = SHMBUS_JSEG_HDR + (at - last);
+		if (kind == 0) {
+			cr_assert_eq(ftruncate(fd, (off_t)off), 0);
+		} else if (kind == 1) {
+			uint8_t junk[512];
+
+			for (size_t i = 0; i < sizeof(junk); i++)
+				junk[i] = (uint8_t)rand();
+			at = end;
+			cr_assert_eq(pwrite(fd, junk, sizeof(junk),
+					    SHMBUS_JSEG_HDR + (end - last)),
+				     (ssize_t)sizeof(junk));
+		} else {
+			uint8_t c;
+
+			cr_assert_eq(pread(fd, &c, 1, (off_t)off), 1);
+			c ^= (uint8_t)(1u << (rand() % 8));
+			cr_assert_eq(pwrite(fd, &c, 1, (off_t)off), 1);
+		}
+		close(fd);
+		/* The first record the damage touches, and all after it, go:
+		 * for a cut, any record that does not end before it; for a
+		 * flip, the one whose checked bytes hold it (a record's
+		 * alignment padding is not checked). */
+		for (size_t i = 0; i < orig.n; i++) {
+			uint64_t pos = orig.pos[i];
+			uint64_t need = orig.type[i] == SHMBUS_REC_PAD ? 8
+					: orig.size[i];
+			uint64_t checked = orig.type[i] == SHMBUS_REC_PAD ? 8 :
+				16 + (uint64_t)len_of(orig.seq[i]);
+
+			if (kind == 0 && pos + need > at) {
+				want = pos;
+				break;
+			}
+			if (kind == 2 && at >= pos && at < pos + checked) {
+				want = pos;
+				break;
+			}
+			msgs += orig.type[i] == SHMBUS_REC_MSG;
+		}
+		remove_ring();
+		start_daemon();
+		ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+		cr_assert(ch);
+		read_all(&got);
+		cr_assert_eq(got.end, want, "trial %d (%s at %lu): ends at "
+			     "%lu, not %lu", trial, kind == 0 ? "cut" :
+			     kind == 1 ? "garbage" : "flip", (unsigned long)at,
+			     (unsigned long)got.end, (unsigned long)want);
+		cr_assert_eq(th_head(ch), want, "the ring continues there");
+		shmbus_channel_close(ch);
+		shmbus_disconnect(bus);
+		/* New records over the cleared tail: nothing of the old one
+		 * is ever read as theirs. */
+		ch = open_pub(&bus, &p);
+		publish_range(p, msgs, 40);
+		wait_written(ch, 10);
+		read_all(&got);
+		cr_assert_eq(got.end, th_head(ch));
+		replay_check(ch, 0, 0, msgs + 40);
+		close_pub(bus, ch, p);
+		stop_daemon();
+	}
+	free(seg);
+	free(tix);
+}
+
+Test(journal, a_full_disk_stops_persisted_acks_until_space_returns)
+{
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	char filler[256];
+	int fd;
+
+	snprintf(mnt, sizeof(mnt), "%s/fs", d.dir);
+	cr_assert_eq(mkdir(mnt, 0755), 0);
+	cr_assert_eq(mount("tmpfs", mnt, "tmpfs", 0, "size=4m"), 0,
+		     "mount a 4 MiB tmpfs (the suite runs as root): %s",
+		     strerror(errno));
+	snprintf(jdir, sizeof(jdir), "%s", mnt);
+	conf_with("acknowledge = persisted\njournal_segment = 64K\n",
+		  "journal_min_free = 1M\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 10);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	/* Leave less than 1 MiB free. */
+	snprintf(filler, sizeof(filler), "%s/filler", mnt);
+	fd = open(filler, O_WRONLY | O_CREAT, 0600);
+	cr_assert(fd >= 0);
+	for (int i = 0; i < 3400; i++) {
+		uint8_t k[1024] = { 1 };
+
+		if (write(fd, k, sizeof(k)) != (ssize_t)sizeof(k))
+			break;
+	}
+	close(fd);
+	for (int i = 0; i < 200; i++) {
+		sb_jnl_read(ch, &v);
+		if (v.state & SHMBUS_JNL_DISK_FULL)
+			break;
+		usleep(10000);
+	}
+	cr_assert(v.state & SHMBUS_JNL_DISK_FULL, "reported");
+	cr_assert(log_has("below journal_min_free"));
+	publish_range(p, 10, 10);
+	cr_assert_eq(shmbus_pub_sync(p, 300000000), -ETIMEDOUT,
+		     "never acknowledged as persisted while full");
+	unlink(filler);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0, "resumes by itself");
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.state & SHMBUS_JNL_DISK_FULL, 0);
+	close_pub(bus, ch, p);
+	replay_check(ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE), 0, 0,
+		     20);
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }
