@@ -67,6 +67,7 @@ struct row {
 	uint64_t fill;			/* bytes not yet read by the slowest */
 	double msg_rate, byte_rate;	/* per second */
 	struct shmbus_repl_info rp;	/* replication, if any */
+	struct sb_jnl_view jv;		/* the journal, if any */
 };
 
 /* The channels of one sample, as many as the directory holds: the array
@@ -202,6 +203,7 @@ static int sample(const char *dir, struct row *r, struct group_rows *gs)
 	}
 	shmbus_channel_info(ch, &r->in);
 	shmbus_channel_replication(ch, &r->rp);
+	sb_jnl_read(ch, &r->jv);
 	r->fill = 0;
 	for (unsigned i = 0; i < NSUB; i++) {
 		struct shmbus_sub_info si;
@@ -461,6 +463,138 @@ static void print_repl_table(const struct row *r, int n)
 	}
 }
 
+/* ------------------------------------------------------------ journal */
+
+static const char *keep_word(uint32_t k)
+{
+	return k == SHMBUS_JKEEP_READER ? "reader" :
+	       k == SHMBUS_JKEEP_GROUP ? "group" :
+	       k == SHMBUS_JKEEP_STANDBY ? "standby" : "rule";
+}
+
+static const char *jstate_word(const struct sb_jnl_view *v)
+{
+	return v->state & SHMBUS_JNL_DISK_FULL ? "disk_full" :
+	       v->state & SHMBUS_JNL_ERROR ? "error" : "ok";
+}
+
+/* Bytes of records the journal has not synced. */
+static uint64_t jlag(const struct sb_jnl_view *v)
+{
+	return v->head > v->persisted ? v->head - v->persisted : 0;
+}
+
+/* The journaled channels, below the main table. */
+static void print_jnl_table(const struct row *r, int n)
+{
+	char a[16], b[16], name[TEXT_MAX];
+	int any = 0;
+
+	for (int i = 0; i < n; i++, r++) {
+		const struct sb_jnl_view *v = &r->jv;
+
+		if (r->err || !(v->state & SHMBUS_JNL_ON))
+			continue;
+		if (!any++)
+			printf("%-20s %14s %14s %7s %7s %14s %-7s %5s %-9s\n",
+			       "JOURNAL", "WRITTEN", "SYNCED", "LAGB", "SIZE",
+			       "OLDEST", "KEPT", "GAPS", "STATE");
+		printf("%-20s %14llu %14llu %7s %7s %14llu %-7s %5llu %-9s\n",
+		       text(r->name, name), (unsigned long long)v->written,
+		       (unsigned long long)v->persisted,
+		       human_bytes(a, sizeof(a), (double)jlag(v)),
+		       human_bytes(b, sizeof(b), (double)v->bytes),
+		       (unsigned long long)v->oldest, keep_word(v->keep),
+		       (unsigned long long)v->gaps, jstate_word(v));
+	}
+}
+
+/* ,"journal":{...} or null: docs/busstat.1 lists the fields. */
+static void print_json_jnl(const struct sb_jnl_view *v)
+{
+	if (!(v->state & SHMBUS_JNL_ON)) {
+		printf(",\"journal\":null");
+		return;
+	}
+	printf(",\"journal\":{\"dir\":");
+	json_str(v->dir);
+	printf(",\"written\":%llu,\"persisted\":%llu,\"lag_bytes\":%llu,"
+	       "\"bytes\":%llu,\"oldest\":%llu,\"kept_by\":\"%s\","
+	       "\"syncs\":%llu,\"gaps\":%llu,\"gap_bytes\":%llu,"
+	       "\"state\":\"%s\"}",
+	       (unsigned long long)v->written,
+	       (unsigned long long)v->persisted, (unsigned long long)jlag(v),
+	       (unsigned long long)v->bytes, (unsigned long long)v->oldest,
+	       keep_word(v->keep), (unsigned long long)v->syncs,
+	       (unsigned long long)v->gaps, (unsigned long long)v->gap_bytes,
+	       jstate_word(v));
+}
+
+/* The journal metrics, for journaled channels only. */
+static void print_prom_jnl(const struct row *rows, int n)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} m[] = {
+		{ "shmbus_journal_persisted_position", "gauge", "Records "
+		  "below it are synced to the journal." },
+		{ "shmbus_journal_lag_bytes", "gauge", "Bytes committed to the "
+		  "ring and not yet synced to the journal." },
+		{ "shmbus_journal_bytes", "gauge", "Bytes of the journal's "
+		  "segment files." },
+		{ "shmbus_journal_syncs_total", "counter", "fdatasync calls." },
+		{ "shmbus_journal_gaps_total", "counter", "Ranges the journal "
+		  "never had (lapped, or turned on late)." },
+		{ "shmbus_journal_disk_full", "gauge", "1 while the journal's "
+		  "filesystem is below journal_min_free." },
+	};
+
+	for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
+		int shown = 0;
+
+		for (int i = 0; i < n; i++) {
+			const struct sb_jnl_view *v = &rows[i].jv;
+			double x;
+
+			if (rows[i].err || !(v->state & SHMBUS_JNL_ON))
+				continue;
+			if (!shown++)
+				printf("# HELP %s %s\n# TYPE %s %s\n", m[k].name,
+				       m[k].help, m[k].name, m[k].type);
+			switch (k) {
+			case 0: x = (double)v->persisted; break;
+			case 1: x = (double)jlag(v); break;
+			case 2: x = (double)v->bytes; break;
+			case 3: x = (double)v->syncs; break;
+			case 4: x = (double)v->gaps; break;
+			default:
+				x = !!(v->state & SHMBUS_JNL_DISK_FULL);
+				break;
+			}
+			printf("%s{channel=\"", m[k].name);
+			escaped(rows[i].name, false);
+			printf("\"} %.17g\n", x);
+		}
+	}
+}
+
+static void print_jnl_detail(const struct sb_jnl_view *v)
+{
+	char safe[TEXT_MAX];
+
+	printf("journal: in %s, written %llu, synced %llu (%llu bytes "
+	       "behind), %llu bytes from %llu (oldest kept by %s), %llu "
+	       "syncs, %llu gaps (%llu bytes)%s\n", text(v->dir, safe),
+	       (unsigned long long)v->written,
+	       (unsigned long long)v->persisted, (unsigned long long)jlag(v),
+	       (unsigned long long)v->bytes, (unsigned long long)v->oldest,
+	       keep_word(v->keep), (unsigned long long)v->syncs,
+	       (unsigned long long)v->gaps, (unsigned long long)v->gap_bytes,
+	       v->state & SHMBUS_JNL_DISK_FULL ? ", DISK FULL: not "
+	       "acknowledging" : v->state & SHMBUS_JNL_ERROR ?
+	       ", WRITE ERRORS: retrying" : "");
+}
+
 static void print_table(const struct row *r, int n, int header, double dt)
 {
 	char a[16], b[16], c[16], d[16], e[16], f[16], g[16], h[16], k[16],
@@ -612,6 +746,7 @@ static void print_json(const char *dir, const struct rows *rows, double dt)
 		       (unsigned long long)r->in.reaped,
 		       (unsigned long long)r->in.stuck);
 		print_json_repl(&r->rp);
+		print_json_jnl(&r->jv);
 		groups_print_json(&rows->groups, r->name);
 		printf("}");
 	}
@@ -1002,6 +1137,7 @@ static int detail(const char *dir, const char *name, enum format fmt)
 	shmbus_channel *ch = shmbus_channel_open_ro(dir, name);
 	struct shmbus_repl_info rp;
 	struct shmbus_channel_info in;
+	struct sb_jnl_view jv;
 	char safe[TEXT_MAX];
 	int first = 1, status;
 
@@ -1014,6 +1150,7 @@ static int detail(const char *dir, const char *name, enum format fmt)
 	}
 	shmbus_channel_info(ch, &in);
 	shmbus_channel_replication(ch, &rp);
+	sb_jnl_read(ch, &jv);
 	if (fmt == JSON) {
 		printf("{\"time\":%.3f,\"dir\":", now_s());
 		json_str(dir);
@@ -1023,6 +1160,7 @@ static int detail(const char *dir, const char *name, enum format fmt)
 		       (unsigned long long)in.head,
 		       (unsigned long long)in.published);
 		print_json_repl(&rp);
+		print_json_jnl(&jv);
 		printf(",\"subscribers\":[");
 	} else {
 		printf("channel %s: head %llu, %llu messages published\n",
@@ -1031,6 +1169,8 @@ static int detail(const char *dir, const char *name, enum format fmt)
 		       (unsigned long long)in.published);
 		if (rp.replicated)
 			print_repl_detail(&rp);
+		if (jv.state & SHMBUS_JNL_ON)
+			print_jnl_detail(&jv);
 		printf("%-5s %-8s %-16s %-6s %12s %10s %10s %10s %10s %-5s\n",
 		       "SLOT", "PID", "NAME", "STATE", "POSITION", "LAGMSG",
 		       "LAGB", "DELIVERED", "LOST", "WAIT");
@@ -1282,11 +1422,13 @@ int main(int argc, char **argv)
 		else if (fmt == PROM) {
 			print_prom(cur, n);
 			print_prom_repl(cur, n);
+			print_prom_jnl(cur, n);
 			groups_print_prom(&rows[k % 2].groups);
 		}
 		else {
 			print_table(cur, n, k % 20 == 0, t - t_prev);
 			print_repl_table(cur, n);
+			print_jnl_table(cur, n);
 			groups_print_table(&rows[k % 2].groups, NULL);
 		}
 		fflush(stdout);
