@@ -25,6 +25,7 @@
 
 #include "helpers.h"
 #include "shmbus/layout.h"
+#include "../lib/contract.h"
 
 static const char *dir;
 
@@ -1608,4 +1609,78 @@ Test(busstat, corrupt_group_is_flagged_in_every_output, .init = setup,
 	shmbus_pub_close(p);
 	shmbus_channel_close(ch);
 	shmbus_channel_close(other);
+}
+
+/* A journaled channel (its header's journal lines as shmbusd's agent
+ * writes them): every output shows where the journal is, its lag behind
+ * the ring, its size, why its oldest segment is kept, its gaps, and a
+ * full disk. */
+Test(busstat, journal_in_every_output, .init = setup, .fini = teardown)
+{
+	static char out[65536];
+	shmbus_channel *ch = th_create(dir, 1u << 16, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_channel *plain;
+	struct shmbus_channel_attr a;
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	uint64_t head;
+	const char *j;
+
+	cr_assert(p);
+	shmbus_channel_attr_init(&a);
+	a.capacity = 1u << 16;
+	plain = shmbus_channel_create(dir, "plain", &a, 0);
+	cr_assert(plain);
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(shmbus_publish(p, "0123456789abcdef", 16), 0);
+	head = th_head(ch);
+	sb_jnl_setup(ch, "/var/lib/shmbus/t/journal/ch", 26, false);
+	sb_jnl_written(ch, head);
+	sb_jnl_persisted(ch, head - 32 * 10, false);
+	sb_jnl_oldest(ch, 64, 3u << 20, SHMBUS_JKEEP_READER);
+	sb_jnl_count(ch, 7, 2, 4096);
+	sb_jnl_state(ch, SHMBUS_JNL_DISK_FULL, 0);
+
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0, "%s",
+		     out);
+	j = strstr(out, "JOURNAL");
+	cr_assert(j, "%s", out);
+	cr_assert(strstr(j, "reader") && strstr(j, "disk_full") &&
+		  strstr(j, "320"), "%s", j);
+	cr_assert_null(strstr(j, "plain"), "only journaled channels: %s", j);
+
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch", dir), 0);
+	cr_assert(strstr(out, "journal: in /var/lib/shmbus/t/journal/ch, "
+			      "written"), "%s", out);
+	cr_assert(strstr(out, "(320 bytes behind)") &&
+		  strstr(out, "oldest kept by reader") &&
+		  strstr(out, "7 syncs, 2 gaps (4096 bytes), DISK FULL"),
+		  "%s", out);
+
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 0);
+	j = strstr(out, "\"journal\":{");
+	cr_assert(j, "%s", out);
+	cr_assert_eq(json_num(j, "written"), (long long)head);
+	cr_assert_eq(json_num(j, "persisted"), (long long)head - 320);
+	cr_assert_eq(json_num(j, "lag_bytes"), 320);
+	cr_assert_eq(json_num(j, "bytes"), 3 << 20);
+	cr_assert_eq(json_num(j, "oldest"), 64);
+	cr_assert_eq(json_num(j, "gaps"), 2);
+	cr_assert(strstr(j, "\"kept_by\":\"reader\"") &&
+		  strstr(j, "\"state\":\"disk_full\""), "%s", j);
+	cr_assert(strstr(out, "\"journal\":null"), "the plain channel: %s",
+		  out);
+
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --prometheus", dir),
+		     0);
+	cr_assert(strstr(out, "shmbus_journal_lag_bytes{channel=\"ch\"} 320\n"),
+		  "%s", out);
+	cr_assert(strstr(out, "shmbus_journal_disk_full{channel=\"ch\"} 1\n"),
+		  "%s", out);
+	cr_assert(strstr(out, "shmbus_journal_gaps_total{channel=\"ch\"} 2\n"),
+		  "%s", out);
+	cr_assert_null(strstr(out, "shmbus_journal_bytes{channel=\"plain\"}"));
+	shmbus_pub_close(p);
+	shmbus_channel_close(plain);
+	shmbus_channel_close(ch);
 }

@@ -157,6 +157,28 @@ static const struct bad cases[] = {
 	  "lease_ms='99999999999': expected a number" },
 	{ "[bus]\n[channel a]\nconsumer_groups = w color=red\n", 3,
 	  "'color': unknown group setting" },
+	/* The journal's keys. */
+	{ "[bus]\n[channel a]\njournal = maybe\n", 3,
+	  "journal: 'maybe': expected yes or no" },
+	{ "[bus]\n[channel a]\njournal = on\njournal_fsync = always\n", 4,
+	  "'always': batch, interval or none" },
+	{ "[bus]\n[channel a]\ncapacity = 1M\njournal = on\n"
+	  "journal_segment = 512K\n", 4,
+	  "journal_segment: a power of two from 64K to 1G, and at least the "
+	  "capacity" },
+	{ "[bus]\n[channel a]\njournal = on\njournal_segment = 100K\n", 3,
+	  "journal_segment: a power of two" },
+	{ "[bus]\n[channel a]\nacknowledge = persisted\n", 2,
+	  "acknowledge = persisted needs journal = on" },
+	{ "[bus]\n[channel a]\njournal = on\njournal_fsync = none\n"
+	  "acknowledge = persisted\n", 3,
+	  "needs journal_fsync batch or interval" },
+	{ "[bus]\n[channel a]\njournal = on\nacknowledge = disk\n", 4,
+	  "'disk': local or persisted" },
+	{ "[bus]\n[channel a]\njournal = on\njournal_fsync_ms = 0\n", 4,
+	  "journal_fsync_ms: '0': expected 1 to 60000" },
+	{ "[bus]\njournal_min_free = lots\n", 2,
+	  "journal_min_free: 'lots'" },
 };
 
 Test(config, each_bad_line_is_reported_with_file_and_line)
@@ -226,7 +248,12 @@ Test(config, a_good_config_passes_the_check)
 			      "capacity = 2M\nmax_msg = 64KiB\n"
 			      "policy = overwrite\nproducers = multi\n"
 			      "numa_node = 0\nmode = 0640\nowner = root\n"
-			      "group = root\npublish = user:root uid:0, gid:0\n",
+			      "group = root\npublish = user:root uid:0, gid:0\n"
+			      "journal = on\njournal_fsync = interval\n"
+			      "journal_fsync_ms = 5\njournal_fsync_bytes = 64K\n"
+			      "journal_segment = 4M\njournal_retain_ms = 60000\n"
+			      "journal_retain_bytes = 1G\n"
+			      "acknowledge = persisted\n",
 		     true, out, sizeof(out)), 0, "%s", out);
 	cr_assert(strstr(out, "ok (bus ok, 2 channels)"), "%s", out);
 	th_rmdir(dir);
