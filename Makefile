@@ -435,7 +435,7 @@ run_ldconfig = if [ -n "$(DESTDIR)" ]; then \
 # fuzz/regress/ (tests/test_fuzz_regress.c).
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_TIME    ?= 60
-FUZZ_TARGETS ?= channel control config frames group
+FUZZ_TARGETS ?= channel control config frames group journal
 FUZZ_ARGS    ?=
 FUZZ_PKGS     = clang libclang-rt-14-dev
 FUZZ_SAN      = -fsanitize=fuzzer-no-link,address,undefined \
@@ -446,6 +446,7 @@ FUZZ_LEN_control = 8192
 FUZZ_LEN_config  = 4096
 FUZZ_LEN_frames  = 65536
 FUZZ_LEN_group   = 32768
+FUZZ_LEN_journal = 4096
 
 .PHONY: fuzz fuzz-build fuzz-bins fuzz-seeds fuzz-clean
 
@@ -496,6 +497,11 @@ $(BUILD)/fuzz/fuzz_group: $(BUILD)/fuzz/fuzz_group.o $(BUILD)/fuzz/fuzz_support.
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_LIB)
 
+# A journal's files under its readers (lib/journal.c, lib/replay.c).
+$(BUILD)/fuzz/fuzz_journal: $(BUILD)/fuzz/fuzz_journal.o $(BUILD)/fuzz/fuzz_support.o $(LIB_INT)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_LIB)
+
 fuzz: fuzz-build
 	$(Q)fail=0; for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/artifacts/$$t; \
@@ -504,7 +510,8 @@ fuzz: fuzz-build
 			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 			-max_len=$$(case $$t in channel) echo $(FUZZ_LEN_channel);; \
 				control) echo $(FUZZ_LEN_control);; frames) echo $(FUZZ_LEN_frames);; \
-				group) echo $(FUZZ_LEN_group);; *) echo $(FUZZ_LEN_config);; esac) \
+				group) echo $(FUZZ_LEN_group);; journal) echo $(FUZZ_LEN_journal);; \
+				*) echo $(FUZZ_LEN_config);; esac) \
 			$$([ -f fuzz/$$t.dict ] && echo -dict=fuzz/$$t.dict) \
 			-artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t/ $(FUZZ_ARGS) \
 			$(FUZZ_BUILD)/corpus/$$t fuzz/corpus/$$t \
@@ -534,7 +541,8 @@ $(BUILD)/fuzz/replay_%.o: fuzz/fuzz_%.c | $(DEPS_STAMP)
 
 $(BUILD)/tests/test_fuzz_regress: $(BUILD)/fuzz/replay_channel.o $(BUILD)/fuzz/replay_control.o \
 		$(BUILD)/fuzz/replay_config.o $(BUILD)/fuzz/replay_frames.o \
-		$(BUILD)/fuzz/replay_group.o $(BUILD)/fuzz/fuzz_support.o $(FUZZ_DAEMON_OBJS)
+		$(BUILD)/fuzz/replay_group.o $(BUILD)/fuzz/replay_journal.o \
+		$(BUILD)/fuzz/fuzz_support.o $(FUZZ_DAEMON_OBJS)
 $(BUILD)/tests/test_fuzz_regress: TEST_LIBS = $(LIB_INT) $(DAEMON_LIBS) -lcriterion
 
 clean:

@@ -25,6 +25,8 @@ int fuzz_frames_one(const uint8_t *data, size_t size);
 void fuzz_frames_cleanup(void);
 int fuzz_group_one(const uint8_t *data, size_t size);
 void fuzz_group_cleanup(void);
+int fuzz_journal_one(const uint8_t *data, size_t size);
+void fuzz_journal_cleanup(void);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -107,3 +107,8 @@ Test(fuzz_regress, group_files, .timeout = 300)
 {
 	replay("group", fuzz_group_one, fuzz_group_cleanup);
 }
+
+Test(fuzz_regress, journal_files, .timeout = 300)
+{
+	replay("journal", fuzz_journal_one, fuzz_journal_cleanup);
+}
