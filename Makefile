@@ -358,13 +358,13 @@ tsan-run: $(DEPS_STAMP) $(TSAN_BIN) $(TSAN_GROUPS) $(TSAN_DAEMON) $(SHMBUSD)
 		SHMBUSD=$(SHMBUSD) timeout -k 10 $(TEST_TIMEOUT) $(TSAN_DAEMON)
 	$(Q)$(MAKE) --no-print-directory BUILD=build SAN= CFLAGS="-O2 -g" \
 		build/tests/test_repl build/tests/test_repl_roles \
-		build/tests/test_group_daemon
-	$(Q)for t in test_repl test_repl_roles test_group_daemon; do \
-		echo "== build/tests/$$t with $(SHMBUSD) (the pair's daemons under TSan)"; \
+		build/tests/test_group_daemon build/tests/test_journal
+	$(Q)for t in test_repl test_repl_roles test_group_daemon test_journal; do \
+		echo "== build/tests/$$t with $(SHMBUSD) (the daemons under TSan)"; \
 		ff=$(CURDIR)/$(BUILD)/fini-failures; rm -f $$ff; \
 		TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" SHMBUSD=$(SHMBUSD) \
-		SHMBUS_FINI_FAILURES=$$ff timeout -k 10 $(TEST_TIMEOUT) \
-		build/tests/$$t --jobs=2 && ! { [ -s $$ff ] && cat $$ff; } || exit 1; \
+		SHMBUS_FINI_FAILURES=$$ff SHMBUS_JOURNAL_N=100000 \
+		timeout -k 10 $(TEST_TIMEOUT) build/tests/$$t --jobs=2 && ! { [ -s $$ff ] && cat $$ff; } || exit 1; \
 	done
 
 tsan:

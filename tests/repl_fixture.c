@@ -144,9 +144,11 @@ void host_config(struct host *h, const char *role, const char *peer,
 	cr_assert(f);
 	fprintf(f, "[bus]\nname = trepl\nshm_dir = %s\nsocket = %s\n"
 		"reap_interval_ms = 10\nlog_level = debug\n"
+		"journal_dir = %s/jnl\n"
 		"[replication]\nrole = %s\nlisten = %s\npeer = %s\n"
 		"key_file = %s\nstate_dir = %s\n%s%s\n%s",
-		h->dir, h->sock, role, h->listen, peer, pair_key, h->state,
+		h->dir, h->sock, h->dir, role, h->listen, peer, pair_key,
+		h->state,
 		strstr(extra, "sync_timeout_ms") ? "" :
 		"sync_timeout_ms = 1000\n", extra, chans);
 	fclose(f);

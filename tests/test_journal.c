@@ -189,7 +189,7 @@ static int count_segments(void)
 
 Test(journal, messages_are_journaled_and_replayed_byte_for_byte)
 {
-	uint64_t n = th_env_count("SHMBUS_JOURNAL_N", 200000), fromj;
+	uint64_t n = th_env_count("SHMBUS_JOURNAL_N", 1000000), fromj;
 	shmbus_channel *ch;
 	shmbus_bus *bus;
 	shmbus_pub *p;
@@ -472,7 +472,7 @@ Test(journal, retention_keeps_what_a_reader_holds_and_then_removes_it)
 	close_pub(bus, ch, p);
 }
 
-Test(journal, a_segment_of_another_channel_is_refused)
+Test(journal, a_segment_of_another_channel_or_format_is_refused)
 {
 	struct shmbus_jseg_hdr h;
 	struct sb_jgeom g;
@@ -502,6 +502,30 @@ Test(journal, a_segment_of_another_channel_is_refused)
 	cr_assert(ch);
 	sb_jnl_read(ch, &v);
 	cr_assert_eq(v.state & SHMBUS_JNL_ON, 0, "not written");
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	stop_daemon();
+
+	/* This channel's, in a format version this build does not read. */
+	cr_assert_eq(sb_jgeom_make(&g, "j", 64 << 10, 64 << 10, 2048,
+				   sb_channel_flags(SHMBUS_BLOCK,
+						    SHMBUS_SINGLE_PRODUCER),
+				   why, sizeof(why)), 0);
+	sb_jseg_hdr_make(&h, &g, 0, 0, 0);
+	h.version = SHMBUS_JSEG_VERSION + 1;
+	h.crc = sb_crc32c(0, &h, offsetof(struct shmbus_jseg_hdr, crc));
+	fd = open(path, O_WRONLY);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	close(fd);
+	start_daemon();
+	cr_assert(log_has("this build reads version 1"));
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.state & SHMBUS_JNL_ON, 0, "not written");
+	/* The segment is still there, untouched: nothing is deleted. */
+	cr_assert_eq(access(path, F_OK), 0);
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }

@@ -25,6 +25,7 @@
 #include "helpers.h"
 #include "repl_fixture.h"
 #include "shmbus/layout.h"
+#include "../lib/journal.h"
 
 static void fini(void)
 {
@@ -484,4 +485,65 @@ Test(repl, busstat_shows_both_sides)
 	busstat_has(&B, "--json", b_json);
 	busstat_has(&A, "--prometheus", a_prom);
 	busstat_has(&A, "-c sp", a_detail);
+}
+
+/* Reads segment files of the journal of channel `chan` on h: the bytes
+ * after the header page of the segment at `base`. */
+static uint8_t *seg_data(const struct host *h, const char *chan,
+			 uint64_t base, size_t len)
+{
+	char dir[256], path[512];
+	uint8_t *buf = malloc(len);
+	FILE *f;
+
+	snprintf(dir, sizeof(dir), "%s/jnl/%s", h->dir, chan);
+	cr_assert_eq(sb_jseg_path(path, sizeof(path), dir, base), 0);
+	f = fopen(path, "rb");
+	cr_assert(f, "%s", path);
+	cr_assert_eq(fseek(f, SHMBUS_JSEG_HDR, SEEK_SET), 0);
+	cr_assert_eq(fread(buf, 1, len, f), len);
+	fclose(f);
+	return buf;
+}
+
+/* A journaled replicated channel: the standby journals what it applies,
+ * the same sealed bytes at the same positions as the primary's journal. */
+Test(repl, the_standby_journals_what_it_applies)
+{
+	struct pubarg sp = { "js", 60000, 0, 512, false, false };
+	struct sb_jnl_view va, vb;
+	shmbus_channel *a, *b;
+	uint64_t head;
+
+	pair_setup("[channel js]\ncapacity = 64K\nmax_msg = 1K\n"
+		   "replicate = applied\njournal = on\n"
+		   "journal_segment = 256K\n", "");
+	cr_assert_eq(th_wait(th_spawn(pair_publisher, &sp)), 0);
+	head = pair_wait_caught_up("js", 0, 10000);
+	a = host_map(&A, "js");
+	b = host_map(&B, "js");
+	cr_assert(a && b);
+	for (int i = 0; i < 1000; i++) {
+		sb_jnl_read(a, &va);
+		sb_jnl_read(b, &vb);
+		if (va.persisted == head && vb.persisted == head)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(vb.persisted, head, "the standby's journal: %lu of %lu",
+		     (unsigned long)vb.persisted, (unsigned long)head);
+	cr_assert_eq(va.persisted, head);
+	for (uint64_t base = 0; base < head; base += 256 << 10) {
+		size_t len = head - base < (256u << 10) ? head - base
+							: 256u << 10;
+		uint8_t *x = seg_data(&A, "js", base, len);
+		uint8_t *y = seg_data(&B, "js", base, len);
+
+		cr_assert_eq(memcmp(x, y, len), 0, "segment %lu differs",
+			     (unsigned long)base);
+		free(x);
+		free(y);
+	}
+	shmbus_channel_close(a);
+	shmbus_channel_close(b);
 }
