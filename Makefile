@@ -69,7 +69,8 @@ TEST_HELP = $(BUILD)/tests/helpers.o $(BUILD)/tests/common.o \
 TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_BINS = $(BUILD)/benchmarks/bench_latency $(BUILD)/benchmarks/bench_throughput \
 	     $(BUILD)/benchmarks/bench_handover $(BUILD)/benchmarks/bench_wakeup \
-	     $(BUILD)/benchmarks/bench_repl $(BUILD)/benchmarks/bench_group
+	     $(BUILD)/benchmarks/bench_repl $(BUILD)/benchmarks/bench_group \
+	     $(BUILD)/benchmarks/bench_journal
 DAEMON_SRCS = $(wildcard daemon/*.c)
 DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 SHMBUSD   = $(BUILD)/shmbusd

@@ -331,21 +331,23 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 	struct stat st;
 	int fd, rc;
 
-	if (r->fd >= 0)
-		close(r->fd);
-	r->fd = -1;
 	r->blen = 0;
 	if (sb_jseg_path(path, sizeof(path), r->dir, base))
 		return -ENAMETOOLONG;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
-	/* Retention deletes a segment only after taking it exclusively. */
+	/* Retention deletes a segment only after taking it exclusively, and
+	 * oldest first: the lock on the segment we leave is dropped only
+	 * once the next one is ours. */
 	if (flock(fd, LOCK_SH) != 0 || fstat(fd, &st) != 0) {
 		rc = -errno;
 		close(fd);
 		return rc;
 	}
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
 	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
 		snprintf(r->why, sizeof(r->why), "segment %016llx: no whole "
 			 "header", (unsigned long long)base);

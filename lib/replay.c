@@ -298,7 +298,7 @@ SHMBUS_EXPORT ssize_t shmbus_replay_read(shmbus_replay *rp, void *buf,
 					 size_t cap, struct shmbus_msg *info)
 {
 	struct read_ctx c = { buf, cap, info, -EAGAIN };
-	uint64_t pos, seq, next;
+	uint64_t pos, seq, next, lost;
 	int rc;
 
 	if (!rp || (!buf && cap))
@@ -308,6 +308,7 @@ SHMBUS_EXPORT ssize_t shmbus_replay_read(shmbus_replay *rp, void *buf,
 	pos = rp->r.pos;
 	seq = rp->r.seq;
 	next = rp->next_seq;
+	lost = rp->lost;
 	rc = journal_poll(rp, read_one, &c, 1, false);
 	if (rc < 0)
 		return rc;
@@ -319,6 +320,7 @@ SHMBUS_EXPORT ssize_t shmbus_replay_read(shmbus_replay *rp, void *buf,
 		rp->r.seq = seq;
 		rp->r.blen = 0;
 		rp->next_seq = next;
+		rp->lost = lost;
 		rp->delivered--;
 		rp->from_journal--;
 	}
