@@ -449,18 +449,24 @@ static int p_transport(const char *v, void *f, char *err, size_t n)
 
 static int p_level_ack(const char *v, void *f, char *err, size_t n)
 {
-	static const char *const names[] = { "local", "received", "applied" };
+	/* Indexed by SHMBUS_ACK_*; "persisted" alone is the journal's
+	 * `acknowledge`, not a replication level. */
+	static const char *const names[] = {
+		"local", "received", "applied", NULL, "standby_persisted",
+		"both_persisted",
+	};
 
 	if (!strcmp(v, "off")) {
 		*(int *)f = -1;
 		return 0;
 	}
-	for (int i = 0; i < 3; i++)
-		if (!strcmp(v, names[i])) {
+	for (int i = 0; i < 6; i++)
+		if (names[i] && !strcmp(v, names[i])) {
 			*(int *)f = i;
 			return 0;
 		}
-	snprintf(err, n, "'%s': off, local, received or applied", v);
+	snprintf(err, n, "'%s': off, local, received, applied, "
+		 "standby_persisted or both_persisted", v);
 	return -1;
 }
 
@@ -850,6 +856,11 @@ static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
 	if (!j->on) {
 		if (j->ack)
 			why = "acknowledge = persisted needs journal = on";
+		else if (cc->repl_level == SHMBUS_ACK_STANDBY_PERSISTED ||
+			 cc->repl_level == SHMBUS_ACK_BOTH_PERSISTED)
+			why = "replicate = standby_persisted or both_persisted "
+			      "needs journal = on (the same section on both "
+			      "hosts)";
 	} else if (!seg) {
 		seg = UINT64_C(64) << 20;
 		if (seg < cc->attr.capacity)
@@ -864,9 +875,9 @@ static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
 		why = "acknowledge = persisted needs journal_fsync batch or "
 		      "interval (with none nothing is ever synced)";
 	if (!why && j->ack && cc->repl_level >= 0)
-		why = "acknowledge = persisted on a replicated channel: the "
-		      "standby's journal does not report what it persisted, "
-		      "so only one of the two levels can be asked for";
+		why = "acknowledge = persisted on a replicated channel: its "
+		      "level is replicate's (both_persisted includes this "
+		      "host's journal)";
 	if (why) {
 		snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s': %s",
 			 c->path, j->line ? j->line : cc->line, cc->name, why);

@@ -44,7 +44,13 @@ int rp_send_frame(struct sbd_link *l, uint16_t type, uint64_t chan,
 int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,
 		    uint64_t applied)
 {
-	struct rw_ack a = { received, applied };
+	struct sb_jnl_view v;
+	struct rw_ack a = { received, applied, 0 };
+
+	/* What this host's journal of the channel has synced of it. */
+	sb_jnl_read(rc->ch, &v);
+	if (v.state & SHMBUS_JNL_ON)
+		a.persisted = v.persisted < applied ? v.persisted : applied;
 	struct iovec iov = { &a, sizeof(a) };
 
 	return rp_send_frame(l, RW_ACK, rc->id, 0, &iov, 1, 2000);
@@ -103,7 +109,7 @@ static int become_primary(uint64_t floor, char *out, size_t n)
 		struct rchan *rc = &repl.ch[i];
 
 		sb_repl_epoch(rc->ch, e);
-		sb_repl_acked(rc->ch, 0, 0, false);
+		sb_repl_acked(rc->ch, 0, 0, 0, false);
 		rp_agent_start(rc);
 		sb_fence_set(rc->ch, SHMBUS_FENCE_OPEN);
 	}
@@ -610,7 +616,9 @@ int sbd_repl_command(uint32_t op, uint32_t flags, struct shmbus_ctl_repl_reply *
 
 			sb_repl_read(repl.ch[i].ch, &v);
 			have = v.level == SHMBUS_ACK_APPLIED ? v.applied
-							     : v.received;
+			     : v.level == SHMBUS_ACK_STANDBY_PERSISTED ||
+			       v.level == SHMBUS_ACK_BOTH_PERSISTED
+					? v.persisted : v.received;
 			if (v.flags & SHMBUS_REPL_STANDBY)
 				o += (size_t)snprintf(r->text + o,
 					sizeof(r->text) - o, "\n  %.40s: link "

@@ -32,7 +32,7 @@
  * hosts' own byte order (the hello compares it through the magic).
  */
 #define RW_MAGIC	0x31525342u	/* "BSR1" in memory order */
-#define RW_VERSION	1u
+#define RW_VERSION	2u
 #define RW_HDR		40u
 #define RW_NONCE	32u
 #define RW_MAC		32u		/* HMAC-SHA256 */
@@ -88,6 +88,8 @@ struct rw_hello {
 struct rw_ack {
 	uint64_t received;
 	uint64_t applied;
+	uint64_t persisted;	/* the standby's journal has synced it
+				 * (0: no journal); at most applied */
 };
 
 /* Groups per RW_GROUPS frame, at most (struct sb_group_state each). */

@@ -78,6 +78,7 @@ struct rchan {
 	bool linked;			/* atomic: plink is set */
 	uint64_t known;			/* committed up to here (agent) */
 	uint64_t received, applied;	/* atomic: the standby's acks */
+	uint64_t persisted;		/* atomic: its journal's, acked */
 	int64_t progress_ns;		/* atomic: last ack that moved */
 	bool in_sync;			/* agent */
 	int64_t last_send_ns;		/* agent */

@@ -23,6 +23,26 @@
 #include "shmbus/layout.h"
 #include "../lib/contract.h"
 
+/* Where the channel's level stands, from the standby's acknowledgements
+ * (and, for both_persisted, this host's journal). */
+static uint64_t level_pos(struct rchan *rc)
+{
+	struct sb_repl_view v;
+	uint64_t p = LOAD(&rc->persisted);
+
+	switch (rc->level) {
+	case SHMBUS_ACK_APPLIED:
+		return LOAD(&rc->applied);
+	case SHMBUS_ACK_STANDBY_PERSISTED:
+		return p;
+	case SHMBUS_ACK_BOTH_PERSISTED:
+		sb_repl_read(rc->ch, &v);
+		return v.local_persisted < p ? v.local_persisted : p;
+	default:
+		return LOAD(&rc->received);
+	}
+}
+
 /* The standby's acknowledgements on the agent's current link. */
 static bool sync_waiting(void *arg)
 {
@@ -63,10 +83,12 @@ static void *reader_main(void *arg)
 		}
 		prev = LOAD(&rc->received);
 		if (rc2 == 0 && (a.applied > a.received || a.received < prev ||
-				 a.received > LOAD(&rc->sent_hi))) {
+				 a.received > LOAD(&rc->sent_hi) ||
+				 a.persisted > a.applied)) {
 			snprintf(why, sizeof(why), "acknowledgement of %" PRIu64
-				 "/%" PRIu64 " outside what was sent (%" PRIu64
-				 ")", a.received, a.applied, LOAD(&rc->sent_hi));
+				 "/%" PRIu64 "/%" PRIu64 " outside what was sent "
+				 "(%" PRIu64 ")", a.received, a.applied,
+				 a.persisted, LOAD(&rc->sent_hi));
 			rc2 = -EBADMSG;
 		}
 		if (rc2) {
@@ -80,19 +102,22 @@ static void *reader_main(void *arg)
 			sb_repl_kick(rc->ch);
 			return NULL;
 		}
-		if (a.received != prev || a.applied != LOAD(&rc->applied))
+		if (a.received != prev || a.applied != LOAD(&rc->applied) ||
+		    a.persisted != LOAD(&rc->persisted))
 			STORE(&rc->progress_ns, now_ns());
+		/* Only grows: an older acknowledgement that was overtaken
+		 * (a journal's sync reported late) never takes it back. */
+		if (a.persisted < LOAD(&rc->persisted))
+			a.persisted = LOAD(&rc->persisted);
 		/* The header's positions first: the agent raises the
 		 * watermark from rc->applied, and shmbus_pub_sync() must find
 		 * them at least as far as the watermark. */
-		sb_repl_acked(rc->ch, a.received, a.applied,
+		sb_repl_acked(rc->ch, a.received, a.applied, a.persisted,
 			      a.applied >= LOAD(&rc->sent));
 		STORE(&rc->applied, a.applied);
 		STORE(&rc->received, a.received);
-		if (rc->level == SHMBUS_ACK_APPLIED)
-			sb_repl_watermark(rc->ch, a.applied);
-		else if (rc->level == SHMBUS_ACK_RECEIVED)
-			sb_repl_watermark(rc->ch, a.received);
+		STORE(&rc->persisted, a.persisted);
+		sb_repl_watermark(rc->ch, level_pos(rc));
 	}
 }
 
@@ -134,9 +159,18 @@ static void take_pending(struct rchan *rc)
 	STORE(&rc->sent_hi, start);
 	STORE(&rc->received, start);
 	STORE(&rc->applied, start);
+	/* What the standby's journal had, no further than it starts: a
+	 * waiter's verdict on what was acknowledged stays as it was. */
+	{
+		struct sb_repl_view v;
+
+		sb_repl_read(rc->ch, &v);
+		STORE(&rc->persisted, v.persisted < start ? v.persisted
+							  : start);
+	}
 	STORE(&rc->link_dead, false);
 	STORE(&rc->progress_ns, now_ns());
-	sb_repl_acked(rc->ch, start, start, false);
+	sb_repl_acked(rc->ch, start, start, LOAD(&rc->persisted), false);
 	pthread_mutex_lock(&rc->mu);
 	rc->plink = l;
 	pthread_mutex_unlock(&rc->mu);
@@ -231,10 +265,14 @@ static void judge(struct rchan *rc)
 	int64_t now = now_ns();
 	bool link = rc->plink != NULL;
 	uint64_t received = LOAD(&rc->received), applied = LOAD(&rc->applied);
+	/* What the standby must have for the channel's level. */
 	uint64_t sync_pos = rc->level == SHMBUS_ACK_APPLIED ? applied
-							      : received;
-	uint64_t level_pos = rc->level == SHMBUS_ACK_LOCAL ? rc->known
-							     : sync_pos;
+		: rc->level == SHMBUS_ACK_STANDBY_PERSISTED ||
+		  rc->level == SHMBUS_ACK_BOTH_PERSISTED ? LOAD(&rc->persisted)
+		: received;
+	uint64_t lpos = rc->level == SHMBUS_ACK_LOCAL ? rc->known
+						       : level_pos(rc);
+	struct sb_repl_view v;
 	bool caught = link && sync_pos >= rc->known;
 	bool ok, degrade;
 	uint64_t cur;
@@ -267,10 +305,15 @@ static void judge(struct rchan *rc)
 			rc->name, rc->known);
 	}
 	degrade = !rc->in_sync && !rc->strict;
-	if (rc->level == SHMBUS_ACK_LOCAL || degrade)
+	if (degrade && rc->level == SHMBUS_ACK_BOTH_PERSISTED) {
+		/* Degraded to this host: its journal's synced position. */
+		sb_repl_read(rc->ch, &v);
+		sb_repl_watermark(rc->ch, v.local_persisted);
+	} else if (rc->level == SHMBUS_ACK_LOCAL || degrade) {
 		sb_repl_watermark(rc->ch, rc->known);
-	else
-		sb_repl_watermark(rc->ch, level_pos);
+	} else {
+		sb_repl_watermark(rc->ch, lpos);
+	}
 	if (caught)
 		sb_repl_caught_up(rc->ch);
 	/* The cursor: while the standby is in sync, what it has not
@@ -399,6 +442,7 @@ int rp_agent_start(struct rchan *rc)
 	STORE(&rc->sent_hi, rc->known);
 	STORE(&rc->received, 0);
 	STORE(&rc->applied, 0);
+	STORE(&rc->persisted, 0);
 	STORE(&rc->progress_ns, now_ns());
 	STORE(&rc->stop, false);
 	sb_repl_flags(rc->ch, SHMBUS_REPL_OUT_OF_SYNC,

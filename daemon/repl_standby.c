@@ -54,6 +54,34 @@ static int apply_groups(struct rchan *rc, const struct rw_hdr *h,
 	return 0;
 }
 
+/* How long an idle link waits for this host's journal to sync what it
+ * applied, to say so at once (else the next acknowledgement says it). */
+#define PERSIST_WAIT_NS	INT64_C(200000000)
+
+/* A channel acknowledged at a persisted level: wakes the journal, waits
+ * (while no frame is waiting) until it has synced through `end`, and
+ * acknowledges that. */
+static int ack_persisted(struct rchan *rc, struct sbd_link *l, uint64_t end)
+{
+	int64_t deadline = now_ns() + PERSIST_WAIT_NS;
+	struct sb_jnl_view v;
+
+	sb_repl_kick(rc->ch);
+	for (;;) {
+		struct timespec ts = { 0, 20000 };
+
+		sb_jnl_read(rc->ch, &v);
+		if (!(v.state & SHMBUS_JNL_ON))
+			return 0;	/* nothing to wait for */
+		if (v.persisted >= end)
+			return rp_send_ack(rc, l, end, end);
+		if (repl.t->pending(l) || now_ns() > deadline ||
+		    LOAD(&repl.stopping) || stopped(rc))
+			return 0;
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* One frame from the primary, checked and applied; 0, or -errno with
  * why (the link is then dropped). */
 static int apply_frame(struct rchan *rc, struct sbd_link *l,
@@ -129,7 +157,7 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		return rc2;
 	}
 	*end = h->pos + h->len;
-	sb_repl_acked(rc->ch, *end, *end, true);
+	sb_repl_acked(rc->ch, *end, *end, 0, true);
 	sb_repl_watermark(rc->ch, *end);
 	/* While more frames wait in the socket (a backlog), one
 	 * acknowledgement for several: each one wakes the primary's reader.
@@ -139,7 +167,11 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 	if (*end - rc->acked < rc->ack_every && repl.t->pending(l))
 		return 0;
 	rc->acked = *end;
-	return rp_send_ack(rc, l, *end, *end);
+	rc2 = rp_send_ack(rc, l, *end, *end);
+	if (rc2 || (rc->level != SHMBUS_ACK_STANDBY_PERSISTED &&
+		    rc->level != SHMBUS_ACK_BOTH_PERSISTED))
+		return rc2;
+	return ack_persisted(rc, l, *end);
 }
 
 static void linker_session(struct rchan *rc, struct sbd_link *l)
@@ -220,7 +252,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 			"from %" PRIu64, rc->name, end, h.pos, h.pos - end,
 			h.pos);
 		end = h.pos;
-		sb_repl_acked(rc->ch, end, end, false);
+		sb_repl_acked(rc->ch, end, end, 0, false);
 		sb_repl_watermark(rc->ch, end);
 	}
 	rc->acked = end;
@@ -296,7 +328,7 @@ int rp_linker_start(struct rchan *rc)
 	/* The watermark stays where the peer earned it: records this host
 	 * wrote as a primary and the peer never acknowledged (a forced
 	 * demotion) must not count as acknowledged here. */
-	sb_repl_acked(rc->ch, end, end, true);
+	sb_repl_acked(rc->ch, end, end, 0, true);
 	sb_repl_flags(rc->ch, SHMBUS_REPL_STANDBY,
 		      SHMBUS_REPL_LINK | SHMBUS_REPL_OUT_OF_SYNC);
 	STORE(&rc->stop, false);

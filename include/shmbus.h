@@ -226,7 +226,8 @@ struct shmbus_repl_info {
 				 * or is gone */
 	int strict;		/* out of sync: sync waiters are held */
 	int fenced;		/* producers are refused here (-EROFS) */
-	uint32_t level;		/* 0 local, 1 received, 2 applied */
+	uint32_t level;		/* 0 local, 1 received, 2 applied,
+				 * 4 standby_persisted, 5 both_persisted */
 	uint64_t epoch;
 	uint64_t head;
 	uint64_t acknowledged;	/* the watermark */

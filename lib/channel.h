@@ -238,5 +238,9 @@ void sb_slot_group_made(struct shmbus_channel *ch, uint32_t index);
 bool sb_group_claims_slot(struct shmbus_channel *ch, uint32_t index);
 int sb_bus_group(struct shmbus_bus *bus, const char *chan, const char *group,
 		 const struct shmbus_group_attr *a);
+/* The position acknowledged at `level` (SHMBUS_ACK_*) as the header's
+ * positions say; `committed` for the local level. */
+uint64_t sb_level_pos(const struct shmbus_hdr *h, uint32_t level,
+		      uint64_t committed);
 
 #endif /* SHMBUS_CHANNEL_H */

@@ -147,10 +147,10 @@ void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,
 /* Sets and clears SHMBUS_REPL_* flags; returns the previous ones. */
 uint32_t sb_repl_flags(shmbus_channel *ch, uint32_t set, uint32_t clear);
 void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch);
-/* The standby's positions (one writer at a time: the link's reader);
- * caught_up: it had everything. */
+/* The standby's positions (one writer at a time: the link's reader),
+ * `persisted` its journal's; caught_up: it had everything. */
 void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
-		   bool caught_up);
+		   uint64_t persisted, bool caught_up);
 /* The standby has everything now (busstat's lag time starts here). */
 void sb_repl_caught_up(shmbus_channel *ch);
 /* Positions set back to `pos` at a role change (no agent running). */
@@ -165,6 +165,8 @@ void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi);
 
 struct sb_repl_view {
 	uint64_t watermark, epoch, received, applied, caught_up_ns;
+	uint64_t persisted;		/* the standby's journal */
+	uint64_t local_persisted;	/* this host's journal */
 	uint64_t head, seq;
 	uint64_t frames, bad, gaps, gap_bytes, out_of_sync;
 	uint32_t level, flags, fence;

@@ -171,8 +171,9 @@ SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
 	out->out_of_sync = !!(f & SHMBUS_REPL_OUT_OF_SYNC);
 	out->strict = !!(f & SHMBUS_REPL_STRICT);
 	out->level = load_relaxed32(&h->repl_level);
-	if (out->level > SHMBUS_ACK_APPLIED)
-		out->level = SHMBUS_ACK_APPLIED;
+	if (out->level > SHMBUS_ACK_BOTH_PERSISTED ||
+	    out->level == SHMBUS_ACK_PERSISTED)
+		out->level = SHMBUS_ACK_APPLIED;	/* damaged: say something */
 	out->epoch = load_relaxed64(&h->epoch);
 	out->head = load_relaxed64(&h->head);
 	seq = load_relaxed64(&h->seq);
@@ -186,7 +187,8 @@ SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
 	out->out_of_sync_events = load_relaxed64(&h->repl_out_of_sync);
 	if (out->standby)
 		return 0;
-	pos = out->level == SHMBUS_ACK_APPLIED ? out->applied : out->received;
+	pos = out->level == SHMBUS_ACK_LOCAL ? out->received
+					     : sb_level_pos(h, out->level, 0);
 	if (pos < out->head) {
 		uint64_t since = load_relaxed64(&h->caught_up_ns), now;
 

@@ -137,7 +137,7 @@ void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch)
 }
 
 void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
-		   bool caught_up)
+		   uint64_t persisted, bool caught_up)
 {
 	struct shmbus_hdr *h = ch->hdr;
 	struct timespec ts;
@@ -145,6 +145,7 @@ void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
 	/* No edge: R14 in sb_repl_watermark() publishes them. */
 	store_relaxed64(&h->received_pos, received);
 	store_relaxed64(&h->applied_pos, applied);
+	store_relaxed64(&h->standby_persisted_pos, persisted);
 	if (caught_up) {
 		clock_gettime(CLOCK_REALTIME, &ts);
 		store_relaxed64(&h->caught_up_ns,
@@ -171,6 +172,7 @@ void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos)
 	 * and only ever lowered to where the ring's records agree. */
 	store_relaxed64(&h->received_pos, pos);
 	store_relaxed64(&h->applied_pos, pos);
+	store_relaxed64(&h->standby_persisted_pos, pos);
 	store_relaxed64(&h->replicated_pos, pos);
 }
 
@@ -222,6 +224,8 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 	v->epoch = load_relaxed64(&h->epoch);
 	v->received = load_relaxed64(&h->received_pos);
 	v->applied = load_relaxed64(&h->applied_pos);
+	v->persisted = load_relaxed64(&h->standby_persisted_pos);
+	v->local_persisted = load_relaxed64(&h->persisted_pos);
 	v->caught_up_ns = load_relaxed64(&h->caught_up_ns);
 	v->level = load_relaxed32(&h->repl_level);
 	v->flags = load_relaxed32(&h->repl_flags);
@@ -288,6 +292,30 @@ static uint64_t sync_target(const struct shmbus_pub *pub)
 	return pub->multi ? pub->won_end : pub->head;
 }
 
+uint64_t sb_level_pos(const struct shmbus_hdr *h, uint32_t level,
+		      uint64_t committed)
+{
+	uint64_t sp = load_relaxed64(&h->standby_persisted_pos),
+		 lp = load_relaxed64(&h->persisted_pos);
+
+	/* No edge of its own: read after A14 by shmbus_pub_sync(), as
+	 * statistics by busstat. */
+	switch (level) {
+	case SHMBUS_ACK_RECEIVED:
+		return load_relaxed64(&h->received_pos);
+	case SHMBUS_ACK_APPLIED:
+		return load_relaxed64(&h->applied_pos);
+	case SHMBUS_ACK_PERSISTED:
+		return lp;
+	case SHMBUS_ACK_STANDBY_PERSISTED:
+		return sp;
+	case SHMBUS_ACK_BOTH_PERSISTED:
+		return sp < lp ? sp : lp;
+	default:
+		return committed;
+	}
+}
+
 /* What the watermark w says about target: 0 earned at the channel's
  * level, SHMBUS_SYNC_DEGRADED if only because the standby is out of sync,
  * or 1 + ... nothing (-EAGAIN) if not reached. */
@@ -302,10 +330,7 @@ static int sync_verdict(const struct shmbus_hdr *h, uint64_t w,
 	/* After A14: the positions the watermark was computed from, and the
 	 * last gap, recorded before the standby acknowledged past it. */
 	level = load_relaxed32(&h->repl_level);
-	got = level == SHMBUS_ACK_APPLIED   ? load_relaxed64(&h->applied_pos)
-	    : level == SHMBUS_ACK_RECEIVED  ? load_relaxed64(&h->received_pos)
-	    : level == SHMBUS_ACK_PERSISTED ? load_relaxed64(&h->persisted_pos)
-					    : w;
+	got = sb_level_pos(h, level, w);
 	lo = load_relaxed64(&h->hole_lo);
 	hi = load_relaxed64(&h->hole_hi);
 	/* Records of ours in the gap never reached the standby (or the

@@ -179,6 +179,13 @@ static const struct bad cases[] = {
 	  "journal_fsync_ms: '0': expected 1 to 60000" },
 	{ "[bus]\njournal_min_free = lots\n", 2,
 	  "journal_min_free: 'lots'" },
+	{ "[bus]\n[replication]\nrole = primary\nlisten = 1.2.3.4:5\n"
+	  "peer = 1.2.3.5:5\nkey_file = /k\n[channel a]\n"
+	  "replicate = both_persisted\n", 7,
+	  "replicate = standby_persisted or both_persisted needs journal = on" },
+	{ "[bus]\n[channel a]\nreplicate = persisted\n", 3,
+	  "'persisted': off, local, received, applied, standby_persisted or "
+	  "both_persisted" },
 };
 
 Test(config, each_bad_line_is_reported_with_file_and_line)

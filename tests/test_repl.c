@@ -456,8 +456,9 @@ Test(repl, busstat_shows_both_sides)
 {
 	struct pubarg sp = { "sp", 5000, 0, 256, false, false };
 	static const char *const a_table[] = { "REPLICATED", "primary",
-		"applied  up   in", NULL };
-	static const char *const b_table[] = { "standby", "received up", NULL };
+		"applied" "           up   in", NULL };
+	static const char *const b_table[] = { "standby",
+		"received" "          up", NULL };
 	static const char *const a_json[] = {
 		"\"replication\":{\"role\":\"primary\",\"epoch\":1,"
 		"\"level\":\"applied\",\"linked\":true,\"in_sync\":true",
@@ -546,4 +547,93 @@ Test(repl, the_standby_journals_what_it_applies)
 	}
 	shmbus_channel_close(a);
 	shmbus_channel_close(b);
+}
+
+/* The record at pos in h's journal of chan (padding before it skipped):
+ * checked, its seq returned; *next gets the position after it. */
+static uint64_t journal_rec(const struct host *h, const char *chan,
+			    uint64_t pos, uint64_t *next)
+{
+	struct sb_jgeom g;
+	struct sb_jrec r;
+	char why[128];
+
+	cr_assert_eq(sb_jgeom_make(&g, chan, 64 << 10, 64 << 10, 1024,
+				   sb_channel_flags(SHMBUS_BLOCK,
+						    SHMBUS_SINGLE_PRODUCER),
+				   why, sizeof(why)), 0);
+	for (int k = 0; k < 2; k++) {
+		uint64_t base = pos & ~(uint64_t)0xffff, seq = UINT64_MAX;
+		size_t len = 16 + 1024;
+		uint8_t *b;
+
+		if ((64u << 10) - (pos - base) < len)
+			len = (64u << 10) - (pos - base);
+		b = seg_data(h, chan, base, (pos - base) + len);
+		cr_assert_eq(sb_jrec_check(&g, pos, b + (pos - base), len,
+					   &seq, &r, why, sizeof(why)), 1,
+			     "host %c, position %lu: %s", h->tag,
+			     (unsigned long)pos, why);
+		free(b);
+		if (r.type == SHMBUS_REC_MSG) {
+			*next = pos + r.size;
+			return r.seq;
+		}
+		pos += r.size;
+	}
+	cr_assert_fail("no message at %lu", (unsigned long)pos);
+	return 0;
+}
+
+/* both_persisted: shmbus_pub_sync() returns 0 only once the record is
+ * in both hosts' journals; with the standby gone it degrades to this
+ * host's journal and says so. */
+Test(repl, both_persisted_waits_for_both_journals)
+{
+	struct sb_jnl_view va, vb;
+	shmbus_channel *ch, *bmap;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint8_t msg[100];
+	uint64_t next;
+
+	pair_setup("[channel bp]\ncapacity = 64K\nmax_msg = 1K\n"
+		   "replicate = both_persisted\njournal = on\n"
+		   "journal_segment = 64K\n", "");
+	ch = host_open(&A, &bus, "bp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	bmap = host_map(&B, "bp");
+	cr_assert(bmap);
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	for (uint64_t i = 0; i < 300; i++) {
+		uint64_t pos = th_head(ch);
+
+		th_msg_fill(msg, sizeof(msg), 1, i);
+		cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), 0);
+		cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0, "message %lu",
+			     (unsigned long)i);
+		/* When it returns, not later: in both journals' files. */
+		cr_assert_eq(journal_rec(&A, "bp", pos, &next), i);
+		cr_assert_eq(journal_rec(&B, "bp", pos, &next), i);
+		sb_jnl_read(ch, &va);
+		sb_jnl_read(bmap, &vb);
+		cr_assert_geq(va.persisted, next, "synced here");
+		cr_assert_geq(vb.persisted, next, "synced on the standby");
+	}
+	shmbus_channel_close(bmap);
+	host_kill(&B, SIGKILL);
+	{
+		uint64_t pos = th_head(ch);
+
+		th_msg_fill(msg, sizeof(msg), 1, 300);
+		cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), 0);
+		cr_assert_eq(shmbus_pub_sync(p, 10000000000),
+			     SHMBUS_SYNC_DEGRADED);
+		cr_assert_eq(journal_rec(&A, "bp", pos, &next), 300,
+			     "degraded to this host's journal, which has it");
+	}
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
 }

@@ -412,7 +412,10 @@ static int sample_all(const char *dir, struct rows *rows)
 
 static const char *level_word(uint32_t l)
 {
-	return l == 2 ? "applied" : l == 1 ? "received" : "local";
+	return l == SHMBUS_ACK_BOTH_PERSISTED ? "both_persisted" :
+	       l == SHMBUS_ACK_STANDBY_PERSISTED ? "standby_persisted" :
+	       l == SHMBUS_ACK_APPLIED ? "applied" :
+	       l == SHMBUS_ACK_RECEIVED ? "received" : "local";
 }
 
 static const char *role_word(const struct shmbus_repl_info *p)
@@ -441,11 +444,11 @@ static void print_repl_table(const struct row *r, int n)
 		if (r->err || !r->rp.replicated)
 			continue;
 		if (!any++)
-			printf("%-20s %-7s %5s %-8s %-4s %-8s %12s %7s %7s %7s "
+			printf("%-20s %-7s %5s %-17s %-4s %-8s %12s %7s %7s %7s "
 			       "%5s %5s\n", "REPLICATED", "ROLE", "EPOCH",
 			       "LEVEL", "LINK", "SYNC", "ACKED", "LAGB",
 			       "LAGMSG", "LAGT", "GAPS", "BAD");
-		printf("%-20s %-7s %5llu %-8s %-4s %-8s %12llu %7s %7s %7s "
+		printf("%-20s %-7s %5llu %-17s %-4s %-8s %12llu %7s %7s %7s "
 		       "%5llu %5llu\n", text(r->name, name), role_word(&r->rp),
 		       (unsigned long long)r->rp.epoch, level_word(r->rp.level),
 		       r->rp.linked ? "up" : "down",

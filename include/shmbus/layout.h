@@ -133,6 +133,8 @@ struct shmbus_rec {
 
 #define SHMBUS_ACK_PERSISTED	3u	/* this host's journal has fdatasync'd
 					 * it (docs/journal.md) */
+#define SHMBUS_ACK_STANDBY_PERSISTED 4u	/* the standby's journal has */
+#define SHMBUS_ACK_BOTH_PERSISTED 5u	/* both hosts' journals have */
 
 /* hdr.jnl_state */
 #define SHMBUS_JNL_ON		0x1u	/* a journal agent writes it */
@@ -364,7 +366,12 @@ struct shmbus_hdr {
 	char jnl_dir[192];	/* the channel's journal directory, absolute,
 				 * NUL-terminated */
 
-	uint8_t reserved[SHMBUS_HDR_SIZE - 14 * 64];
+	/* line 14: replication, continued */
+	uint64_t standby_persisted_pos;	/* the standby's journal has
+				 * fdatasync'd the records below it */
+	uint8_t pad14[56];
+
+	uint8_t reserved[SHMBUS_HDR_SIZE - 15 * 64];
 };
 
 #define SHMBUS_ASSERT_OFFSET(t, f, o) \
@@ -390,6 +397,7 @@ SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, ack_waiters, 188);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, kick, 576);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, jnl_written, 640);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, jnl_dir, 704);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, standby_persisted_pos, 896);
 SHMBUS_STATIC_ASSERT(SHMBUS_MAX_SLOTS <= 64, "one bit per slot in mbox_want "
 		     "and sleep_ok");
 SHMBUS_STATIC_ASSERT(SHMBUS_NSEG * sizeof(struct shmbus_seg) +
