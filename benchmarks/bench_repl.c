@@ -361,7 +361,7 @@ static uint64_t tcp_pingpong_p50(long n, struct hist *h)
 		fprintf(stderr, "bench_repl: TCP ping-pong failed\n");
 		exit(1);
 	}
-	return hist_percentile(h, 0.5);
+	return hist_percentile(h, 50);
 }
 
 static double tcp_stream(double secs)
@@ -460,7 +460,7 @@ static uint64_t sync_p50(long n, struct hist *h)
 		fprintf(stderr, "bench_repl: sync round trips failed\n");
 		exit(1);
 	}
-	return hist_percentile(h, 0.5);
+	return hist_percentile(h, 50);
 }
 
 struct streamjob {
@@ -608,7 +608,7 @@ static uint64_t local_p50(const char *ping, const char *pong, long n,
 		fprintf(stderr, "bench_repl: local ping-pong failed\n");
 		exit(1);
 	}
-	return hist_percentile(h, 0.5);
+	return hist_percentile(h, 50);
 }
 
 int main(int argc, char **argv)

@@ -45,7 +45,8 @@
 
 struct jchan {
 	char name[SHMBUS_CTL_NAME];
-	struct sbd_jnl_conf conf;
+	struct sbd_jnl_conf conf;	/* copies: a reload replaces sbd.conf */
+	uint64_t min_free;
 	shmbus_channel *ch;		/* the agent's own mapping */
 	struct sb_jgeom g;
 	char dir[PATH_MAX];
@@ -611,7 +612,7 @@ static void check_space(struct jchan *j)
 	if (fstatvfs(j->dfd, &sv))
 		return;
 	free_b = (uint64_t)sv.f_bavail * sv.f_frsize;
-	full = free_b < sbd.conf.journal_min_free;
+	full = free_b < j->min_free;
 	if (full == j->full)
 		return;
 	j->full = full;
@@ -620,7 +621,7 @@ static void check_space(struct jchan *j)
 		sbd_log(SBD_ERR, 0, "%s: journal: %" PRIu64 " bytes free in %s, "
 			"below journal_min_free (%" PRIu64 "): not "
 			"acknowledging persisted levels until space returns",
-			j->name, free_b, j->dir, sbd.conf.journal_min_free);
+			j->name, free_b, j->dir, j->min_free);
 	} else {
 		sb_jnl_state(j->ch, 0, SHMBUS_JNL_DISK_FULL);
 		sbd_log(SBD_NOTICE, 0, "%s: journal: %" PRIu64 " bytes free "
@@ -836,6 +837,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 
 	snprintf(j->name, sizeof(j->name), "%s", cc->name);
 	j->conf = cc->jnl;
+	j->min_free = sbd.conf.journal_min_free;
 	j->fd = j->tix_fd = j->dfd = -1;
 	j->want = j->ready = UINT64_MAX;
 	j->seq = UINT64_MAX;
