@@ -234,6 +234,18 @@ void sbd_channel_adopt_dir(void)
 	closedir(d);
 }
 
+/* Whether two channels' journal settings differ (not where they were
+ * written). */
+static bool jnl_differs(const struct sbd_jnl_conf *a,
+			const struct sbd_jnl_conf *b)
+{
+	return a->on != b->on || a->ack != b->ack || a->fsync != b->fsync ||
+	       a->fsync_ms != b->fsync_ms ||
+	       a->fsync_bytes != b->fsync_bytes || a->segment != b->segment ||
+	       a->retain_ms != b->retain_ms ||
+	       a->retain_bytes != b->retain_bytes;
+}
+
 int sbd_reload(void)
 {
 	struct sbd_conf nc;
@@ -266,14 +278,26 @@ int sbd_reload(void)
 	if (memcmp(&nc.repl, &sbd.conf.repl, sizeof(nc.repl)))
 		sbd_log(SBD_WARN, 0, "reload: [replication] changed; it takes "
 			"effect only at restart");
-	for (size_t i = 0; i < nc.nchans; i++)
+	if (strcmp(nc.journal_dir, sbd.conf.journal_dir) ||
+	    nc.journal_min_free != sbd.conf.journal_min_free)
+		sbd_log(SBD_WARN, 0, "reload: journal_dir or journal_min_free "
+			"changed; it takes effect only at restart");
+	for (size_t i = 0; i < nc.nchans; i++) {
+		const struct sbd_chan_conf *n = &nc.chans[i], *o = NULL;
+
 		for (size_t j = 0; j < sbd.conf.nchans; j++)
-			if (!strcmp(nc.chans[i].name, sbd.conf.chans[j].name) &&
-			    (nc.chans[i].repl_level != sbd.conf.chans[j].repl_level ||
-			     nc.chans[i].repl_strict != sbd.conf.chans[j].repl_strict))
-				sbd_log(SBD_WARN, 0, "reload: %s: replicate or "
-					"out_of_sync changed; it takes effect "
-					"only at restart", nc.chans[i].name);
+			if (!strcmp(n->name, sbd.conf.chans[j].name))
+				o = &sbd.conf.chans[j];
+		if (o && (n->repl_level != o->repl_level ||
+			  n->repl_strict != o->repl_strict))
+			sbd_log(SBD_WARN, 0, "reload: %s: replicate or "
+				"out_of_sync changed; it takes effect only at "
+				"restart", n->name);
+		if ((o && jnl_differs(&n->jnl, &o->jnl)) || (!o && n->jnl.on))
+			sbd_log(SBD_WARN, 0, "reload: %s: its journal settings "
+				"changed; they take effect only at restart",
+				n->name);
+	}
 	/* What a reload may change, on the main thread's own copy. */
 	sbd.conf.admins = nc.admins;
 	sbd.conf.def_pub = nc.def_pub;
