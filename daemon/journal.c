@@ -16,6 +16,7 @@
  * continues at the journal's end.  At exit the cursor slot is left held.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -743,6 +744,25 @@ static int clear_from(struct jchan *j, uint64_t base, uint64_t from)
 	return rc;
 }
 
+/* Segments made ahead by a previous daemon: made again when needed. */
+static void remove_spares(struct jchan *j)
+{
+	DIR *d = fdopendir(dup(j->dfd));
+	struct dirent *e;
+
+	if (!d)
+		return;
+	rewinddir(d);	/* the offset is shared with j->dfd's */
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+
+		if (e->d_name[0] == '.' && n > 8 &&
+		    !strcmp(e->d_name + n - 8, ".seg.tmp"))
+			unlinkat(j->dfd, e->d_name, 0);
+	}
+	closedir(d);
+}
+
 /*
  * Checks every segment's header, walks the last two segments, clears
  * from the first impossible record on (later segments removed).  *end is
@@ -760,6 +780,7 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 
 	*end = *oldest = UINT64_MAX;
 	*seq = UINT64_MAX;
+	remove_spares(j);
 	rc = sb_jlist(j->dir, &b, &k);
 	if (rc)
 		return rc;

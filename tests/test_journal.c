@@ -464,7 +464,11 @@ Test(journal, retention_keeps_what_a_reader_holds_and_then_removes_it)
 	for (int i = 0; i < 300 && access(first, F_OK) == 0; i++)
 		usleep(10000);
 	cr_assert_neq(access(first, F_OK), 0, "removed once released");
-	cr_assert_leq(count_segments(), 9);
+	/* Then all it keeps is within journal_retain_bytes: 7 segments
+	 * (68 KiB each with its header page) and the one being written. */
+	for (int i = 0; i < 300 && count_segments() > 8; i++)
+		usleep(10000);
+	cr_assert_leq(count_segments(), 8);
 	/* What retention removed is a clear error. */
 	cr_assert_null(shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0,
 					  NULL));
