@@ -236,16 +236,37 @@ static void prep_ask(struct jchan *j, uint64_t base)
 
 /* ------------------------------------------------------------- segments */
 
+/* The segment's time index, to append to: what a crash left of it is
+ * kept up to its first entry that does not check (a torn or damaged
+ * one), so that the entries appended from now on are read. */
 static int open_tix(struct jchan *j)
 {
+	struct shmbus_jtix e;
 	char name[64];
+	off_t o = 0;
+	int64_t ns = INT64_MIN;
+	uint64_t pos = 0;
 
 	snprintf(name, sizeof(name), "%016llx.tix",
 		 (unsigned long long)j->base);
-	j->tix_fd = openat(j->dfd, name, O_WRONLY | O_CREAT | O_APPEND |
+	j->tix_fd = openat(j->dfd, name, O_RDWR | O_CREAT | O_APPEND |
 					 O_CLOEXEC | O_NOFOLLOW, j->fmode);
 	j->tix_pos = UINT64_MAX;
-	return j->tix_fd < 0 ? -errno : 0;
+	if (j->tix_fd < 0)
+		return -errno;
+	while (pread(j->tix_fd, &e, sizeof(e), o) == (ssize_t)sizeof(e) &&
+	       e.crc == sb_crc32c(0, &e, 16) && e.ns >= ns && e.pos >= pos) {
+		ns = e.ns;
+		pos = e.pos;
+		o += (off_t)sizeof(e);
+	}
+	if (ftruncate(j->tix_fd, o))
+		return -errno;
+	if (o) {
+		j->tix_pos = pos;
+		j->tix_ns = ns;
+	}
+	return 0;
 }
 
 static void close_seg(struct jchan *j)

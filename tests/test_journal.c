@@ -779,3 +779,53 @@ Test(journal, a_full_disk_stops_persisted_acks_until_space_returns)
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }
+
+/* A crash tore the newest time index's last entry: after the restart the
+ * index is cut there, so that the entries appended after it are found
+ * (else a lookup stops at the torn one and falls back to the first). */
+Test(journal, a_torn_time_index_is_cut_and_appended_to)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct shmbus_msg m;
+	struct timespec ts;
+	uint8_t buf[2048];
+	char tix[512];
+	ssize_t len;
+	int64_t t;
+	int fd;
+
+	conf_with("journal_segment = 1M\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 100);	/* < 64 KiB: one entry, at 0 */
+	wait_written(ch, 10);
+	cr_assert_lt(th_head(ch), 65536);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	cr_assert_eq(sb_jtix_path(tix, sizeof(tix), cdir, 0), 0);
+	fd = open(tix, O_WRONLY | O_APPEND);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, "torn", 4), 4);
+	close(fd);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 100, 400);	/* past 64 KiB: an entry */
+	wait_written(ch, 10);
+	usleep(20000);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	usleep(20000);
+	publish_range(p, 500, 400);
+	wait_written(ch, 10);
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_TIME, (uint64_t)t, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+	cr_assert_geq(len, 0);
+	cr_assert_geq(m.pos, 65536, "from the entry written after the "
+		      "restart, not from %lu", (unsigned long)m.pos);
+	shmbus_replay_close(r);
+	close_pub(bus, ch, p);
+}
