@@ -269,23 +269,10 @@ void pair_setup(const char *chans, const char *extra)
 	wait_linked(chans);
 }
 
+/* A host's directory and what is in it, journals' subdirectories too. */
 static void rm_tree(const char *dir)
 {
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char p[512];
-
-	if (!d)
-		return;
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.' || e->d_name[1] > '.')
-			if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-				snprintf(p, sizeof(p), "%s/%s", dir,
-					 e->d_name);
-				unlink(p);
-			}
-	closedir(d);
-	rmdir(dir);
+	th_rmdir(dir);
 }
 
 /* Stops h's daemon as an operator would: it must exit 0, and its log
