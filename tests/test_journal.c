@@ -829,3 +829,75 @@ Test(journal, a_torn_time_index_is_cut_and_appended_to)
 	shmbus_replay_close(r);
 	close_pub(bus, ch, p);
 }
+
+/* An overwrite channel laps a journal that cannot keep up (shmbusd
+ * stopped): the journal records the range it lost, counts it, and goes
+ * on at the ring's oldest record; a replay sees every message it kept,
+ * in order, and is told how many it lost, exactly where. */
+Test(journal, a_lapped_journal_records_its_gap)
+{
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	uint8_t buf[2048];
+	uint64_t next = 0, got = 0, lost = 0;
+	char body[512];
+
+	snprintf(body, sizeof(body), "journal_segment = 64K\n");
+	jdir[0] = 0;
+	snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
+	snprintf(cdir, sizeof(cdir), "%s/j", jdir);
+	{
+		char all[2048];
+
+		snprintf(all, sizeof(all),
+			 "journal_dir = %s\n[defaults]\npublish = *\n"
+			 "subscribe = *\n[channel j]\ncapacity = 16K\n"
+			 "max_msg = 1K\npolicy = overwrite\njournal = on\n%s",
+			 jdir, body);
+		write_conf(all);
+	}
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	/* Less than a lap, then many while shmbusd is stopped, then less
+	 * than a lap again, each waited for. */
+	publish_range(p, 0, 30);
+	wait_written(ch, 10);
+	kill(d.pid, SIGSTOP);
+	publish_range(p, 30, 2000);	/* several laps of 16 KiB */
+	kill(d.pid, SIGCONT);
+	wait_written(ch, 10);
+	publish_range(p, 2030, 30);
+	wait_written(ch, 10);
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.gaps, 1, "one gap: %lu", (unsigned long)v.gaps);
+	cr_assert_gt(v.gap_bytes, 16384);
+	cr_assert(log_has("journal: gap ["));
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	for (;;) {
+		struct shmbus_msg m;
+		ssize_t len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+		uint64_t seq;
+		uint32_t id;
+
+		if (len == -EAGAIN)
+			break;
+		cr_assert_geq(len, 0, "read: %zd", len);
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
+		cr_assert_geq(seq, next, "in order");
+		cr_assert_eq(m.lost, seq - next, "lost %lu before %lu",
+			     (unsigned long)m.lost, (unsigned long)seq);
+		lost += m.lost;
+		next = seq + 1;
+		got++;
+	}
+	shmbus_replay_close(r);
+	cr_assert_eq(next, 2060, "up to the last");
+	cr_assert_eq(got + lost, 2060);
+	cr_assert_gt(lost, 0);
+	cr_assert_geq(got, 60, "the first 30 and the last 30 at least");
+	close_pub(bus, ch, p);
+}
