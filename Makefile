@@ -74,7 +74,7 @@ BENCH_BINS = $(BUILD)/benchmarks/bench_latency $(BUILD)/benchmarks/bench_through
 DAEMON_SRCS = $(wildcard daemon/*.c)
 DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 SHMBUSD   = $(BUILD)/shmbusd
-DAEMON_LIBS = -lurcu -lurcu-cds -linih $(LDLIBS_LIB) -lcrypto
+DAEMON_LIBS = -lurcu -lurcu-cds -linih $(LDLIBS_LIB) -lcrypto -lcurl -ljansson
 # A tool is tools/NAME.c; tools/busstat_*.c are parts of busstat.
 TOOL_SRCS = $(filter-out tools/busstat_%.c,$(wildcard tools/*.c))
 TOOL_BINS = $(TOOL_SRCS:tools/%.c=$(BUILD)/tools/%)
@@ -99,14 +99,17 @@ MAN3_LINKS = $(shell sed -n 's/^[a-z].*[ *]\(shmbus_[a-z_]*\)$(LPAREN).*/\1/p' i
 CXX_TEST = $(BUILD)/tests/cxx_headers
 
 # Debian packages.  BUILD_PKGS is what `make` needs: the library libnuma,
-# shmbusd liburcu, libinih and libsystemd, busstat ncurses.  DEV_PKGS is
+# shmbusd liburcu, libinih, libsystemd, OpenSSL, ISA-L, libcurl and
+# jansson (etcd's gateway), busstat ncurses.  DEV_PKGS is
 # what the suite (Criterion, g++ for the headers' check, tmux for busstat
-# -w, python3 for check-ordering and the JSON checks) and the benchmarks
+# -w, python3 for check-ordering and the JSON checks, etcd for the
+# failover tests) and the benchmarks
 # (ZeroMQ, gnuplot) add.
 BUILD_PKGS = gcc make pkg-config libnuma-dev liburcu-dev libinih-dev \
-	     libncurses-dev libsystemd-dev libssl-dev libisal-dev
+	     libncurses-dev libsystemd-dev libssl-dev libisal-dev \
+	     libcurl4-openssl-dev libjansson-dev
 DEV_PKGS   = g++ libcriterion-dev libzmq3-dev gnuplot-nox tmux python3 \
-	     iproute2 nftables
+	     iproute2 nftables etcd-server
 BUILD_DEPS_STAMP = $(BUILD)/.build-deps-ok
 DEPS_STAMP = $(BUILD)/.deps-ok
 
@@ -545,6 +548,11 @@ $(BUILD)/tests/test_fuzz_regress: $(BUILD)/fuzz/replay_channel.o $(BUILD)/fuzz/r
 		$(BUILD)/fuzz/replay_group.o $(BUILD)/fuzz/replay_journal.o \
 		$(BUILD)/fuzz/fuzz_support.o $(FUZZ_DAEMON_OBJS)
 $(BUILD)/tests/test_fuzz_regress: TEST_LIBS = $(LIB_INT) $(DAEMON_LIBS) -lcriterion
+
+# test_failover reads etcd itself, with shmbusd's client.
+$(BUILD)/tests/test_failover: $(BUILD)/daemon/etcd.o
+$(BUILD)/tests/test_failover: TEST_LIBS = $(LIB_INT) -lcriterion $(LDLIBS_LIB) \
+	-lcurl -ljansson -lcrypto
 
 clean:
 	rm -rf $(BUILD) build build-asan build-tsan build-clang

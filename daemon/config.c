@@ -531,6 +531,43 @@ static int p_acknowledge(const char *v, void *f, char *err, size_t n)
 	return -1;
 }
 
+static int p_arbiter(const char *v, void *f, char *err, size_t n)
+{
+	if (!strcmp(v, "none") || !strcmp(v, "etcd")) {
+		strcpy(f, strcmp(v, "none") ? v : "");
+		return 0;
+	}
+	snprintf(err, n, "'%s': none or etcd", v);
+	return -1;
+}
+
+static int p_endpoints(const char *v, void *f, char *err, size_t n)
+{
+	if (!*v || strlen(v) >= 1024) {
+		snprintf(err, n, "a comma-separated list of http://HOST:PORT "
+			 "or unix:/PATH, shorter than 1024 characters");
+		return -1;
+	}
+	strcpy(f, v);
+	return 0;
+}
+
+static int p_prefix(const char *v, void *f, char *err, size_t n)
+{
+	if (v[0] != '/' || strlen(v) >= 200 || strchr(v, ' ')) {
+		snprintf(err, n, "'%s': a key prefix starting with '/', no "
+			 "spaces, under 200 characters", v);
+		return -1;
+	}
+	strcpy(f, v);
+	return 0;
+}
+
+static int p_lease_ms(const char *v, void *f, char *err, size_t n)
+{
+	return p_range(v, f, 1000, 60000, " (ms)", err, n);
+}
+
 /* consumer_groups: the whole channel entry is the field (groups.c). */
 static int p_groups(const char *v, void *f, char *err, size_t n)
 {
@@ -604,6 +641,10 @@ static const struct key keys[] = {
 	RP("max_lag", p_size, max_lag),
 	RP("nap_us", p_nap_us, nap_us),
 	RP("handover_ms", p_handover_ms, handover_ms),
+	RP("arbiter", p_arbiter, arbiter),
+	RP("etcd_endpoints", p_endpoints, etcd_endpoints),
+	RP("arbiter_prefix", p_prefix, arbiter_prefix),
+	RP("lease_ttl_ms", p_lease_ms, lease_ttl_ms),
 };
 
 /* --------------------------------------------------------------- parsing */
@@ -936,6 +977,18 @@ static int check(struct sbd_conf *c)
 		if (!c->repl.state_dir[0])
 			snprintf(c->repl.state_dir, sizeof(c->repl.state_dir),
 				 "/var/lib/shmbus/%s", c->bus);
+		if (c->repl.arbiter[0] && !c->repl.etcd_endpoints[0]) {
+			snprintf(c->err, sizeof(c->err), "%s:%d: [replication] "
+				 "arbiter = etcd needs etcd_endpoints",
+				 c->path, c->repl.line);
+			return -1;
+		}
+		if (!c->repl.arbiter_prefix[0])
+			snprintf(c->repl.arbiter_prefix,
+				 sizeof(c->repl.arbiter_prefix), "/shmbus/%s",
+				 c->bus);
+		if (!c->repl.lease_ttl_ms)
+			c->repl.lease_ttl_ms = 3000;
 	}
 	if (!c->journal_dir[0])
 		snprintf(c->journal_dir, sizeof(c->journal_dir),

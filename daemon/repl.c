@@ -181,6 +181,36 @@ static void become_standby(void)
 		LOAD(&repl.epoch));
 }
 
+int rp_auto_promote(uint64_t floor, char *out, size_t n)
+{
+	int rc2;
+
+	pthread_mutex_lock(&repl.role_mu);
+	if (LOAD(&repl.role) != SBD_ROLE_STANDBY || LOAD(&repl.stopping)) {
+		snprintf(out, n, "not a standby");
+		rc2 = -EALREADY;
+	} else {
+		rc2 = become_primary(floor, out, n);
+	}
+	pthread_mutex_unlock(&repl.role_mu);
+	return rc2;
+}
+
+void rp_lease_lost(const char *why)
+{
+	pthread_mutex_lock(&repl.role_mu);
+	if (LOAD(&repl.role) == SBD_ROLE_PRIMARY && !LOAD(&repl.stopping)) {
+		/* Producers first: no claim from here on; then the agents,
+		 * whose acknowledgements rp_may_ack() already holds. */
+		for (size_t i = 0; i < repl.n; i++)
+			sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_STANDBY);
+		sbd_log(SBD_ERR, 0, "replication: %s: this host's channels are "
+			"fenced (producers get EROFS) and it stands by", why);
+		become_standby();
+	}
+	pthread_mutex_unlock(&repl.role_mu);
+}
+
 /* Asks the peer to promote itself, after our hand-over. */
 static int ask_promote(const uint64_t *ends, uint64_t *epoch, char *out,
 		       size_t n)
@@ -532,6 +562,12 @@ int sbd_repl_start(void)
 		return -1;
 	repl.listener_on = true;
 	repl.on = true;
+	repl.arbiter = c->arbiter[0] != 0;
+	/* Until the leader thread holds the lease: a primary acknowledges
+	 * nothing, and degrades only once the arbiter records it. */
+	STORE(&repl.lease_until, 0);
+	if (repl.arbiter && sbd_leader_start())
+		return -1;
 	for (size_t i = 0; i < repl.n; i++) {
 		struct rchan *rc = &repl.ch[i];
 
@@ -553,6 +589,7 @@ void sbd_repl_stop(void)
 	if (!repl.on)
 		return;
 	STORE(&repl.stopping, true);
+	sbd_leader_stop();
 	pthread_mutex_lock(&repl.role_mu);
 	for (size_t i = 0; i < repl.n; i++) {
 		rp_agent_stop(&repl.ch[i]);
@@ -636,16 +673,27 @@ int sbd_repl_command(uint32_t op, uint32_t flags, struct shmbus_ctl_repl_reply *
 					"out of sync" : "in sync",
 					v.head > have ? v.head - have : 0);
 		}
+		if (repl.arbiter && o < sizeof(r->text))
+			sbd_leader_status(r->text + o, sizeof(r->text) - o);
 		break;
 	}
-	case SHMBUS_REPL_OP_PROMOTE:
+	case SHMBUS_REPL_OP_PROMOTE: {
+		uint64_t floor = 0;
+
 		if (LOAD(&repl.role) == SBD_ROLE_PRIMARY) {
 			snprintf(r->text, sizeof(r->text), "already primary");
 			rc2 = -EALREADY;
 			break;
 		}
-		rc2 = become_primary(0, r->text, sizeof(r->text));
+		/* With an arbiter, only the holder of the leader key may be
+		 * primary. */
+		if (repl.arbiter &&
+		    (rc2 = sbd_leader_claim(flags & SHMBUS_REPL_FORCE, &floor,
+					    r->text, sizeof(r->text))))
+			break;
+		rc2 = become_primary(floor, r->text, sizeof(r->text));
 		break;
+	}
 	case SHMBUS_REPL_OP_DEMOTE:
 	case SHMBUS_REPL_OP_SWITCHOVER:
 		if (LOAD(&repl.role) != SBD_ROLE_PRIMARY) {
@@ -667,6 +715,8 @@ int sbd_repl_command(uint32_t op, uint32_t flags, struct shmbus_ctl_repl_reply *
 						repl.ch[i].name,
 						LOAD(&repl.ch[i].applied), ends[i]);
 			become_standby();
+			if (repl.arbiter)
+				sbd_leader_release();
 			snprintf(r->text, sizeof(r->text), "standby at epoch %"
 				 PRIu64, LOAD(&repl.epoch));
 			break;
@@ -677,6 +727,9 @@ int sbd_repl_command(uint32_t op, uint32_t flags, struct shmbus_ctl_repl_reply *
 		for (size_t i = 0; i < repl.n; i++)
 			sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_STANDBY);
 		STORE(&repl.role, SBD_ROLE_STANDBY);
+		/* The peer takes the leader key as it promotes. */
+		if (repl.arbiter)
+			sbd_leader_release();
 		rc2 = ask_promote(ends, &epoch, r->text, sizeof(r->text));
 		if (rc2 == -EINPROGRESS) {
 			/* Asked, no answer: the peer may be primary now.

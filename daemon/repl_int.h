@@ -116,6 +116,19 @@ struct repl_state {
 	int hist_fd;
 	struct sbd_ratelimit rl_refused, rl_link;
 	unsigned long refused, link_errors;
+
+	/* With an arbiter (leader.c): */
+	bool arbiter;			/* [replication] arbiter = etcd */
+	int64_t lease_until;		/* atomic: CLOCK_MONOTONIC ns until
+					 * which this primary may acknowledge
+					 * (its lease, or the failsafe) */
+	bool out_recorded;		/* atomic: the arbiter records the
+					 * standby out of sync: a degrading
+					 * channel may acknowledge without it */
+	int64_t peer_seen_ns;		/* atomic: standby: the last frame
+					 * from a primary */
+	int64_t acked_ns;		/* atomic: primary: the last
+					 * acknowledgement from the standby */
 };
 
 /* The agent's state (repl.c). */
@@ -161,6 +174,26 @@ static inline unsigned sync_ms(void)
 
 /* repl.c */
 struct rchan *rp_find(uint64_t id);
+/* Whether this primary may acknowledge now: no arbiter, or its lease (or
+ * the failsafe) holds (leader.c). */
+static inline bool rp_may_ack(void)
+{
+	return !repl.arbiter || now_ns() < LOAD(&repl.lease_until);
+}
+/* leader.c's role changes, under role_mu: an automatic promotion at an
+ * epoch above floor; a primary whose lease is lost fences its channels
+ * and stands by. */
+int rp_auto_promote(uint64_t floor, char *out, size_t n);
+void rp_lease_lost(const char *why);
+/* leader.c */
+int sbd_leader_start(void);
+void sbd_leader_stop(void);
+size_t sbd_leader_status(char *out, size_t n);
+/* Before a switchover hands the role over: gives the leader key up. */
+void sbd_leader_release(void);
+/* A manual promotion: takes the leader key (force: even when the
+ * standby is not recorded in sync); 0, or -errno with why. */
+int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n);
 int rp_send_frame(struct sbd_link *l, uint16_t type, uint64_t chan,
 		  uint64_t pos, const struct iovec *body, int n, int timeout_ms);
 int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,

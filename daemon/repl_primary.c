@@ -117,7 +117,11 @@ static void *reader_main(void *arg)
 		STORE(&rc->applied, a.applied);
 		STORE(&rc->received, a.received);
 		STORE(&rc->persisted, a.persisted);
-		sb_repl_watermark(rc->ch, level_pos(rc));
+		STORE(&repl.acked_ns, now_ns());
+		/* A lease check before each acknowledgement: a primary that
+		 * lost its lease (paused past it, say) acknowledges nothing. */
+		if (rp_may_ack())
+			sb_repl_watermark(rc->ch, level_pos(rc));
 	}
 }
 
@@ -304,8 +308,14 @@ static void judge(struct rchan *rc)
 		sbd_log(SBD_NOTICE, 0, "%s: standby in sync at %" PRIu64,
 			rc->name, rc->known);
 	}
-	degrade = !rc->in_sync && !rc->strict;
-	if (degrade && rc->level == SHMBUS_ACK_BOTH_PERSISTED) {
+	/* With an arbiter, a channel degrades only once the arbiter records
+	 * the standby out of sync (it is then never promoted). */
+	degrade = !rc->in_sync && !rc->strict &&
+		  (!repl.arbiter || LOAD(&repl.out_recorded));
+	if (rc->level != SHMBUS_ACK_LOCAL && !rp_may_ack()) {
+		/* No lease: nothing is acknowledged beyond what is
+		 * committed here (rp_may_ack()). */
+	} else if (degrade && rc->level == SHMBUS_ACK_BOTH_PERSISTED) {
 		/* Degraded to this host: its journal's synced position. */
 		sb_repl_read(rc->ch, &v);
 		sb_repl_watermark(rc->ch, v.local_persisted);

@@ -267,6 +267,10 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 				    (int)sync_ms() + PING_MS, why, sizeof(why));
 		if (rc2 == 0)
 			rc2 = apply_frame(rc, l, &h, &end, why, sizeof(why));
+		/* A primary of our epoch or newer is alive (leader.c: no
+		 * automatic promotion while it is heard). */
+		if (rc2 == 0)
+			STORE(&repl.peer_seen_ns, now_ns());
 		if (rc2) {
 			if (rc2 == -EBADMSG) {
 				sb_repl_count(rc->ch, SB_REPL_BAD, 1);

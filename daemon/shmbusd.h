@@ -127,6 +127,11 @@ struct sbd_repl_conf {
 					 * sync (0: no bound but the ring's) */
 	unsigned nap_us;		/* an idle agent looks this often */
 	unsigned handover_ms;		/* what a switchover may take */
+	/* The arbiter (docs/failover.md): "" none, or "etcd". */
+	char arbiter[8];
+	char etcd_endpoints[1024];	/* comma-separated */
+	char arbiter_prefix[256];	/* keys under it; default /shmbus/BUS */
+	unsigned lease_ttl_ms;		/* the leader key's lease */
 };
 
 struct sbd_conf {

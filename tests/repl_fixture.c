@@ -140,7 +140,22 @@ void host_config(struct host *h, const char *role, const char *peer,
 		 const char *chans, const char *extra)
 {
 	FILE *f = fopen(h->conf, "w");
+	char own[2048];
+	size_t o = 0;
 
+	/* "{host}" in extra: this host's tag (a or b), for what differs
+	 * between the two (an arbiter's endpoint through a host's own
+	 * forwarder, say). */
+	for (const char *p = extra; *p && o + 2 < sizeof(own);) {
+		if (!strncmp(p, "{host}", 6)) {
+			own[o++] = h->tag;
+			p += 6;
+		} else {
+			own[o++] = *p++;
+		}
+	}
+	own[o] = 0;
+	extra = own;
 	cr_assert(f);
 	fprintf(f, "[bus]\nname = trepl\nshm_dir = %s\nsocket = %s\n"
 		"reap_interval_ms = 10\nlog_level = debug\n"

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * etcd.h - the few calls of etcd's v3 JSON gateway that leadership needs
+ * (etcd.c): leases, a create-if-absent transaction, reads and writes of
+ * one key.  Over HTTP with libcurl, JSON with jansson; keys and values
+ * are base64 on the wire, 64-bit numbers JSON strings.  Endpoints are
+ * tried in turn ("http://HOST:PORT", or "unix:/path" for a Unix socket).
+ * One thread uses a handle.
+ */
+#ifndef SHMBUSD_ETCD_H
+#define SHMBUSD_ETCD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ETCD_MAX_ENDPOINTS	8
+#define ETCD_VALUE_MAX		256
+
+struct etcd;
+
+/* endpoints: comma-separated.  NULL on a bad list (why says). */
+struct etcd *etcd_open(const char *endpoints, int timeout_ms, char *why,
+		       size_t n);
+void etcd_close(struct etcd *e);
+
+/* 0 with the lease's id, or -errno (-EHOSTUNREACH: no endpoint answered;
+ * -EPROTO: an answer that does not parse). */
+int etcd_lease_grant(struct etcd *e, int ttl_s, int64_t *id);
+/* 0 with the seconds left (0: the lease is gone), or -errno. */
+int etcd_lease_keepalive(struct etcd *e, int64_t id, int64_t *ttl_left);
+int etcd_lease_revoke(struct etcd *e, int64_t id);
+
+struct etcd_kv {
+	bool found;
+	char value[ETCD_VALUE_MAX];	/* NUL-terminated */
+	int64_t create_rev, mod_rev, lease;
+};
+
+/* Creates key = value under lease if the key does not exist: *won, and
+ * kv the key as it is after (ours, or the holder's).  0 or -errno. */
+int etcd_create(struct etcd *e, const char *key, const char *value,
+		int64_t lease, bool *won, struct etcd_kv *kv);
+/* Replaces key's value, keeping it under lease (0: none), only if its
+ * mod_revision is still mod_rev (0: whatever it is): *won. */
+int etcd_put_if(struct etcd *e, const char *key, const char *value,
+		int64_t lease, int64_t mod_rev, bool *won);
+int etcd_get(struct etcd *e, const char *key, struct etcd_kv *kv);
+
+#endif

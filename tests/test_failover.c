@@ -1,0 +1,590 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_failover.c - automatic failover with etcd as the arbiter
+ * (docs/failover.md): two shmbusd in two network namespaces
+ * (repl_fixture.h) and a real etcd, which each host reaches through a
+ * forwarder of its own in this process (a Unix socket to etcd's TCP
+ * port), so that a test cuts one host from etcd by stopping its
+ * forwarder.
+ *
+ * A checker in the Jepsen style: a publisher on the primary logs every
+ * message shmbus_pub_sync() acknowledged at `applied`; after the failure
+ * every logged message must be on the surviving primary, in order,
+ * exactly once, and no two hosts took writes in the same epoch.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "repl_fixture.h"
+#include "shmbus/layout.h"
+#include "../daemon/etcd.h"
+
+#define TTL_MS 2000
+
+/* ---------------------------------------------------------------- etcd */
+
+static pid_t etcd_pid;
+static int etcd_port;
+static char etcd_dir[64];
+
+static int tcp_to_etcd(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)etcd_port) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && connect(fd, (void *)&a, sizeof(a)) == 0)
+		return fd;
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static void etcd_start(void)
+{
+	char client[64], peer[64], cluster[96];
+	int fd;
+
+	if (!etcd_dir[0]) {
+		/* In memory: etcd syncs every write, and a disk shared with
+		 * the rest of the machine makes that take up to seconds. */
+		snprintf(etcd_dir, sizeof(etcd_dir),
+			 "/dev/shm/shmbus-test-etcd-XXXXXX");
+		cr_assert(mkdtemp(etcd_dir));
+		etcd_port = 20000 + getpid() % 20000;
+	}
+	snprintf(client, sizeof(client), "http://127.0.0.1:%d", etcd_port);
+	snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", etcd_port + 1);
+	snprintf(cluster, sizeof(cluster), "t=%s", peer);
+	etcd_pid = fork();
+	cr_assert(etcd_pid >= 0);
+	if (etcd_pid == 0) {
+		char log[96];
+		int out;
+
+		snprintf(log, sizeof(log), "%s.log", etcd_dir);
+		out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		dup2(out, 1);
+		dup2(out, 2);
+		execlp("etcd", "etcd", "--name", "t", "--data-dir", etcd_dir,
+		       "--listen-client-urls", client,
+		       "--advertise-client-urls", client,
+		       "--listen-peer-urls", peer,
+		       "--initial-advertise-peer-urls", peer,
+		       "--initial-cluster", cluster, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 500; i++) {
+		fd = tcp_to_etcd();
+		if (fd >= 0) {
+			close(fd);
+			usleep(300000);	/* its gateway, and a leader */
+			return;
+		}
+		usleep(10000);
+	}
+	cr_assert_fail("etcd did not come up (is etcd-server installed?)");
+}
+
+static void etcd_kill(void)
+{
+	if (etcd_pid > 0) {
+		kill(etcd_pid, SIGKILL);
+		waitpid(etcd_pid, NULL, 0);
+	}
+	etcd_pid = 0;
+}
+
+/* ---------------------------------------------------- the forwarders */
+
+struct fwd {
+	char path[108];
+	int lfd;
+	atomic_bool cut;
+	atomic_bool stop;
+	pthread_t th;
+};
+
+static struct fwd fw[2];
+
+static void *fwd_main(void *arg)
+{
+	struct fwd *f = arg;
+	struct pollfd p[1 + 2 * 16];
+	int a[16], b[16], n = 0;
+
+	while (!atomic_load(&f->stop)) {
+		int k = 1;
+
+		p[0] = (struct pollfd){ f->lfd, POLLIN, 0 };
+		for (int i = 0; i < n; i++) {
+			p[k++] = (struct pollfd){ a[i], POLLIN, 0 };
+			p[k++] = (struct pollfd){ b[i], POLLIN, 0 };
+		}
+		if (poll(p, (nfds_t)k, 20) < 0)
+			continue;
+		if (atomic_load(&f->cut)) {
+			/* Cut: every connection dropped, new ones refused. */
+			for (int i = 0; i < n; i++) {
+				close(a[i]);
+				close(b[i]);
+			}
+			n = 0;
+		}
+		if (p[0].revents & POLLIN) {
+			int c = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
+			int t = c >= 0 && !atomic_load(&f->cut) && n < 16 ?
+					tcp_to_etcd() : -1;
+
+			if (t < 0) {
+				if (c >= 0)
+					close(c);
+			} else {
+				a[n] = c;
+				b[n] = t;
+				n++;
+				continue;	/* polled afresh */
+			}
+		}
+		for (int i = 0, j = 1; i < n; i++, j += 2) {
+			char buf[65536];
+			bool dead = false;
+
+			for (int s = 0; s < 2 && !dead; s++) {
+				int from = s ? b[i] : a[i], to = s ? a[i] : b[i];
+				ssize_t r;
+
+				if (!(p[j + s].revents & (POLLIN | POLLHUP |
+							   POLLERR)))
+					continue;
+				r = read(from, buf, sizeof(buf));
+				if (r <= 0 || write(to, buf, (size_t)r) != r)
+					dead = true;
+			}
+			if (dead) {
+				close(a[i]);
+				close(b[i]);
+				a[i] = a[n - 1];
+				b[i] = b[n - 1];
+				n--;
+				break;	/* the poll set changed */
+			}
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		close(a[i]);
+		close(b[i]);
+	}
+	return NULL;
+}
+
+static void fwd_start(struct fwd *f, char tag)
+{
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+
+	snprintf(f->path, sizeof(f->path), "%s-%c.sock", etcd_dir, tag);
+	unlink(f->path);
+	snprintf(un.sun_path, sizeof(un.sun_path), "%s", f->path);
+	f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert(f->lfd >= 0);
+	cr_assert_eq(bind(f->lfd, (void *)&un, sizeof(un)), 0);
+	cr_assert_eq(listen(f->lfd, 64), 0);
+	chmod(f->path, 0666);
+	atomic_store(&f->cut, false);
+	atomic_store(&f->stop, false);
+	cr_assert_eq(pthread_create(&f->th, NULL, fwd_main, f), 0);
+}
+
+static void fwd_stop(struct fwd *f)
+{
+	if (!f->path[0])
+		return;
+	atomic_store(&f->stop, true);
+	pthread_join(f->th, NULL);
+	close(f->lfd);
+	unlink(f->path);
+	f->path[0] = 0;
+}
+
+/* The arbiter's sync record ("in E" / "out E"), read from etcd; true if
+ * it starts with `want`. */
+static bool sync_record_is(const char *want)
+{
+	char url[64], why[128];
+	struct etcd *e;
+	struct etcd_kv kv;
+	char key[64];
+	bool is;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", etcd_port);
+	snprintf(key, sizeof(key), "/shmbus/t%d/sync", getpid());
+	e = etcd_open(url, 1000, why, sizeof(why));
+	cr_assert(e, "%s", why);
+	is = etcd_get(e, key, &kv) == 0 && kv.found &&
+	     !strncmp(kv.value, want, strlen(want));
+	etcd_close(e);
+	return is;
+}
+
+static bool wait_record(const char *want, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		if (sync_record_is(want))
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* ----------------------------------------------------------- the pair */
+
+static char extra[512];
+
+static void setup(void)
+{
+	etcd_start();
+	fwd_start(&fw[0], 'a');
+	fwd_start(&fw[1], 'b');
+	snprintf(extra, sizeof(extra),
+		 "arbiter = etcd\netcd_endpoints = unix:%s-{host}.sock\n"
+		 "lease_ttl_ms = %d\narbiter_prefix = /shmbus/t%d\n",
+		 etcd_dir, TTL_MS, getpid());
+}
+
+static void fini(void)
+{
+	char cmd[160];
+
+	pair_teardown();
+	fwd_stop(&fw[0]);
+	fwd_stop(&fw[1]);
+	etcd_kill();
+	snprintf(cmd, sizeof(cmd), "rm -rf %s %s.log", etcd_dir, etcd_dir);
+	if (system(cmd)) {
+		/* nothing more to do */
+	}
+	etcd_dir[0] = 0;
+}
+
+TestSuite(failover, .init = setup, .fini = fini, .timeout = 120);
+
+#define FO_CHANS \
+	"[channel fo]\ncapacity = 1M\nmax_msg = 1K\nreplicate = applied\n"
+
+/* What the publisher logs: how many messages were acknowledged (it
+ * publishes 0, 1, 2... and syncs each), in shared memory. */
+struct log {
+	_Atomic uint64_t acked;		/* messages 0..acked-1 acknowledged */
+	_Atomic int stop;
+	_Atomic int refused;		/* a publish or sync said EROFS */
+};
+
+static struct log *lg;
+
+static int sync_publisher(void *arg)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = 0 };
+	shmbus_bus *bus;
+	shmbus_channel *ch = host_open(&A, &bus, "fo", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t msg[64];
+
+	(void)arg;
+	if (!pub)
+		return 2;
+	for (uint64_t i = 0; !atomic_load(&lg->stop); i++) {
+		int rc;
+
+		th_msg_fill(msg, sizeof(msg), 1, i);
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc == -EROFS) {
+			atomic_store(&lg->refused, 1);
+			break;
+		}
+		if (rc)
+			return 3;
+		rc = shmbus_pub_sync(pub, 200000000);
+		if (rc == 0)
+			atomic_store(&lg->acked, i + 1);
+		else if (rc == -EROFS) {
+			atomic_store(&lg->refused, 1);
+			break;
+		} else {
+			/* Unknown: not acknowledged; stop here, as a
+			 * client that waits for acknowledgements would. */
+			while (!atomic_load(&lg->stop))
+				usleep(1000);
+			break;
+		}
+	}
+	return 0;
+}
+
+static void log_open(void)
+{
+	lg = mmap(NULL, sizeof(*lg), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(lg != MAP_FAILED);
+}
+
+/* Whether h is a primary now, by its channel's header (not fenced, not
+ * a standby). */
+static bool is_primary(const struct host *h)
+{
+	struct sb_repl_view v;
+
+	host_view(h, "fo", &v);
+	return !(v.flags & SHMBUS_REPL_STANDBY) &&
+	       v.fence == SHMBUS_FENCE_OPEN;
+}
+
+/* A subscriber on B from the start (opened before any message), to read
+ * what B holds after a failover: on a new primary a subscriber that asks
+ * for the oldest record starts where its replication cursor is. */
+static shmbus_channel *bch;
+static shmbus_sub *bsub;
+
+static void watch_b(void)
+{
+	struct shmbus_sub_attr sa;
+
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	bch = host_map(&B, "fo");
+	cr_assert(bch);
+	bsub = shmbus_sub_open(bch, &sa);
+	cr_assert(bsub);
+}
+
+/* Every acknowledged message 0..acked-1 is on B, in order, once (and
+ * nothing after a gap). */
+static void assert_b_has_acked(uint64_t acked)
+{
+	uint8_t buf[256];
+	uint64_t next = 0;
+
+	for (;;) {
+		ssize_t n = shmbus_read(bsub, buf, sizeof(buf), NULL);
+		uint64_t seq;
+		uint32_t id;
+
+		if (n == -EAGAIN)
+			break;
+		cr_assert_geq(n, 0, "read: %zd", n);
+		cr_assert_eq(th_msg_check(buf, (size_t)n, &id, &seq), 0);
+		cr_assert_eq(seq, next, "message %lu where %lu was due",
+			     (unsigned long)seq, (unsigned long)next);
+		next++;
+	}
+	cr_assert_geq(next, acked, "B holds %lu messages, %lu acknowledged",
+		      (unsigned long)next, (unsigned long)acked);
+	shmbus_sub_close(bsub);
+	shmbus_channel_close(bch);
+	bsub = NULL;
+	bch = NULL;
+}
+
+/* Waits until cond(h) for at most ms; the time it took (ms), or -1. */
+static int wait_for(bool (*cond)(const struct host *), const struct host *h,
+		    int ms)
+{
+	uint64_t t0 = th_now_ns();
+
+	while (th_now_ns() - t0 < (uint64_t)ms * 1000000) {
+		if (cond(h))
+			return (int)((th_now_ns() - t0) / 1000000);
+		usleep(5000);
+	}
+	return -1;
+}
+
+Test(failover, the_primary_host_dies_and_the_standby_takes_over)
+{
+	struct sb_repl_view v;
+	uint64_t e0, acked;
+	pid_t pub;
+	int ms;
+
+	log_open();
+	pair_setup(FO_CHANS, extra);
+	watch_b();
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	host_view(&A, "fo", &v);
+	e0 = v.epoch;
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 2000)
+		usleep(1000);
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	/* The primary host dies: its daemon and its producer. */
+	host_kill(&A, SIGKILL);
+	kill(pub, SIGKILL);
+	waitpid(pub, NULL, 0);
+	acked = atomic_load(&lg->acked);
+	ms = wait_for(is_primary, &B, TTL_MS + 3000);
+	cr_assert_geq(ms, 0, "the standby did not take over");
+	printf("failover after the primary's death: %d ms (lease %d ms)\n",
+	       ms, TTL_MS);
+	cr_assert_leq(ms, TTL_MS + 1200, "took %d ms", ms);
+	host_view(&B, "fo", &v);
+	cr_assert_gt(v.epoch, e0, "a new epoch");
+	assert_b_has_acked(acked);
+	cr_assert(host_log_wait(&B, "took the leader key", 100));
+}
+
+Test(failover, a_standby_not_recorded_in_sync_does_not_take_over)
+{
+	pid_t pub;
+
+	log_open();
+	pair_setup(FO_CHANS, extra);
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 200)
+		usleep(1000);
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	/* The standby stops (paused): out of sync after sync_timeout_ms,
+	 * recorded at etcd before anything degrades. */
+	host_pause(&B);
+	cr_assert(wait_record("out ", 5000), "recorded out of sync");
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	host_kill(&A, SIGKILL);
+	kill(B.pid, SIGCONT);
+	/* The primary's lease runs out; the standby must stay one. */
+	cr_assert_eq(wait_for(is_primary, &B, TTL_MS + 2000), -1,
+		     "a standby out of sync promoted itself");
+	cr_assert(host_log_wait(&B, "not recorded in sync", 100));
+}
+
+/* The primary loses etcd and the standby at once: it fences itself
+ * before the standby may take over, so that there is never a moment
+ * with two primaries. */
+Test(failover, a_primary_cut_from_etcd_and_standby_fences_itself_first)
+{
+	uint64_t t0, fenced = 0, promoted = 0;
+	uint64_t acked;
+	pid_t pub;
+
+	log_open();
+	pair_setup(FO_CHANS, extra);
+	watch_b();
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 500)
+		usleep(1000);
+	/* In sync, and recorded so at etcd (else no standby may take over,
+	 * which another test checks). */
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	t0 = th_now_ns();
+	atomic_store(&fw[0].cut, true);
+	cr_assert_eq(host_sh(&A, "ip link set %s down", A.ifname), 0);
+	while (th_now_ns() - t0 < (uint64_t)(TTL_MS + 3000) * 1000000 &&
+	       !(fenced && promoted)) {
+		if (!fenced && !is_primary(&A))
+			fenced = th_now_ns();
+		if (!promoted && is_primary(&B))
+			promoted = th_now_ns();
+		cr_assert(!(is_primary(&A) && is_primary(&B)),
+			  "two primaries at once");
+		usleep(2000);
+	}
+	cr_assert(fenced, "the cut primary never fenced itself");
+	cr_assert(promoted, "the standby never took over");
+	cr_assert_lt(fenced, promoted, "fenced after the standby promoted");
+	printf("cut from etcd and standby: fenced after %.0f ms, the standby "
+	       "primary after %.0f ms\n", (double)(fenced - t0) / 1e6,
+	       (double)(promoted - t0) / 1e6);
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	acked = atomic_load(&lg->acked);
+	assert_b_has_acked(acked);
+	host_sh(&A, "ip link set %s up", A.ifname);
+}
+
+/* etcd goes away: a healthy pair goes on carrying synchronous traffic,
+ * and nobody is promoted; when it comes back, nothing changes hands. */
+Test(failover, an_etcd_outage_stops_no_traffic)
+{
+	uint64_t before, t0;
+	pid_t pub;
+
+	log_open();
+	pair_setup(FO_CHANS, extra);
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 200)
+		usleep(1000);
+	etcd_kill();
+	before = atomic_load(&lg->acked);
+	t0 = th_now_ns();
+	while (th_now_ns() - t0 < (uint64_t)TTL_MS * 2 * 1000000) {
+		cr_assert(is_primary(&A), "the primary fenced itself");
+		cr_assert(!is_primary(&B), "the standby promoted itself");
+		usleep(10000);
+	}
+	cr_assert_gt(atomic_load(&lg->acked), before + 100,
+		     "acknowledgements went on: %lu then %lu",
+		     (unsigned long)before,
+		     (unsigned long)atomic_load(&lg->acked));
+	etcd_start();
+	t0 = th_now_ns();
+	while (th_now_ns() - t0 < (uint64_t)TTL_MS * 2 * 1000000) {
+		cr_assert(is_primary(&A) && !is_primary(&B));
+		usleep(10000);
+	}
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	cr_assert_eq(atomic_load(&lg->refused), 0);
+}
+
+/* The primary's daemon is paused past its lease: the standby takes over;
+ * resumed, the old primary acknowledges nothing more and fences itself. */
+Test(failover, a_primary_paused_past_its_lease_fences_itself_on_resume)
+{
+	uint64_t acked;
+	pid_t pub;
+
+	log_open();
+	pair_setup(FO_CHANS, extra);
+	watch_b();
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 300)
+		usleep(1000);
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	host_pause(&A);
+	acked = atomic_load(&lg->acked);
+	cr_assert_geq(wait_for(is_primary, &B, TTL_MS + 3000), 0);
+	usleep(100000);
+	cr_assert_leq(atomic_load(&lg->acked), acked + 1,
+		      "acknowledged while paused");
+	kill(A.pid, SIGCONT);
+	for (int i = 0; i < 200 && is_primary(&A); i++)
+		usleep(10000);
+	cr_assert(!is_primary(&A), "the resumed primary did not fence itself");
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	/* Nothing acknowledged after the pause: everything acknowledged is
+	 * on the new primary. */
+	cr_assert_leq(atomic_load(&lg->acked), acked + 1);
+	assert_b_has_acked(atomic_load(&lg->acked));
+}
