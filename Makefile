@@ -362,8 +362,10 @@ tsan-run: $(DEPS_STAMP) $(TSAN_BIN) $(TSAN_GROUPS) $(TSAN_DAEMON) $(SHMBUSD)
 		SHMBUSD=$(SHMBUSD) timeout -k 10 $(TEST_TIMEOUT) $(TSAN_DAEMON)
 	$(Q)$(MAKE) --no-print-directory BUILD=build SAN= CFLAGS="-O2 -g" \
 		build/tests/test_repl build/tests/test_repl_roles \
-		build/tests/test_group_daemon build/tests/test_journal
-	$(Q)for t in test_repl test_repl_roles test_group_daemon test_journal; do \
+		build/tests/test_group_daemon build/tests/test_journal \
+		build/tests/test_failover
+	$(Q)for t in test_repl test_repl_roles test_group_daemon test_journal \
+		 test_failover; do \
 		echo "== build/tests/$$t with $(SHMBUSD) (the daemons under TSan)"; \
 		ff=$(CURDIR)/$(BUILD)/fini-failures; rm -f $$ff; \
 		TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" SHMBUSD=$(SHMBUSD) \

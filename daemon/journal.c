@@ -70,6 +70,7 @@ struct jchan {
 	int64_t check_ns;		/* last free-space and retention check */
 	uint32_t kick;
 	bool full, failing;
+	bool dead;			/* stopped for good: the ring went back */
 	struct sbd_ratelimit rl;
 	unsigned long errors;
 	pthread_t th;
@@ -239,7 +240,7 @@ static void prep_ask(struct jchan *j, uint64_t base)
 /* The segment's time index, to append to: what a crash left of it is
  * kept up to its first entry that does not check (a torn or damaged
  * one), so that the entries appended from now on are read. */
-static int open_tix(struct jchan *j)
+static int open_tix(struct jchan *j, uint64_t limit)
 {
 	struct shmbus_jtix e;
 	char name[64];
@@ -254,8 +255,12 @@ static int open_tix(struct jchan *j)
 	j->tix_pos = UINT64_MAX;
 	if (j->tix_fd < 0)
 		return -errno;
+	own(j, j->tix_fd);	/* readable as the segments are */
+	/* Entries past `limit` name records recovery removed (a crash lost
+	 * the segment's unsynced tail, not its index's). */
 	while (pread(j->tix_fd, &e, sizeof(e), o) == (ssize_t)sizeof(e) &&
-	       e.crc == sb_crc32c(0, &e, 16) && e.ns >= ns && e.pos >= pos) {
+	       e.crc == sb_crc32c(0, &e, 16) && e.ns >= ns && e.pos >= pos &&
+	       e.pos >= j->base && e.pos < limit) {
 		ns = e.ns;
 		pos = e.pos;
 		o += (off_t)sizeof(e);
@@ -278,7 +283,7 @@ static void close_seg(struct jchan *j)
 	j->fd = j->tix_fd = -1;
 }
 
-static int open_seg(struct jchan *j, uint64_t base)
+static int open_seg(struct jchan *j, uint64_t base, uint64_t end)
 {
 	char name[64];
 
@@ -287,7 +292,7 @@ static int open_seg(struct jchan *j, uint64_t base)
 	if (j->fd < 0)
 		return -errno;
 	j->base = base;
-	return open_tix(j);
+	return open_tix(j, end);
 }
 
 /* The segment for `base`, starting at `start`: the preparer's spare if
@@ -300,7 +305,14 @@ static int new_seg(struct jchan *j, uint64_t base, uint64_t start)
 	bool have = false;
 	int rc;
 
-	spare_path(spare, sizeof(spare), base);
+	/* A segment that starts past its base (a gap) is made here under a
+	 * name of its own: the preparer may be making the spare for this
+	 * base at this moment. */
+	if (start == base)
+		spare_path(spare, sizeof(spare), base);
+	else
+		snprintf(spare, sizeof(spare), ".%016llx.%016llx.seg.tmp",
+			 (unsigned long long)base, (unsigned long long)start);
 	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
 	if (start == base) {
 		pthread_mutex_lock(&j->mu);
@@ -332,7 +344,7 @@ static int new_seg(struct jchan *j, uint64_t base, uint64_t start)
 	}
 	if (renameat(j->dfd, spare, j->dfd, name) || fsync(j->dfd))
 		return -errno;
-	rc = open_seg(j, base);
+	rc = open_seg(j, base, 0);	/* a new segment: no index yet */
 	if (rc)
 		return rc;
 	prep_ask(j, base + j->g.seg_size);
@@ -420,16 +432,38 @@ static void publish_synced(struct jchan *j)
 	sb_jnl_persisted(j->ch, j->synced, !j->full);
 }
 
+static void hold(struct jchan *j);
+
+/*
+ * A failed fdatasync() may have dropped the pages it could not write (a
+ * later one then succeeds without them): what was written since the last
+ * sync is not trusted.  A channel that acknowledges holds its cursor at
+ * what is synced, so the ring still has it: it is copied again.  Others
+ * say what a power loss may take.
+ */
 static int sync_now(struct jchan *j)
 {
 	if (j->synced == j->pos)
 		return 0;
-	if (fdatasync(j->fd))
-		return -errno;
+	if (fdatasync(j->fd)) {
+		int rc = -errno;
+
+		if (j->conf.ack)
+			j->pos = j->synced;
+		else
+			sbd_log_limited(&j->rl, SBD_ERR, ++j->errors,
+					"journal errors", "%s: journal: a sync "
+					"failed (%s): [%" PRIu64 ", %" PRIu64 ") "
+					"may be lost with a power loss",
+					j->name, strerror(-rc), j->synced,
+					j->pos);
+		return rc;
+	}
 	j->synced = j->pos;
 	j->sync_ns = sb_now_ns();
 	sb_jnl_count(j->ch, 1, 0, 0);
 	publish_synced(j);
+	hold(j);
 	return 0;
 }
 
@@ -496,8 +530,18 @@ static int gap(struct jchan *j, uint64_t to)
 	sb_jnl_count(j->ch, 0, 1, to - j->pos);
 	/* Before anything after it is acknowledged: a sync waiter with
 	 * records in it is told SHMBUS_SYNC_DEGRADED, never 0. */
-	if (j->conf.ack)
-		sb_repl_hole(j->ch, j->pos, to);
+	if (j->conf.ack) {
+		/* One range covers every gap so far (the header has room
+		 * for one): a waiter with records in any of them, or between
+		 * them, is told DEGRADED; never 0 unearned. */
+		struct sb_repl_view v;
+		uint64_t lo = j->pos;
+
+		sb_repl_read(j->ch, &v);
+		if (v.hole_lo < v.hole_hi && v.hole_lo < lo)
+			lo = v.hole_lo;
+		sb_repl_hole(j->ch, lo, to);
+	}
 	rc = write_pads(j, j->pos, to < end ? to : end);
 	if (rc)
 		return rc;
@@ -519,7 +563,8 @@ static void tix_note(struct jchan *j, uint64_t pos)
 	struct shmbus_jtix e;
 	int64_t now = real_ns();
 
-	if (j->tix_pos != UINT64_MAX && pos - j->tix_pos < SHMBUS_JTIX_EVERY)
+	if (j->tix_pos != UINT64_MAX && pos >= j->tix_pos &&
+	    pos - j->tix_pos < SHMBUS_JTIX_EVERY)
 		return;
 	/* A running maximum: monotone whatever the clock does. */
 	if (now < j->tix_ns)
@@ -537,9 +582,13 @@ static void tix_note(struct jchan *j, uint64_t pos)
  * it). */
 static void hold(struct jchan *j)
 {
-	if (j->pos > j->held) {
-		sb_sub_seek(j->cursor, j->pos);
-		j->held = j->pos;
+	/* A channel that acknowledges persisted keeps in the ring what is
+	 * not synced yet (a failed sync copies it again). */
+	uint64_t to = j->conf.ack ? j->synced : j->pos;
+
+	if (to > j->held && j->cursor) {
+		sb_sub_seek(j->cursor, to);
+		j->held = to;
 	}
 }
 
@@ -551,6 +600,7 @@ static int append(struct jchan *j)
 	struct iovec iov[2];
 	struct sb_frame f;
 	char why[256];
+	bool first;
 	int n, rc;
 
 	if (j->pos == seg_end) {
@@ -563,6 +613,24 @@ static int append(struct jchan *j)
 	if (most > j->buf_cap)
 		most = j->buf_cap;
 	end = sb_committed_end(j->ch, j->pos, most);
+	if (end == j->pos || end - j->pos > j->buf_cap) {
+		/* Padding longer than the buffer (a batch's wrap, a repair, a
+		 * standby's restart): its word is all there is to write. */
+		uint64_t pad = sb_ring_pad_at(j->ch, j->pos);
+
+		if (pad > j->buf_cap ||
+		    (pad && end - j->pos > j->buf_cap)) {
+			if (j->pos + pad > seg_end)
+				return -EBADMSG;	/* cannot be */
+			rc = write_pads(j, j->pos, j->pos + pad);
+			if (rc)
+				return rc;
+			j->pos += pad;
+			sb_jnl_written(j->ch, j->pos);
+			hold(j);
+			return 1;
+		}
+	}
 	if (end == j->pos) {
 		/* Nothing, or lapped (overwrite): the ring's oldest is past
 		 * us. */
@@ -599,14 +667,37 @@ static int append(struct jchan *j)
 				": %s", j->name, j->pos, why);
 		return rc;
 	}
+	first = true;
 	for (o = 0; o < len;) {
-		uint64_t w, size;
+		uint64_t w, size, s;
+		bool pad;
 
 		memcpy(&w, j->buf + o, 8);
-		size = ((w >> SHMBUS_LEN_BITS) & 7u) == SHMBUS_REC_PAD
-			       ? SHMBUS_REC_ALIGN + (uint32_t)(w & SHMBUS_LEN_MASK)
-			       : SHMBUS_REC_HDR + (((uint32_t)(w & SHMBUS_LEN_MASK) +
-						    7u) & ~7u);
+		pad = ((w >> SHMBUS_LEN_BITS) & 7u) == SHMBUS_REC_PAD;
+		size = pad ? SHMBUS_REC_ALIGN + (uint32_t)(w & SHMBUS_LEN_MASK)
+			   : SHMBUS_REC_HDR + (((uint32_t)(w & SHMBUS_LEN_MASK) +
+						7u) & ~7u);
+		if (!pad && first && j->seq != UINT64_MAX) {
+			/* The copy's seqs grow (checked above); the first
+			 * must follow what the journal has, else the ring
+			 * went back (a ring made again) and the journal
+			 * would hold one position twice over. */
+			memcpy(&s, j->buf + o + 8, 8);
+			if (s <= j->seq) {
+				sbd_log_limited(&j->rl, SBD_ERR, ++j->errors,
+						"journal errors", "%s: journal: "
+						"sequence %" PRIu64 " at %" PRIu64
+						" after %" PRIu64 ": the ring went "
+						"back; the journal stops here "
+						"(move %s aside to start another)",
+						j->name, s, j->pos + o, j->seq,
+						j->dir);
+				j->dead = true;
+				return -EBADMSG;
+			}
+		}
+		if (!pad)
+			first = false;	/* the rest grow */
 		sb_jrec_seal(j->buf + o, j->pos + o);
 		o += size;
 	}
@@ -695,6 +786,14 @@ static void *agent_main(void *arg)
 			}
 			if (rc >= 0 && sync_due(j, sb_now_ns()))
 				rc = sync_now(j);
+			if (rc < 0 && j->dead) {
+				/* Nothing more can be written: the channel goes
+				 * on without a journal, its cursor released. */
+				sb_jnl_off(j->ch, j->conf.ack);
+				shmbus_sub_close(j->cursor);
+				j->cursor = NULL;
+				break;
+			}
 			if (rc < 0) {
 				if (!j->failing)
 					sb_jnl_state(j->ch, SHMBUS_JNL_ERROR, 0);
@@ -724,9 +823,8 @@ static void *agent_main(void *arg)
 			if (left < nap)
 				nap = left > 0 ? left : 0;
 		}
-		/* A shmbus_pub_sync() caller waits: look again at once. */
-		if (sb_repl_sync_waiting(j->ch) && j->conf.ack)
-			nap = 0;
+		/* A shmbus_pub_sync() caller kicks us awake (the kick word,
+		 * which the nap waits on): no need to spin for it. */
 		if (nap > 0)
 			j->kick = sb_repl_agent_wait(j->ch, j->kick, nap);
 		else
@@ -861,6 +959,22 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 				(unsigned long long)b[i]);
 		}
 		rc = clear_from(j, base, r.pos);
+		fsync(j->dfd);	/* the segments removed stay removed */
+	}
+	/* What the walk found is on disk before it counts as persisted: a
+	 * previous daemon may have died before syncing it. */
+	for (size_t i = k >= 2 ? k - 2 : 0; rc == 0 && i < k; i++) {
+		char name[64];
+		int fd;
+
+		snprintf(name, sizeof(name), "%016llx.seg",
+			 (unsigned long long)b[i]);
+		fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (fd >= 0) {
+			if (fdatasync(fd))
+				rc = -errno;
+			close(fd);
+		}
 	}
 	sb_jreader_close(&r);
 	free(b);
@@ -950,16 +1064,21 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	shmbus_sub_stats(j->cursor, &st);
 	j->held = at = st.pos;
 	if (end != UINT64_MAX && end > at) {
-		/* Written past the cursor before the daemon stopped. */
-		if (end != sb_ring_head(j->ch) &&
-		    !sb_ring_has_record(j->ch, end)) {
+		/* Written past the cursor before the daemon stopped.  (On an
+		 * overwrite channel the ring may have lapped it since: the
+		 * first append finds the gap.) */
+		if (in.policy == SHMBUS_OVERWRITE) {
+			/* The cursor holds nobody: it follows. */
+		} else if (end != sb_ring_head(j->ch) &&
+			   !sb_ring_has_record(j->ch, end)) {
 			sbd_log(SBD_ERR, 0, "%s: journal: its end %" PRIu64
 				" is not a record of the ring; the journal is "
 				"not written", j->name, end);
 			return -EBADMSG;
+		} else {
+			sb_sub_seek(j->cursor, end);
+			j->held = end;
 		}
-		sb_sub_seek(j->cursor, end);
-		j->held = end;
 	}
 	/* end < at: the journal lost a tail its cursor had passed (a crash
 	 * of the host before a sync); what the ring still holds of it is
@@ -974,12 +1093,13 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 		j->pos = j->synced = at;
 		oldest = at;
 	} else {
-		rc = open_seg(j, end & ~(j->g.seg_size - 1));
+		rc = open_seg(j, end & ~(j->g.seg_size - 1), end);
 		if (rc == -ENOENT)	/* it ends where a segment would begin */
 			rc = new_seg(j, end, end);
+		/* From end on, whatever lies below the cursor included:
+		 * copies are checked against being overwritten, and what the
+		 * ring no longer holds becomes a gap. */
 		j->pos = j->synced = end;
-		if (!rc && at > end)
-			rc = gap(j, at);
 	}
 	if (rc)
 		return rc;
@@ -1057,7 +1177,7 @@ int sbd_journal_start(void)
 				sbd.conf.shm_dir, cc->name);
 
 			if (ch) {
-				sb_jnl_off(ch);
+				sb_jnl_off(ch, false);
 				sb_sub_journal_release(ch);
 			}
 			shmbus_channel_close(ch);
@@ -1066,11 +1186,21 @@ int sbd_journal_start(void)
 		njc++;
 		rc = start_one(j, cc);
 		if (rc) {
-			/* The channel works without its journal; a journal
-			 * that cannot be trusted is never written. */
-			sbd_log(SBD_ERR, rc, "%s: journal not started", cc->name);
-			if (j->ch)
-				sb_jnl_off(j->ch);
+			/* The channel works without its journal (its cursor
+			 * no longer holds producers); a journal that cannot
+			 * be trusted is never written. */
+			sbd_log(SBD_ERR, rc, "%s: journal not started; the "
+				"channel goes on without it%s", cc->name,
+				cc->jnl.ack ? " and acknowledges nothing as "
+				"persisted" : "");
+			STORE(&j->stop, true);
+			if (j->cursor)
+				shmbus_sub_close(j->cursor);
+			j->cursor = NULL;
+			if (j->ch) {
+				sb_jnl_off(j->ch, cc->jnl.ack);
+				sb_sub_journal_release(j->ch);
+			}
 			free_one(j, false);
 		}
 	}

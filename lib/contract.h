@@ -167,6 +167,7 @@ struct sb_repl_view {
 	uint64_t watermark, epoch, received, applied, caught_up_ns;
 	uint64_t persisted;		/* the standby's journal */
 	uint64_t local_persisted;	/* this host's journal */
+	uint64_t hole_lo, hole_hi;	/* the gap sb_repl_hole() recorded */
 	uint64_t head, seq;
 	uint64_t frames, bad, gaps, gap_bytes, out_of_sync;
 	uint32_t level, flags, fence;
@@ -205,6 +206,9 @@ bool sb_ring_has_record(shmbus_channel *ch, uint64_t pos);
 /* Pointers into the mapping for [from, to): 1 or 2 iovecs, -EINVAL. */
 int sb_ring_span(shmbus_channel *ch, uint64_t from, uint64_t to,
 		 struct iovec iov[2]);
+/* The size of the committed padding record at pos (0 if there is none
+ * there): padding longer than a reader's buffer is taken by its word. */
+uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos);
 /* After reading (or sending) bytes from `from` on: whether no producer
  * has claimed over them since (overwrite channels). */
 bool sb_ring_holds(shmbus_channel *ch, uint64_t from);
@@ -270,7 +274,9 @@ int sb_ring_continue(shmbus_channel *ch, uint64_t pos, uint64_t seq);
 /* The header's journal lines (one writer: the channel's journal agent). */
 void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 		  bool acks);
-void sb_jnl_off(shmbus_channel *ch);
+/* No journal writes the channel; `acks`: it is configured to acknowledge
+ * persisted, so nothing is acknowledged. */
+void sb_jnl_off(shmbus_channel *ch, bool acks);
 /* Every record below pos is in the files (R25). */
 void sb_jnl_written(shmbus_channel *ch, uint64_t pos);
 /* Every record below pos is fdatasync'd; `ack`: it counts for the

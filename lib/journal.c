@@ -345,6 +345,11 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 		close(fd);
 		return rc;
 	}
+	if (st.st_nlink == 0) {
+		/* Retention deleted it between our open and our lock. */
+		close(fd);
+		return -ENOENT;
+	}
 	if (r->fd >= 0)
 		close(r->fd);
 	r->fd = -1;
@@ -468,13 +473,20 @@ static int skip_missing(struct sb_jreader *r, uint64_t at, uint64_t limit)
 
 	if (rc)
 		return rc;
+	if (k && at < b[0]) {
+		/* Older than the oldest segment: retention removed it. */
+		free(b);
+		snprintf(r->why, sizeof(r->why), "%llu: removed by retention",
+			 (unsigned long long)at);
+		return -ERANGE;
+	}
 	for (size_t i = 0; i < k; i++)
 		if (b[i] > at) {
 			next = b[i];
 			break;
 		}
 	free(b);
-	if (next == UINT64_MAX || next >= limit)
+	if (next == UINT64_MAX || (next > limit && limit != UINT64_MAX))
 		return -ENOENT;
 	rc = sb_jreader_seek(r, next);
 	if (rc == 0)
@@ -544,13 +556,15 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 
 int sb_jtime_find(const char *dir, int64_t ns, uint64_t *pos)
 {
-	uint64_t *b, best = UINT64_MAX, first = UINT64_MAX;
+	uint64_t *b, best = UINT64_MAX, b0 = 0;
 	size_t k;
 	int rc = sb_jlist(dir, &b, &k);
 	bool later = false;
 
 	if (rc)
 		return rc;
+	if (k)
+		b0 = b[0];
 	for (size_t i = 0; i < k && !later; i++) {
 		char path[PATH_MAX + 32];
 		struct shmbus_jtix e;
@@ -567,8 +581,6 @@ int sb_jtime_find(const char *dir, int64_t ns, uint64_t *pos)
 			if (e.crc != sb_crc32c(0, &e, 16) ||
 			    (best != UINT64_MAX && e.pos < best))
 				break;	/* damaged from here: a cache */
-			if (first == UINT64_MAX)
-				first = e.pos;
 			if (e.ns >= ns) {
 				later = true;
 				break;
@@ -586,6 +598,8 @@ int sb_jtime_find(const char *dir, int64_t ns, uint64_t *pos)
 		*pos = best;
 		return 0;
 	}
-	*pos = best != UINT64_MAX ? best : first;
+	/* Every entry is at or after ns: from the journal's start (the
+	 * oldest segment's index may be missing). */
+	*pos = best != UINT64_MAX ? best : b0;
 	return 0;
 }

@@ -109,8 +109,9 @@ int sb_jreader_seek(struct sb_jreader *r, uint64_t pos);
  * go).  1 with *rec (valid until the next call), 0 if there is none
  * before limit (or, without a limit, where valid records end: r->why
  * says why), -EBADMSG if a record below limit is damaged or a segment
- * is refused (r->why), -ENOENT if a segment below limit is missing
- * (removed by retention), -errno on I/O errors.
+ * is refused (r->why), -ERANGE if the segment to read next was removed
+ * by retention, -errno on I/O errors.  A segment missing between two
+ * others is a gap the journal never had: reading goes on after it.
  */
 int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 		    struct sb_jrec *rec);

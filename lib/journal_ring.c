@@ -33,14 +33,20 @@ void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 	}
 }
 
-void sb_jnl_off(shmbus_channel *ch)
+void sb_jnl_off(shmbus_channel *ch, bool acks)
 {
 	struct shmbus_hdr *h = ch->hdr;
 
 	/* No edge: a description. */
 	store_relaxed32(&h->jnl_state, 0);
-	if (load_relaxed32(&h->repl_flags) & SHMBUS_REPL_JOURNAL)
+	if (acks) {
+		/* Configured to acknowledge, and not written: nothing is
+		 * acknowledged (callers time out), never 0 unearned. */
+		store_relaxed32(&h->repl_level, SHMBUS_ACK_PERSISTED);
+		store_relaxed32(&h->repl_flags, SHMBUS_REPL_JOURNAL);
+	} else if (load_relaxed32(&h->repl_flags) & SHMBUS_REPL_JOURNAL) {
 		store_relaxed32(&h->repl_flags, 0);
+	}
 }
 
 void sb_jnl_written(shmbus_channel *ch, uint64_t pos)
@@ -125,17 +131,19 @@ int sb_ring_continue(shmbus_channel *ch, uint64_t pos, uint64_t seq)
 	struct shmbus_pub *w;
 	int rc;
 
-	/* No edge: the ring is new, and nobody has been handed it yet. */
-	if (load_relaxed64(&h->head) || load_relaxed64(&h->seq))
+	/* No edge: the ring is new, and nobody has been handed it yet.  A
+	 * continuation cut short (the seq stored, not head) is done again. */
+	if (load_relaxed64(&h->head) ||
+	    (load_relaxed64(&h->seq) && load_relaxed64(&h->seq) != seq))
 		return -EEXIST;
 	if (pos == 0 && seq == 0)
 		return 0;
+	/* The seq first: a ring whose head moved on has its seq. */
+	store_relaxed64(&h->seq, seq);
 	w = sb_writer_open(ch, 0);
 	if (!w)
 		return -ENOMEM;
 	rc = sb_apply_restart(w, pos);
 	sb_writer_close(w);
-	if (rc == 0)
-		store_relaxed64(&h->seq, seq);	/* before anyone claims */
 	return rc;
 }

@@ -69,9 +69,15 @@ static int journal_open(struct shmbus_replay *rp, const struct sb_jnl_view *v,
 	rc = sb_jreader_init(&rp->r, v->dir, NULL);
 	if (!rc)
 		rc = k ? sb_jreader_seek(&rp->r, b[0]) : -ERANGE;
+	/* The directory is named by the header, which every process that
+	 * may subscribe can write: the segments must name this channel,
+	 * with its geometry (every later one is checked the same). */
 	if (!rc && (rp->r.g.capacity != g.capacity ||
 		    rp->r.g.max_msg != g.max_msg || rp->r.g.flags != g.flags ||
-		    rp->r.g.seg_size != g.seg_size))
+		    rp->r.g.seg_size != g.seg_size ||
+		    /* (a name of 64 or more characters: its first 63) */
+		    strncmp(rp->r.g.channel, rp->ch->name,
+			    sizeof(rp->r.g.channel) - 1)))
 		rc = -EXDEV;
 	if (!rc && pos < rp->r.start)
 		rc = -ERANGE;	/* removed by retention, or never had */
@@ -121,7 +127,8 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 		}
 		rc = sb_jtime_find(v.dir, (int64_t)at, &pos);
 		if (rc == -ENOENT) {
-			pos = v.written;	/* nothing journaled yet */
+			/* No index to go by: all the journal holds. */
+			pos = v.oldest;
 			rc = 0;
 		}
 		if (rc)
@@ -315,10 +322,12 @@ SHMBUS_EXPORT ssize_t shmbus_replay_read(shmbus_replay *rp, void *buf,
 	if (rc == 0 && rp->sub)
 		return ring_read(rp, buf, cap, info);	/* just moved there */
 	if (c.rc == -EMSGSIZE) {
-		/* Not delivered: it stays the next one. */
-		rp->r.pos = pos;
+		/* Not delivered: it stays the next one (the reader may have
+		 * moved to the next segment on its way to it). */
+		rc = sb_jreader_seek(&rp->r, pos);
+		if (rc)
+			return rc;
 		rp->r.seq = seq;
-		rp->r.blen = 0;
 		rp->next_seq = next;
 		rp->lost = lost;
 		rp->delivered--;

@@ -226,6 +226,8 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 	v->applied = load_relaxed64(&h->applied_pos);
 	v->persisted = load_relaxed64(&h->standby_persisted_pos);
 	v->local_persisted = load_relaxed64(&h->persisted_pos);
+	v->hole_lo = load_relaxed64(&h->hole_lo);
+	v->hole_hi = load_relaxed64(&h->hole_hi);
 	v->caught_up_ns = load_relaxed64(&h->caught_up_ns);
 	v->level = load_relaxed32(&h->repl_level);
 	v->flags = load_relaxed32(&h->repl_flags);
@@ -483,6 +485,26 @@ bool sb_ring_has_record(shmbus_channel *ch, uint64_t pos)
 	/* A1: pairs with R1 (commit_store()). */
 	w = load_acquire64(&rec_at(ch, pos)->commit);
 	return word_tag(w) == lap_tag(ch, pos) && sb_ring_holds(ch, pos);
+}
+
+uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos)
+{
+	/* A12: head bounds what may be read. */
+	uint64_t head = load_acquire64(&ch->hdr->head), w, size;
+
+	if (pos % SHMBUS_REC_ALIGN || pos >= head ||
+	    !not_overwritten(ch, pos, head))
+		return 0;
+	/* A1: pairs with R1 (commit_store()). */
+	w = load_acquire64(&rec_at(ch, pos)->commit);
+	if (word_tag(w) != lap_tag(ch, pos) || word_type(w) != SHMBUS_REC_PAD ||
+	    word_len(w) % SHMBUS_REC_ALIGN)
+		return 0;
+	size = SHMBUS_REC_ALIGN + word_len(w);
+	if ((pos & ch->mask) + size > ch->cap || size > head - pos ||
+	    !sb_ring_holds(ch, pos))
+		return 0;
+	return size;
 }
 
 bool sb_ring_holds(shmbus_channel *ch, uint64_t from)

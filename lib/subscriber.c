@@ -334,14 +334,16 @@ struct shmbus_sub *sb_sub_open_at(struct shmbus_channel *ch,
 		return NULL;
 	}
 	/* sub->pos is now the oldest held position (block) or the oldest
-	 * record (overwrite), published in our slot (R5). */
-	if (pos < sub->pos || !sb_ring_has_record(ch, pos)) {
+	 * record (overwrite), published in our slot (R5).  A12: head
+	 * bounds what may be read; pos == head is a position no record has
+	 * reached yet (fresh: see trusted()). */
+	head = load_acquire64(&ch->hdr->head);
+	if (pos < sub->pos || pos > head ||
+	    (pos != head && !sb_ring_has_record(ch, pos))) {
 		shmbus_sub_close(sub);
 		*err = -ERANGE;
 		return NULL;
 	}
-	/* No edge: compared only (as in shmbus_sub_open()). */
-	head = load_relaxed64(&ch->hdr->head);
 	sub->pos = pos;
 	sub->published = pos;
 	sub->fresh = pos == head;
