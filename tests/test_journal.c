@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -899,5 +900,211 @@ Test(journal, a_lapped_journal_records_its_gap)
 	cr_assert_eq(got + lost, 2060);
 	cr_assert_gt(lost, 0);
 	cr_assert_geq(got, 60, "the first 30 and the last 30 at least");
+	close_pub(bus, ch, p);
+}
+
+/* The channel "j" with `keys` (its capacity among them). */
+static void conf_raw(const char *keys)
+{
+	char all[2048];
+
+	snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
+	snprintf(cdir, sizeof(cdir), "%s/j", jdir);
+	snprintf(all, sizeof(all),
+		 "journal_dir = %s\n[defaults]\npublish = *\n"
+		 "subscribe = *\n[channel j]\njournal = on\n%s", jdir, keys);
+	write_conf(all);
+}
+
+/* A batch that wraps the ring leaves padding longer than the agent's
+ * 1 MiB buffer: the journal writes it as its word and goes on (it once
+ * stalled there, holding the producers for good). */
+Test(journal, padding_longer_than_the_agents_buffer)
+{
+	static uint8_t bufs[1000][1984];
+	struct iovec iov[1000];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t i = 0;
+
+	conf_raw("capacity = 4M\nmax_msg = 2048\njournal_segment = 4M\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	while (th_head(ch) < (4u << 20) - (1536u << 10))
+		publish_range(p, i++, 1);	/* up to 1.5 MiB from the end */
+	for (int k = 0; k < 1000; k++) {
+		th_msg_fill(bufs[k], sizeof(bufs[k]), 1, i + (uint64_t)k);
+		iov[k] = (struct iovec){ bufs[k], sizeof(bufs[k]) };
+	}
+	cr_assert_eq(shmbus_publish_batch(p, iov, 1000), 1000);
+	wait_written(ch, 10);
+	publish_range(p, i + 1000, 3000);	/* another lap and more */
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+}
+
+/* A journal that cannot start (its segment size changed): the channel
+ * goes on without it, its producers not held by the old cursor, and a
+ * channel that acknowledges persisted acknowledges nothing. */
+Test(journal, a_journal_that_cannot_start_holds_no_producer)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	conf_raw("capacity = 64K\nmax_msg = 2048\njournal_segment = 64K\n"
+		 "acknowledge = persisted\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 100);
+	cr_assert_eq(shmbus_pub_sync(p, 2000000000), 0);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	conf_raw("capacity = 64K\nmax_msg = 2048\njournal_segment = 128K\n"
+		 "acknowledge = persisted\n");
+	start_daemon();
+	cr_assert(log_has("journal not started"));
+	ch = open_pub(&bus, &p);
+	publish_range(p, 100, 1);
+	cr_assert_eq(shmbus_pub_sync(p, 300000000), -ETIMEDOUT,
+		     "never acknowledged as persisted");
+	/* Several laps of the ring: nobody holds the producer. */
+	publish_range(p, 101, 2000);
+	close_pub(bus, ch, p);
+}
+
+/* A read with too small a buffer just past a segment's end leaves the
+ * message for the next read, however often it happens. */
+Test(journal, a_read_too_small_leaves_the_message_across_segments)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	uint8_t buf[4096];
+
+	conf_with("journal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 3000);
+	wait_written(ch, 10);
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0, NULL);
+	cr_assert(r);
+	for (uint64_t next = 0; next < 3000; next++) {
+		struct shmbus_msg m;
+		ssize_t len = shmbus_replay_read(r, NULL, 0, &m);
+		uint64_t seq;
+		uint32_t id;
+
+		cr_assert_eq(len, -EMSGSIZE, "at %lu: %zd",
+			     (unsigned long)next, len);
+		len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+		cr_assert_geq(len, 0, "at %lu: %zd", (unsigned long)next, len);
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
+		cr_assert_eq(seq, next);
+	}
+	shmbus_replay_close(r);
+	close_pub(bus, ch, p);
+}
+
+/* Two gaps on an overwrite channel that acknowledges persisted: a message
+ * lost in the first is never acknowledged, whatever the second did. */
+Test(journal, a_message_in_an_earlier_gap_is_never_acknowledged)
+{
+	shmbus_channel *ch, *ch2;
+	shmbus_bus *bus, *bus2;
+	shmbus_pub *a, *b;
+
+	conf_raw("capacity = 16K\nmax_msg = 1K\npolicy = overwrite\n"
+		 "producers = multi\njournal_segment = 64K\n"
+		 "acknowledge = persisted\n");
+	start_daemon();
+	ch = open_pub(&bus, &a);
+	ch2 = open_pub(&bus2, &b);
+	publish_range(a, 0, 1);
+	cr_assert_eq(shmbus_pub_sync(a, 2000000000), 0);
+	kill(d.pid, SIGSTOP);
+	publish_range(a, 1, 1);			/* lost in the first gap */
+	publish_range(b, 100000, 2000);
+	kill(d.pid, SIGCONT);
+	cr_assert_eq(shmbus_pub_sync(b, 2000000000), SHMBUS_SYNC_DEGRADED);
+	kill(d.pid, SIGSTOP);
+	publish_range(b, 102000, 2000);		/* the second */
+	kill(d.pid, SIGCONT);
+	cr_assert_eq(shmbus_pub_sync(b, 2000000000), SHMBUS_SYNC_DEGRADED);
+	cr_assert_eq(shmbus_pub_sync(a, 2000000000), SHMBUS_SYNC_DEGRADED,
+		     "a message the journal never had");
+	close_pub(bus2, ch2, b);
+	close_pub(bus, ch, a);
+}
+
+/* A host crash lost a segment's unsynced tail but not its time index's:
+ * after the reboot the index is cut at the recovered end, so that a
+ * replay by a time after the reboot misses nothing journaled since. */
+Test(journal, an_index_past_the_recovered_end_is_cut)
+{
+	static uint8_t zero[1 << 20];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct shmbus_msg m;
+	struct timespec ts;
+	uint8_t buf[4096];
+	char segp[600];
+	uint64_t head, seq;
+	uint32_t id;
+	ssize_t len;
+	int64_t t;
+	int fd;
+
+	conf_raw("capacity = 64K\nmax_msg = 2048\njournal_segment = 1M\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	for (uint64_t i = 0; i < 3000; i++) {
+		uint8_t b[100];
+
+		th_msg_fill(b, sizeof(b), 1, i);
+		while (shmbus_publish(p, b, sizeof(b)) == -EAGAIN)
+			sched_yield();
+	}
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	/* The crash: everything past 100000 lost from the segment. */
+	cr_assert_eq(sb_jseg_path(segp, sizeof(segp), cdir, 0), 0);
+	fd = open(segp, O_RDWR);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, zero, sizeof(zero) - 100000,
+			    SHMBUS_JSEG_HDR + 100000),
+		     (ssize_t)(sizeof(zero) - 100000));
+	close(fd);
+	remove_ring();
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	head = th_head(ch);
+	cr_assert_leq(head, 100000);
+	usleep(20000);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	usleep(20000);
+	for (uint64_t i = head / 120; i < head / 120 + 3000; i++) {
+		uint8_t b[100];
+
+		th_msg_fill(b, sizeof(b), 1, 1000000 + i);
+		while (shmbus_publish(p, b, sizeof(b)) == -EAGAIN)
+			sched_yield();
+	}
+	wait_written(ch, 10);
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_TIME, (uint64_t)t, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+	cr_assert_geq(len, 0);
+	cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
+	cr_assert_leq(m.pos, head, "started at %lu, past the first record "
+		      "journaled after t (%lu)", (unsigned long)m.pos,
+		      (unsigned long)head);
+	shmbus_replay_close(r);
 	close_pub(bus, ch, p);
 }
