@@ -9,7 +9,7 @@
  *                      [--numa NODE] [--mode OCTAL]
  *   shmbusctl [-b BUS] delete NAME
  *   shmbusctl [-b BUS] status
- *   shmbusctl [-b BUS] promote | demote [--force] | switchover
+ *   shmbusctl [-b BUS] promote [--force] | demote [--force] | switchover
  *   shmbusctl [-b BUS] journal dump|verify CHANNEL|DIR [--dir JOURNAL_DIR]
  *                      [--from POS | --since TIME]
  *
@@ -56,7 +56,7 @@ static void usage(FILE *f)
 "                 [--numa NODE] [--mode OCTAL]\n"
 "       shmbusctl [-b BUS] delete NAME\n"
 "       shmbusctl [-b BUS] status\n"
-"       shmbusctl [-b BUS] promote | demote [--force] | switchover\n"
+"       shmbusctl [-b BUS] promote [--force] | demote [--force] | switchover\n"
 "       shmbusctl [-b BUS] journal dump|verify CHANNEL|DIR [--dir DIR]\n"
 "                 [--from POS | --since TIME]\n"
 "       shmbusctl --help | --version\n"
@@ -441,7 +441,7 @@ int main(int argc, char **argv)
 	bool repl = !strcmp(cmd, "status") || !strcmp(cmd, "promote") ||
 		    !strcmp(cmd, "demote") || !strcmp(cmd, "switchover");
 	bool force = repl && argc - i == 2 && !strcmp(argv[i + 1], "--force") &&
-		     !strcmp(cmd, "demote");
+		     (!strcmp(cmd, "demote") || !strcmp(cmd, "promote"));
 
 	if (strcmp(cmd, "list") && strcmp(cmd, "describe") &&
 	    strcmp(cmd, "create") && strcmp(cmd, "delete") && !repl) {
