@@ -39,6 +39,7 @@
 
 #include "shmbusd.h"
 #include "../lib/contract.h"
+#include "../lib/journal.h"
 
 /* Why the request being served was refused, for the reply's body
  * (protocol version 2); "" if there is nothing to add to the errno. */
@@ -731,6 +732,70 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	return replied(cl, rc);
 }
 
+/* A replaying subscriber's access to a channel's journal, judged by the
+ * channel's subscribe rule, as a consumer group's file is: the files stay
+ * the daemon's. */
+static int do_journal(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
+		      const struct shmbus_ctl_journal *req)
+{
+	static uint64_t out[SHMBUS_CTL_JNL_MAX];
+	char dir[PATH_MAX + 300], path[PATH_MAX + 340];
+	struct sbd_chan *c;
+	struct sbd_rules *r;
+	uint64_t *b;
+	size_t k;
+	int fd, rc, fds[2];
+
+	if (!memchr(req->channel, 0, sizeof(req->channel)) ||
+	    !sb_name_ok(req->channel, 200) || req->flags ||
+	    req->what > SHMBUS_CTL_JNL_TIX || req->base % SHMBUS_JSEG_MIN)
+		return deny(-EINVAL, "a journal request: a channel's name, "
+			      "LIST, SEG or TIX, flags 0, a segment's base%s",
+			      "");
+	rcu_read_lock();
+	c = sbd_chan_find(req->channel);
+	if (!c) {
+		rcu_read_unlock();
+		return deny(-ENOENT, "no channel '%s' on bus '%s'",
+			      req->channel, sbd.conf.bus);
+	}
+	r = rcu_dereference(c->rules);
+	if (!privileged(cl) &&
+	    !sbd_rule_allows(&r->sub, cl->uid, cl->gids, cl->ngids)) {
+		rcu_read_unlock();
+		denied++;
+		return deny(-EACCES, "uid %u may not read the journal of '%s': "
+			      "its subscribe rule names neither the uid nor "
+			      "its groups", (unsigned)cl->uid, req->channel);
+	}
+	rcu_read_unlock();
+	snprintf(dir, sizeof(dir), "%s/%s", sbd.conf.journal_dir,
+		 req->channel);
+	if (req->what == SHMBUS_CTL_JNL_LIST) {
+		rc = sb_jlist(dir, &b, &k);
+		if (rc)
+			return deny(rc, "the journal of '%s': %s", req->channel,
+				      strerror(-rc));
+		if (k > SHMBUS_CTL_JNL_MAX)
+			k = SHMBUS_CTL_JNL_MAX;
+		memcpy(out, b, k * sizeof(*b));
+		free(b);
+		rc = reply(cl, h, 0, out, (uint32_t)(k * sizeof(*out)), NULL);
+		return replied(cl, rc);
+	}
+	if ((req->what == SHMBUS_CTL_JNL_SEG ? sb_jseg_path : sb_jtix_path)(
+		    path, sizeof(path), dir, req->base))
+		return deny(-ENAMETOOLONG, "journal path too long%s", "");
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return deny(-errno, "the journal of '%s': %s", req->channel,
+			      strerror(errno));
+	fds[0] = fds[1] = fd;
+	rc = reply(cl, h, 0, NULL, 0, fds);
+	close(fd);
+	return replied(cl, rc);
+}
+
 #define NAME_RULE "a channel name is 1 to 200 letters, digits, '.', '_' " \
 		  "or '-', not starting with '.'"
 
@@ -749,6 +814,7 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		[SHMBUS_CTL_DESCRIBE] = sizeof(struct shmbus_ctl_name),
 		[SHMBUS_CTL_REPL] = sizeof(struct shmbus_ctl_repl),
 		[SHMBUS_CTL_GROUP] = sizeof(struct shmbus_ctl_group),
+		[SHMBUS_CTL_JOURNAL] = sizeof(struct shmbus_ctl_journal),
 	};
 	union {
 		struct shmbus_ctl_open open;
@@ -757,9 +823,10 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		struct shmbus_ctl_list list;
 		struct shmbus_ctl_repl repl;
 		struct shmbus_ctl_group group;
+		struct shmbus_ctl_journal journal;
 	} q;
 
-	if (h->type == 0 || h->type > SHMBUS_CTL_GROUP)
+	if (h->type == 0 || h->type > SHMBUS_CTL_JOURNAL)
 		return deny(-EOPNOTSUPP, "unknown request type %u",
 			      h->type);
 	if (h->len != size[h->type])
@@ -803,6 +870,8 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		    !name_ok(q.group.channel))
 			return deny(-EINVAL, NAME_RULE);
 		return do_group(cl, h, &q.group);
+	case SHMBUS_CTL_JOURNAL:
+		return do_journal(cl, h, &q.journal);
 	}
 	return -EOPNOTSUPP;
 }

@@ -238,6 +238,10 @@ void sb_slot_group_made(struct shmbus_channel *ch, uint32_t index);
 bool sb_group_claims_slot(struct shmbus_channel *ch, uint32_t index);
 int sb_bus_group(struct shmbus_bus *bus, const char *chan, const char *group,
 		 const struct shmbus_group_attr *a);
+/* A channel's journal through shmbusd (SHMBUS_CTL_JOURNAL): LIST fills
+ * bases[cap] (*count); SEG and TIX return a read-only fd.  -errno. */
+int sb_bus_journal(struct shmbus_bus *bus, const char *chan, uint32_t what,
+		   uint64_t base, uint64_t *bases, size_t cap, size_t *count);
 /* The position acknowledged at `level` (SHMBUS_ACK_*) as the header's
  * positions say; `committed` for the local level. */
 uint64_t sb_level_pos(const struct shmbus_hdr *h, uint32_t level,

@@ -885,6 +885,45 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
 
 /* Joining a group of a channel opened through the bus: the daemon
  * creates it if need be and hands out its file.  A descriptor or -errno. */
+int sb_bus_journal(shmbus_bus *b, const char *chan, uint32_t what,
+		   uint64_t base, uint64_t *bases, size_t cap, size_t *count)
+{
+	struct shmbus_ctl_journal req;
+	int fd[2] = { -1, -1 }, rc;
+	uint32_t len = 0;
+
+	memset(&req, 0, sizeof(req));
+	if (copy_name(req.channel, chan))
+		return -EINVAL;
+	req.what = what;
+	req.base = base;
+	if (what == SHMBUS_CTL_JNL_LIST) {
+		rc = call(b, SHMBUS_CTL_JOURNAL, &req, sizeof(req), bases,
+			  (uint32_t)(cap * sizeof(*bases)), &len, NULL);
+		if (rc)
+			return rc;
+		/* The daemon's answer, checked: whole entries, ascending. */
+		if (len % sizeof(*bases))
+			return -EPROTO;
+		*count = len / sizeof(*bases);
+		for (size_t i = 1; i < *count; i++)
+			if (bases[i] <= bases[i - 1])
+				return -EPROTO;
+		return 0;
+	}
+	rc = call(b, SHMBUS_CTL_JOURNAL, &req, sizeof(req), NULL, 0, NULL, fd);
+	if (fd[1] >= 0)
+		close(fd[1]);
+	if (rc == 0 && fd[0] < 0)
+		rc = -EPROTO;
+	if (rc) {
+		if (fd[0] >= 0)
+			close(fd[0]);
+		return rc;
+	}
+	return fd[0];
+}
+
 int sb_bus_group(shmbus_bus *b, const char *chan, const char *group,
 		 const struct shmbus_group_attr *a)
 {

@@ -313,6 +313,54 @@ int sb_jreader_init(struct sb_jreader *r, const char *dir,
 	return 0;
 }
 
+int sb_jreader_init_bus(struct sb_jreader *r, struct shmbus_bus *bus,
+			const char *chan, const struct sb_jgeom *g)
+{
+	int rc = sb_jreader_init(r, "", g);
+
+	if (rc)
+		return rc;
+	if (strlen(chan) >= sizeof(r->chan))
+		return -ENAMETOOLONG;
+	strcpy(r->chan, chan);
+	r->bus = bus;
+	return 0;
+}
+
+int sb_jreader_list(struct sb_jreader *r, uint64_t **bases, size_t *count)
+{
+	int rc;
+
+	if (!r->bus)
+		return sb_jlist(r->dir, bases, count);
+	*bases = malloc(SHMBUS_CTL_JNL_MAX * sizeof(**bases));
+	*count = 0;
+	if (!*bases)
+		return -ENOMEM;
+	rc = sb_bus_journal(r->bus, r->chan, SHMBUS_CTL_JNL_LIST, 0, *bases,
+			    SHMBUS_CTL_JNL_MAX, count);
+	if (rc) {
+		free(*bases);
+		*bases = NULL;
+	}
+	return rc;
+}
+
+int sb_jreader_file(struct sb_jreader *r, uint64_t base, bool tix)
+{
+	char path[PATH_MAX + 32];
+	int fd;
+
+	if (r->bus)
+		return sb_bus_journal(r->bus, r->chan, tix ? SHMBUS_CTL_JNL_TIX :
+				      SHMBUS_CTL_JNL_SEG, base, NULL, 0, NULL);
+	if ((tix ? sb_jtix_path : sb_jseg_path)(path, sizeof(path), r->dir,
+						 base))
+		return -ENAMETOOLONG;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	return fd < 0 ? -errno : fd;
+}
+
 void sb_jreader_close(struct sb_jreader *r)
 {
 	if (r->fd >= 0)
@@ -327,16 +375,13 @@ void sb_jreader_close(struct sb_jreader *r)
 static int open_seg(struct sb_jreader *r, uint64_t base)
 {
 	struct shmbus_jseg_hdr h;
-	char path[PATH_MAX + 32];
 	struct stat st;
 	int fd, rc;
 
 	r->blen = 0;
-	if (sb_jseg_path(path, sizeof(path), r->dir, base))
-		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = sb_jreader_file(r, base, false);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	/* Retention deletes a segment only after taking it exclusively, and
 	 * oldest first: the lock on the segment we leave is dropped only
 	 * once the next one is ours. */
@@ -411,7 +456,7 @@ int sb_jreader_seek(struct sb_jreader *r, uint64_t pos)
 		uint64_t *b;
 		size_t k;
 
-		rc = sb_jlist(r->dir, &b, &k);
+		rc = sb_jreader_list(r, &b, &k);
 		if (rc)
 			return rc;
 		rc = k ? open_seg(r, b[0]) : -ENOENT;
@@ -469,7 +514,7 @@ static int skip_missing(struct sb_jreader *r, uint64_t at, uint64_t limit)
 {
 	uint64_t *b, next = UINT64_MAX;
 	size_t k;
-	int rc = sb_jlist(r->dir, &b, &k);
+	int rc = sb_jreader_list(r, &b, &k);
 
 	if (rc)
 		return rc;
@@ -556,9 +601,20 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 
 int sb_jtime_find(const char *dir, int64_t ns, uint64_t *pos)
 {
+	struct sb_jreader r;
+	int rc = sb_jreader_init(&r, dir, NULL);
+
+	if (!rc)
+		rc = sb_jtime_find_r(&r, ns, pos);
+	sb_jreader_close(&r);
+	return rc;
+}
+
+int sb_jtime_find_r(struct sb_jreader *r, int64_t ns, uint64_t *pos)
+{
 	uint64_t *b, best = UINT64_MAX, b0 = 0;
 	size_t k;
-	int rc = sb_jlist(dir, &b, &k);
+	int rc = sb_jreader_list(r, &b, &k);
 	bool later = false;
 
 	if (rc)
@@ -566,13 +622,9 @@ int sb_jtime_find(const char *dir, int64_t ns, uint64_t *pos)
 	if (k)
 		b0 = b[0];
 	for (size_t i = 0; i < k && !later; i++) {
-		char path[PATH_MAX + 32];
 		struct shmbus_jtix e;
-		int fd;
+		int fd = sb_jreader_file(r, b[i], true);
 
-		if (sb_jtix_path(path, sizeof(path), dir, b[i]))
-			continue;
-		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			continue;
 		for (off_t o = 0;

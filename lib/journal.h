@@ -77,8 +77,12 @@ int sb_jlist(const char *dir, uint64_t **bases, size_t *count);
  * every record.  Readers hold a shared flock(2) on the segment they read,
  * which retention respects.
  */
+struct shmbus_bus;
+
 struct sb_jreader {
-	char dir[PATH_MAX];
+	char dir[PATH_MAX];		/* the files by path, or */
+	struct shmbus_bus *bus;		/* through shmbusd (SHMBUS_CTL_JOURNAL) */
+	char chan[256];			/* ... for this channel */
 	struct sb_jgeom g;
 	bool have_g;		/* g known (given, or from the first header) */
 	int fd;			/* the current segment, or -1 */
@@ -100,6 +104,13 @@ struct sb_jreader {
 /* g may be NULL (learnt from the first segment read). */
 int sb_jreader_init(struct sb_jreader *r, const char *dir,
 		    const struct sb_jgeom *g);
+/* The same, the files handed out by shmbusd under the channel's
+ * subscribe rule (a subscriber need not be able to open them). */
+int sb_jreader_init_bus(struct sb_jreader *r, struct shmbus_bus *bus,
+			const char *chan, const struct sb_jgeom *g);
+/* The journal's segments, and one of its files, from wherever r reads. */
+int sb_jreader_list(struct sb_jreader *r, uint64_t **bases, size_t *count);
+int sb_jreader_file(struct sb_jreader *r, uint64_t base, bool tix);
 void sb_jreader_close(struct sb_jreader *r);
 /* Positions the reader at pos (a record boundary the journal holds, or
  * the start of a gap: reading goes on after the gap). */
@@ -120,5 +131,7 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
  * entry written before ns (all of the journal if none is); -ENOENT if
  * the journal holds nothing at or after ns. */
 int sb_jtime_find(const char *dir, int64_t ns, uint64_t *pos);
+/* The same, from wherever r reads. */
+int sb_jtime_find_r(struct sb_jreader *r, int64_t ns, uint64_t *pos);
 
 #endif

@@ -42,31 +42,49 @@ static bool try_ring(struct shmbus_replay *rp, uint64_t pos)
 	return true;
 }
 
+/* Where the journal's files come from: through shmbusd when the channel
+ * was opened through it (the files are handed out under the channel's
+ * subscribe rule, whatever their modes), else the directory the header
+ * names.  -ERANGE if the channel has no journal. */
+static int reader_init(struct shmbus_replay *rp, const struct sb_jnl_view *v)
+{
+	if (!(v->state & SHMBUS_JNL_ON) || v->seg_log2 < 16 ||
+	    v->seg_log2 > 30)
+		return -ERANGE;		/* no journal to read it from */
+	if (rp->ch->bus)
+		return sb_jreader_init_bus(&rp->r, rp->ch->bus, rp->ch->name,
+					   NULL);
+	if (v->dir[0] != '/' || strstr(v->dir, "/../"))
+		return -ERANGE;
+	return sb_jreader_init(&rp->r, v->dir, NULL);
+}
+
 static int journal_open(struct shmbus_replay *rp, const struct sb_jnl_view *v,
 			uint64_t pos)
 {
 	struct shmbus_channel_info in;
 	struct sb_jgeom g;
 	char why[256];
-	uint64_t *b;
-	size_t k;
+	uint64_t *b = NULL;
+	size_t k = 0;
 	int rc;
 
-	if (!(v->state & SHMBUS_JNL_ON) || v->dir[0] != '/' ||
-	    strstr(v->dir, "/../") || v->seg_log2 < 16 || v->seg_log2 > 30)
-		return -ERANGE;		/* no journal to read it from */
+	rc = reader_init(rp, v);
+	if (rc)
+		return rc;
 	shmbus_channel_info(rp->ch, &in);
 	rc = sb_jgeom_make(&g, "", UINT64_C(1) << v->seg_log2, in.capacity,
 			   in.max_msg, sb_channel_flags(in.policy, in.producers),
 			   why, sizeof(why));
-	if (rc)
+	if (rc) {
+		sb_jreader_close(&rp->r);
 		return -EXDEV;
+	}
 	/* The journal's first segment says which channel it belongs to; all
 	 * the others must say the same (sb_jreader's check). */
-	rc = sb_jlist(v->dir, &b, &k);
-	if (rc)
-		return rc == -ENOENT ? -ERANGE : rc;
-	rc = sb_jreader_init(&rp->r, v->dir, NULL);
+	rc = sb_jreader_list(&rp->r, &b, &k);
+	if (rc == -ENOENT)
+		rc = -ERANGE;
 	if (!rc)
 		rc = k ? sb_jreader_seek(&rp->r, b[0]) : -ERANGE;
 	/* The directory is named by the header, which every process that
@@ -121,11 +139,11 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 		shmbus_sub_attr_init(&rp->attr);
 	sb_jnl_read(ch, &v);
 	if (from == SHMBUS_REPLAY_TIME) {
-		if (!(v.state & SHMBUS_JNL_ON) || v.dir[0] != '/') {
-			rc = -ERANGE;
+		rc = reader_init(rp, &v);
+		if (rc)
 			goto fail;
-		}
-		rc = sb_jtime_find(v.dir, (int64_t)at, &pos);
+		rc = sb_jtime_find_r(&rp->r, (int64_t)at, &pos);
+		sb_jreader_close(&rp->r);
 		if (rc == -ENOENT) {
 			/* No index to go by: all the journal holds. */
 			pos = v.oldest;

@@ -1108,3 +1108,60 @@ Test(journal, an_index_past_the_recovered_end_is_cut)
 	shmbus_replay_close(r);
 	close_pub(bus, ch, p);
 }
+
+/* As uid 65534 (nobody): replays the whole journal through shmbusd. */
+static int nobody_replays(void *arg)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_replay *r;
+	uint8_t buf[4096];
+	uint64_t n = *(uint64_t *)arg, next = 0;
+	char seg[600];
+
+	if (setgid(65534) || setuid(65534))
+		return 10;
+	cr_assert_eq(sb_jseg_path(seg, sizeof(seg), cdir, 0), 0);
+	if (open(seg, O_RDONLY) >= 0 || errno != EACCES)
+		return 11;	/* the files are not ours to open */
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	if (!ch)
+		return 12;
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0, NULL);
+	if (!r)
+		return 13;
+	while (next < n) {
+		ssize_t len = shmbus_replay_read(r, buf, sizeof(buf), NULL);
+		uint64_t seq;
+		uint32_t id;
+
+		if (len < 0 || th_msg_check(buf, (size_t)len, &id, &seq) ||
+		    seq != next)
+			return 14;
+		next++;
+	}
+	shmbus_replay_close(r);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+/* The journal's files are the daemon's, mode 0600: a subscriber that the
+ * channel's subscribe rule admits replays them through shmbusd, which
+ * hands it each file read-only. */
+Test(journal, a_subscriber_replays_files_it_cannot_open_itself)
+{
+	uint64_t n = 5000;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	conf_with("journal_segment = 64K\n", NULL);
+	chmod(d.dir, 0755);	/* nobody reaches the socket */
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, n);
+	wait_written(ch, 10);
+	cr_assert_eq(th_wait(th_spawn(nobody_replays, &n)), 0);
+	close_pub(bus, ch, p);
+}

@@ -47,6 +47,9 @@ enum shmbus_ctl_type {
 				  * struct shmbus_ctl_repl_reply (admins) */
 	SHMBUS_CTL_GROUP = 9,	 /* body: struct shmbus_ctl_group; reply: the
 				  * group file's fd (subscribe rule) */
+	SHMBUS_CTL_JOURNAL = 10, /* body: struct shmbus_ctl_journal; reply:
+				  * a journal file's fd, read-only, or the
+				  * list of its segments (subscribe rule) */
 };
 
 /* Roles, in OPEN and ATTACH. */
@@ -92,6 +95,22 @@ struct shmbus_ctl_group {
 	int64_t lease_ns;
 	uint32_t start;		/* enum shmbus_start */
 	uint32_t flags;		/* 0 */
+};
+
+/* A channel's journal (docs/journal.md), for a replaying subscriber:
+ * LIST answers with the segments' bases (uint64_t each, ascending, at
+ * most SHMBUS_CTL_JNL_MAX: the oldest); SEG and TIX with the read-only
+ * fd of segment `base` or of its time index. */
+#define SHMBUS_CTL_JNL_LIST	0u
+#define SHMBUS_CTL_JNL_SEG	1u
+#define SHMBUS_CTL_JNL_TIX	2u
+#define SHMBUS_CTL_JNL_MAX	8000u
+
+struct shmbus_ctl_journal {
+	char channel[SHMBUS_CTL_NAME];
+	uint32_t what;		/* SHMBUS_CTL_JNL_* */
+	uint32_t flags;		/* 0 */
+	uint64_t base;		/* SEG, TIX */
 };
 
 struct shmbus_ctl_create {
