@@ -335,6 +335,29 @@ Test(journal, kill_9_of_the_daemon_mid_append_loses_and_repeats_nothing)
 	shmbus_disconnect(bus);
 }
 
+/* SIGSTOP of the daemon, and waits until the kernel says it is stopped
+ * (the signal is delivered asynchronously: until then it still runs). */
+static void pause_daemon(void)
+{
+	char path[64], st[512], *p;
+
+	kill(d.pid, SIGSTOP);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)d.pid);
+	for (int i = 0; i < 2000; i++) {
+		FILE *f = fopen(path, "r");
+		size_t n = f ? fread(st, 1, sizeof(st) - 1, f) : 0;
+
+		if (f)
+			fclose(f);
+		st[n] = 0;
+		p = strrchr(st, ')');
+		if (p && p[1] == ' ' && p[2] == 'T')
+			return;
+		usleep(1000);
+	}
+	cr_assert_fail("shmbusd did not stop");
+}
+
 /* Removes the channel's files from the shm dir, as a reboot would. */
 static void remove_ring(void)
 {
@@ -866,7 +889,7 @@ Test(journal, a_lapped_journal_records_its_gap)
 	 * than a lap again, each waited for. */
 	publish_range(p, 0, 30);
 	wait_written(ch, 10);
-	kill(d.pid, SIGSTOP);
+	pause_daemon();
 	publish_range(p, 30, 2000);	/* several laps of 16 KiB */
 	kill(d.pid, SIGCONT);
 	wait_written(ch, 10);
@@ -1024,12 +1047,12 @@ Test(journal, a_message_in_an_earlier_gap_is_never_acknowledged)
 	ch2 = open_pub(&bus2, &b);
 	publish_range(a, 0, 1);
 	cr_assert_eq(shmbus_pub_sync(a, 2000000000), 0);
-	kill(d.pid, SIGSTOP);
+	pause_daemon();
 	publish_range(a, 1, 1);			/* lost in the first gap */
 	publish_range(b, 100000, 2000);
 	kill(d.pid, SIGCONT);
 	cr_assert_eq(shmbus_pub_sync(b, 2000000000), SHMBUS_SYNC_DEGRADED);
-	kill(d.pid, SIGSTOP);
+	pause_daemon();
 	publish_range(b, 102000, 2000);		/* the second */
 	kill(d.pid, SIGCONT);
 	cr_assert_eq(shmbus_pub_sync(b, 2000000000), SHMBUS_SYNC_DEGRADED);
