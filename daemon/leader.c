@@ -50,6 +50,10 @@ static struct {
 	int64_t renewed_ns;		/* last renewal sent (primary) */
 	int sync_state;			/* -1 unknown, 0 out, 1 in: recorded */
 	bool said_out;			/* standby: logged "not in sync" */
+	bool said_lost;			/* logged "rings vanished" */
+	int64_t sync_rev0;		/* the sync record's revision when a
+					 * standby with lost rings first looked
+					 * (-1: not yet) */
 	bool etcd_down;
 	pthread_t th;
 	bool on, stop;			/* atomic */
@@ -118,6 +122,11 @@ static void primary_step(void)
 	struct etcd_kv kv;
 	int rc;
 
+	if (!LOAD(&L.held) && LOAD(&repl.rings_lost)) {
+		rp_lease_lost("its rings were made again since its last run: "
+			      "it does not take the leader key");
+		return;
+	}
 	if (!LOAD(&L.held)) {
 		rc = campaign(&kv);
 		if (rc < 0) {
@@ -205,6 +214,31 @@ static void standby_step(void)
 
 	if (LOAD(&L.held))
 		return;	/* a promotion under way (sbd_leader_claim()) */
+	if (LOAD(&repl.rings_lost)) {
+		/* Its rings were made again (a reboot): only a primary that
+		 * records it in sync afresh, after it caught up, makes it a
+		 * standby that may take over. */
+		if (etcd_get(L.e, L.sync_key, &sync))
+			return;
+		if (L.sync_rev0 < 0) {
+			L.sync_rev0 = sync.found ? sync.mod_rev : 0;
+		} else if (sync.found && sync.mod_rev > L.sync_rev0 &&
+			   !strncmp(sync.value, "in ", 3)) {
+			rp_rings_record();
+			STORE(&repl.rings_lost, false);
+			sbd_log(SBD_NOTICE, 0, "arbiter: caught up and recorded "
+				"in sync again: automatic promotion allowed");
+		}
+		if (LOAD(&repl.rings_lost)) {
+			if (!L.said_lost)
+				sbd_log(SBD_WARN, 0, "arbiter: its rings were made "
+					"again since its last run: no automatic "
+					"promotion until a primary records it in "
+					"sync (shmbusctl promote --force)");
+			L.said_lost = true;
+			return;
+		}
+	}
 	if (etcd_get(L.e, L.leader_key, &kv))
 		return;
 	pthread_mutex_lock(&L.mu);
@@ -293,6 +327,7 @@ int sbd_leader_start(void)
 	L.ttl_ns = (int64_t)(c->lease_ttl_ms / 1000 ? c->lease_ttl_ms / 1000
 						    : 1) * 1000000000;
 	L.sync_state = -1;
+	L.sync_rev0 = -1;
 	STORE(&L.stop, false);
 	if (pthread_create(&L.th, NULL, leader_main, NULL)) {
 		etcd_close(L.e);
@@ -348,6 +383,13 @@ int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n)
 
 	if (!e)
 		return -EINVAL;
+	if (LOAD(&repl.rings_lost) && !force) {
+		snprintf(why, n, "this host's rings were made again since its "
+			 "last run and it has not been caught up: promote "
+			 "--force takes the risk");
+		etcd_close(e);
+		return -EAGAIN;
+	}
 	rc = etcd_get(e, L.sync_key, &sync);
 	if (!rc && !force && (!sync.found ||
 			      sscanf(sync.value, "in %" SCNu64, &se) != 1 ||
@@ -378,8 +420,14 @@ int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n)
 				 (uint64_t)kv.create_rev - 1 : ep;
 		if (force)
 			sbd_log(SBD_WARN, 0, "arbiter: promoted with --force; "
-				"the standby was recorded '%s'",
-				sync.found ? sync.value : "nothing");
+				"the standby was recorded '%s'%s",
+				sync.found ? sync.value : "nothing",
+				LOAD(&repl.rings_lost) ? ", and its rings were "
+				"made again since its last run" : "");
+		if (LOAD(&repl.rings_lost)) {
+			rp_rings_record();	/* they are the pair's now */
+			STORE(&repl.rings_lost, false);
+		}
 	}
 	etcd_close(e);
 	return rc;

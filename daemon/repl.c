@@ -181,6 +181,67 @@ static void become_standby(void)
 		LOAD(&repl.epoch));
 }
 
+/* state_dir/rings: "NAME ID" per replicated channel, the identity of its
+ * ring when it last held everything; state_dir/rings-lost while a ring
+ * made again has not been caught up. */
+static void rings_paths(char *ids, char *lost, size_t n)
+{
+	snprintf(ids, n, "%s/rings", sbd.conf.repl.state_dir);
+	snprintf(lost, n, "%s/rings-lost", sbd.conf.repl.state_dir);
+}
+
+bool rp_rings_check(void)
+{
+	char ids[PATH_MAX + 16], lost[PATH_MAX + 16], line[512], name[300];
+	bool gone = false, seen = false;
+	unsigned long long id;
+	FILE *f;
+
+	rings_paths(ids, lost, sizeof(ids));
+	if (access(lost, F_OK) == 0)
+		return true;
+	f = fopen(ids, "r");
+	if (!f)
+		return false;	/* never recorded: a new pair */
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%299s %llx", name, &id) == 2)
+			for (size_t i = 0; i < repl.n; i++)
+				if (!strcmp(repl.ch[i].name, name)) {
+					seen = true;
+					gone |= sb_ring_id(repl.ch[i].ch) != id;
+				}
+	fclose(f);
+	if (gone) {
+		int fd = open(lost, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+
+		if (fd >= 0) {
+			fsync(fd);
+			close(fd);
+		}
+	}
+	return gone && seen;
+}
+
+void rp_rings_record(void)
+{
+	char ids[PATH_MAX + 16], lost[PATH_MAX + 16], tmp[PATH_MAX + 32];
+	FILE *f;
+
+	rings_paths(ids, lost, sizeof(ids));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", ids);
+	f = fopen(tmp, "w");
+	if (!f)
+		return;
+	for (size_t i = 0; i < repl.n; i++)
+		fprintf(f, "%s %llx\n", repl.ch[i].name,
+			(unsigned long long)sb_ring_id(repl.ch[i].ch));
+	if (fflush(f) == 0 && fsync(fileno(f)) == 0 && fclose(f) == 0 &&
+	    rename(tmp, ids) == 0)
+		unlink(lost);
+	else
+		unlink(tmp);
+}
+
 int rp_auto_promote(uint64_t floor, char *out, size_t n)
 {
 	int rc2;
@@ -563,6 +624,17 @@ int sbd_repl_start(void)
 	repl.listener_on = true;
 	repl.on = true;
 	repl.arbiter = c->arbiter[0] != 0;
+	if (repl.arbiter) {
+		STORE(&repl.rings_lost, rp_rings_check());
+		if (LOAD(&repl.rings_lost))
+			sbd_log(SBD_WARN, 0, "arbiter: a replicated ring was made "
+				"again since the last run (a reboot?): this host "
+				"neither takes the leader key nor promotes itself "
+				"until a primary records it in sync again "
+				"(shmbusctl promote --force takes the risk)");
+		else
+			rp_rings_record();
+	}
 	/* Until the leader thread holds the lease: a primary acknowledges
 	 * nothing, and degrades only once the arbiter records it. */
 	STORE(&repl.lease_until, 0);

@@ -129,6 +129,10 @@ struct repl_state {
 					 * from a primary */
 	int64_t acked_ns;		/* atomic: primary: the last
 					 * acknowledgement from the standby */
+	bool rings_lost;		/* atomic: a replicated ring was made
+					 * again since the last run (a reboot):
+					 * no automatic promotion until a
+					 * primary records it in sync again */
 };
 
 /* The agent's state (repl.c). */
@@ -185,6 +189,11 @@ static inline bool rp_may_ack(void)
  * and stands by. */
 int rp_auto_promote(uint64_t floor, char *out, size_t n);
 void rp_lease_lost(const char *why);
+/* The rings' identities in state_dir (repl.c): whether a ring was made
+ * again since they were recorded (or a loss is still recorded); and the
+ * record made anew once it was caught up. */
+bool rp_rings_check(void);
+void rp_rings_record(void);
 /* leader.c */
 int sbd_leader_start(void);
 void sbd_leader_stop(void);

@@ -266,6 +266,10 @@ void sb_sub_abandon(shmbus_sub *sub);
 shmbus_sub *sb_sub_journal(shmbus_channel *ch, uint64_t pos, int *err);
 void sb_sub_journal_release(shmbus_channel *ch);
 
+/* The ring's identity (the random id naming its data file): a ring made
+ * again has another. */
+uint64_t sb_ring_id(shmbus_channel *ch);
+
 /* A ring just made (head and seq 0) continues at pos with sequence
  * number seq, as after a reboot that left the journal: positions never
  * go back.  -EEXIST if the ring was used. */

@@ -125,6 +125,11 @@ void sb_jnl_read(shmbus_channel *ch, struct sb_jnl_view *v)
 	v->dir[sizeof(v->dir) - 1] = 0;
 }
 
+uint64_t sb_ring_id(shmbus_channel *ch)
+{
+	return ch->data_id;	/* validated when the channel was mapped */
+}
+
 int sb_ring_continue(shmbus_channel *ch, uint64_t pos, uint64_t seq)
 {
 	struct shmbus_hdr *h = ch->hdr;

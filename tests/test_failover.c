@@ -588,3 +588,45 @@ Test(failover, a_primary_paused_past_its_lease_fences_itself_on_resume)
 	cr_assert_leq(atomic_load(&lg->acked), acked + 1);
 	assert_b_has_acked(atomic_load(&lg->acked));
 }
+
+/* Removes h's channel files (its rings), as a reboot would. */
+static void rings_vanish(const struct host *h)
+{
+	char cmd[300];
+
+	snprintf(cmd, sizeof(cmd), "rm -f %s/fo %s/.fo.*", h->dir, h->dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+/* Both hosts go down; the standby's rings vanish (a reboot) and it comes
+ * back alone: recorded in sync before, it must still not take over with
+ * empty rings.  An operator can (promote --force). */
+Test(failover, a_host_whose_rings_vanished_does_not_take_over)
+{
+	struct shmbus_ctl_repl_reply r;
+	pid_t pub;
+
+	log_open();
+	pair_setup(FO_CHANS, extra);
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 300)
+		usleep(1000);
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	host_kill(&B, SIGKILL);
+	host_kill(&A, SIGKILL);
+	kill(pub, SIGKILL);
+	waitpid(pub, NULL, 0);
+	rings_vanish(&B);
+	host_start(&B);
+	cr_assert(host_log_wait(&B, "was made again since the last run",
+				2000));
+	cr_assert_eq(wait_for(is_primary, &B, TTL_MS * 2 + 500), -1,
+		     "took over with empty rings");
+	cr_assert(host_log_wait(&B, "no automatic promotion", 100));
+	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, 0, &r), -EAGAIN,
+		     "%s", r.text);
+	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, SHMBUS_REPL_FORCE,
+			      &r), 0, "%s", r.text);
+	cr_assert(is_primary(&B));
+}
