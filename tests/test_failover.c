@@ -630,3 +630,53 @@ Test(failover, a_host_whose_rings_vanished_does_not_take_over)
 			      &r), 0, "%s", r.text);
 	cr_assert(is_primary(&B));
 }
+
+static bool is_standby_linked(const struct host *h)
+{
+	struct sb_repl_view v;
+
+	host_view(h, "fo", &v);
+	return (v.flags & SHMBUS_REPL_STANDBY) && (v.flags & SHMBUS_REPL_LINK);
+}
+
+/* A fails, B takes over; A comes back (its config still says primary),
+ * stands by behind B and catches up; then B fails and A, recorded in sync
+ * again, takes over at a newer epoch. */
+Test(failover, two_failovers_in_quick_succession)
+{
+	struct sb_repl_view v;
+	uint64_t e1, e2;
+	pid_t pub;
+	int ms;
+
+	log_open();
+	pair_setup(FO_CHANS, extra);
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 500)
+		usleep(1000);
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	/* A stops publishing cleanly (nothing unacknowledged), then dies. */
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	host_kill(&A, SIGKILL);
+	ms = wait_for(is_primary, &B, TTL_MS + 3000);
+	cr_assert_geq(ms, 0, "B did not take over");
+	host_view(&B, "fo", &v);
+	e1 = v.epoch;
+	/* A comes back: B holds the key, so A stands by and catches up. */
+	host_start(&A);
+	cr_assert_geq(wait_for(is_standby_linked, &A, 5000), 0,
+		      "A did not stand by behind B");
+	cr_assert(!is_primary(&A));
+	cr_assert(host_log_wait(&B, "standby recorded in sync", 5000));
+	/* B dies: A, recorded in sync, takes over. */
+	host_kill(&B, SIGKILL);
+	ms = wait_for(is_primary, &A, TTL_MS + 3000);
+	cr_assert_geq(ms, 0, "A did not take over again");
+	printf("the second failover: %d ms\n", ms);
+	host_view(&A, "fo", &v);
+	e2 = v.epoch;
+	cr_assert_gt(e2, e1, "epochs only grow: %lu then %lu",
+		     (unsigned long)e1, (unsigned long)e2);
+}
