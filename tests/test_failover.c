@@ -680,3 +680,46 @@ Test(failover, two_failovers_in_quick_succession)
 	cr_assert_gt(e2, e1, "epochs only grow: %lu then %lu",
 		     (unsigned long)e1, (unsigned long)e2);
 }
+
+/* Both daemons stopped and started again at once: the primary takes its
+ * key back before the standby could, nothing changes hands, and
+ * acknowledged traffic goes on. */
+Test(failover, both_daemons_restarted_at_once)
+{
+	struct sb_repl_view v;
+	uint64_t e0, before;
+	pid_t pub;
+
+	log_open();
+	pair_setup(FO_CHANS, extra);
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 300)
+		usleep(1000);
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	host_view(&A, "fo", &v);
+	e0 = v.epoch;
+	kill(A.pid, SIGTERM);
+	kill(B.pid, SIGTERM);
+	host_kill(&A, 0);
+	host_kill(&B, 0);
+	host_start(&A);
+	host_start(&B);
+	cr_assert_geq(wait_for(is_standby_linked, &B, 5000), 0);
+	cr_assert(is_primary(&A), "A is primary again");
+	host_view(&A, "fo", &v);
+	cr_assert_eq(v.epoch, e0, "no promotion: the same epoch");
+	/* Synchronous traffic again. */
+	atomic_store(&lg->stop, 0);
+	before = atomic_load(&lg->acked);
+	pub = th_spawn(sync_publisher, NULL);
+	for (int i = 0; i < 3000 && atomic_load(&lg->acked) < 200; i++)
+		usleep(1000);
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	cr_assert_gt(atomic_load(&lg->acked), 100, "acknowledged again "
+		     "(%lu before)", (unsigned long)before);
+	cr_assert(!is_primary(&B));
+}
