@@ -246,7 +246,7 @@ static void standby_step(void)
 	pthread_mutex_unlock(&L.mu);
 	if (kv.found)
 		return;
-	if (seen && now - seen < L.ttl_ns)
+	if (now - seen < L.ttl_ns)
 		return;		/* a primary is heard: the failsafe */
 	if (etcd_get(L.e, L.sync_key, &sync))
 		return;
@@ -328,6 +328,10 @@ int sbd_leader_start(void)
 						    : 1) * 1000000000;
 	L.sync_state = -1;
 	L.sync_rev0 = -1;
+	/* A standby that just started has heard nobody yet: it waits a
+	 * whole term as if it had just heard a primary, so that a primary
+	 * restarting beside it takes its key back first. */
+	STORE(&repl.peer_seen_ns, now_ns());
 	STORE(&L.stop, false);
 	if (pthread_create(&L.th, NULL, leader_main, NULL)) {
 		etcd_close(L.e);
