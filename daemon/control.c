@@ -672,12 +672,33 @@ static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 
 /* Joining a consumer group: the channel's subscribe rule decides; the
  * group is created from the config, else from the member's settings. */
+/* Whether cl may subscribe to channel `name` (what: for the refusal's
+ * words): 0 with *c (inside rcu_read_lock()), or a deny() status. */
+static int subscriber_of(struct sbd_client *cl, const char *name,
+			 const char *what, struct sbd_chan **c)
+{
+	struct sbd_rules *r;
+
+	*c = sbd_chan_find(name);
+	if (!*c)
+		return deny(-ENOENT, "no channel '%s' on bus '%s'", name,
+			      sbd.conf.bus);
+	r = rcu_dereference((*c)->rules);
+	if (!privileged(cl) &&
+	    !sbd_rule_allows(&r->sub, cl->uid, cl->gids, cl->ngids)) {
+		denied++;
+		return deny(-EACCES, "uid %u may not %s '%s': its subscribe "
+			      "rule names neither the uid nor its groups",
+			      (unsigned)cl->uid, what, name);
+	}
+	return 0;
+}
+
 static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		    struct shmbus_ctl_group *req)
 {
 	struct shmbus_group_attr a, s;
 	struct sbd_chan *c;
-	struct sbd_rules *r;
 	int fd, rc, fds[2];
 
 	if (!memchr(req->group, 0, sizeof(req->group)) ||
@@ -702,20 +723,10 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 			      "of two up to 65536, lanes up to 64, start 0-1, "
 			      "lease_ns >= 0%s", "");
 	rcu_read_lock();
-	c = sbd_chan_find(req->channel);
-	if (!c) {
+	rc = subscriber_of(cl, req->channel, "join a group of", &c);
+	if (rc) {
 		rcu_read_unlock();
-		return deny(-ENOENT, "no channel '%s' on bus '%s'",
-			      req->channel, sbd.conf.bus);
-	}
-	r = rcu_dereference(c->rules);
-	if (!privileged(cl) &&
-	    !sbd_rule_allows(&r->sub, cl->uid, cl->gids, cl->ngids)) {
-		rcu_read_unlock();
-		denied++;
-		return deny(-EACCES, "uid %u may not join a group of '%s': "
-			      "its subscribe rule names neither the uid nor "
-			      "its groups", (unsigned)cl->uid, req->channel);
+		return rc;
 	}
 	fd = sb_group_open_file(c->ch, sbd.conf.shm_dir, c->name, req->group,
 				&s);
@@ -741,7 +752,6 @@ static int do_journal(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	static uint64_t out[SHMBUS_CTL_JNL_MAX];
 	char dir[PATH_MAX + 300], path[PATH_MAX + 340];
 	struct sbd_chan *c;
-	struct sbd_rules *r;
 	uint64_t *b;
 	size_t k;
 	int fd, rc, fds[2];
@@ -753,22 +763,10 @@ static int do_journal(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 			      "LIST, SEG or TIX, flags 0, a segment's base%s",
 			      "");
 	rcu_read_lock();
-	c = sbd_chan_find(req->channel);
-	if (!c) {
-		rcu_read_unlock();
-		return deny(-ENOENT, "no channel '%s' on bus '%s'",
-			      req->channel, sbd.conf.bus);
-	}
-	r = rcu_dereference(c->rules);
-	if (!privileged(cl) &&
-	    !sbd_rule_allows(&r->sub, cl->uid, cl->gids, cl->ngids)) {
-		rcu_read_unlock();
-		denied++;
-		return deny(-EACCES, "uid %u may not read the journal of '%s': "
-			      "its subscribe rule names neither the uid nor "
-			      "its groups", (unsigned)cl->uid, req->channel);
-	}
+	rc = subscriber_of(cl, req->channel, "read the journal of", &c);
 	rcu_read_unlock();
+	if (rc)
+		return rc;
 	snprintf(dir, sizeof(dir), "%s/%s", sbd.conf.journal_dir,
 		 req->channel);
 	if (req->what == SHMBUS_CTL_JNL_LIST) {

@@ -885,11 +885,30 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
 
 /* Joining a group of a channel opened through the bus: the daemon
  * creates it if need be and hands out its file.  A descriptor or -errno. */
+/* A request whose answer is one descriptor (sent twice): it, or -errno. */
+static int call_fd(shmbus_bus *b, uint16_t type, const void *req,
+		   uint32_t len)
+{
+	int fd[2] = { -1, -1 };
+	int rc = call(b, type, req, len, NULL, 0, NULL, fd);
+
+	if (fd[1] >= 0)
+		close(fd[1]);
+	if (rc == 0 && fd[0] < 0)
+		rc = -EPROTO;
+	if (rc) {
+		if (fd[0] >= 0)
+			close(fd[0]);
+		return rc;
+	}
+	return fd[0];
+}
+
 int sb_bus_journal(shmbus_bus *b, const char *chan, uint32_t what,
 		   uint64_t base, uint64_t *bases, size_t cap, size_t *count)
 {
 	struct shmbus_ctl_journal req;
-	int fd[2] = { -1, -1 }, rc;
+	int rc;
 	uint32_t len = 0;
 
 	memset(&req, 0, sizeof(req));
@@ -911,24 +930,13 @@ int sb_bus_journal(shmbus_bus *b, const char *chan, uint32_t what,
 				return -EPROTO;
 		return 0;
 	}
-	rc = call(b, SHMBUS_CTL_JOURNAL, &req, sizeof(req), NULL, 0, NULL, fd);
-	if (fd[1] >= 0)
-		close(fd[1]);
-	if (rc == 0 && fd[0] < 0)
-		rc = -EPROTO;
-	if (rc) {
-		if (fd[0] >= 0)
-			close(fd[0]);
-		return rc;
-	}
-	return fd[0];
+	return call_fd(b, SHMBUS_CTL_JOURNAL, &req, sizeof(req));
 }
 
 int sb_bus_group(shmbus_bus *b, const char *chan, const char *group,
 		 const struct shmbus_group_attr *a)
 {
 	struct shmbus_ctl_group req;
-	int fd[2] = { -1, -1 }, rc;
 
 	memset(&req, 0, sizeof(req));
 	if (copy_name(req.channel, chan) ||
@@ -942,15 +950,5 @@ int sb_bus_group(shmbus_bus *b, const char *chan, const char *group,
 	req.max_deliveries = a->max_deliveries;
 	req.lease_ns = a->lease_ns;
 	req.start = (uint32_t)a->start;
-	rc = call(b, SHMBUS_CTL_GROUP, &req, sizeof(req), NULL, 0, NULL, fd);
-	if (fd[1] >= 0)
-		close(fd[1]);
-	if (rc == 0 && fd[0] < 0)
-		rc = -EPROTO;
-	if (rc) {
-		if (fd[0] >= 0)
-			close(fd[0]);
-		return rc;
-	}
-	return fd[0];
+	return call_fd(b, SHMBUS_CTL_GROUP, &req, sizeof(req));
 }

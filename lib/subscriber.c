@@ -194,6 +194,23 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	return sub;
 }
 
+/* A slot just taken (BUSY) made ready for an owner without a process of
+ * its own (a group, the journal): its fields, then a conservative first
+ * cursor (head), then the mark; the owner word is stored after, R7. */
+static void slot_fresh(struct shmbus_channel *ch, struct shmbus_sub_slot *s,
+		       uint32_t index, const char *name)
+{
+	store_relaxed32(&s->wait, 0);
+	store_relaxed32(&s->sleeping, 0);
+	store_relaxed64(&s->delivered, 0);
+	store_relaxed64(&s->lost, 0);
+	store_relaxed64(&s->gen, load_relaxed64(&s->gen) + 1);
+	memset(s->comm, 0, sizeof(s->comm));
+	snprintf(s->comm, sizeof(s->comm), "%s", name);
+	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
+	raise_hwm(ch->hdr, index + 1);
+}
+
 /*
  * Takes a subscriber slot for a consumer group (owner state
  * SHMBUS_SLOT_GROUP), exactly as a subscriber opens: its cursor is the
@@ -211,15 +228,7 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 
 	if (!s)
 		return -ENOSPC;
-	store_relaxed32(&s->wait, 0);
-	store_relaxed32(&s->sleeping, 0);
-	store_relaxed64(&s->delivered, 0);
-	store_relaxed64(&s->lost, 0);
-	store_relaxed64(&s->gen, load_relaxed64(&s->gen) + 1);
-	memset(s->comm, 0, sizeof(s->comm));
-	snprintf(s->comm, sizeof(s->comm), "%s", name);
-	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
-	raise_hwm(ch->hdr, *index + 1);
+	slot_fresh(ch, s, *index, name);
 	/* R7, and F1 after it, as in shmbus_sub_open(). */
 	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_GROUP,
 					     (uint32_t)getpid()));
@@ -418,15 +427,7 @@ struct shmbus_sub *sb_sub_journal(struct shmbus_channel *ch, uint64_t pos,
 		return NULL;
 	}
 	sub_init(sub, ch, s, i, &a);
-	store_relaxed32(&s->wait, 0);
-	store_relaxed32(&s->sleeping, 0);
-	store_relaxed64(&s->delivered, 0);
-	store_relaxed64(&s->lost, 0);
-	store_relaxed64(&s->gen, load_relaxed64(&s->gen) + 1);
-	memset(s->comm, 0, sizeof(s->comm));
-	snprintf(s->comm, sizeof(s->comm), "journal");
-	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
-	raise_hwm(ch->hdr, i + 1);
+	slot_fresh(ch, s, i, "journal");
 	/* R7, and F1 after it, as in shmbus_sub_open(). */
 	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_JOURNAL, 0));
 	fence_seqcst();
