@@ -305,8 +305,9 @@ int etcd_lease_revoke(struct etcd *e, int64_t id)
 	return rc;
 }
 
-/* A transaction: compare, then put (lease) on success, range on failure;
- * *won, and kv from the failure's range. */
+/* A transaction: compare (one condition, or an array of them), then put
+ * (lease) on success, range on failure; *won, and kv from the failure's
+ * range. */
 static int txn(struct etcd *e, json_t *compare, const char *key,
 	       const char *value, int64_t lease, bool *won,
 	       struct etcd_kv *kv)
@@ -318,8 +319,14 @@ static int txn(struct etcd *e, json_t *compare, const char *key,
 
 	if (lease)
 		json_object_set_new(put, "lease", str64(lease));
+	if (!json_is_array(compare)) {
+		json_t *one = json_array();
+
+		json_array_append_new(one, compare);
+		compare = one;
+	}
 	rc = post(e, "/v3/kv/txn",
-		  json_pack("{s:[o],s:[{s:o}],s:[{s:{s:o}}]}", "compare",
+		  json_pack("{s:o,s:[{s:o}],s:[{s:{s:o}}]}", "compare",
 			    compare, "success", "request_put", put, "failure",
 			    "request_range", "key", b64(key)),
 		  &ans);
@@ -374,6 +381,34 @@ int etcd_put_if(struct etcd *e, const char *key, const char *value,
 				"target", "MOD", "result", "EQUAL",
 				"mod_revision", r),
 		   key, value, lease, won, NULL);
+}
+
+int etcd_put_under(struct etcd *e, const char *key, const char *value,
+		   const char *guard, int64_t lease, bool *won)
+{
+	return txn(e, json_pack("{s:o,s:s,s:s,s:o}", "key", b64(guard),
+				"target", "LEASE", "result", "EQUAL", "lease",
+				str64(lease)),
+		   key, value, 0, won, NULL);
+}
+
+int etcd_create_if(struct etcd *e, const char *key, const char *value,
+		   int64_t lease, const char *guard, int64_t guard_mod,
+		   bool *won, struct etcd_kv *kv)
+{
+	char r[32];
+	json_t *c;
+	int rc;
+
+	snprintf(r, sizeof(r), "%" PRId64, guard_mod);
+	c = json_pack("[{s:o,s:s,s:s,s:s},{s:o,s:s,s:s,s:s}]", "key", b64(key),
+		      "target", "CREATE", "result", "EQUAL", "create_revision",
+		      "0", "key", b64(guard), "target", "MOD", "result", "EQUAL",
+		      "mod_revision", r);
+	rc = txn(e, c, key, value, lease, won, kv);
+	if (rc == 0 && *won)
+		rc = etcd_get(e, key, kv);
+	return rc;
 }
 
 int etcd_get(struct etcd *e, const char *key, struct etcd_kv *kv)

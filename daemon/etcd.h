@@ -46,5 +46,15 @@ int etcd_create(struct etcd *e, const char *key, const char *value,
 int etcd_put_if(struct etcd *e, const char *key, const char *value,
 		int64_t lease, int64_t mod_rev, bool *won);
 int etcd_get(struct etcd *e, const char *key, struct etcd_kv *kv);
+/* Puts key = value (no lease) only while `guard` is held under lease
+ * `lease` (a leader's writes): *won. */
+int etcd_put_under(struct etcd *e, const char *key, const char *value,
+		   const char *guard, int64_t lease, bool *won);
+/* Creates key = value under lease if it does not exist and `guard`'s
+ * mod revision is still guard_mod (0: guard absent): *won, and kv the
+ * key as it is after. */
+int etcd_create_if(struct etcd *e, const char *key, const char *value,
+		   int64_t lease, const char *guard, int64_t guard_mod,
+		   bool *won, struct etcd_kv *kv);
 
 #endif

@@ -1,36 +1,45 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * leader.c - who is primary, decided by etcd (docs/failover.md): one
- * thread per shmbusd with [replication] arbiter = etcd.
+ * thread per shmbusd with [replication] arbiter = etcd, and a watchdog.
  *
  * Keys under arbiter_prefix:
- *   leader  this host's listen address, under the primary's lease: only
- *           its holder may be primary
- *   sync    "in EPOCH" while every replicated channel's standby is in
- *           sync, "out EPOCH" once one is not; the primary writes "out"
- *           before a degrading channel acknowledges without its standby
+ *   leader  "HOSTID LISTEN" under the primary's lease: only its holder
+ *           may be primary.  HOSTID is random, kept in state_dir/host-id.
+ *   sync    "in EPOCH HOSTID" while every replicated channel's standby is
+ *           in sync, "out EPOCH HOSTID" once one is not, written by the
+ *           primary HOSTID, and only while it holds the leader key (a
+ *           transaction that compares the key's lease); "out" is written
+ *           before a degrading channel acknowledges without its standby.
  *
- * A primary renews its lease every third of its term and may acknowledge
- * until its last renewal's send time + the term - a quarter of it
- * (CLOCK_MONOTONIC: repl.lease_until, checked before each
- * acknowledgement); past that it fences its channels and stands by.
- * While etcd does not answer and the standby does (its acknowledgements,
- * within half a term), the primary goes on (the failsafe): the standby
- * never promotes itself while it hears a primary.
+ * A primary renews its lease every third of its term, checks at each
+ * renewal that the key is still its own, and may acknowledge until its
+ * renewal's send time + the term - a quarter of it (CLOCK_BOOTTIME, which
+ * counts a suspended or frozen machine: repl.lease_until, checked before
+ * each acknowledgement).  The watchdog fences a primary the moment that
+ * time passes, whatever etcd answers or does not.  While etcd does not
+ * answer and the standby does, the primary goes on (the failsafe): the
+ * standby never promotes itself while it hears a primary.  A primary
+ * opens its channels' fences only once it holds the key's term.
  *
- * A standby promotes itself when the leader key is gone (the primary's
- * lease expired), the sync record says "in" at its own epoch, and no
- * frame from a primary came for a whole term; it takes the key with a
- * lease of its own first, and its epoch is the key's create revision (or
- * the next epoch, if that is not larger).
+ * A standby promotes itself when the leader key is gone, it heard no
+ * primary for a whole term (its own start and its last demotion count as
+ * heard), nothing acknowledged as received is unapplied here, and the
+ * sync record says "in" at its epoch from another host, or "out" at its
+ * epoch from itself (it was the primary that wrote it: it holds all).  It
+ * takes the key in a transaction that also checks the sync record has not
+ * changed since it read it, and promotes at the key's create revision as
+ * epoch (or the next epoch, if that is not larger).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,45 +49,67 @@
 #include "shmbus/layout.h"
 
 #define STEP_MS		50	/* the thread looks this often */
+#define WATCH_MS	5	/* the watchdog looks this often */
 
 static struct {
 	struct etcd *e;
-	char leader_key[300], sync_key[300], me[128];
+	char leader_key[300], sync_key[300];
+	char id[24];			/* this host's id (hex) */
+	char me[160];			/* "ID LISTEN": the leader key's value */
 	int64_t ttl_ns;
 	int64_t lease;			/* atomic: held lease, 0: none */
 	bool held;			/* atomic: we hold the leader key */
+	bool claiming;			/* atomic: a manual promotion took the
+					 * key and has not finished */
+	bool opened;			/* primary: fences opened this term */
 	int64_t renewed_ns;		/* last renewal sent (primary) */
 	int sync_state;			/* -1 unknown, 0 out, 1 in: recorded */
-	bool said_out;			/* standby: logged "not in sync" */
-	bool said_lost;			/* logged "rings vanished" */
+	bool said_out, said_lost, said_unapplied;
 	int64_t sync_rev0;		/* the sync record's revision when a
 					 * standby with lost rings first looked
 					 * (-1: not yet) */
 	bool etcd_down;
-	pthread_t th;
+	pthread_t th, watch;
 	bool on, stop;			/* atomic */
+	pthread_mutex_t step_mu;	/* a step; a manual claim */
 	struct etcd_kv last;		/* the leader key, last read */
 	pthread_mutex_t mu;		/* last (status from another thread) */
-} L = { .mu = PTHREAD_MUTEX_INITIALIZER };
+} L = { .mu = PTHREAD_MUTEX_INITIALIZER,
+	.step_mu = PTHREAD_MUTEX_INITIALIZER };
 
 static void set_until(int64_t t)
 {
 	STORE(&repl.lease_until, t);
 }
 
-/* The failsafe: while etcd does not answer and the standby does (it
- * never promotes itself while it hears a primary), a primary that held
- * the key may go on acknowledging, until half a term after the
- * standby's last acknowledgement. */
+/* A key's value names this host. */
+static bool is_me(const char *value)
+{
+	size_t n = strlen(L.id);
+
+	return !strncmp(value, L.id, n) &&
+	       (value[n] == ' ' || value[n] == 0);
+}
+
+/* The sync record "STATE EPOCH HOSTID": 1 if it parses. */
+static int parse_sync(const char *v, char *state, uint64_t *epoch,
+		      char *host)
+{
+	return sscanf(v, "%3s %" SCNu64 " %23s", state, epoch, host) == 3;
+}
+
+/* The failsafe (see above): only while the term still runs, and only up
+ * to half a term past the standby's last acknowledgement. */
 static void failsafe(int64_t now)
 {
-	int64_t acked = LOAD(&repl.acked_ns);
+	int64_t acked = LOAD(&repl.acked_ns), until = LOAD(&repl.lease_until);
 
-	if (!LOAD(&repl.lease_until))
-		return;		/* it never held the key */
-	if (acked && now - acked < L.ttl_ns / 2 &&
-	    acked + L.ttl_ns / 2 > LOAD(&repl.lease_until))
-		set_until(acked + L.ttl_ns / 2);
+	if (!until || now >= until)
+		return;	/* it never held the key, or its term is over */
+	if (acked && now - acked < L.ttl_ns / 2 && acked + L.ttl_ns / 2 > until)
+		__atomic_compare_exchange_n(&repl.lease_until, &until,
+					    acked + L.ttl_ns / 2, false,
+					    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 static void etcd_trouble(int rc)
@@ -90,93 +121,132 @@ static void etcd_trouble(int rc)
 	L.etcd_down = true;
 }
 
+static void lost(const char *why)
+{
+	STORE(&L.held, false);
+	STORE(&L.lease, 0);
+	set_until(0);
+	L.opened = false;
+	rp_lease_lost(why);
+}
+
 /* Takes the leader key (or ours, left under a lease of our previous
- * run): 1 won, 0 held by another host (kv says who), -errno. */
+ * run), its term counted from before the grant: 1 won, 0 held by another
+ * host (kv says who), -errno. */
 static int campaign(struct etcd_kv *kv)
 {
-	int64_t id;
+	int64_t t0 = lease_ns(), id;
 	bool won;
 	int rc = etcd_lease_grant(L.e, (int)(L.ttl_ns / 1000000000), &id);
 
 	if (rc == 0)
 		rc = etcd_create(L.e, L.leader_key, L.me, id, &won, kv);
-	if (rc == 0 && !won && !strcmp(kv->value, L.me) && kv->lease != id &&
+	if (rc == 0 && !won && is_me(kv->value) && kv->lease != id &&
 	    (rc = etcd_put_if(L.e, L.leader_key, L.me, id, kv->mod_rev,
 			      &won)) == 0 && won)
 		rc = etcd_get(L.e, L.leader_key, kv);
+	if (rc == 0 && !won && is_me(kv->value) && kv->lease == id)
+		won = true;	/* a retried create that had gone through */
 	if (rc || !won) {
-		if (rc != -EHOSTUNREACH)
-			etcd_lease_revoke(L.e, id);
+		etcd_lease_revoke(L.e, id);
 		return rc ? rc : 0;
 	}
 	STORE(&L.lease, id);
 	STORE(&L.held, true);
+	L.renewed_ns = t0;
+	set_until(t0 + L.ttl_ns * 3 / 4);
 	return 1;
+}
+
+/* The sync record, written only while we hold the key. */
+static void record_sync(bool all_in)
+{
+	char val[96];
+	bool won;
+
+	snprintf(val, sizeof(val), "%s %" PRIu64 " %s", all_in ? "in" : "out",
+		 LOAD(&repl.epoch), L.id);
+	if (all_in)
+		STORE(&repl.out_recorded, false);	/* before: no degrading
+							 * while "in" is written */
+	if (etcd_put_under(L.e, L.sync_key, val, L.leader_key, LOAD(&L.lease),
+			   &won) == 0 && won) {
+		L.sync_state = all_in;
+		if (!all_in)
+			STORE(&repl.out_recorded, true);
+		sbd_log(SBD_INFO, 0, "arbiter: standby recorded %s sync",
+			all_in ? "in" : "out of");
+	}
 }
 
 /* The primary's side of one step. */
 static void primary_step(void)
 {
-	int64_t now = now_ns(), left;
-	bool won, all_in = true;
+	int64_t now = lease_ns(), left, sent;
+	bool all_in = true;
 	struct etcd_kv kv;
 	int rc;
 
 	if (!LOAD(&L.held) && LOAD(&repl.rings_lost)) {
-		rp_lease_lost("its rings were made again since its last run: "
-			      "it does not take the leader key");
+		lost("its rings were made again since its last run: it does "
+		     "not take the leader key");
 		return;
 	}
 	if (!LOAD(&L.held)) {
 		rc = campaign(&kv);
 		if (rc < 0) {
 			etcd_trouble(rc);
-			failsafe(now);
-			if (LOAD(&repl.lease_until) && now >= LOAD(&repl.lease_until))
-				rp_lease_lost("the leader key could not be "
-					      "taken in time");
-			return;
+			return;		/* fences stay closed: no key */
 		}
 		if (rc == 0) {
 			sbd_log(SBD_ERR, 0, "arbiter: the leader key is held by "
 				"%s: this host must not be primary", kv.value);
-			rp_lease_lost("another host holds the leader key");
+			lost("another host holds the leader key");
 			return;
 		}
 		L.etcd_down = false;
-		L.renewed_ns = now;
-		set_until(now + L.ttl_ns * 3 / 4);
+		L.sync_state = -1;
+		STORE(&repl.out_recorded, false);
 		sbd_log(SBD_NOTICE, 0, "arbiter: this host holds the leader "
 			"key (%s, revision %" PRId64 ")", L.leader_key,
 			kv.create_rev);
-		L.sync_state = -1;
 	}
 	if (now - L.renewed_ns >= L.ttl_ns / 3) {
+		sent = lease_ns();
 		rc = etcd_lease_keepalive(L.e, LOAD(&L.lease), &left);
 		if (rc == 0 && left > 0) {
-			L.renewed_ns = now;
-			/* The term counts from when we asked, less a quarter
-			 * for the clocks' drift and our own delays. */
-			set_until(now + left * 1000000000 - L.ttl_ns / 4);
+			/* The key must still be ours: nobody else may have
+			 * taken it (a host of the same name, a hand). */
+			rc = etcd_get(L.e, L.leader_key, &kv);
+			if (rc == 0 && (!kv.found || !is_me(kv.value) ||
+					kv.lease != LOAD(&L.lease))) {
+				lost("the leader key is no longer this host's");
+				return;
+			}
+		}
+		if (rc == 0 && left > 0) {
+			/* The term counts from when we asked, at most the
+			 * one granted, less a quarter for drift and delays. */
+			if (left * 1000000000 > L.ttl_ns)
+				left = L.ttl_ns / 1000000000;
+			L.renewed_ns = sent;
+			set_until(sent + left * 1000000000 - L.ttl_ns / 4);
 			L.etcd_down = false;
 		} else if (rc == 0) {
-			/* Gone (etcd lost it, or kept it past an outage):
-			 * take the key again at the next step; until then
-			 * the last term bounds what we acknowledge. */
-			sbd_log(SBD_WARN, 0, "arbiter: the lease is gone; "
-				"taking the leader key again");
-			STORE(&L.held, false);
-			STORE(&L.lease, 0);
+			lost("the lease on the leader key expired");
 			return;
 		} else {
 			etcd_trouble(rc);
-			failsafe(now);
+			failsafe(lease_ns());
 		}
 	}
-	if (now_ns() >= LOAD(&repl.lease_until)) {
-		STORE(&L.held, false);
-		rp_lease_lost("the lease could not be renewed in time");
+	if (lease_ns() >= LOAD(&repl.lease_until)) {
+		lost("the lease could not be renewed in time");
 		return;
+	}
+	if (!L.opened) {
+		rp_open_fences();	/* the term runs: claims may begin */
+		L.opened = true;
 	}
 	/* The sync record: "out" before anything degrades. */
 	for (size_t i = 0; i < repl.n; i++) {
@@ -186,34 +256,54 @@ static void primary_step(void)
 		if (v.flags & SHMBUS_REPL_OUT_OF_SYNC)
 			all_in = false;
 	}
-	if (L.sync_state != (int)all_in) {
-		char val[64];
+	if (L.sync_state != (int)all_in)
+		record_sync(all_in);
+}
 
-		snprintf(val, sizeof(val), "%s %" PRIu64, all_in ? "in" : "out",
-			 LOAD(&repl.epoch));
-		rc = etcd_put_if(L.e, L.sync_key, val, 0, 0, &won);
-		if (rc == 0 && won) {
-			L.sync_state = all_in;
-			STORE(&repl.out_recorded, !all_in);
-			sbd_log(SBD_INFO, 0, "arbiter: standby recorded %s sync",
-				all_in ? "in" : "out of");
-		} else {
-			sbd_log(SBD_DEBUG, rc, "arbiter: recording '%s'", val);
-		}
+/* Whether a standby may take over now, by the sync record (sync) at its
+ * epoch e; why says why not. */
+static bool may_take_over(const struct etcd_kv *sync, uint64_t e, char *why,
+			  size_t n)
+{
+	char state[4], host[24];
+	uint64_t epoch;
+
+	if (!sync->found || !parse_sync(sync->value, state, &epoch, host)) {
+		snprintf(why, n, "no sync record");
+		return false;
 	}
+	if (epoch != e) {
+		snprintf(why, n, "the sync record is of epoch %" PRIu64 ", ours "
+			 "%" PRIu64, epoch, e);
+		return false;
+	}
+	if (!strcmp(state, "in") && strcmp(host, L.id))
+		return true;	/* its primary recorded it in sync */
+	if (!strcmp(state, "out") && !strcmp(host, L.id))
+		return true;	/* it was that primary: it holds all */
+	snprintf(why, n, "recorded '%.200s'", sync->value);
+	return false;
 }
 
 /* The standby's side of one step. */
 static void standby_step(void)
 {
-	int64_t now = now_ns(), seen = LOAD(&repl.peer_seen_ns), id;
 	struct etcd_kv kv, sync;
-	uint64_t e, epoch;
+	uint64_t e;
 	char why[256];
+	int64_t id, t0;
 	bool won;
 
-	if (LOAD(&L.held))
-		return;	/* a promotion under way (sbd_leader_claim()) */
+	L.opened = false;
+	if (LOAD(&L.held)) {
+		if (LOAD(&L.claiming))
+			return;	/* a manual promotion under way */
+		/* Demoted while holding it: not ours to keep. */
+		etcd_lease_revoke(L.e, LOAD(&L.lease));
+		STORE(&L.held, false);
+		STORE(&L.lease, 0);
+		set_until(0);
+	}
 	if (LOAD(&repl.rings_lost)) {
 		/* Its rings were made again (a reboot): only a primary that
 		 * records it in sync afresh, after it caught up, makes it a
@@ -223,7 +313,8 @@ static void standby_step(void)
 		if (L.sync_rev0 < 0) {
 			L.sync_rev0 = sync.found ? sync.mod_rev : 0;
 		} else if (sync.found && sync.mod_rev > L.sync_rev0 &&
-			   !strncmp(sync.value, "in ", 3)) {
+			   may_take_over(&sync, LOAD(&repl.epoch), why,
+					 sizeof(why))) {
 			rp_rings_record();
 			STORE(&repl.rings_lost, false);
 			sbd_log(SBD_NOTICE, 0, "arbiter: caught up and recorded "
@@ -246,32 +337,47 @@ static void standby_step(void)
 	pthread_mutex_unlock(&L.mu);
 	if (kv.found)
 		return;
-	if (now - seen < L.ttl_ns)
+	if (lease_ns() - LOAD(&repl.peer_seen_ns) < L.ttl_ns)
 		return;		/* a primary is heard: the failsafe */
+	if (rp_unapplied()) {
+		if (!L.said_unapplied)
+			sbd_log(SBD_ERR, 0, "arbiter: records acknowledged as "
+				"received are not applied here: no automatic "
+				"promotion (shmbusctl promote --force loses "
+				"them)");
+		L.said_unapplied = true;
+		return;
+	}
 	if (etcd_get(L.e, L.sync_key, &sync))
 		return;
 	e = LOAD(&repl.epoch);
-	if (!sync.found || sscanf(sync.value, "in %" SCNu64, &epoch) != 1 ||
-	    epoch != e) {
+	if (!may_take_over(&sync, e, why, sizeof(why))) {
 		if (!L.said_out)
 			sbd_log(SBD_WARN, 0, "arbiter: the leader key is gone, "
 				"and this standby is not recorded in sync at "
-				"epoch %" PRIu64 " ('%s'): no automatic "
-				"promotion (shmbusctl promote --force)", e,
-				sync.found ? sync.value : "none");
+				"epoch %" PRIu64 " (%s): no automatic promotion "
+				"(shmbusctl promote --force)", e, why);
 		L.said_out = true;
 		return;
 	}
+	t0 = lease_ns();
 	if (etcd_lease_grant(L.e, (int)(L.ttl_ns / 1000000000), &id))
 		return;
-	if (etcd_create(L.e, L.leader_key, L.me, id, &won, &kv) || !won) {
+	/* The key, only if the sync record is still the one we read. */
+	if (etcd_create_if(L.e, L.leader_key, L.me, id, L.sync_key,
+			   sync.mod_rev, &won, &kv) || !won) {
+		etcd_lease_revoke(L.e, id);
+		return;
+	}
+	/* Heard a primary meanwhile (the link came back): give it up. */
+	if (lease_ns() - LOAD(&repl.peer_seen_ns) < L.ttl_ns) {
 		etcd_lease_revoke(L.e, id);
 		return;
 	}
 	STORE(&L.lease, id);
 	STORE(&L.held, true);
-	L.renewed_ns = now_ns();
-	set_until(L.renewed_ns + L.ttl_ns * 3 / 4);
+	L.renewed_ns = t0;
+	set_until(t0 + L.ttl_ns * 3 / 4);
 	/* The epoch: the key's revision, if above ours. */
 	if (rp_auto_promote((uint64_t)kv.create_rev > e ?
 				    (uint64_t)kv.create_rev - 1 : e,
@@ -281,10 +387,14 @@ static void standby_step(void)
 		etcd_lease_revoke(L.e, id);
 		STORE(&L.held, false);
 		STORE(&L.lease, 0);
+		set_until(0);
 		return;
 	}
 	L.said_out = false;
 	L.sync_state = -1;
+	STORE(&repl.out_recorded, false);
+	rp_open_fences();	/* its term runs from before the grant */
+	L.opened = true;
 	sbd_log(SBD_NOTICE, 0, "arbiter: the primary's lease expired; this "
 		"host took the leader key and is primary (%s)", why);
 }
@@ -294,13 +404,14 @@ static void *leader_main(void *arg)
 	(void)arg;
 	while (!LOAD(&L.stop)) {
 		struct timespec ts = { 0, STEP_MS * 1000000L };
-
 		int64_t t0 = now_ns();
 
+		pthread_mutex_lock(&L.step_mu);
 		if (LOAD(&repl.role) == SBD_ROLE_PRIMARY)
 			primary_step();
 		else
 			standby_step();
+		pthread_mutex_unlock(&L.step_mu);
 		if (now_ns() - t0 > 100000000)
 			sbd_log(SBD_DEBUG, 0, "arbiter: a step took %" PRId64
 				" ms", (now_ns() - t0) / 1000000);
@@ -309,11 +420,66 @@ static void *leader_main(void *arg)
 	return NULL;
 }
 
+/* Fences a primary the moment its term is over, whatever the leader
+ * thread is waiting for (an etcd that does not answer). */
+static void *watch_main(void *arg)
+{
+	(void)arg;
+	while (!LOAD(&L.stop)) {
+		struct timespec ts = { 0, WATCH_MS * 1000000L };
+		int64_t until = LOAD(&repl.lease_until);
+
+		if (LOAD(&repl.role) == SBD_ROLE_PRIMARY && until &&
+		    lease_ns() >= until)
+			rp_lease_lost("its term ran out before the lease was "
+				      "renewed");
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+/* state_dir/host-id: this host's random id, made once. */
+static int host_id(char *out, size_t n)
+{
+	char path[PATH_MAX + 16], buf[32] = "";
+	uint64_t id;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/host-id", sbd.conf.repl.state_dir);
+	f = fopen(path, "r");
+	if (f) {
+		if (fgets(buf, sizeof(buf), f) &&
+		    sscanf(buf, "%" SCNx64, &id) == 1 && id) {
+			fclose(f);
+			snprintf(out, n, "%016" PRIx64, id);
+			return 0;
+		}
+		fclose(f);
+	}
+	if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id) || !id)
+		return -EIO;
+	f = fopen(path, "w");
+	if (!f)
+		return -errno;
+	fprintf(f, "%016" PRIx64 "\n", id);
+	if (fflush(f) || fsync(fileno(f))) {
+		fclose(f);
+		return -EIO;
+	}
+	fclose(f);
+	snprintf(out, n, "%016" PRIx64, id);
+	return 0;
+}
+
 int sbd_leader_start(void)
 {
 	const struct sbd_repl_conf *c = &sbd.conf.repl;
 	char why[256];
 
+	if (host_id(L.id, sizeof(L.id))) {
+		sbd_log(SBD_ERR, errno, "arbiter: %s/host-id", c->state_dir);
+		return -1;
+	}
 	L.e = etcd_open(c->etcd_endpoints, (int)(c->lease_ttl_ms / 4), why,
 			sizeof(why));
 	if (!L.e) {
@@ -323,7 +489,7 @@ int sbd_leader_start(void)
 	snprintf(L.leader_key, sizeof(L.leader_key), "%s/leader",
 		 c->arbiter_prefix);
 	snprintf(L.sync_key, sizeof(L.sync_key), "%s/sync", c->arbiter_prefix);
-	snprintf(L.me, sizeof(L.me), "%s", c->listen);
+	snprintf(L.me, sizeof(L.me), "%s %.127s", L.id, c->listen);
 	L.ttl_ns = (int64_t)(c->lease_ttl_ms / 1000 ? c->lease_ttl_ms / 1000
 						    : 1) * 1000000000;
 	L.sync_state = -1;
@@ -331,16 +497,24 @@ int sbd_leader_start(void)
 	/* A standby that just started has heard nobody yet: it waits a
 	 * whole term as if it had just heard a primary, so that a primary
 	 * restarting beside it takes its key back first. */
-	STORE(&repl.peer_seen_ns, now_ns());
+	STORE(&repl.peer_seen_ns, lease_ns());
 	STORE(&L.stop, false);
 	if (pthread_create(&L.th, NULL, leader_main, NULL)) {
 		etcd_close(L.e);
 		L.e = NULL;
 		return -1;
 	}
+	if (pthread_create(&L.watch, NULL, watch_main, NULL)) {
+		STORE(&L.stop, true);
+		pthread_join(L.th, NULL);
+		etcd_close(L.e);
+		L.e = NULL;
+		return -1;
+	}
 	L.on = true;
 	sbd_log(SBD_NOTICE, 0, "arbiter: etcd at %s, key %s, lease %" PRId64
-		" s", c->etcd_endpoints, L.leader_key, L.ttl_ns / 1000000000);
+		" s, host id %s", c->etcd_endpoints, L.leader_key,
+		L.ttl_ns / 1000000000, L.id);
 	return 0;
 }
 
@@ -350,10 +524,14 @@ void sbd_leader_stop(void)
 		return;
 	STORE(&L.stop, true);
 	pthread_join(L.th, NULL);
-	/* A clean stop gives the key up at once: the standby need not wait
-	 * for the lease to run out. */
-	if (LOAD(&L.held))
+	pthread_join(L.watch, NULL);
+	/* A clean stop gives the key up at once (the standby need not wait
+	 * for the lease to run out), its channels closed first: nothing is
+	 * written here after. */
+	if (LOAD(&L.held)) {
+		rp_close_fences();
 		etcd_lease_revoke(L.e, LOAD(&L.lease));
+	}
 	etcd_close(L.e);
 	L.e = NULL;
 	L.on = false;
@@ -380,30 +558,34 @@ int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n)
 	struct etcd *e = etcd_open(sbd.conf.repl.etcd_endpoints,
 				   (int)(sbd.conf.repl.lease_ttl_ms / 4), why, n);
 	struct etcd_kv kv, sync;
-	uint64_t ep = LOAD(&repl.epoch), se;
-	int64_t id;
+	uint64_t ep = LOAD(&repl.epoch);
+	int64_t id, t0;
 	bool won;
 	int rc;
 
 	if (!e)
 		return -EINVAL;
+	pthread_mutex_lock(&L.step_mu);
 	if (LOAD(&repl.rings_lost) && !force) {
 		snprintf(why, n, "this host's rings were made again since its "
 			 "last run and it has not been caught up: promote "
 			 "--force takes the risk");
-		etcd_close(e);
-		return -EAGAIN;
+		rc = -EAGAIN;
+		goto out;
 	}
 	rc = etcd_get(e, L.sync_key, &sync);
-	if (!rc && !force && (!sync.found ||
-			      sscanf(sync.value, "in %" SCNu64, &se) != 1 ||
-			      se != ep)) {
-		snprintf(why, n, "this standby is not recorded in sync at "
-			 "epoch %" PRIu64 " ('%s'): promote --force takes "
-			 "the risk", ep, sync.found ? sync.value : "none");
-		etcd_close(e);
-		return -EAGAIN;
+	if (!rc && !force) {
+		char reason[200];
+
+		if (!may_take_over(&sync, ep, reason, sizeof(reason))) {
+			snprintf(why, n, "this standby is not recorded in sync "
+				 "at epoch %" PRIu64 " (%s): promote --force "
+				 "takes the risk", ep, reason);
+			rc = -EAGAIN;
+			goto out;
+		}
 	}
+	t0 = lease_ns();
 	if (!rc)
 		rc = etcd_lease_grant(e, (int)(L.ttl_ns / 1000000000), &id);
 	if (!rc && (rc = etcd_create(e, L.leader_key, L.me, id, &won, &kv)) ==
@@ -417,9 +599,11 @@ int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n)
 	} else {
 		STORE(&L.lease, id);
 		STORE(&L.held, true);
-		/* The leader thread renews it at its next step (its
-		 * renewal time is its own, 0 until then). */
-		set_until(now_ns() + L.ttl_ns * 3 / 4);
+		STORE(&L.claiming, true);
+		L.renewed_ns = t0;
+		L.sync_state = -1;
+		STORE(&repl.out_recorded, false);
+		set_until(t0 + L.ttl_ns * 3 / 4);
 		*floor = (uint64_t)kv.create_rev > ep ?
 				 (uint64_t)kv.create_rev - 1 : ep;
 		if (force)
@@ -433,13 +617,33 @@ int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n)
 			STORE(&repl.rings_lost, false);
 		}
 	}
+out:
+	pthread_mutex_unlock(&L.step_mu);
 	etcd_close(e);
 	return rc;
 }
 
+void sbd_leader_claimed(bool ok)
+{
+	if (!ok && LOAD(&L.held)) {
+		char why[64];
+		struct etcd *e = etcd_open(sbd.conf.repl.etcd_endpoints,
+					   (int)(sbd.conf.repl.lease_ttl_ms / 4),
+					   why, sizeof(why));
+
+		if (e)
+			etcd_lease_revoke(e, LOAD(&L.lease));
+		etcd_close(e);
+		STORE(&L.held, false);
+		STORE(&L.lease, 0);
+		set_until(0);
+	}
+	STORE(&L.claiming, false);
+}
+
 size_t sbd_leader_status(char *out, size_t n)
 {
-	int64_t left = LOAD(&repl.lease_until) - now_ns();
+	int64_t left = LOAD(&repl.lease_until) - lease_ns();
 	struct etcd_kv kv;
 	int k;
 
@@ -447,11 +651,11 @@ size_t sbd_leader_status(char *out, size_t n)
 	kv = L.last;
 	pthread_mutex_unlock(&L.mu);
 	if (LOAD(&L.held))
-		k = snprintf(out, n, "\n  arbiter etcd: this host holds the "
+		k = snprintf(out, n, "\n  arbiter etcd: this host (%s) holds the "
 			     "leader key, may acknowledge for %" PRId64 " ms",
-			     left > 0 ? left / 1000000 : 0);
+			     L.id, left > 0 ? left / 1000000 : 0);
 	else
-		k = snprintf(out, n, "\n  arbiter etcd: leader %s",
-			     kv.found ? kv.value : "(none seen)");
+		k = snprintf(out, n, "\n  arbiter etcd: this host %s, leader "
+			     "%.120s", L.id, kv.found ? kv.value : "(none seen)");
 	return k < 0 ? 0 : (size_t)k;
 }

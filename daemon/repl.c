@@ -66,8 +66,11 @@ struct rchan *rp_find(uint64_t id)
 }
 
 /* ---------------------------------------------------------- role changes */
-/* Standby to primary, at epoch > floor.  role_mu held. */
-static int become_primary(uint64_t floor, char *out, size_t n)
+/* Standby to primary, at epoch > floor.  role_mu held.  Refused while
+ * records acknowledged as received were not applied (the standby's own
+ * subscribers held its ring), unless forced: that refusal stays until
+ * they are (a primary ships them again) or a promotion is forced. */
+static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 {
 	uint64_t e = LOAD(&repl.epoch);
 	int rc2 = 0;
@@ -78,12 +81,17 @@ static int become_primary(uint64_t floor, char *out, size_t n)
 	for (size_t i = 0; i < repl.n; i++)
 		rp_linker_stop(&repl.ch[i]);
 	for (size_t i = 0; i < repl.n && !rc2; i++)
-		if (LOAD(&repl.ch[i].unapplied)) {
+		if (LOAD(&repl.ch[i].unapplied) && !force) {
 			snprintf(out, n, "%s: records acknowledged as received "
 				 "are not applied (the standby's subscribers "
-				 "hold the ring); still standby", repl.ch[i].name);
-			STORE(&repl.ch[i].unapplied, false);
+				 "held the ring); still standby (promote "
+				 "--force loses them)", repl.ch[i].name);
 			rc2 = -EBUSY;
+		} else if (LOAD(&repl.ch[i].unapplied)) {
+			sbd_log(SBD_WARN, 0, "%s: promoted with --force: records "
+				"acknowledged as received were not applied",
+				repl.ch[i].name);
+			STORE(&repl.ch[i].unapplied, false);
 		}
 	if (rc2) {
 		for (size_t i = 0; i < repl.n; i++)
@@ -111,7 +119,10 @@ static int become_primary(uint64_t floor, char *out, size_t n)
 		sb_repl_epoch(rc->ch, e);
 		sb_repl_acked(rc->ch, 0, 0, 0, false);
 		rp_agent_start(rc);
-		sb_fence_set(rc->ch, SHMBUS_FENCE_OPEN);
+		/* With an arbiter, closed until the leader thread holds the
+		 * key's term (rp_open_fences()). */
+		sb_fence_set(rc->ch, repl.arbiter ? SHMBUS_FENCE_HANDOVER
+						  : SHMBUS_FENCE_OPEN);
 	}
 	sbd_log(SBD_NOTICE, 0, "promoted: primary at epoch %" PRIu64, e);
 	snprintf(out, n, "primary at epoch %" PRIu64, e);
@@ -170,6 +181,9 @@ static int hand_over(bool drain, uint64_t *ends, char *out, size_t n)
 /* Primary to standby, once hand_over() succeeded.  role_mu held. */
 static void become_standby(void)
 {
+	/* It has just heard a primary (itself): with an arbiter, it waits a
+	 * whole term before it may take the key again. */
+	STORE(&repl.peer_seen_ns, lease_ns());
 	for (size_t i = 0; i < repl.n; i++) {
 		rp_agent_stop(&repl.ch[i]);
 		sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_STANDBY);
@@ -242,6 +256,32 @@ void rp_rings_record(void)
 		unlink(tmp);
 }
 
+bool rp_unapplied(void)
+{
+	for (size_t i = 0; i < repl.n; i++)
+		if (LOAD(&repl.ch[i].unapplied))
+			return true;
+	return false;
+}
+
+void rp_open_fences(void)
+{
+	pthread_mutex_lock(&repl.role_mu);
+	if (LOAD(&repl.role) == SBD_ROLE_PRIMARY && !LOAD(&repl.stopping))
+		for (size_t i = 0; i < repl.n; i++)
+			sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_OPEN);
+	pthread_mutex_unlock(&repl.role_mu);
+}
+
+void rp_close_fences(void)
+{
+	pthread_mutex_lock(&repl.role_mu);
+	if (LOAD(&repl.role) == SBD_ROLE_PRIMARY)
+		for (size_t i = 0; i < repl.n; i++)
+			sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_HANDOVER);
+	pthread_mutex_unlock(&repl.role_mu);
+}
+
 int rp_auto_promote(uint64_t floor, char *out, size_t n)
 {
 	int rc2;
@@ -251,7 +291,7 @@ int rp_auto_promote(uint64_t floor, char *out, size_t n)
 		snprintf(out, n, "not a standby");
 		rc2 = -EALREADY;
 	} else {
-		rc2 = become_primary(floor, out, n);
+		rc2 = become_primary(floor, false, out, n);
 	}
 	pthread_mutex_unlock(&repl.role_mu);
 	return rc2;
@@ -369,7 +409,7 @@ static void serve_promote(struct sbd_link *l, const struct rw_hello *hello)
 			return;
 		}
 	}
-	rc2 = become_primary(hello->epoch, out, sizeof(out));
+	rc2 = become_primary(hello->epoch, false, out, sizeof(out));
 	pthread_mutex_unlock(&repl.role_mu);
 	if (rc2)
 		rw_refuse(repl.t, l, out);
@@ -497,6 +537,7 @@ int sbd_repl_start(void)
 {
 	const struct sbd_repl_conf *c = &sbd.conf.repl;
 	char why[PATH_MAX + 256];
+	int role = c->role;
 	size_t n = 0;
 
 	unreplicate_others();
@@ -563,8 +604,23 @@ int sbd_repl_start(void)
 			return -1;
 		repl.n++;
 	}
-	STORE(&repl.role, c->role);
-	if (c->role == SBD_ROLE_PRIMARY) {
+	if (role == SBD_ROLE_PRIMARY && c->arbiter[0]) {
+		bool was_standby = false;
+
+		/* With an arbiter, a host whose rings were a standby's stays
+		 * one at start, whatever its config says: etcd decides, and
+		 * its leader thread promotes it if it may. */
+		for (size_t i = 0; i < repl.n; i++)
+			was_standby |= sb_fence_get(repl.ch[i].ch) ==
+				       SHMBUS_FENCE_STANDBY;
+		if (was_standby) {
+			role = SBD_ROLE_STANDBY;
+			sbd_log(SBD_NOTICE, 0, "arbiter: this host's rings were a "
+				"standby's: it starts as standby");
+		}
+	}
+	STORE(&repl.role, role);
+	if (role == SBD_ROLE_PRIMARY) {
 		bool was_standby = false;
 
 		for (size_t i = 0; i < repl.n; i++)
@@ -602,7 +658,7 @@ int sbd_repl_start(void)
 		uint32_t f = SHMBUS_REPL_ON | SHMBUS_REPL_OUT_OF_SYNC |
 			     (rc->strict ? SHMBUS_REPL_STRICT : 0);
 
-		if (c->role == SBD_ROLE_STANDBY) {
+		if (role == SBD_ROLE_STANDBY) {
 			/* Before anyone is handed the channel. */
 			sb_fence_set(rc->ch, SHMBUS_FENCE_STANDBY);
 			f |= SHMBUS_REPL_STANDBY;
@@ -643,15 +699,18 @@ int sbd_repl_start(void)
 	for (size_t i = 0; i < repl.n; i++) {
 		struct rchan *rc = &repl.ch[i];
 
-		if (c->role == SBD_ROLE_STANDBY) {
+		if (role == SBD_ROLE_STANDBY) {
 			rp_linker_start(rc);
 		} else {
 			rp_agent_start(rc);
-			sb_fence_set(rc->ch, SHMBUS_FENCE_OPEN);
+			/* With an arbiter, closed until the leader thread
+			 * holds the key (rp_open_fences()). */
+			sb_fence_set(rc->ch, repl.arbiter ? SHMBUS_FENCE_HANDOVER
+							  : SHMBUS_FENCE_OPEN);
 		}
 	}
 	sbd_log(SBD_NOTICE, 0, "replication: %s at epoch %" PRIu64 ", %zu "
-		"channel%s, listening on %s, peer %s", role_name(c->role),
+		"channel%s, listening on %s, peer %s", role_name(role),
 		LOAD(&repl.epoch), repl.n, repl.n == 1 ? "" : "s", c->listen, c->peer);
 	return 0;
 }
@@ -758,12 +817,27 @@ int sbd_repl_command(uint32_t op, uint32_t flags, struct shmbus_ctl_repl_reply *
 			break;
 		}
 		/* With an arbiter, only the holder of the leader key may be
-		 * primary. */
-		if (repl.arbiter &&
-		    (rc2 = sbd_leader_claim(flags & SHMBUS_REPL_FORCE, &floor,
-					    r->text, sizeof(r->text))))
-			break;
-		rc2 = become_primary(floor, r->text, sizeof(r->text));
+		 * primary: the key first (outside role_mu: the leader thread
+		 * takes it inside a step, then role_mu). */
+		if (repl.arbiter) {
+			pthread_mutex_unlock(&repl.role_mu);
+			rc2 = sbd_leader_claim(flags & SHMBUS_REPL_FORCE, &floor,
+					       r->text, sizeof(r->text));
+			pthread_mutex_lock(&repl.role_mu);
+			if (rc2)
+				break;
+			if (LOAD(&repl.role) == SBD_ROLE_PRIMARY) {
+				snprintf(r->text, sizeof(r->text), "already "
+					 "primary");
+				rc2 = -EALREADY;
+				sbd_leader_claimed(true);
+				break;
+			}
+		}
+		rc2 = become_primary(floor, flags & SHMBUS_REPL_FORCE, r->text,
+				     sizeof(r->text));
+		if (repl.arbiter)
+			sbd_leader_claimed(rc2 == 0);
 		break;
 	}
 	case SHMBUS_REPL_OP_DEMOTE:

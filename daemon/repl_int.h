@@ -31,6 +31,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "shmbusd.h"
@@ -119,16 +120,17 @@ struct repl_state {
 
 	/* With an arbiter (leader.c): */
 	bool arbiter;			/* [replication] arbiter = etcd */
-	int64_t lease_until;		/* atomic: CLOCK_MONOTONIC ns until
+	int64_t lease_until;		/* atomic: lease_ns() until
 					 * which this primary may acknowledge
 					 * (its lease, or the failsafe) */
 	bool out_recorded;		/* atomic: the arbiter records the
 					 * standby out of sync: a degrading
 					 * channel may acknowledge without it */
-	int64_t peer_seen_ns;		/* atomic: standby: the last frame
-					 * from a primary */
-	int64_t acked_ns;		/* atomic: primary: the last
-					 * acknowledgement from the standby */
+	int64_t peer_seen_ns;		/* atomic, lease_ns(): standby: the
+					 * last frame from a primary */
+	int64_t acked_ns;		/* atomic, lease_ns(): primary: the
+					 * last acknowledgement from the
+					 * standby */
 	bool rings_lost;		/* atomic: a replicated ring was made
 					 * again since the last run (a reboot):
 					 * no automatic promotion until a
@@ -178,17 +180,33 @@ static inline unsigned sync_ms(void)
 
 /* repl.c */
 struct rchan *rp_find(uint64_t id);
+/* The arbiter's clock: CLOCK_BOOTTIME, which goes on counting while the
+ * machine is suspended or frozen, so that a term never outlives them. */
+static inline int64_t lease_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Whether this primary may acknowledge now: no arbiter, or its lease (or
  * the failsafe) holds (leader.c). */
 static inline bool rp_may_ack(void)
 {
-	return !repl.arbiter || now_ns() < LOAD(&repl.lease_until);
+	return !repl.arbiter || lease_ns() < LOAD(&repl.lease_until);
 }
 /* leader.c's role changes, under role_mu: an automatic promotion at an
  * epoch above floor; a primary whose lease is lost fences its channels
  * and stands by. */
 int rp_auto_promote(uint64_t floor, char *out, size_t n);
 void rp_lease_lost(const char *why);
+/* Whether records acknowledged as received were not applied here. */
+bool rp_unapplied(void);
+/* A primary's fences: opened once it holds the key's term, closed (a
+ * primary that no longer takes claims) at a clean stop. */
+void rp_open_fences(void);
+void rp_close_fences(void);
 /* The rings' identities in state_dir (repl.c): whether a ring was made
  * again since they were recorded (or a loss is still recorded); and the
  * record made anew once it was caught up. */
@@ -201,8 +219,11 @@ size_t sbd_leader_status(char *out, size_t n);
 /* Before a switchover hands the role over: gives the leader key up. */
 void sbd_leader_release(void);
 /* A manual promotion: takes the leader key (force: even when the
- * standby is not recorded in sync); 0, or -errno with why. */
+ * standby is not recorded in sync); 0, or -errno with why.  Then
+ * sbd_leader_claimed() says whether the promotion went through (if not,
+ * the key is given back).  Not under role_mu. */
 int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n);
+void sbd_leader_claimed(bool ok);
 int rp_send_frame(struct sbd_link *l, uint16_t type, uint64_t chan,
 		  uint64_t pos, const struct iovec *body, int n, int timeout_ms);
 int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,

@@ -117,7 +117,7 @@ static void *reader_main(void *arg)
 		STORE(&rc->applied, a.applied);
 		STORE(&rc->received, a.received);
 		STORE(&rc->persisted, a.persisted);
-		STORE(&repl.acked_ns, now_ns());
+		STORE(&repl.acked_ns, lease_ns());
 		/* A lease check before each acknowledgement: a primary that
 		 * lost its lease (paused past it, say) acknowledges nothing. */
 		if (rp_may_ack())

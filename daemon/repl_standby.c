@@ -270,7 +270,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		/* A primary of our epoch or newer is alive (leader.c: no
 		 * automatic promotion while it is heard). */
 		if (rc2 == 0)
-			STORE(&repl.peer_seen_ns, now_ns());
+			STORE(&repl.peer_seen_ns, lease_ns());
 		if (rc2) {
 			if (rc2 == -EBADMSG) {
 				sb_repl_count(rc->ch, SB_REPL_BAD, 1);

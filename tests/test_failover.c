@@ -227,6 +227,25 @@ static void fwd_stop(struct fwd *f)
 
 /* The arbiter's sync record ("in E" / "out E"), read from etcd; true if
  * it starts with `want`. */
+static bool sync_record_is_rev(const char *want, int64_t *rev)
+{
+	char url[64], why[128];
+	struct etcd *e;
+	struct etcd_kv kv;
+	char key[64];
+	bool is;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", etcd_port);
+	snprintf(key, sizeof(key), "/shmbus/t%d/sync", getpid());
+	e = etcd_open(url, 1000, why, sizeof(why));
+	cr_assert(e, "%s", why);
+	is = etcd_get(e, key, &kv) == 0 && kv.found &&
+	     !strncmp(kv.value, want, strlen(want));
+	*rev = kv.found ? kv.mod_rev : 0;
+	etcd_close(e);
+	return is;
+}
+
 static bool sync_record_is(const char *want)
 {
 	char url[64], why[128];
@@ -628,7 +647,8 @@ Test(failover, a_host_whose_rings_vanished_does_not_take_over)
 		     "%s", r.text);
 	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, SHMBUS_REPL_FORCE,
 			      &r), 0, "%s", r.text);
-	cr_assert(is_primary(&B));
+	/* Its channels open once its leader thread runs the key's term. */
+	cr_assert_geq(wait_for(is_primary, &B, 1000), 0);
 }
 
 static bool is_standby_linked(const struct host *h)
@@ -705,10 +725,22 @@ Test(failover, both_daemons_restarted_at_once)
 	kill(B.pid, SIGTERM);
 	host_kill(&A, 0);
 	host_kill(&B, 0);
-	host_start(&A);
-	host_start(&B);
-	cr_assert_geq(wait_for(is_standby_linked, &B, 5000), 0);
-	cr_assert(is_primary(&A), "A is primary again");
+	{
+		int64_t rev0, rev = 0;
+
+		sync_record_is_rev("in ", &rev0);
+		host_start(&A);
+		host_start(&B);
+		cr_assert_geq(wait_for(is_standby_linked, &B, 5000), 0);
+		cr_assert_geq(wait_for(is_primary, &A, 2000), 0,
+			      "A is primary again");
+		/* In sync again, recorded afresh (before, a sync waiter is
+		 * told DEGRADED). */
+		for (int i = 0; i < 500 && !(sync_record_is_rev("in ", &rev) &&
+					     rev > rev0); i++)
+			usleep(10000);
+		cr_assert_gt(rev, rev0, "recorded in sync again");
+	}
 	host_view(&A, "fo", &v);
 	cr_assert_eq(v.epoch, e0, "no promotion: the same epoch");
 	/* Synchronous traffic again. */
@@ -722,4 +754,33 @@ Test(failover, both_daemons_restarted_at_once)
 	cr_assert_gt(atomic_load(&lg->acked), 100, "acknowledged again "
 		     "(%lu before)", (unsigned long)before);
 	cr_assert(!is_primary(&B));
+}
+
+/* A switchover with the arbiter: the key goes with the role, and stays
+ * there (the old primary does not take it back on its own record). */
+Test(failover, a_switchover_moves_the_key_and_it_stays)
+{
+	struct shmbus_ctl_repl_reply r;
+	pid_t pub;
+
+	log_open();
+	pair_setup(FO_CHANS, extra);
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 200)
+		usleep(1000);
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
+		     r.text);
+	cr_assert_geq(wait_for(is_primary, &B, 2000), 0, "B primary");
+	cr_assert(host_log_wait(&B, "holds the leader key", 2000));
+	/* Two terms later: still B, A its standby. */
+	for (int i = 0; i < TTL_MS * 2 / 10; i++) {
+		cr_assert(is_primary(&B) && !is_primary(&A),
+			  "the roles moved back");
+		usleep(10000);
+	}
+	cr_assert_geq(wait_for(is_standby_linked, &A, 2000), 0);
 }
