@@ -195,8 +195,12 @@ static void primary_step(void)
 	if (!LOAD(&L.held)) {
 		rc = campaign(&kv);
 		if (rc < 0) {
+			/* Never held: its fences stay closed.  Held until
+			 * etcd lost the lease (an outage): the failsafe
+			 * bounds it, the watchdog fences past it. */
 			etcd_trouble(rc);
-			return;		/* fences stay closed: no key */
+			failsafe(lease_ns());
+			return;
 		}
 		if (rc == 0) {
 			sbd_log(SBD_ERR, 0, "arbiter: the leader key is held by "
@@ -215,16 +219,6 @@ static void primary_step(void)
 		sent = lease_ns();
 		rc = etcd_lease_keepalive(L.e, LOAD(&L.lease), &left);
 		if (rc == 0 && left > 0) {
-			/* The key must still be ours: nobody else may have
-			 * taken it (a host of the same name, a hand). */
-			rc = etcd_get(L.e, L.leader_key, &kv);
-			if (rc == 0 && (!kv.found || !is_me(kv.value) ||
-					kv.lease != LOAD(&L.lease))) {
-				lost("the leader key is no longer this host's");
-				return;
-			}
-		}
-		if (rc == 0 && left > 0) {
 			/* The term counts from when we asked, at most the
 			 * one granted, less a quarter for drift and delays. */
 			if (left * 1000000000 > L.ttl_ns)
@@ -232,8 +226,24 @@ static void primary_step(void)
 			L.renewed_ns = sent;
 			set_until(sent + left * 1000000000 - L.ttl_ns / 4);
 			L.etcd_down = false;
+			/* The key must still be ours: nobody else may have
+			 * taken it (by hand, say).  (A read that fails is
+			 * tried again at the next renewal.) */
+			if (etcd_get(L.e, L.leader_key, &kv) == 0 &&
+			    (!kv.found || !is_me(kv.value) ||
+			     kv.lease != LOAD(&L.lease))) {
+				lost("the leader key is no longer this host's");
+				return;
+			}
 		} else if (rc == 0) {
-			lost("the lease on the leader key expired");
+			/* Gone (etcd kept it past an outage, say): take the
+			 * key again at the next step; until then the last
+			 * term (or the failsafe) bounds what we acknowledge,
+			 * and if another host holds it, we stand by. */
+			sbd_log(SBD_WARN, 0, "arbiter: the lease is gone; "
+				"taking the leader key again");
+			STORE(&L.held, false);
+			STORE(&L.lease, 0);
 			return;
 		} else {
 			etcd_trouble(rc);

@@ -694,8 +694,6 @@ int sbd_repl_start(void)
 	/* Until the leader thread holds the lease: a primary acknowledges
 	 * nothing, and degrades only once the arbiter records it. */
 	STORE(&repl.lease_until, 0);
-	if (repl.arbiter && sbd_leader_start())
-		return -1;
 	for (size_t i = 0; i < repl.n; i++) {
 		struct rchan *rc = &repl.ch[i];
 
@@ -709,6 +707,9 @@ int sbd_repl_start(void)
 							  : SHMBUS_FENCE_OPEN);
 		}
 	}
+	/* Last: its role changes take role_mu, which the start does not. */
+	if (repl.arbiter && sbd_leader_start())
+		return -1;
 	sbd_log(SBD_NOTICE, 0, "replication: %s at epoch %" PRIu64 ", %zu "
 		"channel%s, listening on %s, peer %s", role_name(role),
 		LOAD(&repl.epoch), repl.n, repl.n == 1 ? "" : "s", c->listen, c->peer);
