@@ -68,7 +68,7 @@ static struct {
 	int64_t sync_rev0;		/* the sync record's revision when a
 					 * standby with lost rings first looked
 					 * (-1: not yet) */
-	bool etcd_down;
+	bool etcd_down;			/* atomic: the last request failed */
 	pthread_t th, watch;
 	bool on, stop;			/* atomic */
 	pthread_mutex_t step_mu;	/* a step; a manual claim */
@@ -114,11 +114,11 @@ static void failsafe(int64_t now)
 
 static void etcd_trouble(int rc)
 {
-	if (!L.etcd_down)
+	if (!LOAD(&L.etcd_down))
 		sbd_log(SBD_WARN, 0, "arbiter: etcd does not answer (%s): "
 			"going on only while the standby answers",
 			strerror(-rc));
-	L.etcd_down = true;
+	STORE(&L.etcd_down, true);
 }
 
 static void lost(const char *why)
@@ -208,7 +208,7 @@ static void primary_step(void)
 			lost("another host holds the leader key");
 			return;
 		}
-		L.etcd_down = false;
+		STORE(&L.etcd_down, false);
 		L.sync_state = -1;
 		STORE(&repl.out_recorded, false);
 		sbd_log(SBD_NOTICE, 0, "arbiter: this host holds the leader "
@@ -225,7 +225,7 @@ static void primary_step(void)
 				left = L.ttl_ns / 1000000000;
 			L.renewed_ns = sent;
 			set_until(sent + left * 1000000000 - L.ttl_ns / 4);
-			L.etcd_down = false;
+			STORE(&L.etcd_down, false);
 			/* The key must still be ours: nobody else may have
 			 * taken it (by hand, say).  (A read that fails is
 			 * tried again at the next renewal.) */
@@ -437,8 +437,13 @@ static void *watch_main(void *arg)
 	(void)arg;
 	while (!LOAD(&L.stop)) {
 		struct timespec ts = { 0, WATCH_MS * 1000000L };
-		int64_t until = LOAD(&repl.lease_until);
+		int64_t until;
 
+		/* The failsafe here too: the leader thread may be waiting
+		 * on an etcd that does not answer yet. */
+		if (LOAD(&L.etcd_down) && LOAD(&repl.role) == SBD_ROLE_PRIMARY)
+			failsafe(lease_ns());
+		until = LOAD(&repl.lease_until);
 		if (LOAD(&repl.role) == SBD_ROLE_PRIMARY && until &&
 		    lease_ns() >= until)
 			rp_lease_lost("its term ran out before the lease was "

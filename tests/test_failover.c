@@ -567,7 +567,14 @@ Test(failover, an_etcd_outage_stops_no_traffic)
 	etcd_start();
 	t0 = th_now_ns();
 	while (th_now_ns() - t0 < (uint64_t)TTL_MS * 2 * 1000000) {
-		cr_assert(is_primary(&A) && !is_primary(&B));
+		struct sb_repl_view va, vb;
+
+		host_view(&A, "fo", &va);
+		host_view(&B, "fo", &vb);
+		cr_assert(is_primary(&A) && !is_primary(&B),
+			  "after etcd came back, %.0f ms: A flags %#x fence %u, "
+			  "B flags %#x fence %u", (th_now_ns() - t0) / 1e6,
+			  va.flags, va.fence, vb.flags, vb.fence);
 		usleep(10000);
 	}
 	atomic_store(&lg->stop, 1);
