@@ -1156,6 +1156,94 @@ static void free_one(struct jchan *j, bool keep_slot)
 	pthread_cond_destroy(&j->cv);
 }
 
+/*
+ * A returning primary's ring is cut back to pos (repl_standby.c): the
+ * agent stops (its cursor slot stays), the journal's records from pos on
+ * are cleared (they are in the quarantine file already), cut() cuts the
+ * ring, and the agent starts again where both now end.  Cleared first:
+ * a daemon killed before the ring is cut copies the tail again from the
+ * ring, and the next cut clears it again; killed after, its journal and
+ * its ring end at the same place.
+ */
+int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
+		    void *arg)
+{
+	struct sbd_chan_conf cc;
+	struct jchan *j = NULL;
+	uint64_t *b, seg_base;
+	size_t k;
+	int rc;
+
+	for (size_t i = 0; i < njc && !j; i++)
+		if (jc[i].th_on && !strcmp(jc[i].name, name))
+			j = &jc[i];
+	if (!j)
+		return cut(arg);
+	memset(&cc, 0, sizeof(cc));
+	snprintf(cc.name, sizeof(cc.name), "%s", j->name);
+	cc.jnl = j->conf;
+	cc.owner = j->uid;
+	cc.group = j->gid;
+	cc.attr.mode = j->fmode;
+	free_one(j, true);
+	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	rc = j->dfd < 0 ? -errno : sb_jlist(j->dir, &b, &k);
+	if (rc == 0) {
+		seg_base = pos & ~(j->g.seg_size - 1);
+		for (size_t i = 0; rc == 0 && i < k; i++) {
+			char n[64];
+
+			if (b[i] == seg_base) {
+				rc = clear_from(j, b[i], pos);
+				continue;
+			}
+			if (b[i] < seg_base)
+				continue;
+			snprintf(n, sizeof(n), "%016llx.seg",
+				 (unsigned long long)b[i]);
+			if (unlinkat(j->dfd, n, 0) && errno != ENOENT)
+				rc = -errno;
+			snprintf(n, sizeof(n), "%016llx.tix",
+				 (unsigned long long)b[i]);
+			unlinkat(j->dfd, n, 0);
+		}
+		free(b);
+		if (rc == 0 && fsync(j->dfd))
+			rc = -errno;
+	}
+	if (j->dfd >= 0)
+		close(j->dfd);
+	j->dfd = -1;
+	if (rc) {
+		/* The ring is not cut: the agent starts again as it was. */
+		sbd_log(SBD_ERR, rc, "%s: journal: cannot clear it from %"
+			PRIu64, name, pos);
+	} else {
+		rc = cut(arg);
+		if (rc == 0)
+			sbd_log(SBD_NOTICE, 0, "%s: journal: cleared from %"
+				PRIu64, name, pos);
+	}
+	free(j->buf);
+	memset(j, 0, sizeof(*j));
+	if (start_one(j, &cc)) {
+		sbd_log(SBD_ERR, 0, "%s: journal not started again after the "
+			"cut; the channel goes on without it%s", cc.name,
+			cc.jnl.ack ? " and acknowledges nothing as persisted"
+				   : "");
+		STORE(&j->stop, true);
+		if (j->cursor)
+			shmbus_sub_close(j->cursor);
+		j->cursor = NULL;
+		if (j->ch) {
+			sb_jnl_off(j->ch, cc.jnl.ack);
+			sb_sub_journal_release(j->ch);
+		}
+		free_one(j, false);
+	}
+	return rc;
+}
+
 int sbd_journal_start(void)
 {
 	size_t n = 0;

@@ -44,8 +44,7 @@ enum rw_type {
 	RW_AUTH = 3,		/* client: its proof */
 	RW_HELLO = 4,		/* client: struct rw_hello */
 	RW_ACCEPT = 5,		/* server: where shipping starts (pos), and
-				 * body u32 restart: 1 if the standby must
-				 * skip ahead (a gap) */
+				 * body u32 restart: RW_RESTART_* */
 	RW_REFUSE = 6,		/* either: a reason, text */
 	RW_DATA = 7,		/* primary: records at [pos, pos + len) */
 	RW_ACK = 8,		/* standby: struct rw_ack */
@@ -56,6 +55,12 @@ enum rw_type {
 				 * struct sb_group_state[len / its size] */
 	RW_TYPE_MAX = 12,
 };
+
+/* RW_ACCEPT's body. */
+#define RW_RESTART_NONE	0u	/* pos is the standby's end */
+#define RW_RESTART_GAP	1u	/* the standby skips ahead to pos (a gap) */
+#define RW_RESTART_CUT	2u	/* the standby's records from pos on
+				 * diverge: it cuts them off (rejoin.c) */
 
 struct rw_hdr {
 	uint32_t magic;

@@ -513,7 +513,8 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 {
 	struct rchan *rc = rp_find(sbd_name_hash(hi->channel));
 	uint64_t e = LOAD(&repl.epoch), known, oldest, start = hi->end;
-	uint32_t restart = 0;
+	uint64_t next = UINT64_MAX;
+	uint32_t restart = RW_RESTART_NONE;
 	struct iovec iov = { &restart, sizeof(restart) };
 	char why[512];
 
@@ -534,14 +535,27 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 	if (!why[0]) {
 		known = sb_committed_end(rc->ch, sb_ring_oldest(rc->ch),
 					 UINT64_MAX);
-		if (hi->end > known ||
-		    (hi->epoch < e &&
-		     hi->end > rp_hist_next_start(hi->epoch, rc->id)))
+		if (hi->epoch < e)
+			next = rp_hist_next_start(hi->epoch, rc->id);
+		if (hi->end > next && next <= known &&
+		    sb_ring_has_record(rc->ch, next)) {
+			/* A returning primary: its records from where the
+			 * next epoch began here on are not ours.  It cuts
+			 * them off (rejoin.c) and we ship from there. */
+			restart = RW_RESTART_CUT;
+			start = next;
+			sbd_log(SBD_WARN, 0, "%s: the standby's records %"
+				PRIu64 "..%" PRIu64 " (epoch %" PRIu64 ") "
+				"diverge from ours, whose epoch %" PRIu64
+				" began at %" PRIu64 ": it cuts them off",
+				rc->name, next, hi->end, hi->epoch, e, next);
+		} else if (hi->end > known || hi->end > next) {
 			snprintf(why, sizeof(why), "%.200s: the standby's records "
 				 "(epoch %" PRIu64 ", end %" PRIu64 ") diverge "
-				 "from ours (end %" PRIu64 "): its ring must be "
-				 "rebuilt", rc->name, hi->epoch, hi->end,
-				 known);
+				 "from ours (end %" PRIu64 ") where this ring no "
+				 "longer holds them: its ring must be rebuilt",
+				 rc->name, hi->epoch, hi->end, known);
+		}
 	}
 	if (why[0]) {
 		LIMITED(&repl.rl_refused, repl.refused, "refusals", "replication: %s refused: %s",
@@ -551,8 +565,9 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 		return;
 	}
 	oldest = sb_ring_oldest(rc->ch);
-	if (start < oldest && !sb_ring_has_record(rc->ch, start)) {
-		restart = 1;
+	if (restart == RW_RESTART_NONE && start < oldest &&
+	    !sb_ring_has_record(rc->ch, start)) {
+		restart = RW_RESTART_GAP;
 		start = oldest;
 		sb_repl_count(rc->ch, SB_REPL_GAPS, 1);
 		sb_repl_count(rc->ch, SB_REPL_GAP_BYTES, start - hi->end);

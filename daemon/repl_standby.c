@@ -221,6 +221,28 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 			repl.t->peer(l), h.epoch, LOAD(&repl.epoch));
 		return;
 	}
+	if (restart == RW_RESTART_CUT) {
+		/* Before anything of the new epoch is recorded here: a cut
+		 * that fails is asked for again at the next link. */
+		if (h.epoch == LOAD(&repl.epoch) || h.pos >= end) {
+			sbd_log(SBD_ERR, 0, "%s: primary %s asks for a cut at "
+				"%" PRIu64 " (epoch %" PRIu64 "); we end at %"
+				PRIu64 " (epoch %" PRIu64 "): refused",
+				rc->name, repl.t->peer(l), h.pos, h.epoch,
+				end, LOAD(&repl.epoch));
+			return;
+		}
+		if ((rc2 = rp_rejoin_cut(rc, h.pos, h.epoch, why,
+					 sizeof(why)))) {
+			LIMITED(&repl.rl_link, repl.link_errors, "link errors",
+				"%s: rejoin: the ring cannot be cut back to %"
+				PRIu64 " yet: %s", rc->name, h.pos, why);
+			nap(rc, 500);
+			return;
+		}
+		end = h.pos;
+		sb_repl_acked(rc->ch, end, end, 0, false);
+	}
 	if (!rp_hist_has(h.epoch, rc->id)) {
 		/* The primary's epoch, on disk before its first record
 		 * here; our acknowledgements carry it from now on. */

@@ -184,6 +184,10 @@ bool sbd_rule_allows(const struct sbd_rule *r, uid_t uid, const gid_t *gids,
 int sbd_journal_start(void);
 /* Syncs and stops the agents; their cursor slots stay held. */
 void sbd_journal_stop(void);
+/* Channel `name`'s journal cleared from pos on, around cut(arg), which
+ * cuts its ring there (see journal.c); cut's result, or -errno. */
+int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
+		    void *arg);
 
 /* ------------------------------------------------------------- registry */
 

@@ -391,8 +391,9 @@ void shmbus_sub_attr_init(struct shmbus_sub_attr *attr);
  * wake check after each commit, which they skip on channels where no
  * subscriber may sleep.  Where the kernel refuses that call (nohz_full),
  * such a subscriber sleeps in naps of at most 1 ms instead.
- * Returns NULL, errno ENOSPC when all slots are taken.  One thread at a
- * time.
+ * Returns NULL, errno ENOSPC when all slots are taken, EAGAIN for the
+ * few milliseconds in which shmbusd cuts a returning primary's ring back
+ * (docs/failover.md).  One thread at a time.
  */
 shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 			    const struct shmbus_sub_attr *attr);

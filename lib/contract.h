@@ -140,6 +140,28 @@ int sb_fence_set(shmbus_channel *ch, uint32_t fence);
 int sb_fence_quiesce(shmbus_channel *ch, uint64_t from, int64_t timeout_ns,
 		     uint64_t *end);
 
+/*
+ * Cutting a standby's ring back to `pos`, a record boundary at or before
+ * its end: the records from there on (a returning primary's diverged
+ * tail) are removed, so that the new primary's records take their
+ * positions (docs/failover.md).  sb_ring_cut_begin() closes the fence
+ * (SHMBUS_FENCE_CUT) and checks that nobody else uses the ring: no
+ * subscriber slot held by a process (a new one is refused, EAGAIN), no
+ * group's or journal's cursor past pos, no claim in flight; *end is then
+ * the ring's end, and the caller may copy [pos, *end) away.  -EBUSY with
+ * why when the ring is in use (the fence goes back), -EINVAL when pos is
+ * not one of its record boundaries.  sb_ring_cut_end() removes the
+ * records: commit words cleared from pos on, head, handoff, seq, the
+ * mailbox, the cursors of groups and the journal and the replication
+ * line's positions set back, and the fence returned to `fence`.
+ * sb_ring_cut_abort() only returns the fence.  The journal's agent must
+ * not run meanwhile.
+ */
+int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
+		      char *why, size_t n);
+void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence);
+void sb_ring_cut_abort(shmbus_channel *ch, uint32_t fence);
+
 /* The replication line.  One agent thread writes each field, except the
  * watermark, which only grows (several threads may raise it). */
 void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,

@@ -783,3 +783,145 @@ int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
 		sb_prod_wake(ch);
 	return 0;
 }
+
+/* ------------------------------------------------------------ the cut */
+
+/* Why a subscriber slot keeps the ring from being cut at pos, or NULL. */
+static const char *slot_in_the_way(struct shmbus_sub_slot *s, uint64_t pos,
+				   uint32_t *pid)
+{
+	/* A7: pairs with R7 (the slot's owner store). */
+	uint64_t o = load_acquire64(&s->owner);
+
+	*pid = owner_pid(o);
+	switch (owner_state(o)) {
+	case SHMBUS_SLOT_FREE:
+	case SHMBUS_SLOT_JOURNAL:	/* the caller stopped the agent */
+		return NULL;
+	case SHMBUS_SLOT_GROUP:
+		/* A5: pairs with R5 (the group's floor). */
+		return load_acquire64(&s->pos) > pos ?
+			       "a consumer group acknowledged records past "
+			       "the cut" : NULL;
+	default:
+		return sb_pid_alive(*pid) ? "a subscriber reads the channel"
+					  : "a dead subscriber's slot is not "
+					    "released yet";
+	}
+}
+
+int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
+		      char *why, size_t n)
+{
+	uint32_t prev = sb_fence_get(ch);
+	uint64_t oldest, at;
+	int rc;
+
+	if (prev == SHMBUS_FENCE_OPEN) {
+		snprintf(why, n, "the channel takes writes here");
+		return -EBUSY;
+	}
+	rc = sb_fence_set(ch, SHMBUS_FENCE_CUT);
+	if (rc) {
+		snprintf(why, n, "membarrier(2): %s", strerror(-rc));
+		sb_fence_set(ch, prev);
+		return rc;
+	}
+	/* F7: pairs with F7 in shmbus_sub_open() and sb_slot_take_group():
+	 * a subscriber whose slot we do not see below sees the fence and
+	 * gives its slot back.  (sb_fence_set()'s membarrier is already a
+	 * full barrier; this names the edge.) */
+	fence_seqcst();
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		uint32_t pid;
+		const char *w = slot_in_the_way(&ch->subs[i], pos, &pid);
+
+		if (w) {
+			snprintf(why, n, "%s (slot %u, pid %u)", w, i, pid);
+			sb_fence_set(ch, prev);
+			return -EBUSY;
+		}
+	}
+	oldest = sb_ring_oldest(ch);
+	if (sb_fence_quiesce(ch, oldest, INT64_C(100000000), &at)) {
+		snprintf(why, n, "a producer holds a claim open");
+		sb_fence_set(ch, prev);
+		return -EBUSY;
+	}
+	/* pos must be a record boundary: reached by walking the records
+	 * from the oldest (below the oldest, everything held goes). */
+	if (pos % SHMBUS_REC_ALIGN || pos > at ||
+	    (pos > oldest && sb_committed_until(ch, oldest, pos) != pos)) {
+		snprintf(why, n, "%llu is not a record boundary of this ring "
+			 "(it holds %llu..%llu)", (unsigned long long)pos,
+			 (unsigned long long)oldest, (unsigned long long)at);
+		sb_fence_set(ch, prev);
+		return -EINVAL;
+	}
+	*end = at;
+	return 0;
+}
+
+void sb_ring_cut_abort(shmbus_channel *ch, uint32_t fence)
+{
+	sb_fence_set(ch, fence);
+}
+
+void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	/* No edge in what follows unless labelled: the fence says CUT, and
+	 * sb_ring_cut_begin() found nobody else reading or writing. */
+	uint64_t head = load_relaxed64(&h->head), oldest = sb_ring_oldest(ch);
+	uint64_t p = pos > oldest ? pos : oldest, seq = UINT64_MAX;
+
+	/* The records' commit words, from the first on: a cut stopped half
+	 * way leaves the ring ending at pos (sb_apply_recover()). */
+	while (p < head) {
+		struct shmbus_rec *r = rec_at(ch, p);
+		uint64_t w = load_relaxed64(&r->commit), size;
+
+		if (word_tag(w) != lap_tag(ch, p))
+			break;
+		if (word_type(w) == SHMBUS_REC_PAD) {
+			size = SHMBUS_REC_ALIGN + word_len(w);
+		} else {
+			size = rec_size(word_len(w));
+			if (seq == UINT64_MAX)
+				seq = load_relaxed64(&r->seq);
+		}
+		store_relaxed64(&r->commit, 0);
+		if ((p & ch->mask) + size > ch->cap)
+			break;
+		p += size;
+	}
+	/* The next message takes the first removed one's number. */
+	if (seq != UINT64_MAX)
+		store_relaxed64(&h->seq, seq);
+	store_relaxed64(&rec_at(ch, pos)->commit, 0);
+	store_relaxed64(&h->head, pos);
+	/* R3: pairs with A3' in the subscriber's trusted(): the word at pos
+	 * is zeroed. */
+	store_release64(&h->handoff, pos);
+	if (ch->mbox && load_relaxed64(&ch->mbox->mark) > pos)
+		/* R9's store without its fence: nobody reads the mailbox;
+		 * 0 names no record (mark_behind()). */
+		store_relaxed64(&ch->mbox->mark, 0);
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		uint32_t st = owner_state(load_relaxed64(&s->owner));
+
+		if ((st == SHMBUS_SLOT_JOURNAL || st == SHMBUS_SLOT_GROUP) &&
+		    load_relaxed64(&s->pos) > pos)
+			/* R5: pairs with A5 (the next agent's, producers'
+			 * scans). */
+			store_release64(&s->pos, pos);
+	}
+	if (load_relaxed64(&h->replicated_pos) > pos)
+		sb_repl_reset_positions(ch, pos);
+	if (load_relaxed64(&h->persisted_pos) > pos)
+		store_relaxed64(&h->persisted_pos, pos);
+	if (load_relaxed64(&h->jnl_written) > pos)
+		sb_jnl_written(ch, pos);
+	sb_fence_set(ch, fence);
+}

@@ -114,6 +114,19 @@ static void sub_init(struct shmbus_sub *sub, struct shmbus_channel *ch,
 	sub->spin_ns = attr->spin_ns ? attr->spin_ns : 20000;
 }
 
+/* After F7: the ring is being cut back (sb_ring_cut_begin()), which did
+ * not count on us: the slot just taken is given back. */
+static bool being_cut(struct shmbus_channel *ch, struct shmbus_sub_slot *s)
+{
+	/* No edge of its own: F7 orders this load after our owner store. */
+	if (SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) !=
+	    SHMBUS_FENCE_CUT)
+		return false;
+	/* R13: pairs with A13 in take_slot(). */
+	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	return true;
+}
+
 SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 					  const struct shmbus_sub_attr *attr)
 {
@@ -170,8 +183,18 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	 * orders before our load of head. */
 	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE,
 					     (uint32_t)getpid()));
-	/* F1: pairs with F1 in sb_refresh_limit() (see there). */
+	/* F1: pairs with F1 in sb_refresh_limit() (see there).  F7: pairs
+	 * with F7 in sb_ring_cut_begin(): it sees our slot, or we see its
+	 * fence below. */
 	fence_seqcst();
+	if (being_cut(ch, s)) {
+		if (attr->wait == SHMBUS_WAIT_SLEEP)
+			sb_sleep_unannounce(ch, i);
+		free(sub->buf);
+		free(sub);
+		errno = EAGAIN;
+		return NULL;
+	}
 	/* The sequence counter read before head is a lower bound of the seq
 	 * of the first message at head: the baseline for counting losses
 	 * should we be lapped before reading anything. */
@@ -232,7 +255,10 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 	/* R7, and F1 after it, as in shmbus_sub_open(). */
 	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_GROUP,
 					     (uint32_t)getpid()));
+	/* F1, and F7: pairs with F7 in sb_ring_cut_begin(). */
 	fence_seqcst();
+	if (being_cut(ch, s))
+		return -EAGAIN;
 	/* As in shmbus_sub_open(): a lower bound of the seq at head. */
 	*seq = load_relaxed64(&ch->hdr->seq);
 	head = load_relaxed64(&ch->hdr->head);

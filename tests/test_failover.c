@@ -35,6 +35,8 @@
 #include "helpers.h"
 #include "repl_fixture.h"
 #include "shmbus/layout.h"
+#include "shmbus/quarantine.h"
+#include <stddef.h>
 #include "../daemon/etcd.h"
 
 #define TTL_MS 2000
@@ -790,4 +792,195 @@ Test(failover, a_switchover_moves_the_key_and_it_stays)
 		usleep(10000);
 	}
 	cr_assert_geq(wait_for(is_standby_linked, &A, 2000), 0);
+}
+
+/* ------------------------------------------------------------ rejoin */
+
+#define CUT_CHANS \
+	"[channel fo]\ncapacity = 1M\nmax_msg = 1K\nreplicate = applied\n" \
+	"journal = on\njournal_segment = 1M\n"
+
+#define TAIL 50		/* messages the cut-off primary writes alone */
+#define AFTER 20	/* messages the new primary writes */
+
+/* Publishes n fixed messages of producer id on h's channel "fo" without
+ * waiting for acknowledgements. */
+struct burst {
+	const struct host *h;
+	uint32_t id, n;
+};
+
+static int burst_publisher(void *arg)
+{
+	const struct burst *b = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch = host_open(b->h, &bus, "fo", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint8_t msg[64];
+
+	if (!pub)
+		return 2;
+	for (uint32_t i = 0; i < b->n; i++) {
+		th_msg_fill(msg, sizeof(msg), b->id, i);
+		if (shmbus_publish(pub, msg, sizeof(msg)))
+			return 3;
+	}
+	return 0;
+}
+
+/* The quarantine file A wrote for "fo": its header, its records checked
+ * one by one (all of producer `id`, numbered from 0, in order); returns
+ * how many. */
+static uint64_t check_quarantine(uint64_t *from, uint64_t *to, uint32_t id)
+{
+	struct shmbus_quar_hdr q;
+	char cmd[2048], path[512];
+	uint64_t n = 0, p;
+	uint8_t *data;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "ls %s/quarantine/fo.*.q", A.state);
+	f = popen(cmd, "r");
+	cr_assert(f && fgets(path, sizeof(path), f), "no quarantine file");
+	pclose(f);
+	path[strcspn(path, "\n")] = 0;
+	f = fopen(path, "rb");
+	cr_assert(f, "%s", path);
+	cr_assert_eq(fread(&q, 1, sizeof(q), f), sizeof(q));
+	cr_assert_eq(q.magic, SHMBUS_QUAR_MAGIC);
+	cr_assert_eq(q.hdr_crc, sb_crc32c(0, &q, offsetof(struct shmbus_quar_hdr,
+							 hdr_crc)));
+	cr_assert_str_eq(q.channel, "fo");
+	cr_assert_gt(q.new_epoch, q.epoch);
+	cr_assert(q.to > q.from && q.to - q.from <= q.capacity);
+	data = malloc(q.to - q.from);
+	cr_assert_eq(fread(data, 1, q.to - q.from, f), q.to - q.from);
+	fclose(f);
+	cr_assert_eq(q.data_crc, sb_crc32c(0, data, q.to - q.from));
+	for (p = q.from; p < q.to;) {
+		const uint8_t *r = data + (p - q.from);
+		uint64_t w, seq;
+		uint32_t len, type, got;
+
+		memcpy(&w, r, 8);
+		len = (uint32_t)(w & SHMBUS_LEN_MASK);
+		type = (uint32_t)(w >> SHMBUS_LEN_BITS) & 7;
+		cr_assert_eq(w >> 32, ((p / q.capacity) + 1) & 0xffffffffu,
+			     "lap tag at %lu", (unsigned long)p);
+		if (type == SHMBUS_REC_PAD) {
+			p += 8 + len;
+			continue;
+		}
+		cr_assert_eq(type, SHMBUS_REC_MSG);
+		cr_assert_eq(th_msg_check(r + 16, len, &got, &seq), 0);
+		cr_assert_eq(got, id);
+		cr_assert_eq(seq, n, "message %lu in the quarantine, %lu due",
+			     (unsigned long)seq, (unsigned long)n);
+		n++;
+		p += 16 + ((len + 7u) & ~7u);
+	}
+	free(data);
+	*from = q.from;
+	*to = q.to;
+	/* shmbusctl lists them; a flipped bit is damage (exit 4). */
+	snprintf(cmd, sizeof(cmd), "build/tools/shmbusctl quarantine %s | "
+		 "grep -q '^%d messages$'", path, TAIL);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	snprintf(cmd, sizeof(cmd), "cp %s %s.bad && printf '\\377' | dd "
+		 "of=%s.bad bs=1 seek=%d conv=notrunc 2>/dev/null; "
+		 "build/tools/shmbusctl quarantine %s.bad >/dev/null 2>&1; "
+		 "r=$?; rm -f %s.bad; exit $r", path, path,
+		 SHMBUS_QUAR_HDR + 40, path, path);
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 4, "%s", cmd);
+	return n;
+}
+
+/* A primary cut from etcd and its standby goes on taking writes until
+ * its lease runs out: those records are on no other host.  The standby
+ * takes over; when the old primary comes back, it moves exactly those
+ * records to a quarantine file, cuts its ring and journal back to where
+ * the new primary's epoch began, and catches up: no merge, no gap. */
+Test(failover, a_returning_primary_cuts_its_diverged_tail)
+{
+	struct burst tail = { &A, 2, TAIL }, after = { &B, 3, AFTER };
+	struct sb_repl_view va, vb;
+	uint64_t last[4], from, to, head, endA;
+	char cmd[512];
+	pid_t pub;
+	int st;
+
+	log_open();
+	pair_setup(CUT_CHANS, extra);
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 300)
+		usleep(1000);
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	/* A alone: cut from etcd and from B, it still takes writes. */
+	atomic_store(&fw[0].cut, true);
+	cr_assert_eq(host_sh(&A, "ip link set %s down", A.ifname), 0);
+	pub = th_spawn(burst_publisher, &tail);
+	cr_assert_eq(waitpid(pub, &st, 0), pub);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		  "the tail was not written (status %#x)", st);
+	host_view(&A, "fo", &va);
+	endA = sb_ring_head(host_map(&A, "fo"));
+	cr_assert_geq(wait_for(is_primary, &B, TTL_MS + 3000), 0,
+		      "B did not take over");
+	for (int i = 0; i < 300 && is_primary(&A); i++)
+		usleep(10000);
+	cr_assert(!is_primary(&A), "A did not fence itself");
+	pub = th_spawn(burst_publisher, &after);
+	cr_assert_eq(waitpid(pub, &st, 0), pub);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* A comes back, with a subscriber of its own still reading: it may
+	 * be reading the tail, so the cut waits for it. */
+	{
+		shmbus_channel *ach = host_map(&A, "fo");
+		shmbus_sub *asub = shmbus_sub_open(ach, NULL);
+
+		cr_assert(asub);
+		cr_assert_eq(host_sh(&A, "ip link set %s up", A.ifname), 0);
+		atomic_store(&fw[0].cut, false);
+		cr_assert(host_log_wait(&A, "cannot be cut back", 10000),
+			  "A cut its ring under a subscriber");
+		cr_assert_eq(sb_ring_head(ach), endA);
+		shmbus_sub_close(asub);
+		shmbus_channel_close(ach);
+	}
+	cr_assert(host_log_wait(&A, "rejoin: records", 10000),
+		  "A did not cut its tail");
+	head = pair_wait_caught_up("fo", 0, 10000);
+	/* Exactly the tail is in the quarantine, from where B's epoch
+	 * began to where A had written. */
+	cr_assert_eq(check_quarantine(&from, &to, 2), TAIL);
+	cr_assert_eq(to, endA, "quarantined up to %lu, A had written to %lu",
+		     (unsigned long)to, (unsigned long)endA);
+	host_view(&B, "fo", &vb);
+	cr_assert_gt(vb.epoch, va.epoch);
+	/* The same records at the same positions since the cut, and none
+	 * of the tail on A any more; B's records after it, in order. */
+	pair_assert_identical_range("fo", from, head);
+	pair_read_all_last(&A, "fo", UINT64_MAX, last);
+	cr_assert_eq(last[2], UINT64_MAX, "A still delivers the tail");
+	cr_assert_eq(last[3], AFTER - 1, "A has B's records: last %lu",
+		     (unsigned long)last[3]);
+	cr_assert_geq(last[1], 299);
+	/* Its journal was cut too: intact, and it holds B's records. */
+	snprintf(cmd, sizeof(cmd), "build/tools/shmbusctl journal verify fo "
+		 "--dir %s/jnl >/dev/null", A.dir);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	for (int i = 0; i < 300; i++) {
+		host_view(&A, "fo", &va);
+		if (va.local_persisted >= head)
+			break;
+		usleep(10000);
+	}
+	cr_assert_geq(va.local_persisted, head, "A's journal persisted %lu "
+		      "of %lu", (unsigned long)va.local_persisted,
+		      (unsigned long)head);
+	/* And A is a standby that B counts in sync again. */
+	cr_assert(host_log_wait(&B, "standby recorded in sync", 5000));
 }

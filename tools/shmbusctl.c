@@ -12,6 +12,7 @@
  *   shmbusctl [-b BUS] promote [--force] | demote [--force] | switchover
  *   shmbusctl [-b BUS] journal dump|verify CHANNEL|DIR [--dir JOURNAL_DIR]
  *                      [--from POS | --since TIME]
+ *   shmbusctl quarantine FILE
  *
  *   shmbusctl --help | --version
  *
@@ -20,13 +21,14 @@
  * or a socket path; the default is $SHMBUS_BUS, else "default".
  * Exit codes, as every shmbus tool: 0 done, 1 the daemon refused (its
  * reason is printed), 2 bad usage; and 3 no daemon to talk to.  The
- * journal commands read the files themselves, with or without a daemon:
- * 4 means the journal is damaged (where and why are printed), 1 that it
- * cannot be read.
+ * journal and quarantine commands read the files themselves, with or
+ * without a daemon: 4 means the file is damaged (where and why are
+ * printed), 1 that it cannot be read.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -36,6 +38,7 @@
 
 #include "shmbus.h"
 #include "shmbus/layout.h"
+#include "shmbus/quarantine.h"
 #include "../lib/contract.h"
 #include "../lib/journal.h"
 
@@ -59,6 +62,7 @@ static void usage(FILE *f)
 "       shmbusctl [-b BUS] promote [--force] | demote [--force] | switchover\n"
 "       shmbusctl [-b BUS] journal dump|verify CHANNEL|DIR [--dir DIR]\n"
 "                 [--from POS | --since TIME]\n"
+"       shmbusctl quarantine FILE\n"
 "       shmbusctl --help | --version\n"
 "SIZE: bytes, or with K, M, G (KiB, MiB, GiB).\n"
 "BUS: a bus name or the daemon's socket path (default $SHMBUS_BUS or\n"
@@ -403,6 +407,136 @@ static int cmd_journal(int argc, char **argv, const char *bus_name)
 	return 0;
 }
 
+/* ---------------------------------------------------------- quarantine */
+
+/* The damage in a quarantine file q (shmbus/quarantine.h) of `size`
+ * bytes, or NULL. */
+static const char *quar_bad_header(const struct shmbus_quar_hdr *q,
+				   uint64_t size)
+{
+	if (q->magic != SHMBUS_QUAR_MAGIC)
+		return "not a quarantine file (magic)";
+	if (q->version != SHMBUS_QUAR_VERSION ||
+	    q->hdr_size != SHMBUS_QUAR_HDR)
+		return "another format version";
+	if (q->hdr_crc != sb_crc32c(0, q, offsetof(struct shmbus_quar_hdr,
+						   hdr_crc)))
+		return "the header's checksum";
+	if (q->capacity < SHMBUS_MIN_CAPACITY ||
+	    q->capacity > SHMBUS_MAX_CAPACITY ||
+	    (q->capacity & (q->capacity - 1)) || q->from > q->to ||
+	    q->to - q->from > q->capacity || q->from % SHMBUS_REC_ALIGN ||
+	    q->to % SHMBUS_REC_ALIGN || q->max_msg > SHMBUS_MAX_MSG_LIMIT ||
+	    memchr(q->channel, 0, sizeof(q->channel)) == NULL)
+		return "impossible geometry in the header";
+	if (size != SHMBUS_QUAR_HDR + (q->to - q->from))
+		return "the file's size does not match its range";
+	return NULL;
+}
+
+/* Lists the records a returning primary cut off its ring, checking
+ * every one: 0 intact, 4 damaged, 1 unreadable. */
+static int cmd_quarantine(const char *path)
+{
+	struct shmbus_quar_hdr q;
+	uint64_t size, n = 0, p;
+	const char *bad;
+	uint8_t *data = NULL;
+	FILE *f = fopen(path, "rb");
+	long sz = -1;
+
+	if (f && fseek(f, 0, SEEK_END) == 0)
+		sz = ftell(f);
+	if (sz < 0 || fseek(f, 0, SEEK_SET)) {
+		fprintf(stderr, "shmbusctl: %s: %s\n", path, strerror(errno));
+		if (f)
+			fclose(f);
+		return EXIT_REFUSED;
+	}
+	size = (uint64_t)sz;
+	if (fread(&q, 1, sizeof(q), f) != sizeof(q)) {
+		bad = "shorter than its header";
+		goto damaged;
+	}
+	bad = quar_bad_header(&q, size);
+	if (bad)
+		goto damaged;
+	data = malloc(q.to - q.from + 1);
+	if (!data || fread(data, 1, q.to - q.from, f) != q.to - q.from) {
+		bad = data ? "short read" : "out of memory";
+		goto damaged;
+	}
+	if (q.data_crc != sb_crc32c(0, data, q.to - q.from)) {
+		bad = "the records' checksum";
+		goto damaged;
+	}
+	printf("channel %s: positions %llu..%llu, written in epoch %llu and "
+	       "cut at %llu for epoch %llu\n", q.channel,
+	       (unsigned long long)q.from, (unsigned long long)q.to,
+	       (unsigned long long)q.epoch, (unsigned long long)q.cut,
+	       (unsigned long long)q.new_epoch);
+	printf("%16s %12s %-4s %8s  %s\n", "POS", "SEQ", "TYPE", "LEN",
+	       "DATA");
+	for (p = q.from; p < q.to;) {
+		const uint8_t *r = data + (p - q.from);
+		struct sb_jrec rec = { .pos = p };
+		uint64_t w, size_rec;
+
+		if (q.to - p < 8) {
+			bad = "a record cut short";
+			goto damaged;
+		}
+		memcpy(&w, r, 8);
+		rec.type = (uint32_t)(w >> SHMBUS_LEN_BITS) & 7;
+		rec.len = (uint32_t)(w & SHMBUS_LEN_MASK);
+		if ((uint32_t)(w >> 32) !=
+		    (uint32_t)(p / q.capacity + 1)) {
+			bad = "a record's lap tag does not match its position";
+			goto damaged;
+		}
+		if (rec.type == SHMBUS_REC_PAD) {
+			size_rec = SHMBUS_REC_ALIGN + rec.len;
+			if (rec.len % SHMBUS_REC_ALIGN) {
+				bad = "padding of an odd length";
+				goto damaged;
+			}
+		} else if (rec.type == SHMBUS_REC_MSG ||
+			   rec.type == SHMBUS_REC_SKIP) {
+			size_rec = SHMBUS_REC_HDR + ((uint64_t)rec.len + 7) / 8 * 8;
+			if (rec.len > q.max_msg) {
+				bad = "a record longer than max_msg";
+				goto damaged;
+			}
+			if (size_rec > q.to - p) {
+				bad = "a record runs past the range";
+				goto damaged;
+			}
+			memcpy(&rec.seq, r + 8, 8);
+			rec.data = r + SHMBUS_REC_HDR;
+			n += rec.type == SHMBUS_REC_MSG;
+		} else {
+			bad = "a record of an unknown type";
+			goto damaged;
+		}
+		if (size_rec > q.to - p ||
+		    (p & (q.capacity - 1)) + size_rec > q.capacity) {
+			bad = "a record crosses the ring's end or the range's";
+			goto damaged;
+		}
+		print_rec(&rec);
+		p += size_rec;
+	}
+	printf("%llu messages\n", (unsigned long long)n);
+	free(data);
+	fclose(f);
+	return 0;
+damaged:
+	fprintf(stderr, "shmbusctl: %s: damaged: %s\n", path, bad);
+	free(data);
+	fclose(f);
+	return EXIT_DAMAGED;
+}
+
 int main(int argc, char **argv)
 {
 	const char *bus_name = getenv("SHMBUS_BUS");
@@ -431,6 +565,13 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	cmd = argv[i];
+	if (!strcmp(cmd, "quarantine")) {
+		if (argc - i != 2) {
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+		return cmd_quarantine(argv[i + 1]);
+	}
 	if (!strcmp(cmd, "journal")) {
 		if (argc - i < 3) {
 			usage(stderr);

@@ -125,6 +125,11 @@ struct shmbus_rec {
 					 * replication agent writes */
 #define SHMBUS_FENCE_HANDOVER	2u	/* a primary that stops accepting
 					 * claims to hand over */
+#define SHMBUS_FENCE_CUT	3u	/* a returning primary's ring being cut
+					 * back to where its successor's
+					 * epoch began (docs/failover.md):
+					 * new subscribers are refused
+					 * (EAGAIN) for the few ms it takes */
 
 /* hdr.repl_level: what acknowledges a record (docs/replication.md) */
 #define SHMBUS_ACK_LOCAL	0u	/* committed on this host */
