@@ -70,7 +70,7 @@ TEST_BINS = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_BINS = $(BUILD)/benchmarks/bench_latency $(BUILD)/benchmarks/bench_throughput \
 	     $(BUILD)/benchmarks/bench_handover $(BUILD)/benchmarks/bench_wakeup \
 	     $(BUILD)/benchmarks/bench_repl $(BUILD)/benchmarks/bench_group \
-	     $(BUILD)/benchmarks/bench_journal
+	     $(BUILD)/benchmarks/bench_journal $(BUILD)/benchmarks/bench_failover
 DAEMON_SRCS = $(wildcard daemon/*.c)
 DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/%.o)
 SHMBUSD   = $(BUILD)/shmbusd
@@ -264,6 +264,15 @@ $(BUILD)/benchmarks/bench_%: $(BUILD)/benchmarks/bench_%.o $(BUILD)/benchmarks/h
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lm $(LDLIBS_LIB) -lzmq -lrt
 
 $(BUILD)/benchmarks/bench_latency: $(BUILD)/benchmarks/kernel_paths.o
+
+# bench_failover drives an HA pair and etcd with the failover tests'
+# fixtures (tests/failover_fixture.h), under Criterion.
+$(BUILD)/benchmarks/bench_failover: $(BUILD)/benchmarks/bench_failover.o \
+		$(TEST_HELP) $(BUILD)/tests/failover_fixture.o \
+		$(BUILD)/daemon/etcd.o $(LIB_INT)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lcriterion $(LDLIBS_LIB) \
+		-lcurl -ljansson -lcrypto
 
 # Benchmarks print their baselines measured in the same run; see
 # docs/performance.md.  bench-quick only checks that they all run.
@@ -552,7 +561,7 @@ $(BUILD)/tests/test_fuzz_regress: $(BUILD)/fuzz/replay_channel.o $(BUILD)/fuzz/r
 $(BUILD)/tests/test_fuzz_regress: TEST_LIBS = $(LIB_INT) $(DAEMON_LIBS) -lcriterion
 
 # test_failover reads etcd itself, with shmbusd's client.
-$(BUILD)/tests/test_failover: $(BUILD)/daemon/etcd.o
+$(BUILD)/tests/test_failover: $(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o
 $(BUILD)/tests/test_failover: TEST_LIBS = $(LIB_INT) -lcriterion $(LDLIBS_LIB) \
 	-lcurl -ljansson -lcrypto
 

@@ -178,6 +178,18 @@ bool rp_hist_has(uint64_t e, uint64_t chan)
 	return found;
 }
 
+uint64_t rp_hist_last(uint64_t chan)
+{
+	uint64_t e = 0;
+
+	pthread_mutex_lock(&hist_mu);
+	for (size_t i = 0; i < nhist; i++)
+		if (hist[i].chan == chan && hist[i].epoch > e)
+			e = hist[i].epoch;
+	pthread_mutex_unlock(&hist_mu);
+	return e;
+}
+
 uint64_t rp_hist_next_start(uint64_t e, uint64_t chan)
 {
 	uint64_t pos = UINT64_MAX;

@@ -1157,28 +1157,119 @@ static void free_one(struct jchan *j, bool keep_slot)
 }
 
 /*
- * A returning primary's ring is cut back to pos (repl_standby.c): the
- * agent stops (its cursor slot stays), the journal's records from pos on
- * are cleared (they are in the quarantine file already), cut() cuts the
+ * Takes an exclusive lock on every segment at or after base: a replaying
+ * reader holds a shared one on the segment it reads (lib/journal.c), and
+ * one that read records past the cut must not be handed others at their
+ * positions.  The descriptors (locks) go in fds, their number in *nfds;
+ * -EBUSY if a reader holds one.
+ */
+static int lock_from(int dfd, const uint64_t *b, size_t k, uint64_t base,
+		     int *fds, size_t *nfds)
+{
+	*nfds = 0;
+	for (size_t i = 0; i < k; i++) {
+		char n[64];
+		int fd;
+
+		if (b[i] < base)
+			continue;
+		snprintf(n, sizeof(n), "%016llx.seg", (unsigned long long)b[i]);
+		fd = openat(dfd, n, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		fds[(*nfds)++] = fd;
+		if (flock(fd, LOCK_EX | LOCK_NB))
+			return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	}
+	return 0;
+}
+
+/* Clears the journal in directory dfd (segments of seg_size) from pos on:
+ * the segment that holds pos is zeroed from there, later ones removed. */
+static int clear_dir_from(struct jchan *j, const uint64_t *b, size_t k,
+			  uint64_t pos)
+{
+	uint64_t seg_base = pos & ~(j->g.seg_size - 1);
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < k; i++) {
+		char n[64];
+
+		if (b[i] < seg_base)
+			continue;
+		if (b[i] == seg_base) {
+			rc = clear_from(j, b[i], pos);
+			continue;
+		}
+		snprintf(n, sizeof(n), "%016llx.seg", (unsigned long long)b[i]);
+		if (unlinkat(j->dfd, n, 0) && errno != ENOENT)
+			rc = -errno;
+		snprintf(n, sizeof(n), "%016llx.tix", (unsigned long long)b[i]);
+		unlinkat(j->dfd, n, 0);
+	}
+	if (rc == 0 && fsync(j->dfd))
+		rc = -errno;
+	return rc;
+}
+
+/*
+ * A journal directory no agent writes (its start failed, or the journal
+ * is off now) holds the tail too: it is moved aside whole, so that no
+ * later start continues it past the cut.  No directory: nothing to do.
+ */
+static int set_aside(const char *name, uint64_t pos)
+{
+	char dir[PATH_MAX], to[PATH_MAX + 64];
+	struct stat st;
+
+	if (snprintf(dir, sizeof(dir), "%s/%s", sbd.conf.journal_dir,
+		     name) >= (int)sizeof(dir))
+		return -ENAMETOOLONG;
+	if (stat(dir, &st) != 0)
+		return errno == ENOENT ? 0 : -errno;
+	snprintf(to, sizeof(to), "%s.cut-%" PRIu64, dir, pos);
+	if (rename(dir, to))
+		return -errno;
+	sbd_log(SBD_WARN, 0, "%s: journal: no agent writes it; moved aside to "
+		"%s, as it holds records past the cut at %" PRIu64, name, to,
+		pos);
+	return 0;
+}
+
+/* One cut at a time: jc[] is read here while another linker restarts
+ * its own entry. */
+static pthread_mutex_t cut_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * A returning primary's ring is cut back to pos (rejoin.c): the agent
+ * stops (its cursor slot stays), the journal's records from pos on are
+ * cleared (they are in the quarantine file already), cut() cuts the
  * ring, and the agent starts again where both now end.  Cleared first:
  * a daemon killed before the ring is cut copies the tail again from the
  * ring, and the next cut clears it again; killed after, its journal and
- * its ring end at the same place.
+ * its ring end at the same place.  -EBUSY if a replaying reader holds a
+ * segment the cut would change (the agent then goes on as it was).
  */
 int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 		    void *arg)
 {
 	struct sbd_chan_conf cc;
 	struct jchan *j = NULL;
-	uint64_t *b, seg_base;
-	size_t k;
-	int rc;
+	uint64_t *b = NULL;
+	size_t k = 0, nfds = 0;
+	int fds[256], rc;
 
+	pthread_mutex_lock(&cut_mu);
 	for (size_t i = 0; i < njc && !j; i++)
 		if (jc[i].th_on && !strcmp(jc[i].name, name))
 			j = &jc[i];
-	if (!j)
-		return cut(arg);
+	if (!j) {
+		rc = set_aside(name, pos);
+		if (rc == 0)
+			rc = cut(arg);
+		pthread_mutex_unlock(&cut_mu);
+		return rc;
+	}
 	memset(&cc, 0, sizeof(cc));
 	snprintf(cc.name, sizeof(cc.name), "%s", j->name);
 	cc.jnl = j->conf;
@@ -1188,43 +1279,30 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 	free_one(j, true);
 	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	rc = j->dfd < 0 ? -errno : sb_jlist(j->dir, &b, &k);
-	if (rc == 0) {
-		seg_base = pos & ~(j->g.seg_size - 1);
-		for (size_t i = 0; rc == 0 && i < k; i++) {
-			char n[64];
-
-			if (b[i] == seg_base) {
-				rc = clear_from(j, b[i], pos);
-				continue;
-			}
-			if (b[i] < seg_base)
-				continue;
-			snprintf(n, sizeof(n), "%016llx.seg",
-				 (unsigned long long)b[i]);
-			if (unlinkat(j->dfd, n, 0) && errno != ENOENT)
-				rc = -errno;
-			snprintf(n, sizeof(n), "%016llx.tix",
-				 (unsigned long long)b[i]);
-			unlinkat(j->dfd, n, 0);
-		}
-		free(b);
-		if (rc == 0 && fsync(j->dfd))
-			rc = -errno;
-	}
-	if (j->dfd >= 0)
-		close(j->dfd);
-	j->dfd = -1;
+	if (rc == 0 && k > sizeof(fds) / sizeof(fds[0]))
+		rc = -E2BIG;
+	if (rc == 0)
+		rc = lock_from(j->dfd, b, k, pos & ~(j->g.seg_size - 1), fds,
+			       &nfds);
+	if (rc == 0)
+		rc = clear_dir_from(j, b, k, pos);
 	if (rc) {
 		/* The ring is not cut: the agent starts again as it was. */
 		sbd_log(SBD_ERR, rc, "%s: journal: cannot clear it from %"
-			PRIu64, name, pos);
+			PRIu64 "%s", name, pos, rc == -EBUSY ? " (a replaying "
+			"reader holds it)" : "");
 	} else {
 		rc = cut(arg);
 		if (rc == 0)
 			sbd_log(SBD_NOTICE, 0, "%s: journal: cleared from %"
 				PRIu64, name, pos);
 	}
-	free(j->buf);
+	for (size_t i = 0; i < nfds; i++)
+		close(fds[i]);	/* the locks go with them */
+	free(b);
+	if (j->dfd >= 0)
+		close(j->dfd);
+	j->dfd = -1;
 	memset(j, 0, sizeof(*j));
 	if (start_one(j, &cc)) {
 		sbd_log(SBD_ERR, 0, "%s: journal not started again after the "
@@ -1241,6 +1319,7 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 		}
 		free_one(j, false);
 	}
+	pthread_mutex_unlock(&cut_mu);
 	return rc;
 }
 

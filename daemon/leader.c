@@ -69,6 +69,8 @@ static struct {
 					 * standby with lost rings first looked
 					 * (-1: not yet) */
 	bool etcd_down;			/* atomic: the last request failed */
+	int64_t step_ns;		/* atomic: when the step under way
+					 * began (lease_ns()), 0: none */
 	pthread_t th, watch;
 	bool on, stop;			/* atomic */
 	pthread_mutex_t step_mu;	/* a step; a manual claim */
@@ -417,10 +419,12 @@ static void *leader_main(void *arg)
 		int64_t t0 = now_ns();
 
 		pthread_mutex_lock(&L.step_mu);
+		STORE(&L.step_ns, lease_ns());
 		if (LOAD(&repl.role) == SBD_ROLE_PRIMARY)
 			primary_step();
 		else
 			standby_step();
+		STORE(&L.step_ns, 0);
 		pthread_mutex_unlock(&L.step_mu);
 		if (now_ns() - t0 > 100000000)
 			sbd_log(SBD_DEBUG, 0, "arbiter: a step took %" PRId64
@@ -440,8 +444,15 @@ static void *watch_main(void *arg)
 		int64_t until;
 
 		/* The failsafe here too: the leader thread may be waiting
-		 * on an etcd that does not answer yet. */
-		if (LOAD(&L.etcd_down) && LOAD(&repl.role) == SBD_ROLE_PRIMARY)
+		 * on an etcd that does not answer yet (a member that hangs,
+		 * a cluster electing a leader).  Without an answer, etcd has
+		 * not said the key is lost; the standby, which hears us,
+		 * does not promote itself meanwhile. */
+		int64_t step = LOAD(&L.step_ns);
+
+		if ((LOAD(&L.etcd_down) ||
+		     (step && lease_ns() - step > L.ttl_ns / 8)) &&
+		    LOAD(&repl.role) == SBD_ROLE_PRIMARY)
 			failsafe(lease_ns());
 		until = LOAD(&repl.lease_until);
 		if (LOAD(&repl.role) == SBD_ROLE_PRIMARY && until &&

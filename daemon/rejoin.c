@@ -52,17 +52,19 @@ static int group_in_the_way(const char *group, void *arg)
 	struct shmbus_group_stats st;
 	struct sb_member_info mi[1];
 	unsigned nm = 1;
+	uint64_t reach = 0;
 	int rc = sb_group_inspect(g->ch, sbd.conf.shm_dir, group, &st, mi, &nm);
 
+	if (rc == 0)
+		rc = sb_group_reach(g->ch, sbd.conf.shm_dir, group, &reach);
 	if (rc)
 		snprintf(g->why, g->n, "group %.64s: %s", group, strerror(-rc));
 	else if (st.members)
 		snprintf(g->why, g->n, "group %.64s has %u members on this "
 			 "host", group, st.members);
-	else if (st.floor > g->pos || st.claim > g->pos)
+	else if (reach > g->pos)
 		snprintf(g->why, g->n, "group %.64s took records past the cut "
-			 "(floor %" PRIu64 ", claim %" PRIu64 "): delete it",
-			 group, st.floor, st.claim);
+			 "(up to %" PRIu64 "): delete it", group, reach);
 	else
 		return 0;
 	return 1;
@@ -188,14 +190,37 @@ int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
 	err = sb_ring_cut_begin(rc->ch, pos, &end, why, n);
 	if (err)
 		return err;
-	if (sb_group_list(sbd.conf.shm_dir, rc->name, group_in_the_way,
-			  &g) > 0 && why[0]) {
+	err = sb_group_list(sbd.conf.shm_dir, rc->name, group_in_the_way, &g);
+	if (err < 0 || why[0]) {
+		if (err < 0)
+			snprintf(why, n, "its groups cannot be listed: %s",
+				 strerror(-err));
 		sb_ring_cut_abort(rc->ch, SHMBUS_FENCE_STANDBY);
 		return -EBUSY;
 	}
 	from = sb_ring_oldest(rc->ch);
-	if (from < pos)
+	if (from > pos) {
+		struct sb_jnl_view jv;
+
+		/* The tail is longer than the ring holds: its start was
+		 * overwritten here.  A journal still has it, and a cut
+		 * would destroy it unseen. */
+		sb_jnl_read(rc->ch, &jv);
+		if (jv.state & SHMBUS_JNL_ON) {
+			snprintf(why, n, "the diverged records start at %"
+				 PRIu64 ", before the oldest the ring holds (%"
+				 PRIu64 "): only the journal has them; rebuild "
+				 "this host by hand (docs/failover.md)", pos,
+				 from);
+			sb_ring_cut_abort(rc->ch, SHMBUS_FENCE_STANDBY);
+			return -EXDEV;
+		}
+		sbd_log(SBD_ERR, 0, "%s: rejoin: records %" PRIu64 "..%" PRIu64
+			" of the diverged tail were overwritten in this ring "
+			"and are kept nowhere", rc->name, pos, from);
+	} else {
 		from = pos;
+	}
 	if (from < end) {
 		err = quarantine(rc, pos, from, end, new_epoch, path,
 				 sizeof(path));
@@ -220,8 +245,7 @@ int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
 		return err;
 	}
 	/* The writer's room was computed from cursors the cut moved. */
-	sb_writer_close(rc->writer);
-	rc->writer = sb_writer_open(rc->ch, 100000000);
+	sb_writer_reset(rc->writer);
 	if (from < end)
 		sbd_log(SBD_WARN, 0, "%s: rejoin: records %" PRIu64 "..%" PRIu64
 			" of epoch %" PRIu64 " are not on the new primary "

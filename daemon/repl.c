@@ -47,9 +47,11 @@ int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,
 	struct sb_jnl_view v;
 	struct rw_ack a = { received, applied, 0 };
 
-	/* What this host's journal of the channel has synced of it. */
+	/* What this host's journal of the channel has synced of it; nothing
+	 * while it is below journal_min_free, as for a local acknowledgement
+	 * (the primary then finds this standby out of sync). */
 	sb_jnl_read(rc->ch, &v);
-	if (v.state & SHMBUS_JNL_ON)
+	if ((v.state & SHMBUS_JNL_ON) && !(v.state & SHMBUS_JNL_DISK_FULL))
 		a.persisted = v.persisted < applied ? v.persisted : applied;
 	struct iovec iov = { &a, sizeof(a) };
 
@@ -63,6 +65,15 @@ struct rchan *rp_find(uint64_t id)
 		if (repl.ch[i].id == id)
 			return &repl.ch[i];
 	return NULL;
+}
+
+/* A ring a standby writes: its fence says so, or says it was being cut
+ * back when the daemon stopped (rejoin.c). */
+static bool standby_ring(shmbus_channel *ch)
+{
+	uint32_t f = sb_fence_get(ch);
+
+	return f == SHMBUS_FENCE_STANDBY || f == SHMBUS_FENCE_CUT;
 }
 
 /* ---------------------------------------------------------- role changes */
@@ -611,8 +622,7 @@ int sbd_repl_start(void)
 		 * one at start, whatever its config says: etcd decides, and
 		 * its leader thread promotes it if it may. */
 		for (size_t i = 0; i < repl.n; i++)
-			was_standby |= sb_fence_get(repl.ch[i].ch) ==
-				       SHMBUS_FENCE_STANDBY;
+			was_standby |= standby_ring(repl.ch[i].ch);
 		if (was_standby) {
 			role = SBD_ROLE_STANDBY;
 			sbd_log(SBD_NOTICE, 0, "arbiter: this host's rings were a "
@@ -624,8 +634,7 @@ int sbd_repl_start(void)
 		bool was_standby = false;
 
 		for (size_t i = 0; i < repl.n; i++)
-			was_standby |= sb_fence_get(repl.ch[i].ch) ==
-				       SHMBUS_FENCE_STANDBY;
+			was_standby |= standby_ring(repl.ch[i].ch);
 		/* A standby's rings made primary by its config: a promotion,
 		 * at the next epoch, from the records it applied whole. */
 		if (was_standby || repl.epoch == 0) {
@@ -636,7 +645,7 @@ int sbd_repl_start(void)
 				 * cut short; a primary's may have producers
 				 * at work. */
 				uint64_t end =
-					sb_fence_get(ch) == SHMBUS_FENCE_STANDBY
+					standby_ring(ch)
 						? sb_apply_recover(ch)
 						: sb_committed_end(ch,
 							sb_ring_oldest(ch),

@@ -252,6 +252,8 @@ int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
 bool rp_hist_has(uint64_t e, uint64_t chan);
 /* The start of the first epoch after e in the channel, or UINT64_MAX. */
 uint64_t rp_hist_next_start(uint64_t e, uint64_t chan);
+/* The newest epoch channel chan's records carry here (0: none). */
+uint64_t rp_hist_last(uint64_t chan);
 void rp_hist_close(void);
 
 #endif /* SHMBUSD_REPL_INT_H */

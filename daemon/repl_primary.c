@@ -25,6 +25,17 @@
 
 /* Where the channel's level stands, from the standby's acknowledgements
  * (and, for both_persisted, this host's journal). */
+/* What the standby must have for the channel's level, from its
+ * acknowledged positions. */
+static uint64_t standby_pos(const struct rchan *rc, uint64_t received,
+			    uint64_t applied, uint64_t persisted)
+{
+	return rc->level == SHMBUS_ACK_APPLIED ? applied
+		: rc->level == SHMBUS_ACK_STANDBY_PERSISTED ||
+		  rc->level == SHMBUS_ACK_BOTH_PERSISTED ? persisted
+		: received;
+}
+
 static uint64_t level_pos(struct rchan *rc)
 {
 	struct sb_repl_view v;
@@ -102,13 +113,17 @@ static void *reader_main(void *arg)
 			sb_repl_kick(rc->ch);
 			return NULL;
 		}
-		if (a.received != prev || a.applied != LOAD(&rc->applied) ||
-		    a.persisted != LOAD(&rc->persisted))
-			STORE(&rc->progress_ns, now_ns());
 		/* Only grows: an older acknowledgement that was overtaken
 		 * (a journal's sync reported late) never takes it back. */
 		if (a.persisted < LOAD(&rc->persisted))
 			a.persisted = LOAD(&rc->persisted);
+		/* Progress is the channel's level moving: a standby that
+		 * receives but cannot persist (its journal's disk full) is
+		 * not in sync at a persisted level. */
+		if (standby_pos(rc, a.received, a.applied, a.persisted) !=
+		    standby_pos(rc, prev, LOAD(&rc->applied),
+				LOAD(&rc->persisted)))
+			STORE(&rc->progress_ns, now_ns());
 		/* The header's positions first: the agent raises the
 		 * watermark from rc->applied, and shmbus_pub_sync() must find
 		 * them at least as far as the watermark. */
@@ -269,11 +284,8 @@ static void judge(struct rchan *rc)
 	int64_t now = now_ns();
 	bool link = rc->plink != NULL;
 	uint64_t received = LOAD(&rc->received), applied = LOAD(&rc->applied);
-	/* What the standby must have for the channel's level. */
-	uint64_t sync_pos = rc->level == SHMBUS_ACK_APPLIED ? applied
-		: rc->level == SHMBUS_ACK_STANDBY_PERSISTED ||
-		  rc->level == SHMBUS_ACK_BOTH_PERSISTED ? LOAD(&rc->persisted)
-		: received;
+	uint64_t sync_pos = standby_pos(rc, received, applied,
+					LOAD(&rc->persisted));
 	uint64_t lpos = rc->level == SHMBUS_ACK_LOCAL ? rc->known
 						       : level_pos(rc);
 	struct sb_repl_view v;
@@ -537,7 +549,10 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 					 UINT64_MAX);
 		if (hi->epoch < e)
 			next = rp_hist_next_start(hi->epoch, rc->id);
+		/* Only where this host knows the standby's epoch, and so
+		 * where it ended here. */
 		if (hi->end > next && next <= known &&
+		    rp_hist_has(hi->epoch, rc->id) &&
 		    sb_ring_has_record(rc->ch, next)) {
 			/* A returning primary: its records from where the
 			 * next epoch began here on are not ours.  It cuts
@@ -552,8 +567,10 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 		} else if (hi->end > known || hi->end > next) {
 			snprintf(why, sizeof(why), "%.200s: the standby's records "
 				 "(epoch %" PRIu64 ", end %" PRIu64 ") diverge "
-				 "from ours (end %" PRIu64 ") where this ring no "
-				 "longer holds them: its ring must be rebuilt",
+				 "from ours (end %" PRIu64 ") where this host "
+				 "cannot say where they diverge (an epoch it "
+				 "does not know, or records its ring no longer "
+				 "holds): its ring must be rebuilt",
 				 rc->name, hi->epoch, hi->end, known);
 		}
 	}

@@ -71,8 +71,9 @@ static int ack_persisted(struct rchan *rc, struct sbd_link *l, uint64_t end)
 		struct timespec ts = { 0, 20000 };
 
 		sb_jnl_read(rc->ch, &v);
-		if (!(v.state & SHMBUS_JNL_ON))
-			return 0;	/* nothing to wait for */
+		if (!(v.state & SHMBUS_JNL_ON) ||
+		    (v.state & SHMBUS_JNL_DISK_FULL))
+			return 0;	/* nothing to wait for, or to say */
 		if (v.persisted >= end)
 			return rp_send_ack(rc, l, end, end);
 		if (repl.t->pending(l) || now_ns() > deadline ||
@@ -198,7 +199,10 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 	hello.capacity = rc->cap;
 	hello.max_msg = rc->max_msg;
 	hello.purpose = RW_FOR_LINK;
-	hello.epoch = LOAD(&repl.epoch);
+	/* The channel's own epoch, not the host's: another channel may
+	 * have moved to the new epoch while this one still holds its
+	 * diverged tail. */
+	hello.epoch = rp_hist_last(rc->id);
 	hello.end = end;
 	if (rp_send_frame(l, RW_HELLO, rc->id, end, &iov, 1, HANDSHAKE_MS))
 		return;
@@ -224,12 +228,12 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 	if (restart == RW_RESTART_CUT) {
 		/* Before anything of the new epoch is recorded here: a cut
 		 * that fails is asked for again at the next link. */
-		if (h.epoch == LOAD(&repl.epoch) || h.pos >= end) {
+		if (h.epoch <= hello.epoch || h.pos >= end) {
 			sbd_log(SBD_ERR, 0, "%s: primary %s asks for a cut at "
 				"%" PRIu64 " (epoch %" PRIu64 "); we end at %"
 				PRIu64 " (epoch %" PRIu64 "): refused",
 				rc->name, repl.t->peer(l), h.pos, h.epoch,
-				end, LOAD(&repl.epoch));
+				end, hello.epoch);
 			return;
 		}
 		if ((rc2 = rp_rejoin_cut(rc, h.pos, h.epoch, why,

@@ -240,6 +240,8 @@ bool sb_ring_holds(shmbus_channel *ch, uint64_t from);
  * -ETIMEDOUT. */
 shmbus_pub *sb_writer_open(shmbus_channel *ch, int64_t timeout_ns);
 void sb_writer_close(shmbus_pub *w);
+/* The ring was cut back under it: its room is computed afresh. */
+void sb_writer_reset(shmbus_pub *w);
 /* What sb_apply_check() learnt of a frame's records, for sb_apply(): its
  * one walk over them. */
 struct sb_frame {
@@ -350,6 +352,12 @@ int sb_group_list(const char *dir, const char *name,
 int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
 		     struct shmbus_group_stats *st, struct sb_member_info *mi,
 		     unsigned *n);
+
+/* The furthest position group `group` of channel ch took or acknowledged
+ * (its claim, its floor, any lane's): a ring may not be cut back below
+ * it (docs/failover.md).  0, or -errno. */
+int sb_group_reach(shmbus_channel *ch, const char *dir, const char *group,
+		   uint64_t *reach);
 
 /* shmbusd: a group's file, opened (created from `a` if absent and `a` is
  * not NULL) for channel ch of directory dir: a descriptor or -errno. */

@@ -178,6 +178,16 @@ SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 		errno = EIDRM;
 		return NULL;
 	}
+	/* F7: pairs with F7 in sb_ring_cut_begin() (rejoin.c checks the
+	 * groups' members after it): the cut sees us, or we see its fence
+	 * and leave.  No edge of its own for the load. */
+	fence_seqcst();
+	if (SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) ==
+	    SHMBUS_FENCE_CUT) {
+		shmbus_group_leave(m);
+		errno = EAGAIN;
+		return NULL;
+	}
 	/* Lanes for us at once, rather than at the next scan. */
 	if (m->nlanes)
 		sb_group_maintain_as(m, NULL, (uint32_t)getpid());

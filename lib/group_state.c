@@ -98,6 +98,35 @@ void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 	st->lane_moves = load_relaxed64(&g->lane_moves);
 }
 
+int sb_group_reach(shmbus_channel *ch, const char *dir, const char *group,
+		   uint64_t *reach)
+{
+	struct shmbus_group *m;
+	uint64_t r;
+	int rc;
+
+	m = sb_group_open_map(ch, dir, group, true, &rc);
+	if (!m)
+		return rc;
+	/* No edge: the group is idle (no member) when this matters. */
+	r = load_relaxed64(&m->g->floor_pos);
+	if (m->mode == SHMBUS_GMODE_SHARED) {
+		uint64_t c = load_relaxed64(&m->g->claim_pos);
+
+		r = c > r ? c : r;
+	}
+	for (uint32_t i = 0; i < m->nlanes; i++) {
+		uint64_t a = load_relaxed64(&m->lanes[i].acked);
+		uint64_t x = load_relaxed64(&m->lanes[i].next);
+
+		r = a > r ? a : r;
+		r = x > r ? x : r;
+	}
+	sb_group_unmap(m);
+	*reach = r;
+	return 0;
+}
+
 int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
 		     struct shmbus_group_stats *st, struct sb_member_info *mi,
 		     unsigned *n)

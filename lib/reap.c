@@ -47,14 +47,17 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 			say(log, lctx, SB_REAP_SUB, i, owner_pid(o), 0, false);
 		}
 	}
-	/* A standby's ring is written by its replication agent alone: what
+	/* A standby's ring (or one being cut back) is written by its
+	 * replication agent alone: what
 	 * a dead producer left there was settled before the ring changed
 	 * hands (sb_fence_quiesce() waits for it), and a repair now would
 	 * pad over records the agent is writing.  Its slots are released
 	 * once the host is primary again.  No edge: the fence is set before
 	 * the agent writes (sb_fence_set()). */
 	if (SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) ==
-	    SHMBUS_FENCE_STANDBY)
+		    SHMBUS_FENCE_STANDBY ||
+	    SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) ==
+		    SHMBUS_FENCE_CUT)
 		return released;
 	if (!ch_multi(ch)) {
 		sp = load_relaxed32(&ch->hdr->sp_owner);

@@ -445,3 +445,36 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	add_relaxed64(&ch->hdr->reaped, 1);
 	return 1;
 }
+
+/*
+ * A ring being cut back (sb_ring_cut_begin()): the slots of producers
+ * that died are given back without a repair.  Whatever they claimed lies
+ * at or past the cut: a standby's ring ends where its records are
+ * committed (sb_apply_recover()), and the cut is at or before that end.
+ * A dead single producer's role is given back too.
+ */
+void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
+{
+	uint32_t sp;
+
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		struct shmbus_prod_slot *s = &ch->prods[i];
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
+		uint64_t o = load_acquire64(&s->owner);
+		uint32_t st = owner_state(o);
+
+		if ((st != SHMBUS_SLOT_ACTIVE && st != SHMBUS_SLOT_BUSY) ||
+		    sb_pid_alive(owner_pid(o)) || !adopt(s, o, self))
+			continue;
+		release_adopted(ch, s);
+	}
+	sp = load_relaxed32(&ch->hdr->sp_owner);
+	sp &= ~SHMBUS_SP_REPAIRING;
+	if (sp && !sb_pid_alive(sp)) {
+		uint32_t cur = load_relaxed32(&ch->hdr->sp_owner);
+
+		/* R11: pairs with A11 in take_sp_role(): the role is free,
+		 * and the cut's stores are visible to its next owner. */
+		cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, 0);
+	}
+}

@@ -19,6 +19,9 @@
 /* Releases subscriber slot i if it belongs to `dead` (ACTIVE, or BUSY:
  * died setting it up), taking it as `self` meanwhile.  Returns 1 if it
  * did, 0 if the slot is not (or no longer) that process's. */
+/* A ring being cut back: dead producers' slots and role given back
+ * without a repair (see repair.c). */
+void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self);
 int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 		  uint32_t self);
 

@@ -61,6 +61,16 @@ int sb_fence_set(shmbus_channel *ch, uint32_t state)
 	return 0;
 }
 
+/* The fence leaves CUT for `state` (STANDBY): the cut is over. */
+static void sb_fence_leave_cut(shmbus_channel *ch, uint32_t state)
+{
+	uint32_t old = load_relaxed32(&ch->hdr->fence);
+
+	/* R26: pairs with A26 in being_cut(): a subscriber that finds the
+	 * fence no longer CUT finds the cut's head, seq and handoff. */
+	store_release32(&ch->hdr->fence, ((old >> 8) + 1) << 8 | state);
+}
+
 /* Whether any multi producer announces a claim. */
 static bool claims_announced(struct shmbus_channel *ch)
 {
@@ -380,8 +390,8 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 			break;
 		/* No edge: a standby's agent no longer advances this
 		 * host's watermark for its own producers. */
-		if (SHMBUS_FENCE_STATE(load_relaxed32(&h->fence)) ==
-		    SHMBUS_FENCE_STANDBY) {
+		f = SHMBUS_FENCE_STATE(load_relaxed32(&h->fence));
+		if (f == SHMBUS_FENCE_STANDBY || f == SHMBUS_FENCE_CUT) {
 			rc = -EROFS;
 			break;
 		}
@@ -535,6 +545,11 @@ struct shmbus_pub *sb_writer_open(shmbus_channel *ch, int64_t timeout_ns)
 	w->limit = ch_overwrite(ch) ? UINT64_MAX : 0;
 	w->timeout_ns = timeout_ns;
 	return w;
+}
+
+void sb_writer_reset(struct shmbus_pub *w)
+{
+	w->limit = ch_overwrite(w->ch) ? UINT64_MAX : 0;
 }
 
 void sb_writer_close(struct shmbus_pub *w)
@@ -700,6 +715,38 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 	return 0;
 }
 
+/* The resync index after the ring was set back to end: an entry that
+ * names a position past end names a record that is gone.  Its segment
+ * start b (the one below it of its slot, within half a ring: the
+ * readers' rule) is at or below end: end is a record boundary whose word
+ * is zeroed, and the entry says so; past end: nothing, until a claim
+ * crosses b again. */
+static void seg_index_cut(struct shmbus_channel *ch, uint64_t end)
+{
+	uint64_t seg = UINT64_C(1) << ch->seg_log2;
+
+	for (uint32_t k = 0; k < SHMBUS_NSEG; k++) {
+		/* No edge: nobody reads the index while the ring is cut
+		 * back (its fence), or before an agent starts. */
+		uint64_t e = load_relaxed64(&ch->segs[k].pos), b;
+
+		if (e <= end)
+			continue;
+		b = e & ~(seg - 1);
+		while (((b >> ch->seg_log2) & (SHMBUS_NSEG - 1)) != k && b)
+			b -= seg;
+		store_relaxed64(&ch->segs[k].pos, b <= end ? end : 0);
+	}
+}
+
+/* The mailbox names nothing past end any more (0: mark_behind()). */
+static void mbox_cut(struct shmbus_channel *ch, uint64_t end)
+{
+	/* No edge, as seg_index_cut(). */
+	if (ch->mbox && load_relaxed64(&ch->mbox->mark) > end)
+		store_relaxed64(&ch->mbox->mark, 0);
+}
+
 uint64_t sb_apply_recover(shmbus_channel *ch)
 {
 	struct shmbus_hdr *h = ch->hdr;
@@ -712,8 +759,11 @@ uint64_t sb_apply_recover(shmbus_channel *ch)
 	end = sb_committed_until(ch, oldest, head);
 	if (end == head)
 		return head;
-	/* An apply cut short: nothing past end was committed, so nobody
-	 * read it.  Head returns to end. */
+	/* An apply (or a cut) stopped short: nothing past end was
+	 * committed, so nobody read it.  Head returns to end, and the index
+	 * and the mailbox name nothing past it. */
+	seg_index_cut(ch, end);
+	mbox_cut(ch, end);
 	store_relaxed64(&h->head, end);
 	store_relaxed64(&rec_at(ch, end)->commit, 0);
 	/* R3: pairs with A3' in the subscriber's trusted(). */
@@ -824,7 +874,7 @@ int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
 	rc = sb_fence_set(ch, SHMBUS_FENCE_CUT);
 	if (rc) {
 		snprintf(why, n, "membarrier(2): %s", strerror(-rc));
-		sb_fence_set(ch, prev);
+		sb_fence_leave_cut(ch, prev);
 		return rc;
 	}
 	/* F7: pairs with F7 in shmbus_sub_open() and sb_slot_take_group():
@@ -838,14 +888,15 @@ int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
 
 		if (w) {
 			snprintf(why, n, "%s (slot %u, pid %u)", w, i, pid);
-			sb_fence_set(ch, prev);
+			sb_fence_leave_cut(ch, prev);
 			return -EBUSY;
 		}
 	}
+	sb_cut_release_dead(ch, (uint32_t)getpid());
 	oldest = sb_ring_oldest(ch);
 	if (sb_fence_quiesce(ch, oldest, INT64_C(100000000), &at)) {
 		snprintf(why, n, "a producer holds a claim open");
-		sb_fence_set(ch, prev);
+		sb_fence_leave_cut(ch, prev);
 		return -EBUSY;
 	}
 	/* pos must be a record boundary: reached by walking the records
@@ -855,7 +906,7 @@ int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
 		snprintf(why, n, "%llu is not a record boundary of this ring "
 			 "(it holds %llu..%llu)", (unsigned long long)pos,
 			 (unsigned long long)oldest, (unsigned long long)at);
-		sb_fence_set(ch, prev);
+		sb_fence_leave_cut(ch, prev);
 		return -EINVAL;
 	}
 	*end = at;
@@ -864,7 +915,7 @@ int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
 
 void sb_ring_cut_abort(shmbus_channel *ch, uint32_t fence)
 {
-	sb_fence_set(ch, fence);
+	sb_fence_leave_cut(ch, fence);
 }
 
 void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
@@ -875,8 +926,11 @@ void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
 	uint64_t head = load_relaxed64(&h->head), oldest = sb_ring_oldest(ch);
 	uint64_t p = pos > oldest ? pos : oldest, seq = UINT64_MAX;
 
-	/* The records' commit words, from the first on: a cut stopped half
-	 * way leaves the ring ending at pos (sb_apply_recover()). */
+	/* What names records past pos goes first, the records after: a cut
+	 * stopped half way leaves a ring that ends at pos once
+	 * sb_apply_recover() has run, and nothing pointing past it. */
+	seg_index_cut(ch, pos);
+	mbox_cut(ch, pos);
 	while (p < head) {
 		struct shmbus_rec *r = rec_at(ch, p);
 		uint64_t w = load_relaxed64(&r->commit), size;
@@ -903,10 +957,6 @@ void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
 	/* R3: pairs with A3' in the subscriber's trusted(): the word at pos
 	 * is zeroed. */
 	store_release64(&h->handoff, pos);
-	if (ch->mbox && load_relaxed64(&ch->mbox->mark) > pos)
-		/* R9's store without its fence: nobody reads the mailbox;
-		 * 0 names no record (mark_behind()). */
-		store_relaxed64(&ch->mbox->mark, 0);
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		struct shmbus_sub_slot *s = &ch->subs[i];
 		uint32_t st = owner_state(load_relaxed64(&s->owner));
@@ -923,5 +973,8 @@ void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
 		store_relaxed64(&h->persisted_pos, pos);
 	if (load_relaxed64(&h->jnl_written) > pos)
 		sb_jnl_written(ch, pos);
-	sb_fence_set(ch, fence);
+	/* A gap recorded in the tail is gone with it. */
+	if (load_relaxed64(&h->hole_hi) > pos)
+		sb_repl_hole(ch, 0, 0);
+	sb_fence_leave_cut(ch, fence);
 }

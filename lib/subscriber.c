@@ -118,8 +118,9 @@ static void sub_init(struct shmbus_sub *sub, struct shmbus_channel *ch,
  * not count on us: the slot just taken is given back. */
 static bool being_cut(struct shmbus_channel *ch, struct shmbus_sub_slot *s)
 {
-	/* No edge of its own: F7 orders this load after our owner store. */
-	if (SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) !=
+	/* F7 orders this load after our owner store.  A26: pairs with R26
+	 * in sb_fence_leave_cut(): past a cut, its head and handoff. */
+	if (SHMBUS_FENCE_STATE(load_acquire32(&ch->hdr->fence)) !=
 	    SHMBUS_FENCE_CUT)
 		return false;
 	/* R13: pairs with A13 in take_slot(). */

@@ -1,16 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_failover.c - automatic failover with etcd as the arbiter
- * (docs/failover.md): two shmbusd in two network namespaces
- * (repl_fixture.h) and a real etcd, which each host reaches through a
- * forwarder of its own in this process (a Unix socket to etcd's TCP
- * port), so that a test cuts one host from etcd by stopping its
- * forwarder.
+ * (docs/failover.md), and the failure-scenario suite: two shmbusd in two
+ * network namespaces (repl_fixture.h) and a real etcd, which each host
+ * reaches through a forwarder of its own (failover_fixture.h), so that a
+ * test cuts one host from etcd by cutting its forwarder.
  *
  * A checker in the Jepsen style: a publisher on the primary logs every
- * message shmbus_pub_sync() acknowledged at `applied`; after the failure
- * every logged message must be on the surviving primary, in order,
- * exactly once, and no two hosts took writes in the same epoch.
+ * message shmbus_pub_sync() acknowledged at a synchronous level; after
+ * the failure every logged message must be on the surviving primary, in
+ * order, exactly once, and no two hosts took writes at once.  Each
+ * scenario adds a row to the summary table printed at the end.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -33,298 +34,13 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "failover_fixture.h"
 #include "repl_fixture.h"
 #include "shmbus/layout.h"
 #include "shmbus/quarantine.h"
 #include <stddef.h>
-#include "../daemon/etcd.h"
 
-#define TTL_MS 2000
-
-/* ---------------------------------------------------------------- etcd */
-
-static pid_t etcd_pid;
-static int etcd_port;
-static char etcd_dir[64];
-
-static int tcp_to_port(int port)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET,
-				 .sin_port = htons((uint16_t)port) };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && connect(fd, (void *)&a, sizeof(a)) == 0)
-		return fd;
-	if (fd >= 0)
-		close(fd);
-	return -1;
-}
-
-static int tcp_to_etcd(void)
-{
-	return tcp_to_port(etcd_port);
-}
-
-static void etcd_start(void)
-{
-	char client[64], peer[64], cluster[96];
-	int fd;
-
-	if (!etcd_dir[0]) {
-		/* In memory: etcd syncs every write, and a disk shared with
-		 * the rest of the machine makes that take up to seconds. */
-		snprintf(etcd_dir, sizeof(etcd_dir),
-			 "/dev/shm/shmbus-test-etcd-XXXXXX");
-		cr_assert(mkdtemp(etcd_dir));
-		etcd_port = 20000 + getpid() % 20000;
-	}
-	snprintf(client, sizeof(client), "http://127.0.0.1:%d", etcd_port);
-	snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", etcd_port + 1);
-	snprintf(cluster, sizeof(cluster), "t=%s", peer);
-	etcd_pid = fork();
-	cr_assert(etcd_pid >= 0);
-	if (etcd_pid == 0) {
-		char log[96];
-		int out;
-
-		snprintf(log, sizeof(log), "%s.log", etcd_dir);
-		out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		dup2(out, 1);
-		dup2(out, 2);
-		execlp("etcd", "etcd", "--name", "t", "--data-dir", etcd_dir,
-		       "--listen-client-urls", client,
-		       "--advertise-client-urls", client,
-		       "--listen-peer-urls", peer,
-		       "--initial-advertise-peer-urls", peer,
-		       "--initial-cluster", cluster, (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 500; i++) {
-		fd = tcp_to_etcd();
-		if (fd >= 0) {
-			close(fd);
-			usleep(300000);	/* its gateway, and a leader */
-			return;
-		}
-		usleep(10000);
-	}
-	cr_assert_fail("etcd did not come up (is etcd-server installed?)");
-}
-
-static void etcd_kill(void)
-{
-	if (etcd_pid > 0) {
-		kill(etcd_pid, SIGKILL);
-		waitpid(etcd_pid, NULL, 0);
-	}
-	etcd_pid = 0;
-}
-
-/* ---------------------------------------------------- the forwarders */
-
-struct fwd {
-	char path[108];
-	int port;			/* etcd's client port */
-	int lfd;
-	atomic_bool cut;
-	atomic_bool stop;
-	pthread_t th;
-};
-
-static struct fwd fw[2];
-
-static void *fwd_main(void *arg)
-{
-	struct fwd *f = arg;
-	struct pollfd p[1 + 2 * 16];
-	int a[16], b[16], n = 0;
-
-	while (!atomic_load(&f->stop)) {
-		int k = 1;
-
-		p[0] = (struct pollfd){ f->lfd, POLLIN, 0 };
-		for (int i = 0; i < n; i++) {
-			p[k++] = (struct pollfd){ a[i], POLLIN, 0 };
-			p[k++] = (struct pollfd){ b[i], POLLIN, 0 };
-		}
-		if (poll(p, (nfds_t)k, 20) < 0)
-			continue;
-		if (atomic_load(&f->cut)) {
-			/* Cut: every connection dropped, new ones refused. */
-			for (int i = 0; i < n; i++) {
-				close(a[i]);
-				close(b[i]);
-			}
-			n = 0;
-		}
-		if (p[0].revents & POLLIN) {
-			int c = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
-			int t = c >= 0 && !atomic_load(&f->cut) && n < 16 ?
-					tcp_to_port(f->port) : -1;
-
-			if (t < 0) {
-				if (c >= 0)
-					close(c);
-			} else {
-				a[n] = c;
-				b[n] = t;
-				n++;
-				continue;	/* polled afresh */
-			}
-		}
-		for (int i = 0, j = 1; i < n; i++, j += 2) {
-			char buf[65536];
-			bool dead = false;
-
-			for (int s = 0; s < 2 && !dead; s++) {
-				int from = s ? b[i] : a[i], to = s ? a[i] : b[i];
-				ssize_t r;
-
-				if (!(p[j + s].revents & (POLLIN | POLLHUP |
-							   POLLERR)))
-					continue;
-				r = read(from, buf, sizeof(buf));
-				if (r <= 0 || write(to, buf, (size_t)r) != r)
-					dead = true;
-			}
-			if (dead) {
-				close(a[i]);
-				close(b[i]);
-				a[i] = a[n - 1];
-				b[i] = b[n - 1];
-				n--;
-				break;	/* the poll set changed */
-			}
-		}
-	}
-	for (int i = 0; i < n; i++) {
-		close(a[i]);
-		close(b[i]);
-	}
-	return NULL;
-}
-
-static void fwd_start_to(struct fwd *f, const char *path, int port)
-{
-	struct sockaddr_un un = { .sun_family = AF_UNIX };
-
-	snprintf(f->path, sizeof(f->path), "%s", path);
-	f->port = port;
-	unlink(f->path);
-	snprintf(un.sun_path, sizeof(un.sun_path), "%s", f->path);
-	f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	cr_assert(f->lfd >= 0);
-	cr_assert_eq(bind(f->lfd, (void *)&un, sizeof(un)), 0);
-	cr_assert_eq(listen(f->lfd, 64), 0);
-	chmod(f->path, 0666);
-	atomic_store(&f->cut, false);
-	atomic_store(&f->stop, false);
-	cr_assert_eq(pthread_create(&f->th, NULL, fwd_main, f), 0);
-}
-
-static void fwd_start(struct fwd *f, char tag)
-{
-	char path[108];
-
-	snprintf(path, sizeof(path), "%s-%c.sock", etcd_dir, tag);
-	fwd_start_to(f, path, etcd_port);
-}
-
-static void fwd_stop(struct fwd *f)
-{
-	if (!f->path[0])
-		return;
-	atomic_store(&f->stop, true);
-	pthread_join(f->th, NULL);
-	close(f->lfd);
-	unlink(f->path);
-	f->path[0] = 0;
-}
-
-/* The arbiter's sync record ("in E" / "out E"), read from etcd; true if
- * it starts with `want`. */
-static bool sync_record_is_rev(const char *want, int64_t *rev)
-{
-	char url[64], why[128];
-	struct etcd *e;
-	struct etcd_kv kv;
-	char key[64];
-	bool is;
-
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d", etcd_port);
-	snprintf(key, sizeof(key), "/shmbus/t%d/sync", getpid());
-	e = etcd_open(url, 1000, why, sizeof(why));
-	cr_assert(e, "%s", why);
-	is = etcd_get(e, key, &kv) == 0 && kv.found &&
-	     !strncmp(kv.value, want, strlen(want));
-	*rev = kv.found ? kv.mod_rev : 0;
-	etcd_close(e);
-	return is;
-}
-
-static bool sync_record_is(const char *want)
-{
-	char url[64], why[128];
-	struct etcd *e;
-	struct etcd_kv kv;
-	char key[64];
-	bool is;
-
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d", etcd_port);
-	snprintf(key, sizeof(key), "/shmbus/t%d/sync", getpid());
-	e = etcd_open(url, 1000, why, sizeof(why));
-	cr_assert(e, "%s", why);
-	is = etcd_get(e, key, &kv) == 0 && kv.found &&
-	     !strncmp(kv.value, want, strlen(want));
-	etcd_close(e);
-	return is;
-}
-
-static bool wait_record(const char *want, int ms)
-{
-	for (int i = 0; i < ms / 10; i++) {
-		if (sync_record_is(want))
-			return true;
-		usleep(10000);
-	}
-	return false;
-}
-
-/* ----------------------------------------------------------- the pair */
-
-static char extra[512];
-
-static void setup(void)
-{
-	etcd_start();
-	fwd_start(&fw[0], 'a');
-	fwd_start(&fw[1], 'b');
-	snprintf(extra, sizeof(extra),
-		 "arbiter = etcd\netcd_endpoints = unix:%s-{host}.sock\n"
-		 "lease_ttl_ms = %d\narbiter_prefix = /shmbus/t%d\n",
-		 etcd_dir, TTL_MS, getpid());
-}
-
-static void cluster_stop(void);
-
-static void fini(void)
-{
-	char cmd[160];
-
-	pair_teardown();
-	cluster_stop();
-	fwd_stop(&fw[0]);
-	fwd_stop(&fw[1]);
-	etcd_kill();
-	snprintf(cmd, sizeof(cmd), "rm -rf %s %s.log", etcd_dir, etcd_dir);
-	if (system(cmd)) {
-		/* nothing more to do */
-	}
-	etcd_dir[0] = 0;
-}
-
-TestSuite(failover, .init = setup, .fini = fini, .timeout = 120);
+TestSuite(failover, .init = fo_setup, .fini = fo_fini, .timeout = 120);
 
 /* ---------------------------------------------------- the summary table
  *
@@ -380,142 +96,6 @@ static void row(const char *scenario, uint64_t acked, bool checked,
 		(unsigned long)acked, checked ? "0" : "-", checked ? "0" : "-",
 		ms, 0);
 	fclose(f);
-}
-
-/* 16 MiB: a subscriber on B that reads only at the end (watch_b()) holds
- * B's ring, and with it A's: room for the messages of a few seconds. */
-#define FO_CHANS \
-	"[channel fo]\ncapacity = 16M\nmax_msg = 1K\nreplicate = applied\n"
-#define FO_CHANS_BIG \
-	"[channel fo]\ncapacity = 64M\nmax_msg = 1K\nreplicate = applied\n"
-
-/* What the publisher logs: how many messages were acknowledged (it
- * publishes 0, 1, 2... and syncs each), in shared memory. */
-struct log {
-	_Atomic uint64_t acked;		/* messages 0..acked-1 acknowledged */
-	_Atomic int stop;
-	_Atomic int refused;		/* a publish or sync said EROFS */
-	int64_t sync_ns;		/* a pub_sync's bound (0: 200 ms) */
-};
-
-static struct log *lg;
-
-static int sync_publisher(void *arg)
-{
-	struct shmbus_pub_attr pa = { .timeout_ns = 0 };
-	shmbus_bus *bus;
-	shmbus_channel *ch = host_open(&A, &bus, "fo", SHMBUS_ROLE_PUBLISH);
-	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
-	uint8_t msg[64];
-
-	(void)arg;
-	if (!pub)
-		return 2;
-	for (uint64_t i = 0; !atomic_load(&lg->stop); i++) {
-		int rc;
-
-		th_msg_fill(msg, sizeof(msg), 1, i);
-		rc = shmbus_publish(pub, msg, sizeof(msg));
-		if (rc == -EROFS) {
-			atomic_store(&lg->refused, 1);
-			break;
-		}
-		if (rc)
-			return 3;
-		rc = shmbus_pub_sync(pub, lg->sync_ns ? lg->sync_ns
-						       : 200000000);
-		if (rc == 0)
-			atomic_store(&lg->acked, i + 1);
-		else if (rc == -EROFS) {
-			atomic_store(&lg->refused, 1);
-			break;
-		} else {
-			/* Unknown: not acknowledged; stop here, as a
-			 * client that waits for acknowledgements would. */
-			while (!atomic_load(&lg->stop))
-				usleep(1000);
-			break;
-		}
-	}
-	return 0;
-}
-
-static void log_open(void)
-{
-	lg = mmap(NULL, sizeof(*lg), PROT_READ | PROT_WRITE,
-		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	cr_assert(lg != MAP_FAILED);
-}
-
-/* Whether h is a primary now, by its channel's header (not fenced, not
- * a standby). */
-static bool is_primary(const struct host *h)
-{
-	struct sb_repl_view v;
-
-	host_view(h, "fo", &v);
-	return !(v.flags & SHMBUS_REPL_STANDBY) &&
-	       v.fence == SHMBUS_FENCE_OPEN;
-}
-
-/* A subscriber on B from the start (opened before any message), to read
- * what B holds after a failover: on a new primary a subscriber that asks
- * for the oldest record starts where its replication cursor is. */
-static shmbus_channel *bch;
-static shmbus_sub *bsub;
-
-static void watch_b(void)
-{
-	struct shmbus_sub_attr sa;
-
-	shmbus_sub_attr_init(&sa);
-	sa.start = SHMBUS_START_OLDEST;
-	bch = host_map(&B, "fo");
-	cr_assert(bch);
-	bsub = shmbus_sub_open(bch, &sa);
-	cr_assert(bsub);
-}
-
-/* Every acknowledged message 0..acked-1 is on B, in order, once (and
- * nothing after a gap). */
-static void assert_b_has_acked(uint64_t acked)
-{
-	uint8_t buf[256];
-	uint64_t next = 0;
-
-	for (;;) {
-		ssize_t n = shmbus_read(bsub, buf, sizeof(buf), NULL);
-		uint64_t seq;
-		uint32_t id;
-
-		if (n == -EAGAIN)
-			break;
-		cr_assert_geq(n, 0, "read: %zd", n);
-		cr_assert_eq(th_msg_check(buf, (size_t)n, &id, &seq), 0);
-		cr_assert_eq(seq, next, "message %lu where %lu was due",
-			     (unsigned long)seq, (unsigned long)next);
-		next++;
-	}
-	cr_assert_geq(next, acked, "B holds %lu messages, %lu acknowledged",
-		      (unsigned long)next, (unsigned long)acked);
-	shmbus_sub_close(bsub);
-	shmbus_channel_close(bch);
-	bsub = NULL;
-	bch = NULL;
-}
-
-/* Waits until cond(h) for at most ms; the time it took (ms), or -1. */
-static int wait_for(bool (*cond)(const struct host *), const struct host *h,
-		    int ms)
-{
-	uint64_t t0 = th_now_ns();
-
-	while (th_now_ns() - t0 < (uint64_t)ms * 1000000) {
-		if (cond(h))
-			return (int)((th_now_ns() - t0) / 1000000);
-		usleep(5000);
-	}
-	return -1;
 }
 
 Test(failover, the_primary_host_dies_and_the_standby_takes_over)
@@ -753,13 +333,6 @@ Test(failover, a_host_whose_rings_vanished_does_not_take_over)
 	    false, -1);
 }
 
-static bool is_standby_linked(const struct host *h)
-{
-	struct sb_repl_view v;
-
-	host_view(h, "fo", &v);
-	return (v.flags & SHMBUS_REPL_STANDBY) && (v.flags & SHMBUS_REPL_LINK);
-}
 
 /* A fails, B takes over; A comes back (its config still says primary),
  * stands by behind B and catches up; then B fails and A, recorded in sync
@@ -1274,107 +847,16 @@ Test(failover, a_lossy_replication_link_loses_nothing)
 	row("replication link dropping 10 % of packets", acked, true, -1);
 }
 
-/* ------------------------------------------- a three-member etcd cluster */
-
-#define MEMBERS 3
-
-static pid_t member_pid[MEMBERS];
-static struct fwd fwc[2][MEMBERS];
-
-static int member_port(int k)
-{
-	return etcd_port + 10 + 2 * k;	/* its peer port is the next one */
-}
-
-static void cluster_start(void)
-{
-	char cluster[512] = "";
-	size_t o = 0;
-
-	for (int k = 0; k < MEMBERS; k++)
-		o += (size_t)snprintf(cluster + o, sizeof(cluster) - o,
-				      "%sm%d=http://127.0.0.1:%d", k ? "," : "",
-				      k, member_port(k) + 1);
-	for (int k = 0; k < MEMBERS; k++) {
-		char client[64], peer[64], name[8], dir[96];
-
-		snprintf(client, sizeof(client), "http://127.0.0.1:%d",
-			 member_port(k));
-		snprintf(peer, sizeof(peer), "http://127.0.0.1:%d",
-			 member_port(k) + 1);
-		snprintf(name, sizeof(name), "m%d", k);
-		snprintf(dir, sizeof(dir), "%s-m%d", etcd_dir, k);
-		member_pid[k] = fork();
-		cr_assert(member_pid[k] >= 0);
-		if (member_pid[k] == 0) {
-			char log[128];
-			int out;
-
-			snprintf(log, sizeof(log), "%s.log", dir);
-			out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-			dup2(out, 1);
-			dup2(out, 2);
-			execlp("etcd", "etcd", "--name", name, "--data-dir", dir,
-			       "--listen-client-urls", client,
-			       "--advertise-client-urls", client,
-			       "--listen-peer-urls", peer,
-			       "--initial-advertise-peer-urls", peer,
-			       "--initial-cluster", cluster,
-			       "--initial-cluster-token", "shmbus-test",
-			       "--initial-cluster-state", "new", (char *)NULL);
-			_exit(127);
-		}
-	}
-	for (int k = 0; k < MEMBERS; k++) {
-		int fd = -1;
-
-		for (int i = 0; i < 500 && fd < 0; i++) {
-			fd = tcp_to_port(member_port(k));
-			if (fd < 0)
-				usleep(10000);
-		}
-		cr_assert_geq(fd, 0, "etcd member %d did not come up", k);
-		close(fd);
-	}
-	usleep(1500000);	/* a leader elected */
-	for (int h = 0; h < 2; h++)
-		for (int k = 0; k < MEMBERS; k++) {
-			char path[108];
-
-			snprintf(path, sizeof(path), "%s-c%d-%c.sock", etcd_dir,
-				 k, h ? 'b' : 'a');
-			fwd_start_to(&fwc[h][k], path, member_port(k));
-		}
-}
-
-static void cluster_stop(void)
-{
-	char cmd[200];
-
-	for (int h = 0; h < 2; h++)
-		for (int k = 0; k < MEMBERS; k++)
-			fwd_stop(&fwc[h][k]);
-	for (int k = 0; k < MEMBERS; k++)
-		if (member_pid[k] > 0) {
-			kill(member_pid[k], SIGKILL);
-			waitpid(member_pid[k], NULL, 0);
-			member_pid[k] = 0;
-		}
-	snprintf(cmd, sizeof(cmd), "rm -rf %s-m* ", etcd_dir);
-	if (system(cmd)) {
-		/* nothing more to do */
-	}
-}
-
 /* The arbiter as it runs in production: a cluster of three.  One member
- * dies (the pair goes on, nothing changes hands), then the primary: the
- * standby takes over through the two members left. */
+ * dies, its leader (the pair goes on through the election, nothing
+ * changes hands), then the primary: the standby takes over through the
+ * two members left. */
 Test(failover, a_three_member_cluster_survives_a_member_and_fails_over)
 {
 	char ext[1024];
 	uint64_t acked, before;
 	pid_t pub;
-	int ms;
+	int ms, k;
 
 	cluster_start();
 	snprintf(ext, sizeof(ext),
@@ -1389,10 +871,12 @@ Test(failover, a_three_member_cluster_survives_a_member_and_fails_over)
 	pub = th_spawn(sync_publisher, NULL);
 	while (atomic_load(&lg->acked) < 300)
 		usleep(1000);
-	/* The first endpoint's member dies. */
-	kill(member_pid[0], SIGKILL);
-	waitpid(member_pid[0], NULL, 0);
-	member_pid[0] = 0;
+	/* The cluster's leader dies: the two left elect another. */
+	k = cluster_leader();
+	cr_assert_geq(k, 0, "no etcd member says it leads");
+	kill(member_pid[k], SIGKILL);
+	waitpid(member_pid[k], NULL, 0);
+	member_pid[k] = 0;
 	before = atomic_load(&lg->acked);
 	a_alone_primary_for(TTL_MS * 2);
 	cr_assert_gt(atomic_load(&lg->acked), before + 100,
@@ -1407,4 +891,54 @@ Test(failover, a_three_member_cluster_survives_a_member_and_fails_over)
 	assert_b_has_acked(acked);
 	cluster_stop();
 	row("3-member etcd: a member, then the primary die", acked, true, ms);
+}
+
+/* ------------------------------------------------------------ disk full */
+
+#define DF_CHANS \
+	"[channel fo]\ncapacity = 16M\nmax_msg = 1K\n" \
+	"replicate = standby_persisted\njournal = on\njournal_segment = 16M\n"
+
+/* The standby's journal runs out of room (a 24 MiB file system, below
+ * journal_min_free): it persists nothing, so the primary records it out
+ * of sync before it acknowledges without it, and nobody is promoted.  The
+ * file system grows: the standby's journal catches up and is recorded in
+ * sync again, holding every acknowledged message. */
+Test(failover, a_disk_full_on_the_standby_loses_nothing)
+{
+	uint64_t acked;
+	pid_t pub;
+
+	log_open();
+	pair_setup(DF_CHANS, extra);
+	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < 300)
+		usleep(1000);
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	/* B restarts on a small file system for its journal. */
+	host_kill(&B, SIGTERM);
+	snprintf(df_mnt, sizeof(df_mnt), "%s/jnl", B.dir);
+	cr_assert_eq(mount("tmpfs", df_mnt, "tmpfs", 0, "size=24m"), 0,
+		     "mount a 24 MiB tmpfs: %s", strerror(errno));
+	host_start(&B);
+	cr_assert(host_log_wait(&B, "below journal_min_free", 5000));
+	atomic_store(&lg->stop, 0);
+	pub = th_spawn(sync_publisher, NULL);
+	cr_assert(wait_record("out ", 5000), "recorded out of sync");
+	a_alone_primary_for(TTL_MS);
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	acked = atomic_load(&lg->acked);
+	/* Room again. */
+	cr_assert_eq(mount("tmpfs", df_mnt, "tmpfs", MS_REMOUNT, "size=256m"),
+		     0, "remount: %s", strerror(errno));
+	cr_assert(wait_record("in ", 10000), "in sync again");
+	b_catches_up_with_acked(acked);
+	host_kill(&B, SIGKILL);
+	umount2(df_mnt, MNT_DETACH);
+	df_mnt[0] = 0;
+	row("disk full on the standby's journal", acked, true, -1);
 }

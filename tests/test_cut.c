@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_cut.c - one process: a standby's ring cut back to a position
+ * (sb_ring_cut_begin()/_end(), docs/failover.md "Rejoin"), then written
+ * again by the standby's writer as replication does: the index, the
+ * mailbox, the sequence numbers and the subscribers that may use the ring
+ * meanwhile.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "helpers.h"
+#include "shmbus/layout.h"
+#include "../lib/contract.h"
+
+#define CAP 65536u
+
+static const char *dir;
+static shmbus_channel *ch;
+static uint64_t next_seq;
+
+static void setup(void)
+{
+	dir = th_mkdir();
+	ch = th_create(dir, CAP, 1024, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+}
+
+static void teardown(void)
+{
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+TestSuite(cut, .init = setup, .fini = teardown, .timeout = 30);
+
+/* A record of the ring's shape at p in buf: a 40-byte message numbered
+ * next_seq, or padding of `len` (type PAD) to the ring's end. */
+static size_t put_rec(uint8_t *buf, uint64_t p, uint32_t type, uint32_t len)
+{
+	uint64_t w = ((p / CAP) + 1) << 32 | (uint64_t)type << 29 | len;
+
+	memcpy(buf, &w, 8);
+	if (type == SHMBUS_REC_PAD) {
+		memset(buf + 8, 0, len);
+		return 8 + len;
+	}
+	memcpy(buf + 8, &next_seq, 8);
+	next_seq++;
+	memset(buf + 16, 0xab, len);
+	return 16 + ((len + 7) & ~7u);
+}
+
+/* The standby's writer applies 56-byte records from head up to `to`, in
+ * frames of at most 1 KiB. */
+static void apply_to(shmbus_pub *wr, uint64_t to)
+{
+	static uint8_t buf[2048];
+
+	while (sb_ring_head(ch) < to) {
+		uint64_t pos = sb_ring_head(ch), p = pos;
+		struct sb_frame f;
+		char why[200];
+		size_t n = 0;
+
+		while (n < 1024 && p < to) {
+			uint64_t room = CAP - (p % CAP);
+			size_t k = room < 56 ?
+				put_rec(buf + n, p, SHMBUS_REC_PAD,
+					(uint32_t)room - 8) :
+				put_rec(buf + n, p, SHMBUS_REC_MSG, 40);
+
+			n += k;
+			p += k;
+		}
+		cr_assert_eq(sb_apply_check(ch, pos, buf, n, &f, why,
+					    sizeof(why)), 0, "%s", why);
+		cr_assert_eq(sb_apply(wr, pos, buf, n, &f), 0);
+	}
+}
+
+/* A primary's records: 49 messages, a batch of 8 across the first
+ * segment boundary (one claim), 20 more; then the host stands by. */
+static void primary_then_standby(void)
+{
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	struct iovec v[8];
+	char m[24] = "old";
+
+	cr_assert(pub);
+	for (int i = 0; i < 49; i++)
+		cr_assert_eq(shmbus_publish(pub, m, sizeof(m)), 0);
+	for (int i = 0; i < 8; i++)
+		v[i] = (struct iovec){ m, sizeof(m) };
+	cr_assert_eq(shmbus_publish_batch(pub, v, 8), 8);
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(shmbus_publish(pub, m, sizeof(m)), 0);
+	shmbus_pub_close(pub);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+}
+
+/* Cut inside the batch that crosses the first segment start (its index
+ * entry names the batch's end, past the cut), then a lap of new records:
+ * the oldest record the index leads to is a boundary of the new ones, and
+ * a recovery finds nothing to undo. */
+Test(cut, the_index_names_no_record_of_the_tail)
+{
+	uint64_t p = 49 * 40 + 3 * 40, end, head, oldest;
+	char why[256];
+	shmbus_pub *wr;
+
+	primary_then_standby();
+	cr_assert_eq(sb_ring_cut_begin(ch, p, &end, why, sizeof(why)), 0,
+		     "%s", why);
+	sb_ring_cut_end(ch, p, SHMBUS_FENCE_STANDBY);
+	cr_assert_eq(sb_ring_head(ch), p);
+	next_seq = 52;
+	wr = sb_writer_open(ch, 100000000);
+	cr_assert(wr);
+	/* Up to just before the segment start that follows the cut's, a
+	 * lap later: the index's entry for it is still the one the cut
+	 * left. */
+	apply_to(wr, 2048 + CAP - 600);
+	head = sb_ring_head(ch);
+	oldest = sb_ring_oldest(ch);
+	cr_assert(sb_ring_has_record(ch, oldest), "oldest %lu is no record",
+		  (unsigned long)oldest);
+	cr_assert_eq(sb_apply_recover(ch), head, "recovery moved head");
+	sb_writer_close(wr);
+}
+
+/* A subscriber that may be reading the tail holds the cut back; a
+ * subscriber that opens during the cut is refused (EAGAIN); a position
+ * that is not a record boundary is refused. */
+Test(cut, nobody_reads_a_ring_being_cut)
+{
+	shmbus_sub *sub;
+	uint64_t end;
+	char why[256];
+
+	primary_then_standby();
+	sub = shmbus_sub_open(ch, NULL);
+	cr_assert(sub);
+	cr_assert_eq(sb_ring_cut_begin(ch, 400, &end, why, sizeof(why)),
+		     -EBUSY);
+	cr_assert(strstr(why, "subscriber"), "%s", why);
+	cr_assert_eq(sb_fence_get(ch), SHMBUS_FENCE_STANDBY);
+	shmbus_sub_close(sub);
+	cr_assert_eq(sb_ring_cut_begin(ch, 404, &end, why, sizeof(why)),
+		     -EINVAL);
+	cr_assert_eq(sb_ring_cut_begin(ch, 400, &end, why, sizeof(why)), 0,
+		     "%s", why);
+	cr_assert_eq(sb_fence_get(ch), SHMBUS_FENCE_CUT);
+	cr_assert_null(shmbus_sub_open(ch, NULL));
+	cr_assert_eq(errno, EAGAIN);
+	sb_ring_cut_end(ch, 400, SHMBUS_FENCE_STANDBY);
+	sub = shmbus_sub_open(ch, NULL);
+	cr_assert(sub, "refused after the cut");
+	shmbus_sub_close(sub);
+}
+
+/* After the cut, a subscriber at the cut reads the new primary's record
+ * there, numbered as the first removed one was: never a removed record
+ * through the mailbox, never a sequence number that jumps. */
+Test(cut, the_next_record_is_the_new_primarys)
+{
+	struct shmbus_sub_attr sa;
+	uint8_t buf[2048], rec[128];
+	struct shmbus_msg info;
+	struct sb_frame f;
+	uint64_t p = 400, end, first_seq;
+	shmbus_pub *wr;
+	shmbus_sub *sub;
+	char why[256];
+	ssize_t n;
+	size_t k;
+
+	primary_then_standby();
+	/* The tail's first message: 10 (messages of 40 bytes from 0). */
+	first_seq = p / 40;
+	cr_assert_eq(sb_ring_cut_begin(ch, p, &end, why, sizeof(why)), 0,
+		     "%s", why);
+	sb_ring_cut_end(ch, p, SHMBUS_FENCE_STANDBY);
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_NEWEST;
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN,
+		     "a record after the cut before any was written");
+	next_seq = first_seq;
+	k = put_rec(rec, p, SHMBUS_REC_MSG, 40);
+	memset(rec + 16, 0xcd, 40);
+	cr_assert_eq(sb_apply_check(ch, p, rec, k, &f, why, sizeof(why)), 0);
+	wr = sb_writer_open(ch, 100000000);
+	cr_assert_eq(sb_apply(wr, p, rec, k, &f), 0);
+	n = shmbus_read(sub, buf, sizeof(buf), &info);
+	cr_assert_eq(n, 40);
+	cr_assert_eq(info.pos, p);
+	cr_assert_eq(info.seq, first_seq);
+	cr_assert_eq(buf[0], 0xcd, "a removed record's payload");
+	shmbus_sub_close(sub);
+	sb_writer_close(wr);
+}
