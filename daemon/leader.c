@@ -76,8 +76,42 @@ static struct {
 	pthread_mutex_t step_mu;	/* a step; a manual claim */
 	struct etcd_kv last;		/* the leader key, last read */
 	pthread_mutex_t mu;		/* last (status from another thread) */
+	pthread_mutex_t kick_mu;	/* kicked, kick_cv */
+	pthread_cond_t kick_cv;		/* on CLOCK_MONOTONIC */
+	bool kicked;			/* a step is wanted now */
 } L = { .mu = PTHREAD_MUTEX_INITIALIZER,
-	.step_mu = PTHREAD_MUTEX_INITIALIZER };
+	.step_mu = PTHREAD_MUTEX_INITIALIZER,
+	.kick_mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* The leader thread's next step, now rather than at its next look: a
+ * manual promotion took the key, and the channels open once a step sees
+ * the term run (a switchover waited up to a whole STEP_MS for it). */
+static void kick(void)
+{
+	pthread_mutex_lock(&L.kick_mu);
+	L.kicked = true;
+	pthread_cond_signal(&L.kick_cv);
+	pthread_mutex_unlock(&L.kick_mu);
+}
+
+/* Waits STEP_MS, or for a kick, or for the stop. */
+static void step_wait(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_nsec += STEP_MS * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&L.kick_mu);
+	while (!L.kicked && !LOAD(&L.stop))
+		if (pthread_cond_timedwait(&L.kick_cv, &L.kick_mu, &ts))
+			break;
+	L.kicked = false;
+	pthread_mutex_unlock(&L.kick_mu);
+}
 
 static void set_until(int64_t t)
 {
@@ -415,7 +449,6 @@ static void *leader_main(void *arg)
 {
 	(void)arg;
 	while (!LOAD(&L.stop)) {
-		struct timespec ts = { 0, STEP_MS * 1000000L };
 		int64_t t0 = now_ns();
 
 		pthread_mutex_lock(&L.step_mu);
@@ -429,7 +462,7 @@ static void *leader_main(void *arg)
 		if (now_ns() - t0 > 100000000)
 			sbd_log(SBD_DEBUG, 0, "arbiter: a step took %" PRId64
 				" ms", (now_ns() - t0) / 1000000);
-		nanosleep(&ts, NULL);
+		step_wait();
 	}
 	return NULL;
 }
@@ -520,6 +553,14 @@ int sbd_leader_start(void)
 						    : 1) * 1000000000;
 	L.sync_state = -1;
 	L.sync_rev0 = -1;
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&L.kick_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	/* A standby that just started has heard nobody yet: it waits a
 	 * whole term as if it had just heard a primary, so that a primary
 	 * restarting beside it takes its key back first. */
@@ -549,6 +590,7 @@ void sbd_leader_stop(void)
 	if (!L.on)
 		return;
 	STORE(&L.stop, true);
+	kick();
 	pthread_join(L.th, NULL);
 	pthread_join(L.watch, NULL);
 	/* A clean stop gives the key up at once (the standby need not wait
@@ -665,6 +707,8 @@ void sbd_leader_claimed(bool ok)
 		set_until(0);
 	}
 	STORE(&L.claiming, false);
+	if (ok)
+		kick();
 }
 
 size_t sbd_leader_status(char *out, size_t n)

@@ -113,6 +113,13 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 		struct rchan *rc = &repl.ch[i];
 		uint64_t end = sb_apply_recover(rc->ch);
 
+		if (force)
+			sbd_log(SBD_WARN, 0, "%s: promoted with --force at "
+				"epoch %" PRIu64 ": this host ends at %" PRIu64
+				"; whatever the old primary acknowledged from "
+				"%" PRIu64 " on is lost here (that host keeps "
+				"it in its quarantine file when it comes back)",
+				rc->name, e, end, end);
 		rc2 = rp_hist_append(e, rc, end, i + 1 == repl.n);
 	}
 	if (rc2) {

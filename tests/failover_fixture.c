@@ -298,6 +298,9 @@ void fo_setup(void)
 
 void fo_fini(void)
 {
+	uint64_t n;
+
+	splitbrain_stop(&n);
 	char cmd[160];
 
 	if (df_mnt[0]) {
@@ -367,6 +370,10 @@ int sync_publisher(void *arg)
 
 void log_open(void)
 {
+	uint64_t n;
+
+	splitbrain_stop(&n);	/* a test that opens the log again */
+	splitbrain_start();
 	lg = mmap(NULL, sizeof(*lg), PROT_READ | PROT_WRITE,
 		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	cr_assert(lg != MAP_FAILED);
@@ -472,7 +479,7 @@ void cluster_start(void)
 				      "%sm%d=http://127.0.0.1:%d", k ? "," : "",
 				      k, member_port(k) + 1);
 	for (int k = 0; k < MEMBERS; k++) {
-		char client[64], peer[64], name[8], dir[96];
+		char client[64], peer[64], name[16], dir[96];
 
 		snprintf(client, sizeof(client), "http://127.0.0.1:%d",
 			 member_port(k));
@@ -578,4 +585,56 @@ int cluster_leader(void)
 			return k;
 	}
 	return -1;
+}
+
+/* ------------------------------------------------- the split-brain watch */
+
+static pthread_t sb_th;
+static atomic_bool sb_on;
+static _Atomic uint64_t sb_both, sb_samples;
+
+/* Whether h's channel "fo" takes writes now, and at which epoch; false
+ * if it cannot be mapped (not made yet, or being made again). */
+static bool takes_writes(const struct host *h, uint64_t *epoch)
+{
+	shmbus_channel *ch = shmbus_channel_open(h->dir, "fo");
+	struct sb_repl_view v;
+
+	if (!ch)
+		return false;
+	sb_repl_read(ch, &v);
+	shmbus_channel_close(ch);
+	*epoch = v.epoch;
+	return !(v.flags & SHMBUS_REPL_STANDBY) &&
+	       v.fence == SHMBUS_FENCE_OPEN;
+}
+
+static void *sb_main(void *arg)
+{
+	(void)arg;
+	while (atomic_load(&sb_on)) {
+		uint64_t ea, eb;
+
+		if (takes_writes(&A, &ea) && takes_writes(&B, &eb) && ea == eb)
+			atomic_fetch_add(&sb_both, 1);
+		atomic_fetch_add(&sb_samples, 1);
+		usleep(2000);
+	}
+	return NULL;
+}
+
+void splitbrain_start(void)
+{
+	atomic_store(&sb_both, 0);
+	atomic_store(&sb_samples, 0);
+	atomic_store(&sb_on, true);
+	cr_assert_eq(pthread_create(&sb_th, NULL, sb_main, NULL), 0);
+}
+
+uint64_t splitbrain_stop(uint64_t *samples)
+{
+	if (atomic_exchange(&sb_on, false))
+		pthread_join(sb_th, NULL);
+	*samples = atomic_load(&sb_samples);
+	return atomic_load(&sb_both);
 }

@@ -86,7 +86,14 @@ extern struct log *lg;
  * numbered from lg->next, each followed by a pub_sync; stops at the
  * first that is not acknowledged. */
 int sync_publisher(void *arg);
+/* Maps the log; also starts the split-brain watch. */
 void log_open(void);
+
+/* The split-brain watch: a thread that samples, every 2 ms, whether both
+ * hosts' channel "fo" take writes at the same epoch.  splitbrain_stop()
+ * returns how many samples found them so (and how many were taken). */
+void splitbrain_start(void);
+uint64_t splitbrain_stop(uint64_t *samples);
 
 /* h is a primary now, by its channel's header (not fenced, not a
  * standby); h is a standby linked to its primary. */
