@@ -711,6 +711,11 @@ void sbd_leader_claimed(bool ok)
 		kick();
 }
 
+void sbd_leader_kick(void)
+{
+	kick();
+}
+
 size_t sbd_leader_status(char *out, size_t n)
 {
 	int64_t left = LOAD(&repl.lease_until) - lease_ns();

@@ -429,10 +429,14 @@ static void serve_promote(struct sbd_link *l, const struct rw_hello *hello)
 	}
 	rc2 = become_primary(hello->epoch, false, out, sizeof(out));
 	pthread_mutex_unlock(&repl.role_mu);
-	if (rc2)
+	if (rc2) {
 		rw_refuse(repl.t, l, out);
-	else
-		rp_send_frame(l, RW_PROMOTED, 0, 0, NULL, 0, HANDSHAKE_MS);
+		return;
+	}
+	rp_send_frame(l, RW_PROMOTED, 0, 0, NULL, 0, HANDSHAKE_MS);
+	/* The old primary gave the key up: take it now. */
+	if (repl.arbiter)
+		sbd_leader_kick();
 }
 
 /* ------------------------------------------------------------ handshakes */

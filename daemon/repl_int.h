@@ -224,6 +224,9 @@ void sbd_leader_release(void);
  * the key is given back).  Not under role_mu. */
 int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n);
 void sbd_leader_claimed(bool ok);
+/* The leader thread's next step now: a switchover made this host primary,
+ * and it takes the key (and opens its channels) at that step. */
+void sbd_leader_kick(void);
 int rp_send_frame(struct sbd_link *l, uint16_t type, uint64_t chan,
 		  uint64_t pos, const struct iovec *body, int n, int timeout_ms);
 int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,

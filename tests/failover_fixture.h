@@ -83,8 +83,10 @@ struct log {
 };
 extern struct log *lg;
 /* A child (th_spawn()) on A: publishes 64-byte messages of producer 1,
- * numbered from lg->next, each followed by a pub_sync; stops at the
- * first that is not acknowledged. */
+ * numbered from lg->next, each followed by a pub_sync; lg->acked counts
+ * those a pub_sync acknowledged (a success covers every earlier one); it
+ * stops at EROFS or a degraded acknowledgement, and goes on after a
+ * timeout (unknown, not counted). */
 int sync_publisher(void *arg);
 /* Maps the log; also starts the split-brain watch. */
 void log_open(void);

@@ -937,7 +937,8 @@ Test(failover, a_three_member_cluster_survives_a_member_and_fails_over)
 	cr_assert_geq(ms, 0, "the standby did not take over");
 	assert_b_has_acked(acked);
 	cluster_stop();
-	row("3-member etcd: a member, then the primary die", acked, true, ms);
+	row("3-member etcd: its leader, then the primary die", acked, true,
+	    ms);
 }
 
 /* ------------------------------------------------------------ disk full */
