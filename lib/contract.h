@@ -124,11 +124,12 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
  * Replication (lib/replica.c, docs/replication.md).
  */
 
-/* The fence's state (hdr.fence): SHMBUS_FENCE_OPEN, _STANDBY or
- * _HANDOVER.  A change bumps the generation; closing it makes every thread
- * of the system pass a full barrier (membarrier(2), milliseconds) before
- * it returns: 0, or -errno if the kernel refused (the fence is then set,
- * but a claim in flight may slip past it: a handover must not go on). */
+/* The fence's state (hdr.fence): SHMBUS_FENCE_OPEN, _STANDBY, _HANDOVER
+ * or _CUT.  A change bumps the generation; closing an open fence makes
+ * every thread of the system pass a full barrier (membarrier(2),
+ * milliseconds) before it returns: 0, or -errno if the kernel refused (the
+ * fence is then set, but a claim in flight may slip past it: a handover
+ * must not go on).  From one closed state to another, no barrier. */
 uint32_t sb_fence_get(shmbus_channel *ch);
 int sb_fence_set(shmbus_channel *ch, uint32_t fence);
 

@@ -50,7 +50,14 @@ int sb_fence_set(shmbus_channel *ch, uint32_t state)
 	if (SHMBUS_FENCE_STATE(old) == state)
 		return 0;
 	store_relaxed32(&ch->hdr->fence, ((old >> 8) + 1) << 8 | state);
-	if (state == SHMBUS_FENCE_OPEN)
+	/* From one closed state to another (a standby promoted, a primary
+	 * handing over that stands by): a claim could only slip past the
+	 * first close, whose barrier (and quiesce) dealt with it; every
+	 * handle opened before it refuses claims since (its fence word is
+	 * not the header's), and none opens while closed.  The barrier costs
+	 * milliseconds a switchover waits for. */
+	if (state == SHMBUS_FENCE_OPEN ||
+	    SHMBUS_FENCE_STATE(old) != SHMBUS_FENCE_OPEN)
 		return 0;
 	/* F4: pairs with fence_up() after every claim: once this returns,
 	 * every thread of the system has executed a full barrier since our
@@ -865,22 +872,16 @@ int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
 {
 	uint32_t prev = sb_fence_get(ch);
 	uint64_t oldest, at;
-	int rc;
 
 	if (prev == SHMBUS_FENCE_OPEN) {
 		snprintf(why, n, "the channel takes writes here");
 		return -EBUSY;
 	}
-	rc = sb_fence_set(ch, SHMBUS_FENCE_CUT);
-	if (rc) {
-		snprintf(why, n, "membarrier(2): %s", strerror(-rc));
-		sb_fence_leave_cut(ch, prev);
-		return rc;
-	}
-	/* F7: pairs with F7 in shmbus_sub_open() and sb_slot_take_group():
-	 * a subscriber whose slot we do not see below sees the fence and
-	 * gives its slot back.  (sb_fence_set()'s membarrier is already a
-	 * full barrier; this names the edge.) */
+	/* From a closed state: no producer claims here (no barrier). */
+	sb_fence_set(ch, SHMBUS_FENCE_CUT);
+	/* F7: pairs with F7 in shmbus_sub_open(), sb_slot_take_group() and
+	 * shmbus_group_join(): a subscriber or member whose slot we do not
+	 * see below sees the fence and gives its slot back. */
 	fence_seqcst();
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		uint32_t pid;
