@@ -290,6 +290,10 @@ int etcd_lease_keepalive(struct etcd *e, int64_t id, int64_t *ttl_left)
 		return rc;
 	res = json_object_get(ans, "result");
 	rc = json_is_object(res) ? 0 : -EPROTO;
+	/* The answer must be about our lease: a proxy or a gateway that
+	 * mixed answers up must not extend a term that etcd did not. */
+	if (rc == 0 && num(res, "ID") != id)
+		rc = -EPROTO;
 	*ttl_left = rc ? 0 : num(res, "TTL");
 	json_decref(ans);
 	return rc;
