@@ -65,8 +65,10 @@ void etcd_start(void)
 		cr_assert(mkdtemp(etcd_dir));
 		/* A block of 16 ports per test process (the single etcd's
 		 * two, a cluster's six from +10): tests running at once have
-		 * neighbouring pids, and must not share a port. */
-		etcd_port = 20000 + (getpid() % 2500) * 16;
+		 * neighbouring pids, and must not share a port.  Below the
+		 * ephemeral range (32768 up), which the pair's and the
+		 * forwarders' own connections take ports from. */
+		etcd_port = 10000 + (getpid() % 1400) * 16;
 	}
 	snprintf(client, sizeof(client), "http://127.0.0.1:%d", etcd_port);
 	snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", etcd_port + 1);
@@ -89,16 +91,22 @@ void etcd_start(void)
 		       "--initial-cluster", cluster, (char *)NULL);
 		_exit(127);
 	}
-	for (int i = 0; i < 500; i++) {
+	for (int i = 0; i < 1500; i++) {
 		fd = tcp_to_etcd();
 		if (fd >= 0) {
 			close(fd);
 			usleep(300000);	/* its gateway, and a leader */
 			return;
 		}
+		if (waitpid(etcd_pid, NULL, WNOHANG) == etcd_pid) {
+			etcd_pid = 0;
+			cr_assert_fail("etcd exited at start (see %s.log)",
+				       etcd_dir);
+		}
 		usleep(10000);
 	}
-	cr_assert_fail("etcd did not come up (is etcd-server installed?)");
+	cr_assert_fail("etcd did not come up in 15 s (is etcd-server "
+		       "installed? see %s.log)", etcd_dir);
 }
 
 void etcd_kill(void)
@@ -519,7 +527,7 @@ void cluster_start(void)
 	for (int k = 0; k < MEMBERS; k++) {
 		int fd = -1;
 
-		for (int i = 0; i < 500 && fd < 0; i++) {
+		for (int i = 0; i < 1500 && fd < 0; i++) {
 			fd = tcp_to_port(member_port(k));
 			if (fd < 0)
 				usleep(10000);
