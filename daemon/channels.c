@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -133,6 +134,7 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 {
 	shmbus_channel *ch;
 	struct sbd_chan *c;
+	uint64_t pos;
 	int rc;
 
 	rcu_read_lock();
@@ -168,6 +170,12 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 				"is (delete it to apply the config)", cc->name);
 		else
 			sbd_log(SBD_INFO, 0, "%s: adopted", cc->name);
+		/* Before anything reads it (the journal, groups, the
+		 * replication agents): a cut back that a crash stopped half
+		 * way is finished (docs/failover.md, "Rejoin"). */
+		if (sb_ring_cut_finish(ch, &pos))
+			sbd_log(SBD_WARN, 0, "%s: a cut back to %" PRIu64
+				" stopped half way; finished", cc->name, pos);
 	} else {
 		rc = -errno;
 		if (rc == -EPROTO || rc == -EPROTONOSUPPORT ||

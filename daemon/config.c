@@ -915,6 +915,22 @@ static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
 	if (!why && j->ack && j->fsync == SBD_FSYNC_NONE)
 		why = "acknowledge = persisted needs journal_fsync batch or "
 		      "interval (with none nothing is ever synced)";
+	if (!why && j->on && (cc->repl_level == SHMBUS_ACK_STANDBY_PERSISTED ||
+			      cc->repl_level == SHMBUS_ACK_BOTH_PERSISTED)) {
+		/* A standby is in sync at these levels while its journal's
+		 * synced position moves (docs/replication.md). */
+		if (j->fsync == SBD_FSYNC_NONE)
+			why = "replicate = standby_persisted or both_persisted "
+			      "needs journal_fsync batch or interval (with none "
+			      "nothing is ever synced)";
+		else if (j->fsync == SBD_FSYNC_INTERVAL &&
+			 (uint64_t)j->fsync_ms * 2 > c->repl.sync_timeout_ms)
+			why = "replicate = standby_persisted or both_persisted "
+			      "with journal_fsync = interval needs "
+			      "journal_fsync_ms at most half of "
+			      "sync_timeout_ms (else a standby in step is "
+			      "judged out of sync between two syncs)";
+	}
 	if (!why && j->ack && cc->repl_level >= 0)
 		why = "acknowledge = persisted on a replicated channel: its "
 		      "level is replicate's (both_persisted includes this "

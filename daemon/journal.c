@@ -1167,6 +1167,8 @@ static int lock_from(int dfd, const uint64_t *b, size_t k, uint64_t base,
 		     int *fds, size_t *nfds)
 {
 	*nfds = 0;
+	if (!fds)
+		return -ENOMEM;
 	for (size_t i = 0; i < k; i++) {
 		char n[64];
 		int fd;
@@ -1257,7 +1259,7 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 	struct jchan *j = NULL;
 	uint64_t *b = NULL;
 	size_t k = 0, nfds = 0;
-	int fds[256], rc;
+	int *fds = NULL, rc;
 
 	pthread_mutex_lock(&cut_mu);
 	for (size_t i = 0; i < njc && !j; i++)
@@ -1279,8 +1281,8 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 	free_one(j, true);
 	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	rc = j->dfd < 0 ? -errno : sb_jlist(j->dir, &b, &k);
-	if (rc == 0 && k > sizeof(fds) / sizeof(fds[0]))
-		rc = -E2BIG;
+	if (rc == 0)
+		fds = calloc(k ? k : 1, sizeof(*fds));
 	if (rc == 0)
 		rc = lock_from(j->dfd, b, k, pos & ~(j->g.seg_size - 1), fds,
 			       &nfds);
@@ -1299,6 +1301,7 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 	}
 	for (size_t i = 0; i < nfds; i++)
 		close(fds[i]);	/* the locks go with them */
+	free(fds);
 	free(b);
 	if (j->dfd >= 0)
 		close(j->dfd);

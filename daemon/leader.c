@@ -83,11 +83,27 @@ static struct {
 	.step_mu = PTHREAD_MUTEX_INITIALIZER,
 	.kick_mu = PTHREAD_MUTEX_INITIALIZER };
 
+static pthread_once_t kick_once = PTHREAD_ONCE_INIT;
+
+/* kick_cv on CLOCK_MONOTONIC, made before its first use, whichever
+ * thread that is (a switchover's handshake may come before the leader
+ * thread starts). */
+static void kick_init(void)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&L.kick_cv, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
 /* The leader thread's next step, now rather than at its next look: a
  * manual promotion took the key, and the channels open once a step sees
  * the term run (a switchover waited up to a whole STEP_MS for it). */
 static void kick(void)
 {
+	pthread_once(&kick_once, kick_init);
 	pthread_mutex_lock(&L.kick_mu);
 	L.kicked = true;
 	pthread_cond_signal(&L.kick_cv);
@@ -99,6 +115,7 @@ static void step_wait(void)
 {
 	struct timespec ts;
 
+	pthread_once(&kick_once, kick_init);
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_nsec += STEP_MS * 1000000L;
 	if (ts.tv_nsec >= 1000000000L) {
@@ -116,6 +133,21 @@ static void step_wait(void)
 static void set_until(int64_t t)
 {
 	STORE(&repl.lease_until, t);
+}
+
+/* A renewal's new term, unless the key was given up meanwhile
+ * (sbd_leader_release() from another thread clears held, then the
+ * term): the term moves only from a value it still has. */
+static void renewed(int64_t t)
+{
+	int64_t cur = LOAD(&repl.lease_until);
+
+	/* Again if the watchdog's failsafe moved it meanwhile. */
+	while (cur && LOAD(&L.held) &&
+	       !__atomic_compare_exchange_n(&repl.lease_until, &cur, t, false,
+					    __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE))
+		;
 }
 
 /* A key's value names this host. */
@@ -140,8 +172,8 @@ static void failsafe(int64_t now)
 {
 	int64_t acked = LOAD(&repl.acked_ns), until = LOAD(&repl.lease_until);
 
-	if (!until || now >= until)
-		return;	/* it never held the key, or its term is over */
+	if (!until || now >= until || !LOAD(&L.held))
+		return;	/* it does not hold the key, or its term is over */
 	if (acked && now - acked < L.ttl_ns / 2 && acked + L.ttl_ns / 2 > until)
 		__atomic_compare_exchange_n(&repl.lease_until, &until,
 					    acked + L.ttl_ns / 2, false,
@@ -246,6 +278,7 @@ static void primary_step(void)
 		}
 		STORE(&L.etcd_down, false);
 		L.sync_state = -1;
+		L.opened = false;	/* a new term: opened below */
 		STORE(&repl.out_recorded, false);
 		sbd_log(SBD_NOTICE, 0, "arbiter: this host holds the leader "
 			"key (%s, revision %" PRId64 ")", L.leader_key,
@@ -260,7 +293,7 @@ static void primary_step(void)
 			if (left * 1000000000 > L.ttl_ns)
 				left = L.ttl_ns / 1000000000;
 			L.renewed_ns = sent;
-			set_until(sent + left * 1000000000 - L.ttl_ns / 4);
+			renewed(sent + left * 1000000000 - L.ttl_ns / 4);
 			STORE(&L.etcd_down, false);
 			/* The key must still be ours: nobody else may have
 			 * taken it (by hand, say).  (A read that fails is
@@ -553,14 +586,6 @@ int sbd_leader_start(void)
 						    : 1) * 1000000000;
 	L.sync_state = -1;
 	L.sync_rev0 = -1;
-	{
-		pthread_condattr_t ca;
-
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&L.kick_cv, &ca);
-		pthread_condattr_destroy(&ca);
-	}
 	/* A standby that just started has heard nobody yet: it waits a
 	 * whole term as if it had just heard a primary, so that a primary
 	 * restarting beside it takes its key back first. */
@@ -611,6 +636,9 @@ void sbd_leader_release(void)
 	struct etcd *e = etcd_open(sbd.conf.repl.etcd_endpoints,
 				   (int)(sbd.conf.repl.lease_ttl_ms / 4), why,
 				   sizeof(why));
+	/* Not under step_mu: we hold role_mu (the leader thread takes
+	 * step_mu, then role_mu).  A renewal under way does not set a term
+	 * again after this (renewed()). */
 	int64_t id = LOAD(&L.lease);
 
 	STORE(&L.held, false);

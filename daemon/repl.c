@@ -104,6 +104,21 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 				repl.ch[i].name);
 			STORE(&repl.ch[i].unapplied, false);
 		}
+	for (size_t i = 0; i < repl.n && !rc2; i++) {
+		uint32_t pid = 0;
+
+		/* A producer of this host's days as a primary, stopped
+		 * between its claim and its commit: its record would land
+		 * in the middle of ours. */
+		if (sb_fence_settle(repl.ch[i].ch,
+				    (int64_t)sbd.conf.repl.handover_ms * 1000000,
+				    &pid)) {
+			snprintf(out, n, "%s: producer %u holds a claim open on "
+				 "this ring; still standby", repl.ch[i].name,
+				 pid);
+			rc2 = -EBUSY;
+		}
+	}
 	if (rc2) {
 		for (size_t i = 0; i < repl.n; i++)
 			rp_linker_start(&repl.ch[i]);
@@ -695,10 +710,8 @@ int sbd_repl_start(void)
 		sbd_log(SBD_ERR, 0, "replication: %s", why);
 		return -1;
 	}
-	if (pthread_create(&repl.listener, NULL, listener_main, NULL))
-		return -1;
-	repl.listener_on = true;
-	repl.on = true;
+	/* Before the listener: a switchover's handshake may come at once,
+	 * and an arbiter changes what a promotion does. */
 	repl.arbiter = c->arbiter[0] != 0;
 	if (repl.arbiter) {
 		STORE(&repl.rings_lost, rp_rings_check());
@@ -711,6 +724,10 @@ int sbd_repl_start(void)
 		else
 			rp_rings_record();
 	}
+	if (pthread_create(&repl.listener, NULL, listener_main, NULL))
+		return -1;
+	repl.listener_on = true;
+	repl.on = true;
 	/* Until the leader thread holds the lease: a primary acknowledges
 	 * nothing, and degrades only once the arbiter records it. */
 	STORE(&repl.lease_until, 0);
@@ -909,12 +926,18 @@ int sbd_repl_command(uint32_t op, uint32_t flags, struct shmbus_ctl_repl_reply *
 		}
 		if (rc2) {
 			/* Refused (or never asked): we are still the only
-			 * primary.  Open again. */
+			 * primary.  Open again; with an arbiter, once the
+			 * leader thread has taken the key back (we gave it
+			 * up above). */
 			STORE(&repl.role, SBD_ROLE_PRIMARY);
 			for (size_t i = 0; i < repl.n; i++) {
 				rp_agent_start(&repl.ch[i]);
-				sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_OPEN);
+				sb_fence_set(repl.ch[i].ch, repl.arbiter ?
+						SHMBUS_FENCE_HANDOVER :
+						SHMBUS_FENCE_OPEN);
 			}
+			if (repl.arbiter)
+				sbd_leader_kick();
 			sbd_log(SBD_WARN, 0, "switchover abandoned, still "
 				"primary: %s", r->text);
 			break;

@@ -314,11 +314,45 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 	sb_repl_flags(rc->ch, 0, SHMBUS_REPL_LINK);
 }
 
+/* Before the ring is recovered and written: no live producer may still
+ * hold a claim on it (a primary that lost its lease stood by while one
+ * was between its claim and its commit, stopped, say).  False if the
+ * linker is stopped meanwhile. */
+static bool settle(struct rchan *rc)
+{
+	uint32_t pid = 0;
+	bool said = false;
+	uint64_t end;
+
+	while (sb_fence_settle(rc->ch, INT64_C(100000000), &pid)) {
+		if (!said)
+			sbd_log(SBD_WARN, 0, "%s: producer %u holds a claim on "
+				"this standby's ring; waiting for it before "
+				"anything is written here", rc->name, pid);
+		said = true;
+		if (stopped(rc))
+			return false;
+	}
+	end = sb_apply_recover(rc->ch);
+	if (end == UINT64_MAX) {
+		sbd_log(SBD_ERR, 0, "%s: head is corrupt; not replicating it",
+			rc->name);
+		return false;
+	}
+	/* The watermark stays where the peer earned it: records this host
+	 * wrote as a primary and the peer never acknowledged (a forced
+	 * demotion) must not count as acknowledged here. */
+	sb_repl_acked(rc->ch, end, end, 0, true);
+	return true;
+}
+
 static void *linker_main(void *arg)
 {
 	struct rchan *rc = arg;
 	int backoff = 50;
 
+	if (!settle(rc))
+		return NULL;
 	while (!stopped(rc)) {
 		struct sbd_link *l;
 		int err = repl.t->connect(sbd.conf.repl.peer, CONNECT_MS, &l);
@@ -348,17 +382,6 @@ static void *linker_main(void *arg)
 
 int rp_linker_start(struct rchan *rc)
 {
-	uint64_t end = sb_apply_recover(rc->ch);
-
-	if (end == UINT64_MAX) {
-		sbd_log(SBD_ERR, 0, "%s: head is corrupt; not replicating it",
-			rc->name);
-		return -EBADMSG;
-	}
-	/* The watermark stays where the peer earned it: records this host
-	 * wrote as a primary and the peer never acknowledged (a forced
-	 * demotion) must not count as acknowledged here. */
-	sb_repl_acked(rc->ch, end, end, 0, true);
 	sb_repl_flags(rc->ch, SHMBUS_REPL_STANDBY,
 		      SHMBUS_REPL_LINK | SHMBUS_REPL_OUT_OF_SYNC);
 	STORE(&rc->stop, false);

@@ -55,6 +55,9 @@ struct shmbus_channel {
 	pthread_mutex_t gmap_lock;
 	struct sb_gmap *gmaps;
 	void *bus_ref;			/* its entry there (client.c) */
+	bool fence_synced;		/* shmbusd: a membarrier(2) ran through
+					 * this mapping since the fence was
+					 * last open (sb_fence_set()) */
 };
 
 /* How map_fd() maps a channel file. */

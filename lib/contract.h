@@ -129,7 +129,8 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
  * every thread of the system pass a full barrier (membarrier(2),
  * milliseconds) before it returns: 0, or -errno if the kernel refused (the
  * fence is then set, but a claim in flight may slip past it: a handover
- * must not go on).  From one closed state to another, no barrier. */
+ * must not go on).  From one closed state to another, none, once one
+ * ran through this mapping since the fence was last open. */
 uint32_t sb_fence_get(shmbus_channel *ch);
 int sb_fence_set(shmbus_channel *ch, uint32_t fence);
 
@@ -162,6 +163,16 @@ int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
 		      char *why, size_t n);
 void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence);
 void sb_ring_cut_abort(shmbus_channel *ch, uint32_t fence);
+/* At shmbusd's start, before anything reads the ring: a cut that a crash
+ * stopped half way (the fence still says CUT) is finished where the
+ * ring's committed records end (*end), and the fence set to STANDBY.
+ * Returns whether there was one. */
+bool sb_ring_cut_finish(shmbus_channel *ch, uint64_t *end);
+
+/* A ring just closed for a standby: waits until no live producer holds
+ * a claim open on it (those of dead ones are sb_apply_recover()'s); 0,
+ * or -ETIMEDOUT with the pid of one that still does. */
+int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid);
 
 /* The replication line.  One agent thread writes each field, except the
  * watermark, which only grows (several threads may raise it). */

@@ -47,17 +47,20 @@ int sb_fence_set(shmbus_channel *ch, uint32_t state)
 	/* One writer: the daemon's thread that changes roles. */
 	uint32_t old = load_relaxed32(&ch->hdr->fence);
 
-	if (SHMBUS_FENCE_STATE(old) == state)
+	if (SHMBUS_FENCE_STATE(old) != state)
+		store_relaxed32(&ch->hdr->fence,
+				((old >> 8) + 1) << 8 | state);
+	if (state == SHMBUS_FENCE_OPEN) {
+		ch->fence_synced = false;
 		return 0;
-	store_relaxed32(&ch->hdr->fence, ((old >> 8) + 1) << 8 | state);
-	/* From one closed state to another (a standby promoted, a primary
-	 * handing over that stands by): a claim could only slip past the
-	 * first close, whose barrier (and quiesce) dealt with it; every
-	 * handle opened before it refuses claims since (its fence word is
-	 * not the header's), and none opens while closed.  The barrier costs
-	 * milliseconds a switchover waits for. */
-	if (state == SHMBUS_FENCE_OPEN ||
-	    SHMBUS_FENCE_STATE(old) != SHMBUS_FENCE_OPEN)
+	}
+	/* Closed, and a barrier ran here since it was last open: a claim
+	 * could only slip past that close, and the barrier (and the
+	 * quiesce after it) dealt with it; every handle opened before
+	 * refuses claims since (its fence word is not the header's), and
+	 * none opens while closed.  A daemon that starts, or whose barrier
+	 * the kernel refused, runs it (again). */
+	if (ch->fence_synced)
 		return 0;
 	/* F4: pairs with fence_up() after every claim: once this returns,
 	 * every thread of the system has executed a full barrier since our
@@ -65,6 +68,7 @@ int sb_fence_set(shmbus_channel *ch, uint32_t state)
 	 * loads of head and of the announcements from here on. */
 	if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0)
 		return -errno;
+	ch->fence_synced = true;
 	return 0;
 }
 
@@ -115,6 +119,55 @@ int sb_fence_quiesce(shmbus_channel *ch, uint64_t from, int64_t timeout_ns,
 			*end = head;
 			return 0;
 		}
+		if (sb_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		sched_yield();
+	}
+}
+
+/*
+ * A ring just closed (a primary that lost its lease stands by): waits
+ * until no live producer holds a claim open on it, as sb_fence_quiesce()
+ * does, except that claims of producers that died are left to
+ * sb_apply_recover(), which cuts them off.  A claim of a live producer
+ * stopped between its claim and its commit would otherwise be written
+ * later over records the standby's agent applies there.
+ */
+int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid)
+{
+	int64_t deadline = sb_now_ns() + timeout_ns;
+
+	for (;;) {
+		/* A12 (see sb_fence_quiesce()). */
+		uint64_t head = load_acquire64(&ch->hdr->head);
+		uint32_t live = 0;
+
+		if (ch_multi(ch)) {
+			for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS && !live;
+			     i++) {
+				struct shmbus_prod_slot *s = &ch->prods[i];
+				/* A7: pairs with R7. */
+				uint64_t o = load_acquire64(&s->owner);
+
+				/* A6: pairs with R6 (the announcement). */
+				if (owner_state(o) != SHMBUS_SLOT_FREE &&
+				    load_acquire64(&s->claim_pos) !=
+					    UINT64_MAX &&
+				    sb_pid_alive(owner_pid(o)))
+					live = owner_pid(o);
+			}
+		} else if (sb_committed_end(ch, sb_ring_oldest(ch),
+					    UINT64_MAX) != head) {
+			/* No edge: a pid to ask the kernel about. */
+			uint32_t sp = load_relaxed32(&ch->hdr->sp_owner) &
+				      ~SHMBUS_SP_REPAIRING;
+
+			if (sp && sb_pid_alive(sp))
+				live = sp;
+		}
+		if (!live)
+			return 0;
+		*pid = live;
 		if (sb_now_ns() >= deadline)
 			return -ETIMEDOUT;
 		sched_yield();
@@ -877,8 +930,12 @@ int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
 		snprintf(why, n, "the channel takes writes here");
 		return -EBUSY;
 	}
-	/* From a closed state: no producer claims here (no barrier). */
-	sb_fence_set(ch, SHMBUS_FENCE_CUT);
+	if (sb_fence_set(ch, SHMBUS_FENCE_CUT)) {
+		snprintf(why, n, "membarrier(2) refused: a claim may be in "
+			 "flight");
+		sb_fence_leave_cut(ch, prev);
+		return -EBUSY;
+	}
 	/* F7: pairs with F7 in shmbus_sub_open(), sb_slot_take_group() and
 	 * shmbus_group_join(): a subscriber or member whose slot we do not
 	 * see below sees the fence and gives its slot back. */
@@ -917,6 +974,35 @@ int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
 void sb_ring_cut_abort(shmbus_channel *ch, uint32_t fence)
 {
 	sb_fence_leave_cut(ch, fence);
+}
+
+/* What names positions past pos besides the records, set back to it:
+ * the cursors of groups and the journal, the replication line, the
+ * journal's positions, a recorded gap. */
+static void cut_clamp(struct shmbus_channel *ch, uint64_t pos)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		/* No edge: the slot's owner state is read to choose. */
+		uint32_t st = owner_state(load_relaxed64(&s->owner));
+
+		if ((st == SHMBUS_SLOT_JOURNAL || st == SHMBUS_SLOT_GROUP) &&
+		    load_relaxed64(&s->pos) > pos)
+			/* R5: pairs with A5 (the next agent's, producers'
+			 * scans). */
+			store_release64(&s->pos, pos);
+	}
+	if (load_relaxed64(&h->replicated_pos) > pos)
+		sb_repl_reset_positions(ch, pos);
+	if (load_relaxed64(&h->persisted_pos) > pos)
+		store_relaxed64(&h->persisted_pos, pos);
+	if (load_relaxed64(&h->jnl_written) > pos)
+		sb_jnl_written(ch, pos);
+	/* A gap recorded in the tail is gone with it. */
+	if (load_relaxed64(&h->hole_hi) > pos)
+		sb_repl_hole(ch, 0, 0);
 }
 
 void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
@@ -958,24 +1044,43 @@ void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
 	/* R3: pairs with A3' in the subscriber's trusted(): the word at pos
 	 * is zeroed. */
 	store_release64(&h->handoff, pos);
-	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
-		struct shmbus_sub_slot *s = &ch->subs[i];
-		uint32_t st = owner_state(load_relaxed64(&s->owner));
-
-		if ((st == SHMBUS_SLOT_JOURNAL || st == SHMBUS_SLOT_GROUP) &&
-		    load_relaxed64(&s->pos) > pos)
-			/* R5: pairs with A5 (the next agent's, producers'
-			 * scans). */
-			store_release64(&s->pos, pos);
-	}
-	if (load_relaxed64(&h->replicated_pos) > pos)
-		sb_repl_reset_positions(ch, pos);
-	if (load_relaxed64(&h->persisted_pos) > pos)
-		store_relaxed64(&h->persisted_pos, pos);
-	if (load_relaxed64(&h->jnl_written) > pos)
-		sb_jnl_written(ch, pos);
-	/* A gap recorded in the tail is gone with it. */
-	if (load_relaxed64(&h->hole_hi) > pos)
-		sb_repl_hole(ch, 0, 0);
+	cut_clamp(ch, pos);
 	sb_fence_leave_cut(ch, fence);
+}
+
+bool sb_ring_cut_finish(shmbus_channel *ch, uint64_t *end)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	uint64_t e, p, seq = UINT64_MAX;
+
+	if (sb_fence_get(ch) != SHMBUS_FENCE_CUT)
+		return false;
+	/* No edge: no agent runs yet, nobody else reads (the fence says
+	 * CUT).  The ring ends where its committed records do (the cut
+	 * cleared the commit words from pos on, first to last); the index
+	 * and the mailbox then name nothing past it. */
+	e = sb_apply_recover(ch);
+	if (e == UINT64_MAX)
+		return false;	/* a corrupt head: the agent refuses it */
+	for (p = sb_ring_oldest(ch); p < e;) {
+		uint64_t w = load_relaxed64(&rec_at(ch, p)->commit), size;
+
+		if (word_tag(w) != lap_tag(ch, p))
+			break;
+		if (word_type(w) == SHMBUS_REC_PAD) {
+			size = SHMBUS_REC_ALIGN + word_len(w);
+		} else {
+			size = rec_size(word_len(w));
+			seq = load_relaxed64(&rec_at(ch, p)->seq);
+		}
+		if ((p & ch->mask) + size > ch->cap)
+			break;
+		p += size;
+	}
+	if (seq != UINT64_MAX)
+		store_relaxed64(&h->seq, seq + 1);
+	cut_clamp(ch, e);
+	sb_fence_leave_cut(ch, SHMBUS_FENCE_STANDBY);
+	*end = e;
+	return true;
 }

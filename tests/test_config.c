@@ -183,6 +183,15 @@ static const struct bad cases[] = {
 	  "peer = 1.2.3.5:5\nkey_file = /k\n[channel a]\n"
 	  "replicate = both_persisted\n", 7,
 	  "replicate = standby_persisted or both_persisted needs journal = on" },
+	{ "[bus]\n[replication]\nrole = primary\nlisten = 1.2.3.4:5\n"
+	  "peer = 1.2.3.5:5\nkey_file = /k\n[channel a]\njournal = on\n"
+	  "journal_fsync = none\nreplicate = standby_persisted\n", 8,
+	  "needs journal_fsync batch or interval (with none" },
+	{ "[bus]\n[replication]\nrole = primary\nlisten = 1.2.3.4:5\n"
+	  "peer = 1.2.3.5:5\nkey_file = /k\nsync_timeout_ms = 100\n"
+	  "[channel a]\njournal = on\njournal_fsync = interval\n"
+	  "journal_fsync_ms = 60\nreplicate = both_persisted\n", 9,
+	  "journal_fsync_ms at most half of sync_timeout_ms" },
 	{ "[bus]\n[channel a]\nreplicate = persisted\n", 3,
 	  "'persisted': off, local, received, applied, standby_persisted or "
 	  "both_persisted" },

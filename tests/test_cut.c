@@ -14,6 +14,7 @@
 
 #include "helpers.h"
 #include "shmbus/layout.h"
+#include "../lib/channel.h"
 #include "../lib/contract.h"
 
 #define CAP 65536u
@@ -202,4 +203,28 @@ Test(cut, the_next_record_is_the_new_primarys)
 	cr_assert_eq(buf[0], 0xcd, "a removed record's payload");
 	shmbus_sub_close(sub);
 	sb_writer_close(wr);
+}
+
+/* A daemon killed half way through a cut (the first commit words past
+ * the cut cleared, nothing else): the next start finishes it where the
+ * ring's committed records end, with the next sequence number and a
+ * fence that says standby. */
+Test(cut, a_cut_stopped_half_way_is_finished_at_start)
+{
+	uint64_t end, at = 0, p = 400;
+	struct shmbus_rec *r;
+	char why[256];
+
+	primary_then_standby();
+	cr_assert_eq(sb_ring_cut_begin(ch, p, &end, why, sizeof(why)), 0,
+		     "%s", why);
+	r = (struct shmbus_rec *)(ch->data + p);
+	__atomic_store_n(&r->commit, 0, __ATOMIC_RELAXED);
+	cr_assert(sb_ring_cut_finish(ch, &at));
+	cr_assert_eq(at, p);
+	cr_assert_eq(sb_ring_head(ch), p);
+	cr_assert_eq(ch->hdr->seq, p / 40, "seq %lu",
+		     (unsigned long)ch->hdr->seq);
+	cr_assert_eq(sb_fence_get(ch), SHMBUS_FENCE_STANDBY);
+	cr_assert(!sb_ring_cut_finish(ch, &at), "finished twice");
 }
