@@ -424,6 +424,14 @@ static void serve_promote(struct sbd_link *l, const struct rw_hello *hello)
 		rw_refuse(repl.t, l, "this host is not a standby");
 		return;
 	}
+	if (repl.arbiter && LOAD(&repl.rings_lost)) {
+		/* Its leader thread would not take the key: no primary. */
+		pthread_mutex_unlock(&repl.role_mu);
+		rw_refuse(repl.t, l, "this host's rings were made again since "
+			  "its last run and no primary has recorded it in sync "
+			  "since");
+		return;
+	}
 	for (uint32_t i = 0; i < pr.n; i++) {
 		struct rchan *rc = rp_find(pr.e[i].chan);
 		uint64_t head = rc ? sb_ring_head(rc->ch) : 0;
