@@ -1005,6 +1005,25 @@ static void cut_clamp(struct shmbus_channel *ch, uint64_t pos)
 		sb_repl_hole(ch, 0, 0);
 }
 
+/* The size of the record committed at p in this lap (0: none, or one
+ * that would cross the ring's end), and its seq in *seq if it has one. */
+static uint64_t committed_rec(struct shmbus_channel *ch, uint64_t p,
+			      uint64_t *seq)
+{
+	/* No edge: the ring is being cut, or not read yet (the callers). */
+	uint64_t w = load_relaxed64(&rec_at(ch, p)->commit), size;
+
+	if (word_tag(w) != lap_tag(ch, p))
+		return 0;
+	if (word_type(w) == SHMBUS_REC_PAD) {
+		size = SHMBUS_REC_ALIGN + word_len(w);
+	} else {
+		size = rec_size(word_len(w));
+		*seq = load_relaxed64(&rec_at(ch, p)->seq);
+	}
+	return (p & ch->mask) + size > ch->cap ? 0 : size;
+}
+
 void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
 {
 	struct shmbus_hdr *h = ch->hdr;
@@ -1019,21 +1038,13 @@ void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
 	seg_index_cut(ch, pos);
 	mbox_cut(ch, pos);
 	while (p < head) {
-		struct shmbus_rec *r = rec_at(ch, p);
-		uint64_t w = load_relaxed64(&r->commit), size;
+		uint64_t s = UINT64_MAX, size = committed_rec(ch, p, &s);
 
-		if (word_tag(w) != lap_tag(ch, p))
+		if (!size)
 			break;
-		if (word_type(w) == SHMBUS_REC_PAD) {
-			size = SHMBUS_REC_ALIGN + word_len(w);
-		} else {
-			size = rec_size(word_len(w));
-			if (seq == UINT64_MAX)
-				seq = load_relaxed64(&r->seq);
-		}
-		store_relaxed64(&r->commit, 0);
-		if ((p & ch->mask) + size > ch->cap)
-			break;
+		if (seq == UINT64_MAX)
+			seq = s;
+		store_relaxed64(&rec_at(ch, p)->commit, 0);
 		p += size;
 	}
 	/* The next message takes the first removed one's number. */
@@ -1063,17 +1074,9 @@ bool sb_ring_cut_finish(shmbus_channel *ch, uint64_t *end)
 	if (e == UINT64_MAX)
 		return false;	/* a corrupt head: the agent refuses it */
 	for (p = sb_ring_oldest(ch); p < e;) {
-		uint64_t w = load_relaxed64(&rec_at(ch, p)->commit), size;
+		uint64_t size = committed_rec(ch, p, &seq);
 
-		if (word_tag(w) != lap_tag(ch, p))
-			break;
-		if (word_type(w) == SHMBUS_REC_PAD) {
-			size = SHMBUS_REC_ALIGN + word_len(w);
-		} else {
-			size = rec_size(word_len(w));
-			seq = load_relaxed64(&rec_at(ch, p)->seq);
-		}
-		if ((p & ch->mask) + size > ch->cap)
+		if (!size)
 			break;
 		p += size;
 	}

@@ -235,12 +235,12 @@ void fwd_stop(struct fwd *f)
  * it starts with `want`. */
 bool sync_record_is_rev(const char *want, int64_t *rev)
 {
-	char url[64], why[128];
-	struct etcd *e;
+	char url[64], why[128], key[96];
 	struct etcd_kv kv;
-	char key[96];
+	struct etcd *e;
 	bool is;
 
+	memset(&kv, 0, sizeof(kv));
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", etcd_port);
 	snprintf(key, sizeof(key), "%s/sync", fo_prefix);
 	e = etcd_open(url, 1000, why, sizeof(why));
@@ -254,20 +254,9 @@ bool sync_record_is_rev(const char *want, int64_t *rev)
 
 bool sync_record_is(const char *want)
 {
-	char url[64], why[128];
-	struct etcd *e;
-	struct etcd_kv kv;
-	char key[96];
-	bool is;
+	int64_t rev;
 
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d", etcd_port);
-	snprintf(key, sizeof(key), "%s/sync", fo_prefix);
-	e = etcd_open(url, 1000, why, sizeof(why));
-	cr_assert(e, "%s", why);
-	is = etcd_get(e, key, &kv) == 0 && kv.found &&
-	     !strncmp(kv.value, want, strlen(want));
-	etcd_close(e);
-	return is;
+	return sync_record_is_rev(want, &rev);
 }
 
 bool wait_record(const char *want, int ms)
@@ -397,6 +386,29 @@ void log_open(void)
 
 /* Whether h is a primary now, by its channel's header (not fenced, not
  * a standby). */
+pid_t fo_start(const char *chans, const char *ext, uint64_t n, bool watch)
+{
+	pid_t pub;
+
+	log_open();
+	pair_setup(chans, ext);
+	if (watch)
+		watch_b();
+	cr_assert(host_log_wait(&A, "holds the leader key", 10000));
+	pub = th_spawn(sync_publisher, NULL);
+	while (atomic_load(&lg->acked) < n)
+		usleep(1000);
+	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	return pub;
+}
+
+uint64_t fo_stop(pid_t pub)
+{
+	atomic_store(&lg->stop, 1);
+	waitpid(pub, NULL, 0);
+	return atomic_load(&lg->acked);
+}
+
 bool is_primary(const struct host *h)
 {
 	struct sb_repl_view v;

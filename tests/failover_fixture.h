@@ -97,6 +97,14 @@ void log_open(void);
 void splitbrain_start(void);
 uint64_t splitbrain_stop(uint64_t *samples);
 
+/* A scenario's usual start: log_open(), the pair with chans (and ext in
+ * [replication]), B watched from the start if watch (watch_b()), A holding
+ * the key, the logging publisher running until n messages are
+ * acknowledged, and the standby recorded in sync; the publisher's pid,
+ * still publishing.  fo_stop() stops it: how many it had acknowledged. */
+pid_t fo_start(const char *chans, const char *ext, uint64_t n, bool watch);
+uint64_t fo_stop(pid_t pub);
+
 /* h is a primary now, by its channel's header (not fenced, not a
  * standby); h is a standby linked to its primary. */
 bool is_primary(const struct host *h);

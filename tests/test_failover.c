@@ -140,19 +140,12 @@ Test(failover, a_standby_not_recorded_in_sync_does_not_take_over)
 {
 	pid_t pub;
 
-	log_open();
-	pair_setup(FO_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 200)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	pub = fo_start(FO_CHANS, extra, 200, false);
 	/* The standby stops (paused): out of sync after sync_timeout_ms,
 	 * recorded at etcd before anything degrades. */
 	host_pause(&B);
 	cr_assert(wait_record("out ", 5000), "recorded out of sync");
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
+	fo_stop(pub);
 	host_kill(&A, SIGKILL);
 	kill(B.pid, SIGCONT);
 	/* The primary's lease runs out; the standby must stay one. */
@@ -201,9 +194,7 @@ Test(failover, a_primary_cut_from_etcd_and_standby_fences_itself_first)
 	printf("cut from etcd and standby: fenced after %.0f ms, the standby "
 	       "primary after %.0f ms\n", (double)(fenced - t0) / 1e6,
 	       (double)(promoted - t0) / 1e6);
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
-	acked = atomic_load(&lg->acked);
+	acked = fo_stop(pub);
 	assert_b_has_acked(acked);
 	host_sh(&A, "ip link set %s up", A.ifname);
 	row("primary cut from etcd and standby", acked, true,
@@ -248,8 +239,7 @@ Test(failover, an_etcd_outage_stops_no_traffic)
 			  va.flags, va.fence, vb.flags, vb.fence);
 		usleep(10000);
 	}
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
+	fo_stop(pub);
 	cr_assert_eq(atomic_load(&lg->refused), 0);
 	row("etcd killed for two terms, restarted", atomic_load(&lg->acked),
 	    false, -1);
@@ -263,14 +253,7 @@ Test(failover, a_primary_paused_past_its_lease_fences_itself_on_resume)
 	pid_t pub;
 	int ms;
 
-	log_open();
-	pair_setup(FO_CHANS, extra);
-	watch_b();
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 300)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	pub = fo_start(FO_CHANS, extra, 300, true);
 	host_pause(&A);
 	acked = atomic_load(&lg->acked);
 	ms = wait_for(is_primary, &B, TTL_MS + 3000);
@@ -282,8 +265,7 @@ Test(failover, a_primary_paused_past_its_lease_fences_itself_on_resume)
 	for (int i = 0; i < 200 && is_primary(&A); i++)
 		usleep(10000);
 	cr_assert(!is_primary(&A), "the resumed primary did not fence itself");
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
+	fo_stop(pub);
 	/* Nothing acknowledged after the pause: everything acknowledged is
 	 * on the new primary. */
 	cr_assert_leq(atomic_load(&lg->acked), acked + 1);
@@ -309,13 +291,7 @@ Test(failover, a_host_whose_rings_vanished_does_not_take_over)
 	struct shmbus_ctl_repl_reply r;
 	pid_t pub;
 
-	log_open();
-	pair_setup(FO_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 300)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	pub = fo_start(FO_CHANS, extra, 300, false);
 	host_kill(&B, SIGKILL);
 	host_kill(&A, SIGKILL);
 	kill(pub, SIGKILL);
@@ -348,16 +324,9 @@ Test(failover, two_failovers_in_quick_succession)
 	pid_t pub;
 	int ms;
 
-	log_open();
-	pair_setup(FO_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 500)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	pub = fo_start(FO_CHANS, extra, 500, false);
 	/* A stops publishing cleanly (nothing unacknowledged), then dies. */
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
+	fo_stop(pub);
 	host_kill(&A, SIGKILL);
 	ms = wait_for(is_primary, &B, TTL_MS + 3000);
 	cr_assert_geq(ms, 0, "B did not take over");
@@ -391,15 +360,8 @@ Test(failover, both_daemons_restarted_at_once)
 	uint64_t e0, before;
 	pid_t pub;
 
-	log_open();
-	pair_setup(FO_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 300)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
+	pub = fo_start(FO_CHANS, extra, 300, false);
+	fo_stop(pub);
 	host_view(&A, "fo", &v);
 	e0 = v.epoch;
 	kill(A.pid, SIGTERM);
@@ -430,8 +392,7 @@ Test(failover, both_daemons_restarted_at_once)
 	pub = th_spawn(sync_publisher, NULL);
 	for (int i = 0; i < 3000 && atomic_load(&lg->acked) < 200; i++)
 		usleep(1000);
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
+	fo_stop(pub);
 	cr_assert_gt(atomic_load(&lg->acked), 100, "acknowledged again "
 		     "(%lu before)", (unsigned long)before);
 	cr_assert(!is_primary(&B));
@@ -446,15 +407,8 @@ Test(failover, a_switchover_moves_the_key_and_it_stays)
 	struct shmbus_ctl_repl_reply r;
 	pid_t pub;
 
-	log_open();
-	pair_setup(FO_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 200)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
+	pub = fo_start(FO_CHANS, extra, 200, false);
+	fo_stop(pub);
 	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
 		     r.text);
 	cr_assert_geq(wait_for(is_primary, &B, 2000), 0, "B primary");
@@ -586,15 +540,8 @@ Test(failover, a_returning_primary_cuts_its_diverged_tail)
 	pid_t pub;
 	int st, ms;
 
-	log_open();
-	pair_setup(CUT_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 300)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
+	pub = fo_start(CUT_CHANS, extra, 300, false);
+	fo_stop(pub);
 	/* A subscriber on A that sees only acknowledged messages. */
 	ach = host_map(&A, "fo");
 	cr_assert(ach);
@@ -738,19 +685,11 @@ Test(failover, the_primary_partitioned_from_its_standby_keeps_the_key)
 	uint64_t acked;
 	pid_t pub;
 
-	log_open();
-	pair_setup(FO_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 300)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	pub = fo_start(FO_CHANS, extra, 300, false);
 	cr_assert_eq(host_sh(&A, "ip link set %s down", A.ifname), 0);
 	cr_assert(wait_record("out ", 5000), "recorded out of sync");
 	a_alone_primary_for(TTL_MS * 2);
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
-	acked = atomic_load(&lg->acked);
+	acked = fo_stop(pub);
 	cr_assert_eq(host_sh(&A, "ip link set %s up", A.ifname), 0);
 	cr_assert(wait_record("in ", 10000), "in sync again");
 	b_catches_up_with_acked(acked);
@@ -766,13 +705,7 @@ Test(failover, the_primary_cut_from_etcd_alone_carries_on)
 	uint64_t acked, before;
 	pid_t pub;
 
-	log_open();
-	pair_setup(FO_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 300)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	pub = fo_start(FO_CHANS, extra, 300, false);
 	atomic_store(&fw[0].cut, true);
 	before = atomic_load(&lg->acked);
 	a_alone_primary_for(TTL_MS * 2);
@@ -784,9 +717,7 @@ Test(failover, the_primary_cut_from_etcd_alone_carries_on)
 	cr_assert(host_log_wait(&A, "taking the leader key again", 5000) ||
 		  host_log_wait(&A, "holds the leader key", 100));
 	a_alone_primary_for(TTL_MS);
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
-	acked = atomic_load(&lg->acked);
+	acked = fo_stop(pub);
 	b_catches_up_with_acked(acked);
 	row("primary partitioned from etcd, not standby", acked, true, -1);
 }
@@ -799,20 +730,12 @@ Test(failover, a_standby_cut_from_etcd_and_primary_changes_nothing)
 	uint64_t acked;
 	pid_t pub;
 
-	log_open();
-	pair_setup(FO_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 300)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	pub = fo_start(FO_CHANS, extra, 300, false);
 	atomic_store(&fw[1].cut, true);
 	cr_assert_eq(host_sh(&B, "ip link set %s down", B.ifname), 0);
 	cr_assert(wait_record("out ", 5000), "recorded out of sync");
 	a_alone_primary_for(TTL_MS * 2);
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
-	acked = atomic_load(&lg->acked);
+	acked = fo_stop(pub);
 	cr_assert_eq(host_sh(&B, "ip link set %s up", B.ifname), 0);
 	atomic_store(&fw[1].cut, false);
 	cr_assert(wait_record("in ", 10000), "in sync again");
@@ -829,19 +752,11 @@ Test(failover, the_standby_dies_during_a_synchronous_wait)
 	uint64_t acked;
 	pid_t pub;
 
-	log_open();
-	pair_setup(FO_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 300)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
+	pub = fo_start(FO_CHANS, extra, 300, false);
 	host_kill(&B, SIGKILL);
 	cr_assert(wait_record("out ", 5000), "recorded out of sync");
 	a_alone_primary_for(TTL_MS);
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
-	acked = atomic_load(&lg->acked);
+	acked = fo_stop(pub);
 	host_start(&B);
 	cr_assert(wait_record("in ", 10000), "in sync again");
 	b_catches_up_with_acked(acked);
@@ -885,9 +800,7 @@ Test(failover, a_lossy_replication_link_loses_nothing)
 		     "acknowledgements stopped: %lu then %lu",
 		     (unsigned long)acked,
 		     (unsigned long)atomic_load(&lg->acked));
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
-	acked = atomic_load(&lg->acked);
+	acked = fo_stop(pub);
 	cr_assert_eq(host_sh(&A, "nft list table inet sbfo | grep -q drop && "
 			     "nft delete table inet sbfo"), 0);
 	b_catches_up_with_acked(acked);
@@ -957,15 +870,8 @@ Test(failover, a_disk_full_on_the_standby_loses_nothing)
 	uint64_t acked;
 	pid_t pub;
 
-	log_open();
-	pair_setup(DF_CHANS, extra);
-	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
-	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 300)
-		usleep(1000);
-	cr_assert(wait_record("in ", 5000), "recorded in sync");
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
+	pub = fo_start(DF_CHANS, extra, 300, false);
+	fo_stop(pub);
 	/* B restarts on a small file system for its journal. */
 	host_kill(&B, SIGTERM);
 	snprintf(df_mnt, sizeof(df_mnt), "%s/jnl", B.dir);
@@ -977,9 +883,7 @@ Test(failover, a_disk_full_on_the_standby_loses_nothing)
 	pub = th_spawn(sync_publisher, NULL);
 	cr_assert(wait_record("out ", 5000), "recorded out of sync");
 	a_alone_primary_for(TTL_MS);
-	atomic_store(&lg->stop, 1);
-	waitpid(pub, NULL, 0);
-	acked = atomic_load(&lg->acked);
+	acked = fo_stop(pub);
 	/* Room again. */
 	cr_assert_eq(mount("tmpfs", df_mnt, "tmpfs", MS_REMOUNT, "size=256m"),
 		     0, "remount: %s", strerror(errno));
