@@ -313,6 +313,51 @@ Test(failover, a_host_whose_rings_vanished_does_not_take_over)
 	    false, -1);
 }
 
+/* The standby restarts with vanished rings and, cut from etcd, cannot
+ * learn that its primary recorded it in sync afresh: a switchover to it
+ * is refused (its leader thread would not take the key, and the pair
+ * would have no primary), and the old primary goes on taking writes. */
+Test(failover, a_standby_whose_rings_vanished_refuses_a_switchover)
+{
+	struct shmbus_ctl_repl_reply r;
+	uint64_t before;
+	int64_t rev0, rev = 0;
+	pid_t pub;
+
+	pub = fo_start(FO_CHANS, extra, 200, false);
+	before = fo_stop(pub);
+	cr_assert(sync_record_is_rev("in ", &rev0));
+	host_kill(&B, SIGKILL);
+	rings_vanish(&B);
+	atomic_store(&fw[1].cut, true);
+	host_start(&B);
+	cr_assert(host_log_wait(&B, "was made again since the last run",
+				2000));
+	cr_assert_geq(wait_for(is_standby_linked, &B, 5000), 0);
+	cr_assert_neq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0,
+		      "a switchover to a standby with vanished rings went "
+		      "through");
+	cr_assert(strstr(r.text, "made again"), "%s", r.text);
+	cr_assert_geq(wait_for(is_primary, &A, 2000), 0, "A reopened");
+	cr_assert(!is_primary(&B));
+	/* A takes synchronous writes again once B is back in sync (the
+	 * abandoned switchover dropped the link: out of sync meanwhile). */
+	for (int i = 0; i < 500 && !(sync_record_is_rev("in ", &rev) &&
+				     rev > rev0); i++)
+		usleep(10000);
+	cr_assert_gt(rev, rev0, "recorded in sync again");
+	atomic_store(&lg->stop, 0);
+	pub = th_spawn(sync_publisher, NULL);
+	for (int i = 0; i < 1000 && atomic_load(&lg->acked) < before + 100;
+	     i++)
+		usleep(10000);
+	cr_assert_geq(fo_stop(pub), before + 100, "A stopped acknowledging");
+	cr_assert(!is_primary(&B));
+	atomic_store(&fw[1].cut, false);
+	row("switchover to a standby with vanished rings",
+	    atomic_load(&lg->acked), false, -1);
+}
+
 
 /* A fails, B takes over; A comes back (its config still says primary),
  * stands by behind B and catches up; then B fails and A, recorded in sync
