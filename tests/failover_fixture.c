@@ -174,7 +174,8 @@ static void *fwd_main(void *arg)
 							   POLLERR)))
 					continue;
 				r = read(from, buf, sizeof(buf));
-				if (r <= 0 || write(to, buf, (size_t)r) != r)
+				if (r <= 0 ||
+				    send(to, buf, (size_t)r, MSG_NOSIGNAL) != r)
 					dead = true;
 			}
 			if (dead) {
@@ -289,6 +290,9 @@ void fo_setup(void)
 {
 	char prefix[64];
 
+	/* A peer (a daemon, etcd) that closes while a forwarder writes to
+	 * it must not kill the test process. */
+	signal(SIGPIPE, SIG_IGN);
 	etcd_start();
 	fwd_start(&fw[0], 'a');
 	fwd_start(&fw[1], 'b');
@@ -592,7 +596,7 @@ int cluster_leader(void)
 		ssize_t r;
 		int fd = member_pid[k] > 0 ? tcp_to_port(member_port(k)) : -1;
 
-		if (fd < 0 || write(fd, req, sizeof(req) - 1) !=
+		if (fd < 0 || send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) !=
 				      (ssize_t)sizeof(req) - 1) {
 			if (fd >= 0)
 				close(fd);
