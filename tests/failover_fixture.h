@@ -85,9 +85,12 @@ extern struct log *lg;
 /* A child (th_spawn()) on A: publishes 64-byte messages of producer 1,
  * numbered from lg->next, each followed by a pub_sync; lg->acked counts
  * those a pub_sync acknowledged (a success covers every earlier one); it
- * stops at EROFS or a degraded acknowledgement, and goes on after a
- * timeout (unknown, not counted). */
+ * stops at EROFS, and goes on after a timeout or a degraded
+ * acknowledgement (not counted). */
 int sync_publisher(void *arg);
+/* Until the publisher has n messages acknowledged, at most ms: else the
+ * test fails, saying how far it got. */
+void wait_acked(uint64_t n, int ms);
 /* Maps the log; also starts the split-brain watch. */
 void log_open(void);
 

@@ -116,8 +116,7 @@ Test(failover, the_primary_host_dies_and_the_standby_takes_over)
 	host_view(&A, "fo", &v);
 	e0 = v.epoch;
 	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 2000)
-		usleep(1000);
+	wait_acked(2000, 30000);
 	cr_assert(wait_record("in ", 5000), "recorded in sync");
 	/* The primary host dies: its daemon and its producer. */
 	host_kill(&A, SIGKILL);
@@ -170,8 +169,7 @@ Test(failover, a_primary_cut_from_etcd_and_standby_fences_itself_first)
 	watch_b();
 	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
 	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 500)
-		usleep(1000);
+	wait_acked(500, 30000);
 	/* In sync, and recorded so at etcd (else no standby may take over,
 	 * which another test checks). */
 	cr_assert(wait_record("in ", 5000), "recorded in sync");
@@ -212,8 +210,7 @@ Test(failover, an_etcd_outage_stops_no_traffic)
 	pair_setup(FO_CHANS, extra);
 	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
 	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 200)
-		usleep(1000);
+	wait_acked(200, 30000);
 	etcd_kill();
 	before = atomic_load(&lg->acked);
 	t0 = th_now_ns();
@@ -827,8 +824,7 @@ Test(failover, a_lossy_replication_link_loses_nothing)
 	pair_setup(FO_CHANS, more);
 	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
 	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 100)
-		usleep(1000);
+	wait_acked(100, 30000);
 	cr_assert_eq(host_sh(&A, "nft add table inet sbfo && "
 			     "nft add chain inet sbfo out "
 			     "\"{ type filter hook output priority 0; }\" && "
@@ -874,8 +870,7 @@ Test(failover, a_three_member_cluster_survives_a_member_and_fails_over)
 	watch_b();
 	cr_assert(host_log_wait(&A, "holds the leader key", 5000));
 	pub = th_spawn(sync_publisher, NULL);
-	while (atomic_load(&lg->acked) < 300)
-		usleep(1000);
+	wait_acked(300, 30000);
 	/* The cluster's leader dies: the two left elect another. */
 	k = cluster_leader();
 	cr_assert_geq(k, 0, "no etcd member says it leads");
