@@ -122,8 +122,6 @@ static void node_start(struct node *n)
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(fd, 2);
-		if (getenv("PINX"))
-			bh_pin(n->tag == 'a' ? atoi(getenv("PINX")) : 1);
 		setenv("SHMBUS_RUN_DIR", n->run, 1);
 		if (n->ns[0])
 			execlp("ip", "ip", "netns", "exec", n->ns, shmbusd,
