@@ -842,10 +842,11 @@ int sbd_repl_command(uint32_t op, uint32_t flags, struct shmbus_ctl_repl_reply *
 			else
 				o += (size_t)snprintf(r->text + o,
 					sizeof(r->text) - o, "\n  %.40s: link "
-					"%s, standby %s, lag %" PRIu64 " bytes",
+					"%s, at %" PRIu64 ", standby at %"
+					PRIu64 " (%s), lag %" PRIu64 " bytes",
 					repl.ch[i].name,
 					v.flags & SHMBUS_REPL_LINK ? "up" :
-					"down",
+					"down", v.head, have,
 					v.flags & SHMBUS_REPL_OUT_OF_SYNC ?
 					"out of sync" : "in sync",
 					v.head > have ? v.head - have : 0);

@@ -462,6 +462,26 @@ Test(failover, a_switchover_moves_the_key_and_it_stays)
 		usleep(10000);
 	}
 	cr_assert_geq(wait_for(is_standby_linked, &A, 2000), 0);
+	/* shmbusctl status: the leader, the epoch, the lease's time left,
+	 * the standby's state and both positions. */
+	{
+		const char *t;
+		long left = -1;
+
+		cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+		cr_assert(strstr(r.text, "primary at epoch ") &&
+			  strstr(r.text, "fo: link up, at ") &&
+			  strstr(r.text, "(in sync)"), "%s", r.text);
+		t = strstr(r.text, "holds the leader key, may acknowledge for ");
+		cr_assert(t, "%s", r.text);
+		sscanf(t, "holds the leader key, may acknowledge for %ld ms",
+		       &left);
+		cr_assert(left > 0 && left <= TTL_MS, "%s", r.text);
+		cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+		cr_assert(strstr(r.text, "standby at epoch ") &&
+			  strstr(r.text, "fo: link up, holds ") &&
+			  strstr(r.text, ", leader "), "%s", r.text);
+	}
 	row("planned switchover", atomic_load(&lg->acked), false, -1);
 }
 

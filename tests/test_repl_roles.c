@@ -71,7 +71,8 @@ Test(repl_roles, pub_sync_applied_means_the_standby_ring_holds_it)
 
 		cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
 		cr_assert(strstr(r.text, "primary at epoch 1") &&
-			  strstr(r.text, "sp: link up, standby in sync, lag 0"),
+			  strstr(r.text, "sp: link up, at 160000, standby at "
+				 "160000 (in sync), lag 0 bytes"),
 			  "%s", r.text);
 		cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
 		cr_assert(strstr(r.text, "standby at epoch 1") &&
