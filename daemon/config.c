@@ -20,6 +20,7 @@
 #include <ini.h>
 #include <numa.h>
 #include <pwd.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -568,6 +569,56 @@ static int p_lease_ms(const char *v, void *f, char *err, size_t n)
 	return p_range(v, f, 1000, 60000, " (ms)", err, n);
 }
 
+/* cpus = LIST: CPU numbers and ranges (0-3,8), each one this process
+ * may run on now. */
+static int p_cpus(const char *v, void *f, char *err, size_t n)
+{
+	uint64_t *set = f;
+	cpu_set_t allowed;
+	const char *p = v;
+	bool any = false;
+
+	memset(set, 0, SBD_CPUS_MAX / 8);
+	if (sched_getaffinity(0, sizeof(allowed), &allowed))
+		CPU_ZERO(&allowed);
+	while (*p) {
+		char *end;
+		unsigned long lo, hi;
+
+		if (!isdigit((unsigned char)*p))
+			goto bad;
+		lo = strtoul(p, &end, 10);
+		hi = lo;
+		if (*end == '-') {
+			if (!isdigit((unsigned char)end[1]))
+				goto bad;
+			hi = strtoul(end + 1, &end, 10);
+		}
+		if (lo > hi || hi >= SBD_CPUS_MAX)
+			goto bad;
+		for (unsigned long c = lo; c <= hi; c++) {
+			if (c >= CPU_SETSIZE || !CPU_ISSET(c, &allowed)) {
+				snprintf(err, n, "'%s': CPU %lu is not one this "
+					 "process may run on", v, c);
+				return -1;
+			}
+			set[c / 64] |= UINT64_C(1) << (c % 64);
+			any = true;
+		}
+		p = end;
+		if (*p == ',' && p[1])
+			p++;
+		else if (*p)
+			goto bad;
+	}
+	if (any)
+		return 0;
+bad:
+	snprintf(err, n, "'%s': a list of CPU numbers and ranges (0-3,8) "
+		 "below %d", v, SBD_CPUS_MAX);
+	return -1;
+}
+
 /* consumer_groups: the whole channel entry is the field (groups.c). */
 static int p_groups(const char *v, void *f, char *err, size_t n)
 {
@@ -645,6 +696,7 @@ static const struct key keys[] = {
 	RP("etcd_endpoints", p_endpoints, etcd_endpoints),
 	RP("arbiter_prefix", p_prefix, arbiter_prefix),
 	RP("lease_ttl_ms", p_lease_ms, lease_ttl_ms),
+	RP("cpus", p_cpus, cpus),
 };
 
 /* --------------------------------------------------------------- parsing */

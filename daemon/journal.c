@@ -199,6 +199,8 @@ static void *prep_main(void *arg)
 {
 	struct jchan *j = arg;
 
+	sbd_thread_setup("sb-jnl-prep", false);
+
 	pthread_mutex_lock(&j->mu);
 	while (!LOAD(&j->stop)) {
 		uint64_t base = j->want;
@@ -762,6 +764,8 @@ static void *agent_main(void *arg)
 {
 	struct jchan *j = arg;
 	int64_t retry_at = 0;
+
+	sbd_thread_setup("sb-journal", false);
 
 	while (!LOAD(&j->stop)) {
 		int64_t now = sb_now_ns(), nap = NAP_NS;

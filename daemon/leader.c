@@ -481,6 +481,7 @@ static void standby_step(void)
 static void *leader_main(void *arg)
 {
 	(void)arg;
+	sbd_thread_setup("sb-leader", false);
 	while (!LOAD(&L.stop)) {
 		int64_t t0 = now_ns();
 
@@ -505,6 +506,7 @@ static void *leader_main(void *arg)
 static void *watch_main(void *arg)
 {
 	(void)arg;
+	sbd_thread_setup("sb-watchdog", false);
 	while (!LOAD(&L.stop)) {
 		struct timespec ts = { 0, WATCH_MS * 1000000L };
 		int64_t until;

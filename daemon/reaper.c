@@ -167,6 +167,7 @@ static void *reaper(void *arg)
 	uint64_t junk;
 
 	(void)arg;
+	sbd_thread_setup("sb-reaper", false);
 	rcu_register_thread();
 	while (!atomic_load_explicit(&stopping, memory_order_relaxed)) {
 		if (poll(&p, 1, (int)sbd.conf.reap_ms) > 0 &&

@@ -472,6 +472,7 @@ static void *handshake_main(void *arg)
 	char why[512];
 	int rc2;
 
+	sbd_thread_setup("sb-handshake", false);
 	rc2 = rw_auth_server(repl.t, l, sbd.conf.bus, HANDSHAKE_MS, why,
 			     sizeof(why));
 	if (!rc2) {
@@ -518,6 +519,7 @@ static void *handshake_main(void *arg)
 static void *listener_main(void *arg)
 {
 	(void)arg;
+	sbd_thread_setup("sb-listener", false);
 	while (!LOAD(&repl.stopping)) {
 		struct sbd_link *l;
 		pthread_t t;

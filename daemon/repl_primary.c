@@ -66,6 +66,7 @@ static void *reader_main(void *arg)
 	struct sbd_link *l = rc->plink;
 	char why[512];
 
+	sbd_thread_setup("sb-acks", true);
 	/* While a sync waiter waits, its acknowledgement is looked for
 	 * without sleeping (a wake-up less in its round trip). */
 	repl.t->set_spin(l, SPIN_NS, sync_waiting, rc);
@@ -411,6 +412,7 @@ static void *agent_main(void *arg)
 	uint32_t kick = 0;
 	int64_t nap = (int64_t)sbd.conf.repl.nap_us * 1000;
 
+	sbd_thread_setup("sb-ship", true);
 	while (!stopped(rc)) {
 		uint64_t head, oldest;
 		bool busy;

@@ -351,6 +351,7 @@ static void *linker_main(void *arg)
 	struct rchan *rc = arg;
 	int backoff = 50;
 
+	sbd_thread_setup("sb-apply", true);
 	if (!settle(rc))
 		return NULL;
 	while (!stopped(rc)) {

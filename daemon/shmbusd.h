@@ -41,6 +41,11 @@ void sbd_log(int level, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int sbd_log_level_parse(const char *s);
 
+/* The calling thread is named `name` (15 characters at most); a hot one
+ * (it moves records) runs on [replication] cpus if the config gives
+ * them. */
+void sbd_thread_setup(const char *name, bool hot);
+
 /* At most one line a second for one kind of event, so that a flood cannot
  * fill the log.  sbd_log_allow() says whether to log this one; *missed
  * gets how many were not logged since the last line. */
@@ -113,6 +118,8 @@ struct sbd_chan_conf {
 /* [replication]: this host's part of an HA pair (docs/replication.md). */
 enum sbd_role { SBD_ROLE_PRIMARY = 1, SBD_ROLE_STANDBY = 2 };
 
+#define SBD_CPUS_MAX	1024		/* [replication] cpus: CPUs 0..1023 */
+
 struct sbd_repl_conf {
 	int line;			/* of the section's header, 0: none */
 	int role;			/* enum sbd_role, at start */
@@ -132,6 +139,10 @@ struct sbd_repl_conf {
 	char etcd_endpoints[1024];	/* comma-separated */
 	char arbiter_prefix[256];	/* keys under it; default /shmbus/BUS */
 	unsigned lease_ttl_ms;		/* the leader key's lease */
+	/* cpus: the CPUs the threads that move records (agents, readers of
+	 * acknowledgements, linkers) run on; bit i of cpus[i / 64] is CPU i.
+	 * No bit set: wherever the scheduler puts them. */
+	uint64_t cpus[SBD_CPUS_MAX / 64];
 };
 
 struct sbd_conf {

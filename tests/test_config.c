@@ -192,6 +192,15 @@ static const struct bad cases[] = {
 	  "[channel a]\njournal = on\njournal_fsync = interval\n"
 	  "journal_fsync_ms = 60\nreplicate = both_persisted\n", 9,
 	  "journal_fsync_ms at most half of sync_timeout_ms" },
+	/* [replication] cpus. */
+	{ "[bus]\n[replication]\ncpus = x\n", 3,
+	  "cpus: 'x': a list of CPU numbers and ranges (0-3,8) below 1024" },
+	{ "[bus]\n[replication]\ncpus = 1-0\n", 3, "'1-0': a list of CPU" },
+	{ "[bus]\n[replication]\ncpus = 0,\n", 3, "'0,': a list of CPU" },
+	{ "[bus]\n[replication]\ncpus = 0-\n", 3, "'0-': a list of CPU" },
+	{ "[bus]\n[replication]\ncpus = 4096\n", 3, "'4096': a list of CPU" },
+	{ "[bus]\n[replication]\ncpus = 0,1023\n", 3,
+	  "'0,1023': CPU 1023 is not one this process may run on" },
 	{ "[bus]\n[channel a]\nreplicate = persisted\n", 3,
 	  "'persisted': off, local, received, applied, standby_persisted or "
 	  "both_persisted" },

@@ -8,11 +8,13 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -577,4 +579,91 @@ Test(repl_roles, a_groups_floor_reaches_the_standby_and_survives_a_switchover)
 	shmbus_disconnect(bus);
 	shmbus_channel_close(bch);
 	shmbus_disconnect(bbus);
+}
+
+/* The CPU list /proc gives for pid's thread named `name`; "" if it has
+ * none of that name. */
+static void thread_cpus(pid_t pid, const char *name, char *out, size_t n)
+{
+	char path[96], comm[32], line[256];
+	struct dirent *e;
+	DIR *d;
+
+	out[0] = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	while (d && (e = readdir(d))) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/comm",
+			 (int)pid, e->d_name);
+		f = fopen(path, "r");
+		comm[0] = 0;
+		if (!f || !fgets(comm, sizeof(comm), f)) {
+			if (f)
+				fclose(f);
+			continue;
+		}
+		fclose(f);
+		comm[strcspn(comm, "\n")] = 0;
+		if (strcmp(comm, name))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/status",
+			 (int)pid, e->d_name);
+		f = fopen(path, "r");
+		while (f && fgets(line, sizeof(line), f))
+			if (!strncmp(line, "Cpus_allowed_list:", 18)) {
+				snprintf(out, n, "%s", line + 18 +
+					 strspn(line + 18, " \t"));
+				out[strcspn(out, "\n")] = 0;
+			}
+		if (f)
+			fclose(f);
+		break;
+	}
+	if (d)
+		closedir(d);
+}
+
+/* [replication] cpus: the threads that move records (the primary's agent
+ * and its reader of acknowledgements, the standby's linker) run on the
+ * CPUs given, under their names; the others where the daemon may. */
+Test(repl_roles, the_threads_that_move_records_run_on_the_cpus_given)
+{
+	static const struct { struct host *h; const char *name; } hot[] = {
+		{ &A, "sb-ship" }, { &A, "sb-acks" }, { &B, "sb-apply" },
+	};
+	char ext[32], want[16], got[64], all[64];
+	cpu_set_t set;
+	int cpu = -1, n = 0;
+
+	cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &set)) {
+			cpu = c;	/* the last one */
+			n++;
+		}
+	snprintf(ext, sizeof(ext), "cpus = %d\n", cpu);
+	snprintf(want, sizeof(want), "%d", cpu);
+	pair_setup(CHANS, ext);
+	for (size_t i = 0; i < sizeof(hot) / sizeof(hot[0]); i++) {
+		/* The reader starts as the standby links: a moment. */
+		for (int k = 0; k < 200; k++) {
+			thread_cpus(hot[i].h->pid, hot[i].name, got,
+				    sizeof(got));
+			if (got[0])
+				break;
+			usleep(10000);
+		}
+		cr_assert_str_eq(got, want, "%c's %s runs on '%s'",
+				 hot[i].h->tag, hot[i].name, got);
+	}
+	thread_cpus(A.pid, "sb-listener", got, sizeof(got));
+	thread_cpus(A.pid, "sb-reaper", all, sizeof(all));
+	cr_assert(got[0] && all[0], "the listener and the reaper are named");
+	cr_assert_str_eq(got, all);
+	if (n > 1)
+		cr_assert_str_neq(all, want, "the reaper was placed too");
 }
