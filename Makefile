@@ -472,7 +472,7 @@ $(FUZZ_BUILD)/.fuzz-deps-ok: Makefile
 
 fuzz-build: $(FUZZ_BUILD)/.fuzz-deps-ok
 	$(Q)$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang \
-		SAN="$(FUZZ_SAN)" CFLAGS="-O1 -g -Wno-unknown-pragmas" \
+		SAN="$(FUZZ_SAN)" CFLAGS="-O1 -g" \
 		FUZZ_URCU_SAN=-fno-sanitize=pointer-overflow fuzz-bins
 
 # liburcu's cds_lfht_for_each_entry() ends every walk with

@@ -360,8 +360,14 @@ static void op_sub_open(struct run *r, unsigned arg)
 	if (*s)
 		return;
 	*s = shmbus_sub_open(r->ch, &sa);
+	/* EAGAIN: the fence word says the ring is being cut back for a
+	 * rejoin (F7), as a damaged one may. */
 	if (!*s)
-		FUZZ_CHECK(errno == ENOSPC || errno == EPERM || errno == EINVAL);
+		FUZZ_CHECK(errno == ENOSPC || errno == EPERM ||
+			   errno == EINVAL ||
+			   (errno == EAGAIN &&
+			    SHMBUS_FENCE_STATE(r->ch->hdr->fence) ==
+			    SHMBUS_FENCE_CUT));
 	else
 		FUZZ_CHECK(sa.wait <= SHMBUS_WAIT_SLEEP && !r->ch->rdonly &&
 			   !r->ch->no_sub);
