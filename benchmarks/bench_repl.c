@@ -19,7 +19,9 @@
  * For A/B runs: BENCH_REPL_SYNC_ONLY=1 measures only the round trips
  * (three rounds), BENCH_REPL_STREAM_ONLY=1 only the streaming (three
  * rounds), SHMBUSD names the daemon to run, BENCH_REPL_KEEP_LOGS=1 keeps
- * the daemons' logs in /tmp.
+ * the daemons' logs in /tmp.  BENCH_REPL_CPUS_A and BENCH_REPL_CPUS_B give
+ * each daemon's [replication] cpus (where its threads that move records
+ * run); unset, the scheduler places them.
  *
  * The results go to benchmarks/results/replication.csv (not with -q).
  */
@@ -87,6 +89,7 @@ static const char *CHANNELS =
 static void node_setup(struct node *n, const char *role, const char *peer)
 {
 	int me = getpid();
+	const char *cpus;
 	FILE *f;
 
 	snprintf(n->dir, sizeof(n->dir), "/dev/shm/shmbus-bench-repl%d-%c", me,
@@ -105,11 +108,14 @@ static void node_setup(struct node *n, const char *role, const char *peer)
 	f = fopen(n->conf, "w");
 	if (!f)
 		exit(1);
+	cpus = getenv(n->tag == 'a' ? "BENCH_REPL_CPUS_A" : "BENCH_REPL_CPUS_B");
 	fprintf(f, "[bus]\nname = brepl\nshm_dir = %s\nsocket = %s\n"
 		"log_level = notice\n[replication]\nrole = %s\nlisten = %s\n"
 		"peer = %s\nkey_file = %s\nstate_dir = %s\n"
-		"sync_timeout_ms = 10000\n%s", n->dir, n->sock,
-		role, n->listen, peer, key_path, n->state, CHANNELS);
+		"sync_timeout_ms = 10000\n%s%s%s%s", n->dir, n->sock,
+		role, n->listen, peer, key_path, n->state,
+		cpus ? "cpus = " : "", cpus ? cpus : "", cpus ? "\n" : "",
+		CHANNELS);
 	fclose(f);
 }
 
