@@ -36,6 +36,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,6 +149,25 @@ static void renewed(int64_t t)
 					    __ATOMIC_ACQ_REL,
 					    __ATOMIC_ACQUIRE))
 		;
+}
+
+/* Logs a condition the leader thread finds at every step only the first
+ * time (*said), until whoever clears *said sees it end. */
+static void say_once(bool *said, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void say_once(bool *said, int level, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	if (*said)
+		return;
+	*said = true;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	sbd_log(level, 0, "%s", line);
 }
 
 /* A key's value names this host. */
@@ -400,12 +420,10 @@ static void standby_step(void)
 				"in sync again: automatic promotion allowed");
 		}
 		if (LOAD(&repl.rings_lost)) {
-			if (!L.said_lost)
-				sbd_log(SBD_WARN, 0, "arbiter: its rings were made "
-					"again since its last run: no automatic "
-					"promotion until a primary records it in "
-					"sync (shmbusctl promote --force)");
-			L.said_lost = true;
+			say_once(&L.said_lost, SBD_WARN, "arbiter: its rings "
+				 "were made again since its last run: no "
+				 "automatic promotion until a primary records "
+				 "it in sync (shmbusctl promote --force)");
 			return;
 		}
 	}
@@ -419,24 +437,20 @@ static void standby_step(void)
 	if (lease_ns() - LOAD(&repl.peer_seen_ns) < L.ttl_ns)
 		return;		/* a primary is heard: the failsafe */
 	if (rp_unapplied()) {
-		if (!L.said_unapplied)
-			sbd_log(SBD_ERR, 0, "arbiter: records acknowledged as "
-				"received are not applied here: no automatic "
-				"promotion (shmbusctl promote --force loses "
-				"them)");
-		L.said_unapplied = true;
+		say_once(&L.said_unapplied, SBD_ERR, "arbiter: records "
+			 "acknowledged as received are not applied here: no "
+			 "automatic promotion (shmbusctl promote --force loses "
+			 "them)");
 		return;
 	}
 	if (etcd_get(L.e, L.sync_key, &sync))
 		return;
 	e = LOAD(&repl.epoch);
 	if (!may_take_over(&sync, e, why, sizeof(why))) {
-		if (!L.said_out)
-			sbd_log(SBD_WARN, 0, "arbiter: the leader key is gone, "
-				"and this standby is not recorded in sync at "
-				"epoch %" PRIu64 " (%s): no automatic promotion "
-				"(shmbusctl promote --force)", e, why);
-		L.said_out = true;
+		say_once(&L.said_out, SBD_WARN, "arbiter: the leader key is "
+			 "gone, and this standby is not recorded in sync at "
+			 "epoch %" PRIu64 " (%s): no automatic promotion "
+			 "(shmbusctl promote --force)", e, why);
 		return;
 	}
 	t0 = lease_ns();
