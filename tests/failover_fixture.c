@@ -52,9 +52,42 @@ static int tcp_to_etcd(void)
 	return tcp_to_port(etcd_port);
 }
 
+/* An etcd member `name` with its data in dir (its log in dir.log),
+ * clients on port and peers on port + 1, of the cluster "NAME=URL,...";
+ * its pid.  A data directory that holds a member already restarts it
+ * (etcd then ignores the initial-cluster flags). */
+static pid_t etcd_spawn(const char *name, const char *dir, int port,
+			const char *cluster)
+{
+	char client[64], peer[64], log[128];
+	pid_t pid;
+
+	snprintf(client, sizeof(client), "http://127.0.0.1:%d", port);
+	snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", port + 1);
+	snprintf(log, sizeof(log), "%s.log", dir);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		dup2(out, 1);
+		dup2(out, 2);
+		execlp("etcd", "etcd", "--name", name, "--data-dir", dir,
+		       "--listen-client-urls", client,
+		       "--advertise-client-urls", client,
+		       "--listen-peer-urls", peer,
+		       "--initial-advertise-peer-urls", peer,
+		       "--initial-cluster", cluster,
+		       "--initial-cluster-token", "shmbus-test",
+		       "--initial-cluster-state", "new", (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
 void etcd_start(void)
 {
-	char client[64], peer[64], cluster[96];
+	char cluster[96];
 	int fd;
 
 	if (!etcd_dir[0]) {
@@ -70,27 +103,9 @@ void etcd_start(void)
 		 * forwarders' own connections take ports from. */
 		etcd_port = 10000 + (getpid() % 1400) * 16;
 	}
-	snprintf(client, sizeof(client), "http://127.0.0.1:%d", etcd_port);
-	snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", etcd_port + 1);
-	snprintf(cluster, sizeof(cluster), "t=%s", peer);
-	etcd_pid = fork();
-	cr_assert(etcd_pid >= 0);
-	if (etcd_pid == 0) {
-		char log[96];
-		int out;
-
-		snprintf(log, sizeof(log), "%s.log", etcd_dir);
-		out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		dup2(out, 1);
-		dup2(out, 2);
-		execlp("etcd", "etcd", "--name", "t", "--data-dir", etcd_dir,
-		       "--listen-client-urls", client,
-		       "--advertise-client-urls", client,
-		       "--listen-peer-urls", peer,
-		       "--initial-advertise-peer-urls", peer,
-		       "--initial-cluster", cluster, (char *)NULL);
-		_exit(127);
-	}
+	snprintf(cluster, sizeof(cluster), "t=http://127.0.0.1:%d",
+		 etcd_port + 1);
+	etcd_pid = etcd_spawn("t", etcd_dir, etcd_port, cluster);
 	for (int i = 0; i < 1500; i++) {
 		fd = tcp_to_etcd();
 		if (fd >= 0) {
@@ -520,34 +535,11 @@ void cluster_start(void)
 				      "%sm%d=http://127.0.0.1:%d", k ? "," : "",
 				      k, member_port(k) + 1);
 	for (int k = 0; k < MEMBERS; k++) {
-		char client[64], peer[64], name[16], dir[96];
+		char name[16], dir[96];
 
-		snprintf(client, sizeof(client), "http://127.0.0.1:%d",
-			 member_port(k));
-		snprintf(peer, sizeof(peer), "http://127.0.0.1:%d",
-			 member_port(k) + 1);
 		snprintf(name, sizeof(name), "m%d", k);
 		snprintf(dir, sizeof(dir), "%s-m%d", etcd_dir, k);
-		member_pid[k] = fork();
-		cr_assert(member_pid[k] >= 0);
-		if (member_pid[k] == 0) {
-			char log[128];
-			int out;
-
-			snprintf(log, sizeof(log), "%s.log", dir);
-			out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-			dup2(out, 1);
-			dup2(out, 2);
-			execlp("etcd", "etcd", "--name", name, "--data-dir", dir,
-			       "--listen-client-urls", client,
-			       "--advertise-client-urls", client,
-			       "--listen-peer-urls", peer,
-			       "--initial-advertise-peer-urls", peer,
-			       "--initial-cluster", cluster,
-			       "--initial-cluster-token", "shmbus-test",
-			       "--initial-cluster-state", "new", (char *)NULL);
-			_exit(127);
-		}
+		member_pid[k] = etcd_spawn(name, dir, member_port(k), cluster);
 	}
 	for (int k = 0; k < MEMBERS; k++) {
 		int fd = -1;
