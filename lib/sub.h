@@ -24,6 +24,14 @@ enum sb_sub_mode {
 			 * ring up to ring_end, then waits on it again */
 };
 
+/* A poll that reads a long run of records publishes its cursor each time
+ * it has read 1/32 of the ring (2^-5), not only when it returns: a
+ * block-policy producer waiting for room gets it while the subscriber
+ * reads, instead of stalling until the whole poll is over and then
+ * restarting with the subscriber right behind it.  A stream of fronts
+ * publishes its counters as often. */
+#define CURSOR_EVERY_SHIFT 5
+
 struct shmbus_sub {
 	/* The channel, and copies of its validated geometry. */
 	struct shmbus_channel *ch;
@@ -63,7 +71,10 @@ struct shmbus_sub {
 	uint64_t pending_lost;	/* lost just before the next message */
 	uint64_t delivered;
 	uint64_t lost;
-	uint64_t published;	/* the value last stored in slot->pos */
+	uint64_t published;	/* pos when the counters were last stored
+				 * in the slot (publish_cursor()); a
+				 * front's take stores slot->pos alone */
+	uint64_t cursor_every;	/* cap >> CURSOR_EVERY_SHIFT */
 
 	/* How it waits (wait.c). */
 	enum shmbus_wait wait;

@@ -65,13 +65,6 @@
  * most. */
 #define MBOX_RING_LOOK 1024
 
-/* A poll that reads a long run of records publishes its cursor each time
- * it has read 1/32 of the ring (2^-5), not only when it returns: a
- * block-policy producer waiting for room gets it while the subscriber
- * reads, instead of stalling until the whole poll is over and then
- * restarting with the subscriber right behind it. */
-#define CURSOR_EVERY_SHIFT 5
-
 /* A subscriber that the mailbox finds behind prefetches this many bytes of
  * the records posted, at most (see prefetch_posted()). */
 #define PREFETCH_MAX 4096
@@ -678,7 +671,7 @@ poll_loop(struct shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max,
 			break;
 		/* After the handler, never before: R5 releases what it
 		 * read. */
-		if (sub->pos - sub->published >= sub->cap >> CURSOR_EVERY_SHIFT)
+		if (sub->pos - sub->published >= sub->cursor_every)
 			publish_cursor(sub);
 	}
 	publish_cursor(sub);
@@ -694,6 +687,7 @@ static inline bool quiet_look(struct shmbus_sub *sub)
 		return false;
 	sub->quiet++;
 	sub->ahead = 0;
+	publish_cursor(sub);	/* the counters fronts left behind */
 	return true;
 }
 
@@ -701,13 +695,15 @@ static inline bool quiet_look(struct shmbus_sub *sub)
  * Whether a front may answer: the subscriber waits on the mailbox (then
  * peek_fast() would ask it first), and its sequence numbers are plain (it
  * has seen one and has not been lapped since), so that a message taken is
- * accounted by took_next().  First, the counters that the previous call
- * left unpublished are published with the cursor (a front that takes a
- * message publishes only its position, publish_pos()).
+ * accounted by took_next().  A front that takes a message publishes only
+ * its position (publish_pos()); the counters, which only statistics read
+ * (shmbus_inspect()), follow with the cursor at the first empty look
+ * (quiet_look()), at a wait, a close, or, in a stream of fronts that never
+ * finds the mailbox empty, each time 1/32 of the ring was read: here.
  */
 static inline bool front_ready(struct shmbus_sub *sub)
 {
-	if (sub->pos != sub->published)
+	if (sub->pos - sub->published >= sub->cursor_every)
 		publish_cursor(sub);
 	return sub->mode == SB_SUB_MBOX && sub->have_seq && !sub->resynced;
 }

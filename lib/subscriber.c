@@ -102,6 +102,7 @@ static void sub_init(struct shmbus_sub *sub, struct shmbus_channel *ch,
 	sub->mask = ch->mask;
 	sub->cap = ch->cap;
 	sub->cap_log2 = ch->cap_log2;
+	sub->cursor_every = ch->cap >> CURSOR_EVERY_SHIFT;
 	sub->max_msg = ch->max_msg;
 	sub->mb_max = ch_mbox_max(ch);
 	sub->overwrite = ch_overwrite(ch);
