@@ -29,6 +29,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -89,7 +90,7 @@ static const char *CHANNELS =
 static void node_setup(struct node *n, const char *role, const char *peer)
 {
 	int me = getpid();
-	const char *cpus;
+	const char *cpus, *nap;
 	FILE *f;
 
 	snprintf(n->dir, sizeof(n->dir), "/dev/shm/shmbus-bench-repl%d-%c", me,
@@ -109,12 +110,14 @@ static void node_setup(struct node *n, const char *role, const char *peer)
 	if (!f)
 		exit(1);
 	cpus = getenv(n->tag == 'a' ? "BENCH_REPL_CPUS_A" : "BENCH_REPL_CPUS_B");
+	nap = getenv("BENCH_REPL_NAP_US");
 	fprintf(f, "[bus]\nname = brepl\nshm_dir = %s\nsocket = %s\n"
 		"log_level = notice\n[replication]\nrole = %s\nlisten = %s\n"
 		"peer = %s\nkey_file = %s\nstate_dir = %s\n"
-		"sync_timeout_ms = 10000\n%s%s%s%s", n->dir, n->sock,
+		"sync_timeout_ms = 10000\n%s%s%s%s%s%s%s", n->dir, n->sock,
 		role, n->listen, peer, key_path, n->state,
 		cpus ? "cpus = " : "", cpus ? cpus : "", cpus ? "\n" : "",
+		nap ? "nap_us = " : "", nap ? nap : "", nap ? "\n" : "",
 		CHANNELS);
 	fclose(f);
 }
@@ -257,9 +260,44 @@ struct tcpjob {
 	long n;			/* ping-pongs; 0: stream */
 	double secs;		/* stream */
 	int cpu;
+	size_t span;		/* stream: the memory each side goes through
+				 * (0: one 64 KiB buffer, cache-resident) */
 	double *out;		/* shared: result */
 	struct hist *h;		/* shared: ping-pong round trips */
 };
+
+/* A stream's side goes through `span` bytes of memory in chunks of up to
+ * 256 KiB (a replication frame's most), or sends and receives one 64 KiB
+ * buffer (span 0). */
+#define SPAN_CHUNK	(256u << 10)
+
+static uint8_t *span_buf(size_t span, char *small)
+{
+	uint8_t *m;
+
+	if (!span)
+		return (uint8_t *)small;
+	m = malloc(span);
+	if (!m)
+		exit(1);
+	memset(m, 1, span);	/* faulted in, as a ring in use is */
+	return m;
+}
+
+static size_t span_chunk(size_t span, const uint8_t *mem, const uint8_t *at)
+{
+	size_t left = span ? span - (size_t)(at - mem) : 1 << 16;
+
+	return left < SPAN_CHUNK ? left : SPAN_CHUNK;
+}
+
+static uint8_t *span_next(size_t span, uint8_t *mem, uint8_t *at, size_t n)
+{
+	if (!span)
+		return mem;
+	at += n;
+	return at == mem + span ? mem : at;
+}
 
 static int tcp_server(void *arg)
 {
@@ -295,14 +333,15 @@ static int tcp_server(void *arg)
 		}
 		return 0;
 	}
-	for (;;) {
-		ssize_t r = recv(c, buf, sizeof(buf), 0);
+	for (uint8_t *mem = span_buf(j->span, buf), *at = mem;;) {
+		ssize_t r = recv(c, at, span_chunk(j->span, mem, at), 0);
 
 		if (r <= 0)
 			break;
 		if (!t0)
 			t0 = bh_now_ns();
 		got += (uint64_t)r;
+		at = span_next(j->span, mem, at, (size_t)r);
 	}
 	*j->out = (double)got / ((double)(bh_now_ns() - t0) / 1e9);
 	return 0;
@@ -346,10 +385,16 @@ static int tcp_client(void *arg)
 		}
 		return 0;
 	}
+	uint8_t *mem = span_buf(j->span, buf), *at = mem;
+
 	for (uint64_t end = bh_now_ns() + (uint64_t)(j->secs * 1e9);
-	     bh_now_ns() < end;)
-		if (send(s, buf, sizeof(buf), 0) < 0)
+	     bh_now_ns() < end;) {
+		ssize_t r = send(s, at, span_chunk(j->span, mem, at), 0);
+
+		if (r < 0)
 			return 5;
+		at = span_next(j->span, mem, at, (size_t)r);
+	}
 	return 0;
 }
 
@@ -370,10 +415,11 @@ static uint64_t tcp_pingpong_p50(long n, struct hist *h)
 	return hist_percentile(h, 50);
 }
 
-static double tcp_stream(double secs)
+static double tcp_stream(double secs, size_t span)
 {
 	double *out = bh_shared(sizeof(double));
-	struct tcpjob j = { .port = 7502, .secs = secs, .out = out };
+	struct tcpjob j = { .port = 7502, .secs = secs, .span = span,
+			    .out = out };
 	pid_t srv, cli;
 
 	j.cpu = 1;
@@ -552,6 +598,30 @@ static double repl_stream(const char *chan, size_t len, uint64_t bytes)
 	return (double)(v1.head - v0.head) / ((double)(t1 - t0) / 1e9);
 }
 
+/*
+ * One round of the streaming benchmark: raw TCP from and into one 64 KiB
+ * buffer each side (cache-resident), raw TCP going through `bytes` of
+ * memory each side as the replication does (the backlog is read from a
+ * ring of its size and written into another), and the replication of a
+ * backlog of `bytes` of 32-byte and of 1 KiB messages.  st: those four,
+ * in bytes per second.
+ */
+static void stream_round(double secs, uint64_t bytes, double st[4])
+{
+	st[0] = tcp_stream(secs, 0);
+	st[1] = tcp_stream(secs, bytes);
+	st[2] = repl_stream("s32", 32, bytes);
+	st[3] = repl_stream("s1k", 1024, bytes);
+	printf("streaming, bytes per second: raw TCP %.0f MB/s, through %"
+	       PRIu64 " MiB of memory each side %.0f MB/s; replication of a "
+	       "backlog of %" PRIu64 " MiB: 32 B messages %.0f MB/s of ring "
+	       "(%.0f%% of TCP through memory, %.0f%% of TCP; %.2f M msg/s), "
+	       "1 KiB %.0f MB/s (%.0f%%, %.0f%%)\n", st[0] / 1e6, bytes >> 20,
+	       st[1] / 1e6, bytes >> 20, st[2] / 1e6, 100 * st[2] / st[1],
+	       100 * st[2] / st[0], st[2] / 48 / 1e6, st[3] / 1e6,
+	       100 * st[3] / st[1], 100 * st[3] / st[0]);
+}
+
 /* The local ping-pong: P publishes on `ping` and waits on `pong`; Q
  * answers. */
 struct pp {
@@ -625,7 +695,7 @@ int main(int argc, char **argv)
 	struct hist *h = bh_shared(sizeof(*h));
 	const char *e = getenv("SHMBUSD");
 	uint64_t tcp, syn, loc[3], rep[3];
-	double tcps, s32, s1k;
+	double st[4];
 	FILE *csv;
 
 	if (e && *e)
@@ -652,17 +722,22 @@ int main(int argc, char **argv)
 	       "network namespaces joined by a veth pair" :
 	       "two daemons on the loopback (not root)");
 
+	if (getenv("BENCH_REPL_LOCAL_ONLY")) {
+		for (int k = 0; k < 9; k++) {	/* taking turns */
+			uint64_t l = local_p50("ping", "pong", n, h);
+			uint64_t r = local_p50("ping_r", "pong_r", n, h);
+
+			printf("local %.0f ns, replicated (async) %.0f ns: "
+			       "%.3fx\n", (double)l * tps, (double)r * tps,
+			       (double)r / (double)l);
+		}
+		return 0;
+	}
 	if (getenv("BENCH_REPL_STREAM_ONLY")) {
 		repl_stream("s32", 32, 60u << 20);
 		repl_stream("s1k", 1024, 60u << 20);
-		for (int k = 0; k < 3; k++) {
-			tcps = tcp_stream(secs);
-			s32 = repl_stream("s32", 32, 48u << 20);
-			s1k = repl_stream("s1k", 1024, 48u << 20);
-			printf("tcp %.0f MB/s, 32 B %.0f MB/s (%.0f%%), 1 KiB "
-			       "%.0f MB/s (%.0f%%)\n", tcps / 1e6, s32 / 1e6,
-			       100 * s32 / tcps, s1k / 1e6, 100 * s1k / tcps);
-		}
+		for (int k = 0; k < 3; k++)
+			stream_round(secs, 48u << 20, st);
 		return 0;
 	}
 	tcp = tcp_pingpong_p50(n, h);
@@ -671,18 +746,12 @@ int main(int argc, char **argv)
 	       "raw TCP ping-pong %.1f us: %.2fx\n", (double)syn * tps / 1e3,
 	       (double)tcp * tps / 1e3, (double)syn / (double)tcp);
 
-	tcps = tcp_stream(secs);
 	/* A first lap unmeasured: the standby's ring pages are touched
 	 * for the first time there (page faults a ring in use no longer
 	 * takes). */
 	repl_stream("s32", 32, 60u << 20);
 	repl_stream("s1k", 1024, 60u << 20);
-	s32 = repl_stream("s32", 32, quick ? 8u << 20 : 48u << 20);
-	s1k = repl_stream("s1k", 1024, quick ? 8u << 20 : 48u << 20);
-	printf("streaming, bytes per second: raw TCP %.0f MB/s; replication "
-	       "(a backlog shipped and applied) of 32 B messages %.0f MB/s of "
-	       "ring (%.0f%%, %.2f M msg/s), of 1 KiB %.0f MB/s (%.0f%%)\n", tcps / 1e6, s32 / 1e6,
-	       100 * s32 / tcps, s32 / 48 / 1e6, s1k / 1e6, 100 * s1k / tcps);
+	stream_round(secs, quick ? 8u << 20 : 48u << 20, st);
 
 	for (int k = 0; k < 3; k++) {	/* taking turns */
 		loc[k] = local_p50("ping", "pong", n, h);
@@ -697,11 +766,11 @@ int main(int argc, char **argv)
 	csv = quick ? NULL : fopen("benchmarks/results/replication.csv", "w");
 	if (csv) {
 		fprintf(csv, "link,sync_p50_ns,tcp_pingpong_p50_ns,tcp_stream_Bps,"
-			"repl_32_Bps,repl_1k_Bps,local_p50_ns,"
-			"local_replicated_p50_ns\n");
-		fprintf(csv, "%s,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f\n",
+			"tcp_stream_mem_Bps,repl_32_Bps,repl_1k_Bps,"
+			"local_p50_ns,local_replicated_p50_ns\n");
+		fprintf(csv, "%s,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f\n",
 			netns ? "netns" : "loopback", (double)syn * tps,
-			(double)tcp * tps, tcps, s32, s1k,
+			(double)tcp * tps, st[0], st[1], st[2], st[3],
 			(double)loc[1] * tps, (double)rep[1] * tps);
 		fclose(csv);
 	}
