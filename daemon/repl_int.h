@@ -78,6 +78,8 @@ struct rchan {
 	uint64_t sent_hi;		/* atomic: being shipped up to here */
 	bool linked;			/* atomic: plink is set */
 	uint64_t known;			/* committed up to here (agent) */
+	struct sb_marks marks;		/* agent: frame ends its walks to
+					 * known passed */
 	uint64_t received, applied;	/* atomic: the standby's acks */
 	uint64_t persisted;		/* atomic: its journal's, acked */
 	int64_t progress_ns;		/* atomic: last ack that moved */

@@ -227,7 +227,13 @@ static bool ship(struct rchan *rc)
 				  "longer holds what it lacks");
 			return any;
 		}
-		end = sb_committed_end(rc->ch, sent, rc->frame_max);
+		/* Where the frame ends: what the walk to known found, unless
+		 * it left no mark within reach. */
+		if (rc->known - sent <= rc->frame_max)
+			end = rc->known;
+		else if (!(end = sb_marks_take(&rc->marks, sent,
+					       rc->frame_max)))
+			end = sb_committed_end(rc->ch, sent, rc->frame_max);
 		if (end > rc->known)
 			end = rc->known;
 		if (end == sent)
@@ -426,10 +432,12 @@ static void *agent_main(void *arg)
 			 * was behind the oldest record. */
 			oldest = sb_ring_oldest(rc->ch);
 			rc->known = oldest;
+			sb_marks_reset(&rc->marks, oldest, rc->frame_max);
 			if (rc->plink && LOAD(&rc->sent) < oldest)
 				drop_link(rc, "the standby was lapped");
 		}
-		rc->known = sb_committed_end(rc->ch, rc->known, UINT64_MAX);
+		rc->known = sb_committed_end_marked(rc->ch, rc->known,
+						    UINT64_MAX, &rc->marks);
 		busy = ship(rc);
 		judge(rc);
 		ship_groups(rc);
@@ -458,7 +466,9 @@ int rp_agent_start(struct rchan *rc)
 	rc->cursor = shmbus_sub_open(rc->ch, &a);
 	if (!rc->cursor)
 		return -errno;
-	rc->known = sb_committed_end(rc->ch, oldest, UINT64_MAX);
+	sb_marks_reset(&rc->marks, oldest, rc->frame_max);
+	rc->known = sb_committed_end_marked(rc->ch, oldest, UINT64_MAX,
+					    &rc->marks);
 	rc->cursor_pos = oldest;
 	sb_sub_seek(rc->cursor, oldest);
 	rc->in_sync = false;

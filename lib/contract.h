@@ -231,6 +231,34 @@ void sb_sub_seek(shmbus_sub *sub, uint64_t pos);
  * is longer; `from` itself if nothing is committed there or `from` was
  * lapped. */
 uint64_t sb_committed_end(shmbus_channel *ch, uint64_t from, uint64_t most);
+
+/*
+ * Record boundaries that a walk over committed records passed, at most
+ * `step` apart, kept so that the frames cut from what it walked need no
+ * second walk: a backlog longer than the cache is read from memory once
+ * for its commit words, not twice.  A queue: the walk appends, the
+ * shipper takes from the front; marks that do not fit are not kept
+ * (the shipper walks that part itself).
+ */
+#define SB_MARKS_MAX 256
+
+struct sb_marks {
+	uint64_t at[SB_MARKS_MAX];	/* ascending; at[lo..n) not taken */
+	uint32_t lo, n;
+	uint64_t step;
+	uint64_t last;			/* the last boundary marked, or
+					 * where the walk began */
+};
+
+/* No marks; the next walk starts at `from`, and marks every `step`. */
+void sb_marks_reset(struct sb_marks *mk, uint64_t from, uint64_t step);
+/* sb_committed_end() from mk->last's walk on, marking what it passes
+ * (`from` must be where the previous walk ended). */
+uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
+				 uint64_t most, struct sb_marks *mk);
+/* The furthest mark in (from, from + most], taken with every mark below
+ * it; 0 if there is none. */
+uint64_t sb_marks_take(struct sb_marks *mk, uint64_t from, uint64_t most);
 uint64_t sb_ring_head(shmbus_channel *ch);
 /* The oldest record boundary the ring still holds. */
 uint64_t sb_ring_oldest(shmbus_channel *ch);

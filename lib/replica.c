@@ -503,13 +503,37 @@ done:
 
 uint64_t sb_committed_end(shmbus_channel *ch, uint64_t from, uint64_t most)
 {
+	return sb_committed_end_marked(ch, from, most, NULL);
+}
+
+uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
+				 uint64_t most, struct sb_marks *mk)
+{
 	/* A12: head bounds the walk; no record past it is ours to read. */
 	uint64_t head = load_acquire64(&ch->hdr->head), to;
 
 	if (from > head || head - from > ch->cap)
 		return from;
 	to = head - from > most ? from + most : head;
-	return sb_committed_until(ch, from, to);
+	return sb_committed_walk(ch, from, to, mk);
+}
+
+void sb_marks_reset(struct sb_marks *mk, uint64_t from, uint64_t step)
+{
+	mk->lo = mk->n = 0;
+	mk->step = step;
+	mk->last = from;
+}
+
+uint64_t sb_marks_take(struct sb_marks *mk, uint64_t from, uint64_t most)
+{
+	uint64_t m = 0;
+
+	while (mk->lo < mk->n && mk->at[mk->lo] <= from)
+		mk->lo++;
+	while (mk->lo < mk->n && mk->at[mk->lo] - from <= most)
+		m = mk->at[mk->lo++];
+	return m;
 }
 
 uint64_t sb_ring_head(shmbus_channel *ch)

@@ -1,0 +1,234 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_ship.c - one process: where the primary's agent cuts frames.  Its
+ * walk over committed records (sb_committed_end_marked()) marks record
+ * boundaries at most a step apart, so that shipping needs no second walk;
+ * every mark must be a record boundary of what is committed, the frames
+ * between marks within the step, and the queue must survive a ring that
+ * wraps, a walk that stops at an uncommitted claim and goes on later, and
+ * more marks than it holds.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "shmbus/layout.h"
+#include "../lib/channel.h"
+#include "../lib/contract.h"
+
+#define CAP (1u << 20)
+#define MAXMSG 2048u
+
+static const char *dir;
+static shmbus_channel *ch;
+static shmbus_pub *pub;
+static shmbus_sub *sub;
+
+/* Every record boundary published, in order: the truth the marks are
+ * checked against. */
+static uint64_t *bounds;
+static size_t nbounds;
+
+static void setup(void)
+{
+	struct shmbus_sub_attr sa;
+
+	dir = th_mkdir();
+	ch = th_create(dir, CAP, MAXMSG, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	/* A subscriber that follows the producer, so that the ring wraps
+	 * without a lap. */
+	shmbus_sub_attr_init(&sa);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	bounds = calloc(1u << 21, sizeof(*bounds));
+	cr_assert(bounds);
+	nbounds = 0;
+}
+
+static void teardown(void)
+{
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+	free(bounds);
+}
+
+TestSuite(ship, .init = setup, .fini = teardown, .timeout = 60);
+
+/* n messages of pseudo-random lengths (0 to MAXMSG), each boundary
+ * recorded (a wrap's padding makes the next record's start differ from
+ * head before the publish: its position is asked of the message). */
+static void publish_mixed(unsigned n, unsigned *rnd)
+{
+	for (unsigned i = 0; i < n; i++) {
+		static uint8_t msg[MAXMSG];
+		struct shmbus_msg m;
+		uint8_t got[MAXMSG];
+		size_t len;
+
+		*rnd = *rnd * 1103515245u + 12345u;
+		len = (*rnd >> 8) % (MAXMSG + 1);
+		/* Mostly small, now and then large. */
+		if ((*rnd >> 4) % 4)
+			len %= 64;
+		cr_assert_eq(shmbus_publish(pub, msg, len), 0);
+		cr_assert_eq(shmbus_read(sub, got, sizeof(got), &m),
+			     (ssize_t)len);
+		/* Its start, and its end, where padding to the ring's end
+		 * may start. */
+		bounds[nbounds++] = m.pos;
+		bounds[nbounds++] = m.pos + SHMBUS_REC_HDR +
+				    (len + SHMBUS_REC_ALIGN - 1) /
+					    SHMBUS_REC_ALIGN * SHMBUS_REC_ALIGN;
+	}
+}
+
+/* Whether p is a record boundary published (or the end of the last). */
+static bool is_bound(uint64_t p)
+{
+	size_t lo = 0, hi = nbounds;
+
+	if (p == th_head(ch))
+		return true;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (bounds[mid] < p)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < nbounds && bounds[lo] == p;
+}
+
+/* Takes every frame from `from` to `to` as the agent does, and checks
+ * each end. Returns how many came from marks. */
+static unsigned take_all(struct sb_marks *mk, uint64_t from, uint64_t to,
+			 uint64_t step)
+{
+	unsigned marked = 0;
+
+	while (from < to) {
+		uint64_t end = to - from <= step ? to
+						 : sb_marks_take(mk, from, step);
+
+		if (end && end != to)
+			marked++;
+		if (!end)
+			end = sb_committed_end(ch, from, step);
+		cr_assert_gt(end, from, "no frame at %" PRIu64, from);
+		cr_assert_leq(end - from, step, "a frame of %" PRIu64
+			      " bytes at %" PRIu64, end - from, from);
+		cr_assert(is_bound(end), "frame end %" PRIu64 " is no record "
+			  "boundary", end);
+		from = end;
+	}
+	return marked;
+}
+
+/* Three laps of mixed records walked in pieces, as an agent walks while
+ * producers go on: every mark a boundary, the frames within the step,
+ * nearly every frame's end a mark. */
+Test(ship, marks_are_boundaries_within_the_step)
+{
+	uint64_t step = 16384, known, sent;
+	struct sb_marks mk;
+	unsigned rnd = 7, marked = 0, frames = 0;
+
+	sb_marks_reset(&mk, th_head(ch), step);
+	known = sent = th_head(ch);
+	for (int round = 0; round < 60; round++) {
+		uint64_t k;
+
+		publish_mixed(400 + (unsigned)round * 37 % 500, &rnd);
+		k = sb_committed_end_marked(ch, known, UINT64_MAX, &mk);
+		cr_assert_eq(k, th_head(ch), "the walk stopped at %" PRIu64
+			     " of %" PRIu64, k, th_head(ch));
+		for (uint32_t i = mk.lo; i < mk.n; i++) {
+			cr_assert(is_bound(mk.at[i]), "mark %" PRIu64 " is no "
+				  "record boundary", mk.at[i]);
+			cr_assert(i == mk.lo || (mk.at[i] > mk.at[i - 1] &&
+				  mk.at[i] - mk.at[i - 1] <= step),
+				  "marks %" PRIu64 " and %" PRIu64, i ?
+				  mk.at[i - 1] : 0, mk.at[i]);
+		}
+		known = k;
+		/* Ship only part of it now and then, as a slow link does. */
+		if (round % 3 == 2) {
+			uint64_t before = sent;
+
+			marked += take_all(&mk, sent, known, step);
+			frames += (unsigned)((known - before) / step);
+			sent = known;
+		}
+	}
+	cr_assert_gt(known, 3 * (uint64_t)CAP, "only %" PRIu64 " bytes",
+		     known);
+	cr_assert_geq(marked, frames / 2, "%u frames of about %u came from "
+		      "marks", marked, frames);
+}
+
+/* A claim that is not committed stops the walk; the next walk goes on
+ * from there, and its marks still hold. */
+static int pos_of(const struct shmbus_msg *m, void *arg)
+{
+	*(uint64_t *)arg = m->pos;
+	return 0;
+}
+
+Test(ship, a_walk_stops_at_an_open_claim_and_resumes)
+{
+	uint64_t step = 4096, known, k, before, claimed = 0;
+	struct sb_marks mk;
+	unsigned rnd = 3;
+	void *buf;
+
+	sb_marks_reset(&mk, th_head(ch), step);
+	known = th_head(ch);
+	publish_mixed(300, &rnd);
+	before = th_head(ch);
+	cr_assert_eq(shmbus_claim(pub, 100, &buf), 0);
+	k = sb_committed_end_marked(ch, known, UINT64_MAX, &mk);
+	cr_assert_geq(k, before);
+	cr_assert_lt(k, th_head(ch), "the walk passed an open claim");
+	cr_assert_eq(shmbus_commit(pub), 0);
+	cr_assert_eq(shmbus_poll(sub, pos_of, &claimed, 1), 1);
+	cr_assert_eq(claimed, k, "the walk stopped at %" PRIu64 ", the claim "
+		     "was at %" PRIu64, k, claimed);
+	bounds[nbounds++] = k;
+	bounds[nbounds++] = k + SHMBUS_REC_HDR + 104;
+	publish_mixed(300, &rnd);
+	k = sb_committed_end_marked(ch, k, UINT64_MAX, &mk);
+	cr_assert_eq(k, th_head(ch));
+	take_all(&mk, known, k, step);
+}
+
+/* More marks than the queue holds: the walk keeps what fits, the rest is
+ * walked again by the shipper, and every frame is still right. */
+Test(ship, more_marks_than_the_queue_holds)
+{
+	uint64_t step = 256, from = th_head(ch), k;
+	struct sb_marks mk;
+	unsigned rnd = 11;
+
+	sb_marks_reset(&mk, from, step);
+	publish_mixed(3000, &rnd);
+	k = sb_committed_end_marked(ch, from, UINT64_MAX, &mk);
+	cr_assert_eq(k, th_head(ch));
+	cr_assert_eq(mk.n, SB_MARKS_MAX, "%u marks", mk.n);
+	take_all(&mk, from, k, step > MAXMSG + 16 ? step : MAXMSG + 16);
+	/* Taken up to the end: the queue is empty, and the next walk fills
+	 * it again from the front. */
+	cr_assert_eq(sb_marks_take(&mk, k, step), 0);
+	publish_mixed(100, &rnd);
+	cr_assert_eq(sb_committed_end_marked(ch, k, UINT64_MAX, &mk),
+		     th_head(ch));
+	cr_assert_gt(mk.n - mk.lo, 0);
+	take_all(&mk, k, th_head(ch), MAXMSG + 16);
+}
