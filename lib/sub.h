@@ -54,6 +54,9 @@ struct shmbus_sub {
 	/* Where it reads: the mode, and its position. */
 	enum sb_sub_mode mode;
 	uint32_t quiet;		/* empty looks in this mode */
+	uint32_t run;		/* MBOX: empty looks since a message was
+				 * last delivered... */
+	uint64_t run_from;	/* ...when delivered was this */
 	uint32_t ahead;		/* MBOX: catch-ups in a row during which
 				 * the producer posted again */
 	uint64_t win_from;	/* RING: messages when the window of empty

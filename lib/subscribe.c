@@ -59,13 +59,18 @@
 #define MBOX_WINDOW 64
 
 /* A subscriber waiting on the mailbox looks at the ring as well at its
- * 1st, 2nd, 4th, ... empty look there, then once in MBOX_RING_LOOK: what
- * a producer committed but did not post (it had not yet seen our bit, it
- * died in between, or shmbusd repaired its claim) is found that late at
- * most.  Not more often: each look takes the line the producer writes
- * next (once in 1024, the 32-byte ping-pong's p99 was 1.9 x the floor's
- * against 1.4 x, in six interleaved runs of bench_latency -t shmbus). */
-#define MBOX_RING_LOOK 16384
+ * 1st, 2nd, 4th, ... MBOX_RING_LOOK-th empty look after it set its bit,
+ * and then at every MBOX_RING_LOOK-th empty look in a row without a
+ * message: what a producer committed but did not post (it had not yet
+ * seen our bit, it died in between, or shmbusd repaired its claim) is
+ * found that late at most.  Counted from the last message, not from the
+ * bit: each look takes the line the producer writes next, and a
+ * subscriber that is answered every few looks (a ping-pong) never makes
+ * one.  (Once in 1024 looks counted from the bit, the 32-byte
+ * ping-pong's p99 was 1.9 x the floor's against 1.4 x; once in 16384, its
+ * p99.9 was 1.2 x that of once in 262144: bench_latency -t shmbus,
+ * interleaved runs.) */
+#define MBOX_RING_LOOK 1024
 
 /* A subscriber that the mailbox finds behind prefetches this many bytes of
  * the records posted, at most (see prefetch_posted()). */
@@ -454,11 +459,27 @@ static inline void prefetch_posted(const struct shmbus_sub *sub)
 		__builtin_prefetch(sub->data + (a & sub->mask));
 }
 
-/* Whether empty look number q at the mailbox is also a look at the ring
- * (MBOX_RING_LOOK). */
-static inline bool ring_look_due(uint32_t q)
+/* The number the next empty look at the mailbox has in its run: the
+ * looks since a message was last delivered. */
+static inline uint32_t next_run(const struct shmbus_sub *sub)
 {
-	return (q & (q - 1)) == 0 || q % MBOX_RING_LOOK == 0;
+	return sub->delivered == sub->run_from ? sub->run + 1 : 1;
+}
+
+/* Whether the next empty look at the mailbox, number q in this mode and
+ * run in its run, is also a look at the ring (MBOX_RING_LOOK). */
+static inline bool ring_look_due(uint32_t q, uint32_t run)
+{
+	return (q <= MBOX_RING_LOOK && (q & (q - 1)) == 0) ||
+	       run % MBOX_RING_LOOK == 0;
+}
+
+/* Counts an empty look at the mailbox, number `run` in its run. */
+static inline void count_look(struct shmbus_sub *sub, uint32_t run)
+{
+	sub->quiet++;
+	sub->run = run;
+	sub->run_from = sub->delivered;
 }
 
 /* RING -> MBOX: asks for posts, and waits on the mailbox. */
@@ -527,7 +548,10 @@ static void caught_up(struct shmbus_sub *sub)
  * Returns whether it is also a look at the ring. */
 static inline bool mbox_looked(struct shmbus_sub *sub)
 {
-	return ring_look_due(++sub->quiet);
+	uint32_t run = next_run(sub);
+
+	count_look(sub, run);
+	return ring_look_due(sub->quiet, run);
 }
 
 /* The same, when nothing new was posted: we wait, so the run of
@@ -685,9 +709,11 @@ poll_loop(struct shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max,
  * peek_fast() to count and act on.  Returns whether it was counted. */
 static inline bool quiet_look(struct shmbus_sub *sub)
 {
-	if (ring_look_due(sub->quiet + 1))
+	uint32_t run = next_run(sub);
+
+	if (ring_look_due(sub->quiet + 1, run))
 		return false;
-	sub->quiet++;
+	count_look(sub, run);
 	sub->ahead = 0;
 	publish_cursor(sub);	/* the counters fronts left behind */
 	return true;

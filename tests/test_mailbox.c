@@ -25,7 +25,7 @@
 
 #define CAP 4096u
 #define MAXMSG 1024u
-#define RING_LOOK 16384	/* MBOX_RING_LOOK in lib/subscribe.c */
+#define RING_LOOK 1024	/* MBOX_RING_LOOK in lib/subscribe.c */
 #define MBOX_AFTER 64	/* empty looks with no message after which a
 			 * subscriber waits on the mailbox (a window of
 			 * MBOX_WINDOW in lib/subscribe.c) */
