@@ -259,7 +259,7 @@ $(BUILD)/tools/%: $(BUILD)/tools/%.o $(LIB_A)
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -Wl,--as-needed -lncurses $(LDLIBS_LIB)
 
 $(BUILD)/benchmarks/bench_%: $(BUILD)/benchmarks/bench_%.o $(BUILD)/benchmarks/hist.o \
-		$(BUILD)/benchmarks/harness.o $(LIB_INT)
+		$(BUILD)/benchmarks/harness.o $(BUILD)/benchmarks/pingpong.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -lm $(LDLIBS_LIB) -lzmq -lrt
 

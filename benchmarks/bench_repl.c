@@ -53,6 +53,7 @@
 
 #include "harness.h"
 #include "hist.h"
+#include "pingpong.h"
 #include "shmbus.h"
 #include "../lib/contract.h"
 #include "shmbus/layout.h"
@@ -630,69 +631,18 @@ static void stream_round(double secs, uint64_t bytes, double st[4])
 	       100 * st[3] / st[1], 100 * st[3] / st[0]);
 }
 
-/* The local ping-pong: P publishes on `ping` and waits on `pong`; Q
- * answers. */
-struct pp {
-	const char *ping, *pong;
-	long n;
-	struct hist *h;
-	int who;
-};
-
-static int pingpong(void *arg)
+/* The p50 of n local round trips on ping/pong, in ns (pingpong.h). */
+static double local_p50(const char *ping, const char *pong, long n,
+			struct hist *h)
 {
-	struct pp *j = arg;
-	struct shmbus_sub_attr sa;
-	shmbus_bus *bus, *bus2;
-	shmbus_channel *out_ch, *in_ch;
-	shmbus_pub *p;
-	shmbus_sub *s;
-	char msg[32] = "ping";
-	struct shmbus_msg info;
+	int rc = bp_pingpong(A.sock, ping, pong, n, h);
 
-	bh_pin(j->who);
-	p = open_pub(&bus, &out_ch, j->who ? j->pong : j->ping);
-	bus2 = shmbus_connect(A.sock);
-	in_ch = bus2 ? shmbus_bus_open(bus2, j->who ? j->ping : j->pong,
-				       SHMBUS_ROLE_SUBSCRIBE) : NULL;
-	shmbus_sub_attr_init(&sa);
-	s = in_ch ? shmbus_sub_open(in_ch, &sa) : NULL;
-	if (!s)
-		return 2;
-	if (j->who == 0)
-		usleep(200000);	/* Q subscribes first */
-	for (long i = -j->n / 10; i < j->n; i++) {
-		uint64_t t = bh_ticks();
-		ssize_t r;
-
-		if (j->who == 0 && shmbus_publish(p, msg, sizeof(msg)))
-			return 3;
-		while ((r = shmbus_read(s, msg, sizeof(msg), &info)) == -EAGAIN)
-			;
-		if (r < 0)
-			return 4;
-		if (j->who == 1 && shmbus_publish(p, msg, sizeof(msg)))
-			return 5;
-		if (j->who == 0 && i >= 0)
-			hist_record(j->h, bh_ticks() - t);
-	}
-	return 0;
-}
-
-static uint64_t local_p50(const char *ping, const char *pong, long n,
-			  struct hist *h)
-{
-	struct pp q = { ping, pong, n, h, 1 }, p = { ping, pong, n, h, 0 };
-	pid_t a, b;
-
-	hist_init(h);
-	b = in_ns("", pingpong, &q);
-	a = in_ns("", pingpong, &p);
-	if (wait_ok(a) || wait_ok(b)) {
-		fprintf(stderr, "bench_repl: local ping-pong failed\n");
+	if (rc) {
+		fprintf(stderr, "bench_repl: local ping-pong on %s/%s failed "
+			"(%d)\n", ping, pong, rc);
 		exit(1);
 	}
-	return hist_percentile(h, 50);
+	return hist_percentile_step(h, 50, bh_clock_step_ns());
 }
 
 /*
@@ -703,13 +653,6 @@ static uint64_t local_p50(const char *ping, const char *pong, long n,
  */
 #define LOCAL_TURNS 9
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 static int cmp_dbl(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -717,30 +660,29 @@ static int cmp_dbl(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static void local_turns(long n, uint64_t loc[LOCAL_TURNS],
-			uint64_t rep[LOCAL_TURNS])
+static void local_turns(long n, double loc[LOCAL_TURNS],
+			double rep[LOCAL_TURNS])
 {
 	struct hist *h = bh_shared(sizeof(*h));
-	double r[LOCAL_TURNS], aa[LOCAL_TURNS], tps = bh_ns_per_tick();
+	double r[LOCAL_TURNS], aa[LOCAL_TURNS];
 
 	for (int k = 0; k < LOCAL_TURNS; k++) {
-		uint64_t other;
+		double other;
 
 		loc[k] = local_p50("ping", "pong", n, h);
 		rep[k] = local_p50("ping_r", "pong_r", n, h);
 		other = local_p50("ping2", "pong2", n, h);
-		r[k] = (double)rep[k] / (double)loc[k];
-		aa[k] = (double)other / (double)loc[k];
+		r[k] = rep[k] / loc[k];
+		aa[k] = other / loc[k];
 		printf("local 32 B round trip, p50, turn %d: not replicated "
 		       "%.0f ns, replicated (async) %.0f ns: %.3fx; another "
-		       "pair not replicated %.0f ns: %.3fx\n", k + 1,
-		       (double)loc[k] * tps, (double)rep[k] * tps, r[k],
-		       (double)other * tps, aa[k]);
+		       "pair not replicated %.0f ns: %.3fx\n", k + 1, loc[k],
+		       rep[k], r[k], other, aa[k]);
 	}
 	qsort(r, LOCAL_TURNS, sizeof(r[0]), cmp_dbl);
 	qsort(aa, LOCAL_TURNS, sizeof(aa[0]), cmp_dbl);
-	qsort(loc, LOCAL_TURNS, sizeof(loc[0]), cmp_u64);
-	qsort(rep, LOCAL_TURNS, sizeof(rep[0]), cmp_u64);
+	qsort(loc, LOCAL_TURNS, sizeof(loc[0]), cmp_dbl);
+	qsort(rep, LOCAL_TURNS, sizeof(rep[0]), cmp_dbl);
 	printf("local 32 B round trip, replicated against not: median %.3fx "
 	       "(%.3f-%.3fx) over %d turns of %ld; another pair not "
 	       "replicated against the first, the same way: %.3fx "
@@ -756,7 +698,8 @@ int main(int argc, char **argv)
 	double secs = quick ? 0.5 : 2.0, tps = bh_ns_per_tick();
 	struct hist *h = bh_shared(sizeof(*h));
 	const char *e = getenv("SHMBUSD");
-	uint64_t tcp, syn, loc[LOCAL_TURNS], rep[LOCAL_TURNS];
+	uint64_t tcp, syn;
+	double loc[LOCAL_TURNS], rep[LOCAL_TURNS];
 	double st[4];
 	FILE *csv;
 
@@ -818,8 +761,7 @@ int main(int argc, char **argv)
 		fprintf(csv, "%s,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f\n",
 			netns ? "netns" : "loopback", (double)syn * tps,
 			(double)tcp * tps, st[0], st[1], st[2], st[3],
-			(double)loc[LOCAL_TURNS / 2] * tps,
-			(double)rep[LOCAL_TURNS / 2] * tps);
+			loc[LOCAL_TURNS / 2], rep[LOCAL_TURNS / 2]);
 		fclose(csv);
 	}
 	return 0;

@@ -31,10 +31,11 @@ double bh_ns_per_tick(void);
 
 /*
  * How far the tick counter advances at a time, in ns (bh_calibrate()
- * measures it).  Some machines advance it in coarse steps: this one's
- * virtual AMD EPYC adds 26 ticks every 10 ns, so every latency sample is
- * a multiple of 10 ns and a median read off the histogram can only move
- * in 10 ns steps.  hist_percentile_step() interpolates within the step.
+ * measures it).  Some machines advance it in coarse steps (a virtual AMD
+ * EPYC adds 26 ticks every 10 ns; the Xeon guest that docs/performance.md
+ * describes, about 2 every 0.8 ns), so every latency sample is a multiple
+ * of the step and a median read off the histogram can only move in
+ * steps.  hist_percentile_step() interpolates within the step.
  */
 double bh_clock_step_ns(void);
 
