@@ -66,10 +66,9 @@
  * found that late at most.  Counted from the last message, not from the
  * bit: each look takes the line the producer writes next, and a
  * subscriber that is answered every few looks (a ping-pong) never makes
- * one.  (Once in 1024 looks counted from the bit, the 32-byte
- * ping-pong's p99 was 1.9 x the floor's against 1.4 x; once in 16384, its
- * p99.9 was 1.2 x that of once in 262144: bench_latency -t shmbus,
- * interleaved runs.) */
+ * one.  (Counted from the bit, once in 1024 looks made the 32-byte
+ * ping-pong's p99 1.9 x the floor's against 1.4 x: bench_latency -t
+ * shmbus, interleaved runs.) */
 #define MBOX_RING_LOOK 1024
 
 /* A subscriber that the mailbox finds behind prefetches this many bytes of
@@ -725,7 +724,7 @@ static inline bool quiet_look(struct shmbus_sub *sub)
  * has seen one and has not been lapped since), so that a message taken is
  * accounted by took_next().  A front that takes a message publishes only
  * its position (publish_pos()); the counters, which only statistics read
- * (shmbus_inspect()), follow with the cursor at the first empty look
+ * (shmbus_channel_subscriber()), follow with the cursor at the first empty look
  * (quiet_look()), at a wait, a close, or, in a stream of fronts that never
  * finds the mailbox empty, each time 1/32 of the ring was read: here.
  */
