@@ -724,9 +724,10 @@ static inline bool quiet_look(struct shmbus_sub *sub)
  * has seen one and has not been lapped since), so that a message taken is
  * accounted by took_next().  A front that takes a message publishes only
  * its position (publish_pos()); the counters, which only statistics read
- * (shmbus_channel_subscriber()), follow with the cursor at the first empty look
- * (quiet_look()), at a wait, a close, or, in a stream of fronts that never
- * finds the mailbox empty, each time 1/32 of the ring was read: here.
+ * (shmbus_channel_subscriber()), follow with the cursor at the first
+ * empty look (quiet_look()), at a wait, a close, or, in a stream of
+ * fronts that never finds the mailbox empty, each time 1/32 of the ring
+ * was read: here.
  */
 static inline bool front_ready(struct shmbus_sub *sub)
 {
