@@ -527,7 +527,8 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	if (rc)
 		return deny(rc, "cannot create '%s' in %s: %s", q->name,
 			      sbd.conf.shm_dir, shmbus_strerror(rc));
-	rc = sbd_channel_enroll(q->name, ch, &sbd.conf.def_pub, &sbd.conf.def_sub, false);
+	rc = sbd_channel_enroll(q->name, ch, &sbd.conf.def_pub,
+				&sbd.conf.def_sub, false);
 	if (rc == 0)
 		sbd_log(SBD_NOTICE, 0, "%s: created by pid %d (uid %u)",
 			q->name, (int)cl->pid, (unsigned)cl->uid);

@@ -499,8 +499,8 @@ static void *handshake_main(void *arg)
 		}
 	}
 	if (rc2) {
-		LIMITED(&repl.rl_refused, repl.refused, "refusals", "replication: %s refused: %s",
-				repl.t->peer(l), why);
+		LIMITED(&repl.rl_refused, repl.refused, "refusals",
+			"replication: %s refused: %s", repl.t->peer(l), why);
 		if (rc2 != -EACCES)
 			rw_refuse(repl.t, l, why);
 		repl.t->close(l);
@@ -534,9 +534,10 @@ static void *listener_main(void *arg)
 		if (__atomic_add_fetch(&repl.handshakes, 1, __ATOMIC_RELAXED) >
 		    HANDSHAKES_MAX) {
 			__atomic_sub_fetch(&repl.handshakes, 1, __ATOMIC_RELAXED);
-			LIMITED(&repl.rl_refused, repl.refused, "refusals", "replication: %s refused: "
-					"%u handshakes at once already",
-					repl.t->peer(l), HANDSHAKES_MAX);
+			LIMITED(&repl.rl_refused, repl.refused, "refusals",
+				"replication: %s refused: %u handshakes at "
+				"once already", repl.t->peer(l),
+				HANDSHAKES_MAX);
 			repl.t->close(l);
 			continue;
 		}
@@ -804,7 +805,8 @@ bool sbd_repl_is(const char *name)
 	return repl.on && rp_find(sbd_name_hash(name)) != NULL;
 }
 
-int sbd_repl_command(uint32_t op, uint32_t flags, struct shmbus_ctl_repl_reply *r)
+int sbd_repl_command(uint32_t op, uint32_t flags,
+		     struct shmbus_ctl_repl_reply *r)
 {
 	uint64_t ends[RW_PROMOTE_MAX], epoch = 0;
 	int64_t t0 = now_ns();

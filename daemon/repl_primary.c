@@ -148,8 +148,9 @@ static void drop_link(struct rchan *rc, const char *why)
 	if (!l)
 		return;
 	if (why)
-		LIMITED(&repl.rl_link, repl.link_errors, "link errors", "%s: link to %s dropped: %s",
-				rc->name, repl.t->peer(l), why);
+		LIMITED(&repl.rl_link, repl.link_errors, "link errors",
+			"%s: link to %s dropped: %s", rc->name,
+			repl.t->peer(l), why);
 	repl.t->shutdown(l);
 	if (rc->reader_on)
 		pthread_join(rc->reader, NULL);
@@ -587,8 +588,8 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 		}
 	}
 	if (why[0]) {
-		LIMITED(&repl.rl_refused, repl.refused, "refusals", "replication: %s refused: %s",
-				repl.t->peer(l), why);
+		LIMITED(&repl.rl_refused, repl.refused, "refusals",
+			"replication: %s refused: %s", repl.t->peer(l), why);
 		rw_refuse(repl.t, l, why);
 		repl.t->close(l);
 		return;

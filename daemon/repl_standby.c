@@ -187,8 +187,8 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 
 	if ((rc2 = rw_auth_client(repl.t, l, sbd.conf.bus, HANDSHAKE_MS, why,
 				  sizeof(why)))) {
-		LIMITED(&repl.rl_link, repl.link_errors, "link errors", "%s: primary %s: %s", rc->name,
-				repl.t->peer(l), why);
+		LIMITED(&repl.rl_link, repl.link_errors, "link errors",
+			"%s: primary %s: %s", rc->name, repl.t->peer(l), why);
 		return;
 	}
 	end = sb_ring_head(rc->ch);
@@ -214,8 +214,8 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		rc2 = -EBADMSG;
 	}
 	if (rc2) {
-		LIMITED(&repl.rl_link, repl.link_errors, "link errors", "%s: primary %s: %s", rc->name,
-				repl.t->peer(l), why);
+		LIMITED(&repl.rl_link, repl.link_errors, "link errors",
+			"%s: primary %s: %s", rc->name, repl.t->peer(l), why);
 		return;
 	}
 	memcpy(&restart, rc->buf, sizeof(restart));
@@ -359,9 +359,10 @@ static void *linker_main(void *arg)
 		int err = repl.t->connect(sbd.conf.repl.peer, CONNECT_MS, &l);
 
 		if (err) {
-			LIMITED(&repl.rl_link, repl.link_errors, "link errors", "%s: cannot reach the "
-					"primary at %s: %s", rc->name,
-					sbd.conf.repl.peer, strerror(-err));
+			LIMITED(&repl.rl_link, repl.link_errors,
+				"link errors", "%s: cannot reach the primary "
+				"at %s: %s", rc->name, sbd.conf.repl.peer,
+				strerror(-err));
 			nap(rc, backoff);
 			backoff = backoff < 1000 ? backoff * 2 : 1000;
 			continue;

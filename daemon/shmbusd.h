@@ -13,8 +13,9 @@
  *   repl*.c     replication to a standby host (repl.h, repl_int.h)
  *
  * Threads: the main thread (control socket, signals, reload), the reaper,
- * liburcu's call_rcu worker, and replication's (repl_int.h).  The registry is written by the main
- * thread only and read by all of them without a lock.
+ * liburcu's call_rcu worker, and replication's (repl_int.h).  The
+ * registry is written by the main thread only and read by all of them
+ * without a lock.
  */
 #ifndef SHMBUSD_H
 #define SHMBUSD_H

@@ -350,8 +350,9 @@ int shmbus_publish_batch(shmbus_pub *pub, const struct iovec *msgs, size_t n);
  *   -EINVAL
  * Only acknowledgements of the current epoch count.  The call looks
  * for up to 100 us (yielding the CPU between looks), then sleeps on a
- * futex; it costs the publishing calls nothing when it is not called.  Since version 0.3 (symbol version
- * SHMBUS_0.3).  Same thread rule as the handle.
+ * futex; it costs the publishing calls nothing when it is not called.
+ * Since version 0.3 (symbol version SHMBUS_0.3).  Same thread rule as the
+ * handle.
  */
 int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns);
 
@@ -568,9 +569,10 @@ struct shmbus_prod_info {
 
 /*
  * Fills *out for subscriber slot `slot` (below SHMBUS_MAX_SUBSCRIBERS)
- * or producer slot `slot` (below SHMBUS_MAX_PRODUCERS).  Returns 0, -ENOENT if the slot is not in use, -EINVAL past the
- * last slot.  Values are read from shared memory without locks: each field
- * is consistent on its own, the set is a snapshot.  Thread-safe.
+ * or producer slot `slot` (below SHMBUS_MAX_PRODUCERS).  Returns 0,
+ * -ENOENT if the slot is not in use, -EINVAL past the last slot.  Values
+ * are read from shared memory without locks: each field is consistent on
+ * its own, the set is a snapshot.  Thread-safe.
  */
 int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,
 			      struct shmbus_sub_info *out);

@@ -158,8 +158,9 @@ static int take_reason(char *why, const uint8_t *a, uint32_t alen,
  * status (0 or -1 to -4095; any other is -EPROTO), or a negative errno
  * for a transport failure: -ENOTCONN means the connection is gone,
  * -ETIMEDOUT that no reply came within REPLY_TIMEOUT_S of the request,
- * whatever else came or interrupted the wait meanwhile.  A daemon of another version answers
- * -EPROTONOSUPPORT in its own version, which is taken as such. */
+ * whatever else came or interrupted the wait meanwhile.  A daemon of
+ * another version answers -EPROTONOSUPPORT in its own version, which is
+ * taken as such. */
 static int exchange(int fd, uint16_t ver, uint32_t id, uint16_t type,
 		    const void *body, uint32_t blen, void *rbody, uint32_t rcap,
 		    uint32_t *rlen, int *fdp, char *why)

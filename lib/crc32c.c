@@ -4,8 +4,9 @@
  * records, by Intel's ISA-L (Debian libisal), which picks the fastest
  * code the processor runs (folding with carry-less multiplication, or the
  * SSE 4.2 instruction): tens of GB/s, so that checking a frame or a
- * record costs a fraction of copying it.  ISA-L's crc32_iscsi() takes and returns the register
- * without the final inversions of the standard CRC-32C.
+ * record costs a fraction of copying it.  ISA-L's crc32_iscsi() takes
+ * and returns the register without the final inversions of the standard
+ * CRC-32C.
  */
 #define _GNU_SOURCE
 #include <limits.h>

@@ -121,7 +121,8 @@ static inline void count_published(struct shmbus_pub *pub, uint64_t n)
 /*
  * Wakes sleeping subscribers if any said they sleep.  Called after every
  * commit, with the handle's hdr (loaded before the commit's atomics, so
- * that the compiler need not load it again after them).  The check is one side of a store-load pair (F3): our commit
+ * that the compiler need not load it again after them).  The check is one
+ * side of a store-load pair (F3): our commit
  * then the sleepers count, against a sleeper's increment then its look at
  * the ring, and it needs a full fence between the two, which waits until
  * the commit's lines have left a reader's cache.  Only channels where a

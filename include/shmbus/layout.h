@@ -395,7 +395,8 @@ SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_sub_slot) == 128, "sub slot size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_prod_slot) == 64, "prod slot size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_seg) == 16, "seg size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_rec) == SHMBUS_REC_HDR, "rec size");
-SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_mbox) == SHMBUS_CACHELINE, "mbox size");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_mbox) == SHMBUS_CACHELINE,
+		     "mbox size");
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, sleep_ok, 400);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, fence, 408);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, ack_waiters, 188);

@@ -185,7 +185,8 @@ struct shmbus_ctl_repl_reply {
 	  sizeof(struct shmbus_ctl_list)) / sizeof(struct shmbus_ctl_entry))
 
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_hdr) == 24, "ctl hdr size");
-SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_create) == 288, "ctl create size");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_create) == 288,
+		     "ctl create size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_entry) == 288, "ctl entry size");
 
 #endif /* SHMBUS_PROTOCOL_H */
