@@ -289,10 +289,15 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 	sbd_log(SBD_NOTICE, 0, "%s: linked to primary %s at %" PRIu64
 		" (epoch %" PRIu64 ")", rc->name, repl.t->peer(l), end, h.epoch);
 	for (;;) {
+		/* Not every failure names itself (an acknowledgement not sent,
+		 * the epoch history not written): those say their errno. */
+		why[0] = 0;
 		rc2 = rw_recv_frame(repl.t, l, &h, rc->buf, rc->buf_len,
 				    (int)sync_ms() + PING_MS, why, sizeof(why));
 		if (rc2 == 0)
 			rc2 = apply_frame(rc, l, &h, &end, why, sizeof(why));
+		if (rc2 && !why[0])
+			snprintf(why, sizeof(why), "%s", strerror(-rc2));
 		/* A primary of our epoch or newer is alive (leader.c: no
 		 * automatic promotion while it is heard). */
 		if (rc2 == 0)
