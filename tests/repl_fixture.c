@@ -460,9 +460,16 @@ void pair_assert_identical(const char *chan)
 	for (size_t i = 0; i < la; i += 4096) {
 		size_t n = la - i < 4096 ? la - i : 4096;
 
+		/* With what tells a gap from damage: a standby that went on
+		 * past a gap holds older laps beyond head. */
 		cr_assert(memcmp(a + i, b + i, n) == 0,
-			  "%s: the rings differ in bytes %zu..%zu", chan, i,
-			  i + n);
+			  "%s: the rings differ in bytes %zu..%zu (head at "
+			  "byte %llu; gaps counted: %llu on A, %llu on B; "
+			  "out of sync %llu times on A)", chan, i, i + n,
+			  (unsigned long long)(va.head & (la - 1)),
+			  (unsigned long long)va.gaps,
+			  (unsigned long long)vb.gaps,
+			  (unsigned long long)va.out_of_sync);
 	}
 	munmap((void *)a, la + 4096);
 	munmap((void *)b, lb + 4096);
@@ -567,6 +574,19 @@ int pair_publisher(void *arg)
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 	return 0;
+}
+
+void pair_assert_published(const char *chan, int rc)
+{
+	cr_assert_eq(rc, 0, "publisher on %s: %s (exit code %d; above 10: "
+		     "-errno + 10)", chan,
+		     rc == 2 ? "no handle" :
+		     rc == 3 ? "a publish failed" :
+		     rc == 4 ? "a pub_sync after a message failed" :
+		     rc == 5 ? "the last pub_sync said the standby is out of "
+			       "sync" :
+		     rc > 10 && rc < 128 ? "the last pub_sync failed" :
+		     "it died", rc);
 }
 
 /* Reads the whole channel on h from its oldest record: every message

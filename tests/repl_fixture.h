@@ -103,6 +103,9 @@ struct pubarg {
 				 * of sync */
 };
 int pair_publisher(void *arg);
+/* Fails the test with what pair_publisher()'s exit code rc says, unless
+ * it is 0. */
+void pair_assert_published(const char *chan, int rc);
 
 /* A publisher on A paced to `rate` fixed 64-byte messages per 10 ms, for
  * `ms` milliseconds. */

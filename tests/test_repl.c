@@ -121,8 +121,8 @@ Test(repl, standby_killed_mid_stream_catches_up)
 	host_kill(&B, SIGKILL);
 	usleep(300000);
 	host_start(&B);
-	cr_assert_eq(th_wait(p1), 0);
-	cr_assert_eq(th_wait(p2), 0);
+	pair_assert_published("sp", th_wait(p1));
+	pair_assert_published("mp", th_wait(p2));
 	pair_wait_caught_up("sp", 0, 10000);
 	pair_wait_caught_up("mp", 0, 10000);
 	pair_assert_identical("sp");
@@ -180,8 +180,8 @@ Test(repl, loss_on_the_link)
 		     "nft");
 	p1 = th_spawn(pair_publisher, &sp);
 	p2 = th_spawn(pair_publisher, &m1);
-	cr_assert_eq(th_wait(p1), 0);
-	cr_assert_eq(th_wait(p2), 0);
+	pair_assert_published("sp", th_wait(p1));
+	pair_assert_published("mp", th_wait(p2));
 	pair_wait_caught_up("sp", 0, 20000);
 	pair_wait_caught_up("mp", 0, 20000);
 	cr_assert_eq(host_sh(&B, "nft list table inet sbloss | grep -q drop && "
@@ -298,8 +298,8 @@ Test(repl, flipped_bits_are_caught_and_never_applied)
 	cr_assert(host_log_wait(&B, "sp: linked to primary 127.0.0.1", 5000));
 	p1 = th_spawn(pair_publisher, &sp);
 	p2 = th_spawn(pair_publisher, &m1);
-	cr_assert_eq(th_wait(p1), 0);
-	cr_assert_eq(th_wait(p2), 0);
+	pair_assert_published("sp", th_wait(p1));
+	pair_assert_published("mp", th_wait(p2));
 	pair_wait_caught_up("sp", 0, 30000);
 	pair_wait_caught_up("mp", 0, 30000);
 	kill(proxy, SIGKILL);
@@ -331,7 +331,7 @@ Test(repl, a_lapped_standby_counts_the_gap)
 	host_kill(&B, SIGKILL);
 	cr_assert(host_log_wait(&A, "sp: standby out of sync", 3000));
 	p1 = th_spawn(pair_publisher, &sp);
-	cr_assert_eq(th_wait(p1), 0);
+	pair_assert_published("sp", th_wait(p1));
 	host_view(&A, "sp", &va);
 	cr_assert_gt(va.head, 3u << 20);
 	host_start(&B);
