@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,17 +38,21 @@
 
 struct sbd_state sbd;
 
-static volatile sig_atomic_t got_term, got_hup;
+/* The kernel runs a handler on any thread that does not block the signal,
+ * so the flags are atomics, not volatile sig_atomic_t (which C defines only
+ * for a handler and the code it interrupted, on one thread).  Lock-free
+ * atomics are async-signal-safe.  Relaxed: no edge, each flag is all the
+ * handler tells; the pipe wakes the loop, which reads it. */
+static atomic_int got_term, got_hup;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal flags are lock free");
 static int sig_pipe[2] = { -1, -1 };
 
 static void on_signal(int sig)
 {
 	int saved = errno;
 
-	if (sig == SIGHUP)
-		got_hup = 1;
-	else
-		got_term = 1;
+	atomic_store_explicit(sig == SIGHUP ? &got_hup : &got_term, 1,
+			      memory_order_relaxed);
 	/* Wakes epoll_wait(); a full pipe already will. */
 	if (write(sig_pipe[1], "s", 1) < 0) {
 		/* nothing to do in a handler */
@@ -289,7 +294,7 @@ static void loop(void)
 {
 	struct epoll_event evs[64];
 
-	while (!got_term) {
+	while (!atomic_load_explicit(&got_term, memory_order_relaxed)) {
 		int n = epoll_wait(sbd.epoll_fd, evs, 64,
 				   sbd_control_expire());
 		bool incoming = false;
@@ -323,10 +328,10 @@ static void loop(void)
 		}
 		if (incoming)
 			sbd_control_accept();
-		if (got_hup) {
+		if (atomic_exchange_explicit(&got_hup, 0,
+					     memory_order_relaxed)) {
 			struct timespec now;
 
-			got_hup = 0;
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\n"
 				   "STATUS=reloading %s", (unsigned long long)
