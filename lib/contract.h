@@ -121,7 +121,8 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
 		struct shmbus_ctl_repl_reply *r);
 
 /* ---------------------------------------------------------------------
- * Replication (lib/replica.c, docs/replication.md).
+ * Replication (lib/replica.c: the fence and the watermark; lib/mirror.c:
+ * shipping, applying, the cut; docs/replication.md).
  */
 
 /* The fence's state (hdr.fence): SHMBUS_FENCE_OPEN, _STANDBY, _HANDOVER

@@ -204,7 +204,7 @@ static inline void mbox_put(struct shmbus_mbox *mb, const uint64_t *src,
  * most SHMBUS_MBOX_INLINE bytes, copied from the ring, where we have just
  * written it, in whole words (the record is padded to 8 bytes).  We are
  * the mailbox's only writer (the producer, or on a standby the
- * replication agent, lib/replica.c).
+ * replication agent, lib/mirror.c).
  */
 static inline __attribute__((always_inline)) void
 mbox_post(struct shmbus_mbox *mb, const struct shmbus_rec *r, uint64_t pos,

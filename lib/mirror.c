@@ -1,0 +1,650 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mirror.c - the records of a replicated ring as shmbusd's agents move them
+ * (docs/replication.md); the fence and the watermark are in replica.c.
+ *
+ *   shipping        the primary's agent finds committed records and hands
+ *                   the transport pointers into the mapping
+ *   applying        the standby's agent writes the same records at the
+ *                   same positions, exactly as a producer would
+ *   the cut         a standby's ring cut back to a record boundary: the
+ *                   tail that diverged (a returning primary's) goes, so
+ *                   that the new primary's records take its positions
+ *
+ * Only shmbusd calls these, through contract.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "channel.h"
+#include "contract.h"
+#include "pub.h"
+#include "repair.h"
+#include "sub.h"
+
+/* ---------------------------------------------------------- shipping */
+
+uint64_t sb_committed_end(shmbus_channel *ch, uint64_t from, uint64_t most)
+{
+	return sb_committed_end_marked(ch, from, most, NULL);
+}
+
+uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
+				 uint64_t most, struct sb_marks *mk)
+{
+	/* A12: head bounds the walk; no record past it is ours to read. */
+	uint64_t head = load_acquire64(&ch->hdr->head), to;
+
+	if (from > head || head - from > ch->cap)
+		return from;
+	to = head - from > most ? from + most : head;
+	return sb_committed_walk(ch, from, to, mk);
+}
+
+void sb_marks_reset(struct sb_marks *mk, uint64_t from, uint64_t step)
+{
+	mk->lo = mk->n = 0;
+	mk->step = step;
+	mk->last = from;
+}
+
+uint64_t sb_marks_take(struct sb_marks *mk, uint64_t from, uint64_t most)
+{
+	uint64_t m = 0;
+
+	while (mk->lo < mk->n && mk->at[mk->lo] <= from)
+		mk->lo++;
+	while (mk->lo < mk->n && mk->at[mk->lo] - from <= most)
+		m = mk->at[mk->lo++];
+	return m;
+}
+
+uint64_t sb_ring_head(shmbus_channel *ch)
+{
+	/* No edge: compared only; positions read from it are walked by
+	 * their commit words (A1). */
+	return load_relaxed64(&ch->hdr->head);
+}
+
+uint64_t sb_ring_oldest(shmbus_channel *ch)
+{
+	uint64_t head = sb_ring_head(ch), pos;
+
+	sb_sub_find_oldest(ch, head, &pos);
+	return pos;
+}
+
+int sb_ring_span(shmbus_channel *ch, uint64_t from, uint64_t to,
+		 struct iovec iov[2])
+{
+	uint64_t i = from & ch->mask, n = to - from;
+
+	if (to < from || n > ch->cap)
+		return -EINVAL;
+	iov[0].iov_base = ch->data + i;
+	iov[0].iov_len = n < ch->cap - i ? n : ch->cap - i;
+	iov[1].iov_base = ch->data;
+	iov[1].iov_len = n - iov[0].iov_len;
+	return iov[1].iov_len ? 2 : 1;
+}
+
+bool sb_ring_has_record(shmbus_channel *ch, uint64_t pos)
+{
+	/* A12: head bounds what may be read. */
+	uint64_t head = load_acquire64(&ch->hdr->head), w;
+
+	if (pos % SHMBUS_REC_ALIGN || pos > head)
+		return false;
+	if (pos == head)
+		return true;
+	if (!not_overwritten(ch, pos, head))
+		return false;
+	/* A1: pairs with R1 (commit_store()). */
+	w = load_acquire64(&rec_at(ch, pos)->commit);
+	return word_tag(w) == lap_tag(ch, pos) && sb_ring_holds(ch, pos);
+}
+
+uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos)
+{
+	/* A12: head bounds what may be read. */
+	uint64_t head = load_acquire64(&ch->hdr->head), w, size;
+
+	if (pos % SHMBUS_REC_ALIGN || pos >= head ||
+	    !not_overwritten(ch, pos, head))
+		return 0;
+	/* A1: pairs with R1 (commit_store()). */
+	w = load_acquire64(&rec_at(ch, pos)->commit);
+	if (word_tag(w) != lap_tag(ch, pos) || word_type(w) != SHMBUS_REC_PAD ||
+	    word_len(w) % SHMBUS_REC_ALIGN)
+		return 0;
+	size = SHMBUS_REC_ALIGN + word_len(w);
+	if ((pos & ch->mask) + size > ch->cap || size > head - pos ||
+	    !sb_ring_holds(ch, pos))
+		return 0;
+	return size;
+}
+
+bool sb_ring_holds(shmbus_channel *ch, uint64_t from)
+{
+	uint64_t head;
+
+	/* A2: pairs with R2: if a producer's claim overwrote any byte we
+	 * read (or the kernel copied for us) before this, head shows it. */
+	fence_acquire();
+	head = load_relaxed64(&ch->hdr->head);
+	return not_overwritten(ch, from, head);
+}
+
+/* ----------------------------------------------------------- applying */
+
+/* The standby's writer: a producer handle that only its agent uses,
+ * which waits for the standby's own subscribers like a producer does
+ * and ignores the fence (the fence refuses everyone else). */
+struct shmbus_pub *sb_writer_open(shmbus_channel *ch, int64_t timeout_ns)
+{
+	struct shmbus_pub *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	sb_pub_init(w, ch);
+	w->multi = false;	/* no producer slots to respect */
+	w->agent = true;
+	w->limit = ch_overwrite(ch) ? UINT64_MAX : 0;
+	w->timeout_ns = timeout_ns;
+	return w;
+}
+
+void sb_writer_reset(struct shmbus_pub *w)
+{
+	w->limit = ch_overwrite(w->ch) ? UINT64_MAX : 0;
+}
+
+void sb_writer_close(struct shmbus_pub *w)
+{
+	free(w);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
+		   size_t len, struct sb_frame *f, char *why, size_t whylen)
+{
+	uint64_t o = 0, last_seq = 0, n = 0, nbytes = 0;
+	uint64_t last_pos = UINT64_MAX, last_word = 0;
+	bool have_seq = false;
+
+	if (pos % SHMBUS_REC_ALIGN || len % SHMBUS_REC_ALIGN ||
+	    len > max_need(ch)) {
+		snprintf(why, whylen, "position %llu or length %zu not "
+			 "aligned, or the length exceeds half the ring",
+			 (unsigned long long)pos, len);
+		return -EBADMSG;
+	}
+	while (o < len) {
+		uint64_t p = pos + o, w = get64(buf + o), size, seq;
+		uint32_t type = word_type(w), l = word_len(w);
+
+		if (word_tag(w) != lap_tag(ch, p)) {
+			snprintf(why, whylen, "record at %llu: lap tag %u, "
+				 "expected %u", (unsigned long long)p,
+				 word_tag(w), lap_tag(ch, p));
+			return -EBADMSG;
+		}
+		if (type == SHMBUS_REC_PAD) {
+			size = SHMBUS_REC_ALIGN + (uint64_t)l;
+			if (l % SHMBUS_REC_ALIGN) {
+				snprintf(why, whylen, "padding at %llu: length "
+					 "%u", (unsigned long long)p, l);
+				return -EBADMSG;
+			}
+		} else if (type == SHMBUS_REC_MSG || type == SHMBUS_REC_SKIP) {
+			if (l > ch->max_msg) {
+				snprintf(why, whylen, "record at %llu: length "
+					 "%u over max_msg %u",
+					 (unsigned long long)p, l, ch->max_msg);
+				return -EBADMSG;
+			}
+			size = rec_size(l);
+			if (size > len - o) {
+				snprintf(why, whylen, "record at %llu runs "
+					 "past the frame",
+					 (unsigned long long)p);
+				return -EBADMSG;
+			}
+			seq = get64(buf + o + 8);
+			if (have_seq && seq <= last_seq) {
+				snprintf(why, whylen, "record at %llu: "
+					 "sequence %llu after %llu",
+					 (unsigned long long)p,
+					 (unsigned long long)seq,
+					 (unsigned long long)last_seq);
+				return -EBADMSG;
+			}
+			have_seq = true;
+			last_seq = seq;
+			last_pos = p;
+			last_word = w;
+			nbytes += l;
+			n += type == SHMBUS_REC_MSG;
+		} else {
+			snprintf(why, whylen, "record at %llu: type %u",
+				 (unsigned long long)p, type);
+			return -EBADMSG;
+		}
+		if ((p & ch->mask) + size > ch->cap || size > len - o) {
+			snprintf(why, whylen, "record at %llu crosses the "
+				 "ring's end or the frame's",
+				 (unsigned long long)p);
+			return -EBADMSG;
+		}
+		o += size;
+	}
+	*f = (struct sb_frame){ .nmsgs = n, .nbytes = nbytes,
+				.last_seq = last_seq, .last_pos = last_pos,
+				.last_word = last_word };
+	return 0;
+}
+
+/*
+ * Writes records checked by sb_apply_check() at [pos, pos + len), pos
+ * being the ring's head: the claim as a single producer makes it (head,
+ * R2, the word after, the hand-off, the index), then each record's bytes
+ * and its commit word last (R1), in order, then the post and the wake.
+ */
+int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
+	     size_t len, const struct sb_frame *f)
+{
+	struct shmbus_channel *ch = wr->ch;
+	struct shmbus_hdr *h = ch->hdr;
+	uint64_t q = pos + len;
+	int64_t deadline = 0;
+	unsigned spins = 0;
+	int rc;
+
+	/* No edge: we are head's only writer on a standby. */
+	if (load_relaxed64(&h->head) != pos)
+		return -ESTALE;
+	if (!len)
+		return 0;
+	while (!ch_overwrite(ch) &&
+	       (rc = sb_make_room(wr, pos, q, &deadline, &spins)))
+		if (rc < 0)
+			return rc;
+	store_relaxed64(&h->head, q);
+	/* R2: pairs with A2 (the overwrite reader's check): the claim is
+	 * visible before any byte of it changes. */
+	fence_release();
+	store_relaxed64(&rec_at(ch, q)->commit, 0);
+	if (f->last_pos != UINT64_MAX)
+		store_relaxed64(&h->seq, f->last_seq + 1);
+	store_relaxed64(&h->bytes, load_relaxed64(&h->bytes) + f->nbytes);
+	/* R3: pairs with A3' in the subscriber's trusted(). */
+	store_release64(&h->handoff, q);
+	if ((pos ^ q) >> ch->seg_log2)
+		sb_seg_index(ch, pos, q);
+	/* Every byte of the frame but the first record's commit word, in one
+	 * copy (two where the frame wraps), then that word, last: a reader
+	 * reaches the frame only through its first record (the index points
+	 * past the frame, and its first word was zeroed by the claim before
+	 * it), so it finds all of it or nothing, as a batch (design.md §3,
+	 * sb_write_batch()).  One copy instead of one a record, and no walk
+	 * but the check's: 32-byte records applied at several times the
+	 * rate. */
+	{
+		uint64_t i = (pos & ch->mask) + 8, first = ch->cap - i;
+
+		if (first >= len - 8) {
+			memcpy(ch->data + i, buf + 8, len - 8);
+		} else {
+			memcpy(ch->data + i, buf + 8, first);
+			memcpy(ch->data, buf + 8 + first, len - 8 - first);
+		}
+	}
+	commit_store(rec_at(ch, pos), get64(buf));
+	add_relaxed64(&h->repl_frames, 1);
+	/* As sp_committed(): the post's hint after the commits. */
+	fence_compiler();
+	/* No edge: a hint (see sp_committed()). */
+	if (!ch_multi(ch) && f->last_pos != UINT64_MAX &&
+	    load_relaxed64(&h->mbox_want))
+		mbox_post(ch->mbox, rec_at(ch, f->last_pos), f->last_pos,
+			  f->last_word, f->last_seq);
+	/* F3: pairs with F3 in sleep_wait(), as wake_if_sleepers(). */
+	fence_seqcst();
+	if (load_relaxed32(&h->sleepers))
+		sb_prod_wake(ch);
+	return 0;
+}
+
+/* The resync index after the ring was set back to end: an entry that
+ * names a position past end names a record that is gone.  Its segment
+ * start b (the one below it of its slot, within half a ring: the
+ * readers' rule) is at or below end: end is a record boundary whose word
+ * is zeroed, and the entry says so; past end: nothing, until a claim
+ * crosses b again. */
+static void seg_index_cut(struct shmbus_channel *ch, uint64_t end)
+{
+	uint64_t seg = UINT64_C(1) << ch->seg_log2;
+
+	for (uint32_t k = 0; k < SHMBUS_NSEG; k++) {
+		/* No edge: nobody reads the index while the ring is cut
+		 * back (its fence), or before an agent starts. */
+		uint64_t e = load_relaxed64(&ch->segs[k].pos), b;
+
+		if (e <= end)
+			continue;
+		b = e & ~(seg - 1);
+		while (((b >> ch->seg_log2) & (SHMBUS_NSEG - 1)) != k && b)
+			b -= seg;
+		store_relaxed64(&ch->segs[k].pos, b <= end ? end : 0);
+	}
+}
+
+/* The mailbox names nothing past end any more (0: mark_behind()). */
+static void mbox_cut(struct shmbus_channel *ch, uint64_t end)
+{
+	/* No edge, as seg_index_cut(). */
+	if (ch->mbox && load_relaxed64(&ch->mbox->mark) > end)
+		store_relaxed64(&ch->mbox->mark, 0);
+}
+
+uint64_t sb_apply_recover(shmbus_channel *ch)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	/* No edge: no agent runs yet; we are head's only writer. */
+	uint64_t head = load_relaxed64(&h->head), oldest, end;
+
+	if (head % SHMBUS_REC_ALIGN)
+		return UINT64_MAX;
+	sb_sub_find_oldest(ch, head, &oldest);
+	end = sb_committed_until(ch, oldest, head);
+	if (end == head)
+		return head;
+	/* An apply (or a cut) stopped short: nothing past end was
+	 * committed, so nobody read it.  Head returns to end, and the index
+	 * and the mailbox name nothing past it. */
+	seg_index_cut(ch, end);
+	mbox_cut(ch, end);
+	store_relaxed64(&h->head, end);
+	store_relaxed64(&rec_at(ch, end)->commit, 0);
+	/* R3: pairs with A3' in the subscriber's trusted(). */
+	store_release64(&h->handoff, end);
+	return end;
+}
+
+/* The longest padding record's length field. */
+#define PAD_MAX	((uint64_t)SHMBUS_LEN_MASK & ~(uint64_t)(SHMBUS_REC_ALIGN - 1))
+
+int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
+{
+	struct shmbus_channel *ch = wr->ch;
+	struct shmbus_hdr *h = ch->hdr;
+	/* No edge: we are head's only writer. */
+	uint64_t end = load_relaxed64(&h->head), p;
+
+	int64_t deadline = 0;
+	unsigned spins = 0;
+	int rc;
+
+	if (pos < end || pos % SHMBUS_REC_ALIGN)
+		return -EINVAL;
+	if (pos == end)
+		return 0;
+	/* Less than a lap ahead: the standby's own subscribers keep what
+	 * they have not read, as for any claim. */
+	while (!ch_overwrite(ch) && pos + SHMBUS_REC_ALIGN <= end + ch->cap &&
+	       (rc = sb_make_room(wr, end, pos, &deadline, &spins)))
+		if (rc < 0)
+			return rc;
+	store_relaxed64(&h->head, pos);
+	/* R2: pairs with A2: readers that copied bytes here see head. */
+	fence_release();
+	store_relaxed64(&rec_at(ch, pos)->commit, 0);
+	/* R3: pairs with A3' in the subscriber's trusted(). */
+	store_release64(&h->handoff, pos);
+	sb_seg_index(ch, pos - end > ch->cap ? pos - ch->cap : end, pos);
+	if (pos + SHMBUS_REC_ALIGN <= end + ch->cap) {
+		/* Less than a lap: readers at end would wait there for
+		 * ever; padding from end to pos sends them on, the first
+		 * piece committed last (see sb_apply()).  The gap is the
+		 * agent's to count and log. */
+		uint64_t cuts[64], n = 0;
+
+		for (p = end; p < pos && n < 64;) {
+			uint64_t k = pos - p, room = ch->cap - (p & ch->mask);
+
+			if (k > room)
+				k = room;
+			if (k - SHMBUS_REC_ALIGN > PAD_MAX)
+				k = PAD_MAX + SHMBUS_REC_ALIGN;
+			cuts[n++] = p;
+			p += k;
+		}
+		for (uint64_t i = n; i-- > 0;) {
+			uint64_t e = i + 1 < n ? cuts[i + 1] : pos;
+
+			sb_commit_rec(ch, cuts[i], SHMBUS_REC_PAD,
+				      (uint32_t)(e - cuts[i] - SHMBUS_REC_ALIGN));
+		}
+	}
+	/* Else readers find themselves lapped, and count the loss. */
+	/* F3: as after a commit. */
+	fence_seqcst();
+	if (load_relaxed32(&h->sleepers))
+		sb_prod_wake(ch);
+	return 0;
+}
+
+/* ------------------------------------------------------------ the cut */
+
+/* The fence leaves CUT for `state` (STANDBY): the cut is over. */
+static void sb_fence_leave_cut(shmbus_channel *ch, uint32_t state)
+{
+	uint32_t old = load_relaxed32(&ch->hdr->fence);
+
+	/* R26: pairs with A26 in being_cut(): a subscriber that finds the
+	 * fence no longer CUT finds the cut's head, seq and handoff. */
+	store_release32(&ch->hdr->fence, ((old >> 8) + 1) << 8 | state);
+}
+
+/* Why a subscriber slot keeps the ring from being cut at pos, or NULL. */
+static const char *slot_in_the_way(struct shmbus_sub_slot *s, uint64_t pos,
+				   uint32_t *pid)
+{
+	/* A7: pairs with R7 (the slot's owner store). */
+	uint64_t o = load_acquire64(&s->owner);
+
+	*pid = owner_pid(o);
+	switch (owner_state(o)) {
+	case SHMBUS_SLOT_FREE:
+	case SHMBUS_SLOT_JOURNAL:	/* the caller stopped the agent */
+		return NULL;
+	case SHMBUS_SLOT_GROUP:
+		/* A5: pairs with R5 (the group's floor). */
+		return load_acquire64(&s->pos) > pos ?
+			       "a consumer group acknowledged records past "
+			       "the cut" : NULL;
+	default:
+		return sb_pid_alive(*pid) ? "a subscriber reads the channel"
+					  : "a dead subscriber's slot is not "
+					    "released yet";
+	}
+}
+
+int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
+		      char *why, size_t n)
+{
+	uint32_t prev = sb_fence_get(ch);
+	uint64_t oldest, at;
+
+	if (prev == SHMBUS_FENCE_OPEN) {
+		snprintf(why, n, "the channel takes writes here");
+		return -EBUSY;
+	}
+	if (sb_fence_set(ch, SHMBUS_FENCE_CUT)) {
+		snprintf(why, n, "membarrier(2) refused: a claim may be in "
+			 "flight");
+		sb_fence_leave_cut(ch, prev);
+		return -EBUSY;
+	}
+	/* F7: pairs with F7 in shmbus_sub_open(), sb_slot_take_group() and
+	 * shmbus_group_join(): a subscriber or member whose slot we do not
+	 * see below sees the fence and gives its slot back. */
+	fence_seqcst();
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		uint32_t pid;
+		const char *w = slot_in_the_way(&ch->subs[i], pos, &pid);
+
+		if (w) {
+			snprintf(why, n, "%s (slot %u, pid %u)", w, i, pid);
+			sb_fence_leave_cut(ch, prev);
+			return -EBUSY;
+		}
+	}
+	sb_cut_release_dead(ch, (uint32_t)getpid());
+	oldest = sb_ring_oldest(ch);
+	if (sb_fence_quiesce(ch, oldest, INT64_C(100000000), &at)) {
+		snprintf(why, n, "a producer holds a claim open");
+		sb_fence_leave_cut(ch, prev);
+		return -EBUSY;
+	}
+	/* pos must be a record boundary: reached by walking the records
+	 * from the oldest (below the oldest, everything held goes). */
+	if (pos % SHMBUS_REC_ALIGN || pos > at ||
+	    (pos > oldest && sb_committed_until(ch, oldest, pos) != pos)) {
+		snprintf(why, n, "%llu is not a record boundary of this ring "
+			 "(it holds %llu..%llu)", (unsigned long long)pos,
+			 (unsigned long long)oldest, (unsigned long long)at);
+		sb_fence_leave_cut(ch, prev);
+		return -EINVAL;
+	}
+	*end = at;
+	return 0;
+}
+
+void sb_ring_cut_abort(shmbus_channel *ch, uint32_t fence)
+{
+	sb_fence_leave_cut(ch, fence);
+}
+
+/* What names positions past pos besides the records, set back to it:
+ * the cursors of groups and the journal, the replication line, the
+ * journal's positions, a recorded gap. */
+static void cut_clamp(struct shmbus_channel *ch, uint64_t pos)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		struct shmbus_sub_slot *s = &ch->subs[i];
+		/* No edge: the slot's owner state is read to choose. */
+		uint32_t st = owner_state(load_relaxed64(&s->owner));
+
+		if ((st == SHMBUS_SLOT_JOURNAL || st == SHMBUS_SLOT_GROUP) &&
+		    load_relaxed64(&s->pos) > pos)
+			/* R5: pairs with A5 (the next agent's, producers'
+			 * scans). */
+			store_release64(&s->pos, pos);
+	}
+	if (load_relaxed64(&h->replicated_pos) > pos)
+		sb_repl_reset_positions(ch, pos);
+	if (load_relaxed64(&h->persisted_pos) > pos)
+		store_relaxed64(&h->persisted_pos, pos);
+	if (load_relaxed64(&h->jnl_written) > pos)
+		sb_jnl_written(ch, pos);
+	/* A gap recorded in the tail is gone with it. */
+	if (load_relaxed64(&h->hole_hi) > pos)
+		sb_repl_hole(ch, 0, 0);
+}
+
+/* The size of the record committed at p in this lap (0: none, or one
+ * that would cross the ring's end), and its seq in *seq if it has one. */
+static uint64_t committed_rec(struct shmbus_channel *ch, uint64_t p,
+			      uint64_t *seq)
+{
+	/* No edge: the ring is being cut, or not read yet (the callers). */
+	uint64_t w = load_relaxed64(&rec_at(ch, p)->commit), size;
+
+	if (word_tag(w) != lap_tag(ch, p))
+		return 0;
+	if (word_type(w) == SHMBUS_REC_PAD) {
+		size = SHMBUS_REC_ALIGN + word_len(w);
+	} else {
+		size = rec_size(word_len(w));
+		*seq = load_relaxed64(&rec_at(ch, p)->seq);
+	}
+	return (p & ch->mask) + size > ch->cap ? 0 : size;
+}
+
+void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	/* No edge in what follows unless labelled: the fence says CUT, and
+	 * sb_ring_cut_begin() found nobody else reading or writing. */
+	uint64_t head = load_relaxed64(&h->head), oldest = sb_ring_oldest(ch);
+	uint64_t p = pos > oldest ? pos : oldest, seq = UINT64_MAX;
+
+	/* What names records past pos goes first, the records after: a cut
+	 * stopped half way leaves a ring that ends at pos once
+	 * sb_apply_recover() has run, and nothing pointing past it. */
+	seg_index_cut(ch, pos);
+	mbox_cut(ch, pos);
+	while (p < head) {
+		uint64_t s = UINT64_MAX, size = committed_rec(ch, p, &s);
+
+		if (!size)
+			break;
+		if (seq == UINT64_MAX)
+			seq = s;
+		store_relaxed64(&rec_at(ch, p)->commit, 0);
+		p += size;
+	}
+	/* The next message takes the first removed one's number. */
+	if (seq != UINT64_MAX)
+		store_relaxed64(&h->seq, seq);
+	store_relaxed64(&rec_at(ch, pos)->commit, 0);
+	store_relaxed64(&h->head, pos);
+	/* R3: pairs with A3' in the subscriber's trusted(): the word at pos
+	 * is zeroed. */
+	store_release64(&h->handoff, pos);
+	cut_clamp(ch, pos);
+	sb_fence_leave_cut(ch, fence);
+}
+
+bool sb_ring_cut_finish(shmbus_channel *ch, uint64_t *end)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	uint64_t e, p, seq = UINT64_MAX;
+
+	if (sb_fence_get(ch) != SHMBUS_FENCE_CUT)
+		return false;
+	/* No edge: no agent runs yet, nobody else reads (the fence says
+	 * CUT).  The ring ends where its committed records do (the cut
+	 * cleared the commit words from pos on, first to last); the index
+	 * and the mailbox then name nothing past it. */
+	e = sb_apply_recover(ch);
+	if (e == UINT64_MAX)
+		return false;	/* a corrupt head: the agent refuses it */
+	for (p = sb_ring_oldest(ch); p < e;) {
+		uint64_t size = committed_rec(ch, p, &seq);
+
+		if (!size)
+			break;
+		p += size;
+	}
+	if (seq != UINT64_MAX)
+		store_relaxed64(&h->seq, seq + 1);
+	cut_clamp(ch, e);
+	sb_fence_leave_cut(ch, SHMBUS_FENCE_STANDBY);
+	*end = e;
+	return true;
+}
