@@ -46,6 +46,14 @@ struct geometry {
 	uint32_t seg_log2;
 };
 
+/* What a handle keeps of its header besides the geometry: each read once
+ * from the mapping and checked by validate(). */
+struct hdr_fields {
+	uint64_t data_id;
+	uint32_t max_msg;
+	uint32_t flags;
+};
+
 static uint64_t round_up(uint64_t v, uint64_t to)
 {
 	return (v + to - 1) / to * to;
@@ -369,9 +377,10 @@ static void prefault(void *base, size_t len, size_t page, bool rdonly)
  * is used.
  */
 static int validate(const struct shmbus_hdr *h, uint64_t size, uint64_t page,
-		    struct geometry *g)
+		    struct geometry *g, struct hdr_fields *f)
 {
-	uint64_t cap;
+	uint64_t cap, slots_off, data_off, file_size, data_size;
+	uint32_t hdr_size, cap_log2, seg_log2, nslots, nseg;
 
 	if (size < sizeof(*h))
 		return -EPROTO;
@@ -379,17 +388,32 @@ static int validate(const struct shmbus_hdr *h, uint64_t size, uint64_t page,
 	 * every field below is the creator's. */
 	if (load_acquire64(&h->magic) != SHMBUS_MAGIC)
 		return -EPROTO;
-	if (h->version != SHMBUS_LAYOUT_VERSION)
+	if (load_relaxed32(&h->version) != SHMBUS_LAYOUT_VERSION)
 		return -EPROTONOSUPPORT;
-	cap = h->capacity;
-	if (h->hdr_size != SHMBUS_HDR_SIZE || geometry_for(cap, page, g))
+	/* Each field is read once, checked, and only the checked value is
+	 * used: any process that maps the file may rewrite it meanwhile (a
+	 * max_msg read again after its check could be anything). */
+	cap = load_relaxed64(&h->capacity);
+	hdr_size = load_relaxed32(&h->hdr_size);
+	cap_log2 = load_relaxed32(&h->cap_log2);
+	seg_log2 = load_relaxed32(&h->seg_log2);
+	slots_off = load_relaxed64(&h->slots_offset);
+	data_off = load_relaxed64(&h->data_offset);
+	file_size = load_relaxed64(&h->file_size);
+	data_size = load_relaxed64(&h->data_size);
+	nslots = load_relaxed32(&h->nslots);
+	nseg = load_relaxed32(&h->nseg);
+	f->data_id = load_relaxed64(&h->data_id);
+	f->flags = load_relaxed32(&h->flags);
+	f->max_msg = load_relaxed32(&h->max_msg);
+	if (hdr_size != SHMBUS_HDR_SIZE || geometry_for(cap, page, g))
 		return -EBADMSG;
-	if (h->cap_log2 != g->cap_log2 || h->seg_log2 != g->seg_log2 ||
-	    h->slots_offset != g->slots_off || h->data_offset != 0 ||
-	    h->file_size != g->ctl_size || size != g->ctl_size ||
-	    h->data_size != g->data_size || h->data_id == 0 ||
-	    h->nslots != SHMBUS_MAX_SLOTS || h->nseg != SHMBUS_NSEG ||
-	    (h->flags & ~SHMBUS_F_KNOWN) || h->max_msg > max_msg_for(cap))
+	if (cap_log2 != g->cap_log2 || seg_log2 != g->seg_log2 ||
+	    slots_off != g->slots_off || data_off != 0 ||
+	    file_size != g->ctl_size || size != g->ctl_size ||
+	    data_size != g->data_size || f->data_id == 0 ||
+	    nslots != SHMBUS_MAX_SLOTS || nseg != SHMBUS_NSEG ||
+	    (f->flags & ~SHMBUS_F_KNOWN) || f->max_msg > max_msg_for(cap))
 		return -EBADMSG;
 	return 0;
 }
@@ -457,6 +481,7 @@ static struct shmbus_channel *map_ctl(int fd, bool rdonly, struct geometry *g,
 				      int *err)
 {
 	struct shmbus_channel *ch = NULL;
+	struct hdr_fields f;
 	struct stat st;
 	uint64_t page = page_size_of(fd);
 	void *base = MAP_FAILED;
@@ -477,7 +502,7 @@ static struct shmbus_channel *map_ctl(int fd, bool rdonly, struct geometry *g,
 		rc = -errno;
 		goto fail;
 	}
-	rc = validate(base, (uint64_t)st.st_size, page, g);
+	rc = validate(base, (uint64_t)st.st_size, page, g, &f);
 	if (rc)
 		goto fail;
 	ch = calloc(1, sizeof(*ch));
@@ -486,10 +511,9 @@ static struct shmbus_channel *map_ctl(int fd, bool rdonly, struct geometry *g,
 		goto fail;
 	}
 	pthread_mutex_init(&ch->gmap_lock, NULL);
-	fill_handle(ch, base, g, ((struct shmbus_hdr *)base)->max_msg,
-		    ((struct shmbus_hdr *)base)->flags);
+	fill_handle(ch, base, g, f.max_msg, f.flags);
 	ch->rdonly = rdonly;
-	ch->data_id = ((struct shmbus_hdr *)base)->data_id;
+	ch->data_id = f.data_id;
 	prefault(base, g->ctl_size, page, rdonly);
 	return ch;
 fail:

@@ -217,3 +217,67 @@ Test(corrupt, anywhere_block_mp)
 {
 	scenario(ANYWHERE, SHMBUS_BLOCK, SHMBUS_MULTI_PRODUCER);
 }
+
+/* A process that maps the control file rewrites the header's max_msg and
+ * flags over and over while channels are opened: every open either
+ * refuses the header or keeps values it checked.  A handle that read
+ * max_msg again after checking it could copy gigabytes past the ring. */
+struct flipper {
+	const char *dir;
+	volatile int *stop;
+};
+
+static int flip_header(void *arg)
+{
+	const struct flipper *f = arg;
+	size_t len;
+	uint8_t *raw = th_map_channel(f->dir, &len);
+	struct shmbus_hdr *h = (struct shmbus_hdr *)raw;
+	uint32_t mm = h->max_msg, fl = h->flags;
+
+	for (uint64_t i = 0; !*f->stop; i++) {
+		__atomic_store_n(&h->max_msg, i & 1 ? 0xfffffff0u : mm,
+				 __ATOMIC_RELAXED);
+		__atomic_store_n(&h->flags, i & 2 ? 0xffffffffu : fl,
+				 __ATOMIC_RELAXED);
+	}
+	return 0;
+}
+
+Test(corrupt, header_rewritten_while_channels_open)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, CAP, MAXMSG, SHMBUS_OVERWRITE,
+				       SHMBUS_SINGLE_PRODUCER);
+	volatile int *stop = mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE,
+				  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct flipper f = { dir, stop };
+	unsigned opened = 0, refused = 0;
+	pid_t pid;
+
+	cr_assert(stop != MAP_FAILED);
+	*stop = 0;
+	pid = th_spawn(flip_header, &f);
+	for (int i = 0; i < 10000; i++) {
+		shmbus_channel *c = shmbus_channel_open(dir, "ch");
+		struct shmbus_channel_info info;
+
+		if (!c) {
+			cr_assert_eq(errno, EBADMSG, "open: %s", strerror(errno));
+			refused++;
+			continue;
+		}
+		cr_assert_eq(shmbus_channel_info(c, &info), 0);
+		cr_assert_eq(info.max_msg, MAXMSG, "a handle kept max_msg %u, "
+			     "never checked", info.max_msg);
+		cr_assert_eq(info.policy, SHMBUS_OVERWRITE);
+		opened++;
+		shmbus_channel_close(c);
+	}
+	*stop = 1;
+	cr_assert_eq(th_wait(pid), 0);
+	cr_log_info("opened %u, refused %u", opened, refused);
+	cr_assert_gt(refused, 0, "the rewrites were never seen");
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
