@@ -59,14 +59,36 @@ static void set_aside(const char *name, int err)
 			"as %s", name, shmbus_strerror(-err), to);
 }
 
+/* A channel's rules from its config section, or the defaults. */
+static struct sbd_rules *rules_new(const struct sbd_chan_conf *cc)
+{
+	struct sbd_rules *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->pub = cc ? cc->pub : sbd.conf.def_pub;
+	r->sub = cc ? cc->sub : sbd.conf.def_sub;
+	for (uint32_t i = 0; cc && i < cc->ngroups; i++) {
+		const struct sbd_group_conf *g = &cc->groups[i];
+
+		if (!g->dead_letter[0])
+			continue;
+		snprintf(r->dl[r->ndl].group, sizeof(r->dl[0].group), "%s",
+			 g->name);
+		snprintf(r->dl[r->ndl].chan, sizeof(r->dl[0].chan), "%s",
+			 g->dead_letter);
+		r->ndl++;
+	}
+	return r;
+}
+
 /* Registers a mapped channel; takes ownership of ch (closed on failure). */
 int sbd_channel_enroll(const char *name, shmbus_channel *ch,
-		       const struct sbd_rule *pub, const struct sbd_rule *sub,
-		       bool configured)
+		       const struct sbd_chan_conf *cc, bool configured)
 {
 	struct shmbus_channel_info in;
 	struct sbd_chan *c = calloc(1, sizeof(*c));
-	struct sbd_rules *r = calloc(1, sizeof(*r));
+	struct sbd_rules *r = rules_new(cc);
 	struct stat st;
 	int rc = -ENOMEM;
 
@@ -87,8 +109,6 @@ int sbd_channel_enroll(const char *name, shmbus_channel *ch,
 	c->attr.numa_node = in.numa_node;
 	c->mode = fstat(c->fd, &st) == 0 ? st.st_mode & 0777 : 0;
 	c->configured = configured;
-	r->pub = *pub;
-	r->sub = *sub;
 	c->rules = r;
 	if (sbd_chan_add(c) == 0)
 		return 0;
@@ -148,11 +168,9 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 				"producers): the channel keeps its geometry; "
 				"delete it to apply the new one", cc->name);
 			rc = -EEXIST;
-		} else if (!(r = calloc(1, sizeof(*r)))) {
+		} else if (!(r = rules_new(cc))) {
 			rc = -ENOMEM;
 		} else {
-			r->pub = cc->pub;
-			r->sub = cc->sub;
 			sbd_rules_replace(c, r);
 			c->configured = configured;
 			sbd_groups_setup(cc, c->ch);
@@ -198,7 +216,7 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 				"single producer" : "multi producer");
 	}
 	sbd_groups_setup(cc, ch);
-	return sbd_channel_enroll(cc->name, ch, &cc->pub, &cc->sub, configured);
+	return sbd_channel_enroll(cc->name, ch, cc, configured);
 }
 
 void sbd_channel_adopt_dir(void)
@@ -234,8 +252,7 @@ void sbd_channel_adopt_dir(void)
 					e->d_name);
 			continue;
 		}
-		if (sbd_channel_enroll(e->d_name, ch, &sbd.conf.def_pub,
-			   &sbd.conf.def_sub, false) == 0)
+		if (sbd_channel_enroll(e->d_name, ch, NULL, false) == 0)
 			sbd_log(SBD_INFO, 0, "%s: adopted (created at run "
 				"time, default rules)", e->d_name);
 	}

@@ -995,6 +995,29 @@ static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
 	return 0;
 }
 
+/* A dead-letter channel in this file must be multi-producer: shmbusd
+ * publishes into it beside the channel's own producers.  One made at run
+ * time is checked when first used. */
+static int check_dead_letters(struct sbd_conf *c,
+			      const struct sbd_chan_conf *cc)
+{
+	for (uint32_t g = 0; g < cc->ngroups; g++)
+		for (size_t j = 0; j < c->nchans; j++)
+			if (cc->groups[g].dead_letter[0] &&
+			    !strcmp(c->chans[j].name, cc->groups[g].dead_letter) &&
+			    c->chans[j].attr.producers !=
+				    SHMBUS_MULTI_PRODUCER) {
+				snprintf(c->err, sizeof(c->err), "%s:%d: "
+					 "channel '%s': group %s's dead_letter "
+					 "'%s' is a single-producer channel; "
+					 "it must be multi", c->path, cc->line,
+					 cc->name, cc->groups[g].name,
+					 cc->groups[g].dead_letter);
+				return -1;
+			}
+	return 0;
+}
+
 static int check(struct sbd_conf *c)
 {
 	if (check_clients(c))
@@ -1024,7 +1047,7 @@ static int check(struct sbd_conf *c)
 				 cc->name);
 			return -1;
 		}
-		if (check_journal(c, cc))
+		if (check_journal(c, cc) || check_dead_letters(c, cc))
 			return -1;
 		if (!cc->pub_set)
 			cc->pub = c->def_pub;

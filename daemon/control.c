@@ -527,8 +527,7 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	if (rc)
 		return deny(rc, "cannot create '%s' in %s: %s", q->name,
 			      sbd.conf.shm_dir, shmbus_strerror(rc));
-	rc = sbd_channel_enroll(q->name, ch, &sbd.conf.def_pub,
-				&sbd.conf.def_sub, false);
+	rc = sbd_channel_enroll(q->name, ch, NULL, false);
 	if (rc == 0)
 		sbd_log(SBD_NOTICE, 0, "%s: created by pid %d (uid %u)",
 			q->name, (int)cl->pid, (unsigned)cl->uid);
@@ -699,6 +698,7 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		    struct shmbus_ctl_group *req)
 {
 	struct shmbus_group_attr a, s;
+	bool configured, admin;
 	struct sbd_chan *c;
 	int fd, rc, fds[2];
 
@@ -709,7 +709,28 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		return deny(-EINVAL, "a group name is 1 to 63 letters, digits, "
 			      "'.', '_' or '-', not starting with '.'; flags "
 			      "0%s", "");
-	if (!sbd_group_configured(req->channel, req->group, &a)) {
+	configured = sbd_group_configured(req->channel, req->group, &a);
+	/* A group holds a subscriber slot, and a block channel's producers
+	 * behind its floor, until it is deleted: made by the config or an
+	 * administrator, joined by subscribers.  The daemon copies poison
+	 * messages only where the config says, as it publishes with its
+	 * own rights: a dead-letter channel named here would let a member
+	 * publish where it may not. */
+	if (!configured && req->dead_letter[0]) {
+		denied++;
+		sbd_log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
+				"%s: pid %d (uid %u) may not name a dead-letter "
+				"channel for group %s", req->channel,
+				(int)cl->pid, (unsigned)cl->uid, req->group);
+		return deny(-EPERM, "group '%s' of '%s': a dead-letter channel "
+			      "is named in shmbusd's config only (the daemon "
+			      "copies poison messages with its own rights)",
+			      req->group, req->channel);
+	}
+	admin = privileged(cl) ||
+		sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids,
+				cl->ngids);
+	if (!configured) {
 		memset(&a, 0, sizeof(a));
 		a.mode = (enum shmbus_group_mode)req->mode;
 		a.window = req->window;
@@ -717,7 +738,6 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		a.max_deliveries = req->max_deliveries;
 		a.lease_ns = req->lease_ns;
 		a.start = (enum shmbus_start)req->start;
-		a.dead_letter = req->dead_letter[0] ? req->dead_letter : NULL;
 	}
 	if (sb_group_settings(&a, &s))
 		return deny(-EINVAL, "group settings: mode 0-2, window a power "
@@ -730,8 +750,20 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		return rc;
 	}
 	fd = sb_group_open_file(c->ch, sbd.conf.shm_dir, c->name, req->group,
-				&s);
+				configured || admin ? &s : NULL);
 	rcu_read_unlock();
+	if (fd == -ENOENT) {
+		denied++;
+		sbd_log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
+				"%s: pid %d (uid %u) may not make group %s",
+				req->channel, (int)cl->pid, (unsigned)cl->uid,
+				req->group);
+		return deny(-EPERM, "group '%s' of '%s' does not exist, and uid "
+			      "%u may not make one: groups are made by the "
+			      "config, root, the daemon's user and [bus] "
+			      "admins", req->group, req->channel,
+			      (unsigned)cl->uid);
+	}
 	if (fd < 0)
 		return deny(fd, "group '%s' of '%s': %s", req->group,
 			      req->channel, shmbus_strerror(fd));

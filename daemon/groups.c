@@ -69,11 +69,49 @@ static struct {
 	shmbus_pub *pub;
 } dl[SBD_MAX_GROUPS * 4];
 
-static shmbus_pub *dead_letter_pub(const char *name, void *ctx)
-{
-	size_t i, free_i = sizeof(dl) / sizeof(dl[0]);
+struct scan {
+	struct sbd_chan *c;
+	const char *group;
+};
 
-	(void)ctx;
+/* The dead-letter channel the config gives the group, or NULL. */
+static const char *dead_letter_of(const struct scan *s)
+{
+	/* Under the reaper's rcu_read_lock() (sbd_reap_once()). */
+	const struct sbd_rules *r = rcu_dereference(s->c->rules);
+
+	sbd_tsan_acquire(r);	/* pairs with sbd_rules_replace() */
+	for (uint32_t i = 0; i < r->ndl; i++)
+		if (!strcmp(r->dl[i].group, s->group))
+			return r->dl[i].chan;
+	return NULL;
+}
+
+/* The publisher for the group's poison messages: on the channel the config
+ * names, whatever the group's file says (its members may write it), and
+ * only if that channel is multi-producer (the daemon must not take a
+ * single producer's place). */
+static shmbus_pub *dead_letter_pub(const char *asked, void *ctx)
+{
+	static struct sbd_ratelimit rl;
+	static unsigned long refused;
+	const struct scan *s = ctx;
+	const char *name = dead_letter_of(s);
+	size_t i, free_i = sizeof(dl) / sizeof(dl[0]);
+	struct shmbus_channel_info in;
+
+	if (!name || strcmp(name, asked)) {
+		refused++;
+		sbd_log_limited(&rl, SBD_WARN, refused, "dead letters refused",
+				"%s: group %s: its file names dead-letter "
+				"channel %s, the config %s: poison messages %s",
+				s->c->name, s->group, asked,
+				name ? name : "none",
+				name ? "go where the config says" :
+				       "are dropped and counted");
+		if (!name)
+			return NULL;
+	}
 	for (i = 0; i < sizeof(dl) / sizeof(dl[0]); i++) {
 		if (dl[i].ch && !strcmp(dl[i].name, name))
 			return dl[i].pub;
@@ -85,6 +123,14 @@ static shmbus_pub *dead_letter_pub(const char *name, void *ctx)
 	dl[free_i].ch = shmbus_channel_open(sbd.conf.shm_dir, name);
 	if (!dl[free_i].ch) {
 		sbd_log(SBD_WARN, errno, "dead-letter channel %s", name);
+		return NULL;
+	}
+	if (shmbus_channel_info(dl[free_i].ch, &in) ||
+	    in.producers != SHMBUS_MULTI_PRODUCER) {
+		sbd_log(SBD_WARN, 0, "dead-letter channel %s: not a "
+			"multi-producer channel: not used", name);
+		shmbus_channel_close(dl[free_i].ch);
+		dl[free_i].ch = NULL;
 		return NULL;
 	}
 	dl[free_i].pub = shmbus_pub_open(dl[free_i].ch, NULL);
@@ -99,24 +145,21 @@ static shmbus_pub *dead_letter_pub(const char *name, void *ctx)
 	return dl[free_i].pub;
 }
 
-struct scan {
-	shmbus_channel *ch;
-	const char *name;
-};
-
 static int maintain_one(const char *group, void *arg)
 {
 	struct scan *s = arg;
-	int rc = sb_group_maintain_file(s->ch, sbd.conf.shm_dir, group,
-					dead_letter_pub, NULL);
+	int rc;
 
 	static struct sbd_ratelimit rl;
 	static unsigned long failed;
 
+	s->group = group;
+	rc = sb_group_maintain_file(s->c->ch, sbd.conf.shm_dir, group,
+				    dead_letter_pub, s);
 	if (rc < 0 && rc != -ENOENT) {
 		failed++;
 		sbd_log_limited(&rl, SBD_WARN, failed, "group failures",
-				"%s: group %s: %s", s->name, group,
+				"%s: group %s: %s", s->c->name, group,
 				shmbus_strerror(rc));
 	}
 	return 0;
@@ -127,7 +170,7 @@ static int maintain_one(const char *group, void *arg)
  * directory has changed (a group file made or removed). */
 void sbd_groups_maintain(struct sbd_chan *c)
 {
-	struct scan s = { c->ch, c->name };
+	struct scan s = { c, NULL };
 	struct stat st;
 	int64_t t;
 	int n;

@@ -205,6 +205,15 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 
 struct sbd_rules {			/* replaced whole on reload */
 	struct sbd_rule pub, sub;
+	/* the dead-letter channel of each of the channel's groups that
+	 * names one in the config: the only channels shmbusd copies their
+	 * poison messages into (a group's file, which its members may
+	 * write, is not trusted for it) */
+	uint32_t ndl;
+	struct {
+		char group[64];
+		char chan[64];
+	} dl[SBD_MAX_GROUPS];
 	struct rcu_head rcu;
 };
 
@@ -335,11 +344,11 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured);
 int sbd_channel_create_file(const char *name,
 			    const struct shmbus_channel_attr *a,
 			    int64_t owner, int64_t group, shmbus_channel **out);
-/* Registers a mapped channel under `name` with its rules; takes ownership
- * of ch (closed on failure).  0, -ENOMEM, -EEXIST or an open error. */
+/* Registers a mapped channel under `name` with the rules of its config
+ * section cc, or the default rules if cc is NULL; takes ownership of ch
+ * (closed on failure).  0, -ENOMEM, -EEXIST or an open error. */
 int sbd_channel_enroll(const char *name, shmbus_channel *ch,
-		       const struct sbd_rule *pub, const struct sbd_rule *sub,
-		       bool configured);
+		       const struct sbd_chan_conf *cc, bool configured);
 /* Adopts valid channel files found in the shm dir that are not in the
  * config; sets corrupt ones aside. */
 void sbd_channel_adopt_dir(void);

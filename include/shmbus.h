@@ -792,14 +792,17 @@ void shmbus_group_attr_init(struct shmbus_group_attr *attr);
  * Joins group `group` of the channel as member `member` (a name for
  * busstat: 1..31 of [A-Za-z0-9._-]).  A channel opened through shmbusd
  * (shmbus_bus_open(), subscribe role) asks the daemon, which applies the
- * channel's subscribe rule and creates the group from its config or from
- * `attr`; a channel opened directly (shmbus_channel_open() or _create())
- * creates the group's file itself if it does not exist.  An existing
- * group keeps its settings: `attr` (NULL: the defaults) then only needs
- * the same mode, or -EEXIST.
+ * channel's subscribe rule and creates the group from its config or, for
+ * root, its own user and [bus] admins, from `attr` (without a dead-letter
+ * channel: the config names those); a channel opened directly
+ * (shmbus_channel_open() or _create()) creates the group's file itself if
+ * it does not exist.  An existing group keeps its settings: `attr` (NULL:
+ * the defaults) then only needs the same mode, or -EEXIST.
  * Returns NULL, errno: EINVAL, EEXIST (another mode), ENOSPC (64 members,
  * or no free subscriber slot for a new group), EPERM (a channel opened
- * read-only or to publish), EACCES, EBADMSG (a corrupt group file)...
+ * read-only or to publish; through shmbusd, a group the caller may not
+ * make, or a dead-letter channel the config does not name), EACCES,
+ * EBADMSG (a corrupt group file)...
  * One thread at a time per member handle; members in one process are
  * independent.  A handle belongs to the process that joined: a child
  * after fork() joins for itself.

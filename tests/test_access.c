@@ -198,3 +198,44 @@ Test(access, access_control_by_uid_and_gid, .fini = teardown)
 	cr_assert(log_has("pid"));
 	cr_assert(log_has("may not publish"));
 }
+
+/* A group holds a subscriber slot, and a block channel's producers, until
+ * it is deleted: a subscriber may join the groups that exist, and only
+ * the config or an administrator makes new ones. */
+static int joins_as_nobody(void *arg)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+
+	(void)arg;
+	if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+	    setresuid(65534, 65534, 65534))
+		return 10;
+	bus = shmbus_connect(d.sock);
+	if (!bus)
+		return 11;
+	ch = shmbus_bus_open(bus, "jobs", SHMBUS_ROLE_SUBSCRIBE);
+	if (!ch)
+		return 12;
+	if (!shmbus_group_join(ch, "work", "m", NULL))
+		return 13;
+	if (shmbus_group_join(ch, "squat", "m", NULL) || errno != EPERM)
+		return 14;
+	return 0;
+}
+
+Test(access, only_the_config_or_an_admin_makes_groups, .fini = teardown)
+{
+	char path[256];
+	int rc;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run a client as uid 65534");
+	setup_with("[channel jobs]\ncapacity = 8K\nmax_msg = 100\n"
+		   "subscribe = uid:65534\nconsumer_groups = work\n");
+	rc = th_wait(th_spawn(joins_as_nobody, NULL));
+	cr_assert_eq(rc, 0, "joins_as_nobody() returned %d", rc);
+	snprintf(path, sizeof(path), "%s/.jobs@squat.group", d.dir);
+	cr_assert_neq(access(path, F_OK), 0, "the group was made");
+	cr_assert(log_has("(uid 65534) may not make group squat"));
+}

@@ -157,6 +157,8 @@ static const struct bad cases[] = {
 	  "lease_ms='99999999999': expected a number" },
 	{ "[bus]\n[channel a]\nconsumer_groups = w color=red\n", 3,
 	  "'color': unknown group setting" },
+	{ "[channel a]\nconsumer_groups = w dead_letter=d\n[channel d]\n", 1,
+	  "group w's dead_letter 'd' is a single-producer channel" },
 	/* The journal's keys. */
 	{ "[bus]\n[channel a]\njournal = maybe\n", 3,
 	  "journal: 'maybe': expected yes or no" },

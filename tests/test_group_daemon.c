@@ -9,15 +9,18 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon_fixture.h"
+#include "shmbus/group.h"
 
 static const char *const conf =
 	"[defaults]\nsubscribe = *\n"
@@ -25,6 +28,7 @@ static const char *const conf =
 	"consumer_groups = work mode=shared window=64 lease_ms=30000 "
 	"max_deliveries=2 dead_letter=dlq; ordered mode=keyed lanes=4\n"
 	"[channel dlq]\ncapacity = 16K\nproducers = multi\n"
+	"[channel victim]\ncapacity = 16K\nproducers = multi\n"
 	"[channel closed]\ncapacity = 16K\nsubscribe = uid:0\n";
 
 static void setup_groups(void)
@@ -266,4 +270,83 @@ Test(group_daemon, the_daemon_dead_letters_poison_messages)
 	shmbus_channel_close(dl);
 	shmbus_disconnect(bus);
 	shmbus_disconnect(bus2);
+}
+
+/* A member may write the group's file, dead-letter name included: the
+ * daemon copies poison messages where the config says, never where the
+ * file says, which would be publishing with the daemon's rights. */
+Test(group_daemon, a_rewritten_dead_letter_name_is_not_obeyed)
+{
+	struct shmbus_group_msg m;
+	shmbus_channel *ch, *dl, *vc;
+	shmbus_bus *bus, *bus2, *bus3;
+	struct shmbus_group_hdr *gh;
+	shmbus_sub *sub, *vsub;
+	shmbus_group *g;
+	char path[256];
+	uint64_t buf;
+	int got = 0, stolen = 0, acked = 0, fd;
+
+	dl = open_role(&bus2, "dlq", SHMBUS_ROLE_SUBSCRIBE);
+	vc = open_role(&bus3, "victim", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(dl && vc);
+	sub = shmbus_sub_open(dl, NULL);
+	vsub = shmbus_sub_open(vc, NULL);
+	g = join_bus(&bus, &ch, "jobs", "work", "w", SHMBUS_GROUP_SHARED);
+	snprintf(path, sizeof(path), "%s/.jobs@work.group", d.dir);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0);
+	gh = mmap(NULL, sizeof(*gh), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		  0);
+	cr_assert(gh != MAP_FAILED);
+	snprintf(gh->dead_letter, sizeof(gh->dead_letter), "victim");
+	publish_n(0, 6);
+	for (int i = 0; i < 3000 && (!got || acked < 5); i++) {
+		if (shmbus_group_read(g, &buf, sizeof(buf), &m) == 8) {
+			if (buf == 3)
+				shmbus_group_nack(g, &m.lease, 0);
+			else if (shmbus_group_ack(g, &m.lease) == 0)
+				acked++;
+		}
+		shmbus_poll(sub, count_dl, &got, 0);
+		usleep(500);
+	}
+	usleep(100000);
+	shmbus_poll(vsub, count_dl, &stolen, 0);
+	cr_assert_eq(acked, 5);
+	cr_assert_eq(got, 1, "message 3 in the configured channel, once");
+	cr_assert_eq(stolen, 0, "copied where the group's file said");
+	cr_assert(log_has("its file names dead-letter channel victim, the "
+			  "config dlq"));
+	munmap(gh, sizeof(*gh));
+	close(fd);
+	shmbus_group_leave(g);
+	shmbus_sub_close(sub);
+	shmbus_sub_close(vsub);
+	shmbus_channel_close(ch);
+	shmbus_channel_close(dl);
+	shmbus_channel_close(vc);
+	shmbus_disconnect(bus);
+	shmbus_disconnect(bus2);
+	shmbus_disconnect(bus3);
+}
+
+/* A group made through the socket cannot name a dead-letter channel: the
+ * daemon would publish there on its behalf. */
+Test(group_daemon, the_socket_cannot_name_a_dead_letter_channel)
+{
+	struct shmbus_group_attr ga;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+
+	ch = open_role(&bus, "jobs", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	shmbus_group_attr_init(&ga);
+	ga.dead_letter = "victim";
+	cr_assert_null(shmbus_group_join(ch, "adhoc", "w", &ga));
+	cr_assert_eq(errno, EPERM, "%s", strerror(errno));
+	cr_assert(log_has("may not name a dead-letter channel for group "
+			  "adhoc"));
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
 }
