@@ -407,6 +407,9 @@ static bool name_ok(const char name[SHMBUS_CTL_NAME])
 	return true;
 }
 
+#define DAMAGED "channel '%s' is damaged (a file of it was cut short): " \
+		"delete and recreate it"
+
 static void note_open(struct sbd_client *cl, const char *name)
 {
 	uint64_t h = sbd_name_hash(name);
@@ -439,6 +442,10 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		rcu_read_unlock();
 		return deny(-ENOENT, "no channel '%s' on bus '%s'",
 			      req->name, sbd.conf.bus);
+	}
+	if (atomic_load_explicit(&c->damaged, memory_order_relaxed)) {
+		rcu_read_unlock();
+		return deny(-EBADMSG, DAMAGED, req->name);
 	}
 	r = rcu_dereference(c->rules);
 	ok = privileged(cl) ||
@@ -683,6 +690,8 @@ static int subscriber_of(struct sbd_client *cl, const char *name,
 	if (!*c)
 		return deny(-ENOENT, "no channel '%s' on bus '%s'", name,
 			      sbd.conf.bus);
+	if (atomic_load_explicit(&(*c)->damaged, memory_order_relaxed))
+		return deny(-EBADMSG, DAMAGED, name);
 	r = rcu_dereference((*c)->rules);
 	if (!privileged(cl) &&
 	    !sbd_rule_allows(&r->sub, cl->uid, cl->gids, cl->ngids)) {

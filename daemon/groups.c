@@ -78,7 +78,7 @@ struct scan {
 static const char *dead_letter_of(const struct scan *s)
 {
 	/* Under the reaper's rcu_read_lock() (sbd_reap_once()). */
-	const struct sbd_rules *r = rcu_dereference(s->c->rules);
+	struct sbd_rules *r = rcu_dereference(s->c->rules);
 
 	sbd_tsan_acquire(r);	/* pairs with sbd_rules_replace() */
 	for (uint32_t i = 0; i < r->ndl; i++)

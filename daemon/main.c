@@ -254,7 +254,7 @@ static int setup_signals(void)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	return 0;
+	return sbd_faults_setup();
 }
 
 static void remove_channels(void)

@@ -153,11 +153,14 @@ unsigned sbd_reap_once(void)
 	rcu_read_lock();
 	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
 		sbd_tsan_acquire(c);	/* pairs with sbd_chan_add() */
+		if (sbd_chan_cut(c))
+			continue;
 		n += reap_channel(c, &v);
 		watch_channel(c, &v);
 		sbd_groups_maintain(c);
 	}
 	rcu_read_unlock();
+	sbd_faults_check();
 	return n;
 }
 

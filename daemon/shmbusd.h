@@ -21,6 +21,7 @@
 #define SHMBUSD_H
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -240,6 +241,9 @@ struct sbd_chan {
 	 * only): how many, and the shm dir's change time then */
 	unsigned ngroups;
 	int64_t groups_dir_ns;
+	/* its files were found cut short (faults.c): no longer served.
+	 * Relaxed: a flag, no data travels with it. */
+	atomic_bool damaged;
 };
 
 struct sbd_client {
@@ -362,6 +366,14 @@ void sbd_reaper_stop(void);
 void sbd_reaper_kick(void);
 /* One synchronous scan; returns the number of slots released. */
 unsigned sbd_reap_once(void);
+
+/* faults.c: a SIGBUS from a shared file cut short (ftruncate by a client)
+ * is survived; the reaper's sbd_chan_cut() finds such a channel, gives its
+ * files back their size and marks it damaged; sbd_faults_check() logs a
+ * fault no channel explains. */
+int sbd_faults_setup(void);
+bool sbd_chan_cut(struct sbd_chan *c);
+void sbd_faults_check(void);
 
 /* ---------------------------------------------------------- replication */
 

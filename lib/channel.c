@@ -598,6 +598,12 @@ static uint64_t peek_data_id(int fd)
 	return h.data_id;
 }
 
+void sb_channel_file_sizes(shmbus_channel *ch, uint64_t *ctl, uint64_t *data)
+{
+	*ctl = ch->map_len;
+	*data = ch->data_len;
+}
+
 int sb_channel_open_fds(const char *dir, const char *name, int *ctl_fd,
 			int *data_rw, int *data_ro)
 {

@@ -59,6 +59,11 @@ uint32_t sb_crc32c(uint32_t crc, const void *buf, size_t len);
 int sb_channel_open_fds(const char *dir, const char *name, int *ctl_fd,
 			int *data_rw, int *data_ro);
 
+/* The sizes of the channel's control and data files, as mapped: a file
+ * found shorter was cut (ftruncate(2)) by a process holding it writable,
+ * and its mapping faults (SIGBUS) past the new end. */
+void sb_channel_file_sizes(shmbus_channel *ch, uint64_t *ctl, uint64_t *data);
+
 /* No such process, or a zombie (pid.c). */
 bool sb_pid_gone(uint32_t pid);
 

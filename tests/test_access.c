@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -238,4 +239,100 @@ Test(access, only_the_config_or_an_admin_makes_groups, .fini = teardown)
 	snprintf(path, sizeof(path), "%s/.jobs@squat.group", d.dir);
 	cr_assert_neq(access(path, F_OK), 0, "the group was made");
 	cr_assert(log_has("(uid 65534) may not make group squat"));
+}
+
+/* Every holder of a channel's file writable (a subscriber holds the
+ * control file so, a publisher the data file) can cut it with
+ * ftruncate(2), after which touching a mapping past the new end faults
+ * (SIGBUS).  The daemon must outlive it, serve the channel no more, and
+ * give the files back their size so that the channel's other clients stop
+ * faulting too. */
+static int list_one(const struct shmbus_bus_channel *c, void *arg)
+{
+	(void)c;
+	(void)arg;
+	return 0;
+}
+
+static int cuts_as_nobody(void *arg)
+{
+	const char *dir = arg;
+	shmbus_bus *bus;
+	int fds[2], pfds[2];
+
+	if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+	    setresuid(65534, 65534, 65534))
+		return 10;
+	if (raw_open("cut", SHMBUS_CTL_ROLE_SUB, fds) ||
+	    raw_open("cut2", SHMBUS_CTL_ROLE_PUB, pfds))
+		return 11;
+	bus = shmbus_connect(d.sock);
+	if (!bus)
+		return 12;
+	/* The requests race the reaper's look at the files: the daemon reads
+	 * the cut header answering them, unless the reaper was first. */
+	if (ftruncate(fds[0], 0) || ftruncate(pfds[1], 0))
+		return 13;
+	for (int i = 0; i < 50; i++)
+		if (shmbus_bus_list(bus, list_one, NULL) < 0)
+			return 14;
+	(void)dir;
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+static int count_one(const struct shmbus_msg *m, void *arg)
+{
+	(void)m;
+	(*(int *)arg)++;
+	return 0;
+}
+
+Test(access, a_client_that_cuts_a_file_short_does_not_bring_down_the_daemon,
+     .fini = teardown)
+{
+	char path[256];
+	struct stat st;
+	shmbus_channel *ch, *ch2;
+	shmbus_bus *bus, *bus2;
+	shmbus_pub *pub;
+	shmbus_sub *sub;
+	int rc, got = 0, i;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run a client as uid 65534");
+	setup_with("[channel cut]\ncapacity = 64K\nsubscribe = *\n"
+		   "[channel cut2]\ncapacity = 64K\npublish = *\n"
+		   "[channel other]\ncapacity = 8K\n");
+	rc = th_wait(th_spawn(cuts_as_nobody, d.dir));
+	cr_assert_eq(rc, 0, "cuts_as_nobody() returned %d", rc);
+	for (i = 0; i < 300 && !(log_has("cut: its control file was cut to 0 "
+					 "bytes") &&
+				 log_has("cut2: its data file was cut to 0 "
+					 "bytes")); i++)
+		usleep(10000);
+	cr_assert_lt(i, 300, "the cuts were not found");
+	cr_assert_eq(kill(d.pid, 0), 0, "the daemon died");
+	snprintf(path, sizeof(path), "%s/cut", d.dir);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_gt(st.st_size, 4096, "the file's size was not given back");
+	cr_assert_null(open_role(&bus, "cut", SHMBUS_ROLE_SUBSCRIBE));
+	cr_assert_eq(errno, EBADMSG, "%s", strerror(errno));
+	shmbus_disconnect(bus);
+	/* The other channels are served as before. */
+	ch = open_role(&bus, "other", SHMBUS_ROLE_PUBLISH);
+	ch2 = open_role(&bus2, "other", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch && ch2);
+	pub = shmbus_pub_open(ch, NULL);
+	sub = shmbus_sub_open(ch2, NULL);
+	cr_assert(pub && sub);
+	cr_assert_eq(shmbus_publish(pub, "x", 1), 0);
+	cr_assert_eq(shmbus_poll(sub, count_one, &got, 0), 1);
+	cr_assert_eq(got, 1);
+	shmbus_pub_close(pub);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_channel_close(ch2);
+	shmbus_disconnect(bus);
+	shmbus_disconnect(bus2);
 }
