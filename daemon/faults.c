@@ -89,16 +89,29 @@ int sbd_faults_setup(void)
 	return sigaction(SIGBUS, &sa, NULL) ? -errno : 0;
 }
 
-/* Gives the file behind fd back its size; 1 if it was short, 0 if not,
- * -errno if it cannot tell or mend. */
-static int mend(int fd, uint64_t size, uint64_t *had)
+/* Gives the file behind fd back its size: 1 if it was short, 0 if not,
+ * -errno if it cannot tell or mend.  A file made longer faults nobody but
+ * would be set aside as corrupt at the next start: it is cut back, with a
+ * warning (name, which: for it). */
+static int mend(int fd, uint64_t size, uint64_t *had, const char *name,
+		const char *which)
 {
 	struct stat st;
 
 	if (fstat(fd, &st) < 0)
 		return -errno;
 	*had = (uint64_t)st.st_size;
-	if (*had >= size)
+	if (*had > size) {
+		int err = ftruncate(fd, (off_t)size) < 0 ? errno : 0;
+
+		sbd_log(SBD_WARN, err, "%s: its %s file was made %llu bytes "
+			"long by a process that holds it writable; %s %llu",
+			name, which, (unsigned long long)*had,
+			err ? "could not cut it back to" : "cut back to",
+			(unsigned long long)size);
+		return 0;
+	}
+	if (*had == size)
 		return 0;
 	return ftruncate(fd, (off_t)size) < 0 ? -errno : 1;
 }
@@ -116,8 +129,8 @@ bool sbd_chan_cut(struct sbd_chan *c)
 	if (atomic_load_explicit(&c->damaged, memory_order_relaxed))
 		return true;
 	sb_channel_file_sizes(c->ch, &ctl, &data);
-	a = mend(c->fd, ctl, &had_ctl);
-	b = mend(c->data_rw, data, &had_data);
+	a = mend(c->fd, ctl, &had_ctl, c->name, "control");
+	b = mend(c->data_rw, data, &had_data, c->name, "data");
 	if (!a && !b)
 		return false;
 	found++;

@@ -258,14 +258,19 @@ static int cuts_as_nobody(void *arg)
 {
 	const char *dir = arg;
 	shmbus_bus *bus;
-	int fds[2], pfds[2];
+	int fds[2], pfds[2], gfds[2];
 
 	if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
 	    setresuid(65534, 65534, 65534))
 		return 10;
 	if (raw_open("cut", SHMBUS_CTL_ROLE_SUB, fds) ||
-	    raw_open("cut2", SHMBUS_CTL_ROLE_PUB, pfds))
+	    raw_open("cut2", SHMBUS_CTL_ROLE_PUB, pfds) ||
+	    raw_open("grown", SHMBUS_CTL_ROLE_SUB, gfds))
 		return 11;
+	/* Made longer, a file faults nobody, but would not pass the next
+	 * start's check: it is cut back. */
+	if (ftruncate(gfds[0], 1 << 20))
+		return 15;
 	bus = shmbus_connect(d.sock);
 	if (!bus)
 		return 12;
@@ -303,6 +308,7 @@ Test(access, a_client_that_cuts_a_file_short_does_not_bring_down_the_daemon,
 		cr_skip_test("needs root to run a client as uid 65534");
 	setup_with("[channel cut]\ncapacity = 64K\nsubscribe = *\n"
 		   "[channel cut2]\ncapacity = 64K\npublish = *\n"
+		   "[channel grown]\ncapacity = 64K\nsubscribe = *\n"
 		   "[channel other]\ncapacity = 8K\n");
 	rc = th_wait(th_spawn(cuts_as_nobody, d.dir));
 	cr_assert_eq(rc, 0, "cuts_as_nobody() returned %d", rc);
@@ -312,6 +318,18 @@ Test(access, a_client_that_cuts_a_file_short_does_not_bring_down_the_daemon,
 					 "bytes")); i++)
 		usleep(10000);
 	cr_assert_lt(i, 300, "the cuts were not found");
+	for (i = 0; i < 300 && !log_has("grown: its control file was made "
+					"1048576 bytes long"); i++)
+		usleep(10000);
+	cr_assert_lt(i, 300, "the longer file was not found");
+	snprintf(path, sizeof(path), "%s/grown", d.dir);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_lt(st.st_size, 1 << 20, "the file was not cut back");
+	ch = open_role(&bus, "grown", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch, "a file made longer damaged the channel: %s",
+		  strerror(errno));
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
 	cr_assert_eq(kill(d.pid, 0), 0, "the daemon died");
 	snprintf(path, sizeof(path), "%s/cut", d.dir);
 	cr_assert_eq(stat(path, &st), 0);
