@@ -564,6 +564,12 @@ $(BUILD)/tests/test_fuzz_regress: $(BUILD)/fuzz/replay_channel.o $(BUILD)/fuzz/r
 		$(BUILD)/fuzz/fuzz_support.o $(FUZZ_DAEMON_OBJS)
 $(BUILD)/tests/test_fuzz_regress: TEST_LIBS = $(LIB_INT) $(DAEMON_LIBS) -lcriterion
 
+# test_hostile_peer speaks the replication protocol as a primary or a
+# standby, with shmbusd's own frames and key proof.
+$(BUILD)/tests/test_hostile_peer: $(BUILD)/daemon/wire.o $(BUILD)/daemon/tcp.o
+$(BUILD)/tests/test_hostile_peer: TEST_LIBS = $(LIB_INT) -lcriterion \
+	$(LDLIBS_LIB) -lcrypto
+
 # test_failover reads etcd itself, with shmbusd's client.
 $(BUILD)/tests/test_failover: $(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o
 $(BUILD)/tests/test_failover: TEST_LIBS = $(LIB_INT) -lcriterion $(LDLIBS_LIB) \

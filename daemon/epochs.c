@@ -143,7 +143,9 @@ int rp_hist_load(const char *dir, char *why, size_t wn)
 	return 0;
 }
 
-/* Appends (epoch, channel, pos); sync: fdatasync now. */
+/* Appends (epoch, channel, pos), and raises the host's epoch to it; sync:
+ * fdatasync now.  0, -EIO, or -ESTALE for an epoch older than the newest
+ * recorded. */
 int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
 		       bool sync)
 {
@@ -154,6 +156,18 @@ int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
 	int rc2;
 
 	pthread_mutex_lock(&hist_mu);
+	/* The file's epochs never go down (rp_hist_load() takes that for
+	 * damage): a channel's linker that checked an older frame's epoch
+	 * while another's recorded a newer one is refused here. */
+	if (nhist && epoch < hist[nhist - 1].epoch) {
+		uint64_t newest = hist[nhist - 1].epoch;
+
+		pthread_mutex_unlock(&hist_mu);
+		sbd_log(SBD_WARN, 0, "epoch history: epoch %" PRIu64 " of %s "
+			"is older than the newest recorded (%" PRIu64 "): "
+			"refused", epoch, rc->name, newest);
+		return -ESTALE;
+	}
 	if (write(repl.hist_fd, line, (size_t)n) != n ||
 	    (sync && fdatasync(repl.hist_fd))) {
 		pthread_mutex_unlock(&hist_mu);
@@ -162,6 +176,9 @@ int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
 		return -EIO;
 	}
 	rc2 = hist_add_mem(epoch, rc->id, pos);
+	/* The host's epoch, under the same lock: it never goes down. */
+	if (epoch > LOAD(&repl.epoch))
+		STORE(&repl.epoch, epoch);
 	pthread_mutex_unlock(&hist_mu);
 	return rc2;
 }

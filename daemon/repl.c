@@ -80,7 +80,8 @@ static bool standby_ring(shmbus_channel *ch)
 /* Standby to primary, at epoch > floor.  role_mu held.  Refused while
  * records acknowledged as received were not applied (the standby's own
  * subscribers held its ring), unless forced: that refusal stays until
- * they are (a primary ships them again) or a promotion is forced. */
+ * they are (a primary ships them again: unapplied_done() in
+ * repl_standby.c) or a promotion is forced. */
 static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 {
 	uint64_t e = LOAD(&repl.epoch);
@@ -496,6 +497,11 @@ static void *handshake_main(void *arg)
 			snprintf(why, sizeof(why), "unknown purpose %u",
 				 hi.purpose);
 			rc2 = -EBADMSG;
+		} else if (hi.epoch >= RW_EPOCH_MAX || hi.end >= RW_POS_MAX) {
+			snprintf(why, sizeof(why), "a hello with epoch %"
+				 PRIu64 " or end %" PRIu64 " out of range",
+				 hi.epoch, hi.end);
+			rc2 = -EBADMSG;
 		}
 	}
 	if (rc2) {
@@ -735,9 +741,6 @@ int sbd_repl_start(void)
 		else
 			rp_rings_record();
 	}
-	if (pthread_create(&repl.listener, NULL, listener_main, NULL))
-		return -1;
-	repl.listener_on = true;
 	repl.on = true;
 	/* Until the leader thread holds the lease: a primary acknowledges
 	 * nothing, and degrades only once the arbiter records it. */
@@ -755,6 +758,11 @@ int sbd_repl_start(void)
 							  : SHMBUS_FENCE_OPEN);
 		}
 	}
+	/* After the channels' threads: a peer's promote or link (which take
+	 * role_mu, as the start does not) finds them as the role says. */
+	if (pthread_create(&repl.listener, NULL, listener_main, NULL))
+		return -1;
+	repl.listener_on = true;
 	/* Last: its role changes take role_mu, which the start does not. */
 	if (repl.arbiter && sbd_leader_start())
 		return -1;

@@ -62,6 +62,13 @@ enum rw_type {
 #define RW_RESTART_CUT	2u	/* the standby's records from pos on
 				 * diverge: it cuts them off (rejoin.c) */
 
+/* What a peer may say: an epoch, or a ring position, at or above these is
+ * refused.  An epoch grows by one a promotion; a position by the bytes a
+ * channel carries (2^62 bytes: 14 years at 10 GB/s).  Below them, no sum
+ * the standby makes (a position plus a frame, plus a lap) wraps. */
+#define RW_EPOCH_MAX	(UINT64_C(1) << 62)
+#define RW_POS_MAX	SB_POS_MAX	/* lib/contract.h */
+
 struct rw_hdr {
 	uint32_t magic;
 	uint16_t version;

@@ -94,6 +94,9 @@ struct rchan {
 	bool linker_on;
 	bool unapplied;			/* atomic: a frame acknowledged as
 					 * received was not applied */
+	uint64_t unapplied_to;		/* linker: the end of that frame;
+					 * applied through it, unapplied
+					 * is cleared */
 	uint64_t acked;			/* linker: the last position it
 					 * acknowledged */
 	uint64_t ack_every;		/* at least one acknowledgement per
@@ -250,7 +253,8 @@ int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
 void rp_linker_stop(struct rchan *rc);
 
 /* epochs.c: the history (state_dir/epochs).  Loading sets repl.epoch to
- * its newest epoch; an append is fdatasync'd when `sync`. */
+ * its newest epoch; an append raises it, is fdatasync'd when `sync`, and
+ * is refused (-ESTALE) for an epoch older than the newest recorded. */
 int rp_hist_load(const char *dir, char *why, size_t wn);
 int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
 		   bool sync);

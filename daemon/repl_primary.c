@@ -190,7 +190,8 @@ static void take_pending(struct rchan *rc)
 							  : start);
 	}
 	STORE(&rc->link_dead, false);
-	STORE(&rc->progress_ns, now_ns());
+	/* A link is not progress (judge()): a standby that links again and
+	 * again without getting further still falls out of sync. */
 	sb_repl_acked(rc->ch, start, start, LOAD(&rc->persisted), false);
 	pthread_mutex_lock(&rc->mu);
 	rc->plink = l;

@@ -83,6 +83,21 @@ static int ack_persisted(struct rchan *rc, struct sbd_link *l, uint64_t end)
 	}
 }
 
+/* The ring now ends at `end`, after a frame, a gap or (cut) a cut back:
+ * records acknowledged as received and not applied before (a promotion
+ * was refused for them) no longer stand in a promotion's way once the
+ * ring is past them, or once a cut has removed the tail they belonged
+ * to. */
+static void unapplied_done(struct rchan *rc, uint64_t end, bool cut)
+{
+	if (!LOAD(&rc->unapplied) || (!cut && end < rc->unapplied_to))
+		return;
+	sbd_log(SBD_NOTICE, 0, "%s: the records acknowledged as received and "
+		"not applied are %s", rc->name, cut ? "cut away with the "
+		"diverged tail" : "past (applied, or skipped by a gap)");
+	STORE(&rc->unapplied, false);
+}
+
 /* One frame from the primary, checked and applied; 0, or -errno with
  * why (the link is then dropped). */
 static int apply_frame(struct rchan *rc, struct sbd_link *l,
@@ -118,14 +133,14 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		return -EBADMSG;
 	}
 	rc2 = sb_apply_check(rc->ch, h->pos, rc->buf, h->len, &f, why, wn);
+	if (!rc2)
+		rc2 = sb_apply_follows(rc->ch, &f, why, wn);
 	if (rc2)
 		return rc2;
 	if (h->epoch > e || !rp_hist_has(h->epoch, rc->id)) {
 		/* A new epoch: on disk before its first record. */
-		if (rp_hist_append(h->epoch, rc, h->pos, true))
-			return -EIO;
-		if (h->epoch > e)
-			STORE(&repl.epoch, h->epoch);
+		if ((rc2 = rp_hist_append(h->epoch, rc, h->pos, true)))
+			return rc2;
 		sb_repl_epoch(rc->ch, h->epoch);
 		sbd_log(SBD_NOTICE, 0, "%s: epoch %" PRIu64 " from %" PRIu64,
 			rc->name, h->epoch, h->pos);
@@ -145,6 +160,7 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 			stop_at = now_ns();
 		if (stop_at && now_ns() - stop_at >
 		    (int64_t)sbd.conf.repl.handover_ms * 1000000) {
+			rc->unapplied_to = h->pos + h->len;
 			STORE(&rc->unapplied, true);
 			sbd_log(SBD_ERR, 0, "%s: records %" PRIu64 "..%" PRIu64
 				" were acknowledged as received and cannot be "
@@ -158,6 +174,7 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		return rc2;
 	}
 	*end = h->pos + h->len;
+	unapplied_done(rc, *end, false);
 	sb_repl_acked(rc->ch, *end, *end, 0, true);
 	sb_repl_watermark(rc->ch, *end);
 	/* While more frames wait in the socket (a backlog), one
@@ -225,17 +242,24 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 			repl.t->peer(l), h.epoch, LOAD(&repl.epoch));
 		return;
 	}
+	/* Every check before anything is recorded or moved here: a cut
+	 * back to a position before our end, in a newer epoch; a skip ahead
+	 * (a gap) past it; or our end itself.  rw_check_hdr() bounded the
+	 * position. */
+	if (h.pos % SHMBUS_REC_ALIGN ||
+	    (restart == RW_RESTART_CUT ? h.epoch <= hello.epoch || h.pos >= end
+	     : restart == RW_RESTART_GAP ? h.pos < end
+	     : restart != RW_RESTART_NONE || h.pos != end)) {
+		sbd_log(SBD_ERR, 0, "%s: primary %s would ship from %" PRIu64
+			" (epoch %" PRIu64 ", restart %u); we end at %" PRIu64
+			" (epoch %" PRIu64 "): refused", rc->name,
+			repl.t->peer(l), h.pos, h.epoch, restart, end,
+			hello.epoch);
+		return;
+	}
 	if (restart == RW_RESTART_CUT) {
 		/* Before anything of the new epoch is recorded here: a cut
 		 * that fails is asked for again at the next link. */
-		if (h.epoch <= hello.epoch || h.pos >= end) {
-			sbd_log(SBD_ERR, 0, "%s: primary %s asks for a cut at "
-				"%" PRIu64 " (epoch %" PRIu64 "); we end at %"
-				PRIu64 " (epoch %" PRIu64 "): refused",
-				rc->name, repl.t->peer(l), h.pos, h.epoch,
-				end, hello.epoch);
-			return;
-		}
 		if ((rc2 = rp_rejoin_cut(rc, h.pos, h.epoch, why,
 					 sizeof(why)))) {
 			LIMITED(&repl.rl_link, repl.link_errors, "link errors",
@@ -246,23 +270,16 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		}
 		end = h.pos;
 		sb_repl_acked(rc->ch, end, end, 0, false);
+		unapplied_done(rc, end, true);
 	}
 	if (!rp_hist_has(h.epoch, rc->id)) {
 		/* The primary's epoch, on disk before its first record
 		 * here; our acknowledgements carry it from now on. */
 		if (rp_hist_append(h.epoch, rc, h.pos, true))
 			return;
-		if (h.epoch > LOAD(&repl.epoch))
-			STORE(&repl.epoch, h.epoch);
 		sb_repl_epoch(rc->ch, h.epoch);
 	}
 	if (h.pos != end) {
-		if (!restart || h.pos < end) {
-			sbd_log(SBD_ERR, 0, "%s: primary would ship from %"
-				PRIu64 ", we end at %" PRIu64, rc->name, h.pos,
-				end);
-			return;
-		}
 		while ((rc2 = sb_apply_restart(rc->writer, h.pos)) ==
 		       -ETIMEDOUT && !stopped(rc))
 			;
@@ -280,6 +297,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		end = h.pos;
 		sb_repl_acked(rc->ch, end, end, 0, false);
 		sb_repl_watermark(rc->ch, end);
+		unapplied_done(rc, end, false);
 	}
 	rc->acked = end;
 	/* The next frame is looked for a little without sleeping: a

@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -116,6 +117,11 @@ int rw_check_hdr(const struct rw_hdr *h, uint32_t max_body, char *why,
 	if (h->len > max_body) {
 		snprintf(why, n, "a frame of %u bytes (at most %u here)",
 			 h->len, max_body);
+		return -EBADMSG;
+	}
+	if (h->epoch >= RW_EPOCH_MAX || h->pos >= RW_POS_MAX) {
+		snprintf(why, n, "epoch %" PRIu64 " or position %" PRIu64
+			 " out of range", h->epoch, h->pos);
 		return -EBADMSG;
 	}
 	return 0;

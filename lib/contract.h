@@ -130,6 +130,11 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
  * shipping, applying, the cut; docs/replication.md).
  */
 
+/* Positions from 2^62 bytes on (14 years of a channel at 10 GB/s) are
+ * refused when they come from elsewhere (a peer's frame): below it no sum
+ * of a position, a frame and a lap wraps. */
+#define SB_POS_MAX	(UINT64_C(1) << 62)
+
 /* The fence's state (hdr.fence): SHMBUS_FENCE_OPEN, _STANDBY, _HANDOVER
  * or _CUT.  A change bumps the generation; closing an open fence makes
  * every thread of the system pass a full barrier (membarrier(2),
@@ -293,15 +298,22 @@ void sb_writer_reset(shmbus_pub *w);
 struct sb_frame {
 	uint64_t nmsgs;		/* messages (not skipped, not padding) */
 	uint64_t nbytes;	/* their and skipped records' payload bytes */
+	uint64_t first_seq;	/* of the first record that is not padding,
+				 * UINT64_MAX if none */
 	uint64_t last_seq;	/* of the last record that is not padding */
 	uint64_t last_pos;	/* its position, UINT64_MAX if none */
 	uint64_t last_word;	/* its commit word */
 };
 
 /* Whether buf holds whole, valid records for [pos, pos + len): 0 (and
- * *f), or -EBADMSG and a reason in why. */
+ * *f), or -EBADMSG and a reason in why.  Also the journal's check of what
+ * it reads from the ring. */
 int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 		   size_t len, struct sb_frame *f, char *why, size_t whylen);
+/* Whether a frame checked so goes on from the ring it is to be applied
+ * to: no sequence number below the ring's next.  0, or -EBADMSG and why. */
+int sb_apply_follows(shmbus_channel *ch, const struct sb_frame *f, char *why,
+		     size_t whylen);
 /* Writes records checked by sb_apply_check() (f) at pos, which must be
  * head (-ESTALE). */
 int sb_apply(shmbus_pub *w, uint64_t pos, const uint8_t *buf, size_t len,

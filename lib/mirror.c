@@ -180,13 +180,14 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 		   size_t len, struct sb_frame *f, char *why, size_t whylen)
 {
 	uint64_t o = 0, last_seq = 0, n = 0, nbytes = 0;
-	uint64_t last_pos = UINT64_MAX, last_word = 0;
+	uint64_t last_pos = UINT64_MAX, last_word = 0, first_seq = UINT64_MAX;
 	bool have_seq = false;
 
 	if (pos % SHMBUS_REC_ALIGN || len % SHMBUS_REC_ALIGN ||
-	    len > max_need(ch)) {
+	    len > max_need(ch) || pos >= SB_POS_MAX) {
 		snprintf(why, whylen, "position %llu or length %zu not "
-			 "aligned, or the length exceeds half the ring",
+			 "aligned, the length over half the ring, or the "
+			 "position out of range",
 			 (unsigned long long)pos, len);
 		return -EBADMSG;
 	}
@@ -222,7 +223,8 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 				return -EBADMSG;
 			}
 			seq = get64(buf + o + 8);
-			if (have_seq && seq <= last_seq) {
+			if (seq == UINT64_MAX ||
+			    (have_seq && seq <= last_seq)) {
 				snprintf(why, whylen, "record at %llu: "
 					 "sequence %llu after %llu",
 					 (unsigned long long)p,
@@ -230,6 +232,8 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 					 (unsigned long long)last_seq);
 				return -EBADMSG;
 			}
+			if (!have_seq)
+				first_seq = seq;
 			have_seq = true;
 			last_seq = seq;
 			last_pos = p;
@@ -250,9 +254,23 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 		o += size;
 	}
 	*f = (struct sb_frame){ .nmsgs = n, .nbytes = nbytes,
-				.last_seq = last_seq, .last_pos = last_pos,
-				.last_word = last_word };
+				.first_seq = first_seq, .last_seq = last_seq,
+				.last_pos = last_pos, .last_word = last_word };
 	return 0;
+}
+
+int sb_apply_follows(shmbus_channel *ch, const struct sb_frame *f, char *why,
+		     size_t whylen)
+{
+	/* No edge: the applying agent is the ring's only writer of seq. */
+	uint64_t next = load_relaxed64(&ch->hdr->seq);
+
+	if (f->first_seq == UINT64_MAX || f->first_seq >= next)
+		return 0;
+	snprintf(why, whylen, "sequence %llu at the frame's start, the ring's "
+		 "next is %llu", (unsigned long long)f->first_seq,
+		 (unsigned long long)next);
+	return -EBADMSG;
 }
 
 /*
@@ -396,7 +414,7 @@ int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
 	unsigned spins = 0;
 	int rc;
 
-	if (pos < end || pos % SHMBUS_REC_ALIGN)
+	if (pos < end || pos % SHMBUS_REC_ALIGN || pos >= SB_POS_MAX)
 		return -EINVAL;
 	if (pos == end)
 		return 0;

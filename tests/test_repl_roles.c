@@ -460,6 +460,63 @@ Test(repl_roles, a_producer_handle_that_outlives_a_handover_stays_refused)
 	pair_assert_identical("sp");
 }
 
+/*
+ * The standby's own subscriber holds its ring, so a frame it acknowledged
+ * as received cannot be applied: a promotion is refused for it (it would
+ * lose acknowledged records).  Once the subscriber lets go and the primary
+ * ships the records again, they are applied, and the refusal is over: a
+ * switchover then succeeds.
+ */
+Test(repl_roles, a_promotion_refused_for_unapplied_records_is_allowed_once_applied)
+{
+	struct shmbus_ctl_repl_reply r;
+	struct shmbus_sub_attr sa;
+	shmbus_channel *ch, *bch;
+	shmbus_bus *bus;
+	shmbus_pub *pub;
+	shmbus_sub *bsub;
+	uint8_t msg[1024] = { 3 };
+	int sent = 0, rc;
+
+	pair_setup(CHANS, "handover_ms = 500\n");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	bch = host_open(&B, &bus, "sp", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(bch);
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	bsub = shmbus_sub_open(bch, &sa);
+	cr_assert(bsub);
+	ch = host_map(&A, "sp");
+	cr_assert(ch);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	/* More than B's ring holds past its subscriber's cursor. */
+	for (int i = 0; i < 3000 && sent < 1200; i++) {
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc == 0)
+			sent++;
+		else
+			usleep(1000);
+	}
+	cr_assert_geq(sent, 1100, "published %d", sent);
+	usleep(300000);
+	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, 0, &r);
+	cr_assert_eq(rc, -EBUSY, "promote: %d %s", rc, r.text);
+	cr_assert(strstr(r.text, "are not applied"), "%s", r.text);
+	/* B's subscriber lets go; A ships the records again. */
+	shmbus_sub_close(bsub);
+	shmbus_channel_close(bch);
+	shmbus_disconnect(bus);
+	cr_assert(host_log_wait(&B, "not applied are past", 10000));
+	pair_wait_caught_up("sp", 0, 10000);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
+		     r.text);
+	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+	cr_assert(strstr(r.text, "primary at epoch 2"), "%s", r.text);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+}
+
 /* demote --force does not wait for the standby: what it lacks is never
  * reported acknowledged to a sync waiter here. */
 Test(repl_roles, a_forced_demotion_never_acknowledges_what_the_standby_lacks)

@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_hostile_peer.c - peers that hold the key and misbehave.  A standby
+ * shmbusd linked to a "primary" that says what no primary says: a restart
+ * position near 2^64, an unaligned one in a new epoch, records whose
+ * sequence numbers go back; each is refused with a log line, and the
+ * standby's ring, its epoch history and its shutdown stay sound.  A
+ * primary shmbusd whose "standby" links again and again without getting
+ * further: it falls out of sync all the same.  The tests speak the
+ * protocol with shmbusd's own frames and proof (daemon/wire.c,
+ * daemon/tcp.c), over loopback.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../daemon/repl.h"
+#include "../lib/contract.h"
+#include "daemon_fixture.h"
+#include "helpers.h"
+#include "shmbus/layout.h"
+
+#define CAP (1u << 20)
+
+static char state[64], addr[64];
+static int lfd = -1;
+
+/* A daemon of `role` for channel "sp", whose peer is us: we listen at
+ * addr (lfd) for a standby's link; a primary listens at paddr. */
+static char paddr[64];
+
+static void pair_with_us(const char *role)
+{
+	char conf[1024], key[128], why[256];
+	int port = 20000 + (int)(getpid() % 10000) * 2, fd;
+
+	snprintf(state, sizeof(state), "%s", th_mkdir());
+	snprintf(key, sizeof(key), "%s/key", state);
+	fd = open(key, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, "0123456789abcdef0123456789abcdef", 32), 32);
+	close(fd);
+	/* Ours first: a standby connects to it. */
+	for (;; port += 2) {
+		snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+		if (sbd_tcp.listen(addr, &lfd, why, sizeof(why)) == 0)
+			break;
+		cr_assert_lt(port, 60000, "no free port: %s", why);
+	}
+	snprintf(paddr, sizeof(paddr), "127.0.0.1:%d", port + 1);
+	cr_assert_eq(rw_key_load(key, why, sizeof(why)), 0, "%s", why);
+	snprintf(conf, sizeof(conf),
+		 "[replication]\nrole = %s\nlisten = %s\n"
+		 "peer = %s\nkey_file = %s\nstate_dir = %s/state\n"
+		 "sync_timeout_ms = 1000\n"
+		 "[channel sp]\ncapacity = 1M\nmax_msg = 4K\n"
+		 "replicate = applied\n", role, paddr, addr, key, state);
+	setup_with(conf);
+}
+
+static void standby_setup(void)
+{
+	pair_with_us("standby");
+}
+
+static void primary_setup(void)
+{
+	pair_with_us("primary");
+}
+
+static void standby_fini(void)
+{
+	teardown();
+	if (lfd >= 0)
+		close(lfd);
+	lfd = -1;
+	th_rmdir(state);
+}
+
+TestSuite(hostile_primary, .init = standby_setup, .fini = standby_fini,
+	  .timeout = 60);
+
+/* Accepts the standby's link and proves the key: its hello's epoch, end
+ * and channel id come back. */
+static struct sbd_link *link_up(struct rw_hello *hi, uint64_t *chan)
+{
+	struct sbd_link *l;
+	struct rw_hdr h;
+	char why[256];
+
+	cr_assert_eq(sbd_tcp.accept(lfd, &l), 0);
+	cr_assert_eq(rw_auth_server(&sbd_tcp, l, "test", 2000, why,
+				    sizeof(why)), 0, "%s", why);
+	cr_assert_eq(rw_recv_frame(&sbd_tcp, l, &h, hi, sizeof(*hi), 2000,
+				   why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(h.type, RW_HELLO);
+	*chan = h.chan;
+	return l;
+}
+
+static void send_frame(struct sbd_link *l, uint16_t type, uint64_t epoch,
+		       uint64_t chan, uint64_t pos, const void *body,
+		       size_t len)
+{
+	struct iovec iov = { (void *)body, len };
+	struct rw_hdr h;
+
+	rw_seal(&h, type, epoch, chan, pos, &iov, 1);
+	cr_assert_eq(sbd_tcp.send(l, &h, &iov, 1, 2000), 0);
+}
+
+static void accept_at(struct sbd_link *l, uint64_t epoch, uint64_t chan,
+		      uint64_t pos, uint32_t restart)
+{
+	send_frame(l, RW_ACCEPT, epoch, chan, pos, &restart, sizeof(restart));
+}
+
+/* Whether the standby dropped the link: its next read ends. */
+static bool dropped(struct sbd_link *l)
+{
+	struct rw_hdr h;
+	uint8_t buf[64];
+	char why[256];
+
+	for (;;) {
+		int rc = rw_recv_frame(&sbd_tcp, l, &h, buf, sizeof(buf), 3000,
+				       why, sizeof(why));
+
+		if (rc == -ETIMEDOUT)
+			return false;
+		if (rc)
+			return true;
+	}
+}
+
+static bool log_wait(const char *what)
+{
+	for (int i = 0; i < 300; i++) {
+		if (log_has(what))
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* A gap to just below 2^64: every sum the standby makes with it would
+ * wrap (its wait for room, the segment index, the padding). */
+Test(hostile_primary, a_restart_position_near_2_64_is_refused)
+{
+	struct rw_hello hi;
+	struct sbd_link *l;
+	uint64_t chan;
+
+	l = link_up(&hi, &chan);
+	accept_at(l, hi.epoch > 0 ? hi.epoch : 1, chan,
+		  UINT64_MAX - 7, RW_RESTART_GAP);
+	cr_assert(dropped(l), "the standby kept the link");
+	sbd_tcp.close(l);
+	cr_assert(log_wait("out of range"));
+	/* And it still stops (a linker looping on the position would
+	 * not): teardown() checks the exit. */
+}
+
+/* A newer epoch whose start is not a record boundary: refused before the
+ * epoch is recorded, so the history stays loadable across a restart. */
+Test(hostile_primary, a_refused_acceptance_leaves_no_epoch_behind)
+{
+	char path[128], buf[256] = "";
+	struct rw_hello hi;
+	struct sbd_link *l;
+	uint64_t chan;
+	FILE *f;
+
+	l = link_up(&hi, &chan);
+	accept_at(l, hi.epoch + 5, chan, hi.end + 4, RW_RESTART_NONE);
+	cr_assert(dropped(l));
+	sbd_tcp.close(l);
+	cr_assert(log_wait("refused"));
+	snprintf(path, sizeof(path), "%s/state/epochs", state);
+	f = fopen(path, "r");
+	if (f) {
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+
+		buf[n] = 0;
+		fclose(f);
+	}
+	snprintf(path, sizeof(path), "%llu sp",
+		 (unsigned long long)(hi.epoch + 5));
+	cr_assert_null(strstr(buf, path), "recorded: %s", buf);
+	/* Restarted, it loads its history and links again. */
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	start_daemon();
+	l = link_up(&hi, &chan);
+	sbd_tcp.close(l);
+}
+
+/* Records made by a ring of the same geometry: frames a real primary
+ * would send for positions [0, *len). */
+static uint8_t *records(const char *dir, int n, size_t *len)
+{
+	shmbus_channel *ch = th_create(dir, CAP, 4096, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	struct shmbus_channel_info in;
+	uint8_t msg[40] = { 7 }, *data;
+	size_t dlen;
+
+	cr_assert(p);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), 0);
+	shmbus_channel_info(ch, &in);
+	*len = in.head;
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	data = th_map_data(dir, &dlen);
+	cr_assert(data && *len < dlen);
+	return data;
+}
+
+/* The next frame's sequence numbers go back below the ring's: applied,
+ * the standby's subscribers would take the new records for old ones. */
+Test(hostile_primary, sequence_numbers_that_go_back_are_refused)
+{
+	const char *dir = th_mkdir();
+	struct shmbus_channel_info in;
+	struct rw_hello hi;
+	struct sbd_link *l;
+	shmbus_channel *sb;
+	uint64_t chan, epoch;
+	size_t len;
+	uint8_t *data = records(dir, 10, &len);
+	char why[256];
+	struct rw_hdr h;
+	struct rw_ack ack;
+
+	l = link_up(&hi, &chan);
+	epoch = hi.epoch > 0 ? hi.epoch : 1;
+	cr_assert_eq(hi.end, 0);
+	accept_at(l, epoch, chan, 0, RW_RESTART_NONE);
+	send_frame(l, RW_DATA, epoch, chan, 0, data, len);
+	cr_assert_eq(rw_recv_frame(&sbd_tcp, l, &h, &ack, sizeof(ack), 3000,
+				   why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(h.type, RW_ACK);
+	/* The same ten records again, at the standby's end: their lap
+	 * tags fit there, their numbers do not. */
+	send_frame(l, RW_DATA, epoch, chan, len, data, len);
+	cr_assert(dropped(l));
+	sbd_tcp.close(l);
+	cr_assert(log_wait("the ring's next is"));
+	sb = shmbus_channel_open(d.dir, "sp");
+	cr_assert(sb);
+	shmbus_channel_info(sb, &in);
+	cr_assert_eq(in.head, len, "the standby applied the frame");
+	shmbus_channel_close(sb);
+	th_rmdir(dir);
+}
+
+/* ------------------------------------------------ a flapping standby */
+
+TestSuite(flapping_standby, .init = primary_setup, .fini = standby_fini,
+	  .timeout = 60);
+
+static uint64_t name_hash(const char *name)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+	for (; *name; name++)
+		h = (h ^ (uint8_t)*name) * UINT64_C(0x100000001b3);
+	return h;
+}
+
+/* Links to the primary as sp's standby holding [0, end) at epoch 1; the
+ * acceptance's position comes back. */
+static struct sbd_link *link_to_primary(uint64_t end, uint64_t *from)
+{
+	struct rw_hello hi = { .layout_version = SHMBUS_LAYOUT_VERSION,
+			       .capacity = CAP, .max_msg = 4096,
+			       .purpose = RW_FOR_LINK, .epoch = 1,
+			       .end = end };
+	struct sbd_link *l = NULL;
+	struct rw_hdr h;
+	uint32_t restart;
+	char why[256];
+
+	hi.flags = sb_channel_flags(SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+	snprintf(hi.bus, sizeof(hi.bus), "test");
+	snprintf(hi.channel, sizeof(hi.channel), "sp");
+	for (int i = 0; i < 200 && sbd_tcp.connect(paddr, 2000, &l); i++)
+		usleep(10000);
+	cr_assert(l, "cannot reach the primary at %s", paddr);
+	cr_assert_eq(rw_auth_client(&sbd_tcp, l, "test", 2000, why,
+				    sizeof(why)), 0, "%s", why);
+	send_frame(l, RW_HELLO, 1, name_hash("sp"), end, &hi, sizeof(hi));
+	cr_assert_eq(rw_recv_frame(&sbd_tcp, l, &h, &restart, sizeof(restart),
+				   2000, why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(h.type, RW_ACCEPT);
+	*from = h.pos;
+	return l;
+}
+
+static void publish_n(int n)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint8_t msg[40] = { 9 };
+
+	ch = open_role(&bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	for (int i = 0; i < n; i++)
+		cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), 0);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* In sync once it has everything; then it links again every 100 ms,
+ * never acknowledging what came since: a link is not progress. */
+Test(flapping_standby, links_without_progress_do_not_keep_it_in_sync)
+{
+	struct rw_ack ack = { 0 };
+	struct sbd_link *l;
+	struct rw_hdr h;
+	uint8_t *buf = malloc(CAP);
+	uint64_t from, end = 0;
+	char why[256];
+	int i;
+
+	cr_assert(buf);
+	publish_n(10);
+	l = link_to_primary(0, &from);
+	cr_assert_eq(from, 0);
+	/* Everything it is sent, acknowledged, until the primary says it
+	 * is in sync. */
+	for (i = 0; i < 300 && !log_has("sp: standby in sync"); i++) {
+		int rc = rw_recv_frame(&sbd_tcp, l, &h, buf, CAP, 10, why,
+				       sizeof(why));
+
+		if (rc == -ETIMEDOUT)
+			continue;
+		cr_assert_eq(rc, 0, "%s", why);
+		if (h.type == RW_DATA)
+			end = h.pos + h.len;
+		ack.received = ack.applied = end;
+		send_frame(l, RW_ACK, 1, name_hash("sp"), 0, &ack,
+			   sizeof(ack));
+	}
+	cr_assert(log_has("sp: standby in sync"));
+	sbd_tcp.close(l);
+	publish_n(10);
+	for (i = 0; i < 40 && !log_has("sp: standby out of sync"); i++) {
+		l = link_to_primary(end, &from);
+		cr_assert_eq(from, end);
+		usleep(100000);
+		sbd_tcp.close(l);
+	}
+	cr_assert(log_has("sp: standby out of sync (no progress"),
+		  "linked %d times in %d ms and still in sync", i, i * 100);
+	free(buf);
+}
