@@ -703,6 +703,51 @@ static int subscriber_of(struct sbd_client *cl, const char *name,
 	return 0;
 }
 
+/* Deleting a group: administrators only (it drops what the group has not
+ * acknowledged, and a configured group comes back at the next reload). */
+static int do_group_delete(struct sbd_client *cl,
+			   const struct shmbus_ctl_group *req)
+{
+	struct shmbus_group_attr a;
+	struct sbd_chan *c;
+	int rc;
+
+	if (!memchr(req->group, 0, sizeof(req->group)) ||
+	    !sb_name_ok(req->group, 63))
+		return deny(-EINVAL, "a group name is 1 to 63 letters, digits, "
+			      "'.', '_' or '-', not starting with '.'%s", "");
+	if (!privileged(cl) &&
+	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids)) {
+		denied++;
+		sbd_log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
+				"%s: pid %d (uid %u) may not delete group %s",
+				req->channel, (int)cl->pid, (unsigned)cl->uid,
+				req->group);
+		return deny(-EACCES, "uid %u may not delete groups: only root, "
+			      "the daemon's user and [bus] admins may",
+			      (unsigned)cl->uid);
+	}
+	rcu_read_lock();
+	c = sbd_chan_find(req->channel);
+	rc = !c ? -ENOENT : sbd_group_delete(c, req->group);
+	rcu_read_unlock();
+	if (!c)
+		return deny(-ENOENT, "no channel '%s' on bus '%s'",
+			      req->channel, sbd.conf.bus);
+	if (rc == -EBUSY)
+		return deny(rc, "group '%s' of '%s' has a live member",
+			      req->group, req->channel);
+	if (rc)
+		return deny(rc, "group '%s' of '%s': %s", req->group,
+			      req->channel, shmbus_strerror(rc));
+	sbd_log(SBD_NOTICE, 0, "%s: group %s deleted by pid %d (uid %u)%s",
+		req->channel, req->group, (int)cl->pid, (unsigned)cl->uid,
+		sbd_group_configured(req->channel, req->group, &a) ?
+		"; the config names it: it is made again at the next reload" :
+		"");
+	return 0;
+}
+
 static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		    struct shmbus_ctl_group *req)
 {
@@ -711,6 +756,8 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	struct sbd_chan *c;
 	int fd, rc, fds[2];
 
+	if (req->flags == SHMBUS_CTL_GROUP_DELETE)
+		return do_group_delete(cl, req);
 	if (!memchr(req->group, 0, sizeof(req->group)) ||
 	    !memchr(req->dead_letter, 0, sizeof(req->dead_letter)) ||
 	    !sb_name_ok(req->group, 63) || req->flags ||

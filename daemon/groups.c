@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,21 @@ static int maintain_one(const char *group, void *arg)
 	return 0;
 }
 
+/* The reaper maintains the groups while the main thread may delete one:
+ * one at a time, so that no scan writes a deleted group's floor into a
+ * slot that someone took since. */
+static pthread_mutex_t groups_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int sbd_group_delete(struct sbd_chan *c, const char *group)
+{
+	int rc;
+
+	pthread_mutex_lock(&groups_mu);
+	rc = shmbus_group_delete(c->ch, group);
+	pthread_mutex_unlock(&groups_mu);
+	return rc;
+}
+
 /* Every group of channel c, at each scan.  A channel without groups
  * costs one stat of the directory: it is listed again only once the
  * directory has changed (a group file made or removed). */
@@ -180,7 +196,9 @@ void sbd_groups_maintain(struct sbd_chan *c)
 	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if (!c->ngroups && t == c->groups_dir_ns)
 		return;
+	pthread_mutex_lock(&groups_mu);
 	n = sb_group_list(sbd.conf.shm_dir, c->name, maintain_one, &s);
+	pthread_mutex_unlock(&groups_mu);
 	c->ngroups = n > 0 ? (unsigned)n : 0;
 	c->groups_dir_ns = t;
 }

@@ -394,6 +394,9 @@ void sbd_groups_setup(const struct sbd_chan_conf *cc, shmbus_channel *ch);
 bool sbd_group_configured(const char *chan, const char *group,
 			  struct shmbus_group_attr *a);
 void sbd_groups_maintain(struct sbd_chan *c);
+/* Deletes a group of c (main thread), never during a scan of the groups:
+ * shmbus_group_delete()'s answers. */
+int sbd_group_delete(struct sbd_chan *c, const char *group);
 void sbd_groups_close(void);
 
 #endif /* SHMBUSD_H */

@@ -817,10 +817,11 @@ shmbus_group *shmbus_group_join(shmbus_channel *ch, const char *group,
  * direct mode, by the other members) and treated the same way. */
 void shmbus_group_leave(shmbus_group *m);
 
-/* Removes a group of a channel opened directly (its file and its hold on
- * the channel).  0, -EBUSY while a live member is joined (a member that
- * joins meanwhile gets EIDRM), -EOPNOTSUPP on a channel opened through
- * shmbusd (its groups go with the channel), -ENOENT... */
+/* Removes a group (its file and its hold on the channel).  On a channel
+ * opened through shmbusd the daemon does it, for root, its own user and
+ * [bus] admins only (-EACCES otherwise); a group its config names is made
+ * again at its next reload or start.  0, -EBUSY while a live member is
+ * joined (a member that joins meanwhile gets EIDRM), -ENOENT... */
 int shmbus_group_delete(shmbus_channel *ch, const char *group);
 
 /* A lease: what a member acks.  Opaque; copy it freely. */

@@ -953,3 +953,16 @@ int sb_bus_group(shmbus_bus *b, const char *chan, const char *group,
 	req.start = (uint32_t)a->start;
 	return call_fd(b, SHMBUS_CTL_GROUP, &req, sizeof(req));
 }
+
+int sb_bus_group_delete(shmbus_bus *b, const char *chan, const char *group)
+{
+	struct shmbus_ctl_group req;
+
+	memset(&req, 0, sizeof(req));
+	if (copy_name(req.channel, chan) || strlen(group) >= sizeof(req.group))
+		return -EINVAL;
+	memcpy(req.group, group, strlen(group));
+	req.flags = SHMBUS_CTL_GROUP_DELETE;
+	return call(b, SHMBUS_CTL_GROUP, &req, sizeof(req), NULL, 0, NULL,
+		    NULL);
+}

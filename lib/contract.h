@@ -125,6 +125,11 @@ void sb_count_stuck(shmbus_channel *ch);
 int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
 		struct shmbus_ctl_repl_reply *r);
 
+/* Deletes group `group` of channel `chan` through shmbusd (shmbusctl
+ * delete-group; shmbus_group_delete() on a channel opened through it):
+ * 0 or -errno, as shmbus_group_delete(). */
+int sb_bus_group_delete(shmbus_bus *b, const char *chan, const char *group);
+
 /* ---------------------------------------------------------------------
  * Replication (lib/replica.c: the fence and the watermark; lib/mirror.c:
  * shipping, applying, the cut; docs/replication.md).

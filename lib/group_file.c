@@ -339,8 +339,11 @@ SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
 	struct shmbus_group *m;
 	int fd, rc;
 
-	if (!ch || ch->bus || ch->rdonly)
-		return ch && ch->bus ? -EOPNOTSUPP : -EINVAL;
+	if (ch && ch->bus)
+		return group ? sb_bus_group_delete(ch->bus, ch->name, group)
+			     : -EINVAL;
+	if (!ch || ch->rdonly)
+		return -EINVAL;
 	rc = sb_group_path(path, sizeof(path), ch->dir, ch->name, group);
 	if (rc)
 		return rc;

@@ -202,7 +202,7 @@ Test(access, access_control_by_uid_and_gid, .fini = teardown)
 
 /* A group holds a subscriber slot, and a block channel's producers, until
  * it is deleted: a subscriber may join the groups that exist, and only
- * the config or an administrator makes new ones. */
+ * the config or an administrator makes new ones, or deletes them. */
 static int joins_as_nobody(void *arg)
 {
 	shmbus_channel *ch;
@@ -222,6 +222,8 @@ static int joins_as_nobody(void *arg)
 		return 13;
 	if (shmbus_group_join(ch, "squat", "m", NULL) || errno != EPERM)
 		return 14;
+	if (shmbus_group_delete(ch, "work") != -EACCES)
+		return 15;
 	return 0;
 }
 

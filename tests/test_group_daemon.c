@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../lib/channel.h"
 #include "daemon_fixture.h"
 #include "shmbus/group.h"
 
@@ -347,6 +348,56 @@ Test(group_daemon, the_socket_cannot_name_a_dead_letter_channel)
 	cr_assert_eq(errno, EPERM, "%s", strerror(errno));
 	cr_assert(log_has("may not name a dead-letter channel for group "
 			  "adhoc"));
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* A group holds its slot, and a block channel's producers, until it is
+ * deleted: through the daemon, by an administrator, never under a live
+ * member; a configured group is made again at the next reload. */
+/* The channel's slots held by groups, as its file says. */
+static unsigned group_slots(void)
+{
+	shmbus_channel *ch = shmbus_channel_open(d.dir, "jobs");
+	unsigned n = 0;
+
+	cr_assert(ch);
+	for (uint32_t i = 0; i < ch->nslots; i++)
+		n += owner_state(__atomic_load_n(&ch->subs[i].owner,
+						 __ATOMIC_RELAXED)) ==
+		     SHMBUS_SLOT_GROUP;
+	shmbus_channel_close(ch);
+	return n;
+}
+
+Test(group_daemon, an_admin_deletes_a_group_and_its_hold_on_the_channel)
+{
+	unsigned before;
+	const char *bin = getenv("SHMBUSCTL");
+	char path[256], cmd[512];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_group *g;
+
+	g = join_bus(&bus, &ch, "jobs", "tmp", "w", SHMBUS_GROUP_SHARED);
+	before = group_slots();
+	cr_assert_eq(shmbus_group_delete(ch, "tmp"), -EBUSY,
+		     "deleted under a live member");
+	shmbus_group_leave(g);
+	cr_assert_eq(shmbus_group_delete(ch, "tmp"), 0);
+	cr_assert_eq(shmbus_group_delete(ch, "tmp"), -ENOENT);
+	snprintf(path, sizeof(path), "%s/.jobs@tmp.group", d.dir);
+	cr_assert_neq(access(path, F_OK), 0, "the group's file stays");
+	cr_assert_eq(group_slots() + 1, before,
+		     "the group's slot is still held");
+	cr_assert(log_has("jobs: group tmp deleted by pid"));
+	/* A configured one, with shmbusctl: the log says it comes back. */
+	snprintf(cmd, sizeof(cmd), "%s -b %s delete-group jobs ordered "
+		 ">/dev/null", bin && *bin ? bin : "build/tools/shmbusctl",
+		 d.sock);
+	cr_assert_eq(system(cmd), 0);
+	cr_assert(log_has("group ordered deleted by pid"));
+	cr_assert(log_has("the config names it: it is made again"));
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }

@@ -8,6 +8,7 @@
  *                      [--policy block|overwrite] [--producers single|multi]
  *                      [--numa NODE] [--mode OCTAL]
  *   shmbusctl [-b BUS] delete NAME
+ *   shmbusctl [-b BUS] delete-group CHANNEL GROUP
  *   shmbusctl [-b BUS] status
  *   shmbusctl [-b BUS] promote [--force] | demote [--force] | switchover
  *   shmbusctl [-b BUS] journal dump|verify CHANNEL|DIR [--dir JOURNAL_DIR]
@@ -58,6 +59,7 @@ static void usage(FILE *f)
 "                 [--policy block|overwrite] [--producers single|multi]\n"
 "                 [--numa NODE] [--mode OCTAL]\n"
 "       shmbusctl [-b BUS] delete NAME\n"
+"       shmbusctl [-b BUS] delete-group CHANNEL GROUP\n"
 "       shmbusctl [-b BUS] status\n"
 "       shmbusctl [-b BUS] promote [--force] | demote [--force] | switchover\n"
 "       shmbusctl [-b BUS] journal dump|verify CHANNEL|DIR [--dir DIR]\n"
@@ -585,7 +587,8 @@ int main(int argc, char **argv)
 		     (!strcmp(cmd, "demote") || !strcmp(cmd, "promote"));
 
 	if (strcmp(cmd, "list") && strcmp(cmd, "describe") &&
-	    strcmp(cmd, "create") && strcmp(cmd, "delete") && !repl) {
+	    strcmp(cmd, "create") && strcmp(cmd, "delete") &&
+	    strcmp(cmd, "delete-group") && !repl) {
 		fprintf(stderr, "shmbusctl: unknown command '%s'\n", cmd);
 		usage(stderr);
 		return EXIT_USAGE;
@@ -593,6 +596,7 @@ int main(int argc, char **argv)
 	if ((!strcmp(cmd, "list") && argc - i != 1) ||
 	    ((!strcmp(cmd, "describe") || !strcmp(cmd, "delete")) &&
 	     argc - i != 2) || (!strcmp(cmd, "create") && argc - i < 2) ||
+	    (!strcmp(cmd, "delete-group") && argc - i != 3) ||
 	    (repl && argc - i != 1 + force)) {
 		usage(stderr);
 		return EXIT_USAGE;
@@ -614,6 +618,13 @@ int main(int argc, char **argv)
 		rc = cmd_repl(cmd, force);
 	} else if (!strcmp(cmd, "describe")) {
 		rc = cmd_describe(argv[i + 1]);
+	} else if (!strcmp(cmd, "delete-group")) {
+		rc = sb_bus_group_delete(bus, argv[i + 1], argv[i + 2]);
+		if (rc)
+			rc = refused("delete-group", argv[i + 2], rc);
+		else
+			printf("deleted group %s of %s\n", argv[i + 2],
+			       argv[i + 1]);
 	} else if (!strcmp(cmd, "delete")) {
 		rc = shmbus_bus_delete(bus, argv[i + 1]);
 		if (rc)

@@ -46,7 +46,9 @@ enum shmbus_ctl_type {
 	SHMBUS_CTL_REPL = 8,	 /* body: struct shmbus_ctl_repl; reply:
 				  * struct shmbus_ctl_repl_reply (admins) */
 	SHMBUS_CTL_GROUP = 9,	 /* body: struct shmbus_ctl_group; reply: the
-				  * group file's fd (subscribe rule) */
+				  * group file's fd (subscribe rule), or
+				  * with SHMBUS_CTL_GROUP_DELETE none
+				  * (admins) */
 	SHMBUS_CTL_JOURNAL = 10, /* body: struct shmbus_ctl_journal; reply:
 				  * a journal file's fd, read-only, or the
 				  * list of its segments (subscribe rule) */
@@ -94,8 +96,12 @@ struct shmbus_ctl_group {
 	uint32_t max_deliveries;
 	int64_t lease_ns;
 	uint32_t start;		/* enum shmbus_start */
-	uint32_t flags;		/* 0 */
+	uint32_t flags;		/* 0, or SHMBUS_CTL_GROUP_DELETE */
 };
+
+/* shmbus_ctl_group.flags: delete the group (its file and its hold on the
+ * channel) instead of joining it; the settings are not read. */
+#define SHMBUS_CTL_GROUP_DELETE	1u
 
 /* A channel's journal (docs/journal.md), for a replaying subscriber:
  * LIST answers with the segments' bases (uint64_t each, ascending, at
