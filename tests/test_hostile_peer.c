@@ -47,14 +47,20 @@ static void pair_with_us(const char *role)
 	cr_assert(fd >= 0);
 	cr_assert_eq(write(fd, "0123456789abcdef0123456789abcdef", 32), 32);
 	close(fd);
-	/* Ours first: a standby connects to it. */
+	/* Ours first: a standby connects to it; and the daemon's, free as
+	 * far as we can tell. */
 	for (;; port += 2) {
+		int probe;
+
+		cr_assert_lt(port, 60000, "no free port: %s", why);
 		snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+		snprintf(paddr, sizeof(paddr), "127.0.0.1:%d", port + 1);
+		if (sbd_tcp.listen(paddr, &probe, why, sizeof(why)))
+			continue;
+		close(probe);
 		if (sbd_tcp.listen(addr, &lfd, why, sizeof(why)) == 0)
 			break;
-		cr_assert_lt(port, 60000, "no free port: %s", why);
 	}
-	snprintf(paddr, sizeof(paddr), "127.0.0.1:%d", port + 1);
 	cr_assert_eq(rw_key_load(key, why, sizeof(why)), 0, "%s", why);
 	snprintf(conf, sizeof(conf),
 		 "[replication]\nrole = %s\nlisten = %s\n"
