@@ -143,6 +143,14 @@ static int hostile_subscriber(void)
 	return 0;
 }
 
+/* The child process becomes uid and gid 65534, without supplementary
+ * groups: 0, or -1. */
+static int become_nobody(void)
+{
+	return setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
+	       setresuid(65534, 65534, 65534) ? -1 : 0;
+}
+
 static int as_nobody(void *arg)
 {
 	const char *dir = arg;
@@ -150,8 +158,7 @@ static int as_nobody(void *arg)
 	shmbus_channel *ch;
 	struct shmbus_channel_attr a;
 
-	if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
-	    setresuid(65534, 65534, 65534))
+	if (become_nobody())
 		return 10;
 	bus = shmbus_connect(d.sock);
 	if (!bus)
@@ -209,8 +216,7 @@ static int joins_as_nobody(void *arg)
 	shmbus_bus *bus;
 
 	(void)arg;
-	if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
-	    setresuid(65534, 65534, 65534))
+	if (become_nobody())
 		return 10;
 	bus = shmbus_connect(d.sock);
 	if (!bus)
@@ -262,8 +268,7 @@ static int cuts_as_nobody(void *arg)
 	shmbus_bus *bus;
 	int fds[2], pfds[2], gfds[2];
 
-	if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) ||
-	    setresuid(65534, 65534, 65534))
+	if (become_nobody())
 		return 10;
 	if (raw_open("cut", SHMBUS_CTL_ROLE_SUB, fds) ||
 	    raw_open("cut2", SHMBUS_CTL_ROLE_PUB, pfds) ||

@@ -228,17 +228,36 @@ static int count_dl(const struct shmbus_msg *msg, void *arg)
 	return 0;
 }
 
+/* Reads messages 0-5 as a member: acknowledges all but 3, which it nacks
+ * until it is dead-lettered (counted in *got from the dead-letter
+ * channel's subscriber sub). */
+static void poison_third(shmbus_group *g, shmbus_sub *sub, int *got,
+			 int *acked)
+{
+	struct shmbus_group_msg m;
+	uint64_t buf;
+
+	for (int i = 0; i < 3000 && (!*got || *acked < 5); i++) {
+		if (shmbus_group_read(g, &buf, sizeof(buf), &m) == 8) {
+			if (buf == 3)
+				shmbus_group_nack(g, &m.lease, 0);
+			else if (shmbus_group_ack(g, &m.lease) == 0)
+				(*acked)++;
+		}
+		shmbus_poll(sub, count_dl, got, 0);
+		usleep(500);
+	}
+}
+
 /* A member opened through the daemon cannot publish to the dead-letter
  * channel; the daemon does it. */
 Test(group_daemon, the_daemon_dead_letters_poison_messages)
 {
 	struct shmbus_group_stats st;
-	struct shmbus_group_msg m;
 	shmbus_channel *ch, *dl;
 	shmbus_bus *bus, *bus2;
 	shmbus_group *g;
 	shmbus_sub *sub;
-	uint64_t buf;
 	int got = 0, acked = 0;
 
 	dl = open_role(&bus2, "dlq", SHMBUS_ROLE_SUBSCRIBE);
@@ -246,16 +265,7 @@ Test(group_daemon, the_daemon_dead_letters_poison_messages)
 	sub = shmbus_sub_open(dl, NULL);
 	g = join_bus(&bus, &ch, "jobs", "work", "w", SHMBUS_GROUP_SHARED);
 	publish_n(0, 6);
-	for (int i = 0; i < 3000 && (!got || acked < 5); i++) {
-		if (shmbus_group_read(g, &buf, sizeof(buf), &m) == 8) {
-			if (buf == 3)
-				shmbus_group_nack(g, &m.lease, 0);
-			else if (shmbus_group_ack(g, &m.lease) == 0)
-				acked++;
-		}
-		shmbus_poll(sub, count_dl, &got, 0);
-		usleep(500);
-	}
+	poison_third(g, sub, &got, &acked);
 	cr_assert_eq(acked, 5);
 	cr_assert_eq(got, 1, "message 3 in the dead-letter channel, once");
 	shmbus_group_stats(g, &st);
@@ -278,14 +288,12 @@ Test(group_daemon, the_daemon_dead_letters_poison_messages)
  * file says, which would be publishing with the daemon's rights. */
 Test(group_daemon, a_rewritten_dead_letter_name_is_not_obeyed)
 {
-	struct shmbus_group_msg m;
 	shmbus_channel *ch, *dl, *vc;
 	shmbus_bus *bus, *bus2, *bus3;
 	struct shmbus_group_hdr *gh;
 	shmbus_sub *sub, *vsub;
 	shmbus_group *g;
 	char path[256];
-	uint64_t buf;
 	int got = 0, stolen = 0, acked = 0, fd;
 
 	dl = open_role(&bus2, "dlq", SHMBUS_ROLE_SUBSCRIBE);
@@ -302,16 +310,7 @@ Test(group_daemon, a_rewritten_dead_letter_name_is_not_obeyed)
 	cr_assert(gh != MAP_FAILED);
 	snprintf(gh->dead_letter, sizeof(gh->dead_letter), "victim");
 	publish_n(0, 6);
-	for (int i = 0; i < 3000 && (!got || acked < 5); i++) {
-		if (shmbus_group_read(g, &buf, sizeof(buf), &m) == 8) {
-			if (buf == 3)
-				shmbus_group_nack(g, &m.lease, 0);
-			else if (shmbus_group_ack(g, &m.lease) == 0)
-				acked++;
-		}
-		shmbus_poll(sub, count_dl, &got, 0);
-		usleep(500);
-	}
+	poison_third(g, sub, &got, &acked);
 	usleep(100000);
 	shmbus_poll(vsub, count_dl, &stolen, 0);
 	cr_assert_eq(acked, 5);
