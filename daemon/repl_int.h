@@ -99,6 +99,10 @@ struct rchan {
 					 * is cleared */
 	uint64_t acked;			/* linker: the last position it
 					 * acknowledged */
+	uint64_t last_seq;		/* linker: the last sequence number
+					 * applied on this link, if
+					 * seq_known */
+	bool seq_known;
 	uint64_t ack_every;		/* at least one acknowledgement per
 					 * this many bytes applied */
 	struct sbd_link *slink;

@@ -133,10 +133,17 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		return -EBADMSG;
 	}
 	rc2 = sb_apply_check(rc->ch, h->pos, rc->buf, h->len, &f, why, wn);
-	if (!rc2)
-		rc2 = sb_apply_follows(rc->ch, &f, why, wn);
 	if (rc2)
 		return rc2;
+	/* The numbers go on from the last frame's on this link (the ring's
+	 * own next one may be ahead of its records after an apply that a
+	 * crash cut short was rolled back). */
+	if (rc->seq_known && f.first_seq != UINT64_MAX &&
+	    f.first_seq <= rc->last_seq) {
+		snprintf(why, wn, "sequence %" PRIu64 " at the frame's start, "
+			 "after %" PRIu64, f.first_seq, rc->last_seq);
+		return -EBADMSG;
+	}
 	if (h->epoch > e || !rp_hist_has(h->epoch, rc->id)) {
 		/* A new epoch: on disk before its first record. */
 		if ((rc2 = rp_hist_append(h->epoch, rc, h->pos, true)))
@@ -174,6 +181,10 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		return rc2;
 	}
 	*end = h->pos + h->len;
+	if (f.last_pos != UINT64_MAX) {
+		rc->last_seq = f.last_seq;
+		rc->seq_known = true;
+	}
 	unapplied_done(rc, *end, false);
 	sb_repl_acked(rc->ch, *end, *end, 0, true);
 	sb_repl_watermark(rc->ch, *end);
@@ -300,6 +311,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		unapplied_done(rc, end, false);
 	}
 	rc->acked = end;
+	rc->seq_known = false;
 	/* The next frame is looked for a little without sleeping: a
 	 * synchronous producer's comes a round trip after our ack. */
 	repl.t->set_spin(l, SPIN_NS, NULL, NULL);

@@ -122,8 +122,7 @@ int fuzz_frames_one(const uint8_t *data, size_t size)
 		/* The linker applies at its head only. */
 		h.pos = head;
 		if (sb_apply_check(ch, h.pos, body, h.len, &f, why,
-				   sizeof(why)) ||
-		    sb_apply_follows(ch, &f, why, sizeof(why)))
+				   sizeof(why)))
 			continue;
 		FUZZ_CHECK(sb_apply(w, h.pos, body, h.len, &f) == 0 ||
 			   sb_ring_head(ch) == head);

@@ -315,10 +315,6 @@ struct sb_frame {
  * it reads from the ring. */
 int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 		   size_t len, struct sb_frame *f, char *why, size_t whylen);
-/* Whether a frame checked so goes on from the ring it is to be applied
- * to: no sequence number below the ring's next.  0, or -EBADMSG and why. */
-int sb_apply_follows(shmbus_channel *ch, const struct sb_frame *f, char *why,
-		     size_t whylen);
 /* Writes records checked by sb_apply_check() (f) at pos, which must be
  * head (-ESTALE). */
 int sb_apply(shmbus_pub *w, uint64_t pos, const uint8_t *buf, size_t len,

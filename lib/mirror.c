@@ -259,20 +259,6 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 	return 0;
 }
 
-int sb_apply_follows(shmbus_channel *ch, const struct sb_frame *f, char *why,
-		     size_t whylen)
-{
-	/* No edge: the applying agent is the ring's only writer of seq. */
-	uint64_t next = load_relaxed64(&ch->hdr->seq);
-
-	if (f->first_seq == UINT64_MAX || f->first_seq >= next)
-		return 0;
-	snprintf(why, whylen, "sequence %llu at the frame's start, the ring's "
-		 "next is %llu", (unsigned long long)f->first_seq,
-		 (unsigned long long)next);
-	return -EBADMSG;
-}
-
 /*
  * Writes records checked by sb_apply_check() at [pos, pos + len), pos
  * being the ring's head: the claim as a single producer makes it (head,

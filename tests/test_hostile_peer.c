@@ -231,8 +231,9 @@ static uint8_t *records(const char *dir, int n, size_t *len)
 	return data;
 }
 
-/* The next frame's sequence numbers go back below the ring's: applied,
- * the standby's subscribers would take the new records for old ones. */
+/* The next frame's sequence numbers go back below the last frame's:
+ * applied, the standby's subscribers would take the new records for old
+ * ones. */
 Test(hostile_primary, sequence_numbers_that_go_back_are_refused)
 {
 	const char *dir = th_mkdir();
@@ -260,7 +261,7 @@ Test(hostile_primary, sequence_numbers_that_go_back_are_refused)
 	send_frame(l, RW_DATA, epoch, chan, len, data, len);
 	cr_assert(dropped(l));
 	sbd_tcp.close(l);
-	cr_assert(log_wait("the ring's next is"));
+	cr_assert(log_wait("at the frame's start, after"));
 	sb = shmbus_channel_open(d.dir, "sp");
 	cr_assert(sb);
 	shmbus_channel_info(sb, &in);
