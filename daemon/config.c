@@ -1002,19 +1002,20 @@ static int check_dead_letters(struct sbd_conf *c,
 			      const struct sbd_chan_conf *cc)
 {
 	for (uint32_t g = 0; g < cc->ngroups; g++)
-		for (size_t j = 0; j < c->nchans; j++)
-			if (cc->groups[g].dead_letter[0] &&
-			    !strcmp(c->chans[j].name, cc->groups[g].dead_letter) &&
-			    c->chans[j].attr.producers !=
-				    SHMBUS_MULTI_PRODUCER) {
-				snprintf(c->err, sizeof(c->err), "%s:%d: "
-					 "channel '%s': group %s's dead_letter "
-					 "'%s' is a single-producer channel; "
-					 "it must be multi", c->path, cc->line,
-					 cc->name, cc->groups[g].name,
-					 cc->groups[g].dead_letter);
-				return -1;
-			}
+		for (size_t j = 0; j < c->nchans; j++) {
+			const char *dl = cc->groups[g].dead_letter;
+
+			if (!dl[0] || strcmp(c->chans[j].name, dl) ||
+			    c->chans[j].attr.producers ==
+				    SHMBUS_MULTI_PRODUCER)
+				continue;
+			snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s': "
+				 "group %s's dead_letter '%s' is a "
+				 "single-producer channel; it must be multi",
+				 c->path, cc->line, cc->name,
+				 cc->groups[g].name, dl);
+			return -1;
+		}
 	return 0;
 }
 

@@ -775,9 +775,10 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	if (!configured && req->dead_letter[0]) {
 		denied++;
 		sbd_log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
-				"%s: pid %d (uid %u) may not name a dead-letter "
-				"channel for group %s", req->channel,
-				(int)cl->pid, (unsigned)cl->uid, req->group);
+				"%s: pid %d (uid %u) may not name a "
+				"dead-letter channel for group %s",
+				req->channel, (int)cl->pid, (unsigned)cl->uid,
+				req->group);
 		return deny(-EPERM, "group '%s' of '%s': a dead-letter channel "
 			      "is named in shmbusd's config only (the daemon "
 			      "copies poison messages with its own rights)",
@@ -814,8 +815,8 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 				"%s: pid %d (uid %u) may not make group %s",
 				req->channel, (int)cl->pid, (unsigned)cl->uid,
 				req->group);
-		return deny(-EPERM, "group '%s' of '%s' does not exist, and uid "
-			      "%u may not make one: groups are made by the "
+		return deny(-EPERM, "group '%s' of '%s' does not exist, and "
+			      "uid %u may not make one: groups are made by the "
 			      "config, root, the daemon's user and [bus] "
 			      "admins", req->group, req->channel,
 			      (unsigned)cl->uid);

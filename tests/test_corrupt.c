@@ -263,7 +263,8 @@ Test(corrupt, header_rewritten_while_channels_open)
 		struct shmbus_channel_info info;
 
 		if (!c) {
-			cr_assert_eq(errno, EBADMSG, "open: %s", strerror(errno));
+			cr_assert_eq(errno, EBADMSG, "open: %s",
+				     strerror(errno));
 			refused++;
 			continue;
 		}
