@@ -328,6 +328,9 @@ Test(repl, a_lapped_standby_counts_the_gap)
 	pid_t p1;
 
 	pair_setup(CHANS, "");
+	/* In sync first (B says it is linked before A's agent has taken the
+	 * link): only a standby in sync falls out of it. */
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
 	host_kill(&B, SIGKILL);
 	cr_assert(host_log_wait(&A, "sp: standby out of sync", 3000));
 	p1 = th_spawn(pair_publisher, &sp);
