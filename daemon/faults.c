@@ -58,8 +58,9 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 		default_action();
 		return;
 	}
-	/* A huge-page mapping cannot take a small page inside it: the
-	 * sizes are tried from the smallest. */
+	/* A huge-page mapping cannot take a small page inside it (EINVAL):
+	 * the sizes are tried from the smallest, a larger one only then, so
+	 * that a page never covers another mapping beside the cut one. */
 	for (int i = 0; i < 3; i++) {
 		void *p = (void *)(a & ~(page_sizes[i] - 1));
 
@@ -72,6 +73,8 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 			errno = saved;
 			return;
 		}
+		if (errno != EINVAL)
+			break;
 	}
 	default_action();
 	errno = saved;
