@@ -59,6 +59,7 @@ struct jchan {
 	uint64_t pos;			/* written through */
 	uint64_t synced;		/* fdatasync'd through */
 	uint64_t seq;			/* the last seq written (UINT64_MAX) */
+	uint64_t synced_seq;		/* the last seq synced (UINT64_MAX) */
 	int fd;				/* the current segment */
 	uint64_t base;
 	int tix_fd;
@@ -450,9 +451,11 @@ static int sync_now(struct jchan *j)
 	if (fdatasync(j->fd)) {
 		int rc = -errno;
 
-		if (j->conf.ack)
+		if (j->conf.ack) {
+			/* Copied again from there: its numbers too. */
 			j->pos = j->synced;
-		else
+			j->seq = j->synced_seq;
+		} else
 			sbd_log_limited(&j->rl, SBD_ERR, ++j->errors,
 					"journal errors", "%s: journal: a sync "
 					"failed (%s): [%" PRIu64 ", %" PRIu64 ") "
@@ -462,6 +465,7 @@ static int sync_now(struct jchan *j)
 		return rc;
 	}
 	j->synced = j->pos;
+	j->synced_seq = j->seq;
 	j->sync_ns = sb_now_ns();
 	sb_jnl_count(j->ch, 1, 0, 0);
 	publish_synced(j);
@@ -557,6 +561,7 @@ static int gap(struct jchan *j, uint64_t to)
 		return rc;
 	j->pos = to;
 	j->synced = to;
+	j->synced_seq = j->seq;
 	return 0;
 }
 
@@ -638,7 +643,10 @@ static int append(struct jchan *j)
 		 * us. */
 		uint64_t oldest = sb_ring_oldest(j->ch);
 
-		if (oldest > j->pos && !sb_ring_has_record(j->ch, j->pos)) {
+		/* Lapped: the ring no longer holds j->pos.  Not a record
+		 * there yet (a claim not committed) is no gap: its commit is
+		 * waited for. */
+		if (oldest > j->pos && !sb_ring_holds(j->ch, j->pos)) {
 			rc = gap(j, oldest);
 			if (rc)
 				return rc;
@@ -1000,7 +1008,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	j->min_free = sbd.conf.journal_min_free;
 	j->fd = j->tix_fd = j->dfd = -1;
 	j->want = j->ready = UINT64_MAX;
-	j->seq = UINT64_MAX;
+	j->seq = j->synced_seq = UINT64_MAX;
 	j->uid = cc->owner;
 	j->gid = cc->group;
 	pthread_mutex_init(&j->mu, NULL);
@@ -1089,7 +1097,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	 * copied again, checked against being overwritten meanwhile. */
 	sb_jnl_setup(j->ch, j->dir, (uint32_t)__builtin_ctzll(j->g.seg_size),
 		     j->conf.ack);
-	j->seq = seq;
+	j->seq = j->synced_seq = seq;
 	j->sync_ns = sb_now_ns();
 	if (end == UINT64_MAX) {
 		/* A new journal starts at what the ring holds. */

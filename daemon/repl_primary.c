@@ -596,8 +596,10 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 		return;
 	}
 	oldest = sb_ring_oldest(rc->ch);
+	/* A gap only where the ring no longer holds the standby's end (a
+	 * record not committed there yet is shipped once it is). */
 	if (restart == RW_RESTART_NONE && start < oldest &&
-	    !sb_ring_has_record(rc->ch, start)) {
+	    !sb_ring_holds(rc->ch, start)) {
 		restart = RW_RESTART_GAP;
 		start = oldest;
 		sb_repl_count(rc->ch, SB_REPL_GAPS, 1);

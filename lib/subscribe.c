@@ -108,7 +108,9 @@ int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 		return 0;
 	}
 	lo = head + SHMBUS_REC_ALIGN - ch->cap;
-	for (b = (lo + seg - 1) & ~(seg - 1); b <= head; b += seg) {
+	/* b >= lo: a head near 2^64 (damage) must not wrap b round to 0
+	 * and walk 2^64 / seg entries. */
+	for (b = (lo + seg - 1) & ~(seg - 1); b <= head && b >= lo; b += seg) {
 		/* A4: pairs with R4 in sb_seg_index(). */
 		uint64_t e = load_acquire64(
 			&ch->segs[(b >> ch->seg_log2) & (SHMBUS_NSEG - 1)].pos);

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../lib/contract.h"
 #include "helpers.h"
 #include "shmbus/layout.h"
 
@@ -279,6 +280,44 @@ Test(corrupt, header_rewritten_while_channels_open)
 	cr_assert_eq(th_wait(pid), 0);
 	cr_log_info("opened %u, refused %u", opened, refused);
 	cr_assert_gt(refused, 0, "the rewrites were never seen");
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+/* A head near 2^64 written into the header: finding the oldest record
+ * (the journal's and the replication agent's look at the ring) must not
+ * walk 2^64 / segment index entries. */
+static int oldest_of_a_huge_head(void *arg)
+{
+	const char *dir = arg;
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	size_t len, dlen;
+	uint8_t *raw = th_map_channel(dir, &len), *data = th_map_data(dir, &dlen);
+	struct shmbus_hdr *h = (struct shmbus_hdr *)raw;
+	struct shmbus_seg *segs;
+
+	if (!ch || !raw || !data)
+		return 2;
+	/* The index after the ring, every entry unusable (a publisher's
+	 * mapping can write it), so that no entry ends the walk. */
+	segs = (struct shmbus_seg *)(data + CAP);
+	for (unsigned i = 0; i < SHMBUS_NSEG; i++)
+		__atomic_store_n(&segs[i].pos, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->head, UINT64_MAX - 15, __ATOMIC_RELAXED);
+	alarm(5);
+	(void)sb_ring_oldest(ch);
+	return 0;
+}
+
+Test(corrupt, a_head_near_2_64_is_not_walked_for_ever)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, CAP, MAXMSG, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	int rc = th_wait(th_spawn(oldest_of_a_huge_head, (void *)dir));
+
+	cr_assert_eq(rc, 0, "exit %d%s", rc, rc > 128 ? " (the alarm: it "
+		     "walked on)" : "");
 	shmbus_channel_close(ch);
 	th_rmdir(dir);
 }

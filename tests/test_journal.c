@@ -1195,3 +1195,38 @@ Test(journal, a_subscriber_replays_files_it_cannot_open_itself)
 	cr_assert_eq(th_wait(th_spawn(nobody_replays, &n)), 0);
 	close_pub(bus, ch, p);
 }
+
+/* A multi producer's claim not committed yet, with the ring full behind
+ * it up to the journal's cursor: the index then names a boundary past the
+ * claim, but the ring still holds it.  The journal waits for the commit
+ * and records no gap. */
+Test(journal, a_slow_claim_on_a_full_ring_is_waited_for_not_a_gap)
+{
+	shmbus_channel *ch, *ch2;
+	shmbus_bus *bus, *bus2;
+	shmbus_pub *a, *b;
+	uint8_t m[100] = { 1 };
+	void *p;
+	int n = 0, rc;
+
+	conf_with("producers = multi\njournal_fsync = none\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &a);
+	ch2 = open_pub(&bus2, &b);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(shmbus_publish(b, m, sizeof(m)), 0);
+	wait_written(ch, 10);
+	cr_assert_eq(shmbus_claim(a, sizeof(m), &p), 0);
+	while ((rc = shmbus_publish(b, m, sizeof(m))) == 0)
+		n++;
+	cr_assert_eq(rc, -EAGAIN, "publish: %d", rc);
+	cr_assert_gt(n, 100);
+	usleep(200000);
+	cr_assert(!log_has("journal: gap"), "a gap recorded over a claim");
+	memset(p, 2, sizeof(m));
+	cr_assert_eq(shmbus_commit(a), 0);
+	wait_written(ch, 10);
+	cr_assert(!log_has("journal: gap"));
+	close_pub(bus, ch, a);
+	close_pub(bus2, ch2, b);
+}
