@@ -269,7 +269,11 @@ int sb_jlist(const char *dir, uint64_t **bases, size_t *count)
 		unsigned long long b;
 		char tail[8];
 
+		/* Exactly 16 lower-case hex digits and ".seg", as
+		 * sb_jseg_path() names them: %llx alone would take "0x",
+		 * a sign or spaces, and name another file. */
 		if (strlen(e->d_name) != 20 ||
+		    strspn(e->d_name, "0123456789abcdef") != 16 ||
 		    sscanf(e->d_name, "%16llx%7s", &b, tail) != 2 ||
 		    strcmp(tail, ".seg"))
 			continue;

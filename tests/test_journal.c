@@ -1230,3 +1230,30 @@ Test(journal, a_slow_claim_on_a_full_ring_is_waited_for_not_a_gap)
 	close_pub(bus, ch, a);
 	close_pub(bus2, ch2, b);
 }
+
+/* Only names made as the daemon makes them (16 lower-case hex digits) are
+ * segments: "0x...", a sign or spaces would name another base. */
+Test(journal, only_canonical_names_are_segments)
+{
+	const char *dir = th_mkdir();
+	const char *names[] = { "0000000000010000.seg", "-000000000000001.seg",
+				"0x00000000000000.seg", " 000000000000001.seg",
+				"00000000000000A0.seg", "0000000000020000.tix" };
+	char path[256];
+	uint64_t *b;
+	size_t k;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		fd = open(path, O_WRONLY | O_CREAT, 0600);
+		cr_assert(fd >= 0);
+		close(fd);
+	}
+	cr_assert_eq(sb_jlist(dir, &b, &k), 0);
+	cr_assert_eq(k, 1, "%zu segments", k);
+	cr_assert_eq(b[0], 0x10000);
+	free(b);
+	th_rmdir(dir);
+}
