@@ -443,6 +443,8 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		return deny(-ENOENT, "no channel '%s' on bus '%s'",
 			      req->name, sbd.conf.bus);
 	}
+	/* No edge: a flag alone (faults.c sets it, nothing travels with
+	 * it). */
 	if (atomic_load_explicit(&c->damaged, memory_order_relaxed)) {
 		rcu_read_unlock();
 		return deny(-EBADMSG, DAMAGED, req->name);
@@ -690,6 +692,7 @@ static int subscriber_of(struct sbd_client *cl, const char *name,
 	if (!*c)
 		return deny(-ENOENT, "no channel '%s' on bus '%s'", name,
 			      sbd.conf.bus);
+	/* No edge, as in do_open(). */
 	if (atomic_load_explicit(&(*c)->damaged, memory_order_relaxed))
 		return deny(-EBADMSG, DAMAGED, name);
 	r = rcu_dereference((*c)->rules);
