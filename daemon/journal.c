@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +54,8 @@ struct jchan {
 	char dir[PATH_MAX];
 	int dfd;			/* the directory, to sync it */
 	mode_t fmode;
-	int64_t uid, gid;		/* -1: the daemon's */
+	int64_t gid;			/* the channel's group (-1: the
+					 * daemon's) */
 	shmbus_sub *cursor;
 	uint64_t held;			/* the cursor's position */
 	uint64_t pos;			/* written through */
@@ -121,11 +123,12 @@ static int write_all(int fd, const void *buf, size_t len, off_t off)
 	return 0;
 }
 
+/* The files stay the daemon's user's, whoever owns the channel: an owner
+ * of a file may change its mode, and the owner of the directory may put
+ * files in it.  The channel's group gets them, to read only. */
 static void own(struct jchan *j, int fd)
 {
-	if ((j->uid >= 0 || j->gid >= 0) &&
-	    fchown(fd, j->uid >= 0 ? (uid_t)j->uid : (uid_t)-1,
-		   j->gid >= 0 ? (gid_t)j->gid : (gid_t)-1))
+	if (fchown(fd, geteuid(), j->gid >= 0 ? (gid_t)j->gid : (gid_t)-1))
 		sbd_log(SBD_WARN, errno, "%s: journal: chown", j->name);
 	fchmod(fd, j->fmode);
 }
@@ -599,6 +602,61 @@ static void hold(struct jchan *j)
 	}
 }
 
+/* The ring is damaged under the journal: said, counted, and retried
+ * (append()'s caller) without writing anything. */
+static int damaged(struct jchan *j, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int damaged(struct jchan *j, const char *fmt, ...)
+{
+	char why[320];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	sbd_log_limited(&j->rl, SBD_ERR, ++j->errors, "journal errors",
+			"%s: journal: the ring is damaged at %" PRIu64 ": %s",
+			j->name, j->pos, why);
+	return -EBADMSG;
+}
+
+/* append() found no committed record at j->pos: a claim not committed
+ * yet (0: waited for), the ring lapped it (overwrite: a gap, counted), or
+ * damage (-EBADMSG: said and retried, never a gap). */
+static int nothing_at_pos(struct jchan *j)
+{
+	uint64_t head = sb_ring_head(j->ch), oldest;
+	char why[256];
+	int rc;
+
+	if (sb_ring_damage(j->ch, j->pos, NULL, why, sizeof(why)))
+		return damaged(j, "%s", why);
+	/* head behind what the journal has: a header written over (a ring
+	 * made again is found at start, not here). */
+	if (head < j->pos)
+		return damaged(j, "head %" PRIu64 " is behind the journal",
+			       head);
+	if (sb_ring_holds(j->ch, j->pos))
+		return 0;	/* a claim not committed yet */
+	/* Lapped.  The journal's cursor holds a block channel's producers
+	 * a lap behind it: head further on is a header written over, not
+	 * records the journal missed.  (Below its cursor, after a host
+	 * crash lost the journal's tail, the ring may have gone on.) */
+	if (!(j->g.flags & SHMBUS_F_OVERWRITE) && j->held <= j->pos)
+		return damaged(j, "head %" PRIu64 " is more than a lap ahead "
+			       "of the journal on a block channel", head);
+	oldest = sb_ring_oldest(j->ch);
+	if (oldest <= j->pos)
+		return 0;
+	rc = gap(j, oldest);
+	if (rc)
+		return rc;
+	hold(j);
+	sb_jnl_written(j->ch, j->pos);
+	return 1;
+}
+
 /* Appends what is committed from j->pos: 1 if it wrote, 0 if nothing was
  * there, -errno. */
 static int append(struct jchan *j)
@@ -638,24 +696,8 @@ static int append(struct jchan *j)
 			return 1;
 		}
 	}
-	if (end == j->pos) {
-		/* Nothing, or lapped (overwrite): the ring's oldest is past
-		 * us. */
-		uint64_t oldest = sb_ring_oldest(j->ch);
-
-		/* Lapped: the ring no longer holds j->pos.  Not a record
-		 * there yet (a claim not committed) is no gap: its commit is
-		 * waited for. */
-		if (oldest > j->pos && !sb_ring_holds(j->ch, j->pos)) {
-			rc = gap(j, oldest);
-			if (rc)
-				return rc;
-			hold(j);
-			sb_jnl_written(j->ch, j->pos);
-			return 1;
-		}
-		return 0;
-	}
+	if (end == j->pos)
+		return nothing_at_pos(j);
 	len = end - j->pos;
 	if (len > j->buf_cap)
 		return -EMSGSIZE;	/* one record longer than the buffer */
@@ -1009,16 +1051,15 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	j->fd = j->tix_fd = j->dfd = -1;
 	j->want = j->ready = UINT64_MAX;
 	j->seq = j->synced_seq = UINT64_MAX;
-	j->uid = cc->owner;
 	j->gid = cc->group;
 	pthread_mutex_init(&j->mu, NULL);
 	pthread_cond_init(&j->cv, NULL);
 	j->ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
 	if (!j->ch || shmbus_channel_info(j->ch, &in))
 		return -errno;
-	/* The files are as readable as the channel's (mode), and only the
-	 * daemon writes them. */
-	j->fmode = (cc->attr.mode ? cc->attr.mode : 0600) & 0444;
+	/* Only the daemon writes the files; its group and others read them
+	 * as the channel's mode lets them read the channel. */
+	j->fmode = (cc->attr.mode ? cc->attr.mode : 0600) & 0044;
 	j->fmode |= 0600;
 	if (snprintf(j->dir, sizeof(j->dir), "%s/%s", sbd.conf.journal_dir,
 		     cc->name) >= (int)sizeof(j->dir) ||
@@ -1287,7 +1328,6 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 	memset(&cc, 0, sizeof(cc));
 	snprintf(cc.name, sizeof(cc.name), "%s", j->name);
 	cc.jnl = j->conf;
-	cc.owner = j->uid;
 	cc.group = j->gid;
 	cc.attr.mode = j->fmode;
 	free_one(j, true);

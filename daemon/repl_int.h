@@ -80,6 +80,9 @@ struct rchan {
 	uint64_t known;			/* committed up to here (agent) */
 	struct sb_marks marks;		/* agent: frame ends its walks to
 					 * known passed */
+	uint64_t damaged_at;		/* agent: the walk stopped at a record
+					 * a standby would refuse here
+					 * (UINT64_MAX: none) */
 	uint64_t received, applied;	/* atomic: the standby's acks */
 	uint64_t persisted;		/* atomic: its journal's, acked */
 	int64_t progress_ns;		/* atomic: last ack that moved */

@@ -287,6 +287,52 @@ static bool ship(struct rchan *rc)
 	return any;
 }
 
+/*
+ * Damage in the ring, which every process that maps it can write: a
+ * record the walk stopped at because a standby would refuse it
+ * (sb_ring_damage()), or a head behind what the walk has passed or, on a
+ * block channel, more than a lap ahead of it (the agent's cursor, never
+ * past known, holds producers a lap behind).  Nothing from there on is
+ * shipped, rather than shipped, refused and shipped again for ever; the
+ * standby is out of sync meanwhile (judge()).  Said once per place, and
+ * when it is gone.
+ */
+static void check_damage(struct rchan *rc)
+{
+	/* Read after the walk: head never goes back, so it is at least
+	 * where the walk ended unless the header was written over. */
+	uint64_t head = sb_ring_head(rc->ch);
+	char why[256];
+	bool bad = true;
+
+	if (head < rc->known)
+		snprintf(why, sizeof(why), "head %" PRIu64 " is behind what "
+			 "was committed", head);
+	else if (head - rc->known > rc->cap &&
+		 !(rc->flags & SHMBUS_F_OVERWRITE))
+		snprintf(why, sizeof(why), "head %" PRIu64 " is more than a "
+			 "lap ahead on a block channel", head);
+	else
+		bad = rc->known < head &&
+		      sb_ring_damage(rc->ch, rc->known, &rc->marks, why,
+				     sizeof(why));
+	if (!bad) {
+		if (rc->damaged_at != UINT64_MAX)
+			sbd_log(SBD_NOTICE, 0, "%s: the ring is no longer "
+				"damaged at %" PRIu64 "; shipping", rc->name,
+				rc->damaged_at);
+		rc->damaged_at = UINT64_MAX;
+		return;
+	}
+	if (rc->damaged_at == rc->known)
+		return;
+	rc->damaged_at = rc->known;
+	sb_repl_count(rc->ch, SB_REPL_BAD, 1);
+	sbd_log(SBD_ERR, 0, "%s: the ring is damaged: %s; nothing from %"
+		PRIu64 " on is shipped (the standby falls out of sync)",
+		rc->name, why, rc->known);
+}
+
 /* In sync or not, the watermark, and the cursor. */
 static void judge(struct rchan *rc)
 {
@@ -298,7 +344,8 @@ static void judge(struct rchan *rc)
 	uint64_t lpos = rc->level == SHMBUS_ACK_LOCAL ? rc->known
 						       : level_pos(rc);
 	struct sb_repl_view v;
-	bool caught = link && sync_pos >= rc->known;
+	bool damaged = rc->damaged_at != UINT64_MAX;
+	bool caught = link && sync_pos >= rc->known && !damaged;
 	bool ok, degrade;
 	uint64_t cur;
 
@@ -308,7 +355,8 @@ static void judge(struct rchan *rc)
 	 * refused, a reconnection) keeps the standby in sync: only progress
 	 * counts, and a lag beyond max_lag. */
 	ok = (!rc->max_lag || rc->known - sync_pos <= rc->max_lag) &&
-	     now - LOAD(&rc->progress_ns) <= (int64_t)sync_ms() * 1000000;
+	     now - LOAD(&rc->progress_ns) <= (int64_t)sync_ms() * 1000000 &&
+	     !damaged;
 	if (rc->in_sync && !ok) {
 		rc->in_sync = false;
 		/* First the flag, then (degrade) the watermark: R14 orders
@@ -317,6 +365,7 @@ static void judge(struct rchan *rc)
 		sb_repl_count(rc->ch, SB_REPL_OUT_OF_SYNC, 1);
 		sbd_log(SBD_WARN, 0, "%s: standby out of sync (%s; it has %"
 			PRIu64 " of %" PRIu64 "): %s", rc->name,
+			damaged ? "the ring is damaged" :
 			!link ? "no link for sync_timeout_ms" :
 			rc->max_lag && rc->known - sync_pos > rc->max_lag ?
 			"lag over max_lag" : "no progress for sync_timeout_ms",
@@ -429,7 +478,8 @@ static void *agent_main(void *arg)
 		if (rc->plink && LOAD(&rc->link_dead))
 			drop_link(rc, NULL);
 		head = sb_ring_head(rc->ch);
-		if (head - rc->known > rc->cap) {
+		if (head > rc->known && head - rc->known > rc->cap &&
+		    (rc->flags & SHMBUS_F_OVERWRITE)) {
 			/* Lapped (overwrite policy): the standby too, if it
 			 * was behind the oldest record. */
 			oldest = sb_ring_oldest(rc->ch);
@@ -440,6 +490,7 @@ static void *agent_main(void *arg)
 		}
 		rc->known = sb_committed_end_marked(rc->ch, rc->known,
 						    UINT64_MAX, &rc->marks);
+		check_damage(rc);
 		busy = ship(rc);
 		judge(rc);
 		ship_groups(rc);
@@ -474,6 +525,7 @@ int rp_agent_start(struct rchan *rc)
 	rc->cursor_pos = oldest;
 	sb_sub_seek(rc->cursor, oldest);
 	rc->in_sync = false;
+	rc->damaged_at = UINT64_MAX;
 	STORE(&rc->sent, rc->known);
 	STORE(&rc->sent_hi, rc->known);
 	STORE(&rc->received, 0);

@@ -243,10 +243,18 @@ void sb_repl_kick(shmbus_channel *ch);
 void sb_sub_seek(shmbus_sub *sub, uint64_t pos);
 
 /* Shipping.  The end of the committed records from `from` (a record
- * boundary), at most `most` bytes further unless the first record alone
- * is longer; `from` itself if nothing is committed there or `from` was
- * lapped. */
+ * boundary), at most `most` bytes further; `from` itself if nothing is
+ * committed there or `from` was lapped.  Only records a standby would
+ * apply count (sb_apply_check()'s rules): the walk ends at one it would
+ * refuse, as at a claim not committed yet. */
 uint64_t sb_committed_end(shmbus_channel *ch, uint64_t from, uint64_t most);
+struct sb_marks;
+/* Whether the walk above stopped at pos because the ring is damaged
+ * there (a record of this lap that breaks the rules; with mk, also a
+ * sequence number not above the last one walked), not for a claim still
+ * to be committed: true with *why saying what is wrong. */
+bool sb_ring_damage(shmbus_channel *ch, uint64_t pos,
+		    const struct sb_marks *mk, char *why, size_t whylen);
 
 /*
  * Record boundaries that a walk over committed records passed, at most
@@ -264,6 +272,8 @@ struct sb_marks {
 	uint64_t step;
 	uint64_t last;			/* the last boundary marked, or
 					 * where the walk began */
+	uint64_t seq;			/* of the last record walked */
+	bool have_seq;
 };
 
 /* No marks; the next walk starts at `from`, and marks every `step`. */

@@ -28,6 +28,89 @@
 
 /* ---------------------------------------------------------- shipping */
 
+/*
+ * The agents' walk (shipping, the journal) takes as committed only what a
+ * standby's sb_apply_check() would take: a record of this lap, of a known
+ * type, a length within max_msg (padding: aligned), inside the ring, and
+ * a sequence number above the one before it.  A record that breaks a rule
+ * ends the walk there, as an uncommitted claim does, so that it is never
+ * shipped and refused for ever; sb_ring_damage() tells the two apart.
+ */
+enum rec_look { REC_NONE, REC_OK, REC_PAST, REC_BAD };
+
+static enum rec_look look_rec(shmbus_channel *ch, uint64_t p, uint64_t to,
+			      uint64_t *seq, bool *have_seq, uint64_t *size,
+			      char *why, size_t whylen)
+{
+	/* A1: pairs with R1 (commit_store()): the seq below is the
+	 * record's. */
+	uint64_t w = load_acquire64(&rec_at(ch, p)->commit), s;
+	uint32_t type = word_type(w), l = word_len(w);
+
+	if (word_tag(w) != lap_tag(ch, p))
+		return REC_NONE;
+	if (type == SHMBUS_REC_PAD) {
+		*size = SHMBUS_REC_ALIGN + (uint64_t)l;
+		if (l % SHMBUS_REC_ALIGN) {
+			if (why)
+				snprintf(why, whylen, "padding of length %u", l);
+			return REC_BAD;
+		}
+	} else if (type == SHMBUS_REC_MSG || type == SHMBUS_REC_SKIP) {
+		*size = rec_size(l);
+		if (l > ch->max_msg) {
+			if (why)
+				snprintf(why, whylen, "length %u over max_msg "
+					 "%u", l, ch->max_msg);
+			return REC_BAD;
+		}
+	} else {
+		if (why)
+			snprintf(why, whylen, "type %u", type);
+		return REC_BAD;
+	}
+	if ((p & ch->mask) + *size > ch->cap) {
+		if (why)
+			snprintf(why, whylen, "%llu bytes from %llu cross the "
+				 "ring's end", (unsigned long long)*size,
+				 (unsigned long long)p);
+		return REC_BAD;
+	}
+	if (*size > to - p)
+		return REC_PAST;
+	if (type == SHMBUS_REC_PAD)
+		return REC_OK;
+	s = load_relaxed64(&rec_at(ch, p)->seq);
+	if (s == UINT64_MAX || (*have_seq && s <= *seq)) {
+		if (why)
+			snprintf(why, whylen, "sequence %llu after %llu",
+				 (unsigned long long)s,
+				 (unsigned long long)*seq);
+		return REC_BAD;
+	}
+	*seq = s;
+	*have_seq = true;
+	return REC_OK;
+}
+
+/* Marks boundary p, the start of a record of `size` bytes, if the record
+ * would end more than a step past the last mark: a frame from that mark
+ * to p stays within the step. */
+static void mark(struct sb_marks *mk, uint64_t p, uint64_t size)
+{
+	if (p + size - mk->last <= mk->step || p <= mk->last)
+		return;
+	mk->last = p;
+	if (mk->n == SB_MARKS_MAX && mk->lo) {
+		memmove(mk->at, mk->at + mk->lo,
+			(mk->n - mk->lo) * sizeof(mk->at[0]));
+		mk->n -= mk->lo;
+		mk->lo = 0;
+	}
+	if (mk->n < SB_MARKS_MAX)
+		mk->at[mk->n++] = p;
+}
+
 uint64_t sb_committed_end(shmbus_channel *ch, uint64_t from, uint64_t most)
 {
 	return sb_committed_end_marked(ch, from, most, NULL);
@@ -37,12 +120,28 @@ uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
 				 uint64_t most, struct sb_marks *mk)
 {
 	/* A12: head bounds the walk; no record past it is ours to read. */
-	uint64_t head = load_acquire64(&ch->hdr->head), to;
+	uint64_t head = load_acquire64(&ch->hdr->head), to, p, size, seq = 0;
+	bool have_seq = false;
 
 	if (from > head || head - from > ch->cap)
 		return from;
 	to = head - from > most ? from + most : head;
-	return sb_committed_walk(ch, from, to, mk);
+	if (mk) {
+		seq = mk->seq;
+		have_seq = mk->have_seq;
+	}
+	for (p = from; p < to; p += size) {
+		if (look_rec(ch, p, to, &seq, &have_seq, &size, NULL, 0) !=
+		    REC_OK)
+			break;
+		if (mk)
+			mark(mk, p, size);
+	}
+	if (mk) {
+		mk->seq = seq;
+		mk->have_seq = have_seq;
+	}
+	return p;
 }
 
 void sb_marks_reset(struct sb_marks *mk, uint64_t from, uint64_t step)
@@ -50,6 +149,35 @@ void sb_marks_reset(struct sb_marks *mk, uint64_t from, uint64_t step)
 	mk->lo = mk->n = 0;
 	mk->step = step;
 	mk->last = from;
+	mk->have_seq = false;
+	mk->seq = 0;
+}
+
+bool sb_ring_damage(shmbus_channel *ch, uint64_t pos,
+		    const struct sb_marks *mk, char *why, size_t whylen)
+{
+	/* A12: head bounds what may be read. */
+	uint64_t head = load_acquire64(&ch->hdr->head), size, seq = 0;
+	bool have_seq = mk && mk->have_seq;
+	char what[160];
+	enum rec_look r;
+
+	if (mk)
+		seq = mk->seq;
+	if (pos % SHMBUS_REC_ALIGN || pos >= head || head - pos > ch->cap)
+		return false;
+	r = look_rec(ch, pos, head, &seq, &have_seq, &size, what,
+		     sizeof(what));
+	if (r == REC_PAST)
+		snprintf(what, sizeof(what), "%llu bytes from %llu run past "
+			 "head %llu", (unsigned long long)size,
+			 (unsigned long long)pos, (unsigned long long)head);
+	/* Overwrite: what was read may be a lapping producer's bytes. */
+	if (r == REC_NONE || r == REC_OK || !sb_ring_holds(ch, pos))
+		return false;
+	snprintf(why, whylen, "record at %llu: %s", (unsigned long long)pos,
+		 what);
+	return true;
 }
 
 uint64_t sb_marks_take(struct sb_marks *mk, uint64_t from, uint64_t most)

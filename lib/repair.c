@@ -72,26 +72,8 @@ static void pad_range(struct shmbus_channel *ch, uint64_t from, uint64_t to)
 		sb_prod_wake(ch);
 }
 
-/* Marks boundary p, the start of a record of `size` bytes, if the record
- * would end more than a step past the last mark: a frame from that mark
- * to p stays within the step. */
-static void mark(struct sb_marks *mk, uint64_t p, uint64_t size)
-{
-	if (p + size - mk->last <= mk->step || p <= mk->last)
-		return;
-	mk->last = p;
-	if (mk->n == SB_MARKS_MAX && mk->lo) {
-		memmove(mk->at, mk->at + mk->lo,
-			(mk->n - mk->lo) * sizeof(mk->at[0]));
-		mk->n -= mk->lo;
-		mk->lo = 0;
-	}
-	if (mk->n < SB_MARKS_MAX)
-		mk->at[mk->n++] = p;
-}
-
-uint64_t sb_committed_walk(struct shmbus_channel *ch, uint64_t p,
-			   uint64_t to, struct sb_marks *mk)
+uint64_t sb_committed_until(struct shmbus_channel *ch, uint64_t p,
+			    uint64_t to)
 {
 	while (p < to) {
 		/* A1: pairs with R1 (commit_store()). */
@@ -105,8 +87,6 @@ uint64_t sb_committed_walk(struct shmbus_channel *ch, uint64_t p,
 			       rec_size(word_len(w));
 		if ((p & ch->mask) + size > ch->cap || size > to - p)
 			return p;
-		if (mk)
-			mark(mk, p, size);
 		p += size;
 	}
 	return to;

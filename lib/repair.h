@@ -58,19 +58,13 @@ int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self);
  * left: [end of committed records, head) becomes padding. */
 bool sb_sp_repair(struct shmbus_channel *ch);
 
-struct sb_marks;
-
 /* Walks committed records from `p` (a record boundary) towards `to`;
  * returns the first position not covered by a committed record of its
- * lap (a record that would cross `to` does not count).  With mk, marks
- * the boundaries it passes (contract.h). */
-uint64_t sb_committed_walk(struct shmbus_channel *ch, uint64_t p,
-			   uint64_t to, struct sb_marks *mk);
-
-static inline uint64_t sb_committed_until(struct shmbus_channel *ch,
-					  uint64_t p, uint64_t to)
-{
-	return sb_committed_walk(ch, p, to, NULL);
-}
+ * lap (a record that would cross `to` does not count).  What a repair
+ * takes as committed: any record with its lap's word, whatever its type
+ * and length (the agents' walk, mirror.c, also applies the standby's
+ * rules). */
+uint64_t sb_committed_until(struct shmbus_channel *ch, uint64_t p,
+			    uint64_t to);
 
 #endif /* SHMBUS_REPAIR_H */

@@ -98,7 +98,8 @@ int sb_fence_quiesce(shmbus_channel *ch, uint64_t from, int64_t timeout_ns,
 		if (head % SHMBUS_REC_ALIGN)
 			return -EBADMSG;
 		if (!(ch_multi(ch) && claims_announced(ch)) &&
-		    sb_committed_end(ch, from, UINT64_MAX) == head &&
+		    head - from <= ch->cap &&
+		    sb_committed_until(ch, from, head) == head &&
 		    /* A12 again: head has not moved during the walk. */
 		    load_acquire64(&ch->hdr->head) == head) {
 			*end = head;
@@ -141,8 +142,8 @@ int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid)
 				    sb_pid_alive(owner_pid(o)))
 					live = owner_pid(o);
 			}
-		} else if (sb_committed_end(ch, sb_ring_oldest(ch),
-					    UINT64_MAX) != head) {
+		} else if (sb_committed_until(ch, sb_ring_oldest(ch), head) !=
+			   head) {
 			/* No edge: a pid to ask the kernel about. */
 			uint32_t sp = load_relaxed32(&ch->hdr->sp_owner) &
 				      ~SHMBUS_SP_REPAIRING;

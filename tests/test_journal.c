@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -29,6 +30,7 @@
 
 #include "daemon_fixture.h"
 #include "shmbus/layout.h"
+#include "../lib/channel.h"
 #include "../lib/contract.h"
 #include "../lib/journal.h"
 
@@ -1256,4 +1258,136 @@ Test(journal, only_canonical_names_are_segments)
 	cr_assert_eq(b[0], 0x10000);
 	free(b);
 	th_rmdir(dir);
+}
+
+/* Damage in the ring under the journal (a record across the ring's end,
+ * which a live process that maps the ring wrote over its claim): the
+ * journal says so and counts it as an error, holding everything before
+ * it, rather than waiting there for ever without a word.  Once that
+ * process is killed, shmbusd repairs its claim and the journal goes on. */
+static int plant_across_the_end(void *arg)
+{
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_channel *ch = open_pub(&bus, &p);
+	uint8_t m[100] = { 3 };
+	uint64_t pos, left;
+	void *buf;
+
+	while ((left = 65536 - (th_head(ch) & 65535)) > 2048 || left < 256)
+		if (shmbus_publish(p, m, sizeof(m)))
+			return 1;
+	pos = th_head(ch);
+	if (shmbus_claim(p, 64, &buf))
+		return 2;
+	*(uint64_t *)arg = pos;
+	__atomic_store_n(&rec_at(ch, pos)->commit,
+			 commit_word(ch, pos, SHMBUS_REC_MSG, (uint32_t)left),
+			 __ATOMIC_RELEASE);
+	for (;;)
+		pause();
+}
+
+Test(journal, damage_in_the_ring_is_said_not_waited_on_in_silence)
+{
+	uint64_t *at = mmap(NULL, 8, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	pid_t pid;
+
+	cr_assert(at != MAP_FAILED);
+	*at = UINT64_MAX;
+	conf_with("journal_fsync = none\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 10);
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+	pid = th_spawn(plant_across_the_end, at);
+	for (int i = 0; i < 3000 && *at == UINT64_MAX; i++)
+		usleep(1000);
+	cr_assert_neq(*at, UINT64_MAX);
+	for (int i = 0; i < 3000 && !log_has("journal: the ring is damaged at");
+	     i++)
+		usleep(1000);
+	cr_assert(log_has("journal: the ring is damaged at"));
+	cr_assert(log_has("cross the ring's end"));
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	sb_jnl_read(ch, &v);
+	cr_assert(v.state & SHMBUS_JNL_ERROR, "state %#x", v.state);
+	cr_assert_eq(v.written, *at, "written to %lu, the damage at %lu",
+		     (unsigned long)v.written, (unsigned long)*at);
+	cr_assert_eq(v.gaps, 0);
+	kill(pid, SIGKILL);
+	th_wait(pid);
+	wait_written(ch, 10);
+	sb_jnl_read(ch, &v);
+	cr_assert_not(v.state & SHMBUS_JNL_ERROR, "state %#x", v.state);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	munmap(at, 8);
+}
+
+/* A head written more than a lap ahead of the journal on a block
+ * channel, whose producers the journal's cursor holds a lap behind it:
+ * a damaged header, not records the journal missed.  It is said, no gap
+ * is recorded, and the journal goes on once the header is right again. */
+Test(journal, a_head_a_lap_ahead_on_a_block_channel_is_no_gap)
+{
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t head;
+
+	conf_with("journal_fsync = none\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 100);
+	wait_written(ch, 10);
+	head = th_head(ch);
+	__atomic_store_n(&ch->hdr->head, head + 8 * 65536, __ATOMIC_RELEASE);
+	for (int i = 0; i < 3000 && !log_has("more than a lap ahead"); i++)
+		usleep(1000);
+	__atomic_store_n(&ch->hdr->head, head, __ATOMIC_RELEASE);
+	cr_assert(log_has("journal: the ring is damaged at"));
+	cr_assert(!log_has("journal: gap"), "a gap recorded");
+	publish_range(p, 100, 100);
+	wait_written(ch, 10);
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.gaps, 0);
+	replay_check(ch, 0, 0, 200);
+	close_pub(bus, ch, p);
+}
+
+/* A channel's owner gets no write access to its journal: the directory
+ * and the files are the daemon's, the channel's group reads them. */
+Test(journal, the_files_are_the_daemons_whoever_owns_the_channel)
+{
+	char seg[600];
+	struct stat st;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	conf_with("owner = nobody\ngroup = nogroup\nmode = 0660\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 10);
+	wait_written(ch, 10);
+	cr_assert_eq(sb_jseg_path(seg, sizeof(seg), cdir, 0), 0);
+	cr_assert_eq(stat(cdir, &st), 0);
+	cr_assert_eq(st.st_uid, geteuid(), "the directory's owner: %u",
+		     st.st_uid);
+	cr_assert_eq(st.st_mode & 0777, 0750, "mode %o", st.st_mode & 0777);
+	cr_assert_eq(stat(seg, &st), 0);
+	cr_assert_eq(st.st_uid, geteuid(), "the segment's owner: %u",
+		     st.st_uid);
+	cr_assert_eq(st.st_mode & 0777, 0640, "mode %o", st.st_mode & 0777);
+	close_pub(bus, ch, p);
 }

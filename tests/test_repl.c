@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -25,6 +26,7 @@
 #include "helpers.h"
 #include "repl_fixture.h"
 #include "shmbus/layout.h"
+#include "../lib/channel.h"
 #include "../lib/journal.h"
 
 static void fini(void)
@@ -415,6 +417,128 @@ static int hostile(void *arg)
 		close(s);
 	}
 	return 0;
+}
+
+/* How many lines of h's log hold `what`. */
+static int log_count(const struct host *h, const char *what)
+{
+	char line[1024];
+	FILE *f = fopen(h->log, "r");
+	int n = 0;
+
+	cr_assert(f, "%s", h->log);
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, what) != NULL;
+	fclose(f);
+	return n;
+}
+
+/* A producer that writes a record no standby would apply (a type that
+ * does not exist, with its lap's tag) over its own claim, and dies. */
+static int plant_damage(void *arg)
+{
+	shmbus_bus *bus = NULL;
+	shmbus_channel *ch = host_open(&A, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	shmbus_channel *m = host_map(&A, "sp");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint64_t p;
+	void *buf;
+
+	if (!pub || !m)
+		return 1;
+	p = __atomic_load_n(&m->hdr->head, __ATOMIC_ACQUIRE);
+	if (shmbus_claim(pub, 64, &buf))
+		return 2;
+	*(uint64_t *)arg = p;
+	__atomic_store_n(&rec_at(m, p)->commit, commit_word(m, p, 5, 64),
+			 __ATOMIC_RELEASE);
+	_exit(0);	/* the claim is left as it is */
+}
+
+/* Messages published behind the damage: none is acknowledged, not even
+ * as degraded (no subscriber can read past the damage). */
+static int publish_behind(void *arg)
+{
+	shmbus_bus *bus = NULL;
+	shmbus_channel *ch = host_open(&A, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint8_t msg[100] = { 7 };
+
+	(void)arg;
+	if (!pub)
+		return 1;
+	for (int i = 0; i < 2000; i++)
+		if (shmbus_publish(pub, msg, sizeof(msg)))
+			return 2;
+	return shmbus_pub_sync(pub, 300 * 1000000LL) == -ETIMEDOUT ? 0 : 3;
+}
+
+/* The primary ships no record its standby would refuse: it says where
+ * the ring is damaged and holds the standby out of sync, instead of
+ * shipping the record, having it refused and linking again for ever. */
+Test(repl, a_damaged_record_is_not_shipped_and_refused_for_ever)
+{
+	struct pubarg before = { "sp", 2000, 0, 256, false, false };
+	uint64_t *at = mmap(NULL, 8, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct sb_repl_view va, vb;
+	int links;
+
+	cr_assert(at != MAP_FAILED);
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &before)));
+	cr_assert_eq(th_wait(th_spawn(plant_damage, at)), 0);
+	cr_assert_eq(th_wait(th_spawn(publish_behind, NULL)), 0,
+		     "a message behind the damage was acknowledged");
+	cr_assert(host_log_wait(&A, "sp: the ring is damaged: record at", 3000));
+	cr_assert(host_log_wait(&A, "type 5", 100));
+	cr_assert(host_log_wait(&A, "sp: standby out of sync (the ring is "
+				"damaged", 3000));
+	links = log_count(&B, "sp: linked to primary");
+	usleep(1500 * 1000);
+	cr_assert_eq(log_count(&B, "sp: linked to primary"), links,
+		     "the standby linked again and again");
+	cr_assert_eq(log_count(&B, "refused"), 0);
+	/* Everything before the damage is on the standby, nothing from it
+	 * on. */
+	host_view(&B, "sp", &vb);
+	cr_assert_eq(vb.head, *at, "the standby ends at %" PRIu64 ", the "
+		     "damage is at %" PRIu64, vb.head, *at);
+	pair_assert_identical_range("sp", *at - (1u << 16), *at);
+	host_view(&A, "sp", &va);
+	cr_assert(va.flags & SHMBUS_REPL_OUT_OF_SYNC);
+	cr_assert_geq(va.bad, 1);
+	munmap(at, 8);
+}
+
+/* A head written more than a lap ahead on a block channel (the agent's
+ * cursor holds its producers a lap behind what it has walked): a damaged
+ * header, not a lap.  The primary says so and waits; once the header is
+ * right again, replication goes on with no gap. */
+Test(repl, a_head_a_lap_ahead_on_a_block_channel_is_no_lap)
+{
+	struct pubarg before = { "sp", 2000, 0, 256, false, false };
+	struct pubarg after = { "sp", 2000, 1, 256, false, false };
+	shmbus_channel *m;
+	uint64_t head;
+
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &before)));
+	m = host_map(&A, "sp");
+	cr_assert(m);
+	head = __atomic_load_n(&m->hdr->head, __ATOMIC_ACQUIRE);
+	__atomic_store_n(&m->hdr->head, head + 8 * m->cap, __ATOMIC_RELEASE);
+	cr_assert(host_log_wait(&A, "sp: the ring is damaged: head", 3000));
+	__atomic_store_n(&m->hdr->head, head, __ATOMIC_RELEASE);
+	cr_assert(host_log_wait(&A, "sp: the ring is no longer damaged", 3000));
+	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &after)));
+	pair_wait_caught_up("sp", head + 1, 10000);
+	pair_assert_no_gap("sp");
+	cr_assert_not(host_log_wait(&A, "lapped", 10));
+	pair_assert_identical("sp");
+	shmbus_channel_close(m);
 }
 
 Test(repl, hostile_peers_are_refused_and_replication_goes_on)

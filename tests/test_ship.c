@@ -232,3 +232,119 @@ Test(ship, more_marks_than_the_queue_holds)
 	cr_assert_gt(mk.n - mk.lo, 0);
 	take_all(&mk, k, th_head(ch), MAXMSG + 16);
 }
+
+/*
+ * A record that a standby would refuse, written over an open claim by a
+ * process that maps the ring: the walk stops there as at the claim, and
+ * sb_ring_damage() tells it from a claim still to be committed, saying
+ * what is wrong.  Each case plants one damage at the claim's position;
+ * with repeat_seq, the record repeats the sequence number of the one
+ * before it.
+ */
+static void plant_and_walk(uint32_t type, uint32_t len, bool repeat_seq,
+			   const char *what)
+{
+	uint64_t from = th_head(ch), p, k, size, ws;
+	struct sb_marks mk;
+	unsigned rnd = 5;
+	char why[256];
+	void *buf;
+
+	sb_marks_reset(&mk, from, 4096);
+	publish_mixed(50, &rnd);
+	p = th_head(ch);
+	cr_assert_eq(shmbus_claim(pub, 64, &buf), 0);
+	/* The claim alone is no damage. */
+	cr_assert_eq(sb_committed_end_marked(ch, from, UINT64_MAX, &mk), p);
+	cr_assert_not(sb_ring_damage(ch, p, &mk, why, sizeof(why)),
+		      "an open claim taken for damage: %s", why);
+	if (repeat_seq)
+		__atomic_store_n(&rec_at(ch, p)->seq,
+				 rec_at(ch, bounds[nbounds - 2])->seq,
+				 __ATOMIC_RELAXED);
+	__atomic_store_n(&rec_at(ch, p)->commit, commit_word(ch, p, type, len),
+			 __ATOMIC_RELEASE);
+	k = sb_committed_end_marked(ch, p, UINT64_MAX, &mk);
+	cr_assert_eq(k, p, "the walk went past damage at %" PRIu64 " to %"
+		     PRIu64, p, k);
+	/* Without marks, as the journal walks: the same stop, except for a
+	 * sequence number, which only the marks carry across walks. */
+	if (!repeat_seq)
+		cr_assert_eq(sb_committed_end(ch, from, UINT64_MAX), p);
+	cr_assert(sb_ring_damage(ch, p, &mk, why, sizeof(why)),
+		  "damage (%s) not found", what);
+	cr_assert(strstr(why, what), "why: '%s', expected '%s'", why, what);
+	/* The position before it is a good record: no damage there. */
+	ws = rec_at(ch, bounds[nbounds - 2])->commit;
+	size = rec_size(word_len(ws));
+	cr_assert_eq(bounds[nbounds - 2] + size, p);
+	cr_assert_not(sb_ring_damage(ch, bounds[nbounds - 2], NULL, why,
+				     sizeof(why)));
+	/* The claim made good: the walk goes on. */
+	__atomic_store_n(&rec_at(ch, p)->seq, UINT64_MAX - 1,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&rec_at(ch, p)->commit,
+			 commit_word(ch, p, SHMBUS_REC_MSG, 64),
+			 __ATOMIC_RELEASE);
+	cr_assert_eq(sb_committed_end_marked(ch, p, UINT64_MAX, &mk),
+		     th_head(ch));
+}
+
+Test(ship, a_record_of_no_known_type_is_damage)
+{
+	plant_and_walk(5, 64, false, "type 5");
+}
+
+Test(ship, a_record_longer_than_max_msg_is_damage)
+{
+	plant_and_walk(SHMBUS_REC_MSG, MAXMSG + 8, false, "over max_msg");
+}
+
+Test(ship, padding_of_an_unaligned_length_is_damage)
+{
+	plant_and_walk(SHMBUS_REC_PAD, 36, false, "padding of length 36");
+}
+
+Test(ship, a_record_past_head_is_damage)
+{
+	plant_and_walk(SHMBUS_REC_MSG, 1024, false, "past head");
+}
+
+Test(ship, a_sequence_number_repeated_is_damage)
+{
+	plant_and_walk(SHMBUS_REC_MSG, 64, true, "sequence");
+}
+
+/* A record that would cross the ring's end: planted where the next claim
+ * of the lap would start near the end. */
+Test(ship, a_record_across_the_rings_end_is_damage)
+{
+	uint64_t from = th_head(ch), p, left;
+	struct sb_marks mk;
+	unsigned rnd = 9;
+	char why[256];
+	void *buf;
+
+	sb_marks_reset(&mk, from, 4096);
+	/* Up to less than max_msg before the ring's end. */
+	while (CAP - (th_head(ch) & (CAP - 1)) > 2 * (MAXMSG + 16))
+		publish_mixed(1, &rnd);
+	while (CAP - (th_head(ch) & (CAP - 1)) > MAXMSG) {
+		uint8_t m[64], got[64];
+
+		memset(m, 1, sizeof(m));
+		cr_assert_eq(shmbus_publish(pub, m, sizeof(m)), 0);
+		cr_assert_eq(shmbus_read(sub, got, sizeof(got), NULL), 64);
+	}
+	p = th_head(ch);
+	left = CAP - (p & (CAP - 1));
+	cr_assert_eq(shmbus_claim(pub, 64, &buf), 0);
+	cr_assert_eq(sb_committed_end_marked(ch, from, UINT64_MAX, &mk), p);
+	/* A length that fits max_msg and runs past the ring's end. */
+	__atomic_store_n(&rec_at(ch, p)->commit,
+			 commit_word(ch, p, SHMBUS_REC_MSG, (uint32_t)left),
+			 __ATOMIC_RELEASE);
+	cr_assert_eq(sb_committed_end_marked(ch, p, UINT64_MAX, &mk), p);
+	cr_assert(sb_ring_damage(ch, p, &mk, why, sizeof(why)));
+	cr_assert(strstr(why, "ring's end"), "why: '%s'", why);
+}
