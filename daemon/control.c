@@ -89,6 +89,26 @@ static const char *const malformed_why[BAD_KINDS] = {
 static unsigned long dropped_unread, malformed[BAD_KINDS], denied;
 static struct sbd_ratelimit rl_unread, rl_malformed[BAD_KINDS], rl_denied;
 
+/* A request refused for want of a right: counted and logged, rate-limited,
+ * as "CHANNEL: pid P (uid U) may not WHAT". */
+static void note_denied(const struct sbd_client *cl, const char *chan,
+			const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void note_denied(const struct sbd_client *cl, const char *chan,
+			const char *fmt, ...)
+{
+	char what[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	denied++;
+	sbd_log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
+			"%s: pid %d (uid %u) may not %s", chan, (int)cl->pid,
+			(unsigned)cl->uid, what);
+}
+
 /* The listening socket polled (EPOLLIN) or not; its epoll data is the
  * address of sbd.listen_fd, as main.c registered it. */
 static void listen_poll(bool on)
@@ -461,10 +481,7 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	fds[1] = req->role == SHMBUS_CTL_ROLE_PUB ? c->data_rw : c->data_ro;
 	if (!ok) {
 		rcu_read_unlock();
-		denied++;
-		sbd_log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
-			    "%s: pid %d (uid %u) may not %s", req->name,
-			    (int)cl->pid, (unsigned)cl->uid, role);
+		note_denied(cl, req->name, "%s", role);
 		return deny(-EACCES, "uid %u may not %s on '%s': its %s "
 			      "rule names neither the uid nor its groups",
 			      (unsigned)cl->uid, role, req->name, role);
@@ -698,7 +715,7 @@ static int subscriber_of(struct sbd_client *cl, const char *name,
 	r = rcu_dereference((*c)->rules);
 	if (!privileged(cl) &&
 	    !sbd_rule_allows(&r->sub, cl->uid, cl->gids, cl->ngids)) {
-		denied++;
+		note_denied(cl, name, "%s", what);
 		return deny(-EACCES, "uid %u may not %s '%s': its subscribe "
 			      "rule names neither the uid nor its groups",
 			      (unsigned)cl->uid, what, name);
@@ -721,11 +738,7 @@ static int do_group_delete(struct sbd_client *cl,
 			      "'.', '_' or '-', not starting with '.'%s", "");
 	if (!privileged(cl) &&
 	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids)) {
-		denied++;
-		sbd_log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
-				"%s: pid %d (uid %u) may not delete group %s",
-				req->channel, (int)cl->pid, (unsigned)cl->uid,
-				req->group);
+		note_denied(cl, req->channel, "delete group %s", req->group);
 		return deny(-EACCES, "uid %u may not delete groups: only root, "
 			      "the daemon's user and [bus] admins may",
 			      (unsigned)cl->uid);
@@ -776,12 +789,8 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	 * own rights: a dead-letter channel named here would let a member
 	 * publish where it may not. */
 	if (!configured && req->dead_letter[0]) {
-		denied++;
-		sbd_log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
-				"%s: pid %d (uid %u) may not name a "
-				"dead-letter channel for group %s",
-				req->channel, (int)cl->pid, (unsigned)cl->uid,
-				req->group);
+		note_denied(cl, req->channel, "name a dead-letter channel for "
+			    "group %s", req->group);
 		return deny(-EPERM, "group '%s' of '%s': a dead-letter channel "
 			      "is named in shmbusd's config only (the daemon "
 			      "copies poison messages with its own rights)",
@@ -813,11 +822,7 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 				configured || admin ? &s : NULL);
 	rcu_read_unlock();
 	if (fd == -ENOENT) {
-		denied++;
-		sbd_log_limited(&rl_denied, SBD_NOTICE, denied, "refused",
-				"%s: pid %d (uid %u) may not make group %s",
-				req->channel, (int)cl->pid, (unsigned)cl->uid,
-				req->group);
+		note_denied(cl, req->channel, "make group %s", req->group);
 		return deny(-EPERM, "group '%s' of '%s' does not exist, and "
 			      "uid %u may not make one: groups are made by the "
 			      "config, root, the daemon's user and [bus] "
