@@ -649,6 +649,12 @@ static int nothing_at_pos(struct jchan *j)
 	oldest = sb_ring_oldest(j->ch);
 	if (oldest <= j->pos)
 		return 0;
+	/* Producers that lapped the journal left the index naming record
+	 * boundaries in the lap below head; a head with none below it was
+	 * written there, not reached. */
+	if (oldest == sb_ring_head(j->ch) && oldest != 0)
+		return damaged(j, "head %" PRIu64 " is more than a lap ahead "
+			       "with no record indexed below it", oldest);
 	rc = gap(j, oldest);
 	if (rc)
 		return rc;

@@ -290,9 +290,10 @@ static bool ship(struct rchan *rc)
 /*
  * Damage in the ring, which every process that maps it can write: a
  * record the walk stopped at because a standby would refuse it
- * (sb_ring_damage()), or a head behind what the walk has passed or, on a
- * block channel, more than a lap ahead of it (the agent's cursor, never
- * past known, holds producers a lap behind).  Nothing from there on is
+ * (sb_ring_damage()), or a head behind what the walk has passed or more
+ * than a lap ahead of it, either on a block channel (the agent's cursor,
+ * never past known, holds producers a lap behind) or with no record
+ * indexed below it.  Nothing from there on is
  * shipped, rather than shipped, refused and shipped again for ever; the
  * standby is out of sync meanwhile (judge()).  Said once per place, and
  * when it is gone.
@@ -312,6 +313,11 @@ static void check_damage(struct rchan *rc)
 		 !(rc->flags & SHMBUS_F_OVERWRITE))
 		snprintf(why, sizeof(why), "head %" PRIu64 " is more than a "
 			 "lap ahead on a block channel", head);
+	else if (head - rc->known > rc->cap && sb_ring_oldest(rc->ch) == head)
+		/* Producers that lap leave the index naming boundaries in
+		 * the lap below head. */
+		snprintf(why, sizeof(why), "head %" PRIu64 " is more than a "
+			 "lap ahead with no record indexed below it", head);
 	else
 		bad = rc->known < head &&
 		      sb_ring_damage(rc->ch, rc->known, &rc->marks, why,
@@ -481,12 +487,16 @@ static void *agent_main(void *arg)
 		if (head > rc->known && head - rc->known > rc->cap &&
 		    (rc->flags & SHMBUS_F_OVERWRITE)) {
 			/* Lapped (overwrite policy): the standby too, if it
-			 * was behind the oldest record. */
+			 * was behind the oldest record.  (Not where no record
+			 * is indexed below head: check_damage().) */
 			oldest = sb_ring_oldest(rc->ch);
-			rc->known = oldest;
-			sb_marks_reset(&rc->marks, oldest, rc->frame_max);
-			if (rc->plink && LOAD(&rc->sent) < oldest)
-				drop_link(rc, "the standby was lapped");
+			if (oldest != sb_ring_head(rc->ch)) {
+				rc->known = oldest;
+				sb_marks_reset(&rc->marks, oldest,
+					       rc->frame_max);
+				if (rc->plink && LOAD(&rc->sent) < oldest)
+					drop_link(rc, "the standby was lapped");
+			}
 		}
 		rc->known = sb_committed_end_marked(rc->ch, rc->known,
 						    UINT64_MAX, &rc->marks);
