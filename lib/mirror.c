@@ -38,9 +38,13 @@
  */
 enum rec_look { REC_NONE, REC_OK, REC_PAST, REC_BAD };
 
-static enum rec_look look_rec(shmbus_channel *ch, uint64_t p, uint64_t to,
-			      uint64_t *seq, bool *have_seq, uint64_t *size,
-			      char *why, size_t whylen)
+/* Inlined: in the walk, why is NULL and the explanations fold away.  A
+ * walk over 1 M committed records of 32 B (64 MiB ring, one process,
+ * best of 30, three runs taking turns): 8.6-8.7 ns a record inlined,
+ * 9.1-9.3 ns not, 8.3-8.5 ns for a walk that checks the lap tag alone. */
+static inline __attribute__((always_inline)) enum rec_look
+look_rec(shmbus_channel *ch, uint64_t p, uint64_t to, uint64_t *seq,
+	 bool *have_seq, uint64_t *size, char *why, size_t whylen)
 {
 	/* A1: pairs with R1 (commit_store()): the seq below is the
 	 * record's. */
