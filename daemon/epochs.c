@@ -66,6 +66,42 @@ static int mkdirs(const char *path)
 	return 0;
 }
 
+/* Decimal digits only, at most 2^62 - 1: no sign, no base, no wrap. */
+static const char *parse_u62(const char *s, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	if (*s < '0' || *s > '9')
+		return NULL;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		x = x * 10 + (uint64_t)(*s - '0');
+		if (x >= SB_POS_MAX)
+			return NULL;
+	}
+	*v = x;
+	return s;
+}
+
+/* One line of the history, "EPOCH CHANNEL POSITION", exactly as
+ * rp_hist_append() writes it: 0, or -1 for anything else. */
+static int hist_parse(const char *line, uint64_t *e, char *name, size_t n,
+		      uint64_t *p)
+{
+	const char *s = parse_u62(line, e), *sp;
+
+	if (!s || *s++ != ' ' || *e == 0 || *e >= RW_EPOCH_MAX)
+		return -1;
+	sp = strchr(s, ' ');
+	if (!sp || (size_t)(sp - s) >= n)
+		return -1;
+	memcpy(name, s, (size_t)(sp - s));
+	name[sp - s] = 0;
+	if (!sb_name_ok(name, n - 1))
+		return -1;
+	s = parse_u62(sp + 1, p);
+	return s && !*s && *p % SHMBUS_REC_ALIGN == 0 ? 0 : -1;
+}
+
 int rp_hist_load(const char *dir, char *why, size_t wn)
 {
 	char path[PATH_MAX + 16], *text, *line, *save;
@@ -98,13 +134,25 @@ int rp_hist_load(const char *dir, char *why, size_t wn)
 		close(fd);
 		return -1;
 	}
+	/* Read as bytes: a NUL would end a string early and take every
+	 * line after it for one cut short. */
+	if (memchr(text, 0, (size_t)st.st_size)) {
+		snprintf(why, wn, "%s: a NUL byte at offset %zu: the history "
+			 "is damaged; move it aside only if this host's rings "
+			 "are to be rebuilt from the peer", path,
+			 (size_t)((char *)memchr(text, 0, (size_t)st.st_size) -
+				  text));
+		free(text);
+		close(fd);
+		return -1;
+	}
 	for (line = text; *line; line = save) {
 		char name[SHMBUS_CTL_NAME], *nl = strchr(line, '\n');
-		unsigned long long e, p;
-		int used = 0;
+		uint64_t e, p;
 
 		lineno++;
 		if (!nl) {
+			/* Only the last append can be cut short. */
 			sbd_log(SBD_WARN, 0, "%s: line %d cut short by a crash "
 				"(%zu bytes); cut off", path, lineno,
 				strlen(line));
@@ -112,13 +160,14 @@ int rp_hist_load(const char *dir, char *why, size_t wn)
 		}
 		*nl = 0;
 		save = nl + 1;
-		if (sscanf(line, "%llu %200s %llu%n", &e, name, &p, &used) != 3 ||
-		    line[used] || !sb_name_ok(name, 200) || p % 8 ||
+		if (hist_parse(line, &e, name, sizeof(name), &p) ||
 		    (nhist && e < hist[nhist - 1].epoch)) {
 			snprintf(why, wn, "%s:%d: not 'EPOCH CHANNEL POSITION' "
-				 "in order: the history is damaged; move it "
-				 "aside only if this host's rings are to be "
-				 "rebuilt from the peer", path, lineno);
+				 "in order (an epoch from 1 to 2^62, a channel "
+				 "name, a position below 2^62 and a multiple of "
+				 "8): the history is damaged; move it aside only "
+				 "if this host's rings are to be rebuilt from the "
+				 "peer", path, lineno);
 			free(text);
 			close(fd);
 			return -1;

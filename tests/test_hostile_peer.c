@@ -375,3 +375,98 @@ Test(flapping_standby, links_without_progress_do_not_keep_it_in_sync)
 		  "linked %d times in %d ms and still in sync", i, i * 100);
 	free(buf);
 }
+
+/*
+ * The epoch history, damaged while the daemon was stopped: the daemon
+ * refuses to start and says which line, except for a last line without
+ * its newline (an append a crash cut short), which it cuts off.  Never
+ * a history silently shortened or an epoch read wrong.
+ */
+TestSuite(damaged_history, .init = primary_setup, .fini = standby_fini,
+	  .timeout = 60);
+
+static void put_history(const char *text, size_t len)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/state/epochs", state);
+	fd = open(path, O_WRONLY | O_TRUNC);
+	cr_assert(fd >= 0, "%s", path);
+	cr_assert_eq(write(fd, text, len), (ssize_t)len);
+	close(fd);
+}
+
+/* Stopped, given `text` as its history, started again: whether it runs. */
+static bool starts_with_history(const char *text, size_t len)
+{
+	int st;
+
+	if (d.pid > 0) {
+		kill(d.pid, SIGTERM);
+		cr_assert_eq(th_wait(d.pid), 0);
+		d.pid = 0;
+	}
+	put_history(text, len);
+	d.pid = spawn_daemon();
+	for (int i = 0; i < 3000; i++) {
+		if (waitpid(d.pid, &st, WNOHANG) == d.pid) {
+			d.pid = 0;
+			return false;
+		}
+		if (access(d.sock, F_OK) == 0 && log_has("replication:"))
+			break;
+		usleep(1000);
+	}
+	usleep(100000);
+	if (waitpid(d.pid, &st, WNOHANG) == d.pid) {
+		d.pid = 0;
+		return false;
+	}
+	return true;
+}
+
+Test(damaged_history, a_nul_byte_stops_the_daemon)
+{
+	static const char first[] = "\0 sp 0\n1 sp 0\n2 sp 4096\n";
+	static const char inside[] = "1 sp 0\n2 s\0p 4096\n3 sp 8192\n";
+
+	cr_assert_not(starts_with_history(first, sizeof(first) - 1));
+	cr_assert(log_has("a NUL byte at offset 0"));
+	cr_assert_not(starts_with_history(inside, sizeof(inside) - 1));
+	cr_assert(log_has("a NUL byte at offset 10"));
+}
+
+Test(damaged_history, numbers_out_of_range_stop_the_daemon)
+{
+	static const char *bad[] = {
+		"-1 sp 8\n", "18446744073709551615 sp 8\n",
+		"99999999999999999999999 sp 8\n", "0x10 sp 8\n",
+		"1 sp -8\n", "1 sp 4611686018427387904\n", "0 sp 8\n",
+		"1  sp 8\n", "1 sp 8 \n", "1 sp 12\n", "+1 sp 8\n",
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_not(starts_with_history(bad[i], strlen(bad[i])),
+			      "started with the history '%s'", bad[i]);
+	cr_assert(log_has("the history is damaged"));
+}
+
+Test(damaged_history, a_last_line_cut_short_is_cut_off)
+{
+	static const char torn[] = "1 sp 0\n2 sp 4096\n3 sp";
+	char path[128], buf[64];
+	ssize_t n;
+	int fd;
+
+	cr_assert(starts_with_history(torn, sizeof(torn) - 1));
+	cr_assert(log_has("line 3 cut short by a crash"));
+	snprintf(path, sizeof(path), "%s/state/epochs", state);
+	fd = open(path, O_RDONLY);
+	cr_assert(fd >= 0);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	cr_assert_geq(n, 16);
+	buf[n] = 0;
+	cr_assert_eq(strncmp(buf, "1 sp 0\n2 sp 4096\n", 17), 0, "%s", buf);
+}
