@@ -882,10 +882,10 @@ static int do_journal(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	if ((req->what == SHMBUS_CTL_JNL_SEG ? sb_jseg_path : sb_jtix_path)(
 		    path, sizeof(path), dir, req->base))
 		return deny(-ENAMETOOLONG, "journal path too long%s", "");
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = sb_open_file(path, O_RDONLY);
 	if (fd < 0)
-		return deny(-errno, "the journal of '%s': %s", req->channel,
-			      strerror(errno));
+		return deny(fd, "the journal of '%s': %s", req->channel,
+			      strerror(-fd));
 	fds[0] = fds[1] = fd;
 	rc = reply(cl, h, 0, NULL, 0, fds);
 	close(fd);

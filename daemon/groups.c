@@ -92,7 +92,7 @@ static const char *dead_letter_of(const struct scan *s)
  * names, whatever the group's file says (its members may write it), and
  * only if that channel is multi-producer (the daemon must not take a
  * single producer's place). */
-static shmbus_pub *dead_letter_pub(const char *asked, void *ctx)
+static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 {
 	static struct sbd_ratelimit rl;
 	static unsigned long refused;
@@ -110,8 +110,10 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx)
 				name ? name : "none",
 				name ? "go where the config says" :
 				       "are dropped and counted");
-		if (!name)
+		if (!name) {
+			*drop = true;
 			return NULL;
+		}
 	}
 	for (i = 0; i < sizeof(dl) / sizeof(dl[0]); i++) {
 		if (dl[i].ch && !strcmp(dl[i].name, name))
@@ -128,10 +130,14 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx)
 	}
 	if (shmbus_channel_info(dl[free_i].ch, &in) ||
 	    in.producers != SHMBUS_MULTI_PRODUCER) {
-		sbd_log(SBD_WARN, 0, "dead-letter channel %s: not a "
-			"multi-producer channel: not used", name);
+		refused++;
+		sbd_log_limited(&rl, SBD_WARN, refused, "dead letters refused",
+				"dead-letter channel %s: not a multi-producer "
+				"channel: not used; poison messages are "
+				"dropped and counted", name);
 		shmbus_channel_close(dl[free_i].ch);
 		dl[free_i].ch = NULL;
+		*drop = true;
 		return NULL;
 	}
 	dl[free_i].pub = shmbus_pub_open(dl[free_i].ch, NULL);

@@ -238,11 +238,36 @@ static void rings_paths(char *ids, char *lost, size_t n)
 	snprintf(lost, n, "%s/rings-lost", sbd.conf.repl.state_dir);
 }
 
+/* One line of state_dir/rings, as rp_rings_record() writes it: 0, or -1
+ * for anything else. */
+static int rings_parse(char *line, char *name, size_t n, uint64_t *id)
+{
+	char *sp = strchr(line, ' '), *nl = strchr(line, '\n'), *s;
+	uint64_t v = 0;
+	int digits = 0;
+
+	if (!sp || !nl || nl[1] || (size_t)(sp - line) >= n)
+		return -1;
+	memcpy(name, line, (size_t)(sp - line));
+	name[sp - line] = 0;
+	for (s = sp + 1; s < nl; s++, digits++) {
+		int d = *s >= '0' && *s <= '9' ? *s - '0' :
+			*s >= 'a' && *s <= 'f' ? *s - 'a' + 10 : -1;
+
+		if (d < 0 || digits == 16)
+			return -1;
+		v = v << 4 | (uint64_t)d;
+	}
+	*id = v;
+	return digits && sb_name_ok(name, n - 1) ? 0 : -1;
+}
+
 bool rp_rings_check(void)
 {
 	char ids[PATH_MAX + 16], lost[PATH_MAX + 16], line[512], name[300];
-	bool gone = false, seen = false;
-	unsigned long long id;
+	bool gone = false, damaged = false;
+	int lineno = 0;
+	uint64_t id;
 	FILE *f;
 
 	rings_paths(ids, lost, sizeof(ids));
@@ -251,15 +276,26 @@ bool rp_rings_check(void)
 	f = fopen(ids, "r");
 	if (!f)
 		return false;	/* never recorded: a new pair */
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%299s %llx", name, &id) == 2)
-			for (size_t i = 0; i < repl.n; i++)
-				if (!strcmp(repl.ch[i].name, name)) {
-					seen = true;
-					gone |= sb_ring_id(repl.ch[i].ch) != id;
-				}
+	while (fgets(line, sizeof(line), f)) {
+		lineno++;
+		/* A NUL byte ends the string before its newline: refused
+		 * like any line that is not as written. */
+		if (rings_parse(line, name, sizeof(name), &id)) {
+			damaged = true;
+			break;
+		}
+		for (size_t i = 0; i < repl.n; i++)
+			if (!strcmp(repl.ch[i].name, name))
+				gone |= sb_ring_id(repl.ch[i].ch) != id;
+	}
 	fclose(f);
-	if (gone) {
+	if (damaged)
+		sbd_log(SBD_ERR, 0, "replication: %s:%d is damaged: this "
+			"host cannot tell whether its rings are the ones it "
+			"recorded, and takes them for lost (they are caught up "
+			"from the peer before this host may become primary)",
+			ids, lineno);
+	if (gone || damaged) {
 		int fd = open(lost, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 
 		if (fd >= 0) {
@@ -267,7 +303,7 @@ bool rp_rings_check(void)
 			close(fd);
 		}
 	}
-	return gone && seen;
+	return gone || damaged;
 }
 
 void rp_rings_record(void)

@@ -276,6 +276,23 @@ static int valid_name(const char *name)
 	return sb_name_ok(name, 200);
 }
 
+int sb_open_file(const char *path, int flags)
+{
+	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer. */
+	int fd = open(path, flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK), fl;
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) ||
+	    (fl = fcntl(fd, F_GETFL)) < 0 ||
+	    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK)) {
+		close(fd);
+		return -EBADMSG;
+	}
+	return fd;
+}
+
 static int make_path(char *buf, size_t len, const char *dir, const char *name)
 {
 	int n;
@@ -614,16 +631,22 @@ int sb_channel_open_fds(const char *dir, const char *name, int *ctl_fd,
 	*ctl_fd = *data_rw = *data_ro = -1;
 	if (rc)
 		return rc;
-	*ctl_fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-	if (*ctl_fd < 0)
-		return -errno;
+	*ctl_fd = sb_open_file(path, O_RDWR);
+	if (*ctl_fd < 0) {
+		rc = *ctl_fd;
+		*ctl_fd = -1;
+		return rc;
+	}
 	id = peek_data_id(*ctl_fd);
 	rc = id ? data_path(path, sizeof(path), dir, name, id) : -EBADMSG;
 	if (rc == 0) {
-		*data_rw = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-		*data_ro = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (*data_rw < 0 || *data_ro < 0)
-			rc = -errno;
+		*data_rw = sb_open_file(path, O_RDWR);
+		*data_ro = sb_open_file(path, O_RDONLY);
+		rc = *data_rw < 0 ? *data_rw : *data_ro < 0 ? *data_ro : 0;
+		if (*data_rw < 0)
+			*data_rw = -1;
+		if (*data_ro < 0)
+			*data_ro = -1;
 	}
 	if (rc) {
 		for (int *f = ctl_fd; f; f = f == ctl_fd ? data_rw :
@@ -655,9 +678,9 @@ static shmbus_channel *open_named(const char *dir, const char *name,
 	rc = make_path(path, sizeof(path), dir, name);
 	if (rc)
 		goto out;
-	fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
+	fd = sb_open_file(path, rdonly ? O_RDONLY : O_RDWR);
 	if (fd < 0) {
-		rc = -errno;
+		rc = fd;
 		goto out;
 	}
 	ch = map_ctl(fd, rdonly, &g, &rc);
@@ -666,10 +689,9 @@ static shmbus_channel *open_named(const char *dir, const char *name,
 		goto out;
 	rc = data_path(path, sizeof(path), dir, name, ch->data_id);
 	if (rc == 0) {
-		dfd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC |
-					 O_NOFOLLOW);
+		dfd = sb_open_file(path, rdonly ? O_RDONLY : O_RDWR);
 		/* A control file whose data file is missing is broken. */
-		rc = dfd < 0 ? (errno == ENOENT ? -EBADMSG : -errno) : 0;
+		rc = dfd < 0 ? (dfd == -ENOENT ? -EBADMSG : dfd) : 0;
 	}
 	if (rc) {
 		munmap(ch->hdr, ch->map_len);
@@ -813,7 +835,7 @@ static struct shmbus_channel *adopt_existing(const char *dir, const char *name,
 /* The data_id of the channel file at path, 0 if none. */
 static uint64_t data_id_at(const char *path)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int fd = sb_open_file(path, O_RDONLY);
 	uint64_t id;
 
 	if (fd < 0)

@@ -28,6 +28,20 @@
 /* A channel's or a bus's name: 1..max of [A-Za-z0-9._-], not starting
  * with '.' (so never a path, a hidden file, "." or ".."). */
 int sb_name_ok(const char *name, size_t max);
+/* Opens an existing file in a directory that other processes can write
+ * (the channels' and groups' directory, a journal's): never through a
+ * symlink, and only a regular file, so that a FIFO or a device put there
+ * cannot block or feed the opener.  The descriptor (close-on-exec), or
+ * -errno: -EBADMSG for a file that is not a regular file. */
+int sb_open_file(const char *path, int flags);
+
+/* SIGBUS on a shared file cut short (lib/sigbus.c): a page of zeros is
+ * mapped where the access faulted, for processes that only inspect shared
+ * files or stop serving what faulted (shmbusd, busstat); never for a
+ * producer.  The guard, process-wide; 0 or -errno. */
+int sb_sigbus_guard(void);
+/* Faults the guard has covered so far, and the address of the last. */
+unsigned long sb_sigbus_faults(uintptr_t *last_addr);
 
 /*
  * A size as the config file and shmbusctl take it: decimal digits, then
@@ -464,11 +478,13 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 
 /* shmbusd: one maintenance run over group `group` of channel ch (see
  * shmbus_group_maintain()), publishing poison records with the
- * publisher dl_for() gives for the group's dead-letter channel (NULL:
- * not now).  Returns the changes made, or -errno. */
+ * publisher dl_for() gives for the dead-letter channel the group's file
+ * names (NULL: not now, or, with *drop set, never: poison is dropped and
+ * counted).  Returns the changes made, or -errno. */
 int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
 			   const char *group,
-			   shmbus_pub *(*dl_for)(const char *name, void *ctx),
+			   shmbus_pub *(*dl_for)(const char *name, void *ctx,
+						 bool *drop),
 			   void *ctx);
 
 #endif /* SHMBUS_CONTRACT_H */

@@ -243,28 +243,56 @@ static int maybe_maintain(struct shmbus_group *m)
 	    now < (int64_t)load_relaxed64((uint64_t *)&m->g->maint_at))
 		return 0;
 	m->maint_next = now + 1000000;	/* own look: 1 ms at most */
-	return sb_group_maintain_as(m, sb_group_dead_letter_pub(m),
-				    (uint32_t)getpid());
+	return sb_group_maintain_direct(m);
 }
 
-/* Direct mode: a publisher on the dead-letter channel, opened when
- * first needed.  NULL without one (through shmbusd, the daemon does it). */
-shmbus_pub *sb_group_dead_letter_pub(struct shmbus_group *m)
+/* Direct mode: the publisher for poison messages, on the channel the group
+ * was made with, opened only once a poison message waits for it (a file
+ * that any member may write names it: its name must not make every member
+ * take a producer slot, or a single producer's place, in some channel).
+ * A channel that is missing comes back later; one that is not a
+ * multi-producer channel never takes poison (dropped and counted). */
+static void dead_letter_open(struct shmbus_group *m)
 {
-	if (!m->direct || !m->g->dead_letter[0])
-		return NULL;
-	if (!m->dl_ch) {
-		char name[64];
+	struct shmbus_channel_info in;
+	char name[64];
 
-		memcpy(name, m->g->dead_letter, sizeof(name));
-		name[sizeof(name) - 1] = 0;
-		m->dl_ch = shmbus_channel_open(m->dir, name);
-		if (!m->dl_ch)
-			return NULL;
+	memcpy(name, m->g->dead_letter, sizeof(name));
+	name[sizeof(name) - 1] = 0;
+	if (!sb_name_ok(name, 63)) {
+		m->dl_drop = true;
+		return;
 	}
-	if (!m->dl_pub)
+	m->dl_ch = shmbus_channel_open(m->dir, name);
+	if (!m->dl_ch)
+		return;
+	if (shmbus_channel_info(m->dl_ch, &in) ||
+	    in.producers != SHMBUS_MULTI_PRODUCER) {
+		m->dl_drop = true;
+	} else {
 		m->dl_pub = shmbus_pub_open(m->dl_ch, NULL);
-	return m->dl_pub;
+		if (m->dl_pub)
+			return;
+	}
+	shmbus_channel_close(m->dl_ch);
+	m->dl_ch = NULL;
+}
+
+/* A maintenance run (through shmbusd the daemon runs them: no dead
+ * letters here), again with the dead-letter publisher if the first kept
+ * poison for want of it. */
+int sb_group_maintain_direct(struct shmbus_group *m)
+{
+	uint32_t self = (uint32_t)getpid();
+	int rc;
+
+	m->dl_wanted = false;
+	rc = sb_group_maintain_as(m, m->dl_pub, self);
+	if (!m->direct || !m->dl_wanted || m->dl_pub || m->dl_drop)
+		return rc;
+	dead_letter_open(m);
+	return m->dl_pub || m->dl_drop ? sb_group_maintain_as(m, m->dl_pub, self)
+				       : rc;
 }
 
 static int gone_check(struct shmbus_group *m)
@@ -649,8 +677,7 @@ SHMBUS_EXPORT int shmbus_group_maintain(shmbus_group *m)
 
 	if (rc)
 		return rc;
-	return sb_group_maintain_as(m, sb_group_dead_letter_pub(m),
-				    (uint32_t)getpid());
+	return sb_group_maintain_direct(m);
 }
 
 SHMBUS_EXPORT int shmbus_publish_keyed(shmbus_pub *pub, uint64_t key,

@@ -133,9 +133,14 @@ struct shmbus_group {
 	uint32_t lane_rr;	/* where the next poll starts */
 	uint32_t lane_cap;	/* records in flight per lane */
 
-	/* Direct mode: the dead-letter channel, opened when first needed. */
+	/* Direct mode: the dead-letter channel, opened when a poison message
+	 * first needs it. */
 	shmbus_channel *dl_ch;
 	shmbus_pub *dl_pub;
+	bool dl_wanted;		/* a maintenance kept poison for want of
+				 * a publisher */
+	bool dl_drop;		/* no dead-letter channel will take poison:
+				 * it is dropped and counted */
 	char dir[256];
 	char chan[256];
 };
@@ -207,7 +212,7 @@ struct shmbus_group *sb_group_map(struct shmbus_channel *ch, int fd,
 				  bool rdonly, int *err);
 void sb_group_unmap(struct shmbus_group *m);
 int sb_group_remove(struct shmbus_group *m, const char *path);
-shmbus_pub *sb_group_dead_letter_pub(struct shmbus_group *m);
+int sb_group_maintain_direct(struct shmbus_group *m);
 void sb_group_fill_stats(struct shmbus_group *m,
 			 struct shmbus_group_stats *st);
 

@@ -111,9 +111,9 @@ int sb_group_open_file(struct shmbus_channel *ch, const char *dir,
 	rc = sb_group_path(path, sizeof(path), dir, chan, group);
 	if (rc)
 		return rc;
-	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-	if (fd >= 0 || errno != ENOENT || !a)
-		return fd >= 0 ? fd : -errno;
+	fd = sb_open_file(path, O_RDWR);
+	if (fd != -ENOENT || !a)
+		return fd;
 	rc = sb_group_settings(a, &s);
 	if (rc)
 		return rc;
@@ -347,9 +347,9 @@ SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
 	rc = sb_group_path(path, sizeof(path), ch->dir, ch->name, group);
 	if (rc)
 		return rc;
-	fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	fd = sb_open_file(path, O_RDWR);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	m = sb_group_map(ch, fd, false, &rc);
 	close(fd);
 	if (!m)
@@ -428,9 +428,9 @@ struct shmbus_group *sb_group_open_map(struct shmbus_channel *ch,
 	*err = sb_group_path(path, sizeof(path), dir, ch->name, group);
 	if (*err)
 		return NULL;
-	fd = open(path, (rdonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW);
+	fd = sb_open_file(path, rdonly ? O_RDONLY : O_RDWR);
 	if (fd < 0) {
-		*err = -errno;
+		*err = fd;
 		return NULL;
 	}
 	m = sb_group_map(ch, fd, rdonly, err);
@@ -453,7 +453,7 @@ static int claims_one(const char *group, void *arg)
 
 	if (sb_group_path(path, sizeof(path), c->ch->dir, c->ch->name, group))
 		return 0;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = sb_open_file(path, O_RDONLY);
 	if (fd < 0)
 		return 0;
 	if (pread(fd, &h, sizeof(h), 0) == (ssize_t)sizeof(h) &&

@@ -112,8 +112,10 @@ static int lanes_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 		uint64_t stop;
 
 		if (st == SHMBUS_LANE_POISON) {
-			if (m->g->dead_letter[0] && !dl)
+			if (m->g->dead_letter[0] && !dl && !m->dl_drop) {
+				m->dl_wanted = true;
 				continue;	/* for whoever can publish */
+			}
 			if (dead_letter(m, dl, a, a + m->ch->cap / 2, i,
 					&stop) == 0 &&
 			    lane_move(m, i, c, SHMBUS_LANE_FREE,
@@ -344,8 +346,9 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 		return -1;	/* damage: nothing of the dead is freed */
 	for (uint64_t x = fs; x < cs; x++) {
 		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
-		uint64_t c, dl_ns, stop;
+		uint64_t c, dl_ns, stop, ls = 0, le = 0;
 		uint32_t st, who;
+		bool bad = false;
 
 		/* A15: pairs with R15 (a lease's seq, stored last): its
 		 * fields. */
@@ -358,16 +361,29 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 		who = gctl_member(c);
 		if (st == SHMBUS_LEASE_AVAILABLE)
 			avail++;
+		if (st == SHMBUS_LEASE_POISON && g->dead_letter[0] && !dl &&
+		    !m->dl_drop)
+			m->dl_wanted = true;
+		if (st == SHMBUS_LEASE_POISON) {
+			ls = load_relaxed64(&l->start);
+			le = load_relaxed64(&l->end);
+			/* A range a lease cannot have (the file is any
+			 * member's to write): the poison is dropped, counted,
+			 * never copied over and over from past head. */
+			bad = !(fp <= ls && ls <= le && le <= cp &&
+				/* No edge: compared only. */
+				le <= load_relaxed64(&m->ch->hdr->head));
+		}
 		/* R17: pairs with A17 (readers of the lease's word): the
 		 * holder's reads come first. */
 		if (st == SHMBUS_LEASE_POISON &&
-		    (!g->dead_letter[0] || dl) &&
-		    dead_letter(m, dl, load_relaxed64(&l->start),
-				load_relaxed64(&l->end), UINT32_MAX,
-				&stop) == 0 &&
+		    (bad || !g->dead_letter[0] || dl || m->dl_drop) &&
+		    (bad || dead_letter(m, dl, ls, le, UINT32_MAX, &stop) == 0) &&
 		    cas_pair(&l->ctl, c, dl_ns,
 			     gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER,
 				  gctl_deliveries(c), gctl_gen(c) + 1), dl_ns)) {
+			if (bad)
+				add_relaxed64(&g->dropped, 1);
 			n++;
 			continue;
 		}

@@ -66,8 +66,8 @@ void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 				continue;
 			st->in_flight++;
 			since = (int64_t)load_relaxed64(
-					(uint64_t *)&ln->deadline) -
-				m->lease_ns;
+					(uint64_t *)&ln->deadline);
+			since = sb_after(since, -m->lease_ns);
 			if (since < oldest) {
 				oldest = since;
 				who = gctl_member(c);
@@ -170,7 +170,8 @@ int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
 
 int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
 			   const char *group,
-			   shmbus_pub *(*dl_for)(const char *name, void *ctx),
+			   shmbus_pub *(*dl_for)(const char *name, void *ctx,
+						 bool *drop),
 			   void *ctx)
 {
 	struct shmbus_group *m;
@@ -186,7 +187,9 @@ int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
 	memcpy(name, m->g->dead_letter, sizeof(name));
 	name[sizeof(name) - 1] = 0;
 	if (name[0] && dl_for && sb_name_ok(name, 63))
-		dl = dl_for(name, ctx);
+		dl = dl_for(name, ctx, &m->dl_drop);
+	else if (name[0])
+		m->dl_drop = true;	/* no channel can take it */
 	rc = sb_group_maintain_as(m, dl, (uint32_t)getpid());
 	sb_group_unmap(m);
 	return rc;

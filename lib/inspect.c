@@ -125,11 +125,15 @@ static uint64_t lag_messages(struct shmbus_channel *ch, uint64_t p,
 			     uint64_t head, uint64_t seq)
 {
 	for (int steps = 0; steps < 4 && p < head; steps++) {
+		uint64_t w, s, h2;
+
+		/* p comes from shared memory: never dereferenced unaligned. */
+		if (p % SHMBUS_REC_ALIGN)
+			return UINT64_MAX;
 		/* A1: pairs with R1; the record is read, not trusted: its
 		 * seq counts only if head shows it was not overwritten. */
-		uint64_t w = load_acquire64(&rec_at(ch, p)->commit), s, h2;
-
-		if (p % SHMBUS_REC_ALIGN || word_tag(w) != lap_tag(ch, p))
+		w = load_acquire64(&rec_at(ch, p)->commit);
+		if (word_tag(w) != lap_tag(ch, p))
 			return UINT64_MAX;
 		if (word_type(w) == SHMBUS_REC_PAD) {
 			p += SHMBUS_REC_ALIGN + word_len(w);

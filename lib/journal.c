@@ -353,7 +353,6 @@ int sb_jreader_list(struct sb_jreader *r, uint64_t **bases, size_t *count)
 int sb_jreader_file(struct sb_jreader *r, uint64_t base, bool tix)
 {
 	char path[PATH_MAX + 32];
-	int fd;
 
 	if (r->bus)
 		return sb_bus_journal(r->bus, r->chan, tix ? SHMBUS_CTL_JNL_TIX :
@@ -361,8 +360,7 @@ int sb_jreader_file(struct sb_jreader *r, uint64_t base, bool tix)
 	if ((tix ? sb_jtix_path : sb_jseg_path)(path, sizeof(path), r->dir,
 						 base))
 		return -ENAMETOOLONG;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	return fd < 0 ? -errno : fd;
+	return sb_open_file(path, O_RDONLY);
 }
 
 void sb_jreader_close(struct sb_jreader *r)

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -53,13 +54,16 @@ static int busstat(char *out, size_t len, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(args, sizeof(args), fmt, ap);
 	va_end(ap);
-	snprintf(cmd, sizeof(cmd), "%s %s 2>&1", bin, args);
+	/* A busstat that hangs is killed, and fails the test. */
+	snprintf(cmd, sizeof(cmd), "timeout -s KILL 30 %s %s 2>&1", bin, args);
 	p = popen(cmd, "r");
 	cr_assert(p, "popen: %s", strerror(errno));
 	n = fread(out, 1, len - 1, p);
 	out[n] = 0;
 	st = pclose(p);
 	cr_assert(WIFEXITED(st), "busstat died: %s", cmd);
+	cr_assert(WEXITSTATUS(st) < 124, "busstat hung or was killed (%d): %s",
+		  WEXITSTATUS(st), cmd);
 	return WEXITSTATUS(st);
 }
 
@@ -1682,5 +1686,80 @@ Test(busstat, journal_in_every_output, .init = setup, .fini = teardown)
 	cr_assert_null(strstr(out, "shmbus_journal_bytes{channel=\"plain\"}"));
 	shmbus_pub_close(p);
 	shmbus_channel_close(plain);
+	shmbus_channel_close(ch);
+}
+
+/* A FIFO under a group's name and one in place of a channel's data file
+ * (any process that may create files in the directory can put them
+ * there): busstat reports and goes on, never waiting in open(). */
+Test(busstat, fifos_in_the_directory_do_not_block_it, .init = setup,
+     .fini = teardown, .timeout = 90)
+{
+	static char out[65536];
+	shmbus_channel *ch = th_create(dir, 8192, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_channel *c2;
+	struct shmbus_channel_attr a;
+	char path[512];
+	struct dirent *e;
+	DIR *d;
+
+	shmbus_channel_attr_init(&a);
+	a.capacity = 8192;
+	c2 = shmbus_channel_create(dir, "c2", &a, 0);
+	cr_assert(c2);
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	cr_assert_eq(mkfifo(path, 0666), 0);
+	/* c2's data file becomes a FIFO. */
+	d = opendir(dir);
+	cr_assert(d);
+	while ((e = readdir(d)))
+		if (!strncmp(e->d_name, ".c2.", 4) &&
+		    strstr(e->d_name, ".data")) {
+			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+			cr_assert_eq(unlink(path), 0);
+			cr_assert_eq(mkfifo(path, 0666), 0);
+		}
+	closedir(d);
+	busstat(out, sizeof(out), "-d %s", dir);
+	cr_assert(strstr(out, "ch"), "%s", out);
+	busstat(out, sizeof(out), "-d %s --json", dir);
+	busstat(out, sizeof(out), "-d %s -c ch", dir);
+	shmbus_channel_close(c2);
+	shmbus_channel_close(ch);
+}
+
+/* A process that holds a channel's control file writable (every
+ * subscriber does) cuts it short and gives it back its size, again and
+ * again, while busstat reads it: busstat never dies of SIGBUS. */
+static int cutter(void *arg)
+{
+	const char *path = arg;
+	int fd = open(path, O_RDWR);
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st))
+		return 1;
+	for (;;) {
+		if (ftruncate(fd, 0) || ftruncate(fd, st.st_size))
+			return 2;
+	}
+}
+
+Test(busstat, a_file_cut_short_while_it_reads_does_not_kill_it,
+     .init = setup, .fini = teardown, .timeout = 60)
+{
+	static char out[65536], path[256];
+	shmbus_channel *ch = th_create(dir, 8192, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	pid_t p;
+
+	snprintf(path, sizeof(path), "%s/ch", dir);
+	p = th_spawn(cutter, path);
+	/* busstat() fails the test if busstat was killed by a signal. */
+	for (int i = 0; i < 200; i++)
+		busstat(out, sizeof(out), "-d %s --json", dir);
+	kill(p, SIGKILL);
+	th_wait(p);
 	shmbus_channel_close(ch);
 }

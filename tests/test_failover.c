@@ -282,8 +282,10 @@ static void rings_vanish(const struct host *h)
 
 /* Both hosts go down; the standby's rings vanish (a reboot) and it comes
  * back alone: recorded in sync before, it must still not take over with
- * empty rings.  An operator can (promote --force). */
-Test(failover, a_host_whose_rings_vanished_does_not_take_over)
+ * empty rings.  An operator can (promote --force).  With damage_record,
+ * the record of its rings' identities is zeroed too: a host that cannot
+ * read it takes its rings for lost, not for a new pair's. */
+static void vanished_rings_do_not_take_over(bool damage_record)
 {
 	struct shmbus_ctl_repl_reply r;
 	pid_t pub;
@@ -294,9 +296,21 @@ Test(failover, a_host_whose_rings_vanished_does_not_take_over)
 	kill(pub, SIGKILL);
 	waitpid(pub, NULL, 0);
 	rings_vanish(&B);
+	if (damage_record) {
+		char path[300];
+		static const char zeros[32];
+		FILE *f;
+
+		snprintf(path, sizeof(path), "%s/rings", B.state);
+		f = fopen(path, "r+");
+		cr_assert(f, "%s", path);
+		cr_assert_eq(fwrite(zeros, 1, sizeof(zeros), f),
+			     sizeof(zeros));
+		fclose(f);
+	}
 	host_start(&B);
-	cr_assert(host_log_wait(&B, "was made again since the last run",
-				2000));
+	cr_assert(host_log_wait(&B, damage_record ? "rings:1 is damaged" :
+				"was made again since the last run", 2000));
 	cr_assert_eq(wait_for(is_primary, &B, TTL_MS * 2 + 500), -1,
 		     "took over with empty rings");
 	cr_assert(host_log_wait(&B, "no automatic promotion", 100));
@@ -306,8 +320,18 @@ Test(failover, a_host_whose_rings_vanished_does_not_take_over)
 			      &r), 0, "%s", r.text);
 	/* Its channels open once its leader thread runs the key's term. */
 	cr_assert_geq(wait_for(is_primary, &B, 1000), 0);
+}
+
+Test(failover, a_host_whose_rings_vanished_does_not_take_over)
+{
+	vanished_rings_do_not_take_over(false);
 	row("both down, standby back with empty rings", atomic_load(&lg->acked),
 	    false, -1);
+}
+
+Test(failover, a_host_that_cannot_read_its_rings_record_does_not_take_over)
+{
+	vanished_rings_do_not_take_over(true);
 }
 
 /* The standby restarts with vanished rings and, cut from etcd, cannot

@@ -19,11 +19,13 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "helpers.h"
+#include "../lib/contract.h"
 #include "../lib/group.h"
 #include "../lib/repair.h"
 
@@ -1110,5 +1112,203 @@ Test(group, a_group_whose_file_is_in_place_keeps_its_slot)
 	shmbus_group_stats(g, &st);
 	cr_assert_eq(st.members, 1);
 	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+/* ------------------------------------- a hostile member's file writes */
+
+/* The group's file, mapped as any member may map it. */
+static struct shmbus_group_hdr *map_file(size_t *len)
+{
+	char path[512];
+	struct stat st;
+	void *p;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0 && fstat(fd, &st) == 0, "%s", path);
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		 fd, 0);
+	close(fd);
+	cr_assert(p != MAP_FAILED);
+	*len = (size_t)st.st_size;
+	return p;
+}
+
+static shmbus_channel *other_channel(const char *name,
+				     enum shmbus_producers prod)
+{
+	struct shmbus_channel_attr ca;
+	shmbus_channel *c;
+
+	shmbus_channel_attr_init(&ca);
+	ca.capacity = 1 << 16;
+	ca.producers = prod;
+	c = shmbus_channel_create(dir, name, &ca, 0);
+	cr_assert(c, "create %s", name);
+	return c;
+}
+
+/* A name written into the file's dead-letter field: an honest member
+ * opens no publisher there until a poison message needs one, and then
+ * only on a multi-producer channel; a single producer's channel is never
+ * taken (its poison is dropped and counted). */
+Test(group, the_files_dead_letter_name_takes_no_producers_place)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_channel *other = other_channel("other", SHMBUS_SINGLE_PRODUCER);
+	struct shmbus_group_stats st;
+	struct shmbus_group_attr ga;
+	struct shmbus_lease lease;
+	struct shmbus_group_hdr *h;
+	shmbus_group *g;
+	shmbus_pub *p;
+	size_t len;
+
+	shmbus_group_attr_init(&ga);
+	ga.window = 8;
+	ga.max_deliveries = 1;
+	g = shmbus_group_join(ch, "g", "honest", &ga);
+	cr_assert(g);
+	h = map_file(&len);
+	strcpy(h->dead_letter, "other");
+	produce(ch, 4, 0);
+	/* Maintenance with nothing poisoned: the channel is not touched. */
+	cr_assert_eq(shmbus_group_maintain(g), 0);
+	p = shmbus_pub_open(other, NULL);
+	cr_assert(p, "the other channel's producer locked out: %s",
+		  strerror(errno));
+	/* A poison message, while that channel's producer is there: the
+	 * member does not take its place; the message is dropped. */
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &lease, 1), 1);
+	cr_assert_eq(shmbus_group_nack(g, &lease, 0), 0);
+	for (int i = 0; i < 100 && (shmbus_group_stats(g, &st), !st.dropped);
+	     i++) {
+		/* Delivered again (its delivery count decides), or found
+		 * poisoned and handed to the maintenance. */
+		if (shmbus_group_poll(g, keep_lease, &lease, 1) == 1)
+			shmbus_group_nack(g, &lease, 0);
+		cr_assert_geq(shmbus_group_maintain(g), 0);
+		usleep(2000);
+	}
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.dead_lettered, 0);
+	cr_assert_eq(st.dropped, 1, "dropped %llu",
+		     (unsigned long long)st.dropped);
+	shmbus_pub_close(p);
+	p = shmbus_pub_open(other, NULL);
+	cr_assert(p, "the member holds the other channel's producer role");
+	shmbus_pub_close(p);
+	munmap(h, len);
+	shmbus_group_leave(g);
+	shmbus_channel_close(other);
+	shmbus_channel_close(ch);
+}
+
+static shmbus_pub *the_dl;
+
+static int count_any(const struct shmbus_msg *m, void *arg)
+{
+	(void)m;
+	++*(int *)arg;
+	return 0;
+}
+
+static shmbus_pub *dl_given(const char *name, void *ctx, bool *drop)
+{
+	(void)name;
+	(void)ctx;
+	(void)drop;
+	return the_dl;
+}
+
+/* A poison lease whose range runs past head (the file is any member's to
+ * write): dropped and counted once, never copied to the dead-letter
+ * channel over and over. */
+Test(group, a_poison_lease_past_head_is_dropped_once)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_channel *dlch = other_channel("dl", SHMBUS_MULTI_PRODUCER);
+	shmbus_sub *dsub = shmbus_sub_open(dlch, NULL);
+	struct shmbus_group_stats st;
+	struct shmbus_lease_slot *l;
+	struct shmbus_lease lease;
+	struct shmbus_group_hdr *h;
+	shmbus_group *g;
+	int got = 0;
+	size_t len;
+	uint64_t c;
+
+	cr_assert(dsub);
+	the_dl = shmbus_pub_open(dlch, NULL);
+	cr_assert(the_dl);
+	g = join_as(ch, "honest", SHMBUS_GROUP_SHARED, 0);
+	h = map_file(&len);
+	strcpy(h->dead_letter, "dl");
+	produce(ch, 20, 0);
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &lease, 1), 1);
+	l = (void *)((uint8_t *)h + SHMBUS_GROUP_LEASES_OFF);
+	c = l[0].ctl;
+	l[0].end = l[0].start + (1u << 20);
+	__atomic_store_n(&l[0].ctl, gctl(SHMBUS_LEASE_POISON, SHMBUS_NO_MEMBER,
+					 5, gctl_gen(c) + 1), __ATOMIC_RELEASE);
+	for (int scan = 0; scan < 3; scan++) {
+		cr_assert_geq(sb_group_maintain_file(ch, dir, "g", dl_given,
+						     NULL), 0);
+		shmbus_poll(dsub, count_any, &got, 1000);
+	}
+	cr_assert_eq(got, 0, "%d copies in the dead-letter channel", got);
+	cr_assert_eq(gctl_state(l[0].ctl), SHMBUS_LEASE_DEAD);
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.dropped, 1);
+	munmap(h, len);
+	shmbus_group_leave(g);
+	shmbus_pub_close(the_dl);
+	shmbus_sub_close(dsub);
+	shmbus_channel_close(dlch);
+	shmbus_channel_close(ch);
+}
+
+/* A lane's deadline written as the most negative time: the statistics
+ * saturate (UBSan, under `make sanitize`, fails a subtraction that
+ * wraps). */
+Test(group, a_hostile_lane_deadline_saturates_the_statistics)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_stats st;
+	struct shmbus_group_hdr *h;
+	struct shmbus_lane *ln;
+	shmbus_group *g;
+	size_t len;
+
+	g = join_as(ch, "honest", SHMBUS_GROUP_KEYED, 0);
+	h = map_file(&len);
+	ln = (void *)((uint8_t *)h + SHMBUS_GROUP_LANES_OFF);
+	ln[0].next = ln[0].acked + 16;
+	ln[0].deadline = INT64_MIN;
+	cr_assert_eq(shmbus_group_stats(g, &st), 0);
+	cr_assert_eq(st.in_flight, 1);
+	munmap(h, len);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+/* A FIFO where a group's file would be: refused at once, never waited
+ * on (opening a FIFO to read waits for a writer). */
+Test(group, a_fifo_named_as_a_group_file_is_refused_at_once)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct sb_group_state gs;
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	cr_assert_eq(mkfifo(path, 0666), 0);
+	alarm(5);
+	cr_assert_null(shmbus_group_join(ch, "g", "m", NULL));
+	cr_assert_eq(errno, EBADMSG, "join: %s", strerror(errno));
+	cr_assert_eq(sb_group_state_get(ch, dir, "g", &gs), -EBADMSG);
+	alarm(0);
+	unlink(path);
 	shmbus_channel_close(ch);
 }

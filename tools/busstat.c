@@ -1311,6 +1311,10 @@ int main(int argc, char **argv)
 	long count = 1;
 	int opt, n_prev = 0, status = 0, formats = 0;
 
+	/* A channel's or a group's file cut short under us (any subscriber
+	 * may) reads as zeros, which show as damage, instead of ending us
+	 * with SIGBUS: busstat only reads. */
+	sb_sigbus_guard();
 	while ((opt = getopt_long(argc, argv, "b:d:c:jpwh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'b': bus = optarg; break;
