@@ -152,6 +152,38 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 	return dl[free_i].pub;
 }
 
+/* A group's file cut short by a member: its size given back before the
+ * maintenance maps it (and before the other members fault on it). */
+static void mend_file(struct sbd_chan *c, const char *group)
+{
+	static struct sbd_ratelimit rl;
+	static unsigned long mended;
+	uint64_t key = sbd_name_hash(group);
+	struct sbd_group_seen *e = NULL;
+	int rc;
+
+	for (size_t i = 0; i < SBD_GROUPS_SEEN && !e; i++)
+		if (c->gseen[i].key == key)
+			e = &c->gseen[i];
+	for (size_t i = 0; i < SBD_GROUPS_SEEN && !e; i++)
+		if (!c->gseen[i].key || !c->gseen[i].f.size)
+			e = &c->gseen[i];
+	if (!e)
+		return;
+	if (e->key != key)
+		*e = (struct sbd_group_seen){ .key = key };
+	e->listed = true;
+	rc = sb_group_file_mend(sbd.conf.shm_dir, c->name, group, &e->f);
+	if (rc > 0) {
+		mended++;
+		sbd_log_limited(&rl, SBD_ERR, mended, "group files mended",
+				"%s: group %s: its file was cut short by a "
+				"member; its size is given back (what was cut "
+				"reads as zeros: the group is damaged, delete "
+				"it and make it again)", c->name, group);
+	}
+}
+
 static int maintain_one(const char *group, void *arg)
 {
 	struct scan *s = arg;
@@ -161,6 +193,7 @@ static int maintain_one(const char *group, void *arg)
 	static unsigned long failed;
 
 	s->group = group;
+	mend_file(s->c, group);
 	rc = sb_group_maintain_file(s->c->ch, sbd.conf.shm_dir, group,
 				    dead_letter_pub, s);
 	if (rc < 0 && rc != -ENOENT) {
@@ -202,9 +235,15 @@ void sbd_groups_maintain(struct sbd_chan *c)
 	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if (!c->ngroups && t == c->groups_dir_ns)
 		return;
+	for (size_t i = 0; i < SBD_GROUPS_SEEN; i++)
+		c->gseen[i].listed = false;
 	pthread_mutex_lock(&groups_mu);
 	n = sb_group_list(sbd.conf.shm_dir, c->name, maintain_one, &s);
 	pthread_mutex_unlock(&groups_mu);
+	/* Groups deleted since: their places for others. */
+	for (size_t i = 0; i < SBD_GROUPS_SEEN; i++)
+		if (!c->gseen[i].listed)
+			c->gseen[i] = (struct sbd_group_seen){ 0 };
 	c->ngroups = n > 0 ? (unsigned)n : 0;
 	c->groups_dir_ns = t;
 }

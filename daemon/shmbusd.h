@@ -32,6 +32,7 @@
 
 #include "shmbus.h"
 #include "shmbus/protocol.h"
+#include "../lib/contract.h"
 
 /* ------------------------------------------------------------------ log */
 
@@ -218,6 +219,8 @@ struct sbd_rules {			/* replaced whole on reload */
 	struct rcu_head rcu;
 };
 
+#define SBD_GROUPS_SEEN	64	/* groups a channel can hold slots for */
+
 struct sbd_chan {
 	struct cds_lfht_node node;
 	struct rcu_head rcu;
@@ -241,6 +244,13 @@ struct sbd_chan {
 	 * only): how many, and the shm dir's change time then */
 	unsigned ngroups;
 	int64_t groups_dir_ns;
+	/* its groups' files as first seen, to give one cut short its size
+	 * back (reaper thread only) */
+	struct sbd_group_seen {
+		uint64_t key;		/* sbd_name_hash() of the group */
+		struct sb_file_seen f;
+		bool listed;		/* by the last scan */
+	} gseen[SBD_GROUPS_SEEN];
 	/* its files were found cut short (faults.c): no longer served.
 	 * Relaxed: a flag, no data travels with it. */
 	atomic_bool damaged;

@@ -481,6 +481,16 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
  * publisher dl_for() gives for the dead-letter channel the group's file
  * names (NULL: not now, or, with *drop set, never: poison is dropped and
  * counted).  Returns the changes made, or -errno. */
+/* What shmbusd saw of a group's file: its inode and its size. */
+struct sb_file_seen {
+	uint64_t ino, size;
+};
+/* shmbusd, at each scan: a group's file cut short by a member (its fd is
+ * writable) is given back the size it had when first seen, so that the
+ * other members read zeros there (damage: -EBADMSG) instead of dying of
+ * SIGBUS.  1 if it was short and is mended, 0 if not, -errno. */
+int sb_group_file_mend(const char *dir, const char *chan, const char *group,
+		       struct sb_file_seen *seen);
 int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
 			   const char *group,
 			   shmbus_pub *(*dl_for)(const char *name, void *ctx,

@@ -417,6 +417,34 @@ int sb_group_list(const char *dir, const char *name,
 	return count;
 }
 
+int sb_group_file_mend(const char *dir, const char *chan, const char *group,
+		       struct sb_file_seen *seen)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int fd, rc = 0;
+
+	rc = sb_group_path(path, sizeof(path), dir, chan, group);
+	if (rc)
+		return rc;
+	fd = sb_open_file(path, O_RDWR);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+	} else if (seen->ino != (uint64_t)st.st_ino || !seen->size) {
+		/* Another file (made again), or never seen: its size now,
+		 * if it is one a group can have. */
+		seen->ino = (uint64_t)st.st_ino;
+		seen->size = (uint64_t)st.st_size >= file_size_for(1) ?
+				     (uint64_t)st.st_size : 0;
+	} else if ((uint64_t)st.st_size < seen->size) {
+		rc = ftruncate(fd, (off_t)seen->size) < 0 ? -errno : 1;
+	}
+	close(fd);
+	return rc;
+}
+
 struct shmbus_group *sb_group_open_map(struct shmbus_channel *ch,
 				       const char *dir, const char *group,
 				       bool rdonly, int *err)

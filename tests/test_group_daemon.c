@@ -400,3 +400,51 @@ Test(group_daemon, an_admin_deletes_a_group_and_its_hold_on_the_channel)
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }
+
+/* A member cuts the group's file short (the daemon hands it writable):
+ * the daemon gives it back its size at its next scan, so that an honest
+ * member polling afterwards reads damage (an error), not a SIGBUS. */
+static int poll_after_cut(void *arg)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_group *g = join_bus(&bus, &ch, "jobs", "work", "honest",
+				   SHMBUS_GROUP_SHARED);
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	int rc = 0;
+
+	(void)arg;
+	/* Told by the parent once the file was cut and mended. */
+	kill(getpid(), SIGSTOP);
+	for (int i = 0; i < 10; i++)
+		rc = (int)shmbus_group_read(g, buf, sizeof(buf), &m);
+	return rc < 0 ? 0 : 1;
+}
+
+Test(group_daemon, a_group_file_cut_short_is_mended_and_kills_no_member)
+{
+	char path[512];
+	struct stat st;
+	int fd, wst;
+	pid_t p;
+
+	publish_n(0, 10);
+	p = th_spawn(poll_after_cut, NULL);
+	cr_assert_eq(waitpid(p, &wst, WUNTRACED), p);
+	cr_assert(WIFSTOPPED(wst));
+	snprintf(path, sizeof(path), "%s/.jobs@work.group", d.dir);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0, "%s", path);
+	cr_assert_eq(fstat(fd, &st), 0);
+	cr_assert_eq(ftruncate(fd, 0), 0);
+	for (int i = 0; i < 3000 && !log_has("its file was cut short"); i++)
+		usleep(1000);
+	cr_assert(log_has("group work: its file was cut short by a member"));
+	cr_assert_eq(fstat(fd, &st), 0);
+	cr_assert_gt(st.st_size, 0, "the size was not given back");
+	close(fd);
+	kill(p, SIGCONT);
+	cr_assert_eq(th_wait(p), 0, "the honest member died or read a "
+		     "message from a damaged group");
+}
