@@ -556,13 +556,32 @@ static int host_id(char *out, size_t n)
 	snprintf(path, sizeof(path), "%s/host-id", sbd.conf.repl.state_dir);
 	f = fopen(path, "r");
 	if (f) {
-		if (fgets(buf, sizeof(buf), f) &&
-		    sscanf(buf, "%" SCNx64, &id) == 1 && id) {
-			fclose(f);
-			snprintf(out, n, "%016" PRIx64, id);
-			return 0;
-		}
+		size_t k = fread(buf, 1, sizeof(buf) - 1, f);
+		bool ok = k == 17 && buf[16] == '\n';
+
 		fclose(f);
+		/* Exactly as written below: 16 lower-case hex digits. */
+		for (int i = 0; ok && i < 16; i++)
+			ok = (buf[i] >= '0' && buf[i] <= '9') ||
+			     (buf[i] >= 'a' && buf[i] <= 'f');
+		if (ok) {
+			buf[16] = 0;
+			id = strtoull(buf, NULL, 16);
+		}
+		if (!ok || !id) {
+			/* A new id would make this host a stranger to the
+			 * arbiter's records of it: the operator decides. */
+			sbd_log(SBD_ERR, 0, "arbiter: %s is damaged (not 16 "
+				"hex digits and a newline): remove it to give "
+				"this host a new id (the arbiter's records then "
+				"name another host: it waits a term for the "
+				"leader key and is not in sync until caught up)",
+				path);
+			errno = EBADMSG;
+			return -EBADMSG;
+		}
+		snprintf(out, n, "%016" PRIx64, id);
+		return 0;
 	}
 	if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id) || !id)
 		return -EIO;

@@ -701,13 +701,15 @@ static void op_inspect(struct run *r, unsigned room)
 
 /* sb_group_maintain_file()'s dead-letter publisher: "dlq" only, opened
  * when first asked for and closed after the input. */
-static shmbus_pub *dl_for(const char *name, void *ctx)
+static shmbus_pub *dl_for(const char *name, void *ctx, bool *drop)
 {
 	struct run *r = ctx;
 
 	FUZZ_CHECK(sb_name_ok(name, 63));
-	if (strcmp(name, "dlq"))
+	if (strcmp(name, "dlq")) {
+		*drop = true;	/* as shmbusd: the config names another */
 		return NULL;
+	}
 	if (!r->dl_ch) {
 		r->dl_ch = shmbus_channel_open(dir, "dlq");
 		FUZZ_CHECK(r->dl_ch != NULL);

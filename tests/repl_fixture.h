@@ -50,6 +50,8 @@ void pair_teardown(void);
 void host_config(struct host *h, const char *role, const char *peer,
 		 const char *chans, const char *extra);
 void host_start(struct host *h);
+/* The same, false if the daemon exited at start (h->pid is then 0). */
+bool host_try_start(struct host *h);
 /* kill(sig) and wait for it. */
 void host_kill(struct host *h, int sig);
 /* Whether h's log has `what` within timeout_ms. */

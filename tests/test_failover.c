@@ -334,6 +334,27 @@ Test(failover, a_host_that_cannot_read_its_rings_record_does_not_take_over)
 	vanished_rings_do_not_take_over(true);
 }
 
+/* A host id that cannot be read: the daemon does not make a new one (the
+ * arbiter's records would then name a stranger), it says so and stops. */
+Test(failover, a_damaged_host_id_stops_the_daemon)
+{
+	char path[300];
+	FILE *f;
+	pid_t pub;
+
+	pub = fo_start(FO_CHANS, extra, 100, false);
+	fo_stop(pub);
+	host_kill(&B, SIGKILL);
+	snprintf(path, sizeof(path), "%s/host-id", B.state);
+	f = fopen(path, "w");
+	cr_assert(f, "%s", path);
+	fputs("0x12\n", f);
+	fclose(f);
+	cr_assert_not(host_try_start(&B), "started with a damaged host id");
+	cr_assert(host_log_wait(&B, "host-id is damaged", 100));
+	cr_assert(!is_primary(&B));
+}
+
 /* The standby restarts with vanished rings and, cut from etcd, cannot
  * learn that its primary recorded it in sync afresh: a switchover to it
  * is refused (its leader thread would not take the key, and the pair
