@@ -1260,6 +1260,21 @@ Test(journal, only_canonical_names_are_segments)
 	th_rmdir(dir);
 }
 
+/* A daemon on the config with `keys`, and n messages published through
+ * it and journaled. */
+static shmbus_channel *journaled(const char *keys, uint64_t n,
+				 shmbus_bus **bus, shmbus_pub **p)
+{
+	shmbus_channel *ch;
+
+	conf_with(keys, NULL);
+	start_daemon();
+	ch = open_pub(bus, p);
+	publish_range(*p, 0, n);
+	wait_written(ch, 10);
+	return ch;
+}
+
 /* Damage in the ring under the journal (a record across the ring's end,
  * which a live process that maps the ring wrote over its claim): the
  * journal says so and counts it as an error, holding everything before
@@ -1301,11 +1316,7 @@ Test(journal, damage_in_the_ring_is_said_not_waited_on_in_silence)
 
 	cr_assert(at != MAP_FAILED);
 	*at = UINT64_MAX;
-	conf_with("journal_fsync = none\n", NULL);
-	start_daemon();
-	ch = open_pub(&bus, &p);
-	publish_range(p, 0, 10);
-	wait_written(ch, 10);
+	ch = journaled("journal_fsync = none\n", 10, &bus, &p);
 	close_pub(bus, ch, p);
 	pid = th_spawn(plant_across_the_end, at);
 	for (int i = 0; i < 3000 && *at == UINT64_MAX; i++)
@@ -1348,11 +1359,7 @@ static void head_a_lap_ahead(const char *keys)
 	shmbus_pub *p;
 	uint64_t head;
 
-	conf_with(keys, NULL);
-	start_daemon();
-	ch = open_pub(&bus, &p);
-	publish_range(p, 0, 100);
-	wait_written(ch, 10);
+	ch = journaled(keys, 100, &bus, &p);
 	head = th_head(ch);
 	__atomic_store_n(&ch->hdr->head, head + 8 * 65536, __ATOMIC_RELEASE);
 	for (int i = 0; i < 3000 && !log_has("more than a lap ahead"); i++)
@@ -1388,11 +1395,8 @@ Test(journal, the_files_are_the_daemons_whoever_owns_the_channel)
 	shmbus_bus *bus;
 	shmbus_pub *p;
 
-	conf_with("owner = nobody\ngroup = nogroup\nmode = 0660\n", NULL);
-	start_daemon();
-	ch = open_pub(&bus, &p);
-	publish_range(p, 0, 10);
-	wait_written(ch, 10);
+	ch = journaled("owner = nobody\ngroup = nogroup\nmode = 0660\n", 10,
+		       &bus, &p);
 	cr_assert_eq(sb_jseg_path(seg, sizeof(seg), cdir, 0), 0);
 	cr_assert_eq(stat(cdir, &st), 0);
 	cr_assert_eq(st.st_uid, geteuid(), "the directory's owner: %u",
