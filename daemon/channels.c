@@ -43,20 +43,22 @@ static bool same_geometry(shmbus_channel *ch,
 }
 
 /* A channel file that fails validation is renamed, never deleted: an
- * operator may want to look at it. */
-static void set_aside(const char *name, int err)
+ * operator may want to look at it.  0, or -1 if it stays. */
+static int set_aside(const char *name, int err)
 {
 	char from[PATH_MAX], to[PATH_MAX], when[32];
 
 	snprintf(when, sizeof(when), ".%ld", (long)time(NULL));
 	if (chan_path(from, sizeof(from), "", name, "") ||
 	    chan_path(to, sizeof(to), ".corrupt.", name, when) ||
-	    rename(from, to) < 0)
+	    rename(from, to) < 0) {
 		sbd_log(SBD_ERR, errno, "%s: invalid (%s), and cannot be set "
 			"aside as %s", name, shmbus_strerror(-err), to);
-	else
-		sbd_log(SBD_ERR, 0, "%s: invalid channel file (%s): set aside "
-			"as %s", name, shmbus_strerror(-err), to);
+		return -1;
+	}
+	sbd_log(SBD_ERR, 0, "%s: invalid channel file (%s): set aside as %s",
+		name, shmbus_strerror(-err), to);
+	return 0;
 }
 
 /* A channel's rules from its config section, or the defaults. */
@@ -128,6 +130,40 @@ fail:
 	return rc;
 }
 
+/*
+ * Whether channel `name`'s files may be adopted: the data file the
+ * daemon's user's (or root's), the control file too or the configured
+ * owner's (owner: -1 if none).  shm_dir may be a sticky directory that
+ * every user can create files in (/dev/shm): a channel file that another
+ * user made there before the daemon started would otherwise be served,
+ * with that user able to read and write every message through it.  Files
+ * that cannot be opened are for the caller's open to report.
+ */
+static bool files_are_ours(const char *name, int64_t owner)
+{
+	uid_t me = geteuid();
+	struct stat a = { 0 }, b = { 0 };
+	int ctl, drw, dro;
+	bool ok;
+
+	if (sb_channel_open_fds(sbd.conf.shm_dir, name, &ctl, &drw, &dro))
+		return true;
+	ok = fstat(ctl, &a) == 0 && fstat(drw, &b) == 0 &&
+	     (a.st_uid == me || a.st_uid == 0 ||
+	      (owner >= 0 && a.st_uid == (uid_t)owner)) &&
+	     (b.st_uid == me || b.st_uid == 0);
+	if (!ok)
+		sbd_log(SBD_ERR, 0, "%s: its files belong to uid %u and %u, "
+			"neither this daemon's nor the channel's owner's: not "
+			"adopted (made by another user in %s?)", name,
+			(unsigned)a.st_uid, (unsigned)b.st_uid,
+			sbd.conf.shm_dir);
+	close(ctl);
+	close(drw);
+	close(dro);
+	return ok;
+}
+
 /* Creates channel file `name` (exclusively), chowned as asked (-1: as
  * is), and maps it into *out.  0 or -errno. */
 int sbd_channel_create_file(const char *name,
@@ -180,6 +216,10 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 		return rc;
 	}
 	rcu_read_unlock();
+	/* Another user's files: set aside, and the channel made afresh. */
+	if (!files_are_ours(cc->name, cc->owner) &&
+	    set_aside(cc->name, -EPERM))
+		return -EPERM;
 	ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
 	if (ch) {
 		if (!same_geometry(ch, &cc->attr))
@@ -239,7 +279,7 @@ void sbd_channel_adopt_dir(void)
 		rcu_read_lock();
 		c = sbd_chan_find(e->d_name);
 		rcu_read_unlock();
-		if (c)
+		if (c || !files_are_ours(e->d_name, -1))
 			continue;
 		ch = shmbus_channel_open(sbd.conf.shm_dir, e->d_name);
 		if (!ch) {

@@ -770,6 +770,7 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	struct shmbus_group_attr a, s;
 	bool configured, admin;
 	struct sbd_chan *c;
+	struct stat st = { 0 };
 	int fd, rc, fds[2];
 
 	if (req->flags == SHMBUS_CTL_GROUP_DELETE)
@@ -832,6 +833,18 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	if (fd < 0)
 		return deny(fd, "group '%s' of '%s': %s", req->group,
 			      req->channel, shmbus_strerror(fd));
+	/* shm_dir may be a directory where every user can make files
+	 * (/dev/shm): a group's file made there by another user is not
+	 * handed out as the group. */
+	if (fstat(fd, &st) < 0 || (st.st_uid != geteuid() && st.st_uid != 0)) {
+		close(fd);
+		sbd_log(SBD_ERR, 0, "%s: group %s: its file belongs to uid %u, "
+			"not to this daemon: not handed out (made by another "
+			"user in %s?)", req->channel, req->group,
+			(unsigned)st.st_uid, sbd.conf.shm_dir);
+		return deny(-EPERM, "group '%s' of '%s': its file is not the "
+			      "daemon's", req->group, req->channel);
+	}
 	note_open(cl, req->channel);
 	sbd_log(SBD_DEBUG, 0, "%s: pid %d joins group %s", req->channel,
 		(int)cl->pid, req->group);

@@ -361,3 +361,60 @@ Test(access, a_client_that_cuts_a_file_short_does_not_bring_down_the_daemon,
 	shmbus_disconnect(bus);
 	shmbus_disconnect(bus2);
 }
+
+/* Every file of the directory whose name starts with `prefix`, given to
+ * uid and gid 65534. */
+static void give_away(const char *prefix)
+{
+	char cmd[512];
+
+	snprintf(cmd, sizeof(cmd), "chown 65534:65534 %s/%s*", d.dir, prefix);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+}
+
+/* shm_dir may be a directory where every user can make files (/dev/shm):
+ * channel and group files that another user made there before the daemon
+ * started are not served as the daemon's.  A configured channel's are set
+ * aside and the channel made afresh; another channel's are left alone;
+ * a group's file is not handed to joiners. */
+Test(access, files_another_user_made_are_not_served, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give files to uid 65534");
+	setup_with("[defaults]\nsubscribe = *\npublish = *\n"
+		   "[channel mine]\ncapacity = 8K\nmax_msg = 100\n"
+		   "[channel jobs]\ncapacity = 8K\nmax_msg = 100\n"
+		   "consumer_groups = work mode=shared\n");
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	shmbus_channel_attr_init(&a);
+	a.capacity = 8192;
+	ch = shmbus_channel_create(d.dir, "stray", &a, SHMBUS_CREATE_EXCL);
+	cr_assert(ch);
+	shmbus_channel_close(ch);
+	give_away("mine");
+	give_away("stray");
+	give_away(".stray.");
+	give_away(".jobs@work");
+	start_daemon();
+	cr_assert(log_has("mine: its files belong to uid 65534"));
+	cr_assert(log_has("mine: invalid channel file"));
+	cr_assert(log_has("stray: its files belong to uid 65534"));
+	ch = open_role(&bus, "mine", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "mine, made afresh: %s", strerror(errno));
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	cr_assert_null(open_role(&bus, "stray", SHMBUS_ROLE_SUBSCRIBE));
+	ch = open_role(&bus, "jobs", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	cr_assert_null(shmbus_group_join(ch, "work", "m", NULL));
+	cr_assert_eq(errno, EPERM, "join: %s", strerror(errno));
+	cr_assert(log_has("group work: its file belongs to uid 65534"));
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
