@@ -6,21 +6,13 @@
  * channel's policy, publishes how far it wrote and synced in the
  * channel's header, and deletes old segments by the retention rule.
  * A second thread per channel prepares the next segment (header, zeros,
- * fdatasync) so that rolling is a rename.
- *
- * At start, before the first reap: each journal is checked and recovered
- * (the last two segments walked, the first impossible record and all
- * after it cleared), then the agent takes a cursor slot where the
- * journal ends, so that producers held by the previous daemon's cursor
- * stay held.  A ring that is new while its journal is not (a reboot)
- * continues at the journal's end.  At exit the cursor slot is left held.
+ * fdatasync) so that rolling is a rename.  The journal's start, recovery
+ * and cut are in journal_start.c.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,67 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shmbusd.h"
-#include "shmbus/layout.h"
-#include "../lib/contract.h"
-#include "../lib/journal.h"
-
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
-
-#define CHUNK		(1u << 20)	/* bytes copied and written at once */
-#define NAP_NS		INT64_C(1000000)	/* an idle agent looks again */
-#define CHECK_NS	INT64_C(100000000)	/* free space, retention */
-#define RETRY_NS	INT64_C(100000000)	/* after a failed write */
-#define PAD_MAX	((uint64_t)SHMBUS_LEN_MASK & ~(uint64_t)(SHMBUS_REC_ALIGN - 1))
-
-struct jchan {
-	char name[SHMBUS_CTL_NAME];
-	struct sbd_jnl_conf conf;	/* copies: a reload replaces sbd.conf */
-	uint64_t min_free;
-	shmbus_channel *ch;		/* the agent's own mapping */
-	struct sb_jgeom g;
-	char dir[PATH_MAX];
-	int dfd;			/* the directory, to sync it */
-	mode_t fmode;
-	int64_t gid;			/* the channel's group (-1: the
-					 * daemon's) */
-	shmbus_sub *cursor;
-	uint64_t held;			/* the cursor's position */
-	uint64_t pos;			/* written through */
-	uint64_t synced;		/* fdatasync'd through */
-	uint64_t seq;			/* the last seq written (UINT64_MAX) */
-	uint64_t synced_seq;		/* the last seq synced (UINT64_MAX) */
-	int fd;				/* the current segment */
-	uint64_t base;
-	int tix_fd;
-	uint64_t tix_pos;		/* the last entry's (UINT64_MAX) */
-	int64_t tix_ns;
-	uint8_t *buf;
-	size_t buf_cap;
-	int64_t sync_ns;		/* last fdatasync (monotonic) */
-	int64_t check_ns;		/* last free-space and retention check */
-	uint32_t kick;
-	bool full, failing;
-	bool dead;			/* stopped for good: the ring went back */
-	struct sbd_ratelimit rl;
-	unsigned long errors;
-	pthread_t th;
-	bool th_on;
-	bool stop;			/* atomic */
-
-	/* The preparer: makes the spare for base `want` (UINT64_MAX:
-	 * nothing to do); `ready` is the base of the spare on disk. */
-	pthread_t prep;
-	bool prep_on;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	uint64_t want, ready;
-	int prep_err;
-};
-
-static struct jchan *jc;
-static size_t njc;
+#include "journal_int.h"
 
 /* ------------------------------------------------------------ helpers */
 
@@ -103,7 +35,7 @@ static int64_t real_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int write_all(int fd, const void *buf, size_t len, off_t off)
+int jnl_write_all(int fd, const void *buf, size_t len, off_t off)
 {
 	const uint8_t *p = buf;
 
@@ -126,14 +58,14 @@ static int write_all(int fd, const void *buf, size_t len, off_t off)
 /* The files stay the daemon's user's, whoever owns the channel: an owner
  * of a file may change its mode, and the owner of the directory may put
  * files in it.  The channel's group gets them, to read only. */
-static void own(struct jchan *j, int fd)
+void jnl_own(struct jchan *j, int fd)
 {
 	if (fchown(fd, geteuid(), j->gid >= 0 ? (gid_t)j->gid : (gid_t)-1))
 		sbd_log(SBD_WARN, errno, "%s: journal: chown", j->name);
 	fchmod(fd, j->fmode);
 }
 
-static int mkdir_p(const char *path, mode_t mode)
+int jnl_mkdir_p(const char *path, mode_t mode)
 {
 	char tmp[PATH_MAX];
 
@@ -181,16 +113,16 @@ static int make_file(struct jchan *j, const char *name, uint64_t base,
 		return -errno;
 	sb_jseg_hdr_make(&h, &j->g, base, start, epoch);
 	memcpy(page, &h, sizeof(h));
-	rc = write_all(fd, page, sizeof(page), 0);
+	rc = jnl_write_all(fd, page, sizeof(page), 0);
 	/* Pre-zeroed: the blocks are allocated now, so that appending
 	 * later changes no metadata and fdatasync() writes data only. */
 	for (uint64_t o = 0; !rc && o < j->g.seg_size; o += sizeof(zero))
-		rc = write_all(fd, zero, sizeof(zero),
+		rc = jnl_write_all(fd, zero, sizeof(zero),
 			       (off_t)(SHMBUS_JSEG_HDR + o));
 	if (!rc && fdatasync(fd))
 		rc = -errno;
 	if (!rc)
-		own(j, fd);
+		jnl_own(j, fd);
 	close(fd);
 	if (rc)
 		unlinkat(j->dfd, name, 0);
@@ -199,7 +131,7 @@ static int make_file(struct jchan *j, const char *name, uint64_t base,
 
 /* ---------------------------------------------------------- the preparer */
 
-static void *prep_main(void *arg)
+void *jnl_prep_main(void *arg)
 {
 	struct jchan *j = arg;
 
@@ -233,7 +165,7 @@ static void *prep_main(void *arg)
 	return NULL;
 }
 
-static void prep_ask(struct jchan *j, uint64_t base)
+void jnl_prep_ask(struct jchan *j, uint64_t base)
 {
 	pthread_mutex_lock(&j->mu);
 	j->want = base;
@@ -261,7 +193,7 @@ static int open_tix(struct jchan *j, uint64_t limit)
 	j->tix_pos = UINT64_MAX;
 	if (j->tix_fd < 0)
 		return -errno;
-	own(j, j->tix_fd);	/* readable as the segments are */
+	jnl_own(j, j->tix_fd);	/* readable as the segments are */
 	/* Entries past `limit` name records recovery removed (a crash lost
 	 * the segment's unsynced tail, not its index's). */
 	while (pread(j->tix_fd, &e, sizeof(e), o) == (ssize_t)sizeof(e) &&
@@ -280,7 +212,7 @@ static int open_tix(struct jchan *j, uint64_t limit)
 	return 0;
 }
 
-static void close_seg(struct jchan *j)
+void jnl_close_seg(struct jchan *j)
 {
 	if (j->fd >= 0)
 		close(j->fd);
@@ -289,7 +221,7 @@ static void close_seg(struct jchan *j)
 	j->fd = j->tix_fd = -1;
 }
 
-static int open_seg(struct jchan *j, uint64_t base, uint64_t end)
+int jnl_open_seg(struct jchan *j, uint64_t base, uint64_t end)
 {
 	char name[64];
 
@@ -304,7 +236,7 @@ static int open_seg(struct jchan *j, uint64_t base, uint64_t end)
 /* The segment for `base`, starting at `start`: the preparer's spare if
  * it made that one, else made now.  Named last (rename, then the
  * directory synced), so that a segment file always has its header. */
-static int new_seg(struct jchan *j, uint64_t base, uint64_t start)
+int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 {
 	char spare[64], name[64];
 	uint64_t epoch = epoch_now(j);
@@ -337,7 +269,7 @@ static int new_seg(struct jchan *j, uint64_t base, uint64_t start)
 			have = false;
 		} else if (h.epoch != epoch) {
 			sb_jseg_hdr_make(&h, &j->g, base, start, epoch);
-			if (write_all(fd, &h, sizeof(h), 0) || fdatasync(fd))
+			if (jnl_write_all(fd, &h, sizeof(h), 0) || fdatasync(fd))
 				have = false;
 		}
 		if (fd >= 0)
@@ -350,16 +282,16 @@ static int new_seg(struct jchan *j, uint64_t base, uint64_t start)
 	}
 	if (renameat(j->dfd, spare, j->dfd, name) || fsync(j->dfd))
 		return -errno;
-	rc = open_seg(j, base, 0);	/* a new segment: no index yet */
+	rc = jnl_open_seg(j, base, 0);	/* a new segment: no index yet */
 	if (rc)
 		return rc;
-	prep_ask(j, base + j->g.seg_size);
+	jnl_prep_ask(j, base + j->g.seg_size);
 	return 0;
 }
 
 /* ------------------------------------------------------------ retention */
 
-static void retain(struct jchan *j)
+void jnl_retain(struct jchan *j)
 {
 	uint64_t *b, total, oldest;
 	uint32_t keep = SHMBUS_JKEEP_RULE;
@@ -488,12 +420,12 @@ static int roll(struct jchan *j, uint64_t start)
 		rc = sync_now(j);
 		if (rc)
 			return rc;
-		close_seg(j);
+		jnl_close_seg(j);
 	}
-	rc = new_seg(j, base, start);
+	rc = jnl_new_seg(j, base, start);
 	if (rc)
 		return rc;
-	retain(j);
+	jnl_retain(j);
 	return 0;
 }
 
@@ -518,7 +450,7 @@ static int write_pads(struct jchan *j, uint64_t from, uint64_t to)
 		       (k - SHMBUS_REC_ALIGN);
 		memcpy(w, &word, 8);
 		sb_jrec_seal(w, p);
-		rc = write_all(j->fd, w, 8,
+		rc = jnl_write_all(j->fd, w, 8,
 			       (off_t)(SHMBUS_JSEG_HDR + (p - j->base)));
 		if (rc)
 			return rc;
@@ -759,7 +691,7 @@ static int append(struct jchan *j)
 		sb_jrec_seal(j->buf + o, j->pos + o);
 		o += size;
 	}
-	rc = write_all(j->fd, j->buf, len,
+	rc = jnl_write_all(j->fd, j->buf, len,
 		       (off_t)(SHMBUS_JSEG_HDR + (j->pos - j->base)));
 	if (rc)
 		return rc;
@@ -816,7 +748,7 @@ static bool sync_due(struct jchan *j, int64_t now)
 	}
 }
 
-static void *agent_main(void *arg)
+void *jnl_agent_main(void *arg)
 {
 	struct jchan *j = arg;
 	int64_t retry_at = 0;
@@ -830,7 +762,7 @@ static void *agent_main(void *arg)
 		if (now - j->check_ns >= CHECK_NS) {
 			j->check_ns = now;
 			check_space(j);
-			retain(j);
+			jnl_retain(j);
 		}
 		if (now >= retry_at) {
 			/* Write what is there, a MiB at a time, then sync
@@ -894,553 +826,4 @@ static void *agent_main(void *arg)
 	if (j->fd >= 0 && !sync_now(j))
 		publish_synced(j);
 	return NULL;
-}
-
-/* ------------------------------------------------------------- recovery */
-
-/* Clears [from, the end of segment `base`): a record that failed, and
- * whatever followed it, can never be read as valid again. */
-static int clear_from(struct jchan *j, uint64_t base, uint64_t from)
-{
-	static const uint8_t zero[64 << 10];
-	char name[64];
-	off_t off = (off_t)(SHMBUS_JSEG_HDR + (from - base)),
-	      end = (off_t)(SHMBUS_JSEG_HDR + j->g.seg_size);
-	int fd, rc = 0;
-
-	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
-	fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	for (off_t o = off; !rc && o < end; o += (off_t)sizeof(zero)) {
-		size_t n = end - o < (off_t)sizeof(zero) ? (size_t)(end - o)
-							 : sizeof(zero);
-		rc = write_all(fd, zero, n, o);
-	}
-	if (!rc && fdatasync(fd))
-		rc = -errno;
-	close(fd);
-	return rc;
-}
-
-/* Segments made ahead by a previous daemon: made again when needed. */
-static void remove_spares(struct jchan *j)
-{
-	DIR *d = fdopendir(dup(j->dfd));
-	struct dirent *e;
-
-	if (!d)
-		return;
-	rewinddir(d);	/* the offset is shared with j->dfd's */
-	while ((e = readdir(d))) {
-		size_t n = strlen(e->d_name);
-
-		if (e->d_name[0] == '.' && n > 8 &&
-		    !strcmp(e->d_name + n - 8, ".seg.tmp"))
-			unlinkat(j->dfd, e->d_name, 0);
-	}
-	closedir(d);
-}
-
-/*
- * Checks every segment's header, walks the last two segments, clears
- * from the first impossible record on (later segments removed).  *end is
- * where the journal ends (UINT64_MAX: empty), *seq the last seq in it,
- * *oldest its first position.
- */
-static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
-		   uint64_t *oldest)
-{
-	struct sb_jreader r;
-	struct sb_jrec rec;
-	uint64_t *b;
-	size_t k;
-	int rc;
-
-	*end = *oldest = UINT64_MAX;
-	*seq = UINT64_MAX;
-	remove_spares(j);
-	rc = sb_jlist(j->dir, &b, &k);
-	if (rc)
-		return rc;
-	if (!k) {
-		free(b);
-		return 0;
-	}
-	rc = sb_jreader_init(&r, j->dir, &j->g);
-	for (size_t i = 0; !rc && i < k; i++) {
-		/* Every header: a segment of another channel or geometry
-		 * is never used. */
-		rc = sb_jreader_seek(&r, b[i]);
-		if (rc == 0 && i == 0)
-			*oldest = r.start;
-	}
-	if (rc) {
-		sbd_log(SBD_ERR, 0, "%s: journal: %s: refused; the journal is "
-			"not written until the directory %s is put right",
-			j->name, rc == -EBADMSG || rc == -EXDEV ? r.why :
-			strerror(-rc), j->dir);
-		sb_jreader_close(&r);
-		free(b);
-		return -EXDEV;
-	}
-	rc = sb_jreader_seek(&r, b[k >= 2 ? k - 2 : 0]);
-	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1)
-		rc = 0;
-	if (rc < 0) {
-		sbd_log(SBD_ERR, rc, "%s: journal: reading it back", j->name);
-		sb_jreader_close(&r);
-		free(b);
-		return rc;
-	}
-	*end = r.pos;
-	*seq = r.seq;
-	if (r.pos < b[k - 1] + j->g.seg_size) {
-		uint64_t base = r.pos & ~(j->g.seg_size - 1);
-		bool tail = strncmp(r.why, "nothing written", 15) != 0;
-
-		if (tail)
-			sbd_log(SBD_WARN, 0, "%s: journal: recovered through "
-				"%" PRIu64 "; cleared from there on: %s",
-				j->name, r.pos, r.why);
-		for (size_t i = 0; i < k; i++) {
-			char name[64];
-
-			if (b[i] <= base)
-				continue;
-			snprintf(name, sizeof(name), "%016llx.seg",
-				 (unsigned long long)b[i]);
-			unlinkat(j->dfd, name, 0);
-			snprintf(name, sizeof(name), "%016llx.tix",
-				 (unsigned long long)b[i]);
-			unlinkat(j->dfd, name, 0);
-			sbd_log(SBD_WARN, 0, "%s: journal: removed segment "
-				"%016llx, after the damage", j->name,
-				(unsigned long long)b[i]);
-		}
-		rc = clear_from(j, base, r.pos);
-		fsync(j->dfd);	/* the segments removed stay removed */
-	}
-	/* What the walk found is on disk before it counts as persisted: a
-	 * previous daemon may have died before syncing it. */
-	for (size_t i = k >= 2 ? k - 2 : 0; rc == 0 && i < k; i++) {
-		char name[64];
-		int fd;
-
-		snprintf(name, sizeof(name), "%016llx.seg",
-			 (unsigned long long)b[i]);
-		fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-		if (fd >= 0) {
-			if (fdatasync(fd))
-				rc = -errno;
-			close(fd);
-		}
-	}
-	sb_jreader_close(&r);
-	free(b);
-	return rc;
-}
-
-/* ---------------------------------------------------------------- start */
-
-static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
-{
-	struct shmbus_channel_info in;
-	struct shmbus_sub_stats st;
-	uint64_t end, seq, oldest, at, head;
-	char why[256];
-	int rc, err;
-
-	snprintf(j->name, sizeof(j->name), "%s", cc->name);
-	j->conf = cc->jnl;
-	j->min_free = sbd.conf.journal_min_free;
-	j->fd = j->tix_fd = j->dfd = -1;
-	j->want = j->ready = UINT64_MAX;
-	j->seq = j->synced_seq = UINT64_MAX;
-	j->gid = cc->group;
-	pthread_mutex_init(&j->mu, NULL);
-	pthread_cond_init(&j->cv, NULL);
-	j->ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
-	if (!j->ch || shmbus_channel_info(j->ch, &in))
-		return -errno;
-	/* Only the daemon writes the files; its group and others read them
-	 * as the channel's mode lets them read the channel. */
-	j->fmode = (cc->attr.mode ? cc->attr.mode : 0600) & 0044;
-	j->fmode |= 0600;
-	if (snprintf(j->dir, sizeof(j->dir), "%s/%s", sbd.conf.journal_dir,
-		     cc->name) >= (int)sizeof(j->dir) ||
-	    strlen(j->dir) >= sizeof(((struct sb_jnl_view *)0)->dir))
-		return -ENAMETOOLONG;
-	rc = sb_jgeom_make(&j->g, cc->name, cc->jnl.segment, in.capacity,
-			   in.max_msg, sb_channel_flags(in.policy,
-							in.producers),
-			   why, sizeof(why));
-	if (rc) {
-		sbd_log(SBD_ERR, 0, "%s: journal: %s", j->name, why);
-		return rc;
-	}
-	rc = mkdir_p(j->dir, j->fmode | ((j->fmode & 0444) >> 2));
-	if (rc)
-		return rc;
-	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (j->dfd < 0)
-		return -errno;
-	own(j, j->dfd);
-	fchmod(j->dfd, j->fmode | ((j->fmode & 0444) >> 2));
-	j->buf_cap = CHUNK;
-	if (j->buf_cap > in.capacity / 2 - SHMBUS_REC_ALIGN)
-		j->buf_cap = in.capacity / 2 - SHMBUS_REC_ALIGN;
-	if (j->buf_cap < 16 + ((uint64_t)in.max_msg + 7) / 8 * 8)
-		j->buf_cap = 16 + ((uint64_t)in.max_msg + 7) / 8 * 8;
-	j->buf = malloc(j->buf_cap);
-	if (!j->buf)
-		return -ENOMEM;
-	rc = recover(j, &end, &seq, &oldest);
-	if (rc)
-		return rc;
-	head = sb_ring_head(j->ch);
-	if (end != UINT64_MAX && end > head) {
-		/* The ring is behind its journal: new after a reboot, it
-		 * continues where the journal ends; used, it conflicts. */
-		rc = sb_ring_continue(j->ch, end, seq == UINT64_MAX ? 0
-								   : seq + 1);
-		if (rc) {
-			sbd_log(SBD_ERR, 0, "%s: journal: the ring (at %" PRIu64
-				") is behind its journal (ends at %" PRIu64
-				"): positions would repeat; the journal is not "
-				"written (move %s aside to start another)",
-				j->name, head, end, j->dir);
-			return -EEXIST;
-		}
-		sbd_log(SBD_NOTICE, 0, "%s: a new ring continues at %" PRIu64
-			", where its journal ends", j->name, end);
-	}
-	/* The previous daemon's cursor where it is (it held producers while
-	 * no daemon ran), or a new one where the journal ends. */
-	j->cursor = sb_sub_journal(j->ch, end, &err);
-	if (!j->cursor)
-		return err;
-	shmbus_sub_stats(j->cursor, &st);
-	j->held = at = st.pos;
-	if (end != UINT64_MAX && end > at) {
-		/* Written past the cursor before the daemon stopped.  (On an
-		 * overwrite channel the ring may have lapped it since: the
-		 * first append finds the gap.) */
-		if (in.policy == SHMBUS_OVERWRITE) {
-			/* The cursor holds nobody: it follows. */
-		} else if (end != sb_ring_head(j->ch) &&
-			   !sb_ring_has_record(j->ch, end)) {
-			sbd_log(SBD_ERR, 0, "%s: journal: its end %" PRIu64
-				" is not a record of the ring; the journal is "
-				"not written", j->name, end);
-			return -EBADMSG;
-		} else {
-			sb_sub_seek(j->cursor, end);
-			j->held = end;
-		}
-	}
-	/* end < at: the journal lost a tail its cursor had passed (a crash
-	 * of the host before a sync); what the ring still holds of it is
-	 * copied again, checked against being overwritten meanwhile. */
-	sb_jnl_setup(j->ch, j->dir, (uint32_t)__builtin_ctzll(j->g.seg_size),
-		     j->conf.ack);
-	j->seq = j->synced_seq = seq;
-	j->sync_ns = sb_now_ns();
-	if (end == UINT64_MAX) {
-		/* A new journal starts at what the ring holds. */
-		rc = new_seg(j, at & ~(j->g.seg_size - 1), at);
-		j->pos = j->synced = at;
-		oldest = at;
-	} else {
-		rc = open_seg(j, end & ~(j->g.seg_size - 1), end);
-		if (rc == -ENOENT)	/* it ends where a segment would begin */
-			rc = new_seg(j, end, end);
-		/* From end on, whatever lies below the cursor included:
-		 * copies are checked against being overwritten, and what the
-		 * ring no longer holds becomes a gap. */
-		j->pos = j->synced = end;
-	}
-	if (rc)
-		return rc;
-	sb_jnl_written(j->ch, j->pos);
-	sb_jnl_persisted(j->ch, j->synced, true);
-	sb_jnl_oldest(j->ch, oldest, 0, SHMBUS_JKEEP_RULE);
-	retain(j);
-	sbd_log(SBD_INFO, 0, "%s: journal in %s from %" PRIu64 " (fsync %s)",
-		j->name, j->dir, j->pos,
-		j->conf.fsync == SBD_FSYNC_BATCH ? "batch" :
-		j->conf.fsync == SBD_FSYNC_INTERVAL ? "interval" : "none");
-	if (pthread_create(&j->prep, NULL, prep_main, j))
-		return -EAGAIN;
-	j->prep_on = true;
-	prep_ask(j, j->base + j->g.seg_size);
-	if (pthread_create(&j->th, NULL, agent_main, j))
-		return -EAGAIN;
-	j->th_on = true;
-	return 0;
-}
-
-static void free_one(struct jchan *j, bool keep_slot)
-{
-	STORE(&j->stop, true);
-	if (j->ch)
-		sb_repl_kick(j->ch);
-	if (j->prep_on) {
-		pthread_mutex_lock(&j->mu);
-		pthread_cond_broadcast(&j->cv);
-		pthread_mutex_unlock(&j->mu);
-	}
-	if (j->th_on)
-		pthread_join(j->th, NULL);
-	if (j->prep_on)
-		pthread_join(j->prep, NULL);
-	j->th_on = j->prep_on = false;
-	close_seg(j);
-	if (j->cursor) {
-		if (keep_slot)
-			sb_sub_abandon(j->cursor);
-		else
-			shmbus_sub_close(j->cursor);
-	}
-	j->cursor = NULL;
-	if (j->dfd >= 0)
-		close(j->dfd);
-	j->dfd = -1;
-	free(j->buf);
-	j->buf = NULL;
-	if (j->ch)
-		shmbus_channel_close(j->ch);
-	j->ch = NULL;
-	pthread_mutex_destroy(&j->mu);
-	pthread_cond_destroy(&j->cv);
-}
-
-/*
- * Takes an exclusive lock on every segment at or after base: a replaying
- * reader holds a shared one on the segment it reads (lib/journal.c), and
- * one that read records past the cut must not be handed others at their
- * positions.  The descriptors (locks) go in fds, their number in *nfds;
- * -EBUSY if a reader holds one.
- */
-static int lock_from(int dfd, const uint64_t *b, size_t k, uint64_t base,
-		     int *fds, size_t *nfds)
-{
-	*nfds = 0;
-	if (!fds)
-		return -ENOMEM;
-	for (size_t i = 0; i < k; i++) {
-		char n[64];
-		int fd;
-
-		if (b[i] < base)
-			continue;
-		snprintf(n, sizeof(n), "%016llx.seg", (unsigned long long)b[i]);
-		fd = openat(dfd, n, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (fd < 0)
-			continue;
-		fds[(*nfds)++] = fd;
-		if (flock(fd, LOCK_EX | LOCK_NB))
-			return errno == EWOULDBLOCK ? -EBUSY : -errno;
-	}
-	return 0;
-}
-
-/* Clears the journal in directory dfd (segments of seg_size) from pos on:
- * the segment that holds pos is zeroed from there, later ones removed. */
-static int clear_dir_from(struct jchan *j, const uint64_t *b, size_t k,
-			  uint64_t pos)
-{
-	uint64_t seg_base = pos & ~(j->g.seg_size - 1);
-	int rc = 0;
-
-	for (size_t i = 0; rc == 0 && i < k; i++) {
-		char n[64];
-
-		if (b[i] < seg_base)
-			continue;
-		if (b[i] == seg_base) {
-			rc = clear_from(j, b[i], pos);
-			continue;
-		}
-		snprintf(n, sizeof(n), "%016llx.seg", (unsigned long long)b[i]);
-		if (unlinkat(j->dfd, n, 0) && errno != ENOENT)
-			rc = -errno;
-		snprintf(n, sizeof(n), "%016llx.tix", (unsigned long long)b[i]);
-		unlinkat(j->dfd, n, 0);
-	}
-	if (rc == 0 && fsync(j->dfd))
-		rc = -errno;
-	return rc;
-}
-
-/*
- * A journal directory no agent writes (its start failed, or the journal
- * is off now) holds the tail too: it is moved aside whole, so that no
- * later start continues it past the cut.  No directory: nothing to do.
- */
-static int set_aside(const char *name, uint64_t pos)
-{
-	char dir[PATH_MAX], to[PATH_MAX + 64];
-	struct stat st;
-
-	if (snprintf(dir, sizeof(dir), "%s/%s", sbd.conf.journal_dir,
-		     name) >= (int)sizeof(dir))
-		return -ENAMETOOLONG;
-	if (stat(dir, &st) != 0)
-		return errno == ENOENT ? 0 : -errno;
-	snprintf(to, sizeof(to), "%s.cut-%" PRIu64, dir, pos);
-	if (rename(dir, to))
-		return -errno;
-	sbd_log(SBD_WARN, 0, "%s: journal: no agent writes it; moved aside to "
-		"%s, as it holds records past the cut at %" PRIu64, name, to,
-		pos);
-	return 0;
-}
-
-/* One cut at a time: jc[] is read here while another linker restarts
- * its own entry. */
-static pthread_mutex_t cut_mu = PTHREAD_MUTEX_INITIALIZER;
-
-/*
- * A returning primary's ring is cut back to pos (rejoin.c): the agent
- * stops (its cursor slot stays), the journal's records from pos on are
- * cleared (they are in the quarantine file already), cut() cuts the
- * ring, and the agent starts again where both now end.  Cleared first:
- * a daemon killed before the ring is cut copies the tail again from the
- * ring, and the next cut clears it again; killed after, its journal and
- * its ring end at the same place.  -EBUSY if a replaying reader holds a
- * segment the cut would change (the agent then goes on as it was).
- */
-int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
-		    void *arg)
-{
-	struct sbd_chan_conf cc;
-	struct jchan *j = NULL;
-	uint64_t *b = NULL;
-	size_t k = 0, nfds = 0;
-	int *fds = NULL, rc;
-
-	pthread_mutex_lock(&cut_mu);
-	for (size_t i = 0; i < njc && !j; i++)
-		if (jc[i].th_on && !strcmp(jc[i].name, name))
-			j = &jc[i];
-	if (!j) {
-		rc = set_aside(name, pos);
-		if (rc == 0)
-			rc = cut(arg);
-		pthread_mutex_unlock(&cut_mu);
-		return rc;
-	}
-	memset(&cc, 0, sizeof(cc));
-	snprintf(cc.name, sizeof(cc.name), "%s", j->name);
-	cc.jnl = j->conf;
-	cc.group = j->gid;
-	cc.attr.mode = j->fmode;
-	free_one(j, true);
-	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	rc = j->dfd < 0 ? -errno : sb_jlist(j->dir, &b, &k);
-	if (rc == 0)
-		fds = calloc(k ? k : 1, sizeof(*fds));
-	if (rc == 0)
-		rc = lock_from(j->dfd, b, k, pos & ~(j->g.seg_size - 1), fds,
-			       &nfds);
-	if (rc == 0)
-		rc = clear_dir_from(j, b, k, pos);
-	if (rc) {
-		/* The ring is not cut: the agent starts again as it was. */
-		sbd_log(SBD_ERR, rc, "%s: journal: cannot clear it from %"
-			PRIu64 "%s", name, pos, rc == -EBUSY ? " (a replaying "
-			"reader holds it)" : "");
-	} else {
-		rc = cut(arg);
-		if (rc == 0)
-			sbd_log(SBD_NOTICE, 0, "%s: journal: cleared from %"
-				PRIu64, name, pos);
-	}
-	for (size_t i = 0; i < nfds; i++)
-		close(fds[i]);	/* the locks go with them */
-	free(fds);
-	free(b);
-	if (j->dfd >= 0)
-		close(j->dfd);
-	j->dfd = -1;
-	memset(j, 0, sizeof(*j));
-	if (start_one(j, &cc)) {
-		sbd_log(SBD_ERR, 0, "%s: journal not started again after the "
-			"cut; the channel goes on without it%s", cc.name,
-			cc.jnl.ack ? " and acknowledges nothing as persisted"
-				   : "");
-		STORE(&j->stop, true);
-		if (j->cursor)
-			shmbus_sub_close(j->cursor);
-		j->cursor = NULL;
-		if (j->ch) {
-			sb_jnl_off(j->ch, cc.jnl.ack);
-			sb_sub_journal_release(j->ch);
-		}
-		free_one(j, false);
-	}
-	pthread_mutex_unlock(&cut_mu);
-	return rc;
-}
-
-int sbd_journal_start(void)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < sbd.conf.nchans; i++)
-		n += sbd.conf.chans[i].jnl.on;
-	jc = calloc(n ? n : 1, sizeof(*jc));
-	if (!jc)
-		return -1;
-	for (size_t i = 0; i < sbd.conf.nchans; i++) {
-		const struct sbd_chan_conf *cc = &sbd.conf.chans[i];
-		struct jchan *j = &jc[njc];
-		int rc;
-
-		if (!cc->jnl.on) {
-			/* One that had a journal at the last start: no
-			 * longer described as having one. */
-			shmbus_channel *ch = shmbus_channel_open(
-				sbd.conf.shm_dir, cc->name);
-
-			if (ch) {
-				sb_jnl_off(ch, false);
-				sb_sub_journal_release(ch);
-			}
-			shmbus_channel_close(ch);
-			continue;
-		}
-		njc++;
-		rc = start_one(j, cc);
-		if (rc) {
-			/* The channel works without its journal (its cursor
-			 * no longer holds producers); a journal that cannot
-			 * be trusted is never written. */
-			sbd_log(SBD_ERR, rc, "%s: journal not started; the "
-				"channel goes on without it%s", cc->name,
-				cc->jnl.ack ? " and acknowledges nothing as "
-				"persisted" : "");
-			STORE(&j->stop, true);
-			if (j->cursor)
-				shmbus_sub_close(j->cursor);
-			j->cursor = NULL;
-			if (j->ch) {
-				sb_jnl_off(j->ch, cc->jnl.ack);
-				sb_sub_journal_release(j->ch);
-			}
-			free_one(j, false);
-		}
-	}
-	return 0;
-}
-
-void sbd_journal_stop(void)
-{
-	for (size_t i = 0; i < njc; i++)
-		if (jc[i].th_on)
-			free_one(&jc[i], true);
-	free(jc);
-	jc = NULL;
-	njc = 0;
 }

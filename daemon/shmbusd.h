@@ -191,7 +191,8 @@ bool sbd_rule_allows(const struct sbd_rule *r, uid_t uid, const gid_t *gids,
 
 /* -------------------------------------------------------------- journal */
 
-/* journal.c: each journaled channel's agent (docs/journal.md).  Start
+/* journal.c and journal_start.c: each journaled channel's agent
+ * (docs/journal.md).  Start
  * after the channels are set up and before the first reap (the previous
  * daemon's journal cursor holds producers until ours does); a channel
  * whose journal cannot be trusted works without one, logged. */
@@ -199,7 +200,7 @@ int sbd_journal_start(void);
 /* Syncs and stops the agents; their cursor slots stay held. */
 void sbd_journal_stop(void);
 /* Channel `name`'s journal cleared from pos on, around cut(arg), which
- * cuts its ring there (see journal.c); cut's result, or -errno. */
+ * cuts its ring there (see journal_start.c); cut's result, or -errno. */
 int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 		    void *arg);
 

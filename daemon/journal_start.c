@@ -1,0 +1,578 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * journal_start.c - the journal's start and stop (docs/journal.md): at
+ * start, before the first reap, each journal is checked and recovered (the
+ * last two segments walked, the first impossible record and all after it
+ * cleared), then the agent (journal.c) takes a cursor slot where the
+ * journal ends, so that producers held by the previous daemon's cursor
+ * stay held.  A ring that is new while its journal is not (a reboot)
+ * continues at the journal's end.  At exit the cursor slot is left held.
+ * Also the cut: a returning primary's journal cleared past where its ring
+ * is cut back.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal_int.h"
+
+static struct jchan *jc;
+static size_t njc;
+
+/* ------------------------------------------------------------- recovery */
+
+/* Clears [from, the end of segment `base`): a record that failed, and
+ * whatever followed it, can never be read as valid again. */
+static int clear_from(struct jchan *j, uint64_t base, uint64_t from)
+{
+	static const uint8_t zero[64 << 10];
+	char name[64];
+	off_t off = (off_t)(SHMBUS_JSEG_HDR + (from - base)),
+	      end = (off_t)(SHMBUS_JSEG_HDR + j->g.seg_size);
+	int fd, rc = 0;
+
+	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
+	fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	for (off_t o = off; !rc && o < end; o += (off_t)sizeof(zero)) {
+		size_t n = end - o < (off_t)sizeof(zero) ? (size_t)(end - o)
+							 : sizeof(zero);
+		rc = jnl_write_all(fd, zero, n, o);
+	}
+	if (!rc && fdatasync(fd))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* Segments made ahead by a previous daemon: made again when needed. */
+static void remove_spares(struct jchan *j)
+{
+	DIR *d = fdopendir(dup(j->dfd));
+	struct dirent *e;
+
+	if (!d)
+		return;
+	rewinddir(d);	/* the offset is shared with j->dfd's */
+	while ((e = readdir(d))) {
+		size_t n = strlen(e->d_name);
+
+		if (e->d_name[0] == '.' && n > 8 &&
+		    !strcmp(e->d_name + n - 8, ".seg.tmp"))
+			unlinkat(j->dfd, e->d_name, 0);
+	}
+	closedir(d);
+}
+
+/*
+ * Checks every segment's header, walks the last two segments, clears
+ * from the first impossible record on (later segments removed).  *end is
+ * where the journal ends (UINT64_MAX: empty), *seq the last seq in it,
+ * *oldest its first position.
+ */
+static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
+		   uint64_t *oldest)
+{
+	struct sb_jreader r;
+	struct sb_jrec rec;
+	uint64_t *b;
+	size_t k;
+	int rc;
+
+	*end = *oldest = UINT64_MAX;
+	*seq = UINT64_MAX;
+	remove_spares(j);
+	rc = sb_jlist(j->dir, &b, &k);
+	if (rc)
+		return rc;
+	if (!k) {
+		free(b);
+		return 0;
+	}
+	rc = sb_jreader_init(&r, j->dir, &j->g);
+	for (size_t i = 0; !rc && i < k; i++) {
+		/* Every header: a segment of another channel or geometry
+		 * is never used. */
+		rc = sb_jreader_seek(&r, b[i]);
+		if (rc == 0 && i == 0)
+			*oldest = r.start;
+	}
+	if (rc) {
+		sbd_log(SBD_ERR, 0, "%s: journal: %s: refused; the journal is "
+			"not written until the directory %s is put right",
+			j->name, rc == -EBADMSG || rc == -EXDEV ? r.why :
+			strerror(-rc), j->dir);
+		sb_jreader_close(&r);
+		free(b);
+		return -EXDEV;
+	}
+	rc = sb_jreader_seek(&r, b[k >= 2 ? k - 2 : 0]);
+	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1)
+		rc = 0;
+	if (rc < 0) {
+		sbd_log(SBD_ERR, rc, "%s: journal: reading it back", j->name);
+		sb_jreader_close(&r);
+		free(b);
+		return rc;
+	}
+	*end = r.pos;
+	*seq = r.seq;
+	if (r.pos < b[k - 1] + j->g.seg_size) {
+		uint64_t base = r.pos & ~(j->g.seg_size - 1);
+		bool tail = strncmp(r.why, "nothing written", 15) != 0;
+
+		if (tail)
+			sbd_log(SBD_WARN, 0, "%s: journal: recovered through "
+				"%" PRIu64 "; cleared from there on: %s",
+				j->name, r.pos, r.why);
+		for (size_t i = 0; i < k; i++) {
+			char name[64];
+
+			if (b[i] <= base)
+				continue;
+			snprintf(name, sizeof(name), "%016llx.seg",
+				 (unsigned long long)b[i]);
+			unlinkat(j->dfd, name, 0);
+			snprintf(name, sizeof(name), "%016llx.tix",
+				 (unsigned long long)b[i]);
+			unlinkat(j->dfd, name, 0);
+			sbd_log(SBD_WARN, 0, "%s: journal: removed segment "
+				"%016llx, after the damage", j->name,
+				(unsigned long long)b[i]);
+		}
+		rc = clear_from(j, base, r.pos);
+		fsync(j->dfd);	/* the segments removed stay removed */
+	}
+	/* What the walk found is on disk before it counts as persisted: a
+	 * previous daemon may have died before syncing it. */
+	for (size_t i = k >= 2 ? k - 2 : 0; rc == 0 && i < k; i++) {
+		char name[64];
+		int fd;
+
+		snprintf(name, sizeof(name), "%016llx.seg",
+			 (unsigned long long)b[i]);
+		fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (fd >= 0) {
+			if (fdatasync(fd))
+				rc = -errno;
+			close(fd);
+		}
+	}
+	sb_jreader_close(&r);
+	free(b);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- start */
+
+static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
+{
+	struct shmbus_channel_info in;
+	struct shmbus_sub_stats st;
+	uint64_t end, seq, oldest, at, head;
+	char why[256];
+	int rc, err;
+
+	snprintf(j->name, sizeof(j->name), "%s", cc->name);
+	j->conf = cc->jnl;
+	j->min_free = sbd.conf.journal_min_free;
+	j->fd = j->tix_fd = j->dfd = -1;
+	j->want = j->ready = UINT64_MAX;
+	j->seq = j->synced_seq = UINT64_MAX;
+	j->gid = cc->group;
+	pthread_mutex_init(&j->mu, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	j->ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
+	if (!j->ch || shmbus_channel_info(j->ch, &in))
+		return -errno;
+	/* Only the daemon writes the files; its group and others read them
+	 * as the channel's mode lets them read the channel. */
+	j->fmode = (cc->attr.mode ? cc->attr.mode : 0600) & 0044;
+	j->fmode |= 0600;
+	if (snprintf(j->dir, sizeof(j->dir), "%s/%s", sbd.conf.journal_dir,
+		     cc->name) >= (int)sizeof(j->dir) ||
+	    strlen(j->dir) >= sizeof(((struct sb_jnl_view *)0)->dir))
+		return -ENAMETOOLONG;
+	rc = sb_jgeom_make(&j->g, cc->name, cc->jnl.segment, in.capacity,
+			   in.max_msg, sb_channel_flags(in.policy,
+							in.producers),
+			   why, sizeof(why));
+	if (rc) {
+		sbd_log(SBD_ERR, 0, "%s: journal: %s", j->name, why);
+		return rc;
+	}
+	rc = jnl_mkdir_p(j->dir, j->fmode | ((j->fmode & 0444) >> 2));
+	if (rc)
+		return rc;
+	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (j->dfd < 0)
+		return -errno;
+	jnl_own(j, j->dfd);
+	fchmod(j->dfd, j->fmode | ((j->fmode & 0444) >> 2));
+	j->buf_cap = CHUNK;
+	if (j->buf_cap > in.capacity / 2 - SHMBUS_REC_ALIGN)
+		j->buf_cap = in.capacity / 2 - SHMBUS_REC_ALIGN;
+	if (j->buf_cap < 16 + ((uint64_t)in.max_msg + 7) / 8 * 8)
+		j->buf_cap = 16 + ((uint64_t)in.max_msg + 7) / 8 * 8;
+	j->buf = malloc(j->buf_cap);
+	if (!j->buf)
+		return -ENOMEM;
+	rc = recover(j, &end, &seq, &oldest);
+	if (rc)
+		return rc;
+	head = sb_ring_head(j->ch);
+	if (end != UINT64_MAX && end > head) {
+		/* The ring is behind its journal: new after a reboot, it
+		 * continues where the journal ends; used, it conflicts. */
+		rc = sb_ring_continue(j->ch, end, seq == UINT64_MAX ? 0
+								   : seq + 1);
+		if (rc) {
+			sbd_log(SBD_ERR, 0, "%s: journal: the ring (at %" PRIu64
+				") is behind its journal (ends at %" PRIu64
+				"): positions would repeat; the journal is not "
+				"written (move %s aside to start another)",
+				j->name, head, end, j->dir);
+			return -EEXIST;
+		}
+		sbd_log(SBD_NOTICE, 0, "%s: a new ring continues at %" PRIu64
+			", where its journal ends", j->name, end);
+	}
+	/* The previous daemon's cursor where it is (it held producers while
+	 * no daemon ran), or a new one where the journal ends. */
+	j->cursor = sb_sub_journal(j->ch, end, &err);
+	if (!j->cursor)
+		return err;
+	shmbus_sub_stats(j->cursor, &st);
+	j->held = at = st.pos;
+	if (end != UINT64_MAX && end > at) {
+		/* Written past the cursor before the daemon stopped.  (On an
+		 * overwrite channel the ring may have lapped it since: the
+		 * first append finds the gap.) */
+		if (in.policy == SHMBUS_OVERWRITE) {
+			/* The cursor holds nobody: it follows. */
+		} else if (end != sb_ring_head(j->ch) &&
+			   !sb_ring_has_record(j->ch, end)) {
+			sbd_log(SBD_ERR, 0, "%s: journal: its end %" PRIu64
+				" is not a record of the ring; the journal is "
+				"not written", j->name, end);
+			return -EBADMSG;
+		} else {
+			sb_sub_seek(j->cursor, end);
+			j->held = end;
+		}
+	}
+	/* end < at: the journal lost a tail its cursor had passed (a crash
+	 * of the host before a sync); what the ring still holds of it is
+	 * copied again, checked against being overwritten meanwhile. */
+	sb_jnl_setup(j->ch, j->dir, (uint32_t)__builtin_ctzll(j->g.seg_size),
+		     j->conf.ack);
+	j->seq = j->synced_seq = seq;
+	j->sync_ns = sb_now_ns();
+	if (end == UINT64_MAX) {
+		/* A new journal starts at what the ring holds. */
+		rc = jnl_new_seg(j, at & ~(j->g.seg_size - 1), at);
+		j->pos = j->synced = at;
+		oldest = at;
+	} else {
+		rc = jnl_open_seg(j, end & ~(j->g.seg_size - 1), end);
+		if (rc == -ENOENT)	/* it ends where a segment would begin */
+			rc = jnl_new_seg(j, end, end);
+		/* From end on, whatever lies below the cursor included:
+		 * copies are checked against being overwritten, and what the
+		 * ring no longer holds becomes a gap. */
+		j->pos = j->synced = end;
+	}
+	if (rc)
+		return rc;
+	sb_jnl_written(j->ch, j->pos);
+	sb_jnl_persisted(j->ch, j->synced, true);
+	sb_jnl_oldest(j->ch, oldest, 0, SHMBUS_JKEEP_RULE);
+	jnl_retain(j);
+	sbd_log(SBD_INFO, 0, "%s: journal in %s from %" PRIu64 " (fsync %s)",
+		j->name, j->dir, j->pos,
+		j->conf.fsync == SBD_FSYNC_BATCH ? "batch" :
+		j->conf.fsync == SBD_FSYNC_INTERVAL ? "interval" : "none");
+	if (pthread_create(&j->prep, NULL, jnl_prep_main, j))
+		return -EAGAIN;
+	j->prep_on = true;
+	jnl_prep_ask(j, j->base + j->g.seg_size);
+	if (pthread_create(&j->th, NULL, jnl_agent_main, j))
+		return -EAGAIN;
+	j->th_on = true;
+	return 0;
+}
+
+static void free_one(struct jchan *j, bool keep_slot)
+{
+	STORE(&j->stop, true);
+	if (j->ch)
+		sb_repl_kick(j->ch);
+	if (j->prep_on) {
+		pthread_mutex_lock(&j->mu);
+		pthread_cond_broadcast(&j->cv);
+		pthread_mutex_unlock(&j->mu);
+	}
+	if (j->th_on)
+		pthread_join(j->th, NULL);
+	if (j->prep_on)
+		pthread_join(j->prep, NULL);
+	j->th_on = j->prep_on = false;
+	jnl_close_seg(j);
+	if (j->cursor) {
+		if (keep_slot)
+			sb_sub_abandon(j->cursor);
+		else
+			shmbus_sub_close(j->cursor);
+	}
+	j->cursor = NULL;
+	if (j->dfd >= 0)
+		close(j->dfd);
+	j->dfd = -1;
+	free(j->buf);
+	j->buf = NULL;
+	if (j->ch)
+		shmbus_channel_close(j->ch);
+	j->ch = NULL;
+	pthread_mutex_destroy(&j->mu);
+	pthread_cond_destroy(&j->cv);
+}
+
+/*
+ * Takes an exclusive lock on every segment at or after base: a replaying
+ * reader holds a shared one on the segment it reads (lib/journal.c), and
+ * one that read records past the cut must not be handed others at their
+ * positions.  The descriptors (locks) go in fds, their number in *nfds;
+ * -EBUSY if a reader holds one.
+ */
+static int lock_from(int dfd, const uint64_t *b, size_t k, uint64_t base,
+		     int *fds, size_t *nfds)
+{
+	*nfds = 0;
+	if (!fds)
+		return -ENOMEM;
+	for (size_t i = 0; i < k; i++) {
+		char n[64];
+		int fd;
+
+		if (b[i] < base)
+			continue;
+		snprintf(n, sizeof(n), "%016llx.seg", (unsigned long long)b[i]);
+		fd = openat(dfd, n, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd < 0)
+			continue;
+		fds[(*nfds)++] = fd;
+		if (flock(fd, LOCK_EX | LOCK_NB))
+			return errno == EWOULDBLOCK ? -EBUSY : -errno;
+	}
+	return 0;
+}
+
+/* Clears the journal in directory dfd (segments of seg_size) from pos on:
+ * the segment that holds pos is zeroed from there, later ones removed. */
+static int clear_dir_from(struct jchan *j, const uint64_t *b, size_t k,
+			  uint64_t pos)
+{
+	uint64_t seg_base = pos & ~(j->g.seg_size - 1);
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < k; i++) {
+		char n[64];
+
+		if (b[i] < seg_base)
+			continue;
+		if (b[i] == seg_base) {
+			rc = clear_from(j, b[i], pos);
+			continue;
+		}
+		snprintf(n, sizeof(n), "%016llx.seg", (unsigned long long)b[i]);
+		if (unlinkat(j->dfd, n, 0) && errno != ENOENT)
+			rc = -errno;
+		snprintf(n, sizeof(n), "%016llx.tix", (unsigned long long)b[i]);
+		unlinkat(j->dfd, n, 0);
+	}
+	if (rc == 0 && fsync(j->dfd))
+		rc = -errno;
+	return rc;
+}
+
+/*
+ * A journal directory no agent writes (its start failed, or the journal
+ * is off now) holds the tail too: it is moved aside whole, so that no
+ * later start continues it past the cut.  No directory: nothing to do.
+ */
+static int set_aside(const char *name, uint64_t pos)
+{
+	char dir[PATH_MAX], to[PATH_MAX + 64];
+	struct stat st;
+
+	if (snprintf(dir, sizeof(dir), "%s/%s", sbd.conf.journal_dir,
+		     name) >= (int)sizeof(dir))
+		return -ENAMETOOLONG;
+	if (stat(dir, &st) != 0)
+		return errno == ENOENT ? 0 : -errno;
+	snprintf(to, sizeof(to), "%s.cut-%" PRIu64, dir, pos);
+	if (rename(dir, to))
+		return -errno;
+	sbd_log(SBD_WARN, 0, "%s: journal: no agent writes it; moved aside to "
+		"%s, as it holds records past the cut at %" PRIu64, name, to,
+		pos);
+	return 0;
+}
+
+/* One cut at a time: jc[] is read here while another linker restarts
+ * its own entry. */
+static pthread_mutex_t cut_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * A returning primary's ring is cut back to pos (rejoin.c): the agent
+ * stops (its cursor slot stays), the journal's records from pos on are
+ * cleared (they are in the quarantine file already), cut() cuts the
+ * ring, and the agent starts again where both now end.  Cleared first:
+ * a daemon killed before the ring is cut copies the tail again from the
+ * ring, and the next cut clears it again; killed after, its journal and
+ * its ring end at the same place.  -EBUSY if a replaying reader holds a
+ * segment the cut would change (the agent then goes on as it was).
+ */
+int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
+		    void *arg)
+{
+	struct sbd_chan_conf cc;
+	struct jchan *j = NULL;
+	uint64_t *b = NULL;
+	size_t k = 0, nfds = 0;
+	int *fds = NULL, rc;
+
+	pthread_mutex_lock(&cut_mu);
+	for (size_t i = 0; i < njc && !j; i++)
+		if (jc[i].th_on && !strcmp(jc[i].name, name))
+			j = &jc[i];
+	if (!j) {
+		rc = set_aside(name, pos);
+		if (rc == 0)
+			rc = cut(arg);
+		pthread_mutex_unlock(&cut_mu);
+		return rc;
+	}
+	memset(&cc, 0, sizeof(cc));
+	snprintf(cc.name, sizeof(cc.name), "%s", j->name);
+	cc.jnl = j->conf;
+	cc.group = j->gid;
+	cc.attr.mode = j->fmode;
+	free_one(j, true);
+	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	rc = j->dfd < 0 ? -errno : sb_jlist(j->dir, &b, &k);
+	if (rc == 0)
+		fds = calloc(k ? k : 1, sizeof(*fds));
+	if (rc == 0)
+		rc = lock_from(j->dfd, b, k, pos & ~(j->g.seg_size - 1), fds,
+			       &nfds);
+	if (rc == 0)
+		rc = clear_dir_from(j, b, k, pos);
+	if (rc) {
+		/* The ring is not cut: the agent starts again as it was. */
+		sbd_log(SBD_ERR, rc, "%s: journal: cannot clear it from %"
+			PRIu64 "%s", name, pos, rc == -EBUSY ? " (a replaying "
+			"reader holds it)" : "");
+	} else {
+		rc = cut(arg);
+		if (rc == 0)
+			sbd_log(SBD_NOTICE, 0, "%s: journal: cleared from %"
+				PRIu64, name, pos);
+	}
+	for (size_t i = 0; i < nfds; i++)
+		close(fds[i]);	/* the locks go with them */
+	free(fds);
+	free(b);
+	if (j->dfd >= 0)
+		close(j->dfd);
+	j->dfd = -1;
+	memset(j, 0, sizeof(*j));
+	if (start_one(j, &cc)) {
+		sbd_log(SBD_ERR, 0, "%s: journal not started again after the "
+			"cut; the channel goes on without it%s", cc.name,
+			cc.jnl.ack ? " and acknowledges nothing as persisted"
+				   : "");
+		STORE(&j->stop, true);
+		if (j->cursor)
+			shmbus_sub_close(j->cursor);
+		j->cursor = NULL;
+		if (j->ch) {
+			sb_jnl_off(j->ch, cc.jnl.ack);
+			sb_sub_journal_release(j->ch);
+		}
+		free_one(j, false);
+	}
+	pthread_mutex_unlock(&cut_mu);
+	return rc;
+}
+
+int sbd_journal_start(void)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < sbd.conf.nchans; i++)
+		n += sbd.conf.chans[i].jnl.on;
+	jc = calloc(n ? n : 1, sizeof(*jc));
+	if (!jc)
+		return -1;
+	for (size_t i = 0; i < sbd.conf.nchans; i++) {
+		const struct sbd_chan_conf *cc = &sbd.conf.chans[i];
+		struct jchan *j = &jc[njc];
+		int rc;
+
+		if (!cc->jnl.on) {
+			/* One that had a journal at the last start: no
+			 * longer described as having one. */
+			shmbus_channel *ch = shmbus_channel_open(
+				sbd.conf.shm_dir, cc->name);
+
+			if (ch) {
+				sb_jnl_off(ch, false);
+				sb_sub_journal_release(ch);
+			}
+			shmbus_channel_close(ch);
+			continue;
+		}
+		njc++;
+		rc = start_one(j, cc);
+		if (rc) {
+			/* The channel works without its journal (its cursor
+			 * no longer holds producers); a journal that cannot
+			 * be trusted is never written. */
+			sbd_log(SBD_ERR, rc, "%s: journal not started; the "
+				"channel goes on without it%s", cc->name,
+				cc->jnl.ack ? " and acknowledges nothing as "
+				"persisted" : "");
+			STORE(&j->stop, true);
+			if (j->cursor)
+				shmbus_sub_close(j->cursor);
+			j->cursor = NULL;
+			if (j->ch) {
+				sb_jnl_off(j->ch, cc->jnl.ack);
+				sb_sub_journal_release(j->ch);
+			}
+			free_one(j, false);
+		}
+	}
+	return 0;
+}
+
+void sbd_journal_stop(void)
+{
+	for (size_t i = 0; i < njc; i++)
+		if (jc[i].th_on)
+			free_one(&jc[i], true);
+	free(jc);
+	jc = NULL;
+	njc = 0;
+}
