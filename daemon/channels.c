@@ -131,37 +131,45 @@ fail:
 }
 
 /*
- * Whether channel `name`'s files may be adopted: the data file the
- * daemon's user's (or root's), the control file too or the configured
- * owner's (owner: -1 if none).  shm_dir may be a sticky directory that
- * every user can create files in (/dev/shm): a channel file that another
- * user made there before the daemon started would otherwise be served,
- * with that user able to read and write every message through it.  Files
- * that cannot be opened are for the caller's open to report.
+ * Whether channel `name`'s files may be adopted: its data file, which the
+ * daemon never gives away, must be the daemon's user's or root's (the
+ * control file is chowned to the configured owner, who may have changed
+ * since).  shm_dir may be a sticky directory where every user can make
+ * files (/dev/shm): a channel that another user made there before the
+ * daemon started would otherwise be served, with that user able to read
+ * and write every message through it.  Files that cannot be opened are
+ * for the caller's open to report.
  */
-static bool files_are_ours(const char *name, int64_t owner)
+static bool files_are_ours(const char *name)
 {
 	uid_t me = geteuid();
-	struct stat a = { 0 }, b = { 0 };
+	struct stat b = { 0 };
 	int ctl, drw, dro;
 	bool ok;
 
 	if (sb_channel_open_fds(sbd.conf.shm_dir, name, &ctl, &drw, &dro))
 		return true;
-	ok = fstat(ctl, &a) == 0 && fstat(drw, &b) == 0 &&
-	     (a.st_uid == me || a.st_uid == 0 ||
-	      (owner >= 0 && a.st_uid == (uid_t)owner)) &&
-	     (b.st_uid == me || b.st_uid == 0);
+	ok = fstat(drw, &b) == 0 && (b.st_uid == me || b.st_uid == 0);
 	if (!ok)
-		sbd_log(SBD_ERR, 0, "%s: its files belong to uid %u and %u, "
-			"neither this daemon's nor the channel's owner's: not "
-			"adopted (made by another user in %s?)", name,
-			(unsigned)a.st_uid, (unsigned)b.st_uid,
-			sbd.conf.shm_dir);
+		sbd_log(SBD_ERR, 0, "%s: its data file belongs to uid %u, not "
+			"to this daemon: not adopted (made by another user in "
+			"%s?)", name, (unsigned)b.st_uid, sbd.conf.shm_dir);
 	close(ctl);
 	close(drw);
 	close(dro);
 	return ok;
+}
+
+/* The control file given the owner and group the config names (-1: as
+ * is), at creation and at adoption (the config may have changed). */
+static void chown_ctl(const char *name, int64_t owner, int64_t group)
+{
+	char path[PATH_MAX];
+
+	if ((owner >= 0 || group >= 0) &&
+	    chan_path(path, sizeof(path), "", name, "") == 0 &&
+	    chown(path, (uid_t)owner, (gid_t)group) < 0)
+		sbd_log(SBD_WARN, errno, "%s: chown", name);
 }
 
 /* Creates channel file `name` (exclusively), chowned as asked (-1: as
@@ -170,18 +178,13 @@ int sbd_channel_create_file(const char *name,
 			    const struct shmbus_channel_attr *a,
 			    int64_t owner, int64_t group, shmbus_channel **out)
 {
-	char path[PATH_MAX];
 	shmbus_channel *ch;
 
 	ch = shmbus_channel_create(sbd.conf.shm_dir, name, a,
 				   SHMBUS_CREATE_EXCL);
 	if (!ch)
 		return -errno;
-	if (owner >= 0 || group >= 0) {
-		if (chan_path(path, sizeof(path), "", name, "") == 0 &&
-		    chown(path, (uid_t)owner, (gid_t)group) < 0)
-			sbd_log(SBD_WARN, errno, "%s: chown", name);
-	}
+	chown_ctl(name, owner, group);
 	*out = ch;
 	return 0;
 }
@@ -217,8 +220,7 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 	}
 	rcu_read_unlock();
 	/* Another user's files: set aside, and the channel made afresh. */
-	if (!files_are_ours(cc->name, cc->owner) &&
-	    set_aside(cc->name, -EPERM))
+	if (!files_are_ours(cc->name) && set_aside(cc->name, -EPERM))
 		return -EPERM;
 	ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
 	if (ch) {
@@ -228,6 +230,7 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 				"is (delete it to apply the config)", cc->name);
 		else
 			sbd_log(SBD_INFO, 0, "%s: adopted", cc->name);
+		chown_ctl(cc->name, cc->owner, cc->group);
 		/* Before anything reads it (the journal, groups, the
 		 * replication agents): a cut back that a crash stopped half
 		 * way is finished (docs/failover.md, "Rejoin"). */
@@ -279,7 +282,7 @@ void sbd_channel_adopt_dir(void)
 		rcu_read_lock();
 		c = sbd_chan_find(e->d_name);
 		rcu_read_unlock();
-		if (c || !files_are_ours(e->d_name, -1))
+		if (c || !files_are_ours(e->d_name))
 			continue;
 		ch = shmbus_channel_open(sbd.conf.shm_dir, e->d_name);
 		if (!ch) {

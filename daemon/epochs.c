@@ -66,6 +66,15 @@ static int mkdirs(const char *path)
 	return 0;
 }
 
+static size_t count_lines(const char *s, size_t n)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < n; i++)
+		k += s[i] == '\n';
+	return k;
+}
+
 /* Decimal digits only, at most 2^62 - 1: no sign, no base, no wrap. */
 static const char *parse_u62(const char *s, uint64_t *v)
 {
@@ -104,9 +113,10 @@ static int hist_parse(const char *line, uint64_t *e, char *name, size_t n,
 
 int rp_hist_load(const char *dir, char *why, size_t wn)
 {
-	char path[PATH_MAX + 16], *text, *line, *save;
+	char path[PATH_MAX + 16], *text, *line, *save, *nl;
 	struct stat st;
 	off_t good = 0;
+	size_t whole;
 	ssize_t r;
 	int fd, lineno = 0;
 
@@ -134,30 +144,34 @@ int rp_hist_load(const char *dir, char *why, size_t wn)
 		close(fd);
 		return -1;
 	}
-	/* Read as bytes: a NUL would end a string early and take every
-	 * line after it for one cut short. */
-	if (memchr(text, 0, (size_t)st.st_size)) {
+	/* Whole lines end at the last newline; after it, only the last
+	 * append, which a crash may have cut short (some filesystems leave
+	 * NUL bytes there).  Read as bytes: a NUL among the whole lines
+	 * would end a string early and take the lines after it for one cut
+	 * short. */
+	nl = memrchr(text, '\n', (size_t)st.st_size);
+	whole = nl ? (size_t)(nl - text) + 1 : 0;
+	if (memchr(text, 0, whole)) {
 		snprintf(why, wn, "%s: a NUL byte at offset %zu: the history "
 			 "is damaged; move it aside only if this host's rings "
 			 "are to be rebuilt from the peer", path,
-			 (size_t)((char *)memchr(text, 0, (size_t)st.st_size) -
-				  text));
+			 (size_t)((char *)memchr(text, 0, whole) - text));
 		free(text);
 		close(fd);
 		return -1;
 	}
+	if (whole < (size_t)st.st_size)
+		sbd_log(SBD_WARN, 0, "%s: its last %zu bytes, after line %zu, "
+			"are an append a crash cut short; cut off", path,
+			(size_t)st.st_size - whole,
+			count_lines(text, whole));
+	text[whole] = 0;
 	for (line = text; *line; line = save) {
-		char name[SHMBUS_CTL_NAME], *nl = strchr(line, '\n');
+		char name[SHMBUS_CTL_NAME];
 		uint64_t e, p;
 
 		lineno++;
-		if (!nl) {
-			/* Only the last append can be cut short. */
-			sbd_log(SBD_WARN, 0, "%s: line %d cut short by a crash "
-				"(%zu bytes); cut off", path, lineno,
-				strlen(line));
-			break;
-		}
+		nl = strchr(line, '\n');	/* there is one: whole lines */
 		*nl = 0;
 		save = nl + 1;
 		if (hist_parse(line, &e, name, sizeof(name), &p) ||

@@ -559,6 +559,11 @@ static int damaged(struct jchan *j, const char *fmt, ...)
 static int nothing_at_pos(struct jchan *j)
 {
 	uint64_t head = sb_ring_head(j->ch), oldest;
+	/* A standby's ring (the fence closed): its agent, which no cursor
+	 * holds back there, moves head past a lap when the primary no
+	 * longer holds what it lacks (sb_apply_restart()), indexing the new
+	 * head only: such a lap is a gap, as it always was. */
+	bool applied = sb_fence_get(j->ch) != SHMBUS_FENCE_OPEN;
 	char why[256];
 	int rc;
 
@@ -575,7 +580,8 @@ static int nothing_at_pos(struct jchan *j)
 	 * a lap behind it: head further on is a header written over, not
 	 * records the journal missed.  (Below its cursor, after a host
 	 * crash lost the journal's tail, the ring may have gone on.) */
-	if (!(j->g.flags & SHMBUS_F_OVERWRITE) && j->held <= j->pos)
+	if (!(j->g.flags & SHMBUS_F_OVERWRITE) && j->held <= j->pos &&
+	    !applied)
 		return damaged(j, "head %" PRIu64 " is more than a lap ahead "
 			       "of the journal on a block channel", head);
 	oldest = sb_ring_oldest(j->ch);
@@ -583,8 +589,9 @@ static int nothing_at_pos(struct jchan *j)
 		return 0;
 	/* Producers that lapped the journal left the index naming record
 	 * boundaries in the lap below head; a head with none below it was
-	 * written there, not reached. */
-	if (oldest == sb_ring_head(j->ch) && oldest != 0)
+	 * written there, not reached (on a standby, it is where the agent
+	 * restarts, whose writer waits for our cursor to pass the gap). */
+	if (oldest == sb_ring_head(j->ch) && oldest != 0 && !applied)
 		return damaged(j, "head %" PRIu64 " is more than a lap ahead "
 			       "with no record indexed below it", oldest);
 	rc = gap(j, oldest);

@@ -546,12 +546,15 @@ static void *watch_main(void *arg)
 	return NULL;
 }
 
-/* state_dir/host-id: this host's random id, made once. */
+/* state_dir/host-id: this host's random id, made once: written whole to
+ * a temporary file, synced, then renamed, so that a crash leaves either
+ * no file or the whole id. */
 static int host_id(char *out, size_t n)
 {
-	char path[PATH_MAX + 16], buf[32] = "";
+	char path[PATH_MAX + 16], tmp[PATH_MAX + 32], buf[32] = "";
 	uint64_t id;
 	FILE *f;
+	int fd;
 
 	snprintf(path, sizeof(path), "%s/host-id", sbd.conf.repl.state_dir);
 	f = fopen(path, "r");
@@ -568,7 +571,17 @@ static int host_id(char *out, size_t n)
 			buf[16] = 0;
 			id = strtoull(buf, NULL, 16);
 		}
-		if (!ok || !id) {
+		if (ok && id) {
+			snprintf(out, n, "%016" PRIx64, id);
+			return 0;
+		}
+		/* Empty, or written by an older daemon that a crash
+		 * stopped before its sync: never handed out. */
+		if (!memchr(buf, '\n', k) && k < 17) {
+			sbd_log(SBD_WARN, 0, "arbiter: %s holds %zu bytes "
+				"and no newline (a write a crash cut short): "
+				"a new id is made", path, k);
+		} else {
 			/* A new id would make this host a stranger to the
 			 * arbiter's records of it: the operator decides. */
 			sbd_log(SBD_ERR, 0, "arbiter: %s is damaged (not 16 "
@@ -580,20 +593,32 @@ static int host_id(char *out, size_t n)
 			errno = EBADMSG;
 			return -EBADMSG;
 		}
-		snprintf(out, n, "%016" PRIx64, id);
-		return 0;
 	}
 	if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id) || !id)
 		return -EIO;
-	f = fopen(path, "w");
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
 	if (!f)
 		return -errno;
 	fprintf(f, "%016" PRIx64 "\n", id);
 	if (fflush(f) || fsync(fileno(f))) {
 		fclose(f);
+		unlink(tmp);
 		return -EIO;
 	}
 	fclose(f);
+	if (rename(tmp, path) < 0) {
+		unlink(tmp);
+		return -errno;
+	}
+	/* The rename itself, before the id is used anywhere. */
+	fd = open(sbd.conf.repl.state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fsync(fd) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -EIO;
+	}
+	close(fd);
 	snprintf(out, n, "%016" PRIx64, id);
 	return 0;
 }

@@ -130,7 +130,13 @@ uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
 	if (from > head || head - from > ch->cap)
 		return from;
 	to = head - from > most ? from + most : head;
-	if (mk) {
+	/* The last sequence number is carried from one walk to the next on
+	 * a block channel only: on an overwrite channel a producer that
+	 * laps may rewrite a record between its word and its seq, leaving
+	 * a later lap's (greater) number to compare the next record with;
+	 * within one walk that only stops the walk, which the next resumes
+	 * afresh. */
+	if (mk && !ch_overwrite(ch)) {
 		seq = mk->seq;
 		have_seq = mk->have_seq;
 	}
@@ -162,11 +168,12 @@ bool sb_ring_damage(shmbus_channel *ch, uint64_t pos,
 {
 	/* A12: head bounds what may be read. */
 	uint64_t head = load_acquire64(&ch->hdr->head), size, seq = 0;
-	bool have_seq = mk && mk->have_seq;
+	/* The walk's last sequence number, as it carries it. */
+	bool have_seq = mk && mk->have_seq && !ch_overwrite(ch);
 	char what[160];
 	enum rec_look r;
 
-	if (mk)
+	if (have_seq)
 		seq = mk->seq;
 	if (pos % SHMBUS_REC_ALIGN || pos >= head || head - pos > ch->cap)
 		return false;

@@ -398,13 +398,14 @@ Test(access, files_another_user_made_are_not_served, .fini = teardown)
 	cr_assert(ch);
 	shmbus_channel_close(ch);
 	give_away("mine");
+	give_away(".mine.");
 	give_away("stray");
 	give_away(".stray.");
 	give_away(".jobs@work");
 	start_daemon();
-	cr_assert(log_has("mine: its files belong to uid 65534"));
+	cr_assert(log_has("mine: its data file belongs to uid 65534"));
 	cr_assert(log_has("mine: invalid channel file"));
-	cr_assert(log_has("stray: its files belong to uid 65534"));
+	cr_assert(log_has("stray: its data file belongs to uid 65534"));
 	ch = open_role(&bus, "mine", SHMBUS_ROLE_PUBLISH);
 	cr_assert(ch, "mine, made afresh: %s", strerror(errno));
 	shmbus_channel_close(ch);
@@ -415,6 +416,51 @@ Test(access, files_another_user_made_are_not_served, .fini = teardown)
 	cr_assert_null(shmbus_group_join(ch, "work", "m", NULL));
 	cr_assert_eq(errno, EPERM, "join: %s", strerror(errno));
 	cr_assert(log_has("group work: its file belongs to uid 65534"));
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* The owner the config names changes (or goes) between two runs: the
+ * channel is adopted as it is, its messages kept, and its control file
+ * given the owner now named. */
+Test(access, a_changed_owner_keeps_the_channel, .fini = teardown)
+{
+	struct stat st;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t head;
+	char path[256];
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give a channel to uid 65534");
+	setup_with("[defaults]\nsubscribe = *\npublish = *\n"
+		   "[channel mine]\ncapacity = 8K\nmax_msg = 100\n"
+		   "owner = 65534\n");
+	ch = open_role(&bus, "mine", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch);
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	cr_assert_eq(shmbus_publish(p, "kept", 4), 0);
+	shmbus_pub_close(p);
+	head = th_head(ch);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	write_conf("[defaults]\nsubscribe = *\npublish = *\n"
+		   "[channel mine]\ncapacity = 8K\nmax_msg = 100\n"
+		   "owner = 0\n");
+	start_daemon();
+	cr_assert_not(log_has("invalid channel file"));
+	cr_assert(log_has("mine: adopted"));
+	ch = open_role(&bus, "mine", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	cr_assert_eq(th_head(ch), head, "the messages were lost");
+	snprintf(path, sizeof(path), "%s/mine", d.dir);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_uid, 0, "owner %u", st.st_uid);
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }

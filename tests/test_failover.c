@@ -335,7 +335,9 @@ Test(failover, a_host_that_cannot_read_its_rings_record_does_not_take_over)
 }
 
 /* A host id that cannot be read: the daemon does not make a new one (the
- * arbiter's records would then name a stranger), it says so and stops. */
+ * arbiter's records would then name a stranger), it says so and stops.
+ * An empty one (a write a crash cut short, never handed out) is made
+ * again. */
 Test(failover, a_damaged_host_id_stops_the_daemon)
 {
 	char path[300];
@@ -353,6 +355,11 @@ Test(failover, a_damaged_host_id_stops_the_daemon)
 	cr_assert_not(host_try_start(&B), "started with a damaged host id");
 	cr_assert(host_log_wait(&B, "host-id is damaged", 100));
 	cr_assert(!is_primary(&B));
+	f = fopen(path, "w");
+	cr_assert(f);
+	fclose(f);
+	cr_assert(host_try_start(&B), "an empty host id stopped the daemon");
+	cr_assert(host_log_wait(&B, "a new id is made", 100));
 }
 
 /* The standby restarts with vanished rings and, cut from etcd, cannot

@@ -460,7 +460,8 @@ Test(damaged_history, a_last_line_cut_short_is_cut_off)
 	int fd;
 
 	cr_assert(starts_with_history(torn, sizeof(torn) - 1));
-	cr_assert(log_has("line 3 cut short by a crash"));
+	cr_assert(log_has("its last 4 bytes, after line 2, are an append a "
+			  "crash cut short"));
 	snprintf(path, sizeof(path), "%s/state/epochs", state);
 	fd = open(path, O_RDONLY);
 	cr_assert(fd >= 0);
@@ -469,4 +470,14 @@ Test(damaged_history, a_last_line_cut_short_is_cut_off)
 	cr_assert_geq(n, 16);
 	buf[n] = 0;
 	cr_assert_eq(strncmp(buf, "1 sp 0\n2 sp 4096\n", 17), 0, "%s", buf);
+}
+
+/* An append a crash cut short on a filesystem that leaves NUL bytes
+ * where its data did not reach the disk: cut off like any torn append. */
+Test(damaged_history, a_tail_of_nul_bytes_is_cut_off)
+{
+	static const char torn[] = "1 sp 0\n2 sp 4096\n\0\0\0\0\0\0";
+
+	cr_assert(starts_with_history(torn, sizeof(torn) - 1));
+	cr_assert(log_has("its last 6 bytes, after line 2"));
 }

@@ -694,6 +694,44 @@ Test(repl, the_standby_journals_what_it_applies)
 	shmbus_channel_close(b);
 }
 
+/* A journaled block channel's standby lapped while it was away: its ring
+ * restarts more than a lap ahead, its agent moving head with no cursor
+ * of the journal's holding it.  The standby's journal records the gap
+ * (no damage), and journals and applies what follows. */
+Test(repl, a_lapped_standbys_journal_records_the_gap_and_goes_on)
+{
+	struct pubarg away = { "js", 40000, 0, 128, false, true };
+	struct pubarg back = { "js", 2000, 1, 128, false, true };
+	struct sb_jnl_view vb;
+	shmbus_channel *b;
+	uint64_t head;
+
+	pair_setup("[channel js]\ncapacity = 64K\nmax_msg = 1K\n"
+		   "replicate = applied\njournal = on\n"
+		   "journal_segment = 256K\n", "");
+	cr_assert(host_log_wait(&A, "js: standby in sync", 3000));
+	host_kill(&B, SIGKILL);
+	cr_assert(host_log_wait(&A, "js: standby out of sync", 3000));
+	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &away)));
+	host_start(&B);
+	pair_wait_caught_up("js", 0, 10000);
+	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &back)));
+	head = pair_wait_caught_up("js", 0, 10000);
+	b = host_map(&B, "js");
+	cr_assert(b);
+	for (int i = 0; i < 1000; i++) {
+		sb_jnl_read(b, &vb);
+		if (vb.persisted == head)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(vb.persisted, head, "the standby's journal: %lu of %lu",
+		     (unsigned long)vb.persisted, (unsigned long)head);
+	cr_assert_eq(vb.gaps, 1);
+	cr_assert_not(host_log_wait(&B, "the ring is damaged", 10));
+	shmbus_channel_close(b);
+}
+
 /* The record at pos in h's journal of chan (padding before it skipped):
  * checked, its seq returned; *next gets the position after it. */
 static uint64_t journal_rec(const struct host *h, const char *chan,
