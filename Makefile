@@ -249,7 +249,7 @@ $(BUILD)/tools/shmbusctl: $(BUILD)/tools/shmbusctl.o $(LIB_INT)
 # busstat reads consumer groups through lib/contract.h (sb_group_*); only
 # it needs ncurses.
 $(BUILD)/tools/busstat: $(BUILD)/tools/busstat.o $(BUILD)/tools/busstat_groups.o \
-		$(LIB_INT)
+		$(BUILD)/tools/busstat_watch.o $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $^ -Wl,--as-needed -lncurses $(LDLIBS_LIB)
 
