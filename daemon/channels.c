@@ -140,16 +140,20 @@ fail:
  * and write every message through it.  Files that cannot be opened are
  * for the caller's open to report.
  */
+bool sbd_file_is_ours(const struct stat *st)
+{
+	return st->st_uid == geteuid() || st->st_uid == 0;
+}
+
 static bool files_are_ours(const char *name)
 {
-	uid_t me = geteuid();
 	struct stat b = { 0 };
 	int ctl, drw, dro;
 	bool ok;
 
 	if (sb_channel_open_fds(sbd.conf.shm_dir, name, &ctl, &drw, &dro))
 		return true;
-	ok = fstat(drw, &b) == 0 && (b.st_uid == me || b.st_uid == 0);
+	ok = fstat(drw, &b) == 0 && sbd_file_is_ours(&b);
 	if (!ok)
 		sbd_log(SBD_ERR, 0, "%s: its data file belongs to uid %u, not "
 			"to this daemon: not adopted (made by another user in "

@@ -836,7 +836,7 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	/* shm_dir may be a directory where every user can make files
 	 * (/dev/shm): a group's file made there by another user is not
 	 * handed out as the group. */
-	if (fstat(fd, &st) < 0 || (st.st_uid != geteuid() && st.st_uid != 0)) {
+	if (fstat(fd, &st) < 0 || !sbd_file_is_ours(&st)) {
 		close(fd);
 		sbd_log(SBD_ERR, 0, "%s: group %s: its file belongs to uid %u, "
 			"not to this daemon: not handed out (made by another "

@@ -560,17 +560,11 @@ static int host_id(char *out, size_t n)
 	f = fopen(path, "r");
 	if (f) {
 		size_t k = fread(buf, 1, sizeof(buf) - 1, f);
-		bool ok = k == 17 && buf[16] == '\n';
+		/* Exactly as written below: 16 lower-case hex digits. */
+		bool ok = k == 17 && sb_hex_digits(buf, 16, &id) == 16 &&
+			  buf[16] == '\n';
 
 		fclose(f);
-		/* Exactly as written below: 16 lower-case hex digits. */
-		for (int i = 0; ok && i < 16; i++)
-			ok = (buf[i] >= '0' && buf[i] <= '9') ||
-			     (buf[i] >= 'a' && buf[i] <= 'f');
-		if (ok) {
-			buf[16] = 0;
-			id = strtoull(buf, NULL, 16);
-		}
 		if (ok && id) {
 			snprintf(out, n, "%016" PRIx64, id);
 			return 0;

@@ -242,24 +242,14 @@ static void rings_paths(char *ids, char *lost, size_t n)
  * for anything else. */
 static int rings_parse(char *line, char *name, size_t n, uint64_t *id)
 {
-	char *sp = strchr(line, ' '), *nl = strchr(line, '\n'), *s;
-	uint64_t v = 0;
-	int digits = 0;
+	char *sp = strchr(line, ' '), *nl = strchr(line, '\n');
 
 	if (!sp || !nl || nl[1] || (size_t)(sp - line) >= n)
 		return -1;
 	memcpy(name, line, (size_t)(sp - line));
 	name[sp - line] = 0;
-	for (s = sp + 1; s < nl; s++, digits++) {
-		int d = *s >= '0' && *s <= '9' ? *s - '0' :
-			*s >= 'a' && *s <= 'f' ? *s - 'a' + 10 : -1;
-
-		if (d < 0 || digits == 16)
-			return -1;
-		v = v << 4 | (uint64_t)d;
-	}
-	*id = v;
-	return digits && sb_name_ok(name, n - 1) ? 0 : -1;
+	return sb_name_ok(name, n - 1) && nl > sp + 1 &&
+	       sp + 1 + sb_hex_digits(sp + 1, 16, id) == nl ? 0 : -1;
 }
 
 bool rp_rings_check(void)

@@ -354,6 +354,10 @@ extern struct sbd_ratelimit sbd_rl_refused;
 /* channels.c.  Creates (or adopts) the channel of a config entry and
  * registers it. */
 int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured);
+struct stat;
+/* Whether a file in shm_dir is the daemon's (its user's or root's), not
+ * another user's: shm_dir may be a sticky directory such as /dev/shm. */
+bool sbd_file_is_ours(const struct stat *st);
 /* Creates channel file `name` exclusively, chowned as asked (-1: as is),
  * and maps it into *out.  0 or -errno. */
 int sbd_channel_create_file(const char *name,

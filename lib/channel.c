@@ -276,6 +276,20 @@ static int valid_name(const char *name)
 	return sb_name_ok(name, 200);
 }
 
+size_t sb_hex_digits(const char *s, size_t max, uint64_t *v)
+{
+	size_t n = strspn(s, "0123456789abcdef");
+	uint64_t x = 0;
+
+	if (!n || n > max || max > 16)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		x = x << 4 | (uint64_t)(s[i] <= '9' ? s[i] - '0'
+						    : s[i] - 'a' + 10);
+	*v = x;
+	return n;
+}
+
 int sb_open_file(const char *path, int flags)
 {
 	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer. */

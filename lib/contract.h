@@ -34,6 +34,11 @@ int sb_name_ok(const char *name, size_t max);
  * cannot block or feed the opener.  The descriptor (close-on-exec), or
  * -errno: -EBADMSG for a file that is not a regular file. */
 int sb_open_file(const char *path, int flags);
+/* The lower-case hex digits at s, as the daemon and the library write
+ * ids and positions in file names and state files: how many (1 to max,
+ * max <= 16), their value in *v; 0 if none, or more than max, start at
+ * s.  No sign, no "0x", no spaces. */
+size_t sb_hex_digits(const char *s, size_t max, uint64_t *v);
 
 /* SIGBUS on a shared file cut short (lib/sigbus.c): a page of zeros is
  * mapped where the access faulted, for processes that only inspect shared

@@ -266,16 +266,13 @@ int sb_jlist(const char *dir, uint64_t **bases, size_t *count)
 	if (!d)
 		return -errno;
 	while ((e = readdir(d))) {
-		unsigned long long b;
-		char tail[8];
+		uint64_t b;
 
 		/* Exactly 16 lower-case hex digits and ".seg", as
 		 * sb_jseg_path() names them: %llx alone would take "0x",
 		 * a sign or spaces, and name another file. */
-		if (strlen(e->d_name) != 20 ||
-		    strspn(e->d_name, "0123456789abcdef") != 16 ||
-		    sscanf(e->d_name, "%16llx%7s", &b, tail) != 2 ||
-		    strcmp(tail, ".seg"))
+		if (sb_hex_digits(e->d_name, 16, &b) != 16 ||
+		    strcmp(e->d_name + 16, ".seg"))
 			continue;
 		if (k == cap) {
 			uint64_t *nv = realloc(v, (cap ? cap * 2 : 16) *
