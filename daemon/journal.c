@@ -558,42 +558,27 @@ static int damaged(struct jchan *j, const char *fmt, ...)
  * damage (-EBADMSG: said and retried, never a gap). */
 static int nothing_at_pos(struct jchan *j)
 {
-	uint64_t head = sb_ring_head(j->ch), oldest;
 	/* A standby's ring (the fence closed): its agent, which no cursor
 	 * holds back there, moves head past a lap when the primary no
 	 * longer holds what it lacks (sb_apply_restart()), indexing the new
 	 * head only: such a lap is a gap, as it always was. */
 	bool applied = sb_fence_get(j->ch) != SHMBUS_FENCE_OPEN;
+	/* The journal's cursor holds a block channel's producers a lap
+	 * behind j->pos, unless it is behind it (after a host crash lost
+	 * the journal's tail, the ring may have gone on). */
+	bool held = j->held <= j->pos;
+	uint64_t oldest;
 	char why[256];
 	int rc;
 
-	if (sb_ring_damage(j->ch, j->pos, NULL, why, sizeof(why)))
+	if (sb_ring_damage(j->ch, j->pos, NULL, why, sizeof(why)) ||
+	    sb_head_damage(j->ch, j->pos, held, applied, why, sizeof(why)))
 		return damaged(j, "%s", why);
-	/* head behind what the journal has: a header written over (a ring
-	 * made again is found at start, not here). */
-	if (head < j->pos)
-		return damaged(j, "head %" PRIu64 " is behind the journal",
-			       head);
 	if (sb_ring_holds(j->ch, j->pos))
 		return 0;	/* a claim not committed yet */
-	/* Lapped.  The journal's cursor holds a block channel's producers
-	 * a lap behind it: head further on is a header written over, not
-	 * records the journal missed.  (Below its cursor, after a host
-	 * crash lost the journal's tail, the ring may have gone on.) */
-	if (!(j->g.flags & SHMBUS_F_OVERWRITE) && j->held <= j->pos &&
-	    !applied)
-		return damaged(j, "head %" PRIu64 " is more than a lap ahead "
-			       "of the journal on a block channel", head);
 	oldest = sb_ring_oldest(j->ch);
 	if (oldest <= j->pos)
 		return 0;
-	/* Producers that lapped the journal left the index naming record
-	 * boundaries in the lap below head; a head with none below it was
-	 * written there, not reached (on a standby, it is where the agent
-	 * restarts, whose writer waits for our cursor to pass the gap). */
-	if (oldest == sb_ring_head(j->ch) && oldest != 0 && !applied)
-		return damaged(j, "head %" PRIu64 " is more than a lap ahead "
-			       "with no record indexed below it", oldest);
 	rc = gap(j, oldest);
 	if (rc)
 		return rc;

@@ -288,40 +288,24 @@ static bool ship(struct rchan *rc)
 }
 
 /*
- * Damage in the ring, which every process that maps it can write: a
- * record the walk stopped at because a standby would refuse it
- * (sb_ring_damage()), or a head behind what the walk has passed or more
- * than a lap ahead of it, either on a block channel (the agent's cursor,
- * never past known, holds producers a lap behind) or with no record
- * indexed below it.  Nothing from there on is
- * shipped, rather than shipped, refused and shipped again for ever; the
+ * Damage in the ring, which every process that maps it can write: a head
+ * that cannot be right (sb_head_damage()), or a record the walk stopped
+ * at because a standby would refuse it (sb_ring_damage()).  Nothing from
+ * there on is shipped, rather than shipped, refused and shipped again for ever; the
  * standby is out of sync meanwhile (judge()).  Said once per place, and
  * when it is gone.
  */
 static void check_damage(struct rchan *rc)
 {
-	/* Read after the walk: head never goes back, so it is at least
-	 * where the walk ended unless the header was written over. */
-	uint64_t head = sb_ring_head(rc->ch);
 	char why[256];
-	bool bad = true;
+	/* Read after the walk: head never goes back, so it is at least
+	 * where the walk ended unless the header was written over.  The
+	 * agent's cursor, never past known, holds producers a lap behind. */
+	bool bad = sb_head_damage(rc->ch, rc->known, true, false, why,
+				  sizeof(why)) ||
+		   sb_ring_damage(rc->ch, rc->known, &rc->marks, why,
+				  sizeof(why));
 
-	if (head < rc->known)
-		snprintf(why, sizeof(why), "head %" PRIu64 " is behind what "
-			 "was committed", head);
-	else if (head - rc->known > rc->cap &&
-		 !(rc->flags & SHMBUS_F_OVERWRITE))
-		snprintf(why, sizeof(why), "head %" PRIu64 " is more than a "
-			 "lap ahead on a block channel", head);
-	else if (head - rc->known > rc->cap && sb_ring_oldest(rc->ch) == head)
-		/* Producers that lap leave the index naming boundaries in
-		 * the lap below head. */
-		snprintf(why, sizeof(why), "head %" PRIu64 " is more than a "
-			 "lap ahead with no record indexed below it", head);
-	else
-		bad = rc->known < head &&
-		      sb_ring_damage(rc->ch, rc->known, &rc->marks, why,
-				     sizeof(why));
 	if (!bad) {
 		if (rc->damaged_at != UINT64_MAX)
 			sbd_log(SBD_NOTICE, 0, "%s: the ring is no longer "

@@ -274,6 +274,17 @@ struct sb_marks;
  * to be committed: true with *why saying what is wrong. */
 bool sb_ring_damage(shmbus_channel *ch, uint64_t pos,
 		    const struct sb_marks *mk, char *why, size_t whylen);
+/* Whether the ring's head cannot be right for a reader that has every
+ * record before pos: behind pos (a header written over), or more than a
+ * lap ahead of it where no producer can have gone: on a block channel
+ * whose producers the reader's cursor holds a lap behind pos (held), or
+ * with no record indexed in the lap below it (producers that lap leave
+ * the index naming boundaries there).  On a ring written by a standby's
+ * agent (lap_is_gap), which restarts it past a lap indexing the new head
+ * only, a lap is a gap: only the first rule holds.  True with *why
+ * saying what is wrong. */
+bool sb_head_damage(shmbus_channel *ch, uint64_t pos, bool held,
+		    bool lap_is_gap, char *why, size_t whylen);
 
 /*
  * Record boundaries that a walk over committed records passed, at most

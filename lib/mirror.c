@@ -191,6 +191,32 @@ bool sb_ring_damage(shmbus_channel *ch, uint64_t pos,
 	return true;
 }
 
+bool sb_head_damage(shmbus_channel *ch, uint64_t pos, bool held,
+		    bool lap_is_gap, char *why, size_t whylen)
+{
+	uint64_t head = sb_ring_head(ch);
+
+	if (head < pos) {
+		snprintf(why, whylen, "head %llu is behind %llu",
+			 (unsigned long long)head, (unsigned long long)pos);
+		return true;
+	}
+	if (not_overwritten(ch, pos, head) || lap_is_gap)
+		return false;
+	if (held && !ch_overwrite(ch)) {
+		snprintf(why, whylen, "head %llu is more than a lap ahead of "
+			 "%llu on a block channel", (unsigned long long)head,
+			 (unsigned long long)pos);
+		return true;
+	}
+	if (sb_ring_oldest(ch) != head)
+		return false;
+	snprintf(why, whylen, "head %llu is more than a lap ahead of %llu "
+		 "with no record indexed below it", (unsigned long long)head,
+		 (unsigned long long)pos);
+	return true;
+}
+
 uint64_t sb_marks_take(struct sb_marks *mk, uint64_t from, uint64_t most)
 {
 	uint64_t m = 0;
