@@ -409,6 +409,14 @@ static bool privileged(const struct sbd_client *cl)
 	return cl->uid == 0 || cl->uid == sbd.self_uid;
 }
 
+/* Root, the daemon's user, or one the [bus] admins rule names as the
+ * config stands now (a reload may change it under a connected client). */
+static bool admin(const struct sbd_client *cl)
+{
+	return privileged(cl) ||
+	       sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids);
+}
+
 /* A name field: NUL-terminated within its size, and a valid name. */
 static bool name_ok(const char name[SHMBUS_CTL_NAME])
 {
@@ -511,8 +519,7 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	shmbus_channel *ch;
 	int rc;
 
-	if (!privileged(cl) &&
-	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids))
+	if (!admin(cl))
 		return deny(-EACCES, "uid %u may not create channels: only "
 			      "root, the daemon's user and [bus] admins may",
 			      (unsigned)cl->uid);
@@ -569,8 +576,7 @@ static int do_repl(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	struct shmbus_ctl_repl_reply r = { 0 };
 	int rc;
 
-	if (q->op != SHMBUS_REPL_OP_STATUS && !privileged(cl) &&
-	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids))
+	if (q->op != SHMBUS_REPL_OP_STATUS && !admin(cl))
 		return deny(-EPERM, "replication requests are for admins%s",
 			    "");
 	if (q->op < SHMBUS_REPL_OP_STATUS || q->op > SHMBUS_REPL_OP_SWITCHOVER ||
@@ -587,8 +593,7 @@ static int do_delete(struct sbd_client *cl, const char *name)
 	struct sbd_chan *c;
 	int rc;
 
-	if (!privileged(cl) &&
-	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids))
+	if (!admin(cl))
 		return deny(-EACCES, "uid %u may not delete channels: only "
 			      "root, the daemon's user and [bus] admins may",
 			      (unsigned)cl->uid);
@@ -736,8 +741,7 @@ static int do_group_delete(struct sbd_client *cl,
 	    !sb_name_ok(req->group, 63))
 		return deny(-EINVAL, "a group name is 1 to 63 letters, digits, "
 			      "'.', '_' or '-', not starting with '.'%s", "");
-	if (!privileged(cl) &&
-	    !sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids, cl->ngids)) {
+	if (!admin(cl)) {
 		note_denied(cl, req->channel, "delete group %s", req->group);
 		return deny(-EACCES, "uid %u may not delete groups: only root, "
 			      "the daemon's user and [bus] admins may",
@@ -768,7 +772,7 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		    struct shmbus_ctl_group *req)
 {
 	struct shmbus_group_attr a, s;
-	bool configured, admin;
+	bool configured, is_admin;
 	struct sbd_chan *c;
 	struct stat st = { 0 };
 	int fd, rc, fds[2];
@@ -797,9 +801,7 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 			      "copies poison messages with its own rights)",
 			      req->group, req->channel);
 	}
-	admin = privileged(cl) ||
-		sbd_rule_allows(&sbd.conf.admins, cl->uid, cl->gids,
-				cl->ngids);
+	is_admin = admin(cl);
 	if (!configured) {
 		memset(&a, 0, sizeof(a));
 		a.mode = (enum shmbus_group_mode)req->mode;
@@ -820,7 +822,7 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		return rc;
 	}
 	fd = sb_group_open_file(c->ch, sbd.conf.shm_dir, c->name, req->group,
-				configured || admin ? &s : NULL);
+				configured || is_admin ? &s : NULL);
 	rcu_read_unlock();
 	if (fd == -ENOENT) {
 		note_denied(cl, req->channel, "make group %s", req->group);
