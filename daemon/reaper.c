@@ -79,6 +79,11 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 			"at %llu of a dead producer", c->name,
 			(unsigned long long)ev->pos);
 		break;
+	case SB_REAP_HANDOFF_SKIP:
+		sbd_log(SBD_WARN, 0, "%s: the hand-off word stood at %llu, "
+			"where no claim is (written over): moved on", c->name,
+			(unsigned long long)ev->pos);
+		break;
 	case SB_REAP_PROD_LATER:
 		sbd_log(SBD_DEBUG, 0, "%s: producer slot %u of dead process "
 			"%u: the claim before it is still open; later",

@@ -97,6 +97,8 @@ enum sb_reap_event {
 				 * single producer `pid` */
 	SB_REAP_HANDOFF,	/* handed over and padded the claim at `pos`
 				 * of a dead multi producer */
+	SB_REAP_HANDOFF_SKIP,	/* the hand-off word stood at `pos`, where no
+				 * claim is: moved on (sb_handoff_skip()) */
 	SB_REAP_PROD,		/* released producer slot `slot` of `pid`
 				 * (`padded`: and padded its claim) */
 	SB_REAP_PROD_LATER,	/* producer slot `slot` of `pid`: the claim

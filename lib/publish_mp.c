@@ -39,9 +39,10 @@ static void mp_release_claim(struct shmbus_pub *pub)
 	store_release64(&pub->slot->claim_pos, UINT64_MAX);
 }
 
-/* How long the hand-off may name a claim that no slot announces before
- * the word is taken for corrupt.  In a sound ring that lasts only while
- * the claim's producer hands over between our two loads. */
+/* How long the hand-off may name a claim that no slot announces, the
+ * word making no progress, before it is taken for written over.  In a
+ * sound ring that lasts only while the claim's producer hands over
+ * between our two loads. */
 #define HANDOFF_CORRUPT_NS	INT64_C(20000000)	/* 20 ms */
 
 /*
@@ -50,19 +51,23 @@ static void mp_release_claim(struct shmbus_pub *pub)
  * right after its CAS.  While we wait, a claim at the hand-off whose
  * producer is gone is handed over and padded on its behalf
  * (sb_handoff_help()), whichever claim before ours it is; a live
- * producer's claim is waited for, however long it is stopped.  Returns
- * false if the hand-off word is corrupt (past p, or naming a claim that
- * no slot announces): the claim then goes on without handing over.
+ * producer's claim is waited for, however long it is stopped.  A word
+ * that names no claim and makes no progress for HANDOFF_CORRUPT_NS (a
+ * word written over, even one flipped between values) is moved on to the
+ * claim whose turn it is (sb_handoff_skip()), so that it heals for every
+ * later claim.  Returns false if the word is past p, which no sound ring
+ * shows: the claim then goes on without handing over, leaving the word
+ * at q and the hand-off alone (a claim after ours may own them).
  */
 static bool await_handoff(struct shmbus_channel *ch, uint64_t p)
 {
-	uint64_t hv, odd = UINT64_MAX;
-	int64_t since = 0;
+	uint64_t hv, high = 0;
+	int64_t since = -1, now;
 	unsigned spins = 0;
 
 	/* A3: pairs with R3 in the previous claimer's mp_claimed() (or in
-	 * sb_handoff_help()): the zeroing of the word at p, and the
-	 * sequence numbers, are visible once we see p here. */
+	 * sb_handoff_help() or sb_handoff_skip()): the zeroing of the word
+	 * at p, and the sequence numbers, are visible once we see p here. */
 	while ((hv = load_acquire64(&ch->hdr->handoff)) != p) {
 		if (hv > p)
 			return false;
@@ -74,13 +79,15 @@ static bool await_handoff(struct shmbus_channel *ch, uint64_t p)
 			int rc = sb_handoff_help(ch, hv, (uint32_t)getpid(),
 						 sb_pid_gone);
 
-			if (rc != SB_HELP_NOBODY) {
-				odd = UINT64_MAX;
-			} else if (hv != odd) {
-				odd = hv;
-				since = sb_now_ns();
-			} else if (sb_now_ns() - since > HANDOFF_CORRUPT_NS) {
-				return false;
+			now = sb_now_ns();
+			/* The clock restarts on progress only: a live claim
+			 * at the word, or the word higher than ever seen. */
+			if (rc != SB_HELP_NOBODY || since < 0 || hv > high) {
+				high = hv > high ? hv : high;
+				since = now;
+			} else if (now - since > HANDOFF_CORRUPT_NS) {
+				sb_handoff_skip(ch, hv);
+				since = now;
 			}
 		}
 		sched_yield();
@@ -163,9 +170,8 @@ static uint64_t mp_claimed(struct shmbus_pub *pub, uint64_t p, uint64_t pad,
 	/* R2: pairs with A2 (the fence in the subscriber's overwrite check):
 	 * the claim is visible before any byte of [p, q) changes. */
 	fence_release();
-	/* The claims before ours have handed over.  A corrupt hand-off word
-	 * leaves the word at q and the hand-off alone, since the next
-	 * claimer may already own them. */
+	/* The claims before ours have handed over (or the word is past p:
+	 * await_handoff()). */
 	mine = await_handoff(ch, p);
 	if (mine)
 		store_relaxed64(&pub_rec(pub, q)->commit, 0);

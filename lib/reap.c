@@ -86,7 +86,13 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 			*handoff_seen = x;
 			break;
 		}
-		if (sb_handoff_help(ch, x, self, sb_pid_gone) != SB_HELP_DONE)
+		rc = sb_handoff_help(ch, x, self, sb_pid_gone);
+		/* A word no claim explains, unmoved since the last scan:
+		 * written over.  Producers waiting behind it move it on
+		 * themselves; this heals a ring nobody claims in now. */
+		if (rc == SB_HELP_NOBODY && sb_handoff_skip(ch, x))
+			say(log, lctx, SB_REAP_HANDOFF_SKIP, 0, 0, x, false);
+		if (rc != SB_HELP_DONE)
 			break;
 		say(log, lctx, SB_REAP_HANDOFF, 0, 0, x, true);
 	}

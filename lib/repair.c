@@ -216,6 +216,49 @@ static uint64_t end_of_claim(struct shmbus_channel *ch, uint64_t x,
 	return end;
 }
 
+/* Whether any producer announces a claim (one it is about to make, or
+ * has made and not committed yet). */
+static bool claims_announced(struct shmbus_channel *ch)
+{
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		struct shmbus_prod_slot *t = &ch->prods[i];
+
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
+		if (owner_state(load_acquire64(&t->owner)) ==
+			    SHMBUS_SLOT_ACTIVE &&
+		    /* A6: pairs with R6 (the announcement, and the
+		     * release after the commit). */
+		    load_acquire64(&t->claim_pos) != UINT64_MAX)
+			return true;
+	}
+	return false;
+}
+
+bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	/* A12: pairs with the release part of every CAS on head: the
+	 * announcement (R6) of every claim below it is seen below. */
+	uint64_t head = load_acquire64(&h->head), to;
+
+	if (hv < head) {
+		to = end_of_claim(ch, hv, head);
+	} else if (hv > head && !claims_announced(ch) &&
+		   load_acquire64(&h->head) == head) {	/* A12 */
+		/* No claim in flight, and none made since head was read:
+		 * the hand-off of a quiet ring is head.  A claim announced
+		 * after the scan starts at head, and is handed to. */
+		to = head;
+	} else {
+		return false;
+	}
+	/* R3: pairs with A3 in await_handoff() and A3' in trusted().  The
+	 * claims skipped over handed over before the word was written over
+	 * (or were made before head was read and committed: end_of_claim()
+	 * saw their release of claim_pos, A6). */
+	return cas_strong_seqcst64(&h->handoff, &hv, to);
+}
+
 /* Gives an adopted slot back to its dead owner, untouched: its claim is
  * not the one at the hand-off any more, and is repair_claim()'s. */
 static void give_back(struct shmbus_prod_slot *s, uint64_t dead_o)
@@ -457,7 +500,7 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
  */
 void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 {
-	uint32_t sp;
+	uint32_t w, sp;
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *s = &ch->prods[i];
@@ -470,13 +513,11 @@ void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 			continue;
 		release_adopted(ch, s);
 	}
-	sp = load_relaxed32(&ch->hdr->sp_owner);
-	sp &= ~SHMBUS_SP_REPAIRING;
-	if (sp && !sb_pid_alive(sp)) {
-		uint32_t cur = load_relaxed32(&ch->hdr->sp_owner);
-
-		/* R11: pairs with A11 in take_sp_role(): the role is free,
-		 * and the cut's stores are visible to its next owner. */
-		cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, 0);
-	}
+	w = load_relaxed32(&ch->hdr->sp_owner);
+	sp = w & ~SHMBUS_SP_REPAIRING;
+	/* R11: pairs with A11 in take_sp_role(): the role is free, and
+	 * the cut's stores are visible to its next owner.  From the word
+	 * judged: one that changed since (a new owner) is left alone. */
+	if (sp && !sb_pid_alive(sp))
+		cas_strong_seqcst32(&ch->hdr->sp_owner, &w, 0);
 }

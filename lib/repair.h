@@ -49,6 +49,15 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 		    bool (*gone)(uint32_t pid));
 
+/* Multi producer, the hand-off word standing at hv where no slot
+ * announces a claim (sb_handoff_help() said SB_HELP_NOBODY for long: a
+ * word written over, as any process that maps the channel can).  Moves it
+ * on to the claim whose turn it is, the least announced start above hv
+ * (head if none), never back: no claim is handed to twice.  A word past
+ * head goes back to head, only while no claim is announced at all.
+ * Whether it moved the word. */
+bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv);
+
 /* Single producer: if `dead` holds the producer role, takes it (marked as
  * being repaired by `self`), pads its unfinished claim and gives the role
  * back free.  Returns 1 if it did, 0 otherwise. */

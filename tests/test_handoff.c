@@ -859,3 +859,152 @@ Test(handoff, the_daemon_hands_over_when_no_producer_waits, .fini = teardown,
 	shmbus_channel_close(sch);
 	shmbus_disconnect(sbus);
 }
+
+/* Reads messages until none comes within 0.5 s: the count, every one whole
+ * and in order (producer id `id`, sequence numbers from `first`). */
+static unsigned read_all(shmbus_sub *sub, uint32_t id, uint64_t first)
+{
+	uint8_t buf[2048];
+	unsigned n = 0;
+
+	for (int idle = 0; idle < 50;) {
+		ssize_t len = shmbus_read(sub, buf, sizeof(buf), NULL);
+		uint32_t got;
+		uint64_t seq;
+
+		if (len == -EAGAIN) {
+			shmbus_wait(sub, 10000000);
+			idle++;
+			continue;
+		}
+		cr_assert_geq(len, 0, "read: %s", shmbus_strerror((int)len));
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &got, &seq), 0,
+			     "torn message");
+		cr_assert_eq(got, id);
+		cr_assert_eq(seq, first + n, "message %llu after %u",
+			     (unsigned long long)seq, n);
+		n++;
+		idle = 0;
+	}
+	return n;
+}
+
+/*
+ * Every process that maps a channel can write its hand-off word.  Written
+ * back to a position where no claim is, it once made every later claim
+ * wait 20 ms before going on without handing over, for good (about 50
+ * publishes a second).  The first producer to wait behind it moves it on
+ * to the claim whose turn it is, and every claim after that is quick.
+ */
+Test(handoff, a_hand_off_word_written_back_heals_for_every_later_claim,
+     .fini = teardown, .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	struct shmbus_hdr *h;
+	shmbus_bus *sbus, *pbus;
+	shmbus_channel *sch, *pch;
+	shmbus_sub *sub;
+	shmbus_pub *pub;
+	uint8_t *ctl, msg[100];
+	size_t ctl_len;
+	uint64_t t0, ms;
+
+	setup_with(conf_mp);
+	sch = open_role(&sbus, "ch", SHMBUS_ROLE_SUBSCRIBE);
+	sub = sch ? shmbus_sub_open(sch, &sa) : NULL;
+	pch = open_role(&pbus, "ch", SHMBUS_ROLE_PUBLISH);
+	pub = pch ? shmbus_pub_open(pch, NULL) : NULL;
+	cr_assert(sub && pub);
+	ctl = th_map_channel(d.dir, &ctl_len);
+	cr_assert(ctl);
+	h = (struct shmbus_hdr *)ctl;
+	for (uint64_t i = 0; i < 10; i++) {
+		th_msg_fill(msg, sizeof(msg), 7, i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	cr_assert_eq(read_all(sub, 7, 0), 10);
+	st(&h->handoff, 8);
+	t0 = th_now_ns();
+	for (uint64_t i = 10; i < 210; i++) {
+		th_msg_fill(msg, sizeof(msg), 7, i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	ms = (th_now_ns() - t0) / 1000000;
+	cr_log_info("200 publishes after the word was written back: %llu ms",
+		    (unsigned long long)ms);
+	/* 20 ms a claim would be 4 s; one wait, then none. */
+	cr_assert_lt(ms, 1000, "200 publishes took %llu ms",
+		     (unsigned long long)ms);
+	cr_assert_eq(ld(&h->handoff), ld(&h->head));
+	cr_assert_eq(read_all(sub, 7, 10), 200);
+	munmap(ctl, ctl_len);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(pch);
+	shmbus_disconnect(pbus);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(sch);
+	shmbus_disconnect(sbus);
+}
+
+/*
+ * The same word written over on a ring nobody publishes to: shmbusd puts
+ * it back at head, behind head (where a subscriber opened at the newest
+ * message waits for it to pass its position) as past it.
+ */
+Test(handoff, the_daemon_mends_a_hand_off_word_written_over_on_a_quiet_ring,
+     .fini = teardown, .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_NEWEST };
+	uint64_t bad[2] = { 8, 0 }, head, t0;
+	struct shmbus_hdr *h;
+	shmbus_bus *sbus, *pbus;
+	shmbus_channel *sch, *pch;
+	shmbus_sub *sub;
+	shmbus_pub *pub;
+	uint8_t *ctl, msg[100];
+	size_t ctl_len;
+
+	setup_with(conf_mp);
+	pch = open_role(&pbus, "ch", SHMBUS_ROLE_PUBLISH);
+	pub = pch ? shmbus_pub_open(pch, NULL) : NULL;
+	cr_assert(pub);
+	ctl = th_map_channel(d.dir, &ctl_len);
+	cr_assert(ctl);
+	h = (struct shmbus_hdr *)ctl;
+	for (uint64_t i = 0; i < 10; i++) {
+		th_msg_fill(msg, sizeof(msg), 7, i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	head = ld(&h->head);
+	bad[1] = head + 4096;
+	for (int k = 0; k < 2; k++) {
+		st(&h->handoff, bad[k]);
+		t0 = th_now_ns();
+		while (ld(&h->handoff) != head) {
+			cr_assert(th_now_ns() - t0 < 2000000000ull,
+				  "the hand-off word stayed at %llu",
+				  (unsigned long long)ld(&h->handoff));
+			usleep(1000);
+		}
+		cr_log_info("mended from %llu in %llu ms",
+			    (unsigned long long)bad[k],
+			    (unsigned long long)((th_now_ns() - t0) / 1000000));
+	}
+	cr_assert(log_has("the hand-off word stood at 8"));
+	/* A subscriber at the newest message gets the next one. */
+	st(&h->handoff, 8);
+	sch = open_role(&sbus, "ch", SHMBUS_ROLE_SUBSCRIBE);
+	sub = sch ? shmbus_sub_open(sch, &sa) : NULL;
+	cr_assert(sub);
+	usleep(200000);
+	th_msg_fill(msg, sizeof(msg), 7, 10);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(read_all(sub, 7, 10), 1);
+	munmap(ctl, ctl_len);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(pch);
+	shmbus_disconnect(pbus);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(sch);
+	shmbus_disconnect(sbus);
+}
