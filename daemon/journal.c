@@ -429,9 +429,11 @@ static int roll(struct jchan *j, uint64_t start)
 	return 0;
 }
 
-/* Seals and writes PAD records over [from, to) (within one segment):
- * a range the journal does not have. */
-static int write_pads(struct jchan *j, uint64_t from, uint64_t to)
+/* Seals and writes records of the word alone over [from, to) (within one
+ * segment): PAD for the ring's padding, SHMBUS_JREC_GAP for a range the
+ * journal never had. */
+static int write_pads(struct jchan *j, uint64_t from, uint64_t to,
+		      uint32_t type)
 {
 	uint64_t p = from;
 
@@ -446,7 +448,7 @@ static int write_pads(struct jchan *j, uint64_t from, uint64_t to)
 			k = room;
 		if (k > PAD_MAX + SHMBUS_REC_ALIGN)
 			k = PAD_MAX + SHMBUS_REC_ALIGN;
-		word = (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS |
+		word = (uint64_t)type << SHMBUS_LEN_BITS |
 		       (k - SHMBUS_REC_ALIGN);
 		memcpy(w, &word, 8);
 		sb_jrec_seal(w, p);
@@ -483,7 +485,7 @@ static int gap(struct jchan *j, uint64_t to)
 			lo = v.hole_lo;
 		sb_repl_hole(j->ch, lo, to);
 	}
-	rc = write_pads(j, j->pos, to < end ? to : end);
+	rc = write_pads(j, j->pos, to < end ? to : end, SHMBUS_JREC_GAP);
 	if (rc)
 		return rc;
 	if (to < end) {
@@ -617,7 +619,8 @@ static int append(struct jchan *j)
 		    (pad && end - j->pos > j->buf_cap)) {
 			if (j->pos + pad > seg_end)
 				return -EBADMSG;	/* cannot be */
-			rc = write_pads(j, j->pos, j->pos + pad);
+			rc = write_pads(j, j->pos, j->pos + pad,
+					SHMBUS_REC_PAD);
 			if (rc)
 				return rc;
 			j->pos += pad;

@@ -261,7 +261,14 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 		if (in.policy == SHMBUS_OVERWRITE) {
 			/* The cursor holds nobody: it follows. */
 		} else if (end != sb_ring_head(j->ch) &&
-			   !sb_ring_has_record(j->ch, end)) {
+			   !sb_ring_has_record(j->ch, end) &&
+			   sb_committed_end(j->ch, at, end - at) != end) {
+			/* Not a record boundary of the ring: neither a
+			 * record committed at end, nor the end of the
+			 * committed records the journal copied from the
+			 * cursor on (a claim may be open at end: still
+			 * being written, or its producer killed there and
+			 * not repaired yet, repairs coming after this). */
 			sbd_log(SBD_ERR, 0, "%s: journal: its end %" PRIu64
 				" is not a record of the ring; the journal is "
 				"not written", j->name, end);

@@ -523,7 +523,9 @@ void shmbus_replay_close(shmbus_replay *r);
  * journal's records are checked (checksum, position, sequence) before
  * they are delivered; a damaged one is -EBADMSG, never delivered.  A
  * message's `lost` counts messages the journal never had (it was lapped
- * on an overwrite channel, or stopped) just before it. */
+ * on an overwrite channel, or stopped) just before it; not the sequence
+ * numbers of a claim whose producer died before committing it (no
+ * message had them), as shmbus_poll() does not count them either. */
 int shmbus_replay_poll(shmbus_replay *r, shmbus_handler fn, void *arg,
 		       unsigned max);
 ssize_t shmbus_replay_read(shmbus_replay *r, void *buf, size_t cap,

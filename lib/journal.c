@@ -101,11 +101,11 @@ int sb_jseg_hdr_check(const struct shmbus_jseg_hdr *h,
 			 "damaged", h->crc, hdr_crc(h));
 		return -EBADMSG;
 	}
-	if (h->version != SHMBUS_JSEG_VERSION ||
+	if (h->version < 1 || h->version > SHMBUS_JSEG_VERSION ||
 	    h->hdr_size != SHMBUS_JSEG_HDR) {
 		snprintf(why, n, "format version %u (header %u bytes); this "
-			 "build reads version %u", h->version, h->hdr_size,
-			 SHMBUS_JSEG_VERSION);
+			 "build reads versions 1 to %u", h->version,
+			 h->hdr_size, SHMBUS_JSEG_VERSION);
 		return -EBADMSG;
 	}
 	if (h->seg_size & (h->seg_size - 1) || h->seg_size < SHMBUS_JSEG_MIN ||
@@ -160,7 +160,7 @@ static uint32_t rec_crc(uint64_t pos, uint32_t low, const uint8_t *rec,
 	memcpy(head, &pos, 8);
 	memcpy(head + 8, &low, 4);
 	crc = sb_crc32c(0, head, sizeof(head));
-	if (type != SHMBUS_REC_PAD)
+	if (type == SHMBUS_REC_MSG || type == SHMBUS_REC_SKIP)
 		crc = sb_crc32c(crc, rec + 8, 8 + (size_t)len);
 	return crc;
 }
@@ -180,6 +180,7 @@ int sb_jrec_check(const struct sb_jgeom *g, uint64_t pos, const uint8_t *p,
 		  size_t n)
 {
 	uint64_t w, size, in_ring = pos & (g->capacity - 1), s;
+	bool type_word_only = false;	/* PAD, GAP: the word alone */
 	uint32_t type, len;
 
 	if (avail < 8)
@@ -192,13 +193,15 @@ int sb_jrec_check(const struct sb_jgeom *g, uint64_t pos, const uint8_t *p,
 	}
 	type = word_type(w);
 	len = word_len(w);
-	if (type == SHMBUS_REC_PAD) {
+	if (type == SHMBUS_REC_PAD || type == SHMBUS_JREC_GAP) {
 		size = SHMBUS_REC_ALIGN + (uint64_t)len;
 		if (len % SHMBUS_REC_ALIGN) {
-			snprintf(why, n, "padding at %llu: length %u",
+			snprintf(why, n, "%s at %llu: length %u",
+				 type == SHMBUS_JREC_GAP ? "gap" : "padding",
 				 (unsigned long long)pos, len);
 			return 0;
 		}
+		type_word_only = true;
 	} else if (type == SHMBUS_REC_MSG || type == SHMBUS_REC_SKIP) {
 		if (len > g->max_msg) {
 			snprintf(why, n, "record at %llu: length %u over "
@@ -220,9 +223,7 @@ int sb_jrec_check(const struct sb_jgeom *g, uint64_t pos, const uint8_t *p,
 			 (unsigned long long)size);
 		return 0;
 	}
-	if (type != SHMBUS_REC_PAD && size > avail)
-		return -EAGAIN;
-	if (type != SHMBUS_REC_PAD && avail < 16)
+	if (!type_word_only && (size > avail || avail < 16))
 		return -EAGAIN;
 	if ((uint32_t)(w >> 32) != rec_crc(pos, (uint32_t)w, p, type, len)) {
 		snprintf(why, n, "record at %llu: checksum %08x, computed "
@@ -230,8 +231,8 @@ int sb_jrec_check(const struct sb_jgeom *g, uint64_t pos, const uint8_t *p,
 			 rec_crc(pos, (uint32_t)w, p, type, len));
 		return 0;
 	}
-	s = type == SHMBUS_REC_PAD ? 0 : get64(p + 8);
-	if (type != SHMBUS_REC_PAD) {
+	s = type_word_only ? 0 : get64(p + 8);
+	if (!type_word_only) {
 		if (*seq != UINT64_MAX && s <= *seq) {
 			snprintf(why, n, "record at %llu: sequence %llu after "
 				 "%llu", (unsigned long long)pos,
@@ -439,6 +440,7 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 	r->fd = fd;
 	r->base = h.base;
 	r->start = h.start;
+	r->version = h.version;
 	r->epoch = h.epoch;
 	return 0;
 }
@@ -470,7 +472,10 @@ int sb_jreader_seek(struct sb_jreader *r, uint64_t pos)
 			return rc;
 	}
 	r->pos = pos < r->start ? r->start : pos;
-	r->skipped += r->pos - pos;
+	if (r->pos > pos) {
+		r->skipped += r->pos - pos;
+		r->gap = true;
+	}
 	r->seq = UINT64_MAX;
 	r->blen = 0;
 	return 0;
@@ -533,8 +538,10 @@ static int skip_missing(struct sb_jreader *r, uint64_t at, uint64_t limit)
 	if (next == UINT64_MAX || (next > limit && limit != UINT64_MAX))
 		return -ENOENT;
 	rc = sb_jreader_seek(r, next);
-	if (rc == 0)
+	if (rc == 0) {
 		r->skipped += next - at;
+		r->gap = true;
+	}
 	return rc;
 }
 
@@ -592,6 +599,8 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 		if (rc == 0)
 			return limit == UINT64_MAX ? 0 : -EBADMSG;
 		r->pos += rec->size;
+		if (rec->type == SHMBUS_JREC_GAP)
+			r->gap = true;
 		return 1;
 	}
 }

@@ -92,6 +92,10 @@ struct sb_jreader {
 	uint64_t pos;		/* the next record's position */
 	uint64_t seq;		/* the last seq read (UINT64_MAX: none) */
 	uint64_t skipped;	/* bytes of gaps passed so far */
+	uint32_t version;	/* the segment's format (GAP records from 2) */
+	bool gap;		/* passed positions the journal lacks (a GAP
+				 * record, a segment missing or starting past
+				 * its base); the caller clears it */
 	uint8_t *buf;
 	size_t cap;
 	uint64_t bpos;		/* buf holds [bpos, bpos + blen) */

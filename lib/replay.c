@@ -247,12 +247,19 @@ static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 				return n ? (int)n : -ERANGE;
 			return (int)n;
 		}
-		if (rec.type == SHMBUS_REC_PAD)
+		if (rec.type == SHMBUS_REC_PAD || rec.type == SHMBUS_JREC_GAP)
 			continue;
 		m = (struct shmbus_msg){ .data = rec.data, .len = rec.len,
 					 .seq = rec.seq, .pos = rec.pos };
-		if (rp->next_seq != UINT64_MAX && rec.seq > rp->next_seq)
+		/* Lost: sequence numbers skipped where the journal lacks
+		 * positions.  Not those a claim took whose producer died
+		 * before it wrote (padded: no message ever had them), as a
+		 * subscriber of the ring does not count them either.  A
+		 * format-1 segment marked no gap: every skip counts there. */
+		if (rp->next_seq != UINT64_MAX && rec.seq > rp->next_seq &&
+		    (rp->r.gap || rp->r.version < 2))
 			m.lost = rec.seq - rp->next_seq;
+		rp->r.gap = false;
 		rp->next_seq = rec.seq + 1;
 		if (rec.type != SHMBUS_REC_MSG)
 			continue;
@@ -324,6 +331,7 @@ SHMBUS_EXPORT ssize_t shmbus_replay_read(shmbus_replay *rp, void *buf,
 {
 	struct read_ctx c = { buf, cap, info, -EAGAIN };
 	uint64_t pos, seq, next, lost;
+	bool gap;
 	int rc;
 
 	if (!rp || (!buf && cap))
@@ -334,6 +342,7 @@ SHMBUS_EXPORT ssize_t shmbus_replay_read(shmbus_replay *rp, void *buf,
 	seq = rp->r.seq;
 	next = rp->next_seq;
 	lost = rp->lost;
+	gap = rp->r.gap;
 	rc = journal_poll(rp, read_one, &c, 1, false);
 	if (rc < 0)
 		return rc;
@@ -346,6 +355,7 @@ SHMBUS_EXPORT ssize_t shmbus_replay_read(shmbus_replay *rp, void *buf,
 		if (rc)
 			return rc;
 		rp->r.seq = seq;
+		rp->r.gap = gap;
 		rp->next_seq = next;
 		rp->lost = lost;
 		rp->delivered--;

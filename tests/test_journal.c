@@ -549,7 +549,7 @@ Test(journal, a_segment_of_another_channel_or_format_is_refused)
 	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
 	close(fd);
 	start_daemon();
-	cr_assert(log_has("this build reads version 1"));
+	cr_assert(log_has("this build reads versions 1 to 2"));
 	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
 	cr_assert(ch);
 	sb_jnl_read(ch, &v);
@@ -1407,4 +1407,198 @@ Test(journal, the_files_are_the_daemons_whoever_owns_the_channel)
 		     st.st_uid);
 	cr_assert_eq(st.st_mode & 0777, 0640, "mode %o", st.st_mode & 0777);
 	close_pub(bus, ch, p);
+}
+
+/* Replays the whole journal from 0, checking every message whole and in
+ * order: how many it delivered, and the sum of their `lost`, each of
+ * which must be exactly the sequence numbers skipped when `exact`. */
+static void replay_from_0(shmbus_channel *ch, uint64_t *got, uint64_t *lost,
+			  uint64_t *last)
+{
+	shmbus_replay *r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0,
+					      NULL);
+	uint8_t buf[2048];
+
+	cr_assert(r, "%s", strerror(errno));
+	*got = *lost = 0;
+	*last = UINT64_MAX;
+	for (;;) {
+		struct shmbus_msg m;
+		ssize_t len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+		uint64_t seq;
+		uint32_t id;
+
+		if (len == -EAGAIN)
+			break;
+		cr_assert_geq(len, 0, "read: %zd", len);
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
+		cr_assert(*last == UINT64_MAX || seq > *last, "in order");
+		*lost += m.lost;
+		*last = seq;
+		(*got)++;
+	}
+	shmbus_replay_close(r);
+}
+
+/* A producer that claims room for a message and stops there (after its
+ * claim's hand-off: the claim has taken a sequence number), until
+ * killed; it says "claimed" on *at by the claim's position. */
+static int claim_and_stop(void *arg)
+{
+	uint64_t *at = arg;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_channel *ch = open_pub(&bus, &p);
+	void *buf;
+
+	if (shmbus_claim(p, 100, &buf))
+		return 2;
+	__atomic_store_n(at, th_head(ch), __ATOMIC_RELEASE);
+	for (;;)
+		pause();
+}
+
+/*
+ * A multi producer killed inside its claim: shmbusd pads the claim, whose
+ * sequence number no message ever had.  A subscriber of the ring counts
+ * nothing lost there, and neither does a replay of the journal (which
+ * once counted one lost message for each such claim).
+ */
+Test(journal, a_producer_killed_in_its_claim_costs_a_replay_nothing)
+{
+	uint64_t *at = mmap(NULL, 8, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t got, lost, last;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	pid_t pid;
+
+	cr_assert(at != MAP_FAILED);
+	*at = 0;
+	ch = journaled("producers = multi\n", 10, &bus, &p);
+	for (int k = 0; k < 3; k++) {
+		*at = 0;
+		pid = th_spawn(claim_and_stop, at);
+		for (int i = 0; i < 3000 && !__atomic_load_n(at,
+							      __ATOMIC_ACQUIRE);
+		     i++)
+			usleep(1000);
+		cr_assert_neq(*at, 0);
+		kill(pid, SIGKILL);
+		th_wait(pid);
+		publish_range(p, 10 + 10 * (uint64_t)k, 10);
+	}
+	wait_written(ch, 10);
+	cr_assert(log_has("its unfinished claim padded") ||
+		  log_has("handed over and padded"));
+	replay_from_0(ch, &got, &lost, &last);
+	cr_assert_eq(got, 40);
+	cr_assert_eq(lost, 0, "a replay counted %lu lost", (unsigned long)lost);
+	close_pub(bus, ch, p);
+	munmap(at, 8);
+}
+
+/* A gap inside one segment (the journal lapped by less than the rest of
+ * its segment) is told exactly: the GAP records the journal wrote there
+ * say that messages were lost, as a missing segment does. */
+Test(journal, a_gap_inside_a_segment_is_counted_lost)
+{
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t got, lost, last;
+	char all[1024];
+
+	snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
+	snprintf(cdir, sizeof(cdir), "%s/j", jdir);
+	snprintf(all, sizeof(all),
+		 "journal_dir = %s\n[defaults]\npublish = *\n"
+		 "subscribe = *\n[channel j]\ncapacity = 16K\n"
+		 "max_msg = 1K\npolicy = overwrite\njournal = on\n"
+		 "journal_segment = 1M\n", jdir);
+	write_conf(all);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 20);
+	wait_written(ch, 10);
+	pause_daemon();
+	publish_range(p, 20, 100);	/* about 2 laps of 16 KiB */
+	kill(d.pid, SIGCONT);
+	wait_written(ch, 10);
+	publish_range(p, 120, 20);
+	wait_written(ch, 10);
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.gaps, 1);
+	cr_assert_lt(v.written, 1 << 20, "all in the first segment");
+	replay_from_0(ch, &got, &lost, &last);
+	cr_assert_eq(last, 139);
+	cr_assert_gt(lost, 0);
+	cr_assert_eq(got + lost, 140, "%lu delivered, %lu lost",
+		     (unsigned long)got, (unsigned long)lost);
+	close_pub(bus, ch, p);
+}
+
+/*
+ * shmbusd killed while the journal has written records it has not synced
+ * (its cursor, on a channel acknowledging persisted, still behind them)
+ * and a producer holds a claim open right where the journal ends.  The
+ * new daemon's journal goes on from there: the claim is a record to come,
+ * not damage (it once refused to start, "its end is not a record of the
+ * ring", and acknowledged nothing as persisted until the next restart).
+ * Then the producer is killed: its claim is padded, and a message
+ * published after it is acknowledged as persisted.
+ */
+Test(journal, a_restart_with_a_claim_open_at_the_journals_end_goes_on)
+{
+	uint64_t *at = mmap(NULL, 8, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint8_t m[100];
+	pid_t pid;
+	int st;
+
+	cr_assert(at != MAP_FAILED);
+	*at = 0;
+	ch = journaled("journal_fsync = interval\njournal_fsync_ms = 3000\n"
+		       "journal_fsync_bytes = 1G\nacknowledge = persisted\n",
+		       10, &bus, &p);
+	close_pub(bus, ch, p);
+	pid = th_spawn(claim_and_stop, at);
+	for (int i = 0; i < 3000 && !__atomic_load_n(at, __ATOMIC_ACQUIRE);
+	     i++)
+		usleep(1000);
+	cr_assert_neq(*at, 0);
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	sb_jnl_read(ch, &v);
+	cr_assert_lt(v.persisted, v.written, "records written, not synced");
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	kill(d.pid, SIGKILL);
+	waitpid(d.pid, &st, 0);
+	d.pid = 0;
+	start_daemon();
+	for (int i = 0; i < 2000 && !log_has("journal: ") ; i++)
+		usleep(1000);
+	usleep(200000);
+	cr_assert(!log_has("is not a record of the ring"),
+		  "the journal refused to start");
+	cr_assert(!log_has("journal not started"));
+	kill(pid, SIGKILL);
+	th_wait(pid);
+	ch = open_pub(&bus, &p);
+	th_msg_fill(m, sizeof(m), 1, 10);
+	cr_assert_eq(shmbus_publish(p, m, sizeof(m)), 0);
+	cr_assert_eq(shmbus_pub_sync(p, 20000000000), 0,
+		     "acknowledged as persisted");
+	sb_jnl_read(ch, &v);
+	cr_assert(v.state & SHMBUS_JNL_ON, "state %#x", v.state);
+	cr_assert_eq(v.gaps, 0);
+	close_pub(bus, ch, p);
+	munmap(at, 8);
 }

@@ -264,11 +264,13 @@ static int parse_time(const char *s, int64_t *ns)
 
 static void print_rec(const struct sb_jrec *r)
 {
-	static const char *const types[] = { "msg", "pad", "skip" };
+	static const char *const types[] = { "msg", "pad", "skip", "gap" };
+	bool word_only = r->type == SHMBUS_REC_PAD ||
+			 r->type == SHMBUS_JREC_GAP;
 
 	printf("%16llu %12llu %-4s %8u", (unsigned long long)r->pos,
-	       r->type == SHMBUS_REC_PAD ? 0ull : (unsigned long long)r->seq,
-	       types[r->type < 3 ? r->type : 0], r->len);
+	       word_only ? 0ull : (unsigned long long)r->seq,
+	       types[r->type < 4 ? r->type : 0], r->len);
 	if (r->type == SHMBUS_REC_MSG) {
 		printf("  ");
 		for (uint32_t i = 0; i < r->len && i < 16; i++)
