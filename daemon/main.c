@@ -227,10 +227,21 @@ static int take_lock(void)
 		sbd_log(SBD_ERR, errno, "%s", path);
 		return -1;
 	}
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+	/* A holder that is gone (a zombie whose other threads are still
+	 * exiting after a kill -9) lets go of the lock within moments:
+	 * waited for, up to 2 s, so that a restart at once does not fail. */
+	for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; i++) {
+		long holder;
+
 		n = pread(fd, pid, sizeof(pid) - 1, 0);
 		pid[n > 0 ? n : 0] = 0;
 		pid[strcspn(pid, "\n")] = 0;
+		holder = strtol(pid, NULL, 10);
+		if (i < 200 && holder > 0 && holder <= INT32_MAX &&
+		    sb_pid_gone((uint32_t)holder)) {
+			usleep(10000);
+			continue;
+		}
 		sbd_log(SBD_ERR, 0, "bus '%s' is already served by shmbusd "
 			"pid %s (lock %s held)", sbd.conf.bus,
 			pid[0] ? pid : "?", path);

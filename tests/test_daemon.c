@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -114,6 +115,51 @@ Test(daemon, second_daemon_refuses, .init = setup, .fini = teardown)
 	cr_assert_eq(th_wait(p), 1);
 	cr_assert(log_has("already served by shmbusd pid"));
 	cr_assert_eq(waitpid(d.pid, NULL, WNOHANG), 0);
+}
+
+/*
+ * A daemon killed with kill -9 lets go of its lock only once its last
+ * thread has exited, some moments after its main thread is a zombie.  A
+ * daemon started at once waits for a holder that is gone (it once said
+ * "already served" and exited); a live holder is still refused at once
+ * (second_daemon_refuses).
+ */
+Test(daemon, a_restart_waits_for_a_gone_holder_to_let_go_of_the_lock,
+     .init = setup, .fini = teardown)
+{
+	char path[160], line[32];
+	int ready[2], st, n;
+	pid_t gone, holder;
+
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	gone = fork();
+	if (gone == 0)
+		_exit(0);
+	cr_assert_eq(waitpid(gone, &st, 0), gone);
+	snprintf(path, sizeof(path), "%s.lock", d.sock);
+	n = snprintf(line, sizeof(line), "%d\n", (int)gone);
+	cr_assert_eq(pipe(ready), 0);
+	holder = fork();
+	if (holder == 0) {
+		/* The exiting daemon: holds the lock, which names a pid that
+		 * is gone, for 300 ms. */
+		int fd = open(path, O_RDWR | O_CLOEXEC);
+
+		if (fd < 0 || flock(fd, LOCK_EX) < 0 || ftruncate(fd, 0) < 0 ||
+		    pwrite(fd, line, (size_t)n, 0) != n ||
+		    write(ready[1], "x", 1) != 1)
+			_exit(1);
+		usleep(300000);
+		_exit(0);
+	}
+	close(ready[1]);
+	cr_assert_eq(read(ready[0], line, 1), 1);
+	close(ready[0]);
+	start_daemon();
+	cr_assert_eq(th_wait(holder), 0);
+	cr_assert_not(log_has("already served"));
 }
 
 Test(daemon, restart_sets_a_corrupt_channel_aside, .init = setup,
