@@ -216,19 +216,22 @@ static uint64_t end_of_claim(struct shmbus_channel *ch, uint64_t x,
 	return end;
 }
 
-/* Whether any producer announces a claim (one it is about to make, or
- * has made and not committed yet). */
-static bool claims_announced(struct shmbus_channel *ch)
+/* Whether any producer announces a claim at x (any claim: x is
+ * UINT64_MAX), one it is about to make or has made and not committed. */
+static bool claim_announced(struct shmbus_channel *ch, uint64_t x)
 {
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *t = &ch->prods[i];
+		uint64_t c;
 
 		/* A7: pairs with R7 (the slot's ACTIVE store). */
-		if (owner_state(load_acquire64(&t->owner)) ==
-			    SHMBUS_SLOT_ACTIVE &&
-		    /* A6: pairs with R6 (the announcement, and the
-		     * release after the commit). */
-		    load_acquire64(&t->claim_pos) != UINT64_MAX)
+		if (owner_state(load_acquire64(&t->owner)) !=
+		    SHMBUS_SLOT_ACTIVE)
+			continue;
+		/* A6: pairs with R6 (the announcement, and the release
+		 * after the commit). */
+		c = load_acquire64(&t->claim_pos);
+		if (c != UINT64_MAX && (x == UINT64_MAX || c == x))
 			return true;
 	}
 	return false;
@@ -241,9 +244,19 @@ bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv)
 	 * announcement (R6) of every claim below it is seen below. */
 	uint64_t head = load_acquire64(&h->head), to;
 
+	/* Only where producers write (not a standby's ring, nor one being
+	 * cut: their writer moves the word itself). */
+	if (SHMBUS_FENCE_STATE(load_relaxed32(&h->fence)) !=
+	    SHMBUS_FENCE_OPEN)
+		return false;
 	if (hv < head) {
+		/* A claim at hv made since the caller looked (head was at
+		 * hv then, say): its own, announced before its CAS on head,
+		 * which we saw.  Not skipped. */
+		if (claim_announced(ch, hv))
+			return false;
 		to = end_of_claim(ch, hv, head);
-	} else if (hv > head && !claims_announced(ch) &&
+	} else if (hv > head && !claim_announced(ch, UINT64_MAX) &&
 		   load_acquire64(&h->head) == head) {	/* A12 */
 		/* No claim in flight, and none made since head was read:
 		 * the hand-off of a quiet ring is head.  A claim announced
