@@ -225,11 +225,16 @@ int jnl_open_seg(struct jchan *j, uint64_t base, uint64_t end)
 {
 	char name[64];
 
+	struct shmbus_jseg_hdr h;
+
 	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
 	j->fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (j->fd < 0)
 		return -errno;
 	j->base = base;
+	/* Checked at start (recovery) or made by us. */
+	j->seg_version = pread(j->fd, &h, sizeof(h), 0) == sizeof(h) ?
+				 h.version : SHMBUS_JSEG_VERSION;
 	return open_tix(j, end);
 }
 
@@ -485,7 +490,10 @@ static int gap(struct jchan *j, uint64_t to)
 			lo = v.hole_lo;
 		sb_repl_hole(j->ch, lo, to);
 	}
-	rc = write_pads(j, j->pos, to < end ? to : end, SHMBUS_JREC_GAP);
+	/* An older daemon's segment, continued: no GAP records in it, which
+	 * that daemon could not read (a gap is padding there, format 1). */
+	rc = write_pads(j, j->pos, to < end ? to : end,
+			j->seg_version < 2 ? SHMBUS_REC_PAD : SHMBUS_JREC_GAP);
 	if (rc)
 		return rc;
 	if (to < end) {
@@ -589,6 +597,26 @@ static int nothing_at_pos(struct jchan *j)
 	return 1;
 }
 
+/* The type the journal writes for ring padding at [p, p + size): GAP
+ * where a standby's agent noted a gap (the range is let go once the
+ * journal is past it), else PAD. */
+static uint32_t pad_type(struct jchan *j, uint64_t p, uint64_t size)
+{
+	uint32_t type = SHMBUS_REC_PAD;
+
+	if (j->seg_version < 2)
+		return type;	/* format 1 has no GAP records */
+	pthread_mutex_lock(&j->mu);
+	if (j->gap_lo < j->gap_hi) {
+		if (p >= j->gap_lo && p + size <= j->gap_hi)
+			type = SHMBUS_JREC_GAP;
+		if (p + size >= j->gap_hi)
+			j->gap_lo = j->gap_hi = 0;
+	}
+	pthread_mutex_unlock(&j->mu);
+	return type;
+}
+
 /* Appends what is committed from j->pos: 1 if it wrote, 0 if nothing was
  * there, -errno. */
 static int append(struct jchan *j)
@@ -620,7 +648,7 @@ static int append(struct jchan *j)
 			if (j->pos + pad > seg_end)
 				return -EBADMSG;	/* cannot be */
 			rc = write_pads(j, j->pos, j->pos + pad,
-					SHMBUS_REC_PAD);
+					pad_type(j, j->pos, pad));
 			if (rc)
 				return rc;
 			j->pos += pad;
@@ -683,6 +711,11 @@ static int append(struct jchan *j)
 		}
 		if (!pad)
 			first = false;	/* the rest grow */
+		else if (pad_type(j, j->pos + o, size) == SHMBUS_JREC_GAP) {
+			w = (w & ~((uint64_t)7 << SHMBUS_LEN_BITS)) |
+			    (uint64_t)SHMBUS_JREC_GAP << SHMBUS_LEN_BITS;
+			memcpy(j->buf + o, &w, 8);
+		}
 		sb_jrec_seal(j->buf + o, j->pos + o);
 		o += size;
 	}

@@ -481,6 +481,19 @@ int sb_jreader_seek(struct sb_jreader *r, uint64_t pos)
 	return 0;
 }
 
+int sb_jreader_back(struct sb_jreader *r, uint64_t pos)
+{
+	int rc = sb_jreader_seek(r, pos);
+
+	if (rc != -ENOENT || !r->have_g)
+		return rc;
+	/* sb_jreader_next() seeks there again and skips what is missing,
+	 * keeping the segment it holds (and its lock) meanwhile. */
+	r->pos = pos;
+	r->blen = 0;
+	return 0;
+}
+
 /* Makes buf hold at least `want` bytes from r->pos that were whole when
  * read (below `limit`, or fewer at the segment's or the file's end).  A
  * buffer read under a lower limit is read again: bytes past that limit
@@ -554,7 +567,8 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 
 		if (r->pos >= limit)
 			return 0;
-		if (r->fd < 0 || r->pos >= r->base + r->g.seg_size) {
+		if (r->fd < 0 || r->pos < r->base ||
+		    r->pos >= r->base + r->g.seg_size) {
 			uint64_t at = r->pos, seq = r->seq;
 
 			rc = sb_jreader_seek(r, at);
@@ -599,7 +613,9 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 		if (rc == 0)
 			return limit == UINT64_MAX ? 0 : -EBADMSG;
 		r->pos += rec->size;
-		if (rec->type == SHMBUS_JREC_GAP)
+		/* Format 1 wrote a gap as padding: any padding may be one. */
+		if (rec->type == SHMBUS_JREC_GAP ||
+		    (rec->type == SHMBUS_REC_PAD && r->version < 2))
 			r->gap = true;
 		return 1;
 	}

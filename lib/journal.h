@@ -95,7 +95,8 @@ struct sb_jreader {
 	uint32_t version;	/* the segment's format (GAP records from 2) */
 	bool gap;		/* passed positions the journal lacks (a GAP
 				 * record, a segment missing or starting past
-				 * its base); the caller clears it */
+				 * its base; in format 1, any padding); the
+				 * caller clears it */
 	uint8_t *buf;
 	size_t cap;
 	uint64_t bpos;		/* buf holds [bpos, bpos + blen) */
@@ -119,6 +120,10 @@ void sb_jreader_close(struct sb_jreader *r);
 /* Positions the reader at pos (a record boundary the journal holds, or
  * the start of a gap: reading goes on after the gap). */
 int sb_jreader_seek(struct sb_jreader *r, uint64_t pos);
+/* Back to pos, a record boundary where r read before: as
+ * sb_jreader_seek(), and where no segment holds pos (r passed a gap
+ * there), r passes the gap again at its next read. */
+int sb_jreader_back(struct sb_jreader *r, uint64_t pos);
 /*
  * The next record below `limit` (UINT64_MAX: as far as valid records
  * go).  1 with *rec (valid until the next call), 0 if there is none

@@ -254,10 +254,10 @@ static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 		/* Lost: sequence numbers skipped where the journal lacks
 		 * positions.  Not those a claim took whose producer died
 		 * before it wrote (padded: no message ever had them), as a
-		 * subscriber of the ring does not count them either.  A
-		 * format-1 segment marked no gap: every skip counts there. */
+		 * subscriber of the ring does not count them either (in
+		 * format 1, which wrote gaps as padding, they count). */
 		if (rp->next_seq != UINT64_MAX && rec.seq > rp->next_seq &&
-		    (rp->r.gap || rp->r.version < 2))
+		    rp->r.gap)
 			m.lost = rec.seq - rp->next_seq;
 		rp->r.gap = false;
 		rp->next_seq = rec.seq + 1;
@@ -330,7 +330,7 @@ SHMBUS_EXPORT ssize_t shmbus_replay_read(shmbus_replay *rp, void *buf,
 					 size_t cap, struct shmbus_msg *info)
 {
 	struct read_ctx c = { buf, cap, info, -EAGAIN };
-	uint64_t pos, seq, next, lost;
+	uint64_t pos, seq, next, lost, skipped;
 	bool gap;
 	int rc;
 
@@ -343,6 +343,7 @@ SHMBUS_EXPORT ssize_t shmbus_replay_read(shmbus_replay *rp, void *buf,
 	next = rp->next_seq;
 	lost = rp->lost;
 	gap = rp->r.gap;
+	skipped = rp->r.skipped;
 	rc = journal_poll(rp, read_one, &c, 1, false);
 	if (rc < 0)
 		return rc;
@@ -350,12 +351,14 @@ SHMBUS_EXPORT ssize_t shmbus_replay_read(shmbus_replay *rp, void *buf,
 		return ring_read(rp, buf, cap, info);	/* just moved there */
 	if (c.rc == -EMSGSIZE) {
 		/* Not delivered: it stays the next one (the reader may have
-		 * moved to the next segment on its way to it). */
-		rc = sb_jreader_seek(&rp->r, pos);
+		 * moved to the next segment on its way to it, or past a
+		 * missing one: it passes it again, and says so again). */
+		rp->r.gap = gap;
+		rp->r.skipped = skipped;
+		rc = sb_jreader_back(&rp->r, pos);
 		if (rc)
 			return rc;
 		rp->r.seq = seq;
-		rp->r.gap = gap;
 		rp->next_seq = next;
 		rp->lost = lost;
 		rp->delivered--;

@@ -925,6 +925,33 @@ Test(journal, a_lapped_journal_records_its_gap)
 	cr_assert_eq(got + lost, 2060);
 	cr_assert_gt(lost, 0);
 	cr_assert_geq(got, 60, "the first 30 and the last 30 at least");
+	/* The same, each message first asked for with a buffer too small
+	 * for it: refused, it stays the next one, its `lost` with it. */
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	next = 0;
+	for (uint64_t n = 0, l = 0;; n++) {
+		struct shmbus_msg m;
+		ssize_t len = shmbus_replay_read(r, buf, 1, &m);
+		uint64_t seq;
+		uint32_t id;
+
+		if (len == -EAGAIN) {
+			cr_assert_eq(n, got);
+			cr_assert_eq(l, lost);
+			break;
+		}
+		cr_assert_eq(len, -EMSGSIZE);
+		len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+		cr_assert_geq(len, 0, "read: %zd", len);
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
+		cr_assert_eq(m.lost, seq - next, "lost %lu before %lu, after a "
+			     "refusal", (unsigned long)m.lost,
+			     (unsigned long)seq);
+		l += m.lost;
+		next = seq + 1;
+	}
+	shmbus_replay_close(r);
 	close_pub(bus, ch, p);
 }
 

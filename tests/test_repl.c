@@ -732,6 +732,74 @@ Test(repl, a_lapped_standbys_journal_records_the_gap_and_goes_on)
 	shmbus_channel_close(b);
 }
 
+/* A journaled standby away while the primary wrote less than two laps:
+ * the standby goes on from the primary's oldest record, less than a lap
+ * past its own end, padding the positions between in its ring.  Its
+ * journal writes them as a gap, so that a replay of it counts those
+ * messages as lost (padding alone is what a dead producer's claim
+ * leaves, whose sequence numbers no message had). */
+Test(repl, a_standbys_journal_counts_a_gap_of_less_than_a_lap_as_lost)
+{
+	struct pubarg first = { "js", 100, 0, 100, false, true };
+	/* Records of about 96 bytes: 1000 of them are one and a half
+	 * laps of the 64 KiB ring. */
+	struct pubarg away = { "js", 1000, 1, 100, false, true };
+	struct pubarg back = { "js", 100, 2, 100, false, true };
+	uint64_t head, got = 0, lost = 0, last = UINT64_MAX;
+	struct sb_jnl_view vb;
+	shmbus_replay *r;
+	shmbus_channel *b;
+	uint8_t buf[2048];
+
+	pair_setup("[channel js]\ncapacity = 64K\nmax_msg = 1K\n"
+		   "replicate = applied\njournal = on\n"
+		   "journal_segment = 256K\n", "");
+	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &first)));
+	pair_wait_caught_up("js", 0, 10000);
+	host_kill(&B, SIGKILL);
+	cr_assert(host_log_wait(&A, "js: standby out of sync", 3000));
+	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &away)));
+	host_start(&B);
+	pair_wait_caught_up("js", 0, 10000);
+	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &back)));
+	head = pair_wait_caught_up("js", 0, 10000);
+	cr_assert(host_log_wait(&B, "js: gap: the primary no longer holds",
+				10));
+	b = host_map(&B, "js");
+	cr_assert(b);
+	for (int i = 0; i < 1000; i++) {
+		sb_jnl_read(b, &vb);
+		if (vb.persisted == head)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(vb.persisted, head);
+	r = shmbus_replay_open(b, SHMBUS_REPLAY_POSITION, 0, NULL);
+	cr_assert(r, "replay: %s", strerror(errno));
+	for (;;) {
+		struct shmbus_msg m;
+		ssize_t len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+
+		if (len == -EAGAIN)
+			break;
+		cr_assert_geq(len, 0, "read: %zd", len);
+		cr_assert(last == UINT64_MAX || m.seq > last);
+		cr_assert_eq(m.lost, last == UINT64_MAX ? 0 : m.seq - last - 1,
+			     "lost %lu before seq %lu after %lu",
+			     (unsigned long)m.lost, (unsigned long)m.seq,
+			     (unsigned long)last);
+		lost += m.lost;
+		last = m.seq;
+		got++;
+	}
+	shmbus_replay_close(r);
+	cr_assert_eq(last, 1199);
+	cr_assert_gt(lost, 0);
+	cr_assert_eq(got + lost, 1200, "%lu delivered, %lu lost",
+		     (unsigned long)got, (unsigned long)lost);
+	shmbus_channel_close(b);
+}
+
 /* The record at pos in h's journal of chan (padding before it skipped):
  * checked, its seq returned; *next gets the position after it. */
 static uint64_t journal_rec(const struct host *h, const char *chan,
