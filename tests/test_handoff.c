@@ -1008,3 +1008,47 @@ Test(handoff, the_daemon_mends_a_hand_off_word_written_over_on_a_quiet_ring,
 	shmbus_channel_close(sch);
 	shmbus_disconnect(sbus);
 }
+
+/*
+ * The reaper's help looks at the hand-off word while head is still there
+ * (nothing claimed: "nobody"), then a producer claims at it before the
+ * skip reads head.  The skip must see that claim's announcement and leave
+ * the word alone: moved on, it would pass a live claim that has not
+ * handed over (which once stopped a ring in a kill loop).
+ */
+Test(handoff, the_skip_leaves_a_word_that_a_new_claim_announces,
+     .timeout = 30)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 16, 1024, SHMBUS_BLOCK,
+				       SHMBUS_MULTI_PRODUCER);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	struct shmbus_prod_slot *prods, *mine;
+	struct shmbus_hdr *h;
+	uint8_t *ctl, *data;
+	size_t ctl_len, data_len;
+	uint64_t x;
+
+	cr_assert(pub);
+	ctl = th_map_channel(dir, &ctl_len);
+	data = th_map_data(dir, &data_len);
+	cr_assert(ctl && data);
+	h = (struct shmbus_hdr *)ctl;
+	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+	mine = slot_of(prods, getpid());
+	cr_assert(mine);
+	x = ld(&h->head);
+	cr_assert_eq(ld(&h->handoff), x);
+	cr_assert_eq(sb_handoff_help(ch, x, (uint32_t)getpid(), sb_pid_gone),
+		     SB_HELP_NOBODY, "nothing claimed at head");
+	cr_assert_eq(hold_claim(h, mine), x);	/* the claim comes now */
+	cr_assert_not(sb_handoff_skip(ch, x));
+	cr_assert_eq(ld(&h->handoff), x, "the word passed a live claim");
+	hand_over(h, mine, data, x);
+	cr_assert_eq(ld(&h->handoff), ld(&h->head));
+	munmap(ctl, ctl_len);
+	munmap(data, data_len);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
