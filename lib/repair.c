@@ -186,6 +186,20 @@ static bool adopt(struct shmbus_prod_slot *s, uint64_t o, uint32_t self)
 			    owner_word(SHMBUS_SLOT_ACTIVE, self));
 }
 
+/* The start of the claim producer slot i announces (one it is about to
+ * make, or has made and not committed), or UINT64_MAX. */
+static uint64_t announced(struct shmbus_channel *ch, uint32_t i)
+{
+	struct shmbus_prod_slot *t = &ch->prods[i];
+
+	/* A7: pairs with R7 (the slot's ACTIVE store). */
+	if (owner_state(load_acquire64(&t->owner)) != SHMBUS_SLOT_ACTIVE)
+		return UINT64_MAX;
+	/* A6: pairs with R6 (the announcement before the CAS, and the
+	 * release after the commit). */
+	return load_acquire64(&t->claim_pos);
+}
+
 /*
  * The end of the claim that starts at x, for a claim not handed over
  * yet: where the next claim starts, or head if there is none.  The next
@@ -201,15 +215,8 @@ static uint64_t end_of_claim(struct shmbus_channel *ch, uint64_t x,
 	uint64_t end = head;
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
-		struct shmbus_prod_slot *t = &ch->prods[i];
-		uint64_t c;
+		uint64_t c = announced(ch, i);
 
-		/* A7: pairs with R7 (the slot's ACTIVE store). */
-		if (owner_state(load_acquire64(&t->owner)) !=
-		    SHMBUS_SLOT_ACTIVE)
-			continue;
-		/* A6: pairs with R6 (the announcement before the CAS). */
-		c = load_acquire64(&t->claim_pos);
 		if (c > x && c < end && c % SHMBUS_REC_ALIGN == 0)
 			end = c;
 	}
@@ -217,20 +224,12 @@ static uint64_t end_of_claim(struct shmbus_channel *ch, uint64_t x,
 }
 
 /* Whether any producer announces a claim at x (any claim: x is
- * UINT64_MAX), one it is about to make or has made and not committed. */
+ * UINT64_MAX). */
 static bool claim_announced(struct shmbus_channel *ch, uint64_t x)
 {
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
-		struct shmbus_prod_slot *t = &ch->prods[i];
-		uint64_t c;
+		uint64_t c = announced(ch, i);
 
-		/* A7: pairs with R7 (the slot's ACTIVE store). */
-		if (owner_state(load_acquire64(&t->owner)) !=
-		    SHMBUS_SLOT_ACTIVE)
-			continue;
-		/* A6: pairs with R6 (the announcement, and the release
-		 * after the commit). */
-		c = load_acquire64(&t->claim_pos);
 		if (c != UINT64_MAX && (x == UINT64_MAX || c == x))
 			return true;
 	}
