@@ -463,6 +463,26 @@ void pair_assert_identical_range(const char *chan, uint64_t from,
 	munmap((void *)b, lb + 4096);
 }
 
+/* Where h's agent last went on past a gap on chan ("going on from P" in
+ * its log), or 0. */
+static uint64_t last_restart(const struct host *h, const char *chan)
+{
+	FILE *f = fopen(h->log, "r");
+	char line[1024], what[128];
+	uint64_t at = 0;
+
+	snprintf(what, sizeof(what), "%s: gap: ", chan);
+	while (f && fgets(line, sizeof(line), f)) {
+		const char *g = strstr(line, what), *o;
+
+		if (g && (o = strstr(g, "going on from ")))
+			at = strtoull(o + strlen("going on from "), NULL, 10);
+	}
+	if (f)
+		fclose(f);
+	return at;
+}
+
 void pair_assert_identical(const char *chan)
 {
 	size_t la, lb;
@@ -478,6 +498,22 @@ void pair_assert_identical(const char *chan)
 		     (unsigned long long)va.head, (unsigned long long)vb.head);
 	cr_assert_eq(va.seq, vb.seq, "%s: sequence numbers differ", chan);
 	cr_assert_eq(la, lb);
+	if (vb.gaps) {
+		/* A standby that went on past a gap holds, below where it
+		 * went on, what it had before (older laps, or the padding
+		 * over a gap of less than a lap): the rings agree from
+		 * there. */
+		uint64_t from = last_restart(&B, chan);
+
+		if (va.head - from > la)
+			from = va.head - la;
+		munmap((void *)a, la + 4096);
+		munmap((void *)b, lb + 4096);
+		shmbus_channel_close(ca);
+		shmbus_channel_close(cb);
+		pair_assert_identical_range(chan, from, va.head);
+		return;
+	}
 	for (size_t i = 0; i < la; i += 4096) {
 		size_t n = la - i < 4096 ? la - i : 4096;
 
