@@ -856,6 +856,42 @@ Test(journal, a_torn_time_index_is_cut_and_appended_to)
 	close_pub(bus, ch, p);
 }
 
+/* Replays the whole journal from 0, checking every message whole and in
+ * order: how many it delivered, the sum of their `lost`, and the last
+ * sequence number.  `exact`: each `lost` must be the sequence numbers
+ * skipped just before its message (no dead producer's claim in the way). */
+static void replay_from_0(shmbus_channel *ch, bool exact, uint64_t *got,
+			  uint64_t *lost, uint64_t *last)
+{
+	shmbus_replay *r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0,
+					      NULL);
+	uint8_t buf[2048];
+
+	cr_assert(r, "%s", strerror(errno));
+	*got = *lost = 0;
+	*last = UINT64_MAX;
+	for (;;) {
+		struct shmbus_msg m;
+		ssize_t len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+		uint64_t seq, next = *last + 1;	/* 0 at first */
+		uint32_t id;
+
+		if (len == -EAGAIN)
+			break;
+		cr_assert_geq(len, 0, "read: %zd", len);
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
+		cr_assert(*last == UINT64_MAX || seq > *last, "in order");
+		if (exact)
+			cr_assert_eq(m.lost, seq - next, "lost %lu before %lu",
+				     (unsigned long)m.lost,
+				     (unsigned long)seq);
+		*lost += m.lost;
+		*last = seq;
+		(*got)++;
+	}
+	shmbus_replay_close(r);
+}
+
 /* An overwrite channel laps a journal that cannot keep up (shmbusd
  * stopped): the journal records the range it lost, counts it, and goes
  * on at the ring's oldest record; a replay sees every message it kept,
@@ -901,26 +937,8 @@ Test(journal, a_lapped_journal_records_its_gap)
 	cr_assert_eq(v.gaps, 1, "one gap: %lu", (unsigned long)v.gaps);
 	cr_assert_gt(v.gap_bytes, 16384);
 	cr_assert(log_has("journal: gap ["));
-	r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0, NULL);
-	cr_assert(r, "%s", strerror(errno));
-	for (;;) {
-		struct shmbus_msg m;
-		ssize_t len = shmbus_replay_read(r, buf, sizeof(buf), &m);
-		uint64_t seq;
-		uint32_t id;
-
-		if (len == -EAGAIN)
-			break;
-		cr_assert_geq(len, 0, "read: %zd", len);
-		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
-		cr_assert_geq(seq, next, "in order");
-		cr_assert_eq(m.lost, seq - next, "lost %lu before %lu",
-			     (unsigned long)m.lost, (unsigned long)seq);
-		lost += m.lost;
-		next = seq + 1;
-		got++;
-	}
-	shmbus_replay_close(r);
+	replay_from_0(ch, true, &got, &lost, &next);
+	next++;
 	cr_assert_eq(next, 2060, "up to the last");
 	cr_assert_eq(got + lost, 2060);
 	cr_assert_gt(lost, 0);
@@ -1436,37 +1454,6 @@ Test(journal, the_files_are_the_daemons_whoever_owns_the_channel)
 	close_pub(bus, ch, p);
 }
 
-/* Replays the whole journal from 0, checking every message whole and in
- * order: how many it delivered, and the sum of their `lost`, each of
- * which must be exactly the sequence numbers skipped when `exact`. */
-static void replay_from_0(shmbus_channel *ch, uint64_t *got, uint64_t *lost,
-			  uint64_t *last)
-{
-	shmbus_replay *r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0,
-					      NULL);
-	uint8_t buf[2048];
-
-	cr_assert(r, "%s", strerror(errno));
-	*got = *lost = 0;
-	*last = UINT64_MAX;
-	for (;;) {
-		struct shmbus_msg m;
-		ssize_t len = shmbus_replay_read(r, buf, sizeof(buf), &m);
-		uint64_t seq;
-		uint32_t id;
-
-		if (len == -EAGAIN)
-			break;
-		cr_assert_geq(len, 0, "read: %zd", len);
-		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
-		cr_assert(*last == UINT64_MAX || seq > *last, "in order");
-		*lost += m.lost;
-		*last = seq;
-		(*got)++;
-	}
-	shmbus_replay_close(r);
-}
-
 /* A producer that claims room for a message and stops there (after its
  * claim's hand-off: the claim has taken a sequence number), until
  * killed; it says "claimed" on *at by the claim's position. */
@@ -1519,7 +1506,7 @@ Test(journal, a_producer_killed_in_its_claim_costs_a_replay_nothing)
 	wait_written(ch, 10);
 	cr_assert(log_has("its unfinished claim padded") ||
 		  log_has("handed over and padded"));
-	replay_from_0(ch, &got, &lost, &last);
+	replay_from_0(ch, false, &got, &lost, &last);
 	cr_assert_eq(got, 40);
 	cr_assert_eq(lost, 0, "a replay counted %lu lost", (unsigned long)lost);
 	close_pub(bus, ch, p);
@@ -1559,7 +1546,7 @@ Test(journal, a_gap_inside_a_segment_is_counted_lost)
 	sb_jnl_read(ch, &v);
 	cr_assert_eq(v.gaps, 1);
 	cr_assert_lt(v.written, 1 << 20, "all in the first segment");
-	replay_from_0(ch, &got, &lost, &last);
+	replay_from_0(ch, false, &got, &lost, &last);
 	cr_assert_eq(last, 139);
 	cr_assert_gt(lost, 0);
 	cr_assert_eq(got + lost, 140, "%lu delivered, %lu lost",

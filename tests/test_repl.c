@@ -694,6 +694,37 @@ Test(repl, the_standby_journals_what_it_applies)
 	shmbus_channel_close(b);
 }
 
+/* B killed while A publishes `away` on js, started again, then A
+ * publishes `back`: the head both reach. */
+static uint64_t standby_away(struct pubarg *away, struct pubarg *back)
+{
+	host_kill(&B, SIGKILL);
+	cr_assert(host_log_wait(&A, "js: standby out of sync", 3000));
+	pair_assert_published("js", th_wait(th_spawn(pair_publisher, away)));
+	host_start(&B);
+	pair_wait_caught_up("js", 0, 10000);
+	pair_assert_published("js", th_wait(th_spawn(pair_publisher, back)));
+	return pair_wait_caught_up("js", 0, 10000);
+}
+
+/* B's js, once its journal has persisted everything up to head. */
+static shmbus_channel *standby_journaled(uint64_t head,
+					 struct sb_jnl_view *vb)
+{
+	shmbus_channel *b = host_map(&B, "js");
+
+	cr_assert(b);
+	for (int i = 0; i < 1000; i++) {
+		sb_jnl_read(b, vb);
+		if (vb->persisted == head)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(vb->persisted, head, "the standby's journal: %lu of %lu",
+		     (unsigned long)vb->persisted, (unsigned long)head);
+	return b;
+}
+
 /* A journaled block channel's standby lapped while it was away: its ring
  * restarts more than a lap ahead, its agent moving head with no cursor
  * of the journal's holding it.  The standby's journal records the gap
@@ -710,23 +741,8 @@ Test(repl, a_lapped_standbys_journal_records_the_gap_and_goes_on)
 		   "replicate = applied\njournal = on\n"
 		   "journal_segment = 256K\n", "");
 	cr_assert(host_log_wait(&A, "js: standby in sync", 3000));
-	host_kill(&B, SIGKILL);
-	cr_assert(host_log_wait(&A, "js: standby out of sync", 3000));
-	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &away)));
-	host_start(&B);
-	pair_wait_caught_up("js", 0, 10000);
-	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &back)));
-	head = pair_wait_caught_up("js", 0, 10000);
-	b = host_map(&B, "js");
-	cr_assert(b);
-	for (int i = 0; i < 1000; i++) {
-		sb_jnl_read(b, &vb);
-		if (vb.persisted == head)
-			break;
-		usleep(10000);
-	}
-	cr_assert_eq(vb.persisted, head, "the standby's journal: %lu of %lu",
-		     (unsigned long)vb.persisted, (unsigned long)head);
+	head = standby_away(&away, &back);
+	b = standby_journaled(head, &vb);
 	cr_assert_eq(vb.gaps, 1);
 	cr_assert_not(host_log_wait(&B, "the ring is damaged", 10));
 	shmbus_channel_close(b);
@@ -756,24 +772,10 @@ Test(repl, a_standbys_journal_counts_a_gap_of_less_than_a_lap_as_lost)
 		   "journal_segment = 256K\n", "");
 	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &first)));
 	pair_wait_caught_up("js", 0, 10000);
-	host_kill(&B, SIGKILL);
-	cr_assert(host_log_wait(&A, "js: standby out of sync", 3000));
-	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &away)));
-	host_start(&B);
-	pair_wait_caught_up("js", 0, 10000);
-	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &back)));
-	head = pair_wait_caught_up("js", 0, 10000);
+	head = standby_away(&away, &back);
 	cr_assert(host_log_wait(&B, "js: gap: the primary no longer holds",
 				10));
-	b = host_map(&B, "js");
-	cr_assert(b);
-	for (int i = 0; i < 1000; i++) {
-		sb_jnl_read(b, &vb);
-		if (vb.persisted == head)
-			break;
-		usleep(10000);
-	}
-	cr_assert_eq(vb.persisted, head);
+	b = standby_journaled(head, &vb);
 	r = shmbus_replay_open(b, SHMBUS_REPLAY_POSITION, 0, NULL);
 	cr_assert(r, "replay: %s", strerror(errno));
 	for (;;) {
