@@ -223,9 +223,8 @@ void jnl_close_seg(struct jchan *j)
 
 int jnl_open_seg(struct jchan *j, uint64_t base, uint64_t end)
 {
-	char name[64];
-
 	struct shmbus_jseg_hdr h;
+	char name[64];
 
 	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
 	j->fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
