@@ -110,6 +110,22 @@ static int journal_open(struct shmbus_replay *rp, const struct sb_jnl_view *v,
 	return 0;
 }
 
+/* The sequence number after the last message (or skip) that pos's
+ * segment holds before pos, reading it from its start; UINT64_MAX if it
+ * holds none there.  Leaves the reader anywhere. */
+static uint64_t seq_after(struct shmbus_replay *rp, uint64_t pos)
+{
+	uint64_t seq = UINT64_MAX;
+	struct sb_jrec rec;
+
+	if (sb_jreader_seek(&rp->r, pos & ~(rp->r.g.seg_size - 1)))
+		return UINT64_MAX;
+	while (sb_jreader_next(&rp->r, pos, &rec) == 1)
+		if (rec.type == SHMBUS_REC_MSG || rec.type == SHMBUS_REC_SKIP)
+			seq = rec.seq;
+	return seq == UINT64_MAX ? seq : seq + 1;
+}
+
 SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 						enum shmbus_replay_from from,
 						uint64_t at,
@@ -169,6 +185,7 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 	if (rp->r.pos < v.written) {
 		/* The position must be a record's: look at it once. */
 		struct sb_jrec rec;
+		uint64_t skipped = rp->r.skipped;
 
 		rc = sb_jreader_next(&rp->r, v.written, &rec);
 		if (rc < 0) {
@@ -177,11 +194,20 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 				rc = -EINVAL;
 			goto fail;
 		}
+		/* Starting on padding or a gap, the first message's `lost`
+		 * counts from the message before: from the channel's first
+		 * sequence number at position 0, else from what the segment
+		 * holds before pos. */
+		if (rc == 1 && rec.type != SHMBUS_REC_MSG &&
+		    rec.type != SHMBUS_REC_SKIP)
+			rp->next_seq = pos ? seq_after(rp, pos) : 0;
 		rc = sb_jreader_seek(&rp->r, pos);
 		if (rc) {
 			sb_jreader_close(&rp->r);
 			goto fail;
 		}
+		rp->r.skipped = skipped;
+		rp->r.gap = false;
 	}
 	return rp;
 fail:

@@ -943,6 +943,34 @@ Test(journal, a_lapped_journal_records_its_gap)
 	cr_assert_eq(got + lost, 2060);
 	cr_assert_gt(lost, 0);
 	cr_assert_geq(got, 60, "the first 30 and the last 30 at least");
+	/* A replay opened where the gap begins (after the last message
+	 * before it) is told the same loss at its first message. */
+	{
+		uint64_t at = UINT64_MAX, seen = 0;
+		struct shmbus_msg m, prev = { 0 };
+
+		r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0, NULL);
+		cr_assert(r, "%s", strerror(errno));
+		while (shmbus_replay_read(r, buf, sizeof(buf), &m) >= 0) {
+			if (m.lost) {
+				at = prev.pos + SHMBUS_REC_HDR +
+				     ((prev.len + 7u) & ~7u);
+				seen = m.lost;
+				break;
+			}
+			prev = m;
+		}
+		shmbus_replay_close(r);
+		cr_assert_neq(at, UINT64_MAX);
+		r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, at, NULL);
+		cr_assert(r, "open at %lu: %s", (unsigned long)at,
+			  strerror(errno));
+		cr_assert_geq(shmbus_replay_read(r, buf, sizeof(buf), &m), 0);
+		cr_assert_eq(m.lost, seen, "opened at the gap (%lu): lost %lu, "
+			     "from 0: %lu", (unsigned long)at,
+			     (unsigned long)m.lost, (unsigned long)seen);
+		shmbus_replay_close(r);
+	}
 	/* The same, each message first asked for with a buffer too small
 	 * for it: refused, it stays the next one, its `lost` with it. */
 	r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0, NULL);
@@ -1615,4 +1643,37 @@ Test(journal, a_restart_with_a_claim_open_at_the_journals_end_goes_on)
 	cr_assert_eq(v.gaps, 0);
 	close_pub(bus, ch, p);
 	munmap(at, 8);
+}
+
+/* The journal's very first record a gap (an overwrite channel lapped
+ * before shmbusd journaled anything): a replay from 0 is told, at its
+ * first message, every message before it that the journal never had. */
+Test(journal, a_gap_at_the_journals_start_is_counted_lost)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t got, lost, last;
+	char all[1024];
+
+	snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
+	snprintf(cdir, sizeof(cdir), "%s/j", jdir);
+	snprintf(all, sizeof(all),
+		 "journal_dir = %s\n[defaults]\npublish = *\n"
+		 "subscribe = *\n[channel j]\ncapacity = 16K\n"
+		 "max_msg = 1K\npolicy = overwrite\njournal = on\n", jdir);
+	write_conf(all);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	pause_daemon();
+	publish_range(p, 0, 300);	/* several laps of 16 KiB */
+	kill(d.pid, SIGCONT);
+	wait_written(ch, 10);
+	cr_assert(log_has("journal: gap [0, "));
+	replay_from_0(ch, true, &got, &lost, &last);
+	cr_assert_eq(last, 299);
+	cr_assert_gt(lost, 0);
+	cr_assert_eq(got + lost, 300, "%lu delivered, %lu lost",
+		     (unsigned long)got, (unsigned long)lost);
+	close_pub(bus, ch, p);
 }
