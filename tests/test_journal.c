@@ -1677,3 +1677,40 @@ Test(journal, a_gap_at_the_journals_start_is_counted_lost)
 		     (unsigned long)got, (unsigned long)lost);
 	close_pub(bus, ch, p);
 }
+
+/* shmbusctl journal dump --from a position no record starts at is
+ * refused as such (exit 1), not reported as damage (exit 4); from a
+ * record's position it dumps from there. */
+Test(journal, dump_from_a_position_inside_a_record_is_refused)
+{
+	const char *bin = getenv("SHMBUSCTL");
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	char cmd[512], out[96];
+	int st;
+
+	if (!bin || !*bin)
+		bin = "build/tools/shmbusctl";
+	ch = journaled("", 10, &bus, &p);
+	snprintf(out, sizeof(out), "%s/dump.err", d.dir);
+	snprintf(cmd, sizeof(cmd), "%s journal dump %s --from 8 >/dev/null "
+		 "2>%s", bin, cdir, out);
+	st = system(cmd);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: status %d",
+		  cmd, st);
+	{
+		char text[512] = { 0 };
+		FILE *f = fopen(out, "r");
+
+		cr_assert(f);
+		cr_assert(fread(text, 1, sizeof(text) - 1, f) > 0);
+		fclose(f);
+		cr_assert(strstr(text, "no record starts at 8"), "%s", text);
+	}
+	/* The second record starts where the first (message 0) ends. */
+	snprintf(cmd, sizeof(cmd), "%s journal dump %s --from %u >/dev/null",
+		 bin, cdir, SHMBUS_REC_HDR + (((unsigned)len_of(0) + 7u) & ~7u));
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	close_pub(bus, ch, p);
+}

@@ -365,7 +365,24 @@ static int cmd_journal(int argc, char **argv, const char *bus_name)
 			free(bases);
 			return EXIT_REFUSED;
 		}
-		rc = sb_jreader_seek(&r, from);
+		/* A record must start at --from (a time's index entry
+		 * always names one): walked to from its segment's start. */
+		rc = sb_jreader_seek(&r, have_since ? from :
+					 from & ~(r.g.seg_size - 1));
+		while (rc == 0 && r.pos < from &&
+		       sb_jreader_next(&r, from, &rec) == 1)
+			;
+		if (rc == 0 && r.pos != from) {
+			fprintf(stderr, "shmbusctl: journal %s: no record "
+				"starts at %llu (the walk from its segment's "
+				"start reached %llu%s%s)\n", dir,
+				(unsigned long long)from,
+				(unsigned long long)r.pos, r.why[0] ? ": " : "",
+				r.why);
+			sb_jreader_close(&r);
+			free(bases);
+			return EXIT_REFUSED;
+		}
 	}
 	free(bases);
 	if (dump && rc == 0)
