@@ -892,6 +892,51 @@ static void replay_from_0(shmbus_channel *ch, bool exact, uint64_t *got,
 	shmbus_replay_close(r);
 }
 
+/* An overwrite channel of 16 KiB with a journal (`keys` added to its
+ * section): `before` messages journaled, `during` more while shmbusd is
+ * stopped (a lap or more: a gap), then `after` more, each waited for. */
+static shmbus_channel *lapped_journal(const char *keys, uint64_t before,
+				      uint64_t during, uint64_t after,
+				      shmbus_bus **bus, shmbus_pub **p)
+{
+	shmbus_channel *ch;
+	char all[1024];
+
+	snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
+	snprintf(cdir, sizeof(cdir), "%s/j", jdir);
+	snprintf(all, sizeof(all),
+		 "journal_dir = %s\n[defaults]\npublish = *\n"
+		 "subscribe = *\n[channel j]\ncapacity = 16K\n"
+		 "max_msg = 1K\npolicy = overwrite\njournal = on\n%s",
+		 jdir, keys);
+	write_conf(all);
+	start_daemon();
+	ch = open_pub(bus, p);
+	publish_range(*p, 0, before);
+	if (before)
+		wait_written(ch, 10);
+	pause_daemon();
+	publish_range(*p, before, during);
+	kill(d.pid, SIGCONT);
+	wait_written(ch, 10);
+	publish_range(*p, before + during, after);
+	wait_written(ch, 10);
+	return ch;
+}
+
+/* A replay from 0 tells every one of n messages: delivered or lost, the
+ * loss said (lost > 0). */
+static void replay_tells_all(shmbus_channel *ch, bool exact, uint64_t n)
+{
+	uint64_t got, lost, last;
+
+	replay_from_0(ch, exact, &got, &lost, &last);
+	cr_assert_eq(last, n - 1, "up to the last");
+	cr_assert_gt(lost, 0);
+	cr_assert_eq(got + lost, n, "%lu delivered, %lu lost",
+		     (unsigned long)got, (unsigned long)lost);
+}
+
 /* An overwrite channel laps a journal that cannot keep up (shmbusd
  * stopped): the journal records the range it lost, counts it, and goes
  * on at the ring's oldest record; a replay sees every message it kept,
@@ -905,34 +950,10 @@ Test(journal, a_lapped_journal_records_its_gap)
 	shmbus_replay *r;
 	uint8_t buf[2048];
 	uint64_t next = 0, got = 0, lost = 0;
-	char body[512];
 
-	snprintf(body, sizeof(body), "journal_segment = 64K\n");
-	jdir[0] = 0;
-	snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
-	snprintf(cdir, sizeof(cdir), "%s/j", jdir);
-	{
-		char all[2048];
-
-		snprintf(all, sizeof(all),
-			 "journal_dir = %s\n[defaults]\npublish = *\n"
-			 "subscribe = *\n[channel j]\ncapacity = 16K\n"
-			 "max_msg = 1K\npolicy = overwrite\njournal = on\n%s",
-			 jdir, body);
-		write_conf(all);
-	}
-	start_daemon();
-	ch = open_pub(&bus, &p);
-	/* Less than a lap, then many while shmbusd is stopped, then less
-	 * than a lap again, each waited for. */
-	publish_range(p, 0, 30);
-	wait_written(ch, 10);
-	pause_daemon();
-	publish_range(p, 30, 2000);	/* several laps of 16 KiB */
-	kill(d.pid, SIGCONT);
-	wait_written(ch, 10);
-	publish_range(p, 2030, 30);
-	wait_written(ch, 10);
+	/* Less than a lap, several laps while shmbusd is stopped, then less
+	 * than a lap again. */
+	ch = lapped_journal("journal_segment = 64K\n", 30, 2000, 30, &bus, &p);
 	sb_jnl_read(ch, &v);
 	cr_assert_eq(v.gaps, 1, "one gap: %lu", (unsigned long)v.gaps);
 	cr_assert_gt(v.gap_bytes, 16384);
@@ -1550,35 +1571,13 @@ Test(journal, a_gap_inside_a_segment_is_counted_lost)
 	shmbus_channel *ch;
 	shmbus_bus *bus;
 	shmbus_pub *p;
-	uint64_t got, lost, last;
-	char all[1024];
 
-	snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
-	snprintf(cdir, sizeof(cdir), "%s/j", jdir);
-	snprintf(all, sizeof(all),
-		 "journal_dir = %s\n[defaults]\npublish = *\n"
-		 "subscribe = *\n[channel j]\ncapacity = 16K\n"
-		 "max_msg = 1K\npolicy = overwrite\njournal = on\n"
-		 "journal_segment = 1M\n", jdir);
-	write_conf(all);
-	start_daemon();
-	ch = open_pub(&bus, &p);
-	publish_range(p, 0, 20);
-	wait_written(ch, 10);
-	pause_daemon();
-	publish_range(p, 20, 100);	/* about 2 laps of 16 KiB */
-	kill(d.pid, SIGCONT);
-	wait_written(ch, 10);
-	publish_range(p, 120, 20);
-	wait_written(ch, 10);
+	/* About 2 laps of 16 KiB while shmbusd is stopped. */
+	ch = lapped_journal("journal_segment = 1M\n", 20, 100, 20, &bus, &p);
 	sb_jnl_read(ch, &v);
 	cr_assert_eq(v.gaps, 1);
 	cr_assert_lt(v.written, 1 << 20, "all in the first segment");
-	replay_from_0(ch, false, &got, &lost, &last);
-	cr_assert_eq(last, 139);
-	cr_assert_gt(lost, 0);
-	cr_assert_eq(got + lost, 140, "%lu delivered, %lu lost",
-		     (unsigned long)got, (unsigned long)lost);
+	replay_tells_all(ch, true, 140);
 	close_pub(bus, ch, p);
 }
 
@@ -1653,28 +1652,10 @@ Test(journal, a_gap_at_the_journals_start_is_counted_lost)
 	shmbus_channel *ch;
 	shmbus_bus *bus;
 	shmbus_pub *p;
-	uint64_t got, lost, last;
-	char all[1024];
 
-	snprintf(jdir, sizeof(jdir), "%s/jnl", d.dir);
-	snprintf(cdir, sizeof(cdir), "%s/j", jdir);
-	snprintf(all, sizeof(all),
-		 "journal_dir = %s\n[defaults]\npublish = *\n"
-		 "subscribe = *\n[channel j]\ncapacity = 16K\n"
-		 "max_msg = 1K\npolicy = overwrite\njournal = on\n", jdir);
-	write_conf(all);
-	start_daemon();
-	ch = open_pub(&bus, &p);
-	pause_daemon();
-	publish_range(p, 0, 300);	/* several laps of 16 KiB */
-	kill(d.pid, SIGCONT);
-	wait_written(ch, 10);
+	ch = lapped_journal("", 0, 300, 0, &bus, &p);
 	cr_assert(log_has("journal: gap [0, "));
-	replay_from_0(ch, true, &got, &lost, &last);
-	cr_assert_eq(last, 299);
-	cr_assert_gt(lost, 0);
-	cr_assert_eq(got + lost, 300, "%lu delivered, %lu lost",
-		     (unsigned long)got, (unsigned long)lost);
+	replay_tells_all(ch, true, 300);
 	close_pub(bus, ch, p);
 }
 
