@@ -54,8 +54,11 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
  * word written over, as any process that maps the channel can).  Moves it
  * on to the claim whose turn it is, the least announced start above hv
  * (head if none), never back: no claim is handed to twice.  A word past
- * head goes back to head, only while no claim is announced at all.
- * Whether it moved the word. */
+ * head goes back to head, only while no claim is announced at all.  A
+ * word that a slot announces a claim at by the time head is read (a claim
+ * made since the caller looked) is left alone, and so is a ring whose
+ * fence is not open (a standby's or one being cut: its one writer moves
+ * the word).  Whether it moved the word. */
 bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv);
 
 /* Single producer: if `dead` holds the producer role, takes it (marked as
