@@ -596,24 +596,12 @@ static int nothing_at_pos(struct jchan *j)
 	return 1;
 }
 
-/* The type the journal writes for ring padding at [p, p + size): GAP
- * where a standby's agent noted a gap (the range is let go once the
- * journal is past it), else PAD. */
-static uint32_t pad_type(struct jchan *j, uint64_t p, uint64_t size)
+/* The type the journal writes for a ring record of the word alone: the
+ * ring's own, except a gap in a format-1 segment (an older daemon's,
+ * continued), which has no GAP records. */
+static uint32_t pad_type(const struct jchan *j, uint32_t ring_type)
 {
-	uint32_t type = SHMBUS_REC_PAD;
-
-	if (j->seg_version < 2)
-		return type;	/* format 1 has no GAP records */
-	pthread_mutex_lock(&j->mu);
-	if (j->gap_lo < j->gap_hi) {
-		if (p >= j->gap_lo && p + size <= j->gap_hi)
-			type = SHMBUS_JREC_GAP;
-		if (p + size >= j->gap_hi)
-			j->gap_lo = j->gap_hi = 0;
-	}
-	pthread_mutex_unlock(&j->mu);
-	return type;
+	return j->seg_version < 2 ? SHMBUS_REC_PAD : ring_type;
 }
 
 /* Appends what is committed from j->pos: 1 if it wrote, 0 if nothing was
@@ -640,14 +628,15 @@ static int append(struct jchan *j)
 	if (end == j->pos || end - j->pos > j->buf_cap) {
 		/* Padding longer than the buffer (a batch's wrap, a repair, a
 		 * standby's restart): its word is all there is to write. */
-		uint64_t pad = sb_ring_pad_at(j->ch, j->pos);
+		uint32_t type = SHMBUS_REC_PAD;
+		uint64_t pad = sb_ring_pad_at(j->ch, j->pos, &type);
 
 		if (pad > j->buf_cap ||
 		    (pad && end - j->pos > j->buf_cap)) {
 			if (j->pos + pad > seg_end)
 				return -EBADMSG;	/* cannot be */
 			rc = write_pads(j, j->pos, j->pos + pad,
-					pad_type(j, j->pos, pad));
+					pad_type(j, type));
 			if (rc)
 				return rc;
 			j->pos += pad;
@@ -682,10 +671,13 @@ static int append(struct jchan *j)
 	first = true;
 	for (o = 0; o < len;) {
 		uint64_t w, size, s;
+		uint32_t type;
 		bool pad;
 
+		/* Checked above (sb_apply_check()). */
 		memcpy(&w, j->buf + o, 8);
-		pad = ((w >> SHMBUS_LEN_BITS) & 7u) == SHMBUS_REC_PAD;
+		type = (uint32_t)(w >> SHMBUS_LEN_BITS) & 7u;
+		pad = type == SHMBUS_REC_PAD || type == SHMBUS_REC_GAP;
 		size = pad ? SHMBUS_REC_ALIGN + (uint32_t)(w & SHMBUS_LEN_MASK)
 			   : SHMBUS_REC_HDR + (((uint32_t)(w & SHMBUS_LEN_MASK) +
 						7u) & ~7u);
@@ -710,9 +702,9 @@ static int append(struct jchan *j)
 		}
 		if (!pad)
 			first = false;	/* the rest grow */
-		else if (pad_type(j, j->pos + o, size) == SHMBUS_JREC_GAP) {
+		else if (pad_type(j, type) != type) {
 			w = (w & ~((uint64_t)7 << SHMBUS_LEN_BITS)) |
-			    (uint64_t)SHMBUS_JREC_GAP << SHMBUS_LEN_BITS;
+			    (uint64_t)pad_type(j, type) << SHMBUS_LEN_BITS;
 			memcpy(j->buf + o, &w, 8);
 		}
 		sb_jrec_seal(j->buf + o, j->pos + o);

@@ -71,13 +71,6 @@ struct jchan {
 	pthread_cond_t cv;
 	uint64_t want, ready;
 	int prep_err;
-
-	/* Under mu too: positions a standby's agent went past because the
-	 * primary no longer held them (sbd_journal_note_gap()).  It pads
-	 * them in the ring as a dead producer's claim is padded; the
-	 * journal writes them as GAP records, which a replay counts as
-	 * lost.  One range covers every such gap not yet journaled. */
-	uint64_t gap_lo, gap_hi;
 };
 
 /* pwrite() all of buf at off: 0 or -errno. */

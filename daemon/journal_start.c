@@ -450,25 +450,6 @@ static pthread_mutex_t cut_mu = PTHREAD_MUTEX_INITIALIZER;
  * its ring end at the same place.  -EBUSY if a replaying reader holds a
  * segment the cut would change (the agent then goes on as it was).
  */
-void sbd_journal_note_gap(const char *name, uint64_t lo, uint64_t hi)
-{
-	pthread_mutex_lock(&cut_mu);
-	for (size_t i = 0; i < njc; i++) {
-		struct jchan *j = &jc[i];
-
-		if (!j->th_on || strcmp(j->name, name))
-			continue;
-		pthread_mutex_lock(&j->mu);
-		if (j->gap_lo >= j->gap_hi || lo < j->gap_lo)
-			j->gap_lo = lo;
-		if (hi > j->gap_hi)
-			j->gap_hi = hi;
-		pthread_mutex_unlock(&j->mu);
-		break;
-	}
-	pthread_mutex_unlock(&cut_mu);
-}
-
 int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 		    void *arg)
 {

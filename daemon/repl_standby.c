@@ -291,9 +291,6 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		sb_repl_epoch(rc->ch, h.epoch);
 	}
 	if (h.pos != end) {
-		/* Before the padding can be read: the journal records it as
-		 * a gap, not as a dead producer's claim. */
-		sbd_journal_note_gap(rc->name, end, h.pos);
 		while ((rc2 = sb_apply_restart(rc->writer, h.pos)) ==
 		       -ETIMEDOUT && !stopped(rc))
 			;

@@ -199,9 +199,6 @@ bool sbd_rule_allows(const struct sbd_rule *r, uid_t uid, const gid_t *gids,
 int sbd_journal_start(void);
 /* Syncs and stops the agents; their cursor slots stay held. */
 void sbd_journal_stop(void);
-/* A standby's agent is about to pad [lo, hi) of channel `name`'s ring,
- * which the primary no longer holds: its journal records a gap there. */
-void sbd_journal_note_gap(const char *name, uint64_t lo, uint64_t hi);
 /* Channel `name`'s journal cleared from pos on, around cut(arg), which
  * cuts its ring there (see journal_start.c); cut's result, or -errno. */
 int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),

@@ -429,7 +429,10 @@ struct shmbus_msg {
 	uint32_t len;
 	uint64_t seq;		/* channel-wide message number */
 	uint64_t pos;		/* byte position of the record */
-	uint64_t lost;		/* messages lost just before this one */
+	uint64_t lost;		/* messages lost just before this one:
+				 * overwritten before this subscriber read
+				 * them, or never received by a standby's
+				 * ring (docs/replication.md) */
 };
 
 /* A poll handler.  Return 0 to go on, non-zero to stop the batch after
@@ -476,7 +479,7 @@ int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns);
 struct shmbus_sub_stats {
 	uint64_t pos;		/* next position to read */
 	uint64_t delivered;	/* messages delivered */
-	uint64_t lost;		/* messages lost to overwriting */
+	uint64_t lost;		/* messages lost (shmbus_msg.lost) */
 	uint64_t lag_bytes;	/* head - pos */
 };
 

@@ -97,6 +97,30 @@ static inline uint64_t rec_size(uint64_t len)
 	return SHMBUS_REC_HDR + align8(len);
 }
 
+/* Whether a record of this type is its commit word alone (PAD, GAP): it
+ * occupies SHMBUS_REC_ALIGN + its length, a multiple of 8, and has no
+ * seq. */
+static inline bool type_word_only(uint32_t type)
+{
+	return type == SHMBUS_REC_PAD || type == SHMBUS_REC_GAP;
+}
+
+/* Bytes a record of this type and length occupies in the ring. */
+static inline uint64_t rec_bytes(uint32_t type, uint32_t len)
+{
+	return type_word_only(type) ? SHMBUS_REC_ALIGN + (uint64_t)len
+				    : rec_size(len);
+}
+
+/* Whether a committed word's type and length can be a record's of a
+ * channel whose messages are at most max_msg bytes. */
+static inline bool rec_shape_ok(uint32_t type, uint32_t len, uint32_t max_msg)
+{
+	return type_word_only(type) ? len % SHMBUS_REC_ALIGN == 0
+		: (type == SHMBUS_REC_MSG || type == SHMBUS_REC_SKIP) &&
+		  len <= max_msg;
+}
+
 /* The lap tag of position pos in a ring of 2^cap_log2 bytes: never 0, so
  * a zeroed word is never valid. */
 static inline uint32_t lap_tag_log2(uint64_t pos, uint32_t cap_log2)

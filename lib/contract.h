@@ -326,9 +326,10 @@ bool sb_ring_has_record(shmbus_channel *ch, uint64_t pos);
 /* Pointers into the mapping for [from, to): 1 or 2 iovecs, -EINVAL. */
 int sb_ring_span(shmbus_channel *ch, uint64_t from, uint64_t to,
 		 struct iovec iov[2]);
-/* The size of the committed padding record at pos (0 if there is none
- * there): padding longer than a reader's buffer is taken by its word. */
-uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos);
+/* The size of the committed record of the word alone (padding, a gap) at
+ * pos, and its type in *type (0 if there is none there): one longer than
+ * a reader's buffer is taken by its word. */
+uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos, uint32_t *type);
 /* After reading (or sending) bytes from `from` on: whether no producer
  * has claimed over them since (overwrite channels). */
 bool sb_ring_holds(shmbus_channel *ch, uint64_t from);
@@ -365,7 +366,8 @@ int sb_apply(shmbus_pub *w, uint64_t pos, const uint8_t *buf, size_t len,
  * an apply cut short), or UINT64_MAX if head is corrupt. */
 uint64_t sb_apply_recover(shmbus_channel *ch);
 /* The standby cannot be caught up from head: it goes on from pos (> head).
- * Readers at head are sent there (padding, or a lap they count). */
+ * Readers at head are sent there, and count what they lost: GAP records
+ * within a lap, else a lap. */
 int sb_apply_restart(shmbus_pub *w, uint64_t pos);
 
 

@@ -50,15 +50,10 @@ int sb_rec_look(struct shmbus_channel *ch, uint64_t p, uint64_t fresh,
 	}
 	*type = word_type(w);
 	*len = word_len(w);
-	*size = *type == SHMBUS_REC_PAD ? SHMBUS_REC_ALIGN + (uint64_t)*len
-					: rec_size(*len);
-	if (idx + *size > ch->cap ||
-	    (*type == SHMBUS_REC_PAD ? *len % SHMBUS_REC_ALIGN != 0
-				     : (*type != SHMBUS_REC_MSG &&
-					*type != SHMBUS_REC_SKIP) ||
-					       *len > ch->max_msg))
+	*size = rec_bytes(*type, *len);
+	if (idx + *size > ch->cap || !rec_shape_ok(*type, *len, ch->max_msg))
 		return ch_overwrite(ch) ? 2 : -EBADMSG;
-	*seq = *type == SHMBUS_REC_PAD ? 0 : load_relaxed64(&r->seq);
+	*seq = type_word_only(*type) ? 0 : load_relaxed64(&r->seq);
 	return 1;
 }
 
@@ -280,7 +275,7 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 	}
 	want = expected_after(m, s);
 	got = sb_rec_look(ch, np, np, &type, &len, &rseq, &size) == 1 &&
-	      type != SHMBUS_REC_PAD ? rseq : UINT64_MAX;
+	      !type_word_only(type) ? rseq : UINT64_MAX;
 	if (sb_lease_record(l, s, gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 1,
 				       0), 0, pos, np, 0, 0, SHMBUS_NO_MEMBER)) {
 		if (want != UINT64_MAX && got != UINT64_MAX && got > want)

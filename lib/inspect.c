@@ -135,7 +135,7 @@ static uint64_t lag_messages(struct shmbus_channel *ch, uint64_t p,
 		w = load_acquire64(&rec_at(ch, p)->commit);
 		if (word_tag(w) != lap_tag(ch, p))
 			return UINT64_MAX;
-		if (word_type(w) == SHMBUS_REC_PAD) {
+		if (type_word_only(word_type(w))) {
 			p += SHMBUS_REC_ALIGN + word_len(w);
 			continue;
 		}

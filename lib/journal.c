@@ -21,6 +21,9 @@
 #include "contract.h"
 #include "journal.h"
 
+SHMBUS_STATIC_ASSERT(SHMBUS_JREC_GAP == SHMBUS_REC_GAP,
+		     "the journal writes the ring's GAP records as they are");
+
 #define READ_CHUNK	(1u << 20)
 
 int sb_jgeom_make(struct sb_jgeom *g, const char *channel, uint64_t seg_size,
@@ -180,7 +183,7 @@ int sb_jrec_check(const struct sb_jgeom *g, uint64_t pos, const uint8_t *p,
 		  size_t n)
 {
 	uint64_t w, size, in_ring = pos & (g->capacity - 1), s;
-	bool type_word_only = false;	/* PAD, GAP: the word alone */
+	bool word_only;
 	uint32_t type, len;
 
 	if (avail < 8)
@@ -193,7 +196,8 @@ int sb_jrec_check(const struct sb_jgeom *g, uint64_t pos, const uint8_t *p,
 	}
 	type = word_type(w);
 	len = word_len(w);
-	if (type == SHMBUS_REC_PAD || type == SHMBUS_JREC_GAP) {
+	word_only = type_word_only(type);
+	if (word_only) {
 		size = SHMBUS_REC_ALIGN + (uint64_t)len;
 		if (len % SHMBUS_REC_ALIGN) {
 			snprintf(why, n, "%s at %llu: length %u",
@@ -201,7 +205,6 @@ int sb_jrec_check(const struct sb_jgeom *g, uint64_t pos, const uint8_t *p,
 				 (unsigned long long)pos, len);
 			return 0;
 		}
-		type_word_only = true;
 	} else if (type == SHMBUS_REC_MSG || type == SHMBUS_REC_SKIP) {
 		if (len > g->max_msg) {
 			snprintf(why, n, "record at %llu: length %u over "
@@ -223,7 +226,7 @@ int sb_jrec_check(const struct sb_jgeom *g, uint64_t pos, const uint8_t *p,
 			 (unsigned long long)size);
 		return 0;
 	}
-	if (!type_word_only && (size > avail || avail < 16))
+	if (!word_only && (size > avail || avail < 16))
 		return -EAGAIN;
 	if ((uint32_t)(w >> 32) != rec_crc(pos, (uint32_t)w, p, type, len)) {
 		snprintf(why, n, "record at %llu: checksum %08x, computed "
@@ -231,8 +234,8 @@ int sb_jrec_check(const struct sb_jgeom *g, uint64_t pos, const uint8_t *p,
 			 rec_crc(pos, (uint32_t)w, p, type, len));
 		return 0;
 	}
-	s = type_word_only ? 0 : get64(p + 8);
-	if (!type_word_only) {
+	s = word_only ? 0 : get64(p + 8);
+	if (!word_only) {
 		if (*seq != UINT64_MAX && s <= *seq) {
 			snprintf(why, n, "record at %llu: sequence %llu after "
 				 "%llu", (unsigned long long)pos,

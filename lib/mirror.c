@@ -53,11 +53,13 @@ look_rec(shmbus_channel *ch, uint64_t p, uint64_t to, uint64_t *seq,
 
 	if (word_tag(w) != lap_tag(ch, p))
 		return REC_NONE;
-	if (type == SHMBUS_REC_PAD) {
+	if (type_word_only(type)) {
 		*size = SHMBUS_REC_ALIGN + (uint64_t)l;
 		if (l % SHMBUS_REC_ALIGN) {
 			if (why)
-				snprintf(why, whylen, "padding of length %u", l);
+				snprintf(why, whylen, "%s of length %u",
+					 type == SHMBUS_REC_GAP ? "a gap"
+								: "padding", l);
 			return REC_BAD;
 		}
 	} else if (type == SHMBUS_REC_MSG || type == SHMBUS_REC_SKIP) {
@@ -82,7 +84,7 @@ look_rec(shmbus_channel *ch, uint64_t p, uint64_t to, uint64_t *seq,
 	}
 	if (*size > to - p)
 		return REC_PAST;
-	if (type == SHMBUS_REC_PAD)
+	if (type_word_only(type))
 		return REC_OK;
 	s = load_relaxed64(&rec_at(ch, p)->seq);
 	if (s == UINT64_MAX || (*have_seq && s <= *seq)) {
@@ -273,7 +275,7 @@ bool sb_ring_has_record(shmbus_channel *ch, uint64_t pos)
 	return word_tag(w) == lap_tag(ch, pos) && sb_ring_holds(ch, pos);
 }
 
-uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos)
+uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos, uint32_t *type)
 {
 	/* A12: head bounds what may be read. */
 	uint64_t head = load_acquire64(&ch->hdr->head), w, size;
@@ -283,9 +285,10 @@ uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos)
 		return 0;
 	/* A1: pairs with R1 (commit_store()). */
 	w = load_acquire64(&rec_at(ch, pos)->commit);
-	if (word_tag(w) != lap_tag(ch, pos) || word_type(w) != SHMBUS_REC_PAD ||
+	if (word_tag(w) != lap_tag(ch, pos) || !type_word_only(word_type(w)) ||
 	    word_len(w) % SHMBUS_REC_ALIGN)
 		return 0;
+	*type = word_type(w);
 	size = SHMBUS_REC_ALIGN + word_len(w);
 	if ((pos & ch->mask) + size > ch->cap || size > head - pos ||
 	    !sb_ring_holds(ch, pos))
@@ -366,11 +369,13 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 				 word_tag(w), lap_tag(ch, p));
 			return -EBADMSG;
 		}
-		if (type == SHMBUS_REC_PAD) {
+		if (type_word_only(type)) {
 			size = SHMBUS_REC_ALIGN + (uint64_t)l;
 			if (l % SHMBUS_REC_ALIGN) {
-				snprintf(why, whylen, "padding at %llu: length "
-					 "%u", (unsigned long long)p, l);
+				snprintf(why, whylen, "%s at %llu: length %u",
+					 type == SHMBUS_REC_GAP ? "a gap"
+								: "padding",
+					 (unsigned long long)p, l);
 				return -EBADMSG;
 			}
 		} else if (type == SHMBUS_REC_MSG || type == SHMBUS_REC_SKIP) {
@@ -584,9 +589,10 @@ int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
 	sb_seg_index(ch, pos - end > ch->cap ? pos - ch->cap : end, pos);
 	if (pos + SHMBUS_REC_ALIGN <= end + ch->cap) {
 		/* Less than a lap: readers at end would wait there for
-		 * ever; padding from end to pos sends them on, the first
-		 * piece committed last (see sb_apply()).  The gap is the
-		 * agent's to count and log. */
+		 * ever; GAP records from end to pos send them on and tell
+		 * them (and the journal) that what the sequence numbers
+		 * skip there is lost.  The first piece is committed last
+		 * (see sb_apply()).  The agent counts and logs the gap. */
 		uint64_t cuts[64], n = 0;
 
 		for (p = end; p < pos && n < 64;) {
@@ -602,7 +608,7 @@ int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
 		for (uint64_t i = n; i-- > 0;) {
 			uint64_t e = i + 1 < n ? cuts[i + 1] : pos;
 
-			sb_commit_rec(ch, cuts[i], SHMBUS_REC_PAD,
+			sb_commit_rec(ch, cuts[i], SHMBUS_REC_GAP,
 				      (uint32_t)(e - cuts[i] - SHMBUS_REC_ALIGN));
 		}
 	}
@@ -745,7 +751,7 @@ static uint64_t committed_rec(struct shmbus_channel *ch, uint64_t p,
 
 	if (word_tag(w) != lap_tag(ch, p))
 		return 0;
-	if (word_type(w) == SHMBUS_REC_PAD) {
+	if (type_word_only(word_type(w))) {
 		size = SHMBUS_REC_ALIGN + word_len(w);
 	} else {
 		size = rec_size(word_len(w));

@@ -82,9 +82,7 @@ uint64_t sb_committed_until(struct shmbus_channel *ch, uint64_t p,
 
 		if (word_tag(w) != lap_tag(ch, p))
 			return p;
-		size = word_type(w) == SHMBUS_REC_PAD ?
-			       SHMBUS_REC_ALIGN + word_len(w) :
-			       rec_size(word_len(w));
+		size = rec_bytes(word_type(w), word_len(w));
 		if ((p & ch->mask) + size > ch->cap || size > to - p)
 			return p;
 		p += size;

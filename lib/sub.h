@@ -70,7 +70,8 @@ struct shmbus_sub {
 	/* Sequence numbers and counts. */
 	uint64_t next_seq;	/* expected sequence number */
 	bool have_seq;		/* next_seq is known */
-	bool resynced;		/* lapped since the last message */
+	bool resynced;		/* lapped, or past a GAP record, since
+				 * the last message */
 	uint64_t pending_lost;	/* lost just before the next message */
 	uint64_t delivered;
 	uint64_t lost;

@@ -278,16 +278,12 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		}
 		type = word_type(w);
 		len = word_len(w);
-		size = type == SHMBUS_REC_PAD ? SHMBUS_REC_ALIGN + (uint64_t)len
-					      : rec_size(len);
+		size = rec_bytes(type, len);
 		bad = idx + size > ch->cap ||
-		      (type == SHMBUS_REC_PAD ? len % SHMBUS_REC_ALIGN != 0
-					      : (type != SHMBUS_REC_MSG &&
-						 type != SHMBUS_REC_SKIP) ||
-							len > ch->max_msg);
+		      !rec_shape_ok(type, len, ch->max_msg);
 		data = (const uint8_t *)r + SHMBUS_REC_HDR;
-		seq = bad || type == SHMBUS_REC_PAD ? 0
-						    : load_relaxed64(&r->seq);
+		seq = bad || type_word_only(type) ? 0
+						  : load_relaxed64(&r->seq);
 		if (ch_overwrite(ch)) {
 			if (!bad && type == SHMBUS_REC_MSG && len)
 				memcpy(sub->buf, data, len);
@@ -307,6 +303,13 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		if (bad)
 			return -EBADMSG;
 		if (type == SHMBUS_REC_PAD) {
+			sub->pos = p + size;
+			continue;
+		}
+		if (type == SHMBUS_REC_GAP) {
+			/* The next sequence number tells what was lost, as
+			 * after a lap. */
+			sub->resynced = true;
 			sub->pos = p + size;
 			continue;
 		}

@@ -228,3 +228,49 @@ Test(cut, a_cut_stopped_half_way_is_finished_at_start)
 	cr_assert_eq(sb_fence_get(ch), SHMBUS_FENCE_STANDBY);
 	cr_assert(!sb_ring_cut_finish(ch, &at), "finished twice");
 }
+
+/* A standby that goes on less than a lap past its end (its primary no
+ * longer held what it lacked): sb_apply_restart() writes GAP records
+ * over the positions it passes.  A subscriber that waited at the end
+ * steps over them, and the next message tells it what it lost, as do its
+ * statistics. */
+Test(cut, a_restart_within_a_lap_is_counted_lost_by_subscribers)
+{
+	struct shmbus_sub_stats st;
+	struct shmbus_msg info;
+	shmbus_sub *sub;
+	shmbus_pub *wr;
+	uint8_t buf[64];
+	uint64_t p;
+
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	sub = shmbus_sub_open(ch, NULL);
+	wr = sb_writer_open(ch, 100000000);
+	cr_assert(sub && wr);
+	next_seq = 0;
+	apply_to(wr, 10 * 56);
+	for (uint64_t i = 0; i < 10; i++) {
+		cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), &info), 40);
+		cr_assert_eq(info.seq, i);
+		cr_assert_eq(info.lost, 0);
+	}
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), &info), -EAGAIN);
+	/* Messages 10 to 39 were never received. */
+	p = sb_ring_head(ch) + 30 * 56;
+	cr_assert_eq(sb_apply_restart(wr, p), 0);
+	cr_assert_eq(word_type(rec_at(ch, 10 * 56)->commit), SHMBUS_REC_GAP);
+	next_seq = 40;
+	apply_to(wr, p + 5 * 56);
+	for (uint64_t i = 40; i < 45; i++) {
+		cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), &info), 40);
+		cr_assert_eq(info.seq, i);
+		cr_assert_eq(info.lost, i == 40 ? 30 : 0, "message %lu: lost "
+			     "%lu", (unsigned long)i,
+			     (unsigned long)info.lost);
+	}
+	cr_assert_eq(shmbus_sub_stats(sub, &st), 0);
+	cr_assert_eq(st.delivered, 15);
+	cr_assert_eq(st.lost, 30);
+	shmbus_sub_close(sub);
+	sb_writer_close(wr);
+}

@@ -748,13 +748,65 @@ Test(repl, a_lapped_standbys_journal_records_the_gap_and_goes_on)
 	shmbus_channel_close(b);
 }
 
+/* A subscriber of B's js from its head, kept up through B's restart,
+ * until it has message `until`: every message from seq 0 on is delivered
+ * in order or counted lost, and some are lost.  Writes a byte to `ready`
+ * once it is open.  Exits 0, or with the check that failed. */
+struct standby_reader {
+	uint64_t until;
+	int ready;
+};
+
+static int standby_reader(void *arg)
+{
+	const struct standby_reader *sr = arg;
+	uint64_t got = 0, lost = 0, last = UINT64_MAX;
+	shmbus_channel *b = host_map(&B, "js");
+	shmbus_sub *sub = b ? shmbus_sub_open(b, NULL) : NULL;
+	uint8_t buf[2048];
+
+	if (!sub || write(sr->ready, "", 1) != 1)
+		return 2;
+	for (uint64_t t0 = th_now_ns(); last != sr->until;) {
+		struct shmbus_msg m;
+		ssize_t len = shmbus_read(sub, buf, sizeof(buf), &m);
+
+		if (len == -EAGAIN) {
+			if (th_now_ns() - t0 > UINT64_C(30000000000))
+				return 3;
+			usleep(100);
+			continue;
+		}
+		if (len < 0 || (last == UINT64_MAX ? m.seq != 0
+						   : m.seq <= last)) {
+			fprintf(stderr, "standby_reader: read %zd, seq %lu "
+				"after %lu\n", len, (unsigned long)m.seq,
+				(unsigned long)last);
+			return 4;
+		}
+		if (m.lost != (last == UINT64_MAX ? 0 : m.seq - last - 1)) {
+			fprintf(stderr, "standby_reader: lost %lu before seq "
+				"%lu after %lu\n", (unsigned long)m.lost,
+				(unsigned long)m.seq, (unsigned long)last);
+			return 5;
+		}
+		lost += m.lost;
+		last = m.seq;
+		got++;
+	}
+	shmbus_sub_close(sub);
+	shmbus_channel_close(b);
+	return got + lost == sr->until + 1 && lost > 0 ? 0 : 6;
+}
+
 /* A journaled standby away while the primary wrote less than two laps:
  * the standby goes on from the primary's oldest record, less than a lap
- * past its own end, padding the positions between in its ring.  Its
- * journal writes them as a gap, so that a replay of it counts those
- * messages as lost (padding alone is what a dead producer's claim
- * leaves, whose sequence numbers no message had). */
-Test(repl, a_standbys_journal_counts_a_gap_of_less_than_a_lap_as_lost)
+ * past its own end, and writes GAP records over the positions between in
+ * its ring.  A subscriber of the standby that reads across them is told
+ * what was lost, and so is a replay of the standby's journal, which
+ * copies them (padding alone is what a dead producer's claim leaves,
+ * whose sequence numbers no message had). */
+Test(repl, a_standbys_gap_of_less_than_a_lap_is_counted_lost)
 {
 	struct pubarg first = { "js", 100, 0, 100, false, true };
 	/* Records of about 96 bytes: 1000 of them are one and a half
@@ -762,19 +814,32 @@ Test(repl, a_standbys_journal_counts_a_gap_of_less_than_a_lap_as_lost)
 	struct pubarg away = { "js", 1000, 1, 100, false, true };
 	struct pubarg back = { "js", 100, 2, 100, false, true };
 	uint64_t head, got = 0, lost = 0, last = UINT64_MAX;
+	struct standby_reader sr = { .until = 1199 };
 	struct sb_jnl_view vb;
 	shmbus_replay *r;
+	pid_t reader;
+	int fds[2], rc;
+	char c;
 	shmbus_channel *b;
 	uint8_t buf[2048];
 
 	pair_setup("[channel js]\ncapacity = 64K\nmax_msg = 1K\n"
 		   "replicate = applied\njournal = on\n"
 		   "journal_segment = 256K\n", "");
+	cr_assert_eq(pipe(fds), 0);
+	sr.ready = fds[1];
+	reader = th_spawn(standby_reader, &sr);
+	cr_assert_eq(read(fds[0], &c, 1), 1, "the standby's subscriber did "
+		     "not open");
+	close(fds[0]);
+	close(fds[1]);
 	pair_assert_published("js", th_wait(th_spawn(pair_publisher, &first)));
 	pair_wait_caught_up("js", 0, 10000);
 	head = standby_away(&away, &back);
 	cr_assert(host_log_wait(&B, "js: gap: the primary no longer holds",
 				10));
+	rc = th_wait(reader);
+	cr_assert_eq(rc, 0, "the standby's subscriber: exit %d", rc);
 	b = standby_journaled(head, &vb);
 	r = shmbus_replay_open(b, SHMBUS_REPLAY_POSITION, 0, NULL);
 	cr_assert(r, "replay: %s", strerror(errno));

@@ -305,6 +305,11 @@ Test(ship, padding_of_an_unaligned_length_is_damage)
 	plant_and_walk(SHMBUS_REC_PAD, 36, false, "padding of length 36");
 }
 
+Test(ship, a_gap_of_an_unaligned_length_is_damage)
+{
+	plant_and_walk(SHMBUS_REC_GAP, 36, false, "a gap of length 36");
+}
+
 Test(ship, a_record_past_head_is_damage)
 {
 	plant_and_walk(SHMBUS_REC_MSG, 1024, false, "past head");

@@ -515,10 +515,10 @@ static int cmd_quarantine(const char *path)
 			bad = "a record's lap tag does not match its position";
 			goto damaged;
 		}
-		if (rec.type == SHMBUS_REC_PAD) {
+		if (rec.type == SHMBUS_REC_PAD || rec.type == SHMBUS_REC_GAP) {
 			size_rec = SHMBUS_REC_ALIGN + rec.len;
 			if (rec.len % SHMBUS_REC_ALIGN) {
-				bad = "padding of an odd length";
+				bad = "padding or a gap of an odd length";
 				goto damaged;
 			}
 		} else if (rec.type == SHMBUS_REC_MSG ||

@@ -28,10 +28,10 @@
  * records keep their ring shape (8 bytes of word, the rest unwritten);
  * a range the journal never had (it was lapped on an overwrite channel,
  * or started late) is a segment's `start` past its base, or GAP records
- * written over it: the shape of PAD records, a type no ring record has,
- * so that a reader tells the messages the journal lost from sequence
- * numbers that no message took (a claim whose producer died, padded).
- * Format 1, still read, wrote PAD records there.
+ * written over it, as the ring's own GAP records are copied: the shape
+ * of PAD records, so that a reader tells the messages the journal lost
+ * from sequence numbers that no message took (a claim whose producer
+ * died, padded).  Format 1, still read, wrote PAD records there.
  *
  * All integers are little-endian (the hosts shmbus runs on).
  */
@@ -44,7 +44,7 @@
 
 #define SHMBUS_JSEG_MAGIC	UINT64_C(0x314c4e4a53554253) /* "SBUSJNL1" */
 #define SHMBUS_JSEG_VERSION	2u	/* written; 1 is read too */
-#define SHMBUS_JREC_GAP		3u	/* a record type of the journal's own */
+#define SHMBUS_JREC_GAP		3u	/* as SHMBUS_REC_GAP (layout.h) */
 #define SHMBUS_JSEG_HDR		4096u	/* the header page */
 #define SHMBUS_JSEG_MIN		(UINT64_C(64) << 10)
 #define SHMBUS_JSEG_MAX		(UINT64_C(1) << 30)

@@ -41,7 +41,7 @@
 #include "static_assert.h"
 
 #define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
-#define SHMBUS_LAYOUT_VERSION	7u
+#define SHMBUS_LAYOUT_VERSION	8u
 
 #define SHMBUS_CACHELINE	64u
 #define SHMBUS_HDR_SIZE		4096u
@@ -65,14 +65,21 @@
  * committed record.  For a MSG record the length is the payload length and
  * the record occupies SHMBUS_REC_HDR + align8(length) bytes.  A PAD record
  * has only its commit word: it occupies 8 + length bytes (length is a
- * multiple of 8) and carries nothing to deliver.  A SKIP record has the
- * shape of a MSG record (its seq is valid) and is not delivered.
+ * multiple of 8) and carries nothing to deliver.  A GAP record has the
+ * shape of a PAD record and stands for positions whose records this ring
+ * never received (a standby that went on past what its primary no longer
+ * held): a reader counts the sequence numbers it lacks after a GAP as
+ * lost, where after PAD (a claim whose producer died, a ring's end) it
+ * counts none.  A SKIP record has the shape of a MSG record (its seq is
+ * valid) and is not delivered.
  */
 #define SHMBUS_REC_MSG		0u
 #define SHMBUS_REC_PAD		1u
 #define SHMBUS_REC_SKIP		2u	/* an aborted message: same shape as
 					 * MSG, carries its seq, not
 					 * delivered */
+#define SHMBUS_REC_GAP		3u	/* positions never received: shaped as
+					 * PAD, counted as lost */
 #define SHMBUS_REC_HDR		16u	/* commit word + sequence number */
 #define SHMBUS_REC_ALIGN	8u
 #define SHMBUS_LEN_BITS		29u
