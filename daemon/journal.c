@@ -662,6 +662,13 @@ static int append(struct jchan *j)
 		return 0;	/* the next look finds the gap */
 	/* The copy, as untrusted as the ring it came from. */
 	rc = sb_apply_check(j->ch, j->pos, j->buf, len, &f, why, sizeof(why));
+	if (!rc && f.extent != len) {
+		/* A word alone where the walk found a record of 8 bytes:
+		 * written over since. */
+		snprintf(why, sizeof(why), "the record at %" PRIu64 " changed "
+			 "while it was copied", j->pos);
+		rc = -EBADMSG;
+	}
 	if (rc) {
 		sbd_log_limited(&j->rl, SBD_ERR, ++j->errors, "journal errors",
 				"%s: journal: the ring is damaged at %" PRIu64

@@ -120,6 +120,15 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 			rc2 = -EBUSY;
 		}
 	}
+	/* Every ring's end before any is recorded (sb_apply_recover() is
+	 * idempotent: the loop below finds the same). */
+	for (size_t i = 0; i < repl.n && !rc2; i++)
+		if (sb_apply_recover(repl.ch[i].ch) == UINT64_MAX) {
+			snprintf(out, n, "%s: the ring is damaged (its head, "
+				 "or a record below it); still standby",
+				 repl.ch[i].name);
+			rc2 = -EBADMSG;
+		}
 	if (rc2) {
 		for (size_t i = 0; i < repl.n; i++)
 			rp_linker_start(&repl.ch[i]);

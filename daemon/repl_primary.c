@@ -216,8 +216,9 @@ static bool ship(struct rchan *rc)
 	bool any = false;
 
 	while (rc->plink && sent < rc->known && !stopped(rc)) {
-		uint64_t end;
+		uint64_t end, len;
 		struct iovec iov[2];
+		uint32_t type;
 		bool held;
 		int n, err;
 
@@ -238,9 +239,21 @@ static bool ship(struct rchan *rc)
 			end = sb_committed_end(rc->ch, sent, rc->frame_max);
 		if (end > rc->known)
 			end = rc->known;
-		if (end == sent)
-			break;
-		n = sb_ring_span(rc->ch, sent, end, iov);
+		len = end - sent;
+		if (end == sent) {
+			/* One record longer than a frame (a message, a
+			 * batch's wrap padding, a dead claim's): alone, and
+			 * padding or a gap as its word alone, their bytes
+			 * carrying nothing (sb_apply_check()). */
+			uint64_t size = sb_ring_rec_at(rc->ch, sent, &type);
+
+			if (!size || size > rc->known - sent)
+				break;
+			end = sent + size;
+			len = type == SHMBUS_REC_PAD ||
+			      type == SHMBUS_REC_GAP ? SHMBUS_REC_ALIGN : size;
+		}
+		n = sb_ring_span(rc->ch, sent, sent + len, iov);
 		if (n < 0) {
 			drop_link(rc, "a span outside the ring");
 			return any;
@@ -261,7 +274,7 @@ static bool ship(struct rchan *rc)
 					  "copying");
 				return any;
 			}
-			iov[0] = (struct iovec){ rc->buf, end - sent };
+			iov[0] = (struct iovec){ rc->buf, len };
 			n = 1;
 		}
 		STORE(&rc->sent_hi, end);

@@ -158,7 +158,7 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		 * and wait.  Once said, the frame is applied before this
 		 * host can be promoted (become_primary() waits for it), or
 		 * the promotion is refused. */
-		if (!told && rp_send_ack(rc, l, h->pos + h->len, *end))
+		if (!told && rp_send_ack(rc, l, h->pos + f.extent, *end))
 			return -EIO;
 		told = true;
 		if (LOAD(&repl.stopping))
@@ -167,12 +167,12 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 			stop_at = now_ns();
 		if (stop_at && now_ns() - stop_at >
 		    (int64_t)sbd.conf.repl.handover_ms * 1000000) {
-			rc->unapplied_to = h->pos + h->len;
+			rc->unapplied_to = h->pos + f.extent;
 			STORE(&rc->unapplied, true);
 			sbd_log(SBD_ERR, 0, "%s: records %" PRIu64 "..%" PRIu64
 				" were acknowledged as received and cannot be "
 				"applied: the standby's own subscribers hold "
-				"the ring", rc->name, h->pos, h->pos + h->len);
+				"the ring", rc->name, h->pos, h->pos + f.extent);
 			return -ECANCELED;
 		}
 	}
@@ -180,7 +180,7 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		snprintf(why, wn, "apply: %s", strerror(-rc2));
 		return rc2;
 	}
-	*end = h->pos + h->len;
+	*end = h->pos + f.extent;
 	if (f.last_pos != UINT64_MAX) {
 		rc->last_seq = f.last_seq;
 		rc->seq_known = true;

@@ -330,6 +330,10 @@ int sb_ring_span(shmbus_channel *ch, uint64_t from, uint64_t to,
  * pos, and its type in *type (0 if there is none there): one longer than
  * a reader's buffer is taken by its word. */
 uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos, uint32_t *type);
+/* The size of the committed record at pos that a standby would apply, and
+ * its type in *type (0 if there is none there).  Only the record itself
+ * is checked (not its sequence number against the one before). */
+uint64_t sb_ring_rec_at(shmbus_channel *ch, uint64_t pos, uint32_t *type);
 /* After reading (or sending) bytes from `from` on: whether no producer
  * has claimed over them since (overwrite channels). */
 bool sb_ring_holds(shmbus_channel *ch, uint64_t from);
@@ -351,19 +355,25 @@ struct sb_frame {
 	uint64_t last_seq;	/* of the last record that is not padding */
 	uint64_t last_pos;	/* its position, UINT64_MAX if none */
 	uint64_t last_word;	/* its commit word */
+	uint64_t extent;	/* the ring's bytes the frame stands for:
+				 * len, or a lone record's size where it is
+				 * its word alone */
 };
 
 /* Whether buf holds whole, valid records for [pos, pos + len): 0 (and
- * *f), or -EBADMSG and a reason in why.  Also the journal's check of what
- * it reads from the ring. */
+ * *f), or -EBADMSG and a reason in why.  A frame of 8 bytes may also be
+ * the word alone of one record of padding or a gap longer than that (its
+ * bytes after the word carry nothing): f->extent says how long.  Also
+ * the journal's check of what it reads from the ring. */
 int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 		   size_t len, struct sb_frame *f, char *why, size_t whylen);
-/* Writes records checked by sb_apply_check() (f) at pos, which must be
- * head (-ESTALE). */
+/* Writes records checked by sb_apply_check() (f) at [pos, pos +
+ * f->extent), pos being head (-ESTALE). */
 int sb_apply(shmbus_pub *w, uint64_t pos, const uint8_t *buf, size_t len,
 	     const struct sb_frame *f);
 /* At start: the end of the committed records (head is moved back over
- * an apply cut short), or UINT64_MAX if head is corrupt. */
+ * an apply cut short), or UINT64_MAX if head is corrupt or a committed
+ * word below it is damaged (head is then left as it is). */
 uint64_t sb_apply_recover(shmbus_channel *ch);
 /* The standby cannot be caught up from head: it goes on from pos (> head).
  * Readers at head are sent there, and count what they lost: GAP records
@@ -377,10 +387,13 @@ int sb_apply_restart(shmbus_pub *w, uint64_t pos);
  */
 
 /* A subscriber at pos (see sb_sub_open_at() in subscriber.c): 0, or
- * -ERANGE if pos is not a position the ring can still be held at. */
+ * -ERANGE if pos is not a position the ring can still be held at.
+ * next_seq is the sequence number due at pos (UINT64_MAX: not known);
+ * with `gap`, the positions just before pos lacked messages, and the
+ * first message's `lost` counts from next_seq, as after a GAP record. */
 shmbus_sub *sb_sub_open_at(shmbus_channel *ch,
 			   const struct shmbus_sub_attr *attr, uint64_t pos,
-			   int *err);
+			   uint64_t next_seq, bool gap, int *err);
 
 /* Frees the handle; the slot stays held at its cursor (see
  * subscriber.c). */

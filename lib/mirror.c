@@ -44,13 +44,16 @@ enum rec_look { REC_NONE, REC_OK, REC_PAST, REC_BAD };
  * 9.1-9.3 ns not, 8.3-8.5 ns for a walk that checks the lap tag alone. */
 static inline __attribute__((always_inline)) enum rec_look
 look_rec(shmbus_channel *ch, uint64_t p, uint64_t to, uint64_t *seq,
-	 bool *have_seq, uint64_t *size, char *why, size_t whylen)
+	 bool *have_seq, uint64_t *size, uint32_t *typep, char *why,
+	 size_t whylen)
 {
 	/* A1: pairs with R1 (commit_store()): the seq below is the
 	 * record's. */
 	uint64_t w = load_acquire64(&rec_at(ch, p)->commit), s;
 	uint32_t type = word_type(w), l = word_len(w);
 
+	if (typep)
+		*typep = type;
 	if (word_tag(w) != lap_tag(ch, p))
 		return REC_NONE;
 	if (type_word_only(type)) {
@@ -143,8 +146,8 @@ uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
 		have_seq = mk->have_seq;
 	}
 	for (p = from; p < to; p += size) {
-		if (look_rec(ch, p, to, &seq, &have_seq, &size, NULL, 0) !=
-		    REC_OK)
+		if (look_rec(ch, p, to, &seq, &have_seq, &size, NULL, NULL,
+			     0) != REC_OK)
 			break;
 		if (mk)
 			mark(mk, p, size);
@@ -179,7 +182,7 @@ bool sb_ring_damage(shmbus_channel *ch, uint64_t pos,
 		seq = mk->seq;
 	if (pos % SHMBUS_REC_ALIGN || pos >= head || head - pos > ch->cap)
 		return false;
-	r = look_rec(ch, pos, head, &seq, &have_seq, &size, what,
+	r = look_rec(ch, pos, head, &seq, &have_seq, &size, NULL, what,
 		     sizeof(what));
 	if (r == REC_PAST)
 		snprintf(what, sizeof(what), "%llu bytes from %llu run past "
@@ -292,6 +295,19 @@ uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos, uint32_t *type)
 	size = SHMBUS_REC_ALIGN + word_len(w);
 	if ((pos & ch->mask) + size > ch->cap || size > head - pos ||
 	    !sb_ring_holds(ch, pos))
+		return 0;
+	return size;
+}
+
+uint64_t sb_ring_rec_at(shmbus_channel *ch, uint64_t pos, uint32_t *type)
+{
+	/* A12: head bounds what may be read. */
+	uint64_t head = load_acquire64(&ch->hdr->head), size, seq = 0;
+	bool have_seq = false;
+
+	if (pos % SHMBUS_REC_ALIGN || pos >= head || head - pos > ch->cap ||
+	    look_rec(ch, pos, head, &seq, &have_seq, &size, type, NULL, 0) !=
+	    REC_OK)
 		return 0;
 	return size;
 }
@@ -415,7 +431,9 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 				 (unsigned long long)p, type);
 			return -EBADMSG;
 		}
-		if ((p & ch->mask) + size > ch->cap || size > len - o) {
+		if ((p & ch->mask) + size > ch->cap ||
+		    (size > len - o &&
+		     !(len == SHMBUS_REC_ALIGN && type_word_only(type)))) {
 			snprintf(why, whylen, "record at %llu crosses the "
 				 "ring's end or the frame's",
 				 (unsigned long long)p);
@@ -425,7 +443,8 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 	}
 	*f = (struct sb_frame){ .nmsgs = n, .nbytes = nbytes,
 				.first_seq = first_seq, .last_seq = last_seq,
-				.last_pos = last_pos, .last_word = last_word };
+				.last_pos = last_pos, .last_word = last_word,
+				.extent = o };
 	return 0;
 }
 
@@ -440,7 +459,7 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 {
 	struct shmbus_channel *ch = wr->ch;
 	struct shmbus_hdr *h = ch->hdr;
-	uint64_t q = pos + len;
+	uint64_t q = pos + f->extent;
 	int64_t deadline = 0;
 	unsigned spins = 0;
 	int rc;
@@ -544,6 +563,13 @@ uint64_t sb_apply_recover(shmbus_channel *ch)
 	end = sb_committed_until(ch, oldest, head);
 	if (end == head)
 		return head;
+	/* The walk stopped at a word of this lap that it cannot pass: not
+	 * an apply cut short (whose first word is committed last), but
+	 * damage; cutting back to it would drop the records after it, which
+	 * were acknowledged. */
+	if (word_tag(load_relaxed64(&rec_at(ch, end)->commit)) ==
+	    lap_tag(ch, end))
+		return UINT64_MAX;
 	/* An apply (or a cut) stopped short: nothing past end was
 	 * committed, so nobody read it.  Head returns to end, and the index
 	 * and the mailbox name nothing past it. */
@@ -689,7 +715,8 @@ int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
 	sb_cut_release_dead(ch, (uint32_t)getpid());
 	oldest = sb_ring_oldest(ch);
 	if (sb_fence_quiesce(ch, oldest, INT64_C(100000000), &at)) {
-		snprintf(why, n, "a producer holds a claim open");
+		snprintf(why, n, "a producer holds a claim open, or a "
+			 "record below head is damaged");
 		sb_fence_leave_cut(ch, prev);
 		return -EBUSY;
 	}
@@ -748,15 +775,14 @@ static uint64_t committed_rec(struct shmbus_channel *ch, uint64_t p,
 {
 	/* No edge: the ring is being cut, or not read yet (the callers). */
 	uint64_t w = load_relaxed64(&rec_at(ch, p)->commit), size;
+	uint32_t type = word_type(w), len = word_len(w);
 
-	if (word_tag(w) != lap_tag(ch, p))
+	if (word_tag(w) != lap_tag(ch, p) ||
+	    !rec_shape_ok(type, len, ch->max_msg))
 		return 0;
-	if (type_word_only(word_type(w))) {
-		size = SHMBUS_REC_ALIGN + word_len(w);
-	} else {
-		size = rec_size(word_len(w));
+	size = rec_bytes(type, len);
+	if (!type_word_only(type))
 		*seq = load_relaxed64(&rec_at(ch, p)->seq);
-	}
 	return (p & ch->mask) + size > ch->cap ? 0 : size;
 }
 

@@ -78,12 +78,17 @@ uint64_t sb_committed_until(struct shmbus_channel *ch, uint64_t p,
 	while (p < to) {
 		/* A1: pairs with R1 (commit_store()). */
 		uint64_t w = load_acquire64(&rec_at(ch, p)->commit);
-		uint64_t size;
+		uint32_t type = word_type(w), len = word_len(w);
+		uint64_t size = rec_bytes(type, len);
 
-		if (word_tag(w) != lap_tag(ch, p))
-			return p;
-		size = rec_bytes(word_type(w), word_len(w));
-		if ((p & ch->mask) + size > ch->cap || size > to - p)
+		/* Padding or a gap of a length no record has ends the walk
+		 * as a claim not committed does: past it, every position
+		 * would be misaligned.  A record of an impossible type or
+		 * length is walked over by its length, as damage that
+		 * subscribers stop at (-EBADMSG) and a repair leaves. */
+		if (word_tag(w) != lap_tag(ch, p) ||
+		    (type_word_only(type) && len % SHMBUS_REC_ALIGN) ||
+		    (p & ch->mask) + size > ch->cap || size > to - p)
 			return p;
 		p += size;
 	}

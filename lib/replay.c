@@ -33,7 +33,10 @@ static bool try_ring(struct shmbus_replay *rp, uint64_t pos)
 {
 	int err;
 
-	rp->sub = sb_sub_open_at(rp->ch, &rp->attr, pos, &err);
+	/* What the journal knew goes on: the sequence number due, and
+	 * whether it had just passed a gap. */
+	rp->sub = sb_sub_open_at(rp->ch, &rp->attr, pos, rp->next_seq,
+				 rp->reading && rp->r.gap, &err);
 	if (!rp->sub)
 		return false;
 	if (rp->reading)

@@ -354,7 +354,8 @@ void sb_sub_seek(struct shmbus_sub *sub, uint64_t pos)
  */
 struct shmbus_sub *sb_sub_open_at(struct shmbus_channel *ch,
 				  const struct shmbus_sub_attr *attr,
-				  uint64_t pos, int *err)
+				  uint64_t pos, uint64_t next_seq, bool gap,
+				  int *err)
 {
 	struct shmbus_sub_attr a;
 	struct shmbus_sub *sub;
@@ -384,7 +385,9 @@ struct shmbus_sub *sb_sub_open_at(struct shmbus_channel *ch,
 	sub->pos = pos;
 	sub->published = pos;
 	sub->fresh = pos == head;
-	sub->have_seq = false;
+	sub->have_seq = next_seq != UINT64_MAX;
+	sub->next_seq = next_seq;
+	sub->resynced = gap;
 	/* R5 (see publish_cursor()): only forward from what was held. */
 	store_release64(&sub->slot->pos, pos);
 	*err = 0;

@@ -274,3 +274,36 @@ Test(cut, a_restart_within_a_lap_is_counted_lost_by_subscribers)
 	shmbus_sub_close(sub);
 	sb_writer_close(wr);
 }
+
+/* A gap of a length no record has, below head (written by a process
+ * that maps the ring): a standby's recovery at start finds the ring
+ * damaged, and moves head neither to it (the records after it were
+ * acknowledged) nor to a misaligned position past it; a cut back is
+ * refused (the walk to head stops there, as at a claim open). */
+Test(cut, a_recovery_finds_a_record_of_no_possible_shape)
+{
+	uint64_t bad = 10 * 56, end, head;
+	char why[256];
+	shmbus_pub *wr;
+
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	wr = sb_writer_open(ch, 100000000);
+	cr_assert(wr);
+	next_seq = 0;
+	apply_to(wr, bad);
+	cr_assert_eq(sb_apply_restart(wr, bad + 64), 0);
+	next_seq = 20;
+	apply_to(wr, bad + 64 + 2 * 56);
+	sb_writer_close(wr);
+	__atomic_store_n(&rec_at(ch, bad)->commit,
+			 commit_word(ch, bad, SHMBUS_REC_GAP, 4),
+			 __ATOMIC_RELEASE);
+	head = sb_ring_head(ch);
+	cr_assert_eq(sb_apply_recover(ch), UINT64_MAX);
+	cr_assert_eq(sb_ring_head(ch), head);
+	cr_assert_eq(sb_ring_cut_begin(ch, 5 * 56, &end, why, sizeof(why)),
+		     -EBUSY);
+	cr_assert(strstr(why, "damaged"), "%s", why);
+	cr_assert_eq(sb_ring_head(ch), head);
+	cr_assert_eq(sb_fence_get(ch), SHMBUS_FENCE_STANDBY);
+}

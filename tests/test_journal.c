@@ -1695,3 +1695,82 @@ Test(journal, dump_from_a_position_inside_a_record_is_refused)
 	cr_assert_eq(system(cmd), 0, "%s", cmd);
 	close_pub(bus, ch, p);
 }
+
+/*
+ * A replay that has read the whole journal, up to a gap of less than a
+ * lap (GAP records, as a standby's agent writes them: here the standby's
+ * writer in this process), moves to the ring there; the next message,
+ * applied after, tells it what was lost, as it tells a replay that reads
+ * it from the journal.
+ */
+Test(journal, a_replay_that_moves_to_the_ring_at_a_gap_counts_it)
+{
+	struct shmbus_replay_stats st;
+	shmbus_replay *rp, *whole;
+	struct shmbus_msg m;
+	struct sb_frame f;
+	struct sb_jnl_view v;
+	shmbus_channel *ch, *sch;
+	shmbus_bus *bus, *sbus;
+	shmbus_pub *p, *wr;
+	uint8_t buf[2048], frame[5 * 56];
+	uint64_t gap_end, last = 0;
+	char why[128];
+	ssize_t n;
+
+	conf_raw("capacity = 64K\nmax_msg = 1K\njournal_segment = 128K\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 50);
+	shmbus_pub_close(p);
+	wait_written(ch, 10);
+	/* Messages 50 to 79 never received. */
+	wr = sb_writer_open(ch, 100000000);
+	cr_assert(wr);
+	gap_end = th_head(ch) + 30 * 56;
+	cr_assert_eq(sb_apply_restart(wr, gap_end), 0);
+	wait_written(ch, 10);
+	sb_jnl_read(ch, &v);
+	sch = open_role(&sbus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(sch, "open: %s", strerror(errno));
+	rp = shmbus_replay_open(sch, SHMBUS_REPLAY_POSITION, v.oldest, NULL);
+	cr_assert(rp, "replay: %s", strerror(errno));
+	while ((n = shmbus_replay_read(rp, buf, sizeof(buf), &m)) >= 0)
+		last = m.seq;
+	cr_assert_eq(n, -EAGAIN);
+	cr_assert_eq(last, 49);
+	cr_assert_eq(shmbus_replay_stats(rp, &st), 0);
+	cr_assert(st.in_ring, "the replay did not move to the ring");
+	/* Messages 80 to 84, after the gap. */
+	for (uint64_t i = 0; i < 5; i++) {
+		uint64_t pos = gap_end + i * 56, seq = 80 + i;
+		uint64_t w = commit_word(ch, pos, SHMBUS_REC_MSG, 40);
+
+		memcpy(frame + i * 56, &w, 8);
+		memcpy(frame + i * 56 + 8, &seq, 8);
+		th_msg_fill(frame + i * 56 + 16, 40, 1, seq);
+	}
+	cr_assert_eq(sb_apply_check(ch, gap_end, frame, sizeof(frame), &f, why,
+				    sizeof(why)), 0, "%s", why);
+	cr_assert_eq(sb_apply(wr, gap_end, frame, sizeof(frame), &f), 0);
+	sb_writer_close(wr);
+	cr_assert_eq(shmbus_replay_read(rp, buf, sizeof(buf), &m), 40);
+	cr_assert_eq(m.seq, 80);
+	cr_assert_eq(m.lost, 30, "lost %lu", (unsigned long)m.lost);
+	/* The same, read from the journal. */
+	wait_written(ch, 10);
+	whole = shmbus_replay_open(sch, SHMBUS_REPLAY_POSITION, v.oldest,
+				   NULL);
+	cr_assert(whole);
+	do
+		n = shmbus_replay_read(whole, buf, sizeof(buf), &m);
+	while (n >= 0 && m.seq < 80);
+	cr_assert_eq(m.seq, 80);
+	cr_assert_eq(m.lost, 30);
+	shmbus_replay_close(whole);
+	shmbus_replay_close(rp);
+	shmbus_channel_close(sch);
+	shmbus_disconnect(sbus);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}

@@ -903,6 +903,77 @@ static uint64_t journal_rec(const struct host *h, const char *chan,
 	return 0;
 }
 
+/* Records longer than a frame (256 KiB): a message of 300 KiB, and the
+ * padding of a batch's wrap, 474 KiB.  Each is shipped on its own and
+ * applied (the padding as its word alone), and the standby's subscriber
+ * reads the batch whole. */
+Test(repl, records_longer_than_a_frame_are_shipped)
+{
+	static uint8_t big[300 << 10], mid[60 << 10];
+	struct iovec v[8];
+	shmbus_channel *ch, *b;
+	shmbus_bus *bus;
+	shmbus_sub *sub;
+	shmbus_pub *p;
+	uint64_t seq = 0;
+	int rc;
+
+	pair_setup("[channel bg]\ncapacity = 1M\nmax_msg = 400K\n"
+		   "replicate = applied\n", "");
+	cr_assert(host_log_wait(&A, "bg: standby in sync", 5000));
+	ch = host_open(&A, &bus, "bg", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	p = shmbus_pub_open(ch, &(struct shmbus_pub_attr){
+					.timeout_ns = 5000000000 });
+	cr_assert(p);
+	th_msg_fill(big, sizeof(big), 0, seq++);
+	cr_assert_eq(shmbus_publish(p, big, sizeof(big)), 0);
+	rc = shmbus_pub_sync(p, 5000000000);
+	cr_assert_eq(rc, 0, "a 300 KiB message: %d", rc);
+	th_msg_fill(big, 250 << 10, 0, seq++);
+	cr_assert_eq(shmbus_publish(p, big, 250 << 10), 0);
+	/* 550 KiB in: 8 x 60 KiB do not fit the 474 KiB left in the lap. */
+	for (int i = 0; i < 8; i++) {
+		uint8_t *m = malloc(sizeof(mid));
+
+		cr_assert(m);
+		th_msg_fill(m, sizeof(mid), 0, seq++);
+		v[i] = (struct iovec){ m, sizeof(mid) };
+	}
+	rc = shmbus_publish_batch(p, v, 8);
+	cr_assert_eq(rc, 8, "the batch: %d", rc);
+	cr_assert_eq(th_head(ch) & ((1u << 20) - 1), 8 * (16 + sizeof(mid)),
+		     "the batch did not wrap");
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0, "past the padding");
+	for (int i = 0; i < 8; i++)
+		free(v[i].iov_base);
+	pair_wait_caught_up("bg", 0, 5000);
+	b = host_map(&B, "bg");
+	cr_assert(b);
+	sub = shmbus_sub_open(b, &(struct shmbus_sub_attr){
+					 .start = SHMBUS_START_OLDEST });
+	cr_assert(sub);
+	/* What the ring still holds: the batch, which overwrote the rest. */
+	sb_sub_seek(sub, sb_ring_oldest(b));
+	for (uint64_t i = seq - 8; i < seq; i++) {
+		static uint8_t got[400 << 10];
+		struct shmbus_msg m;
+		uint64_t s;
+		uint32_t id;
+		ssize_t n = shmbus_read(sub, got, sizeof(got), &m);
+
+		cr_assert_gt(n, 0, "message %lu: %zd", (unsigned long)i, n);
+		cr_assert_eq(th_msg_check(got, (size_t)n, &id, &s), 0);
+		cr_assert_eq(s, i);
+	}
+	cr_assert_eq(shmbus_read(sub, mid, sizeof(mid), NULL), -EAGAIN);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(b);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
 /* both_persisted: shmbus_pub_sync() returns 0 only once the record is
  * in both hosts' journals; with the standby gone it degrades to this
  * host's journal and says so. */
