@@ -370,8 +370,8 @@ static bool settle(struct rchan *rc)
 	}
 	end = sb_apply_recover(rc->ch);
 	if (end == UINT64_MAX) {
-		sbd_log(SBD_ERR, 0, "%s: head is corrupt; not replicating it",
-			rc->name);
+		sbd_log(SBD_ERR, 0, "%s: the ring is damaged (its head, or a "
+			"record below it); not replicating it", rc->name);
 		return false;
 	}
 	/* The watermark stays where the peer earned it: records this host
