@@ -312,17 +312,26 @@ int etcd_lease_revoke(struct etcd *e, int64_t id)
 /* A transaction: compare (one condition, or an array of them), then put
  * (lease) on success, range on failure; *won, and kv from the failure's
  * range. */
-static int txn(struct etcd *e, json_t *compare, const char *key,
-	       const char *value, int64_t lease, bool *won,
-	       struct etcd_kv *kv)
+/* If every comparison holds: key = value (under lease, 0: none) and, if
+ * key2 is not NULL, key2 = value2 (no lease), in one revision: *won;
+ * else kv (if not NULL) gets key as it is. */
+static int txn2(struct etcd *e, json_t *compare, const char *key,
+		const char *value, int64_t lease, const char *key2,
+		const char *value2, bool *won, struct etcd_kv *kv)
 {
 	json_t *put = json_pack("{s:o,s:o}", "key", b64(key), "value",
 				b64(value));
-	json_t *ans, *resp;
+	json_t *ops, *ans, *resp;
 	int rc;
 
 	if (lease)
 		json_object_set_new(put, "lease", str64(lease));
+	ops = json_pack("[{s:o}]", "request_put", put);
+	if (key2)
+		json_array_append_new(ops, json_pack("{s:{s:o,s:o}}",
+						     "request_put", "key",
+						     b64(key2), "value",
+						     b64(value2)));
 	if (!json_is_array(compare)) {
 		json_t *one = json_array();
 
@@ -330,9 +339,9 @@ static int txn(struct etcd *e, json_t *compare, const char *key,
 		compare = one;
 	}
 	rc = post(e, "/v3/kv/txn",
-		  json_pack("{s:o,s:[{s:o}],s:[{s:{s:o}}]}", "compare",
-			    compare, "success", "request_put", put, "failure",
-			    "request_range", "key", b64(key)),
+		  json_pack("{s:o,s:o,s:[{s:{s:o}}]}", "compare", compare,
+			    "success", ops, "failure", "request_range", "key",
+			    b64(key)),
 		  &ans);
 	if (rc)
 		return rc;
@@ -348,6 +357,13 @@ static int txn(struct etcd *e, json_t *compare, const char *key,
 		rc = read_kvs(json_object_get(resp, "response_range"), kv);
 	json_decref(ans);
 	return rc;
+}
+
+static int txn(struct etcd *e, json_t *compare, const char *key,
+	       const char *value, int64_t lease, bool *won,
+	       struct etcd_kv *kv)
+{
+	return txn2(e, compare, key, value, lease, NULL, NULL, won, kv);
 }
 
 int etcd_create(struct etcd *e, const char *key, const char *value,
@@ -398,7 +414,7 @@ int etcd_put_under(struct etcd *e, const char *key, const char *value,
 
 int etcd_create_if(struct etcd *e, const char *key, const char *value,
 		   int64_t lease, const char *guard, int64_t guard_mod,
-		   bool *won, struct etcd_kv *kv)
+		   const char *guard_value, bool *won, struct etcd_kv *kv)
 {
 	char r[32];
 	json_t *c;
@@ -409,7 +425,8 @@ int etcd_create_if(struct etcd *e, const char *key, const char *value,
 		      "target", "CREATE", "result", "EQUAL", "create_revision",
 		      "0", "key", b64(guard), "target", "MOD", "result", "EQUAL",
 		      "mod_revision", r);
-	rc = txn(e, c, key, value, lease, won, kv);
+	rc = txn2(e, c, key, value, lease, guard_value ? guard : NULL,
+		  guard_value, won, kv);
 	if (rc == 0 && *won)
 		rc = etcd_get(e, key, kv);
 	return rc;

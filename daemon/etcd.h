@@ -51,10 +51,11 @@ int etcd_get(struct etcd *e, const char *key, struct etcd_kv *kv);
 int etcd_put_under(struct etcd *e, const char *key, const char *value,
 		   const char *guard, int64_t lease, bool *won);
 /* Creates key = value under lease if it does not exist and `guard`'s
- * mod revision is still guard_mod (0: guard absent): *won, and kv the
- * key as it is after. */
+ * mod revision is still guard_mod (0: guard absent), and with it, if
+ * guard_value is not NULL, guard = guard_value (no lease): *won, and kv
+ * the key as it is after. */
 int etcd_create_if(struct etcd *e, const char *key, const char *value,
 		   int64_t lease, const char *guard, int64_t guard_mod,
-		   bool *won, struct etcd_kv *kv);
+		   const char *guard_value, bool *won, struct etcd_kv *kv);
 
 #endif

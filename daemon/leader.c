@@ -26,10 +26,13 @@
  * primary for a whole term (its own start and its last demotion count as
  * heard), nothing acknowledged as received is unapplied here, and the
  * sync record says "in" at its epoch from another host, or "out" at its
- * epoch from itself (it was the primary that wrote it: it holds all).  It
- * takes the key in a transaction that also checks the sync record has not
- * changed since it read it, and promotes at the key's create revision as
- * epoch (or the next epoch, if that is not larger).
+ * epoch or a newer one from itself (it was the primary that wrote it, or
+ * took the key to become it: it holds all).  It takes the key in a
+ * transaction that also checks the sync record has not changed since it
+ * read it and records "out" at the epoch it promotes at (one past its own
+ * and the record's: take_key()), so that the record names that epoch
+ * before the host is primary at it.  A primary takes the key only while
+ * the record names no primary since its epoch (may_retake()).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -218,22 +221,105 @@ static void lost(const char *why)
 	rp_lease_lost(why);
 }
 
+/* Whether a standby may take over now, by the sync record (sync) at its
+ * epoch e; why says why not. */
+static bool may_take_over(const struct etcd_kv *sync, uint64_t e, char *why,
+			  size_t n)
+{
+	char state[4], host[24];
+	uint64_t epoch;
+
+	if (!sync->found || !parse_sync(sync->value, state, &epoch, host)) {
+		snprintf(why, n, "no sync record");
+		return false;
+	}
+	/* It took the key at that epoch: it was that primary, or it
+	 * stopped before it became it (its epoch is still older, and it
+	 * wrote nothing at that one).  Either way it holds all. */
+	if (!strcmp(state, "out") && !strcmp(host, L.id) && epoch >= e)
+		return true;
+	if (epoch != e) {
+		snprintf(why, n, "the sync record is of epoch %" PRIu64 ", ours "
+			 "%" PRIu64, epoch, e);
+		return false;
+	}
+	if (!strcmp(state, "in") && strcmp(host, L.id))
+		return true;	/* its primary recorded it in sync */
+	snprintf(why, n, "recorded '%.200s'", sync->value);
+	return false;
+}
+
+/* Whether a primary (by its rings) at epoch e may take the leader key
+ * (again) by the sync record: not if another host has been primary since
+ * (the record names a newer epoch, or its own as another host's); why
+ * says why not.  A record that does not parse is no primary's. */
+static bool may_retake(const struct etcd_kv *sync, uint64_t e, char *why,
+		       size_t n)
+{
+	char state[4], host[24];
+	uint64_t epoch;
+
+	if (!sync->found || !parse_sync(sync->value, state, &epoch, host) ||
+	    epoch < e || (epoch == e && !strcmp(host, L.id)))
+		return true;
+	snprintf(why, n, "the sync record '%.200s' names a primary since this "
+		 "host's epoch %" PRIu64 ": it must not take the leader key",
+		 sync->value, e);
+	return false;
+}
+
+/* The epoch a host that takes the key now becomes primary at: past its
+ * own and past the one the sync record names.  Every promotion records
+ * its epoch in the transaction that takes the key (take_key()), so this
+ * is newer than any epoch a primary has had. */
+static uint64_t next_epoch(const struct etcd_kv *sync, uint64_t e)
+{
+	char state[4], host[24];
+	uint64_t epoch;
+
+	if (sync->found && parse_sync(sync->value, state, &epoch, host) &&
+	    epoch > e)
+		e = epoch;
+	return e + 1;
+}
+
+/* Takes the leader key under lease id, if nobody holds it and the sync
+ * record is still `sync`, and records "out EPOCH this-host" with it, in
+ * one transaction: whoever takes the key to become primary at a new
+ * epoch says so before it is primary, so that no crash between the two
+ * leaves a host at an epoch the record does not know (neither host could
+ * take over then).  *won, and kv the key as it is after. */
+static int take_key(struct etcd *e, const struct etcd_kv *sync, int64_t id,
+		    uint64_t epoch, bool *won, struct etcd_kv *kv)
+{
+	char val[96];
+
+	snprintf(val, sizeof(val), "out %" PRIu64 " %s", epoch, L.id);
+	return etcd_create_if(e, L.leader_key, L.me, id, L.sync_key,
+			      sync->found ? sync->mod_rev : 0, val, won, kv);
+}
+
 /* Takes the leader key (or ours, left under a lease of our previous
- * run), its term counted from before the grant: 1 won, 0 held by another
- * host (kv says who), -errno. */
-static int campaign(struct etcd_kv *kv)
+ * run) if the sync record is still `sync`, its term counted from before
+ * the grant: 1 won, 0 held by another host (kv says who) or the record
+ * changed meanwhile (kv not found), -errno. */
+static int campaign(struct etcd_kv *kv, const struct etcd_kv *sync)
 {
 	int64_t t0 = lease_ns(), id;
 	bool won;
 	int rc = etcd_lease_grant(L.e, (int)(L.ttl_ns / 1000000000), &id);
 
 	if (rc == 0)
-		rc = etcd_create(L.e, L.leader_key, L.me, id, &won, kv);
-	if (rc == 0 && !won && is_me(kv->value) && kv->lease != id &&
+		rc = etcd_create_if(L.e, L.leader_key, L.me, id, L.sync_key,
+				    sync->found ? sync->mod_rev : 0, NULL,
+				    &won, kv);
+	if (rc == 0 && !won && kv->found && is_me(kv->value) &&
+	    kv->lease != id &&
 	    (rc = etcd_put_if(L.e, L.leader_key, L.me, id, kv->mod_rev,
 			      &won)) == 0 && won)
 		rc = etcd_get(L.e, L.leader_key, kv);
-	if (rc == 0 && !won && is_me(kv->value) && kv->lease == id)
+	if (rc == 0 && !won && kv->found && is_me(kv->value) &&
+	    kv->lease == id)
 		won = true;	/* a retried create that had gone through */
 	if (rc || !won) {
 		etcd_lease_revoke(L.e, id);
@@ -272,7 +358,8 @@ static void primary_step(void)
 {
 	int64_t now = lease_ns(), left, sent;
 	bool all_in = true;
-	struct etcd_kv kv;
+	struct etcd_kv kv, sync;
+	char why[320];
 	int rc;
 
 	if (!LOAD(&L.held) && LOAD(&repl.rings_lost)) {
@@ -281,7 +368,16 @@ static void primary_step(void)
 		return;
 	}
 	if (!LOAD(&L.held)) {
-		rc = campaign(&kv);
+		rc = etcd_get(L.e, L.sync_key, &sync);
+		if (rc == 0 && !may_retake(&sync, LOAD(&repl.epoch), why,
+					   sizeof(why))) {
+			sbd_log(SBD_ERR, 0, "arbiter: %s", why);
+			lost("another host has been primary since this host's "
+			     "epoch");
+			return;
+		}
+		if (rc == 0)
+			rc = campaign(&kv, &sync);
 		if (rc < 0) {
 			/* Never held: its fences stay closed.  Held until
 			 * etcd lost the lease (an outage): the failsafe
@@ -290,6 +386,8 @@ static void primary_step(void)
 			failsafe(lease_ns());
 			return;
 		}
+		if (rc == 0 && !kv.found)
+			return;	/* the record changed: read it again */
 		if (rc == 0) {
 			sbd_log(SBD_ERR, 0, "arbiter: the leader key is held by "
 				"%s: this host must not be primary", kv.value);
@@ -359,36 +457,11 @@ static void primary_step(void)
 		record_sync(all_in);
 }
 
-/* Whether a standby may take over now, by the sync record (sync) at its
- * epoch e; why says why not. */
-static bool may_take_over(const struct etcd_kv *sync, uint64_t e, char *why,
-			  size_t n)
-{
-	char state[4], host[24];
-	uint64_t epoch;
-
-	if (!sync->found || !parse_sync(sync->value, state, &epoch, host)) {
-		snprintf(why, n, "no sync record");
-		return false;
-	}
-	if (epoch != e) {
-		snprintf(why, n, "the sync record is of epoch %" PRIu64 ", ours "
-			 "%" PRIu64, epoch, e);
-		return false;
-	}
-	if (!strcmp(state, "in") && strcmp(host, L.id))
-		return true;	/* its primary recorded it in sync */
-	if (!strcmp(state, "out") && !strcmp(host, L.id))
-		return true;	/* it was that primary: it holds all */
-	snprintf(why, n, "recorded '%.200s'", sync->value);
-	return false;
-}
-
 /* The standby's side of one step. */
 static void standby_step(void)
 {
 	struct etcd_kv kv, sync;
-	uint64_t e;
+	uint64_t e, ep;
 	char why[256];
 	int64_t id, t0;
 	bool won;
@@ -454,11 +527,11 @@ static void standby_step(void)
 		return;
 	}
 	t0 = lease_ns();
+	ep = next_epoch(&sync, e);
 	if (etcd_lease_grant(L.e, (int)(L.ttl_ns / 1000000000), &id))
 		return;
 	/* The key, only if the sync record is still the one we read. */
-	if (etcd_create_if(L.e, L.leader_key, L.me, id, L.sync_key,
-			   sync.mod_rev, &won, &kv) || !won) {
+	if (take_key(L.e, &sync, id, ep, &won, &kv) || !won) {
 		etcd_lease_revoke(L.e, id);
 		return;
 	}
@@ -471,10 +544,7 @@ static void standby_step(void)
 	STORE(&L.held, true);
 	L.renewed_ns = t0;
 	set_until(t0 + L.ttl_ns * 3 / 4);
-	/* The epoch: the key's revision, if above ours. */
-	if (rp_auto_promote((uint64_t)kv.create_rev > e ?
-				    (uint64_t)kv.create_rev - 1 : e,
-			    why, sizeof(why))) {
+	if (rp_auto_promote(ep - 1, why, sizeof(why))) {
 		sbd_log(SBD_ERR, 0, "arbiter: automatic promotion failed: %s",
 			why);
 		etcd_lease_revoke(L.e, id);
@@ -484,12 +554,13 @@ static void standby_step(void)
 		return;
 	}
 	L.said_out = false;
-	L.sync_state = -1;
-	STORE(&repl.out_recorded, false);
+	L.sync_state = 0;	/* take_key() recorded "out" */
+	STORE(&repl.out_recorded, true);
 	rp_open_fences();	/* its term runs from before the grant */
 	L.opened = true;
 	sbd_log(SBD_NOTICE, 0, "arbiter: the primary's lease expired; this "
-		"host took the leader key and is primary (%s)", why);
+		"host took the leader key and is primary at epoch %" PRIu64
+		" (%s)", ep, why);
 }
 
 static void *leader_main(void *arg)
@@ -703,12 +774,14 @@ void sbd_leader_release(void)
 	etcd_close(e);
 }
 
-int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n)
+int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
+		     size_t n)
 {
 	struct etcd *e = etcd_open(sbd.conf.repl.etcd_endpoints,
 				   (int)(sbd.conf.repl.lease_ttl_ms / 4), why, n);
 	struct etcd_kv kv, sync;
-	uint64_t ep = LOAD(&repl.epoch);
+	uint64_t ep = LOAD(&repl.epoch), next = 0;
+	bool force = how == SBD_CLAIM_FORCE;
 	int64_t id, t0;
 	bool won;
 	int rc;
@@ -724,7 +797,10 @@ int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n)
 		goto out;
 	}
 	rc = etcd_get(e, L.sync_key, &sync);
-	if (!rc && !force) {
+	/* A switchover's peer holds all (its end is the primary's): the
+	 * record, which may say "out" from before it caught up, does not
+	 * decide; the transaction below still checks it is unchanged. */
+	if (!rc && how == SBD_CLAIM_CHECKED) {
 		char reason[200];
 
 		if (!may_take_over(&sync, ep, reason, sizeof(reason))) {
@@ -736,14 +812,20 @@ int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n)
 		}
 	}
 	t0 = lease_ns();
-	if (!rc)
+	if (!rc) {
+		next = next_epoch(&sync, ep);
 		rc = etcd_lease_grant(e, (int)(L.ttl_ns / 1000000000), &id);
-	if (!rc && (rc = etcd_create(e, L.leader_key, L.me, id, &won, &kv)) ==
-			   0 && !won) {
-		snprintf(why, n, "the leader key is held by %s, whose lease "
-			 "runs: that host is primary", kv.value);
+	}
+	if (!rc && (rc = take_key(e, &sync, id, next, &won, &kv)) == 0 &&
+	    !won) {
+		if (kv.found)
+			snprintf(why, n, "the leader key is held by %s, whose "
+				 "lease runs: that host is primary", kv.value);
+		else
+			snprintf(why, n, "the sync record changed meanwhile: "
+				 "try again");
 		etcd_lease_revoke(e, id);
-		rc = -EBUSY;
+		rc = kv.found ? -EBUSY : -EAGAIN;
 	} else if (rc) {
 		snprintf(why, n, "etcd: %s", strerror(-rc));
 	} else {
@@ -751,11 +833,13 @@ int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n)
 		STORE(&L.held, true);
 		STORE(&L.claiming, true);
 		L.renewed_ns = t0;
-		L.sync_state = -1;
-		STORE(&repl.out_recorded, false);
+		L.sync_state = 0;	/* take_key() recorded "out" */
+		STORE(&repl.out_recorded, true);
 		set_until(t0 + L.ttl_ns * 3 / 4);
-		*floor = (uint64_t)kv.create_rev > ep ?
-				 (uint64_t)kv.create_rev - 1 : ep;
+		*floor = next - 1;
+		sbd_log(SBD_NOTICE, 0, "arbiter: this host holds the leader "
+			"key (%s, revision %" PRId64 ") to be primary at epoch %"
+			PRIu64, L.leader_key, kv.create_rev, next);
 		if (force)
 			sbd_log(SBD_WARN, 0, "arbiter: promoted with --force; "
 				"the standby was recorded '%s'%s",

@@ -439,12 +439,35 @@ static int ask_promote(const uint64_t *ends, uint64_t *epoch, char *out,
 	return rc2;
 }
 
+/* Whether this host's rings end where the switchover's primary says its
+ * ended (pr), every channel once; why says where not.  Under role_mu. */
+static bool holds_all(const struct rw_promote *pr, char *why, size_t n)
+{
+	for (uint32_t i = 0; i < pr->n; i++) {
+		struct rchan *rc = rp_find(pr->e[i].chan);
+		uint64_t head = rc ? sb_ring_head(rc->ch) : 0;
+		bool twice = false;
+
+		for (uint32_t j = 0; j < i; j++)
+			twice |= pr->e[j].chan == pr->e[i].chan;
+		if (!rc || twice || head != pr->e[i].end) {
+			snprintf(why, n, "%.200s: the standby holds %" PRIu64
+				 ", the primary ended at %" PRIu64,
+				 rc ? rc->name : "a channel unknown here",
+				 head, pr->e[i].end);
+			return false;
+		}
+	}
+	return true;
+}
+
 /* The standby's side of a switchover (a handshake thread). */
 static void serve_promote(struct sbd_link *l, const struct rw_hello *hello)
 {
 	struct rw_promote pr;
 	struct rw_hdr h;
 	char why[512], out[256];
+	uint64_t floor = 0;
 	int rc2;
 
 	rc2 = rw_recv_frame(repl.t, l, &h, &pr, sizeof(pr), HANDSHAKE_MS, why,
@@ -468,34 +491,44 @@ static void serve_promote(struct sbd_link *l, const struct rw_hello *hello)
 			  "since");
 		return;
 	}
-	for (uint32_t i = 0; i < pr.n; i++) {
-		struct rchan *rc = rp_find(pr.e[i].chan);
-		uint64_t head = rc ? sb_ring_head(rc->ch) : 0;
-		bool twice = false;
-
-		for (uint32_t j = 0; j < i; j++)
-			twice |= pr.e[j].chan == pr.e[i].chan;
-		if (!rc || twice || head != pr.e[i].end) {
-			snprintf(why, sizeof(why), "%.200s: the standby holds %"
-				 PRIu64 ", the primary ended at %" PRIu64,
-				 rc ? rc->name : "a channel unknown here",
-				 head, pr.e[i].end);
+	if (!holds_all(&pr, why, sizeof(why))) {
+		pthread_mutex_unlock(&repl.role_mu);
+		sbd_log(SBD_WARN, 0, "switchover refused: %s", why);
+		rw_refuse(repl.t, l, why);
+		return;
+	}
+	if (repl.arbiter) {
+		/* The old primary gave the key up: it is taken, and the new
+		 * epoch recorded with it, before this host is primary at
+		 * that epoch (outside role_mu: the leader thread takes its
+		 * step's lock, then role_mu). */
+		pthread_mutex_unlock(&repl.role_mu);
+		rc2 = sbd_leader_claim(SBD_CLAIM_HANDOVER, &floor, out,
+				       sizeof(out));
+		if (rc2) {
+			sbd_log(SBD_WARN, 0, "switchover refused: %s", out);
+			rw_refuse(repl.t, l, out);
+			return;
+		}
+		pthread_mutex_lock(&repl.role_mu);
+		if (LOAD(&repl.role) != SBD_ROLE_STANDBY ||
+		    !holds_all(&pr, why, sizeof(why))) {
 			pthread_mutex_unlock(&repl.role_mu);
-			sbd_log(SBD_WARN, 0, "switchover refused: %s", why);
-			rw_refuse(repl.t, l, why);
+			sbd_leader_claimed(false);
+			rw_refuse(repl.t, l, "this host changed meanwhile");
 			return;
 		}
 	}
-	rc2 = become_primary(hello->epoch, false, out, sizeof(out));
+	rc2 = become_primary(floor > hello->epoch ? floor : hello->epoch,
+			     false, out, sizeof(out));
 	pthread_mutex_unlock(&repl.role_mu);
+	if (repl.arbiter)
+		sbd_leader_claimed(rc2 == 0);
 	if (rc2) {
 		rw_refuse(repl.t, l, out);
 		return;
 	}
 	rp_send_frame(l, RW_PROMOTED, 0, 0, NULL, 0, HANDSHAKE_MS);
-	/* The old primary gave the key up: take it now. */
-	if (repl.arbiter)
-		sbd_leader_kick();
 }
 
 /* ------------------------------------------------------------ handshakes */
@@ -915,8 +948,11 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 		 * takes it inside a step, then role_mu). */
 		if (repl.arbiter) {
 			pthread_mutex_unlock(&repl.role_mu);
-			rc2 = sbd_leader_claim(flags & SHMBUS_REPL_FORCE, &floor,
-					       r->text, sizeof(r->text));
+			rc2 = sbd_leader_claim(flags & SHMBUS_REPL_FORCE ?
+						       SBD_CLAIM_FORCE :
+						       SBD_CLAIM_CHECKED,
+					       &floor, r->text,
+					       sizeof(r->text));
 			pthread_mutex_lock(&repl.role_mu);
 			if (rc2)
 				break;

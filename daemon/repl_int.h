@@ -230,11 +230,17 @@ void sbd_leader_stop(void);
 size_t sbd_leader_status(char *out, size_t n);
 /* Before a switchover hands the role over: gives the leader key up. */
 void sbd_leader_release(void);
-/* A manual promotion: takes the leader key (force: even when the
- * standby is not recorded in sync); 0, or -errno with why.  Then
- * sbd_leader_claimed() says whether the promotion went through (if not,
- * the key is given back).  Not under role_mu. */
-int sbd_leader_claim(bool force, uint64_t *floor, char *why, size_t n);
+/* A promotion by hand or by a switchover: takes the leader key, and
+ * records "out" at the epoch to promote at (*floor + 1) with it; 0, or
+ * -errno with why.  Then sbd_leader_claimed() says whether the promotion
+ * went through (if not, the key is given back).  Not under role_mu. */
+enum sbd_claim {
+	SBD_CLAIM_CHECKED,	/* only if recorded in sync (promote) */
+	SBD_CLAIM_FORCE,	/* whatever the record says (--force) */
+	SBD_CLAIM_HANDOVER,	/* a switchover's peer, which holds all */
+};
+int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
+		     size_t n);
 void sbd_leader_claimed(bool ok);
 /* The leader thread's next step now: a switchover made this host primary,
  * and it takes the key (and opens its channels) at that step. */

@@ -431,9 +431,12 @@ int sb_apply_check(shmbus_channel *ch, uint64_t pos, const uint8_t *buf,
 				 (unsigned long long)p, type);
 			return -EBADMSG;
 		}
+		/* A record alone in its frame as its word stands for no
+		 * more than a claim may take: a lap less the word after. */
 		if ((p & ch->mask) + size > ch->cap ||
 		    (size > len - o &&
-		     !(len == SHMBUS_REC_ALIGN && type_word_only(type)))) {
+		     !(len == SHMBUS_REC_ALIGN && type_word_only(type) &&
+		       size + SHMBUS_REC_ALIGN <= ch->cap))) {
 			snprintf(why, whylen, "record at %llu crosses the "
 				 "ring's end or the frame's",
 				 (unsigned long long)p);
@@ -555,11 +558,20 @@ uint64_t sb_apply_recover(shmbus_channel *ch)
 {
 	struct shmbus_hdr *h = ch->hdr;
 	/* No edge: no agent runs yet; we are head's only writer. */
-	uint64_t head = load_relaxed64(&h->head), oldest, end;
+	uint64_t head = load_relaxed64(&h->head), oldest, end, applied;
 
 	if (head % SHMBUS_REC_ALIGN)
 		return UINT64_MAX;
 	sb_sub_find_oldest(ch, head, &oldest);
+	/* An apply longer than half the ring (a gap, a record applied as
+	 * its word alone) leaves no index entry below its claim to start
+	 * from: the end of what was last applied whole is one, where the
+	 * ring still holds it (less than a lap below head, so that no claim
+	 * has written over it). */
+	applied = load_relaxed64(&h->applied_pos);
+	if (applied < oldest && applied % SHMBUS_REC_ALIGN == 0 &&
+	    head - applied <= ch->cap - SHMBUS_REC_ALIGN)
+		oldest = applied;
 	end = sb_committed_until(ch, oldest, head);
 	if (end == head)
 		return head;

@@ -268,6 +268,23 @@ bool sync_record_is_rev(const char *want, int64_t *rev)
 	return is;
 }
 
+bool leader_key_held(void)
+{
+	char url[64], why[128], key[96];
+	struct etcd_kv kv;
+	struct etcd *e;
+	bool held;
+
+	memset(&kv, 0, sizeof(kv));
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", etcd_port);
+	snprintf(key, sizeof(key), "%s/leader", fo_prefix);
+	e = etcd_open(url, 1000, why, sizeof(why));
+	cr_assert(e, "%s", why);
+	held = etcd_get(e, key, &kv) != 0 || kv.found;
+	etcd_close(e);
+	return held;
+}
+
 bool sync_record_is(const char *want)
 {
 	int64_t rev;

@@ -49,6 +49,8 @@ void fwd_stop(struct fwd *f);
  * whether it starts with want (and its mod revision); wait_record()
  * waits for it at most ms. */
 bool sync_record_is_rev(const char *want, int64_t *rev);
+/* Whether a host holds the leader key (or etcd does not say). */
+bool leader_key_held(void);
 bool sync_record_is(const char *want);
 bool wait_record(const char *want, int ms);
 

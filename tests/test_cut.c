@@ -79,6 +79,8 @@ static void apply_to(shmbus_pub *wr, uint64_t to)
 		cr_assert_eq(sb_apply_check(ch, pos, buf, n, &f, why,
 					    sizeof(why)), 0, "%s", why);
 		cr_assert_eq(sb_apply(wr, pos, buf, n, &f), 0);
+		/* What the linker says once a frame is applied. */
+		sb_repl_acked(ch, pos + f.extent, pos + f.extent, 0, false);
 	}
 }
 
@@ -306,4 +308,101 @@ Test(cut, a_recovery_finds_a_record_of_no_possible_shape)
 	cr_assert(strstr(why, "damaged"), "%s", why);
 	cr_assert_eq(sb_ring_head(ch), head);
 	cr_assert_eq(sb_fence_get(ch), SHMBUS_FENCE_STANDBY);
+}
+
+/* The standby's writer killed between the claim of an apply and its
+ * commit (kill -9 of shmbusd): head, the hand-off, the zeroed word after
+ * and the index say the claim, nothing at pos is committed. */
+static void claim_only(uint64_t pos, uint64_t q)
+{
+	__atomic_store_n(&ch->hdr->head, q, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	__atomic_store_n(&rec_at(ch, q)->commit, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&ch->hdr->handoff, q, __ATOMIC_RELEASE);
+	sb_seg_index(ch, pos, q);
+}
+
+/* A gap from inside a lap's first segment to the lap's end (a primary
+ * that was a standby once wrote it so), applied as its word alone and cut
+ * short: no index entry below head names a record boundary before the
+ * claim, and the recovery at the next start still finds where the applied
+ * records end, takes head back there, and the gap is applied again. */
+Test(cut, an_apply_of_nearly_a_lap_cut_short_is_undone)
+{
+	uint64_t pos = CAP + 560, ext = CAP - 560, w;
+	struct shmbus_msg info;
+	struct sb_frame f;
+	uint8_t buf[64];
+	char why[200];
+	shmbus_pub *wr;
+	shmbus_sub *sub;
+
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	wr = sb_writer_open(ch, 100000000);
+	cr_assert(wr);
+	next_seq = 0;
+	apply_to(wr, pos);
+	sub = shmbus_sub_open(ch, NULL);
+	cr_assert(sub);
+	w = commit_word(ch, pos, SHMBUS_REC_GAP, (uint32_t)(ext - 8));
+	memcpy(buf, &w, 8);
+	cr_assert_eq(sb_apply_check(ch, pos, buf, 8, &f, why, sizeof(why)), 0,
+		     "%s", why);
+	cr_assert_eq(f.extent, ext);
+	claim_only(pos, pos + ext);
+	cr_assert_eq(sb_apply_recover(ch), pos);
+	cr_assert_eq(sb_ring_head(ch), pos);
+	cr_assert_eq(sb_apply(wr, pos, buf, 8, &f), 0);
+	sb_repl_acked(ch, pos + ext, pos + ext, 0, false);
+	next_seq += 1000;
+	apply_to(wr, pos + ext + 5 * 56);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), &info), 40);
+	cr_assert_eq(info.pos, pos + ext);
+	cr_assert_eq(info.lost, 1000);
+	shmbus_sub_close(sub);
+	sb_writer_close(wr);
+}
+
+/* The same for a restart of nearly a lap (sb_apply_restart()) killed
+ * before its first GAP piece was committed. */
+Test(cut, a_restart_of_nearly_a_lap_cut_short_is_undone)
+{
+	uint64_t end = CAP + 560, pos = end + CAP - 64;
+	shmbus_pub *wr;
+
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	wr = sb_writer_open(ch, 100000000);
+	cr_assert(wr);
+	next_seq = 0;
+	apply_to(wr, end);
+	claim_only(end, pos);
+	/* Every piece but the first (from the lap's end on) committed. */
+	sb_commit_rec(ch, 2 * CAP, SHMBUS_REC_GAP,
+		      (uint32_t)(pos - 2 * CAP - 8));
+	cr_assert_eq(sb_apply_recover(ch), end);
+	cr_assert_eq(sb_ring_head(ch), end);
+	cr_assert_eq(sb_apply_restart(wr, pos), 0);
+	cr_assert_eq(sb_apply_recover(ch), pos);
+	sb_writer_close(wr);
+}
+
+/* A record alone as its word stands for at most a lap less 8 bytes, as
+ * much as any claim may take: a whole lap would need the subscribers to
+ * move past the position they wait at, and the standby's writer would
+ * wait for them for ever. */
+Test(cut, a_word_alone_of_a_whole_lap_is_refused)
+{
+	uint64_t w = commit_word(ch, 0, SHMBUS_REC_GAP, CAP - 8);
+	struct sb_frame f;
+	char why[200];
+	uint8_t buf[8];
+
+	memcpy(buf, &w, 8);
+	cr_assert_eq(sb_apply_check(ch, 0, buf, 8, &f, why, sizeof(why)),
+		     -EBADMSG);
+	w = commit_word(ch, 0, SHMBUS_REC_GAP, CAP - 16);
+	memcpy(buf, &w, 8);
+	cr_assert_eq(sb_apply_check(ch, 0, buf, 8, &f, why, sizeof(why)), 0,
+		     "%s", why);
+	cr_assert_eq(f.extent, CAP - 8);
 }

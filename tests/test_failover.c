@@ -445,6 +445,125 @@ Test(failover, two_failovers_in_quick_succession)
 	    ms);
 }
 
+/* h's channel "fo"'s epoch, by its header. */
+static uint64_t epoch_of(const struct host *h)
+{
+	struct sb_repl_view v;
+
+	host_view(h, "fo", &v);
+	return v.epoch;
+}
+
+/* Whether h stays other than primary for ms. */
+static bool stays_not_primary(const struct host *h, int ms)
+{
+	for (int i = 0; i < ms / 10; i++) {
+		if (is_primary(h))
+			return false;
+		usleep(10000);
+	}
+	return true;
+}
+
+/* A fails and B takes over; then B fails too, and A comes back first,
+ * after B's lease ran out.  A, whose config says primary, does not take
+ * the key back at its old epoch: the sync record names B's newer one, so
+ * A stands by.  B comes back and takes over again (it was that primary),
+ * and A rejoins it. */
+Test(failover, a_primary_back_after_a_newer_one_stands_by)
+{
+	uint64_t e1;
+	pid_t pub;
+
+	pub = fo_start(FO_CHANS, extra, 200, false);
+	fo_stop(pub);
+	host_kill(&A, SIGKILL);
+	cr_assert_geq(wait_for(is_primary, &B, TTL_MS + 3000), 0,
+		      "B did not take over");
+	e1 = epoch_of(&B);
+	host_kill(&B, SIGKILL);
+	for (int i = 0; i < TTL_MS + 3000 && leader_key_held(); i += 20)
+		usleep(20000);
+	cr_assert(!leader_key_held(), "B's lease did not run out");
+	host_start(&A);
+	cr_assert(stays_not_primary(&A, TTL_MS + 500), "A took the key back "
+		  "at epoch %lu, after B's %lu", (unsigned long)epoch_of(&A),
+		  (unsigned long)e1);
+	cr_assert(host_log_wait(&A, "names a primary since this host's "
+				"epoch", 100));
+	host_start(&B);
+	cr_assert_geq(wait_for(is_primary, &B, 2 * TTL_MS + 3000), 0,
+		      "B did not take over again");
+	cr_assert_gt(epoch_of(&B), e1);
+	cr_assert_geq(wait_for(is_standby_linked, &A, 10000), 0,
+		      "A did not rejoin B");
+	cr_assert(!is_primary(&A));
+	row("old primary back after a newer one died", atomic_load(&lg->acked),
+	    false, -1);
+}
+
+/* The new primary of a switchover killed at once, and started again: the
+ * key was taken, and the new epoch recorded with it, before it became
+ * primary, so it takes over again (it holds all); before, neither host
+ * could ever take over (the record still named the old epoch). */
+Test(failover, a_switchovers_new_primary_killed_at_once_takes_over_again)
+{
+	struct shmbus_ctl_repl_reply r;
+	pid_t pub;
+
+	pub = fo_start(FO_CHANS, extra, 200, false);
+	fo_stop(pub);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
+		     r.text);
+	host_kill(&B, SIGKILL);
+	usleep(500000);
+	host_start(&B);
+	cr_assert_geq(wait_for(is_primary, &B, 2 * TTL_MS + 3000), 0,
+		      "nobody took over after the new primary's restart");
+	cr_assert(!is_primary(&A));
+	cr_assert_geq(wait_for(is_standby_linked, &A, 10000), 0,
+		      "A did not stand by behind B");
+	row("switchover's new primary killed at once", atomic_load(&lg->acked),
+	    false, -1);
+}
+
+/* A dies, and B is killed the moment it is primary at its new epoch,
+ * before it could say anything more to etcd; both start again.  The sync
+ * record already names B's epoch (written with the key), so A stands by
+ * and B takes over again; before, both stayed standby for good. */
+Test(failover, a_new_primary_killed_as_it_promotes_takes_over_again)
+{
+	shmbus_channel *b;
+	struct sb_repl_view v;
+	uint64_t e0;
+	pid_t pub;
+
+	pub = fo_start(FO_CHANS, extra, 200, false);
+	fo_stop(pub);
+	e0 = epoch_of(&B);
+	b = host_map(&B, "fo");
+	cr_assert(b);
+	host_kill(&A, SIGKILL);
+	for (int i = 0; i < (TTL_MS + 3000) * 5; i++) {
+		sb_repl_read(b, &v);
+		if (v.epoch != e0)
+			break;
+		usleep(200);
+	}
+	cr_assert_neq(v.epoch, e0, "B did not promote");
+	host_kill(&B, SIGKILL);
+	shmbus_channel_close(b);
+	host_start(&A);
+	host_start(&B);
+	cr_assert_geq(wait_for(is_primary, &B, 2 * TTL_MS + 3000), 0,
+		      "nobody took over");
+	cr_assert(!is_primary(&A));
+	cr_assert_geq(wait_for(is_standby_linked, &A, 10000), 0,
+		      "A did not rejoin B");
+	row("new primary killed as it promotes", atomic_load(&lg->acked), false,
+	    -1);
+}
+
 /* Both daemons stopped and started again at once: the primary takes its
  * key back before the standby could, nothing changes hands, and
  * acknowledged traffic goes on. */
