@@ -249,40 +249,38 @@ void fwd_stop(struct fwd *f)
 
 /* The arbiter's sync record ("in E" / "out E"), read from etcd; true if
  * it starts with `want`. */
-bool sync_record_is_rev(const char *want, int64_t *rev)
+/* PREFIX/suffix as etcd has it: 0, or -errno. */
+static int arbiter_key(const char *suffix, struct etcd_kv *kv)
 {
 	char url[64], why[128], key[96];
-	struct etcd_kv kv;
 	struct etcd *e;
-	bool is;
+	int rc;
 
-	memset(&kv, 0, sizeof(kv));
+	memset(kv, 0, sizeof(*kv));
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d", etcd_port);
-	snprintf(key, sizeof(key), "%s/sync", fo_prefix);
+	snprintf(key, sizeof(key), "%s/%s", fo_prefix, suffix);
 	e = etcd_open(url, 1000, why, sizeof(why));
 	cr_assert(e, "%s", why);
-	is = etcd_get(e, key, &kv) == 0 && kv.found &&
-	     !strncmp(kv.value, want, strlen(want));
-	*rev = kv.found ? kv.mod_rev : 0;
+	rc = etcd_get(e, key, kv);
 	etcd_close(e);
+	return rc;
+}
+
+bool sync_record_is_rev(const char *want, int64_t *rev)
+{
+	struct etcd_kv kv;
+	bool is = arbiter_key("sync", &kv) == 0 && kv.found &&
+		  !strncmp(kv.value, want, strlen(want));
+
+	*rev = kv.found ? kv.mod_rev : 0;
 	return is;
 }
 
 bool leader_key_held(void)
 {
-	char url[64], why[128], key[96];
 	struct etcd_kv kv;
-	struct etcd *e;
-	bool held;
 
-	memset(&kv, 0, sizeof(kv));
-	snprintf(url, sizeof(url), "http://127.0.0.1:%d", etcd_port);
-	snprintf(key, sizeof(key), "%s/leader", fo_prefix);
-	e = etcd_open(url, 1000, why, sizeof(why));
-	cr_assert(e, "%s", why);
-	held = etcd_get(e, key, &kv) != 0 || kv.found;
-	etcd_close(e);
-	return held;
+	return arbiter_key("leader", &kv) != 0 || kv.found;
 }
 
 bool sync_record_is(const char *want)

@@ -84,6 +84,19 @@ static void apply_to(shmbus_pub *wr, uint64_t to)
 	}
 }
 
+/* The ring stands by and the standby's writer is opened on it, numbering
+ * records from 0. */
+static shmbus_pub *standby_writer(void)
+{
+	shmbus_pub *wr;
+
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	wr = sb_writer_open(ch, 100000000);
+	cr_assert(wr);
+	next_seq = 0;
+	return wr;
+}
+
 /* A primary's records: 49 messages, a batch of 8 across the first
  * segment boundary (one claim), 20 more; then the host stands by. */
 static void primary_then_standby(void)
@@ -245,11 +258,9 @@ Test(cut, a_restart_within_a_lap_is_counted_lost_by_subscribers)
 	uint8_t buf[64];
 	uint64_t p;
 
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	wr = standby_writer();
 	sub = shmbus_sub_open(ch, NULL);
-	wr = sb_writer_open(ch, 100000000);
-	cr_assert(sub && wr);
-	next_seq = 0;
+	cr_assert(sub);
 	apply_to(wr, 10 * 56);
 	for (uint64_t i = 0; i < 10; i++) {
 		cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), &info), 40);
@@ -288,10 +299,7 @@ Test(cut, a_recovery_finds_a_record_of_no_possible_shape)
 	char why[256];
 	shmbus_pub *wr;
 
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
-	wr = sb_writer_open(ch, 100000000);
-	cr_assert(wr);
-	next_seq = 0;
+	wr = standby_writer();
 	apply_to(wr, bad);
 	cr_assert_eq(sb_apply_restart(wr, bad + 64), 0);
 	next_seq = 20;
@@ -337,10 +345,7 @@ Test(cut, an_apply_of_nearly_a_lap_cut_short_is_undone)
 	shmbus_pub *wr;
 	shmbus_sub *sub;
 
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
-	wr = sb_writer_open(ch, 100000000);
-	cr_assert(wr);
-	next_seq = 0;
+	wr = standby_writer();
 	apply_to(wr, pos);
 	sub = shmbus_sub_open(ch, NULL);
 	cr_assert(sub);
@@ -370,10 +375,7 @@ Test(cut, a_restart_of_nearly_a_lap_cut_short_is_undone)
 	uint64_t end = CAP + 560, pos = end + CAP - 64;
 	shmbus_pub *wr;
 
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
-	wr = sb_writer_open(ch, 100000000);
-	cr_assert(wr);
-	next_seq = 0;
+	wr = standby_writer();
 	apply_to(wr, end);
 	claim_only(end, pos);
 	/* Every piece but the first (from the lap's end on) committed. */

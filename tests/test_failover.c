@@ -502,19 +502,24 @@ Test(failover, a_primary_back_after_a_newer_one_stands_by)
 	    false, -1);
 }
 
+/* The pair started with a publisher that stops once 200 messages are
+ * acknowledged, then A switched over to B. */
+static void switch_over_a_quiet_pair(void)
+{
+	struct shmbus_ctl_repl_reply r;
+
+	fo_stop(fo_start(FO_CHANS, extra, 200, false));
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
+		     r.text);
+}
+
 /* The new primary of a switchover killed at once, and started again: the
  * key was taken, and the new epoch recorded with it, before it became
  * primary, so it takes over again (it holds all); before, neither host
  * could ever take over (the record still named the old epoch). */
 Test(failover, a_switchovers_new_primary_killed_at_once_takes_over_again)
 {
-	struct shmbus_ctl_repl_reply r;
-	pid_t pub;
-
-	pub = fo_start(FO_CHANS, extra, 200, false);
-	fo_stop(pub);
-	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
-		     r.text);
+	switch_over_a_quiet_pair();
 	host_kill(&B, SIGKILL);
 	usleep(500000);
 	host_start(&B);
@@ -618,12 +623,8 @@ Test(failover, both_daemons_restarted_at_once)
 Test(failover, a_switchover_moves_the_key_and_it_stays)
 {
 	struct shmbus_ctl_repl_reply r;
-	pid_t pub;
 
-	pub = fo_start(FO_CHANS, extra, 200, false);
-	fo_stop(pub);
-	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
-		     r.text);
+	switch_over_a_quiet_pair();
 	cr_assert_geq(wait_for(is_primary, &B, 2000), 0, "B primary");
 	cr_assert(host_log_wait(&B, "holds the leader key", 2000));
 	/* Two terms later: still B, A its standby. */
