@@ -182,11 +182,13 @@ static bool is_me(const char *value)
 	       (value[n] == ' ' || value[n] == 0);
 }
 
-/* The sync record "STATE EPOCH HOSTID": 1 if it parses. */
+/* The sync record "STATE EPOCH HOSTID": 1 if it parses, with an epoch
+ * below RW_EPOCH_MAX (one past it must not wrap). */
 static int parse_sync(const char *v, char *state, uint64_t *epoch,
 		      char *host)
 {
-	return sscanf(v, "%3s %" SCNu64 " %23s", state, epoch, host) == 3;
+	return sscanf(v, "%3s %" SCNu64 " %23s", state, epoch, host) == 3 &&
+	       *epoch < RW_EPOCH_MAX;
 }
 
 /* The failsafe (see above): only while the term still runs, and only up
