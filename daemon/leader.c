@@ -273,16 +273,20 @@ static bool may_retake(const struct etcd_kv *sync, uint64_t e, char *why,
 /* The epoch a host that takes the key now becomes primary at: past its
  * own and past the one the sync record names.  Every promotion records
  * its epoch in the transaction that takes the key (take_key()), so this
- * is newer than any epoch a primary has had. */
+ * is newer than any epoch a primary has had.  An epoch this host recorded
+ * so and never became primary at (its promotion failed, or it stopped
+ * first) is its own to take again: no one else was primary at it, and
+ * failed promotions do not move the epoch on each time. */
 static uint64_t next_epoch(const struct etcd_kv *sync, uint64_t e)
 {
 	char state[4], host[24];
 	uint64_t epoch;
 
-	if (sync->found && parse_sync(sync->value, state, &epoch, host) &&
-	    epoch > e)
-		e = epoch;
-	return e + 1;
+	if (!sync->found || !parse_sync(sync->value, state, &epoch, host))
+		return e + 1;
+	if (!strcmp(state, "out") && !strcmp(host, L.id) && epoch > e)
+		return epoch;
+	return (epoch > e ? epoch : e) + 1;
 }
 
 /* Takes the leader key under lease id, if nobody holds it and the sync
