@@ -515,8 +515,8 @@ static void switch_over_a_quiet_pair(void)
 
 /* The new primary of a switchover killed at once, and started again: the
  * key was taken, and the new epoch recorded with it, before it became
- * primary, so it takes over again (it holds all); before, neither host
- * could ever take over (the record still named the old epoch). */
+ * primary, so it takes over again (it holds all): a record that still
+ * named the old epoch would let neither host take over. */
 Test(failover, a_switchovers_new_primary_killed_at_once_takes_over_again)
 {
 	switch_over_a_quiet_pair();
@@ -535,7 +535,8 @@ Test(failover, a_switchovers_new_primary_killed_at_once_takes_over_again)
 /* A dies, and B is killed the moment it is primary at its new epoch,
  * before it could say anything more to etcd; both start again.  The sync
  * record already names B's epoch (written with the key), so A stands by
- * and B takes over again; before, both stayed standby for good. */
+ * and B takes over again, where a record of the old epoch would leave
+ * both standby for good. */
 Test(failover, a_new_primary_killed_as_it_promotes_takes_over_again)
 {
 	shmbus_channel *b;
