@@ -684,7 +684,7 @@ static int append(struct jchan *j)
 		/* Checked above (sb_apply_check()). */
 		memcpy(&w, j->buf + o, 8);
 		type = (uint32_t)(w >> SHMBUS_LEN_BITS) & 7u;
-		pad = type == SHMBUS_REC_PAD || type == SHMBUS_REC_GAP;
+		pad = SHMBUS_REC_WORD_ONLY(type);
 		size = pad ? SHMBUS_REC_ALIGN + (uint32_t)(w & SHMBUS_LEN_MASK)
 			   : SHMBUS_REC_HDR + (((uint32_t)(w & SHMBUS_LEN_MASK) +
 						7u) & ~7u);

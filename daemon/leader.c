@@ -182,13 +182,29 @@ static bool is_me(const char *value)
 	       (value[n] == ' ' || value[n] == 0);
 }
 
-/* The sync record "STATE EPOCH HOSTID": 1 if it parses, with an epoch
- * below RW_EPOCH_MAX (one past it must not wrap). */
-static int parse_sync(const char *v, char *state, uint64_t *epoch,
-		      char *host)
+/* The sync record "STATE EPOCH HOSTID", as etcd has it. */
+struct sync_rec {
+	bool ok;		/* found, and it parses, with an epoch below
+				 * RW_EPOCH_MAX (one past it must not wrap) */
+	bool in;		/* "in", else "out" */
+	bool mine;		/* HOSTID is this host */
+	uint64_t epoch;
+};
+
+static struct sync_rec read_sync(const struct etcd_kv *kv)
 {
-	return sscanf(v, "%3s %" SCNu64 " %23s", state, epoch, host) == 3 &&
-	       *epoch < RW_EPOCH_MAX;
+	struct sync_rec r = { 0 };
+	char state[4], host[24];
+
+	if (!kv->found ||
+	    sscanf(kv->value, "%3s %" SCNu64 " %23s", state, &r.epoch,
+		   host) != 3 || r.epoch >= RW_EPOCH_MAX ||
+	    (strcmp(state, "in") && strcmp(state, "out")))
+		return (struct sync_rec){ 0 };
+	r.ok = true;
+	r.in = !strcmp(state, "in");
+	r.mine = !strcmp(host, L.id);
+	return r;
 }
 
 /* The failsafe (see above): only while the term still runs, and only up
@@ -228,24 +244,23 @@ static void lost(const char *why)
 static bool may_take_over(const struct etcd_kv *sync, uint64_t e, char *why,
 			  size_t n)
 {
-	char state[4], host[24];
-	uint64_t epoch;
+	struct sync_rec r = read_sync(sync);
 
-	if (!sync->found || !parse_sync(sync->value, state, &epoch, host)) {
+	if (!r.ok) {
 		snprintf(why, n, "no sync record");
 		return false;
 	}
 	/* It took the key at that epoch: it was that primary, or it
 	 * stopped before it became it (its epoch is still older, and it
 	 * wrote nothing at that one).  Either way it holds all. */
-	if (!strcmp(state, "out") && !strcmp(host, L.id) && epoch >= e)
+	if (!r.in && r.mine && r.epoch >= e)
 		return true;
-	if (epoch != e) {
+	if (r.epoch != e) {
 		snprintf(why, n, "the sync record is of epoch %" PRIu64 ", ours "
-			 "%" PRIu64, epoch, e);
+			 "%" PRIu64, r.epoch, e);
 		return false;
 	}
-	if (!strcmp(state, "in") && strcmp(host, L.id))
+	if (r.in && !r.mine)
 		return true;	/* its primary recorded it in sync */
 	snprintf(why, n, "recorded '%.200s'", sync->value);
 	return false;
@@ -258,11 +273,9 @@ static bool may_take_over(const struct etcd_kv *sync, uint64_t e, char *why,
 static bool may_retake(const struct etcd_kv *sync, uint64_t e, char *why,
 		       size_t n)
 {
-	char state[4], host[24];
-	uint64_t epoch;
+	struct sync_rec r = read_sync(sync);
 
-	if (!sync->found || !parse_sync(sync->value, state, &epoch, host) ||
-	    epoch < e || (epoch == e && !strcmp(host, L.id)))
+	if (!r.ok || r.epoch < e || (r.epoch == e && r.mine))
 		return true;
 	snprintf(why, n, "the sync record '%.200s' names a primary since this "
 		 "host's epoch %" PRIu64 ": it must not take the leader key",
@@ -279,14 +292,13 @@ static bool may_retake(const struct etcd_kv *sync, uint64_t e, char *why,
  * failed promotions do not move the epoch on each time. */
 static uint64_t next_epoch(const struct etcd_kv *sync, uint64_t e)
 {
-	char state[4], host[24];
-	uint64_t epoch;
+	struct sync_rec r = read_sync(sync);
 
-	if (!sync->found || !parse_sync(sync->value, state, &epoch, host))
+	if (!r.ok)
 		return e + 1;
-	if (!strcmp(state, "out") && !strcmp(host, L.id) && epoch > e)
-		return epoch;
-	return (epoch > e ? epoch : e) + 1;
+	if (!r.in && r.mine && r.epoch > e)
+		return r.epoch;
+	return (r.epoch > e ? r.epoch : e) + 1;
 }
 
 /* Takes the leader key under lease id, if nobody holds it and the sync

@@ -250,8 +250,8 @@ static bool ship(struct rchan *rc)
 			if (!size || size > rc->known - sent)
 				break;
 			end = sent + size;
-			len = type == SHMBUS_REC_PAD ||
-			      type == SHMBUS_REC_GAP ? SHMBUS_REC_ALIGN : size;
+			len = SHMBUS_REC_WORD_ONLY(type) ? SHMBUS_REC_ALIGN
+							  : size;
 		}
 		n = sb_ring_span(rc->ch, sent, sent + len, iov);
 		if (n < 0) {

@@ -102,7 +102,7 @@ static inline uint64_t rec_size(uint64_t len)
  * seq. */
 static inline bool type_word_only(uint32_t type)
 {
-	return type == SHMBUS_REC_PAD || type == SHMBUS_REC_GAP;
+	return SHMBUS_REC_WORD_ONLY(type);
 }
 
 /* Bytes a record of this type and length occupies in the ring. */

@@ -568,6 +568,8 @@ uint64_t sb_apply_recover(shmbus_channel *ch)
 	 * from: the end of what was last applied whole is one, where the
 	 * ring still holds it (less than a lap below head, so that no claim
 	 * has written over it). */
+	/* No edge, as head above; and from shared memory: used only as a
+	 * record boundary below head within the lap checked here. */
 	applied = load_relaxed64(&h->applied_pos);
 	if (applied < oldest && applied % SHMBUS_REC_ALIGN == 0 &&
 	    head - applied <= ch->cap - SHMBUS_REC_ALIGN)
@@ -579,6 +581,7 @@ uint64_t sb_apply_recover(shmbus_channel *ch)
 	 * an apply cut short (whose first word is committed last), but
 	 * damage; cutting back to it would drop the records after it, which
 	 * were acknowledged. */
+	/* No edge, as head above: compared only. */
 	if (word_tag(load_relaxed64(&rec_at(ch, end)->commit)) ==
 	    lap_tag(ch, end))
 		return UINT64_MAX;

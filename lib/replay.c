@@ -276,7 +276,7 @@ static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 				return n ? (int)n : -ERANGE;
 			return (int)n;
 		}
-		if (rec.type == SHMBUS_REC_PAD || rec.type == SHMBUS_JREC_GAP)
+		if (SHMBUS_REC_WORD_ONLY(rec.type))
 			continue;
 		m = (struct shmbus_msg){ .data = rec.data, .len = rec.len,
 					 .seq = rec.seq, .pos = rec.pos };

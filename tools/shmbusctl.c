@@ -265,8 +265,7 @@ static int parse_time(const char *s, int64_t *ns)
 static void print_rec(const struct sb_jrec *r)
 {
 	static const char *const types[] = { "msg", "pad", "skip", "gap" };
-	bool word_only = r->type == SHMBUS_REC_PAD ||
-			 r->type == SHMBUS_JREC_GAP;
+	bool word_only = SHMBUS_REC_WORD_ONLY(r->type);
 
 	printf("%16llu %12llu %-4s %8u", (unsigned long long)r->pos,
 	       word_only ? 0ull : (unsigned long long)r->seq,
@@ -515,7 +514,7 @@ static int cmd_quarantine(const char *path)
 			bad = "a record's lap tag does not match its position";
 			goto damaged;
 		}
-		if (rec.type == SHMBUS_REC_PAD || rec.type == SHMBUS_REC_GAP) {
+		if (SHMBUS_REC_WORD_ONLY(rec.type)) {
 			size_rec = SHMBUS_REC_ALIGN + rec.len;
 			if (rec.len % SHMBUS_REC_ALIGN) {
 				bad = "padding or a gap of an odd length";

@@ -80,6 +80,9 @@
 					 * delivered */
 #define SHMBUS_REC_GAP		3u	/* positions never received: shaped as
 					 * PAD, counted as lost */
+/* A record of this type is its commit word alone (PAD, GAP). */
+#define SHMBUS_REC_WORD_ONLY(type) \
+	((type) == SHMBUS_REC_PAD || (type) == SHMBUS_REC_GAP)
 #define SHMBUS_REC_HDR		16u	/* commit word + sequence number */
 #define SHMBUS_REC_ALIGN	8u
 #define SHMBUS_LEN_BITS		29u
