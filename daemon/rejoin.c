@@ -9,8 +9,9 @@
  * and absent there.  The primary says where (RW_ACCEPT with
  * RW_RESTART_CUT, from its epoch history); this host then
  *
- *   1. closes its ring (SHMBUS_FENCE_CUT) and checks that nobody else
- *      uses it (sb_ring_cut_begin());
+ *   1. closes its ring (SHMBUS_FENCE_CUT), checks that nobody else
+ *      uses it (sb_ring_cut_begin()), and cuts its consumer groups
+ *      back there (sb_group_cut());
  *   2. writes the records past that position, unchanged, to a quarantine
  *      file (shmbus/quarantine.h), synced, and logs the range;
  *   3. clears its journal from there, cuts its ring there, and starts
@@ -37,37 +38,37 @@
 #include "shmbus/layout.h"
 #include "shmbus/quarantine.h"
 
-/* Why group `group` of the channel keeps it from being cut (a non-zero
- * return stops sb_group_list()). */
-struct gcheck {
+/* Group `group` of the channel cut back to the ring's cut: what it took
+ * or acknowledged past it is of records the new primary never had.  A
+ * non-zero return (why it cannot be) stops sb_group_list(). */
+struct gcut {
 	shmbus_channel *ch;
 	uint64_t pos;
 	char *why;
 	size_t n;
 };
 
-static int group_in_the_way(const char *group, void *arg)
+static int group_cut(const char *group, void *arg)
 {
-	struct gcheck *g = arg;
+	struct gcut *g = arg;
 	struct shmbus_group_stats st;
 	struct sb_member_info mi[1];
 	unsigned nm = 1;
-	uint64_t reach = 0;
 	int rc = sb_group_inspect(g->ch, sbd.conf.shm_dir, group, &st, mi, &nm);
 
-	if (rc == 0)
-		rc = sb_group_reach(g->ch, sbd.conf.shm_dir, group, &reach);
-	if (rc)
-		snprintf(g->why, g->n, "group %.64s: %s", group, strerror(-rc));
-	else if (st.members)
+	if (rc == 0 && st.members) {
 		snprintf(g->why, g->n, "group %.64s has %u members on this "
 			 "host", group, st.members);
-	else if (reach > g->pos)
-		snprintf(g->why, g->n, "group %.64s took records past the cut "
-			 "(up to %" PRIu64 "): delete it", group, reach);
-	else
-		return 0;
-	return 1;
+		return 1;
+	}
+	if (rc == 0)
+		rc = sb_group_cut(g->ch, sbd.conf.shm_dir, group, g->pos);
+	if (rc) {
+		snprintf(g->why, g->n, "group %.64s cannot be cut back: %s",
+			 group, strerror(-rc));
+		return 1;
+	}
+	return 0;
 }
 
 static int64_t real_ns(void)
@@ -179,7 +180,7 @@ static int ring_cut(void *arg)
 int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
 		  char *why, size_t n)
 {
-	struct gcheck g = { rc->ch, pos, why, n };
+	struct gcut g = { rc->ch, pos, why, n };
 	struct cut c = { rc, pos };
 	struct sb_repl_view v;
 	char path[PATH_MAX];
@@ -190,7 +191,7 @@ int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
 	err = sb_ring_cut_begin(rc->ch, pos, &end, why, n);
 	if (err)
 		return err;
-	err = sb_group_list(sbd.conf.shm_dir, rc->name, group_in_the_way, &g);
+	err = sb_group_list(sbd.conf.shm_dir, rc->name, group_cut, &g);
 	if (err < 0 || why[0]) {
 		if (err < 0)
 			snprintf(why, n, "its groups cannot be listed: %s",

@@ -186,7 +186,7 @@ int sb_fence_quiesce(shmbus_channel *ch, uint64_t from, int64_t timeout_ns,
  * positions (docs/failover.md).  sb_ring_cut_begin() closes the fence
  * (SHMBUS_FENCE_CUT) and checks that nobody else uses the ring: no
  * subscriber slot held by a process (a new one is refused, EAGAIN), no
- * group's or journal's cursor past pos, no claim in flight; *end is then
+ * claim in flight (the caller cuts the groups: sb_group_cut()); *end is then
  * the ring's end, and the caller may copy [pos, *end) away.  -EBUSY with
  * why when the ring is in use (the fence goes back), -EINVAL when pos is
  * not one of its record boundaries.  sb_ring_cut_end() removes the
@@ -469,11 +469,16 @@ int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
 		     struct shmbus_group_stats *st, struct sb_member_info *mi,
 		     unsigned *n);
 
-/* The furthest position group `group` of channel ch took or acknowledged
- * (its claim, its floor, any lane's): a ring may not be cut back below
- * it (docs/failover.md).  0, or -errno. */
-int sb_group_reach(shmbus_channel *ch, const char *dir, const char *group,
-		   uint64_t *reach);
+/*
+ * A ring cut back to pos (docs/failover.md, "Rejoin"): group `group`
+ * forgets what it took or acknowledged at or past pos, and starts again
+ * from pos, or from its floor if lower (what its dead members held comes
+ * again, not flagged as a redelivery).  For a channel whose fence says
+ * CUT, so that nobody joins meanwhile.  0; -EBUSY while a live member is
+ * joined (or a lane is held); -EBADMSG for a corrupt group file; -errno.
+ */
+int sb_group_cut(shmbus_channel *ch, const char *dir, const char *group,
+		 uint64_t pos);
 
 /* shmbusd: a group's file, opened (created from `a` if absent and `a` is
  * not NULL) for channel ch of directory dir: a descriptor or -errno. */
@@ -502,8 +507,10 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
 /*
  * shmbusd on a standby: makes group st->name of channel ch (in dir) if it
  * does not exist, with st's settings, and raises its floor to
- * min(st->floor, upto) (upto: what the standby's ring holds).  Claims or
- * lanes held on this host are left alone (returns -EBUSY).  0 or -errno.
+ * min(st->floor, upto) (upto: what the standby's ring holds).  Claims
+ * held here that the floor passes are passed as DEAD; claims and lanes
+ * held here past it stay (returns -EBUSY until it passes them).  0 or
+ * -errno.
  */
 int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,

@@ -182,10 +182,16 @@ SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 	 * groups' members after it): the cut sees us, or we see its fence
 	 * and leave.  No edge of its own for the load. */
 	fence_seqcst();
-	if (SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) ==
-	    SHMBUS_FENCE_CUT) {
+	m->fence_word = load_relaxed32(&ch->hdr->fence);
+	if (SHMBUS_FENCE_STATE(m->fence_word) != SHMBUS_FENCE_OPEN) {
+		/* Being cut back: for a few ms.  A standby's (or a
+		 * handing-over primary's) copy of the group only follows
+		 * the primary's: its members would take what the
+		 * primary's members take too. */
+		rc = SHMBUS_FENCE_STATE(m->fence_word) == SHMBUS_FENCE_CUT
+			     ? EAGAIN : EROFS;
 		shmbus_group_leave(m);
-		errno = EAGAIN;
+		errno = rc;
 		return NULL;
 	}
 	/* Lanes for us at once, rather than at the next scan. */
@@ -307,6 +313,21 @@ static int gone_check(struct shmbus_group *m)
 	    owner_word(SHMBUS_SLOT_ACTIVE, m->self))
 		return -EIDRM;
 	return 0;
+}
+
+/* gone_check(), and whether this member may still take messages: not
+ * once its host stopped taking writes on the channel (acks, nacks and
+ * extends still work: they only spare the primary's members work). */
+static int take_check(struct shmbus_group *m)
+{
+	int rc = gone_check(m);
+
+	/* No edge: a member that claims while the fence closes takes one
+	 * range more at most, which the standby's copy settles once the
+	 * primary's floor passes it (sb_group_state_apply()). */
+	if (!rc && load_relaxed32(&m->ch->hdr->fence) != m->fence_word)
+		rc = -EROFS;
+	return rc;
 }
 
 /* The message of a shared lease's range at p, for the caller. */
@@ -478,7 +499,7 @@ SHMBUS_EXPORT int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn,
 	struct sb_gmsg gm;
 	int rc, n = 0;
 
-	rc = gone_check(m);
+	rc = take_check(m);
 	if (rc)
 		return rc;
 	if (!fn)
@@ -625,7 +646,10 @@ SHMBUS_EXPORT int shmbus_group_extend(shmbus_group *m,
  * one may wait for its nack's delay, or the window be full). */
 static bool maybe_ready(struct shmbus_group *m, int64_t now)
 {
-	if (load_relaxed64(&m->ch->hdr->head) != m->idle_head)
+	/* No edge: compared only; the fence's change is take_check()'s to
+	 * report (-EROFS). */
+	if (load_relaxed64(&m->ch->hdr->head) != m->idle_head ||
+	    load_relaxed32(&m->ch->hdr->fence) != m->fence_word)
 		return true;
 	return sb_elapsed(now, m->idle_ns) >= 10000000 &&
 	       (load_relaxed64(&m->g->avail) || m->mode != SHMBUS_GMODE_SHARED);
@@ -635,7 +659,7 @@ SHMBUS_EXPORT int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns)
 {
 	int64_t now = sb_now_ns();
 	int64_t end = timeout_ns < 0 ? INT64_MAX : sb_after(now, timeout_ns);
-	int rc = gone_check(m);
+	int rc = take_check(m);
 
 	if (rc)
 		return rc;
@@ -643,7 +667,7 @@ SHMBUS_EXPORT int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns)
 		struct timespec ts = { 0, 1000000 };
 
 		if (maybe_ready(m, now))
-			return 0;
+			return take_check(m);
 		if (spins % 64 == 0)
 			maybe_maintain(m);
 		if (now >= end)

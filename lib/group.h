@@ -113,6 +113,10 @@ struct shmbus_group {
 	uint32_t token;		/* this handle's, in the maintenance lock */
 	struct shmbus_member *rec;
 	bool direct;		/* the channel was opened without shmbusd */
+	uint32_t fence_word;	/* the channel's hdr.fence at join: once it
+				 * changes (this host became a standby, or
+				 * is handing over), the member takes
+				 * nothing more (-EROFS) */
 	bool deleted;
 	int64_t maint_next;	/* own rate limit for sb_group_maintain() */
 	uint64_t idle_head;	/* the channel's head when a poll last found
@@ -196,6 +200,8 @@ uint32_t sb_lanes_owned(struct shmbus_group *m);
 /* maintenance (group_maint.c) */
 int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 			 uint32_t self);
+/* sb_group_cut() on a mapped group. */
+int sb_group_cut_back(struct shmbus_group *m, uint64_t pos);
 
 #define SB_LANE_CAP_MAX		1024u	/* records in flight per lane */
 #define SB_GROUP_F_DELETED	0x1u	/* hdr.flags */

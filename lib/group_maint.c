@@ -502,3 +502,118 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 	store_release64(&g->maint, 0);
 	return n;
 }
+
+/* Shared: every claim dropped, the floor and the claim word at f, under
+ * a new claim number.  Leases in flight below f come again, as new. */
+static int shared_cut(struct shmbus_group *m, uint64_t pos)
+{
+	struct shmbus_group_hdr *g = m->g;
+	uint64_t fp, fs, cp, cs, f;
+
+	sb_pair_read(&g->floor_pos, &fp, &fs);
+	sb_pair_read(&g->claim_pos, &cp, &cs);
+	if (cp <= pos)
+		return 0;
+	if (cs < fs || cs - fs > m->window || fp > cp)
+		return -EBADMSG;
+	f = fp < pos ? fp : pos;
+	/* Every slot to a final state, so that the claims numbered from
+	 * cs + 1 can record their leases (sb_lease_record()). */
+	for (uint64_t x = fs; x < cs; x++) {
+		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
+
+		for (;;) {
+			/* A17: pairs with R17 (the lease's last change). */
+			uint64_t c = load_acquire64(&l->ctl);
+			uint64_t dl = load_relaxed64((uint64_t *)&l->deadline);
+			uint32_t st = gctl_state(c);
+
+			if (st == SHMBUS_LEASE_DEAD || st == SHMBUS_LEASE_ACKED ||
+			    st == SHMBUS_LEASE_FREE)
+				break;
+			/* R17: pairs with A17: the slot is passed. */
+			if (cas_pair(&l->ctl, c, dl,
+				     gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER,
+					  gctl_deliveries(c), gctl_gen(c) + 1),
+				     dl))
+				break;
+		}
+	}
+	/* The claim word first: no claim is taken above f from here. */
+	if (!cas_pair(&g->claim_pos, cp, cs, f, cs + 1))	/* R16 */
+		return -EBUSY;	/* a member claimed: it was alive */
+	/* The floor walks nothing: floor_seq is the claim number. */
+	for (;;) {
+		sb_pair_read(&g->floor_pos, &fp, &fs);
+		/* R23: pairs with A23 (the floor word's readers). */
+		if (cas_pair(&g->floor_pos, fp, fs, f, cs + 1))
+			break;
+	}
+	store_relaxed64(&g->avail, 0);
+	store_relaxed64(&g->start_seq, UINT64_MAX);
+	store_relaxed64(&g->fresh_pos, f == pos ? f : UINT64_MAX);
+	return 0;
+}
+
+/* Lanes: each lane's acked and next, and the floor, down to pos. */
+static int lanes_cut(struct shmbus_group *m, uint64_t pos)
+{
+	struct shmbus_group_hdr *g = m->g;
+	uint64_t cur;
+
+	for (uint32_t i = 0; i < m->nlanes; i++) {
+		struct shmbus_lane *ln = &m->lanes[i];
+		/* A18: pairs with R18 (the lane's last change). */
+		uint64_t c = load_acquire64(&ln->ctl);
+		uint64_t a = load_relaxed64(&ln->acked);
+
+		if (a <= pos && load_relaxed64(&ln->next) <= pos)
+			continue;
+		/* Held: by a live member (the maintenance above freed dead
+		 * ones' lanes).  A poison lane is cut free: its record
+		 * comes again, or is gone with the tail. */
+		if (gctl_state(c) == SHMBUS_LANE_OWNED ||
+		    gctl_state(c) == SHMBUS_LANE_REVOKING)
+			return -EBUSY;
+		/* R18: pairs with A18: the next owner starts at pos. */
+		if (!cas_pair(&ln->ctl, c, a, gctl(SHMBUS_LANE_FREE,
+						   SHMBUS_NO_MEMBER, 0,
+						   gctl_gen(c) + 1),
+			      a < pos ? a : pos))
+			return -EBUSY;
+		store_relaxed64(&ln->next, a < pos ? a : pos);
+	}
+	cur = load_relaxed64(&g->floor_pos);
+	/* R23: pairs with A23 (the floor's readers). */
+	while (cur > pos && !cas_weak_seqcst64(&g->floor_pos, &cur, pos))
+		;
+	store_relaxed64(&g->start_seq, UINT64_MAX);
+	store_relaxed64(&g->fresh_pos, UINT64_MAX);
+	return 0;
+}
+
+int sb_group_cut_back(struct shmbus_group *m, uint64_t pos)
+{
+	uint32_t self = (uint32_t)getpid();
+	uint64_t me = (uint64_t)m->token << 32 | self;
+	int rc;
+
+	/* What dead members held, freed first (their lanes above all). */
+	sb_group_maintain_as(m, NULL, self);
+	if (!maint_lock(m, me, sb_now_ns()))
+		return -EBUSY;
+	rc = 0;
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS && !rc; j++) {
+		uint64_t o;
+
+		if (!member_gone(&m->members[j], &o) &&
+		    owner_state(o) == SHMBUS_SLOT_ACTIVE)
+			rc = -EBUSY;	/* a live member */
+	}
+	if (!rc)
+		rc = m->mode == SHMBUS_GMODE_SHARED ? shared_cut(m, pos)
+						    : lanes_cut(m, pos);
+	/* R21: pairs with A21: our changes before the next holder's. */
+	store_release64(&m->g->maint, 0);
+	return rc;
+}

@@ -98,33 +98,20 @@ void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 	st->lane_moves = load_relaxed64(&g->lane_moves);
 }
 
-int sb_group_reach(shmbus_channel *ch, const char *dir, const char *group,
-		   uint64_t *reach)
+int sb_group_cut(shmbus_channel *ch, const char *dir, const char *group,
+		 uint64_t pos)
 {
 	struct shmbus_group *m;
-	uint64_t r;
 	int rc;
 
-	m = sb_group_open_map(ch, dir, group, true, &rc);
+	if (!ch || ch->rdonly)
+		return -EINVAL;
+	m = sb_group_open_map(ch, dir, group, false, &rc);
 	if (!m)
 		return rc;
-	/* No edge: the group is idle (no member) when this matters. */
-	r = load_relaxed64(&m->g->floor_pos);
-	if (m->mode == SHMBUS_GMODE_SHARED) {
-		uint64_t c = load_relaxed64(&m->g->claim_pos);
-
-		r = c > r ? c : r;
-	}
-	for (uint32_t i = 0; i < m->nlanes; i++) {
-		uint64_t a = load_relaxed64(&m->lanes[i].acked);
-		uint64_t x = load_relaxed64(&m->lanes[i].next);
-
-		r = a > r ? a : r;
-		r = x > r ? x : r;
-	}
+	rc = sb_group_cut_back(m, pos);
 	sb_group_unmap(m);
-	*reach = r;
-	return 0;
+	return rc;
 }
 
 int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
@@ -221,8 +208,60 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
 	return 0;
 }
 
-/* Shared: the floor and the claim word both to f, when nothing is
- * claimed past the floor here (a standby's group has no members). */
+/*
+ * Shared: claims of a standby's own copy that the primary's floor f has
+ * passed are done there: each is passed here as DEAD (a member that
+ * still holds one gets -ESTALE).  Such claims were taken while this host
+ * was primary (its members died with it, or were refused claims since:
+ * take_check() in group.c), or by a member that claimed as the fence
+ * closed.  Claims past f stay as they are, to be delivered again if this
+ * host becomes primary before f passes them.  Returns whether the floor
+ * moved.
+ */
+static bool shared_settle_below(struct shmbus_group *m, uint64_t f)
+{
+	uint64_t fp, fs, cp, cs;
+
+	sb_pair_read(&m->g->floor_pos, &fp, &fs);
+	sb_pair_read(&m->g->claim_pos, &cp, &cs);
+	if (cs < fs || cs - fs > m->window)
+		return false;	/* damage: the maintenance leaves it too */
+	for (uint64_t x = fs; x < cs; x++) {
+		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
+		/* A17: pairs with R17 (the lease's last change): read
+		 * before the fields, and again after them below, so that
+		 * they are this claim's (the next claim in this slot
+		 * changes the word before its fields). */
+		uint64_t c = load_acquire64(&l->ctl), end, dl;
+		uint32_t st = gctl_state(c);
+
+		/* A15: pairs with R15 (a lease's seq, stored last): its
+		 * fields. */
+		if (load_acquire64(&l->seq) != x)
+			break;	/* not recorded yet: the maintenance's */
+		end = load_relaxed64(&l->end);
+		dl = load_relaxed64((uint64_t *)&l->deadline);
+		/* A17 again: pairs with R17 of the next claim in the slot:
+		 * the fields read above came before its change. */
+		fence_acquire();
+		if (load_relaxed64(&l->ctl) != c || end > f)
+			break;
+		if (st == SHMBUS_LEASE_ACKED || st == SHMBUS_LEASE_DEAD ||
+		    st == SHMBUS_LEASE_FREE)
+			continue;
+		/* R17: pairs with A17 (readers of the lease's word). */
+		if (!cas_pair(&l->ctl, c, dl,
+			      gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER,
+				   gctl_deliveries(c), gctl_gen(c) + 1), dl))
+			break;
+		/* g->avail, a hint, is made true by the next maintenance. */
+	}
+	return sb_floor_advance(m->g, m->leases, m->wmask, m->ch,
+				m->slot) > 0;
+}
+
+/* Shared: the floor and the claim word both to f, once nothing is
+ * claimed past the floor here. */
 static int shared_raise(struct shmbus_group *m, uint64_t f)
 {
 	uint64_t fp, fs, cp, cs;
@@ -231,8 +270,14 @@ static int shared_raise(struct shmbus_group *m, uint64_t f)
 	sb_pair_read(&m->g->claim_pos, &cp, &cs);
 	if (f <= fp)
 		return 0;
+	if ((cs != fs || cp != fp) && shared_settle_below(m, f)) {
+		sb_pair_read(&m->g->floor_pos, &fp, &fs);
+		sb_pair_read(&m->g->claim_pos, &cp, &cs);
+		if (f <= fp)
+			return 0;
+	}
 	if (cs != fs || cp != fp)
-		return -EBUSY;
+		return -EBUSY;	/* claims past f: again at the next state */
 	/* The claim word first (no claim starts below f from now on), then
 	 * the floor: one claim number, recorded as passed. */
 	if (!cas_pair(&m->g->claim_pos, cp, cs, f, cs + 1))	/* R16 */

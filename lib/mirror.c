@@ -673,9 +673,8 @@ static void sb_fence_leave_cut(shmbus_channel *ch, uint32_t state)
 	store_release32(&ch->hdr->fence, ((old >> 8) + 1) << 8 | state);
 }
 
-/* Why a subscriber slot keeps the ring from being cut at pos, or NULL. */
-static const char *slot_in_the_way(struct shmbus_sub_slot *s, uint64_t pos,
-				   uint32_t *pid)
+/* Why a subscriber slot keeps the ring from being cut, or NULL. */
+static const char *slot_in_the_way(struct shmbus_sub_slot *s, uint32_t *pid)
 {
 	/* A7: pairs with R7 (the slot's owner store). */
 	uint64_t o = load_acquire64(&s->owner);
@@ -685,11 +684,9 @@ static const char *slot_in_the_way(struct shmbus_sub_slot *s, uint64_t pos,
 	case SHMBUS_SLOT_FREE:
 	case SHMBUS_SLOT_JOURNAL:	/* the caller stopped the agent */
 		return NULL;
-	case SHMBUS_SLOT_GROUP:
-		/* A5: pairs with R5 (the group's floor). */
-		return load_acquire64(&s->pos) > pos ?
-			       "a consumer group acknowledged records past "
-			       "the cut" : NULL;
+	case SHMBUS_SLOT_GROUP:		/* cut with the ring (cut_clamp(),
+					 * and the caller: sb_group_cut()) */
+		return NULL;
 	default:
 		return sb_pid_alive(*pid) ? "a subscriber reads the channel"
 					  : "a dead subscriber's slot is not "
@@ -719,7 +716,7 @@ int sb_ring_cut_begin(shmbus_channel *ch, uint64_t pos, uint64_t *end,
 	fence_seqcst();
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		uint32_t pid;
-		const char *w = slot_in_the_way(&ch->subs[i], pos, &pid);
+		const char *w = slot_in_the_way(&ch->subs[i], &pid);
 
 		if (w) {
 			snprintf(why, n, "%s (slot %u, pid %u)", w, i, pid);

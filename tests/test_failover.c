@@ -762,13 +762,17 @@ static uint64_t check_quarantine(uint64_t *from, uint64_t *to, uint32_t id)
 /* A primary cut from etcd and its standby goes on taking writes until
  * its lease runs out: those records are on no other host.  The standby
  * takes over; when the old primary comes back, it moves exactly those
- * records to a quarantine file, cuts its ring and journal back to where
- * the new primary's epoch began, and catches up: no merge, no gap. */
+ * records to a quarantine file, cuts its ring, journal and consumer
+ * group back to where the new primary's epoch began, and catches up: no
+ * merge, no gap. */
 Test(failover, a_returning_primary_cuts_its_diverged_tail)
 {
 	struct burst tail = { &A, 2, TAIL }, after = { &B, 3, AFTER };
+	struct shmbus_group_stats gs;
 	struct sb_repl_view va, vb;
 	shmbus_channel *ach;
+	shmbus_group *g;
+	unsigned nm;
 	shmbus_sub *acksub;
 	uint64_t last[4], from, to, head, endA, t0;
 	char cmd[512];
@@ -784,6 +788,9 @@ Test(failover, a_returning_primary_cuts_its_diverged_tail)
 	cr_assert(acksub);
 	cr_assert_eq(shmbus_sub_set_visibility(acksub,
 					       SHMBUS_SEE_ACKNOWLEDGED), 0);
+	/* A consumer group on A, from here on. */
+	g = shmbus_group_join(ach, "work", "a-worker", NULL);
+	cr_assert(g, "join: %s", strerror(errno));
 	/* A alone: cut from etcd and from B, it still takes writes. */
 	atomic_store(&fw[0].cut, true);
 	cr_assert_eq(host_sh(&A, "ip link set %s down", A.ifname), 0);
@@ -792,6 +799,15 @@ Test(failover, a_returning_primary_cuts_its_diverged_tail)
 	cr_assert_eq(waitpid(pub, &st, 0), pub);
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
 		  "the tail was not written (status %#x)", st);
+	/* The group takes the tail and acknowledges it, on A alone. */
+	for (int i = 0; i < TAIL; i++) {
+		struct shmbus_group_msg m;
+		uint8_t buf[1024];
+
+		cr_assert_gt(shmbus_group_read(g, buf, sizeof(buf), &m), 0);
+		cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+	}
+	shmbus_group_leave(g);
 	/* It never sees the tail: A could not record its standby out of
 	 * sync (etcd is cut off too), so nothing degrades. */
 	for (int i = 0; i < 200; i++) {
@@ -838,9 +854,19 @@ Test(failover, a_returning_primary_cuts_its_diverged_tail)
 	cr_assert(host_log_wait(&A, "rejoin: records", 10000),
 		  "A did not cut its tail");
 	head = pair_wait_caught_up("fo", 0, 10000);
+	/* A's group was cut back with the ring: it acknowledged none of
+	 * B's records. */
+	ach = host_map(&A, "fo");
+	cr_assert(ach);
+	nm = 0;
+	cr_assert_eq(sb_group_inspect(ach, A.dir, "work", &gs, NULL, &nm), 0);
+	shmbus_channel_close(ach);
 	/* Exactly the tail is in the quarantine, from where B's epoch
 	 * began to where A had written. */
 	cr_assert_eq(check_quarantine(&from, &to, 2), TAIL);
+	cr_assert_eq(gs.floor, from, "A's group floor %lu, the cut at %lu",
+		     (unsigned long)gs.floor, (unsigned long)from);
+	cr_assert_eq(gs.claim, from);
 	cr_assert_eq(to, endA, "quarantined up to %lu, A had written to %lu",
 		     (unsigned long)to, (unsigned long)endA);
 	host_view(&B, "fo", &vb);

@@ -631,6 +631,33 @@ Test(repl_roles, a_groups_floor_reaches_the_standby_and_survives_a_switchover)
 		cr_assert_eq(want, 100, "B delivered 60..99");
 		shmbus_group_leave(gb);
 	}
+	/* A's member, still joined on a standby, takes nothing more (B's
+	 * took the same messages), and nobody joins there. */
+	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), -EROFS);
+	errno = 0;
+	cr_assert_null(shmbus_group_join(ch, "work", "a-late", NULL));
+	cr_assert_eq(errno, EROFS);
+	/* A's copy follows B's floor past the lease A's member still holds
+	 * (message 60): a failover back would deliver none of 0..99 again. */
+	bview = host_map(&B, "jobs");
+	cr_assert(bview);
+	n = 4;
+	cr_assert_eq(sb_group_inspect(bview, B.dir, "work", &sbs, mi, &n), 0);
+	cr_assert_eq(sbs.floor, sb_ring_head(bview));
+	shmbus_channel_close(bview);
+	bview = host_map(&A, "jobs");
+	cr_assert(bview);
+	for (int i = 0; i < 300; i++) {
+		n = 4;
+		if (sb_group_inspect(bview, A.dir, "work", &sa, mi, &n) == 0 &&
+		    sa.floor == sbs.floor)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(sa.floor, sbs.floor, "A's copy stopped at %llu, B's "
+		     "floor is %llu", (unsigned long long)sa.floor,
+		     (unsigned long long)sbs.floor);
+	shmbus_channel_close(bview);
 	shmbus_group_leave(g);
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);

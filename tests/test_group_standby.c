@@ -1,0 +1,314 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_group_standby.c - one channel and its consumer group as a standby
+ * host holds them (docs/groups.md, "Replication"): members refused once
+ * the host stops taking writes, the copy that follows the primary's floor
+ * past claims of its own, and the cut back of a returning primary's
+ * groups (docs/failover.md, "Rejoin").  The daemon's part (applying a
+ * GROUPS frame, the rejoin) calls the same functions as here.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "shmbus/layout.h"
+#include "../lib/contract.h"
+
+#define N 100u
+
+static const char *dir;
+static shmbus_channel *ch;
+static uint64_t pos_of[N];	/* message i's record */
+
+static void setup(void)
+{
+	dir = th_mkdir();
+	ch = th_create(dir, 65536, 256, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+}
+
+static void teardown(void)
+{
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+TestSuite(group_standby, .init = setup, .fini = teardown, .timeout = 30);
+
+/* Messages 0..N-1, 8 bytes each (the id), keyed by id % nkeys if nkeys.
+ * The group is made first: it starts at the channel's head. */
+static void produce(uint32_t nkeys)
+{
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	uint64_t at = th_head(ch);
+
+	cr_assert(p);
+	for (uint64_t i = 0; i < N; i++) {
+		pos_of[i] = at;
+		cr_assert_eq(nkeys ? shmbus_publish_keyed(p, i % nkeys, &i, 8)
+				   : shmbus_publish(p, &i, 8), 0);
+		at = th_head(ch);
+	}
+	shmbus_pub_close(p);
+}
+
+static shmbus_group *join(const char *name, enum shmbus_group_mode mode)
+{
+	struct shmbus_group_attr a;
+	shmbus_group *g;
+
+	shmbus_group_attr_init(&a);
+	a.mode = mode;
+	a.window = 64;
+	a.lanes = 4;
+	g = shmbus_group_join(ch, "work", name, &a);
+	cr_assert(g, "join: %s", strerror(errno));
+	return g;
+}
+
+/* A shared lease of up to max messages, not acknowledged; *first gets
+ * its first message's id. */
+struct took {
+	struct shmbus_lease lease;
+	uint64_t first, n;
+};
+
+static int took_one(const struct shmbus_group_msg *m, void *arg)
+{
+	struct took *t = arg;
+
+	if (t->n++ == 0)
+		memcpy(&t->first, m->data, 8);
+	t->lease = m->lease;
+	return 0;
+}
+
+static struct took take(shmbus_group *g, unsigned max)
+{
+	struct took t = { .n = 0 };
+
+	cr_assert_eq(shmbus_group_poll(g, took_one, &t, max), (int)max);
+	return t;
+}
+
+/* Reads and acknowledges every message the group has for g; returns how
+ * many, each id counted in seen[], the first in *first. */
+static unsigned drain(shmbus_group *g, unsigned seen[N], uint64_t *first)
+{
+	struct shmbus_group_msg m;
+	uint64_t buf[2], id;
+	unsigned n = 0;
+	ssize_t r;
+
+	*first = UINT64_MAX;
+	while ((r = shmbus_group_read(g, buf, sizeof(buf), &m)) >= 8) {
+		id = buf[r / 8 - 1];	/* keyed: after the key */
+		cr_assert_lt(id, N);
+		if (*first == UINT64_MAX)
+			*first = id;
+		seen[id]++;
+		cr_assert_eq(m.deliveries, 1, "message %lu delivered %u times",
+			     (unsigned long)id, m.deliveries);
+		cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+		n++;
+	}
+	cr_assert_eq(r, -EAGAIN, "read: %zd", r);
+	return n;
+}
+
+static void floor_claim(uint64_t *floor, uint64_t *claim)
+{
+	struct shmbus_group_stats st;
+	unsigned n = 0;
+
+	cr_assert_eq(sb_group_inspect(ch, dir, "work", &st, NULL, &n), 0);
+	*floor = st.floor;
+	*claim = st.claim;
+}
+
+Test(group_standby, a_member_takes_nothing_once_its_host_is_a_standby)
+{
+	struct shmbus_group_msg m;
+	shmbus_group *g, *g2;
+	uint64_t id;
+
+	g = join("w1", SHMBUS_GROUP_SHARED);
+	produce(0);
+	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), 8);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	/* Its waits end at once, its takes are refused; what it holds it may
+	 * still acknowledge. */
+	cr_assert_eq(shmbus_group_wait(g, 5000000000), -EROFS);
+	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), -EROFS);
+	cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+	errno = 0;
+	cr_assert_null(shmbus_group_join(ch, "work", "w2", NULL));
+	cr_assert_eq(errno, EROFS);
+	/* Primary again: a member of before stays refused, as a producer
+	 * handle does; a new one takes from the floor. */
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), -EROFS);
+	g2 = join("w2", SHMBUS_GROUP_SHARED);
+	cr_assert_eq(shmbus_group_read(g2, &id, sizeof(id), &m), 8);
+	cr_assert_eq(id, 1);
+	shmbus_group_leave(g2);
+	shmbus_group_leave(g);
+}
+
+static int fence_later(void *arg)
+{
+	shmbus_channel *c = shmbus_channel_open(dir, "ch");
+
+	(void)arg;
+	usleep(50000);
+	return c && sb_fence_set(c, SHMBUS_FENCE_STANDBY) == 0 ? 0 : 1;
+}
+
+Test(group_standby, a_members_wait_ends_when_its_host_becomes_a_standby)
+{
+	struct shmbus_group_msg m;
+	shmbus_group *g = join("w1", SHMBUS_GROUP_SHARED);
+	uint64_t id, t0;
+	pid_t pid;
+
+	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), -EAGAIN);
+	pid = th_spawn(fence_later, NULL);
+	t0 = th_now_ns();
+	cr_assert_eq(shmbus_group_wait(g, 5000000000), -EROFS);
+	cr_assert_lt(th_now_ns() - t0, 2000000000ull);
+	cr_assert_eq(th_wait(pid), 0);
+	shmbus_group_leave(g);
+}
+
+/* Claims of the standby's own (taken while it was primary) below the
+ * primary's floor are passed; one the floor is inside of stays, and
+ * so does the floor, below it. */
+Test(group_standby, a_standbys_copy_follows_the_primarys_floor_past_its_own_claims)
+{
+	struct sb_group_state st;
+	struct took t[5];
+	uint64_t fl, cl, id;
+	struct shmbus_group_msg m;
+	shmbus_group *g;
+
+	g = join("w1", SHMBUS_GROUP_SHARED);
+	produce(0);
+	for (int i = 0; i < 5; i++) {	/* 0-9, 10-19, ... 40-49 */
+		t[i] = take(g, 10);
+		cr_assert_eq(t[i].first, (uint64_t)i * 10);
+	}
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	st.floor = pos_of[25];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)),
+		     -EBUSY);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[20], "floor %lu, message 20 at %lu",
+		     (unsigned long)fl, (unsigned long)pos_of[20]);
+	cr_assert_eq(cl, pos_of[50]);
+	/* The passed leases are no longer the member's. */
+	cr_assert_eq(shmbus_group_ack(g, &t[0].lease), -ESTALE);
+	cr_assert_eq(shmbus_group_ack(g, &t[3].lease), 0);
+	/* The floor past everything claimed here: the copy is the
+	 * primary's again. */
+	st.floor = pos_of[70];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[70]);
+	cr_assert_eq(cl, pos_of[70]);
+	cr_assert_eq(shmbus_group_ack(g, &t[2].lease), -ESTALE);
+	shmbus_group_leave(g);
+	/* Promoted: a new member goes on from the primary's floor. */
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	g = join("w2", SHMBUS_GROUP_SHARED);
+	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), 8);
+	cr_assert_eq(id, 70);
+	shmbus_group_leave(g);
+}
+
+static int hold_and_die(void *arg)
+{
+	shmbus_group *g = join("doomed", SHMBUS_GROUP_SHARED);
+	struct took t = take(g, 10);
+
+	(void)arg;
+	return t.first == 60 ? 0 : 1;	/* dies holding 60-69 */
+}
+
+Test(group_standby, a_cut_takes_a_shared_group_back_below_what_it_acknowledged)
+{
+	unsigned seen[N] = { 0 };
+	uint64_t fl, cl, first;
+	shmbus_group *g;
+
+	g = join("w1", SHMBUS_GROUP_SHARED);
+	produce(0);
+	for (int i = 0; i < 6; i++) {
+		struct took t = take(g, 10);
+
+		cr_assert_eq(shmbus_group_ack(g, &t.lease), 0);
+	}
+	/* Refused while a live member is joined. */
+	cr_assert_eq(sb_group_cut(ch, dir, "work", pos_of[40]), -EBUSY);
+	shmbus_group_leave(g);
+	cr_assert_eq(th_wait(th_spawn(hold_and_die, NULL)), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[60]);
+	cr_assert_eq(cl, pos_of[70]);
+	/* The ring is cut at message 40: the group forgets 40-69, the dead
+	 * member's lease with them. */
+	cr_assert_eq(sb_group_cut(ch, dir, "work", pos_of[40]), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[40]);
+	cr_assert_eq(cl, pos_of[40]);
+	/* A floor below the cut stays where it is; claims past it go. */
+	g = join("w2", SHMBUS_GROUP_SHARED);
+	{
+		struct took t = take(g, 10);
+
+		cr_assert_eq(shmbus_group_ack(g, &t.lease), 0);
+	}
+	(void)take(g, 10);		/* 50-59, held */
+	shmbus_group_leave(g);
+	cr_assert_eq(sb_group_cut(ch, dir, "work", pos_of[55]), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[50]);
+	cr_assert_eq(cl, pos_of[50]);
+	/* Nothing taken at or past a cut further on: nothing changes. */
+	cr_assert_eq(sb_group_cut(ch, dir, "work", pos_of[90]), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[50]);
+	g = join("w3", SHMBUS_GROUP_SHARED);
+	cr_assert_eq(drain(g, seen, &first), N - 50);
+	cr_assert_eq(first, 50);
+	for (unsigned i = 50; i < N; i++)
+		cr_assert_eq(seen[i], 1, "message %u seen %u times", i,
+			     seen[i]);
+	shmbus_group_leave(g);
+}
+
+Test(group_standby, a_cut_takes_a_keyed_groups_lanes_back)
+{
+	unsigned seen[N] = { 0 };
+	uint64_t fl, cl, first;
+	shmbus_group *g;
+
+	g = join("w1", SHMBUS_GROUP_KEYED);
+	produce(4);
+	cr_assert_eq(drain(g, seen, &first), N);
+	shmbus_group_leave(g);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, th_head(ch));
+	cr_assert_eq(sb_group_cut(ch, dir, "work", pos_of[40]), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[40]);
+	memset(seen, 0, sizeof(seen));
+	g = join("w2", SHMBUS_GROUP_KEYED);
+	cr_assert_eq(drain(g, seen, &first), N - 40);
+	for (unsigned i = 40; i < N; i++)
+		cr_assert_eq(seen[i], 1, "message %u seen %u times", i,
+			     seen[i]);
+	shmbus_group_leave(g);
+}
