@@ -508,9 +508,9 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
  * shmbusd on a standby: makes group st->name of channel ch (in dir) if it
  * does not exist, with st's settings, and raises its floor to
  * min(st->floor, upto) (upto: what the standby's ring holds).  Claims
- * held here that the floor passes are passed as DEAD; claims and lanes
- * held here past it stay (returns -EBUSY until it passes them).  0 or
- * -errno.
+ * held here that the floor passes are passed as DEAD, lanes held here
+ * are taken back; claims held here past it stay (returns -EBUSY until it
+ * passes them).  0 or -errno.
  */
 int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,

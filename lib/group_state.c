@@ -290,7 +290,10 @@ static int shared_raise(struct shmbus_group *m, uint64_t f)
 	return 0;
 }
 
-/* Lanes: each FREE lane's acked raised to f, then the floor. */
+/* Lanes: each lane's acked raised to f, then the floor.  A lane held
+ * here (by a member refused since this host became a standby, or by a
+ * dead one) is taken from its holder, as the maintenance takes a stuck
+ * owner's: its late ack gets -ESTALE. */
 static int lanes_raise(struct shmbus_group *m, uint64_t f)
 {
 	int rc = 0;
@@ -299,17 +302,16 @@ static int lanes_raise(struct shmbus_group *m, uint64_t f)
 		struct shmbus_lane *ln = &m->lanes[i];
 		/* A18: pairs with R18 (the lane's last change). */
 		uint64_t c = load_acquire64(&ln->ctl);
-		uint64_t a = load_relaxed64(&ln->acked);
+		uint64_t a = load_relaxed64(&ln->acked), n = c;
 
 		if (a >= f)
 			continue;
-		if (gctl_state(c) != SHMBUS_LANE_FREE) {
-			rc = -EBUSY;
-			continue;
-		}
+		if (gctl_state(c) != SHMBUS_LANE_FREE)
+			n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0,
+				 gctl_gen(c) + 1);
 		/* R18: pairs with A18: the next owner starts at f. */
-		if (!cas_pair(&ln->ctl, c, a, c, f))
-			rc = -EBUSY;
+		if (!cas_pair(&ln->ctl, c, a, n, f))
+			rc = -EBUSY;	/* changed meanwhile: the next state */
 		else
 			store_relaxed64(&ln->next, f);
 	}

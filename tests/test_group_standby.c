@@ -228,6 +228,33 @@ Test(group_standby, a_standbys_copy_follows_the_primarys_floor_past_its_own_clai
 	shmbus_group_leave(g);
 }
 
+/* Lanes held here are taken back as the primary's floor passes them. */
+Test(group_standby, a_standbys_keyed_copy_follows_the_primarys_floor_past_its_lanes)
+{
+	struct sb_group_state st;
+	struct shmbus_group_msg m;
+	uint64_t buf[2], fl, cl;
+	shmbus_group *g;
+
+	g = join("w1", SHMBUS_GROUP_KEYED);
+	produce(4);
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m), 16);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	st.floor = pos_of[60];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[60]);
+	cr_assert_eq(shmbus_group_ack(g, &m.lease), -ESTALE);
+	shmbus_group_leave(g);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	g = join("w2", SHMBUS_GROUP_KEYED);
+	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m), 16);
+	cr_assert_eq(buf[1], 60);
+	shmbus_group_leave(g);
+}
+
 static int hold_and_die(void *arg)
 {
 	shmbus_group *g = join("doomed", SHMBUS_GROUP_SHARED);
