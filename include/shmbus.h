@@ -864,11 +864,12 @@ typedef int (*shmbus_group_handler)(const struct shmbus_group_msg *msg,
  * Returns the
  * number of messages handled, 0 if none is available now (or the window
  * of leases in flight is full: shmbus_group_stats().window_full), -EIDRM
- * if the group was deleted, -EROFS once the channel stopped taking writes
- * on this host after the join (it became a standby, or is handing over:
- * for good, even if it is primary again; leave and join on the primary,
- * docs/groups.md), -EBADMSG if the group's or the channel's memory is
- * corrupt.  Never blocks.
+ * if the group was deleted, -EROFS while this host does not take writes
+ * on the channel (a standby, or a primary handing over: the member stays
+ * joined and takes again if the host becomes primary; what it was
+ * delivering comes again; docs/groups.md), -EAGAIN while the ring is
+ * being cut back after a failover, -EBADMSG if the group's or the
+ * channel's memory is corrupt.  Never blocks.
  */
 int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn, void *arg,
 		      unsigned max);
@@ -907,8 +908,8 @@ int shmbus_group_extend(shmbus_group *m, const struct shmbus_lease *l,
 /* Waits until the group may have a message for this member: the channel
  * moved since the last poll that found nothing, or 10 ms passed while
  * leases wait to be delivered again (it naps up to 1 ms at a time).
- * 0, -ETIMEDOUT, -EIDRM, -EROFS (as for poll, also as soon as the
- * channel stops taking writes during the wait). */
+ * 0, -ETIMEDOUT, -EIDRM, -EROFS and -EAGAIN as for poll (also as soon
+ * as the channel stops taking writes during the wait). */
 int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns);
 
 struct shmbus_group_stats {

@@ -497,6 +497,9 @@ struct sb_group_state {
 	uint32_t mode, window, lanes, max_deliveries;
 	int64_t lease_ns;
 	uint64_t floor;
+	uint64_t lane_acked[64];	/* keyed, single-active: each lane's
+					 * acknowledged position (its first
+					 * `lanes` only); shared: 0 */
 };
 
 /* shmbusd's replication agent: group `group` of channel ch (in dir) as
@@ -507,7 +510,8 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
 /*
  * shmbusd on a standby: makes group st->name of channel ch (in dir) if it
  * does not exist, with st's settings, and raises its floor to
- * min(st->floor, upto) (upto: what the standby's ring holds).  Claims
+ * min(st->floor, upto) (upto: what the standby's ring holds), and each
+ * lane's acknowledged position to min(st->lane_acked[i], upto).  Claims
  * held here that the floor passes are passed as DEAD, lanes held here
  * are taken back; claims held here past it stay (returns -EBUSY until it
  * passes them).  0 or -errno.

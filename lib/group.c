@@ -112,6 +112,25 @@ static int take_member(struct shmbus_group *m, const char *name)
 	return -ENOSPC;
 }
 
+/*
+ * Whether members may take messages from the channel's group here: not
+ * while this host is a standby for it, hands it over or cuts it back
+ * (hdr.fence not OPEN): a standby's copy of a group only follows the
+ * primary's, whose members take the same messages.  -EROFS, or -EAGAIN
+ * while the ring is being cut back (a few ms).  No edge: a member that
+ * claims as the fence closes takes one poll's messages more at most,
+ * which the standby's copy settles once the primary's floor passes them
+ * (sb_group_state_apply()).
+ */
+static int refused(struct shmbus_channel *ch)
+{
+	uint32_t f = SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence));
+
+	if (f == SHMBUS_FENCE_OPEN)
+		return 0;
+	return f == SHMBUS_FENCE_CUT ? -EAGAIN : -EROFS;
+}
+
 SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 					      const char *group,
 					      const char *member,
@@ -128,6 +147,13 @@ SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 	}
 	if (ch->rdonly || ch->no_sub) {
 		errno = EPERM;
+		return NULL;
+	}
+	/* Early, so that a standby gets no group file from a refused join;
+	 * checked again below, on the edge that counts (F7). */
+	rc = refused(ch);
+	if (rc) {
+		errno = -rc;
 		return NULL;
 	}
 	if (ch->bus)
@@ -182,16 +208,10 @@ SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 	 * groups' members after it): the cut sees us, or we see its fence
 	 * and leave.  No edge of its own for the load. */
 	fence_seqcst();
-	m->fence_word = load_relaxed32(&ch->hdr->fence);
-	if (SHMBUS_FENCE_STATE(m->fence_word) != SHMBUS_FENCE_OPEN) {
-		/* Being cut back: for a few ms.  A standby's (or a
-		 * handing-over primary's) copy of the group only follows
-		 * the primary's: its members would take what the
-		 * primary's members take too. */
-		rc = SHMBUS_FENCE_STATE(m->fence_word) == SHMBUS_FENCE_CUT
-			     ? EAGAIN : EROFS;
+	rc = refused(ch);
+	if (rc) {
 		shmbus_group_leave(m);
-		errno = rc;
+		errno = -rc;
 		return NULL;
 	}
 	/* Lanes for us at once, rather than at the next scan. */
@@ -315,18 +335,16 @@ static int gone_check(struct shmbus_group *m)
 	return 0;
 }
 
-/* gone_check(), and whether this member may still take messages: not
- * once its host stopped taking writes on the channel (acks, nacks and
- * extends still work: they only spare the primary's members work). */
+/* gone_check(), and whether this member may take messages now: not
+ * while its host does not take writes on the channel (acks, nacks and
+ * extends still work).  What it was delivering is dropped: it comes
+ * again, as the copy's floor follows the primary's meanwhile. */
 static int take_check(struct shmbus_group *m)
 {
 	int rc = gone_check(m);
 
-	/* No edge: a member that claims while the fence closes takes one
-	 * range more at most, which the standby's copy settles once the
-	 * primary's floor passes it (sb_group_state_apply()). */
-	if (!rc && load_relaxed32(&m->ch->hdr->fence) != m->fence_word)
-		rc = -EROFS;
+	if (!rc && (rc = refused(m->ch)))
+		m->cur.on = false;
 	return rc;
 }
 
@@ -646,10 +664,10 @@ SHMBUS_EXPORT int shmbus_group_extend(shmbus_group *m,
  * one may wait for its nack's delay, or the window be full). */
 static bool maybe_ready(struct shmbus_group *m, int64_t now)
 {
-	/* No edge: compared only; the fence's change is take_check()'s to
-	 * report (-EROFS). */
+	/* No edge: compared only; a closed fence is take_check()'s to
+	 * report. */
 	if (load_relaxed64(&m->ch->hdr->head) != m->idle_head ||
-	    load_relaxed32(&m->ch->hdr->fence) != m->fence_word)
+	    refused(m->ch))
 		return true;
 	return sb_elapsed(now, m->idle_ns) >= 10000000 &&
 	       (load_relaxed64(&m->g->avail) || m->mode != SHMBUS_GMODE_SHARED);

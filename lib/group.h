@@ -113,10 +113,6 @@ struct shmbus_group {
 	uint32_t token;		/* this handle's, in the maintenance lock */
 	struct shmbus_member *rec;
 	bool direct;		/* the channel was opened without shmbusd */
-	uint32_t fence_word;	/* the channel's hdr.fence at join: once it
-				 * changes (this host became a standby, or
-				 * is handing over), the member takes
-				 * nothing more (-EROFS) */
 	bool deleted;
 	int64_t maint_next;	/* own rate limit for sb_group_maintain() */
 	uint64_t idle_head;	/* the channel's head when a poll last found
@@ -228,6 +224,9 @@ extern void (*sb_group_hook)(void);
 /* Another: called when a new group's creator holds the channel's slot
  * and its file is not yet in place. */
 extern void (*sb_group_create_hook)(void);
+/* And one called as a standby's copy looks at claim x to pass it
+ * (group_state.c), so that a test can move the group under it. */
+extern void (*sb_group_settle_hook)(uint64_t x);
 
 /* Settle kinds. */
 #define SB_SETTLE_ACK	0

@@ -15,6 +15,8 @@
 #include "contract.h"
 #include "group.h"
 
+void (*sb_group_settle_hook)(uint64_t x);
+
 void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 {
 	struct shmbus_group_hdr *g = m->g;
@@ -204,6 +206,8 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
 	st->lease_ns = m->lease_ns;
 	sb_pair_read(&m->g->floor_pos, &fp, &fs);
 	st->floor = fp;
+	for (uint32_t i = 0; i < m->nlanes; i++)
+		st->lane_acked[i] = load_relaxed64(&m->lanes[i].acked);
 	sb_group_unmap(m);
 	return 0;
 }
@@ -220,7 +224,7 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
  */
 static bool shared_settle_below(struct shmbus_group *m, uint64_t f)
 {
-	uint64_t fp, fs, cp, cs;
+	uint64_t fp, fs, cp, cs, fp2, fs2;
 
 	sb_pair_read(&m->g->floor_pos, &fp, &fs);
 	sb_pair_read(&m->g->claim_pos, &cp, &cs);
@@ -228,12 +232,17 @@ static bool shared_settle_below(struct shmbus_group *m, uint64_t f)
 		return false;	/* damage: the maintenance leaves it too */
 	for (uint64_t x = fs; x < cs; x++) {
 		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
+		uint64_t c, end, dl;
+		uint32_t st;
+
+		if (sb_group_settle_hook)
+			sb_group_settle_hook(x);
 		/* A17: pairs with R17 (the lease's last change): read
 		 * before the fields, and again after them below, so that
 		 * they are this claim's (the next claim in this slot
 		 * changes the word before its fields). */
-		uint64_t c = load_acquire64(&l->ctl), end, dl;
-		uint32_t st = gctl_state(c);
+		c = load_acquire64(&l->ctl);
+		st = gctl_state(c);
 
 		/* A15: pairs with R15 (a lease's seq, stored last): its
 		 * fields. */
@@ -246,6 +255,15 @@ static bool shared_settle_below(struct shmbus_group *m, uint64_t f)
 		fence_acquire();
 		if (load_relaxed64(&l->ctl) != c || end > f)
 			break;
+		/* c may still be the word of claim x + window, CASed in
+		 * before its fields and seq.  That claim was won only once
+		 * the floor had passed x, as its winner read before its CAS
+		 * (which A17 above acquired): a floor still at or below x
+		 * now says that c is claim x's.  A16 / A23 in
+		 * sb_pair_read(). */
+		sb_pair_read(&m->g->floor_pos, &fp2, &fs2);
+		if (fs2 > x)
+			continue;	/* passed meanwhile */
 		if (st == SHMBUS_LEASE_ACKED || st == SHMBUS_LEASE_DEAD ||
 		    st == SHMBUS_LEASE_FREE)
 			continue;
@@ -290,11 +308,13 @@ static int shared_raise(struct shmbus_group *m, uint64_t f)
 	return 0;
 }
 
-/* Lanes: each lane's acked raised to f, then the floor.  A lane held
- * here (by a member refused since this host became a standby, or by a
- * dead one) is taken from its holder, as the maintenance takes a stuck
- * owner's: its late ack gets -ESTALE. */
-static int lanes_raise(struct shmbus_group *m, uint64_t f)
+/* Lanes: each lane's acked raised to the primary's (at least f, at most
+ * upto), then the floor.  A lane held here (by a member refused since
+ * this host became a standby, or by a dead one) is taken from its
+ * holder, as the maintenance takes a stuck owner's: its late ack gets
+ * -ESTALE. */
+static int lanes_raise(struct shmbus_group *m, uint64_t f,
+		       const uint64_t acked[64], uint64_t upto)
 {
 	int rc = 0;
 
@@ -303,17 +323,20 @@ static int lanes_raise(struct shmbus_group *m, uint64_t f)
 		/* A18: pairs with R18 (the lane's last change). */
 		uint64_t c = load_acquire64(&ln->ctl);
 		uint64_t a = load_relaxed64(&ln->acked), n = c;
+		uint64_t to = acked[i] > f ? acked[i] : f;
 
-		if (a >= f)
+		if (to > upto)
+			to = upto;
+		if (a >= to)
 			continue;
 		if (gctl_state(c) != SHMBUS_LANE_FREE)
 			n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0,
 				 gctl_gen(c) + 1);
-		/* R18: pairs with A18: the next owner starts at f. */
-		if (!cas_pair(&ln->ctl, c, a, n, f))
+		/* R18: pairs with A18: the next owner starts at `to`. */
+		if (!cas_pair(&ln->ctl, c, a, n, to))
 			rc = -EBUSY;	/* changed meanwhile: the next state */
 		else
-			store_relaxed64(&ln->next, f);
+			store_relaxed64(&ln->next, to);
 	}
 	sb_lanes_floor(m);
 	return rc;
@@ -354,7 +377,8 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 		return rc;
 	f = st->floor < upto ? st->floor : upto;
 	rc = m->mode == SHMBUS_GMODE_SHARED ? shared_raise(m, f)
-					    : lanes_raise(m, f);
+					    : lanes_raise(m, f, st->lane_acked,
+							  upto);
 	sb_group_unmap(m);
 	return rc;
 }

@@ -16,6 +16,7 @@
 #include "helpers.h"
 #include "shmbus/layout.h"
 #include "../lib/contract.h"
+#include "../lib/group.h"
 
 #define N 100u
 
@@ -146,13 +147,20 @@ Test(group_standby, a_member_takes_nothing_once_its_host_is_a_standby)
 	errno = 0;
 	cr_assert_null(shmbus_group_join(ch, "work", "w2", NULL));
 	cr_assert_eq(errno, EROFS);
-	/* Primary again: a member of before stays refused, as a producer
-	 * handle does; a new one takes from the floor. */
+	/* Being cut back: refused for now, EAGAIN. */
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_CUT), 0);
+	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), -EAGAIN);
+	errno = 0;
+	cr_assert_null(shmbus_group_join(ch, "work", "w2", NULL));
+	cr_assert_eq(errno, EAGAIN);
+	/* Primary again: the member takes again, from the floor; another
+	 * joins. */
 	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
-	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), -EROFS);
+	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), 8);
+	cr_assert_eq(id, 1);
 	g2 = join("w2", SHMBUS_GROUP_SHARED);
 	cr_assert_eq(shmbus_group_read(g2, &id, sizeof(id), &m), 8);
-	cr_assert_eq(id, 1);
+	cr_assert_eq(id, 2);
 	shmbus_group_leave(g2);
 	shmbus_group_leave(g);
 }
@@ -180,6 +188,83 @@ Test(group_standby, a_members_wait_ends_when_its_host_becomes_a_standby)
 	cr_assert_lt(th_now_ns() - t0, 2000000000ull);
 	cr_assert_eq(th_wait(pid), 0);
 	shmbus_group_leave(g);
+}
+
+/* The race of a claim with the copy's passing of claims: between the
+ * CAS by which a member records claim x + window in x's slot and its
+ * store of that claim's seq, the slot's word is the new claim's and its
+ * seq and end still claim x's.  The hook plays that member. */
+static shmbus_group *racer;
+static struct took held[4];
+static uint64_t s0;
+static bool fired;
+
+static void claim_in_the_slot(uint64_t x)
+{
+	struct shmbus_group *m = racer;
+	struct shmbus_lease_slot *l;
+	uint64_t cp, cs, c, dl;
+
+	if (fired || x != s0)
+		return;
+	fired = true;
+	/* Claim s0 acknowledged: the floor passes it... */
+	cr_assert_eq(shmbus_group_ack(racer, &held[0].lease), 0);
+	/* ... and claim s0 + 4 (40-49) is won, its slot's word CASed. */
+	sb_pair_read(&m->g->claim_pos, &cp, &cs);
+	cr_assert_eq(cs, s0 + 4);
+	cr_assert(cas_pair(&m->g->claim_pos, cp, cs, pos_of[50], cs + 1));
+	l = &m->leases[cs & m->wmask];
+	c = load_acquire64(&l->ctl);
+	dl = load_relaxed64((uint64_t *)&l->deadline);
+	cr_assert(cas_pair(&l->ctl, c, dl,
+			   gctl(SHMBUS_LEASE_LEASED, m->me, 1, gctl_gen(c) + 1),
+			   (uint64_t)INT64_MAX));
+}
+
+Test(group_standby, a_claim_recorded_meanwhile_in_a_passed_claims_slot_is_kept)
+{
+	struct shmbus_group_attr a;
+	struct sb_group_state st;
+	struct shmbus_group_msg msg;
+	struct shmbus_lease_slot *l;
+	uint64_t fl, cl, id;
+
+	shmbus_group_attr_init(&a);
+	a.window = 4;
+	racer = shmbus_group_join(ch, "work", "w1", &a);
+	cr_assert(racer);
+	produce(0);
+	s0 = racer->g->floor_seq;
+	for (int i = 0; i < 4; i++)	/* 0-9 .. 30-39: the window is full */
+		held[i] = take(racer, 10);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	st.floor = pos_of[15];
+	sb_group_settle_hook = claim_in_the_slot;
+	(void)sb_group_state_apply(ch, dir, "ch", &st, th_head(ch));
+	sb_group_settle_hook = NULL;
+	cr_assert(fired);
+	/* The member goes on recording claim s0 + 4. */
+	l = &racer->leases[(s0 + 4) & racer->wmask];
+	store_relaxed64(&l->start, pos_of[40]);
+	store_relaxed64(&l->end, pos_of[50]);
+	store_relaxed64(&l->first_seq, 40);
+	store_relaxed64(&l->msgs, 10);
+	store_release64(&l->seq, s0 + 4);
+	cr_assert_eq(gctl_state(load_relaxed64(&l->ctl)), SHMBUS_LEASE_LEASED,
+		     "claim 40-49, past the primary's floor, was passed");
+	/* Its claims before it acknowledged: the floor stops at 40. */
+	for (int i = 1; i < 4; i++)
+		cr_assert_eq(shmbus_group_ack(racer, &held[i].lease), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[40]);
+	shmbus_group_leave(racer);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	racer = join("w2", SHMBUS_GROUP_SHARED);
+	cr_assert_eq(shmbus_group_read(racer, &id, sizeof(id), &msg), 8);
+	cr_assert_eq(id, 40);
+	shmbus_group_leave(racer);
 }
 
 /* Claims of the standby's own (taken while it was primary) below the
@@ -252,6 +337,45 @@ Test(group_standby, a_standbys_keyed_copy_follows_the_primarys_floor_past_its_la
 	g = join("w2", SHMBUS_GROUP_KEYED);
 	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m), 16);
 	cr_assert_eq(buf[1], 60);
+	shmbus_group_leave(g);
+}
+
+/* A keyed group's lanes each go on from where the primary's did, not
+ * from the group's floor (the slowest lane's). */
+Test(group_standby, a_standbys_keyed_copy_takes_each_lanes_position)
+{
+	struct sb_group_state st;
+	unsigned seen[N] = { 0 };
+	uint32_t slow = sb_lane_of(1, 4);
+	uint64_t fl, cl, first;
+	shmbus_group *g;
+
+	g = join("w1", SHMBUS_GROUP_KEYED);
+	produce(4);
+	shmbus_group_leave(g);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	for (uint32_t i = 0; i < 4; i++) {
+		cr_assert_eq(st.lane_acked[i], pos_of[0]);
+		st.lane_acked[i] = pos_of[60];
+	}
+	st.lane_acked[slow] = pos_of[21];	/* key 1's */
+	st.floor = pos_of[21];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[21]);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	g = join("w2", SHMBUS_GROUP_KEYED);
+	drain(g, seen, &first);
+	for (unsigned i = 0; i < N; i++) {
+		bool due = i >= 60 || (i >= 21 && sb_lane_of(i % 4, 4) == slow);
+
+		cr_assert_eq(seen[i], due, "message %u (key %u) seen %u times",
+			     i, i % 4, seen[i]);
+	}
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	for (uint32_t i = 0; i < 4; i++)
+		cr_assert_eq(st.lane_acked[i], th_head(ch));
 	shmbus_group_leave(g);
 }
 
