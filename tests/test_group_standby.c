@@ -129,6 +129,22 @@ static void floor_claim(uint64_t *floor, uint64_t *claim)
 	*claim = st.claim;
 }
 
+/* The host promoted: a new member of the shared group takes message id
+ * first. */
+static void promoted_resumes_at(uint64_t id)
+{
+	struct shmbus_group_msg m;
+	shmbus_group *g;
+	uint64_t got;
+
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	g = join("w2", SHMBUS_GROUP_SHARED);
+	cr_assert_eq(shmbus_group_read(g, &got, sizeof(got), &m), 8);
+	cr_assert_eq(got, id, "the group resumed at message %lu, not %lu",
+		     (unsigned long)got, (unsigned long)id);
+	shmbus_group_leave(g);
+}
+
 Test(group_standby, a_member_takes_nothing_once_its_host_is_a_standby)
 {
 	struct shmbus_group_msg m;
@@ -226,9 +242,8 @@ Test(group_standby, a_claim_recorded_meanwhile_in_a_passed_claims_slot_is_kept)
 {
 	struct shmbus_group_attr a;
 	struct sb_group_state st;
-	struct shmbus_group_msg msg;
 	struct shmbus_lease_slot *l;
-	uint64_t fl, cl, id;
+	uint64_t fl, cl;
 
 	shmbus_group_attr_init(&a);
 	a.window = 4;
@@ -260,11 +275,7 @@ Test(group_standby, a_claim_recorded_meanwhile_in_a_passed_claims_slot_is_kept)
 	floor_claim(&fl, &cl);
 	cr_assert_eq(fl, pos_of[40]);
 	shmbus_group_leave(racer);
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
-	racer = join("w2", SHMBUS_GROUP_SHARED);
-	cr_assert_eq(shmbus_group_read(racer, &id, sizeof(id), &msg), 8);
-	cr_assert_eq(id, 40);
-	shmbus_group_leave(racer);
+	promoted_resumes_at(40);
 }
 
 /* Claims of the standby's own (taken while it was primary) below the
@@ -274,8 +285,7 @@ Test(group_standby, a_standbys_copy_follows_the_primarys_floor_past_its_own_clai
 {
 	struct sb_group_state st;
 	struct took t[5];
-	uint64_t fl, cl, id;
-	struct shmbus_group_msg m;
+	uint64_t fl, cl;
 	shmbus_group *g;
 
 	g = join("w1", SHMBUS_GROUP_SHARED);
@@ -305,12 +315,7 @@ Test(group_standby, a_standbys_copy_follows_the_primarys_floor_past_its_own_clai
 	cr_assert_eq(cl, pos_of[70]);
 	cr_assert_eq(shmbus_group_ack(g, &t[2].lease), -ESTALE);
 	shmbus_group_leave(g);
-	/* Promoted: a new member goes on from the primary's floor. */
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
-	g = join("w2", SHMBUS_GROUP_SHARED);
-	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), 8);
-	cr_assert_eq(id, 70);
-	shmbus_group_leave(g);
+	promoted_resumes_at(70);
 }
 
 /* Lanes held here are taken back as the primary's floor passes them. */
