@@ -511,7 +511,8 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
  * shmbusd on a standby: makes group st->name of channel ch (in dir) if it
  * does not exist, with st's settings, and raises its floor to
  * min(st->floor, upto) (upto: what the standby's ring holds), and each
- * lane's acknowledged position to min(st->lane_acked[i], upto).  Claims
+ * lane's acknowledged position to min(st->lane_acked[i], upto), each
+ * only if a record of the ring starts there (or it is upto).  Claims
  * held here that the floor passes are passed as DEAD, lanes held here
  * are taken back; claims held here past it stay (returns -EBUSY until it
  * passes them).  0 or -errno.

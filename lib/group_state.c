@@ -278,9 +278,25 @@ static bool shared_settle_below(struct shmbus_group *m, uint64_t f)
 				m->slot) > 0;
 }
 
+/*
+ * Whether a group here may go on from p, a position the primary shipped:
+ * this ring's end, or the start of a record of p's lap in it.  Not one
+ * inside a gap this ring was given (sb_apply_restart()), nor one that is
+ * no record's start (a frame's bytes are checked, not their sense): the
+ * group would find nothing to read there, ever.
+ */
+static bool resumable(struct shmbus_channel *ch, uint64_t p, uint64_t upto)
+{
+	uint64_t seq, size;
+	uint32_t type, len;
+
+	return p == upto || (p < upto && sb_rec_look(ch, p, UINT64_MAX, &type,
+						     &len, &seq, &size) == 1);
+}
+
 /* Shared: the floor and the claim word both to f, once nothing is
  * claimed past the floor here. */
-static int shared_raise(struct shmbus_group *m, uint64_t f)
+static int shared_raise(struct shmbus_group *m, uint64_t f, uint64_t upto)
 {
 	uint64_t fp, fs, cp, cs;
 
@@ -296,6 +312,8 @@ static int shared_raise(struct shmbus_group *m, uint64_t f)
 	}
 	if (cs != fs || cp != fp)
 		return -EBUSY;	/* claims past f: again at the next state */
+	if (!resumable(m->ch, f, upto))
+		return -EBUSY;	/* the next floor, perhaps */
 	/* The claim word first (no claim starts below f from now on), then
 	 * the floor: one claim number, recorded as passed. */
 	if (!cas_pair(&m->g->claim_pos, cp, cs, f, cs + 1))	/* R16 */
@@ -329,6 +347,10 @@ static int lanes_raise(struct shmbus_group *m, uint64_t f,
 			to = upto;
 		if (a >= to)
 			continue;
+		if (!resumable(m->ch, to, upto)) {
+			rc = -EBUSY;
+			continue;
+		}
 		if (gctl_state(c) != SHMBUS_LANE_FREE)
 			n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0,
 				 gctl_gen(c) + 1);
@@ -376,7 +398,7 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 	if (!m)
 		return rc;
 	f = st->floor < upto ? st->floor : upto;
-	rc = m->mode == SHMBUS_GMODE_SHARED ? shared_raise(m, f)
+	rc = m->mode == SHMBUS_GMODE_SHARED ? shared_raise(m, f, upto)
 					    : lanes_raise(m, f, st->lane_acked,
 							  upto);
 	sb_group_unmap(m);

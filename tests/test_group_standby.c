@@ -384,6 +384,57 @@ Test(group_standby, a_standbys_keyed_copy_takes_each_lanes_position)
 	shmbus_group_leave(g);
 }
 
+/* A floor or a lane's position that is no record's start in this ring
+ * (inside a gap it was given, or nonsense) is not taken: the group would
+ * have nothing to read from, ever. */
+Test(group_standby, a_position_no_record_starts_at_is_not_taken)
+{
+	struct sb_group_state st;
+	uint64_t fl, cl;
+	shmbus_group *g;
+
+	g = join("w1", SHMBUS_GROUP_SHARED);
+	produce(0);
+	shmbus_group_leave(g);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	st.floor = pos_of[20] + 8;
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)),
+		     -EBUSY);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[0]);
+	cr_assert_eq(cl, pos_of[0]);
+	st.floor = pos_of[20];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[20]);
+	promoted_resumes_at(20);
+}
+
+Test(group_standby, a_lane_position_no_record_starts_at_is_not_taken)
+{
+	struct sb_group_state st;
+	unsigned seen[N] = { 0 };
+	uint64_t fl, cl, first;
+	shmbus_group *g;
+
+	g = join("w1", SHMBUS_GROUP_KEYED);
+	produce(4);
+	shmbus_group_leave(g);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	for (uint32_t i = 0; i < 4; i++)
+		st.lane_acked[i] = pos_of[60] + 8;
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)),
+		     -EBUSY);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[0]);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	g = join("w2", SHMBUS_GROUP_KEYED);
+	cr_assert_eq(drain(g, seen, &first), N);
+	shmbus_group_leave(g);
+}
+
 static int hold_and_die(void *arg)
 {
 	shmbus_group *g = join("doomed", SHMBUS_GROUP_SHARED);
