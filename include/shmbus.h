@@ -861,15 +861,15 @@ typedef int (*shmbus_group_handler)(const struct shmbus_group_msg *msg,
  * batch takes the batch to the dead-letter channel with it (take 1 for
  * per-message leases).  In keyed and single-active mode each message has
  * its own lease, and an ack covers the lane's earlier messages too.
- * Returns the
- * number of messages handled, 0 if none is available now (or the window
- * of leases in flight is full: shmbus_group_stats().window_full), -EIDRM
- * if the group was deleted, -EROFS while this host does not take writes
- * on the channel (a standby, or a primary handing over: the member stays
- * joined and takes again if the host becomes primary; what it was
- * delivering comes again; docs/groups.md), -EAGAIN while the ring is
- * being cut back after a failover, -EBADMSG if the group's or the
- * channel's memory is corrupt.  Never blocks.
+ * Returns the number of messages handled, 0 if none is available now (or
+ * the window of leases in flight is full:
+ * shmbus_group_stats().window_full), -EIDRM if the group was deleted,
+ * -EROFS while this host does not take writes on the channel (a standby,
+ * or a primary handing over: the member stays joined and takes again if
+ * the host becomes primary; a batch it was part way through comes again
+ * whole; docs/groups.md), -EAGAIN while the ring is being cut back after
+ * a failover, -EBADMSG if the group's or the channel's memory is corrupt.
+ * Never blocks.
  */
 int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn, void *arg,
 		      unsigned max);

@@ -337,14 +337,18 @@ static int gone_check(struct shmbus_group *m)
 
 /* gone_check(), and whether this member may take messages now: not
  * while its host does not take writes on the channel (acks, nacks and
- * extends still work).  What it was delivering is dropped: it comes
- * again, as the copy's floor follows the primary's meanwhile. */
+ * extends still work).  A lease it was part way through delivering is
+ * given back, to come again whole (to any member, flagged). */
 static int take_check(struct shmbus_group *m)
 {
 	int rc = gone_check(m);
 
-	if (!rc && (rc = refused(m->ch)))
+	if (!rc && (rc = refused(m->ch)) && m->cur.on) {
 		m->cur.on = false;
+		/* As a nack: some of it reached the application. */
+		sb_shared_settle(m, m->cur.seq, m->cur.ctl, SB_SETTLE_NACK,
+				 0);
+	}
 	return rc;
 }
 

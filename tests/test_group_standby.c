@@ -86,6 +86,12 @@ static int took_one(const struct shmbus_group_msg *m, void *arg)
 	return 0;
 }
 
+static int took_three(const struct shmbus_group_msg *m, void *arg)
+{
+	took_one(m, arg);
+	return ((struct took *)arg)->n == 3;
+}
+
 static struct took take(shmbus_group *g, unsigned max)
 {
 	struct took t = { .n = 0 };
@@ -163,20 +169,36 @@ Test(group_standby, a_member_takes_nothing_once_its_host_is_a_standby)
 	errno = 0;
 	cr_assert_null(shmbus_group_join(ch, "work", "w2", NULL));
 	cr_assert_eq(errno, EROFS);
+	/* A batch part way through is given back whole, as a nack. */
+	{
+		struct took t = { .n = 0 };
+		struct shmbus_group_stats gs;
+
+		cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+		cr_assert_eq(shmbus_group_poll(g, took_three, &t, 10), 3);
+		cr_assert_eq(t.first, 1);
+		cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+		cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m),
+			     -EROFS);
+		cr_assert_eq(shmbus_group_stats(g, &gs), 0);
+		cr_assert_eq(gs.nacked, 1);
+		cr_assert_eq(gs.in_flight, 0);
+	}
 	/* Being cut back: refused for now, EAGAIN. */
 	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_CUT), 0);
 	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), -EAGAIN);
 	errno = 0;
 	cr_assert_null(shmbus_group_join(ch, "work", "w2", NULL));
 	cr_assert_eq(errno, EAGAIN);
-	/* Primary again: the member takes again, from the floor; another
-	 * joins. */
+	/* Primary again: the member takes again, the batch given back
+	 * first; another joins. */
 	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
 	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &m), 8);
 	cr_assert_eq(id, 1);
+	cr_assert_eq(m.deliveries, 2);
 	g2 = join("w2", SHMBUS_GROUP_SHARED);
 	cr_assert_eq(shmbus_group_read(g2, &id, sizeof(id), &m), 8);
-	cr_assert_eq(id, 2);
+	cr_assert_eq(id, 11);
 	shmbus_group_leave(g2);
 	shmbus_group_leave(g);
 }
