@@ -122,13 +122,18 @@ static int take_member(struct shmbus_group *m, const char *name)
  * which the standby's copy settles once the primary's floor passes them
  * (sb_group_state_apply()).
  */
-static int refused(struct shmbus_channel *ch)
+static int refused_by(uint32_t fence)
 {
-	uint32_t f = SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence));
+	uint32_t f = SHMBUS_FENCE_STATE(fence);
 
 	if (f == SHMBUS_FENCE_OPEN)
 		return 0;
 	return f == SHMBUS_FENCE_CUT ? -EAGAIN : -EROFS;
+}
+
+static int refused(struct shmbus_channel *ch)
+{
+	return refused_by(load_relaxed32(&ch->hdr->fence));
 }
 
 SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
@@ -335,15 +340,25 @@ static int gone_check(struct shmbus_group *m)
 	return 0;
 }
 
-/* gone_check(), and whether this member may take messages now: not
+/*
+ * gone_check(), and whether this member may take messages now: not
  * while its host does not take writes on the channel (acks, nacks and
- * extends still work).  A lease it was part way through delivering is
- * given back, to come again whole (to any member, flagged). */
+ * extends still work).  A batch it was part way through delivering when
+ * the fence closed (or closed and opened again since it was taken) is
+ * given back, to come again whole (flagged): an ack of it must not
+ * count for messages never delivered, and a standby's copy may have
+ * passed it meanwhile.
+ */
 static int take_check(struct shmbus_group *m)
 {
 	int rc = gone_check(m);
+	/* No edge: see refused(). */
+	uint32_t w = load_relaxed32(&m->ch->hdr->fence);
 
-	if (!rc && (rc = refused(m->ch)) && m->cur.on) {
+	if (rc)
+		return rc;
+	rc = refused_by(w);
+	if (m->cur.on && (rc || w != m->cur.fence)) {
 		m->cur.on = false;
 		/* As a nack: some of it reached the application. */
 		sb_shared_settle(m, m->cur.seq, m->cur.ctl, SB_SETTLE_NACK,
@@ -475,6 +490,8 @@ static int shared_poll(struct shmbus_group *m, shmbus_group_handler fn,
 			c->on = true;
 			c->next = start;
 			c->given = 0;
+			/* No edge: compared only (take_check()). */
+			c->fence = load_relaxed32(&m->ch->hdr->fence);
 		}
 		while (n < max) {
 			rc = shared_msg(m, c->next, c->end, &gm, &p);

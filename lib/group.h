@@ -126,6 +126,7 @@ struct shmbus_group {
 		uint64_t seq, ctl, next, end;
 		uint32_t d;	/* its deliveries */
 		uint32_t given;	/* messages delivered from it */
+		uint32_t fence;	/* the channel's hdr.fence when taken */
 	} cur;
 
 	/* Keyed and single-active: the lanes we own. */

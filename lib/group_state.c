@@ -355,14 +355,24 @@ static int lanes_raise(struct shmbus_group *m, uint64_t f,
 			n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0,
 				 gctl_gen(c) + 1);
 		/* R18: pairs with A18: the next owner starts at `to`. */
-		if (!cas_pair(&ln->ctl, c, a, n, to))
+		if (!cas_pair(&ln->ctl, c, a, n, to)) {
 			rc = -EBUSY;	/* changed meanwhile: the next state */
-		else
-			store_relaxed64(&ln->next, to);
+		} else {
+			/* next only up: what a holder delivered past `to`
+			 * comes again flagged. */
+			uint64_t nx = load_relaxed64(&ln->next);
+
+			/* No edge: a statistic, as in raise_to(). */
+			while (nx < to &&
+			       !cas_weak_relaxed64(&ln->next, &nx, to))
+				;
+		}
 	}
 	sb_lanes_floor(m);
 	return rc;
 }
+
+static const uint64_t no_lanes[64];
 
 int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,
@@ -398,9 +408,12 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 	if (!m)
 		return rc;
 	f = st->floor < upto ? st->floor : upto;
-	rc = m->mode == SHMBUS_GMODE_SHARED ? shared_raise(m, f, upto)
-					    : lanes_raise(m, f, st->lane_acked,
-							  upto);
+	if (m->mode == SHMBUS_GMODE_SHARED)
+		rc = shared_raise(m, f, upto);
+	else if (st->mode == m->mode && st->lanes == m->nlanes)
+		rc = lanes_raise(m, f, st->lane_acked, upto);
+	else	/* lanes of other settings: only the floor holds here */
+		rc = lanes_raise(m, f, no_lanes, upto);
 	sb_group_unmap(m);
 	return rc;
 }

@@ -541,3 +541,154 @@ Test(group_standby, a_cut_takes_a_keyed_groups_lanes_back)
 			     seen[i]);
 	shmbus_group_leave(g);
 }
+
+static int first_only(const struct shmbus_group_msg *m, void *arg)
+{
+	*(struct shmbus_group_msg *)arg = *m;
+	return 1;	/* stop: the lease's other messages wait in cur */
+}
+
+/* A batch part way through when the fence closes is given back: an ack
+ * of what was delivered of it does not count for the rest, which comes
+ * again (a handover that fails opens the fence again). */
+Test(group_standby, a_batch_refused_part_way_comes_again_whole)
+{
+	struct shmbus_group_msg m;
+	unsigned seen[N] = { 0 };
+	uint64_t id, first;
+	shmbus_group *g;
+
+	g = join("w1", SHMBUS_GROUP_SHARED);
+	produce(0);
+	/* One lease of messages 0-9; message 0 delivered. */
+	cr_assert_eq(shmbus_group_poll(g, first_only, &m, 10), 1);
+	memcpy(&id, m.data, 8);
+	cr_assert_eq(id, 0);
+	/* The host starts handing over; the member's next poll is refused,
+	 * then it acknowledges message 0. */
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_HANDOVER), 0);
+	cr_assert_eq(shmbus_group_poll(g, first_only, &m, 10), -EROFS);
+	cr_assert_eq(shmbus_group_ack(g, &m.lease), -ESTALE);
+	/* The handover fails: the fence opens again. */
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	first = UINT64_MAX;
+	for (;;) {
+		struct shmbus_group_msg r;
+		ssize_t n = shmbus_group_read(g, &id, sizeof(id), &r);
+
+		if (n != 8)
+			break;
+		if (first == UINT64_MAX)
+			first = id;
+		seen[id]++;
+		cr_assert_eq(shmbus_group_ack(g, &r.lease), 0);
+	}
+	for (unsigned i = 1; i < N; i++)
+		cr_assert_geq(seen[i], 1, "message %u seen %u times (first "
+			      "after the ack: %lu)", i, seen[i],
+			      (unsigned long)first);
+	shmbus_group_leave(g);
+}
+
+/* A lane taken from its holder by the copy keeps what the holder had
+ * delivered past the primary's position: on this host, it comes again
+ * flagged. */
+Test(group_standby, a_lane_taken_on_the_copy_comes_again_flagged)
+{
+	struct sb_group_state st;
+	struct shmbus_group_msg m, m2;
+	uint64_t buf[2];
+	uint32_t lane;
+	shmbus_group *g;
+
+	g = join("w1", SHMBUS_GROUP_KEYED);
+	produce(4);
+	/* Messages 0 and 4 (key 0): delivered here, not acknowledged. */
+	lane = sb_lane_of(0, 4);
+	do
+		cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m), 16);
+	while (buf[1] != 0);
+	do
+		cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m2), 16);
+	while (buf[1] != 4);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	/* The primary acknowledged message 0 of that lane only. */
+	st.lane_acked[lane] = pos_of[4];
+	(void)sb_group_state_apply(ch, dir, "ch", &st, th_head(ch));
+	cr_assert_eq(shmbus_group_ack(g, &m2.lease), -ESTALE);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	shmbus_group_maintain(g);
+	for (int i = 0; i < 200; i++) {
+		cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m), 16);
+		if (m.lease.w[0] == lane)
+			break;
+	}
+	cr_assert_eq(buf[1], 4);
+	cr_assert_gt(m.deliveries, 1, "message 4, delivered here before, "
+		     "comes again as a first delivery");
+	shmbus_group_leave(g);
+}
+
+/* A copy whose lanes are not the primary's (the standby's shmbusd makes
+ * the groups of its own config) takes the primary's floor only: lane i
+ * there is not lane i here. */
+Test(group_standby, a_copy_with_other_lanes_takes_only_the_floor)
+{
+	struct sb_group_state st;
+	unsigned seen[N] = { 0 };
+	struct shmbus_group_attr a;
+	uint64_t first;
+	shmbus_group *g;
+
+	shmbus_group_attr_init(&a);
+	a.mode = SHMBUS_GROUP_KEYED;
+	a.lanes = 2;			/* 2 lanes here */
+	g = shmbus_group_join(ch, "work", "w1", &a);
+	cr_assert(g);
+	produce(8);
+	shmbus_group_leave(g);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	/* The primary's group: 4 lanes; its lane 0 acknowledged through
+	 * message 59, the others through 9. */
+	st.lanes = 4;
+	for (int l = 0; l < 4; l++)
+		st.lane_acked[l] = pos_of[10];
+	st.lane_acked[0] = pos_of[60];
+	st.floor = pos_of[10];
+	(void)sb_group_state_apply(ch, dir, "ch", &st, th_head(ch));
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	g = shmbus_group_join(ch, "work", "w2", &a);
+	cr_assert(g);
+	drain(g, seen, &first);
+	for (unsigned i = 10; i < N; i++) {
+		bool due = i >= 60 || sb_lane_of(i % 8, 4) != 0;
+
+		if (due)
+			cr_assert_geq(seen[i], 1, "message %u (key %u), not "
+				      "acknowledged on the primary, skipped",
+				      i, i % 8);
+	}
+	shmbus_group_leave(g);
+}
+
+/* The same when the fence closed and opened again between two polls:
+ * the copy may have passed the batch meanwhile. */
+Test(group_standby, a_batch_the_fence_closed_on_between_polls_comes_again)
+{
+	struct shmbus_group_msg m, r;
+	shmbus_group *g;
+	uint64_t id;
+
+	g = join("w1", SHMBUS_GROUP_SHARED);
+	produce(0);
+	cr_assert_eq(shmbus_group_poll(g, first_only, &m, 10), 1);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_HANDOVER), 0);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	cr_assert_eq(shmbus_group_read(g, &id, sizeof(id), &r), 8);
+	cr_assert_eq(id, 0);
+	cr_assert_eq(r.deliveries, 2);
+	cr_assert_eq(shmbus_group_ack(g, &m.lease), -ESTALE);
+	shmbus_group_leave(g);
+}
