@@ -123,7 +123,7 @@ NEED_DEPS = $(BUILD_DEPS_STAMP)
 endif
 
 .SECONDARY:
-.PHONY: all test check-ordering sanitize tsan tsan-run bench bench-quick bench-insn demo deps \
+.PHONY: all test check-ordering sanitize tsan tsan-run bench bench-quick bench-insn demo deps soak-groups \
 	install uninstall clean FORCE
 
 all: $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS) $(SHMBUSD) $(UNIT)
@@ -574,6 +574,19 @@ $(BUILD)/tests/test_hostile_peer: TEST_LIBS = $(LIB_INT) -lcriterion \
 $(BUILD)/tests/test_failover: $(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o
 $(BUILD)/tests/test_failover: TEST_LIBS = $(LIB_INT) -lcriterion $(LDLIBS_LIB) \
 	-lcurl -ljansson -lcrypto
+
+# A consumer group through kill -9 failovers and a switchover, every
+# delivery checked (tests/soak_groups.c; a minute or two, as root, with
+# etcd and network namespaces): not part of make test.  SOAK_MODE=keyed,
+# SOAK_ROUNDS, SOAK_WORK_US, SOAK_SWITCH=0.
+$(BUILD)/tests/soak_groups: $(BUILD)/tests/soak_groups.o $(TEST_HELP) $(LIB_INT) \
+		$(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS) -o $@ $^ $(LIB_INT) -lcriterion \
+		$(LDLIBS_LIB) -lcurl -ljansson -lcrypto
+
+soak-groups: $(DEPS_STAMP) all $(BUILD)/tests/soak_groups
+	SHMBUSD=$(SHMBUSD) $(BUILD)/tests/soak_groups
 
 clean:
 	rm -rf $(BUILD) build build-asan build-tsan build-clang
