@@ -53,7 +53,10 @@
  *   11 APPLY      u8 how, a struct sb_group_state's bytes, u64 upto:
  *                 sb_group_state_apply() (how bit 0: the state names the
  *                 group's own file; bit 1: upto is the channel's head;
- *                 bit 2: so is the floor; bit 3: dead letter "dlq")
+ *                 bit 2: so is the floor; bit 3: dead letter "dlq"); how
+ *                 bit 4: sb_group_cut() at upto instead; bit 5: first
+ *                 the channel's fence to state (how >> 6) (OPEN,
+ *                 STANDBY, HANDOVER, CUT), as shmbusd sets it
  *   12 LEAVE      13 WAIT (timeout 0)
  *   14 PUBLISH    u8 length; arg bits 1-3: (arg >> 1) * 4 + 1 keyed
  *                 messages on the group's channel (at most MAX_PUBS an
@@ -542,7 +545,7 @@ static void op_join(struct run *r, unsigned arg)
 			       arg & 8 ? NULL : &ga);
 	if (!*h)
 		FUZZ_CHECK(one_of(-errno, ERRS(MAP_ERRS, EINVAL, EEXIST,
-					       ENOSPC, EIDRM)));
+					       ENOSPC, EIDRM, EROFS, EAGAIN)));
 	else
 		FUZZ_CHECK((*h)->rec && (*h)->me < SHMBUS_GROUP_MEMBERS &&
 			   (*h)->window <= (group_len -
@@ -558,7 +561,7 @@ static void op_poll(struct run *r, shmbus_group *h, unsigned max,
 	r->cur = h;
 	n = shmbus_group_poll(h, stop ? on_msg_stop : on_msg, r, max);
 	if (n < 0) {
-		FUZZ_CHECK(one_of(n, ERRS(EIDRM, EBADMSG)));
+		FUZZ_CHECK(one_of(n, ERRS(EIDRM, EBADMSG, EROFS, EAGAIN)));
 		FUZZ_CHECK(r->handled == before);
 	} else {
 		FUZZ_CHECK((unsigned)n == r->handled - before);
@@ -589,7 +592,8 @@ static void op_read(struct run *r, shmbus_group *h, unsigned sel)
 			r->sum += buf[i];
 		save_lease(r, &msg.lease);
 	} else {
-		FUZZ_CHECK(one_of(n, ERRS(EAGAIN, EMSGSIZE, EIDRM, EBADMSG)));
+		FUZZ_CHECK(one_of(n, ERRS(EAGAIN, EMSGSIZE, EIDRM, EBADMSG,
+					  EROFS)));
 		if (n == -EMSGSIZE) {
 			FUZZ_CHECK(msg.len > cap && msg.len <= r->ch->max_msg);
 			save_lease(r, &msg.lease);	/* given back */
@@ -748,9 +752,23 @@ static void op_apply(struct run *r)
 		st.floor = head;
 	if (how & 8)
 		snprintf(st.dead_letter, sizeof(st.dead_letter), "dlq");
+	if (how & 32) {
+		uint32_t w = load_relaxed32(&r->ch->hdr->fence);
+
+		store_relaxed32(&r->ch->hdr->fence,
+				((w >> 8) + 1) << 8 | (how >> 6));
+	}
+	if (how & 16) {
+		st.name[sizeof(st.name) - 1] = 0;
+		rc = sb_group_cut(r->ch, r->ch->dir, st.name, upto);
+		FUZZ_CHECK(rc == 0 ||
+			   one_of(rc, ERRS(MAP_ERRS, EINVAL, EBUSY, ENOENT)));
+		return;
+	}
 	rc = sb_group_state_apply(r->ch, r->ch->dir, r->ch->name, &st, upto);
+	/* EAGAIN: a new group's slot while the fence says CUT. */
 	FUZZ_CHECK(rc == 0 ||
-		   one_of(rc, ERRS(MAP_ERRS, EINVAL, EBUSY, ENOSPC)));
+		   one_of(rc, ERRS(MAP_ERRS, EINVAL, EBUSY, ENOSPC, EAGAIN)));
 	if (strncmp(st.name, gdefs[r->g].name, sizeof(st.name)))
 		r->foreign = true;
 }
@@ -764,10 +782,11 @@ static void op_publish(struct run *r, unsigned arg, unsigned len)
 		struct shmbus_pub_attr pa = { .timeout_ns = 0 };
 
 		/* EBUSY: a member opened the channel as its dead-letter
-		 * channel (the file may name any) and publishes there. */
+		 * channel (the file may name any) and publishes there.
+		 * EROFS: an APPLY closed the fence. */
 		r->pub = shmbus_pub_open(r->ch, &pa);
 		if (!r->pub) {
-			FUZZ_CHECK(errno == EBUSY);
+			FUZZ_CHECK(errno == EBUSY || errno == EROFS);
 			return;
 		}
 	}
@@ -776,7 +795,7 @@ static void op_publish(struct run *r, unsigned arg, unsigned len)
 	for (unsigned i = 0; i < count && r->pubs < MAX_PUBS; i++, r->pubs++) {
 		int rc = shmbus_publish_keyed(r->pub, len * 7 + i, buf, len);
 
-		FUZZ_CHECK(rc == 0 || rc == -EAGAIN);
+		FUZZ_CHECK(rc == 0 || rc == -EAGAIN || rc == -EROFS);
 	}
 }
 
@@ -882,7 +901,8 @@ static void run_program(struct run *r, unsigned flags)
 				int rc = shmbus_group_wait(h, 0);
 
 				FUZZ_CHECK(rc == 0 || rc == -ETIMEDOUT ||
-					   rc == -EIDRM);
+					   rc == -EIDRM || rc == -EROFS ||
+					   rc == -EAGAIN);
 			}
 			break;
 		case OP_PUBLISH:
@@ -965,7 +985,7 @@ static void put_patch64(struct seed *sd, size_t off, uint64_t v)
 
 /* Every op: two members join, take messages each way, settle leases
  * given and forged, look, maintain, apply a replicated state, publish,
- * and leave. */
+ * are refused on a standby, and leave; the group is then cut back. */
 static void put_program(struct seed *sd)
 {
 	static const uint8_t a[] = {
@@ -981,6 +1001,10 @@ static void put_program(struct seed *sd)
 	static const uint8_t b[] = {
 		OP_LEAVE, OP_MAINTAIN | 1 << 4, OP_READ | 1 << 4, 7,
 		OP_ACK | 1 << 4, 7, OP_LEAVE | 1 << 4,
+	};
+	static const uint8_t c[] = {
+		OP_POLL, 1, OP_READ | 1 << 4, 6, OP_WAIT, OP_ACK, 0,
+		OP_JOIN | 6 << 4, OP_PUBLISH | 4 << 4, 40,
 	};
 	struct sb_group_state st;
 
@@ -1008,7 +1032,26 @@ static void put_program(struct seed *sd)
 	seed_put8(sd, 2 | 8);
 	seed_put(sd, &st, sizeof(st));
 	seed_put64(sd, 0);
+	/* this host a standby: the group's own state applied, and the
+	 * members refused; a cut refused while they are joined */
+	memset(&st, 0, sizeof(st));
+	st.window = WINDOW;
+	st.lease_ns = INT64_C(30000000000);
+	seed_put8(sd, OP_APPLY);
+	seed_put8(sd, 1 | 2 | 4 | 32 | 1 << 6);
+	seed_put(sd, &st, sizeof(st));
+	seed_put64(sd, 0);
+	seed_put(sd, c, sizeof(c));
+	seed_put8(sd, OP_APPLY);
+	seed_put8(sd, 1 | 16 | 32 | 3 << 6);
+	seed_put(sd, &st, sizeof(st));
+	seed_put64(sd, 0);
 	seed_put(sd, b, sizeof(b));
+	/* and once they left, cut back to the ring's start */
+	seed_put8(sd, OP_APPLY);
+	seed_put8(sd, 1 | 16);
+	seed_put(sd, &st, sizeof(st));
+	seed_put64(sd, 0);
 }
 
 static void write_seed(const char *out, const char *name,

@@ -515,7 +515,8 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
  * only if a record of the ring starts there (or it is upto).  Claims
  * held here that the floor passes are passed as DEAD, lanes held here
  * are taken back; claims held here past it stay (returns -EBUSY until it
- * passes them).  0 or -errno.
+ * passes them).  0 or -errno (-EAGAIN: a group to make while the ring is
+ * being cut back).
  */
 int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,
