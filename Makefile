@@ -577,8 +577,8 @@ $(BUILD)/tests/test_failover: TEST_LIBS = $(LIB_INT) -lcriterion $(LDLIBS_LIB) \
 
 # A consumer group through kill -9 failovers and a switchover, every
 # delivery checked (tests/soak_groups.c; a minute or two, as root, with
-# etcd and network namespaces): not part of make test.  SOAK_MODE=keyed,
-# SOAK_ROUNDS, SOAK_WORK_US, SOAK_SWITCH=0.
+# etcd and network namespaces): not part of make test.  SOAK_MODE=keyed
+# or single_active, SOAK_ROUNDS, SOAK_WORK_US, SOAK_SWITCH=0.
 $(BUILD)/tests/soak_groups: $(BUILD)/tests/soak_groups.o $(TEST_HELP) $(LIB_INT) \
 		$(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o
 	@$(if $(Q),echo "  LD     $@")

@@ -5,8 +5,8 @@
  * a minute; not part of make test).
  *
  * An HA pair with etcd as arbiter (failover_fixture); a replicated block
- * channel "fo" with a group "work" (shared, or keyed with 16 lanes:
- * SOAK_MODE=keyed).  A publisher on the primary acknowledges every
+ * channel "fo" with a group "work" (shared; SOAK_MODE=keyed: 16 lanes;
+ * SOAK_MODE=single_active).  A publisher on the primary acknowledges every
  * message at `applied`; three members on the primary read, check and
  * acknowledge, taking SOAK_WORK_US per message.  Each round kills the
  * primary's daemon and every process of it with SIGKILL, waits for the
@@ -75,7 +75,7 @@ struct shared {
 	struct rec r[MAXREC];
 };
 static struct shared *S;
-static bool keyed;		/* SOAK_MODE=keyed */
+static enum shmbus_group_mode gmode;	/* SOAK_MODE */
 
 static size_t msg_len(uint64_t i)
 {
@@ -153,8 +153,8 @@ static int member_main(void *arg)
 	if (!ch)
 		return 2;
 	shmbus_group_attr_init(&ga);
-	ga.mode = keyed ? SHMBUS_GROUP_KEYED : SHMBUS_GROUP_SHARED;
-	ga.lanes = 16;
+	ga.mode = gmode;
+	ga.lanes = gmode == SHMBUS_GROUP_KEYED ? 16 : 0;
 	snprintf(name, sizeof(name), "m%c%d-%d", h->tag, p->k,
 		 atomic_load(&S->round));
 	g = shmbus_group_join(ch, "work", name, &ga);
@@ -524,9 +524,14 @@ Test(soak, a_group_through_failovers_and_a_switchover)
 	cr_assert(S != MAP_FAILED);
 	S->work_us = env_int("SOAK_WORK_US", 0);
 	S->pub_us = env_int("SOAK_PUB_US", 0);
-	keyed = mode && !strcmp(mode, "keyed");
+	gmode = !mode ? SHMBUS_GROUP_SHARED
+	      : !strcmp(mode, "keyed") ? SHMBUS_GROUP_KEYED
+	      : !strcmp(mode, "single_active") ? SHMBUS_GROUP_SINGLE_ACTIVE
+	      : SHMBUS_GROUP_SHARED;
 	snprintf(chans, sizeof(chans), GCHANS_FMT,
-		 keyed ? "keyed lanes=16" : "shared window=256");
+		 gmode == SHMBUS_GROUP_KEYED ? "keyed lanes=16"
+		 : gmode == SHMBUS_GROUP_SINGLE_ACTIVE ? "single_active"
+		 : "shared window=256");
 	log_open();
 	pair_setup(chans, extra);
 	cr_assert(host_log_wait(&A, "holds the leader key", 10000));
