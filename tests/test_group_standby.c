@@ -151,6 +151,18 @@ static void promoted_resumes_at(uint64_t id)
 	shmbus_group_leave(g);
 }
 
+/* A group of mode made, the messages produced and the member gone, then
+ * the host a standby: *st is the group's state to apply as the
+ * primary's. */
+static void standby_with(enum shmbus_group_mode mode, uint32_t nkeys,
+			 struct sb_group_state *st)
+{
+	shmbus_group_leave(join("w1", mode));
+	produce(nkeys);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", st), 0);
+}
+
 Test(group_standby, a_member_takes_nothing_once_its_host_is_a_standby)
 {
 	struct shmbus_group_msg m;
@@ -377,11 +389,7 @@ Test(group_standby, a_standbys_keyed_copy_takes_each_lanes_position)
 	uint64_t fl, cl, first;
 	shmbus_group *g;
 
-	g = join("w1", SHMBUS_GROUP_KEYED);
-	produce(4);
-	shmbus_group_leave(g);
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
-	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	standby_with(SHMBUS_GROUP_KEYED, 4, &st);
 	for (uint32_t i = 0; i < 4; i++) {
 		cr_assert_eq(st.lane_acked[i], pos_of[0]);
 		st.lane_acked[i] = pos_of[60];
@@ -413,13 +421,8 @@ Test(group_standby, a_position_no_record_starts_at_is_not_taken)
 {
 	struct sb_group_state st;
 	uint64_t fl, cl;
-	shmbus_group *g;
 
-	g = join("w1", SHMBUS_GROUP_SHARED);
-	produce(0);
-	shmbus_group_leave(g);
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
-	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	standby_with(SHMBUS_GROUP_SHARED, 0, &st);
 	st.floor = pos_of[20] + 8;
 	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)),
 		     -EBUSY);
@@ -440,11 +443,7 @@ Test(group_standby, a_lane_position_no_record_starts_at_is_not_taken)
 	uint64_t fl, cl, first;
 	shmbus_group *g;
 
-	g = join("w1", SHMBUS_GROUP_KEYED);
-	produce(4);
-	shmbus_group_leave(g);
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
-	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	standby_with(SHMBUS_GROUP_KEYED, 4, &st);
 	for (uint32_t i = 0; i < 4; i++)
 		st.lane_acked[i] = pos_of[60] + 8;
 	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)),
