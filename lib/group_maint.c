@@ -503,8 +503,9 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 	return n;
 }
 
-/* Shared: every claim dropped, the floor and the claim word at f, under
- * a new claim number.  Leases in flight below f come again, as new. */
+/* Shared: every claim dropped, the floor and the claim word at f =
+ * min(floor, pos), under a new claim number.  Leases in flight below f
+ * come again, as new. */
 static int shared_cut(struct shmbus_group *m, uint64_t pos)
 {
 	struct shmbus_group_hdr *g = m->g;
