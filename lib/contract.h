@@ -500,6 +500,11 @@ struct sb_group_state {
 	uint64_t lane_acked[64];	/* keyed, single-active: each lane's
 					 * acknowledged position (its first
 					 * `lanes` only); shared: 0 */
+	uint64_t delivered_to;		/* shared: claims start here or
+					 * above from now on (what was
+					 * delivered lies below); lanes: 0 */
+	uint64_t lane_next[64];		/* keyed, single-active: each lane's
+					 * delivery cursor; shared: 0 */
 };
 
 /* shmbusd's replication agent: group `group` of channel ch (in dir) as
@@ -515,8 +520,10 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
  * only if a record of the ring starts there (or it is upto).  Claims
  * held here that the floor passes are passed as DEAD, lanes held here
  * are taken back; claims held here past it stay (returns -EBUSY until it
- * passes them).  0 or -errno (-EAGAIN: a group to make while the ring is
- * being cut back).
+ * passes them).  What the primary delivered, below min(st->delivered_to,
+ * upto) (shared) or each min(st->lane_next[i], upto) (lanes), is flagged
+ * redelivered when delivered here.  0 or -errno (-EAGAIN: a group to
+ * make while the ring is being cut back).
  */
 int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,

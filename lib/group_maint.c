@@ -614,6 +614,10 @@ int sb_group_cut_back(struct shmbus_group *m, uint64_t pos)
 	if (!rc)
 		rc = m->mode == SHMBUS_GMODE_SHARED ? shared_cut(m, pos)
 						    : lanes_cut(m, pos);
+	/* The records from pos on will be another epoch's, delivered
+	 * nowhere yet.  No edge: a hint for the redelivered flag. */
+	if (!rc && load_relaxed64(&m->g->redeliver_below) > pos)
+		store_relaxed64(&m->g->redeliver_below, pos);
 	/* R21: pairs with A21: our changes before the next holder's. */
 	store_release64(&m->g->maint, 0);
 	return rc;

@@ -372,7 +372,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		uint64_t pos, s, fs, fp;
 		uint64_t fresh = load_relaxed64(&g->fresh_pos);
 		uint64_t p, first = 0, size, rseq = 0, head, c;
-		uint32_t type, len;
+		uint32_t type, len, d;
 		unsigned n = 0;
 		int rc;
 
@@ -421,7 +421,10 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		if (!now)
 			now = sb_now_ns();
 		l = &m->leases[s & m->wmask];
-		c = gctl(SHMBUS_LEASE_LEASED, m->me, 1, 0);
+		/* Below the mark a replication standby's copy was given, the
+		 * primary it followed may have delivered it: flagged. */
+		d = pos < load_relaxed64(&g->redeliver_below) ? 2 : 1;
+		c = gctl(SHMBUS_LEASE_LEASED, m->me, d, 0);
 		if (!sb_lease_record(l, s, c, sb_after(now, m->lease_ns), pos, p, first,
 				     n, SHMBUS_NO_MEMBER)) {
 			/* The maintenance recorded it for someone else. */
@@ -440,7 +443,8 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		*ctl = c;
 		*start = pos;
 		*end = p;
-		*deliveries = 1;
+		*deliveries = d;
+		add_relaxed64(&g->redelivered, d > 1);
 		return 1;
 lap:
 		lapped(m, pos, s);

@@ -206,8 +206,18 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
 	st->lease_ns = m->lease_ns;
 	sb_pair_read(&m->g->floor_pos, &fp, &fs);
 	st->floor = fp;
-	for (uint32_t i = 0; i < m->nlanes; i++)
+	if (m->mode == SHMBUS_GMODE_SHARED) {
+		/* Read after the floor: at or above it.  A mark this copy
+		 * was given as a standby goes on, for the next failover. */
+		uint64_t cp, cs, rb = load_relaxed64(&m->g->redeliver_below);
+
+		sb_pair_read(&m->g->claim_pos, &cp, &cs);
+		st->delivered_to = cp > rb ? cp : rb;
+	}
+	for (uint32_t i = 0; i < m->nlanes; i++) {
 		st->lane_acked[i] = load_relaxed64(&m->lanes[i].acked);
+		st->lane_next[i] = load_relaxed64(&m->lanes[i].next);
+	}
 	sb_group_unmap(m);
 	return 0;
 }
@@ -326,13 +336,25 @@ static int shared_raise(struct shmbus_group *m, uint64_t f, uint64_t upto)
 	return 0;
 }
 
+/* No edge: a word that only grows to v (statistics-like: read by
+ * claims as a hint for the redelivered flag). */
+static void raise_word(uint64_t *w, uint64_t v)
+{
+	uint64_t cur = load_relaxed64(w);
+
+	/* No edge (see above). */
+	while (cur < v && !cas_weak_relaxed64(w, &cur, v))
+		;
+}
+
 /* Lanes: each lane's acked raised to the primary's (at least f, at most
  * upto), then the floor.  A lane held here (by a member refused since
  * this host became a standby, or by a dead one) is taken from its
  * holder, as the maintenance takes a stuck owner's: its late ack gets
  * -ESTALE. */
 static int lanes_raise(struct shmbus_group *m, uint64_t f,
-		       const uint64_t acked[64], uint64_t upto)
+		       const uint64_t acked[64], const uint64_t next[64],
+		       uint64_t upto)
 {
 	int rc = 0;
 
@@ -355,19 +377,17 @@ static int lanes_raise(struct shmbus_group *m, uint64_t f,
 			n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0,
 				 gctl_gen(c) + 1);
 		/* R18: pairs with A18: the next owner starts at `to`. */
-		if (!cas_pair(&ln->ctl, c, a, n, to)) {
+		if (!cas_pair(&ln->ctl, c, a, n, to))
 			rc = -EBUSY;	/* changed meanwhile: the next state */
-		} else {
-			/* next only up: what a holder delivered past `to`
+		else	/* next only up: what a holder delivered past `to`
 			 * comes again flagged. */
-			uint64_t nx = load_relaxed64(&ln->next);
-
-			/* No edge: a statistic, as in raise_to(). */
-			while (nx < to &&
-			       !cas_weak_relaxed64(&ln->next, &nx, to))
-				;
-		}
+			raise_word(&ln->next, to);
 	}
+	/* What the primary's owners delivered comes again flagged here
+	 * (sync_lane() in group_lanes.c): no further than this ring holds,
+	 * whose later positions may be another epoch's records. */
+	for (uint32_t i = 0; next && i < m->nlanes; i++)
+		raise_word(&m->lanes[i].next, next[i] < upto ? next[i] : upto);
 	sb_lanes_floor(m);
 	return rc;
 }
@@ -408,12 +428,19 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 	if (!m)
 		return rc;
 	f = st->floor < upto ? st->floor : upto;
-	if (m->mode == SHMBUS_GMODE_SHARED)
+	if (m->mode == SHMBUS_GMODE_SHARED) {
 		rc = shared_raise(m, f, upto);
-	else if (st->mode == m->mode && st->lanes == m->nlanes)
-		rc = lanes_raise(m, f, st->lane_acked, upto);
-	else	/* lanes of other settings: only the floor holds here */
-		rc = lanes_raise(m, f, no_lanes, upto);
+		/* Flagged here: what the primary delivered (its claims'
+		 * frontier), no further than this ring holds. */
+		if (st->mode == SHMBUS_GMODE_SHARED)
+			raise_word(&m->g->redeliver_below,
+				   st->delivered_to < upto ? st->delivered_to
+							   : upto);
+	} else if (st->mode == m->mode && st->lanes == m->nlanes) {
+		rc = lanes_raise(m, f, st->lane_acked, st->lane_next, upto);
+	} else {	/* lanes of other settings: only the floor holds */
+		rc = lanes_raise(m, f, no_lanes, NULL, upto);
+	}
 	sb_group_unmap(m);
 	return rc;
 }

@@ -101,8 +101,10 @@ static struct took take(shmbus_group *g, unsigned max)
 }
 
 /* Reads and acknowledges every message the group has for g; returns how
- * many, each id counted in seen[], the first in *first. */
-static unsigned drain(shmbus_group *g, unsigned seen[N], uint64_t *first)
+ * many, each id counted in seen[], the first in *first; each message's
+ * deliveries in dl[] (NULL: each must be 1). */
+static unsigned drain_dl(shmbus_group *g, unsigned seen[N], uint64_t *first,
+			 uint32_t dl[N])
 {
 	struct shmbus_group_msg m;
 	uint64_t buf[2], id;
@@ -116,13 +118,22 @@ static unsigned drain(shmbus_group *g, unsigned seen[N], uint64_t *first)
 		if (*first == UINT64_MAX)
 			*first = id;
 		seen[id]++;
-		cr_assert_eq(m.deliveries, 1, "message %lu delivered %u times",
-			     (unsigned long)id, m.deliveries);
+		if (dl)
+			dl[id] = m.deliveries;
+		else
+			cr_assert_eq(m.deliveries, 1, "message %lu delivered "
+				     "%u times", (unsigned long)id,
+				     m.deliveries);
 		cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
 		n++;
 	}
 	cr_assert_eq(r, -EAGAIN, "read: %zd", r);
 	return n;
+}
+
+static unsigned drain(shmbus_group *g, unsigned seen[N], uint64_t *first)
+{
+	return drain_dl(g, seen, first, NULL);
 }
 
 static void floor_claim(uint64_t *floor, uint64_t *claim)
@@ -411,6 +422,98 @@ Test(group_standby, a_standbys_keyed_copy_takes_each_lanes_position)
 	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
 	for (uint32_t i = 0; i < 4; i++)
 		cr_assert_eq(st.lane_acked[i], th_head(ch));
+	shmbus_group_leave(g);
+}
+
+/* What the primary's members had taken above its floor comes again
+ * flagged after a failover: as far as its claims had reached, no further
+ * than this ring holds; what is published after the promotion is new. */
+Test(group_standby, what_the_primary_delivered_comes_again_flagged)
+{
+	struct sb_group_state st;
+	unsigned seen[N] = { 0 };
+	uint32_t dl[N] = { 0 };
+	uint64_t first, id = N, got;
+	struct shmbus_group_msg m;
+	shmbus_group *g;
+	shmbus_pub *p;
+
+	standby_with(SHMBUS_GROUP_SHARED, 0, &st);
+	cr_assert_eq(st.delivered_to, pos_of[0], "nothing was claimed");
+	st.floor = pos_of[20];
+	st.delivered_to = pos_of[50];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	/* A later state with a lower mark (it never goes back), and one
+	 * beyond what this ring holds (taken only as far as it holds). */
+	st.delivered_to = pos_of[30];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, pos_of[40]), 0);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	g = join("w2", SHMBUS_GROUP_SHARED);
+	cr_assert_eq(drain_dl(g, seen, &first, dl), N - 20);
+	for (unsigned i = 20; i < N; i++)
+		cr_assert_eq(dl[i], i < 50 ? 2u : 1u, "message %u: %u "
+			     "deliveries", i, dl[i]);
+	/* The new primary ships the mark on, for a failover back. */
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	cr_assert_eq(st.delivered_to, th_head(ch));
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	cr_assert_eq(shmbus_publish(p, &id, 8), 0);
+	shmbus_pub_close(p);
+	cr_assert_eq(shmbus_group_read(g, &got, sizeof(got), &m), 8);
+	cr_assert_eq(got, N);
+	cr_assert_eq(m.deliveries, 1);
+	shmbus_group_leave(g);
+}
+
+/* A lane's records below the primary's delivery cursor for it come
+ * again flagged; the mark goes back with a cut. */
+Test(group_standby, what_the_primarys_lanes_delivered_comes_again_flagged)
+{
+	struct sb_group_state st;
+	unsigned seen[N] = { 0 };
+	uint32_t dl[N] = { 0 };
+	uint64_t first;
+	shmbus_group *g;
+
+	standby_with(SHMBUS_GROUP_KEYED, 4, &st);
+	for (uint32_t i = 0; i < 4; i++) {
+		st.lane_acked[i] = pos_of[20];
+		st.lane_next[i] = pos_of[40];
+	}
+	st.floor = pos_of[20];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	g = join("w2", SHMBUS_GROUP_KEYED);
+	cr_assert_eq(drain_dl(g, seen, &first, dl), N - 20);
+	for (unsigned i = 20; i < N; i++)
+		cr_assert_eq(dl[i], i < 40 ? 2u : 1u, "message %u: %u "
+			     "deliveries", i, dl[i]);
+	shmbus_group_leave(g);
+}
+
+/* A cut takes the mark back with the ring: records from the cut on will
+ * be the new primary's, delivered nowhere yet. */
+Test(group_standby, a_cut_takes_the_redelivery_mark_back)
+{
+	struct sb_group_state st;
+	unsigned seen[N] = { 0 };
+	uint32_t dl[N] = { 0 };
+	uint64_t first;
+	shmbus_group *g;
+
+	standby_with(SHMBUS_GROUP_SHARED, 0, &st);
+	st.floor = pos_of[20];
+	st.delivered_to = pos_of[50];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	cr_assert_eq(sb_group_cut(ch, dir, "work", pos_of[30]), 0);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	g = join("w2", SHMBUS_GROUP_SHARED);
+	cr_assert_eq(drain_dl(g, seen, &first, dl), N - 20);
+	for (unsigned i = 20; i < N; i++)
+		cr_assert_eq(dl[i], i < 30 ? 2u : 1u, "message %u: %u "
+			     "deliveries", i, dl[i]);
 	shmbus_group_leave(g);
 }
 

@@ -174,7 +174,13 @@ struct shmbus_group_hdr {
 	uint64_t stall_seq;	/* the maintenance's: a won claim not yet */
 	int64_t stall_since;	/* recorded, and since when it saw it */
 
-	uint8_t reserved[1024 - 8 * 64];
+	/* line 8: a shared group's copy on a replication standby: claims
+	 * starting below it may have been delivered on the primary it
+	 * followed, and are flagged redelivered here (0: none) */
+	uint64_t redeliver_below;
+	uint8_t pad8[56];
+
+	uint8_t reserved[1024 - 9 * 64];
 };
 
 #define SHMBUS_GROUP_ASSERT(f, o) \
@@ -186,6 +192,7 @@ SHMBUS_GROUP_ASSERT(claim_pos, 192);
 SHMBUS_GROUP_ASSERT(floor_pos, 256);
 SHMBUS_GROUP_ASSERT(avail, 320);
 SHMBUS_GROUP_ASSERT(delivered, 384);
+SHMBUS_GROUP_ASSERT(redeliver_below, 512);
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_group_hdr) == 1024, "group hdr");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_member) == 128, "member size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_lease_slot) == 64, "lease size");
