@@ -148,6 +148,10 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 		dl[free_i].ch = NULL;
 		return NULL;
 	}
+	/* The reaper never waits on the channel's other producers, whose
+	 * claims any process that maps it could fake for ever: a dead
+	 * letter not sent now goes at a later scan. */
+	sb_pub_bounded(dl[free_i].pub);
 	snprintf(dl[free_i].name, sizeof(dl[free_i].name), "%s", name);
 	return dl[free_i].pub;
 }

@@ -338,6 +338,13 @@ uint64_t sb_ring_rec_at(shmbus_channel *ch, uint64_t pos, uint32_t *type);
  * has claimed over them since (overwrite channels). */
 bool sb_ring_holds(shmbus_channel *ch, uint64_t from);
 
+/* A publisher of a multi-producer channel that never waits on another
+ * producer: it claims only while no claim is in flight, and gives up
+ * (-EAGAIN) if one stays in flight.  For publishers that must not hang
+ * on a channel other processes can write (shmbusd's dead letters, a
+ * direct-mode member's): a live process may fake a claim for ever. */
+void sb_pub_bounded(shmbus_pub *pub);
+
 /* Applying, on a standby.  The writer waits up to timeout_ns for the
  * standby's own subscribers (block policy) before sb_apply() returns
  * -ETIMEDOUT. */

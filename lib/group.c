@@ -302,8 +302,13 @@ static void dead_letter_open(struct shmbus_group *m)
 		m->dl_drop = true;
 	} else {
 		m->dl_pub = shmbus_pub_open(m->dl_ch, NULL);
-		if (m->dl_pub)
+		if (m->dl_pub) {
+			/* A poll never hangs on another channel's producers
+			 * (a dead letter not sent now goes at a later
+			 * maintenance). */
+			sb_pub_bounded(m->dl_pub);
 			return;
+		}
 	}
 	shmbus_channel_close(m->dl_ch);
 	m->dl_ch = NULL;

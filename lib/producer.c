@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "channel.h"
+#include "contract.h"
 #include "pub.h"
 #include "repair.h"
 
@@ -172,6 +173,11 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		return NULL;
 	}
 	return pub;
+}
+
+void sb_pub_bounded(shmbus_pub *pub)
+{
+	pub->bounded = true;
 }
 
 SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)

@@ -57,6 +57,8 @@ struct shmbus_pub {
 	uint64_t synced;	/* shmbus_pub_sync() answered 0 up to here */
 	bool agent;		/* a standby's replication agent
 				 * (sb_writer_open()): not fenced */
+	bool bounded;		/* MP: never waits on another producer's
+				 * hand-off (sb_pub_bounded()) */
 	/* the outstanding claim */
 	bool claimed;
 	uint32_t c_len;

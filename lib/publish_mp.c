@@ -59,7 +59,8 @@ static void mp_release_claim(struct shmbus_pub *pub)
  * shows: the claim then goes on without handing over, leaving the word
  * at q and the hand-off alone (a claim after ours may own them).
  */
-static bool await_handoff(struct shmbus_channel *ch, uint64_t p)
+static bool await_handoff(struct shmbus_channel *ch, uint64_t p,
+			  bool bounded)
 {
 	uint64_t hv, high = 0;
 	int64_t since = -1, now;
@@ -69,7 +70,10 @@ static bool await_handoff(struct shmbus_channel *ch, uint64_t p)
 	 * sb_handoff_help() or sb_handoff_skip()): the zeroing of the word
 	 * at p, and the sequence numbers, are visible once we see p here. */
 	while ((hv = load_acquire64(&ch->hdr->handoff)) != p) {
-		if (hv > p)
+		/* A bounded publisher claimed only with the hand-off at p
+		 * (mp_claim_space()): a word moved off it since was written
+		 * over, and is not waited for. */
+		if (hv > p || bounded)
 			return false;
 		if (++spins < 1024) {
 			cpu_relax();
@@ -95,6 +99,36 @@ static bool await_handoff(struct shmbus_channel *ch, uint64_t p)
 	return true;
 }
 
+/* How many times a bounded publisher looks for the hand-off at head
+ * before it gives up: a claim in flight hands over within a few
+ * instructions of its CAS; one that does not is stopped, dead (for the
+ * repair), or not a claim at all. */
+#define BOUNDED_LOOKS	4096u
+
+/*
+ * A bounded publisher (shmbusd's dead letters, a direct-mode member's)
+ * claims only while the hand-off is at head, p: no claim is in flight,
+ * so its own will not wait on another producer's, which a process that
+ * can write the header may fake for ever (a live pid announcing a claim
+ * at the word).  1: it is at p; 0: look again (from head); -EAGAIN
+ * after BOUNDED_LOOKS looks in all.
+ */
+static int handoff_at(struct shmbus_pub *pub, uint64_t p, unsigned *looks)
+{
+	/* A3: pairs with R3 (the previous claimer's hand-off to p): its
+	 * zeroing of the word at p and the sequence numbers, which our
+	 * claim then takes without await_handoff() waiting. */
+	if (load_acquire64(&pub->hdr->handoff) == p)
+		return 1;
+	if (++*looks >= BOUNDED_LOOKS)
+		return -EAGAIN;
+	if (*looks % 64 == 0)
+		sched_yield();
+	else
+		cpu_relax();
+	return 0;
+}
+
 /* Claims `need` bytes: on success [*pp, *pp + *padp + need) is ours. */
 static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 			  uint64_t *pp, uint64_t *padp)
@@ -103,7 +137,7 @@ static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 	struct shmbus_hdr *h = pub->hdr;
 	uint64_t p, q, pad;
 	int64_t deadline = 0;
-	unsigned spins = 0;
+	unsigned spins = 0, busy = 0;
 	int rc;
 
 	for (;;) {
@@ -136,6 +170,12 @@ static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 		}
 		if (rc)
 			continue;
+		if (pub->bounded && (rc = handoff_at(pub, p, &busy)) <= 0) {
+			if (rc == 0)
+				continue;
+			mp_release_claim(pub);
+			return rc;
+		}
 		/* The claim.  R12: its release part pairs with A12, the
 		 * acquire loads of head in other producers (above),
 		 * sb_handoff_help() and repair_claim(): our announcement
@@ -172,7 +212,7 @@ static uint64_t mp_claimed(struct shmbus_pub *pub, uint64_t p, uint64_t pad,
 	fence_release();
 	/* The claims before ours have handed over (or the word is past p:
 	 * await_handoff()). */
-	mine = await_handoff(ch, p);
+	mine = await_handoff(ch, p, pub->bounded);
 	if (mine)
 		store_relaxed64(&pub_rec(pub, q)->commit, 0);
 	if (crosses_seg(pub, p, q))

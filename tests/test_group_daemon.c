@@ -283,6 +283,96 @@ Test(group_daemon, the_daemon_dead_letters_poison_messages)
 	shmbus_disconnect(bus2);
 }
 
+/* A process that may only subscribe to the dead-letter channel can still
+ * write its header: it fakes a claim of its own, live, that never hands
+ * over.  The daemon's dead letter gives up instead of waiting behind it
+ * for ever, and its reaper goes on repairing every channel. */
+Test(group_daemon, a_claim_faked_on_the_dead_letter_channel_stalls_no_repair)
+{
+	struct shmbus_prod_slot *fake;
+	struct shmbus_hdr *h;
+	shmbus_channel *ch, *dl, *vch;
+	shmbus_bus *bus, *bus2, *bus3;
+	shmbus_group *g;
+	shmbus_sub *sub;
+	uint64_t at;
+	int got = 0, acked = 0, status;
+	pid_t dead;
+
+	dl = open_role(&bus2, "dlq", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(dl);
+	sub = shmbus_sub_open(dl, NULL);
+	h = dl->hdr;
+	fake = &dl->prods[SHMBUS_MAX_PRODUCERS - 1];
+	at = __atomic_load_n(&h->handoff, __ATOMIC_ACQUIRE);
+	cr_assert_eq(at, __atomic_load_n(&h->head, __ATOMIC_ACQUIRE));
+	__atomic_store_n(&fake->claim_end, at + 24, __ATOMIC_RELAXED);
+	__atomic_store_n(&fake->claim_pos, at, __ATOMIC_RELEASE);
+	__atomic_store_n(&fake->owner, (uint64_t)getpid() << 32 |
+			 SHMBUS_SLOT_ACTIVE, __ATOMIC_RELEASE);
+	__atomic_store_n(&h->head, at + 24, __ATOMIC_RELEASE);
+	g = join_bus(&bus, &ch, "jobs", "work", "w", SHMBUS_GROUP_SHARED);
+	publish_n(0, 6);
+	poison_third(g, sub, &got, &acked);
+	cr_assert_eq(acked, 5);
+	cr_assert_eq(got, 0);
+	/* The reaper still repairs: a subscriber of another channel killed
+	 * has its slot back within a scan or two. */
+	vch = open_role(&bus3, "victim", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(vch);
+	dead = fork();
+	cr_assert_geq(dead, 0);
+	if (dead == 0) {
+		shmbus_sub *s = shmbus_sub_open(vch, NULL);
+
+		if (!s)
+			_exit(1);
+		pause();
+	}
+	for (int i = 0; i < 200; i++) {
+		bool held = false;
+
+		for (uint32_t j = 0; j < SHMBUS_MAX_SUBSCRIBERS; j++)
+			held |= (uint32_t)(__atomic_load_n(&vch->subs[j].owner,
+				__ATOMIC_ACQUIRE) >> 32) == (uint32_t)dead;
+		if (held)
+			break;
+		usleep(5000);
+	}
+	kill(dead, SIGKILL);
+	cr_assert_eq(waitpid(dead, &status, 0), dead);
+	for (int i = 0; i < 400; i++) {
+		bool held = false;
+
+		for (uint32_t j = 0; j < SHMBUS_MAX_SUBSCRIBERS; j++)
+			held |= (uint32_t)(__atomic_load_n(&vch->subs[j].owner,
+				__ATOMIC_ACQUIRE) >> 32) == (uint32_t)dead;
+		if (!held)
+			break;
+		cr_assert_lt(i, 399, "the dead subscriber's slot was never "
+			     "given back: the reaper is stuck");
+		usleep(5000);
+	}
+	/* The fake claim gone (its process "died": the slot let go and the
+	 * hand-off helped past it), the poison message goes out. */
+	__atomic_store_n(&fake->owner, (uint64_t)99999999 << 32 |
+			 SHMBUS_SLOT_ACTIVE, __ATOMIC_RELEASE);
+	for (int i = 0; i < 400 && !got; i++) {
+		shmbus_poll(sub, count_dl, &got, 0);
+		usleep(5000);
+	}
+	cr_assert_eq(got, 1, "the poison message went out once the "
+		     "channel moved again");
+	shmbus_group_leave(g);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_channel_close(dl);
+	shmbus_channel_close(vch);
+	shmbus_disconnect(bus);
+	shmbus_disconnect(bus2);
+	shmbus_disconnect(bus3);
+}
+
 /* A member may write the group's file, dead-letter name included: the
  * daemon copies poison messages where the config says, never where the
  * file says, which would be publishing with the daemon's rights. */
