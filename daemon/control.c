@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -912,6 +913,18 @@ static int do_journal(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 
 /* Dispatches one well-formed request.  Returns a status to reply with,
  * REPLIED if the reply was sent already, or DROP. */
+
+/* recvmsg() read 0 bytes: the peer closed, or sent an empty datagram
+ * (a malformed request, answered like any other). */
+static bool peer_closed(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+	int rc = poll(&p, 1, 0);
+
+	return rc < 0 || (rc == 1 && (p.revents & (POLLRDHUP | POLLHUP |
+						   POLLERR | POLLNVAL)));
+}
+
 static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		    const uint8_t *body)
 {
@@ -1010,7 +1023,7 @@ bool sbd_control_serve(struct sbd_client *cl)
 	/* No control buffer: descriptors a client sends are closed by the
 	 * kernel (MSG_CTRUNC), never received. */
 	n = recvmsg(cl->fd, &m, MSG_DONTWAIT);
-	if (n == 0)
+	if (n == 0 && peer_closed(cl->fd))
 		return false;
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR;

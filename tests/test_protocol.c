@@ -73,9 +73,11 @@ Test(protocol, malformed_requests_get_errors, .init = setup, .fini = teardown)
 			buf[j] = (uint8_t)rand_r(&seed);
 		cr_assert_lt(raw_call(fd, buf, len), 0);
 	}
-	/* Truncated: less than a header. */
+	/* Truncated: less than a header, and an empty datagram (not the
+	 * peer closing). */
 	hdr(buf, SHMBUS_CTL_HELLO, 0);
 	cr_assert_eq(raw_call(fd, buf, 10), -EBADMSG);
+	cr_assert_eq(raw_call(fd, buf, 0), -EBADMSG);
 	/* Oversized: more than the protocol allows. */
 	hdr(buf, SHMBUS_CTL_LIST, sizeof(buf) - H);
 	cr_assert_eq(raw_call(fd, buf, sizeof(buf)), -EMSGSIZE);
