@@ -129,7 +129,11 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 	*seq = r.seq;
 	if (r.pos < b[k - 1] + j->g.seg_size) {
 		uint64_t base = r.pos & ~(j->g.seg_size - 1);
-		bool tail = strncmp(r.why, "nothing written", 15) != 0;
+		/* A clean end: nothing written, in the last segment, with
+		 * nothing written after it.  Anything else loses records
+		 * that may have been synced: said. */
+		bool tail = strncmp(r.why, "nothing written", 15) != 0 ||
+			    base < b[k - 1] || sb_jreader_written_after(&r);
 
 		if (tail)
 			sbd_log(SBD_WARN, 0, "%s: journal: recovered through "

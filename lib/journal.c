@@ -561,6 +561,37 @@ static int skip_missing(struct sb_jreader *r, uint64_t at, uint64_t limit)
 	return rc;
 }
 
+bool sb_jreader_written_after(struct sb_jreader *r)
+{
+	uint64_t stop = r->pos, at = stop + 8, end = r->base + r->g.seg_size;
+	static __thread uint64_t chunk[8192];
+
+	if (r->fd < 0 || stop < r->base || stop >= end)
+		return false;
+	while (at < end) {
+		size_t want = end - at < sizeof(chunk) ? (size_t)(end - at)
+						       : sizeof(chunk);
+		ssize_t n = pread(r->fd, chunk, want,
+				  (off_t)(SHMBUS_JSEG_HDR + (at - r->base)));
+
+		if (n <= 0)
+			return false;	/* the file ends: nothing after */
+		for (size_t i = 0; i < (size_t)n / 8; i++) {
+			if (!chunk[i])
+				continue;
+			snprintf(r->why, sizeof(r->why), "a zero record word at "
+				 "%llu, but bytes are written at %llu after it",
+				 (unsigned long long)stop,
+				 (unsigned long long)(at + i * 8));
+			return true;
+		}
+		at += (uint64_t)n & ~(uint64_t)7;
+		if ((size_t)n < 8)
+			return false;
+	}
+	return false;
+}
+
 int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 		    struct sb_jrec *rec)
 {

@@ -135,6 +135,13 @@ int sb_jreader_back(struct sb_jreader *r, uint64_t pos);
  */
 int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 		    struct sb_jrec *rec);
+/* After sb_jreader_next() stopped where nothing is written (a zero
+ * record word): whether bytes are written after it in its segment, which
+ * a clean end never leaves (damage: a word written over with zeros, or a
+ * tail whose pages reached the disk out of order).  Says where in r->why
+ * if so.  Reads the rest of the segment: for recovery and checks, not
+ * for readers at the live end. */
+bool sb_jreader_written_after(struct sb_jreader *r);
 
 /* The position from which a replay by time starts: the last time-index
  * entry written before ns (all of the journal if none is); -ENOENT if

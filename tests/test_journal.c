@@ -752,6 +752,60 @@ Test(journal, a_power_loss_recovers_to_exactly_the_last_valid_record)
 	free(tix);
 }
 
+/* A record word zeroed in the middle of the newest segment stops the
+ * walk as if the journal ended there, but written records follow: that
+ * is damage, which `journal verify` reports and recovery logs, never an
+ * end in silence. */
+Test(journal, a_zeroed_record_word_with_records_after_it_is_damage)
+{
+	static struct recs orig, got;
+	uint64_t last, mid = 0, zero = 0;
+	char segp[512], cmd[768], line[512];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	int fd;
+
+	conf_with("journal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 3000);
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	read_all(&orig);
+	last = (orig.end - 1) & ~(uint64_t)0xffff;
+	for (size_t i = 0; i < orig.n && !mid; i++)
+		if (orig.pos[i] > last + (orig.end - last) / 2 &&
+		    orig.type[i] == SHMBUS_REC_MSG)
+			mid = orig.pos[i];
+	cr_assert(mid);
+	snprintf(cmd, sizeof(cmd), "build/tools/shmbusctl journal verify %s "
+		 ">/dev/null", cdir);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	sb_jseg_path(segp, sizeof(segp), cdir, last);
+	fd = open(segp, O_RDWR);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, &zero, 8, (off_t)(SHMBUS_JSEG_HDR +
+						  (mid - last))), 8);
+	close(fd);
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 4, "verify says the journal "
+		     "is intact");
+	remove_ring();
+	start_daemon();
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	read_all(&got);
+	cr_assert_eq(got.end, mid);
+	snprintf(line, sizeof(line), "recovered through %llu; cleared from "
+		 "there on: a zero record word at %llu, but bytes are written",
+		 (unsigned long long)mid, (unsigned long long)mid);
+	cr_assert(log_has(line), "not said: %s", line);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	stop_daemon();
+}
+
 Test(journal, a_full_disk_stops_persisted_acks_until_space_returns)
 {
 	struct sb_jnl_view v;
