@@ -709,7 +709,14 @@ int sb_jtime_find_r(struct sb_jreader *r, int64_t ns, uint64_t *pos)
 		return 0;
 	}
 	/* Every entry is at or after ns: from the journal's start (the
-	 * oldest segment's index may be missing). */
-	*pos = best != UINT64_MAX ? best : b0;
+	 * oldest segment's index may be missing), where its header says it
+	 * starts (past its base, if the journal began in its middle). */
+	if (best == UINT64_MAX) {
+		rc = sb_jreader_seek(r, b0);
+		if (rc)
+			return rc == -ENOENT ? -ERANGE : rc;
+		best = r->start;
+	}
+	*pos = best;
 	return 0;
 }

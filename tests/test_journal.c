@@ -460,6 +460,48 @@ Test(journal, replay_by_time_starts_near_that_time)
 	close_pub(bus, ch, p);
 }
 
+/* A journal turned on while the channel had records starts in the middle
+ * of its first segment: a replay by a time before it starts there. */
+Test(journal, replay_by_time_before_a_journal_that_began_late_starts_at_it)
+{
+	char body[1024];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct shmbus_msg m;
+	uint8_t buf[2048];
+	uint64_t seq;
+	uint32_t id;
+	ssize_t len;
+
+	conf_with("", NULL);
+	snprintf(body, sizeof(body), "journal_dir = %s\n[defaults]\n"
+		 "publish = *\nsubscribe = *\n[channel j]\ncapacity = 64K\n"
+		 "max_msg = 2048\n", jdir);
+	write_conf(body);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 300);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	conf_with("journal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 300, 3000);
+	wait_written(ch, 10);
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_TIME, 1, NULL);
+	cr_assert(r, "replay from a time before the journal: %s",
+		  strerror(errno));
+	len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+	cr_assert_geq(len, 0, "%s", strerror((int)-len));
+	cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
+	cr_assert_leq(seq, 300, "the first message journaled, or the ring's "
+		      "oldest: %lu", (unsigned long)seq);
+	shmbus_replay_close(r);
+	close_pub(bus, ch, p);
+}
+
 Test(journal, retention_keeps_what_a_reader_holds_and_then_removes_it)
 {
 	struct sb_jnl_view v;
