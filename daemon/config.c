@@ -516,9 +516,17 @@ static int p_fsync_ms(const char *v, void *f, char *err, size_t n)
 	return p_range(v, f, 1, 60000, " (ms)", err, n);
 }
 
+/* Milliseconds, 0 for none: at most 2^53 (285,000 years), so that a
+ * time in ns computed from it never overflows. */
 static int p_ms64(const char *v, void *f, char *err, size_t n)
 {
-	return p_u64(v, f, false, err, n);
+	if (p_u64(v, f, false, err, n))
+		return -1;
+	if (*(uint64_t *)f > (UINT64_C(1) << 53)) {
+		snprintf(err, n, "'%s': too large (at most 2^53 ms)", v);
+		return -1;
+	}
+	return 0;
 }
 
 static int p_acknowledge(const char *v, void *f, char *err, size_t n)
@@ -959,6 +967,9 @@ static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
 		if (seg < cc->attr.capacity)
 			seg = cc->attr.capacity;
 		j->segment = seg;
+		if (seg > (UINT64_C(1) << 30))
+			why = "journal = on needs a capacity of at most 1G "
+			      "(a segment holds at least one lap)";
 	} else if (seg & (seg - 1) || seg < (UINT64_C(64) << 10) ||
 		   seg > (UINT64_C(1) << 30) || seg < cc->attr.capacity) {
 		why = "journal_segment: a power of two from 64K to 1G, and "

@@ -337,7 +337,17 @@ void jnl_retain(struct jchan *j)
 			keep = SHMBUS_JKEEP_READER;
 			break;
 		}
-		unlinkat(j->dfd, name, 0);
+		if (unlinkat(j->dfd, name, 0)) {
+			/* Said once per segment; the older ones stay, so
+			 * that readers never find a hole before them. */
+			if (b[i] != j->unlink_failed)
+				sbd_log(SBD_ERR, errno, "%s: journal: segment "
+					"%016llx not removed", j->name,
+					(unsigned long long)b[i]);
+			j->unlink_failed = b[i];
+			close(fd);
+			break;
+		}
 		snprintf(name, sizeof(name), "%016llx.tix",
 			 (unsigned long long)b[i]);
 		unlinkat(j->dfd, name, 0);

@@ -38,6 +38,8 @@ struct jchan {
 	mode_t fmode;
 	int64_t gid;			/* the channel's group (-1: the
 					 * daemon's) */
+	uint64_t unlink_failed;		/* retention: the base of the last
+					 * segment it could not remove */
 	shmbus_sub *cursor;
 	uint64_t held;			/* the cursor's position */
 	uint64_t pos;			/* written through */

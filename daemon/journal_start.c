@@ -193,6 +193,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	j->fd = j->tix_fd = j->dfd = -1;
 	j->want = j->ready = UINT64_MAX;
 	j->seq = j->synced_seq = UINT64_MAX;
+	j->unlink_failed = UINT64_MAX;
 	j->gid = cc->group;
 	pthread_mutex_init(&j->mu, NULL);
 	pthread_cond_init(&j->cv, NULL);

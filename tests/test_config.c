@@ -170,6 +170,11 @@ static const struct bad cases[] = {
 	  "capacity" },
 	{ "[bus]\n[channel a]\njournal = on\njournal_segment = 100K\n", 3,
 	  "journal_segment: a power of two" },
+	{ "[bus]\n[channel a]\ncapacity = 2G\njournal = on\n", 4,
+	  "journal = on needs a capacity of at most 1G" },
+	{ "[bus]\n[channel a]\njournal = on\n"
+	  "journal_retain_ms = 9223372036854775808\n", 4,
+	  "'9223372036854775808': too large (at most 2^53 ms)" },
 	{ "[bus]\n[channel a]\nacknowledge = persisted\n", 2,
 	  "acknowledge = persisted needs journal = on" },
 	{ "[bus]\n[channel a]\njournal = on\njournal_fsync = none\n"
