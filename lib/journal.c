@@ -383,6 +383,9 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 
 	r->blen = 0;
 	fd = sb_jreader_file(r, base, false);
+	if (fd == -EBADMSG)	/* not a regular file (sb_open_file()) */
+		snprintf(r->why, sizeof(r->why), "segment %016llx: not a "
+			 "regular file", (unsigned long long)base);
 	if (fd < 0)
 		return fd;
 	/* Retention deletes a segment only after taking it exclusively, and
