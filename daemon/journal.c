@@ -487,18 +487,8 @@ static int gap(struct jchan *j, uint64_t to)
 	sb_jnl_count(j->ch, 0, 1, to - j->pos);
 	/* Before anything after it is acknowledged: a sync waiter with
 	 * records in it is told SHMBUS_SYNC_DEGRADED, never 0. */
-	if (j->conf.ack) {
-		/* One range covers every gap so far (the header has room
-		 * for one): a waiter with records in any of them, or between
-		 * them, is told DEGRADED; never 0 unearned. */
-		struct sb_repl_view v;
-		uint64_t lo = j->pos;
-
-		sb_repl_read(j->ch, &v);
-		if (v.hole_lo < v.hole_hi && v.hole_lo < lo)
-			lo = v.hole_lo;
-		sb_repl_hole(j->ch, lo, to);
-	}
+	if (j->conf.ack)
+		sb_repl_hole(j->ch, j->pos, to);
 	/* An older daemon's segment, continued: no GAP records in it, which
 	 * that daemon could not read (a gap is padding there, format 1). */
 	rc = write_pads(j, j->pos, to < end ? to : end,

@@ -342,7 +342,9 @@ int shmbus_publish_batch(shmbus_pub *pub, const struct iovec *msgs, size_t n);
  *   0                      acknowledged at the level (at once on a channel
  *                          that is not replicated, or whose level is local)
  *   SHMBUS_SYNC_DEGRADED   the standby is out of sync and the channel's
- *                          policy is to degrade: committed here only
+ *                          policy is to degrade, or some of the messages
+ *                          fell in a gap the standby went past:
+ *                          committed here only
  *   -ETIMEDOUT             not acknowledged in time: the outcome is
  *                          unknown (the messages may yet reach the
  *                          standby, or be lost with this host)

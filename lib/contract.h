@@ -229,9 +229,12 @@ void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos);
 /* Raises the watermark to w and wakes shmbus_pub_sync() callers and
  * sleeping subscribers. */
 void sb_repl_watermark(shmbus_channel *ch, uint64_t w);
-/* The primary records a gap its standby goes past, before it ships
- * anything after it: a sync waiter with records in [lo, hi) is told
- * SHMBUS_SYNC_DEGRADED, never 0. */
+/* A gap the standby (or this host's journal) goes past, recorded before
+ * anything after it is acknowledged: a sync waiter with records in
+ * [lo, hi) is told SHMBUS_SYNC_DEGRADED, never 0.  The header has room
+ * for one range, so it grows to cover every gap recorded so far (and
+ * what lies between them).  lo >= hi clears it (a cut, which takes the
+ * positions back).  shmbusd's threads only: they are serialised here. */
 void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi);
 
 struct sb_repl_view {

@@ -165,6 +165,10 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		pub->seq = load_relaxed64(&ch->hdr->seq);
 		pub->bytes = load_relaxed64(&ch->hdr->bytes);
 	}
+	/* What shmbus_pub_sync() answers for starts with this handle's
+	 * records: a gap recorded below them is not theirs.  No edge: head
+	 * only grows, and our claims start at or above any value of it. */
+	pub->synced = pub->multi ? load_relaxed64(&ch->hdr->head) : pub->head;
 	pub->slot = take_prod_slot(ch);
 	if (!pub->slot && ch_multi(ch)) {
 		/* A multi-producer claim is announced in the slot. */

@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sched.h>
@@ -266,9 +267,26 @@ void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
 
 void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi)
 {
-	/* No edge: R14 publishes it with the watermark that passes it. */
-	store_relaxed64(&ch->hdr->hole_lo, lo);
-	store_relaxed64(&ch->hdr->hole_hi, hi);
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	struct shmbus_hdr *h = ch->hdr;
+	uint64_t olo, ohi;
+
+	pthread_mutex_lock(&mu);
+	/* No edge: R14 publishes the range with the watermark that passes
+	 * it; the mutex orders the daemon's writers (the replication agent,
+	 * the journal's). */
+	olo = load_relaxed64(&h->hole_lo);
+	ohi = load_relaxed64(&h->hole_hi);
+	if (lo >= hi) {
+		lo = hi = 0;
+	} else if (olo < ohi) {
+		lo = olo < lo ? olo : lo;
+		hi = ohi > hi ? ohi : hi;
+	}
+	/* No edge (see above). */
+	store_relaxed64(&h->hole_lo, lo);
+	store_relaxed64(&h->hole_hi, hi);
+	pthread_mutex_unlock(&mu);
 }
 
 void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)

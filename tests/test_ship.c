@@ -353,3 +353,55 @@ Test(ship, a_record_across_the_rings_end_is_damage)
 	cr_assert(sb_ring_damage(ch, p, &mk, why, sizeof(why)));
 	cr_assert(strstr(why, "ring's end"), "why: '%s'", why);
 }
+
+/* The verdict of shmbus_pub_sync() on a primary (docs/replication.md):
+ * every gap recorded so far holds back a sync of records in it, not only
+ * the last one; and a handle opened after the gaps is not held back by
+ * them. */
+Test(ship, every_gap_holds_back_its_records_and_no_later_handle)
+{
+	struct shmbus_channel_attr ca;
+	shmbus_channel *mc;
+	shmbus_pub *a, *b, *c;
+	uint8_t msg[64] = { 0 };
+	uint64_t at, mid;
+
+	shmbus_channel_attr_init(&ca);
+	ca.capacity = CAP;
+	ca.producers = SHMBUS_MULTI_PRODUCER;
+	mc = shmbus_channel_create(dir, "mp", &ca, SHMBUS_CREATE_EXCL);
+	cr_assert(mc);
+	a = shmbus_pub_open(mc, NULL);
+	b = shmbus_pub_open(mc, NULL);
+	cr_assert(a && b);
+	sb_repl_setup(mc, SHMBUS_ACK_APPLIED, SHMBUS_REPL_ON, 1);
+	at = th_head(mc);
+	cr_assert_eq(shmbus_publish(a, msg, sizeof(msg)), 0);
+	/* The standby went past a's record, then past a range of b's. */
+	sb_repl_hole(mc, at, th_head(mc));
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(shmbus_publish(b, msg, sizeof(msg)), 0);
+	mid = th_head(mc);
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(shmbus_publish(b, msg, sizeof(msg)), 0);
+	sb_repl_hole(mc, mid, th_head(mc));
+	sb_repl_acked(mc, th_head(mc), th_head(mc), 0, true);
+	sb_repl_watermark(mc, th_head(mc));
+	cr_assert_eq(shmbus_pub_sync(a, 1000000000), SHMBUS_SYNC_DEGRADED,
+		     "a record in the first gap was acknowledged");
+	c = shmbus_pub_open(mc, NULL);
+	cr_assert(c);
+	cr_assert_eq(shmbus_publish(c, msg, sizeof(msg)), 0);
+	sb_repl_acked(mc, th_head(mc), th_head(mc), 0, true);
+	sb_repl_watermark(mc, th_head(mc));
+	cr_assert_eq(shmbus_pub_sync(c, 1000000000), 0,
+		     "a handle opened after the gaps");
+	/* A cut clears the range. */
+	sb_repl_hole(mc, 0, 0);
+	cr_assert_eq(mc->hdr->hole_lo, 0);
+	cr_assert_eq(mc->hdr->hole_hi, 0);
+	shmbus_pub_close(a);
+	shmbus_pub_close(b);
+	shmbus_pub_close(c);
+	shmbus_channel_close(mc);
+}
