@@ -387,10 +387,18 @@ static int shared_msg(struct shmbus_group *m, uint64_t p, uint64_t end,
 
 		if (rc == 2)
 			return 2;
-		if (rc != 1)
-			return rc < 0 ? rc : -EBADMSG;
-		if (size > end - p)
-			return -EBADMSG;
+		if (rc < 0)
+			return rc;
+		if (rc != 1 || size > end - p) {
+			/* Not the record the claim saw there: lapped, on an
+			 * overwrite channel (its messages are lost); else
+			 * damage. */
+			if (!ch_overwrite(ch))
+				return -EBADMSG;
+			fence_acquire();	/* A2's check, as below */
+			head = load_relaxed64(&ch->hdr->head);
+			return not_overwritten(ch, p, head) ? -EBADMSG : 2;
+		}
 		data = (const uint8_t *)rec_at(ch, p) + SHMBUS_REC_HDR;
 		if (type == SHMBUS_REC_MSG && ch_overwrite(ch)) {
 			memcpy(m->buf, data, len);

@@ -371,7 +371,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		struct shmbus_lease_slot *l;
 		uint64_t pos, s, fs, fp;
 		uint64_t fresh = load_relaxed64(&g->fresh_pos);
-		uint64_t p, first = 0, size, rseq = 0, head, c;
+		uint64_t p, first = 0, size, rseq = 0, head, c, last = 0;
 		uint32_t type, len, d;
 		unsigned n = 0;
 		int rc;
@@ -396,11 +396,21 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 			}
 			if (rc == 0)
 				break;
-			if (type == SHMBUS_REC_MSG && n++ == 0)
-				first = rseq;
+			if (type == SHMBUS_REC_MSG) {
+				if (n++ == 0)
+					first = rseq;
+				last = p + size;
+			}
 		}
 		if (p == pos)
 			return 0;
+		/* A claim of messages ends with its last one: padding or an
+		 * aborted record after it goes to the next claim (settled at
+		 * once, holding none).  The member's ack after the last
+		 * message it was handed then counts: one that came while
+		 * such records were still ahead was taken as early. */
+		if (n)
+			p = last;
 		if (ch_overwrite(ch)) {
 			/* A2's check: nothing we read was of a later lap. */
 			fence_acquire();

@@ -746,6 +746,51 @@ Test(group, a_batch_given_back_is_delivered_whole_to_a_reader)
 	shmbus_channel_close(ch);
 }
 
+struct ack_ctx {
+	shmbus_group *g;
+	unsigned n;
+};
+
+static int ack_each(const struct shmbus_group_msg *m, void *arg)
+{
+	struct ack_ctx *a = arg;
+
+	cr_assert_eq(m->deliveries, 1);
+	cr_assert_eq(shmbus_group_ack(a->g, &m->lease), 0);
+	a->n++;
+	return 0;
+}
+
+/* A batch whose range ends in records that hold no message (an aborted
+ * claim, a wrap's padding): the ack after its last message counts, as
+ * when it ends with that message. */
+Test(group, a_batch_that_ends_in_an_aborted_record_is_acknowledged)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = join_as(ch, "a", SHMBUS_GROUP_SHARED, 0);
+	struct ack_ctx a = { g, 0 };
+	struct shmbus_group_stats st;
+	shmbus_pub *p;
+	void *buf;
+
+	book_open(3);
+	produce(ch, 3, 0);
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	cr_assert_eq(shmbus_claim(p, 32, &buf), 0);
+	cr_assert_eq(shmbus_abort(p), 0);
+	shmbus_pub_close(p);
+	cr_assert_eq(shmbus_group_poll(g, ack_each, &a, 8), 3);
+	cr_assert_eq(shmbus_group_poll(g, ack_each, &a, 8), 0);
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.floor, st.head, "the batch's ack did not count: "
+		     "floor %lu, head %lu", (unsigned long)st.floor,
+		     (unsigned long)st.head);
+	cr_assert_eq(st.in_flight, 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
 static volatile sig_atomic_t hooked_once;
 
 static void stop_self(void)
