@@ -92,6 +92,11 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 	e++;
 	for (size_t i = 0; i < repl.n; i++)
 		rp_linker_stop(&repl.ch[i]);
+	/* Frames acknowledged as received and not applied: now, if the
+	 * standby's subscribers have let go of the ring. */
+	for (size_t i = 0; i < repl.n; i++)
+		if (LOAD(&repl.ch[i].unapplied))
+			(void)rp_apply_kept(&repl.ch[i]);
 	for (size_t i = 0; i < repl.n && !rc2; i++)
 		if (LOAD(&repl.ch[i].unapplied) && !force) {
 			snprintf(out, n, "%s: records acknowledged as received "
@@ -104,6 +109,8 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 				"acknowledged as received were not applied",
 				repl.ch[i].name);
 			STORE(&repl.ch[i].unapplied, false);
+			free(repl.ch[i].kept);
+			repl.ch[i].kept = NULL;
 		}
 	for (size_t i = 0; i < repl.n && !rc2; i++) {
 		uint32_t pid = 0;
@@ -869,6 +876,7 @@ void sbd_repl_stop(void)
 	for (size_t i = 0; i < repl.n; i++) {
 		sb_writer_close(repl.ch[i].writer);
 		free(repl.ch[i].buf);
+		free(repl.ch[i].kept);
 		shmbus_channel_close(repl.ch[i].ch);
 	}
 	free(repl.ch);

@@ -100,6 +100,12 @@ struct rchan {
 	uint64_t unapplied_to;		/* linker: the end of that frame;
 					 * applied through it, unapplied
 					 * is cleared */
+	uint8_t *kept;			/* that frame's bytes, kept to apply
+					 * at a promotion once the ring has
+					 * room (linker, then role changes
+					 * once it stopped) */
+	uint32_t kept_len;
+	uint64_t kept_pos;
 	uint64_t acked;			/* linker: the last position it
 					 * acknowledged */
 	uint64_t last_seq;		/* linker: the last sequence number
@@ -264,6 +270,10 @@ int rp_linker_start(struct rchan *rc);
 int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
 		  char *why, size_t n);
 void rp_linker_stop(struct rchan *rc);
+/* A promotion, the linker stopped: the frame acknowledged as received
+ * and not applied, applied now if the standby's subscribers let go of
+ * the ring within handover_ms.  0, or -errno. */
+int rp_apply_kept(struct rchan *rc);
 
 /* epochs.c: the history (state_dir/epochs).  Loading sets repl.epoch to
  * its newest epoch; an append raises it, is fdatasync'd when `sync`, and

@@ -92,6 +92,8 @@ static void unapplied_done(struct rchan *rc, uint64_t end, bool cut)
 {
 	if (!LOAD(&rc->unapplied) || (!cut && end < rc->unapplied_to))
 		return;
+	free(rc->kept);
+	rc->kept = NULL;
 	sbd_log(SBD_NOTICE, 0, "%s: the records acknowledged as received and "
 		"not applied are %s", rc->name, cut ? "cut away with the "
 		"diverged tail" : "past (applied, or skipped by a gap)");
@@ -168,6 +170,16 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		if (stop_at && now_ns() - stop_at >
 		    (int64_t)sbd.conf.repl.handover_ms * 1000000) {
 			rc->unapplied_to = h->pos + f.extent;
+			/* Kept: a promotion applies it once the ring has
+			 * room (rp_apply_kept()), as the primary would ship
+			 * it again if it comes back. */
+			free(rc->kept);
+			rc->kept = malloc(h->len ? h->len : 1);
+			if (rc->kept) {
+				memcpy(rc->kept, rc->buf, h->len);
+				rc->kept_len = h->len;
+				rc->kept_pos = h->pos;
+			}
 			STORE(&rc->unapplied, true);
 			sbd_log(SBD_ERR, 0, "%s: records %" PRIu64 "..%" PRIu64
 				" were acknowledged as received and cannot be "
@@ -415,6 +427,39 @@ static void *linker_main(void *arg)
 		nap(rc, 50);
 	}
 	return NULL;
+}
+
+int rp_apply_kept(struct rchan *rc)
+{
+	int64_t until = now_ns() + (int64_t)sbd.conf.repl.handover_ms * 1000000;
+	struct sb_frame f;
+	char why[256];
+	int rc2;
+
+	if (!LOAD(&rc->unapplied) || !rc->kept)
+		return -ENOENT;
+	if (sb_ring_head(rc->ch) != rc->kept_pos)
+		return -ESTALE;	/* the ring moved on: not where it goes */
+	/* Checked again as at its arrival: the ring is what it checks
+	 * against, and its subscribers may have moved meanwhile. */
+	rc2 = sb_apply_check(rc->ch, rc->kept_pos, rc->kept, rc->kept_len, &f,
+			     why, sizeof(why));
+	if (rc2) {
+		sbd_log(SBD_ERR, 0, "%s: the records acknowledged as received "
+			"no longer apply here: %s", rc->name, why);
+		return rc2;
+	}
+	while ((rc2 = sb_apply(rc->writer, rc->kept_pos, rc->kept,
+			       rc->kept_len, &f)) == -ETIMEDOUT &&
+	       now_ns() < until && !LOAD(&repl.stopping))
+		;
+	if (rc2)
+		return rc2;
+	sb_repl_acked(rc->ch, rc->kept_pos + f.extent,
+		      rc->kept_pos + f.extent, 0, true);
+	sb_repl_watermark(rc->ch, rc->kept_pos + f.extent);
+	unapplied_done(rc, rc->kept_pos + f.extent, false);
+	return 0;
 }
 
 int rp_linker_start(struct rchan *rc)

@@ -517,6 +517,70 @@ Test(repl_roles, a_promotion_refused_for_unapplied_records_is_allowed_once_appli
 	shmbus_channel_close(ch);
 }
 
+/*
+ * The same frame held back by the standby's own subscriber, but the
+ * primary host is lost meanwhile: the records acknowledged as received
+ * are only in the standby's hands.  A promotion refused while the
+ * subscriber holds the ring goes through once it lets go, applying them
+ * first: nothing acknowledged as received is lost.
+ */
+Test(repl_roles, records_received_and_held_back_are_applied_at_a_promotion)
+{
+	struct shmbus_ctl_repl_reply r;
+	struct shmbus_sub_attr sa;
+	struct sb_repl_view va, vb;
+	shmbus_channel *ch, *bch, *bmap;
+	shmbus_bus *bus;
+	shmbus_pub *pub;
+	shmbus_sub *bsub;
+	uint8_t msg[1024] = { 3 };
+	int sent = 0, rc;
+
+	pair_setup(CHANS, "handover_ms = 500\n");
+	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
+	bch = host_open(&B, &bus, "mp", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(bch);
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	bsub = shmbus_sub_open(bch, &sa);
+	cr_assert(bsub);
+	ch = host_map(&A, "mp");
+	cr_assert(ch);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	for (int i = 0; i < 3000 && sent < 1200; i++) {
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc == 0)
+			sent++;
+		else
+			usleep(1000);
+	}
+	cr_assert_geq(sent, 1100, "published %d", sent);
+	usleep(300000);
+	host_kill(&A, SIGKILL);
+	sb_repl_read(ch, &va);
+	bmap = host_map(&B, "mp");
+	cr_assert(bmap);
+	sb_repl_read(bmap, &vb);
+	cr_assert_gt(va.received, vb.head, "B acknowledged as received "
+		     "only what it applied: nothing to test");
+	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, 0, &r);
+	cr_assert_eq(rc, -EBUSY, "promote: %d %s", rc, r.text);
+	cr_assert(strstr(r.text, "are not applied"), "%s", r.text);
+	shmbus_sub_close(bsub);
+	shmbus_channel_close(bch);
+	shmbus_disconnect(bus);
+	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, 0, &r);
+	cr_assert_eq(rc, 0, "promote: %d %s", rc, r.text);
+	sb_repl_read(bmap, &vb);
+	cr_assert_geq(vb.head, va.received, "B ends at %lu, it acknowledged "
+		      "%lu as received", (unsigned long)vb.head,
+		      (unsigned long)va.received);
+	shmbus_channel_close(bmap);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+}
+
 /* demote --force does not wait for the standby: what it lacks is never
  * reported acknowledged to a sync waiter here. */
 Test(repl_roles, a_forced_demotion_never_acknowledges_what_the_standby_lacks)
