@@ -182,6 +182,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 void sb_pub_bounded(shmbus_pub *pub)
 {
 	pub->bounded = true;
+	pub->hv_since = -1;
 }
 
 SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)

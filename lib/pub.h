@@ -59,6 +59,8 @@ struct shmbus_pub {
 				 * (sb_writer_open()): not fenced */
 	bool bounded;		/* MP: never waits on another producer's
 				 * hand-off (sb_pub_bounded()) */
+	uint64_t hv_high;	/* bounded: handoff_nudge()'s progress clock */
+	int64_t hv_since;
 	/* the outstanding claim */
 	bool claimed;
 	uint32_t c_len;

@@ -46,6 +46,30 @@ static void mp_release_claim(struct shmbus_pub *pub)
 #define HANDOFF_CORRUPT_NS	INT64_C(20000000)	/* 20 ms */
 
 /*
+ * One look of help at a hand-off word hv that does not reach the claim
+ * in turn: a dead producer's claim at it is handed over and padded on its
+ * behalf (sb_handoff_help()); a word that names no claim and makes no
+ * progress for HANDOFF_CORRUPT_NS is moved on (sb_handoff_skip()).
+ * Neither waits on a live producer.  *high and *since (-1 to start) keep
+ * the progress clock between looks: it restarts on a live claim at the
+ * word, or the word higher than ever seen.
+ */
+static void handoff_nudge(struct shmbus_channel *ch, uint64_t hv,
+			  uint64_t *high, int64_t *since)
+{
+	int rc = sb_handoff_help(ch, hv, (uint32_t)getpid(), sb_pid_gone);
+	int64_t now = sb_now_ns();
+
+	if (rc != SB_HELP_NOBODY || *since < 0 || hv > *high) {
+		*high = hv > *high ? hv : *high;
+		*since = now;
+	} else if (now - *since > HANDOFF_CORRUPT_NS) {
+		sb_handoff_skip(ch, hv);
+		*since = now;
+	}
+}
+
+/*
  * Waits until the hand-off reaches p, the start of our claim.  It
  * normally takes a few instructions: the claimer before us hands over
  * right after its CAS.  While we wait, a claim at the hand-off whose
@@ -63,7 +87,7 @@ static bool await_handoff(struct shmbus_channel *ch, uint64_t p,
 			  bool bounded)
 {
 	uint64_t hv, high = 0;
-	int64_t since = -1, now;
+	int64_t since = -1;
 	unsigned spins = 0;
 
 	/* A3: pairs with R3 in the previous claimer's mp_claimed() (or in
@@ -79,21 +103,8 @@ static bool await_handoff(struct shmbus_channel *ch, uint64_t p,
 			cpu_relax();
 			continue;
 		}
-		if (spins % 64 == 0) {
-			int rc = sb_handoff_help(ch, hv, (uint32_t)getpid(),
-						 sb_pid_gone);
-
-			now = sb_now_ns();
-			/* The clock restarts on progress only: a live claim
-			 * at the word, or the word higher than ever seen. */
-			if (rc != SB_HELP_NOBODY || since < 0 || hv > high) {
-				high = hv > high ? hv : high;
-				since = now;
-			} else if (now - since > HANDOFF_CORRUPT_NS) {
-				sb_handoff_skip(ch, hv);
-				since = now;
-			}
-		}
+		if (spins % 64 == 0)
+			handoff_nudge(ch, hv, &high, &since);
 		sched_yield();
 	}
 	return true;
@@ -118,14 +129,23 @@ static int handoff_at(struct shmbus_pub *pub, uint64_t p, unsigned *looks)
 	/* A3: pairs with R3 (the previous claimer's hand-off to p): its
 	 * zeroing of the word at p and the sequence numbers, which our
 	 * claim then takes without await_handoff() waiting. */
-	if (load_acquire64(&pub->hdr->handoff) == p)
+	uint64_t hv = load_acquire64(&pub->hdr->handoff);
+
+	if (hv == p)
 		return 1;
 	if (++*looks >= BOUNDED_LOOKS)
 		return -EAGAIN;
-	if (*looks % 64 == 0)
+	if (*looks % 64 == 0) {
+		/* A dead producer's claim, or a word written over, is
+		 * healed as a waiting producer heals it (the clock kept in
+		 * the handle, across calls): on a channel whose producers
+		 * are all bounded (a direct-mode dead-letter channel)
+		 * nobody else would. */
+		handoff_nudge(pub->ch, hv, &pub->hv_high, &pub->hv_since);
 		sched_yield();
-	else
+	} else {
 		cpu_relax();
+	}
 	return 0;
 }
 

@@ -791,6 +791,63 @@ Test(group, a_batch_that_ends_in_an_aborted_record_is_acknowledged)
 	shmbus_channel_close(ch);
 }
 
+/* Direct mode: the dead-letter channel's hand-off stuck at a claim whose
+ * producer died between its claim and its hand-off.  The member's dead
+ * letter never waits on a claim, but heals a dead one as any producer
+ * does: the poison message goes out and the group moves on. */
+Test(group, a_dead_claim_on_the_dead_letter_channel_is_healed)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16), *dl;
+	struct shmbus_channel_attr ca;
+	struct shmbus_group_attr ga;
+	struct shmbus_group_stats st;
+	struct shmbus_group_msg m;
+	struct shmbus_prod_slot *s;
+	shmbus_group *g;
+	shmbus_pub *p;
+	uint64_t x = 7, at, buf[8];
+
+	shmbus_channel_attr_init(&ca);
+	ca.capacity = 1 << 16;
+	ca.producers = SHMBUS_MULTI_PRODUCER;
+	dl = shmbus_channel_create(dir, "dl", &ca, SHMBUS_CREATE_EXCL);
+	cr_assert(dl);
+	s = &dl->prods[SHMBUS_MAX_PRODUCERS - 1];
+	at = __atomic_load_n(&dl->hdr->head, __ATOMIC_ACQUIRE);
+	__atomic_store_n(&s->claim_end, at + 24, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->claim_pos, at, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->owner, (uint64_t)99999999 << 32 |
+			 SHMBUS_SLOT_ACTIVE, __ATOMIC_RELEASE);
+	__atomic_store_n(&dl->hdr->head, at + 24, __ATOMIC_RELEASE);
+	shmbus_group_attr_init(&ga);
+	ga.max_deliveries = 2;
+	ga.dead_letter = "dl";
+	g = shmbus_group_join(ch, "g", "w", &ga);
+	cr_assert(g, "join: %s", strerror(errno));
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	cr_assert_eq(shmbus_publish(p, &x, 8), 0);
+	shmbus_pub_close(p);
+	for (int i = 0; i < 300; i++) {
+		if (shmbus_group_read(g, buf, sizeof(buf), &m) >= 0)
+			cr_assert_eq(shmbus_group_nack(g, &m.lease, 0), 0);
+		shmbus_group_stats(g, &st);
+		if (st.dead_lettered)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(st.dead_lettered, 1, "the poison message never left");
+	for (int i = 0; i < 100 && st.floor != st.head; i++) {
+		shmbus_group_maintain(g);
+		shmbus_group_stats(g, &st);
+		usleep(10000);
+	}
+	cr_assert_eq(st.floor, st.head);
+	shmbus_group_leave(g);
+	shmbus_channel_close(dl);
+	shmbus_channel_close(ch);
+}
+
 static volatile sig_atomic_t hooked_once;
 
 static void stop_self(void)
