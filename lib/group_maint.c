@@ -30,14 +30,45 @@ static bool member_gone(const struct shmbus_member *r, uint64_t *o)
 	       sb_pid_gone(owner_pid(*o));
 }
 
+/* A lease too large for one claim of the dead-letter channel: message by
+ * message (an attempt that fails part way copies the first ones again at
+ * the next). */
+static int dead_letter_each(struct shmbus_group *m, shmbus_pub *dl,
+			    uint64_t start, uint64_t end)
+{
+	for (uint64_t p = start; p < end;) {
+		uint32_t type, len;
+		uint64_t seq, size;
+		int rc = sb_rec_look(m->ch, p, UINT64_MAX, &type, &len, &seq,
+				     &size);
+
+		if (rc != 1)
+			return rc < 0 ? rc : -EAGAIN;
+		if (type == SHMBUS_REC_MSG &&
+		    (rc = shmbus_publish(dl, (const uint8_t *)rec_at(m->ch, p) +
+					 SHMBUS_REC_HDR, len)) < 0)
+			return rc;
+		p += size;
+	}
+	return 0;
+}
+
+/* At most this many messages of a lease go to the dead-letter channel
+ * with one claim; a lease of more goes message by message. */
+#define DL_BATCH	256u
+
 /* Copies the messages in [start, end) (of lane `lane`, or all if
- * UINT32_MAX) to the dead-letter channel.  0, or -errno: try later. */
+ * UINT32_MAX) to the dead-letter channel.  A lease's messages go with one
+ * claim (shmbus_publish_batch()), all or none, so that an attempt that
+ * fails part way (the channel full, a claim in flight) and is made again
+ * at a later maintenance copies none twice.  0, or -errno: try later. */
 static int dead_letter(struct shmbus_group *m, shmbus_pub *dl,
 		       uint64_t start, uint64_t end, uint32_t lane,
 		       uint64_t *stop)
 {
 	struct shmbus_channel *ch = m->ch;
-	uint64_t p = start;
+	struct iovec iov[DL_BATCH];
+	uint64_t p = start, n = 0;
 
 	while (p < end) {
 		uint32_t type, len;
@@ -52,21 +83,32 @@ static int dead_letter(struct shmbus_group *m, shmbus_pub *dl,
 		if (type == SHMBUS_REC_MSG &&
 		    (lane == UINT32_MAX ||
 		     sb_lane_of(sb_msg_key(data, len), m->nlanes) == lane)) {
-			if (dl) {
-				rc = shmbus_publish(dl, data, len);
-				if (rc < 0)
-					return rc;
-				add_relaxed64(&m->g->dead_lettered, 1);
-			} else {
-				add_relaxed64(&m->g->dropped, 1);
-			}
 			if (lane != UINT32_MAX) {
+				if (dl && (rc = shmbus_publish(dl, data,
+							       len)) < 0)
+					return rc;
+				add_relaxed64(dl ? &m->g->dead_lettered
+						 : &m->g->dropped, 1);
 				*stop = p + size;
 				return 0;
 			}
+			if (n < DL_BATCH)
+				iov[n] = (struct iovec){ (void *)data, len };
+			n++;
 		}
 		p += size;
 	}
+	if (dl && n) {
+		int rc = -EMSGSIZE;
+
+		if (n <= DL_BATCH)
+			rc = shmbus_publish_batch(dl, iov, (size_t)n);
+		if (rc == -EMSGSIZE)	/* more than one claim takes */
+			rc = dead_letter_each(m, dl, start, end);
+		if (rc < 0)
+			return rc;
+	}
+	add_relaxed64(dl ? &m->g->dead_lettered : &m->g->dropped, n);
 	*stop = end;
 	return 0;
 }

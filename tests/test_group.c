@@ -791,6 +791,87 @@ Test(group, a_batch_that_ends_in_an_aborted_record_is_acknowledged)
 	shmbus_channel_close(ch);
 }
 
+static int count_ids(const struct shmbus_msg *m, void *arg)
+{
+	unsigned *seen = arg;
+	uint64_t id;
+
+	memcpy(&id, m->data, 8);
+	if (id < 4)
+		seen[id]++;
+	else
+		cr_assert_eq(id, 1000, "filler or poison: %lu",
+			     (unsigned long)id);
+	return 0;
+}
+
+/* A poison batch whose dead-letter channel has room for part of it only:
+ * nothing is copied then, and all of it once there is room, each message
+ * once (copies made part way were made again). */
+Test(group, a_poison_batch_goes_to_the_dead_letter_channel_whole_and_once)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16), *dl;
+	struct shmbus_channel_attr ca;
+	struct shmbus_group_attr ga;
+	struct shmbus_group_stats st;
+	struct shmbus_lease l;
+	unsigned seen[4] = { 0 };
+	uint64_t filler = 1000;
+	shmbus_group *g;
+	shmbus_pub *fp;
+	shmbus_sub *sub;
+	int taken = 0;
+
+	shmbus_channel_attr_init(&ca);
+	ca.capacity = SHMBUS_MIN_CAPACITY;
+	ca.producers = SHMBUS_MULTI_PRODUCER;
+	dl = shmbus_channel_create(dir, "dl", &ca, SHMBUS_CREATE_EXCL);
+	cr_assert(dl);
+	sub = shmbus_sub_open(dl, NULL);
+	fp = shmbus_pub_open(dl, NULL);
+	cr_assert(sub && fp);
+	while (shmbus_publish(fp, &filler, 8) == 0)
+		;
+	/* Room for two of the batch's four records. */
+	cr_assert_eq(shmbus_poll(sub, count_ids, seen, 2), 2);
+	shmbus_group_attr_init(&ga);
+	ga.max_deliveries = 1;
+	ga.dead_letter = "dl";
+	g = shmbus_group_join(ch, "g", "w", &ga);
+	cr_assert(g);
+	book_open(4);
+	produce(ch, 4, 0);
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l, 4), 4);
+	cr_assert_eq(shmbus_group_nack(g, &l, 0), 0);
+	/* The next take finds it delivered max_deliveries times. */
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l, 4), 0);
+	for (int i = 0; i < 5; i++) {
+		shmbus_group_maintain(g);
+		usleep(2000);
+	}
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.dead_lettered, 0, "copied part way");
+	while (shmbus_poll(sub, count_ids, seen, 64) > 0)
+		;
+	for (int i = 0; i < 100 && !st.dead_lettered; i++) {
+		shmbus_group_maintain(g);
+		shmbus_group_stats(g, &st);
+		usleep(2000);
+	}
+	cr_assert_eq(st.dead_lettered, 4, "dead_lettered %lu dropped %lu nacked %lu floor %lu head %lu", (unsigned long)st.dead_lettered, (unsigned long)st.dropped, (unsigned long)st.nacked, (unsigned long)st.floor, (unsigned long)st.head);
+	while ((taken = shmbus_poll(sub, count_ids, seen, 64)) > 0)
+		;
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(seen[i], 1, "poison message %d copied %u times", i,
+			     seen[i]);
+	cr_assert_eq(st.floor, st.head);
+	shmbus_pub_close(fp);
+	shmbus_sub_close(sub);
+	shmbus_group_leave(g);
+	shmbus_channel_close(dl);
+	shmbus_channel_close(ch);
+}
+
 /* Direct mode: the dead-letter channel's hand-off stuck at a claim whose
  * producer died between its claim and its hand-off.  The member's dead
  * letter never waits on a claim, but heals a dead one as any producer
