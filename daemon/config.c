@@ -516,8 +516,9 @@ static int p_fsync_ms(const char *v, void *f, char *err, size_t n)
 	return p_range(v, f, 1, 60000, " (ms)", err, n);
 }
 
-/* Milliseconds, 0 for none: at most 2^53 (285,000 years), so that a
- * time in ns computed from it never overflows. */
+/* Milliseconds, 0 for none: at most 2^53 (285,000 years), so that it
+ * fits the int64_t milliseconds retention compares it with, with room to
+ * spare. */
 static int p_ms64(const char *v, void *f, char *err, size_t n)
 {
 	if (p_u64(v, f, false, err, n))

@@ -233,9 +233,12 @@ void sb_repl_watermark(shmbus_channel *ch, uint64_t w);
  * anything after it is acknowledged: a sync waiter with records in
  * [lo, hi) is told SHMBUS_SYNC_DEGRADED, never 0.  The header has room
  * for one range, so it grows to cover every gap recorded so far (and
- * what lies between them).  lo >= hi clears it (a cut, which takes the
- * positions back).  shmbusd's threads only: they are serialised here. */
+ * what lies between them); lo >= hi clears it.  shmbusd's threads only:
+ * they are serialised here. */
 void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi);
+/* The ring cut back to pos: the range no further than pos (the gaps
+ * below it stay recorded). */
+void sb_repl_hole_cut(shmbus_channel *ch, uint64_t pos);
 
 struct sb_repl_view {
 	uint64_t watermark, epoch, received, applied, caught_up_ns;

@@ -362,8 +362,13 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 		    !claim_start(m, s + 1, &end) || end < start ||
 		    end > load_relaxed64(&m->ch->hdr->head))
 			continue;
+		/* Never delivered here; but below the mark a standby's
+		 * copy was given, perhaps on the primary it followed
+		 * (group_shared.c): it comes as a second delivery. */
 		if (sb_lease_record(l, s, gctl(SHMBUS_LEASE_AVAILABLE,
-					       SHMBUS_NO_MEMBER, 0, 0),
+					       SHMBUS_NO_MEMBER,
+					       start < load_relaxed64(
+						   &g->redeliver_below), 0),
 				    0, start, end, 0, 0, w)) {
 			add_relaxed64(&g->avail, 1);
 			add_relaxed64(&g->released, 1);
@@ -624,7 +629,10 @@ static int lanes_cut(struct shmbus_group *m, uint64_t pos)
 						   gctl_gen(c) + 1),
 			      a < pos ? a : pos))
 			return -EBUSY;
-		store_relaxed64(&ln->next, a < pos ? a : pos);
+		/* What was delivered below the cut comes again flagged, as
+		 * in shared mode: next stays, at most pos. */
+		if (load_relaxed64(&ln->next) > pos)
+			store_relaxed64(&ln->next, pos);
 	}
 	cur = load_relaxed64(&g->floor_pos);
 	/* R23: pairs with A23 (the floor's readers). */

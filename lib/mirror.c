@@ -775,9 +775,8 @@ static void cut_clamp(struct shmbus_channel *ch, uint64_t pos)
 		store_relaxed64(&h->persisted_pos, pos);
 	if (load_relaxed64(&h->jnl_written) > pos)
 		sb_jnl_written(ch, pos);
-	/* A gap recorded in the tail is gone with it. */
-	if (load_relaxed64(&h->hole_hi) > pos)
-		sb_repl_hole(ch, 0, 0);
+	/* A gap recorded in the tail is gone with it; those below stay. */
+	sb_repl_hole_cut(ch, pos);
 }
 
 /* The size of the record committed at p in this lap (0: none, or one

@@ -265,13 +265,32 @@ void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
 		sb_prod_wake(ch);
 }
 
+/* Orders the daemon's writers of the gap range (sb_repl_hole()). */
+static pthread_mutex_t hole_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void sb_repl_hole_cut(shmbus_channel *ch, uint64_t pos)
+{
+	struct shmbus_hdr *h = ch->hdr;
+
+	pthread_mutex_lock(&hole_mu);
+	/* No edge: as in sb_repl_hole(); the ring is being cut, nothing is
+	 * acknowledged meanwhile. */
+	if (load_relaxed64(&h->hole_lo) >= pos) {
+		store_relaxed64(&h->hole_lo, 0);
+		store_relaxed64(&h->hole_hi, 0);
+	} else if (load_relaxed64(&h->hole_hi) > pos) {
+		store_relaxed64(&h->hole_hi, pos);
+	}
+	pthread_mutex_unlock(&hole_mu);
+}
+
 void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi)
 {
-	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_t *mu = &hole_mu;
 	struct shmbus_hdr *h = ch->hdr;
 	uint64_t olo, ohi;
 
-	pthread_mutex_lock(&mu);
+	pthread_mutex_lock(mu);
 	/* No edge: R14 publishes the range with the watermark that passes
 	 * it; the mutex orders the daemon's writers (the replication agent,
 	 * the journal's). */
@@ -286,7 +305,7 @@ void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi)
 	/* No edge (see above). */
 	store_relaxed64(&h->hole_lo, lo);
 	store_relaxed64(&h->hole_hi, hi);
-	pthread_mutex_unlock(&mu);
+	pthread_mutex_unlock(mu);
 }
 
 void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
