@@ -348,7 +348,9 @@ int shmbus_publish_batch(shmbus_pub *pub, const struct iovec *msgs, size_t n);
  *   -ETIMEDOUT             not acknowledged in time: the outcome is
  *                          unknown (the messages may yet reach the
  *                          standby, or be lost with this host)
- *   -EROFS                 this host became a standby first: unknown too
+ *   -EROFS                 this host stopped being the primary the handle
+ *                          was opened on (a standby since, even if primary
+ *                          again) before the answer: unknown too
  *   -EINVAL
  * Only acknowledgements of the current epoch count.  The call looks
  * for up to 100 us (yielding the CPU between looks), then sleeps on a

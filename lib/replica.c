@@ -435,6 +435,29 @@ static int sync_verdict(const struct shmbus_hdr *h, uint64_t w,
 	return got >= target ? 0 : SHMBUS_SYNC_DEGRADED;
 }
 
+/*
+ * The answer for pub's records below target, w the watermark just read
+ * (A14).  It speaks for them only while the fence is the word the handle
+ * was opened under, or the hand-over right after it (whose drain
+ * acknowledges them).  Any later word: this host stopped being that
+ * primary, and as a standby its agent raises the watermark over the
+ * records it applies, which may stand where ours stood until a rejoin
+ * cut them off: -EROFS, never 0.
+ */
+static int answer(const struct shmbus_pub *pub, const struct shmbus_hdr *h,
+		  uint64_t w, uint64_t target)
+{
+	/* No edge of its own: read after A14, so a watermark raised by a
+	 * standby's agent (after the fence closed, in its process) comes
+	 * with the closed fence. */
+	uint32_t f = load_relaxed32(&h->fence), o = pub->fence_word;
+
+	if (f != o && !(SHMBUS_FENCE_STATE(f) == SHMBUS_FENCE_HANDOVER &&
+			f >> 8 == (o >> 8) + 1))
+		return -EROFS;
+	return sync_verdict(h, w, pub->synced, target);
+}
+
 SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 {
 	struct shmbus_hdr *h;
@@ -453,7 +476,7 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 		return 0;
 	/* A14: pairs with R14 in sb_repl_watermark(). */
 	w = load_acquire64(&h->replicated_pos);
-	if ((rc = sync_verdict(h, w, pub->synced, target)) != -EAGAIN)
+	if ((rc = answer(pub, h, w, target)) != -EAGAIN)
 		goto done;
 	start = sb_now_ns();
 	deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
@@ -469,15 +492,8 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 
 		/* A14 (see above). */
 		w = load_acquire64(&h->replicated_pos);
-		if ((rc = sync_verdict(h, w, pub->synced, target)) != -EAGAIN)
+		if ((rc = answer(pub, h, w, target)) != -EAGAIN)
 			break;
-		/* No edge: a standby's agent no longer advances this
-		 * host's watermark for its own producers. */
-		f = SHMBUS_FENCE_STATE(load_relaxed32(&h->fence));
-		if (f == SHMBUS_FENCE_STANDBY || f == SHMBUS_FENCE_CUT) {
-			rc = -EROFS;
-			break;
-		}
 		now = sb_now_ns();
 		if (now >= deadline) {
 			rc = -ETIMEDOUT;

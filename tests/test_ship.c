@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -408,4 +409,39 @@ Test(ship, every_gap_holds_back_its_records_and_no_later_handle)
 	shmbus_pub_close(b);
 	shmbus_pub_close(c);
 	shmbus_channel_close(mc);
+}
+
+/* A handle's records may have been cut from this host's ring since it
+ * became a standby (a returning primary's diverged tail), while its agent
+ * raises the watermark over the new primary's records at those
+ * positions: once the fence has moved past the hand-over, the answer is
+ * -EROFS, never 0, whatever the watermark says. */
+Test(ship, a_handle_of_a_host_that_stood_by_since_is_never_told_0)
+{
+	uint8_t msg[64] = { 0 };
+	uint64_t first;
+
+	sb_repl_setup(ch, SHMBUS_ACK_APPLIED, SHMBUS_REPL_ON, 1);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	first = th_head(ch);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_HANDOVER), 0);
+	sb_repl_acked(ch, first, first, 0, true);
+	sb_repl_watermark(ch, first);
+	cr_assert_eq(shmbus_pub_sync(pub, 0), 0, "drained in the hand-over");
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	shmbus_pub_close(pub);	/* refused since the hand-over */
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(pub, 0), -ETIMEDOUT);
+	/* Stood by, its tail cut, and the new primary's records applied
+	 * where this one stood. */
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_CUT), 0);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	sb_repl_watermark(ch, th_head(ch) + 4096);
+	cr_assert_eq(shmbus_pub_sync(pub, 0), -EROFS);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	cr_assert_eq(shmbus_pub_sync(pub, 0), -EROFS, "primary again, but "
+		     "not the one the handle was opened under");
 }
