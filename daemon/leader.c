@@ -909,7 +909,13 @@ size_t sbd_leader_status(char *out, size_t n)
 	pthread_mutex_lock(&L.mu);
 	kv = L.last;
 	pthread_mutex_unlock(&L.mu);
-	if (LOAD(&L.held))
+	if (LOAD(&L.held) && LOAD(&L.etcd_down))
+		k = snprintf(out, n, "\n  arbiter etcd: unreachable; this host "
+			     "(%s) held the leader key at its last renewal (it "
+			     "may have expired since), may acknowledge for %"
+			     PRId64 " ms (the failsafe)", L.id,
+			     left > 0 ? left / 1000000 : 0);
+	else if (LOAD(&L.held))
 		k = snprintf(out, n, "\n  arbiter etcd: this host (%s) holds the "
 			     "leader key, may acknowledge for %" PRId64 " ms",
 			     L.id, left > 0 ? left / 1000000 : 0);
