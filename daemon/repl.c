@@ -747,6 +747,27 @@ int sbd_repl_start(void)
 				"standby's: it starts as standby");
 		}
 	}
+	if (role == SBD_ROLE_STANDBY && c->arbiter[0] && repl.epoch > 0 &&
+	    repl.n) {
+		bool was_primary = true;
+
+		/* The converse: a host whose rings were a primary's (after
+		 * an automatic failover made it one, its config still
+		 * says standby) starts as a primary, whose leader thread
+		 * takes the key back only if no host has been primary since
+		 * (may_retake()); else it stands by.  Starting as a standby
+		 * would hand the role to the other host when the key
+		 * expires, for a restart. */
+		for (size_t i = 0; i < repl.n; i++)
+			was_primary &= !standby_ring(repl.ch[i].ch);
+		/* Rings made again since (a reboot) are a new primary's
+		 * look, not a primary's past. */
+		if (was_primary && !rp_rings_check()) {
+			role = SBD_ROLE_PRIMARY;
+			sbd_log(SBD_NOTICE, 0, "arbiter: this host's rings were "
+				"a primary's: it starts as primary");
+		}
+	}
 	STORE(&repl.role, role);
 	if (role == SBD_ROLE_PRIMARY) {
 		bool was_standby = false;

@@ -494,7 +494,8 @@ Test(failover, a_primary_back_after_a_newer_one_stands_by)
 	host_start(&B);
 	cr_assert_geq(wait_for(is_primary, &B, 2 * TTL_MS + 3000), 0,
 		      "B did not take over again");
-	cr_assert_gt(epoch_of(&B), e1);
+	/* Its rings were a primary's: it takes its key back at its epoch. */
+	cr_assert_geq(epoch_of(&B), e1);
 	cr_assert_geq(wait_for(is_standby_linked, &A, 10000), 0,
 		      "A did not rejoin B");
 	cr_assert(!is_primary(&A));
@@ -579,6 +580,36 @@ Test(failover, a_new_primary_killed_as_it_promotes_takes_over_again)
 		      "A did not rejoin B");
 	row("new primary killed as it promotes", atomic_load(&lg->acked), false,
 	    -1);
+}
+
+/* After a failover the new primary's config still says standby: a
+ * restart of its daemon keeps it primary (it takes its key back, as a
+ * primary whose config says so does), not handing the role to the old
+ * primary, now its standby, when the key expires. */
+Test(failover, a_restarted_primary_whose_config_says_standby_stays_primary)
+{
+	uint64_t e1;
+	pid_t pub;
+
+	pub = fo_start(FO_CHANS, extra, 200, false);
+	fo_stop(pub);
+	host_kill(&A, SIGKILL);
+	cr_assert_geq(wait_for(is_primary, &B, TTL_MS + 3000), 0,
+		      "B did not take over");
+	e1 = epoch_of(&B);
+	host_start(&A);
+	cr_assert_geq(wait_for(is_standby_linked, &A, 10000), 0,
+		      "A did not rejoin B");
+	host_kill(&B, SIGKILL);
+	host_start(&B);
+	cr_assert_geq(wait_for(is_primary, &B, TTL_MS), 0,
+		      "B did not take its key back");
+	cr_assert(stays_not_primary(&A, TTL_MS + 500), "A took the role "
+		  "over from B's restart");
+	cr_assert_eq(epoch_of(&B), e1, "no promotion: the same epoch");
+	cr_assert(host_log_wait(&B, "rings were a primary's", 100));
+	row("primary restarted, its config saying standby",
+	    atomic_load(&lg->acked), false, -1);
 }
 
 /* Both daemons stopped and started again at once: the primary takes its
