@@ -425,15 +425,33 @@ Test(group_standby, a_standbys_keyed_copy_takes_each_lanes_position)
 	shmbus_group_leave(g);
 }
 
+/* The host promoted: a new member of mode takes messages 20..N-1, those
+ * below `flagged` as second deliveries, the others as first ones.
+ * Returns the member. */
+static shmbus_group *promoted_flags_below(enum shmbus_group_mode mode,
+					  unsigned flagged)
+{
+	unsigned seen[N] = { 0 };
+	uint32_t dl[N] = { 0 };
+	uint64_t first;
+	shmbus_group *g;
+
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
+	g = join("w2", mode);
+	cr_assert_eq(drain_dl(g, seen, &first, dl), N - 20);
+	for (unsigned i = 20; i < N; i++)
+		cr_assert_eq(dl[i], i < flagged ? 2u : 1u, "message %u: %u "
+			     "deliveries", i, dl[i]);
+	return g;
+}
+
 /* What the primary's members had taken above its floor comes again
  * flagged after a failover: as far as its claims had reached, no further
  * than this ring holds; what is published after the promotion is new. */
 Test(group_standby, what_the_primary_delivered_comes_again_flagged)
 {
 	struct sb_group_state st;
-	unsigned seen[N] = { 0 };
-	uint32_t dl[N] = { 0 };
-	uint64_t first, id = N, got;
+	uint64_t id = N, got;
 	struct shmbus_group_msg m;
 	shmbus_group *g;
 	shmbus_pub *p;
@@ -448,12 +466,7 @@ Test(group_standby, what_the_primary_delivered_comes_again_flagged)
 	st.delivered_to = pos_of[30];
 	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
 	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, pos_of[40]), 0);
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
-	g = join("w2", SHMBUS_GROUP_SHARED);
-	cr_assert_eq(drain_dl(g, seen, &first, dl), N - 20);
-	for (unsigned i = 20; i < N; i++)
-		cr_assert_eq(dl[i], i < 50 ? 2u : 1u, "message %u: %u "
-			     "deliveries", i, dl[i]);
+	g = promoted_flags_below(SHMBUS_GROUP_SHARED, 50);
 	/* The new primary ships the mark on, for a failover back. */
 	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
 	cr_assert_eq(st.delivered_to, th_head(ch));
@@ -468,14 +481,10 @@ Test(group_standby, what_the_primary_delivered_comes_again_flagged)
 }
 
 /* A lane's records below the primary's delivery cursor for it come
- * again flagged; the mark goes back with a cut. */
+ * again flagged. */
 Test(group_standby, what_the_primarys_lanes_delivered_comes_again_flagged)
 {
 	struct sb_group_state st;
-	unsigned seen[N] = { 0 };
-	uint32_t dl[N] = { 0 };
-	uint64_t first;
-	shmbus_group *g;
 
 	standby_with(SHMBUS_GROUP_KEYED, 4, &st);
 	for (uint32_t i = 0; i < 4; i++) {
@@ -484,13 +493,7 @@ Test(group_standby, what_the_primarys_lanes_delivered_comes_again_flagged)
 	}
 	st.floor = pos_of[20];
 	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
-	g = join("w2", SHMBUS_GROUP_KEYED);
-	cr_assert_eq(drain_dl(g, seen, &first, dl), N - 20);
-	for (unsigned i = 20; i < N; i++)
-		cr_assert_eq(dl[i], i < 40 ? 2u : 1u, "message %u: %u "
-			     "deliveries", i, dl[i]);
-	shmbus_group_leave(g);
+	shmbus_group_leave(promoted_flags_below(SHMBUS_GROUP_KEYED, 40));
 }
 
 /* A cut takes the mark back with the ring: records from the cut on will
@@ -498,23 +501,13 @@ Test(group_standby, what_the_primarys_lanes_delivered_comes_again_flagged)
 Test(group_standby, a_cut_takes_the_redelivery_mark_back)
 {
 	struct sb_group_state st;
-	unsigned seen[N] = { 0 };
-	uint32_t dl[N] = { 0 };
-	uint64_t first;
-	shmbus_group *g;
 
 	standby_with(SHMBUS_GROUP_SHARED, 0, &st);
 	st.floor = pos_of[20];
 	st.delivered_to = pos_of[50];
 	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
 	cr_assert_eq(sb_group_cut(ch, dir, "work", pos_of[30]), 0);
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
-	g = join("w2", SHMBUS_GROUP_SHARED);
-	cr_assert_eq(drain_dl(g, seen, &first, dl), N - 20);
-	for (unsigned i = 20; i < N; i++)
-		cr_assert_eq(dl[i], i < 30 ? 2u : 1u, "message %u: %u "
-			     "deliveries", i, dl[i]);
-	shmbus_group_leave(g);
+	shmbus_group_leave(promoted_flags_below(SHMBUS_GROUP_SHARED, 30));
 }
 
 /* A floor or a lane's position that is no record's start in this ring

@@ -460,6 +460,66 @@ Test(repl_roles, a_producer_handle_that_outlives_a_handover_stays_refused)
 	pair_assert_identical("sp");
 }
 
+/* B's own subscriber holding its ring of channel `chan`, and more
+ * published on A than B's ring holds past that subscriber's cursor: a
+ * frame B acknowledges as received waits to be applied.  Then a promotion
+ * of B is refused for it. */
+struct held {
+	shmbus_channel *ch, *bch;	/* A's mapping; B's, subscribed */
+	shmbus_bus *bus;
+	shmbus_pub *pub;
+	shmbus_sub *bsub;
+};
+
+static void hold_standby_ring(const char *chan, struct held *hd)
+{
+	struct shmbus_sub_attr sa;
+	char in_sync[64];
+	uint8_t msg[1024] = { 3 };
+	int sent = 0, rc;
+
+	pair_setup(CHANS, "handover_ms = 500\n");
+	snprintf(in_sync, sizeof(in_sync), "%s: standby in sync", chan);
+	cr_assert(host_log_wait(&A, in_sync, 3000));
+	hd->bch = host_open(&B, &hd->bus, chan, SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(hd->bch);
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	hd->bsub = shmbus_sub_open(hd->bch, &sa);
+	cr_assert(hd->bsub);
+	hd->ch = host_map(&A, chan);
+	cr_assert(hd->ch);
+	hd->pub = shmbus_pub_open(hd->ch, NULL);
+	cr_assert(hd->pub);
+	for (int i = 0; i < 3000 && sent < 1200; i++) {
+		rc = shmbus_publish(hd->pub, msg, sizeof(msg));
+		if (rc == 0)
+			sent++;
+		else
+			usleep(1000);
+	}
+	cr_assert_geq(sent, 1100, "published %d", sent);
+	usleep(300000);
+}
+
+/* B refuses a promotion for the records it holds back. */
+static void promotion_refused(void)
+{
+	struct shmbus_ctl_repl_reply r;
+	int rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, 0, &r);
+
+	cr_assert_eq(rc, -EBUSY, "promote: %d %s", rc, r.text);
+	cr_assert(strstr(r.text, "are not applied"), "%s", r.text);
+}
+
+/* B's subscriber lets go. */
+static void let_go(struct held *hd)
+{
+	shmbus_sub_close(hd->bsub);
+	shmbus_channel_close(hd->bch);
+	shmbus_disconnect(hd->bus);
+}
+
 /*
  * The standby's own subscriber holds its ring, so a frame it acknowledged
  * as received cannot be applied: a promotion is refused for it (it would
@@ -470,51 +530,20 @@ Test(repl_roles, a_producer_handle_that_outlives_a_handover_stays_refused)
 Test(repl_roles, a_promotion_refused_for_unapplied_records_is_allowed_once_applied)
 {
 	struct shmbus_ctl_repl_reply r;
-	struct shmbus_sub_attr sa;
-	shmbus_channel *ch, *bch;
-	shmbus_bus *bus;
-	shmbus_pub *pub;
-	shmbus_sub *bsub;
-	uint8_t msg[1024] = { 3 };
-	int sent = 0, rc;
+	struct held hd;
 
-	pair_setup(CHANS, "handover_ms = 500\n");
-	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
-	bch = host_open(&B, &bus, "sp", SHMBUS_ROLE_SUBSCRIBE);
-	cr_assert(bch);
-	shmbus_sub_attr_init(&sa);
-	sa.start = SHMBUS_START_OLDEST;
-	bsub = shmbus_sub_open(bch, &sa);
-	cr_assert(bsub);
-	ch = host_map(&A, "sp");
-	cr_assert(ch);
-	pub = shmbus_pub_open(ch, NULL);
-	cr_assert(pub);
-	/* More than B's ring holds past its subscriber's cursor. */
-	for (int i = 0; i < 3000 && sent < 1200; i++) {
-		rc = shmbus_publish(pub, msg, sizeof(msg));
-		if (rc == 0)
-			sent++;
-		else
-			usleep(1000);
-	}
-	cr_assert_geq(sent, 1100, "published %d", sent);
-	usleep(300000);
-	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, 0, &r);
-	cr_assert_eq(rc, -EBUSY, "promote: %d %s", rc, r.text);
-	cr_assert(strstr(r.text, "are not applied"), "%s", r.text);
+	hold_standby_ring("sp", &hd);
+	promotion_refused();
 	/* B's subscriber lets go; A ships the records again. */
-	shmbus_sub_close(bsub);
-	shmbus_channel_close(bch);
-	shmbus_disconnect(bus);
+	let_go(&hd);
 	cr_assert(host_log_wait(&B, "not applied are past", 10000));
 	pair_wait_caught_up("sp", 0, 10000);
 	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
 		     r.text);
 	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
 	cr_assert(strstr(r.text, "primary at epoch 2"), "%s", r.text);
-	shmbus_pub_close(pub);
-	shmbus_channel_close(ch);
+	shmbus_pub_close(hd.pub);
+	shmbus_channel_close(hd.ch);
 }
 
 /*
@@ -527,49 +556,21 @@ Test(repl_roles, a_promotion_refused_for_unapplied_records_is_allowed_once_appli
 Test(repl_roles, records_received_and_held_back_are_applied_at_a_promotion)
 {
 	struct shmbus_ctl_repl_reply r;
-	struct shmbus_sub_attr sa;
 	struct sb_repl_view va, vb;
-	shmbus_channel *ch, *bch, *bmap;
-	shmbus_bus *bus;
-	shmbus_pub *pub;
-	shmbus_sub *bsub;
-	uint8_t msg[1024] = { 3 };
-	int sent = 0, rc;
+	shmbus_channel *bmap;
+	struct held hd;
+	int rc;
 
-	pair_setup(CHANS, "handover_ms = 500\n");
-	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
-	bch = host_open(&B, &bus, "mp", SHMBUS_ROLE_SUBSCRIBE);
-	cr_assert(bch);
-	shmbus_sub_attr_init(&sa);
-	sa.start = SHMBUS_START_OLDEST;
-	bsub = shmbus_sub_open(bch, &sa);
-	cr_assert(bsub);
-	ch = host_map(&A, "mp");
-	cr_assert(ch);
-	pub = shmbus_pub_open(ch, NULL);
-	cr_assert(pub);
-	for (int i = 0; i < 3000 && sent < 1200; i++) {
-		rc = shmbus_publish(pub, msg, sizeof(msg));
-		if (rc == 0)
-			sent++;
-		else
-			usleep(1000);
-	}
-	cr_assert_geq(sent, 1100, "published %d", sent);
-	usleep(300000);
+	hold_standby_ring("mp", &hd);
 	host_kill(&A, SIGKILL);
-	sb_repl_read(ch, &va);
+	sb_repl_read(hd.ch, &va);
 	bmap = host_map(&B, "mp");
 	cr_assert(bmap);
 	sb_repl_read(bmap, &vb);
 	cr_assert_gt(va.received, vb.head, "B acknowledged as received "
 		     "only what it applied: nothing to test");
-	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, 0, &r);
-	cr_assert_eq(rc, -EBUSY, "promote: %d %s", rc, r.text);
-	cr_assert(strstr(r.text, "are not applied"), "%s", r.text);
-	shmbus_sub_close(bsub);
-	shmbus_channel_close(bch);
-	shmbus_disconnect(bus);
+	promotion_refused();
+	let_go(&hd);
 	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, 0, &r);
 	cr_assert_eq(rc, 0, "promote: %d %s", rc, r.text);
 	sb_repl_read(bmap, &vb);
@@ -577,8 +578,8 @@ Test(repl_roles, records_received_and_held_back_are_applied_at_a_promotion)
 		      "%lu as received", (unsigned long)vb.head,
 		      (unsigned long)va.received);
 	shmbus_channel_close(bmap);
-	shmbus_pub_close(pub);
-	shmbus_channel_close(ch);
+	shmbus_pub_close(hd.pub);
+	shmbus_channel_close(hd.ch);
 }
 
 /* demote --force does not wait for the standby: what it lacks is never
