@@ -96,8 +96,10 @@ static bool await_handoff(struct shmbus_channel *ch, uint64_t p,
 	while ((hv = load_acquire64(&ch->hdr->handoff)) != p) {
 		/* A bounded publisher claimed only with the hand-off at p
 		 * (mp_claim_space()): a word moved off it since was written
-		 * over, and is not waited for. */
-		if (hv > p || bounded)
+		 * over, and is not waited for.  Nor is a word more than a
+		 * lap behind p: no claim starts a lap past one in flight
+		 * (sb_refresh_limit()), so it names no claim of this ring. */
+		if (hv > p || p - hv > ch->cap || bounded)
 			return false;
 		if (++spins < 1024) {
 			cpu_relax();
