@@ -60,6 +60,19 @@ shmbus_channel *th_create(const char *dir, uint64_t cap, uint32_t max_msg,
 	return ch;
 }
 
+shmbus_channel *th_create_mp(const char *dir, const char *name, uint64_t cap)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *ch;
+
+	shmbus_channel_attr_init(&a);
+	a.capacity = cap;
+	a.producers = SHMBUS_MULTI_PRODUCER;
+	ch = shmbus_channel_create(dir, name, &a, SHMBUS_CREATE_EXCL);
+	cr_assert(ch, "create %s: %s", name, shmbus_strerror(errno));
+	return ch;
+}
+
 pid_t th_spawn(int (*fn)(void *), void *arg)
 {
 	pid_t parent = getpid(), pid = fork();

@@ -18,6 +18,9 @@ void th_rmdir(const char *dir);
 /* Creates a channel in `dir` named "ch", failing the test on error. */
 shmbus_channel *th_create(const char *dir, uint64_t cap, uint32_t max_msg,
 			  enum shmbus_policy pol, enum shmbus_producers prod);
+/* A multi-producer block channel in `dir` named `name`, of the default
+ * max_msg (a second channel beside th_create()'s, a dead-letter one). */
+shmbus_channel *th_create_mp(const char *dir, const char *name, uint64_t cap);
 
 /*
  * A self-checking message: producer id, sequence number, length-dependent

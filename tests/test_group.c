@@ -472,16 +472,7 @@ Test(group, a_poison_message_goes_to_the_dead_letter_channel)
 	int got = 0;
 	pid_t p;
 
-	/* th_create names every channel "ch": the dead-letter one here. */
-	{
-		struct shmbus_channel_attr ca;
-
-		shmbus_channel_attr_init(&ca);
-		ca.capacity = 1 << 16;
-		ca.producers = SHMBUS_MULTI_PRODUCER;
-		dlch = shmbus_channel_create(dir, "dl", &ca, 0);
-		cr_assert(dlch);
-	}
+	dlch = th_create_mp(dir, "dl", 1 << 16);
 	sub = shmbus_sub_open(dlch, NULL);
 	shmbus_group_attr_init(&ga);
 	ga.max_deliveries = 3;
@@ -811,7 +802,6 @@ static int count_ids(const struct shmbus_msg *m, void *arg)
 Test(group, a_poison_batch_goes_to_the_dead_letter_channel_whole_and_once)
 {
 	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16), *dl;
-	struct shmbus_channel_attr ca;
 	struct shmbus_group_attr ga;
 	struct shmbus_group_stats st;
 	struct shmbus_lease l;
@@ -822,11 +812,7 @@ Test(group, a_poison_batch_goes_to_the_dead_letter_channel_whole_and_once)
 	shmbus_sub *sub;
 	int taken = 0;
 
-	shmbus_channel_attr_init(&ca);
-	ca.capacity = SHMBUS_MIN_CAPACITY;
-	ca.producers = SHMBUS_MULTI_PRODUCER;
-	dl = shmbus_channel_create(dir, "dl", &ca, SHMBUS_CREATE_EXCL);
-	cr_assert(dl);
+	dl = th_create_mp(dir, "dl", SHMBUS_MIN_CAPACITY);
 	sub = shmbus_sub_open(dl, NULL);
 	fp = shmbus_pub_open(dl, NULL);
 	cr_assert(sub && fp);
@@ -879,7 +865,6 @@ Test(group, a_poison_batch_goes_to_the_dead_letter_channel_whole_and_once)
 Test(group, a_dead_claim_on_the_dead_letter_channel_is_healed)
 {
 	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16), *dl;
-	struct shmbus_channel_attr ca;
 	struct shmbus_group_attr ga;
 	struct shmbus_group_stats st;
 	struct shmbus_group_msg m;
@@ -888,11 +873,7 @@ Test(group, a_dead_claim_on_the_dead_letter_channel_is_healed)
 	shmbus_pub *p;
 	uint64_t x = 7, at, buf[8];
 
-	shmbus_channel_attr_init(&ca);
-	ca.capacity = 1 << 16;
-	ca.producers = SHMBUS_MULTI_PRODUCER;
-	dl = shmbus_channel_create(dir, "dl", &ca, SHMBUS_CREATE_EXCL);
-	cr_assert(dl);
+	dl = th_create_mp(dir, "dl", 1 << 16);
 	s = &dl->prods[SHMBUS_MAX_PRODUCERS - 1];
 	at = __atomic_load_n(&dl->hdr->head, __ATOMIC_ACQUIRE);
 	__atomic_store_n(&s->claim_end, at + 24, __ATOMIC_RELAXED);

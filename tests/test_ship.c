@@ -361,17 +361,11 @@ Test(ship, a_record_across_the_rings_end_is_damage)
  * them. */
 Test(ship, every_gap_holds_back_its_records_and_no_later_handle)
 {
-	struct shmbus_channel_attr ca;
-	shmbus_channel *mc;
+	shmbus_channel *mc = th_create_mp(dir, "mp", CAP);
 	shmbus_pub *a, *b, *c;
 	uint8_t msg[64] = { 0 };
 	uint64_t at, mid;
 
-	shmbus_channel_attr_init(&ca);
-	ca.capacity = CAP;
-	ca.producers = SHMBUS_MULTI_PRODUCER;
-	mc = shmbus_channel_create(dir, "mp", &ca, SHMBUS_CREATE_EXCL);
-	cr_assert(mc);
 	a = shmbus_pub_open(mc, NULL);
 	b = shmbus_pub_open(mc, NULL);
 	cr_assert(a && b);
