@@ -286,11 +286,10 @@ void sb_repl_hole_cut(shmbus_channel *ch, uint64_t pos)
 
 void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi)
 {
-	pthread_mutex_t *mu = &hole_mu;
 	struct shmbus_hdr *h = ch->hdr;
 	uint64_t olo, ohi;
 
-	pthread_mutex_lock(mu);
+	pthread_mutex_lock(&hole_mu);
 	/* No edge: R14 publishes the range with the watermark that passes
 	 * it; the mutex orders the daemon's writers (the replication agent,
 	 * the journal's). */
@@ -305,7 +304,7 @@ void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi)
 	/* No edge (see above). */
 	store_relaxed64(&h->hole_lo, lo);
 	store_relaxed64(&h->hole_hi, hi);
-	pthread_mutex_unlock(mu);
+	pthread_mutex_unlock(&hole_mu);
 }
 
 void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
