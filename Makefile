@@ -332,10 +332,11 @@ check-ordering:
 test: $(DEPS_STAMP) all $(CXX_TEST) $(TEST_BINS) check-ordering
 	$(Q)echo "== $(CXX_TEST)"; $(CXX_TEST)
 	$(Q)fail=0; ff=$(CURDIR)/$(BUILD)/fini-failures; for t in $(TEST_BINS); do \
-		echo "== $$t"; rm -f $$ff; BUSSTAT=$(BUILD)/tools/busstat SHMBUSD=$(SHMBUSD) \
+		echo "== $$t"; rm -f $$ff; s=$$(date +%s); BUSSTAT=$(BUILD)/tools/busstat SHMBUSD=$(SHMBUSD) \
 		SHMBUSCTL=$(BUILD)/tools/shmbusctl SHMBUS_FINI_FAILURES=$$ff \
 		timeout -k 10 $(TEST_TIMEOUT) \
 		$$t --jobs=$(call test_jobs,$$t) $(TEST_ARGS) || { echo "FAILED (or timed out): $$t"; fail=1; }; \
+		echo "   ($$(( $$(date +%s) - s )) s)"; \
 		if [ -s $$ff ]; then echo "FAILED in teardown: $$t"; cat $$ff; fail=1; fi; \
 	done; rm -f $$ff; exit $$fail
 
