@@ -530,9 +530,9 @@ static void standby_step(void)
 	if (rp_unapplied()) {
 		say_once(&L.said_unapplied, SBD_ERR, "arbiter: records "
 			 "acknowledged as received are not applied here: no "
-			 "automatic promotion (shmbusctl promote applies them "
-			 "once this host's subscribers let go of the ring; "
-			 "promote --force loses them)");
+			 "automatic promotion until this host's subscribers "
+			 "let go of the ring and they are (promote --force "
+			 "loses them)");
 		return;
 	}
 	if (etcd_get(L.e, L.sync_key, &sync))

@@ -80,7 +80,8 @@ static bool standby_ring(shmbus_channel *ch)
 /* Standby to primary, at epoch > floor.  role_mu held.  Refused while
  * records acknowledged as received were not applied (the standby's own
  * subscribers held its ring), unless forced: that refusal stays until
- * they are (a primary ships them again: unapplied_done() in
+ * they are (the restarted linker applies the kept frame once the ring has
+ * room, or a primary ships them again: unapplied_done() in
  * repl_standby.c) or a promotion is forced. */
 static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 {
@@ -96,7 +97,9 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 	 * standby's subscribers have let go of the ring. */
 	for (size_t i = 0; i < repl.n; i++)
 		if (LOAD(&repl.ch[i].unapplied))
-			(void)rp_apply_kept(&repl.ch[i]);
+			(void)rp_apply_kept(&repl.ch[i],
+					    (int64_t)sbd.conf.repl.handover_ms *
+					    1000000);
 	for (size_t i = 0; i < repl.n && !rc2; i++)
 		if (LOAD(&repl.ch[i].unapplied) && !force) {
 			snprintf(out, n, "%s: records acknowledged as received "

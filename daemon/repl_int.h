@@ -270,10 +270,12 @@ int rp_linker_start(struct rchan *rc);
 int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
 		  char *why, size_t n);
 void rp_linker_stop(struct rchan *rc);
-/* A promotion, the linker stopped: the frame acknowledged as received
- * and not applied, applied now if the standby's subscribers let go of
- * the ring within handover_ms.  0, or -errno. */
-int rp_apply_kept(struct rchan *rc);
+/* The frame acknowledged as received and not applied, applied now if
+ * the standby's subscribers let go of the ring within wait_ns (0: one
+ * look).  Called by the linker itself between links, or at a promotion
+ * once the linker is stopped: one thread writes the ring at a time.  0,
+ * or -errno. */
+int rp_apply_kept(struct rchan *rc, int64_t wait_ns);
 
 /* epochs.c: the history (state_dir/epochs).  Loading sets repl.epoch to
  * its newest epoch; an append raises it, is fdatasync'd when `sync`, and

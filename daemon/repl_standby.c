@@ -170,9 +170,10 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		if (stop_at && now_ns() - stop_at >
 		    (int64_t)sbd.conf.repl.handover_ms * 1000000) {
 			rc->unapplied_to = h->pos + f.extent;
-			/* Kept: a promotion applies it once the ring has
-			 * room (rp_apply_kept()), as the primary would ship
-			 * it again if it comes back. */
+			/* Kept: the linker, restarted, or a promotion
+			 * applies it once the ring has room
+			 * (rp_apply_kept()), as the primary would ship it
+			 * again if it comes back. */
 			free(rc->kept);
 			rc->kept = malloc(h->len ? h->len : 1);
 			if (rc->kept) {
@@ -403,7 +404,16 @@ static void *linker_main(void *arg)
 		return NULL;
 	while (!stopped(rc)) {
 		struct sbd_link *l;
-		int err = repl.t->connect(sbd.conf.repl.peer, CONNECT_MS, &l);
+		int err;
+
+		/* A frame acknowledged as received that our subscribers kept
+		 * from the ring goes in as soon as they let go, whether or
+		 * not a primary is there to ship it again: it may be the
+		 * only copy left, and an automatic promotion waits for it
+		 * (leader.c). */
+		if (LOAD(&rc->unapplied))
+			(void)rp_apply_kept(rc, 0);
+		err = repl.t->connect(sbd.conf.repl.peer, CONNECT_MS, &l);
 
 		if (err) {
 			LIMITED(&repl.rl_link, repl.link_errors,
@@ -429,9 +439,9 @@ static void *linker_main(void *arg)
 	return NULL;
 }
 
-int rp_apply_kept(struct rchan *rc)
+int rp_apply_kept(struct rchan *rc, int64_t wait_ns)
 {
-	int64_t until = now_ns() + (int64_t)sbd.conf.repl.handover_ms * 1000000;
+	int64_t until = now_ns() + wait_ns;
 	struct sb_frame f;
 	char why[256];
 	int rc2;
@@ -445,8 +455,10 @@ int rp_apply_kept(struct rchan *rc)
 	rc2 = sb_apply_check(rc->ch, rc->kept_pos, rc->kept, rc->kept_len, &f,
 			     why, sizeof(why));
 	if (rc2) {
-		sbd_log(SBD_ERR, 0, "%s: the records acknowledged as received "
-			"no longer apply here: %s", rc->name, why);
+		if (wait_ns)	/* the linker's looks stay quiet */
+			sbd_log(SBD_ERR, 0, "%s: the records acknowledged as "
+				"received no longer apply here: %s", rc->name,
+				why);
 		return rc2;
 	}
 	while ((rc2 = sb_apply(rc->writer, rc->kept_pos, rc->kept,
@@ -455,6 +467,9 @@ int rp_apply_kept(struct rchan *rc)
 		;
 	if (rc2)
 		return rc2;
+	sbd_log(SBD_NOTICE, 0, "%s: records %" PRIu64 "..%" PRIu64 ", "
+		"acknowledged as received, applied now that the ring has "
+		"room", rc->name, rc->kept_pos, rc->kept_pos + f.extent);
 	sb_repl_acked(rc->ch, rc->kept_pos + f.extent,
 		      rc->kept_pos + f.extent, 0, true);
 	sb_repl_watermark(rc->ch, rc->kept_pos + f.extent);

@@ -582,6 +582,42 @@ Test(repl_roles, records_received_and_held_back_are_applied_at_a_promotion)
 	shmbus_channel_close(hd.ch);
 }
 
+/*
+ * The same, and nobody runs a promote after the refused one: the
+ * standby's linker applies the kept frame itself once its subscriber
+ * lets go, with no primary left to ship it again (an automatic promotion
+ * waits for exactly that).
+ */
+Test(repl_roles, records_received_and_held_back_go_in_once_the_ring_has_room)
+{
+	struct sb_repl_view va, vb;
+	shmbus_channel *bmap;
+	struct held hd;
+
+	hold_standby_ring("sp", &hd);
+	host_kill(&A, SIGKILL);
+	sb_repl_read(hd.ch, &va);
+	bmap = host_map(&B, "sp");
+	cr_assert(bmap);
+	sb_repl_read(bmap, &vb);
+	cr_assert_gt(va.received, vb.head, "B acknowledged as received "
+		     "only what it applied: nothing to test");
+	promotion_refused();
+	let_go(&hd);
+	for (int i = 0; i < 500 && vb.head < va.received; i++) {
+		usleep(10000);
+		sb_repl_read(bmap, &vb);
+	}
+	cr_assert_geq(vb.head, va.received, "B ends at %lu, it acknowledged "
+		      "%lu as received", (unsigned long)vb.head,
+		      (unsigned long)va.received);
+	cr_assert(host_log_wait(&B, "applied now that the ring has room",
+				100));
+	shmbus_channel_close(bmap);
+	shmbus_pub_close(hd.pub);
+	shmbus_channel_close(hd.ch);
+}
+
 /* demote --force does not wait for the standby: what it lacks is never
  * reported acknowledged to a sync waiter here. */
 Test(repl_roles, a_forced_demotion_never_acknowledges_what_the_standby_lacks)
