@@ -169,7 +169,12 @@ void sb_pair_read(uint64_t *w, uint64_t *pos, uint64_t *seq);
 bool sb_intent_read(struct shmbus_member *r, uint64_t *s, uint64_t *pos);
 bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
 		     int64_t deadline, uint64_t start, uint64_t end,
-		     uint64_t first_seq, uint64_t msgs, uint32_t dead);
+		     uint64_t first_seq, uint64_t msgs, uint32_t dead,
+		     uint64_t *ctlp);
+/* The deadline the maintenance records an AVAILABLE lease with: its
+ * recorder's pid, so that a recording it died in can be taken over
+ * (sb_lease_record()).  An AVAILABLE lease has no deadline of its own. */
+#define SB_RECORDER(pid)	(-(int64_t)(pid))
 int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		   uint64_t *ctl, uint64_t *start, uint64_t *end,
 		   uint32_t *deliveries);
@@ -219,9 +224,15 @@ int sb_group_maintain_direct(struct shmbus_group *m);
 void sb_group_fill_stats(struct shmbus_group *m,
 			 struct shmbus_group_stats *st);
 
-/* A test hook: called between a shared claim's CAS and its lease being
- * recorded, so that a test can kill the member exactly there. */
-extern void (*sb_group_hook)(void);
+/* A test hook, so that a test can stop or kill a process exactly at
+ * these points of a shared group: */
+enum {
+	SB_HOOK_CLAIMED,	/* between a claim's CAS and its recording */
+	SB_HOOK_RECORDING,	/* between a recording's CAS and its seq */
+	SB_HOOK_TAKING,		/* a lease given back: after the looks at the
+				 * floor and the claim word, before the slots */
+};
+extern void (*sb_group_hook)(int where);
 /* Another: called when a new group's creator holds the channel's slot
  * and its file is not yet in place. */
 extern void (*sb_group_create_hook)(void);

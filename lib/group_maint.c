@@ -314,11 +314,13 @@ static bool intent_live(struct shmbus_group *m, uint64_t s,
  * record it, or once it has waited a lease's term (a stopped winner).
  * sb_lease_record() makes this and the winner's own recording exclusive:
  * a winner that comes back finds the slot taken and lets the claim go.
- * A claim's end is the next claim's start.  Returns the claims recorded.
+ * A recording of the maintenance's own that died half way is taken over
+ * the same way: its word names its recorder (SB_RECORDER()).  A claim's
+ * end is the next claim's start.  Returns the claims recorded.
  */
 static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 			      const bool live[SHMBUS_GROUP_MEMBERS],
-			      bool dead[SHMBUS_GROUP_MEMBERS])
+			      bool dead[SHMBUS_GROUP_MEMBERS], uint32_t self)
 {
 	struct shmbus_group_hdr *g = m->g;
 	uint64_t fp, fs, cp, cs, start, end;
@@ -369,7 +371,8 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 					       SHMBUS_NO_MEMBER,
 					       start < load_relaxed64(
 						   &g->redeliver_below), 0),
-				    0, start, end, 0, 0, w)) {
+				    SB_RECORDER(self), start, end, 0, 0, w,
+				    NULL)) {
 			add_relaxed64(&g->avail, 1);
 			add_relaxed64(&g->released, 1);
 			n++;
@@ -526,7 +529,7 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 			memset(dead, 0, sizeof(dead));
 		else
 			n += r;
-		n += resolve_unrecorded(m, now, live, dead);
+		n += resolve_unrecorded(m, now, live, dead, self);
 		n += (int)sb_floor_advance(g, m->leases, m->wmask, m->ch,
 					   m->slot);
 	} else {

@@ -21,7 +21,7 @@
 
 #include "group.h"
 
-void (*sb_group_hook)(void);
+void (*sb_group_hook)(int where);
 void (*sb_group_create_hook)(void);
 
 int sb_rec_look(struct shmbus_channel *ch, uint64_t p, uint64_t fresh,
@@ -214,11 +214,21 @@ bool sb_intent_read(struct shmbus_member *r, uint64_t *s, uint64_t *pos)
  * it); whoever changes it first by CAS records claim s, we (its winner)
  * or the maintenance (for a winner it judged dead or stuck,
  * group_maint.c), so the two never both write the slot.  Returns false
- * if the maintenance was first: the claim is no longer ours.
+ * if the maintenance was first: the claim is no longer ours.  On true,
+ * *ctlp is the word stored (its generation is the holder's).
+ *
+ * A recording is a CAS, then stores, then seq: one that died in between
+ * leaves a word for claim s beside the previous claim's seq.  Such a word
+ * is taken over here: a LEASED one of the winner `dead` (its death
+ * judged by the caller), and an AVAILABLE one whose deadline names its
+ * recorder, the maintenance (SB_RECORDER()), once that process is gone.
+ * A live recorder, running or stopped, finishes its own: it stores after
+ * its CAS without looking, so the slot must not move on under it.
  */
 bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
 		     int64_t deadline, uint64_t start, uint64_t end,
-		     uint64_t first_seq, uint64_t msgs, uint32_t dead)
+		     uint64_t first_seq, uint64_t msgs, uint32_t dead,
+		     uint64_t *ctlp)
 {
 	for (;;) {
 		/* A17: pairs with R17 (the previous claim's last change). */
@@ -226,13 +236,15 @@ bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
 		uint64_t dl = load_relaxed64((uint64_t *)&l->deadline);
 		uint32_t st = gctl_state(c);
 
-		/* The previous claim's final state; or (the maintenance) the
-		 * word of a winner `dead` that died after its CAS here and
-		 * before storing seq. */
+		/* The previous claim's final state; or a recording of claim
+		 * s that died after its CAS here and before storing seq. */
 		if (load_acquire64(&l->seq) == s ||	/* A15 */
 		    (st != SHMBUS_LEASE_FREE && st != SHMBUS_LEASE_ACKED &&
 		     st != SHMBUS_LEASE_DEAD &&
-		     !(st == SHMBUS_LEASE_LEASED && gctl_member(c) == dead)))
+		     !(st == SHMBUS_LEASE_LEASED && gctl_member(c) == dead) &&
+		     !(st == SHMBUS_LEASE_AVAILABLE && (int64_t)dl < 0 &&
+		       (int64_t)dl >= -(int64_t)UINT32_MAX &&
+		       sb_pid_gone((uint32_t)-(int64_t)dl))))
 			return false;
 		nctl = (nctl & ~(UINT64_C(0xffffffff) << 32)) |
 		       (uint64_t)(gctl_gen(c) + 1) << 32;
@@ -240,6 +252,8 @@ bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
 		if (cas_pair(&l->ctl, c, dl, nctl, (uint64_t)deadline))
 			break;
 	}
+	if (sb_group_hook)
+		sb_group_hook(SB_HOOK_RECORDING);
 	store_relaxed64(&l->start, start);
 	store_relaxed64(&l->end, end);
 	store_relaxed64(&l->first_seq, first_seq);
@@ -247,6 +261,8 @@ bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
 	store_relaxed64((uint64_t *)&l->not_before, 0);
 	/* R15: pairs with A15: the lease's fields before its seq. */
 	store_release64(&l->seq, s);
+	if (ctlp)
+		*ctlp = nctl;
 	return true;
 }
 
@@ -277,7 +293,8 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 	got = sb_rec_look(ch, np, np, &type, &len, &rseq, &size) == 1 &&
 	      !type_word_only(type) ? rseq : UINT64_MAX;
 	if (sb_lease_record(l, s, gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 1,
-				       0), 0, pos, np, 0, 0, SHMBUS_NO_MEMBER)) {
+				       0), 0, pos, np, 0, 0, SHMBUS_NO_MEMBER,
+			    NULL)) {
 		if (want != UINT64_MAX && got != UINT64_MAX && got > want)
 			add_relaxed64(&g->lost, got - want);
 		add_relaxed64(&g->lost_bytes, np - pos);
@@ -299,11 +316,13 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 
 	sb_pair_read(&g->floor_pos, &fp, &fs);
 	sb_pair_read(&g->claim_pos, &cp, &cs);
+	if (sb_group_hook)
+		sb_group_hook(SB_HOOK_TAKING);
 	if (cs < fs || cs - fs > m->window)
 		return 0;
 	for (uint64_t x = fs; x < cs; x++) {
 		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
-		uint64_t c, dl, n;
+		uint64_t c, dl, n, fp2, fs2;
 		uint32_t d;
 
 		/* A15: pairs with R15 (a lease's seq, stored last): its
@@ -314,6 +333,17 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 		c = load_acquire64(&l->ctl);
 		if (gctl_state(c) != SHMBUS_LEASE_AVAILABLE ||
 		    (int64_t)load_relaxed64((uint64_t *)&l->not_before) > now)
+			continue;
+		/* The word may be claim x + window's, recorded AVAILABLE
+		 * after our look at seq and before that record's own seq
+		 * (sb_lease_record()): taken for x, it would hand out x's
+		 * range again and ack the other claim with it.  Claim x +
+		 * window exists only once the floor passed x, and its word
+		 * came after that (A17 above, on the chain of R16 and the
+		 * floor's CAS): a floor still at or below x says the word is
+		 * x's. */
+		sb_pair_read(&g->floor_pos, &fp2, &fs2);
+		if (fs2 > x)
 			continue;
 		dl = load_relaxed64((uint64_t *)&l->deadline);
 		d = gctl_deliveries(c);
@@ -334,10 +364,9 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 			continue;
 		add_relaxed64(&g->avail, (uint64_t)-1);
 		add_relaxed64(&g->redelivered, 1);
-		/* Held by us now, so the slot cannot move on: its seq is the
-		 * claim we hold.  A15 again: pairs with R15, for another
-		 * claim's fields if the slot had moved on before our CAS. */
-		*seq = load_acquire64(&l->seq);
+		/* Held by us now, so the slot cannot move on: it holds claim
+		 * x, whose fields its seq published (A15 above). */
+		*seq = x;
 		*ctl = n;
 		*start = load_relaxed64(&l->start);
 		*end = load_relaxed64(&l->end);
@@ -427,7 +456,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 			continue;
 		}
 		if (sb_group_hook)
-			sb_group_hook();
+			sb_group_hook(SB_HOOK_CLAIMED);
 		if (!now)
 			now = sb_now_ns();
 		l = &m->leases[s & m->wmask];
@@ -436,14 +465,12 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		d = pos < load_relaxed64(&g->redeliver_below) ? 2 : 1;
 		c = gctl(SHMBUS_LEASE_LEASED, m->me, d, 0);
 		if (!sb_lease_record(l, s, c, sb_after(now, m->lease_ns), pos, p, first,
-				     n, SHMBUS_NO_MEMBER)) {
+				     n, SHMBUS_NO_MEMBER, &c)) {
 			/* The maintenance recorded it for someone else. */
 			intent_clear(m->rec);
 			continue;
 		}
 		intent_clear(m->rec);
-		/* Ours: the word sb_lease_record() stored (its generation). */
-		c = load_relaxed64(&l->ctl);
 		if (n == 0) {
 			/* Padding or aborted records only: done at once. */
 			sb_shared_settle(m, s, c, SB_SETTLE_ACK, 0);

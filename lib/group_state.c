@@ -330,7 +330,7 @@ static int shared_raise(struct shmbus_group *m, uint64_t f, uint64_t upto)
 		return -EBUSY;
 	if (!sb_lease_record(&m->leases[cs & m->wmask], cs,
 			     gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 0, 0),
-			     0, fp, f, 0, 0, SHMBUS_NO_MEMBER))
+			     0, fp, f, 0, 0, SHMBUS_NO_MEMBER, NULL))
 		return -EBUSY;
 	sb_floor_advance(m->g, m->leases, m->wmask, m->ch, m->slot);
 	return 0;

@@ -312,9 +312,9 @@ Test(group, shared_delivers_each_message_exactly_once)
 static int killer_hook_after;
 static _Atomic int claims;
 
-static void hook(void)
+static void hook(int where)
 {
-	if (++claims == killer_hook_after)
+	if (where == SB_HOOK_CLAIMED && ++claims == killer_hook_after)
 		raise(SIGKILL);
 }
 
@@ -912,8 +912,10 @@ Test(group, a_dead_claim_on_the_dead_letter_channel_is_healed)
 
 static volatile sig_atomic_t hooked_once;
 
-static void stop_self(void)
+static void stop_self(int where)
 {
+	if (where != SB_HOOK_CLAIMED)
+		return;
 	hooked_once = 1;
 	raise(SIGSTOP);
 }
@@ -937,9 +939,10 @@ static int win_then_stop(void *arg)
 	return 0;
 }
 
-static void killed_at_claim(void)
+static void killed_at_claim(int where)
 {
-	raise(SIGKILL);
+	if (where == SB_HOOK_CLAIMED)
+		raise(SIGKILL);
 }
 
 static int win_then_die(void *arg)
@@ -992,6 +995,225 @@ Test(group, the_first_claims_winner_killed_before_its_lease)
 Test(group, a_claims_winner_stopped_for_a_term_before_its_lease)
 {
 	unrecorded_claim(win_then_stop, 50000000);
+}
+
+/* ------------------------------- recordings that died or were overtaken */
+
+/* What the processes of the two tests below tell each other. */
+static struct rendezvous {
+	_Atomic int taking;	/* T looked at the floor and the claim word */
+	_Atomic int recording;	/* M's recording made its CAS */
+	_Atomic int took;	/* T's read is over: 1 + what it returned */
+	_Atomic uint64_t took_id;
+} *rv;
+
+static void rendezvous_open(void)
+{
+	rv = mmap(NULL, sizeof(*rv), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(rv != MAP_FAILED);
+	memset(rv, 0, sizeof(*rv));
+}
+
+/* Until *w is set, for 5 s at most. */
+static void await(_Atomic int *w)
+{
+	for (int i = 0; i < 5000 && !atomic_load(w); i++)
+		usleep(1000);
+}
+
+static shmbus_group *join_window_1(shmbus_channel *ch, const char *name)
+{
+	struct shmbus_group_attr ga;
+
+	shmbus_group_attr_init(&ga);
+	ga.window = 1;
+	ga.lease_ns = 5000000000;
+	return shmbus_group_join(ch, "g", name, &ga);
+}
+
+static void killed_recording(int where)
+{
+	if (where == SB_HOOK_RECORDING)
+		raise(SIGKILL);
+}
+
+static void paused_recording(int where)
+{
+	if (where != SB_HOOK_RECORDING)
+		return;
+	atomic_store(&rv->recording, 1);
+	await(&rv->took);
+}
+
+static void paused_taking(int where)
+{
+	static int once;
+
+	if (where != SB_HOOK_TAKING || once++)
+		return;
+	atomic_store(&rv->taking, 1);
+	await(&rv->recording);
+}
+
+/* A member whose maintenance records a dead winner's claim: killed (or
+ * held, with `arg`) between the recording's CAS and its seq. */
+static int maintain_hooked(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	shmbus_group *g;
+
+	sb_group_hook = arg ? paused_recording : killed_recording;
+	g = ch ? join_window_1(ch, "m") : NULL;
+	if (!g)
+		return 2;
+	for (int i = 0; i < 1000 && !atomic_load(&rv->recording); i++) {
+		shmbus_group_maintain(g);
+		usleep(1000);
+	}
+	return 0;
+}
+
+/* A member whose look for a lease given back is held between its read
+ * of the floor and its look at the slots; what it gets, it acks. */
+static int take_held(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	shmbus_group *g;
+	ssize_t n;
+
+	(void)arg;
+	sb_group_hook = paused_taking;
+	g = ch ? join_window_1(ch, "t") : NULL;
+	if (!g)
+		return 2;
+	n = shmbus_group_read(g, buf, sizeof(buf), &m);
+	if (n > 0) {
+		atomic_store(&rv->took_id, id_of(buf, 0));
+		shmbus_group_ack(g, &m.lease);
+	}
+	atomic_store(&rv->took, 1 + (n > 0));
+	return 0;
+}
+
+static int win_then_die_1(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_lease l;
+	shmbus_group *g;
+
+	(void)arg;
+	sb_group_hook = killed_at_claim;
+	g = ch ? join_window_1(ch, "w") : NULL;
+	for (int i = 0; g && i < 5000; i++)
+		if (shmbus_group_poll(g, keep_lease, &l, 1) == 0)
+			usleep(1000);
+	return 3;	/* never claimed */
+}
+
+/* Reads what b is given for up to 2 s: the ids, acked. */
+static unsigned read_all(shmbus_group *b, uint64_t *ids, unsigned cap)
+{
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	unsigned n = 0;
+
+	for (int i = 0; i < 2000 && n < cap; i++) {
+		if (shmbus_group_read(b, buf, sizeof(buf), &m) > 0) {
+			ids[n++] = id_of(buf, 0);
+			cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+		} else {
+			shmbus_group_maintain(b);
+			usleep(1000);
+		}
+	}
+	return n;
+}
+
+/*
+ * The maintenance records a dead winner's claim AVAILABLE, and is killed
+ * between that recording's CAS and its seq.  The next maintenance takes
+ * the recording over: the claim's message is delivered, and the group
+ * (window 1) goes on.
+ */
+Test(group, a_maintenance_killed_while_recording_is_taken_over)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *b;
+	uint64_t ids[8];
+	unsigned n;
+	int st;
+	pid_t p;
+
+	rendezvous_open();
+	b = join_window_1(ch, "b");
+	cr_assert(b);
+	p = th_spawn(win_then_die_1, NULL);
+	produce(ch, 1, 0);
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFSIGNALED(st), "the winner claimed message 0 and died");
+	p = th_spawn(maintain_hooked, NULL);
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFSIGNALED(st), "the maintenance died recording claim 0");
+	produce_from(ch, 1, 3, 0);
+	n = read_all(b, ids, 4);
+	cr_assert_eq(n, 4, "%u of 4 messages delivered: the group stalled "
+		     "at the recording that died", n);
+	for (unsigned i = 0; i < 4; i++)
+		cr_assert_eq(ids[i], i);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
+/*
+ * Window 1: claims 0 and 1 share a slot.  Claim 0 (message A) is given
+ * back; T looks for leases given back and is held after reading the floor
+ * (0).  Meanwhile A is taken again and acked, claim 1 (message B) is won
+ * by a member that dies, and the maintenance that records claim 1
+ * AVAILABLE is held between its CAS and its seq, so the slot shows claim
+ * 1's word beside claim 0's seq.  T must not take that word for claim 0:
+ * it would deliver A a third time and ack claim 1 with it, losing B.
+ */
+Test(group, a_lease_given_back_is_never_taken_for_the_claim_after_it)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	shmbus_group *b;
+	pid_t t, w, mt;
+	uint64_t ids[4];
+	unsigned n;
+	int st;
+
+	rendezvous_open();
+	b = join_window_1(ch, "b");
+	cr_assert(b);
+	produce(ch, 1, 0);				/* A */
+	cr_assert_gt(shmbus_group_read(b, buf, sizeof(buf), &m), 0);
+	cr_assert_eq(shmbus_group_nack(b, &m.lease, 0), 0);
+	t = th_spawn(take_held, NULL);
+	await(&rv->taking);
+	cr_assert(atomic_load(&rv->taking), "T never looked");
+	cr_assert_gt(shmbus_group_read(b, buf, sizeof(buf), &m), 0);
+	cr_assert_eq(id_of(buf, 0), 0);
+	cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+	w = th_spawn(win_then_die_1, NULL);
+	produce_from(ch, 1, 1, 0);			/* B */
+	cr_assert_eq(waitpid(w, &st, 0), w);
+	cr_assert(WIFSIGNALED(st), "the winner claimed B and died");
+	mt = th_spawn(maintain_hooked, (void *)1);
+	cr_assert_eq(th_wait(t), 0);
+	cr_assert_eq(th_wait(mt), 0);
+	cr_assert_eq(atomic_load(&rv->took), 1, "T was given message %lu "
+		     "(claim 1's word taken for claim 0)",
+		     (unsigned long)atomic_load(&rv->took_id));
+	n = read_all(b, ids, 1);
+	cr_assert_eq(n, 1, "B was never delivered");
+	cr_assert_eq(ids[0], 1);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
 }
 
 static int active_then_stop(void *arg)
@@ -1187,12 +1409,17 @@ Test(group, a_deleted_group_no_longer_holds_the_producer)
 	shmbus_channel_close(ch);
 }
 
+static void die(void)
+{
+	raise(SIGKILL);
+}
+
 static int create_then_die(void *arg)
 {
 	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
 
 	(void)arg;
-	sb_group_create_hook = killed_at_claim;	/* raise(SIGKILL) */
+	sb_group_create_hook = die;
 	return ch && shmbus_group_join(ch, "fresh", "m", NULL) ? 0 : 3;
 }
 
