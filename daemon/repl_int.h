@@ -73,6 +73,8 @@ struct rchan {
 					 * from another thread) */
 	pthread_t reader;
 	bool reader_on;
+	struct sb_sync_hint hint_agent;	/* is a sync waiter there: each */
+	struct sb_sync_hint hint_reader; /* thread's own view */
 	bool link_dead;			/* atomic: the reader lost it */
 	uint64_t sent;			/* atomic: shipped up to here */
 	uint64_t sent_hi;		/* atomic: being shipped up to here */

@@ -57,7 +57,9 @@ static uint64_t level_pos(struct rchan *rc)
 /* The standby's acknowledgements on the agent's current link. */
 static bool sync_waiting(void *arg)
 {
-	return sb_repl_sync_waiting(((struct rchan *)arg)->ch);
+	struct rchan *rc = arg;
+
+	return sb_repl_sync_waiting(rc->ch, &rc->hint_reader);
 }
 
 static void *reader_main(void *arg)
@@ -507,7 +509,7 @@ static void *agent_main(void *arg)
 		 * acknowledgement may bring it back with the next record at
 		 * once.  (Staying awake longer, 200 us after the last waiter,
 		 * made the synchronous round trip 3x slower on two CPUs.) */
-		if (sb_repl_sync_waiting(rc->ch))
+		if (sb_repl_sync_waiting(rc->ch, &rc->hint_agent))
 			sched_yield();
 		else
 			kick = sb_repl_agent_wait(rc->ch, kick, nap);

@@ -262,7 +262,17 @@ void sb_repl_count(shmbus_channel *ch, enum sb_repl_counter c, uint64_t n);
  * now (then the agent should not nap). */
 uint32_t sb_repl_agent_wait(shmbus_channel *ch, uint32_t seen,
 			    int64_t nap_ns);
-bool sb_repl_sync_waiting(shmbus_channel *ch);
+/* The count of waiting callers is believed only while the kick word
+ * moves (a waiter kicks at least every SB_SYNC_BEAT_NS): one killed
+ * inside its wait counts for ever, and keeps nobody awake after
+ * SB_SYNC_HINT_NS.  One hint per thread that asks. */
+struct sb_sync_hint {
+	uint32_t kick;		/* the kick word as last seen */
+	int64_t moved_ns;	/* when it was seen to move; 0: never */
+};
+#define SB_SYNC_BEAT_NS	INT64_C(5000000)
+#define SB_SYNC_HINT_NS	INT64_C(50000000)
+bool sb_repl_sync_waiting(shmbus_channel *ch, struct sb_sync_hint *hint);
 /* Wakes the agent now (a link handed over, or a stop). */
 void sb_repl_kick(shmbus_channel *ch);
 /* The agent's cursor slot: a subscriber that never reads, whose position

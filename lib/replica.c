@@ -367,10 +367,23 @@ void sb_repl_kick(shmbus_channel *ch)
 	syscall(SYS_futex, &ch->hdr->kick, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
-bool sb_repl_sync_waiting(shmbus_channel *ch)
+bool sb_repl_sync_waiting(shmbus_channel *ch, struct sb_sync_hint *hint)
 {
+	struct shmbus_hdr *h = ch->hdr;
+	int64_t now;
+	uint32_t k;
+
 	/* No edge: whether to spin rather than nap. */
-	return load_relaxed32(&ch->hdr->sync_waiters) != 0;
+	if (!load_relaxed32(&h->sync_waiters))
+		return false;
+	/* No edge: a hint, as above. */
+	k = load_relaxed32(&h->kick);
+	now = sb_now_ns();
+	if (k != hint->kick || !hint->moved_ns) {
+		hint->kick = k;
+		hint->moved_ns = now;
+	}
+	return now - hint->moved_ns < SB_SYNC_HINT_NS;
 }
 
 /* Look this long in shmbus_pub_sync() before sleeping (yielding the
@@ -461,7 +474,7 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 {
 	struct shmbus_hdr *h;
 	uint64_t target, w;
-	int64_t now, start, deadline;
+	int64_t now, start, deadline, beat;
 	int rc;
 
 	if (!pub)
@@ -477,8 +490,9 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 	w = load_acquire64(&h->replicated_pos);
 	if ((rc = answer(pub, h, w, target)) != -EAGAIN)
 		goto done;
-	start = sb_now_ns();
-	deadline = timeout_ns < 0 ? INT64_MAX : start + timeout_ns;
+	start = beat = sb_now_ns();
+	deadline = timeout_ns < 0 || timeout_ns > INT64_MAX - start ?
+		   INT64_MAX : start + timeout_ns;
 	/* Tell the agent: ship now, and spin while we wait.  No edge: hints;
 	 * a kick missed costs the agent's nap. */
 	add_seqcst32(&h->sync_waiters, 1);
@@ -504,6 +518,13 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 		if (now - start < SYNC_SPIN_NS) {
 			sched_yield();
 			continue;
+		}
+		/* Still waiting, says the kick word's beat to the agent
+		 * (sb_repl_sync_waiting()). */
+		if (now - beat >= SB_SYNC_BEAT_NS) {
+			/* No edge: a hint. */
+			add_seqcst32(&h->kick, 1);
+			beat = now;
 		}
 		/* No edge of its own: the futex word before the re-check, as
 		 * a sleeping subscriber reads the channel's (sleep_wait()). */

@@ -13,7 +13,10 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "helpers.h"
 #include "shmbus/layout.h"
@@ -438,4 +441,50 @@ Test(ship, a_handle_of_a_host_that_stood_by_since_is_never_told_0)
 	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
 	cr_assert_eq(shmbus_pub_sync(pub, 0), -EROFS, "primary again, but "
 		     "not the one the handle was opened under");
+}
+
+static int sync_for_10s(void *arg)
+{
+	(void)arg;
+	return shmbus_pub_sync(pub, INT64_C(10000000000)) == -ETIMEDOUT ? 0 : 1;
+}
+
+/*
+ * The agent spins while a shmbus_pub_sync() caller waits, and naps
+ * otherwise.  A caller killed inside its wait leaves its count raised for
+ * good; it must not keep the agent spinning: the count is believed only
+ * while the waiters' beat moves the kick word.
+ */
+Test(ship, a_sync_waiter_killed_in_its_wait_keeps_no_agent_awake)
+{
+	struct sb_sync_hint hint = { 0 };
+	uint8_t msg[64] = { 0 };
+	uint64_t t0;
+	pid_t p;
+
+	sb_repl_setup(ch, SHMBUS_ACK_APPLIED, SHMBUS_REPL_ON, 1);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	p = th_spawn(sync_for_10s, NULL);
+	for (int i = 0; i < 1000 && !sb_repl_sync_waiting(ch, &hint); i++)
+		usleep(1000);
+	/* A live waiter: believed well past SB_SYNC_HINT_NS. */
+	t0 = th_now_ns();
+	while (th_now_ns() - t0 < 4 * (uint64_t)SB_SYNC_HINT_NS) {
+		cr_assert(sb_repl_sync_waiting(ch, &hint), "a live waiter "
+			  "not seen after %.0f ms",
+			  (double)(th_now_ns() - t0) / 1e6);
+		usleep(5000);
+	}
+	kill(p, SIGKILL);
+	cr_assert_eq(waitpid(p, NULL, 0), p);
+	cr_assert_neq(ch->hdr->sync_waiters, 0, "the dead waiter's count "
+		      "stays: nothing to test");
+	/* Asked as the agent asks, over and over. */
+	t0 = th_now_ns();
+	while (sb_repl_sync_waiting(ch, &hint) &&
+	       th_now_ns() - t0 < 3 * (uint64_t)SB_SYNC_HINT_NS)
+		usleep(1000);
+	cr_assert_not(sb_repl_sync_waiting(ch, &hint), "a waiter killed "
+		      "%d ms ago still keeps the agent spinning",
+		      (int)(3 * SB_SYNC_HINT_NS / 1000000));
 }
