@@ -1299,6 +1299,32 @@ Test(group, keyed_refuses_to_nack_what_was_acknowledged)
 	shmbus_channel_close(ch);
 }
 
+/* keyed: an ack past everything delivered names nothing, and forgets
+ * nothing the member holds. */
+Test(group, keyed_an_ack_past_what_was_delivered_changes_nothing)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = join_as(ch, "k", SHMBUS_GROUP_KEYED, 0);
+	struct shmbus_lease l[3], bad;
+	int n = 0;
+
+	book_open(3);
+	produce(ch, 3, 1);	/* one key: all in one lane */
+	for (int i = 0; i < 100 && n < 3; i++)
+		n += shmbus_group_poll(g, keep_lease, &l[n], 1);
+	cr_assert_eq(n, 3);
+	bad = l[2];
+	bad.w[2] += 1 << 20;
+	cr_assert_eq(shmbus_group_ack(g, &bad), -EINVAL);
+	cr_assert_eq(shmbus_group_nack(g, &l[0], 0), 0, "the three are still "
+		     "held");
+	for (int i = 0, k = 0; i < 100 && k < 3; i++)
+		k += shmbus_group_poll(g, keep_lease, &l[k], 1);
+	cr_assert_eq(shmbus_group_ack(g, &l[2]), 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
 struct flipper {
 	struct shmbus_group_hdr *h;
 	_Atomic int stop;
