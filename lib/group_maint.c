@@ -396,7 +396,7 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 		return -1;	/* damage: nothing of the dead is freed */
 	for (uint64_t x = fs; x < cs; x++) {
 		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
-		uint64_t c, dl_ns, stop, ls = 0, le = 0;
+		uint64_t c, dl_ns, stop, ls = 0, le = 0, fp2, fs2;
 		uint32_t st, who;
 		bool bad = false;
 
@@ -407,6 +407,12 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 		/* A17: pairs with R17 (the lease's last change). */
 		c = load_acquire64(&l->ctl);
 		dl_ns = load_relaxed64((uint64_t *)&l->deadline);
+		/* A word of claim x + window being recorded, beside x's seq,
+		 * exists only once the floor passed x (take_available() in
+		 * group_shared.c): not x's to change. */
+		sb_pair_read(&g->floor_pos, &fp2, &fs2);
+		if (fs2 > x)
+			continue;
 		st = gctl_state(c);
 		who = gctl_member(c);
 		if (st == SHMBUS_LEASE_AVAILABLE)
