@@ -123,7 +123,7 @@ NEED_DEPS = $(BUILD_DEPS_STAMP)
 endif
 
 .SECONDARY:
-.PHONY: all test check-ordering sanitize tsan tsan-run bench bench-quick bench-insn demo deps soak-groups \
+.PHONY: check-version all test check-ordering sanitize tsan tsan-run bench bench-quick bench-insn demo deps soak-groups \
 	install uninstall clean FORCE
 
 all: $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS) $(SHMBUSD) $(UNIT)
@@ -329,7 +329,15 @@ check-ordering:
 			{ echo "check-ordering: $$f: '$$want' not found"; exit 1; }; \
 	done; echo "check-ordering: its own test: ok"
 
-test: $(DEPS_STAMP) all $(CXX_TEST) $(TEST_BINS) check-ordering
+# The library's minor version is that of its newest symbols: a program
+# that checks shmbus_version() before calling a function must be right.
+check-version:
+	$(Q)newest=$$(sed -n 's/^SHMBUS_0\.\([0-9]*\) {$$/\1/p' lib/libshmbus.map | sort -n | tail -1); \
+	minor=$$(echo $(VERSION) | cut -d. -f2); \
+	[ "$$newest" = "$$minor" ] || { echo "check-version: include/shmbus.h says 0.$$minor, lib/libshmbus.map's newest symbols are SHMBUS_0.$$newest"; exit 1; }; \
+	echo "check-version: $(VERSION): ok"
+
+test: $(DEPS_STAMP) all $(CXX_TEST) $(TEST_BINS) check-ordering check-version
 	$(Q)echo "== $(CXX_TEST)"; $(CXX_TEST)
 	$(Q)fail=0; ff=$(CURDIR)/$(BUILD)/fini-failures; for t in $(TEST_BINS); do \
 		echo "== $$t"; rm -f $$ff; s=$$(date +%s); BUSSTAT=$(BUILD)/tools/busstat SHMBUSD=$(SHMBUSD) \

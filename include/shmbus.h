@@ -48,7 +48,7 @@ extern "C" {
  * version adds functions (symbol version SHMBUS_0.<minor>); the soname
  * changes only with the major one. */
 #define SHMBUS_VERSION_MAJOR 0
-#define SHMBUS_VERSION_MINOR 2
+#define SHMBUS_VERSION_MINOR 5
 #define SHMBUS_VERSION_PATCH 0
 
 /* Limits of a channel's layout (include/shmbus/layout.h, which defines

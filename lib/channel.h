@@ -237,6 +237,31 @@ int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 		       uint64_t *pos);
 int64_t sb_now_ns(void);
 bool sb_pid_alive(uint32_t pid);
+
+/*
+ * Time arithmetic on values shared memory holds (deadlines, when a
+ * member last looked...) or an application passes (a timeout of
+ * INT64_MAX): saturating, so that a hostile or absurd value gives an
+ * absurd answer, never an overflow.
+ */
+static inline int64_t sb_after(int64_t t, int64_t ns)
+{
+	int64_t r;
+
+	return __builtin_add_overflow(t, ns, &r) ? (ns < 0 ? INT64_MIN
+							   : INT64_MAX)
+						 : r;
+}
+
+static inline int64_t sb_elapsed(int64_t now, int64_t then)
+{
+	int64_t r;
+
+	return __builtin_sub_overflow(now, then, &r) ? (then < 0 ? INT64_MAX
+								 : INT64_MIN)
+						     : r;
+}
+
 /* sb_name_ok(), sb_now_ns() and the other rules the daemon and the tools
  * share with the library: contract.h. */
 int sb_name_ok(const char *name, size_t max);

@@ -51,29 +51,6 @@ static inline bool cas_pair(uint64_t *p, uint64_t lo, uint64_t hi,
 	return __sync_bool_compare_and_swap((unsigned __int128 *)p, o, n);
 }
 
-/*
- * Time arithmetic on values a group file holds (deadlines, when a member
- * last looked...) or an application passes: saturating, so that a
- * hostile or absurd value gives an absurd answer, never an overflow.
- */
-static inline int64_t sb_after(int64_t t, int64_t ns)
-{
-	int64_t r;
-
-	return __builtin_add_overflow(t, ns, &r) ? (ns < 0 ? INT64_MIN
-							   : INT64_MAX)
-						 : r;
-}
-
-static inline int64_t sb_elapsed(int64_t now, int64_t then)
-{
-	int64_t r;
-
-	return __builtin_sub_overflow(now, then, &r) ? (then < 0 ? INT64_MAX
-								 : INT64_MIN)
-						     : r;
-}
-
 /* The longest lease term a group may have (a day). */
 #define SB_LEASE_MAX_NS	(INT64_C(86400) * 1000000000)
 

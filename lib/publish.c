@@ -178,7 +178,7 @@ static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
 	if (pub->timeout_ns > 0) {
 		now = sb_now_ns();
 		if (*deadline == 0)
-			*deadline = now + pub->timeout_ns;
+			*deadline = sb_after(now, pub->timeout_ns);
 		else if (now >= *deadline)
 			return -ETIMEDOUT;
 	}

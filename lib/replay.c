@@ -402,7 +402,7 @@ SHMBUS_EXPORT int shmbus_replay_wait(shmbus_replay *rp, int64_t timeout_ns)
 
 	if (!rp)
 		return -EINVAL;
-	deadline = timeout_ns < 0 ? INT64_MAX : sb_now_ns() + timeout_ns;
+	deadline = timeout_ns < 0 ? INT64_MAX : sb_after(sb_now_ns(), timeout_ns);
 	for (;;) {
 		struct sb_jnl_view v;
 		int64_t now;

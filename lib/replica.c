@@ -89,7 +89,7 @@ static bool claims_announced(struct shmbus_channel *ch)
 int sb_fence_quiesce(shmbus_channel *ch, uint64_t from, int64_t timeout_ns,
 		     uint64_t *end)
 {
-	int64_t deadline = sb_now_ns() + timeout_ns;
+	int64_t deadline = sb_after(sb_now_ns(), timeout_ns);
 
 	for (;;) {
 		/* A12: pairs with R12 (MP) or with the single producer's
@@ -122,7 +122,7 @@ int sb_fence_quiesce(shmbus_channel *ch, uint64_t from, int64_t timeout_ns,
  */
 int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid)
 {
-	int64_t deadline = sb_now_ns() + timeout_ns;
+	int64_t deadline = sb_after(sb_now_ns(), timeout_ns);
 
 	for (;;) {
 		/* A12 (see sb_fence_quiesce()). */
@@ -491,8 +491,7 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 	if ((rc = answer(pub, h, w, target)) != -EAGAIN)
 		goto done;
 	start = beat = sb_now_ns();
-	deadline = timeout_ns < 0 || timeout_ns > INT64_MAX - start ?
-		   INT64_MAX : start + timeout_ns;
+	deadline = timeout_ns < 0 ? INT64_MAX : sb_after(start, timeout_ns);
 	/* Tell the agent: ship now, and spin while we wait.  No edge: hints;
 	 * a kick missed costs the agent's nap. */
 	add_seqcst32(&h->sync_waiters, 1);

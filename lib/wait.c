@@ -146,7 +146,7 @@ SHMBUS_EXPORT int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns)
 	how = sub->wait;
 	spin_ns = sub->spin_ns;
 	start = sb_now_ns();
-	deadline = timeout_ns < 0 ? -1 : start + timeout_ns;
+	deadline = timeout_ns < 0 ? -1 : sb_after(start, timeout_ns);
 	spin_end = how == SHMBUS_WAIT_SPIN ? INT64_MAX : start + spin_ns;
 
 	for (;;) {

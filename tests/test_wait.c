@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -268,6 +269,59 @@ Test(wait, block_producer_times_out_when_full, .init = setup, .fini = teardown)
 		cr_assert_eq(shmbus_read(s, msg, sizeof(msg), NULL), 256);
 	cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), 0);
 	shmbus_pub_close(p);
+	shmbus_sub_close(s);
+}
+
+static int publish_within_int64_max(void *arg)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = INT64_MAX };
+	shmbus_channel *c = shmbus_channel_open(arg, "ch");
+	shmbus_pub *p = c ? shmbus_pub_open(c, &pa) : NULL;
+	uint8_t msg[256] = { 0 };
+
+	if (!p)
+		return 2;
+	return shmbus_publish(p, msg, sizeof(msg)) == 0 ? 0 : 3;
+}
+
+static int publish_later(void *arg)
+{
+	shmbus_channel *c = shmbus_channel_open(arg, "ch");
+	shmbus_pub *p = c ? shmbus_pub_open(c, NULL) : NULL;
+
+	if (!p)
+		return 2;
+	usleep(100000);
+	return shmbus_publish(p, "late", 4) == 0 ? 0 : 3;
+}
+
+/* A timeout of INT64_MAX nanoseconds is as good as none: the deadline
+ * saturates, it does not wrap into the past. */
+Test(wait, the_longest_timeouts_wait, .init = setup, .fini = teardown)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = 0 };
+	shmbus_sub *s = shmbus_sub_open(ch, NULL);
+	shmbus_pub *p = shmbus_pub_open(ch, &pa);
+	uint8_t msg[256] = { 0 };
+	pid_t pid;
+	int rc;
+
+	while ((rc = shmbus_publish(p, msg, sizeof(msg))) == 0)
+		;
+	cr_assert_eq(rc, -EAGAIN);
+	shmbus_pub_close(p);
+	pid = th_spawn(publish_within_int64_max, (void *)dir);
+	usleep(100000);
+	cr_assert_eq(waitpid(pid, NULL, WNOHANG), 0, "a publish with a "
+		     "timeout of INT64_MAX gave up on a full ring");
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(shmbus_read(s, msg, sizeof(msg), NULL), 256);
+	cr_assert_eq(th_wait(pid), 0);
+	while (shmbus_read(s, msg, sizeof(msg), NULL) > 0)
+		;
+	pid = th_spawn(publish_later, (void *)dir);
+	cr_assert_eq(shmbus_wait(s, INT64_MAX), 0);
+	cr_assert_eq(th_wait(pid), 0);
 	shmbus_sub_close(s);
 }
 
