@@ -2,6 +2,7 @@
 /* error.c - shmbus_strerror(): what each return value means here. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "channel.h"
@@ -10,6 +11,8 @@ SHMBUS_EXPORT const char *shmbus_strerror(int err)
 {
 	const char *s;
 
+	if (err == INT_MIN)
+		return "unknown error";	/* it has no positive */
 	if (err < 0)
 		err = -err;
 	switch (err) {

@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <errno.h>
 #include <string.h>
 
@@ -125,6 +126,9 @@ Test(attr, error_strings)
 		  shmbus_strerror(-EEXIST));
 	cr_assert(strstr(shmbus_strerror(-ENOTCONN), "shmbusd"), "%s",
 		  shmbus_strerror(-ENOTCONN));
+	/* Any int at all (INT_MIN has no positive: UBSan's check). */
+	cr_assert_str_eq(shmbus_strerror(INT_MIN), "unknown error");
+	cr_assert_str_eq(shmbus_strerror(INT_MAX), "unknown error");
 	shmbus_pub_close(pub);
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);

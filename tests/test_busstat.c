@@ -354,6 +354,23 @@ static int sh(const char *fmt, ...)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* An interval of more than 2^32 microseconds is waited whole (it wrapped
+ * to a fraction of a second): the second sample is not there after 1 s. */
+Test(busstat, a_long_interval_is_waited_whole, .init = setup, .fini = teardown)
+{
+	const char *bin = getenv("BUSSTAT") ? getenv("BUSSTAT")
+					    : "build/tools/busstat";
+	shmbus_channel *ch = th_create(dir, 1u << 16, 64, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+
+	cr_assert_eq(sh("timeout -s KILL 1 %s -d %s 4295 2 >/dev/null", bin,
+			dir), 128 + SIGKILL, "busstat took both samples "
+		     "4295 s apart within a second");
+	cr_assert_eq(sh("timeout -s KILL 1 %s -d %s -c ch 4294.967296 2 "
+			">/dev/null", bin, dir), 128 + SIGKILL);
+	shmbus_channel_close(ch);
+}
+
 /* busstat -w under tmux: the screen shows the header and the channels, the
  * lagging one first; q quits.  tmux runs as a private server (-L), never
  * the user's own. */

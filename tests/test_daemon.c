@@ -460,6 +460,21 @@ Test(daemon, the_tools_exit_codes_and_version)
 			      sizeof(out)), 2, "%s", out);
 	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL", "", out,
 			      sizeof(out)), 2, "%s", out);
+	/* create's options are checked before the daemon is looked for. */
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
+			      "-b nosuchbus create c --policy sideways", out,
+			      sizeof(out)), 2, "%s", out);
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
+			      "-b nosuchbus create c --numa 4294967296", out,
+			      sizeof(out)), 2, "%s", out);
+	/* A FIFO named as a quarantine file is refused, not waited on. */
+	cr_assert_eq(system("rm -f /tmp/shmbus-test-fifo && "
+			    "mkfifo /tmp/shmbus-test-fifo"), 0);
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
+			      "quarantine /tmp/shmbus-test-fifo", out,
+			      sizeof(out)), 1, "%s", out);
+	cr_assert(strstr(out, "not a regular file"), "%s", out);
+	unlink("/tmp/shmbus-test-fifo");
 	cr_assert_eq(run_tool("build/tools/busstat", "BUSSTAT", "--version",
 			      out, sizeof(out)), 0, "%s", out);
 	cr_assert_eq(run_tool("build/tools/busstat", "BUSSTAT", "--bogus",

@@ -1044,6 +1044,17 @@ static void usage(FILE *f)
 }
 
 /* A positive number of seconds, all of s. */
+/* Sleeps for s seconds (under 1e6: seconds()), resuming after a
+ * signal. */
+static void sleep_s(double s)
+{
+	struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) *
+						 1e9) };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
 static bool seconds(const char *s, double *out)
 {
 	char *end;
@@ -1175,7 +1186,7 @@ int main(int argc, char **argv)
 			    (count > 0 && k + 1 >= count))
 				return status;
 			fflush(stdout);
-			usleep((useconds_t)(interval * 1e6));
+			sleep_s(interval);
 		}
 	}
 	if (fmt == WATCH)
@@ -1225,7 +1236,7 @@ int main(int argc, char **argv)
 		n_prev = n;
 		t_prev = t;
 		if (count < 0 || k + 1 < count)
-			usleep((useconds_t)(interval * 1e6));
+			sleep_s(interval);
 	}
 	return status;
 }

@@ -29,13 +29,17 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
-#include <stddef.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "shmbus.h"
 #include "shmbus/layout.h"
@@ -105,7 +109,10 @@ static int refused(const char *what, const char *name, int rc)
 	return EXIT_REFUSED;
 }
 
-static int cmd_create(int argc, char **argv)
+/* create's options, read before the daemon is reached: 0, or the exit
+ * status after a message.  *name is the channel's. */
+static int create_parse(int argc, char **argv, struct shmbus_channel_attr *ap,
+			const char **name)
 {
 	static const struct option opts[] = {
 		{ "capacity", required_argument, NULL, 'c' },
@@ -117,10 +124,10 @@ static int cmd_create(int argc, char **argv)
 		{ 0 },
 	};
 	struct shmbus_channel_attr a;
-	struct shmbus_bus_channel c;
 	uint64_t v;
+	long numa;
 	char *end;
-	int opt, rc;
+	int opt;
 
 	/* max_msg 0: the daemon applies the default for the capacity.  An
 	 * explicit --max-msg is sent as given: the daemon refuses one the
@@ -155,9 +162,12 @@ static int cmd_create(int argc, char **argv)
 				goto bad;
 			break;
 		case 'n':
-			a.numa_node = (int)strtol(optarg, &end, 10);
-			if (end == optarg || *end)
+			errno = 0;
+			numa = strtol(optarg, &end, 10);
+			if (end == optarg || *end || errno || numa < -1 ||
+			    numa > INT_MAX)
 				goto bad;
+			a.numa_node = (int)numa;
 			break;
 		case 'o':
 			a.mode = (mode_t)strtoul(optarg, &end, 8);
@@ -173,19 +183,28 @@ static int cmd_create(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	rc = shmbus_bus_create(bus, argv[optind], &a);
-	if (rc)
-		return refused("create", argv[optind], rc);
-	/* What the daemon made, as it says. */
-	if (shmbus_bus_describe(bus, argv[optind], &c) == 0)
-		a.capacity = c.capacity, a.max_msg = c.max_msg;
-	printf("created %s: %llu bytes, max message %u, %s, %s producer\n",
-	       argv[optind], (unsigned long long)a.capacity, a.max_msg,
-	       policy_name(a.policy), prod_name(a.producers));
+	*ap = a;
+	*name = argv[optind];
 	return 0;
 bad:
 	fprintf(stderr, "shmbusctl: create: bad value '%s'\n", optarg);
 	return EXIT_USAGE;
+}
+
+static int cmd_create(const char *name, struct shmbus_channel_attr a)
+{
+	struct shmbus_bus_channel c;
+	int rc = shmbus_bus_create(bus, name, &a);
+
+	if (rc)
+		return refused("create", name, rc);
+	/* What the daemon made, as it says. */
+	if (shmbus_bus_describe(bus, name, &c) == 0)
+		a.capacity = c.capacity, a.max_msg = c.max_msg;
+	printf("created %s: %llu bytes, max message %u, %s, %s producer\n",
+	       name, (unsigned long long)a.capacity, a.max_msg,
+	       policy_name(a.policy), prod_name(a.producers));
+	return 0;
 }
 
 static int cmd_describe(const char *name)
@@ -465,9 +484,19 @@ static int cmd_quarantine(const char *path)
 	uint64_t size, n = 0, p;
 	const char *bad;
 	uint8_t *data = NULL;
-	FILE *f = fopen(path, "rb");
+	/* Not blocking on a FIFO or a device: only a file is read. */
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	FILE *f = NULL;
+	struct stat st;
 	long sz = -1;
 
+	if (fd >= 0 && fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "shmbusctl: %s: not a regular file\n", path);
+		close(fd);
+		return EXIT_REFUSED;
+	}
+	if (fd >= 0 && !(f = fdopen(fd, "rb")))
+		close(fd);
 	if (f && fseek(f, 0, SEEK_END) == 0)
 		sz = ftell(f);
 	if (sz < 0 || fseek(f, 0, SEEK_SET)) {
@@ -563,7 +592,8 @@ damaged:
 int main(int argc, char **argv)
 {
 	const char *bus_name = getenv("SHMBUS_BUS");
-	const char *cmd;
+	struct shmbus_channel_attr attr;
+	const char *cmd, *name = NULL;
 	int i = 1, rc;
 
 	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
@@ -622,6 +652,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
+	if (!strcmp(cmd, "create") &&
+	    (rc = create_parse(argc - i, argv + i, &attr, &name)))
+		return rc;
 	bus = shmbus_connect(bus_name && *bus_name ? bus_name : "default");
 	if (!bus) {
 		fprintf(stderr, "shmbusctl: cannot reach shmbusd of bus '%s': "
@@ -653,7 +686,7 @@ int main(int argc, char **argv)
 		else
 			printf("deleted %s\n", argv[i + 1]);
 	} else {
-		rc = cmd_create(argc - i, argv + i);
+		rc = cmd_create(name, attr);
 	}
 	shmbus_disconnect(bus);
 	return rc;
