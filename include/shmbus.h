@@ -198,7 +198,10 @@ struct shmbus_channel_info {
 	int numa_node;
 	uint64_t create_ns;	/* CLOCK_REALTIME, ns */
 	uint64_t head;		/* next position to claim */
-	uint64_t published;	/* messages published */
+	uint64_t published;	/* sequence numbers handed out: messages
+				 * published, and claims aborted or left by a
+				 * dead producer (each a SKIP record; aborts
+				 * counts the former) */
 	uint64_t bytes;		/* payload bytes published */
 	uint64_t backpressure;	/* claims refused or delayed */
 	uint64_t wakeups;	/* futex wakes made by producers */
@@ -556,7 +559,8 @@ int shmbus_replay_stats(shmbus_replay *r, struct shmbus_replay_stats *st);
 struct shmbus_sub_info {
 	pid_t pid;
 	char comm[16];		/* process name, NUL-terminated */
-	int alive;		/* 1 if the process exists */
+	int alive;		/* 1 unless the process is gone: none, or a
+				 * zombie (as repairs judge it) */
 	enum shmbus_wait wait;
 	int sleeping;		/* 1 while blocked on the futex */
 	uint64_t pos;		/* its published cursor */

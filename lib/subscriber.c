@@ -129,6 +129,26 @@ static bool being_cut(struct shmbus_channel *ch, struct shmbus_sub_slot *s)
 	return true;
 }
 
+/*
+ * The slot's next_seq until our first read publishes our own: what the
+ * lag in messages (shmbus_channel_subscriber()) counts from.  At head,
+ * the channel's sequence counter; at an older start, the first record's
+ * seq.  A statistic: no edge, and a value the ring could not hold there
+ * (padding has no seq; an overwrite may be under way) counts as none.
+ */
+static uint64_t lag_base(struct shmbus_channel *ch, uint64_t start,
+			 uint64_t head, uint64_t seq)
+{
+	uint64_t first;
+
+	if (start == head)
+		return seq;
+	/* No edge: a statistic (see above). */
+	first = load_relaxed64(&rec_at(ch, start)->seq);
+	return first <= seq && seq - first <= ch->cap / SHMBUS_REC_ALIGN ?
+	       first : seq;
+}
+
 SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 					  const struct shmbus_sub_attr *attr)
 {
@@ -214,6 +234,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sub->pos = start;
 	sub->published = start;
 	sub->fresh = start == head;
+	store_relaxed64(&s->next_seq, lag_base(ch, start, head, seq));
 	/* R5 (see publish_cursor()). */
 	store_release64(&s->pos, start);
 	return sub;

@@ -127,6 +127,77 @@ Test(busstat, reports_exact_counts_and_lag, .init = setup, .fini = teardown)
 	shmbus_channel_close(ch);
 }
 
+/* A subscriber that has read nothing yet lags by what lies between its
+ * start and head: nothing at the newest message, all of it at the
+ * oldest. */
+Test(busstat, a_new_subscribers_lag_counts_from_its_start, .init = setup,
+     .fini = teardown)
+{
+	shmbus_channel *ch = th_create(dir, 1u << 16, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	struct shmbus_sub_attr sa;
+	struct shmbus_sub_info in;
+	shmbus_sub *holder = shmbus_sub_open(ch, NULL), *newest, *oldest;
+	uint64_t lags[3];
+	unsigned n = 0;
+
+	/* The holder keeps the 100 in the ring for the oldest start. */
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(shmbus_publish(p, "0123456789", 10), 0);
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_NEWEST;
+	newest = shmbus_sub_open(ch, &sa);
+	sa.start = SHMBUS_START_OLDEST;
+	oldest = shmbus_sub_open(ch, &sa);
+	cr_assert(newest && oldest);
+	for (unsigned i = 0; i < SHMBUS_MAX_SUBSCRIBERS && n < 3; i++)
+		if (shmbus_channel_subscriber(ch, i, &in) == 0)
+			lags[n++] = in.lag_msgs;
+	cr_assert_eq(n, 3);
+	cr_assert_eq(lags[0], 100);
+	cr_assert_eq(lags[1], 0, "at the newest message: lag %lu",
+		     (unsigned long)lags[1]);
+	cr_assert_eq(lags[2], 100, "at the oldest: lag %lu",
+		     (unsigned long)lags[2]);
+	shmbus_sub_close(oldest);
+	shmbus_sub_close(newest);
+	shmbus_sub_close(holder);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}
+
+static int subscribe_and_exit(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(arg, "ch");
+
+	return ch && shmbus_sub_open(ch, NULL) ? 0 : 2;
+}
+
+/* A subscriber's process that exited and is not yet reaped (a zombie) is
+ * not alive: its slot will be released, as busstat should say. */
+Test(busstat, a_zombies_slot_is_not_alive, .init = setup, .fini = teardown)
+{
+	shmbus_channel *ch = th_create(dir, 1u << 16, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	struct shmbus_sub_info in;
+	pid_t pid = th_spawn(subscribe_and_exit, (void *)dir);
+	siginfo_t si;
+	bool seen = false;
+
+	/* Exited, not reaped. */
+	cr_assert_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+	for (unsigned i = 0; i < SHMBUS_MAX_SUBSCRIBERS; i++)
+		if (shmbus_channel_subscriber(ch, i, &in) == 0 &&
+		    in.pid == pid) {
+			cr_assert_eq(in.alive, 0, "a zombie shown alive");
+			seen = true;
+		}
+	cr_assert(seen);
+	cr_assert_eq(th_wait(pid), 0);
+	shmbus_channel_close(ch);
+}
+
 Test(busstat, corrupt_channel_is_flagged, .init = setup, .fini = teardown)
 {
 	static char out[65536];
