@@ -681,6 +681,17 @@ static void remember_place(struct shmbus_channel *ch, const char *dir,
 	snprintf(ch->name, sizeof(ch->name), "%s", name);
 }
 
+/* Whether the control file `name` in dir is still the one open as fd. */
+static bool still_named(int fd, const char *dir, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat a, b;
+
+	return make_path(path, sizeof(path), dir, name) == 0 &&
+	       fstat(fd, &a) == 0 && stat(path, &b) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 static shmbus_channel *open_named(const char *dir, const char *name,
 				  bool rdonly)
 {
@@ -698,15 +709,21 @@ static shmbus_channel *open_named(const char *dir, const char *name,
 		goto out;
 	}
 	ch = map_ctl(fd, rdonly, &g, &rc);
-	close(fd);
-	if (!ch)
+	if (!ch) {
+		close(fd);
 		goto out;
+	}
 	rc = data_path(path, sizeof(path), dir, name, ch->data_id);
 	if (rc == 0) {
 		dfd = sb_open_file(path, rdonly ? O_RDONLY : O_RDWR);
-		/* A control file whose data file is missing is broken. */
-		rc = dfd < 0 ? (dfd == -ENOENT ? -EBADMSG : dfd) : 0;
+		/* A control file whose data file is missing is broken,
+		 * unless the channel was deleted (or replaced) meanwhile:
+		 * the name no longer leads to the file we opened. */
+		rc = dfd < 0 ? dfd : 0;
+		if (dfd == -ENOENT && still_named(fd, dir, name))
+			rc = -EBADMSG;
 	}
+	close(fd);
 	if (rc) {
 		munmap(ch->hdr, ch->map_len);
 		free(ch);
@@ -914,16 +931,22 @@ shmbus_channel_create(const char *dir, const char *name,
 			unlink(tmp);
 	} else {
 		/* link() never replaces: two creators race safely, and the
-		 * loser adopts the winner's channel. */
-		if (link(tmp, path) < 0) {
+		 * loser adopts the winner's channel, or links its own again
+		 * if that one was deleted meanwhile. */
+		for (int tries = 0;; tries++) {
+			if (link(tmp, path) == 0)
+				break;
 			rc = -errno;
-			unlink(tmp);
-			if (rc == -EEXIST) {
+			if (rc != -EEXIST) {
+				unlink(tmp);
+				goto drop_data;
+			}
+			ch = adopt_existing(dir, name, attr, flags, &rc);
+			if (ch || rc != -ENOENT || tries == 8) {
+				unlink(tmp);
 				unlink(dpath);
-				ch = adopt_existing(dir, name, attr, flags, &rc);
 				goto out;
 			}
-			goto drop_data;
 		}
 		unlink(tmp);
 	}

@@ -10,6 +10,8 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -320,4 +322,54 @@ Test(corrupt, a_head_near_2_64_is_not_walked_for_ever)
 		     "walked on)" : "");
 	shmbus_channel_close(ch);
 	th_rmdir(dir);
+}
+
+struct unlinker {
+	const char *dir;
+	atomic_int stop;
+};
+
+static void *unlink_loop(void *arg)
+{
+	struct unlinker *u = arg;
+
+	while (!atomic_load(&u->stop))
+		shmbus_channel_unlink(u->dir, "x");
+	return NULL;
+}
+
+/*
+ * A channel deleted while it is being opened is gone, not corrupt: its
+ * control file may still be found after its data file went.  A create
+ * (not exclusive) racing a delete makes the channel, one way or another.
+ */
+Test(corrupt, a_channel_deleted_under_an_open_is_gone_not_corrupt)
+{
+	struct unlinker u = { .dir = th_mkdir() };
+	struct shmbus_channel_attr a;
+	unsigned failed = 0, corrupt = 0;
+	pthread_t t;
+
+	shmbus_channel_attr_init(&a);
+	a.capacity = 4096;
+	cr_assert_eq(pthread_create(&t, NULL, unlink_loop, &u), 0);
+	for (int i = 0; i < 4000; i++) {
+		shmbus_channel *c = shmbus_channel_create(u.dir, "x", &a, 0);
+
+		if (c)
+			shmbus_channel_close(c);
+		else
+			failed++;
+		c = shmbus_channel_open(u.dir, "x");
+		if (c)
+			shmbus_channel_close(c);
+		else
+			corrupt += errno == EBADMSG;
+	}
+	atomic_store(&u.stop, 1);
+	pthread_join(t, NULL);
+	cr_assert_eq(corrupt, 0, "%u opens said a deleted channel is "
+		     "corrupt", corrupt);
+	cr_assert_eq(failed, 0, "%u creates failed", failed);
+	th_rmdir(u.dir);
 }
