@@ -274,7 +274,9 @@ struct shmbus_pub_attr {
  * zombie) and releases them itself: a dead subscriber's cursor, and a dead
  * multi producer's claim, which it turns into padding that subscribers
  * step over.  A multi producer waiting behind a dead producer's claim that
- * was never handed over does the same at once.  shmbusd does all of this
+ * was never handed over does the same at once, and so does a subscriber
+ * (with a writable mapping) that has waited 10 ms at a dead producer's
+ * claim with later claims behind it.  shmbusd does all of this
  * within milliseconds of a death; this is what lets a channel without the
  * daemon (direct mode) recover.  A stopped or slow process is alive and is
  * never touched.  A slot names a pid: if a dead process's pid is reused

@@ -237,6 +237,13 @@ int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 		       uint64_t *pos);
 int64_t sb_now_ns(void);
 bool sb_pid_alive(uint32_t pid);
+/* How often a process held back by what a gone one left (a producer out
+ * of room, a subscriber at an open claim) looks for gone processes. */
+#define REAP_EVERY_NS	INT64_C(10000000)	/* 10 ms */
+/* Multi producer: the claims and slots of producers that are gone
+ * (sb_pid_gone()) released, as shmbusd's repairs do; `me` is the
+ * repairer's pid.  The slots released. */
+int sb_release_gone_producers(struct shmbus_channel *ch, uint32_t me);
 
 /*
  * Time arithmetic on values shared memory holds (deadlines, when a

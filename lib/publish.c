@@ -104,8 +104,6 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 	pub->limit = min + ch->cap;
 }
 
-/* How often a held-back producer looks for gone processes behind it. */
-#define REAP_EVERY_NS	INT64_C(10000000)	/* 10 ms */
 
 /*
  * Releases the slots of gone processes (sb_pid_gone()) that hold this
@@ -145,6 +143,13 @@ static int reap_gone(struct shmbus_pub *pub)
 	}
 	if (!pub->multi)
 		return n;
+	return n + sb_release_gone_producers(ch, me);
+}
+
+int sb_release_gone_producers(struct shmbus_channel *ch, uint32_t me)
+{
+	int n = 0;
+
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		/* A7: pairs with R7; sb_repair_prod() compares it again. */
 		uint64_t o = load_acquire64(&ch->prods[i].owner);

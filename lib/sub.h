@@ -88,6 +88,12 @@ struct shmbus_sub {
 	bool nap;		/* SLEEP without sb_sleep_announce(): sleeps
 				 * in short naps */
 
+	/* Direct mode, multi producer: an open claim it has stopped at
+	 * (subscribe.c, open_claim_seen()). */
+	uint64_t stall_pos;
+	uint32_t stall_looks;
+	int64_t stall_ns;
+
 	/* Copies handed to the caller. */
 	uint8_t *buf;		/* overwrite policy: a message's copy */
 	uint64_t mbuf[SHMBUS_MBOX_INLINE / 8];	/* a mailbox message's copy */

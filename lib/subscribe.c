@@ -236,6 +236,39 @@ static bool acked(struct shmbus_sub *sub, uint64_t p)
 	return p < sub->ack_lim;
 }
 
+/*
+ * Multi producer, a mapping we may write (direct mode): the claim at p is
+ * open while later ones may be committed behind it.  One whose producer
+ * died holds every subscriber here until a producer runs out of room and
+ * releases it (reap_gone() in publish.c), which on a quiet channel may be
+ * never; shmbusd would release it within milliseconds.  After 16 such
+ * looks in a row at the same claim (peek() makes one in 64 empty looks)
+ * the clock is read; after REAP_EVERY_NS there, the subscriber releases
+ * gone producers' claims itself, and again every REAP_EVERY_NS.
+ */
+static __attribute__((noinline, cold)) void
+open_claim_seen(struct shmbus_sub *sub, uint64_t p)
+{
+	int64_t now;
+
+	if (p != sub->stall_pos) {
+		sub->stall_pos = p;
+		sub->stall_looks = 0;
+		sub->stall_ns = 0;
+		return;
+	}
+	if (++sub->stall_looks < 16)
+		return;
+	sub->stall_looks = 0;
+	now = sb_now_ns();
+	if (!sub->stall_ns)
+		sub->stall_ns = now;
+	else if (now - sub->stall_ns >= REAP_EVERY_NS) {
+		sub->stall_ns = now;
+		sb_release_gone_producers(sub->ch, (uint32_t)getpid());
+	}
+}
+
 static int peek(struct shmbus_sub *sub, struct peeked *pk)
 {
 	struct shmbus_channel *ch = sub->ch;
@@ -274,7 +307,10 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 				resync(sub, head);
 				continue;
 			}
-			return 0;		/* claimed, not committed yet */
+			/* Claimed, not committed yet. */
+			if (ch_multi(ch) && !ch->no_pub && !ch->rdonly)
+				open_claim_seen(sub, p);
+			return 0;
 		}
 		type = word_type(w);
 		len = word_len(w);

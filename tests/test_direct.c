@@ -240,6 +240,53 @@ Test(direct, a_dead_multi_producer_claim_is_padded_by_producers,
 	th_rmdir(dir);
 }
 
+/*
+ * The same on a quiet channel: one message after the dead claim, and no
+ * producer runs out of room.  The subscriber waiting at the claim
+ * releases it itself, as shmbusd would: the message after it comes within
+ * milliseconds, not when the ring is next full.
+ */
+Test(direct, a_dead_claim_on_a_quiet_channel_is_released_by_a_subscriber,
+     .timeout = 30)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 14, 256, SHMBUS_BLOCK,
+				       SHMBUS_MULTI_PRODUCER);
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_sub *sub = shmbus_sub_open(ch, &sa);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	struct claim_child c = { .dir = dir };
+	uint8_t msg[100], buf[512];
+	uint64_t t0, seq;
+	ssize_t len;
+	uint32_t id;
+	char x;
+	pid_t pid;
+
+	cr_assert(sub && pub);
+	cr_assert(pipe(c.ready) == 0);
+	pid = th_spawn(dying_claim, &c);
+	cr_assert_eq(read(c.ready[0], &x, 1), 1, "producer failed");
+	kill(pid, SIGKILL);
+	cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), 100);
+	th_msg_fill(msg, sizeof(msg), 0, 7);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	t0 = th_now_ns();
+	while ((len = shmbus_read(sub, buf, sizeof(buf), NULL)) == -EAGAIN &&
+	       th_now_ns() - t0 < 2000000000ull)
+		;
+	cr_assert_eq(len, 100, "the message after the dead claim: %zd after "
+		     "%.0f ms", len, (double)(th_now_ns() - t0) / 1e6);
+	cr_assert_eq(th_msg_check(buf, 100, &id, &seq), 0);
+	cr_assert_eq(seq, 7);
+	cr_assert_lt(th_now_ns() - t0, 500000000ull);
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
 struct sp_child {
 	const char *dir;
 	int ready[2];
