@@ -463,7 +463,11 @@ typedef int (*shmbus_handler)(const struct shmbus_msg *msg, void *arg);
  * that waits for room never waits on a subscriber that stopped calling.
  * The subscriber's counters in its slot (busstat's view) may lag by one
  * call.  Returns the number of messages handled (0 if none), or -EBADMSG
- * if the channel is corrupt.  Never blocks.
+ * if the channel is corrupt.  Never blocks.  Overwrite policy: a
+ * subscriber lapped while it reads goes on at the oldest message the ring
+ * still holds, or at head when producers overwrite faster than it gets
+ * there; then "none" can come although the ring is full, until a message
+ * is committed where it now stands (msg->lost counts what it skipped).
  */
 int shmbus_poll(shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max);
 
