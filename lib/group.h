@@ -208,6 +208,8 @@ enum {
 	SB_HOOK_RECORDING,	/* between a recording's CAS and its seq */
 	SB_HOOK_TAKING,		/* a lease given back: after the looks at the
 				 * floor and the claim word, before the slots */
+	SB_HOOK_LAPPED,		/* overwrite policy: a lap recorded, before
+				 * the next claim */
 };
 extern void (*sb_group_hook)(int where);
 /* Another: called when a new group's creator holds the channel's slot

@@ -140,7 +140,9 @@ static uint64_t expected_after(struct shmbus_group *m, uint64_t s)
 				return UINT64_MAX;
 			cpu_relax();
 		}
-		if (load_relaxed64(&l->msgs))
+		/* A claim of messages, or a lap that knew where its loss
+		 * began (lapped()): where the next sequence number starts. */
+		if (load_relaxed64(&l->msgs) || load_relaxed64(&l->first_seq))
 			return load_relaxed64(&l->first_seq) +
 			       load_relaxed64(&l->msgs);
 	}
@@ -277,6 +279,7 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 	struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
 	uint32_t type, len;
 	uint64_t rseq = 0, size;
+	bool known;
 
 	sb_sub_find_oldest(ch, head, &np);
 	if (np <= pos)
@@ -292,10 +295,15 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 	want = expected_after(m, s);
 	got = sb_rec_look(ch, np, np, &type, &len, &rseq, &size) == 1 &&
 	      !type_word_only(type) ? rseq : UINT64_MAX;
+	/* The lap's record says what it skipped, want..got-1, so that the
+	 * next lap counts from got, not from before this one (the counts
+	 * add up to the whole loss, even if the record at np was
+	 * overwritten meanwhile: the next lap starts from its seq). */
+	known = want != UINT64_MAX && got != UINT64_MAX && got >= want;
 	if (sb_lease_record(l, s, gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 1,
-				       0), 0, pos, np, 0, 0, SHMBUS_NO_MEMBER,
-			    NULL)) {
-		if (want != UINT64_MAX && got != UINT64_MAX && got > want)
+				       0), 0, pos, np, known ? want : 0,
+			    known ? got - want : 0, SHMBUS_NO_MEMBER, NULL)) {
+		if (known)
 			add_relaxed64(&g->lost, got - want);
 		add_relaxed64(&g->lost_bytes, np - pos);
 		store_relaxed64(&g->loss_from, pos);
@@ -303,6 +311,8 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 	}
 	intent_clear(m->rec);
 	sb_floor_advance(g, m->leases, m->wmask, ch, m->slot);
+	if (sb_group_hook)
+		sb_group_hook(SB_HOOK_LAPPED);
 	return 0;
 }
 
