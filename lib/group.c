@@ -247,10 +247,18 @@ SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 				 * change). */
 				uint64_t c = load_acquire64(&l->ctl);
 
+				/* What we were handed and delivered comes
+				 * again flagged; a lease none of whose
+				 * messages we delivered yet, as new. */
+				bool none = m->cur.on && m->cur.seq == x &&
+					    m->cur.ctl == c &&
+					    m->cur.given == 0;
+
 				if (gctl_state(c) == SHMBUS_LEASE_LEASED &&
 				    gctl_member(c) == m->me)
-					sb_shared_settle(m, x, c,
-							 SB_SETTLE_GIVE, 0);
+					sb_shared_settle(m, x, c, none ?
+							 SB_SETTLE_GIVE :
+							 SB_SETTLE_LEFT, 0);
 			}
 		} else {
 			sb_lanes_leave(m);
@@ -619,7 +627,13 @@ SHMBUS_EXPORT ssize_t shmbus_group_read(shmbus_group *m, void *buf,
 	if (rc < 0)
 		return rc;
 	if (r.rc == -EMSGSIZE) {
-		/* Not delivered: it stays the next one. */
+		/* Not delivered: it stays the next one, and is not counted
+		 * (poll counted it as handed over). */
+		add_relaxed64(&m->g->delivered, (uint64_t)-1);
+		add_relaxed64(&m->rec->delivered, (uint64_t)-1);
+		if (m->mode != SHMBUS_GMODE_SHARED)
+			add_relaxed64(&m->g->redelivered,
+				      (uint64_t)-(msg->deliveries > 1));
 		if (m->mode == SHMBUS_GMODE_SHARED) {
 			m->cur.on = true;
 			m->cur.next = msg->pos;

@@ -222,6 +222,9 @@ extern void (*sb_group_settle_hook)(uint64_t x);
 /* Settle kinds. */
 #define SB_SETTLE_ACK	0
 #define SB_SETTLE_NACK	1
-#define SB_SETTLE_GIVE	2	/* leave: back to the others, not counted */
+#define SB_SETTLE_GIVE	2	/* back to the others, never delivered:
+				 * not counted, not flagged */
+#define SB_SETTLE_LEFT	3	/* leave: back to the others, delivered:
+				 * flagged when it comes again */
 
 #endif /* SHMBUS_GROUP_H */

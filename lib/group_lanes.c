@@ -347,8 +347,23 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
 			return -EINVAL;
 		oldest = keep == 0;
 		v->n = keep;
-		if (v->redeliver_below < v->cursor)
+		/* Delivered from pos on: each comes again flagged.  Given
+		 * back (a read too small for it), the record at pos was
+		 * never delivered, and nothing after it was taken. */
+		if (what != SB_SETTLE_GIVE && v->redeliver_below < v->cursor)
 			v->redeliver_below = v->cursor;
+		if (what == SB_SETTLE_GIVE) {
+			/* The lane's delivery mark goes back to pos too, if
+			 * it is still the one our take raised it to (a
+			 * former owner's raise since is left, and flags it
+			 * for nothing worse than a second delivery). */
+			uint64_t was = v->cursor;
+
+			/* No edge: a statistic (see raise_to()). */
+			while (!cas_weak_relaxed64(&m->lanes[i].next, &was,
+						   pos) && was == v->cursor)
+				;
+		}
 		v->cursor = pos;
 		v->not_before = sb_after(sb_now_ns(), delay_ns);
 		nc = gctl(gctl_state(v->ctl), m->me,

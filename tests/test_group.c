@@ -672,6 +672,88 @@ Test(group, laps_in_a_row_count_each_loss_once)
 	shmbus_channel_close(ch);
 }
 
+/* A member's read of the next message, waiting a little for lanes. */
+static ssize_t read_soon(shmbus_group *g, void *buf, size_t cap,
+			 struct shmbus_group_msg *m)
+{
+	ssize_t r = -EAGAIN;
+
+	for (int i = 0; i < 500 && r == -EAGAIN; i++)
+		if ((r = shmbus_group_read(g, buf, cap, m)) == -EAGAIN) {
+			shmbus_group_maintain(g);
+			usleep(1000);
+		}
+	return r;
+}
+
+/*
+ * In every mode: a message delivered to a member that leaves without its
+ * ack comes again flagged (deliveries 2, counted redelivered); one that a
+ * read too small refused was never delivered, and comes unflagged, after
+ * a leave too, and is counted delivered once.
+ */
+Test(group, a_leave_flags_what_was_delivered_and_only_that)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	enum shmbus_group_mode modes[] = { SHMBUS_GROUP_SHARED,
+		SHMBUS_GROUP_KEYED, SHMBUS_GROUP_SINGLE_ACTIVE };
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	struct shmbus_group_attr ga[3];
+	shmbus_group *first[3];
+	char gname[3][8];
+
+	cr_assert(p);
+	for (unsigned k = 0; k < 3; k++) {
+		shmbus_group_attr_init(&ga[k]);
+		ga[k].mode = modes[k];
+		snprintf(gname[k], sizeof(gname[k]), "g%u", k);
+		first[k] = shmbus_group_join(ch, gname[k], "a", &ga[k]);
+		cr_assert(first[k]);
+	}
+	for (uint64_t i = 0; i < 2; i++)
+		cr_assert_eq(shmbus_publish_keyed(p, 0, &i, sizeof(i)), 0);
+	for (unsigned k = 0; k < 3; k++) {
+		struct shmbus_group_stats st;
+		struct shmbus_group_msg m;
+		shmbus_group *a = first[k], *b;
+		uint8_t buf[64];
+		uint64_t id;
+
+		/* Message 0: delivered to a, not acked; a leaves. */
+		cr_assert_eq(read_soon(a, buf, sizeof(buf), &m), 16);
+		cr_assert_eq(m.deliveries, 1);
+		shmbus_group_leave(a);
+		b = shmbus_group_join(ch, gname[k], "b", &ga[k]);
+		cr_assert(b);
+		cr_assert_eq(read_soon(b, buf, sizeof(buf), &m), 16);
+		memcpy(&id, buf + 8, sizeof(id));	/* after the key */
+		cr_assert_eq(id, 0);
+		cr_assert_eq(m.deliveries, 2, "mode %u: what a leaver was "
+			     "delivered came again as delivery %u", k,
+			     m.deliveries);
+		cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+		/* Message 1: refused by a read too small, then b leaves. */
+		cr_assert_eq(read_soon(b, buf, 4, &m), -EMSGSIZE);
+		shmbus_group_stats(b, &st);
+		/* Message 0 twice (to a, to b); message 1 not yet. */
+		cr_assert_eq(st.delivered, 2, "mode %u: %lu delivered", k,
+			     (unsigned long)st.delivered);
+		cr_assert_eq(st.redelivered, 1);
+		shmbus_group_leave(b);
+		a = shmbus_group_join(ch, gname[k], "a", &ga[k]);
+		cr_assert(a);
+		cr_assert_eq(read_soon(a, buf, sizeof(buf), &m), 16);
+		memcpy(&id, buf + 8, sizeof(id));	/* after the key */
+		cr_assert_eq(id, 1);
+		cr_assert_eq(m.deliveries, 1, "mode %u: a message never "
+			     "delivered came flagged (%u)", k, m.deliveries);
+		cr_assert_eq(shmbus_group_ack(a, &m.lease), 0);
+		shmbus_group_leave(a);
+	}
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}
+
 /* Damage in the group's file: a clear error, never a crash. */
 Test(group, a_corrupt_group_file_gives_an_error)
 {
