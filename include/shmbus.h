@@ -951,7 +951,9 @@ int shmbus_group_stats(shmbus_group *m, struct shmbus_group_stats *st);
  * of dead members and expired leases, moves lanes, dead-letters poison
  * messages.  Members call it themselves from poll at most every few
  * milliseconds; an application needs it only without shmbusd and while
- * no member polls.  Returns the number of changes made, or -errno. */
+ * no member polls.  Returns the number of changes made, or -errno:
+ * -EBADMSG if the group's file is damaged (its claim and floor words
+ * cannot both be true; nothing of a dead member is freed then). */
 int shmbus_group_maintain(shmbus_group *m);
 
 /* Publishes with a key, for keyed groups: the key goes in the message's

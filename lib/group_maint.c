@@ -387,13 +387,20 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 			  const bool dead[SHMBUS_GROUP_MEMBERS], int64_t now)
 {
 	struct shmbus_group_hdr *g = m->g;
-	uint64_t fp, fs, cp, cs, avail = 0;
+	uint64_t fp, fs, fp1, fs1, cp, cs, avail = 0;
 	int n = 0;
 
-	sb_pair_read(&g->floor_pos, &fp, &fs);
+	/* The floor, the claim word, the floor again: a claim behind the
+	 * first floor, or more than a window past the second, is no race
+	 * (the floor only grows, and a claim is taken only within a window
+	 * of it): damage, and nothing of the dead is freed. */
+	sb_pair_read(&g->floor_pos, &fp1, &fs1);
 	sb_pair_read(&g->claim_pos, &cp, &cs);
-	if (cs < fs || cs - fs > m->window)
-		return -1;	/* damage: nothing of the dead is freed */
+	sb_pair_read(&g->floor_pos, &fp, &fs);
+	if (cs < fs1 || (cs >= fs && cs - fs > m->window))
+		return -1;
+	if (cs < fs)
+		return 0;	/* claims and floor moved on meanwhile */
 	for (uint64_t x = fs; x < cs; x++) {
 		struct shmbus_lease_slot *l = &m->leases[x & m->wmask];
 		uint64_t c, dl_ns, stop, ls = 0, le = 0, fp2, fs2;
@@ -514,6 +521,7 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 	bool looks[SHMBUS_GROUP_MEMBERS] = { false };
 	uint64_t owner[SHMBUS_GROUP_MEMBERS];
 	int64_t now = sb_now_ns();
+	bool damaged = false;
 	int n = 0;
 
 	if (!maint_lock(m, me, now))
@@ -531,10 +539,12 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 	if (m->mode == SHMBUS_GMODE_SHARED) {
 		int r = leases_reclaim(m, dl, dead, now);
 
-		if (r < 0)	/* keep the dead records: their leases stay */
+		if (r < 0) {	/* keep the dead records: their leases stay */
 			memset(dead, 0, sizeof(dead));
-		else
+			damaged = true;
+		} else {
 			n += r;
+		}
 		n += resolve_unrecorded(m, now, live, dead, self);
 		n += (int)sb_floor_advance(g, m->leases, m->wmask, m->ch,
 					   m->slot);
@@ -556,7 +566,7 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 	/* Releases what we did to the next holder. */
 	/* R21: pairs with A21: our changes before the next holder's. */
 	store_release64(&g->maint, 0);
-	return n;
+	return damaged ? -EBADMSG : n;
 }
 
 /* Shared: every claim dropped, the floor and the claim word at f =

@@ -400,6 +400,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 	struct shmbus_channel *ch = m->ch;
 	struct shmbus_group_hdr *g = m->g;
 	int64_t now = 0;
+	int behind = 0;
 
 	if (load_relaxed64(&g->avail)) {	/* a hint */
 		now = sb_now_ns();
@@ -415,11 +416,18 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		unsigned n = 0;
 		int rc;
 
+		/* The claim word first: the floor read after it can only
+		 * have grown, so a claim more than a window past it is
+		 * damage, and one behind it a race (every time: damage). */
 		sb_pair_read(&g->claim_pos, &pos, &s);
 		sb_pair_read(&g->floor_pos, &fp, &fs);
-		if (fs > s)
+		if (fs > s) {
+			behind++;
 			continue;	/* the floor moved past our claim read */
-		if (s - fs >= m->window) {
+		}
+		if (s - fs > m->window)
+			return -EBADMSG;
+		if (s - fs == m->window) {
 			add_relaxed64(&g->full, 1);
 			return 0;
 		}
@@ -496,7 +504,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 lap:
 		lapped(m, pos, s);
 	}
-	return 0;
+	return behind == 256 ? -EBADMSG : 0;
 }
 
 /* Ack, nack or give back the lease of claim `seq` held as `ctl`. */

@@ -776,9 +776,16 @@ Test(group, a_corrupt_group_file_gives_an_error)
 	h->claim_pos = UINT64_C(1) << 40;
 	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &msg), -EBADMSG);
 	h->claim_pos = 0;
-	h->claim_seq = 12345;	/* beyond the floor by more than a window */
-	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &msg), -EAGAIN);
+	/* A claim word more than a window past the floor, or behind it:
+	 * damage, said, not a full window waited on for ever. */
+	h->claim_seq = 12345;
+	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &msg), -EBADMSG);
+	cr_assert_eq(shmbus_group_maintain(g), -EBADMSG);
 	h->claim_seq = 0;
+	h->floor_seq = 5;
+	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &msg), -EBADMSG);
+	cr_assert_eq(shmbus_group_maintain(g), -EBADMSG);
+	h->floor_seq = 0;
 	cr_assert_gt(shmbus_group_read(g, buf, sizeof(buf), &msg), 0);
 	/* A forged lease: refused. */
 	msg.lease.w[1] ^= UINT64_C(1) << 40;
