@@ -666,8 +666,18 @@ static int settle(shmbus_group *m, const struct shmbus_lease *l, int what,
 				return 0;
 			c->on = false;
 		}
-		return sb_shared_settle(m, l->w[0], l->w[1], (uint32_t)what,
-					delay_ns);
+		/* The batch's lease acked already, by one of its messages'
+		 * acks: the others' count with it. */
+		if (what == SB_SETTLE_ACK && l->w[1] && l->w[0] == m->acked_seq &&
+		    l->w[1] == m->acked_ctl)
+			return 0;
+		rc = sb_shared_settle(m, l->w[0], l->w[1], (uint32_t)what,
+				      delay_ns);
+		if (rc == 0 && what == SB_SETTLE_ACK) {
+			m->acked_seq = l->w[0];
+			m->acked_ctl = l->w[1];
+		}
+		return rc;
 	}
 	if (l->w[0] >= m->nlanes || l->w[1] > UINT32_MAX)
 		return -EINVAL;

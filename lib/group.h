@@ -105,6 +105,9 @@ struct shmbus_group {
 		uint32_t given;	/* messages delivered from it */
 		uint32_t fence;	/* the channel's hdr.fence when taken */
 	} cur;
+	/* Shared: the lease we last acked, so that the acks of a batch's
+	 * other messages that follow say 0, not -ESTALE. */
+	uint64_t acked_seq, acked_ctl;
 
 	/* Keyed and single-active: the lanes we own. */
 	struct sb_lane_view lane[SHMBUS_GROUP_LANES];

@@ -314,12 +314,16 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
 	if (what == SB_SETTLE_ACK) {
 		/* Every record delivered starts below the cursor: an ack at
 		 * or past it names none, and changes nothing. */
+		uint32_t was = v->n;
+
 		if (pos >= v->cursor)
 			return -EINVAL;
 		while (v->n && v->starts[v->head] <= pos) {
 			v->head = (v->head + 1) % m->lane_cap;
 			v->n--;
 		}
+		if (v->n == was)
+			return 0;	/* acked already (cumulatively) */
 		to = v->n ? v->starts[v->head] : v->cursor;
 		nc = gctl(gctl_state(v->ctl), m->me, 0, gen);
 		if (!lane_store(m, i, nc, to)) {

@@ -754,6 +754,51 @@ Test(group, a_leave_flags_what_was_delivered_and_only_that)
 	shmbus_channel_close(ch);
 }
 
+struct leases {
+	struct shmbus_lease l[8];
+	unsigned n;
+};
+
+static int keep_all(const struct shmbus_group_msg *m, void *arg)
+{
+	struct leases *ls = arg;
+
+	ls->l[ls->n++] = m->lease;
+	return 0;
+}
+
+/* Acking each message of a batch after the poll, as the docs allow, or
+ * acking a message twice: 0 each time, counted once, never -ESTALE (which
+ * says the lease was taken back). */
+Test(group, acks_of_a_batchs_messages_after_the_poll_all_count)
+{
+	enum shmbus_group_mode modes[] = { SHMBUS_GROUP_SHARED,
+					   SHMBUS_GROUP_KEYED };
+
+	for (unsigned k = 0; k < 2; k++) {
+		shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+		shmbus_group *g = anchor(ch, modes[k]);
+		struct shmbus_group_stats st;
+		struct leases ls = { .n = 0 };
+
+		produce(ch, 4, 1);
+		for (int i = 0; i < 100 && ls.n < 4; i++)
+			if (shmbus_group_poll(g, keep_all, &ls, 4) == 0)
+				usleep(1000);
+		cr_assert_eq(ls.n, 4);
+		for (unsigned i = 0; i < 4; i++)
+			cr_assert_eq(shmbus_group_ack(g, &ls.l[i]), 0,
+				     "mode %u: ack %u", k, i);
+		cr_assert_eq(shmbus_group_ack(g, &ls.l[3]), 0, "again");
+		shmbus_group_stats(g, &st);
+		cr_assert_eq(st.acked, modes[k] == SHMBUS_GROUP_SHARED ? 1 : 4,
+			     "mode %u: %lu acked", k, (unsigned long)st.acked);
+		shmbus_group_leave(g);
+		shmbus_channel_close(ch);
+		cr_assert_eq(shmbus_channel_unlink(dir, "ch"), 0);
+	}
+}
+
 /* Damage in the group's file: a clear error, never a crash. */
 Test(group, a_corrupt_group_file_gives_an_error)
 {
