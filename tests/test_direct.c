@@ -171,6 +171,22 @@ static int dying_claim(void *arg)
 		pause();
 }
 
+/* A multi producer (dying_claim()) killed with its second claim open. */
+static void kill_in_claim(const char *dir)
+{
+	struct claim_child c = { .dir = dir };
+	char x;
+	pid_t pid;
+
+	cr_assert(pipe(c.ready) == 0);
+	pid = th_spawn(dying_claim, &c);
+	cr_assert_eq(read(c.ready[0], &x, 1), 1, "producer failed");
+	kill(pid, SIGKILL);
+	cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+	close(c.ready[0]);
+	close(c.ready[1]);
+}
+
 /*
  * A multi producer killed inside its claim, with no daemon: subscribers
  * wait at the claim until the other producers are held back by it (a lap
@@ -185,22 +201,15 @@ Test(direct, a_dead_multi_producer_claim_is_padded_by_producers,
 	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
 	shmbus_sub *sub = shmbus_sub_open(ch, &sa);
 	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
-	struct claim_child c = { .dir = dir };
 	struct shmbus_channel_info in;
 	uint64_t sent = 0, got = 0, t0 = th_now_ns();
 	const uint64_t want = 3000;	/* about 20 laps */
 	uint8_t msg[100], buf[512];
 	uint32_t id;
 	uint64_t seq;
-	char x;
-	pid_t pid;
 
 	cr_assert(sub && pub);
-	cr_assert(pipe(c.ready) == 0);
-	pid = th_spawn(dying_claim, &c);
-	cr_assert_eq(read(c.ready[0], &x, 1), 1, "producer failed");
-	kill(pid, SIGKILL);
-	cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+	kill_in_claim(dir);
 	/* Its first message, then ours: the claim between is padding. */
 	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), 100);
 	cr_assert_eq(th_msg_check(buf, 100, &id, &seq), 0);
@@ -255,20 +264,13 @@ Test(direct, a_dead_claim_on_a_quiet_channel_is_released_by_a_subscriber,
 	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
 	shmbus_sub *sub = shmbus_sub_open(ch, &sa);
 	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
-	struct claim_child c = { .dir = dir };
 	uint8_t msg[100], buf[512];
 	uint64_t t0, seq;
 	ssize_t len;
 	uint32_t id;
-	char x;
-	pid_t pid;
 
 	cr_assert(sub && pub);
-	cr_assert(pipe(c.ready) == 0);
-	pid = th_spawn(dying_claim, &c);
-	cr_assert_eq(read(c.ready[0], &x, 1), 1, "producer failed");
-	kill(pid, SIGKILL);
-	cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+	kill_in_claim(dir);
 	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), 100);
 	th_msg_fill(msg, sizeof(msg), 0, 7);
 	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);

@@ -547,6 +547,38 @@ Test(repl_roles, a_promotion_refused_for_unapplied_records_is_allowed_once_appli
 }
 
 /*
+ * B's ring held by its own subscriber, A killed with a frame B
+ * acknowledged as received and could not apply, a promotion refused for
+ * it, the subscriber gone: *va is A's view (what B acknowledged), and the
+ * mapping of B's channel is returned.
+ */
+static shmbus_channel *received_and_held(const char *chan, struct held *hd,
+					 struct sb_repl_view *va)
+{
+	struct sb_repl_view vb;
+	shmbus_channel *bmap;
+
+	hold_standby_ring(chan, hd);
+	host_kill(&A, SIGKILL);
+	sb_repl_read(hd->ch, va);
+	bmap = host_map(&B, chan);
+	cr_assert(bmap);
+	sb_repl_read(bmap, &vb);
+	cr_assert_gt(va->received, vb.head, "B acknowledged as received "
+		     "only what it applied: nothing to test");
+	promotion_refused();
+	let_go(hd);
+	return bmap;
+}
+
+static void received_and_held_done(shmbus_channel *bmap, struct held *hd)
+{
+	shmbus_channel_close(bmap);
+	shmbus_pub_close(hd->pub);
+	shmbus_channel_close(hd->ch);
+}
+
+/*
  * The same frame held back by the standby's own subscriber, but the
  * primary host is lost meanwhile: the records acknowledged as received
  * are only in the standby's hands.  A promotion refused while the
@@ -557,29 +589,16 @@ Test(repl_roles, records_received_and_held_back_are_applied_at_a_promotion)
 {
 	struct shmbus_ctl_repl_reply r;
 	struct sb_repl_view va, vb;
-	shmbus_channel *bmap;
 	struct held hd;
-	int rc;
+	shmbus_channel *bmap = received_and_held("mp", &hd, &va);
+	int rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, 0, &r);
 
-	hold_standby_ring("mp", &hd);
-	host_kill(&A, SIGKILL);
-	sb_repl_read(hd.ch, &va);
-	bmap = host_map(&B, "mp");
-	cr_assert(bmap);
-	sb_repl_read(bmap, &vb);
-	cr_assert_gt(va.received, vb.head, "B acknowledged as received "
-		     "only what it applied: nothing to test");
-	promotion_refused();
-	let_go(&hd);
-	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, 0, &r);
 	cr_assert_eq(rc, 0, "promote: %d %s", rc, r.text);
 	sb_repl_read(bmap, &vb);
 	cr_assert_geq(vb.head, va.received, "B ends at %lu, it acknowledged "
 		      "%lu as received", (unsigned long)vb.head,
 		      (unsigned long)va.received);
-	shmbus_channel_close(bmap);
-	shmbus_pub_close(hd.pub);
-	shmbus_channel_close(hd.ch);
+	received_and_held_done(bmap, &hd);
 }
 
 /*
@@ -590,20 +609,10 @@ Test(repl_roles, records_received_and_held_back_are_applied_at_a_promotion)
  */
 Test(repl_roles, records_received_and_held_back_go_in_once_the_ring_has_room)
 {
-	struct sb_repl_view va, vb;
-	shmbus_channel *bmap;
+	struct sb_repl_view va, vb = { 0 };
 	struct held hd;
+	shmbus_channel *bmap = received_and_held("sp", &hd, &va);
 
-	hold_standby_ring("sp", &hd);
-	host_kill(&A, SIGKILL);
-	sb_repl_read(hd.ch, &va);
-	bmap = host_map(&B, "sp");
-	cr_assert(bmap);
-	sb_repl_read(bmap, &vb);
-	cr_assert_gt(va.received, vb.head, "B acknowledged as received "
-		     "only what it applied: nothing to test");
-	promotion_refused();
-	let_go(&hd);
 	for (int i = 0; i < 500 && vb.head < va.received; i++) {
 		usleep(10000);
 		sb_repl_read(bmap, &vb);
@@ -613,9 +622,7 @@ Test(repl_roles, records_received_and_held_back_go_in_once_the_ring_has_room)
 		      (unsigned long)va.received);
 	cr_assert(host_log_wait(&B, "applied now that the ring has room",
 				100));
-	shmbus_channel_close(bmap);
-	shmbus_pub_close(hd.pub);
-	shmbus_channel_close(hd.ch);
+	received_and_held_done(bmap, &hd);
 }
 
 /* demote --force does not wait for the standby: what it lacks is never
