@@ -385,9 +385,9 @@ tsan-run: $(DEPS_STAMP) $(TSAN_BIN) $(TSAN_GROUPS) $(TSAN_DAEMON) $(SHMBUSD)
 	$(Q)$(MAKE) --no-print-directory BUILD=build SAN= CFLAGS="-O2 -g" \
 		build/tests/test_repl build/tests/test_repl_roles \
 		build/tests/test_group_daemon build/tests/test_journal \
-		build/tests/test_failover
+		build/tests/test_journal_recovery build/tests/test_failover
 	$(Q)for t in test_repl test_repl_roles test_group_daemon test_journal \
-		 test_failover; do \
+		 test_journal_recovery test_failover; do \
 		echo "== build/tests/$$t with $(SHMBUSD) (the daemons under TSan)"; \
 		ff=$(CURDIR)/$(BUILD)/fini-failures; rm -f $$ff; \
 		TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" SHMBUSD=$(SHMBUSD) \
@@ -578,6 +578,10 @@ $(BUILD)/tests/test_fuzz_regress: TEST_LIBS = $(LIB_INT) $(DAEMON_LIBS) -lcriter
 $(BUILD)/tests/test_hostile_peer: $(BUILD)/daemon/wire.o $(BUILD)/daemon/tcp.o
 $(BUILD)/tests/test_hostile_peer: TEST_LIBS = $(LIB_INT) -lcriterion \
 	$(LDLIBS_LIB) -lcrypto
+
+# The two journal suites share tests/journal_fixture.c.
+$(BUILD)/tests/test_journal $(BUILD)/tests/test_journal_recovery: \
+	$(BUILD)/tests/journal_fixture.o
 
 # test_failover reads etcd itself, with shmbusd's client.
 $(BUILD)/tests/test_failover: $(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o

@@ -1,0 +1,633 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_journal_recovery.c - a journal that is damaged, refused or cut
+ * short: power losses (a segment truncated, garbage appended, bits
+ * flipped) recovered to exactly the last valid record, a zeroed record
+ * word with records after it, a full filesystem, a torn time index, a
+ * segment of another channel or format, names that are not segments,
+ * damage in the ring, and the offline verify and dump.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+#include "shmbus/layout.h"
+#include "../lib/channel.h"
+#include "../lib/contract.h"
+#include "../lib/journal.h"
+#include "journal_fixture.h"
+
+TestSuite(journal_recovery, .init = jnl_setup, .fini = jnl_fini,
+	  .timeout = 120);
+
+Test(journal_recovery, a_segment_of_another_channel_or_format_is_refused)
+{
+	struct shmbus_jseg_hdr h;
+	struct sb_jgeom g;
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	char path[512], why[128];
+	int fd;
+
+	conf_with("journal_segment = 64K\n", NULL);
+	cr_assert_eq(mkdir(jdir, 0755), 0);
+	cr_assert_eq(mkdir(cdir, 0755), 0);
+	cr_assert_eq(sb_jgeom_make(&g, "other", 64 << 10, 64 << 10, 2048,
+				   sb_channel_flags(SHMBUS_BLOCK,
+						    SHMBUS_SINGLE_PRODUCER),
+				   why, sizeof(why)), 0);
+	sb_jseg_hdr_make(&h, &g, 0, 0, 0);
+	cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir, 0), 0);
+	fd = open(path, O_WRONLY | O_CREAT, 0644);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	cr_assert_eq(ftruncate(fd, SHMBUS_JSEG_HDR + (64 << 10)), 0);
+	close(fd);
+	start_daemon();
+	cr_assert(log_has("belongs to channel 'other'"));
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.state & SHMBUS_JNL_ON, 0, "not written");
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	stop_daemon();
+
+	/* This channel's, in a format version this build does not read. */
+	cr_assert_eq(sb_jgeom_make(&g, "j", 64 << 10, 64 << 10, 2048,
+				   sb_channel_flags(SHMBUS_BLOCK,
+						    SHMBUS_SINGLE_PRODUCER),
+				   why, sizeof(why)), 0);
+	sb_jseg_hdr_make(&h, &g, 0, 0, 0);
+	h.version = SHMBUS_JSEG_VERSION + 1;
+	h.crc = sb_crc32c(0, &h, offsetof(struct shmbus_jseg_hdr, crc));
+	fd = open(path, O_WRONLY);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	close(fd);
+	start_daemon();
+	cr_assert(log_has("this build reads versions 1 to 2"));
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.state & SHMBUS_JNL_ON, 0, "not written");
+	/* The segment is still there, untouched: nothing is deleted. */
+	cr_assert_eq(access(path, F_OK), 0);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/*
+ * A power loss, simulated on the newest segment after a clean stop (the
+ * ring removed too, as a reboot removes it): the file truncated at a
+ * random offset, garbage written after the last record, or one bit
+ * flipped.  Recovery must end exactly before the first record the damage
+ * touched, and the new ring continue there.
+ */
+Test(journal_recovery, a_power_loss_recovers_to_exactly_the_last_valid_record)
+{
+	static struct recs orig, got;
+	uint64_t last, end;
+	uint8_t *seg, *tix;
+	size_t seg_len, tix_len;
+	char segp[512], tixp[512];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	conf_with("journal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 3000);
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	read_all(&orig);
+	end = orig.end;
+	last = (end - 1) & ~(uint64_t)0xffff;
+	cr_assert_gt(end - last, 20000, "a well filled newest segment");
+	sb_jseg_path(segp, sizeof(segp), cdir, last);
+	sb_jtix_path(tixp, sizeof(tixp), cdir, last);
+	seg = get_file(segp, &seg_len);
+	tix = get_file(tixp, &tix_len);
+	srand(11);
+	for (int trial = 0; trial < 12; trial++) {
+		uint64_t off, at, want = end, msgs = 0;
+		int kind = trial % 3, fd;
+
+		remove_after(last);
+		put_file(segp, seg, seg_len);
+		put_file(tixp, tix, tix_len);
+		fd = open(segp, O_RDWR);
+		cr_assert(fd >= 0);
+		/* A byte position inside what the segment holds. */
+		at = last + (uint64_t)rand() % (end - last);
+		off = SHMBUS_JSEG_HDR + (at - last);
+		if (kind == 0) {
+			cr_assert_eq(ftruncate(fd, (off_t)off), 0);
+		} else if (kind == 1) {
+			uint8_t junk[512];
+
+			for (size_t i = 0; i < sizeof(junk); i++)
+				junk[i] = (uint8_t)rand();
+			at = end;
+			cr_assert_eq(pwrite(fd, junk, sizeof(junk),
+					    SHMBUS_JSEG_HDR + (end - last)),
+				     (ssize_t)sizeof(junk));
+		} else {
+			uint8_t c;
+
+			cr_assert_eq(pread(fd, &c, 1, (off_t)off), 1);
+			c ^= (uint8_t)(1u << (rand() % 8));
+			cr_assert_eq(pwrite(fd, &c, 1, (off_t)off), 1);
+		}
+		close(fd);
+		/* The first record the damage touches, and all after it, go:
+		 * for a cut, any record that does not end before it; for a
+		 * flip, the one whose checked bytes hold it (a record's
+		 * alignment padding is not checked). */
+		for (size_t i = 0; i < orig.n; i++) {
+			uint64_t pos = orig.pos[i];
+			uint64_t need = orig.type[i] == SHMBUS_REC_PAD ? 8
+					: orig.size[i];
+			uint64_t checked = orig.type[i] == SHMBUS_REC_PAD ? 8 :
+				16 + (uint64_t)len_of(orig.seq[i]);
+
+			if (kind == 0 && pos + need > at) {
+				want = pos;
+				break;
+			}
+			if (kind == 2 && at >= pos && at < pos + checked) {
+				want = pos;
+				break;
+			}
+			msgs += orig.type[i] == SHMBUS_REC_MSG;
+		}
+		remove_ring();
+		start_daemon();
+		ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+		cr_assert(ch);
+		read_all(&got);
+		cr_assert_eq(got.end, want, "trial %d (%s at %lu): ends at "
+			     "%lu, not %lu", trial, kind == 0 ? "cut" :
+			     kind == 1 ? "garbage" : "flip", (unsigned long)at,
+			     (unsigned long)got.end, (unsigned long)want);
+		cr_assert_eq(th_head(ch), want, "the ring continues there");
+		shmbus_channel_close(ch);
+		shmbus_disconnect(bus);
+		/* New records over the cleared tail: nothing of the old one
+		 * is ever read as theirs. */
+		ch = open_pub(&bus, &p);
+		publish_range(p, msgs, 40);
+		wait_written(ch, 10);
+		read_all(&got);
+		cr_assert_eq(got.end, th_head(ch));
+		replay_check(ch, 0, 0, msgs + 40);
+		close_pub(bus, ch, p);
+		stop_daemon();
+	}
+	free(seg);
+	free(tix);
+}
+
+/* A record word zeroed in the middle of the newest segment stops the
+ * walk as if the journal ended there, but written records follow: that
+ * is damage, which `journal verify` reports and recovery logs, never an
+ * end in silence. */
+Test(journal_recovery, a_zeroed_record_word_with_records_after_it_is_damage)
+{
+	static struct recs orig, got;
+	uint64_t last, mid = 0, zero = 0;
+	char segp[512], cmd[768], line[512];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	int fd;
+
+	conf_with("journal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 3000);
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	read_all(&orig);
+	last = (orig.end - 1) & ~(uint64_t)0xffff;
+	for (size_t i = 0; i < orig.n && !mid; i++)
+		if (orig.pos[i] > last + (orig.end - last) / 2 &&
+		    orig.type[i] == SHMBUS_REC_MSG)
+			mid = orig.pos[i];
+	cr_assert(mid);
+	snprintf(cmd, sizeof(cmd), "build/tools/shmbusctl journal verify %s "
+		 ">/dev/null", cdir);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	sb_jseg_path(segp, sizeof(segp), cdir, last);
+	fd = open(segp, O_RDWR);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, &zero, 8, (off_t)(SHMBUS_JSEG_HDR +
+						  (mid - last))), 8);
+	close(fd);
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 4, "verify says the journal "
+		     "is intact");
+	remove_ring();
+	start_daemon();
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	read_all(&got);
+	cr_assert_eq(got.end, mid);
+	snprintf(line, sizeof(line), "recovered through %llu; cleared from "
+		 "there on: a zero record word at %llu, but bytes are written",
+		 (unsigned long long)mid, (unsigned long long)mid);
+	cr_assert(log_has(line), "not said: %s", line);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	stop_daemon();
+}
+
+Test(journal_recovery, a_full_disk_stops_persisted_acks_until_space_returns)
+{
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	char filler[256];
+	int fd;
+
+	snprintf(mnt, sizeof(mnt), "%s/fs", d.dir);
+	cr_assert_eq(mkdir(mnt, 0755), 0);
+	cr_assert_eq(mount("tmpfs", mnt, "tmpfs", 0, "size=4m"), 0,
+		     "mount a 4 MiB tmpfs (the suite runs as root): %s",
+		     strerror(errno));
+	snprintf(jdir, sizeof(jdir), "%s", mnt);
+	conf_with("acknowledge = persisted\njournal_segment = 64K\n",
+		  "journal_min_free = 1M\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 10);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	/* Leave less than 1 MiB free. */
+	snprintf(filler, sizeof(filler), "%s/filler", mnt);
+	fd = open(filler, O_WRONLY | O_CREAT, 0600);
+	cr_assert(fd >= 0);
+	for (int i = 0; i < 3400; i++) {
+		uint8_t k[1024] = { 1 };
+
+		if (write(fd, k, sizeof(k)) != (ssize_t)sizeof(k))
+			break;
+	}
+	close(fd);
+	for (int i = 0; i < 200; i++) {
+		sb_jnl_read(ch, &v);
+		if (v.state & SHMBUS_JNL_DISK_FULL)
+			break;
+		usleep(10000);
+	}
+	cr_assert(v.state & SHMBUS_JNL_DISK_FULL, "reported");
+	cr_assert(log_has("below journal_min_free"));
+	publish_range(p, 10, 10);
+	cr_assert_eq(shmbus_pub_sync(p, 300000000), -ETIMEDOUT,
+		     "never acknowledged as persisted while full");
+	unlink(filler);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0, "resumes by itself");
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.state & SHMBUS_JNL_DISK_FULL, 0);
+	close_pub(bus, ch, p);
+	replay_check(ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE), 0, 0,
+		     20);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* A crash tore the newest time index's last entry: after the restart the
+ * index is cut there, so that the entries appended after it are found
+ * (else a lookup stops at the torn one and falls back to the first). */
+Test(journal_recovery, a_torn_time_index_is_cut_and_appended_to)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct shmbus_msg m;
+	struct timespec ts;
+	uint8_t buf[2048];
+	char tix[512];
+	ssize_t len;
+	int64_t t;
+	int fd;
+
+	conf_with("journal_segment = 1M\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 100);	/* < 64 KiB: one entry, at 0 */
+	wait_written(ch, 10);
+	cr_assert_lt(th_head(ch), 65536);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	cr_assert_eq(sb_jtix_path(tix, sizeof(tix), cdir, 0), 0);
+	fd = open(tix, O_WRONLY | O_APPEND);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, "torn", 4), 4);
+	close(fd);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 100, 400);	/* past 64 KiB: an entry */
+	wait_written(ch, 10);
+	usleep(20000);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	usleep(20000);
+	publish_range(p, 500, 400);
+	wait_written(ch, 10);
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_TIME, (uint64_t)t, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+	cr_assert_geq(len, 0);
+	cr_assert_geq(m.pos, 65536, "from the entry written after the "
+		      "restart, not from %lu", (unsigned long)m.pos);
+	shmbus_replay_close(r);
+	close_pub(bus, ch, p);
+}
+
+/* A batch that wraps the ring leaves padding longer than the agent's
+ * 1 MiB buffer: the journal writes it as its word and goes on (it once
+ * stalled there, holding the producers for good). */
+Test(journal_recovery, padding_longer_than_the_agents_buffer)
+{
+	static uint8_t bufs[1000][1984];
+	struct iovec iov[1000];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t i = 0;
+
+	conf_raw("capacity = 4M\nmax_msg = 2048\njournal_segment = 4M\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	while (th_head(ch) < (4u << 20) - (1536u << 10))
+		publish_range(p, i++, 1);	/* up to 1.5 MiB from the end */
+	for (int k = 0; k < 1000; k++) {
+		th_msg_fill(bufs[k], sizeof(bufs[k]), 1, i + (uint64_t)k);
+		iov[k] = (struct iovec){ bufs[k], sizeof(bufs[k]) };
+	}
+	{
+		int rc;
+
+		/* Room for it once the journal has what is there. */
+		while ((rc = shmbus_publish_batch(p, iov, 1000)) == -EAGAIN)
+			usleep(100);
+		cr_assert_eq(rc, 1000, "batch: %d", rc);
+	}
+	wait_written(ch, 10);
+	publish_range(p, i + 1000, 3000);	/* another lap and more */
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+}
+
+/* A journal that cannot start (its segment size changed): the channel
+ * goes on without it, its producers not held by the old cursor, and a
+ * channel that acknowledges persisted acknowledges nothing. */
+Test(journal_recovery, a_journal_that_cannot_start_holds_no_producer)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	conf_raw("capacity = 64K\nmax_msg = 2048\njournal_segment = 64K\n"
+		 "acknowledge = persisted\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 100);
+	cr_assert_eq(shmbus_pub_sync(p, 2000000000), 0);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	conf_raw("capacity = 64K\nmax_msg = 2048\njournal_segment = 128K\n"
+		 "acknowledge = persisted\n");
+	start_daemon();
+	cr_assert(log_has("journal not started"));
+	ch = open_pub(&bus, &p);
+	publish_range(p, 100, 1);
+	cr_assert_eq(shmbus_pub_sync(p, 300000000), -ETIMEDOUT,
+		     "never acknowledged as persisted");
+	/* Several laps of the ring: nobody holds the producer. */
+	publish_range(p, 101, 2000);
+	close_pub(bus, ch, p);
+}
+
+/* A host crash lost a segment's unsynced tail but not its time index's:
+ * after the reboot the index is cut at the recovered end, so that a
+ * replay by a time after the reboot misses nothing journaled since. */
+Test(journal_recovery, an_index_past_the_recovered_end_is_cut)
+{
+	static uint8_t zero[1 << 20];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct shmbus_msg m;
+	struct timespec ts;
+	uint8_t buf[4096];
+	char segp[600];
+	uint64_t head, seq;
+	uint32_t id;
+	ssize_t len;
+	int64_t t;
+	int fd;
+
+	conf_raw("capacity = 64K\nmax_msg = 2048\njournal_segment = 1M\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	for (uint64_t i = 0; i < 3000; i++) {
+		uint8_t b[100];
+
+		th_msg_fill(b, sizeof(b), 1, i);
+		while (shmbus_publish(p, b, sizeof(b)) == -EAGAIN)
+			sched_yield();
+	}
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	/* The crash: everything past 100000 lost from the segment. */
+	cr_assert_eq(sb_jseg_path(segp, sizeof(segp), cdir, 0), 0);
+	fd = open(segp, O_RDWR);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pwrite(fd, zero, sizeof(zero) - 100000,
+			    SHMBUS_JSEG_HDR + 100000),
+		     (ssize_t)(sizeof(zero) - 100000));
+	close(fd);
+	remove_ring();
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	head = th_head(ch);
+	cr_assert_leq(head, 100000);
+	usleep(20000);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	usleep(20000);
+	for (uint64_t i = head / 120; i < head / 120 + 3000; i++) {
+		uint8_t b[100];
+
+		th_msg_fill(b, sizeof(b), 1, 1000000 + i);
+		while (shmbus_publish(p, b, sizeof(b)) == -EAGAIN)
+			sched_yield();
+	}
+	wait_written(ch, 10);
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_TIME, (uint64_t)t, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	len = shmbus_replay_read(r, buf, sizeof(buf), &m);
+	cr_assert_geq(len, 0);
+	cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0);
+	cr_assert_leq(m.pos, head, "started at %lu, past the first record "
+		      "journaled after t (%lu)", (unsigned long)m.pos,
+		      (unsigned long)head);
+	shmbus_replay_close(r);
+	close_pub(bus, ch, p);
+}
+
+/* Only names made as the daemon makes them (16 lower-case hex digits) are
+ * segments: "0x...", a sign or spaces would name another base. */
+Test(journal_recovery, only_canonical_names_are_segments)
+{
+	const char *dir = th_mkdir();
+	const char *names[] = { "0000000000010000.seg", "-000000000000001.seg",
+				"0x00000000000000.seg", " 000000000000001.seg",
+				"00000000000000A0.seg", "0000000000020000.tix" };
+	char path[256];
+	uint64_t *b;
+	size_t k;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		fd = open(path, O_WRONLY | O_CREAT, 0600);
+		cr_assert(fd >= 0);
+		close(fd);
+	}
+	cr_assert_eq(sb_jlist(dir, &b, &k), 0);
+	cr_assert_eq(k, 1, "%zu segments", k);
+	cr_assert_eq(b[0], 0x10000);
+	free(b);
+	th_rmdir(dir);
+}
+
+/* Damage in the ring under the journal (a record across the ring's end,
+ * which a live process that maps the ring wrote over its claim): the
+ * journal says so and counts it as an error, holding everything before
+ * it, rather than waiting there for ever without a word.  Once that
+ * process is killed, shmbusd repairs its claim and the journal goes on. */
+static int plant_across_the_end(void *arg)
+{
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_channel *ch = open_pub(&bus, &p);
+	uint8_t m[100] = { 3 };
+	uint64_t pos, left;
+	void *buf;
+
+	while ((left = 65536 - (th_head(ch) & 65535)) > 2048 || left < 256)
+		if (shmbus_publish(p, m, sizeof(m)))
+			return 1;
+	pos = th_head(ch);
+	if (shmbus_claim(p, 64, &buf))
+		return 2;
+	*(uint64_t *)arg = pos;
+	__atomic_store_n(&rec_at(ch, pos)->commit,
+			 commit_word(ch, pos, SHMBUS_REC_MSG, (uint32_t)left),
+			 __ATOMIC_RELEASE);
+	for (;;)
+		pause();
+}
+
+Test(journal_recovery, damage_in_the_ring_is_said_not_waited_on_in_silence)
+{
+	uint64_t *at = mmap(NULL, 8, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	pid_t pid;
+
+	cr_assert(at != MAP_FAILED);
+	*at = UINT64_MAX;
+	ch = journaled("journal_fsync = none\n", 10, &bus, &p);
+	close_pub(bus, ch, p);
+	pid = th_spawn(plant_across_the_end, at);
+	for (int i = 0; i < 3000 && *at == UINT64_MAX; i++)
+		usleep(1000);
+	cr_assert_neq(*at, UINT64_MAX);
+	for (int i = 0; i < 3000 && !log_has("journal: the ring is damaged at");
+	     i++)
+		usleep(1000);
+	cr_assert(log_has("journal: the ring is damaged at"));
+	cr_assert(log_has("cross the ring's end"));
+	ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	sb_jnl_read(ch, &v);
+	cr_assert(v.state & SHMBUS_JNL_ERROR, "state %#x", v.state);
+	cr_assert_eq(v.written, *at, "written to %lu, the damage at %lu",
+		     (unsigned long)v.written, (unsigned long)*at);
+	cr_assert_eq(v.gaps, 0);
+	kill(pid, SIGKILL);
+	th_wait(pid);
+	wait_written(ch, 10);
+	sb_jnl_read(ch, &v);
+	cr_assert_not(v.state & SHMBUS_JNL_ERROR, "state %#x", v.state);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	munmap(at, 8);
+}
+
+/* shmbusctl journal dump --from a position no record starts at is
+ * refused as such (exit 1), not reported as damage (exit 4); from a
+ * record's position it dumps from there. */
+Test(journal_recovery, dump_from_a_position_inside_a_record_is_refused)
+{
+	const char *bin = getenv("SHMBUSCTL");
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	char cmd[512], out[96];
+	int st;
+
+	if (!bin || !*bin)
+		bin = "build/tools/shmbusctl";
+	ch = journaled("", 10, &bus, &p);
+	snprintf(out, sizeof(out), "%s/dump.err", d.dir);
+	snprintf(cmd, sizeof(cmd), "%s journal dump %s --from 8 >/dev/null "
+		 "2>%s", bin, cdir, out);
+	st = system(cmd);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s: status %d",
+		  cmd, st);
+	{
+		char text[512] = { 0 };
+		FILE *f = fopen(out, "r");
+
+		cr_assert(f);
+		cr_assert(fread(text, 1, sizeof(text) - 1, f) > 0);
+		fclose(f);
+		cr_assert(strstr(text, "no record starts at 8"), "%s", text);
+	}
+	/* The second record starts where the first (message 0) ends. */
+	snprintf(cmd, sizeof(cmd), "%s journal dump %s --from %u >/dev/null",
+		 bin, cdir, SHMBUS_REC_HDR + (((unsigned)len_of(0) + 7u) & ~7u));
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	close_pub(bus, ch, p);
+}
