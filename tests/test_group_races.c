@@ -1,0 +1,1095 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_group_races.c - consumer groups at the interleavings reviews
+ * found: batches given back or ending in aborted records, poison batches,
+ * dead claims on the dead-letter channel, winners and maintenances killed
+ * or stopped between the steps of a claim's recording, a look for leases
+ * given back overtaken by the next claim, stopped active members, and a
+ * hostile member's writes to the group's file.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "../lib/contract.h"
+#include "../lib/group.h"
+#include "../lib/repair.h"
+
+#include "group_fixture.h"
+
+TestSuite(group_races, .init = grp_setup, .fini = grp_teardown,
+	  .timeout = 120);
+
+/* ------------------------------------------------- the review's cases */
+
+static shmbus_group *join_as(shmbus_channel *ch, const char *name,
+			     enum shmbus_group_mode mode, int64_t lease)
+{
+	struct shmbus_group_attr ga;
+	shmbus_group *g;
+
+	shmbus_group_attr_init(&ga);
+	ga.mode = mode;
+	ga.window = 8;
+	if (lease)
+		ga.lease_ns = lease;
+	g = shmbus_group_join(ch, "g", name, &ga);
+	cr_assert(g, "join %s: %s", name, strerror(errno));
+	return g;
+}
+
+static int keep_lease(const struct shmbus_group_msg *m, void *arg)
+{
+	*(struct shmbus_lease *)arg = m->lease;
+	return 0;
+}
+
+static uint64_t id_of(const void *buf, size_t off)
+{
+	uint64_t id;
+
+	memcpy(&id, (const uint8_t *)buf + off, 8);
+	return id;
+}
+
+/* A batch of 8 given back, then read one message at a time by another
+ * member that acks each: all 8 come, and the floor reaches head only
+ * after the last. */
+Test(group_races, a_batch_given_back_is_delivered_whole_to_a_reader)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *a = join_as(ch, "a", SHMBUS_GROUP_SHARED, 0);
+	shmbus_group *b = join_as(ch, "b", SHMBUS_GROUP_SHARED, 0);
+	struct shmbus_group_stats st;
+	struct shmbus_group_msg m;
+	struct shmbus_lease l;
+	uint8_t buf[64];
+	uint64_t want = 0;
+
+	book_open(8);
+	produce(ch, 8, 0);
+	cr_assert_eq(shmbus_group_poll(a, keep_lease, &l, 8), 8);
+	cr_assert_eq(shmbus_group_nack(a, &l, 0), 0);
+	while (shmbus_group_read(b, buf, sizeof(buf), &m) > 0) {
+		cr_assert_eq(id_of(buf, 0), want++);
+		cr_assert_eq(m.deliveries, 2);
+		shmbus_group_stats(b, &st);
+		cr_assert(st.floor < st.head || want == 8,
+			  "the floor passed message %lu before its ack",
+			  (unsigned long)want);
+		cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+	}
+	cr_assert_eq(want, 8, "all 8 messages, one by one");
+	shmbus_group_stats(b, &st);
+	cr_assert_eq(st.floor, st.head);
+	shmbus_group_leave(a);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
+struct ack_ctx {
+	shmbus_group *g;
+	unsigned n;
+};
+
+static int ack_each(const struct shmbus_group_msg *m, void *arg)
+{
+	struct ack_ctx *a = arg;
+
+	cr_assert_eq(m->deliveries, 1);
+	cr_assert_eq(shmbus_group_ack(a->g, &m->lease), 0);
+	a->n++;
+	return 0;
+}
+
+/* A batch whose range ends in records that hold no message (an aborted
+ * claim, a wrap's padding): the ack after its last message counts, as
+ * when it ends with that message. */
+Test(group_races, a_batch_that_ends_in_an_aborted_record_is_acknowledged)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = join_as(ch, "a", SHMBUS_GROUP_SHARED, 0);
+	struct ack_ctx a = { g, 0 };
+	struct shmbus_group_stats st;
+	shmbus_pub *p;
+	void *buf;
+
+	book_open(3);
+	produce(ch, 3, 0);
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	cr_assert_eq(shmbus_claim(p, 32, &buf), 0);
+	cr_assert_eq(shmbus_abort(p), 0);
+	shmbus_pub_close(p);
+	cr_assert_eq(shmbus_group_poll(g, ack_each, &a, 8), 3);
+	cr_assert_eq(shmbus_group_poll(g, ack_each, &a, 8), 0);
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.floor, st.head, "the batch's ack did not count: "
+		     "floor %lu, head %lu", (unsigned long)st.floor,
+		     (unsigned long)st.head);
+	cr_assert_eq(st.in_flight, 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+static int count_ids(const struct shmbus_msg *m, void *arg)
+{
+	unsigned *seen = arg;
+	uint64_t id;
+
+	memcpy(&id, m->data, 8);
+	if (id < 4)
+		seen[id]++;
+	else
+		cr_assert_eq(id, 1000, "filler or poison: %lu",
+			     (unsigned long)id);
+	return 0;
+}
+
+/* A poison batch whose dead-letter channel has room for part of it only:
+ * nothing is copied then, and all of it once there is room, each message
+ * once (copies made part way were made again). */
+Test(group_races, a_poison_batch_goes_to_the_dead_letter_channel_whole_and_once)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16), *dl;
+	struct shmbus_group_attr ga;
+	struct shmbus_group_stats st;
+	struct shmbus_lease l;
+	unsigned seen[4] = { 0 };
+	uint64_t filler = 1000;
+	shmbus_group *g;
+	shmbus_pub *fp;
+	shmbus_sub *sub;
+	int taken = 0;
+
+	dl = th_create_mp(dir, "dl", SHMBUS_MIN_CAPACITY);
+	sub = shmbus_sub_open(dl, NULL);
+	fp = shmbus_pub_open(dl, NULL);
+	cr_assert(sub && fp);
+	while (shmbus_publish(fp, &filler, 8) == 0)
+		;
+	/* Room for two of the batch's four records. */
+	cr_assert_eq(shmbus_poll(sub, count_ids, seen, 2), 2);
+	shmbus_group_attr_init(&ga);
+	ga.max_deliveries = 1;
+	ga.dead_letter = "dl";
+	g = shmbus_group_join(ch, "g", "w", &ga);
+	cr_assert(g);
+	book_open(4);
+	produce(ch, 4, 0);
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l, 4), 4);
+	cr_assert_eq(shmbus_group_nack(g, &l, 0), 0);
+	/* The next take finds it delivered max_deliveries times. */
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l, 4), 0);
+	for (int i = 0; i < 5; i++) {
+		shmbus_group_maintain(g);
+		usleep(2000);
+	}
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.dead_lettered, 0, "copied part way");
+	while (shmbus_poll(sub, count_ids, seen, 64) > 0)
+		;
+	for (int i = 0; i < 100 && !st.dead_lettered; i++) {
+		shmbus_group_maintain(g);
+		shmbus_group_stats(g, &st);
+		usleep(2000);
+	}
+	cr_assert_eq(st.dead_lettered, 4, "dead_lettered %lu dropped %lu nacked %lu floor %lu head %lu", (unsigned long)st.dead_lettered, (unsigned long)st.dropped, (unsigned long)st.nacked, (unsigned long)st.floor, (unsigned long)st.head);
+	while ((taken = shmbus_poll(sub, count_ids, seen, 64)) > 0)
+		;
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(seen[i], 1, "poison message %d copied %u times", i,
+			     seen[i]);
+	cr_assert_eq(st.floor, st.head);
+	shmbus_pub_close(fp);
+	shmbus_sub_close(sub);
+	shmbus_group_leave(g);
+	shmbus_channel_close(dl);
+	shmbus_channel_close(ch);
+}
+
+/* Direct mode: the dead-letter channel's hand-off stuck at a claim whose
+ * producer died between its claim and its hand-off.  The member's dead
+ * letter never waits on a claim, but heals a dead one as any producer
+ * does: the poison message goes out and the group moves on. */
+Test(group_races, a_dead_claim_on_the_dead_letter_channel_is_healed)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16), *dl;
+	struct shmbus_group_attr ga;
+	struct shmbus_group_stats st;
+	struct shmbus_group_msg m;
+	struct shmbus_prod_slot *s;
+	shmbus_group *g;
+	shmbus_pub *p;
+	uint64_t x = 7, at, buf[8];
+
+	dl = th_create_mp(dir, "dl", 1 << 16);
+	s = &dl->prods[SHMBUS_MAX_PRODUCERS - 1];
+	at = __atomic_load_n(&dl->hdr->head, __ATOMIC_ACQUIRE);
+	__atomic_store_n(&s->claim_end, at + 24, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->claim_pos, at, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->owner, (uint64_t)99999999 << 32 |
+			 SHMBUS_SLOT_ACTIVE, __ATOMIC_RELEASE);
+	__atomic_store_n(&dl->hdr->head, at + 24, __ATOMIC_RELEASE);
+	shmbus_group_attr_init(&ga);
+	ga.max_deliveries = 2;
+	ga.dead_letter = "dl";
+	g = shmbus_group_join(ch, "g", "w", &ga);
+	cr_assert(g, "join: %s", strerror(errno));
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	cr_assert_eq(shmbus_publish(p, &x, 8), 0);
+	shmbus_pub_close(p);
+	for (int i = 0; i < 300; i++) {
+		if (shmbus_group_read(g, buf, sizeof(buf), &m) >= 0)
+			cr_assert_eq(shmbus_group_nack(g, &m.lease, 0), 0);
+		shmbus_group_stats(g, &st);
+		if (st.dead_lettered)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(st.dead_lettered, 1, "the poison message never left");
+	for (int i = 0; i < 100 && st.floor != st.head; i++) {
+		shmbus_group_maintain(g);
+		shmbus_group_stats(g, &st);
+		usleep(10000);
+	}
+	cr_assert_eq(st.floor, st.head);
+	shmbus_group_leave(g);
+	shmbus_channel_close(dl);
+	shmbus_channel_close(ch);
+}
+
+static volatile sig_atomic_t hooked_once;
+
+static void stop_self(int where)
+{
+	if (where != SB_HOOK_CLAIMED)
+		return;
+	hooked_once = 1;
+	raise(SIGSTOP);
+}
+
+static int win_then_stop(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_lease l;
+	shmbus_group *g;
+
+	(void)arg;
+	g = ch ? shmbus_group_join(ch, "g", "stopper", NULL) : NULL;
+	if (!g)
+		return 2;
+	sb_group_hook = stop_self;	/* after the claim, before its lease */
+	/* Until the message is there (the parent publishes after the
+	 * spawn): the first claim stops (or kills) us. */
+	for (int i = 0; i < 5000 && !hooked_once &&
+			shmbus_group_poll(g, keep_lease, &l, 1) == 0; i++)
+		usleep(1000);
+	return 0;
+}
+
+static void killed_at_claim(int where)
+{
+	if (where == SB_HOOK_CLAIMED)
+		raise(SIGKILL);
+}
+
+static int win_then_die(void *arg)
+{
+	sb_group_hook = killed_at_claim;
+	return win_then_stop(arg);
+}
+
+/* A member stopped (or killed) between winning a claim and recording its
+ * lease, at the group's very first claim: the others get the message once
+ * the winner is dead, or once a term has passed. */
+static void unrecorded_claim(int (*winner)(void *), int64_t lease)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *b = join_as(ch, "b", SHMBUS_GROUP_SHARED, lease);
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	uint64_t got = 0;
+	pid_t p;
+	int st;
+
+	book_open(100);
+	p = th_spawn(winner, NULL);
+	produce(ch, 1, 0);
+	cr_assert_eq(waitpid(p, &st, WUNTRACED), p);
+	cr_assert(WIFSTOPPED(st) || WIFSIGNALED(st));
+	produce_from(ch, 1, 99, 0);
+	for (int i = 0; i < 4000 && got < 100; i++) {
+		if (shmbus_group_read(b, buf, sizeof(buf), &m) > 0) {
+			cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+			got++;
+		} else {
+			usleep(500);
+		}
+	}
+	cr_assert_eq(got, 100, "the unrecorded claim's message came too");
+	if (WIFSTOPPED(st)) {
+		kill(p, SIGCONT);
+		cr_assert_eq(th_wait(p), 0, "the winner, resumed, lets go");
+	}
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
+Test(group_races, the_first_claims_winner_killed_before_its_lease)
+{
+	unrecorded_claim(win_then_die, 0);
+}
+
+Test(group_races, a_claims_winner_stopped_for_a_term_before_its_lease)
+{
+	unrecorded_claim(win_then_stop, 50000000);
+}
+
+/* ------------------------------- recordings that died or were overtaken */
+
+/* What the processes of the two tests below tell each other. */
+static struct rendezvous {
+	_Atomic int taking;	/* T looked at the floor and the claim word */
+	_Atomic int recording;	/* M's recording made its CAS */
+	_Atomic int took;	/* T's read is over: 1 + what it returned */
+	_Atomic uint64_t took_id;
+} *rv;
+
+static void rendezvous_open(void)
+{
+	rv = mmap(NULL, sizeof(*rv), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(rv != MAP_FAILED);
+	memset(rv, 0, sizeof(*rv));
+}
+
+/* Until *w is set, for 5 s at most. */
+static void await(_Atomic int *w)
+{
+	for (int i = 0; i < 5000 && !atomic_load(w); i++)
+		usleep(1000);
+}
+
+static shmbus_group *join_window_1(shmbus_channel *ch, const char *name)
+{
+	struct shmbus_group_attr ga;
+
+	shmbus_group_attr_init(&ga);
+	ga.window = 1;
+	ga.lease_ns = 5000000000;
+	return shmbus_group_join(ch, "g", name, &ga);
+}
+
+static void killed_recording(int where)
+{
+	if (where == SB_HOOK_RECORDING)
+		raise(SIGKILL);
+}
+
+static void paused_recording(int where)
+{
+	if (where != SB_HOOK_RECORDING)
+		return;
+	atomic_store(&rv->recording, 1);
+	await(&rv->took);
+}
+
+static void paused_taking(int where)
+{
+	static int once;
+
+	if (where != SB_HOOK_TAKING || once++)
+		return;
+	atomic_store(&rv->taking, 1);
+	await(&rv->recording);
+}
+
+/* A member whose maintenance records a dead winner's claim: killed (or
+ * held, with `arg`) between the recording's CAS and its seq. */
+static int maintain_hooked(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	shmbus_group *g;
+
+	sb_group_hook = arg ? paused_recording : killed_recording;
+	g = ch ? join_window_1(ch, "m") : NULL;
+	if (!g)
+		return 2;
+	for (int i = 0; i < 1000 && !atomic_load(&rv->recording); i++) {
+		shmbus_group_maintain(g);
+		usleep(1000);
+	}
+	return 0;
+}
+
+/* A member whose look for a lease given back is held between its read
+ * of the floor and its look at the slots; what it gets, it acks. */
+static int take_held(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	shmbus_group *g;
+	ssize_t n;
+
+	(void)arg;
+	sb_group_hook = paused_taking;
+	g = ch ? join_window_1(ch, "t") : NULL;
+	if (!g)
+		return 2;
+	n = shmbus_group_read(g, buf, sizeof(buf), &m);
+	if (n > 0) {
+		atomic_store(&rv->took_id, id_of(buf, 0));
+		shmbus_group_ack(g, &m.lease);
+	}
+	atomic_store(&rv->took, 1 + (n > 0));
+	return 0;
+}
+
+static int win_then_die_1(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_lease l;
+	shmbus_group *g;
+
+	(void)arg;
+	sb_group_hook = killed_at_claim;
+	g = ch ? join_window_1(ch, "w") : NULL;
+	for (int i = 0; g && i < 5000; i++)
+		if (shmbus_group_poll(g, keep_lease, &l, 1) == 0)
+			usleep(1000);
+	return 3;	/* never claimed */
+}
+
+/* Reads what b is given for up to 2 s: the ids, acked. */
+static unsigned read_all(shmbus_group *b, uint64_t *ids, unsigned cap)
+{
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	unsigned n = 0;
+
+	for (int i = 0; i < 2000 && n < cap; i++) {
+		if (shmbus_group_read(b, buf, sizeof(buf), &m) > 0) {
+			ids[n++] = id_of(buf, 0);
+			cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+		} else {
+			shmbus_group_maintain(b);
+			usleep(1000);
+		}
+	}
+	return n;
+}
+
+/*
+ * The maintenance records a dead winner's claim AVAILABLE, and is killed
+ * between that recording's CAS and its seq.  The next maintenance takes
+ * the recording over: the claim's message is delivered, and the group
+ * (window 1) goes on.
+ */
+Test(group_races, a_maintenance_killed_while_recording_is_taken_over)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *b;
+	uint64_t ids[8];
+	unsigned n;
+	int st;
+	pid_t p;
+
+	rendezvous_open();
+	b = join_window_1(ch, "b");
+	cr_assert(b);
+	p = th_spawn(win_then_die_1, NULL);
+	produce(ch, 1, 0);
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFSIGNALED(st), "the winner claimed message 0 and died");
+	p = th_spawn(maintain_hooked, NULL);
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFSIGNALED(st), "the maintenance died recording claim 0");
+	produce_from(ch, 1, 3, 0);
+	n = read_all(b, ids, 4);
+	cr_assert_eq(n, 4, "%u of 4 messages delivered: the group stalled "
+		     "at the recording that died", n);
+	for (unsigned i = 0; i < 4; i++)
+		cr_assert_eq(ids[i], i);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
+/*
+ * Window 1: claims 0 and 1 share a slot.  Claim 0 (message A) is given
+ * back; T looks for leases given back and is held after reading the floor
+ * (0).  Meanwhile A is taken again and acked, claim 1 (message B) is won
+ * by a member that dies, and the maintenance that records claim 1
+ * AVAILABLE is held between its CAS and its seq, so the slot shows claim
+ * 1's word beside claim 0's seq.  T must not take that word for claim 0:
+ * it would deliver A a third time and ack claim 1 with it, losing B.
+ */
+Test(group_races, a_lease_given_back_is_never_taken_for_the_claim_after_it)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	shmbus_group *b;
+	pid_t t, w, mt;
+	uint64_t ids[4];
+	unsigned n;
+	int st;
+
+	rendezvous_open();
+	b = join_window_1(ch, "b");
+	cr_assert(b);
+	produce(ch, 1, 0);				/* A */
+	cr_assert_gt(shmbus_group_read(b, buf, sizeof(buf), &m), 0);
+	cr_assert_eq(shmbus_group_nack(b, &m.lease, 0), 0);
+	t = th_spawn(take_held, NULL);
+	await(&rv->taking);
+	cr_assert(atomic_load(&rv->taking), "T never looked");
+	cr_assert_gt(shmbus_group_read(b, buf, sizeof(buf), &m), 0);
+	cr_assert_eq(id_of(buf, 0), 0);
+	cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+	w = th_spawn(win_then_die_1, NULL);
+	produce_from(ch, 1, 1, 0);			/* B */
+	cr_assert_eq(waitpid(w, &st, 0), w);
+	cr_assert(WIFSIGNALED(st), "the winner claimed B and died");
+	mt = th_spawn(maintain_hooked, (void *)1);
+	cr_assert_eq(th_wait(t), 0);
+	cr_assert_eq(th_wait(mt), 0);
+	cr_assert_eq(atomic_load(&rv->took), 1, "T was given message %lu "
+		     "(claim 1's word taken for claim 0)",
+		     (unsigned long)atomic_load(&rv->took_id));
+	n = read_all(b, ids, 1);
+	cr_assert_eq(n, 1, "B was never delivered");
+	cr_assert_eq(ids[0], 1);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
+static int active_then_stop(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_attr ga;
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	shmbus_group *g;
+
+	(void)arg;
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_SINGLE_ACTIVE;
+	g = ch ? shmbus_group_join(ch, "g", "active", &ga) : NULL;
+	if (!g)
+		return 2;
+	while (shmbus_group_read(g, buf, sizeof(buf), &m) <= 0)
+		usleep(100);
+	shmbus_group_ack(g, &m.lease);
+	raise(SIGSTOP);
+	return 0;
+}
+
+/* single_active: the active member stopped while holding nothing; the
+ * standby takes over after a term. */
+Test(group_races, a_stopped_active_member_is_replaced_after_a_term)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *anchor = join_as(ch, "anchor", SHMBUS_GROUP_SINGLE_ACTIVE,
+				       50000000);
+	struct shmbus_group_msg m;
+	shmbus_group *b;
+	uint8_t buf[64];
+	uint64_t got = 0;
+	pid_t p;
+	int st;
+
+	book_open(10);
+	shmbus_group_leave(anchor);
+	p = th_spawn(active_then_stop, NULL);
+	usleep(50000);
+	b = join_as(ch, "standby", SHMBUS_GROUP_SINGLE_ACTIVE, 0);
+	produce(ch, 1, 0);
+	cr_assert_eq(waitpid(p, &st, WUNTRACED), p);
+	cr_assert(WIFSTOPPED(st));
+	produce_from(ch, 1, 9, 0);
+	for (int i = 0; i < 4000 && got < 9; i++) {
+		if (shmbus_group_read(b, buf, sizeof(buf), &m) > 0) {
+			cr_assert_eq(id_of(buf, 0), got + 1);
+			cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+			got++;
+		} else {
+			usleep(500);
+		}
+	}
+	cr_assert_eq(got, 9, "the standby took over");
+	kill(p, SIGKILL);
+	th_wait(p);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
+/* keyed: a nack names a record held, not one already acknowledged. */
+Test(group_races, keyed_refuses_to_nack_what_was_acknowledged)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = join_as(ch, "k", SHMBUS_GROUP_KEYED, 0);
+	struct shmbus_lease l[3];
+	int n = 0;
+
+	book_open(3);
+	produce(ch, 3, 1);	/* one key: all in one lane */
+	for (int i = 0; i < 100 && n < 3; i++)
+		n += shmbus_group_poll(g, keep_lease, &l[n], 1);
+	cr_assert_eq(n, 3);
+	cr_assert_eq(shmbus_group_ack(g, &l[1]), 0);	/* covers l[0] */
+	/* l[2] is still held: l[0] is not. */
+	cr_assert_eq(shmbus_group_nack(g, &l[0], 0), -EINVAL);
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l[0], 1), 0,
+		     "nothing delivered again");
+	cr_assert_eq(shmbus_group_ack(g, &l[2]), 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+/* keyed: an ack past everything delivered names nothing, and forgets
+ * nothing the member holds. */
+Test(group_races, keyed_an_ack_past_what_was_delivered_changes_nothing)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = join_as(ch, "k", SHMBUS_GROUP_KEYED, 0);
+	struct shmbus_lease l[3], bad;
+	int n = 0;
+
+	book_open(3);
+	produce(ch, 3, 1);	/* one key: all in one lane */
+	for (int i = 0; i < 100 && n < 3; i++)
+		n += shmbus_group_poll(g, keep_lease, &l[n], 1);
+	cr_assert_eq(n, 3);
+	bad = l[2];
+	bad.w[2] += 1 << 20;
+	cr_assert_eq(shmbus_group_ack(g, &bad), -EINVAL);
+	cr_assert_eq(shmbus_group_nack(g, &l[0], 0), 0, "the three are still "
+		     "held");
+	for (int i = 0, k = 0; i < 100 && k < 3; i++)
+		k += shmbus_group_poll(g, keep_lease, &l[k], 1);
+	cr_assert_eq(shmbus_group_ack(g, &l[2]), 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+struct flipper {
+	struct shmbus_group_hdr *h;
+	_Atomic int stop;
+};
+
+static void *flip(void *arg)
+{
+	struct flipper *f = arg;
+
+	while (!atomic_load(&f->stop)) {
+		__atomic_store_n(&f->h->window, 65536u, __ATOMIC_RELAXED);
+		__atomic_store_n(&f->h->window, 1u, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+/* A hostile member rewrites the group's window while others map and
+ * maintain it: errors, never a crash or a read out of bounds. */
+Test(group_races, a_window_rewritten_under_a_reader_is_never_trusted_twice)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_channel *other = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_attr ga;
+	struct flipper f = { 0 };
+	shmbus_group *g;
+	char path[512];
+	pthread_t t;
+	int fd;
+
+	shmbus_group_attr_init(&ga);
+	ga.window = 1;		/* the smallest file */
+	g = shmbus_group_join(ch, "g", "g0", &ga);
+	cr_assert(g && other);
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0);
+	f.h = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	cr_assert(f.h != MAP_FAILED);
+	f.h->claim_seq = 65536;
+	pthread_create(&t, NULL, flip, &f);
+	/* As shmbusd maintains it: a fresh map of the file each time. */
+	for (uint64_t end = th_now_ns() + 1000000000; th_now_ns() < end;)
+		sb_group_maintain_file(other, dir, "g", NULL, NULL);
+	atomic_store(&f.stop, 1);
+	pthread_join(t, NULL);
+	f.h->window = 1;
+	f.h->claim_seq = 0;
+	munmap(f.h, 4096);
+	close(fd);
+	shmbus_group_leave(g);
+	shmbus_channel_close(other);
+	shmbus_channel_close(ch);
+}
+
+/* Time from the application is added saturating: a delay or a term near
+ * the 64-bit limit means "for ever", never an overflow. */
+Test(group_races, huge_delays_and_terms_saturate)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = join_as(ch, "g0", SHMBUS_GROUP_SHARED, 0);
+	struct shmbus_group_attr ga;
+	struct shmbus_lease l;
+
+	book_open(2);
+	produce(ch, 2, 0);
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l, 1), 1);
+	cr_assert_eq(shmbus_group_extend(g, &l, INT64_MAX), 0);
+	cr_assert_eq(shmbus_group_nack(g, &l, INT64_MAX), 0);
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l, 1), 1);
+	cr_assert_eq(shmbus_group_ack(g, &l), 0);
+	/* the nacked one waits "for ever": nothing more now */
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &l, 1), 0);
+	cr_assert_eq(shmbus_group_wait(g, INT64_MAX / 2 + 1) == 0 ||
+		     shmbus_group_wait(g, 0) == -ETIMEDOUT, 1);
+	shmbus_group_attr_init(&ga);
+	ga.lease_ns = INT64_MAX;	/* more than a day */
+	cr_assert_null(shmbus_group_join(ch, "other", "x", &ga));
+	cr_assert_eq(errno, EINVAL);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+/* Deleting a group: refused while a member lives, then its hold on the
+ * producers goes with it. */
+Test(group_races, a_deleted_group_no_longer_holds_the_producer)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 12);
+	shmbus_group *g = join_as(ch, "m", SHMBUS_GROUP_SHARED, 0);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	uint64_t v = 0;
+	char path[512];
+	int rc;
+
+	cr_assert(p);
+	/* Nobody acks: the group's floor holds the ring until it is full. */
+	while ((rc = shmbus_publish(p, &v, sizeof(v))) == 0)
+		v++;
+	cr_assert_eq(rc, -EAGAIN, "held back by the group");
+	cr_assert_eq(shmbus_group_delete(ch, "g"), -EBUSY);
+	shmbus_group_leave(g);
+	cr_assert_eq(shmbus_group_delete(ch, "g"), 0);
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	cr_assert_neq(access(path, F_OK), 0, "the file is gone");
+	cr_assert_eq(shmbus_publish(p, &v, sizeof(v)), 0,
+		     "the producer is free again");
+	cr_assert_eq(shmbus_group_delete(ch, "g"), -ENOENT);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}
+
+static void die(void)
+{
+	raise(SIGKILL);
+}
+
+static int create_then_die(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+
+	(void)arg;
+	sb_group_create_hook = die;
+	return ch && shmbus_group_join(ch, "fresh", "m", NULL) ? 0 : 3;
+}
+
+/* A process killed while creating a group, holding the channel's slot
+ * before the group's file is in place: the slot is released (here by the
+ * producer it holds back, as in direct mode), not lost for good. */
+Test(group_races, a_creator_killed_before_its_group_file_leaves_no_slot)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 12);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	uint64_t v = 0;
+	char path[512];
+	int rc = 0, i;
+
+	cr_assert(p);
+	cr_assert_eq(th_wait(th_spawn(create_then_die, NULL)), 128 + SIGKILL);
+	snprintf(path, sizeof(path), "%s/.ch@fresh.group", dir);
+	cr_assert_neq(access(path, F_OK), 0, "no group file");
+	/* More than a ring's worth: only a released slot lets them all in. */
+	for (i = 0; i < 5000 && v < 1000; i++) {
+		rc = shmbus_publish(p, &v, sizeof(v));
+		if (rc == 0)
+			v++;
+		else
+			usleep(1000);
+	}
+	cr_assert_eq(v, 1000, "the producer was held back for good (%d)", rc);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}
+
+/* The same death just after the file is in place keeps the group whole:
+ * the repair finds the file and leaves the slot to the group. */
+static void die_now(void)
+{
+	raise(SIGKILL);
+}
+
+static int link_then_die(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_attr ga;
+
+	(void)arg;
+	shmbus_group_attr_init(&ga);
+	if (!ch)
+		return 3;
+	/* Made whole first, then the slot made to name us again, as if we
+	 * had died between the link and sb_slot_group_made(). */
+	if (!shmbus_group_join(ch, "whole", "m", &ga))
+		return 4;
+	die_now();
+	return 0;
+}
+
+Test(group_races, a_group_whose_file_is_in_place_keeps_its_slot)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 12);
+	struct shmbus_group_stats st;
+	shmbus_group *g;
+	pid_t pid;
+	struct shmbus_sub_slot *slots;
+	uint32_t slot = SHMBUS_MAX_SLOTS;
+
+	pid = th_spawn(link_then_die, NULL);
+	cr_assert_eq(th_wait(pid), 128 + SIGKILL);
+	slots = ch->subs;
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++)
+		if ((uint32_t)slots[i].owner == SHMBUS_SLOT_GROUP)
+			slot = i;
+	cr_assert_lt(slot, SHMBUS_MAX_SLOTS);
+	/* Name the dead creator again: what a death before the settle
+	 * leaves. */
+	slots[slot].owner = (uint64_t)pid << 32 | SHMBUS_SLOT_GROUP;
+	cr_assert_eq(sb_repair_sub(ch, slot, (uint32_t)pid, (uint32_t)getpid()),
+		     0);
+	cr_assert_eq(slots[slot].owner, SHMBUS_SLOT_GROUP,
+		     "the group keeps its slot, without the pid");
+	g = shmbus_group_join(ch, "whole", "n", NULL);
+	cr_assert(g, "the group is whole: %s", strerror(errno));
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.members, 1);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+/* ------------------------------------- a hostile member's file writes */
+
+/* The group's file, mapped as any member may map it. */
+static struct shmbus_group_hdr *map_file(size_t *len)
+{
+	char path[512];
+	struct stat st;
+	void *p;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0 && fstat(fd, &st) == 0, "%s", path);
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		 fd, 0);
+	close(fd);
+	cr_assert(p != MAP_FAILED);
+	*len = (size_t)st.st_size;
+	return p;
+}
+
+static shmbus_channel *other_channel(const char *name,
+				     enum shmbus_producers prod)
+{
+	struct shmbus_channel_attr ca;
+	shmbus_channel *c;
+
+	shmbus_channel_attr_init(&ca);
+	ca.capacity = 1 << 16;
+	ca.producers = prod;
+	c = shmbus_channel_create(dir, name, &ca, 0);
+	cr_assert(c, "create %s", name);
+	return c;
+}
+
+/* A name written into the file's dead-letter field: an honest member
+ * opens no publisher there until a poison message needs one, and then
+ * only on a multi-producer channel; a single producer's channel is never
+ * taken (its poison is dropped and counted). */
+Test(group_races, the_files_dead_letter_name_takes_no_producers_place)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_channel *other = other_channel("other", SHMBUS_SINGLE_PRODUCER);
+	struct shmbus_group_stats st;
+	struct shmbus_group_attr ga;
+	struct shmbus_lease lease;
+	struct shmbus_group_hdr *h;
+	shmbus_group *g;
+	shmbus_pub *p;
+	size_t len;
+
+	shmbus_group_attr_init(&ga);
+	ga.window = 8;
+	ga.max_deliveries = 1;
+	g = shmbus_group_join(ch, "g", "honest", &ga);
+	cr_assert(g);
+	h = map_file(&len);
+	strcpy(h->dead_letter, "other");
+	produce(ch, 4, 0);
+	/* Maintenance with nothing poisoned: the channel is not touched. */
+	cr_assert_eq(shmbus_group_maintain(g), 0);
+	p = shmbus_pub_open(other, NULL);
+	cr_assert(p, "the other channel's producer locked out: %s",
+		  strerror(errno));
+	/* A poison message, while that channel's producer is there: the
+	 * member does not take its place; the message is dropped. */
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &lease, 1), 1);
+	cr_assert_eq(shmbus_group_nack(g, &lease, 0), 0);
+	for (int i = 0; i < 100 && (shmbus_group_stats(g, &st), !st.dropped);
+	     i++) {
+		/* Delivered again (its delivery count decides), or found
+		 * poisoned and handed to the maintenance. */
+		if (shmbus_group_poll(g, keep_lease, &lease, 1) == 1)
+			shmbus_group_nack(g, &lease, 0);
+		cr_assert_geq(shmbus_group_maintain(g), 0);
+		usleep(2000);
+	}
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.dead_lettered, 0);
+	cr_assert_eq(st.dropped, 1, "dropped %llu",
+		     (unsigned long long)st.dropped);
+	shmbus_pub_close(p);
+	p = shmbus_pub_open(other, NULL);
+	cr_assert(p, "the member holds the other channel's producer role");
+	shmbus_pub_close(p);
+	munmap(h, len);
+	shmbus_group_leave(g);
+	shmbus_channel_close(other);
+	shmbus_channel_close(ch);
+}
+
+static shmbus_pub *the_dl;
+
+static int count_any(const struct shmbus_msg *m, void *arg)
+{
+	(void)m;
+	++*(int *)arg;
+	return 0;
+}
+
+static shmbus_pub *dl_given(const char *name, void *ctx, bool *drop)
+{
+	(void)name;
+	(void)ctx;
+	(void)drop;
+	return the_dl;
+}
+
+/* A poison lease whose range runs past head (the file is any member's to
+ * write): dropped and counted once, never copied to the dead-letter
+ * channel over and over. */
+Test(group_races, a_poison_lease_past_head_is_dropped_once)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_channel *dlch = other_channel("dl", SHMBUS_MULTI_PRODUCER);
+	shmbus_sub *dsub = shmbus_sub_open(dlch, NULL);
+	struct shmbus_group_stats st;
+	struct shmbus_lease_slot *l;
+	struct shmbus_lease lease;
+	struct shmbus_group_hdr *h;
+	shmbus_group *g;
+	int got = 0;
+	size_t len;
+	uint64_t c;
+
+	cr_assert(dsub);
+	the_dl = shmbus_pub_open(dlch, NULL);
+	cr_assert(the_dl);
+	g = join_as(ch, "honest", SHMBUS_GROUP_SHARED, 0);
+	h = map_file(&len);
+	strcpy(h->dead_letter, "dl");
+	produce(ch, 20, 0);
+	cr_assert_eq(shmbus_group_poll(g, keep_lease, &lease, 1), 1);
+	l = (void *)((uint8_t *)h + SHMBUS_GROUP_LEASES_OFF);
+	c = l[0].ctl;
+	l[0].end = l[0].start + (1u << 20);
+	__atomic_store_n(&l[0].ctl, gctl(SHMBUS_LEASE_POISON, SHMBUS_NO_MEMBER,
+					 5, gctl_gen(c) + 1), __ATOMIC_RELEASE);
+	for (int scan = 0; scan < 3; scan++) {
+		cr_assert_geq(sb_group_maintain_file(ch, dir, "g", dl_given,
+						     NULL), 0);
+		shmbus_poll(dsub, count_any, &got, 1000);
+	}
+	cr_assert_eq(got, 0, "%d copies in the dead-letter channel", got);
+	cr_assert_eq(gctl_state(l[0].ctl), SHMBUS_LEASE_DEAD);
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.dropped, 1);
+	munmap(h, len);
+	shmbus_group_leave(g);
+	shmbus_pub_close(the_dl);
+	shmbus_sub_close(dsub);
+	shmbus_channel_close(dlch);
+	shmbus_channel_close(ch);
+}
+
+/* A lane's deadline written as the most negative time: the statistics
+ * saturate (UBSan, under `make sanitize`, fails a subtraction that
+ * wraps). */
+Test(group_races, a_hostile_lane_deadline_saturates_the_statistics)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_stats st;
+	struct shmbus_group_hdr *h;
+	struct shmbus_lane *ln;
+	shmbus_group *g;
+	size_t len;
+
+	g = join_as(ch, "honest", SHMBUS_GROUP_KEYED, 0);
+	h = map_file(&len);
+	ln = (void *)((uint8_t *)h + SHMBUS_GROUP_LANES_OFF);
+	ln[0].next = ln[0].acked + 16;
+	ln[0].deadline = INT64_MIN;
+	cr_assert_eq(shmbus_group_stats(g, &st), 0);
+	cr_assert_eq(st.in_flight, 1);
+	munmap(h, len);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+/* A FIFO where a group's file would be: refused at once, never waited
+ * on (opening a FIFO to read waits for a writer). */
+Test(group_races, a_fifo_named_as_a_group_file_is_refused_at_once)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct sb_group_state gs;
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	cr_assert_eq(mkfifo(path, 0666), 0);
+	alarm(5);
+	cr_assert_null(shmbus_group_join(ch, "g", "m", NULL));
+	cr_assert_eq(errno, EBADMSG, "join: %s", strerror(errno));
+	cr_assert_eq(sb_group_state_get(ch, dir, "g", &gs), -EBADMSG);
+	alarm(0);
+	unlink(path);
+	shmbus_channel_close(ch);
+}
