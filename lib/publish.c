@@ -27,8 +27,12 @@
 void sb_seg_index(struct shmbus_channel *ch, uint64_t p, uint64_t q)
 {
 	uint64_t seg = UINT64_C(1) << ch->seg_log2;
+	uint64_t b = (p | (seg - 1)) + 1;
 
-	for (uint64_t b = (p | (seg - 1)) + 1; b <= q; b += seg)
+	/* Distances from p, so that positions near 2^64 (a head written
+	 * over: damage the readers report) cannot make the walk wrap and go
+	 * on for ever; and a lap of entries at most. */
+	for (unsigned n = 0; n < SHMBUS_NSEG && b - p <= q - p; n++, b += seg)
 		/* R4: pairs with A4 in sb_sub_find_oldest() and
 		 * sp_walk_start(). */
 		store_release64(&ch->segs[(b >> ch->seg_log2) &

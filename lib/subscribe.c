@@ -491,12 +491,14 @@ mbox_peek(struct shmbus_sub *sub, struct peeked *pk)
 static inline void prefetch_posted(const struct shmbus_sub *sub)
 {
 	uint64_t a = sub->pos & ~(uint64_t)(SHMBUS_CACHELINE - 1);
-	uint64_t e = sub->ring_end + SHMBUS_CACHELINE;
+	/* A distance, not an end: positions near 2^64 (damage) must not
+	 * make the walk wrap round and go on for ever. */
+	uint64_t span = sub->ring_end + SHMBUS_CACHELINE - a;
 
-	if (e - a > PREFETCH_MAX)
-		e = a + PREFETCH_MAX;
-	for (; a < e; a += SHMBUS_CACHELINE)
-		__builtin_prefetch(sub->data + (a & sub->mask));
+	if (span > PREFETCH_MAX)
+		span = PREFETCH_MAX;
+	for (uint64_t off = 0; off < span; off += SHMBUS_CACHELINE)
+		__builtin_prefetch(sub->data + ((a + off) & sub->mask));
 }
 
 /* The number the next empty look at the mailbox has in its run: the
