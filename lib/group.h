@@ -147,10 +147,10 @@ uint64_t sb_msg_key(const uint8_t *data, uint32_t len);
 /* shared mode (group_shared.c) */
 void sb_pair_read(uint64_t *w, uint64_t *pos, uint64_t *seq);
 bool sb_intent_read(struct shmbus_member *r, uint64_t *s, uint64_t *pos);
-bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
-		     int64_t deadline, uint64_t start, uint64_t end,
-		     uint64_t first_seq, uint64_t msgs, uint32_t dead,
-		     uint64_t *ctlp);
+bool sb_lease_record(struct shmbus_group_hdr *g, struct shmbus_lease_slot *l,
+		     uint64_t s, uint64_t nctl, int64_t deadline,
+		     uint64_t start, uint64_t end, uint64_t first_seq,
+		     uint64_t msgs, uint32_t dead, uint64_t *ctlp);
 /* The deadline the maintenance records an AVAILABLE lease with: its
  * recorder's pid, so that a recording it died in can be taken over
  * (sb_lease_record()).  An AVAILABLE lease has no deadline of its own. */
@@ -213,6 +213,8 @@ enum {
 				 * floor and the claim word, before the slots */
 	SB_HOOK_LAPPED,		/* overwrite policy: a lap recorded, before
 				 * the next claim */
+	SB_HOOK_RESOLVING,	/* a maintenance about to record a claim
+				 * whose winner is gone */
 };
 extern void (*sb_group_hook)(int where);
 /* Another: called when a new group's creator holds the channel's slot

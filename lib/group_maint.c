@@ -364,10 +364,12 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 		    !claim_start(m, s + 1, &end) || end < start ||
 		    end > load_relaxed64(&m->ch->hdr->head))
 			continue;
+		if (sb_group_hook)
+			sb_group_hook(SB_HOOK_RESOLVING);
 		/* Never delivered here; but below the mark a standby's
 		 * copy was given, perhaps on the primary it followed
 		 * (group_shared.c): it comes as a second delivery. */
-		if (sb_lease_record(l, s, gctl(SHMBUS_LEASE_AVAILABLE,
+		if (sb_lease_record(g, l, s, gctl(SHMBUS_LEASE_AVAILABLE,
 					       SHMBUS_NO_MEMBER,
 					       start < load_relaxed64(
 						   &g->redeliver_below), 0),

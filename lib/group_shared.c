@@ -227,16 +227,27 @@ bool sb_intent_read(struct shmbus_member *r, uint64_t *s, uint64_t *pos)
  * A live recorder, running or stopped, finishes its own: it stores after
  * its CAS without looking, so the slot must not move on under it.
  */
-bool sb_lease_record(struct shmbus_lease_slot *l, uint64_t s, uint64_t nctl,
-		     int64_t deadline, uint64_t start, uint64_t end,
-		     uint64_t first_seq, uint64_t msgs, uint32_t dead,
-		     uint64_t *ctlp)
+bool sb_lease_record(struct shmbus_group_hdr *g, struct shmbus_lease_slot *l,
+		     uint64_t s, uint64_t nctl, int64_t deadline,
+		     uint64_t start, uint64_t end, uint64_t first_seq,
+		     uint64_t msgs, uint32_t dead, uint64_t *ctlp)
 {
 	for (;;) {
 		/* A17: pairs with R17 (the previous claim's last change). */
 		uint64_t c = load_acquire64(&l->ctl);
 		uint64_t dl = load_relaxed64((uint64_t *)&l->deadline);
 		uint32_t st = gctl_state(c);
+		uint64_t fp, fs;
+
+		/* A recorder that stopped before this (a winner replaced
+		 * after a term, a maintenance whose lock was taken over)
+		 * may come back after the floor passed s: the slot is then
+		 * a later claim's, whatever its word says.  Read after the
+		 * word, as take_available() does: a word of claim s + window
+		 * comes only after the floor passed s. */
+		sb_pair_read(&g->floor_pos, &fp, &fs);
+		if (fs > s)
+			return false;
 
 		/* The previous claim's final state; or a recording of claim
 		 * s that died after its CAS here and before storing seq. */
@@ -300,7 +311,7 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 	 * add up to the whole loss, even if the record at np was
 	 * overwritten meanwhile: the next lap starts from its seq). */
 	known = want != UINT64_MAX && got != UINT64_MAX && got >= want;
-	if (sb_lease_record(l, s, gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 1,
+	if (sb_lease_record(g, l, s, gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 1,
 				       0), 0, pos, np, known ? want : 0,
 			    known ? got - want : 0, SHMBUS_NO_MEMBER, NULL)) {
 		if (known)
@@ -482,7 +493,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		 * primary it followed may have delivered it: flagged. */
 		d = pos < load_relaxed64(&g->redeliver_below) ? 2 : 1;
 		c = gctl(SHMBUS_LEASE_LEASED, m->me, d, 0);
-		if (!sb_lease_record(l, s, c, sb_after(now, m->lease_ns), pos, p, first,
+		if (!sb_lease_record(g, l, s, c, sb_after(now, m->lease_ns), pos, p, first,
 				     n, SHMBUS_NO_MEMBER, &c)) {
 			/* The maintenance recorded it for someone else. */
 			intent_clear(m->rec);

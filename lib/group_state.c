@@ -328,7 +328,7 @@ static int shared_raise(struct shmbus_group *m, uint64_t f, uint64_t upto)
 	 * the floor: one claim number, recorded as passed. */
 	if (!cas_pair(&m->g->claim_pos, cp, cs, f, cs + 1))	/* R16 */
 		return -EBUSY;
-	if (!sb_lease_record(&m->leases[cs & m->wmask], cs,
+	if (!sb_lease_record(m->g, &m->leases[cs & m->wmask], cs,
 			     gctl(SHMBUS_LEASE_DEAD, SHMBUS_NO_MEMBER, 0, 0),
 			     0, fp, f, 0, 0, SHMBUS_NO_MEMBER, NULL))
 		return -EBUSY;

@@ -386,14 +386,21 @@ static void await(_Atomic int *w)
 		usleep(1000);
 }
 
-static shmbus_group *join_window_1(shmbus_channel *ch, const char *name)
+/* Joins group "g" with a window of `window` leases and a long term. */
+static shmbus_group *join_window(shmbus_channel *ch, const char *name,
+				 uint32_t window)
 {
 	struct shmbus_group_attr ga;
 
 	shmbus_group_attr_init(&ga);
-	ga.window = 1;
+	ga.window = window;
 	ga.lease_ns = 5000000000;
 	return shmbus_group_join(ch, "g", name, &ga);
+}
+
+static shmbus_group *join_window_1(shmbus_channel *ch, const char *name)
+{
+	return join_window(ch, name, 1);
 }
 
 static void killed_recording(int where)
@@ -462,15 +469,16 @@ static int take_held(void *arg)
 	return 0;
 }
 
-static int win_then_die_1(void *arg)
+/* A member (of a group of window `arg`) that wins the next claim and
+ * dies before recording it. */
+static int win_then_die_window(void *arg)
 {
 	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
 	struct shmbus_lease l;
 	shmbus_group *g;
 
-	(void)arg;
 	sb_group_hook = killed_at_claim;
-	g = ch ? join_window_1(ch, "w") : NULL;
+	g = ch ? join_window(ch, "w", (uint32_t)(uintptr_t)arg) : NULL;
 	for (int i = 0; g && i < 5000; i++)
 		if (shmbus_group_poll(g, keep_lease, &l, 1) == 0)
 			usleep(1000);
@@ -514,7 +522,7 @@ Test(group_races, a_maintenance_killed_while_recording_is_taken_over)
 	rendezvous_open();
 	b = join_window_1(ch, "b");
 	cr_assert(b);
-	p = th_spawn(win_then_die_1, NULL);
+	p = th_spawn(win_then_die_window, (void *)1);
 	produce(ch, 1, 0);
 	cr_assert_eq(waitpid(p, &st, 0), p);
 	cr_assert(WIFSIGNALED(st), "the winner claimed message 0 and died");
@@ -563,7 +571,7 @@ Test(group_races, a_lease_given_back_is_never_taken_for_the_claim_after_it)
 	cr_assert_gt(shmbus_group_read(b, buf, sizeof(buf), &m), 0);
 	cr_assert_eq(id_of(buf, 0), 0);
 	cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
-	w = th_spawn(win_then_die_1, NULL);
+	w = th_spawn(win_then_die_window, (void *)1);
 	produce_from(ch, 1, 1, 0);			/* B */
 	cr_assert_eq(waitpid(w, &st, 0), w);
 	cr_assert(WIFSIGNALED(st), "the winner claimed B and died");
@@ -577,6 +585,104 @@ Test(group_races, a_lease_given_back_is_never_taken_for_the_claim_after_it)
 	cr_assert_eq(n, 1, "B was never delivered");
 	cr_assert_eq(ids[0], 1);
 	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
+static void stop_resolving(int where)
+{
+	if (where == SB_HOOK_RESOLVING)
+		raise(SIGSTOP);
+}
+
+/* A member whose maintenance stops itself as it is about to record a
+ * dead winner's claim, and stays (stopped, then alive) until killed. */
+static int maintain_then_stop(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	shmbus_group *g;
+
+	(void)arg;
+	g = ch ? join_window(ch, "t", 2) : NULL;
+	if (!g)
+		return 2;
+	sb_group_hook = stop_resolving;
+	shmbus_group_maintain(g);
+	sb_group_hook = NULL;
+	for (;;)
+		pause();
+}
+
+static int keep_msg(const struct shmbus_group_msg *m, void *arg)
+{
+	*(struct shmbus_group_msg *)arg = *m;
+	return 0;
+}
+
+/* Polls one message into *m and checks it is message `id`. */
+static void take_id(shmbus_group *g, struct shmbus_group_msg *m, uint64_t id)
+{
+	int n = 0;
+
+	for (int i = 0; i < 1000 && n == 0; i++) {
+		shmbus_group_maintain(g);
+		if ((n = shmbus_group_poll(g, keep_msg, m, 1)) == 0)
+			usleep(1000);
+	}
+	cr_assert_eq(n, 1, "message %lu never came", (unsigned long)id);
+	cr_assert_eq(id_of(m->data, 0), id);
+}
+
+/*
+ * A maintenance decides to record a claim whose winner died, and stops
+ * before it does (its lock is taken over after a second).  Meanwhile the
+ * claim is recorded by another, acked, and the claim a window later is
+ * taken and acked in the same slot.  When it resumes it must not record
+ * the old claim over the new one: every message comes once, and the
+ * floor reaches head.
+ */
+Test(group_races, a_maintenance_that_resumes_late_records_nothing_stale,
+     .timeout = 60)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *p = join_window(ch, "p", 2);
+	struct shmbus_group_stats st;
+	struct shmbus_group_msg m, m1;
+	pid_t w, t;
+	int s;
+
+	cr_assert(p);
+	rendezvous_open();
+	w = th_spawn(win_then_die_window, (void *)2);
+	produce(ch, 1, 0);				/* claim 0, won, lost */
+	cr_assert_eq(waitpid(w, &s, 0), w);
+	cr_assert(WIFSIGNALED(s));
+	t = th_spawn(maintain_then_stop, NULL);
+	cr_assert_eq(waitpid(t, &s, WUNTRACED), t);
+	cr_assert(WIFSTOPPED(s), "the maintenance stopped before recording");
+	usleep(1200000);		/* its lock is a stopped holder's now */
+	take_id(p, &m, 0);
+	cr_assert_eq(shmbus_group_ack(p, &m.lease), 0);
+	produce_from(ch, 1, 1, 0);
+	take_id(p, &m1, 1);				/* claim 1, held */
+	produce_from(ch, 2, 1, 0);
+	take_id(p, &m, 2);				/* claim 2: slot 0 */
+	cr_assert_eq(shmbus_group_ack(p, &m.lease), 0);
+	kill(t, SIGCONT);
+	usleep(200000);
+	cr_assert_eq(shmbus_group_ack(p, &m1.lease), 0);
+	produce_from(ch, 3, 3, 0);
+	for (uint64_t id = 3; id < 6; id++) {
+		take_id(p, &m, id);
+		cr_assert_eq(m.deliveries, 1);
+		cr_assert_eq(shmbus_group_ack(p, &m.lease), 0);
+	}
+	shmbus_group_maintain(p);
+	shmbus_group_stats(p, &st);
+	cr_assert_eq(st.floor, st.head, "floor %lu, head %lu",
+		     (unsigned long)st.floor, (unsigned long)st.head);
+	kill(t, SIGKILL);
+	waitpid(t, NULL, 0);
+	shmbus_group_leave(p);
 	shmbus_channel_close(ch);
 }
 
