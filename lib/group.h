@@ -230,6 +230,10 @@ extern void (*sb_group_settle_hook)(uint64_t x);
 #define SB_SETTLE_GIVE	2	/* back to the others, never delivered:
 				 * not counted, not flagged */
 #define SB_SETTLE_LEFT	3	/* leave: back to the others, delivered:
-				 * flagged when it comes again */
+				 * flagged when it comes again, not
+				 * counted against max_deliveries */
+/* The member of an AVAILABLE lease word given back by a member that left
+ * (SB_SETTLE_LEFT): its next delivery is flagged, not counted. */
+#define SB_LEFT_MEMBER	0xfeu
 
 #endif /* SHMBUS_GROUP_H */

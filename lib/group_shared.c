@@ -383,15 +383,18 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 		 * holder's reads come first. */
 		if (!cas_pair(&l->ctl, c, dl, n, (uint64_t)sb_after(now, m->lease_ns)))
 			continue;
+		/* Given back by a member that left having delivered it: not
+		 * counted against max_deliveries, but flagged. */
+		d = gctl_member(c) == SB_LEFT_MEMBER && d + 1 < 2 ? 2 : d + 1;
 		add_relaxed64(&g->avail, (uint64_t)-1);
-		add_relaxed64(&g->redelivered, 1);
+		add_relaxed64(&g->redelivered, d > 1);
 		/* Held by us now, so the slot cannot move on: it holds claim
 		 * x, whose fields its seq published (A15 above). */
 		*seq = x;
 		*ctl = n;
 		*start = load_relaxed64(&l->start);
 		*end = load_relaxed64(&l->end);
-		*deliveries = d + 1;
+		*deliveries = d;
 		return 1;
 	}
 	/* None to take now: look again after the maintenance's next
@@ -532,9 +535,10 @@ int sb_shared_settle(struct shmbus_group *m, uint64_t seq, uint64_t ctl,
 		return -EINVAL;
 	if (to == SB_SETTLE_ACK)
 		n = gctl(SHMBUS_LEASE_ACKED, m->me, d, gen);
-	else
-		n = gctl(SHMBUS_LEASE_AVAILABLE, SHMBUS_NO_MEMBER,
-			 to == SB_SETTLE_GIVE && d ? d - 1 : d, gen + 1);
+	else	/* given back or left: not counted; left: flagged */
+		n = gctl(SHMBUS_LEASE_AVAILABLE, to == SB_SETTLE_LEFT ?
+			 SB_LEFT_MEMBER : SHMBUS_NO_MEMBER,
+			 to != SB_SETTLE_NACK && d ? d - 1 : d, gen + 1);
 	for (;;) {
 		uint64_t c, dl;
 

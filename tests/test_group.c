@@ -505,6 +505,42 @@ Test(group, a_leave_flags_what_was_delivered_and_only_that)
 	shmbus_channel_close(ch);
 }
 
+/* Leaving is not failing: members that take a message and leave do not
+ * bring it nearer its dead-letter, however many (max_deliveries 2). */
+Test(group, leaves_do_not_count_toward_max_deliveries)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_attr ga;
+	struct shmbus_group_stats st;
+	struct shmbus_group_msg m;
+	shmbus_group *keep, *g;
+	uint8_t buf[64];
+
+	shmbus_group_attr_init(&ga);
+	ga.max_deliveries = 2;
+	keep = shmbus_group_join(ch, "g", "anchor", &ga);
+	cr_assert(keep);
+	produce(ch, 1, 0);
+	shmbus_group_leave(keep);
+	for (int k = 0; k < 3; k++) {
+		g = shmbus_group_join(ch, "g", "m", &ga);
+		cr_assert(g);
+		cr_assert_eq(read_soon(g, buf, sizeof(buf), &m), 16,
+			     "leaver %d was not given the message", k);
+		cr_assert_eq(m.deliveries, k ? 2 : 1);
+		shmbus_group_leave(g);
+	}
+	g = shmbus_group_join(ch, "g", "m", &ga);
+	cr_assert(g);
+	cr_assert_eq(read_soon(g, buf, sizeof(buf), &m), 16);
+	cr_assert_eq(m.deliveries, 2);
+	cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+	shmbus_group_stats(g, &st);
+	cr_assert_eq(st.dropped + st.dead_lettered, 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
 struct leases {
 	struct shmbus_lease l[8];
 	unsigned n;
