@@ -241,13 +241,15 @@ static bool acked(struct shmbus_sub *sub, uint64_t p)
  * open while later ones may be committed behind it.  One whose producer
  * died holds every subscriber here until a producer runs out of room and
  * releases it (reap_gone() in publish.c), which on a quiet channel may be
- * never; shmbusd would release it within milliseconds.  After 16 such
- * looks in a row at the same claim (peek() makes one in 64 empty looks)
- * the clock is read; after REAP_EVERY_NS there, the subscriber releases
- * gone producers' claims itself, and again every REAP_EVERY_NS.
+ * never; shmbusd would release it within milliseconds.  So a subscriber
+ * that has stood at the same open claim for REAP_EVERY_NS releases gone
+ * producers' claims itself, and again every REAP_EVERY_NS.  `timed`: the
+ * caller may read the clock now (a wait about to sleep, which then sleeps
+ * no longer than REAP_EVERY_NS); otherwise one look in 16 does (peek()
+ * and the spinning waits make one in 64 of their empty looks here).
  */
 static __attribute__((noinline, cold)) void
-open_claim_seen(struct shmbus_sub *sub, uint64_t p)
+open_claim_seen(struct shmbus_sub *sub, uint64_t p, bool timed)
 {
 	int64_t now;
 
@@ -255,10 +257,11 @@ open_claim_seen(struct shmbus_sub *sub, uint64_t p)
 		sub->stall_pos = p;
 		sub->stall_looks = 0;
 		sub->stall_ns = 0;
+		if (!timed)
+			return;
+	} else if (!timed && ++sub->stall_looks < 16) {
 		return;
 	}
-	if (++sub->stall_looks < 16)
-		return;
 	sub->stall_looks = 0;
 	now = sb_now_ns();
 	if (!sub->stall_ns)
@@ -267,6 +270,13 @@ open_claim_seen(struct shmbus_sub *sub, uint64_t p)
 		sub->stall_ns = now;
 		sb_release_gone_producers(sub->ch, (uint32_t)getpid());
 	}
+}
+
+/* Whether a claim at p that is open with records behind it is one this
+ * subscriber may release (open_claim_seen()). */
+static inline bool may_release(const struct shmbus_channel *ch)
+{
+	return ch_multi(ch) && !ch->no_pub && !ch->rdonly;
 }
 
 static int peek(struct shmbus_sub *sub, struct peeked *pk)
@@ -308,8 +318,8 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 				continue;
 			}
 			/* Claimed, not committed yet. */
-			if (ch_multi(ch) && !ch->no_pub && !ch->rdonly)
-				open_claim_seen(sub, p);
+			if (may_release(ch))
+				open_claim_seen(sub, p, false);
 			return 0;
 		}
 		type = word_type(w);
@@ -916,8 +926,14 @@ static bool ring_ready(struct shmbus_sub *sub, bool force)
 	if (word_tag(w) == lap_tag(ch, p))
 		return true;
 	head = load_relaxed64(&ch->hdr->head);	/* only compared */
-	if (head <= p || not_overwritten(ch, p, head))
+	if (head <= p)
 		return false;
+	if (not_overwritten(ch, p, head)) {
+		/* Claimed, not committed yet. */
+		if (may_release(ch))
+			open_claim_seen(sub, p, force);
+		return false;
+	}
 	/* Lapped.  The caller's next poll must look at head as this look
 	 * did, not count the zero word at p as its own quiet look, or a
 	 * reader that alternates wait and poll would never resync: make

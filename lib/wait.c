@@ -115,8 +115,16 @@ static int sleep_wait(struct shmbus_sub *sub, struct shmbus_channel *ch,
 			left = UNANNOUNCED_NAP_NS;
 		/* Forced: never sleep on a zero word without looking at
 		 * head (see quiet_empty()). */
-		if (!sb_sub_ready(sub, true))
+		if (!sb_sub_ready(sub, true)) {
+			/* At an open claim with records behind it (the
+			 * forced look counted its time: open_claim_seen()):
+			 * look again in REAP_EVERY_NS, in case its producer
+			 * died. */
+			if (sub->stall_ns && sub->stall_pos == sub->pos &&
+			    (left < 0 || left > REAP_EVERY_NS))
+				left = REAP_EVERY_NS;
 			rc = futex_sleep(&h->futex, f, left);
+		}
 		store_relaxed32(&slot->sleeping, 0);
 		/* No edge: we re-check for a message ourselves below. */
 		sub_seqcst32(&h->sleepers, 1);

@@ -253,15 +253,17 @@ Test(direct, a_dead_multi_producer_claim_is_padded_by_producers,
  * The same on a quiet channel: one message after the dead claim, and no
  * producer runs out of room.  The subscriber waiting at the claim
  * releases it itself, as shmbusd would: the message after it comes within
- * milliseconds, not when the ring is next full.
+ * milliseconds, not when the ring is next full.  However it waits: a poll
+ * loop, or shmbus_wait() spinning, yielding or asleep.
  */
-Test(direct, a_dead_claim_on_a_quiet_channel_is_released_by_a_subscriber,
-     .timeout = 30)
+static void dead_claim_on_a_quiet_channel(int how)
 {
 	const char *dir = th_mkdir();
 	shmbus_channel *ch = th_create(dir, 1u << 14, 256, SHMBUS_BLOCK,
 				       SHMBUS_MULTI_PRODUCER);
-	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST,
+				      .wait = how < 0 ? SHMBUS_WAIT_SPIN
+						      : (enum shmbus_wait)how };
 	shmbus_sub *sub = shmbus_sub_open(ch, &sa);
 	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
 	uint8_t msg[100], buf[512];
@@ -275,6 +277,10 @@ Test(direct, a_dead_claim_on_a_quiet_channel_is_released_by_a_subscriber,
 	th_msg_fill(msg, sizeof(msg), 0, 7);
 	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
 	t0 = th_now_ns();
+	if (how >= 0)
+		cr_assert_eq(shmbus_wait(sub, 2000000000), 0, "waiting (%d) "
+			     "at the dead claim: %.0f ms", how,
+			     (double)(th_now_ns() - t0) / 1e6);
 	while ((len = shmbus_read(sub, buf, sizeof(buf), NULL)) == -EAGAIN &&
 	       th_now_ns() - t0 < 2000000000ull)
 		;
@@ -287,6 +293,15 @@ Test(direct, a_dead_claim_on_a_quiet_channel_is_released_by_a_subscriber,
 	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
 	th_rmdir(dir);
+}
+
+Test(direct, a_dead_claim_on_a_quiet_channel_is_released_by_a_subscriber,
+     .timeout = 30)
+{
+	dead_claim_on_a_quiet_channel(-1);	/* polling */
+	dead_claim_on_a_quiet_channel(SHMBUS_WAIT_SPIN);
+	dead_claim_on_a_quiet_channel(SHMBUS_WAIT_YIELD);
+	dead_claim_on_a_quiet_channel(SHMBUS_WAIT_SLEEP);
 }
 
 struct sp_child {
