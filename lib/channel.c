@@ -692,8 +692,8 @@ static bool still_named(int fd, const char *dir, const char *name)
 	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-static shmbus_channel *open_named(const char *dir, const char *name,
-				  bool rdonly)
+static shmbus_channel *open_named_once(const char *dir, const char *name,
+				       bool rdonly)
 {
 	char path[PATH_MAX];
 	struct shmbus_channel *ch = NULL;
@@ -737,6 +737,20 @@ static shmbus_channel *open_named(const char *dir, const char *name,
 out:
 	if (!ch)
 		errno = -rc;
+	return ch;
+}
+
+/* A channel replaced (SHMBUS_CREATE_REPLACE) while we opened it: its
+ * name leads to the new one now, which a second look opens. */
+static shmbus_channel *open_named(const char *dir, const char *name,
+				  bool rdonly)
+{
+	shmbus_channel *ch = NULL;
+
+	for (int tries = 0; tries < 8 && !ch; tries++)
+		if (!(ch = open_named_once(dir, name, rdonly)) &&
+		    errno != ENOENT)
+			break;
 	return ch;
 }
 

@@ -367,6 +367,12 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
 			while (!cas_weak_relaxed64(&m->lanes[i].next, &was,
 						   pos) && was == v->cursor)
 				;
+			/* Lowered under a new owner (we were stopped after
+			 * sync_lane(), it raised the mark to the same
+			 * value): back up, so that it stays flagged. */
+			/* A18: pairs with R18 (the lane's last change). */
+			if (gctl_gen(load_acquire64(&m->lanes[i].ctl)) != gen)
+				raise_to(&m->lanes[i].next, v->cursor);
 		}
 		v->cursor = pos;
 		v->not_before = sb_after(sb_now_ns(), delay_ns);

@@ -395,11 +395,12 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 	/* The floor, the claim word, the floor again: a claim behind the
 	 * first floor, or more than a window past the second, is no race
 	 * (the floor only grows, and a claim is taken only within a window
-	 * of it): damage, and nothing of the dead is freed. */
+	 * of it; a cut moves the claim word one number on before the
+	 * floor): damage, and nothing of the dead is freed. */
 	sb_pair_read(&g->floor_pos, &fp1, &fs1);
 	sb_pair_read(&g->claim_pos, &cp, &cs);
 	sb_pair_read(&g->floor_pos, &fp, &fs);
-	if (cs < fs1 || (cs >= fs && cs - fs > m->window))
+	if (cs < fs1 || (cs >= fs && cs - fs > m->window + 1))
 		return -1;
 	if (cs < fs)
 		return 0;	/* claims and floor moved on meanwhile */

@@ -439,9 +439,11 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 			behind++;
 			continue;	/* the floor moved past our claim read */
 		}
-		if (s - fs > m->window)
+		/* (A cut, or a resume past a gap, moves the claim word one
+		 * number on before the floor: window + 1 for a moment.) */
+		if (s - fs > m->window + 1)
 			return -EBADMSG;
-		if (s - fs == m->window) {
+		if (s - fs >= m->window) {
 			add_relaxed64(&g->full, 1);
 			return 0;
 		}

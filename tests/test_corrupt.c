@@ -338,6 +338,23 @@ static void *unlink_loop(void *arg)
 	return NULL;
 }
 
+static void *replace_loop(void *arg)
+{
+	struct unlinker *u = arg;
+	struct shmbus_channel_attr a;
+
+	shmbus_channel_attr_init(&a);
+	a.capacity = 4096;
+	while (!atomic_load(&u->stop)) {
+		shmbus_channel *c = shmbus_channel_create(u->dir, "x", &a,
+						  SHMBUS_CREATE_REPLACE);
+
+		if (c)
+			shmbus_channel_close(c);
+	}
+	return NULL;
+}
+
 /*
  * A channel deleted while it is being opened is gone, not corrupt: its
  * control file may still be found after its data file went.  A create
@@ -371,5 +388,22 @@ Test(corrupt, a_channel_deleted_under_an_open_is_gone_not_corrupt)
 	cr_assert_eq(corrupt, 0, "%u opens said a deleted channel is "
 		     "corrupt", corrupt);
 	cr_assert_eq(failed, 0, "%u creates failed", failed);
+	/* Replaced, not deleted: a channel of the name exists throughout,
+	 * and every open finds one. */
+	atomic_store(&u.stop, 0);
+	shmbus_channel_close(shmbus_channel_create(u.dir, "x", &a, 0));
+	cr_assert_eq(pthread_create(&t, NULL, replace_loop, &u), 0);
+	for (int i = 0; i < 4000; i++) {
+		shmbus_channel *c = shmbus_channel_open(u.dir, "x");
+
+		if (c)
+			shmbus_channel_close(c);
+		else
+			failed++;
+	}
+	atomic_store(&u.stop, 1);
+	pthread_join(t, NULL);
+	cr_assert_eq(failed, 0, "%u opens of a channel being replaced "
+		     "failed", failed);
 	th_rmdir(u.dir);
 }
