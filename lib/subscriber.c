@@ -141,8 +141,8 @@ static uint64_t lag_base(struct shmbus_channel *ch, uint64_t start,
 {
 	uint64_t first;
 
-	if (start == head)
-		return seq;
+	if (start == head || start % SHMBUS_REC_ALIGN)
+		return seq;	/* (an unaligned start is damage, said later) */
 	/* No edge: a statistic (see above). */
 	first = load_relaxed64(&rec_at(ch, start)->seq);
 	return first <= seq && seq - first <= ch->cap / SHMBUS_REC_ALIGN ?
