@@ -203,15 +203,17 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 	rcu_read_lock();
 	c = sbd_chan_find(cc->name);
 	if (c) {
-		struct sbd_rules *r = NULL;
+		struct sbd_rules *r = rules_new(cc);
 
-		if (!same_geometry(c->ch, &cc->attr)) {
+		/* The geometry stays; the rules, the groups and their dead
+		 * letters follow the config whatever it says of it. */
+		if (!same_geometry(c->ch, &cc->attr))
 			sbd_log(SBD_WARN, 0, "%s: refused an incompatible "
 				"change (capacity, max_msg, policy or "
-				"producers): the channel keeps its geometry; "
-				"delete it to apply the new one", cc->name);
-			rc = -EEXIST;
-		} else if (!(r = rules_new(cc))) {
+				"producers): the channel keeps its geometry "
+				"(delete it to apply the new one); its rules "
+				"are the config's", cc->name);
+		if (!r) {
 			rc = -ENOMEM;
 		} else {
 			sbd_rules_replace(c, r);
@@ -380,7 +382,8 @@ int sbd_reload(void)
 	sbd.conf.reserved_clients = nc.reserved_clients;
 	sbd.conf.idle_timeout_ms = nc.idle_timeout_ms;
 	sbd.conf.log_level = nc.log_level;
-	sbd_log_setup(nc.log_level, nc.syslog);
+	sbd_log_setup(sbd.opt_verbose ? SBD_DEBUG : nc.log_level,
+		      sbd.opt_syslog || nc.syslog);
 	for (size_t i = 0; i < nc.nchans; i++)
 		sbd_channel_setup(&nc.chans[i], true);
 	rcu_read_lock();
@@ -389,9 +392,22 @@ int sbd_reload(void)
 
 		for (size_t i = 0; i < nc.nchans && !found; i++)
 			found = !strcmp(nc.chans[i].name, c->name);
-		if (c->configured && !found)
+		if (found)
+			continue;
+		/* Made at run time, or no longer in the config: the
+		 * [defaults] of this config, as a restart would give. */
+		struct sbd_rules *r = rules_new(NULL);
+
+		if (r)
+			sbd_rules_replace(c, r);
+		else
+			sbd_log(SBD_ERR, ENOMEM, "%s: rules not reloaded",
+				c->name);
+		if (c->configured)
 			sbd_log(SBD_NOTICE, 0, "%s: no longer in the config; "
-				"kept (delete it with shmbusctl)", c->name);
+				"kept with the default rules (delete it with "
+				"shmbusctl)", c->name);
+		c->configured = false;
 	}
 	rcu_read_unlock();
 	sbd_conf_free(&sbd.conf);

@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <sys/stat.h>
 #include <grp.h>
 #include <ini.h>
 #include <numa.h>
@@ -1131,6 +1132,17 @@ int sbd_conf_load(const char *path, struct sbd_conf *c)
 		snprintf(c->err, sizeof(c->err), "%s: %s", path,
 			 strerror(errno));
 		return -1;
+	}
+	{
+		struct stat st;
+
+		/* A directory opens, and reads as an empty file. */
+		if (fstat(fileno(ps.f), &st) == 0 && S_ISDIR(st.st_mode)) {
+			snprintf(c->err, sizeof(c->err), "%s: %s", path,
+				 strerror(EISDIR));
+			fclose(ps.f);
+			return -1;
+		}
 	}
 	ini_allow_multiline = false;	/* a stray indent is an error */
 	rc = ini_parse_stream(reader, &ps, handler, &ps);

@@ -516,6 +516,7 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 
 static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 {
+	const struct sbd_chan_conf *cc;
 	struct shmbus_channel_attr a;
 	shmbus_channel *ch;
 	int rc;
@@ -561,10 +562,19 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	if (rc)
 		return deny(rc, "cannot create '%s' in %s: %s", q->name,
 			      sbd.conf.shm_dir, shmbus_strerror(rc));
-	rc = sbd_channel_enroll(q->name, ch, NULL, false);
+	/* A name the config has a section for (deleted, made again) gets
+	 * that section's rules and groups, as at a restart. */
+	cc = NULL;
+	for (size_t i = 0; i < sbd.conf.nchans && !cc; i++)
+		if (!strcmp(sbd.conf.chans[i].name, q->name))
+			cc = &sbd.conf.chans[i];
+	if (cc)
+		sbd_groups_setup(cc, ch);
+	rc = sbd_channel_enroll(q->name, ch, cc, cc != NULL);
 	if (rc == 0)
-		sbd_log(SBD_NOTICE, 0, "%s: created by pid %d (uid %u)",
-			q->name, (int)cl->pid, (unsigned)cl->uid);
+		sbd_log(SBD_NOTICE, 0, "%s: created by pid %d (uid %u)%s",
+			q->name, (int)cl->pid, (unsigned)cl->uid,
+			cc ? ", with its rules from the config" : "");
 	return rc;
 }
 

@@ -116,8 +116,22 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 		}
 	}
 	for (i = 0; i < sizeof(dl) / sizeof(dl[0]); i++) {
-		if (dl[i].ch && !strcmp(dl[i].name, name))
-			return dl[i].pub;
+		if (dl[i].ch && !strcmp(dl[i].name, name)) {
+			/* Still the channel of that name?  One deleted (and
+			 * perhaps made again) is let go: its letters would
+			 * go where no subscriber can ever read them. */
+			struct sbd_chan *now = sbd_chan_find(name);
+			struct shmbus_channel_info a, b;
+
+			if (now && shmbus_channel_info(now->ch, &a) == 0 &&
+			    shmbus_channel_info(dl[i].ch, &b) == 0 &&
+			    a.create_ns == b.create_ns)
+				return dl[i].pub;
+			shmbus_pub_close(dl[i].pub);
+			shmbus_channel_close(dl[i].ch);
+			dl[i].ch = NULL;
+			dl[i].pub = NULL;
+		}
 		if (!dl[i].ch && free_i == sizeof(dl) / sizeof(dl[0]))
 			free_i = i;
 	}

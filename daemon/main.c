@@ -260,11 +260,16 @@ static int setup_signals(void)
 
 	if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
 		return -errno;
+	sigset_t hup;
+
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	sigprocmask(SIG_UNBLOCK, &hup, NULL);	/* blocked since main()'s start */
 	return sbd_faults_setup();
 }
 
@@ -368,6 +373,14 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	sigset_t hup;
+
+	/* A SIGHUP before its handler is in place (the lock may take
+	 * seconds after a crash) waits for it, rather than ending the
+	 * daemon: setup_signals() lets it in. */
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	sigprocmask(SIG_BLOCK, &hup, NULL);
 
 	while ((opt = getopt_long(argc, argv, "c:b:d:S:svth", opts, NULL)) !=
 	       -1) {
@@ -412,6 +425,8 @@ int main(int argc, char **argv)
 		       sbd.conf.nchans);
 		return 0;
 	}
+	sbd.opt_verbose = verbose;
+	sbd.opt_syslog = use_syslog;
 	sbd_log_setup(verbose ? SBD_DEBUG : sbd.conf.log_level,
 		      use_syslog || sbd.conf.syslog);
 	sbd.self_uid = geteuid();

@@ -310,6 +310,8 @@ void __tsan_release(void *addr);
 
 struct sbd_state {
 	struct sbd_conf conf;
+	bool opt_verbose;		/* -v and -s: over the file's log */
+	bool opt_syslog;		/* settings, at a reload too */
 	uid_t self_uid;
 	pid_t self_pid;
 	int listen_fd;

@@ -25,7 +25,7 @@
 
 struct daemon d;
 
-static const char *shmbusd_path(void)
+const char *shmbusd_path(void)
 {
 	const char *p = getenv("SHMBUSD");
 

@@ -30,6 +30,8 @@ struct daemon {
 extern struct daemon d;
 
 uint64_t bound_ns(void);
+/* The daemon to run: $SHMBUSD, or build/shmbusd. */
+const char *shmbusd_path(void);
 /* Writes d.conf: a [bus] section pointing into d.dir, then `body`. */
 void write_conf(const char *body);
 /* Forks and execs the daemon on d.conf (its output to d.log). */

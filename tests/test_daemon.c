@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -220,6 +221,129 @@ Test(daemon, sighup_adds_channels_refuses_incompatible_changes,
 	cr_assert(log_has("reload refused"));
 	cr_assert_eq(shmbus_bus_describe(bus, "newone", &bc), 0);
 	shmbus_disconnect(bus);
+}
+
+/* Sends SIGHUP and waits for the daemon to say it reloaded (the n-th
+ * time since it started). */
+static void reload(int n)
+{
+	char buf[1 << 16];
+
+	kill(d.pid, SIGHUP);
+	for (int i = 0; i < 300; i++) {
+		FILE *f = fopen(d.log, "r");
+		size_t len = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+		int k = 0;
+
+		if (f)
+			fclose(f);
+		buf[len] = 0;
+		for (const char *p = buf;
+		     (p = strstr(p, "configuration reloaded")); p++)
+			k++;
+		if (k >= n)
+			return;
+		usleep(10000);
+	}
+	cr_assert_fail("no reload %d in the log", n);
+}
+
+static const char *subscribe_rule(shmbus_bus *bus, const char *name)
+{
+	static struct shmbus_bus_channel bc;
+
+	cr_assert_eq(shmbus_bus_describe(bus, name, &bc), 0, "%s", name);
+	return bc.subscribe;
+}
+
+/*
+ * A reload gives every channel the rules a restart would: a configured
+ * channel whose geometry the new file changes (kept) gets its new rules
+ * all the same; a channel made at run time, and one no longer in the
+ * file, get the new [defaults]; a configured name deleted and made again
+ * at run time gets its section's rules.
+ */
+Test(daemon, a_reload_gives_every_channel_the_rules_a_restart_would,
+     .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	shmbus_bus *bus;
+
+	setup_with("[defaults]\nsubscribe = *\n"
+		   "[channel geo]\ncapacity = 8K\nsubscribe = *\n"
+		   "[channel gone]\ncapacity = 8K\n");
+	bus = shmbus_connect(d.sock);
+	cr_assert(bus);
+	shmbus_channel_attr_init(&a);
+	a.capacity = 8192;
+	cr_assert_eq(shmbus_bus_create(bus, "rt", &a), 0);
+	cr_assert_str_eq(subscribe_rule(bus, "rt"), "*");
+	write_conf("[defaults]\nsubscribe = uid:0\n"
+		   "[channel geo]\ncapacity = 16K\nsubscribe = uid:0\n");
+	reload(1);
+	cr_assert(log_has("geo: refused an incompatible change"));
+	cr_assert_str_eq(subscribe_rule(bus, "geo"), "uid:0",
+			 "a change of geometry kept the old rules");
+	cr_assert_str_eq(subscribe_rule(bus, "gone"), "uid:0");
+	cr_assert_str_eq(subscribe_rule(bus, "rt"), "uid:0");
+	write_conf("[defaults]\nsubscribe = *\n"
+		   "[channel geo]\ncapacity = 8K\nsubscribe = uid:0\n");
+	reload(2);
+	cr_assert_eq(shmbus_bus_delete(bus, "geo"), 0);
+	cr_assert_eq(shmbus_bus_create(bus, "geo", &a), 0);
+	cr_assert_str_eq(subscribe_rule(bus, "geo"), "uid:0",
+			 "made again at run time, with the defaults");
+	shmbus_disconnect(bus);
+}
+
+/*
+ * A SIGHUP that comes while the daemon starts (here: sent before it
+ * runs, held pending across its exec) is a reload once it serves, not
+ * its end; and the reload keeps -v over the file's log_level.
+ */
+Test(daemon, a_sighup_at_start_is_a_reload_that_keeps_v, .fini = teardown)
+{
+	sigset_t hup;
+	FILE *f;
+	int n;
+
+	snprintf(d.dir, sizeof(d.dir), "%s", th_mkdir());
+	snprintf(d.conf, sizeof(d.conf), "%s/bus.conf", d.dir);
+	snprintf(d.sock, sizeof(d.sock), "%s/bus.sock", d.dir);
+	snprintf(d.log, sizeof(d.log), "%s/daemon.log", d.dir);
+	f = fopen(d.conf, "w");
+	cr_assert(f);
+	fprintf(f, "[bus]\nname = test\nshm_dir = %s\nsocket = %s\n"
+		"log_level = notice\n[channel c]\ncapacity = 8K\n", d.dir,
+		d.sock);
+	fclose(f);
+	d.pid = fork();
+	cr_assert(d.pid >= 0);
+	if (d.pid == 0) {
+		int fd = open(d.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		sigemptyset(&hup);
+		sigaddset(&hup, SIGHUP);
+		sigprocmask(SIG_BLOCK, &hup, NULL);
+		raise(SIGHUP);		/* pending, through the exec */
+		execl(shmbusd_path(), "shmbusd", "-c", d.conf, "-v",
+		      (char *)NULL);
+		_exit(127);
+	}
+	for (n = 0; n < 500 && !log_has("configuration reloaded"); n++) {
+		cr_assert(waitpid(d.pid, NULL, WNOHANG) == 0,
+			  "shmbusd ended (see %s)", d.log);
+		usleep(10000);
+	}
+	cr_assert(log_has("configuration reloaded"), "the SIGHUP was lost");
+	shmbus_disconnect(shmbus_connect(d.sock));
+	for (n = 0; n < 100 && !log_has("connected"); n++)
+		usleep(10000);
+	cr_assert(log_has("connected"), "debug lines stopped at the reload "
+		  "(-v lost)");
 }
 
 /* ------------------------------------------------------------ shmbusctl */

@@ -275,6 +275,28 @@ Test(group_daemon, the_daemon_dead_letters_poison_messages)
 		shmbus_group_stats(g, &st);
 	}
 	cr_assert_eq(st.floor, st.head);
+	/* The dead-letter channel deleted, and made again by a reload: the
+	 * next poison message goes to the new one, not the deleted file. */
+	shmbus_sub_close(sub);
+	shmbus_channel_close(dl);
+	shmbus_disconnect(bus2);
+	cr_assert_eq(shmbus_bus_delete(bus, "dlq"), 0);
+	kill(d.pid, SIGHUP);
+	dl = NULL;
+	for (int i = 0; i < 300 && !dl; i++) {
+		dl = open_role(&bus2, "dlq", SHMBUS_ROLE_SUBSCRIBE);
+		if (!dl) {
+			shmbus_disconnect(bus2);
+			usleep(10000);
+		}
+	}
+	cr_assert(dl, "the reload did not make dlq again");
+	sub = shmbus_sub_open(dl, NULL);
+	got = acked = 0;
+	publish_n(0, 6);
+	poison_third(g, sub, &got, &acked);
+	cr_assert_eq(got, 1, "the second poison message is not in the new "
+		     "dead-letter channel");
 	shmbus_group_leave(g);
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
