@@ -221,6 +221,15 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 			sbd_groups_setup(cc, c->ch);
 			rc = 0;
 		}
+		/* The file's owner and group as the config says now, as at
+		 * an adoption; its mode is the one it was made with. */
+		chown_ctl(cc->name, cc->owner, cc->group);
+		if (c->mode != (cc->attr.mode & 0777))
+			sbd_log(SBD_NOTICE, 0, "%s: mode %03o in the config, "
+				"%03o on the file: a mode applies when the "
+				"channel is made (delete it to apply it)",
+				cc->name, (unsigned)(cc->attr.mode & 0777),
+				(unsigned)c->mode);
 		rcu_read_unlock();
 		return rc;
 	}

@@ -461,6 +461,18 @@ Test(access, a_changed_owner_keeps_the_channel, .fini = teardown)
 	snprintf(path, sizeof(path), "%s/mine", d.dir);
 	cr_assert_eq(stat(path, &st), 0);
 	cr_assert_eq(st.st_uid, 0, "owner %u", st.st_uid);
+	/* And by a reload, as at a restart. */
+	write_conf("[defaults]\nsubscribe = *\npublish = *\n"
+		   "[channel mine]\ncapacity = 8K\nmax_msg = 100\n"
+		   "owner = 65534\n");
+	kill(d.pid, SIGHUP);
+	for (int i = 0; i < 300; i++) {
+		cr_assert_eq(stat(path, &st), 0);
+		if (st.st_uid == 65534)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(st.st_uid, 65534, "owner %u after a reload", st.st_uid);
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }
