@@ -277,6 +277,105 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 	return sbd_channel_enroll(cc->name, ch, cc, configured);
 }
 
+/* Whether a channel named `name` was set aside in shm_dir (".corrupt.
+ * NAME.TIME"): its data file is kept with it. */
+static bool set_aside_exists(DIR *d, const char *name)
+{
+	size_t n = strlen(name);
+	struct dirent *e;
+
+	rewinddir(d);
+	while ((e = readdir(d)))
+		if (!strncmp(e->d_name, ".corrupt.", 9) &&
+		    !strncmp(e->d_name + 9, name, n) && e->d_name[9 + n] == '.')
+			return true;
+	return false;
+}
+
+/*
+ * At start, after every channel is adopted: data files no control file
+ * names (".NAME.ID.data"), left by a create or a delete that a kill -9
+ * cut short (the data file is made first and removed last), are
+ * removed; they hold shared memory for nothing.  One whose channel is
+ * registered with another id, or that no control file names at all, is
+ * such a file; one of a channel set aside as corrupt stays with it, and
+ * so does one that is not the daemon's user's (or root's).
+ */
+static void sweep_orphans(void)
+{
+	DIR *d = opendir(sbd.conf.shm_dir);
+	char (*gone)[NAME_MAX + 1] = NULL;
+	size_t ngone = 0, cap = 0;
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		char name[NAME_MAX + 1], path[PATH_MAX];
+		unsigned long long id;
+		size_t len = strlen(e->d_name);
+		const char *dot;
+		struct sbd_chan *c;
+		struct stat st;
+		bool orphan;
+
+		if (e->d_name[0] != '.' || len < 23 ||
+		    strcmp(e->d_name + len - 5, ".data"))
+			continue;
+		dot = e->d_name + len - 22;	/* ".%016llx.data" */
+		if (*dot != '.' || sscanf(dot + 1, "%16llx", &id) != 1 ||
+		    (size_t)(dot - e->d_name - 1) >= sizeof(name) ||
+		    dot == e->d_name + 1)
+			continue;
+		memcpy(name, e->d_name + 1, (size_t)(dot - e->d_name - 1));
+		name[dot - e->d_name - 1] = 0;
+		if (snprintf(path, sizeof(path), "%s/%s", sbd.conf.shm_dir,
+			     e->d_name) >= (int)sizeof(path) ||
+		    lstat(path, &st) || !S_ISREG(st.st_mode) ||
+		    !sbd_file_is_ours(&st))
+			continue;
+		rcu_read_lock();
+		c = sbd_chan_find(name);
+		orphan = c ? sb_ring_id(c->ch) != id : false;
+		rcu_read_unlock();
+		if (!c) {
+			char ctl[PATH_MAX];
+
+			orphan = chan_path(ctl, sizeof(ctl), "", name, "") == 0 &&
+				 access(ctl, F_OK) < 0 && errno == ENOENT;
+		}
+		if (!orphan)
+			continue;
+		if (ngone == cap) {
+			void *m = realloc(gone, (cap = cap ? cap * 2 : 8) *
+						sizeof(*gone));
+
+			if (!m)
+				break;
+			gone = m;
+		}
+		snprintf(gone[ngone++], sizeof(gone[0]), "%s", e->d_name);
+	}
+	/* Removed after the walk, and not those of a set-aside channel. */
+	for (size_t i = 0; i < ngone; i++) {
+		char name[NAME_MAX + 1], path[PATH_MAX];
+		size_t len = strlen(gone[i]);
+
+		snprintf(name, sizeof(name), "%.*s", (int)(len - 23),
+			 gone[i] + 1);
+		if (set_aside_exists(d, name) ||
+		    snprintf(path, sizeof(path), "%s/%s", sbd.conf.shm_dir,
+			     gone[i]) >= (int)sizeof(path))
+			continue;
+		if (unlink(path) == 0)
+			sbd_log(SBD_NOTICE, 0, "%s: a data file no channel "
+				"names (a create or delete cut short): removed",
+				gone[i]);
+	}
+	free(gone);
+	closedir(d);
+}
+
 void sbd_channel_adopt_dir(void)
 {
 	DIR *d = opendir(sbd.conf.shm_dir);
@@ -315,6 +414,7 @@ void sbd_channel_adopt_dir(void)
 				"time, default rules)", e->d_name);
 	}
 	closedir(d);
+	sweep_orphans();
 }
 
 /* Whether two channels' journal settings differ (not where they were

@@ -346,6 +346,53 @@ Test(daemon, a_sighup_at_start_is_a_reload_that_keeps_v, .fini = teardown)
 		  "(-v lost)");
 }
 
+static void touch(const char *name)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", d.dir, name);
+	f = fopen(path, "w");
+	cr_assert(f, "%s", path);
+	fputs("left behind", f);
+	fclose(f);
+}
+
+static bool present(const char *name)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/%s", d.dir, name);
+	return access(path, F_OK) == 0;
+}
+
+/*
+ * Data files that no control file names (a create or a delete that a
+ * kill -9 cut short) are removed at start; a data file of a channel set
+ * aside as corrupt stays with it.
+ */
+Test(daemon, data_files_no_channel_names_are_removed_at_start,
+     .fini = teardown)
+{
+	setup_with("[channel blk]\ncapacity = 8K\n");
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	touch(".ghost.0123456789abcdef.data");
+	touch(".blk.00000000000000aa.data");
+	touch(".corrupt.old.1700000000");
+	touch(".old.00000000000000bb.data");
+	touch(".notes.data");
+	start_daemon();
+	cr_assert_not(present(".ghost.0123456789abcdef.data"));
+	cr_assert_not(present(".blk.00000000000000aa.data"));
+	cr_assert(log_has("a data file no channel names"));
+	cr_assert(present(".old.00000000000000bb.data"), "a set-aside "
+		  "channel's data file was removed");
+	cr_assert(present(".notes.data"));
+	cr_assert(present("blk"));
+}
+
 /* ------------------------------------------------------------ shmbusctl */
 
 /* Runs shmbusctl with `args` (through sh); returns its exit code and its
