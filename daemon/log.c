@@ -15,6 +15,9 @@
 #include "shmbusd.h"
 #include "../lib/contract.h"
 
+/* Set by the main thread (at start, and at a reload), read by every
+ * thread that logs: atomics, relaxed (a line logged under the old
+ * setting around a reload is no harm). */
 static int max_level = SBD_INFO;
 static bool use_syslog;
 
@@ -25,12 +28,14 @@ static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO,
 
 void sbd_log_setup(int level, bool sys)
 {
-	max_level = level;
-	if (sys && !use_syslog)
+	bool was = __atomic_load_n(&use_syslog, __ATOMIC_RELAXED);
+
+	__atomic_store_n(&max_level, level, __ATOMIC_RELAXED);
+	if (sys && !was)
 		openlog("shmbusd", LOG_PID | LOG_NDELAY, LOG_DAEMON);
-	else if (!sys && use_syslog)
+	__atomic_store_n(&use_syslog, sys, __ATOMIC_RELAXED);
+	if (!sys && was)
 		closelog();
-	use_syslog = sys;
 }
 
 int sbd_log_level_parse(const char *s)
@@ -61,7 +66,7 @@ void sbd_log(int level, int err, const char *fmt, ...)
 	size_t n;
 	va_list ap;
 
-	if (level > max_level)
+	if (level > __atomic_load_n(&max_level, __ATOMIC_RELAXED))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -71,7 +76,7 @@ void sbd_log(int level, int err, const char *fmt, ...)
 		snprintf(msg + n, sizeof(msg) - n, ": %s",
 			 shmbus_strerror(err < 0 ? err : -err));
 	}
-	if (use_syslog) {
+	if (__atomic_load_n(&use_syslog, __ATOMIC_RELAXED)) {
 		syslog(prio[level], "%s", msg);
 		return;
 	}
