@@ -949,11 +949,6 @@ Test(group_races, a_creator_killed_before_its_group_file_leaves_no_slot)
 
 /* The same death just after the file is in place keeps the group whole:
  * the repair finds the file and leaves the slot to the group. */
-static void die_now(void)
-{
-	raise(SIGKILL);
-}
-
 static int link_then_die(void *arg)
 {
 	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
@@ -967,7 +962,7 @@ static int link_then_die(void *arg)
 	 * had died between the link and sb_slot_group_made(). */
 	if (!shmbus_group_join(ch, "whole", "m", &ga))
 		return 4;
-	die_now();
+	die();
 	return 0;
 }
 
