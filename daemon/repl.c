@@ -710,6 +710,7 @@ int sbd_repl_start(void)
 			return -1;
 		}
 		pthread_mutex_init(&rc->mu, NULL);
+		pthread_mutex_init(&rc->ship_mu, NULL);
 		rc->level = (uint32_t)cc->repl_level;
 		rc->strict = cc->repl_strict;
 		rc->cap = in.capacity;

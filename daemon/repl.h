@@ -156,9 +156,12 @@ struct sbd_transport {
 	bool (*pending)(struct sbd_link *l);
 	/* Before it sleeps for data, recv looks again for up to spin_ns,
 	 * yielding the CPU between looks, while when(arg) says so (NULL:
-	 * always). */
+	 * always).  work(arg, true), if not NULL, runs before each look,
+	 * and work(arg, false) when the looking ends with nothing (recv
+	 * sleeps next). */
 	void (*set_spin)(struct sbd_link *l, int64_t spin_ns,
-			 bool (*when)(void *arg), void *arg);
+			 bool (*when)(void *arg),
+			 void (*work)(void *arg, bool more), void *arg);
 	/* Makes every blocked call on the link return (another thread). */
 	void (*shutdown)(struct sbd_link *l);
 	void (*close)(struct sbd_link *l);

@@ -47,6 +47,7 @@
 #define HANDSHAKES_MAX	8		/* handshakes at once */
 #define CONNECT_MS	1000
 #define SPIN_NS		INT64_C(30000)	/* see set_spin() */
+#define SYNC_LINGER_NS	INT64_C(1000000) /* see sync_waiting() */
 
 struct rchan {
 	char name[SHMBUS_CTL_NAME];
@@ -76,6 +77,16 @@ struct rchan {
 	struct sb_sync_hint hint_agent;	/* is a sync waiter there: each */
 	struct sb_sync_hint hint_reader; /* thread's own view */
 	bool link_dead;			/* atomic: the reader lost it */
+	const char *dead_why;		/* why, when the reader's shipping
+					 * lost it (before link_dead) */
+	pthread_mutex_t ship_mu;	/* what ship() uses: the agent's
+					 * loop, or the reader's spin */
+	bool reader_ships;		/* atomic: the reader's spin ships
+					 * while a sync waiter waits */
+	bool agent_parked;		/* atomic: the agent sleeps on park
+					 * meanwhile */
+	uint32_t park;			/* futex word (private) */
+	int64_t reader_sync_ns;		/* reader: a sync waiter last seen */
 	uint64_t sent;			/* atomic: shipped up to here */
 	uint64_t sent_hi;		/* atomic: being shipped up to here */
 	bool linked;			/* atomic: plink is set */

@@ -327,7 +327,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 	rc->seq_known = false;
 	/* The next frame is looked for a little without sleeping: a
 	 * synchronous producer's comes a round trip after our ack. */
-	repl.t->set_spin(l, SPIN_NS, NULL, NULL);
+	repl.t->set_spin(l, SPIN_NS, NULL, NULL, NULL);
 	sb_repl_flags(rc->ch, SHMBUS_REPL_LINK, 0);
 	sbd_log(SBD_NOTICE, 0, "%s: linked to primary %s at %" PRIu64
 		" (epoch %" PRIu64 ")", rc->name, repl.t->peer(l), end, h.epoch);

@@ -35,6 +35,7 @@ struct sbd_link {
 	uint8_t rbuf[RBUF];
 	int64_t spin_ns;
 	bool (*spin_when)(void *arg);
+	void (*spin_work)(void *arg, bool more);
 	void *spin_arg;
 };
 
@@ -278,26 +279,39 @@ static ssize_t take(struct sbd_link *l, char *dst, size_t n)
 }
 
 /* take() again for up to spin_ns (while spin_when() says so), yielding
- * the CPU between tries, when the first found nothing: a reply a few
- * microseconds away is taken without a sleep and a wake-up.  Returns as
- * take() does. */
+ * the CPU between tries and running spin_work() before each, when the
+ * first found nothing: a reply a few microseconds away is taken without
+ * a sleep and a wake-up.  Returns as take() does. */
 static ssize_t take_soon(struct sbd_link *l, char *dst, size_t n)
 {
 	struct timespec t0, t;
 	ssize_t r = -1;
+	int err;
 
 	errno = EAGAIN;
-	if (!l->spin_ns || (l->spin_when && !l->spin_when(l->spin_arg)))
+	if (!l->spin_ns || (l->spin_when && !l->spin_when(l->spin_arg))) {
+		if (l->spin_work)
+			l->spin_work(l->spin_arg, false);
+		errno = EAGAIN;
 		return -1;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	do {
 		sched_yield();
+		if (l->spin_work)
+			l->spin_work(l->spin_arg, true);
 		r = take(l, dst, n);
 		if (r >= 0 || errno != EAGAIN)
-			return r;
+			break;
 		clock_gettime(CLOCK_MONOTONIC, &t);
 	} while ((t.tv_sec - t0.tv_sec) * 1000000000 +
 			 (t.tv_nsec - t0.tv_nsec) < l->spin_ns);
+	/* Nothing came: the caller sleeps on the socket now. */
+	if (l->spin_work && r < 0 && errno == EAGAIN) {
+		err = errno;
+		l->spin_work(l->spin_arg, false);
+		errno = err;
+	}
 	return r;
 }
 
@@ -345,10 +359,12 @@ static bool tcp_pending(struct sbd_link *l)
 }
 
 static void tcp_set_spin(struct sbd_link *l, int64_t spin_ns,
-			 bool (*when)(void *arg), void *arg)
+			 bool (*when)(void *arg),
+			 void (*work)(void *arg, bool more), void *arg)
 {
 	l->spin_ns = spin_ns;
 	l->spin_when = when;
+	l->spin_work = work;
 	l->spin_arg = arg;
 }
 

@@ -121,6 +121,7 @@ struct tally {
 	uint64_t acked[4];	/* messages pub_sync acknowledged */
 	int told[4];		/* 1: publish said -EROFS; 2: pub_sync did */
 	int bad[4];		/* another answer */
+	int stop;		/* the producers stop */
 };
 
 static struct tally *tally;
@@ -141,7 +142,8 @@ static int sync_publisher(void *arg)
 
 	if (!pub)
 		return 2;
-	for (uint64_t i = 0;; i++) {
+	for (uint64_t i = 0; !__atomic_load_n(&tally->stop, __ATOMIC_RELAXED);
+	     i++) {
 		int rc;
 
 		th_msg_fill(msg, sizeof(msg), p->id, i);
@@ -268,6 +270,92 @@ Test(repl_roles, switchover_under_load_loses_nothing)
 	munmap(tally, sizeof(*tally));
 }
 
+/* Until every producer of the tally has had `more` acknowledgements past
+ * `from`, at most 20 s. */
+static void tally_wait(const uint64_t from[3], uint64_t more)
+{
+	for (int t = 0; t < 2000; t++) {
+		int ok = 0;
+
+		for (int i = 0; i < 3; i++)
+			ok += __atomic_load_n(&tally->acked[i],
+					      __ATOMIC_RELAXED) >= from[i] + more;
+		if (ok == 3)
+			return;
+		usleep(10000);
+	}
+	cr_assert_fail("producers acknowledged %llu, %llu, %llu",
+		       (unsigned long long)tally->acked[0],
+		       (unsigned long long)tally->acked[1],
+		       (unsigned long long)tally->acked[2]);
+}
+
+/* Producers that wait for each message's acknowledgement (on the
+ * primary, the thread that reads the acknowledgements then ships their
+ * records): the standby killed -9 and started again, then the link down
+ * for a second.  Every answer is 0 (the standby stays in sync within
+ * sync_timeout_ms), and every message acknowledged is on the standby,
+ * once and in order. */
+Test(repl_roles, sync_waiters_lose_nothing_when_the_standby_dies_or_the_link_drops)
+{
+	struct syncpub s0 = { "sp", 0 }, s1 = { "mp", 1 }, s2 = { "mp", 2 };
+	uint64_t last[4], at[3];
+	pid_t p0, p1, p2;
+
+	tally = mmap(NULL, sizeof(*tally), PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(tally != MAP_FAILED);
+	pair_setup(CHANS, "sync_timeout_ms = 8000\n");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
+	p0 = th_spawn(sync_publisher, &s0);
+	p1 = th_spawn(sync_publisher, &s1);
+	p2 = th_spawn(sync_publisher, &s2);
+	memset(at, 0, sizeof(at));
+	tally_wait(at, 200);
+	host_kill(&B, SIGKILL);
+	usleep(200000);
+	host_start(&B);
+	memcpy(at, tally->acked, sizeof(at));
+	tally_wait(at, 200);
+	if (pair_netns_possible()) {
+		cr_assert_eq(host_sh(NULL, "ip -n %s link set %s down", A.ns,
+				     A.ifname), 0);
+		usleep(1000000);
+		cr_assert_eq(host_sh(NULL, "ip -n %s link set %s up", A.ns,
+				     A.ifname), 0);
+		memcpy(at, tally->acked, sizeof(at));
+		tally_wait(at, 200);
+	}
+	__atomic_store_n(&tally->stop, 1, __ATOMIC_RELAXED);
+	cr_assert_eq(th_wait(p0), 0);
+	cr_assert_eq(th_wait(p1), 0);
+	cr_assert_eq(th_wait(p2), 0);
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(tally->bad[i], 0, "producer %d: %d", i,
+			     tally->bad[i]);
+		cr_assert_eq(tally->told[i], 0);
+	}
+	pair_wait_caught_up("sp", 0, 10000);
+	pair_wait_caught_up("mp", 0, 10000);
+	pair_assert_identical("sp");
+	pair_assert_identical("mp");
+	pair_assert_no_gap("sp");
+	pair_assert_no_gap("mp");
+	pair_read_all_last(&B, "sp", UINT64_MAX, last);
+	cr_assert(last[0] != UINT64_MAX && last[0] + 1 >= tally->acked[0],
+		  "sp: B's last is %llu, %llu were acknowledged",
+		  (unsigned long long)last[0],
+		  (unsigned long long)tally->acked[0]);
+	pair_read_all_last(&B, "mp", UINT64_MAX, last);
+	for (int i = 1; i < 3; i++)
+		cr_assert(last[i] != UINT64_MAX &&
+			  last[i] + 1 >= tally->acked[i],
+			  "mp: producer %d: B's last is %llu, %llu were "
+			  "acknowledged", i, (unsigned long long)last[i],
+			  (unsigned long long)tally->acked[i]);
+	munmap(tally, sizeof(*tally));
+}
 
 /* A subscriber that sees only acknowledged messages never sees one the
  * standby lacks: with B's daemon stopped (SIGSTOP), it reads nothing past
