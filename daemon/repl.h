@@ -154,14 +154,19 @@ struct sbd_transport {
 	int (*recv)(struct sbd_link *l, void *buf, size_t n, int timeout_ms);
 	/* Whether bytes wait to be received (without waiting). */
 	bool (*pending)(struct sbd_link *l);
+	/* Whether the last read took all the socket held, and nothing is
+	 * buffered: bytes may have come since (pending() would make a
+	 * system call to see). */
+	bool (*drained)(const struct sbd_link *l);
 	/* Before it sleeps for data, recv looks again for up to spin_ns,
 	 * yielding the CPU between looks, while when(arg) says so (NULL:
-	 * always).  work(arg, true), if not NULL, runs before each look,
-	 * and work(arg, false) when the looking ends with nothing (recv
+	 * always).  work(arg, true), if not NULL, runs before each look
+	 * and says whether to make it (false: nothing is expected yet);
+	 * work(arg, false) runs when the looking ends with nothing (recv
 	 * sleeps next). */
 	void (*set_spin)(struct sbd_link *l, int64_t spin_ns,
 			 bool (*when)(void *arg),
-			 void (*work)(void *arg, bool more), void *arg);
+			 bool (*work)(void *arg, bool more), void *arg);
 	/* Makes every blocked call on the link return (another thread). */
 	void (*shutdown)(struct sbd_link *l);
 	void (*close)(struct sbd_link *l);

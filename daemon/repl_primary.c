@@ -56,7 +56,7 @@ static uint64_t level_pos(struct rchan *rc)
 	}
 }
 
-static void reader_ships(void *arg, bool more);
+static bool reader_ships(void *arg, bool more);
 static void judge(struct rchan *rc);
 static void futex_wake_private(uint32_t *w);
 
@@ -534,10 +534,11 @@ static bool step(struct rchan *rc, const char **fail)
  * waiters are gone, or when no acknowledgement came for SPIN_NS; it then
  * wakes the agent, which takes its part back.
  */
-static void reader_ships(void *arg, bool more)
+static bool reader_ships(void *arg, bool more)
 {
 	struct rchan *rc = arg;
 	const char *fail;
+	uint64_t sent;
 
 	if (!more) {
 		/* Dekker with the agent's park(): each stores its flag,
@@ -547,10 +548,10 @@ static void reader_ships(void *arg, bool more)
 			__atomic_add_fetch(&rc->park, 1, __ATOMIC_SEQ_CST);
 			futex_wake_private(&rc->park);
 		}
-		return;
+		return false;
 	}
 	if (LOAD(&rc->link_dead) || pthread_mutex_trylock(&rc->ship_mu))
-		return;
+		return true;
 	if (!__atomic_load_n(&rc->reader_ships, __ATOMIC_RELAXED))
 		__atomic_store_n(&rc->reader_ships, true, __ATOMIC_SEQ_CST);
 	step(rc, &fail);
@@ -560,7 +561,15 @@ static void reader_ships(void *arg, bool more)
 		rc->dead_why = fail;
 		STORE(&rc->link_dead, true);
 		reader_ships(rc, false);
+		return true;
 	}
+	/* A look at the socket (a system call) only while an
+	 * acknowledgement is due: the next record is seen sooner. */
+	sent = LOAD(&rc->sent);
+	return LOAD(&rc->received) < sent || LOAD(&rc->applied) < sent ||
+	       ((rc->level == SHMBUS_ACK_STANDBY_PERSISTED ||
+		 rc->level == SHMBUS_ACK_BOTH_PERSISTED) &&
+		LOAD(&rc->persisted) < sent);
 }
 
 static void futex_wake_private(uint32_t *w)

@@ -32,10 +32,11 @@ struct sbd_link {
 	int fd;
 	char peer[80];
 	size_t roff, rlen;
+	bool drained;		/* the last read left nothing in the socket */
 	uint8_t rbuf[RBUF];
 	int64_t spin_ns;
 	bool (*spin_when)(void *arg);
-	void (*spin_work)(void *arg, bool more);
+	bool (*spin_work)(void *arg, bool more);
 	void *spin_arg;
 };
 
@@ -264,9 +265,13 @@ static ssize_t take(struct sbd_link *l, char *dst, size_t n)
 	ssize_t r;
 
 	if (l->roff == l->rlen) {
-		if (n >= RBUF)
-			return recv(l->fd, dst, n, MSG_DONTWAIT);
+		if (n >= RBUF) {
+			r = recv(l->fd, dst, n, MSG_DONTWAIT);
+			l->drained = r < (ssize_t)n;
+			return r;
+		}
 		r = recv(l->fd, l->rbuf, RBUF, MSG_DONTWAIT);
+		l->drained = r < RBUF;
 		if (r <= 0)
 			return r;
 		l->roff = 0;
@@ -285,32 +290,30 @@ static ssize_t take(struct sbd_link *l, char *dst, size_t n)
 static ssize_t take_soon(struct sbd_link *l, char *dst, size_t n)
 {
 	struct timespec t0, t;
-	ssize_t r = -1;
-	int err;
+	ssize_t r;
 
+	r = -1;
 	errno = EAGAIN;
-	if (!l->spin_ns || (l->spin_when && !l->spin_when(l->spin_arg))) {
-		if (l->spin_work)
-			l->spin_work(l->spin_arg, false);
-		errno = EAGAIN;
-		return -1;
-	}
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	do {
-		sched_yield();
-		if (l->spin_work)
-			l->spin_work(l->spin_arg, true);
+	if (l->spin_ns && (!l->spin_when || l->spin_when(l->spin_arg))) {
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do {
+			sched_yield();
+			if (!l->spin_work || l->spin_work(l->spin_arg, true)) {
+				r = take(l, dst, n);
+				if (r >= 0 || errno != EAGAIN)
+					return r;
+			}
+			clock_gettime(CLOCK_MONOTONIC, &t);
+		} while ((t.tv_sec - t0.tv_sec) * 1000000000 +
+				 (t.tv_nsec - t0.tv_nsec) < l->spin_ns);
+		/* The last look (work() may have said none was worth
+		 * making). */
 		r = take(l, dst, n);
-		if (r >= 0 || errno != EAGAIN)
-			break;
-		clock_gettime(CLOCK_MONOTONIC, &t);
-	} while ((t.tv_sec - t0.tv_sec) * 1000000000 +
-			 (t.tv_nsec - t0.tv_nsec) < l->spin_ns);
-	/* Nothing came: the caller sleeps on the socket now. */
-	if (l->spin_work && r < 0 && errno == EAGAIN) {
-		err = errno;
+	}
+	/* Nothing: the caller sleeps on the socket next. */
+	if (r < 0 && errno == EAGAIN && l->spin_work) {
 		l->spin_work(l->spin_arg, false);
-		errno = err;
+		errno = EAGAIN;
 	}
 	return r;
 }
@@ -358,9 +361,14 @@ static bool tcp_pending(struct sbd_link *l)
 	       recv(l->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
+static bool tcp_drained(const struct sbd_link *l)
+{
+	return l->roff == l->rlen && l->drained;
+}
+
 static void tcp_set_spin(struct sbd_link *l, int64_t spin_ns,
 			 bool (*when)(void *arg),
-			 void (*work)(void *arg, bool more), void *arg)
+			 bool (*work)(void *arg, bool more), void *arg)
 {
 	l->spin_ns = spin_ns;
 	l->spin_when = when;
@@ -394,6 +402,7 @@ const struct sbd_transport sbd_tcp = {
 	.send = tcp_send,
 	.recv = tcp_recv,
 	.pending = tcp_pending,
+	.drained = tcp_drained,
 	.set_spin = tcp_set_spin,
 	.shutdown = tcp_shutdown,
 	.close = tcp_close,

@@ -352,11 +352,19 @@ uint32_t sb_repl_agent_wait(shmbus_channel *ch, uint32_t seen,
 {
 	struct shmbus_hdr *h = ch->hdr;
 	struct timespec ts = { nap_ns / 1000000000, nap_ns % 1000000000 };
-	/* No edge: a missed kick costs at most one nap. */
-	uint32_t k = load_relaxed32(&h->kick);
+	uint32_t k;
 
+	/* F8: pairs with F8 in shmbus_pub_sync(): the count of sleepers,
+	 * then the kick word; the waiter bumps them the other way round, so
+	 * either it sees us and wakes us, or we see its kick and stay up.
+	 * (A kick missed all the same would cost one nap.) */
+	add_seqcst32(&h->kick_sleepers, 1);
+	k = load_seqcst32(&h->kick);
 	if (k == seen && nap_ns > 0)
 		syscall(SYS_futex, &h->kick, FUTEX_WAIT, k, &ts, NULL, 0);
+	/* No edge: only the count. */
+	sub_seqcst32(&h->kick_sleepers, 1);
+	/* No edge: a hint, as above. */
 	return load_relaxed32(&h->kick);
 }
 
@@ -495,10 +503,14 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 	/* Tell the agent: ship now, and spin while we wait.  No edge: hints;
 	 * a kick missed costs the agent's nap. */
 	add_seqcst32(&h->sync_waiters, 1);
-	/* No edge (see above).  Every agent that waits on it: the
+	/* F8: pairs with F8 in sb_repl_agent_wait(): the kick, then whether
+	 * an agent sleeps on it (a system call less on the round trip while
+	 * the agents are awake).  Every agent that waits on it: the
 	 * replication agent and the journal's. */
 	add_seqcst32(&h->kick, 1);
-	syscall(SYS_futex, &h->kick, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+	if (load_seqcst32(&h->kick_sleepers))
+		syscall(SYS_futex, &h->kick, FUTEX_WAKE, INT_MAX, NULL, NULL,
+			0);
 	for (;;) {
 		uint32_t f;
 

@@ -357,6 +357,48 @@ Test(repl_roles, sync_waiters_lose_nothing_when_the_standby_dies_or_the_link_dro
 	munmap(tally, sizeof(*tally));
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* An idle agent sleeps on the kick word for nap_us (here 100 ms): a
+ * pub_sync wakes it, and is answered long before the nap would end. */
+Test(repl_roles, a_sync_waiter_wakes_an_idle_agent)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	uint8_t msg[64];
+	uint64_t took[11];
+
+	pair_setup(CHANS, "nap_us = 100000\n");
+	ch = host_open(&A, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	for (int i = 0; i < 11; i++) {
+		uint64_t t;
+
+		/* Long enough for the agent to go back to its sleep. */
+		usleep(150000);
+		th_msg_fill(msg, sizeof(msg), 0, (uint64_t)i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+		t = th_now_ns();
+		cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
+		took[i] = th_now_ns() - t;
+	}
+	qsort(took, 11, sizeof(took[0]), cmp_u64);
+	cr_assert_lt(took[5], 25000000u, "a pub_sync took %lld us (median): "
+		     "the agent slept through its kick",
+		     (long long)took[5] / 1000);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
 /* A subscriber that sees only acknowledged messages never sees one the
  * standby lacks: with B's daemon stopped (SIGSTOP), it reads nothing past
  * what B held when it stopped, while the producer goes on; once B runs

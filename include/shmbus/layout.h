@@ -384,7 +384,9 @@ struct shmbus_hdr {
 	/* line 14: replication, continued */
 	uint64_t standby_persisted_pos;	/* the standby's journal has
 				 * fdatasync'd the records below it */
-	uint8_t pad14[56];
+	uint32_t kick_sleepers;	/* agents asleep on kick: a
+				 * shmbus_pub_sync() wakes them only then */
+	uint8_t pad14[52];
 
 	uint8_t reserved[SHMBUS_HDR_SIZE - 15 * 64];
 };
