@@ -87,8 +87,9 @@ static int sh(const char *fmt, ...)
 
 static const char *CHANNELS =
 	"[channel sync]\ncapacity = 4M\nmax_msg = 1K\nreplicate = applied\n"
-	"[channel s32]\ncapacity = 64M\nmax_msg = 1K\nreplicate = local\n"
-	"[channel s1k]\ncapacity = 64M\nmax_msg = 1K\nreplicate = local\n"
+	"[channel s32]\ncapacity = 256M\nmax_msg = 1K\nreplicate = received\n"
+	"[channel s1k]\ncapacity = 256M\nmax_msg = 1K\nreplicate = received\n"
+	"[channel s32l]\ncapacity = 256M\nmax_msg = 1K\nreplicate = local\n"
 	"[channel ping_r]\ncapacity = 1M\nmax_msg = 1K\nreplicate = local\n"
 	"[channel pong_r]\ncapacity = 1M\nmax_msg = 1K\nreplicate = local\n"
 	"[channel ping]\ncapacity = 1M\nmax_msg = 1K\n"
@@ -524,29 +525,6 @@ static uint64_t sync_p50(long n, struct hist *h)
 	return hist_percentile(h, 50);
 }
 
-struct streamjob {
-	const char *chan;
-	size_t len;
-	uint64_t bytes;		/* of ring to fill */
-};
-
-static int stream_client(void *arg)
-{
-	struct streamjob *j = arg;
-	shmbus_bus *bus;
-	shmbus_channel *ch;
-	shmbus_pub *p;
-	static char msg[1024];
-	uint64_t rec = 16 + (j->len + 7) / 8 * 8;
-
-	bh_pin(0);
-	p = open_pub(&bus, &ch, j->chan);
-	for (uint64_t k = 0; k < j->bytes / rec; k++)
-		if (shmbus_publish(p, msg, j->len))
-			return 2;
-	return 0;
-}
-
 static void stop_wait(pid_t pid)
 {
 	char path[64], st[512];
@@ -568,30 +546,37 @@ static void stop_wait(pid_t pid)
 }
 
 /*
- * The rate of the replication pipeline alone: with B stopped, A's
- * producer fills `bytes` of the ring; then B runs again, and the bytes
+ * The rate of the replication pipeline alone: with A's daemon stopped (so
+ * that nothing is shipped meanwhile, nor waits in the sockets' buffers),
+ * a producer fills `bytes` of the ring; then A runs again, and the bytes
  * per second are those B applies until it holds all of it (A's agent
- * ships, B's checks and applies: two threads, as the raw TCP stream's
- * two processes).
+ * walks and ships, B's linker checks and applies: two threads, as the raw
+ * TCP stream's two processes).
  */
 static double repl_stream(const char *chan, size_t len, uint64_t bytes)
 {
-	struct streamjob j = { chan, len, bytes };
 	shmbus_channel *a = shmbus_channel_open(A.dir, chan);
 	shmbus_channel *b = shmbus_channel_open(B.dir, chan);
+	uint64_t rec = 16 + (len + 7) / 8 * 8, t0, t1;
 	struct sb_repl_view va, v0, v1;
-	uint64_t t0, t1;
+	static char msg[1024];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
 
 	if (!a || !b)
 		exit(1);
-	stop_wait(B.pid);
-	if (wait_ok(in_ns("", stream_client, &j))) {
-		fprintf(stderr, "bench_repl: %s stream failed\n", chan);
-		exit(1);
-	}
+	p = open_pub(&bus, &ch, chan);
+	stop_wait(A.pid);
+	for (uint64_t k = 0; k < bytes / rec; k++)
+		if (shmbus_publish(p, msg, len)) {
+			fprintf(stderr, "bench_repl: %s stream failed\n",
+				chan);
+			exit(1);
+		}
 	sb_repl_read(a, &va);
 	sb_repl_read(b, &v0);
-	kill(B.pid, SIGCONT);
+	kill(A.pid, SIGCONT);
 	t0 = bh_now_ns();
 	/* Looks every 100 us, sleeping between: a spinning observer would
 	 * take one of the two CPUs from the pipeline it measures. */
@@ -602,6 +587,9 @@ static double repl_stream(const char *chan, size_t len, uint64_t bytes)
 		usleep(100);
 	}
 	t1 = bh_now_ns();
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
 	shmbus_channel_close(a);
 	shmbus_channel_close(b);
 	return (double)(v1.head - v0.head) / ((double)(t1 - t0) / 1e9);
@@ -612,23 +600,36 @@ static double repl_stream(const char *chan, size_t len, uint64_t bytes)
  * buffer each side (cache-resident), raw TCP going through `bytes` of
  * memory each side as the replication does (the backlog is read from a
  * ring of its size and written into another), and the replication of a
- * backlog of `bytes` of 32-byte and of 1 KiB messages.  st: those four,
- * in bytes per second.
+ * backlog of `bytes` of 32-byte and of 1 KiB messages (level received),
+ * and of 32-byte messages at level local.  st: those five, in bytes per
+ * second.
  */
-static void stream_round(double secs, uint64_t bytes, double st[4])
+static void stream_round(double secs, uint64_t bytes, double st[5])
 {
 	st[0] = tcp_stream(secs, 0);
 	st[1] = tcp_stream(secs, bytes);
 	st[2] = repl_stream("s32", 32, bytes);
 	st[3] = repl_stream("s1k", 1024, bytes);
+	st[4] = repl_stream("s32l", 32, bytes);
 	printf("streaming, bytes per second: raw TCP %.0f MB/s, through %"
 	       PRIu64 " MiB of memory each side %.0f MB/s; replication of a "
 	       "backlog of %" PRIu64 " MiB: 32 B messages %.0f MB/s of ring "
 	       "(%.0f%% of TCP through memory, %.0f%% of TCP; %.2f M msg/s), "
-	       "1 KiB %.0f MB/s (%.0f%%, %.0f%%)\n", st[0] / 1e6, bytes >> 20,
+	       "1 KiB %.0f MB/s (%.0f%%, %.0f%%); 32 B at level local %.0f "
+	       "MB/s (%.0f%%, %.0f%%)\n", st[0] / 1e6, bytes >> 20,
 	       st[1] / 1e6, bytes >> 20, st[2] / 1e6, 100 * st[2] / st[1],
 	       100 * st[2] / st[0], st[2] / 48 / 1e6, st[3] / 1e6,
-	       100 * st[3] / st[1], 100 * st[3] / st[0]);
+	       100 * st[3] / st[1], 100 * st[3] / st[0], st[4] / 1e6,
+	       100 * st[4] / st[1], 100 * st[4] / st[0]);
+}
+
+/* A first lap unmeasured: the standby's ring pages are touched for the
+ * first time there (page faults a ring in use no longer takes). */
+static void stream_warm_up(uint64_t bytes)
+{
+	repl_stream("s32", 32, bytes);
+	repl_stream("s1k", 1024, bytes);
+	repl_stream("s32l", 32, bytes);
 }
 
 /* The p50 of n local round trips on ping/pong, in ns (pingpong.h). */
@@ -700,7 +701,7 @@ int main(int argc, char **argv)
 	const char *e = getenv("SHMBUSD");
 	uint64_t tcp, syn;
 	double loc[LOCAL_TURNS], rep[LOCAL_TURNS];
-	double st[4];
+	double st[5];
 	FILE *csv;
 
 	if (e && *e)
@@ -732,10 +733,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (getenv("BENCH_REPL_STREAM_ONLY")) {
-		repl_stream("s32", 32, 60u << 20);
-		repl_stream("s1k", 1024, 60u << 20);
+		stream_warm_up(250u << 20);
 		for (int k = 0; k < 3; k++)
-			stream_round(secs, 48u << 20, st);
+			stream_round(secs, 192u << 20, st);
 		return 0;
 	}
 	tcp = tcp_pingpong_p50(n, h);
@@ -744,12 +744,8 @@ int main(int argc, char **argv)
 	       "raw TCP ping-pong %.1f us: %.2fx\n", (double)syn * tps / 1e3,
 	       (double)tcp * tps / 1e3, (double)syn / (double)tcp);
 
-	/* A first lap unmeasured: the standby's ring pages are touched
-	 * for the first time there (page faults a ring in use no longer
-	 * takes). */
-	repl_stream("s32", 32, 60u << 20);
-	repl_stream("s1k", 1024, 60u << 20);
-	stream_round(secs, quick ? 8u << 20 : 48u << 20, st);
+	stream_warm_up(quick ? 8u << 20 : 250u << 20);
+	stream_round(secs, quick ? 8u << 20 : 192u << 20, st);
 
 	local_turns(quick ? 2000 : 100000, loc, rep);
 	mkdir("benchmarks/results", 0755);
@@ -757,10 +753,12 @@ int main(int argc, char **argv)
 	if (csv) {
 		fprintf(csv, "link,sync_p50_ns,tcp_pingpong_p50_ns,tcp_stream_Bps,"
 			"tcp_stream_mem_Bps,repl_32_Bps,repl_1k_Bps,"
-			"local_p50_ns,local_replicated_p50_ns\n");
-		fprintf(csv, "%s,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f\n",
-			netns ? "netns" : "loopback", (double)syn * tps,
-			(double)tcp * tps, st[0], st[1], st[2], st[3],
+			"repl_32_local_Bps,local_p50_ns,"
+			"local_replicated_p50_ns\n");
+		fprintf(csv, "%s,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,"
+			"%.0f\n", netns ? "netns" : "loopback",
+			(double)syn * tps, (double)tcp * tps, st[0], st[1],
+			st[2], st[3], st[4],
 			loc[LOCAL_TURNS / 2], rep[LOCAL_TURNS / 2]);
 		fclose(csv);
 	}

@@ -360,6 +360,17 @@ static void check_damage(struct rchan *rc)
 		rc->name, why, rc->known);
 }
 
+/* Where the standby's lag is counted to: what the walk found committed,
+ * or the head if further (the walk may stay near what was shipped:
+ * find_known()); an open claim counts as committed here. */
+static uint64_t lag_end(const struct rchan *rc)
+{
+	uint64_t head = sb_ring_head(rc->ch);
+
+	return head > rc->known && head - rc->known <= rc->cap ? head
+							       : rc->known;
+}
+
 /* In sync or not, the watermark, and the cursor. */
 static void judge(struct rchan *rc)
 {
@@ -381,7 +392,7 @@ static void judge(struct rchan *rc)
 	/* A link that drops and comes back within sync_timeout_ms (a frame
 	 * refused, a reconnection) keeps the standby in sync: only progress
 	 * counts, and a lag beyond max_lag. */
-	ok = (!rc->max_lag || rc->known - sync_pos <= rc->max_lag) &&
+	ok = (!rc->max_lag || lag_end(rc) - sync_pos <= rc->max_lag) &&
 	     now - LOAD(&rc->progress_ns) <= (int64_t)sync_ms() * 1000000 &&
 	     !damaged;
 	if (rc->in_sync && !ok) {
@@ -394,7 +405,7 @@ static void judge(struct rchan *rc)
 			PRIu64 " of %" PRIu64 "): %s", rc->name,
 			damaged ? "the ring is damaged" :
 			!link ? "no link for sync_timeout_ms" :
-			rc->max_lag && rc->known - sync_pos > rc->max_lag ?
+			rc->max_lag && lag_end(rc) - sync_pos > rc->max_lag ?
 			"lag over max_lag" : "no progress for sync_timeout_ms",
 			sync_pos, rc->known,
 			rc->strict ? "sync waiters are held (strict)" :
@@ -495,7 +506,7 @@ static void ship_groups(struct rchan *rc)
 static const char *find_known(struct rchan *rc)
 {
 	const char *fail = NULL;
-	uint64_t head = sb_ring_head(rc->ch), oldest;
+	uint64_t head = sb_ring_head(rc->ch), oldest, most = UINT64_MAX;
 
 	if (head > rc->known && head - rc->known > rc->cap &&
 	    (rc->flags & SHMBUS_F_OVERWRITE)) {
@@ -510,8 +521,31 @@ static const char *find_known(struct rchan *rc)
 				fail = "the standby was lapped";
 		}
 	}
-	rc->known = sb_committed_end_marked(rc->ch, rc->known, UINT64_MAX,
-					    &rc->marks);
+	/* While the standby is in sync at a level it acknowledges, the walk
+	 * keeps at most two frames past what was shipped, so that shipping
+	 * reads records the walk has just brought into the cache, instead
+	 * of a backlog walked whole and then read again from memory
+	 * (bench_repl, a backlog of 192 MiB: 1.19 x the rate at 32 B, 1.30 x
+	 * at 1 KiB).  At level local, and out of sync, the watermark is
+	 * what the walk found committed: it walks to the end. */
+	if (rc->level != SHMBUS_ACK_LOCAL && rc->in_sync && rc->plink) {
+		uint64_t sent = LOAD(&rc->sent);
+		uint64_t walk = 2 * (uint64_t)rc->frame_max;
+		uint64_t ahead = rc->known > sent ? rc->known - sent : 0;
+
+		most = ahead < walk ? walk - ahead : 0;
+	}
+	if (most) {
+		uint64_t was = rc->known;
+
+		rc->known = sb_committed_end_marked(rc->ch, was, most,
+						    &rc->marks);
+		/* A record longer than the bound: walked alone. */
+		if (rc->known == was && most != UINT64_MAX)
+			rc->known = sb_committed_end_marked(rc->ch, was,
+							    UINT64_MAX,
+							    &rc->marks);
+	}
 	return fail;
 }
 

@@ -907,6 +907,103 @@ static uint64_t journal_rec(const struct host *h, const char *chan,
  * padding of a batch's wrap, 474 KiB.  Each is shipped on its own and
  * applied (the padding as its word alone), and the standby's subscriber
  * reads the batch whole. */
+/* A standby that lags by more than max_lag bytes is out of sync at once,
+ * long before sync_timeout_ms, however far the primary has walked the
+ * ring; in sync again once it has caught up. */
+Test(repl, a_lag_over_max_lag_is_out_of_sync)
+{
+	static uint8_t msg[1024];
+	struct sb_repl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	pair_setup("[channel ml]\ncapacity = 16M\nmax_msg = 1K\n"
+		   "replicate = received\n",
+		   "max_lag = 262144\nsync_timeout_ms = 30000\n");
+	cr_assert(host_log_wait(&A, "ml: standby in sync", 5000));
+	ch = host_open(&A, &bus, "ml", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	host_pause(&B);
+	/* 12 MiB: more than the sockets' buffers hold. */
+	for (uint64_t i = 0; i < 12 * 1024; i++) {
+		th_msg_fill(msg, sizeof(msg), 0, i);
+		cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), 0);
+	}
+	cr_assert(host_log_wait(&A, "lag over max_lag", 5000));
+	host_view(&A, "ml", &v);
+	cr_assert(v.flags & SHMBUS_REPL_OUT_OF_SYNC);
+	kill(B.pid, SIGCONT);
+	pair_wait_caught_up("ml", 0, 10000);
+	pair_assert_identical("ml");
+	for (int i = 0; i < 500; i++) {
+		host_view(&A, "ml", &v);
+		if (!(v.flags & SHMBUS_REPL_OUT_OF_SYNC))
+			break;
+		usleep(10000);
+	}
+	cr_assert(!(v.flags & SHMBUS_REPL_OUT_OF_SYNC));
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* While the standby is in sync, the primary walks at most two frames
+ * (here 512 KiB) past what it shipped; a message longer than that is
+ * walked, and shipped, alone, behind smaller ones and before others. */
+Test(repl, a_message_longer_than_the_walk_ahead_is_shipped)
+{
+	static uint8_t msg[700 << 10], got[700 << 10];
+	const size_t lens[] = { 100, 700 << 10, 64 << 10, 700 << 10, 32 };
+	shmbus_channel *ch, *b;
+	shmbus_bus *bus;
+	shmbus_sub *sub;
+	shmbus_pub *p;
+
+	pair_setup("[channel bw]\ncapacity = 4M\nmax_msg = 1M\n"
+		   "replicate = received\n", "");
+	cr_assert(host_log_wait(&A, "bw: standby in sync", 5000));
+	ch = host_open(&A, &bus, "bw", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	p = shmbus_pub_open(ch, &(struct shmbus_pub_attr){
+					.timeout_ns = 5000000000 });
+	cr_assert(p);
+	for (uint64_t i = 0; i < 5; i++) {
+		int rc;
+
+		th_msg_fill(msg, lens[i], 0, i);
+		cr_assert_eq(shmbus_publish(p, msg, lens[i]), 0);
+		rc = shmbus_pub_sync(p, 5000000000);
+		cr_assert_eq(rc, 0, "message %llu (%zu bytes): %d",
+			     (unsigned long long)i, lens[i], rc);
+	}
+	pair_wait_caught_up("bw", 0, 5000);
+	pair_assert_identical("bw");
+	b = host_map(&B, "bw");
+	cr_assert(b);
+	sub = shmbus_sub_open(b, &(struct shmbus_sub_attr){
+					 .start = SHMBUS_START_OLDEST });
+	cr_assert(sub);
+	sb_sub_seek(sub, sb_ring_oldest(b));
+	for (uint64_t i = 0; i < 5; i++) {
+		uint64_t s;
+		uint32_t id;
+		ssize_t n = shmbus_read(sub, got, sizeof(got), NULL);
+
+		cr_assert_eq(n, (ssize_t)lens[i], "message %llu: %zd",
+			     (unsigned long long)i, n);
+		cr_assert_eq(th_msg_check(got, (size_t)n, &id, &s), 0);
+		cr_assert_eq(s, i);
+	}
+	shmbus_sub_close(sub);
+	shmbus_channel_close(b);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
 Test(repl, records_longer_than_a_frame_are_shipped)
 {
 	static uint8_t big[300 << 10], mid[60 << 10];
