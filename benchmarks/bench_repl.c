@@ -85,11 +85,13 @@ static int sh(const char *fmt, ...)
 	return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
 }
 
-static const char *CHANNELS =
+static const char *stream_cap = "256M";
+
+static const char CHANNELS[] =
 	"[channel sync]\ncapacity = 4M\nmax_msg = 1K\nreplicate = applied\n"
-	"[channel s32]\ncapacity = 256M\nmax_msg = 1K\nreplicate = received\n"
-	"[channel s1k]\ncapacity = 256M\nmax_msg = 1K\nreplicate = received\n"
-	"[channel s32l]\ncapacity = 256M\nmax_msg = 1K\nreplicate = local\n"
+	"[channel s32]\ncapacity = %s\nmax_msg = 1K\nreplicate = received\n"
+	"[channel s1k]\ncapacity = %s\nmax_msg = 1K\nreplicate = received\n"
+	"[channel s32l]\ncapacity = %s\nmax_msg = 1K\nreplicate = local\n"
 	"[channel ping_r]\ncapacity = 1M\nmax_msg = 1K\nreplicate = local\n"
 	"[channel pong_r]\ncapacity = 1M\nmax_msg = 1K\nreplicate = local\n"
 	"[channel ping]\ncapacity = 1M\nmax_msg = 1K\n"
@@ -124,11 +126,13 @@ static void node_setup(struct node *n, const char *role, const char *peer)
 	fprintf(f, "[bus]\nname = brepl\nshm_dir = %s\nsocket = %s\n"
 		"log_level = notice\n[replication]\nrole = %s\nlisten = %s\n"
 		"peer = %s\nkey_file = %s\nstate_dir = %s\n"
-		"sync_timeout_ms = 10000\n%s%s%s%s%s%s%s", n->dir, n->sock,
+		"sync_timeout_ms = 10000\n%s%s%s%s%s%s", n->dir, n->sock,
 		role, n->listen, peer, key_path, n->state,
 		cpus ? "cpus = " : "", cpus ? cpus : "", cpus ? "\n" : "",
-		nap ? "nap_us = " : "", nap ? nap : "", nap ? "\n" : "",
-		CHANNELS);
+		nap ? "nap_us = " : "", nap ? nap : "", nap ? "\n" : "");
+	/* The streaming channels: 256M for a backlog of 192 MiB (16M
+	 * briefly, as three of them are made on each side). */
+	fprintf(f, CHANNELS, stream_cap, stream_cap, stream_cap);
 	fclose(f);
 }
 
@@ -706,6 +710,8 @@ int main(int argc, char **argv)
 
 	if (e && *e)
 		shmbusd = e;
+	if (quick)
+		stream_cap = "16M";
 	if (getenv("BENCH_REPL_SYNC_ONLY")) {
 		signal(SIGPIPE, SIG_IGN);
 		bh_calibrate();
