@@ -221,7 +221,7 @@ static int hand_over(bool drain, uint64_t *ends, char *out, size_t n)
 				rc2 = -ETIMEDOUT;
 				break;
 			}
-			sb_repl_kick(rc->ch);
+			rp_agent_wake(rc);
 			usleep(200);
 		}
 	}

@@ -87,6 +87,8 @@ struct rchan {
 					 * meanwhile */
 	uint32_t park;			/* futex word (private) */
 	int64_t reader_sync_ns;		/* reader: a sync waiter last seen */
+	bool walk_short;		/* the last walk stopped at its bound,
+					 * short of what is committed */
 	uint64_t sent;			/* atomic: shipped up to here */
 	uint64_t sent_hi;		/* atomic: being shipped up to here */
 	bool linked;			/* atomic: plink is set */
@@ -272,6 +274,9 @@ int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,
 /* repl_primary.c: a primary's channel threads; a standby's link, its
  * key proven and its hello read (a handshake thread). */
 int rp_agent_start(struct rchan *rc);
+/* Wakes the agent, wherever it sleeps (its nap, or while the reader
+ * ships). */
+void rp_agent_wake(struct rchan *rc);
 void rp_agent_stop(struct rchan *rc);
 void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi);
 

@@ -354,6 +354,9 @@ uint32_t sb_repl_agent_wait(shmbus_channel *ch, uint32_t seen,
 	struct timespec ts = { nap_ns / 1000000000, nap_ns % 1000000000 };
 	uint32_t k;
 
+	/* No edge: said once, before the first count (program order). */
+	if (load_relaxed32(&h->kick_counted) != SHMBUS_KICK_COUNTED)
+		store_relaxed32(&h->kick_counted, SHMBUS_KICK_COUNTED);
 	/* F8: pairs with F8 in shmbus_pub_sync(): the count of sleepers,
 	 * then the kick word; the waiter bumps them the other way round, so
 	 * either it sees us and wakes us, or we see its kick and stay up.
@@ -508,7 +511,10 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 	 * the agents are awake).  Every agent that waits on it: the
 	 * replication agent and the journal's. */
 	add_seqcst32(&h->kick, 1);
-	if (load_seqcst32(&h->kick_sleepers))
+	/* No edge: a daemon that does not count sleepers (an older one)
+	 * never says so, and is woken every time. */
+	if (load_relaxed32(&h->kick_counted) != SHMBUS_KICK_COUNTED ||
+	    load_seqcst32(&h->kick_sleepers))
 		syscall(SYS_futex, &h->kick, FUTEX_WAKE, INT_MAX, NULL, NULL,
 			0);
 	for (;;) {

@@ -950,6 +950,43 @@ Test(repl, a_lag_over_max_lag_is_out_of_sync)
 	shmbus_disconnect(bus);
 }
 
+/* A claim held open (zero copy, not committed yet) is not lag: with a
+ * max_lag smaller than the claim, the standby that holds everything
+ * committed stays in sync. */
+Test(repl, an_open_claim_is_not_lag)
+{
+	static uint8_t msg[64];
+	struct sb_repl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	void *buf;
+
+	pair_setup("[channel oc]\ncapacity = 1M\nmax_msg = 64K\n"
+		   "replicate = received\n",
+		   "max_lag = 16384\nsync_timeout_ms = 30000\n");
+	cr_assert(host_log_wait(&A, "oc: standby in sync", 5000));
+	ch = host_open(&A, &bus, "oc", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	for (uint64_t i = 0; i < 100; i++) {
+		th_msg_fill(msg, sizeof(msg), 0, i);
+		cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), 0);
+	}
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000LL), 0);
+	cr_assert_eq(shmbus_claim(p, 60 << 10, &buf), 0);
+	usleep(1500000);
+	host_view(&A, "oc", &v);
+	cr_assert_not(v.flags & SHMBUS_REPL_OUT_OF_SYNC);
+	cr_assert_not(host_log_wait(&A, "lag over max_lag", 0));
+	th_msg_fill(buf, 60 << 10, 0, 100);
+	cr_assert_eq(shmbus_commit(p), 0);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
 /* While the standby is in sync, the primary walks at most two frames
  * (here 512 KiB) past what it shipped; a message longer than that is
  * walked, and shipped, alone, behind smaller ones and before others. */

@@ -12,9 +12,12 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <linux/futex.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -487,4 +490,60 @@ Test(ship, a_sync_waiter_killed_in_its_wait_keeps_no_agent_awake)
 	cr_assert_not(sb_repl_sync_waiting(ch, &hint), "a waiter killed "
 		      "%d ms ago still keeps the agent spinning",
 		      (int)(3 * SB_SYNC_HINT_NS / 1000000));
+}
+
+/* An agent asleep on the kick word, in the way of one that does not count
+ * kick_sleepers (an older shmbusd), in another thread. */
+static void *old_agent_sleeps(void *arg)
+{
+	struct shmbus_hdr *h = arg;
+	struct timespec ts = { 5, 0 };
+	uint32_t k = __atomic_load_n(&h->kick, __ATOMIC_SEQ_CST);
+	uint64_t t0 = th_now_ns();
+
+	syscall(SYS_futex, &h->kick, FUTEX_WAIT, k, &ts, NULL, 0);
+	return (void *)(uintptr_t)((th_now_ns() - t0) / 1000000);
+}
+
+/* The same, by sb_repl_agent_wait(), which counts. */
+static void *new_agent_sleeps(void *arg)
+{
+	shmbus_channel *c = arg;
+	uint32_t k = __atomic_load_n(&c->hdr->kick, __ATOMIC_SEQ_CST);
+	uint64_t t0 = th_now_ns();
+
+	sb_repl_agent_wait(c, k, 5000000000LL);
+	return (void *)(uintptr_t)((th_now_ns() - t0) / 1000000);
+}
+
+/* shmbus_pub_sync() wakes an agent asleep on the kick word unless the
+ * agents say they count their sleep (kick_counted): one that does not
+ * is woken every time; one that does, when it sleeps there. */
+Test(ship, pub_sync_wakes_an_agent_that_does_not_count_its_sleep)
+{
+	uint8_t msg[64] = { 0 };
+	pthread_t t;
+	void *ms;
+
+	sb_repl_setup(ch, SHMBUS_ACK_APPLIED, SHMBUS_REPL_ON, 1);
+	cr_assert_neq(ch->hdr->kick_counted, SHMBUS_KICK_COUNTED);
+	cr_assert_eq(pthread_create(&t, NULL, old_agent_sleeps, ch->hdr), 0);
+	usleep(100000);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(pub, 20000000), -ETIMEDOUT);
+	cr_assert_eq(pthread_join(t, &ms), 0);
+	cr_assert_lt((uintptr_t)ms, 2000, "the agent slept %lu ms through "
+		     "the kick", (unsigned long)(uintptr_t)ms);
+	/* An agent that counts: its wait says so, and a pub_sync wakes it
+	 * while it sleeps there. */
+	cr_assert_eq(pthread_create(&t, NULL, new_agent_sleeps, ch), 0);
+	usleep(100000);
+	cr_assert_eq(ch->hdr->kick_counted, SHMBUS_KICK_COUNTED);
+	cr_assert_eq(ch->hdr->kick_sleepers, 1);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(pub, 20000000), -ETIMEDOUT);
+	cr_assert_eq(pthread_join(t, &ms), 0);
+	cr_assert_lt((uintptr_t)ms, 2000, "the agent slept %lu ms through "
+		     "the kick", (unsigned long)(uintptr_t)ms);
+	cr_assert_eq(ch->hdr->kick_sleepers, 0);
 }

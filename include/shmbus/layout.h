@@ -164,6 +164,9 @@ struct shmbus_rec {
 #define SHMBUS_JKEEP_GROUP	2u	/* a consumer group has not acked it */
 #define SHMBUS_JKEEP_STANDBY	3u	/* the standby has not received it */
 
+/* hdr.kick_counted */
+#define SHMBUS_KICK_COUNTED	0x6b69636bu
+
 /* hdr.repl_flags */
 #define SHMBUS_REPL_ON		0x1u	/* the channel is replicated */
 #define SHMBUS_REPL_STANDBY	0x2u	/* this host is its standby */
@@ -386,7 +389,10 @@ struct shmbus_hdr {
 				 * fdatasync'd the records below it */
 	uint32_t kick_sleepers;	/* agents asleep on kick: a
 				 * shmbus_pub_sync() wakes them only then */
-	uint8_t pad14[52];
+	uint32_t kick_counted;	/* SHMBUS_KICK_COUNTED once an agent that
+				 * counts kick_sleepers has waited (else
+				 * every shmbus_pub_sync() wakes) */
+	uint8_t pad14[48];
 
 	uint8_t reserved[SHMBUS_HDR_SIZE - 15 * 64];
 };
