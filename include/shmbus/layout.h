@@ -422,6 +422,8 @@ SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, kick, 576);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, jnl_written, 640);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, jnl_dir, 704);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, standby_persisted_pos, 896);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, kick_sleepers, 904);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, kick_counted, 908);
 SHMBUS_STATIC_ASSERT(SHMBUS_MAX_SLOTS <= 64, "one bit per slot in mbox_want "
 		     "and sleep_ok");
 SHMBUS_STATIC_ASSERT(SHMBUS_NSEG * sizeof(struct shmbus_seg) +
