@@ -174,6 +174,26 @@ static int sync_publisher(void *arg)
 	return 0;
 }
 
+/* Everything acknowledged to the tally's producers (0 on "sp", 1 and 2 on
+ * "mp") is on B. */
+static void tally_on_b(void)
+{
+	uint64_t last[4];
+
+	pair_read_all_last(&B, "sp", UINT64_MAX, last);
+	cr_assert(last[0] != UINT64_MAX && last[0] + 1 >= tally->acked[0],
+		  "sp: B's last is %llu, %llu were acknowledged",
+		  (unsigned long long)last[0],
+		  (unsigned long long)tally->acked[0]);
+	pair_read_all_last(&B, "mp", UINT64_MAX, last);
+	for (int i = 1; i < 3; i++)
+		cr_assert(last[i] != UINT64_MAX &&
+			  last[i] + 1 >= tally->acked[i],
+			  "mp: producer %d: B's last is %llu, %llu were "
+			  "acknowledged", i, (unsigned long long)last[i],
+			  (unsigned long long)tally->acked[i]);
+}
+
 /* Under load, with producers waiting on pub_sync: A hands over to B.
  * Every producer is told (-EROFS), every message acknowledged to it is
  * on B, B is primary at the next epoch, and A follows it as standby. */
@@ -182,7 +202,6 @@ Test(repl_roles, switchover_under_load_loses_nothing)
 	struct syncpub s0 = { "sp", 0 }, s1 = { "mp", 1 }, s2 = { "mp", 2 };
 	struct shmbus_ctl_repl_reply r;
 	struct sb_repl_view va, vb;
-	uint64_t last[4];
 	shmbus_bus *bus;
 	shmbus_channel *ch;
 	shmbus_pub *pub;
@@ -223,19 +242,7 @@ Test(repl_roles, switchover_under_load_loses_nothing)
 		cr_assert(tally->told[i], "producer %d was not told", i);
 		cr_assert_gt(tally->acked[i], 0);
 	}
-	/* Everything acknowledged is on B. */
-	pair_read_all_last(&B, "sp", UINT64_MAX, last);
-	cr_assert(last[0] != UINT64_MAX && last[0] + 1 >= tally->acked[0],
-		  "sp: B's last is %llu, %llu were acknowledged",
-		  (unsigned long long)last[0],
-		  (unsigned long long)tally->acked[0]);
-	pair_read_all_last(&B, "mp", UINT64_MAX, last);
-	for (int i = 1; i < 3; i++)
-		cr_assert(last[i] != UINT64_MAX &&
-			  last[i] + 1 >= tally->acked[i],
-			  "mp: producer %d: B's last is %llu, %llu were "
-			  "acknowledged", i, (unsigned long long)last[i],
-			  (unsigned long long)tally->acked[i]);
+	tally_on_b();
 	pair_assert_identical("sp");
 	pair_assert_identical("mp");
 	host_view(&A, "sp", &va);
@@ -299,7 +306,7 @@ static void tally_wait(const uint64_t from[3], uint64_t more)
 Test(repl_roles, sync_waiters_lose_nothing_when_the_standby_dies_or_the_link_drops)
 {
 	struct syncpub s0 = { "sp", 0 }, s1 = { "mp", 1 }, s2 = { "mp", 2 };
-	uint64_t last[4], at[3];
+	uint64_t at[3];
 	pid_t p0, p1, p2;
 
 	tally = mmap(NULL, sizeof(*tally), PROT_READ | PROT_WRITE,
@@ -342,18 +349,7 @@ Test(repl_roles, sync_waiters_lose_nothing_when_the_standby_dies_or_the_link_dro
 	pair_assert_identical("mp");
 	pair_assert_no_gap("sp");
 	pair_assert_no_gap("mp");
-	pair_read_all_last(&B, "sp", UINT64_MAX, last);
-	cr_assert(last[0] != UINT64_MAX && last[0] + 1 >= tally->acked[0],
-		  "sp: B's last is %llu, %llu were acknowledged",
-		  (unsigned long long)last[0],
-		  (unsigned long long)tally->acked[0]);
-	pair_read_all_last(&B, "mp", UINT64_MAX, last);
-	for (int i = 1; i < 3; i++)
-		cr_assert(last[i] != UINT64_MAX &&
-			  last[i] + 1 >= tally->acked[i],
-			  "mp: producer %d: B's last is %llu, %llu were "
-			  "acknowledged", i, (unsigned long long)last[i],
-			  (unsigned long long)tally->acked[i]);
+	tally_on_b();
 	munmap(tally, sizeof(*tally));
 }
 
