@@ -167,6 +167,10 @@ struct sbd_transport {
 	void (*set_spin)(struct sbd_link *l, int64_t spin_ns,
 			 bool (*when)(void *arg),
 			 bool (*work)(void *arg, bool more), void *arg);
+	/* While a send waits for the peer to take its bytes, fn(arg) runs
+	 * every millisecond or so, in the sending thread. */
+	void (*set_send_wait)(struct sbd_link *l, void (*fn)(void *arg),
+			      void *arg);
 	/* Makes every blocked call on the link return (another thread). */
 	void (*shutdown)(struct sbd_link *l);
 	void (*close)(struct sbd_link *l);

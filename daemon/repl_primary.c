@@ -185,6 +185,23 @@ static void drop_link(struct rchan *rc, const char *why)
 	sb_repl_flags(rc->ch, 0, SHMBUS_REPL_LINK);
 }
 
+/* While a send waits for the standby to take a frame (a standby that
+ * stopped reading, a link gone quiet, before either is judged): at level
+ * local what is acknowledged is what is committed here, whatever the
+ * standby does, so the watermark goes on following it; a
+ * shmbus_pub_sync() at local never waits on the network.  In the sending
+ * thread, which holds ship_mu. */
+static void while_sending(void *arg)
+{
+	struct rchan *rc = arg;
+
+	if (rc->level != SHMBUS_ACK_LOCAL)
+		return;
+	rc->known = sb_committed_end_marked(rc->ch, rc->known, UINT64_MAX,
+					    &rc->marks);
+	sb_repl_watermark(rc->ch, rc->known);
+}
+
 static void take_pending(struct rchan *rc)
 {
 	struct sbd_link *l;
@@ -216,6 +233,7 @@ static void take_pending(struct rchan *rc)
 	/* A link is not progress (judge()): a standby that links again and
 	 * again without getting further still falls out of sync. */
 	sb_repl_acked(rc->ch, start, start, LOAD(&rc->persisted), false);
+	repl.t->set_send_wait(l, while_sending, rc);
 	pthread_mutex_lock(&rc->mu);
 	rc->plink = l;
 	pthread_mutex_unlock(&rc->mu);

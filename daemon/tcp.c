@@ -38,7 +38,13 @@ struct sbd_link {
 	bool (*spin_when)(void *arg);
 	bool (*spin_work)(void *arg, bool more);
 	void *spin_arg;
+	void (*send_wait)(void *arg);	/* see set_send_wait() */
+	void *send_wait_arg;
 };
+
+/* While a send waits for the peer to take bytes, send_wait() runs this
+ * often. */
+#define SEND_WAIT_MS 1
 
 /* "host:port" or "[v6]:port" into its parts. */
 static int split(const char *addr, char *host, size_t hn, char *port,
@@ -208,6 +214,30 @@ static int ready(int fd, short ev, int timeout_ms)
 	return 0;
 }
 
+static int64_t mono_ms(void);
+
+/* Until the socket takes bytes again, at most timeout_ms (-ETIMEDOUT),
+ * running send_wait() every SEND_WAIT_MS meanwhile. */
+static int wait_writable(struct sbd_link *l, int timeout_ms)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+
+	for (;;) {
+		int64_t left = deadline < 0 ? INT32_MAX : deadline - mono_ms();
+		int rc;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (l->send_wait && left > SEND_WAIT_MS)
+			left = SEND_WAIT_MS;
+		rc = ready(l->fd, POLLOUT, (int)left);
+		if (rc != -ETIMEDOUT)
+			return rc;
+		if (l->send_wait)
+			l->send_wait(l->send_wait_arg);
+	}
+}
+
 static int tcp_send(struct sbd_link *l, const struct rw_hdr *h,
 		    const struct iovec *body, int n, int timeout_ms)
 {
@@ -229,7 +259,7 @@ static int tcp_send(struct sbd_link *l, const struct rw_hdr *h,
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN) {
-				int rc = ready(l->fd, POLLOUT, timeout_ms);
+				int rc = wait_writable(l, timeout_ms);
 
 				if (rc)
 					return rc;
@@ -361,6 +391,13 @@ static bool tcp_pending(struct sbd_link *l)
 	       recv(l->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
+static void tcp_set_send_wait(struct sbd_link *l, void (*fn)(void *arg),
+			      void *arg)
+{
+	l->send_wait = fn;
+	l->send_wait_arg = arg;
+}
+
 static bool tcp_drained(const struct sbd_link *l)
 {
 	return l->roff == l->rlen && l->drained;
@@ -403,6 +440,7 @@ const struct sbd_transport sbd_tcp = {
 	.recv = tcp_recv,
 	.pending = tcp_pending,
 	.drained = tcp_drained,
+	.set_send_wait = tcp_set_send_wait,
 	.set_spin = tcp_set_spin,
 	.shutdown = tcp_shutdown,
 	.close = tcp_close,

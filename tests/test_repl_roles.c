@@ -395,6 +395,87 @@ Test(repl_roles, a_sync_waiter_wakes_an_idle_agent)
 	shmbus_disconnect(bus);
 }
 
+/* What local_publisher() saw. */
+struct ltally {
+	uint64_t ok, timeouts, other;
+	int stop;
+};
+
+static struct ltally *lt;
+
+/* 4 KiB messages, each waited for 300 ms, until told to stop. */
+static int local_publisher(void *arg)
+{
+	const char *chan = arg;
+	struct shmbus_pub_attr pa = { .timeout_ns = 300000000LL };
+	shmbus_bus *bus;
+	shmbus_channel *ch = host_open(&A, &bus, chan, SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	static uint8_t msg[4096];
+
+	if (!pub)
+		return 2;
+	for (uint64_t i = 0; !__atomic_load_n(&lt->stop, __ATOMIC_RELAXED);) {
+		int rc;
+
+		th_msg_fill(msg, sizeof(msg), 0, i);
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc == -ETIMEDOUT)
+			continue;
+		if (rc)
+			return 3;
+		i++;
+		rc = shmbus_pub_sync(pub, 300000000LL);
+		if (rc == 0)
+			__atomic_add_fetch(&lt->ok, 1, __ATOMIC_RELAXED);
+		else if (rc == -ETIMEDOUT)
+			__atomic_add_fetch(&lt->timeouts, 1, __ATOMIC_RELAXED);
+		else
+			__atomic_add_fetch(&lt->other, 1, __ATOMIC_RELAXED);
+	}
+	return 0;
+}
+
+/* At level local a message is acknowledged once committed here: a
+ * standby that stops reading (SIGSTOP) or a link that goes down, while
+ * the standby is still in sync, fills the sockets and holds the primary's
+ * sends, never a local pub_sync. */
+Test(repl_roles, a_local_pub_sync_never_waits_for_the_standby)
+{
+	pid_t p;
+
+	lt = mmap(NULL, sizeof(*lt), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(lt != MAP_FAILED);
+	pair_setup("[channel lo]\ncapacity = 4M\nmax_msg = 4K\n"
+		   "replicate = local\n", "sync_timeout_ms = 8000\n");
+	p = th_spawn(local_publisher, "lo");
+	usleep(500000);
+	host_pause(&B);
+	usleep(2000000);
+	kill(B.pid, SIGCONT);
+	usleep(500000);
+	if (pair_netns_possible()) {
+		cr_assert_eq(host_sh(NULL, "ip -n %s link set %s down", A.ns,
+				     A.ifname), 0);
+		usleep(2000000);
+		cr_assert_eq(host_sh(NULL, "ip -n %s link set %s up", A.ns,
+				     A.ifname), 0);
+		usleep(500000);
+	}
+	__atomic_store_n(&lt->stop, 1, __ATOMIC_RELAXED);
+	cr_assert_eq(th_wait(p), 0);
+	cr_assert_gt(lt->ok, 1000);
+	cr_assert_eq(lt->other, 0);
+	cr_assert_eq(lt->timeouts, 0, "%llu local pub_syncs timed out "
+		     "(300 ms each), %llu answered",
+		     (unsigned long long)lt->timeouts,
+		     (unsigned long long)lt->ok);
+	pair_wait_caught_up("lo", 0, 15000);
+	pair_assert_identical("lo");
+	munmap(lt, sizeof(*lt));
+}
+
 /* A subscriber that sees only acknowledged messages never sees one the
  * standby lacks: with B's daemon stopped (SIGSTOP), it reads nothing past
  * what B held when it stopped, while the producer goes on; once B runs
