@@ -603,13 +603,15 @@ static bool step(struct rchan *rc, const char **fail)
 }
 
 /*
- * While a sync waiter waits, the reader ships (set_spin()'s work, between
- * its looks for the acknowledgement) and the agent sleeps on rc->park:
- * one thread of this host's on the round trip instead of two that hand
- * the CPU to each other on it (bench_repl, two CPUs: a hand-over is about
- * 0.5 us of a 7.5 us round trip).  The reader's spin ends when the
- * waiters are gone, or when no acknowledgement came for SPIN_NS; it then
- * wakes the agent, which takes its part back.
+ * While a sync waiter waits and the walk is bounded, the reader ships
+ * (set_spin()'s work, between its looks for the acknowledgement) and the
+ * agent sleeps on rc->park: one thread of this host's on the round trip
+ * instead of two that hand the CPU to each other on it (bench_repl, two
+ * CPUs, the previous build taking turns: unplaced 8.6-9.0 us a round trip
+ * where it took 8.1-40.8 us; placed 7.5-7.9 against 7.9-8.3 us).  The
+ * reader's spin ends when the waiters are gone, or when no
+ * acknowledgement came for SPIN_NS; it then wakes the agent, which takes
+ * its part back.
  */
 static bool reader_ships(void *arg, bool more)
 {
