@@ -320,9 +320,8 @@ static ssize_t take(struct sbd_link *l, char *dst, size_t n)
 static ssize_t take_soon(struct sbd_link *l, char *dst, size_t n)
 {
 	struct timespec t0, t;
-	ssize_t r;
+	ssize_t r = -1;
 
-	r = -1;
 	errno = EAGAIN;
 	if (l->spin_ns && (!l->spin_when || l->spin_when(l->spin_arg))) {
 		clock_gettime(CLOCK_MONOTONIC, &t0);
