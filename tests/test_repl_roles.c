@@ -174,6 +174,29 @@ static int sync_publisher(void *arg)
 	return 0;
 }
 
+/* The pair with CHANS and `extra`, both channels in sync, and the tally's
+ * three sync producers (0 on "sp", 1 and 2 on "mp") started. */
+static void tally_start(const char *extra, pid_t p[3])
+{
+	static struct syncpub s[3] = { { "sp", 0 }, { "mp", 1 }, { "mp", 2 } };
+
+	tally = mmap(NULL, sizeof(*tally), PROT_READ | PROT_WRITE,
+		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(tally != MAP_FAILED);
+	pair_setup(CHANS, extra);
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
+	for (int i = 0; i < 3; i++)
+		p[i] = th_spawn(sync_publisher, &s[i]);
+}
+
+/* Each of the tally's producers exits 0. */
+static void tally_join(const pid_t p[3])
+{
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(th_wait(p[i]), 0, "producer %d", i);
+}
+
 /* Everything acknowledged to the tally's producers (0 on "sp", 1 and 2 on
  * "mp") is on B. */
 static void tally_on_b(void)
@@ -199,25 +222,16 @@ static void tally_on_b(void)
  * on B, B is primary at the next epoch, and A follows it as standby. */
 Test(repl_roles, switchover_under_load_loses_nothing)
 {
-	struct syncpub s0 = { "sp", 0 }, s1 = { "mp", 1 }, s2 = { "mp", 2 };
 	struct shmbus_ctl_repl_reply r;
 	struct sb_repl_view va, vb;
 	shmbus_bus *bus;
 	shmbus_channel *ch;
 	shmbus_pub *pub;
-	pid_t p0, p1, p2;
+	pid_t p[3];
 	uint8_t msg[48];
 
-	tally = mmap(NULL, sizeof(*tally), PROT_READ | PROT_WRITE,
-		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	cr_assert(tally != MAP_FAILED);
 	/* Sanitizers slow the daemons: B must not fall out of sync. */
-	pair_setup(CHANS, "sync_timeout_ms = 5000\n");
-	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
-	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
-	p0 = th_spawn(sync_publisher, &s0);
-	p1 = th_spawn(sync_publisher, &s1);
-	p2 = th_spawn(sync_publisher, &s2);
+	tally_start("sync_timeout_ms = 5000\n", p);
 	/* Until every producer has had acknowledgements (sanitized daemons
 	 * are slow to serve the first ones). */
 	for (int t = 0; t < 1000; t++) {
@@ -233,9 +247,7 @@ Test(repl_roles, switchover_under_load_loses_nothing)
 	cr_log_info("switchover: %s in %.2f ms", r.text,
 		    (double)r.duration_ns / 1e6);
 	printf("switchover under load: %.2f ms\n", (double)r.duration_ns / 1e6);
-	cr_assert_eq(th_wait(p0), 0);
-	cr_assert_eq(th_wait(p1), 0);
-	cr_assert_eq(th_wait(p2), 0);
+	tally_join(p);
 	for (int i = 0; i < 3; i++) {
 		cr_assert_eq(tally->bad[i], 0, "producer %d: %d", i,
 			     tally->bad[i]);
@@ -305,19 +317,10 @@ static void tally_wait(const uint64_t from[3], uint64_t more)
  * once and in order. */
 Test(repl_roles, sync_waiters_lose_nothing_when_the_standby_dies_or_the_link_drops)
 {
-	struct syncpub s0 = { "sp", 0 }, s1 = { "mp", 1 }, s2 = { "mp", 2 };
 	uint64_t at[3];
-	pid_t p0, p1, p2;
+	pid_t p[3];
 
-	tally = mmap(NULL, sizeof(*tally), PROT_READ | PROT_WRITE,
-		     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	cr_assert(tally != MAP_FAILED);
-	pair_setup(CHANS, "sync_timeout_ms = 8000\n");
-	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
-	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
-	p0 = th_spawn(sync_publisher, &s0);
-	p1 = th_spawn(sync_publisher, &s1);
-	p2 = th_spawn(sync_publisher, &s2);
+	tally_start("sync_timeout_ms = 8000\n", p);
 	memset(at, 0, sizeof(at));
 	tally_wait(at, 200);
 	host_kill(&B, SIGKILL);
@@ -335,9 +338,7 @@ Test(repl_roles, sync_waiters_lose_nothing_when_the_standby_dies_or_the_link_dro
 		tally_wait(at, 200);
 	}
 	__atomic_store_n(&tally->stop, 1, __ATOMIC_RELAXED);
-	cr_assert_eq(th_wait(p0), 0);
-	cr_assert_eq(th_wait(p1), 0);
-	cr_assert_eq(th_wait(p2), 0);
+	tally_join(p);
 	for (int i = 0; i < 3; i++) {
 		cr_assert_eq(tally->bad[i], 0, "producer %d: %d", i,
 			     tally->bad[i]);
