@@ -737,6 +737,13 @@ int pair_paced_publisher(void *arg)
 	return 0;
 }
 
+void pair_assert_whole(const char *chan, int timeout_ms)
+{
+	pair_wait_caught_up(chan, 0, timeout_ms);
+	pair_assert_identical(chan);
+	pair_assert_no_gap(chan);
+}
+
 void pair_assert_no_gap(const char *chan)
 {
 	struct sb_repl_view v;

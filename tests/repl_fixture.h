@@ -73,6 +73,9 @@ const uint8_t *host_data(const struct host *h, const char *chan,
 uint64_t pair_wait_caught_up(const char *chan, uint64_t min, int timeout_ms);
 /* Asserts that the data regions and heads of chan are equal on A and B. */
 void pair_assert_identical(const char *chan);
+/* pair_wait_caught_up(chan, 0, timeout_ms), then pair_assert_identical()
+ * and pair_assert_no_gap(): B holds all of A's ring, with no gap. */
+void pair_assert_whole(const char *chan, int timeout_ms);
 /* The same for ring positions [from, to) only. */
 void pair_assert_identical_range(const char *chan, uint64_t from,
 				 uint64_t to);
