@@ -186,6 +186,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	uint64_t end, seq, oldest, at, head;
 	char why[256];
 	int rc, err;
+	bool taken;
 
 	snprintf(j->name, sizeof(j->name), "%s", cc->name);
 	j->conf = cc->jnl;
@@ -254,7 +255,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	}
 	/* The previous daemon's cursor where it is (it held producers while
 	 * no daemon ran), or a new one where the journal ends. */
-	j->cursor = sb_sub_journal(j->ch, end, &err);
+	j->cursor = sb_sub_kept(j->ch, SHMBUS_SLOT_JOURNAL, end, &taken, &err);
 	if (!j->cursor)
 		return err;
 	shmbus_sub_stats(j->cursor, &st);
@@ -520,7 +521,7 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 		j->cursor = NULL;
 		if (j->ch) {
 			sb_jnl_off(j->ch, cc.jnl.ack);
-			sb_sub_journal_release(j->ch);
+			sb_sub_kept_release(j->ch, SHMBUS_SLOT_JOURNAL);
 		}
 		free_one(j, false);
 	}
@@ -550,7 +551,7 @@ int sbd_journal_start(void)
 
 			if (ch) {
 				sb_jnl_off(ch, false);
-				sb_sub_journal_release(ch);
+				sb_sub_kept_release(ch, SHMBUS_SLOT_JOURNAL);
 			}
 			shmbus_channel_close(ch);
 			continue;
@@ -571,7 +572,7 @@ int sbd_journal_start(void)
 			j->cursor = NULL;
 			if (j->ch) {
 				sb_jnl_off(j->ch, cc->jnl.ack);
-				sb_sub_journal_release(j->ch);
+				sb_sub_kept_release(j->ch, SHMBUS_SLOT_JOURNAL);
 			}
 			free_one(j, false);
 		}

@@ -171,7 +171,7 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 
 		sb_repl_epoch(rc->ch, e);
 		sb_repl_acked(rc->ch, 0, 0, 0, false);
-		rp_agent_start(rc);
+		rp_agent_start(rc, false);
 		/* With an arbiter, closed until the leader thread holds the
 		 * key's term (rp_open_fences()). */
 		sb_fence_set(rc->ch, repl.arbiter ? SHMBUS_FENCE_HANDOVER
@@ -238,7 +238,7 @@ static void become_standby(void)
 	 * whole term before it may take the key again. */
 	STORE(&repl.peer_seen_ns, lease_ns());
 	for (size_t i = 0; i < repl.n; i++) {
-		rp_agent_stop(&repl.ch[i]);
+		rp_agent_stop(&repl.ch[i], false);
 		sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_STANDBY);
 	}
 	STORE(&repl.role, SBD_ROLE_STANDBY);
@@ -653,6 +653,8 @@ static void unreplicate_others(void)
 		ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
 		if (!ch)
 			continue;
+		/* The last shmbusd's agent cursor holds nothing any more. */
+		sb_sub_kept_release(ch, SHMBUS_SLOT_REPL);
 		sb_repl_read(ch, &v);
 		if ((v.flags & SHMBUS_REPL_ON) ||
 		    v.fence != SHMBUS_FENCE_OPEN) {
@@ -809,8 +811,24 @@ int sbd_repl_start(void)
 		struct rchan *rc = &repl.ch[i];
 		uint32_t f = SHMBUS_REPL_ON | SHMBUS_REPL_OUT_OF_SYNC |
 			     (rc->strict ? SHMBUS_REPL_STRICT : 0);
+		struct sb_repl_view v;
 
+		/* A primary that goes on at the same epoch, whose standby
+		 * was in sync when the last shmbusd stopped: the agent
+		 * takes that daemon's cursor over (rp_agent_start()). */
+		sb_repl_read(rc->ch, &v);
+		rc->resume = role == SBD_ROLE_PRIMARY &&
+			     (v.flags & SHMBUS_REPL_ON) &&
+			     !(v.flags & (SHMBUS_REPL_STANDBY |
+					  SHMBUS_REPL_OUT_OF_SYNC)) &&
+			     v.epoch == repl.epoch;
+		if (rc->resume)
+			f &= ~SHMBUS_REPL_OUT_OF_SYNC;
 		if (role == SBD_ROLE_STANDBY) {
+			/* A standby's ring is written by its linker alone:
+			 * a cursor its agent left when it was primary would
+			 * hold that writer back. */
+			sb_sub_kept_release(rc->ch, SHMBUS_SLOT_REPL);
 			/* Before anyone is handed the channel. */
 			sb_fence_set(rc->ch, SHMBUS_FENCE_STANDBY);
 			f |= SHMBUS_REPL_STANDBY;
@@ -851,7 +869,7 @@ int sbd_repl_start(void)
 		if (role == SBD_ROLE_STANDBY) {
 			rp_linker_start(rc);
 		} else {
-			rp_agent_start(rc);
+			rp_agent_start(rc, rc->resume);
 			/* With an arbiter, closed until the leader thread
 			 * holds the key (rp_open_fences()). */
 			sb_fence_set(rc->ch, repl.arbiter ? SHMBUS_FENCE_HANDOVER
@@ -880,7 +898,7 @@ void sbd_repl_stop(void)
 	sbd_leader_stop();
 	pthread_mutex_lock(&repl.role_mu);
 	for (size_t i = 0; i < repl.n; i++) {
-		rp_agent_stop(&repl.ch[i]);
+		rp_agent_stop(&repl.ch[i], true);
 		rp_linker_stop(&repl.ch[i]);
 	}
 	pthread_mutex_unlock(&repl.role_mu);
@@ -1032,7 +1050,7 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 		}
 		/* Switchover: we stand by, then the peer is asked. */
 		for (size_t i = 0; i < repl.n; i++)
-			rp_agent_stop(&repl.ch[i]);
+			rp_agent_stop(&repl.ch[i], false);
 		for (size_t i = 0; i < repl.n; i++)
 			sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_STANDBY);
 		STORE(&repl.role, SBD_ROLE_STANDBY);
@@ -1056,7 +1074,7 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 			 * up above). */
 			STORE(&repl.role, SBD_ROLE_PRIMARY);
 			for (size_t i = 0; i < repl.n; i++) {
-				rp_agent_start(&repl.ch[i]);
+				rp_agent_start(&repl.ch[i], false);
 				sb_fence_set(repl.ch[i].ch, repl.arbiter ?
 						SHMBUS_FENCE_HANDOVER :
 						SHMBUS_FENCE_OPEN);

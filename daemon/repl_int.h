@@ -102,6 +102,7 @@ struct rchan {
 	uint64_t persisted;		/* atomic: its journal's, acked */
 	int64_t progress_ns;		/* atomic: last ack that moved */
 	bool in_sync;			/* agent */
+	bool resume;			/* set at start: rp_agent_start() */
 	int64_t last_send_ns;		/* agent */
 	int64_t groups_ns;		/* agent: groups last shipped */
 	int64_t groups_dir_ns;		/* agent: the shm dir's change time
@@ -273,11 +274,18 @@ int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,
 
 /* repl_primary.c: a primary's channel threads; a standby's link, its
  * key proven and its hello read (a handshake thread). */
-int rp_agent_start(struct rchan *rc);
+/* The agent's cursor is a kept slot (SHMBUS_SLOT_REPL) that holds the
+ * standby's records in the ring also while no shmbusd runs.  `resume`:
+ * the header says the standby was in sync when the last shmbusd
+ * stopped; if that daemon's cursor is there, the standby is taken to be
+ * in sync still, so that the cursor goes on holding what it lacks. */
+int rp_agent_start(struct rchan *rc, bool resume);
 /* Wakes the agent, wherever it sleeps (its nap, or while the reader
  * ships). */
 void rp_agent_wake(struct rchan *rc);
-void rp_agent_stop(struct rchan *rc);
+/* `keep`: shmbusd exits, the cursor stays for the next one; else it is
+ * released (the host stands by). */
+void rp_agent_stop(struct rchan *rc, bool keep);
 void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi);
 
 /* repl_standby.c */

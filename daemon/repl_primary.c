@@ -729,22 +729,39 @@ static void *agent_main(void *arg)
 	return NULL;
 }
 
-int rp_agent_start(struct rchan *rc)
+int rp_agent_start(struct rchan *rc, bool resume)
 {
-	struct shmbus_sub_attr a;
 	uint64_t oldest = sb_ring_oldest(rc->ch);
+	struct shmbus_sub_stats st;
+	bool taken;
+	int err;
 
-	shmbus_sub_attr_init(&a);
-	a.start = SHMBUS_START_OLDEST;
-	rc->cursor = shmbus_sub_open(rc->ch, &a);
-	if (!rc->cursor)
-		return -errno;
+	rc->cursor = sb_sub_kept(rc->ch, SHMBUS_SLOT_REPL, UINT64_MAX, &taken,
+				 &err);
+	if (err == -EBADMSG) {
+		/* Not a cursor any daemon left: a new one, the standby out
+		 * of sync. */
+		sbd_log(SBD_WARN, 0, "%s: the replication cursor left in the "
+			"ring names an impossible position; the agent takes "
+			"a new one", rc->name);
+		sb_sub_kept_release(rc->ch, SHMBUS_SLOT_REPL);
+		rc->cursor = sb_sub_kept(rc->ch, SHMBUS_SLOT_REPL, UINT64_MAX,
+					 &taken, &err);
+		taken = false;
+	}
+	if (!rc->cursor) {
+		sbd_log(SBD_ERR, err, "%s: no cursor slot for the replication "
+			"agent: the channel is not replicated", rc->name);
+		return err;
+	}
+	shmbus_sub_stats(rc->cursor, &st);
 	sb_marks_reset(&rc->marks, oldest, rc->frame_max);
 	rc->known = sb_committed_end_marked(rc->ch, oldest, UINT64_MAX,
 					    &rc->marks);
-	rc->cursor_pos = oldest;
-	sb_sub_seek(rc->cursor, oldest);
-	rc->in_sync = false;
+	/* Where the previous daemon left it, or where the new slot holds
+	 * the ring: it only moves forward from there (judge()). */
+	rc->cursor_pos = st.pos;
+	rc->in_sync = resume && taken;
 	rc->damaged_at = UINT64_MAX;
 	STORE(&rc->sent, rc->known);
 	STORE(&rc->sent_hi, rc->known);
@@ -753,8 +770,16 @@ int rp_agent_start(struct rchan *rc)
 	STORE(&rc->persisted, 0);
 	STORE(&rc->progress_ns, now_ns());
 	STORE(&rc->stop, false);
-	sb_repl_flags(rc->ch, SHMBUS_REPL_OUT_OF_SYNC,
-		      SHMBUS_REPL_STANDBY | SHMBUS_REPL_LINK);
+	if (rc->in_sync) {
+		sb_repl_flags(rc->ch, 0, SHMBUS_REPL_OUT_OF_SYNC |
+			      SHMBUS_REPL_STANDBY | SHMBUS_REPL_LINK);
+		sbd_log(SBD_NOTICE, 0, "%s: the standby was in sync when the "
+			"last shmbusd stopped; its cursor holds the ring from %"
+			PRIu64 " while it links again", rc->name, st.pos);
+	} else {
+		sb_repl_flags(rc->ch, SHMBUS_REPL_OUT_OF_SYNC,
+			      SHMBUS_REPL_STANDBY | SHMBUS_REPL_LINK);
+	}
 	if (pthread_create(&rc->agent, NULL, agent_main, rc)) {
 		shmbus_sub_close(rc->cursor);
 		rc->cursor = NULL;
@@ -764,7 +789,7 @@ int rp_agent_start(struct rchan *rc)
 	return 0;
 }
 
-void rp_agent_stop(struct rchan *rc)
+void rp_agent_stop(struct rchan *rc, bool keep)
 {
 	if (!rc->agent_on)
 		return;
@@ -782,7 +807,10 @@ void rp_agent_stop(struct rchan *rc)
 		rc->pending = NULL;
 	}
 	pthread_mutex_unlock(&rc->mu);
-	shmbus_sub_close(rc->cursor);
+	if (keep)
+		sb_sub_abandon(rc->cursor);
+	else
+		shmbus_sub_close(rc->cursor);
 	rc->cursor = NULL;
 }
 

@@ -203,13 +203,20 @@ static inline uint32_t owner_pid(uint64_t o)
 	return (uint32_t)(o >> 32);
 }
 
+/* A cursor slot no process owns, that shmbusd keeps across its
+ * restarts: the journal's or the replication agent's. */
+static inline bool sb_slot_kept(uint32_t state)
+{
+	return state == SHMBUS_SLOT_JOURNAL || state == SHMBUS_SLOT_REPL;
+}
+
 /* Whether a subscriber slot's cursor holds producers back (block
- * policy): a subscriber's, a consumer group's floor, or the journal's. */
+ * policy): a subscriber's, a consumer group's floor, or a kept one. */
 static inline bool sb_slot_gates(uint64_t o)
 {
 	return owner_state(o) == SHMBUS_SLOT_ACTIVE ||
 	       owner_state(o) == SHMBUS_SLOT_GROUP ||
-	       owner_state(o) == SHMBUS_SLOT_JOURNAL;
+	       sb_slot_kept(owner_state(o));
 }
 
 /* Stops asking for posts (closing, or a repair of a dead owner's slot i):

@@ -422,12 +422,15 @@ shmbus_sub *sb_sub_open_at(shmbus_channel *ch,
  * subscriber.c). */
 void sb_sub_abandon(shmbus_sub *sub);
 
-/* The journal's cursor slot (SHMBUS_SLOT_JOURNAL): the one the channel
- * has, where it is, or a new one at pos if the ring can be held there,
- * else at the oldest position it can (see subscriber.c).  Its position
- * is shmbus_sub_stats()'s.  Release it when the journal is turned off. */
-shmbus_sub *sb_sub_journal(shmbus_channel *ch, uint64_t pos, int *err);
-void sb_sub_journal_release(shmbus_channel *ch);
+/* A kept cursor slot (kind SHMBUS_SLOT_JOURNAL or SHMBUS_SLOT_REPL),
+ * which no process owns and shmbusd's restarts leave in place: the one
+ * the channel has, where it is (*taken), or a new one at pos if the ring
+ * can be held there, else at the oldest position it can (see
+ * subscriber.c).  Its position is shmbus_sub_stats()'s.  Release it when
+ * its agent is turned off for good. */
+shmbus_sub *sb_sub_kept(shmbus_channel *ch, uint32_t kind, uint64_t pos,
+			bool *taken, int *err);
+void sb_sub_kept_release(shmbus_channel *ch, uint32_t kind);
 
 /* The ring's identity (the random id naming its data file): a ring made
  * again has another. */

@@ -682,7 +682,8 @@ static const char *slot_in_the_way(struct shmbus_sub_slot *s, uint32_t *pid)
 	*pid = owner_pid(o);
 	switch (owner_state(o)) {
 	case SHMBUS_SLOT_FREE:
-	case SHMBUS_SLOT_JOURNAL:	/* the caller stopped the agent */
+	case SHMBUS_SLOT_JOURNAL:	/* the caller stopped the agents */
+	case SHMBUS_SLOT_REPL:
 		return NULL;
 	case SHMBUS_SLOT_GROUP:		/* cut with the ring (cut_clamp(),
 					 * and the caller: sb_group_cut()) */
@@ -752,8 +753,8 @@ void sb_ring_cut_abort(shmbus_channel *ch, uint32_t fence)
 }
 
 /* What names positions past pos besides the records, set back to it:
- * the cursors of groups and the journal, the replication line, the
- * journal's positions, a recorded gap. */
+ * the cursors of groups, the journal and the replication agent, the
+ * replication line, the journal's positions, a recorded gap. */
 static void cut_clamp(struct shmbus_channel *ch, uint64_t pos)
 {
 	struct shmbus_hdr *h = ch->hdr;
@@ -763,7 +764,7 @@ static void cut_clamp(struct shmbus_channel *ch, uint64_t pos)
 		/* No edge: the slot's owner state is read to choose. */
 		uint32_t st = owner_state(load_relaxed64(&s->owner));
 
-		if ((st == SHMBUS_SLOT_JOURNAL || st == SHMBUS_SLOT_GROUP) &&
+		if ((sb_slot_kept(st) || st == SHMBUS_SLOT_GROUP) &&
 		    load_relaxed64(&s->pos) > pos)
 			/* R5: pairs with A5 (the next agent's, producers'
 			 * scans). */

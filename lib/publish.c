@@ -95,9 +95,12 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 		/* A standby's writer does not wait for the standby's groups:
 		 * their floors follow the primary's (replicated), which the
 		 * primary's producers already waited for; waiting here could
-		 * hold the very frame that moves them. */
+		 * hold the very frame that moves them.  Nor for a replication
+		 * cursor, which only a primary's agent moves (shmbusd
+		 * releases it when the host stands by). */
 		if (!sb_slot_gates(o) ||
-		    (pub->agent && owner_state(o) == SHMBUS_SLOT_GROUP))
+		    (pub->agent && (owner_state(o) == SHMBUS_SLOT_GROUP ||
+				    owner_state(o) == SHMBUS_SLOT_REPL)))
 			continue;
 		/* A5: pairs with R5 in publish_cursor(): the subscriber has
 		 * finished reading everything below c. */

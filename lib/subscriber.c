@@ -58,7 +58,7 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 		if (st == SHMBUS_SLOT_ACTIVE && sb_pid_alive(owner_pid(o)))
 			continue;
 		if (st == SHMBUS_SLOT_BUSY || st == SHMBUS_SLOT_GROUP ||
-		    st == SHMBUS_SLOT_JOURNAL)
+		    sb_slot_kept(st))
 			continue;
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
@@ -415,10 +415,9 @@ struct shmbus_sub *sb_sub_open_at(struct shmbus_channel *ch,
 	return sub;
 }
 
-/* Frees the handle and leaves its slot held, cursor and all, by this
- * process: at shmbusd's exit, the journal's cursor keeps holding a block
- * channel's producers until the next shmbusd takes over (take_slot()
- * reuses the slot of a process that is gone). */
+/* Frees the handle and leaves its slot as it is: at shmbusd's exit, a
+ * kept cursor (the journal's, the replication agent's) keeps holding a
+ * block channel's producers until the next shmbusd takes it over. */
 void sb_sub_abandon(struct shmbus_sub *sub)
 {
 	if (!sub)
@@ -428,35 +427,44 @@ void sb_sub_abandon(struct shmbus_sub *sub)
 }
 
 /*
- * The journal's cursor (owner state SHMBUS_SLOT_JOURNAL): the channel's
- * existing one, taken over where it is (one shmbusd runs at a time, and
- * this slot outlives it), or a free slot set at pos if the ring can be
- * held there, else at the oldest position that can be.  *err is 0, or
- * -ENOSPC, -ENOMEM, -EBADMSG (a journal slot whose cursor is impossible).
- * For shmbusd's journal agent only; it moves the cursor with
- * sb_sub_seek() and never reads through the handle.
+ * A kept cursor (owner state `kind`: SHMBUS_SLOT_JOURNAL or
+ * SHMBUS_SLOT_REPL): the channel's existing one, taken over where it is
+ * (one shmbusd runs at a time, and this slot outlives it), or a free slot
+ * set at pos if the ring can be held there, else at the oldest position
+ * that can be.  *err is 0, or -ENOSPC, -ENOMEM, -EBADMSG (a kept slot
+ * whose cursor is impossible).  *taken: an existing one was taken over.
+ * For shmbusd's agents only; they move the cursor with sb_sub_seek() and
+ * never read through the handle.
  */
-struct shmbus_sub *sb_sub_journal(struct shmbus_channel *ch, uint64_t pos,
-				  int *err)
+struct shmbus_sub *sb_sub_kept(struct shmbus_channel *ch, uint32_t kind,
+			       uint64_t pos, bool *taken, int *err)
 {
 	struct shmbus_sub_attr a;
 	struct shmbus_sub *sub = calloc(1, sizeof(*sub));
 	struct shmbus_sub_slot *s = NULL;
-	uint64_t head, start;
-	uint32_t i;
+	uint64_t head, start, so = 0;
+	uint32_t i = 0;
 
 	*err = -ENOMEM;
+	*taken = false;
 	if (!sub)
 		return NULL;
 	shmbus_sub_attr_init(&a);
-	for (i = 0; i < SHMBUS_MAX_SLOTS; i++) {
-		/* A7: pairs with R7 (the slot's JOURNAL store). */
-		uint64_t o = load_acquire64(&ch->subs[i].owner);
+	for (uint32_t k = SHMBUS_MAX_SLOTS; k-- > 0;) {
+		/* A7: pairs with R7 (the slot's kept-state store). */
+		uint64_t o = load_acquire64(&ch->subs[k].owner);
 
-		if (owner_state(o) == SHMBUS_SLOT_JOURNAL) {
-			s = &ch->subs[i];
-			break;
-		}
+		if (owner_state(o) != kind)
+			continue;
+		/* One agent of a kind keeps one slot: another is not its
+		 * (a write into shared memory), and would hold producers for
+		 * ever.  R13: pairs with A13 in take_slot(). */
+		if (s)
+			cas_strong_seqcst64(&s->owner, &so,
+					    owner_word(SHMBUS_SLOT_FREE, 0));
+		s = &ch->subs[k];
+		so = o;
+		i = k;
 	}
 	if (s) {
 		/* A5: pairs with R5 (the previous agent's seek). */
@@ -469,6 +477,7 @@ struct shmbus_sub *sb_sub_journal(struct shmbus_channel *ch, uint64_t pos,
 		}
 		sub_init(sub, ch, s, i, &a);
 		sub->pos = sub->published = start;
+		*taken = true;
 		*err = 0;
 		return sub;
 	}
@@ -479,9 +488,10 @@ struct shmbus_sub *sb_sub_journal(struct shmbus_channel *ch, uint64_t pos,
 		return NULL;
 	}
 	sub_init(sub, ch, s, i, &a);
-	slot_fresh(ch, s, i, "journal");
+	slot_fresh(ch, s, i, kind == SHMBUS_SLOT_REPL ? "replication"
+						      : "journal");
 	/* R7, and F1 after it, as in shmbus_sub_open(). */
-	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_JOURNAL, 0));
+	store_seqcst64(&s->owner, owner_word(kind, 0));
 	fence_seqcst();
 	head = load_relaxed64(&ch->hdr->head);
 	if (ch_overwrite(ch))
@@ -499,15 +509,15 @@ struct shmbus_sub *sb_sub_journal(struct shmbus_channel *ch, uint64_t pos,
 	return sub;
 }
 
-/* The journal is turned off: its slot, if any, no longer holds anyone. */
-void sb_sub_journal_release(struct shmbus_channel *ch)
+/* The kept cursor of this kind, if any, no longer holds anyone. */
+void sb_sub_kept_release(struct shmbus_channel *ch, uint32_t kind)
 {
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		struct shmbus_sub_slot *s = &ch->subs[i];
 		uint64_t o = load_acquire64(&s->owner);	/* A7 */
 
 		/* R13: pairs with A13 in take_slot(). */
-		if (owner_state(o) == SHMBUS_SLOT_JOURNAL)
+		if (owner_state(o) == kind)
 			cas_strong_seqcst64(&s->owner, &o,
 					    owner_word(SHMBUS_SLOT_FREE, 0));
 	}

@@ -130,6 +130,128 @@ Test(repl, standby_killed_mid_stream_catches_up)
 	cr_assert(pair_read_all(&B, "sp", UINT64_MAX) > 0);
 }
 
+/* kill -9 of the primary's daemon in the middle of a stream: its agent's
+ * cursor goes on holding what the standby lacks in the ring while no
+ * daemon runs (producers wait for it as for a slow subscriber), and the
+ * restarted daemon, taking the standby to be in sync still, ships it: the
+ * standby ends identical, without a gap. */
+Test(repl, primary_killed_mid_stream_leaves_no_gap)
+{
+	/* 4 MB/s each: the 1 MiB rings fill while no daemon runs. */
+	struct paced sp = { "sp", 0, 500, 1500 }, mp = { "mp", 1, 500, 1500 };
+	pid_t p1, p2;
+
+	pair_setup(CHANS, "sync_timeout_ms = 5000\n");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
+	p1 = th_spawn(pair_paced_publisher, &sp);
+	p2 = th_spawn(pair_paced_publisher, &mp);
+	usleep(300000);
+	host_kill(&A, SIGKILL);
+	usleep(700000);
+	host_start(&A);
+	pair_assert_published("sp", th_wait(p1));
+	pair_assert_published("mp", th_wait(p2));
+	pair_assert_whole("sp", 10000);
+	pair_assert_whole("mp", 10000);
+	cr_assert(!host_log_wait(&A, "gap", 0), "the primary logged a gap");
+	cr_assert(host_log_wait(&A, "sp: the standby was in sync when the "
+				"last shmbusd stopped", 0));
+}
+
+/* How many kept replication cursors chan has on h. */
+static unsigned repl_cursors(const struct host *h, const char *chan)
+{
+	shmbus_channel *ch = host_map(h, chan);
+	unsigned n = 0;
+
+	cr_assert(ch, "%c: %s", h->tag, chan);
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++)
+		n += owner_state(__atomic_load_n(&ch->subs[i].owner,
+						 __ATOMIC_ACQUIRE)) ==
+		     SHMBUS_SLOT_REPL;
+	shmbus_channel_close(ch);
+	return n;
+}
+
+/* The agent's cursor outlives a daemon that stops, and holds nobody
+ * where no agent will move it: a channel no longer replicated, a host
+ * that stands by. */
+Test(repl, a_kept_cursor_is_released_where_no_agent_runs)
+{
+	struct pubarg sp = { "sp", 40000, 0, 128, false, false };
+
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	host_kill(&B, SIGKILL);
+	host_kill(&A, SIGTERM);
+	cr_assert_eq(repl_cursors(&A, "sp"), 1);
+	cr_assert_eq(repl_cursors(&A, "mp"), 1);
+	/* sp no longer replicated: its producers lap the old cursor's
+	 * position (40000 messages are several rings). */
+	host_config(&A, "primary", B.listen,
+		    "[channel sp]\ncapacity = 1M\nmax_msg = 4K\n"
+		    "[channel mp]\ncapacity = 1M\nmax_msg = 4K\n"
+		    "producers = multi\nreplicate = received\n", "");
+	host_start(&A);
+	cr_assert_eq(repl_cursors(&A, "sp"), 0);
+	cr_assert_eq(repl_cursors(&A, "mp"), 1);
+	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &sp)));
+	/* A standby has none. */
+	host_kill(&A, SIGTERM);
+	host_config(&A, "standby", B.listen, CHANS, "");
+	host_start(&A);
+	cr_assert(host_log_wait(&A, "replication: standby", 3000));
+	cr_assert_eq(repl_cursors(&A, "mp"), 0);
+	cr_assert_eq(repl_cursors(&A, "sp"), 0);
+}
+
+/* What shared memory says of the agent's cursor is checked: one that
+ * names an impossible position is replaced by a new one, a second slot
+ * that claims to be a replication cursor is freed, and replication goes
+ * on without a gap. */
+Test(repl, a_corrupt_kept_cursor_is_replaced)
+{
+	struct pubarg sp = { "sp", 40000, 0, 128, false, false };
+	shmbus_channel *ch;
+	uint32_t at = SHMBUS_MAX_SLOTS;
+
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	host_kill(&A, SIGTERM);
+	ch = host_map(&A, "sp");
+	cr_assert(ch);
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++)
+		if (owner_state(ch->subs[i].owner) == SHMBUS_SLOT_REPL)
+			at = i;
+	cr_assert_lt(at, SHMBUS_MAX_SLOTS - 1);
+	/* Past head, and a second one with a pid. */
+	ch->subs[at].pos = ch->hdr->head + 8;
+	ch->subs[SHMBUS_MAX_SLOTS - 1].pos = 0;
+	ch->subs[SHMBUS_MAX_SLOTS - 1].owner =
+		(uint64_t)12345 << 32 | SHMBUS_SLOT_REPL;
+	shmbus_channel_close(ch);
+	host_start(&A);
+	cr_assert(host_log_wait(&A, "sp: the replication cursor left in the "
+				"ring names an impossible position", 3000));
+	cr_assert_eq(repl_cursors(&A, "sp"), 1);
+	/* mp's was left alone: taken over. */
+	cr_assert(host_log_wait(&A, "mp: the standby was in sync when the "
+				"last shmbusd stopped", 0));
+	/* The new cursor starts out of sync: in sync again, it holds. */
+	for (int t = 0;; t += 10) {
+		struct sb_repl_view v;
+
+		host_view(&A, "sp", &v);
+		if (!(v.flags & SHMBUS_REPL_OUT_OF_SYNC))
+			break;
+		cr_assert_lt(t, 5000, "sp: not in sync again");
+		usleep(10000);
+	}
+	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &sp)));
+	pair_assert_whole("sp", 10000);
+}
+
 /* The link goes down for two seconds; the standby falls out of sync (the
  * primary says so), and once the link is back it catches up from where
  * it was, the ring still holding that. */

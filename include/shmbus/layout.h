@@ -41,7 +41,7 @@
 #include "static_assert.h"
 
 #define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
-#define SHMBUS_LAYOUT_VERSION	8u
+#define SHMBUS_LAYOUT_VERSION	9u
 
 #define SHMBUS_CACHELINE	64u
 #define SHMBUS_HDR_SIZE		4096u
@@ -113,6 +113,13 @@ struct shmbus_rec {
 					 * holds producers while shmbusd
 					 * restarts; released by shmbusd when
 					 * the journal is turned off */
+#define SHMBUS_SLOT_REPL	5u	/* the replication agent's cursor
+					 * (docs/replication.md): as the
+					 * journal's, so that the standby's
+					 * records stay in the ring while
+					 * shmbusd restarts; released by
+					 * shmbusd when the host stands by or
+					 * the channel is not replicated */
 
 /* Low bit of prod_slot.claim_end (positions are 8-aligned): announced,
  * not yet won.  Tells shmbusd a claim that lost its CAS (someone else owns
