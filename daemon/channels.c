@@ -409,6 +409,9 @@ void sbd_channel_adopt_dir(void)
 					e->d_name);
 			continue;
 		}
+		/* Not in the config: neither journaled nor replicated. */
+		sbd_journal_forget(ch);
+		sbd_repl_forget(ch, e->d_name);
 		if (sbd_channel_enroll(e->d_name, ch, NULL, false) == 0)
 			sbd_log(SBD_INFO, 0, "%s: adopted (created at run "
 				"time, default rules)", e->d_name);

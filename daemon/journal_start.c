@@ -529,6 +529,12 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 	return rc;
 }
 
+void sbd_journal_forget(shmbus_channel *ch)
+{
+	sb_jnl_off(ch, false);
+	sb_sub_kept_release(ch, SHMBUS_SLOT_JOURNAL);
+}
+
 int sbd_journal_start(void)
 {
 	size_t n = 0;
@@ -544,15 +550,11 @@ int sbd_journal_start(void)
 		int rc;
 
 		if (!cc->jnl.on) {
-			/* One that had a journal at the last start: no
-			 * longer described as having one. */
 			shmbus_channel *ch = shmbus_channel_open(
 				sbd.conf.shm_dir, cc->name);
 
-			if (ch) {
-				sb_jnl_off(ch, false);
-				sb_sub_kept_release(ch, SHMBUS_SLOT_JOURNAL);
-			}
+			if (ch)
+				sbd_journal_forget(ch);
 			shmbus_channel_close(ch);
 			continue;
 		}

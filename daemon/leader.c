@@ -467,8 +467,12 @@ static void primary_step(void)
 	for (size_t i = 0; i < repl.n; i++) {
 		struct sb_repl_view v;
 
+		/* A standby taken to be in sync at this daemon's start,
+		 * that has not caught up since, is not recorded in sync:
+		 * it may have lost its ring meanwhile (rp_agent_start()). */
 		sb_repl_read(repl.ch[i].ch, &v);
-		if (v.flags & SHMBUS_REPL_OUT_OF_SYNC)
+		if ((v.flags & SHMBUS_REPL_OUT_OF_SYNC) ||
+		    LOAD(&repl.ch[i].provisional))
 			all_in = false;
 	}
 	if (L.sync_state != (int)all_in)

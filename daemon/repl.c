@@ -638,31 +638,34 @@ static void *listener_main(void *arg)
 
 /* --------------------------------------------------------------- the API */
 
-/* Channels the config no longer replicates: what replication left in
- * their headers (a closed fence, the flags) is cleared, so that their
- * producers are accepted again. */
+void sbd_repl_forget(shmbus_channel *ch, const char *name)
+{
+	struct sb_repl_view v;
+
+	/* The last shmbusd's agent cursor holds nothing any more. */
+	sb_sub_kept_release(ch, SHMBUS_SLOT_REPL);
+	sb_repl_read(ch, &v);
+	if ((v.flags & SHMBUS_REPL_ON) || v.fence != SHMBUS_FENCE_OPEN) {
+		sb_repl_setup(ch, 0, 0, v.epoch);
+		sb_fence_set(ch, SHMBUS_FENCE_OPEN);
+		sbd_log(SBD_NOTICE, 0, "%s: no longer replicated; producers "
+			"are accepted", name);
+	}
+}
+
+/* Channels the config no longer replicates (sbd_repl_forget()). */
 static void unreplicate_others(void)
 {
 	for (size_t i = 0; i < sbd.conf.nchans; i++) {
 		const struct sbd_chan_conf *cc = &sbd.conf.chans[i];
 		shmbus_channel *ch;
-		struct sb_repl_view v;
 
 		if (cc->repl_level >= 0 && sbd.conf.repl.line)
 			continue;
 		ch = shmbus_channel_open(sbd.conf.shm_dir, cc->name);
 		if (!ch)
 			continue;
-		/* The last shmbusd's agent cursor holds nothing any more. */
-		sb_sub_kept_release(ch, SHMBUS_SLOT_REPL);
-		sb_repl_read(ch, &v);
-		if ((v.flags & SHMBUS_REPL_ON) ||
-		    v.fence != SHMBUS_FENCE_OPEN) {
-			sb_repl_setup(ch, 0, 0, v.epoch);
-			sb_fence_set(ch, SHMBUS_FENCE_OPEN);
-			sbd_log(SBD_NOTICE, 0, "%s: no longer replicated; "
-				"producers are accepted", cc->name);
-		}
+		sbd_repl_forget(ch, cc->name);
 		shmbus_channel_close(ch);
 	}
 }

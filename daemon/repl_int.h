@@ -65,11 +65,12 @@ struct rchan {
 
 	/* Primary. */
 	pthread_t agent;
-	bool agent_on;
+	bool agent_on;			/* atomic: read by handshake threads */
 	shmbus_sub *cursor;		/* holds producers for the standby */
 	uint64_t cursor_pos;
 	struct sbd_link *pending;	/* handed over by a handshake */
 	uint64_t pending_start;
+	bool pending_gap;		/* its start skips a gap, or cuts */
 	struct sbd_link *plink;		/* the agent's link (mu to read it
 					 * from another thread) */
 	pthread_t reader;
@@ -103,6 +104,11 @@ struct rchan {
 	int64_t progress_ns;		/* atomic: last ack that moved */
 	bool in_sync;			/* agent */
 	bool resume;			/* set at start: rp_agent_start() */
+	bool provisional;		/* atomic: in sync since the start,
+					 * not caught up yet (the leader
+					 * records it out of sync) */
+	bool resume_broken;		/* agent: its first link showed it
+					 * lacks what it had */
 	int64_t last_send_ns;		/* agent */
 	int64_t groups_ns;		/* agent: groups last shipped */
 	int64_t groups_dir_ns;		/* agent: the shm dir's change time

@@ -206,14 +206,21 @@ static void take_pending(struct rchan *rc)
 {
 	struct sbd_link *l;
 	uint64_t start;
+	bool gap;
 
 	pthread_mutex_lock(&rc->mu);
 	l = rc->pending;
 	start = rc->pending_start;
+	gap = rc->pending_gap;
 	rc->pending = NULL;
 	pthread_mutex_unlock(&rc->mu);
 	if (!l)
 		return;
+	/* Taken to be in sync at start, the standby must go on from where
+	 * the kept cursor holds the ring, or further: one that lacks what
+	 * it had (a gap, records it lost) is out of sync (judge()). */
+	if (LOAD(&rc->provisional) && (gap || start < rc->cursor_pos))
+		rc->resume_broken = true;
 	drop_link(rc, NULL);
 	STORE(&rc->sent, start);
 	STORE(&rc->sent_hi, start);
@@ -400,7 +407,7 @@ static void judge(struct rchan *rc)
 						       : level_pos(rc);
 	struct sb_repl_view v;
 	bool damaged = rc->damaged_at != UINT64_MAX;
-	bool caught, ok, degrade;
+	bool caught, ok, over, degrade;
 	uint64_t cur;
 
 	/* What the walk left short counts: the standby has not caught up,
@@ -419,9 +426,15 @@ static void judge(struct rchan *rc)
 	/* A link that drops and comes back within sync_timeout_ms (a frame
 	 * refused, a reconnection) keeps the standby in sync: only progress
 	 * counts, and a lag beyond max_lag. */
-	ok = (!rc->max_lag || rc->known - sync_pos <= rc->max_lag) &&
+	/* Taken to be in sync at this daemon's start (provisional), a
+	 * standby is not held to max_lag until it has caught up: what it
+	 * lacks piled up while no daemon shipped (sync_timeout_ms bounds
+	 * that grace: no progress, and it is out of sync). */
+	over = rc->max_lag && !LOAD(&rc->provisional) &&
+	       rc->known - sync_pos > rc->max_lag;
+	ok = !over &&
 	     now - LOAD(&rc->progress_ns) <= (int64_t)sync_ms() * 1000000 &&
-	     !damaged;
+	     !damaged && !rc->resume_broken;
 	if (rc->in_sync && !ok) {
 		rc->in_sync = false;
 		/* First the flag, then (degrade) the watermark: R14 orders
@@ -431,17 +444,26 @@ static void judge(struct rchan *rc)
 		sbd_log(SBD_WARN, 0, "%s: standby out of sync (%s; it has %"
 			PRIu64 " of %" PRIu64 "): %s", rc->name,
 			damaged ? "the ring is damaged" :
+			rc->resume_broken ? "it lacks records it had before "
+					    "this shmbusd started" :
+			over ? "lag over max_lag" :
 			!link ? "no link for sync_timeout_ms" :
-			rc->max_lag && rc->known - sync_pos > rc->max_lag ?
-			"lag over max_lag" : "no progress for sync_timeout_ms",
+			"no progress for sync_timeout_ms",
 			sync_pos, rc->known,
 			rc->strict ? "sync waiters are held (strict)" :
 				     "acknowledging locally (degrade)");
+		rc->resume_broken = false;
+		STORE(&rc->provisional, false);
 	} else if (!rc->in_sync && caught) {
 		rc->in_sync = true;
 		sb_repl_flags(rc->ch, 0, SHMBUS_REPL_OUT_OF_SYNC);
 		sbd_log(SBD_NOTICE, 0, "%s: standby in sync at %" PRIu64,
 			rc->name, rc->known);
+	} else if (caught && LOAD(&rc->provisional)) {
+		STORE(&rc->provisional, false);
+		sbd_log(SBD_NOTICE, 0, "%s: standby in sync at %" PRIu64
+			" (caught up since this shmbusd started)", rc->name,
+			rc->known);
 	}
 	/* With an arbiter, a channel degrades only once the arbiter records
 	 * the standby out of sync (it is then never promoted). */
@@ -762,30 +784,55 @@ int rp_agent_start(struct rchan *rc, bool resume)
 	 * the ring: it only moves forward from there (judge()). */
 	rc->cursor_pos = st.pos;
 	rc->in_sync = resume && taken;
+	rc->resume_broken = false;
 	rc->damaged_at = UINT64_MAX;
 	STORE(&rc->sent, rc->known);
 	STORE(&rc->sent_hi, rc->known);
 	STORE(&rc->received, 0);
 	STORE(&rc->applied, 0);
 	STORE(&rc->persisted, 0);
+	if (rc->in_sync) {
+		struct sb_repl_view v;
+
+		/* What the standby had acknowledged, as the header says:
+		 * its lag (max_lag) counts from there.  No further than
+		 * what is committed. */
+		sb_repl_read(rc->ch, &v);
+		STORE(&rc->received, v.received < rc->known ? v.received
+							    : rc->known);
+		STORE(&rc->applied, v.applied < rc->known ? v.applied
+							  : rc->known);
+		STORE(&rc->persisted, v.persisted < rc->known ? v.persisted
+							      : rc->known);
+	}
+	/* In sync until its first link says otherwise (take_pending()),
+	 * not recorded so with an arbiter until it has caught up. */
+	STORE(&rc->provisional, rc->in_sync);
 	STORE(&rc->progress_ns, now_ns());
 	STORE(&rc->stop, false);
-	if (rc->in_sync) {
+	if (rc->in_sync)
 		sb_repl_flags(rc->ch, 0, SHMBUS_REPL_OUT_OF_SYNC |
 			      SHMBUS_REPL_STANDBY | SHMBUS_REPL_LINK);
+	else
+		sb_repl_flags(rc->ch, SHMBUS_REPL_OUT_OF_SYNC,
+			      SHMBUS_REPL_STANDBY | SHMBUS_REPL_LINK);
+	if (pthread_create(&rc->agent, NULL, agent_main, rc)) {
+		sb_repl_flags(rc->ch, SHMBUS_REPL_OUT_OF_SYNC, 0);
+		/* A cursor the previous daemon left goes on holding. */
+		if (taken)
+			sb_sub_abandon(rc->cursor);
+		else
+			shmbus_sub_close(rc->cursor);
+		rc->cursor = NULL;
+		sbd_log(SBD_ERR, 0, "%s: no thread for the replication agent: "
+			"the channel is not replicated", rc->name);
+		return -EAGAIN;
+	}
+	if (rc->in_sync)
 		sbd_log(SBD_NOTICE, 0, "%s: the standby was in sync when the "
 			"last shmbusd stopped; its cursor holds the ring from %"
 			PRIu64 " while it links again", rc->name, st.pos);
-	} else {
-		sb_repl_flags(rc->ch, SHMBUS_REPL_OUT_OF_SYNC,
-			      SHMBUS_REPL_STANDBY | SHMBUS_REPL_LINK);
-	}
-	if (pthread_create(&rc->agent, NULL, agent_main, rc)) {
-		shmbus_sub_close(rc->cursor);
-		rc->cursor = NULL;
-		return -EAGAIN;
-	}
-	rc->agent_on = true;
+	STORE(&rc->agent_on, true);
 	return 0;
 }
 
@@ -800,7 +847,7 @@ void rp_agent_stop(struct rchan *rc, bool keep)
 		repl.t->shutdown(rc->plink);
 	pthread_mutex_unlock(&rc->mu);
 	pthread_join(rc->agent, NULL);
-	rc->agent_on = false;
+	STORE(&rc->agent_on, false);
 	pthread_mutex_lock(&rc->mu);
 	if (rc->pending) {
 		repl.t->close(rc->pending);
@@ -913,20 +960,23 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 		repl.t->close(l);
 		return;
 	}
-	/* Under role_mu: a role change in progress stops the agent, which
-	 * then closes the link we park here. */
-	pthread_mutex_lock(&repl.role_mu);
-	if (LOAD(&repl.role) != SBD_ROLE_PRIMARY || !rc->agent_on) {
-		pthread_mutex_unlock(&repl.role_mu);
+	/* Parked under rc->mu while the agent runs: rp_agent_stop() sets
+	 * stop before it joins the agent, and closes what is parked under
+	 * rc->mu after, so a link parked here is taken by the agent or
+	 * closed by the stop.  (Not under role_mu: a switchover holds it
+	 * while it waits for this very link, hand_over().) */
+	pthread_mutex_lock(&rc->mu);
+	if (LOAD(&repl.role) != SBD_ROLE_PRIMARY || !LOAD(&rc->agent_on) ||
+	    LOAD(&rc->stop)) {
+		pthread_mutex_unlock(&rc->mu);
 		repl.t->close(l);
 		return;
 	}
-	pthread_mutex_lock(&rc->mu);
 	if (rc->pending)
 		repl.t->close(rc->pending);
 	rc->pending = l;
 	rc->pending_start = start;
+	rc->pending_gap = restart != RW_RESTART_NONE;
 	pthread_mutex_unlock(&rc->mu);
-	pthread_mutex_unlock(&repl.role_mu);
 	rp_agent_wake(rc);
 }

@@ -199,6 +199,9 @@ bool sbd_rule_allows(const struct sbd_rule *r, uid_t uid, const gid_t *gids,
 int sbd_journal_start(void);
 /* Syncs and stops the agents; their cursor slots stay held. */
 void sbd_journal_stop(void);
+/* A channel without a journal: one that had one at the last start no
+ * longer says so, and its kept cursor holds nobody. */
+void sbd_journal_forget(shmbus_channel *ch);
 /* Channel `name`'s journal cleared from pos on, around cut(arg), which
  * cuts its ring there (see journal_start.c); cut's result, or -errno. */
 int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
@@ -399,6 +402,10 @@ void sbd_faults_check(void);
  * shmbusctl (SHMBUS_REPL_OP_*): 0 or -errno, with words in r->text. */
 int sbd_repl_start(void);
 void sbd_repl_stop(void);
+/* A channel not replicated here (not in the config, or without
+ * `replicate`): what replication left in its header, a closed fence and
+ * the agent's kept cursor, no longer holds its producers. */
+void sbd_repl_forget(shmbus_channel *ch, const char *name);
 bool sbd_repl_is(const char *name);
 int sbd_repl_command(uint32_t op, uint32_t flags,
 		     struct shmbus_ctl_repl_reply *r);

@@ -470,7 +470,10 @@ struct shmbus_sub *sb_sub_kept(struct shmbus_channel *ch, uint32_t kind,
 		/* A5: pairs with R5 (the previous agent's seek). */
 		start = load_acquire64(&s->pos);
 		head = load_acquire64(&ch->hdr->head);	/* A12 */
-		if (start % SHMBUS_REC_ALIGN || start > head) {
+		/* On a block channel, producers never pass it by more than
+		 * a ring. */
+		if (start % SHMBUS_REC_ALIGN || start > head ||
+		    (!ch_overwrite(ch) && head - start > ch->cap)) {
 			free(sub);
 			*err = -EBADMSG;
 			return NULL;

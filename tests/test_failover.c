@@ -612,6 +612,34 @@ Test(failover, a_restarted_primary_whose_config_says_standby_stays_primary)
 	    atomic_load(&lg->acked), false, -1);
 }
 
+/* The primary's daemon restarts while its standby, in sync until then,
+ * cannot link (paused): the new daemon holds the standby's records for it
+ * as before, but records it in sync at the arbiter only once it has caught
+ * up in this run, never on the last daemon's word: a standby whose host
+ * rebooted meanwhile must not become promotable on it. */
+Test(failover, a_restarted_primary_records_the_standby_in_sync_once_caught_up)
+{
+	char ext[600];
+	pid_t pub;
+
+	snprintf(ext, sizeof(ext), "%ssync_timeout_ms = 20000\n", extra);
+	pub = fo_start(FO_CHANS, ext, 200, false);
+	fo_stop(pub);
+	host_pause(&B);
+	host_kill(&A, SIGKILL);
+	unlink(A.log);
+	host_start(&A);
+	cr_assert(host_log_wait(&A, "the standby was in sync when the last "
+				"shmbusd stopped", 3000));
+	cr_assert(host_log_wait(&A, "holds the leader key", 10000));
+	cr_assert(wait_record("out ", 3000), "a standby not linked since the "
+		  "restart is recorded in sync");
+	kill(B.pid, SIGCONT);
+	cr_assert(host_log_wait(&A, "(caught up since this shmbusd started)",
+				5000));
+	cr_assert(wait_record("in ", 5000), "recorded in sync once caught up");
+}
+
 /* Both daemons stopped and started again at once: the primary takes its
  * key back before the standby could, nothing changes hands, and
  * acknowledged traffic goes on. */

@@ -135,13 +135,13 @@ Test(repl, standby_killed_mid_stream_catches_up)
  * daemon runs (producers wait for it as for a slow subscriber), and the
  * restarted daemon, taking the standby to be in sync still, ships it: the
  * standby ends identical, without a gap. */
-Test(repl, primary_killed_mid_stream_leaves_no_gap)
+static void primary_killed(const char *extra)
 {
 	/* 4 MB/s each: the 1 MiB rings fill while no daemon runs. */
 	struct paced sp = { "sp", 0, 500, 1500 }, mp = { "mp", 1, 500, 1500 };
 	pid_t p1, p2;
 
-	pair_setup(CHANS, "sync_timeout_ms = 5000\n");
+	pair_setup(CHANS, extra);
 	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
 	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
 	p1 = th_spawn(pair_paced_publisher, &sp);
@@ -157,6 +157,111 @@ Test(repl, primary_killed_mid_stream_leaves_no_gap)
 	cr_assert(!host_log_wait(&A, "gap", 0), "the primary logged a gap");
 	cr_assert(host_log_wait(&A, "sp: the standby was in sync when the "
 				"last shmbusd stopped", 0));
+}
+
+Test(repl, primary_killed_mid_stream_leaves_no_gap)
+{
+	primary_killed("sync_timeout_ms = 5000\n");
+}
+
+/* ... also where max_lag is less than what piled up meanwhile: the
+ * standby is held to it once it has caught up. */
+Test(repl, primary_killed_under_max_lag_leaves_no_gap)
+{
+	primary_killed("sync_timeout_ms = 5000\nmax_lag = 512K\n");
+	cr_assert(!host_log_wait(&A, "lag over max_lag", 0));
+}
+
+/* kill -9 of the primary's daemon again and again under producers that
+ * wait for every message (pub_sync at each), on both producer models and
+ * a strict channel: every wait is answered 0 (the standby holds what it
+ * acknowledged), and the standby ends whole. */
+Test(repl, a_primary_killed_again_and_again_loses_nothing)
+{
+	struct pubarg sp = { "sp", 60000, 0, 512, true, false };
+	struct pubarg m1 = { "mp", 30000, 1, 512, true, false };
+	struct pubarg m2 = { "mp", 200000, 2, 4096, false, false };
+	struct pubarg st = { "st", 30000, 0, 512, true, false };
+	struct pubarg *pa[] = { &sp, &m1, &m2, &st };
+	pid_t p[4];
+
+	pair_setup(STRICT_CHANS, "sync_timeout_ms = 5000\n");
+	cr_assert(host_log_wait(&A, "st: standby in sync", 3000));
+	for (int i = 0; i < 4; i++)
+		p[i] = th_spawn(pair_publisher, pa[i]);
+	for (int i = 0; i < 5; i++) {
+		usleep(150000 + (unsigned)(i * 97) % 300 * 1000);
+		host_kill(&A, SIGKILL);
+		usleep(100000 + (unsigned)(i * 61) % 500 * 1000);
+		host_start(&A);
+	}
+	for (int i = 0; i < 4; i++)
+		pair_assert_published(pa[i]->chan, th_wait(p[i]));
+	pair_assert_whole("sp", 20000);
+	pair_assert_whole("mp", 20000);
+	pair_assert_whole("st", 20000);
+	cr_assert(!host_log_wait(&A, "gap", 0), "the primary logged a gap");
+}
+
+/* Until A says chan's standby is in sync. */
+static void wait_in_sync(const char *chan)
+{
+	for (int t = 0;; t += 10) {
+		struct sb_repl_view v;
+
+		host_view(&A, chan, &v);
+		if (!(v.flags & SHMBUS_REPL_OUT_OF_SYNC))
+			break;
+		cr_assert_lt(t, 5000, "%s: not in sync", chan);
+		usleep(10000);
+	}
+}
+
+/* A primary restarted with max_lag set: the standby's lag counts from
+ * what it had acknowledged, as the header says, so a standby that had
+ * everything stays in sync, and is said to have caught up once linked. */
+Test(repl, a_restarted_primary_keeps_its_standby_in_sync_under_max_lag)
+{
+	struct pubarg sp = { "sp", 40000, 0, 128, false, true };
+
+	pair_setup(CHANS, "sync_timeout_ms = 5000\nmax_lag = 524288\n");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	/* Several rings' worth: positions far above max_lag (the
+	 * publisher may outrun the standby by more). */
+	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &sp)));
+	pair_wait_caught_up("sp", 0, 5000);
+	wait_in_sync("sp");
+	host_kill(&A, SIGKILL);
+	unlink(A.log);
+	host_start(&A);
+	cr_assert(host_log_wait(&A, "sp: the standby was in sync when the "
+				"last shmbusd stopped", 3000));
+	cr_assert(host_log_wait(&A, "(caught up since this shmbusd started)",
+				3000));
+	cr_assert(!host_log_wait(&A, "sp: standby out of sync", 500),
+		  "in sync at the restart, then out of sync at once");
+}
+
+/* A standby taken to be in sync when the primary's daemon restarts, but
+ * whose ring was made again meanwhile (its host rebooted): its first link
+ * shows it lacks what it had, and it is out of sync at once. */
+Test(repl, a_standby_that_lost_its_ring_is_not_resumed_in_sync)
+{
+	struct pubarg sp = { "sp", 40000, 0, 128, false, false };
+
+	pair_setup(CHANS, "sync_timeout_ms = 5000\n");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &sp)));
+	pair_wait_caught_up("sp", 0, 5000);
+	host_kill(&A, SIGKILL);
+	host_kill(&B, SIGKILL);
+	host_sh(NULL, "rm -rf %s/* %s/.[!.]*", B.dir, B.dir);
+	host_start(&B);
+	host_start(&A);
+	cr_assert(host_log_wait(&A, "sp: the standby was in sync when the "
+				"last shmbusd stopped", 3000));
+	cr_assert(host_log_wait(&A, "sp: standby out of sync (it lacks records "
+				"it had before this shmbusd started", 3000));
 }
 
 /* How many kept replication cursors chan has on h. */
@@ -239,15 +344,7 @@ Test(repl, a_corrupt_kept_cursor_is_replaced)
 	cr_assert(host_log_wait(&A, "mp: the standby was in sync when the "
 				"last shmbusd stopped", 0));
 	/* The new cursor starts out of sync: in sync again, it holds. */
-	for (int t = 0;; t += 10) {
-		struct sb_repl_view v;
-
-		host_view(&A, "sp", &v);
-		if (!(v.flags & SHMBUS_REPL_OUT_OF_SYNC))
-			break;
-		cr_assert_lt(t, 5000, "sp: not in sync again");
-		usleep(10000);
-	}
+	wait_in_sync("sp");
 	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &sp)));
 	pair_assert_whole("sp", 10000);
 }

@@ -595,6 +595,27 @@ Test(repl_roles, pub_sync_says_degraded_or_times_out_without_the_standby)
  * other host and back never writes again: its view of the ring is stale.
  * It is refused on the standby (without touching its ring) and after the
  * host is primary again; a new handle publishes once it is closed. */
+/* A switchover asked for as soon as the primary's daemon is back: it
+ * waits for the standby's new link (which it must not keep out while it
+ * holds the role), and succeeds the first time. */
+Test(repl_roles, a_switchover_right_after_a_restart_succeeds)
+{
+	struct pubarg sp = { "sp", 20000, 0, 512, false, false };
+	struct shmbus_ctl_repl_reply r;
+
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
+	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &sp)));
+	host_kill(&A, SIGKILL);
+	host_start(&A);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0, "%s",
+		     r.text);
+	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+	cr_assert(strstr(r.text, "primary"), "%s", r.text);
+	pair_assert_whole("sp", 10000);
+}
+
 Test(repl_roles, a_producer_handle_that_outlives_a_handover_stays_refused)
 {
 	struct shmbus_ctl_repl_reply r;
