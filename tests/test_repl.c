@@ -311,6 +311,29 @@ Test(repl, a_kept_cursor_is_released_where_no_agent_runs)
 	cr_assert_eq(repl_cursors(&A, "sp"), 0);
 }
 
+/* A replicated channel dropped from the config is adopted as one made at
+ * run time: neither replicated nor journaled, its producers are held by
+ * nothing that replication left (its kept cursor, a fence). */
+Test(repl, a_channel_dropped_from_the_config_lets_go_of_its_cursor)
+{
+	struct pubarg sp = { "sp", 40000, 0, 128, false, false };
+
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	host_kill(&B, SIGKILL);
+	host_kill(&A, SIGTERM);
+	cr_assert_eq(repl_cursors(&A, "sp"), 1);
+	host_config(&A, "primary", B.listen,
+		    "[channel mp]\ncapacity = 1M\nmax_msg = 4K\n"
+		    "producers = multi\nreplicate = received\n", "");
+	host_start(&A);
+	cr_assert(host_log_wait(&A, "sp: adopted", 3000));
+	cr_assert_eq(repl_cursors(&A, "sp"), 0);
+	cr_assert(host_log_wait(&A, "sp: no longer replicated", 0));
+	/* Several rings, with nobody to wait for. */
+	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &sp)));
+}
+
 /* What shared memory says of the agent's cursor is checked: one that
  * names an impossible position is replaced by a new one, a second slot
  * that claims to be a replication cursor is freed, and replication goes
