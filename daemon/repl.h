@@ -7,7 +7,7 @@
  *   (below)      what a transport offers the agent
  *   tcp.c        the TCP transport
  *   wire.c       frames: building, checking; the peer's proof of the key
- *   repl.c, repl_primary.c, repl_standby.c, epochs.c
+ *   repl.c, repl_primary.c, repl_accept.c, repl_standby.c, epochs.c
  *                the agent (repl_int.h): roles, links, shipping,
  *                applying, epochs
  */

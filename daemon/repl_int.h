@@ -6,7 +6,8 @@
  *   repl.c          start and stop, the listener and its handshakes, role
  *                   changes (promote, demote, switchover), the helpers
  *   repl_primary.c  a primary's channel: the agent, the acknowledgements'
- *                   reader, a standby's link accepted
+ *                   reader
+ *   repl_accept.c   a standby's link accepted: where shipping starts
  *   repl_standby.c  a standby's channel: the linker
  *   epochs.c        the epoch history on disk
  *
@@ -278,13 +279,13 @@ int rp_send_frame(struct sbd_link *l, uint16_t type, uint64_t chan,
 int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,
 		uint64_t applied);
 
-/* repl_primary.c: a primary's channel threads; a standby's link, its
- * key proven and its hello read (a handshake thread). */
-/* The agent's cursor is a kept slot (SHMBUS_SLOT_REPL) that holds the
- * standby's records in the ring also while no shmbusd runs.  `resume`:
- * the header says the standby was in sync when the last shmbusd
- * stopped; if that daemon's cursor is there, the standby is taken to be
- * in sync still, so that the cursor goes on holding what it lacks. */
+/* repl_primary.c: a primary's channel threads.  The agent's cursor is a
+ * kept slot (SHMBUS_SLOT_REPL) that holds the standby's records in the
+ * ring also while no shmbusd runs.  `resume`: the header says the
+ * standby was in sync when the last shmbusd stopped; if that daemon's
+ * cursor is there, the standby is taken to be in sync still
+ * (provisionally: docs/replication.md), so that the cursor goes on
+ * holding what it lacks. */
 int rp_agent_start(struct rchan *rc, bool resume);
 /* Wakes the agent, wherever it sleeps (its nap, or while the reader
  * ships). */
@@ -292,6 +293,9 @@ void rp_agent_wake(struct rchan *rc);
 /* `keep`: shmbusd exits, the cursor stays for the next one; else it is
  * released (the host stands by). */
 void rp_agent_stop(struct rchan *rc, bool keep);
+/* repl_accept.c: a standby's link, its key proven and its hello read (a
+ * handshake thread), answered and handed to the channel's agent, or
+ * refused. */
 void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi);
 
 /* repl_standby.c */

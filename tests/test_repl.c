@@ -107,6 +107,22 @@ Test(repl, a_peer_with_another_geometry_is_refused)
 	cr_assert(host_log_wait(&B, "mp: linked to primary", 3000));
 }
 
+/* h's daemon killed (-9) `before` us into a stream that p1 (on sp) and
+ * p2 (on mp) publish, and started again `down` us later; the publishers
+ * succeed, and the standby ends whole. */
+static void killed_while_publishing(struct host *h, pid_t p1, pid_t p2,
+				    useconds_t before, useconds_t down)
+{
+	usleep(before);
+	host_kill(h, SIGKILL);
+	usleep(down);
+	host_start(h);
+	pair_assert_published("sp", th_wait(p1));
+	pair_assert_published("mp", th_wait(p2));
+	pair_assert_whole("sp", 10000);
+	pair_assert_whole("mp", 10000);
+}
+
 /* kill -9 of the standby's daemon in the middle of a stream: restarted,
  * it goes on from the end of what it applied (an apply cut short is
  * rolled back), and ends identical, without a gap. */
@@ -119,14 +135,7 @@ Test(repl, standby_killed_mid_stream_catches_up)
 	pair_setup(CHANS, "sync_timeout_ms = 5000\n");
 	p1 = th_spawn(pair_publisher, &sp);
 	p2 = th_spawn(pair_publisher, &m1);
-	usleep(100000);
-	host_kill(&B, SIGKILL);
-	usleep(300000);
-	host_start(&B);
-	pair_assert_published("sp", th_wait(p1));
-	pair_assert_published("mp", th_wait(p2));
-	pair_assert_whole("sp", 10000);
-	pair_assert_whole("mp", 10000);
+	killed_while_publishing(&B, p1, p2, 100000, 300000);
 	cr_assert(pair_read_all(&B, "sp", UINT64_MAX) > 0);
 }
 
@@ -146,14 +155,7 @@ static void primary_killed(const char *extra)
 	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
 	p1 = th_spawn(pair_paced_publisher, &sp);
 	p2 = th_spawn(pair_paced_publisher, &mp);
-	usleep(300000);
-	host_kill(&A, SIGKILL);
-	usleep(700000);
-	host_start(&A);
-	pair_assert_published("sp", th_wait(p1));
-	pair_assert_published("mp", th_wait(p2));
-	pair_assert_whole("sp", 10000);
-	pair_assert_whole("mp", 10000);
+	killed_while_publishing(&A, p1, p2, 300000, 700000);
 	cr_assert(!host_log_wait(&A, "gap", 0), "the primary logged a gap");
 	cr_assert(host_log_wait(&A, "sp: the standby was in sync when the "
 				"last shmbusd stopped", 0));
@@ -217,20 +219,25 @@ static void wait_in_sync(const char *chan)
 	}
 }
 
-/* A primary restarted with max_lag set: the standby's lag counts from
- * what it had acknowledged, as the header says, so a standby that had
- * everything stays in sync, and is said to have caught up once linked. */
-Test(repl, a_restarted_primary_keeps_its_standby_in_sync_under_max_lag)
+/* A pair set up with `extra`, sp's standby in sync after several rings'
+ * worth of messages (positions far above a max_lag of half a ring; the
+ * publisher may outrun the standby by more meanwhile). */
+static void in_sync_after_a_stream(const char *extra)
 {
 	struct pubarg sp = { "sp", 40000, 0, 128, false, true };
 
-	pair_setup(CHANS, "sync_timeout_ms = 5000\nmax_lag = 524288\n");
+	pair_setup(CHANS, extra);
 	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
-	/* Several rings' worth: positions far above max_lag (the
-	 * publisher may outrun the standby by more). */
 	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &sp)));
 	pair_wait_caught_up("sp", 0, 5000);
 	wait_in_sync("sp");
+}
+
+/* A primary restarted with max_lag set: a standby that had everything
+ * stays in sync, and is said to have caught up once linked. */
+Test(repl, a_restarted_primary_keeps_its_standby_in_sync_under_max_lag)
+{
+	in_sync_after_a_stream("sync_timeout_ms = 5000\nmax_lag = 524288\n");
 	host_kill(&A, SIGKILL);
 	unlink(A.log);
 	host_start(&A);
@@ -247,12 +254,7 @@ Test(repl, a_restarted_primary_keeps_its_standby_in_sync_under_max_lag)
  * shows it lacks what it had, and it is out of sync at once. */
 Test(repl, a_standby_that_lost_its_ring_is_not_resumed_in_sync)
 {
-	struct pubarg sp = { "sp", 40000, 0, 128, false, false };
-
-	pair_setup(CHANS, "sync_timeout_ms = 5000\n");
-	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
-	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &sp)));
-	pair_wait_caught_up("sp", 0, 5000);
+	in_sync_after_a_stream("sync_timeout_ms = 5000\n");
 	host_kill(&A, SIGKILL);
 	host_kill(&B, SIGKILL);
 	host_sh(NULL, "rm -rf %s/* %s/.[!.]*", B.dir, B.dir);
@@ -279,26 +281,32 @@ static unsigned repl_cursors(const struct host *h, const char *chan)
 	return n;
 }
 
-/* The agent's cursor outlives a daemon that stops, and holds nobody
- * where no agent will move it: a channel no longer replicated, a host
- * that stands by. */
-Test(repl, a_kept_cursor_is_released_where_no_agent_runs)
+/* A pair whose standby was in sync, both daemons stopped (A cleanly):
+ * the agent's cursors outlive A's daemon.  Then A starts again as a
+ * primary that serves `chans`. */
+static void a_again_with(const char *chans)
 {
-	struct pubarg sp = { "sp", 40000, 0, 128, false, false };
-
 	pair_setup(CHANS, "");
 	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
 	host_kill(&B, SIGKILL);
 	host_kill(&A, SIGTERM);
 	cr_assert_eq(repl_cursors(&A, "sp"), 1);
 	cr_assert_eq(repl_cursors(&A, "mp"), 1);
+	host_config(&A, "primary", B.listen, chans, "");
+	host_start(&A);
+}
+
+/* The agent's cursor holds nobody where no agent will move it: a channel
+ * no longer replicated, a host that stands by. */
+Test(repl, a_kept_cursor_is_released_where_no_agent_runs)
+{
+	struct pubarg sp = { "sp", 40000, 0, 128, false, false };
+
 	/* sp no longer replicated: its producers lap the old cursor's
 	 * position (40000 messages are several rings). */
-	host_config(&A, "primary", B.listen,
-		    "[channel sp]\ncapacity = 1M\nmax_msg = 4K\n"
-		    "[channel mp]\ncapacity = 1M\nmax_msg = 4K\n"
-		    "producers = multi\nreplicate = received\n", "");
-	host_start(&A);
+	a_again_with("[channel sp]\ncapacity = 1M\nmax_msg = 4K\n"
+		     "[channel mp]\ncapacity = 1M\nmax_msg = 4K\n"
+		     "producers = multi\nreplicate = received\n");
 	cr_assert_eq(repl_cursors(&A, "sp"), 0);
 	cr_assert_eq(repl_cursors(&A, "mp"), 1);
 	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &sp)));
@@ -318,15 +326,8 @@ Test(repl, a_channel_dropped_from_the_config_lets_go_of_its_cursor)
 {
 	struct pubarg sp = { "sp", 40000, 0, 128, false, false };
 
-	pair_setup(CHANS, "");
-	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
-	host_kill(&B, SIGKILL);
-	host_kill(&A, SIGTERM);
-	cr_assert_eq(repl_cursors(&A, "sp"), 1);
-	host_config(&A, "primary", B.listen,
-		    "[channel mp]\ncapacity = 1M\nmax_msg = 4K\n"
-		    "producers = multi\nreplicate = received\n", "");
-	host_start(&A);
+	a_again_with("[channel mp]\ncapacity = 1M\nmax_msg = 4K\n"
+		     "producers = multi\nreplicate = received\n");
 	cr_assert(host_log_wait(&A, "sp: adopted", 3000));
 	cr_assert_eq(repl_cursors(&A, "sp"), 0);
 	cr_assert(host_log_wait(&A, "sp: no longer replicated", 0));
