@@ -68,6 +68,8 @@ static struct {
 	bool opened;			/* primary: fences opened this term */
 	int64_t renewed_ns;		/* last renewal sent (primary) */
 	int sync_state;			/* -1 unknown, 0 out, 1 in: recorded */
+	uint32_t provisional_seen;	/* the channels' provisional_n summed
+					 * when "out" was last recorded */
 	bool said_out, said_lost, said_unapplied;
 	int64_t sync_rev0;		/* the sync record's revision when a
 					 * standby with lost rings first looked
@@ -375,6 +377,7 @@ static void record_sync(bool all_in)
 static void primary_step(void)
 {
 	int64_t now = lease_ns(), left, sent;
+	uint32_t gen = 0;
 	bool all_in = true;
 	struct etcd_kv kv, sync;
 	char why[320];
@@ -463,20 +466,27 @@ static void primary_step(void)
 		rp_open_fences();	/* the term runs: claims may begin */
 		L.opened = true;
 	}
-	/* The sync record: "out" before anything degrades. */
+	/* The sync record: "out" before anything degrades.  A standby in
+	 * sync only provisionally (it may have lost its ring: taken to be
+	 * in sync at this daemon's start, or a link showed it lost records)
+	 * is recorded out until it has caught up, then in afresh, which a
+	 * standby whose rings were made again waits for (standby_step()):
+	 * each time it became so is recorded out, however short. */
 	for (size_t i = 0; i < repl.n; i++) {
 		struct sb_repl_view v;
 
-		/* A standby taken to be in sync at this daemon's start,
-		 * that has not caught up since, is not recorded in sync:
-		 * it may have lost its ring meanwhile (rp_agent_start()). */
 		sb_repl_read(repl.ch[i].ch, &v);
 		if ((v.flags & SHMBUS_REPL_OUT_OF_SYNC) ||
 		    LOAD(&repl.ch[i].provisional))
 			all_in = false;
+		gen += LOAD(&repl.ch[i].provisional_n);
 	}
+	if (gen != L.provisional_seen)
+		all_in = false;
 	if (L.sync_state != (int)all_in)
 		record_sync(all_in);
+	if (L.sync_state == 0)
+		L.provisional_seen = gen;
 }
 
 /* The standby's side of one step. */
@@ -711,10 +721,11 @@ static int host_id(char *out, size_t n)
 	return 0;
 }
 
-int sbd_leader_start(void)
+int sbd_leader_open(void)
 {
 	const struct sbd_repl_conf *c = &sbd.conf.repl;
 	char why[256];
+	struct etcd_kv sync;
 
 	if (host_id(L.id, sizeof(L.id))) {
 		sbd_log(SBD_ERR, errno, "arbiter: %s/host-id", c->state_dir);
@@ -734,6 +745,17 @@ int sbd_leader_start(void)
 						    : 1) * 1000000000;
 	L.sync_state = -1;
 	L.sync_rev0 = -1;
+	/* Rings made again: the sync record as it is before this host's
+	 * links could make a primary write it afresh (standby_step()). */
+	if (LOAD(&repl.rings_lost) && etcd_get(L.e, L.sync_key, &sync) == 0)
+		L.sync_rev0 = sync.found ? sync.mod_rev : 0;
+	return 0;
+}
+
+int sbd_leader_start(void)
+{
+	const struct sbd_repl_conf *c = &sbd.conf.repl;
+
 	/* A standby that just started has heard nobody yet: it waits a
 	 * whole term as if it had just heard a primary, so that a primary
 	 * restarting beside it takes its key back first. */

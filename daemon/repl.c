@@ -487,10 +487,18 @@ static void serve_promote(struct sbd_link *l, const struct rw_hello *hello)
 		rw_refuse(repl.t, l, "a malformed promote request");
 		return;
 	}
+	/* Under role_mu, stopping is final: sbd_repl_stop() sets it before
+	 * it takes role_mu to stop the channels' threads, so a promotion
+	 * that finds it unset is over before they are stopped. */
 	pthread_mutex_lock(&repl.role_mu);
 	if (LOAD(&repl.role) != SBD_ROLE_STANDBY) {
 		pthread_mutex_unlock(&repl.role_mu);
 		rw_refuse(repl.t, l, "this host is not a standby");
+		return;
+	}
+	if (LOAD(&repl.stopping)) {
+		pthread_mutex_unlock(&repl.role_mu);
+		rw_refuse(repl.t, l, "this host's shmbusd is stopping");
 		return;
 	}
 	if (repl.arbiter && LOAD(&repl.rings_lost)) {
@@ -522,6 +530,7 @@ static void serve_promote(struct sbd_link *l, const struct rw_hello *hello)
 		}
 		pthread_mutex_lock(&repl.role_mu);
 		if (LOAD(&repl.role) != SBD_ROLE_STANDBY ||
+		    LOAD(&repl.stopping) ||
 		    !holds_all(&pr, why, sizeof(why))) {
 			pthread_mutex_unlock(&repl.role_mu);
 			sbd_leader_claimed(false);
@@ -862,6 +871,8 @@ int sbd_repl_start(void)
 		else
 			rp_rings_record();
 	}
+	if (repl.arbiter && sbd_leader_open())
+		return -1;
 	repl.on = true;
 	/* Until the leader thread holds the lease: a primary acknowledges
 	 * nothing, and degrades only once the arbiter records it. */

@@ -105,11 +105,12 @@ struct rchan {
 	int64_t progress_ns;		/* atomic: last ack that moved */
 	bool in_sync;			/* agent */
 	bool resume;			/* set at start: rp_agent_start() */
-	bool provisional;		/* atomic: in sync since the start,
-					 * not caught up yet (the leader
+	bool provisional;		/* atomic: in sync, taken to be at
+					 * the start or after a link that
+					 * showed it lost records, and not
+					 * caught up since (the leader
 					 * records it out of sync) */
-	bool resume_broken;		/* agent: its first link showed it
-					 * lacks what it had */
+	uint32_t provisional_n;		/* atomic: times it became so */
 	int64_t last_send_ns;		/* agent */
 	int64_t groups_ns;		/* agent: groups last shipped */
 	int64_t groups_dir_ns;		/* agent: the shm dir's change time
@@ -254,6 +255,9 @@ void rp_close_fences(void);
 bool rp_rings_check(void);
 void rp_rings_record(void);
 /* leader.c */
+/* The arbiter's client, opened before the channels' threads start; its
+ * threads, started last. */
+int sbd_leader_open(void);
 int sbd_leader_start(void);
 void sbd_leader_stop(void);
 size_t sbd_leader_status(char *out, size_t n);

@@ -205,7 +205,7 @@ static void while_sending(void *arg)
 static void take_pending(struct rchan *rc)
 {
 	struct sbd_link *l;
-	uint64_t start;
+	uint64_t start, had;
 	bool gap;
 
 	pthread_mutex_lock(&rc->mu);
@@ -216,11 +216,23 @@ static void take_pending(struct rchan *rc)
 	pthread_mutex_unlock(&rc->mu);
 	if (!l)
 		return;
-	/* Taken to be in sync at start, the standby must go on from where
-	 * the kept cursor holds the ring, or further: one that lacks what
-	 * it had (a gap, records it lost) is out of sync (judge()). */
-	if (LOAD(&rc->provisional) && (gap || start < rc->cursor_pos))
-		rc->resume_broken = true;
+	/* A standby in sync whose link starts below what it had
+	 * acknowledged at the channel's level, or across a gap, lost
+	 * acknowledged records (its ring was made again, say): it stays in
+	 * sync (the cursor holds what it lacks, sync waiters wait for it),
+	 * but only provisionally until it has caught up, so that the
+	 * arbiter does not record it in sync meanwhile (judge()). */
+	had = standby_pos(rc, LOAD(&rc->received), LOAD(&rc->applied),
+			  LOAD(&rc->persisted));
+	if (rc->in_sync && (gap || start < had)) {
+		sbd_log(SBD_WARN, 0, "%s: the standby lost records it had "
+			"acknowledged (up to %" PRIu64 "; its link %s %" PRIu64
+			"): in sync only provisionally until it has caught up",
+			rc->name, had, gap ? "skips a gap to" : "starts at",
+			start);
+		STORE(&rc->provisional, true);
+		__atomic_add_fetch(&rc->provisional_n, 1, __ATOMIC_RELEASE);
+	}
 	drop_link(rc, NULL);
 	STORE(&rc->sent, start);
 	STORE(&rc->sent_hi, start);
@@ -426,15 +438,15 @@ static void judge(struct rchan *rc)
 	/* A link that drops and comes back within sync_timeout_ms (a frame
 	 * refused, a reconnection) keeps the standby in sync: only progress
 	 * counts, and a lag beyond max_lag. */
-	/* Taken to be in sync at this daemon's start (provisional), a
+	/* In sync provisionally (take_pending(), rp_agent_start()), a
 	 * standby is not held to max_lag until it has caught up: what it
-	 * lacks piled up while no daemon shipped (sync_timeout_ms bounds
-	 * that grace: no progress, and it is out of sync). */
+	 * lacks piled up while no daemon shipped, or it lost (progress
+	 * within sync_timeout_ms bounds that grace). */
 	over = rc->max_lag && !LOAD(&rc->provisional) &&
 	       rc->known - sync_pos > rc->max_lag;
 	ok = !over &&
 	     now - LOAD(&rc->progress_ns) <= (int64_t)sync_ms() * 1000000 &&
-	     !damaged && !rc->resume_broken;
+	     !damaged;
 	if (rc->in_sync && !ok) {
 		rc->in_sync = false;
 		/* First the flag, then (degrade) the watermark: R14 orders
@@ -444,15 +456,12 @@ static void judge(struct rchan *rc)
 		sbd_log(SBD_WARN, 0, "%s: standby out of sync (%s; it has %"
 			PRIu64 " of %" PRIu64 "): %s", rc->name,
 			damaged ? "the ring is damaged" :
-			rc->resume_broken ? "it lacks records it had before "
-					    "this shmbusd started" :
 			over ? "lag over max_lag" :
 			!link ? "no link for sync_timeout_ms" :
 			"no progress for sync_timeout_ms",
 			sync_pos, rc->known,
 			rc->strict ? "sync waiters are held (strict)" :
 				     "acknowledging locally (degrade)");
-		rc->resume_broken = false;
 		STORE(&rc->provisional, false);
 	} else if (!rc->in_sync && caught) {
 		rc->in_sync = true;
@@ -462,7 +471,7 @@ static void judge(struct rchan *rc)
 	} else if (caught && LOAD(&rc->provisional)) {
 		STORE(&rc->provisional, false);
 		sbd_log(SBD_NOTICE, 0, "%s: standby in sync at %" PRIu64
-			" (caught up since this shmbusd started)", rc->name,
+			" (caught up: no longer provisionally)", rc->name,
 			rc->known);
 	}
 	/* With an arbiter, a channel degrades only once the arbiter records
@@ -784,7 +793,6 @@ int rp_agent_start(struct rchan *rc, bool resume)
 	 * the ring: it only moves forward from there (judge()). */
 	rc->cursor_pos = st.pos;
 	rc->in_sync = resume && taken;
-	rc->resume_broken = false;
 	rc->damaged_at = UINT64_MAX;
 	STORE(&rc->sent, rc->known);
 	STORE(&rc->sent_hi, rc->known);
@@ -805,9 +813,11 @@ int rp_agent_start(struct rchan *rc, bool resume)
 		STORE(&rc->persisted, v.persisted < rc->known ? v.persisted
 							      : rc->known);
 	}
-	/* In sync until its first link says otherwise (take_pending()),
-	 * not recorded so with an arbiter until it has caught up. */
+	/* Provisionally: not recorded in sync with an arbiter until it has
+	 * caught up in this run (judge()). */
 	STORE(&rc->provisional, rc->in_sync);
+	if (rc->in_sync)
+		__atomic_add_fetch(&rc->provisional_n, 1, __ATOMIC_RELEASE);
 	STORE(&rc->progress_ns, now_ns());
 	STORE(&rc->stop, false);
 	if (rc->in_sync)

@@ -635,9 +635,31 @@ Test(failover, a_restarted_primary_records_the_standby_in_sync_once_caught_up)
 	cr_assert(wait_record("out ", 3000), "a standby not linked since the "
 		  "restart is recorded in sync");
 	kill(B.pid, SIGCONT);
-	cr_assert(host_log_wait(&A, "(caught up since this shmbusd started)",
+	cr_assert(host_log_wait(&A, "(caught up: no longer provisionally)",
 				5000));
 	cr_assert(wait_record("in ", 5000), "recorded in sync once caught up");
+}
+
+/* The standby's host reboots (its daemon killed, its rings gone) and is
+ * back within sync_timeout_ms, the primary running on: the standby lost
+ * what it had acknowledged, so it is recorded out of sync until it has
+ * caught up, then in sync afresh, which makes it promotable again. */
+Test(failover, a_standby_back_with_empty_rings_is_promotable_once_caught_up)
+{
+	char ext[600];
+	pid_t pub;
+
+	snprintf(ext, sizeof(ext), "%ssync_timeout_ms = 20000\n", extra);
+	pub = fo_start(FO_CHANS, ext, 500, false);
+	host_kill(&B, SIGKILL);
+	host_sh(NULL, "rm -rf %s/* %s/.[!.]*", B.dir, B.dir);
+	host_start(&B);
+	cr_assert(host_log_wait(&B, "was made again", 3000));
+	cr_assert(host_log_wait(&A, "the standby lost records it had "
+				"acknowledged", 5000));
+	fo_stop(pub);
+	cr_assert(host_log_wait(&B, "automatic promotion allowed", 10000),
+		  "caught up, and still not promotable");
 }
 
 /* Both daemons stopped and started again at once: the primary takes its

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -614,6 +615,59 @@ Test(repl_roles, a_switchover_right_after_a_restart_succeeds)
 	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
 	cr_assert(strstr(r.text, "primary"), "%s", r.text);
 	pair_assert_whole("sp", 10000);
+}
+
+struct switch_call {
+	struct shmbus_ctl_repl_reply r;
+	int rc;
+};
+
+static void *switch_over(void *arg)
+{
+	struct switch_call *s = arg;
+
+	s->rc = host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &s->r);
+	return NULL;
+}
+
+/* The standby's daemon is told to stop (SIGTERM) while a switchover's
+ * promote request is on its way to it (held back on A's side by an
+ * nftables rule): it refuses, A stays primary, and the standby exits
+ * cleanly, never primary on its way out. */
+Test(repl_roles, a_standby_told_to_stop_refuses_a_promotion)
+{
+	struct shmbus_ctl_repl_reply r;
+	struct switch_call s;
+	pthread_t t;
+	int st = 0;
+
+	if (!pair_netns_possible())
+		cr_skip("needs root: network namespaces");
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	cr_assert(host_log_wait(&A, "mp: standby in sync", 3000));
+	/* A's new connections to B's port complete their handshake; what
+	 * they send after it waits (retransmitted once the rule goes). */
+	cr_assert_eq(host_sh(&A, "nft add table inet sbhold && "
+			     "nft add chain inet sbhold out \"{ type filter "
+			     "hook output priority 0; }\" && "
+			     "nft add rule inet sbhold out tcp dport %s "
+			     "ip length \">\" 60 drop",
+			     strrchr(B.listen, ':') + 1), 0, "nft");
+	cr_assert_eq(pthread_create(&t, NULL, switch_over, &s), 0);
+	usleep(300000);
+	kill(B.pid, SIGTERM);
+	usleep(250000);
+	cr_assert_eq(host_sh(&A, "nft delete table inet sbhold"), 0);
+	pthread_join(t, NULL);
+	waitpid(B.pid, &st, 0);
+	B.pid = 0;
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B's exit: %d", st);
+	cr_assert(!host_log_wait(&B, "promoted: primary", 0),
+		  "B promoted itself as it stopped; A says: %s", s.r.text);
+	cr_assert_neq(s.rc, 0, "A says: %s", s.r.text);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+	cr_assert_eq(r.role, 1, "%s", r.text);	/* primary */
 }
 
 Test(repl_roles, a_producer_handle_that_outlives_a_handover_stays_refused)
