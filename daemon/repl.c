@@ -25,7 +25,8 @@
 #include "../lib/contract.h"
 
 struct repl_state repl = { .lfd = -1, .hist_fd = -1,
-			   .role_mu = PTHREAD_MUTEX_INITIALIZER };
+			   .role_mu = PTHREAD_MUTEX_INITIALIZER,
+			   .sync_mu = PTHREAD_MUTEX_INITIALIZER };
 
 pthread_mutex_t repl_log_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -580,6 +581,7 @@ static void *handshake_main(void *arg)
 				 hi.bus, sbd.conf.bus);
 			rc2 = -EPERM;
 		} else if (hi.purpose != RW_FOR_LINK &&
+			   hi.purpose != (RW_FOR_LINK | RW_HELLO_RINGS_LOST) &&
 			   hi.purpose != RW_FOR_PROMOTE) {
 			snprintf(why, sizeof(why), "unknown purpose %u",
 				 hi.purpose);

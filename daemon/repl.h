@@ -84,6 +84,10 @@ struct rw_hdr {
  * (purpose RW_FOR_PROMOTE, channel empty). */
 #define RW_FOR_LINK	1u
 #define RW_FOR_PROMOTE	2u
+/* With RW_FOR_LINK: the standby's rings were made again since its last
+ * run (state_dir/rings-lost); the primary then holds it to be in sync
+ * only provisionally until it has caught up (repl_primary.c). */
+#define RW_HELLO_RINGS_LOST	0x80000000u
 
 struct rw_hello {
 	char bus[64];

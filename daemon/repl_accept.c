@@ -134,7 +134,8 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 		repl.t->close(rc->pending);
 	rc->pending = l;
 	rc->pending_start = start;
-	rc->pending_gap = restart != RW_RESTART_NONE;
+	rc->pending_end = hi->end;
+	rc->pending_lost = (hi->purpose & RW_HELLO_RINGS_LOST) != 0;
 	pthread_mutex_unlock(&rc->mu);
 	rp_agent_wake(rc);
 }

@@ -71,7 +71,8 @@ struct rchan {
 	uint64_t cursor_pos;
 	struct sbd_link *pending;	/* handed over by a handshake */
 	uint64_t pending_start;
-	bool pending_gap;		/* its start skips a gap, or cuts */
+	uint64_t pending_end;		/* where the standby ends */
+	bool pending_lost;		/* its rings were made again */
 	struct sbd_link *plink;		/* the agent's link (mu to read it
 					 * from another thread) */
 	pthread_t reader;
@@ -110,7 +111,10 @@ struct rchan {
 					 * showed it lost records, and not
 					 * caught up since (the leader
 					 * records it out of sync) */
-	uint32_t provisional_n;		/* atomic: times it became so */
+	uint32_t provisional_n;		/* atomic: times it became so;
+					 * moved under repl.sync_mu */
+	bool heard;			/* atomic, standby: a frame came on
+					 * the current link */
 	int64_t last_send_ns;		/* agent */
 	int64_t groups_ns;		/* agent: groups last shipped */
 	int64_t groups_dir_ns;		/* agent: the shm dir's change time
@@ -156,6 +160,9 @@ struct repl_state {
 	bool stopping;			/* atomic */
 	unsigned handshakes;		/* atomic */
 	pthread_mutex_t role_mu;
+	pthread_mutex_t sync_mu;	/* a channel made provisionally in
+					 * sync; the leader's sync record
+					 * decided and written */
 	int hist_fd;
 	struct sbd_ratelimit rl_refused, rl_link;
 	unsigned long refused, link_errors;
@@ -304,6 +311,9 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi);
 
 /* repl_standby.c */
 int rp_linker_start(struct rchan *rc);
+/* Every channel's current link has brought a frame: the primary's agent
+ * has taken each (leader.c). */
+bool rp_all_heard(void);
 /* rejoin.c: the ring (and journal) cut back to pos, where the new
  * primary's epoch began, the records past it kept in a quarantine file;
  * 0, or -errno with why (the ring is then as it was). */

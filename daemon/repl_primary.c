@@ -205,35 +205,41 @@ static void while_sending(void *arg)
 static void take_pending(struct rchan *rc)
 {
 	struct sbd_link *l;
-	uint64_t start, had;
-	bool gap;
+	uint64_t start, end, had;
+	bool lost;
 
 	pthread_mutex_lock(&rc->mu);
 	l = rc->pending;
 	start = rc->pending_start;
-	gap = rc->pending_gap;
+	end = rc->pending_end;
+	lost = rc->pending_lost;
 	rc->pending = NULL;
 	pthread_mutex_unlock(&rc->mu);
 	if (!l)
 		return;
-	/* A standby in sync whose link starts below what it had
-	 * acknowledged at the channel's level, or across a gap, lost
-	 * acknowledged records (its ring was made again, say): it stays in
-	 * sync (the cursor holds what it lacks, sync waiters wait for it),
-	 * but only provisionally until it has caught up, so that the
-	 * arbiter does not record it in sync meanwhile (judge()). */
+	drop_link(rc, NULL);
+	/* After the old link's reader is joined: the acknowledgements it
+	 * took count.  A standby in sync that lost acknowledged records
+	 * (it ends below what it had acknowledged at the channel's level:
+	 * its daemon died with records received, not applied) or whose
+	 * rings were made again stays in sync (the cursor holds what it
+	 * lacks, sync waiters wait for it), but only provisionally until
+	 * it has caught up, so that the arbiter does not record it in sync
+	 * meanwhile (judge(), leader.c).  A standby lapped on an overwrite
+	 * channel lost nothing it had. */
 	had = standby_pos(rc, LOAD(&rc->received), LOAD(&rc->applied),
 			  LOAD(&rc->persisted));
-	if (rc->in_sync && (gap || start < had)) {
+	if (rc->in_sync && (lost || end < had)) {
 		sbd_log(SBD_WARN, 0, "%s: the standby lost records it had "
-			"acknowledged (up to %" PRIu64 "; its link %s %" PRIu64
-			"): in sync only provisionally until it has caught up",
-			rc->name, had, gap ? "skips a gap to" : "starts at",
-			start);
+			"acknowledged (%s%" PRIu64 ", it had %" PRIu64 "): in "
+			"sync only provisionally until it has caught up",
+			rc->name, lost ? "its rings were made again; it ends "
+			"at " : "it ends at ", end, had);
+		pthread_mutex_lock(&repl.sync_mu);
 		STORE(&rc->provisional, true);
 		__atomic_add_fetch(&rc->provisional_n, 1, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&repl.sync_mu);
 	}
-	drop_link(rc, NULL);
 	STORE(&rc->sent, start);
 	STORE(&rc->sent_hi, start);
 	STORE(&rc->received, start);
@@ -815,9 +821,11 @@ int rp_agent_start(struct rchan *rc, bool resume)
 	}
 	/* Provisionally: not recorded in sync with an arbiter until it has
 	 * caught up in this run (judge()). */
+	pthread_mutex_lock(&repl.sync_mu);
 	STORE(&rc->provisional, rc->in_sync);
 	if (rc->in_sync)
 		__atomic_add_fetch(&rc->provisional_n, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&repl.sync_mu);
 	STORE(&rc->progress_ns, now_ns());
 	STORE(&rc->stop, false);
 	if (rc->in_sync)

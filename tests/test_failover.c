@@ -656,7 +656,7 @@ Test(failover, a_standby_back_with_empty_rings_is_promotable_once_caught_up)
 	host_start(&B);
 	cr_assert(host_log_wait(&B, "was made again", 3000));
 	cr_assert(host_log_wait(&A, "the standby lost records it had "
-				"acknowledged", 5000));
+				"acknowledged (its rings were made again", 5000));
 	fo_stop(pub);
 	cr_assert(host_log_wait(&B, "automatic promotion allowed", 10000),
 		  "caught up, and still not promotable");
