@@ -477,11 +477,6 @@ static void primary_step(void)
 	 * is recorded out until it has caught up, then in afresh, which a
 	 * standby whose rings were made again waits for (standby_step()):
 	 * each time it became so is recorded out, however short. */
-	/* Under sync_mu: a channel made provisional after the counts are
-	 * read waits until the record is written, so an "in" written on
-	 * counts that miss it is older than anything its standby heard on
-	 * the link that made it so (standby_step()). */
-	pthread_mutex_lock(&repl.sync_mu);
 	for (size_t i = 0; i < repl.n; i++) {
 		struct sb_repl_view v;
 
@@ -500,7 +495,6 @@ static void primary_step(void)
 		record_sync(all_in);
 	if (L.sync_state == 0)
 		L.provisional_seen = gen;
-	pthread_mutex_unlock(&repl.sync_mu);
 }
 
 /* The standby's side of one step. */
@@ -525,18 +519,14 @@ static void standby_step(void)
 	if (LOAD(&repl.rings_lost)) {
 		/* Its rings were made again (a reboot): only a primary that
 		 * records it in sync afresh, after it caught up, makes it a
-		 * standby that may take over.  Its revision is compared with
-		 * the record's once the primary's agent has taken every one
-		 * of this host's links, each of which said its rings were
-		 * made again (RW_HELLO_RINGS_LOST): an "in" written after
-		 * that was written after the primary held it in sync only
-		 * provisionally, then caught it up (leader.c's sync_mu on
-		 * the primary). */
-		if (L.sync_rev0 < 0 && !rp_all_heard()) {
-			/* not yet */
-		} else if (etcd_get(L.e, L.sync_key, &sync)) {
+		 * standby that may take over.  The reference is the record
+		 * as it was before this host's links were made
+		 * (sbd_leader_open()); each link says its rings were made
+		 * again (RW_HELLO_RINGS_LOST), which the primary records
+		 * "out" until it has caught up. */
+		if (etcd_get(L.e, L.sync_key, &sync))
 			return;
-		} else if (L.sync_rev0 < 0) {
+		if (L.sync_rev0 < 0) {
 			L.sync_rev0 = sync.found ? sync.mod_rev : 0;
 		} else if (sync.found && sync.mod_rev > L.sync_rev0 &&
 			   may_take_over(&sync, LOAD(&repl.epoch), why,
@@ -747,6 +737,7 @@ int sbd_leader_open(void)
 {
 	const struct sbd_repl_conf *c = &sbd.conf.repl;
 	char why[256];
+	struct etcd_kv sync;
 
 	if (host_id(L.id, sizeof(L.id))) {
 		sbd_log(SBD_ERR, errno, "arbiter: %s/host-id", c->state_dir);
@@ -766,6 +757,10 @@ int sbd_leader_open(void)
 						    : 1) * 1000000000;
 	L.sync_state = -1;
 	L.sync_rev0 = -1;
+	/* Rings made again: the sync record as it is before this host's
+	 * links could make a primary write it afresh (standby_step()). */
+	if (LOAD(&repl.rings_lost) && etcd_get(L.e, L.sync_key, &sync) == 0)
+		L.sync_rev0 = sync.found ? sync.mod_rev : 0;
 	return 0;
 }
 

@@ -25,8 +25,7 @@
 #include "../lib/contract.h"
 
 struct repl_state repl = { .lfd = -1, .hist_fd = -1,
-			   .role_mu = PTHREAD_MUTEX_INITIALIZER,
-			   .sync_mu = PTHREAD_MUTEX_INITIALIZER };
+			   .role_mu = PTHREAD_MUTEX_INITIALIZER };
 
 pthread_mutex_t repl_log_mu = PTHREAD_MUTEX_INITIALIZER;
 

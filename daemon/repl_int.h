@@ -111,10 +111,7 @@ struct rchan {
 					 * showed it lost records, and not
 					 * caught up since (the leader
 					 * records it out of sync) */
-	uint32_t provisional_n;		/* atomic: times it became so;
-					 * moved under repl.sync_mu */
-	bool heard;			/* atomic, standby: a frame came on
-					 * the current link */
+	uint32_t provisional_n;		/* atomic: times it became so */
 	int64_t last_send_ns;		/* agent */
 	int64_t groups_ns;		/* agent: groups last shipped */
 	int64_t groups_dir_ns;		/* agent: the shm dir's change time
@@ -160,9 +157,6 @@ struct repl_state {
 	bool stopping;			/* atomic */
 	unsigned handshakes;		/* atomic */
 	pthread_mutex_t role_mu;
-	pthread_mutex_t sync_mu;	/* a channel made provisionally in
-					 * sync; the leader's sync record
-					 * decided and written */
 	int hist_fd;
 	struct sbd_ratelimit rl_refused, rl_link;
 	unsigned long refused, link_errors;
@@ -311,9 +305,6 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi);
 
 /* repl_standby.c */
 int rp_linker_start(struct rchan *rc);
-/* Every channel's current link has brought a frame: the primary's agent
- * has taken each (leader.c). */
-bool rp_all_heard(void);
 /* rejoin.c: the ring (and journal) cut back to pos, where the new
  * primary's epoch began, the records past it kept in a quarantine file;
  * 0, or -errno with why (the ring is then as it was). */

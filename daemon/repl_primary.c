@@ -235,10 +235,8 @@ static void take_pending(struct rchan *rc)
 			"sync only provisionally until it has caught up",
 			rc->name, lost ? "its rings were made again; it ends "
 			"at " : "it ends at ", end, had);
-		pthread_mutex_lock(&repl.sync_mu);
 		STORE(&rc->provisional, true);
 		__atomic_add_fetch(&rc->provisional_n, 1, __ATOMIC_RELEASE);
-		pthread_mutex_unlock(&repl.sync_mu);
 	}
 	STORE(&rc->sent, start);
 	STORE(&rc->sent_hi, start);
@@ -821,11 +819,9 @@ int rp_agent_start(struct rchan *rc, bool resume)
 	}
 	/* Provisionally: not recorded in sync with an arbiter until it has
 	 * caught up in this run (judge()). */
-	pthread_mutex_lock(&repl.sync_mu);
 	STORE(&rc->provisional, rc->in_sync);
 	if (rc->in_sync)
 		__atomic_add_fetch(&rc->provisional_n, 1, __ATOMIC_RELEASE);
-	pthread_mutex_unlock(&repl.sync_mu);
 	STORE(&rc->progress_ns, now_ns());
 	STORE(&rc->stop, false);
 	if (rc->in_sync)

@@ -346,13 +346,9 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		if (rc2 && !why[0])
 			snprintf(why, sizeof(why), "%s", strerror(-rc2));
 		/* A primary of our epoch or newer is alive (leader.c: no
-		 * automatic promotion while it is heard).  A frame on this
-		 * link: its agent has taken the link (rp_all_heard()). */
-		if (rc2 == 0) {
+		 * automatic promotion while it is heard). */
+		if (rc2 == 0)
 			STORE(&repl.peer_seen_ns, lease_ns());
-			if (!LOAD(&rc->heard))
-				STORE(&rc->heard, true);
-		}
 		if (rc2) {
 			if (rc2 == -EBADMSG) {
 				sb_repl_count(rc->ch, SB_REPL_BAD, 1);
@@ -367,16 +363,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 			break;
 		}
 	}
-	STORE(&rc->heard, false);
 	sb_repl_flags(rc->ch, 0, SHMBUS_REPL_LINK);
-}
-
-bool rp_all_heard(void)
-{
-	for (size_t i = 0; i < repl.n; i++)
-		if (!LOAD(&repl.ch[i].heard))
-			return false;
-	return true;
 }
 
 /* Before the ring is recovered and written: no live producer may still

@@ -641,25 +641,42 @@ Test(failover, a_restarted_primary_records_the_standby_in_sync_once_caught_up)
 }
 
 /* The standby's host reboots (its daemon killed, its rings gone) and is
- * back within sync_timeout_ms, the primary running on: the standby lost
- * what it had acknowledged, so it is recorded out of sync until it has
- * caught up, then in sync afresh, which makes it promotable again. */
-Test(failover, a_standby_back_with_empty_rings_is_promotable_once_caught_up)
+ * back after down_ms, the primary running on (sync_timeout_ms 2000): the
+ * standby is recorded out of sync until it has caught up, then in sync
+ * afresh, which makes it promotable again.  Back within sync_timeout_ms,
+ * the primary sees that it lost what it had acknowledged (its hello says
+ * its rings were made again); back after, it was out of sync already. */
+static void standby_back_with_empty_rings(int down_ms)
 {
 	char ext[600];
 	pid_t pub;
 
-	snprintf(ext, sizeof(ext), "%ssync_timeout_ms = 20000\n", extra);
+	snprintf(ext, sizeof(ext), "%ssync_timeout_ms = 2000\n", extra);
 	pub = fo_start(FO_CHANS, ext, 500, false);
 	host_kill(&B, SIGKILL);
 	host_sh(NULL, "rm -rf %s/* %s/.[!.]*", B.dir, B.dir);
+	usleep((useconds_t)down_ms * 1000);
 	host_start(&B);
 	cr_assert(host_log_wait(&B, "was made again", 3000));
-	cr_assert(host_log_wait(&A, "the standby lost records it had "
-				"acknowledged (its rings were made again", 5000));
+	if (down_ms < 2000)
+		cr_assert(host_log_wait(&A, "the standby lost records it had "
+					"acknowledged (its rings were made "
+					"again", 5000));
+	else
+		cr_assert(host_log_wait(&A, "standby out of sync", 0));
 	fo_stop(pub);
 	cr_assert(host_log_wait(&B, "automatic promotion allowed", 10000),
 		  "caught up, and still not promotable");
+}
+
+Test(failover, a_standby_back_with_empty_rings_is_promotable_once_caught_up)
+{
+	standby_back_with_empty_rings(0);
+}
+
+Test(failover, a_standby_back_late_with_empty_rings_is_promotable_once_caught_up)
+{
+	standby_back_with_empty_rings(2500);
 }
 
 /* Both daemons stopped and started again at once: the primary takes its
