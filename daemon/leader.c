@@ -70,10 +70,8 @@ static struct {
 	int sync_state;			/* -1 unknown, 0 out, 1 in: recorded */
 	uint32_t provisional_seen;	/* the channels' provisional_n summed
 					 * when "out" was last recorded */
+	uint64_t recorded_token;	/* the token of the "in" recorded */
 	bool said_out, said_lost, said_unapplied;
-	int64_t sync_rev0;		/* the sync record's revision when a
-					 * standby with lost rings first looked
-					 * (-1: not yet) */
 	bool etcd_down;			/* atomic: the last request failed */
 	int64_t step_ns;		/* atomic: when the step under way
 					 * began (lease_ns()), 0: none */
@@ -191,18 +189,22 @@ struct sync_rec {
 	bool in;		/* "in", else "out" */
 	bool mine;		/* HOSTID is this host */
 	uint64_t epoch;
+	uint64_t token;		/* "in": the standby's links' token, if
+				 * every one carried it (0: none) */
 };
 
 static struct sync_rec read_sync(const struct etcd_kv *kv)
 {
 	struct sync_rec r = { 0 };
 	char state[4], host[24];
+	int n = kv->found ? sscanf(kv->value, "%3s %" SCNu64 " %23s %" SCNx64,
+				   state, &r.epoch, host, &r.token) : 0;
 
-	if (!kv->found ||
-	    sscanf(kv->value, "%3s %" SCNu64 " %23s", state, &r.epoch,
-		   host) != 3 || r.epoch >= RW_EPOCH_MAX ||
+	if (n < 3 || r.epoch >= RW_EPOCH_MAX ||
 	    (strcmp(state, "in") && strcmp(state, "out")))
 		return (struct sync_rec){ 0 };
+	if (n == 3)
+		r.token = 0;
 	r.ok = true;
 	r.in = !strcmp(state, "in");
 	r.mine = !strcmp(host, L.id);
@@ -352,20 +354,26 @@ static int campaign(struct etcd_kv *kv, const struct etcd_kv *sync)
 	return 1;
 }
 
-/* The sync record, written only while we hold the key. */
-static void record_sync(bool all_in)
+/* The sync record, written only while we hold the key; "in" names the
+ * token that every channel's link carries, if any (struct rw_hello). */
+static void record_sync(bool all_in, uint64_t token)
 {
-	char val[96];
+	char val[128];
 	bool won;
 
-	snprintf(val, sizeof(val), "%s %" PRIu64 " %s", all_in ? "in" : "out",
-		 LOAD(&repl.epoch), L.id);
+	if (all_in && token)
+		snprintf(val, sizeof(val), "in %" PRIu64 " %s %" PRIx64,
+			 LOAD(&repl.epoch), L.id, token);
+	else
+		snprintf(val, sizeof(val), "%s %" PRIu64 " %s",
+			 all_in ? "in" : "out", LOAD(&repl.epoch), L.id);
 	if (all_in)
 		STORE(&repl.out_recorded, false);	/* before: no degrading
 							 * while "in" is written */
 	if (etcd_put_under(L.e, L.sync_key, val, L.leader_key, LOAD(&L.lease),
 			   &won) == 0 && won) {
 		L.sync_state = all_in;
+		L.recorded_token = all_in ? token : 0;
 		if (!all_in)
 			STORE(&repl.out_recorded, true);
 		sbd_log(SBD_INFO, 0, "arbiter: standby recorded %s sync",
@@ -382,6 +390,7 @@ static void record_sync(bool all_in)
 static void primary_step(void)
 {
 	int64_t now = lease_ns(), left, sent;
+	uint64_t token = 0;
 	uint32_t gen = 0;
 	bool all_in = true;
 	struct etcd_kv kv, sync;
@@ -479,7 +488,14 @@ static void primary_step(void)
 	 * each time it became so is recorded out, however short. */
 	for (size_t i = 0; i < repl.n; i++) {
 		struct sb_repl_view v;
+		/* The token first: take_pending() stores it after it made
+		 * the channel provisional (release; LOAD acquires). */
+		uint64_t t = LOAD(&repl.ch[i].link_token);
 
+		if (i == 0)
+			token = t;
+		else if (t != token)
+			token = 0;
 		/* provisional before the flag: judge() sets the flag, then
 		 * clears provisional (release; LOAD acquires). */
 		gen += LOAD(&repl.ch[i].provisional_n);
@@ -491,8 +507,9 @@ static void primary_step(void)
 	}
 	if (gen != L.provisional_seen)
 		all_in = false;
-	if (L.sync_state != (int)all_in)
-		record_sync(all_in);
+	if (L.sync_state != (int)all_in ||
+	    (all_in && token != L.recorded_token))
+		record_sync(all_in, token);
 	if (L.sync_state == 0)
 		L.provisional_seen = gen;
 }
@@ -518,19 +535,18 @@ static void standby_step(void)
 	}
 	if (LOAD(&repl.rings_lost)) {
 		/* Its rings were made again (a reboot): only a primary that
-		 * records it in sync afresh, after it caught up, makes it a
-		 * standby that may take over.  The reference is the record
-		 * as it was before this host's links were made
-		 * (sbd_leader_open()); each link says its rings were made
-		 * again (RW_HELLO_RINGS_LOST), which the primary records
-		 * "out" until it has caught up. */
+		 * records it in sync after it caught up makes it a standby
+		 * that may take over.  Its links carry this run's token
+		 * (struct rw_hello), and a primary names the token in its
+		 * "in" only once every channel's link carries it and has
+		 * caught up (primary_step()): no "in" written before, or
+		 * for another run, names it. */
 		if (etcd_get(L.e, L.sync_key, &sync))
 			return;
-		if (L.sync_rev0 < 0) {
-			L.sync_rev0 = sync.found ? sync.mod_rev : 0;
-		} else if (sync.found && sync.mod_rev > L.sync_rev0 &&
-			   may_take_over(&sync, LOAD(&repl.epoch), why,
-					 sizeof(why))) {
+		if (repl.lost_token &&
+		    read_sync(&sync).token == repl.lost_token &&
+		    may_take_over(&sync, LOAD(&repl.epoch), why,
+				  sizeof(why))) {
 			rp_rings_record();
 			STORE(&repl.rings_lost, false);
 			sbd_log(SBD_NOTICE, 0, "arbiter: caught up and recorded "
@@ -737,7 +753,6 @@ int sbd_leader_open(void)
 {
 	const struct sbd_repl_conf *c = &sbd.conf.repl;
 	char why[256];
-	struct etcd_kv sync;
 
 	if (host_id(L.id, sizeof(L.id))) {
 		sbd_log(SBD_ERR, errno, "arbiter: %s/host-id", c->state_dir);
@@ -756,11 +771,6 @@ int sbd_leader_open(void)
 	L.ttl_ns = (int64_t)(c->lease_ttl_ms / 1000 ? c->lease_ttl_ms / 1000
 						    : 1) * 1000000000;
 	L.sync_state = -1;
-	L.sync_rev0 = -1;
-	/* Rings made again: the sync record as it is before this host's
-	 * links could make a primary write it afresh (standby_step()). */
-	if (LOAD(&repl.rings_lost) && etcd_get(L.e, L.sync_key, &sync) == 0)
-		L.sync_rev0 = sync.found ? sync.mod_rev : 0;
 	return 0;
 }
 

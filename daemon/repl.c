@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -580,7 +581,6 @@ static void *handshake_main(void *arg)
 				 hi.bus, sbd.conf.bus);
 			rc2 = -EPERM;
 		} else if (hi.purpose != RW_FOR_LINK &&
-			   hi.purpose != (RW_FOR_LINK | RW_HELLO_RINGS_LOST) &&
 			   hi.purpose != RW_FOR_PROMOTE) {
 			snprintf(why, sizeof(why), "unknown purpose %u",
 				 hi.purpose);
@@ -863,6 +863,12 @@ int sbd_repl_start(void)
 	repl.arbiter = c->arbiter[0] != 0;
 	if (repl.arbiter) {
 		STORE(&repl.rings_lost, rp_rings_check());
+		/* This run's token (struct rw_hello): 0 never. */
+		while (LOAD(&repl.rings_lost) && !repl.lost_token)
+			if (getrandom(&repl.lost_token,
+				      sizeof(repl.lost_token), 0) !=
+			    (ssize_t)sizeof(repl.lost_token))
+				return -1;
 		if (LOAD(&repl.rings_lost))
 			sbd_log(SBD_WARN, 0, "arbiter: a replicated ring was made "
 				"again since the last run (a reboot?): this host "

@@ -84,10 +84,6 @@ struct rw_hdr {
  * (purpose RW_FOR_PROMOTE, channel empty). */
 #define RW_FOR_LINK	1u
 #define RW_FOR_PROMOTE	2u
-/* With RW_FOR_LINK: the standby's rings were made again since its last
- * run (state_dir/rings-lost); the primary then holds it to be in sync
- * only provisionally until it has caught up (repl_primary.c). */
-#define RW_HELLO_RINGS_LOST	0x80000000u
 
 struct rw_hello {
 	char bus[64];
@@ -99,6 +95,10 @@ struct rw_hello {
 	uint32_t purpose;	/* RW_FOR_* */
 	uint64_t epoch;		/* the standby's newest epoch */
 	uint64_t end;		/* the end of its committed records */
+	uint64_t token;		/* not 0: its rings were made again since
+				 * its last run; a random number of this
+				 * run, which the primary's "in" record
+				 * names once it has caught it up */
 };
 
 struct rw_ack {

@@ -135,7 +135,7 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 	rc->pending = l;
 	rc->pending_start = start;
 	rc->pending_end = hi->end;
-	rc->pending_lost = (hi->purpose & RW_HELLO_RINGS_LOST) != 0;
+	rc->pending_token = hi->token;
 	pthread_mutex_unlock(&rc->mu);
 	rp_agent_wake(rc);
 }

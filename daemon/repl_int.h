@@ -72,7 +72,7 @@ struct rchan {
 	struct sbd_link *pending;	/* handed over by a handshake */
 	uint64_t pending_start;
 	uint64_t pending_end;		/* where the standby ends */
-	bool pending_lost;		/* its rings were made again */
+	uint64_t pending_token;		/* its hello's token */
 	struct sbd_link *plink;		/* the agent's link (mu to read it
 					 * from another thread) */
 	pthread_t reader;
@@ -112,6 +112,8 @@ struct rchan {
 					 * caught up since (the leader
 					 * records it out of sync) */
 	uint32_t provisional_n;		/* atomic: times it became so */
+	uint64_t link_token;		/* atomic: the current link's hello
+					 * token (0: none, or no link) */
 	int64_t last_send_ns;		/* agent */
 	int64_t groups_ns;		/* agent: groups last shipped */
 	int64_t groups_dir_ns;		/* agent: the shm dir's change time
@@ -178,6 +180,8 @@ struct repl_state {
 					 * again since the last run (a reboot):
 					 * no automatic promotion until a
 					 * primary records it in sync again */
+	uint64_t lost_token;		/* set at start while rings_lost: its
+					 * links' hello.token */
 };
 
 /* The agent's state (repl.c). */

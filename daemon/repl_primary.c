@@ -169,6 +169,7 @@ static void drop_link(struct rchan *rc, const char *why)
 
 	if (!l)
 		return;
+	STORE(&rc->link_token, 0);
 	if (why)
 		LIMITED(&repl.rl_link, repl.link_errors, "link errors",
 			"%s: link to %s dropped: %s", rc->name,
@@ -205,14 +206,13 @@ static void while_sending(void *arg)
 static void take_pending(struct rchan *rc)
 {
 	struct sbd_link *l;
-	uint64_t start, end, had;
-	bool lost;
+	uint64_t start, end, had, token;
 
 	pthread_mutex_lock(&rc->mu);
 	l = rc->pending;
 	start = rc->pending_start;
 	end = rc->pending_end;
-	lost = rc->pending_lost;
+	token = rc->pending_token;
 	rc->pending = NULL;
 	pthread_mutex_unlock(&rc->mu);
 	if (!l)
@@ -229,15 +229,18 @@ static void take_pending(struct rchan *rc)
 	 * channel lost nothing it had. */
 	had = standby_pos(rc, LOAD(&rc->received), LOAD(&rc->applied),
 			  LOAD(&rc->persisted));
-	if (rc->in_sync && (lost || end < had)) {
+	if (rc->in_sync && (token || end < had)) {
 		sbd_log(SBD_WARN, 0, "%s: the standby lost records it had "
 			"acknowledged (%s%" PRIu64 ", it had %" PRIu64 "): in "
 			"sync only provisionally until it has caught up",
-			rc->name, lost ? "its rings were made again; it ends "
+			rc->name, token ? "its rings were made again; it ends "
 			"at " : "it ends at ", end, had);
 		STORE(&rc->provisional, true);
 		__atomic_add_fetch(&rc->provisional_n, 1, __ATOMIC_RELEASE);
 	}
+	/* After provisional (release): the leader that sees the token sees
+	 * this link's standby provisional, or caught up (leader.c). */
+	STORE(&rc->link_token, token);
 	STORE(&rc->sent, start);
 	STORE(&rc->sent_hi, start);
 	STORE(&rc->received, start);

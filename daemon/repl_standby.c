@@ -242,8 +242,8 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 	hello.flags = rc->flags;
 	hello.capacity = rc->cap;
 	hello.max_msg = rc->max_msg;
-	hello.purpose = RW_FOR_LINK |
-			(LOAD(&repl.rings_lost) ? RW_HELLO_RINGS_LOST : 0);
+	hello.purpose = RW_FOR_LINK;
+	hello.token = LOAD(&repl.rings_lost) ? repl.lost_token : 0;
 	/* The channel's own epoch, not the host's: another channel may
 	 * have moved to the new epoch while this one still holds its
 	 * diverged tail. */
