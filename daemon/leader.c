@@ -507,8 +507,10 @@ static void primary_step(void)
 	}
 	if (gen != L.provisional_seen)
 		all_in = false;
+	/* An "in" that names a token stays when a link merely drops: the
+	 * standby's next link carries it again, and is provisional. */
 	if (L.sync_state != (int)all_in ||
-	    (all_in && token != L.recorded_token))
+	    (all_in && token && token != L.recorded_token))
 		record_sync(all_in, token);
 	if (L.sync_state == 0)
 		L.provisional_seen = gen;

@@ -867,8 +867,12 @@ int sbd_repl_start(void)
 		while (LOAD(&repl.rings_lost) && !repl.lost_token)
 			if (getrandom(&repl.lost_token,
 				      sizeof(repl.lost_token), 0) !=
-			    (ssize_t)sizeof(repl.lost_token))
+			    (ssize_t)sizeof(repl.lost_token) &&
+			    errno != EINTR) {
+				sbd_log(SBD_ERR, errno, "replication: no "
+					"random token for this run");
 				return -1;
+			}
 		if (LOAD(&repl.rings_lost))
 			sbd_log(SBD_WARN, 0, "arbiter: a replicated ring was made "
 				"again since the last run (a reboot?): this host "
