@@ -37,6 +37,17 @@ TestSuite(repl_roles, .fini = fini, .timeout = 120);
 
 /* A pub_sync at `applied` returns only when B's ring holds the message:
  * B's head is past it the moment the call returns. */
+
+/* A's end of the link down for ms, then up again (network namespaces). */
+static void link_down_for(int ms)
+{
+	cr_assert_eq(host_sh(NULL, "ip -n %s link set %s down", A.ns,
+			     A.ifname), 0);
+	usleep((useconds_t)ms * 1000);
+	cr_assert_eq(host_sh(NULL, "ip -n %s link set %s up", A.ns,
+			     A.ifname), 0);
+}
+
 Test(repl_roles, pub_sync_applied_means_the_standby_ring_holds_it)
 {
 	shmbus_bus *bus;
@@ -330,11 +341,7 @@ Test(repl_roles, sync_waiters_lose_nothing_when_the_standby_dies_or_the_link_dro
 	memcpy(at, tally->acked, sizeof(at));
 	tally_wait(at, 200);
 	if (pair_netns_possible()) {
-		cr_assert_eq(host_sh(NULL, "ip -n %s link set %s down", A.ns,
-				     A.ifname), 0);
-		usleep(1000000);
-		cr_assert_eq(host_sh(NULL, "ip -n %s link set %s up", A.ns,
-				     A.ifname), 0);
+		link_down_for(1000);
 		memcpy(at, tally->acked, sizeof(at));
 		tally_wait(at, 200);
 	}
@@ -454,11 +461,7 @@ Test(repl_roles, a_local_pub_sync_never_waits_for_the_standby)
 	kill(B.pid, SIGCONT);
 	usleep(500000);
 	if (pair_netns_possible()) {
-		cr_assert_eq(host_sh(NULL, "ip -n %s link set %s down", A.ns,
-				     A.ifname), 0);
-		usleep(2000000);
-		cr_assert_eq(host_sh(NULL, "ip -n %s link set %s up", A.ns,
-				     A.ifname), 0);
+		link_down_for(2000);
 		usleep(500000);
 	}
 	__atomic_store_n(&lt->stop, 1, __ATOMIC_RELAXED);
