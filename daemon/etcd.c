@@ -432,6 +432,33 @@ int etcd_create_if(struct etcd *e, const char *key, const char *value,
 	return rc;
 }
 
+int etcd_restore_if(struct etcd *e, const char *key,
+		    const struct etcd_kv *before, int64_t mod_rev, bool *won)
+{
+	char r[32];
+	json_t *op, *ans;
+	int rc;
+
+	snprintf(r, sizeof(r), "%" PRId64, mod_rev);
+	if (before->found)
+		op = json_pack("{s:{s:o,s:o}}", "request_put", "key", b64(key),
+			       "value", b64(before->value));
+	else
+		op = json_pack("{s:{s:o}}", "request_delete_range", "key",
+			       b64(key));
+	rc = post(e, "/v3/kv/txn",
+		  json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[o]}", "compare", "key",
+			    b64(key), "target", "MOD", "result", "EQUAL",
+			    "mod_revision", r, "success", op),
+		  &ans);
+	if (rc)
+		return rc;
+	rc = json_object_get(ans, "error") ? -EPROTO : 0;
+	*won = rc == 0 && json_is_true(json_object_get(ans, "succeeded"));
+	json_decref(ans);
+	return rc;
+}
+
 int etcd_get(struct etcd *e, const char *key, struct etcd_kv *kv)
 {
 	json_t *ans;

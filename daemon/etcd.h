@@ -58,4 +58,9 @@ int etcd_create_if(struct etcd *e, const char *key, const char *value,
 		   int64_t lease, const char *guard, int64_t guard_mod,
 		   const char *guard_value, bool *won, struct etcd_kv *kv);
 
+/* Puts key back as it was (before: its value, or absent if !found; no
+ * lease) only if its mod_revision is still mod_rev: *won.  0 or -errno. */
+int etcd_restore_if(struct etcd *e, const char *key,
+		    const struct etcd_kv *before, int64_t mod_rev, bool *won);
+
 #endif

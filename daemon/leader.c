@@ -71,6 +71,8 @@ static struct {
 	uint32_t provisional_seen;	/* the channels' provisional_n summed
 					 * when "out" was last recorded */
 	uint64_t recorded_token;	/* the token of the "in" recorded */
+	struct etcd_kv claim_before;	/* the sync record take_key() found */
+	int64_t claim_rev;		/* and the revision it wrote it at */
 	bool said_out, said_lost, said_unapplied;
 	bool etcd_down;			/* atomic: the last request failed */
 	int64_t step_ns;		/* atomic: when the step under way
@@ -316,9 +318,50 @@ static int take_key(struct etcd *e, const struct etcd_kv *sync, int64_t id,
 {
 	char val[96];
 
+	int rc;
+
 	snprintf(val, sizeof(val), "out %" PRIu64 " %s", epoch, L.id);
-	return etcd_create_if(e, L.leader_key, L.me, id, L.sync_key,
-			      sync->found ? sync->mod_rev : 0, val, won, kv);
+	rc = etcd_create_if(e, L.leader_key, L.me, id, L.sync_key,
+			    sync->found ? sync->mod_rev : 0, val, won, kv);
+	if (rc == 0 && *won) {
+		/* One transaction: the record's revision is the key's. */
+		L.claim_before = *sync;
+		L.claim_rev = kv->create_rev;
+	}
+	return rc;
+}
+
+/* Gives up the key take_key() took under lease id, this host not having
+ * become primary after all (a promotion that failed or was called off):
+ * first the sync record is put back as take_key() found it, if nobody
+ * wrote it since, so that the primary this host meant to succeed (still
+ * alive, and now told no) may take the key again: a record left naming
+ * the new epoch would keep it out (may_retake()), and with this host gone
+ * or still hearing it, the pair would have no primary.  The record goes
+ * back while the key is still held, so no host reads a free key beside
+ * the record of a promotion that did not happen.  By the thread that took
+ * the key, before any other may take it again (the leader thread, or a
+ * manual claim's thread while L.claiming keeps the leader thread off). */
+static void unclaim(struct etcd *e, int64_t id)
+{
+	bool won = false;
+	int rc = etcd_restore_if(e, L.sync_key, &L.claim_before, L.claim_rev,
+				 &won);
+
+	if (rc)
+		sbd_log(SBD_WARN, -rc, "arbiter: the sync record could not be "
+			"put back after a promotion that did not happen: it "
+			"may still name this host's new epoch, and then no "
+			"other host takes the leader key until this one has "
+			"(or shmbusctl promote --force there)");
+	else if (!won)
+		sbd_log(SBD_NOTICE, 0, "arbiter: the sync record was written "
+			"since this host took the key: left as it is");
+	else
+		sbd_log(SBD_NOTICE, 0, "arbiter: the sync record is '%s' again "
+			"(this host did not become primary)",
+			L.claim_before.found ? L.claim_before.value : "(none)");
+	etcd_lease_revoke(e, id);
 }
 
 /* Takes the leader key (or ours, left under a lease of our previous
@@ -600,7 +643,7 @@ static void standby_step(void)
 	}
 	/* Heard a primary meanwhile (the link came back): give it up. */
 	if (lease_ns() - LOAD(&repl.peer_seen_ns) < L.ttl_ns) {
-		etcd_lease_revoke(L.e, id);
+		unclaim(L.e, id);
 		return;
 	}
 	STORE(&L.lease, id);
@@ -610,7 +653,7 @@ static void standby_step(void)
 	if (rp_auto_promote(ep - 1, why, sizeof(why))) {
 		sbd_log(SBD_ERR, 0, "arbiter: automatic promotion failed: %s",
 			why);
-		etcd_lease_revoke(L.e, id);
+		unclaim(L.e, id);
 		STORE(&L.held, false);
 		STORE(&L.lease, 0);
 		set_until(0);
@@ -935,7 +978,7 @@ void sbd_leader_claimed(bool ok)
 					   why, sizeof(why));
 
 		if (e)
-			etcd_lease_revoke(e, LOAD(&L.lease));
+			unclaim(e, LOAD(&L.lease));
 		etcd_close(e);
 		STORE(&L.held, false);
 		STORE(&L.lease, 0);

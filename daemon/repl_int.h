@@ -271,7 +271,8 @@ void sbd_leader_release(void);
 /* A promotion by hand or by a switchover: takes the leader key, and
  * records "out" at the epoch to promote at (*floor + 1) with it; 0, or
  * -errno with why.  Then sbd_leader_claimed() says whether the promotion
- * went through (if not, the key is given back).  Not under role_mu. */
+ * went through (if not, the sync record is put back as the claim found
+ * it, unless written since, and the key given back).  Not under role_mu. */
 enum sbd_claim {
 	SBD_CLAIM_CHECKED,	/* only if recorded in sync (promote) */
 	SBD_CLAIM_FORCE,	/* whatever the record says (--force) */

@@ -189,6 +189,9 @@ static void *fwd_main(void *arg)
 							   POLLERR)))
 					continue;
 				r = read(from, buf, sizeof(buf));
+				if (r > 0 && !s && atomic_load(&f->delay_ms))
+					usleep((useconds_t)atomic_load(
+						       &f->delay_ms) * 1000);
 				if (r <= 0 ||
 				    send(to, buf, (size_t)r, MSG_NOSIGNAL) != r)
 					dead = true;
@@ -224,6 +227,7 @@ void fwd_start_to(struct fwd *f, const char *path, int port)
 	cr_assert_eq(listen(f->lfd, 64), 0);
 	chmod(f->path, 0666);
 	atomic_store(&f->cut, false);
+	atomic_store(&f->delay_ms, 0);
 	atomic_store(&f->stop, false);
 	cr_assert_eq(pthread_create(&f->th, NULL, fwd_main, f), 0);
 }

@@ -35,6 +35,7 @@ struct fwd {
 	int port;			/* etcd's client port */
 	int lfd;
 	atomic_bool cut;
+	atomic_int delay_ms;		/* each request to etcd held so long */
 	atomic_bool stop;
 	pthread_t th;
 };

@@ -767,6 +767,53 @@ Test(failover, a_switchover_moves_the_key_and_it_stays)
 	row("planned switchover", atomic_load(&lg->acked), false, -1);
 }
 
+static int switchover_a(void *arg)
+{
+	struct shmbus_ctl_repl_reply r;
+	int rc = host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r);
+
+	(void)arg;
+	fprintf(stderr, "switchover: %d %s\n", rc, r.text);
+	return rc == 0 ? 0 : 1;
+}
+
+/* The standby of a switchover told to stop after it took the leader key
+ * (and recorded its new epoch with it) but before it became primary: it
+ * refuses, and puts the sync record back as it found it, so that the old
+ * primary takes the key again and goes on.  A record left naming the
+ * standby's new epoch would keep the old primary out (no host may take
+ * the key after a newer primary), and the pair would have no primary
+ * until the standby came back.  B's requests to etcd are slowed so that
+ * the test's SIGTERM lands between the key and the promotion. */
+Test(failover, a_standby_stopped_mid_switchover_leaves_the_old_primary)
+{
+	pid_t sw;
+	int i;
+
+	fo_stop(fo_start(FO_CHANS, extra, 200, false));
+	cr_assert(wait_record("in ", 3000));
+	atomic_store(&fw[1].delay_ms, 60);
+	sw = th_spawn(switchover_a, NULL);
+	/* take_key(): "out" with the key, which A gave up: B's. */
+	for (i = 0; i < 1000 && !(sync_record_is("out ") && leader_key_held());
+	     i++)
+		usleep(2000);
+	cr_assert_lt(i, 1000, "B did not take the key");
+	host_kill(&B, SIGTERM);
+	cr_assert_neq(th_wait(sw), 0, "the switchover went through");
+	cr_assert_geq(wait_for(is_primary, &A, 3000), 0,
+		      "A did not take the key again");
+	cr_assert(host_log_wait(&B, "the sync record is 'in ", 0),
+		  "B did not put the sync record back");
+	atomic_store(&fw[1].delay_ms, 0);
+	host_start(&B);
+	cr_assert_geq(wait_for(is_standby_linked, &B, 5000), 0,
+		      "B did not stand by behind A");
+	cr_assert(is_primary(&A) && !is_primary(&B));
+	row("switchover's standby stopped after taking the key",
+	    atomic_load(&lg->acked), false, -1);
+}
+
 /* ------------------------------------------------------------ rejoin */
 
 #define CUT_CHANS \
