@@ -32,7 +32,7 @@
  * hosts' own byte order (the hello compares it through the magic).
  */
 #define RW_MAGIC	0x31525342u	/* "BSR1" in memory order */
-#define RW_VERSION	4u
+#define RW_VERSION	5u
 #define RW_HDR		40u
 #define RW_NONCE	32u
 #define RW_MAC		32u		/* HMAC-SHA256 */

@@ -376,6 +376,37 @@ Test(flapping_standby, links_without_progress_do_not_keep_it_in_sync)
 	free(buf);
 }
 
+/* A standby of another format version (a previous release's, one short
+ * of ours) proves the key and says hello: the primary refuses the link
+ * and says which version, rather than read a hello of another shape. */
+Test(flapping_standby, a_standby_of_another_frame_version_is_refused)
+{
+	struct rw_hello hi = { .layout_version = SHMBUS_LAYOUT_VERSION,
+			       .capacity = CAP, .max_msg = 4096,
+			       .purpose = RW_FOR_LINK, .epoch = 1 };
+	struct iovec iov = { &hi, sizeof(hi) };
+	struct sbd_link *l = NULL;
+	struct rw_hdr h;
+	char why[256], line[64];
+
+	hi.flags = sb_channel_flags(SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+	snprintf(hi.bus, sizeof(hi.bus), "test");
+	snprintf(hi.channel, sizeof(hi.channel), "sp");
+	for (int i = 0; i < 200 && sbd_tcp.connect(paddr, 2000, &l); i++)
+		usleep(10000);
+	cr_assert(l, "cannot reach the primary at %s", paddr);
+	cr_assert_eq(rw_auth_client(&sbd_tcp, l, "test", 2000, why,
+				    sizeof(why)), 0, "%s", why);
+	rw_seal(&h, RW_HELLO, 1, name_hash("sp"), 0, &iov, 1);
+	h.version = RW_VERSION - 1;
+	cr_assert_eq(sbd_tcp.send(l, &h, &iov, 1, 2000), 0);
+	cr_assert(dropped(l), "the primary kept the link");
+	sbd_tcp.close(l);
+	snprintf(line, sizeof(line), "frame version %u (this is %u)",
+		 RW_VERSION - 1, RW_VERSION);
+	cr_assert(log_wait(line), "no log line with '%s'", line);
+}
+
 /*
  * The epoch history, damaged while the daemon was stopped: the daemon
  * refuses to start and says which line, except for a last line without
