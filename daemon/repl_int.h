@@ -243,6 +243,10 @@ static inline bool rp_may_ack(void)
 {
 	return !repl.arbiter || lease_ns() < LOAD(&repl.lease_until);
 }
+/* repl_roles.c */
+/* The standby's side of a switchover: a handshake thread, after a hello
+ * for RW_FOR_PROMOTE. */
+void rp_serve_promote(struct sbd_link *l, const struct rw_hello *hello);
 /* leader.c's role changes, under role_mu: an automatic promotion at an
  * epoch above floor; a primary whose lease is lost fences its channels
  * and stands by. */
