@@ -898,8 +898,10 @@ ssize_t shmbus_group_read(shmbus_group *m, void *buf, size_t cap,
 /*
  * Acknowledges: the message (shared: the lease's whole claim, once its
  * last message has been delivered; before that the ack waits for it and
- * returns 0; keyed: the lane up to and including it) is done and will not
- * be delivered again.
+ * returns 0, so that an ack made after the poll returned covers every
+ * message of the batch, processed or not; keyed: the lane up to and
+ * including it, and the lane's term runs again from now) is done and
+ * will not be delivered again.
  * -ESTALE: the lease was taken back (its term passed, the member was
  * thought dead, or the lane moved) and the message may be, or may have
  * been, processed by another member.  -EINVAL: not a lease of this

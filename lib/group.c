@@ -365,11 +365,12 @@ static int gone_check(struct shmbus_group *m)
 static int take_check(struct shmbus_group *m)
 {
 	int rc = gone_check(m);
-	/* No edge: see refused(). */
-	uint32_t w = load_relaxed32(&m->ch->hdr->fence);
+	uint32_t w;
 
 	if (rc)
 		return rc;
+	/* No edge: see refused(). */
+	w = load_relaxed32(&m->ch->hdr->fence);
 	rc = refused_by(w);
 	if (m->cur.on && (rc || w != m->cur.fence)) {
 		m->cur.on = false;

@@ -174,6 +174,20 @@ static void raise_to(uint64_t *f, uint64_t v)
 		;
 }
 
+/* Our lane i's term runs from now: we polled it or acknowledged from it
+ * (a member that does neither for a term loses its lanes).  Written only
+ * once less than half a term is left, so that a stream of polls and acks
+ * does not write the lane's line each time. */
+static void keep_lane(struct shmbus_group *m, uint32_t i, int64_t now)
+{
+	struct shmbus_lane *ln = &m->lanes[i];
+
+	if (sb_elapsed((int64_t)load_relaxed64((uint64_t *)&ln->deadline),
+		       now) < m->lease_ns / 2)
+		raise_to((uint64_t *)&ln->deadline,
+			 (uint64_t)sb_after(now, m->lease_ns));
+}
+
 /*
  * Takes the next record for us from the lanes we own, round robin over
  * them, each in ring order.  Returns 1 with *out and *lane set, 0 if
@@ -207,13 +221,7 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 				give_up(m, i, SHMBUS_LANE_FREE);
 			continue;
 		}
-		/* Polling keeps the lane: its term runs from our last look
-		 * (a member that stops looking loses its lanes). */
-		if (sb_elapsed((int64_t)load_relaxed64(
-				       (uint64_t *)&ln->deadline), now) <
-		    m->lease_ns / 2)
-			raise_to((uint64_t *)&ln->deadline,
-				 (uint64_t)sb_after(now, m->lease_ns));
+		keep_lane(m, i, now);
 		if (now < v->not_before || v->n >= m->lane_cap)
 			continue;
 		p = first = v->cursor;
@@ -331,6 +339,7 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
 			add_relaxed64(&m->rec->stale, 1);
 			return -ESTALE;
 		}
+		keep_lane(m, i, sb_now_ns());
 		add_relaxed64(&m->g->acked, 1);
 		add_relaxed64(&m->rec->acked, 1);
 		sb_lanes_floor(m);

@@ -202,6 +202,110 @@ Test(group, a_stopped_member_past_its_term_gets_estale)
 	shmbus_channel_close(ch);
 }
 
+/* A lane's owner that polled a batch and acknowledges it slowly, one
+ * message a fifth of a term after another, never polling again: each ack
+ * keeps the lane (its term runs from the last poll or ack), so all are
+ * taken and the standby member, polling all along, gets nothing. */
+struct batch {
+	struct shmbus_group_msg m[20];
+	int n;
+};
+
+static int keep_msg(const struct shmbus_group_msg *m, void *arg)
+{
+	struct batch *b = arg;
+
+	b->m[b->n++] = *m;
+	return 0;
+}
+
+static int standby_member(void *arg)
+{
+	const struct shmbus_group_attr *ga = arg;
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	shmbus_group *g = ch ? shmbus_group_join(ch, "g", "standby", ga) : NULL;
+	int got = 0;
+
+	if (!g)
+		return 2;
+	while (!atomic_load(&sh->stop)) {
+		struct batch b = { .n = 0 };
+		int k = shmbus_group_poll(g, keep_msg, &b, 20);
+
+		for (int i = 0; i < k; i++)
+			shmbus_group_ack(g, &b.m[i].lease);
+		got += k > 0 ? k : 0;
+		usleep(5000);
+	}
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+	return got > 255 ? 255 : got;
+}
+
+static void acks_keep_the_lane(enum shmbus_group_mode mode)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_attr ga;
+	struct batch b = { .n = 0 };
+	shmbus_group *g;
+	pid_t standby;
+
+	book_open(20);
+	shmbus_group_attr_init(&ga);
+	ga.mode = mode;
+	ga.lanes = 1;
+	ga.lease_ns = 250000000;
+	ga.start = SHMBUS_START_OLDEST;
+	g = shmbus_group_join(ch, "g", "owner", &ga);
+	cr_assert(g, "join: %s", strerror(errno));
+	produce(ch, 20, 1);
+	cr_assert_eq(shmbus_group_poll(g, keep_msg, &b, 20), 20);
+	standby = th_spawn(standby_member, &ga);
+	for (int i = 0; i < b.n; i++) {
+		int rc;
+
+		usleep(50000);
+		rc = shmbus_group_ack(g, &b.m[i].lease);
+		cr_assert_eq(rc, 0, "ack %d, %d ms after the poll: %s", i,
+			     (i + 1) * 50, strerror(-rc));
+	}
+	atomic_store(&sh->stop, 1);
+	cr_assert_eq(th_wait(standby), 0, "the standby member got messages "
+		     "its owner was acknowledging");
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+Test(group, single_active_acks_keep_the_lane)
+{
+	acks_keep_the_lane(SHMBUS_GROUP_SINGLE_ACTIVE);
+}
+
+Test(group, keyed_acks_keep_the_lane)
+{
+	acks_keep_the_lane(SHMBUS_GROUP_KEYED);
+}
+
+/* No handle: -EINVAL from every call that takes one, never a fault. */
+Test(group, every_call_refuses_a_null_handle)
+{
+	struct shmbus_lease l = { 0 };
+	struct shmbus_group_stats st;
+	struct batch b = { .n = 0 };
+	char buf[64];
+
+	cr_assert_eq(shmbus_group_poll(NULL, keep_msg, &b, 1), -EINVAL);
+	cr_assert_eq(shmbus_group_read(NULL, buf, sizeof(buf), NULL),
+		     -EINVAL);
+	cr_assert_eq(shmbus_group_wait(NULL, 0), -EINVAL);
+	cr_assert_eq(shmbus_group_ack(NULL, &l), -EINVAL);
+	cr_assert_eq(shmbus_group_nack(NULL, &l, 0), -EINVAL);
+	cr_assert_eq(shmbus_group_extend(NULL, &l, 0), -EINVAL);
+	cr_assert_eq(shmbus_group_stats(NULL, &st), -EINVAL);
+	cr_assert_eq(shmbus_group_maintain(NULL), -EINVAL);
+	shmbus_group_leave(NULL);
+}
+
 static int count_msgs(const struct shmbus_msg *m, void *arg)
 {
 	uint64_t id;
