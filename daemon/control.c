@@ -877,7 +877,7 @@ static int do_journal(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	char dir[PATH_MAX + 300], path[PATH_MAX + 340];
 	struct sbd_chan *c;
 	uint64_t *b;
-	size_t k;
+	size_t k, i;
 	int fd, rc, fds[2];
 
 	if (!memchr(req->channel, 0, sizeof(req->channel)) ||
@@ -898,9 +898,13 @@ static int do_journal(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		if (rc)
 			return deny(rc, "the journal of '%s': %s", req->channel,
 				      strerror(-rc));
+		/* This page: from the first base at or past req->base. */
+		for (i = 0; i < k && b[i] < req->base; i++)
+			;
+		k -= i;
 		if (k > SHMBUS_CTL_JNL_MAX)
 			k = SHMBUS_CTL_JNL_MAX;
-		memcpy(out, b, k * sizeof(*b));
+		memcpy(out, b + i, k * sizeof(*b));
 		free(b);
 		rc = reply(cl, h, 0, out, (uint32_t)(k * sizeof(*out)), NULL);
 		return replied(cl, rc);

@@ -336,18 +336,41 @@ int sb_jreader_list(struct sb_jreader *r, uint64_t **bases, size_t *count)
 {
 	int rc;
 
+	uint64_t *v = NULL, from = 0;
+	size_t k = 0, n;
+
 	if (!r->bus)
 		return sb_jlist(r->dir, bases, count);
-	*bases = malloc(SHMBUS_CTL_JNL_MAX * sizeof(**bases));
-	*count = 0;
-	if (!*bases)
-		return -ENOMEM;
-	rc = sb_bus_journal(r->bus, r->chan, SHMBUS_CTL_JNL_LIST, 0, *bases,
-			    SHMBUS_CTL_JNL_MAX, count);
-	if (rc) {
-		free(*bases);
-		*bases = NULL;
+	/* Page by page, each from the last base answered + the least
+	 * segment (every base is a multiple of it).  A daemon that does not
+	 * page answers with the oldest again: its first base is not past
+	 * the last one, and the list ends there. */
+	for (;;) {
+		uint64_t *nv = realloc(v, (k + SHMBUS_CTL_JNL_MAX) *
+					       sizeof(*v));
+
+		if (!nv) {
+			rc = -ENOMEM;
+			break;
+		}
+		v = nv;
+		rc = sb_bus_journal(r->bus, r->chan, SHMBUS_CTL_JNL_LIST, from,
+				    v + k, SHMBUS_CTL_JNL_MAX, &n);
+		if (rc || (n && k && v[k] <= v[k - 1]))
+			break;
+		k += n;
+		if (n < SHMBUS_CTL_JNL_MAX ||
+		    v[k - 1] > UINT64_MAX - SHMBUS_JSEG_MIN)
+			break;
+		from = v[k - 1] + SHMBUS_JSEG_MIN;
 	}
+	if (rc) {
+		free(v);
+		v = NULL;
+		k = 0;
+	}
+	*bases = v;
+	*count = k;
 	return rc;
 }
 

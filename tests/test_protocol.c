@@ -14,12 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon_fixture.h"
 
+#include "shmbus/journal.h"
 #include "shmbus/protocol.h"
+#include "../lib/channel.h"
+#include "../lib/journal.h"
 
 static int count_rows(const struct shmbus_bus_channel *c, void *arg)
 {
@@ -123,4 +127,59 @@ Test(protocol, malformed_requests_get_errors, .init = setup, .fini = teardown)
 	shmbus_disconnect(bus);
 	cr_assert(log_has("bad magic"));
 	cr_assert(log_has("oversized request"));
+}
+
+/* JOURNAL LIST pages: a journal of more segments than one answer holds
+ * (SHMBUS_CTL_JNL_MAX) is listed whole through shmbusd, each page asked
+ * from the last base answered + SHMBUS_JSEG_MIN, and a page asked from a
+ * base starts at the first segment at or past it. */
+Test(protocol, a_journal_of_many_segments_is_listed_page_by_page)
+{
+	const size_t n = 2 * SHMBUS_CTL_JNL_MAX + 100;
+	char jdir[64], cdir[128], path[200], conf[512];
+	struct sb_jreader r;
+	uint64_t *bases, page[SHMBUS_CTL_JNL_MAX];
+	shmbus_bus *bus;
+	size_t k = 0;
+
+	snprintf(jdir, sizeof(jdir), "%s", th_mkdir());
+	snprintf(cdir, sizeof(cdir), "%s/c", jdir);
+	cr_assert_eq(mkdir(cdir, 0700), 0);
+	for (size_t i = 0; i < n; i++) {
+		int fd;
+
+		cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir,
+					  i * SHMBUS_JSEG_MIN), 0);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		cr_assert(fd >= 0);
+		close(fd);
+	}
+	snprintf(conf, sizeof(conf), "journal_dir = %s\n[defaults]\n"
+		 "subscribe = *\n[channel c]\ncapacity = 64K\n", jdir);
+	setup_with(conf);
+	bus = shmbus_connect(d.sock);
+	cr_assert(bus);
+	memset(&r, 0, sizeof(r));
+	r.bus = bus;
+	snprintf(r.chan, sizeof(r.chan), "c");
+	{ int rc_ = sb_jreader_list(&r, &bases, &k); cr_assert_eq(rc_, 0, "rc %d k %zu", rc_, k); }
+	cr_assert_eq(k, n, "listed %zu segments of %zu", k, n);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(bases[i], i * SHMBUS_JSEG_MIN, "segment %zu", i);
+	free(bases);
+	/* From a base that is no segment's: the next one on. */
+	cr_assert_eq(unlink(path), 0);	/* the newest */
+	cr_assert_eq(sb_bus_journal(bus, "c", SHMBUS_CTL_JNL_LIST,
+				    (n - 1) * SHMBUS_JSEG_MIN, page,
+				    SHMBUS_CTL_JNL_MAX, &k), 0);
+	cr_assert_eq(k, 0);
+	cr_assert_eq(sb_bus_journal(bus, "c", SHMBUS_CTL_JNL_LIST,
+				    (n - 150) * SHMBUS_JSEG_MIN, page,
+				    SHMBUS_CTL_JNL_MAX, &k), 0);
+	cr_assert_eq(k, 149);
+	cr_assert_eq(page[0], (n - 150) * SHMBUS_JSEG_MIN);
+	shmbus_disconnect(bus);
+	teardown();
+	th_rmdir(cdir);
+	th_rmdir(jdir);
 }

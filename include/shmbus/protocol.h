@@ -104,9 +104,12 @@ struct shmbus_ctl_group {
 #define SHMBUS_CTL_GROUP_DELETE	1u
 
 /* A channel's journal (docs/journal.md), for a replaying subscriber:
- * LIST answers with the segments' bases (uint64_t each, ascending, at
- * most SHMBUS_CTL_JNL_MAX: the oldest); SEG and TIX with the read-only
- * fd of segment `base` or of its time index. */
+ * LIST answers with the bases (uint64_t each, ascending) of the segments
+ * whose base is at least `base` (a multiple of SHMBUS_JSEG_MIN, as every
+ * base is), at most SHMBUS_CTL_JNL_MAX of them (the oldest): a journal of
+ * more is listed page by page, each asked from the last base answered +
+ * SHMBUS_JSEG_MIN; SEG and TIX with the read-only fd of segment `base` or
+ * of its time index. */
 #define SHMBUS_CTL_JNL_LIST	0u
 #define SHMBUS_CTL_JNL_SEG	1u
 #define SHMBUS_CTL_JNL_TIX	2u
@@ -116,7 +119,7 @@ struct shmbus_ctl_journal {
 	char channel[SHMBUS_CTL_NAME];
 	uint32_t what;		/* SHMBUS_CTL_JNL_* */
 	uint32_t flags;		/* 0 */
-	uint64_t base;		/* SEG, TIX */
+	uint64_t base;		/* LIST: the lowest to list; SEG, TIX */
 };
 
 struct shmbus_ctl_create {
