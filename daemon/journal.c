@@ -97,10 +97,22 @@ static uint64_t epoch_now(struct jchan *j)
 	return v.epoch;
 }
 
+/* The header of the segment at base, starting at start: the sequence
+ * number before it recorded if the journal knows it (prev_seq not NULL),
+ * which the preparer, making segments ahead, never does. */
+static void make_hdr(struct jchan *j, struct shmbus_jseg_hdr *h,
+		     uint64_t base, uint64_t start, uint64_t epoch,
+		     const uint64_t *prev_seq)
+{
+	sb_jseg_hdr_make(h, &j->g, base, start, epoch);
+	if (prev_seq)
+		sb_jseg_hdr_set_prev_seq(h, *prev_seq);
+}
+
 /* Makes segment file `name` in the directory: the header, zeros for
  * every position, fdatasync.  0 or -errno. */
 static int make_file(struct jchan *j, const char *name, uint64_t base,
-		     uint64_t start, uint64_t epoch)
+		     uint64_t start, uint64_t epoch, const uint64_t *prev_seq)
 {
 	static const uint8_t zero[64 << 10];
 	uint8_t page[SHMBUS_JSEG_HDR] = { 0 };
@@ -111,7 +123,7 @@ static int make_file(struct jchan *j, const char *name, uint64_t base,
 				  O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
-	sb_jseg_hdr_make(&h, &j->g, base, start, epoch);
+	make_hdr(j, &h, base, start, epoch, prev_seq);
 	memcpy(page, &h, sizeof(h));
 	rc = jnl_write_all(fd, page, sizeof(page), 0);
 	/* Pre-zeroed: the blocks are allocated now, so that appending
@@ -149,7 +161,7 @@ void *jnl_prep_main(void *arg)
 		}
 		pthread_mutex_unlock(&j->mu);
 		spare_path(name, sizeof(name), base);
-		rc = make_file(j, name, base, base, epoch_now(j));
+		rc = make_file(j, name, base, base, epoch_now(j), NULL);
 		pthread_mutex_lock(&j->mu);
 		if (rc == 0) {
 			j->ready = base;
@@ -239,11 +251,14 @@ int jnl_open_seg(struct jchan *j, uint64_t base, uint64_t end)
 
 /* The segment for `base`, starting at `start`: the preparer's spare if
  * it made that one, else made now.  Named last (rename, then the
- * directory synced), so that a segment file always has its header. */
+ * directory synced), so that a segment file always has its header, and
+ * that header records the sequence number before the segment (known
+ * now, not when the spare was made) whenever the journal knows it. */
 int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 {
 	char spare[64], name[64];
 	uint64_t epoch = epoch_now(j);
+	const uint64_t *prev_seq = j->seq_known ? &j->seq : NULL;
 	bool have = false;
 	int rc;
 
@@ -265,14 +280,16 @@ int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 		pthread_mutex_unlock(&j->mu);
 	}
 	if (have) {
-		/* Made ahead under the epoch of then. */
+		/* Made ahead under the epoch of then, without the sequence
+		 * number: its header is made again, and synced before the
+		 * segment is named (the segment before it is already). */
 		struct shmbus_jseg_hdr h;
 		int fd = openat(j->dfd, spare, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 
 		if (fd < 0 || pread(fd, &h, sizeof(h), 0) != sizeof(h)) {
 			have = false;
-		} else if (h.epoch != epoch) {
-			sb_jseg_hdr_make(&h, &j->g, base, start, epoch);
+		} else if (h.epoch != epoch || prev_seq) {
+			make_hdr(j, &h, base, start, epoch, prev_seq);
 			if (jnl_write_all(fd, &h, sizeof(h), 0) || fdatasync(fd))
 				have = false;
 		}
@@ -280,7 +297,7 @@ int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 			close(fd);
 	}
 	if (!have) {
-		rc = make_file(j, spare, base, start, epoch);
+		rc = make_file(j, spare, base, start, epoch, prev_seq);
 		if (rc)
 			return rc;
 	}
@@ -429,8 +446,8 @@ static int roll(struct jchan *j, uint64_t start)
 	int rc;
 
 	if (j->fd >= 0) {
-		/* Everything before the newest segment is on disk: recovery
-		 * walks only the last two. */
+		/* Everything before the newest segment is on disk before
+		 * the newest is named: recovery clears only in the newest. */
 		rc = sync_now(j);
 		if (rc)
 			return rc;
@@ -723,8 +740,10 @@ static int append(struct jchan *j)
 		return rc;
 	tix_note(j, j->pos);
 	j->pos = end;
-	if (f.last_pos != UINT64_MAX)
+	if (f.last_pos != UINT64_MAX) {
 		j->seq = f.last_seq;
+		j->seq_known = true;
+	}
 	sb_jnl_written(j->ch, j->pos);
 	hold(j);
 	return 1;

@@ -46,6 +46,9 @@ struct jchan {
 	uint64_t synced;		/* fdatasync'd through */
 	uint64_t seq;			/* the last seq written (UINT64_MAX) */
 	uint64_t synced_seq;		/* the last seq synced (UINT64_MAX) */
+	bool seq_known;			/* seq is the last the journal
+					 * holds (else unknown: a journal
+					 * begun past messages it lacks) */
 	int fd;				/* the current segment */
 	uint64_t base;
 	uint32_t seg_version;		/* its format (GAP records from 2) */

@@ -90,6 +90,13 @@ void sb_jseg_hdr_make(struct shmbus_jseg_hdr *h, const struct sb_jgeom *g,
 	h->crc = hdr_crc(h);
 }
 
+void sb_jseg_hdr_set_prev_seq(struct shmbus_jseg_hdr *h, uint64_t prev_seq)
+{
+	h->prev_seq = prev_seq;
+	h->hflags |= SHMBUS_JSEG_F_PREV_SEQ;
+	h->crc = hdr_crc(h);
+}
+
 int sb_jseg_hdr_check(const struct shmbus_jseg_hdr *h,
 		      const struct sb_jgeom *g, uint64_t base, char *why,
 		      size_t n)
@@ -124,6 +131,16 @@ int sb_jseg_hdr_check(const struct shmbus_jseg_hdr *h,
 			 (unsigned long long)h->start,
 			 (unsigned long long)h->seg_size,
 			 (unsigned long long)h->capacity, h->max_msg);
+		return -EBADMSG;
+	}
+	/* Zeros where a header of an older release had reserved bytes. */
+	if (h->hflags & ~SHMBUS_JSEG_F_ALL ||
+	    (!(h->hflags & SHMBUS_JSEG_F_PREV_SEQ) && h->prev_seq) ||
+	    (h->prev_seq != UINT64_MAX &&
+	     h->prev_seq >= SHMBUS_JSEG_SEQ_LIMIT)) {
+		snprintf(why, n, "impossible header flags %#x or sequence "
+			 "number %llu before the segment", h->hflags,
+			 (unsigned long long)h->prev_seq);
 		return -EBADMSG;
 	}
 	if (g && (strcmp(h->channel, g->channel) ||
@@ -448,6 +465,8 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 	r->start = h.start;
 	r->version = h.version;
 	r->epoch = h.epoch;
+	r->has_prev_seq = h.hflags & SHMBUS_JSEG_F_PREV_SEQ;
+	r->prev_seq = h.prev_seq;
 	return 0;
 }
 
