@@ -470,21 +470,26 @@ static int lock_from(int dfd, const uint64_t *b, size_t k, uint64_t base,
 	return 0;
 }
 
-/* Clears the journal in directory dfd (segments of seg_size) from pos on:
- * the segment that holds pos is zeroed from there, later ones removed. */
+/*
+ * Clears the journal in directory dfd (segments of seg_size) from pos on:
+ * later segments removed, newest first, and the removals synced before
+ * the segment that holds pos is zeroed from there.  A crash at any point
+ * leaves whole segments up to a newest one that may be cleared in part,
+ * which recovery reads as a journal that ends there: never a segment
+ * cleared in part with intact ones after it, which it reads as damage.
+ */
 static int clear_dir_from(struct jchan *j, const uint64_t *b, size_t k,
 			  uint64_t pos)
 {
 	uint64_t seg_base = pos & ~(j->g.seg_size - 1);
+	bool have = false;
 	int rc = 0;
 
-	for (size_t i = 0; rc == 0 && i < k; i++) {
+	for (size_t i = k; rc == 0 && i-- > 0 && b[i] >= seg_base;) {
 		char n[64];
 
-		if (b[i] < seg_base)
-			continue;
 		if (b[i] == seg_base) {
-			rc = clear_from(j, b[i], pos);
+			have = true;
 			continue;
 		}
 		snprintf(n, sizeof(n), "%016llx.seg", (unsigned long long)b[i]);
@@ -495,6 +500,8 @@ static int clear_dir_from(struct jchan *j, const uint64_t *b, size_t k,
 	}
 	if (rc == 0 && fsync(j->dfd))
 		rc = -errno;
+	if (rc == 0 && have)
+		rc = clear_from(j, seg_base, pos);
 	return rc;
 }
 
