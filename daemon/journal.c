@@ -187,41 +187,86 @@ void jnl_prep_ask(struct jchan *j, uint64_t base)
 
 /* ------------------------------------------------------------- segments */
 
-/* The segment's time index, to append to: what a crash left of it is
- * kept up to its first entry that does not check (a torn or damaged
- * one), so that the entries appended from now on are read. */
-static int open_tix(struct jchan *j, uint64_t limit)
+/* Opens the time index `name` to append to, keeping what a crash left of
+ * it up to its first entry that does not check (a torn or damaged one)
+ * or that lies at or past `limit` (records recovery removed: a crash
+ * lost the segment's unsynced tail, not its index's), so that the entries
+ * appended from now on are read.  0, or -errno (-EBADMSG: not a regular
+ * file; O_NONBLOCK, so that a FIFO put there never blocks the agent). */
+static int tix_open(struct jchan *j, const char *name, uint64_t limit)
 {
 	struct shmbus_jtix e;
-	char name[64];
+	struct stat st;
 	off_t o = 0;
 	int64_t ns = INT64_MIN;
 	uint64_t pos = 0;
+	int fd, rc;
 
-	snprintf(name, sizeof(name), "%016llx.tix",
-		 (unsigned long long)j->base);
-	j->tix_fd = openat(j->dfd, name, O_RDWR | O_CREAT | O_APPEND |
-					 O_CLOEXEC | O_NOFOLLOW, j->fmode);
-	j->tix_pos = UINT64_MAX;
-	if (j->tix_fd < 0)
+	fd = openat(j->dfd, name, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC |
+				  O_NOFOLLOW | O_NONBLOCK, j->fmode);
+	if (fd < 0)
 		return -errno;
-	jnl_own(j, j->tix_fd);	/* readable as the segments are */
-	/* Entries past `limit` name records recovery removed (a crash lost
-	 * the segment's unsynced tail, not its index's). */
-	while (pread(j->tix_fd, &e, sizeof(e), o) == (ssize_t)sizeof(e) &&
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EBADMSG;
+	}
+	while (pread(fd, &e, sizeof(e), o) == (ssize_t)sizeof(e) &&
 	       e.crc == sb_crc32c(0, &e, 16) && e.ns >= ns && e.pos >= pos &&
 	       e.pos >= j->base && e.pos < limit) {
 		ns = e.ns;
 		pos = e.pos;
 		o += (off_t)sizeof(e);
 	}
-	if (ftruncate(j->tix_fd, o))
-		return -errno;
+	if (ftruncate(fd, o)) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	jnl_own(j, fd);	/* readable as the segments are */
+	j->tix_fd = fd;
 	if (o) {
 		j->tix_pos = pos;
 		j->tix_ns = ns;
 	}
 	return 0;
+}
+
+/*
+ * The segment's time index.  It is a cache (docs/journal.md): one that
+ * cannot be used (not a regular file, not writable) is moved aside, said
+ * with its name, and a new one begun; if even that fails, the segment
+ * goes without one (lookups by time fall back to earlier entries).  The
+ * journal never stops for its index.
+ */
+static void open_tix(struct jchan *j, uint64_t limit)
+{
+	char name[64], aside[96];
+	int rc, rc2;
+
+	snprintf(name, sizeof(name), "%016llx.tix",
+		 (unsigned long long)j->base);
+	j->tix_fd = -1;
+	j->tix_pos = UINT64_MAX;
+	rc = tix_open(j, name, limit);
+	if (rc == 0)
+		return;
+	snprintf(aside, sizeof(aside), ".%016llx.tix.unusable-%lld",
+		 (unsigned long long)j->base, (long long)real_ns());
+	if (renameat(j->dfd, name, j->dfd, aside)) {
+		sbd_log(SBD_ERR, errno, "%s: journal: time index %s/%s "
+			"unusable (%s), and not moved aside; segment %016llx "
+			"goes without one", j->name, j->dir, name,
+			rc == -EBADMSG ? "not a regular file" : strerror(-rc),
+			(unsigned long long)j->base);
+		return;
+	}
+	fsync(j->dfd);
+	rc2 = tix_open(j, name, limit);
+	sbd_log(SBD_WARN, 0, "%s: journal: time index %s/%s unusable (%s): "
+		"moved aside to %s; %s", j->name, j->dir, name,
+		rc == -EBADMSG ? "not a regular file" : strerror(-rc), aside,
+		rc2 == 0 ? "a new one is begun" : "no new one either: the "
+		"segment goes without one");
 }
 
 void jnl_close_seg(struct jchan *j)
@@ -246,7 +291,8 @@ int jnl_open_seg(struct jchan *j, uint64_t base, uint64_t end)
 	/* Checked at start (recovery) or made by us. */
 	j->seg_version = pread(j->fd, &h, sizeof(h), 0) == sizeof(h) ?
 				 h.version : SHMBUS_JSEG_VERSION;
-	return open_tix(j, end);
+	open_tix(j, end);
+	return 0;
 }
 
 /* The segment for `base`, starting at `start`: the preparer's spare if
@@ -531,8 +577,8 @@ static void tix_note(struct jchan *j, uint64_t pos)
 	struct shmbus_jtix e;
 	int64_t now = real_ns();
 
-	if (j->tix_pos != UINT64_MAX && pos >= j->tix_pos &&
-	    pos - j->tix_pos < SHMBUS_JTIX_EVERY)
+	if (j->tix_fd < 0 || (j->tix_pos != UINT64_MAX && pos >= j->tix_pos &&
+			      pos - j->tix_pos < SHMBUS_JTIX_EVERY))
 		return;
 	/* A running maximum: monotone whatever the clock does. */
 	if (now < j->tix_ns)

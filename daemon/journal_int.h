@@ -62,6 +62,7 @@ struct jchan {
 	uint32_t kick;
 	bool full, failing;
 	bool dead;			/* stopped for good: the ring went back */
+	bool said;			/* why it did not start is logged */
 	struct sbd_ratelimit rl;
 	unsigned long errors;
 	pthread_t th;

@@ -162,6 +162,7 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 		sbd_log(SBD_ERR, 0, "%s: journal: %s: refused; the journal is "
 			"not written until the directory %s is put right",
 			j->name, r.why[0] ? r.why : strerror(-rc), j->dir);
+		j->said = true;
 		sb_jreader_close(&r);
 		free(b);
 		return -EXDEV;
@@ -200,6 +201,7 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 		rc = 0;
 	if (rc < 0) {
 		sbd_log(SBD_ERR, rc, "%s: journal: reading it back", j->name);
+		j->said = true;
 		sb_jreader_close(&r);
 		free(b);
 		return rc;
@@ -284,6 +286,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 			   why, sizeof(why));
 	if (rc) {
 		sbd_log(SBD_ERR, 0, "%s: journal: %s", j->name, why);
+		j->said = true;
 		return rc;
 	}
 	rc = jnl_mkdir_p(j->dir, j->fmode | ((j->fmode & 0444) >> 2));
@@ -325,6 +328,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 				"): positions would repeat; the journal is not "
 				"written (move %s aside to start another)",
 				j->name, head, end, j->dir);
+			j->said = true;
 			return -EEXIST;
 		}
 		sbd_log(SBD_NOTICE, 0, "%s: a new ring continues at %" PRIu64
@@ -355,6 +359,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 			sbd_log(SBD_ERR, 0, "%s: journal: its end %" PRIu64
 				" is not a record of the ring; the journal is "
 				"not written", j->name, end);
+			j->said = true;
 			return -EBADMSG;
 		} else {
 			sb_sub_seek(j->cursor, end);
@@ -650,11 +655,12 @@ int sbd_journal_start(void)
 		if (rc) {
 			/* The channel works without its journal (its cursor
 			 * no longer holds producers); a journal that cannot
-			 * be trusted is never written. */
-			sbd_log(SBD_ERR, rc, "%s: journal not started; the "
-				"channel goes on without it%s", cc->name,
-				cc->jnl.ack ? " and acknowledges nothing as "
-				"persisted" : "");
+			 * be trusted is never written.  The reason, if the
+			 * start said it, is not repeated as an errno. */
+			sbd_log(SBD_ERR, j->said ? 0 : rc, "%s: journal not "
+				"started; the channel goes on without it%s",
+				cc->name, cc->jnl.ack ? " and acknowledges "
+				"nothing as persisted" : "");
 			STORE(&j->stop, true);
 			if (j->cursor)
 				shmbus_sub_close(j->cursor);

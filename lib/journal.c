@@ -403,6 +403,13 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 	if (fd == -EBADMSG)	/* not a regular file (sb_open_file()) */
 		snprintf(r->why, sizeof(r->why), "segment %016llx: not a "
 			 "regular file", (unsigned long long)base);
+	else if (fd == -ELOOP)	/* O_NOFOLLOW */
+		snprintf(r->why, sizeof(r->why), "segment %016llx: a "
+			 "symbolic link, not followed",
+			 (unsigned long long)base);
+	else if (fd < 0 && fd != -ENOENT)
+		snprintf(r->why, sizeof(r->why), "segment %016llx: %s",
+			 (unsigned long long)base, strerror(-fd));
 	if (fd < 0)
 		return fd;
 	/* Retention deletes a segment only after taking it exclusively, and

@@ -840,3 +840,59 @@ Test(journal_recovery, damage_before_the_newest_segment_is_kept_and_said)
 	cr_assert_eq(WEXITSTATUS(system(cmd)), 4, "verify reports it");
 	free(b);
 }
+
+/*
+ * The newest segment's time index unusable (a directory in its place): it
+ * is a cache, so it is moved aside, said with its name, and a new one
+ * begun; the journal starts and goes on.  A segment that is a symbolic
+ * link is refused, the log naming the segment and the reason, without a
+ * second line blaming an unrelated errno.
+ */
+Test(journal_recovery, an_unusable_index_is_moved_aside_and_refusals_say_why)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	struct sb_jnl_view v;
+	struct stat st;
+	uint64_t *b;
+	size_t k;
+	char path[512], target[512], line[768];
+
+	ch = journaled("journal_segment = 64K\n", 1000, &bus, &p);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	cr_assert_eq(sb_jlist(cdir, &b, &k), 0);
+	cr_assert_geq(k, 2);
+	cr_assert_eq(sb_jtix_path(path, sizeof(path), cdir, b[k - 1]), 0);
+	cr_assert_eq(unlink(path), 0);
+	cr_assert_eq(mkdir(path, 0755), 0);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	sb_jnl_read(ch, &v);
+	cr_assert(v.state & SHMBUS_JNL_ON, "the journal started");
+	snprintf(line, sizeof(line), "time index %s unusable (Is a "
+		 "directory): moved aside to", path);
+	cr_assert(log_has(line), "not said: %s", line);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert(S_ISREG(st.st_mode), "a new index begun");
+	publish_range(p, 1000, 500);
+	wait_written(ch, 10);
+	replay_check(ch, 0, 0, 1500);
+	close_pub(bus, ch, p);
+	stop_daemon();
+
+	/* The oldest segment a symbolic link to a copy of itself. */
+	cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir, b[0]), 0);
+	snprintf(target, sizeof(target), "%s/elsewhere", d.dir);
+	cr_assert_eq(rename(path, target), 0);
+	cr_assert_eq(symlink(target, path), 0);
+	start_daemon();
+	snprintf(line, sizeof(line), "segment %016llx: a symbolic link, not "
+		 "followed: refused", (unsigned long long)b[0]);
+	cr_assert(log_has(line), "not said: %s", line);
+	cr_assert(log_has("journal not started; the channel goes on without "
+			  "it"));
+	cr_assert_not(log_has("Invalid cross-device link"));
+	free(b);
+}
