@@ -97,10 +97,22 @@ static uint64_t epoch_now(struct jchan *j)
 	return v.epoch;
 }
 
+/* The header of the segment at base, starting at start: the sequence
+ * number before it recorded if the journal knows it (prev_seq not NULL),
+ * which the preparer, making segments ahead, never does. */
+static void make_hdr(struct jchan *j, struct shmbus_jseg_hdr *h,
+		     uint64_t base, uint64_t start, uint64_t epoch,
+		     const uint64_t *prev_seq)
+{
+	sb_jseg_hdr_make(h, &j->g, base, start, epoch);
+	if (prev_seq)
+		sb_jseg_hdr_set_prev_seq(h, *prev_seq);
+}
+
 /* Makes segment file `name` in the directory: the header, zeros for
  * every position, fdatasync.  0 or -errno. */
 static int make_file(struct jchan *j, const char *name, uint64_t base,
-		     uint64_t start, uint64_t epoch)
+		     uint64_t start, uint64_t epoch, const uint64_t *prev_seq)
 {
 	static const uint8_t zero[64 << 10];
 	uint8_t page[SHMBUS_JSEG_HDR] = { 0 };
@@ -111,7 +123,7 @@ static int make_file(struct jchan *j, const char *name, uint64_t base,
 				  O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
-	sb_jseg_hdr_make(&h, &j->g, base, start, epoch);
+	make_hdr(j, &h, base, start, epoch, prev_seq);
 	memcpy(page, &h, sizeof(h));
 	rc = jnl_write_all(fd, page, sizeof(page), 0);
 	/* Pre-zeroed: the blocks are allocated now, so that appending
@@ -149,7 +161,7 @@ void *jnl_prep_main(void *arg)
 		}
 		pthread_mutex_unlock(&j->mu);
 		spare_path(name, sizeof(name), base);
-		rc = make_file(j, name, base, base, epoch_now(j));
+		rc = make_file(j, name, base, base, epoch_now(j), NULL);
 		pthread_mutex_lock(&j->mu);
 		if (rc == 0) {
 			j->ready = base;
@@ -175,41 +187,86 @@ void jnl_prep_ask(struct jchan *j, uint64_t base)
 
 /* ------------------------------------------------------------- segments */
 
-/* The segment's time index, to append to: what a crash left of it is
- * kept up to its first entry that does not check (a torn or damaged
- * one), so that the entries appended from now on are read. */
-static int open_tix(struct jchan *j, uint64_t limit)
+/* Opens the time index `name` to append to, keeping what a crash left of
+ * it up to its first entry that does not check (a torn or damaged one)
+ * or that lies at or past `limit` (records recovery removed: a crash
+ * lost the segment's unsynced tail, not its index's), so that the entries
+ * appended from now on are read.  0, or -errno (-EBADMSG: not a regular
+ * file; O_NONBLOCK, so that a FIFO put there never blocks the agent). */
+static int tix_open(struct jchan *j, const char *name, uint64_t limit)
 {
 	struct shmbus_jtix e;
-	char name[64];
+	struct stat st;
 	off_t o = 0;
 	int64_t ns = INT64_MIN;
 	uint64_t pos = 0;
+	int fd, rc;
 
-	snprintf(name, sizeof(name), "%016llx.tix",
-		 (unsigned long long)j->base);
-	j->tix_fd = openat(j->dfd, name, O_RDWR | O_CREAT | O_APPEND |
-					 O_CLOEXEC | O_NOFOLLOW, j->fmode);
-	j->tix_pos = UINT64_MAX;
-	if (j->tix_fd < 0)
+	fd = openat(j->dfd, name, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC |
+				  O_NOFOLLOW | O_NONBLOCK, j->fmode);
+	if (fd < 0)
 		return -errno;
-	jnl_own(j, j->tix_fd);	/* readable as the segments are */
-	/* Entries past `limit` name records recovery removed (a crash lost
-	 * the segment's unsynced tail, not its index's). */
-	while (pread(j->tix_fd, &e, sizeof(e), o) == (ssize_t)sizeof(e) &&
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EBADMSG;
+	}
+	while (pread(fd, &e, sizeof(e), o) == (ssize_t)sizeof(e) &&
 	       e.crc == sb_crc32c(0, &e, 16) && e.ns >= ns && e.pos >= pos &&
 	       e.pos >= j->base && e.pos < limit) {
 		ns = e.ns;
 		pos = e.pos;
 		o += (off_t)sizeof(e);
 	}
-	if (ftruncate(j->tix_fd, o))
-		return -errno;
+	if (ftruncate(fd, o)) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	jnl_own(j, fd);	/* readable as the segments are */
+	j->tix_fd = fd;
 	if (o) {
 		j->tix_pos = pos;
 		j->tix_ns = ns;
 	}
 	return 0;
+}
+
+/*
+ * The segment's time index.  It is a cache (docs/journal.md): one that
+ * cannot be used (not a regular file, not writable) is moved aside, said
+ * with its name, and a new one begun; if even that fails, the segment
+ * goes without one (lookups by time fall back to earlier entries).  The
+ * journal never stops for its index.
+ */
+static void open_tix(struct jchan *j, uint64_t limit)
+{
+	char name[64], aside[96];
+	int rc, rc2;
+
+	snprintf(name, sizeof(name), "%016llx.tix",
+		 (unsigned long long)j->base);
+	j->tix_fd = -1;
+	j->tix_pos = UINT64_MAX;
+	rc = tix_open(j, name, limit);
+	if (rc == 0)
+		return;
+	snprintf(aside, sizeof(aside), ".%016llx.tix.unusable-%lld",
+		 (unsigned long long)j->base, (long long)real_ns());
+	if (renameat(j->dfd, name, j->dfd, aside)) {
+		sbd_log(SBD_ERR, errno, "%s: journal: time index %s/%s "
+			"unusable (%s), and not moved aside; segment %016llx "
+			"goes without one", j->name, j->dir, name,
+			rc == -EBADMSG ? "not a regular file" : strerror(-rc),
+			(unsigned long long)j->base);
+		return;
+	}
+	fsync(j->dfd);
+	rc2 = tix_open(j, name, limit);
+	sbd_log(SBD_WARN, 0, "%s: journal: time index %s/%s unusable (%s): "
+		"moved aside to %s; %s", j->name, j->dir, name,
+		rc == -EBADMSG ? "not a regular file" : strerror(-rc), aside,
+		rc2 == 0 ? "a new one is begun" : "no new one either: the "
+		"segment goes without one");
 }
 
 void jnl_close_seg(struct jchan *j)
@@ -234,16 +291,20 @@ int jnl_open_seg(struct jchan *j, uint64_t base, uint64_t end)
 	/* Checked at start (recovery) or made by us. */
 	j->seg_version = pread(j->fd, &h, sizeof(h), 0) == sizeof(h) ?
 				 h.version : SHMBUS_JSEG_VERSION;
-	return open_tix(j, end);
+	open_tix(j, end);
+	return 0;
 }
 
 /* The segment for `base`, starting at `start`: the preparer's spare if
  * it made that one, else made now.  Named last (rename, then the
- * directory synced), so that a segment file always has its header. */
+ * directory synced), so that a segment file always has its header, and
+ * that header records the sequence number before the segment (known
+ * now, not when the spare was made) whenever the journal knows it. */
 int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 {
 	char spare[64], name[64];
 	uint64_t epoch = epoch_now(j);
+	const uint64_t *prev_seq = j->seq_known ? &j->seq : NULL;
 	bool have = false;
 	int rc;
 
@@ -265,14 +326,16 @@ int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 		pthread_mutex_unlock(&j->mu);
 	}
 	if (have) {
-		/* Made ahead under the epoch of then. */
+		/* Made ahead under the epoch of then, without the sequence
+		 * number: its header is made again, and synced before the
+		 * segment is named (the segment before it is already). */
 		struct shmbus_jseg_hdr h;
 		int fd = openat(j->dfd, spare, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 
 		if (fd < 0 || pread(fd, &h, sizeof(h), 0) != sizeof(h)) {
 			have = false;
-		} else if (h.epoch != epoch) {
-			sb_jseg_hdr_make(&h, &j->g, base, start, epoch);
+		} else if (h.epoch != epoch || prev_seq) {
+			make_hdr(j, &h, base, start, epoch, prev_seq);
 			if (jnl_write_all(fd, &h, sizeof(h), 0) || fdatasync(fd))
 				have = false;
 		}
@@ -280,7 +343,7 @@ int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 			close(fd);
 	}
 	if (!have) {
-		rc = make_file(j, spare, base, start, epoch);
+		rc = make_file(j, spare, base, start, epoch, prev_seq);
 		if (rc)
 			return rc;
 	}
@@ -429,8 +492,8 @@ static int roll(struct jchan *j, uint64_t start)
 	int rc;
 
 	if (j->fd >= 0) {
-		/* Everything before the newest segment is on disk: recovery
-		 * walks only the last two. */
+		/* Everything before the newest segment is on disk before
+		 * the newest is named: recovery clears only in the newest. */
 		rc = sync_now(j);
 		if (rc)
 			return rc;
@@ -514,8 +577,8 @@ static void tix_note(struct jchan *j, uint64_t pos)
 	struct shmbus_jtix e;
 	int64_t now = real_ns();
 
-	if (j->tix_pos != UINT64_MAX && pos >= j->tix_pos &&
-	    pos - j->tix_pos < SHMBUS_JTIX_EVERY)
+	if (j->tix_fd < 0 || (j->tix_pos != UINT64_MAX && pos >= j->tix_pos &&
+			      pos - j->tix_pos < SHMBUS_JTIX_EVERY))
 		return;
 	/* A running maximum: monotone whatever the clock does. */
 	if (now < j->tix_ns)
@@ -723,8 +786,10 @@ static int append(struct jchan *j)
 		return rc;
 	tix_note(j, j->pos);
 	j->pos = end;
-	if (f.last_pos != UINT64_MAX)
+	if (f.last_pos != UINT64_MAX) {
 		j->seq = f.last_seq;
+		j->seq_known = true;
+	}
 	sb_jnl_written(j->ch, j->pos);
 	hold(j);
 	return 1;

@@ -46,6 +46,9 @@ struct jchan {
 	uint64_t synced;		/* fdatasync'd through */
 	uint64_t seq;			/* the last seq written (UINT64_MAX) */
 	uint64_t synced_seq;		/* the last seq synced (UINT64_MAX) */
+	bool seq_known;			/* seq is the last the journal
+					 * holds (else unknown: a journal
+					 * begun past messages it lacks) */
 	int fd;				/* the current segment */
 	uint64_t base;
 	uint32_t seg_version;		/* its format (GAP records from 2) */
@@ -59,6 +62,7 @@ struct jchan {
 	uint32_t kick;
 	bool full, failing;
 	bool dead;			/* stopped for good: the ring went back */
+	bool said;			/* why it did not start is logged */
 	struct sbd_ratelimit rl;
 	unsigned long errors;
 	pthread_t th;

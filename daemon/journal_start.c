@@ -2,11 +2,12 @@
 /*
  * journal_start.c - the journal's start and stop (docs/journal.md): at
  * start, before the first reap, each journal is checked and recovered (the
- * last two segments walked, the first impossible record and all after it
- * cleared), then the agent (journal.c) takes a cursor slot where the
- * journal ends, so that producers held by the previous daemon's cursor
- * stay held.  A ring that is new while its journal is not (a reboot)
- * continues at the journal's end.  At exit the cursor slot is left held.
+ * newest segment walked, its first impossible record and all after it
+ * cleared; damage before it said and kept), then the agent (journal.c)
+ * takes a cursor slot where the journal ends, so that producers held by
+ * the previous daemon's cursor stay held.  A ring that is new while its
+ * journal is not (a reboot) continues at the journal's end.  At exit the
+ * cursor slot is left held.
  * Also the cut: a returning primary's journal cleared past where its ring
  * is cut back.
  */
@@ -74,23 +75,73 @@ static void remove_spares(struct jchan *j)
 	closedir(d);
 }
 
+/* The next sequence number after prev (UINT64_MAX: none, so 0). */
+static uint64_t seq_after(uint64_t prev)
+{
+	return prev == UINT64_MAX ? 0 : prev + 1;
+}
+
 /*
- * Checks every segment's header, walks the last two segments, clears
- * from the first impossible record on (later segments removed).  *end is
- * where the journal ends (UINT64_MAX: empty), *seq the last seq in it,
- * *oldest its first position.
+ * The sequence number the journal's last message had, when no message is
+ * left in its last two segments (a roll just made the newest, and
+ * retention took the rest, or they hold only gaps): older segments are
+ * read back, newest first, for a message or a header that records the
+ * sequence number before it (segments made by older releases record
+ * none).  *next is raised to the number after it; false if nothing says.
+ */
+static bool seq_from_older(struct sb_jreader *r, const uint64_t *b, size_t n,
+			   uint64_t *next)
+{
+	struct sb_jrec rec;
+
+	for (size_t i = n; i-- > 0;) {
+		uint64_t lim = b[i] + r->g.seg_size;
+		int rc = sb_jreader_seek(r, b[i]);
+
+		while (rc == 0 && (rc = sb_jreader_next(r, lim, &rec)) == 1)
+			rc = 0;
+		/* Damage ends the read: the messages before it still say
+		 * at least this much. */
+		if (r->seq != UINT64_MAX && seq_after(r->seq) > *next)
+			*next = seq_after(r->seq);
+		if (r->seq != UINT64_MAX)
+			return true;
+		if (rc != -EBADMSG && r->has_prev_seq && r->base == b[i]) {
+			if (seq_after(r->prev_seq) > *next)
+				*next = seq_after(r->prev_seq);
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * Checks every segment's header, then recovers the journal's end.  Only
+ * the newest segment can hold what a crash tore: rolling syncs the old
+ * segment before the new one is named (journal.c, roll()), and no other
+ * write reaches an older one.  So the newest is walked from its start,
+ * and from its first impossible record on it is cleared.  The segment
+ * before it is read too, for the last sequence number when the newest
+ * holds no message; damage found there is the media's, not a crash's:
+ * said, and kept as it is, as in any older segment (readers get -EBADMSG
+ * there, `journal verify` reports it), never cleared with the intact
+ * records after it.  *end is where the journal ends (UINT64_MAX: empty),
+ * *seq the last seq in it (UINT64_MAX: none), *seq_known false if no
+ * message nor header says what it was, *oldest its first position.
  */
 static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
-		   uint64_t *oldest)
+		   bool *seq_known, uint64_t *oldest)
 {
 	struct sb_jreader r;
 	struct sb_jrec rec;
-	uint64_t *b;
+	uint64_t *b, newest, next = 0;
+	bool known = false;
 	size_t k;
 	int rc;
 
 	*end = *oldest = UINT64_MAX;
 	*seq = UINT64_MAX;
+	*seq_known = true;
 	remove_spares(j);
 	rc = sb_jlist(j->dir, &b, &k);
 	if (rc)
@@ -110,53 +161,73 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 	if (rc) {
 		sbd_log(SBD_ERR, 0, "%s: journal: %s: refused; the journal is "
 			"not written until the directory %s is put right",
-			j->name, rc == -EBADMSG || rc == -EXDEV ? r.why :
-			strerror(-rc), j->dir);
+			j->name, r.why[0] ? r.why : strerror(-rc), j->dir);
+		j->said = true;
 		sb_jreader_close(&r);
 		free(b);
 		return -EXDEV;
 	}
-	rc = sb_jreader_seek(&r, b[k >= 2 ? k - 2 : 0]);
+	newest = b[k - 1];
+	if (k >= 2) {
+		rc = sb_jreader_seek(&r, b[k - 2]);
+		if (rc == 0 && r.has_prev_seq) {
+			next = seq_after(r.prev_seq);
+			known = true;
+		}
+		while (rc == 0 && (rc = sb_jreader_next(&r, newest, &rec)) == 1)
+			rc = 0;
+		if (rc == -EBADMSG) {
+			sbd_log(SBD_ERR, 0, "%s: journal: segment %016llx is "
+				"damaged: %s; kept as it is (a crash cannot "
+				"tear a segment the journal rolled past): "
+				"replays get EBADMSG there, and `shmbusctl "
+				"journal verify` reports it", j->name,
+				(unsigned long long)b[k - 2], r.why);
+			rc = 0;
+		}
+	}
+	if (rc == 0) {
+		uint64_t before = r.seq;
+
+		rc = sb_jreader_seek(&r, newest);
+		r.seq = before;	/* seqs go on growing across segments */
+		if (rc == 0 && r.has_prev_seq &&
+		    seq_after(r.prev_seq) > next) {
+			next = seq_after(r.prev_seq);
+			known = true;
+		}
+	}
 	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1)
 		rc = 0;
 	if (rc < 0) {
 		sbd_log(SBD_ERR, rc, "%s: journal: reading it back", j->name);
+		j->said = true;
 		sb_jreader_close(&r);
 		free(b);
 		return rc;
 	}
 	*end = r.pos;
-	*seq = r.seq;
-	if (r.pos < b[k - 1] + j->g.seg_size) {
-		uint64_t base = r.pos & ~(j->g.seg_size - 1);
-		/* A clean end: nothing written, in the last segment, with
-		 * nothing written after it.  Anything else loses records
-		 * that may have been synced: said. */
+	if (r.seq != UINT64_MAX && seq_after(r.seq) > next) {
+		next = seq_after(r.seq);
+		known = true;
+	}
+	if (r.pos < newest + j->g.seg_size) {
+		/* A clean end: nothing written, with nothing written after
+		 * it in the segment.  Anything else loses records that may
+		 * have been synced: said. */
 		bool tail = strncmp(r.why, "nothing written", 15) != 0 ||
-			    base < b[k - 1] || sb_jreader_written_after(&r);
+			    sb_jreader_written_after(&r);
 
 		if (tail)
 			sbd_log(SBD_WARN, 0, "%s: journal: recovered through "
 				"%" PRIu64 "; cleared from there on: %s",
 				j->name, r.pos, r.why);
-		for (size_t i = 0; i < k; i++) {
-			char name[64];
-
-			if (b[i] <= base)
-				continue;
-			snprintf(name, sizeof(name), "%016llx.seg",
-				 (unsigned long long)b[i]);
-			unlinkat(j->dfd, name, 0);
-			snprintf(name, sizeof(name), "%016llx.tix",
-				 (unsigned long long)b[i]);
-			unlinkat(j->dfd, name, 0);
-			sbd_log(SBD_WARN, 0, "%s: journal: removed segment "
-				"%016llx, after the damage", j->name,
-				(unsigned long long)b[i]);
-		}
-		rc = clear_from(j, base, r.pos);
-		fsync(j->dfd);	/* the segments removed stay removed */
+		rc = clear_from(j, newest, r.pos);
 	}
+	if (rc == 0 && !known && k >= 3)
+		known = seq_from_older(&r, b, k - 2, &next);
+	*seq = next ? next - 1 : UINT64_MAX;
+	*seq_known = known;
 	/* What the walk found is on disk before it counts as persisted: a
 	 * previous daemon may have died before syncing it. */
 	for (size_t i = k >= 2 ? k - 2 : 0; rc == 0 && i < k; i++) {
@@ -186,7 +257,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	uint64_t end, seq, oldest, at, head;
 	char why[256];
 	int rc, err;
-	bool taken;
+	bool taken, seq_known;
 
 	snprintf(j->name, sizeof(j->name), "%s", cc->name);
 	j->conf = cc->jnl;
@@ -215,6 +286,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 			   why, sizeof(why));
 	if (rc) {
 		sbd_log(SBD_ERR, 0, "%s: journal: %s", j->name, why);
+		j->said = true;
 		return rc;
 	}
 	rc = jnl_mkdir_p(j->dir, j->fmode | ((j->fmode & 0444) >> 2));
@@ -233,7 +305,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	j->buf = malloc(j->buf_cap);
 	if (!j->buf)
 		return -ENOMEM;
-	rc = recover(j, &end, &seq, &oldest);
+	rc = recover(j, &end, &seq, &seq_known, &oldest);
 	if (rc)
 		return rc;
 	head = sb_ring_head(j->ch);
@@ -242,12 +314,21 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 		 * continues where the journal ends; used, it conflicts. */
 		rc = sb_ring_continue(j->ch, end, seq == UINT64_MAX ? 0
 								   : seq + 1);
+		if (rc == 0 && !seq_known)
+			sbd_log(SBD_WARN, 0, "%s: journal: no message is left "
+				"in it and its segments, made by an older "
+				"release, do not record the sequence number "
+				"before them: the new ring's sequence numbers "
+				"start at %" PRIu64 " and may repeat earlier "
+				"ones", j->name,
+				seq == UINT64_MAX ? 0 : seq + 1);
 		if (rc) {
 			sbd_log(SBD_ERR, 0, "%s: journal: the ring (at %" PRIu64
 				") is behind its journal (ends at %" PRIu64
 				"): positions would repeat; the journal is not "
 				"written (move %s aside to start another)",
 				j->name, head, end, j->dir);
+			j->said = true;
 			return -EEXIST;
 		}
 		sbd_log(SBD_NOTICE, 0, "%s: a new ring continues at %" PRIu64
@@ -278,6 +359,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 			sbd_log(SBD_ERR, 0, "%s: journal: its end %" PRIu64
 				" is not a record of the ring; the journal is "
 				"not written", j->name, end);
+			j->said = true;
 			return -EBADMSG;
 		} else {
 			sb_sub_seek(j->cursor, end);
@@ -290,9 +372,12 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	sb_jnl_setup(j->ch, j->dir, (uint32_t)__builtin_ctzll(j->g.seg_size),
 		     j->conf.ack);
 	j->seq = j->synced_seq = seq;
+	j->seq_known = seq_known;
 	j->sync_ns = sb_now_ns();
 	if (end == UINT64_MAX) {
-		/* A new journal starts at what the ring holds. */
+		/* A new journal starts at what the ring holds: what came
+		 * before it, if anything did, it does not know. */
+		j->seq_known = at == 0;
 		rc = jnl_new_seg(j, at & ~(j->g.seg_size - 1), at);
 		j->pos = j->synced = at;
 		oldest = at;
@@ -390,21 +475,26 @@ static int lock_from(int dfd, const uint64_t *b, size_t k, uint64_t base,
 	return 0;
 }
 
-/* Clears the journal in directory dfd (segments of seg_size) from pos on:
- * the segment that holds pos is zeroed from there, later ones removed. */
+/*
+ * Clears the journal in directory dfd (segments of seg_size) from pos on:
+ * later segments removed, newest first, and the removals synced before
+ * the segment that holds pos is zeroed from there.  A crash at any point
+ * leaves whole segments up to a newest one that may be cleared in part,
+ * which recovery reads as a journal that ends there: never a segment
+ * cleared in part with intact ones after it, which it reads as damage.
+ */
 static int clear_dir_from(struct jchan *j, const uint64_t *b, size_t k,
 			  uint64_t pos)
 {
 	uint64_t seg_base = pos & ~(j->g.seg_size - 1);
+	bool have = false;
 	int rc = 0;
 
-	for (size_t i = 0; rc == 0 && i < k; i++) {
+	for (size_t i = k; rc == 0 && i-- > 0 && b[i] >= seg_base;) {
 		char n[64];
 
-		if (b[i] < seg_base)
-			continue;
 		if (b[i] == seg_base) {
-			rc = clear_from(j, b[i], pos);
+			have = true;
 			continue;
 		}
 		snprintf(n, sizeof(n), "%016llx.seg", (unsigned long long)b[i]);
@@ -415,6 +505,8 @@ static int clear_dir_from(struct jchan *j, const uint64_t *b, size_t k,
 	}
 	if (rc == 0 && fsync(j->dfd))
 		rc = -errno;
+	if (rc == 0 && have)
+		rc = clear_from(j, seg_base, pos);
 	return rc;
 }
 
@@ -563,11 +655,12 @@ int sbd_journal_start(void)
 		if (rc) {
 			/* The channel works without its journal (its cursor
 			 * no longer holds producers); a journal that cannot
-			 * be trusted is never written. */
-			sbd_log(SBD_ERR, rc, "%s: journal not started; the "
-				"channel goes on without it%s", cc->name,
-				cc->jnl.ack ? " and acknowledges nothing as "
-				"persisted" : "");
+			 * be trusted is never written.  The reason, if the
+			 * start said it, is not repeated as an errno. */
+			sbd_log(SBD_ERR, j->said ? 0 : rc, "%s: journal not "
+				"started; the channel goes on without it%s",
+				cc->name, cc->jnl.ack ? " and acknowledges "
+				"nothing as persisted" : "");
 			STORE(&j->stop, true);
 			if (j->cursor)
 				shmbus_sub_close(j->cursor);

@@ -90,6 +90,13 @@ void sb_jseg_hdr_make(struct shmbus_jseg_hdr *h, const struct sb_jgeom *g,
 	h->crc = hdr_crc(h);
 }
 
+void sb_jseg_hdr_set_prev_seq(struct shmbus_jseg_hdr *h, uint64_t prev_seq)
+{
+	h->prev_seq = prev_seq;
+	h->hflags |= SHMBUS_JSEG_F_PREV_SEQ;
+	h->crc = hdr_crc(h);
+}
+
 int sb_jseg_hdr_check(const struct shmbus_jseg_hdr *h,
 		      const struct sb_jgeom *g, uint64_t base, char *why,
 		      size_t n)
@@ -124,6 +131,16 @@ int sb_jseg_hdr_check(const struct shmbus_jseg_hdr *h,
 			 (unsigned long long)h->start,
 			 (unsigned long long)h->seg_size,
 			 (unsigned long long)h->capacity, h->max_msg);
+		return -EBADMSG;
+	}
+	/* Zeros where a header of an older release had reserved bytes. */
+	if (h->hflags & ~SHMBUS_JSEG_F_ALL ||
+	    (!(h->hflags & SHMBUS_JSEG_F_PREV_SEQ) && h->prev_seq) ||
+	    (h->prev_seq != UINT64_MAX &&
+	     h->prev_seq >= SHMBUS_JSEG_SEQ_LIMIT)) {
+		snprintf(why, n, "impossible header flags %#x or sequence "
+			 "number %llu before the segment", h->hflags,
+			 (unsigned long long)h->prev_seq);
 		return -EBADMSG;
 	}
 	if (g && (strcmp(h->channel, g->channel) ||
@@ -409,6 +426,13 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 	if (fd == -EBADMSG)	/* not a regular file (sb_open_file()) */
 		snprintf(r->why, sizeof(r->why), "segment %016llx: not a "
 			 "regular file", (unsigned long long)base);
+	else if (fd == -ELOOP)	/* O_NOFOLLOW */
+		snprintf(r->why, sizeof(r->why), "segment %016llx: a "
+			 "symbolic link, not followed",
+			 (unsigned long long)base);
+	else if (fd < 0 && fd != -ENOENT)
+		snprintf(r->why, sizeof(r->why), "segment %016llx: %s",
+			 (unsigned long long)base, strerror(-fd));
 	if (fd < 0)
 		return fd;
 	/* Retention deletes a segment only after taking it exclusively, and
@@ -471,6 +495,8 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 	r->start = h.start;
 	r->version = h.version;
 	r->epoch = h.epoch;
+	r->has_prev_seq = h.hflags & SHMBUS_JSEG_F_PREV_SEQ;
+	r->prev_seq = h.prev_seq;
 	return 0;
 }
 

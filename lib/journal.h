@@ -35,6 +35,9 @@ int sb_jtix_path(char *buf, size_t n, const char *dir, uint64_t base);
 
 void sb_jseg_hdr_make(struct shmbus_jseg_hdr *h, const struct sb_jgeom *g,
 		      uint64_t base, uint64_t start, uint64_t epoch);
+/* Records in h that the journal held no sequence number above prev_seq
+ * (UINT64_MAX: none) before h's segment, and seals h again. */
+void sb_jseg_hdr_set_prev_seq(struct shmbus_jseg_hdr *h, uint64_t prev_seq);
 /* Checks a header read from a file: its own checksum, magic, version and
  * sizes, then (g not NULL) that it belongs to the channel g describes and
  * (base not UINT64_MAX) that it covers base.  0, or -EBADMSG (damaged,
@@ -93,6 +96,9 @@ struct sb_jreader {
 	uint64_t seq;		/* the last seq read (UINT64_MAX: none) */
 	uint64_t skipped;	/* bytes of gaps passed so far */
 	uint32_t version;	/* the segment's format (GAP records from 2) */
+	bool has_prev_seq;	/* its header records prev_seq, */
+	uint64_t prev_seq;	/* the last seq before it (UINT64_MAX:
+				 * none) */
 	bool gap;		/* passed positions the journal lacks (a GAP
 				 * record, a segment missing or starting past
 				 * its base; in format 1, any padding); the

@@ -631,3 +631,268 @@ Test(journal_recovery, dump_from_a_position_inside_a_record_is_refused)
 	cr_assert_eq(system(cmd), 0, "%s", cmd);
 	close_pub(bus, ch, p);
 }
+
+/* Publishes messages from *i on until the ring's head is a multiple of
+ * 64 KiB, the last one sized to end exactly there. */
+static void fill_to_64k(shmbus_channel *ch, shmbus_pub *p, uint64_t *i)
+{
+	uint8_t buf[2048];
+
+	for (;;) {
+		uint64_t room = 0x10000 - (th_head(ch) & 0xffff);
+		int rc;
+
+		if (room == 0x10000)
+			return;
+		if (room < 16 + TH_MSG_MIN || room > 16 + 2048) {
+			publish_range(p, (*i)++, 1);
+			continue;
+		}
+		th_msg_fill(buf, room - 16, 1, *i);
+		while ((rc = shmbus_publish(p, buf, room - 16)) == -EAGAIN)
+			sched_yield();
+		cr_assert_eq(rc, 0);
+		(*i)++;
+	}
+}
+
+/* The last sequence number in the journal's segments from base on. */
+static uint64_t last_seq_from(uint64_t base)
+{
+	struct sb_jreader r;
+	struct sb_jrec rec;
+	uint64_t seq = UINT64_MAX;
+
+	cr_assert_eq(sb_jreader_init(&r, cdir, NULL), 0);
+	cr_assert_eq(sb_jreader_seek(&r, base), 0, "%s", r.why);
+	while (sb_jreader_next(&r, UINT64_MAX, &rec) == 1)
+		if (rec.type == SHMBUS_REC_MSG)
+			seq = rec.seq;
+	sb_jreader_close(&r);
+	return seq;
+}
+
+/* Rewrites segment base's header as a release that did not record the
+ * sequence number before a segment wrote it: those bytes zero. */
+static void as_an_older_release(uint64_t base)
+{
+	struct shmbus_jseg_hdr h;
+	char path[512];
+	int fd;
+
+	cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir, base), 0);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pread(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	cr_assert(h.hflags & SHMBUS_JSEG_F_PREV_SEQ, "recorded");
+	h.hflags = 0;
+	h.prev_seq = 0;
+	h.crc = sb_crc32c(0, &h, offsetof(struct shmbus_jseg_hdr, crc));
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	close(fd);
+}
+
+/*
+ * A reboot after retention left only the newest segment, and that one
+ * empty (the journal rolled at the last message, retention took the
+ * segment before): the new ring continues with the next sequence number,
+ * which the newest segment's header records, not at 0.  A header of an
+ * older release does not record it: then the journal says that the new
+ * ring's numbers start at 0 and may repeat.
+ */
+Test(journal_recovery, a_reboot_after_retention_continues_the_sequence)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t i = 1000, end, newest;
+	char cmd[400];
+
+	for (int older = 0; older < 2; older++) {
+		conf_with("journal_segment = 64K\njournal_retain_bytes = 64K\n",
+			  NULL);
+		start_daemon();
+		ch = open_pub(&bus, &p);
+		i = 1000;
+		publish_range(p, 0, i);
+		fill_to_64k(ch, p, &i);
+		wait_written(ch, 10);
+		end = th_head(ch);
+		for (int t = 0; t < 300 && count_segments() != 1; t++)
+			usleep(10000);
+		cr_assert_eq(count_segments(), 1, "retention kept one");
+		close_pub(bus, ch, p);
+		stop_daemon();
+		newest = end;
+		cr_assert_eq(last_seq_from(newest), UINT64_MAX,
+			     "the newest segment holds no message");
+		if (older)
+			as_an_older_release(newest);
+		remove_ring();
+		start_daemon();
+		ch = open_pub(&bus, &p);
+		cr_assert_eq(th_head(ch), end, "continues at the end");
+		publish_range(p, i, 1);
+		wait_written(ch, 10);
+		if (!older) {
+			cr_assert_eq(last_seq_from(newest), i, "sequence %lu "
+				     "after %lu messages",
+				     (unsigned long)last_seq_from(newest),
+				     (unsigned long)i);
+			cr_assert_not(log_has("may repeat"));
+		} else {
+			cr_assert_eq(last_seq_from(newest), 0);
+			cr_assert(log_has("do not record the sequence "
+					  "number before them: the new ring's "
+					  "sequence numbers start at 0 and may "
+					  "repeat"));
+		}
+		close_pub(bus, ch, p);
+		stop_daemon();
+		remove_ring();
+		snprintf(cmd, sizeof(cmd), "rm -r %s", cdir);
+		cr_assert_eq(system(cmd), 0, "%s", cmd);
+	}
+}
+
+/*
+ * One flipped bit in the segment before the newest, which was synced
+ * when the journal rolled past it: a crash cannot have torn it, so it is
+ * damage of the media.  Recovery says so and keeps everything: the
+ * newest segment's acknowledged records stay, the new ring continues at
+ * the journal's end with the next sequence number (no position or
+ * number is used twice), a replay across the damage gets EBADMSG, and
+ * `journal verify` reports it.
+ */
+Test(journal_recovery, damage_before_the_newest_segment_is_kept_and_said)
+{
+	static struct recs orig;
+	uint64_t *b, flip = 0, first = UINT64_MAX, n = 0;
+	char path[512], cmd[768], line[256];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct shmbus_msg m;
+	uint8_t buf[2048], c;
+	ssize_t len;
+	size_t k;
+	int fd, segs;
+
+	conf_with("acknowledge = persisted\njournal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 3000);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	read_all(&orig);
+	cr_assert_eq(sb_jlist(cdir, &b, &k), 0);
+	cr_assert_geq(k, 3);
+	segs = (int)k;
+	/* A message's payload in segment k-2; the messages of the newest. */
+	for (size_t i = 0; i < orig.n; i++) {
+		if (orig.type[i] != SHMBUS_REC_MSG)
+			continue;
+		if (!flip && orig.pos[i] >= b[k - 2] + 1000)
+			flip = orig.pos[i] + 20;
+		if (orig.pos[i] >= b[k - 1]) {
+			if (first == UINT64_MAX)
+				first = orig.seq[i];
+			n++;
+		}
+	}
+	cr_assert(flip && n > 10);
+	cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir, b[k - 2]), 0);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0);
+	cr_assert_eq(pread(fd, &c, 1, SHMBUS_JSEG_HDR + (flip - b[k - 2])), 1);
+	c ^= 0x10;
+	cr_assert_eq(pwrite(fd, &c, 1, SHMBUS_JSEG_HDR + (flip - b[k - 2])),
+		     1);
+	close(fd);
+	remove_ring();
+	start_daemon();
+	cr_assert_eq(count_segments(), segs, "no segment removed");
+	ch = open_pub(&bus, &p);
+	cr_assert_eq(th_head(ch), orig.end, "the ring continues at %lu, not "
+		     "at the journal's end %lu", (unsigned long)th_head(ch),
+		     (unsigned long)orig.end);
+	snprintf(line, sizeof(line), "segment %016llx is damaged",
+		 (unsigned long long)b[k - 2]);
+	cr_assert(log_has(line), "not said: %s", line);
+	cr_assert_not(log_has("cleared from there on"));
+	/* The newest segment's messages, intact; then new ones after them,
+	 * numbered on. */
+	replay_check(ch, b[k - 1], first, n);
+	publish_range(p, 3000, 1);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	cr_assert_eq(last_seq_from(b[k - 1]), 3000);
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, b[k - 2], NULL);
+	cr_assert(r, "%s", strerror(errno));
+	while ((len = shmbus_replay_read(r, buf, sizeof(buf), &m)) >= 0)
+		cr_assert_lt(m.pos, flip, "read past the damage");
+	cr_assert_eq(len, -EBADMSG, "%zd", len);
+	shmbus_replay_close(r);
+	close_pub(bus, ch, p);
+	snprintf(cmd, sizeof(cmd), "build/tools/shmbusctl journal verify %s "
+		 ">/dev/null", cdir);
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 4, "verify reports it");
+	free(b);
+}
+
+/*
+ * The newest segment's time index unusable (a directory in its place): it
+ * is a cache, so it is moved aside, said with its name, and a new one
+ * begun; the journal starts and goes on.  A segment that is a symbolic
+ * link is refused, the log naming the segment and the reason, without a
+ * second line blaming an unrelated errno.
+ */
+Test(journal_recovery, an_unusable_index_is_moved_aside_and_refusals_say_why)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	struct sb_jnl_view v;
+	struct stat st;
+	uint64_t *b;
+	size_t k;
+	char path[512], target[512], line[768];
+
+	ch = journaled("journal_segment = 64K\n", 1000, &bus, &p);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	cr_assert_eq(sb_jlist(cdir, &b, &k), 0);
+	cr_assert_geq(k, 2);
+	cr_assert_eq(sb_jtix_path(path, sizeof(path), cdir, b[k - 1]), 0);
+	cr_assert_eq(unlink(path), 0);
+	cr_assert_eq(mkdir(path, 0755), 0);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	sb_jnl_read(ch, &v);
+	cr_assert(v.state & SHMBUS_JNL_ON, "the journal started");
+	snprintf(line, sizeof(line), "time index %s unusable (Is a "
+		 "directory): moved aside to", path);
+	cr_assert(log_has(line), "not said: %s", line);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert(S_ISREG(st.st_mode), "a new index begun");
+	publish_range(p, 1000, 500);
+	wait_written(ch, 10);
+	replay_check(ch, 0, 0, 1500);
+	close_pub(bus, ch, p);
+	stop_daemon();
+
+	/* The oldest segment a symbolic link to a copy of itself. */
+	cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir, b[0]), 0);
+	snprintf(target, sizeof(target), "%s/elsewhere", d.dir);
+	cr_assert_eq(rename(path, target), 0);
+	cr_assert_eq(symlink(target, path), 0);
+	start_daemon();
+	snprintf(line, sizeof(line), "segment %016llx: a symbolic link, not "
+		 "followed: refused", (unsigned long long)b[0]);
+	cr_assert(log_has(line), "not said: %s", line);
+	cr_assert(log_has("journal not started; the channel goes on without "
+			  "it"));
+	cr_assert_not(log_has("Invalid cross-device link"));
+	free(b);
+}

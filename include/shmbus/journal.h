@@ -68,11 +68,33 @@ struct shmbus_jseg_hdr {
 				 * not replicated) */
 	int64_t create_ns;	/* CLOCK_REALTIME when it was made */
 	char channel[64];	/* the channel's name, NUL-terminated */
-	uint8_t reserved[148];
+	uint64_t prev_seq;	/* with SHMBUS_JSEG_F_PREV_SEQ: the last
+				 * sequence number the journal held before
+				 * this segment (UINT64_MAX: none) */
+	uint32_t hflags;	/* SHMBUS_JSEG_F_* */
+	uint8_t reserved[136];	/* zero */
 	uint32_t crc;		/* CRC-32C of the bytes above */
 };
 
+/*
+ * hflags.  Headers written before prev_seq was recorded have zeros here
+ * (the bytes were reserved), so a reader that finds the flag clear does
+ * not know the sequence number before the segment.  The format version
+ * stays 2: releases that do not know the field still read these headers
+ * (their checksum covers the reserved bytes as it covers these).
+ * The sequence number before a segment is what a ring made again after
+ * a reboot continues from when no message is left in the newest
+ * segments (docs/journal.md, Recovery).
+ */
+#define SHMBUS_JSEG_F_PREV_SEQ	1u	/* prev_seq is recorded */
+#define SHMBUS_JSEG_F_ALL	SHMBUS_JSEG_F_PREV_SEQ
+/* prev_seq: a sequence number below this, or UINT64_MAX (none). */
+#define SHMBUS_JSEG_SEQ_LIMIT	(UINT64_C(1) << 62)
+
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_jseg_hdr) == 288, "jseg hdr size");
+SHMBUS_STATIC_ASSERT(__builtin_offsetof(struct shmbus_jseg_hdr,
+					prev_seq) == 136,
+		     "prev_seq where the reserved bytes began");
 
 /*
  * The time index, beside each segment (%016llx.tix): entries of
