@@ -102,17 +102,20 @@ static uint64_t epoch_now(struct jchan *j)
  * which the preparer, making segments ahead, never does. */
 static void make_hdr(struct jchan *j, struct shmbus_jseg_hdr *h,
 		     uint64_t base, uint64_t start, uint64_t epoch,
-		     const uint64_t *prev_seq)
+		     const uint64_t *prev_seq, bool after_gap)
 {
 	sb_jseg_hdr_make(h, &j->g, base, start, epoch);
 	if (prev_seq)
 		sb_jseg_hdr_set_prev_seq(h, *prev_seq);
+	if (after_gap)
+		sb_jseg_hdr_set_after_gap(h);
 }
 
 /* Makes segment file `name` in the directory: the header, zeros for
  * every position, fdatasync.  0 or -errno. */
 static int make_file(struct jchan *j, const char *name, uint64_t base,
-		     uint64_t start, uint64_t epoch, const uint64_t *prev_seq)
+		     uint64_t start, uint64_t epoch, const uint64_t *prev_seq,
+		     bool after_gap)
 {
 	static const uint8_t zero[64 << 10];
 	uint8_t page[SHMBUS_JSEG_HDR] = { 0 };
@@ -123,7 +126,7 @@ static int make_file(struct jchan *j, const char *name, uint64_t base,
 				  O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
-	make_hdr(j, &h, base, start, epoch, prev_seq);
+	make_hdr(j, &h, base, start, epoch, prev_seq, after_gap);
 	memcpy(page, &h, sizeof(h));
 	rc = jnl_write_all(fd, page, sizeof(page), 0);
 	/* Pre-zeroed: the blocks are allocated now, so that appending
@@ -161,7 +164,8 @@ void *jnl_prep_main(void *arg)
 		}
 		pthread_mutex_unlock(&j->mu);
 		spare_path(name, sizeof(name), base);
-		rc = make_file(j, name, base, base, epoch_now(j), NULL);
+		rc = make_file(j, name, base, base, epoch_now(j), NULL,
+			       false);
 		pthread_mutex_lock(&j->mu);
 		if (rc == 0) {
 			j->ready = base;
@@ -334,8 +338,9 @@ int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 
 		if (fd < 0 || pread(fd, &h, sizeof(h), 0) != sizeof(h)) {
 			have = false;
-		} else if (h.epoch != epoch || prev_seq) {
-			make_hdr(j, &h, base, start, epoch, prev_seq);
+		} else if (h.epoch != epoch || prev_seq || j->after_gap) {
+			make_hdr(j, &h, base, start, epoch, prev_seq,
+				 j->after_gap);
 			if (jnl_write_all(fd, &h, sizeof(h), 0) || fdatasync(fd))
 				have = false;
 		}
@@ -343,7 +348,8 @@ int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 			close(fd);
 	}
 	if (!have) {
-		rc = make_file(j, spare, base, start, epoch, prev_seq);
+		rc = make_file(j, spare, base, start, epoch, prev_seq,
+			       j->after_gap);
 		if (rc)
 			return rc;
 	}
@@ -563,7 +569,10 @@ static int gap(struct jchan *j, uint64_t to)
 		return 0;
 	}
 	j->pos = end;
+	/* The segments up to to's are never made: the next one says so. */
+	j->after_gap = true;
 	rc = roll(j, to);
+	j->after_gap = false;
 	if (rc)
 		return rc;
 	j->pos = to;

@@ -46,6 +46,8 @@ struct jchan {
 	uint64_t synced;		/* fdatasync'd through */
 	uint64_t seq;			/* the last seq written (UINT64_MAX) */
 	uint64_t synced_seq;		/* the last seq synced (UINT64_MAX) */
+	bool after_gap;			/* the next segment made follows a
+					 * gap (its header says so) */
 	bool seq_known;			/* seq is the last the journal
 					 * holds (else unknown: a journal
 					 * begun past messages it lacks) */

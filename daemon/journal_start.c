@@ -157,6 +157,17 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 		rc = sb_jreader_seek(&r, b[i]);
 		if (rc == 0 && i == 0)
 			*oldest = r.start;
+		/* Segments missing where the journal left no gap: removed
+		 * by someone else.  Said; the journal goes on (readers get
+		 * EBADMSG there, `journal verify` reports it). */
+		if (rc == 0 && i && b[i] != b[i - 1] + j->g.seg_size &&
+		    r.unmarked_hole)
+			sbd_log(SBD_ERR, 0, "%s: journal: segments [%" PRIu64
+				", %" PRIu64 ") are missing, and the journal "
+				"left no gap there: their records are lost "
+				"(removed by hand?); replays get EBADMSG there, "
+				"and `shmbusctl journal verify` reports it",
+				j->name, b[i - 1] + j->g.seg_size, b[i]);
 	}
 	if (rc) {
 		sbd_log(SBD_ERR, 0, "%s: journal: %s: refused; the journal is "

@@ -87,6 +87,7 @@ void sb_jseg_hdr_make(struct shmbus_jseg_hdr *h, const struct sb_jgeom *g,
 	h->epoch = epoch;
 	h->create_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 	memcpy(h->channel, g->channel, sizeof(h->channel));
+	h->hflags = SHMBUS_JSEG_F_MARKS_GAPS;
 	h->crc = hdr_crc(h);
 }
 
@@ -94,6 +95,12 @@ void sb_jseg_hdr_set_prev_seq(struct shmbus_jseg_hdr *h, uint64_t prev_seq)
 {
 	h->prev_seq = prev_seq;
 	h->hflags |= SHMBUS_JSEG_F_PREV_SEQ;
+	h->crc = hdr_crc(h);
+}
+
+void sb_jseg_hdr_set_after_gap(struct shmbus_jseg_hdr *h)
+{
+	h->hflags |= SHMBUS_JSEG_F_AFTER_GAP;
 	h->crc = hdr_crc(h);
 }
 
@@ -496,6 +503,8 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 	r->version = h.version;
 	r->epoch = h.epoch;
 	r->has_prev_seq = h.hflags & SHMBUS_JSEG_F_PREV_SEQ;
+	r->unmarked_hole = (h.hflags & SHMBUS_JSEG_F_MARKS_GAPS) &&
+			   !(h.hflags & SHMBUS_JSEG_F_AFTER_GAP);
 	r->prev_seq = h.prev_seq;
 	return 0;
 }
@@ -656,10 +665,27 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 		if (r->fd < 0 || r->pos < r->base ||
 		    r->pos >= r->base + r->g.seg_size) {
 			uint64_t at = r->pos, seq = r->seq;
+			/* Read to the end of a segment: one missing after it
+			 * is a range the journal never had only if the next
+			 * one says it follows a gap. */
+			bool on = r->fd >= 0 && at == r->base + r->g.seg_size;
 
 			rc = sb_jreader_seek(r, at);
-			if (rc == -ENOENT && r->have_g)
+			if (rc == -ENOENT && r->have_g) {
 				rc = skip_missing(r, at, limit);
+				if (rc == 0 && on && r->unmarked_hole) {
+					snprintf(r->why, sizeof(r->why),
+						 "segments [%llu, %llu) are "
+						 "missing, and the journal left "
+						 "no gap there (segment %016llx "
+						 "does not follow one): removed "
+						 "by hand?",
+						 (unsigned long long)at,
+						 (unsigned long long)r->base,
+						 (unsigned long long)r->base);
+					return -EBADMSG;
+				}
+			}
 			r->seq = seq;	/* seqs go on growing across segments */
 			if (rc == -ENOENT && limit == UINT64_MAX) {
 				snprintf(r->why, sizeof(r->why), "no segment "

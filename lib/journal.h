@@ -38,6 +38,10 @@ void sb_jseg_hdr_make(struct shmbus_jseg_hdr *h, const struct sb_jgeom *g,
 /* Records in h that the journal held no sequence number above prev_seq
  * (UINT64_MAX: none) before h's segment, and seals h again. */
 void sb_jseg_hdr_set_prev_seq(struct shmbus_jseg_hdr *h, uint64_t prev_seq);
+/* Records in h that its segment follows a gap the journal left (the
+ * segments between the one before and it were never made), and seals h
+ * again. */
+void sb_jseg_hdr_set_after_gap(struct shmbus_jseg_hdr *h);
 /* Checks a header read from a file: its own checksum, magic, version and
  * sizes, then (g not NULL) that it belongs to the channel g describes and
  * (base not UINT64_MAX) that it covers base.  0, or -EBADMSG (damaged,
@@ -96,6 +100,9 @@ struct sb_jreader {
 	uint64_t seq;		/* the last seq read (UINT64_MAX: none) */
 	uint64_t skipped;	/* bytes of gaps passed so far */
 	uint32_t version;	/* the segment's format (GAP records from 2) */
+	bool unmarked_hole;	/* segments missing before it were not a
+				 * gap the journal left (its header marks
+				 * gaps, and marks none) */
 	bool has_prev_seq;	/* its header records prev_seq, */
 	uint64_t prev_seq;	/* the last seq before it (UINT64_MAX:
 				 * none) */

@@ -331,3 +331,18 @@ shmbus_channel *journaled(const char *keys, uint64_t n, shmbus_bus **bus,
 	wait_written(ch, 10);
 	return ch;
 }
+
+void persisted_then_stopped(uint64_t n)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	conf_with("acknowledge = persisted\njournal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, n);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	close_pub(bus, ch, p);
+	stop_daemon();
+}

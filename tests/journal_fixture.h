@@ -36,6 +36,9 @@ void close_pub(shmbus_bus *bus, shmbus_channel *ch, shmbus_pub *p);
 shmbus_channel *journaled(const char *keys, uint64_t n, shmbus_bus **bus,
 			  shmbus_pub **p);
 
+/* A daemon whose channel "j" acknowledges persisted, in 64K segments:
+ * messages 0..n-1 published and acknowledged, then the daemon stopped. */
+void persisted_then_stopped(uint64_t n);
 /* Waits until the journal has written everything committed. */
 void wait_written(shmbus_channel *ch, int sec);
 /* Replays from `from` and checks messages first..first+n-1 in order,

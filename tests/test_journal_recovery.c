@@ -779,13 +779,7 @@ Test(journal_recovery, damage_before_the_newest_segment_is_kept_and_said)
 	size_t k;
 	int fd, segs;
 
-	conf_with("acknowledge = persisted\njournal_segment = 64K\n", NULL);
-	start_daemon();
-	ch = open_pub(&bus, &p);
-	publish_range(p, 0, 3000);
-	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
-	close_pub(bus, ch, p);
-	stop_daemon();
+	persisted_then_stopped(3000);
 	read_all(&orig);
 	cr_assert_eq(sb_jlist(cdir, &b, &k), 0);
 	cr_assert_geq(k, 3);
@@ -894,5 +888,60 @@ Test(journal_recovery, an_unusable_index_is_moved_aside_and_refusals_say_why)
 	cr_assert(log_has("journal not started; the channel goes on without "
 			  "it"));
 	cr_assert_not(log_has("Invalid cross-device link"));
+	free(b);
+}
+
+/*
+ * A segment removed from the middle of the journal by hand: not a gap
+ * the journal left (it marks those: the segment after one says it
+ * follows it), but damage.  The daemon says so at start and goes on; a
+ * replay across it gets EBADMSG after the last record before it, never
+ * the records after it as if nothing were lost; `journal verify` reports
+ * it.  (A gap the journal left stays quiet: test_journal's
+ * a_lapped_journal_records_its_gap.)
+ */
+Test(journal_recovery, a_segment_removed_from_the_middle_is_damage)
+{
+	uint64_t *b, last = 0;
+	char path[512], cmd[768];
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct shmbus_msg m;
+	uint8_t buf[2048];
+	ssize_t len;
+	size_t k;
+
+	persisted_then_stopped(3000);
+	cr_assert_eq(sb_jlist(cdir, &b, &k), 0);
+	cr_assert_geq(k, 4);
+	cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir, b[1]), 0);
+	cr_assert_eq(unlink(path), 0);
+	cr_assert_eq(sb_jtix_path(path, sizeof(path), cdir, b[1]), 0);
+	unlink(path);
+	snprintf(cmd, sizeof(cmd), "build/tools/shmbusctl journal verify %s "
+		 "2>&1 | grep -q 'are missing'", cdir);
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 0, "verify does not say it");
+	snprintf(cmd, sizeof(cmd), "build/tools/shmbusctl journal verify %s "
+		 ">/dev/null 2>&1", cdir);
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 4, "verify reports it");
+	start_daemon();
+	cr_assert(log_has("are missing, and the journal left no gap there"));
+	ch = open_pub(&bus, &p);
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, b[0], NULL);
+	cr_assert(r, "%s", strerror(errno));
+	while ((len = shmbus_replay_read(r, buf, sizeof(buf), &m)) >= 0) {
+		cr_assert_lt(m.pos, b[1], "read across the hole");
+		cr_assert_eq(m.lost, 0);
+		last = m.pos;
+	}
+	cr_assert_eq(len, -EBADMSG, "%zd", len);
+	cr_assert_gt(last, b[0]);
+	shmbus_replay_close(r);
+	/* The journal goes on. */
+	publish_range(p, 3000, 1);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	close_pub(bus, ch, p);
 	free(b);
 }

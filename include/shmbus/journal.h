@@ -87,7 +87,17 @@ struct shmbus_jseg_hdr {
  * segments (docs/journal.md, Recovery).
  */
 #define SHMBUS_JSEG_F_PREV_SEQ	1u	/* prev_seq is recorded */
-#define SHMBUS_JSEG_F_ALL	SHMBUS_JSEG_F_PREV_SEQ
+/* The journal marks the gaps it leaves between segments: a segment made
+ * right after one (the ring no longer held what the journal lacked) says
+ * so with F_AFTER_GAP, so that segments missing before one that carries
+ * F_MARKS_GAPS and not F_AFTER_GAP were removed by someone else (damage,
+ * docs/journal.md).  Headers of releases before these flags mark
+ * nothing, and nothing is judged by them. */
+#define SHMBUS_JSEG_F_MARKS_GAPS	2u
+#define SHMBUS_JSEG_F_AFTER_GAP	4u
+#define SHMBUS_JSEG_F_ALL	(SHMBUS_JSEG_F_PREV_SEQ | \
+				 SHMBUS_JSEG_F_MARKS_GAPS | \
+				 SHMBUS_JSEG_F_AFTER_GAP)
 /* prev_seq: a sequence number below this, or UINT64_MAX (none). */
 #define SHMBUS_JSEG_SEQ_LIMIT	(UINT64_C(1) << 62)
 
