@@ -62,6 +62,10 @@ static int take_sp_role(struct shmbus_channel *ch)
 			sb_sp_repair(ch);
 			break;
 		}
+		/* Another process took it over first: cur names it now, and
+		 * the loop's CAS must expect the role free, never take it
+		 * from that live holder.  Look again from the start. */
+		cur = 0;
 	}
 	return 0;
 }

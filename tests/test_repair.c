@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,4 +326,75 @@ Test(repair, busy_slots_of_dead_processes_are_freed, .fini = teardown)
 	cr_assert_eq(h->sleepers, 0, "its sleeper count kept");
 	cr_assert_eq(prods[3].claim_pos, UINT64_MAX);
 	munmap(ctl, len);
+}
+
+static struct takers {
+	atomic_int go, got, done;
+} *go_flag;
+
+/* Two processes take over a single-producer channel whose publisher died,
+ * at the same moment: one gets the role, the other -EBUSY, never both (the
+ * loser of the take-over once took the role from the winner).  Direct
+ * mode: the race is the library's. */
+static int take_role(void *arg)
+{
+	const char *dir = arg;
+	shmbus_channel *c = shmbus_channel_open(dir, "sp");
+	shmbus_pub *p;
+
+	while (c && !atomic_load(&go_flag->go))
+		;
+	p = c ? shmbus_pub_open(c, NULL) : NULL;
+	atomic_fetch_add(&go_flag->got, p ? 1 : 0);
+	atomic_fetch_add(&go_flag->done, 1);
+	pause();	/* alive, holding what it got */
+	return 0;
+}
+
+Test(repair, one_of_two_takers_gets_a_dead_producers_role)
+{
+	const char *dir = th_mkdir();
+	struct shmbus_channel_attr a;
+	int both = 0;
+
+	go_flag = mmap(NULL, sizeof(*go_flag), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(go_flag != MAP_FAILED);
+	shmbus_channel_attr_init(&a);
+	a.capacity = 4096;
+	a.producers = SHMBUS_SINGLE_PRODUCER;
+	for (int it = 0; it < 200; it++) {
+		shmbus_channel *ch;
+		pid_t dead, t[2];
+		int st;
+
+		shmbus_channel_unlink(dir, "sp");
+		ch = shmbus_channel_create(dir, "sp", &a, 0);
+		cr_assert(ch, "create: %s", strerror(errno));
+		dead = fork();
+		if (dead == 0)
+			_exit(shmbus_pub_open(ch, NULL) ? 0 : 1);
+		cr_assert_eq(waitpid(dead, &st, 0), dead);
+		cr_assert_eq(WEXITSTATUS(st), 0);
+		atomic_store(&go_flag->go, 0);
+		atomic_store(&go_flag->got, 0);
+		atomic_store(&go_flag->done, 0);
+		for (int k = 0; k < 2; k++)
+			t[k] = th_spawn(take_role, (void *)dir);
+		usleep(1000);
+		atomic_store(&go_flag->go, 1);
+		while (atomic_load(&go_flag->done) < 2)
+			usleep(100);
+		cr_assert_geq(atomic_load(&go_flag->got), 1, "nobody took it");
+		both += atomic_load(&go_flag->got) == 2;
+		for (int k = 0; k < 2; k++) {
+			kill(t[k], SIGKILL);
+			waitpid(t[k], NULL, 0);
+		}
+		shmbus_channel_close(ch);
+	}
+	shmbus_channel_unlink(dir, "sp");
+	th_rmdir(dir);
+	cr_assert_eq(both, 0, "both takers got the role in %d of 200 rounds",
+		     both);
 }
