@@ -215,6 +215,9 @@ enum {
 				 * the next claim */
 	SB_HOOK_RESOLVING,	/* a maintenance about to record a claim
 				 * whose winner is gone */
+	SB_HOOK_JUDGED,		/* a maintenance has judged the members'
+				 * records, before it acts on that (any
+				 * mode) */
 };
 extern void (*sb_group_hook)(int where);
 /* Another: called when a new group's creator holds the channel's slot

@@ -30,6 +30,26 @@ static bool member_gone(const struct shmbus_member *r, uint64_t *o)
 	       sb_pid_gone(owner_pid(*o));
 }
 
+/* Whether member record j is still the word a maintenance judged at its
+ * start (owner[j]): its verdicts are acted on only while it is.  A holder
+ * stopped for MAINT_STUCK_NS is replaced, and its replacement may free the
+ * record of a dead member and a new member take it, lease and lanes
+ * included, before the old holder resumes. */
+static bool same_record(const struct shmbus_group *m, uint32_t j,
+			const uint64_t owner[SHMBUS_GROUP_MEMBERS])
+{
+	/* A22: pairs with R22 (the record's owner word). */
+	return load_acquire64(&m->members[j].owner) == owner[j];
+}
+
+/* Gives the maintenance lock back, if it is still ours (`me`): a holder
+ * replaced while it was stopped must not free its replacement's. */
+static void maint_unlock(struct shmbus_group_hdr *g, uint64_t me)
+{
+	/* R21: pairs with A21: our changes before the next holder's. */
+	cas_strong_seqcst64(&g->maint, &me, 0);
+}
+
 /* A lease too large for one claim of the dead-letter channel: message by
  * message (an attempt that fails part way copies the first ones again at
  * the next). */
@@ -140,7 +160,8 @@ static bool lane_move(struct shmbus_group *m, uint32_t i, uint64_t c,
 /* Lanes of dead members and stuck owners back to FREE; poison lanes. */
 static int lanes_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 			 const bool dead[SHMBUS_GROUP_MEMBERS],
-			 const bool live[SHMBUS_GROUP_MEMBERS], int64_t now)
+			 const bool live[SHMBUS_GROUP_MEMBERS],
+			 const uint64_t owner[SHMBUS_GROUP_MEMBERS], int64_t now)
 {
 	int n = 0;
 
@@ -167,6 +188,8 @@ static int lanes_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 		}
 		if (st != SHMBUS_LANE_OWNED && st != SHMBUS_LANE_REVOKING)
 			continue;
+		if (who < SHMBUS_GROUP_MEMBERS && !same_record(m, who, owner))
+			continue;	/* judged another member: the next */
 		if (who >= SHMBUS_GROUP_MEMBERS || dead[who] || !live[who]) {
 			/* Its owner died, or left without letting go (its
 			 * record is free or another member's now). */
@@ -320,7 +343,9 @@ static bool intent_live(struct shmbus_group *m, uint64_t s,
  */
 static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 			      const bool live[SHMBUS_GROUP_MEMBERS],
-			      bool dead[SHMBUS_GROUP_MEMBERS], uint32_t self)
+			      bool dead[SHMBUS_GROUP_MEMBERS],
+			      const uint64_t owner[SHMBUS_GROUP_MEMBERS],
+			      uint32_t self)
 {
 	struct shmbus_group_hdr *g = m->g;
 	uint64_t fp, fs, cp, cs, start, end;
@@ -344,7 +369,8 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 		c = load_acquire64(&l->ctl);
 		if (gctl_state(c) == SHMBUS_LEASE_LEASED) {
 			w = gctl_member(c);
-			if (w >= SHMBUS_GROUP_MEMBERS || !dead[w])
+			if (w >= SHMBUS_GROUP_MEMBERS || !dead[w] ||
+			    !same_record(m, w, owner))
 				continue;	/* a live winner, recording */
 			dead[w] = false;	/* freed once resolved */
 		}
@@ -386,7 +412,9 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 /* Shared mode: leases of dead members and expired ones given back,
  * poison ones dead-lettered, the AVAILABLE count made true. */
 static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
-			  const bool dead[SHMBUS_GROUP_MEMBERS], int64_t now)
+			  const bool dead[SHMBUS_GROUP_MEMBERS],
+			  const uint64_t owner[SHMBUS_GROUP_MEMBERS],
+			  int64_t now)
 {
 	struct shmbus_group_hdr *g = m->g;
 	uint64_t fp, fs, fp1, fs1, cp, cs, avail = 0;
@@ -455,7 +483,8 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 		}
 		if (st != SHMBUS_LEASE_LEASED)
 			continue;
-		if (who < SHMBUS_GROUP_MEMBERS && dead[who]) {
+		if (who < SHMBUS_GROUP_MEMBERS && dead[who] &&
+		    same_record(m, who, owner)) {
 			/* Not the member's fault as far as we know: the
 			 * delivery still counts, as it may have crashed on
 			 * this very message. */
@@ -493,8 +522,13 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
  * The group's maintenance lock: pid | the handle's token << 32, so that
  * two handles of one process exclude each other too.  A holder that is
  * gone, or that has held it for a second (stopped), is replaced: every
- * change the maintenance makes is a CAS on a word members also CAS, so a
- * replaced holder that resumes does no harm but a repeated dead letter.
+ * change the maintenance makes is a CAS on a word members also CAS, a
+ * verdict on a member is acted on only while its record is the one judged
+ * (same_record()), and the lock is given back only by its holder
+ * (maint_unlock()), so a replaced holder that resumes does no harm but a
+ * repeated dead letter (and, stopped again for a second between a check
+ * of a record and its CAS, the loss of a new member's lease or lane, taken
+ * back early: delivered again, flagged).
  */
 static bool maint_lock(struct shmbus_group *m, uint64_t me, int64_t now)
 {
@@ -539,8 +573,10 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 					 (uint64_t *)&m->members[j].looked_ns)) <
 				   m->lease_ns;
 	}
+	if (sb_group_hook)
+		sb_group_hook(SB_HOOK_JUDGED);
 	if (m->mode == SHMBUS_GMODE_SHARED) {
-		int r = leases_reclaim(m, dl, dead, now);
+		int r = leases_reclaim(m, dl, dead, owner, now);
 
 		if (r < 0) {	/* keep the dead records: their leases stay */
 			memset(dead, 0, sizeof(dead));
@@ -548,11 +584,11 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 		} else {
 			n += r;
 		}
-		n += resolve_unrecorded(m, now, live, dead, self);
+		n += resolve_unrecorded(m, now, live, dead, owner, self);
 		n += (int)sb_floor_advance(g, m->leases, m->wmask, m->ch,
 					   m->slot);
 	} else {
-		n += lanes_reclaim(m, dl, dead, live, now);
+		n += lanes_reclaim(m, dl, dead, live, owner, now);
 		n += lanes_assign(m, looks);
 		sb_lanes_floor(m);
 	}
@@ -566,9 +602,7 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 			n++;
 	store_relaxed64((uint64_t *)&g->maint_at,
 			(uint64_t)(now + MAINT_EVERY_NS));
-	/* Releases what we did to the next holder. */
-	/* R21: pairs with A21: our changes before the next holder's. */
-	store_release64(&g->maint, 0);
+	maint_unlock(g, me);
 	return damaged ? -EBADMSG : n;
 }
 
@@ -690,7 +724,6 @@ int sb_group_cut_back(struct shmbus_group *m, uint64_t pos)
 	 * nowhere yet.  No edge: a hint for the redelivered flag. */
 	if (!rc && load_relaxed64(&m->g->redeliver_below) > pos)
 		store_relaxed64(&m->g->redeliver_below, pos);
-	/* R21: pairs with A21: our changes before the next holder's. */
-	store_release64(&m->g->maint, 0);
+	maint_unlock(m->g, me);
 	return rc;
 }

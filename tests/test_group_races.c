@@ -1194,3 +1194,169 @@ Test(group_races, a_fifo_named_as_a_group_file_is_refused_at_once)
 	unlink(path);
 	shmbus_channel_close(ch);
 }
+
+/* ------------------------------------- a maintenance replaced meanwhile */
+
+/* What the processes of the two tests below say to each other. */
+static struct maint_sh {
+	_Atomic int step, inside, overlap, ack;
+} *ms;
+
+static void maint_sh_open(void)
+{
+	ms = mmap(NULL, sizeof(*ms), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(ms != MAP_FAILED);
+	memset(ms, 0, sizeof(*ms));
+}
+
+static void step_wait(int s)
+{
+	while (atomic_load(&ms->step) < s)
+		usleep(100);
+}
+
+static void stop_judged(int where)
+{
+	if (where == SB_HOOK_JUDGED) {
+		sb_group_hook = NULL;
+		raise(SIGSTOP);
+	}
+}
+
+/* Inside the lock (past its verdicts) until the test's step 3. */
+static void stay_judged(int where)
+{
+	if (where != SB_HOOK_JUDGED)
+		return;
+	if (atomic_fetch_add(&ms->inside, 1) > 0)
+		atomic_fetch_add(&ms->overlap, 1);
+	atomic_store(&ms->step, 2);
+	step_wait(3);
+	atomic_fetch_sub(&ms->inside, 1);
+}
+
+static void count_judged(int where)
+{
+	if (where != SB_HOOK_JUDGED)
+		return;
+	if (atomic_fetch_add(&ms->inside, 1) > 0)
+		atomic_fetch_add(&ms->overlap, 1);
+	atomic_fetch_sub(&ms->inside, 1);
+}
+
+static int maintain_with(void *hook)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	shmbus_group *g = ch ? join_window(ch, "m", 8) : NULL;
+
+	if (!g)
+		return 2;
+	sb_group_hook = (void (*)(int))hook;
+	shmbus_group_maintain(g);
+	sb_group_hook = NULL;
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+	return 0;
+}
+
+/*
+ * A maintenance stopped inside its lock for more than a second is
+ * replaced (by design); when it resumes and finishes, it gives back only
+ * a lock that is still its own: a third maintenance must not get in while
+ * the replacement is still inside.
+ */
+Test(group_races, a_replaced_maintenance_leaves_its_replacement_the_lock)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	pid_t a, b, c;
+	int st;
+
+	maint_sh_open();
+	shmbus_group_leave(join_window(ch, "maker", 8));
+	a = th_spawn(maintain_with, (void *)stop_judged);
+	cr_assert_eq(waitpid(a, &st, WUNTRACED), a);
+	cr_assert(WIFSTOPPED(st), "A did not stop in its maintenance");
+	usleep(1100000);	/* A holds the lock, stopped: replaceable */
+	b = th_spawn(maintain_with, (void *)stay_judged);
+	step_wait(2);		/* B inside */
+	kill(a, SIGCONT);
+	cr_assert_eq(th_wait(a), 0);
+	c = th_spawn(maintain_with, (void *)count_judged);
+	cr_assert_eq(th_wait(c), 0);
+	atomic_store(&ms->step, 3);
+	cr_assert_eq(th_wait(b), 0);
+	cr_assert_eq(atomic_load(&ms->overlap), 0, "two maintenances inside "
+		     "at once");
+	shmbus_channel_close(ch);
+}
+
+/*
+ * A maintenance judges a dead member's record and stops; its replacement
+ * gives the dead member's lease back and frees its record; a new member
+ * takes that record and a lease.  The old maintenance resumes: its
+ * verdict was on another member, and the new member's lease stays its
+ * own (its ack succeeds well within its term).
+ */
+static int lease_then_wait(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	shmbus_group *g = ch ? join_window(ch, arg, 8) : NULL;
+	struct shmbus_lease l;
+
+	if (!g || shmbus_group_poll(g, keep_lease, &l, 1) != 1)
+		return 2;
+	atomic_fetch_add(&ms->step, 1);
+	step_wait(10);
+	atomic_store(&ms->ack, shmbus_group_ack(g, &l));
+	atomic_store(&ms->step, 11);
+	pause();
+	return 0;
+}
+
+Test(group_races, a_replaced_maintenance_takes_no_lease_of_a_new_member)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	pid_t m1, p, m2, n;
+	int st;
+
+	maint_sh_open();
+	shmbus_group_leave(join_window(ch, "maker", 8));
+	produce(ch, 8, 0);
+	/* M1 holds a record first; then P, which leases one and dies. */
+	m1 = fork();
+	if (m1 == 0) {
+		shmbus_channel *c = shmbus_channel_open(dir, "ch");
+		shmbus_group *g = c ? join_window(c, "M1", 8) : NULL;
+
+		if (!g)
+			_exit(2);
+		atomic_store(&ms->step, 1);
+		step_wait(3);
+		sb_group_hook = stop_judged;
+		shmbus_group_maintain(g);
+		_exit(0);
+	}
+	step_wait(1);
+	p = th_spawn(lease_then_wait, "P");
+	step_wait(2);
+	kill(p, SIGKILL);
+	waitpid(p, &st, 0);
+	atomic_store(&ms->step, 3);
+	cr_assert_eq(waitpid(m1, &st, WUNTRACED), m1);
+	cr_assert(WIFSTOPPED(st), "M1 did not stop in its maintenance");
+	usleep(1100000);	/* M1 holds the lock, stopped: replaceable */
+	m2 = th_spawn(maintain_with, NULL);
+	cr_assert_eq(th_wait(m2), 0);
+	n = th_spawn(lease_then_wait, "N");
+	step_wait(4);
+	kill(m1, SIGCONT);
+	cr_assert_eq(th_wait(m1), 0);
+	atomic_store(&ms->step, 10);
+	step_wait(11);
+	cr_assert_eq(atomic_load(&ms->ack), 0, "the new member's ack: %s",
+		     strerror(-atomic_load(&ms->ack)));
+	kill(n, SIGKILL);
+	waitpid(n, &st, 0);
+	shmbus_channel_close(ch);
+}
