@@ -32,8 +32,10 @@ static int kick_fd = -1;
 /* Set by the main thread, read by the reaper; the eventfd wakes it. */
 static atomic_bool stopping;
 
-/* A small cache of verdicts, one scan long: a pid is looked up once per
- * scan, whatever number of slots it holds. */
+/* A small cache of verdicts, one scan long: a live pid is looked up once
+ * per scan, whatever number of slots it holds.  A pid found gone is looked
+ * up again each time (a repair follows, rarely): a process given the same
+ * pid later in the scan must not have its slots repaired. */
 struct verdicts {
 	uint32_t pid[128];
 	bool gone[128];
@@ -46,7 +48,8 @@ static bool gone(struct verdicts *v, uint32_t pid)
 
 	for (unsigned i = 0; i < v->n; i++)
 		if (v->pid[i] == pid)
-			return v->gone[i];
+			return v->gone[i] ? (v->gone[i] = sb_pid_gone(pid))
+					  : false;
 	g = sb_pid_gone(pid);	/* lib/pid.c */
 	if (v->n < 128) {
 		v->pid[v->n] = pid;

@@ -231,9 +231,16 @@ fail:
 
 SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 {
+	uint64_t mine;
+
 	if (!m)
 		return;
-	if (m->rec) {
+	mine = owner_word(SHMBUS_SLOT_ACTIVE, m->self);
+	/* A record taken from us (the maintenance thought us dead: a pid
+	 * reused; or a fork's copy of the handle) is another member's: its
+	 * leases and lanes are not ours to give back, nor it to free.
+	 * A22: pairs with R22 (the record's owner word). */
+	if (m->rec && load_acquire64(&m->rec->owner) == mine) {
 		if (m->mode == SHMBUS_GMODE_SHARED) {
 			uint64_t fp, fs, cp, cs;
 
@@ -266,8 +273,8 @@ SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 		store_relaxed64(&m->rec->intent_seq, UINT64_MAX);
 		/* R22: pairs with A22: our last stores before the record's
 		 * reuse. */
-		store_release64(&m->rec->owner,
-				owner_word(SHMBUS_SLOT_FREE, 0));
+		cas_strong_seqcst64(&m->rec->owner, &mine,
+				    owner_word(SHMBUS_SLOT_FREE, 0));
 		if (m->nlanes)	/* our lanes to the others now */
 			sb_group_maintain_as(m, NULL, (uint32_t)getpid());
 	}

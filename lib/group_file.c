@@ -376,7 +376,13 @@ int sb_group_remove(struct shmbus_group *m, const char *path)
 
 		if (owner_state(o) != SHMBUS_SLOT_FREE &&
 		    !sb_pid_gone(owner_pid(o))) {
-			and_relaxed32(&m->g->flags, ~SB_GROUP_F_DELETED);
+			/* Cleared only by the remover that set it: another
+			 * one, which found the group empty, may be removing
+			 * it now, and a joiner (whose record we may have
+			 * seen on its way out) must still see the flag. */
+			if (!(f & SB_GROUP_F_DELETED))
+				and_relaxed32(&m->g->flags,
+					      ~SB_GROUP_F_DELETED);
 			return -EBUSY;
 		}
 	}

@@ -536,16 +536,22 @@ static bool maint_lock(struct shmbus_group *m, uint64_t me, int64_t now)
 	/* A21: pairs with R21 (the last holder's release). */
 	uint64_t cur = load_acquire64(&g->maint);
 
+	/* Read after the holder: its own time of taking the lock, stored
+	 * before its CAS (below), which our acquire of its word saw. */
 	if (cur && !sb_pid_gone((uint32_t)cur) &&
 	    sb_elapsed(now, (int64_t)load_relaxed64(
 				    (uint64_t *)&g->maint_since)) <
 		    MAINT_STUCK_NS)
 		return false;
-	/* A21: pairs with R21 (the last holder's release). */
-	if (!cas_strong_seqcst64(&g->maint, &cur, me))
-		return false;
-	store_relaxed64((uint64_t *)&g->maint_since, (uint64_t)now);
-	return true;
+	/* When we take it, stored before the CAS that takes it, so that
+	 * whoever sees us hold it never reads the time of the holder
+	 * before (and judges us stuck by it).  A racer whose CAS fails
+	 * after its store only makes the holder look younger: a stuck
+	 * holder is replaced by the racer whose CAS succeeds. */
+	store_relaxed64((uint64_t *)&g->maint_since, (uint64_t)sb_now_ns());
+	/* A21: pairs with R21 (the last holder's release); its release
+	 * side carries the time above to the next racer's acquire. */
+	return cas_strong_seqcst64(&g->maint, &cur, me);
 }
 
 int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
