@@ -541,7 +541,11 @@ void shmbus_replay_close(shmbus_replay *r);
  * message's `lost` counts messages the journal never had (it was lapped
  * on an overwrite channel, or stopped) just before it; not the sequence
  * numbers of a claim whose producer died before committing it (no
- * message had them), as shmbus_poll() does not count them either. */
+ * message had them), as shmbus_poll() does not count them either.  In
+ * the ring, a replay lapped there (an overwrite channel) goes back to the
+ * journal where the ring left off while the journal holds that; only a
+ * lap beyond what the journal holds is counted, as shmbus_poll() counts
+ * it. */
 int shmbus_replay_poll(shmbus_replay *r, shmbus_handler fn, void *arg,
 		       unsigned max);
 ssize_t shmbus_replay_read(shmbus_replay *r, void *buf, size_t cap,

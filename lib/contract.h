@@ -353,6 +353,9 @@ uint64_t sb_ring_rec_at(shmbus_channel *ch, uint64_t pos, uint32_t *type);
 /* After reading (or sending) bytes from `from` on: whether no producer
  * has claimed over them since (overwrite channels). */
 bool sb_ring_holds(shmbus_channel *ch, uint64_t from);
+/* Whether a committed message (or skip) of this lap starts at pos, with
+ * its sequence number in *seq, read and then found not overwritten. */
+bool sb_ring_seq_at(shmbus_channel *ch, uint64_t pos, uint64_t *seq);
 
 /* A publisher of a multi-producer channel that never waits on another
  * producer: it claims only while no claim is in flight, and gives up

@@ -312,6 +312,21 @@ uint64_t sb_ring_rec_at(shmbus_channel *ch, uint64_t pos, uint32_t *type)
 	return size;
 }
 
+bool sb_ring_seq_at(shmbus_channel *ch, uint64_t pos, uint64_t *seq)
+{
+	/* A12: head bounds what may be read. */
+	uint64_t head = load_acquire64(&ch->hdr->head), size, s = 0;
+	bool have = false;
+	uint32_t type;
+
+	if (pos % SHMBUS_REC_ALIGN || pos >= head || head - pos > ch->cap ||
+	    look_rec(ch, pos, head, &s, &have, &size, &type, NULL, 0) !=
+	    REC_OK || !have || !sb_ring_holds(ch, pos))
+		return false;
+	*seq = s;
+	return true;
+}
+
 bool sb_ring_holds(shmbus_channel *ch, uint64_t from)
 {
 	uint64_t head;

@@ -5,7 +5,9 @@
  * journal agent says it wrote (A25), and moves to the ring at the same
  * position as soon as the ring can be held there (sb_sub_open_at()).
  * Positions are the same in both, so the switch is a comparison: no gap,
- * no duplicate.
+ * no duplicate.  In the ring it knows the sequence number due, so that a
+ * lap there (an overwrite channel) shows; it then goes back to the
+ * journal where the ring left off, if the journal holds that.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,25 +26,65 @@ struct shmbus_replay {
 	struct sb_jreader r;	/* while in the journal */
 	bool reading;		/* r is open */
 	uint64_t next_seq;	/* UINT64_MAX: not known yet */
+	uint64_t ring_next;	/* in the ring: the position after the last
+				 * message it delivered (where it entered) */
+	bool lapped;		/* the ring lapped it: back to the journal */
 	uint64_t from_journal, delivered, lost;
 };
+
+static int journal_open(struct shmbus_replay *rp, const struct sb_jnl_view *v,
+			uint64_t pos);
 
 /* Moves to the ring at the reader's position if the ring can be held
  * there: true if it did. */
 static bool try_ring(struct shmbus_replay *rp, uint64_t pos)
 {
+	uint64_t next = rp->next_seq;
+	struct sb_jnl_view v;
 	int err;
 
+	/* A subscriber counts what a lap takes from it against the
+	 * sequence number due: the journal's, or else the message's at pos.
+	 * Without either, the journal is read on (it delivers a message
+	 * first), unless there is none. */
+	sb_jnl_read(rp->ch, &v);
+	if (next == UINT64_MAX && (v.state & SHMBUS_JNL_ON) &&
+	    !sb_ring_seq_at(rp->ch, pos, &next))
+		return false;
 	/* What the journal knew goes on: the sequence number due, and
 	 * whether it had just passed a gap. */
-	rp->sub = sb_sub_open_at(rp->ch, &rp->attr, pos, rp->next_seq,
+	rp->sub = sb_sub_open_at(rp->ch, &rp->attr, pos, next,
 				 rp->reading && rp->r.gap, &err);
 	if (!rp->sub)
 		return false;
 	if (rp->reading)
 		sb_jreader_close(&rp->r);
 	rp->reading = false;
+	rp->ring_next = pos;
 	return true;
+}
+
+/* A message of the ring told of a loss: if the ring lapped us (it no
+ * longer holds where we were: not GAP records, which the journal has as
+ * they are), whether the journal, opened where the ring left off, holds
+ * what the lap took; else the loss stands, and the ring goes on.  The
+ * ring's subscriber is then closed by the caller. */
+static bool journal_again(struct shmbus_replay *rp)
+{
+	struct sb_jnl_view v;
+
+	if (sb_ring_holds(rp->ch, rp->ring_next))
+		return false;
+	sb_jnl_read(rp->ch, &v);
+	return (v.state & SHMBUS_JNL_ON) && rp->ring_next >= v.oldest &&
+	       journal_open(rp, &v, rp->ring_next) == 0;
+}
+
+static void leave_ring(struct shmbus_replay *rp)
+{
+	shmbus_sub_close(rp->sub);
+	rp->sub = NULL;
+	rp->lapped = false;
 }
 
 /* Where the journal's files come from: through shmbusd when the channel
@@ -84,12 +126,20 @@ static int journal_open(struct shmbus_replay *rp, const struct sb_jnl_view *v,
 		return -EXDEV;
 	}
 	/* The journal's first segment says which channel it belongs to; all
-	 * the others must say the same (sb_jreader's check). */
-	rc = sb_jreader_list(&rp->r, &b, &k);
-	if (rc == -ENOENT)
-		rc = -ERANGE;
-	if (!rc)
-		rc = k ? sb_jreader_seek(&rp->r, b[0]) : -ERANGE;
+	 * the others must say the same (sb_jreader's check).  Retention may
+	 * remove the oldest between the listing and the look: listed again
+	 * (ENOENT from the look means that, and only that). */
+	for (int tries = 0;; tries++) {
+		rc = sb_jreader_list(&rp->r, &b, &k);
+		if (rc == -ENOENT)
+			rc = -ERANGE;
+		if (!rc)
+			rc = k ? sb_jreader_seek(&rp->r, b[0]) : -ERANGE;
+		if (rc != -ENOENT || tries == 8)
+			break;
+		free(b);
+		b = NULL;
+	}
 	/* The directory is named by the header, which every process that
 	 * may subscribe can write: the segments must name this channel,
 	 * with its geometry (every later one is checked the same). */
@@ -111,6 +161,25 @@ static int journal_open(struct shmbus_replay *rp, const struct sb_jnl_view *v,
 	}
 	rp->reading = true;
 	return 0;
+}
+
+/* Whether pos, at or past where the journal's files end (a record
+ * boundary), starts no record of the ring: the walk from there over
+ * committed records passes it.  False where it cannot tell (a claim not
+ * committed yet, or records overwritten meanwhile). */
+static bool inside_a_record(shmbus_channel *ch, uint64_t from, uint64_t pos)
+{
+	uint64_t p = from;
+	uint32_t type;
+
+	while (p < pos) {
+		uint64_t size = sb_ring_rec_at(ch, p, &type);
+
+		if (!size)
+			return false;
+		p += size;
+	}
+	return p != pos;
 }
 
 /* The sequence number after the last message (or skip) that pos's
@@ -182,6 +251,12 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 	/* The ring first: it may still hold the position. */
 	if (try_ring(rp, pos))
 		return rp;
+	/* Past the journal's files, the position is checked in the ring
+	 * (in them, below). */
+	if (pos >= v.written && inside_a_record(ch, v.written, pos)) {
+		rc = -EINVAL;
+		goto fail;
+	}
 	rc = journal_open(rp, &v, pos);
 	if (rc)
 		goto fail;
@@ -241,16 +316,29 @@ static int ring_msg(const struct shmbus_msg *m, void *arg)
 {
 	struct ring_ctx *c = arg;
 
+	/* Lapped: not delivered from here if the journal holds what the
+	 * lap took, this message included. */
+	if (m->lost && journal_again(c->rp)) {
+		c->rp->lapped = true;
+		return 1;
+	}
 	c->rp->delivered++;
 	c->rp->lost += m->lost;
+	c->rp->next_seq = m->seq + 1;
+	c->rp->ring_next = m->pos + rec_size(m->len);
 	return c->fn(m, c->arg);
 }
+
+/* shmbus_poll() through ring_msg(): n as it counts; a lap (ring_msg()
+ * stopped on it, uncounted by us) goes back to the journal and polls on
+ * there when nothing was delivered yet. */
+static int ring_poll(struct shmbus_replay *rp, shmbus_handler fn, void *arg,
+		     unsigned max);
 
 /* From the journal; `ring`: and on from the ring if it moves there. */
 static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 			void *arg, unsigned max, bool ring)
 {
-	struct ring_ctx c = { rp, fn, arg };
 	struct sb_jnl_view v;
 	unsigned n = 0;
 	int rc;
@@ -270,7 +358,7 @@ static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 			if (try_ring(rp, rp->r.pos)) {
 				if (n || !ring)
 					return (int)n;
-				return shmbus_poll(rp->sub, ring_msg, &c, max);
+				return ring_poll(rp, fn, arg, max);
 			}
 			if (!(v.state & SHMBUS_JNL_ON))
 				return n ? (int)n : -ERANGE;
@@ -302,17 +390,28 @@ static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 	return (int)n;
 }
 
+static int ring_poll(struct shmbus_replay *rp, shmbus_handler fn, void *arg,
+		     unsigned max)
+{
+	struct ring_ctx c = { rp, fn, arg };
+	int n = shmbus_poll(rp->sub, ring_msg, &c, max);
+
+	if (!rp->lapped)
+		return n;
+	n--;	/* the message it stopped on, not delivered */
+	leave_ring(rp);
+	return n ? n : journal_poll(rp, fn, arg, max, true);
+}
+
 SHMBUS_EXPORT int shmbus_replay_poll(shmbus_replay *rp, shmbus_handler fn,
 				     void *arg, unsigned max)
 {
-	struct ring_ctx c = { rp, fn, arg };
-
 	if (!rp || !fn)
 		return -EINVAL;
 	if (!max)
 		max = UINT32_MAX;
 	if (rp->sub)
-		return shmbus_poll(rp->sub, ring_msg, &c, max);
+		return ring_poll(rp, fn, arg, max);
 	return journal_poll(rp, fn, arg, max, true);
 }
 
@@ -346,9 +445,17 @@ static ssize_t ring_read(struct shmbus_replay *rp, void *buf, size_t cap,
 	struct shmbus_msg m;
 	ssize_t n = shmbus_read(rp->sub, buf, cap, &m);
 
+	if (n >= 0 && m.lost && journal_again(rp)) {
+		/* Lapped: from the journal, which holds what the lap took
+		 * (this message included). */
+		leave_ring(rp);
+		return shmbus_replay_read(rp, buf, cap, info);
+	}
 	if (n >= 0) {
 		rp->delivered++;
 		rp->lost += m.lost;
+		rp->next_seq = m.seq + 1;
+		rp->ring_next = m.pos + rec_size(m.len);
 		if (info)
 			*info = m;
 	}

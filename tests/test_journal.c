@@ -981,3 +981,176 @@ Test(journal, a_replay_that_moves_to_the_ring_at_a_gap_counts_it)
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }
+
+/* ---------------------------------------------- replays at the edges */
+
+/*
+ * A replay opened in the ring of an overwrite channel and lapped there
+ * before its first read: it goes back to the journal, which holds what
+ * the lap took, and delivers every message from where it was opened, in
+ * order, with an exact `lost` for anything the journal itself lacks.
+ */
+static void replay_lapped_in_the_ring(bool direct)
+{
+	shmbus_channel *ch, *rch;
+	shmbus_bus *bus, *rbus = NULL;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct shmbus_msg m;
+	uint8_t buf[2048];
+	uint64_t next = 0, got = 0, lost = 0;
+	ssize_t n;
+
+	conf_raw("capacity = 16K\nmax_msg = 1K\npolicy = overwrite\n"
+		 "journal_segment = 64K\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 10);
+	wait_written(ch, 10);
+	rch = direct ? shmbus_channel_open(d.dir, "j")
+		     : open_role(&rbus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(rch);
+	r = shmbus_replay_open(rch, SHMBUS_REPLAY_POSITION, 0, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	publish_range(p, 10, 3000);	/* laps the 16K ring many times */
+	wait_written(ch, 10);
+	while ((n = shmbus_replay_read(r, buf, sizeof(buf), &m)) >= 0) {
+		uint64_t seq;
+		uint32_t id;
+
+		cr_assert_eq(th_msg_check(buf, (size_t)n, &id, &seq), 0);
+		cr_assert_eq(seq, next + m.lost, "message %lu after %lu with "
+			     "lost %lu", (unsigned long)seq,
+			     (unsigned long)next, (unsigned long)m.lost);
+		if (!got)
+			cr_assert_eq(seq, 0, "the first message: %lu (lost "
+				     "%lu)", (unsigned long)seq,
+				     (unsigned long)m.lost);
+		lost += m.lost;
+		got++;
+		next = seq + 1;
+	}
+	cr_assert_eq(n, -EAGAIN, "%zd", n);
+	cr_assert_eq(next, 3010, "up to the last");
+	cr_assert_lt(lost, 3000, "the journal gave nothing back");
+	shmbus_replay_close(r);
+	shmbus_channel_close(rch);
+	if (rbus)
+		shmbus_disconnect(rbus);
+	close_pub(bus, ch, p);
+}
+
+Test(journal, a_replay_lapped_in_the_ring_goes_back_to_the_journal)
+{
+	replay_lapped_in_the_ring(true);
+}
+
+Test(journal, a_replay_through_shmbusd_lapped_in_the_ring_goes_back)
+{
+	replay_lapped_in_the_ring(false);
+}
+
+/* Retention removing the oldest segment while a replay opens at a later
+ * one, which it holds all along: the open never fails with ERANGE. */
+static int publish_for_ever(void *arg)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	(void)arg;
+	ch = open_pub(&bus, &p);
+	for (uint64_t i = 3000;; i++) {
+		uint8_t buf[2048];
+
+		th_msg_fill(buf, len_of(i), 1, i);
+		if (shmbus_publish(p, buf, len_of(i)) < 0)
+			return 2;
+	}
+	close_pub(bus, ch, p);
+	return 0;
+}
+
+Test(journal, a_replay_opens_beside_retention)
+{
+	shmbus_channel *ch, *bch;
+	shmbus_bus *bus, *rbus;
+	shmbus_pub *p;
+	uint64_t tries = 0, bad = 0;
+	int64_t until = sb_now_ns() + 2000000000;
+	pid_t prod;
+
+	conf_raw("capacity = 16K\nmax_msg = 2K\njournal_segment = 64K\n"
+		 "journal_retain_bytes = 256K\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 3000);
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+	/* Directly, and through shmbusd, taking turns. */
+	ch = shmbus_channel_open(d.dir, "j");
+	bch = open_role(&rbus, "j", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch && bch);
+	prod = th_spawn(publish_for_ever, NULL);
+	while (sb_now_ns() < until) {
+		struct sb_jnl_view v;
+		shmbus_replay *r;
+		uint64_t at;
+
+		sb_jnl_read(ch, &v);
+		/* The segment before the one being written. */
+		at = v.written & ~(uint64_t)0xffff;
+		if (at < 0x20000)
+			continue;
+		at -= 0x10000;
+		tries++;
+		r = shmbus_replay_open(tries & 1 ? bch : ch,
+				       SHMBUS_REPLAY_POSITION, at, NULL);
+		if (r)
+			shmbus_replay_close(r);
+		else
+			bad += errno == ERANGE;
+	}
+	kill(prod, SIGKILL);
+	th_wait(prod);
+	shmbus_channel_close(ch);
+	shmbus_channel_close(bch);
+	shmbus_disconnect(rbus);
+	cr_assert_gt(tries, 100);
+	cr_assert_eq(bad, 0, "ERANGE in %lu of %lu opens of a held segment",
+		     (unsigned long)bad, (unsigned long)tries);
+}
+
+/* A position past what the journal wrote, inside a record of the ring:
+ * EINVAL at the open, as in the journal, not a journal that reads as
+ * damaged later. */
+Test(journal, a_replay_inside_a_record_past_the_journal_is_refused)
+{
+	struct sb_jnl_view v;
+	shmbus_channel *ch, *rch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+
+	conf_raw("capacity = 64K\nmax_msg = 2K\njournal_segment = 64K\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 10);
+	wait_written(ch, 10);
+	pause_daemon();
+	publish_range(p, 10, 20);
+	sb_jnl_read(ch, &v);
+	rch = shmbus_channel_open(d.dir, "j");
+	cr_assert(rch);
+	r = shmbus_replay_open(rch, SHMBUS_REPLAY_POSITION, v.written + 16,
+			       NULL);
+	kill(d.pid, SIGCONT);
+	cr_assert_null(r, "opened inside message 10's record");
+	cr_assert_eq(errno, EINVAL, "%s", strerror(errno));
+	/* Its start is still fine. */
+	r = shmbus_replay_open(rch, SHMBUS_REPLAY_POSITION, v.written, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	shmbus_replay_close(r);
+	shmbus_channel_close(rch);
+	close_pub(bus, ch, p);
+}
