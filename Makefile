@@ -230,6 +230,9 @@ $(CXX_TEST): tests/cxx_headers.cc $(HEADERS) $(LIB_A) | $(NEED_DEPS)
 $(BUILD)/tests/test_alloc: TEST_LDFLAGS = \
 	-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=posix_memalign
 
+# test_repair kills a producer at its wake-up call (syscall() wrapped).
+$(BUILD)/tests/test_repair: TEST_LDFLAGS = -Wl,--wrap=syscall
+
 # test_hist tests the benchmarks' histogram and clock step.
 $(BUILD)/tests/test_hist: $(BUILD)/benchmarks/hist.o $(BUILD)/benchmarks/harness.o
 $(BUILD)/tests/test_hist: TEST_LIBS += -lm

@@ -237,6 +237,9 @@ static inline void sb_sleep_unannounce(struct shmbus_channel *ch, uint32_t i)
 
 /* Internal entry points shared between the library's files. */
 int sb_prod_wake(struct shmbus_channel *ch);
+/* A producer's wake-up after a commit, made for one that died before it
+ * (a repair, a take-over): wakes sleepers if any (repair.c). */
+void sb_wake_check(struct shmbus_channel *ch);
 /* A subscriber in slot `slot` says it may sleep (wait.c); false if it
  * must sleep only in short naps. */
 bool sb_sleep_announce(struct shmbus_channel *ch, uint32_t slot);

@@ -101,6 +101,10 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		/* R7: pairs with A7 wherever a slot is read: the fields
 		 * above are visible to whoever sees it ACTIVE. */
 		store_release64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE, me));
+		/* Taken from a dead process, which may have died between
+		 * its last commit and its wake-up call. */
+		if (st == SHMBUS_SLOT_ACTIVE)
+			sb_wake_check(ch);
 		return s;
 	}
 	return NULL;

@@ -64,9 +64,15 @@ static void pad_range(struct shmbus_channel *ch, uint64_t from, uint64_t to)
 		sb_commit_rec(ch, p, SHMBUS_REC_PAD,
 			      (uint32_t)(end - p - SHMBUS_REC_ALIGN));
 	}
+	/* A subscriber asleep at the dead claim, which the commits behind
+	 * it woke in vain, wakes and steps over it now. */
+	sb_wake_check(ch);
+}
+
+void sb_wake_check(struct shmbus_channel *ch)
+{
 	/* F3, as in wake_if_sleepers() after a commit: pairs with F3 in
-	 * shmbus_wait().  A subscriber asleep at the dead claim, which the
-	 * commits behind it woke in vain, wakes and steps over it now. */
+	 * shmbus_wait(). */
 	fence_seqcst();
 	if (load_relaxed32(&ch->hdr->sleepers))
 		sb_prod_wake(ch);
@@ -132,8 +138,12 @@ bool sb_sp_repair(struct shmbus_channel *ch)
 		return false;	/* corrupt: shmbus_pub_open() reports it */
 	start = sp_walk_start(ch, head);
 	end = sb_committed_until(ch, start, head);
-	if (end >= head)
+	if (end >= head) {
+		/* Nothing to pad: but the dead producer may have died
+		 * between its last commit and its wake-up call. */
+		sb_wake_check(ch);
 		return false;
+	}
 	/* The dead producer may have died before invalidating the word
 	 * after its claim or indexing it: redo both (idempotent).  We hold
 	 * the role, so nobody else writes at head. */
@@ -175,6 +185,9 @@ static void release_adopted(struct shmbus_channel *ch,
 	 * precedes the slot's reuse. */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
 	add_relaxed64(&ch->hdr->reaped, 1);
+	/* The dead producer may have died between its last commit and its
+	 * wake-up call. */
+	sb_wake_check(ch);
 }
 
 /* Makes the slot of a dead producer ours, comparing its state and the

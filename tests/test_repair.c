@@ -10,17 +10,21 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon_fixture.h"
 #include "shmbus/layout.h"
+#include "../lib/channel.h"
 
 Test(repair, killed_producer_claim_is_repaired, .init = setup,
      .fini = teardown)
@@ -397,4 +401,140 @@ Test(repair, one_of_two_takers_gets_a_dead_producers_role)
 	th_rmdir(dir);
 	cr_assert_eq(both, 0, "both takers got the role in %d of 200 rounds",
 		     both);
+}
+
+/*
+ * A producer killed between its commit and its wake-up call (this test
+ * binary wraps syscall(): a producer told to dies on its FUTEX_WAKE) left
+ * a sleeping subscriber asleep beside a message it could read.  Through
+ * shmbusd the reaper's repair wakes it; in direct mode, the next producer
+ * does as it takes the dead one's place.
+ */
+static volatile int die_at_wake;
+
+long __real_syscall(long n, ...);
+long __wrap_syscall(long n, ...);
+long __wrap_syscall(long n, ...)
+{
+	va_list ap;
+	long a[6];
+
+	va_start(ap, n);
+	for (int i = 0; i < 6; i++)
+		a[i] = va_arg(ap, long);
+	va_end(ap);
+	if (die_at_wake && n == SYS_futex &&
+	    (a[1] & FUTEX_CMD_MASK) == FUTEX_WAKE)
+		raise(SIGKILL);
+	return __real_syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+static struct sleeper_sh {
+	atomic_int asleep_ms;	/* how long its wait took, + 1 */
+} *slp;
+static const char *chan_name;	/* the channel of the two below */
+
+static int sleeper(void *arg)
+{
+	const char *dir = arg;
+	struct shmbus_sub_attr sa;
+	shmbus_bus *bus = NULL;
+	shmbus_channel *c = dir ? shmbus_channel_open(dir, chan_name)
+				: open_role(&bus, chan_name,
+					    SHMBUS_ROLE_SUBSCRIBE);
+	shmbus_sub *s;
+	int64_t t0;
+	int rc;
+
+	shmbus_sub_attr_init(&sa);
+	sa.wait = SHMBUS_WAIT_SLEEP;
+	s = c ? shmbus_sub_open(c, &sa) : NULL;
+	if (!s)
+		return 2;
+	t0 = th_now_ns();
+	rc = shmbus_wait(s, 10000000000);
+	atomic_store(&slp->asleep_ms, (int)((th_now_ns() - t0) / 1000000) + 1);
+	return rc;
+}
+
+static int dies_at_wake(void *arg)
+{
+	const char *dir = arg;
+	shmbus_bus *bus = NULL;
+	shmbus_channel *c = dir ? shmbus_channel_open(dir, chan_name)
+				: open_role(&bus, chan_name, SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p = c ? shmbus_pub_open(c, NULL) : NULL;
+
+	if (!p)
+		return 2;
+	die_at_wake = 1;
+	shmbus_publish(p, "x", 1);
+	return 3;	/* not reached: killed at the wake */
+}
+
+/* Starts a sleeper on channel chan_name (dir: directly there, else
+ * through the daemon), waits until it sleeps (ch, mapped), then a
+ * producer that dies at its wake-up call. */
+static pid_t sleeper_and_dying_producer(shmbus_channel *ch, const char *dir)
+{
+	pid_t s, p;
+	int st;
+
+	slp = mmap(NULL, sizeof(*slp), PROT_READ | PROT_WRITE,
+		   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(slp != MAP_FAILED);
+	atomic_store(&slp->asleep_ms, 0);
+	s = th_spawn(sleeper, (void *)dir);
+	for (int i = 0; i < 2000 && !__atomic_load_n(&ch->hdr->sleepers,
+						     __ATOMIC_SEQ_CST); i++)
+		usleep(1000);
+	cr_assert(__atomic_load_n(&ch->hdr->sleepers, __ATOMIC_SEQ_CST),
+		  "the subscriber never slept");
+	p = th_spawn(dies_at_wake, (void *)dir);
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
+		  "the producer was not killed at its wake-up call");
+	return s;
+}
+
+Test(repair, a_sleeper_is_woken_after_its_producer_died_before_waking_it,
+     .init = setup, .fini = teardown)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	pid_t s;
+
+	cr_assert(ch);
+	chan_name = "blk";
+	s = sleeper_and_dying_producer(ch, NULL);
+	cr_assert_eq(th_wait(s), 0, "the sleeper's wait failed");
+	cr_assert_lt(atomic_load(&slp->asleep_ms), 2000, "asleep %d ms "
+		     "beside a message", atomic_load(&slp->asleep_ms) - 1);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+Test(repair, a_sleeper_is_woken_by_the_producer_taking_a_dead_ones_place)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 16, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_channel *c;
+	shmbus_pub *p;
+	pid_t s;
+
+	chan_name = "ch";
+	s = sleeper_and_dying_producer(ch, dir);
+	usleep(300000);
+	cr_assert_eq(atomic_load(&slp->asleep_ms), 0, "woken by nobody?");
+	c = shmbus_channel_open(dir, "ch");
+	p = c ? shmbus_pub_open(c, NULL) : NULL;
+	cr_assert(p, "take-over: %s", strerror(errno));
+	cr_assert_eq(th_wait(s), 0, "the sleeper's wait failed");
+	cr_assert_lt(atomic_load(&slp->asleep_ms), 2000, "asleep %d ms "
+		     "beside a message", atomic_load(&slp->asleep_ms) - 1);
+	shmbus_pub_close(p);
+	shmbus_channel_close(c);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
 }
