@@ -497,21 +497,32 @@ static pid_t sleeper_and_dying_producer(shmbus_channel *ch, const char *dir)
 	return s;
 }
 
-Test(repair, a_sleeper_is_woken_after_its_producer_died_before_waking_it,
-     .init = setup, .fini = teardown)
+static void woken_through_the_daemon(const char *name)
 {
 	shmbus_bus *bus;
-	shmbus_channel *ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	shmbus_channel *ch = open_role(&bus, name, SHMBUS_ROLE_SUBSCRIBE);
 	pid_t s;
 
 	cr_assert(ch);
-	chan_name = "blk";
+	chan_name = name;
 	s = sleeper_and_dying_producer(ch, NULL);
 	cr_assert_eq(th_wait(s), 0, "the sleeper's wait failed");
 	cr_assert_lt(atomic_load(&slp->asleep_ms), 2000, "asleep %d ms "
 		     "beside a message", atomic_load(&slp->asleep_ms) - 1);
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
+}
+
+Test(repair, a_sleeper_is_woken_after_its_producer_died_before_waking_it,
+     .init = setup, .fini = teardown)
+{
+	woken_through_the_daemon("blk");
+}
+
+Test(repair, a_sleeper_is_woken_after_a_multi_producer_died_so,
+     .init = setup, .fini = teardown)
+{
+	woken_through_the_daemon("mp");
 }
 
 Test(repair, a_sleeper_is_woken_by_the_producer_taking_a_dead_ones_place)
