@@ -366,6 +366,26 @@ int sbd_repl_start(void)
 			return -1;
 		repl.n++;
 	}
+	/* Each ring's header names the epoch its records were last written
+	 * at, and that epoch is in the history, synced, before the ring is
+	 * written at it (become_primary(), a standby's first frame of an
+	 * epoch): a history that lacks it was damaged or replaced, and this
+	 * host would link, promote or refuse by an epoch not its own. */
+	for (size_t i = 0; i < repl.n; i++) {
+		struct sb_repl_view v;
+
+		sb_repl_read(repl.ch[i].ch, &v);
+		if (v.epoch && !rp_hist_has(v.epoch, repl.ch[i].id)) {
+			sbd_log(SBD_ERR, 0, "replication: %s: its ring was "
+				"written at epoch %" PRIu64 ", which %s/epochs "
+				"does not record for it: the history is damaged "
+				"or not this host's; put the right one back (or "
+				"move the channel's ring aside to start it "
+				"afresh)", repl.ch[i].name, v.epoch,
+				c->state_dir);
+			return -1;
+		}
+	}
 	if (role == SBD_ROLE_PRIMARY && c->arbiter[0]) {
 		bool was_standby = false;
 

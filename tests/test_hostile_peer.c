@@ -512,3 +512,22 @@ Test(damaged_history, a_tail_of_nul_bytes_is_cut_off)
 	cr_assert(starts_with_history(torn, sizeof(torn) - 1));
 	cr_assert(log_has("its last 6 bytes, after line 2"));
 }
+
+/* A history that parses but does not record the epoch the ring's header
+ * names (emptied, replaced by another host's, or a digit changed): the
+ * daemon refuses to start and says which channel and epoch, rather than
+ * link, promote or refuse by an epoch that is not its own. */
+Test(damaged_history, a_history_without_the_rings_epoch_stops_the_daemon)
+{
+	static const char two[] = "1 sp 0\n2 sp 4096\n";
+	static const char other[] = "1 sp 0\n5 sp 4096\n";
+
+	/* At epoch 2 (a primary goes on at its newest). */
+	cr_assert(starts_with_history(two, sizeof(two) - 1));
+	cr_assert_not(starts_with_history("", 0), "started with no history");
+	cr_assert(log_has("sp: its ring was written at epoch 2, which"));
+	cr_assert_not(starts_with_history(other, sizeof(other) - 1),
+		      "started with a history where 2 became 5");
+	/* The right one back: it starts. */
+	cr_assert(starts_with_history(two, sizeof(two) - 1));
+}
