@@ -437,6 +437,7 @@ int sbd_reload(void)
 	struct sbd_conf nc;
 	struct cds_lfht_iter it;
 	struct sbd_chan *c;
+	bool partial = false;
 
 	if (sbd_conf_load(sbd.conf.path, &nc)) {
 		sbd_log(SBD_ERR, 0, "reload refused: %s", nc.err);
@@ -494,10 +495,25 @@ int sbd_reload(void)
 	sbd.conf.reserved_clients = nc.reserved_clients;
 	sbd.conf.idle_timeout_ms = nc.idle_timeout_ms;
 	sbd.conf.log_level = nc.log_level;
+	sbd.conf.remove_on_exit = nc.remove_on_exit;
+	if (nc.socket_mode != sbd.conf.socket_mode) {
+		/* Who may connect from now on (connections made stay). */
+		if (chmod(sbd.conf.socket, nc.socket_mode) < 0)
+			sbd_log(SBD_ERR, errno, "reload: socket_mode %o not "
+				"applied to %s", nc.socket_mode,
+				sbd.conf.socket);
+		else
+			sbd.conf.socket_mode = nc.socket_mode;
+	}
 	sbd_log_setup(sbd.opt_verbose ? SBD_DEBUG : nc.log_level,
 		      sbd.opt_syslog || nc.syslog);
 	for (size_t i = 0; i < nc.nchans; i++)
-		sbd_channel_setup(&nc.chans[i], true);
+		if (sbd_channel_setup(&nc.chans[i], true)) {
+			partial = true;
+			sbd_log(SBD_ERR, 0, "reload: %s: not set up (above); "
+				"the rest of the config is applied",
+				nc.chans[i].name);
+		}
 	rcu_read_lock();
 	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
 		bool found = false;
@@ -525,8 +541,13 @@ int sbd_reload(void)
 	sbd_conf_free(&sbd.conf);
 	sbd.conf.chans = nc.chans;
 	sbd.conf.nchans = nc.nchans;
-	sbd_log(SBD_NOTICE, 0, "configuration reloaded from %s",
-		sbd.conf.path);
+	if (partial)
+		sbd_log(SBD_WARN, 0, "configuration reloaded from %s, but not "
+			"every channel in it could be set up (above)",
+			sbd.conf.path);
+	else
+		sbd_log(SBD_NOTICE, 0, "configuration reloaded from %s",
+			sbd.conf.path);
 	return 0;
 }
 

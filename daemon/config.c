@@ -721,6 +721,7 @@ struct parse_state {
 	enum section sec;	/* S_NONE before the first header */
 	struct sbd_chan_conf *chan;
 	bool too_long;
+	char sec_name[SHMBUS_CTL_NAME + 16];	/* the header entered */
 	int bus_line, defaults_line;	/* of their headers, 0 if none yet */
 	int first_section_line;
 	int key_line[NKEYS];	/* where the section set each key, or 0 */
@@ -745,16 +746,25 @@ static int enter_section(struct parse_state *ps, const char *section);
 static void section_line(struct parse_state *ps, const char *line)
 {
 	char name[SHMBUS_CTL_NAME + 16];
-	const char *p = line, *end;
+	const char *p = line, *end, *q;
 	size_t n;
 
-	while (*p == ' ' || *p == '\t')
+	/* What inih skips: a UTF-8 BOM on the first line, white space. */
+	if (ps->line == 1 && !strncmp(p, "\xEF\xBB\xBF", 3))
+		p += 3;
+	while (isspace((unsigned char)*p))
 		p++;
 	if (*p != '[' || ps->err_line)
 		return;
 	end = strchr(p, ']');
 	if (!end)
 		return;		/* inih reports it */
+	for (q = end + 1; isspace((unsigned char)*q); q++)
+		;
+	if (*q && *q != ';' && *q != '#') {
+		fail(ps, "text after the section's header%s%s", "", "");
+		return;
+	}
 	p++;
 	while (*p == ' ')
 		p++;
@@ -767,32 +777,46 @@ static void section_line(struct parse_state *ps, const char *line)
 	}
 	memcpy(name, p, n);
 	name[n] = 0;
+	snprintf(ps->sec_name, sizeof(ps->sec_name), "%s", name);
 	enter_section(ps, name);
 }
 
-/* Reads a line for inih and counts it. */
+/* Reads a line for inih and counts it: a line longer than inih takes, or
+ * with a NUL byte in it (which would hide the rest of it), is an error. */
 static char *reader(char *str, int num, void *stream)
 {
 	struct parse_state *ps = stream;
-	char *r = fgets(str, num, ps->f);
-	size_t len;
+	int n = 0, ch = 0;
+	bool nul = false;
 
-	if (!r)
+	while (n < num - 1 && (ch = fgetc(ps->f)) != EOF) {
+		nul |= ch == 0;
+		str[n++] = (char)ch;
+		if (ch == '\n')
+			break;
+	}
+	if (n == 0)
 		return NULL;
+	str[n] = 0;
 	ps->line++;
-	len = strlen(r);
-	if (len && r[len - 1] != '\n' && !feof(ps->f)) {
-		int ch;
+	if (str[n - 1] != '\n' && n == num - 1 &&
+	    (ch = fgetc(ps->f)) != EOF && ch != '\n') {
+		char most[16];
 
-		fail(ps, "line too long (at most %s characters)%s", "196", "");
+		snprintf(most, sizeof(most), "%d", num - 1);
+		fail(ps, "line too long (at most %s characters)%s", most, "");
 		while ((ch = fgetc(ps->f)) != EOF && ch != '\n')
 			;
-		r[0] = '#';	/* hand inih a comment instead */
-		r[1] = 0;
-		return r;
+		nul = false;
+	} else if (nul) {
+		fail(ps, "a NUL byte in the line%s%s", "", "");
+	} else {
+		section_line(ps, str);
+		return str;
 	}
-	section_line(ps, r);
-	return r;
+	str[0] = '#';	/* hand inih a comment instead */
+	str[1] = 0;
+	return str;
 }
 
 /* The library's rule (sb_name_ok()), for a file's name. */
@@ -881,6 +905,12 @@ static int handler(void *user, const char *section, const char *name,
 	if (ps->sec == S_NONE || !section[0]) {
 		fail(ps, "'%s' outside any section (start with [bus])%s",
 		     name, "");
+		return 0;
+	}
+	/* inih's idea of the section must be ours (section_line()). */
+	if (strcmp(section, ps->sec_name)) {
+		fail(ps, "a section's header that is not read as written "
+		     "([%s])%s", section, "");
 		return 0;
 	}
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {

@@ -211,6 +211,9 @@ static const struct bad cases[] = {
 	{ "[bus]\n[channel a]\nreplicate = persisted\n", 3,
 	  "'persisted': off, local, received, applied, standby_persisted or "
 	  "both_persisted" },
+	/* Text after a header: not a key of the section it opens. */
+	{ "[bus]\n[channel a] capacity = 1G\n", 2,
+	  "text after the section's header" },
 };
 
 Test(config, each_bad_line_is_reported_with_file_and_line)
@@ -240,6 +243,43 @@ Test(config, a_long_line_is_an_error_not_two_lines)
 	snprintf(text, sizeof(text), "[bus]\nname = %0400d\n", 7);
 	cr_assert_eq(run(dir, text, true, out, sizeof(out)), 2);
 	snprintf(want, sizeof(want), "%s/bad.conf:2: line too long", dir);
+	cr_assert(strstr(out, want), "%s", out);
+	th_rmdir(dir);
+}
+
+/* A header after a form feed, vertical tab or carriage return opens its
+ * section (inih skips any white space; so do we), and a NUL byte, which
+ * would hide the rest of its line, is an error naming the line. */
+Test(config, odd_bytes_before_a_header_or_in_a_line)
+{
+	static const char ff[] = "[bus]\n[channel a]\ncapacity = 64K\n"
+				 "\f[channel b]\npolicy = overwrite\n"
+				 "\v[channel c]\n\r[channel d]\n";
+	static const char nul[] = "[bus]\n\0max_clients = 5\n";
+	const char *dir = th_mkdir();
+	char out[4096], want[256], path[128];
+	FILE *f;
+
+	cr_assert_eq(run(dir, ff, true, out, sizeof(out)), 0, "%s", out);
+	cr_assert(strstr(out, "4 channels"), "%s", out);
+	snprintf(path, sizeof(path), "%s/nul.conf", dir);
+	f = fopen(path, "w");
+	cr_assert(f);
+	cr_assert_eq(fwrite(nul, 1, sizeof(nul) - 1, f), sizeof(nul) - 1);
+	fclose(f);
+	{
+		char cmd[512];
+
+		snprintf(cmd, sizeof(cmd), "%s -t -c %s > %s/out 2>&1",
+			 shmbusd_path(), path, dir);
+		cr_assert_eq(WEXITSTATUS(system(cmd)), 2);
+		snprintf(cmd, sizeof(cmd), "%s/out", dir);
+		f = fopen(cmd, "r");
+		cr_assert(f);
+		out[fread(out, 1, sizeof(out) - 1, f)] = 0;
+		fclose(f);
+	}
+	snprintf(want, sizeof(want), "nul.conf:2: a NUL byte in the line");
 	cr_assert(strstr(out, want), "%s", out);
 	th_rmdir(dir);
 }

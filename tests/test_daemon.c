@@ -296,6 +296,32 @@ Test(daemon, a_reload_gives_every_channel_the_rules_a_restart_would,
 	shmbus_disconnect(bus);
 }
 
+/* remove_on_exit and socket_mode take effect at a reload: the channels
+ * stay at the stop that follows it, and the socket's mode changes. */
+Test(daemon, a_reload_applies_remove_on_exit_and_socket_mode,
+     .fini = teardown)
+{
+	struct stat st;
+	char path[160];
+
+	setup_with("remove_on_exit = yes\nsocket_mode = 0666\n"
+		   "[channel kept]\ncapacity = 8K\n");
+	cr_assert_eq(stat(d.sock, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0666);
+	write_conf("remove_on_exit = no\nsocket_mode = 0600\n"
+		   "[channel kept]\ncapacity = 8K\n");
+	reload(1);
+	cr_assert_eq(stat(d.sock, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0600, "socket mode %o",
+		     st.st_mode & 0777);
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	snprintf(path, sizeof(path), "%s/kept", d.dir);
+	cr_assert_eq(access(path, F_OK), 0, "the channel was removed at the "
+		     "stop after remove_on_exit was turned off");
+}
+
 /*
  * A SIGHUP that comes while the daemon starts (here: sent before it
  * runs, held pending across its exec) is a reload once it serves, not

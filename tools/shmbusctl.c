@@ -169,11 +169,19 @@ static int create_parse(int argc, char **argv, struct shmbus_channel_attr *ap,
 				goto bad;
 			a.numa_node = (int)numa;
 			break;
-		case 'o':
-			a.mode = (mode_t)strtoul(optarg, &end, 8);
-			if (end == optarg || *end || a.mode > 0777)
+		case 'o': {
+			unsigned long m;
+
+			errno = 0;
+			m = strtoul(optarg, &end, 8);
+			/* As the config's `mode`: the owner reads and
+			 * writes. */
+			if (end == optarg || *end || errno || m > 0777 ||
+			    (m & 0600) != 0600)
 				goto bad;
+			a.mode = (mode_t)m;
 			break;
+		}
 		default:
 			usage(stderr);
 			return EXIT_USAGE;
@@ -268,15 +276,21 @@ static int parse_time(const char *s, int64_t *ns)
 	double sec;
 
 	if (strchr(s, 'T')) {
+		time_t t;
+
 		end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
 		if (!end || *end)
 			return -1;
-		*ns = (int64_t)timegm(&tm) * 1000000000;
+		/* The nanoseconds of an int64_t: before 2262. */
+		t = timegm(&tm);
+		if (t < 0 || t > (time_t)(INT64_MAX / 1000000000))
+			return -1;
+		*ns = (int64_t)t * 1000000000;
 		return 0;
 	}
 	sec = strtod(s, &end);
-	if (end == s || *end || sec < 0 || sec > 9.2e9)
-		return -1;
+	if (end == s || *end || !(sec >= 0 && sec <= 9.2e9))
+		return -1;	/* NaN fails both */
 	*ns = (int64_t)(sec * 1e9);
 	return 0;
 }
