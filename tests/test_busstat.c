@@ -242,6 +242,12 @@ Test(busstat, missing_bus_and_channel, .init = setup, .fini = teardown)
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s/nope", dir), 1, "%s", out);
 	cr_assert(strstr(out, "No such file"), "%s", out);
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c nope", dir), 1);
+	/* A name no channel can have: no such channel, not a damaged one. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ../../etc/passwd",
+			     dir), 1);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ''", dir), 1);
+	/* Watch mode takes an interval, no count. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -w 0.5 3", dir), 2);
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s bogus", dir), 2);
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s 1 2 3", dir), 2);
 	cr_assert_eq(busstat(out, sizeof(out), "--frobnicate"), 2);

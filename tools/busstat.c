@@ -932,7 +932,8 @@ static int detail(const char *dir, const char *name, enum format fmt)
 
 		fprintf(stderr, "busstat: %s/%s: %s\n", dir, name,
 			shmbus_strerror(err));
-		return err == ENOENT ? EXIT_FAIL : EXIT_BADCH;
+		/* A name no channel can have is no such channel. */
+		return err == ENOENT || err == EINVAL ? EXIT_FAIL : EXIT_BADCH;
 	}
 	shmbus_channel_info(ch, &in);
 	shmbus_channel_replication(ch, &rp);
@@ -1158,7 +1159,8 @@ int main(int argc, char **argv)
 		char *end;
 
 		count = strtol(argv[optind++], &end, 10);
-		if (*end || count <= 0 || optind < argc) {
+		/* Watch mode has an interval, no count. */
+		if (*end || count <= 0 || optind < argc || fmt == WATCH) {
 			usage(stderr);
 			return EXIT_USAGE;
 		}
