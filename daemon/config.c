@@ -907,8 +907,13 @@ static int handler(void *user, const char *section, const char *name,
 		     name, "");
 		return 0;
 	}
-	/* inih's idea of the section must be ours (section_line()). */
-	if (strcmp(section, ps->sec_name)) {
+	/* inih's idea of the section must be ours (section_line()), but
+	 * for the spaces inside its brackets, which we trim. */
+	while (*section == ' ')
+		section++;
+	if (strncmp(section, ps->sec_name, strlen(ps->sec_name)) ||
+	    strspn(section + strlen(ps->sec_name), " ") !=
+		    strlen(section + strlen(ps->sec_name))) {
 		fail(ps, "a section's header that is not read as written "
 		     "([%s])%s", section, "");
 		return 0;

@@ -262,6 +262,10 @@ Test(config, odd_bytes_before_a_header_or_in_a_line)
 
 	cr_assert_eq(run(dir, ff, true, out, sizeof(out)), 0, "%s", out);
 	cr_assert(strstr(out, "4 channels"), "%s", out);
+	/* Spaces inside the brackets, as ever. */
+	cr_assert_eq(run(dir, "[ bus ]\n[ channel a ]\ncapacity = 8K\n", true,
+			 out, sizeof(out)), 0, "%s", out);
+	cr_assert(strstr(out, "1 channels"), "%s", out);
 	snprintf(path, sizeof(path), "%s/nul.conf", dir);
 	f = fopen(path, "w");
 	cr_assert(f);
