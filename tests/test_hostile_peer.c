@@ -284,27 +284,38 @@ static uint64_t name_hash(const char *name)
 	return h;
 }
 
-/* Links to the primary as sp's standby holding [0, end) at epoch 1; the
- * acceptance's position comes back. */
-static struct sbd_link *link_to_primary(uint64_t end, uint64_t *from)
+/* A hello of sp's standby holding [0, end) at epoch 1, and a link to the
+ * primary that proved the key, ready for it. */
+static struct sbd_link *standby_hello(struct rw_hello *hi, uint64_t end)
 {
-	struct rw_hello hi = { .layout_version = SHMBUS_LAYOUT_VERSION,
-			       .capacity = CAP, .max_msg = 4096,
-			       .purpose = RW_FOR_LINK, .epoch = 1,
-			       .end = end };
 	struct sbd_link *l = NULL;
-	struct rw_hdr h;
-	uint32_t restart;
 	char why[256];
 
-	hi.flags = sb_channel_flags(SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
-	snprintf(hi.bus, sizeof(hi.bus), "test");
-	snprintf(hi.channel, sizeof(hi.channel), "sp");
+	*hi = (struct rw_hello){ .layout_version = SHMBUS_LAYOUT_VERSION,
+				 .capacity = CAP, .max_msg = 4096,
+				 .purpose = RW_FOR_LINK, .epoch = 1,
+				 .end = end };
+	hi->flags = sb_channel_flags(SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+	snprintf(hi->bus, sizeof(hi->bus), "test");
+	snprintf(hi->channel, sizeof(hi->channel), "sp");
 	for (int i = 0; i < 200 && sbd_tcp.connect(paddr, 2000, &l); i++)
 		usleep(10000);
 	cr_assert(l, "cannot reach the primary at %s", paddr);
 	cr_assert_eq(rw_auth_client(&sbd_tcp, l, "test", 2000, why,
 				    sizeof(why)), 0, "%s", why);
+	return l;
+}
+
+/* Links to the primary as sp's standby holding [0, end) at epoch 1; the
+ * acceptance's position comes back. */
+static struct sbd_link *link_to_primary(uint64_t end, uint64_t *from)
+{
+	struct rw_hello hi;
+	struct sbd_link *l = standby_hello(&hi, end);
+	struct rw_hdr h;
+	uint32_t restart;
+	char why[256];
+
 	send_frame(l, RW_HELLO, 1, name_hash("sp"), end, &hi, sizeof(hi));
 	cr_assert_eq(rw_recv_frame(&sbd_tcp, l, &h, &restart, sizeof(restart),
 				   2000, why, sizeof(why)), 0, "%s", why);
@@ -381,22 +392,12 @@ Test(flapping_standby, links_without_progress_do_not_keep_it_in_sync)
  * and says which version, rather than read a hello of another shape. */
 Test(flapping_standby, a_standby_of_another_frame_version_is_refused)
 {
-	struct rw_hello hi = { .layout_version = SHMBUS_LAYOUT_VERSION,
-			       .capacity = CAP, .max_msg = 4096,
-			       .purpose = RW_FOR_LINK, .epoch = 1 };
+	struct rw_hello hi;
+	struct sbd_link *l = standby_hello(&hi, 0);
 	struct iovec iov = { &hi, sizeof(hi) };
-	struct sbd_link *l = NULL;
 	struct rw_hdr h;
-	char why[256], line[64];
+	char line[64];
 
-	hi.flags = sb_channel_flags(SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
-	snprintf(hi.bus, sizeof(hi.bus), "test");
-	snprintf(hi.channel, sizeof(hi.channel), "sp");
-	for (int i = 0; i < 200 && sbd_tcp.connect(paddr, 2000, &l); i++)
-		usleep(10000);
-	cr_assert(l, "cannot reach the primary at %s", paddr);
-	cr_assert_eq(rw_auth_client(&sbd_tcp, l, "test", 2000, why,
-				    sizeof(why)), 0, "%s", why);
 	rw_seal(&h, RW_HELLO, 1, name_hash("sp"), 0, &iov, 1);
 	h.version = RW_VERSION - 1;
 	cr_assert_eq(sbd_tcp.send(l, &h, &iov, 1, 2000), 0);
