@@ -845,8 +845,12 @@ void shmbus_group_leave(shmbus_group *m);
 /* Removes a group (its file and its hold on the channel).  On a channel
  * opened through shmbusd the daemon does it, for root, its own user and
  * [bus] admins only (-EACCES otherwise); a group its config names is made
- * again at its next reload or start.  0, -EBUSY while a live member is
- * joined (a member that joins meanwhile gets EIDRM), -ENOENT... */
+ * again at its next reload or start.  Returns 0; -EBUSY while a live
+ * member is joined (a member that joins meanwhile gets EIDRM) or while
+ * another removal holds the group for over 200 ms; -ENOENT when there is
+ * no such group (or another removal took it meanwhile); -EINVAL for a
+ * NULL argument, a name the rules refuse or a read-only handle; -EBADMSG
+ * for a damaged group file; and the errors of open(2). */
 int shmbus_group_delete(shmbus_channel *ch, const char *group);
 
 /* A lease: what a member acks.  Opaque; copy it freely. */

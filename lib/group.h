@@ -218,6 +218,8 @@ enum {
 	SB_HOOK_JUDGED,		/* a maintenance has judged the members'
 				 * records, before it acts on that (any
 				 * mode) */
+	SB_HOOK_REMOVE_SEEN,	/* a remover has looked at the members,
+				 * before it acts on what it saw */
 };
 extern void (*sb_group_hook)(int where);
 /* Another: called when a new group's creator holds the channel's slot

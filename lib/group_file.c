@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -333,6 +334,37 @@ void sb_group_unmap(struct shmbus_group *m)
 	free(m);
 }
 
+/*
+ * Removers take turns, by an exclusive flock(2) on the group's file held
+ * until its unlink: the DELETED flag then has one owner at a time.  Two
+ * removers at once could otherwise share it: one that saw a live member
+ * clears it while the other, whose scan came before a new joiner's
+ * record, unlinks the file under that joiner.  The kernel drops a dead
+ * remover's lock; one held for over 200 ms is -EBUSY.  Under it, path must still name fd's file: a remover
+ * that waited may find the group removed, or removed and made again.
+ */
+static int lock_for_removal(int fd, const char *path)
+{
+	struct stat a, b;
+
+	/* Not blocking: a hostile holder must not hold shmbusd's main
+	 * thread; an honest one holds it for microseconds. */
+	for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; i++) {
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		if (i == 200)
+			return -EBUSY;
+		usleep(1000);
+	}
+	if (fstat(fd, &a) < 0)
+		return -errno;
+	if (stat(path, &b) < 0)
+		return -errno;
+	if (a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		return -ENOENT;
+	return 0;
+}
+
 SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
 {
 	char path[PATH_MAX];
@@ -350,23 +382,25 @@ SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
 	fd = sb_open_file(path, O_RDWR);
 	if (fd < 0)
 		return fd;
-	m = sb_group_map(ch, fd, false, &rc);
-	close(fd);
-	if (!m)
-		return rc;
-	rc = sb_group_remove(m, path);
-	sb_group_unmap(m);
+	rc = lock_for_removal(fd, path);
+	m = rc ? NULL : sb_group_map(ch, fd, false, &rc);
+	if (m) {
+		rc = sb_group_remove(m, path);
+		sb_group_unmap(m);
+	}
+	close(fd);	/* drops the lock, after the unlink */
 	return rc;
 }
 
-/* Deletes the group m maps at path: refused while a live member is
- * joined.  0 or -errno. */
+/* Deletes the group m maps at path, its removal lock held: refused while
+ * a live member is joined.  0 or -errno. */
 int sb_group_remove(struct shmbus_group *m, const char *path)
 {
 	uint32_t f = load_relaxed32(&m->g->flags);
 
 	/* F6: the pair of shmbus_group_join() and sb_group_remove(): one sees
-	 * the other. */
+	 * the other.  A flag already set is a dead remover's (we hold the
+	 * lock): ours now. */
 	while (!cas_strong_seqcst32(&m->g->flags, &f, f | SB_GROUP_F_DELETED))
 		;
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
@@ -376,16 +410,15 @@ int sb_group_remove(struct shmbus_group *m, const char *path)
 
 		if (owner_state(o) != SHMBUS_SLOT_FREE &&
 		    !sb_pid_gone(owner_pid(o))) {
-			/* Cleared only by the remover that set it: another
-			 * one, which found the group empty, may be removing
-			 * it now, and a joiner (whose record we may have
-			 * seen on its way out) must still see the flag. */
-			if (!(f & SB_GROUP_F_DELETED))
-				and_relaxed32(&m->g->flags,
-					      ~SB_GROUP_F_DELETED);
+			if (sb_group_hook)
+				sb_group_hook(SB_HOOK_REMOVE_SEEN);
+			/* A joiner that saw the flag has left (EIDRM). */
+			and_relaxed32(&m->g->flags, ~SB_GROUP_F_DELETED);
 			return -EBUSY;
 		}
 	}
+	if (sb_group_hook)
+		sb_group_hook(SB_HOOK_REMOVE_SEEN);
 	if (unlink(path) < 0)
 		return -errno;
 	sb_slot_release_group(m->ch, m->slot);

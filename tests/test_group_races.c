@@ -1360,3 +1360,84 @@ Test(group_races, a_replaced_maintenance_takes_no_lease_of_a_new_member)
 	waitpid(n, &st, 0);
 	shmbus_channel_close(ch);
 }
+
+/*
+ * Two removers at once: R1 sets the group's deleted flag, sees a live
+ * member and stops before it clears the flag; the member leaves; R2
+ * comes.  R1 clears the flag and gives up (-EBUSY), and a new member
+ * joins.  Whatever R2 does, a member that joined successfully keeps its
+ * group: its file stays, and a remove while it is joined is -EBUSY.
+ */
+static void stop_removing(int where)
+{
+	if (where == SB_HOOK_REMOVE_SEEN) {
+		sb_group_hook = NULL;
+		raise(SIGSTOP);
+	}
+}
+
+static int remove_stopping(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	int rc;
+
+	(void)arg;
+	if (!ch)
+		return 9;
+	sb_group_hook = stop_removing;
+	rc = shmbus_group_delete(ch, "g");
+	shmbus_channel_close(ch);
+	return rc == 0 ? 0 : rc == -EBUSY ? 1 : rc == -ENOENT ? 2 : 8;
+}
+
+Test(group_races, a_remover_never_removes_a_group_under_a_new_member)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *j1 = join_window(ch, "j1", 8), *j2;
+	char path[PATH_MAX];
+	bool r2_stopped = false;
+	struct stat sb;
+	pid_t r1, r2;
+	int st, r2_rc;
+
+	cr_assert_eq(sb_group_path(path, sizeof(path), dir, "ch", "g"), 0);
+	r1 = th_spawn(remove_stopping, NULL);
+	cr_assert_eq(waitpid(r1, &st, WUNTRACED), r1);
+	cr_assert(WIFSTOPPED(st), "R1 did not stop at the members' look");
+	shmbus_group_leave(j1);
+	r2 = th_spawn(remove_stopping, NULL);
+	/* R2 stops at its own look, or waits for R1's turn to end (for less
+	 * than the 200 ms it would wait). */
+	for (int i = 0; i < 50 && !r2_stopped; i++) {
+		if (waitpid(r2, &st, WUNTRACED | WNOHANG) == r2) {
+			cr_assert(WIFSTOPPED(st), "R2 ended early");
+			r2_stopped = true;
+		}
+		usleep(1000);
+	}
+	kill(r1, SIGCONT);
+	cr_assert_eq(th_wait(r1), 1, "R1 saw a live member: -EBUSY");
+	struct shmbus_group_attr ga;
+
+	shmbus_group_attr_init(&ga);
+	ga.window = 8;
+	j2 = shmbus_group_join(ch, "g", "j2", &ga);
+	cr_assert(j2 || errno == EIDRM, "join: %s", strerror(errno));
+	if (!r2_stopped) {
+		cr_assert_eq(waitpid(r2, &st, WUNTRACED), r2);
+		cr_assert(WIFSTOPPED(st), "R2 did not stop at the members' look");
+	}
+	kill(r2, SIGCONT);
+	r2_rc = th_wait(r2);
+	if (j2) {
+		cr_assert_eq(stat(path, &sb), 0, "the group's file was removed "
+			     "under a joined member (R2 returned %d)", r2_rc);
+		cr_assert_eq(r2_rc, 1, "R2: %d", r2_rc);
+		cr_assert_eq(shmbus_group_delete(ch, "g"), -EBUSY);
+		shmbus_group_leave(j2);
+	} else {
+		cr_assert_eq(r2_rc, 0, "R2: %d", r2_rc);
+		cr_assert_neq(stat(path, &sb), 0);
+	}
+	shmbus_channel_close(ch);
+}
