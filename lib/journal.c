@@ -447,6 +447,8 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 	 * once the next one is ours. */
 	if (flock(fd, LOCK_SH) != 0 || fstat(fd, &st) != 0) {
 		rc = -errno;
+		snprintf(r->why, sizeof(r->why), "segment %016llx: %s",
+			 (unsigned long long)base, strerror(-rc));
 		close(fd);
 		return rc;
 	}

@@ -836,6 +836,42 @@ Test(journal_recovery, damage_before_the_newest_segment_is_kept_and_said)
 }
 
 /*
+ * A segment that `journal verify` may not read: exit 1 (unreadable, not
+ * damaged), and the error names the segment, not only the errno.  Run as
+ * uid 65534, for which the file's mode is enforced.
+ */
+Test(journal_recovery, verify_names_a_segment_it_cannot_read)
+{
+	char path[512], cmd[1024], out[400], err[512];
+	uint64_t *b;
+	size_t k;
+	FILE *f;
+
+	persisted_then_stopped(3000);
+	cr_assert_eq(sb_jlist(cdir, &b, &k), 0);
+	cr_assert_geq(k, 2);
+	cr_assert_eq(chmod(d.dir, 0755) | chmod(jdir, 0755) | chmod(cdir, 0755),
+		     0);
+	for (size_t i = 0; i < k; i++) {
+		cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir, b[i]), 0);
+		cr_assert_eq(chmod(path, i == 1 ? 0 : 0644), 0);
+	}
+	snprintf(out, sizeof(out), "%s/verify.err", d.dir);
+	snprintf(cmd, sizeof(cmd), "setpriv --reuid=65534 --regid=65534 "
+		 "--clear-groups build/tools/shmbusctl journal verify %s "
+		 ">/dev/null 2>%s", cdir, out);
+	cr_assert_eq(WEXITSTATUS(system(cmd)), 1, "unreadable, not damaged");
+	f = fopen(out, "r");
+	cr_assert(f);
+	cr_assert(fgets(err, sizeof(err), f));
+	fclose(f);
+	snprintf(path, sizeof(path), "segment %016llx: Permission denied",
+		 (unsigned long long)b[1]);
+	cr_assert(strstr(err, path), "%s", err);
+	free(b);
+}
+
+/*
  * The newest segment's time index unusable (a directory in its place): it
  * is a cache, so it is moved aside, said with its name, and a new one
  * begun; the journal starts and goes on.  A segment that is a symbolic

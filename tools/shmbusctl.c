@@ -420,6 +420,8 @@ static int cmd_journal(int argc, char **argv, const char *bus_name)
 	if (dump && rc == 0)
 		printf("%16s %12s %-4s %8s  %s\n", "POSITION", "SEQ", "TYPE",
 		       "LENGTH", "PAYLOAD");
+	/* r.why: the reason of this walk's last step only. */
+	r.why[0] = 0;
 	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1) {
 		if (first == UINT64_MAX)
 			first = rec.pos;
@@ -428,10 +430,13 @@ static int cmd_journal(int argc, char **argv, const char *bus_name)
 		if (dump)
 			print_rec(&rec);
 		rc = 0;
+		r.why[0] = 0;
 	}
 	if (rc < 0) {
+		/* A file that cannot be read names itself (open_seg()). */
 		fprintf(stderr, "shmbusctl: journal %s: %s\n", dir,
-			rc == -EBADMSG || rc == -EXDEV ? r.why : strerror(-rc));
+			rc == -EBADMSG || rc == -EXDEV || r.why[0] ? r.why
+								   : strerror(-rc));
 		sb_jreader_close(&r);
 		return rc == -EBADMSG || rc == -EXDEV ? EXIT_DAMAGED
 						      : EXIT_REFUSED;
