@@ -132,7 +132,7 @@ uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
 	uint64_t head = load_acquire64(&ch->hdr->head), to, p, size, seq = 0;
 	bool have_seq = false;
 
-	if (from > head || head - from > ch->cap)
+	if (from > head || head - from > ch->cap || from % SHMBUS_REC_ALIGN)
 		return from;
 	to = head - from > most ? from + most : head;
 	/* The last sequence number is carried from one walk to the next on

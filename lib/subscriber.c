@@ -16,7 +16,10 @@
 #include "sub.h"
 
 /* Block policy, SHMBUS_START_OLDEST: the slowest active cursor other than
- * ours, which producers are already holding back for; else head. */
+ * ours, which producers are already holding back for; else head.  A
+ * cursor that is no record boundary (unaligned) is damage, and never
+ * becomes another's start: a new agent's kept cursor or a group's floor
+ * would hold it for good. */
 static uint64_t oldest_held(struct shmbus_channel *ch,
 			    const struct shmbus_sub_slot *me, uint64_t head)
 {
@@ -30,7 +33,8 @@ static uint64_t oldest_held(struct shmbus_channel *ch,
 		if (s == me || !sb_slot_gates(load_acquire64(&s->owner)))
 			continue;
 		c = load_acquire64(&s->pos);
-		if (c < min && c + ch->cap >= head + SHMBUS_REC_ALIGN)
+		if (c < min && c + ch->cap >= head + SHMBUS_REC_ALIGN &&
+		    c % SHMBUS_REC_ALIGN == 0)
 			min = c;
 	}
 	return min;

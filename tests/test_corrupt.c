@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "../lib/contract.h"
+#include "../lib/sub.h"
 #include "helpers.h"
 #include "shmbus/layout.h"
 
@@ -406,4 +407,70 @@ Test(corrupt, a_channel_deleted_under_an_open_is_gone_not_corrupt)
 	cr_assert_eq(failed, 0, "%u opens of a channel being replaced "
 		     "failed", failed);
 	th_rmdir(u.dir);
+}
+
+/*
+ * A subscriber's cursor written to a position that is no record boundary
+ * (unaligned): producers hold at it until the subscriber reads again, but
+ * it never becomes where another starts (a subscriber or a group at the
+ * oldest, a new journal's kept cursor), which would hold that one's
+ * damage for good.  Each of them starts at a record and reads it.
+ */
+static int take_one(const struct shmbus_group_msg *m, void *arg)
+{
+	(void)m;
+	++*(int *)arg;
+	return 0;
+}
+
+Test(corrupt, an_unaligned_cursor_is_nobodys_start)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, CAP, MAXMSG, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	struct shmbus_sub_attr sa;
+	struct shmbus_group_attr ga;
+	struct shmbus_sub_stats st;
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	shmbus_sub *hostile, *s, *kept;
+	shmbus_group *g;
+	uint64_t head, m[4] = { 0 };
+	uint8_t buf[MAXMSG];
+	bool taken;
+	int err, got = 0;
+
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	hostile = shmbus_sub_open(ch, &sa);
+	cr_assert(p && hostile);
+	for (int i = 0; i < 100; i++)
+		cr_assert_eq(shmbus_publish(p, m, sizeof(m)), 0);
+	head = load_relaxed64(&ch->hdr->head);
+	store_relaxed64(&hostile->slot->pos, head - 37);
+
+	s = shmbus_sub_open(ch, &sa);
+	cr_assert(s);
+	cr_assert_eq(shmbus_publish(p, m, sizeof(m)), 0);
+	cr_assert_eq(shmbus_read(s, buf, sizeof(buf), NULL), sizeof(m),
+		     "a subscriber at the oldest reads a message");
+	shmbus_group_attr_init(&ga);
+	ga.start = SHMBUS_START_OLDEST;
+	g = shmbus_group_join(ch, "g", "m", &ga);
+	cr_assert(g, "join: %s", strerror(errno));
+	cr_assert_eq(shmbus_publish(p, m, sizeof(m)), 0);
+	cr_assert_eq(shmbus_group_poll(g, take_one, &got, 8), 1,
+		     "a group at the oldest takes a message");
+	kept = sb_sub_kept(ch, SHMBUS_SLOT_JOURNAL, UINT64_MAX, &taken, &err);
+	cr_assert(kept, "%s", strerror(-err));
+	cr_assert_eq(shmbus_sub_stats(kept, &st), 0);
+	cr_assert_eq(st.pos % SHMBUS_REC_ALIGN, 0, "a kept cursor at %lu",
+		     (unsigned long)st.pos);
+	shmbus_sub_close(kept);
+	sb_sub_kept_release(ch, SHMBUS_SLOT_JOURNAL);
+	shmbus_group_leave(g);
+	shmbus_sub_close(s);
+	shmbus_sub_close(hostile);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
 }
