@@ -234,8 +234,11 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 
 			if (rc < 0)
 				return rc;
-			if (rc != 1)	/* nothing yet (a lane group is on a
-					 * block channel: never lapped) */
+			/* A lane group is on a block channel: lapped, its
+			 * cursor slot was written over (damage). */
+			if (rc == 2)
+				return -EBADMSG;
+			if (rc != 1)	/* nothing yet */
 				break;
 			data = (const uint8_t *)rec_at(ch, p) + SHMBUS_REC_HDR;
 			key = type == SHMBUS_REC_MSG ? sb_msg_key(data, len) : 0;

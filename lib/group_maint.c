@@ -598,6 +598,8 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 		n += lanes_assign(m, looks);
 		sb_lanes_floor(m);
 	}
+	/* The channel's slot, if written over, set back to the floor. */
+	sb_floor_publish(m->ch, m->slot, load_relaxed64(&g->floor_pos));
 	/* The dead members' records, once nothing of theirs is left. */
 	/* R22: pairs with A22: the record freed, after its leases. */
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)

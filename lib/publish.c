@@ -105,7 +105,18 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 		/* A5: pairs with R5 in publish_cursor(): the subscriber has
 		 * finished reading everything below c. */
 		c = load_acquire64(&s->pos);
-		if (c < min)	/* a cursor past head is corrupt: ignored */
+		/* A cursor past head is damage (a write into the control
+		 * file).  A subscriber's is ignored: its next read publishes
+		 * a true one, and holding at it could leave a subscriber
+		 * waiting at head beside a producer waiting for room.  A
+		 * group's holds as a full ring until the group's next
+		 * maintenance puts its floor back (sb_floor_publish()), so
+		 * that its members lose nothing meanwhile.  Relaxed: head
+		 * only grows, and a true cursor never passes it. */
+		if (c > p && owner_state(o) == SHMBUS_SLOT_GROUP &&
+		    c > load_relaxed64(&ch->hdr->head))
+			c = p > ch->cap ? p - ch->cap : 0;
+		if (c < min)
 			min = c;
 	}
 	pub->limit = min + ch->cap;

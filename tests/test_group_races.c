@@ -1441,3 +1441,90 @@ Test(group_races, a_remover_never_removes_a_group_under_a_new_member)
 	}
 	shmbus_channel_close(ch);
 }
+
+/* --------------------------------- the group's cursor slot written over */
+
+struct took {
+	size_t off;		/* of the id in the payload (keyed: 8) */
+	uint64_t next;		/* the id expected next */
+	bool bad;
+	struct shmbus_lease l[64];
+	int n;
+};
+
+static int take_in_order(const struct shmbus_group_msg *m, void *arg)
+{
+	struct took *t = arg;
+	uint64_t id;
+
+	memcpy(&id, (const uint8_t *)m->data + t->off, 8);
+	t->bad |= id != t->next++;
+	t->l[t->n++] = m->lease;
+	return 0;
+}
+
+/*
+ * A write into the control file puts a group's cursor slot (its floor,
+ * which holds the producers of a block channel) past head.  Producers
+ * must not take that for "nothing held": they hold as at a full ring
+ * until the group's maintenance puts its floor back, and the members
+ * get every message, in order, none lost.
+ */
+static void slot_past_head(enum shmbus_group_mode mode)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = join_as(ch, "m", mode, 0);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	struct shmbus_group_stats st;
+	struct took t = { .off = mode == SHMBUS_GROUP_KEYED ? 8 : 0 };
+	uint64_t n = 0, m[2] = { 0, 0 };
+	int rc;
+
+	cr_assert(p);
+	store_relaxed64(&ch->subs[g->slot].pos, UINT64_MAX);
+	for (;;) {
+		m[0] = n;
+		rc = mode == SHMBUS_GROUP_KEYED
+			     ? shmbus_publish_keyed(p, 1, m, sizeof(m))
+			     : shmbus_publish(p, m, sizeof(m));
+		if (rc == -EAGAIN)
+			break;
+		cr_assert_geq(rc, 0, "publish: %d", rc);
+		cr_assert_lt(++n, 100000, "the producer laps the group");
+	}
+	cr_assert_leq(load_relaxed64(&ch->hdr->head), ch->cap,
+		      "the producer passed a ring it did not hold");
+	for (int i = 0; i < 100000 && t.next < n; i++) {
+		t.n = 0;
+		rc = shmbus_group_poll(g, take_in_order, &t, 64);
+		cr_assert_geq(rc, 0, "poll: %d", rc);
+		for (int k = 0; k < t.n; k++)
+			cr_assert_eq(shmbus_group_ack(g, &t.l[k]), 0);
+		shmbus_group_maintain(g);
+	}
+	cr_assert_eq(t.next, n, "%lu of %lu delivered", (unsigned long)t.next,
+		     (unsigned long)n);
+	cr_assert_not(t.bad, "out of order");
+	cr_assert_eq(shmbus_group_stats(g, &st), 0);
+	cr_assert_eq(st.lost, 0);
+	cr_assert_leq(load_relaxed64(&ch->subs[g->slot].pos),
+		      load_relaxed64(&ch->hdr->head), "the slot is back");
+	m[0] = n;
+	cr_assert_geq(mode == SHMBUS_GROUP_KEYED
+			      ? shmbus_publish_keyed(p, 1, m, sizeof(m))
+			      : shmbus_publish(p, m, sizeof(m)), 0,
+		      "the producer goes on");
+	shmbus_pub_close(p);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+Test(group_races, a_shared_groups_slot_past_head_holds_producers)
+{
+	slot_past_head(SHMBUS_GROUP_SHARED);
+}
+
+Test(group_races, a_keyed_groups_slot_past_head_holds_producers)
+{
+	slot_past_head(SHMBUS_GROUP_KEYED);
+}
