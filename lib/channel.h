@@ -219,6 +219,11 @@ static inline bool sb_slot_gates(uint64_t o)
 	       sb_slot_kept(owner_state(o));
 }
 
+/* Raises hdr.nsub_hwm, the count of subscriber slots producers scan, to
+ * at least n (subscriber.c): before a slot is taken, and by shmbusd's
+ * scan where it finds the mark written below a slot in use. */
+void sb_hwm_raise(struct shmbus_hdr *h, uint32_t n);
+
 /* Stops asking for posts (closing, or a repair of a dead owner's slot i):
  * clears the slot's bit in hdr.mbox_want.  No edge: a hint (publish_sp.c's
  * sp_committed()). */

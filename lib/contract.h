@@ -103,6 +103,9 @@ enum sb_reap_event {
 				 * (`padded`: and padded its claim) */
 	SB_REAP_PROD_LATER,	/* producer slot `slot` of `pid`: the claim
 				 * before it has not handed over yet */
+	SB_REAP_HWM,		/* the slots' high-water mark stood at `pos`,
+				 * below slot `slot` in use (written over):
+				 * raised past it */
 };
 
 struct sb_reap_ev {

@@ -31,14 +31,17 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		 void *lctx)
 {
 	unsigned released = 0;
-	uint32_t sp;
+	uint32_t sp, top = 0, hwm;
 	int rc;
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
-		/* Relaxed: only a hint; sb_repair_sub() re-reads the word
-		 * with acquire and compares it in its CAS. */
-		uint64_t o = load_relaxed64(&ch->subs[i].owner);
+		/* A7: pairs with R7 (the slot's ACTIVE store, after its
+		 * raise of the high-water mark, below).  sb_repair_sub()
+		 * re-reads the word and compares it in its CAS. */
+		uint64_t o = load_acquire64(&ch->subs[i].owner);
 
+		if (sb_slot_gates(o))
+			top = i + 1;
 		if (owner_state(o) == SHMBUS_SLOT_FREE ||
 		    !gone(gctx, owner_pid(o)))
 			continue;
@@ -46,6 +49,14 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 			released++;
 			say(log, lctx, SB_REAP_SUB, i, owner_pid(o), 0, false);
 		}
+	}
+	/* Every slot that holds producers was counted in the mark before it
+	 * did (raise_hwm()); one below it is damage, which would let
+	 * block-policy producers pass that slot's cursor. */
+	hwm = load_relaxed32(&ch->hdr->nsub_hwm);
+	if (hwm < top) {
+		sb_hwm_raise(ch->hdr, top);
+		say(log, lctx, SB_REAP_HWM, top - 1, 0, hwm, false);
 	}
 	/* A standby's ring (or one being cut back) is written by its
 	 * replication agent alone: what

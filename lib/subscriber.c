@@ -40,7 +40,7 @@ static uint64_t oldest_held(struct shmbus_channel *ch,
 	return min;
 }
 
-static void raise_hwm(struct shmbus_hdr *h, uint32_t n)
+void sb_hwm_raise(struct shmbus_hdr *h, uint32_t n)
 {
 	uint32_t cur = load_relaxed32(&h->nsub_hwm);
 
@@ -204,7 +204,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	prctl(PR_GET_NAME, s->comm);
 	/* A conservative first cursor: no later than where we will start. */
 	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
-	raise_hwm(ch->hdr, i + 1);
+	sb_hwm_raise(ch->hdr, i + 1);
 	/* R7: pairs with A7 (slot readers); seq_cst, as the store that F1
 	 * orders before our load of head. */
 	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE,
@@ -258,7 +258,7 @@ static void slot_fresh(struct shmbus_channel *ch, struct shmbus_sub_slot *s,
 	memset(s->comm, 0, sizeof(s->comm));
 	snprintf(s->comm, sizeof(s->comm), "%s", name);
 	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
-	raise_hwm(ch->hdr, index + 1);
+	sb_hwm_raise(ch->hdr, index + 1);
 }
 
 /*

@@ -164,6 +164,43 @@ Test(repair, killed_subscriber_releases_producer, .init = setup,
 	shmbus_disconnect(bus);
 }
 
+/*
+ * The subscriber slots' high-water mark (how many slots producers scan)
+ * written down to 0 under a live subscriber: shmbusd's scan raises it
+ * again and says so, and the producer is held by the subscriber that
+ * never reads, instead of lapping it.
+ */
+Test(repair, a_high_water_mark_written_under_a_slot_is_raised,
+     .init = setup, .fini = teardown)
+{
+	struct child c = { .name = "tiny" };
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "tiny", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint8_t buf[200] = { 0 };
+	uint64_t t0 = th_now_ns();
+	pid_t s;
+	int n = 0, rc;
+
+	cr_assert(pub);
+	child_pipes(&c);
+	s = th_spawn(idle_subscriber, &c);
+	hear(c.ready[0]);
+	cr_assert_geq(load_relaxed32(&ch->hdr->nsub_hwm), 1);
+	store_relaxed32(&ch->hdr->nsub_hwm, 0);
+	while (!log_has("high-water mark was 0"))
+		cr_assert(th_now_ns() - t0 < 5000000000ull, "never said");
+	cr_assert_geq(load_relaxed32(&ch->hdr->nsub_hwm), 1, "raised");
+	while ((rc = shmbus_publish(pub, buf, sizeof(buf))) == 0)
+		cr_assert_lt(++n, 1000, "the producer laps the subscriber");
+	cr_assert_eq(rc, -EAGAIN, "the ring is full: back-pressure");
+	kill(s, SIGKILL);
+	cr_assert_eq(th_wait(s), 128 + SIGKILL);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
 Test(repair, stopped_producer_is_never_repaired, .init = setup,
      .fini = teardown)
 {
