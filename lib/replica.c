@@ -238,15 +238,21 @@ void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
 	struct shmbus_hdr *h = ch->hdr;
 	uint64_t cur = load_relaxed64(&h->replicated_pos);
 
-	for (;;) {
+	/* One past head was written over (readers disbelieve it, acked()
+	 * and sync_verdict()): set back to w. */
+	bool set = cur > load_relaxed64(&h->head) &&
+		   w <= load_relaxed64(&h->head) &&
+		   /* R14, as below. */
+		   cas_strong_seqcst64(&h->replicated_pos, &cur, w);
+
+	while (!set) {
 		if (cur >= w)
 			return;
 		/* R14: pairs with A14 in shmbus_pub_sync() and in the
 		 * subscriber's acked(): the positions and flags stored
 		 * before (sb_repl_acked(), sb_repl_flags()) are visible to
 		 * whoever sees the watermark. */
-		if (cas_weak_seqcst64(&h->replicated_pos, &cur, w))
-			break;
+		set = cas_weak_seqcst64(&h->replicated_pos, &cur, w);
 	}
 	/* F5: pairs with F5 in shmbus_pub_sync(): either the waiter's
 	 * re-check sees the watermark, or we see its count and wake it. */
@@ -449,6 +455,11 @@ static int sync_verdict(const struct shmbus_hdr *h, uint64_t w,
 	 * last gap, recorded before the standby acknowledged past it. */
 	level = load_relaxed32(&h->repl_level);
 	got = sb_level_pos(h, level, w);
+	/* A watermark or a position past head is damage (a write into the
+	 * control file): nothing is earned by it.  Relaxed: head only grows,
+	 * and neither passes it when true. */
+	if (w > load_relaxed64(&h->head) || got > load_relaxed64(&h->head))
+		return -EAGAIN;
 	lo = load_relaxed64(&h->hole_lo);
 	hi = load_relaxed64(&h->hole_hi);
 	/* Records of ours in the gap never reached the standby (or the

@@ -228,11 +228,18 @@ static inline int found(struct shmbus_sub *sub, struct peeked *pk,
  * after (the agent acknowledges whole records). */
 static bool acked(struct shmbus_sub *sub, uint64_t p)
 {
+	uint64_t w;
+
 	if (p < sub->ack_lim)
 		return true;
 	/* A14: pairs with R14 in sb_repl_watermark(); the record's own
 	 * bytes are then read through its commit word (A1). */
-	sub->ack_lim = load_acquire64(&sub->ch->hdr->replicated_pos);
+	w = load_acquire64(&sub->ch->hdr->replicated_pos);
+	/* A watermark past head is damage (a write into the control file):
+	 * not believed, until the agent sets it back (sb_repl_watermark()).
+	 * Relaxed: head only grows, and a true watermark never passes it. */
+	if (w <= load_relaxed64(&sub->ch->hdr->head))
+		sub->ack_lim = w;
 	return p < sub->ack_lim;
 }
 

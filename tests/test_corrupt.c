@@ -474,3 +474,48 @@ Test(corrupt, an_unaligned_cursor_is_nobodys_start)
 	shmbus_channel_close(ch);
 	th_rmdir(dir);
 }
+
+/*
+ * The replication watermark and the standby's acknowledged positions
+ * written past head (a write into the control file): shmbus_pub_sync()
+ * earns nothing by them (it times out: outcome unknown), a subscriber that
+ * sees only acknowledged messages reads none by them, and the agent's next
+ * raise sets the watermark back.
+ */
+Test(corrupt, a_watermark_past_head_acknowledges_nothing)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, CAP, MAXMSG, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	struct shmbus_sub_attr sa;
+	shmbus_pub *p;
+	shmbus_sub *s;
+	uint64_t m[4] = { 0 }, head;
+	uint8_t buf[MAXMSG];
+
+	store_relaxed32(&ch->hdr->repl_level, SHMBUS_ACK_APPLIED);
+	store_relaxed32(&ch->hdr->repl_flags, SHMBUS_REPL_ON);
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	s = shmbus_sub_open(ch, &sa);
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(s && p);
+	cr_assert_eq(shmbus_sub_set_visibility(s, SHMBUS_SEE_ACKNOWLEDGED), 0);
+	cr_assert_eq(shmbus_publish(p, m, sizeof(m)), 0);
+	head = load_relaxed64(&ch->hdr->head);
+	store_relaxed64(&ch->hdr->applied_pos, UINT64_MAX);
+	store_relaxed64(&ch->hdr->replicated_pos, UINT64_MAX);
+	cr_assert_eq(shmbus_pub_sync(p, 20000000), -ETIMEDOUT,
+		     "acknowledged by a damaged watermark");
+	cr_assert_eq(shmbus_read(s, buf, sizeof(buf), NULL), -EAGAIN,
+		     "read past what the standby acknowledged");
+	sb_repl_acked(ch, head, head, 0, false);
+	sb_repl_watermark(ch, head);
+	cr_assert_eq(load_relaxed64(&ch->hdr->replicated_pos), head);
+	cr_assert_eq(shmbus_pub_sync(p, 20000000), 0);
+	cr_assert_eq(shmbus_read(s, buf, sizeof(buf), NULL), sizeof(m));
+	shmbus_sub_close(s);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
