@@ -126,8 +126,8 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 /*
  * Releases the slots of gone processes (sb_pid_gone()) that hold this
  * producer back: subscribers' cursors (block policy) and other producers'
- * claims that had handed over (multi producer; one that had not is
- * handed over by whoever waits behind it, in await_handoff()).  shmbusd
+ * claims (multi producer: one at the hand-off is handed over and padded,
+ * as in await_handoff(); then those that had handed over).  shmbusd
  * does the same within milliseconds; this is what lets a channel without
  * the daemon (direct mode) recover.  The repairs are shmbusd's own
  * (repair.c): each compares the slot's state and pid in one CAS, so a
@@ -161,6 +161,23 @@ static int reap_gone(struct shmbus_pub *pub)
 	}
 	if (!pub->multi)
 		return n;
+	/*
+	 * A dead producer's claim at the hand-off, made and not handed over,
+	 * is sb_handoff_help()'s alone (repair_claim() leaves it).  Producers
+	 * that claim after it help it in await_handoff(); but a claim that
+	 * its announcement holds back here (one that wraps the ring's end,
+	 * say) is never made, so we help it here, as shmbusd's scan does.  A
+	 * standby's agent does not: there, the ring is the agent's alone.
+	 */
+	for (uint32_t k = 0; !pub->agent && k < SHMBUS_MAX_PRODUCERS; k++) {
+		/* A3: pairs with R3 (the hand-off store of the claim before
+		 * it); sb_handoff_help() orders the rest. */
+		uint64_t x = load_acquire64(&ch->hdr->handoff);
+
+		if (sb_handoff_help(ch, x, me, sb_pid_gone) != SB_HELP_DONE)
+			break;
+		n++;
+	}
 	return n + sb_release_gone_producers(ch, me);
 }
 

@@ -18,6 +18,7 @@
 
 #include "helpers.h"
 #include "../lib/channel.h"
+#include "../lib/pub.h"
 
 struct sub_child {
 	const char *dir;
@@ -332,6 +333,84 @@ static int sp_dying_claim(void *arg)
  * head, not from the oldest record of the lap.  Prints the takeover
  * time; asserts only what the subscriber reads.
  */
+/*
+ * A multi producer that dies right after the CAS on head that makes its
+ * claim, before its hand-off: no producer claims after it, because the
+ * next claim wraps the ring's end and the dead claim's announcement
+ * holds it back (sb_make_room()), so no producer ever waits at the
+ * hand-off, where dead claims were handed over.  The producer held back
+ * hands it over itself, within its reap interval, on either policy.  The
+ * child makes the claim's stores as mp_claim() does, then exits.
+ */
+static int claim_and_die(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(arg, "ch");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint8_t msg[1000] = { 0 };
+	uint64_t p, q;
+
+	if (!pub || shmbus_publish(pub, msg, sizeof(msg)))
+		return 2;
+	p = load_acquire64(&ch->hdr->head);
+	q = p + rec_size(2000);
+	store_relaxed64(&pub->slot->claim_end, q | SHMBUS_CLAIM_TENTATIVE);
+	store_release64(&pub->slot->claim_pos, p);
+	if (!cas_strong_seqcst64(&ch->hdr->head, &p, q))
+		return 3;
+	store_relaxed64(&pub->slot->claim_end, q);
+	_exit(0);	/* dead, its claim not handed over */
+}
+
+static void dead_claim_before_its_hand_off(enum shmbus_policy pol)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 4096, 2016, pol,
+				       SHMBUS_MULTI_PRODUCER);
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_sub *sub = shmbus_sub_open(ch, &sa);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	uint8_t msg[1100], buf[2048];
+	uint64_t t0, seq;
+	ssize_t len = -EAGAIN;
+	uint32_t id;
+	int rc;
+
+	cr_assert(sub && pub);
+	cr_assert_eq(th_wait(th_spawn(claim_and_die, (void *)dir)), 0);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), 1000);
+	th_msg_fill(msg, sizeof(msg), 0, 7);
+	t0 = th_now_ns();
+	/* 3032 + 1064 of padding + 1120 > the dead claim's 1016 + 4096.  On
+	 * a block channel the subscriber holds it back too, until it passes
+	 * the padding. */
+	while ((rc = shmbus_publish(pub, msg, sizeof(msg))) == -EAGAIN &&
+	       th_now_ns() - t0 < 3000000000ull)
+		len = shmbus_read(sub, buf, sizeof(buf), NULL);
+	cr_assert_eq(rc, 0, "held back by a dead claim for %.0f ms",
+		     (double)(th_now_ns() - t0) / 1e6);
+	cr_assert_lt(th_now_ns() - t0, 500000000ull);
+	cr_assert_eq(len, -EAGAIN, "read %zd", len);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), sizeof(msg));
+	cr_assert_eq(th_msg_check(buf, sizeof(msg), &id, &seq), 0);
+	cr_assert_eq(seq, 7);
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+Test(direct, a_dead_claim_before_its_hand_off_is_released_block,
+     .timeout = 30)
+{
+	dead_claim_before_its_hand_off(SHMBUS_BLOCK);
+}
+
+Test(direct, a_dead_claim_before_its_hand_off_is_released_overwrite,
+     .timeout = 30)
+{
+	dead_claim_before_its_hand_off(SHMBUS_OVERWRITE);
+}
+
 Test(direct, single_producer_takeover_on_a_large_ring, .timeout = 60)
 {
 	const char *dir = th_mkdir();
