@@ -24,7 +24,10 @@
 #include "sub.h"
 
 /* Bound on records stepped over in one peek before reporting "nothing
- * yet"; keeps every call bounded even on a corrupt or racing ring. */
+ * yet", once it has also gone a ring's length: keeps every call bounded
+ * even on a corrupt or racing ring (every step moves forward), and a run
+ * of skipped records (aborted claims) longer than the bound never hides
+ * a message behind it. */
 #define PEEK_MAX_STEPS 4096
 
 /*
@@ -290,8 +293,10 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 {
 	struct shmbus_channel *ch = sub->ch;
 	const struct shmbus_hdr *h = ch->hdr;
+	uint64_t from = sub->pos;
 
-	for (int steps = 0; steps < PEEK_MAX_STEPS; steps++) {
+	for (int steps = 0; steps < PEEK_MAX_STEPS || sub->pos - from < ch->cap;
+	     steps++) {
 		uint64_t p = sub->pos, idx = p & ch->mask, w, head, size, seq;
 		struct shmbus_rec *r = rec_at(ch, p);
 		const uint8_t *data;
@@ -855,8 +860,12 @@ read_any(struct shmbus_sub *sub, void *buf, size_t cap,
 		publish_cursor(sub);	/* padding may have been passed */
 		return rc < 0 ? rc : -EAGAIN;
 	}
-	if (pk.msg.len > cap)
+	if (pk.msg.len > cap) {
+		/* Left unread: counted again from it by the next look, so
+		 * that a lap meanwhile counts it lost. */
+		sub->next_seq = pk.msg.seq;
 		return -EMSGSIZE;
+	}
 	if (pk.msg.len)
 		memcpy(buf, pk.msg.data, pk.msg.len);
 	consume(sub, &pk);

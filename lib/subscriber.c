@@ -40,6 +40,32 @@ static uint64_t oldest_held(struct shmbus_channel *ch,
 	return min;
 }
 
+/* Overwrite policy, SHMBUS_START_OLDEST: the oldest record the ring holds,
+ * with the seq of the first record from it on that has one as the
+ * baseline of what the subscriber loses if it is lapped before its first
+ * read (a NEWEST subscriber's is the channel's counter).  Without one
+ * (lapped meanwhile, or only padding within reach), no baseline. */
+static uint64_t oldest_overwrite(struct shmbus_sub *sub, uint64_t head)
+{
+	struct shmbus_channel *ch = sub->ch;
+	uint64_t start, p, seq, size;
+	uint32_t type;
+
+	sb_sub_find_oldest(ch, head, &start);
+	p = start;
+	for (int n = 0; n < 4 && p < head; n++, p += size) {
+		if (sb_ring_seq_at(ch, p, &seq)) {
+			sub->next_seq = seq;
+			sub->have_seq = true;
+			break;
+		}
+		size = sb_ring_pad_at(ch, p, &type);
+		if (!size)
+			break;
+	}
+	return start;
+}
+
 void sb_hwm_raise(struct shmbus_hdr *h, uint32_t n)
 {
 	uint32_t cur = load_relaxed32(&h->nsub_hwm);
@@ -232,7 +258,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 		sub->have_seq = true;
 	}
 	else if (ch_overwrite(ch))
-		sb_sub_find_oldest(ch, head, &start);
+		start = oldest_overwrite(sub, head);
 	else
 		start = oldest_held(ch, s, head);
 	sub->pos = start;

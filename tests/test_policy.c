@@ -300,3 +300,133 @@ Test(policy, lapped_onto_the_zeroed_word_between_waits)
 {
 	lapped_onto_the_zeroed_word(true);
 }
+
+/*
+ * An overwrite subscriber that starts at the oldest message and is lapped
+ * before its first read is told what it lost from its start: delivered +
+ * lost = published, on either producer model.
+ */
+static void oldest_lapped_before_the_first_read(enum shmbus_producers prod)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE, prod);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	struct shmbus_sub_attr sa;
+	shmbus_sub *sub;
+	uint64_t st[3] = { 0 }, n = 0;
+	uint8_t msg[100];
+
+	for (; n < 5; n++) {
+		th_msg_fill(msg, sizeof(msg), 0, n);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	for (; n < 205; n++) {
+		th_msg_fill(msg, sizeof(msg), 0, n);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	while (shmbus_poll(sub, collect, st, 0) > 0)
+		;
+	cr_assert_eq(st[2], n - 1, "up to the newest");
+	cr_assert_eq(st[0] + st[1], n, "delivered %lu + lost %lu, of %lu",
+		     (unsigned long)st[0], (unsigned long)st[1],
+		     (unsigned long)n);
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+Test(policy, oldest_lapped_before_the_first_read_sp)
+{
+	oldest_lapped_before_the_first_read(SHMBUS_SINGLE_PRODUCER);
+}
+
+Test(policy, oldest_lapped_before_the_first_read_mp)
+{
+	oldest_lapped_before_the_first_read(SHMBUS_MULTI_PRODUCER);
+}
+
+/*
+ * A message refused for the buffer's size (-EMSGSIZE: left unread), then
+ * lapped: it counts among the lost.
+ */
+Test(policy, a_message_refused_for_size_then_lapped_is_counted_lost)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	shmbus_sub *sub = shmbus_sub_open(ch, NULL);
+	struct shmbus_msg info;
+	uint64_t n = 0, got = 0, lost = 0;
+	uint8_t msg[100], buf[256];
+	ssize_t len;
+
+	cr_assert(pub && sub);
+	for (; n < 2; n++) {
+		th_msg_fill(msg, sizeof(msg), 0, n);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), sizeof(msg));
+	got++;
+	cr_assert_eq(shmbus_read(sub, buf, 10, NULL), -EMSGSIZE);
+	for (; n < 202; n++) {
+		th_msg_fill(msg, sizeof(msg), 0, n);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	while ((len = shmbus_read(sub, buf, sizeof(buf), &info)) > 0) {
+		got++;
+		lost += info.lost;
+	}
+	cr_assert_eq(len, -EAGAIN);
+	cr_assert_eq(got + lost, n, "delivered %lu + lost %lu, of %lu",
+		     (unsigned long)got, (unsigned long)lost, (unsigned long)n);
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+/*
+ * A run of aborted claims longer than a look's step bound hides no
+ * message behind it: the first poll and the first read after it find the
+ * message.
+ */
+static int count_one(const struct shmbus_msg *m, void *arg)
+{
+	(void)m;
+	++*(int *)arg;
+	return 0;
+}
+
+Test(policy, a_long_run_of_aborts_hides_no_message)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 18, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	shmbus_sub *a = shmbus_sub_open(ch, NULL), *b = shmbus_sub_open(ch,
+									NULL);
+	uint8_t msg[100], buf[256];
+	void *p;
+	int got = 0;
+
+	cr_assert(pub && a && b);
+	for (int i = 0; i < 9000; i++) {
+		cr_assert_eq(shmbus_claim(pub, 8, &p), 0);
+		cr_assert_eq(shmbus_abort(pub), 0);
+	}
+	th_msg_fill(msg, sizeof(msg), 0, 9000);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_poll(a, count_one, &got, 0), 1);
+	cr_assert_eq(shmbus_read(b, buf, sizeof(buf), NULL), sizeof(msg));
+	shmbus_sub_close(a);
+	shmbus_sub_close(b);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
