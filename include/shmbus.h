@@ -83,8 +83,10 @@ enum shmbus_policy {
 	/* A producer never overwrites what an active subscriber has not read;
 	 * it gets -EAGAIN or waits. */
 	SHMBUS_BLOCK = 0,
-	/* A producer never waits; a lapped subscriber skips to the oldest
-	 * valid record and is told how many messages it lost. */
+	/* A producer never waits for a subscriber (a multi producer may
+	 * wait, or get -EAGAIN, behind another producer's unfinished
+	 * claim); a lapped subscriber skips to the oldest valid record and
+	 * is told how many messages it lost. */
 	SHMBUS_OVERWRITE = 1,
 };
 
