@@ -767,8 +767,9 @@ static int do_group_delete(struct sbd_client *cl,
 		return deny(-ENOENT, "no channel '%s' on bus '%s'",
 			      req->channel, sbd.conf.bus);
 	if (rc == -EBUSY)
-		return deny(rc, "group '%s' of '%s' has a live member",
-			      req->group, req->channel);
+		return deny(rc, "group '%s' of '%s' has a live member (or "
+			      "another removal holds it)", req->group,
+			      req->channel);
 	if (rc)
 		return deny(rc, "group '%s' of '%s': %s", req->group,
 			      req->channel, shmbus_strerror(rc));

@@ -214,7 +214,8 @@ static int maintain_one(const char *group, void *arg)
 	mend_file(s->c, group);
 	rc = sb_group_maintain_file(s->c->ch, sbd.conf.shm_dir, group,
 				    dead_letter_pub, s);
-	if (rc < 0 && rc != -ENOENT) {
+	/* -EIDRM: a removal under way (by a process in direct mode). */
+	if (rc < 0 && rc != -ENOENT && rc != -EIDRM) {
 		failed++;
 		sbd_log_limited(&rl, SBD_WARN, failed, "group failures",
 				"%s: group %s: %s", s->c->name, group,

@@ -849,7 +849,7 @@ void shmbus_group_leave(shmbus_group *m);
  * [bus] admins only (-EACCES otherwise); a group its config names is made
  * again at its next reload or start.  Returns 0; -EBUSY while a live
  * member is joined (a member that joins meanwhile gets EIDRM) or while
- * another removal holds the group for over 200 ms; -ENOENT when there is
+ * another removal holds the group for over 20 ms; -ENOENT when there is
  * no such group (or another removal took it meanwhile); -EINVAL for a
  * NULL argument, a name the rules refuse or a read-only handle; -EBADMSG
  * for a damaged group file; and the errors of open(2). */

@@ -197,14 +197,14 @@ SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 	}
 	rc = take_member(m, member);
 	if (rc == -ENOSPC) {	/* dead members' records, perhaps */
-		sb_group_maintain_as(m, NULL, (uint32_t)getpid());
+		sb_group_maintain_unjoined(m);
 		rc = take_member(m, member);
 	}
 	if (rc)
 		goto fail;
 	/* F6: the pair of shmbus_group_join() and sb_group_remove(): one sees
-	 * the other. */
-	if (load_seqcst32(&m->g->flags) & SB_GROUP_F_DELETED) {
+	 * the other (sb_group_deleted()'s load of the flag). */
+	if (sb_group_deleted(m, false)) {
 		shmbus_group_leave(m);
 		errno = EIDRM;
 		return NULL;
@@ -276,7 +276,7 @@ SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 		cas_strong_seqcst64(&m->rec->owner, &mine,
 				    owner_word(SHMBUS_SLOT_FREE, 0));
 		if (m->nlanes)	/* our lanes to the others now */
-			sb_group_maintain_as(m, NULL, (uint32_t)getpid());
+			sb_group_maintain_unjoined(m);
 	}
 	sb_group_unmap(m);
 }
@@ -337,6 +337,8 @@ int sb_group_maintain_direct(struct shmbus_group *m)
 	uint32_t self = (uint32_t)getpid();
 	int rc;
 
+	if (sb_group_deleted(m, false))
+		return -EIDRM;
 	m->dl_wanted = false;
 	rc = sb_group_maintain_as(m, m->dl_pub, self);
 	if (!m->direct || !m->dl_wanted || m->dl_pub || m->dl_drop)
@@ -350,10 +352,9 @@ static int gone_check(struct shmbus_group *m)
 {
 	if (!m || !m->rec)
 		return -EINVAL;
-	if (load_relaxed32(&m->g->flags) & SB_GROUP_F_DELETED)
-		return -EIDRM;
-	/* Our record taken from us (the maintenance thought us dead: a
-	 * pid reused?) */
+	/* No DELETED flag: no remover removes a group under a member that
+	 * joined (F6), and one that sees us clears it again.  Our record
+	 * taken from us (the maintenance thought us dead: a pid reused?) */
 	if (load_relaxed64(&m->rec->owner) !=
 	    owner_word(SHMBUS_SLOT_ACTIVE, m->self))
 		return -EIDRM;

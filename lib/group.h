@@ -124,6 +124,8 @@ struct shmbus_group {
 				 * it is dropped and counted */
 	char dir[256];
 	char chan[256];
+	int fd;			/* the group's file, for the removers'
+				 * flock (sb_group_deleted()), or -1 */
 };
 
 /* A message as the mode's take found it, for poll and read. */
@@ -200,6 +202,8 @@ struct shmbus_group *sb_group_map(struct shmbus_channel *ch, int fd,
 				  bool rdonly, int *err);
 void sb_group_unmap(struct shmbus_group *m);
 int sb_group_remove(struct shmbus_group *m, const char *path);
+bool sb_group_deleted(struct shmbus_group *m, bool held);
+void sb_group_maintain_unjoined(struct shmbus_group *m);
 int sb_group_maintain_direct(struct shmbus_group *m);
 void sb_group_fill_stats(struct shmbus_group *m,
 			 struct shmbus_group_stats *st);

@@ -308,6 +308,7 @@ struct shmbus_group *sb_group_map(struct shmbus_channel *ch, int fd,
 	}
 	m->ch = ch;
 	m->g = base;
+	m->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	m->map_len = (size_t)st.st_size;
 	m->members = (void *)((uint8_t *)base + SHMBUS_GROUP_MEMBERS_OFF);
 	m->lanes = (void *)((uint8_t *)base + SHMBUS_GROUP_LANES_OFF);
@@ -330,6 +331,8 @@ void sb_group_unmap(struct shmbus_group *m)
 	if (m->dl_ch)
 		shmbus_channel_close(m->dl_ch);
 	free(m->buf);
+	if (m->fd >= 0)
+		close(m->fd);	/* drops any flock of ours */
 	gmap_put(m->ch, m->g);
 	free(m);
 }
@@ -340,7 +343,7 @@ void sb_group_unmap(struct shmbus_group *m)
  * removers at once could otherwise share it: one that saw a live member
  * clears it while the other, whose scan came before a new joiner's
  * record, unlinks the file under that joiner.  The kernel drops a dead
- * remover's lock; one held for over 200 ms is -EBUSY.  Under it, path must still name fd's file: a remover
+ * remover's lock; one held for over 20 ms is -EBUSY.  Under it, path must still name fd's file: a remover
  * that waited may find the group removed, or removed and made again.
  */
 static int lock_for_removal(int fd, const char *path)
@@ -348,11 +351,12 @@ static int lock_for_removal(int fd, const char *path)
 	struct stat a, b;
 
 	/* Not blocking: a hostile holder must not hold shmbusd's main
-	 * thread; an honest one holds it for microseconds. */
+	 * thread (and its reaper, which waits for deletes); an honest one
+	 * holds it for microseconds. */
 	for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; i++) {
 		if (errno != EWOULDBLOCK && errno != EINTR)
 			return -errno;
-		if (i == 200)
+		if (i == 20)
 			return -EBUSY;
 		usleep(1000);
 	}
@@ -390,6 +394,33 @@ SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
 	}
 	close(fd);	/* drops the lock, after the unlink */
 	return rc;
+}
+
+/*
+ * Whether the group is deleted: its DELETED flag set, and its file
+ * unlinked or a removal in flight (a remover holds the file's flock from
+ * before it sets the flag until after the unlink).  A flag with the file
+ * still linked and the lock free is a dead remover's: cleared here, under
+ * the lock held shared, so that no remover sets it meanwhile.  `held`:
+ * the caller holds it shared already.
+ */
+bool sb_group_deleted(struct shmbus_group *m, bool held)
+{
+	struct stat st;
+	bool gone;
+
+	/* F6: pairs with F6 in sb_group_remove(): a joiner's ACTIVE store
+	 * comes before (shmbus_group_join()). */
+	if (!(load_seqcst32(&m->g->flags) & SB_GROUP_F_DELETED))
+		return false;
+	if (m->fd < 0 || (!held && flock(m->fd, LOCK_SH | LOCK_NB) < 0))
+		return true;	/* a removal in flight */
+	gone = fstat(m->fd, &st) < 0 || st.st_nlink == 0;
+	if (!gone)
+		and_relaxed32(&m->g->flags, ~SB_GROUP_F_DELETED);
+	if (!held)
+		flock(m->fd, LOCK_UN);
+	return gone;
 }
 
 /* Deletes the group m maps at path, its removal lock held: refused while

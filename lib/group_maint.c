@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "group.h"
@@ -554,6 +555,43 @@ static bool maint_lock(struct shmbus_group *m, uint64_t me, int64_t now)
 	return cas_strong_seqcst64(&g->maint, &cur, me);
 }
 
+/*
+ * The channel's slot written past head (a write into the control file;
+ * producers hold at it, sb_refresh_limit()): set back to the group's
+ * floor.  Only while the slot is still this group's: the maintenance
+ * found the group not deleted, and the slot is a group's.
+ */
+static void floor_heal(struct shmbus_group *m)
+{
+	struct shmbus_channel *ch = m->ch;
+	struct shmbus_sub_slot *s = &ch->subs[m->slot];
+	/* A5: pairs with R5 (the floor's publish, sb_floor_publish()): the
+	 * head its publisher saw comes before the head we load next. */
+	uint64_t cur = load_acquire64(&s->pos);
+	uint64_t head = load_relaxed64(&ch->hdr->head);
+	uint64_t f = load_relaxed64(&m->g->floor_pos);
+
+	if (cur <= head || f > head ||
+	    /* No edge: a look at whose slot it is. */
+	    owner_state(load_relaxed64(&s->owner)) != SHMBUS_SLOT_GROUP)
+		return;
+	/* R5: pairs with A5 in sb_refresh_limit(). */
+	cas_strong_seqcst64(&s->pos, &cur, f);
+}
+
+/* A maintenance by a handle that is not (or no longer) a member: a
+ * remover does not see it, so it holds the removers' lock shared for the
+ * whole pass (a removal waits for it), and does nothing once the group
+ * is deleted: its slot may be someone else's by then. */
+void sb_group_maintain_unjoined(struct shmbus_group *m)
+{
+	if (m->fd < 0 || flock(m->fd, LOCK_SH | LOCK_NB) < 0)
+		return;		/* a removal in flight */
+	if (!sb_group_deleted(m, true))
+		sb_group_maintain_as(m, NULL, (uint32_t)getpid());
+	flock(m->fd, LOCK_UN);
+}
+
 int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 			 uint32_t self)
 {
@@ -567,6 +605,11 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 	bool damaged = false;
 	int n = 0;
 
+	/* A deleted group's slot may be someone else's by now: nothing is
+	 * written (sb_group_deleted() tells, and heals a dead remover's
+	 * flag, before; no edge: a look). */
+	if (load_relaxed32(&g->flags) & SB_GROUP_F_DELETED)
+		return -EIDRM;
 	if (!maint_lock(m, me, now))
 		return 0;
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
@@ -598,8 +641,7 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 		n += lanes_assign(m, looks);
 		sb_lanes_floor(m);
 	}
-	/* The channel's slot, if written over, set back to the floor. */
-	sb_floor_publish(m->ch, m->slot, load_relaxed64(&g->floor_pos));
+	floor_heal(m);
 	/* The dead members' records, once nothing of theirs is left. */
 	/* R22: pairs with A22: the record freed, after its leases. */
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)

@@ -61,14 +61,7 @@ void sb_floor_publish(struct shmbus_channel *ch, uint32_t slot, uint64_t f)
 {
 	uint64_t *pos = &ch->subs[slot].pos;
 	uint64_t cur = load_relaxed64(pos);
-	/* Relaxed: head only grows, and a true floor never passes it. */
-	uint64_t head = load_relaxed64(&ch->hdr->head);
 
-	/* A slot past head was written over (producers hold at it,
-	 * sb_refresh_limit()): set back to the floor, if that is true. */
-	if (cur > head && f <= head)
-		/* R5, as below. */
-		cas_strong_seqcst64(pos, &cur, f);
 	/* R5 (a group's cursor is its floor): pairs with A5 in
 	 * sb_refresh_limit(): every member has finished with the records
 	 * below f (their acks, R17, were acquired by the floor's walk).

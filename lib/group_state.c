@@ -179,7 +179,9 @@ int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
 		dl = dl_for(name, ctx, &m->dl_drop);
 	else if (name[0])
 		m->dl_drop = true;	/* no channel can take it */
-	rc = sb_group_maintain_as(m, dl, (uint32_t)getpid());
+	rc = sb_group_deleted(m, false) ? -EIDRM
+					: sb_group_maintain_as(m, dl,
+							       (uint32_t)getpid());
 	sb_group_unmap(m);
 	return rc;
 }
