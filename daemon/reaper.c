@@ -92,12 +92,18 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 			"%u: the claim before it is still open; later",
 			c->name, ev->slot, ev->pid);
 		break;
-	case SB_REAP_HWM:
-		sbd_log(SBD_WARN, 0, "%s: the subscriber slots' high-water "
-			"mark was %llu, below slot %u in use (written over): "
-			"raised", c->name, (unsigned long long)ev->pos,
-			ev->slot);
+	case SB_REAP_HWM: {
+		/* Limited: a hostile writer may do it again every scan. */
+		static struct sbd_ratelimit rl;
+		static unsigned long n;
+
+		sbd_log_limited(&rl, SBD_WARN, ++n, "high-water marks raised",
+				"%s: the subscriber slots' high-water mark was "
+				"%llu, below slot %u in use (written over): "
+				"raised", c->name, (unsigned long long)ev->pos,
+				ev->slot);
 		break;
+	}
 	case SB_REAP_PROD:
 		sbd_log(SBD_NOTICE, 0, "%s: released producer slot %u of dead "
 			"process %u%s", c->name, ev->slot, ev->pid,

@@ -236,7 +236,9 @@ void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos)
 void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
 {
 	struct shmbus_hdr *h = ch->hdr;
-	uint64_t cur = load_relaxed64(&h->replicated_pos);
+	/* A14: pairs with R14 (another raise): the head its raiser saw comes
+	 * before the head loaded below. */
+	uint64_t cur = load_acquire64(&h->replicated_pos);
 
 	/* One past head was written over (readers disbelieve it, acked()
 	 * and sync_verdict()): set back to w. */

@@ -295,8 +295,8 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 	const struct shmbus_hdr *h = ch->hdr;
 	uint64_t from = sub->pos;
 
-	for (int steps = 0; steps < PEEK_MAX_STEPS || sub->pos - from < ch->cap;
-	     steps++) {
+	for (uint64_t steps = 0;
+	     steps < PEEK_MAX_STEPS || sub->pos - from < ch->cap; steps++) {
 		uint64_t p = sub->pos, idx = p & ch->mask, w, head, size, seq;
 		struct shmbus_rec *r = rec_at(ch, p);
 		const uint8_t *data;
