@@ -268,6 +268,13 @@ static bool may_take_over(const struct etcd_kv *sync, uint64_t e, char *why,
 	}
 	if (r.in && !r.mine)
 		return true;	/* its primary recorded it in sync */
+	/* It was the primary at that epoch, recorded "in" there, and stood
+	 * by when its term ran out (etcd out of reach, say): nobody took the
+	 * key since (a promotion records its epoch with the key), so it
+	 * holds all that was acknowledged.  (Not one that stood down by
+	 * hand: a demotion or a switchover.) */
+	if (r.in && r.mine && LOAD(&repl.term_lost_epoch) == e)
+		return true;
 	snprintf(why, n, "recorded '%.200s'", sync->value);
 	return false;
 }
@@ -867,23 +874,58 @@ void sbd_leader_stop(void)
 	L.on = false;
 }
 
-void sbd_leader_release(void)
+int sbd_leader_release(bool keep, char *why, size_t n)
 {
-	char why[256];
 	struct etcd *e = etcd_open(sbd.conf.repl.etcd_endpoints,
 				   (int)(sbd.conf.repl.lease_ttl_ms / 4), why,
-				   sizeof(why));
+				   n);
 	/* Not under step_mu: we hold role_mu (the leader thread takes
 	 * step_mu, then role_mu).  A renewal under way does not set a term
 	 * again after this (renewed()). */
-	int64_t id = LOAD(&L.lease);
+	int64_t id = LOAD(&L.lease), until = LOAD(&repl.lease_until);
+	bool held = LOAD(&L.held);
+	int rc = e ? 0 : -EIO;
 
 	STORE(&L.held, false);
 	STORE(&L.lease, 0);
 	set_until(0);
-	if (e && id)
-		etcd_lease_revoke(e, id);
+	if (e && id && (rc = etcd_lease_revoke(e, id)) < 0)
+		snprintf(why, n, "etcd does not answer (%s): the leader key "
+			 "stays this host's", strerror(-rc));
 	etcd_close(e);
+	if (rc && keep && held) {
+		/* Still ours in etcd, for the term we had: kept. */
+		STORE(&L.lease, id);
+		STORE(&L.held, true);
+		set_until(until);
+	}
+	return rc;
+}
+
+int sbd_leader_check(char *why, size_t n)
+{
+	struct etcd *e = etcd_open(sbd.conf.repl.etcd_endpoints,
+				   (int)(sbd.conf.repl.lease_ttl_ms / 4), why,
+				   n);
+	struct etcd_kv kv;
+	int rc;
+
+	if (!e)
+		return -EIO;
+	rc = etcd_get(e, L.leader_key, &kv);
+	etcd_close(e);
+	if (rc < 0) {
+		snprintf(why, n, "etcd does not answer (%s): the new primary "
+			 "could not take the leader key; nothing changed hands",
+			 strerror(-rc));
+		return rc;
+	}
+	if (!kv.found || !is_me(kv.value) || kv.lease != LOAD(&L.lease)) {
+		snprintf(why, n, "this host does not hold the leader key "
+			 "(%.200s)", kv.found ? kv.value : "nobody does");
+		return -EAGAIN;
+	}
+	return 0;
 }
 
 int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,

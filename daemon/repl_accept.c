@@ -52,6 +52,13 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 	why[0] = 0;
 	if (LOAD(&repl.role) != SBD_ROLE_PRIMARY)
 		snprintf(why, sizeof(why), "this host is a standby");
+	/* Out of term (it has not taken the leader key yet, say, etcd out
+	 * of its reach): its channels are closed, and a standby that heard
+	 * it would not take over (leader.c). */
+	else if (!rp_may_ack())
+		snprintf(why, sizeof(why), "this host is primary by its rings "
+			 "but holds no term of the leader key: it serves no "
+			 "standby until it does");
 	else if (!rc || strcmp(rc->name, hi->channel))
 		snprintf(why, sizeof(why), "channel '%.200s' is not "
 			 "replicated here", hi->channel);

@@ -173,6 +173,9 @@ struct repl_state {
 					 * channel may acknowledge without it */
 	int64_t peer_seen_ns;		/* atomic, lease_ns(): standby: the
 					 * last frame from a primary */
+	uint64_t term_lost_epoch;	/* atomic: the epoch at which this
+					 * host, primary, stood by when its
+					 * term ran out (0: none) */
 	int64_t acked_ns;		/* atomic, lease_ns(): primary: the
 					 * last acknowledgement from the
 					 * standby */
@@ -270,8 +273,14 @@ int sbd_leader_open(void);
 int sbd_leader_start(void);
 void sbd_leader_stop(void);
 size_t sbd_leader_status(char *out, size_t n);
-/* Before a switchover hands the role over: gives the leader key up. */
-void sbd_leader_release(void);
+/* Before a switchover hands the role over: gives the leader key up.  0;
+ * or -errno with why when etcd does not answer (the key stays this
+ * host's until its lease runs out), then with `keep` the key and its term
+ * are kept as they were. */
+int sbd_leader_release(bool keep, char *why, size_t n);
+/* Whether etcd answers and the leader key is this host's: 0, or -errno
+ * with why (before a switchover, which needs both). */
+int sbd_leader_check(char *why, size_t n);
 /* A promotion by hand or by a switchover: takes the leader key, and
  * records "out" at the epoch to promote at (*floor + 1) with it; 0, or
  * -errno with why.  Then sbd_leader_claimed() says whether the promotion

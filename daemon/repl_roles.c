@@ -244,6 +244,7 @@ void rp_lease_lost(const char *why)
 			sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_STANDBY);
 		sbd_log(SBD_ERR, 0, "replication: %s: this host's channels are "
 			"fenced (producers get EROFS) and it stands by", why);
+		STORE(&repl.term_lost_epoch, LOAD(&repl.epoch));
 		become_standby();
 	}
 	pthread_mutex_unlock(&repl.role_mu);
@@ -424,11 +425,15 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 	pthread_mutex_lock(&repl.role_mu);
 	switch (op) {
 	case SHMBUS_REPL_OP_STATUS: {
-		size_t o = (size_t)snprintf(r->text, sizeof(r->text), "%s at "
+		bool primary = LOAD(&repl.role) == SBD_ROLE_PRIMARY;
+		size_t o = (size_t)snprintf(r->text, sizeof(r->text), "%s%s at "
 			"epoch %" PRIu64 ", %zu channel%s, listening on %s, "
-			"peer %s", role_name(LOAD(&repl.role)), LOAD(&repl.epoch),
-			repl.n, repl.n == 1 ? "" : "s", sbd.conf.repl.listen,
-			sbd.conf.repl.peer);
+			"peer %s", role_name(LOAD(&repl.role)),
+			/* Without a term, its channels are closed. */
+			primary && !rp_may_ack() ? " (no term of the leader "
+			"key: fenced, producers get EROFS)" : "",
+			LOAD(&repl.epoch), repl.n, repl.n == 1 ? "" : "s",
+			sbd.conf.repl.listen, sbd.conf.repl.peer);
 
 		/* A line a channel, as many as the answer holds. */
 		for (size_t i = 0; i < repl.n && o < sizeof(r->text); i++) {
@@ -504,6 +509,14 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 			rc2 = -EALREADY;
 			break;
 		}
+		/* The new primary takes the leader key: not without etcd,
+		 * and not from a host that does not hold it.  Asked before
+		 * anything closes. */
+		if (op == SHMBUS_REPL_OP_SWITCHOVER && repl.arbiter &&
+		    (rc2 = sbd_leader_check(r->text, sizeof(r->text)))) {
+			sbd_log(SBD_WARN, 0, "switchover refused: %s", r->text);
+			break;
+		}
 		rc2 = hand_over(op == SHMBUS_REPL_OP_SWITCHOVER ||
 					!(flags & SHMBUS_REPL_FORCE),
 				ends, r->text, sizeof(r->text));
@@ -519,7 +532,8 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 						LOAD(&repl.ch[i].applied), ends[i]);
 			become_standby();
 			if (repl.arbiter)
-				sbd_leader_release();
+				sbd_leader_release(false, r->text,
+						   sizeof(r->text));
 			snprintf(r->text, sizeof(r->text), "standby at epoch %"
 				 PRIu64, LOAD(&repl.epoch));
 			break;
@@ -530,9 +544,21 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 		for (size_t i = 0; i < repl.n; i++)
 			sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_STANDBY);
 		STORE(&repl.role, SBD_ROLE_STANDBY);
-		/* The peer takes the leader key as it promotes. */
-		if (repl.arbiter)
-			sbd_leader_release();
+		/* The peer takes the leader key as it promotes.  If etcd
+		 * does not answer, the key stays ours and nobody could take
+		 * it: we are still primary, in the term we had. */
+		if (repl.arbiter &&
+		    (rc2 = sbd_leader_release(true, r->text,
+					      sizeof(r->text)))) {
+			STORE(&repl.role, SBD_ROLE_PRIMARY);
+			for (size_t i = 0; i < repl.n; i++) {
+				rp_agent_start(&repl.ch[i], false);
+				sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_OPEN);
+			}
+			sbd_log(SBD_WARN, 0, "switchover abandoned, still "
+				"primary: %s", r->text);
+			break;
+		}
 		rc2 = ask_promote(ends, &epoch, r->text, sizeof(r->text));
 		if (rc2 == -EINPROGRESS) {
 			/* Asked, no answer: the peer may be primary now.

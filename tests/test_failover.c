@@ -1139,6 +1139,96 @@ Test(failover, the_primary_cut_from_etcd_alone_carries_on)
 	row("primary partitioned from etcd, not standby", acked, true, -1);
 }
 
+/*
+ * The primary loses etcd, then its standby dies: with nobody to
+ * acknowledge, its failsafe ends and it stands by.  Once it reaches etcd
+ * again it takes over again: its own "in" record at its own epoch says
+ * nobody has been primary since, so it holds everything acknowledged.
+ */
+Test(failover, a_primary_without_etcd_or_standby_takes_over_again)
+{
+	pid_t pub;
+	int ms;
+
+	pub = fo_start(FO_CHANS, extra, 300, false);
+	fo_stop(pub);
+	cr_assert(sync_record_is("in "), "recorded in sync");
+	atomic_store(&fw[0].cut, true);
+	usleep(300000);
+	host_kill(&B, SIGKILL);
+	for (int i = 0; i < 3 * TTL_MS / 10 && is_primary(&A); i++)
+		usleep(10000);
+	cr_assert_not(is_primary(&A), "no standby, no etcd: still open");
+	atomic_store(&fw[0].cut, false);
+	ms = wait_for(is_primary, &A, 3 * TTL_MS);
+	cr_assert_geq(ms, 0, "the survivor, which holds everything, never "
+		      "became primary again");
+	cr_assert(host_log_wait(&A, "took the leader key", 100));
+	row("standby killed while the primary lacks etcd", 300, false, ms);
+}
+
+/*
+ * A switchover asked while etcd is down is refused before anything
+ * closes (the new primary could not take the leader key): the primary
+ * stays open and acknowledging, on the failsafe, and nothing changes
+ * hands.
+ */
+Test(failover, a_switchover_without_etcd_changes_nothing)
+{
+	struct shmbus_ctl_repl_reply r;
+	uint64_t before;
+	pid_t pub;
+
+	pub = fo_start(FO_CHANS, extra, 300, false);
+	etcd_kill();
+	usleep(300000);
+	cr_assert(is_primary(&A));
+	cr_assert_neq(host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r), 0,
+		      "a switchover without etcd: %s", r.text);
+	cr_assert(strstr(r.text, "etcd does not answer"), "%s", r.text);
+	before = atomic_load(&lg->acked);
+	for (int i = 0; i < TTL_MS / 10; i++) {
+		cr_assert(is_primary(&A) && !is_primary(&B),
+			  "the pair changed after a refused switchover");
+		usleep(10000);
+	}
+	cr_assert_gt(atomic_load(&lg->acked), before + 50,
+		     "acknowledgements stopped");
+	etcd_start();
+	row("switchover asked during an etcd outage", fo_stop(pub), false,
+	    -1);
+}
+
+/*
+ * The primary's daemon restarts while its host cannot reach etcd (the
+ * standby can): it never takes the leader key, so its channels stay
+ * closed, and it serves no standby; the standby, in sync and hearing no
+ * primary, takes over.  The old primary, back in reach of etcd, stands
+ * by.
+ */
+Test(failover, a_primary_restarted_out_of_etcds_reach_lets_its_standby_take_over)
+{
+	pid_t pub;
+	int ms;
+
+	pub = fo_start(FO_CHANS, extra, 300, false);
+	fo_stop(pub);
+	cr_assert(sync_record_is("in "), "recorded in sync");
+	atomic_store(&fw[0].cut, true);
+	host_kill(&A, SIGKILL);
+	host_start(&A);
+	ms = wait_for(is_primary, &B, 3 * TTL_MS);
+	cr_assert_geq(ms, 0, "no primary: the standby heard a primary that "
+		      "held no term");
+	cr_assert(host_log_wait(&A, "holds no term of the leader key", 100) ||
+		  host_log_wait(&B, "holds no term of the leader key", 100));
+	atomic_store(&fw[0].cut, false);
+	cr_assert_geq(wait_for(is_standby_linked, &A, 3 * TTL_MS), 0,
+		      "the old primary does not stand by");
+	cr_assert_not(is_primary(&A));
+	row("primary restarted out of etcd's reach", 300, false, ms);
+}
+
 /* The standby loses both the primary and etcd: nothing changes hands,
  * the primary degrades after recording it, and the standby, which
  * cannot reach etcd, never promotes. */
