@@ -268,13 +268,17 @@ static bool may_take_over(const struct etcd_kv *sync, uint64_t e, char *why,
 	}
 	if (r.in && !r.mine)
 		return true;	/* its primary recorded it in sync */
-	/* It was the primary at that epoch, recorded "in" there, and stood
-	 * by when its term ran out (etcd out of reach, say): nobody took the
-	 * key since (a promotion records its epoch with the key), so it
-	 * holds all that was acknowledged.  (Not one that stood down by
-	 * hand: a demotion or a switchover.) */
-	if (r.in && r.mine && LOAD(&repl.term_lost_epoch) == e)
-		return true;
+	/* Its own "in": it was that primary, and stood by (its term ran
+	 * out, or by hand).  Nobody took the key since, if etcd forgot
+	 * nothing; but a record etcd lost (a restore from an older backup)
+	 * would let two hosts be primary at one epoch, which no link could
+	 * tell apart.  So only by hand. */
+	if (r.in && r.mine) {
+		snprintf(why, n, "recorded '%.80s': this host was that "
+			 "primary; it takes over only by hand (promote --force), "
+			 "once the peer is known to be down", sync->value);
+		return false;
+	}
 	snprintf(why, n, "recorded '%.200s'", sync->value);
 	return false;
 }

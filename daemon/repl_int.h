@@ -173,9 +173,6 @@ struct repl_state {
 					 * channel may acknowledge without it */
 	int64_t peer_seen_ns;		/* atomic, lease_ns(): standby: the
 					 * last frame from a primary */
-	uint64_t term_lost_epoch;	/* atomic: the epoch at which this
-					 * host, primary, stood by when its
-					 * term ran out (0: none) */
 	int64_t acked_ns;		/* atomic, lease_ns(): primary: the
 					 * last acknowledgement from the
 					 * standby */

@@ -244,7 +244,6 @@ void rp_lease_lost(const char *why)
 			sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_STANDBY);
 		sbd_log(SBD_ERR, 0, "replication: %s: this host's channels are "
 			"fenced (producers get EROFS) and it stands by", why);
-		STORE(&repl.term_lost_epoch, LOAD(&repl.epoch));
 		become_standby();
 	}
 	pthread_mutex_unlock(&repl.role_mu);
