@@ -706,7 +706,10 @@ enum shmbus_role {
  * reports a failed connection as one; the daemon is gone and no new one
  * answered within the bound, or it went away 4 times during this
  * request, or the handle is being disconnected), ETIMEDOUT (a daemon that
- * does not answer for 5 s), EPROTO, EBADMSG...  Every shmbus_bus_*() call
+ * does not answer for 5 s), EMFILE (this process has no free descriptor
+ * for the channel's files: they were passed and dropped), EPROTO (a reply
+ * that is not the protocol's), EBADMSG (a damaged channel).  Every
+ * shmbus_bus_*() call
  * takes a NULL bus as ENOTCONN.  shmbus_bus_strerror() gives the daemon's
  * reason for a refusal.  Thread-safe.
  */

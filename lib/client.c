@@ -263,6 +263,15 @@ static int exchange(int fd, uint16_t ver, uint32_t id, uint16_t type,
 			return -EPROTO;
 		if (rh.id != id || rh.type != (type | SHMBUS_CTL_REPLY))
 			continue;	/* a late reply to a timed-out call */
+		/* Descriptors passed to a process that has no room for them
+		 * (RLIMIT_NOFILE) are dropped by the kernel, which says so:
+		 * not damage, nor the daemon's fault. */
+		if (rh.status == 0 && fdp && rm.msg_flags & MSG_CTRUNC) {
+			for (int i = 0; i < 2; i++)
+				if (passed[i] >= 0)
+					close(passed[i]);
+			return -EMFILE;
+		}
 		/* A status is 0 or -errno: anything else (INT_MIN would
 		 * overflow a caller's errno = -rc) is not believed. */
 		if (rh.status > 0 || rh.status < -4095)

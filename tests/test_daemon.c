@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "daemon_fixture.h"
@@ -732,4 +733,48 @@ Test(daemon, reload_with_overrides_warns_only_of_real_changes)
 	cr_assert(strstr(buf, "name changed ('reload' to 'renamed')"), "%s",
 		  buf);
 	th_rmdir(dir);
+}
+
+/*
+ * A client out of file descriptors opens a channel: the descriptors the
+ * daemon passes cannot be installed, and the open says so (EMFILE), not
+ * that the channel is damaged.  With room again, the same open works.
+ */
+static int open_without_fds(void *arg)
+{
+	shmbus_bus *bus = shmbus_connect(d.sock);
+	shmbus_channel *ch;
+	struct rlimit rl;
+	int free_fd;
+
+	(void)arg;
+	if (!bus || getrlimit(RLIMIT_NOFILE, &rl))
+		return 2;
+	free_fd = dup(0);	/* the lowest free descriptor */
+	if (free_fd < 0)
+		return 3;
+	close(free_fd);
+	rl.rlim_cur = (rlim_t)free_fd;	/* none free from here on */
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		return 4;
+	ch = shmbus_bus_open(bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	if (ch || errno != EMFILE)
+		return 10 + (ch ? 0 : errno);
+	rl.rlim_cur = (rlim_t)free_fd + 8;
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		return 5;
+	ch = shmbus_bus_open(bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	if (!ch)
+		return 6;
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+Test(daemon, a_client_out_of_descriptors_is_told_so, .init = setup,
+     .fini = teardown)
+{
+	int rc = th_wait(th_spawn(open_without_fds, NULL));
+
+	cr_assert_eq(rc, 0, "exit %d (10 + errno: the open's error)", rc);
 }
