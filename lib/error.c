@@ -21,7 +21,8 @@ SHMBUS_EXPORT const char *shmbus_strerror(int err)
 	case EBADMSG:
 		return "corrupt channel: a value in shared memory is out of bounds";
 	case EPROTO:
-		return "not a shmbus channel (bad magic or truncated file)";
+		return "not a shmbus channel (bad magic or truncated file), or "
+		       "a reply from shmbusd that is not the protocol's";
 	case EPROTONOSUPPORT:
 		return "channel made by an incompatible shmbus layout version";
 	case EMSGSIZE:
@@ -36,7 +37,8 @@ SHMBUS_EXPORT const char *shmbus_strerror(int err)
 		return "single-producer channel already has a live producer, "
 		       "or a claim is outstanding";
 	case ENOSPC:
-		return "no free subscriber or producer slot, or shm directory full";
+		return "no free subscriber or producer slot (or group member "
+		       "record), or no space left in the shm directory";
 	case EEXIST:
 		return "a channel of that name exists (with another geometry, "
 		       "or creation was asked to be exclusive)";
