@@ -8,6 +8,7 @@
  * restarted daemon carries on where the files are.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -239,36 +240,139 @@ int sbd_group_delete(struct sbd_chan *c, const char *group)
 	return rc;
 }
 
-/* Every group of channel c, at each scan.  A channel without groups
- * costs one stat of the directory: it is listed again only once the
- * directory has changed (a group file made or removed). */
-void sbd_groups_maintain(struct sbd_chan *c)
+/*
+ * Every channel's groups, from one listing of the shm directory, made
+ * again only when the directory has changed (a file made or removed):
+ * sorted by channel, so that each channel finds its own at each scan
+ * without reading the directory (which holds every channel's files: a
+ * listing a channel would cost channels x files a scan).  Reaper thread
+ * only.
+ */
+struct gentry {
+	uint64_t key;		/* sbd_name_hash() of the channel */
+	char chan[SHMBUS_CTL_NAME];
+	char group[64];
+};
+
+static struct {
+	int64_t dir_ns;		/* the directory's change time when read */
+	bool read;
+	struct gentry *e;
+	size_t n, cap;
+} gl;
+
+static int gentry_cmp(const void *a, const void *b)
 {
-	struct scan s = { c, NULL };
+	const struct gentry *x = a, *y = b;
+
+	if (x->key != y->key)
+		return x->key < y->key ? -1 : 1;
+	return strcmp(x->chan, y->chan);
+}
+
+/* ".CHAN@GROUP.group", both names as the library's rules have them (no
+ * '@' in either). */
+static bool group_file_name(const char *f, struct gentry *g)
+{
+	const char *at = strchr(f, '@');
+	size_t len = strlen(f), cn, gn;
+
+	if (f[0] != '.' || !at || len < 9 || strcmp(f + len - 6, ".group"))
+		return false;
+	cn = (size_t)(at - f - 1);
+	gn = (size_t)(f + len - 6 - at - 1);
+	if (cn == 0 || cn >= sizeof(g->chan) || gn == 0 ||
+	    gn >= sizeof(g->group))
+		return false;
+	memcpy(g->chan, f + 1, cn);
+	g->chan[cn] = 0;
+	memcpy(g->group, at + 1, gn);
+	g->group[gn] = 0;
+	if (!sb_name_ok(g->chan, SHMBUS_CTL_NAME - 1) ||
+	    !sb_name_ok(g->group, 63))
+		return false;
+	g->key = sbd_name_hash(g->chan);
+	return true;
+}
+
+void sbd_groups_scan_begin(void)
+{
+	struct dirent *d;
 	struct stat st;
 	int64_t t;
-	int n;
+	DIR *dir;
 
 	if (stat(sbd.conf.shm_dir, &st) < 0)
 		return;
 	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-	if (!c->ngroups && t == c->groups_dir_ns)
+	if (gl.read && t == gl.dir_ns)
 		return;
+	dir = opendir(sbd.conf.shm_dir);
+	if (!dir)
+		return;
+	gl.n = 0;
+	while ((d = readdir(dir))) {
+		struct gentry g;
+
+		if (!group_file_name(d->d_name, &g))
+			continue;
+		if (gl.n == gl.cap) {
+			size_t cap = gl.cap ? gl.cap * 2 : 64;
+			struct gentry *e = realloc(gl.e, cap * sizeof(*e));
+
+			if (!e)
+				break;	/* the groups listed so far */
+			gl.e = e;
+			gl.cap = cap;
+		}
+		gl.e[gl.n++] = g;
+	}
+	closedir(dir);
+	qsort(gl.e, gl.n, sizeof(*gl.e), gentry_cmp);
+	gl.dir_ns = t;
+	gl.read = true;
+}
+
+/* Every group of channel c, at each scan (after sbd_groups_scan_begin()). */
+void sbd_groups_maintain(struct sbd_chan *c)
+{
+	struct gentry k = { .key = sbd_name_hash(c->name) };
+	struct scan s = { c, NULL };
+	size_t lo = 0, hi = gl.n;
+	unsigned n = 0;
+
+	snprintf(k.chan, sizeof(k.chan), "%s", c->name);
+	while (lo < hi) {	/* the first entry not below c's */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (gentry_cmp(&gl.e[mid], &k) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (!c->ngroups && (lo == gl.n || gentry_cmp(&gl.e[lo], &k)))
+		return;		/* none now, and none before */
 	for (size_t i = 0; i < SBD_GROUPS_SEEN; i++)
 		c->gseen[i].listed = false;
 	pthread_mutex_lock(&groups_mu);
-	n = sb_group_list(sbd.conf.shm_dir, c->name, maintain_one, &s);
+	for (size_t i = lo; i < gl.n && !gentry_cmp(&gl.e[i], &k); i++) {
+		maintain_one(gl.e[i].group, &s);
+		n++;
+	}
 	pthread_mutex_unlock(&groups_mu);
 	/* Groups deleted since: their places for others. */
 	for (size_t i = 0; i < SBD_GROUPS_SEEN; i++)
 		if (!c->gseen[i].listed)
 			c->gseen[i] = (struct sbd_group_seen){ 0 };
-	c->ngroups = n > 0 ? (unsigned)n : 0;
-	c->groups_dir_ns = t;
+	c->ngroups = n;
 }
 
 void sbd_groups_close(void)
 {
+	free(gl.e);
+	gl.e = NULL;
+	gl.n = gl.cap = 0;
+	gl.read = false;
 	for (size_t i = 0; i < sizeof(dl) / sizeof(dl[0]); i++) {
 		if (dl[i].pub)
 			shmbus_pub_close(dl[i].pub);

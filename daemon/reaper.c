@@ -170,6 +170,7 @@ unsigned sbd_reap_once(void)
 	struct sbd_chan *c;
 	unsigned n = 0;
 
+	sbd_groups_scan_begin();
 	rcu_read_lock();
 	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
 		sbd_tsan_acquire(c);	/* pairs with sbd_chan_add() */

@@ -62,8 +62,6 @@ bool sbd_log_allow(struct sbd_ratelimit *rl, unsigned long *missed);
 void sbd_log_limited(struct sbd_ratelimit *rl, int level,
 		     unsigned long total, const char *what, const char *fmt,
 		     ...) __attribute__((format(printf, 5, 6)));
-/* CLOCK_MONOTONIC in ns. */
-
 /* --------------------------------------------------------------- config */
 
 #define SBD_RULE_MAX 32
@@ -244,10 +242,11 @@ struct sbd_chan {
 	bool wd_reported;
 	/* the hand-off as the last scan saw it (reaper thread only) */
 	uint64_t handoff_seen;
-	/* the channel's groups as the last scan found them (reaper thread
-	 * only): how many, and the shm dir's change time then */
+	/* how many groups the last scan found the channel had (reaper
+	 * thread only) */
 	unsigned ngroups;
-	int64_t groups_dir_ns;
+	/* when its files' sizes were last looked at (reaper thread only) */
+	int64_t cut_checked_ns;
 	/* its groups' files as first seen, to give one cut short its size
 	 * back (reaper thread only) */
 	struct sbd_group_seen {
@@ -417,6 +416,9 @@ int sbd_parse_groups(const char *v, struct sbd_chan_conf *cc, char *err,
 void sbd_groups_setup(const struct sbd_chan_conf *cc, shmbus_channel *ch);
 bool sbd_group_configured(const char *chan, const char *group,
 			  struct shmbus_group_attr *a);
+/* Before a scan's sbd_groups_maintain() calls: the shm directory's groups
+ * read again if it has changed. */
+void sbd_groups_scan_begin(void);
 void sbd_groups_maintain(struct sbd_chan *c);
 /* Deletes a group of c (main thread), never during a scan of the groups:
  * shmbus_group_delete()'s answers. */
