@@ -71,6 +71,28 @@ static struct {
 	shmbus_pub *pub;
 } dl[SBD_MAX_GROUPS * 4];
 
+/*
+ * Every channel's groups, from one listing of the shm directory, made
+ * again only when the directory has changed (a file made or removed):
+ * sorted by channel, so that each channel finds its own at each scan
+ * without reading the directory (which holds every channel's files: a
+ * listing a channel would cost channels x files a scan).  Reaper thread
+ * only.
+ */
+struct gentry {
+	uint64_t key;		/* sbd_name_hash() of the channel */
+	char chan[SHMBUS_CTL_NAME];
+	char group[64];
+};
+
+static struct {
+	int64_t dir_ns;		/* the directory's change time when read */
+	uint64_t gen;		/* read so many times */
+	bool read;
+	struct gentry *e;
+	size_t n, cap;
+} gl;
+
 struct scan {
 	struct sbd_chan *c;
 	const char *group;
@@ -171,15 +193,12 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 	return dl[free_i].pub;
 }
 
-/* A group's file cut short by a member: its size given back before the
- * maintenance maps it (and before the other members fault on it). */
-static void mend_file(struct sbd_chan *c, const char *group)
+/* A group's place in c->gseen (taken for it if new), or NULL if all are
+ * taken. */
+static struct sbd_group_seen *seen_of(struct sbd_chan *c, const char *group)
 {
-	static struct sbd_ratelimit rl;
-	static unsigned long mended;
 	uint64_t key = sbd_name_hash(group);
 	struct sbd_group_seen *e = NULL;
-	int rc;
 
 	for (size_t i = 0; i < SBD_GROUPS_SEEN && !e; i++)
 		if (c->gseen[i].key == key)
@@ -187,11 +206,38 @@ static void mend_file(struct sbd_chan *c, const char *group)
 	for (size_t i = 0; i < SBD_GROUPS_SEEN && !e; i++)
 		if (!c->gseen[i].key || !c->gseen[i].f.size)
 			e = &c->gseen[i];
-	if (!e)
+	if (e && e->key != key)
+		sbd_group_seen_clear(e);
+	if (e) {
+		e->key = key;
+		e->listed = true;
+	}
+	return e;
+}
+
+void sbd_group_seen_clear(struct sbd_group_seen *e)
+{
+	if (e->m)
+		sb_group_unkeep(e->m);
+	*e = (struct sbd_group_seen){ 0 };
+}
+
+/* How often a kept group's file size is looked at (a member may cut it). */
+#define MEND_EVERY_NS	INT64_C(100000000)
+
+/* A group's file cut short by a member: its size given back before the
+ * maintenance maps it (and before the other members fault on it). */
+static void mend_file(struct sbd_chan *c, struct sbd_group_seen *e,
+		      const char *group)
+{
+	static struct sbd_ratelimit rl;
+	static unsigned long mended;
+	int64_t now = sb_now_ns();
+	int rc;
+
+	if (e->m && e->gen == gl.gen && now - e->mended_ns < MEND_EVERY_NS)
 		return;
-	if (e->key != key)
-		*e = (struct sbd_group_seen){ .key = key };
-	e->listed = true;
+	e->mended_ns = now;
 	rc = sb_group_file_mend(sbd.conf.shm_dir, c->name, group, &e->f);
 	if (rc > 0) {
 		mended++;
@@ -211,10 +257,28 @@ static int maintain_one(const char *group, void *arg)
 	static struct sbd_ratelimit rl;
 	static unsigned long failed;
 
+	struct sbd_group_seen *e = seen_of(s->c, group);
+
 	s->group = group;
-	mend_file(s->c, group);
-	rc = sb_group_maintain_file(s->c->ch, sbd.conf.shm_dir, group,
-				    dead_letter_pub, s);
+	if (!e)		/* more groups than places: mapped each time */
+		rc = sb_group_maintain_file(s->c->ch, sbd.conf.shm_dir, group,
+					    dead_letter_pub, s);
+	else {
+		mend_file(s->c, e, group);
+		/* Mapped once, and again only once the directory changed
+		 * (the file may be another since). */
+		if (e->m && e->gen != gl.gen) {
+			sb_group_unkeep(e->m);
+			e->m = NULL;
+		}
+		if (!e->m) {
+			e->m = sb_group_keep(s->c->ch, sbd.conf.shm_dir, group,
+					     &rc);
+			e->gen = gl.gen;
+		}
+		rc = e->m ? sb_group_maintain_kept(e->m, dead_letter_pub, s)
+			  : rc;
+	}
 	/* -EIDRM: a removal under way (by a process in direct mode). */
 	if (rc < 0 && rc != -ENOENT && rc != -EIDRM) {
 		failed++;
@@ -239,27 +303,6 @@ int sbd_group_delete(struct sbd_chan *c, const char *group)
 	pthread_mutex_unlock(&groups_mu);
 	return rc;
 }
-
-/*
- * Every channel's groups, from one listing of the shm directory, made
- * again only when the directory has changed (a file made or removed):
- * sorted by channel, so that each channel finds its own at each scan
- * without reading the directory (which holds every channel's files: a
- * listing a channel would cost channels x files a scan).  Reaper thread
- * only.
- */
-struct gentry {
-	uint64_t key;		/* sbd_name_hash() of the channel */
-	char chan[SHMBUS_CTL_NAME];
-	char group[64];
-};
-
-static struct {
-	int64_t dir_ns;		/* the directory's change time when read */
-	bool read;
-	struct gentry *e;
-	size_t n, cap;
-} gl;
 
 static int gentry_cmp(const void *a, const void *b)
 {
@@ -328,9 +371,11 @@ void sbd_groups_scan_begin(void)
 		gl.e[gl.n++] = g;
 	}
 	closedir(dir);
-	qsort(gl.e, gl.n, sizeof(*gl.e), gentry_cmp);
+	if (gl.n)
+		qsort(gl.e, gl.n, sizeof(*gl.e), gentry_cmp);
 	gl.dir_ns = t;
 	gl.read = true;
+	gl.gen++;	/* files kept mapped are mapped again */
 }
 
 /* Every group of channel c, at each scan (after sbd_groups_scan_begin()). */
@@ -363,7 +408,7 @@ void sbd_groups_maintain(struct sbd_chan *c)
 	/* Groups deleted since: their places for others. */
 	for (size_t i = 0; i < SBD_GROUPS_SEEN; i++)
 		if (!c->gseen[i].listed)
-			c->gseen[i] = (struct sbd_group_seen){ 0 };
+			sbd_group_seen_clear(&c->gseen[i]);
 	c->ngroups = n;
 }
 

@@ -97,6 +97,9 @@ static void free_chan(struct rcu_head *h)
 {
 	struct sbd_chan *c = caa_container_of(h, struct sbd_chan, rcu);
 
+	/* No reader sees c now: the reaper's kept groups go first. */
+	for (size_t i = 0; i < SBD_GROUPS_SEEN; i++)
+		sbd_group_seen_clear(&c->gseen[i]);
 	shmbus_channel_close(c->ch);
 	close(c->fd);
 	close(c->data_rw);

@@ -253,6 +253,11 @@ struct sbd_chan {
 		uint64_t key;		/* sbd_name_hash() of the group */
 		struct sb_file_seen f;
 		bool listed;		/* by the last scan */
+		/* its file, mapped while the shm directory is as it was
+		 * (listing gen), and when its size was last looked at */
+		struct shmbus_group *m;
+		uint64_t gen;
+		int64_t mended_ns;
 	} gseen[SBD_GROUPS_SEEN];
 	/* its files were found cut short (faults.c): no longer served.
 	 * Relaxed: a flag, no data travels with it. */
@@ -416,6 +421,9 @@ int sbd_parse_groups(const char *v, struct sbd_chan_conf *cc, char *err,
 void sbd_groups_setup(const struct sbd_chan_conf *cc, shmbus_channel *ch);
 bool sbd_group_configured(const char *chan, const char *group,
 			  struct shmbus_group_attr *a);
+/* A channel's place for a group: its kept mapping let go, emptied (the
+ * reaper's thread, or once no reader sees the channel). */
+void sbd_group_seen_clear(struct sbd_group_seen *e);
 /* Before a scan's sbd_groups_maintain() calls: the shm directory's groups
  * read again if it has changed. */
 void sbd_groups_scan_begin(void);

@@ -576,10 +576,23 @@ struct sb_file_seen {
  * SIGBUS.  1 if it was short and is mended, 0 if not, -errno. */
 int sb_group_file_mend(const char *dir, const char *chan, const char *group,
 		       struct sb_file_seen *seen);
+/* A group's maintenance by shmbusd (no member of it), on its file: dl_for
+ * gives the publisher of the dead-letter channel its file names (NULL:
+ * none now; *drop: never, poison is dropped and counted).  0 or more, or
+ * -errno (-EIDRM: the group is being deleted). */
+typedef shmbus_pub *(*sb_dl_for_fn)(const char *name, void *ctx, bool *drop);
 int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
-			   const char *group,
-			   shmbus_pub *(*dl_for)(const char *name, void *ctx,
-						 bool *drop),
+			   const char *group, sb_dl_for_fn dl_for, void *ctx);
+/* The same on a group's file kept mapped across scans: sb_group_keep()
+ * maps it (NULL with *err), sb_group_maintain_kept() maintains it, and
+ * sb_group_unkeep() lets it go (before its channel is closed).  A file
+ * removed or made again since it was mapped is the caller's to notice
+ * (the directory's change time); a deleted group's mapping is maintained
+ * as -EIDRM, without a write. */
+struct shmbus_group *sb_group_keep(shmbus_channel *ch, const char *dir,
+				   const char *group, int *err);
+int sb_group_maintain_kept(struct shmbus_group *m, sb_dl_for_fn dl_for,
 			   void *ctx);
+void sb_group_unkeep(struct shmbus_group *m);
 
 #endif /* SHMBUS_CONTRACT_H */

@@ -21,8 +21,7 @@ SHMBUS_EXPORT const char *shmbus_strerror(int err)
 	case EBADMSG:
 		return "corrupt channel: a value in shared memory is out of bounds";
 	case EPROTO:
-		return "not a shmbus channel (bad magic or truncated file), or "
-		       "a reply from shmbusd that is not the protocol's";
+		return "not a shmbus channel (bad magic or truncated file)";
 	case EPROTONOSUPPORT:
 		return "channel made by an incompatible shmbus layout version";
 	case EMSGSIZE:

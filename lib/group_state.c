@@ -157,31 +157,49 @@ int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
 	return 0;
 }
 
-int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
-			   const char *group,
-			   shmbus_pub *(*dl_for)(const char *name, void *ctx,
-						 bool *drop),
+struct shmbus_group *sb_group_keep(shmbus_channel *ch, const char *dir,
+				   const char *group, int *err)
+{
+	if (!ch || ch->rdonly) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	return sb_group_open_map(ch, dir, group, false, err);
+}
+
+void sb_group_unkeep(struct shmbus_group *m)
+{
+	sb_group_unmap(m);
+}
+
+int sb_group_maintain_kept(struct shmbus_group *m, sb_dl_for_fn dl_for,
 			   void *ctx)
 {
-	struct shmbus_group *m;
 	shmbus_pub *dl = NULL;
 	char name[64];
-	int rc;
 
-	if (!ch || ch->rdonly)
-		return -EINVAL;
-	m = sb_group_open_map(ch, dir, group, false, &rc);
-	if (!m)
-		return rc;
 	memcpy(name, m->g->dead_letter, sizeof(name));
 	name[sizeof(name) - 1] = 0;
+	m->dl_drop = false;
 	if (name[0] && dl_for && sb_name_ok(name, 63))
 		dl = dl_for(name, ctx, &m->dl_drop);
 	else if (name[0])
 		m->dl_drop = true;	/* no channel can take it */
-	rc = sb_group_deleted(m, false) ? -EIDRM
-					: sb_group_maintain_as(m, dl,
-							       (uint32_t)getpid());
+	return sb_group_deleted(m, false) ? -EIDRM
+					  : sb_group_maintain_as(m, dl,
+								 (uint32_t)getpid());
+}
+
+int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
+			   const char *group, sb_dl_for_fn dl_for, void *ctx)
+{
+	struct shmbus_group *m;
+	int rc;
+
+	m = sb_group_keep(ch, dir, group, &rc);
+	if (!m)
+		return rc;
+	rc = sb_group_maintain_kept(m, dl_for, ctx);
 	sb_group_unmap(m);
 	return rc;
 }
