@@ -741,6 +741,10 @@ static void fail(struct parse_state *ps, const char *fmt, const char *a,
 
 static int enter_section(struct parse_state *ps, const char *section);
 
+/* inih keeps a section's name to its MAX_SECTION - 1 bytes (50 - 1 in
+ * every release): longer ones are ours to read (section_line()). */
+#define INIH_SECTION_KEPT	49u
+
 /* Sections are entered here, as their line is read, so that a section
  * without keys exists too (inih calls the handler for keys only). */
 static void section_line(struct parse_state *ps, const char *line)
@@ -908,12 +912,17 @@ static int handler(void *user, const char *section, const char *name,
 		return 0;
 	}
 	/* inih's idea of the section must be ours (section_line()), but
-	 * for the spaces inside its brackets, which we trim. */
+	 * for the spaces inside its brackets, which we trim, and for its
+	 * length: inih keeps INIH_SECTION_KEPT bytes of it (a channel's
+	 * name may be longer), which must then begin ours. */
+	bool cut = strlen(section) == INIH_SECTION_KEPT;
+
 	while (*section == ' ')
 		section++;
-	if (strncmp(section, ps->sec_name, strlen(ps->sec_name)) ||
-	    strspn(section + strlen(ps->sec_name), " ") !=
-		    strlen(section + strlen(ps->sec_name))) {
+	if (cut ? strncmp(section, ps->sec_name, strlen(section))
+		: strncmp(section, ps->sec_name, strlen(ps->sec_name)) ||
+		  strspn(section + strlen(ps->sec_name), " ") !=
+			  strlen(section + strlen(ps->sec_name))) {
 		fail(ps, "a section's header that is not read as written "
 		     "([%s])%s", section, "");
 		return 0;

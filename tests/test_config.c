@@ -381,3 +381,26 @@ Test(config, sizes_have_one_rule)
 		cr_assert_eq(v, rc ? 12345 : sizes[i].v, "'%s'", sizes[i].s);
 	}
 }
+
+/*
+ * A channel's name as long as a line allows (inih keeps only the first 49
+ * bytes of a section's name): two channels whose names share far more
+ * than that are two, each with its own keys (a max_msg only the larger
+ * capacity allows would be refused on the other).
+ */
+Test(config, long_channel_names_in_section_headers)
+{
+	const char *dir = th_mkdir();
+	char text[1024], a[160], b[160], out[4096];
+
+	memset(a, 'a', 150);
+	a[150] = 0;
+	memcpy(b, a, sizeof(b));
+	b[149] = 'b';
+	snprintf(text, sizeof(text), "[bus]\n[defaults]\npublish = *\n"
+		 "[channel %s]\ncapacity = 4K\nmax_msg = 2016\n"
+		 "[channel %s]\ncapacity = 64K\nmax_msg = 32736\n", a, b);
+	cr_assert_eq(run(dir, text, true, out, sizeof(out)), 0, "%s", out);
+	cr_assert(strstr(out, "2 channels"), "%s", out);
+	th_rmdir(dir);
+}
