@@ -832,7 +832,10 @@ void shmbus_group_attr_init(struct shmbus_group_attr *attr);
  * make, or a dead-letter channel the config does not name), EACCES,
  * EBADMSG (a corrupt group file), EROFS (a replicated channel on a
  * standby, or on a primary handing over: join on the primary), EAGAIN
- * (its ring is being cut back after a failover: for a few ms)...
+ * (its ring is being cut back after a failover: for a few ms),
+ * ENAMETOOLONG (the channel's name and the group's together longer than
+ * SHMBUS_GROUP_NAMES_MAX, 235 bytes: they name the group's file), EIDRM
+ * (the group is being deleted), EMFILE (no free descriptor).
  * One thread at a time per member handle; members in one process are
  * independent.  A handle belongs to the process that joined: a child
  * after fork() joins for itself.

@@ -38,6 +38,10 @@ int sb_group_path(char *buf, size_t len, const char *dir, const char *chan,
 
 	if (!sb_name_ok(chan, 200) || !sb_name_ok(group, 63))
 		return -EINVAL;
+	/* One file name, and its temporary one at creation (".PID.tmp",
+	 * a pid of up to 7 digits): SHMBUS_GROUP_NAMES_MAX bytes of names. */
+	if (strlen(chan) + strlen(group) > SHMBUS_GROUP_NAMES_MAX)
+		return -ENAMETOOLONG;
 	n = snprintf(buf, len, "%s/" SHMBUS_GROUP_FILE_FMT, dir, chan, group);
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }

@@ -29,6 +29,9 @@
 #define SHMBUS_GROUP_MAGIC	UINT64_C(0x3150524742534253) /* "SBSBGRP1" */
 #define SHMBUS_GROUP_VERSION	1u
 #define SHMBUS_GROUP_FILE_FMT	".%s@%s.group"
+/* The channel's name and the group's together, at most (the file's name,
+ * and ".PID.tmp" after it while it is made, within NAME_MAX = 255). */
+#define SHMBUS_GROUP_NAMES_MAX	235u
 
 #define SHMBUS_GROUP_MEMBERS	64u
 #define SHMBUS_GROUP_LANES	64u
