@@ -450,12 +450,15 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	registry = true;
-	for (size_t i = 0; i < sbd.conf.nchans; i++)
-		if (sbd_channel_setup(&sbd.conf.chans[i], true) < 0) {
-			sbd_log(SBD_ERR, 0, "%s: cannot set up channel; "
+	for (size_t i = 0; i < sbd.conf.nchans; i++) {
+		int crc = sbd_channel_setup(&sbd.conf.chans[i], true);
+
+		if (crc < 0) {
+			sbd_log(SBD_ERR, -crc, "%s: cannot set up channel; "
 				"stopping", sbd.conf.chans[i].name);
 			goto out;
 		}
+	}
 	sbd_channel_adopt_dir();
 	if (sbd_journal_start()) {
 		sbd_log(SBD_ERR, ENOMEM, "journal");
