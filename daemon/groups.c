@@ -8,7 +8,6 @@
  * restarted daemon carries on where the files are.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -313,64 +312,45 @@ static int gentry_cmp(const void *a, const void *b)
 	return strcmp(x->chan, y->chan);
 }
 
-/* ".CHAN@GROUP.group", both names as the library's rules have them (no
- * '@' in either). */
-static bool group_file_name(const char *f, struct gentry *g)
+/* One group file the listing found. */
+static int add_gentry(const char *chan, const char *group, void *arg)
 {
-	const char *at = strchr(f, '@');
-	size_t len = strlen(f), cn, gn;
+	struct gentry *g;
 
-	if (f[0] != '.' || !at || len < 9 || strcmp(f + len - 6, ".group"))
-		return false;
-	cn = (size_t)(at - f - 1);
-	gn = (size_t)(f + len - 6 - at - 1);
-	if (cn == 0 || cn >= sizeof(g->chan) || gn == 0 ||
-	    gn >= sizeof(g->group))
-		return false;
-	memcpy(g->chan, f + 1, cn);
-	g->chan[cn] = 0;
-	memcpy(g->group, at + 1, gn);
-	g->group[gn] = 0;
-	if (!sb_name_ok(g->chan, SHMBUS_CTL_NAME - 1) ||
-	    !sb_name_ok(g->group, 63))
-		return false;
-	g->key = sbd_name_hash(g->chan);
-	return true;
+	(void)arg;
+	if (gl.n == gl.cap) {
+		size_t cap = gl.cap ? gl.cap * 2 : 64;
+		struct gentry *e = realloc(gl.e, cap * sizeof(*e));
+
+		if (!e)
+			return 1;	/* the groups listed so far */
+		gl.e = e;
+		gl.cap = cap;
+	}
+	g = &gl.e[gl.n++];
+	g->key = sbd_name_hash(chan);
+	snprintf(g->chan, sizeof(g->chan), "%s", chan);
+	snprintf(g->group, sizeof(g->group), "%s", group);
+	return 0;
 }
 
 void sbd_groups_scan_begin(void)
 {
-	struct dirent *d;
 	struct stat st;
+	size_t old;
 	int64_t t;
-	DIR *dir;
 
 	if (stat(sbd.conf.shm_dir, &st) < 0)
 		return;
 	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if (gl.read && t == gl.dir_ns)
 		return;
-	dir = opendir(sbd.conf.shm_dir);
-	if (!dir)
-		return;
+	old = gl.n;
 	gl.n = 0;
-	while ((d = readdir(dir))) {
-		struct gentry g;
-
-		if (!group_file_name(d->d_name, &g))
-			continue;
-		if (gl.n == gl.cap) {
-			size_t cap = gl.cap ? gl.cap * 2 : 64;
-			struct gentry *e = realloc(gl.e, cap * sizeof(*e));
-
-			if (!e)
-				break;	/* the groups listed so far */
-			gl.e = e;
-			gl.cap = cap;
-		}
-		gl.e[gl.n++] = g;
+	if (sb_group_list_all(sbd.conf.shm_dir, add_gentry, NULL) < 0) {
+		gl.n = old;	/* not opened: nothing added; next scan */
+		return;
 	}
-	closedir(dir);
 	if (gl.n)
 		qsort(gl.e, gl.n, sizeof(*gl.e), gentry_cmp);
 	gl.dir_ns = t;

@@ -491,6 +491,12 @@ struct sb_member_info {
  * of groups, or -errno.  A non-zero return from fn stops the walk. */
 int sb_group_list(const char *dir, const char *name,
 		  int (*fn)(const char *group, void *arg), void *arg);
+/* The same for every channel's groups at once, in one reading of dir:
+ * fn(chan, group, arg) for each (a directory that holds many channels is
+ * read once, not once for each). */
+int sb_group_list_all(const char *dir,
+		      int (*fn)(const char *chan, const char *group, void *arg),
+		      void *arg);
 
 /*
  * Reads group `group` of channel ch (opened read-only is enough) from

@@ -460,10 +460,31 @@ int sb_group_remove(struct shmbus_group *m, const char *path)
 	return 0;
 }
 
-int sb_group_list(const char *dir, const char *name,
-		  int (*fn)(const char *group, void *arg), void *arg)
+/* ".CHAN@GROUP.group", both names as the rules have them (neither holds
+ * an '@'): the names into chan and group. */
+static bool group_file_name(const char *f, char chan[256], char group[64])
 {
-	size_t n = strlen(name);
+	const char *at = strchr(f, '@');
+	size_t len = strlen(f), cn, gn;
+
+	if (f[0] != '.' || !at || len < 9 || strcmp(f + len - 6, ".group"))
+		return false;
+	cn = (size_t)(at - f - 1);
+	gn = (size_t)(f + len - 6 - at - 1);
+	if (cn == 0 || cn >= 256 || gn == 0 || gn >= 64)
+		return false;
+	memcpy(chan, f + 1, cn);
+	chan[cn] = 0;
+	memcpy(group, at + 1, gn);
+	group[gn] = 0;
+	return sb_name_ok(chan, 200) && sb_name_ok(group, 63);
+}
+
+int sb_group_list_all(const char *dir,
+		      int (*fn)(const char *chan, const char *group, void *arg),
+		      void *arg)
+{
+	char chan[256], group[64];
 	struct dirent *e;
 	DIR *d = opendir(dir);
 	int count = 0;
@@ -471,24 +492,40 @@ int sb_group_list(const char *dir, const char *name,
 	if (!d)
 		return -errno;
 	while ((e = readdir(d))) {
-		size_t len = strlen(e->d_name);
-		char group[64];
-
-		if (len <= n + 8 || e->d_name[0] != '.' ||
-		    strncmp(e->d_name + 1, name, n) || e->d_name[n + 1] != '@' ||
-		    strcmp(e->d_name + len - 6, ".group") ||
-		    len - n - 8 >= sizeof(group))
-			continue;
-		memcpy(group, e->d_name + n + 2, len - n - 8);
-		group[len - n - 8] = 0;
-		if (!sb_name_ok(group, 63))
+		if (!group_file_name(e->d_name, chan, group))
 			continue;
 		count++;
-		if (fn && fn(group, arg))
+		if (fn && fn(chan, group, arg))
 			break;
 	}
 	closedir(d);
 	return count;
+}
+
+struct one_chan {
+	const char *name;
+	int (*fn)(const char *group, void *arg);
+	void *arg;
+	int count;
+};
+
+static int of_one_chan(const char *chan, const char *group, void *arg)
+{
+	struct one_chan *o = arg;
+
+	if (strcmp(chan, o->name))
+		return 0;
+	o->count++;
+	return o->fn ? o->fn(group, o->arg) : 0;
+}
+
+int sb_group_list(const char *dir, const char *name,
+		  int (*fn)(const char *group, void *arg), void *arg)
+{
+	struct one_chan o = { name, fn, arg, 0 };
+	int rc = sb_group_list_all(dir, of_one_chan, &o);
+
+	return rc < 0 ? rc : o.count;
 }
 
 int sb_group_file_mend(const char *dir, const char *chan, const char *group,

@@ -12,13 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "busstat_groups.h"
 
 #define NMEMBERS (sizeof(((struct group_row *)0)->m) / \
 		  sizeof(((struct group_row *)0)->m[0]))
 
-/* sb_group_list()'s walk over one channel's groups. */
+/* The walk over one channel's groups. */
 struct walk {
 	struct group_rows *gs;
 	shmbus_channel *ch;
@@ -58,6 +59,52 @@ static int by_name(const void *a, const void *b)
 		      ((const struct group_row *)b)->name);
 }
 
+/* The directory's groups, read once for every channel of a sample (and
+ * again only once the directory changed): a directory of N channels is
+ * not read N times. */
+static struct {
+	char dir[4096];
+	int64_t ns;
+	bool read;
+	struct listed {
+		char chan[256], group[64];
+	} *e;
+	int n, cap;
+} dl;
+
+static int list_one(const char *chan, const char *group, void *arg)
+{
+	void *p = grow(dl.e, &dl.cap, dl.n, sizeof(*dl.e));
+
+	(void)arg;
+	if (!p)
+		return 1;	/* the groups listed so far */
+	dl.e = p;
+	snprintf(dl.e[dl.n].chan, sizeof(dl.e[dl.n].chan), "%s", chan);
+	snprintf(dl.e[dl.n].group, sizeof(dl.e[dl.n].group), "%s", group);
+	dl.n++;
+	return 0;
+}
+
+static void list_dir(const char *dir)
+{
+	struct stat st;
+	int64_t t;
+
+	if (stat(dir, &st) < 0) {
+		dl.n = 0;
+		dl.read = false;
+		return;
+	}
+	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	if (dl.read && t == dl.ns && !strcmp(dl.dir, dir))
+		return;
+	dl.n = 0;
+	dl.read = sb_group_list_all(dir, list_one, NULL) >= 0;
+	dl.ns = t;
+	snprintf(dl.dir, sizeof(dl.dir), "%s", dir);
+}
+
 int groups_sample(struct group_rows *gs, shmbus_channel *ch, const char *dir,
 		  const char *chan)
 {
@@ -66,7 +113,10 @@ int groups_sample(struct group_rows *gs, shmbus_channel *ch, const char *dir,
 
 	/* A directory that cannot be listed now (it was just read) has
 	 * no group to show. */
-	sb_group_list(dir, chan, one_group, &w);
+	list_dir(dir);
+	for (int i = 0; i < dl.n; i++)
+		if (!strcmp(dl.e[i].chan, chan) && one_group(dl.e[i].group, &w))
+			break;
 	if (gs->n - first > 1)
 		qsort(gs->g + first, (size_t)(gs->n - first), sizeof(*gs->g),
 		      by_name);
