@@ -10,7 +10,8 @@
  * (lib/sigbus.c) maps a page of zeros there, which every reader of shared
  * memory takes for damage; what the daemon writes there reaches nobody.
  * The reaper looks at each channel's files' sizes
- * at each scan, fault or not: files found short are given back their size
+ * every 100 ms, and at the scan after any fault: files found short are
+ * given back their size
  * (so that the channel's clients stop faulting too: what was cut reads as
  * zeros), and the channel is logged and served no more: it is damaged, and
  * an operator deletes and recreates it.
@@ -66,8 +67,8 @@ static unsigned long found;
 /* The reaper's thread, for each channel at each scan: whether its files
  * are cut short (they are then given back their size, and the channel is
  * marked damaged, once, with a log line), or were.  The files are looked
- * at every CUT_CHECK_NS; a fault in between is caught by the SIGBUS
- * guard, and by sbd_faults_check(). */
+ * at every CUT_CHECK_NS, and at the scan after a fault (the SIGBUS guard
+ * took it; sbd_faults_check() logs one no channel explains). */
 bool sbd_chan_cut(struct sbd_chan *c)
 {
 	uint64_t ctl, data, had_ctl = 0, had_data = 0;
@@ -77,9 +78,11 @@ bool sbd_chan_cut(struct sbd_chan *c)
 	if (atomic_load_explicit(&c->damaged, memory_order_relaxed))
 		return true;
 	now = sb_now_ns();
-	if (now - c->cut_checked_ns < CUT_CHECK_NS)
+	if (now - c->cut_checked_ns < CUT_CHECK_NS &&
+	    sb_sigbus_faults(NULL) == c->cut_faults)
 		return false;
 	c->cut_checked_ns = now;
+	c->cut_faults = sb_sigbus_faults(NULL);
 	sb_channel_file_sizes(c->ch, &ctl, &data);
 	a = mend(c->fd, ctl, &had_ctl, c->name, "control");
 	b = mend(c->data_rw, data, &had_data, c->name, "data");
@@ -102,17 +105,24 @@ bool sbd_chan_cut(struct sbd_chan *c)
  * explain is logged too. */
 void sbd_faults_check(void)
 {
-	static unsigned long seen, found_seen;
+	static unsigned long seen, found_then;
+	static bool pending;
 	uintptr_t addr;
 	unsigned long n = sb_sigbus_faults(&addr);
 
 	if (n == seen)
 		return;
-	seen = n;
-	if (found != found_seen) {
-		found_seen = found;
+	/* A scan later: the next scan looks at every channel's files
+	 * (sbd_chan_cut() after a fault), and finds the one cut, if any. */
+	if (!pending) {
+		pending = true;
+		found_then = found;
 		return;
 	}
+	pending = false;
+	seen = n;
+	if (found != found_then)
+		return;
 	sbd_log(SBD_WARN, 0, "a shared file was cut short under the daemon "
 		"(fault at %#lx), not a channel's: a consumer group's?  That "
 		"page now reads as zeros to the daemon", (unsigned long)addr);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../lib/contract.h"
@@ -86,10 +87,11 @@ struct gentry {
 
 static struct {
 	int64_t dir_ns;		/* the directory's change time when read */
-	uint64_t gen;		/* read so many times */
-	bool read;
-	struct gentry *e;
-	size_t n, cap;
+	uint64_t gen;		/* changed so many times */
+	bool read;		/* dir_ns can be trusted (see below) */
+	unsigned long faults;	/* SIGBUS faults taken when last looked */
+	struct gentry *e, *next;	/* the listing, and the one being made */
+	size_t n, cap, next_n, next_cap;
 } gl;
 
 struct scan {
@@ -200,15 +202,17 @@ static struct sbd_group_seen *seen_of(struct sbd_chan *c, const char *group)
 	struct sbd_group_seen *e = NULL;
 
 	for (size_t i = 0; i < SBD_GROUPS_SEEN && !e; i++)
-		if (c->gseen[i].key == key)
+		if (c->gseen[i].key == key &&
+		    !strcmp(c->gseen[i].name, group))
 			e = &c->gseen[i];
 	for (size_t i = 0; i < SBD_GROUPS_SEEN && !e; i++)
 		if (!c->gseen[i].key || !c->gseen[i].f.size)
 			e = &c->gseen[i];
-	if (e && e->key != key)
+	if (e && (e->key != key || strcmp(e->name, group)))
 		sbd_group_seen_clear(e);
 	if (e) {
 		e->key = key;
+		snprintf(e->name, sizeof(e->name), "%s", group);
 		e->listed = true;
 	}
 	return e;
@@ -234,10 +238,18 @@ static void mend_file(struct sbd_chan *c, struct sbd_group_seen *e,
 	int64_t now = sb_now_ns();
 	int rc;
 
+	uint64_t ino = e->f.ino;
+
 	if (e->m && e->gen == gl.gen && now - e->mended_ns < MEND_EVERY_NS)
 		return;
 	e->mended_ns = now;
 	rc = sb_group_file_mend(sbd.conf.shm_dir, c->name, group, &e->f);
+	/* Another file by that name now, or one cut short (a page of ours
+	 * may be the zeros the SIGBUS guard mapped): mapped again. */
+	if (e->m && (rc > 0 || e->f.ino != ino)) {
+		sb_group_unkeep(e->m);
+		e->m = NULL;
+	}
 	if (rc > 0) {
 		mended++;
 		sbd_log_limited(&rl, SBD_ERR, mended, "group files mended",
@@ -317,17 +329,19 @@ static int add_gentry(const char *chan, const char *group, void *arg)
 {
 	struct gentry *g;
 
-	(void)arg;
-	if (gl.n == gl.cap) {
-		size_t cap = gl.cap ? gl.cap * 2 : 64;
-		struct gentry *e = realloc(gl.e, cap * sizeof(*e));
+	if (gl.next_n == gl.next_cap) {
+		size_t cap = gl.next_cap ? gl.next_cap * 2 : 64;
+		struct gentry *e = realloc(gl.next, cap * sizeof(*e));
 
-		if (!e)
-			return 1;	/* the groups listed so far */
-		gl.e = e;
-		gl.cap = cap;
+		if (!e) {
+			*(bool *)arg = true;	/* partial: not kept */
+			return 1;
+		}
+		gl.next = e;
+		gl.next_cap = cap;
 	}
-	g = &gl.e[gl.n++];
+	g = &gl.next[gl.next_n++];
+	memset(g, 0, sizeof(*g));	/* compared whole (below) */
 	g->key = sbd_name_hash(chan);
 	snprintf(g->chan, sizeof(g->chan), "%s", chan);
 	snprintf(g->group, sizeof(g->group), "%s", group);
@@ -336,26 +350,49 @@ static int add_gentry(const char *chan, const char *group, void *arg)
 
 void sbd_groups_scan_begin(void)
 {
+	unsigned long f = sb_sigbus_faults(NULL);
+	bool partial = false;
+	struct timespec now;
 	struct stat st;
-	size_t old;
 	int64_t t;
 
+	/* A fault (a file cut short): every kept mapping is mapped again,
+	 * after its file's size is given back (mend_file()), so that no page
+	 * of zeros the SIGBUS guard put in one stays there. */
+	if (f != gl.faults) {
+		gl.faults = f;
+		gl.gen++;
+	}
 	if (stat(sbd.conf.shm_dir, &st) < 0)
 		return;
 	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if (gl.read && t == gl.dir_ns)
 		return;
-	old = gl.n;
-	gl.n = 0;
-	if (sb_group_list_all(sbd.conf.shm_dir, add_gentry, NULL) < 0) {
-		gl.n = old;	/* not opened: nothing added; next scan */
-		return;
+	gl.next_n = 0;
+	if (sb_group_list_all(sbd.conf.shm_dir, add_gentry, &partial) < 0 ||
+	    partial)
+		return;		/* again at the next scan */
+	if (gl.next_n)
+		qsort(gl.next, gl.next_n, sizeof(*gl.next), gentry_cmp);
+	if (gl.next_n != gl.n ||
+	    memcmp(gl.next, gl.e, gl.n * sizeof(*gl.e))) {
+		struct gentry *e = gl.e;
+		size_t cap = gl.cap;
+
+		gl.e = gl.next;
+		gl.cap = gl.next_cap;
+		gl.n = gl.next_n;
+		gl.next = e;
+		gl.next_cap = cap;
+		gl.gen++;	/* files kept mapped are mapped again */
 	}
-	if (gl.n)
-		qsort(gl.e, gl.n, sizeof(*gl.e), gentry_cmp);
 	gl.dir_ns = t;
-	gl.read = true;
-	gl.gen++;	/* files kept mapped are mapped again */
+	/* A change within the same tick of the directory's clock as the
+	 * listing would leave its time as it was: a time that recent is not
+	 * trusted, and the directory is read again at the next scan. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	gl.read = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec - t >
+		  INT64_C(1000000000);
 }
 
 /* Every group of channel c, at each scan (after sbd_groups_scan_begin()). */
@@ -395,8 +432,9 @@ void sbd_groups_maintain(struct sbd_chan *c)
 void sbd_groups_close(void)
 {
 	free(gl.e);
-	gl.e = NULL;
-	gl.n = gl.cap = 0;
+	free(gl.next);
+	gl.e = gl.next = NULL;
+	gl.n = gl.cap = gl.next_n = gl.next_cap = 0;
 	gl.read = false;
 	for (size_t i = 0; i < sizeof(dl) / sizeof(dl[0]); i++) {
 		if (dl[i].pub)

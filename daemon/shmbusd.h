@@ -245,12 +245,15 @@ struct sbd_chan {
 	/* how many groups the last scan found the channel had (reaper
 	 * thread only) */
 	unsigned ngroups;
-	/* when its files' sizes were last looked at (reaper thread only) */
+	/* when its files' sizes were last looked at, and the SIGBUS faults
+	 * taken then (reaper thread only) */
 	int64_t cut_checked_ns;
+	unsigned long cut_faults;
 	/* its groups' files as first seen, to give one cut short its size
 	 * back (reaper thread only) */
 	struct sbd_group_seen {
 		uint64_t key;		/* sbd_name_hash() of the group */
+		char name[64];		/* and its name (hashes may collide) */
 		struct sb_file_seen f;
 		bool listed;		/* by the last scan */
 		/* its file, mapped while the shm directory is as it was

@@ -594,7 +594,7 @@ int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
  * sb_group_unkeep() lets it go (before its channel is closed).  A file
  * removed or made again since it was mapped is the caller's to notice
  * (the directory's change time); a deleted group's mapping is maintained
- * as -EIDRM, without a write. */
+ * as -EIDRM, without a write.  A kept mapping holds no descriptor. */
 struct shmbus_group *sb_group_keep(shmbus_channel *ch, const char *dir,
 				   const char *group, int *err);
 int sb_group_maintain_kept(struct shmbus_group *m, sb_dl_for_fn dl_for,

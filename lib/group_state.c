@@ -160,11 +160,21 @@ int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
 struct shmbus_group *sb_group_keep(shmbus_channel *ch, const char *dir,
 				   const char *group, int *err)
 {
+	struct shmbus_group *m;
+
 	if (!ch || ch->rdonly) {
 		*err = -EINVAL;
 		return NULL;
 	}
-	return sb_group_open_map(ch, dir, group, false, err);
+	m = sb_group_open_map(ch, dir, group, false, err);
+	/* No descriptor kept: a daemon keeps one mapping per group, which
+	 * its descriptor budget does not count.  Without it, the deleted
+	 * flag alone says deleted (members heal a dead remover's flag). */
+	if (m && m->fd >= 0) {
+		close(m->fd);
+		m->fd = -1;
+	}
+	return m;
 }
 
 void sb_group_unkeep(struct shmbus_group *m)

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "busstat_groups.h"
 
@@ -76,9 +77,10 @@ static int list_one(const char *chan, const char *group, void *arg)
 {
 	void *p = grow(dl.e, &dl.cap, dl.n, sizeof(*dl.e));
 
-	(void)arg;
-	if (!p)
-		return 1;	/* the groups listed so far */
+	if (!p) {
+		*(bool *)arg = true;	/* partial: read again next time */
+		return 1;
+	}
 	dl.e = p;
 	snprintf(dl.e[dl.n].chan, sizeof(dl.e[dl.n].chan), "%s", chan);
 	snprintf(dl.e[dl.n].group, sizeof(dl.e[dl.n].group), "%s", group);
@@ -88,6 +90,8 @@ static int list_one(const char *chan, const char *group, void *arg)
 
 static void list_dir(const char *dir)
 {
+	bool partial = false;
+	struct timespec now;
 	struct stat st;
 	int64_t t;
 
@@ -100,9 +104,17 @@ static void list_dir(const char *dir)
 	if (dl.read && t == dl.ns && !strcmp(dl.dir, dir))
 		return;
 	dl.n = 0;
-	dl.read = sb_group_list_all(dir, list_one, NULL) >= 0;
+	dl.read = sb_group_list_all(dir, list_one, &partial) >= 0 &&
+		  !partial;
 	dl.ns = t;
 	snprintf(dl.dir, sizeof(dl.dir), "%s", dir);
+	/* A change in the same tick of the directory's clock as this
+	 * reading would leave its time as it is: a time that recent is not
+	 * trusted, and the next sample reads the directory again. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	if ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec - t <=
+	    INT64_C(1000000000))
+		dl.read = false;
 }
 
 int groups_sample(struct group_rows *gs, shmbus_channel *ch, const char *dir,
