@@ -771,7 +771,7 @@ int rp_agent_start(struct rchan *rc, bool resume)
 {
 	uint64_t oldest = sb_ring_oldest(rc->ch);
 	struct shmbus_sub_stats st;
-	bool taken;
+	bool taken, in_sync;
 	int err;
 
 	rc->cursor = sb_sub_kept(rc->ch, SHMBUS_SLOT_REPL, UINT64_MAX, &taken,
@@ -833,6 +833,8 @@ int rp_agent_start(struct rchan *rc, bool resume)
 	else
 		sb_repl_flags(rc->ch, SHMBUS_REPL_OUT_OF_SYNC,
 			      SHMBUS_REPL_STANDBY | SHMBUS_REPL_LINK);
+	/* Read before the agent runs: its judge() writes in_sync. */
+	in_sync = rc->in_sync;
 	if (pthread_create(&rc->agent, NULL, agent_main, rc)) {
 		sb_repl_flags(rc->ch, SHMBUS_REPL_OUT_OF_SYNC, 0);
 		/* A cursor the previous daemon left goes on holding. */
@@ -845,7 +847,7 @@ int rp_agent_start(struct rchan *rc, bool resume)
 			"the channel is not replicated", rc->name);
 		return -EAGAIN;
 	}
-	if (rc->in_sync)
+	if (in_sync)
 		sbd_log(SBD_NOTICE, 0, "%s: the standby was in sync when the "
 			"last shmbusd stopped; its cursor holds the ring from %"
 			PRIu64 " while it links again", rc->name, st.pos);
