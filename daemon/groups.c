@@ -375,7 +375,7 @@ void sbd_groups_scan_begin(void)
 	if (gl.next_n)
 		qsort(gl.next, gl.next_n, sizeof(*gl.next), gentry_cmp);
 	if (gl.next_n != gl.n ||
-	    memcmp(gl.next, gl.e, gl.n * sizeof(*gl.e))) {
+	    (gl.n && memcmp(gl.next, gl.e, gl.n * sizeof(*gl.e)))) {
 		struct gentry *e = gl.e;
 		size_t cap = gl.cap;
 
