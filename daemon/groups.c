@@ -13,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../lib/contract.h"
@@ -352,8 +350,7 @@ void sbd_groups_scan_begin(void)
 {
 	unsigned long f = sb_sigbus_faults(NULL);
 	bool partial = false;
-	struct timespec now;
-	struct stat st;
+	bool settled;
 	int64_t t;
 
 	/* A fault (a file cut short): every kept mapping is mapped again,
@@ -363,9 +360,8 @@ void sbd_groups_scan_begin(void)
 		gl.faults = f;
 		gl.gen++;
 	}
-	if (stat(sbd.conf.shm_dir, &st) < 0)
+	if (sb_dir_time(sbd.conf.shm_dir, &t, &settled))
 		return;
-	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if (gl.read && t == gl.dir_ns)
 		return;
 	gl.next_n = 0;
@@ -387,12 +383,7 @@ void sbd_groups_scan_begin(void)
 		gl.gen++;	/* files kept mapped are mapped again */
 	}
 	gl.dir_ns = t;
-	/* A change within the same tick of the directory's clock as the
-	 * listing would leave its time as it was: a time that recent is not
-	 * trusted, and the directory is read again at the next scan. */
-	clock_gettime(CLOCK_REALTIME, &now);
-	gl.read = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec - t >
-		  INT64_C(1000000000);
+	gl.read = settled;	/* else read again at the next scan */
 }
 
 /* Every group of channel c, at each scan (after sbd_groups_scan_begin()). */

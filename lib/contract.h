@@ -491,6 +491,11 @@ struct sb_member_info {
  * of groups, or -errno.  A non-zero return from fn stops the walk. */
 int sb_group_list(const char *dir, const char *name,
 		  int (*fn)(const char *group, void *arg), void *arg);
+/* A directory's change time (ns), read before a listing of it, and whether
+ * the listing may be kept while that time stays *t: not when it is within
+ * a second of now, where a change in the same tick of the directory's
+ * clock would leave the time as it is.  0 or -errno. */
+int sb_dir_time(const char *dir, int64_t *t, bool *settled);
 /* The same for every channel's groups at once, in one reading of dir:
  * fn(chan, group, arg) for each (a directory that holds many channels is
  * read once, not once for each). */

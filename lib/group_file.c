@@ -502,6 +502,20 @@ int sb_group_list_all(const char *dir,
 	return count;
 }
 
+int sb_dir_time(const char *dir, int64_t *t, bool *settled)
+{
+	struct timespec now;
+	struct stat st;
+
+	if (stat(dir, &st) < 0)
+		return -errno;
+	*t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	clock_gettime(CLOCK_REALTIME, &now);
+	*settled = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec - *t >
+		   INT64_C(1000000000);
+	return 0;
+}
+
 struct one_chan {
 	const char *name;
 	int (*fn)(const char *group, void *arg);

@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
 #include "busstat_groups.h"
 
@@ -90,31 +88,22 @@ static int list_one(const char *chan, const char *group, void *arg)
 
 static void list_dir(const char *dir)
 {
-	bool partial = false;
-	struct timespec now;
-	struct stat st;
+	bool partial = false, settled;
 	int64_t t;
 
-	if (stat(dir, &st) < 0) {
+	if (sb_dir_time(dir, &t, &settled)) {
 		dl.n = 0;
 		dl.read = false;
 		return;
 	}
-	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if (dl.read && t == dl.ns && !strcmp(dl.dir, dir))
 		return;
 	dl.n = 0;
+	/* Kept only if whole, and if its time can be trusted. */
 	dl.read = sb_group_list_all(dir, list_one, &partial) >= 0 &&
-		  !partial;
+		  !partial && settled;
 	dl.ns = t;
 	snprintf(dl.dir, sizeof(dl.dir), "%s", dir);
-	/* A change in the same tick of the directory's clock as this
-	 * reading would leave its time as it is: a time that recent is not
-	 * trusted, and the next sample reads the directory again. */
-	clock_gettime(CLOCK_REALTIME, &now);
-	if ((int64_t)now.tv_sec * 1000000000 + now.tv_nsec - t <=
-	    INT64_C(1000000000))
-		dl.read = false;
 }
 
 int groups_sample(struct group_rows *gs, shmbus_channel *ch, const char *dir,
