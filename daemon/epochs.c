@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -23,13 +24,19 @@
 
 /*
  * state_dir/epochs: one line per (epoch, channel) start, "EPOCH CHANNEL
- * POSITION", appended and fdatasync'd before the first record of the
- * epoch is written in that channel.  A last line cut short by a crash is
- * cut off at start; any other damage stops the daemon.
+ * POSITION TAG", appended and fdatasync'd before the first record of the
+ * epoch is written in that channel.  TAG (16 hex digits) names the
+ * promotion that began the epoch, drawn at random by the host promoted
+ * and copied by the hosts that follow it, so that two hosts made primary
+ * at one epoch (a promotion forced on each while they were apart) are
+ * told apart at link time (repl_accept.c).  Lines without one (written
+ * before tags were) match any.  A last line cut short by a crash is cut
+ * off at start; any other damage stops the daemon.
  */
 struct hist_ent {
 	uint64_t epoch, pos;
 	uint64_t chan;
+	uint64_t tag;		/* 0: not known */
 };
 
 static struct hist_ent *hist;
@@ -38,14 +45,25 @@ static size_t nhist;
  * changes, and read by handshakes. */
 static pthread_mutex_t hist_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static int hist_add_mem(uint64_t epoch, uint64_t chan, uint64_t pos)
+static int hist_add_mem(uint64_t epoch, uint64_t chan, uint64_t pos,
+			uint64_t tag)
 {
 	struct hist_ent *g = realloc(hist, (nhist + 1) * sizeof(*hist));
 
 	if (!g)
 		return -ENOMEM;
 	hist = g;
-	hist[nhist++] = (struct hist_ent){ epoch, pos, chan };
+	hist[nhist++] = (struct hist_ent){ epoch, pos, chan, tag };
+	return 0;
+}
+
+/* The tag of epoch e's lines, 0 if none has one.  hist_mu held (or
+ * loading, before any thread starts). */
+static uint64_t epoch_tag(uint64_t e)
+{
+	for (size_t i = 0; i < nhist; i++)
+		if (hist[i].epoch == e && hist[i].tag)
+			return hist[i].tag;
 	return 0;
 }
 
@@ -91,10 +109,30 @@ static const char *parse_u62(const char *s, uint64_t *v)
 	return s;
 }
 
-/* One line of the history, "EPOCH CHANNEL POSITION", exactly as
+/* Exactly 16 lowercase hex digits, not all 0, to the end of the line. */
+static const char *parse_tag(const char *s, uint64_t *v)
+{
+	uint64_t x = 0;
+	int i;
+
+	for (i = 0; i < 16; i++, s++) {
+		if (*s >= '0' && *s <= '9')
+			x = x << 4 | (uint64_t)(*s - '0');
+		else if (*s >= 'a' && *s <= 'f')
+			x = x << 4 | (uint64_t)(*s - 'a' + 10);
+		else
+			return NULL;
+	}
+	if (*s || !x)
+		return NULL;
+	*v = x;
+	return s;
+}
+
+/* One line of the history, "EPOCH CHANNEL POSITION [TAG]", exactly as
  * rp_hist_append() writes it: 0, or -1 for anything else. */
 static int hist_parse(const char *line, uint64_t *e, char *name, size_t n,
-		      uint64_t *p)
+		      uint64_t *p, uint64_t *tag)
 {
 	const char *s = parse_u62(line, e), *sp;
 
@@ -108,7 +146,12 @@ static int hist_parse(const char *line, uint64_t *e, char *name, size_t n,
 	if (!sb_name_ok(name, n - 1))
 		return -1;
 	s = parse_u62(sp + 1, p);
-	return s && !*s && *p % SHMBUS_REC_ALIGN == 0 ? 0 : -1;
+	if (!s || *p % SHMBUS_REC_ALIGN)
+		return -1;
+	*tag = 0;
+	if (*s == ' ')
+		s = parse_tag(s + 1, tag);
+	return s && !*s ? 0 : -1;
 }
 
 int rp_hist_load(const char *dir, char *why, size_t wn)
@@ -168,25 +211,36 @@ int rp_hist_load(const char *dir, char *why, size_t wn)
 	text[whole] = 0;
 	for (line = text; *line; line = save) {
 		char name[SHMBUS_CTL_NAME];
-		uint64_t e, p;
+		uint64_t e, p, tag;
 
 		lineno++;
 		nl = strchr(line, '\n');	/* there is one: whole lines */
 		*nl = 0;
 		save = nl + 1;
-		if (hist_parse(line, &e, name, sizeof(name), &p) ||
+		if (hist_parse(line, &e, name, sizeof(name), &p, &tag) ||
 		    (nhist && e < hist[nhist - 1].epoch)) {
-			snprintf(why, wn, "%s:%d: not 'EPOCH CHANNEL POSITION' "
-				 "in order (an epoch from 1 to 2^62, a channel "
-				 "name, a position below 2^62 and a multiple of "
-				 "8): the history is damaged; move it aside only "
-				 "if this host's rings are to be rebuilt from the "
-				 "peer", path, lineno);
+			snprintf(why, wn, "%s:%d: not 'EPOCH CHANNEL POSITION "
+				 "[TAG]' in order (an epoch from 1 to 2^62, a "
+				 "channel name, a position below 2^62 and a "
+				 "multiple of 8, a tag of 16 hex digits): the "
+				 "history is damaged; move it aside only if this "
+				 "host's rings are to be rebuilt from the peer",
+				 path, lineno);
 			free(text);
 			close(fd);
 			return -1;
 		}
-		if (hist_add_mem(e, sbd_name_hash(name), p)) {
+		if (tag && epoch_tag(e) && epoch_tag(e) != tag) {
+			snprintf(why, wn, "%s:%d: epoch %" PRIu64 " with a "
+				 "tag other than its earlier lines': the "
+				 "history is damaged; move it aside only if this "
+				 "host's rings are to be rebuilt from the peer",
+				 path, lineno, e);
+			free(text);
+			close(fd);
+			return -1;
+		}
+		if (hist_add_mem(e, sbd_name_hash(name), p, tag)) {
 			free(text);
 			close(fd);
 			return -1;
@@ -206,17 +260,16 @@ int rp_hist_load(const char *dir, char *why, size_t wn)
 	return 0;
 }
 
-/* Appends (epoch, channel, pos), and raises the host's epoch to it; sync:
- * fdatasync now.  0, -EIO, or -ESTALE for an epoch older than the newest
- * recorded. */
-int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
-		       bool sync)
+/* Appends (epoch, channel, pos, tag), and raises the host's epoch to it;
+ * tag 0: the epoch's, if any line of it has one; sync: fdatasync now.
+ * 0, -EIO, -ESTALE for an epoch older than the newest recorded, or
+ * -EXDEV for a tag other than the one the epoch has here. */
+int rp_hist_append(uint64_t epoch, uint64_t tag, const struct rchan *rc,
+		   uint64_t pos, bool sync)
 {
-	char line[SHMBUS_CTL_NAME + 64];
-	int n = snprintf(line, sizeof(line), "%" PRIu64 " %s %" PRIu64 "\n",
-			 epoch, rc->name, pos);
-
-	int rc2;
+	char line[SHMBUS_CTL_NAME + 96];
+	uint64_t have;
+	int n, rc2;
 
 	pthread_mutex_lock(&hist_mu);
 	/* The file's epochs never go down (rp_hist_load() takes that for
@@ -231,6 +284,26 @@ int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
 			"refused", epoch, rc->name, newest);
 		return -ESTALE;
 	}
+	/* One promotion begins an epoch: a channel that hears of it from
+	 * another (two hosts primary at one epoch) is refused here. */
+	have = epoch_tag(epoch);
+	if (tag && have && tag != have) {
+		pthread_mutex_unlock(&hist_mu);
+		sbd_log(SBD_ERR, 0, "epoch history: epoch %" PRIu64 " of %s "
+			"comes from promotion %016" PRIx64 ", this host's "
+			"other channels from %016" PRIx64 ": two hosts were "
+			"primary at that epoch; refused", epoch, rc->name, tag,
+			have);
+		return -EXDEV;
+	}
+	if (!tag)
+		tag = have;
+	if (tag)
+		n = snprintf(line, sizeof(line), "%" PRIu64 " %s %" PRIu64
+			     " %016" PRIx64 "\n", epoch, rc->name, pos, tag);
+	else
+		n = snprintf(line, sizeof(line), "%" PRIu64 " %s %" PRIu64
+			     "\n", epoch, rc->name, pos);
 	if (write(repl.hist_fd, line, (size_t)n) != n ||
 	    (sync && fdatasync(repl.hist_fd))) {
 		pthread_mutex_unlock(&hist_mu);
@@ -238,12 +311,35 @@ int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
 			"%" PRIu64 " of %s", epoch, rc->name);
 		return -EIO;
 	}
-	rc2 = hist_add_mem(epoch, rc->id, pos);
+	rc2 = hist_add_mem(epoch, rc->id, pos, tag);
 	/* The host's epoch, under the same lock: it never goes down. */
 	if (epoch > LOAD(&repl.epoch))
 		STORE(&repl.epoch, epoch);
 	pthread_mutex_unlock(&hist_mu);
 	return rc2;
+}
+
+uint64_t rp_hist_tag(uint64_t e)
+{
+	uint64_t tag;
+
+	pthread_mutex_lock(&hist_mu);
+	tag = epoch_tag(e);
+	pthread_mutex_unlock(&hist_mu);
+	return tag;
+}
+
+uint64_t rp_new_tag(void)
+{
+	uint64_t tag = 0;
+
+	while (!tag)
+		if (getrandom(&tag, sizeof(tag), 0) != (ssize_t)sizeof(tag)) {
+			if (errno != EINTR)
+				return 0;
+			tag = 0;
+		}
+	return tag;
 }
 
 /* Whether the channel has an entry for epoch e. */

@@ -430,6 +430,8 @@ int sbd_repl_start(void)
 		/* A standby's rings made primary by its config: a promotion,
 		 * at the next epoch, from the records it applied whole. */
 		if (was_standby || repl.epoch == 0) {
+			uint64_t tag = rp_new_tag();
+
 			repl.epoch++;
 			for (size_t i = 0; i < repl.n; i++) {
 				shmbus_channel *ch = repl.ch[i].ch;
@@ -444,8 +446,9 @@ int sbd_repl_start(void)
 							UINT64_MAX);
 
 				if (end == UINT64_MAX ||
-				    rp_hist_append(repl.epoch, &repl.ch[i], end,
-						i + 1 == repl.n))
+				    rp_hist_append(repl.epoch, tag,
+						   &repl.ch[i], end,
+						   i + 1 == repl.n))
 					return -1;
 			}
 			if (was_standby)
@@ -480,7 +483,7 @@ int sbd_repl_start(void)
 			sb_fence_set(rc->ch, SHMBUS_FENCE_STANDBY);
 			f |= SHMBUS_REPL_STANDBY;
 		} else if (!rp_hist_has(repl.epoch, rc->id) &&
-			   rp_hist_append(repl.epoch, rc,
+			   rp_hist_append(repl.epoch, 0, rc,
 				       sb_committed_end(rc->ch,
 							sb_ring_oldest(rc->ch),
 							UINT64_MAX), true)) {

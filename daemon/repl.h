@@ -32,7 +32,7 @@
  * hosts' own byte order (the hello compares it through the magic).
  */
 #define RW_MAGIC	0x31525342u	/* "BSR1" in memory order */
-#define RW_VERSION	5u
+#define RW_VERSION	6u
 #define RW_HDR		40u
 #define RW_NONCE	32u
 #define RW_MAC		32u		/* HMAC-SHA256 */
@@ -44,7 +44,7 @@ enum rw_type {
 	RW_AUTH = 3,		/* client: its proof */
 	RW_HELLO = 4,		/* client: struct rw_hello */
 	RW_ACCEPT = 5,		/* server: where shipping starts (pos), and
-				 * body u32 restart: RW_RESTART_* */
+				 * struct rw_accept */
 	RW_REFUSE = 6,		/* either: a reason, text */
 	RW_DATA = 7,		/* primary: records at [pos, pos + len) */
 	RW_ACK = 8,		/* standby: struct rw_ack */
@@ -56,7 +56,15 @@ enum rw_type {
 	RW_TYPE_MAX = 12,
 };
 
-/* RW_ACCEPT's body. */
+/* RW_ACCEPT's body: how shipping starts, and the tag of the promotion
+ * that began the primary's epoch (the header's; 0: not known), which the
+ * standby records with the epoch (epochs.c). */
+struct rw_accept {
+	uint32_t restart;	/* RW_RESTART_* */
+	uint32_t pad;
+	uint64_t tag;
+};
+
 #define RW_RESTART_NONE	0u	/* pos is the standby's end */
 #define RW_RESTART_GAP	1u	/* the standby skips ahead to pos (a gap) */
 #define RW_RESTART_CUT	2u	/* the standby's records from pos on
@@ -99,6 +107,9 @@ struct rw_hello {
 				 * its last run; a random number of this
 				 * run, which the primary's "in" record
 				 * names once it has caught it up */
+	uint64_t tag;		/* the tag of epoch's promotion here (0:
+				 * not known): two hosts primary at one
+				 * epoch differ in it */
 };
 
 struct rw_ack {

@@ -44,9 +44,9 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 {
 	struct rchan *rc = rp_find(sbd_name_hash(hi->channel));
 	uint64_t e = LOAD(&repl.epoch), known, oldest, start = hi->end;
-	uint64_t next = UINT64_MAX;
-	uint32_t restart = RW_RESTART_NONE;
-	struct iovec iov = { &restart, sizeof(restart) };
+	uint64_t next = UINT64_MAX, ours;
+	struct rw_accept acc = { .restart = RW_RESTART_NONE };
+	struct iovec iov = { &acc, sizeof(acc) };
 	char why[512];
 
 	why[0] = 0;
@@ -70,6 +70,18 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 			 "be primary", hi->epoch, e);
 	else if (hi->end % SHMBUS_REC_ALIGN)
 		snprintf(why, sizeof(why), "an unaligned end position");
+	/* Its epoch begun by another promotion than ours: two hosts were
+	 * primary at it (each promoted by force while they were apart), so
+	 * the records it holds of that epoch are not ours, and this host
+	 * cannot say where they part.  Matched by the epoch alone, the
+	 * standby would keep them and take ours after them. */
+	else if (hi->tag && (ours = rp_hist_tag(hi->epoch)) &&
+		 hi->tag != ours)
+		snprintf(why, sizeof(why), "%.200s: the standby's epoch %"
+			 PRIu64 " was begun by another promotion (%016" PRIx64
+			 ") than ours (%016" PRIx64 "): two hosts were primary "
+			 "at it, and its records of it are not ours: its ring "
+			 "must be rebuilt", rc->name, hi->epoch, hi->tag, ours);
 	if (!why[0]) {
 		known = sb_committed_end(rc->ch, sb_ring_oldest(rc->ch),
 					 UINT64_MAX);
@@ -83,7 +95,7 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 			/* A returning primary: its records from where the
 			 * next epoch began here on are not ours.  It cuts
 			 * them off (rejoin.c) and we ship from there. */
-			restart = RW_RESTART_CUT;
+			acc.restart = RW_RESTART_CUT;
 			start = next;
 			sbd_log(SBD_WARN, 0, "%s: the standby's records %"
 				PRIu64 "..%" PRIu64 " (epoch %" PRIu64 ") "
@@ -110,9 +122,9 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 	oldest = sb_ring_oldest(rc->ch);
 	/* A gap only where the ring no longer holds the standby's end (a
 	 * record not committed there yet is shipped once it is). */
-	if (restart == RW_RESTART_NONE && start < oldest &&
+	if (acc.restart == RW_RESTART_NONE && start < oldest &&
 	    !sb_ring_holds(rc->ch, start)) {
-		restart = RW_RESTART_GAP;
+		acc.restart = RW_RESTART_GAP;
 		start = oldest;
 		sb_repl_count(rc->ch, SB_REPL_GAPS, 1);
 		sb_repl_count(rc->ch, SB_REPL_GAP_BYTES, start - hi->end);
@@ -121,6 +133,7 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 			", the ring holds from %" PRIu64 "; it goes on from "
 			"there", rc->name, hi->end, start);
 	}
+	acc.tag = rp_hist_tag(e);
 	if (rp_send_frame(l, RW_ACCEPT, rc->id, start, &iov, 1, HANDSHAKE_MS)) {
 		repl.t->close(l);
 		return;

@@ -139,6 +139,10 @@ struct rchan {
 					 * applied on this link, if
 					 * seq_known */
 	bool seq_known;
+	uint64_t link_epoch;		/* linker: the primary's epoch at this
+					 * link's acceptance, and the tag of
+					 * its promotion (epochs.c) */
+	uint64_t link_tag;
 	uint64_t ack_every;		/* at least one acknowledgement per
 					 * this many bytes applied */
 	struct sbd_link *slink;
@@ -335,10 +339,15 @@ int rp_apply_kept(struct rchan *rc, int64_t wait_ns);
 
 /* epochs.c: the history (state_dir/epochs).  Loading sets repl.epoch to
  * its newest epoch; an append raises it, is fdatasync'd when `sync`, and
- * is refused (-ESTALE) for an epoch older than the newest recorded. */
+ * is refused for an epoch older than the newest recorded (-ESTALE) or a
+ * tag other than the epoch's (-EXDEV); tag 0 takes the epoch's. */
 int rp_hist_load(const char *dir, char *why, size_t wn);
-int rp_hist_append(uint64_t epoch, const struct rchan *rc, uint64_t pos,
-		   bool sync);
+int rp_hist_append(uint64_t epoch, uint64_t tag, const struct rchan *rc,
+		   uint64_t pos, bool sync);
+/* The tag of the promotion that began epoch e, as recorded here (0: not
+ * known); a new random one (0 only if the kernel has no randomness). */
+uint64_t rp_hist_tag(uint64_t e);
+uint64_t rp_new_tag(void);
 bool rp_hist_has(uint64_t e, uint64_t chan);
 /* The start of the first epoch after e in the channel, or UINT64_MAX. */
 uint64_t rp_hist_next_start(uint64_t e, uint64_t chan);

@@ -30,7 +30,7 @@
  * repl_standby.c) or a promotion is forced. */
 static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 {
-	uint64_t e = LOAD(&repl.epoch);
+	uint64_t e = LOAD(&repl.epoch), tag;
 	int rc2 = 0;
 
 	if (floor > e)
@@ -89,6 +89,7 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 			rp_linker_start(&repl.ch[i]);
 		return rc2;
 	}
+	tag = rp_new_tag();
 	for (size_t i = 0; i < repl.n && !rc2; i++) {
 		struct rchan *rc = &repl.ch[i];
 		uint64_t end = sb_apply_recover(rc->ch);
@@ -100,7 +101,7 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 				"%" PRIu64 " on is lost here (that host keeps "
 				"it in its quarantine file when it comes back)",
 				rc->name, e, end, end);
-		rc2 = rp_hist_append(e, rc, end, i + 1 == repl.n);
+		rc2 = rp_hist_append(e, tag, rc, end, i + 1 == repl.n);
 	}
 	if (rc2) {
 		snprintf(out, n, "the epoch history could not be written; "

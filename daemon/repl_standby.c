@@ -148,7 +148,10 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 	}
 	if (h->epoch > e || !rp_hist_has(h->epoch, rc->id)) {
 		/* A new epoch: on disk before its first record. */
-		if ((rc2 = rp_hist_append(h->epoch, rc, h->pos, true)))
+		if ((rc2 = rp_hist_append(h->epoch,
+					  h->epoch == rc->link_epoch
+						  ? rc->link_tag : 0,
+					  rc, h->pos, true)))
 			return rc2;
 		sb_repl_epoch(rc->ch, h->epoch);
 		sbd_log(SBD_NOTICE, 0, "%s: epoch %" PRIu64 " from %" PRIu64,
@@ -224,7 +227,8 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 	struct rw_hello hello = { 0 };
 	struct iovec iov = { &hello, sizeof(hello) };
 	struct rw_hdr h;
-	uint32_t restart = 0;
+	struct rw_accept acc;
+	uint32_t restart;
 	uint64_t end;
 	char why[512];
 	int rc2;
@@ -248,12 +252,13 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 	 * have moved to the new epoch while this one still holds its
 	 * diverged tail. */
 	hello.epoch = rp_hist_last(rc->id);
+	hello.tag = rp_hist_tag(hello.epoch);
 	hello.end = end;
 	if (rp_send_frame(l, RW_HELLO, rc->id, end, &iov, 1, HANDSHAKE_MS))
 		return;
-	rc2 = rw_recv_frame(repl.t, l, &h, rc->buf, sizeof(restart), HANDSHAKE_MS,
+	rc2 = rw_recv_frame(repl.t, l, &h, rc->buf, sizeof(acc), HANDSHAKE_MS,
 			    why, sizeof(why));
-	if (rc2 == 0 && (h.type != RW_ACCEPT || h.len != sizeof(restart))) {
+	if (rc2 == 0 && (h.type != RW_ACCEPT || h.len != sizeof(acc))) {
 		snprintf(why, sizeof(why), "frame type %u instead of an "
 			 "acceptance", h.type);
 		rc2 = -EBADMSG;
@@ -263,11 +268,22 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 			"%s: primary %s: %s", rc->name, repl.t->peer(l), why);
 		return;
 	}
-	memcpy(&restart, rc->buf, sizeof(restart));
+	memcpy(&acc, rc->buf, sizeof(acc));
+	restart = acc.restart;
 	if (h.epoch < LOAD(&repl.epoch)) {
 		sbd_log(SBD_ERR, 0, "%s: primary %s has epoch %" PRIu64
 			", older than ours (%" PRIu64 "): refused", rc->name,
 			repl.t->peer(l), h.epoch, LOAD(&repl.epoch));
+		return;
+	}
+	/* The same epoch begun by two promotions (repl_accept.c). */
+	if (acc.tag && rp_hist_tag(h.epoch) &&
+	    rp_hist_tag(h.epoch) != acc.tag) {
+		sbd_log(SBD_ERR, 0, "%s: primary %s is at epoch %" PRIu64
+			" by another promotion (%016" PRIx64 ") than the one "
+			"this host followed (%016" PRIx64 "): two hosts were "
+			"primary at it; refused", rc->name, repl.t->peer(l),
+			h.epoch, acc.tag, rp_hist_tag(h.epoch));
 		return;
 	}
 	/* Every check before anything is recorded or moved here: a cut
@@ -300,10 +316,12 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		sb_repl_acked(rc->ch, end, end, 0, false);
 		unapplied_done(rc, end, true);
 	}
+	rc->link_epoch = h.epoch;
+	rc->link_tag = acc.tag;
 	if (!rp_hist_has(h.epoch, rc->id)) {
 		/* The primary's epoch, on disk before its first record
 		 * here; our acknowledgements carry it from now on. */
-		if (rp_hist_append(h.epoch, rc, h.pos, true))
+		if (rp_hist_append(h.epoch, acc.tag, rc, h.pos, true))
 			return;
 		sb_repl_epoch(rc->ch, h.epoch);
 	}

@@ -122,10 +122,19 @@ static void send_frame(struct sbd_link *l, uint16_t type, uint64_t epoch,
 	cr_assert_eq(sbd_tcp.send(l, &h, &iov, 1, 2000), 0);
 }
 
+static void accept_tagged(struct sbd_link *l, uint64_t epoch,
+			  uint64_t chan, uint64_t pos, uint32_t restart,
+			  uint64_t tag)
+{
+	struct rw_accept acc = { .restart = restart, .tag = tag };
+
+	send_frame(l, RW_ACCEPT, epoch, chan, pos, &acc, sizeof(acc));
+}
+
 static void accept_at(struct sbd_link *l, uint64_t epoch, uint64_t chan,
 		      uint64_t pos, uint32_t restart)
 {
-	send_frame(l, RW_ACCEPT, epoch, chan, pos, &restart, sizeof(restart));
+	accept_tagged(l, epoch, chan, pos, restart, 0);
 }
 
 /* Whether the standby dropped the link: its next read ends. */
@@ -205,6 +214,70 @@ Test(hostile_primary, a_refused_acceptance_leaves_no_epoch_behind)
 	cr_assert_eq(th_wait(d.pid), 0);
 	start_daemon();
 	l = link_up(&hi, &chan);
+	sbd_tcp.close(l);
+}
+
+/* The history file's text (at most n - 1 bytes). */
+static void read_history(char *buf, size_t n)
+{
+	char path[128];
+	FILE *f;
+
+	buf[0] = 0;
+	snprintf(path, sizeof(path), "%s/state/epochs", state);
+	f = fopen(path, "r");
+	if (f) {
+		size_t k = fread(buf, 1, n - 1, f);
+
+		buf[k] = 0;
+		fclose(f);
+	}
+}
+
+/*
+ * Two hosts primary at one epoch (each promoted by force while they were
+ * apart): this standby followed promotion T1 at epoch 1, and a primary
+ * at epoch 1 by promotion T2 offers to ship to it.  Its records of epoch
+ * 1 are not that primary's, so it drops the link and records nothing;
+ * matched by the epoch alone, it would take that primary's records after
+ * its own.  The standby's hello names the tag it recorded.
+ */
+Test(hostile_primary, a_primary_at_our_epoch_by_another_promotion_is_refused)
+{
+	const uint64_t t1 = 0x1111222233334444u, t2 = 0x5555666677778888u;
+	struct rw_hello hi;
+	struct sbd_link *l;
+	struct rw_hdr h;
+	uint64_t chan;
+	char buf[512] = "", why[256];
+
+	l = link_up(&hi, &chan);
+	cr_assert_eq(hi.epoch, 0);
+	accept_tagged(l, 1, chan, hi.end, RW_RESTART_NONE, t1);
+	for (int i = 0; i < 300 && !strstr(buf, "1 sp 0 "); i++) {
+		usleep(10000);
+		read_history(buf, sizeof(buf));
+	}
+	cr_assert_str_eq(buf, "1 sp 0 1111222233334444\n");
+	sbd_tcp.close(l);
+	l = link_up(&hi, &chan);
+	cr_assert_eq(hi.epoch, 1);
+	cr_assert_eq(hi.tag, t1, "hello tag %llx",
+		     (unsigned long long)hi.tag);
+	accept_tagged(l, 1, chan, hi.end, RW_RESTART_NONE, t2);
+	cr_assert(dropped(l), "the standby kept the link");
+	sbd_tcp.close(l);
+	cr_assert(log_wait("by another promotion (5555666677778888) than "
+			   "the one this host followed (1111222233334444)"));
+	read_history(buf, sizeof(buf));
+	cr_assert_str_eq(buf, "1 sp 0 1111222233334444\n");
+	/* The promotion it followed is linked again: a ping is answered. */
+	l = link_up(&hi, &chan);
+	accept_tagged(l, 1, chan, hi.end, RW_RESTART_NONE, t1);
+	send_frame(l, RW_PING, 1, chan, hi.end, NULL, 0);
+	cr_assert_eq(rw_recv_frame(&sbd_tcp, l, &h, buf, sizeof(buf), 2000,
+				   why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(h.type, RW_ACK, "type %u", h.type);
 	sbd_tcp.close(l);
 }
 
@@ -306,20 +379,37 @@ static struct sbd_link *standby_hello(struct rw_hello *hi, uint64_t end)
 	return l;
 }
 
+/* Says hello as sp's standby holding [0, end) at epoch 1, begun by the
+ * promotion `tag`: the primary's answer (its header, and its body into
+ * body, at most n bytes). */
+static struct sbd_link *hello_tagged(uint64_t end, uint64_t tag,
+				     struct rw_hdr *h, void *body, size_t n,
+				     char *why, size_t wn)
+{
+	struct rw_hello hi;
+	struct sbd_link *l = standby_hello(&hi, end);
+	int rc;
+
+	hi.tag = tag;
+	send_frame(l, RW_HELLO, 1, name_hash("sp"), end, &hi, sizeof(hi));
+	why[0] = 0;
+	rc = rw_recv_frame(&sbd_tcp, l, h, body, n, 2000, why, wn);
+	if (rc)
+		h->type = 0;	/* refused: the reason is in why */
+	return l;
+}
+
 /* Links to the primary as sp's standby holding [0, end) at epoch 1; the
  * acceptance's position comes back. */
 static struct sbd_link *link_to_primary(uint64_t end, uint64_t *from)
 {
-	struct rw_hello hi;
-	struct sbd_link *l = standby_hello(&hi, end);
+	struct rw_accept acc;
 	struct rw_hdr h;
-	uint32_t restart;
-	char why[256];
+	char why[512];
+	struct sbd_link *l = hello_tagged(end, 0, &h, &acc, sizeof(acc), why,
+					  sizeof(why));
 
-	send_frame(l, RW_HELLO, 1, name_hash("sp"), end, &hi, sizeof(hi));
-	cr_assert_eq(rw_recv_frame(&sbd_tcp, l, &h, &restart, sizeof(restart),
-				   2000, why, sizeof(why)), 0, "%s", why);
-	cr_assert_eq(h.type, RW_ACCEPT);
+	cr_assert_eq(h.type, RW_ACCEPT, "%s", why);
 	*from = h.pos;
 	return l;
 }
@@ -409,6 +499,39 @@ Test(flapping_standby, a_standby_of_another_frame_version_is_refused)
 }
 
 /*
+ * The primary's side of two hosts primary at one epoch: a standby whose
+ * epoch 1 was begun by another promotion than the primary's is refused,
+ * with a reason that says so, before any record is shipped; one that
+ * names the primary's own promotion, or none (a history written before
+ * promotions had tags), is accepted and told the tag.
+ */
+Test(flapping_standby, a_standby_of_our_epoch_by_another_promotion_is_refused)
+{
+	struct rw_accept acc;
+	struct rw_hdr h;
+	struct sbd_link *l;
+	char buf[RW_REASON + 1], hist[256], why[512];
+	unsigned long long tag = 0;
+
+	read_history(hist, sizeof(hist));
+	cr_assert_eq(sscanf(hist, "1 sp 0 %16llx\n", &tag), 1, "%s", hist);
+	cr_assert_neq(tag, 0);
+	l = hello_tagged(0, tag ^ 1, &h, buf, RW_REASON, why, sizeof(why));
+	cr_assert_neq(h.type, RW_ACCEPT, "accepted");
+	cr_assert(strstr(why, "refused by the peer: sp: the standby's epoch 1 "
+			 "was begun by another promotion"), "%s", why);
+	cr_assert(strstr(why, "its ring must be rebuilt"), "%s", why);
+	sbd_tcp.close(l);
+	l = hello_tagged(0, tag, &h, &acc, sizeof(acc), why, sizeof(why));
+	cr_assert_eq(h.type, RW_ACCEPT, "%s", why);
+	cr_assert_eq(acc.tag, tag);
+	sbd_tcp.close(l);
+	l = hello_tagged(0, 0, &h, &acc, sizeof(acc), why, sizeof(why));
+	cr_assert_eq(h.type, RW_ACCEPT, "%s", why);
+	sbd_tcp.close(l);
+}
+
+/*
  * The epoch history, damaged while the daemon was stopped: the daemon
  * refuses to start and says which line, except for a last line without
  * its newline (an append a crash cut short), which it cuts off.  Never
@@ -476,12 +599,32 @@ Test(damaged_history, numbers_out_of_range_stop_the_daemon)
 		"99999999999999999999999 sp 8\n", "0x10 sp 8\n",
 		"1 sp -8\n", "1 sp 4611686018427387904\n", "0 sp 8\n",
 		"1  sp 8\n", "1 sp 8 \n", "1 sp 12\n", "+1 sp 8\n",
+		/* Tags: 16 lowercase hex digits, not 0, nothing after. */
+		"1 sp 8 0000000000000000\n", "1 sp 8 00000000000000a\n",
+		"1 sp 8 00000000000000A1\n", "1 sp 8 00000000000000a1 \n",
+		"1 sp 8 00000000000000a12\n", "1 sp 8  00000000000000a1\n",
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		cr_assert_not(starts_with_history(bad[i], strlen(bad[i])),
 			      "started with the history '%s'", bad[i]);
 	cr_assert(log_has("the history is damaged"));
+}
+
+/* One promotion begins an epoch: two tags for one epoch are damage (a
+ * history pieced together from two hosts'); lines without a tag (written
+ * before promotions had one) and tagged ones load together. */
+Test(damaged_history, one_epoch_with_two_tags_stops_the_daemon)
+{
+	static const char two[] = "1 sp 0 1111111111111111\n"
+				  "1 other 0 2222222222222222\n";
+	static const char mixed[] = "1 other 0\n1 sp 0 1111111111111111\n"
+				    "2 sp 4096 2222222222222222\n";
+
+	cr_assert_not(starts_with_history(two, sizeof(two) - 1));
+	cr_assert(log_has("epochs:2: epoch 1 with a tag other than its "
+			  "earlier lines'"));
+	cr_assert(starts_with_history(mixed, sizeof(mixed) - 1));
 }
 
 Test(damaged_history, a_last_line_cut_short_is_cut_off)

@@ -1141,3 +1141,69 @@ Test(repl_roles, the_threads_that_move_records_run_on_the_cpus_given)
 	if (n > 1)
 		cr_assert_str_neq(all, want, "the reaper was placed too");
 }
+
+/* n messages of 64 bytes on h's channel sp, each tagged with `who`. */
+static void publish_on(const struct host *h, int n, uint8_t who)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch = host_open(h, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub;
+	uint8_t msg[64];
+
+	cr_assert(ch, "%c: %s", h->tag, strerror(errno));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	for (int i = 0; i < n; i++) {
+		th_msg_fill(msg, sizeof(msg), who, (uint64_t)i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/*
+ * Two hosts primary at one epoch: each promoted by force while the other
+ * was down, both at epoch 2, each writing its own messages after the
+ * records they share.  Back together, the one that stands by must not be
+ * linked: its records of epoch 2 are not the primary's, and matched by
+ * the epoch alone it would keep them and take the primary's after them
+ * (two rings that differ, silently).  The link is refused, saying why,
+ * and the standby's ring is left as it was.
+ */
+Test(repl_roles, two_hosts_promoted_apart_at_one_epoch_are_not_linked)
+{
+	struct shmbus_ctl_repl_reply r;
+	shmbus_channel *bmap;
+	uint64_t bhead;
+
+	pair_setup(CHANS, "");
+	publish_on(&A, 100, 1);
+	pair_wait_caught_up("sp", 100 * 80, 10000);
+	host_kill(&A, SIGKILL);
+	cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, SHMBUS_REPL_FORCE,
+			      &r), 0, "%s", r.text);
+	cr_assert(strstr(r.text, "primary at epoch 2"), "%s", r.text);
+	publish_on(&B, 20, 2);
+	host_kill(&B, SIGKILL);
+	host_config(&A, "standby", B.listen, CHANS, "");
+	host_start(&A);
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_PROMOTE, SHMBUS_REPL_FORCE,
+			      &r), 0, "%s", r.text);
+	cr_assert(strstr(r.text, "primary at epoch 2"), "%s", r.text);
+	publish_on(&A, 50, 3);
+	bmap = host_map(&B, "sp");
+	cr_assert(bmap);
+	bhead = sb_ring_head(bmap);
+	cr_assert_eq(bhead, 120 * 80);
+	host_config(&B, "standby", A.listen, CHANS, "");
+	host_start(&B);
+	cr_assert(host_log_wait(&A, "the standby's epoch 2 was begun by "
+				"another promotion", 10000),
+		  "A linked a standby that was primary at its epoch");
+	cr_assert(host_log_wait(&B, "its ring must be rebuilt", 2000));
+	cr_assert_eq(sb_ring_head(bmap), bhead, "B's ring was written");
+	cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+	cr_assert_null(strstr(r.text, "sp: link up"), "%s", r.text);
+	shmbus_channel_close(bmap);
+}
