@@ -451,10 +451,12 @@ int sbd_repl_start(void)
 						   i + 1 == repl.n))
 					return -1;
 			}
-			if (was_standby)
+			if (was_standby) {
+				rp_groups_unlap();
 				sbd_log(SBD_NOTICE, 0, "replication: this "
 					"host's standby rings become primary "
 					"at epoch %" PRIu64, repl.epoch);
+			}
 		}
 	}
 	for (size_t i = 0; i < repl.n; i++) {

@@ -337,6 +337,10 @@ void rp_linker_stop(struct rchan *rc);
  * or -errno. */
 int rp_apply_kept(struct rchan *rc, int64_t wait_ns);
 
+/* repl_roles.c: at a promotion, the groups' lanes a standby's ring
+ * writer lapped go on from the ring's oldest record. */
+void rp_groups_unlap(void);
+
 /* epochs.c: the history (state_dir/epochs).  Loading sets repl.epoch to
  * its newest epoch; an append raises it, is fdatasync'd when `sync`, and
  * is refused for an epoch older than the newest recorded (-ESTALE) or a

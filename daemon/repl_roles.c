@@ -22,6 +22,28 @@
 #include "../lib/contract.h"
 
 /* ---------------------------------------------------------- role changes */
+/* At a promotion, before the fences open: lanes of the channels' groups
+ * that this host's ring writer lapped while it stood by go on from the
+ * oldest record the ring holds (sb_group_lanes_unlap()). */
+void rp_groups_unlap(void)
+{
+	for (size_t i = 0; i < repl.n; i++) {
+		struct rchan *rc = &repl.ch[i];
+		int k = sb_group_lanes_unlap(rc->ch, sbd.conf.shm_dir, rc->name);
+
+		if (k > 0)
+			sbd_log(SBD_WARN, 0, "%s: %d lanes of its consumer "
+				"groups were lapped on this standby (the copy "
+				"follows the primary's every 20 ms): they go on "
+				"from the oldest record the ring holds, the bytes "
+				"skipped counted in the group's lost_bytes",
+				rc->name, k);
+		else if (k < 0)
+			sbd_log(SBD_WARN, -k, "%s: the lapped lanes of its "
+				"consumer groups cannot be moved on", rc->name);
+	}
+}
+
 /* Standby to primary, at epoch > floor.  role_mu held.  Refused while
  * records acknowledged as received were not applied (the standby's own
  * subscribers held its ring), unless forced: that refusal stays until
@@ -110,6 +132,7 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 			rp_linker_start(&repl.ch[i]);
 		return rc2;
 	}
+	rp_groups_unlap();
 	STORE(&repl.epoch, e);
 	STORE(&repl.role, SBD_ROLE_PRIMARY);
 	for (size_t i = 0; i < repl.n; i++) {

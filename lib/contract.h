@@ -572,6 +572,22 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,
 			 uint64_t upto);
 
+/*
+ * shmbusd, promoting a standby (its ring's writer stopped, its fence not
+ * yet open): the lanes of channel ch's keyed and single-active groups
+ * (in dir) whose position the standby's writer overwrote go on from the
+ * oldest record the ring holds.  That writer does not wait for its
+ * groups' copies, which follow the primary's every 20 ms: a copy more
+ * than a ring behind is lapped, and would find its lane's next record
+ * overwritten for good.  What it skips, up to the ring's first index
+ * entry past the overwritten bytes, the primary's group had acknowledged,
+ * except for records of that last stretch; its bytes are counted in the
+ * group's lost_bytes and last loss.  Shared groups skip a lap on their
+ * own.  Returns the lanes moved, or -errno.
+ */
+int sb_group_lanes_unlap(shmbus_channel *ch, const char *dir,
+			 const char *chan);
+
 /* shmbusd: one maintenance run over group `group` of channel ch (see
  * shmbus_group_maintain()), publishing poison records with the
  * publisher dl_for() gives for the dead-letter channel the group's file

@@ -111,6 +111,11 @@ static bool lane_store(struct shmbus_group *m, uint32_t i, uint64_t nc,
 /* Everything below the smallest lane's acked is done: the group's floor. */
 void sb_lanes_floor(struct shmbus_group *m)
 {
+	sb_lanes_floor_by(m, m->ch->cap);
+}
+
+void sb_lanes_floor_by(struct shmbus_group *m, uint64_t most)
+{
 	struct shmbus_group_hdr *g = m->g;
 	uint64_t min = UINT64_MAX, cur;
 
@@ -129,7 +134,7 @@ void sb_lanes_floor(struct shmbus_group *m)
 	cur = load_relaxed64(&g->floor_pos);
 	if (min == UINT64_MAX || min <= cur)
 		return;
-	if (min - cur > m->ch->cap)
+	if (min - cur > most)
 		return;		/* corrupt: the floor stays */
 	/* R23: pairs with A23: the walk's reads of what it passed
 	 * come first. */

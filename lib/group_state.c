@@ -474,3 +474,77 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 	sb_group_unmap(m);
 	return rc;
 }
+
+/* Group `group` of a.ch: its lapped lanes to a.to (sb_group_lanes_unlap). */
+struct unlap {
+	shmbus_channel *ch;
+	const char *dir;
+	uint64_t to;
+	int moved, err;
+};
+
+static int unlap_group(const char *group, void *arg)
+{
+	struct unlap *u = arg;
+	struct shmbus_group *m;
+	int rc;
+
+	m = sb_group_open_map(u->ch, u->dir, group, false, &rc);
+	if (!m) {
+		if (!u->err)
+			u->err = rc;
+		return 0;
+	}
+	for (uint32_t i = 0; m->mode != SHMBUS_GMODE_SHARED && i < m->nlanes;
+	     i++) {
+		struct shmbus_lane *ln = &m->lanes[i];
+		/* A18: pairs with R18 (the lane's last change). */
+		uint64_t c = load_acquire64(&ln->ctl);
+		uint64_t a = load_relaxed64(&ln->acked), n = c, seq, size;
+		uint32_t type, len;
+
+		/* Only a lane whose next record was written over (what
+		 * sb_lanes_take() would find): one the ring still holds
+		 * loses nothing. */
+		if (a >= u->to || sb_rec_look(u->ch, a, UINT64_MAX, &type,
+					      &len, &seq, &size) != 2)
+			continue;
+		if (gctl_state(c) != SHMBUS_LANE_FREE)
+			n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0,
+				 gctl_gen(c) + 1);
+		/* R18: pairs with A18: the next owner starts at u->to. */
+		if (!cas_pair(&ln->ctl, c, a, n, u->to)) {
+			if (!u->err)
+				u->err = -EBUSY;
+			continue;
+		}
+		raise_word(&ln->next, u->to);
+		add_relaxed64(&m->g->lost_bytes, u->to - a);
+		store_relaxed64(&m->g->loss_from, a);
+		store_relaxed64(&m->g->loss_to, u->to);
+		u->moved++;
+	}
+	/* Past the lap: further than the ring's length, which the floor's
+	 * usual move takes for damage. */
+	if (m->mode != SHMBUS_GMODE_SHARED)
+		sb_lanes_floor_by(m, UINT64_MAX);
+	sb_group_unmap(m);
+	return 0;
+}
+
+int sb_group_lanes_unlap(shmbus_channel *ch, const char *dir,
+			 const char *chan)
+{
+	struct unlap u = { ch, dir, 0, 0, 0 };
+	int n;
+
+	/* The first record past what head overwrote (an index entry), or
+	 * head: every lapped lane goes on from there. */
+	sb_sub_find_oldest(ch, sb_ring_head(ch), &u.to);
+	if (u.to == 0)
+		return 0;	/* nothing was overwritten */
+	n = sb_group_list(dir, chan, unlap_group, &u);
+	if (n < 0)
+		return n;
+	return u.err ? u.err : u.moved;
+}
