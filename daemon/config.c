@@ -29,6 +29,7 @@
 #include <strings.h>
 
 #include "shmbusd.h"
+#include "shmbus/group.h"
 #include "shmbus/layout.h"
 #include "../lib/contract.h"
 
@@ -1052,12 +1053,37 @@ static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
 	return 0;
 }
 
-/* A dead-letter channel in this file must be multi-producer: shmbusd
- * publishes into it beside the channel's own producers.  One made at run
- * time is checked when first used. */
-static int check_dead_letters(struct sbd_conf *c,
-			      const struct sbd_chan_conf *cc)
+/* A channel's groups as the library will make them: keyed and
+ * single-active on a block channel only (a producer would overwrite a
+ * lane's next message), and the group's and the channel's names short
+ * enough for the group's file.  A dead-letter channel in this file must
+ * be multi-producer: shmbusd publishes into it beside the channel's own
+ * producers.  One made at run time is checked when first used. */
+static int check_groups(struct sbd_conf *c, const struct sbd_chan_conf *cc)
 {
+	for (uint32_t g = 0; g < cc->ngroups; g++) {
+		const struct sbd_group_conf *gc = &cc->groups[g];
+		size_t len = strlen(cc->name) + strlen(gc->name);
+		char why[160] = "";
+
+		if (gc->attr.mode != SHMBUS_GROUP_SHARED &&
+		    cc->attr.policy == SHMBUS_OVERWRITE)
+			snprintf(why, sizeof(why), "keyed and single_active "
+				 "groups need policy = block (on an overwrite "
+				 "channel a producer could overwrite a lane's "
+				 "next message)");
+		else if (len > SHMBUS_GROUP_NAMES_MAX)
+			snprintf(why, sizeof(why), "its name and the "
+				 "channel's are %zu bytes together, at most %u "
+				 "(they name the group's file)", len,
+				 SHMBUS_GROUP_NAMES_MAX);
+		if (why[0]) {
+			snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s': "
+				 "group %s: %s", c->path, cc->line, cc->name,
+				 gc->name, why);
+			return -1;
+		}
+	}
 	for (uint32_t g = 0; g < cc->ngroups; g++)
 		for (size_t j = 0; j < c->nchans; j++) {
 			const char *dl = cc->groups[g].dead_letter;
@@ -1105,7 +1131,7 @@ static int check(struct sbd_conf *c)
 				 cc->name);
 			return -1;
 		}
-		if (check_journal(c, cc) || check_dead_letters(c, cc))
+		if (check_journal(c, cc) || check_groups(c, cc))
 			return -1;
 		if (!cc->pub_set)
 			cc->pub = c->def_pub;
@@ -1200,14 +1226,23 @@ int sbd_conf_load(const char *path, struct sbd_conf *c)
 		return -1;
 	}
 	if (!c->bus[0]) {
-		/* The file's name: /etc/shmbus/<bus>.conf */
+		/* The file's name up to its first dot, /etc/shmbus/<bus>.conf,
+		 * under the rule of the name key. */
+		char name[256], why[160];
+
 		base = strrchr(path, '/');
 		base = base ? base + 1 : path;
-		snprintf(c->bus, sizeof(c->bus), "%.*s",
-			 (int)(strcspn(base, ".") < 63 ? strcspn(base, ".")
-						       : 63), base);
-		if (!c->bus[0])
-			strcpy(c->bus, "default");
+		snprintf(name, sizeof(name), "%.*s",
+			 (int)(strcspn(base, ".") < 255 ? strcspn(base, ".")
+							: 255), base);
+		if (p_string63(name, c->bus, why, sizeof(why))) {
+			snprintf(c->err, sizeof(c->err), "%s:%d: [bus] has no "
+				 "name, and the file's name up to its first dot "
+				 "is no bus name: %s", path,
+				 ps.bus_line ? ps.bus_line : 1, why);
+			sbd_conf_free(c);
+			return -1;
+		}
 	}
 	/* The bus's own directory: channel files apart from other programs'
 	 * files in /dev/shm, and from another bus's channel of the same

@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "shmbusd.h"
+#include "repl.h"
 
 struct sbd_state sbd;
 
@@ -254,6 +255,35 @@ static int take_lock(void)
 	return fd;
 }
 
+/* One daemon per shm_dir as well: a second one given another socket
+ * (-S) would adopt the same channels and run a second journal writer on
+ * the same journals.  An flock() on the directory itself, held until
+ * exit.  Returns its fd, or -1 (reported). */
+static int lock_shm_dir(void)
+{
+	int fd = open(sbd.conf.shm_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0) {
+		sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
+		return -1;
+	}
+	/* A daemon killed a moment ago lets go of both its locks as its
+	 * descriptors close, the socket's (take_lock()) perhaps first. */
+	for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; i++) {
+		if (errno == EWOULDBLOCK && i < 20) {
+			usleep(10000);
+			continue;
+		}
+		sbd_log(SBD_ERR, errno == EWOULDBLOCK ? 0 : errno,
+			"shm_dir %s is served by another shmbusd (its lock "
+			"is held): one daemon serves a bus's directory, "
+			"whatever its socket", sbd.conf.shm_dir);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 static int setup_signals(void)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
@@ -366,7 +396,7 @@ int main(int argc, char **argv)
 	bool check_only = false, use_syslog = false, verbose = false;
 	struct epoll_event ev = { .events = EPOLLIN };
 	bool rcu = false, registry = false, reaper = false;
-	int opt, lock_fd = -1, rc = 1;
+	int opt, lock_fd = -1, dir_fd = -1, rc = 1;
 
 	static const struct option opts[] = {
 		{ "help", no_argument, NULL, 'h' },
@@ -418,11 +448,28 @@ int main(int argc, char **argv)
 			fprintf(stderr, "shmbusd: -S: path too long\n");
 			return 2;
 		}
+		if (sock[0] != '/') {
+			fprintf(stderr, "shmbusd: -S %s: not an absolute path\n",
+				sock);
+			return 2;
+		}
 		snprintf(sbd.conf.socket, sizeof(sbd.conf.socket), "%s", sock);
 	}
+	if (sbd.conf.repl.line) {
+		/* Read again when replication starts; a key file that will
+		 * not do is a config error, said by -t too. */
+		char why[PATH_MAX + 128];
+
+		if (rw_key_load(sbd.conf.repl.key_file, why, sizeof(why))) {
+			fprintf(stderr, "shmbusd: %s:%d: [replication] %s\n",
+				conf, sbd.conf.repl.line, why);
+			sbd_conf_free(&sbd.conf);
+			return 2;
+		}
+	}
 	if (check_only) {
-		printf("%s: ok (bus %s, %zu channels)\n", conf, sbd.conf.bus,
-		       sbd.conf.nchans);
+		printf("%s: ok (bus %s, %zu channel%s)\n", conf, sbd.conf.bus,
+		       sbd.conf.nchans, sbd.conf.nchans == 1 ? "" : "s");
 		return 0;
 	}
 	sbd.opt_verbose = verbose;
@@ -442,6 +489,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (dir_is_ours(sbd.conf.shm_dir) < 0)
+		goto out;
+	dir_fd = lock_shm_dir();
+	if (dir_fd < 0)
 		goto out;
 	rcu_register_thread();
 	rcu = true;
@@ -533,6 +583,8 @@ out:
 	if (rcu)
 		rcu_unregister_thread();
 	sbd_conf_free(&sbd.conf);
+	if (dir_fd >= 0)
+		close(dir_fd);
 	if (lock_fd >= 0)
 		close(lock_fd);
 	return rc;

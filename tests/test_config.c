@@ -24,17 +24,18 @@ static const char *shmbusd_path(void)
 	return p && *p ? p : "build/shmbusd";
 }
 
-/* Runs shmbusd on `text`; returns its exit code and its stderr in out. */
-static int run(const char *dir, const char *text, bool check_only,
-	       char *out, size_t cap)
+/* Runs shmbusd on `text` in the file dir/name; returns its exit code and
+ * its stderr in out. */
+static int run_named(const char *dir, const char *name, const char *text,
+		     bool check_only, char *out, size_t cap)
 {
-	char conf[128], err[128];
+	char conf[192], err[128];
 	FILE *f;
 	pid_t pid;
 	size_t n;
 	int rc;
 
-	snprintf(conf, sizeof(conf), "%s/bad.conf", dir);
+	snprintf(conf, sizeof(conf), "%s/%s", dir, name);
 	snprintf(err, sizeof(err), "%s/stderr", dir);
 	f = fopen(conf, "w");
 	cr_assert(f);
@@ -58,6 +59,12 @@ static int run(const char *dir, const char *text, bool check_only,
 	out[n] = 0;
 	fclose(f);
 	return rc;
+}
+
+static int run(const char *dir, const char *text, bool check_only,
+	       char *out, size_t cap)
+{
+	return run_named(dir, "bad.conf", text, check_only, out, cap);
 }
 
 struct bad {
@@ -214,6 +221,19 @@ static const struct bad cases[] = {
 	/* Text after a header: not a key of the section it opens. */
 	{ "[bus]\n[channel a] capacity = 1G\n", 2,
 	  "text after the section's header" },
+	/* Groups the library would refuse to make at start. */
+	{ "[bus]\n[channel a]\npolicy = overwrite\n"
+	  "consumer_groups = g mode=keyed\n", 2,
+	  "channel 'a': group g: keyed and single_active groups need "
+	  "policy = block" },
+	{ "[bus]\n[channel a]\npolicy = overwrite\n"
+	  "consumer_groups = g mode=shared; h mode=single_active\n", 2,
+	  "group h: keyed and single_active groups need policy = block" },
+	/* A key file that will not do: a config error, before anything. */
+	{ "[bus]\n[replication]\nrole = primary\nlisten = 127.0.0.1:1\n"
+	  "peer = 127.0.0.1:2\nkey_file = /nonexistent/key\n", 2,
+	  "[replication] key file /nonexistent/key: No such file or "
+	  "directory" },
 };
 
 Test(config, each_bad_line_is_reported_with_file_and_line)
@@ -232,6 +252,42 @@ Test(config, each_bad_line_is_reported_with_file_and_line)
 		cr_expect(strstr(out, cases[i].reason),
 			  "case %zu: no '%s' in: %s", i, cases[i].reason, out);
 	}
+	th_rmdir(dir);
+}
+
+/* The bus's name taken from the file's name follows the rule of the name
+ * key; a group whose name and its channel's are too long for its file's
+ * name is refused by the check, not at start. */
+Test(config, names_made_from_other_names_follow_the_rules)
+{
+	const char *dir = th_mkdir();
+	char out[4096], text[512], chan[181], group[61];
+
+	cr_assert_eq(run_named(dir, "bad name.conf", "[bus]\n", true, out,
+			       sizeof(out)), 2, "%s", out);
+	cr_assert(strstr(out, "bad name.conf:1: [bus] has no name, and the "
+			 "file's name up to its first dot is no bus name: "
+			 "'bad name': only letters"), "%s", out);
+	cr_assert_eq(run_named(dir, ".hidden.conf", "[bus]\n", true, out,
+			       sizeof(out)), 2, "%s", out);
+	cr_assert(strstr(out, "expected a name of 1 to 63"), "%s", out);
+	cr_assert_eq(run_named(dir, "good-name.x.conf", "[bus]\n", true, out,
+			       sizeof(out)), 0, "%s", out);
+	cr_assert(strstr(out, "ok (bus good-name, 0 channels)"), "%s", out);
+	memset(chan, 'c', 180);
+	chan[180] = 0;
+	memset(group, 'g', 60);
+	group[60] = 0;
+	snprintf(text, sizeof(text), "[bus]\n[channel %s]\n"
+		 "consumer_groups = %s\n", chan, group);
+	cr_assert_eq(run(dir, text, true, out, sizeof(out)), 2, "%s", out);
+	cr_assert(strstr(out, "bad.conf:2: channel 'ccc"), "%s", out);
+	cr_assert(strstr(out, "its name and the channel's are 240 bytes "
+			 "together, at most 235"), "%s", out);
+	group[55] = 0;
+	snprintf(text, sizeof(text), "[bus]\n[channel %s]\n"
+		 "consumer_groups = %s\n", chan, group);
+	cr_assert_eq(run(dir, text, true, out, sizeof(out)), 0, "%s", out);
 	th_rmdir(dir);
 }
 
@@ -265,7 +321,7 @@ Test(config, odd_bytes_before_a_header_or_in_a_line)
 	/* Spaces inside the brackets, as ever. */
 	cr_assert_eq(run(dir, "[ bus ]\n[ channel a ]\ncapacity = 8K\n", true,
 			 out, sizeof(out)), 0, "%s", out);
-	cr_assert(strstr(out, "1 channels"), "%s", out);
+	cr_assert(strstr(out, "1 channel)"), "%s", out);
 	snprintf(path, sizeof(path), "%s/nul.conf", dir);
 	f = fopen(path, "w");
 	cr_assert(f);

@@ -120,6 +120,49 @@ Test(daemon, second_daemon_refuses, .init = setup, .fini = teardown)
 }
 
 /*
+ * A second daemon on the same config given another socket (-S) would
+ * adopt the same channels and write the same journals: the bus's shm_dir
+ * is locked too, and it is refused.  A relative -S is refused as the
+ * config's socket key is.
+ */
+Test(daemon, a_second_daemon_with_another_socket_refuses, .init = setup,
+     .fini = teardown)
+{
+	char other[128];
+	pid_t p;
+
+	snprintf(other, sizeof(other), "%s/other.sock", d.dir);
+	p = fork();
+	cr_assert(p >= 0);
+	if (p == 0) {
+		int fd = open(d.log, O_WRONLY | O_APPEND);
+
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl(shmbusd_path(), "shmbusd", "-c", d.conf, "-S", other,
+		      (char *)NULL);
+		_exit(127);
+	}
+	cr_assert_eq(th_wait(p), 1, "the second daemon ran");
+	cr_assert(log_has("is served by another shmbusd (its lock is held)"));
+	cr_assert_eq(access(other, F_OK), -1, "it made its socket");
+	p = fork();
+	cr_assert(p >= 0);
+	if (p == 0) {
+		int fd = open(d.log, O_WRONLY | O_APPEND);
+
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl(shmbusd_path(), "shmbusd", "-t", "-c", d.conf, "-S",
+		      "rel.sock", (char *)NULL);
+		_exit(127);
+	}
+	cr_assert_eq(th_wait(p), 2);
+	cr_assert(log_has("-S rel.sock: not an absolute path"));
+	cr_assert_eq(waitpid(d.pid, NULL, WNOHANG), 0);
+}
+
+/*
  * A daemon killed with kill -9 lets go of its lock only once its last
  * thread has exited, some moments after its main thread is a zombie.  A
  * daemon started at once waits for a holder that is gone (it once said
