@@ -521,10 +521,12 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	shmbus_channel *ch;
 	int rc;
 
-	if (!admin(cl))
+	if (!admin(cl)) {
+		note_denied(cl, q->name, "create it");
 		return deny(-EACCES, "uid %u may not create channels: only "
 			      "root, the daemon's user and [bus] admins may",
 			      (unsigned)cl->uid);
+	}
 	if (q->reserved)
 		return deny(-EINVAL, "the reserved field is not 0");
 	if (q->policy > SHMBUS_OVERWRITE)
@@ -588,9 +590,12 @@ static int do_repl(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	struct shmbus_ctl_repl_reply r = { 0 };
 	int rc;
 
-	if (q->op != SHMBUS_REPL_OP_STATUS && !admin(cl))
-		return deny(-EPERM, "replication requests are for admins%s",
-			    "");
+	if (q->op != SHMBUS_REPL_OP_STATUS && !admin(cl)) {
+		note_denied(cl, "replication", "change roles");
+		return deny(-EACCES, "uid %u may not change replication roles: "
+			    "only root, the daemon's user and [bus] admins may",
+			    (unsigned)cl->uid);
+	}
 	if (q->op < SHMBUS_REPL_OP_STATUS || q->op > SHMBUS_REPL_OP_SWITCHOVER ||
 	    (q->flags & ~SHMBUS_REPL_FORCE))
 		return deny(-EINVAL, "unknown replication request %u", q->op);
@@ -605,10 +610,12 @@ static int do_delete(struct sbd_client *cl, const char *name)
 	struct sbd_chan *c;
 	int rc;
 
-	if (!admin(cl))
+	if (!admin(cl)) {
+		note_denied(cl, name, "delete it");
 		return deny(-EACCES, "uid %u may not delete channels: only "
 			      "root, the daemon's user and [bus] admins may",
 			      (unsigned)cl->uid);
+	}
 	if (sbd_repl_is(name))
 		return deny(-EBUSY, "'%s' is replicated: take it out of the "
 			    "config and restart first", name);
@@ -941,8 +948,9 @@ static bool peer_closed(int fd)
 						   POLLERR | POLLNVAL)));
 }
 
-static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
-		    const uint8_t *body)
+/* The body size of each request type: the framing's last check, before
+ * dispatch(); UINT32_MAX for a type this daemon does not know. */
+static uint32_t body_size(uint16_t type)
 {
 	static const uint32_t size[] = {
 		[SHMBUS_CTL_HELLO] = 0,
@@ -956,6 +964,16 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		[SHMBUS_CTL_GROUP] = sizeof(struct shmbus_ctl_group),
 		[SHMBUS_CTL_JOURNAL] = sizeof(struct shmbus_ctl_journal),
 	};
+
+	return type == 0 || type > SHMBUS_CTL_JOURNAL ? UINT32_MAX
+						      : size[type];
+}
+
+/* A well-formed request (its type known, its body of that type's size):
+ * whatever it answers, it is not a malformed one. */
+static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
+		    const uint8_t *body)
+{
 	union {
 		struct shmbus_ctl_open open;
 		struct shmbus_ctl_create create;
@@ -966,12 +984,6 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		struct shmbus_ctl_journal journal;
 	} q;
 
-	if (h->type == 0 || h->type > SHMBUS_CTL_JOURNAL)
-		return deny(-EOPNOTSUPP, "unknown request type %u",
-			      h->type);
-	if (h->len != size[h->type])
-		return deny(-EBADMSG, "a body of %u bytes: request type %u "
-			      "takes %u", h->len, h->type, size[h->type]);
 	memcpy(&q, body, h->len);	/* aligned copy of the body */
 	switch (h->type) {
 	case SHMBUS_CTL_HELLO: {
@@ -1065,12 +1077,16 @@ bool sbd_control_serve(struct sbd_client *cl)
 		   h.type & SHMBUS_CTL_REPLY) {
 		rc = -EBADMSG;
 		bad = BAD_HEADER;
+	} else if (body_size(h.type) == UINT32_MAX) {
+		rc = deny(-EOPNOTSUPP, "unknown request type %u", h.type);
+		bad = BAD_TYPE;
+	} else if (h.len != body_size(h.type)) {
+		rc = deny(-EBADMSG, "a body of %u bytes: request type %u "
+			  "takes %u", h.len, h.type, body_size(h.type));
+		bad = BAD_BODY;
 	} else {
 		rc = dispatch(cl, &h, buf + sizeof(h));
-		if (rc == -EBADMSG || rc == -EOPNOTSUPP)
-			bad = rc == -EBADMSG ? BAD_BODY : BAD_TYPE;
-		else
-			sbd_admission_spoke(cl);
+		sbd_admission_spoke(cl);
 	}
 	if (bad != BAD_KINDS) {
 		malformed[bad]++;

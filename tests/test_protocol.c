@@ -23,6 +23,7 @@
 #include "shmbus/journal.h"
 #include "shmbus/protocol.h"
 #include "../lib/channel.h"
+#include "../lib/contract.h"
 #include "../lib/journal.h"
 
 static int count_rows(const struct shmbus_bus_channel *c, void *arg)
@@ -127,6 +128,36 @@ Test(protocol, malformed_requests_get_errors, .init = setup, .fini = teardown)
 	shmbus_disconnect(bus);
 	cr_assert(log_has("bad magic"));
 	cr_assert(log_has("oversized request"));
+}
+
+/*
+ * Well-formed requests that are refused (a replication request on a
+ * daemon without [replication]: -EOPNOTSUPP; an open of a damaged
+ * channel: -EBADMSG) are answers, not malformed requests: nothing is
+ * logged as malformed, and the connection that made them is one that
+ * completed requests.
+ */
+Test(protocol, a_refused_request_is_not_a_malformed_one, .init = setup,
+     .fini = teardown)
+{
+	struct shmbus_ctl_repl_reply r;
+	shmbus_channel *ch;
+	char path[160];
+	shmbus_bus *bus = shmbus_connect(d.sock);
+
+	cr_assert(bus);
+	cr_assert_eq(sb_bus_repl(bus, SHMBUS_REPL_OP_STATUS, 0, &r),
+		     -EOPNOTSUPP);
+	snprintf(path, sizeof(path), "%s/tiny", d.dir);
+	cr_assert_eq(truncate(path, 4096), 0);
+	ch = shmbus_bus_open(bus, "tiny", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert_null(ch);
+	cr_assert_eq(errno, EBADMSG, "%s", strerror(errno));
+	cr_assert_eq(sb_bus_repl(bus, SHMBUS_REPL_OP_STATUS, 0, &r),
+		     -EOPNOTSUPP, "the connection was closed");
+	shmbus_disconnect(bus);
+	cr_assert_not(log_has("unknown request type"));
+	cr_assert_not(log_has("wrong body size"));
 }
 
 /* JOURNAL LIST pages: a journal of more segments than one answer holds
