@@ -161,7 +161,12 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 		return NULL;
 	dl[free_i].ch = shmbus_channel_open(sbd.conf.shm_dir, name);
 	if (!dl[free_i].ch) {
-		sbd_log(SBD_WARN, errno, "dead-letter channel %s", name);
+		/* Asked again at every scan while poison waits: said at
+		 * the rate-limited pace. */
+		refused++;
+		sbd_log_limited(&rl, SBD_WARN, refused, "dead letters refused",
+				"dead-letter channel %s: %s: poison messages "
+				"wait for it", name, strerror(errno));
 		return NULL;
 	}
 	if (shmbus_channel_info(dl[free_i].ch, &in) ||
@@ -178,8 +183,10 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 	}
 	dl[free_i].pub = shmbus_pub_open(dl[free_i].ch, NULL);
 	if (!dl[free_i].pub) {
-		sbd_log(SBD_WARN, errno, "dead-letter channel %s: publish",
-			name);
+		refused++;
+		sbd_log_limited(&rl, SBD_WARN, refused, "dead letters refused",
+				"dead-letter channel %s: publish: %s", name,
+				strerror(errno));
 		shmbus_channel_close(dl[free_i].ch);
 		dl[free_i].ch = NULL;
 		return NULL;
