@@ -515,8 +515,10 @@ static void judge(struct rchan *rc)
 /* How often the agent ships its channel's groups' floors. */
 #define GROUPS_MS	20
 
+/* Every group of the channel: a channel has at most one slot per group,
+ * so SHMBUS_MAX_SLOTS of them; shipped RW_GROUPS_MAX to a frame. */
 struct group_batch {
-	struct sb_group_state g[RW_GROUPS_MAX];
+	struct sb_group_state g[SHMBUS_MAX_SLOTS];
 	uint32_t n;
 	struct rchan *rc;
 };
@@ -525,11 +527,11 @@ static int add_group(const char *group, void *arg)
 {
 	struct group_batch *b = arg;
 
-	if (b->n < RW_GROUPS_MAX &&
+	if (b->n < SHMBUS_MAX_SLOTS &&
 	    sb_group_state_get(b->rc->ch, sbd.conf.shm_dir, group,
 			       &b->g[b->n]) == 0)
 		b->n++;
-	return b->n == RW_GROUPS_MAX;
+	return b->n == SHMBUS_MAX_SLOTS;
 }
 
 /* The channel's consumer groups, their settings and acknowledged
@@ -538,32 +540,38 @@ static int add_group(const char *group, void *arg)
 static void ship_groups(struct rchan *rc)
 {
 	static __thread struct group_batch b;
-	struct iovec iov;
-	struct stat st;
+	bool settled;
 	int64_t t;
 
 	if (!rc->plink || now_ns() - rc->groups_ns <
 			  GROUPS_MS * INT64_C(1000000))
 		return;
 	rc->groups_ns = now_ns();
-	/* Without groups, one stat: the directory is listed again only
-	 * once it has changed. */
-	if (stat(sbd.conf.shm_dir, &st) < 0)
+	/* Without groups, one look at the directory's time: it is listed
+	 * again only once that has changed (a time within a second of now
+	 * is not trusted: a group made in the same tick would not move it,
+	 * sb_dir_time()). */
+	if (sb_dir_time(sbd.conf.shm_dir, &t, &settled) < 0)
 		return;
-	t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if (t == rc->groups_dir_ns)
 		return;
 	b.n = 0;
 	b.rc = rc;
 	sb_group_list(sbd.conf.shm_dir, rc->name, add_group, &b);
 	if (!b.n) {
-		rc->groups_dir_ns = t;
+		rc->groups_dir_ns = settled ? t : 0;
 		return;
 	}
-	iov = (struct iovec){ b.g, b.n * sizeof(b.g[0]) };
-	if (rp_send_frame(rc->plink, RW_GROUPS, rc->id, LOAD(&rc->sent), &iov,
-			  1, (int)sync_ms()))
-		drop_link(rc, "groups not sent");
+	for (uint32_t i = 0; i < b.n; i += RW_GROUPS_MAX) {
+		uint32_t k = b.n - i < RW_GROUPS_MAX ? b.n - i : RW_GROUPS_MAX;
+		struct iovec iov = { &b.g[i], k * sizeof(b.g[0]) };
+
+		if (rp_send_frame(rc->plink, RW_GROUPS, rc->id,
+				  LOAD(&rc->sent), &iov, 1, (int)sync_ms())) {
+			drop_link(rc, "groups not sent");
+			return;
+		}
+	}
 }
 
 /*

@@ -1207,3 +1207,75 @@ Test(repl_roles, two_hosts_promoted_apart_at_one_epoch_are_not_linked)
 	cr_assert_null(strstr(r.text, "sp: link up"), "%s", r.text);
 	shmbus_channel_close(bmap);
 }
+
+/*
+ * Every group of a channel reaches the standby, not only as many as one
+ * GROUPS frame holds (32): 40 groups made on A while linked, each of
+ * which acknowledges every message, all have B's copy at A's floor.
+ * Before, the same 32 were shipped each time and the others' copies
+ * stayed where they were made (or were never made), to be lapped on B.
+ */
+Test(repl_roles, every_group_of_a_channel_reaches_the_standby)
+{
+	struct shmbus_group_stats st;
+	struct shmbus_group_msg m;
+	shmbus_channel *ach, *sch, *bview;
+	shmbus_group *g[40];
+	shmbus_bus *bus, *sbus;
+	shmbus_pub *pub;
+	uint64_t id, head;
+	char name[16];
+	int left;
+
+	pair_setup("[channel jobs]\ncapacity = 64K\nmax_msg = 256\n"
+		   "replicate = applied\n", "");
+	ach = host_open(&A, &bus, "jobs", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ach, "%s", strerror(errno));
+	sch = host_open(&A, &sbus, "jobs", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(sch, "%s", strerror(errno));
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "g%02d", i);
+		g[i] = shmbus_group_join(sch, name, "w", NULL);
+		cr_assert(g[i], "join %s: %s", name, strerror(errno));
+	}
+	pub = shmbus_pub_open(ach, NULL);
+	cr_assert(pub);
+	for (id = 0; id < 100; id++)
+		cr_assert_eq(shmbus_publish(pub, &id, sizeof(id)), 0);
+	cr_assert_eq(shmbus_pub_sync(pub, 5000000000), 0);
+	head = sb_ring_head(ach);
+	for (int i = 0; i < 40; i++) {
+		for (int k = 0; k < 100; k++) {
+			cr_assert_eq(shmbus_group_read(g[i], &id, sizeof(id),
+						       &m), 8);
+			cr_assert_eq(shmbus_group_ack(g[i], &m.lease), 0);
+		}
+		shmbus_group_stats(g[i], &st);
+		cr_assert_eq(st.floor, head);
+	}
+	bview = host_map(&B, "jobs");
+	cr_assert(bview);
+	for (int t = 0; t < 300; t++) {
+		left = 0;
+		for (int i = 0; i < 40; i++) {
+			unsigned n = 0;
+
+			snprintf(name, sizeof(name), "g%02d", i);
+			left += sb_group_inspect(bview, B.dir, name, &st, NULL,
+						 &n) != 0 || st.floor != head;
+		}
+		if (!left)
+			break;
+		usleep(10000);
+	}
+	cr_assert_eq(left, 0, "%d of 40 groups' copies on B are not at A's "
+		     "floor", left);
+	for (int i = 0; i < 40; i++)
+		shmbus_group_leave(g[i]);
+	shmbus_channel_close(bview);
+	shmbus_channel_close(sch);
+	shmbus_disconnect(sbus);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ach);
+	shmbus_disconnect(bus);
+}
