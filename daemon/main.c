@@ -483,6 +483,7 @@ int main(int argc, char **argv)
 	lock_fd = take_lock();
 	if (lock_fd < 0)
 		goto out;
+	sb_channel_no_prefault();
 	raise_fd_limit();
 	if (mkdirs(sbd.conf.shm_dir, 0755, shm_made) < 0) {
 		sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <numa.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,10 +379,23 @@ static void fill_handle(struct shmbus_channel *ch, void *base,
 #define MADV_POPULATE_READ 22
 #endif
 
+/* Set by shmbusd (sb_channel_no_prefault()): it runs no data path, and
+ * faulting a large ring's pages into its mappings held its main thread
+ * for as long again as allocating them. */
+static atomic_bool no_prefault;
+
+void sb_channel_no_prefault(void)
+{
+	atomic_store_explicit(&no_prefault, true, memory_order_relaxed);
+}
+
 /* Faults every page of the mapping in for writing, so that no page fault
  * lands on the data path. */
 static void prefault(void *base, size_t len, size_t page, bool rdonly)
 {
+	/* No edge: set once, before any channel is mapped. */
+	if (atomic_load_explicit(&no_prefault, memory_order_relaxed))
+		return;
 	if (rdonly) {
 		madvise(base, len, MADV_POPULATE_READ);
 		return;
@@ -797,12 +811,14 @@ static int new_file(const char *path, mode_t mode, bool data,
 			numa_tonode_memory(base, size, a->numa_node);
 		madvise(base, g->cap, MADV_HUGEPAGE);
 	}
+	/* Every page allocated now (a full tmpfs says ENOSPC here, not
+	 * SIGBUS later); the mapping that uses them faults them in when it
+	 * is made (map_data()), not this one, which only builds the file. */
 	rc = -posix_fallocate(fd, 0, (off_t)size);
 	if (rc) {
 		munmap(base, size);
 		goto fail;
 	}
-	prefault(base, size, g->page, false);
 	*basep = base;
 	return fd;
 fail:

@@ -360,6 +360,11 @@ bool sb_ring_holds(shmbus_channel *ch, uint64_t from);
  * its sequence number in *seq, read and then found not overwritten. */
 bool sb_ring_seq_at(shmbus_channel *ch, uint64_t pos, uint64_t *seq);
 
+/* shmbusd, before it maps any channel: its mappings are not faulted in
+ * page by page when made (it runs no data path; its first touch of a page
+ * faults it then).  Producers' and subscribers' mappings still are. */
+void sb_channel_no_prefault(void);
+
 /* A publisher of a multi-producer channel that never waits on another
  * producer: it claims only while no claim is in flight, and gives up
  * (-EAGAIN) if one stays in flight.  For publishers that must not hang
