@@ -535,10 +535,6 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	if (q->producers > SHMBUS_MULTI_PRODUCER)
 		return deny(-EINVAL, "producers %u: expected 0 (single) or "
 			      "1 (multi)", q->producers);
-	if (q->mode > 0777 || (q->mode && (q->mode & 0600) != 0600))
-		return deny(-EINVAL, "mode %o: expected permission bits, "
-			      "0777 at most, the owner's read and write "
-			      "included (0: 0600)", q->mode);
 	if (sbd_chan_count() >= sbd.conf.max_channels)
 		return deny(-ENOSPC, "the bus has max_channels (%u) "
 			      "channels", sbd.conf.max_channels);

@@ -129,10 +129,11 @@ uint32_t shmbus_max_msg(uint64_t capacity);
  * Checks *attr as shmbus_channel_create() will, and says what is wrong
  * and what is allowed in `why` (`len` bytes, NUL-terminated; may be
  * NULL), e.g. "max_msg 1048576 is too large for capacity 65536 (64 KiB):
- * at most 32736 (capacity/2 - 32)".  Returns 0, -EMSGSIZE (max_msg too
- * large for the capacity) or -EINVAL (capacity, policy, producers, NUMA
- * node or mode).  Since version 0.2 (symbol version SHMBUS_0.2).
- * Thread-safe.
+ * at most 32736 (capacity/2 - 32)"; an empty string when all is well.
+ * Returns 0, -EMSGSIZE (max_msg too large for the capacity) or -EINVAL
+ * (capacity, policy, producers, NUMA node, or a mode that is not 0 or
+ * permission bits of at most 0777 with the owner's read and write).
+ * Since version 0.2 (symbol version SHMBUS_0.2).  Thread-safe.
  */
 int shmbus_channel_attr_check(const struct shmbus_channel_attr *attr,
 			      char *why, size_t len);

@@ -206,11 +206,16 @@ SHMBUS_EXPORT int shmbus_channel_attr_check(const struct shmbus_channel_attr *a,
 			 "machine (nodes 0..%d)", a->numa_node, max);
 		return -EINVAL;
 	}
-	if (a->mode & ~(mode_t)0777) {
+	/* The files are opened read-write by their owner (shmbusd, or
+	 * the creator in direct mode): a mode without that is refused here,
+	 * as shmbusd refuses it, not left to fail later. */
+	if (a->mode & ~(mode_t)0777 || (a->mode && (a->mode & 0600) != 0600)) {
 		snprintf(why, len, "mode %o: expected permission bits, 0777 at "
-			 "most", (unsigned)a->mode);
+			 "most, the owner's read and write included (0: 0600)",
+			 (unsigned)a->mode);
 		return -EINVAL;
 	}
+	why[0] = 0;
 	return 0;
 }
 

@@ -98,6 +98,26 @@ Test(attr, each_limit_is_named_with_what_is_allowed)
 	shmbus_channel_attr_init(&a);
 	a.mode = 01777;
 	cr_assert_eq(shmbus_channel_attr_check(&a, why, sizeof(why)), -EINVAL);
+	/* The owner opens the files read-write: the rule shmbusd applies
+	 * too, one rule for both. */
+	for (mode_t m = 0; m <= 0777; m++) {
+		int want = m == 0 || (m & 0600) == 0600 ? 0 : -EINVAL;
+
+		a.mode = m;
+		strcpy(why, "left over");
+		cr_assert_eq(shmbus_channel_attr_check(&a, why, sizeof(why)),
+			     want, "mode %o", (unsigned)m);
+		if (want)
+			cr_assert(strstr(why, "the owner's read and write"),
+				  "mode %o: %s", (unsigned)m, why);
+		else
+			cr_assert_str_empty(why, "mode %o: %s", (unsigned)m,
+					    why);
+	}
+	a.mode = 0400;
+	cr_assert_null(shmbus_channel_create(dir, "ro", &a, 0));
+	cr_assert_eq(errno, EINVAL);
+	a.mode = 0600;
 	cr_assert_eq(shmbus_channel_attr_check(NULL, why, sizeof(why)),
 		     -EINVAL);
 	/* A short buffer is cut, still NUL-terminated. */
