@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <grp.h>
 #include <ini.h>
@@ -810,9 +811,9 @@ static char *reader(char *str, int num, void *stream)
 
 		snprintf(most, sizeof(most), "%d", num - 1);
 		fail(ps, "line too long (at most %s characters)%s", most, "");
-		while ((ch = fgetc(ps->f)) != EOF && ch != '\n')
-			;
-		nul = false;
+		/* The rest of the line is not read: a line that never ends
+		 * (a file of zeros) would keep us here. */
+		return NULL;
 	} else if (nul) {
 		fail(ps, "a NUL byte in the line%s%s", "", "");
 	} else {
@@ -1197,20 +1198,30 @@ int sbd_conf_load(const char *path, struct sbd_conf *c)
 	c->repl.sync_timeout_ms = 1000;
 	c->repl.nap_us = 1000;
 	c->repl.handover_ms = 2000;
-	ps.f = fopen(path, "re");
-	if (!ps.f) {
-		snprintf(c->err, sizeof(c->err), "%s: %s", path,
-			 strerror(errno));
-		return -1;
-	}
 	{
 		struct stat st;
+		/* Not blocking: a FIFO would wait here for a writer. */
+		int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
-		/* A directory opens, and reads as an empty file. */
-		if (fstat(fileno(ps.f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		if (fd < 0) {
 			snprintf(c->err, sizeof(c->err), "%s: %s", path,
-				 strerror(EISDIR));
-			fclose(ps.f);
+				 strerror(errno));
+			return -1;
+		}
+		/* A directory opens, and reads as an empty file; a device
+		 * (/dev/zero) never ends. */
+		if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+			snprintf(c->err, sizeof(c->err), "%s: %s", path,
+				 S_ISDIR(st.st_mode) ? strerror(EISDIR) :
+				 "not a regular file");
+			close(fd);
+			return -1;
+		}
+		ps.f = fdopen(fd, "r");
+		if (!ps.f) {
+			snprintf(c->err, sizeof(c->err), "%s: %s", path,
+				 strerror(errno));
+			close(fd);
 			return -1;
 		}
 	}

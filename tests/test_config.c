@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -288,6 +289,38 @@ Test(config, names_made_from_other_names_follow_the_rules)
 	snprintf(text, sizeof(text), "[bus]\n[channel %s]\n"
 		 "consumer_groups = %s\n", chan, group);
 	cr_assert_eq(run(dir, text, true, out, sizeof(out)), 0, "%s", out);
+	th_rmdir(dir);
+}
+
+/* A config that is not a regular file is refused at once: a device whose
+ * lines never end (/dev/zero) does not keep the check reading, a FIFO
+ * does not keep it waiting for a writer. */
+Test(config, a_config_that_is_no_file_is_refused_at_once)
+{
+	const char *dir = th_mkdir();
+	char fifo[128];
+	const char *paths[] = { "/dev/zero", "/dev/null", fifo };
+
+	snprintf(fifo, sizeof(fifo), "%s/fifo.conf", dir);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	for (size_t i = 0; i < 3; i++) {
+		pid_t pid = fork();
+		int64_t t0 = (int64_t)th_now_ns();
+
+		cr_assert(pid >= 0);
+		if (pid == 0) {
+			int fd = open("/dev/null", O_WRONLY);
+
+			dup2(fd, 2);
+			alarm(5);
+			execl(shmbusd_path(), "shmbusd", "-t", "-c", paths[i],
+			      (char *)NULL);
+			_exit(127);
+		}
+		cr_assert_eq(th_wait(pid), 2, "%s", paths[i]);
+		cr_assert_lt((int64_t)th_now_ns() - t0, 2000000000, "%s",
+			     paths[i]);
+	}
 	th_rmdir(dir);
 }
 
