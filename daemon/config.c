@@ -690,7 +690,7 @@ static const struct key keys[] = {
 	C("journal_fsync", p_fsync, jnl.fsync),
 	C("journal_fsync_ms", p_fsync_ms, jnl.fsync_ms),
 	C("journal_fsync_bytes", p_size, jnl.fsync_bytes),
-	C("journal_segment", p_size, jnl.segment),
+	CL("journal_segment", p_size, jnl.segment, jnl.seg_line),
 	C("journal_retain_ms", p_ms64, jnl.retain_ms),
 	C("journal_retain_bytes", p_size, jnl.retain_bytes),
 	C("acknowledge", p_acknowledge, jnl.ack),
@@ -1001,6 +1001,7 @@ static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
 	struct sbd_jnl_conf *j = &cc->jnl;
 	uint64_t seg = j->segment;
 	const char *why = NULL;
+	int line = j->line;
 
 	if (!j->on) {
 		if (j->ack)
@@ -1022,6 +1023,7 @@ static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
 		   seg > (UINT64_C(1) << 30) || seg < cc->attr.capacity) {
 		why = "journal_segment: a power of two from 64K to 1G, and "
 		      "at least the capacity";
+		line = j->seg_line;
 	}
 	if (!why && j->ack && j->fsync == SBD_FSYNC_NONE)
 		why = "acknowledge = persisted needs journal_fsync batch or "
@@ -1048,7 +1050,7 @@ static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
 		      "host's journal)";
 	if (why) {
 		snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s': %s",
-			 c->path, j->line ? j->line : cc->line, cc->name, why);
+			 c->path, line ? line : cc->line, cc->name, why);
 		return -1;
 	}
 	return 0;

@@ -98,6 +98,7 @@ struct sbd_jnl_conf {
 	uint64_t retain_ms;		/* 0: no age limit */
 	uint64_t retain_bytes;		/* 0: no size limit */
 	int line;			/* of the journal key */
+	int seg_line;			/* of journal_segment, 0: none */
 };
 
 struct sbd_chan_conf {

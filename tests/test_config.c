@@ -173,10 +173,10 @@ static const struct bad cases[] = {
 	{ "[bus]\n[channel a]\njournal = on\njournal_fsync = always\n", 4,
 	  "'always': batch, interval or none" },
 	{ "[bus]\n[channel a]\ncapacity = 1M\njournal = on\n"
-	  "journal_segment = 512K\n", 4,
+	  "journal_segment = 512K\n", 5,
 	  "journal_segment: a power of two from 64K to 1G, and at least the "
 	  "capacity" },
-	{ "[bus]\n[channel a]\njournal = on\njournal_segment = 100K\n", 3,
+	{ "[bus]\n[channel a]\njournal = on\njournal_segment = 100K\n", 4,
 	  "journal_segment: a power of two" },
 	{ "[bus]\n[channel a]\ncapacity = 2G\njournal = on\n", 4,
 	  "journal = on needs a capacity of at most 1G" },
@@ -222,6 +222,10 @@ static const struct bad cases[] = {
 	/* Text after a header: not a key of the section it opens. */
 	{ "[bus]\n[channel a] capacity = 1G\n", 2,
 	  "text after the section's header" },
+	/* A journal_segment that will not do is named by its own line. */
+	{ "[bus]\n[channel a]\ncapacity = 64K\njournal_segment = 100K\n"
+	  "journal = on\n", 4,
+	  "channel 'a': journal_segment: a power of two from 64K to 1G" },
 	/* Groups the library would refuse to make at start. */
 	{ "[bus]\n[channel a]\npolicy = overwrite\n"
 	  "consumer_groups = g mode=keyed\n", 2,
