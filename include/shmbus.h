@@ -118,7 +118,8 @@ void shmbus_channel_attr_init(struct shmbus_channel_attr *attr);
 /*
  * The largest max_msg a channel of `capacity` bytes may have:
  * capacity/2 - 32 (a message, its 16-byte record header and the padding
- * of a wrap must fit half the ring), at most SHMBUS_MAX_MSG_LIMIT; 0 if
+ * of a wrap must fit half the ring), at most SHMBUS_MAX_MSG_LIMIT
+ * (<shmbus/layout.h>: 2^29 - 8); 0 if
  * the capacity is not valid (a power of two, 4 KiB..16 GiB).  The one
  * rule: shmbus_channel_create(), shmbusd and shmbusctl all apply it.
  * Since version 0.2 (symbol version SHMBUS_0.2).  Thread-safe.
@@ -818,8 +819,9 @@ struct shmbus_group_attr {
 void shmbus_group_attr_init(struct shmbus_group_attr *attr);
 
 /*
- * Joins group `group` of the channel as member `member` (a name for
- * busstat: 1..31 of [A-Za-z0-9._-]).  A channel opened through shmbusd
+ * Joins group `group` (1..63 of [A-Za-z0-9._-], not starting with '.')
+ * of the channel as member `member` (a name for busstat: 1..31 of
+ * [A-Za-z0-9._-]).  A channel opened through shmbusd
  * (shmbus_bus_open(), subscribe role) asks the daemon, which applies the
  * channel's subscribe rule and creates the group from its config or, for
  * root, its own user and [bus] admins, from `attr` (without a dead-letter
