@@ -78,8 +78,9 @@ static int parse_one(char *s, struct sbd_group_conf *g, char *err, size_t n)
 			}
 		} else if (!strcmp(tok, "dead_letter")) {
 			if (!sb_name_ok(v, 63)) {
-				snprintf(err, n, "dead_letter='%s': not a "
-					 "channel name", v);
+				snprintf(err, n, "dead_letter='%s': a "
+					 "dead-letter channel's name is 1 to 63 "
+					 "letters, digits, '.', '_' or '-'", v);
 				return -1;
 			}
 			snprintf(g->dead_letter, sizeof(g->dead_letter), "%s",

@@ -810,8 +810,9 @@ struct shmbus_group_attr {
 	int64_t lease_ns;	/* a lease's term, at most a day; 0: 30 s */
 	enum shmbus_start start;	/* where a new group starts */
 	const char *dead_letter;	/* channel that receives poison
-				 * messages (multi-producer), or NULL: they
-				 * are dropped and counted */
+				 * messages (multi-producer; its name at
+				 * most 63 characters), or NULL: they are
+				 * dropped and counted */
 };
 
 /* The defaults a NULL attr means (shared, window 256, 5 deliveries, 30 s

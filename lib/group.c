@@ -50,7 +50,9 @@ int sb_group_settings(const struct shmbus_group_attr *a,
 	    (a->window && (a->window > SHMBUS_GROUP_MAX_WINDOW ||
 			   (a->window & (a->window - 1)))) ||
 	    a->lanes > SHMBUS_GROUP_LANES ||
-	    (a->dead_letter && !sb_name_ok(a->dead_letter, 200)))
+	    /* The group's file keeps the name in 64 bytes: a longer one
+	     * would be cut, and name another channel. */
+	    (a->dead_letter && !sb_name_ok(a->dead_letter, 63)))
 		return -EINVAL;
 	out->mode = a->mode;
 	out->start = a->start;

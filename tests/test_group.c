@@ -306,6 +306,28 @@ Test(group, every_call_refuses_a_null_handle)
 	shmbus_group_leave(NULL);
 }
 
+/* A dead-letter channel's name is kept in 64 bytes of the group's file:
+ * a longer one (a valid channel name) is refused, not cut to name
+ * another channel. */
+Test(group, a_dead_letter_name_too_long_for_the_file_is_refused)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_attr ga;
+	char name[65];
+	shmbus_group *g;
+
+	memset(name, 'd', 64);
+	name[64] = 0;
+	shmbus_group_attr_init(&ga);
+	ga.dead_letter = name;
+	cr_assert_null(shmbus_group_join(ch, "g", "m", &ga));
+	cr_assert_eq(errno, EINVAL);
+	name[63] = 0;
+	g = shmbus_group_join(ch, "g", "m", &ga);
+	cr_assert(g, "%s", strerror(errno));
+	shmbus_group_leave(g);
+}
+
 static int count_msgs(const struct shmbus_msg *m, void *arg)
 {
 	uint64_t id;
