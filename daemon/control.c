@@ -1089,7 +1089,7 @@ bool sbd_control_serve(struct sbd_client *cl)
 		sbd_log_limited(&rl_malformed[bad], SBD_WARN, malformed[bad],
 			    "alike", "pid %d (uid %u): %s (%zd bytes): "
 			    "answered %s", (int)cl->pid, (unsigned)cl->uid,
-			    malformed_why[bad], n, shmbus_strerror(rc));
+			    malformed_why[bad], n, strerror(-rc));
 	}
 	if (rc == REPLIED || rc == DROP)
 		return rc == REPLIED;
