@@ -632,6 +632,93 @@ Test(journal_recovery, dump_from_a_position_inside_a_record_is_refused)
 	close_pub(bus, ch, p);
 }
 
+/* Runs shmbusctl journal dump on cdir with `args`; returns its exit
+ * status, its standard error in err. */
+static int dump_with(const char *args, char *err, size_t cap)
+{
+	const char *bin = getenv("SHMBUSCTL");
+	char cmd[768];
+	FILE *p;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "%s journal dump %s %s 2>&1 >/dev/null",
+		 bin && *bin ? bin : "build/tools/shmbusctl", cdir, args);
+	p = popen(cmd, "r");
+	cr_assert(p);
+	err[fread(err, 1, cap - 1, p)] = 0;
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Every --from that no record starts at is refused with exit status 1
+ * and the true reason: off the 8-byte grid, inside a whole record, past
+ * the journal's end.  A --since or --from that is no time or position,
+ * and both at once, are usage errors that say what is wrong. */
+Test(journal_recovery, dump_says_why_no_record_starts_at_from)
+{
+	static const struct {
+		const char *args;
+		int status;
+		const char *reason;
+	} usage[] = {
+		{ "--since 2263-01-01T00:00:00", 2, "from 1970 to 2262" },
+		{ "--since -5", 2, "--since '-5'" },
+		{ "--since yesterday", 2, "seconds since the epoch" },
+		{ "--from 0 --since 0", 2, "--from and --since" },
+		{ "--from x8", 2, "--from 'x8': not a position" },
+	};
+	static struct recs rs;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	char err[1024], args[128], want[160];
+
+	ch = journaled("", 10, &bus, &p);
+	read_all(&rs);
+	cr_assert_geq(rs.n, 2);
+	cr_assert_eq(dump_with("--from 25", err, sizeof(err)), 1, "%s", err);
+	cr_assert(strstr(err, "no record starts at 25: records start at "
+			 "multiples of 8"), "%s", err);
+
+	snprintf(args, sizeof(args), "--from %llu",
+		 (unsigned long long)rs.pos[1] + 8);
+	cr_assert_eq(dump_with(args, err, sizeof(err)), 1, "%s", err);
+	snprintf(want, sizeof(want), "no record starts at %llu: it is inside "
+		 "the record at %llu (%llu bytes)",
+		 (unsigned long long)rs.pos[1] + 8,
+		 (unsigned long long)rs.pos[1],
+		 (unsigned long long)rs.size[1]);
+	cr_assert(strstr(err, want), "no '%s' in: %s", want, err);
+	cr_assert_null(strstr(err, "the file ends"), "%s", err);
+
+	/* Past the end, in the newest segment and beyond every segment. */
+	snprintf(args, sizeof(args), "--from %llu",
+		 (unsigned long long)rs.end + 64);
+	cr_assert_eq(dump_with(args, err, sizeof(err)), 1, "%s", err);
+	snprintf(want, sizeof(want), "no record starts at %llu: past the "
+		 "journal's end at %llu", (unsigned long long)rs.end + 64,
+		 (unsigned long long)rs.end);
+	cr_assert(strstr(err, want), "no '%s' in: %s", want, err);
+	cr_assert_eq(dump_with("--from 99999992", err, sizeof(err)), 1, "%s",
+		     err);
+	snprintf(want, sizeof(want), "no record starts at 99999992: past the "
+		 "journal's end at %llu", (unsigned long long)rs.end);
+	cr_assert(strstr(err, want), "no '%s' in: %s", want, err);
+	/* The end itself: nothing to dump, no error. */
+	snprintf(args, sizeof(args), "--from %llu", (unsigned long long)rs.end);
+	cr_assert_eq(dump_with(args, err, sizeof(err)), 0, "%s", err);
+
+	for (size_t i = 0; i < sizeof(usage) / sizeof(usage[0]); i++) {
+		cr_expect_eq(dump_with(usage[i].args, err, sizeof(err)),
+			     usage[i].status, "%s: %s", usage[i].args, err);
+		cr_expect(strstr(err, usage[i].reason), "%s: no '%s' in: %s",
+			  usage[i].args, usage[i].reason, err);
+		cr_expect_null(strstr(err, "usage:"), "%s: %s", usage[i].args,
+			       err);
+	}
+	close_pub(bus, ch, p);
+}
+
 /* Publishes messages from *i on until the ring's head is a multiple of
  * 64 KiB, the last one sized to end exactly there. */
 static void fill_to_64k(shmbus_channel *ch, shmbus_pub *p, uint64_t *i)

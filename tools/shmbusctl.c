@@ -313,12 +313,9 @@ static void print_rec(const struct sb_jrec *r)
 	printf("\n");
 }
 
-/*
- * Walks a channel's journal from --from (or --since, or its start),
- * checking every header and record.  The journal ends cleanly at
- * unwritten space in its newest segment; any other stop is damage.
- */
-static int cmd_journal(int argc, char **argv, const char *bus_name)
+/* journal's options: 0, or the exit status after a message. */
+static int journal_opts(int argc, char **argv, const char **jdir,
+			uint64_t *from, int64_t *since, bool *have_since)
 {
 	static const struct option opts[] = {
 		{ "dir", required_argument, NULL, 'd' },
@@ -326,6 +323,126 @@ static int cmd_journal(int argc, char **argv, const char *bus_name)
 		{ "since", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
+	int c;
+
+	/* ":": a missing value is told apart, and getopt says nothing. */
+	optind = 3;
+	while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+		if (c == 'd') {
+			*jdir = optarg;
+		} else if (c == 'f') {
+			if (parse_size(optarg, from)) {
+				fprintf(stderr, "shmbusctl: journal: --from "
+					"'%s': not a position (bytes, or with "
+					"K, M, G)\n", optarg);
+				return EXIT_USAGE;
+			}
+		} else if (c == 's') {
+			if (parse_time(optarg, since)) {
+				fprintf(stderr, "shmbusctl: journal: --since "
+					"'%s': expected seconds since the epoch "
+					"or UTC YYYY-MM-DDTHH:MM:SS, from 1970 "
+					"to 2262\n", optarg);
+				return EXIT_USAGE;
+			}
+			*have_since = true;
+		} else {
+			fprintf(stderr, "shmbusctl: journal: %s: %s\n",
+				argv[optind - 1], c == ':' ? "needs a value"
+							   : "unknown option");
+			return EXIT_USAGE;
+		}
+	}
+	if (*from != UINT64_MAX && *have_since) {
+		fprintf(stderr, "shmbusctl: journal: --from and --since "
+			"exclude each other\n");
+		return EXIT_USAGE;
+	}
+	if (optind != argc) {
+		fprintf(stderr, "shmbusctl: journal: unexpected '%s'\n",
+			argv[optind]);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* Where a walk that stopped short of a position stopped: the journal's
+ * end (unwritten space, or no segment after the newest). */
+static bool journal_ended(const struct sb_jreader *r, uint64_t last_base)
+{
+	return r->pos >= last_base &&
+	       (!strncmp(r->why, "nothing written", 15) ||
+		!strncmp(r->why, "no segment for", 14));
+}
+
+/*
+ * Positions r at --from: a record must start there, which a walk from
+ * its segment's start finds (from the newest segment's, for a position
+ * past it).  0; -errno, to be reported as any failed read; or
+ * EXIT_REFUSED after saying why no record starts at `from`.
+ */
+static int journal_seek_from(struct sb_jreader *r, const char *dir,
+			     uint64_t from, uint64_t last_base)
+{
+	uint64_t seg, at = UINT64_MAX, size = 0;
+	struct sb_jrec rec;
+	const char *why = NULL;
+	char text[320];
+	int rc;
+
+	if (from % SHMBUS_REC_ALIGN) {
+		why = "records start at multiples of 8";
+		goto refused;
+	}
+	if (from < r->start) {
+		fprintf(stderr, "shmbusctl: journal %s: %llu is older than its "
+			"oldest position %llu\n", dir, (unsigned long long)from,
+			(unsigned long long)r->start);
+		return EXIT_REFUSED;
+	}
+	seg = from & ~(r->g.seg_size - 1);
+	rc = sb_jreader_seek(r, seg < last_base ? seg : last_base);
+	if (rc == -ENOENT) {
+		why = "no segment of the journal holds it";
+		goto refused;
+	}
+	if (rc)
+		return rc;
+	r->why[0] = 0;
+	while (r->pos < from &&
+	       (rc = sb_jreader_next(r, UINT64_MAX, &rec)) == 1) {
+		at = rec.pos;
+		size = rec.size;
+	}
+	if (rc < 0)
+		return rc;
+	if (r->pos == from)
+		return 0;
+	if (r->pos > from)
+		snprintf(text, sizeof(text), "it is inside the record at %llu "
+			 "(%llu bytes)", (unsigned long long)at,
+			 (unsigned long long)size);
+	else if (journal_ended(r, last_base))
+		snprintf(text, sizeof(text), "past the journal's end at %llu",
+			 (unsigned long long)r->pos);
+	else
+		snprintf(text, sizeof(text), "the walk from its segment's "
+			 "start stopped at %llu: %s", (unsigned long long)r->pos,
+			 r->why);
+	why = text;
+refused:
+	fprintf(stderr, "shmbusctl: journal %s: no record starts at %llu: "
+		"%s\n", dir, (unsigned long long)from, why);
+	return EXIT_REFUSED;
+}
+
+/*
+ * Walks a channel's journal from --from (or --since, or its start),
+ * checking every header and record.  The journal ends cleanly at
+ * unwritten space in its newest segment; any other stop is damage.
+ */
+static int cmd_journal(int argc, char **argv, const char *bus_name)
+{
 	const char *what = argv[1], *target = argv[2], *jdir = NULL;
 	uint64_t from = UINT64_MAX, *bases, msgs = 0, recs = 0;
 	uint64_t first = UINT64_MAX, last_base;
@@ -335,27 +452,16 @@ static int cmd_journal(int argc, char **argv, const char *bus_name)
 	char dir[PATH_MAX];
 	int64_t since = 0;
 	size_t k;
-	int c, rc;
+	int rc;
 
-	optind = 3;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == 'd')
-			jdir = optarg;
-		else if (c == 'f' && !parse_size(optarg, &from) &&
-			 from % SHMBUS_REC_ALIGN == 0)
-			;
-		else if (c == 's' && !parse_time(optarg, &since))
-			have_since = true;
-		else {
-			usage(stderr);
-			return EXIT_USAGE;
-		}
-	}
-	if (optind != argc || (from != UINT64_MAX && have_since) ||
-	    (strcmp(what, "dump") && strcmp(what, "verify"))) {
-		usage(stderr);
+	if (strcmp(what, "dump") && strcmp(what, "verify")) {
+		fprintf(stderr, "shmbusctl: journal: unknown command '%s' "
+			"(dump or verify)\n", what);
 		return EXIT_USAGE;
 	}
+	rc = journal_opts(argc, argv, &jdir, &from, &since, &have_since);
+	if (rc)
+		return rc;
 	if (strchr(target, '/'))
 		rc = snprintf(dir, sizeof(dir), "%s", target);
 	else if (jdir)
@@ -387,34 +493,15 @@ static int cmd_journal(int argc, char **argv, const char *bus_name)
 	}
 	sb_jreader_init(&r, dir, NULL);
 	rc = sb_jreader_seek(&r, bases[0]);
-	if (rc == 0 && from != UINT64_MAX) {
-		if (from < r.start) {
-			fprintf(stderr, "shmbusctl: journal %s: %llu is older "
-				"than its oldest position %llu\n", dir,
-				(unsigned long long)from,
-				(unsigned long long)r.start);
-			sb_jreader_close(&r);
-			free(bases);
-			return EXIT_REFUSED;
-		}
-		/* A record must start at --from (a time's index entry
-		 * always names one): walked to from its segment's start. */
-		rc = sb_jreader_seek(&r, have_since ? from :
-					 from & ~(r.g.seg_size - 1));
-		while (rc == 0 && r.pos < from &&
-		       sb_jreader_next(&r, from, &rec) == 1)
-			;
-		if (rc == 0 && r.pos != from) {
-			fprintf(stderr, "shmbusctl: journal %s: no record "
-				"starts at %llu (the walk from its segment's "
-				"start reached %llu%s%s)\n", dir,
-				(unsigned long long)from,
-				(unsigned long long)r.pos, r.why[0] ? ": " : "",
-				r.why);
-			sb_jreader_close(&r);
-			free(bases);
-			return EXIT_REFUSED;
-		}
+	/* A time's index entry always names a record. */
+	if (rc == 0 && have_since)
+		rc = sb_jreader_seek(&r, from);
+	else if (rc == 0 && from != UINT64_MAX)
+		rc = journal_seek_from(&r, dir, from, last_base);
+	if (rc > 0) {
+		sb_jreader_close(&r);
+		free(bases);
+		return rc;
 	}
 	free(bases);
 	if (dump && rc == 0)
