@@ -699,6 +699,15 @@ Test(daemon, the_tools_exit_codes_and_version)
 	cr_assert(strstr(out, "shmbusctl (shmbus) 0."), "%s", out);
 	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL", "-b", out,
 			      sizeof(out)), 2, "%s", out);
+	/* After -b as without it. */
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
+			      "-b nosuchbus --version", out, sizeof(out)), 0,
+		     "%s", out);
+	cr_assert(strstr(out, "shmbusctl (shmbus) 0."), "%s", out);
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
+			      "--bus nosuchbus --help", out, sizeof(out)), 0,
+		     "%s", out);
+	cr_assert(strstr(out, "usage: shmbusctl"), "%s", out);
 	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL", "", out,
 			      sizeof(out)), 2, "%s", out);
 	/* create's options are checked before the daemon is looked for. */

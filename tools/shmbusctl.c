@@ -695,6 +695,19 @@ damaged:
 	return EXIT_DAMAGED;
 }
 
+/* --help and --version, in place of a command: whether arg is one
+ * (then done). */
+static bool help_or_version(const char *arg)
+{
+	if (!strcmp(arg, "-h") || !strcmp(arg, "--help"))
+		usage(stdout);
+	else if (!strcmp(arg, "--version"))
+		printf("shmbusctl (shmbus) %s\n", shmbus_version());
+	else
+		return false;
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	const char *bus_name = getenv("SHMBUS_BUS");
@@ -702,14 +715,6 @@ int main(int argc, char **argv)
 	const char *cmd, *name = NULL;
 	int i = 1, rc;
 
-	if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		usage(stdout);
-		return 0;
-	}
-	if (argc > 1 && !strcmp(argv[1], "--version")) {
-		printf("shmbusctl (shmbus) %s\n", shmbus_version());
-		return 0;
-	}
 	if (argc > 1 && (!strcmp(argv[1], "-b") || !strcmp(argv[1], "--bus"))) {
 		if (argc < 3 || !argv[2][0]) {
 			fprintf(stderr, "shmbusctl: %s needs a bus name or a "
@@ -724,6 +729,8 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	cmd = argv[i];
+	if (help_or_version(cmd))
+		return 0;
 	if (!strcmp(cmd, "quarantine")) {
 		if (argc - i != 2) {
 			usage(stderr);
