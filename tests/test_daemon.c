@@ -717,6 +717,19 @@ Test(daemon, the_tools_exit_codes_and_version)
 	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
 			      "-b nosuchbus create c --numa 4294967296", out,
 			      sizeof(out)), 2, "%s", out);
+	/* A max_msg past 32 bits is refused as the daemon refuses one the
+	 * capacity cannot carry: with the limit. */
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
+			      "-b nosuchbus create c --max-msg 4G", out,
+			      sizeof(out)), 1, "%s", out);
+	cr_assert(strstr(out, "create c: max_msg 4294967296 is too large for "
+			 "capacity 1048576: at most 524256 (capacity/2 - 32)"),
+		  "%s", out);
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
+			      "-b nosuchbus create c --max-msg 8G --capacity "
+			      "5000", out, sizeof(out)), 1, "%s", out);
+	cr_assert(strstr(out, "create c: capacity 5000 is not a power of two"),
+		  "%s", out);
 	/* A FIFO named as a quarantine file is refused, not waited on. */
 	cr_assert_eq(system("rm -f /tmp/shmbus-test-fifo && "
 			    "mkfifo /tmp/shmbus-test-fifo"), 0);

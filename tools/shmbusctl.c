@@ -101,12 +101,37 @@ static int print_row(const struct shmbus_bus_channel *c, void *arg)
 	return 0;
 }
 
+/* A refusal and its reason. */
+static int refused_why(const char *what, const char *name, const char *why)
+{
+	fprintf(stderr, "shmbusctl: %s%s%s: %s\n", what, name ? " " : "",
+		name ? name : "", why);
+	return EXIT_REFUSED;
+}
+
 /* The daemon's reason, or what the errno means. */
 static int refused(const char *what, const char *name, int rc)
 {
-	fprintf(stderr, "shmbusctl: %s%s%s: %s\n", what, name ? " " : "",
-		name ? name : "", shmbus_bus_strerror(bus, rc));
-	return EXIT_REFUSED;
+	return refused_why(what, name, shmbus_bus_strerror(bus, rc));
+}
+
+/* A --max-msg past the request's 32 bits: refused here, with the reason
+ * the daemon gives for one the capacity cannot carry (or for the
+ * capacity, if that is wrong too). */
+static int max_msg_refused(const char *name, uint64_t max_msg,
+			   struct shmbus_channel_attr a)
+{
+	uint32_t lim = shmbus_max_msg(a.capacity);
+	char why[256];
+
+	a.max_msg = 0;
+	if (!lim && shmbus_channel_attr_check(&a, why, sizeof(why)))
+		return refused_why("create", name, why);
+	snprintf(why, sizeof(why), "max_msg %llu is too large for capacity "
+		 "%llu: at most %u (capacity/2 - 32)",
+		 (unsigned long long)max_msg, (unsigned long long)a.capacity,
+		 lim);
+	return refused_why("create", name, why);
 }
 
 /* create's options, read before the daemon is reached: 0, or the exit
@@ -124,7 +149,7 @@ static int create_parse(int argc, char **argv, struct shmbus_channel_attr *ap,
 		{ 0 },
 	};
 	struct shmbus_channel_attr a;
-	uint64_t v;
+	uint64_t max_msg = 0;
 	long numa;
 	char *end;
 	int opt;
@@ -141,9 +166,8 @@ static int create_parse(int argc, char **argv, struct shmbus_channel_attr *ap,
 				goto bad;
 			break;
 		case 'm':
-			if (parse_size(optarg, &v) || v > UINT32_MAX)
+			if (parse_size(optarg, &max_msg))
 				goto bad;
-			a.max_msg = (uint32_t)v;
 			break;
 		case 'p':
 			if (!strcmp(optarg, "block"))
@@ -191,6 +215,9 @@ static int create_parse(int argc, char **argv, struct shmbus_channel_attr *ap,
 		usage(stderr);
 		return EXIT_USAGE;
 	}
+	if (max_msg > UINT32_MAX)
+		return max_msg_refused(argv[optind], max_msg, a);
+	a.max_msg = (uint32_t)max_msg;
 	*ap = a;
 	*name = argv[optind];
 	return 0;
