@@ -244,7 +244,8 @@ struct shmbus_repl_info {
 	uint64_t lag_messages;	/* the same in messages; UINT64_MAX if the
 				 * ring no longer holds that position */
 	uint64_t lag_ns;	/* primary: since the standby last had
-				 * everything; 0 when it has */
+				 * everything; 0 when it has; UINT64_MAX
+				 * if it never had (unknown) */
 	uint64_t frames;	/* shipped (primary) or applied (standby) */
 	uint64_t bad_frames;	/* frames refused */
 	uint64_t gaps;		/* standby restarts past a gap */

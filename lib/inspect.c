@@ -200,7 +200,9 @@ SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
 		out->lag_messages = lag_messages(ch, pos, out->head, seq);
 		clock_gettime(CLOCK_REALTIME, &ts);
 		now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-		out->lag_ns = since && now > since ? now - since : 0;
+		/* Never caught up: no time to count from (not "no lag"). */
+		out->lag_ns = !since ? UINT64_MAX : now > since ? now - since
+								: 0;
 	}
 	return 0;
 }

@@ -1783,6 +1783,56 @@ Test(busstat, journal_in_every_output, .init = setup, .fini = teardown)
 	shmbus_channel_close(ch);
 }
 
+/* A primary whose standby never had everything (caught_up_ns 0): its lag
+ * time is unknown, not 0, in every output; once the standby has caught
+ * up, the time since then. */
+Test(busstat, a_lag_time_never_caught_up_is_unknown, .init = setup,
+     .fini = teardown)
+{
+	static char out[65536];
+	shmbus_channel *ch = th_create(dir, 1u << 16, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	struct shmbus_repl_info rp;
+	const char *t;
+
+	cr_assert(p);
+	sb_repl_setup(ch, SHMBUS_ACK_APPLIED, SHMBUS_REPL_ON, 1);
+	for (int i = 0; i < 6; i++)
+		cr_assert_eq(shmbus_publish(p, "0123456789abcdef", 16), 0);
+	cr_assert_eq(shmbus_channel_replication(ch, &rp), 0);
+	cr_assert_eq(rp.lag_messages, 6);
+	cr_assert_eq(rp.lag_ns, UINT64_MAX);
+
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s", dir), 0, "%s", out);
+	t = strstr(out, "REPLICATED");
+	cr_assert(t, "%s", out);
+	cr_assert(strstr(t, "192       6       ?"), "LAGB, LAGMSG, LAGT: %s",
+		  t);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 0);
+	cr_assert(strstr(out, "\"lag_messages\":6,\"lag_seconds\":null,"),
+		  "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch --json", dir), 0);
+	cr_assert(strstr(out, "\"lag_seconds\":null,"), "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch", dir), 0);
+	cr_assert(strstr(out, "6 messages, ? s"), "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --prometheus", dir), 0);
+	cr_assert_eq(prom_check(out), 0, "%s", out);
+	cr_assert(strstr(out, "shmbus_repl_lag_seconds{channel=\"ch\"} NaN\n"),
+		  "%s", out);
+
+	sb_repl_caught_up(ch);
+	usleep(20000);
+	cr_assert_eq(shmbus_channel_replication(ch, &rp), 0);
+	cr_assert(rp.lag_ns >= 20000000 && rp.lag_ns < 60000000000ull,
+		  "%llu", (unsigned long long)rp.lag_ns);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 0);
+	cr_assert(strstr(out, "\"lag_seconds\":0.") ||
+		  strstr(out, "\"lag_seconds\":1."), "%s", out);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}
+
 /* A FIFO under a group's name and one in place of a channel's data file
  * (any process that may create files in the directory can put them
  * there): busstat reports and goes on, never waiting in open(). */

@@ -32,6 +32,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -389,11 +390,13 @@ static const char *role_word(const struct shmbus_repl_info *p)
 	return p->standby ? "standby" : "primary";
 }
 
-/* A lag in seconds, "0" for none. */
+/* A lag in seconds, "0" for none, "?" for unknown (UINT64_MAX). */
 const char *seconds_word(char *buf, size_t len, uint64_t ns)
 {
 	if (!ns)
 		snprintf(buf, len, "0");
+	else if (ns == UINT64_MAX)
+		snprintf(buf, len, "?");
 	else
 		snprintf(buf, len, ns < 10000000000ull ? "%.2fs" : "%.0fs",
 			 (double)ns / 1e9);
@@ -664,10 +667,13 @@ static void print_json_repl(const struct shmbus_repl_info *p)
 	else
 		printf("\"lag_messages\":%llu,",
 		       (unsigned long long)p->lag_messages);
-	printf("\"lag_seconds\":%.6f,\"frames\":%llu,\"bad_frames\":%llu,"
+	if (p->lag_ns == UINT64_MAX)
+		printf("\"lag_seconds\":null,");
+	else
+		printf("\"lag_seconds\":%.6f,", (double)p->lag_ns / 1e9);
+	printf("\"frames\":%llu,\"bad_frames\":%llu,"
 	       "\"gaps\":%llu,\"gap_bytes\":%llu,"
-	       "\"out_of_sync_events\":%llu}",
-	       (double)p->lag_ns / 1e9, (unsigned long long)p->frames,
+	       "\"out_of_sync_events\":%llu}", (unsigned long long)p->frames,
 	       (unsigned long long)p->bad_frames, (unsigned long long)p->gaps,
 	       (unsigned long long)p->gap_bytes,
 	       (unsigned long long)p->out_of_sync_events);
@@ -819,7 +825,8 @@ static void print_prom_repl(const struct row *rows, int n)
 			case 3: v = !p->standby && !p->out_of_sync; break;
 			case 4: v = (double)p->acknowledged; break;
 			case 5: v = (double)p->lag_bytes; break;
-			case 6: v = (double)p->lag_ns / 1e9; break;
+			case 6: v = p->lag_ns == UINT64_MAX ? NAN :
+				    (double)p->lag_ns / 1e9; break;
 			case 7: v = (double)p->frames; break;
 			case 8: v = (double)p->bad_frames; break;
 			case 9: v = (double)p->gaps; break;
@@ -828,7 +835,10 @@ static void print_prom_repl(const struct row *rows, int n)
 			}
 			printf("%s{channel=\"", m[k].name);
 			escaped(rows[i].name, false);
-			printf("\"} %.17g\n", v);
+			if (isnan(v))
+				printf("\"} NaN\n");	/* unknown */
+			else
+				printf("\"} %.17g\n", v);
 		}
 	}
 }
@@ -890,7 +900,10 @@ static void print_repl_detail(const struct shmbus_repl_info *p)
 		else
 			printf("%llu messages",
 			       (unsigned long long)p->lag_messages);
-		printf(", %.3f s", (double)p->lag_ns / 1e9);
+		if (p->lag_ns == UINT64_MAX)
+			printf(", ? s");
+		else
+			printf(", %.3f s", (double)p->lag_ns / 1e9);
 	}
 	printf("\n  frames %llu, refused %llu, gaps %llu (%llu bytes), out of "
 	       "sync %llu times\n", (unsigned long long)p->frames,
