@@ -377,6 +377,29 @@ Test(busstat, prometheus_output_parses, .init = setup, .fini = teardown)
 	shmbus_channel_close(ch);
 }
 
+/* With an interval, each sample is one whole exposition, one after the
+ * other (busstat.1: a textfile collector's file takes one sample). */
+Test(busstat, prometheus_samples_are_whole_expositions, .init = setup,
+     .fini = teardown)
+{
+	static char out[65536];
+	shmbus_channel *ch = th_create(dir, 8192, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	const char *first = "# HELP shmbus_messages_published_total ";
+	char *second;
+
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s --prometheus 0.05 2",
+			     dir), 0, "%s", out);
+	cr_assert(!strncmp(out, first, strlen(first)), "%s", out);
+	second = strstr(out + 1, first);
+	cr_assert(second, "one sample: %s", out);
+	cr_assert_null(strstr(second + 1, first), "three samples: %s", out);
+	cr_assert_eq(prom_check(second), 0, "%s", second);
+	*second = 0;
+	cr_assert_eq(prom_check(out), 0, "%s", out);
+	shmbus_channel_close(ch);
+}
+
 /* A publisher at a steady 2000 msg/s, paced against the clock. */
 static int steady_publisher(void *arg)
 {

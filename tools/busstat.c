@@ -19,8 +19,9 @@
  * /dev/shm/shmbus-BUS); -d names the directory itself.  --prometheus
  * writes the text exposition format (for node_exporter's textfile
  * collector): one HELP and TYPE line per metric family, then one sample
- * per channel, labelled channel="NAME".  Rates are measured between two
- * samples: without an interval, over a first sample FIRST_SAMPLE_S long.
+ * per channel, labelled channel="NAME": each of busstat's samples is a
+ * whole exposition of its own.  Rates are measured between two samples:
+ * without an interval, over a first sample FIRST_SAMPLE_S long.
  *
  * Exit codes, as every shmbus tool: 0 all channels healthy; 1 failure (no
  * such bus or channel, no terminal for -w); 2 usage; and 3 a channel could
