@@ -229,6 +229,15 @@ Test(busstat, corrupt_channel_is_flagged, .init = setup, .fini = teardown)
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s --json", dir), 3);
 	cr_assert(strstr(out, "\"name\":\"good\",\"status\":\"ok\""), "%s", out);
 	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch", dir), 3);
+	/* -c --json: an object that says so, as in the channels' array. */
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c ch --json", dir), 3);
+	cr_assert(strstr(out, "{\"time\":") &&
+		  strstr(out, ",\"name\":\"ch\",\"status\":\"incompatible\"}\n"),
+		  "%s", out);
+	cr_assert_eq(busstat(out, sizeof(out), "-d %s -c good --json", dir),
+		     0);
+	cr_assert(strstr(out, ",\"name\":\"good\",\"status\":\"ok\","),
+		  "%s", out);
 	munmap(raw, len);
 	shmbus_channel_close(good);
 	shmbus_channel_close(bad);

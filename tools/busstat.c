@@ -932,6 +932,18 @@ static int detail_groups(shmbus_channel *ch, const char *dir,
 	return groups_bad(&gs) ? EXIT_BADCH : 0;
 }
 
+/* -c --json: the object's first fields, its status as in the channels'
+ * array of the other JSON output. */
+static void detail_json_head(const char *dir, const char *name,
+			     const char *status)
+{
+	printf("{\"time\":%.3f,\"dir\":", now_s());
+	json_str(dir);
+	printf(",\"name\":");
+	json_str(name);
+	printf(",\"status\":\"%s\"", status);
+}
+
 static int detail(const char *dir, const char *name, enum format fmt)
 {
 	shmbus_channel *ch = shmbus_channel_open_ro(dir, name);
@@ -947,16 +959,19 @@ static int detail(const char *dir, const char *name, enum format fmt)
 		fprintf(stderr, "busstat: %s/%s: %s\n", dir, name,
 			shmbus_strerror(err));
 		/* A name no channel can have is no such channel. */
-		return err == ENOENT || err == EINVAL ? EXIT_FAIL : EXIT_BADCH;
+		if (err == ENOENT || err == EINVAL)
+			return EXIT_FAIL;
+		if (fmt == JSON) {
+			detail_json_head(dir, name, err_word(-err));
+			printf("}\n");
+		}
+		return EXIT_BADCH;
 	}
 	shmbus_channel_info(ch, &in);
 	shmbus_channel_replication(ch, &rp);
 	sb_jnl_read(ch, &jv);
 	if (fmt == JSON) {
-		printf("{\"time\":%.3f,\"dir\":", now_s());
-		json_str(dir);
-		printf(",\"name\":");
-		json_str(name);
+		detail_json_head(dir, name, "ok");
 		printf(",\"head\":%llu,\"messages_published\":%llu",
 		       (unsigned long long)in.head,
 		       (unsigned long long)in.published);
