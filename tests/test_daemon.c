@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <ctype.h>
 #include <errno.h>
 #include <sys/prctl.h>
 #include <fcntl.h>
@@ -745,6 +746,48 @@ Test(daemon, the_tools_exit_codes_and_version)
 	cr_assert_eq(run_tool("build/tools/busstat", "BUSSTAT",
 			      "-d /nonexistent", out, sizeof(out)), 1, "%s",
 		     out);
+}
+
+/* Whitespace runs in s as one space, in place. */
+static char *squeeze(char *s)
+{
+	char *o = s;
+
+	for (const char *p = s; *p; p++)
+		if (!isspace((unsigned char)*p))
+			*o++ = *p;
+		else if (o > s && o[-1] != ' ')
+			*o++ = ' ';
+	*o = 0;
+	return s;
+}
+
+/* docs/shmbusd.md's shmbusctl section gives every command of
+ * `shmbusctl --help`, as it gives them, and every exit code. */
+Test(daemon, shmbusd_md_has_shmbusctls_usage)
+{
+	static char out[8192], doc[1 << 18];
+	char *cmd, *next, *end;
+	FILE *f = fopen("docs/shmbusd.md", "r");
+
+	cr_assert(f, "docs/shmbusd.md: run from the source tree");
+	doc[fread(doc, 1, sizeof(doc) - 1, f)] = 0;
+	fclose(f);
+	squeeze(doc);
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL", "--help",
+			      out, sizeof(out)), 0, "%s", out);
+	end = strstr(out, "\nSIZE:");
+	cr_assert(end && !strncmp(out, "usage: ", 7), "%s", out);
+	*end = 0;
+	squeeze(out + 7);
+	/* Each command: from one "shmbusctl " to the next. */
+	for (cmd = out + 7; cmd; cmd = next) {
+		next = strstr(cmd + 1, " shmbusctl ");
+		if (next)
+			*next++ = 0;
+		cr_expect(strstr(doc, cmd), "docs/shmbusd.md lacks '%s'", cmd);
+	}
+	cr_expect(strstr(doc, "3 no daemon, 4 "), "docs/shmbusd.md: exit 4");
 }
 
 /* A daemon started with -d and -S: a reload of an unchanged file warns of

@@ -72,7 +72,8 @@ static void usage(FILE *f)
 "       shmbusctl --help | --version\n"
 "SIZE: bytes, or with K, M, G (KiB, MiB, GiB).\n"
 "BUS: a bus name or the daemon's socket path (default $SHMBUS_BUS or\n"
-"\"default\").  Exit: 0 done, 1 refused, 2 usage, 3 no daemon.\n");
+"\"default\").  Exit: 0 done, 1 refused, 2 usage, 3 no daemon, 4 a\n"
+"journal or quarantine file is damaged.\n");
 }
 
 /* The config file's rule (sb_parse_size()). */
