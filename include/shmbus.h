@@ -649,7 +649,9 @@ int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
  * daemon is out of descriptors or memory), EACCES (the socket's mode),
  * ETIMEDOUT (a daemon that
  * accepted but did not answer within 5 s), EPROTO (not a shmbusd),
- * ENAMETOOLONG, ENOMEM.  Thread-safe; the handle may be shared by threads.
+ * EINVAL (`bus` without a '/' that is not a bus name: 1 to 63 of
+ * [A-Za-z0-9._-], not starting with '.'), ENAMETOOLONG, ENOMEM.
+ * Thread-safe; the handle may be shared by threads.
  */
 shmbus_bus *shmbus_connect(const char *bus);
 

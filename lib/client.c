@@ -563,7 +563,9 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 	struct shmbus_bus *b;
 	int rc;
 
-	if (!bus || !*bus) {
+	/* A name (no '/') is a bus's: the rule shmbusd gives it, or it
+	 * would be looked for under a name no daemon can serve. */
+	if (!bus || !*bus || (!strchr(bus, '/') && !sb_bus_name_ok(bus))) {
 		errno = EINVAL;
 		return NULL;
 	}

@@ -711,6 +711,11 @@ Test(daemon, the_tools_exit_codes_and_version)
 	cr_assert(strstr(out, "usage: shmbusctl"), "%s", out);
 	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL", "", out,
 			      sizeof(out)), 2, "%s", out);
+	/* A bus name no daemon can serve is a usage error, as in busstat. */
+	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
+			      "-b .hidden list", out, sizeof(out)), 2, "%s",
+		     out);
+	cr_assert(strstr(out, "'.hidden' is not a bus name"), "%s", out);
 	/* create's options are checked before the daemon is looked for. */
 	cr_assert_eq(run_tool("build/tools/shmbusctl", "SHMBUSCTL",
 			      "-b nosuchbus create c --policy sideways", out,

@@ -797,6 +797,12 @@ int main(int argc, char **argv)
 	    (rc = create_parse(argc - i, argv + i, &attr, &name)))
 		return rc;
 	bus = shmbus_connect(bus_name && *bus_name ? bus_name : "default");
+	if (!bus && errno == EINVAL) {
+		fprintf(stderr, "shmbusctl: '%s' is not a bus name (1 to 63 "
+			"letters, digits, '.', '_' or '-'; a path names a "
+			"socket)\n", bus_name);
+		return EXIT_USAGE;
+	}
 	if (!bus) {
 		fprintf(stderr, "shmbusctl: cannot reach shmbusd of bus '%s': "
 			"%s\n", bus_name && *bus_name ? bus_name : "default",
