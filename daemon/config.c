@@ -1212,7 +1212,13 @@ int sbd_conf_load(const char *path, struct sbd_conf *c)
 		}
 		/* A directory opens, and reads as an empty file; a device
 		 * (/dev/zero) never ends. */
-		if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		if (fstat(fd, &st)) {
+			snprintf(c->err, sizeof(c->err), "%s: %s", path,
+				 strerror(errno));
+			close(fd);
+			return -1;
+		}
+		if (!S_ISREG(st.st_mode)) {
 			snprintf(c->err, sizeof(c->err), "%s: %s", path,
 				 S_ISDIR(st.st_mode) ? strerror(EISDIR) :
 				 "not a regular file");

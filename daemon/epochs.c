@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -58,10 +59,12 @@ static int hist_add_mem(uint64_t epoch, uint64_t chan, uint64_t pos,
 }
 
 /* The tag of epoch e's lines, 0 if none has one.  hist_mu held (or
- * loading, before any thread starts). */
+ * loading, before any thread starts).  The lines are in epoch order: a
+ * look from the newest stops below e, so that loading a long history and
+ * linking stay linear. */
 static uint64_t epoch_tag(uint64_t e)
 {
-	for (size_t i = 0; i < nhist; i++)
+	for (size_t i = nhist; i-- > 0 && hist[i].epoch >= e;)
 		if (hist[i].epoch == e && hist[i].tag)
 			return hist[i].tag;
 	return 0;
@@ -173,6 +176,19 @@ int rp_hist_load(const char *dir, char *why, size_t wn)
 		snprintf(why, wn, "%s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
+		return -1;
+	}
+	/* One daemon appends to a history: two (one config run twice with
+	 * other -d and -S) would each record epochs the other's rings do
+	 * not have.  Held until rp_hist_close(). */
+	for (int i = 0; i < 20 && flock(fd, LOCK_EX | LOCK_NB) &&
+			errno == EWOULDBLOCK; i++)
+		usleep(10000);	/* a daemon just killed lets go */
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		snprintf(why, wn, "%s: %s", path, errno == EWOULDBLOCK ?
+			 "used by another shmbusd (its state_dir is this "
+			 "one's)" : strerror(errno));
+		close(fd);
 		return -1;
 	}
 	text = calloc(1, (size_t)st.st_size + 1);

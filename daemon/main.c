@@ -261,27 +261,48 @@ static int take_lock(void)
  * exit.  Returns its fd, or -1 (reported). */
 static int lock_shm_dir(void)
 {
-	int fd = open(sbd.conf.shm_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	for (int i = 0;; i++) {
+		int fd = open(sbd.conf.shm_dir,
+			      O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		struct stat held, now;
 
-	if (fd < 0) {
-		sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
-		return -1;
-	}
-	/* A daemon killed a moment ago lets go of both its locks as its
-	 * descriptors close, the socket's (take_lock()) perhaps first. */
-	for (int i = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; i++) {
-		if (errno == EWOULDBLOCK && i < 20) {
-			usleep(10000);
-			continue;
+		if (fd < 0) {
+			sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
+			return -1;
 		}
-		sbd_log(SBD_ERR, errno == EWOULDBLOCK ? 0 : errno,
-			"shm_dir %s is served by another shmbusd (its lock "
-			"is held): one daemon serves a bus's directory, "
-			"whatever its socket", sbd.conf.shm_dir);
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			/* Still the directory of that name: a daemon that
+			 * removed it at exit (remove_on_exit) let go of the
+			 * lock of one nobody else would find. */
+			if (fstat(fd, &held) == 0 && held.st_nlink > 0 &&
+			    stat(sbd.conf.shm_dir, &now) == 0 &&
+			    held.st_dev == now.st_dev &&
+			    held.st_ino == now.st_ino)
+				return fd;
+		} else if (errno != EWOULDBLOCK || i >= 20) {
+			sbd_log(SBD_ERR, errno == EWOULDBLOCK ? 0 : errno,
+				"shm_dir %s is served by another shmbusd (its "
+				"lock is held): one daemon serves a bus's "
+				"directory, whatever its socket",
+				sbd.conf.shm_dir);
+			close(fd);
+			return -1;
+		}
 		close(fd);
-		return -1;
+		if (i >= 20) {
+			sbd_log(SBD_ERR, 0, "shm_dir %s keeps being removed "
+				"and made again", sbd.conf.shm_dir);
+			return -1;
+		}
+		/* A daemon killed a moment ago lets go of both its locks as
+		 * its descriptors close, the socket's (take_lock()) perhaps
+		 * first; one removing the directory is made again below. */
+		usleep(10000);
+		if (mkdirs(sbd.conf.shm_dir, 0755, NULL) < 0) {
+			sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
+			return -1;
+		}
 	}
-	return fd;
 }
 
 static int setup_signals(void)

@@ -142,7 +142,9 @@ int rw_key_load(const char *path, char *why, size_t n)
 {
 	struct stat st;
 	ssize_t r;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* Not blocking: a FIFO would wait for a writer (the check below
+	 * refuses it). */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 
 	if (fd < 0) {
 		snprintf(why, n, "key file %s: %s", path, strerror(errno));

@@ -384,9 +384,11 @@ static void fill_handle(struct shmbus_channel *ch, void *base,
 #define MADV_POPULATE_READ 22
 #endif
 
-/* Set by shmbusd (sb_channel_no_prefault()): it runs no data path, and
- * faulting a large ring's pages into its mappings held its main thread
- * for as long again as allocating them. */
+/* Set by shmbusd (sb_channel_no_prefault()): faulting a large ring's
+ * pages into its mappings held its main thread (and every client) for as
+ * long again as allocating them.  Its own readers and writers of rings
+ * (replication, the journal, dead letters) take each page's first fault
+ * as they reach it instead. */
 static atomic_bool no_prefault;
 
 void sb_channel_no_prefault(void)

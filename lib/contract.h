@@ -361,8 +361,9 @@ bool sb_ring_holds(shmbus_channel *ch, uint64_t from);
 bool sb_ring_seq_at(shmbus_channel *ch, uint64_t pos, uint64_t *seq);
 
 /* shmbusd, before it maps any channel: its mappings are not faulted in
- * page by page when made (it runs no data path; its first touch of a page
- * faults it then).  Producers' and subscribers' mappings still are. */
+ * page by page when made; its first touch of a page (replication, the
+ * journal) faults it then.  Producers' and subscribers' mappings still
+ * are. */
 void sb_channel_no_prefault(void);
 
 /* A publisher of a multi-producer channel that never waits on another

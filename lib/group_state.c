@@ -475,19 +475,51 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 	return rc;
 }
 
-/* Group `group` of a.ch: its lapped lanes to a.to (sb_group_lanes_unlap). */
+/* Group `group` of u->ch: its lapped lanes to u->to (sb_group_lanes_unlap). */
 struct unlap {
 	shmbus_channel *ch;
 	const char *dir;
-	uint64_t to;
+	uint64_t head, to;
 	int moved, err;
 };
+
+/* Lane i of m to u->to if its position is one head wrote over; whether
+ * it moved, and from where (*from).  Retried while its word changes under
+ * us (a member of this host's still joined, a maintenance). */
+static bool unlap_lane(struct shmbus_group *m, uint32_t i,
+		       const struct unlap *u, uint64_t *from)
+{
+	struct shmbus_lane *ln = &m->lanes[i];
+
+	for (int tries = 0; tries < 100; tries++) {
+		/* A18: pairs with R18 (the lane's last change). */
+		uint64_t c = load_acquire64(&ln->ctl);
+		uint64_t a = load_relaxed64(&ln->acked), n = c;
+
+		/* By position, not by what the ring holds there now: the
+		 * bytes at a lapped position may be a later record's
+		 * payload that reads as a record of a's lap. */
+		if (a >= u->to || not_overwritten(u->ch, a, u->head))
+			return false;
+		if (gctl_state(c) != SHMBUS_LANE_FREE)
+			n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0,
+				 gctl_gen(c) + 1);
+		/* R18: pairs with A18: the next owner starts at u->to. */
+		if (cas_pair(&ln->ctl, c, a, n, u->to)) {
+			raise_word(&ln->next, u->to);
+			*from = a;
+			return true;
+		}
+	}
+	return false;
+}
 
 static int unlap_group(const char *group, void *arg)
 {
 	struct unlap *u = arg;
 	struct shmbus_group *m;
-	int rc;
+	uint64_t lowest = UINT64_MAX, from;
+	int rc, moved = 0;
 
 	m = sb_group_open_map(u->ch, u->dir, group, false, &rc);
 	if (!m) {
@@ -497,37 +529,30 @@ static int unlap_group(const char *group, void *arg)
 	}
 	for (uint32_t i = 0; m->mode != SHMBUS_GMODE_SHARED && i < m->nlanes;
 	     i++) {
-		struct shmbus_lane *ln = &m->lanes[i];
-		/* A18: pairs with R18 (the lane's last change). */
-		uint64_t c = load_acquire64(&ln->ctl);
-		uint64_t a = load_relaxed64(&ln->acked), n = c, seq, size;
-		uint32_t type, len;
-
-		/* Only a lane whose next record was written over (what
-		 * sb_lanes_take() would find): one the ring still holds
-		 * loses nothing. */
-		if (a >= u->to || sb_rec_look(u->ch, a, UINT64_MAX, &type,
-					      &len, &seq, &size) != 2)
-			continue;
-		if (gctl_state(c) != SHMBUS_LANE_FREE)
-			n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0,
-				 gctl_gen(c) + 1);
-		/* R18: pairs with A18: the next owner starts at u->to. */
-		if (!cas_pair(&ln->ctl, c, a, n, u->to)) {
-			if (!u->err)
-				u->err = -EBUSY;
-			continue;
+		if (unlap_lane(m, i, u, &from)) {
+			moved++;
+			if (from < lowest)
+				lowest = from;
+		} else if (!not_overwritten(u->ch,
+					    load_relaxed64(&m->lanes[i].acked),
+					    u->head) &&
+			   load_relaxed64(&m->lanes[i].acked) < u->to &&
+			   !u->err) {
+			u->err = -EBUSY;	/* it kept changing */
 		}
-		raise_word(&ln->next, u->to);
-		add_relaxed64(&m->g->lost_bytes, u->to - a);
-		store_relaxed64(&m->g->loss_from, a);
-		store_relaxed64(&m->g->loss_to, u->to);
-		u->moved++;
 	}
-	/* Past the lap: further than the ring's length, which the floor's
-	 * usual move takes for damage. */
-	if (m->mode != SHMBUS_GMODE_SHARED)
+	if (moved) {
+		/* One loss for the group, from its lowest lane on: the bytes
+		 * skipped, not once per lane. */
+		add_relaxed64(&m->g->lost_bytes, u->to - lowest);
+		store_relaxed64(&m->g->loss_from, lowest);
+		store_relaxed64(&m->g->loss_to, u->to);
+		/* Past the lap: the floor moves by more than a ring, which
+		 * its usual move takes for damage (and leaves, holding the
+		 * producers of this block channel for good). */
 		sb_lanes_floor_by(m, UINT64_MAX);
+		u->moved += moved;
+	}
 	sb_group_unmap(m);
 	return 0;
 }
@@ -535,16 +560,16 @@ static int unlap_group(const char *group, void *arg)
 int sb_group_lanes_unlap(shmbus_channel *ch, const char *dir,
 			 const char *chan)
 {
-	struct unlap u = { ch, dir, 0, 0, 0 };
+	struct unlap u = { ch, dir, sb_ring_head(ch), 0, 0, 0 };
 	int n;
 
 	/* The first record past what head overwrote (an index entry), or
 	 * head: every lapped lane goes on from there. */
-	sb_sub_find_oldest(ch, sb_ring_head(ch), &u.to);
+	sb_sub_find_oldest(ch, u.head, &u.to);
 	if (u.to == 0)
 		return 0;	/* nothing was overwritten */
 	n = sb_group_list(dir, chan, unlap_group, &u);
 	if (n < 0)
 		return n;
-	return u.err ? u.err : u.moved;
+	return u.moved ? u.moved : u.err;
 }

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "daemon_fixture.h"
+#include "../lib/contract.h"
 
 #include "shmbus/protocol.h"
 
@@ -174,6 +175,14 @@ static int as_nobody(void *arg)
 	if (shmbus_bus_create(bus, "x", &a) != -EACCES ||
 	    shmbus_bus_delete(bus, "mine") != -EACCES)
 		return 14;
+	/* A role change is an admin's too, refused the same way. */
+	{
+		struct shmbus_ctl_repl_reply r;
+
+		if (sb_bus_repl(bus, SHMBUS_REPL_OP_SWITCHOVER, 0, &r) !=
+		    -EACCES)
+			return 18;
+	}
 	/* The file itself is the daemon's, mode 0600: only the passed
 	 * descriptor gives access. */
 	if (shmbus_channel_open(dir, "mine") || errno != EACCES)

@@ -325,6 +325,19 @@ Test(config, a_config_that_is_no_file_is_refused_at_once)
 		cr_assert_lt((int64_t)th_now_ns() - t0, 2000000000, "%s",
 			     paths[i]);
 	}
+	/* Nor does a key file that is a FIFO. */
+	{
+		char text[512], out[1024];
+		int64_t t0 = (int64_t)th_now_ns();
+
+		snprintf(text, sizeof(text), "[bus]\n[replication]\n"
+			 "role = primary\nlisten = 127.0.0.1:1\n"
+			 "peer = 127.0.0.1:2\nkey_file = %s\n", fifo);
+		cr_assert_eq(run(dir, text, true, out, sizeof(out)), 2, "%s",
+			     out);
+		cr_assert(strstr(out, "not a regular file"), "%s", out);
+		cr_assert_lt((int64_t)th_now_ns() - t0, 2000000000);
+	}
 	th_rmdir(dir);
 }
 
