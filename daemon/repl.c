@@ -583,6 +583,7 @@ void sbd_repl_stop(void)
 	for (size_t i = 0; i < repl.n; i++) {
 		sb_writer_close(repl.ch[i].writer);
 		free(repl.ch[i].buf);
+		free(repl.ch[i].groups);
 		free(repl.ch[i].kept);
 		shmbus_channel_close(repl.ch[i].ch);
 	}

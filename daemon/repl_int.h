@@ -148,6 +148,8 @@ struct rchan {
 	struct sbd_link *slink;
 	shmbus_pub *writer;
 	uint8_t *buf;
+	struct group_batch *groups;	/* agent: its groups' states, made
+					 * at their first shipping */
 };
 
 struct repl_state {

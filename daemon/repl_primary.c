@@ -539,7 +539,7 @@ static int add_group(const char *group, void *arg)
  * resumes at the floor it had then (what was above is delivered again). */
 static void ship_groups(struct rchan *rc)
 {
-	static __thread struct group_batch b;
+	struct group_batch *b;
 	bool settled;
 	int64_t t;
 
@@ -555,16 +555,21 @@ static void ship_groups(struct rchan *rc)
 		return;
 	if (t == rc->groups_dir_ns)
 		return;
-	b.n = 0;
-	b.rc = rc;
-	sb_group_list(sbd.conf.shm_dir, rc->name, add_group, &b);
-	if (!b.n) {
+	/* 78 KB: the channel's own, not on a stack or in every thread. */
+	if (!rc->groups && !(rc->groups = malloc(sizeof(*rc->groups))))
+		return;
+	b = rc->groups;
+	b->n = 0;
+	b->rc = rc;
+	sb_group_list(sbd.conf.shm_dir, rc->name, add_group, b);
+	if (!b->n) {
 		rc->groups_dir_ns = settled ? t : 0;
 		return;
 	}
-	for (uint32_t i = 0; i < b.n; i += RW_GROUPS_MAX) {
-		uint32_t k = b.n - i < RW_GROUPS_MAX ? b.n - i : RW_GROUPS_MAX;
-		struct iovec iov = { &b.g[i], k * sizeof(b.g[0]) };
+	for (uint32_t i = 0; i < b->n; i += RW_GROUPS_MAX) {
+		uint32_t k = b->n - i < RW_GROUPS_MAX ? b->n - i
+						      : RW_GROUPS_MAX;
+		struct iovec iov = { &b->g[i], k * sizeof(b->g[0]) };
 
 		if (rp_send_frame(rc->plink, RW_GROUPS, rc->id,
 				  LOAD(&rc->sent), &iov, 1, (int)sync_ms())) {
