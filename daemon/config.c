@@ -994,6 +994,15 @@ static int check_clients(struct sbd_conf *c)
 	return 0;
 }
 
+uint64_t sbd_jnl_segment(const struct sbd_jnl_conf *j, uint64_t capacity)
+{
+	uint64_t seg = UINT64_C(64) << 20;
+
+	if (j->segment)
+		return j->segment;
+	return seg < capacity ? capacity : seg;
+}
+
 /* Checks that involve several keys, once the file is read. */
 /* A channel's journal settings, once its capacity is known. */
 static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
@@ -1012,10 +1021,7 @@ static int check_journal(struct sbd_conf *c, struct sbd_chan_conf *cc)
 			      "needs journal = on (the same section on both "
 			      "hosts)";
 	} else if (!seg) {
-		seg = UINT64_C(64) << 20;
-		if (seg < cc->attr.capacity)
-			seg = cc->attr.capacity;
-		j->segment = seg;
+		seg = sbd_jnl_segment(j, cc->attr.capacity);
 		if (seg > (UINT64_C(1) << 30))
 			why = "journal = on needs a capacity of at most 1G "
 			      "(a segment holds at least one lap)";

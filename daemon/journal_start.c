@@ -291,7 +291,8 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 		     cc->name) >= (int)sizeof(j->dir) ||
 	    strlen(j->dir) >= sizeof(((struct sb_jnl_view *)0)->dir))
 		return -ENAMETOOLONG;
-	rc = sb_jgeom_make(&j->g, cc->name, cc->jnl.segment, in.capacity,
+	rc = sb_jgeom_make(&j->g, cc->name,
+			   sbd_jnl_segment(&cc->jnl, in.capacity), in.capacity,
 			   in.max_msg, sb_channel_flags(in.policy,
 							in.producers),
 			   why, sizeof(why));

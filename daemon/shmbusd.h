@@ -94,12 +94,19 @@ struct sbd_jnl_conf {
 	int fsync;			/* enum sbd_fsync */
 	unsigned fsync_ms;		/* interval: at most this old */
 	uint64_t fsync_bytes;		/* interval: at most this much */
-	uint64_t segment;		/* positions a segment covers */
+	uint64_t segment;		/* positions a segment covers; 0: the
+					 * default, sbd_jnl_segment() */
 	uint64_t retain_ms;		/* 0: no age limit */
 	uint64_t retain_bytes;		/* 0: no size limit */
 	int line;			/* of the journal key */
 	int seg_line;			/* of journal_segment, 0: none */
 };
+
+/* The segment size of a journal of a ring of `capacity` bytes: the
+ * config's, or by default 64 MiB or the capacity if larger.  From the
+ * ring's own capacity, not the config's: a change of capacity the daemon
+ * refused leaves the ring, and its journal, as they were. */
+uint64_t sbd_jnl_segment(const struct sbd_jnl_conf *j, uint64_t capacity);
 
 struct sbd_chan_conf {
 	char name[SHMBUS_CTL_NAME];

@@ -1068,3 +1068,35 @@ Test(journal_recovery, a_segment_removed_from_the_middle_is_damage)
 	close_pub(bus, ch, p);
 	free(b);
 }
+
+/*
+ * A change of capacity the daemon refuses (the ring keeps its geometry)
+ * leaves the journal as it was: its default segment size follows the
+ * ring's capacity, not the config's.  Before, the config's 128M made the
+ * default segment 128M where the journal's were 64M: at the next start
+ * its segments were refused, the channel went on without its journal,
+ * and every persisted acknowledgement timed out.
+ */
+Test(journal_recovery, a_refused_capacity_change_keeps_the_journal)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	conf_raw("capacity = 64M\nmax_msg = 1K\nacknowledge = persisted\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 100);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	conf_raw("capacity = 128M\nmax_msg = 1K\nacknowledge = persisted\n");
+	start_daemon();
+	cr_assert(log_has("geometry differs from the config: kept"));
+	ch = open_pub(&bus, &p);
+	publish_range(p, 100, 10);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0,
+		     "nothing acknowledged as persisted after the restart");
+	close_pub(bus, ch, p);
+	cr_assert_not(log_has("belongs to channel"));
+}
