@@ -440,7 +440,10 @@ void jnl_retain(struct jchan *j)
 			oldest = h.start;
 		if (fd >= 0)
 			close(fd);
-		fsync(j->dfd);
+		/* The removals on disk before the new oldest is said; with
+		 * none, nothing to sync (this runs ten times a second). */
+		if (i > 0)
+			fsync(j->dfd);
 		sb_jnl_oldest(j->ch, oldest, total, keep);
 	}
 	free(b);
