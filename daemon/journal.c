@@ -554,8 +554,11 @@ static int gap(struct jchan *j, uint64_t to)
 	uint64_t end = j->base + j->g.seg_size;
 	int rc;
 
-	sbd_log(SBD_WARN, 0, "%s: journal: gap [%" PRIu64 ", %" PRIu64 "): "
-		"the ring no longer held it", j->name, j->pos, to);
+	/* Counted always (busstat's journal gaps); said at most once a
+	 * second: a producer that outruns the journal makes hundreds. */
+	sbd_log_limited(&j->rl_gap, SBD_WARN, ++j->gaps, "journal gaps",
+			"%s: journal: gap [%" PRIu64 ", %" PRIu64 "): the ring "
+			"no longer held it", j->name, j->pos, to);
 	sb_jnl_count(j->ch, 0, 1, to - j->pos);
 	/* Before anything after it is acknowledged: a sync waiter with
 	 * records in it is told SHMBUS_SYNC_DEGRADED, never 0. */

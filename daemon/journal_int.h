@@ -67,6 +67,8 @@ struct jchan {
 	bool said;			/* why it did not start is logged */
 	struct sbd_ratelimit rl;
 	unsigned long errors;
+	struct sbd_ratelimit rl_gap;	/* gaps, said at most once a second */
+	unsigned long gaps;
 	pthread_t th;
 	bool th_on;
 	bool stop;			/* atomic */
