@@ -532,8 +532,11 @@ enum shmbus_replay_from {
  * or it is past the newest record), EINVAL (not a record's position),
  * EXDEV or EBADMSG (the journal's files belong to another channel, or
  * are damaged), EACCES (its files are not readable by this process),
- * ENOSPC (no subscriber slot).  Since version 0.5 (symbol version
- * SHMBUS_0.5).  One thread at a time.
+ * ENOSPC (no subscriber slot), ENOTCONN (a channel opened through
+ * shmbusd, which hands out the journal's files: the daemon was away for
+ * longer than the connection's bound, SHMBUS_CONNECT_TIMEOUT_MS, 2 s by
+ * default).  Since version 0.5 (symbol version SHMBUS_0.5).  One thread
+ * at a time.
  */
 shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 				  enum shmbus_replay_from from, uint64_t at,
@@ -550,7 +553,11 @@ void shmbus_replay_close(shmbus_replay *r);
  * the ring, a replay lapped there (an overwrite channel) goes back to the
  * journal where the ring left off while the journal holds that; only a
  * lap beyond what the journal holds is counted, as shmbus_poll() counts
- * it. */
+ * it.  Through shmbusd, the next segment's file is asked of the daemon:
+ * at a segment's end a replay waits for a daemon that is away (a
+ * restart), and returns -ENOTCONN if it stays away longer than the
+ * connection's bound; the replay is unchanged, and goes on from there
+ * when called again once the daemon is back. */
 int shmbus_replay_poll(shmbus_replay *r, shmbus_handler fn, void *arg,
 		       unsigned max);
 ssize_t shmbus_replay_read(shmbus_replay *r, void *buf, size_t cap,
