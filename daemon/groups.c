@@ -206,13 +206,15 @@ static struct sbd_group_seen *seen_of(struct sbd_chan *c, const char *group)
 	uint64_t key = sbd_name_hash(group);
 	struct sbd_group_seen *e = NULL;
 
-	for (size_t i = 0; i < SBD_GROUPS_SEEN && !e; i++)
+	for (size_t i = 0; i < c->gseen_top && !e; i++)
 		if (c->gseen[i].key == key &&
 		    !strcmp(c->gseen[i].name, group))
 			e = &c->gseen[i];
-	for (size_t i = 0; i < SBD_GROUPS_SEEN && !e; i++)
+	for (size_t i = 0; i < c->gseen_top && !e; i++)
 		if (!c->gseen[i].key || !c->gseen[i].f.size)
 			e = &c->gseen[i];
+	if (!e && c->gseen_top < SBD_GROUPS_SEEN)
+		e = &c->gseen[c->gseen_top++];
 	if (e && (e->key != key || strcmp(e->name, group)))
 		sbd_group_seen_clear(e);
 	if (e) {
@@ -412,7 +414,7 @@ void sbd_groups_maintain(struct sbd_chan *c)
 	}
 	if (!c->ngroups && (lo == gl.n || gentry_cmp(&gl.e[lo], &k)))
 		return;		/* none now, and none before */
-	for (size_t i = 0; i < SBD_GROUPS_SEEN; i++)
+	for (size_t i = 0; i < c->gseen_top; i++)
 		c->gseen[i].listed = false;
 	pthread_mutex_lock(&groups_mu);
 	for (size_t i = lo; i < gl.n && !gentry_cmp(&gl.e[i], &k); i++) {
@@ -421,9 +423,11 @@ void sbd_groups_maintain(struct sbd_chan *c)
 	}
 	pthread_mutex_unlock(&groups_mu);
 	/* Groups deleted since: their places for others. */
-	for (size_t i = 0; i < SBD_GROUPS_SEEN; i++)
+	for (size_t i = 0; i < c->gseen_top; i++)
 		if (!c->gseen[i].listed)
 			sbd_group_seen_clear(&c->gseen[i]);
+	while (c->gseen_top && !c->gseen[c->gseen_top - 1].key)
+		c->gseen_top--;
 	c->ngroups = n;
 }
 

@@ -270,6 +270,10 @@ struct sbd_chan {
 		uint64_t gen;
 		int64_t mended_ns;
 	} gseen[SBD_GROUPS_SEEN];
+	/* One past the last place in use: the reaper's walks of gseen stop
+	 * there (most channels have a group or two, and it walks every
+	 * channel at every scan). */
+	uint32_t gseen_top;
 	/* its files were found cut short (faults.c): no longer served.
 	 * Relaxed: a flag, no data travels with it. */
 	atomic_bool damaged;
