@@ -116,6 +116,10 @@ struct rchan {
 					 * token (0: none, or no link) */
 	int64_t last_send_ns;		/* agent */
 	int64_t groups_ns;		/* agent: groups last shipped */
+	uint64_t groups_safe;		/* agent: data may be shipped up to
+					 * here before the groups' states
+					 * must be shipped again (groups_send()
+					 * in repl_primary.c) */
 	int64_t groups_dir_ns;		/* agent: the shm dir's change time
 					 * when it last found no group */
 

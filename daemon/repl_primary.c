@@ -260,6 +260,9 @@ static void take_pending(struct rchan *rc)
 	 * again without getting further still falls out of sync. */
 	sb_repl_acked(rc->ch, start, start, LOAD(&rc->persisted), false);
 	repl.t->set_send_wait(l, while_sending, rc);
+	/* The standby's copies of the groups are as old as its last link:
+	 * their states go before the first records (groups_send()). */
+	rc->groups_safe = 0;
 	pthread_mutex_lock(&rc->mu);
 	rc->plink = l;
 	pthread_mutex_unlock(&rc->mu);
@@ -278,6 +281,8 @@ static void take_pending(struct rchan *rc)
 /* Ships what is committed past `sent`, in frames.  Returns whether it
  * shipped anything; *fail says why the link must be dropped, if it must
  * (by the agent: drop_link()). */
+static int groups_send(struct rchan *rc, uint64_t sent);
+
 static bool ship(struct rchan *rc, const char **fail)
 {
 	uint64_t sent = LOAD(&rc->sent);
@@ -344,6 +349,12 @@ static bool ship(struct rchan *rc, const char **fail)
 			}
 			iov[0] = (struct iovec){ rc->buf, len };
 			n = 1;
+		}
+		/* The groups' copies first, if these records could lap
+		 * them on the standby (groups_send()). */
+		if (end > rc->groups_safe && groups_send(rc, sent)) {
+			*fail = "groups not sent";
+			return any;
 		}
 		STORE(&rc->sent_hi, end);
 		err = rp_send_frame(rc->plink, RW_DATA, rc->id, sent, iov, n,
@@ -534,9 +545,70 @@ static int add_group(const char *group, void *arg)
 	return b->n == SHMBUS_MAX_SLOTS;
 }
 
+/*
+ * Sends the states of the groups in rc->groups (read again now, at
+ * `sent`), RW_GROUPS_MAX to a frame, and sets rc->groups_safe: a standby
+ * applies frames in order, so its copy of a group is at least at the
+ * group's floor, or at `sent` if its ring ends there; its ring writer
+ * does not wait for the copies, so records past that position + a ring
+ * would lap a copy, which could then go on after a promotion only from
+ * a later index entry, past records the group never acknowledged.  The
+ * primary's producers wrote such records only once the group's floor had
+ * passed them, so a state read now always allows the next frame.
+ * 0, or -1 if a frame could not be sent.
+ */
+static int groups_send(struct rchan *rc, uint64_t sent)
+{
+	struct group_batch *b;
+	uint64_t safe = UINT64_MAX;
+	uint32_t n = 0;
+
+	/* Never listed yet (a new agent): the directory first.  78 KB: the
+	 * channel's own, not on a stack or in every thread. */
+	if (!rc->groups) {
+		rc->groups = malloc(sizeof(*rc->groups));
+		if (!rc->groups)
+			return 0;	/* the next listing, perhaps */
+		rc->groups->n = 0;
+		rc->groups->rc = rc;
+		sb_group_list(sbd.conf.shm_dir, rc->name, add_group,
+			      rc->groups);
+	}
+	b = rc->groups;
+	for (uint32_t i = 0; i < b->n; i++) {
+		char name[sizeof(b->g[i].name)];
+
+		/* Read into its own place or an earlier one (a group gone
+		 * meanwhile is dropped): the name first. */
+		memcpy(name, b->g[i].name, sizeof(name));
+		name[sizeof(name) - 1] = 0;
+		if (sb_group_state_get(rc->ch, sbd.conf.shm_dir, name,
+				       &b->g[n]) == 0) {
+			uint64_t at = b->g[n].floor < sent ? b->g[n].floor
+							   : sent;
+
+			if (at + rc->cap - SHMBUS_REC_ALIGN < safe)
+				safe = at + rc->cap - SHMBUS_REC_ALIGN;
+			n++;
+		}
+	}
+	b->n = n;
+	for (uint32_t i = 0; i < n; i += RW_GROUPS_MAX) {
+		uint32_t k = n - i < RW_GROUPS_MAX ? n - i : RW_GROUPS_MAX;
+		struct iovec iov = { &b->g[i], k * sizeof(b->g[0]) };
+
+		if (rp_send_frame(rc->plink, RW_GROUPS, rc->id, sent, &iov, 1,
+				  (int)sync_ms()))
+			return -1;
+	}
+	rc->groups_safe = safe;
+	return 0;
+}
+
 /* The channel's consumer groups, their settings and acknowledged
- * positions, to the standby every GROUPS_MS: after a failover a group
- * resumes at the floor it had then (what was above is delivered again). */
+ * positions, to the standby every GROUPS_MS (and before records that
+ * need them, ship()): after a failover a group resumes at the floor it
+ * had then (what was above is delivered again). */
 static void ship_groups(struct rchan *rc)
 {
 	struct group_batch *b;
@@ -555,7 +627,6 @@ static void ship_groups(struct rchan *rc)
 		return;
 	if (t == rc->groups_dir_ns)
 		return;
-	/* 78 KB: the channel's own, not on a stack or in every thread. */
 	if (!rc->groups && !(rc->groups = malloc(sizeof(*rc->groups))))
 		return;
 	b = rc->groups;
@@ -564,19 +635,11 @@ static void ship_groups(struct rchan *rc)
 	sb_group_list(sbd.conf.shm_dir, rc->name, add_group, b);
 	if (!b->n) {
 		rc->groups_dir_ns = settled ? t : 0;
+		rc->groups_safe = UINT64_MAX;
 		return;
 	}
-	for (uint32_t i = 0; i < b->n; i += RW_GROUPS_MAX) {
-		uint32_t k = b->n - i < RW_GROUPS_MAX ? b->n - i
-						      : RW_GROUPS_MAX;
-		struct iovec iov = { &b->g[i], k * sizeof(b->g[0]) };
-
-		if (rp_send_frame(rc->plink, RW_GROUPS, rc->id,
-				  LOAD(&rc->sent), &iov, 1, (int)sync_ms())) {
-			drop_link(rc, "groups not sent");
-			return;
-		}
-	}
+	if (groups_send(rc, LOAD(&rc->sent)))
+		drop_link(rc, "groups not sent");
 }
 
 /*

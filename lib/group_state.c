@@ -377,6 +377,18 @@ static void raise_word(uint64_t *w, uint64_t v)
 		;
 }
 
+/* The floor to the lowest lane, however far that is, but not past upto
+ * (this ring's end): a copy whose lanes the primary's moved more than a
+ * ring between two states follows them (sb_lanes_floor() takes such a
+ * move for damage, and the floor's slot would hold this ring's producers
+ * for good once it is primary). */
+static void lanes_floor_upto(struct shmbus_group *m, uint64_t upto)
+{
+	uint64_t fp = load_relaxed64(&m->g->floor_pos);
+
+	sb_lanes_floor_by(m, upto > fp ? upto - fp : 0);
+}
+
 /* Lanes: each lane's acked raised to the primary's (at least f, at most
  * upto), then the floor.  A lane held here (by a member refused since
  * this host became a standby, or by a dead one) is taken from its
@@ -418,7 +430,7 @@ static int lanes_raise(struct shmbus_group *m, uint64_t f,
 	 * whose later positions may be another epoch's records. */
 	for (uint32_t i = 0; next && i < m->nlanes; i++)
 		raise_word(&m->lanes[i].next, next[i] < upto ? next[i] : upto);
-	sb_lanes_floor(m);
+	lanes_floor_upto(m, upto);
 	return rc;
 }
 
@@ -547,12 +559,12 @@ static int unlap_group(const char *group, void *arg)
 		add_relaxed64(&m->g->lost_bytes, u->to - lowest);
 		store_relaxed64(&m->g->loss_from, lowest);
 		store_relaxed64(&m->g->loss_to, u->to);
-		/* Past the lap: the floor moves by more than a ring, which
-		 * its usual move takes for damage (and leaves, holding the
-		 * producers of this block channel for good). */
-		sb_lanes_floor_by(m, UINT64_MAX);
 		u->moved += moved;
 	}
+	/* Past a lap, or lanes that moved on while the floor could not: the
+	 * floor to the lowest lane, by more than a ring if need be. */
+	if (m->mode != SHMBUS_GMODE_SHARED)
+		lanes_floor_upto(m, u->head);
 	sb_group_unmap(m);
 	return 0;
 }

@@ -944,3 +944,54 @@ Test(group_standby, a_lapped_lane_is_judged_by_its_position)
 	shmbus_channel_close(pri);
 	th_rmdir(pdir);
 }
+
+/*
+ * A keyed copy whose lanes the primary's moved more than a ring between
+ * two states: its floor (and so its cursor slot, which holds this ring's
+ * producers once it is primary) follows them.  Before, a move of more
+ * than a ring was taken for damage and the floor stayed, and after a
+ * promotion every publish got -EAGAIN for good.
+ */
+Test(group_standby, a_copys_floor_follows_lanes_that_moved_more_than_a_ring)
+{
+	static char sdir[64];	/* teardown() removes it */
+	struct sb_group_state st;
+	shmbus_channel *pri;
+	shmbus_pub *p, *wr;
+	uint64_t i = 0, fl, cl;
+	char pdir[64];
+
+	snprintf(sdir, sizeof(sdir), "%s", dir);
+	snprintf(pdir, sizeof(pdir), "%s", th_mkdir());
+	dir = sdir;
+	pri = th_create(pdir, 65536, 256, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
+	p = shmbus_pub_open(pri, NULL);
+	cr_assert(p);
+	shmbus_group_leave(join("w1", SHMBUS_GROUP_KEYED));
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	wr = sb_writer_open(ch, 100000000);
+	cr_assert(wr);
+	while (th_head(pri) < 3 * 65536) {
+		uint64_t from = th_head(pri);
+
+		for (int k = 0; k < 64; k++, i++)
+			cr_assert_eq(shmbus_publish_keyed(p, i % 4, &i, 8), 0);
+		ship(pri, wr, from, th_head(pri));
+	}
+	sb_writer_close(wr);
+	shmbus_pub_close(p);
+	/* The primary's group acknowledged everything. */
+	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
+	st.floor = th_head(ch);
+	for (uint32_t k = 0; k < st.lanes; k++)
+		st.lane_acked[k] = st.lane_next[k] = th_head(ch);
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, th_head(ch), "the copy's floor stayed at %lu",
+		     (unsigned long)fl);
+	cr_assert_eq(load_relaxed64(&ch->subs[0].pos), th_head(ch),
+		     "its slot holds producers at %lu",
+		     (unsigned long)load_relaxed64(&ch->subs[0].pos));
+	shmbus_channel_close(pri);
+	th_rmdir(pdir);
+}
