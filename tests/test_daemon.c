@@ -120,6 +120,25 @@ Test(daemon, second_daemon_refuses, .init = setup, .fini = teardown)
 	cr_assert_eq(waitpid(d.pid, NULL, WNOHANG), 0);
 }
 
+/* shmbusd with `opt` (-t or -v) on d.conf and -S sock, its output in
+ * d.log: its exit status. */
+static int daemon_with_socket(const char *opt, const char *sock)
+{
+	pid_t p = fork();
+
+	cr_assert(p >= 0);
+	if (p == 0) {
+		int fd = open(d.log, O_WRONLY | O_APPEND);
+
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl(shmbusd_path(), "shmbusd", opt, "-c", d.conf, "-S", sock,
+		      (char *)NULL);
+		_exit(127);
+	}
+	return th_wait(p);
+}
+
 /*
  * A second daemon on the same config given another socket (-S) would
  * adopt the same channels and write the same journals: the bus's shm_dir
@@ -130,35 +149,13 @@ Test(daemon, a_second_daemon_with_another_socket_refuses, .init = setup,
      .fini = teardown)
 {
 	char other[128];
-	pid_t p;
 
 	snprintf(other, sizeof(other), "%s/other.sock", d.dir);
-	p = fork();
-	cr_assert(p >= 0);
-	if (p == 0) {
-		int fd = open(d.log, O_WRONLY | O_APPEND);
-
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execl(shmbusd_path(), "shmbusd", "-c", d.conf, "-S", other,
-		      (char *)NULL);
-		_exit(127);
-	}
-	cr_assert_eq(th_wait(p), 1, "the second daemon ran");
+	cr_assert_eq(daemon_with_socket("-v", other), 1,
+		     "the second daemon ran");
 	cr_assert(log_has("is served by another shmbusd (its lock is held)"));
 	cr_assert_eq(access(other, F_OK), -1, "it made its socket");
-	p = fork();
-	cr_assert(p >= 0);
-	if (p == 0) {
-		int fd = open(d.log, O_WRONLY | O_APPEND);
-
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execl(shmbusd_path(), "shmbusd", "-t", "-c", d.conf, "-S",
-		      "rel.sock", (char *)NULL);
-		_exit(127);
-	}
-	cr_assert_eq(th_wait(p), 2);
+	cr_assert_eq(daemon_with_socket("-t", "rel.sock"), 2);
 	cr_assert(log_has("-S rel.sock: not an absolute path"));
 	cr_assert_eq(waitpid(d.pid, NULL, WNOHANG), 0);
 }

@@ -811,6 +811,49 @@ static void ship(shmbus_channel *pri, shmbus_pub *wr, uint64_t from,
 	}
 }
 
+/* A "primary" ring of ch's geometry in a directory of its own (pdir,
+ * removed by the caller).  th_mkdir() returns the same buffer each time:
+ * ch's directory is kept in a buffer of its own first (teardown() removes
+ * it). */
+static shmbus_channel *primary_ring(char pdir[64])
+{
+	static char sdir[64];
+
+	snprintf(sdir, sizeof(sdir), "%s", dir);
+	snprintf(pdir, 64, "%s", th_mkdir());
+	dir = sdir;
+	return th_create(pdir, 65536, 256, SHMBUS_BLOCK,
+			 SHMBUS_SINGLE_PRODUCER);
+}
+
+/* ch stands by, and its writer applies what pri's producer writes until
+ * pri's head reaches `to`: messages keyed i % 4 carrying their number i,
+ * or, with msg, msg's len bytes unkeyed.  Returns the number of
+ * messages. */
+static uint64_t lapped_standby(shmbus_channel *pri, uint64_t to,
+			       const void *msg, size_t len)
+{
+	shmbus_pub *p = shmbus_pub_open(pri, NULL), *wr;
+	uint64_t i = 0;
+
+	cr_assert(p);
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	wr = sb_writer_open(ch, 100000000);
+	cr_assert(wr);
+	while (th_head(pri) < to) {
+		uint64_t from = th_head(pri);
+
+		for (int k = 0; k < 64; k++, i++)
+			cr_assert_eq(msg ? shmbus_publish(p, msg, len)
+					 : shmbus_publish_keyed(p, i % 4, &i, 8),
+				     0);
+		ship(pri, wr, from, th_head(pri));
+	}
+	sb_writer_close(wr);
+	shmbus_pub_close(p);
+	return i;
+}
+
 /*
  * A keyed group's copy on a standby, lapped by the standby's writer (the
  * copy follows the primary's group every 20 ms, and the writer does not
@@ -820,40 +863,20 @@ static void ship(shmbus_channel *pri, shmbus_pub *wr, uint64_t from,
  */
 Test(group_standby, a_lapped_lane_copy_goes_on_from_the_oldest_record)
 {
-	static char sdir[64];	/* teardown() removes it */
 	char pdir[64];
-	shmbus_channel *pri;
-	shmbus_pub *p, *wr;
+	shmbus_channel *pri = primary_ring(pdir);
 	struct shmbus_group_stats st;
 	struct shmbus_group_msg m;
 	static uint8_t seen[16384];
-	uint64_t i = 0, buf[2], first = UINT64_MAX, got = 0, fl, cl;
+	uint64_t i, buf[2], first = UINT64_MAX, got = 0, fl, cl;
 	unsigned nm = 0;
 	shmbus_group *g;
 	ssize_t r;
 	int rc;
 
-	/* th_mkdir() returns the same buffer each time. */
-	snprintf(sdir, sizeof(sdir), "%s", dir);
-	snprintf(pdir, sizeof(pdir), "%s", th_mkdir());
-	dir = sdir;
-	pri = th_create(pdir, 65536, 256, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
-	p = shmbus_pub_open(pri, NULL);
-	cr_assert(p);
 	shmbus_group_leave(join("w1", SHMBUS_GROUP_KEYED));
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
-	wr = sb_writer_open(ch, 100000000);
-	cr_assert(wr);
-	while (th_head(pri) < 4 * 65536) {
-		uint64_t from = th_head(pri);
-
-		for (int k = 0; k < 64; k++, i++)
-			cr_assert_eq(shmbus_publish_keyed(p, i % 4, &i, 8), 0);
-		ship(pri, wr, from, th_head(pri));
-	}
+	i = lapped_standby(pri, 4 * 65536, NULL, 0);
 	cr_assert_lt(i, sizeof(seen));
-	sb_writer_close(wr);
-	shmbus_pub_close(p);
 	cr_assert_eq(th_head(ch), th_head(pri));
 	rc = sb_group_lanes_unlap(ch, dir, "ch");
 	cr_assert_eq(rc, 4, "unlap: %d", rc);
@@ -896,23 +919,15 @@ Test(group_standby, a_lapped_lane_copy_goes_on_from_the_oldest_record)
  */
 Test(group_standby, a_lapped_lane_is_judged_by_its_position)
 {
-	static char sdir[64];	/* teardown() removes it */
 	const uint64_t fake = (UINT64_C(1) << 32) | 8;
 	uint64_t w[3] = { fake, fake, fake }, buf[4];
 	struct shmbus_group_msg m;
 	struct shmbus_group *gm;
-	shmbus_channel *pri;
-	shmbus_pub *p, *wr;
-	shmbus_group *g;
 	char pdir[64];
+	shmbus_channel *pri = primary_ring(pdir);
+	shmbus_group *g;
 	int rc;
 
-	snprintf(sdir, sizeof(sdir), "%s", dir);
-	snprintf(pdir, sizeof(pdir), "%s", th_mkdir());
-	dir = sdir;
-	pri = th_create(pdir, 65536, 256, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
-	p = shmbus_pub_open(pri, NULL);
-	cr_assert(p);
 	shmbus_group_leave(join("w1", SHMBUS_GROUP_KEYED));
 	gm = sb_group_open_map(ch, dir, "work", false, &rc);
 	cr_assert(gm, "%d", rc);
@@ -921,18 +936,7 @@ Test(group_standby, a_lapped_lane_is_judged_by_its_position)
 		store_relaxed64(&gm->lanes[i].next, 2016 + 48 * i);
 	}
 	sb_group_unmap(gm);
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
-	wr = sb_writer_open(ch, 100000000);
-	cr_assert(wr);
-	while (th_head(pri) < 4 * 65536) {
-		uint64_t from = th_head(pri);
-
-		for (int k = 0; k < 64; k++)
-			cr_assert_eq(shmbus_publish(p, w, sizeof(w)), 0);
-		ship(pri, wr, from, th_head(pri));
-	}
-	sb_writer_close(wr);
-	shmbus_pub_close(p);
+	lapped_standby(pri, 4 * 65536, w, sizeof(w));
 	rc = sb_group_lanes_unlap(ch, dir, "ch");
 	cr_assert_eq(rc, 4, "unlap moved %d of 4 lanes", rc);
 	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_OPEN), 0);
@@ -954,32 +958,13 @@ Test(group_standby, a_lapped_lane_is_judged_by_its_position)
  */
 Test(group_standby, a_copys_floor_follows_lanes_that_moved_more_than_a_ring)
 {
-	static char sdir[64];	/* teardown() removes it */
 	struct sb_group_state st;
-	shmbus_channel *pri;
-	shmbus_pub *p, *wr;
-	uint64_t i = 0, fl, cl;
 	char pdir[64];
+	shmbus_channel *pri = primary_ring(pdir);
+	uint64_t fl, cl;
 
-	snprintf(sdir, sizeof(sdir), "%s", dir);
-	snprintf(pdir, sizeof(pdir), "%s", th_mkdir());
-	dir = sdir;
-	pri = th_create(pdir, 65536, 256, SHMBUS_BLOCK, SHMBUS_SINGLE_PRODUCER);
-	p = shmbus_pub_open(pri, NULL);
-	cr_assert(p);
 	shmbus_group_leave(join("w1", SHMBUS_GROUP_KEYED));
-	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
-	wr = sb_writer_open(ch, 100000000);
-	cr_assert(wr);
-	while (th_head(pri) < 3 * 65536) {
-		uint64_t from = th_head(pri);
-
-		for (int k = 0; k < 64; k++, i++)
-			cr_assert_eq(shmbus_publish_keyed(p, i % 4, &i, 8), 0);
-		ship(pri, wr, from, th_head(pri));
-	}
-	sb_writer_close(wr);
-	shmbus_pub_close(p);
+	lapped_standby(pri, 3 * 65536, NULL, 0);
 	/* The primary's group acknowledged everything. */
 	cr_assert_eq(sb_group_state_get(ch, dir, "work", &st), 0);
 	st.floor = th_head(ch);
