@@ -186,6 +186,8 @@ static void drop_link(struct rchan *rc, const char *why)
 	sb_repl_flags(rc->ch, 0, SHMBUS_REPL_LINK);
 }
 
+static void groups_forget(struct rchan *rc);
+
 /* While a send waits for the standby to take a frame (a standby that
  * stopped reading, a link gone quiet, before either is judged): at level
  * local what is acknowledged is what is committed here, whatever the
@@ -260,9 +262,12 @@ static void take_pending(struct rchan *rc)
 	 * again without getting further still falls out of sync. */
 	sb_repl_acked(rc->ch, start, start, LOAD(&rc->persisted), false);
 	repl.t->set_send_wait(l, while_sending, rc);
-	/* The standby's copies of the groups are as old as its last link:
-	 * their states go before the first records (groups_send()). */
+	/* The standby's copies of the groups are as old as its last link,
+	 * and this host's list perhaps too (it was the other's standby):
+	 * listed again, and their states sent before the first records
+	 * (groups_send()). */
 	rc->groups_safe = 0;
+	groups_forget(rc);
 	pthread_mutex_lock(&rc->mu);
 	rc->plink = l;
 	pthread_mutex_unlock(&rc->mu);
@@ -281,7 +286,7 @@ static void take_pending(struct rchan *rc)
 /* Ships what is committed past `sent`, in frames.  Returns whether it
  * shipped anything; *fail says why the link must be dropped, if it must
  * (by the agent: drop_link()). */
-static int groups_send(struct rchan *rc, uint64_t sent);
+static int groups_send(struct rchan *rc, uint64_t sent, uint64_t end);
 
 static bool ship(struct rchan *rc, const char **fail)
 {
@@ -352,7 +357,7 @@ static bool ship(struct rchan *rc, const char **fail)
 		}
 		/* The groups' copies first, if these records could lap
 		 * them on the standby (groups_send()). */
-		if (end > rc->groups_safe && groups_send(rc, sent)) {
+		if (end > rc->groups_safe && groups_send(rc, sent, end)) {
 			*fail = "groups not sent";
 			return any;
 		}
@@ -527,80 +532,145 @@ static void judge(struct rchan *rc)
 #define GROUPS_MS	20
 
 /* Every group of the channel: a channel has at most one slot per group,
- * so SHMBUS_MAX_SLOTS of them; shipped RW_GROUPS_MAX to a frame. */
+ * so SHMBUS_MAX_SLOTS of them; each with the state last read of it and
+ * how far records may be shipped before its state must be shipped again
+ * (groups_send()).  Shipped RW_GROUPS_MAX to a frame, through out[]. */
 struct group_batch {
 	struct sb_group_state g[SHMBUS_MAX_SLOTS];
+	uint64_t safe[SHMBUS_MAX_SLOTS];
 	uint32_t n;
-	struct rchan *rc;
+	bool listed;			/* since the link began */
+	struct sb_group_state out[RW_GROUPS_MAX];
+	uint32_t nout;
 };
 
+/* The names only: groups_send() reads each state. */
 static int add_group(const char *group, void *arg)
 {
 	struct group_batch *b = arg;
 
-	if (b->n < SHMBUS_MAX_SLOTS &&
-	    sb_group_state_get(b->rc->ch, sbd.conf.shm_dir, group,
-			       &b->g[b->n]) == 0)
-		b->n++;
+	if (b->n < SHMBUS_MAX_SLOTS) {
+		snprintf(b->g[b->n].name, sizeof(b->g[b->n].name), "%s",
+			 group);
+		b->safe[b->n++] = 0;
+	}
 	return b->n == SHMBUS_MAX_SLOTS;
 }
 
+/* The list is listed again before it is used (a new link). */
+static void groups_forget(struct rchan *rc)
+{
+	if (rc->groups)
+		rc->groups->listed = false;
+}
+
+/* Whether the primary's own ring still holds pos (head has not written
+ * over it). */
+static bool not_lapped(const struct rchan *rc, uint64_t pos, uint64_t head)
+{
+	return head + SHMBUS_REC_ALIGN <= pos + rc->cap;
+}
+
+/* Lists the channel's groups afresh: 0, or -1 (the listing failed: the
+ * list stays as it was). */
+static int groups_list(struct rchan *rc)
+{
+	struct group_batch *b = rc->groups;
+	uint32_t had;
+
+	/* 80 KB: the channel's own, not on a stack or in every thread. */
+	if (!b && !(b = rc->groups = calloc(1, sizeof(*b))))
+		return -1;
+	had = b->n;
+	b->n = 0;
+	if (sb_group_list(sbd.conf.shm_dir, rc->name, add_group, b) < 0) {
+		b->n = had;
+		return -1;
+	}
+	b->listed = true;
+	return 0;
+}
+
+static int flush_out(struct rchan *rc, uint64_t sent)
+{
+	struct group_batch *b = rc->groups;
+	struct iovec iov = { b->out, b->nout * sizeof(b->out[0]) };
+	int rc2 = 0;
+
+	if (b->nout)
+		rc2 = rp_send_frame(rc->plink, RW_GROUPS, rc->id, sent, &iov, 1,
+				    (int)sync_ms());
+	b->nout = 0;
+	return rc2 ? -1 : 0;
+}
+
 /*
- * Sends the states of the groups in rc->groups (read again now, at
- * `sent`), RW_GROUPS_MAX to a frame, and sets rc->groups_safe: a standby
- * applies frames in order, so its copy of a group is at least at the
- * group's floor, or at `sent` if its ring ends there; its ring writer
- * does not wait for the copies, so records past that position + a ring
- * would lap a copy, which could then go on after a promotion only from
- * a later index entry, past records the group never acknowledged.  The
- * primary's producers wrote such records only once the group's floor had
- * passed them, so a state read now always allows the next frame.
+ * Sends the states of the channel's groups whose copies on the standby
+ * records up to `end` could lap (end 0: all of them), read again now, at
+ * `sent`, and sets rc->groups_safe.  A standby applies frames in order, so
+ * its copy of a group is at least at the group's floor, or at `sent` if
+ * its ring ends there; its ring writer does not wait for the copies, so
+ * records past that position + a ring would lap a copy, which could then
+ * go on after a promotion only from a later index entry, past records the
+ * group never acknowledged.  On a block channel the primary's producers
+ * wrote such records only once the group's floor had passed them, so a
+ * state read now allows them.  A group the primary's own ring lapped (an
+ * overwrite channel's) cannot be helped, and does not hold shipping back.
  * 0, or -1 if a frame could not be sent.
  */
-static int groups_send(struct rchan *rc, uint64_t sent)
+static int groups_send(struct rchan *rc, uint64_t sent, uint64_t end)
 {
 	struct group_batch *b;
-	uint64_t safe = UINT64_MAX;
+	uint64_t safe = UINT64_MAX, head = sb_ring_head(rc->ch);
 	uint32_t n = 0;
 
-	/* Never listed yet (a new agent): the directory first.  78 KB: the
-	 * channel's own, not on a stack or in every thread. */
-	if (!rc->groups) {
-		rc->groups = malloc(sizeof(*rc->groups));
-		if (!rc->groups)
-			return 0;	/* the next listing, perhaps */
-		rc->groups->n = 0;
-		rc->groups->rc = rc;
-		sb_group_list(sbd.conf.shm_dir, rc->name, add_group,
-			      rc->groups);
-	}
+	if ((!rc->groups || !rc->groups->listed) && groups_list(rc))
+		return 0;	/* shipped unchecked; tried again next frame */
 	b = rc->groups;
+	b->nout = 0;
 	for (uint32_t i = 0; i < b->n; i++) {
 		char name[sizeof(b->g[i].name)];
+		struct sb_group_state st;
+		int rc2 = 0;
 
-		/* Read into its own place or an earlier one (a group gone
-		 * meanwhile is dropped): the name first. */
-		memcpy(name, b->g[i].name, sizeof(name));
-		name[sizeof(name) - 1] = 0;
-		if (sb_group_state_get(rc->ch, sbd.conf.shm_dir, name,
-				       &b->g[n]) == 0) {
-			uint64_t at = b->g[n].floor < sent ? b->g[n].floor
-							   : sent;
-
-			if (at + rc->cap - SHMBUS_REC_ALIGN < safe)
-				safe = at + rc->cap - SHMBUS_REC_ALIGN;
-			n++;
+		if (end && b->safe[i] >= end) {
+			b->g[n] = b->g[i];	/* not needed now */
+			b->safe[n] = b->safe[i];
+		} else {
+			memcpy(name, b->g[i].name, sizeof(name));
+			name[sizeof(name) - 1] = 0;
+			rc2 = sb_group_state_get(rc->ch, sbd.conf.shm_dir, name,
+						 &st);
+			if (rc2 == -ENOENT)
+				continue;	/* deleted */
+			if (rc2) {
+				/* Unreadable now (out of descriptors...): as
+				 * it was, its last state (if any: safe 0 says
+				 * none yet) still a bound; read again at the
+				 * next frame that needs it. */
+				b->g[n] = b->g[i];
+				b->safe[n] = b->safe[i];
+			} else {
+				b->g[n] = st;
+				b->safe[n] = UINT64_MAX;
+				if (!(rc->flags & SHMBUS_F_OVERWRITE) &&
+				    not_lapped(rc, st.floor, head))
+					b->safe[n] = (st.floor < sent ? st.floor
+								      : sent) +
+						     rc->cap - SHMBUS_REC_ALIGN;
+				b->out[b->nout++] = st;
+				if (b->nout == RW_GROUPS_MAX &&
+				    flush_out(rc, sent))
+					return -1;
+			}
 		}
+		if (b->safe[n] < safe)
+			safe = b->safe[n];
+		n++;
 	}
 	b->n = n;
-	for (uint32_t i = 0; i < n; i += RW_GROUPS_MAX) {
-		uint32_t k = n - i < RW_GROUPS_MAX ? n - i : RW_GROUPS_MAX;
-		struct iovec iov = { &b->g[i], k * sizeof(b->g[0]) };
-
-		if (rp_send_frame(rc->plink, RW_GROUPS, rc->id, sent, &iov, 1,
-				  (int)sync_ms()))
-			return -1;
-	}
+	if (flush_out(rc, sent))
+		return -1;
 	rc->groups_safe = safe;
 	return 0;
 }
@@ -611,7 +681,6 @@ static int groups_send(struct rchan *rc, uint64_t sent)
  * had then (what was above is delivered again). */
 static void ship_groups(struct rchan *rc)
 {
-	struct group_batch *b;
 	bool settled;
 	int64_t t;
 
@@ -627,18 +696,14 @@ static void ship_groups(struct rchan *rc)
 		return;
 	if (t == rc->groups_dir_ns)
 		return;
-	if (!rc->groups && !(rc->groups = malloc(sizeof(*rc->groups))))
-		return;
-	b = rc->groups;
-	b->n = 0;
-	b->rc = rc;
-	sb_group_list(sbd.conf.shm_dir, rc->name, add_group, b);
-	if (!b->n) {
+	if (groups_list(rc))
+		return;		/* the next time */
+	if (!rc->groups->n) {
 		rc->groups_dir_ns = settled ? t : 0;
 		rc->groups_safe = UINT64_MAX;
 		return;
 	}
-	if (groups_send(rc, LOAD(&rc->sent)))
+	if (groups_send(rc, LOAD(&rc->sent), 0))
 		drop_link(rc, "groups not sent");
 }
 

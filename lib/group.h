@@ -176,9 +176,10 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t lane, uint32_t gen,
 		    uint64_t pos, uint64_t end, int what, int64_t delay_ns);
 void sb_lanes_forget(struct shmbus_group *m);
 /* The floor raised to the lowest lane's acknowledged position; by at most
- * `most` bytes (sb_lanes_floor(): a ring's length, more is damage). */
+ * `most` bytes (sb_lanes_floor(): a ring's length, more is damage), and
+ * not past `limit`. */
 void sb_lanes_floor(struct shmbus_group *m);
-void sb_lanes_floor_by(struct shmbus_group *m, uint64_t most);
+void sb_lanes_floor_by(struct shmbus_group *m, uint64_t most, uint64_t limit);
 void sb_lanes_leave(struct shmbus_group *m);
 int sb_lanes_extend(struct shmbus_group *m, uint32_t i, uint32_t gen,
 		    int64_t ns);

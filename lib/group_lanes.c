@@ -111,10 +111,10 @@ static bool lane_store(struct shmbus_group *m, uint32_t i, uint64_t nc,
 /* Everything below the smallest lane's acked is done: the group's floor. */
 void sb_lanes_floor(struct shmbus_group *m)
 {
-	sb_lanes_floor_by(m, m->ch->cap);
+	sb_lanes_floor_by(m, m->ch->cap, UINT64_MAX);
 }
 
-void sb_lanes_floor_by(struct shmbus_group *m, uint64_t most)
+void sb_lanes_floor_by(struct shmbus_group *m, uint64_t most, uint64_t limit)
 {
 	struct shmbus_group_hdr *g = m->g;
 	uint64_t min = UINT64_MAX, cur;
@@ -134,7 +134,7 @@ void sb_lanes_floor_by(struct shmbus_group *m, uint64_t most)
 	cur = load_relaxed64(&g->floor_pos);
 	if (min == UINT64_MAX || min <= cur)
 		return;
-	if (min - cur > most)
+	if (min - cur > most || min > limit)
 		return;		/* corrupt: the floor stays */
 	/* R23: pairs with A23: the walk's reads of what it passed
 	 * come first. */

@@ -384,9 +384,7 @@ static void raise_word(uint64_t *w, uint64_t v)
  * for good once it is primary). */
 static void lanes_floor_upto(struct shmbus_group *m, uint64_t upto)
 {
-	uint64_t fp = load_relaxed64(&m->g->floor_pos);
-
-	sb_lanes_floor_by(m, upto > fp ? upto - fp : 0);
+	sb_lanes_floor_by(m, UINT64_MAX, upto);
 }
 
 /* Lanes: each lane's acked raised to the primary's (at least f, at most
