@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -41,8 +42,18 @@ static int apply_groups(struct rchan *rc, const struct rw_hdr *h,
 		int rc2;
 
 		memcpy(&st, rc->buf + i * one, one);
-		rc2 = sb_group_state_apply(rc->ch, sbd.conf.shm_dir, rc->name,
-					   &st, end);
+		/* -EBUSY: the copy changed under us (this host's reaper
+		 * maintains it too), or it holds claims of its own past the
+		 * primary's floor.  The first passes: tried again at once,
+		 * since the records that follow this frame may need the copy
+		 * raised (the primary ships states just before them). */
+		for (int tries = 0;; tries++) {
+			rc2 = sb_group_state_apply(rc->ch, sbd.conf.shm_dir,
+						   rc->name, &st, end);
+			if (rc2 != -EBUSY || tries == 8)
+				break;
+			sched_yield();
+		}
 		if (rc2 && rc2 != -EBUSY) {
 			failed++;
 			st.name[sizeof(st.name) - 1] = 0;
