@@ -153,7 +153,7 @@ struct rchan {
 	shmbus_pub *writer;
 	uint8_t *buf;
 	struct group_batch *groups;	/* agent: its groups' states, made
-					 * at their first shipping */
+					 * at their first listing */
 };
 
 struct repl_state {

@@ -283,11 +283,11 @@ static void take_pending(struct rchan *rc)
 		rc->name, repl.t->peer(l), start);
 }
 
+static int groups_send(struct rchan *rc, uint64_t sent, uint64_t end);
+
 /* Ships what is committed past `sent`, in frames.  Returns whether it
  * shipped anything; *fail says why the link must be dropped, if it must
  * (by the agent: drop_link()). */
-static int groups_send(struct rchan *rc, uint64_t sent, uint64_t end);
-
 static bool ship(struct rchan *rc, const char **fail)
 {
 	uint64_t sent = LOAD(&rc->sent);
@@ -578,7 +578,7 @@ static int groups_list(struct rchan *rc)
 	struct group_batch *b = rc->groups;
 	uint32_t had;
 
-	/* 80 KB: the channel's own, not on a stack or in every thread. */
+	/* 117 KB: the channel's own, not on a stack or in every thread. */
 	if (!b && !(b = rc->groups = calloc(1, sizeof(*b))))
 		return -1;
 	had = b->n;
