@@ -1403,11 +1403,11 @@ static void copy_never_lapped(const char *mode)
 		 "max_msg = 1K\nreplicate = received\n"
 		 "consumer_groups = work mode=%s\n", mode);
 	pair_setup(chans, "");
-	mem = th_spawn(fo_member, (void *)(intptr_t)2500);
-	pub = th_spawn(fo_publisher, (void *)(intptr_t)2000);
+	mem = th_spawn(fo_member, (void *)(intptr_t)1500);
+	pub = th_spawn(fo_publisher, (void *)(intptr_t)1200);
 	bview = host_map(&B, "fo");
 	cr_assert(bview);
-	until = (int64_t)th_now_ns() + 2000000000;
+	until = (int64_t)th_now_ns() + 1200000000;
 	while ((int64_t)th_now_ns() < until) {
 		struct shmbus_group_stats st;
 		uint64_t head = sb_ring_head(bview);
