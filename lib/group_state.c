@@ -387,6 +387,24 @@ static void lanes_floor_upto(struct shmbus_group *m, uint64_t upto)
 	sb_lanes_floor_by(m, UINT64_MAX, upto);
 }
 
+/* Lane ln, whose word and acked were read as c and a, to go on from `to`,
+ * taken from its holder if it has one (its late ack gets -ESTALE); its
+ * delivery cursor only up: what a holder delivered past `to` comes again
+ * flagged.  Whether the lane was still as read. */
+static bool lane_move(struct shmbus_lane *ln, uint64_t c, uint64_t a,
+		      uint64_t to)
+{
+	uint64_t n = c;
+
+	if (gctl_state(c) != SHMBUS_LANE_FREE)
+		n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0, gctl_gen(c) + 1);
+	/* R18: pairs with A18: the next owner starts at `to`. */
+	if (!cas_pair(&ln->ctl, c, a, n, to))
+		return false;
+	raise_word(&ln->next, to);
+	return true;
+}
+
 /* Lanes: each lane's acked raised to the primary's (at least f, at most
  * upto), then the floor.  A lane held here (by a member refused since
  * this host became a standby, or by a dead one) is taken from its
@@ -402,7 +420,7 @@ static int lanes_raise(struct shmbus_group *m, uint64_t f,
 		struct shmbus_lane *ln = &m->lanes[i];
 		/* A18: pairs with R18 (the lane's last change). */
 		uint64_t c = load_acquire64(&ln->ctl);
-		uint64_t a = load_relaxed64(&ln->acked), n = c;
+		uint64_t a = load_relaxed64(&ln->acked);
 		uint64_t to = acked[i] > f ? acked[i] : f;
 
 		if (to > upto)
@@ -413,15 +431,8 @@ static int lanes_raise(struct shmbus_group *m, uint64_t f,
 			rc = -EBUSY;
 			continue;
 		}
-		if (gctl_state(c) != SHMBUS_LANE_FREE)
-			n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0,
-				 gctl_gen(c) + 1);
-		/* R18: pairs with A18: the next owner starts at `to`. */
-		if (!cas_pair(&ln->ctl, c, a, n, to))
+		if (!lane_move(ln, c, a, to))
 			rc = -EBUSY;	/* changed meanwhile: the next state */
-		else	/* next only up: what a holder delivered past `to`
-			 * comes again flagged. */
-			raise_word(&ln->next, to);
 	}
 	/* What the primary's owners delivered comes again flagged here
 	 * (sync_lane() in group_lanes.c): no further than this ring holds,
@@ -504,19 +515,14 @@ static bool unlap_lane(struct shmbus_group *m, uint32_t i,
 	for (int tries = 0; tries < 100; tries++) {
 		/* A18: pairs with R18 (the lane's last change). */
 		uint64_t c = load_acquire64(&ln->ctl);
-		uint64_t a = load_relaxed64(&ln->acked), n = c;
+		uint64_t a = load_relaxed64(&ln->acked);
 
 		/* By position, not by what the ring holds there now: the
 		 * bytes at a lapped position may be a later record's
 		 * payload that reads as a record of a's lap. */
 		if (a >= u->to || not_overwritten(u->ch, a, u->head))
 			return false;
-		if (gctl_state(c) != SHMBUS_LANE_FREE)
-			n = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0,
-				 gctl_gen(c) + 1);
-		/* R18: pairs with A18: the next owner starts at u->to. */
-		if (cas_pair(&ln->ctl, c, a, n, u->to)) {
-			raise_word(&ln->next, u->to);
+		if (lane_move(ln, c, a, u->to)) {
 			*from = a;
 			return true;
 		}
