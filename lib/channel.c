@@ -566,7 +566,11 @@ static struct shmbus_channel *map_ctl(int fd, bool rdonly, struct geometry *g,
 	fill_handle(ch, base, g, f.max_msg, f.flags);
 	ch->rdonly = rdonly;
 	ch->data_id = f.data_id;
-	prefault(base, g->ctl_size, page, rdonly);
+	/* An inspector (busstat) touches a few lines of the control file and
+	 * the data file's index: faulting the rest in at every look would
+	 * cost it the whole ring's page tables (1.5 ms for 64 MiB). */
+	if (!rdonly)
+		prefault(base, g->ctl_size, page, false);
 	return ch;
 fail:
 	if (base != MAP_FAILED)
@@ -609,7 +613,8 @@ static struct shmbus_channel *map_data(struct shmbus_channel *ch, int fd,
 	ch->segs = (struct shmbus_seg *)((uint8_t *)base + g->cap);
 	ch->mbox = (struct shmbus_mbox *)((uint8_t *)base + g->cap +
 					  SHMBUS_MBOX_OFFSET);
-	prefault(base, g->data_size, g->page, rdonly);
+	if (!ch->rdonly)
+		prefault(base, g->data_size, g->page, rdonly);
 	return ch;
 fail:
 	munmap(ch->hdr, ch->map_len);

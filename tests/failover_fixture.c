@@ -649,7 +649,7 @@ static _Atomic uint64_t sb_both, sb_samples;
  * if it cannot be mapped (not made yet, or being made again). */
 static bool takes_writes(const struct host *h, uint64_t *epoch)
 {
-	shmbus_channel *ch = shmbus_channel_open(h->dir, "fo");
+	shmbus_channel *ch = shmbus_channel_open_ro(h->dir, "fo");
 	struct sb_repl_view v;
 
 	if (!ch)

@@ -552,7 +552,9 @@ int host_ctl(const struct host *h, uint32_t op, uint32_t flags,
 
 void host_view(const struct host *h, const char *chan, struct sb_repl_view *v)
 {
-	shmbus_channel *ch = host_map(h, chan);
+	/* Read-only: an inspector's mapping faults nothing in, and the
+	 * callers look many times a second. */
+	shmbus_channel *ch = shmbus_channel_open_ro(h->dir, chan);
 
 	cr_assert(ch, "%s on %c", chan, h->tag);
 	sb_repl_read(ch, v);

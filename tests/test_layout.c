@@ -468,6 +468,47 @@ Test(layout, read_only_inspection, .init = setup, .fini = teardown)
 		     "a write through the read-only mapping must fault");
 }
 
+/* This process's resident bytes, mappings of shared files included. */
+static uint64_t resident(void)
+{
+	unsigned long size, res;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	cr_assert(f);
+	cr_assert_eq(fscanf(f, "%lu %lu", &size, &res), 2);
+	fclose(f);
+	return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* An inspector (busstat, many times a second) maps the ring without
+ * faulting its pages in; a channel opened for use faults them all, so
+ * that no page fault lands on the data path. */
+Test(layout, an_inspector_faults_no_ring_page_in, .init = setup,
+     .fini = teardown)
+{
+	const uint64_t cap = 64u << 20;
+	struct shmbus_channel_attr a;
+	shmbus_channel *c, *ro;
+	uint64_t before;
+
+	attr(&a, cap);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c, "%s", shmbus_strerror(errno));
+	shmbus_channel_close(c);
+	before = resident();
+	ro = shmbus_channel_open_ro(dir, "ch");
+	cr_assert(ro, "%s", shmbus_strerror(errno));
+	cr_assert_lt(resident() - before, 1u << 20,
+		     "open_ro made %llu bytes resident",
+		     (unsigned long long)(resident() - before));
+	shmbus_channel_close(ro);
+	before = resident();
+	c = shmbus_channel_open(dir, "ch");
+	cr_assert(c);
+	cr_assert_geq(resident() - before, cap);
+	shmbus_channel_close(c);
+}
+
 /* A pid read from shared memory that would be negative as a pid_t (kill()
  * would take it as a process group, or as "every process") is no process. */
 Test(layout, corrupt_slot_pid_is_not_alive, .init = setup, .fini = teardown)
