@@ -572,7 +572,9 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
  * passes them).  What the primary delivered, below min(st->delivered_to,
  * upto) (shared) or each min(st->lane_next[i], upto) (lanes), is flagged
  * redelivered when delivered here.  0 or -errno (-EAGAIN: a group to
- * make while the ring is being cut back).
+ * make while the ring is being cut back; -ENOLCK: a maintenance of the
+ * group runs, for microseconds unless its process is stopped (a second at
+ * most): try again).
  */
 int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,

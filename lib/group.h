@@ -190,6 +190,11 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 			 uint32_t self);
 /* sb_group_cut() on a mapped group. */
 int sb_group_cut_back(struct shmbus_group *m, uint64_t pos);
+/* The group's maintenance lock, held by a change that no maintenance may
+ * see half made (a standby's import of the primary's state); false while
+ * a live maintenance of under a second holds it. */
+bool sb_group_maint_trylock(struct shmbus_group *m);
+void sb_group_maint_release(struct shmbus_group *m);
 
 #define SB_LANE_CAP_MAX		1024u	/* records in flight per lane */
 #define SB_GROUP_F_DELETED	0x1u	/* hdr.flags */

@@ -555,6 +555,17 @@ static bool maint_lock(struct shmbus_group *m, uint64_t me, int64_t now)
 	return cas_strong_seqcst64(&g->maint, &cur, me);
 }
 
+bool sb_group_maint_trylock(struct shmbus_group *m)
+{
+	return maint_lock(m, (uint64_t)m->token << 32 | (uint32_t)getpid(),
+			  sb_now_ns());
+}
+
+void sb_group_maint_release(struct shmbus_group *m)
+{
+	maint_unlock(m->g, (uint64_t)m->token << 32 | (uint32_t)getpid());
+}
+
 /*
  * The channel's slot written past head (a write into the control file;
  * producers hold at it, sb_refresh_limit()): set back to the group's

@@ -478,6 +478,17 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 	close(fd);
 	if (!m)
 		return rc;
+	/* Under the maintenance lock: shared_raise() moves the claim word,
+	 * then records that claim as passed.  A maintenance between the two
+	 * (this host's reaper) took it for a claim whose winner died before
+	 * recording it and recorded it AVAILABLE (over our DEAD word, if its
+	 * seq was not stored yet): the floor stayed below f, and the records
+	 * the primary ships next, which only f allows, lapped the copy until
+	 * the next state came. */
+	if (!sb_group_maint_trylock(m)) {
+		sb_group_unmap(m);
+		return -ENOLCK;
+	}
 	f = st->floor < upto ? st->floor : upto;
 	if (m->mode == SHMBUS_GMODE_SHARED) {
 		rc = shared_raise(m, f, upto);
@@ -492,6 +503,7 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 	} else {	/* lanes of other settings: only the floor holds */
 		rc = lanes_raise(m, f, no_lanes, NULL, upto);
 	}
+	sb_group_maint_release(m);
 	sb_group_unmap(m);
 	return rc;
 }

@@ -324,6 +324,78 @@ Test(group_standby, a_claim_recorded_meanwhile_in_a_passed_claims_slot_is_kept)
 	promoted_resumes_at(40);
 }
 
+/* The standby's reaper maintains the copy while its agent applies the
+ * primary's state: the raise moves the claim word, then records that
+ * claim as passed.  A maintenance between the two took it for a claim
+ * whose winner died before recording it and recorded it AVAILABLE: the
+ * floor stayed below the primary's, and the records shipped next, which
+ * only that floor allows, lapped the copy.  The hook plays the reaper,
+ * at the point between the recording's CAS and its seq. */
+static struct shmbus_group *reaper_map;
+static bool in_reaper, reaper_ran;
+
+static void maintain_mid_raise(int where)
+{
+	if (where != SB_HOOK_RECORDING || in_reaper || reaper_ran)
+		return;
+	in_reaper = reaper_ran = true;
+	(void)sb_group_maintain_kept(reaper_map, NULL, NULL);
+	in_reaper = false;
+}
+
+Test(group_standby, a_maintenance_never_sees_a_raise_half_made)
+{
+	struct sb_group_state st;
+	uint64_t fl, cl;
+	int rc;
+
+	standby_with(SHMBUS_GROUP_SHARED, 0, &st);
+	reaper_map = sb_group_keep(ch, dir, "work", &rc);
+	cr_assert(reaper_map, "%s", strerror(-rc));
+	st.floor = pos_of[60];
+	sb_group_hook = maintain_mid_raise;
+	rc = sb_group_state_apply(ch, dir, "ch", &st, th_head(ch));
+	sb_group_hook = NULL;
+	cr_assert_eq(rc, 0, "%s", strerror(-rc));
+	cr_assert(reaper_ran);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[60], "the copy's floor at %lu, not message "
+		     "60's %lu", (unsigned long)fl, (unsigned long)pos_of[60]);
+	cr_assert_eq(cl, pos_of[60]);
+	/* And the maintenance after it changes nothing. */
+	(void)sb_group_maintain_kept(reaper_map, NULL, NULL);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[60]);
+	sb_group_unkeep(reaper_map);
+	promoted_resumes_at(60);
+}
+
+/* A maintenance of the copy under way: an update says so (-ENOLCK, the
+ * agent tries again) and changes nothing, rather than racing it. */
+Test(group_standby, an_update_waits_for_a_maintenance_under_way)
+{
+	struct sb_group_state st;
+	struct shmbus_group *m;
+	uint64_t fl, cl, fl0;
+	int rc;
+
+	standby_with(SHMBUS_GROUP_SHARED, 0, &st);
+	m = sb_group_keep(ch, dir, "work", &rc);
+	cr_assert(m, "%s", strerror(-rc));
+	floor_claim(&fl0, &cl);
+	cr_assert(sb_group_maint_trylock(m));
+	st.floor = pos_of[30];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)),
+		     -ENOLCK);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, fl0);
+	sb_group_maint_release(m);
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[30]);
+	sb_group_unkeep(m);
+}
+
 /* Claims of the standby's own (taken while it was primary) below the
  * primary's floor are passed; one the floor is inside of stays, and
  * so does the floor, below it. */
