@@ -538,11 +538,15 @@ static bool maint_lock(struct shmbus_group *m, uint64_t me, int64_t now)
 	uint64_t cur = load_acquire64(&g->maint);
 
 	/* Read after the holder: its own time of taking the lock, stored
-	 * before its CAS (below), which our acquire of its word saw. */
-	if (cur && !sb_pid_gone((uint32_t)cur) &&
-	    sb_elapsed(now, (int64_t)load_relaxed64(
-				    (uint64_t *)&g->maint_since)) <
-		    MAINT_STUCK_NS)
+	 * before its CAS (below), which our acquire of its word saw (or a
+	 * later racer's, a little after our `now`).  A time more than a
+	 * term ahead of now is damage: a holder that way would never be
+	 * replaced, and the group never maintained again. */
+	int64_t held = sb_elapsed(now, (int64_t)load_relaxed64(
+					       (uint64_t *)&g->maint_since));
+
+	if (cur && !sb_pid_gone((uint32_t)cur) && held < MAINT_STUCK_NS &&
+	    held > -MAINT_STUCK_NS)
 		return false;
 	/* When we take it, stored before the CAS that takes it, so that
 	 * whoever sees us hold it never reads the time of the holder

@@ -396,6 +396,29 @@ Test(group_standby, an_update_waits_for_a_maintenance_under_way)
 	sb_group_unkeep(m);
 }
 
+/* The lock's word written over to name a live process (pid 1) at a time
+ * far ahead: the holder is taken for damage and replaced, rather than
+ * holding the copy (and every maintenance of the group) for good. */
+Test(group_standby, a_lock_held_from_the_future_is_damage)
+{
+	struct sb_group_state st;
+	struct shmbus_group *m;
+	uint64_t fl, cl;
+	int rc;
+
+	standby_with(SHMBUS_GROUP_SHARED, 0, &st);
+	m = sb_group_keep(ch, dir, "work", &rc);
+	cr_assert(m, "%s", strerror(-rc));
+	store_relaxed64((uint64_t *)&m->g->maint_since,
+			(uint64_t)(sb_now_ns() + INT64_C(3600000000000)));
+	store_relaxed64(&m->g->maint, 1);
+	st.floor = pos_of[30];
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0);
+	floor_claim(&fl, &cl);
+	cr_assert_eq(fl, pos_of[30]);
+	sb_group_unkeep(m);
+}
+
 /* Claims of the standby's own (taken while it was primary) below the
  * primary's floor are passed; one the floor is inside of stays, and
  * so does the floor, below it. */
