@@ -955,8 +955,12 @@ int shmbus_group_extend(shmbus_group *m, const struct shmbus_lease *l,
 			int64_t ns);
 
 /* Waits until the group may have a message for this member: the channel
- * moved since the last poll that found nothing, or 10 ms passed while
- * leases wait to be delivered again (it naps up to 1 ms at a time).
+ * moved since the last poll that found nothing; in shared mode, a claim
+ * could be won (a record committed where the group's claims go on, and
+ * room in the window); or 10 ms passed while leases wait to be delivered
+ * again, and in keyed and single-active mode every 10 ms (a lane's
+ * record committed after the poll saw its claim).  It naps up to 1 ms at
+ * a time; a return of 0 may still find nothing.
  * 0, -ETIMEDOUT, -EIDRM, -EROFS and -EAGAIN as for poll (also as soon
  * as the channel stops taking writes during the wait). */
 int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns);

@@ -728,15 +728,40 @@ SHMBUS_EXPORT int shmbus_group_extend(shmbus_group *m,
 	return sb_lanes_extend(m, (uint32_t)l->w[0], (uint32_t)l->w[1], ns);
 }
 
+/* Shared: whether a claim could be won now, as sb_shared_take() would
+ * judge it: the window has room and the ring holds a committed record at
+ * the claim word (or lapped it, or is damaged there: the poll says).
+ * Head moves at a producer's claim, before its commit, so a poll that
+ * found the record there not committed yet noted a head its commit does
+ * not change; and acks that free a full window change neither. */
+static bool shared_ready(struct shmbus_group *m)
+{
+	uint64_t pos, s, fp, fs, seq, size;
+	uint32_t type, len;
+
+	sb_pair_read(&m->g->claim_pos, &pos, &s);
+	sb_pair_read(&m->g->floor_pos, &fp, &fs);
+	/* A floor past the claim read: moved meanwhile (the next look
+	 * reads both again), or damage, which must not make a wait spin. */
+	if (fs > s || s - fs >= m->window)
+		return false;
+	return sb_rec_look(m->ch, pos, load_relaxed64(&m->g->fresh_pos),
+			   &type, &len, &seq, &size) != 0;
+}
+
 /* Whether a poll may find something now: the channel moved since the
- * last empty poll, or leases were given back (looked at every 10 ms:
- * one may wait for its nack's delay, or the window be full). */
+ * last empty poll, a shared claim could be won, or leases were given
+ * back (looked at every 10 ms: one may wait for its nack's delay); in
+ * keyed and single-active mode, every 10 ms (a lane's next record may
+ * have been committed at a head its poll saw). */
 static bool maybe_ready(struct shmbus_group *m, int64_t now)
 {
 	/* No edge: compared only; a closed fence is take_check()'s to
 	 * report. */
 	if (load_relaxed64(&m->ch->hdr->head) != m->idle_head ||
 	    refused(m->ch))
+		return true;
+	if (m->mode == SHMBUS_GMODE_SHARED && shared_ready(m))
 		return true;
 	return sb_elapsed(now, m->idle_ns) >= 10000000 &&
 	       (load_relaxed64(&m->g->avail) || m->mode != SHMBUS_GMODE_SHARED);

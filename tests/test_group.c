@@ -766,3 +766,113 @@ Test(group, a_corrupt_group_file_gives_an_error)
 	shmbus_group_leave(g);
 	shmbus_channel_close(ch);
 }
+
+/* A producer's claim moves head before its commit: a member that polled
+ * between the two, then waits, is woken by the commit alone (the wait
+ * once compared head with the poll's and slept to its timeout).  The
+ * producer is a process of its own, holding a claim while it fills it. */
+static int fill_slowly(void *arg)
+{
+	int *p = arg;	/* [0]: to the member, [1]: from it */
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint64_t id = 0;
+	void *buf;
+	char c = 0;
+
+	if (!pub || shmbus_claim(pub, 64, &buf) != 0)
+		return 1;
+	memcpy(buf, &id, sizeof(id));
+	if (write(p[0], &c, 1) != 1 || read(p[1], &c, 1) != 1)
+		return 2;
+	usleep(20000);		/* the member waits by now */
+	return shmbus_commit(pub) == 0 ? 0 : 3;
+}
+
+static int64_t commit_wakes(enum shmbus_group_mode mode)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = anchor(ch, mode);
+	struct shmbus_group_msg m;
+	int to_m[2], to_p[2], p[2];
+	uint8_t buf[256];
+	uint64_t t0;
+	int64_t ms;
+	pid_t pid;
+	char c = 1;
+
+	cr_assert(pipe(to_m) == 0 && pipe(to_p) == 0);
+	p[0] = to_m[1];
+	p[1] = to_p[0];
+	pid = th_spawn(fill_slowly, p);
+	cr_assert_eq(read(to_m[0], &c, 1), 1);
+	/* The claim is made, not committed: nothing yet. */
+	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m), -EAGAIN);
+	cr_assert_eq(write(to_p[1], &c, 1), 1);
+	/* A wait may end early (keyed: every 10 ms); a read tells. */
+	t0 = th_now_ns();
+	for (;;) {
+		ms = (int64_t)(th_now_ns() - t0) / 1000000;
+		cr_assert_eq(shmbus_group_wait(g, (2000 - ms) * 1000000), 0,
+			     "the wait missed the commit");
+		if (shmbus_group_read(g, buf, sizeof(buf), &m) > 0)
+			break;
+	}
+	ms = (int64_t)(th_now_ns() - t0) / 1000000;
+	cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+	cr_assert_eq(th_wait(pid), 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+	for (int i = 0; i < 2; i++) {
+		close(to_m[i]);
+		close(to_p[i]);
+	}
+	return ms;
+}
+
+/* 20 ms of filling, and the wait's own looks (keyed: every 10 ms). */
+Test(group, a_wait_is_woken_by_a_commit_after_an_empty_poll)
+{
+	int64_t ms = commit_wakes(SHMBUS_GROUP_SHARED);
+
+	cr_assert_lt(ms, 500, "woken %lld ms after", (long long)ms);
+}
+
+Test(group, a_keyed_wait_is_woken_by_a_commit_after_an_empty_poll)
+{
+	int64_t ms = commit_wakes(SHMBUS_GROUP_KEYED);
+
+	cr_assert_lt(ms, 500, "woken %lld ms after", (long long)ms);
+}
+
+/* A member that found the window full waits; the other member's ack
+ * frees it, with the records already committed: the wait ends then,
+ * not at its timeout (head, which it once compared, does not move). */
+Test(group, a_wait_is_woken_when_an_ack_frees_a_full_window)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_attr a;
+	struct shmbus_group_msg m1, m2;
+	shmbus_group *g1, *g2;
+	uint8_t buf[256];
+	uint64_t t0;
+
+	shmbus_group_attr_init(&a);
+	a.window = 1;
+	g1 = shmbus_group_join(ch, "g", "m1", &a);
+	g2 = shmbus_group_join(ch, "g", "m2", &a);
+	cr_assert(g1 && g2);
+	produce(ch, 2, 0);
+	cr_assert_gt(shmbus_group_read(g1, buf, sizeof(buf), &m1), 0);
+	cr_assert_eq(shmbus_group_read(g2, buf, sizeof(buf), &m2), -EAGAIN,
+		     "the window of one lease is full");
+	cr_assert_eq(shmbus_group_ack(g1, &m1.lease), 0);
+	t0 = th_now_ns();
+	cr_assert_eq(shmbus_group_wait(g2, 2000000000), 0);
+	cr_assert_lt(th_now_ns() - t0, 500000000ull);
+	cr_assert_gt(shmbus_group_read(g2, buf, sizeof(buf), &m2), 0);
+	cr_assert_eq(shmbus_group_ack(g2, &m2.lease), 0);
+	shmbus_group_leave(g1);
+	shmbus_group_leave(g2);
+	shmbus_channel_close(ch);
+}
