@@ -266,7 +266,8 @@ int shmbus_channel_replication(shmbus_channel *ch,
 struct shmbus_pub_attr {
 	/* Block policy, channel full: 0 returns -EAGAIN at once, a positive
 	 * value waits up to that many ns then returns -ETIMEDOUT, -1 waits
-	 * for ever. */
+	 * for ever.  A wait spins, yields, and past a millisecond or so naps
+	 * (up to 1 ms at a time): room made then is taken a nap later. */
 	int64_t timeout_ns;
 };
 

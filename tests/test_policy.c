@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -195,6 +196,57 @@ Test(policy, block_producer_gets_room_during_a_long_poll, .timeout = 60)
 	}
 	cr_assert_eq(lp.bad, 0);
 	cr_assert_eq(th_wait(pid), 0);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+/* The producer process of the next test: fills the ring, then publishes
+ * once more with a 400 ms timeout; the CPU it used in that wait, in
+ * percent of the wait, is its exit status (100 if it did not time out). */
+static int held_back(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(arg, "ch");
+	struct shmbus_pub_attr pa = { .timeout_ns = 400000000 };
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	struct rusage r0, r1;
+	uint8_t buf[64] = { 0 };
+	uint64_t t0, cpu, wall;
+	int rc;
+
+	if (!pub)
+		return 101;
+	while (shmbus_publish(pub, buf, sizeof(buf)) == 0)
+		;	/* the last one waits 400 ms too */
+	getrusage(RUSAGE_SELF, &r0);
+	t0 = th_now_ns();
+	rc = shmbus_publish(pub, buf, sizeof(buf));
+	wall = th_now_ns() - t0;
+	getrusage(RUSAGE_SELF, &r1);
+	if (rc != -ETIMEDOUT)
+		return 100;
+	cpu = (uint64_t)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec +
+			 r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) * 1000000000u +
+	      (uint64_t)((r1.ru_utime.tv_usec - r0.ru_utime.tv_usec +
+			  r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) * 1000);
+	return (int)(cpu * 100 / wall);
+}
+
+/* A producer held back by a subscriber that does not read (a slow
+ * consumer, one that sleeps) naps once the wait lasts: it does not keep
+ * a CPU busy until room is made (it once yielded for the whole wait). */
+Test(policy, a_producer_held_back_for_long_leaves_the_cpu, .timeout = 30)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 4096, 64, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_sub *sub = shmbus_sub_open(ch, NULL);
+	int pct;
+
+	cr_assert(sub);
+	pct = th_wait(th_spawn(held_back, (void *)dir));
+	cr_assert_lt(pct, 25, "the held-back producer used %d %% of a CPU "
+		     "in its wait", pct);
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
 	th_rmdir(dir);
