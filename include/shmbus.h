@@ -493,8 +493,12 @@ ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
 
 /*
  * Waits until a message is available, using the subscriber's wait
- * strategy.  timeout_ns < 0 waits for ever.  Returns 0 when a message is
- * available, -ETIMEDOUT, or -EINTR if a signal interrupted a sleep.
+ * strategy.  timeout_ns < 0 waits for ever.  Returns 0 when a record is
+ * ready at the subscriber's position: a message, or one that the next
+ * read steps over (an aborted claim, the ring's padding at its end), which
+ * then returns -EAGAIN: wait again.  Else -ETIMEDOUT, or -EINTR if a
+ * signal interrupted a sleep (a timed sleep is not restarted after a
+ * handler, even with SA_RESTART).
  */
 int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns);
 
