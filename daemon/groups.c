@@ -62,12 +62,17 @@ bool sbd_group_configured(const char *chan, const char *group,
 
 /* ------------------------------------------------------- maintenance */
 
-/* Dead-letter publishers, reaper thread only: one per channel named. */
-static struct {
+/* Dead-letter publishers, reaper thread only: one per channel named,
+ * kept for the daemon's life (a table that grows: one of fixed size, full,
+ * left every further dead-letter channel's poison where it was, and its
+ * group's floor with it, silently). */
+struct dl_entry {
 	char name[64];
 	shmbus_channel *ch;
 	shmbus_pub *pub;
-} dl[SBD_MAX_GROUPS * 4];
+};
+static struct dl_entry *dl;
+static size_t ndl;
 
 /*
  * Every channel's groups, from one listing of the shm directory, made
@@ -120,7 +125,7 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 	static unsigned long refused;
 	const struct scan *s = ctx;
 	const char *name = dead_letter_of(s);
-	size_t i, free_i = sizeof(dl) / sizeof(dl[0]);
+	size_t i, free_i = ndl;
 	struct shmbus_channel_info in;
 
 	if (!name || strcmp(name, asked)) {
@@ -137,7 +142,7 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 			return NULL;
 		}
 	}
-	for (i = 0; i < sizeof(dl) / sizeof(dl[0]); i++) {
+	for (i = 0; i < ndl; i++) {
 		if (dl[i].ch && !strcmp(dl[i].name, name)) {
 			/* Still the channel of that name?  One deleted (and
 			 * perhaps made again) is let go: its letters would
@@ -154,11 +159,24 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 			dl[i].ch = NULL;
 			dl[i].pub = NULL;
 		}
-		if (!dl[i].ch && free_i == sizeof(dl) / sizeof(dl[0]))
+		if (!dl[i].ch && free_i == ndl)
 			free_i = i;
 	}
-	if (free_i == sizeof(dl) / sizeof(dl[0]))
-		return NULL;
+	if (free_i == ndl) {
+		struct dl_entry *more = realloc(dl, (ndl + 8) * sizeof(*dl));
+
+		if (!more) {
+			refused++;
+			sbd_log_limited(&rl, SBD_WARN, refused,
+					"dead letters refused", "dead-letter "
+					"channel %s: %s: poison messages wait "
+					"for it", name, strerror(ENOMEM));
+			return NULL;
+		}
+		memset(more + ndl, 0, 8 * sizeof(*dl));
+		dl = more;
+		ndl += 8;
+	}
 	dl[free_i].ch = shmbus_channel_open(sbd.conf.shm_dir, name);
 	if (!dl[free_i].ch) {
 		/* Asked again at every scan while poison waits: said at
@@ -438,12 +456,13 @@ void sbd_groups_close(void)
 	gl.e = gl.next = NULL;
 	gl.n = gl.cap = gl.next_n = gl.next_cap = 0;
 	gl.read = false;
-	for (size_t i = 0; i < sizeof(dl) / sizeof(dl[0]); i++) {
+	for (size_t i = 0; i < ndl; i++) {
 		if (dl[i].pub)
 			shmbus_pub_close(dl[i].pub);
 		if (dl[i].ch)
 			shmbus_channel_close(dl[i].ch);
-		dl[i].pub = NULL;
-		dl[i].ch = NULL;
 	}
+	free(dl);
+	dl = NULL;
+	ndl = 0;
 }

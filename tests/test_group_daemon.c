@@ -560,3 +560,85 @@ Test(group_daemon, a_group_file_cut_short_is_mended_and_kills_no_member)
 	cr_assert_eq(th_wait(p), 0, "the honest member died or read a "
 		     "message from a damaged group");
 }
+
+/* Forty groups, each with a dead-letter channel of its own: the daemon's
+ * publishers to them were a table of 32, and past it the poison messages
+ * of the others were never sent, their groups' floors held, silently. */
+#define MANY_DL 40
+
+static void setup_many_dl(void)
+{
+	static char body[MANY_DL * 200 + 64];
+	size_t n = 0;
+
+	n += (size_t)snprintf(body + n, sizeof(body) - n,
+			      "max_channels = 128\n[defaults]\nsubscribe = *\n");
+	for (int i = 0; i < MANY_DL; i++)
+		n += (size_t)snprintf(body + n, sizeof(body) - n,
+				      "[channel c%d]\ncapacity = 16K\n"
+				      "consumer_groups = w mode=shared "
+				      "max_deliveries=1 dead_letter=d%d\n"
+				      "[channel d%d]\ncapacity = 16K\n"
+				      "producers = multi\n", i, i, i);
+	setup_with(body);
+}
+
+Test(group_daemon, every_dead_letter_channel_gets_its_poison, .init =
+     setup_many_dl)
+{
+	shmbus_bus *bus = shmbus_connect(d.sock);
+	shmbus_group *g[MANY_DL];
+	shmbus_channel *ch[MANY_DL], *dl[MANY_DL];
+	struct shmbus_group_attr ga;
+	struct shmbus_group_msg m;
+	char name[16];
+	uint64_t v = 7;
+	int left = MANY_DL;
+
+	cr_assert(bus);
+	shmbus_group_attr_init(&ga);
+	for (int i = 0; i < MANY_DL; i++) {
+		shmbus_pub *p;
+
+		shmbus_channel *pc;
+
+		snprintf(name, sizeof(name), "c%d", i);
+		ch[i] = shmbus_bus_open(bus, name, SHMBUS_ROLE_SUBSCRIBE);
+		cr_assert(ch[i], "%s: %s", name, strerror(errno));
+		g[i] = shmbus_group_join(ch[i], "w", "m", &ga);
+		cr_assert(g[i], "join %s: %s", name, strerror(errno));
+		pc = shmbus_bus_open(bus, name, SHMBUS_ROLE_PUBLISH);
+		p = pc ? shmbus_pub_open(pc, NULL) : NULL;
+		cr_assert(p, "publish %s: %s", name, strerror(errno));
+		cr_assert_eq(shmbus_publish(p, &v, sizeof(v)), 0);
+		shmbus_pub_close(p);
+		shmbus_channel_close(pc);
+		cr_assert_eq(shmbus_group_read(g[i], &v, sizeof(v), &m), 8);
+		cr_assert_eq(shmbus_group_nack(g[i], &m.lease, 0), 0);
+		snprintf(name, sizeof(name), "d%d", i);
+		dl[i] = shmbus_bus_open(bus, name, SHMBUS_ROLE_SUBSCRIBE);
+		cr_assert(dl[i], "%s: %s", name, strerror(errno));
+	}
+	for (int t = 0; t < 1000 && left; t++) {
+		left = 0;
+		for (int i = 0; i < MANY_DL; i++) {
+			struct shmbus_channel_info in;
+
+			/* Its next take finds the message delivered
+			 * max_deliveries times: poison, for the daemon. */
+			cr_assert_eq(shmbus_group_read(g[i], &v, sizeof(v),
+						       &m), -EAGAIN);
+			cr_assert_eq(shmbus_channel_info(dl[i], &in), 0);
+			left += in.published == 0;
+		}
+		usleep(5000);
+	}
+	cr_assert_eq(left, 0, "%d of %d dead-letter channels never got their "
+		     "poison message", left, MANY_DL);
+	for (int i = 0; i < MANY_DL; i++) {
+		shmbus_group_leave(g[i]);
+		shmbus_channel_close(ch[i]);
+		shmbus_channel_close(dl[i]);
+	}
+	shmbus_disconnect(bus);
+}
