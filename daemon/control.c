@@ -570,11 +570,22 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	if (cc)
 		sbd_groups_setup(cc, ch);
 	rc = sbd_channel_enroll(q->name, ch, cc, cc != NULL);
-	if (rc == 0)
-		sbd_log(SBD_NOTICE, 0, "%s: created by pid %d (uid %u)%s",
-			q->name, (int)cl->pid, (unsigned)cl->uid,
-			cc ? ", with its rules from the config" : "");
-	return rc;
+	if (rc) {
+		/* Made but not served (no descriptors or memory for its
+		 * entry): its files go, or the name would be refused as a
+		 * foreign file's until a restart adopted them. */
+		int rc2 = shmbus_channel_unlink(sbd.conf.shm_dir, q->name);
+
+		sbd_log(SBD_WARN, -rc, "%s: created for pid %d but not served%s",
+			q->name, (int)cl->pid, rc2 && rc2 != -ENOENT ?
+			"; its files could not be removed" : "; removed");
+		return deny(rc, "'%s' could not be served: %s", q->name,
+			    shmbus_strerror(rc));
+	}
+	sbd_log(SBD_NOTICE, 0, "%s: created by pid %d (uid %u)%s",
+		q->name, (int)cl->pid, (unsigned)cl->uid,
+		cc ? ", with its rules from the config" : "");
+	return 0;
 }
 
 /* shmbusctl status, promote, demote, switchover: admins only.  A role

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <sys/prctl.h>
 #include <fcntl.h>
@@ -21,8 +22,8 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon_fixture.h"
@@ -887,4 +888,67 @@ Test(daemon, a_client_out_of_descriptors_is_told_so, .init = setup,
 	int rc = th_wait(th_spawn(open_without_fds, NULL));
 
 	cr_assert_eq(rc, 0, "exit %d (10 + errno: the open's error)", rc);
+}
+
+/* The highest descriptor the daemon holds. */
+static int daemon_top_fd(void)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *dp;
+	int top = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d.pid);
+	dp = opendir(path);
+	cr_assert(dp);
+	while ((e = readdir(dp)))
+		if (e->d_name[0] != '.' && atoi(e->d_name) > top)
+			top = atoi(e->d_name);
+	closedir(dp);
+	return top;
+}
+
+/* A create the daemon makes but cannot serve (out of descriptors for
+ * the channel's entry, with the files made) removes them: the name was
+ * refused afterwards as a foreign file's until a restart adopted it.
+ * The daemon's limit is lowered to a few descriptors past its highest,
+ * one more each time, so that some attempt fails between the two. */
+Test(daemon, a_create_that_cannot_be_served_leaves_no_file, .init = setup,
+     .fini = teardown)
+{
+	shmbus_bus *bus = shmbus_connect(d.sock);
+	struct shmbus_channel_attr a;
+	struct rlimit keep, rl;
+	char name[16], path[300];
+	int served = 0, refused = 0;
+
+	cr_assert(bus);
+	shmbus_channel_attr_init(&a);
+	a.capacity = 4096;
+	cr_assert_eq(prlimit(d.pid, RLIMIT_NOFILE, NULL, &keep), 0);
+	for (int k = 0; k < 8; k++) {
+		int rc;
+
+		snprintf(name, sizeof(name), "nc%d", k);
+		rl = keep;
+		rl.rlim_cur = (rlim_t)daemon_top_fd() + 1 + (rlim_t)k;
+		cr_assert_eq(prlimit(d.pid, RLIMIT_NOFILE, &rl, NULL), 0);
+		rc = shmbus_bus_create(bus, name, &a);
+		cr_assert_eq(prlimit(d.pid, RLIMIT_NOFILE, &keep, NULL), 0);
+		snprintf(path, sizeof(path), "%s/%s", d.dir, name);
+		if (rc == 0) {
+			served++;
+			cr_assert_eq(shmbus_bus_delete(bus, name), 0);
+			continue;
+		}
+		refused++;
+		cr_assert(access(path, F_OK) != 0, "create %s refused (%s), "
+			  "its file left", name, strerror(-rc));
+		/* And the name is free: made at once with descriptors. */
+		cr_assert_eq(shmbus_bus_create(bus, name, &a), 0);
+		cr_assert_eq(shmbus_bus_delete(bus, name), 0);
+	}
+	cr_assert(served && refused, "%d served, %d refused", served,
+		  refused);
+	shmbus_disconnect(bus);
 }
