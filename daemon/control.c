@@ -23,6 +23,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -558,6 +559,11 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	if (rc == -EEXIST)
 		return deny(rc, "a file named '%s' is in %s (not a channel "
 			      "of this bus)", q->name, sbd.conf.shm_dir);
+	if (rc == -ENOMEM && sb_memcg_room() != UINT64_MAX)
+		return deny(rc, "cannot create '%s': the daemon's memory cgroup "
+			    "has %" PRIu64 " bytes of room left, and a ring's "
+			    "pages are charged to it", q->name,
+			    sb_memcg_room());
 	if (rc)
 		return deny(rc, "cannot create '%s' in %s: %s", q->name,
 			      sbd.conf.shm_dir, shmbus_strerror(rc));

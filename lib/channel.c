@@ -807,6 +807,13 @@ static int new_file(const char *path, mode_t mode, bool data,
 		return -errno;
 	geometry_for(a->capacity, page_size_of(fd), g);
 	size = data ? g->data_size : g->ctl_size;
+	/* A tmpfs page is charged to our memory cgroup as it is allocated,
+	 * and one past its limit runs the OOM killer on us (memcg.c). */
+	if (data && size > sb_memcg_room() &&
+	    page_size_of(fd) == (uint64_t)sysconf(_SC_PAGESIZE)) {
+		rc = -ENOMEM;
+		goto fail;
+	}
 	if (fchmod(fd, mode) < 0 || ftruncate(fd, (off_t)size) < 0) {
 		rc = -errno;
 		goto fail;

@@ -90,6 +90,13 @@ bool sb_pid_gone(uint32_t pid);
  * sb_pid_gone()'s verdicts for one scan). */
 typedef bool (*sb_gone_fn)(void *ctx, uint32_t pid);
 
+/* How many more bytes this process's memory cgroup lets it take before
+ * its OOM killer runs (the least over the cgroup and its ancestors of
+ * limit - usage + inactive page cache), or UINT64_MAX if no limit is
+ * known (memcg.c).  A ring whose data file is larger is refused, -ENOMEM,
+ * before it is built. */
+uint64_t sb_memcg_room(void);
+
 /* What sb_reap() did, one event per action, for the caller's log. */
 enum sb_reap_event {
 	SB_REAP_SUB,		/* released subscriber slot `slot` of `pid` */

@@ -509,6 +509,119 @@ Test(layout, an_inspector_faults_no_ring_page_in, .init = setup,
 	shmbus_channel_close(c);
 }
 
+static bool write_text(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	close(fd);
+	return ok;
+}
+
+/* Makes a memory cgroup below ours with `limit` bytes and moves process
+ * pid into it; its directory in *dir.  False if this host has none we can
+ * make (no memory controller, not root). */
+static bool memcg_make(pid_t pid, uint64_t limit, char *cgd, size_t n)
+{
+	char line[4096], path[2048] = "", f[4400];
+	bool v2 = false;
+	FILE *cg = fopen("/proc/self/cgroup", "r");
+
+	if (!cg)
+		return false;
+	while (fgets(line, sizeof(line), cg)) {
+		char *c = strchr(line, ':'), *p = c ? strchr(c + 1, ':') : NULL;
+
+		if (!p)
+			continue;
+		*p++ = 0;
+		p[strcspn(p, "\n")] = 0;
+		if (strstr(c + 1, "memory")) {
+			snprintf(path, sizeof(path), "%s", p);
+			v2 = false;
+			break;
+		}
+		if (!strcmp(line, "0") && !c[1]) {
+			snprintf(path, sizeof(path), "%s", p);
+			v2 = true;
+		}
+	}
+	fclose(cg);
+	if (!path[0])
+		return false;
+	snprintf(cgd, n, "%s%s/shmbus-test-%d",
+		 v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory",
+		 strcmp(path, "/") ? path : "", (int)getpid());
+	if (v2) {	/* the controller for our cgroup's children */
+		snprintf(f, sizeof(f), "%s/../cgroup.subtree_control", cgd);
+		write_text(f, "+memory");
+	}
+	if (mkdir(cgd, 0755) < 0)
+		return false;
+	snprintf(f, sizeof(f), "%s/%s", cgd, v2 ? "memory.max"
+						: "memory.limit_in_bytes");
+	snprintf(line, sizeof(line), "%llu", (unsigned long long)limit);
+	if (!write_text(f, line))
+		return rmdir(cgd), false;
+	snprintf(f, sizeof(f), "%s/cgroup.procs", cgd);
+	snprintf(line, sizeof(line), "%d", (int)pid);
+	if (!write_text(f, line))
+		return rmdir(cgd), false;
+	return true;
+}
+
+/* In a cgroup of 48 MiB: a ring of 64 MiB refused, one of 8 MiB made. */
+static int create_in_memcg(void *arg)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *c;
+	int go;
+
+	/* Moved into the cgroup by the parent first. */
+	if (read(*(int *)arg, &go, sizeof(go)) != sizeof(go))
+		return 1;
+	attr(&a, 64u << 20);
+	c = shmbus_channel_create(dir, "big", &a, 0);
+	if (c || errno != ENOMEM)
+		return 2;
+	attr(&a, 8u << 20);
+	c = shmbus_channel_create(dir, "small", &a, 0);
+	if (!c)
+		return 3;
+	shmbus_channel_close(c);
+	return 0;
+}
+
+/* A tmpfs page is charged to the memory cgroup of the process that
+ * allocates it, and a charge past the limit inside fallocate() runs the
+ * OOM killer: a creator in a cgroup too small for the ring was killed
+ * (shmbusd under a unit's MemoryMax, for one).  It is told ENOMEM. */
+Test(layout, a_ring_too_big_for_the_memory_cgroup_is_refused, .init = setup,
+     .fini = teardown)
+{
+	char cg[4096];
+	int p[2], go = 1, rc;
+	pid_t pid;
+
+	cr_assert_eq(pipe(p), 0);
+	pid = th_spawn(create_in_memcg, &p[0]);
+	if (!memcg_make(pid, 48u << 20, cg, sizeof(cg))) {
+		kill(pid, SIGKILL);
+		th_wait(pid);
+		cr_skip_test("no memory cgroup can be made here");
+	}
+	cr_assert_eq(write(p[1], &go, sizeof(go)), (ssize_t)sizeof(go));
+	rc = th_wait(pid);
+	/* Its pages stay charged to the cgroup until the files go. */
+	shmbus_channel_unlink(dir, "small");
+	shmbus_channel_unlink(dir, "big");
+	cr_assert_eq(rmdir(cg), 0, "%s: %s", cg, strerror(errno));
+	cr_assert_eq(rc, 0, "exit %d (128 + 9: killed by the OOM killer)", rc);
+}
+
 /* A pid read from shared memory that would be negative as a pid_t (kill()
  * would take it as a process group, or as "every process") is no process. */
 Test(layout, corrupt_slot_pid_is_not_alive, .init = setup, .fini = teardown)
