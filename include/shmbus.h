@@ -665,7 +665,9 @@ int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
  * ETIMEDOUT (a daemon that
  * accepted but did not answer within 5 s), EPROTO (not a shmbusd),
  * EINVAL (`bus` without a '/' that is not a bus name: 1 to 63 of
- * [A-Za-z0-9._-], not starting with '.'), ENAMETOOLONG, ENOMEM.
+ * [A-Za-z0-9._-], not starting with '.'), ENAMETOOLONG, ENOMEM, EAGAIN
+ * (the handle's watcher thread could not be started: RLIMIT_NPROC, or
+ * memory for its stack).
  * Thread-safe; the handle may be shared by threads.
  */
 shmbus_bus *shmbus_connect(const char *bus);

@@ -29,7 +29,8 @@ SHMBUS_EXPORT const char *shmbus_strerror(int err)
 		       "the buffer given, or a max_msg above what the "
 		       "capacity allows (capacity/2 - 32)";
 	case EAGAIN:
-		return "nothing to read, or channel full";
+		return "nothing to read, or channel full (or, from a connect, "
+		       "no thread could be started)";
 	case ETIMEDOUT:
 		return "timed out";
 	case EBUSY:
