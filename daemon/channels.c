@@ -261,6 +261,14 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 			sbd_log(SBD_ERR, rc, "%s: open", cc->name);
 			return rc;
 		}
+		/* At a reload, channels made at run time may fill the bus
+		 * (the config alone is checked against the limit). */
+		if (sbd_chan_count() >= sbd.conf.max_channels) {
+			sbd_log(SBD_ERR, 0, "%s: not created: the bus has "
+				"max_channels (%u) channels", cc->name,
+				sbd.conf.max_channels);
+			return -ENOSPC;
+		}
 		rc = sbd_channel_create_file(cc->name, &cc->attr, cc->owner, cc->group,
 				 &ch);
 		if (rc) {
@@ -418,6 +426,14 @@ void sbd_channel_adopt_dir(void)
 	}
 	closedir(d);
 	sweep_orphans();
+	/* Channels that exist are served, whatever the limit says now (it
+	 * bounds what is made): a lower one than they were made under is
+	 * said, as the descriptors set aside at start follow it. */
+	if (sbd_chan_count() > sbd.conf.max_channels)
+		sbd_log(SBD_WARN, 0, "%lu channels served, more than "
+			"max_channels (%u): none is made until some are "
+			"deleted", sbd_chan_count(),
+			sbd.conf.max_channels);
 }
 
 /* Whether two channels' journal settings differ (not where they were

@@ -952,3 +952,43 @@ Test(daemon, a_create_that_cannot_be_served_leaves_no_file, .init = setup,
 		  refused);
 	shmbus_disconnect(bus);
 }
+
+/* max_channels bounds what a reload makes too: with channels made at run
+ * time filling the bus, a channel the new config adds is not made (it
+ * was, past the limit the descriptors at start were set aside for). */
+Test(daemon, a_reload_makes_no_channel_past_max_channels, .fini = teardown)
+{
+	const char *two = "max_channels = 3\n[channel a]\ncapacity = 4K\n"
+			  "[channel b]\ncapacity = 4K\n";
+	char body[256];
+	struct shmbus_channel_attr a;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+
+	setup_with(two);
+	bus = shmbus_connect(d.sock);
+	cr_assert(bus);
+	shmbus_channel_attr_init(&a);
+	a.capacity = 4096;
+	cr_assert_eq(shmbus_bus_create(bus, "rt", &a), 0);
+	snprintf(body, sizeof(body), "%s[channel c]\ncapacity = 4K\n", two);
+	write_conf(body);
+	kill(d.pid, SIGHUP);
+	for (int i = 0; i < 300 && !log_has("c: not created: the bus has "
+					    "max_channels (3)"); i++)
+		usleep(10000);
+	cr_assert(log_has("c: not created: the bus has max_channels (3)"));
+	ch = shmbus_bus_open(bus, "c", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert_null(ch, "c was made past max_channels");
+	cr_assert_eq(errno, ENOENT);
+	/* A place made: the next reload makes it. */
+	cr_assert_eq(shmbus_bus_delete(bus, "rt"), 0);
+	kill(d.pid, SIGHUP);
+	for (int i = 0; i < 300 && !ch; i++) {
+		usleep(10000);
+		ch = shmbus_bus_open(bus, "c", SHMBUS_ROLE_SUBSCRIBE);
+	}
+	cr_assert(ch, "c not made once there was room");
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
