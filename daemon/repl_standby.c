@@ -24,10 +24,6 @@
 #include "shmbus/layout.h"
 #include "../lib/contract.h"
 
-/* How long a group's update waits for a maintenance of the copy: a
- * little longer than a stopped holder keeps the lock (group_maint.c). */
-#define GROUP_LOCK_WAIT_NS	INT64_C(1500000000)
-
 /* The primary's groups: made here if need be, their floors raised to
  * theirs (never past what this ring holds). */
 static int apply_groups(struct rchan *rc, const struct rw_hdr *h,
@@ -36,7 +32,6 @@ static int apply_groups(struct rchan *rc, const struct rw_hdr *h,
 	const size_t one = sizeof(struct sb_group_state);
 	static struct sbd_ratelimit rl;
 	static unsigned long failed;
-	int64_t t0;
 
 	if (h->len % one || h->len / one > RW_GROUPS_MAX) {
 		snprintf(why, wn, "a groups frame of %u bytes", h->len);
@@ -49,29 +44,19 @@ static int apply_groups(struct rchan *rc, const struct rw_hdr *h,
 		memcpy(&st, rc->buf + i * one, one);
 		/* The records that follow this frame may need the copy raised
 		 * (the primary ships states just before them), and this
-		 * ring's writer does not wait for the copy: an update is
-		 * tried again while it may pass soon.  -ENOLCK: a maintenance
-		 * of the copy runs (this host's reaper, for microseconds; a
-		 * stopped process's, a second at most), waited for.  -EBUSY:
-		 * the copy changed under us (a member of this host's acking),
-		 * or it holds claims of its own past the primary's floor
-		 * (taken while this host was primary), passed at a later
-		 * state. */
-		t0 = now_ns();
+		 * ring's writer does not wait for the copy.  The update waits
+		 * for a maintenance of the copy under way (this host's
+		 * reaper's: microseconds; -ENOLCK past 100 ms).  -EBUSY: the
+		 * copy changed under us (a member of this host's acking):
+		 * tried again at once; or it holds claims of its own past the
+		 * primary's floor (taken while this host was primary), passed
+		 * at a later state. */
 		for (int tries = 0;; tries++) {
 			rc2 = sb_group_state_apply(rc->ch, sbd.conf.shm_dir,
 						   rc->name, &st, end);
-			if (rc2 == -EBUSY ? tries >= 8
-					  : rc2 != -ENOLCK ||
-					    now_ns() - t0 > GROUP_LOCK_WAIT_NS)
+			if (rc2 != -EBUSY || tries == 8)
 				break;
-			if (LOAD(&repl.stopping) || stopped(rc))
-				break;
-			if (rc2 == -EBUSY || now_ns() - t0 < 50000)
-				sched_yield();
-			else
-				nanosleep(&(struct timespec){ 0, 20000 },
-					  NULL);
+			sched_yield();
 		}
 		if (rc2 && rc2 != -EBUSY) {
 			failed++;

@@ -580,8 +580,8 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
  * upto) (shared) or each min(st->lane_next[i], upto) (lanes), is flagged
  * redelivered when delivered here.  0 or -errno (-EAGAIN: a group to
  * make while the ring is being cut back; -ENOLCK: a maintenance of the
- * group runs, for microseconds unless its process is stopped (a second at
- * most): try again).
+ * group held it for the 100 ms this waited, its holder replaced after
+ * 50 ms: not applied).
  */
 int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,

@@ -745,8 +745,10 @@ static bool shared_ready(struct shmbus_group *m)
 	 * reads both again), or damage, which must not make a wait spin. */
 	if (fs > s || s - fs >= m->window)
 		return false;
+	/* Damage (< 0) is the poll's to report, not a reason to end every
+	 * wait at once: a loop of poll and wait would spin on it. */
 	return sb_rec_look(m->ch, pos, load_relaxed64(&m->g->fresh_pos),
-			   &type, &len, &seq, &size) != 0;
+			   &type, &len, &seq, &size) > 0;
 }
 
 /* Whether a poll may find something now: the channel moved since the

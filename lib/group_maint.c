@@ -531,21 +531,20 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
  * of a record and its CAS, the loss of a new member's lease or lane, taken
  * back early: delivered again, flagged).
  */
-static bool maint_lock(struct shmbus_group *m, uint64_t me, int64_t now)
+static bool maint_lock(struct shmbus_group *m, uint64_t me, int64_t stuck_ns)
 {
 	struct shmbus_group_hdr *g = m->g;
 	/* A21: pairs with R21 (the last holder's release). */
 	uint64_t cur = load_acquire64(&g->maint);
-
 	/* Read after the holder: its own time of taking the lock, stored
 	 * before its CAS (below), which our acquire of its word saw (or a
-	 * later racer's, a little after our `now`).  A time more than a
-	 * term ahead of now is damage: a holder that way would never be
-	 * replaced, and the group never maintained again. */
-	int64_t held = sb_elapsed(now, (int64_t)load_relaxed64(
-					       (uint64_t *)&g->maint_since));
+	 * later racer's, a little after our clock's reading).  A time more
+	 * than a term ahead of now is damage: a holder that way would never
+	 * be replaced, and the group never maintained again. */
+	int64_t held = sb_elapsed(sb_now_ns(), (int64_t)load_relaxed64(
+						       (uint64_t *)&g->maint_since));
 
-	if (cur && !sb_pid_gone((uint32_t)cur) && held < MAINT_STUCK_NS &&
+	if (cur && !sb_pid_gone((uint32_t)cur) && held < stuck_ns &&
 	    held > -MAINT_STUCK_NS)
 		return false;
 	/* When we take it, stored before the CAS that takes it, so that
@@ -559,10 +558,10 @@ static bool maint_lock(struct shmbus_group *m, uint64_t me, int64_t now)
 	return cas_strong_seqcst64(&g->maint, &cur, me);
 }
 
-bool sb_group_maint_trylock(struct shmbus_group *m)
+bool sb_group_maint_trylock(struct shmbus_group *m, int64_t stuck_ns)
 {
 	return maint_lock(m, (uint64_t)m->token << 32 | (uint32_t)getpid(),
-			  sb_now_ns());
+			  stuck_ns);
 }
 
 void sb_group_maint_release(struct shmbus_group *m)
@@ -625,7 +624,7 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 	 * flag, before; no edge: a look). */
 	if (load_relaxed32(&g->flags) & SB_GROUP_F_DELETED)
 		return -EIDRM;
-	if (!maint_lock(m, me, now))
+	if (!maint_lock(m, me, MAINT_STUCK_NS))
 		return 0;
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
 		dead[j] = member_gone(&m->members[j], &owner[j]);
@@ -772,7 +771,7 @@ int sb_group_cut_back(struct shmbus_group *m, uint64_t pos)
 
 	/* What dead members held, freed first (their lanes above all). */
 	sb_group_maintain_as(m, NULL, self);
-	if (!maint_lock(m, me, sb_now_ns()))
+	if (!maint_lock(m, me, MAINT_STUCK_NS))
 		return -EBUSY;
 	rc = 0;
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS && !rc; j++) {

@@ -8,8 +8,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "contract.h"
@@ -445,6 +447,32 @@ static int lanes_raise(struct shmbus_group *m, uint64_t f,
 
 static const uint64_t no_lanes[64];
 
+/* A standby's agent waits for the maintenance lock: its next records may
+ * need the copy raised.  A maintenance holds it for microseconds; one
+ * held for APPLY_STUCK_NS is a stopped process's, replaced (as any
+ * maintenance replaces a holder of a second, group_maint.c), so that the
+ * agent, whose acknowledgements the primary waits for, is never held
+ * longer than about APPLY_WAIT_NS.  False after that. */
+#define APPLY_STUCK_NS	INT64_C(50000000)	/* 50 ms */
+#define APPLY_WAIT_NS	INT64_C(100000000)	/* 100 ms */
+
+static bool apply_lock(struct shmbus_group *m)
+{
+	int64_t t0 = sb_now_ns();
+
+	for (unsigned n = 0; !sb_group_maint_trylock(m, APPLY_STUCK_NS); n++) {
+		struct timespec ts = { 0, 20000 };
+
+		if (sb_elapsed(sb_now_ns(), t0) > APPLY_WAIT_NS)
+			return false;
+		if (n < 64)
+			sched_yield();
+		else
+			nanosleep(&ts, NULL);
+	}
+	return true;
+}
+
 int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,
 			 uint64_t upto)
@@ -485,7 +513,7 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 	 * seq was not stored yet): the floor stayed below f, and the records
 	 * the primary ships next, which only f allows, lapped the copy until
 	 * the next state came. */
-	if (!sb_group_maint_trylock(m)) {
+	if (!apply_lock(m)) {
 		sb_group_unmap(m);
 		return -ENOLCK;
 	}

@@ -249,10 +249,18 @@ static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
 		else if (now >= *deadline)
 			return -ETIMEDOUT;
 	}
-	if (*spins < BP_YIELDS)
+	if (*spins < BP_YIELDS) {
 		sched_yield();
-	else
-		bp_nap(*spins - BP_YIELDS, now ? *deadline - now : -1);
+		return 0;
+	}
+	/* A multi producer's claim is only tentative here (its CAS comes
+	 * once there is room), but its announcement holds its peers a ring
+	 * past it: given up for the nap, and made again by the caller's
+	 * next look (mp_claim_space()).  R6: pairs with A6 in
+	 * sb_refresh_limit(), as mp_release_claim(). */
+	if (pub->multi && pub->slot)
+		store_release64(&pub->slot->claim_pos, UINT64_MAX);
+	bp_nap(*spins - BP_YIELDS, now ? *deadline - now : -1);
 	return 0;
 }
 

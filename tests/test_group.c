@@ -876,3 +876,29 @@ Test(group, a_wait_is_woken_when_an_ack_frees_a_full_window)
 	shmbus_group_leave(g2);
 	shmbus_channel_close(ch);
 }
+
+/* A claim position no record starts at (the group's file written over):
+ * the poll says -EBADMSG, and the wait does not end at once on it, which
+ * would make a loop of poll and wait spin. */
+Test(group, a_damaged_claim_position_does_not_make_a_wait_spin)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = anchor(ch, SHMBUS_GROUP_SHARED);
+	struct shmbus_group_msg m;
+	uint8_t buf[256];
+	uint64_t pos, seq, t0;
+	unsigned early = 0;
+
+	produce(ch, 4, 0);
+	while (shmbus_group_read(g, buf, sizeof(buf), &m) > 0)
+		cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+	sb_pair_read(&g->g->claim_pos, &pos, &seq);
+	cr_assert(cas_pair(&g->g->claim_pos, pos, seq, pos + 8, seq));
+	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m), -EBADMSG);
+	t0 = th_now_ns();
+	while (th_now_ns() - t0 < 100000000u)
+		early += shmbus_group_wait(g, 20000000) == 0;
+	cr_assert_lt(early, 10, "the wait ended %u times in 100 ms", early);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
