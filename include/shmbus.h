@@ -190,8 +190,8 @@ shmbus_channel *shmbus_channel_open(const char *dir, const char *name);
  */
 shmbus_channel *shmbus_channel_open_ro(const char *dir, const char *name);
 
-/* Unmaps the channel.  Every publisher and subscriber opened on it must
- * be closed first.  The file stays. */
+/* Unmaps the channel.  Every publisher, subscriber and group member
+ * opened on it must be closed (left) first.  The file stays. */
 void shmbus_channel_close(shmbus_channel *ch);
 
 /* Removes the channel's files.  Mappers keep their memory. */
@@ -295,7 +295,9 @@ struct shmbus_pub_attr {
 shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 			    const struct shmbus_pub_attr *attr);
 
-/* Closes the publisher.  An outstanding claim is aborted. */
+/* Closes the publisher.  An outstanding claim is aborted.  A child's copy
+ * of its parent's publisher after fork() is freed alone: the parent's
+ * slot and claim stay. */
 void shmbus_pub_close(shmbus_pub *pub);
 
 /*
@@ -417,7 +419,8 @@ void shmbus_sub_attr_init(struct shmbus_sub_attr *attr);
 shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 			    const struct shmbus_sub_attr *attr);
 
-/* Releases the subscriber's slot. */
+/* Releases the subscriber's slot.  A child's copy of its parent's
+ * subscriber after fork() is freed alone: the parent's slot stays. */
 void shmbus_sub_close(shmbus_sub *sub);
 
 enum shmbus_visibility {
@@ -696,10 +699,14 @@ int shmbus_bus_dir(const char *bus, char *dir, size_t len);
  */
 shmbus_bus *shmbus_connect_timeout(const char *bus, int64_t timeout_ns);
 
-/* Closes the connection.  Channels opened through it stay usable (the
- * data path needs no daemon), but the daemon no longer knows this
- * process uses them: a crash is then repaired by its periodic scan, not
- * at once.  Close them with shmbus_channel_close() as usual. */
+/* Closes the connection and frees the handle.  Channels opened through
+ * it stay usable (the data path needs no daemon), but the daemon no
+ * longer knows this process uses them: a crash is then repaired by its
+ * periodic scan, not at once, and no group of theirs can be joined or
+ * deleted (ENOTCONN).  Close them with shmbus_channel_close() as usual.
+ * No other call on the handle may be running or start once this one has
+ * begun (the handle is freed): stop the threads that use it first.  In a
+ * child after fork() it frees the child's copy alone. */
 void shmbus_disconnect(shmbus_bus *bus);
 
 enum shmbus_role {
@@ -727,7 +734,8 @@ enum shmbus_role {
  * ENOTCONN (a NULL bus, so that shmbus_bus_open(shmbus_connect(...), ...)
  * reports a failed connection as one; the daemon is gone and no new one
  * answered within the bound, or it went away 4 times during this
- * request, or the handle is being disconnected), ETIMEDOUT (a daemon that
+ * request; or a child's copy of its parent's handle after fork()),
+ * ETIMEDOUT (a daemon that
  * does not answer for 5 s), EMFILE (this process has no free descriptor
  * for the channel's files: they were passed and dropped), EPROTO (a reply
  * that is not the protocol's), EBADMSG (a damaged channel).  Every
@@ -741,7 +749,9 @@ shmbus_channel *shmbus_bus_open(shmbus_bus *bus, const char *name,
 /* Administration (the caller must be one of the bus's admins): create a
  * channel, delete one (its file is removed; mappers keep their memory).
  * Return 0 or -errno (-EACCES, -EEXIST, -ENOENT, -EINVAL, -EMSGSIZE...);
- * shmbus_bus_strerror() says why. */
+ * shmbus_bus_strerror() says why.  A request in flight when the daemon
+ * dies is sent again to the next one: a create or delete the lost daemon
+ * had done may then answer -EEXIST or -ENOENT. */
 int shmbus_bus_create(shmbus_bus *bus, const char *name,
 		      const struct shmbus_channel_attr *attr);
 int shmbus_bus_delete(shmbus_bus *bus, const char *name);
@@ -871,7 +881,10 @@ shmbus_group *shmbus_group_join(shmbus_channel *ch, const char *group,
 /* Leaves the group: what the member holds and has not acknowledged is
  * delivered again to the others at once (not counted as a delivery
  * failure).  A member that dies instead is noticed by shmbusd (or, in
- * direct mode, by the other members) and treated the same way. */
+ * direct mode, by the other members) and treated the same way.  A
+ * child's copy of its parent's member after fork() is freed alone: the
+ * parent stays a member.  Leave every member before its channel is
+ * closed. */
 void shmbus_group_leave(shmbus_group *m);
 
 /* Removes a group (its file and its hold on the channel).  On a channel

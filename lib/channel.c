@@ -335,6 +335,8 @@ static uint64_t page_size_of(int fd)
 
 SHMBUS_EXPORT void shmbus_channel_attr_init(struct shmbus_channel_attr *attr)
 {
+	if (!attr)
+		return;
 	memset(attr, 0, sizeof(*attr));
 	attr->capacity = UINT64_C(1) << 20;
 	attr->max_msg = 0;	/* min(64 KiB, shmbus_max_msg(capacity)) */
@@ -562,7 +564,7 @@ static struct shmbus_channel *map_ctl(int fd, bool rdonly, struct geometry *g,
 		rc = -ENOMEM;
 		goto fail;
 	}
-	pthread_mutex_init(&ch->gmap_lock, NULL);
+	sb_gmap_init(ch);
 	fill_handle(ch, base, g, f.max_msg, f.flags);
 	ch->rdonly = rdonly;
 	ch->data_id = f.data_id;

@@ -52,7 +52,8 @@ struct shmbus_channel {
 	/* Its groups' files as this process maps them (group.c): one
 	 * mapping per file, however many members join here, so that every
 	 * member in the process works on the same addresses. */
-	pthread_mutex_t gmap_lock;
+	pthread_mutex_t gmap_lock;	/* made by sb_gmap_init() */
+	uint32_t gmap_pid;		/* the process it was made in */
 	struct sb_gmap *gmaps;
 	void *bus_ref;			/* its entry there (client.c) */
 	bool fence_synced;		/* shmbusd: a membarrier(2) ran through
@@ -320,5 +321,8 @@ int sb_bus_journal(struct shmbus_bus *bus, const char *chan, uint32_t what,
  * positions say; `committed` for the local level. */
 uint64_t sb_level_pos(const struct shmbus_hdr *h, uint32_t level,
 		      uint64_t committed);
+
+/* Makes ch's lock of its group mappings (group_file.c), fork-safe. */
+void sb_gmap_init(struct shmbus_channel *ch);
 
 #endif /* SHMBUS_CHANNEL_H */

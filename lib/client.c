@@ -57,6 +57,7 @@ struct shmbus_bus {
 	int64_t absent_wait_ns;		/* how long to wait for a daemon */
 	bool closing;
 	bool started;			/* the watcher is running */
+	pid_t owner;			/* the process that connected */
 	pthread_t watcher;
 	struct bus_ref refs;		/* list head */
 	struct shmbus_bus *next_bus;	/* all handles, for fork */
@@ -95,6 +96,19 @@ static void atfork_child(void)
 			close(b->fd);
 		b->fd = -1;
 		b->closing = true;
+		/* The channels keep working without the connection, as after
+		 * shmbus_disconnect(), and never reach for the handle again:
+		 * its lock may be held for ever (inherited()).  The list is
+		 * whole through its next links whatever a thread of the
+		 * parent was doing (bus_open() links a node's next first,
+		 * sb_bus_forget() frees a node only once unlinked); its nodes
+		 * stay allocated. */
+		for (struct bus_ref *r = b->refs.next; r != &b->refs;
+		     r = r->next) {
+			r->ch->bus = NULL;
+			r->ch->bus_ref = NULL;
+		}
+		b->refs.next = b->refs.prev = &b->refs;
 	}
 	all_buses = NULL;
 	pthread_mutex_unlock(&all_lock);
@@ -490,6 +504,14 @@ static bool await_reconnect(struct shmbus_bus *b, uint64_t gen)
 	return b->generation != gen && b->fd >= 0 && !b->closing;
 }
 
+/* A fork's copy of a handle (closed by atfork_child()): its lock may have
+ * been held by a thread of the parent, which the child does not have, so
+ * nothing of the child's takes it. */
+static bool inherited(const struct shmbus_bus *b)
+{
+	return b->owner != getpid();
+}
+
 /* One request.  The daemon may restart under it (or several times): the
  * request is sent again on each new connection, at most CALL_SENDS times,
  * and each wait for a new daemon lasts at most absent_wait_ns. */
@@ -500,6 +522,8 @@ static int call(struct shmbus_bus *b, uint16_t type, const void *body,
 	char why[SHMBUS_CTL_REASON] = "";
 	int rc = -ENOTCONN;
 
+	if (inherited(b))
+		return -ENOTCONN;
 	pthread_mutex_lock(&b->lock);
 	for (int sends = 0; sends < CALL_SENDS; sends++) {
 		uint64_t gen = b->generation;
@@ -581,6 +605,7 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 		return NULL;
 	}
 	b->refs.next = b->refs.prev = &b->refs;
+	b->owner = getpid();
 	b->stop[0] = b->stop[1] = -1;
 	b->fd = -1;
 	b->absent_wait_ns = timeout_ns < 0 ? absent_wait_default() : timeout_ns;
@@ -635,13 +660,17 @@ SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
 			break;
 		}
 	pthread_mutex_unlock(&all_lock);
-	pthread_mutex_lock(&b->lock);
-	b->closing = true;
-	pthread_cond_broadcast(&b->reconnected);
-	pthread_mutex_unlock(&b->lock);
-	if (write(b->stop[1], "x", 1) != 1)
-		abort();	/* a pipe nobody else writes: cannot fail */
-	pthread_join(b->watcher, NULL);
+	/* A fork's copy has no watcher, and its lock may be held for ever
+	 * (inherited()): only its memory and descriptors go. */
+	if (!inherited(b)) {
+		pthread_mutex_lock(&b->lock);
+		b->closing = true;
+		pthread_cond_broadcast(&b->reconnected);
+		pthread_mutex_unlock(&b->lock);
+		if (write(b->stop[1], "x", 1) != 1)
+			abort();	/* a pipe nobody else writes */
+		pthread_join(b->watcher, NULL);
+	}
 	if (b->fd >= 0)
 		close(b->fd);
 	close(b->stop[0]);
@@ -656,8 +685,12 @@ SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
 		r->ch->bus_ref = NULL;
 		free(r);
 	}
-	pthread_mutex_destroy(&b->lock);
-	pthread_cond_destroy(&b->reconnected);
+	/* A fork's copy: its cond may count the parent's waiters, which a
+	 * destroy would wait for. */
+	if (!inherited(b)) {
+		pthread_mutex_destroy(&b->lock);
+		pthread_cond_destroy(&b->reconnected);
+	}
 	free(b);
 }
 
@@ -667,10 +700,13 @@ void sb_bus_forget(struct shmbus_bus *b, void *ref)
 
 	if (!r)
 		return;
-	pthread_mutex_lock(&b->lock);
-	r->prev->next = r->next;
-	r->next->prev = r->prev;
-	pthread_mutex_unlock(&b->lock);
+	/* A fork's copy of the list may be half changed (inherited()). */
+	if (!inherited(b)) {
+		pthread_mutex_lock(&b->lock);
+		r->prev->next = r->next;
+		r->next->prev = r->prev;
+		pthread_mutex_unlock(&b->lock);
+	}
 	free(r);
 }
 

@@ -27,6 +27,8 @@
 
 SHMBUS_EXPORT void shmbus_group_attr_init(struct shmbus_group_attr *a)
 {
+	if (!a)
+		return;
 	memset(a, 0, sizeof(*a));
 	a->mode = SHMBUS_GROUP_SHARED;
 	a->window = DEFAULT_WINDOW;
@@ -163,8 +165,13 @@ SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 		errno = -rc;
 		return NULL;
 	}
+	/* A channel the daemon handed over knows no directory: once its
+	 * connection is gone (shmbus_disconnect()), no group of it can be
+	 * made or found (a path from an empty directory would be "/"). */
 	if (ch->bus)
 		fd = sb_bus_group(ch->bus, ch->name, group, &s);
+	else if (!ch->dir[0])
+		fd = -ENOTCONN;
 	else
 		fd = sb_group_open_file(ch, ch->dir, ch->name, group, &s);
 	if (fd < 0) {
@@ -242,7 +249,8 @@ SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 	 * reused; or a fork's copy of the handle) is another member's: its
 	 * leases and lanes are not ours to give back, nor it to free.
 	 * A22: pairs with R22 (the record's owner word). */
-	if (m->rec && load_acquire64(&m->rec->owner) == mine) {
+	if (m->rec && m->self == (uint32_t)getpid() &&
+	    load_acquire64(&m->rec->owner) == mine) {
 		if (m->mode == SHMBUS_GMODE_SHARED) {
 			uint64_t fp, fs, cp, cs;
 

@@ -36,7 +36,9 @@ int sb_group_path(char *buf, size_t len, const char *dir, const char *chan,
 {
 	int n;
 
-	if (!sb_name_ok(chan, 200) || !sb_name_ok(group, 63))
+	/* No directory: never the root's (a channel the daemon handed
+	 * over has none). */
+	if (!dir || !dir[0] || !sb_name_ok(chan, 200) || !sb_name_ok(group, 63))
 		return -EINVAL;
 	/* One file name, and its temporary one at creation (".PID.tmp",
 	 * a pid of up to 7 digits): SHMBUS_GROUP_NAMES_MAX bytes of names. */
@@ -231,13 +233,61 @@ struct sb_gmap {
 	size_t len;
 };
 
+/*
+ * fork(): a thread of the parent may have held a channel's gmap_lock, and
+ * the child, which joins groups for itself on the channels it inherits,
+ * would wait for it for ever.  The first use of a channel's lock in a
+ * process other than the one that set it up makes it afresh and drops the
+ * cache it guards (its list may be half changed; the mappings, inherited,
+ * stay, unused), under reset_lock, which a child makes afresh itself.
+ */
+static pthread_mutex_t reset_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void reset_lock_child(void)
+{
+	pthread_mutex_init(&reset_lock, NULL);
+}
+
+static void register_atfork(void)
+{
+	pthread_atfork(NULL, NULL, reset_lock_child);
+}
+
+void sb_gmap_init(struct shmbus_channel *ch)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, register_atfork);
+	pthread_mutex_init(&ch->gmap_lock, NULL);
+	ch->gmap_pid = (uint32_t)getpid();
+}
+
+static void gmap_lock(struct shmbus_channel *ch)
+{
+	uint32_t me = (uint32_t)getpid();
+
+	/* A27: pairs with R27 below: the lock made afresh by another
+	 * thread of this process. */
+	if (load_acquire32(&ch->gmap_pid) != me) {
+		pthread_mutex_lock(&reset_lock);
+		if (load_relaxed32(&ch->gmap_pid) != me) {
+			pthread_mutex_init(&ch->gmap_lock, NULL);
+			ch->gmaps = NULL;
+			/* R27: pairs with A27 above. */
+			store_release32(&ch->gmap_pid, me);
+		}
+		pthread_mutex_unlock(&reset_lock);
+	}
+	pthread_mutex_lock(&ch->gmap_lock);
+}
+
 static void *gmap_get(struct shmbus_channel *ch, int fd,
 		      const struct stat *st, bool rdonly, int *err)
 {
 	struct sb_gmap *g;
 	void *base = NULL;
 
-	pthread_mutex_lock(&ch->gmap_lock);
+	gmap_lock(ch);
 	for (g = ch->gmaps; g; g = g->next)
 		if (g->dev == st->st_dev && g->ino == st->st_ino &&
 		    g->rdonly == rdonly && g->len == (size_t)st->st_size) {
@@ -272,7 +322,7 @@ static void gmap_put(struct shmbus_channel *ch, void *base)
 {
 	struct sb_gmap **p, *g;
 
-	pthread_mutex_lock(&ch->gmap_lock);
+	gmap_lock(ch);
 	for (p = &ch->gmaps; (g = *p); p = &g->next)
 		if (g->base == base) {
 			if (--g->refs == 0) {
@@ -384,6 +434,8 @@ SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
 			     : -EINVAL;
 	if (!ch || ch->rdonly)
 		return -EINVAL;
+	if (!ch->dir[0])	/* the daemon's channel, disconnected */
+		return -ENOTCONN;
 	rc = sb_group_path(path, sizeof(path), ch->dir, ch->name, group);
 	if (rc)
 		return rc;

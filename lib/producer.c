@@ -199,6 +199,19 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 
 	if (!pub)
 		return;
+	/* A fork's copy of the handle: the slot and any claim are the
+	 * parent's, which it goes on using; only the copy goes.  No edge:
+	 * a look at whose slot it is. */
+	if (pub->slot && owner_pid(load_relaxed64(&pub->slot->owner)) !=
+			 (uint32_t)getpid()) {
+		free(pub);
+		return;
+	}
+	if (!pub->slot && pub->claimed &&
+	    load_relaxed32(&pub->ch->hdr->sp_owner) != (uint32_t)getpid()) {
+		free(pub);
+		return;
+	}
 	if (pub->claimed)
 		shmbus_abort(pub);
 	if (pub->slot) {

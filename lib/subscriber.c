@@ -115,6 +115,8 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 
 SHMBUS_EXPORT void shmbus_sub_attr_init(struct shmbus_sub_attr *attr)
 {
+	if (!attr)
+		return;
 	memset(attr, 0, sizeof(*attr));
 	attr->start = SHMBUS_START_NEWEST;
 	attr->wait = SHMBUS_WAIT_SPIN;
@@ -362,12 +364,19 @@ SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
 {
 	if (!sub)
 		return;
-	sb_sub_publish(sub);
-	sb_mbox_unwant(sub->ch, (uint32_t)(sub->slot - sub->ch->subs));
-	sb_sleep_unannounce(sub->ch, (uint32_t)(sub->slot - sub->ch->subs));
-	/* R13: pairs with A13 in take_slot(): our last stores to the slot
-	 * precede its reuse. */
-	store_release64(&sub->slot->owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	/* A fork's copy of the handle: the slot, its cursor and its bits are
+	 * the parent's, which goes on reading; only the copy goes.  No edge:
+	 * a look at whose slot it is. */
+	if (owner_pid(load_relaxed64(&sub->slot->owner)) == (uint32_t)getpid()) {
+		sb_sub_publish(sub);
+		sb_mbox_unwant(sub->ch, (uint32_t)(sub->slot - sub->ch->subs));
+		sb_sleep_unannounce(sub->ch,
+				    (uint32_t)(sub->slot - sub->ch->subs));
+		/* R13: pairs with A13 in take_slot(): our last stores to the
+		 * slot precede its reuse. */
+		store_release64(&sub->slot->owner,
+				owner_word(SHMBUS_SLOT_FREE, 0));
+	}
 	free(sub->buf);
 	free(sub);
 }

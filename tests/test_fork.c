@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_fork.c - a fork()'s copies of the library's handles: closing them in
+ * the child leaves the parent's publisher, subscriber and group member
+ * as they were; a child whose parent had another thread inside a bus
+ * request, or inside a group's join, when it forked is told (or goes on)
+ * instead of waiting for ever on a lock that thread held; and a channel
+ * whose connection is gone makes no group file anywhere.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+
+static const char *dir;
+
+static void direct_setup(void)
+{
+	dir = th_mkdir();
+}
+
+static void direct_teardown(void)
+{
+	th_rmdir(dir);
+}
+
+/* The child of the next test: closes what it inherited, nothing else. */
+static shmbus_pub *c_pub;
+static shmbus_sub *c_sub;
+static shmbus_group *c_grp;
+
+static int close_copies(void *arg)
+{
+	(void)arg;
+	shmbus_group_leave(c_grp);
+	shmbus_sub_close(c_sub);
+	shmbus_pub_close(c_pub);
+	return 0;
+}
+
+/* The child's closes once aborted the parent's open claim (its commit
+ * then published nothing, silently), freed the parent's subscriber slot
+ * (a second subscriber took it: two cursors in one slot) and gave the
+ * parent's group membership back (its ack then -ESTALE). */
+Test(fork, a_childs_close_of_inherited_handles_leaves_the_parents,
+     .init = direct_setup, .fini = direct_teardown)
+{
+	shmbus_channel *ch = th_create(dir, 65536, 256, SHMBUS_BLOCK,
+				       SHMBUS_MULTI_PRODUCER);
+	struct shmbus_group_attr ga;
+	struct shmbus_channel_info in, before;
+	struct shmbus_group_msg m;
+	uint64_t v = 42, got = 0;
+	void *buf;
+
+	shmbus_group_attr_init(&ga);
+	c_grp = shmbus_group_join(ch, "g", "m", &ga);
+	c_sub = shmbus_sub_open(ch, NULL);
+	c_pub = shmbus_pub_open(ch, NULL);
+	cr_assert(c_grp && c_sub && c_pub);
+	cr_assert_eq(shmbus_claim(c_pub, sizeof(v), &buf), 0);
+	memcpy(buf, &v, sizeof(v));
+	cr_assert_eq(shmbus_channel_info(ch, &before), 0);
+	cr_assert_eq(th_wait(th_spawn(close_copies, NULL)), 0);
+	cr_assert_eq(shmbus_commit(c_pub), 0);
+	cr_assert_eq(shmbus_read(c_sub, &got, sizeof(got), NULL),
+		     (ssize_t)sizeof(got), "the parent's message was lost");
+	cr_assert_eq(got, 42);
+	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	cr_assert_eq(in.aborts, 0, "the child aborted the parent's claim");
+	cr_assert_eq(in.producers_active, before.producers_active);
+	cr_assert_eq(in.subscribers, before.subscribers,
+		     "the child freed the parent's subscriber slot");
+	cr_assert_eq(shmbus_group_read(c_grp, &got, sizeof(got), &m),
+		     (ssize_t)sizeof(got));
+	cr_assert_eq(shmbus_group_ack(c_grp, &m.lease), 0,
+		     "the child gave the parent's membership back");
+	shmbus_group_leave(c_grp);
+	shmbus_sub_close(c_sub);
+	shmbus_pub_close(c_pub);
+	shmbus_channel_close(ch);
+}
+
+/* A thread that joins and leaves a group on ch until told to stop. */
+static atomic_bool stop;
+
+static void *join_leave(void *arg)
+{
+	shmbus_channel *ch = arg;
+	struct shmbus_group_attr ga;
+
+	shmbus_group_attr_init(&ga);
+	while (!atomic_load(&stop)) {
+		shmbus_group *g = shmbus_group_join(ch, "busy", "t", &ga);
+
+		if (g)
+			shmbus_group_leave(g);
+	}
+	return NULL;
+}
+
+static shmbus_channel *f_ch;
+
+static int join_in_child(void *arg)
+{
+	struct shmbus_group_attr ga;
+	shmbus_group *g;
+
+	(void)arg;
+	alarm(5);	/* a hang is a SIGALRM */
+	shmbus_group_attr_init(&ga);
+	g = shmbus_group_join(f_ch, "kid", "c", &ga);
+	if (!g)
+		return 1;
+	shmbus_group_leave(g);
+	return 0;
+}
+
+/* "A child after fork() joins for itself": with another thread of the
+ * parent inside a join (holding the channel's lock of group mappings),
+ * about one child in twelve waited for that lock for ever. */
+Test(fork, a_child_joins_while_a_parent_thread_was_joining,
+     .init = direct_setup, .fini = direct_teardown)
+{
+	pthread_t t;
+
+	f_ch = th_create(dir, 65536, 256, SHMBUS_BLOCK,
+			 SHMBUS_SINGLE_PRODUCER);
+	atomic_store(&stop, false);
+	cr_assert_eq(pthread_create(&t, NULL, join_leave, f_ch), 0);
+	for (int i = 0; i < 60; i++) {
+		int rc = th_wait(th_spawn(join_in_child, NULL));
+
+		cr_assert_eq(rc, 0, "child %d: exit %d (128 + %d: SIGALRM, "
+			     "it hung)", i, rc, SIGALRM);
+	}
+	atomic_store(&stop, true);
+	pthread_join(t, NULL);
+	shmbus_channel_close(f_ch);
+}
+
+/* Through the daemon: a thread of the parent asks and asks. */
+static shmbus_bus *f_bus;
+
+static void *ask(void *arg)
+{
+	struct shmbus_bus_channel c;
+
+	(void)arg;
+	while (!atomic_load(&stop))
+		shmbus_bus_describe(f_bus, "blk", &c);
+	return NULL;
+}
+
+static int use_copy_in_child(void *arg)
+{
+	struct shmbus_bus_channel c;
+	int rc;
+
+	(void)arg;
+	alarm(5);	/* a hang is a SIGALRM */
+	rc = shmbus_bus_describe(f_bus, "blk", &c);
+	shmbus_channel_close(f_ch);
+	shmbus_disconnect(f_bus);
+	return rc == -ENOTCONN ? 0 : 1;
+}
+
+/* The child of a parent whose other thread was inside a request used to
+ * wait for ever on the handle's lock that thread held, in a request or a
+ * channel's close: it is told -ENOTCONN, and may close what it inherited. */
+Test(fork, a_childs_copy_of_a_busy_bus_handle_says_enotconn, .init = setup,
+     .fini = teardown)
+{
+	pthread_t t;
+
+	f_bus = shmbus_connect(d.sock);
+	cr_assert(f_bus);
+	f_ch = shmbus_bus_open(f_bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(f_ch);
+	atomic_store(&stop, false);
+	cr_assert_eq(pthread_create(&t, NULL, ask, NULL), 0);
+	for (int i = 0; i < 40; i++) {
+		int rc = th_wait(th_spawn(use_copy_in_child, NULL));
+
+		cr_assert_eq(rc, 0, "child %d: exit %d (128 + %d: SIGALRM, "
+			     "it hung)", i, rc, SIGALRM);
+	}
+	atomic_store(&stop, true);
+	pthread_join(t, NULL);
+	shmbus_channel_close(f_ch);
+	shmbus_disconnect(f_bus);
+}
+
+/* A channel the daemon handed over keeps working once its connection is
+ * gone, but knows no directory: a group join on it made its file at the
+ * root ("/.blk@g.group", as root) and took a slot the daemon knew
+ * nothing of. */
+Test(fork, a_disconnected_channel_makes_no_group_file, .init = setup,
+     .fini = teardown)
+{
+	shmbus_bus *bus = shmbus_connect(d.sock);
+	shmbus_channel *ch = bus ? shmbus_bus_open(bus, "blk",
+						    SHMBUS_ROLE_SUBSCRIBE)
+				 : NULL;
+	struct shmbus_group_attr ga;
+	struct stat st;
+
+	cr_assert(ch);
+	shmbus_disconnect(bus);
+	shmbus_group_attr_init(&ga);
+	cr_assert_null(shmbus_group_join(ch, "nodir", "m", &ga));
+	cr_assert_eq(errno, ENOTCONN);
+	cr_assert_neq(stat("/.blk@nodir.group", &st), 0,
+		      "a group file at the root");
+	cr_assert_eq(shmbus_group_delete(ch, "nodir"), -ENOTCONN);
+	shmbus_channel_close(ch);
+}
