@@ -559,7 +559,7 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	if (rc == -EEXIST)
 		return deny(rc, "a file named '%s' is in %s (not a channel "
 			      "of this bus)", q->name, sbd.conf.shm_dir);
-	if (rc == -ENOMEM && sb_memcg_room() != UINT64_MAX)
+	if (rc == -ENOMEM && sb_memcg_room() < a.capacity)
 		return deny(rc, "cannot create '%s': the daemon's memory cgroup "
 			    "has %" PRIu64 " bytes of room left, and a ring's "
 			    "pages are charged to it", q->name,

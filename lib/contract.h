@@ -92,10 +92,13 @@ typedef bool (*sb_gone_fn)(void *ctx, uint32_t pid);
 
 /* How many more bytes this process's memory cgroup lets it take before
  * its OOM killer runs (the least over the cgroup and its ancestors of
- * limit - usage + inactive page cache), or UINT64_MAX if no limit is
+ * limit - usage + page cache), or UINT64_MAX if no limit is
  * known (memcg.c).  A ring whose data file is larger is refused, -ENOMEM,
  * before it is built. */
 uint64_t sb_memcg_room(void);
+/* The same from another /proc/self/cgroup and cgroup trees (a test's). */
+uint64_t sb_memcg_room_at(const char *cgroup_file, const char *v2_root,
+			  const char *v1_root);
 
 /* What sb_reap() did, one event per action, for the caller's log. */
 enum sb_reap_event {
@@ -580,8 +583,8 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
  * upto) (shared) or each min(st->lane_next[i], upto) (lanes), is flagged
  * redelivered when delivered here.  0 or -errno (-EAGAIN: a group to
  * make while the ring is being cut back; -ENOLCK: a maintenance of the
- * group held it for the 100 ms this waited, its holder replaced after
- * 50 ms: not applied).
+ * group held its lock for the 100 ms this waited: not applied, the next
+ * state is).
  */
 int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,

@@ -738,7 +738,7 @@ SHMBUS_EXPORT int shmbus_group_extend(shmbus_group *m,
 
 /* Shared: whether a claim could be won now, as sb_shared_take() would
  * judge it: the window has room and the ring holds a committed record at
- * the claim word (or lapped it, or is damaged there: the poll says).
+ * the claim word, or lapped it (damage there is the poll's to report).
  * Head moves at a producer's claim, before its commit, so a poll that
  * found the record there not committed yet noted a head its commit does
  * not change; and acks that free a full window change neither. */

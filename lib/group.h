@@ -192,8 +192,10 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 int sb_group_cut_back(struct shmbus_group *m, uint64_t pos);
 /* The group's maintenance lock, held by a change that no maintenance may
  * see half made (a standby's import of the primary's state); false while
- * a live holder has held it for less than stuck_ns (a maintenance takes
- * microseconds; its own takes replace a holder after a second). */
+ * a live holder has held it for less than stuck_ns.  A maintenance takes
+ * microseconds; a holder of SB_MAINT_STUCK_NS is a stopped process's,
+ * which every maintenance replaces. */
+#define SB_MAINT_STUCK_NS	INT64_C(1000000000)
 bool sb_group_maint_trylock(struct shmbus_group *m, int64_t stuck_ns);
 void sb_group_maint_release(struct shmbus_group *m);
 

@@ -393,6 +393,13 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 			continue;
 		if (sb_group_hook)
 			sb_group_hook(SB_HOOK_RESOLVING);
+		/* Still ours?  A holder replaced while it was stopped (a
+		 * second) stops here rather than record a claim another
+		 * holder may be making (a standby's raise).  No edge: a
+		 * look; the recording's own CAS decides the rest. */
+		if (load_relaxed64(&g->maint) !=
+		    ((uint64_t)m->token << 32 | self))
+			break;
 		/* Never delivered here; but below the mark a standby's
 		 * copy was given, perhaps on the primary it followed
 		 * (group_shared.c): it comes as a second delivery. */
@@ -517,7 +524,7 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 	return n;
 }
 
-#define MAINT_STUCK_NS	INT64_C(1000000000)	/* a holder stopped */
+#define MAINT_STUCK_NS	SB_MAINT_STUCK_NS
 
 /*
  * The group's maintenance lock: pid | the handle's token << 32, so that

@@ -448,19 +448,22 @@ static int lanes_raise(struct shmbus_group *m, uint64_t f,
 static const uint64_t no_lanes[64];
 
 /* A standby's agent waits for the maintenance lock: its next records may
- * need the copy raised.  A maintenance holds it for microseconds; one
- * held for APPLY_STUCK_NS is a stopped process's, replaced (as any
- * maintenance replaces a holder of a second, group_maint.c), so that the
- * agent, whose acknowledgements the primary waits for, is never held
- * longer than about APPLY_WAIT_NS.  False after that. */
-#define APPLY_STUCK_NS	INT64_C(50000000)	/* 50 ms */
+ * need the copy raised.  A maintenance holds it for microseconds; the
+ * agent, whose acknowledgements the primary waits for, waits at most
+ * APPLY_WAIT_NS, then gives this state up (the next one comes 20 ms
+ * later).  It never takes the lock from a live holder before the second
+ * every maintenance waits (group_maint.c): a holder replaced early (this
+ * host's reaper, descheduled under load) would go on, and its
+ * resolve_unrecorded() could see the raise half made, which the lock is
+ * here to prevent. */
 #define APPLY_WAIT_NS	INT64_C(100000000)	/* 100 ms */
 
 static bool apply_lock(struct shmbus_group *m)
 {
 	int64_t t0 = sb_now_ns();
 
-	for (unsigned n = 0; !sb_group_maint_trylock(m, APPLY_STUCK_NS); n++) {
+	for (unsigned n = 0; !sb_group_maint_trylock(m, SB_MAINT_STUCK_NS);
+	     n++) {
 		struct timespec ts = { 0, 20000 };
 
 		if (sb_elapsed(sb_now_ns(), t0) > APPLY_WAIT_NS)

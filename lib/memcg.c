@@ -8,8 +8,7 @@
  * it is built (-ENOMEM), not paid for with the process.
  *
  * The room is the least, over the cgroup and each of its ancestors, of
- * limit - usage + inactive page cache (which the kernel reclaims before it
- * kills); cgroup v2 at /sys/fs/cgroup, v1's memory controller at
+ * limit - usage + page cache (which the kernel reclaims before it kills); cgroup v2 at /sys/fs/cgroup, v1's memory controller at
  * /sys/fs/cgroup/memory.  Files that are not there (another layout, a
  * namespace whose root is elsewhere) say nothing: no limit.
  */
@@ -57,7 +56,7 @@ static uint64_t level_room(const char *dir, bool v2)
 {
 	uint64_t lim = read_num(dir, v2 ? "memory.max" : "memory.limit_in_bytes",
 				NULL);
-	uint64_t use, cache;
+	uint64_t use, cache, act;
 
 	if (lim == UINT64_MAX || lim >= (UINT64_C(1) << 62))
 		return UINT64_MAX;
@@ -65,20 +64,33 @@ static uint64_t level_room(const char *dir, bool v2)
 		       NULL);
 	if (use == UINT64_MAX)
 		return UINT64_MAX;
+	/* The page cache, which the kernel reclaims before it kills
+	 * (tmpfs pages are on the anonymous lists, not these). */
 	cache = read_num(dir, "memory.stat",
 			 v2 ? "inactive_file" : "total_inactive_file");
+	act = read_num(dir, "memory.stat",
+		       v2 ? "active_file" : "total_active_file");
 	if (cache == UINT64_MAX)
 		cache = 0;
+	if (act != UINT64_MAX)
+		cache += act;
 	return (lim > use ? lim - use : 0) + cache;
 }
 
 uint64_t sb_memcg_room(void)
 {
+	return sb_memcg_room_at("/proc/self/cgroup", "/sys/fs/cgroup",
+				"/sys/fs/cgroup/memory");
+}
+
+uint64_t sb_memcg_room_at(const char *cgroup_file, const char *v2_root,
+			  const char *v1_root)
+{
 	char line[4096], dir[4096 + 32];
 	uint64_t room = UINT64_MAX;
 	bool v2 = false, found = false;
 	char *path = NULL;
-	FILE *f = fopen("/proc/self/cgroup", "re");
+	FILE *f = fopen(cgroup_file, "re");
 
 	if (!f)
 		return UINT64_MAX;
@@ -92,7 +104,9 @@ uint64_t sb_memcg_room(void)
 		*p++ = 0;
 		p[strcspn(p, "\n")] = 0;
 		mem = strstr(c + 1, "memory") != NULL;
-		if (mem || (!found && !strcmp(line, "0") && c[1] == 0)) {
+		/* v2: "0::PATH" (the second colon is the one zeroed). */
+		if (mem || (!found && c == line + 1 && line[0] == '0' &&
+			    c[1] == 0)) {
 			free(path);
 			path = strdup(p);
 			v2 = !mem;
@@ -108,14 +122,17 @@ uint64_t sb_memcg_room(void)
 		uint64_t r;
 		char *slash;
 
-		snprintf(dir, sizeof(dir), "%s%s", v2 ? "/sys/fs/cgroup"
-						      : "/sys/fs/cgroup/memory",
+		snprintf(dir, sizeof(dir), "%s%s", v2 ? v2_root : v1_root,
 			 path);
 		r = level_room(dir, v2);
 		if (r < room)
 			room = r;
+		/* Up to the top level too: in a cgroup namespace, the
+		 * container's own limit is there. */
+		if (!path[0] || !strcmp(path, "/"))
+			break;
 		slash = strrchr(path, '/');
-		if (!slash || slash == path)
+		if (!slash)
 			break;
 		*slash = 0;
 	}

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../lib/channel.h"
+#include "../lib/contract.h"
 #include "helpers.h"
 
 static const char *dir;
@@ -509,6 +510,18 @@ Test(layout, an_inspector_faults_no_ring_page_in, .init = setup,
 	shmbus_channel_close(c);
 }
 
+static bool write_text_new(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	bool ok;
+
+	if (fd < 0)
+		return false;
+	ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	close(fd);
+	return ok;
+}
+
 static bool write_text(const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY);
@@ -544,7 +557,7 @@ static bool memcg_make(pid_t pid, uint64_t limit, char *cgd, size_t n)
 			v2 = false;
 			break;
 		}
-		if (!strcmp(line, "0") && !c[1]) {
+		if (c == line + 1 && line[0] == '0' && !c[1]) {
 			snprintf(path, sizeof(path), "%s", p);
 			v2 = true;
 		}
@@ -571,6 +584,63 @@ static bool memcg_make(pid_t pid, uint64_t limit, char *cgd, size_t n)
 	if (!write_text(f, line))
 		return rmdir(cgd), false;
 	return true;
+}
+
+/* Writes dir/rel (making its directories) with text. */
+static void put(const char *rel, const char *text)
+{
+	char path[512], *slash;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	for (slash = strchr(path + strlen(dir) + 1, '/'); slash;
+	     slash = strchr(slash + 1, '/')) {
+		*slash = 0;
+		mkdir(path, 0755);
+		*slash = '/';
+	}
+	cr_assert(write_text_new(path, text), "%s", path);
+}
+
+/* The room read from files laid out as cgroup v2 and v1 lay them out:
+ * the least over the cgroup and its ancestors, up to the top level, of
+ * limit - usage + page cache; "max" and missing files say nothing. */
+Test(layout, the_memory_cgroups_room_is_read_from_either_version,
+     .init = setup, .fini = teardown)
+{
+	char cg[512], v2[512], v1[512];
+
+	snprintf(cg, sizeof(cg), "%s/cgroup", dir);
+	snprintf(v2, sizeof(v2), "%s/v2", dir);
+	snprintf(v1, sizeof(v1), "%s/v1", dir);
+	/* v2, as systemd makes it: a unit's limit, its slice's, the top's. */
+	put("cgroup", "0::/system.slice/shmbusd.service\n");
+	put("v2/system.slice/shmbusd.service/memory.max", "100000000\n");
+	put("v2/system.slice/shmbusd.service/memory.current", "60000000\n");
+	put("v2/system.slice/shmbusd.service/memory.stat",
+	    "anon 50000000\nfile 9000000\nactive_file 3000\n"
+	    "inactive_file 2000\n");
+	put("v2/system.slice/memory.max", "max\n");
+	put("v2/system.slice/memory.current", "70000000\n");
+	cr_assert_eq(sb_memcg_room_at(cg, v2, v1), 40005000u);
+	/* A limit at the top level only (a container's namespace). */
+	put("v2/memory.max", "80000000\n");
+	put("v2/memory.current", "75000000\n");
+	cr_assert_eq(sb_memcg_room_at(cg, v2, v1), 5000000u);
+	/* v1 beside a named hierarchy: the memory line wins. */
+	put("cgroup", "12:name=systemd:/x\n4:memory:/a/b\n0::/y\n");
+	put("v1/a/b/memory.limit_in_bytes", "9223372036854771712\n");
+	put("v1/a/b/memory.usage_in_bytes", "1000\n");
+	put("v1/a/memory.limit_in_bytes", "50000000\n");
+	put("v1/a/memory.usage_in_bytes", "20000000\n");
+	put("v1/a/memory.stat", "cache 1\ntotal_inactive_file 100\n"
+				"total_active_file 200\n");
+	cr_assert_eq(sb_memcg_room_at(cg, v2, v1), 30000300u);
+	/* No limit anywhere, or nothing readable: no limit. */
+	put("cgroup", "0::/\n");
+	put("v2/memory.max", "max\n");
+	cr_assert_eq(sb_memcg_room_at(cg, v2, v1), UINT64_MAX);
+	put("cgroup", "garbage\n");
+	cr_assert_eq(sb_memcg_room_at(cg, v2, v1), UINT64_MAX);
 }
 
 /* In a cgroup of 48 MiB: a ring of 64 MiB refused, one of 8 MiB made. */
