@@ -1025,7 +1025,11 @@ SHMBUS_EXPORT void shmbus_channel_close(shmbus_channel *ch)
 		sb_bus_forget(ch->bus, ch->bus_ref);
 	munmap(ch->data, ch->data_len);
 	munmap(ch->hdr, ch->map_len);
-	pthread_mutex_destroy(&ch->gmap_lock);
+	/* A fork's copy of a lock may be held by a thread of the parent.
+	 * No edge: gmap_pid is this thread's to read here (the handle is
+	 * being closed: no other thread uses it). */
+	if (load_relaxed32(&ch->gmap_pid) == (uint32_t)getpid())
+		pthread_mutex_destroy(&ch->gmap_lock);
 	free(ch);
 }
 

@@ -653,13 +653,6 @@ SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
 
 	if (!b)
 		return;
-	pthread_mutex_lock(&all_lock);
-	for (pp = &all_buses; *pp; pp = &(*pp)->next_bus)
-		if (*pp == b) {
-			*pp = b->next_bus;
-			break;
-		}
-	pthread_mutex_unlock(&all_lock);
 	/* A fork's copy has no watcher, and its lock may be held for ever
 	 * (inherited()): only its memory and descriptors go. */
 	if (!inherited(b)) {
@@ -671,6 +664,16 @@ SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
 			abort();	/* a pipe nobody else writes */
 		pthread_join(b->watcher, NULL);
 	}
+	/* Under all_lock, which a fork waits for (atfork_prepare()): a child
+	 * forked before sees the handle whole, and closes its copy of the
+	 * socket and detaches its channels (atfork_child()); one forked
+	 * after sees none of it. */
+	pthread_mutex_lock(&all_lock);
+	for (pp = &all_buses; *pp; pp = &(*pp)->next_bus)
+		if (*pp == b) {
+			*pp = b->next_bus;
+			break;
+		}
 	if (b->fd >= 0)
 		close(b->fd);
 	close(b->stop[0]);
@@ -685,6 +688,7 @@ SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
 		r->ch->bus_ref = NULL;
 		free(r);
 	}
+	pthread_mutex_unlock(&all_lock);
 	/* A fork's copy: its cond may count the parent's waiters, which a
 	 * destroy would wait for. */
 	if (!inherited(b)) {
@@ -700,13 +704,14 @@ void sb_bus_forget(struct shmbus_bus *b, void *ref)
 
 	if (!r)
 		return;
-	/* A fork's copy of the list may be half changed (inherited()). */
-	if (!inherited(b)) {
-		pthread_mutex_lock(&b->lock);
-		r->prev->next = r->next;
-		r->next->prev = r->prev;
-		pthread_mutex_unlock(&b->lock);
-	}
+	/* A fork's copy (inherited()): its channels were detached by
+	 * atfork_child(), so none comes here; the node is left alone. */
+	if (inherited(b))
+		return;
+	pthread_mutex_lock(&b->lock);
+	r->prev->next = r->next;
+	r->next->prev = r->prev;
+	pthread_mutex_unlock(&b->lock);
 	free(r);
 }
 
@@ -765,6 +770,11 @@ SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
 	pthread_mutex_lock(&b->lock);
 	r->next = b->refs.next;
 	r->prev = &b->refs;
+	/* No edge: the compiler keeps r's next link stored before r is
+	 * linked, so that a fork's child walking the list by its next links
+	 * (atfork_child()) finds it whole; no other thread reads it
+	 * unlocked. */
+	fence_compiler();
 	b->refs.next->prev = r;
 	b->refs.next = r;
 	pthread_mutex_unlock(&b->lock);

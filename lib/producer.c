@@ -149,6 +149,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		return NULL;
 	}
 	sb_pub_init(pub, ch);
+	pub->opener = (uint32_t)getpid();
 	pub->fence_word = fence;
 	/* room stays 0 (calloc): the first claim is a slow one, which sets
 	 * it (sp_set_room() in publish_sp.c); a multi producer's stays 0. */
@@ -199,16 +200,10 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 
 	if (!pub)
 		return;
-	/* A fork's copy of the handle: the slot and any claim are the
-	 * parent's, which it goes on using; only the copy goes.  No edge:
-	 * a look at whose slot it is. */
-	if (pub->slot && owner_pid(load_relaxed64(&pub->slot->owner)) !=
-			 (uint32_t)getpid()) {
-		free(pub);
-		return;
-	}
-	if (!pub->slot && pub->claimed &&
-	    load_relaxed32(&pub->ch->hdr->sp_owner) != (uint32_t)getpid()) {
+	/* A fork's copy of the handle: the slot, the role and any claim are
+	 * the parent's, which goes on using them (or, if it closed them,
+	 * perhaps this process's own new publisher's): only the copy goes. */
+	if (pub->opener && pub->opener != (uint32_t)getpid()) {
 		free(pub);
 		return;
 	}

@@ -67,6 +67,8 @@ struct shmbus_pub {
 	uint64_t c_pos;
 	uint64_t c_seq;
 	uint64_t c_word;	/* the commit word shmbus_commit() stores */
+	/* The process that opened it: a fork's copy closes as a copy. */
+	uint32_t opener;
 };
 
 /* Fills a handle's copies of the channel's validated geometry

@@ -97,6 +97,9 @@ struct shmbus_sub {
 	/* Copies handed to the caller. */
 	uint8_t *buf;		/* overwrite policy: a message's copy */
 	uint64_t mbuf[SHMBUS_MBOX_INLINE / 8];	/* a mailbox message's copy */
+	/* The process that opened it (0: shmbusd's kept cursor, closed
+	 * whoever closes it): a fork's copy closes as a copy. */
+	uint32_t opener;
 };
 
 #endif /* SHMBUS_SUB_H */

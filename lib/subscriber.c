@@ -202,6 +202,8 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	if (!attr)
 		attr = &def;
 	sub = calloc(1, sizeof(*sub));
+	if (sub)
+		sub->opener = (uint32_t)getpid();
 	if (sub && ch_overwrite(ch))
 		sub->buf = malloc(ch->max_msg ? ch->max_msg : 1);
 	if (!sub || (ch_overwrite(ch) && !sub->buf)) {
@@ -365,9 +367,10 @@ SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
 	if (!sub)
 		return;
 	/* A fork's copy of the handle: the slot, its cursor and its bits are
-	 * the parent's, which goes on reading; only the copy goes.  No edge:
-	 * a look at whose slot it is. */
-	if (owner_pid(load_relaxed64(&sub->slot->owner)) == (uint32_t)getpid()) {
+	 * the parent's, which goes on reading (or, if it closed it, perhaps
+	 * this process's own new subscriber's): only the copy goes.  A kept
+	 * cursor (opener 0) is shmbusd's, closed by it. */
+	if (!sub->opener || sub->opener == (uint32_t)getpid()) {
 		sb_sub_publish(sub);
 		sb_mbox_unwant(sub->ch, (uint32_t)(sub->slot - sub->ch->subs));
 		sb_sleep_unannounce(sub->ch,

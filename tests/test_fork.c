@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "daemon_fixture.h"
+#include "shmbus/layout.h"
+#include "../lib/contract.h"
 
 static const char *dir;
 
@@ -220,5 +222,82 @@ Test(fork, a_disconnected_channel_makes_no_group_file, .init = setup,
 	cr_assert_neq(stat("/.blk@nodir.group", &st), 0,
 		      "a group file at the root");
 	cr_assert_eq(shmbus_group_delete(ch, "nodir"), -ENOTCONN);
+	shmbus_channel_close(ch);
+}
+
+/* The child of the next test: waits until its parent closed its own
+ * handles, opens its own (they take the parent's freed slots), closes the
+ * copies it inherited, and says whether its own still hold their slots. */
+static int p2c[2], c2p[2];
+
+static int reopen_then_close_copies(void *arg)
+{
+	shmbus_channel *ch = arg;
+	struct shmbus_channel_info in;
+	shmbus_pub *pub;
+	shmbus_sub *sub;
+	char c;
+
+	if (read(p2c[0], &c, 1) != 1)
+		return 1;
+	sub = shmbus_sub_open(ch, NULL);
+	pub = shmbus_pub_open(ch, NULL);
+	if (!sub || !pub)
+		return 2;
+	shmbus_sub_close(c_sub);
+	shmbus_pub_close(c_pub);
+	if (shmbus_channel_info(ch, &in) || in.subscribers != 1 ||
+	    in.producers_active != 1)
+		return 3;	/* its own were freed */
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	return 0;
+}
+
+/* Closing a copy checks who opened the handle, not who holds its slot
+ * now: a slot the parent gave up and this child took for a handle of its
+ * own stays the child's when it closes the copy. */
+Test(fork, closing_a_copy_frees_no_slot_the_child_took_since,
+     .init = direct_setup, .fini = direct_teardown)
+{
+	shmbus_channel *ch = th_create(dir, 65536, 256, SHMBUS_BLOCK,
+				       SHMBUS_MULTI_PRODUCER);
+	pid_t pid;
+	char c = 1;
+
+	cr_assert(pipe(p2c) == 0 && pipe(c2p) == 0);
+	c_sub = shmbus_sub_open(ch, NULL);
+	c_pub = shmbus_pub_open(ch, NULL);
+	cr_assert(c_sub && c_pub);
+	pid = th_spawn(reopen_then_close_copies, ch);
+	shmbus_sub_close(c_sub);
+	shmbus_pub_close(c_pub);
+	cr_assert_eq(write(p2c[1], &c, 1), 1);
+	cr_assert_eq(th_wait(pid), 0, "exit 3: the child's own slots were "
+		     "freed by the close of its copies");
+	shmbus_channel_close(ch);
+}
+
+/* shmbusd's kept cursors (the journal's, replication's) are opened with
+ * no process of their own: whoever closes one releases its slot, or a
+ * block channel's producers would stop at it for good. */
+Test(fork, a_kept_cursor_is_released_by_its_close, .init = direct_setup,
+     .fini = direct_teardown)
+{
+	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	uint8_t msg[200] = { 0 };
+	bool taken;
+	int err;
+	shmbus_sub *k = sb_sub_kept(ch, SHMBUS_SLOT_JOURNAL, th_head(ch),
+				    &taken, &err);
+
+	cr_assert(k && pub, "%d", err);
+	shmbus_sub_close(k);
+	for (int i = 0; i < 1000; i++)
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0,
+			     "held at publish %d by a slot left in use", i);
+	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
 }
