@@ -63,9 +63,9 @@ bool sbd_group_configured(const char *chan, const char *group,
 /* ------------------------------------------------------- maintenance */
 
 /* Dead-letter publishers, reaper thread only: one per channel named,
- * kept for the daemon's life (a table that grows: one of fixed size, full,
- * left every further dead-letter channel's poison where it was, and its
- * group's floor with it, silently). */
+ * kept for the daemon's life, in a table that grows with the channels
+ * named (a group whose dead-letter channel found no place would keep its
+ * poison, and its floor with it). */
 struct dl_entry {
 	char name[64];
 	shmbus_channel *ch;

@@ -511,11 +511,11 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 		return rc;
 	/* Under the maintenance lock: shared_raise() moves the claim word,
 	 * then records that claim as passed.  A maintenance between the two
-	 * (this host's reaper) took it for a claim whose winner died before
-	 * recording it and recorded it AVAILABLE (over our DEAD word, if its
-	 * seq was not stored yet): the floor stayed below f, and the records
-	 * the primary ships next, which only f allows, lapped the copy until
-	 * the next state came. */
+	 * (this host's reaper) would take it for a claim whose winner died
+	 * before recording it and record it AVAILABLE (over our DEAD word,
+	 * if its seq is not stored yet): the floor would stay below f, and
+	 * the records the primary ships next, which only f allows, would lap
+	 * the copy until the next state. */
 	if (!apply_lock(m)) {
 		sb_group_unmap(m);
 		return -ENOLCK;

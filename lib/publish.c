@@ -202,9 +202,9 @@ int sb_release_gone_producers(struct shmbus_channel *ch, uint32_t me)
  * A producer held back for long (a slow consumer, one that sleeps, a
  * stopped one) naps instead of yielding: after 256 spins and about a
  * thousand yields (a millisecond or more), 50 us, doubling every 16 naps
- * to 1 ms.  Yielding for ever kept a CPU busy for the whole wait (a
- * tester's producer behind a 10 Hz consumer: 2.97 s of CPU in 3.0 s); a
- * nap delays the end of such a wait by at most its length.
+ * to 1 ms.  Yielding alone keeps a CPU busy for the whole wait (behind a
+ * 10 Hz consumer, 2.97 s of CPU in 3.0 s); a nap delays the end of such a
+ * wait by at most its length.
  */
 #define BP_YIELDS	(256u + 1024u)
 

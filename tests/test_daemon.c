@@ -909,8 +909,8 @@ static int daemon_top_fd(void)
 }
 
 /* A create the daemon makes but cannot serve (out of descriptors for
- * the channel's entry, with the files made) removes them: the name was
- * refused afterwards as a foreign file's until a restart adopted it.
+ * the channel's entry, with the files made) removes them, or the name
+ * would be refused as a foreign file's until a restart adopted it.
  * The daemon's limit is lowered to a few descriptors past its highest,
  * one more each time, so that some attempt fails between the two. */
 Test(daemon, a_create_that_cannot_be_served_leaves_no_file, .init = setup,
@@ -954,8 +954,8 @@ Test(daemon, a_create_that_cannot_be_served_leaves_no_file, .init = setup,
 }
 
 /* max_channels bounds what a reload makes too: with channels made at run
- * time filling the bus, a channel the new config adds is not made (it
- * was, past the limit the descriptors at start were set aside for). */
+ * time filling the bus, a channel the new config adds is not made (the
+ * descriptors set aside at start follow the limit). */
 Test(daemon, a_reload_makes_no_channel_past_max_channels, .fini = teardown)
 {
 	const char *two = "max_channels = 3\n[channel a]\ncapacity = 4K\n"

@@ -47,10 +47,10 @@ static int close_copies(void *arg)
 	return 0;
 }
 
-/* The child's closes once aborted the parent's open claim (its commit
- * then published nothing, silently), freed the parent's subscriber slot
- * (a second subscriber took it: two cursors in one slot) and gave the
- * parent's group membership back (its ack then -ESTALE). */
+/* The child's closes must not abort the parent's open claim (its commit
+ * would publish nothing, silently), free the parent's subscriber slot (a
+ * second subscriber would take it: two cursors in one slot) nor give the
+ * parent's group membership back (its ack would be -ESTALE). */
 Test(fork, a_childs_close_of_inherited_handles_leaves_the_parents,
      .init = direct_setup, .fini = direct_teardown)
 {
@@ -127,7 +127,7 @@ static int join_in_child(void *arg)
 
 /* "A child after fork() joins for itself": with another thread of the
  * parent inside a join (holding the channel's lock of group mappings),
- * about one child in twelve waited for that lock for ever. */
+ * the child must not wait for that lock. */
 Test(fork, a_child_joins_while_a_parent_thread_was_joining,
      .init = direct_setup, .fini = direct_teardown)
 {
@@ -174,8 +174,8 @@ static int use_copy_in_child(void *arg)
 	return rc == -ENOTCONN ? 0 : 1;
 }
 
-/* The child of a parent whose other thread was inside a request used to
- * wait for ever on the handle's lock that thread held, in a request or a
+/* The child of a parent whose other thread was inside a request must not
+ * wait for the handle's lock that thread held, in a request or a
  * channel's close: it is told -ENOTCONN, and may close what it inherited. */
 Test(fork, a_childs_copy_of_a_busy_bus_handle_says_enotconn, .init = setup,
      .fini = teardown)
@@ -201,9 +201,9 @@ Test(fork, a_childs_copy_of_a_busy_bus_handle_says_enotconn, .init = setup,
 }
 
 /* A channel the daemon handed over keeps working once its connection is
- * gone, but knows no directory: a group join on it made its file at the
- * root ("/.blk@g.group", as root) and took a slot the daemon knew
- * nothing of. */
+ * gone, but knows no directory: a group join on it must not make its
+ * file at the root ("/.blk@g.group", as root), taking a slot the daemon
+ * knows nothing of. */
 Test(fork, a_disconnected_channel_makes_no_group_file, .init = setup,
      .fini = teardown)
 {

@@ -768,9 +768,9 @@ Test(group, a_corrupt_group_file_gives_an_error)
 }
 
 /* A producer's claim moves head before its commit: a member that polled
- * between the two, then waits, is woken by the commit alone (the wait
- * once compared head with the poll's and slept to its timeout).  The
- * producer is a process of its own, holding a claim while it fills it. */
+ * between the two, then waits, is woken by the commit alone (head, the
+ * same as at the poll, tells nothing).  The producer is a process of its
+ * own, holding a claim while it fills it. */
 static int fill_slowly(void *arg)
 {
 	int *p = arg;	/* [0]: to the member, [1]: from it */
@@ -847,7 +847,7 @@ Test(group, a_keyed_wait_is_woken_by_a_commit_after_an_empty_poll)
 
 /* A member that found the window full waits; the other member's ack
  * frees it, with the records already committed: the wait ends then,
- * not at its timeout (head, which it once compared, does not move). */
+ * not at its timeout (head does not move). */
 Test(group, a_wait_is_woken_when_an_ack_frees_a_full_window)
 {
 	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);

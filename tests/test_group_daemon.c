@@ -561,9 +561,9 @@ Test(group_daemon, a_group_file_cut_short_is_mended_and_kills_no_member)
 		     "message from a damaged group");
 }
 
-/* Forty groups, each with a dead-letter channel of its own: the daemon's
- * publishers to them were a table of 32, and past it the poison messages
- * of the others were never sent, their groups' floors held, silently. */
+/* Forty groups, each with a dead-letter channel of its own: the daemon
+ * has a publisher for each, and every poison message is sent (one left
+ * unsent would hold its group's floor, silently). */
 #define MANY_DL 40
 
 static void setup_many_dl(void)

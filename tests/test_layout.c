@@ -667,8 +667,8 @@ static int create_in_memcg(void *arg)
 
 /* A tmpfs page is charged to the memory cgroup of the process that
  * allocates it, and a charge past the limit inside fallocate() runs the
- * OOM killer: a creator in a cgroup too small for the ring was killed
- * (shmbusd under a unit's MemoryMax, for one).  It is told ENOMEM. */
+ * OOM killer on the creator (shmbusd under a unit's MemoryMax, for one).
+ * A creator in a cgroup too small for the ring is told ENOMEM instead. */
 Test(layout, a_ring_too_big_for_the_memory_cgroup_is_refused, .init = setup,
      .fini = teardown)
 {

@@ -234,7 +234,7 @@ static int held_back(void *arg)
 
 /* A producer held back by a subscriber that does not read (a slow
  * consumer, one that sleeps) naps once the wait lasts: it does not keep
- * a CPU busy until room is made (it once yielded for the whole wait). */
+ * a CPU busy until room is made. */
 Test(policy, a_producer_held_back_for_long_leaves_the_cpu, .timeout = 30)
 {
 	const char *dir = th_mkdir();
