@@ -510,21 +510,10 @@ Test(layout, an_inspector_faults_no_ring_page_in, .init = setup,
 	shmbus_channel_close(c);
 }
 
-static bool write_text_new(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	bool ok;
-
-	if (fd < 0)
-		return false;
-	ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
-	close(fd);
-	return ok;
-}
-
+/* Writes text to path (a file made if need be; a cgroup's is there). */
 static bool write_text(const char *path, const char *text)
 {
-	int fd = open(path, O_WRONLY);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	bool ok;
 
 	if (fd < 0)
@@ -598,7 +587,7 @@ static void put(const char *rel, const char *text)
 		mkdir(path, 0755);
 		*slash = '/';
 	}
-	cr_assert(write_text_new(path, text), "%s", path);
+	cr_assert(write_text(path, text), "%s", path);
 }
 
 /* The room read from files laid out as cgroup v2 and v1 lay them out:
