@@ -583,8 +583,10 @@ static void setup_many_dl(void)
 	setup_with(body);
 }
 
-Test(group_daemon, every_dead_letter_channel_gets_its_poison, .init =
-     setup_many_dl)
+/* A suite of its own: the group_daemon suite's init would start a second
+ * daemon, which no fini stops. */
+Test(group_daemon_many, every_dead_letter_channel_gets_its_poison,
+     .init = setup_many_dl, .fini = teardown)
 {
 	shmbus_bus *bus = shmbus_connect(d.sock);
 	shmbus_group *g[MANY_DL];
