@@ -145,12 +145,14 @@ int sbd_control_expire(void)
  * the id a client's HELLO carries) with -err.  A client tells it from a
  * daemon that died under it, which closes without a word, and fails at
  * once instead of waiting for a new daemon (lib/client.c, dial()).  The
- * socket is new and its buffer empty: the send does not block.
+ * socket is new and its buffer empty: the send does not block.  It is
+ * sent before the client's HELLO is read, in version 2: a library of
+ * version 2 reads it in its own version only, a newer one in any.
  */
 static void refuse(int fd, int err)
 {
 	struct shmbus_ctl_hdr h = {
-		.magic = SHMBUS_CTL_MAGIC, .version = SHMBUS_CTL_VERSION,
+		.magic = SHMBUS_CTL_MAGIC, .version = 2,
 		.type = SHMBUS_CTL_HELLO | SHMBUS_CTL_REPLY, .id = 0,
 		.status = -err,
 	};
@@ -520,6 +522,7 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	const struct sbd_chan_conf *cc;
 	struct shmbus_channel_attr a;
 	shmbus_channel *ch;
+	uint64_t id;
 	int rc;
 
 	if (!admin(cl)) {
@@ -575,15 +578,18 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 			cc = &sbd.conf.chans[i];
 	if (cc)
 		sbd_groups_setup(cc, ch);
-	rc = sbd_channel_enroll(q->name, ch, cc, cc != NULL);
+	id = sb_channel_data_id(ch);
+	rc = sbd_channel_enroll(q->name, ch, cc, cc != NULL);	/* owns ch */
 	if (rc) {
 		/* Made but not served (no descriptors or memory for its
 		 * entry): its files go, or the name would be refused as a
 		 * foreign file's until a restart adopted them. */
-		int rc2 = shmbus_channel_unlink(sbd.conf.shm_dir, q->name);
+		int rc2 = sb_channel_unlink_id(sbd.conf.shm_dir, q->name, id);
 
 		sbd_log(SBD_WARN, -rc, "%s: created for pid %d but not served%s",
-			q->name, (int)cl->pid, rc2 && rc2 != -ENOENT ?
+			q->name, (int)cl->pid, rc2 == -ESTALE ?
+			"; another process made another under its name" :
+			rc2 && rc2 != -ENOENT ?
 			"; its files could not be removed" : "; removed");
 		return deny(rc, "'%s' could not be served: %s", q->name,
 			    shmbus_strerror(rc));
@@ -760,6 +766,18 @@ static int subscriber_of(struct sbd_client *cl, const char *name,
 	return 0;
 }
 
+/* A GROUP request from a handle of a channel deleted and made again under
+ * its name since: it names the group of another channel (data_id 0: the
+ * client does not say which, version 1 and 2). */
+static bool stale(const struct sbd_chan *c, const struct shmbus_ctl_group *req)
+{
+	return req->data_id && req->data_id != sb_channel_data_id(c->ch);
+}
+
+#define STALE "channel '%s' was deleted and made again since this handle " \
+	      "opened it: group '%s' is another channel's now (open the " \
+	      "channel again)"
+
 /* Deleting a group: administrators only (it drops what the group has not
  * acknowledged, and a configured group comes back at the next reload). */
 static int do_group_delete(struct sbd_client *cl,
@@ -781,11 +799,14 @@ static int do_group_delete(struct sbd_client *cl,
 	}
 	rcu_read_lock();
 	c = sbd_chan_find(req->channel);
-	rc = !c ? -ENOENT : sbd_group_delete(c, req->group);
+	rc = !c ? -ENOENT : stale(c, req) ? -ESTALE
+					   : sbd_group_delete(c, req->group);
 	rcu_read_unlock();
 	if (!c)
 		return deny(-ENOENT, "no channel '%s' on bus '%s'",
 			      req->channel, sbd.conf.bus);
+	if (rc == -ESTALE)
+		return deny(rc, STALE, req->channel, req->group);
 	if (rc == -EBUSY)
 		return deny(rc, "group '%s' of '%s' has a live member (or "
 			      "another removal holds it)", req->group,
@@ -850,6 +871,8 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 			      "lease_ns >= 0%s", "");
 	rcu_read_lock();
 	rc = subscriber_of(cl, req->channel, "join a group of", &c);
+	if (!rc && stale(c, req))
+		rc = deny(-ESTALE, STALE, req->channel, req->group);
 	if (rc) {
 		rcu_read_unlock();
 		return rc;
@@ -961,9 +984,10 @@ static bool peer_closed(int fd)
 						   POLLERR | POLLNVAL)));
 }
 
-/* The body size of each request type: the framing's last check, before
- * dispatch(); UINT32_MAX for a type this daemon does not know. */
-static uint32_t body_size(uint16_t type)
+/* The body size of each request type in protocol version `ver`: the
+ * framing's last check, before dispatch(); UINT32_MAX for a type this
+ * daemon does not know. */
+static uint32_t body_size(uint16_t type, uint16_t ver)
 {
 	static const uint32_t size[] = {
 		[SHMBUS_CTL_HELLO] = 0,
@@ -978,6 +1002,8 @@ static uint32_t body_size(uint16_t type)
 		[SHMBUS_CTL_JOURNAL] = sizeof(struct shmbus_ctl_journal),
 	};
 
+	if (type == SHMBUS_CTL_GROUP && ver < 3)
+		return SHMBUS_CTL_GROUP_V2_LEN;	/* no data_id */
 	return type == 0 || type > SHMBUS_CTL_JOURNAL ? UINT32_MAX
 						      : size[type];
 }
@@ -997,7 +1023,10 @@ static int dispatch(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		struct shmbus_ctl_journal journal;
 	} q;
 
-	memcpy(&q, body, h->len);	/* aligned copy of the body */
+	/* An aligned copy of the body; what an older version's body lacks
+	 * reads 0 (GROUP's data_id: any channel under the name). */
+	memset(&q, 0, sizeof(q));
+	memcpy(&q, body, h->len);
 	switch (h->type) {
 	case SHMBUS_CTL_HELLO: {
 		struct shmbus_ctl_hello hello = {
@@ -1090,12 +1119,13 @@ bool sbd_control_serve(struct sbd_client *cl)
 		   h.type & SHMBUS_CTL_REPLY) {
 		rc = -EBADMSG;
 		bad = BAD_HEADER;
-	} else if (body_size(h.type) == UINT32_MAX) {
+	} else if (body_size(h.type, h.version) == UINT32_MAX) {
 		rc = deny(-EOPNOTSUPP, "unknown request type %u", h.type);
 		bad = BAD_TYPE;
-	} else if (h.len != body_size(h.type)) {
+	} else if (h.len != body_size(h.type, h.version)) {
 		rc = deny(-EBADMSG, "a body of %u bytes: request type %u "
-			  "takes %u", h.len, h.type, body_size(h.type));
+			  "takes %u in version %u", h.len, h.type,
+			  body_size(h.type, h.version), h.version);
 		bad = BAD_BODY;
 	} else {
 		rc = dispatch(cl, &h, buf + sizeof(h));

@@ -246,8 +246,8 @@ static void take_reply(const uint8_t *req, size_t n)
 	/* The request's version if the daemon speaks it, else its own. */
 	FUZZ_CHECK(h.magic == SHMBUS_CTL_MAGIC && h.reserved == 0 &&
 		   (h.version == SHMBUS_CTL_VERSION ||
-		    (h.version == SHMBUS_CTL_VERSION_MIN &&
-		     q.version == SHMBUS_CTL_VERSION_MIN)));
+		    (h.version >= SHMBUS_CTL_VERSION_MIN &&
+		     h.version == q.version)));
 	FUZZ_CHECK(h.len == (size_t)got - sizeof(h));
 	FUZZ_CHECK(status_ok(h.status));
 	/* A refusal carries nothing, or (version 2) a reason: printable
@@ -396,6 +396,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		.magic = SHMBUS_CTL_MAGIC, .version = SHMBUS_CTL_VERSION,
 		.type = SHMBUS_CTL_HELLO,
 	};
+	struct shmbus_ctl_group grp = { .mode = 0 };
 
 	(void)argc;
 	(void)argv;
@@ -418,6 +419,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	write_seed(dir, "list", &sd);
 	name_req(&sd, 5, SHMBUS_CTL_DESCRIBE, "feed");
 	write_seed(dir, "describe", &sd);
+	/* a group joined, by a handle of another channel, deleted */
+	strcpy(grp.channel, "feed");
+	strcpy(grp.group, "g");
+	req(&sd, 0, SHMBUS_CTL_GROUP, &grp, sizeof(grp));
+	grp.data_id = 1;
+	req(&sd, 5, SHMBUS_CTL_GROUP, &grp, sizeof(grp));
+	grp.flags = SHMBUS_CTL_GROUP_DELETE;
+	req(&sd, 0, SHMBUS_CTL_GROUP, &grp, sizeof(grp));
+	grp.data_id = 0;
+	req(&sd, 0, SHMBUS_CTL_GROUP, &grp, sizeof(grp));
+	write_seed(dir, "group", &sd);
 	/* a channel's life: created by an admin (by gid), opened, listed,
 	 * described, refused to others, deleted, gone */
 	create_req(&sd, 4, "life", 8192, 100, SHMBUS_OVERWRITE,
@@ -451,7 +463,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	req(&sd, 5, SHMBUS_CTL_HELLO, NULL, 0);
 	memcpy(sd.b + 3, &bad, sizeof(bad));
 	bad.magic = SHMBUS_CTL_MAGIC;
-	bad.version = 2;
+	bad.version = 99;
 	req(&sd, 5, SHMBUS_CTL_HELLO, NULL, 0);
 	memcpy(sd.b + sd.n - sizeof(bad), &bad, sizeof(bad));
 	req(&sd, 5, SHMBUS_CTL_DESCRIBE, "x", 1);

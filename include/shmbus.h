@@ -869,7 +869,9 @@ void shmbus_group_attr_init(struct shmbus_group_attr *attr);
  * (its ring is being cut back after a failover: for a few ms),
  * ENAMETOOLONG (the channel's name and the group's together longer than
  * SHMBUS_GROUP_NAMES_MAX, 235 bytes: they name the group's file), EIDRM
- * (the group is being deleted), EMFILE (no free descriptor).
+ * (the group is being deleted), EMFILE (no free descriptor), ESTALE
+ * (through shmbusd: the channel was deleted and made again under its
+ * name since `ch` was opened; nothing was made: open it again).
  * One thread at a time per member handle; members in one process are
  * independent.  A handle belongs to the process that joined: a child
  * after fork() joins for itself.
@@ -895,7 +897,9 @@ void shmbus_group_leave(shmbus_group *m);
  * another removal holds the group for over 20 ms; -ENOENT when there is
  * no such group (or another removal took it meanwhile); -EINVAL for a
  * NULL argument, a name the rules refuse or a read-only handle; -EBADMSG
- * for a damaged group file; and the errors of open(2). */
+ * for a damaged group file; -ESTALE through shmbusd when the channel was
+ * deleted and made again under its name since `ch` was opened (the new
+ * channel's group is left alone); and the errors of open(2). */
 int shmbus_group_delete(shmbus_channel *ch, const char *group);
 
 /* A lease: what a member acks.  Opaque; copy it freely. */

@@ -657,6 +657,11 @@ static uint64_t peek_data_id(int fd)
 	return h.data_id;
 }
 
+uint64_t sb_channel_data_id(const shmbus_channel *ch)
+{
+	return ch->data_id;
+}
+
 void sb_channel_file_sizes(shmbus_channel *ch, uint64_t *ctl, uint64_t *data)
 {
 	*ctl = ch->map_len;
@@ -1053,7 +1058,9 @@ static void unlink_groups(const char *dir, const char *name)
 	closedir(d);
 }
 
-SHMBUS_EXPORT int shmbus_channel_unlink(const char *dir, const char *name)
+/* Removes channel `name`'s files; only if its control file names data id
+ * `want`, unless that is 0 (-ESTALE otherwise). */
+static int unlink_channel(const char *dir, const char *name, uint64_t want)
 {
 	char path[PATH_MAX], dpath[PATH_MAX];
 	uint64_t id;
@@ -1062,6 +1069,8 @@ SHMBUS_EXPORT int shmbus_channel_unlink(const char *dir, const char *name)
 	if (rc)
 		return rc;
 	id = data_id_at(path);
+	if (want && id != want)
+		return access(path, F_OK) ? -ENOENT : -ESTALE;
 	if (unlink(path) < 0)
 		return -errno;
 	/* The control file is gone first: nobody opens the pair again. */
@@ -1069,4 +1078,14 @@ SHMBUS_EXPORT int shmbus_channel_unlink(const char *dir, const char *name)
 		unlink(dpath);
 	unlink_groups(dir ? dir : DEFAULT_DIR, name);
 	return 0;
+}
+
+SHMBUS_EXPORT int shmbus_channel_unlink(const char *dir, const char *name)
+{
+	return unlink_channel(dir, name, 0);
+}
+
+int sb_channel_unlink_id(const char *dir, const char *name, uint64_t data_id)
+{
+	return data_id ? unlink_channel(dir, name, data_id) : -EINVAL;
 }

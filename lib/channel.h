@@ -311,8 +311,11 @@ void sb_slot_group_made(struct shmbus_channel *ch, uint32_t index);
 /* Whether a group file of ch (direct mode: its directory) owns slot i;
  * also true when it cannot be told (no directory). */
 bool sb_group_claims_slot(struct shmbus_channel *ch, uint32_t index);
-int sb_bus_group(struct shmbus_bus *bus, const char *chan, const char *group,
-		 const struct shmbus_group_attr *a);
+/* Joins group `group` of channel `chan` through shmbusd: the group file's
+ * fd, or -errno (-ESTALE: the name leads to a channel other than the one
+ * of data id `data_id` now). */
+int sb_bus_group(struct shmbus_bus *bus, const char *chan, uint64_t data_id,
+		 const char *group, const struct shmbus_group_attr *a);
 /* A channel's journal through shmbusd (SHMBUS_CTL_JOURNAL): LIST fills
  * bases[cap] (*count); SEG and TIX return a read-only fd.  -errno. */
 int sb_bus_journal(struct shmbus_bus *bus, const char *chan, uint32_t what,

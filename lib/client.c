@@ -258,11 +258,15 @@ static int exchange(int fd, uint16_t ver, uint32_t id, uint16_t type,
 		}
 		/* A reply is checked like any input: the daemon is another
 		 * process.  Its version is ours, but for an older or newer
-		 * daemon's "not my version". */
+		 * daemon's "not my version", and a connection's refusal
+		 * (refusal()), which has no body and is sent before the
+		 * daemon knows our version. */
 		bool bad = (size_t)n < sizeof(rh) ||
 			   rh.magic != SHMBUS_CTL_MAGIC ||
 			   (rh.version != ver &&
-			    rh.status != -EPROTONOSUPPORT) ||
+			    rh.status != -EPROTONOSUPPORT &&
+			    !(rh.status < 0 && rh.len == 0 && rh.id == 0 &&
+			      rh.version >= SHMBUS_CTL_VERSION_MIN)) ||
 			   rh.len != (size_t)n - sizeof(rh) ||
 			   rm.msg_flags & MSG_TRUNC;
 
@@ -318,8 +322,10 @@ static int refusal(int fd)
 	struct shmbus_ctl_hdr rh;
 	ssize_t n = recv(fd, &rh, sizeof(rh), MSG_DONTWAIT);
 
+	/* Sent before our HELLO was read: in the daemon's version, which
+	 * may be older or newer than ours. */
 	if (n != (ssize_t)sizeof(rh) || rh.magic != SHMBUS_CTL_MAGIC ||
-	    rh.version != SHMBUS_CTL_VERSION || rh.id != 0 || rh.len != 0 ||
+	    rh.version < SHMBUS_CTL_VERSION_MIN || rh.id != 0 || rh.len != 0 ||
 	    rh.type != (SHMBUS_CTL_HELLO | SHMBUS_CTL_REPLY) ||
 	    rh.status >= 0 || rh.status < -4095)
 		return 0;
@@ -357,12 +363,13 @@ static int dial(const char *path, int *fdp, uint16_t *verp, bool *absent)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	rc = exchange(fd, ver, 0, SHMBUS_CTL_HELLO, NULL, 0, &hello,
 		      sizeof(hello), &len, NULL, NULL);
-	if (rc == -EPROTONOSUPPORT) {
-		/* A daemon older than this library: speak version 1 to it
-		 * (the same requests; refusals come without a reason). */
-		ver = SHMBUS_CTL_VERSION_MIN;
-		rc = exchange(fd, ver, 1, SHMBUS_CTL_HELLO, NULL, 0, &hello,
-			      sizeof(hello), &len, NULL, NULL);
+	/* A daemon older than this library: the next older version, until
+	 * one it speaks (docs/protocol.md, "Versioning"). */
+	while (rc == -EPROTONOSUPPORT && ver > SHMBUS_CTL_VERSION_MIN) {
+		ver--;
+		rc = exchange(fd, ver, SHMBUS_CTL_VERSION - ver,
+			      SHMBUS_CTL_HELLO, NULL, 0, &hello, sizeof(hello),
+			      &len, NULL, NULL);
 	}
 	if (rc == 0 && len != sizeof(hello))
 		rc = -EPROTO;
@@ -512,6 +519,15 @@ static bool inherited(const struct shmbus_bus *b)
 	return b->owner != getpid();
 }
 
+/* A request's body in the connection's version: GROUP's is shorter before
+ * version 3, without its data_id (the daemon then acts on whichever
+ * channel the name leads to). */
+static uint32_t body_len(uint16_t ver, uint16_t type, uint32_t blen)
+{
+	return type == SHMBUS_CTL_GROUP && ver < 3 ? SHMBUS_CTL_GROUP_V2_LEN
+						   : blen;
+}
+
 /* One request.  The daemon may restart under it (or several times): the
  * request is sent again on each new connection, at most CALL_SENDS times,
  * and each wait for a new daemon lasts at most absent_wait_ns. */
@@ -534,8 +550,9 @@ static int call(struct shmbus_bus *b, uint16_t type, const void *body,
 			break;
 		}
 		gen = b->generation;
-		rc = exchange(b->fd, b->ver, ++b->next_id, type, body, blen,
-			      rbody, rcap, rlen, fdp, why);
+		rc = exchange(b->fd, b->ver, ++b->next_id, type, body,
+			      body_len(b->ver, type, blen), rbody, rcap, rlen,
+			      fdp, why);
 		/* Lost: wait for the watcher to connect to a new daemon. */
 		if (rc != -ENOTCONN || !await_reconnect(b, gen))
 			break;
@@ -991,8 +1008,8 @@ int sb_bus_journal(shmbus_bus *b, const char *chan, uint32_t what,
 	return call_fd(b, SHMBUS_CTL_JOURNAL, &req, sizeof(req));
 }
 
-int sb_bus_group(shmbus_bus *b, const char *chan, const char *group,
-		 const struct shmbus_group_attr *a)
+int sb_bus_group(shmbus_bus *b, const char *chan, uint64_t data_id,
+		 const char *group, const struct shmbus_group_attr *a)
 {
 	struct shmbus_ctl_group req;
 
@@ -1008,10 +1025,12 @@ int sb_bus_group(shmbus_bus *b, const char *chan, const char *group,
 	req.max_deliveries = a->max_deliveries;
 	req.lease_ns = a->lease_ns;
 	req.start = (uint32_t)a->start;
+	req.data_id = data_id;
 	return call_fd(b, SHMBUS_CTL_GROUP, &req, sizeof(req));
 }
 
-int sb_bus_group_delete(shmbus_bus *b, const char *chan, const char *group)
+int sb_bus_group_delete(shmbus_bus *b, const char *chan, uint64_t data_id,
+			const char *group)
 {
 	struct shmbus_ctl_group req;
 
@@ -1020,6 +1039,7 @@ int sb_bus_group_delete(shmbus_bus *b, const char *chan, const char *group)
 		return -EINVAL;
 	memcpy(req.group, group, strlen(group));
 	req.flags = SHMBUS_CTL_GROUP_DELETE;
+	req.data_id = data_id;
 	return call(b, SHMBUS_CTL_GROUP, &req, sizeof(req), NULL, 0, NULL,
 		    NULL);
 }

@@ -83,6 +83,18 @@ int sb_channel_open_fds(const char *dir, const char *name, int *ctl_fd,
  * and its mapping faults (SIGBUS) past the new end. */
 void sb_channel_file_sizes(shmbus_channel *ch, uint64_t *ctl, uint64_t *data);
 
+/* The id of the channel's data file: another channel made under the same
+ * name has another (what a GROUP request's data_id is compared with). */
+uint64_t sb_channel_data_id(const shmbus_channel *ch);
+
+/* Removes channel `name`'s files in `dir`, as shmbus_channel_unlink()
+ * does, if the name still leads to the channel of data id `data_id`
+ * (sb_channel_data_id()): -ESTALE, nothing removed, if another process
+ * (direct mode) deleted it and made another under the name since.  The
+ * look and the removal are two steps: a replacement in the microseconds
+ * between them is removed. */
+int sb_channel_unlink_id(const char *dir, const char *name, uint64_t data_id);
+
 /* No such process, or a zombie (pid.c). */
 bool sb_pid_gone(uint32_t pid);
 
@@ -161,8 +173,11 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
 
 /* Deletes group `group` of channel `chan` through shmbusd (shmbusctl
  * delete-group; shmbus_group_delete() on a channel opened through it):
- * 0 or -errno, as shmbus_group_delete(). */
-int sb_bus_group_delete(shmbus_bus *b, const char *chan, const char *group);
+ * 0 or -errno, as shmbus_group_delete().  data_id: the channel the caller
+ * has open (sb_channel_data_id()), -ESTALE if the name leads to another
+ * now; 0 for whichever it leads to. */
+int sb_bus_group_delete(shmbus_bus *b, const char *chan, uint64_t data_id,
+			const char *group);
 
 /* ---------------------------------------------------------------------
  * Replication (lib/replica.c: the fence and the watermark; lib/mirror.c:

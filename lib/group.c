@@ -169,7 +169,7 @@ SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 	 * connection is gone (shmbus_disconnect()), no group of it can be
 	 * made or found (a path from an empty directory would be "/"). */
 	if (ch->bus)
-		fd = sb_bus_group(ch->bus, ch->name, group, &s);
+		fd = sb_bus_group(ch->bus, ch->name, ch->data_id, group, &s);
 	else if (!ch->dir[0])
 		fd = -ENOTCONN;
 	else

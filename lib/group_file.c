@@ -430,7 +430,8 @@ SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
 	int fd, rc;
 
 	if (ch && ch->bus)
-		return group ? sb_bus_group_delete(ch->bus, ch->name, group)
+		return group ? sb_bus_group_delete(ch->bus, ch->name,
+						   ch->data_id, group)
 			     : -EINVAL;
 	if (!ch || ch->rdonly)
 		return -EINVAL;

@@ -22,13 +22,17 @@
 
 #include "helpers.h"
 #include "shmbus/protocol.h"
+#include "../lib/contract.h"
 
-enum fake_mode { BAD_STATUS, WRONG_IDS, SILENT };
+enum fake_mode { BAD_STATUS, WRONG_IDS, SILENT, OLDER };
 
 struct fake {
 	enum fake_mode mode;
+	uint16_t speaks;	/* OLDER: the newest version it speaks */
 	char sock[100];
 	int ready[2];
+	int seen[2];		/* OLDER: the version and body length of a
+				 * request other than HELLO */
 };
 
 static const char *dir;
@@ -73,6 +77,14 @@ static int fake_daemon(void *arg)
 			.type = (uint16_t)(req.h.type | SHMBUS_CTL_REPLY),
 			.id = req.h.id,
 		};
+		if (f->mode == OLDER && req.h.version > f->speaks) {
+			/* A daemon of an older version, as it answers. */
+			rep.h.version = f->speaks;
+			rep.h.status = -EPROTONOSUPPORT;
+			if (send(fd, &rep.h, sizeof(rep.h), 0) < 0)
+				return 105;
+			continue;
+		}
 		if (req.h.type == SHMBUS_CTL_HELLO) {
 			rep.h.len = sizeof(struct shmbus_ctl_hello);
 			if (send(fd, &rep, sizeof(rep.h) + rep.h.len, 0) < 0)
@@ -96,6 +108,16 @@ static int fake_daemon(void *arg)
 			}
 		case SILENT:
 			break;
+		case OLDER: {
+			uint32_t seen[2] = { req.h.version, req.h.len };
+
+			if (write(f->seen[1], seen, sizeof(seen)) < 0)
+				return 106;
+			rep.h.status = -ENOENT;
+			if (send(fd, &rep.h, sizeof(rep.h), 0) < 0)
+				return 107;
+			break;
+		}
 		}
 	}
 	return 0;
@@ -193,4 +215,33 @@ Test(client_reply, signals_do_not_extend_the_wait, .init = setup,
 		  "failed after %.2f s, not the 5 s bound", ns / 1e9);
 	kill(pid, SIGKILL);
 	th_wait(pid);
+}
+
+/* A daemon older than the library: the library says HELLO in each older
+ * version until one is spoken, and speaks that one, GROUP's body of that
+ * version included (without data_id before version 3). */
+Test(client_reply, an_older_daemon_is_spoken_to_in_its_version,
+     .init = setup, .fini = teardown)
+{
+	for (uint16_t v = 1; v < SHMBUS_CTL_VERSION; v++) {
+		uint32_t seen[2];
+		shmbus_bus *b;
+		pid_t pid;
+
+		cr_assert_eq(pipe(fk.seen), 0);
+		fk.speaks = v;
+		unlink(fk.sock);
+		start_fake(OLDER, &pid);
+		b = shmbus_connect(fk.sock);
+		cr_assert(b, "version %u: %s", v, strerror(errno));
+		cr_assert_eq(sb_bus_group_delete(b, "chan", 42, "g"), -ENOENT);
+		cr_assert_eq(read(fk.seen[0], seen, sizeof(seen)),
+			     (ssize_t)sizeof(seen));
+		cr_assert_eq(seen[0], v);
+		cr_assert_eq(seen[1], SHMBUS_CTL_GROUP_V2_LEN);
+		shmbus_disconnect(b);
+		cr_assert_eq(th_wait(pid), 0);
+		close(fk.seen[0]);
+		close(fk.seen[1]);
+	}
 }

@@ -578,9 +578,9 @@ Test(daemon, shmbusctl_prints_the_daemons_reason, .init = setup,
 	cr_assert(strstr(out, "max message 32736"), "%s", out);
 }
 
-/* The reason travels in version 2 only: a version 1 client (an older
+/* The reason travels from version 2 on: a version 1 client (an older
  * library) gets the bare status it always got. */
-Test(daemon, reasons_only_in_protocol_version_2, .init = setup,
+Test(daemon, reasons_from_protocol_version_2_on, .init = setup,
      .fini = teardown)
 {
 	struct {
@@ -594,7 +594,7 @@ Test(daemon, reasons_only_in_protocol_version_2, .init = setup,
 	int fd = raw_connect();
 	ssize_t n;
 
-	for (uint16_t v = 1; v <= 3; v++) {
+	for (uint16_t v = 1; v <= 4; v++) {
 		req.h.version = v;
 		cr_assert_eq(send(fd, &req, sizeof(req), 0),
 			     (ssize_t)sizeof(req));
@@ -606,8 +606,8 @@ Test(daemon, reasons_only_in_protocol_version_2, .init = setup,
 			cr_assert_eq(h.version, 1);
 			cr_assert_eq(h.status, -EINVAL);
 			cr_assert_eq(h.len, 0, "a reason to a version 1 client");
-		} else if (v == 2) {
-			cr_assert_eq(h.version, 2);
+		} else if (v <= 3) {
+			cr_assert_eq(h.version, v);
 			cr_assert_eq(h.status, -EINVAL);
 			cr_assert_gt(h.len, 1);
 			cr_assert_eq(rep[n - 1], 0);
@@ -619,7 +619,7 @@ Test(daemon, reasons_only_in_protocol_version_2, .init = setup,
 			cr_assert_eq(h.version, SHMBUS_CTL_VERSION);
 			cr_assert_eq(h.status, -EPROTONOSUPPORT);
 			cr_assert(strstr((char *)rep + sizeof(h),
-					 "speaks 1 to 2"));
+					 "speaks 1 to 3"));
 		}
 	}
 	close(fd);

@@ -467,9 +467,9 @@ Test(group_daemon, the_socket_cannot_name_a_dead_letter_channel)
  * deleted: through the daemon, by an administrator, never under a live
  * member; a configured group is made again at the next reload. */
 /* The channel's slots held by groups, as its file says. */
-static unsigned group_slots(void)
+static unsigned group_slots_of(const char *name)
 {
-	shmbus_channel *ch = shmbus_channel_open(d.dir, "jobs");
+	shmbus_channel *ch = shmbus_channel_open(d.dir, name);
 	unsigned n = 0;
 
 	cr_assert(ch);
@@ -479,6 +479,11 @@ static unsigned group_slots(void)
 		     SHMBUS_SLOT_GROUP;
 	shmbus_channel_close(ch);
 	return n;
+}
+
+static unsigned group_slots(void)
+{
+	return group_slots_of("jobs");
 }
 
 Test(group_daemon, an_admin_deletes_a_group_and_its_hold_on_the_channel)
@@ -510,6 +515,63 @@ Test(group_daemon, an_admin_deletes_a_group_and_its_hold_on_the_channel)
 	cr_assert(log_has("group ordered deleted by pid"));
 	cr_assert(log_has("the config names it: it is made again"));
 	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/*
+ * A handle of a channel that an admin deleted and made again under its
+ * name since: a join or a group deletion through it is refused with
+ * ESTALE, and nothing is done to the new channel (a group made there
+ * would hold a subscriber slot, and a block channel's producers, until
+ * deleted; a deletion would drop another channel's group).
+ */
+Test(group_daemon, a_handle_older_than_its_channel_joins_and_deletes_nothing)
+{
+	struct shmbus_channel_attr a;
+	struct shmbus_group_attr ga;
+	shmbus_channel *old, *now;
+	shmbus_group *g;
+	shmbus_bus *bus = shmbus_connect(d.sock);
+	char path[256];
+
+	cr_assert(bus);
+	shmbus_channel_attr_init(&a);
+	a.capacity = 16384;
+	cr_assert_eq(shmbus_bus_create(bus, "again", &a), 0);
+	old = shmbus_bus_open(bus, "again", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(old);
+	shmbus_group_attr_init(&ga);
+	g = shmbus_group_join(old, "kept", "w", &ga);
+	cr_assert(g, "%s", strerror(errno));
+	shmbus_group_leave(g);
+	cr_assert_eq(shmbus_bus_delete(bus, "again"), 0);
+	cr_assert_eq(shmbus_bus_create(bus, "again", &a), 0);
+	now = shmbus_bus_open(bus, "again", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(now);
+	g = shmbus_group_join(now, "kept", "w", &ga);
+	cr_assert(g, "%s", strerror(errno));
+	shmbus_group_leave(g);
+
+	errno = 0;
+	cr_assert_null(shmbus_group_join(old, "fresh", "w", &ga));
+	cr_assert_eq(errno, ESTALE, "%s", strerror(errno));
+	cr_assert(strstr(shmbus_bus_strerror(bus, ESTALE),
+			 "deleted and made again"), "%s",
+		  shmbus_bus_strerror(bus, ESTALE));
+	snprintf(path, sizeof(path), "%s/.again@fresh.group", d.dir);
+	cr_assert_neq(access(path, F_OK), 0, "a group made on the new one");
+	cr_assert_eq(group_slots_of("again"), 1, "only kept holds a slot");
+	cr_assert_eq(shmbus_group_delete(old, "kept"), -ESTALE);
+	snprintf(path, sizeof(path), "%s/.again@kept.group", d.dir);
+	cr_assert_eq(access(path, F_OK), 0, "the new one's group deleted");
+	cr_assert_eq(group_slots_of("again"), 1);
+
+	/* The new handle's requests are the new channel's. */
+	cr_assert_eq(shmbus_group_delete(now, "kept"), 0);
+	cr_assert_eq(group_slots_of("again"), 0);
+	shmbus_channel_close(old);
+	shmbus_channel_close(now);
+	cr_assert_eq(shmbus_bus_delete(bus, "again"), 0);
 	shmbus_disconnect(bus);
 }
 

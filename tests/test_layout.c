@@ -76,6 +76,40 @@ Test(layout, create_open_info, .init = setup, .fini = teardown)
 	cr_assert_eq(errno, ENOENT);
 }
 
+/* Removing a channel by the data id it was made with (shmbusd's removal
+ * of a create it could not serve) leaves alone another channel made under
+ * the name since. */
+Test(layout, a_removal_by_data_id_leaves_a_replacement, .init = setup,
+     .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *c;
+	uint64_t first, second;
+	char cmd[256];
+
+	attr(&a, 1u << 16);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c);
+	first = sb_channel_data_id(c);
+	shmbus_channel_close(c);
+	cr_assert_eq(shmbus_channel_unlink(dir, "ch"), 0);
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c);
+	second = sb_channel_data_id(c);
+	shmbus_channel_close(c);
+	cr_assert_neq(first, second);
+	cr_assert_eq(sb_channel_unlink_id(dir, "ch", first), -ESTALE);
+	c = shmbus_channel_open(dir, "ch");
+	cr_assert(c, "the replacement was removed: %s", strerror(errno));
+	shmbus_channel_close(c);
+	cr_assert_eq(sb_channel_unlink_id(dir, "ch", second), 0);
+	cr_assert_null(shmbus_channel_open(dir, "ch"));
+	cr_assert_eq(errno, ENOENT);
+	cr_assert_eq(sb_channel_unlink_id(dir, "ch", second), -ENOENT);
+	snprintf(cmd, sizeof(cmd), "test $(ls -A %s | wc -l) -eq 0", dir);
+	cr_assert_eq(system(cmd), 0, "a file left behind");
+}
+
 Test(layout, create_existing, .init = setup, .fini = teardown)
 {
 	struct shmbus_channel_attr a;

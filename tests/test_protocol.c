@@ -214,3 +214,53 @@ Test(protocol, a_journal_of_many_segments_is_listed_page_by_page)
 	th_rmdir(cdir);
 	th_rmdir(jdir);
 }
+
+/* GROUP's body by version: without data_id (608 bytes) in versions 1 and
+ * 2, with it (616) from 3 on; a data_id not the channel's (a handle of a
+ * channel deleted and made again since) is refused, a join as a deletion,
+ * and 0 means whichever channel the name leads to. */
+Test(protocol, a_group_request_is_sized_by_its_version, .init = setup,
+     .fini = teardown)
+{
+	static uint8_t buf[1024];
+	const size_t H = sizeof(struct shmbus_ctl_hdr);
+	struct shmbus_ctl_group g = { .channel = "blk", .group = "g" };
+	shmbus_channel *ch = shmbus_channel_open(d.dir, "blk");
+	uint64_t id;
+	int fd = raw_connect();
+	struct {
+		uint16_t version;
+		uint32_t len;
+		uint64_t data_id;
+		uint32_t flags;
+		int status;
+	} cases[] = {
+		{ 2, SHMBUS_CTL_GROUP_V2_LEN, 0, 0, 0 },
+		{ 1, SHMBUS_CTL_GROUP_V2_LEN, 0, 0, 0 },
+		{ 3, SHMBUS_CTL_GROUP_V2_LEN, 0, 0, -EBADMSG },
+		{ 2, sizeof(g), 0, 0, -EBADMSG },
+		{ 3, sizeof(g), 0, 0, 0 },
+		{ 3, sizeof(g), 1, 0, 0 },	/* 1: the channel's id */
+		{ 3, sizeof(g), 2, 0, -ESTALE },	/* 2: another */
+		{ 3, sizeof(g), 2, SHMBUS_CTL_GROUP_DELETE, -ESTALE },
+		{ 3, sizeof(g), 1, SHMBUS_CTL_GROUP_DELETE, 0 },
+		{ 3, sizeof(g), 1, SHMBUS_CTL_GROUP_DELETE, -ENOENT },
+	};
+
+	cr_assert(ch);
+	id = sb_channel_data_id(ch);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct shmbus_ctl_hdr *h = (struct shmbus_ctl_hdr *)buf;
+
+		g.data_id = cases[i].data_id == 1 ? id :
+			    cases[i].data_id == 2 ? id ^ 1 : 0;
+		g.flags = cases[i].flags;
+		hdr(buf, SHMBUS_CTL_GROUP, cases[i].len);
+		h->version = cases[i].version;
+		memcpy(buf + H, &g, cases[i].len);
+		cr_expect_eq(raw_call(fd, buf, H + cases[i].len),
+			     cases[i].status, "case %zu", i);
+	}
+	close(fd);
+	shmbus_channel_close(ch);
+}

@@ -820,7 +820,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(cmd, "describe")) {
 		rc = cmd_describe(argv[i + 1]);
 	} else if (!strcmp(cmd, "delete-group")) {
-		rc = sb_bus_group_delete(bus, argv[i + 1], argv[i + 2]);
+		rc = sb_bus_group_delete(bus, argv[i + 1], 0, argv[i + 2]);
 		if (rc)
 			rc = refused("delete-group", argv[i + 2], rc);
 		else

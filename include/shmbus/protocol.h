@@ -21,12 +21,13 @@
 #ifndef SHMBUS_PROTOCOL_H
 #define SHMBUS_PROTOCOL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "static_assert.h"
 
 #define SHMBUS_CTL_MAGIC	0x31434253u	/* "SBC1" */
-#define SHMBUS_CTL_VERSION	2u	/* what this header describes */
+#define SHMBUS_CTL_VERSION	3u	/* what this header describes */
 #define SHMBUS_CTL_VERSION_MIN	1u	/* the oldest a daemon still answers */
 #define SHMBUS_CTL_MAX		65536u		/* one datagram, header included */
 #define SHMBUS_CTL_NAME		256u		/* name fields, NUL included */
@@ -97,7 +98,14 @@ struct shmbus_ctl_group {
 	int64_t lease_ns;
 	uint32_t start;		/* enum shmbus_start */
 	uint32_t flags;		/* 0, or SHMBUS_CTL_GROUP_DELETE */
+	/* Version 3: the channel the client has mapped (its data id), or
+	 * 0 for whichever the name leads to.  A channel deleted and made
+	 * again under the name since is another: -ESTALE, nothing done. */
+	uint64_t data_id;
 };
+
+/* The body of GROUP in versions 1 and 2: without data_id. */
+#define SHMBUS_CTL_GROUP_V2_LEN	608u
 
 /* shmbus_ctl_group.flags: delete the group (its file and its hold on the
  * channel) instead of joining it; the settings are not read. */
@@ -194,6 +202,10 @@ struct shmbus_ctl_repl_reply {
 	  sizeof(struct shmbus_ctl_list)) / sizeof(struct shmbus_ctl_entry))
 
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_hdr) == 24, "ctl hdr size");
+SHMBUS_STATIC_ASSERT(offsetof(struct shmbus_ctl_group, data_id) ==
+			     SHMBUS_CTL_GROUP_V2_LEN &&
+		     sizeof(struct shmbus_ctl_group) ==
+			     SHMBUS_CTL_GROUP_V2_LEN + 8, "ctl group size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_create) == 288,
 		     "ctl create size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_ctl_entry) == 288, "ctl entry size");
