@@ -146,7 +146,25 @@ static void setup(void)
 	reset();
 }
 
-/* Deletes what requests created, restores what they deleted. */
+/* Whether a request made a group of channel `name` (its file). */
+static bool has_groups(const char *name)
+{
+	size_t n = strlen(name);
+	struct dirent *e;
+	bool yes = false;
+	DIR *d = opendir(sbd.conf.shm_dir);
+
+	FUZZ_CHECK(d != NULL);
+	while (!yes && (e = readdir(d)))
+		yes = e->d_name[0] == '.' && !strncmp(e->d_name + 1, name, n) &&
+		      e->d_name[n + 1] == '@';
+	closedir(d);
+	return yes;
+}
+
+/* Deletes what requests created (the two channels too, made again, when
+ * a request made a group of them: a group holds a slot of its channel),
+ * restores what they deleted. */
 static void reset(void)
 {
 	struct cds_lfht_iter it;
@@ -157,7 +175,8 @@ static void reset(void)
 
 	rcu_read_lock();
 	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
-		if (!strcmp(c->name, "feed") || !strcmp(c->name, "multi"))
+		if ((!strcmp(c->name, "feed") || !strcmp(c->name, "multi")) &&
+		    !has_groups(c->name))
 			continue;
 		shmbus_channel_unlink(sbd.conf.shm_dir, c->name);
 		sbd_chan_remove(c);
@@ -196,6 +215,10 @@ static bool status_ok(int32_t s)
 	static const int errs[] = { 0, EBADMSG, EMSGSIZE, EPROTO,
 				    EPROTONOSUPPORT, EOPNOTSUPP, EINVAL,
 				    ENOENT, EEXIST, ENOSPC, EACCES,
+				    /* GROUP: a stale handle's, one it may
+				     * not make, one with a live member or
+				     * being deleted */
+				    ESTALE, EPERM, EBUSY, EIDRM,
 				    /* a CREATE that the system refuses */
 				    EFBIG, ENOMEM, ENAMETOOLONG, EMFILE };
 
@@ -203,6 +226,31 @@ static bool status_ok(int32_t s)
 		if (s == -errs[i])
 			return true;
 	return false;
+}
+
+/* Whether a successful reply to request `q` (body after it in req, n
+ * bytes in all) passes descriptors: two, the same or a pair. */
+static bool passes_fds(const struct shmbus_ctl_hdr *q, const uint8_t *req,
+		       size_t n)
+{
+	struct shmbus_ctl_group g;
+	struct shmbus_ctl_journal j;
+	const uint8_t *body = req + sizeof(*q);
+
+	switch (q->type) {
+	case SHMBUS_CTL_OPEN:
+		return true;
+	case SHMBUS_CTL_GROUP:	/* a join; a deletion passes none */
+		FUZZ_CHECK(n >= sizeof(*q) + SHMBUS_CTL_GROUP_V2_LEN);
+		memcpy(&g, body, SHMBUS_CTL_GROUP_V2_LEN);
+		return g.flags != SHMBUS_CTL_GROUP_DELETE;
+	case SHMBUS_CTL_JOURNAL:	/* a segment or its index */
+		FUZZ_CHECK(n >= sizeof(*q) + sizeof(j));
+		memcpy(&j, body, sizeof(j));
+		return j.what != SHMBUS_CTL_JNL_LIST;
+	default:
+		return false;
+	}
 }
 
 /* Reads the reply to `req` (n bytes sent), if any, and checks it. */
@@ -245,9 +293,9 @@ static void take_reply(const uint8_t *req, size_t n)
 		memcpy(&q, req, sizeof(q));
 	/* The request's version if the daemon speaks it, else its own. */
 	FUZZ_CHECK(h.magic == SHMBUS_CTL_MAGIC && h.reserved == 0 &&
-		   (h.version == SHMBUS_CTL_VERSION ||
-		    (h.version >= SHMBUS_CTL_VERSION_MIN &&
-		     h.version == q.version)));
+		   h.version == (q.version >= SHMBUS_CTL_VERSION_MIN &&
+				 q.version <= SHMBUS_CTL_VERSION ?
+				 q.version : SHMBUS_CTL_VERSION));
 	FUZZ_CHECK(h.len == (size_t)got - sizeof(h));
 	FUZZ_CHECK(status_ok(h.status));
 	/* A refusal carries nothing, or (version 2) a reason: printable
@@ -267,7 +315,7 @@ static void take_reply(const uint8_t *req, size_t n)
 		/* Only a well-formed request succeeds: its header is echoed. */
 		FUZZ_CHECK(h.type == (q.type | SHMBUS_CTL_REPLY) &&
 			   h.id == q.id);
-		FUZZ_CHECK(nfds == (q.type == SHMBUS_CTL_OPEN ? 2 : 0));
+		FUZZ_CHECK(nfds == (passes_fds(&q, req, n) ? 2 : 0));
 	} else {
 		FUZZ_CHECK(nfds == 0);
 	}
@@ -430,6 +478,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	grp.data_id = 0;
 	req(&sd, 0, SHMBUS_CTL_GROUP, &grp, sizeof(grp));
 	write_seed(dir, "group", &sd);
+	/* the same in version 2, without data_id */
+	grp.flags = 0;
+	for (int i = 0; i < 2; i++) {
+		uint16_t v2 = 2;
+		size_t at = sd.n;
+
+		req(&sd, 5, SHMBUS_CTL_GROUP, &grp, SHMBUS_CTL_GROUP_V2_LEN);
+		memcpy(sd.b + at + 3 + offsetof(struct shmbus_ctl_hdr, version),
+		       &v2, sizeof(v2));
+		grp.flags = SHMBUS_CTL_GROUP_DELETE;
+	}
+	write_seed(dir, "group_v2", &sd);
 	/* a channel's life: created by an admin (by gid), opened, listed,
 	 * described, refused to others, deleted, gone */
 	create_req(&sd, 4, "life", 8192, 100, SHMBUS_OVERWRITE,

@@ -871,7 +871,9 @@ void shmbus_group_attr_init(struct shmbus_group_attr *attr);
  * SHMBUS_GROUP_NAMES_MAX, 235 bytes: they name the group's file), EIDRM
  * (the group is being deleted), EMFILE (no free descriptor), ESTALE
  * (through shmbusd: the channel was deleted and made again under its
- * name since `ch` was opened; nothing was made: open it again).
+ * name since `ch` was opened; nothing was made: open it again.  A
+ * shmbusd older than control protocol 3 cannot tell: it makes the group
+ * on the new channel, and the join then fails with EBADMSG).
  * One thread at a time per member handle; members in one process are
  * independent.  A handle belongs to the process that joined: a child
  * after fork() joins for itself.
@@ -899,7 +901,8 @@ void shmbus_group_leave(shmbus_group *m);
  * NULL argument, a name the rules refuse or a read-only handle; -EBADMSG
  * for a damaged group file; -ESTALE through shmbusd when the channel was
  * deleted and made again under its name since `ch` was opened (the new
- * channel's group is left alone); and the errors of open(2). */
+ * channel's group is left alone; a shmbusd older than control protocol 3
+ * cannot tell, and deletes it); and the errors of open(2). */
 int shmbus_group_delete(shmbus_channel *ch, const char *group);
 
 /* A lease: what a member acks.  Opaque; copy it freely. */

@@ -1058,26 +1058,38 @@ static void unlink_groups(const char *dir, const char *name)
 	closedir(d);
 }
 
-/* Removes channel `name`'s files; only if its control file names data id
- * `want`, unless that is 0 (-ESTALE otherwise). */
+/* Removes channel `name`'s files.  With `want` (a data id), only if the
+ * control file names it: -ESTALE, that file left, if it names another;
+ * the data file of `want` goes in every case (named by its id, it is that
+ * channel's alone).  A control file that cannot be read (no descriptor
+ * left) is removed by its name. */
 static int unlink_channel(const char *dir, const char *name, uint64_t want)
 {
 	char path[PATH_MAX], dpath[PATH_MAX];
-	uint64_t id;
-	int rc = make_path(path, sizeof(path), dir, name);
+	uint64_t id = 0;
+	int rc = make_path(path, sizeof(path), dir, name), fd;
 
 	if (rc)
 		return rc;
-	id = data_id_at(path);
-	if (want && id != want)
-		return access(path, F_OK) ? -ENOENT : -ESTALE;
-	if (unlink(path) < 0)
-		return -errno;
+	fd = sb_open_file(path, O_RDONLY);
+	if (fd >= 0) {
+		id = peek_data_id(fd);
+		close(fd);
+	}
+	if (want && fd >= 0 && id != want)
+		rc = -ESTALE;
+	else if (unlink(path) < 0)
+		rc = -errno;
+	if (want)
+		id = want;
+	else if (rc)
+		return rc;
 	/* The control file is gone first: nobody opens the pair again. */
 	if (id && data_path(dpath, sizeof(dpath), dir, name, id) == 0)
 		unlink(dpath);
-	unlink_groups(dir ? dir : DEFAULT_DIR, name);
-	return 0;
+	if (!rc)
+		unlink_groups(dir ? dir : DEFAULT_DIR, name);
+	return rc;
 }
 
 SHMBUS_EXPORT int shmbus_channel_unlink(const char *dir, const char *name)

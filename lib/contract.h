@@ -89,9 +89,11 @@ uint64_t sb_channel_data_id(const shmbus_channel *ch);
 
 /* Removes channel `name`'s files in `dir`, as shmbus_channel_unlink()
  * does, if the name still leads to the channel of data id `data_id`
- * (sb_channel_data_id()): -ESTALE, nothing removed, if another process
- * (direct mode) deleted it and made another under the name since.  The
- * look and the removal are two steps: a replacement in the microseconds
+ * (sb_channel_data_id()): -ESTALE, the control file left, if another
+ * process (direct mode) deleted it and made another under the name since.
+ * The data file of `data_id` goes in every case.  A control file that
+ * cannot be read (no descriptor left) is removed by its name; the look
+ * and the removal are two steps: a replacement in the microseconds
  * between them is removed. */
 int sb_channel_unlink_id(const char *dir, const char *name, uint64_t data_id);
 

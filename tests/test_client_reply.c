@@ -24,7 +24,7 @@
 #include "shmbus/protocol.h"
 #include "../lib/contract.h"
 
-enum fake_mode { BAD_STATUS, WRONG_IDS, SILENT, OLDER };
+enum fake_mode { BAD_STATUS, WRONG_IDS, SILENT, OLDER, REFUSING };
 
 struct fake {
 	enum fake_mode mode;
@@ -77,6 +77,18 @@ static int fake_daemon(void *arg)
 			.type = (uint16_t)(req.h.type | SHMBUS_CTL_REPLY),
 			.id = req.h.id,
 		};
+		if (f->mode == REFUSING) {
+			/* A daemon at its connection limits, as it refuses
+			 * (daemon/control.c, refuse()): in version 2, after
+			 * our HELLO was sent. */
+			rep.h.version = 2;
+			rep.h.id = 0;
+			rep.h.type = SHMBUS_CTL_HELLO | SHMBUS_CTL_REPLY;
+			rep.h.status = -EUSERS;
+			send(fd, &rep.h, sizeof(rep.h), 0);
+			close(fd);
+			return 0;
+		}
 		if (f->mode == OLDER && req.h.version > f->speaks) {
 			/* A daemon of an older version, as it answers. */
 			rep.h.version = f->speaks;
@@ -107,6 +119,7 @@ static int fake_daemon(void *arg)
 				usleep(100000);
 			}
 		case SILENT:
+		case REFUSING:
 			break;
 		case OLDER: {
 			uint32_t seen[2] = { req.h.version, req.h.len };
@@ -244,4 +257,22 @@ Test(client_reply, an_older_daemon_is_spoken_to_in_its_version,
 		close(fk.seen[0]);
 		close(fk.seen[1]);
 	}
+}
+
+/* A refusal read as the reply to our HELLO (the daemon refused once the
+ * HELLO was on its way) is a refusal in whatever version it comes: the
+ * connect fails at once with its errno, not as a daemon gone away. */
+Test(client_reply, a_refusal_in_another_version_is_a_refusal,
+     .init = setup, .fini = teardown)
+{
+	uint64_t t0 = th_now_ns();
+	shmbus_bus *b;
+	pid_t pid;
+
+	start_fake(REFUSING, &pid);
+	b = shmbus_connect(fk.sock);
+	cr_assert_null(b);
+	cr_assert_eq(errno, EUSERS, "%s", strerror(errno));
+	cr_assert_lt(th_now_ns() - t0, 1000000000ull, "waited for a daemon");
+	cr_assert_eq(th_wait(pid), 0);
 }

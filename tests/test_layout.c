@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,6 +77,22 @@ Test(layout, create_open_info, .init = setup, .fini = teardown)
 	cr_assert_eq(errno, ENOENT);
 }
 
+/* sb_channel_unlink_id() of channel "ch" with every descriptor in use. */
+static int unlink_without_descriptors(void *arg)
+{
+	struct rlimit rl = { 256, 256 };
+	int rc;
+
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		return 101;
+	while (dup(0) >= 0)
+		;
+	if (errno != EMFILE)
+		return 100;
+	rc = sb_channel_unlink_id(dir, "ch", *(uint64_t *)arg);
+	return rc < 0 ? -rc : 0;
+}
+
 /* Removing a channel by the data id it was made with (shmbusd's removal
  * of a create it could not serve) leaves alone another channel made under
  * the name since. */
@@ -107,6 +124,15 @@ Test(layout, a_removal_by_data_id_leaves_a_replacement, .init = setup,
 	cr_assert_eq(errno, ENOENT);
 	cr_assert_eq(sb_channel_unlink_id(dir, "ch", second), -ENOENT);
 	snprintf(cmd, sizeof(cmd), "test $(ls -A %s | wc -l) -eq 0", dir);
+	cr_assert_eq(system(cmd), 0, "a file left behind");
+
+	/* Out of descriptors, the control file cannot be read: removed by
+	 * its name, the data file by its id. */
+	c = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(c);
+	first = sb_channel_data_id(c);
+	shmbus_channel_close(c);
+	cr_assert_eq(th_wait(th_spawn(unlink_without_descriptors, &first)), 0);
 	cr_assert_eq(system(cmd), 0, "a file left behind");
 }
 

@@ -245,6 +245,10 @@ Test(protocol, a_group_request_is_sized_by_its_version, .init = setup,
 		{ 3, sizeof(g), 2, SHMBUS_CTL_GROUP_DELETE, -ESTALE },
 		{ 3, sizeof(g), 1, SHMBUS_CTL_GROUP_DELETE, 0 },
 		{ 3, sizeof(g), 1, SHMBUS_CTL_GROUP_DELETE, -ENOENT },
+		/* After a stale request, one of version 2: its data_id is
+		 * not the last request's left over. */
+		{ 3, sizeof(g), 2, 0, -ESTALE },
+		{ 2, SHMBUS_CTL_GROUP_V2_LEN, 0, 0, 0 },
 	};
 
 	cr_assert(ch);

@@ -11,11 +11,12 @@
  *
  * A reply carries the request's type | SHMBUS_CTL_REPLY, the same id,
  * the request's version, and a status (0 or a negative errno).  OPEN's
- * reply carries the channel file's descriptor as SCM_RIGHTS ancillary
- * data.  In version 2, a refusal (status < 0) may carry a reason as its
- * body: 2 to SHMBUS_CTL_REASON bytes of printable text ending with a NUL
- * ("capacity 5000 is not a power of two...").  Version 1 is version 2
- * without reasons; a daemon answers both.  docs/protocol.md is the full
+ * reply carries the channel's two descriptors as SCM_RIGHTS ancillary
+ * data.  From version 2 on, a refusal (status < 0) may carry a reason as
+ * its body: 2 to SHMBUS_CTL_REASON bytes of printable text ending with a
+ * NUL ("capacity 5000 is not a power of two...").  Version 3 adds GROUP's
+ * data_id.  A daemon answers every version from SHMBUS_CTL_VERSION_MIN to
+ * its own, each with that version's bodies.  docs/protocol.md is the full
  * description.
  */
 #ifndef SHMBUS_PROTOCOL_H
