@@ -659,7 +659,8 @@ int shmbus_channel_producer(shmbus_channel *ch, unsigned slot,
  * waits for a lost daemon to return.
  *
  * After fork() the child cannot use its parent's handle (the library
- * closes the child's copy of the socket): connect again in the child.
+ * closes the child's copy of the socket, and of one another thread was
+ * still connecting or reconnecting): connect again in the child.
  * Returns NULL with errno set: ECONNREFUSED or ENOENT (no daemon answered
  * within the bound: ECONNREFUSED, a socket file nobody listens on; ENOENT,
  * no socket file), EUSERS at once (the daemon refused this client: its

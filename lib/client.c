@@ -72,8 +72,22 @@ static _Thread_local struct {
 	char text[SHMBUS_CTL_REASON];
 } last_refusal;
 
+/*
+ * A socket being dialed (dial()), from its socket() until it is a
+ * handle's fd or closed: a child forked meanwhile closes its copy too.
+ * The node lives on the dialing thread's stack, which a child's memory
+ * copies.  Every change of the list, and of a handle's fd, is made under
+ * all_lock, which a fork waits for: a child never closes a number that
+ * another thread had closed and the kernel had given out again.
+ */
+struct dialing {
+	int fd;
+	struct dialing *next;
+};
+
 static pthread_mutex_t all_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shmbus_bus *all_buses;
+static struct dialing *all_dialing;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* fork(): the child's copy of every connection is closed, so the daemon
@@ -111,6 +125,9 @@ static void atfork_child(void)
 		b->refs.next = b->refs.prev = &b->refs;
 	}
 	all_buses = NULL;
+	for (struct dialing *n = all_dialing; n; n = n->next)
+		close(n->fd);
+	all_dialing = NULL;
 	pthread_mutex_unlock(&all_lock);
 }
 
@@ -332,12 +349,50 @@ static int refusal(int fd)
 	return rh.status;
 }
 
+/* A new socket for dial(), listed in all_dialing (as n) until settled. */
+static int dial_socket(struct dialing *n)
+{
+	pthread_mutex_lock(&all_lock);
+	n->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (n->fd >= 0) {
+		n->next = all_dialing;
+		all_dialing = n;
+	}
+	pthread_mutex_unlock(&all_lock);
+	return n->fd >= 0 ? 0 : -errno;
+}
+
+/* Takes the socket of n off the list (all_lock held): dial_unlist();
+ * dial_settle() takes the lock, and puts the socket into *store (a
+ * listed handle's fd), or closes it if store is NULL. */
+static void dial_unlist(struct dialing *n)
+{
+	for (struct dialing **pp = &all_dialing; *pp; pp = &(*pp)->next)
+		if (*pp == n) {
+			*pp = n->next;
+			return;
+		}
+}
+
+static void dial_settle(struct dialing *n, int *store)
+{
+	pthread_mutex_lock(&all_lock);
+	dial_unlist(n);
+	if (store)
+		*store = n->fd;
+	else
+		close(n->fd);
+	pthread_mutex_unlock(&all_lock);
+}
+
 /* Connects and says HELLO.  *absent (if not NULL) tells whether a
  * failure means that no daemon serves the socket now (none started yet,
  * one restarting, or one that died after accepting us), rather than a
  * daemon that refused us (e.g. -EUSERS: its connection limits) or another
- * error. */
-static int dial(const char *path, int *fdp, uint16_t *verp, bool *absent)
+ * error.  On success the connection is n->fd, still in all_dialing: the
+ * caller settles it into the handle (dial_settle()). */
+static int dial(const char *path, struct dialing *n, uint16_t *verp,
+		bool *absent)
 {
 	uint16_t ver = SHMBUS_CTL_VERSION;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -348,13 +403,14 @@ static int dial(const char *path, int *fdp, uint16_t *verp, bool *absent)
 
 	if (absent)
 		*absent = false;
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
+	rc = dial_socket(n);
+	if (rc)
+		return rc;
+	fd = n->fd;
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		rc = -errno;
-		close(fd);
+		dial_settle(n, NULL);
 		if (absent)
 			*absent = rc == -ECONNREFUSED || rc == -ENOENT ||
 				  rc == -EAGAIN;
@@ -381,10 +437,9 @@ static int dial(const char *path, int *fdp, uint16_t *verp, bool *absent)
 		rc = r ? r : -ECONNREFUSED;
 	}
 	if (rc) {
-		close(fd);
+		dial_settle(n, NULL);
 		return rc;
 	}
-	*fdp = fd;
 	*verp = ver;
 	return 0;
 }
@@ -392,7 +447,7 @@ static int dial(const char *path, int *fdp, uint16_t *verp, bool *absent)
 /* dial() until a daemon answers, while none is there, for at most
  * wait_ns; the pauses between tries grow from 1 ms to 10 ms, so a daemon
  * that comes up is found within 10 ms. */
-static int dial_wait(const char *path, int64_t wait_ns, int *fdp,
+static int dial_wait(const char *path, int64_t wait_ns, struct dialing *n,
 		     uint16_t *verp)
 {
 	struct timespec nap = { .tv_nsec = DIAL_NAP_MIN_NS };
@@ -400,7 +455,7 @@ static int dial_wait(const char *path, int64_t wait_ns, int *fdp,
 	bool absent;
 	int rc;
 
-	while ((rc = dial(path, fdp, verp, &absent)) && absent &&
+	while ((rc = dial(path, n, verp, &absent)) && absent &&
 	       (left = until - mono_ns()) > 0) {
 		struct timespec t = nap;
 
@@ -459,7 +514,7 @@ static void *watch(void *arg)
 			{ .fd = b->stop[0], .events = POLLIN },
 		};
 		uint16_t ver = SHMBUS_CTL_VERSION;
-		int fd;
+		struct dialing n;
 
 		if (poll(p, 2, -1) < 0)
 			continue;
@@ -468,8 +523,10 @@ static void *watch(void *arg)
 		if (!(p[0].revents & (POLLHUP | POLLERR | POLLNVAL)))
 			continue;
 		pthread_mutex_lock(&b->lock);
+		pthread_mutex_lock(&all_lock);	/* a fork's view of b->fd */
 		close(b->fd);
 		b->fd = -1;
+		pthread_mutex_unlock(&all_lock);
 		pthread_mutex_unlock(&b->lock);
 		/* The daemon is gone: try again until it is back. */
 		for (;;) {
@@ -478,11 +535,11 @@ static void *watch(void *arg)
 
 			if (poll(&s, 1, (int)(RECONNECT_NS / 1000000)) > 0)
 				return NULL;
-			if (dial(b->path, &fd, &ver, NULL) == 0)
+			if (dial(b->path, &n, &ver, NULL) == 0)
 				break;
 		}
 		pthread_mutex_lock(&b->lock);
-		b->fd = fd;
+		dial_settle(&n, &b->fd);
 		b->ver = ver;
 		b->generation++;
 		reattach(b);
@@ -602,6 +659,7 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 {
 	pthread_condattr_t ca;
 	struct shmbus_bus *b;
+	struct dialing n;
 	int rc;
 
 	/* A name (no '/') is a bus's: the rule shmbusd gives it, or it
@@ -626,8 +684,16 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 	b->stop[0] = b->stop[1] = -1;
 	b->fd = -1;
 	b->absent_wait_ns = timeout_ns < 0 ? absent_wait_default() : timeout_ns;
-	rc = dial_wait(b->path, b->absent_wait_ns, &b->fd, &b->ver);
-	if (rc == 0 && pipe2(b->stop, O_CLOEXEC) < 0)
+	rc = dial_wait(b->path, b->absent_wait_ns, &n, &b->ver);
+	if (rc) {
+		free(b);
+		errno = -rc;
+		return NULL;
+	}
+	/* Still in all_dialing: closed by a child forked before the handle
+	 * is listed in all_buses, below. */
+	b->fd = n.fd;
+	if (pipe2(b->stop, O_CLOEXEC) < 0)
 		rc = -errno;
 	if (rc == 0) {
 		pthread_mutex_init(&b->lock, NULL);
@@ -647,8 +713,7 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 		}
 	}
 	if (rc) {
-		if (b->fd >= 0)
-			close(b->fd);
+		dial_settle(&n, NULL);
 		if (b->stop[0] >= 0) {
 			close(b->stop[0]);
 			close(b->stop[1]);
@@ -660,6 +725,7 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 	pthread_mutex_lock(&all_lock);
 	b->next_bus = all_buses;
 	all_buses = b;
+	dial_unlist(&n);	/* its socket is b->fd, listed with b now */
 	pthread_mutex_unlock(&all_lock);
 	return b;
 }

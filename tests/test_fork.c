@@ -9,10 +9,12 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -311,4 +313,68 @@ Test(fork, a_kept_cursor_is_released_by_its_close, .init = direct_setup,
 			     "held at publish %d by a slot left in use", i);
 	shmbus_pub_close(pub);
 	shmbus_channel_close(ch);
+}
+
+/* The sockets this process has open. */
+static int count_sockets(void)
+{
+	char path[300], target[64];
+	struct dirent *e;
+	DIR *fds = opendir("/proc/self/fd");
+	int n = 0;
+
+	if (!fds)
+		return -1;
+	while ((e = readdir(fds))) {
+		ssize_t k;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		k = readlink(path, target, sizeof(target) - 1);
+		if (k > 0) {
+			target[k] = 0;
+			n += !strncmp(target, "socket:", 7);
+		}
+	}
+	closedir(fds);
+	return n;
+}
+
+static int sockets_in_child(void *arg)
+{
+	(void)arg;
+	return count_sockets();
+}
+
+static void *connect_now(void *arg)
+{
+	*(shmbus_bus **)arg = shmbus_connect(d.sock);
+	return NULL;
+}
+
+/* A child forked while another thread's shmbus_connect() waits for the
+ * daemon's answer closes its copy of that socket, as it does a handle's:
+ * the connection belongs to the parent alone (its hang-up is how the
+ * daemon learns the parent died). */
+Test(fork, a_child_forked_during_a_connect_keeps_no_copy_of_its_socket,
+     .init = setup, .fini = teardown)
+{
+	shmbus_bus *b = NULL;
+	int base = count_sockets(), in_child;
+	pthread_t t;
+
+	cr_assert_geq(base, 0);
+	/* Stopped, the daemon accepts (the kernel does) but answers no
+	 * HELLO: the connect waits with its socket open. */
+	kill(d.pid, SIGSTOP);
+	cr_assert_eq(pthread_create(&t, NULL, connect_now, &b), 0);
+	for (int i = 0; i < 2000 && count_sockets() != base + 1; i++)
+		usleep(1000);
+	cr_assert_eq(count_sockets(), base + 1, "no connect under way");
+	in_child = th_wait(th_spawn(sockets_in_child, NULL));
+	kill(d.pid, SIGCONT);
+	pthread_join(t, NULL);
+	cr_assert(b, "connect: %s", strerror(errno));
+	cr_assert_eq(in_child, base, "the child has %d sockets, the parent "
+		     "had %d before it connected", in_child, base);
+	shmbus_disconnect(b);
 }
