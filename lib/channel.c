@@ -1061,8 +1061,9 @@ static void unlink_groups(const char *dir, const char *name)
 /* Removes channel `name`'s files.  With `want` (a data id), only if the
  * control file names it: -ESTALE, that file left, if it names another;
  * the data file of `want` goes in every case (named by its id, it is that
- * channel's alone).  A control file that cannot be read (no descriptor
- * left) is removed by its name. */
+ * channel's alone).  A control file that cannot be read for want of a
+ * descriptor (EMFILE, ENFILE) is removed by its name; one that cannot be
+ * read otherwise is left, and the open's error returned. */
 static int unlink_channel(const char *dir, const char *name, uint64_t want)
 {
 	char path[PATH_MAX], dpath[PATH_MAX];
@@ -1078,6 +1079,9 @@ static int unlink_channel(const char *dir, const char *name, uint64_t want)
 	}
 	if (want && fd >= 0 && id != want)
 		rc = -ESTALE;
+	else if (want && fd < 0 && fd != -EMFILE && fd != -ENFILE &&
+		 fd != -ENOENT)
+		rc = fd;
 	else if (unlink(path) < 0)
 		rc = -errno;
 	if (want)

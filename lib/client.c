@@ -352,14 +352,18 @@ static int refusal(int fd)
 /* A new socket for dial(), listed in all_dialing (as n) until settled. */
 static int dial_socket(struct dialing *n)
 {
+	int rc = 0;
+
 	pthread_mutex_lock(&all_lock);
 	n->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (n->fd >= 0) {
 		n->next = all_dialing;
 		all_dialing = n;
+	} else {
+		rc = -errno;
 	}
 	pthread_mutex_unlock(&all_lock);
-	return n->fd >= 0 ? 0 : -errno;
+	return rc;
 }
 
 /* Takes the socket of n off the list (all_lock held): dial_unlist();
@@ -370,6 +374,16 @@ static void dial_unlist(struct dialing *n)
 	for (struct dialing **pp = &all_dialing; *pp; pp = &(*pp)->next)
 		if (*pp == n) {
 			*pp = n->next;
+			return;
+		}
+}
+
+/* Takes b off all_buses (all_lock held). */
+static void unlist_bus(struct shmbus_bus *b)
+{
+	for (struct shmbus_bus **pp = &all_buses; *pp; pp = &(*pp)->next_bus)
+		if (*pp == b) {
+			*pp = b->next_bus;
 			return;
 		}
 }
@@ -690,50 +704,50 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 		errno = -rc;
 		return NULL;
 	}
-	/* Still in all_dialing: closed by a child forked before the handle
-	 * is listed in all_buses, below. */
-	b->fd = n.fd;
-	if (pipe2(b->stop, O_CLOEXEC) < 0)
+	b->fd = n.fd;	/* still in all_dialing, for a fork meanwhile */
+	if (pipe2(b->stop, O_CLOEXEC) < 0) {
 		rc = -errno;
-	if (rc == 0) {
-		pthread_mutex_init(&b->lock, NULL);
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&b->reconnected, &ca);
-		pthread_condattr_destroy(&ca);
-		rc = -pthread_create(&b->watcher, NULL, watch, b);
-		if (rc) {
-			pthread_mutex_destroy(&b->lock);
-			pthread_cond_destroy(&b->reconnected);
-		} else {
-			pthread_mutex_lock(&b->lock);
-			while (!b->started)
-				pthread_cond_wait(&b->reconnected, &b->lock);
-			pthread_mutex_unlock(&b->lock);
-		}
-	}
-	if (rc) {
 		dial_settle(&n, NULL);
-		if (b->stop[0] >= 0) {
-			close(b->stop[0]);
-			close(b->stop[1]);
-		}
 		free(b);
 		errno = -rc;
 		return NULL;
 	}
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&b->reconnected, &ca);
+	pthread_condattr_destroy(&ca);
+	/* Listed before the watcher starts, which may close or replace
+	 * b->fd at once (a daemon that hangs up): a child forked from here
+	 * on closes b->fd as it is then, and nothing else. */
 	pthread_mutex_lock(&all_lock);
 	b->next_bus = all_buses;
 	all_buses = b;
-	dial_unlist(&n);	/* its socket is b->fd, listed with b now */
+	dial_unlist(&n);
 	pthread_mutex_unlock(&all_lock);
+	rc = -pthread_create(&b->watcher, NULL, watch, b);
+	if (rc) {
+		pthread_mutex_lock(&all_lock);
+		unlist_bus(b);
+		close(b->fd);
+		pthread_mutex_unlock(&all_lock);
+		close(b->stop[0]);
+		close(b->stop[1]);
+		pthread_mutex_destroy(&b->lock);
+		pthread_cond_destroy(&b->reconnected);
+		free(b);
+		errno = -rc;
+		return NULL;
+	}
+	pthread_mutex_lock(&b->lock);
+	while (!b->started)
+		pthread_cond_wait(&b->reconnected, &b->lock);
+	pthread_mutex_unlock(&b->lock);
 	return b;
 }
 
 SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
 {
-	struct shmbus_bus **pp;
-
 	if (!b)
 		return;
 	/* A fork's copy has no watcher, and its lock may be held for ever
@@ -752,11 +766,7 @@ SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
 	 * socket and detaches its channels (atfork_child()); one forked
 	 * after sees none of it. */
 	pthread_mutex_lock(&all_lock);
-	for (pp = &all_buses; *pp; pp = &(*pp)->next_bus)
-		if (*pp == b) {
-			*pp = b->next_bus;
-			break;
-		}
+	unlist_bus(b);
 	if (b->fd >= 0)
 		close(b->fd);
 	close(b->stop[0]);

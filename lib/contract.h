@@ -92,9 +92,10 @@ uint64_t sb_channel_data_id(const shmbus_channel *ch);
  * (sb_channel_data_id()): -ESTALE, the control file left, if another
  * process (direct mode) deleted it and made another under the name since.
  * The data file of `data_id` goes in every case.  A control file that
- * cannot be read (no descriptor left) is removed by its name; the look
- * and the removal are two steps: a replacement in the microseconds
- * between them is removed. */
+ * cannot be read for want of a descriptor is removed by its name (one
+ * that cannot be read otherwise is left: the open's error); the look and
+ * the removal are two steps: a replacement in the microseconds between
+ * them is removed. */
 int sb_channel_unlink_id(const char *dir, const char *name, uint64_t data_id);
 
 /* No such process, or a zombie (pid.c). */

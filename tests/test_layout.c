@@ -102,7 +102,7 @@ Test(layout, a_removal_by_data_id_leaves_a_replacement, .init = setup,
 	struct shmbus_channel_attr a;
 	shmbus_channel *c;
 	uint64_t first, second;
-	char cmd[256];
+	char cmd[256], path[300];
 
 	attr(&a, 1u << 16);
 	c = shmbus_channel_create(dir, "ch", &a, 0);
@@ -134,6 +134,14 @@ Test(layout, a_removal_by_data_id_leaves_a_replacement, .init = setup,
 	shmbus_channel_close(c);
 	cr_assert_eq(th_wait(th_spawn(unlink_without_descriptors, &first)), 0);
 	cr_assert_eq(system(cmd), 0, "a file left behind");
+
+	/* A name that cannot be read otherwise (a link put there) is not
+	 * removed: the open's error. */
+	snprintf(path, sizeof(path), "%s/ch", dir);
+	cr_assert_eq(symlink("/dev/null", path), 0);
+	cr_assert_eq(sb_channel_unlink_id(dir, "ch", first), -ELOOP);
+	cr_assert_eq(access(path, F_OK), 0, "the link was removed");
+	unlink(path);
 }
 
 Test(layout, create_existing, .init = setup, .fini = teardown)
