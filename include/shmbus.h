@@ -936,6 +936,11 @@ typedef int (*shmbus_group_handler)(const struct shmbus_group_msg *msg,
  * batch takes the batch to the dead-letter channel with it (take 1 for
  * per-message leases).  In keyed and single-active mode each message has
  * its own lease, and an ack covers the lane's earlier messages too.
+ * A batch whose lease was taken back meanwhile (its term passed while the
+ * member was away: stopped, descheduled, slow) is delivered no further:
+ * its rest is another member's, and its bytes may be written over.  fn
+ * reads a message in place: one that runs past its lease's term may see
+ * those bytes change (use shmbus_group_extend(), or the copy below).
  * Returns the number of messages handled, 0 if none is available now (or
  * the window of leases in flight is full:
  * shmbus_group_stats().window_full), -EIDRM if the group was deleted,
@@ -951,7 +956,9 @@ int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn, void *arg,
 
 /* Copies the next message into buf: its length, -EAGAIN, -EMSGSIZE (cap
  * too small: the message stays the next one, undelivered), or poll's
- * errors.
+ * errors.  A copy is returned only if the member still held its lease
+ * once it was made, so it is whole; one whose lease was taken back
+ * during the copy is not delivered (the next message is read instead).
  * *msg (not NULL) gets its lease; msg->data points at buf. */
 ssize_t shmbus_group_read(shmbus_group *m, void *buf, size_t cap,
 			  struct shmbus_group_msg *msg);

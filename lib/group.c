@@ -491,6 +491,21 @@ static void to_user(const struct sb_gmsg *in, struct shmbus_group_msg *out,
 	out->lease.w[2] = w2;
 }
 
+/* Whether this member still holds lease (seq, ctl) of a shared group: its
+ * word unchanged.  A lease taken back (its term passed: the member was
+ * stopped, or slow) is another member's, and on a block channel its bytes
+ * may be written over once that one acks. */
+static bool shared_held(struct shmbus_group *m, uint64_t seq, uint64_t ctl)
+{
+	struct shmbus_lease_slot *l = &m->leases[seq & m->wmask];
+
+	/* A15: pairs with R15 (a lease's seq, stored last). */
+	if (load_acquire64(&l->seq) != seq)
+		return false;
+	/* A17: pairs with R17 (the lease's last change). */
+	return load_acquire64(&l->ctl) == ctl;
+}
+
 /* A poll found nothing: what wait compares with. */
 static void note_idle(struct shmbus_group *m)
 {
@@ -534,6 +549,14 @@ static int shared_poll(struct shmbus_group *m, shmbus_group_handler fn,
 			c->fence = load_relaxed32(&m->ch->hdr->fence);
 		}
 		while (n < max) {
+			/* A lease taken back since its last message was
+			 * handed over: the rest is another member's to
+			 * deliver (and its bytes may be written over). */
+			if (c->given && !shared_held(m, c->seq, c->ctl)) {
+				add_relaxed64(&m->rec->stale, 1);
+				c->on = false;
+				break;
+			}
 			rc = shared_msg(m, c->next, c->end, &gm, &p);
 			if (rc == 2) {
 				shared_lost(m, c->seq, c->ctl);
@@ -618,6 +641,26 @@ struct read_ctx {
 	ssize_t rc;
 };
 
+/* After a copy from a block channel: whether the member still held the
+ * message's lease once it was made, so that no byte of it was written
+ * over (a held lease keeps the group's floor, and so producers, below
+ * it).  An overwrite channel's copy is checked against head instead
+ * (shared_msg(), the lanes' take). */
+static bool copied_whole(struct shmbus_group *m,
+			 const struct shmbus_group_msg *msg)
+{
+	if (sb_group_hook)
+		sb_group_hook(SB_HOOK_COPIED);
+	/* A17/A18's check: the copy's loads come before the lease's word
+	 * below, as the A2 check orders an overwrite reader's copy before
+	 * its load of head. */
+	fence_acquire();
+	if (m->mode == SHMBUS_GMODE_SHARED)
+		return shared_held(m, msg->lease.w[0], msg->lease.w[1]);
+	return sb_lanes_held(m, (uint32_t)msg->lease.w[0],
+			     (uint32_t)msg->lease.w[1]);
+}
+
 static int read_one(const struct shmbus_group_msg *msg, void *arg)
 {
 	struct read_ctx *r = arg;
@@ -642,9 +685,27 @@ SHMBUS_EXPORT ssize_t shmbus_group_read(shmbus_group *m, void *buf,
 
 	if (!msg || (!buf && cap))
 		return -EINVAL;
-	rc = shmbus_group_poll(m, read_one, &r, 1);
-	if (rc < 0)
-		return rc;
+	for (int tries = 0;; tries++) {
+		r.rc = -EAGAIN;
+		rc = shmbus_group_poll(m, read_one, &r, 1);
+		if (rc < 0)
+			return rc;
+		if (r.rc < 0 || ch_overwrite(m->ch) || copied_whole(m, msg))
+			break;
+		/* The lease was taken back while we copied: the copy may
+		 * hold bytes written over since, and the message is another
+		 * member's now.  Not delivered here. */
+		add_relaxed64(&m->g->delivered, (uint64_t)-1);
+		add_relaxed64(&m->rec->delivered, (uint64_t)-1);
+		add_relaxed64(&m->rec->stale, 1);
+		if (m->mode == SHMBUS_GMODE_SHARED)
+			m->cur.on = false;
+		else
+			add_relaxed64(&m->g->redelivered,
+				      (uint64_t)-(msg->deliveries > 1));
+		if (tries == 7)
+			return -EAGAIN;
+	}
 	if (r.rc == -EMSGSIZE) {
 		/* Not delivered: it stays the next one, and is not counted
 		 * (poll counted it as handed over). */

@@ -184,6 +184,8 @@ void sb_lanes_leave(struct shmbus_group *m);
 int sb_lanes_extend(struct shmbus_group *m, uint32_t i, uint32_t gen,
 		    int64_t ns);
 uint32_t sb_lanes_owned(struct shmbus_group *m);
+/* Whether lane i is still ours in generation gen (nothing refreshed). */
+bool sb_lanes_held(struct shmbus_group *m, uint32_t i, uint32_t gen);
 
 /* maintenance (group_maint.c) */
 int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
@@ -236,6 +238,9 @@ enum {
 				 * mode) */
 	SB_HOOK_REMOVE_SEEN,	/* a remover has looked at the members,
 				 * before it acts on what it saw */
+	SB_HOOK_COPIED,		/* a group read has copied a message from a
+				 * block channel, before it checks that it
+				 * still holds the lease (any mode) */
 };
 extern void (*sb_group_hook)(int where);
 /* Another: called when a new group's creator holds the channel's slot

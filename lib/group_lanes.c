@@ -78,6 +78,20 @@ static bool sync_lane(struct shmbus_group *m, uint32_t i)
 	return true;
 }
 
+bool sb_lanes_held(struct shmbus_group *m, uint32_t i, uint32_t gen)
+{
+	uint64_t c;
+	uint32_t st;
+
+	if (i >= m->nlanes)
+		return false;
+	/* A18: pairs with R18 (the lane's last change). */
+	c = load_acquire64(&m->lanes[i].ctl);
+	st = gctl_state(c);
+	return gctl_member(c) == m->me && gctl_gen(c) == gen &&
+	       (st == SHMBUS_LANE_OWNED || st == SHMBUS_LANE_REVOKING);
+}
+
 /* Moves the lane's acked to `to` (forward only), with `c` as the new
  * word.  False if the lane is no longer ours (as we knew it). */
 static bool lane_store(struct shmbus_group *m, uint32_t i, uint64_t nc,

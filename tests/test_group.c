@@ -5,7 +5,9 @@
  * through kill -9 (also between a claim and its lease), -ESTALE for a
  * stopped member's late ack, dead-lettering, per-key order through
  * membership changes, single-active hand-over, an overwrite channel's
- * exact loss, leaves and acks, and corrupt group files.  The races the
+ * exact loss, leaves and acks, corrupt group files, and a member back
+ * after its lease was taken back (nothing more of it handed over, no torn
+ * copy).  The races the
  * reviews found, and a hostile member's writes: test_group_races.c.
  */
 #define _GNU_SOURCE
@@ -900,5 +902,196 @@ Test(group, a_damaged_claim_position_does_not_make_a_wait_spin)
 		early += shmbus_group_wait(g, 20000000) == 0;
 	cr_assert_lt(early, 10, "the wait ended %u times in 100 ms", early);
 	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+/* Messages of 64 bytes: i, then a pattern of it. */
+static void publish_marked(shmbus_pub *p, uint64_t first, uint64_t n)
+{
+	uint64_t w[8];
+
+	for (uint64_t i = first; i < first + n; i++) {
+		for (int k = 0; k < 8; k++)
+			w[k] = i * 8 + (uint64_t)k;
+		while (shmbus_publish(p, w, sizeof(w)) == -EAGAIN)
+			sched_yield();
+	}
+}
+
+static bool marked_whole(const void *data, size_t len)
+{
+	uint64_t w[8];
+
+	if (len != sizeof(w))
+		return false;
+	memcpy(w, data, sizeof(w));
+	for (int k = 1; k < 8; k++)
+		if (w[k] != w[0] + (uint64_t)k)
+			return false;
+	return true;
+}
+
+static int take_first(const struct shmbus_group_msg *m, void *arg)
+{
+	*(struct shmbus_group_msg *)arg = *m;
+	return 1;
+}
+
+static int ack_all(const struct shmbus_group_msg *m, void *arg)
+{
+	shmbus_group *g = arg;
+
+	shmbus_group_ack(g, &m->lease);
+	return 0;
+}
+
+struct late {
+	uint64_t lost;		/* the lease taken back */
+	int delivered, under_lost, torn;
+};
+
+static int late_member(const struct shmbus_group_msg *m, void *arg)
+{
+	struct late *l = arg;
+
+	l->delivered++;
+	l->under_lost += m->lease.w[0] == l->lost;
+	l->torn += !marked_whole(m->data, m->len);
+	return 0;
+}
+
+/* Member a takes a lease of 8 messages and hands over the first; it is
+ * then away past the lease's term, and b takes the lease back and acks
+ * it.  With `over`, the producer then writes over those bytes, twice
+ * round the ring, b acking as it goes. */
+static void lease_taken_back(shmbus_pub *p, shmbus_group *a, shmbus_group *b,
+			     struct shmbus_group_msg *first, bool over)
+{
+	struct shmbus_group_stats st;
+
+	publish_marked(p, 0, 8);
+	cr_assert_eq(shmbus_group_poll(a, take_first, first, 64), 1);
+	usleep(120000);	/* past a's 50 ms term */
+	for (int i = 0; i < 2000; i++) {
+		cr_assert_geq(shmbus_group_poll(b, ack_all, b, 64), 0);
+		cr_assert_eq(shmbus_group_stats(b, &st), 0);
+		if (st.expired == 1 && st.floor == st.head)
+			break;
+		usleep(1000);
+	}
+	cr_assert(st.expired == 1 && st.floor == st.head, "b took back and "
+		  "acked a's lease: expired %lu, floor %lu, head %lu",
+		  (unsigned long)st.expired, (unsigned long)st.floor,
+		  (unsigned long)st.head);
+	/* Over the 4 KiB ring's bytes, twice. */
+	for (uint64_t i = 8; over && i < 8 + 120; i += 8) {
+		publish_marked(p, i, 8);
+		while (shmbus_group_poll(b, ack_all, b, 64) > 0)
+			;
+	}
+}
+
+static shmbus_group *join_short(shmbus_channel *ch, const char *name)
+{
+	struct shmbus_group_attr ga;
+	shmbus_group *g;
+
+	shmbus_group_attr_init(&ga);
+	ga.lease_ns = 50000000;
+	ga.start = SHMBUS_START_OLDEST;
+	g = shmbus_group_join(ch, "g", name, &ga);
+	cr_assert(g, "join %s: %s", name, strerror(errno));
+	return g;
+}
+
+/* A member back after its lease's term passed, the lease taken back and
+ * acked by another (its bytes free for the producer to write over, or
+ * written over already): it hands over nothing more of that lease (no
+ * message under it, nothing torn, no error). */
+Test(group, a_member_back_after_its_lease_was_taken_delivers_none_of_it)
+{
+	for (int over = 0; over < 2; over++) {
+		shmbus_channel *ch = chan(SHMBUS_BLOCK, 4096);
+		shmbus_pub *p = shmbus_pub_open(ch, NULL);
+		shmbus_group *a = join_short(ch, "a");
+		shmbus_group *b = join_short(ch, "b");
+		struct shmbus_group_msg first;
+		struct late l = { 0 };
+		int rc;
+
+		cr_assert(p);
+		lease_taken_back(p, a, b, &first, over);
+		l.lost = first.lease.w[0];
+		publish_marked(p, 200, 4);
+		rc = shmbus_group_poll(a, late_member, &l, 64);
+		cr_assert_geq(rc, 0, "%s", strerror(-rc));
+		cr_assert_eq(l.under_lost, 0, "%d messages handed over under "
+			     "the lease taken back (over: %d)", l.under_lost,
+			     over);
+		cr_assert_eq(l.torn, 0);
+		cr_assert_eq(shmbus_group_ack(a, &first.lease), -ESTALE);
+		shmbus_group_leave(a);
+		shmbus_group_leave(b);
+		shmbus_pub_close(p);
+		shmbus_channel_close(ch);
+		cr_assert_eq(shmbus_channel_unlink(dir, "ch"), 0);
+	}
+}
+
+/* The hook takes the lease back from under a read's copy: b (another
+ * member, in this process) waits out the term, acks the lease, and the
+ * producer writes over its bytes, all between the copy and the read's
+ * return. */
+static shmbus_group *h_b;
+static shmbus_pub *h_p;
+static int h_fired;
+
+static void take_back_under_copy(int where)
+{
+	if (where != SB_HOOK_COPIED || h_fired++)
+		return;
+	usleep(120000);
+	for (int i = 0; i < 200; i++) {
+		shmbus_group_poll(h_b, ack_all, h_b, 64);
+		usleep(1000);
+	}
+	for (uint64_t i = 1000; i < 1000 + 120; i += 8) {
+		publish_marked(h_p, i, 8);
+		while (shmbus_group_poll(h_b, ack_all, h_b, 64) > 0)
+			;
+	}
+}
+
+Test(group, a_read_whose_lease_is_taken_during_its_copy_returns_none_of_it)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 4096);
+	shmbus_group *a = join_short(ch, "a");
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	ssize_t n;
+
+	h_b = join_short(ch, "b");
+	h_p = shmbus_pub_open(ch, NULL);
+	cr_assert(h_p);
+	publish_marked(h_p, 0, 8);
+	sb_group_hook = take_back_under_copy;
+	n = shmbus_group_read(a, buf, sizeof(buf), &m);
+	sb_group_hook = NULL;
+	cr_assert_geq(h_fired, 1, "the hook never ran");
+	/* The copy of message 0 was not handed over: a read of a message
+	 * published since, under a lease of its own, or nothing. */
+	if (n >= 0) {
+		uint64_t id;
+
+		cr_assert(marked_whole(buf, (size_t)n), "a torn copy");
+		memcpy(&id, buf, sizeof(id));
+		cr_assert_geq(id, 8 * 1000, "message %lu of the lease taken "
+			      "back", (unsigned long)(id / 8));
+	} else {
+		cr_assert_eq(n, -EAGAIN, "%s", strerror((int)-n));
+	}
+	shmbus_group_leave(a);
+	shmbus_group_leave(h_b);
+	shmbus_pub_close(h_p);
 	shmbus_channel_close(ch);
 }
