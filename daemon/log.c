@@ -46,18 +46,31 @@ int sbd_log_level_parse(const char *s)
 	return -1;
 }
 
-bool sbd_log_allow(struct sbd_ratelimit *rl, unsigned long *missed)
+/* Up to n lines a second: the first opens a second's window. */
+static bool allow_n(struct sbd_ratelimit *rl, unsigned n,
+		    unsigned long *missed)
 {
 	uint64_t now = (uint64_t)sb_now_ns();
 
 	if (now < rl->next_ns) {
+		if (rl->used < n) {
+			rl->used++;
+			*missed = 0;
+			return true;
+		}
 		rl->missed++;
 		return false;
 	}
 	rl->next_ns = now + 1000000000u;
+	rl->used = 1;
 	*missed = rl->missed;
 	rl->missed = 0;
 	return true;
+}
+
+bool sbd_log_allow(struct sbd_ratelimit *rl, unsigned long *missed)
+{
+	return allow_n(rl, 1, missed);
 }
 
 void sbd_log(int level, int err, const char *fmt, ...)
@@ -93,22 +106,41 @@ void sbd_log(int level, int err, const char *fmt, ...)
 	}
 }
 
-void sbd_log_limited(struct sbd_ratelimit *rl, int level,
-		     unsigned long total, const char *what, const char *fmt,
-		     ...)
+static void limited(struct sbd_ratelimit *rl, unsigned n, int level,
+		    unsigned long total, const char *what, const char *fmt,
+		    va_list ap)
 {
 	unsigned long missed;
 	char msg[512];
-	va_list ap;
 
-	if (!sbd_log_allow(rl, &missed))
+	if (!allow_n(rl, n, &missed))
 		return;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	if (missed)
 		sbd_log(level, 0, "%s [%lu more %s since the last line, %lu in "
 			"all]", msg, missed, what, total);
 	else
 		sbd_log(level, 0, "%s [%lu %s in all]", msg, total, what);
+}
+
+void sbd_log_limited(struct sbd_ratelimit *rl, int level,
+		     unsigned long total, const char *what, const char *fmt,
+		     ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	limited(rl, 1, level, total, what, fmt, ap);
+	va_end(ap);
+}
+
+void sbd_log_burst(struct sbd_ratelimit *rl, unsigned n, int level,
+		   unsigned long total, const char *what, const char *fmt,
+		   ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	limited(rl, n, level, total, what, fmt, ap);
+	va_end(ap);
 }

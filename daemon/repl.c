@@ -167,9 +167,16 @@ void rp_rings_record(void)
 
 /* ------------------------------------------------------------ handshakes */
 
+/* One handshake's thread: its link, and the count of its kind. */
+struct handshake {
+	struct sbd_link *l;
+	unsigned *count;
+};
+
 static void *handshake_main(void *arg)
 {
-	struct sbd_link *l = arg;
+	struct handshake *hs = arg;
+	struct sbd_link *l = hs->l;
 	struct rw_hello hi;
 	struct rw_hdr h;
 	char why[512];
@@ -218,6 +225,8 @@ static void *handshake_main(void *arg)
 	} else {
 		rp_serve_link(l, &hi);
 	}
+	__atomic_sub_fetch(hs->count, 1, __ATOMIC_RELAXED);
+	free(hs);
 	/* Release: sbd_repl_stop() frees what we used once it sees the
 	 * count drop. */
 	__atomic_sub_fetch(&repl.handshakes, 1, __ATOMIC_RELEASE);
@@ -229,9 +238,12 @@ static void *listener_main(void *arg)
 	(void)arg;
 	sbd_thread_setup("sb-listener", false);
 	while (!LOAD(&repl.stopping)) {
+		struct handshake *hs;
 		struct sbd_link *l;
 		pthread_t t;
 		pthread_attr_t a;
+		bool peer;
+		unsigned most;
 
 		if (repl.t->accept(repl.lfd, &l)) {
 			if (LOAD(&repl.stopping))
@@ -239,21 +251,38 @@ static void *listener_main(void *arg)
 			usleep(10000);
 			continue;
 		}
-		if (__atomic_add_fetch(&repl.handshakes, 1, __ATOMIC_RELAXED) >
-		    HANDSHAKES_MAX) {
-			__atomic_sub_fetch(&repl.handshakes, 1, __ATOMIC_RELAXED);
-			LIMITED(&repl.rl_refused, repl.refused, "refusals",
-				"replication: %s refused: %u handshakes at "
-				"once already", repl.t->peer(l),
-				HANDSHAKES_MAX);
+		/* Before its proof, anyone may hold a handshake's place for
+		 * up to HANDSHAKE_MS a frame: the peer's host has places of
+		 * its own, so that others filling theirs never keep the
+		 * standby from linking, nor a switchover from promoting. */
+		peer = repl.t->from_host(l, sbd.conf.repl.peer);
+		most = peer ? HANDSHAKES_PEER : HANDSHAKES_MAX;
+		hs = malloc(sizeof(*hs));
+		if (!hs) {
 			repl.t->close(l);
 			continue;
 		}
+		hs->l = l;
+		hs->count = peer ? &repl.hs_peer : &repl.hs_other;
+		if (__atomic_add_fetch(hs->count, 1, __ATOMIC_RELAXED) > most) {
+			__atomic_sub_fetch(hs->count, 1, __ATOMIC_RELAXED);
+			LIMITED(&repl.rl_refused, repl.refused, "refusals",
+				"replication: %s refused: %u handshakes at "
+				"once already from %s", repl.t->peer(l), most,
+				peer ? "the peer's host" : "hosts other than "
+				"the peer's");
+			repl.t->close(l);
+			free(hs);
+			continue;
+		}
+		__atomic_add_fetch(&repl.handshakes, 1, __ATOMIC_RELAXED);
 		pthread_attr_init(&a);
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-		if (pthread_create(&t, &a, handshake_main, l)) {
+		if (pthread_create(&t, &a, handshake_main, hs)) {
+			__atomic_sub_fetch(hs->count, 1, __ATOMIC_RELAXED);
 			__atomic_sub_fetch(&repl.handshakes, 1, __ATOMIC_RELAXED);
 			repl.t->close(l);
+			free(hs);
 		}
 		pthread_attr_destroy(&a);
 	}

@@ -97,7 +97,7 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 			 * them off (rejoin.c) and we ship from there. */
 			acc.restart = RW_RESTART_CUT;
 			start = next;
-			sbd_log(SBD_WARN, 0, "%s: the standby's records %"
+			LINK_EVENT(rc, SBD_WARN, "%s: the standby's records %"
 				PRIu64 "..%" PRIu64 " (epoch %" PRIu64 ") "
 				"diverge from ours, whose epoch %" PRIu64
 				" began at %" PRIu64 ": it cuts them off",
@@ -129,7 +129,7 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi)
 		sb_repl_count(rc->ch, SB_REPL_GAPS, 1);
 		sb_repl_count(rc->ch, SB_REPL_GAP_BYTES, start - hi->end);
 		sb_repl_hole(rc->ch, hi->end, start);
-		sbd_log(SBD_WARN, 0, "%s: gap: the standby ends at %" PRIu64
+		LINK_EVENT(rc, SBD_WARN, "%s: gap: the standby ends at %" PRIu64
 			", the ring holds from %" PRIu64 "; it goes on from "
 			"there", rc->name, hi->end, start);
 	}

@@ -45,7 +45,10 @@
 #define FRAME_MIN	(256u << 10)	/* a frame's body, at most */
 #define PING_MS		100		/* an idle primary's heartbeat */
 #define HANDSHAKE_MS	2000
-#define HANDSHAKES_MAX	8		/* handshakes at once */
+#define HANDSHAKES_MAX	8		/* handshakes at once from hosts
+					 * other than the peer's */
+#define HANDSHAKES_PEER	4		/* and from the peer's host: places
+					 * nobody else can fill */
 #define CONNECT_MS	1000
 #define SPIN_NS		INT64_C(30000)	/* see set_spin() */
 #define SYNC_LINGER_NS	INT64_C(1000000) /* see sync_waiting() */
@@ -61,6 +64,8 @@ struct rchan {
 	uint32_t frame_max;		/* bytes a frame ships, at most */
 	uint32_t buf_len;		/* rc->buf: frame_max, or one record */
 	uint64_t max_lag;
+	struct sbd_ratelimit rl_events;	/* LINK_EVENT(), under repl_log_mu */
+	unsigned long events;
 	pthread_mutex_t mu;		/* pending, plink, slink */
 	bool stop;			/* atomic: the threads end */
 
@@ -167,7 +172,8 @@ struct repl_state {
 	pthread_t listener;
 	bool listener_on;
 	bool stopping;			/* atomic */
-	unsigned handshakes;		/* atomic */
+	unsigned handshakes;		/* atomic: running, in all */
+	unsigned hs_other, hs_peer;	/* atomic: of each kind */
 	pthread_mutex_t role_mu;
 	int hist_fd;
 	struct sbd_ratelimit rl_refused, rl_link;
@@ -205,6 +211,17 @@ extern pthread_mutex_t repl_log_mu;
 	do {                                                               \
 		pthread_mutex_lock(&repl_log_mu);                          \
 		sbd_log_limited(rl, SBD_WARN, ++(count), what, __VA_ARGS__); \
+		pthread_mutex_unlock(&repl_log_mu);                        \
+	} while (0)
+
+/* A link's event on channel rc (linked, a gap, records cut off or lost):
+ * a few at once in normal operation, for ever from a peer that links
+ * again and again; at most 8 lines a second a channel. */
+#define LINK_EVENT(rc, level, ...)                                          \
+	do {                                                               \
+		pthread_mutex_lock(&repl_log_mu);                          \
+		sbd_log_burst(&(rc)->rl_events, 8, level, ++(rc)->events,   \
+			      "link events", __VA_ARGS__);                 \
 		pthread_mutex_unlock(&repl_log_mu);                        \
 	} while (0)
 

@@ -232,7 +232,7 @@ static void take_pending(struct rchan *rc)
 	had = standby_pos(rc, LOAD(&rc->received), LOAD(&rc->applied),
 			  LOAD(&rc->persisted));
 	if (rc->in_sync && (token || end < had)) {
-		sbd_log(SBD_WARN, 0, "%s: the standby lost records it had "
+		LINK_EVENT(rc, SBD_WARN, "%s: the standby lost records it had "
 			"acknowledged (%s%" PRIu64 ", it had %" PRIu64 "): in "
 			"sync only provisionally until it has caught up",
 			rc->name, token ? "its rings were made again; it ends "
@@ -279,8 +279,8 @@ static void take_pending(struct rchan *rc)
 	STORE(&rc->linked, true);
 	rc->last_send_ns = now_ns();
 	sb_repl_flags(rc->ch, SHMBUS_REPL_LINK, 0);
-	sbd_log(SBD_NOTICE, 0, "%s: standby %s linked; shipping from %" PRIu64,
-		rc->name, repl.t->peer(l), start);
+	LINK_EVENT(rc, SBD_NOTICE, "%s: standby %s linked; shipping from %"
+		   PRIu64, rc->name, repl.t->peer(l), start);
 }
 
 static int groups_send(struct rchan *rc, uint64_t sent, uint64_t end);

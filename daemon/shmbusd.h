@@ -53,7 +53,8 @@ void sbd_thread_setup(const char *name, bool hot);
  * fill the log.  sbd_log_allow() says whether to log this one; *missed
  * gets how many were not logged since the last line. */
 struct sbd_ratelimit {
-	uint64_t next_ns;
+	uint64_t next_ns;	/* the end of the current second's window */
+	unsigned used;		/* lines in it */
 	unsigned long missed;
 };
 bool sbd_log_allow(struct sbd_ratelimit *rl, unsigned long *missed);
@@ -62,6 +63,11 @@ bool sbd_log_allow(struct sbd_ratelimit *rl, unsigned long *missed);
 void sbd_log_limited(struct sbd_ratelimit *rl, int level,
 		     unsigned long total, const char *what, const char *fmt,
 		     ...) __attribute__((format(printf, 5, 6)));
+/* The same, up to n lines a second: events that come a few at once in
+ * normal operation, and that a misbehaving peer could repeat for ever. */
+void sbd_log_burst(struct sbd_ratelimit *rl, unsigned n, int level,
+		   unsigned long total, const char *what, const char *fmt,
+		   ...) __attribute__((format(printf, 6, 7)));
 /* --------------------------------------------------------------- config */
 
 #define SBD_RULE_MAX 32

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "repl.h"
+#include "../lib/contract.h"
 
 /* Small reads go through a buffer: a frame's header and a short body come
  * in one system call instead of two (a synchronous round trip reads two
@@ -31,6 +32,7 @@
 struct sbd_link {
 	int fd;
 	char peer[80];
+	struct sockaddr_storage from;	/* the peer's address */
 	size_t roff, rlen;
 	bool drained;		/* the last read left nothing in the socket */
 	uint8_t rbuf[RBUF];
@@ -104,6 +106,8 @@ static struct sbd_link *wrap(int fd, const struct sockaddr *sa,
 		return NULL;
 	}
 	l->fd = fd;
+	if (salen <= sizeof(l->from))
+		memcpy(&l->from, sa, salen);
 	getnameinfo(sa, salen, host, sizeof(host), port, sizeof(port),
 		    NI_NUMERICHOST | NI_NUMERICSERV);
 	snprintf(l->peer, sizeof(l->peer), "%s:%s", host, port);
@@ -128,7 +132,11 @@ static int tcp_listen(const char *addr, int *lfd, char *why, size_t n)
 		return rc;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 16)) {
+	/* The kernel's most: the listener takes connections at once and
+	 * closes those past its limits (repl.c), so a backlog fills only in
+	 * a flood, where a short one would drop the peer's SYN too. */
+	if (bind(fd, res->ai_addr, res->ai_addrlen) ||
+	    listen(fd, SOMAXCONN)) {
 		rc = -errno;
 		snprintf(why, n, "%s: %s", addr, strerror(-rc));
 		close(fd);
@@ -430,11 +438,77 @@ static const char *tcp_peer(const struct sbd_link *l)
 	return l->peer;
 }
 
+/* An address's host part, IPv4 as such even when mapped into IPv6 (a
+ * dual-stack listener's view of an IPv4 peer): family, and 4 or 16
+ * bytes into a.  0 if neither family. */
+static int host_of(const struct sockaddr *sa, uint8_t a[16])
+{
+	if (sa->sa_family == AF_INET) {
+		memcpy(a, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return AF_INET;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *x =
+			&((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		if (IN6_IS_ADDR_V4MAPPED(x)) {
+			memcpy(a, x->s6_addr + 12, 4);
+			return AF_INET;
+		}
+		memcpy(a, x->s6_addr, 16);
+		return AF_INET6;
+	}
+	return 0;
+}
+
+/* The addresses `addr`'s host resolves to, looked up again at most every
+ * 10 s (a name may move; a lookup may wait on DNS).  Called by the
+ * listener thread alone. */
+#define FROM_CACHE	8
+static struct {
+	char addr[128];
+	int64_t at;
+	int n, fam[FROM_CACHE];
+	uint8_t a[FROM_CACHE][16];
+} hosts;
+
+static bool tcp_from_host(const struct sbd_link *l, const char *addr)
+{
+	int64_t now = sb_now_ns();
+	uint8_t mine[16];
+	int fam = host_of((const struct sockaddr *)&l->from, mine);
+
+	if (strncmp(hosts.addr, addr, sizeof(hosts.addr)) ||
+	    now - hosts.at > INT64_C(10000000000)) {
+		struct addrinfo *res;
+
+		snprintf(hosts.addr, sizeof(hosts.addr), "%s", addr);
+		hosts.at = now;
+		hosts.n = 0;
+		if (resolve(addr, false, &res) == 0) {
+			for (struct addrinfo *r = res; r && hosts.n < FROM_CACHE;
+			     r = r->ai_next) {
+				int f = host_of(r->ai_addr, hosts.a[hosts.n]);
+
+				if (f)
+					hosts.fam[hosts.n++] = f;
+			}
+			freeaddrinfo(res);
+		}
+	}
+	for (int i = 0; fam && i < hosts.n; i++)
+		if (hosts.fam[i] == fam &&
+		    !memcmp(hosts.a[i], mine, fam == AF_INET ? 4 : 16))
+			return true;
+	return false;
+}
+
 const struct sbd_transport sbd_tcp = {
 	.name = "tcp",
 	.listen = tcp_listen,
 	.accept = tcp_accept,
 	.connect = tcp_connect,
+	.from_host = tcp_from_host,
 	.send = tcp_send,
 	.recv = tcp_recv,
 	.pending = tcp_pending,

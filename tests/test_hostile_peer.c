@@ -12,10 +12,12 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -496,6 +498,84 @@ Test(flapping_standby, a_standby_of_another_frame_version_is_refused)
 	snprintf(line, sizeof(line), "frame version %u (this is %u)",
 		 RW_VERSION - 1, RW_VERSION);
 	cr_assert(log_wait(line), "no log line with '%s'", line);
+}
+
+/* How many lines of the daemon's log hold `what`. */
+static int log_lines(const char *what)
+{
+	char line[2048];
+	FILE *f = fopen(d.log, "r");
+	int n = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, what) != NULL;
+	fclose(f);
+	return n;
+}
+
+/* A standby that links again and again, as fast as it can: the
+ * primary's log says so a few times a second, not at every link. */
+Test(flapping_standby, links_in_a_burst_do_not_fill_the_log)
+{
+	uint64_t from;
+	int lines;
+
+	publish_n(3);
+	for (int i = 0; i < 60; i++) {
+		struct sbd_link *l = link_to_primary(0, &from);
+
+		sbd_tcp.close(l);
+	}
+	/* A second later, the next says how many were left out. */
+	usleep(1100000);
+	sbd_tcp.close(link_to_primary(0, &from));
+	usleep(100000);
+	lines = log_lines("sp: standby 127.0.0.1:");
+	cr_assert_geq(lines, 2, "no link said");
+	cr_assert_leq(lines, 8 * 3, "%d lines for 61 links", lines);
+	cr_assert(log_has("more link events since the last line"));
+}
+
+/* A connection to the primary's listener from 127.0.0.2 (a host other
+ * than the peer's), holding a handshake's place: it says nothing. */
+static int stranger(void)
+{
+	struct sockaddr_in me = { .sin_family = AF_INET }, to = me;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert(fd >= 0);
+	inet_pton(AF_INET, "127.0.0.2", &me.sin_addr);
+	inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+	to.sin_port = htons((uint16_t)atoi(strchr(paddr, ':') + 1));
+	cr_assert_eq(bind(fd, (struct sockaddr *)&me, sizeof(me)), 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&to, sizeof(to)), 0,
+		     "%s", strerror(errno));
+	return fd;
+}
+
+/* Strangers (no key) holding every handshake's place they can get do not
+ * keep the standby from linking: the peer's host has places of its own. */
+Test(flapping_standby, strangers_holding_handshakes_do_not_keep_the_standby_out)
+{
+	struct sbd_link *l;
+	uint64_t from;
+	int s[24];
+
+	for (int i = 0; i < 24; i++)
+		s[i] = stranger();
+	/* Some were refused: the others hold every place they may. */
+	for (int i = 0; i < 200 && !log_has("handshakes at once already");
+	     i++)
+		usleep(10000);
+	cr_assert(log_has("handshakes at once already"));
+	publish_n(3);
+	l = link_to_primary(0, &from);
+	cr_assert_eq(from, 0);
+	sbd_tcp.close(l);
+	for (int i = 0; i < 24; i++)
+		close(s[i]);
 }
 
 /*
