@@ -255,7 +255,7 @@ static void *listener_main(void *arg)
 		 * up to HANDSHAKE_MS a frame: the peer's host has places of
 		 * its own, so that others filling theirs never keep the
 		 * standby from linking, nor a switchover from promoting. */
-		peer = repl.t->from_host(l, sbd.conf.repl.peer);
+		peer = repl.t->from_peer(l);
 		most = peer ? HANDSHAKES_PEER : HANDSHAKES_MAX;
 		hs = malloc(sizeof(*hs));
 		if (!hs) {
@@ -569,6 +569,13 @@ int sbd_repl_start(void)
 							  : SHMBUS_FENCE_OPEN);
 		}
 	}
+	/* The peer's host, for its handshakes' places (listener_main()):
+	 * looked up once here, never on the listener's path (a lookup may
+	 * wait on DNS for long). */
+	if (repl.t->peer_host(c->peer))
+		sbd_log(SBD_WARN, 0, "replication: peer %s does not resolve "
+			"now: its handshakes share the places of other hosts "
+			"until shmbusd restarts", c->peer);
 	/* After the channels' threads: a peer's promote or link (which take
 	 * role_mu, as the start does not) finds them as the role says. */
 	if (pthread_create(&repl.listener, NULL, listener_main, NULL))

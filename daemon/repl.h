@@ -161,10 +161,12 @@ struct sbd_transport {
 	/* Accepts one connection on lfd (blocking, until shut down). */
 	int (*accept)(int lfd, struct sbd_link **out);
 	int (*connect)(const char *addr, int timeout_ms, struct sbd_link **out);
-	/* Whether an accepted link comes from the host of `addr` (the
-	 * peer's listen address, host:port): its handshakes have places
-	 * of their own (repl.c).  Called by the listener thread alone. */
-	bool (*from_host)(const struct sbd_link *l, const char *addr);
+	/* Resolves the host of `addr` (the peer's listen address,
+	 * host:port), before the listener starts; then whether an accepted
+	 * link comes from it (its handshakes have places of their own,
+	 * repl.c), asked by the listener thread alone. */
+	int (*peer_host)(const char *addr);
+	bool (*from_peer)(const struct sbd_link *l);
 	/* The header and up to 3 body iovecs, whole, waiting at most
 	 * timeout_ms for the peer to take them (-ETIMEDOUT). */
 	int (*send)(struct sbd_link *l, const struct rw_hdr *h,

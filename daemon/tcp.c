@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include "repl.h"
-#include "../lib/contract.h"
 
 /* Small reads go through a buffer: a frame's header and a short body come
  * in one system call instead of two (a synchronous round trip reads two
@@ -461,44 +460,42 @@ static int host_of(const struct sockaddr *sa, uint8_t a[16])
 	return 0;
 }
 
-/* The addresses `addr`'s host resolves to, looked up again at most every
- * 10 s (a name may move; a lookup may wait on DNS).  Called by the
- * listener thread alone. */
-#define FROM_CACHE	8
+/* The addresses the peer's host resolved to when replication started
+ * (tcp_peer_host()): set before the listener thread starts, read by it
+ * alone. */
+#define PEER_ADDRS	8
 static struct {
-	char addr[128];
-	int64_t at;
-	int n, fam[FROM_CACHE];
-	uint8_t a[FROM_CACHE][16];
-} hosts;
+	int n, fam[PEER_ADDRS];
+	uint8_t a[PEER_ADDRS][16];
+} peer_host;
 
-static bool tcp_from_host(const struct sbd_link *l, const char *addr)
+static int tcp_peer_host(const char *addr)
 {
-	int64_t now = sb_now_ns();
+	struct addrinfo *res;
+	int rc = resolve(addr, false, &res);
+
+	peer_host.n = 0;
+	if (rc)
+		return rc;
+	for (struct addrinfo *r = res; r && peer_host.n < PEER_ADDRS;
+	     r = r->ai_next) {
+		int f = host_of(r->ai_addr, peer_host.a[peer_host.n]);
+
+		if (f)
+			peer_host.fam[peer_host.n++] = f;
+	}
+	freeaddrinfo(res);
+	return 0;
+}
+
+static bool tcp_from_peer(const struct sbd_link *l)
+{
 	uint8_t mine[16];
 	int fam = host_of((const struct sockaddr *)&l->from, mine);
 
-	if (strncmp(hosts.addr, addr, sizeof(hosts.addr)) ||
-	    now - hosts.at > INT64_C(10000000000)) {
-		struct addrinfo *res;
-
-		snprintf(hosts.addr, sizeof(hosts.addr), "%s", addr);
-		hosts.at = now;
-		hosts.n = 0;
-		if (resolve(addr, false, &res) == 0) {
-			for (struct addrinfo *r = res; r && hosts.n < FROM_CACHE;
-			     r = r->ai_next) {
-				int f = host_of(r->ai_addr, hosts.a[hosts.n]);
-
-				if (f)
-					hosts.fam[hosts.n++] = f;
-			}
-			freeaddrinfo(res);
-		}
-	}
-	for (int i = 0; fam && i < hosts.n; i++)
-		if (hosts.fam[i] == fam &&
-		    !memcmp(hosts.a[i], mine, fam == AF_INET ? 4 : 16))
+	for (int i = 0; fam && i < peer_host.n; i++)
+		if (peer_host.fam[i] == fam &&
+		    !memcmp(peer_host.a[i], mine, fam == AF_INET ? 4 : 16))
 			return true;
 	return false;
 }
@@ -508,7 +505,8 @@ const struct sbd_transport sbd_tcp = {
 	.listen = tcp_listen,
 	.accept = tcp_accept,
 	.connect = tcp_connect,
-	.from_host = tcp_from_host,
+	.peer_host = tcp_peer_host,
+	.from_peer = tcp_from_peer,
 	.send = tcp_send,
 	.recv = tcp_recv,
 	.pending = tcp_pending,

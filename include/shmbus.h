@@ -958,7 +958,8 @@ int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn, void *arg,
  * too small: the message stays the next one, undelivered), or poll's
  * errors.  A copy is returned only if the member still held its lease
  * once it was made, so it is whole; one whose lease was taken back
- * during the copy is not delivered (the next message is read instead).
+ * during the copy is not delivered (the next message is read instead),
+ * nor one made as the host stopped taking writes (-EROFS).
  * *msg (not NULL) gets its lease; msg->data points at buf. */
 ssize_t shmbus_group_read(shmbus_group *m, void *buf, size_t cap,
 			  struct shmbus_group_msg *msg);

@@ -530,6 +530,7 @@ static int shared_poll(struct shmbus_group *m, shmbus_group_handler fn,
 
 	for (int leases = 0; leases < 64 && n < max; leases++) {
 		uint64_t start, p;
+		bool fresh = false;	/* taken in this call */
 
 		if (!c->on) {
 			if (n)
@@ -547,12 +548,15 @@ static int shared_poll(struct shmbus_group *m, shmbus_group_handler fn,
 			c->given = 0;
 			/* No edge: compared only (take_check()). */
 			c->fence = load_relaxed32(&m->ch->hdr->fence);
+			fresh = true;
 		}
 		while (n < max) {
-			/* A lease taken back since its last message was
-			 * handed over: the rest is another member's to
-			 * deliver (and its bytes may be written over). */
-			if (c->given && !shared_held(m, c->seq, c->ctl)) {
+			/* A lease taken back since it was taken or its last
+			 * message handed over (a call ago, perhaps long):
+			 * the rest is another member's to deliver, and its
+			 * bytes may be written over. */
+			if ((c->given || !fresh) &&
+			    !shared_held(m, c->seq, c->ctl)) {
 				add_relaxed64(&m->rec->stale, 1);
 				c->on = false;
 				break;
@@ -655,6 +659,10 @@ static bool copied_whole(struct shmbus_group *m,
 	 * below, as the A2 check orders an overwrite reader's copy before
 	 * its load of head. */
 	fence_acquire();
+	/* A host that became a standby meanwhile: its replication writes
+	 * records without waiting for the groups' floors. */
+	if (refused(m->ch))
+		return false;
 	if (m->mode == SHMBUS_GMODE_SHARED)
 		return shared_held(m, msg->lease.w[0], msg->lease.w[1]);
 	return sb_lanes_held(m, (uint32_t)msg->lease.w[0],
