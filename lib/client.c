@@ -366,6 +366,16 @@ static int dial_socket(struct dialing *n)
 	return rc;
 }
 
+/* Takes b off all_buses (all_lock held). */
+static void unlist_bus(struct shmbus_bus *b)
+{
+	for (struct shmbus_bus **pp = &all_buses; *pp; pp = &(*pp)->next_bus)
+		if (*pp == b) {
+			*pp = b->next_bus;
+			return;
+		}
+}
+
 /* Takes the socket of n off the list (all_lock held): dial_unlist();
  * dial_settle() takes the lock, and puts the socket into *store (a
  * listed handle's fd), or closes it if store is NULL. */
@@ -374,16 +384,6 @@ static void dial_unlist(struct dialing *n)
 	for (struct dialing **pp = &all_dialing; *pp; pp = &(*pp)->next)
 		if (*pp == n) {
 			*pp = n->next;
-			return;
-		}
-}
-
-/* Takes b off all_buses (all_lock held). */
-static void unlist_bus(struct shmbus_bus *b)
-{
-	for (struct shmbus_bus **pp = &all_buses; *pp; pp = &(*pp)->next_bus)
-		if (*pp == b) {
-			*pp = b->next_bus;
 			return;
 		}
 }
