@@ -689,6 +689,7 @@ SHMBUS_EXPORT ssize_t shmbus_group_read(shmbus_group *m, void *buf,
 					struct shmbus_group_msg *msg)
 {
 	struct read_ctx r = { buf, cap, msg, -EAGAIN };
+	bool ro;
 	int rc;
 
 	if (!msg || (!buf && cap))
@@ -700,15 +701,23 @@ SHMBUS_EXPORT ssize_t shmbus_group_read(shmbus_group *m, void *buf,
 			return rc;
 		if (r.rc < 0 || ch_overwrite(m->ch) || copied_whole(m, msg))
 			break;
-		/* The lease was taken back while we copied: the copy may
-		 * hold bytes written over since, and the message is another
-		 * member's now.  Not delivered here. */
+		/* The lease was taken back while we copied, or the host
+		 * stopped taking writes: the copy may hold bytes written over
+		 * since.  Not delivered here: the message is another
+		 * member's now, or (a shared lease still ours) given back as
+		 * take_check() gives back a batch under way, to go again at
+		 * once. */
+		ro = refused(m->ch) != 0;
 		add_relaxed64(&m->g->delivered, (uint64_t)-1);
 		add_relaxed64(&m->rec->delivered, (uint64_t)-1);
-		add_relaxed64(&m->rec->stale, 1);
-		if (m->mode == SHMBUS_GMODE_SHARED)
+		add_relaxed64(&m->rec->stale, !ro);
+		if (m->mode == SHMBUS_GMODE_SHARED) {
+			if (ro)
+				sb_shared_settle(m, msg->lease.w[0],
+						 msg->lease.w[1],
+						 SB_SETTLE_NACK, 0);
 			m->cur.on = false;
-		else
+		} else
 			add_relaxed64(&m->g->redelivered,
 				      (uint64_t)-(msg->deliveries > 1));
 		if (tries == 7)

@@ -1133,3 +1133,61 @@ Test(group, a_batch_left_by_a_read_and_taken_back_is_not_handed_over)
 	shmbus_pub_close(p);
 	shmbus_channel_close(ch);
 }
+
+/* The hook closes the channel's fence (a ring being cut back) under a
+ * read's copy. */
+static shmbus_channel *h_ch;
+
+static void cut_under_copy(int where)
+{
+	if (where == SB_HOOK_COPIED && !h_fired++)
+		sb_fence_set(h_ch, SHMBUS_FENCE_CUT);
+}
+
+static int count_first(const struct shmbus_group_msg *m, void *arg)
+{
+	struct shmbus_group_msg *first = arg;
+
+	if (!first->len)
+		*first = *m;
+	return 0;
+}
+
+/* A read whose host stops taking writes during its copy returns no copy
+ * (the bytes may be written over) and gives its lease back at once: once
+ * the fence opens, another member takes the message again, long before
+ * the lease's term. */
+Test(group, a_read_cut_off_by_the_fence_gives_its_lease_back)
+{
+	struct shmbus_group_attr ga;
+	struct shmbus_group_msg m, again = { 0 };
+	shmbus_group *a, *b;
+	shmbus_pub *p;
+	uint8_t buf[64];
+	ssize_t n;
+
+	h_ch = chan(SHMBUS_BLOCK, 4096);
+	p = shmbus_pub_open(h_ch, NULL);
+	shmbus_group_attr_init(&ga);
+	ga.lease_ns = 10000000000;	/* 10 s: never reached here */
+	ga.start = SHMBUS_START_OLDEST;
+	a = shmbus_group_join(h_ch, "g", "a", &ga);
+	b = shmbus_group_join(h_ch, "g", "b", &ga);
+	cr_assert(p && a && b);
+	publish_marked(p, 0, 8);
+	h_fired = 0;
+	sb_group_hook = cut_under_copy;
+	n = shmbus_group_read(a, buf, sizeof(buf), &m);
+	sb_group_hook = NULL;
+	cr_assert_eq(h_fired, 1);
+	cr_assert_eq(n, -EAGAIN, "%zd: %s", n, strerror((int)-n));
+	cr_assert_eq(sb_fence_set(h_ch, SHMBUS_FENCE_OPEN), 0);
+	cr_assert_gt(shmbus_group_poll(b, count_first, &again, 64), 0);
+	cr_assert(marked_whole(again.data, again.len));
+	cr_assert_eq(*(const uint64_t *)again.data, 0, "message 0 first");
+	cr_assert_eq(again.deliveries, 2);
+	shmbus_group_leave(a);
+	shmbus_group_leave(b);
+	shmbus_pub_close(p);
+	shmbus_channel_close(h_ch);
+}
