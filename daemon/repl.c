@@ -225,12 +225,18 @@ static void *handshake_main(void *arg)
 	} else {
 		rp_serve_link(l, &hi);
 	}
-	__atomic_sub_fetch(hs->count, 1, __ATOMIC_RELAXED);
-	free(hs);
 	/* Release: sbd_repl_stop() frees what we used once it sees the
-	 * count drop. */
-	__atomic_sub_fetch(&repl.handshakes, 1, __ATOMIC_RELEASE);
+	 * count drop (running()). */
+	__atomic_sub_fetch(hs->count, 1, __ATOMIC_RELEASE);
+	free(hs);
 	return NULL;
+}
+
+/* Handshakes running, of both kinds (acquire: pairs with the release
+ * of handshake_main()'s end). */
+static unsigned running(void)
+{
+	return LOAD(&repl.hs_other) + LOAD(&repl.hs_peer);
 }
 
 static void *listener_main(void *arg)
@@ -275,12 +281,10 @@ static void *listener_main(void *arg)
 			free(hs);
 			continue;
 		}
-		__atomic_add_fetch(&repl.handshakes, 1, __ATOMIC_RELAXED);
 		pthread_attr_init(&a);
 		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
 		if (pthread_create(&t, &a, handshake_main, hs)) {
 			__atomic_sub_fetch(hs->count, 1, __ATOMIC_RELAXED);
-			__atomic_sub_fetch(&repl.handshakes, 1, __ATOMIC_RELAXED);
 			repl.t->close(l);
 			free(hs);
 		}
@@ -609,11 +613,11 @@ void sbd_repl_stop(void)
 	/* Handshake threads end within their time limits (two seconds a
 	 * frame).  One still running keeps what it uses: nothing is freed
 	 * then, the process is about to exit anyway. */
-	for (int i = 0; i < 1000 && LOAD(&repl.handshakes); i++)
+	for (int i = 0; i < 1000 && running(); i++)
 		usleep(10000);
-	if (LOAD(&repl.handshakes)) {
+	if (running()) {
 		sbd_log(SBD_WARN, 0, "replication: %u handshakes still running "
-			"at exit", LOAD(&repl.handshakes));
+			"at exit", running());
 		return;
 	}
 	for (size_t i = 0; i < repl.n; i++) {

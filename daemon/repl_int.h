@@ -172,8 +172,8 @@ struct repl_state {
 	pthread_t listener;
 	bool listener_on;
 	bool stopping;			/* atomic */
-	unsigned handshakes;		/* atomic: running, in all */
-	unsigned hs_other, hs_peer;	/* atomic: of each kind */
+	unsigned hs_other, hs_peer;	/* atomic: handshakes running from
+					 * other hosts, from the peer's */
 	pthread_mutex_t role_mu;
 	int hist_fd;
 	struct sbd_ratelimit rl_refused, rl_link;

@@ -960,6 +960,34 @@ static int late_member(const struct shmbus_group_msg *m, void *arg)
 	return 0;
 }
 
+/* Member b, polling and acking all it gets, until it has taken back the
+ * other member's expired lease and the group's floor is at head. */
+static void takes_back(shmbus_group *b)
+{
+	struct shmbus_group_stats st;
+
+	for (int i = 0; i < 2000; i++) {
+		cr_assert_geq(shmbus_group_poll(b, ack_all, b, 64), 0);
+		cr_assert_eq(shmbus_group_stats(b, &st), 0);
+		if (st.expired == 1 && st.floor == st.head)
+			return;
+		usleep(1000);
+	}
+	cr_assert_fail("b took nothing back: expired %lu, floor %lu, head "
+		       "%lu", (unsigned long)st.expired,
+		       (unsigned long)st.floor, (unsigned long)st.head);
+}
+
+/* Messages first.. over the 4 KiB ring's bytes, twice, b acking them. */
+static void over_the_ring(shmbus_pub *p, shmbus_group *b, uint64_t first)
+{
+	for (uint64_t i = first; i < first + 120; i += 8) {
+		publish_marked(p, i, 8);
+		while (shmbus_group_poll(b, ack_all, b, 64) > 0)
+			;
+	}
+}
+
 /* Member a takes a lease of 8 messages and hands over the first; it is
  * then away past the lease's term, and b takes the lease back and acks
  * it.  With `over`, the producer then writes over those bytes, twice
@@ -967,28 +995,12 @@ static int late_member(const struct shmbus_group_msg *m, void *arg)
 static void lease_taken_back(shmbus_pub *p, shmbus_group *a, shmbus_group *b,
 			     struct shmbus_group_msg *first, bool over)
 {
-	struct shmbus_group_stats st;
-
 	publish_marked(p, 0, 8);
 	cr_assert_eq(shmbus_group_poll(a, take_first, first, 64), 1);
 	usleep(120000);	/* past a's 50 ms term */
-	for (int i = 0; i < 2000; i++) {
-		cr_assert_geq(shmbus_group_poll(b, ack_all, b, 64), 0);
-		cr_assert_eq(shmbus_group_stats(b, &st), 0);
-		if (st.expired == 1 && st.floor == st.head)
-			break;
-		usleep(1000);
-	}
-	cr_assert(st.expired == 1 && st.floor == st.head, "b took back and "
-		  "acked a's lease: expired %lu, floor %lu, head %lu",
-		  (unsigned long)st.expired, (unsigned long)st.floor,
-		  (unsigned long)st.head);
-	/* Over the 4 KiB ring's bytes, twice. */
-	for (uint64_t i = 8; over && i < 8 + 120; i += 8) {
-		publish_marked(p, i, 8);
-		while (shmbus_group_poll(b, ack_all, b, 64) > 0)
-			;
-	}
+	takes_back(b);
+	if (over)
+		over_the_ring(p, b, 8);
 }
 
 static shmbus_group *join_short(shmbus_channel *ch, const char *name)
@@ -1050,16 +1062,9 @@ static void take_back_under_copy(int where)
 {
 	if (where != SB_HOOK_COPIED || h_fired++)
 		return;
-	usleep(120000);
-	for (int i = 0; i < 200; i++) {
-		shmbus_group_poll(h_b, ack_all, h_b, 64);
-		usleep(1000);
-	}
-	for (uint64_t i = 1000; i < 1000 + 120; i += 8) {
-		publish_marked(h_p, i, 8);
-		while (shmbus_group_poll(h_b, ack_all, h_b, 64) > 0)
-			;
-	}
+	usleep(120000);	/* past the 50 ms term */
+	takes_back(h_b);
+	over_the_ring(h_p, h_b, 1000);
 }
 
 Test(group, a_read_whose_lease_is_taken_during_its_copy_returns_none_of_it)
@@ -1104,7 +1109,6 @@ Test(group, a_batch_left_by_a_read_and_taken_back_is_not_handed_over)
 	shmbus_channel *ch = chan(SHMBUS_BLOCK, 4096);
 	shmbus_pub *p = shmbus_pub_open(ch, NULL);
 	shmbus_group *a = join_short(ch, "a"), *b = join_short(ch, "b");
-	struct shmbus_group_stats st;
 	struct shmbus_group_msg m;
 	struct late l = { 0 };
 	uint8_t small[1];
@@ -1115,14 +1119,7 @@ Test(group, a_batch_left_by_a_read_and_taken_back_is_not_handed_over)
 	cr_assert_eq(shmbus_group_read(a, small, sizeof(small), &m), -EMSGSIZE);
 	l.lost = m.lease.w[0];
 	usleep(120000);	/* past a's 50 ms term */
-	for (int i = 0; i < 2000; i++) {
-		cr_assert_geq(shmbus_group_poll(b, ack_all, b, 64), 0);
-		cr_assert_eq(shmbus_group_stats(b, &st), 0);
-		if (st.expired == 1 && st.floor == st.head)
-			break;
-		usleep(1000);
-	}
-	cr_assert(st.expired == 1 && st.floor == st.head, "b took it back");
+	takes_back(b);
 	publish_marked(p, 200, 4);
 	rc = shmbus_group_poll(a, late_member, &l, 64);
 	cr_assert_geq(rc, 0, "%s", strerror(-rc));
