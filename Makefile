@@ -582,10 +582,10 @@ $(BUILD)/tests/test_hostile_peer: $(BUILD)/daemon/wire.o $(BUILD)/daemon/tcp.o
 $(BUILD)/tests/test_hostile_peer: TEST_LIBS = $(LIB_INT) -lcriterion \
 	$(LDLIBS_LIB) -lcrypto
 
-# The two consumer-group suites share tests/group_fixture.c, the two
+# The consumer-group suites share tests/group_fixture.c, the two
 # journal suites tests/journal_fixture.c.
-$(BUILD)/tests/test_group $(BUILD)/tests/test_group_races: \
-	$(BUILD)/tests/group_fixture.o
+$(BUILD)/tests/test_group $(BUILD)/tests/test_group_races \
+	$(BUILD)/tests/test_group_wait: $(BUILD)/tests/group_fixture.o
 $(BUILD)/tests/test_journal $(BUILD)/tests/test_journal_recovery: \
 	$(BUILD)/tests/journal_fixture.o
 

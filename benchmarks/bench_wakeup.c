@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * bench_wakeup.c - a subscriber that sleeps instead of spinning: how long
- * from a publish to its handler, what CPU it uses while messages trickle
- * in, and what CPU it uses idle.  Against the raw futex ping: one process
+ * bench_wakeup.c - a subscriber, and a consumer group's member, that sleep
+ * instead of spinning: how long from a publish to the handler, what CPU
+ * they use while messages trickle in, and what CPU they use idle.  Against
+ * the raw futex ping: one process
  * stores a timestamp, bumps a word and calls FUTEX_WAKE; the other sleeps
  * in FUTEX_WAIT on the word.  That is the kernel's floor for waking a
  * sleeping process, and shmbus's sleeping subscribers use the same call.
@@ -11,10 +12,11 @@
  * 200 us, so the sleeper is asleep (its spin phase is 1 ns) when it comes.
  * Latency: from the timestamp taken just before the publish (or the wake)
  * to the moment the handler (or the woken process) reads it.  The futex
- * and shmbus take turns in blocks of BLOCK messages between the same two
- * processes: how long the host takes to wake a vCPU moves by tens of
- * percent within minutes, which would move a ratio of the two timed one
- * after the other by as much.
+ * shmbus's subscriber and the member (a shared group of its own channel,
+ * shmbus_group_wait() then a poll of one and its ack) take turns in blocks
+ * of BLOCK messages between the same two processes: how long the host
+ * takes to wake a vCPU moves by tens of percent within minutes, which
+ * would move a ratio of kinds timed one after the other by as much.
  *
  *   bench_wakeup [-q]
  */
@@ -40,7 +42,7 @@
 #define BLOCK 500	/* messages of one kind before the other's turn */
 #define WARM 10		/* of them, not recorded after a switch */
 
-enum what { FUTEX, SHMBUS, KINDS };
+enum what { FUTEX, SHMBUS, GROUP, KINDS };
 
 struct shared {
 	_Alignas(64) _Atomic uint32_t word;	/* the raw futex */
@@ -48,6 +50,7 @@ struct shared {
 	_Alignas(64) _Atomic uint64_t ack;
 	_Alignas(64) _Atomic int ready;
 	double cpu_pct[KINDS];			/* the sleeper's, measured */
+	double idle_pct[KINDS];			/* idle: SHMBUS, GROUP */
 	char dir[64];
 	struct hist h[KINDS];
 };
@@ -86,34 +89,80 @@ static int on_msg(const struct shmbus_msg *m, void *arg)
 	return 0;
 }
 
+struct gtake {
+	long m;
+	struct shmbus_lease lease;
+};
+
+static int on_gmsg(const struct shmbus_group_msg *m, void *arg)
+{
+	struct gtake *t = arg;
+	uint64_t sent;
+
+	memcpy(&sent, m->data, sizeof(sent));
+	record(t->m, sent);
+	t->lease = m->lease;
+	return 0;
+}
+
+/* The member's turn: waits, takes one message and acknowledges it;
+ * 0, or -errno. */
+static int group_take(shmbus_group *g, long m)
+{
+	struct gtake t = { .m = m };
+	int n = 0;
+
+	while (n == 0) {
+		int rc = shmbus_group_wait(g, -1);
+
+		if (rc && rc != -ETIMEDOUT)
+			return rc;
+		n = shmbus_group_poll(g, on_gmsg, &t, 1);
+	}
+	return n < 0 ? n : shmbus_group_ack(g, &t.lease);
+}
+
 /*
- * The sleeper, on CPU 1.  With n > 0 it takes 2n messages, the futex's
- * and shmbus's blocks in turn, and stores the CPU it used during each
- * kind's blocks as a percentage of their time; with n == 0 it waits
- * idle_ms on the channel with nothing published, and stores the CPU it
- * used then in cpu_pct[SHMBUS].
+ * The sleeper, on CPU 1.  With n > 0 it takes KINDS * n messages, the
+ * kinds' blocks in turn, and stores the CPU it used during each kind's
+ * blocks as a percentage of their time; with n == 0 it waits idle_ms as
+ * kind `idle` (SHMBUS or GROUP) with nothing published, and stores the
+ * CPU it used then in idle_pct[idle].
  */
-static void sleeper(long n, long idle_ms)
+static void sleeper(long n, long idle_ms, enum what idle)
 {
 	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP,
 				      .spin_ns = n ? 1 : 0 };
 	shmbus_channel *ch = shmbus_channel_open(sh->dir, "w");
+	shmbus_channel *gch = shmbus_channel_open(sh->dir, "g");
 	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
-	double cpu[KINDS] = { 0, 0 }, wall[KINDS] = { 0, 0 };
+	shmbus_group *g = gch ? shmbus_group_join(gch, "g", "m", NULL) : NULL;
+	double cpu[KINDS] = { 0 }, wall[KINDS] = { 0 };
 	double c0 = cpu_seconds();
 	uint64_t t0 = bh_now_ns();
 
-	if (!sub)
+	if (!sub || !g ||
+	    shmbus_group_set_wait(g, SHMBUS_WAIT_SLEEP, sa.spin_ns ? 1 : 0))
 		_exit(2);
 	bh_pin(1);
 	atomic_store(&sh->ready, 1);
 	if (n == 0) {
-		shmbus_wait(sub, idle_ms * 1000000);
-		sh->cpu_pct[SHMBUS] = 100.0 * (cpu_seconds() - c0) /
-				      ((double)(bh_now_ns() - t0) / 1e9);
+		struct gtake t = { .m = 0 };
+
+		/* A wait before the first poll returns at once. */
+		if (idle == GROUP && shmbus_group_poll(g, on_gmsg, &t, 1))
+			_exit(5);
+		c0 = cpu_seconds();
+		t0 = bh_now_ns();
+		if (idle == GROUP)
+			shmbus_group_wait(g, idle_ms * 1000000);
+		else
+			shmbus_wait(sub, idle_ms * 1000000);
+		sh->idle_pct[idle] = 100.0 * (cpu_seconds() - c0) /
+				     ((double)(bh_now_ns() - t0) / 1e9);
 		_exit(0);
 	}
-	for (long m = 1; m <= 2 * n; m++) {
+	for (long m = 1; m <= KINDS * n; m++) {
 		enum what k = kind_of(m);
 		uint32_t seen;
 
@@ -128,6 +177,9 @@ static void sleeper(long n, long idle_ms)
 				syscall(SYS_futex, &sh->word, FUTEX_WAIT, seen,
 					NULL, NULL, 0);
 			record(m, atomic_load(&sh->sent));
+		} else if (k == GROUP) {
+			if (group_take(g, m))
+				_exit(4);
 		} else {
 			int got = 0;
 
@@ -140,7 +192,7 @@ static void sleeper(long n, long idle_ms)
 		/* seq_cst: pairs with the waker's load of ack; the message
 		 * has been taken before the next one is sent. */
 		atomic_store(&sh->ack, (uint64_t)m);
-		if (m % BLOCK == 0 || m == 2 * n) {	/* it ends */
+		if (m % BLOCK == 0 || m == KINDS * n) {	/* it ends */
 			cpu[k] += cpu_seconds() - c0;
 			wall[k] += (double)(bh_now_ns() - t0) / 1e9;
 		}
@@ -154,11 +206,13 @@ static void sleeper(long n, long idle_ms)
 static int waker(long n)
 {
 	shmbus_channel *ch = shmbus_channel_open(sh->dir, "w");
+	shmbus_channel *gch = shmbus_channel_open(sh->dir, "g");
 	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	shmbus_pub *gpub = gch ? shmbus_pub_open(gch, NULL) : NULL;
 
-	if (!pub)
+	if (!pub || !gpub)
 		return -1;
-	for (long m = 1; m <= 2 * n; m++) {
+	for (long m = 1; m <= KINDS * n; m++) {
 		uint64_t t;
 
 		usleep(GAP_US);
@@ -170,12 +224,15 @@ static int waker(long n)
 			syscall(SYS_futex, &sh->word, FUTEX_WAKE, INT_MAX,
 				NULL, NULL, 0);
 		} else
-			shmbus_publish(pub, &t, sizeof(t));
+			shmbus_publish(kind_of(m) == GROUP ? gpub : pub, &t,
+				       sizeof(t));
 		while (atomic_load(&sh->ack) != (uint64_t)m)
 			_mm_pause();
 	}
 	shmbus_pub_close(pub);
+	shmbus_pub_close(gpub);
 	shmbus_channel_close(ch);
+	shmbus_channel_close(gch);
 	return 0;
 }
 
@@ -190,16 +247,21 @@ static int setup_channel(void)
 	shmbus_channel_attr_init(&a);
 	a.capacity = 1u << 16;
 	a.max_msg = 64;
-	ch = shmbus_channel_create(sh->dir, "w", &a, SHMBUS_CREATE_EXCL);
-	if (!ch)
-		return -1;
-	shmbus_channel_close(ch);
+	for (int i = 0; i < 2; i++) {
+		ch = shmbus_channel_create(sh->dir, i ? "g" : "w", &a,
+					   SHMBUS_CREATE_EXCL);
+		if (!ch)
+			return -1;
+		shmbus_channel_close(ch);
+	}
 	return 0;
 }
 
+/* The channels, and the group's file with "g" (shmbus_channel_unlink()). */
 static void drop_channel(void)
 {
 	shmbus_channel_unlink(sh->dir, "w");
+	shmbus_channel_unlink(sh->dir, "g");
 	rmdir(sh->dir);
 }
 
@@ -218,7 +280,7 @@ static int run(long n)
 		return -1;
 	pid = bh_fork();
 	if (pid == 0)
-		sleeper(n, 0);
+		sleeper(n, 0, SHMBUS);
 	bh_pin(0);
 	while (!atomic_load(&sh->ready))
 		usleep(100);
@@ -272,7 +334,7 @@ int main(int argc, char **argv)
 		fprintf(csv, "what,min,p50,p90,p99,p99_9,max,cpu_pct\n");
 	printf("# wake-up: publish (or FUTEX_WAKE) on CPU 0 -> handler of a "
 	       "sleeping process on CPU 1, ns; one every %d us, %ld samples "
-	       "each,\n# the two taking turns in blocks of %d\n", GAP_US, n,
+	       "each,\n# the three taking turns in blocks of %d\n", GAP_US, n,
 	       BLOCK);
 	printf("# ratio: p50 / the raw futex p50; cpu: the sleeper's CPU use "
 	       "during the run; floor: cache-line RTT p50 before/after\n");
@@ -287,19 +349,26 @@ int main(int argc, char **argv)
 	    f0, f1, csv);
 	row("shmbus", &sh->h[SHMBUS], sh->cpu_pct[SHMBUS],
 	    (double)hist_percentile(&fh, 50), f0, f1, csv);
+	row("group", &sh->h[GROUP], sh->cpu_pct[GROUP],
+	    (double)hist_percentile(&fh, 50), f0, f1, csv);
 
 	/* Idle: nothing is published for idle_ms. */
-	if (setup_channel())
-		return 1;
-	pid = bh_fork();
-	if (pid == 0)
-		sleeper(0, idle_ms);
-	waitpid(pid, NULL, 0);
-	drop_channel();
-	printf("\n# idle: a sleeping subscriber with nothing published for "
-	       "%ld ms used %.3f%% of a CPU\n", idle_ms, sh->cpu_pct[SHMBUS]);
+	for (enum what k = SHMBUS; k < KINDS; k++) {
+		if (setup_channel())
+			return 1;
+		pid = bh_fork();
+		if (pid == 0)
+			sleeper(0, idle_ms, k);
+		waitpid(pid, NULL, 0);
+		drop_channel();
+	}
+	printf("\n# idle, nothing published for %ld ms: a sleeping subscriber "
+	       "used %.3f%% of a CPU, a member in shmbus_group_wait() "
+	       "%.3f%%\n", idle_ms, sh->idle_pct[SHMBUS], sh->idle_pct[GROUP]);
 	if (csv) {
-		fprintf(csv, "idle,0,0,0,0,0,0,%.3f\n", sh->cpu_pct[SHMBUS]);
+		fprintf(csv, "idle,0,0,0,0,0,0,%.3f\n", sh->idle_pct[SHMBUS]);
+		fprintf(csv, "idle_group,0,0,0,0,0,0,%.3f\n",
+			sh->idle_pct[GROUP]);
 		fclose(csv);
 	}
 	return 0;

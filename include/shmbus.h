@@ -48,7 +48,7 @@ extern "C" {
  * version adds functions (symbol version SHMBUS_0.<minor>); the soname
  * changes only with the major one. */
 #define SHMBUS_VERSION_MAJOR 0
-#define SHMBUS_VERSION_MINOR 5
+#define SHMBUS_VERSION_MINOR 6
 #define SHMBUS_VERSION_PATCH 0
 
 /* Limits of a channel's layout (include/shmbus/layout.h, which defines
@@ -990,16 +990,37 @@ int shmbus_group_nack(shmbus_group *m, const struct shmbus_lease *l,
 int shmbus_group_extend(shmbus_group *m, const struct shmbus_lease *l,
 			int64_t ns);
 
-/* Waits until the group may have a message for this member: the channel
- * moved since the last poll that found nothing; in shared mode, a claim
- * could be won (a record committed where the group's claims go on, and
- * room in the window); or 10 ms passed while leases wait to be delivered
- * again, and in keyed and single-active mode every 10 ms (a lane's
- * record committed after the poll saw its claim).  It naps up to 1 ms at
- * a time; a return of 0 may still find nothing.
+/*
+ * Waits until the group may have a message for this member: the channel
+ * moved since the last poll that found nothing, or the record that poll
+ * stopped at (claimed, not yet committed) is committed; in shared mode,
+ * a claim could be won (a record committed where the group's claims go
+ * on, and room in the window); or, looked at every 10 ms, leases wait to
+ * be delivered again (shared), or lanes may have changed hands or ended
+ * a nack's delay (keyed, single-active).  A wait before the member's
+ * first poll returns at once.  A return of 0 may still find nothing.
+ * timeout_ns < 0 waits for ever.
+ *
+ * How it waits is the member's (shmbus_group_set_wait()); by default it
+ * spins for 20 us, then sleeps on the channel's futex, which a producer's
+ * commit wakes as it wakes sleeping subscribers (and, from then on, pays
+ * a fence after each commit for; docs/groups.md).  A sleep lasts at most
+ * 10 ms, and 1 ms while a shared group's window is full (an ack wakes
+ * nobody).
  * 0, -ETIMEDOUT, -EIDRM, -EROFS and -EAGAIN as for poll (also as soon
  * as the channel stops taking writes during the wait). */
 int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns);
+
+/*
+ * How this member's shmbus_group_wait() waits: SHMBUS_WAIT_SPIN spins
+ * until its end (lowest latency, a core busy); SHMBUS_WAIT_YIELD spins
+ * spin_ns, then calls sched_yield() between looks; SHMBUS_WAIT_SLEEP
+ * (the default) spins spin_ns, then sleeps.  spin_ns 0: 20 us.  For the
+ * handle's thread, as its other calls.  0, or -EINVAL (m NULL, or `how`
+ * unknown).
+ */
+int shmbus_group_set_wait(shmbus_group *m, enum shmbus_wait how,
+			  uint32_t spin_ns);
 
 struct shmbus_group_stats {
 	enum shmbus_group_mode mode;

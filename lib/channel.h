@@ -243,6 +243,9 @@ static inline void sb_sleep_unannounce(struct shmbus_channel *ch, uint32_t i)
 
 /* Internal entry points shared between the library's files. */
 int sb_prod_wake(struct shmbus_channel *ch);
+/* FUTEX_WAIT on word while it holds val, at most timeout_ns (< 0: no
+ * limit).  0, or -errno (-EAGAIN: the word had changed already). */
+int sb_futex_sleep(uint32_t *word, uint32_t val, int64_t timeout_ns);
 /* A producer's wake-up after a commit, made for one that died before it
  * (a repair, a take-over): wakes sleepers if any (repair.c). */
 void sb_wake_check(struct shmbus_channel *ch);

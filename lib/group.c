@@ -814,6 +814,17 @@ SHMBUS_EXPORT int shmbus_group_extend(shmbus_group *m,
 	return sb_lanes_extend(m, (uint32_t)l->w[0], (uint32_t)l->w[1], ns);
 }
 
+/* Shared: whether the window is full (nothing can be claimed until an
+ * ack, which wakes nobody). */
+static bool window_full(struct shmbus_group *m)
+{
+	uint64_t pos, s, fp, fs;
+
+	sb_pair_read(&m->g->claim_pos, &pos, &s);
+	sb_pair_read(&m->g->floor_pos, &fp, &fs);
+	return fs <= s && s - fs >= m->window;
+}
+
 /* Shared: whether a claim could be won now, as sb_shared_take() would
  * judge it: the window has room and the ring holds a committed record at
  * the claim word, or lapped it (damage there is the poll's to report).
@@ -837,51 +848,127 @@ static bool shared_ready(struct shmbus_group *m)
 			   &type, &len, &seq, &size) > 0;
 }
 
-/* Whether a poll may find something now: the channel moved since the
- * last empty poll, a shared claim could be won, or leases were given
- * back (looked at every 10 ms: one may wait for its nack's delay); in
- * keyed and single-active mode, every 10 ms (a lane's next record may
- * have been committed at a head its poll saw). */
-static bool maybe_ready(struct shmbus_group *m, int64_t now)
+/* Keyed and single-active: whether the record the last empty poll's walk
+ * stopped at (committed after the poll saw its claim) is there now. */
+static bool lanes_ready(struct shmbus_group *m)
+{
+	uint64_t seq, size;
+	uint32_t type, len;
+
+	if (m->lanes_stop == UINT64_MAX)
+		return false;
+	/* Damage is the poll's to report, as in shared_ready(). */
+	return sb_rec_look(m->ch, m->lanes_stop,
+			   load_relaxed64(&m->g->fresh_pos), &type, &len, &seq,
+			   &size) > 0;
+}
+
+/* Whether a poll may find something the producers made: the channel
+ * moved since the last empty poll, the record that poll waited for is
+ * committed, or the host stopped taking writes.  A producer's commit
+ * wakes a member asleep on what this looks at (member_sleep()). */
+static bool ready_now(struct shmbus_group *m)
 {
 	/* No edge: compared only; a closed fence is take_check()'s to
 	 * report. */
 	if (load_relaxed64(&m->ch->hdr->head) != m->idle_head ||
 	    refused(m->ch))
 		return true;
-	if (m->mode == SHMBUS_GMODE_SHARED && shared_ready(m))
+	return m->mode == SHMBUS_GMODE_SHARED ? shared_ready(m)
+					      : lanes_ready(m);
+}
+
+/* ready_now(), or what no producer wakes a member for, looked at every
+ * 10 ms: leases given back (one may wait for its nack's delay); in keyed
+ * and single-active mode, lanes (given to it, or a nack's delay over). */
+static bool maybe_ready(struct shmbus_group *m, int64_t now)
+{
+	if (ready_now(m))
 		return true;
-	return sb_elapsed(now, m->idle_ns) >= 10000000 &&
+	return sb_elapsed(now, m->idle_ns) >= SB_GROUP_LOOK_NS &&
 	       (load_relaxed64(&m->g->avail) || m->mode != SHMBUS_GMODE_SHARED);
+}
+
+/*
+ * Sleeps on the channel's futex until a producer's commit wakes us, or
+ * for at most a slice: what no producer wakes us for (maybe_ready()'s
+ * timed looks, an ack that frees a full window, the maintenance) is
+ * looked at after it.  The protocol of a sleeping subscriber (wait.c):
+ * we count in hdr.sleepers, then read the futex word, then look; a
+ * producer commits, then reads hdr.sleepers (F3).  Our bit in the
+ * group's sleepers word lets the maintenance take a member that died
+ * asleep off the count (else every commit would make a wake call).
+ */
+static void member_sleep(struct shmbus_group *m, int64_t now, int64_t end)
+{
+	struct shmbus_hdr *h = m->ch->hdr;
+	uint64_t bit = UINT64_C(1) << m->me;
+	int64_t slice = SB_GROUP_LOOK_NS;
+	uint32_t f;
+
+	if (!m->announced) {
+		/* The group's slot: producers make F3's check while a slot's
+		 * bit is set; cleared when the group's slot is given back. */
+		m->nap = !sb_sleep_announce(m->ch, m->slot);
+		m->announced = true;
+	}
+	if (m->nap || (m->mode == SHMBUS_GMODE_SHARED && window_full(m)))
+		slice = SB_GROUP_NAP_NS;
+	if (end - now < slice)
+		slice = end - now;
+	/* F3: pairs with F3 in wake_if_sleepers() (pub.h): the store of our
+	 * side, before the futex word and our look. */
+	add_seqcst32(&h->sleepers, 1);
+	or_relaxed64(&m->g->sleepers, bit);
+	/* F3: pairs with sb_prod_wake()'s increment of the word. */
+	f = load_seqcst32(&h->futex);
+	/* F3: pairs with F3 in wake_if_sleepers(): either our look sees the
+	 * commit, or the producer sees our count and changes the word. */
+	fence_seqcst();
+	if (!ready_now(m))
+		sb_futex_sleep(&h->futex, f, slice);
+	/* F3's count, undone by whoever clears our bit (we, or the
+	 * maintenance that frees the record of a member that died here). */
+	if (and_relaxed64(&m->g->sleepers, ~bit) & bit)
+		sub_seqcst32(&h->sleepers, 1);
+}
+
+SHMBUS_EXPORT int shmbus_group_set_wait(shmbus_group *m, enum shmbus_wait how,
+					uint32_t spin_ns)
+{
+	if (!m || (how != SHMBUS_WAIT_SPIN && how != SHMBUS_WAIT_YIELD &&
+		   how != SHMBUS_WAIT_SLEEP))
+		return -EINVAL;
+	m->wait = how;
+	m->spin_ns = spin_ns ? spin_ns : SB_GROUP_SPIN_NS;
+	return 0;
 }
 
 SHMBUS_EXPORT int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns)
 {
 	int64_t now = sb_now_ns();
 	int64_t end = timeout_ns < 0 ? INT64_MAX : sb_after(now, timeout_ns);
+	int64_t spin_end;
 	int rc = take_check(m);
 
 	if (rc)
 		return rc;
-	for (unsigned spins = 0;; spins++, now = sb_now_ns()) {
-		struct timespec ts = { 0, 1000000 };
-
+	spin_end = m->wait == SHMBUS_WAIT_SPIN ? INT64_MAX
+					       : sb_after(now, m->spin_ns);
+	for (unsigned i = 0;; i++, now = sb_now_ns()) {
 		if (maybe_ready(m, now))
 			return take_check(m);
-		if (spins % 64 == 0)
+		/* Rate-limited to one a millisecond. */
+		if (i % 64 == 0 || now >= spin_end)
 			maybe_maintain(m);
 		if (now >= end)
 			return -ETIMEDOUT;
-		if (spins < 200) {
+		if (now < spin_end)
 			cpu_relax();
-			continue;
-		}
-		/* The channel's futex wakes subscribers that announced
-		 * themselves; a member is not one, so it naps. */
-		if (spins > 2000)
-			nanosleep(&ts, NULL);
-		else
+		else if (m->wait == SHMBUS_WAIT_YIELD)
 			sched_yield();
+		else
+			member_sleep(m, now, end);
 	}
 }
 

@@ -95,6 +95,14 @@ struct shmbus_group {
 	uint64_t idle_head;	/* the channel's head when a poll last found
 				 * nothing (shmbus_group_wait()) */
 	int64_t idle_ns;	/* and when */
+	uint64_t lanes_stop;	/* keyed, single-active: where that poll's
+				 * walk stopped at a record not committed
+				 * yet (UINT64_MAX: none) */
+	uint32_t wait;		/* shmbus_group_set_wait() */
+	uint32_t spin_ns;
+	bool announced;		/* it said it may sleep on the channel's
+				 * futex (sb_sleep_announce()) */
+	bool nap;		/* ... and the kernel refused: naps only */
 	uint8_t *buf;		/* overwrite policy: a message's copy */
 
 	/* Shared: the lease whose messages we are delivering. */
@@ -202,6 +210,14 @@ bool sb_group_maint_trylock(struct shmbus_group *m, int64_t stuck_ns);
 void sb_group_maint_release(struct shmbus_group *m);
 
 #define SB_LANE_CAP_MAX		1024u	/* records in flight per lane */
+#define SB_GROUP_SPIN_NS	20000u	/* a member's wait spins this long
+					 * before it sleeps (or yields) */
+#define SB_GROUP_LOOK_NS	INT64_C(10000000)	/* 10 ms: a wait's
+					 * looks at what no producer wakes
+					 * it for, and its longest sleep */
+#define SB_GROUP_NAP_NS		INT64_C(1000000)	/* 1 ms: its sleeps
+					 * while an ack (or, the kernel
+					 * refusing, a commit) wakes nobody */
 #define SB_GROUP_F_DELETED	0x1u	/* hdr.flags */
 
 /* the file (group_file.c) */

@@ -369,6 +369,9 @@ struct shmbus_group *sb_group_map(struct shmbus_channel *ch, int fd,
 	m->leases = (void *)((uint8_t *)base + SHMBUS_GROUP_LEASES_OFF);
 	m->me = SHMBUS_NO_MEMBER;
 	m->idle_head = UINT64_MAX;
+	m->lanes_stop = UINT64_MAX;
+	m->wait = SHMBUS_WAIT_SLEEP;
+	m->spin_ns = SB_GROUP_SPIN_NS;
 	m->token = atomic_fetch_add(&tokens, 1) + 1;
 	m->lane_cap = m->window < SB_LANE_CAP_MAX ? m->window : SB_LANE_CAP_MAX;
 	return m;

@@ -217,6 +217,7 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 {
 	struct shmbus_channel *ch = m->ch;
 	uint64_t fresh = load_relaxed64(&m->g->fresh_pos);
+	uint64_t stop = UINT64_MAX;
 	int64_t now = sb_now_ns();
 
 	/* We look: the maintenance gives lanes to members that do. */
@@ -307,6 +308,10 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 			m->lane_rr = i + 1;
 			return 1;
 		}
+		/* Where the walk stopped (a record not committed yet, the
+		 * end, or half a ring walked): a wait looks there. */
+		if (p < stop)
+			stop = p;
 		/* Nothing of ours in what we passed: while nothing is in
 		 * flight, the lane is done up to here (so the floor moves
 		 * past the other lanes' records). */
@@ -319,6 +324,7 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 		}
 next_lane:;
 	}
+	m->lanes_stop = stop;
 	return 0;
 }
 

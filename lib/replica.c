@@ -43,9 +43,14 @@ int sb_fence_set(shmbus_channel *ch, uint32_t state)
 	/* One writer: the daemon's thread that changes roles. */
 	uint32_t old = load_relaxed32(&ch->hdr->fence);
 
-	if (SHMBUS_FENCE_STATE(old) != state)
+	if (SHMBUS_FENCE_STATE(old) != state) {
 		store_relaxed32(&ch->hdr->fence,
 				((old >> 8) + 1) << 8 | state);
+		/* Group members asleep in their wait end it at once (its
+		 * look sees the fence, or F3 wakes it). */
+		if (state != SHMBUS_FENCE_OPEN)
+			sb_wake_check(ch);
+	}
 	if (state == SHMBUS_FENCE_OPEN) {
 		ch->fence_synced = false;
 		return 0;

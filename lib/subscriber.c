@@ -358,6 +358,8 @@ void sb_slot_release_group(struct shmbus_channel *ch, uint32_t index)
 	o = load_relaxed64(&s->owner);
 	if (owner_state(o) != SHMBUS_SLOT_GROUP)
 		return;
+	/* Its members may have slept (group.c's member_sleep()). */
+	sb_sleep_unannounce(ch, index);
 	/* R13: pairs with A13 in take_slot(). */
 	cas_strong_seqcst64(&s->owner, &o, owner_word(SHMBUS_SLOT_FREE, 0));
 }

@@ -69,7 +69,7 @@ int sb_prod_wake(struct shmbus_channel *ch)
 			    NULL, 0);
 }
 
-static int futex_sleep(uint32_t *word, uint32_t val, int64_t timeout_ns)
+int sb_futex_sleep(uint32_t *word, uint32_t val, int64_t timeout_ns)
 {
 	struct timespec ts, *tp = NULL;
 
@@ -123,7 +123,7 @@ static int sleep_wait(struct shmbus_sub *sub, struct shmbus_channel *ch,
 			if (sub->stall_ns && sub->stall_pos == sub->pos &&
 			    (left < 0 || left > REAP_EVERY_NS))
 				left = REAP_EVERY_NS;
-			rc = futex_sleep(&h->futex, f, left);
+			rc = sb_futex_sleep(&h->futex, f, left);
 		}
 		store_relaxed32(&slot->sleeping, 0);
 		/* No edge: we re-check for a message ourselves below. */

@@ -181,7 +181,12 @@ struct shmbus_group_hdr {
 	 * starting below it may have been delivered on the primary it
 	 * followed, and are flagged redelivered here (0: none) */
 	uint64_t redeliver_below;
-	uint8_t pad8[56];
+	uint64_t sleepers;	/* bit j: member j counts in the channel's
+				 * hdr.sleepers (asleep in
+				 * shmbus_group_wait()); whoever clears the
+				 * bit, the member or the maintenance that
+				 * frees its record, takes it off the count */
+	uint8_t pad8[48];
 
 	uint8_t reserved[1024 - 9 * 64];
 };
@@ -196,6 +201,7 @@ SHMBUS_GROUP_ASSERT(floor_pos, 256);
 SHMBUS_GROUP_ASSERT(avail, 320);
 SHMBUS_GROUP_ASSERT(delivered, 384);
 SHMBUS_GROUP_ASSERT(redeliver_below, 512);
+SHMBUS_GROUP_ASSERT(sleepers, 520);
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_group_hdr) == 1024, "group hdr");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_member) == 128, "member size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_lease_slot) == 64, "lease size");
