@@ -762,7 +762,8 @@ int shmbus_bus_delete(shmbus_bus *bus, const char *name);
  * the daemon said it ("capacity 5000 is not a power of two from 4 KiB to
  * 16 GiB", "uid 1000 is not in [bus] admins"...), or shmbus_strerror(err)
  * when the daemon gave no reason (an older daemon, a failure on this
- * side, another error than that request's).  The string stays valid
+ * side, another error than that request's): a request this side refuses
+ * (its arguments, no connection) leaves no earlier request's reason.  The string stays valid
  * until this thread's next request on any bus.  Since version 0.2
  * (symbol version SHMBUS_0.2).  Thread-safe.
  */

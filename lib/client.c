@@ -635,6 +635,15 @@ static int call(struct shmbus_bus *b, uint16_t type, const void *body,
 	return rc;
 }
 
+/* A request starts: the reason for an earlier one is no longer its
+ * answer, whatever this one fails with (its own checks included). */
+static void forget_refusal(void)
+{
+	last_refusal.bus = NULL;
+	last_refusal.err = 0;
+	last_refusal.text[0] = 0;
+}
+
 SHMBUS_EXPORT const char *shmbus_bus_strerror(shmbus_bus *b, int err)
 {
 	if (err > 0)
@@ -816,6 +825,7 @@ SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
 	struct bus_ref *r;
 	int fd[2] = { -1, -1 }, rc;
 
+	forget_refusal();
 	if (!b) {
 		/* shmbus_bus_open(shmbus_connect(...)) with no daemon. */
 		errno = ENOTCONN;
@@ -882,6 +892,7 @@ SHMBUS_EXPORT int shmbus_bus_create(shmbus_bus *b, const char *name,
 {
 	struct shmbus_ctl_create req = { 0 };
 
+	forget_refusal();
 	if (!b)
 		return -ENOTCONN;
 	if (!a || copy_name(req.name, name))
@@ -900,6 +911,7 @@ SHMBUS_EXPORT int shmbus_bus_delete(shmbus_bus *b, const char *name)
 {
 	struct shmbus_ctl_name req;
 
+	forget_refusal();
 	if (!b)
 		return -ENOTCONN;
 	if (copy_name(req.name, name))
@@ -942,6 +954,7 @@ SHMBUS_EXPORT int shmbus_bus_list(shmbus_bus *b,
 	uint32_t len, total = 0;
 	int rc = 0;
 
+	forget_refusal();
 	if (!b)
 		return -ENOTCONN;
 	if (!fn)
@@ -990,6 +1003,7 @@ SHMBUS_EXPORT int shmbus_bus_describe(shmbus_bus *b, const char *name,
 	uint32_t len = 0;
 	int rc;
 
+	forget_refusal();
 	if (!b)
 		return -ENOTCONN;
 	if (!o || copy_name(req.name, name))
@@ -1022,6 +1036,7 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
 	uint32_t len = 0;
 	int rc;
 
+	forget_refusal();
 	if (!b)
 		return -ENOTCONN;
 	rc = call(b, SHMBUS_CTL_REPL, &req, sizeof(req), r, sizeof(*r), &len,
@@ -1062,6 +1077,7 @@ int sb_bus_journal(shmbus_bus *b, const char *chan, uint32_t what,
 	int rc;
 	uint32_t len = 0;
 
+	forget_refusal();
 	memset(&req, 0, sizeof(req));
 	if (copy_name(req.channel, chan))
 		return -EINVAL;
@@ -1089,6 +1105,7 @@ int sb_bus_group(shmbus_bus *b, const char *chan, uint64_t data_id,
 {
 	struct shmbus_ctl_group req;
 
+	forget_refusal();
 	memset(&req, 0, sizeof(req));
 	if (copy_name(req.channel, chan) ||
 	    strlen(group) >= sizeof(req.group) ||
@@ -1110,6 +1127,7 @@ int sb_bus_group_delete(shmbus_bus *b, const char *chan, uint64_t data_id,
 {
 	struct shmbus_ctl_group req;
 
+	forget_refusal();
 	memset(&req, 0, sizeof(req));
 	if (copy_name(req.channel, chan) || strlen(group) >= sizeof(req.group))
 		return -EINVAL;

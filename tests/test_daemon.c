@@ -105,6 +105,17 @@ Test(daemon, publish_subscribe_list_describe, .init = setup,
 		cr_assert_eq(bc.configured, 0);
 		a.capacity = 1000;
 		cr_assert_eq(shmbus_bus_create(bus, "bad", &a), -EINVAL);
+		cr_assert(strstr(shmbus_bus_strerror(bus, -EINVAL),
+				 "capacity 1000 is not a power of two"));
+		/* Refused here, not by the daemon: the reason is not the
+		 * earlier request's. */
+		cr_assert_eq(shmbus_bus_create(bus, "bad", NULL), -EINVAL);
+		cr_assert_str_eq(shmbus_bus_strerror(bus, -EINVAL),
+				 shmbus_strerror(-EINVAL));
+		cr_assert_eq(shmbus_bus_create(bus, "bad", &a), -EINVAL);
+		cr_assert_eq(shmbus_bus_describe(bus, "bad", NULL), -EINVAL);
+		cr_assert_str_eq(shmbus_bus_strerror(bus, -EINVAL),
+				 shmbus_strerror(-EINVAL));
 		cr_assert_eq(shmbus_bus_delete(bus, "dyn"), 0);
 		cr_assert_eq(shmbus_bus_delete(bus, "dyn"), -ENOENT);
 		cr_assert_eq(access("dyn", F_OK), -1);
