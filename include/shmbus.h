@@ -982,12 +982,14 @@ int shmbus_group_ack(shmbus_group *m, const struct shmbus_lease *l);
 /* Gives a message back to be delivered again, not before delay_ns from
  * now (shared: to any member; keyed: the lane restarts there, to its
  * owner).  It counts as a delivery: after max_deliveries the message is
- * dead-lettered.  0, -ESTALE or -EINVAL. */
+ * dead-lettered.  0; -ESTALE: the lease was taken back, or acknowledged
+ * already; -EINVAL: not a lease of this member, or delay_ns < 0. */
 int shmbus_group_nack(shmbus_group *m, const struct shmbus_lease *l,
 		      int64_t delay_ns);
 
 /* Extends the lease's term to ns from now (0: the group's term).
- * 0, -ESTALE or -EINVAL. */
+ * 0; -ESTALE: the lease was taken back, or acknowledged already;
+ * -EINVAL: not a lease of this member, or ns < 0. */
 int shmbus_group_extend(shmbus_group *m, const struct shmbus_lease *l,
 			int64_t ns);
 

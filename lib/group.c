@@ -477,6 +477,21 @@ static void shared_lost(struct shmbus_group *m, uint64_t seq, uint64_t ctl)
 	sb_floor_advance(m->g, m->leases, m->wmask, m->ch, m->slot);
 }
 
+/* A keyed or single-active lease is {lane, tag | lane generation, the
+ * record's position}: the tag (this member's record, from 1) tells a
+ * lease of another member, or none, from one taken back. */
+static uint64_t lane_tag(const struct shmbus_group *m)
+{
+	return (uint64_t)(m->me + 1) << 32;
+}
+
+static bool lane_lease_ours(const struct shmbus_group *m,
+			    const struct shmbus_lease *l)
+{
+	return l->w[0] < m->nlanes &&
+	       (l->w[1] & ~(uint64_t)UINT32_MAX) == lane_tag(m);
+}
+
 static void to_user(const struct sb_gmsg *in, struct shmbus_group_msg *out,
 		    uint64_t w0, uint64_t w1, uint64_t w2)
 {
@@ -627,7 +642,8 @@ SHMBUS_EXPORT int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn,
 			}
 			break;
 		}
-		to_user(&gm, &um, lane, gctl_gen(m->lane[lane].ctl), gm.pos);
+		to_user(&gm, &um, lane,
+			lane_tag(m) | gctl_gen(m->lane[lane].ctl), gm.pos);
 		n++;
 		add_relaxed64(&m->g->delivered, 1);
 		add_relaxed64(&m->g->redelivered, gm.deliveries > 1);
@@ -776,7 +792,7 @@ static int settle(shmbus_group *m, const struct shmbus_lease *l, int what,
 		}
 		return rc;
 	}
-	if (l->w[0] >= m->nlanes || l->w[1] > UINT32_MAX)
+	if (!lane_lease_ours(m, l))
 		return -EINVAL;
 	return sb_lanes_settle(m, (uint32_t)l->w[0], (uint32_t)l->w[1],
 			       l->w[2], 0, what, delay_ns);
@@ -809,9 +825,10 @@ SHMBUS_EXPORT int shmbus_group_extend(shmbus_group *m,
 		ns = m->lease_ns;
 	if (m->mode == SHMBUS_GMODE_SHARED)
 		return sb_shared_extend(m, l->w[0], l->w[1], ns);
-	if (l->w[0] >= m->nlanes || l->w[1] > UINT32_MAX)
+	if (!lane_lease_ours(m, l))
 		return -EINVAL;
-	return sb_lanes_extend(m, (uint32_t)l->w[0], (uint32_t)l->w[1], ns);
+	return sb_lanes_extend(m, (uint32_t)l->w[0], (uint32_t)l->w[1],
+			       l->w[2], ns);
 }
 
 /* Shared: whether the window is full (nothing can be claimed until an

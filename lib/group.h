@@ -190,7 +190,7 @@ void sb_lanes_floor(struct shmbus_group *m);
 void sb_lanes_floor_by(struct shmbus_group *m, uint64_t most, uint64_t limit);
 void sb_lanes_leave(struct shmbus_group *m);
 int sb_lanes_extend(struct shmbus_group *m, uint32_t i, uint32_t gen,
-		    int64_t ns);
+		    uint64_t pos, int64_t ns);
 uint32_t sb_lanes_owned(struct shmbus_group *m);
 /* Whether lane i is still ours in generation gen (nothing refreshed). */
 bool sb_lanes_held(struct shmbus_group *m, uint32_t i, uint32_t gen);

@@ -381,11 +381,14 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
 		while (keep < v->n &&
 		       v->starts[(v->head + keep) % m->lane_cap] < pos)
 			keep++;
-		/* Only a record we hold: not one acked, nor one never
-		 * delivered. */
+		/* Only a record we hold: one acked is no longer ours (as a
+		 * shared lease acked), one never delivered never was. */
 		if (keep == v->n ||
 		    v->starts[(v->head + keep) % m->lane_cap] != pos)
-			return -EINVAL;
+			return pos < v->cursor &&
+			       (v->n == 0 || pos < v->starts[v->head])
+				       ? -ESTALE
+				       : -EINVAL;
 		oldest = keep == 0;
 		v->n = keep;
 		/* Delivered from pos on: each comes again flagged.  Given
@@ -433,12 +436,24 @@ void sb_lanes_leave(struct shmbus_group *m)
 			give_up(m, i, SHMBUS_LANE_FREE);
 }
 
-/* Extends the term of lane i while we own it as generation gen. */
-int sb_lanes_extend(struct shmbus_group *m, uint32_t i, uint32_t gen,
-		    int64_t ns)
+/* Whether we hold the record at pos of lane i (delivered, not acked). */
+static bool lane_holds(const struct shmbus_group *m, uint32_t i, uint64_t pos)
 {
-	if (i >= m->nlanes || !sync_lane(m, i) || gctl_gen(m->lane[i].ctl) !=
-						       gen)
+	const struct sb_lane_view *v = &m->lane[i];
+
+	for (uint32_t k = 0; k < v->n; k++)
+		if (v->starts[(v->head + k) % m->lane_cap] == pos)
+			return true;
+	return false;
+}
+
+/* Extends the term of lane i while we own it as generation gen and hold
+ * the record at pos (acked: -ESTALE, as a shared lease acked). */
+int sb_lanes_extend(struct shmbus_group *m, uint32_t i, uint32_t gen,
+		    uint64_t pos, int64_t ns)
+{
+	if (i >= m->nlanes || !sync_lane(m, i) ||
+	    gctl_gen(m->lane[i].ctl) != gen || !lane_holds(m, i, pos))
 		return -ESTALE;
 	store_relaxed64((uint64_t *)&m->lanes[i].deadline,
 			(uint64_t)sb_after(sb_now_ns(), ns));

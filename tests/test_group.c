@@ -1052,3 +1052,64 @@ Test(group, a_read_cut_off_by_the_fence_gives_its_lease_back)
 	shmbus_pub_close(p);
 	shmbus_channel_close(h_ch);
 }
+
+/* Another member's lease, or none, is not this member's: -EINVAL in
+ * every mode, not counted as a stale ack; a lease acknowledged already is
+ * no longer held: extend and nack say -ESTALE in every mode. */
+static void leases_of_others(enum shmbus_group_mode mode)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *a = anchor(ch, mode), *b, *t;
+	struct shmbus_group_attr ga;
+	struct shmbus_group_msg m, m2;
+	struct shmbus_lease zero = { { 0, 0, 0 } };
+	uint8_t buf[256];
+
+	shmbus_group_attr_init(&ga);
+	ga.mode = mode;
+	b = shmbus_group_join(ch, "g", "b", &ga);
+	cr_assert(b);
+	produce(ch, 4, mode == SHMBUS_GROUP_SHARED ? 0 : 1);
+	/* a: the one the messages go to (keyed: who owns their lane). */
+	for (int i = 0; shmbus_group_read(a, buf, sizeof(buf), &m) <= 0; i++) {
+		cr_assert_lt(i, 1000, "neither member is given the messages");
+		t = a;
+		a = b;
+		b = t;
+		usleep(1000);
+	}
+	cr_assert_eq(shmbus_group_ack(b, &m.lease), -EINVAL);
+	cr_assert_eq(shmbus_group_nack(b, &m.lease, 0), -EINVAL);
+	cr_assert_eq(shmbus_group_extend(b, &m.lease, 0), -EINVAL);
+	cr_assert_eq(shmbus_group_ack(b, &zero), -EINVAL);
+	cr_assert_eq(shmbus_group_ack(a, &zero), -EINVAL);
+	cr_assert_eq(load_relaxed64(&b->rec->stale), 0);
+	cr_assert_eq(load_relaxed64(&a->rec->stale), 0);
+	/* Still a's, held. */
+	cr_assert_eq(shmbus_group_extend(a, &m.lease, 0), 0);
+	cr_assert_eq(shmbus_group_ack(a, &m.lease), 0);
+	cr_assert_eq(shmbus_group_ack(a, &m.lease), 0, "a second ack");
+	cr_assert_eq(shmbus_group_extend(a, &m.lease, 0), -ESTALE);
+	cr_assert_eq(shmbus_group_nack(a, &m.lease, 0), -ESTALE);
+	/* The next one is delivered as ever. */
+	cr_assert_gt(shmbus_group_read(a, buf, sizeof(buf), &m2), 0);
+	cr_assert_eq(shmbus_group_ack(a, &m2.lease), 0);
+	shmbus_group_leave(b);
+	shmbus_group_leave(a);
+	shmbus_channel_close(ch);
+}
+
+Test(group, a_lease_of_another_member_is_refused_shared)
+{
+	leases_of_others(SHMBUS_GROUP_SHARED);
+}
+
+Test(group, a_lease_of_another_member_is_refused_keyed)
+{
+	leases_of_others(SHMBUS_GROUP_KEYED);
+}
+
+Test(group, a_lease_of_another_member_is_refused_single_active)
+{
+	leases_of_others(SHMBUS_GROUP_SINGLE_ACTIVE);
+}
