@@ -297,7 +297,9 @@ shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 
 /* Closes the publisher.  An outstanding claim is aborted.  A child's copy
  * of its parent's publisher after fork() is freed alone: the parent's
- * slot and claim stay. */
+ * slot and claim stay.  Every other call on such a copy (publish, claim,
+ * commit of the parent's claim, batch, shmbus_pub_sync()) returns
+ * -EPERM: the parent's slot and position are the parent's alone. */
 void shmbus_pub_close(shmbus_pub *pub);
 
 /*
@@ -420,7 +422,9 @@ shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 			    const struct shmbus_sub_attr *attr);
 
 /* Releases the subscriber's slot.  A child's copy of its parent's
- * subscriber after fork() is freed alone: the parent's slot stays. */
+ * subscriber after fork() is freed alone: the parent's slot stays.
+ * Every other call on such a copy (poll, read, wait, visibility) returns
+ * -EPERM: the cursor is the parent's alone. */
 void shmbus_sub_close(shmbus_sub *sub);
 
 enum shmbus_visibility {
@@ -889,8 +893,8 @@ shmbus_group *shmbus_group_join(shmbus_channel *ch, const char *group,
  * failure).  A member that dies instead is noticed by shmbusd (or, in
  * direct mode, by the other members) and treated the same way.  A
  * child's copy of its parent's member after fork() is freed alone: the
- * parent stays a member.  Leave every member before its channel is
- * closed. */
+ * parent stays a member (every other call on such a copy returns -EPERM).
+ * Leave every member before its channel is closed. */
 void shmbus_group_leave(shmbus_group *m);
 
 /* Removes a group (its file and its hold on the channel).  On a channel

@@ -243,6 +243,19 @@ static inline void sb_sleep_unannounce(struct shmbus_channel *ch, uint32_t i)
 
 /* Internal entry points shared between the library's files. */
 int sb_prod_wake(struct shmbus_channel *ch);
+
+/* A handle a fork's child must not use (fork.c): listed from its open to
+ * its close; `forked` runs in the child of a fork, on the child's copy. */
+struct sb_forkable {
+	struct sb_forkable *prev, *next;
+	void (*forked)(struct sb_forkable *);
+};
+void sb_fork_track(struct sb_forkable *f,
+		   void (*forked)(struct sb_forkable *));
+/* Unlists f, if it was listed (a handle never listed is zeroed). */
+void sb_fork_untrack(struct sb_forkable *f);
+#define sb_container_of(p, type, member) \
+	((type *)(void *)((char *)(p) - __builtin_offsetof(type, member)))
 /* FUTEX_WAIT on word while it holds val, at most timeout_ns (< 0: no
  * limit).  0, or -errno (-EAGAIN: the word had changed already). */
 int sb_futex_sleep(uint32_t *word, uint32_t val, int64_t timeout_ns);

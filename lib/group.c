@@ -140,6 +140,13 @@ static int refused(struct shmbus_channel *ch)
 	return refused_by(load_relaxed32(&ch->hdr->fence));
 }
 
+/* In a fork's child, the copy of a parent's member: every call but leave
+ * says -EPERM (its record, leases and lanes are the parent's). */
+static void member_forked(struct sb_forkable *f)
+{
+	sb_container_of(f, struct shmbus_group, fork)->forked = true;
+}
+
 SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 					      const char *group,
 					      const char *member,
@@ -231,6 +238,7 @@ SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 	/* Lanes for us at once, rather than at the next scan. */
 	if (m->nlanes)
 		sb_group_maintain_as(m, NULL, (uint32_t)getpid());
+	sb_fork_track(&m->fork, member_forked);
 	return m;
 fail:
 	sb_group_unmap(m);
@@ -244,6 +252,7 @@ SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 
 	if (!m)
 		return;
+	sb_fork_untrack(&m->fork);
 	mine = owner_word(SHMBUS_SLOT_ACTIVE, m->self);
 	/* A record taken from us (the maintenance thought us dead: a pid
 	 * reused; or a fork's copy of the handle) is another member's: its
@@ -362,6 +371,8 @@ static int gone_check(struct shmbus_group *m)
 {
 	if (!m || !m->rec)
 		return -EINVAL;
+	if (m->forked)
+		return -EPERM;	/* its record is its parent's (fork.c) */
 	/* No DELETED flag: no remover removes a group under a member that
 	 * joined (F6), and one that sees us clears it again.  Our record
 	 * taken from us (the maintenance thought us dead: a pid reused?) */

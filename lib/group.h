@@ -102,6 +102,9 @@ struct shmbus_group {
 	uint32_t spin_ns;
 	bool announced;		/* it said it may sleep on the channel's
 				 * futex (sb_sleep_announce()) */
+	bool forked;		/* a fork's copy (fork.c): refuses every
+				 * call with -EPERM */
+	struct sb_forkable fork;
 	bool nap;		/* ... and the kernel refused: naps only */
 	uint8_t *buf;		/* overwrite policy: a message's copy */
 

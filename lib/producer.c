@@ -125,6 +125,20 @@ void sb_pub_init(struct shmbus_pub *pub, struct shmbus_channel *ch)
 	pub->multi = ch_multi(ch);
 }
 
+/* In a fork's child, the copy of a parent's publisher: its claims and
+ * commits say -EPERM (a single producer's claims reach the slow path, for
+ * want of room, and it is fenced; a multi producer's look at `forked`
+ * first; the parent's claim is not the copy's to commit). */
+static void pub_forked(struct sb_forkable *f)
+{
+	struct shmbus_pub *pub = sb_container_of(f, struct shmbus_pub, fork);
+
+	pub->forked = true;
+	pub->fenced = true;
+	pub->room = 0;
+	pub->claimed = false;
+}
+
 SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 					  const struct shmbus_pub_attr *attr)
 {
@@ -185,6 +199,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		errno = ENOSPC;
 		return NULL;
 	}
+	sb_fork_track(&pub->fork, pub_forked);
 	return pub;
 }
 
@@ -200,10 +215,12 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 
 	if (!pub)
 		return;
+	sb_fork_untrack(&pub->fork);
 	/* A fork's copy of the handle: the slot, the role and any claim are
 	 * the parent's, which goes on using them (or, if it closed them,
 	 * perhaps this process's own new publisher's): only the copy goes. */
-	if (pub->opener && pub->opener != (uint32_t)getpid()) {
+	if (pub->forked ||
+	    (pub->opener && pub->opener != (uint32_t)getpid())) {
 		free(pub);
 		return;
 	}

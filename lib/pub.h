@@ -69,6 +69,9 @@ struct shmbus_pub {
 	uint64_t c_word;	/* the commit word shmbus_commit() stores */
 	/* The process that opened it: a fork's copy closes as a copy. */
 	uint32_t opener;
+	/* A fork's copy (fork.c): refuses every use with -EPERM. */
+	bool forked;
+	struct sb_forkable fork;
 };
 
 /* Fills a handle's copies of the channel's validated geometry

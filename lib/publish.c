@@ -341,17 +341,23 @@ SHMBUS_EXPORT int shmbus_claim(shmbus_pub *pub, size_t len, void **buf)
 			  : sb_sp_claim(pub, len, buf);
 }
 
+/* A commit or an abort without a claim: a fork's copy says -EPERM. */
+static int no_claim(const struct shmbus_pub *pub)
+{
+	return pub && pub->forked ? -EPERM : -EINVAL;
+}
+
 SHMBUS_EXPORT int shmbus_commit(shmbus_pub *pub)
 {
 	if (!pub || !pub->claimed)
-		return -EINVAL;
+		return no_claim(pub);
 	return pub->multi ? sb_mp_commit(pub) : sb_sp_commit(pub);
 }
 
 SHMBUS_EXPORT int shmbus_abort(shmbus_pub *pub)
 {
 	if (!pub || !pub->claimed)
-		return -EINVAL;
+		return no_claim(pub);
 	return pub->multi ? sb_mp_abort(pub) : sb_sp_abort(pub);
 }
 

@@ -162,6 +162,9 @@ static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 	unsigned spins = 0, busy = 0;
 	int rc;
 
+	/* A fork's copy: the slot it would announce in is the parent's. */
+	if (__builtin_expect(pub->forked, 0))
+		return -EPERM;
 	for (;;) {
 		/* A12: pairs with R12, the release part of other producers'
 		 * head CAS, so that their claim_pos stores made before it

@@ -148,7 +148,7 @@ sp_reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 	int rc;
 
 	if (pub->fenced)
-		return -EROFS;
+		return pub->forked ? -EPERM : -EROFS;
 	/* No edge: an early refusal that spares head a store; F4 below is
 	 * the check that counts. */
 	if (load_relaxed32(&pub->hdr->fence) != pub->fence_word) {

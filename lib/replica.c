@@ -508,6 +508,8 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 
 	if (!pub)
 		return -EINVAL;
+	if (pub->forked)
+		return -EPERM;
 	h = pub->hdr;
 	target = sync_target(pub);
 	/* No edge: the channel's configuration, set before it is handed

@@ -100,6 +100,9 @@ struct shmbus_sub {
 	/* The process that opened it (0: shmbusd's kept cursor, closed
 	 * whoever closes it): a fork's copy closes as a copy. */
 	uint32_t opener;
+	/* A fork's copy (fork.c): refuses every use with -EPERM. */
+	bool forked;
+	struct sb_forkable fork;
 };
 
 #endif /* SHMBUS_SUB_H */

@@ -751,6 +751,9 @@ poll_loop(struct shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max,
 	uint64_t lap = max ? UINT64_MAX : sub->cap;	/* max 0: one lap */
 	int rc = 0;
 
+	/* A fork's copy: the cursor is the parent's (fork.c). */
+	if (__builtin_expect(sub->forked, 0))
+		return -EPERM;
 	while (n < most && sub->pos - start < lap) {
 		rc = peek_fast(sub, &pk);
 		if (rc <= 0)
@@ -855,6 +858,9 @@ read_any(struct shmbus_sub *sub, void *buf, size_t cap,
 	struct peeked pk;
 	int rc;
 
+	/* A fork's copy: the cursor is the parent's (fork.c). */
+	if (__builtin_expect(sub->forked, 0))
+		return -EPERM;
 	rc = peek_fast(sub, &pk);
 	if (rc <= 0) {
 		publish_cursor(sub);	/* padding may have been passed */
@@ -1001,6 +1007,8 @@ SHMBUS_EXPORT int shmbus_sub_set_visibility(shmbus_sub *sub,
 {
 	if (!sub || (v != SHMBUS_SEE_COMMITTED && v != SHMBUS_SEE_ACKNOWLEDGED))
 		return -EINVAL;
+	if (sub->forked)
+		return -EPERM;
 	/* No edge: the channel's configuration (see shmbus_pub_sync()). */
 	if (v == SHMBUS_SEE_ACKNOWLEDGED &&
 	    !(load_relaxed32(&sub->ch->hdr->repl_flags) &

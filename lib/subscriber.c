@@ -181,6 +181,19 @@ static uint64_t lag_base(struct shmbus_channel *ch, uint64_t start,
 	       first : seq;
 }
 
+/* In a fork's child, the copy of a parent's subscriber: poll, read and
+ * wait say -EPERM (the front, which answers a caught-up subscriber alone,
+ * leaves it to them: resynced; and has no cursor of its own to publish),
+ * so that the parent's cursor is the parent's alone. */
+static void sub_forked(struct sb_forkable *f)
+{
+	struct shmbus_sub *sub = sb_container_of(f, struct shmbus_sub, fork);
+
+	sub->forked = true;
+	sub->resynced = true;
+	sub->published = sub->pos;
+}
+
 SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 					  const struct shmbus_sub_attr *attr)
 {
@@ -271,6 +284,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	store_relaxed64(&s->next_seq, lag_base(ch, start, head, seq));
 	/* R5 (see publish_cursor()). */
 	store_release64(&s->pos, start);
+	sb_fork_track(&sub->fork, sub_forked);
 	return sub;
 }
 
@@ -368,11 +382,13 @@ SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
 {
 	if (!sub)
 		return;
+	sb_fork_untrack(&sub->fork);
 	/* A fork's copy of the handle: the slot, its cursor and its bits are
 	 * the parent's, which goes on reading (or, if it closed it, perhaps
 	 * this process's own new subscriber's): only the copy goes.  A kept
 	 * cursor (opener 0) is shmbusd's, closed by it. */
-	if (!sub->opener || sub->opener == (uint32_t)getpid()) {
+	if (!sub->forked &&
+	    (!sub->opener || sub->opener == (uint32_t)getpid())) {
 		sb_sub_publish(sub);
 		sb_mbox_unwant(sub->ch, (uint32_t)(sub->slot - sub->ch->subs));
 		sb_sleep_unannounce(sub->ch,

@@ -146,6 +146,8 @@ SHMBUS_EXPORT int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns)
 
 	if (!sub)
 		return -EINVAL;
+	if (sub->forked)
+		return -EPERM;
 	sb_sub_publish(sub);
 	if (sb_sub_ready(sub, false))
 		return 0;

@@ -5,7 +5,9 @@
  * as they were; a child whose parent had another thread inside a bus
  * request, or inside a group's join, when it forked is told (or goes on)
  * instead of waiting for ever on a lock that thread held; and a channel
- * whose connection is gone makes no group file anywhere.
+ * whose connection is gone makes no group file anywhere.  A child's use
+ * of the handles it inherited is refused (-EPERM), and the parent's
+ * messages, cursor and membership stay whole.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -90,6 +92,112 @@ Test(fork, a_childs_close_of_inherited_handles_leaves_the_parents,
 	shmbus_sub_close(c_sub);
 	shmbus_pub_close(c_pub);
 	shmbus_channel_close(ch);
+}
+
+static int take_none(const struct shmbus_msg *m, void *arg)
+{
+	(void)m;
+	(void)arg;
+	return 0;
+}
+
+/* The child of the next test: uses what it inherited; returns the number
+ * of the first call that was not refused with -EPERM, 0 if all were. */
+static int use_copies(void *arg)
+{
+	struct iovec iov = { .iov_base = "child", .iov_len = 5 };
+	struct shmbus_group_msg m = { 0 };
+	uint8_t buf[64];
+	void *p;
+	int rc[] = {
+		shmbus_publish(c_pub, "child", 5),
+		shmbus_publishv(c_pub, &iov, 1),
+		shmbus_publish_batch(c_pub, &iov, 1),
+		shmbus_claim(c_pub, 8, &p),
+		shmbus_commit(c_pub),	/* the parent's claim */
+		shmbus_abort(c_pub),
+		shmbus_pub_sync(c_pub, 0),
+		(int)shmbus_read(c_sub, buf, sizeof(buf), NULL),
+		shmbus_poll(c_sub, take_none, NULL, 0),
+		shmbus_wait(c_sub, 1000000),
+		shmbus_sub_set_visibility(c_sub, SHMBUS_SEE_COMMITTED),
+		(int)shmbus_group_read(c_grp, buf, sizeof(buf), &m),
+		shmbus_group_wait(c_grp, 1000000),
+		shmbus_group_ack(c_grp, &m.lease),
+		shmbus_group_maintain(c_grp),
+	};
+
+	(void)arg;
+	for (size_t i = 0; i < sizeof(rc) / sizeof(rc[0]); i++)
+		if (rc[i] != -EPERM)
+			return (int)i + 1;
+	close_copies(NULL);
+	return 0;
+}
+
+/* A child's copy of a single producer wrote where the parent writes next
+ * (its head is private), and its publish returned 0: one of the two
+ * messages was lost, silently.  Its subscriber moved the parent's cursor,
+ * its member took leases as the parent. */
+static void copies_refused(enum shmbus_producers prod)
+{
+	shmbus_channel *ch = th_create(dir, 65536, 256, SHMBUS_BLOCK, prod);
+	struct shmbus_group_attr ga;
+	shmbus_sub *watch;
+	struct shmbus_msg info;
+	uint64_t v = 42, got = 0;
+	void *buf;
+
+	shmbus_group_attr_init(&ga);
+	c_grp = shmbus_group_join(ch, "g", "m", &ga);
+	c_sub = shmbus_sub_open(ch, NULL);
+	watch = shmbus_sub_open(ch, NULL);
+	c_pub = shmbus_pub_open(ch, NULL);
+	cr_assert(c_grp && c_sub && watch && c_pub);
+	cr_assert_eq(shmbus_publish(c_pub, &v, sizeof(v)), 0);
+	cr_assert_eq(shmbus_claim(c_pub, sizeof(v), &buf), 0);
+	v = 43;
+	memcpy(buf, &v, sizeof(v));
+	cr_assert_eq(th_wait(th_spawn(use_copies, NULL)), 0,
+		     "a child's call was not refused");
+	cr_assert_eq(shmbus_commit(c_pub), 0);
+	v = 44;
+	cr_assert_eq(shmbus_publish(c_pub, &v, sizeof(v)), 0);
+	for (uint64_t want = 42; want <= 44; want++) {
+		cr_assert_eq(shmbus_read(watch, &got, sizeof(got), &info),
+			     (ssize_t)sizeof(got));
+		cr_assert_eq(got, want, "message %llu", (unsigned long long)want);
+		cr_assert_eq(info.seq, want - 42);
+		cr_assert_eq(shmbus_read(c_sub, &got, sizeof(got), NULL),
+			     (ssize_t)sizeof(got), "the parent's cursor moved");
+		cr_assert_eq(got, want);
+	}
+	cr_assert_eq(shmbus_read(watch, &got, sizeof(got), NULL), -EAGAIN);
+	{
+		struct shmbus_group_msg m;
+
+		cr_assert_eq(shmbus_group_read(c_grp, &got, sizeof(got), &m),
+			     (ssize_t)sizeof(got));
+		cr_assert_eq(got, 42, "the child took the parent's leases");
+		cr_assert_eq(shmbus_group_ack(c_grp, &m.lease), 0);
+	}
+	shmbus_group_leave(c_grp);
+	shmbus_sub_close(c_sub);
+	shmbus_sub_close(watch);
+	shmbus_pub_close(c_pub);
+	shmbus_channel_close(ch);
+}
+
+Test(fork, a_childs_use_of_a_single_producers_copies_is_refused,
+     .init = direct_setup, .fini = direct_teardown)
+{
+	copies_refused(SHMBUS_SINGLE_PRODUCER);
+}
+
+Test(fork, a_childs_use_of_a_multi_producers_copies_is_refused,
+     .init = direct_setup, .fini = direct_teardown)
+{
+	copies_refused(SHMBUS_MULTI_PRODUCER);
 }
 
 /*
