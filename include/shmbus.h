@@ -174,8 +174,10 @@ shmbus_channel *shmbus_channel_create(const char *dir, const char *name,
 /*
  * Opens and maps an existing channel, validating every header field,
  * and faults the ring's pages into the mapping so that no page fault
- * lands on the data path.  Errors (in errno): ENOENT, EACCES, EPROTO, EPROTONOSUPPORT, EBADMSG.
- * Thread-safe.
+ * lands on the data path.  Errors (in errno): ENOENT, EACCES, EPROTO,
+ * EPROTONOSUPPORT, EBADMSG, EINVAL (a name the rule refuses),
+ * ENAMETOOLONG (dir and name too long for a path), EISDIR (a directory
+ * at the name).  Thread-safe.
  */
 shmbus_channel *shmbus_channel_open(const char *dir, const char *name);
 
@@ -265,8 +267,8 @@ int shmbus_channel_replication(shmbus_channel *ch,
 
 struct shmbus_pub_attr {
 	/* Block policy, channel full: 0 returns -EAGAIN at once, a positive
-	 * value waits up to that many ns then returns -ETIMEDOUT, -1 waits
-	 * for ever.  A wait spins, yields, and past a millisecond or so naps
+	 * value waits up to that many ns then returns -ETIMEDOUT, a negative
+	 * one (-1) waits for ever.  A wait spins, yields, and past a millisecond or so naps
 	 * (up to 1 ms at a time): room made then is taken a nap later. */
 	int64_t timeout_ns;
 };
@@ -310,7 +312,8 @@ void shmbus_pub_close(shmbus_pub *pub);
  * per publisher.  Returns 0, -EMSGSIZE, -EAGAIN / -ETIMEDOUT (block policy,
  * full), -EBUSY (a claim is already outstanding), -EROFS (a replicated
  * channel on a standby, or handing over: see shmbus_pub_sync()) or
- * -EBADMSG.
+ * -EBADMSG.  shmbus_commit() and shmbus_abort() return 0, or -EINVAL
+ * without a claim outstanding.
  */
 int shmbus_claim(shmbus_pub *pub, size_t len, void **buf);
 int shmbus_commit(shmbus_pub *pub);
@@ -330,7 +333,9 @@ int shmbus_publishv(shmbus_pub *pub, const struct iovec *iov, int iovcnt);
 /*
  * Publishes `n` messages, msgs[i] being one message each, with one claim:
  * all of them or none (-EAGAIN/-ETIMEDOUT), in order.  Each must fit
- * max_msg and the batch must fit half the capacity (-EMSGSIZE otherwise).
+ * max_msg, and the batch's records together (each a 16-byte header and
+ * its payload rounded up to 8 bytes) at most capacity / 2 - 8 bytes
+ * (-EMSGSIZE otherwise).
  * Subscribers see the batch whole or not at all: none of its messages can
  * be read before all of them can.  Returns n, or -EBUSY while a claim is
  * outstanding (as shmbus_claim(), shmbus_publish() and shmbus_publishv()
@@ -858,7 +863,7 @@ void shmbus_group_attr_init(struct shmbus_group_attr *attr);
 /*
  * Joins group `group` (1..63 of [A-Za-z0-9._-], not starting with '.')
  * of the channel as member `member` (a name for busstat: 1..31 of
- * [A-Za-z0-9._-]).  A channel opened through shmbusd
+ * [A-Za-z0-9._-], not starting with '.').  A channel opened through shmbusd
  * (shmbus_bus_open(), subscribe role) asks the daemon, which applies the
  * channel's subscribe rule and creates the group from its config or, for
  * root, its own user and [bus] admins, from `attr` (without a dead-letter
