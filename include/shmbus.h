@@ -1015,10 +1015,10 @@ int shmbus_group_extend(shmbus_group *m, const struct shmbus_lease *l,
  *
  * How it waits is the member's (shmbus_group_set_wait()); by default it
  * spins for 20 us, then sleeps on the channel's futex, which a producer's
- * commit wakes as it wakes sleeping subscribers (and, from then on, pays
- * a fence after each commit for; docs/groups.md).  A sleep lasts at most
- * 10 ms, and 1 ms while a shared group's window is full (an ack wakes
- * nobody).
+ * commit wakes as it wakes sleeping subscribers (paying a fence after each
+ * commit for it while a member that has slept is joined; docs/groups.md).
+ * A sleep lasts at most 10 ms, and 1 ms while a shared group's window is
+ * full (an ack wakes nobody).
  * 0, -ETIMEDOUT, -EIDRM, -EROFS and -EAGAIN as for poll (also as soon
  * as the channel stops taking writes during the wait). */
 int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns);

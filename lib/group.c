@@ -290,6 +290,7 @@ SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)
 			sb_lanes_leave(m);
 		}
 		store_relaxed64(&m->rec->intent_seq, UINT64_MAX);
+		sb_member_unsleep(m, m->me);
 		/* R22: pairs with A22: our last stores before the record's
 		 * reuse. */
 		cas_strong_seqcst64(&m->rec->owner, &mine,
@@ -931,23 +932,35 @@ static void member_sleep(struct shmbus_group *m, int64_t now, int64_t end)
 {
 	struct shmbus_hdr *h = m->ch->hdr;
 	uint64_t bit = UINT64_C(1) << m->me;
-	int64_t slice = SB_GROUP_LOOK_NS;
+	int64_t slice = SB_GROUP_LOOK_NS, look;
 	uint32_t f;
 
-	if (!m->announced) {
-		/* The group's slot: producers make F3's check while a slot's
-		 * bit is set; cleared when the group's slot is given back. */
+	/* Producers make F3's check while the group's slot's bit is set:
+	 * from a member's first sleep until the last member that may sleep
+	 * is gone (sb_member_unsleep()), which a member that sleeps again
+	 * then announces anew.  No edge: compared only. */
+	if (!(load_relaxed64(&m->g->may_sleep) & bit) ||
+	    !(load_relaxed64(&h->sleep_ok) & UINT64_C(1) << m->slot)) {
+		or_relaxed64(&m->g->may_sleep, bit);
 		m->nap = !sb_sleep_announce(m->ch, m->slot);
-		m->announced = true;
 	}
 	if (m->nap || (m->mode == SHMBUS_GMODE_SHARED && window_full(m)))
 		slice = SB_GROUP_NAP_NS;
+	/* Not past the next timed look (maybe_ready()), nor the end. */
+	look = sb_after(m->idle_ns, SB_GROUP_LOOK_NS) - now;
+	if (look > 0 && look < slice)
+		slice = look;
 	if (end - now < slice)
 		slice = end - now;
 	/* F3: pairs with F3 in wake_if_sleepers() (pub.h): the store of our
 	 * side, before the futex word and our look. */
 	add_seqcst32(&h->sleepers, 1);
-	or_relaxed64(&m->g->sleepers, bit);
+	if (or_relaxed64(&m->g->sleepers, bit) & bit)
+		/* F3's count: the bit was set already, left by a member of
+		 * this record before us whose count was never taken off (a
+		 * maintenance of an older release freed it): that count
+		 * stands for us, ours is one too many. */
+		sub_seqcst32(&h->sleepers, 1);
 	/* F3: pairs with sb_prod_wake()'s increment of the word. */
 	f = load_seqcst32(&h->futex);
 	/* F3: pairs with F3 in wake_if_sleepers(): either our look sees the
@@ -991,12 +1004,18 @@ SHMBUS_EXPORT int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns)
 			maybe_maintain(m);
 		if (now >= end)
 			return -ETIMEDOUT;
-		if (now < spin_end)
+		if (now < spin_end) {
 			cpu_relax();
-		else if (m->wait == SHMBUS_WAIT_YIELD)
+		} else if (m->wait == SHMBUS_WAIT_YIELD) {
 			sched_yield();
-		else
+		} else {
+			/* Counted asleep only while the record is ours (a
+			 * maintenance may have judged us dead: pid reuse). */
+			rc = gone_check(m);
+			if (rc)
+				return rc;
 			member_sleep(m, now, end);
+		}
 	}
 }
 

@@ -100,12 +100,11 @@ struct shmbus_group {
 				 * yet (UINT64_MAX: none) */
 	uint32_t wait;		/* shmbus_group_set_wait() */
 	uint32_t spin_ns;
-	bool announced;		/* it said it may sleep on the channel's
-				 * futex (sb_sleep_announce()) */
 	bool forked;		/* a fork's copy (fork.c): refuses every
 				 * call with -EPERM */
 	struct sb_forkable fork;
-	bool nap;		/* ... and the kernel refused: naps only */
+	bool nap;		/* the kernel refused sb_sleep_announce()'s
+				 * barrier: it sleeps in naps only */
 	uint8_t *buf;		/* overwrite policy: a message's copy */
 
 	/* Shared: the lease whose messages we are delivering. */
@@ -197,6 +196,11 @@ int sb_lanes_extend(struct shmbus_group *m, uint32_t i, uint32_t gen,
 uint32_t sb_lanes_owned(struct shmbus_group *m);
 /* Whether lane i is still ours in generation gen (nothing refreshed). */
 bool sb_lanes_held(struct shmbus_group *m, uint32_t i, uint32_t gen);
+/* Member j no longer sleeps on the channel's futex, nor may (it leaves,
+ * or died, or the group goes): its count in hdr.sleepers, if it died
+ * asleep, is taken off; the group's slot stops asking producers for
+ * wake checks with the last member that may sleep. */
+void sb_member_unsleep(struct shmbus_group *m, uint32_t j);
 
 /* maintenance (group_maint.c) */
 int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,

@@ -483,6 +483,20 @@ bool sb_group_deleted(struct shmbus_group *m, bool held)
 	return gone;
 }
 
+void sb_member_unsleep(struct shmbus_group *m, uint32_t j)
+{
+	uint64_t bit = UINT64_C(1) << j;
+
+	if (and_relaxed64(&m->g->sleepers, ~bit) & bit)
+		/* F3's count (member_sleep()'s increment in group.c, undone
+		 * for a member that died asleep). */
+		sub_seqcst32(&m->ch->hdr->sleepers, 1);
+	/* A member that sleeps after this announces again (a slice's
+	 * sleep at most is not woken meanwhile). */
+	if (and_relaxed64(&m->g->may_sleep, ~bit) == bit)
+		sb_sleep_unannounce(m->ch, m->slot);
+}
+
 /* Deletes the group m maps at path, its removal lock held: refused while
  * a live member is joined.  0 or -errno. */
 int sb_group_remove(struct shmbus_group *m, const char *path)
@@ -512,6 +526,9 @@ int sb_group_remove(struct shmbus_group *m, const char *path)
 		sb_group_hook(SB_HOOK_REMOVE_SEEN);
 	if (unlink(path) < 0)
 		return -errno;
+	/* Members that died asleep, their records not freed yet. */
+	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++)
+		sb_member_unsleep(m, j);
 	sb_slot_release_group(m->ch, m->slot);
 	return 0;
 }

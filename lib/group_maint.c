@@ -43,18 +43,6 @@ static bool same_record(const struct shmbus_group *m, uint32_t j,
 	return load_acquire64(&m->members[j].owner) == owner[j];
 }
 
-/* Member j died asleep in shmbus_group_wait() (group.c's member_sleep()):
- * its count in the channel's sleepers is taken off, once, by whoever
- * clears its bit. */
-static void unsleep(struct shmbus_group *m, uint32_t j)
-{
-	uint64_t bit = UINT64_C(1) << j;
-
-	if (and_relaxed64(&m->g->sleepers, ~bit) & bit)
-		/* F3's count (member_sleep()'s increment, undone). */
-		sub_seqcst32(&m->ch->hdr->sleepers, 1);
-}
-
 /* Gives the maintenance lock back, if it is still ours (`me`): a holder
  * replaced while it was stopped must not free its replacement's. */
 static void maint_unlock(struct shmbus_group_hdr *g, uint64_t me)
@@ -680,7 +668,7 @@ int sb_group_maintain_as(struct shmbus_group *m, shmbus_pub *dl,
 	for (uint32_t j = 0; j < SHMBUS_GROUP_MEMBERS; j++) {
 		if (!dead[j] || !same_record(m, j, owner))
 			continue;
-		unsleep(m, j);
+		sb_member_unsleep(m, j);
 		/* R22: pairs with A22: the record freed, after its
 		 * leases. */
 		if (cas_strong_seqcst64(&m->members[j].owner, &owner[j],

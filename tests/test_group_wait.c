@@ -198,13 +198,17 @@ static uint64_t asleep_in_file(void)
 	return v;
 }
 
-/* Until the channel counts n sleepers, at most 5 s. */
-static bool sleepers_reach(shmbus_channel *ch, uint32_t n)
+/* Until the channel counts one sleeper and the group's word names one
+ * member, seen together (a sleeper wakes for a moment every 10 ms), at
+ * most 5 s. */
+static bool one_asleep(shmbus_channel *ch)
 {
-	for (int i = 0; i < 5000; i++) {
-		if (sleepers(ch) == n)
+	for (int i = 0; i < 50000; i++) {
+		if (sleepers(ch) == 1 && __builtin_popcountll(
+						 asleep_in_file()) == 1 &&
+		    sleepers(ch) == 1)
 			return true;
-		usleep(1000);
+		usleep(100);
 	}
 	return false;
 }
@@ -301,7 +305,7 @@ static void woken_in_the_kernel(enum shmbus_group_mode mode)
 {
 	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
 	shmbus_group *g0 = anchor(ch, mode);
-	uint64_t sent;
+	uint64_t sent, wakeups;
 	pid_t pid;
 
 	book = mmap(NULL, sizeof(*book), PROT_READ | PROT_WRITE,
@@ -311,12 +315,14 @@ static void woken_in_the_kernel(enum shmbus_group_mode mode)
 	/* The group stays; its lanes go to the member that looks. */
 	shmbus_group_leave(g0);
 	pid = th_spawn(sleeper, NULL);
-	cr_assert(sleepers_reach(ch, 1), "the member never slept in the "
-		  "kernel (sleepers %u)", sleepers(ch));
-	cr_assert_eq(__builtin_popcountll(asleep_in_file()), 1);
+	cr_assert(one_asleep(ch), "the member never slept in the kernel "
+		  "(sleepers %u)", sleepers(ch));
+	wakeups = load_relaxed64(&ch->hdr->wakeups);
 	sent = th_now_ns();
 	atomic_store(&book->sent_ns, sent);
 	produce_from(ch, 7, 1, mode == SHMBUS_GROUP_SHARED ? 0 : 16);
+	cr_assert_gt(load_relaxed64(&ch->hdr->wakeups), wakeups,
+		     "the publish made no wake call");
 	cr_assert_eq(th_wait(pid), 0);
 	cr_assert_eq(atomic_load(&book->rc), 0);
 	cr_assert_lt(atomic_load(&book->woke_ns) - sent, 1000000000ull,
@@ -338,6 +344,22 @@ Test(group_wait, a_keyed_member_asleep_in_the_kernel_is_woken_by_a_publish)
 	woken_in_the_kernel(SHMBUS_GROUP_KEYED);
 }
 
+/* Spawns a sleeper and kills it while it counts as asleep (it wakes for
+ * a moment every 10 ms: tried again if the kill found it awake). */
+static void kill_asleep(shmbus_channel *ch)
+{
+	for (int tries = 0;; tries++) {
+		pid_t pid = th_spawn(sleeper, NULL);
+
+		cr_assert(one_asleep(ch), "the member never slept");
+		cr_assert_eq(kill(pid, SIGKILL), 0);
+		cr_assert_eq(waitpid(pid, NULL, 0), pid);
+		if (sleepers(ch) == 1 && asleep_in_file())
+			return;
+		cr_assert_lt(tries, 20, "never killed asleep");
+	}
+}
+
 /* A member killed while it sleeps still counts in the channel's sleepers,
  * which makes every commit a wake call: the maintenance that frees its
  * record takes it off the count, and commits make no call again. */
@@ -347,17 +369,12 @@ Test(group_wait, a_member_killed_asleep_is_taken_off_the_sleepers)
 	shmbus_group *g0 = anchor(ch, SHMBUS_GROUP_SHARED);
 	struct shmbus_group_stats st = { 0 };
 	uint64_t wakeups;
-	pid_t pid;
 
 	book = mmap(NULL, sizeof(*book), PROT_READ | PROT_WRITE,
 		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	cr_assert(book != MAP_FAILED);
 	sleeper_mode = SHMBUS_GROUP_SHARED;
-	pid = th_spawn(sleeper, NULL);
-	cr_assert(sleepers_reach(ch, 1));
-	cr_assert_eq(kill(pid, SIGKILL), 0);
-	cr_assert_eq(waitpid(pid, NULL, 0), pid);
-	cr_assert_eq(sleepers(ch), 1, "died asleep: still counted");
+	kill_asleep(ch);
 	for (int i = 0; i < 100; i++) {
 		cr_assert_geq(shmbus_group_maintain(g0), 0);
 		cr_assert_eq(shmbus_group_stats(g0, &st), 0);
@@ -375,6 +392,45 @@ Test(group_wait, a_member_killed_asleep_is_taken_off_the_sleepers)
 	shmbus_group_leave(g0);
 	shmbus_channel_close(ch);
 	munmap(book, sizeof(*book));
+}
+
+/* The same, with no maintenance between the death and the group's
+ * deletion: the deletion takes it off. */
+Test(group_wait, a_group_deleted_after_a_member_died_asleep_leaves_no_sleeper)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g0 = anchor(ch, SHMBUS_GROUP_SHARED);
+
+	book = mmap(NULL, sizeof(*book), PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(book != MAP_FAILED);
+	sleeper_mode = SHMBUS_GROUP_SHARED;
+	shmbus_group_leave(g0);
+	kill_asleep(ch);
+	cr_assert_eq(shmbus_group_delete(ch, "g"), 0);
+	cr_assert_eq(sleepers(ch), 0, "the dead sleeper still counts");
+	shmbus_channel_close(ch);
+	munmap(book, sizeof(*book));
+}
+
+/* A record's bit left set with its count (an older release's maintenance
+ * freed a member that died asleep without taking it off): the next
+ * member of the record that sleeps and wakes leaves the count at 0. */
+Test(group_wait, a_count_left_on_a_record_is_taken_off_by_its_next_sleeper)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = anchor(ch, SHMBUS_GROUP_SHARED);
+	struct shmbus_group_msg m;
+	uint8_t buf[256];
+
+	or_relaxed64(&g->g->sleepers, UINT64_C(1) << g->me);
+	add_seqcst32(&ch->hdr->sleepers, 1);
+	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m), -EAGAIN);
+	cr_assert_eq(shmbus_group_wait(g, 30000000), -ETIMEDOUT);
+	cr_assert_eq(sleepers(ch), 0, "the count left on the record stays");
+	cr_assert_eq(asleep(g), 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
 }
 
 /* SPIN and YIELD never sleep (nor make producers check for sleepers);
@@ -402,6 +458,28 @@ Test(group_wait, the_wait_strategies)
 	cr_assert_eq(shmbus_group_wait(g, 20000000), -ETIMEDOUT);
 	cr_assert_neq(load_relaxed64(&ch->hdr->sleep_ok) & bit, 0);
 	cr_assert_eq(sleepers(ch), 0);
+	/* With the last member that may sleep, producers stop checking; a
+	 * member that sleeps again says so again. */
+	{
+		shmbus_group *g2 = shmbus_group_join(ch, "g", "g2", NULL);
+
+		cr_assert(g2);
+		cr_assert_eq(shmbus_group_read(g2, buf, sizeof(buf), &m),
+			     -EAGAIN);
+		cr_assert_eq(shmbus_group_wait(g2, 20000000), -ETIMEDOUT);
+		shmbus_group_leave(g2);
+		cr_assert_neq(load_relaxed64(&ch->hdr->sleep_ok) & bit, 0,
+			      "cleared while a member that sleeps is joined");
+		shmbus_group_leave(g);
+		cr_assert_eq(load_relaxed64(&ch->hdr->sleep_ok) & bit, 0,
+			     "the group's slot still asks for wake checks");
+		g = shmbus_group_join(ch, "g", "m", NULL);
+		cr_assert(g);
+		cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m),
+			     -EAGAIN);
+		cr_assert_eq(shmbus_group_wait(g, 20000000), -ETIMEDOUT);
+		cr_assert_neq(load_relaxed64(&ch->hdr->sleep_ok) & bit, 0);
+	}
 	/* A publish ends every strategy's wait. */
 	for (int how = SHMBUS_WAIT_SPIN; how <= SHMBUS_WAIT_SLEEP; how++) {
 		cr_assert_eq(shmbus_group_set_wait(g, how, 0), 0);

@@ -186,7 +186,10 @@ struct shmbus_group_hdr {
 				 * shmbus_group_wait()); whoever clears the
 				 * bit, the member or the maintenance that
 				 * frees its record, takes it off the count */
-	uint8_t pad8[48];
+	uint64_t may_sleep;	/* bit j: member j has slept; the group's
+				 * slot's bit in hdr.sleep_ok is cleared
+				 * with the last of these bits */
+	uint8_t pad8[40];
 
 	uint8_t reserved[1024 - 9 * 64];
 };
@@ -202,6 +205,7 @@ SHMBUS_GROUP_ASSERT(avail, 320);
 SHMBUS_GROUP_ASSERT(delivered, 384);
 SHMBUS_GROUP_ASSERT(redeliver_below, 512);
 SHMBUS_GROUP_ASSERT(sleepers, 520);
+SHMBUS_GROUP_ASSERT(may_sleep, 528);
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_group_hdr) == 1024, "group hdr");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_member) == 128, "member size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_lease_slot) == 64, "lease size");
