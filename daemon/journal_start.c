@@ -31,29 +31,76 @@ static size_t njc;
 
 /* ------------------------------------------------------------- recovery */
 
-/* Clears [from, the end of segment `base`): a record that failed, and
- * whatever followed it, can never be read as valid again. */
-static int clear_from(struct jchan *j, uint64_t base, uint64_t from)
+/* Zeroes [from, the end of segment `base`) of its open file fd: a record
+ * that failed, and whatever followed it, can never be read as valid
+ * again.  Not synced. */
+static int zero_from(struct jchan *j, int fd, uint64_t base, uint64_t from)
 {
 	static const uint8_t zero[64 << 10];
-	char name[64];
 	off_t off = (off_t)(SHMBUS_JSEG_HDR + (from - base)),
 	      end = (off_t)(SHMBUS_JSEG_HDR + j->g.seg_size);
-	int fd, rc = 0;
+	int rc = 0;
 
-	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
-	fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
 	for (off_t o = off; !rc && o < end; o += (off_t)sizeof(zero)) {
 		size_t n = end - o < (off_t)sizeof(zero) ? (size_t)(end - o)
 							 : sizeof(zero);
 		rc = jnl_write_all(fd, zero, n, o);
 	}
+	return rc;
+}
+
+/* Clears [from, the end of segment `base`), synced. */
+static int clear_from(struct jchan *j, uint64_t base, uint64_t from)
+{
+	char name[64];
+	int fd, rc;
+
+	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
+	fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	rc = zero_from(j, fd, base, from);
 	if (!rc && fdatasync(fd))
 		rc = -errno;
 	close(fd);
 	return rc;
+}
+
+/*
+ * Writes [from, the end of segment `base`) of the open segment fd again,
+ * byte for byte, from what reads back now, so that the next fdatasync()
+ * of fd writes it to the device.  A page whose write failed under an
+ * earlier daemon stays in the page cache, clean (its error was reported
+ * to that daemon's descriptor, never to ours): read back it looks
+ * written, and a sync of it alone writes nothing.  Written again, it is
+ * dirty: the sync writes it or reports why not, and a page the kernel
+ * dropped instead reads back as what the device holds.  Done before the
+ * walk, so that what the walk reads is what the sync writes (a clean
+ * page could be dropped between the two).
+ */
+static int rewrite_from(struct jchan *j, int fd, uint64_t base, uint64_t from)
+{
+	off_t off = (off_t)(SHMBUS_JSEG_HDR + (from - base)),
+	      end = (off_t)(SHMBUS_JSEG_HDR + j->g.seg_size);
+
+	while (off < end) {
+		size_t n = end - off < (off_t)j->buf_cap ? (size_t)(end - off)
+							 : j->buf_cap;
+		ssize_t got = pread(fd, j->buf, n, off);
+		int rc;
+
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -errno;
+		if (got == 0)
+			break;	/* cut short: the walk ends there */
+		rc = jnl_write_all(fd, j->buf, (size_t)got, off);
+		if (rc)
+			return rc;
+		off += got;
+	}
+	return 0;
 }
 
 /* Segments made ahead by a previous daemon: made again when needed. */
@@ -125,19 +172,24 @@ static bool seq_from_older(struct sb_jreader *r, const uint64_t *b, size_t n,
  * holds no message; damage found there is the media's, not a crash's:
  * said, and kept as it is, as in any older segment (readers get -EBADMSG
  * there, `journal verify` reports it), never cleared with the intact
- * records after it.  *end is where the journal ends (UINT64_MAX: empty),
- * *seq the last seq in it (UINT64_MAX: none), *seq_known false if no
- * message nor header says what it was, *oldest its first position.
+ * records after it.  The newest segment is written again from the
+ * ring's `persisted` position on (from its start if that is older)
+ * before it is walked, then synced: what a previous daemon wrote but
+ * never synced, or failed to sync, is on the device before it counts as
+ * persisted (rewrite_from()).  *end is where the journal ends
+ * (UINT64_MAX: empty), *seq the last seq in it (UINT64_MAX: none),
+ * *seq_known false if no message nor header says what it was, *oldest
+ * its first position.
  */
-static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
-		   bool *seq_known, uint64_t *oldest)
+static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
+		   uint64_t *seq, bool *seq_known, uint64_t *oldest)
 {
 	struct sb_jreader r;
 	struct sb_jrec rec;
 	uint64_t *b, newest, next = 0;
 	bool known = false;
 	size_t k;
-	int rc;
+	int rc, nfd = -1;
 
 	*end = *oldest = UINT64_MAX;
 	*seq = UINT64_MAX;
@@ -198,6 +250,18 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 		}
 	}
 	if (rc == 0) {
+		char name[64];
+
+		snprintf(name, sizeof(name), "%016llx.seg",
+			 (unsigned long long)newest);
+		nfd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (nfd < 0)
+			rc = -errno;
+	}
+	if (rc == 0)
+		rc = rewrite_from(j, nfd, newest, persisted < newest ? newest :
+					  persisted);
+	if (rc == 0) {
 		uint64_t before = r.seq;
 
 		rc = sb_jreader_seek(&r, newest);
@@ -213,9 +277,7 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 	if (rc < 0) {
 		sbd_log(SBD_ERR, rc, "%s: journal: reading it back", j->name);
 		j->said = true;
-		sb_jreader_close(&r);
-		free(b);
-		return rc;
+		goto out;
 	}
 	*end = r.pos;
 	if (r.seq != UINT64_MAX && seq_after(r.seq) > next) {
@@ -233,20 +295,23 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 			sbd_log(SBD_WARN, 0, "%s: journal: recovered through "
 				"%" PRIu64 "; cleared from there on: %s",
 				j->name, r.pos, r.why);
-		rc = clear_from(j, newest, r.pos);
+		rc = zero_from(j, nfd, newest, r.pos);
 	}
 	if (rc == 0 && !known && k >= 3)
 		known = seq_from_older(&r, b, k - 2, &next);
 	*seq = next ? next - 1 : UINT64_MAX;
 	*seq_known = known;
 	/* What the walk found is on disk before it counts as persisted: a
-	 * previous daemon may have died before syncing it. */
-	for (size_t i = k >= 2 ? k - 2 : 0; rc == 0 && i < k; i++) {
+	 * previous daemon may have died before syncing it.  The newest
+	 * segment's sync writes what was written again above. */
+	if (rc == 0 && fdatasync(nfd))
+		rc = -errno;
+	if (rc == 0 && k >= 2) {
 		char name[64];
 		int fd;
 
 		snprintf(name, sizeof(name), "%016llx.seg",
-			 (unsigned long long)b[i]);
+			 (unsigned long long)b[k - 2]);
 		fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 		if (fd >= 0) {
 			if (fdatasync(fd))
@@ -254,6 +319,9 @@ static int recover(struct jchan *j, uint64_t *end, uint64_t *seq,
 			close(fd);
 		}
 	}
+out:
+	if (nfd >= 0)
+		close(nfd);
 	sb_jreader_close(&r);
 	free(b);
 	return rc;
@@ -265,6 +333,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 {
 	struct shmbus_channel_info in;
 	struct shmbus_sub_stats st;
+	struct sb_jnl_view v;
 	uint64_t end, seq, oldest, at, head;
 	char why[256];
 	int rc, err;
@@ -317,7 +386,11 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	j->buf = malloc(j->buf_cap);
 	if (!j->buf)
 		return -ENOMEM;
-	rc = recover(j, &end, &seq, &seq_known, &oldest);
+	/* The ring's persisted position outlives the daemon (a reboot
+	 * empties the ring and the page cache alike): past it, what the
+	 * files hold may be pages whose write failed. */
+	sb_jnl_read(j->ch, &v);
+	rc = recover(j, v.persisted, &end, &seq, &seq_known, &oldest);
 	if (rc)
 		return rc;
 	head = sb_ring_head(j->ch);

@@ -64,17 +64,22 @@ void jnl_setup(void)
 }
 
 char mnt[128];		/* a small filesystem a test mounted */
+char lower[128];	/* the filesystem under mnt's loop device */
 
 void jnl_fini(void)
 {
 	if (d.pid > 0) {
 		kill(d.pid, SIGTERM);
+		kill(d.pid, SIGCONT);	/* a test may have stopped it */
 		th_wait(d.pid);
 		d.pid = 0;
 	}
+	/* A loop device mounted with -o loop goes with its last mount. */
 	if (mnt[0])
 		umount2(mnt, MNT_DETACH);
-	mnt[0] = 0;
+	if (lower[0])
+		umount2(lower, MNT_DETACH);
+	mnt[0] = lower[0] = 0;
 	teardown();
 }
 

@@ -15,6 +15,7 @@
 extern char jdir[256];		/* journal_dir */
 extern char cdir[320];		/* the channel "j"'s journal */
 extern char mnt[128];		/* a small filesystem a test mounted */
+extern char lower[128];		/* the filesystem under mnt's loop device */
 
 /* The suite's init and fini: the fixture's directory without a daemon;
  * the daemon stopped and a mounted filesystem detached. */
