@@ -29,6 +29,8 @@ struct shmbus_replay {
 	uint64_t ring_next;	/* in the ring: the position after the last
 				 * message it delivered (where it entered) */
 	bool lapped;		/* the ring lapped it: back to the journal */
+	bool ahead;		/* in the journal past what it wrote when
+				 * opened there, no record read since */
 	uint64_t from_journal, delivered, lost;
 };
 
@@ -60,6 +62,7 @@ static bool try_ring(struct shmbus_replay *rp, uint64_t pos)
 	if (rp->reading)
 		sb_jreader_close(&rp->r);
 	rp->reading = false;
+	rp->ahead = false;
 	rp->ring_next = pos;
 	return true;
 }
@@ -68,16 +71,43 @@ static bool try_ring(struct shmbus_replay *rp, uint64_t pos)
  * longer holds where we were: not GAP records, which the journal has as
  * they are), whether the journal, opened where the ring left off, holds
  * what the lap took; else the loss stands, and the ring goes on.  The
- * ring's subscriber is then closed by the caller. */
+ * journal holds it only if it wrote it, and a record starts there: past
+ * what it wrote, the lap took it from the journal's agent too, which
+ * records it as a gap from where the agent was (a GAP word where each of
+ * its records starts, zeros between them); and a position it wrote may
+ * lie inside such a gap, from an earlier lap of the agent.
+ * The ring's subscriber is then closed by the caller. */
 static bool journal_again(struct shmbus_replay *rp)
 {
 	struct sb_jnl_view v;
+	struct sb_jrec rec;
+	uint64_t skipped;
+	int rc;
 
 	if (sb_ring_holds(rp->ch, rp->ring_next))
 		return false;
+	/* A25: the files hold everything below written. */
 	sb_jnl_read(rp->ch, &v);
-	return (v.state & SHMBUS_JNL_ON) && rp->ring_next >= v.oldest &&
-	       journal_open(rp, &v, rp->ring_next) == 0;
+	if (!(v.state & SHMBUS_JNL_ON) || rp->ring_next < v.oldest ||
+	    rp->ring_next >= v.written ||
+	    journal_open(rp, &v, rp->ring_next))
+		return false;
+	/* Looked at once, then read again from there.  Zeros there (inside
+	 * a gap, or padding) start no record: the loss stands. */
+	skipped = rp->r.skipped;
+	rc = sb_jreader_next(&rp->r, v.written, &rec);
+	if (rc == 1 || (rc < 0 && strncmp(rp->r.why, "nothing written", 15)))
+		rc = sb_jreader_seek(&rp->r, rp->ring_next);
+	else
+		rc = -EBADMSG;
+	if (rc) {
+		sb_jreader_close(&rp->r);
+		rp->reading = false;
+		return false;
+	}
+	rp->r.skipped = skipped;
+	rp->r.gap = false;
+	return true;
 }
 
 static void leave_ring(struct shmbus_replay *rp)
@@ -257,9 +287,20 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 		rc = -EINVAL;
 		goto fail;
 	}
+	/* Past what the journal wrote, and lapped in the ring (looked at
+	 * first: the agent may have written it since): neither holds it,
+	 * nor will (the agent, lapped too, records it as a gap). */
+	if (pos > v.written && !sb_ring_holds(ch, pos)) {
+		sb_jnl_read(ch, &v);
+		if (pos > v.written) {
+			rc = -ERANGE;
+			goto fail;
+		}
+	}
 	rc = journal_open(rp, &v, pos);
 	if (rc)
 		goto fail;
+	rp->ahead = rp->r.pos > v.written;
 	if (rp->r.pos < v.written) {
 		/* The position must be a record's: look at it once. */
 		struct sb_jrec rec;
@@ -335,6 +376,32 @@ static int ring_msg(const struct shmbus_msg *m, void *arg)
 static int ring_poll(struct shmbus_replay *rp, shmbus_handler fn, void *arg,
 		     unsigned max);
 
+/*
+ * The reader was opened in the journal past what it wrote, and the ring
+ * lapped that position before the journal's agent copied it: the agent,
+ * lapped too, records a gap from where it was, which may start before
+ * the reader's position (zeros there, between GAP words), so the journal
+ * never holds it as a record.  Seen at the journal's end (rc 0) as a
+ * position past what it wrote, or once it wrote on as nothing written
+ * there (rc < 0).  The ring is read from its oldest record on, with what
+ * the lap took counted from the sequence number due (from the message
+ * there if none is known yet).  True if it moved there.
+ */
+static bool lapped_ahead(struct shmbus_replay *rp, int rc)
+{
+	struct sb_jnl_view v;
+
+	if (!rp->ahead || sb_ring_holds(rp->ch, rp->r.pos))
+		return false;
+	/* A25, after the look at the ring: what the agent wrote since. */
+	sb_jnl_read(rp->ch, &v);
+	if (rc == 0 ? rp->r.pos <= v.written
+		    : strncmp(rp->r.why, "nothing written", 15) != 0)
+		return false;
+	rp->r.gap = true;
+	return try_ring(rp, sb_ring_oldest(rp->ch));
+}
+
 /* From the journal; `ring`: and on from the ring if it moves there. */
 static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 			void *arg, unsigned max, bool ring)
@@ -350,12 +417,14 @@ static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 		struct shmbus_msg m;
 
 		rc = sb_jreader_next(&rp->r, v.written, &rec);
-		if (rc < 0)
+		if (rc < 0 && !lapped_ahead(rp, rc))
 			return n ? (int)n : rc;
-		if (rc == 0) {
+		if (rc <= 0) {
 			/* Where the journal ends: the ring, if it can be
-			 * held here; else the journal has gone on. */
-			if (try_ring(rp, rp->r.pos)) {
+			 * held here; else the journal has gone on.  (Or the
+			 * ring already: lapped ahead of the journal.) */
+			if (rc < 0 || try_ring(rp, rp->r.pos) ||
+			    lapped_ahead(rp, rc)) {
 				if (n || !ring)
 					return (int)n;
 				return ring_poll(rp, fn, arg, max);
@@ -364,6 +433,7 @@ static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 				return n ? (int)n : -ERANGE;
 			return (int)n;
 		}
+		rp->ahead = false;
 		if (SHMBUS_REC_WORD_ONLY(rec.type))
 			continue;
 		m = (struct shmbus_msg){ .data = rec.data, .len = rec.len,
@@ -522,7 +592,7 @@ SHMBUS_EXPORT int shmbus_replay_wait(shmbus_replay *rp, int64_t timeout_ns)
 		sb_jnl_read(rp->ch, &v);
 		if (rp->r.pos < v.written)
 			return 0;
-		if (try_ring(rp, rp->r.pos))
+		if (try_ring(rp, rp->r.pos) || lapped_ahead(rp, 0))
 			continue;
 		now = sb_now_ns();
 		if (now >= deadline)

@@ -1050,6 +1050,144 @@ Test(journal, a_replay_through_shmbusd_lapped_in_the_ring_goes_back)
 	replay_lapped_in_the_ring(false);
 }
 
+/* Reads r until message `last` (its seq), an error, or idle_ms of
+ * nothing; checks each message against the one before (seq = next +
+ * lost; the first only counted from `*next` if that is known). */
+static ssize_t read_up_to(shmbus_replay *r, uint64_t last, uint64_t *next,
+			  uint64_t *got, uint64_t *lost, int idle_ms)
+{
+	uint8_t buf[2048];
+
+	for (int idle = 0; idle <= idle_ms;) {
+		struct shmbus_msg m;
+		ssize_t n = shmbus_replay_read(r, buf, sizeof(buf), &m);
+		uint64_t seq;
+		uint32_t id;
+
+		if (n == -EAGAIN) {
+			idle++;
+			usleep(1000);
+			continue;
+		}
+		if (n < 0)
+			return n;
+		idle = 0;
+		cr_assert_eq(th_msg_check(buf, (size_t)n, &id, &seq), 0);
+		cr_assert_eq(seq, m.seq);
+		if (*next != UINT64_MAX)
+			cr_assert_eq(seq, *next + m.lost, "message %lu after "
+				     "%lu with lost %lu", (unsigned long)seq,
+				     (unsigned long)*next,
+				     (unsigned long)m.lost);
+		*lost += m.lost;
+		(*got)++;
+		*next = seq + 1;
+		if (seq == last)
+			return 0;
+	}
+	return -EAGAIN;
+}
+
+/* An overwrite channel of 16 KiB, journaled in 64 KiB segments: `n`
+ * messages journaled, then shmbusd stopped. */
+static shmbus_channel *journal_stopped(uint64_t n, shmbus_bus **bus,
+				       shmbus_pub **p)
+{
+	shmbus_channel *ch;
+
+	conf_raw("capacity = 16K\nmax_msg = 1K\npolicy = overwrite\n"
+		 "journal_segment = 64K\n");
+	start_daemon();
+	ch = open_pub(bus, p);
+	publish_range(*p, 0, n);
+	wait_written(ch, 10);
+	pause_daemon();
+	return ch;
+}
+
+/*
+ * A replay that read the ring ahead of the journal's agent (shmbusd
+ * stopped) and is lapped there: the journal never wrote where the ring
+ * left it, and its agent records that range as a gap from where it was
+ * (zeros between GAP words).  The loss is counted, as the ring counts
+ * it; the replay never reads the journal's gap from the middle.
+ */
+Test(journal, a_replay_lapped_ahead_of_the_journal_counts_the_loss)
+{
+	shmbus_channel *ch, *rch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct shmbus_replay_stats st;
+	uint64_t next = UINT64_MAX, got = 0, lost = 0;
+
+	ch = journal_stopped(30, &bus, &p);
+	kill(d.pid, SIGCONT);
+	rch = shmbus_channel_open(d.dir, "j");
+	cr_assert(rch);
+	r = shmbus_replay_open(rch, SHMBUS_REPLAY_POSITION, 0, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	cr_assert_eq(read_up_to(r, 29, &next, &got, &lost, 2000), 0);
+	pause_daemon();
+	publish_range(p, 30, 10);
+	cr_assert_eq(read_up_to(r, 39, &next, &got, &lost, 2000), 0);
+	shmbus_replay_stats(r, &st);
+	cr_assert(st.in_ring, "in the ring, ahead of the journal");
+	publish_range(p, 40, 2000);	/* laps the ring, and both */
+	kill(d.pid, SIGCONT);
+	wait_written(ch, 10);
+	cr_assert_eq(read_up_to(r, 2039, &next, &got, &lost, 2000), 0);
+	cr_assert_gt(lost, 0);
+	cr_assert_eq(got + lost, 2040, "%lu delivered, %lu lost",
+		     (unsigned long)got, (unsigned long)lost);
+	shmbus_replay_close(r);
+	shmbus_channel_close(rch);
+	close_pub(bus, ch, p);
+}
+
+/* Opened past what the journal wrote (shmbusd stopped), at a position the
+ * ring then laps: the replay waiting there in the journal moves to the
+ * ring's oldest record (its agent records a gap over that position, from
+ * where it was); opened at a position the ring has lapped already, the
+ * replay is refused (ERANGE): neither holds it, nor will. */
+Test(journal, a_replay_past_the_journal_lapped_in_the_ring)
+{
+	shmbus_channel *ch, *rch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r, *r2;
+	struct sb_jnl_view v;
+	uint64_t next = UINT64_MAX, got = 0, lost = 0, at;
+	ssize_t rc;
+
+	ch = journal_stopped(30, &bus, &p);
+	publish_range(p, 30, 10);
+	rch = shmbus_channel_open(d.dir, "j");
+	cr_assert(rch);
+	sb_jnl_read(ch, &v);
+	/* The live end: nothing there yet, nothing journaled either. */
+	r = shmbus_replay_open(rch, SHMBUS_REPLAY_POSITION, v.head, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	cr_assert_eq(read_up_to(r, 0, &next, &got, &lost, 20), -EAGAIN);
+	/* The second message past the journal's end. */
+	at = v.written + 16 + ((len_of(30) + 7) & ~(size_t)7);
+	publish_range(p, 40, 2000);	/* laps both */
+	r2 = shmbus_replay_open(rch, SHMBUS_REPLAY_POSITION, at, NULL);
+	cr_assert_null(r2, "opened at %lu, which neither holds",
+		       (unsigned long)at);
+	cr_assert_eq(errno, ERANGE, "%s", strerror(errno));
+	kill(d.pid, SIGCONT);
+	wait_written(ch, 10);
+	rc = read_up_to(r, 2039, &next, &got, &lost, 2000);
+	cr_assert_eq(rc, 0, "%s after %lu messages (%lu lost)",
+		     rc < 0 ? strerror((int)-rc) : "", (unsigned long)got,
+		     (unsigned long)lost);
+	cr_assert_gt(got, 0);
+	shmbus_replay_close(r);
+	shmbus_channel_close(rch);
+	close_pub(bus, ch, p);
+}
+
 /* Retention removing the oldest segment while a replay opens at a later
  * one, which it holds all along: the open never fails with ERANGE. */
 static int publish_for_ever(void *arg)
