@@ -49,7 +49,22 @@ static int zero_from(struct jchan *j, int fd, uint64_t base, uint64_t from)
 	return rc;
 }
 
-/* Clears [from, the end of segment `base`), synced. */
+/*
+ * A segment file that could not be opened, read, written or synced (the
+ * verb says which): said with its path and the system's reason (errno
+ * values such as ENOSPC mean something else to shmbus_strerror(), which
+ * the log's errno argument would use), and marked said.  Returns rc.
+ */
+static int file_failed(struct jchan *j, const char *what, uint64_t base,
+		       int rc)
+{
+	sbd_log(SBD_ERR, 0, "%s: journal: %s %s/%016llx.seg: %s", j->name,
+		what, j->dir, (unsigned long long)base, strerror(-rc));
+	j->said = true;
+	return rc;
+}
+
+/* Clears [from, the end of segment `base`), synced; a failure is said. */
 static int clear_from(struct jchan *j, uint64_t base, uint64_t from)
 {
 	char name[64];
@@ -58,10 +73,12 @@ static int clear_from(struct jchan *j, uint64_t base, uint64_t from)
 	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
 	fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
-		return -errno;
+		return file_failed(j, "opening", base, -errno);
 	rc = zero_from(j, fd, base, from);
-	if (!rc && fdatasync(fd))
-		rc = -errno;
+	if (rc)
+		file_failed(j, "clearing", base, rc);
+	else if (fdatasync(fd))
+		rc = file_failed(j, "syncing", base, -errno);
 	close(fd);
 	return rc;
 }
@@ -196,8 +213,12 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 	*seq_known = true;
 	remove_spares(j);
 	rc = sb_jlist(j->dir, &b, &k);
-	if (rc)
+	if (rc) {
+		sbd_log(SBD_ERR, 0, "%s: journal: listing %s: %s", j->name,
+			j->dir, strerror(-rc));
+		j->said = true;
 		return rc;
+	}
 	if (!k) {
 		free(b);
 		return 0;
@@ -255,12 +276,17 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 		snprintf(name, sizeof(name), "%016llx.seg",
 			 (unsigned long long)newest);
 		nfd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-		if (nfd < 0)
-			rc = -errno;
-	}
-	if (rc == 0)
+		if (nfd < 0) {
+			rc = file_failed(j, "opening", newest, -errno);
+			goto out;
+		}
 		rc = rewrite_from(j, nfd, newest, persisted < newest ? newest :
 					  persisted);
+		if (rc) {
+			file_failed(j, "writing again", newest, rc);
+			goto out;
+		}
+	}
 	if (rc == 0) {
 		uint64_t before = r.seq;
 
@@ -275,8 +301,7 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1)
 		rc = 0;
 	if (rc < 0) {
-		sbd_log(SBD_ERR, rc, "%s: journal: reading it back", j->name);
-		j->said = true;
+		file_failed(j, "reading back", r.fd >= 0 ? r.base : newest, rc);
 		goto out;
 	}
 	*end = r.pos;
@@ -296,6 +321,10 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 				"%" PRIu64 "; cleared from there on: %s",
 				j->name, r.pos, r.why);
 		rc = zero_from(j, nfd, newest, r.pos);
+		if (rc) {
+			file_failed(j, "clearing", newest, rc);
+			goto out;
+		}
 	}
 	if (rc == 0 && !known && k >= 3)
 		known = seq_from_older(&r, b, k - 2, &next);
@@ -305,7 +334,7 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 	 * previous daemon may have died before syncing it.  The newest
 	 * segment's sync writes what was written again above. */
 	if (rc == 0 && fdatasync(nfd))
-		rc = -errno;
+		rc = file_failed(j, "syncing", newest, -errno);
 	if (rc == 0 && k >= 2) {
 		char name[64];
 		int fd;
@@ -315,7 +344,8 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 		fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 		if (fd >= 0) {
 			if (fdatasync(fd))
-				rc = -errno;
+				rc = file_failed(j, "syncing", b[k - 2],
+						 -errno);
 			close(fd);
 		}
 	}
@@ -670,9 +700,9 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 		rc = clear_dir_from(j, b, k, pos);
 	if (rc) {
 		/* The ring is not cut: the agent starts again as it was. */
-		sbd_log(SBD_ERR, rc, "%s: journal: cannot clear it from %"
-			PRIu64 "%s", name, pos, rc == -EBUSY ? " (a replaying "
-			"reader holds it)" : "");
+		sbd_log(SBD_ERR, 0, "%s: journal: cannot clear it from %"
+			PRIu64 ": %s", name, pos, rc == -EBUSY ? "a replaying "
+			"reader holds it" : strerror(-rc));
 	} else {
 		rc = cut(arg);
 		if (rc == 0)

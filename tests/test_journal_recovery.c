@@ -537,6 +537,38 @@ Test(journal_recovery, a_failed_sync_is_not_acknowledged_after_a_restart)
 		     (unsigned long long)n, (unsigned long long)got);
 }
 
+/* The device still fails when the daemon starts again: recovery's sync of
+ * what it wrote again fails, the journal does not start (nothing is
+ * acknowledged), and the log says which file and why, in the system's
+ * words.  Started again once the device works, the journal has it all. */
+Test(journal_recovery, a_sync_failing_at_start_is_said_and_acknowledges_nothing)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t n = sync_fails_then_killed(&ch, &bus, &p), got;
+	char line[512];
+
+	start_daemon();
+	cr_assert_eq(shmbus_pub_sync(p, 300000000), -ETIMEDOUT);
+	cr_assert(log_has("journal not started"));
+	snprintf(line, sizeof(line), "journal: syncing %s/", cdir);
+	cr_assert(log_has(line), "not said: %s...", line);
+	cr_assert(log_has(".seg: Input/output error") ||
+		  log_has(".seg: No space left on device"), "the reason");
+	cr_assert(!log_has("no free subscriber"), "shmbus's words for it");
+	stop_daemon();
+	lower_full(false);
+	start_daemon();
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	stop_daemon();
+	close_pub(bus, ch, p);
+	remount();
+	got = messages_in_journal();
+	cr_assert_eq(got, n, "%llu messages acknowledged, %llu on disk",
+		     (unsigned long long)n, (unsigned long long)got);
+}
+
 /* A crash tore the newest time index's last entry: after the restart the
  * index is cut there, so that the entries appended after it are found
  * (else a lookup stops at the torn one and falls back to the first). */
