@@ -313,10 +313,11 @@ TEST_TIMEOUT ?= 600
 
 # Each test binary runs with Criterion's own parallel jobs; they run one
 # binary after another so that the stress tests have both cores.  The
-# failover scenarios run one at a time: two of them at once (a three-member
-# etcd cluster beside a pair) starve a primary of its 2 s lease's renewals
-# on two CPUs now and then, and it fences itself, as it must.
-test_jobs = $$(case $(1) in *test_failover) echo 1;; *) echo 2;; esac)
+# failover scenarios (test_failover, test_arbiter) run one at a time: two
+# of them at once (a three-member etcd cluster beside a pair) starve a
+# primary of its 2 s lease's renewals on two CPUs now and then, and it
+# fences itself, as it must.
+test_jobs = $$(case $(1) in *test_failover|*test_arbiter) echo 1;; *) echo 2;; esac)
 # Every memory-ordering edge labelled on both of its sides, and listed in
 # docs/design.md (tools/check-ordering.py); then the checker itself, which
 # must pass tests/ordering/good.c and catch what each bad_*.c plants (the
@@ -589,10 +590,12 @@ $(BUILD)/tests/test_group $(BUILD)/tests/test_group_races \
 $(BUILD)/tests/test_journal $(BUILD)/tests/test_journal_recovery: \
 	$(BUILD)/tests/journal_fixture.o
 
-# test_failover reads etcd itself, with shmbusd's client.
-$(BUILD)/tests/test_failover: $(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o
-$(BUILD)/tests/test_failover: TEST_LIBS = $(LIB_INT) -lcriterion $(LDLIBS_LIB) \
-	-lcurl -ljansson -lcrypto
+# test_failover reads etcd itself, with shmbusd's client; test_arbiter
+# also calls that client alone.
+$(BUILD)/tests/test_failover $(BUILD)/tests/test_arbiter: \
+	$(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o
+$(BUILD)/tests/test_failover $(BUILD)/tests/test_arbiter: \
+	TEST_LIBS = $(LIB_INT) -lcriterion $(LDLIBS_LIB) -lcurl -ljansson -lcrypto
 
 # A consumer group through kill -9 failovers and a switchover, every
 # delivery checked (tests/soak_groups.c; a minute or two, as root, with

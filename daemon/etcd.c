@@ -119,8 +119,41 @@ void etcd_close(struct etcd *e)
 	free(e);
 }
 
+/* What a failed transfer says, as an errno: a request that waited its
+ * whole timeout (-ETIMEDOUT) may still have been applied by etcd, one that
+ * found nobody listening (-ECONNREFUSED) or no host (-EHOSTUNREACH) was
+ * never sent. */
+static int curl_errno(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_OPERATION_TIMEDOUT:
+		return -ETIMEDOUT;
+	case CURLE_COULDNT_CONNECT:
+		return -ECONNREFUSED;
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return -EHOSTUNREACH;
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+		return -ECONNRESET;
+	case CURLE_WRITE_ERROR:		/* on_data(): an answer too long */
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_HTTP_RETURNED_ERROR:
+		return -EPROTO;
+	case CURLE_OUT_OF_MEMORY:
+		return -ENOMEM;
+	default:
+		return -EIO;
+	}
+}
+
 /* POSTs body to path on an endpoint that answers (the last one that did
- * first); *out the parsed answer.  0, -EHOSTUNREACH, -EPROTO. */
+ * first); *out the parsed answer.  0, or the last endpoint's failure:
+ * -ETIMEDOUT (no answer in time: the request may have been applied),
+ * -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET, -EPROTO (an answer that does
+ * not parse, or too long), -ENOMEM, -EIO. */
 static int post(struct etcd *e, const char *path, json_t *body, json_t **out)
 {
 	char *text = json_dumps(body, JSON_COMPACT);
@@ -154,8 +187,10 @@ static int post(struct etcd *e, const char *path, json_t *body, json_t **out)
 		e->len = 0;
 		e->overflow = false;
 		cc = curl_easy_perform(e->h);
-		if (cc != CURLE_OK)
+		if (cc != CURLE_OK) {
+			rc = curl_errno(cc);
 			continue;	/* the next endpoint */
+		}
 		curl_easy_getinfo(e->h, CURLINFO_RESPONSE_CODE, &code);
 		e->buf[e->len] = 0;
 		*out = json_loadb(e->buf, e->len, 0, &err);

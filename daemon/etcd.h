@@ -24,8 +24,13 @@ struct etcd *etcd_open(const char *endpoints, int timeout_ms, char *why,
 		       size_t n);
 void etcd_close(struct etcd *e);
 
-/* 0 with the lease's id, or -errno (-EHOSTUNREACH: no endpoint answered;
- * -EPROTO: an answer that does not parse). */
+/* Every call: 0, or -errno, that of the last endpoint tried: -ETIMEDOUT
+ * (no answer within the timeout: etcd may have applied the request all
+ * the same), -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET (no request made,
+ * or no answer to it), -EPROTO (an answer that does not parse, or says an
+ * error), -ENOMEM, -EIO (another failure of the transfer). */
+
+/* 0 with the lease's id. */
 int etcd_lease_grant(struct etcd *e, int ttl_s, int64_t *id);
 /* 0 with the seconds left (0: the lease is gone), or -errno. */
 int etcd_lease_keepalive(struct etcd *e, int64_t id, int64_t *ttl_left);
