@@ -214,24 +214,38 @@ static int post(struct etcd *e, const char *path, json_t *body, json_t **out)
 	return rc;
 }
 
-/* A JSON string holding a decimal int64 (etcd's encoding), or absent. */
-static int64_t num(json_t *o, const char *key)
+/* A JSON string holding a decimal int64 (etcd's encoding), or absent
+ * (etcd leaves out a field that is 0): true with *x; false if it is
+ * something else. */
+static bool num(json_t *o, const char *key, int64_t *x)
 {
 	json_t *v = json_object_get(o, key);
 	const char *s;
 	char *end;
-	long long x;
+	long long n;
 
-	if (json_is_integer(v))
-		return (int64_t)json_integer_value(v);
+	*x = 0;
+	if (!v)
+		return true;
+	if (json_is_integer(v)) {
+		*x = (int64_t)json_integer_value(v);
+		return true;
+	}
 	if (!json_is_string(v))
-		return 0;
+		return false;
 	s = json_string_value(v);
 	errno = 0;
-	x = strtoll(s, &end, 10);
+	n = strtoll(s, &end, 10);
 	if (errno || end == s || *end)
-		return 0;
-	return (int64_t)x;
+		return false;
+	*x = (int64_t)n;
+	return true;
+}
+
+/* A lease's TTL as etcd answers it: seconds, 0 to etcd's own bound. */
+static bool ttl_num(json_t *o, const char *key, int64_t *x)
+{
+	return num(o, key, x) && *x >= 0 && *x <= ETCD_TTL_MAX;
 }
 
 static json_t *str64(int64_t x)
@@ -295,22 +309,25 @@ static int read_kvs(json_t *range, struct etcd_kv *kv)
 		  !unb64(json_string_value(v), kv->value, sizeof(kv->value))))
 		return -EPROTO;
 	kv->found = true;
-	kv->create_rev = num(one, "create_revision");
-	kv->mod_rev = num(one, "mod_revision");
-	kv->lease = num(one, "lease");
-	return kv->create_rev > 0 ? 0 : -EPROTO;
+	if (!num(one, "create_revision", &kv->create_rev) ||
+	    !num(one, "mod_revision", &kv->mod_rev) ||
+	    !num(one, "lease", &kv->lease) || kv->create_rev <= 0 ||
+	    kv->mod_rev < kv->create_rev || kv->lease < 0)
+		return -EPROTO;
+	return 0;
 }
 
 int etcd_lease_grant(struct etcd *e, int ttl_s, int64_t *id)
 {
+	int64_t ttl;
 	json_t *ans;
 	int rc = post(e, "/v3/lease/grant", json_pack("{s:i}", "TTL", ttl_s),
 		      &ans);
 
 	if (rc)
 		return rc;
-	*id = num(ans, "ID");
-	rc = *id > 0 && num(ans, "TTL") > 0 ? 0 : -EPROTO;
+	rc = num(ans, "ID", id) && *id > 0 && ttl_num(ans, "TTL", &ttl) &&
+	     ttl > 0 ? 0 : -EPROTO;
 	json_decref(ans);
 	return rc;
 }
@@ -318,18 +335,21 @@ int etcd_lease_grant(struct etcd *e, int ttl_s, int64_t *id)
 int etcd_lease_keepalive(struct etcd *e, int64_t id, int64_t *ttl_left)
 {
 	json_t *ans, *res;
+	int64_t of;
 	int rc = post(e, "/v3/lease/keepalive",
 		      json_pack("{s:o}", "ID", str64(id)), &ans);
 
+	*ttl_left = 0;
 	if (rc)
 		return rc;
 	res = json_object_get(ans, "result");
-	rc = json_is_object(res) ? 0 : -EPROTO;
 	/* The answer must be about our lease: a proxy or a gateway that
 	 * mixed answers up must not extend a term that etcd did not. */
-	if (rc == 0 && num(res, "ID") != id)
+	if (!json_is_object(res) || !num(res, "ID", &of) || of != id ||
+	    !ttl_num(res, "TTL", ttl_left)) {
+		*ttl_left = 0;
 		rc = -EPROTO;
-	*ttl_left = rc ? 0 : num(res, "TTL");
+	}
 	json_decref(ans);
 	return rc;
 }

@@ -16,6 +16,8 @@
 
 #define ETCD_MAX_ENDPOINTS	8
 #define ETCD_VALUE_MAX		256
+#define ETCD_TTL_MAX	9000000000LL	/* etcd's longest lease, seconds: a
+					 * TTL answered past it is refused */
 
 struct etcd;
 
@@ -32,7 +34,8 @@ void etcd_close(struct etcd *e);
 
 /* 0 with the lease's id. */
 int etcd_lease_grant(struct etcd *e, int ttl_s, int64_t *id);
-/* 0 with the seconds left (0: the lease is gone), or -errno. */
+/* 0 with the seconds left (0: the lease is gone; at most ETCD_TTL_MAX),
+ * or -errno. */
 int etcd_lease_keepalive(struct etcd *e, int64_t id, int64_t *ttl_left);
 int etcd_lease_revoke(struct etcd *e, int64_t id);
 

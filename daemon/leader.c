@@ -496,8 +496,10 @@ static void primary_step(void)
 		rc = etcd_lease_keepalive(L.e, LOAD(&L.lease), &left);
 		if (rc == 0 && left > 0) {
 			/* The term counts from when we asked, at most the
-			 * one granted, less a quarter for drift and delays. */
-			if (left * 1000000000 > L.ttl_ns)
+			 * one granted, less a quarter for drift and delays
+			 * (compared in seconds, before any product that
+			 * could leave int64_t). */
+			if (left > L.ttl_ns / 1000000000)
 				left = L.ttl_ns / 1000000000;
 			L.renewed_ns = sent;
 			renewed(sent + left * 1000000000 - L.ttl_ns / 4);

@@ -168,3 +168,159 @@ Test(etcd_client, a_gateway_not_listening_refuses)
 	cr_assert_eq(etcd_get(e, "/k", &kv), -ECONNREFUSED);
 	etcd_close(e);
 }
+
+/* A keepalive's TTL is checked as etcd could answer it: a number of
+ * seconds, 0 (the lease is gone) to etcd's longest lease, about our
+ * lease. */
+Test(etcd_client, a_keepalive_ttl_out_of_range_is_refused)
+{
+	static const struct {
+		const char *answer;
+		int rc;
+		int64_t left;
+	} cases[] = {
+		{ "{\"result\":{\"ID\":\"7\",\"TTL\":\"3\"}}", 0, 3 },
+		{ "{\"result\":{\"ID\":\"7\"}}", 0, 0 },
+		{ "{\"result\":{\"ID\":\"7\",\"TTL\":\"9000000000\"}}", 0,
+		  9000000000LL },
+		{ "{\"result\":{\"ID\":\"7\",\"TTL\":\"10000000000\"}}",
+		  -EPROTO, 0 },
+		{ "{\"result\":{\"ID\":\"7\",\"TTL\":\"-5\"}}", -EPROTO, 0 },
+		{ "{\"result\":{\"ID\":\"7\",\"TTL\":\"x\"}}", -EPROTO, 0 },
+		{ "{\"result\":{\"ID\":\"8\",\"TTL\":\"3\"}}", -EPROTO, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct etcd *e = gw_start(cases[i].answer);
+		int64_t left = -1;
+
+		cr_assert_eq(etcd_lease_keepalive(e, 7, &left), cases[i].rc,
+			     "%s", cases[i].answer);
+		cr_assert_eq(left, cases[i].left, "%s", cases[i].answer);
+		etcd_close(e);
+		gw_fini();
+	}
+}
+
+/* ------------------------------------------ the pair behind a liar */
+
+static pid_t liar_pid[2];
+static char liar_rules_path[2][96];
+
+/* The liar's socket for host h (0: A, 1: B): its forwarder's path. */
+static void liar_sock(int h, char *path, size_t n)
+{
+	snprintf(path, n, "%s-%c.sock", etcd_dir, h ? 'b' : 'a');
+}
+
+/* Host h's liar's rules from now on (a JSON list, etcd_liar.py). */
+static void liar_rules(int h, const char *json)
+{
+	char tmp[112];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.w", liar_rules_path[h]);
+	f = fopen(tmp, "w");
+	cr_assert(f);
+	fputs(json, f);
+	cr_assert_eq(fclose(f), 0);
+	cr_assert_eq(rename(tmp, liar_rules_path[h]), 0);
+}
+
+/* Whether host h's liar has applied all its rules (each one's "count",
+ * as etcd_liar.py writes it back, down to 0), waiting at most ms. */
+static bool liar_spent(int h, int ms)
+{
+	for (int i = 0; i <= ms / 10; i++) {
+		char buf[4096];
+		FILE *f = fopen(liar_rules_path[h], "r");
+		size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+		bool left = !n;
+
+		if (f)
+			fclose(f);
+		buf[n] = 0;
+		for (char *p = buf; (p = strstr(p, "\"count\":")); p++)
+			left |= strtol(p + 8, NULL, 10) > 0;
+		if (!left)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* Host h reaches etcd through a liar from now on, with no rule yet: its
+ * forwarder stops (its connections drop), the liar takes its socket. */
+static void liar_start(int h)
+{
+	char port[16], path[108];
+	struct stat st;
+
+	snprintf(liar_rules_path[h], sizeof(liar_rules_path[h]),
+		 "/dev/shm/shmbus-test-liar-%d-%c.json", getpid(),
+		 h ? 'b' : 'a');
+	liar_rules(h, "[]");
+	fwd_stop(&fw[h]);
+	liar_sock(h, path, sizeof(path));
+	snprintf(port, sizeof(port), "%d", etcd_port);
+	liar_pid[h] = fork();
+	cr_assert(liar_pid[h] >= 0);
+	if (liar_pid[h] == 0) {
+		/* Gone with the test, whatever ends it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execlp("python3", "python3", "tests/etcd_liar.py", path, port,
+		       liar_rules_path[h], (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 1000; i++) {
+		if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+			return;
+		cr_assert_eq(waitpid(liar_pid[h], NULL, WNOHANG), 0,
+			     "tests/etcd_liar.py exited");
+		usleep(10000);
+	}
+	cr_assert_fail("tests/etcd_liar.py did not come up in 10 s");
+}
+
+static void liar_fini(void)
+{
+	for (int h = 0; h < 2; h++) {
+		char path[108];
+
+		if (liar_pid[h] > 0) {
+			kill(liar_pid[h], SIGKILL);
+			waitpid(liar_pid[h], NULL, 0);
+			liar_pid[h] = 0;
+			liar_sock(h, path, sizeof(path));
+			unlink(path);
+		}
+		if (liar_rules_path[h][0]) {
+			unlink(liar_rules_path[h]);
+			liar_rules_path[h][0] = 0;
+		}
+	}
+	fo_fini();
+}
+
+TestSuite(arbiter, .init = fo_setup, .fini = liar_fini, .timeout = 120);
+
+/* A keepalive answered with a TTL far past the term (past etcd's own
+ * bound, and past what the term's arithmetic holds in nanoseconds): the
+ * answer is refused, the renewal tried again, and the primary neither
+ * crashes (UBSan) nor sets its term in the past and fences itself. */
+Test(arbiter, a_keepalive_answer_with_a_huge_ttl_fences_nothing)
+{
+	pid_t pub = fo_start(FO_CHANS, extra, 100, false);
+
+	liar_start(0);
+	liar_rules(0, "[{\"path\": \"/v3/lease/keepalive\", \"action\": "
+		   "\"set\", \"field\": \"result.TTL\", \"value\": "
+		   "\"10000000000\", \"count\": 1}]");
+	/* Renewed every third of the term: the lie is told within one. */
+	cr_assert(liar_spent(0, 2 * TTL_MS), "no keepalive in two terms");
+	usleep(200000);		/* the watchdog looks every 5 ms */
+	fo_stop(pub);
+	cr_assert(!host_log_wait(&A, "runtime error", 0), "UBSan: see %s",
+		  A.log);
+	cr_assert(is_primary(&A), "a keepalive's huge TTL fenced the primary");
+}
