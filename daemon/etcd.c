@@ -317,17 +317,16 @@ static int read_kvs(json_t *range, struct etcd_kv *kv)
 	return 0;
 }
 
-int etcd_lease_grant(struct etcd *e, int ttl_s, int64_t *id)
+int etcd_lease_grant(struct etcd *e, int ttl_s, int64_t *id, int64_t *ttl)
 {
-	int64_t ttl;
 	json_t *ans;
 	int rc = post(e, "/v3/lease/grant", json_pack("{s:i}", "TTL", ttl_s),
 		      &ans);
 
 	if (rc)
 		return rc;
-	rc = num(ans, "ID", id) && *id > 0 && ttl_num(ans, "TTL", &ttl) &&
-	     ttl > 0 ? 0 : -EPROTO;
+	rc = num(ans, "ID", id) && *id > 0 && ttl_num(ans, "TTL", ttl) &&
+	     *ttl > 0 ? 0 : -EPROTO;
 	json_decref(ans);
 	return rc;
 }

@@ -32,8 +32,9 @@ void etcd_close(struct etcd *e);
  * or no answer to it), -EPROTO (an answer that does not parse, or says an
  * error), -ENOMEM, -EIO (another failure of the transfer). */
 
-/* 0 with the lease's id. */
-int etcd_lease_grant(struct etcd *e, int ttl_s, int64_t *id);
+/* 0 with the lease's id and the TTL etcd granted (seconds, 1 to
+ * ETCD_TTL_MAX: etcd may grant more than asked, a gateway less). */
+int etcd_lease_grant(struct etcd *e, int ttl_s, int64_t *id, int64_t *ttl);
 /* 0 with the seconds left (0: the lease is gone; at most ETCD_TTL_MAX),
  * or -errno. */
 int etcd_lease_keepalive(struct etcd *e, int64_t id, int64_t *ttl_left);

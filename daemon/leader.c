@@ -60,7 +60,10 @@ static struct {
 	char leader_key[300], sync_key[300];
 	char id[24];			/* this host's id (hex) */
 	char me[160];			/* "ID LISTEN": the leader key's value */
-	int64_t ttl_ns;
+	int64_t ttl_ns;			/* the lease asked for */
+	int64_t term_ns;		/* the held lease's term: the shorter
+					 * of ttl_ns and the TTL granted */
+	bool said_ttl;			/* a grant other than asked, logged */
 	int64_t lease;			/* atomic: held lease, 0: none */
 	bool held;			/* atomic: we hold the leader key */
 	bool claiming;			/* atomic: a manual promotion took the
@@ -375,15 +378,40 @@ static void unclaim(struct etcd *e, int64_t id)
 	etcd_lease_revoke(e, id);
 }
 
+/* A lease for the leader key: *term_ns, its term, is the shorter of the
+ * TTL asked and the one granted.  etcd grants no lease shorter than its
+ * minimum (2 s for etcd 3.4 with its default election timeout), and a
+ * primary renewing by the TTL asked would then still leave a failover
+ * waiting for etcd's; a gateway that granted less than asked would give
+ * the first term more time than the lease has.  Said once. */
+static int grant(struct etcd *e, int64_t *id, int64_t *term_ns)
+{
+	int64_t asked = L.ttl_ns / 1000000000, got;
+	int rc = etcd_lease_grant(e, (int)asked, id, &got);
+
+	if (rc)
+		return rc;
+	if (got != asked && !L.said_ttl) {
+		L.said_ttl = true;
+		sbd_log(SBD_WARN, 0, "arbiter: etcd granted a lease of %" PRId64
+			" s for the %" PRId64 " s asked (lease_ttl_ms): terms "
+			"last %" PRId64 " s, and a standby takes over once the "
+			"primary's lease of %" PRId64 " s has run out", got,
+			asked, got < asked ? got : asked, got);
+	}
+	*term_ns = (got < asked ? got : asked) * 1000000000;
+	return 0;
+}
+
 /* Takes the leader key (or ours, left under a lease of our previous
  * run) if the sync record is still `sync`, its term counted from before
  * the grant: 1 won, 0 held by another host (kv says who) or the record
  * changed meanwhile (kv not found), -errno. */
 static int campaign(struct etcd_kv *kv, const struct etcd_kv *sync)
 {
-	int64_t t0 = lease_ns(), id;
+	int64_t t0 = lease_ns(), id, term;
 	bool won;
-	int rc = etcd_lease_grant(L.e, (int)(L.ttl_ns / 1000000000), &id);
+	int rc = grant(L.e, &id, &term);
 
 	if (rc == 0)
 		rc = etcd_create_if(L.e, L.leader_key, L.me, id, L.sync_key,
@@ -403,8 +431,9 @@ static int campaign(struct etcd_kv *kv, const struct etcd_kv *sync)
 	}
 	STORE(&L.lease, id);
 	STORE(&L.held, true);
+	L.term_ns = term;
 	L.renewed_ns = t0;
-	set_until(t0 + L.ttl_ns * 3 / 4);
+	set_until(t0 + term * 3 / 4);
 	return 1;
 }
 
@@ -491,7 +520,7 @@ static void primary_step(void)
 			"key (%s, revision %" PRId64 ")", L.leader_key,
 			kv.create_rev);
 	}
-	if (now - L.renewed_ns >= L.ttl_ns / 3) {
+	if (now - L.renewed_ns >= L.term_ns / 3) {
 		sent = lease_ns();
 		rc = etcd_lease_keepalive(L.e, LOAD(&L.lease), &left);
 		if (rc == 0 && left > 0) {
@@ -499,10 +528,10 @@ static void primary_step(void)
 			 * one granted, less a quarter for drift and delays
 			 * (compared in seconds, before any product that
 			 * could leave int64_t). */
-			if (left > L.ttl_ns / 1000000000)
-				left = L.ttl_ns / 1000000000;
+			if (left > L.term_ns / 1000000000)
+				left = L.term_ns / 1000000000;
 			L.renewed_ns = sent;
-			renewed(sent + left * 1000000000 - L.ttl_ns / 4);
+			renewed(sent + left * 1000000000 - L.term_ns / 4);
 			STORE(&L.etcd_down, false);
 			/* The key must still be ours: nobody else may have
 			 * taken it (by hand, say).  (A read that fails is
@@ -578,7 +607,7 @@ static void standby_step(void)
 	struct etcd_kv kv, sync;
 	uint64_t e, ep;
 	char why[256];
-	int64_t id, t0;
+	int64_t id, t0, term;
 	bool won;
 
 	L.opened = false;
@@ -647,7 +676,7 @@ static void standby_step(void)
 	}
 	t0 = lease_ns();
 	ep = next_epoch(&sync, e);
-	if (etcd_lease_grant(L.e, (int)(L.ttl_ns / 1000000000), &id))
+	if (grant(L.e, &id, &term))
 		return;
 	/* The key, only if the sync record is still the one we read. */
 	if (take_key(L.e, &sync, id, ep, &won, &kv) || !won) {
@@ -661,8 +690,9 @@ static void standby_step(void)
 	}
 	STORE(&L.lease, id);
 	STORE(&L.held, true);
+	L.term_ns = term;
 	L.renewed_ns = t0;
-	set_until(t0 + L.ttl_ns * 3 / 4);
+	set_until(t0 + term * 3 / 4);
 	if (rp_auto_promote(ep - 1, why, sizeof(why))) {
 		sbd_log(SBD_ERR, 0, "arbiter: automatic promotion failed: %s",
 			why);
@@ -828,6 +858,7 @@ int sbd_leader_open(void)
 	snprintf(L.me, sizeof(L.me), "%s %.127s", L.id, c->listen);
 	L.ttl_ns = (int64_t)(c->lease_ttl_ms / 1000 ? c->lease_ttl_ms / 1000
 						    : 1) * 1000000000;
+	L.term_ns = L.ttl_ns;
 	L.sync_state = -1;
 	return 0;
 }
@@ -942,7 +973,7 @@ int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
 	struct etcd_kv kv, sync;
 	uint64_t ep = LOAD(&repl.epoch), next = 0;
 	bool force = how == SBD_CLAIM_FORCE;
-	int64_t id, t0;
+	int64_t id, t0, term;
 	bool won;
 	int rc;
 
@@ -974,7 +1005,7 @@ int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
 	t0 = lease_ns();
 	if (!rc) {
 		next = next_epoch(&sync, ep);
-		rc = etcd_lease_grant(e, (int)(L.ttl_ns / 1000000000), &id);
+		rc = grant(e, &id, &term);
 	}
 	if (!rc && (rc = take_key(e, &sync, id, next, &won, &kv)) == 0 &&
 	    !won) {
@@ -992,10 +1023,11 @@ int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
 		STORE(&L.lease, id);
 		STORE(&L.held, true);
 		STORE(&L.claiming, true);
+		L.term_ns = term;
 		L.renewed_ns = t0;
 		L.sync_state = 0;	/* take_key() recorded "out" */
 		STORE(&repl.out_recorded, true);
-		set_until(t0 + L.ttl_ns * 3 / 4);
+		set_until(t0 + term * 3 / 4);
 		*floor = next - 1;
 		sbd_log(SBD_NOTICE, 0, "arbiter: this host holds the leader "
 			"key (%s, revision %" PRId64 ") to be primary at epoch %"

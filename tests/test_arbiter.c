@@ -202,6 +202,18 @@ Test(etcd_client, a_keepalive_ttl_out_of_range_is_refused)
 	}
 }
 
+/* A grant says the TTL etcd gave, which may not be the one asked. */
+Test(etcd_client, a_grant_says_the_ttl_granted)
+{
+	struct etcd *e = gw_start("{\"ID\":\"5\",\"TTL\":\"2\"}");
+	int64_t id = 0, ttl = 0;
+
+	cr_assert_eq(etcd_lease_grant(e, 1, &id, &ttl), 0);
+	cr_assert_eq(id, 5);
+	cr_assert_eq(ttl, 2);
+	etcd_close(e);
+}
+
 /* ------------------------------------------ the pair behind a liar */
 
 static pid_t liar_pid[2];
@@ -323,4 +335,38 @@ Test(arbiter, a_keepalive_answer_with_a_huge_ttl_fences_nothing)
 	cr_assert(!host_log_wait(&A, "runtime error", 0), "UBSan: see %s",
 		  A.log);
 	cr_assert(is_primary(&A), "a keepalive's huge TTL fenced the primary");
+}
+
+/* A gateway that grants a shorter lease than asked (1 s of TTL_MS's 2):
+ * the primary's terms are the lease's, from the first one on (it
+ * acknowledged for 1.5 s on a lease of 1), and the log says so once. */
+Test(arbiter, a_lease_granted_shorter_than_asked_bounds_the_term)
+{
+	struct shmbus_ctl_repl_reply r;
+	int most = 0;
+	pid_t pub;
+
+	liar_start(0);
+	liar_rules(0, "[{\"path\": \"/v3/lease/grant\", \"action\": "
+		   "\"set\", \"field\": \"TTL\", \"value\": \"1\"}]");
+	pub = fo_start(FO_CHANS, extra, 100, false);
+	/* What it may acknowledge for, over two of the lease's terms. */
+	for (int i = 0; i < 100; i++) {
+		const char *p;
+		int left;
+
+		cr_assert_eq(host_ctl(&A, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+		p = strstr(r.text, "may acknowledge for ");
+		cr_assert(p, "%s", r.text);
+		left = atoi(p + 20);
+		if (left > most)
+			most = left;
+		usleep(20000);
+	}
+	fo_stop(pub);
+	cr_assert_leq(most, 750, "it acknowledged %d ms ahead on a lease of "
+		      "1 s", most);
+	cr_assert(host_log_wait(&A, "etcd granted a lease of 1 s for the 2 s "
+				"asked", 0));
+	cr_assert(is_primary(&A));
 }
