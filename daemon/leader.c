@@ -256,7 +256,11 @@ static bool may_take_over(const struct etcd_kv *sync, uint64_t e, char *why,
 	struct sync_rec r = read_sync(sync);
 
 	if (!r.ok) {
-		snprintf(why, n, "no sync record");
+		if (sync->found)
+			snprintf(why, n, "unreadable sync record '%.200s'",
+				 sync->value);
+		else
+			snprintf(why, n, "no sync record");
 		return false;
 	}
 	/* It took the key at that epoch: it was that primary, or it
@@ -437,19 +441,25 @@ static int campaign(struct etcd_kv *kv, const struct etcd_kv *sync)
 	return 1;
 }
 
-/* The sync record, written only while we hold the key; "in" names the
- * token that every channel's link carries, if any (struct rw_hello). */
+/* The sync record this primary writes: "in" names the token that every
+ * channel's link carries, if any (struct rw_hello). */
+static void sync_value(bool all_in, uint64_t token, char *val, size_t n)
+{
+	if (all_in && token)
+		snprintf(val, n, "in %" PRIu64 " %s %" PRIx64,
+			 LOAD(&repl.epoch), L.id, token);
+	else
+		snprintf(val, n, "%s %" PRIu64 " %s", all_in ? "in" : "out",
+			 LOAD(&repl.epoch), L.id);
+}
+
+/* The sync record, written only while we hold the key. */
 static void record_sync(bool all_in, uint64_t token)
 {
 	char val[128];
 	bool won;
 
-	if (all_in && token)
-		snprintf(val, sizeof(val), "in %" PRIu64 " %s %" PRIx64,
-			 LOAD(&repl.epoch), L.id, token);
-	else
-		snprintf(val, sizeof(val), "%s %" PRIu64 " %s",
-			 all_in ? "in" : "out", LOAD(&repl.epoch), L.id);
+	sync_value(all_in, token, val, sizeof(val));
 	if (all_in)
 		STORE(&repl.out_recorded, false);	/* before: no degrading
 							 * while "in" is written */
@@ -467,6 +477,30 @@ static void record_sync(bool all_in, uint64_t token)
 		 * step whatever it is. */
 		L.sync_state = -1;
 	}
+}
+
+/* The sync record as etcd has it (sync), against what this primary
+ * recorded: one written behind its back (by hand, a restore from a
+ * backup) is written again at this step, as it should read; else a
+ * standby in sync would be refused the takeover by a record that says
+ * otherwise, or one out of sync allowed it. */
+static void check_sync(const struct etcd_kv *sync)
+{
+	char val[128];
+
+	if (L.sync_state < 0)
+		return;		/* not known: written at this step anyway */
+	sync_value(L.sync_state == 1, L.recorded_token, val, sizeof(val));
+	if (sync->found && !strcmp(sync->value, val))
+		return;
+	if (sync->found && !read_sync(sync).ok)
+		sbd_log(SBD_WARN, 0, "arbiter: unreadable sync record '%s': "
+			"written again ('%s')", sync->value, val);
+	else
+		sbd_log(SBD_WARN, 0, "arbiter: the sync record is '%s', not "
+			"what this primary recorded: written again ('%s')",
+			sync->found ? sync->value : "(none)", val);
+	L.sync_state = -1;
 }
 
 /* The primary's side of one step. */
@@ -542,6 +576,10 @@ static void primary_step(void)
 				lost("the leader key is no longer this host's");
 				return;
 			}
+			/* And the sync record must say what it recorded
+			 * (one read a third of a term). */
+			if (etcd_get(L.e, L.sync_key, &sync) == 0)
+				check_sync(&sync);
 		} else if (rc == 0) {
 			/* Gone (etcd kept it past an outage, say): take the
 			 * key again at the next step; until then the last

@@ -370,3 +370,49 @@ Test(arbiter, a_lease_granted_shorter_than_asked_bounds_the_term)
 				"asked", 0));
 	cr_assert(is_primary(&A));
 }
+
+/* PREFIX/sync = value, by hand (an operator, a script, a restore). */
+static void put_sync(const char *value)
+{
+	char url[64], why[128], key[96];
+	struct etcd *e;
+	bool won = false;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", etcd_port);
+	snprintf(key, sizeof(key), "%s/sync", fo_prefix);
+	e = etcd_open(url, 1000, why, sizeof(why));
+	cr_assert(e, "%s", why);
+	cr_assert_eq(etcd_put_if(e, key, value, 0, 0, &won), 0);
+	cr_assert(won);
+	etcd_close(e);
+}
+
+/* The sync record overwritten by hand while the primary holds the key
+ * and its standby is in sync: the primary writes it again as it should
+ * read (it compares at each renewal), so that the standby, in sync all
+ * along, takes over when the primary dies. */
+Test(arbiter, a_sync_record_written_behind_the_primary_is_written_again)
+{
+	int ms;
+
+	fo_stop(fo_start(FO_CHANS, extra, 100, false));
+	put_sync("in sync, trust me");
+	cr_assert(host_log_wait(&A, "unreadable sync record 'in sync, trust "
+				"me'", 2 * TTL_MS), "not seen in two terms");
+	cr_assert(wait_record("in 1 ", TTL_MS), "not written again");
+	host_kill(&A, SIGKILL);
+	ms = wait_for(is_primary, &B, 3 * TTL_MS);
+	cr_assert_geq(ms, 0, "the standby in sync did not take over");
+}
+
+/* A standby whose sync record does not parse says so (not "no sync
+ * record"), and does not take over. */
+Test(arbiter, a_standby_says_its_sync_record_is_unreadable)
+{
+	fo_stop(fo_start(FO_CHANS, extra, 100, false));
+	host_kill(&A, SIGKILL);
+	put_sync("in sync, trust me");
+	cr_assert(host_log_wait(&B, "(unreadable sync record 'in sync, trust "
+				"me')", 3 * TTL_MS));
+	cr_assert(!is_primary(&B));
+}
