@@ -75,7 +75,11 @@ static struct {
 					 * when "out" was last recorded */
 	uint64_t recorded_token;	/* the token of the "in" recorded */
 	struct etcd_kv claim_before;	/* the sync record take_key() found */
+	char claim_value[96];		/* what it wrote there */
 	int64_t claim_rev;		/* and the revision it wrote it at */
+	bool stray;			/* a claim that did not go through
+					 * may have left claim_value in the
+					 * record: put_back() */
 	bool said_out, said_lost, said_unapplied;
 	bool etcd_down;			/* atomic: the last request failed */
 	int64_t step_ns;		/* atomic: when the step under way
@@ -339,12 +343,14 @@ static int take_key(struct etcd *e, const struct etcd_kv *sync, int64_t id,
 	int rc;
 
 	snprintf(val, sizeof(val), "out %" PRIu64 " %s", epoch, L.id);
+	L.claim_before = *sync;
+	snprintf(L.claim_value, sizeof(L.claim_value), "%s", val);
 	rc = etcd_create_if(e, L.leader_key, L.me, id, L.sync_key,
 			    sync->found ? sync->mod_rev : 0, val, won, kv);
 	if (rc == 0 && *won) {
 		/* One transaction: the record's revision is the key's. */
-		L.claim_before = *sync;
 		L.claim_rev = kv->create_rev;
+		L.stray = false;	/* written over */
 	}
 	return rc;
 }
@@ -366,13 +372,15 @@ static void unclaim(struct etcd *e, int64_t id)
 	int rc = etcd_restore_if(e, L.sync_key, &L.claim_before, L.claim_rev,
 				 &won);
 
-	if (rc)
+	if (rc) {
 		sbd_log(SBD_WARN, -rc, "arbiter: the sync record could not be "
 			"put back after a promotion that did not happen: it "
 			"may still name this host's new epoch, and then no "
 			"other host takes the leader key until this one has "
-			"(or shmbusctl promote --force there)");
-	else if (!won)
+			"put it back (tried again while it stands by) or "
+			"taken the key");
+		L.stray = true;
+	} else if (!won)
 		sbd_log(SBD_NOTICE, 0, "arbiter: the sync record was written "
 			"since this host took the key: left as it is");
 	else
@@ -405,6 +413,75 @@ static int grant(struct etcd *e, int64_t *id, int64_t *term_ns)
 	}
 	*term_ns = (got < asked ? got : asked) * 1000000000;
 	return 0;
+}
+
+/* Puts the sync record back as take_key() found it, if it says what
+ * take_key() wrote and was written since (L.stray: a claim that did not
+ * go through, whose transaction etcd may have applied unseen, or whose
+ * record unclaim() could not put back).  Only this host writes its own
+ * id there, and a record that still says so names no host's promotion
+ * since.  0 once the record is known not to be the claim's (L.stray
+ * cleared), or -errno. */
+static int put_back(struct etcd *e)
+{
+	struct etcd_kv sync;
+	bool won = false;
+	int rc = etcd_get(e, L.sync_key, &sync);
+
+	if (rc == 0 && sync.found && !strcmp(sync.value, L.claim_value) &&
+	    (!L.claim_before.found ||
+	     sync.mod_rev != L.claim_before.mod_rev))
+		rc = etcd_restore_if(e, L.sync_key, &L.claim_before,
+				     sync.mod_rev, &won);
+	if (rc)
+		return rc;
+	if (won)
+		sbd_log(SBD_NOTICE, 0, "arbiter: the sync record is '%s' again "
+			"(this host did not become primary)",
+			L.claim_before.found ? L.claim_before.value : "(none)");
+	L.stray = false;
+	return 0;
+}
+
+/* After take_key() under lease id (granted at t0 for term) failed, etcd
+ * may have applied the transaction all the same: it answered after the
+ * client's timeout, or the connection dropped after the request.  Reads
+ * the leader key until etcd answers or the term is over.  If it holds
+ * this host under id, the key was taken, and is given up as a claim that
+ * did not go through (unclaim(): the record put back first).  Otherwise
+ * the lease is revoked, so that the transaction, if still on its way,
+ * fails (its put names a lease that no longer exists), and the record is
+ * put back if it went through before that.  What etcd does not answer is
+ * left to the leader thread (put_back(), before it promotes by itself).
+ * why says which. */
+static void claim_unknown(struct etcd *e, int64_t id, int64_t t0,
+			  int64_t term, char *why, size_t n)
+{
+	struct etcd_kv kv;
+	int rc;
+
+	while ((rc = etcd_get(e, L.leader_key, &kv)) &&
+	       lease_ns() - t0 < term)
+		usleep(STEP_MS * 1000);
+	if (rc == 0 && kv.found && is_me(kv.value) && kv.lease == id) {
+		L.claim_rev = kv.create_rev;
+		unclaim(e, id);
+		snprintf(why, n, "etcd took the leader key for this host all "
+			 "the same: given up again");
+		return;
+	}
+	etcd_lease_revoke(e, id);
+	L.stray = true;
+	if (put_back(e) == 0 && rc == 0) {
+		snprintf(why, n, "the leader key was not taken");
+		return;
+	}
+	sbd_log(SBD_WARN, 0, "arbiter: etcd does not say whether this host "
+		"took the leader key: its lease runs out within %" PRId64
+		" s, and the sync record is put back once etcd answers",
+		term / 1000000000);
+	snprintf(why, n, "whether etcd took the leader key is not known: its "
+		 "lease runs out within %" PRId64 " s", term / 1000000000);
 }
 
 /* Takes the leader key (or ours, left under a lease of our previous
@@ -647,6 +724,7 @@ static void standby_step(void)
 	char why[256];
 	int64_t id, t0, term;
 	bool won;
+	int rc;
 
 	L.opened = false;
 	if (LOAD(&L.held)) {
@@ -658,6 +736,10 @@ static void standby_step(void)
 		STORE(&L.lease, 0);
 		set_until(0);
 	}
+	/* No promotion on a record that a claim which did not go through
+	 * may have left (it would name this host's new epoch). */
+	if (L.stray && put_back(L.e))
+		return;
 	if (LOAD(&repl.rings_lost)) {
 		/* Its rings were made again (a reboot): only a primary that
 		 * records it in sync after it caught up makes it a standby
@@ -717,7 +799,14 @@ static void standby_step(void)
 	if (grant(L.e, &id, &term))
 		return;
 	/* The key, only if the sync record is still the one we read. */
-	if (take_key(L.e, &sync, id, ep, &won, &kv) || !won) {
+	rc = take_key(L.e, &sync, id, ep, &won, &kv);
+	if (rc) {
+		claim_unknown(L.e, id, t0, term, why, sizeof(why));
+		sbd_log(SBD_WARN, 0, "arbiter: taking the leader key failed "
+			"(%s): %s", strerror(-rc), why);
+		return;
+	}
+	if (!won) {
 		etcd_lease_revoke(L.e, id);
 		return;
 	}
@@ -944,6 +1033,13 @@ void sbd_leader_stop(void)
 		rp_close_fences();
 		etcd_lease_revoke(L.e, LOAD(&L.lease));
 	}
+	pthread_mutex_lock(&L.step_mu);
+	if (L.stray && put_back(L.e))
+		sbd_log(SBD_WARN, 0, "arbiter: the sync record may still say "
+			"'%s', of a promotion that did not happen: then no "
+			"other host takes the leader key until this one is "
+			"back", L.claim_value);
+	pthread_mutex_unlock(&L.step_mu);
 	etcd_close(L.e);
 	L.e = NULL;
 	L.on = false;
@@ -1018,6 +1114,13 @@ int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
 	if (!e)
 		return -EINVAL;
 	pthread_mutex_lock(&L.step_mu);
+	/* Not on a record that a claim which did not go through may have
+	 * left (it would say this host may take over). */
+	if (L.stray && (rc = put_back(e))) {
+		snprintf(why, n, "etcd: %s (the sync record may still be that "
+			 "of a promotion that did not happen)", strerror(-rc));
+		goto out;
+	}
 	if (LOAD(&repl.rings_lost) && !force) {
 		snprintf(why, n, "this host's rings were made again since its "
 			 "last run and it has not been caught up: promote "
@@ -1045,8 +1148,17 @@ int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
 		next = next_epoch(&sync, ep);
 		rc = grant(e, &id, &term);
 	}
-	if (!rc && (rc = take_key(e, &sync, id, next, &won, &kv)) == 0 &&
-	    !won) {
+	if (rc) {
+		snprintf(why, n, "etcd: %s", strerror(-rc));
+		goto out;
+	}
+	rc = take_key(e, &sync, id, next, &won, &kv);
+	if (rc) {
+		char what[200];
+
+		claim_unknown(e, id, t0, term, what, sizeof(what));
+		snprintf(why, n, "etcd: %s (%s)", strerror(-rc), what);
+	} else if (!won) {
 		if (kv.found)
 			snprintf(why, n, "the leader key is held by %s, whose "
 				 "lease runs: that host is primary", kv.value);
@@ -1055,8 +1167,6 @@ int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
 				 "try again");
 		etcd_lease_revoke(e, id);
 		rc = kv.found ? -EBUSY : -EAGAIN;
-	} else if (rc) {
-		snprintf(why, n, "etcd: %s", strerror(-rc));
 	} else {
 		STORE(&L.lease, id);
 		STORE(&L.held, true);

@@ -416,3 +416,78 @@ Test(arbiter, a_standby_says_its_sync_record_is_unreadable)
 				"me')", 3 * TTL_MS));
 	cr_assert(!is_primary(&B));
 }
+
+/*
+ * A switchover whose new primary's transaction (the leader key, and "out
+ * NEWEPOCH B" in the sync record) etcd applies but answers after the
+ * client's timeout (a quarter of the term: a slow fsync).  B cannot tell
+ * it from a transaction never made: it reads the key, finds it its own,
+ * and gives it up as a promotion that did not happen, the record put
+ * back first; then refuses.  A takes the key back at once and goes on.
+ * (The key left under a lease nobody renewed, and the record naming B's
+ * epoch, kept A out: no primary until that lease ran out and B promoted
+ * itself.)
+ */
+Test(arbiter, a_switchover_whose_key_transaction_is_answered_late)
+{
+	struct shmbus_ctl_repl_reply r;
+	int rc, ms;
+
+	fo_stop(fo_start(FO_CHANS, extra, 100, false));
+	cr_assert(wait_record("in 1 ", 3000));
+	liar_start(1);
+	liar_rules(1, "[{\"path\": \"/v3/kv/txn\", \"action\": "
+		   "\"delay_answer\", \"ms\": 1500, \"count\": 1}]");
+	rc = host_ctl(&A, SHMBUS_REPL_OP_SWITCHOVER, 0, &r);
+	cr_assert_neq(rc, 0, "the switchover went through: %s", r.text);
+	cr_assert(strstr(r.text, "given up again"), "%s", r.text);
+	ms = wait_for(is_primary, &A, TTL_MS);
+	cr_assert_geq(ms, 0, "A did not take the key back within a term");
+	cr_assert(host_log_wait(&B, "the sync record is 'in 1 ", 0),
+		  "B did not put the sync record back");
+	cr_assert(wait_record("in 1 ", TTL_MS), "A did not record B in sync");
+	/* B, which heard A all along, stands by behind it. */
+	cr_assert_geq(wait_for(is_standby_linked, &B, TTL_MS), 0);
+	cr_assert(is_primary(&A) && !is_primary(&B));
+}
+
+/*
+ * The runbook's "the standby will not promote": the primary died after
+ * recording its standby out of sync; `promote --force` on the standby
+ * fails (etcd applies its transaction but answers late), and the
+ * operator brings the old primary back instead.  The forced promotion
+ * that failed has no effect: the old primary takes its key back, and the
+ * standby, never recorded in sync, does not promote itself.  (The record
+ * it left named its new epoch as its own, which kept the old primary out
+ * and let the standby promote by itself once its stray lease ran out.)
+ */
+Test(arbiter, a_failed_forced_promotion_has_no_effect)
+{
+	struct shmbus_ctl_repl_reply r;
+	pid_t pub;
+	int rc;
+
+	pub = fo_start(FO_CHANS, extra, 100, false);
+	host_pause(&B);
+	cr_assert(wait_record("out 1 ", 5000), "B not recorded out of sync");
+	fo_stop(pub);
+	host_kill(&A, SIGKILL);
+	kill(B.pid, SIGCONT);
+	cr_assert(host_log_wait(&B, "not recorded in sync", 3 * TTL_MS));
+	liar_start(1);
+	liar_rules(1, "[{\"path\": \"/v3/kv/txn\", \"action\": "
+		   "\"delay_answer\", \"ms\": 1500, \"count\": 1}]");
+	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, SHMBUS_REPL_FORCE, &r);
+	cr_assert_neq(rc, 0, "the forced promotion went through: %s", r.text);
+	cr_assert(strstr(r.text, "given up again"), "%s", r.text);
+	cr_assert(sync_record_is("out 1 "), "the record was not put back");
+	host_start(&A);
+	cr_assert_geq(wait_for(is_primary, &A, 3 * TTL_MS), 0,
+		      "the old primary did not take its key back");
+	/* Past the term of the lease B's claim was granted. */
+	cr_assert_geq(wait_for(is_standby_linked, &B, 2 * TTL_MS), 0);
+	usleep(TTL_MS * 1000);
+	cr_assert(is_primary(&A) && !is_primary(&B));
+	cr_assert(!host_log_wait(&B, "took the leader key", 0),
+		  "B promoted itself");
+}
