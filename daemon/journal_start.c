@@ -280,10 +280,18 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 			rc = file_failed(j, "opening", newest, -errno);
 			goto out;
 		}
-		rc = rewrite_from(j, nfd, newest, persisted < newest ? newest :
-					  persisted);
+		/* Any process that maps the ring can write its header: a
+		 * position outside the newest segment is not believed (the
+		 * whole segment is written again). */
+		rc = rewrite_from(j, nfd, newest,
+				  persisted < newest ||
+						  persisted - newest >
+							  j->g.seg_size
+					  ? newest
+					  : persisted);
 		if (rc) {
-			file_failed(j, "writing again", newest, rc);
+			file_failed(j, "reading back and writing again",
+				    newest, rc);
 			goto out;
 		}
 	}
@@ -301,7 +309,15 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1)
 		rc = 0;
 	if (rc < 0) {
-		file_failed(j, "reading back", r.fd >= 0 ? r.base : newest, rc);
+		/* Damage the reader describes (why), or an error of the
+		 * system's. */
+		if (rc == -EBADMSG)
+			sbd_log(SBD_ERR, 0, "%s: journal: reading back %s: %s",
+				j->name, j->dir, r.why);
+		else
+			file_failed(j, "reading back",
+				    r.fd >= 0 ? r.base : newest, rc);
+		j->said = true;
 		goto out;
 	}
 	*end = r.pos;
@@ -313,7 +329,7 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 		/* A clean end: nothing written, with nothing written after
 		 * it in the segment.  Anything else loses records that may
 		 * have been synced: said. */
-		bool tail = strncmp(r.why, "nothing written", 15) != 0 ||
+		bool tail = r.stop != SB_JSTOP_UNWRITTEN ||
 			    sb_jreader_written_after(&r);
 
 		if (tail)

@@ -299,9 +299,10 @@ shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 
 /* Closes the publisher.  An outstanding claim is aborted.  A child's copy
  * of its parent's publisher after fork() is freed alone: the parent's
- * slot and claim stay.  Every other call on such a copy (publish, claim,
- * commit of the parent's claim, batch, shmbus_pub_sync()) returns
- * -EPERM: the parent's slot and position are the parent's alone. */
+ * slot and claim stay.  Its calls that publish or claim, commit or abort
+ * the parent's claim, or wait in shmbus_pub_sync() return -EPERM (after
+ * their argument checks): the parent's slot and position are the
+ * parent's alone (docs/shmbus.3, on fork). */
 void shmbus_pub_close(shmbus_pub *pub);
 
 /*
@@ -428,8 +429,9 @@ shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 
 /* Releases the subscriber's slot.  A child's copy of its parent's
  * subscriber after fork() is freed alone: the parent's slot stays.
- * Every other call on such a copy (poll, read, wait, visibility) returns
- * -EPERM: the cursor is the parent's alone. */
+ * Its poll, read, wait and visibility calls return -EPERM (after their
+ * argument checks; its statistics answer): the cursor is the parent's
+ * alone. */
 void shmbus_sub_close(shmbus_sub *sub);
 
 enum shmbus_visibility {
@@ -898,7 +900,8 @@ shmbus_group *shmbus_group_join(shmbus_channel *ch, const char *group,
  * failure).  A member that dies instead is noticed by shmbusd (or, in
  * direct mode, by the other members) and treated the same way.  A
  * child's copy of its parent's member after fork() is freed alone: the
- * parent stays a member (every other call on such a copy returns -EPERM).
+ * parent stays a member (its calls that take, settle, wait or maintain
+ * return -EPERM).
  * Leave every member before its channel is closed. */
 void shmbus_group_leave(shmbus_group *m);
 

@@ -637,7 +637,7 @@ static int call(struct shmbus_bus *b, uint16_t type, const void *body,
 
 /* A request starts: the reason for an earlier one is no longer its
  * answer, whatever this one fails with (its own checks included). */
-static void forget_refusal(void)
+void sb_bus_reason_forget(void)
 {
 	last_refusal.bus = NULL;
 	last_refusal.err = 0;
@@ -759,6 +759,9 @@ SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
 {
 	if (!b)
 		return;
+	/* Its address may be another handle's soon. */
+	if (last_refusal.bus == b)
+		sb_bus_reason_forget();
 	/* A fork's copy has no watcher, and its lock may be held for ever
 	 * (inherited()): only its memory and descriptors go. */
 	if (!inherited(b)) {
@@ -825,7 +828,7 @@ SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
 	struct bus_ref *r;
 	int fd[2] = { -1, -1 }, rc;
 
-	forget_refusal();
+	sb_bus_reason_forget();
 	if (!b) {
 		/* shmbus_bus_open(shmbus_connect(...)) with no daemon. */
 		errno = ENOTCONN;
@@ -892,7 +895,7 @@ SHMBUS_EXPORT int shmbus_bus_create(shmbus_bus *b, const char *name,
 {
 	struct shmbus_ctl_create req = { 0 };
 
-	forget_refusal();
+	sb_bus_reason_forget();
 	if (!b)
 		return -ENOTCONN;
 	if (!a || copy_name(req.name, name))
@@ -911,7 +914,7 @@ SHMBUS_EXPORT int shmbus_bus_delete(shmbus_bus *b, const char *name)
 {
 	struct shmbus_ctl_name req;
 
-	forget_refusal();
+	sb_bus_reason_forget();
 	if (!b)
 		return -ENOTCONN;
 	if (copy_name(req.name, name))
@@ -954,7 +957,7 @@ SHMBUS_EXPORT int shmbus_bus_list(shmbus_bus *b,
 	uint32_t len, total = 0;
 	int rc = 0;
 
-	forget_refusal();
+	sb_bus_reason_forget();
 	if (!b)
 		return -ENOTCONN;
 	if (!fn)
@@ -1003,7 +1006,7 @@ SHMBUS_EXPORT int shmbus_bus_describe(shmbus_bus *b, const char *name,
 	uint32_t len = 0;
 	int rc;
 
-	forget_refusal();
+	sb_bus_reason_forget();
 	if (!b)
 		return -ENOTCONN;
 	if (!o || copy_name(req.name, name))
@@ -1036,7 +1039,7 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
 	uint32_t len = 0;
 	int rc;
 
-	forget_refusal();
+	sb_bus_reason_forget();
 	if (!b)
 		return -ENOTCONN;
 	rc = call(b, SHMBUS_CTL_REPL, &req, sizeof(req), r, sizeof(*r), &len,
@@ -1077,7 +1080,7 @@ int sb_bus_journal(shmbus_bus *b, const char *chan, uint32_t what,
 	int rc;
 	uint32_t len = 0;
 
-	forget_refusal();
+	sb_bus_reason_forget();
 	memset(&req, 0, sizeof(req));
 	if (copy_name(req.channel, chan))
 		return -EINVAL;
@@ -1105,7 +1108,7 @@ int sb_bus_group(shmbus_bus *b, const char *chan, uint64_t data_id,
 {
 	struct shmbus_ctl_group req;
 
-	forget_refusal();
+	sb_bus_reason_forget();
 	memset(&req, 0, sizeof(req));
 	if (copy_name(req.channel, chan) ||
 	    strlen(group) >= sizeof(req.group) ||
@@ -1127,7 +1130,7 @@ int sb_bus_group_delete(shmbus_bus *b, const char *chan, uint64_t data_id,
 {
 	struct shmbus_ctl_group req;
 
-	forget_refusal();
+	sb_bus_reason_forget();
 	memset(&req, 0, sizeof(req));
 	if (copy_name(req.channel, chan) || strlen(group) >= sizeof(req.group))
 		return -EINVAL;

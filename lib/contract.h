@@ -179,6 +179,10 @@ int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
  * 0 or -errno, as shmbus_group_delete().  data_id: the channel the caller
  * has open (sb_channel_data_id()), -ESTALE if the name leads to another
  * now; 0 for whichever it leads to. */
+/* A request starts that may not reach the daemon (its arguments refused
+ * here first): shmbus_bus_strerror() no longer gives this thread's last
+ * reason. */
+void sb_bus_reason_forget(void);
 int sb_bus_group_delete(shmbus_bus *b, const char *chan, uint64_t data_id,
 			const char *group);
 

@@ -9,8 +9,14 @@
  * private), one that read would move the parent's cursor.  So every such
  * handle is listed here, and in the child each one is made to refuse its
  * use with -EPERM (sb_fork_track()'s callback); closing it frees the copy
- * alone, as before.  The list is taken at open and close only: nothing on
- * a message's path.
+ * alone, as before.  The list is taken at open and close only; on a
+ * message's path, a single producer's copy and a subscriber's are sent to
+ * their slow paths by the state the callback leaves (no added test), a
+ * multi producer's claim looks at one flag of its handle first.
+ *
+ * pthread_atfork() handlers run for fork() and what calls it, not for
+ * _Fork() nor a clone() of the kernel's: a child made so must not use
+ * its parent's handles at all.
  */
 #include <pthread.h>
 

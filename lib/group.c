@@ -156,6 +156,7 @@ SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
 	struct shmbus_group *m;
 	int fd, rc;
 
+	sb_bus_reason_forget();
 	if (!ch || !sb_name_ok(group, 63) || !sb_name_ok(member, 31) ||
 	    sb_group_settings(a, &s)) {
 		errno = EINVAL;

@@ -100,11 +100,11 @@ struct shmbus_group {
 				 * yet (UINT64_MAX: none) */
 	uint32_t wait;		/* shmbus_group_set_wait() */
 	uint32_t spin_ns;
-	bool forked;		/* a fork's copy (fork.c): refuses every
-				 * call with -EPERM */
-	struct sb_forkable fork;
 	bool nap;		/* the kernel refused sb_sleep_announce()'s
 				 * barrier: it sleeps in naps only */
+	bool forked;		/* a fork's copy (fork.c): its calls that
+				 * take, settle or wait say -EPERM */
+	struct sb_forkable fork;
 	uint8_t *buf;		/* overwrite policy: a message's copy */
 
 	/* Shared: the lease whose messages we are delivering. */

@@ -432,6 +432,7 @@ SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
 	struct shmbus_group *m;
 	int fd, rc;
 
+	sb_bus_reason_forget();
 	if (ch && ch->bus)
 		return group ? sb_bus_group_delete(ch->bus, ch->name,
 						   ch->data_id, group)

@@ -328,6 +328,17 @@ next_lane:;
 	return 0;
 }
 
+/* Whether the record at pos of lane i, which we do not hold, was ours:
+ * acknowledged already (below what we hold), or given back with an
+ * earlier one a nack gave back (at or past the cursor, below what we had
+ * delivered).  -ESTALE then; else it never was ours (-EINVAL). */
+static int not_held(const struct sb_lane_view *v, uint64_t pos)
+{
+	if (pos >= v->cursor)
+		return pos < v->redeliver_below ? -ESTALE : -EINVAL;
+	return v->n == 0 || pos < v->starts[v->head] ? -ESTALE : -EINVAL;
+}
+
 /* Ack (cumulative through the record at pos), nack (the lane restarts at
  * pos after delay_ns), or give back (leave). */
 int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
@@ -353,7 +364,7 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
 		uint32_t was = v->n;
 
 		if (pos >= v->cursor)
-			return -EINVAL;
+			return not_held(v, pos);
 		while (v->n && v->starts[v->head] <= pos) {
 			v->head = (v->head + 1) % m->lane_cap;
 			v->n--;
@@ -385,10 +396,7 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
 		 * shared lease acked), one never delivered never was. */
 		if (keep == v->n ||
 		    v->starts[(v->head + keep) % m->lane_cap] != pos)
-			return pos < v->cursor &&
-			       (v->n == 0 || pos < v->starts[v->head])
-				       ? -ESTALE
-				       : -EINVAL;
+			return not_held(v, pos);
 		oldest = keep == 0;
 		v->n = keep;
 		/* Delivered from pos on: each comes again flagged.  Given

@@ -658,12 +658,15 @@ bool sb_jreader_written_after(struct sb_jreader *r)
 int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 		    struct sb_jrec *rec)
 {
+	r->stop = SB_JSTOP_OTHER;
 	for (;;) {
 		size_t off, avail;
 		int rc;
 
-		if (r->pos >= limit)
+		if (r->pos >= limit) {
+			r->stop = SB_JSTOP_NONE;
 			return 0;
+		}
 		if (r->fd < 0 || r->pos < r->base ||
 		    r->pos >= r->base + r->g.seg_size) {
 			uint64_t at = r->pos, seq = r->seq;
@@ -693,6 +696,7 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 				snprintf(r->why, sizeof(r->why), "no segment "
 					 "for %llu: the journal ends",
 					 (unsigned long long)at);
+				r->stop = SB_JSTOP_NO_SEGMENT;
 				return 0;
 			}
 			if (rc)
@@ -724,8 +728,12 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 				return rc;
 			continue;
 		}
-		if (rc == 0)
+		if (rc == 0) {
+			if (avail >= 8 && get64(r->buf + off) == 0)
+				r->stop = SB_JSTOP_UNWRITTEN;
 			return limit == UINT64_MAX ? 0 : -EBADMSG;
+		}
+		r->stop = SB_JSTOP_NONE;
 		r->pos += rec->size;
 		/* Format 1 wrote a gap as padding: any padding may be one. */
 		if (rec->type == SHMBUS_JREC_GAP ||

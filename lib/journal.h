@@ -86,6 +86,15 @@ int sb_jlist(const char *dir, uint64_t **bases, size_t *count);
  */
 struct shmbus_bus;
 
+/* Why sb_jreader_next() returned no record (its `stop`): */
+#define SB_JSTOP_NONE		0	/* it returned one, or the limit */
+#define SB_JSTOP_UNWRITTEN	1	/* a zero record word: nothing written
+					 * there (the end, or inside a gap
+					 * the agent recorded from before) */
+#define SB_JSTOP_NO_SEGMENT	2	/* no segment holds the position (past
+					 * the newest, without a limit) */
+#define SB_JSTOP_OTHER		3	/* damage, or an error (why says) */
+
 struct sb_jreader {
 	char dir[PATH_MAX];		/* the files by path, or */
 	struct shmbus_bus *bus;		/* through shmbusd (SHMBUS_CTL_JOURNAL) */
@@ -117,6 +126,8 @@ struct sb_jreader {
 	uint64_t blim;		/* ... of which only what lies below blim,
 				 * the limit when it was read, is whole */
 	char why[256];		/* the last error's reason */
+	uint8_t stop;		/* where sb_jreader_next() last stopped
+				 * short of a record (SB_JSTOP_*) */
 };
 
 /* g may be NULL (learnt from the first segment read). */

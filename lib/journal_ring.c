@@ -60,10 +60,12 @@ void sb_jnl_written(shmbus_channel *ch, uint64_t pos)
 void sb_jnl_persisted(shmbus_channel *ch, uint64_t pos, bool ack)
 {
 	struct shmbus_hdr *h = ch->hdr;
+	uint64_t cur = load_relaxed64(&h->persisted_pos);
 
 	/* No edge of its own: R14 in sb_repl_watermark() publishes it to
-	 * shmbus_pub_sync(), which reads it after A14. */
-	if (load_relaxed64(&h->persisted_pos) < pos)
+	 * shmbus_pub_sync(), which reads it after A14.  A value past head
+	 * was written over (sync_verdict() believes none): set back. */
+	if (cur < pos || cur > load_relaxed64(&h->head))
 		store_relaxed64(&h->persisted_pos, pos);
 	if (ack && (load_relaxed32(&h->repl_flags) & SHMBUS_REPL_JOURNAL))
 		sb_repl_watermark(ch, pos);

@@ -96,7 +96,7 @@ static bool journal_again(struct shmbus_replay *rp)
 	 * a gap, or padding) start no record: the loss stands. */
 	skipped = rp->r.skipped;
 	rc = sb_jreader_next(&rp->r, v.written, &rec);
-	if (rc == 1 || (rc < 0 && strncmp(rp->r.why, "nothing written", 15)))
+	if (rc == 1 || (rc < 0 && rp->r.stop != SB_JSTOP_UNWRITTEN))
 		rc = sb_jreader_seek(&rp->r, rp->ring_next);
 	else
 		rc = -EBADMSG;
@@ -238,6 +238,7 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 	uint64_t pos = at;
 	int rc;
 
+	sb_bus_reason_forget();
 	if (!ch || (from != SHMBUS_REPLAY_POSITION &&
 		    from != SHMBUS_REPLAY_TIME) ||
 	    (a && a->wait > SHMBUS_WAIT_SLEEP)) {
@@ -385,21 +386,29 @@ static int ring_poll(struct shmbus_replay *rp, shmbus_handler fn, void *arg,
  * position past what it wrote, or once it wrote on as nothing written
  * there (rc < 0).  The ring is read from its oldest record on, with what
  * the lap took counted from the sequence number due (from the message
- * there if none is known yet).  True if it moved there.
+ * there if none is known yet).  1 if it moved there, 0 if this is not
+ * that case, -EAGAIN if it is and the ring could not be held now (lapped
+ * again meanwhile, or no free subscriber slot): the next call tries
+ * again, and the journal is never read as damaged there.
  */
-static bool lapped_ahead(struct shmbus_replay *rp, int rc)
+static int lapped_ahead(struct shmbus_replay *rp, int rc)
 {
 	struct sb_jnl_view v;
+	bool gap = rp->r.gap;
 
 	if (!rp->ahead || sb_ring_holds(rp->ch, rp->r.pos))
-		return false;
+		return 0;
 	/* A25, after the look at the ring: what the agent wrote since. */
 	sb_jnl_read(rp->ch, &v);
 	if (rc == 0 ? rp->r.pos <= v.written
-		    : strncmp(rp->r.why, "nothing written", 15) != 0)
-		return false;
+		    : rp->r.stop != SB_JSTOP_UNWRITTEN)
+		return 0;
+	/* The ring's subscriber starts past a loss (try_ring()). */
 	rp->r.gap = true;
-	return try_ring(rp, sb_ring_oldest(rp->ch));
+	if (try_ring(rp, sb_ring_oldest(rp->ch)))
+		return 1;
+	rp->r.gap = gap;
+	return -EAGAIN;
 }
 
 /* From the journal; `ring`: and on from the ring if it moves there. */
@@ -417,14 +426,20 @@ static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 		struct shmbus_msg m;
 
 		rc = sb_jreader_next(&rp->r, v.written, &rec);
-		if (rc < 0 && !lapped_ahead(rp, rc))
-			return n ? (int)n : rc;
-		if (rc <= 0) {
+		if (rc < 0) {
+			int la = lapped_ahead(rp, rc);
+
+			if (la == 0)
+				return n ? (int)n : rc;
+			if (la < 0 || n || !ring)
+				return (int)n;	/* -EAGAIN: nothing now */
+			return ring_poll(rp, fn, arg, max);
+		}
+		if (rc == 0) {
 			/* Where the journal ends: the ring, if it can be
 			 * held here; else the journal has gone on.  (Or the
 			 * ring already: lapped ahead of the journal.) */
-			if (rc < 0 || try_ring(rp, rp->r.pos) ||
-			    lapped_ahead(rp, rc)) {
+			if (try_ring(rp, rp->r.pos) || lapped_ahead(rp, rc) > 0) {
 				if (n || !ring)
 					return (int)n;
 				return ring_poll(rp, fn, arg, max);
@@ -592,7 +607,7 @@ SHMBUS_EXPORT int shmbus_replay_wait(shmbus_replay *rp, int64_t timeout_ns)
 		sb_jnl_read(rp->ch, &v);
 		if (rp->r.pos < v.written)
 			return 0;
-		if (try_ring(rp, rp->r.pos) || lapped_ahead(rp, 0))
+		if (try_ring(rp, rp->r.pos) || lapped_ahead(rp, 0) > 0)
 			continue;
 		now = sb_now_ns();
 		if (now >= deadline)

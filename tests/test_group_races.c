@@ -771,6 +771,34 @@ Test(group_races, keyed_refuses_to_nack_what_was_acknowledged)
 	shmbus_channel_close(ch);
 }
 
+/* keyed: a nack gives back the records delivered after it too; their
+ * leases are no longer held (-ESTALE from ack, nack and extend alike)
+ * until they are delivered again. */
+Test(group_races, keyed_leases_a_nack_gave_back_are_stale)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = join_as(ch, "k", SHMBUS_GROUP_KEYED, 0);
+	struct shmbus_lease l[2], again;
+	int n = 0;
+
+	book_open(2);
+	produce(ch, 2, 1);	/* one key: both in one lane */
+	for (int i = 0; i < 100 && n < 2; i++)
+		n += shmbus_group_poll(g, keep_lease, &l[n], 1);
+	cr_assert_eq(n, 2);
+	cr_assert_eq(shmbus_group_nack(g, &l[0], 0), 0);
+	cr_assert_eq(shmbus_group_extend(g, &l[1], 0), -ESTALE);
+	cr_assert_eq(shmbus_group_nack(g, &l[1], 0), -ESTALE);
+	cr_assert_eq(shmbus_group_ack(g, &l[1]), -ESTALE);
+	n = 0;
+	for (int i = 0; i < 100 && n < 2; i++)
+		n += shmbus_group_poll(g, keep_lease, &again, 1);
+	cr_assert_eq(n, 2, "both delivered again");
+	cr_assert_eq(shmbus_group_ack(g, &again), 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
 /* keyed: an ack past everything delivered names nothing, and forgets
  * nothing the member holds. */
 Test(group_races, keyed_an_ack_past_what_was_delivered_changes_nothing)

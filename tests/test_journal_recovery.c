@@ -1372,3 +1372,31 @@ Test(journal_recovery, a_refused_capacity_change_keeps_the_journal)
 	close_pub(bus, ch, p);
 	cr_assert_not(log_has("belongs to channel"));
 }
+
+/* The ring's header says how far the journal was synced, and the start
+ * writes the newest segment again from there: any process that maps the
+ * ring can write that word, and a value past the segment (2^63 made the
+ * file offset negative: the journal did not start) is not believed: the
+ * whole segment is written again, and the journal goes on; the next sync
+ * sets the word back (past head, shmbus_pub_sync() believed it never). */
+Test(journal_recovery, a_hostile_persisted_position_does_not_stop_the_journal)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+
+	persisted_then_stopped(100);
+	ch = shmbus_channel_open(d.dir, "j");
+	cr_assert(ch, "%s", strerror(errno));
+	ch->hdr->persisted_pos = UINT64_C(1) << 63;
+	shmbus_channel_close(ch);
+	start_daemon();
+	cr_assert(!log_has("journal not started"), "the journal stopped");
+	ch = open_pub(&bus, &p);
+	publish_range(p, 100, 10);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	close_pub(bus, ch, p);
+	ch = open_pub(&bus, &p);
+	cr_assert_eq(replay_check(ch, 0, 0, 110), 110);
+	close_pub(bus, ch, p);
+}

@@ -399,8 +399,8 @@ static int journal_opts(int argc, char **argv, const char **jdir,
 static bool journal_ended(const struct sb_jreader *r, uint64_t last_base)
 {
 	return r->pos >= last_base &&
-	       (!strncmp(r->why, "nothing written", 15) ||
-		!strncmp(r->why, "no segment for", 14));
+	       (r->stop == SB_JSTOP_UNWRITTEN ||
+		r->stop == SB_JSTOP_NO_SEGMENT);
 }
 
 /*
@@ -559,7 +559,7 @@ static int cmd_journal(int argc, char **argv, const char *bus_name)
 	/* Where the walk stopped: unwritten space in the newest segment is
 	 * the end; anything else is damage. */
 	if (r.pos < last_base || (r.pos < last_base + r.g.seg_size &&
-				  (strncmp(r.why, "nothing written", 15) ||
+				  (r.stop != SB_JSTOP_UNWRITTEN ||
 				   /* verify: offline; a dump may race the
 				    * writer at the live end */
 				   (!dump && sb_jreader_written_after(&r))))) {
