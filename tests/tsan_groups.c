@@ -4,7 +4,8 @@
  * process, so that ThreadSanitizer sees every claim, ack, floor move and
  * maintenance run against each other: a shared group (batched claims,
  * nacks, a maintenance thread) and a keyed group (lanes moving as members
- * join and leave).  Every message must be acknowledged exactly once in
+ * join and leave), half of the members sleeping in shmbus_group_wait()
+ * when nothing is there.  Every message must be acknowledged exactly once in
  * the shared group, and at least once, in order per key, in the keyed
  * one.  Without Criterion (it cannot start under TSan); `make tsan` runs
  * it with halt_on_error=1.
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "shmbus.h"
+#include "../lib/channel.h"
 
 static const char *dir;
 static uint64_t n;
@@ -65,8 +67,16 @@ static void *work(void *arg)
 		ssize_t r = shmbus_group_read(g, buf, sizeof(buf), &m);
 
 		if (r == -EAGAIN) {
-			idle += atomic_load(&done);
-			sched_yield();
+			/* Odd workers sleep in the group's wait (on the
+			 * channel's futex, counted in its sleepers), the
+			 * others yield. */
+			if (w->k % 2) {
+				idle += 100 * atomic_load(&done);
+				shmbus_group_wait(g, 2000000);
+			} else {
+				idle += atomic_load(&done);
+				sched_yield();
+			}
 			continue;
 		}
 		if (r < 0) {
@@ -186,6 +196,12 @@ static int run(enum shmbus_group_mode md, int nworkers)
 		}
 	if (atomic_load(&bad)) {
 		fprintf(stderr, "worker error %d\n", atomic_load(&bad));
+		fails = 1;
+	}
+	/* Every member that slept took itself off the count. */
+	if (load_relaxed32(&ch->hdr->sleepers)) {
+		fprintf(stderr, "sleepers left: %u\n",
+			load_relaxed32(&ch->hdr->sleepers));
 		fails = 1;
 	}
 	shmbus_pub_close(p);
