@@ -978,8 +978,12 @@ static int do_journal(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 static bool peer_closed(int fd)
 {
 	struct pollfd p = { .fd = fd, .events = POLLRDHUP };
-	int rc = poll(&p, 1, 0);
+	int rc;
 
+	/* A signal is not a hang-up (the fuzzer's timer, a reload's). */
+	do
+		rc = poll(&p, 1, 0);
+	while (rc < 0 && errno == EINTR);
 	return rc < 0 || (rc == 1 && (p.revents & (POLLRDHUP | POLLHUP |
 						   POLLERR | POLLNVAL)));
 }
