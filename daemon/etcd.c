@@ -153,8 +153,14 @@ static int curl_errno(CURLcode cc)
  * first); *out the parsed answer.  0, or the last endpoint's failure:
  * -ETIMEDOUT (no answer in time: the request may have been applied),
  * -ECONNREFUSED, -EHOSTUNREACH, -ECONNRESET, -EPROTO (an answer that does
- * not parse, or too long), -ENOMEM, -EIO. */
-static int post(struct etcd *e, const char *path, json_t *body, json_t **out)
+ * not parse, or too long), -ENOMEM, -EIO.  A request that is not `again`
+ * (a transaction, a put: applied twice, the second copy's compare fails
+ * on what the first wrote, and its answer says the opposite of what
+ * happened) goes to the next endpoint only if it was never sent (no
+ * connection made); once sent, a failure is the caller's, whose outcome
+ * is unknown. */
+static int post_to(struct etcd *e, const char *path, json_t *body,
+		   json_t **out, bool again)
 {
 	char *text = json_dumps(body, JSON_COMPACT);
 	int rc = -EHOSTUNREACH;
@@ -188,7 +194,14 @@ static int post(struct etcd *e, const char *path, json_t *body, json_t **out)
 		e->overflow = false;
 		cc = curl_easy_perform(e->h);
 		if (cc != CURLE_OK) {
+			curl_off_t sent = 0;
+
 			rc = curl_errno(cc);
+			/* Connected: the request may have gone out whole. */
+			curl_easy_getinfo(e->h, CURLINFO_PRETRANSFER_TIME_T,
+					  &sent);
+			if (!again && sent > 0)
+				break;
 			continue;	/* the next endpoint */
 		}
 		curl_easy_getinfo(e->h, CURLINFO_RESPONSE_CODE, &code);
@@ -212,6 +225,14 @@ static int post(struct etcd *e, const char *path, json_t *body, json_t **out)
 	}
 	free(text);
 	return rc;
+}
+
+/* A read, a lease's grant, keepalive or revoke: sent again to the next
+ * endpoint after any failure (a second grant leaves a lease nobody uses,
+ * which runs out; a second revoke finds the lease gone). */
+static int post(struct etcd *e, const char *path, json_t *body, json_t **out)
+{
+	return post_to(e, path, body, out, true);
 }
 
 /* A JSON string holding a decimal int64 (etcd's encoding), or absent
@@ -355,10 +376,19 @@ int etcd_lease_keepalive(struct etcd *e, int64_t id, int64_t *ttl_left)
 
 int etcd_lease_revoke(struct etcd *e, int64_t id)
 {
-	json_t *ans;
+	json_t *ans, *err;
 	int rc = post(e, "/v3/lease/revoke",
 		      json_pack("{s:o}", "ID", str64(id)), &ans);
 
+	if (rc)
+		return rc;
+	/* "requested lease not found": gone already (revoked, or run
+	 * out).  Any other error (etcd's own "request timed out") may
+	 * still be applied, or not. */
+	err = json_object_get(ans, "error");
+	if (err && !(json_is_string(err) &&
+		     strstr(json_string_value(err), "lease not found")))
+		rc = -EPROTO;
 	json_decref(ans);
 	return rc;
 }
@@ -392,11 +422,11 @@ static int txn2(struct etcd *e, json_t *compare, const char *key,
 		json_array_append_new(one, compare);
 		compare = one;
 	}
-	rc = post(e, "/v3/kv/txn",
+	rc = post_to(e, "/v3/kv/txn",
 		  json_pack("{s:o,s:o,s:[{s:{s:o}}]}", "compare", compare,
 			    "success", ops, "failure", "request_range", "key",
 			    b64(key)),
-		  &ans);
+		  &ans, false);
 	if (rc)
 		return rc;
 	if (json_object_get(ans, "error")) {
@@ -445,7 +475,7 @@ int etcd_put_if(struct etcd *e, const char *key, const char *value,
 
 		if (lease)
 			json_object_set_new(put, "lease", str64(lease));
-		rc = post(e, "/v3/kv/put", put, &ans);
+		rc = post_to(e, "/v3/kv/put", put, &ans, false);
 		*won = rc == 0 && !json_object_get(ans, "error");
 		json_decref(ans);
 		return rc;
@@ -500,11 +530,11 @@ int etcd_restore_if(struct etcd *e, const char *key,
 	else
 		op = json_pack("{s:{s:o}}", "request_delete_range", "key",
 			       b64(key));
-	rc = post(e, "/v3/kv/txn",
-		  json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[o]}", "compare", "key",
-			    b64(key), "target", "MOD", "result", "EQUAL",
-			    "mod_revision", r, "success", op),
-		  &ans);
+	rc = post_to(e, "/v3/kv/txn",
+		     json_pack("{s:[{s:o,s:s,s:s,s:s}],s:[o]}", "compare",
+			       "key", b64(key), "target", "MOD", "result",
+			       "EQUAL", "mod_revision", r, "success", op),
+		     &ans, false);
 	if (rc)
 		return rc;
 	rc = json_object_get(ans, "error") ? -EPROTO : 0;

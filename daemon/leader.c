@@ -11,6 +11,9 @@
  *           primary HOSTID, and only while it holds the leader key (a
  *           transaction that compares the key's lease); "out" is written
  *           before a degrading channel acknowledges without its standby.
+ *           "out EPOCH HOSTID/force": written by promote --force with the
+ *           key (take_key()), until that primary's first step writes the
+ *           record as it reads (record_sync()).
  *
  * A primary renews its lease every third of its term, checks at each
  * renewal that the key is still its own, and may acknowledge until its
@@ -27,7 +30,10 @@
  * heard), nothing acknowledged as received is unapplied here, and the
  * sync record says "in" at its epoch from another host, or "out" at its
  * epoch or a newer one from itself (it was the primary that wrote it, or
- * took the key to become it: it holds all).  It takes the key in a
+ * took the key to become it: it holds all), not forced (a forced claim
+ * says nothing of what the host holds, and one that did not go through,
+ * or that a restart forgot, must not let it take over alone).  It takes
+ * the key in a
  * transaction that also checks the sync record has not changed since it
  * read it and records "out" at the epoch it promotes at (one past its own
  * and the record's: take_key()), so that the record names that epoch
@@ -80,6 +86,11 @@ static struct {
 	bool stray;			/* a claim that did not go through
 					 * may have left claim_value in the
 					 * record: put_back() */
+	int64_t stray_lease;		/* its lease, not known to be gone:
+					 * put_back() revokes it first */
+	int64_t stray_lease_end;	/* lease_ns() by which it ran out
+					 * (the grant's answer + its TTL) */
+	int64_t grant_end;		/* the same, for the last grant() */
 	bool said_out, said_lost, said_unapplied;
 	bool etcd_down;			/* atomic: the last request failed */
 	int64_t step_ns;		/* atomic: when the step under way
@@ -197,6 +208,7 @@ struct sync_rec {
 				 * RW_EPOCH_MAX (one past it must not wrap) */
 	bool in;		/* "in", else "out" */
 	bool mine;		/* HOSTID is this host */
+	bool forced;		/* "out EPOCH HOSTID/force" */
 	uint64_t epoch;
 	uint64_t token;		/* "in": the standby's links' token, if
 				 * every one carried it (0: none) */
@@ -206,6 +218,7 @@ static struct sync_rec read_sync(const struct etcd_kv *kv)
 {
 	struct sync_rec r = { 0 };
 	char state[4], host[24];
+	size_t hl;
 	int n = kv->found ? sscanf(kv->value, "%3s %" SCNu64 " %23s %" SCNx64,
 				   state, &r.epoch, host, &r.token) : 0;
 
@@ -216,6 +229,16 @@ static struct sync_rec read_sync(const struct etcd_kv *kv)
 		r.token = 0;
 	r.ok = true;
 	r.in = !strcmp(state, "in");
+	/* An older daemon reads "ID/force" as another host's id: a record
+	 * it does not take over on, and that names a primary since its
+	 * epoch (docs/failover.md). */
+	hl = strlen(host);
+	if (hl > 6 && !strcmp(host + hl - 6, "/force")) {
+		if (r.in || n == 4)
+			return (struct sync_rec){ 0 };
+		host[hl - 6] = 0;
+		r.forced = true;
+	}
 	r.mine = !strcmp(host, L.id);
 	return r;
 }
@@ -269,9 +292,16 @@ static bool may_take_over(const struct etcd_kv *sync, uint64_t e, char *why,
 	}
 	/* It took the key at that epoch: it was that primary, or it
 	 * stopped before it became it (its epoch is still older, and it
-	 * wrote nothing at that one).  Either way it holds all. */
-	if (!r.in && r.mine && r.epoch >= e)
+	 * wrote nothing at that one).  Either way it holds all; unless it
+	 * took the key by force, which says nothing of what it holds. */
+	if (!r.in && r.mine && r.epoch >= e && !r.forced)
 		return true;
+	if (r.forced && r.mine) {
+		snprintf(why, n, "recorded '%.80s': a forced promotion of this "
+			 "host that did not go through; it takes over only by "
+			 "hand (promote --force)", sync->value);
+		return false;
+	}
 	if (r.epoch != e) {
 		snprintf(why, n, "the sync record is of epoch %" PRIu64 ", ours "
 			 "%" PRIu64, r.epoch, e);
@@ -336,17 +366,23 @@ static uint64_t next_epoch(const struct etcd_kv *sync, uint64_t e)
  * leaves a host at an epoch the record does not know (neither host could
  * take over then).  *won, and kv the key as it is after. */
 static int take_key(struct etcd *e, const struct etcd_kv *sync, int64_t id,
-		    uint64_t epoch, bool *won, struct etcd_kv *kv)
+		    uint64_t epoch, bool force, bool *won, struct etcd_kv *kv)
 {
 	char val[96];
 
 	int rc;
 
-	snprintf(val, sizeof(val), "out %" PRIu64 " %s", epoch, L.id);
+	snprintf(val, sizeof(val), "out %" PRIu64 " %s%s", epoch, L.id,
+		 force ? "/force" : "");
 	L.claim_before = *sync;
 	snprintf(L.claim_value, sizeof(L.claim_value), "%s", val);
 	rc = etcd_create_if(e, L.leader_key, L.me, id, L.sync_key,
 			    sync->found ? sync->mod_rev : 0, val, won, kv);
+	/* Our key under this lease: a copy of the transaction that went
+	 * through before this one (campaign() too). */
+	if (rc == 0 && !*won && kv->found && is_me(kv->value) &&
+	    kv->lease == id)
+		*won = true;
 	if (rc == 0 && *won) {
 		/* One transaction: the record's revision is the key's. */
 		L.claim_rev = kv->create_rev;
@@ -387,11 +423,18 @@ static void unclaim(struct etcd *e, int64_t id)
 		sbd_log(SBD_NOTICE, 0, "arbiter: the sync record is '%s' again "
 			"(this host did not become primary)",
 			L.claim_before.found ? L.claim_before.value : "(none)");
-	etcd_lease_revoke(e, id);
+	if (etcd_lease_revoke(e, id)) {
+		/* The key stays until the lease runs out: put_back()
+		 * revokes it again. */
+		L.stray_lease = id;
+		L.stray_lease_end = L.grant_end;
+		L.stray = true;
+	}
 }
 
 /* A lease for the leader key: *term_ns, its term, is the shorter of the
- * TTL asked and the one granted.  etcd grants no lease shorter than its
+ * TTL asked and the one granted; L.grant_end, when the lease runs out if
+ * nobody renews it.  etcd grants no lease shorter than its
  * minimum (2 s for etcd 3.4 with its default election timeout), and a
  * primary renewing by the TTL asked would then still leave a failover
  * waiting for etcd's; a gateway that granted less than asked would give
@@ -403,6 +446,9 @@ static int grant(struct etcd *e, int64_t *id, int64_t *term_ns)
 
 	if (rc)
 		return rc;
+	/* Gone by then, unless revoked first (a leader change in etcd
+	 * renews every lease: a revoke confirmed is what counts). */
+	L.grant_end = lease_ns() + got * 1000000000;
 	if (got != asked && !L.said_ttl) {
 		L.said_ttl = true;
 		sbd_log(SBD_WARN, 0, "arbiter: etcd granted a lease of %" PRId64
@@ -418,15 +464,25 @@ static int grant(struct etcd *e, int64_t *id, int64_t *term_ns)
 /* Puts the sync record back as take_key() found it, if it says what
  * take_key() wrote and was written since (L.stray: a claim that did not
  * go through, whose transaction etcd may have applied unseen, or whose
- * record unclaim() could not put back).  Only this host writes its own
- * id there, and a record that still says so names no host's promotion
- * since.  0 once the record is known not to be the claim's (L.stray
- * cleared), or -errno. */
+ * record unclaim() could not put back), once the claim's lease is gone
+ * (revoked, or its TTL past: L.stray_lease).  Only this host writes its
+ * own id there, and a record that still says so names no host's
+ * promotion since.  0 once the record is known not to be the claim's and
+ * cannot become it (L.stray cleared), or -errno. */
 static int put_back(struct etcd *e)
 {
 	struct etcd_kv sync;
 	bool won = false;
-	int rc = etcd_get(e, L.sync_key, &sync);
+	int rc;
+
+	/* The claim's lease first: while it lives, its transaction may
+	 * still land (a request held up on its way) after the record was
+	 * found unchanged. */
+	if (L.stray_lease && lease_ns() < L.stray_lease_end &&
+	    (rc = etcd_lease_revoke(e, L.stray_lease)))
+		return rc;
+	L.stray_lease = 0;
+	rc = etcd_get(e, L.sync_key, &sync);
 
 	if (rc == 0 && sync.found && !strcmp(sync.value, L.claim_value) &&
 	    (!L.claim_before.found ||
@@ -457,6 +513,7 @@ static int put_back(struct etcd *e)
 static void claim_unknown(struct etcd *e, int64_t id, int64_t t0,
 			  int64_t term, char *why, size_t n)
 {
+	int64_t ttl = (L.grant_end - t0) / 1000000000;
 	struct etcd_kv kv;
 	int rc;
 
@@ -470,7 +527,10 @@ static void claim_unknown(struct etcd *e, int64_t id, int64_t t0,
 			 "the same: given up again");
 		return;
 	}
-	etcd_lease_revoke(e, id);
+	/* put_back() revokes the lease, and puts the record back only
+	 * once it is gone: a transaction still on its way then fails. */
+	L.stray_lease = id;
+	L.stray_lease_end = L.grant_end;
 	L.stray = true;
 	if (put_back(e) == 0 && rc == 0) {
 		snprintf(why, n, "the leader key was not taken");
@@ -479,9 +539,9 @@ static void claim_unknown(struct etcd *e, int64_t id, int64_t t0,
 	sbd_log(SBD_WARN, 0, "arbiter: etcd does not say whether this host "
 		"took the leader key: its lease runs out within %" PRId64
 		" s, and the sync record is put back once etcd answers",
-		term / 1000000000);
+		ttl);
 	snprintf(why, n, "whether etcd took the leader key is not known: its "
-		 "lease runs out within %" PRId64 " s", term / 1000000000);
+		 "lease runs out within %" PRId64 " s", ttl);
 }
 
 /* Takes the leader key (or ours, left under a lease of our previous
@@ -563,6 +623,7 @@ static void record_sync(bool all_in, uint64_t token)
  * otherwise, or one out of sync allowed it. */
 static void check_sync(const struct etcd_kv *sync)
 {
+	struct sync_rec r;
 	char val[128];
 
 	if (L.sync_state < 0)
@@ -570,6 +631,12 @@ static void check_sync(const struct etcd_kv *sync)
 	sync_value(L.sync_state == 1, L.recorded_token, val, sizeof(val));
 	if (sync->found && !strcmp(sync->value, val))
 		return;
+	/* Not this host's "out" at its epoch: no channel degrades on it
+	 * until it is written again. */
+	r = read_sync(sync);
+	if (!r.ok || r.in || !r.mine || r.forced ||
+	    r.epoch != LOAD(&repl.epoch))
+		STORE(&repl.out_recorded, false);
 	if (sync->found && !read_sync(sync).ok)
 		sbd_log(SBD_WARN, 0, "arbiter: unreadable sync record '%s': "
 			"written again ('%s')", sync->value, val);
@@ -799,7 +866,7 @@ static void standby_step(void)
 	if (grant(L.e, &id, &term))
 		return;
 	/* The key, only if the sync record is still the one we read. */
-	rc = take_key(L.e, &sync, id, ep, &won, &kv);
+	rc = take_key(L.e, &sync, id, ep, false, &won, &kv);
 	if (rc) {
 		claim_unknown(L.e, id, t0, term, why, sizeof(why));
 		sbd_log(SBD_WARN, 0, "arbiter: taking the leader key failed "
@@ -1152,7 +1219,7 @@ int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
 		snprintf(why, n, "etcd: %s", strerror(-rc));
 		goto out;
 	}
-	rc = take_key(e, &sync, id, next, &won, &kv);
+	rc = take_key(e, &sync, id, next, force, &won, &kv);
 	if (rc) {
 		char what[200];
 
@@ -1173,7 +1240,9 @@ int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
 		STORE(&L.claiming, true);
 		L.term_ns = term;
 		L.renewed_ns = t0;
-		L.sync_state = 0;	/* take_key() recorded "out" */
+		/* take_key() recorded "out" ("out .../force" if forced:
+		 * written as it reads at the first step as primary). */
+		L.sync_state = force ? -1 : 0;
 		STORE(&repl.out_recorded, true);
 		set_until(t0 + term * 3 / 4);
 		*floor = next - 1;
@@ -1199,6 +1268,9 @@ out:
 
 void sbd_leader_claimed(bool ok)
 {
+	/* Not under role_mu (the leader thread takes step_mu, then
+	 * role_mu): unclaim() and the claim's fields are the step's. */
+	pthread_mutex_lock(&L.step_mu);
 	if (!ok && LOAD(&L.held)) {
 		char why[64];
 		struct etcd *e = etcd_open(sbd.conf.repl.etcd_endpoints,
@@ -1213,6 +1285,7 @@ void sbd_leader_claimed(bool ok)
 		set_until(0);
 	}
 	STORE(&L.claiming, false);
+	pthread_mutex_unlock(&L.step_mu);
 	if (ok)
 		kick();
 }

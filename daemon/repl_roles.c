@@ -437,6 +437,7 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 {
 	uint64_t ends[RW_PROMOTE_MAX], epoch = 0;
 	int64_t t0 = now_ns();
+	int claimed = -1;	/* a promotion's claim to end: its outcome */
 	int rc2 = 0;
 
 	r->text[0] = 0;
@@ -515,14 +516,14 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 				snprintf(r->text, sizeof(r->text), "already "
 					 "primary");
 				rc2 = -EALREADY;
-				sbd_leader_claimed(true);
+				claimed = 1;
 				break;
 			}
 		}
 		rc2 = become_primary(floor, flags & SHMBUS_REPL_FORCE, r->text,
 				     sizeof(r->text));
 		if (repl.arbiter)
-			sbd_leader_claimed(rc2 == 0);
+			claimed = rc2 == 0;
 		break;
 	}
 	case SHMBUS_REPL_OP_DEMOTE:
@@ -628,5 +629,9 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 	r->epoch = LOAD(&repl.epoch);
 	r->duration_ns = (uint64_t)(now_ns() - t0);
 	pthread_mutex_unlock(&repl.role_mu);
+	/* After role_mu: the claim's end takes the leader thread's step
+	 * lock, which that thread takes before role_mu. */
+	if (claimed >= 0)
+		sbd_leader_claimed(claimed);
 	return rc2;
 }

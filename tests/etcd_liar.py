@@ -11,9 +11,17 @@
 #       forwards at once (etcd applies the request), answers ms later
 #   {"path": "/v3/lease/grant", "action": "set", "field": "TTL", "value": "1"}
 #       forwards, and answers with that field (a.b for a nested one) changed
+#   {"path": "/v3/kv/txn", "action": "delay_forward", "ms": 1500}
+#       holds the request ms, then forwards it (etcd applies it late, after
+#       whatever the client sent meanwhile) and answers
+#   {"path": "/v3/lease/revoke", "action": "hang", "ms": 1000}
+#       holds the request ms and closes the connection: never forwarded,
+#       never answered
 #
 # "count", if given, is how many requests the rule applies to (it is
-# counted down in the file).  Each rule applied is logged on stderr.
+# counted down in the file); "after": N, that the rule applies only once
+# rule N (its index in the list) is spent.  Each rule applied is logged on
+# stderr.
 import http.client
 import json
 import os
@@ -37,6 +45,8 @@ def take_rule(path):
         for r in rules:
             if r.get("path", path) != path or r.get("count", 1) <= 0:
                 continue
+            if "after" in r and rules[r["after"]].get("count", 1) > 0:
+                continue
             if "count" in r:
                 r["count"] -= 1
                 with open(RULES + ".tmp", "w") as f:
@@ -55,15 +65,20 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         req = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         rule = take_rule(self.path)
+        if rule:
+            print("etcd_liar: %s %s" % (self.path, json.dumps(rule)),
+                  file=sys.stderr, flush=True)
+        if rule and rule.get("action") == "hang":
+            time.sleep(rule["ms"] / 1000.0)
+            return
+        if rule and rule.get("action") == "delay_forward":
+            time.sleep(rule["ms"] / 1000.0)
         c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=30)
         c.request("POST", self.path, body=req,
                   headers={"Content-Type": "application/json"})
         resp = c.getresponse()
         code, body = resp.status, resp.read()
         c.close()
-        if rule:
-            print("etcd_liar: %s %s" % (self.path, json.dumps(rule)),
-                  file=sys.stderr, flush=True)
         if rule and rule.get("action") == "delay_answer":
             time.sleep(rule["ms"] / 1000.0)
         elif rule and rule.get("action") == "set":

@@ -294,8 +294,14 @@ static void liar_start(int h)
 	cr_assert_fail("tests/etcd_liar.py did not come up in 10 s");
 }
 
+/* Each host's second etcd endpoint (ETCD_DIR-a2.sock, -b2.sock), a
+ * forwarder to the same etcd, if a test lists two. */
+static struct fwd fw2[2];
+
 static void liar_fini(void)
 {
+	fwd_stop(&fw2[0]);
+	fwd_stop(&fw2[1]);
 	for (int h = 0; h < 2; h++) {
 		char path[108];
 
@@ -488,6 +494,118 @@ Test(arbiter, a_failed_forced_promotion_has_no_effect)
 	cr_assert_geq(wait_for(is_standby_linked, &B, 2 * TTL_MS), 0);
 	usleep(TTL_MS * 1000);
 	cr_assert(is_primary(&A) && !is_primary(&B));
-	cr_assert(!host_log_wait(&B, "took the leader key", 0),
+	cr_assert(!host_log_wait(&B, "took the leader key and is primary", 0),
+		  "B promoted itself");
+}
+
+/* The runbook's "the standby will not promote" to the point where the
+ * operator runs promote --force on B: A recorded B out of sync ("out 1
+ * A"), then died; B says it is not recorded in sync.  B reaches etcd
+ * through a liar from here on. */
+static void out_of_sync_standby_alone(void)
+{
+	pid_t pub = fo_start(FO_CHANS, extra, 100, false);
+
+	host_pause(&B);
+	cr_assert(wait_record("out 1 ", 5000), "B not recorded out of sync");
+	fo_stop(pub);
+	host_kill(&A, SIGKILL);
+	kill(B.pid, SIGCONT);
+	cr_assert(host_log_wait(&B, "not recorded in sync", 3 * TTL_MS));
+	liar_start(1);
+}
+
+/*
+ * B lists two gateways (as docs/failover.md's example lists three).  The
+ * first applies the forced promotion's key transaction and answers it
+ * late; the client must not send the same transaction to the second
+ * (whose compare fails on B's own key, under the lease just granted: a
+ * claim that read as "held by another host", revoked, and left "out 2 B"
+ * in the record, which let B promote itself later, never recorded in
+ * sync).  The promotion fails, and B stays a standby.
+ */
+Test(arbiter, a_forced_promotion_timed_out_on_one_endpoint_has_no_effect)
+{
+	struct shmbus_ctl_repl_reply r;
+	char path[108];
+	int rc;
+
+	snprintf(extra, sizeof(extra),
+		 "arbiter = etcd\netcd_endpoints = unix:%s-{host}.sock,"
+		 "unix:%s-{host}2.sock\nlease_ttl_ms = %d\narbiter_prefix = %s\n",
+		 etcd_dir, etcd_dir, TTL_MS, fo_prefix);
+	snprintf(path, sizeof(path), "%s-a2.sock", etcd_dir);
+	fwd_start_to(&fw2[0], path, etcd_port);
+	snprintf(path, sizeof(path), "%s-b2.sock", etcd_dir);
+	fwd_start_to(&fw2[1], path, etcd_port);
+	out_of_sync_standby_alone();
+	liar_rules(1, "[{\"path\": \"/v3/kv/txn\", \"action\": "
+		   "\"delay_answer\", \"ms\": 1500, \"count\": 1}]");
+	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, SHMBUS_REPL_FORCE, &r);
+	cr_assert_neq(rc, 0, "the forced promotion went through: %s", r.text);
+	cr_assert(!strstr(r.text, "held by"), "%s", r.text);
+	usleep(3 * TTL_MS * 1000);
+	cr_assert(!is_primary(&B), "B, never recorded in sync, promoted "
+		  "itself after a forced promotion that failed");
+	cr_assert(!host_log_wait(&B, "took the leader key and is primary", 0),
+		  "B promoted itself");
+}
+
+/*
+ * A forced promotion that etcd applied, after which etcd answers B
+ * nothing for longer than a term (its revoke applied, its reads late):
+ * the record says "out 2 B force", and B is killed before etcd answers
+ * again.  Restarted, B knows nothing of the claim; the record names its
+ * epoch but, forced, does not say it holds everything: B does not
+ * promote itself (it did, reading "out 2 B" as its own promotion).
+ */
+Test(arbiter, a_forced_claim_left_in_etcd_does_not_promote_after_a_restart)
+{
+	struct shmbus_ctl_repl_reply r;
+	int rc;
+
+	out_of_sync_standby_alone();
+	liar_rules(1, "[{\"path\": \"/v3/kv/txn\", \"action\": "
+		   "\"delay_answer\", \"ms\": 1500, \"count\": 1},"
+		   "{\"after\": 0, \"action\": \"hang\", \"ms\": 1000, "
+		   "\"count\": 100000}]");
+	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, SHMBUS_REPL_FORCE, &r);
+	cr_assert_neq(rc, 0, "the forced promotion went through: %s", r.text);
+	cr_assert(sync_record_is("out 2 "), "the claim was not left in etcd");
+	host_kill(&B, SIGKILL);
+	liar_rules(1, "[]");
+	host_start(&B);
+	usleep(3 * TTL_MS * 1000);
+	cr_assert(!is_primary(&B), "B, never recorded in sync, promoted "
+		  "itself after a restart");
+	cr_assert(host_log_wait(&B, "not recorded in sync", 0));
+}
+
+/*
+ * The forced promotion's key transaction is held up on its way (a
+ * gateway slow to pass it on) and lands after B read the key free and
+ * asked etcd to revoke the lease, a revoke that got no answer and was not
+ * applied.  B must not take the revoke as done (it cleared its stray
+ * flag, said "the leader key was not taken", and the transaction then
+ * took the key under the live lease and wrote "out 2 B": B promoted
+ * itself, never recorded in sync).
+ */
+Test(arbiter, a_claim_landing_after_an_unconfirmed_revoke_has_no_effect)
+{
+	struct shmbus_ctl_repl_reply r;
+	int rc;
+
+	out_of_sync_standby_alone();
+	liar_rules(1, "[{\"path\": \"/v3/kv/txn\", \"action\": "
+		   "\"delay_forward\", \"ms\": 1500, \"count\": 1},"
+		   "{\"path\": \"/v3/lease/revoke\", \"action\": \"hang\", "
+		   "\"ms\": 1000, \"count\": 1}]");
+	rc = host_ctl(&B, SHMBUS_REPL_OP_PROMOTE, SHMBUS_REPL_FORCE, &r);
+	cr_assert_neq(rc, 0, "the forced promotion went through: %s", r.text);
+	cr_assert(!strstr(r.text, "was not taken"), "%s", r.text);
+	usleep(3 * TTL_MS * 1000);
+	cr_assert(!is_primary(&B), "B, never recorded in sync, promoted "
+		  "itself after a forced promotion that failed");
+	cr_assert(!host_log_wait(&B, "took the leader key and is primary", 0),
 		  "B promoted itself");
 }
