@@ -169,6 +169,33 @@ Test(etcd_client, a_gateway_not_listening_refuses)
 	etcd_close(e);
 }
 
+/* Two endpoints, the first taking requests and never answering, the
+ * second not listening.  A transaction that timed out on the first may
+ * have been applied there: it is not sent to the second (whose answer,
+ * to a copy, would say the opposite of what happened), and says
+ * -ETIMEDOUT; a read goes on to the second (-ECONNREFUSED, the last
+ * endpoint's). */
+Test(etcd_client, a_transaction_timed_out_is_not_sent_to_the_next_endpoint)
+{
+	char url[300], why[128], none[108];
+	struct etcd *e = gw_start(NULL), *two;
+	struct etcd_kv kv;
+	bool won = true;
+
+	etcd_close(e);
+	snprintf(none, sizeof(none), "/tmp/shmbus-test-gw-%d-none.sock",
+		 getpid());
+	unlink(none);
+	snprintf(url, sizeof(url), "unix:%s,unix:%s", gw.path, none);
+	two = etcd_open(url, 200, why, sizeof(why));
+	cr_assert(two, "%s", why);
+	cr_assert_eq(etcd_create_if(two, "/k", "v", 0, "/g", 0, "x", &won,
+				    &kv), -ETIMEDOUT);
+	cr_assert_eq(etcd_put_if(two, "/k", "v", 0, 0, &won), -ETIMEDOUT);
+	cr_assert_eq(etcd_get(two, "/k", &kv), -ECONNREFUSED);
+	etcd_close(two);
+}
+
 /* A keepalive's TTL is checked as etcd could answer it: a number of
  * seconds, 0 (the lease is gone) to etcd's longest lease, about our
  * lease. */
