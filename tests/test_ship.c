@@ -446,10 +446,18 @@ Test(ship, a_handle_of_a_host_that_stood_by_since_is_never_told_0)
 		     "not the one the handle was opened under");
 }
 
+/* A producer of its own (a fork's copy of the parent's refuses: -EPERM)
+ * publishes and waits for its message to be replicated, 10 s. */
 static int sync_for_10s(void *arg)
 {
+	shmbus_channel *c = shmbus_channel_open(dir, "ch");
+	shmbus_pub *p = c ? shmbus_pub_open(c, NULL) : NULL;
+	uint8_t msg[64] = { 0 };
+
 	(void)arg;
-	return shmbus_pub_sync(pub, INT64_C(10000000000)) == -ETIMEDOUT ? 0 : 1;
+	if (!p || shmbus_publish(p, msg, sizeof(msg)))
+		return 2;
+	return shmbus_pub_sync(p, INT64_C(10000000000)) == -ETIMEDOUT ? 0 : 1;
 }
 
 /*
@@ -467,6 +475,9 @@ Test(ship, a_sync_waiter_killed_in_its_wait_keeps_no_agent_awake)
 
 	sb_repl_setup(ch, SHMBUS_ACK_APPLIED, SHMBUS_REPL_ON, 1);
 	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	/* The single producer's role, for the child's own. */
+	shmbus_pub_close(pub);
+	pub = NULL;
 	p = th_spawn(sync_for_10s, NULL);
 	for (int i = 0; i < 1000 && !sb_repl_sync_waiting(ch, &hint); i++)
 		usleep(1000);
