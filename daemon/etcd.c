@@ -207,10 +207,15 @@ static int post_to(struct etcd *e, const char *path, json_t *body,
 		curl_easy_getinfo(e->h, CURLINFO_RESPONSE_CODE, &code);
 		e->buf[e->len] = 0;
 		*out = json_loadb(e->buf, e->len, 0, &err);
+		/* An answer came, one it cannot use (a proxy's error
+		 * page...): the request reached a server and may have been
+		 * applied, so only a request that may go again does. */
 		if (!*out || !json_is_object(*out)) {
 			json_decref(*out);
 			*out = NULL;
 			rc = -EPROTO;
+			if (!again)
+				break;
 			continue;
 		}
 		e->cur = (e->cur + k) % e->n;
@@ -219,6 +224,8 @@ static int post_to(struct etcd *e, const char *path, json_t *body,
 			json_decref(*out);
 			*out = NULL;
 			rc = -EPROTO;
+			if (!again)
+				break;
 			continue;
 		}
 		break;

@@ -74,6 +74,8 @@ static struct {
 	bool held;			/* atomic: we hold the leader key */
 	bool claiming;			/* atomic: a manual promotion took the
 					 * key and has not finished */
+	bool rings_pending;		/* ... forced, on rings made again:
+					 * they are the pair's once it has */
 	bool opened;			/* primary: fences opened this term */
 	int64_t renewed_ns;		/* last renewal sent (primary) */
 	int sync_state;			/* -1 unknown, 0 out, 1 in: recorded */
@@ -219,10 +221,18 @@ static struct sync_rec read_sync(const struct etcd_kv *kv)
 	struct sync_rec r = { 0 };
 	char state[4], host[24];
 	size_t hl;
-	int n = kv->found ? sscanf(kv->value, "%3s %" SCNu64 " %23s %" SCNx64,
-				   state, &r.epoch, host, &r.token) : 0;
+	int e3 = -1, e4 = -1;
+	int n = kv->found ? sscanf(kv->value, "%3s %" SCNu64 " %23s%n %" SCNx64
+				   "%n", state, &r.epoch, host, &e3, &r.token,
+				   &e4) : 0;
+	const char *rest = n == 4 ? kv->value + e4
+			   : n == 3 ? kv->value + e3 : NULL;
 
-	if (n < 3 || r.epoch >= RW_EPOCH_MAX ||
+	/* Nothing but blanks after the last field: "out E ID /force" or an
+	 * id cut at 23 characters is unreadable, not a record of ID. */
+	if (rest)
+		rest += strspn(rest, " \t\n");
+	if (n < 3 || *rest || r.epoch >= RW_EPOCH_MAX ||
 	    (strcmp(state, "in") && strcmp(state, "out")))
 		return (struct sync_rec){ 0 };
 	if (n == 3)
@@ -1181,6 +1191,14 @@ int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
 	if (!e)
 		return -EINVAL;
 	pthread_mutex_lock(&L.step_mu);
+	/* One claim at a time: a second would write over the first's saved
+	 * record, which its failure puts back. */
+	if (LOAD(&L.claiming) || LOAD(&L.held)) {
+		snprintf(why, n, "a promotion is under way, or this host is "
+			 "primary");
+		rc = -EBUSY;
+		goto out;
+	}
 	/* Not on a record that a claim which did not go through may have
 	 * left (it would say this host may take over). */
 	if (L.stray && (rc = put_back(e))) {
@@ -1255,10 +1273,10 @@ int sbd_leader_claim(enum sbd_claim how, uint64_t *floor, char *why,
 				sync.found ? sync.value : "nothing",
 				LOAD(&repl.rings_lost) ? ", and its rings were "
 				"made again since its last run" : "");
-		if (LOAD(&repl.rings_lost)) {
-			rp_rings_record();	/* they are the pair's now */
-			STORE(&repl.rings_lost, false);
-		}
+		/* Its rings are the pair's once the promotion has gone
+		 * through (sbd_leader_claimed()): a failed one leaves the
+		 * host as lost as it was. */
+		L.rings_pending = LOAD(&repl.rings_lost);
 	}
 out:
 	pthread_mutex_unlock(&L.step_mu);
@@ -1284,6 +1302,11 @@ void sbd_leader_claimed(bool ok)
 		STORE(&L.lease, 0);
 		set_until(0);
 	}
+	if (ok && L.rings_pending) {
+		rp_rings_record();	/* they are the pair's now */
+		STORE(&repl.rings_lost, false);
+	}
+	L.rings_pending = false;
 	STORE(&L.claiming, false);
 	pthread_mutex_unlock(&L.step_mu);
 	if (ok)

@@ -251,10 +251,7 @@ void fwd_stop(struct fwd *f)
 	f->path[0] = 0;
 }
 
-/* The arbiter's sync record ("in E" / "out E"), read from etcd; true if
- * it starts with `want`. */
-/* PREFIX/suffix as etcd has it: 0, or -errno. */
-static int arbiter_key(const char *suffix, struct etcd_kv *kv)
+int arbiter_key(const char *suffix, struct etcd_kv *kv)
 {
 	char url[64], why[128], key[96];
 	struct etcd *e;

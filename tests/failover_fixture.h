@@ -46,6 +46,9 @@ void fwd_start_to(struct fwd *f, const char *path, int port);
 void fwd_start(struct fwd *f, char tag);
 void fwd_stop(struct fwd *f);
 
+/* PREFIX/suffix as etcd has it (etcd.h's struct etcd_kv): 0, or -errno. */
+struct etcd_kv;
+int arbiter_key(const char *suffix, struct etcd_kv *kv);
 /* The arbiter's sync record ("in E ..." / "out E ..."), read from etcd:
  * whether it starts with want (and its mod revision); wait_record()
  * waits for it at most ms. */

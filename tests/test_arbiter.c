@@ -196,6 +196,30 @@ Test(etcd_client, a_transaction_timed_out_is_not_sent_to_the_next_endpoint)
 	etcd_close(two);
 }
 
+/* An answer that is not etcd's (a proxy's error page) came from a server
+ * the transaction reached: it is not sent to the next endpoint either
+ * (-EPROTO, not the next endpoint's refusal); a read is. */
+Test(etcd_client, a_transaction_answered_by_a_proxys_page_is_not_sent_again)
+{
+	char url[300], why[128], none[108];
+	struct etcd *e = gw_start("<html>502 Bad Gateway</html>"), *two;
+	struct etcd_kv kv;
+	bool won = true;
+
+	etcd_close(e);
+	snprintf(none, sizeof(none), "/tmp/shmbus-test-gw-%d-none.sock",
+		 getpid());
+	unlink(none);
+	snprintf(url, sizeof(url), "unix:%s,unix:%s", gw.path, none);
+	two = etcd_open(url, 200, why, sizeof(why));
+	cr_assert(two, "%s", why);
+	cr_assert_eq(etcd_create_if(two, "/k", "v", 0, "/g", 0, "x", &won,
+				    &kv), -EPROTO);
+	cr_assert_eq(etcd_put_if(two, "/k", "v", 0, 0, &won), -EPROTO);
+	cr_assert_eq(etcd_get(two, "/k", &kv), -ECONNREFUSED);
+	etcd_close(two);
+}
+
 /* A keepalive's TTL is checked as etcd could answer it: a number of
  * seconds, 0 (the lease is gone) to etcd's longest lease, about our
  * lease. */
@@ -447,6 +471,26 @@ Test(arbiter, a_standby_says_its_sync_record_is_unreadable)
 	put_sync("in sync, trust me");
 	cr_assert(host_log_wait(&B, "(unreadable sync record 'in sync, trust "
 				"me')", 3 * TTL_MS));
+	cr_assert(!is_primary(&B));
+}
+
+/* The record is read strictly: the primary's "in 1 A ..." with a word
+ * after its last field is unreadable, not "in 1 A ..." (the standby in
+ * sync took over on it), nor is "out E ID /force" a record of ID. */
+Test(arbiter, a_sync_record_with_a_word_after_its_fields_is_unreadable)
+{
+	struct etcd_kv kv;
+	char v[sizeof(kv.value) + 8];
+
+	fo_stop(fo_start(FO_CHANS, extra, 100, false));
+	cr_assert(wait_record("in 1 ", 3000));
+	cr_assert_eq(arbiter_key("sync", &kv), 0);
+	cr_assert(kv.found);
+	host_kill(&A, SIGKILL);
+	snprintf(v, sizeof(v), "%s zz", kv.value);
+	put_sync(v);
+	cr_assert(host_log_wait(&B, "unreadable sync record", 3 * TTL_MS),
+		  "B read '%s'", v);
 	cr_assert(!is_primary(&B));
 }
 
