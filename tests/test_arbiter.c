@@ -169,6 +169,23 @@ Test(etcd_client, a_gateway_not_listening_refuses)
 	etcd_close(e);
 }
 
+/* A client of two endpoints: the gateway answering `answer` (NULL:
+ * never), then a socket nobody listens on. */
+static struct etcd *two_endpoints(const char *answer)
+{
+	char url[300], why[128], none[108];
+	struct etcd *e = gw_start(answer);
+
+	etcd_close(e);
+	snprintf(none, sizeof(none), "/tmp/shmbus-test-gw-%d-none.sock",
+		 getpid());
+	unlink(none);
+	snprintf(url, sizeof(url), "unix:%s,unix:%s", gw.path, none);
+	e = etcd_open(url, 200, why, sizeof(why));
+	cr_assert(e, "%s", why);
+	return e;
+}
+
 /* Two endpoints, the first taking requests and never answering, the
  * second not listening.  A transaction that timed out on the first may
  * have been applied there: it is not sent to the second (whose answer,
@@ -177,18 +194,10 @@ Test(etcd_client, a_gateway_not_listening_refuses)
  * endpoint's). */
 Test(etcd_client, a_transaction_timed_out_is_not_sent_to_the_next_endpoint)
 {
-	char url[300], why[128], none[108];
-	struct etcd *e = gw_start(NULL), *two;
+	struct etcd *two = two_endpoints(NULL);
 	struct etcd_kv kv;
 	bool won = true;
 
-	etcd_close(e);
-	snprintf(none, sizeof(none), "/tmp/shmbus-test-gw-%d-none.sock",
-		 getpid());
-	unlink(none);
-	snprintf(url, sizeof(url), "unix:%s,unix:%s", gw.path, none);
-	two = etcd_open(url, 200, why, sizeof(why));
-	cr_assert(two, "%s", why);
 	cr_assert_eq(etcd_create_if(two, "/k", "v", 0, "/g", 0, "x", &won,
 				    &kv), -ETIMEDOUT);
 	cr_assert_eq(etcd_put_if(two, "/k", "v", 0, 0, &won), -ETIMEDOUT);
@@ -201,18 +210,10 @@ Test(etcd_client, a_transaction_timed_out_is_not_sent_to_the_next_endpoint)
  * (-EPROTO, not the next endpoint's refusal); a read is. */
 Test(etcd_client, a_transaction_answered_by_a_proxys_page_is_not_sent_again)
 {
-	char url[300], why[128], none[108];
-	struct etcd *e = gw_start("<html>502 Bad Gateway</html>"), *two;
+	struct etcd *two = two_endpoints("<html>502 Bad Gateway</html>");
 	struct etcd_kv kv;
 	bool won = true;
 
-	etcd_close(e);
-	snprintf(none, sizeof(none), "/tmp/shmbus-test-gw-%d-none.sock",
-		 getpid());
-	unlink(none);
-	snprintf(url, sizeof(url), "unix:%s,unix:%s", gw.path, none);
-	two = etcd_open(url, 200, why, sizeof(why));
-	cr_assert(two, "%s", why);
 	cr_assert_eq(etcd_create_if(two, "/k", "v", 0, "/g", 0, "x", &won,
 				    &kv), -EPROTO);
 	cr_assert_eq(etcd_put_if(two, "/k", "v", 0, 0, &won), -EPROTO);

@@ -515,6 +515,26 @@ static uint64_t sync_fails_then_killed(shmbus_channel **ch, shmbus_bus **bus,
 	return n;
 }
 
+/* The device works again: a daemon started on it acknowledges the n
+ * messages published, and after a remount (the page cache dropped, as by
+ * a power loss) the device holds all n. */
+static void all_on_the_device_once_it_works(shmbus_channel *ch,
+					    shmbus_bus *bus, shmbus_pub *p,
+					    uint64_t n)
+{
+	uint64_t got;
+
+	lower_full(false);
+	start_daemon();
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	stop_daemon();
+	close_pub(bus, ch, p);
+	remount();
+	got = messages_in_journal();
+	cr_assert_eq(got, n, "%llu messages acknowledged, %llu on disk",
+		     (unsigned long long)n, (unsigned long long)got);
+}
+
 /* The pages a failed sync could not write are still in the page cache,
  * clean: a restarted daemon that read them back and synced them on a new
  * descriptor (which hears nothing of the old error) would acknowledge
@@ -524,17 +544,9 @@ Test(journal_recovery, a_failed_sync_is_not_acknowledged_after_a_restart)
 	shmbus_channel *ch;
 	shmbus_bus *bus;
 	shmbus_pub *p;
-	uint64_t n = sync_fails_then_killed(&ch, &bus, &p), got;
+	uint64_t n = sync_fails_then_killed(&ch, &bus, &p);
 
-	lower_full(false);	/* the device works again */
-	start_daemon();
-	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
-	stop_daemon();
-	close_pub(bus, ch, p);
-	remount();
-	got = messages_in_journal();
-	cr_assert_eq(got, n, "%llu messages acknowledged, %llu on disk",
-		     (unsigned long long)n, (unsigned long long)got);
+	all_on_the_device_once_it_works(ch, bus, p, n);
 }
 
 /* The device still fails when the daemon starts again: recovery's sync of
@@ -546,7 +558,7 @@ Test(journal_recovery, a_sync_failing_at_start_is_said_and_acknowledges_nothing)
 	shmbus_channel *ch;
 	shmbus_bus *bus;
 	shmbus_pub *p;
-	uint64_t n = sync_fails_then_killed(&ch, &bus, &p), got;
+	uint64_t n = sync_fails_then_killed(&ch, &bus, &p);
 	char line[512];
 
 	start_daemon();
@@ -558,15 +570,7 @@ Test(journal_recovery, a_sync_failing_at_start_is_said_and_acknowledges_nothing)
 		  log_has(".seg: No space left on device"), "the reason");
 	cr_assert(!log_has("no free subscriber"), "shmbus's words for it");
 	stop_daemon();
-	lower_full(false);
-	start_daemon();
-	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
-	stop_daemon();
-	close_pub(bus, ch, p);
-	remount();
-	got = messages_in_journal();
-	cr_assert_eq(got, n, "%llu messages acknowledged, %llu on disk",
-		     (unsigned long long)n, (unsigned long long)got);
+	all_on_the_device_once_it_works(ch, bus, p, n);
 }
 
 /* A crash tore the newest time index's last entry: after the restart the
