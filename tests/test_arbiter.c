@@ -186,6 +186,22 @@ static struct etcd *two_endpoints(const char *answer)
 	return e;
 }
 
+/* Through two_endpoints(answer): a transaction and a put say `rc` (the
+ * first endpoint's outcome, not sent to the second); a read goes on to
+ * the second, which refuses. */
+static void not_sent_again(const char *answer, int rc)
+{
+	struct etcd *two = two_endpoints(answer);
+	struct etcd_kv kv;
+	bool won = true;
+
+	cr_assert_eq(etcd_create_if(two, "/k", "v", 0, "/g", 0, "x", &won,
+				    &kv), rc);
+	cr_assert_eq(etcd_put_if(two, "/k", "v", 0, 0, &won), rc);
+	cr_assert_eq(etcd_get(two, "/k", &kv), -ECONNREFUSED);
+	etcd_close(two);
+}
+
 /* Two endpoints, the first taking requests and never answering, the
  * second not listening.  A transaction that timed out on the first may
  * have been applied there: it is not sent to the second (whose answer,
@@ -194,15 +210,7 @@ static struct etcd *two_endpoints(const char *answer)
  * endpoint's). */
 Test(etcd_client, a_transaction_timed_out_is_not_sent_to_the_next_endpoint)
 {
-	struct etcd *two = two_endpoints(NULL);
-	struct etcd_kv kv;
-	bool won = true;
-
-	cr_assert_eq(etcd_create_if(two, "/k", "v", 0, "/g", 0, "x", &won,
-				    &kv), -ETIMEDOUT);
-	cr_assert_eq(etcd_put_if(two, "/k", "v", 0, 0, &won), -ETIMEDOUT);
-	cr_assert_eq(etcd_get(two, "/k", &kv), -ECONNREFUSED);
-	etcd_close(two);
+	not_sent_again(NULL, -ETIMEDOUT);
 }
 
 /* An answer that is not etcd's (a proxy's error page) came from a server
@@ -210,15 +218,7 @@ Test(etcd_client, a_transaction_timed_out_is_not_sent_to_the_next_endpoint)
  * (-EPROTO, not the next endpoint's refusal); a read is. */
 Test(etcd_client, a_transaction_answered_by_a_proxys_page_is_not_sent_again)
 {
-	struct etcd *two = two_endpoints("<html>502 Bad Gateway</html>");
-	struct etcd_kv kv;
-	bool won = true;
-
-	cr_assert_eq(etcd_create_if(two, "/k", "v", 0, "/g", 0, "x", &won,
-				    &kv), -EPROTO);
-	cr_assert_eq(etcd_put_if(two, "/k", "v", 0, 0, &won), -EPROTO);
-	cr_assert_eq(etcd_get(two, "/k", &kv), -ECONNREFUSED);
-	etcd_close(two);
+	not_sent_again("<html>502 Bad Gateway</html>", -EPROTO);
 }
 
 /* A keepalive's TTL is checked as etcd could answer it: a number of
