@@ -122,6 +122,16 @@ else ifneq ($(filter demo,$(MAKECMDGOALS)),)
 NEED_DEPS = $(BUILD_DEPS_STAMP)
 endif
 
+# The goals CI runs build on every CPU (their objects wait for the package
+# check above, so this is safe on a fresh machine); a -j on the command
+# line still wins, and sub-makes share the top level's job slots.  The
+# tests themselves run one binary after another, in the recipes.
+ifeq ($(MAKELEVEL),0)
+ifneq ($(filter test sanitize tsan tsan-run bench bench-quick fuzz fuzz-build,$(MAKECMDGOALS)),)
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
+endif
+endif
+
 .SECONDARY:
 .PHONY: check-version all test check-ordering sanitize tsan tsan-run bench bench-quick bench-insn demo deps soak-groups \
 	install uninstall clean FORCE
