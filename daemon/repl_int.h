@@ -290,7 +290,7 @@ void rp_close_fences(void);
  * record made anew once it was caught up. */
 bool rp_rings_check(void);
 void rp_rings_record(void);
-/* leader.c */
+/* leader.c, leader_key.c */
 /* The arbiter's client, opened before the channels' threads start; its
  * threads, started last. */
 int sbd_leader_open(void);
