@@ -242,6 +242,11 @@ int sb_group_remove(struct shmbus_group *m, const char *path);
 bool sb_group_deleted(struct shmbus_group *m, bool held);
 void sb_group_maintain_unjoined(struct shmbus_group *m);
 int sb_group_maintain_direct(struct shmbus_group *m);
+/* group.c, for a member's calls in group_wait.c: */
+int sb_group_refused(struct shmbus_channel *ch);
+int sb_member_gone_check(struct shmbus_group *m);
+int sb_member_take_check(struct shmbus_group *m);
+int sb_member_maybe_maintain(struct shmbus_group *m);
 void sb_group_fill_stats(struct shmbus_group *m,
 			 struct shmbus_group_stats *st);
 
