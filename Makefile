@@ -218,10 +218,12 @@ $(UNIT): docs/shmbusd.service.in $(BUILD)/install-vars
 	$(Q)sed 's|@SBINDIR@|$(SBINDIR)|g' $< > $@
 
 # Tests link the internal archive: they call sb_* functions, and
-# sanitizers see every frame.
+# sanitizers see every frame.  The archive goes last, after the fixtures
+# some suites add below, which call sb_* functions too.
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_HELP) $(LIB_INT)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS) -o $@ $^ $(TEST_LIBS)
+	$(Q)$(CC) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS) -o $@ \
+		$(filter-out $(LIB_INT),$^) $(LIB_INT) $(TEST_LIBS)
 
 # Every installed header compiles as C++11 without a warning (each one
 # first, alone, through -include), and a C++ program links the installed
@@ -399,9 +401,10 @@ tsan-run: $(DEPS_STAMP) $(TSAN_BIN) $(TSAN_GROUPS) $(TSAN_DAEMON) $(SHMBUSD)
 	$(Q)$(MAKE) --no-print-directory BUILD=build SAN= CFLAGS="-O2 -g" \
 		build/tests/test_repl build/tests/test_repl_roles \
 		build/tests/test_group_daemon build/tests/test_journal \
-		build/tests/test_journal_recovery build/tests/test_failover
+		build/tests/test_journal_recovery build/tests/test_journal_device \
+		build/tests/test_failover
 	$(Q)for t in test_repl test_repl_roles test_group_daemon test_journal \
-		 test_journal_recovery test_failover; do \
+		 test_journal_recovery test_journal_device test_failover; do \
 		echo "== build/tests/$$t with $(SHMBUSD) (the daemons under TSan)"; \
 		ff=$(CURDIR)/$(BUILD)/fini-failures; rm -f $$ff; \
 		TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp" SHMBUSD=$(SHMBUSD) \
@@ -597,8 +600,8 @@ $(BUILD)/tests/test_hostile_peer: TEST_LIBS = $(LIB_INT) -lcriterion \
 # journal suites tests/journal_fixture.c.
 $(BUILD)/tests/test_group $(BUILD)/tests/test_group_races \
 	$(BUILD)/tests/test_group_wait: $(BUILD)/tests/group_fixture.o
-$(BUILD)/tests/test_journal $(BUILD)/tests/test_journal_recovery: \
-	$(BUILD)/tests/journal_fixture.o
+$(BUILD)/tests/test_journal $(BUILD)/tests/test_journal_recovery \
+	$(BUILD)/tests/test_journal_device: $(BUILD)/tests/journal_fixture.o
 
 # test_failover reads etcd itself, with shmbusd's client; test_arbiter
 # also calls that client alone.
