@@ -216,6 +216,43 @@ Test(access, access_control_by_uid_and_gid, .fini = teardown)
 	cr_assert(log_has("may not publish"));
 }
 
+/* A client in more supplementary groups than the daemon reads (63, see
+ * docs/protocol.md, "Limits") is judged on its primary group and the first
+ * 63: here gid 5000, the lowest of 70 (the kernel sorts them), names it. */
+static int in_seventy_groups(void *arg)
+{
+	gid_t g[70];
+	shmbus_bus *bus;
+
+	(void)arg;
+	for (int i = 0; i < 70; i++)
+		g[i] = (gid_t)(5000 + i);
+	if (setgroups(70, g) || setresgid(65534, 65534, 65534) ||
+	    setresuid(65534, 65534, 65534))
+		return 10;
+	bus = shmbus_connect(d.sock);
+	if (!bus)
+		return 11;
+	if (!shmbus_bus_open(bus, "g5000", SHMBUS_ROLE_PUBLISH))
+		return 12;
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+Test(access, a_client_in_many_groups_is_judged_on_the_first_63,
+     .fini = teardown)
+{
+	int rc;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run a client as uid 65534");
+	setup_with("[channel g5000]\ncapacity = 8K\nmax_msg = 100\n"
+		   "publish = gid:5000\n");
+	rc = th_wait(th_spawn(in_seventy_groups, NULL));
+	cr_assert_eq(rc, 0, "in_seventy_groups() returned %d (12: refused "
+		     "although its supplementary group 5000 is named)", rc);
+}
+
 /* A group holds a subscriber slot, and a block channel's producers, until
  * it is deleted: a subscriber may join the groups that exist, and only
  * the config or an administrator makes new ones, or deletes them. */
