@@ -245,6 +245,30 @@ void sbd_busfile_publish(void)
 		sbd_log(SBD_DEBUG, 0, "%s: bus file written", path);
 }
 
+/* The peer's supplementary groups, at most `max` of them (the lowest: the
+ * kernel sorts them) into g; how many.  SO_PEERGROUPS copies nothing when
+ * they do not all fit (ERANGE, with the size they need), so a client in
+ * more groups is read again into a buffer of that size. */
+static int peer_groups(int fd, gid_t *g, int max)
+{
+	socklen_t len = (socklen_t)(max * sizeof(gid_t));
+	gid_t *all;
+	int n;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == 0)
+		return (int)(len / sizeof(gid_t));
+	if (errno != ERANGE || len <= max * sizeof(gid_t) ||
+	    !(all = malloc(len)))
+		return 0;
+	n = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, all, &len) == 0 ?
+		    (int)(len / sizeof(gid_t)) : 0;
+	if (n > max)
+		n = max;
+	memcpy(g, all, (size_t)n * sizeof(gid_t));
+	free(all);
+	return n;
+}
+
 void sbd_control_accept(void)
 {
 	/* Had again if another thread took its number (see spare_fd). */
@@ -285,11 +309,8 @@ void sbd_control_accept(void)
 		/* The primary group, then the supplementary ones (which
 		 * need not include it). */
 		cl->gids[0] = cr.gid;
-		len = sizeof(cl->gids) - sizeof(gid_t);
-		cl->ngids = 1;
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, cl->gids + 1,
-			       &len) == 0)
-			cl->ngids += (int)(len / sizeof(gid_t));
+		cl->ngids = 1 + peer_groups(fd, cl->gids + 1,
+					    sizeof(cl->gids) / sizeof(gid_t) - 1);
 		cl->privileged = sbd_admission_privileged(cl->uid, cl->gids,
 						      cl->ngids);
 		if (!sbd_admit(cl)) {
