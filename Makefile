@@ -596,6 +596,14 @@ $(BUILD)/tests/test_hostile_peer: $(BUILD)/daemon/wire.o $(BUILD)/daemon/tcp.o
 $(BUILD)/tests/test_hostile_peer: TEST_LIBS = $(LIB_INT) -lcriterion \
 	$(LDLIBS_LIB) -lcrypto
 
+# test_busstat cuts a file under busstat through an LD_PRELOAD shim (not
+# linked in: an order-only prerequisite; built without sanitizers).
+$(BUILD)/tests/test_busstat: | $(BUILD)/tests/cut_after_map.so
+$(BUILD)/tests/cut_after_map.so: tests/cut_after_map.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC     $@")
+	$(Q)$(CC) -shared -fPIC -O1 -Wall -Wextra -Werror -o $@ $< -ldl
+
 # The consumer-group suites share tests/group_fixture.c, the two
 # journal suites tests/journal_fixture.c.
 $(BUILD)/tests/test_group $(BUILD)/tests/test_group_races \

@@ -1939,3 +1939,99 @@ Test(busstat, a_file_cut_short_while_it_reads_does_not_kill_it,
 	th_wait(p);
 	shmbus_channel_close(ch);
 }
+
+/*
+ * busstat with tests/cut_after_map.so preloaded: `path` is cut to `size`
+ * bytes just after busstat's `nth` mapping of it, between the open's check
+ * of its size and the reads of what it maps (docs/shmbusd.md, "A file cut
+ * short": "a channel cut short under it shows as damaged").
+ */
+static int busstat_cut(char *out, size_t len, const char *path, long size,
+		       int nth, const char *args)
+{
+	char exe[4096], shim[4096 + 32], num[32], asan[1024];
+	const char *old = getenv("ASAN_OPTIONS");
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	int rc;
+
+	cr_assert_gt(n, 0);
+	exe[n] = 0;
+	*strrchr(exe, '/') = 0;
+	snprintf(shim, sizeof(shim), "%s/cut_after_map.so", exe);
+	cr_assert_eq(access(shim, R_OK), 0, "%s: %s", shim, strerror(errno));
+	/* An ASan busstat takes a preloaded library that is not ASan's. */
+	snprintf(asan, sizeof(asan), "%s%sverify_asan_link_order=0",
+		 old ? old : "", old && *old ? ":" : "");
+	snprintf(num, sizeof(num), "%d", nth);
+	setenv("CUT_NTH", num, 1);
+	snprintf(num, sizeof(num), "%ld", size);
+	setenv("CUT_SIZE", num, 1);
+	setenv("CUT_PATH", path, 1);
+	setenv("ASAN_OPTIONS", asan, 1);
+	setenv("LD_PRELOAD", shim, 1);
+	rc = busstat(out, len, "%s", args);
+	unsetenv("LD_PRELOAD");
+	unsetenv("CUT_PATH");
+	if (old)
+		setenv("ASAN_OPTIONS", old, 1);
+	else
+		unsetenv("ASAN_OPTIONS");
+	return rc;
+}
+
+Test(busstat, a_file_cut_short_under_it_shows_as_damaged, .init = setup,
+     .fini = teardown, .timeout = 60)
+{
+	static char out[65536], args[512], path[256];
+	shmbus_channel *ch = th_create(dir, 1u << 16, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	shmbus_sub *s = shmbus_sub_open(ch, NULL);
+	shmbus_group *g;
+	struct stat st;
+	int rc;
+
+	cr_assert(p && s);
+	cr_assert_eq(shmbus_publish(p, "x", 1), 0);
+	snprintf(path, sizeof(path), "%s/ch", dir);
+	cr_assert_eq(stat(path, &st), 0);
+
+	/* The table's second sample (the first measures rates), then -c's
+	 * only one: the slots past the first page read as zeros. */
+	snprintf(args, sizeof(args), "-d %s --json", dir);
+	rc = busstat_cut(out, sizeof(out), path, 4096, 2, args);
+	cr_assert_eq(truncate(path, st.st_size), 0);
+	cr_assert(!strstr(out, "\"status\":\"ok\""), "a channel cut short "
+		  "under busstat shown as healthy: %s", out);
+	cr_assert_eq(rc, 3, "exit %d: %s", rc, out);
+
+	snprintf(args, sizeof(args), "-d %s -c ch --json", dir);
+	rc = busstat_cut(out, sizeof(out), path, 4096, 1, args);
+	cr_assert_eq(truncate(path, st.st_size), 0);
+	cr_assert(!strstr(out, "\"status\":\"ok\""), "a channel cut short "
+		  "under busstat -c shown as healthy: %s", out);
+	cr_assert_eq(rc, 3, "exit %d: %s", rc, out);
+
+	snprintf(args, sizeof(args), "-d %s -c ch", dir);
+	rc = busstat_cut(out, sizeof(out), path, 4096, 1, args);
+	cr_assert_eq(truncate(path, st.st_size), 0);
+	cr_assert_eq(rc, 3, "exit %d: %s", rc, out);
+
+	/* A consumer group's file, the same. */
+	g = shmbus_group_join(ch, "g", "m", NULL);
+	cr_assert(g, "%s", strerror(errno));
+	snprintf(path, sizeof(path), "%s/.ch@g.group", dir);
+	cr_assert_eq(stat(path, &st), 0);
+	snprintf(args, sizeof(args), "-d %s -c ch --json", dir);
+	rc = busstat_cut(out, sizeof(out), path, 4096, 1, args);
+	cr_assert_eq(truncate(path, st.st_size), 0);
+	cr_assert(strstr(out, "\"groups\":[{\"name\":\"g\",\"status\":\"corrupt\""),
+		  "a group cut short under busstat -c shown as healthy: %s",
+		  out);
+	cr_assert_eq(rc, 3, "exit %d: %s", rc, out);
+
+	shmbus_group_leave(g);
+	shmbus_sub_close(s);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}
