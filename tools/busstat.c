@@ -159,9 +159,12 @@ const char *human(char *buf, size_t len, double v)
 	return buf;
 }
 
-/* Samples channel r and its groups (into gs); 0 or -ENOMEM. */
+/* Samples channel r and its groups (into gs); 0 or -ENOMEM.  A file cut
+ * short while it is read (a SIGBUS the guard took: what was cut read as
+ * zeros) makes the channel corrupt, not a healthy one with zeros. */
 static int sample(const char *dir, struct row *r, struct group_rows *gs)
 {
+	unsigned long faults = sb_sigbus_faults(NULL);
 	shmbus_channel *ch = shmbus_channel_open_ro(dir, r->name);
 	int rc;
 
@@ -191,6 +194,11 @@ static int sample(const char *dir, struct row *r, struct group_rows *gs)
 		r->pubs += shmbus_channel_producer(ch, i, &pi) == 0;
 	}
 	r->fill = r->lag_bytes > r->in.capacity ? r->in.capacity : r->lag_bytes;
+	if (sb_sigbus_faults(NULL) != faults) {
+		r->err = -EBADMSG;
+		shmbus_channel_close(ch);
+		return 0;
+	}
 	rc = groups_sample(gs, ch, dir, r->name);
 	shmbus_channel_close(ch);
 	return rc;
@@ -946,17 +954,41 @@ static void detail_json_head(const char *dir, const char *name,
 
 static int detail(const char *dir, const char *name, enum format fmt)
 {
+	static struct shmbus_sub_info subs[NSUB];
+	static struct shmbus_prod_info prods[NPROD];
+	static bool has_sub[NSUB], has_prod[NPROD];
+	unsigned long faults = sb_sigbus_faults(NULL);
 	shmbus_channel *ch = shmbus_channel_open_ro(dir, name);
 	struct shmbus_repl_info rp;
 	struct shmbus_channel_info in;
 	struct sb_jnl_view jv;
 	char safe[TEXT_MAX];
 	int first = 1, status;
+	int err = ch ? 0 : errno;
 
+	if (ch) {
+		/* Everything read before anything is printed: a file cut
+		 * short meanwhile (its cut part read as zeros, see sample())
+		 * is reported as such, not shown with those zeros. */
+		shmbus_channel_info(ch, &in);
+		shmbus_channel_replication(ch, &rp);
+		sb_jnl_read(ch, &jv);
+		for (unsigned i = 0; i < NSUB; i++)
+			has_sub[i] = !shmbus_channel_subscriber(ch, i,
+								&subs[i]);
+		for (unsigned i = 0; i < NPROD; i++)
+			has_prod[i] = !shmbus_channel_producer(ch, i,
+							       &prods[i]);
+		if (sb_sigbus_faults(NULL) != faults) {
+			shmbus_channel_close(ch);
+			ch = NULL;
+			err = EBADMSG;
+		}
+	}
 	if (!ch) {
-		int err = errno;
-
 		fprintf(stderr, "busstat: %s/%s: %s\n", dir, name,
+			err == EBADMSG && faults != sb_sigbus_faults(NULL) ?
+			"its file was cut short while it was read" :
 			shmbus_strerror(err));
 		/* A name no channel can have is no such channel. */
 		if (err == ENOENT || err == EINVAL)
@@ -967,9 +999,6 @@ static int detail(const char *dir, const char *name, enum format fmt)
 		}
 		return EXIT_BADCH;
 	}
-	shmbus_channel_info(ch, &in);
-	shmbus_channel_replication(ch, &rp);
-	sb_jnl_read(ch, &jv);
 	if (fmt == JSON) {
 		detail_json_head(dir, name, "ok");
 		printf(",\"head\":%llu,\"messages_published\":%llu",
@@ -992,9 +1021,9 @@ static int detail(const char *dir, const char *name, enum format fmt)
 		       "LAGB", "DELIVERED", "LOST", "WAIT");
 	}
 	for (unsigned i = 0; i < NSUB; i++) {
-		struct shmbus_sub_info si;
+		const struct shmbus_sub_info si = subs[i];
 
-		if (shmbus_channel_subscriber(ch, i, &si))
+		if (!has_sub[i])
 			continue;
 		if (fmt == JSON) {
 			printf("%s{\"slot\":%u,\"pid\":%d,\"process\":", first ? "" : ",",
@@ -1029,9 +1058,9 @@ static int detail(const char *dir, const char *name, enum format fmt)
 		printf("%-5s %-8s %-16s %-6s %12s\n", "PSLOT", "PID", "NAME",
 		       "STATE", "PUBLISHED");
 	for (unsigned i = 0; i < NPROD; i++) {
-		struct shmbus_prod_info pi;
+		const struct shmbus_prod_info pi = prods[i];
 
-		if (shmbus_channel_producer(ch, i, &pi))
+		if (!has_prod[i])
 			continue;
 		if (fmt == JSON) {
 			printf("%s{\"slot\":%u,\"pid\":%d,\"process\":", first ? "" : ",",
