@@ -27,6 +27,9 @@
 #include <unistd.h>
 
 #include "daemon_fixture.h"
+#include "../lib/contract.h"
+#include "../lib/journal.h"
+#include "shmbus/quarantine.h"
 #include "shmbus/protocol.h"
 
 #include "shmbus/layout.h"
@@ -1002,4 +1005,74 @@ Test(daemon, a_reload_makes_no_channel_past_max_channels, .fini = teardown)
 	cr_assert(ch, "c not made once there was room");
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
+}
+
+/*
+ * A journal segment's and a quarantine file's header name their channel;
+ * a file crafted (or damaged) with a name that no channel can have, with
+ * control characters in it, and valid checksums: shmbusctl journal and
+ * quarantine must not write those bytes to the operator's terminal (as
+ * busstat never does, and docs/protocol.md asks of every client).
+ */
+static const char hostile_name[] = "j\033]0;pwned\007\033[2J";
+
+Test(daemon, journal_and_quarantine_names_do_not_reach_the_terminal)
+{
+	const char *dir = th_mkdir();
+	char out[8192], args[1024], path[512], why[256];
+	struct shmbus_jseg_hdr h;
+	struct shmbus_quar_hdr q;
+	struct sb_jgeom g;
+	int fd;
+
+	/* A segment whose header is whole, but for the name. */
+	snprintf(path, sizeof(path), "%s/j", dir);
+	cr_assert_eq(mkdir(path, 0700), 0);
+	cr_assert_eq(sb_jgeom_make(&g, "j", 64 << 10, 64 << 10, 2048,
+				   sb_channel_flags(SHMBUS_BLOCK,
+						    SHMBUS_SINGLE_PRODUCER),
+				   why, sizeof(why)), 0, "%s", why);
+	sb_jseg_hdr_make(&h, &g, 0, 0, 0);
+	memset(h.channel, 0, sizeof(h.channel));
+	memcpy(h.channel, hostile_name, sizeof(hostile_name));
+	h.crc = sb_crc32c(0, &h, offsetof(struct shmbus_jseg_hdr, crc));
+	snprintf(path, sizeof(path), "%s/j/%016llx.seg", dir, 0ull);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	cr_assert(fd >= 0, "%s: %s", path, strerror(errno));
+	cr_assert_eq(pwrite(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	cr_assert_eq(ftruncate(fd, SHMBUS_JSEG_HDR + (64 << 10)), 0);
+	close(fd);
+	snprintf(args, sizeof(args), "journal verify %s/j", dir);
+	ctl(out, sizeof(out), args);
+	cr_assert(!strchr(out, '\033') && !strchr(out, '\007'),
+		  "journal verify wrote the name's control characters: %s",
+		  out);
+	snprintf(args, sizeof(args), "journal dump %s/j", dir);
+	ctl(out, sizeof(out), args);
+	cr_assert(!strchr(out, '\033') && !strchr(out, '\007'),
+		  "journal dump wrote the name's control characters: %s", out);
+
+	/* A quarantine file of no record, its checksums right. */
+	memset(&q, 0, sizeof(q));
+	q.magic = SHMBUS_QUAR_MAGIC;
+	q.version = SHMBUS_QUAR_VERSION;
+	q.hdr_size = SHMBUS_QUAR_HDR;
+	q.capacity = 64 << 10;
+	q.max_msg = 2048;
+	q.epoch = 1;
+	q.new_epoch = 2;
+	q.data_crc = sb_crc32c(0, "", 0);
+	memcpy(q.channel, hostile_name, sizeof(hostile_name));
+	q.hdr_crc = sb_crc32c(0, &q, offsetof(struct shmbus_quar_hdr,
+					      hdr_crc));
+	snprintf(path, sizeof(path), "%s/q", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, &q, sizeof(q)), (ssize_t)sizeof(q));
+	close(fd);
+	snprintf(args, sizeof(args), "quarantine %s", path);
+	ctl(out, sizeof(out), args);
+	cr_assert(!strchr(out, '\033') && !strchr(out, '\007'),
+		  "quarantine wrote the name's control characters: %s", out);
+	th_rmdir(dir);
 }
