@@ -140,6 +140,12 @@ int sb_jseg_hdr_check(const struct shmbus_jseg_hdr *h,
 			 (unsigned long long)h->capacity, h->max_msg);
 		return -EBADMSG;
 	}
+	/* The name is shown to operators (shmbusctl journal): one that no
+	 * channel can have is damage, not text for their terminal. */
+	if (!sb_name_ok(h->channel, sizeof(h->channel) - 1)) {
+		snprintf(why, n, "a channel name that no channel can have");
+		return -EBADMSG;
+	}
 	/* Zeros where a header of an older release had reserved bytes. */
 	if (h->hflags & ~SHMBUS_JSEG_F_ALL ||
 	    (!(h->hflags & SHMBUS_JSEG_F_PREV_SEQ) && h->prev_seq) ||

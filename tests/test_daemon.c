@@ -1043,7 +1043,7 @@ Test(daemon, journal_and_quarantine_names_do_not_reach_the_terminal)
 	cr_assert_eq(ftruncate(fd, SHMBUS_JSEG_HDR + (64 << 10)), 0);
 	close(fd);
 	snprintf(args, sizeof(args), "journal verify %s/j", dir);
-	ctl(out, sizeof(out), args);
+	cr_assert_eq(ctl(out, sizeof(out), args), 4, "%s", out);
 	cr_assert(!strchr(out, '\033') && !strchr(out, '\007'),
 		  "journal verify wrote the name's control characters: %s",
 		  out);
@@ -1071,7 +1071,7 @@ Test(daemon, journal_and_quarantine_names_do_not_reach_the_terminal)
 	cr_assert_eq(write(fd, &q, sizeof(q)), (ssize_t)sizeof(q));
 	close(fd);
 	snprintf(args, sizeof(args), "quarantine %s", path);
-	ctl(out, sizeof(out), args);
+	cr_assert_eq(ctl(out, sizeof(out), args), 4, "%s", out);
 	cr_assert(!strchr(out, '\033') && !strchr(out, '\007'),
 		  "quarantine wrote the name's control characters: %s", out);
 	th_rmdir(dir);

@@ -605,6 +605,10 @@ static const char *quar_bad_header(const struct shmbus_quar_hdr *q,
 	    q->to % SHMBUS_REC_ALIGN || q->max_msg > SHMBUS_MAX_MSG_LIMIT ||
 	    memchr(q->channel, 0, sizeof(q->channel)) == NULL)
 		return "impossible geometry in the header";
+	/* Printed: a name no channel can have is damage, never text for
+	 * the terminal. */
+	if (!sb_name_ok(q->channel, 200))
+		return "a channel name that no channel can have";
 	if (size != SHMBUS_QUAR_HDR + (q->to - q->from))
 		return "the file's size does not match its range";
 	return NULL;
