@@ -4,10 +4,14 @@
  * $CUT_PATH is cut to $CUT_SIZE bytes just after its $CUT_NTH (default 1)
  * mapping, so that the cut lands after the opener checked the file's size
  * and before it reads what it mapped: a cut "under" busstat, every time
- * rather than once in a while.
+ * rather than once in a while.  And $UNLINK_PATH is removed at busstat's
+ * $UNLINK_NTH (default 1) closedir() of its directory: a channel deleted
+ * between the listing of its directory and its sample.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <dlfcn.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,4 +44,33 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 	    truncate(want, atol(size)) < 0)
 		perror("cut_after_map: truncate");
 	return p;
+}
+
+int closedir(DIR *d);
+
+int closedir(DIR *d)
+{
+	static int (*real)(DIR *);
+	static int seen;
+	const char *want = getenv("UNLINK_PATH"), *nth = getenv("UNLINK_NTH");
+	char link[64], path[4096];
+	const char *slash = want ? strrchr(want, '/') : NULL;
+	bool ours = false;
+	ssize_t n;
+	int rc;
+
+	if (!real)
+		*(void **)&real = dlsym(RTLD_NEXT, "closedir");
+	/* Only the closedir() of the directory that holds it counts. */
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd(d));
+	n = slash ? readlink(link, path, sizeof(path) - 1) : -1;
+	if (n > 0) {
+		path[n] = 0;
+		ours = (size_t)n == (size_t)(slash - want) &&
+		       !strncmp(path, want, (size_t)n);
+	}
+	rc = real(d);
+	if (ours && ++seen == (nth ? atoi(nth) : 1) && unlink(want) < 0)
+		perror("cut_after_map: unlink");
+	return rc;
 }

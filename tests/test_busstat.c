@@ -1940,16 +1940,11 @@ Test(busstat, a_file_cut_short_while_it_reads_does_not_kill_it,
 	shmbus_channel_close(ch);
 }
 
-/*
- * busstat with tests/cut_after_map.so preloaded: `path` is cut to `size`
- * bytes just after busstat's `nth` mapping of it, between the open's check
- * of its size and the reads of what it maps (docs/shmbusd.md, "A file cut
- * short": "a channel cut short under it shows as damaged").
- */
-static int busstat_cut(char *out, size_t len, const char *path, long size,
-		       int nth, const char *args)
+/* busstat with tests/cut_after_map.so preloaded (its variables set by
+ * the caller). */
+static int busstat_preloaded(char *out, size_t len, const char *args)
 {
-	char exe[4096], shim[4096 + 32], num[32], asan[1024];
+	char exe[4096], shim[4096 + 32], asan[1024];
 	const char *old = getenv("ASAN_OPTIONS");
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	int rc;
@@ -1962,20 +1957,36 @@ static int busstat_cut(char *out, size_t len, const char *path, long size,
 	/* An ASan busstat takes a preloaded library that is not ASan's. */
 	snprintf(asan, sizeof(asan), "%s%sverify_asan_link_order=0",
 		 old ? old : "", old && *old ? ":" : "");
+	setenv("ASAN_OPTIONS", asan, 1);
+	setenv("LD_PRELOAD", shim, 1);
+	rc = busstat(out, len, "%s", args);
+	unsetenv("LD_PRELOAD");
+	if (old)
+		setenv("ASAN_OPTIONS", old, 1);
+	else
+		unsetenv("ASAN_OPTIONS");
+	return rc;
+}
+
+/*
+ * busstat with `path` cut to `size` bytes just after busstat's `nth`
+ * mapping of it, between the open's check of its size and the reads of
+ * what it maps (docs/shmbusd.md, "A file cut short": "a channel cut short
+ * under it shows as damaged").
+ */
+static int busstat_cut(char *out, size_t len, const char *path, long size,
+		       int nth, const char *args)
+{
+	char num[32];
+	int rc;
+
 	snprintf(num, sizeof(num), "%d", nth);
 	setenv("CUT_NTH", num, 1);
 	snprintf(num, sizeof(num), "%ld", size);
 	setenv("CUT_SIZE", num, 1);
 	setenv("CUT_PATH", path, 1);
-	setenv("ASAN_OPTIONS", asan, 1);
-	setenv("LD_PRELOAD", shim, 1);
-	rc = busstat(out, len, "%s", args);
-	unsetenv("LD_PRELOAD");
+	rc = busstat_preloaded(out, len, args);
 	unsetenv("CUT_PATH");
-	if (old)
-		setenv("ASAN_OPTIONS", old, 1);
-	else
-		unsetenv("ASAN_OPTIONS");
 	return rc;
 }
 
@@ -2033,5 +2044,40 @@ Test(busstat, a_file_cut_short_under_it_shows_as_damaged, .init = setup,
 	shmbus_group_leave(g);
 	shmbus_sub_close(s);
 	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+}
+
+/*
+ * A channel deleted after busstat listed the directory and before it
+ * sampled the channel (its control file gone: the name leads nowhere) is
+ * no longer there, as a group deleted since it was listed: not a corrupt
+ * channel, which makes shmbus_channel_up 0 and exit 3 (an alert for a
+ * deletion).  A channel whose data file is missing while its control file
+ * stays is corrupt, as before.
+ */
+Test(busstat, a_channel_deleted_while_it_lists_is_not_corrupt, .init = setup,
+     .fini = teardown)
+{
+	static char out[65536], args[512], path[256];
+	shmbus_channel *ch = th_create(dir, 8192, 256, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_channel *gone = th_create_mp(dir, "gone", 8192);
+	int rc;
+
+	cr_assert(ch && gone);
+	snprintf(path, sizeof(path), "%s/gone", dir);
+	setenv("UNLINK_PATH", path, 1);
+	setenv("UNLINK_NTH", "1", 1);	/* the listing's */
+	snprintf(args, sizeof(args), "-d %s --prometheus", dir);
+	rc = busstat_preloaded(out, sizeof(out), args);
+	unsetenv("UNLINK_PATH");
+	cr_assert_eq(access(path, F_OK), -1, "the shim removed nothing");
+	cr_assert(strstr(out, "shmbus_channel_up{channel=\"ch\"} 1"), "%s",
+		  out);
+	cr_assert(!strstr(out, "shmbus_channel_up{channel=\"gone\"} 0"),
+		  "a channel deleted while busstat listed is shown as "
+		  "broken: %s", out);
+	cr_assert_eq(rc, 0, "exit %d: %s", rc, out);
+	shmbus_channel_close(gone);
 	shmbus_channel_close(ch);
 }
