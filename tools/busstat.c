@@ -159,9 +159,11 @@ const char *human(char *buf, size_t len, double v)
 	return buf;
 }
 
-/* Samples channel r and its groups (into gs); 0 or -ENOMEM.  A file cut
- * short while it is read (a SIGBUS the guard took: what was cut read as
- * zeros) makes the channel corrupt, not a healthy one with zeros. */
+/* Samples channel r and its groups (into gs); 0, GONE, or -ENOMEM.  A
+ * file cut short while it is read (a SIGBUS the guard took: what was cut
+ * read as zeros) makes the channel corrupt, not a healthy one with
+ * zeros. */
+#define GONE 1
 static int sample(const char *dir, struct row *r, struct group_rows *gs)
 {
 	unsigned long faults = sb_sigbus_faults(NULL);
@@ -169,6 +171,10 @@ static int sample(const char *dir, struct row *r, struct group_rows *gs)
 	int rc;
 
 	if (!ch) {
+		/* Deleted since it was listed: its name leads nowhere (a
+		 * data file missing under a control file is EBADMSG). */
+		if (errno == ENOENT)
+			return GONE;
 		r->err = -errno;
 		return 0;
 	}
@@ -377,13 +383,23 @@ void rates(struct row *cur, int n, const struct row *prev, int pn,
  * n or -errno. */
 int sample_all(const char *dir, struct rows *rows)
 {
-	int n = list(dir, rows);
+	int n = list(dir, rows), k = 0;
 
 	rows->groups.n = 0;
-	for (int i = 0; i < n; i++)
-		if (sample(dir, &rows->r[i], &rows->groups))
+	for (int i = 0; i < n; i++) {
+		int rc = sample(dir, &rows->r[i], &rows->groups);
+
+		if (rc < 0)
 			return -ENOMEM;
-	return n;
+		if (rc == GONE)
+			continue;	/* left out, as a group deleted */
+		if (k != i)
+			rows->r[k] = rows->r[i];
+		k++;
+	}
+	if (n > 0)
+		rows->n = k;
+	return n < 0 ? n : k;
 }
 
 static const char *level_word(uint32_t l)
