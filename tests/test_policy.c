@@ -403,6 +403,54 @@ Test(policy, oldest_lapped_before_the_first_read_mp)
 }
 
 /*
+ * The same for a subscriber that starts at the oldest message of a channel
+ * that holds none yet (it is opened before its producers start, as a
+ * sensor's reader usually is): lapped before its first read, it is told
+ * what it lost from its start, not nothing.
+ */
+static void oldest_on_an_empty_ring_lapped_first(enum shmbus_producers prod)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE, prod);
+	struct shmbus_sub_attr sa;
+	shmbus_sub *sub;
+	shmbus_pub *pub;
+	uint64_t st[3] = { 0 }, n = 0;
+	uint8_t msg[100];
+
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	for (; n < 200; n++) {
+		th_msg_fill(msg, sizeof(msg), 0, n);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	while (shmbus_poll(sub, collect, st, 0) > 0)
+		;
+	cr_assert_eq(st[2], n - 1, "up to the newest");
+	cr_assert_eq(st[0] + st[1], n, "delivered %lu + lost %lu, of %lu",
+		     (unsigned long)st[0], (unsigned long)st[1],
+		     (unsigned long)n);
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+Test(policy, oldest_on_an_empty_ring_lapped_before_the_first_read_sp)
+{
+	oldest_on_an_empty_ring_lapped_first(SHMBUS_SINGLE_PRODUCER);
+}
+
+Test(policy, oldest_on_an_empty_ring_lapped_before_the_first_read_mp)
+{
+	oldest_on_an_empty_ring_lapped_first(SHMBUS_MULTI_PRODUCER);
+}
+
+/*
  * A message refused for the buffer's size (-EMSGSIZE: left unread), then
  * lapped: it counts among the lost.
  */
