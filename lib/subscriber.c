@@ -43,9 +43,13 @@ static uint64_t oldest_held(struct shmbus_channel *ch,
 /* Overwrite policy, SHMBUS_START_OLDEST: the oldest record the ring holds,
  * with the seq of the first record from it on that has one as the
  * baseline of what the subscriber loses if it is lapped before its first
- * read (a NEWEST subscriber's is the channel's counter).  Without one
- * (lapped meanwhile, or only padding within reach), no baseline. */
-static uint64_t oldest_overwrite(struct shmbus_sub *sub, uint64_t head)
+ * read (a NEWEST subscriber's is the channel's counter, `hseq`, read
+ * before head).  A ring that holds no record with a seq between the start
+ * and head (empty: a subscriber opened before its producers; or only
+ * padding) has the NEWEST one's.  Without one (lapped meanwhile, or
+ * padding beyond reach), no baseline. */
+static uint64_t oldest_overwrite(struct shmbus_sub *sub, uint64_t head,
+				 uint64_t hseq)
 {
 	struct shmbus_channel *ch = sub->ch;
 	uint64_t start, p, seq, size;
@@ -57,11 +61,15 @@ static uint64_t oldest_overwrite(struct shmbus_sub *sub, uint64_t head)
 		if (sb_ring_seq_at(ch, p, &seq)) {
 			sub->next_seq = seq;
 			sub->have_seq = true;
-			break;
+			return start;
 		}
 		size = sb_ring_pad_at(ch, p, &type);
 		if (!size)
-			break;
+			return start;
+	}
+	if (p == head) {
+		sub->next_seq = hseq;
+		sub->have_seq = true;
 	}
 	return start;
 }
@@ -275,7 +283,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 		sub->have_seq = true;
 	}
 	else if (ch_overwrite(ch))
-		start = oldest_overwrite(sub, head);
+		start = oldest_overwrite(sub, head, seq);
 	else
 		start = oldest_held(ch, s, head);
 	sub->pos = start;
