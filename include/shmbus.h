@@ -464,7 +464,13 @@ struct shmbus_msg {
 	uint64_t lost;		/* messages lost just before this one:
 				 * overwritten before this subscriber read
 				 * them, or never received by a standby's
-				 * ring (docs/replication.md) */
+				 * ring (docs/replication.md).  Counted
+				 * from sequence numbers: a claim aborted,
+				 * or left by a producer that died in it,
+				 * holds one, and counts here if it was
+				 * overwritten unread (read, it counts
+				 * nothing): never fewer than the messages
+				 * lost, more only by such claims */
 };
 
 /* A poll handler.  Return 0 to go on, non-zero to stop the batch after
@@ -571,7 +577,9 @@ void shmbus_replay_close(shmbus_replay *r);
  * message's `lost` counts messages the journal never had (it was lapped
  * on an overwrite channel, or stopped) just before it; not the sequence
  * numbers of a claim whose producer died before committing it (no
- * message had them), as shmbus_poll() does not count them either.  In
+ * message had them), as shmbus_poll() does not count them either while
+ * the ring still holds their records (overwritten unread, it does: see
+ * shmbus_msg.lost).  In
  * the ring, a replay lapped there (an overwrite channel) goes back to the
  * journal where the ring left off while the journal holds that; only a
  * lap beyond what the journal holds is counted, as shmbus_poll() counts

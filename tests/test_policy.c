@@ -451,6 +451,82 @@ Test(policy, oldest_on_an_empty_ring_lapped_before_the_first_read_mp)
 }
 
 /*
+ * A subscriber lapped over messages and aborted claims alike: msg->lost
+ * counts sequence numbers, and an aborted claim holds one (shmbus.h), so
+ * each message's count covers at least the messages lost just before it
+ * (none lost in silence) and at most the sequence numbers passed over
+ * since the message before it (no loss made up).
+ */
+static int count_ab(const struct shmbus_msg *m, void *arg)
+{
+	uint64_t *st = arg;	/* [0] delivered, [1] last counter, [2] last
+				 * seq */
+	uint64_t n;
+	uint32_t id;
+
+	cr_assert_eq(th_msg_check(m->data, m->len, &id, &n), 0, "torn message");
+	if (st[0]) {
+		cr_assert_gt(n, st[1], "order");
+		cr_assert_geq(m->lost, n - st[1] - 1, "messages %lu to %lu "
+			      "lost, and only %lu counted", (unsigned long)st[1]
+			      + 1, (unsigned long)n - 1,
+			      (unsigned long)m->lost);
+		cr_assert_leq(m->lost, m->seq - st[2] - 1, "%lu counted lost "
+			      "between seq %lu and %lu", (unsigned long)m->lost,
+			      (unsigned long)st[2], (unsigned long)m->seq);
+	} else {
+		cr_assert_geq(m->lost, n, "the first %lu messages lost, and "
+			      "only %lu counted", (unsigned long)n,
+			      (unsigned long)m->lost);
+		cr_assert_leq(m->lost, m->seq);
+	}
+	st[0]++;
+	st[1] = n;
+	st[2] = m->seq;
+	return 0;
+}
+
+static void aborted_claims_lapped(enum shmbus_producers prod)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE, prod);
+	shmbus_sub *sub = shmbus_sub_open(ch, NULL);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	uint64_t st[3] = { 0 }, n = 0;
+	uint8_t msg[48];
+	void *buf;
+
+	cr_assert(sub && pub);
+	for (int i = 0; i < 500; i++) {
+		if (i % 2) {
+			cr_assert_eq(shmbus_claim(pub, sizeof(msg), &buf), 0);
+			cr_assert_eq(shmbus_abort(pub), 0);
+		} else {
+			th_msg_fill(msg, sizeof(msg), 0, n++);
+			cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+		}
+	}
+	while (shmbus_poll(sub, count_ab, st, 0) > 0)
+		;
+	cr_assert_eq(st[1], n - 1, "up to the newest");
+	cr_assert_lt(st[0], n, "lapped");
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+Test(policy, aborted_claims_lapped_count_between_the_messages_and_the_seqs_sp)
+{
+	aborted_claims_lapped(SHMBUS_SINGLE_PRODUCER);
+}
+
+Test(policy, aborted_claims_lapped_count_between_the_messages_and_the_seqs_mp)
+{
+	aborted_claims_lapped(SHMBUS_MULTI_PRODUCER);
+}
+
+/*
  * A message refused for the buffer's size (-EMSGSIZE: left unread), then
  * lapped: it counts among the lost.
  */
