@@ -52,6 +52,33 @@ int host_sh(const struct host *h, const char *fmt, ...)
 	return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
 }
 
+/* What the names of this run's namespaces, links and files start with:
+ * SHMBUS_TEST_PREFIX (say "h3": namespaces h3a<pid>, files
+ * shmbus-h3-repl<pid>-a...), so that runs beside other users' keep to
+ * their own; "sbt" and shmbus-test-repl / shmbus-repl by default. */
+static const char *pfx(void)
+{
+	const char *p = getenv("SHMBUS_TEST_PREFIX");
+
+	return p && *p && strlen(p) <= 4 ? p : NULL;
+}
+
+static const char *ns_pfx(void)
+{
+	return pfx() ? pfx() : "sbt";
+}
+
+static void file_pfx(char *dir, size_t dn, char *tmp, size_t tn)
+{
+	if (pfx()) {
+		snprintf(dir, dn, "shmbus-%s-repl", pfx());
+		snprintf(tmp, tn, "shmbus-%s-repl", pfx());
+	} else {
+		snprintf(dir, dn, "shmbus-test-repl");
+		snprintf(tmp, tn, "shmbus-repl");
+	}
+}
+
 /* Namespaces of runs that died without their teardown. */
 static void sweep_namespaces(void)
 {
@@ -61,10 +88,12 @@ static void sweep_namespaces(void)
 	if (!d)
 		return;
 	while ((e = readdir(d))) {
+		size_t pl = strlen(ns_pfx());
 		int pid;
 		char c;
 
-		if (sscanf(e->d_name, "sbt%c%d", &c, &pid) == 2 &&
+		if (!strncmp(e->d_name, ns_pfx(), pl) &&
+		    sscanf(e->d_name + pl, "%c%d", &c, &pid) == 2 &&
 		    kill(pid, 0) && errno == ESRCH)
 			host_sh(NULL, "ip netns del %s 2>/dev/null", e->d_name);
 	}
@@ -84,10 +113,12 @@ static void net_setup(void)
 	pair_netns = pair_netns_possible();
 	if (pair_netns) {
 		sweep_namespaces();
-		snprintf(A.ns, sizeof(A.ns), "sbta%d", me);
-		snprintf(B.ns, sizeof(B.ns), "sbtb%d", me);
-		snprintf(A.ifname, sizeof(A.ifname), "sva%d", me % 1000000);
-		snprintf(B.ifname, sizeof(B.ifname), "svb%d", me % 1000000);
+		snprintf(A.ns, sizeof(A.ns), "%sa%d", ns_pfx(), me);
+		snprintf(B.ns, sizeof(B.ns), "%sb%d", ns_pfx(), me);
+		snprintf(A.ifname, sizeof(A.ifname), "%sva%d",
+			 pfx() ? pfx() : "", me % 1000000);
+		snprintf(B.ifname, sizeof(B.ifname), "%svb%d",
+			 pfx() ? pfx() : "", me % 1000000);
 		snprintf(A.ip, sizeof(A.ip), "10.%d.%d.1", 100 + x % 100, y);
 		snprintf(B.ip, sizeof(B.ip), "10.%d.%d.2", 100 + x % 100, y);
 		cr_assert_eq(host_sh(NULL,
@@ -118,19 +149,16 @@ static void net_setup(void)
 static void host_paths(struct host *h)
 {
 	int me = getpid();
+	char d[32], t[32];
 
-	snprintf(h->dir, sizeof(h->dir), "/dev/shm/shmbus-test-repl%d-%c", me,
+	file_pfx(d, sizeof(d), t, sizeof(t));
+	snprintf(h->dir, sizeof(h->dir), "/dev/shm/%s%d-%c", d, me, h->tag);
+	snprintf(h->conf, sizeof(h->conf), "/tmp/%s%d-%c.conf", t, me, h->tag);
+	snprintf(h->sock, sizeof(h->sock), "/tmp/%s%d-%c.sock", t, me, h->tag);
+	snprintf(h->log, sizeof(h->log), "/tmp/%s%d-%c.log", t, me, h->tag);
+	snprintf(h->state, sizeof(h->state), "/tmp/%s%d-%c.state", t, me,
 		 h->tag);
-	snprintf(h->conf, sizeof(h->conf), "/tmp/shmbus-repl%d-%c.conf", me,
-		 h->tag);
-	snprintf(h->sock, sizeof(h->sock), "/tmp/shmbus-repl%d-%c.sock", me,
-		 h->tag);
-	snprintf(h->log, sizeof(h->log), "/tmp/shmbus-repl%d-%c.log", me,
-		 h->tag);
-	snprintf(h->state, sizeof(h->state), "/tmp/shmbus-repl%d-%c.state",
-		 me, h->tag);
-	snprintf(h->run, sizeof(h->run), "/tmp/shmbus-repl%d-%c.run", me,
-		 h->tag);
+	snprintf(h->run, sizeof(h->run), "/tmp/%s%d-%c.run", t, me, h->tag);
 	mkdir(h->run, 0700);
 	h->pid = 0;
 	unlink(h->log);
@@ -290,8 +318,13 @@ void pair_setup(const char *chans, const char *extra)
 	net_setup();
 	host_paths(&A);
 	host_paths(&B);
-	snprintf(pair_key, sizeof(pair_key), "/tmp/shmbus-repl%d.key",
-		 getpid());
+	{
+		char d[32], t[32];
+
+		file_pfx(d, sizeof(d), t, sizeof(t));
+		snprintf(pair_key, sizeof(pair_key), "/tmp/%s%d.key", t,
+			 getpid());
+	}
 	fd = open(pair_key, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	cr_assert(fd >= 0);
 	for (size_t i = 0; i < sizeof(key); i++)
