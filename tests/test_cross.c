@@ -432,3 +432,53 @@ Test(cross, a_journaled_channel_replays_whole_across_a_switchover)
 	jreplay_all(&A, n);
 }
 
+/*
+ * A switchover hands the role to a standby that holds everything, and the
+ * old primary links to it at once as its standby.  A producer that opens
+ * on the new primary and waits at `applied` right away must get the
+ * standby's acknowledgement, not SHMBUS_SYNC_DEGRADED: the standby has
+ * been neither without a link nor without progress for sync_timeout_ms
+ * (docs/replication.md, "In sync, out of sync").
+ */
+Test(cross, a_sync_waiter_right_after_a_switchover_is_not_degraded)
+{
+	struct host *from = &A, *to = &B;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	uint64_t x = 1;
+	int rc;
+
+	pair_setup(CHANS, "sync_timeout_ms = 5000\n");
+	/* The window is the few ms before the old primary links: six
+	 * switchovers, each looked at at once. */
+	for (int round = 0; round < 6; round++) {
+		ch = host_open(from, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+		cr_assert(ch, "%s", strerror(errno));
+		pub = shmbus_pub_open(ch, NULL);
+		cr_assert(pub, "%s", strerror(errno));
+		cr_assert_eq(shmbus_publish(pub, &x, sizeof(x)), 0);
+		cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
+		shmbus_pub_close(pub);
+		shmbus_channel_close(ch);
+		shmbus_disconnect(bus);
+		pair_wait_caught_up("sp", 0, 5000);
+		switchover(from);
+		ch = host_open(to, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+		cr_assert(ch, "%s", strerror(errno));
+		pub = shmbus_pub_open(ch, NULL);
+		cr_assert(pub, "%s", strerror(errno));
+		cr_assert_eq(shmbus_publish(pub, &x, sizeof(x)), 0);
+		rc = shmbus_pub_sync(pub, 5000000000LL);
+		cr_assert_eq(rc, 0, "switchover %d: pub_sync on the new "
+			     "primary: %d (%s)", round + 1, rc,
+			     rc == SHMBUS_SYNC_DEGRADED ? "degraded: its "
+			     "standby, the old primary, taken for out of sync "
+			     "before it could link" : "?");
+		shmbus_pub_close(pub);
+		shmbus_channel_close(ch);
+		shmbus_disconnect(bus);
+		from = to;
+		to = to == &A ? &B : &A;
+	}
+}
