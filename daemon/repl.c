@@ -566,7 +566,7 @@ int sbd_repl_start(void)
 		if (role == SBD_ROLE_STANDBY) {
 			rp_linker_start(rc);
 		} else {
-			rp_agent_start(rc, rc->resume);
+			rp_agent_start(rc, rc->resume, false);
 			/* With an arbiter, closed until the leader thread
 			 * holds the key (rp_open_fences()). */
 			sb_fence_set(rc->ch, repl.arbiter ? SHMBUS_FENCE_HANDOVER

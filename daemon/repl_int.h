@@ -332,8 +332,10 @@ int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,
  * standby was in sync when the last shmbusd stopped; if that daemon's
  * cursor is there, the standby is taken to be in sync still
  * (provisionally: docs/replication.md), so that the cursor goes on
- * holding what it lacks. */
-int rp_agent_start(struct rchan *rc, bool resume);
+ * holding what it lacks.  handed: a switchover's new primary, whose
+ * standby (the old primary) held exactly what this host holds when it
+ * handed over: in sync from the start, provisionally, likewise. */
+int rp_agent_start(struct rchan *rc, bool resume, bool handed);
 /* Wakes the agent, wherever it sleeps (its nap, or while the reader
  * ships). */
 void rp_agent_wake(struct rchan *rc);

@@ -908,7 +908,7 @@ static void *agent_main(void *arg)
 	return NULL;
 }
 
-int rp_agent_start(struct rchan *rc, bool resume)
+int rp_agent_start(struct rchan *rc, bool resume, bool handed)
 {
 	uint64_t oldest = sb_ring_oldest(rc->ch);
 	struct shmbus_sub_stats st;
@@ -940,7 +940,14 @@ int rp_agent_start(struct rchan *rc, bool resume)
 	/* Where the previous daemon left it, or where the new slot holds
 	 * the ring: it only moves forward from there (judge()). */
 	rc->cursor_pos = st.pos;
-	rc->in_sync = resume && taken;
+	/* A switchover's new primary: the old primary, which links to it
+	 * within milliseconds, held everything this host holds when it
+	 * handed over.  Out of sync from the start, a degrading channel
+	 * would answer its first sync waiters SHMBUS_SYNC_DEGRADED before
+	 * that standby could link; in sync provisionally, it falls out of
+	 * sync as any standby does, after sync_timeout_ms without a link
+	 * or progress. */
+	rc->in_sync = (resume && taken) || handed;
 	rc->damaged_at = UINT64_MAX;
 	STORE(&rc->sent, rc->known);
 	STORE(&rc->sent_hi, rc->known);
@@ -988,7 +995,11 @@ int rp_agent_start(struct rchan *rc, bool resume)
 			"the channel is not replicated", rc->name);
 		return -EAGAIN;
 	}
-	if (in_sync)
+	if (in_sync && !(resume && taken))
+		sbd_log(SBD_NOTICE, 0, "%s: the standby, the old primary, held "
+			"everything at the switchover: in sync provisionally "
+			"until it links and has caught up", rc->name);
+	else if (in_sync)
 		sbd_log(SBD_NOTICE, 0, "%s: the standby was in sync when the "
 			"last shmbusd stopped; its cursor holds the ring from %"
 			PRIu64 " while it links again", rc->name, st.pos);

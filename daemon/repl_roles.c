@@ -50,7 +50,8 @@ void rp_groups_unlap(void)
  * they are (the restarted linker applies the kept frame once the ring has
  * room, or a primary ships them again: unapplied_done() in
  * repl_standby.c) or a promotion is forced. */
-static int become_primary(uint64_t floor, bool force, char *out, size_t n)
+static int become_primary(uint64_t floor, bool force, bool handed, char *out,
+			  size_t n)
 {
 	uint64_t e = LOAD(&repl.epoch), tag;
 	int rc2 = 0;
@@ -140,7 +141,7 @@ static int become_primary(uint64_t floor, bool force, char *out, size_t n)
 
 		sb_repl_epoch(rc->ch, e);
 		sb_repl_acked(rc->ch, 0, 0, 0, false);
-		rp_agent_start(rc, false);
+		rp_agent_start(rc, false, handed);
 		/* With an arbiter, closed until the leader thread holds the
 		 * key's term (rp_open_fences()). */
 		sb_fence_set(rc->ch, repl.arbiter ? SHMBUS_FENCE_HANDOVER
@@ -252,7 +253,7 @@ int rp_auto_promote(uint64_t floor, char *out, size_t n)
 		snprintf(out, n, "not a standby");
 		rc2 = -EALREADY;
 	} else {
-		rc2 = become_primary(floor, false, out, n);
+		rc2 = become_primary(floor, false, false, out, n);
 	}
 	pthread_mutex_unlock(&repl.role_mu);
 	return rc2;
@@ -420,8 +421,10 @@ void rp_serve_promote(struct sbd_link *l, const struct rw_hello *hello)
 			return;
 		}
 	}
+	/* holds_all(): the old primary, our standby from now on, holds
+	 * exactly what we hold. */
 	rc2 = become_primary(floor > hello->epoch ? floor : hello->epoch,
-			     false, out, sizeof(out));
+			     false, true, out, sizeof(out));
 	pthread_mutex_unlock(&repl.role_mu);
 	if (repl.arbiter)
 		sbd_leader_claimed(rc2 == 0);
@@ -520,8 +523,8 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 				break;
 			}
 		}
-		rc2 = become_primary(floor, flags & SHMBUS_REPL_FORCE, r->text,
-				     sizeof(r->text));
+		rc2 = become_primary(floor, flags & SHMBUS_REPL_FORCE, false,
+				     r->text, sizeof(r->text));
 		if (repl.arbiter)
 			claimed = rc2 == 0;
 		break;
@@ -576,7 +579,7 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 					      sizeof(r->text)))) {
 			STORE(&repl.role, SBD_ROLE_PRIMARY);
 			for (size_t i = 0; i < repl.n; i++) {
-				rp_agent_start(&repl.ch[i], false);
+				rp_agent_start(&repl.ch[i], false, false);
 				sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_OPEN);
 			}
 			sbd_log(SBD_WARN, 0, "switchover abandoned, still "
@@ -600,7 +603,7 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 			 * up above). */
 			STORE(&repl.role, SBD_ROLE_PRIMARY);
 			for (size_t i = 0; i < repl.n; i++) {
-				rp_agent_start(&repl.ch[i], false);
+				rp_agent_start(&repl.ch[i], false, false);
 				sb_fence_set(repl.ch[i].ch, repl.arbiter ?
 						SHMBUS_FENCE_HANDOVER :
 						SHMBUS_FENCE_OPEN);
