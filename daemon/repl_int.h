@@ -144,6 +144,13 @@ struct rchan {
 	uint64_t kept_pos;
 	uint64_t acked;			/* linker: the last position it
 					 * acknowledged */
+	uint64_t wrote;			/* linker: where the ring ends by
+					 * what this daemon's linkers wrote
+					 * (their start, frames, gaps, cuts),
+					 * if wrote_known: a head elsewhere
+					 * was moved by a process that maps
+					 * the ring (rp_ring_moved()) */
+	bool wrote_known;
 	uint64_t last_seq;		/* linker: the last sequence number
 					 * applied on this link, if
 					 * seq_known */
@@ -336,6 +343,11 @@ int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,
  * standby (the old primary) held exactly what this host holds when it
  * handed over: in sync from the start, provisionally, likewise. */
 int rp_agent_start(struct rchan *rc, bool resume, bool handed);
+/* Standby: whether the ring's head is not where this daemon's linker
+ * left it (a process that maps the ring wrote records there by hand: a
+ * publisher gets the data file writable on a standby too).  Linker, or
+ * once it is stopped. */
+bool rp_ring_moved(struct rchan *rc);
 /* Wakes the agent, wherever it sleeps (its nap, or while the reader
  * ships). */
 void rp_agent_wake(struct rchan *rc);

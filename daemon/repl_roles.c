@@ -101,7 +101,8 @@ static int become_primary(uint64_t floor, bool force, bool handed, char *out,
 	/* Every ring's end before any is recorded (sb_apply_recover() is
 	 * idempotent: the loop below finds the same). */
 	for (size_t i = 0; i < repl.n && !rc2; i++)
-		if (sb_apply_recover(repl.ch[i].ch) == UINT64_MAX) {
+		if (sb_apply_recover(repl.ch[i].ch) == UINT64_MAX ||
+		    rp_ring_moved(&repl.ch[i])) {
 			snprintf(out, n, "%s: the ring is damaged (its head, "
 				 "or a record below it); still standby",
 				 repl.ch[i].name);
@@ -134,6 +135,8 @@ static int become_primary(uint64_t floor, bool force, bool handed, char *out,
 		return rc2;
 	}
 	rp_groups_unlap();
+	for (size_t i = 0; i < repl.n; i++)
+		repl.ch[i].wrote_known = false;	/* its agent's now */
 	STORE(&repl.epoch, e);
 	STORE(&repl.role, SBD_ROLE_PRIMARY);
 	for (size_t i = 0; i < repl.n; i++) {

@@ -212,6 +212,7 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		return rc2;
 	}
 	*end = h->pos + f.extent;
+	rc->wrote = *end;
 	if (f.last_pos != UINT64_MAX) {
 		rc->last_seq = f.last_seq;
 		rc->seq_known = true;
@@ -252,6 +253,18 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 				  sizeof(why)))) {
 		LIMITED(&repl.rl_link, repl.link_errors, "link errors",
 			"%s: primary %s: %s", rc->name, repl.t->peer(l), why);
+		return;
+	}
+	if (rp_ring_moved(rc)) {
+		/* Records this host never received: the primary would ship
+		 * from after them, and a promotion take them for its. */
+		LIMITED(&repl.rl_link, repl.link_errors, "link errors",
+			"%s: the ring is damaged: its head is at %" PRIu64
+			", past the %" PRIu64 " this standby applied (records "
+			"written by a process that maps the ring); not "
+			"replicating it", rc->name, sb_ring_head(rc->ch),
+			rc->wrote);
+		nap(rc, 500);
 		return;
 	}
 	end = sb_ring_head(rc->ch);
@@ -328,6 +341,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 			return;
 		}
 		end = h.pos;
+		rc->wrote = end;
 		sb_repl_acked(rc->ch, end, end, 0, false);
 		unapplied_done(rc, end, true);
 	}
@@ -356,6 +370,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 			"from %" PRIu64, rc->name, end, h.pos, h.pos - end,
 			h.pos);
 		end = h.pos;
+		rc->wrote = end;
 		sb_repl_acked(rc->ch, end, end, 0, false);
 		sb_repl_watermark(rc->ch, end);
 		unapplied_done(rc, end, false);
@@ -424,11 +439,30 @@ static bool settle(struct rchan *rc)
 			"record below it); not replicating it", rc->name);
 		return false;
 	}
+	/* A linker started again (a promotion refused) finds the ring
+	 * where the last one left it, or records were written there by
+	 * hand meanwhile. */
+	if (rp_ring_moved(rc)) {
+		sbd_log(SBD_ERR, 0, "%s: the ring is damaged: its head is at %"
+			PRIu64 ", past the %" PRIu64 " this standby applied "
+			"(records written by a process that maps the ring); "
+			"not replicating it", rc->name, end, rc->wrote);
+		return false;
+	}
 	/* The watermark stays where the peer earned it: records this host
 	 * wrote as a primary and the peer never acknowledged (a forced
 	 * demotion) must not count as acknowledged here. */
 	sb_repl_acked(rc->ch, end, end, 0, true);
+	/* From here on, only this linker moves the ring's end (known
+	 * until this host is primary again: become_primary()). */
+	rc->wrote = end;
+	rc->wrote_known = true;
 	return true;
+}
+
+bool rp_ring_moved(struct rchan *rc)
+{
+	return rc->wrote_known && sb_ring_head(rc->ch) != rc->wrote;
 }
 
 static void *linker_main(void *arg)
@@ -504,6 +538,7 @@ int rp_apply_kept(struct rchan *rc, int64_t wait_ns)
 		;
 	if (rc2)
 		return rc2;
+	rc->wrote = rc->kept_pos + f.extent;
 	sbd_log(SBD_NOTICE, 0, "%s: records %" PRIu64 "..%" PRIu64 ", "
 		"acknowledged as received, applied now that the ring has "
 		"room", rc->name, rc->kept_pos, rc->kept_pos + f.extent);
