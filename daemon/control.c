@@ -40,6 +40,7 @@
 #include <linux/sockios.h>
 
 #include "shmbusd.h"
+#include "shmbus/layout.h"
 #include "../lib/contract.h"
 #include "../lib/journal.h"
 
@@ -687,6 +688,9 @@ static void fill_entry(struct shmbus_ctl_entry *e, struct sbd_chan *c)
 	e->capacity = in.capacity;
 	e->max_msg = in.max_msg;
 	e->flags = sb_channel_flags(in.policy, in.producers);
+	/* No edge, as in do_open(). */
+	if (atomic_load_explicit(&c->damaged, memory_order_relaxed))
+		e->flags |= SHMBUS_F_DAMAGED;
 	e->subscribers = in.subscribers;
 	e->producers = in.producers_active;
 	e->published = in.published;
@@ -737,6 +741,11 @@ static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		rcu_read_unlock();
 		return deny(-ENOENT, "no channel '%s' on bus '%s'", name,
 			      sbd.conf.bus);
+	}
+	/* No edge, as in do_open(). */
+	if (atomic_load_explicit(&c->damaged, memory_order_relaxed)) {
+		rcu_read_unlock();
+		return deny(-EBADMSG, DAMAGED, name);
 	}
 	fill_entry(&d.e, c);
 	shmbus_channel_info(c->ch, &in);

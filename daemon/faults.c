@@ -90,6 +90,9 @@ bool sbd_chan_cut(struct sbd_chan *c)
 		return false;
 	found++;
 	atomic_store_explicit(&c->damaged, true, memory_order_relaxed);
+	/* Whoever opens the files after (busstat, a direct-mode process, the
+	 * next daemon) finds them invalid, not a channel with zeros. */
+	sb_channel_mark_damaged(c->ch);
 	sbd_log(SBD_ERR, a < 0 ? -a : b < 0 ? -b : 0, "%s: its %s file was "
 		"cut to %llu bytes of %llu by a process that holds it "
 		"writable; %s; the channel is damaged and no longer served: "

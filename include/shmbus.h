@@ -812,13 +812,17 @@ struct shmbus_bus_channel {
 };
 
 /* Calls fn for every channel of the bus (name, geometry, counts; the
- * describe-only fields are zero).  Returns the number of channels or
- * -errno.  A non-zero return from fn stops the walk. */
+ * describe-only fields are zero), damaged ones included (their figures
+ * as last read; shmbus_bus_describe() tells them).  Returns the number of
+ * channels or -errno.  A non-zero return from fn stops the walk. */
 int shmbus_bus_list(shmbus_bus *bus,
 		    int (*fn)(const struct shmbus_bus_channel *c, void *arg),
 		    void *arg);
 
-/* Everything the daemon knows of one channel.  0 or -errno. */
+/* Everything the daemon knows of one channel.  0 or -errno: -ENOENT no
+ * such channel; -EBADMSG the daemon found a file of it cut short and
+ * serves it no more (delete it and create it again; its files no longer
+ * validate); -ENOTCONN, -EPROTO as any request. */
 int shmbus_bus_describe(shmbus_bus *bus, const char *name,
 			struct shmbus_bus_channel *out);
 

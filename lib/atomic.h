@@ -149,6 +149,11 @@ static inline uint64_t and_relaxed64(uint64_t *p, uint64_t v)
 	return atomic_fetch_and_explicit(SB_A64(p), v, memory_order_relaxed);
 }
 
+static inline uint32_t or_relaxed32(uint32_t *p, uint32_t v)
+{
+	return atomic_fetch_or_explicit(SB_A32(p), v, memory_order_relaxed);
+}
+
 static inline uint32_t and_relaxed32(uint32_t *p, uint32_t v)
 {
 	return atomic_fetch_and_explicit(SB_A32(p), v, memory_order_relaxed);

@@ -227,6 +227,13 @@ uint32_t sb_channel_flags(enum shmbus_policy policy,
 						   : 0);
 }
 
+void sb_channel_mark_damaged(shmbus_channel *ch)
+{
+	/* No edge: read by opens that come after (validate_ctl()); the
+	 * handles open now keep the flags they read. */
+	or_relaxed32(&ch->hdr->flags, SHMBUS_F_DAMAGED);
+}
+
 int sb_parse_size(const char *s, uint64_t *out)
 {
 	uint64_t x = 0;

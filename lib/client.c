@@ -947,10 +947,10 @@ static void from_entry(struct shmbus_bus_channel *o,
 	o->published = e->published;
 }
 
-SHMBUS_EXPORT int shmbus_bus_list(shmbus_bus *b,
-				  int (*fn)(const struct shmbus_bus_channel *,
-					    void *),
-				  void *arg)
+int sb_bus_list(shmbus_bus *b,
+		int (*fn)(const struct shmbus_bus_channel *c, uint32_t flags,
+			  void *arg),
+		void *arg)
 {
 	struct shmbus_ctl_list req = { 0 }, *rep;
 	uint8_t *buf;
@@ -986,7 +986,7 @@ SHMBUS_EXPORT int shmbus_bus_list(shmbus_bus *b,
 			struct shmbus_bus_channel c;
 
 			from_entry(&c, &e[i]);
-			if (fn(&c, arg))
+			if (fn(&c, e[i].flags, arg))
 				goto out;
 		}
 		req.offset += rep->count;
@@ -996,6 +996,34 @@ SHMBUS_EXPORT int shmbus_bus_list(shmbus_bus *b,
 out:
 	free(buf);
 	return rc ? rc : (int)total;
+}
+
+struct list_call {
+	int (*fn)(const struct shmbus_bus_channel *c, void *arg);
+	void *arg;
+};
+
+static int list_one(const struct shmbus_bus_channel *c, uint32_t flags,
+		    void *arg)
+{
+	const struct list_call *l = arg;
+
+	(void)flags;
+	return l->fn(c, l->arg);
+}
+
+SHMBUS_EXPORT int shmbus_bus_list(shmbus_bus *b,
+				  int (*fn)(const struct shmbus_bus_channel *,
+					    void *),
+				  void *arg)
+{
+	struct list_call l = { fn, arg };
+
+	if (!fn) {
+		sb_bus_reason_forget();
+		return b ? -EINVAL : -ENOTCONN;
+	}
+	return sb_bus_list(b, list_one, &l);
 }
 
 SHMBUS_EXPORT int shmbus_bus_describe(shmbus_bus *b, const char *name,

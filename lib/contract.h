@@ -66,6 +66,9 @@ uint32_t sb_attr_max_msg(const struct shmbus_channel_attr *a);
  * as its header records them. */
 uint32_t sb_channel_flags(enum shmbus_policy policy,
 			  enum shmbus_producers producers);
+/* shmbusd, on a channel it found cut short: marks its header
+ * SHMBUS_F_DAMAGED, so that its files no longer validate. */
+void sb_channel_mark_damaged(shmbus_channel *ch);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t sb_now_ns(void);
@@ -174,17 +177,24 @@ void sb_count_stuck(shmbus_channel *ch);
 int sb_bus_repl(shmbus_bus *b, uint32_t op, uint32_t flags,
 		struct shmbus_ctl_repl_reply *r);
 
+/* A request starts that may not reach the daemon (its arguments refused
+ * here first): shmbus_bus_strerror() no longer gives this thread's last
+ * reason. */
+void sb_bus_reason_forget(void);
 /* Deletes group `group` of channel `chan` through shmbusd (shmbusctl
  * delete-group; shmbus_group_delete() on a channel opened through it):
  * 0 or -errno, as shmbus_group_delete().  data_id: the channel the caller
  * has open (sb_channel_data_id()), -ESTALE if the name leads to another
  * now; 0 for whichever it leads to. */
-/* A request starts that may not reach the daemon (its arguments refused
- * here first): shmbus_bus_strerror() no longer gives this thread's last
- * reason. */
-void sb_bus_reason_forget(void);
 int sb_bus_group_delete(shmbus_bus *b, const char *chan, uint64_t data_id,
 			const char *group);
+/* shmbus_bus_list(), with each entry's flags as the daemon sent them
+ * (SHMBUS_F_*; SHMBUS_F_DAMAGED: the daemon holds the channel damaged),
+ * for shmbusctl list. */
+int sb_bus_list(shmbus_bus *b,
+		int (*fn)(const struct shmbus_bus_channel *c, uint32_t flags,
+			  void *arg),
+		void *arg);
 
 /* ---------------------------------------------------------------------
  * Replication (lib/replica.c: the fence and the watermark; lib/mirror.c:

@@ -1076,3 +1076,48 @@ Test(daemon, journal_and_quarantine_names_do_not_reach_the_terminal)
 		  "quarantine wrote the name's control characters: %s", out);
 	th_rmdir(dir);
 }
+
+/*
+ * A channel the daemon found cut short (docs/shmbusd.md, "A file cut
+ * short") is damaged: it refuses OPEN, ATTACH and GROUP on it with
+ * -EBADMSG, and an operator who asks is told so: shmbusctl describe
+ * refuses it with the reason, list says "damaged", and its files no
+ * longer validate for whoever opens them (busstat, a direct-mode
+ * process), though the cut kept the header's page and the daemon gave
+ * the file back its size (they looked healthy, with zeros where the cut
+ * was).
+ */
+Test(daemon, shmbusctl_tells_a_damaged_channel, .init = setup,
+     .fini = teardown)
+{
+	char out[8192], args[512], path[256];
+	shmbus_channel *ch;
+	shmbus_bus *b;
+	int i;
+
+	ch = shmbus_channel_open_ro(d.dir, "blk");
+	cr_assert_not_null(ch, "%s", strerror(errno));
+	shmbus_channel_close(ch);
+	snprintf(path, sizeof(path), "%s/blk", d.dir);
+	cr_assert_eq(truncate(path, 4096), 0);
+	for (i = 0; i < 300 && !log_has("blk: its control file was cut to "
+					"4096 bytes"); i++)
+		usleep(10000);
+	cr_assert_lt(i, 300, "the cut was not found");
+	ch = open_role(&b, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert_null(ch);
+	cr_assert_eq(errno, EBADMSG, "%s", strerror(errno));
+	shmbus_disconnect(b);
+	ch = shmbus_channel_open_ro(d.dir, "blk");
+	cr_assert_null(ch, "the files of a damaged channel validate");
+	cr_assert_eq(errno, EBADMSG, "%s", strerror(errno));
+
+	snprintf(args, sizeof(args), "-b %s describe blk", d.sock);
+	cr_assert_neq(ctl(out, sizeof(out), args), 0, "%s", out);
+	cr_assert(strstr(out, "damaged"), "describe of a channel the daemon "
+		  "no longer serves does not say so: %s", out);
+	snprintf(args, sizeof(args), "-b %s list", d.sock);
+	ctl(out, sizeof(out), args);
+	cr_assert(strstr(out, "damaged"), "list does not say which channel "
+		  "the daemon no longer serves: %s", out);
+}

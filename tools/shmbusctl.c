@@ -92,13 +92,15 @@ static const char *prod_name(enum shmbus_producers p)
 	return p == SHMBUS_MULTI_PRODUCER ? "multi" : "single";
 }
 
-static int print_row(const struct shmbus_bus_channel *c, void *arg)
+static int print_row(const struct shmbus_bus_channel *c, uint32_t flags,
+		     void *arg)
 {
 	(void)arg;
-	printf("%-24s %10llu %8u %-9s %-6s %4u %4u %12llu\n", c->name,
+	printf("%-24s %10llu %8u %-9s %-6s %4u %4u %12llu %s\n", c->name,
 	       (unsigned long long)c->capacity, c->max_msg,
 	       policy_name(c->policy), prod_name(c->producers), c->subscribers,
-	       c->producers_active, (unsigned long long)c->published);
+	       c->producers_active, (unsigned long long)c->published,
+	       flags & SHMBUS_F_DAMAGED ? "damaged" : "ok");
 	return 0;
 }
 
@@ -814,10 +816,10 @@ int main(int argc, char **argv)
 		return EXIT_NODAEMON;
 	}
 	if (!strcmp(cmd, "list")) {
-		printf("%-24s %10s %8s %-9s %-6s %4s %4s %12s\n", "CHANNEL",
-		       "CAPACITY", "MAXMSG", "POLICY", "PROD", "SUBS", "PUBS",
-		       "PUBLISHED");
-		rc = shmbus_bus_list(bus, print_row, NULL);
+		printf("%-24s %10s %8s %-9s %-6s %4s %4s %12s %s\n",
+		       "CHANNEL", "CAPACITY", "MAXMSG", "POLICY", "PROD", "SUBS",
+		       "PUBS", "PUBLISHED", "STATE");
+		rc = sb_bus_list(bus, print_row, NULL);
 		rc = rc < 0 ? refused("list", NULL, rc) : 0;
 	} else if (repl) {
 		rc = cmd_repl(cmd, force);

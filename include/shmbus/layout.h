@@ -56,6 +56,13 @@
 #define SHMBUS_F_OVERWRITE	0x1u	/* else: block policy */
 #define SHMBUS_F_MULTI_PRODUCER	0x2u	/* else: single producer */
 #define SHMBUS_F_KNOWN		0x3u
+/* Set by shmbusd on a channel it found cut short (docs/shmbusd.md, "A
+ * file cut short"): not a flag of the layout, so that the files no longer
+ * validate (EBADMSG) for whoever opens them after, busstat included; the
+ * daemon sets them aside at its next start.  In a LIST reply's entries
+ * (struct shmbus_ctl_entry's flags), the same bit says the daemon holds
+ * the channel damaged. */
+#define SHMBUS_F_DAMAGED	0x80000000u
 
 /*
  * Record commit word:  [ lap tag : 32 | type : 3 | length : 29 ]
