@@ -470,7 +470,9 @@ struct shmbus_msg {
 				 * holds one, and counts here if it was
 				 * overwritten unread (read, it counts
 				 * nothing): never fewer than the messages
-				 * lost, more only by such claims */
+				 * lost, more only by such claims, and in
+				 * a first loss, by claims in flight as the
+				 * subscriber opened (before its start) */
 };
 
 /* A poll handler.  Return 0 to go on, non-zero to stop the batch after

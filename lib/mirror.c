@@ -493,7 +493,8 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 			return rc;
 	store_relaxed64(&h->head, q);
 	/* R2: pairs with A2 (the overwrite reader's check): the claim is
-	 * visible before any byte of it changes. */
+	 * visible before any byte of it changes.  R28: pairs with A28
+	 * (shmbus_sub_open()'s load of seq): head before seq, below. */
 	fence_release();
 	store_relaxed64(&rec_at(ch, q)->commit, 0);
 	if (f->last_pos != UINT64_MAX)

@@ -233,7 +233,9 @@ static uint64_t mp_claimed(struct shmbus_pub *pub, uint64_t p, uint64_t pad,
 	bool mine;
 
 	/* R2: pairs with A2 (the fence in the subscriber's overwrite check):
-	 * the claim is visible before any byte of [p, q) changes. */
+	 * the claim is visible before any byte of [p, q) changes.  R28:
+	 * pairs with A28 (shmbus_sub_open()'s load of seq): head is visible
+	 * before our store of seq at the hand-off. */
 	fence_release();
 	/* The claims before ours have handed over (or the word is past p:
 	 * await_handoff()). */

@@ -114,7 +114,9 @@ sp_claimed(struct shmbus_pub *pub, struct shmbus_hdr *h,
 
 	/* R2: pairs with A2 (the fence in the subscriber's overwrite check):
 	 * the claim is visible before any byte of the claim changes, so a
-	 * reader that copied bytes we overwrite sees head past its record. */
+	 * reader that copied bytes we overwrite sees head past its record.
+	 * R28: pairs with A28 (shmbus_sub_open()'s load of seq): head is
+	 * visible before the seq stored below. */
 	fence_release();
 	/* The header word at q (`next`) becomes the next claim's commit
 	 * word; zero it now, before our commits (R1) publish anything, so

@@ -40,6 +40,11 @@ static uint64_t oldest_held(struct shmbus_channel *ch,
 	return min;
 }
 
+/* How long a subscriber's open waits for a claim in flight at the oldest
+ * record of an overwrite ring to be committed (or repaired: shmbusd's
+ * scan pads a dead producer's claim within milliseconds). */
+#define OLDEST_WAIT_NS	INT64_C(50000000)
+
 /* Overwrite policy, SHMBUS_START_OLDEST: the oldest record the ring holds,
  * with the seq of the first record from it on that has one as the
  * baseline of what the subscriber loses if it is lapped before its first
@@ -58,14 +63,31 @@ static uint64_t oldest_overwrite(struct shmbus_sub *sub, uint64_t head,
 	sb_sub_find_oldest(ch, head, &start);
 	p = start;
 	for (int n = 0; n < 4 && p < head; n++, p += size) {
-		if (sb_ring_seq_at(ch, p, &seq)) {
-			sub->next_seq = seq;
-			sub->have_seq = true;
-			return start;
+		int64_t until = 0;
+
+		/* A record not committed yet is a claim in flight, which
+		 * holds a seq already, or will (the counter read before
+		 * head may be past it): its commit, or the repair of a dead
+		 * producer's claim, tells.  Waited for at most OLDEST_WAIT_NS;
+		 * a claim held open longer leaves no baseline. */
+		while (!(size = sb_ring_pad_at(ch, p, &type))) {
+			int64_t now;
+
+			if (sb_ring_seq_at(ch, p, &seq)) {
+				sub->next_seq = seq;
+				sub->have_seq = true;
+				return start;
+			}
+			now = sb_now_ns();
+			if (!until)
+				until = now + OLDEST_WAIT_NS;
+			if (now >= until || !sb_ring_holds(ch, p))
+				return start;
+			if (now + OLDEST_WAIT_NS - until < 20000)
+				cpu_relax();
+			else
+				usleep(200);
 		}
-		size = sb_ring_pad_at(ch, p, &type);
-		if (!size)
-			return start;
 	}
 	if (p == head) {
 		sub->next_seq = hseq;
@@ -275,7 +297,11 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	/* The sequence counter read before head is a lower bound of the seq
 	 * of the first message at head: the baseline for counting losses
 	 * should we be lapped before reading anything. */
-	seq = load_relaxed64(&ch->hdr->seq);	/* ordered by F1 */
+	/* A28: pairs with R28 (sp_claimed(), mp_claimed(), sb_apply()):
+	 * head is read after seq, not before (on a weakly ordered CPU,
+	 * relaxed loads could be, and a seq counting claims past head would
+	 * make the baseline too high: a loss counted short). */
+	seq = load_acquire64(&ch->hdr->seq);
 	head = load_relaxed64(&ch->hdr->head);
 	if (attr->start == SHMBUS_START_NEWEST) {
 		start = head;
@@ -338,8 +364,9 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 	fence_seqcst();
 	if (being_cut(ch, s))
 		return -EAGAIN;
-	/* As in shmbus_sub_open(): a lower bound of the seq at head. */
-	*seq = load_relaxed64(&ch->hdr->seq);
+	/* As in shmbus_sub_open(): a lower bound of the seq at head.  A28:
+	 * pairs with R28 (sp_claimed(), mp_claimed(), sb_apply()). */
+	*seq = load_acquire64(&ch->hdr->seq);
 	head = load_relaxed64(&ch->hdr->head);
 	if (start == SHMBUS_START_NEWEST)
 		at = head;

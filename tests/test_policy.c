@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
@@ -448,6 +449,65 @@ Test(policy, oldest_on_an_empty_ring_lapped_before_the_first_read_sp)
 Test(policy, oldest_on_an_empty_ring_lapped_before_the_first_read_mp)
 {
 	oldest_on_an_empty_ring_lapped_first(SHMBUS_MULTI_PRODUCER);
+}
+
+static void *commit_later(void *arg)
+{
+	usleep(10000);
+	cr_assert_eq(shmbus_commit(arg), 0);
+	return NULL;
+}
+
+/* The same, with the first message's claim in flight while the
+ * subscriber opens (its seq taken, not yet committed): the open waits for
+ * the commit, which gives the baseline (it had none, and a lap before the
+ * first read counted no loss). */
+static void oldest_with_a_claim_in_flight_lapped_first(
+	enum shmbus_producers prod)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE, prod);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	struct shmbus_sub_attr sa;
+	uint64_t st[3] = { 0 }, n = 1;
+	uint8_t msg[100];
+	shmbus_sub *sub;
+	pthread_t t;
+	void *buf;
+
+	cr_assert(pub);
+	cr_assert_eq(shmbus_claim(pub, sizeof(msg), &buf), 0);
+	th_msg_fill(buf, sizeof(msg), 0, 0);
+	cr_assert_eq(pthread_create(&t, NULL, commit_later, pub), 0);
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	pthread_join(t, NULL);
+	for (; n < 200; n++) {
+		th_msg_fill(msg, sizeof(msg), 0, n);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	while (shmbus_poll(sub, collect, st, 0) > 0)
+		;
+	cr_assert_eq(st[2], n - 1, "up to the newest");
+	cr_assert_eq(st[0] + st[1], n, "delivered %lu + lost %lu, of %lu",
+		     (unsigned long)st[0], (unsigned long)st[1],
+		     (unsigned long)n);
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+Test(policy, oldest_with_a_claim_in_flight_lapped_before_the_first_read_sp)
+{
+	oldest_with_a_claim_in_flight_lapped_first(SHMBUS_SINGLE_PRODUCER);
+}
+
+Test(policy, oldest_with_a_claim_in_flight_lapped_before_the_first_read_mp)
+{
+	oldest_with_a_claim_in_flight_lapped_first(SHMBUS_MULTI_PRODUCER);
 }
 
 /*
