@@ -503,6 +503,19 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		rcu_read_unlock();
 		return deny(-EBADMSG, DAMAGED, req->name);
 	}
+	/* A standby's replicated ring takes no publisher: the library would
+	 * refuse the handle (EROFS), and the data file must not reach a
+	 * process writable there at all (what it wrote by hand would be
+	 * taken for the primary's).  A re-attach (a publisher of this
+	 * host's time as primary, after a daemon restart) only says it is
+	 * there.  No edge: a promotion meanwhile makes this a refusal the
+	 * client tries again. */
+	if (!attach && req->role == SHMBUS_CTL_ROLE_PUB &&
+	    SHMBUS_FENCE_STATE(sb_fence_get(c->ch)) == SHMBUS_FENCE_STANDBY) {
+		rcu_read_unlock();
+		return deny(-EROFS, "channel '%s' is a standby's replica here: "
+			    "publish on the primary", req->name);
+	}
 	r = rcu_dereference(c->rules);
 	ok = privileged(cl) ||
 	     sbd_rule_allows(req->role == SHMBUS_CTL_ROLE_PUB ? &r->pub

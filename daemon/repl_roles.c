@@ -104,8 +104,9 @@ static int become_primary(uint64_t floor, bool force, bool handed, char *out,
 		if (sb_apply_recover(repl.ch[i].ch) == UINT64_MAX ||
 		    rp_ring_moved(&repl.ch[i])) {
 			snprintf(out, n, "%s: the ring is damaged (its head, "
-				 "or a record below it); still standby",
-				 repl.ch[i].name);
+				 "a record below it, or records past what this "
+				 "host applied: see the log); still standby, "
+				 "whatever --force says", repl.ch[i].name);
 			rc2 = -EBADMSG;
 		}
 	if (rc2) {

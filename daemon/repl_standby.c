@@ -268,6 +268,10 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		return;
 	}
 	end = sb_ring_head(rc->ch);
+	/* Below where it applied: a single producer's claim taken back over
+	 * the linker's (design.md §4); the primary ships again from here. */
+	if (rc->wrote_known)
+		rc->wrote = end;
 	snprintf(hello.bus, sizeof(hello.bus), "%s", sbd.conf.bus);
 	snprintf(hello.channel, sizeof(hello.channel), "%s", rc->name);
 	hello.layout_version = SHMBUS_LAYOUT_VERSION;
@@ -441,13 +445,19 @@ static bool settle(struct rchan *rc)
 	}
 	/* A linker started again (a promotion refused) finds the ring
 	 * where the last one left it, or records were written there by
-	 * hand meanwhile. */
-	if (rp_ring_moved(rc)) {
-		sbd_log(SBD_ERR, 0, "%s: the ring is damaged: its head is at %"
-			PRIu64 ", past the %" PRIu64 " this standby applied "
-			"(records written by a process that maps the ring); "
-			"not replicating it", rc->name, end, rc->wrote);
-		return false;
+	 * hand meanwhile: it waits (a head past it for an instant is a
+	 * single producer's claim about to be taken back, design.md §4). */
+	for (bool told = false; rp_ring_moved(rc);) {
+		if (!told)
+			sbd_log(SBD_ERR, 0, "%s: the ring is damaged: its head "
+				"is at %" PRIu64 ", past the %" PRIu64 " this "
+				"standby applied (records written by a process "
+				"that maps the ring); not replicating it",
+				rc->name, sb_ring_head(rc->ch), rc->wrote);
+		told = true;
+		nap(rc, 500);
+		if (stopped(rc))
+			return false;
 	}
 	/* The watermark stays where the peer earned it: records this host
 	 * wrote as a primary and the peer never acknowledged (a forced
@@ -462,7 +472,12 @@ static bool settle(struct rchan *rc)
 
 bool rp_ring_moved(struct rchan *rc)
 {
-	return rc->wrote_known && sb_ring_head(rc->ch) != rc->wrote;
+	/* Only past: a head below is a single producer's claim taken back
+	 * over what the linker applied (design.md §4: a handle that passed
+	 * its first look at the fence before the ring changed hands stores
+	 * head, then sees the fence and takes its claim back to where it
+	 * was), which the primary ships again. */
+	return rc->wrote_known && sb_ring_head(rc->ch) > rc->wrote;
 }
 
 static void *linker_main(void *arg)

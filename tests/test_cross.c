@@ -49,11 +49,12 @@ static uint64_t forge_at_head(shmbus_channel *ch, uint8_t fill, uint32_t len)
 }
 
 /*
- * A process that may publish on the channel opens it on the standby (the
- * daemon hands it the data file writable: the fence, not the daemon,
- * refuses its claims) and writes a message there by hand.  The standby's
- * ring then holds a message the primary never had; a promotion must not
- * take it for one the primary shipped.
+ * A process that may publish on the channel asks to open it on the
+ * standby: the daemon refuses (EROFS), so that the data file never
+ * reaches it writable.  One that holds the files otherwise (the daemon's
+ * user, root) writes a message there by hand.  The standby's ring then
+ * holds a message the primary never had; a promotion must not take it
+ * for one the primary shipped.
  */
 Test(cross, a_record_written_on_a_standby_is_not_promoted)
 {
@@ -80,13 +81,15 @@ Test(cross, a_record_written_on_a_standby_is_not_promoted)
 	shmbus_disconnect(pbus);
 	/* The primary's host is gone. */
 	host_kill(&A, SIGKILL);
-	/* On the standby: open to publish, refused by the library, but the
-	 * data file is writable. */
-	bch = host_open(&B, &bbus, "sp", SHMBUS_ROLE_PUBLISH);
-	if (!bch) {
-		cr_assert_eq(errno, EROFS, "open: %s", strerror(errno));
-		return;		/* refused at the door: nothing to forge */
-	}
+	/* On the standby: an open to publish is refused at the door; the
+	 * files, mapped directly, refuse a publisher in the library, but
+	 * their data file is writable. */
+	cr_assert_null(host_open(&B, &bbus, "sp", SHMBUS_ROLE_PUBLISH));
+	cr_assert_eq(errno, EROFS, "open: %s", strerror(errno));
+	shmbus_disconnect(bbus);
+	bbus = NULL;
+	bch = host_map(&B, "sp");
+	cr_assert(bch, "%s", strerror(errno));
 	errno = 0;
 	cr_assert_null(shmbus_pub_open(bch, NULL));
 	cr_assert_eq(errno, EROFS);
@@ -481,4 +484,73 @@ Test(cross, a_sync_waiter_right_after_a_switchover_is_not_degraded)
 		from = to;
 		to = to == &A ? &B : &A;
 	}
+}
+
+/*
+ * A single producer's claim taken back after the fence closed (design.md
+ * §4): a handle of the old primary's, preempted between its look at the
+ * fence and its store of head, stores head past the end the linker
+ * applied, sees the fence, and takes head back to its stale start, below
+ * that end (made here with the same two stores).  The standby links again
+ * at that head and the primary ships the rest again: it heals, and is not
+ * taken for a ring written by hand (that stopped its replication for
+ * good, and refused every promotion).
+ */
+Test(cross, a_producers_claim_taken_back_on_a_standby_heals)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch, *ach;
+	shmbus_pub *pub;
+	uint64_t p, q, cur;
+	uint8_t msg[64];
+
+	pair_setup(CHANS, "sync_timeout_ms = 2000\n");
+	memset(msg, 'A', sizeof(msg));
+	ch = host_open(&A, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	p = pair_wait_caught_up("sp", 0, 5000);
+	switchover(&A);
+	/* The new primary B publishes; A, its standby, applies it. */
+	ch = host_open(&B, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub, "%s", strerror(errno));
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
+	ach = host_map(&A, "sp");
+	cr_assert(ach, "%s", strerror(errno));
+	for (int i = 0; i < 200 && sb_ring_head(ach) == p; i++)
+		usleep(10000);
+	cr_assert_gt(sb_ring_head(ach), p);
+	/* The stale producer: head = p + its record (a plain store), then
+	 * its look finds the fence changed: head CASed back to p. */
+	q = p + rec_size(sizeof(msg));
+	__atomic_store_n(&ach->hdr->head, q, __ATOMIC_RELAXED);
+	cur = q;
+	__atomic_compare_exchange_n(&ach->hdr->head, &cur, p, false,
+				    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	/* More from the new primary, waited for at applied. */
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(pub, 8000000000LL), 0, "the old "
+		     "primary, its standby, no longer links");
+	for (int i = 0; i < 300 && sb_ring_head(ach) != sb_ring_head(ch); i++)
+		usleep(10000);
+	cr_assert_eq(sb_ring_head(ach), sb_ring_head(ch),
+		     "the standby ends at %llu, the primary at %llu",
+		     (unsigned long long)sb_ring_head(ach),
+		     (unsigned long long)sb_ring_head(ch));
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	shmbus_channel_close(ach);
 }
