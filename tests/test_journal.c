@@ -1292,3 +1292,84 @@ Test(journal, a_replay_inside_a_record_past_the_journal_is_refused)
 	shmbus_channel_close(rch);
 	close_pub(bus, ch, p);
 }
+
+/* The same config started twice, the second daemon given its own shm_dir
+ * and socket (-d, -S: as the tests and `make demo` run it): neither the
+ * socket's lock nor shm_dir's catches it, and both would write
+ * journal_dir/j.  The second must leave the first's journal alone: the
+ * first daemon's messages replay intact, whatever the second's producer
+ * publishes meanwhile. */
+Test(journal, a_second_daemon_on_the_same_journal_dir_does_not_write_it)
+{
+	char bdir[128], bsock[128], blog[128];
+	shmbus_channel *ch, *bch;
+	shmbus_bus *bus, *bbus = NULL;
+	shmbus_pub *p, *bp;
+	uint8_t buf[2048];
+	pid_t b;
+
+	conf_with("journal_segment = 1M\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 500);
+	wait_written(ch, 10);
+
+	snprintf(bdir, sizeof(bdir), "%s/b", d.dir);
+	snprintf(bsock, sizeof(bsock), "%s/b.sock", d.dir);
+	snprintf(blog, sizeof(blog), "%s/b.log", d.dir);
+	b = fork();
+	cr_assert(b >= 0);
+	if (b == 0) {
+		int fd = open(blog, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+		dup2(fd, 1);
+		dup2(fd, 2);
+		execl(shmbusd_path(), "shmbusd", "-c", d.conf, "-d", bdir,
+		      "-S", bsock, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 500 && !bbus; i++) {
+		bbus = shmbus_connect(bsock);
+		if (!bbus) {
+			cr_assert_eq(waitpid(b, NULL, WNOHANG), 0,
+				     "the second daemon exited (see %s)", blog);
+			usleep(10000);
+		}
+	}
+	cr_assert(bbus, "the second daemon did not come up (see %s)", blog);
+	publish_range(p, 500, 500);
+	wait_written(ch, 10);
+	/* Its producer publishes other messages (producer id 2). */
+	bch = shmbus_bus_open(bbus, "j", SHMBUS_ROLE_PUBLISH);
+	cr_assert(bch, "open on the second daemon: %s", strerror(errno));
+	bp = shmbus_pub_open(bch, NULL);
+	cr_assert(bp);
+	for (uint64_t i = 0; i < 500; i++) {
+		th_msg_fill(buf, len_of(i + 7), 2, i);
+		while (shmbus_publish(bp, buf, len_of(i + 7)) == -EAGAIN)
+			sched_yield();
+	}
+	usleep(300000);		/* its journal, if it writes one, has it */
+
+	/* Every one of the first daemon's messages, from its journal (the
+	 * ring holds only the last 64 KiB of the ~300 KiB). */
+	replay_check(ch, 0, 0, 1000);
+
+	shmbus_pub_close(bp);
+	{
+		char text[1 << 15] = "";
+		FILE *f = fopen(blog, "r");
+		size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+
+		if (f)
+			fclose(f);
+		text[n] = 0;
+		cr_assert(strstr(text, "is written by another shmbusd"),
+			  "the second daemon says why it does not journal");
+	}
+	shmbus_channel_close(bch);
+	shmbus_disconnect(bbus);
+	kill(b, SIGTERM);
+	th_wait(b);
+	close_pub(bus, ch, p);
+}
