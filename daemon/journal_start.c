@@ -422,6 +422,24 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (j->dfd < 0)
 		return -errno;
+	/* One writer per journal: another daemon of the same config (run
+	 * with its own -d and -S, which its socket's and shm_dir's locks do
+	 * not catch) or of another bus with this journal_dir would write
+	 * its own ring's records at the same positions.  Held on the
+	 * directory until free_one() closes it; a daemon killed a moment
+	 * ago lets go as its descriptors close. */
+	for (int i = 0; i < 20 && flock(j->dfd, LOCK_EX | LOCK_NB) &&
+			errno == EWOULDBLOCK; i++)
+		usleep(10000);
+	if (flock(j->dfd, LOCK_EX | LOCK_NB)) {
+		rc = -errno;
+		sbd_log(SBD_ERR, rc == -EWOULDBLOCK ? 0 : -rc,
+			"%s: journal: %s is written by another shmbusd (its "
+			"lock is held); the journal is not written", j->name,
+			j->dir);
+		j->said = true;
+		return rc;
+	}
 	jnl_own(j, j->dfd);
 	fchmod(j->dfd, j->fmode | ((j->fmode & 0444) >> 2));
 	j->buf_cap = CHUNK;
