@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon_fixture.h"
@@ -93,4 +94,90 @@ Test(dirs, a_shm_dir_writable_by_others_or_a_link_is_refused,
 	kill(d.pid, SIGTERM);
 	cr_assert_eq(th_wait(d.pid), 0);
 	d.pid = 0;
+}
+
+/* A config with a replicated channel whose state_dir is `state`; runs the
+ * daemon (a primary without its peer, which starts alone) and returns
+ * its exit code, or -1 if it started (it is then stopped). */
+static int run_with_state_dir(const char *state)
+{
+	char body[1024], key[160];
+	FILE *f;
+	pid_t pid;
+
+	snprintf(key, sizeof(key), "%s/key", d.dir);
+	f = fopen(key, "w");
+	cr_assert(f);
+	fprintf(f, "0123456789abcdef0123456789abcdef\n");
+	fclose(f);
+	chmod(key, 0600);
+	snprintf(body, sizeof(body), "[replication]\nrole = primary\n"
+		 "listen = 127.0.0.1:%d\npeer = 127.0.0.1:%d\nkey_file = %s\n"
+		 "state_dir = %s\n[channel ch]\ncapacity = 8K\n"
+		 "replicate = local\n", 20000 + getpid() % 20000,
+		 20001 + getpid() % 20000, key, state);
+	write_conf(body);
+	pid = spawn_daemon();
+	for (int i = 0; i < 100; i++) {
+		int st;
+		shmbus_bus *b;
+
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+		b = shmbus_connect(d.sock);
+		if (b) {
+			shmbus_disconnect(b);
+			break;
+		}
+		usleep(20000);
+	}
+	kill(pid, SIGTERM);
+	th_wait(pid);
+	return -1;
+}
+
+/* state_dir holds what a host must never lose or take from someone else
+ * (its epoch history, its id, its rings' identities): a symbolic link
+ * put there in place of the history is not written through (the daemon
+ * appended its epoch line to whatever file it named, creating it if
+ * needed), and a state_dir another user owns or may write to, where
+ * anyone could put such a link, is refused like a shm_dir. */
+Test(dirs, a_state_dir_link_is_not_written_through, .init = prepare,
+     .fini = cleanup, .timeout = 30)
+{
+	char state[128], target[160], link[192];
+
+	snprintf(state, sizeof(state), "%s/state", d.dir);
+	cr_assert_eq(mkdir(state, 0700), 0);
+	snprintf(target, sizeof(target), "%s/elsewhere", d.dir);
+	snprintf(link, sizeof(link), "%s/epochs", state);
+	cr_assert_eq(symlink(target, link), 0);
+	cr_assert_geq(run_with_state_dir(state), 1,
+		      "served with state_dir/epochs a symbolic link");
+	cr_assert_neq(access(target, F_OK), 0,
+		      "the history was written through the link");
+	cr_assert(log_has("epochs"), "no line names the history");
+}
+
+Test(dirs, a_state_dir_of_another_user_or_writable_by_others_is_refused,
+     .init = prepare, .fini = cleanup, .timeout = 30)
+{
+	char state[128];
+
+	snprintf(state, sizeof(state), "%s/open", d.dir);
+	cr_assert_eq(mkdir(state, 0700), 0);
+	cr_assert_eq(chmod(state, 0777), 0);
+	cr_assert_geq(run_with_state_dir(state), 1,
+		      "served a state_dir anyone may write to");
+	cr_assert(log_has("writable by other users"));
+	if (geteuid() == 0) {
+		cr_assert_eq(chmod(state, 0700), 0);
+		cr_assert_eq(chown(state, 65534, 65534), 0);
+		cr_assert_geq(run_with_state_dir(state), 1,
+			      "served a state_dir of another user");
+		cr_assert(log_has("owned by another user"));
+		cr_assert_eq(chown(state, 0, 0), 0);
+	}
+	/* As it should be: served. */
+	cr_assert_eq(run_with_state_dir(state), -1, "see %s", d.log);
 }
