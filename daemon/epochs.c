@@ -170,10 +170,21 @@ int rp_hist_load(const char *dir, char *why, size_t wn)
 		snprintf(why, wn, "state_dir %s: %s", dir, strerror(errno));
 		return -1;
 	}
+	/* Held to shm_dir's rule (no link, no other user's directory): one
+	 * that another user could write to would let them put a link here
+	 * in place of the history, the host id or the rings' record. */
+	if (sbd_dir_is_ours(dir) < 0) {
+		snprintf(why, wn, "state_dir %s: refused (see above)", dir);
+		return -1;
+	}
 	snprintf(path, sizeof(path), "%s/epochs", dir);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_APPEND, 0600);
-	if (fd < 0 || fstat(fd, &st)) {
-		snprintf(why, wn, "%s: %s", path, strerror(errno));
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_APPEND | O_NOFOLLOW |
+		  O_NONBLOCK, 0600);
+	if (fd < 0 || fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		snprintf(why, wn, "%s: %s", path, fd < 0 && errno == ELOOP ?
+			 "a symbolic link, not followed" : fd >= 0 &&
+			 !S_ISREG(st.st_mode) ? "not a regular file" :
+			 strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return -1;

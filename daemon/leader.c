@@ -567,7 +567,15 @@ static int host_id(char *out, size_t n)
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/host-id", sbd.conf.repl.state_dir);
-	f = fopen(path, "r");
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (fd >= 0 && !f)
+		close(fd);
+	if (!f && fd < 0 && errno != ENOENT) {
+		sbd_log(SBD_ERR, errno, "arbiter: %s%s", path, errno == ELOOP ?
+			" is a symbolic link, not followed" : "");
+		return -errno;
+	}
 	if (f) {
 		size_t k = fread(buf, 1, sizeof(buf) - 1, f);
 		/* Exactly as written below: 16 lower-case hex digits. */
@@ -601,9 +609,16 @@ static int host_id(char *out, size_t n)
 	if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id) || !id)
 		return -EIO;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	f = fopen(tmp, "w");
-	if (!f)
-		return -errno;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		  0600);
+	f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (!f) {
+		int err = errno;
+
+		if (fd >= 0)
+			close(fd);
+		return -err;
+	}
 	fprintf(f, "%016" PRIx64 "\n", id);
 	if (fflush(f) || fsync(fileno(f))) {
 		fclose(f);

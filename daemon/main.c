@@ -115,7 +115,7 @@ static int mkdirs(const char *path, mode_t mode, char *created)
  * /dev/shm/shmbus-NAME first) could hold their channel files or swap
  * ours.  Returns 0, or -1 with a log line naming the directory.
  */
-static int dir_is_ours(const char *path)
+int sbd_dir_is_ours(const char *path)
 {
 	char buf[PATH_MAX];
 	uid_t me = geteuid();
@@ -219,7 +219,7 @@ static int take_lock(void)
 			sbd_log(SBD_ERR, errno, "%s", dir);
 			return -1;
 		}
-		if (dir_is_ours(dir) < 0)
+		if (sbd_dir_is_ours(dir) < 0)
 			return -1;
 	}
 	snprintf(path, sizeof(path), "%s.lock", sbd.conf.socket);
@@ -510,7 +510,7 @@ int main(int argc, char **argv)
 		sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
 		goto out;
 	}
-	if (dir_is_ours(sbd.conf.shm_dir) < 0)
+	if (sbd_dir_is_ours(sbd.conf.shm_dir) < 0)
 		goto out;
 	dir_fd = lock_shm_dir();
 	if (dir_fd < 0)

@@ -112,10 +112,19 @@ bool rp_rings_check(void)
 	rings_paths(ids, lost, sizeof(ids));
 	if (access(lost, F_OK) == 0)
 		return true;
-	f = fopen(ids, "r");
-	if (!f)
+	{
+		int fd = open(ids, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
+			      O_NONBLOCK);
+
+		f = fd >= 0 ? fdopen(fd, "r") : NULL;
+		if (!f && fd >= 0)
+			close(fd);
+	}
+	if (!f && errno == ENOENT)
 		return false;	/* never recorded: a new pair */
-	while (fgets(line, sizeof(line), f)) {
+	if (!f)
+		damaged = true;	/* a link, unreadable: cannot vouch */
+	while (f && fgets(line, sizeof(line), f)) {
 		lineno++;
 		/* A NUL byte ends the string before its newline: refused
 		 * like any line that is not as written. */
@@ -127,7 +136,8 @@ bool rp_rings_check(void)
 			if (!strcmp(repl.ch[i].name, name))
 				gone |= sb_ring_id(repl.ch[i].ch) != id;
 	}
-	fclose(f);
+	if (f)
+		fclose(f);
 	if (damaged)
 		sbd_log(SBD_ERR, 0, "replication: %s:%d is damaged: this "
 			"host cannot tell whether its rings are the ones it "
@@ -135,7 +145,8 @@ bool rp_rings_check(void)
 			"from the peer before this host may become primary)",
 			ids, lineno);
 	if (gone || damaged) {
-		int fd = open(lost, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		int fd = open(lost, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+			      0600);
 
 		if (fd >= 0) {
 			fsync(fd);
@@ -152,9 +163,17 @@ void rp_rings_record(void)
 
 	rings_paths(ids, lost, sizeof(ids));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", ids);
-	f = fopen(tmp, "w");
-	if (!f)
-		return;
+	{
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+			      O_NOFOLLOW, 0600);
+
+		f = fd >= 0 ? fdopen(fd, "w") : NULL;
+		if (!f) {
+			if (fd >= 0)
+				close(fd);
+			return;
+		}
+	}
 	for (size_t i = 0; i < repl.n; i++)
 		fprintf(f, "%s %llx\n", repl.ch[i].name,
 			(unsigned long long)sb_ring_id(repl.ch[i].ch));

@@ -43,6 +43,10 @@ void sbd_log_setup(int level, bool syslog);
 void sbd_log(int level, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int sbd_log_level_parse(const char *s);
+/* Whether path and every level above it is a real directory of root or
+ * the daemon's user that no other user may write to (but for a root-owned
+ * sticky one): 0, or -1 logged with the level and why (main.c). */
+int sbd_dir_is_ours(const char *path);
 
 /* The calling thread is named `name` (15 characters at most); a hot one
  * (it moves records) runs on [replication] cpus if the config gives
