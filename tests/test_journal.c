@@ -1373,3 +1373,67 @@ Test(journal, a_second_daemon_on_the_same_journal_dir_does_not_write_it)
 	th_wait(b);
 	close_pub(bus, ch, p);
 }
+
+/* A configured channel that journals and acknowledges persisted, deleted
+ * with shmbusctl and made again under its name at run time: the daemon
+ * cannot start a journal at run time, so a ring made then is journaled by
+ * nobody.  Its shmbus_pub_sync() answered 0 at once (acknowledged, while
+ * nothing reached the journal, and nothing was logged), and at the next
+ * restart that ring, behind its journal, stopped the journal for good
+ * ("positions would repeat").  Whatever the daemon does with such a
+ * create, nothing is acknowledged as persisted that the journal lacks,
+ * and after a restart the channel journals again. */
+Test(journal, a_journaled_channel_deleted_and_made_again_keeps_its_journal)
+{
+	struct shmbus_channel_attr a;
+	struct sb_jnl_view v;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	int rc;
+
+	conf_with("acknowledge = persisted\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 100);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000LL), 0);
+	close_pub(bus, ch, p);
+
+	bus = shmbus_connect(d.sock);
+	cr_assert(bus);
+	cr_assert_eq(shmbus_bus_delete(bus, "j"), 0);
+	shmbus_channel_attr_init(&a);
+	a.capacity = 64 << 10;
+	a.max_msg = 2048;
+	rc = shmbus_bus_create(bus, "j", &a);
+	if (rc == 0) {
+		ch = shmbus_bus_open(bus, "j", SHMBUS_ROLE_PUBLISH);
+		cr_assert(ch);
+		p = shmbus_pub_open(ch, NULL);
+		cr_assert(p);
+		publish_range(p, 100, 10);
+		rc = shmbus_pub_sync(p, 1000000000LL);
+		sb_jnl_read(ch, &v);
+		cr_assert(rc != 0 || ((v.state & SHMBUS_JNL_ON) &&
+				      v.persisted >= th_head(ch)),
+			  "pub_sync acknowledged as persisted what no journal "
+			  "holds (journal state %#x, persisted %lu, head %lu)",
+			  v.state, (unsigned long)v.persisted,
+			  (unsigned long)th_head(ch));
+		shmbus_pub_close(p);
+		shmbus_channel_close(ch);
+	}
+	shmbus_disconnect(bus);
+
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	sb_jnl_read(ch, &v);
+	cr_assert(v.state & SHMBUS_JNL_ON, "no journal after the restart "
+		  "(state %#x)", v.state);
+	publish_range(p, 0, 10);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000LL), 0);
+	close_pub(bus, ch, p);
+}
