@@ -523,13 +523,27 @@ int sbd_reload(void)
 	}
 	sbd_log_setup(sbd.opt_verbose ? SBD_DEBUG : nc.log_level,
 		      sbd.opt_syslog || nc.syslog);
-	for (size_t i = 0; i < nc.nchans; i++)
+	for (size_t i = 0; i < nc.nchans; i++) {
+		bool here;
+
+		rcu_read_lock();
+		here = sbd_chan_find(nc.chans[i].name) != NULL;
+		rcu_read_unlock();
+		/* As shmbusctl create (control.c): a journal starts only
+		 * with the daemon. */
+		if (!here && nc.chans[i].jnl.on) {
+			sbd_log(SBD_WARN, 0, "reload: %s: journaled, so made "
+				"at the next restart, with its journal",
+				nc.chans[i].name);
+			continue;
+		}
 		if (sbd_channel_setup(&nc.chans[i], true)) {
 			partial = true;
 			sbd_log(SBD_ERR, 0, "reload: %s: not set up (above); "
 				"the rest of the config is applied",
 				nc.chans[i].name);
 		}
+	}
 	rcu_read_lock();
 	cds_lfht_for_each_entry(sbd_chans(), &it, c, node) {
 		bool found = false;

@@ -593,6 +593,16 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	rcu_read_unlock();
 	if (rc)
 		return deny(rc, "channel '%s' exists", q->name);
+	/* A journal starts only with the daemon: a ring made now would be
+	 * journaled by nobody (its pub_sync() acknowledging at once what no
+	 * journal holds), and at the next start, used and behind its
+	 * journal, would stop the journal for good. */
+	for (size_t i = 0; i < sbd.conf.nchans; i++)
+		if (!strcmp(sbd.conf.chans[i].name, q->name) &&
+		    sbd.conf.chans[i].jnl.on)
+			return deny(-EBUSY, "'%s' is journaled by the config: "
+				    "the daemon makes it, with its journal, "
+				    "when it starts (restart it)", q->name);
 	rc = sbd_channel_create_file(q->name, &a, -1, -1, &ch);
 	if (rc == -EEXIST)
 		return deny(rc, "a file named '%s' is in %s (not a channel "
