@@ -1113,3 +1113,95 @@ Test(group, a_lease_of_another_member_is_refused_single_active)
 {
 	leases_of_others(SHMBUS_GROUP_SINGLE_ACTIVE);
 }
+
+/*
+ * Threads of one process that join a group not made yet, at once, each as
+ * its own member (shmbus.h: "members in one process are independent"):
+ * every join succeeds.  Each of them makes the group's file under the same
+ * temporary name (".PID.tmp": one per process, not per thread), so all
+ * but the first fail with EEXIST, which shmbus.h gives for another mode
+ * only.
+ */
+#define JOINERS 8
+
+struct joiner {
+	shmbus_channel *ch;
+	const char *group;
+	pthread_barrier_t *bar;
+	int k;
+	int err;
+	shmbus_group *m;
+};
+
+static void *join_at_once(void *arg)
+{
+	struct joiner *j = arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "t%d", j->k);
+	pthread_barrier_wait(j->bar);
+	j->m = shmbus_group_join(j->ch, j->group, name, NULL);
+	j->err = j->m ? 0 : errno;
+	return NULL;
+}
+
+Test(group, threads_of_one_process_join_a_new_group_at_once)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct joiner j[JOINERS];
+	pthread_t t[JOINERS];
+	pthread_barrier_t bar;
+	int failed = 0, first_err = 0;
+
+	for (int round = 0; round < 20; round++) {
+		char group[16];
+
+		snprintf(group, sizeof(group), "g%d", round);
+		pthread_barrier_init(&bar, NULL, JOINERS);
+		for (int k = 0; k < JOINERS; k++) {
+			j[k] = (struct joiner){ .ch = ch, .group = group,
+						.bar = &bar, .k = k };
+			cr_assert_eq(pthread_create(&t[k], NULL, join_at_once,
+						    &j[k]), 0);
+		}
+		for (int k = 0; k < JOINERS; k++) {
+			pthread_join(t[k], NULL);
+			if (j[k].err) {
+				failed++;
+				if (!first_err)
+					first_err = j[k].err;
+			}
+		}
+		pthread_barrier_destroy(&bar);
+		for (int k = 0; k < JOINERS; k++)
+			shmbus_group_leave(j[k].m);
+	}
+	cr_expect_eq(failed, 0, "%d joins of %d failed, the first with %s",
+		     failed, 20 * JOINERS, strerror(first_err));
+	shmbus_channel_close(ch);
+}
+
+/*
+ * A process that died while it made a group's file left its temporary
+ * file (docs/groups.md); a process given its pid later must still be able
+ * to make the group: the file is not another creator's at work (one
+ * process per pid), only a dead one's leftover.
+ */
+Test(group, a_leftover_temporary_file_of_a_reused_pid_does_not_stop_a_join)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	char tmp[512];
+	shmbus_group *m;
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), "%s/" SHMBUS_GROUP_FILE_FMT ".%d.tmp", dir,
+		 "ch", "g", (int)getpid());
+	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL, 0660);
+	cr_assert(fd >= 0, "%s: %s", tmp, strerror(errno));
+	close(fd);
+	m = shmbus_group_join(ch, "g", "m", NULL);
+	cr_expect(m, "join: %s", strerror(errno));
+	shmbus_group_leave(m);
+	unlink(tmp);
+	shmbus_channel_close(ch);
+}
