@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,11 @@ int sb_group_path(char *buf, size_t len, const char *dir, const char *chan,
 	n = snprintf(buf, len, "%s/" SHMBUS_GROUP_FILE_FMT, dir, chan, group);
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
+
+/* One maker of a group's file at a time in this process
+ * (sb_group_open_file()); a child after fork() makes it afresh
+ * (reset_lock_child()). */
+static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Fills a new group's file (all but its magic). */
 static void init_file(struct shmbus_group_hdr *g, size_t size,
@@ -97,10 +103,76 @@ static void init_file(struct shmbus_group_hdr *g, size_t size,
 }
 
 /*
+ * Makes the group's file at `path` through its temporary name `tmp`, and
+ * returns its descriptor; -EEXIST if another process linked its own in
+ * place first.  Called with create_lock held.
+ */
+static int make_file(struct shmbus_channel *ch, const char *path,
+		     const char *tmp, const char *group,
+		     const struct shmbus_group_attr *s)
+{
+	struct shmbus_group_hdr *g;
+	uint64_t start, seq;
+	uint32_t slot;
+	size_t size = file_size_for(s->window);
+	bool fresh;
+	int fd, rc;
+
+	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+		  0660);
+	/* Under create_lock no thread of ours is at work on it, and no
+	 * other process has our pid: a process that died making the group
+	 * left it (docs/groups.md), and its pid is ours now. */
+	if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+		fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC |
+			  O_NOFOLLOW, 0660);
+	if (fd < 0)
+		return -errno;
+	if (fchmod(fd, 0660) < 0 || posix_fallocate(fd, 0, (off_t)size)) {
+		rc = -ENOSPC;
+		goto drop;
+	}
+	g = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (g == MAP_FAILED) {
+		rc = -errno;
+		goto drop;
+	}
+	rc = sb_slot_take_group(ch, s->start, group, &slot, &start, &fresh,
+				&seq);
+	if (rc) {
+		munmap(g, size);
+		goto drop;
+	}
+	if (sb_group_create_hook)
+		sb_group_create_hook();
+	init_file(g, size, ch, group, s, slot, start, fresh);
+	g->start_seq = seq;
+	/* Release: the fields above before the magic that says they are
+	 * there (readers check it first, with acquire). */
+	/* R20: pairs with A20: the fields above before the magic. */
+	store_release64(&g->magic, SHMBUS_GROUP_MAGIC);
+	munmap(g, size);
+	if (link(tmp, path) < 0) {
+		rc = -errno;
+		sb_slot_release_group(ch, slot);
+		goto drop;
+	}
+	unlink(tmp);
+	sb_slot_group_made(ch, slot);
+	return fd;
+drop:
+	unlink(tmp);
+	close(fd);
+	return rc;
+}
+
+/*
  * Opens the group's file, creating it (and taking the channel's slot for
  * it) if it does not exist and `a` is given.  Returns a descriptor, or
  * -errno.  The file appears whole or not at all: it is written under a
- * temporary name and linked in place.
+ * temporary name and linked in place.  The temporary name is the
+ * process's (".PID.tmp": all that SHMBUS_GROUP_NAMES_MAX leaves room
+ * for), so this process's threads make files one at a time.
  */
 int sb_group_open_file(struct shmbus_channel *ch, const char *dir,
 		       const char *chan, const char *group,
@@ -108,11 +180,6 @@ int sb_group_open_file(struct shmbus_channel *ch, const char *dir,
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 32];
 	struct shmbus_group_attr s;
-	struct shmbus_group_hdr *g;
-	uint64_t start, seq;
-	uint32_t slot;
-	size_t size;
-	bool fresh;
 	int fd, rc;
 
 	rc = sb_group_path(path, sizeof(path), dir, chan, group);
@@ -126,52 +193,16 @@ int sb_group_open_file(struct shmbus_channel *ch, const char *dir,
 		return rc;
 	if (s.mode != SHMBUS_GROUP_SHARED && ch_overwrite(ch))
 		return -EINVAL;	/* ordered modes need a block channel */
-	size = file_size_for(s.window);
 	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
-	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-		  0660);
-	if (fd < 0)
-		return -errno;
-	if (fchmod(fd, 0660) < 0 || posix_fallocate(fd, 0, (off_t)size)) {
-		rc = -ENOSPC;
-		goto drop;
-	}
-	g = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	if (g == MAP_FAILED) {
-		rc = -errno;
-		goto drop;
-	}
-	rc = sb_slot_take_group(ch, s.start, group, &slot, &start, &fresh,
-				&seq);
-	if (rc) {
-		munmap(g, size);
-		goto drop;
-	}
-	if (sb_group_create_hook)
-		sb_group_create_hook();
-	init_file(g, size, ch, group, &s, slot, start, fresh);
-	g->start_seq = seq;
-	/* Release: the fields above before the magic that says they are
-	 * there (readers check it first, with acquire). */
-	/* R20: pairs with A20: the fields above before the magic. */
-	store_release64(&g->magic, SHMBUS_GROUP_MAGIC);
-	munmap(g, size);
-	if (link(tmp, path) < 0) {
-		rc = -errno;
-		sb_slot_release_group(ch, slot);
-		unlink(tmp);
-		close(fd);
-		if (rc == -EEXIST)	/* someone else made it first */
-			return sb_group_open_file(ch, dir, chan, group, NULL);
-		return rc;
-	}
-	unlink(tmp);
-	sb_slot_group_made(ch, slot);
+	pthread_mutex_lock(&create_lock);
+	/* Another thread of ours may have made it while we waited. */
+	fd = sb_open_file(path, O_RDWR);
+	if (fd == -ENOENT)
+		fd = make_file(ch, path, tmp, group, &s);
+	pthread_mutex_unlock(&create_lock);
+	if (fd == -EEXIST)	/* someone else made it first */
+		return sb_group_open_file(ch, dir, chan, group, NULL);
 	return fd;
-drop:
-	unlink(tmp);
-	close(fd);
-	return rc;
 }
 
 /*
@@ -246,6 +277,7 @@ static pthread_mutex_t reset_lock = PTHREAD_MUTEX_INITIALIZER;
 static void reset_lock_child(void)
 {
 	pthread_mutex_init(&reset_lock, NULL);
+	pthread_mutex_init(&create_lock, NULL);
 }
 
 static void register_atfork(void)
