@@ -532,3 +532,42 @@ Test(client, connect_bound_from_the_environment)
 		     "2: connected or another error, 3: not after 300 ms");
 	th_rmdir(dir);
 }
+
+/* shmbus_connect_timeout() with the longest bounds waits for the daemon,
+ * for ever in effect: the deadline, now + bound, must saturate, not
+ * overflow (signed overflow, which make sanitize's UBSan stops at). */
+static int longest_client(void *arg)
+{
+	static const int64_t bounds[] = { INT64_MAX, INT64_MAX - 1000000000 };
+	const char *sock = arg;
+	pid_t kids[2];
+
+	for (int i = 0; i < 2; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0) {
+			shmbus_bus *b = shmbus_connect_timeout(sock, bounds[i]);
+
+			_exit(b ? 2 : 3);	/* it must not return */
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		int st;
+
+		usleep(i ? 0 : 300000);
+		if (waitpid(kids[i], &st, WNOHANG) != 0)
+			return 1 + i;	/* gave up, or died */
+		kill(kids[i], SIGKILL);
+		waitpid(kids[i], &st, 0);
+	}
+	return 0;
+}
+
+Test(client, connect_with_the_longest_bound_waits)
+{
+	const char *dir = th_mkdir();
+	char sock[128];
+
+	snprintf(sock, sizeof(sock), "%s/nobody.sock", dir);
+	cr_expect_eq(th_wait(th_spawn(longest_client, sock)), 0);
+	th_rmdir(dir);
+}
