@@ -465,7 +465,7 @@ static int dial_wait(const char *path, int64_t wait_ns, struct dialing *n,
 		     uint16_t *verp)
 {
 	struct timespec nap = { .tv_nsec = DIAL_NAP_MIN_NS };
-	int64_t until = mono_ns() + wait_ns, left;
+	int64_t until = sb_after(mono_ns(), wait_ns), left;
 	bool absent;
 	int rc;
 
