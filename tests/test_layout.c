@@ -778,3 +778,67 @@ Test(layout, corrupt_slot_pid_is_not_alive, .init = setup, .fini = teardown)
 	shmbus_sub_close(s);
 	shmbus_channel_close(c);
 }
+
+/*
+ * A create that fails leaves no channel: with RLIMIT_AS just too small to
+ * map the control and the data file together (though each alone fits,
+ * which building them needs), shmbus_channel_create() says ENOMEM, yet
+ * it had linked the channel in place: a second create with
+ * SHMBUS_CREATE_EXCL then says EEXIST for a channel nobody made.  Every
+ * limit from a few pages short of the ring to a little past it is tried,
+ * each in a child of its own; each create must give a channel, or fail
+ * and leave the directory empty.
+ */
+static long vm_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	long pages = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &pages) != 1)
+			pages = -1;
+		fclose(f);
+	}
+	return pages * sysconf(_SC_PAGESIZE);
+}
+
+static int create_under_limit(void *arg)
+{
+	long extra = *(long *)arg;
+	struct shmbus_channel_attr a;
+	struct rlimit r;
+	shmbus_channel *c;
+	char cmd[256];
+
+	attr(&a, 64 << 20);
+	r.rlim_cur = r.rlim_max = (rlim_t)(vm_bytes() + (64 << 20) +
+					   extra * sysconf(_SC_PAGESIZE));
+	if (setrlimit(RLIMIT_AS, &r))
+		return 4;
+	c = shmbus_channel_create(dir, "ch", &a, SHMBUS_CREATE_EXCL);
+	if (c)
+		return 0;	/* no limit to test here: the files stay */
+	snprintf(cmd, sizeof(cmd), "test $(ls -A %s | wc -l) -eq 0", dir);
+	return system(cmd) == 0 ? 1 : 2;
+}
+
+Test(layout, a_create_that_fails_for_memory_leaves_no_channel, .init = setup,
+     .fini = teardown)
+{
+	int failed = 0, left = 0;
+
+	for (long extra = -16; extra <= 64; extra++) {
+		char cmd[256];
+		int rc = th_wait(th_spawn(create_under_limit, &extra));
+
+		cr_assert(rc <= 2, "child: %d", rc);
+		failed += rc != 0;
+		if (rc == 2)
+			left++;
+		snprintf(cmd, sizeof(cmd), "rm -f %s/ch %s/.ch.*", dir, dir);
+		cr_assert_eq(system(cmd), 0);
+	}
+	cr_assert_gt(failed, 0, "no limit made the create fail");
+	cr_expect_eq(left, 0, "%d of %d failed creates left the channel in place",
+		     left, failed);
+}
