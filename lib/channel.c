@@ -981,12 +981,20 @@ shmbus_channel_create(const char *dir, const char *name,
 		rc = fd;
 		goto drop_data;
 	}
+	/* Mapped (and its pages faulted in) before it is linked in place:
+	 * a create that fails for want of memory or address space leaves
+	 * no channel behind. */
+	ch = sb_channel_map_fds(fd, dfd, SB_MAP_RW, &rc);
+	if (!ch) {
+		unlink(tmp);
+		goto drop_data;
+	}
 	if (flags & SHMBUS_CREATE_REPLACE) {
 		old_id = data_id_at(path);
 		if (rename(tmp, path) < 0) {
 			rc = -errno;
 			unlink(tmp);
-			goto drop_data;
+			goto unmap;
 		}
 		/* Mappers of the old channel keep their memory. */
 		if (old_id && old_id != id &&
@@ -1002,21 +1010,29 @@ shmbus_channel_create(const char *dir, const char *name,
 			rc = -errno;
 			if (rc != -EEXIST) {
 				unlink(tmp);
-				goto drop_data;
+				goto unmap;
 			}
+			/* Ours unmapped first: the room for the winner's. */
+			shmbus_channel_close(ch);
 			ch = adopt_existing(dir, name, attr, flags, &rc);
 			if (ch || rc != -ENOENT || tries == 8) {
 				unlink(tmp);
 				unlink(dpath);
 				goto out;
 			}
+			ch = sb_channel_map_fds(fd, dfd, SB_MAP_RW, &rc);
+			if (!ch) {
+				unlink(tmp);
+				goto drop_data;
+			}
 		}
 		unlink(tmp);
 	}
-	ch = sb_channel_map_fds(fd, dfd, SB_MAP_RW, &rc);
-	if (ch)
-		remember_place(ch, dir, name);
+	remember_place(ch, dir, name);
 	goto out;
+unmap:
+	shmbus_channel_close(ch);
+	ch = NULL;
 drop_data:
 	unlink(dpath);
 out:
