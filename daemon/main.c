@@ -105,54 +105,6 @@ static int mkdirs(const char *path, mode_t mode, char *created)
 	}
 }
 
-/*
- * Whether the daemon may keep its bus in directory `path`: it and every
- * directory above it is a real directory (no symbolic link), owned by
- * root or by the daemon's user, that no other user may write to, but for
- * a root-owned sticky directory such as /dev/shm or /tmp (where others may
- * not remove or rename what is ours).  A directory that another user made
- * or can change (in world-writable /dev/shm anyone could have made
- * /dev/shm/shmbus-NAME first) could hold their channel files or swap
- * ours.  Returns 0, or -1 with a log line naming the directory.
- */
-int sbd_dir_is_ours(const char *path)
-{
-	char buf[PATH_MAX];
-	uid_t me = geteuid();
-	size_t n = strlen(path);
-
-	if (path[0] != '/' || n >= sizeof(buf)) {
-		sbd_log(SBD_ERR, 0, "%s: not an absolute path", path);
-		return -1;
-	}
-	memcpy(buf, path, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		struct stat st;
-		bool sticky_root;
-
-		if (buf[i] != '/' && buf[i] != 0)
-			continue;
-		buf[i] = 0;
-		if (lstat(buf, &st) < 0) {
-			sbd_log(SBD_ERR, errno, "%s", buf);
-			return -1;
-		}
-		sticky_root = st.st_uid == 0 && (st.st_mode & S_ISVTX);
-		if (!S_ISDIR(st.st_mode) || (st.st_uid != 0 && st.st_uid != me) ||
-		    ((st.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_root)) {
-			sbd_log(SBD_ERR, 0, "%s: refused: %s", buf,
-				!S_ISDIR(st.st_mode) ? "not a directory (a "
-				"symbolic link?)" :
-				st.st_uid != 0 && st.st_uid != me ?
-				"owned by another user" :
-				"writable by other users");
-			return -1;
-		}
-		buf[i] = i < n ? '/' : 0;
-	}
-	return 0;
-}
-
 /* remove_on_exit: the shm_dir goes if this daemon made it and it is now
  * empty, and so do the empty levels above it that it made (up to
  * `created`).  rmdir() removes only an empty directory, so a foreign file,

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dirs.c - whose the daemon's directories may be (shm_dir, the socket's,
+ * state_dir): a rule main.c applies at start and epochs.c before it
+ * reads or writes the epoch history.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "shmbusd.h"
+
+/*
+ * Whether the daemon may keep its bus in directory `path`: it and every
+ * directory above it is a real directory (no symbolic link), owned by
+ * root or by the daemon's user, that no other user may write to, but for
+ * a root-owned sticky directory such as /dev/shm or /tmp (where others may
+ * not remove or rename what is ours).  A directory that another user made
+ * or can change (in world-writable /dev/shm anyone could have made
+ * /dev/shm/shmbus-NAME first) could hold their channel files or swap
+ * ours.  Returns 0, or -1 with a log line naming the directory.
+ */
+int sbd_dir_is_ours(const char *path)
+{
+	char buf[PATH_MAX];
+	uid_t me = geteuid();
+	size_t n = strlen(path);
+
+	if (path[0] != '/' || n >= sizeof(buf)) {
+		sbd_log(SBD_ERR, 0, "%s: not an absolute path", path);
+		return -1;
+	}
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		struct stat st;
+		bool sticky_root;
+
+		if (buf[i] != '/' && buf[i] != 0)
+			continue;
+		buf[i] = 0;
+		if (lstat(buf, &st) < 0) {
+			sbd_log(SBD_ERR, errno, "%s", buf);
+			return -1;
+		}
+		sticky_root = st.st_uid == 0 && (st.st_mode & S_ISVTX);
+		if (!S_ISDIR(st.st_mode) || (st.st_uid != 0 && st.st_uid != me) ||
+		    ((st.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_root)) {
+			sbd_log(SBD_ERR, 0, "%s: refused: %s", buf,
+				!S_ISDIR(st.st_mode) ? "not a directory (a "
+				"symbolic link?)" :
+				st.st_uid != 0 && st.st_uid != me ?
+				"owned by another user" :
+				"writable by other users");
+			return -1;
+		}
+		buf[i] = i < n ? '/' : 0;
+	}
+	return 0;
+}
