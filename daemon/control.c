@@ -503,19 +503,6 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		rcu_read_unlock();
 		return deny(-EBADMSG, DAMAGED, req->name);
 	}
-	/* A standby's replicated ring takes no publisher: the library would
-	 * refuse the handle (EROFS), and the data file must not reach a
-	 * process writable there at all (what it wrote by hand would be
-	 * taken for the primary's).  A re-attach (a publisher of this
-	 * host's time as primary, after a daemon restart) only says it is
-	 * there.  No edge: a promotion meanwhile makes this a refusal the
-	 * client tries again. */
-	if (!attach && req->role == SHMBUS_CTL_ROLE_PUB &&
-	    SHMBUS_FENCE_STATE(sb_fence_get(c->ch)) == SHMBUS_FENCE_STANDBY) {
-		rcu_read_unlock();
-		return deny(-EROFS, "channel '%s' is a standby's replica here: "
-			    "publish on the primary", req->name);
-	}
 	r = rcu_dereference(c->rules);
 	ok = privileged(cl) ||
 	     sbd_rule_allows(req->role == SHMBUS_CTL_ROLE_PUB ? &r->pub
@@ -532,6 +519,21 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		return deny(-EACCES, "uid %u may not %s on '%s': its %s "
 			      "rule names neither the uid nor its groups",
 			      (unsigned)cl->uid, role, req->name, role);
+	}
+	/* A standby's replicated ring (its fence STANDBY, or CUT while a
+	 * rejoin cuts it back) takes no publisher: the library would refuse
+	 * the handle (EROFS), and the data file must not reach a process
+	 * writable there at all (what it wrote by hand would be taken for
+	 * the primary's).  A re-attach (a publisher of this host's time as
+	 * primary, after a daemon restart) only says it is there.  No edge:
+	 * a promotion meanwhile makes this a refusal the client tries
+	 * again. */
+	if (!attach && req->role == SHMBUS_CTL_ROLE_PUB &&
+	    (SHMBUS_FENCE_STATE(sb_fence_get(c->ch)) == SHMBUS_FENCE_STANDBY ||
+	     SHMBUS_FENCE_STATE(sb_fence_get(c->ch)) == SHMBUS_FENCE_CUT)) {
+		rcu_read_unlock();
+		return deny(-EROFS, "channel '%s' is a standby's replica here: "
+			    "publish on the primary", req->name);
 	}
 	note_open(cl, req->name);
 	sbd_log(SBD_DEBUG, 0, "%s: pid %d %s to %s", req->name, (int)cl->pid,

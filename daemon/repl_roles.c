@@ -99,7 +99,12 @@ static int become_primary(uint64_t floor, bool force, bool handed, char *out,
 		}
 	}
 	/* Every ring's end before any is recorded (sb_apply_recover() is
-	 * idempotent: the loop below finds the same). */
+	 * idempotent: the loop below finds the same); first, a head that a
+	 * producer's claim taken back left below what the linker applied
+	 * returns there (its records are acknowledged). */
+	for (size_t i = 0; i < repl.n && !rc2; i++)
+		if (repl.ch[i].wrote_known)
+			sb_apply_reclaim(repl.ch[i].ch, repl.ch[i].wrote);
 	for (size_t i = 0; i < repl.n && !rc2; i++)
 		if (sb_apply_recover(repl.ch[i].ch) == UINT64_MAX ||
 		    rp_ring_moved(&repl.ch[i])) {

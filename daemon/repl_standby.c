@@ -255,6 +255,11 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 			"%s: primary %s: %s", rc->name, repl.t->peer(l), why);
 		return;
 	}
+	/* Past where it applied: a claim taken back wrote nothing there
+	 * (nor a producer that died in its claim), which the walk of the
+	 * committed records cuts back; records, it does not. */
+	if (rp_ring_moved(rc))
+		sb_apply_recover(rc->ch);
 	if (rp_ring_moved(rc)) {
 		/* Records this host never received: the primary would ship
 		 * from after them, and a promotion take them for its. */
@@ -267,9 +272,12 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		nap(rc, 500);
 		return;
 	}
-	end = sb_ring_head(rc->ch);
 	/* Below where it applied: a single producer's claim taken back over
-	 * the linker's (design.md §4); the primary ships again from here. */
+	 * the linker's (design.md §4), which wrote nothing: head returns
+	 * there, or, if the records below are not whole, the primary ships
+	 * again from head. */
+	end = rc->wrote_known ? sb_apply_reclaim(rc->ch, rc->wrote)
+			      : sb_ring_head(rc->ch);
 	if (rc->wrote_known)
 		rc->wrote = end;
 	snprintf(hello.bus, sizeof(hello.bus), "%s", sbd.conf.bus);
@@ -476,7 +484,7 @@ bool rp_ring_moved(struct rchan *rc)
 	 * over what the linker applied (design.md §4: a handle that passed
 	 * its first look at the fence before the ring changed hands stores
 	 * head, then sees the fence and takes its claim back to where it
-	 * was), which the primary ships again. */
+	 * was), which sb_apply_reclaim() undoes. */
 	return rc->wrote_known && sb_ring_head(rc->ch) > rc->wrote;
 }
 

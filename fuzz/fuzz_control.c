@@ -220,7 +220,9 @@ static bool status_ok(int32_t s)
 				     * being deleted */
 				    ESTALE, EPERM, EBUSY, EIDRM,
 				    /* a CREATE that the system refuses */
-				    EFBIG, ENOMEM, ENAMETOOLONG, EMFILE };
+				    EFBIG, ENOMEM, ENAMETOOLONG, EMFILE,
+				    /* OPEN to publish on a standby's ring */
+				    EROFS };
 
 	for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++)
 		if (s == -errs[i])

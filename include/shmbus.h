@@ -414,7 +414,11 @@ void shmbus_sub_attr_init(struct shmbus_sub_attr *attr);
  * will not overwrite what it has not read, so a subscriber that stops
  * reading eventually stops the producers: close it when done.
  * SHMBUS_START_OLDEST on a block channel starts at the slowest active
- * subscriber's position (what the channel guarantees to hold).
+ * subscriber's position (what the channel guarantees to hold); on an
+ * overwrite channel at the oldest record, and if that is a claim not
+ * committed yet, the open waits for its commit up to 50 ms (a claim this
+ * thread holds, or one held open longer, costs those 50 ms, and leaves
+ * no count of what a lap before the first read loses).
  * With SHMBUS_WAIT_SLEEP the open takes milliseconds (one kernel grace
  * period, membarrier(2)): from then on the channel's producers make the
  * wake check after each commit, which they skip on channels where no
@@ -760,7 +764,8 @@ enum shmbus_role {
  * ETIMEDOUT (a daemon that
  * does not answer for 5 s), EMFILE (this process has no free descriptor
  * for the channel's files: they were passed and dropped), EPROTO (a reply
- * that is not the protocol's), EBADMSG (a damaged channel).  Every
+ * that is not the protocol's), EBADMSG (a damaged channel), EROFS (to
+ * publish on a channel this host holds as a standby's replica).  Every
  * shmbus_bus_*() call
  * takes a NULL bus as ENOTCONN.  shmbus_bus_strerror() gives the daemon's
  * reason for a refusal.  Thread-safe.

@@ -452,6 +452,12 @@ int sb_apply(shmbus_pub *w, uint64_t pos, const uint8_t *buf, size_t len,
  * an apply cut short), or UINT64_MAX if head is corrupt or a committed
  * word below it is damaged (head is then left as it is). */
 uint64_t sb_apply_recover(shmbus_channel *ch);
+/* A standby's head found below `to`, the end its own agent applied: a
+ * single producer's claim taken back over the agent's head (design.md
+ * §4) moved it there, and wrote nothing.  If the records from head to
+ * `to` are whole, head returns to `to`.  The head after; by the agent's
+ * thread, or with it stopped. */
+uint64_t sb_apply_reclaim(shmbus_channel *ch, uint64_t to);
 /* The standby cannot be caught up from head: it goes on from pos (> head).
  * Readers at head are sent there, and count what they lost: GAP records
  * within a lap, else a lap. */

@@ -613,6 +613,23 @@ uint64_t sb_apply_recover(shmbus_channel *ch)
 	return end;
 }
 
+uint64_t sb_apply_reclaim(shmbus_channel *ch, uint64_t to)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	/* No edge: the agent is head's writer; a producer's claim taken
+	 * back stores nothing else. */
+	uint64_t head = load_relaxed64(&h->head);
+
+	if (head >= to || head % SHMBUS_REC_ALIGN || to % SHMBUS_REC_ALIGN ||
+	    to - head > ch->cap - SHMBUS_REC_ALIGN ||
+	    sb_committed_until(ch, head, to) != to)
+		return head;
+	store_relaxed64(&h->head, to);
+	/* R3: pairs with A3' in the subscriber's trusted(). */
+	store_release64(&h->handoff, to);
+	return to;
+}
+
 /* The longest padding record's length field. */
 #define PAD_MAX	((uint64_t)SHMBUS_LEN_MASK & ~(uint64_t)(SHMBUS_REC_ALIGN - 1))
 

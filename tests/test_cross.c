@@ -554,3 +554,66 @@ Test(cross, a_producers_claim_taken_back_on_a_standby_heals)
 	shmbus_disconnect(bus);
 	shmbus_channel_close(ach);
 }
+
+/*
+ * The same claim taken back, then the primary's host dies before it
+ * ships anything more, and the old primary is promoted: the records its
+ * linker applied above the producer's stale start were acknowledged (at
+ * `applied`), and the new primary's ring holds them (a promotion made at
+ * the head the take-back left dropped them, and a subscriber caught up
+ * there waited for ever inside a record of the new primary's).
+ */
+Test(cross, a_claim_taken_back_then_a_promotion_keeps_what_was_applied)
+{
+	struct shmbus_ctl_repl_reply r;
+	shmbus_bus *bus;
+	shmbus_channel *ch, *ach;
+	shmbus_pub *pub;
+	uint64_t p, q, cur, applied;
+	uint8_t msg[64];
+	int rc;
+
+	pair_setup(CHANS, "sync_timeout_ms = 2000\n");
+	memset(msg, 'A', sizeof(msg));
+	ch = host_open(&A, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	p = pair_wait_caught_up("sp", 0, 5000);
+	switchover(&A);
+	ch = host_open(&B, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub, "%s", strerror(errno));
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
+	applied = sb_ring_head(ch);
+	ach = host_map(&A, "sp");
+	cr_assert(ach, "%s", strerror(errno));
+	for (int i = 0; i < 200 && sb_ring_head(ach) != applied; i++)
+		usleep(10000);
+	cr_assert_eq(sb_ring_head(ach), applied);
+	q = p + rec_size(sizeof(msg));
+	__atomic_store_n(&ach->hdr->head, q, __ATOMIC_RELAXED);
+	cur = q;
+	__atomic_compare_exchange_n(&ach->hdr->head, &cur, p, false,
+				    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	host_kill(&B, SIGKILL);
+	rc = host_ctl(&A, SHMBUS_REPL_OP_PROMOTE, SHMBUS_REPL_FORCE, &r);
+	cr_assert_eq(rc, 0, "promote: %s", r.text);
+	cr_assert_eq(sb_ring_head(ach), applied, "the new primary's ring ends "
+		     "at %llu, below the %llu it applied and acknowledged",
+		     (unsigned long long)sb_ring_head(ach),
+		     (unsigned long long)applied);
+	shmbus_channel_close(ach);
+}
