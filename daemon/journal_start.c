@@ -668,15 +668,31 @@ static int set_aside(const char *name, uint64_t pos)
 {
 	char dir[PATH_MAX], to[PATH_MAX + 64];
 	struct stat st;
+	int fd, rc;
 
 	if (snprintf(dir, sizeof(dir), "%s/%s", sbd.conf.journal_dir,
 		     name) >= (int)sizeof(dir))
 		return -ENAMETOOLONG;
 	if (stat(dir, &st) != 0)
 		return errno == ENOENT ? 0 : -errno;
-	snprintf(to, sizeof(to), "%s.cut-%" PRIu64, dir, pos);
-	if (rename(dir, to))
+	/* Not another daemon's journal at work (its agent holds the
+	 * directory's lock: start_one()), which this one may have been
+	 * refused for. */
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
 		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		close(fd);
+		sbd_log(SBD_ERR, 0, "%s: journal: %s, written by another "
+			"shmbusd, holds records past the cut at %" PRIu64
+			": left as it is", name, dir, pos);
+		return -EBUSY;
+	}
+	snprintf(to, sizeof(to), "%s.cut-%" PRIu64, dir, pos);
+	rc = rename(dir, to) ? -errno : 0;
+	close(fd);
+	if (rc)
+		return rc;
 	sbd_log(SBD_WARN, 0, "%s: journal: no agent writes it; moved aside to "
 		"%s, as it holds records past the cut at %" PRIu64, name, to,
 		pos);

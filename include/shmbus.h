@@ -775,8 +775,9 @@ shmbus_channel *shmbus_bus_open(shmbus_bus *bus, const char *name,
 
 /* Administration (the caller must be one of the bus's admins): create a
  * channel, delete one (its file is removed; mappers keep their memory).
- * Return 0 or -errno (-EACCES, -EEXIST, -ENOENT, -EINVAL, -EMSGSIZE...);
- * shmbus_bus_strerror() says why.  A request in flight when the daemon
+ * Return 0 or -errno (-EACCES, -EEXIST, -ENOENT, -EINVAL, -EMSGSIZE,
+ * -EBUSY: a name the config journals, made only at the daemon's start
+ * with its journal...); shmbus_bus_strerror() says why.  A request in flight when the daemon
  * dies is sent again to the next one: a create or delete the lost daemon
  * had done may then answer -EEXIST or -ENOENT. */
 int shmbus_bus_create(shmbus_bus *bus, const char *name,
@@ -898,7 +899,9 @@ void shmbus_group_attr_init(struct shmbus_group_attr *attr);
  * make, or a dead-letter channel the config does not name), EACCES,
  * EBADMSG (a corrupt group file), EROFS (a replicated channel on a
  * standby, or on a primary handing over: join on the primary), EAGAIN
- * (its ring is being cut back after a failover: for a few ms),
+ * (its ring is being cut back after a failover: for a few ms; or a group
+ * not made yet whose file another creator with this process's pid, in
+ * another pid namespace, is making),
  * ENAMETOOLONG (the channel's name and the group's together longer than
  * SHMBUS_GROUP_NAMES_MAX, 235 bytes: they name the group's file), EIDRM
  * (the group is being deleted), EMFILE (no free descriptor), ESTALE

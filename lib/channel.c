@@ -968,6 +968,18 @@ shmbus_channel_create(const char *dir, const char *name,
 		rc = -ENAMETOOLONG;
 		goto out;
 	}
+	/* A channel already there is adopted (or refused) before a ring is
+	 * built and faulted in for nothing; link() below still settles a
+	 * race with another creator. */
+	if (!(flags & SHMBUS_CREATE_REPLACE)) {
+		struct stat st;
+
+		if (lstat(path, &st) == 0) {
+			ch = adopt_existing(dir, name, attr, flags, &rc);
+			if (ch || rc != -ENOENT)
+				goto out;
+		}
+	}
 	/* The data file first, under its own unique name that nothing
 	 * refers to yet; then the control file that names it, built under
 	 * a temporary name and linked last. */

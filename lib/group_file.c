@@ -103,9 +103,35 @@ static void init_file(struct shmbus_group_hdr *g, size_t size,
 }
 
 /*
+ * Whether the temporary file `tmp` (this process's name for it) is a
+ * leftover and is gone now: under create_lock no thread of ours is at
+ * work on it, but a process that died making the group left it
+ * (docs/groups.md), and its pid is ours now.  A creator holds an flock()
+ * on it while it builds, so that one we cannot tell from ourselves (the
+ * same pid in another pid namespace, or another copy of the library in
+ * this process) keeps its file: a file not locked and older than a
+ * second is a leftover.
+ */
+static bool leftover_gone(const char *tmp)
+{
+	int fd = open(tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	bool gone = false;
+
+	if (fd < 0)
+		return errno == ENOENT;
+	if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &st) == 0 &&
+	    time(NULL) - st.st_mtime > 1)
+		gone = unlink(tmp) == 0;
+	close(fd);
+	return gone;
+}
+
+/*
  * Makes the group's file at `path` through its temporary name `tmp`, and
  * returns its descriptor; -EEXIST if another process linked its own in
- * place first.  Called with create_lock held.
+ * place first, or builds one under our temporary name.  Called with
+ * create_lock held.
  */
 static int make_file(struct shmbus_channel *ch, const char *path,
 		     const char *tmp, const char *group,
@@ -120,14 +146,14 @@ static int make_file(struct shmbus_channel *ch, const char *path,
 
 	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 		  0660);
-	/* Under create_lock no thread of ours is at work on it, and no
-	 * other process has our pid: a process that died making the group
-	 * left it (docs/groups.md), and its pid is ours now. */
-	if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+	if (fd < 0 && errno == EEXIST && leftover_gone(tmp))
 		fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC |
 			  O_NOFOLLOW, 0660);
 	if (fd < 0)
 		return -errno;
+	/* Ours while we build it (leftover_gone()); given up once it is
+	 * linked: removers of the group flock() the file too. */
+	flock(fd, LOCK_EX);
 	if (fchmod(fd, 0660) < 0 || posix_fallocate(fd, 0, (off_t)size)) {
 		rc = -ENOSPC;
 		goto drop;
@@ -158,6 +184,7 @@ static int make_file(struct shmbus_channel *ch, const char *path,
 		goto drop;
 	}
 	unlink(tmp);
+	flock(fd, LOCK_UN);
 	sb_slot_group_made(ch, slot);
 	return fd;
 drop:

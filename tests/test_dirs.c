@@ -181,3 +181,21 @@ Test(dirs, a_state_dir_of_another_user_or_writable_by_others_is_refused,
 	/* As it should be: served. */
 	cr_assert_eq(run_with_state_dir(state), -1, "see %s", d.log);
 }
+
+/* A state_dir reached through a symbolic link to a directory of its own
+ * (to a data volume, say) is served: the rule holds where it resolves. */
+Test(dirs, a_state_dir_reached_through_a_link_is_served, .init = prepare,
+     .fini = cleanup, .timeout = 30)
+{
+	char real[128], link[128], state[160], epochs[192];
+
+	snprintf(real, sizeof(real), "%s/volume", d.dir);
+	cr_assert_eq(mkdir(real, 0700), 0);
+	snprintf(link, sizeof(link), "%s/persist", d.dir);
+	cr_assert_eq(symlink(real, link), 0);
+	snprintf(state, sizeof(state), "%s/state", link);
+	cr_assert_eq(run_with_state_dir(state), -1, "refused: see %s",
+		     d.log);
+	snprintf(epochs, sizeof(epochs), "%s/state/epochs", real);
+	cr_assert_eq(access(epochs, F_OK), 0, "no history in %s", real);
+}

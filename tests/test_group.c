@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1184,24 +1185,55 @@ Test(group, threads_of_one_process_join_a_new_group_at_once)
 /*
  * A process that died while it made a group's file left its temporary
  * file (docs/groups.md); a process given its pid later must still be able
- * to make the group: the file is not another creator's at work (one
- * process per pid), only a dead one's leftover.
+ * to make the group: a file of that name not locked (a creator at work
+ * holds an flock() on it) and older than a second is a dead one's
+ * leftover.  One locked is another creator's with our pid (another pid
+ * namespace, another copy of the library): left alone, EAGAIN.
  */
+static int leftover(char *tmp, size_t n, int age_s)
+{
+	struct timespec t[2];
+	int fd;
+
+	snprintf(tmp, n, "%s/" SHMBUS_GROUP_FILE_FMT ".%d.tmp", dir, "ch",
+		 "g", (int)getpid());
+	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL, 0660);
+	cr_assert(fd >= 0, "%s: %s", tmp, strerror(errno));
+	clock_gettime(CLOCK_REALTIME, &t[0]);
+	t[0].tv_sec -= age_s;
+	t[1] = t[0];
+	cr_assert_eq(futimens(fd, t), 0);
+	return fd;
+}
+
 Test(group, a_leftover_temporary_file_of_a_reused_pid_does_not_stop_a_join)
 {
 	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
 	char tmp[512];
 	shmbus_group *m;
-	int fd;
 
-	snprintf(tmp, sizeof(tmp), "%s/" SHMBUS_GROUP_FILE_FMT ".%d.tmp", dir,
-		 "ch", "g", (int)getpid());
-	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL, 0660);
-	cr_assert(fd >= 0, "%s: %s", tmp, strerror(errno));
-	close(fd);
+	close(leftover(tmp, sizeof(tmp), 10));
 	m = shmbus_group_join(ch, "g", "m", NULL);
 	cr_expect(m, "join: %s", strerror(errno));
 	shmbus_group_leave(m);
+	unlink(tmp);
+	shmbus_channel_close(ch);
+}
+
+Test(group, a_temporary_file_another_creator_holds_is_left_alone)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	char tmp[512];
+	shmbus_group *m;
+	struct stat st;
+	int fd = leftover(tmp, sizeof(tmp), 10);
+
+	cr_assert_eq(flock(fd, LOCK_EX), 0);
+	m = shmbus_group_join(ch, "g", "m", NULL);
+	cr_assert_null(m, "joined over another creator's file at work");
+	cr_assert_eq(errno, EAGAIN, "%s", strerror(errno));
+	cr_assert_eq(stat(tmp, &st), 0, "its file was removed");
+	close(fd);
 	unlink(tmp);
 	shmbus_channel_close(ch);
 }
