@@ -486,73 +486,92 @@ Test(cross, a_sync_waiter_right_after_a_switchover_is_not_degraded)
 	}
 }
 
+/* What the claim-taken-back tests share: 20 messages on A, synced; a
+ * switchover; 5 on B, the new primary, synced at applied and applied on
+ * A, its standby; then a handle of A's time as primary, preempted before
+ * the ring changed hands, stores head = its stale p + its record (a plain
+ * store), finds the fence changed, and CASes head back to p (design.md
+ * §4), made here with those two stores.  *pub is open on B's channel
+ * *ch (bus *bus), *ach maps A's; returns the end A applied. */
+struct took_back {
+	shmbus_bus *bus;
+	shmbus_channel *ch, *ach;
+	shmbus_pub *pub;
+	uint8_t msg[64];
+};
+
+static uint64_t claim_taken_back_on_the_old_primary(struct took_back *t)
+{
+	uint64_t p, q, cur, applied;
+
+	pair_setup(CHANS, "sync_timeout_ms = 2000\n");
+	memset(t->msg, 'A', sizeof(t->msg));
+	t->ch = host_open(&A, &t->bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(t->ch, "%s", strerror(errno));
+	t->pub = shmbus_pub_open(t->ch, NULL);
+	cr_assert(t->pub);
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(shmbus_publish(t->pub, t->msg, sizeof(t->msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(t->pub, 5000000000LL), 0);
+	shmbus_pub_close(t->pub);
+	shmbus_channel_close(t->ch);
+	shmbus_disconnect(t->bus);
+	p = pair_wait_caught_up("sp", 0, 5000);
+	switchover(&A);
+	t->ch = host_open(&B, &t->bus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(t->ch, "%s", strerror(errno));
+	t->pub = shmbus_pub_open(t->ch, NULL);
+	cr_assert(t->pub, "%s", strerror(errno));
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(shmbus_publish(t->pub, t->msg, sizeof(t->msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(t->pub, 5000000000LL), 0);
+	applied = sb_ring_head(t->ch);
+	t->ach = host_map(&A, "sp");
+	cr_assert(t->ach, "%s", strerror(errno));
+	for (int i = 0; i < 200 && sb_ring_head(t->ach) != applied; i++)
+		usleep(10000);
+	cr_assert_eq(sb_ring_head(t->ach), applied);
+	q = p + rec_size(sizeof(t->msg));
+	__atomic_store_n(&t->ach->hdr->head, q, __ATOMIC_RELAXED);
+	cur = q;
+	__atomic_compare_exchange_n(&t->ach->hdr->head, &cur, p, false,
+				    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	return applied;
+}
+
+static void took_back_done(struct took_back *t)
+{
+	if (t->pub)
+		shmbus_pub_close(t->pub);
+	shmbus_channel_close(t->ch);
+	shmbus_disconnect(t->bus);
+	shmbus_channel_close(t->ach);
+}
+
 /*
- * A single producer's claim taken back after the fence closed (design.md
- * §4): a handle of the old primary's, preempted between its look at the
- * fence and its store of head, stores head past the end the linker
- * applied, sees the fence, and takes head back to its stale start, below
- * that end (made here with the same two stores).  The standby links again
- * at that head and the primary ships the rest again: it heals, and is not
- * taken for a ring written by hand (that stopped its replication for
+ * A single producer's claim taken back after the fence closed: the
+ * standby links again and the primary ships the rest: it heals, and is
+ * not taken for a ring written by hand (that stopped its replication for
  * good, and refused every promotion).
  */
 Test(cross, a_producers_claim_taken_back_on_a_standby_heals)
 {
-	shmbus_bus *bus;
-	shmbus_channel *ch, *ach;
-	shmbus_pub *pub;
-	uint64_t p, q, cur;
-	uint8_t msg[64];
+	struct took_back t;
 
-	pair_setup(CHANS, "sync_timeout_ms = 2000\n");
-	memset(msg, 'A', sizeof(msg));
-	ch = host_open(&A, &bus, "sp", SHMBUS_ROLE_PUBLISH);
-	cr_assert(ch, "%s", strerror(errno));
-	pub = shmbus_pub_open(ch, NULL);
-	cr_assert(pub);
-	for (int i = 0; i < 20; i++)
-		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
-	cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
-	shmbus_pub_close(pub);
-	shmbus_channel_close(ch);
-	shmbus_disconnect(bus);
-	p = pair_wait_caught_up("sp", 0, 5000);
-	switchover(&A);
-	/* The new primary B publishes; A, its standby, applies it. */
-	ch = host_open(&B, &bus, "sp", SHMBUS_ROLE_PUBLISH);
-	cr_assert(ch, "%s", strerror(errno));
-	pub = shmbus_pub_open(ch, NULL);
-	cr_assert(pub, "%s", strerror(errno));
-	for (int i = 0; i < 5; i++)
-		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
-	cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
-	ach = host_map(&A, "sp");
-	cr_assert(ach, "%s", strerror(errno));
-	for (int i = 0; i < 200 && sb_ring_head(ach) == p; i++)
-		usleep(10000);
-	cr_assert_gt(sb_ring_head(ach), p);
-	/* The stale producer: head = p + its record (a plain store), then
-	 * its look finds the fence changed: head CASed back to p. */
-	q = p + rec_size(sizeof(msg));
-	__atomic_store_n(&ach->hdr->head, q, __ATOMIC_RELAXED);
-	cur = q;
-	__atomic_compare_exchange_n(&ach->hdr->head, &cur, p, false,
-				    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	claim_taken_back_on_the_old_primary(&t);
 	/* More from the new primary, waited for at applied. */
 	for (int i = 0; i < 5; i++)
-		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
-	cr_assert_eq(shmbus_pub_sync(pub, 8000000000LL), 0, "the old "
+		cr_assert_eq(shmbus_publish(t.pub, t.msg, sizeof(t.msg)), 0);
+	cr_assert_eq(shmbus_pub_sync(t.pub, 8000000000LL), 0, "the old "
 		     "primary, its standby, no longer links");
-	for (int i = 0; i < 300 && sb_ring_head(ach) != sb_ring_head(ch); i++)
+	for (int i = 0; i < 300 && sb_ring_head(t.ach) != sb_ring_head(t.ch);
+	     i++)
 		usleep(10000);
-	cr_assert_eq(sb_ring_head(ach), sb_ring_head(ch),
+	cr_assert_eq(sb_ring_head(t.ach), sb_ring_head(t.ch),
 		     "the standby ends at %llu, the primary at %llu",
-		     (unsigned long long)sb_ring_head(ach),
-		     (unsigned long long)sb_ring_head(ch));
-	shmbus_pub_close(pub);
-	shmbus_channel_close(ch);
-	shmbus_disconnect(bus);
-	shmbus_channel_close(ach);
+		     (unsigned long long)sb_ring_head(t.ach),
+		     (unsigned long long)sb_ring_head(t.ch));
+	took_back_done(&t);
 }
 
 /*
@@ -566,54 +585,18 @@ Test(cross, a_producers_claim_taken_back_on_a_standby_heals)
 Test(cross, a_claim_taken_back_then_a_promotion_keeps_what_was_applied)
 {
 	struct shmbus_ctl_repl_reply r;
-	shmbus_bus *bus;
-	shmbus_channel *ch, *ach;
-	shmbus_pub *pub;
-	uint64_t p, q, cur, applied;
-	uint8_t msg[64];
+	struct took_back t;
+	uint64_t applied = claim_taken_back_on_the_old_primary(&t);
 	int rc;
 
-	pair_setup(CHANS, "sync_timeout_ms = 2000\n");
-	memset(msg, 'A', sizeof(msg));
-	ch = host_open(&A, &bus, "sp", SHMBUS_ROLE_PUBLISH);
-	cr_assert(ch, "%s", strerror(errno));
-	pub = shmbus_pub_open(ch, NULL);
-	cr_assert(pub);
-	for (int i = 0; i < 20; i++)
-		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
-	cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
-	shmbus_pub_close(pub);
-	shmbus_channel_close(ch);
-	shmbus_disconnect(bus);
-	p = pair_wait_caught_up("sp", 0, 5000);
-	switchover(&A);
-	ch = host_open(&B, &bus, "sp", SHMBUS_ROLE_PUBLISH);
-	cr_assert(ch, "%s", strerror(errno));
-	pub = shmbus_pub_open(ch, NULL);
-	cr_assert(pub, "%s", strerror(errno));
-	for (int i = 0; i < 5; i++)
-		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
-	cr_assert_eq(shmbus_pub_sync(pub, 5000000000LL), 0);
-	applied = sb_ring_head(ch);
-	ach = host_map(&A, "sp");
-	cr_assert(ach, "%s", strerror(errno));
-	for (int i = 0; i < 200 && sb_ring_head(ach) != applied; i++)
-		usleep(10000);
-	cr_assert_eq(sb_ring_head(ach), applied);
-	q = p + rec_size(sizeof(msg));
-	__atomic_store_n(&ach->hdr->head, q, __ATOMIC_RELAXED);
-	cur = q;
-	__atomic_compare_exchange_n(&ach->hdr->head, &cur, p, false,
-				    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-	shmbus_pub_close(pub);
-	shmbus_channel_close(ch);
-	shmbus_disconnect(bus);
+	shmbus_pub_close(t.pub);
+	t.pub = NULL;
 	host_kill(&B, SIGKILL);
 	rc = host_ctl(&A, SHMBUS_REPL_OP_PROMOTE, SHMBUS_REPL_FORCE, &r);
 	cr_assert_eq(rc, 0, "promote: %s", r.text);
-	cr_assert_eq(sb_ring_head(ach), applied, "the new primary's ring ends "
-		     "at %llu, below the %llu it applied and acknowledged",
-		     (unsigned long long)sb_ring_head(ach),
+	cr_assert_eq(sb_ring_head(t.ach), applied, "the new primary's ring "
+		     "ends at %llu, below the %llu it applied and "
+		     "acknowledged", (unsigned long long)sb_ring_head(t.ach),
 		     (unsigned long long)applied);
-	shmbus_channel_close(ach);
+	took_back_done(&t);
 }

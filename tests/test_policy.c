@@ -354,6 +354,46 @@ Test(policy, lapped_onto_the_zeroed_word_between_waits)
 	lapped_onto_the_zeroed_word(true);
 }
 
+/* Publishes messages n to `to` - 1 (100 bytes each: a 4 KiB ring laps
+ * many times) through pub, then reads everything `sub` can: it reaches
+ * the newest, and what it delivered and counted lost make every message
+ * from its start (0).  Closes all three handles and the directory. */
+static void lap_and_count(const char *dir, shmbus_channel *ch,
+			  shmbus_pub *pub, shmbus_sub *sub, uint64_t n,
+			  uint64_t to)
+{
+	uint64_t st[3] = { 0 };
+	uint8_t msg[100];
+
+	for (; n < to; n++) {
+		th_msg_fill(msg, sizeof(msg), 0, n);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	while (shmbus_poll(sub, collect, st, 0) > 0)
+		;
+	cr_assert_eq(st[2], to - 1, "up to the newest");
+	cr_assert_eq(st[0] + st[1], to, "delivered %lu + lost %lu, of %lu",
+		     (unsigned long)st[0], (unsigned long)st[1],
+		     (unsigned long)to);
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+/* A subscriber of ch at the oldest message. */
+static shmbus_sub *oldest_sub(shmbus_channel *ch)
+{
+	struct shmbus_sub_attr sa;
+	shmbus_sub *sub;
+
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	return sub;
+}
+
 /*
  * An overwrite subscriber that starts at the oldest message and is lapped
  * before its first read is told what it lost from its start: delivered +
@@ -364,33 +404,14 @@ static void oldest_lapped_before_the_first_read(enum shmbus_producers prod)
 	const char *dir = th_mkdir();
 	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE, prod);
 	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
-	struct shmbus_sub_attr sa;
-	shmbus_sub *sub;
-	uint64_t st[3] = { 0 }, n = 0;
 	uint8_t msg[100];
+	uint64_t n = 0;
 
 	for (; n < 5; n++) {
 		th_msg_fill(msg, sizeof(msg), 0, n);
 		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
 	}
-	shmbus_sub_attr_init(&sa);
-	sa.start = SHMBUS_START_OLDEST;
-	sub = shmbus_sub_open(ch, &sa);
-	cr_assert(sub);
-	for (; n < 205; n++) {
-		th_msg_fill(msg, sizeof(msg), 0, n);
-		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
-	}
-	while (shmbus_poll(sub, collect, st, 0) > 0)
-		;
-	cr_assert_eq(st[2], n - 1, "up to the newest");
-	cr_assert_eq(st[0] + st[1], n, "delivered %lu + lost %lu, of %lu",
-		     (unsigned long)st[0], (unsigned long)st[1],
-		     (unsigned long)n);
-	shmbus_sub_close(sub);
-	shmbus_pub_close(pub);
-	shmbus_channel_close(ch);
-	th_rmdir(dir);
+	lap_and_count(dir, ch, pub, oldest_sub(ch), n, 205);
 }
 
 Test(policy, oldest_lapped_before_the_first_read_sp)
@@ -413,32 +434,11 @@ static void oldest_on_an_empty_ring_lapped_first(enum shmbus_producers prod)
 {
 	const char *dir = th_mkdir();
 	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE, prod);
-	struct shmbus_sub_attr sa;
-	shmbus_sub *sub;
-	shmbus_pub *pub;
-	uint64_t st[3] = { 0 }, n = 0;
-	uint8_t msg[100];
+	shmbus_sub *sub = oldest_sub(ch);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
 
-	shmbus_sub_attr_init(&sa);
-	sa.start = SHMBUS_START_OLDEST;
-	sub = shmbus_sub_open(ch, &sa);
-	cr_assert(sub);
-	pub = shmbus_pub_open(ch, NULL);
 	cr_assert(pub);
-	for (; n < 200; n++) {
-		th_msg_fill(msg, sizeof(msg), 0, n);
-		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
-	}
-	while (shmbus_poll(sub, collect, st, 0) > 0)
-		;
-	cr_assert_eq(st[2], n - 1, "up to the newest");
-	cr_assert_eq(st[0] + st[1], n, "delivered %lu + lost %lu, of %lu",
-		     (unsigned long)st[0], (unsigned long)st[1],
-		     (unsigned long)n);
-	shmbus_sub_close(sub);
-	shmbus_pub_close(pub);
-	shmbus_channel_close(ch);
-	th_rmdir(dir);
+	lap_and_count(dir, ch, pub, sub, 0, 200);
 }
 
 Test(policy, oldest_on_an_empty_ring_lapped_before_the_first_read_sp)
@@ -468,36 +468,17 @@ static void oldest_with_a_claim_in_flight_lapped_first(
 	const char *dir = th_mkdir();
 	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE, prod);
 	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
-	struct shmbus_sub_attr sa;
-	uint64_t st[3] = { 0 }, n = 1;
-	uint8_t msg[100];
 	shmbus_sub *sub;
 	pthread_t t;
 	void *buf;
 
 	cr_assert(pub);
-	cr_assert_eq(shmbus_claim(pub, sizeof(msg), &buf), 0);
-	th_msg_fill(buf, sizeof(msg), 0, 0);
+	cr_assert_eq(shmbus_claim(pub, 100, &buf), 0);
+	th_msg_fill(buf, 100, 0, 0);
 	cr_assert_eq(pthread_create(&t, NULL, commit_later, pub), 0);
-	shmbus_sub_attr_init(&sa);
-	sa.start = SHMBUS_START_OLDEST;
-	sub = shmbus_sub_open(ch, &sa);
-	cr_assert(sub);
+	sub = oldest_sub(ch);
 	pthread_join(t, NULL);
-	for (; n < 200; n++) {
-		th_msg_fill(msg, sizeof(msg), 0, n);
-		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
-	}
-	while (shmbus_poll(sub, collect, st, 0) > 0)
-		;
-	cr_assert_eq(st[2], n - 1, "up to the newest");
-	cr_assert_eq(st[0] + st[1], n, "delivered %lu + lost %lu, of %lu",
-		     (unsigned long)st[0], (unsigned long)st[1],
-		     (unsigned long)n);
-	shmbus_sub_close(sub);
-	shmbus_pub_close(pub);
-	shmbus_channel_close(ch);
-	th_rmdir(dir);
+	lap_and_count(dir, ch, pub, sub, 1, 200);
 }
 
 Test(policy, oldest_with_a_claim_in_flight_lapped_before_the_first_read_sp)
