@@ -569,8 +569,13 @@ static int host_id(char *out, size_t n)
 	snprintf(path, sizeof(path), "%s/host-id", sbd.conf.repl.state_dir);
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	f = fd >= 0 ? fdopen(fd, "r") : NULL;
-	if (fd >= 0 && !f)
+	if (fd >= 0 && !f) {
+		/* There, but not read: never a new id over it. */
 		close(fd);
+		sbd_log(SBD_ERR, ENOMEM, "arbiter: %s", path);
+		errno = ENOMEM;
+		return -ENOMEM;
+	}
 	if (!f && fd < 0 && errno != ENOENT) {
 		sbd_log(SBD_ERR, errno, "arbiter: %s%s", path, errno == ELOOP ?
 			" is a symbolic link, not followed" : "");

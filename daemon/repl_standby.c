@@ -238,6 +238,26 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 	return ack_persisted(rc, l, *end);
 }
 
+/* Whether the ring's head is past where this daemon's linker left it
+ * with records there (said, rate-limited): records this host never
+ * received, which the primary would ship from after, and a promotion
+ * take for its.  A claim taken back wrote nothing there (nor a producer
+ * that died in its claim), which the walk of the committed records cuts
+ * back first. */
+static bool ring_written_by_hand(struct rchan *rc)
+{
+	if (rp_ring_moved(rc))
+		sb_apply_recover(rc->ch);
+	if (!rp_ring_moved(rc))
+		return false;
+	LIMITED(&repl.rl_link, repl.link_errors, "link errors",
+		"%s: the ring is damaged: its head is at %" PRIu64 ", past "
+		"the %" PRIu64 " this standby applied (records written by a "
+		"process that maps the ring); not replicating it", rc->name,
+		sb_ring_head(rc->ch), rc->wrote);
+	return true;
+}
+
 static void linker_session(struct rchan *rc, struct sbd_link *l)
 {
 	struct rw_hello hello = { 0 };
@@ -255,20 +275,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 			"%s: primary %s: %s", rc->name, repl.t->peer(l), why);
 		return;
 	}
-	/* Past where it applied: a claim taken back wrote nothing there
-	 * (nor a producer that died in its claim), which the walk of the
-	 * committed records cuts back; records, it does not. */
-	if (rp_ring_moved(rc))
-		sb_apply_recover(rc->ch);
-	if (rp_ring_moved(rc)) {
-		/* Records this host never received: the primary would ship
-		 * from after them, and a promotion take them for its. */
-		LIMITED(&repl.rl_link, repl.link_errors, "link errors",
-			"%s: the ring is damaged: its head is at %" PRIu64
-			", past the %" PRIu64 " this standby applied (records "
-			"written by a process that maps the ring); not "
-			"replicating it", rc->name, sb_ring_head(rc->ch),
-			rc->wrote);
+	if (ring_written_by_hand(rc)) {
 		nap(rc, 500);
 		return;
 	}
@@ -507,6 +514,12 @@ static void *linker_main(void *arg)
 		 * (leader.c). */
 		if (LOAD(&rc->unapplied))
 			(void)rp_apply_kept(rc, 0);
+		/* Not a connection, and a proof of the key, every half
+		 * second for a ring that will not be linked. */
+		if (ring_written_by_hand(rc)) {
+			nap(rc, 500);
+			continue;
+		}
 		err = repl.t->connect(sbd.conf.repl.peer, CONNECT_MS, &l);
 
 		if (err) {
