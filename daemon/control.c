@@ -482,6 +482,7 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 							    : "subscribe";
 	struct sbd_chan *c;
 	struct sbd_rules *r;
+	uint32_t fence;
 	bool ok;
 	int fds[2], rc;
 
@@ -528,9 +529,9 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	 * primary, after a daemon restart) only says it is there.  No edge:
 	 * a promotion meanwhile makes this a refusal the client tries
 	 * again. */
+	fence = SHMBUS_FENCE_STATE(sb_fence_get(c->ch));
 	if (!attach && req->role == SHMBUS_CTL_ROLE_PUB &&
-	    (SHMBUS_FENCE_STATE(sb_fence_get(c->ch)) == SHMBUS_FENCE_STANDBY ||
-	     SHMBUS_FENCE_STATE(sb_fence_get(c->ch)) == SHMBUS_FENCE_CUT)) {
+	    (fence == SHMBUS_FENCE_STANDBY || fence == SHMBUS_FENCE_CUT)) {
 		rcu_read_unlock();
 		return deny(-EROFS, "channel '%s' is a standby's replica here: "
 			    "publish on the primary", req->name);

@@ -459,21 +459,17 @@ static bool settle(struct rchan *rc)
 		return false;
 	}
 	/* A linker started again (a promotion refused) finds the ring
-	 * where the last one left it, or records were written there by
-	 * hand meanwhile: it waits (a head past it for an instant is a
-	 * single producer's claim about to be taken back, design.md §4). */
-	for (bool told = false; rp_ring_moved(rc);) {
-		if (!told)
-			sbd_log(SBD_ERR, 0, "%s: the ring is damaged: its head "
-				"is at %" PRIu64 ", past the %" PRIu64 " this "
-				"standby applied (records written by a process "
-				"that maps the ring); not replicating it",
-				rc->name, sb_ring_head(rc->ch), rc->wrote);
-		told = true;
+	 * where the last one left it (a claim taken back below it returns
+	 * there), or records were written there by hand meanwhile: it
+	 * waits, and goes on from where the ring ends then. */
+	if (rc->wrote_known)
+		sb_apply_reclaim(rc->ch, rc->wrote);
+	while (ring_written_by_hand(rc)) {
 		nap(rc, 500);
 		if (stopped(rc))
 			return false;
 	}
+	end = sb_ring_head(rc->ch);
 	/* The watermark stays where the peer earned it: records this host
 	 * wrote as a primary and the peer never acknowledged (a forced
 	 * demotion) must not count as acknowledged here. */
