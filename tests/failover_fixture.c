@@ -360,6 +360,7 @@ void fo_fini(void)
 
 
 struct log *lg;
+unsigned fo_pace_us = 200;
 
 int sync_publisher(void *arg)
 {
@@ -387,10 +388,12 @@ int sync_publisher(void *arg)
 			return 3;
 		rc = shmbus_pub_sync(pub, lg->sync_ns ? lg->sync_ns
 						       : 200000000);
-		if (rc == 0)
+		if (rc == 0) {
 			/* Everything this producer committed so far. */
 			atomic_store(&lg->acked, i + 1);
-		else if (rc == -EROFS) {
+			if (lg->pace_us)
+				usleep(lg->pace_us);
+		} else if (rc == -EROFS) {
 			atomic_store(&lg->refused, 1);
 			break;
 		} else if (rc == -ETIMEDOUT) {
@@ -427,6 +430,7 @@ void log_open(void)
 	lg = mmap(NULL, sizeof(*lg), PROT_READ | PROT_WRITE,
 		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	cr_assert(lg != MAP_FAILED);
+	lg->pace_us = fo_pace_us;
 }
 
 /* Whether h is a primary now, by its channel's header (not fenced, not

@@ -84,10 +84,17 @@ struct log {
 	_Atomic int stop;
 	_Atomic int refused;		/* a publish or sync said EROFS */
 	int64_t sync_ns;		/* a pub_sync's bound (0: 200 ms) */
+	unsigned pace_us;		/* a pause after each acknowledgement */
 	_Atomic uint64_t next;		/* the next message's number: a
 					 * publisher started again goes on */
 };
 extern struct log *lg;
+/* The publisher's pause after each acknowledgement, in every log opened
+ * after it is set: 200 us in the tests, which keeps the two daemons' agents
+ * from taking both CPUs (a scenario waits on a few hundred
+ * acknowledgements, not on a rate); bench_failover sets 0, a stream of
+ * synchronous publishes back to back. */
+extern unsigned fo_pace_us;
 /* A child (th_spawn()) on A: publishes 64-byte messages of producer 1,
  * numbered from lg->next, each followed by a pub_sync; lg->acked counts
  * those a pub_sync acknowledged (a success covers every earlier one); it
