@@ -70,6 +70,26 @@ enum sb_map_mode {
 				 * file is mapped read-only */
 };
 
+/*
+ * A thread cancelled inside a step that holds a lock of the library (a
+ * reply awaited from shmbusd, a group's file being made) would leave it
+ * held for good, and every other thread's call waiting on it.  Such calls
+ * run with cancellation disabled: a cancel asked meanwhile acts at the
+ * thread's next cancellation point after the call returns.
+ */
+static inline int sb_cancel_off(void)
+{
+	int old = PTHREAD_CANCEL_ENABLE;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+	return old;
+}
+
+static inline void sb_cancel_restore(int old)
+{
+	pthread_setcancelstate(old, NULL);
+}
+
 static inline bool ch_overwrite(const struct shmbus_channel *ch)
 {
 	return ch->flags & SHMBUS_F_OVERWRITE;

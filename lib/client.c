@@ -602,9 +602,9 @@ static uint32_t body_len(uint16_t ver, uint16_t type, uint32_t blen)
 /* One request.  The daemon may restart under it (or several times): the
  * request is sent again on each new connection, at most CALL_SENDS times,
  * and each wait for a new daemon lasts at most absent_wait_ns. */
-static int call(struct shmbus_bus *b, uint16_t type, const void *body,
-		uint32_t blen, void *rbody, uint32_t rcap, uint32_t *rlen,
-		int *fdp)
+static int call_once_on(struct shmbus_bus *b, uint16_t type,
+			const void *body, uint32_t blen, void *rbody,
+			uint32_t rcap, uint32_t *rlen, int *fdp)
 {
 	char why[SHMBUS_CTL_REASON] = "";
 	int rc = -ENOTCONN;
@@ -632,6 +632,19 @@ static int call(struct shmbus_bus *b, uint16_t type, const void *body,
 	last_refusal.bus = rc < 0 && why[0] ? b : NULL;
 	last_refusal.err = rc;
 	memcpy(last_refusal.text, why, sizeof(why));
+	return rc;
+}
+
+/* call_once_on() with cancellation off: it holds b->lock while it waits
+ * for replies (sb_cancel_off()). */
+static int call(struct shmbus_bus *b, uint16_t type, const void *body,
+		uint32_t blen, void *rbody, uint32_t rcap, uint32_t *rlen,
+		int *fdp)
+{
+	int old = sb_cancel_off(),
+	    rc = call_once_on(b, type, body, blen, rbody, rcap, rlen, fdp);
+
+	sb_cancel_restore(old);
 	return rc;
 }
 
@@ -677,8 +690,7 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect(const char *bus)
 	return shmbus_connect_timeout(bus, -1);
 }
 
-SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
-						 int64_t timeout_ns)
+static shmbus_bus *connect_timeout(const char *bus, int64_t timeout_ns)
 {
 	pthread_condattr_t ca;
 	struct shmbus_bus *b;
@@ -755,7 +767,21 @@ SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
 	return b;
 }
 
-SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
+/* With cancellation off (sb_cancel_off()): a dial in progress is listed
+ * for fork() (all_dialing), and the handle's lock is taken. */
+SHMBUS_EXPORT shmbus_bus *shmbus_connect_timeout(const char *bus,
+						 int64_t timeout_ns)
+{
+	int old = sb_cancel_off(), err;
+	shmbus_bus *b = connect_timeout(bus, timeout_ns);
+
+	err = errno;
+	sb_cancel_restore(old);
+	errno = err;
+	return b;
+}
+
+static void disconnect(shmbus_bus *b)
 {
 	if (!b)
 		return;
@@ -803,6 +829,16 @@ SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
 	free(b);
 }
 
+/* With cancellation off: it takes the handle's locks and joins the
+ * watcher. */
+SHMBUS_EXPORT void shmbus_disconnect(shmbus_bus *b)
+{
+	int old = sb_cancel_off();
+
+	disconnect(b);
+	sb_cancel_restore(old);
+}
+
 void sb_bus_forget(struct shmbus_bus *b, void *ref)
 {
 	struct bus_ref *r = ref;
@@ -820,8 +856,8 @@ void sb_bus_forget(struct shmbus_bus *b, void *ref)
 	free(r);
 }
 
-SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
-					      enum shmbus_role role)
+static shmbus_channel *bus_open(shmbus_bus *b, const char *name,
+				enum shmbus_role role)
 {
 	struct shmbus_ctl_open req = { 0 };
 	struct shmbus_channel *ch;
@@ -887,6 +923,21 @@ SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
 	ch->bus = b;
 	ch->bus_ref = r;
 	snprintf(ch->name, sizeof(ch->name), "%s", req.name);
+	return ch;
+}
+
+/* With cancellation off: the two descriptors the daemon passed are closed
+ * (close() is a cancellation point) and the handle listed whatever
+ * happens. */
+SHMBUS_EXPORT shmbus_channel *shmbus_bus_open(shmbus_bus *b, const char *name,
+					      enum shmbus_role role)
+{
+	int old = sb_cancel_off(), err;
+	shmbus_channel *ch = bus_open(b, name, role);
+
+	err = errno;
+	sb_cancel_restore(old);
+	errno = err;
 	return ch;
 }
 

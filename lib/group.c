@@ -147,10 +147,8 @@ static void member_forked(struct sb_forkable *f)
 	sb_container_of(f, struct shmbus_group, fork)->forked = true;
 }
 
-SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
-					      const char *group,
-					      const char *member,
-					      const struct shmbus_group_attr *a)
+static shmbus_group *join(shmbus_channel *ch, const char *group,
+			  const char *member, const struct shmbus_group_attr *a)
 {
 	struct shmbus_group_attr s;
 	struct shmbus_group *m;
@@ -245,6 +243,23 @@ fail:
 	sb_group_unmap(m);
 	errno = -rc;
 	return NULL;
+}
+
+/* With cancellation off (sb_cancel_off()): making the group's file holds
+ * the process's create lock across open(), and a member's record taken
+ * half way would stay taken. */
+SHMBUS_EXPORT shmbus_group *shmbus_group_join(shmbus_channel *ch,
+					      const char *group,
+					      const char *member,
+					      const struct shmbus_group_attr *a)
+{
+	int old = sb_cancel_off(), err;
+	shmbus_group *m = join(ch, group, member, a);
+
+	err = errno;
+	sb_cancel_restore(old);
+	errno = err;
+	return m;
 }
 
 SHMBUS_EXPORT void shmbus_group_leave(shmbus_group *m)

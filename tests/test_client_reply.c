@@ -24,7 +24,7 @@
 #include "shmbus/protocol.h"
 #include "../lib/contract.h"
 
-enum fake_mode { BAD_STATUS, WRONG_IDS, SILENT, OLDER, REFUSING };
+enum fake_mode { BAD_STATUS, WRONG_IDS, SILENT, OLDER, REFUSING, SLOW };
 
 struct fake {
 	enum fake_mode mode;
@@ -118,6 +118,12 @@ static int fake_daemon(void *arg)
 					return 0;
 				usleep(100000);
 			}
+		case SLOW:	/* a refusal, after 300 ms */
+			usleep(300000);
+			rep.h.status = -ENOENT;
+			if (send(fd, &rep.h, sizeof(rep.h), 0) < 0)
+				return 108;
+			break;
 		case SILENT:
 		case REFUSING:
 			break;
@@ -275,4 +281,40 @@ Test(client_reply, a_refusal_in_another_version_is_a_refusal,
 	cr_assert_eq(errno, EUSERS, "%s", strerror(errno));
 	cr_assert_lt(th_now_ns() - t0, 1000000000ull, "waited for a daemon");
 	cr_assert_eq(th_wait(pid), 0);
+}
+
+/* A thread cancelled while it waits for the daemon's reply: the cancel
+ * waits for the call to return, so the connection's lock is not left held
+ * and the process's other threads go on using the handle. */
+static void *open_cancelled(void *arg)
+{
+	shmbus_channel *ch = shmbus_bus_open(arg, "chan",
+					     SHMBUS_ROLE_SUBSCRIBE);
+
+	pthread_testcancel();
+	return ch;
+}
+
+Test(client_reply, a_thread_cancelled_in_a_call_leaves_the_handle_usable,
+     .init = setup, .fini = teardown, .timeout = 15)
+{
+	shmbus_bus *b;
+	pthread_t t;
+	pid_t pid;
+	void *ret;
+
+	start_fake(SLOW, &pid);
+	b = shmbus_connect(fk.sock);
+	cr_assert(b, "connect to the fake daemon: %s", strerror(errno));
+	cr_assert_eq(pthread_create(&t, NULL, open_cancelled, b), 0);
+	usleep(100000);		/* in its wait for the reply */
+	cr_assert_eq(pthread_cancel(t), 0);
+	cr_assert_eq(pthread_join(t, &ret), 0);
+	cr_assert_eq(ret, PTHREAD_CANCELED);
+	/* Hangs (the test's timeout) if the lock was left held. */
+	cr_assert_null(shmbus_bus_open(b, "chan", SHMBUS_ROLE_SUBSCRIBE));
+	cr_assert_eq(errno, ENOENT, "%s", strerror(errno));
+	shmbus_disconnect(b);
+	kill(pid, SIGKILL);
+	th_wait(pid);
 }

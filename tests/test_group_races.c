@@ -977,6 +977,51 @@ Test(group_races, a_creator_killed_before_its_group_file_leaves_no_slot)
 	shmbus_channel_close(ch);
 }
 
+/* A thread cancelled while it makes a group's file (here at a
+ * cancellation point the creation's hook adds, as open() is one): the
+ * cancel waits for the join to return, so the process's lock on making
+ * files is not left held and another thread can make a group. */
+static pthread_t victim;
+static shmbus_group *_Atomic victim_joined;
+
+static void cancel_me(void)
+{
+	if (pthread_equal(pthread_self(), victim)) {
+		pthread_cancel(victim);
+		pthread_testcancel();
+	}
+}
+
+static void *join_cancelled(void *arg)
+{
+	atomic_store(&victim_joined,
+		     shmbus_group_join(arg, "cancelled", "m", NULL));
+	pthread_testcancel();
+	return NULL;
+}
+
+Test(group_races, a_thread_cancelled_making_a_group_leaves_no_lock,
+     .timeout = 20)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 12);
+	shmbus_group *g;
+	void *ret;
+
+	sb_group_create_hook = cancel_me;
+	cr_assert_eq(pthread_create(&victim, NULL, join_cancelled, ch), 0);
+	cr_assert_eq(pthread_join(victim, &ret), 0);
+	sb_group_create_hook = NULL;
+	cr_assert_eq(ret, PTHREAD_CANCELED);
+	cr_assert(atomic_load(&victim_joined),
+		  "the cancel acted after the join returned, which it did");
+	/* Hangs (the suite's timeout) if the lock was left held. */
+	g = shmbus_group_join(ch, "another", "m", NULL);
+	cr_assert(g, "%s", strerror(errno));
+	shmbus_group_leave(g);
+	shmbus_group_leave(atomic_load(&victim_joined));
+	shmbus_channel_close(ch);
+}
+
 /* The same death just after the file is in place keeps the group whole:
  * the repair finds the file and leaves the slot to the group. */
 static int link_then_die(void *arg)
