@@ -109,12 +109,13 @@ static void node_setup(struct node *n, const char *role, const char *peer)
 		 n->tag);
 	snprintf(n->conf, sizeof(n->conf), "/tmp/shmbus-bench-repl%d-%c.conf",
 		 me, n->tag);
-	snprintf(n->sock, sizeof(n->sock), "/tmp/shmbus-bench-repl%d-%c.sock",
-		 me, n->tag);
 	snprintf(n->log, sizeof(n->log), "/tmp/shmbus-bench-repl%d-%c.log", me,
 		 n->tag);
 	snprintf(n->run, sizeof(n->run), "/tmp/shmbus-bench-repl%d-%c.run", me,
 		 n->tag);
+	/* Beside the bus file the daemon writes, in the run directory that
+	 * the end removes. */
+	snprintf(n->sock, sizeof(n->sock), "%.97s/bus.sock", n->run);
 	snprintf(n->state, sizeof(n->state), "/tmp/shmbus-bench-repl%d-%c.st",
 		 me, n->tag);
 	mkdir(n->run, 0700);

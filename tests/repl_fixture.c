@@ -154,11 +154,13 @@ static void host_paths(struct host *h)
 	file_pfx(d, sizeof(d), t, sizeof(t));
 	snprintf(h->dir, sizeof(h->dir), "/dev/shm/%s%d-%c", d, me, h->tag);
 	snprintf(h->conf, sizeof(h->conf), "/tmp/%s%d-%c.conf", t, me, h->tag);
-	snprintf(h->sock, sizeof(h->sock), "/tmp/%s%d-%c.sock", t, me, h->tag);
 	snprintf(h->log, sizeof(h->log), "/tmp/%s%d-%c.log", t, me, h->tag);
 	snprintf(h->state, sizeof(h->state), "/tmp/%s%d-%c.state", t, me,
 		 h->tag);
 	snprintf(h->run, sizeof(h->run), "/tmp/%s%d-%c.run", t, me, h->tag);
+	/* In the run directory, with the bus file the daemon writes beside
+	 * it (which stays when it stops): the teardown removes both. */
+	snprintf(h->sock, sizeof(h->sock), "%.97s/bus.sock", h->run);
 	mkdir(h->run, 0700);
 	h->pid = 0;
 	unlink(h->log);

@@ -480,6 +480,12 @@ Test(busstat, a_long_interval_is_waited_whole, .init = setup, .fini = teardown)
 	shmbus_channel_close(ch);
 }
 
+/* The socket file a private tmux server (-L name) leaves behind. */
+static void rm_tmux_socket(const char *name)
+{
+	sh("rm -f \"${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/%s\"", name);
+}
+
 /* busstat -w under tmux: the screen shows the header and the channels, the
  * lagging one first; q quits.  tmux runs as a private server (-L), never
  * the user's own. */
@@ -529,6 +535,7 @@ Test(busstat, watch_view_under_tmux, .init = setup, .fini = teardown,
 	}
 	if (!gone)
 		sh("tmux -L %s kill-server", sess);
+	rm_tmux_socket(sess);
 	cr_expect(gone, "q did not quit busstat -w");
 	shmbus_sub_close(s);
 	shmbus_pub_close(p);
@@ -832,6 +839,7 @@ Test(busstat, watch_without_term_and_on_resize, .init = setup,
 	cr_expect(strstr(pane, "chan00") && strstr(pane, "chan11") &&
 		  !strstr(pane, "more"), "not redrawn at 30 lines:\n%s", pane);
 	sh("tmux -L %s kill-server", sock);
+	rm_tmux_socket(sock);
 	for (int i = 0; i < 12; i++)
 		shmbus_channel_close(ch[i]);
 }
