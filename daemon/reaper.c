@@ -77,6 +77,12 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 		sbd_log(SBD_NOTICE, 0, "%s: padded the unfinished claim of "
 			"dead producer %u", c->name, ev->pid);
 		break;
+	case SB_REAP_SP_DAMAGED:
+		sbd_log(SBD_ERR, 0, "%s: the ring is damaged at %llu (a "
+			"header written over, committed records after it): "
+			"the claim of dead producer %u is not padded over "
+			"them", c->name, (unsigned long long)ev->pos, ev->pid);
+		break;
 	case SB_REAP_HANDOFF:
 		sbd_log(SBD_NOTICE, 0, "%s: handed over and padded the claim "
 			"at %llu of a dead producer", c->name,

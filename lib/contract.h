@@ -123,6 +123,9 @@ enum sb_reap_event {
 	SB_REAP_SUB,		/* released subscriber slot `slot` of `pid` */
 	SB_REAP_SP,		/* padded the unfinished claim of the dead
 				 * single producer `pid` */
+	SB_REAP_SP_DAMAGED,	/* the dead single producer `pid`'s ring is
+				 * damaged at `pos`, with committed records
+				 * after it: nothing padded */
 	SB_REAP_HANDOFF,	/* handed over and padded the claim at `pos`
 				 * of a dead multi producer */
 	SB_REAP_HANDOFF_SKIP,	/* the hand-off word stood at `pos`, where no

@@ -59,7 +59,7 @@ static int take_sp_role(struct shmbus_channel *ch)
 		 * daemon's test, lib/pid.c): take over, then repair its
 		 * unfinished claim.  A11, as above. */
 		if (cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
-			sb_sp_repair(ch);
+			sb_sp_repair(ch, NULL);
 			break;
 		}
 		/* Another process took it over first: cur names it now, and

@@ -71,14 +71,23 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		    SHMBUS_FENCE_CUT)
 		return released;
 	if (!ch_multi(ch)) {
+		uint64_t bad = 0;
+
 		sp = load_relaxed32(&ch->hdr->sp_owner);
-		if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp) &&
-		    sb_repair_sp(ch, sp, self) == 1)
-			say(log, lctx, SB_REAP_SP, 0, sp, 0, true);
+		if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp))
+			rc = sb_repair_sp(ch, sp, self, &bad);
 		else if (sp & SHMBUS_SP_REPAIRING &&
 			 gone(gctx, sp & ~SHMBUS_SP_REPAIRING))
 			/* A previous shmbusd died repairing: finish. */
-			sb_repair_sp(ch, sp, self);
+			rc = sb_repair_sp(ch, sp, self, &bad);
+		else
+			rc = 0;
+		if (rc == 1)
+			say(log, lctx, SB_REAP_SP, 0,
+			    sp & ~SHMBUS_SP_REPAIRING, 0, true);
+		else if (rc == -EBADMSG)
+			say(log, lctx, SB_REAP_SP_DAMAGED, 0,
+			    sp & ~SHMBUS_SP_REPAIRING, bad, false);
 	}
 	/*
 	 * Claims of dead producers that never handed over, at the hand-off,

@@ -129,20 +129,32 @@ static uint64_t sp_walk_start(struct shmbus_channel *ch, uint64_t head)
 	return oldest;
 }
 
-bool sb_sp_repair(struct shmbus_channel *ch)
+int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 {
 	/* A11: ordered after the sp_owner CAS that gave us the role. */
 	uint64_t head = load_acquire64(&ch->hdr->head), start, end;
 
 	if (head % SHMBUS_REC_ALIGN)
-		return false;	/* corrupt: shmbus_pub_open() reports it */
+		return 0;	/* corrupt: shmbus_pub_open() reports it */
 	start = sp_walk_start(ch, head);
 	end = sb_committed_until(ch, start, head);
 	if (end >= head) {
 		/* Nothing to pad: but the dead producer may have died
 		 * between its last commit and its wake-up call. */
 		sb_wake_check(ch);
-		return false;
+		return 0;
+	}
+	/* A dead producer's claim starts at a word it found zero (zeroed
+	 * by the claim before it, or by the wrap's padding) and had not
+	 * committed: anything else where the walk stopped (a torn or
+	 * scribbled header, a record running past head) is damage, with
+	 * committed records after it that padding would hide from every
+	 * subscriber without a word.  Left as it is, for subscribers to
+	 * stop at and the watchdog to report.  No edge: A1 above. */
+	if (load_relaxed64(&rec_at(ch, end)->commit) != 0) {
+		if (damaged)
+			*damaged = end;
+		return -EBADMSG;
 	}
 	/* The dead producer may have died before invalidating the word
 	 * after its claim or indexing it: redo both (idempotent).  We hold
@@ -153,20 +165,21 @@ bool sb_sp_repair(struct shmbus_channel *ch)
 	store_release64(&ch->hdr->handoff, head);
 	pad_range(ch, end, head);
 	add_relaxed64(&ch->hdr->repairs, 1);
-	return true;
+	return 1;
 }
 
-int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self)
+int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
+		 uint64_t *damaged)
 {
 	uint32_t cur = dead, mark = (self & ~SHMBUS_SP_REPAIRING) |
 				    SHMBUS_SP_REPAIRING;
-	bool fixed;
+	int fixed;
 
 	/* A11: pairs with R11 in shmbus_pub_close() (a role given back is
 	 * 0, never `dead`) or a previous repairer's. */
 	if (dead == 0 || !cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, mark))
 		return 0;
-	fixed = sb_sp_repair(ch);
+	fixed = sb_sp_repair(ch, damaged);
 	/* R11: pairs with A11 in take_sp_role(): the role is free again,
 	 * and our repair is visible to its next owner. */
 	cur = mark;

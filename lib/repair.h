@@ -63,12 +63,19 @@ bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv);
 
 /* Single producer: if `dead` holds the producer role, takes it (marked as
  * being repaired by `self`), pads its unfinished claim and gives the role
- * back free.  Returns 1 if it did, 0 otherwise. */
-int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self);
+ * back free.  Returns 1 if it did, 0 otherwise, -EBADMSG if the walk
+ * stopped at damage (not padded; its position in *damaged, may be NULL):
+ * see sb_sp_repair(). */
+int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
+		 uint64_t *damaged);
 
 /* The new owner of a single-producer role repairs what the previous one
- * left: [end of committed records, head) becomes padding. */
-bool sb_sp_repair(struct shmbus_channel *ch);
+ * left: [end of committed records, head) becomes padding, if the walk
+ * stopped at a word that is zero, as a claim not committed leaves it.
+ * Any other word there is damage, with committed records after it:
+ * nothing is padded, -EBADMSG, its position in *damaged (may be NULL).
+ * 1 if it padded, else 0. */
+int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged);
 
 /* Walks committed records from `p` (a record boundary) towards `to`;
  * returns the first position not covered by a committed record of its

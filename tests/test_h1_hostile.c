@@ -1,0 +1,401 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_h1_hostile.c - a publisher that writes over the shared memory it was
+ * handed, and what shmbusd's own agents then do with it.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+#include "shmbus/layout.h"
+#include "../lib/channel.h"
+
+struct where {
+	uint64_t bad, head, word;
+};
+
+/* Publishes 100 messages on blk, then writes over the commit word of the
+ * third last (a torn header: last lap's tag), and dies holding the
+ * producer role. */
+static int tear_then_die(void *arg)
+{
+	struct where *w = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "blk", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint8_t m[40];
+
+	if (!p)
+		return 1;
+	for (uint64_t i = 0; i < 100; i++) {
+		memset(m, (int)i, sizeof(m));
+		if (i == 97)
+			w->bad = th_head(ch);
+		if (shmbus_publish(p, m, sizeof(m)))
+			return 2;
+	}
+	w->head = th_head(ch);
+	w->word = commit_word(ch, w->bad, SHMBUS_REC_MSG, sizeof(m)) -
+		  (UINT64_C(1) << 32);
+	__atomic_store_n(&rec_at(ch, w->bad)->commit, w->word,
+			 __ATOMIC_RELEASE);
+	kill(getpid(), SIGKILL);
+	return 3;
+}
+
+/* The messages after a torn header were committed: the repair of the
+ * dead producer must not pad over them (every subscriber would step over
+ * them without a word, a silent gap); it says where the damage is and
+ * leaves it, and subscribers stop there. */
+Test(h1, a_torn_header_is_not_padded_over_with_the_records_after_it,
+     .init = setup, .fini = teardown)
+{
+	struct where *w = mmap(NULL, sizeof(*w), PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	struct shmbus_msg mi;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	uint8_t buf[128];
+	uint64_t got = 0;
+	ssize_t rc = 0;
+
+	cr_assert(w != MAP_FAILED);
+	ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	cr_assert(sub);
+	cr_assert_eq(th_wait(th_spawn(tear_then_die, w)), 128 + SIGKILL);
+	for (int i = 0; i < 300 && !log_has("blk: the ring is damaged at");
+	     i++)
+		usleep(1000);
+	cr_assert(log_has("blk: the ring is damaged at"));
+	cr_assert_not(log_has("padded the unfinished claim"));
+	cr_assert_eq(__atomic_load_n(&rec_at(ch, w->bad)->commit,
+				     __ATOMIC_ACQUIRE), w->word,
+		     "the torn header was written over");
+	for (int i = 0; i < 200; i++) {
+		rc = shmbus_read(sub, buf, sizeof(buf), &mi);
+		if (rc == -EAGAIN) {
+			usleep(1000);
+			continue;
+		}
+		if (rc < 0)
+			break;
+		cr_assert_eq(mi.seq, got, "message %lu where %lu was due",
+			     (unsigned long)mi.seq, (unsigned long)got);
+		got++;
+	}
+	cr_assert_eq(got, 97, "read %lu messages of the 97 before the damage",
+		     (unsigned long)got);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	munmap(w, sizeof(*w));
+}
+
+/* ---------------------------------------------------------------- chaos */
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static char chaos_jdir[200];
+
+static void chaos_setup(void)
+{
+	char body[1024];
+
+	snprintf(chaos_jdir, sizeof(chaos_jdir), "%s", th_mkdir());
+	snprintf(body, sizeof(body),
+		 "journal_dir = %s\n"
+		 "[defaults]\npublish = *\nsubscribe = *\n"
+		 "[channel j]\ncapacity = 64K\nmax_msg = 2K\njournal = on\n"
+		 "[channel jm]\ncapacity = 64K\nmax_msg = 2K\nproducers = multi\n"
+		 "journal = on\n"
+		 "[channel jo]\ncapacity = 16K\nmax_msg = 1K\npolicy = overwrite\n"
+		 "producers = multi\njournal = on\n"
+		 "[channel g]\ncapacity = 64K\nmax_msg = 1K\nproducers = multi\n"
+		 "[channel ok]\ncapacity = 64K\nmax_msg = 1K\n", chaos_jdir);
+	d.pid = 0;
+	setup_with(body);
+}
+
+static void chaos_fini(void)
+{
+	teardown();
+	th_rmdir(chaos_jdir);
+}
+
+static volatile int chaos_stop;
+static void on_term(int s) { (void)s; chaos_stop = 1; }
+
+/* Publishes on chan until SIGTERM, errors ignored (reopening on one). */
+static int noisy_pub(void *arg)
+{
+	const char *chan = arg;
+	uint8_t m[300];
+
+	signal(SIGTERM, on_term);
+	while (!chaos_stop) {
+		shmbus_bus *bus = NULL;
+		shmbus_channel *ch = open_role(&bus, chan, SHMBUS_ROLE_PUBLISH);
+		shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+
+		for (uint32_t i = 0; p && !chaos_stop && i < 100000; i++) {
+			int rc = shmbus_publish(p, m, 8 + i % 280);
+
+			if (rc == -EAGAIN || rc == -ENOBUFS)
+				usleep(100);
+			else if (rc)
+				break;
+			if (i % 64 == 0)
+				usleep(200);
+		}
+		if (p)
+			shmbus_pub_close(p);
+		if (ch)
+			shmbus_channel_close(ch);
+		if (bus)
+			shmbus_disconnect(bus);
+		usleep(1000);
+	}
+	return 0;
+}
+
+static int noisy_sub(void *arg)
+{
+	const char *chan = arg;
+	uint8_t buf[4096];
+
+	signal(SIGTERM, on_term);
+	while (!chaos_stop) {
+		shmbus_bus *bus = NULL;
+		shmbus_channel *ch = open_role(&bus, chan,
+					       SHMBUS_ROLE_SUBSCRIBE);
+		shmbus_sub *s = ch ? shmbus_sub_open(ch, NULL) : NULL;
+
+		while (s && !chaos_stop) {
+			ssize_t rc = shmbus_read(s, buf, sizeof(buf), NULL);
+
+			if (rc == -EAGAIN)
+				usleep(100);
+			else if (rc < 0 && rc != -ENOBUFS)
+				break;
+		}
+		if (s)
+			shmbus_sub_close(s);
+		if (ch)
+			shmbus_channel_close(ch);
+		if (bus)
+			shmbus_disconnect(bus);
+		usleep(1000);
+	}
+	return 0;
+}
+
+static int noisy_member(void *arg)
+{
+	const char *chan = arg;
+	uint8_t buf[4096];
+
+	signal(SIGTERM, on_term);
+	while (!chaos_stop) {
+		shmbus_bus *bus = NULL;
+		shmbus_channel *ch = open_role(&bus, chan,
+					       SHMBUS_ROLE_SUBSCRIBE);
+		shmbus_group *m = ch ? shmbus_group_join(ch, "grp", NULL, NULL)
+				     : NULL;
+
+		while (m && !chaos_stop) {
+			struct shmbus_group_msg gm;
+			ssize_t rc = shmbus_group_read(m, buf, sizeof(buf), &gm);
+
+			if (rc == -EAGAIN)
+				usleep(100);
+			else if (rc < 0)
+				break;
+			else
+				shmbus_group_ack(m, &gm.lease);
+		}
+		if (m)
+			shmbus_group_leave(m);
+		if (ch)
+			shmbus_channel_close(ch);
+		if (bus)
+			shmbus_disconnect(bus);
+		usleep(1000);
+	}
+	return 0;
+}
+
+static uint8_t *map_file(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDWR);
+	struct stat st;
+	void *p;
+
+	if (fd < 0)
+		return NULL;
+	if (fstat(fd, &st) || st.st_size == 0) {
+		close(fd);
+		return NULL;
+	}
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+		 fd, 0);
+	close(fd);
+	if (p == MAP_FAILED)
+		return NULL;
+	*len = (size_t)st.st_size;
+	return p;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* A value a hostile writer would pick for an 8-byte word. */
+static uint64_t evil(uint64_t *s, uint64_t old)
+{
+	switch (rnd(s) % 10) {
+	case 0: return 0;
+	case 1: return UINT64_MAX;
+	case 2: return old + (rnd(s) % 64);
+	case 3: return old - (rnd(s) % 64);
+	case 4: return old ^ ((uint64_t)1 << (rnd(s) % 64));
+	case 5: return old + (UINT64_C(1) << 32);	/* next lap's tag */
+	case 6: return old | (UINT64_C(7) << 29);	/* type 7 */
+	case 7: return (old & ~(uint64_t)SHMBUS_LEN_MASK) | SHMBUS_LEN_MASK;
+	case 8: return old << 1;
+	default: return rnd(s);
+	}
+}
+
+/* Scribbles over every file of the bus directory (but the daemon's own:
+ * the socket, the log, the config) for `ms` milliseconds, `skip_hdr`
+ * sparing the header's identity line. */
+static void scribble(const char *dirp, int ms, uint64_t seed, bool skip_hdr)
+{
+	uint64_t s = seed | 1, end = th_now_ns() + (uint64_t)ms * 1000000;
+
+	while (th_now_ns() < end) {
+		DIR *dp = opendir(dirp);
+		struct dirent *e;
+
+		while (dp && (e = readdir(dp))) {
+			char path[512];
+			uint8_t *m;
+			size_t len;
+
+			if (e->d_type != DT_REG || strstr(e->d_name, ".conf") ||
+			    strstr(e->d_name, ".log") ||
+			    strstr(e->d_name, "bus.") || !strcmp(e->d_name, "ok") ||
+			    strstr(e->d_name, ".ok."))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dirp, e->d_name);
+			m = map_file(path, &len);
+			if (!m)
+				continue;
+			for (int k = 0; k < 4; k++) {
+				size_t off = (rnd(&s) % (len / 8)) * 8;
+				uint64_t *w = (uint64_t *)(m + off);
+
+				if (skip_hdr && off < 128 &&
+				    e->d_name[0] != '.')
+					continue;
+				__atomic_store_n(w, evil(&s, *w),
+						 __ATOMIC_RELAXED);
+			}
+			munmap(m, len);
+		}
+		if (dp)
+			closedir(dp);
+		usleep(2000);
+	}
+}
+
+static void chaos(uint64_t seed, bool skip_hdr, int ms)
+{
+	static const char *const chans[] = { "j", "jm", "jo", "g" };
+	pid_t pids[32];
+	int n = 0;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_pub *p;
+	shmbus_sub *sub;
+	uint8_t buf[64];
+
+	for (int i = 0; i < 4; i++) {
+		pids[n++] = th_spawn(noisy_pub, (void *)chans[i]);
+		pids[n++] = th_spawn(noisy_sub, (void *)chans[i]);
+	}
+	pids[n++] = th_spawn(noisy_pub, "jm");
+	pids[n++] = th_spawn(noisy_member, "g");
+	pids[n++] = th_spawn(noisy_member, "g");
+	usleep(300 * 1000);
+	scribble(d.dir, ms, seed, skip_hdr);
+	usleep(500 * 1000);
+	for (int i = 0; i < n; i++)
+		kill(pids[i], SIGTERM);
+	for (int i = 0; i < n; i++) {
+		for (int t = 0; t < 300; t++) {
+			if (waitpid(pids[i], NULL, WNOHANG) == pids[i]) {
+				pids[i] = 0;
+				break;
+			}
+			usleep(10000);
+		}
+		if (pids[i]) {
+			cr_log_warn("client %d of %d hangs; killed", i, n);
+			kill(pids[i], SIGKILL);
+			waitpid(pids[i], NULL, 0);
+		}
+	}
+	cr_assert_eq(waitpid(d.pid, NULL, WNOHANG), 0, "shmbusd died (%s)",
+		     d.log);
+	/* The channel nobody scribbled on works. */
+	ch = open_role(&bus, "ok", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "ok: %s", strerror(errno));
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	{
+		shmbus_bus *b2;
+		shmbus_channel *c2 = open_role(&b2, "ok",
+					       SHMBUS_ROLE_SUBSCRIBE);
+		cr_assert(c2);
+		sub = shmbus_sub_open(c2, NULL);
+		cr_assert(sub);
+		cr_assert_eq(shmbus_publish(p, "hello", 5), 0);
+		cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), 5);
+		shmbus_sub_close(sub);
+		shmbus_channel_close(c2);
+		shmbus_disconnect(b2);
+	}
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+Test(h1chaos, scribbled_rings_and_groups, .init = chaos_setup,
+     .fini = chaos_fini, .timeout = 120)
+{
+	const char *e = getenv("H1_SEED");
+	uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
+	const char *msv = getenv("H1_MS");
+
+	cr_log_warn("seed %llu", (unsigned long long)seed);
+	chaos(seed, getenv("H1_SKIP_HDR") != NULL, msv ? atoi(msv) : 3000);
+}
