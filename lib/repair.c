@@ -129,6 +129,23 @@ static uint64_t sp_walk_start(struct shmbus_channel *ch, uint64_t head)
 	return oldest;
 }
 
+/* Whether committed records run from a record boundary past the damaged
+ * header at `end` to head: from a position within the longest record
+ * after it (or the next lap's start). */
+static bool committed_after(struct shmbus_channel *ch, uint64_t end,
+			    uint64_t head)
+{
+	uint64_t most = rec_size(ch->max_msg), lap = (end | ch->mask) + 1;
+
+	for (uint64_t x = end + SHMBUS_REC_ALIGN;
+	     x < head && x - end <= most; x += SHMBUS_REC_ALIGN)
+		/* A1 in sb_committed_until(). */
+		if (sb_committed_until(ch, x, head) == head)
+			return true;
+	return lap < head && lap - end > most &&
+	       sb_committed_until(ch, lap, head) == head;
+}
+
 int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 {
 	/* A11: ordered after the sp_owner CAS that gave us the role. */
@@ -146,12 +163,15 @@ int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 	}
 	/* A dead producer's claim starts at a word it found zero (zeroed
 	 * by the claim before it, or by the wrap's padding) and had not
-	 * committed: anything else where the walk stopped (a torn or
-	 * scribbled header, a record running past head) is damage, with
-	 * committed records after it that padding would hide from every
-	 * subscriber without a word.  Left as it is, for subscribers to
-	 * stop at and the watchdog to report.  No edge: A1 above. */
-	if (load_relaxed64(&rec_at(ch, end)->commit) != 0) {
+	 * committed.  Anything else where the walk stopped (a torn or
+	 * scribbled header, a record running past head) is damage: inside
+	 * the dead claim, padded with it; but followed by committed records
+	 * up to head, it is not the dead claim's, and padding would hide
+	 * them from every subscriber without a word.  Left as it is, for
+	 * subscribers to stop at and the watchdog to report.  No edge: A1
+	 * above. */
+	if (load_relaxed64(&rec_at(ch, end)->commit) != 0 &&
+	    committed_after(ch, end, head)) {
 		if (damaged)
 			*damaged = end;
 		return -EBADMSG;
