@@ -747,6 +747,15 @@ static int append(struct jchan *j)
 			 "while it was copied", j->pos);
 		rc = -EBADMSG;
 	}
+	if (!rc && f.last_pos != UINT64_MAX &&
+	    f.last_seq >= sb_ring_next_seq(j->ch)) {
+		/* A sequence number no producer has handed out, written
+		 * since the walk (which checks it too). */
+		snprintf(why, sizeof(why), "sequence %" PRIu64 " at %" PRIu64
+			 ", and the channel's next is %" PRIu64, f.last_seq,
+			 f.last_pos, sb_ring_next_seq(j->ch));
+		rc = -EBADMSG;
+	}
 	if (rc) {
 		sbd_log_limited(&j->rl, SBD_ERR, ++j->errors, "journal errors",
 				"%s: journal: the ring is damaged at %" PRIu64

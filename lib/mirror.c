@@ -32,7 +32,12 @@
  * The agents' walk (shipping, the journal) takes as committed only what a
  * standby's sb_apply_check() would take: a record of this lap, of a known
  * type, a length within max_msg (padding: aligned), inside the ring, and
- * a sequence number above the one before it.  A record that breaks a rule
+ * a sequence number above the one before it; and one that a producer of
+ * the ring has handed out: below the channel's next (hdr.seq), which
+ * every writer of the ring stores before its commit (R1), so that a load
+ * of it after A1 sees a value past the record's.  A number from the
+ * future, shipped or journaled, would make every true record after it
+ * "go back" for ever.  A record that breaks a rule
  * ends the walk there, as an uncommitted claim does, so that it is never
  * shipped and refused for ever; sb_ring_damage() tells the two apart.
  */
@@ -44,8 +49,8 @@ enum rec_look { REC_NONE, REC_OK, REC_PAST, REC_BAD };
  * 9.1-9.3 ns not, 8.3-8.5 ns for a walk that checks the lap tag alone. */
 static inline __attribute__((always_inline)) enum rec_look
 look_rec(shmbus_channel *ch, uint64_t p, uint64_t to, uint64_t *seq,
-	 bool *have_seq, uint64_t *size, uint32_t *typep, char *why,
-	 size_t whylen)
+	 bool *have_seq, uint64_t *bound, uint64_t *size, uint32_t *typep,
+	 char *why, size_t whylen)
 {
 	/* A1: pairs with R1 (commit_store()): the seq below is the
 	 * record's. */
@@ -97,6 +102,21 @@ look_rec(shmbus_channel *ch, uint64_t p, uint64_t to, uint64_t *seq,
 				 (unsigned long long)*seq);
 		return REC_BAD;
 	}
+	/* *bound is the channel's next sequence number as last loaded:
+	 * loaded again only for a record past it (one committed since). */
+	if (s >= *bound) {
+		/* No edge: ordered after A1 above, which saw the commit that
+		 * its writer made after storing hdr.seq past s. */
+		*bound = load_relaxed64(&ch->hdr->seq);
+		if (s >= *bound) {
+			if (why)
+				snprintf(why, whylen, "sequence %llu, and the "
+					 "channel's next is %llu",
+					 (unsigned long long)s,
+					 (unsigned long long)*bound);
+			return REC_BAD;
+		}
+	}
 	*seq = s;
 	*have_seq = true;
 	return REC_OK;
@@ -130,6 +150,7 @@ uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
 {
 	/* A12: head bounds the walk; no record past it is ours to read. */
 	uint64_t head = load_acquire64(&ch->hdr->head), to, p, size, seq = 0;
+	uint64_t bound = 0;
 	bool have_seq = false;
 
 	if (from > head || head - from > ch->cap || from % SHMBUS_REC_ALIGN)
@@ -146,8 +167,8 @@ uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
 		have_seq = mk->have_seq;
 	}
 	for (p = from; p < to; p += size) {
-		if (look_rec(ch, p, to, &seq, &have_seq, &size, NULL, NULL,
-			     0) != REC_OK)
+		if (look_rec(ch, p, to, &seq, &have_seq, &bound, &size, NULL,
+			     NULL, 0) != REC_OK)
 			break;
 		if (mk)
 			mark(mk, p, size);
@@ -173,6 +194,7 @@ bool sb_ring_damage(shmbus_channel *ch, uint64_t pos,
 {
 	/* A12: head bounds what may be read. */
 	uint64_t head = load_acquire64(&ch->hdr->head), size, seq = 0;
+	uint64_t bound = 0;
 	/* The walk's last sequence number, as it carries it. */
 	bool have_seq = mk && mk->have_seq && !ch_overwrite(ch);
 	char what[160];
@@ -182,8 +204,8 @@ bool sb_ring_damage(shmbus_channel *ch, uint64_t pos,
 		seq = mk->seq;
 	if (pos % SHMBUS_REC_ALIGN || pos >= head || head - pos > ch->cap)
 		return false;
-	r = look_rec(ch, pos, head, &seq, &have_seq, &size, NULL, what,
-		     sizeof(what));
+	r = look_rec(ch, pos, head, &seq, &have_seq, &bound, &size, NULL,
+		     what, sizeof(what));
 	if (r == REC_PAST)
 		snprintf(what, sizeof(what), "%llu bytes from %llu run past "
 			 "head %llu", (unsigned long long)size,
@@ -238,6 +260,12 @@ uint64_t sb_ring_head(shmbus_channel *ch)
 	/* No edge: compared only; positions read from it are walked by
 	 * their commit words (A1). */
 	return load_relaxed64(&ch->hdr->head);
+}
+
+uint64_t sb_ring_next_seq(shmbus_channel *ch)
+{
+	/* No edge: ordered after the caller's A1 (look_rec()). */
+	return load_relaxed64(&ch->hdr->seq);
 }
 
 uint64_t sb_ring_oldest(shmbus_channel *ch)
@@ -303,11 +331,12 @@ uint64_t sb_ring_rec_at(shmbus_channel *ch, uint64_t pos, uint32_t *type)
 {
 	/* A12: head bounds what may be read. */
 	uint64_t head = load_acquire64(&ch->hdr->head), size, seq = 0;
+	uint64_t bound = 0;
 	bool have_seq = false;
 
 	if (pos % SHMBUS_REC_ALIGN || pos >= head || head - pos > ch->cap ||
-	    look_rec(ch, pos, head, &seq, &have_seq, &size, type, NULL, 0) !=
-	    REC_OK)
+	    look_rec(ch, pos, head, &seq, &have_seq, &bound, &size, type, NULL,
+		     0) != REC_OK)
 		return 0;
 	return size;
 }
@@ -316,11 +345,12 @@ bool sb_ring_seq_at(shmbus_channel *ch, uint64_t pos, uint64_t *seq)
 {
 	/* A12: head bounds what may be read. */
 	uint64_t head = load_acquire64(&ch->hdr->head), size, s = 0;
+	uint64_t bound = 0;
 	bool have = false;
 	uint32_t type;
 
 	if (pos % SHMBUS_REC_ALIGN || pos >= head || head - pos > ch->cap ||
-	    look_rec(ch, pos, head, &s, &have, &size, &type, NULL, 0) !=
+	    look_rec(ch, pos, head, &s, &have, &bound, &size, &type, NULL, 0) !=
 	    REC_OK || !have || !sb_ring_holds(ch, pos))
 		return false;
 	*seq = s;

@@ -1091,3 +1091,48 @@ Test(journal_recovery, a_hostile_persisted_position_does_not_stop_the_journal)
 	cr_assert_eq(replay_check(ch, 0, 0, 110), 110);
 	close_pub(bus, ch, p);
 }
+
+/* A record whose sequence number no producer has handed out yet (at or
+ * past the channel's next, hdr.seq), written by a process that maps the
+ * ring: damage, said and waited on, never written to the journal as a
+ * record (it would stop the journal for good at the next record: "the
+ * ring went back"); once the number is right again, the journal goes on
+ * with every record. */
+Test(journal_recovery, a_sequence_number_from_the_future_is_damage)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	struct sb_jnl_view v;
+	struct recs *rs = malloc(sizeof(*rs));
+	uint64_t pos, real;
+	void *buf;
+
+	cr_assert(rs);
+	ch = journaled("journal_fsync = none\n", 10, &bus, &p);
+	pos = th_head(ch);
+	cr_assert_eq(shmbus_claim(p, 64, &buf), 0);
+	memset(buf, 10, 64);
+	real = rec_at(ch, pos)->seq;
+	rec_at(ch, pos)->seq = real + (UINT64_C(1) << 40);
+	cr_assert_eq(shmbus_commit(p), 0);
+	publish_range(p, 11, 10);
+	for (int i = 0; i < 3000 && !log_has("journal: the ring is damaged at");
+	     i++)
+		usleep(1000);
+	cr_assert(log_has("journal: the ring is damaged at"));
+	cr_assert_not(log_has("the journal stops here"));
+	sb_jnl_read(ch, &v);
+	cr_assert_eq(v.written, pos, "written to %lu, the damage at %lu",
+		     (unsigned long)v.written, (unsigned long)pos);
+	cr_assert(v.state & SHMBUS_JNL_ERROR, "state %#x", v.state);
+	/* Set right again: the journal goes on, and holds every record. */
+	rec_at(ch, pos)->seq = real;
+	wait_written(ch, 10);
+	read_all(rs);
+	cr_assert_eq(rs->n, 21);
+	for (size_t i = 0; i < rs->n; i++)
+		cr_assert_eq(rs->seq[i], i);
+	close_pub(bus, ch, p);
+	free(rs);
+}

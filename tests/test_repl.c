@@ -1401,3 +1401,66 @@ Test(repl, both_persisted_waits_for_both_journals)
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }
+
+/* A record committed with a sequence number no producer handed out (past
+ * the channel's next) by a process that maps the ring: the primary says
+ * the ring is damaged there and ships nothing from it; once the number
+ * is right again, the standby gets every record, no gap, the same bytes
+ * (shipped, it would stand on the standby where the primary's ring holds
+ * the true number, and every record after it would "go back"). */
+static int plant_future_seq(void *arg)
+{
+	shmbus_bus *bus = NULL;
+	shmbus_channel *ch = host_open(&A, &bus, "sp", SHMBUS_ROLE_PUBLISH);
+	shmbus_channel *m = host_map(&A, "sp");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint64_t *at = arg, p;
+	uint8_t msg[100] = { 9 };
+	void *buf;
+
+	if (!pub || !m)
+		return 1;
+	p = __atomic_load_n(&m->hdr->head, __ATOMIC_ACQUIRE);
+	if (shmbus_claim(pub, 64, &buf))
+		return 2;
+	memset(buf, 1, 64);
+	at[0] = p;
+	at[1] = rec_at(m, p)->seq;
+	rec_at(m, p)->seq = at[1] + (UINT64_C(1) << 40);
+	if (shmbus_commit(pub))
+		return 3;
+	for (int i = 0; i < 100; i++)
+		if (shmbus_publish(pub, msg, sizeof(msg)))
+			return 4;
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+Test(repl, a_sequence_number_from_the_future_is_not_shipped)
+{
+	struct pubarg before = { "sp", 2000, 0, 256, false, false };
+	uint64_t *at = mmap(NULL, 16, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct sb_repl_view vb;
+	shmbus_channel *m;
+
+	cr_assert(at != MAP_FAILED);
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	pair_assert_published("sp", th_wait(th_spawn(pair_publisher, &before)));
+	cr_assert_eq(th_wait(th_spawn(plant_future_seq, at)), 0);
+	cr_assert(host_log_wait(&A, "sp: the ring is damaged: record at", 3000));
+	cr_assert(host_log_wait(&A, "the channel's next is", 100));
+	host_view(&B, "sp", &vb);
+	cr_assert_eq(vb.head, at[0], "the standby ends at %" PRIu64 ", the "
+		     "damage is at %" PRIu64, vb.head, at[0]);
+	m = host_map(&A, "sp");
+	cr_assert(m);
+	rec_at(m, at[0])->seq = at[1];
+	cr_assert(host_log_wait(&A, "sp: the ring is no longer damaged", 3000));
+	pair_assert_whole("sp", 10000);
+	shmbus_channel_close(m);
+	munmap(at, 16);
+}
