@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_h1_hostile.c - a publisher that writes over the shared memory it was
- * handed, and what shmbusd's own agents then do with it.
+ * test_scribble.c - a publisher that writes over the shared memory it was
+ * handed, and what shmbusd's own agents (the crash repair, the journal,
+ * group upkeep) then do with it: a torn header with committed records
+ * after it is left and said, never padded over; and random words written
+ * over every file of a bus under traffic leave shmbusd running and the
+ * channel nobody wrote over working.  SHMBUS_SCRIBBLE_SEED picks the
+ * words (the seed is logged), SHMBUS_SCRIBBLE_MS how long (3000), and
+ * SHMBUS_SCRIBBLE_SKIP_HDR spares the channels' identity lines.
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -55,7 +61,7 @@ static int tear_then_die(void *arg)
  * dead producer must not pad over them (every subscriber would step over
  * them without a word, a silent gap); it says where the damage is and
  * leaves it, and subscribers stop there. */
-Test(h1, a_torn_header_is_not_padded_over_with_the_records_after_it,
+Test(scribble, a_torn_header_is_not_padded_over_with_the_records_after_it,
      .init = setup, .fini = teardown)
 {
 	struct where *w = mmap(NULL, sizeof(*w), PROT_READ | PROT_WRITE,
@@ -389,13 +395,14 @@ static void chaos(uint64_t seed, bool skip_hdr, int ms)
 	shmbus_disconnect(bus);
 }
 
-Test(h1chaos, scribbled_rings_and_groups, .init = chaos_setup,
+Test(scribble, rings_and_groups_scribbled_under_traffic, .init = chaos_setup,
      .fini = chaos_fini, .timeout = 120)
 {
-	const char *e = getenv("H1_SEED");
+	const char *e = getenv("SHMBUS_SCRIBBLE_SEED");
 	uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
-	const char *msv = getenv("H1_MS");
+	const char *msv = getenv("SHMBUS_SCRIBBLE_MS");
 
 	cr_log_warn("seed %llu", (unsigned long long)seed);
-	chaos(seed, getenv("H1_SKIP_HDR") != NULL, msv ? atoi(msv) : 3000);
+	chaos(seed, getenv("SHMBUS_SCRIBBLE_SKIP_HDR") != NULL,
+	      msv ? atoi(msv) : 3000);
 }
