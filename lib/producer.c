@@ -81,11 +81,17 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		/* A slot of a dead process is taken over, unless it holds an
 		 * open multi-producer claim: that is shmbusd's to repair
 		 * (sb_repair_prod()), and its claim_pos must keep holding
-		 * other producers back until then.  A6: pairs with R6 (the
-		 * claim released). */
+		 * other producers back until then.  So is one left BUSY by
+		 * a process that died setting it up (as sb_repair_prod()
+		 * frees it): without shmbusd nobody else would.  A BUSY
+		 * slot announces nothing (only an ACTIVE slot's claim_pos
+		 * counts, sb_refresh_limit()): its word may be a fresh
+		 * slot's 0.  A6: pairs with R6 (the claim released). */
 		if (st != SHMBUS_SLOT_FREE &&
-		    (st != SHMBUS_SLOT_ACTIVE || sb_pid_alive(owner_pid(o)) ||
-		     load_acquire64(&s->claim_pos) != UINT64_MAX))
+		    ((st != SHMBUS_SLOT_ACTIVE && st != SHMBUS_SLOT_BUSY) ||
+		     sb_pid_alive(owner_pid(o)) ||
+		     (st == SHMBUS_SLOT_ACTIVE &&
+		      load_acquire64(&s->claim_pos) != UINT64_MAX)))
 			continue;
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and

@@ -106,7 +106,12 @@ void sb_hwm_raise(struct shmbus_hdr *h, uint32_t n)
 		;
 }
 
-/* Takes a free slot, or one whose owner process is gone. */
+/* Takes a free slot, or one whose owner process is gone: a subscriber
+ * that died (ACTIVE), or one that died setting its slot up, or a
+ * repairer that died releasing it (BUSY), as sb_repair_sub() frees them.
+ * Without shmbusd nobody else frees a BUSY slot: every opener killed in
+ * its membarrier() (milliseconds, SHMBUS_WAIT_SLEEP) would lose one for
+ * good. */
 static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 					 uint32_t *index)
 {
@@ -115,10 +120,10 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 		uint64_t o = load_relaxed64(&s->owner);
 		uint32_t st = owner_state(o);
 
-		if (st == SHMBUS_SLOT_ACTIVE && sb_pid_alive(owner_pid(o)))
+		if ((st == SHMBUS_SLOT_ACTIVE || st == SHMBUS_SLOT_BUSY) &&
+		    sb_pid_alive(owner_pid(o)))
 			continue;
-		if (st == SHMBUS_SLOT_BUSY || st == SHMBUS_SLOT_GROUP ||
-		    sb_slot_kept(st))
+		if (st == SHMBUS_SLOT_GROUP || sb_slot_kept(st))
 			continue;
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
@@ -129,10 +134,11 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 			continue;
 		/* A dead owner that was asleep still counts as a sleeper;
 		 * undo its increment (it set sleeping after it, in
-		 * sleep_wait()).  The exchange: exactly once, whoever else
-		 * repairs the same slot (sb_repair_sub()).  F3's counter, as
-		 * in sleep_wait(). */
-		if (st == SHMBUS_SLOT_ACTIVE && xchg_relaxed32(&s->sleeping, 0))
+		 * sleep_wait(); a repairer that died releasing its slot left
+		 * it BUSY before the undo).  The exchange: exactly once,
+		 * whoever else repairs the same slot (sb_repair_sub()).  F3's
+		 * counter, as in sleep_wait(). */
+		if (st != SHMBUS_SLOT_FREE && xchg_relaxed32(&s->sleeping, 0))
 			sub_seqcst32(&ch->hdr->sleepers, 1);
 		/* Nor do we wait on the mailbox, or sleep, yet. */
 		sb_mbox_unwant(ch, i);

@@ -514,3 +514,61 @@ Test(direct, a_process_hidden_by_proc_is_alive, .timeout = 30)
 	cr_assert_eq(rc, 0, "%s", rc == 1 ? "a live process judged gone" :
 		     rc == 2 ? "a dead process judged alive" : "setup failed");
 }
+
+/*
+ * A process killed while it set its slot up leaves the slot BUSY under
+ * its pid; a sleeping subscriber's open spends milliseconds there (its
+ * membarrier()).  shmbusd frees such slots (test_repair), but without it
+ * nobody did: every subscriber of a supervisor's kill loop killed in its
+ * open lost a slot for good, and after 64 the channel took no subscriber
+ * at all (ENOSPC), the sleeper count and wake-check bits it left kept
+ * with them.  The next opener takes them over, as a dead owner's ACTIVE
+ * slot; a BUSY slot of a live process stays its own.
+ */
+Test(direct, busy_slots_of_dead_openers_are_taken_over, .timeout = 30)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 1u << 14, 256, SHMBUS_OVERWRITE,
+				       SHMBUS_MULTI_PRODUCER);
+	shmbus_sub *subs[SHMBUS_MAX_SLOTS];
+	shmbus_pub *pubs[SHMBUS_MAX_PRODUCERS];
+	uint64_t busy, live;
+	pid_t dead = th_spawn(exit_now, NULL);
+
+	cr_assert_eq(th_wait(dead), 0);
+	busy = owner_word(SHMBUS_SLOT_BUSY, (uint32_t)dead);
+	live = owner_word(SHMBUS_SLOT_BUSY, (uint32_t)getpid());
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++)
+		store_release64(&ch->subs[i].owner, i ? busy : live);
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++)
+		store_release64(&ch->prods[i].owner, busy);
+	/* One died between its sleeper count and its release (a repairer),
+	 * or announced that it sleeps before it died opening. */
+	store_relaxed32(&ch->subs[5].sleeping, 1);
+	add_seqcst32(&ch->hdr->sleepers, 1);
+	or_relaxed64(&ch->hdr->sleep_ok, UINT64_C(1) << 5);
+
+	for (uint32_t i = 1; i < SHMBUS_MAX_SLOTS; i++) {
+		subs[i] = shmbus_sub_open(ch, NULL);
+		cr_assert(subs[i], "subscriber %u: %s", i, strerror(errno));
+	}
+	cr_assert_null(shmbus_sub_open(ch, NULL), "a live opener's slot taken");
+	cr_assert_eq(errno, ENOSPC);
+	cr_assert_eq(load_relaxed64(&ch->subs[0].owner), live);
+	cr_assert_eq(load_seqcst32(&ch->hdr->sleepers), 0,
+		     "the dead one's sleeper count kept");
+	cr_assert_eq(load_relaxed64(&ch->hdr->sleep_ok), 0,
+		     "producers still make wake checks for it");
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		pubs[i] = shmbus_pub_open(ch, NULL);
+		cr_assert(pubs[i], "publisher %u: %s", i, strerror(errno));
+	}
+	cr_assert_eq(shmbus_publish(pubs[0], "sensor", 6), 0);
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++)
+		shmbus_pub_close(pubs[i]);
+	for (uint32_t i = 1; i < SHMBUS_MAX_SLOTS; i++)
+		shmbus_sub_close(subs[i]);
+	store_release64(&ch->subs[0].owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
