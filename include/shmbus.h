@@ -15,10 +15,10 @@
  *     only when) a subscriber has said it sleeps.
  *   - Thread cancellation: the calls that hold a lock of the library
  *     across a blocking step (those that talk to shmbusd: shmbus_connect*(),
- *     shmbus_bus_*(), shmbus_disconnect(); and shmbus_group_join()) run
- *     with cancellation disabled, so a cancel never leaves a lock held or a
- *     half-made handle: it acts at the thread's next cancellation point
- *     after the call returns.
+ *     shmbus_bus_*(), shmbus_disconnect(); shmbus_group_join() and
+ *     shmbus_group_delete()) run with cancellation disabled, so a cancel
+ *     never leaves a lock held or a half-made handle: it acts at the
+ *     thread's next cancellation point after the call returns.
  *
  * Errors used throughout
  *   -EINVAL          a bad argument (null handle, bad attribute...)

@@ -1138,18 +1138,17 @@ static int call_fd(shmbus_bus *b, uint16_t type, const void *req,
 		   uint32_t len)
 {
 	int fd[2] = { -1, -1 };
-	int rc = call(b, type, req, len, NULL, 0, NULL, fd);
+	int old = sb_cancel_off(),	/* close() with fd[0] held */
+	    rc = call(b, type, req, len, NULL, 0, NULL, fd);
 
 	if (fd[1] >= 0)
 		close(fd[1]);
 	if (rc == 0 && fd[0] < 0)
 		rc = -EPROTO;
-	if (rc) {
-		if (fd[0] >= 0)
-			close(fd[0]);
-		return rc;
-	}
-	return fd[0];
+	if (rc && fd[0] >= 0)
+		close(fd[0]);
+	sb_cancel_restore(old);
+	return rc ? rc : fd[0];
 }
 
 int sb_bus_journal(shmbus_bus *b, const char *chan, uint32_t what,

@@ -485,7 +485,7 @@ static int lock_for_removal(int fd, const char *path)
 	return 0;
 }
 
-SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
+static int group_delete(shmbus_channel *ch, const char *group)
 {
 	char path[PATH_MAX];
 	struct shmbus_group *m;
@@ -513,6 +513,16 @@ SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
 		sb_group_unmap(m);
 	}
 	close(fd);	/* drops the lock, after the unlink */
+	return rc;
+}
+
+/* With cancellation off (sb_cancel_off()): the removal holds the file's
+ * lock, its DELETED flag set, across open() and read() of /proc. */
+SHMBUS_EXPORT int shmbus_group_delete(shmbus_channel *ch, const char *group)
+{
+	int old = sb_cancel_off(), rc = group_delete(ch, group);
+
+	sb_cancel_restore(old);
 	return rc;
 }
 

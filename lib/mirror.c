@@ -106,7 +106,11 @@ look_rec(shmbus_channel *ch, uint64_t p, uint64_t to, uint64_t *seq,
 	 * loaded again only for a record past it (one committed since). */
 	if (s >= *bound) {
 		/* No edge: ordered after A1 above, which saw the commit that
-		 * its writer made after storing hdr.seq past s. */
+		 * its writer made after storing hdr.seq past s.  On an
+		 * overwrite ring a lapping producer may have changed s since
+		 * A1: a false REC_BAD then only ends the walk, and the
+		 * callers check sb_ring_holds() (A2) before they call it
+		 * damage. */
 		*bound = load_relaxed64(&ch->hdr->seq);
 		if (s >= *bound) {
 			if (why)

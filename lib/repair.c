@@ -129,21 +129,39 @@ static uint64_t sp_walk_start(struct shmbus_channel *ch, uint64_t head)
 	return oldest;
 }
 
-/* Whether committed records run from a record boundary past the damaged
- * header at `end` to head: from a position within the longest record
- * after it (or the next lap's start). */
+/* Whether a walk that passed records from `x` ended where committed
+ * records end in a ring whose single producer died: at head, or at a word
+ * that is zero (its claim, not committed). */
+static bool walk_ends_at_claim(struct shmbus_channel *ch, uint64_t x,
+			       uint64_t stop, uint64_t head)
+{
+	/* No edge: A1 in sb_committed_until() read the words before it. */
+	return stop > x && (stop == head ||
+			    load_relaxed64(&rec_at(ch, stop)->commit) == 0);
+}
+
+/* Whether committed records follow the damaged header at `end`: the
+ * first walk that passes a record, from a position within the longest
+ * record after it (or from the next lap's start), ends at head or at the
+ * dead producer's claim.  One walk in all: a position whose walk passes
+ * nothing costs one look, so the whole costs as much as the records up to
+ * head, whatever max_msg is. */
 static bool committed_after(struct shmbus_channel *ch, uint64_t end,
 			    uint64_t head)
 {
 	uint64_t most = rec_size(ch->max_msg), lap = (end | ch->mask) + 1;
 
 	for (uint64_t x = end + SHMBUS_REC_ALIGN;
-	     x < head && x - end <= most; x += SHMBUS_REC_ALIGN)
+	     x < head && x - end <= most; x += SHMBUS_REC_ALIGN) {
 		/* A1 in sb_committed_until(). */
-		if (sb_committed_until(ch, x, head) == head)
-			return true;
+		uint64_t stop = sb_committed_until(ch, x, head);
+
+		if (stop > x)
+			return walk_ends_at_claim(ch, x, stop, head);
+	}
 	return lap < head && lap - end > most &&
-	       sb_committed_until(ch, lap, head) == head;
+	       walk_ends_at_claim(ch, lap, sb_committed_until(ch, lap, head),
+				  head);
 }
 
 int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
@@ -166,10 +184,10 @@ int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 	 * committed.  Anything else where the walk stopped (a torn or
 	 * scribbled header, a record running past head) is damage: inside
 	 * the dead claim, padded with it; but followed by committed records
-	 * up to head, it is not the dead claim's, and padding would hide
-	 * them from every subscriber without a word.  Left as it is, for
-	 * subscribers to stop at and the watchdog to report.  No edge: A1
-	 * above. */
+	 * (up to head, or to the dead claim), it is not the dead claim's,
+	 * and padding would hide them from every subscriber without a word.
+	 * Nothing is padded (subscribers stop at the damage anyway), for
+	 * them to stop at and the daemon to report.  No edge: A1 above. */
 	if (load_relaxed64(&rec_at(ch, end)->commit) != 0 &&
 	    committed_after(ch, end, head)) {
 		if (damaged)

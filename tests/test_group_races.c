@@ -1691,3 +1691,51 @@ Test(group_races, a_dead_removers_flag_stops_nobody)
 	cr_assert_eq(shmbus_group_delete(ch, "g"), 0);
 	shmbus_channel_close(ch);
 }
+
+/* A thread cancelled while it deletes a group (direct mode), after it set
+ * the DELETED flag and took the file's lock (here at the hook before the
+ * unlink; sb_pid_gone()'s open() and read() of /proc are cancellation
+ * points there): the cancel waits for the delete to return, so the lock is
+ * not kept for the process's life, and the group can be made again. */
+static pthread_t del_victim;
+
+static void cancel_remover(int where)
+{
+	if (where == SB_HOOK_REMOVE_SEEN &&
+	    pthread_equal(pthread_self(), del_victim)) {
+		pthread_cancel(del_victim);
+		pthread_testcancel();
+	}
+}
+
+static void *delete_cancelled(void *arg)
+{
+	shmbus_group_delete(arg, "gone");
+	pthread_testcancel();
+	return NULL;
+}
+
+Test(group_races, a_thread_cancelled_deleting_a_group_leaves_no_lock,
+     .timeout = 20)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 12);
+	shmbus_group *g = shmbus_group_join(ch, "gone", "m", NULL);
+	void *ret;
+	int rc;
+
+	cr_assert(g, "%s", strerror(errno));
+	shmbus_group_leave(g);
+	sb_group_hook = cancel_remover;
+	cr_assert_eq(pthread_create(&del_victim, NULL, delete_cancelled, ch),
+		     0);
+	cr_assert_eq(pthread_join(del_victim, &ret), 0);
+	sb_group_hook = NULL;
+	cr_assert_eq(ret, PTHREAD_CANCELED);
+	rc = shmbus_group_delete(ch, "gone");
+	g = shmbus_group_join(ch, "gone", "m", NULL);
+	cr_assert(rc == 0 || rc == -ENOENT,
+		  "a second delete: %s", strerror(-rc));
+	cr_assert(g, "join after the cancelled delete: %s", strerror(errno));
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}

@@ -108,6 +108,64 @@ Test(scribble, a_torn_header_is_not_padded_over_with_the_records_after_it,
 	munmap(w, sizeof(*w));
 }
 
+/* The same, but the producer dies as producers die: inside a claim it
+ * has not committed (after 100 messages, a claim of message 100).  The
+ * records after the torn header end at the dead claim's zero word, not at
+ * head: still committed records, which padding would hide (98 and 99). */
+static int tear_then_die_in_claim(void *arg)
+{
+	struct where *w = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "blk", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint8_t m[40];
+	void *buf;
+
+	if (!p)
+		return 1;
+	for (uint64_t i = 0; i < 100; i++) {
+		memset(m, (int)i, sizeof(m));
+		if (i == 97)
+			w->bad = th_head(ch);
+		if (shmbus_publish(p, m, sizeof(m)))
+			return 2;
+	}
+	w->word = commit_word(ch, w->bad, SHMBUS_REC_MSG, sizeof(m)) -
+		  (UINT64_C(1) << 32);
+	__atomic_store_n(&rec_at(ch, w->bad)->commit, w->word,
+			 __ATOMIC_RELEASE);
+	if (shmbus_claim(p, sizeof(m), &buf))
+		return 4;
+	w->head = th_head(ch);
+	kill(getpid(), SIGKILL);
+	return 3;
+}
+
+Test(scribble, a_torn_header_before_a_dead_claim_is_not_padded_over,
+     .init = setup, .fini = teardown)
+{
+	struct where *w = mmap(NULL, sizeof(*w), PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+
+	cr_assert(w != MAP_FAILED);
+	ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	cr_assert_eq(th_wait(th_spawn(tear_then_die_in_claim, w)),
+		     128 + SIGKILL);
+	for (int i = 0; i < 300 && !log_has("blk: the ring is damaged at") &&
+	     !log_has("padded the unfinished claim"); i++)
+		usleep(1000);
+	cr_assert_not(log_has("padded the unfinished claim"),
+		      "the repair padded [%lu, %lu): messages 97..99 hidden",
+		      (unsigned long)w->bad, (unsigned long)w->head);
+	cr_assert(log_has("blk: the ring is damaged at"));
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	munmap(w, sizeof(*w));
+}
+
 /* ---------------------------------------------------------------- chaos */
 
 #include <dirent.h>
