@@ -16,6 +16,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,6 +377,24 @@ out:
 
 /* ---------------------------------------------------------------- start */
 
+/* A system call of the start failed: logged with what it was for and
+ * the system's reason (strerror(), not shmbus_strerror(): ENOSPC here is
+ * the journal's disk, not a slot); returns rc. */
+static int __attribute__((format(printf, 3, 4)))
+said_sys(struct jchan *j, int rc, const char *fmt, ...)
+{
+	char what[PATH_MAX + 128];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	sbd_log(SBD_ERR, 0, "%s: journal: %s: %s", j->name, what,
+		strerror(-rc));
+	j->said = true;
+	return rc;
+}
+
 static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 {
 	struct shmbus_channel_info in;
@@ -418,10 +438,11 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	}
 	rc = jnl_mkdir_p(j->dir, j->fmode | ((j->fmode & 0444) >> 2));
 	if (rc)
-		return rc;
+		return said_sys(j, rc, "cannot make the directory %s", j->dir);
 	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (j->dfd < 0)
-		return -errno;
+		return said_sys(j, -errno, "cannot open the directory %s",
+				j->dir);
 	/* One writer per journal: another daemon of the same config (run
 	 * with its own -d and -S, which its socket's and shm_dir's locks do
 	 * not catch) or of another bus with this journal_dir would write
@@ -540,7 +561,10 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 		j->pos = j->synced = end;
 	}
 	if (rc)
-		return rc;
+		return said_sys(j, rc, "its segment at %" PRIu64 " (%" PRIu64
+				" bytes, made in full at once) cannot be "
+				"made or opened in %s", j->pos & ~(j->g.seg_size - 1),
+				j->g.seg_size, j->dir);
 	sb_jnl_written(j->ch, j->pos);
 	sb_jnl_persisted(j->ch, j->synced, true);
 	sb_jnl_oldest(j->ch, oldest, 0, SHMBUS_JKEEP_RULE);

@@ -340,3 +340,27 @@ Test(journal_device, a_sync_failing_at_start_is_said_and_acknowledges_nothing)
 	stop_daemon();
 	all_on_the_device_once_it_works(ch, bus, p, n);
 }
+
+/* A segment larger than the journal's filesystem (each is made in full
+ * when it is begun): the start says which segment, where, and the
+ * system's reason, not the library's gloss of ENOSPC (a subscriber slot,
+ * the shm directory), which sends the operator to the wrong place. */
+Test(journal_device, a_segment_that_does_not_fit_is_said_with_its_path)
+{
+	char want[512];
+
+	snprintf(mnt, sizeof(mnt), "%s/fs", d.dir);
+	cr_assert_eq(mkdir(mnt, 0755), 0);
+	cr_assert_eq(mount("tmpfs", mnt, "tmpfs", 0, "size=1m"), 0,
+		     "mount a 1 MiB tmpfs (the suite runs as root): %s",
+		     strerror(errno));
+	snprintf(jdir, sizeof(jdir), "%s", mnt);
+	conf_with("journal_segment = 4M\n", "journal_min_free = 0\n");
+	start_daemon();
+	cr_assert(log_has("journal not started"));
+	snprintf(want, sizeof(want), "cannot be made or opened in %s/j: %s",
+		 mnt, strerror(ENOSPC));
+	cr_assert(log_has(want), "the log does not say: %s", want);
+	cr_assert(!log_has("subscriber or producer slot"),
+		  "ENOSPC of the disk said as a slot");
+}
