@@ -144,7 +144,8 @@ static void *reader_main(void *arg)
 		 * watermark from rc->applied, and shmbus_pub_sync() must find
 		 * them at least as far as the watermark. */
 		sb_repl_acked(rc->ch, a.received, a.applied, a.persisted,
-			      a.applied >= LOAD(&rc->sent));
+			      standby_pos(rc, a.received, a.applied,
+					  a.persisted) >= LOAD(&rc->sent));
 		STORE(&rc->applied, a.applied);
 		STORE(&rc->received, a.received);
 		STORE(&rc->persisted, a.persisted);

@@ -1413,6 +1413,21 @@ Test(failover, a_disk_full_on_the_standby_loses_nothing)
 	cr_assert(wait_record("out ", 5000), "recorded out of sync");
 	a_alone_primary_for(TTL_MS);
 	acked = fo_stop(pub);
+	/* busstat's LAGT counts at the channel's level: B applied every
+	 * frame but persisted none of them for a term at least, so it has
+	 * not had everything (standby_persisted) since then. */
+	{
+		shmbus_channel *ach = host_map(&A, "fo");
+		struct shmbus_repl_info ri;
+
+		cr_assert(ach);
+		cr_assert_eq(shmbus_channel_replication(ach, &ri), 0);
+		shmbus_channel_close(ach);
+		cr_assert_gt(ri.lag_bytes, 0);
+		cr_assert_geq(ri.lag_ns, (uint64_t)TTL_MS * 1000000,
+			      "LAGT %.3f s: B has persisted nothing for %d ms",
+			      ri.lag_ns / 1e9, TTL_MS);
+	}
 	/* Room again. */
 	cr_assert_eq(mount("tmpfs", df_mnt, "tmpfs", MS_REMOUNT, "size=256m"),
 		     0, "remount: %s", strerror(errno));
