@@ -98,7 +98,8 @@ static int write_all(int fd, const void *buf, size_t len)
 
 /* Writes [from, to) of the ring to the quarantine file (path), synced. */
 static int quarantine(struct rchan *rc, uint64_t cut, uint64_t from,
-		      uint64_t to, uint64_t new_epoch, char *path, size_t pn)
+		      uint64_t to, uint64_t epoch, uint64_t new_epoch,
+		      char *path, size_t pn)
 {
 	struct shmbus_quar_hdr *q;
 	struct iovec iov[2];
@@ -111,7 +112,7 @@ static int quarantine(struct rchan *rc, uint64_t cut, uint64_t from,
 	if (mkdir(dir, 0700) && errno != EEXIST)
 		return -errno;
 	if (snprintf(path, pn, "%s/%s.%" PRIu64 ".%" PRIu64 "-%" PRIu64 ".q",
-		     dir, rc->name, LOAD(&repl.epoch), from, to) >= (int)pn)
+		     dir, rc->name, epoch, from, to) >= (int)pn)
 		return -ENAMETOOLONG;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	n = sb_ring_span(rc->ch, from, to, iov);
@@ -126,7 +127,7 @@ static int quarantine(struct rchan *rc, uint64_t cut, uint64_t from,
 	q->from = from;
 	q->to = to;
 	q->cut = cut;
-	q->epoch = LOAD(&repl.epoch);
+	q->epoch = epoch;
 	q->new_epoch = new_epoch;
 	q->capacity = rc->cap;
 	q->max_msg = rc->max_msg;
@@ -177,8 +178,8 @@ static int ring_cut(void *arg)
 	return 0;
 }
 
-int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
-		  char *why, size_t n)
+int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t epoch,
+		  uint64_t new_epoch, char *why, size_t n)
 {
 	struct gcut g = { rc->ch, pos, why, n };
 	struct cut c = { rc, pos };
@@ -223,7 +224,7 @@ int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
 		from = pos;
 	}
 	if (from < end) {
-		err = quarantine(rc, pos, from, end, new_epoch, path,
+		err = quarantine(rc, pos, from, end, epoch, new_epoch, path,
 				 sizeof(path));
 		if (err) {
 			snprintf(why, n, "the quarantine file: %s",
@@ -252,7 +253,7 @@ int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
 			" of epoch %" PRIu64 " are not on the new primary "
 			"(epoch %" PRIu64 "): moved to %s, and the ring cut "
 			"back to %" PRIu64, rc->name, from, end,
-			LOAD(&repl.epoch), new_epoch, path, pos);
+			epoch, new_epoch, path, pos);
 	else
 		sbd_log(SBD_WARN, 0, "%s: rejoin: the ring cut back to %" PRIu64
 			" (it no longer held %" PRIu64 "..%" PRIu64 ")",

@@ -362,9 +362,12 @@ void rp_serve_link(struct sbd_link *l, const struct rw_hello *hi);
 /* repl_standby.c */
 int rp_linker_start(struct rchan *rc);
 /* rejoin.c: the ring (and journal) cut back to pos, where the new
- * primary's epoch began, the records past it kept in a quarantine file;
- * 0, or -errno with why (the ring is then as it was). */
-int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t new_epoch,
+ * primary's epoch (new_epoch) began, the records past it, of this
+ * channel's newest epoch here (epoch: the host's may be newer already,
+ * another channel having linked first), kept in a quarantine file; 0, or
+ * -errno with why (the ring is then as it was). */
+int rp_rejoin_cut(struct rchan *rc, uint64_t pos, uint64_t epoch,
+		  uint64_t new_epoch,
 		  char *why, size_t n);
 void rp_linker_stop(struct rchan *rc);
 /* The frame acknowledged as received and not applied, applied now if

@@ -351,7 +351,7 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 	if (restart == RW_RESTART_CUT) {
 		/* Before anything of the new epoch is recorded here: a cut
 		 * that fails is asked for again at the next link. */
-		if ((rc2 = rp_rejoin_cut(rc, h.pos, h.epoch, why,
+		if ((rc2 = rp_rejoin_cut(rc, h.pos, hello.epoch, h.epoch, why,
 					 sizeof(why)))) {
 			LIMITED(&repl.rl_link, repl.link_errors, "link errors",
 				"%s: rejoin: the ring cannot be cut back to %"

@@ -823,7 +823,8 @@ Test(failover, a_standby_stopped_mid_switchover_leaves_the_old_primary)
 
 #define CUT_CHANS \
 	"[channel fo]\ncapacity = 1M\nmax_msg = 1K\nreplicate = applied\n" \
-	"journal = on\njournal_segment = 1M\n"
+	"journal = on\njournal_segment = 1M\n" \
+	"[channel fo2]\ncapacity = 64K\nmax_msg = 1K\nreplicate = applied\n"
 
 #define TAIL 50		/* messages the cut-off primary writes alone */
 #define AFTER 20	/* messages the new primary writes */
@@ -856,7 +857,8 @@ static int burst_publisher(void *arg)
 /* The quarantine file A wrote for "fo": its header, its records checked
  * one by one (all of producer `id`, numbered from 0, in order); returns
  * how many. */
-static uint64_t check_quarantine(uint64_t *from, uint64_t *to, uint32_t id)
+static uint64_t check_quarantine(uint64_t *from, uint64_t *to, uint32_t id,
+				 uint64_t epoch)
 {
 	struct shmbus_quar_hdr q;
 	char cmd[4096], path[512];
@@ -877,6 +879,14 @@ static uint64_t check_quarantine(uint64_t *from, uint64_t *to, uint32_t id)
 							 hdr_crc)));
 	cr_assert_str_eq(q.channel, "fo");
 	cr_assert_gt(q.new_epoch, q.epoch);
+	/* The epoch A wrote the tail in, in the header and the name (not
+	 * the new one, which A already had from "fo2" linking first). */
+	cr_assert_eq(q.epoch, epoch, "the quarantine says epoch %lu, the "
+		     "tail was written in %lu", (unsigned long)q.epoch,
+		     (unsigned long)epoch);
+	snprintf(cmd, sizeof(cmd), "/fo.%lu.", (unsigned long)epoch);
+	cr_assert(strstr(path, cmd), "%s is not named by epoch %lu", path,
+		  (unsigned long)epoch);
 	cr_assert(q.to > q.from && q.to - q.from <= q.capacity);
 	data = malloc(q.to - q.from);
 	cr_assert_eq(fread(data, 1, q.to - q.from, f), q.to - q.from);
@@ -1014,6 +1024,14 @@ Test(failover, a_returning_primary_cuts_its_diverged_tail)
 	}
 	cr_assert(host_log_wait(&A, "rejoin: records", 10000),
 		  "A did not cut its tail");
+	{
+		char said[64];
+
+		snprintf(said, sizeof(said), "of epoch %lu are not on",
+			 (unsigned long)va.epoch);
+		cr_assert(host_log_wait(&A, said, 1000), "the log does not "
+			  "say the tail's epoch %lu", (unsigned long)va.epoch);
+	}
 	head = pair_wait_caught_up("fo", 0, 10000);
 	/* A's group was cut back with the ring: it acknowledged none of
 	 * B's records. */
@@ -1024,7 +1042,7 @@ Test(failover, a_returning_primary_cuts_its_diverged_tail)
 	shmbus_channel_close(ach);
 	/* Exactly the tail is in the quarantine, from where B's epoch
 	 * began to where A had written. */
-	cr_assert_eq(check_quarantine(&from, &to, 2), TAIL);
+	cr_assert_eq(check_quarantine(&from, &to, 2, va.epoch), TAIL);
 	cr_assert_eq(gs.floor, from, "A's group floor %lu, the cut at %lu",
 		     (unsigned long)gs.floor, (unsigned long)from);
 	cr_assert_eq(gs.claim, from);
