@@ -150,6 +150,9 @@ static int become_primary(uint64_t floor, bool force, bool handed, char *out,
 
 		sb_repl_epoch(rc->ch, e);
 		sb_repl_acked(rc->ch, 0, 0, 0, false);
+		/* LAGT counts from the standby's catching up with this
+		 * primary, not from when this host's linker last linked. */
+		sb_repl_caught_up_unknown(rc->ch);
 		rp_agent_start(rc, false, handed);
 		/* With an arbiter, closed until the leader thread holds the
 		 * key's term (rp_open_fences()). */

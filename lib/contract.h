@@ -272,6 +272,10 @@ void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
 		   uint64_t persisted, bool caught_up);
 /* The standby has everything now (busstat's lag time starts here). */
 void sb_repl_caught_up(shmbus_channel *ch);
+/* Primary: no time known since the standby last had everything (busstat
+ * shows "?"): at a promotion, until a standby has caught up with this
+ * primary (the standby's link time or a former term's is not that). */
+void sb_repl_caught_up_unknown(shmbus_channel *ch);
 /* Positions set back to `pos` at a role change (no agent running). */
 void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos);
 /* Raises the watermark to w and wakes shmbus_pub_sync() callers and

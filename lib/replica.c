@@ -226,6 +226,12 @@ void sb_repl_caught_up(shmbus_channel *ch)
 			(uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
 }
 
+void sb_repl_caught_up_unknown(shmbus_channel *ch)
+{
+	/* No edge: statistics. */
+	store_relaxed64(&ch->hdr->caught_up_ns, 0);
+}
+
 void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos)
 {
 	struct shmbus_hdr *h = ch->hdr;
