@@ -530,11 +530,20 @@ int sbd_reload(void)
 		here = sbd_chan_find(nc.chans[i].name) != NULL;
 		rcu_read_unlock();
 		/* As shmbusctl create (control.c): a journal starts only
-		 * with the daemon. */
-		if (!here && nc.chans[i].jnl.on) {
-			sbd_log(SBD_WARN, 0, "reload: %s: journaled, so made "
-				"at the next restart, with its journal",
-				nc.chans[i].name);
+		 * with the daemon, and so does replication: a replicated
+		 * channel made now would be neither (its pub_sync()
+		 * acknowledging at once at `local`, and on a standby taking
+		 * producers whose records the primary's would diverge from
+		 * at the next start). */
+		if (!here && (nc.chans[i].jnl.on ||
+			      nc.chans[i].repl_level >= 0)) {
+			sbd_log(SBD_WARN, 0, "reload: %s: %s, so made at the "
+				"next restart, with %s", nc.chans[i].name,
+				nc.chans[i].jnl.on ? "journaled" : "replicated",
+				nc.chans[i].jnl.on &&
+				nc.chans[i].repl_level >= 0 ? "its journal and "
+				"its replication" : nc.chans[i].jnl.on ?
+				"its journal" : "its replication");
 			continue;
 		}
 		if (sbd_channel_setup(&nc.chans[i], true)) {

@@ -602,10 +602,15 @@ static int do_create(struct sbd_client *cl, const struct shmbus_ctl_create *q)
 	 * journal, would stop the journal for good. */
 	for (size_t i = 0; i < sbd.conf.nchans; i++)
 		if (!strcmp(sbd.conf.chans[i].name, q->name) &&
-		    sbd.conf.chans[i].jnl.on)
-			return deny(-EBUSY, "'%s' is journaled by the config: "
-				    "the daemon makes it, with its journal, "
-				    "when it starts (restart it)", q->name);
+		    (sbd.conf.chans[i].jnl.on ||
+		     sbd.conf.chans[i].repl_level >= 0))
+			return deny(-EBUSY, "'%s' is %s by the config: "
+				    "the daemon makes it, with its %s, "
+				    "when it starts (restart it)", q->name,
+				    sbd.conf.chans[i].jnl.on ? "journaled"
+							     : "replicated",
+				    sbd.conf.chans[i].jnl.on ? "journal"
+							     : "replication");
 	rc = sbd_channel_create_file(q->name, &a, -1, -1, &ch);
 	if (rc == -EEXIST)
 		return deny(rc, "a file named '%s' is in %s (not a channel "

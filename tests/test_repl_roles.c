@@ -1443,3 +1443,47 @@ Test(repl_roles, a_keyed_groups_copy_is_never_lapped_on_the_standby)
 	fo_mode = SHMBUS_GROUP_KEYED;
 	copy_never_lapped("keyed");
 }
+
+/* A replicated channel the config gains at a reload is made at the next
+ * restart, with its replication, as a journaled one is: made at once it
+ * would be replicated by nobody (its pub_sync() returning 0 at `local`
+ * for a channel the config says `applied`), and on the standby it would
+ * take producers, whose records the primary's would diverge from once
+ * both replicate it.  shmbusctl create of that name is refused too. */
+Test(repl_roles, a_replicated_channel_added_by_a_reload_waits_for_a_restart)
+{
+	const char *late = CHANS "[channel late]\ncapacity = 64K\n"
+			   "max_msg = 1K\nreplicate = applied\n";
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	char cmd[512];
+
+	pair_setup(CHANS, "");
+	host_config(&B, "standby", A.listen, late, "");
+	cr_assert_eq(kill(B.pid, SIGHUP), 0);
+	cr_assert(host_log_wait(&B, "configuration reloaded", 5000));
+	cr_assert(host_log_wait(&B, "late: replicated, so made at the next "
+				"restart", 100), "the reload made it");
+	ch = host_open(&B, &bus, "late", SHMBUS_ROLE_PUBLISH);
+	cr_assert_null(ch, "a producer on the standby's unreplicated copy");
+	shmbus_disconnect(bus);
+	snprintf(cmd, sizeof(cmd), "build/tools/shmbusctl -b %s create late "
+		 "--capacity 64K 2>&1 | grep -q 'replicated by the config'",
+		 B.sock);
+	cr_assert_eq(system(cmd), 0, "%s", cmd);
+	/* At the restart it is made a standby's: producers refused. */
+	host_kill(&B, SIGTERM);
+	host_start(&B);
+	cr_assert(host_log_wait(&B, "late: linked to primary", 5000) ||
+		  host_log_wait(&B, "replication: standby", 100));
+	ch = host_open(&B, &bus, "late", SHMBUS_ROLE_PUBLISH);
+	if (ch) {
+		errno = 0;
+		cr_assert_null(shmbus_pub_open(ch, NULL));
+		cr_assert_eq(errno, EROFS, "errno %d", errno);
+		shmbus_channel_close(ch);
+	} else {
+		cr_assert_eq(errno, EROFS, "open to publish: errno %d", errno);
+	}
+	shmbus_disconnect(bus);
+}
