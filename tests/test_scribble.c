@@ -271,13 +271,15 @@ static int noisy_member(void *arg)
 {
 	const char *chan = arg;
 	uint8_t buf[4096];
+	char me[32];
 
+	snprintf(me, sizeof(me), "m%d", (int)getpid());
 	signal(SIGTERM, on_term);
 	while (!chaos_stop) {
 		shmbus_bus *bus = NULL;
 		shmbus_channel *ch = open_role(&bus, chan,
 					       SHMBUS_ROLE_SUBSCRIBE);
-		shmbus_group *m = ch ? shmbus_group_join(ch, "grp", NULL, NULL)
+		shmbus_group *m = ch ? shmbus_group_join(ch, "grp", me, NULL)
 				     : NULL;
 
 		while (m && !chaos_stop) {
@@ -423,7 +425,7 @@ static void chaos(uint64_t seed, bool skip_hdr, int ms)
 			usleep(10000);
 		}
 		if (pids[i]) {
-			cr_log_warn("client %d of %d hangs; killed", i, n);
+			cr_log_info("client %d of %d hangs; killed", i, n);
 			kill(pids[i], SIGKILL);
 			waitpid(pids[i], NULL, 0);
 		}
@@ -460,7 +462,7 @@ Test(scribble, rings_and_groups_scribbled_under_traffic, .init = chaos_setup,
 	uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
 	const char *msv = getenv("SHMBUS_SCRIBBLE_MS");
 
-	cr_log_warn("seed %llu", (unsigned long long)seed);
+	cr_log_info("seed %llu", (unsigned long long)seed);
 	chaos(seed, getenv("SHMBUS_SCRIBBLE_SKIP_HDR") != NULL,
 	      msv ? atoi(msv) : 3000);
 }
