@@ -491,8 +491,11 @@ int sbd_reload(void)
 		for (size_t j = 0; j < sbd.conf.nchans; j++)
 			if (!strcmp(n->name, sbd.conf.chans[j].name))
 				o = &sbd.conf.chans[j];
-		if (o && (n->repl_level != o->repl_level ||
-			  n->repl_strict != o->repl_strict))
+		/* !o: a channel made at run time that the config now
+		 * replicates (one made here later waits for the restart). */
+		if ((o && (n->repl_level != o->repl_level ||
+			   n->repl_strict != o->repl_strict)) ||
+		    (!o && n->repl_level >= 0))
 			sbd_log(SBD_WARN, 0, "reload: %s: replicate or "
 				"out_of_sync changed; it takes effect only at "
 				"restart", n->name);

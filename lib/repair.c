@@ -129,39 +129,95 @@ static uint64_t sp_walk_start(struct shmbus_channel *ch, uint64_t head)
 	return oldest;
 }
 
-/* Whether a walk that passed records from `x` ended where committed
- * records end in a ring whose single producer died: at head, or at a word
- * that is zero (its claim, not committed). */
-static bool walk_ends_at_claim(struct shmbus_channel *ch, uint64_t x,
-			       uint64_t stop, uint64_t head)
+/* A walk from x towards head by the rules a standby applies records by
+ * (this lap's tag, a known shape, inside the ring) whose messages number
+ * on by one, as a single producer's do, below the channel's next number:
+ * where it stops; how many records it passed; the first and the last
+ * message number it saw (UINT64_MAX: none). */
+struct swalk {
+	uint64_t stop, nrec, first, last;
+};
+
+static struct swalk strict_walk(struct shmbus_channel *ch, uint64_t x,
+				uint64_t head)
 {
-	/* No edge: A1 in sb_committed_until() read the words before it. */
-	return stop > x && (stop == head ||
-			    load_relaxed64(&rec_at(ch, stop)->commit) == 0);
+	/* No edge: the ring's producer is dead; A1 below orders the rest. */
+	uint64_t next = load_relaxed64(&ch->hdr->seq);
+	struct swalk r = { x, 0, UINT64_MAX, UINT64_MAX };
+
+	while (r.stop < head) {
+		/* A1: pairs with R1 (commit_store()). */
+		uint64_t w = load_acquire64(&rec_at(ch, r.stop)->commit), s;
+		uint32_t type = word_type(w), len = word_len(w);
+		uint64_t size = rec_bytes(type, len);
+
+		if (word_tag(w) != lap_tag(ch, r.stop) ||
+		    !rec_shape_ok(type, len, ch->max_msg) ||
+		    (r.stop & ch->mask) + size > ch->cap ||
+		    size > head - r.stop)
+			break;
+		if (!type_word_only(type)) {
+			/* No edge: ordered after A1 above. */
+			s = load_relaxed64(&rec_at(ch, r.stop)->seq);
+			if (s >= next || (r.last != UINT64_MAX &&
+					  s != r.last + 1))
+				break;
+			if (r.first == UINT64_MAX)
+				r.first = s;
+			r.last = s;
+		}
+		r.nrec++;
+		r.stop += size;
+	}
+	return r;
 }
 
-/* Whether committed records follow the damaged header at `end`: the
- * first walk that passes a record, from a position within the longest
- * record after it (or from the next lap's start), ends at head or at the
- * dead producer's claim.  One walk in all: a position whose walk passes
- * nothing costs one look, so the whole costs as much as the records up to
- * head, whatever max_msg is. */
+/* At most this many walks from positions after the damage that pass a
+ * record look for the records after it: bytes of a payload that read as
+ * a record cost one walk each, never a walk from every position. */
+#define AFTER_TRIES 8
+
+/* One candidate (committed_after()): -1 if the walk from x passes no
+ * record; else whether it is the records after the damage. */
+static int after_from(struct shmbus_channel *ch, uint64_t x, uint64_t head,
+		      uint64_t before, uint64_t next)
+{
+	struct swalk r = strict_walk(ch, x, head);
+
+	if (r.nrec == 0)
+		return -1;
+	if (r.first == UINT64_MAX ||
+	    (before != UINT64_MAX && r.first <= before))
+		return 0;	/* no message, or a payload's bytes */
+	/* No edge: A1 in strict_walk() read the words before it. */
+	return r.stop == head ? r.last + 1 == next
+			      : load_relaxed64(&rec_at(ch, r.stop)->commit) == 0;
+}
+
+/* Whether committed records follow the damaged header at `end`: a walk
+ * that passes messages numbered after those before the damage (`before`,
+ * the last number there; UINT64_MAX: unknown), from a position within
+ * the longest record after it or from the next lap's start, and ends at
+ * head with the channel's newest message, or at a word that is zero (the
+ * dead producer's claim, not committed). */
 static bool committed_after(struct shmbus_channel *ch, uint64_t end,
-			    uint64_t head)
+			    uint64_t head, uint64_t before)
 {
 	uint64_t most = rec_size(ch->max_msg), lap = (end | ch->mask) + 1;
+	/* No edge: the producer is dead. */
+	uint64_t next = load_relaxed64(&ch->hdr->seq);
+	int tries = 0, r;
 
 	for (uint64_t x = end + SHMBUS_REC_ALIGN;
-	     x < head && x - end <= most; x += SHMBUS_REC_ALIGN) {
-		/* A1 in sb_committed_until(). */
-		uint64_t stop = sb_committed_until(ch, x, head);
-
-		if (stop > x)
-			return walk_ends_at_claim(ch, x, stop, head);
+	     x < head && x - end <= most && tries < AFTER_TRIES;
+	     x += SHMBUS_REC_ALIGN) {
+		r = after_from(ch, x, head, before, next);
+		if (r == 1)
+			return true;
+		tries += r == 0;
 	}
 	return lap < head && lap - end > most &&
-	       walk_ends_at_claim(ch, lap, sb_committed_until(ch, lap, head),
-				  head);
+	       after_from(ch, lap, head, before, next) == 1;
 }
 
 int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
@@ -189,7 +245,8 @@ int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 	 * Nothing is padded (subscribers stop at the damage anyway), for
 	 * them to stop at and the daemon to report.  No edge: A1 above. */
 	if (load_relaxed64(&rec_at(ch, end)->commit) != 0 &&
-	    committed_after(ch, end, head)) {
+	    committed_after(ch, end, head,
+			    strict_walk(ch, start, end).last)) {
 		if (damaged)
 			*damaged = end;
 		return -EBADMSG;

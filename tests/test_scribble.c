@@ -26,6 +26,7 @@
 
 struct where {
 	uint64_t bad, head, word;
+	bool fake;	/* the torn record's payload starts as a record */
 };
 
 /* Publishes 100 messages on blk, then writes over the commit word of the
@@ -127,6 +128,15 @@ static int tear_then_die_in_claim(void *arg)
 		memset(m, (int)i, sizeof(m));
 		if (i == 97)
 			w->bad = th_head(ch);
+		if (i == 97 && w->fake) {
+			/* A record of 8 bytes numbered 0 where the payload
+			 * starts; after it, this payload's bytes. */
+			uint64_t look = commit_word(ch, w->bad + 16,
+						    SHMBUS_REC_MSG, 8), zero = 0;
+
+			memcpy(m, &look, 8);
+			memcpy(m + 8, &zero, 8);
+		}
 		if (shmbus_publish(p, m, sizeof(m)))
 			return 2;
 	}
@@ -141,8 +151,7 @@ static int tear_then_die_in_claim(void *arg)
 	return 3;
 }
 
-Test(scribble, a_torn_header_before_a_dead_claim_is_not_padded_over,
-     .init = setup, .fini = teardown)
+static void torn_before_a_dead_claim(bool fake)
 {
 	struct where *w = mmap(NULL, sizeof(*w), PROT_READ | PROT_WRITE,
 			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -150,6 +159,7 @@ Test(scribble, a_torn_header_before_a_dead_claim_is_not_padded_over,
 	shmbus_channel *ch;
 
 	cr_assert(w != MAP_FAILED);
+	w->fake = fake;
 	ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
 	cr_assert(ch);
 	cr_assert_eq(th_wait(th_spawn(tear_then_die_in_claim, w)),
@@ -164,6 +174,21 @@ Test(scribble, a_torn_header_before_a_dead_claim_is_not_padded_over,
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 	munmap(w, sizeof(*w));
+}
+
+Test(scribble, a_torn_header_before_a_dead_claim_is_not_padded_over,
+     .init = setup, .fini = teardown)
+{
+	torn_before_a_dead_claim(false);
+}
+
+/* The same, the torn record's payload starting with bytes that read as a
+ * record of this lap (numbered 0, before the damage's numbers): a walk
+ * from there is not taken for the records after the damage. */
+Test(scribble, a_payload_that_reads_as_a_record_is_not_the_records_after,
+     .init = setup, .fini = teardown)
+{
+	torn_before_a_dead_claim(true);
 }
 
 /* ---------------------------------------------------------------- chaos */
