@@ -183,18 +183,22 @@ static void sub_init(struct shmbus_sub *sub, struct shmbus_channel *ch,
 	sub->spin_ns = attr->spin_ns ? attr->spin_ns : 20000;
 }
 
-/* After F7: the ring is being cut back (sb_ring_cut_begin()), which did
- * not count on us: the slot just taken is given back. */
-static bool being_cut(struct shmbus_channel *ch, struct shmbus_sub_slot *s)
+/* After F7: whether the ring is being cut back (sb_ring_cut_begin()),
+ * which did not count on us: the slot just taken must be given back
+ * (give_back(), after whatever else of the slot's is undone: once free,
+ * it is another opener's). */
+static bool being_cut(struct shmbus_channel *ch)
 {
 	/* F7 orders this load after our owner store.  A26: pairs with R26
 	 * in sb_fence_leave_cut(): past a cut, its head and handoff. */
-	if (SHMBUS_FENCE_STATE(load_acquire32(&ch->hdr->fence)) !=
-	    SHMBUS_FENCE_CUT)
-		return false;
+	return SHMBUS_FENCE_STATE(load_acquire32(&ch->hdr->fence)) ==
+	       SHMBUS_FENCE_CUT;
+}
+
+static void give_back(struct shmbus_sub_slot *s)
+{
 	/* R13: pairs with A13 in take_slot(). */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
-	return true;
 }
 
 /*
@@ -292,9 +296,11 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	 * with F7 in sb_ring_cut_begin(): it sees our slot, or we see its
 	 * fence below. */
 	fence_seqcst();
-	if (being_cut(ch, s)) {
+	if (being_cut(ch)) {
+		/* Before the slot is free: its next owner's bit is its own. */
 		if (attr->wait == SHMBUS_WAIT_SLEEP)
 			sb_sleep_unannounce(ch, i);
+		give_back(s);
 		free(sub->buf);
 		free(sub);
 		errno = EAGAIN;
@@ -368,8 +374,10 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 					     (uint32_t)getpid()));
 	/* F1, and F7: pairs with F7 in sb_ring_cut_begin(). */
 	fence_seqcst();
-	if (being_cut(ch, s))
+	if (being_cut(ch)) {
+		give_back(s);
 		return -EAGAIN;
+	}
 	/* As in shmbus_sub_open(): a lower bound of the seq at head.  A28:
 	 * pairs with R28 (sp_claimed(), mp_claimed(), sb_apply()). */
 	*seq = load_acquire64(&ch->hdr->seq);
