@@ -528,6 +528,17 @@ int sbd_repl_start(void)
 			     v.epoch == repl.epoch;
 		if (rc->resume)
 			f &= ~SHMBUS_REPL_OUT_OF_SYNC;
+		/* A ring that was a standby's, or a primary's of another
+		 * epoch: what a standby has of it, and when it last had
+		 * everything, are not known of this primary (busstat's lag
+		 * the whole ring, LAGT "?"), as after a promotion
+		 * (become_primary()); the positions there were this host's
+		 * own as a standby, or another term's standby's. */
+		if (role == SBD_ROLE_PRIMARY &&
+		    (v.flags & SHMBUS_REPL_STANDBY || v.epoch != repl.epoch)) {
+			sb_repl_acked(rc->ch, 0, 0, 0, false);
+			sb_repl_caught_up_unknown(rc->ch);
+		}
 		if (role == SBD_ROLE_STANDBY) {
 			/* A standby's ring is written by its linker alone:
 			 * a cursor its agent left when it was primary would

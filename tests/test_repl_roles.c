@@ -1487,3 +1487,27 @@ Test(repl_roles, a_replicated_channel_added_by_a_reload_waits_for_a_restart)
 	}
 	shmbus_disconnect(bus);
 }
+
+/* A standby restarted as primary by its config: when a standby last had
+ * everything of its rings is not known yet (busstat's LAGT "?"); the
+ * time its linker left in the header is of another primary's term. */
+Test(repl_roles, a_standby_started_as_primary_knows_no_lag_time)
+{
+	struct shmbus_repl_info ri;
+	shmbus_channel *ch;
+
+	pair_setup(CHANS, "");
+	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
+	publish_on(&A, 20, 1);
+	host_kill(&A, SIGKILL);
+	host_kill(&B, SIGTERM);
+	host_config(&B, "primary", A.listen, CHANS, "");
+	host_start(&B);
+	cr_assert(host_log_wait(&B, "replication: primary", 3000));
+	ch = host_map(&B, "sp");
+	cr_assert(ch);
+	cr_assert_eq(shmbus_channel_replication(ch, &ri), 0);
+	shmbus_channel_close(ch);
+	cr_assert_eq(ri.lag_ns, UINT64_MAX, "LAGT %.3f s for a standby this "
+		     "primary never heard from", ri.lag_ns / 1e9);
+}
