@@ -591,6 +591,8 @@ static int shared_poll(struct shmbus_group *m, shmbus_group_handler fn,
 			c->on = true;
 			c->next = start;
 			c->given = 0;
+			c->ack_wait = false;
+			c->ack_due = false;
 			/* No edge: compared only (sb_member_take_check()). */
 			c->fence = load_relaxed32(&m->ch->hdr->fence);
 			fresh = true;
@@ -629,8 +631,14 @@ static int shared_poll(struct shmbus_group *m, shmbus_group_handler fn,
 			c->given++;
 			gm.deliveries = c->d;
 			to_user(&gm, &um, c->seq, c->ctl, 0);
-			if (p >= c->end)
+			if (p >= c->end) {
 				c->on = false;	/* the lease's last */
+				/* An ack made before it counts once the
+				 * call has handed it over (ack_due_settle()),
+				 * not before: its bytes are the handler's
+				 * until then. */
+				c->ack_due = c->ack_wait;
+			}
 			n++;
 			add_relaxed64(&m->g->delivered, 1);
 			add_relaxed64(&m->rec->delivered, 1);
@@ -643,8 +651,32 @@ static int shared_poll(struct shmbus_group *m, shmbus_group_handler fn,
 	return (int)n;
 }
 
-SHMBUS_EXPORT int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn,
-				    void *arg, unsigned max)
+/*
+ * Shared mode: the ack of a lease made while some of its messages were
+ * still to be delivered, made now that the last of them has been handed
+ * over (shmbus_group_ack() said 0 for it: it must count).  Not when the
+ * handler acked the last message itself (the lease is acked already).
+ */
+static void ack_due_settle(struct shmbus_group *m)
+{
+	struct sb_cur *c = &m->cur;
+
+	if (!c->ack_due)
+		return;
+	c->ack_due = false;
+	c->ack_wait = false;
+	if (c->seq == m->acked_seq && c->ctl == m->acked_ctl)
+		return;
+	if (sb_shared_settle(m, c->seq, c->ctl, SB_SETTLE_ACK, 0) == 0) {
+		m->acked_seq = c->seq;
+		m->acked_ctl = c->ctl;
+	}
+}
+
+/* shmbus_group_poll() but for the acks it owes (ack_due_settle()), which
+ * shmbus_group_read() makes only once its copy is known whole. */
+static int group_poll(shmbus_group *m, shmbus_group_handler fn, void *arg,
+		      unsigned max)
 {
 	struct shmbus_group_msg um;
 	struct sb_gmsg gm;
@@ -682,6 +714,16 @@ SHMBUS_EXPORT int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn,
 			break;
 	}
 	return n;
+}
+
+SHMBUS_EXPORT int shmbus_group_poll(shmbus_group *m, shmbus_group_handler fn,
+				    void *arg, unsigned max)
+{
+	int rc = group_poll(m, fn, arg, max);
+
+	if (m && m->mode == SHMBUS_GMODE_SHARED)
+		ack_due_settle(m);
+	return rc;
 }
 
 struct read_ctx {
@@ -742,7 +784,7 @@ SHMBUS_EXPORT ssize_t shmbus_group_read(shmbus_group *m, void *buf,
 		return -EINVAL;
 	for (int tries = 0;; tries++) {
 		r.rc = -EAGAIN;
-		rc = shmbus_group_poll(m, read_one, &r, 1);
+		rc = group_poll(m, read_one, &r, 1);
 		if (rc < 0)
 			return rc;
 		if (r.rc < 0 || ch_overwrite(m->ch) || copied_whole(m, msg))
@@ -763,6 +805,8 @@ SHMBUS_EXPORT ssize_t shmbus_group_read(shmbus_group *m, void *buf,
 						 msg->lease.w[1],
 						 SB_SETTLE_NACK, 0);
 			m->cur.on = false;
+			m->cur.ack_due = false;
+			m->cur.ack_wait = false;
 		} else
 			add_relaxed64(&m->g->redelivered,
 				      (uint64_t)-(msg->deliveries > 1));
@@ -781,11 +825,14 @@ SHMBUS_EXPORT ssize_t shmbus_group_read(shmbus_group *m, void *buf,
 			m->cur.on = true;
 			m->cur.next = msg->pos;
 			m->cur.given--;
+			m->cur.ack_due = false;
 		} else
 			sb_lanes_settle(m, (uint32_t)msg->lease.w[0],
 					(uint32_t)msg->lease.w[1],
 					msg->lease.w[2], 0, SB_SETTLE_GIVE, 0);
 	}
+	if (m->mode == SHMBUS_GMODE_SHARED)
+		ack_due_settle(m);
 	return r.rc;
 }
 
@@ -803,10 +850,16 @@ static int settle(shmbus_group *m, const struct shmbus_lease *l, int what,
 
 		if (c->on && l->w[0] == c->seq && l->w[1] == c->ctl) {
 			/* Its last messages are still to be delivered: an
-			 * ack waits for them (the ack after the last one
-			 * counts); a nack gives the whole lease back. */
-			if (what == SB_SETTLE_ACK)
+			 * ack waits for them, and counts once the last is
+			 * handed over (ack_due_settle()); a nack gives the
+			 * whole lease back, unless it was acked: then its
+			 * messages must not come again. */
+			if (what == SB_SETTLE_ACK) {
+				c->ack_wait = true;
 				return 0;
+			}
+			if (c->ack_wait)
+				return -ESTALE;
 			c->on = false;
 		}
 		/* The batch's lease acked already, by one of its messages'

@@ -114,6 +114,10 @@ struct shmbus_group {
 		uint32_t d;	/* its deliveries */
 		uint32_t given;	/* messages delivered from it */
 		uint32_t fence;	/* the channel's hdr.fence when taken */
+		bool ack_wait;	/* acked before its last message was
+				 * delivered: the ack is made once it is */
+		bool ack_due;	/* that moment came in this call: made
+				 * when the call hands the message over */
 	} cur;
 	/* Shared: the lease we last acked, so that the acks of a batch's
 	 * other messages that follow say 0, not -ESTALE. */

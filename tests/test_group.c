@@ -718,6 +718,52 @@ Test(group, acks_of_a_batchs_messages_after_the_poll_all_count)
 	}
 }
 
+/* A batch given back comes again whole, across polls of one message: an
+ * ack made before its last message is out says 0 and must count once it
+ * is (shmbus_group_ack()): a nack of the rest then says -ESTALE
+ * (acknowledged already), and no message of the batch comes again.  The
+ * ack used to be dropped: the nack gave the whole batch back, acked
+ * messages included, and without it the batch stayed leased until its
+ * term passed. */
+Test(group, an_ack_before_a_batchs_last_message_counts_once_it_is_out)
+{
+	for (int nack = 0; nack < 2; nack++) {
+		shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+		shmbus_group *g = anchor(ch, SHMBUS_GROUP_SHARED);
+		struct shmbus_group_stats st;
+		struct leases ls = { .n = 0 };
+		int rc;
+
+		produce(ch, 3, 0);
+		for (int i = 0; i < 100 && ls.n < 3; i++)
+			if (shmbus_group_poll(g, keep_all, &ls, 3) == 0)
+				usleep(1000);
+		cr_assert_eq(ls.n, 3);
+		cr_assert_eq(shmbus_group_nack(g, &ls.l[0], 0), 0);
+		ls.n = 0;
+		cr_assert_eq(shmbus_group_poll(g, keep_all, &ls, 1), 1);
+		cr_assert_eq(shmbus_group_ack(g, &ls.l[0]), 0);
+		cr_assert_eq(shmbus_group_poll(g, keep_all, &ls, 1), 1);
+		if (nack)
+			cr_assert_eq(shmbus_group_nack(g, &ls.l[1], 0),
+				     -ESTALE, "a nack undid an ack");
+		rc = shmbus_group_poll(g, keep_all, &ls, 1);
+		cr_assert_eq(rc, 1, "the batch's last message: %d", rc);
+		for (int i = 0; i < 3; i++)
+			cr_assert_eq(shmbus_group_poll(g, keep_all, &ls, 1), 0,
+				     "nack %d: a message of the acked batch "
+				     "came again", nack);
+		shmbus_group_stats(g, &st);
+		cr_assert_eq(st.acked, 1, "nack %d: acked %lu", nack,
+			     (unsigned long)st.acked);
+		cr_assert_eq(st.floor, th_head(ch), "nack %d: floor behind",
+			     nack);
+		shmbus_group_leave(g);
+		shmbus_channel_close(ch);
+		cr_assert_eq(shmbus_channel_unlink(dir, "ch"), 0);
+	}
+}
+
 /* Damage in the group's file: a clear error, never a crash. */
 Test(group, a_corrupt_group_file_gives_an_error)
 {
