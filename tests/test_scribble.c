@@ -228,6 +228,17 @@ static void chaos_fini(void)
 static volatile int chaos_stop;
 static void on_term(int s) { (void)s; chaos_stop = 1; }
 
+/* Closes what open_role() gave (either may be NULL), and pauses before
+ * the next open. */
+static void close_role(shmbus_channel *ch, shmbus_bus *bus)
+{
+	if (ch)
+		shmbus_channel_close(ch);
+	if (bus)
+		shmbus_disconnect(bus);
+	usleep(1000);
+}
+
 /* Publishes on chan until SIGTERM, errors ignored (reopening on one). */
 static int noisy_pub(void *arg)
 {
@@ -252,11 +263,7 @@ static int noisy_pub(void *arg)
 		}
 		if (p)
 			shmbus_pub_close(p);
-		if (ch)
-			shmbus_channel_close(ch);
-		if (bus)
-			shmbus_disconnect(bus);
-		usleep(1000);
+		close_role(ch, bus);
 	}
 	return 0;
 }
@@ -283,11 +290,7 @@ static int noisy_sub(void *arg)
 		}
 		if (s)
 			shmbus_sub_close(s);
-		if (ch)
-			shmbus_channel_close(ch);
-		if (bus)
-			shmbus_disconnect(bus);
-		usleep(1000);
+		close_role(ch, bus);
 	}
 	return 0;
 }
@@ -320,11 +323,7 @@ static int noisy_member(void *arg)
 		}
 		if (m)
 			shmbus_group_leave(m);
-		if (ch)
-			shmbus_channel_close(ch);
-		if (bus)
-			shmbus_disconnect(bus);
-		usleep(1000);
+		close_role(ch, bus);
 	}
 	return 0;
 }
