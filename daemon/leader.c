@@ -365,11 +365,21 @@ static void primary_step(void)
 		if (LOAD(&repl.ch[i].provisional))
 			all_in = false;
 		sb_repl_read(repl.ch[i].ch, &v);
-		if (v.flags & SHMBUS_REPL_OUT_OF_SYNC)
+		/* A standby's flags (this host stood by meanwhile: the
+		 * watchdog, while this step waited in rp_open_fences())
+		 * never say out of sync: they say nothing of a standby. */
+		if (v.flags & (SHMBUS_REPL_OUT_OF_SYNC | SHMBUS_REPL_STANDBY))
 			all_in = false;
 	}
 	if (gen != arb.provisional_seen)
 		all_in = false;
+	/* Demoted since the step began: the record is no longer ours to
+	 * write (standby_step() gives the key up).  No edge of its own: the
+	 * STANDBY bit above, set in the same word that the linker clears
+	 * OUT_OF_SYNC in, is what keeps "in" from a standby's flags; this
+	 * spares the write. */
+	if (LOAD(&repl.role) != SBD_ROLE_PRIMARY)
+		return;
 	/* An "in" that names a token stays when a link merely drops: the
 	 * standby's next link carries it again, and is provisional. */
 	if (arb.sync_state != (int)all_in ||
