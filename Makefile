@@ -133,7 +133,7 @@ endif
 endif
 
 .SECONDARY:
-.PHONY: check-version all test check-ordering sanitize tsan tsan-run bench bench-quick bench-insn demo deps soak-groups \
+.PHONY: check-version all test check-ordering sanitize tsan tsan-run bench bench-quick bench-insn demo deps soak-groups soak-repl \
 	install uninstall clean FORCE
 
 all: $(LIB_A) $(LIB_SO) $(BUILD)/shmbus.pc $(EX_BINS) $(TOOL_BINS) $(SHMBUSD) $(UNIT)
@@ -630,6 +630,21 @@ $(BUILD)/tests/soak_groups: $(BUILD)/tests/soak_groups.o $(TEST_HELP) $(LIB_INT)
 
 soak-groups: $(DEPS_STAMP) all $(BUILD)/tests/soak_groups
 	SHMBUSD=$(SHMBUSD) $(BUILD)/tests/soak_groups
+
+# Replication under faults in random order (switchover both ways, kill -9
+# of either daemon, link cut, packet loss, shaping, SIGSTOP; with etcd,
+# failovers and etcd cuts), every acknowledged message checked on both
+# rings after each step (tests/soak_repl.c; as root, with etcd and network
+# namespaces): not part of make test.  SOAK_SECONDS per soak (120),
+# SOAK_SEED to repeat a run's faults.
+$(BUILD)/tests/soak_repl: $(BUILD)/tests/soak_repl.o $(TEST_HELP) $(LIB_INT) \
+		$(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS) -o $@ $^ $(LIB_INT) -lcriterion \
+		$(LDLIBS_LIB) -lcurl -ljansson -lcrypto
+
+soak-repl: $(DEPS_STAMP) all $(BUILD)/tests/soak_repl
+	SHMBUSD=$(SHMBUSD) SHMBUSCTL=$(BUILD)/tools/shmbusctl $(BUILD)/tests/soak_repl
 
 clean:
 	rm -rf $(BUILD) build build-asan build-tsan build-clang
