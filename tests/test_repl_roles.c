@@ -1501,6 +1501,13 @@ Test(repl_roles, a_standby_started_as_primary_knows_no_lag_time)
 	pair_setup(CHANS, "");
 	cr_assert(host_log_wait(&A, "sp: standby in sync", 3000));
 	publish_on(&A, 20, 1);
+	/* B holds them (its ring not empty: a lag to show), then A dies. */
+	ch = host_map(&B, "sp");
+	cr_assert(ch);
+	for (int i = 0; i < 3000 && sb_ring_head(ch) < 20 * 80; i++)
+		usleep(1000);
+	cr_assert_geq(sb_ring_head(ch), 20 * 80, "B holds the 20 messages");
+	shmbus_channel_close(ch);
 	host_kill(&A, SIGKILL);
 	host_kill(&B, SIGTERM);
 	host_config(&B, "primary", A.listen, CHANS, "");
