@@ -618,11 +618,19 @@ $(BUILD)/tests/test_failover $(BUILD)/tests/test_arbiter: \
 $(BUILD)/tests/test_failover $(BUILD)/tests/test_arbiter: \
 	TEST_LIBS = $(LIB_INT) -lcriterion $(LDLIBS_LIB) -lcurl -ljansson -lcrypto
 
-# A consumer group through kill -9 failovers and a switchover, every
-# delivery checked (tests/soak_groups.c; a minute or two, as root, with
-# etcd and network namespaces): not part of make test.  SOAK_MODE=keyed
-# or single_active, SOAK_ROUNDS, SOAK_WORK_US, SOAK_SWITCH=0.
-$(BUILD)/tests/soak_groups: $(BUILD)/tests/soak_groups.o $(TEST_HELP) $(LIB_INT) \
+# The soaks (as root, with etcd and network namespaces; not part of make
+# test), linked as the failover tests are.
+#   soak-groups: a consumer group through kill -9 failovers and a
+#   switchover, every delivery checked (tests/soak_groups.c; a minute or
+#   two).  SOAK_MODE=keyed or single_active, SOAK_ROUNDS, SOAK_WORK_US,
+#   SOAK_SWITCH=0.
+#   soak-repl: replication under faults in random order (switchover both
+#   ways, kill -9 of either daemon, link cut, packet loss, shaping,
+#   SIGSTOP; with etcd, failovers and etcd cuts), every acknowledged
+#   message checked on both rings after each step (tests/soak_repl.c).
+#   SOAK_SECONDS per soak (120), SOAK_SEED to repeat a run's faults.
+SOAKS = $(BUILD)/tests/soak_groups $(BUILD)/tests/soak_repl
+$(SOAKS): $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_HELP) $(LIB_INT) \
 		$(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS) -o $@ $^ $(LIB_INT) -lcriterion \
@@ -630,18 +638,6 @@ $(BUILD)/tests/soak_groups: $(BUILD)/tests/soak_groups.o $(TEST_HELP) $(LIB_INT)
 
 soak-groups: $(DEPS_STAMP) all $(BUILD)/tests/soak_groups
 	SHMBUSD=$(SHMBUSD) $(BUILD)/tests/soak_groups
-
-# Replication under faults in random order (switchover both ways, kill -9
-# of either daemon, link cut, packet loss, shaping, SIGSTOP; with etcd,
-# failovers and etcd cuts), every acknowledged message checked on both
-# rings after each step (tests/soak_repl.c; as root, with etcd and network
-# namespaces): not part of make test.  SOAK_SECONDS per soak (120),
-# SOAK_SEED to repeat a run's faults.
-$(BUILD)/tests/soak_repl: $(BUILD)/tests/soak_repl.o $(TEST_HELP) $(LIB_INT) \
-		$(BUILD)/daemon/etcd.o $(BUILD)/tests/failover_fixture.o
-	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(SAN) $(LDFLAGS) $(TEST_LDFLAGS) -o $@ $^ $(LIB_INT) -lcriterion \
-		$(LDLIBS_LIB) -lcurl -ljansson -lcrypto
 
 soak-repl: $(DEPS_STAMP) all $(BUILD)/tests/soak_repl
 	SHMBUSD=$(SHMBUSD) SHMBUSCTL=$(BUILD)/tools/shmbusctl $(BUILD)/tests/soak_repl

@@ -422,6 +422,20 @@ shmbus_channel *host_open(const struct host *h, shmbus_bus **bus,
 	return shmbus_bus_open(*bus, chan, role);
 }
 
+shmbus_sub *ring_reader(shmbus_channel *ch)
+{
+	struct shmbus_sub_attr sa;
+	shmbus_sub *sub;
+
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	sub = shmbus_sub_open(ch, &sa);
+	/* From the oldest record the ring holds, whoever else reads. */
+	if (sub)
+		sb_sub_seek(sub, sb_ring_oldest(ch));
+	return sub;
+}
+
 shmbus_channel *host_map(const struct host *h, const char *chan)
 {
 	return shmbus_channel_open(h->dir, chan);
@@ -698,7 +712,6 @@ uint64_t pair_read_all(const struct host *h, const char *chan,
 uint64_t pair_read_all_last(const struct host *h, const char *chan,
 			      uint64_t until, uint64_t last[4])
 {
-	struct shmbus_sub_attr sa;
 	shmbus_channel *ch = host_map(h, chan);
 	shmbus_sub *sub;
 	uint64_t next[4] = { 0 }, n = 0;
@@ -707,12 +720,8 @@ uint64_t pair_read_all_last(const struct host *h, const char *chan,
 	struct shmbus_msg info;
 
 	cr_assert(ch);
-	shmbus_sub_attr_init(&sa);
-	sa.start = SHMBUS_START_OLDEST;
-	sub = shmbus_sub_open(ch, &sa);
+	sub = ring_reader(ch);
 	cr_assert(sub);
-	/* From the oldest record the ring holds, whoever else reads. */
-	sb_sub_seek(sub, sb_ring_oldest(ch));
 	for (;;) {
 		ssize_t r = shmbus_read(sub, buf, sizeof(buf), &info);
 		uint32_t id;

@@ -65,6 +65,9 @@ shmbus_channel *host_open(const struct host *h, shmbus_bus **bus,
 			  const char *chan, enum shmbus_role role);
 /* The channel mapped directly, to inspect it. */
 shmbus_channel *host_map(const struct host *h, const char *chan);
+/* A subscriber of ch (a mapping, host_map()) at the oldest record its ring
+ * holds, whoever else reads it; NULL if none can be opened. */
+shmbus_sub *ring_reader(shmbus_channel *ch);
 /* The data region (capacity bytes) of channel `chan`, read-only. */
 const uint8_t *host_data(const struct host *h, const char *chan,
 			 size_t *len);

@@ -107,7 +107,6 @@ TestSuite(soak_repl_etcd, .init = fo_setup, .fini = efini, .timeout = 3600);
 static uint64_t newest_of(const struct host *h, const char *chan,
 			  uint32_t id)
 {
-	struct shmbus_sub_attr sa;
 	shmbus_channel *ch = shmbus_channel_open(h->dir, chan);
 	shmbus_sub *sub;
 	uint8_t buf[4096];
@@ -116,14 +115,11 @@ static uint64_t newest_of(const struct host *h, const char *chan,
 
 	if (!ch)
 		return UINT64_MAX;
-	shmbus_sub_attr_init(&sa);
-	sa.start = SHMBUS_START_OLDEST;
-	sub = shmbus_sub_open(ch, &sa);
+	sub = ring_reader(ch);
 	if (!sub) {
 		shmbus_channel_close(ch);
 		return UINT64_MAX;
 	}
-	sb_sub_seek(sub, sb_ring_oldest(ch));
 	for (;;) {
 		ssize_t r = shmbus_read(sub, buf, sizeof(buf), &info);
 		uint32_t i;
@@ -285,7 +281,6 @@ static uint64_t check_ring(const struct host *h, const char *chan,
 {
 	uint64_t acked[NPROD], next[NPROD], n = 0, restarts = 0;
 	bool have[NPROD] = { false };
-	struct shmbus_sub_attr sa;
 	shmbus_channel *ch;
 	shmbus_sub *sub;
 	uint8_t buf[4096];
@@ -298,11 +293,8 @@ static uint64_t check_ring(const struct host *h, const char *chan,
 		fail("%s %c %s: cannot map", what, h->tag, chan);
 		return 0;
 	}
-	shmbus_sub_attr_init(&sa);
-	sa.start = SHMBUS_START_OLDEST;
-	sub = shmbus_sub_open(ch, &sa);
+	sub = ring_reader(ch);
 	cr_assert(sub);
-	sb_sub_seek(sub, sb_ring_oldest(ch));
 	for (;;) {
 		ssize_t r = shmbus_read(sub, buf, sizeof(buf), &info);
 		uint32_t id;
@@ -569,6 +561,15 @@ static void restart(struct host *h)
 	}
 }
 
+/* kill -9 of h's shmbusd, started again 0-1.5 s later (r: 0-99). */
+static void kill_and_restart(struct host *h, const char *role, int r)
+{
+	fprintf(stderr, "kill -9 %s %c\n", role, h->tag);
+	host_kill(h, SIGKILL);
+	usleep((useconds_t)(r * 15000));
+	restart(h);
+}
+
 static void step(int k, unsigned *rs)
 {
 	int p = S->primary;
@@ -581,17 +582,11 @@ static void step(int k, unsigned *rs)
 		break;
 	case 1:
 		nkillp++;
-		fprintf(stderr, "kill -9 primary %c\n", P->tag);
-		host_kill(P, SIGKILL);
-		usleep((useconds_t)(r * 15000));
-		restart(P);
+		kill_and_restart(P, "primary", r);
 		break;
 	case 2:
 		nkills++;
-		fprintf(stderr, "kill -9 standby %c\n", Sb->tag);
-		host_kill(Sb, SIGKILL);
-		usleep((useconds_t)(r * 15000));
-		restart(Sb);
+		kill_and_restart(Sb, "standby", r);
 		break;
 	case 3:
 		ncut++;

@@ -1261,10 +1261,8 @@ Test(repl, a_message_longer_than_the_walk_ahead_is_shipped)
 	pair_assert_identical("bw");
 	b = host_map(&B, "bw");
 	cr_assert(b);
-	sub = shmbus_sub_open(b, &(struct shmbus_sub_attr){
-					 .start = SHMBUS_START_OLDEST });
+	sub = ring_reader(b);
 	cr_assert(sub);
-	sb_sub_seek(sub, sb_ring_oldest(b));
 	for (uint64_t i = 0; i < 5; i++) {
 		uint64_t s;
 		uint32_t id;
@@ -1325,11 +1323,9 @@ Test(repl, records_longer_than_a_frame_are_shipped)
 	pair_wait_caught_up("bg", 0, 5000);
 	b = host_map(&B, "bg");
 	cr_assert(b);
-	sub = shmbus_sub_open(b, &(struct shmbus_sub_attr){
-					 .start = SHMBUS_START_OLDEST });
-	cr_assert(sub);
 	/* What the ring still holds: the batch, which overwrote the rest. */
-	sb_sub_seek(sub, sb_ring_oldest(b));
+	sub = ring_reader(b);
+	cr_assert(sub);
 	for (uint64_t i = seq - 8; i < seq; i++) {
 		static uint8_t got[400 << 10];
 		struct shmbus_msg m;
