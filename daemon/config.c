@@ -1113,6 +1113,8 @@ static int check_groups(struct sbd_conf *c, const struct sbd_chan_conf *cc)
 
 static int check(struct sbd_conf *c)
 {
+	unsigned nrepl = 0;
+
 	if (check_clients(c))
 		return -1;
 	for (size_t i = 0; i < c->nchans; i++) {
@@ -1138,6 +1140,14 @@ static int check(struct sbd_conf *c)
 				 "is replicated, and the file has no "
 				 "[replication] section", c->path, cc->line,
 				 cc->name);
+			return -1;
+		}
+		/* Held at load, so that a reload cannot accept what the next
+		 * start would refuse. */
+		if (cc->repl_level >= 0 && ++nrepl > SBD_REPL_CHANNELS_MAX) {
+			snprintf(c->err, sizeof(c->err), "%s:%d: channel '%s': "
+				 "more than %u replicated channels", c->path,
+				 cc->line, cc->name, SBD_REPL_CHANNELS_MAX);
 			return -1;
 		}
 		if (check_journal(c, cc) || check_groups(c, cc))

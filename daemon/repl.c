@@ -365,13 +365,10 @@ int sbd_repl_start(void)
 		return -1;
 	}
 	repl.t = &sbd_tcp;
+	_Static_assert(SBD_REPL_CHANNELS_MAX <= RW_PROMOTE_MAX,
+		       "a promotion names every replicated channel");
 	for (size_t i = 0; i < sbd.conf.nchans; i++)
 		n += sbd.conf.chans[i].repl_level >= 0;
-	if (n > RW_PROMOTE_MAX) {
-		sbd_log(SBD_ERR, 0, "replication: %zu replicated channels; at "
-			"most %u", n, RW_PROMOTE_MAX);
-		return -1;
-	}
 	repl.ch = calloc(n ? n : 1, sizeof(*repl.ch));
 	if (!repl.ch)
 		return -1;

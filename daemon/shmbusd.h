@@ -118,6 +118,10 @@ struct sbd_jnl_conf {
  * refused leaves the ring, and its journal, as they were. */
 uint64_t sbd_jnl_segment(const struct sbd_jnl_conf *j, uint64_t capacity);
 
+/* How many channels one bus may replicate: a promotion names them all in
+ * one frame (RW_PROMOTE_MAX, daemon/repl.h). */
+#define SBD_REPL_CHANNELS_MAX	64u
+
 struct sbd_chan_conf {
 	char name[SHMBUS_CTL_NAME];
 	struct shmbus_channel_attr attr;

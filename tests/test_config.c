@@ -510,3 +510,42 @@ Test(config, long_channel_names_in_section_headers)
 	cr_assert(strstr(out, "2 channels"), "%s", out);
 	th_rmdir(dir);
 }
+
+/* A bus replicates at most 64 channels (a promotion names them all in one
+ * frame): the 65th is a config error, so that a reload, which checks the
+ * same way, cannot accept what the next start would refuse. */
+Test(config, at_most_64_channels_are_replicated)
+{
+	const char *dir = th_mkdir();
+	char text[8192], out[4096], want[256], key[192];
+	int len, rc, fd;
+
+	snprintf(key, sizeof(key), "%s/key", dir);
+	fd = open(key, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, "0123456789abcdefghijklmnopqrstuvwxyz", 36),
+		     36);
+	close(fd);
+
+	for (int nrepl = 64; nrepl <= 65; nrepl++) {
+		len = snprintf(text, sizeof(text), "[bus]\n[replication]\n"
+			       "role = primary\nlisten = 127.0.0.1:1\n"
+			       "peer = 127.0.0.1:2\nkey_file = %s\n", key);
+		for (int i = 0; i < nrepl; i++)
+			len += snprintf(text + len, sizeof(text) - len,
+					"[channel c%d]\nreplicate = local\n", i);
+		cr_assert_lt(len, (int)sizeof(text));
+		rc = run(dir, text, true, out, sizeof(out));
+		if (nrepl == 64) {
+			cr_expect_eq(rc, 0, "64 channels: exit %d: %s", rc, out);
+			continue;
+		}
+		/* The 65th channel's header: six lines, then two a channel. */
+		snprintf(want, sizeof(want), "%s/bad.conf:%d: channel 'c64': "
+			 "more than 64 replicated channels", dir, 7 + 2 * 64);
+		cr_expect_eq(rc, 2, "65 channels: exit %d", rc);
+		cr_expect(strstr(out, want), "no '%s' in: %s", want, out);
+	}
+	unlink(key);
+	th_rmdir(dir);
+}
