@@ -105,15 +105,22 @@ static int mkdirs(const char *path, mode_t mode, char *created)
 	}
 }
 
+/* shm_dir's lock file (lock_shm_dir()). */
+#define SHM_LOCK ".shmbusd.lock"
+
 /* remove_on_exit: the shm_dir goes if this daemon made it and it is now
  * empty, and so do the empty levels above it that it made (up to
  * `created`).  rmdir() removes only an empty directory, so a foreign file,
  * or a channel set aside as corrupt, keeps it. */
 static void remove_shm_dir(const char *created)
 {
-	char p[PATH_MAX];
+	char p[PATH_MAX + sizeof(SHM_LOCK) + 1];
 	size_t top = strlen(created);
 
+	/* Its lock file, still held (lock_shm_dir()): a daemon waiting for
+	 * it finds it unlinked and looks again. */
+	snprintf(p, sizeof(p), "%s/%s", sbd.conf.shm_dir, SHM_LOCK);
+	unlink(p);
 	snprintf(p, sizeof(p), "%s", sbd.conf.shm_dir);
 	for (;;) {
 		size_t n = strlen(p);
@@ -155,6 +162,36 @@ static void raise_fd_limit(void)
 			(unsigned long long)want);
 }
 
+/*
+ * Opens (creating it) the lock file `name` in directory dfd, mode 0600:
+ * flock() needs no more than a read-only descriptor, so a lock file other
+ * users could open would let any of them take the lock before the daemon
+ * (or wait for it and take it as the daemon stops) and keep every later
+ * daemon from starting.  One made readable by an older shmbusd is made
+ * 0600.  Returns its fd, or -1 (logged).
+ */
+static int open_lock_file(int dfd, const char *name, const char *shown)
+{
+	struct stat st;
+	int fd = openat(dfd, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW |
+				   O_NONBLOCK, 0600);
+
+	if (fd < 0) {
+		sbd_log(SBD_ERR, errno, "%s", shown);
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (st.st_uid != 0 && st.st_uid != geteuid()) ||
+	    ((st.st_mode & 0077) && fchmod(fd, 0600) < 0)) {
+		sbd_log(SBD_ERR, 0, "%s: refused: not a regular file of root "
+			"or the daemon's user that only its owner may open",
+			shown);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 /* One daemon per bus.  Returns the lock's fd, or -1 (reported). */
 static int take_lock(void)
 {
@@ -175,11 +212,9 @@ static int take_lock(void)
 			return -1;
 	}
 	snprintf(path, sizeof(path), "%s.lock", sbd.conf.socket);
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-	if (fd < 0) {
-		sbd_log(SBD_ERR, errno, "%s", path);
+	fd = open_lock_file(AT_FDCWD, path, path);
+	if (fd < 0)
 		return -1;
-	}
 	/* A holder that is gone (a zombie whose other threads are still
 	 * exiting after a kill -9) lets go of the lock within moments:
 	 * waited for, up to 2 s, so that a restart at once does not fail. */
@@ -209,25 +244,33 @@ static int take_lock(void)
 
 /* One daemon per shm_dir as well: a second one given another socket
  * (-S) would adopt the same channels and run a second journal writer on
- * the same journals.  An flock() on the directory itself, held until
- * exit.  Returns its fd, or -1 (reported). */
+ * the same journals.  An flock() on shm_dir/SHM_LOCK, held until exit
+ * (not on the directory itself, which every user who may list it could
+ * open and lock).  Returns its fd, or -1 (reported). */
 static int lock_shm_dir(void)
 {
+	char shown[PATH_MAX + sizeof(SHM_LOCK) + 1];
+
+	snprintf(shown, sizeof(shown), "%s/%s", sbd.conf.shm_dir, SHM_LOCK);
 	for (int i = 0;; i++) {
-		int fd = open(sbd.conf.shm_dir,
-			      O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int dfd = open(sbd.conf.shm_dir, O_RDONLY | O_DIRECTORY |
+						 O_NOFOLLOW | O_CLOEXEC);
+		int fd = dfd < 0 ? -1 : open_lock_file(dfd, SHM_LOCK, shown);
 		struct stat held, now;
 
-		if (fd < 0) {
+		if (dfd < 0)
 			sbd_log(SBD_ERR, errno, "%s", sbd.conf.shm_dir);
+		if (dfd >= 0)
+			close(dfd);
+		if (fd < 0)
 			return -1;
-		}
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-			/* Still the directory of that name: a daemon that
-			 * removed it at exit (remove_on_exit) let go of the
-			 * lock of one nobody else would find. */
+			/* Still the lock file of that name: a daemon that
+			 * removed the directory at exit (remove_on_exit)
+			 * let go of the lock of one nobody else would
+			 * find. */
 			if (fstat(fd, &held) == 0 && held.st_nlink > 0 &&
-			    stat(sbd.conf.shm_dir, &now) == 0 &&
+			    lstat(shown, &now) == 0 &&
 			    held.st_dev == now.st_dev &&
 			    held.st_ino == now.st_ino)
 				return fd;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -521,4 +522,69 @@ Test(access, a_changed_owner_keeps_the_channel, .fini = teardown)
 	cr_assert_eq(st.st_uid, 65534, "owner %u after a reload", st.st_uid);
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
+}
+
+/* A user the bus does not know takes every lock of the daemon's it can
+ * open (flock() needs only a read-only descriptor) as the daemon stops:
+ * the daemon starts again all the same. */
+static int hold_the_locks(void *arg)
+{
+	char path[2][192];
+	int fds[3], n = 0, held = 0;
+
+	snprintf(path[0], sizeof(path[0]), "%s.lock", d.sock);
+	snprintf(path[1], sizeof(path[1]), "%s/.shmbusd.lock", d.dir);
+	if (become_nobody())
+		return 10;
+	for (int i = 0; i < 2; i++)
+		if ((fds[n] = open(path[i], O_RDONLY | O_CLOEXEC)) >= 0)
+			n++;
+	/* The directory itself: what an older daemon locked. */
+	if ((fds[n] = open(d.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0)
+		n++;
+	if (write(*(int *)arg, "x", 1) != 1)
+		return 11;
+	for (int t = 0; t < 5000 && held < n; t++) {
+		held = 0;
+		for (int i = 0; i < n; i++)
+			held += flock(fds[i], LOCK_EX | LOCK_NB) == 0;
+		usleep(1000);
+	}
+	alarm(10);	/* gone even if the test fails before it kills it */
+	pause();
+	return 0;
+}
+
+Test(access, another_user_cannot_hold_the_daemons_locks, .fini = teardown)
+{
+	struct stat st;
+	char path[192];
+	int ready[2];
+	pid_t h;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run a client as uid 65534");
+	setup_with("[channel mine]\ncapacity = 8K\n");
+	cr_assert_eq(pipe(ready), 0);
+	h = th_spawn(hold_the_locks, &ready[1]);
+	close(ready[1]);
+	hear(ready[0]);
+	close(ready[0]);
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	usleep(50000);	/* the holder takes what it can */
+	start_daemon();
+	cr_assert_not(log_has("served by another shmbusd"));
+	cr_assert_not(log_has("already served"));
+	kill(h, SIGKILL);
+	waitpid(h, NULL, 0);
+	snprintf(path, sizeof(path), "%s.lock", d.sock);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0600, "%s: mode %o", path,
+		     st.st_mode & 0777);
+	snprintf(path, sizeof(path), "%s/.shmbusd.lock", d.dir);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0600, "%s: mode %o", path,
+		     st.st_mode & 0777);
 }
