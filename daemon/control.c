@@ -212,6 +212,12 @@ int sbd_control_listen(void)
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sbd.conf.socket);
 	/* We hold the bus's lock: a socket file there is a dead daemon's. */
 	unlink(sa.sun_path);
+	/* bind() makes the file with the socket's own mode (less the umask,
+	 * 0 here): set first, so that no user socket_mode shuts out can
+	 * connect between bind() and chmod(), which stays for a kernel that
+	 * refuses this. */
+	if (fchmod(fd, sbd.conf.socket_mode) < 0)
+		sbd_log(SBD_DEBUG, errno, "%s: fchmod before bind", sa.sun_path);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    chmod(sa.sun_path, sbd.conf.socket_mode) < 0 ||
 	    listen(fd, 128) < 0) {
