@@ -61,3 +61,38 @@ int sbd_dir_is_ours(const char *path)
 	}
 	return 0;
 }
+
+/*
+ * The same rule for a directory that may be reached through symbolic
+ * links (state_dir and journal_dir, linked to a data volume say): every
+ * level of `path` as written, where it resolves to, must pass
+ * sbd_dir_is_ours().  So a link is followed only from a directory no
+ * other user can change, and leads only to such a one: a link that
+ * another user put in a directory of theirs (/tmp/x/journal ->
+ * /etc) is refused, though its target would pass.  Returns 0, or -1
+ * with a log line.
+ */
+int sbd_path_is_ours(const char *path)
+{
+	char buf[PATH_MAX], real[PATH_MAX];
+	size_t n = strlen(path);
+
+	if (path[0] != '/' || n >= sizeof(buf)) {
+		sbd_log(SBD_ERR, 0, "%s: not an absolute path", path);
+		return -1;
+	}
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != 0)
+			continue;
+		buf[i] = 0;
+		if (!realpath(buf, real)) {
+			sbd_log(SBD_ERR, errno, "%s", buf);
+			return -1;
+		}
+		if (sbd_dir_is_ours(real) < 0)
+			return -1;
+		buf[i] = i < n ? '/' : 0;
+	}
+	return 0;
+}

@@ -170,16 +170,13 @@ int rp_hist_load(const char *dir, char *why, size_t wn)
 		snprintf(why, wn, "state_dir %s: %s", dir, strerror(errno));
 		return -1;
 	}
-	/* Held to shm_dir's rule (no other user's directory) as it resolves
-	 * (a state_dir linked to a data volume is common): one that another
-	 * user could write to would let them put a link here in place of
-	 * the history, the host id or the rings' record, whose files are
-	 * opened without following links. */
-	if (!realpath(dir, path)) {
-		snprintf(why, wn, "state_dir %s: %s", dir, strerror(errno));
-		return -1;
-	}
-	if (sbd_dir_is_ours(path) < 0) {
+	/* Held to shm_dir's rule (no other user's directory) at every level
+	 * and where it resolves (a state_dir linked to a data volume is
+	 * common): one that another user could write to would let them put
+	 * a link here in place of the history, the host id or the rings'
+	 * record, whose files are opened without following links, or the
+	 * state_dir itself. */
+	if (sbd_path_is_ours(dir) < 0) {
 		snprintf(why, wn, "state_dir %s: refused (see above)", dir);
 		return -1;
 	}

@@ -35,6 +35,7 @@ struct jchan {
 	struct sb_jgeom g;
 	char dir[PATH_MAX];
 	int dfd;			/* the directory, to sync it */
+	int lock_fd;			/* dir/.lock, flock()ed: one writer */
 	mode_t fmode;
 	int64_t gid;			/* the channel's group (-1: the
 					 * daemon's) */

@@ -401,14 +401,14 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	struct shmbus_sub_stats st;
 	struct sb_jnl_view v;
 	uint64_t end, seq, oldest, at, head;
-	char why[256];
+	char why[256], real[PATH_MAX];
 	int rc, err;
 	bool taken, seq_known;
 
 	snprintf(j->name, sizeof(j->name), "%s", cc->name);
 	j->conf = cc->jnl;
 	j->min_free = sbd.conf.journal_min_free;
-	j->fd = j->tix_fd = j->dfd = -1;
+	j->fd = j->tix_fd = j->dfd = j->lock_fd = -1;
 	j->want = j->ready = UINT64_MAX;
 	j->seq = j->synced_seq = UINT64_MAX;
 	j->unlink_failed = UINT64_MAX;
@@ -439,20 +439,38 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	rc = jnl_mkdir_p(j->dir, j->fmode | ((j->fmode & 0444) >> 2));
 	if (rc)
 		return said_sys(j, rc, "cannot make the directory %s", j->dir);
-	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* Held to shm_dir's rule, as state_dir is: in a directory another
+	 * user may write to, that user could put a link in place of the
+	 * channel's directory (which the daemon would then chown, chmod and
+	 * fill), or swap the segments handed to subscribers. */
+	if (sbd_path_is_ours(j->dir) < 0) {
+		sbd_log(SBD_ERR, 0, "%s: journal: %s refused (see above); the "
+			"journal is not written", j->name, j->dir);
+		j->said = true;
+		return -EPERM;
+	}
+	if (!realpath(j->dir, real))
+		return said_sys(j, -errno, "cannot resolve %s", j->dir);
+	j->dfd = open(real, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (j->dfd < 0)
 		return said_sys(j, -errno, "cannot open the directory %s",
 				j->dir);
 	/* One writer per journal: another daemon of the same config (run
 	 * with its own -d and -S, which its socket's and shm_dir's locks do
 	 * not catch) or of another bus with this journal_dir would write
-	 * its own ring's records at the same positions.  Held on the
-	 * directory until free_one() closes it; a daemon killed a moment
-	 * ago lets go as its descriptors close. */
-	for (int i = 0; i < 20 && flock(j->dfd, LOCK_EX | LOCK_NB) &&
+	 * its own ring's records at the same positions.  Held on dir/.lock
+	 * (mode 0600: the directory is readable by the channel's group,
+	 * who could lock it) until free_one() closes it; a daemon killed a
+	 * moment ago lets go as its descriptors close. */
+	j->lock_fd = openat(j->dfd, ".lock", O_RDWR | O_CREAT | O_NOFOLLOW |
+					     O_NONBLOCK | O_CLOEXEC, 0600);
+	if (j->lock_fd < 0)
+		return said_sys(j, -errno, "cannot open %s/.lock", j->dir);
+	fchmod(j->lock_fd, 0600);
+	for (int i = 0; i < 20 && flock(j->lock_fd, LOCK_EX | LOCK_NB) &&
 			errno == EWOULDBLOCK; i++)
 		usleep(10000);
-	if (flock(j->dfd, LOCK_EX | LOCK_NB)) {
+	if (flock(j->lock_fd, LOCK_EX | LOCK_NB)) {
 		rc = -errno;
 		sbd_log(SBD_ERR, rc == -EWOULDBLOCK ? 0 : -rc,
 			"%s: journal: %s is written by another shmbusd (its "
@@ -609,6 +627,9 @@ static void free_one(struct jchan *j, bool keep_slot)
 	if (j->dfd >= 0)
 		close(j->dfd);
 	j->dfd = -1;
+	if (j->lock_fd >= 0)
+		close(j->lock_fd);
+	j->lock_fd = -1;
 	free(j->buf);
 	j->buf = NULL;
 	if (j->ch)

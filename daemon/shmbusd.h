@@ -47,6 +47,10 @@ int sbd_log_level_parse(const char *s);
  * the daemon's user that no other user may write to (but for a root-owned
  * sticky one): 0, or -1 logged with the level and why (main.c). */
 int sbd_dir_is_ours(const char *path);
+/* The same for every level of path as written, each where it resolves to
+ * (a symbolic link is followed only from, and only to, such a
+ * directory): 0, or -1 logged (dirs.c). */
+int sbd_path_is_ours(const char *path);
 
 /* The calling thread is named `name` (15 characters at most); a hot one
  * (it moves records) runs on [replication] cpus if the config gives

@@ -526,24 +526,29 @@ Test(access, a_changed_owner_keeps_the_channel, .fini = teardown)
 
 /* A user the bus does not know takes every lock of the daemon's it can
  * open (flock() needs only a read-only descriptor) as the daemon stops:
- * the daemon starts again all the same. */
+ * the socket's lock file, shm_dir's, and a journaled channel's, whose
+ * directory its group may read.  The daemon starts again all the same,
+ * and writes the journal. */
 static int hold_the_locks(void *arg)
 {
-	char path[2][192];
-	int fds[3], n = 0, held = 0;
+	char path[5][192];
+	int fds[5], n = 0, held = 0;
 
 	snprintf(path[0], sizeof(path[0]), "%s.lock", d.sock);
 	snprintf(path[1], sizeof(path[1]), "%s/.shmbusd.lock", d.dir);
+	snprintf(path[2], sizeof(path[2]), "%s/jnl/mine/.lock", d.dir);
+	/* The directories themselves: what an older daemon locked. */
+	snprintf(path[3], sizeof(path[3]), "%s", d.dir);
+	snprintf(path[4], sizeof(path[4]), "%s/jnl/mine", d.dir);
 	if (become_nobody())
 		return 10;
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 5; i++)
 		if ((fds[n] = open(path[i], O_RDONLY | O_CLOEXEC)) >= 0)
 			n++;
-	/* The directory itself: what an older daemon locked. */
-	if ((fds[n] = open(d.dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0)
-		n++;
-	if (write(*(int *)arg, "x", 1) != 1)
+	if (n < 2)	/* the directories are readable */
 		return 11;
+	if (write(*(int *)arg, "x", 1) != 1)
+		return 12;
 	for (int t = 0; t < 5000 && held < n; t++) {
 		held = 0;
 		for (int i = 0; i < n; i++)
@@ -555,16 +560,35 @@ static int hold_the_locks(void *arg)
 	return 0;
 }
 
+static void assert_mode_0600(const char *fmt, const char *dir)
+{
+	char path[192];
+	struct stat st;
+
+	snprintf(path, sizeof(path), fmt, dir);
+	cr_assert_eq(stat(path, &st), 0, "%s", path);
+	cr_assert_eq(st.st_mode & 0777, 0600, "%s: mode %o", path,
+		     st.st_mode & 0777);
+}
+
 Test(access, another_user_cannot_hold_the_daemons_locks, .fini = teardown)
 {
-	struct stat st;
-	char path[192];
+	char conf[512];
 	int ready[2];
 	pid_t h;
 
 	if (geteuid() != 0)
 		cr_skip_test("needs root to run a client as uid 65534");
-	setup_with("[channel mine]\ncapacity = 8K\n");
+	snprintf(conf, sizeof(conf), "%s", "[channel mine]\ncapacity = 8K\n");
+	setup_with(conf);
+	snprintf(conf, sizeof(conf), "journal_dir = %s/jnl\n"
+		 "[channel mine]\ncapacity = 8K\njournal = on\n"
+		 "journal_segment = 64K\nmode = 0640\ngroup = 65534\n", d.dir);
+	write_conf(conf);
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	start_daemon();
+	cr_assert(log_has("mine: journal in"));
 	cr_assert_eq(pipe(ready), 0);
 	h = th_spawn(hold_the_locks, &ready[1]);
 	close(ready[1]);
@@ -577,14 +601,52 @@ Test(access, another_user_cannot_hold_the_daemons_locks, .fini = teardown)
 	start_daemon();
 	cr_assert_not(log_has("served by another shmbusd"));
 	cr_assert_not(log_has("already served"));
+	cr_assert_not(log_has("is written by another shmbusd"));
 	kill(h, SIGKILL);
 	waitpid(h, NULL, 0);
-	snprintf(path, sizeof(path), "%s.lock", d.sock);
-	cr_assert_eq(stat(path, &st), 0);
-	cr_assert_eq(st.st_mode & 0777, 0600, "%s: mode %o", path,
-		     st.st_mode & 0777);
-	snprintf(path, sizeof(path), "%s/.shmbusd.lock", d.dir);
-	cr_assert_eq(stat(path, &st), 0);
-	cr_assert_eq(st.st_mode & 0777, 0600, "%s: mode %o", path,
-		     st.st_mode & 0777);
+	assert_mode_0600("%s.lock", d.sock);
+	assert_mode_0600("%s/.shmbusd.lock", d.dir);
+	assert_mode_0600("%s/jnl/mine/.lock", d.dir);
+}
+
+/* journal_dir in a directory another user owns, who put a link there in
+ * place of a journaled channel's directory: the daemon follows no such
+ * link (it chowned, chmodded and filled whatever directory it led to)
+ * and the channel goes on without its journal. */
+Test(access, a_link_another_user_put_in_journal_dir_is_not_followed,
+     .fini = teardown)
+{
+	char conf[512], victim[192], link[256];
+	struct stat st;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give a directory to uid 65534");
+	setup_with("[channel mine]\ncapacity = 8K\n");
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	snprintf(victim, sizeof(victim), "%s/victim", d.dir);
+	snprintf(link, sizeof(link), "%s/theirs", d.dir);
+	cr_assert_eq(mkdir(victim, 0755), 0);
+	cr_assert_eq(mkdir(link, 0755), 0);
+	cr_assert_eq(chown(link, 65534, 65534), 0);
+	snprintf(link, sizeof(link), "%s/theirs/mine", d.dir);
+	cr_assert_eq(symlink(victim, link), 0);
+	cr_assert_eq(lchown(link, 65534, 65534), 0);
+	snprintf(conf, sizeof(conf), "journal_dir = %s/theirs\n"
+		 "[channel mine]\ncapacity = 8K\njournal = on\n"
+		 "journal_segment = 64K\nmode = 0640\ngroup = 65534\n", d.dir);
+	write_conf(conf);
+	start_daemon();
+	cr_assert_eq(stat(victim, &st), 0);
+	cr_assert_eq(st.st_mode & 07777, 0755, "the link's target made %o",
+		     st.st_mode & 07777);
+	cr_assert_eq(st.st_gid, 0, "the link's target given to gid %u",
+		     st.st_gid);
+	snprintf(link, sizeof(link), "%s/.lock", victim);
+	cr_assert_eq(access(link, F_OK), -1, "files made in the link's target");
+	snprintf(link, sizeof(link), "%s/0000000000000000.seg", victim);
+	cr_assert_eq(access(link, F_OK), -1, "files made in the link's target");
+	cr_assert(log_has("theirs: refused: owned by another user"));
+	cr_assert(log_has("mine: journal not started"));
 }
