@@ -165,15 +165,28 @@ static bool files_are_ours(const char *name)
 }
 
 /* The control file given the owner and group the config names (-1: as
- * is), at creation and at adoption (the config may have changed). */
-static void chown_ctl(const char *name, int64_t owner, int64_t group)
+ * is), at creation and at adoption (the config may have changed); the
+ * data file its group only: it stays the daemon's user's, for the owner
+ * of a file may change its mode (and so let anyone write messages), but
+ * the group's members get what the channel's mode grants the group (the
+ * messages to read, for busstat: docs/shmbusd.md). */
+static void chown_files(const char *name, int64_t owner, int64_t group)
 {
 	char path[PATH_MAX];
+	int ctl, drw, dro;
 
 	if ((owner >= 0 || group >= 0) &&
 	    chan_path(path, sizeof(path), "", name, "") == 0 &&
 	    chown(path, (uid_t)owner, (gid_t)group) < 0)
 		sbd_log(SBD_WARN, errno, "%s: chown", name);
+	if (group < 0 ||
+	    sb_channel_open_fds(sbd.conf.shm_dir, name, &ctl, &drw, &dro))
+		return;
+	if (fchown(drw, (uid_t)-1, (gid_t)group) < 0)
+		sbd_log(SBD_WARN, errno, "%s: chown of its data file", name);
+	close(ctl);
+	close(drw);
+	close(dro);
 }
 
 /* Creates channel file `name` (exclusively), chowned as asked (-1: as
@@ -188,7 +201,7 @@ int sbd_channel_create_file(const char *name,
 				   SHMBUS_CREATE_EXCL);
 	if (!ch)
 		return -errno;
-	chown_ctl(name, owner, group);
+	chown_files(name, owner, group);
 	*out = ch;
 	return 0;
 }
@@ -223,7 +236,7 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 		}
 		/* The file's owner and group as the config says now, as at
 		 * an adoption; its mode is the one it was made with. */
-		chown_ctl(cc->name, cc->owner, cc->group);
+		chown_files(cc->name, cc->owner, cc->group);
 		if (c->mode != (cc->attr.mode & 0777))
 			sbd_log(SBD_NOTICE, 0, "%s: mode %03o in the config, "
 				"%03o on the file: a mode applies when the "
@@ -245,7 +258,7 @@ int sbd_channel_setup(const struct sbd_chan_conf *cc, bool configured)
 				"is (delete it to apply the config)", cc->name);
 		else
 			sbd_log(SBD_INFO, 0, "%s: adopted", cc->name);
-		chown_ctl(cc->name, cc->owner, cc->group);
+		chown_files(cc->name, cc->owner, cc->group);
 		/* Before anything reads it (the journal, groups, the
 		 * replication agents): a cut back that a crash stopped half
 		 * way is finished (docs/failover.md, "Rejoin"). */

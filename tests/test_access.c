@@ -650,3 +650,46 @@ Test(access, a_link_another_user_put_in_journal_dir_is_not_followed,
 	cr_assert(log_has("theirs: refused: owned by another user"));
 	cr_assert(log_has("mine: journal not started"));
 }
+
+static int watches_as_nobody(void *arg)
+{
+	const char *dir = arg;
+	shmbus_channel *ch;
+
+	if (become_nobody())
+		return 10;
+	/* In the channel's group, mode 0640: both files readable, so
+	 * busstat's read-only map works; neither writable. */
+	ch = shmbus_channel_open_ro(dir, "watched");
+	if (!ch)
+		return 11;
+	shmbus_channel_close(ch);
+	if (shmbus_channel_open(dir, "watched") || errno != EACCES)
+		return 12;
+	/* The group named, mode 0600: nothing for the group. */
+	if (shmbus_channel_open_ro(dir, "closed") || errno != EACCES)
+		return 13;
+	return 0;
+}
+
+/* A channel's `group` is its files' group, the data file's included: its
+ * members get what the mode grants the group (read, for busstat), and the
+ * data file stays the daemon's user's. */
+Test(access, a_channels_group_may_read_both_its_files, .fini = teardown)
+{
+	char path[256];
+	struct stat st;
+	int rc;
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to run a client as uid 65534");
+	setup_with("[channel watched]\ncapacity = 8K\nmax_msg = 100\n"
+		   "group = 65534\nmode = 0640\n"
+		   "[channel closed]\ncapacity = 8K\nmax_msg = 100\n"
+		   "group = 65534\n");
+	rc = th_wait(th_spawn(watches_as_nobody, (void *)d.dir));
+	cr_assert_eq(rc, 0, "watches_as_nobody() returned %d", rc);
+	snprintf(path, sizeof(path), "%s/watched", d.dir);
+	cr_assert_eq(stat(path, &st), 0);
+	cr_expect_eq(st.st_gid, 65534);
+}
