@@ -194,6 +194,13 @@ Test(busstat, a_zombies_slot_is_not_alive, .init = setup, .fini = teardown)
 			seen = true;
 		}
 	cr_assert(seen);
+	/* Nor counted among the subscribers, though its slot is taken. */
+	{
+		char out[8192];
+
+		busstat(out, sizeof(out), "-d %s --json", dir);
+		cr_assert_eq(json_num(out, "subscribers"), 0, "%s", out);
+	}
 	cr_assert_eq(th_wait(pid), 0);
 	shmbus_channel_close(ch);
 }

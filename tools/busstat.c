@@ -187,7 +187,10 @@ static int sample(const char *dir, struct row *r, struct group_rows *gs)
 
 		if (shmbus_channel_subscriber(ch, i, &si))
 			continue;
-		r->subs++;
+		/* A dead process's slot, until shmbusd or the next opener
+		 * frees it, is not counted; its lag is (it holds a block
+		 * channel's producers back until then). */
+		r->subs += si.alive != 0;
 		r->lost += si.lost;
 		if (si.lag_msgs > r->lag_msgs)
 			r->lag_msgs = si.lag_msgs;
@@ -197,7 +200,8 @@ static int sample(const char *dir, struct row *r, struct group_rows *gs)
 	for (unsigned i = 0; i < NPROD; i++) {
 		struct shmbus_prod_info pi;
 
-		r->pubs += shmbus_channel_producer(ch, i, &pi) == 0;
+		r->pubs += shmbus_channel_producer(ch, i, &pi) == 0 &&
+			   pi.alive;
 	}
 	r->fill = r->lag_bytes > r->in.capacity ? r->in.capacity : r->lag_bytes;
 	if (sb_sigbus_faults(NULL) != faults) {
