@@ -312,6 +312,12 @@ int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 	bool have = false;
 	int rc;
 
+	/* After a gap, the last number it took: a ring made again after a
+	 * reboot where the journal ends here hands none of them out again
+	 * (journal_start.c, recover()). */
+	if (j->after_gap && j->gap_seq_known)
+		prev_seq = &j->gap_seq;
+
 	/* A segment that starts past its base (a gap) is made here under a
 	 * name of its own: the preparer may be making the spare for this
 	 * base at this moment. */
@@ -547,8 +553,25 @@ static int write_pads(struct jchan *j, uint64_t from, uint64_t to,
 	return 0;
 }
 
+/* The last sequence number a gap up to `to` took: the one before the
+ * first message the ring holds at `to` (none: UINT64_MAX).  False if no
+ * message is there now (padding, or lapped again) or its number is not
+ * possible after what the journal holds. */
+static bool gap_last_seq(struct jchan *j, uint64_t to, uint64_t *seq)
+{
+	uint64_t s;
+
+	if (!sb_ring_seq_at(j->ch, to, &s) || s >= SHMBUS_JSEG_SEQ_LIMIT ||
+	    s >= sb_ring_next_seq(j->ch) ||
+	    (j->seq != UINT64_MAX && s <= j->seq))
+		return false;
+	*seq = s ? s - 1 : UINT64_MAX;
+	return true;
+}
+
 /* The journal lacks [j->pos, to): padding to its segment's end, and a
- * segment that starts at `to`. */
+ * segment that starts at `to`, whose header records the last sequence
+ * number the gap took when the ring still shows it. */
 static int gap(struct jchan *j, uint64_t to)
 {
 	uint64_t end = j->base + j->g.seg_size;
@@ -577,8 +600,9 @@ static int gap(struct jchan *j, uint64_t to)
 	j->pos = end;
 	/* The segments up to to's are never made: the next one says so. */
 	j->after_gap = true;
+	j->gap_seq_known = gap_last_seq(j, to, &j->gap_seq);
 	rc = roll(j, to);
-	j->after_gap = false;
+	j->after_gap = j->gap_seq_known = false;
 	if (rc)
 		return rc;
 	j->pos = to;

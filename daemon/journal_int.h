@@ -49,6 +49,9 @@ struct jchan {
 	uint64_t synced_seq;		/* the last seq synced (UINT64_MAX) */
 	bool after_gap;			/* the next segment made follows a
 					 * gap (its header says so) */
+	bool gap_seq_known;		/* ... and gap_seq is the last
+					 * sequence number the gap took */
+	uint64_t gap_seq;
 	bool seq_known;			/* seq is the last the journal
 					 * holds (else unknown: a journal
 					 * begun past messages it lacks) */

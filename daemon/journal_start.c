@@ -182,6 +182,32 @@ static bool seq_from_older(struct sb_jreader *r, const uint64_t *b, size_t n,
 }
 
 /*
+ * A run of records that carry no sequence number at the journal's end,
+ * begun by a gap (GAP records, or segments never made): where it begins
+ * (UINT64_MAX: the journal ends otherwise), and the number after the
+ * last one before it.  The numbers the gap took were handed out (to live
+ * subscribers, to the standby) and may not come again; the journal does
+ * not hold them, but no message takes less than SHMBUS_REC_HDR bytes of
+ * positions, so the run's length bounds how many there were.
+ */
+struct tail_gap {
+	uint64_t from, next;
+};
+
+/* Notes rec, read with r->seq now the last number before it (UINT64_MAX:
+ * none) and `next` what the headers say comes at least. */
+static void tail_note(struct tail_gap *t, const struct sb_jrec *rec,
+		      uint64_t seq, uint64_t next)
+{
+	if (rec->type == SHMBUS_REC_MSG || rec->type == SHMBUS_REC_SKIP) {
+		t->from = UINT64_MAX;
+	} else if (rec->type == SHMBUS_JREC_GAP && t->from == UINT64_MAX) {
+		t->from = rec->pos;
+		t->next = seq_after(seq) > next ? seq_after(seq) : next;
+	}
+}
+
+/*
  * Checks every segment's header, then recovers the journal's end.  Only
  * the newest segment can hold what a crash tore: rolling syncs the old
  * segment before the new one is named (journal.c, roll()), and no other
@@ -198,20 +224,26 @@ static bool seq_from_older(struct sb_jreader *r, const uint64_t *b, size_t n,
  * persisted (rewrite_from()).  *end is where the journal ends
  * (UINT64_MAX: empty), *seq the last seq in it (UINT64_MAX: none),
  * *seq_known false if no message nor header says what it was, *oldest
- * its first position.
+ * its first position, *cont the sequence number a new ring continues
+ * from: the one after *seq, or past those a gap at the journal's end
+ * took (the header after it records the last when the journal knew it;
+ * else the gap's length bounds them, struct tail_gap).
  */
 static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
-		   uint64_t *seq, bool *seq_known, uint64_t *oldest)
+		   uint64_t *seq, bool *seq_known, uint64_t *oldest,
+		   uint64_t *cont)
 {
 	struct sb_jreader r;
 	struct sb_jrec rec;
-	uint64_t *b, newest, next = 0;
-	bool known = false;
+	struct tail_gap tg = { UINT64_MAX, 0 };
+	uint64_t *b, newest, next = 0, hdr_next = 0;
+	bool known = false, whole = false;
 	size_t k;
 	int rc, nfd = -1;
 
 	*end = *oldest = UINT64_MAX;
 	*seq = UINT64_MAX;
+	*cont = 0;
 	*seq_known = true;
 	remove_spares(j);
 	rc = sb_jlist(j->dir, &b, &k);
@@ -260,8 +292,12 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 			next = seq_after(r.prev_seq);
 			known = true;
 		}
-		while (rc == 0 && (rc = sb_jreader_next(&r, newest, &rec)) == 1)
+		while (rc == 0 && (rc = sb_jreader_next(&r, newest, &rec)) == 1) {
+			tail_note(&tg, &rec, r.seq, next);
 			rc = 0;
+		}
+		/* Read to its end: what follows it is known. */
+		whole = rc == 0;
 		if (rc == -EBADMSG) {
 			sbd_log(SBD_ERR, 0, "%s: journal: segment %016llx is "
 				"damaged: %s; kept as it is (a crash cannot "
@@ -302,14 +338,28 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 
 		rc = sb_jreader_seek(&r, newest);
 		r.seq = before;	/* seqs go on growing across segments */
+		/* Segments never made before the newest, or its start past
+		 * its base: a gap from where the one before ends. */
+		if (rc == 0 && whole && tg.from == UINT64_MAX &&
+		    (newest != b[k - 2] + j->g.seg_size || r.start > newest))
+			tg = (struct tail_gap){ b[k - 2] + j->g.seg_size,
+						seq_after(before) > next ?
+							seq_after(before) :
+							next };
+		if (!whole)
+			tg.from = UINT64_MAX;	/* not known */
+		if (rc == 0 && r.has_prev_seq)
+			hdr_next = seq_after(r.prev_seq);
 		if (rc == 0 && r.has_prev_seq &&
 		    seq_after(r.prev_seq) > next) {
 			next = seq_after(r.prev_seq);
 			known = true;
 		}
 	}
-	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1)
+	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1) {
+		tail_note(&tg, &rec, r.seq, next);
 		rc = 0;
+	}
 	if (rc < 0) {
 		/* Damage the reader describes (why), or an error of the
 		 * system's. */
@@ -348,6 +398,18 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 		known = seq_from_older(&r, b, k - 2, &next);
 	*seq = next ? next - 1 : UINT64_MAX;
 	*seq_known = known;
+	*cont = next;
+	/* The journal ends in a gap: past the numbers it took.  Exactly,
+	 * if the header of the segment after it says more than what came
+	 * before it; else as many as its positions could hold. */
+	if (rc == 0 && tg.from != UINT64_MAX &&
+	    !(tg.from < newest && hdr_next > tg.next)) {
+		uint64_t most = (*end - tg.from) / SHMBUS_REC_HDR;
+
+		if (tg.next + most > *cont && tg.next + most <
+						    SHMBUS_JSEG_SEQ_LIMIT)
+			*cont = tg.next + most;
+	}
 	/* What the walk found is on disk before it counts as persisted: a
 	 * previous daemon may have died before syncing it.  The newest
 	 * segment's sync writes what was written again above. */
@@ -400,7 +462,7 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	struct shmbus_channel_info in;
 	struct shmbus_sub_stats st;
 	struct sb_jnl_view v;
-	uint64_t end, seq, oldest, at, head;
+	uint64_t end, seq, oldest, at, head, cont;
 	char why[256], real[PATH_MAX];
 	int rc, err;
 	bool taken, seq_known;
@@ -493,23 +555,27 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	 * empties the ring and the page cache alike): past it, what the
 	 * files hold may be pages whose write failed. */
 	sb_jnl_read(j->ch, &v);
-	rc = recover(j, v.persisted, &end, &seq, &seq_known, &oldest);
+	rc = recover(j, v.persisted, &end, &seq, &seq_known, &oldest, &cont);
 	if (rc)
 		return rc;
 	head = sb_ring_head(j->ch);
 	if (end != UINT64_MAX && end > head) {
 		/* The ring is behind its journal: new after a reboot, it
 		 * continues where the journal ends; used, it conflicts. */
-		rc = sb_ring_continue(j->ch, end, seq == UINT64_MAX ? 0
-								   : seq + 1);
+		rc = sb_ring_continue(j->ch, end, cont);
 		if (rc == 0 && !seq_known)
 			sbd_log(SBD_WARN, 0, "%s: journal: no message is left "
 				"in it and its segments, made by an older "
 				"release, do not record the sequence number "
 				"before them: the new ring's sequence numbers "
 				"start at %" PRIu64 " and may repeat earlier "
-				"ones", j->name,
-				seq == UINT64_MAX ? 0 : seq + 1);
+				"ones", j->name, cont);
+		if (rc == 0 && cont > seq_after(seq))
+			sbd_log(SBD_NOTICE, 0, "%s: journal: it ends in a gap "
+				"whose sequence numbers it does not hold: the "
+				"new ring's start at %" PRIu64 ", past the %"
+				PRIu64 " the gap may have taken", j->name,
+				cont, cont - seq_after(seq));
 		if (rc) {
 			sbd_log(SBD_ERR, 0, "%s: journal: the ring (at %" PRIu64
 				") is behind its journal (ends at %" PRIu64

@@ -5,7 +5,8 @@
  * flipped) recovered to exactly the last valid record, a zeroed record
  * word with records after it, a torn time index, a segment of another
  * channel or format, names that are not segments, damage in the ring,
- * and the offline verify and dump.  A full filesystem and a device that
+ * a reboot after a journal that ends in a gap, and the offline verify
+ * and dump.  A full filesystem and a device that
  * fails the journal's writes: test_journal_device.c.
  */
 #define _GNU_SOURCE
@@ -1135,4 +1136,153 @@ Test(journal_recovery, a_sequence_number_from_the_future_is_damage)
 		cr_assert_eq(rs->seq[i], i);
 	close_pub(bus, ch, p);
 	free(rs);
+}
+
+/*
+ * A reboot after a journal that ends in a gap: the ring lapped the journal
+ * (shmbusd stopped), the journal recorded the range it lost, and a power
+ * loss then took what it wrote after the gap (simulated: the records
+ * after it cleared, or only those of the newest segment).  The sequence
+ * numbers the gap took were handed out, to live subscribers among others:
+ * the new ring never hands them out again, and a replay across the gap
+ * counts the loss.  `cross`: the gap spans segments (the newest segment
+ * follows it and holds nothing); else it ends inside the newest segment
+ * (GAP records at its end).
+ */
+static void trailing_gap(bool cross)
+{
+	static struct recs orig;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct sb_jreader jr;
+	struct sb_jrec rec;
+	uint64_t *b, to = UINT64_MAX, first_after = UINT64_MAX, base;
+	uint64_t before = 30, during = cross ? 2000 : 60, seen = 0, last;
+	uint8_t buf[2048];
+	char path[512];
+	size_t k;
+	int fd;
+
+	conf_raw("capacity = 16K\nmax_msg = 1K\npolicy = overwrite\n"
+		 "journal_segment = 64K\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, before);
+	wait_written(ch, 10);
+	pause_daemon();
+	publish_range(p, before, during);
+	kill(d.pid, SIGCONT);
+	wait_written(ch, 10);
+	close_pub(bus, ch, p);
+	stop_daemon();
+	/* Where the gap ends: the first record after the last GAP record,
+	 * and the first message there. */
+	read_all(&orig);
+	for (size_t i = 0; i < orig.n; i++)
+		if (orig.type[i] == SHMBUS_JREC_GAP)
+			to = UINT64_MAX;
+		else if (to == UINT64_MAX && i && orig.pos[i] != orig.pos[i - 1] +
+			 orig.size[i - 1])
+			to = orig.pos[i];	/* after segments never made */
+		else if (to == UINT64_MAX && i && orig.type[i - 1] ==
+			 SHMBUS_JREC_GAP)
+			to = orig.pos[i];
+	cr_assert_neq(to, UINT64_MAX, "a gap with records after it");
+	for (size_t i = 0; i < orig.n; i++)
+		if (orig.pos[i] >= to && orig.type[i] == SHMBUS_REC_MSG) {
+			first_after = orig.seq[i];
+			break;
+		}
+	cr_assert_gt(first_after, before, "the gap took messages");
+	base = to & ~(uint64_t)0xffff;
+	for (size_t i = 0; i < orig.n; i++)
+		if (orig.type[i] == SHMBUS_JREC_GAP) {
+			cr_assert_eq(cross, orig.pos[i] < base, "the gap's "
+				     "shape: [%lu, %lu)",
+				     (unsigned long)orig.pos[i],
+				     (unsigned long)to);
+			break;
+		}
+	/* The power loss: nothing after the gap reached the disk. */
+	remove_after(base);
+	cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir, base), 0);
+	fd = open(path, O_RDWR);
+	cr_assert(fd >= 0);
+	{
+		static uint8_t zero[64 << 10];
+
+		cr_assert_eq(pwrite(fd, zero, 0x10000 - (to - base),
+				    (off_t)(SHMBUS_JSEG_HDR + (to - base))),
+			     (ssize_t)(0x10000 - (to - base)));
+	}
+	close(fd);
+	cr_assert_eq(sb_jtix_path(path, sizeof(path), cdir, base), 0);
+	unlink(path);
+	remove_ring();
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	cr_assert_eq(th_head(ch), to, "the new ring continues at the gap's "
+		     "end");
+	cr_assert_geq(sb_ring_next_seq(ch), first_after, "sequence %lu "
+		      "again: the gap took up to %lu",
+		      (unsigned long)sb_ring_next_seq(ch),
+		      (unsigned long)first_after - 1);
+	publish_range(p, 5000, 3);
+	wait_written(ch, 10);
+	/* The journal: every sequence number grows across the gap. */
+	cr_assert_eq(sb_jreader_init(&jr, cdir, NULL), 0);
+	cr_assert_eq(sb_jlist(cdir, &b, &k), 0);
+	cr_assert_eq(sb_jreader_seek(&jr, b[0]), 0);
+	free(b);
+	while (sb_jreader_next(&jr, UINT64_MAX, &rec) == 1)
+		;
+	cr_assert_eq(jr.pos, th_head(ch), "%s", jr.why);
+	sb_jreader_close(&jr);
+	/* A replay from 0: the first 30, the loss counted, then the 3. */
+	r = shmbus_replay_open(ch, SHMBUS_REPLAY_POSITION, 0, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	last = UINT64_MAX;
+	for (int idle = 0; seen < before + 3 && idle < 2000;) {
+		struct shmbus_msg m;
+		ssize_t n = shmbus_replay_read(r, buf, sizeof(buf), &m);
+
+		if (n == -EAGAIN) {
+			idle++;
+			usleep(1000);
+			continue;
+		}
+		cr_assert_geq(n, 0, "read: %zd", n);
+		/* Exactly across segments (the header after the gap says
+		 * how many it took); within one, as many as it could hold. */
+		if (seen == before && cross)
+			cr_assert_eq(m.lost, first_after - before, "the gap's "
+				     "%lu messages counted lost: %lu",
+				     (unsigned long)(first_after - before),
+				     (unsigned long)m.lost);
+		else if (seen == before)
+			cr_assert_geq(m.lost, first_after - before, "the gap's "
+				      "%lu messages counted lost: %lu",
+				      (unsigned long)(first_after - before),
+				      (unsigned long)m.lost);
+		else
+			cr_assert_eq(m.lost, 0);
+		cr_assert(last == UINT64_MAX || m.seq > last);
+		last = m.seq;
+		seen++;
+	}
+	cr_assert_eq(seen, before + 3);
+	shmbus_replay_close(r);
+	close_pub(bus, ch, p);
+}
+
+Test(journal_recovery, a_reboot_after_a_gap_across_segments_keeps_its_numbers)
+{
+	trailing_gap(true);
+}
+
+Test(journal_recovery, a_reboot_after_a_gap_in_a_segment_keeps_its_numbers)
+{
+	trailing_gap(false);
 }

@@ -70,7 +70,9 @@ struct shmbus_jseg_hdr {
 	char channel[64];	/* the channel's name, NUL-terminated */
 	uint64_t prev_seq;	/* with SHMBUS_JSEG_F_PREV_SEQ: the last
 				 * sequence number the journal held before
-				 * this segment (UINT64_MAX: none) */
+				 * this segment, or with F_AFTER_GAP the
+				 * last the gap took, when known
+				 * (UINT64_MAX: none) */
 	uint32_t hflags;	/* SHMBUS_JSEG_F_* */
 	uint8_t reserved[136];	/* zero */
 	uint32_t crc;		/* CRC-32C of the bytes above */
