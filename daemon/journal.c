@@ -288,6 +288,7 @@ int jnl_open_seg(struct jchan *j, uint64_t base, uint64_t end)
 	char name[64];
 
 	snprintf(name, sizeof(name), "%016llx.seg", (unsigned long long)base);
+	j->io_base = base;
 	j->fd = openat(j->dfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (j->fd < 0)
 		return -errno;
@@ -312,6 +313,7 @@ int jnl_new_seg(struct jchan *j, uint64_t base, uint64_t start)
 	bool have = false;
 	int rc;
 
+	j->io_base = base;
 	/* After a gap, the last number it took: a ring made again after a
 	 * reboot where the journal ends here hands none of them out again
 	 * (journal_start.c, recover()). */
@@ -475,6 +477,7 @@ static int sync_now(struct jchan *j)
 {
 	if (j->synced == j->pos)
 		return 0;
+	j->io_base = j->base;
 	if (fdatasync(j->fd)) {
 		int rc = -errno;
 
@@ -577,6 +580,7 @@ static int gap(struct jchan *j, uint64_t to)
 	uint64_t end = j->base + j->g.seg_size;
 	int rc;
 
+	j->io_base = j->base;
 	/* Counted always (busstat's journal gaps); said at most once a
 	 * second: a producer that outruns the journal makes hundreds. */
 	sbd_log_limited(&j->rl_gap, SBD_WARN, ++j->gaps, "journal gaps",
@@ -723,6 +727,7 @@ static int append(struct jchan *j)
 			return rc;
 		seg_end = j->base + j->g.seg_size;
 	}
+	j->io_base = j->base;
 	most = seg_end - j->pos;
 	if (most > j->buf_cap)
 		most = j->buf_cap;
@@ -929,10 +934,27 @@ void *jnl_agent_main(void *arg)
 				if (!j->failing)
 					sb_jnl_state(j->ch, SHMBUS_JNL_ERROR, 0);
 				j->failing = true;
-				sbd_log_limited(&j->rl, SBD_ERR, ++j->errors,
-						"journal errors", "%s: journal: "
-						"%s at %" PRIu64 "; retrying",
-						j->name, strerror(-rc), j->pos);
+				/* A system call's failure names its file (the
+				 * ring's damage is said where it is found). */
+				if (rc == -EBADMSG || rc == -EMSGSIZE)
+					sbd_log_limited(&j->rl, SBD_ERR,
+							++j->errors,
+							"journal errors",
+							"%s: journal: %s at %"
+							PRIu64 "; retrying",
+							j->name, strerror(-rc),
+							j->pos);
+				else
+					sbd_log_limited(&j->rl, SBD_ERR,
+							++j->errors,
+							"journal errors",
+							"%s: journal: %s/"
+							"%016llx.seg: %s at %"
+							PRIu64 "; retrying",
+							j->name, j->dir,
+							(unsigned long long)
+								j->io_base,
+							strerror(-rc), j->pos);
 				retry_at = sb_now_ns() + RETRY_NS;
 				continue;
 			}

@@ -57,6 +57,9 @@ struct jchan {
 					 * begun past messages it lacks) */
 	int fd;				/* the current segment */
 	uint64_t base;
+	uint64_t io_base;		/* the segment the agent's last write,
+					 * sync or making was for (its
+					 * failures name it) */
 	uint32_t seg_version;		/* its format (GAP records from 2) */
 	int tix_fd;
 	uint64_t tix_pos;		/* the last entry's (UINT64_MAX) */

@@ -364,3 +364,68 @@ Test(journal_device, a_segment_that_does_not_fit_is_said_with_its_path)
 	cr_assert(!log_has("subscriber or producer slot"),
 		  "ENOSPC of the disk said as a slot");
 }
+
+/* A segment that cannot be made when the journal rolls to it (the disk
+ * filled up meanwhile, journal_min_free 0): the agent retries, a block
+ * channel's producers wait, and the log names the segment it could not
+ * make and the system's reason.  Once there is room, it goes on with
+ * nothing lost. */
+Test(journal_device, a_roll_that_cannot_make_its_segment_names_it)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	char filler[256], want[512];
+	uint64_t i;
+	int fd, rc = 0;
+
+	snprintf(mnt, sizeof(mnt), "%s/fs", d.dir);
+	cr_assert_eq(mkdir(mnt, 0755), 0);
+	cr_assert_eq(mount("tmpfs", mnt, "tmpfs", 0, "size=400k"), 0,
+		     "mount a tmpfs (the suite runs as root): %s",
+		     strerror(errno));
+	snprintf(jdir, sizeof(jdir), "%s", mnt);
+	conf_with("acknowledge = persisted\njournal_segment = 64K\n",
+		  "journal_min_free = 0\n");
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	publish_range(p, 0, 10);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	/* The spare for 0x10000 is made: the one after it does not fit. */
+	snprintf(filler, sizeof(filler), "%s/filler", mnt);
+	fd = open(filler, O_WRONLY | O_CREAT, 0600);
+	cr_assert(fd >= 0);
+	for (int k = 0; k < 4000; k++) {
+		uint8_t b[1024] = { 1 };
+
+		if (write(fd, b, sizeof(b)) != (ssize_t)sizeof(b))
+			break;
+	}
+	close(fd);
+	/* Past the end of the second segment, a lap: producers wait. */
+	for (i = 10; i < 2000; i++) {
+		uint8_t buf[2048];
+		int spins = 0;
+
+		th_msg_fill(buf, len_of(i), 1, i);
+		while ((rc = shmbus_publish(p, buf, len_of(i))) == -EAGAIN &&
+		       spins++ < 500)
+			usleep(1000);
+		if (rc)
+			break;
+	}
+	cr_assert_eq(rc, -EAGAIN, "producers wait for the journal");
+	snprintf(want, sizeof(want), "journal: %s/j/0000000000020000.seg: %s "
+		 "at 131072; retrying", mnt, strerror(ENOSPC));
+	for (int t = 0; t < 200 && !log_has(want); t++)
+		usleep(10000);
+	cr_assert(log_has(want), "the log does not say: %s", want);
+	unlink(filler);
+	publish_range(p, i, 100);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0, "resumes by itself");
+	close_pub(bus, ch, p);
+	replay_check(ch = open_role(&bus, "j", SHMBUS_ROLE_SUBSCRIBE), 0, 0,
+		     i + 100);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
