@@ -93,9 +93,14 @@ static bool journal_again(struct shmbus_replay *rp)
 	    journal_open(rp, &v, rp->ring_next))
 		return false;
 	/* Looked at once, then read again from there.  Zeros there (inside
-	 * a gap, or padding) start no record: the loss stands. */
+	 * a gap, or padding) start no record: the loss stands.  What the
+	 * look passed is forgotten; what the seek passes is not: a segment
+	 * that starts past the position (the journal resumed past a gap
+	 * there) is a loss, counted at its first message. */
 	skipped = rp->r.skipped;
 	rc = sb_jreader_next(&rp->r, v.written, &rec);
+	rp->r.skipped = skipped;
+	rp->r.gap = false;
 	if (rc == 1 || (rc < 0 && rp->r.stop != SB_JSTOP_UNWRITTEN))
 		rc = sb_jreader_seek(&rp->r, rp->ring_next);
 	else
@@ -105,8 +110,6 @@ static bool journal_again(struct shmbus_replay *rp)
 		rp->reading = false;
 		return false;
 	}
-	rp->r.skipped = skipped;
-	rp->r.gap = false;
 	return true;
 }
 

@@ -1146,6 +1146,62 @@ Test(journal, a_replay_lapped_ahead_of_the_journal_counts_the_loss)
 	close_pub(bus, ch, p);
 }
 
+/*
+ * A replay that read the ring ahead of the journal's agent (shmbusd
+ * stopped) into the next segment, and is lapped there: the agent, lapped
+ * too, records a gap from where it was that spans the segment boundary,
+ * so the segment the replay was in begins past where the ring left it
+ * (its header's start).  The replay goes back to the journal there and
+ * reads on from that start: the messages between are lost, and counted.
+ */
+Test(journal, a_replay_lapped_where_a_segment_starts_past_it_counts_the_loss)
+{
+	shmbus_channel *ch, *rch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	shmbus_replay *r;
+	struct shmbus_replay_stats st;
+	struct shmbus_jseg_hdr h;
+	uint64_t next = UINT64_MAX, got = 0, lost = 0, i = 30, at;
+	char path[512];
+	int fd;
+
+	ch = journal_stopped(30, &bus, &p);
+	rch = shmbus_channel_open(d.dir, "j");
+	cr_assert(rch);
+	r = shmbus_replay_open(rch, SHMBUS_REPLAY_POSITION, 0, NULL);
+	cr_assert(r, "%s", strerror(errno));
+	cr_assert_eq(read_up_to(r, 29, &next, &got, &lost, 2000), 0);
+	/* Into the next segment, in the ring, a few records at a time. */
+	while (th_head(ch) < (64u << 10) + 1024) {
+		publish_range(p, i, 5);
+		i += 5;
+		cr_assert_eq(read_up_to(r, i - 1, &next, &got, &lost, 2000), 0);
+	}
+	shmbus_replay_stats(r, &st);
+	cr_assert(st.in_ring, "in the ring, ahead of the journal");
+	at = th_head(ch);
+	publish_range(p, i, 100);	/* laps the ring, not the segment */
+	i += 100;
+	kill(d.pid, SIGCONT);
+	wait_written(ch, 10);
+	/* The segment the replay was in starts past it. */
+	cr_assert_eq(sb_jseg_path(path, sizeof(path), cdir, 64u << 10), 0);
+	fd = open(path, O_RDONLY);
+	cr_assert(fd >= 0, "%s", path);
+	cr_assert_eq(pread(fd, &h, sizeof(h), 0), (ssize_t)sizeof(h));
+	close(fd);
+	cr_assert_gt(h.start, at, "the segment starts at %lu, not past %lu",
+		     (unsigned long)h.start, (unsigned long)at);
+	cr_assert_eq(read_up_to(r, i - 1, &next, &got, &lost, 2000), 0);
+	cr_assert_gt(lost, 0);
+	cr_assert_eq(got + lost, i, "%lu delivered, %lu lost",
+		     (unsigned long)got, (unsigned long)lost);
+	shmbus_replay_close(r);
+	shmbus_channel_close(rch);
+	close_pub(bus, ch, p);
+}
+
 /* Opened past what the journal wrote (shmbusd stopped), at a position the
  * ring then laps: the replay waiting there in the journal moves to the
  * ring's oldest record (its agent records a gap over that position, from
