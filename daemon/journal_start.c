@@ -236,7 +236,7 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 	struct sb_jreader r;
 	struct sb_jrec rec;
 	struct tail_gap tg = { UINT64_MAX, 0 };
-	uint64_t *b, newest, next = 0, hdr_next = 0;
+	uint64_t *b, newest, next = 0, hdr_next = 0, start = 0;
 	bool known = false, whole = false;
 	size_t k;
 	int rc, nfd = -1;
@@ -348,6 +348,7 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 							next };
 		if (!whole)
 			tg.from = UINT64_MAX;	/* not known */
+		start = r.start;
 		if (rc == 0 && r.has_prev_seq)
 			hdr_next = seq_after(r.prev_seq);
 		if (rc == 0 && r.has_prev_seq &&
@@ -399,16 +400,21 @@ static int recover(struct jchan *j, uint64_t persisted, uint64_t *end,
 	*seq = next ? next - 1 : UINT64_MAX;
 	*seq_known = known;
 	*cont = next;
-	/* The journal ends in a gap: past the numbers it took.  Exactly,
-	 * if the header of the segment after it says more than what came
-	 * before it; else as many as its positions could hold. */
-	if (rc == 0 && tg.from != UINT64_MAX &&
-	    !(tg.from < newest && hdr_next > tg.next)) {
-		uint64_t most = (*end - tg.from) / SHMBUS_REC_HDR;
+	/* The journal ends in a gap: past the numbers it took, as many as
+	 * its positions could hold; up to the newest segment's start
+	 * exactly, if that segment's header says more than what came
+	 * before the gap (it records the last number the gap took). */
+	if (rc == 0 && tg.from != UINT64_MAX) {
+		uint64_t from = tg.from, after = tg.next, most;
 
-		if (tg.next + most > *cont && tg.next + most <
+		if (tg.from < start && hdr_next > tg.next) {
+			from = start;
+			after = hdr_next;
+		}
+		most = (*end - from) / SHMBUS_REC_HDR;
+		if (after + most > *cont && after + most <
 						    SHMBUS_JSEG_SEQ_LIMIT)
-			*cont = tg.next + most;
+			*cont = after + most;
 	}
 	/* What the walk found is on disk before it counts as persisted: a
 	 * previous daemon may have died before syncing it.  The newest
