@@ -555,8 +555,10 @@ static int cmd_journal(int argc, char **argv, const char *bus_name)
 			rc == -EBADMSG || rc == -EXDEV || r.why[0] ? r.why
 								   : strerror(-rc));
 		sb_jreader_close(&r);
-		return rc == -EBADMSG || rc == -EXDEV ? EXIT_DAMAGED
-						      : EXIT_REFUSED;
+		/* A segment that is a symbolic link is no segment, as one
+		 * that is a directory or a FIFO (-EBADMSG) is not. */
+		return rc == -EBADMSG || rc == -EXDEV || rc == -ELOOP ?
+		       EXIT_DAMAGED : EXIT_REFUSED;
 	}
 	/* Where the walk stopped: unwritten space in the newest segment is
 	 * the end; anything else is damage. */
