@@ -529,8 +529,10 @@ ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
  * ready at the subscriber's position: a message, or one that the next
  * read steps over (an aborted claim, the ring's padding at its end), which
  * then returns -EAGAIN: wait again.  Else -ETIMEDOUT, or -EINTR if a
- * signal interrupted a sleep (a timed sleep is not restarted after a
- * handler, even with SA_RESTART).
+ * signal was caught while it slept (SHMBUS_WAIT_SLEEP, past its spin),
+ * whatever the timeout and whether or not the handler was installed with
+ * SA_RESTART: a handler that sets a flag can end a wait for ever.  A
+ * signal caught while it spins or yields does not end it.
  */
 int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns);
 

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
@@ -234,6 +235,85 @@ Test(wait, timed_wait_yield, .init = setup, .fini = teardown)
 Test(wait, timed_wait_spin, .init = setup, .fini = teardown)
 {
 	timed_wait(SHMBUS_WAIT_SPIN);
+}
+
+/*
+ * A signal caught while a subscriber sleeps ends the wait with -EINTR,
+ * whatever its timeout and whether or not the handler was installed with
+ * SA_RESTART (signal(2)'s default): the kernel would restart an untimed
+ * FUTEX_WAIT after such a handler, and a wait for ever then outlived the
+ * signal meant to stop it.  The signaller publishes after a second, so
+ * that a wait that missed the signal ends (with 0) instead of hanging.
+ */
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
+struct interrupter {
+	pthread_t target;
+	volatile int done;
+	int rc;
+};
+
+static void *interrupt_sleeper(void *arg)
+{
+	struct interrupter *x = arg;
+	struct shmbus_sub_info si;
+	shmbus_pub *p;
+	int asleep = 0;
+
+	for (int i = 0; i < 2000 && !asleep; i++) {
+		for (unsigned k = 0; k < SHMBUS_MAX_SUBSCRIBERS; k++)
+			if (shmbus_channel_subscriber(ch, k, &si) == 0 &&
+			    si.sleeping)
+				asleep = 1;
+		if (!asleep)
+			usleep(1000);
+	}
+	usleep(20000);
+	pthread_kill(x->target, SIGUSR1);
+	for (int i = 0; i < 1000 && !x->done; i++)
+		usleep(1000);
+	x->rc = 0;
+	if (!x->done) {
+		p = shmbus_pub_open(ch, NULL);
+		x->rc = p ? shmbus_publish(p, "late", 4) : -errno;
+		shmbus_pub_close(p);
+	}
+	return NULL;
+}
+
+static int wait_signalled(int flags, int64_t timeout_ns)
+{
+	struct shmbus_sub_attr sa = { .wait = SHMBUS_WAIT_SLEEP,
+				      .spin_ns = 1000 };
+	struct sigaction act = { .sa_handler = on_usr1, .sa_flags = flags };
+	struct sigaction old;
+	struct interrupter x = { .target = pthread_self() };
+	shmbus_sub *s = shmbus_sub_open(ch, &sa);
+	pthread_t t;
+	int rc;
+
+	cr_assert_not_null(s);
+	sigemptyset(&act.sa_mask);
+	cr_assert_eq(sigaction(SIGUSR1, &act, &old), 0);
+	cr_assert_eq(pthread_create(&t, NULL, interrupt_sleeper, &x), 0);
+	rc = shmbus_wait(s, timeout_ns);
+	x.done = 1;
+	pthread_join(t, NULL);
+	sigaction(SIGUSR1, &old, NULL);
+	cr_assert_eq(x.rc, 0);
+	shmbus_sub_close(s);
+	return rc;
+}
+
+Test(wait, a_signal_ends_a_sleep_with_eintr, .init = setup, .fini = teardown)
+{
+	cr_assert_eq(wait_signalled(SA_RESTART, -1), -EINTR,
+		     "a wait for ever outlived a SA_RESTART handler");
+	cr_assert_eq(wait_signalled(0, -1), -EINTR);
+	cr_assert_eq(wait_signalled(SA_RESTART, 10 * 1000000000LL), -EINTR);
 }
 
 Test(wait, returns_at_once_when_a_message_waits, .init = setup, .fini = teardown)
