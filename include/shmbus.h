@@ -490,8 +490,9 @@ struct shmbus_msg {
 typedef int (*shmbus_handler)(const struct shmbus_msg *msg, void *arg);
 
 /*
- * Calls `fn` on up to `max` messages (0: no limit within one lap) in
- * order, then publishes the new cursor once.  With the block policy the
+ * Calls `fn` on up to `max` messages (0: no limit within one lap, counted
+ * from the first message delivered) in order, then publishes the new
+ * cursor once.  With the block policy the
  * handler sees the message in place (zero copy; do not keep the pointer).
  * With the overwrite policy each message is first copied and validated,
  * so a handler never sees a torn message.  On a single-producer channel a

@@ -758,6 +758,11 @@ poll_loop(struct shmbus_sub *sub, shmbus_handler fn, void *arg, unsigned max,
 		rc = peek_fast(sub, &pk);
 		if (rc <= 0)
 			break;
+		/* The lap is counted from the first message delivered: a
+		 * reader lapped before the call jumped from start to the
+		 * oldest record held, which is no reading. */
+		if (n == 0)
+			start = pk.msg.pos;
 		consume(sub, &pk);
 		n++;
 		if (fn(&pk.msg, arg))

@@ -306,6 +306,51 @@ Test(policy, overwrite_lapped_subscriber_exact_loss)
 }
 
 /*
+ * shmbus_poll() with max 0 handles up to one lap of messages: counted from
+ * the first message it delivers, not from where a lapped reader's cursor
+ * was (its jump to the oldest record held is no reading).  One call then
+ * drains what the ring holds, up to the newest, on either producer model;
+ * it once delivered the first message after a lap alone.
+ */
+static void one_poll_after_a_lap(enum shmbus_producers prod)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 4096, 256, SHMBUS_OVERWRITE, prod);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	shmbus_sub *sub = shmbus_sub_open(ch, NULL);
+	struct shmbus_sub_stats ss;
+	uint64_t st[3] = { 0 };
+	uint8_t msg[100];
+	int n;
+
+	for (uint64_t i = 0; i < 1000; i++) {
+		th_msg_fill(msg, sizeof(msg), 0, i);
+		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	}
+	n = shmbus_poll(sub, collect, st, 0);
+	cr_assert_gt(n, 1, "one poll delivered %d message(s) after a lap", n);
+	cr_assert_eq(st[2], 999, "one poll reaches the newest");
+	cr_assert_eq(st[0] + st[1], 1000);
+	cr_assert_eq(shmbus_sub_stats(sub, &ss), 0);
+	cr_assert_eq(ss.lag_bytes, 0);
+	cr_assert_eq(shmbus_poll(sub, collect, st, 0), 0);
+	shmbus_sub_close(sub);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
+}
+
+Test(policy, one_poll_after_a_lap_reaches_the_newest_sp)
+{
+	one_poll_after_a_lap(SHMBUS_SINGLE_PRODUCER);
+}
+
+Test(policy, one_poll_after_a_lap_reaches_the_newest_mp)
+{
+	one_poll_after_a_lap(SHMBUS_MULTI_PRODUCER);
+}
+
+/*
  * A reader lapped exactly one lap finds at its own position the zeroed
  * word that follows the newest record, the same as a reader that is caught
  * up.  It must still notice it was lapped (within a few polls, without any
