@@ -314,8 +314,13 @@ int sb_open_file(const char *path, int flags)
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode) ||
 	    (fl = fcntl(fd, F_GETFL)) < 0 ||
 	    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK)) {
+		/* A directory is EISDIR read-only too, as open(2) says it
+		 * when asked to write. */
+		int rc = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) ? -EISDIR
+								    : -EBADMSG;
+
 		close(fd);
-		return -EBADMSG;
+		return rc;
 	}
 	return fd;
 }

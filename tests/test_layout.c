@@ -196,6 +196,21 @@ Test(layout, foreign_and_stale_files, .init = setup, .fini = teardown)
 	shmbus_channel_close(c);
 }
 
+/* A directory at the name is EISDIR to every open, the read-only one
+ * (an inspector's) included, which once said EBADMSG. */
+Test(layout, a_directory_at_the_name_is_eisdir, .init = setup, .fini = teardown)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/ch", dir);
+	cr_assert_eq(mkdir(path, 0700), 0);
+	cr_assert_null(shmbus_channel_open(dir, "ch"));
+	cr_assert_eq(errno, EISDIR);
+	cr_assert_null(shmbus_channel_open_ro(dir, "ch"));
+	cr_assert_eq(errno, EISDIR, "open_ro: %s", strerror(errno));
+	cr_assert_eq(rmdir(path), 0);
+}
+
 /* Each header field, damaged, makes open fail with a clear code. */
 Test(layout, every_header_field_validated, .init = setup, .fini = teardown)
 {
