@@ -1054,7 +1054,9 @@ int shmbus_group_extend(shmbus_group *m, const struct shmbus_lease *l,
  * A sleep lasts at most 10 ms, and 1 ms while a shared group's window is
  * full (an ack wakes nobody).
  * 0, -ETIMEDOUT, -EIDRM, -EROFS and -EAGAIN as for poll (also as soon
- * as the channel stops taking writes during the wait). */
+ * as the channel stops taking writes during the wait), or -EINTR if a
+ * signal was caught while it slept, as shmbus_wait() (whatever the
+ * timeout, SA_RESTART or not; not while it spins or yields). */
 int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns);
 
 /*

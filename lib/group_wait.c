@@ -98,12 +98,13 @@ static bool maybe_ready(struct shmbus_group *m, int64_t now)
  * group's sleepers word lets the maintenance take a member that died
  * asleep off the count (else every commit would make a wake call).
  */
-static void member_sleep(struct shmbus_group *m, int64_t now, int64_t end)
+static int member_sleep(struct shmbus_group *m, int64_t now, int64_t end)
 {
 	struct shmbus_hdr *h = m->ch->hdr;
 	uint64_t bit = UINT64_C(1) << m->me;
 	int64_t slice = SB_GROUP_LOOK_NS, look;
 	uint32_t f;
+	int rc = 0;
 
 	/* Producers make F3's check while the group's slot's bit is set:
 	 * from a member's first sleep until the last member that may sleep
@@ -137,11 +138,14 @@ static void member_sleep(struct shmbus_group *m, int64_t now, int64_t end)
 	 * commit, or the producer sees our count and changes the word. */
 	fence_seqcst();
 	if (!ready_now(m))
-		sb_futex_sleep(&h->futex, f, slice);
+		rc = sb_futex_sleep(&h->futex, f, slice);
 	/* F3's count, undone by whoever clears our bit (we, or the
 	 * maintenance that frees the record of a member that died here). */
 	if (and_relaxed64(&m->g->sleepers, ~bit) & bit)
 		sub_seqcst32(&h->sleepers, 1);
+	/* The sleep is timed: the kernel does not restart it after a
+	 * handler, SA_RESTART or not (as shmbus_wait()'s). */
+	return rc == -EINTR ? -EINTR : 0;
 }
 
 SHMBUS_EXPORT int shmbus_group_set_wait(shmbus_group *m, enum shmbus_wait how,
@@ -184,7 +188,10 @@ SHMBUS_EXPORT int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns)
 			rc = sb_member_gone_check(m);
 			if (rc)
 				return rc;
-			member_sleep(m, now, end);
+			if (member_sleep(m, now, end) == -EINTR)
+				return maybe_ready(m, sb_now_ns())
+					       ? sb_member_take_check(m)
+					       : -EINTR;
 		}
 	}
 }

@@ -11,6 +11,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -494,5 +495,83 @@ Test(group_wait, the_wait_strategies)
 	cr_assert_eq(shmbus_group_delete(ch, "g"), 0);
 	cr_assert_eq(load_relaxed64(&ch->hdr->sleep_ok) & bit, 0,
 		     "the group's slot was given back still saying it sleeps");
+	shmbus_channel_close(ch);
+}
+
+/*
+ * A signal caught while a member sleeps ends its wait with -EINTR, as it
+ * ends shmbus_wait()'s, whatever the timeout and whether or not the
+ * handler was installed with SA_RESTART: a handler that sets a flag can
+ * stop a member that waits for ever.  (The wait once slept on, slice after
+ * slice, to its end.)  The signaller publishes after a second, so that a
+ * wait that missed the signal ends instead of hanging.
+ */
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
+struct interrupter {
+	shmbus_channel *ch;
+	pthread_t target;
+	atomic_int done;
+	int rc;
+};
+
+static void *interrupt_member(void *arg)
+{
+	struct interrupter *x = arg;
+	uint64_t m[2] = { 0, 0 };
+	shmbus_pub *p;
+
+	for (int i = 0; i < 2000 && sleepers(x->ch) == 0; i++)
+		usleep(1000);
+	usleep(20000);
+	pthread_kill(x->target, SIGUSR1);
+	for (int i = 0; i < 1000 && !atomic_load(&x->done); i++)
+		usleep(1000);
+	x->rc = 0;
+	if (!atomic_load(&x->done)) {
+		p = shmbus_pub_open(x->ch, NULL);
+		x->rc = p ? shmbus_publish(p, m, sizeof(m)) : -errno;
+		shmbus_pub_close(p);
+	}
+	return NULL;
+}
+
+static int member_signalled(shmbus_channel *ch, shmbus_group *g, int flags,
+			    int64_t timeout_ns)
+{
+	struct sigaction act = { .sa_handler = on_usr1, .sa_flags = flags };
+	struct sigaction old;
+	struct interrupter x = { .ch = ch, .target = pthread_self() };
+	struct shmbus_group_msg m;
+	uint8_t buf[256];
+	pthread_t t;
+	int rc;
+
+	cr_assert_eq(shmbus_group_read(g, buf, sizeof(buf), &m), -EAGAIN);
+	sigemptyset(&act.sa_mask);
+	cr_assert_eq(sigaction(SIGUSR1, &act, &old), 0);
+	cr_assert_eq(pthread_create(&t, NULL, interrupt_member, &x), 0);
+	rc = shmbus_group_wait(g, timeout_ns);
+	atomic_store(&x.done, 1);
+	pthread_join(t, NULL);
+	sigaction(SIGUSR1, &old, NULL);
+	cr_assert_eq(x.rc, 0);
+	return rc;
+}
+
+Test(group_wait, a_signal_ends_a_sleep_with_eintr)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *g = anchor(ch, SHMBUS_GROUP_SHARED);
+
+	cr_assert_eq(shmbus_group_set_wait(g, SHMBUS_WAIT_SLEEP, 1000), 0);
+	cr_assert_eq(member_signalled(ch, g, SA_RESTART, -1), -EINTR,
+		     "a member's wait for ever outlived a signal");
+	cr_assert_eq(member_signalled(ch, g, 0, 10 * 1000000000LL), -EINTR);
+	shmbus_group_leave(g);
+	cr_assert_eq(shmbus_group_delete(ch, "g"), 0);
 	shmbus_channel_close(ch);
 }
