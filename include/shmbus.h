@@ -334,7 +334,12 @@ int shmbus_abort(shmbus_pub *pub);
  */
 int shmbus_publish(shmbus_pub *pub, const void *data, size_t len);
 
-/* Publishes the concatenation of `iov` as one message (header+payload). */
+/* Publishes the concatenation of `iov` (iovcnt entries, 0 or more; no
+ * IOV_MAX limit) as one message (header+payload).  Returns as
+ * shmbus_publish() does: -EINVAL for a NULL pub, iovcnt < 0, a NULL iov
+ * with iovcnt > 0 or an entry with a NULL base and a length; -EMSGSIZE
+ * when the lengths add up past max_msg (a sum that would wrap size_t
+ * included). */
 int shmbus_publishv(shmbus_pub *pub, const struct iovec *iov, int iovcnt);
 
 /*
