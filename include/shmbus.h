@@ -875,6 +875,8 @@ enum shmbus_group_mode {
 					 * member at a time, in order */
 	SHMBUS_GROUP_SINGLE_ACTIVE = 2,	/* one member receives everything in
 					 * order; the others stand by */
+	/* Keyed and single-active groups need a block-policy channel: made
+	 * on an overwrite one, the join fails with EINVAL. */
 };
 
 struct shmbus_group_attr {
