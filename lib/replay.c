@@ -39,7 +39,7 @@ static int journal_open(struct shmbus_replay *rp, const struct sb_jnl_view *v,
 
 /* Moves to the ring at the reader's position if the ring can be held
  * there: true if it did. */
-static bool try_ring(struct shmbus_replay *rp, uint64_t pos)
+static bool try_ring(struct shmbus_replay *rp, uint64_t pos, int *why)
 {
 	uint64_t next = rp->next_seq;
 	struct sb_jnl_view v;
@@ -57,8 +57,11 @@ static bool try_ring(struct shmbus_replay *rp, uint64_t pos)
 	 * whether it had just passed a gap. */
 	rp->sub = sb_sub_open_at(rp->ch, &rp->attr, pos, next,
 				 rp->reading && rp->r.gap, &err);
-	if (!rp->sub)
+	if (!rp->sub) {
+		if (why)
+			*why = err;
 		return false;
+	}
 	if (rp->reading)
 		sb_jreader_close(&rp->r);
 	rp->reading = false;
@@ -239,7 +242,7 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 	struct shmbus_replay *rp;
 	struct sb_jnl_view v;
 	uint64_t pos = at;
-	int rc;
+	int rc, ring_err = 0;
 
 	sb_bus_reason_forget();
 	if (!ch || (from != SHMBUS_REPLAY_POSITION &&
@@ -283,7 +286,8 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 		goto fail;
 	}
 	/* The ring first: it may still hold the position. */
-	if (try_ring(rp, pos))
+	ring_err = 0;
+	if (try_ring(rp, pos, &ring_err))
 		return rp;
 	/* Past the journal's files, the position is checked in the ring
 	 * (in them, below). */
@@ -334,6 +338,12 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 	}
 	return rp;
 fail:
+	/* Out of the journal's range, in the ring's, which the replay could
+	 * not enter: why not (no free subscriber slot, a handle that may
+	 * not subscribe), as shmbus_sub_open() would say it. */
+	if (rc == -ERANGE && ring_err && ring_err != -ERANGE &&
+	    sb_ring_holds(ch, pos))
+		rc = ring_err;
 	free(rp);
 	errno = -rc;
 	return NULL;
@@ -408,7 +418,7 @@ static int lapped_ahead(struct shmbus_replay *rp, int rc)
 		return 0;
 	/* The ring's subscriber starts past a loss (try_ring()). */
 	rp->r.gap = true;
-	if (try_ring(rp, sb_ring_oldest(rp->ch)))
+	if (try_ring(rp, sb_ring_oldest(rp->ch), NULL))
 		return 1;
 	rp->r.gap = gap;
 	return -EAGAIN;
@@ -442,7 +452,8 @@ static int journal_poll(struct shmbus_replay *rp, shmbus_handler fn,
 			/* Where the journal ends: the ring, if it can be
 			 * held here; else the journal has gone on.  (Or the
 			 * ring already: lapped ahead of the journal.) */
-			if (try_ring(rp, rp->r.pos) || lapped_ahead(rp, rc) > 0) {
+			if (try_ring(rp, rp->r.pos, NULL) ||
+			    lapped_ahead(rp, rc) > 0) {
 				if (n || !ring)
 					return (int)n;
 				return ring_poll(rp, fn, arg, max);
@@ -610,7 +621,7 @@ SHMBUS_EXPORT int shmbus_replay_wait(shmbus_replay *rp, int64_t timeout_ns)
 		sb_jnl_read(rp->ch, &v);
 		if (rp->r.pos < v.written)
 			return 0;
-		if (try_ring(rp, rp->r.pos) || lapped_ahead(rp, 0) > 0)
+		if (try_ring(rp, rp->r.pos, NULL) || lapped_ahead(rp, 0) > 0)
 			continue;
 		now = sb_now_ns();
 		if (now >= deadline)

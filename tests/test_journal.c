@@ -1496,3 +1496,46 @@ Test(journal, a_journaled_channel_deleted_and_made_again_keeps_its_journal)
 	cr_assert_eq(shmbus_pub_sync(p, 5000000000LL), 0);
 	close_pub(bus, ch, p);
 }
+
+/*
+ * A replay reads the ring through a subscriber of its own: at a position
+ * only the ring holds, it is refused as shmbus_sub_open() is, EPERM on a
+ * read-only handle and ENOSPC with every subscriber slot taken, as its
+ * header says; both were once ERANGE, as if the ring did not hold the
+ * position.  Direct mode, no journal: no daemon needed.
+ */
+Test(replay_open, is_refused_as_a_subscriber_is)
+{
+	const char *rd = th_mkdir();
+	shmbus_channel *c = th_create(rd, 4096, 256, SHMBUS_BLOCK,
+				      SHMBUS_SINGLE_PRODUCER);
+	shmbus_channel *ro = shmbus_channel_open_ro(rd, "ch");
+	shmbus_pub *p = shmbus_pub_open(c, NULL);
+	shmbus_sub *subs[SHMBUS_MAX_SUBSCRIBERS];
+	shmbus_replay *r;
+	char buf[8];
+
+	cr_assert(ro && p);
+	/* A block ring holds what its slowest subscriber has not read. */
+	subs[0] = shmbus_sub_open(c, NULL);
+	cr_assert(subs[0]);
+	cr_assert_eq(shmbus_publish(p, "abc", 3), 0);
+	r = shmbus_replay_open(c, SHMBUS_REPLAY_POSITION, 0, NULL);
+	cr_assert(r, "the ring holds position 0: %s", strerror(errno));
+	cr_assert_eq(shmbus_replay_read(r, buf, sizeof(buf), NULL), 3);
+	shmbus_replay_close(r);
+	cr_assert_null(shmbus_replay_open(ro, SHMBUS_REPLAY_POSITION, 0, NULL));
+	cr_assert_eq(errno, EPERM, "read-only: %s", strerror(errno));
+	for (unsigned i = 1; i < SHMBUS_MAX_SUBSCRIBERS; i++) {
+		subs[i] = shmbus_sub_open(c, NULL);
+		cr_assert(subs[i]);
+	}
+	cr_assert_null(shmbus_replay_open(c, SHMBUS_REPLAY_POSITION, 0, NULL));
+	cr_assert_eq(errno, ENOSPC, "slots full: %s", strerror(errno));
+	for (unsigned i = 0; i < SHMBUS_MAX_SUBSCRIBERS; i++)
+		shmbus_sub_close(subs[i]);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ro);
+	shmbus_channel_close(c);
+	th_rmdir(rd);
+}
