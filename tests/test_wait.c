@@ -243,7 +243,7 @@ Test(wait, timed_wait_spin, .init = setup, .fini = teardown)
  * SA_RESTART (signal(2)'s default): the kernel would restart an untimed
  * FUTEX_WAIT after such a handler, and a wait for ever then outlived the
  * signal meant to stop it.  The signaller publishes after a second, so
- * that a wait that missed the signal ends (with 0) instead of hanging.
+ * that a wait that missed the signals ends (with 0) instead of hanging.
  */
 static void on_usr1(int sig)
 {
@@ -271,10 +271,13 @@ static void *interrupt_sleeper(void *arg)
 		if (!asleep)
 			usleep(1000);
 	}
-	usleep(20000);
-	pthread_kill(x->target, SIGUSR1);
-	for (int i = 0; i < 1000 && !x->done; i++)
+	/* Again every 20 ms: a sleep in naps (no membarrier) is out of the
+	 * kernel now and then, where a signal is no signal caught asleep. */
+	for (int i = 0; i < 1000 && !x->done; i++) {
+		if (i % 20 == 19)
+			pthread_kill(x->target, SIGUSR1);
 		usleep(1000);
+	}
 	x->rc = 0;
 	if (!x->done) {
 		p = shmbus_pub_open(ch, NULL);
