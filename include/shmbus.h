@@ -10,6 +10,10 @@
  *   - Constructors return NULL and set errno.
  *   - Handles are opaque.  A channel handle may be shared by threads; a
  *     publisher or subscriber handle belongs to one thread at a time.
+ *   - A close (shmbus_*_close(), shmbus_group_leave(), shmbus_disconnect())
+ *     frees its handle, as free() does: the handle may not be used, or
+ *     closed, again.  A channel handle is closed after every publisher,
+ *     subscriber and group member made from it.
  *   - Nothing on the publish or poll path allocates, locks or makes a
  *     system call, except the futex wake that a producer makes when (and
  *     only when) a subscriber has said it sleeps.
@@ -162,7 +166,8 @@ int shmbus_channel_attr_check(const struct shmbus_channel_attr *attr,
  * pre-faulted before the control file is linked under its name: a crash
  * during creation never leaves a half-initialised channel behind.
  *
- * Bad attributes are -EINVAL or -EMSGSIZE (shmbus_channel_attr_check()
+ * Bad attributes (a NULL attr included: shmbus_channel_attr_init() gives
+ * the defaults) are -EINVAL or -EMSGSIZE (shmbus_channel_attr_check()
  * says which limit).  Without flags, an existing valid channel with the
  * same geometry is opened instead; one with another geometry is -EEXIST
  * (or, with SHMBUS_CREATE_EXCL, any existing one), and an invalid
