@@ -14,7 +14,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -397,6 +399,117 @@ static void sweep_orphans(void)
 	closedir(d);
 }
 
+/* The value of the `n` decimal digits at s (a pid or a counter), or -1. */
+static long decimal(const char *s, size_t n)
+{
+	long v = 0;
+
+	if (n == 0 || n > 9)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
+/*
+ * The pid that a file of a create cut short names, or 0 if `n` is no
+ * such name: a channel's control file under its temporary name
+ * (".NAME.PID.N.tmp", lib/channel.c) or a group's file under its own
+ * (".CHANNEL@GROUP.group.PID.tmp", lib/group_file.c).
+ */
+static pid_t temp_pid(const char *n)
+{
+	size_t len = strlen(n);
+	const char *last, *prev;
+	long pid;
+
+	if (n[0] != '.' || len < 8 || strcmp(n + len - 4, ".tmp"))
+		return 0;
+	len -= 4;
+	last = memrchr(n, '.', len);
+	if (!last || last == n || decimal(last + 1, len - (size_t)(last -
+							      n) - 1) < 0)
+		return 0;
+	if (last - n > 7 && !strncmp(last - 6, ".group", 6) &&
+	    memchr(n, '@', (size_t)(last - n)))
+		pid = decimal(last + 1, len - (size_t)(last - n) - 1);
+	else {
+		prev = memrchr(n, '.', (size_t)(last - n));
+		if (!prev || prev == n)
+			return 0;
+		pid = decimal(prev + 1, (size_t)(last - prev) - 1);
+	}
+	return pid > 0 ? (pid_t)pid : 0;
+}
+
+/*
+ * At start: the temporary files of creates that a kill -9 cut short (a
+ * channel's control file, a group's file, built under a name of their
+ * maker's pid and linked in place whole) are removed; they hold shared
+ * memory for nothing and nothing else removes them (a maker removes a
+ * leftover only when it makes the same name with the same pid).  One is
+ * removed when it is the daemon's user's (or root's), its maker is gone
+ * (or had this daemon's pid: the one before it, in a pid namespace of
+ * its own) and nobody holds its lock (a group's maker holds it while it
+ * builds).
+ */
+static void sweep_temps(void)
+{
+	DIR *d = opendir(sbd.conf.shm_dir);
+	char (*gone)[NAME_MAX + 1] = NULL;
+	size_t ngone = 0, cap = 0;
+	struct dirent *e;
+
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		pid_t pid = temp_pid(e->d_name);
+		char path[PATH_MAX];
+		struct stat st;
+		int fd;
+
+		if (!pid || (pid != sbd.self_pid &&
+			     (kill(pid, 0) == 0 || errno != ESRCH)))
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", sbd.conf.shm_dir,
+			     e->d_name) >= (int)sizeof(path))
+			continue;
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW |
+			  O_NONBLOCK);
+		if (fd < 0)
+			continue;
+		if (fstat(fd, &st) || !S_ISREG(st.st_mode) ||
+		    !sbd_file_is_ours(&st) || flock(fd, LOCK_EX | LOCK_NB)) {
+			close(fd);
+			continue;
+		}
+		close(fd);
+		if (ngone == cap) {
+			void *m = realloc(gone, (cap = cap ? cap * 2 : 8) *
+						sizeof(*gone));
+
+			if (!m)
+				break;
+			gone = m;
+		}
+		snprintf(gone[ngone++], sizeof(gone[0]), "%s", e->d_name);
+	}
+	closedir(d);
+	for (size_t i = 0; i < ngone; i++) {
+		char path[PATH_MAX];
+
+		if (snprintf(path, sizeof(path), "%s/%s", sbd.conf.shm_dir,
+			     gone[i]) < (int)sizeof(path) && unlink(path) == 0)
+			sbd_log(SBD_NOTICE, 0, "%s: the temporary file of a "
+				"create cut short (its maker is gone): removed",
+				gone[i]);
+	}
+	free(gone);
+}
+
 void sbd_channel_adopt_dir(void)
 {
 	DIR *d = opendir(sbd.conf.shm_dir);
@@ -439,6 +552,7 @@ void sbd_channel_adopt_dir(void)
 	}
 	closedir(d);
 	sweep_orphans();
+	sweep_temps();
 	/* Channels that exist are served, whatever the limit says now (it
 	 * bounds what is made): a lower one than they were made under is
 	 * said, as the descriptors set aside at start follow it. */

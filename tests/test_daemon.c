@@ -476,6 +476,77 @@ Test(daemon, data_files_no_channel_names_are_removed_at_start,
 	cr_assert(present("blk"));
 }
 
+static unsigned count_files(void)
+{
+	DIR *dir = opendir(d.dir);
+	struct dirent *e;
+	unsigned n = 0;
+
+	cr_assert(dir);
+	while ((e = readdir(dir)))
+		n += e->d_type == DT_REG;
+	closedir(dir);
+	return n;
+}
+
+/*
+ * A daemon killed while it makes a channel or a group leaves the file it
+ * was building under its temporary name (".NAME.PID.N.tmp",
+ * ".CHANNEL@GROUP.group.PID.tmp"); a kill loop must not pile them up in
+ * shm_dir.  The next daemon removes those whose maker is gone and keeps
+ * those of a live maker, a locked one (its maker builds it) and names
+ * that are not theirs.
+ */
+Test(daemon, temporary_files_of_dead_makers_are_removed_at_start,
+     .fini = teardown)
+{
+	char name[128], live[128], locked[128], path[512];
+	unsigned before;
+	pid_t dead = fork();
+	int fd;
+
+	cr_assert(dead >= 0);
+	if (dead == 0)
+		_exit(0);
+	cr_assert_eq(th_wait(dead), 0);
+	setup_with("[channel blk]\ncapacity = 8K\n"
+		   "consumer_groups = g mode=shared\n");
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	before = count_files();
+	/* Three kill cycles' worth of leftovers, then the keepers. */
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), ".dyn%d.%d.%d.tmp", i, (int)dead,
+			 i);
+		touch(name);
+		snprintf(name, sizeof(name), ".blk@g%d.group.%d.tmp", i,
+			 (int)dead);
+		touch(name);
+	}
+	snprintf(name, sizeof(name), ".a.b.%d.1.tmp", (int)dead);
+	touch(name);	/* a channel named "a.b" */
+	snprintf(live, sizeof(live), ".live.%d.0.tmp", (int)getpid());
+	touch(live);
+	snprintf(locked, sizeof(locked), ".blk@gl.group.%d.tmp", (int)dead);
+	touch(locked);
+	snprintf(path, sizeof(path), "%s/%s", d.dir, locked);
+	fd = open(path, O_RDONLY);
+	cr_assert(fd >= 0 && flock(fd, LOCK_EX) == 0);
+	touch(".notes.tmp");
+	touch(".x.y.tmp");
+	cr_assert_eq(count_files(), before + 11);
+	start_daemon();
+	cr_assert_eq(count_files(), before + 4, "%u files left of 11",
+		     count_files() - before);
+	cr_assert(present(live), "a live maker's file was removed");
+	cr_assert(present(locked), "a locked file was removed");
+	cr_assert(present(".notes.tmp") && present(".x.y.tmp"));
+	cr_assert(log_has("the temporary file of a create cut short"));
+	close(fd);
+	cr_assert(present("blk"));
+}
+
 /* ------------------------------------------------------------ shmbusctl */
 
 /* Runs shmbusctl with `args` (through sh); returns its exit code and its
