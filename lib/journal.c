@@ -630,35 +630,49 @@ static int skip_missing(struct sb_jreader *r, uint64_t at, uint64_t limit)
 	return rc;
 }
 
+/* What sb_jreader_written_after() reads at a time: from the heap, not
+ * thread-local (a static array of a thread's would cost every thread of
+ * every process linked with the library 64 KiB, zeroed when the thread
+ * starts), nor on the stack of a caller that may have little. */
+#define WRITTEN_AFTER_CHUNK	65536
+
 bool sb_jreader_written_after(struct sb_jreader *r)
 {
 	uint64_t stop = r->pos, at = stop + 8, end = r->base + r->g.seg_size;
-	static __thread uint64_t chunk[8192];
+	uint64_t small[64], *chunk;
+	size_t cap = WRITTEN_AFTER_CHUNK;
+	bool found = false;
 
 	if (r->fd < 0 || stop < r->base || stop >= end)
 		return false;
-	while (at < end) {
-		size_t want = end - at < sizeof(chunk) ? (size_t)(end - at)
-						       : sizeof(chunk);
+	chunk = malloc(cap);
+	if (!chunk) {	/* slower, not wrong */
+		chunk = small;
+		cap = sizeof(small);
+	}
+	while (at < end && !found) {
+		size_t want = end - at < cap ? (size_t)(end - at) : cap;
 		ssize_t n = pread(r->fd, chunk, want,
 				  (off_t)(SHMBUS_JSEG_HDR + (at - r->base)));
 
 		if (n <= 0)
-			return false;	/* the file ends: nothing after */
-		for (size_t i = 0; i < (size_t)n / 8; i++) {
+			break;	/* the file ends: nothing after */
+		for (size_t i = 0; i < (size_t)n / 8 && !found; i++) {
 			if (!chunk[i])
 				continue;
 			snprintf(r->why, sizeof(r->why), "a zero record word at "
 				 "%llu, but bytes are written at %llu after it",
 				 (unsigned long long)stop,
 				 (unsigned long long)(at + i * 8));
-			return true;
+			found = true;
 		}
 		at += (uint64_t)n & ~(uint64_t)7;
 		if ((size_t)n < 8)
-			return false;
+			break;
 	}
-	return false;
+	if (chunk != small)
+		free(chunk);
+	return found;
 }
 
 int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
