@@ -710,6 +710,8 @@ static int do_delete(struct sbd_client *cl, const char *name)
 	rcu_read_unlock();
 	if (rc && rc != -ENOENT)
 		return rc;
+	/* Its journal's agent maps the ring: it would hold its memory. */
+	sbd_journal_drop(name);
 	sbd_log(SBD_NOTICE, 0, "%s: deleted by pid %d (uid %u)", name,
 		(int)cl->pid, (unsigned)cl->uid);
 	return 0;

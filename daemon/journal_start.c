@@ -903,6 +903,26 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 	return rc;
 }
 
+void sbd_journal_drop(const char *name)
+{
+	pthread_mutex_lock(&cut_mu);
+	for (size_t i = 0; i < njc; i++) {
+		struct jchan *j = &jc[i];
+
+		if (!j->th_on || strcmp(j->name, name))
+			continue;
+		/* Processes that still map the ring are no longer
+		 * acknowledged as persisted (they time out); its cursor goes
+		 * with it. */
+		if (j->ch)
+			sb_jnl_off(j->ch, j->conf.ack);
+		free_one(j, false);
+		sbd_log(SBD_INFO, 0, "%s: journal stopped with its channel "
+			"(its files stay in %s)", name, j->dir);
+	}
+	pthread_mutex_unlock(&cut_mu);
+}
+
 void sbd_journal_forget(shmbus_channel *ch)
 {
 	sb_jnl_off(ch, false);

@@ -226,6 +226,10 @@ void sbd_journal_stop(void);
 /* A channel without a journal: one that had one at the last start no
  * longer says so, and its kept cursor holds nobody. */
 void sbd_journal_forget(shmbus_channel *ch);
+/* Channel `name` was deleted: its agent syncs and stops, and lets go of
+ * the ring (its memory), the segment and the directory.  The journal's
+ * files stay; the next start continues it.  Main thread. */
+void sbd_journal_drop(const char *name);
 /* Channel `name`'s journal cleared from pos on, around cut(arg), which
  * cuts its ring there (see journal_start.c); cut's result, or -errno. */
 int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),

@@ -1539,3 +1539,81 @@ Test(replay_open, is_refused_as_a_subscriber_is)
 	shmbus_channel_close(c);
 	th_rmdir(rd);
 }
+
+/* The daemon's mappings and descriptors of channel "j"'s files (its ring)
+ * and of its journal. */
+static unsigned holds_of_j(void)
+{
+	char path[64], line[1024], ring[512], data[512];
+	unsigned n = 0;
+	struct dirent *e;
+	DIR *fds;
+	FILE *f;
+
+	snprintf(ring, sizeof(ring), "%s/j", d.dir);
+	snprintf(data, sizeof(data), "%s/.j.", d.dir);
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)d.pid);
+	f = fopen(path, "r");
+	cr_assert(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *at = strchr(line, '/');
+
+		n += at && (!strncmp(at, data, strlen(data)) ||
+			    (!strncmp(at, ring, strlen(ring)) &&
+			     (at[strlen(ring)] == '\n' ||
+			      at[strlen(ring)] == ' ')));
+	}
+	fclose(f);
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d.pid);
+	fds = opendir(path);
+	cr_assert(fds);
+	while ((e = readdir(fds))) {
+		char fd[320], to[1024];
+		ssize_t k;
+
+		snprintf(fd, sizeof(fd), "%s/%s", path, e->d_name);
+		k = readlink(fd, to, sizeof(to) - 1);
+		if (k <= 0)
+			continue;
+		to[k] = 0;
+		n += !strncmp(to, cdir, strlen(cdir)) ||
+		     !strncmp(to, data, strlen(data)) ||
+		     (!strncmp(to, ring, strlen(ring)) &&
+		      (!to[strlen(ring)] || to[strlen(ring)] == ' '));
+	}
+	closedir(fds);
+	return n;
+}
+
+/* A journaled channel deleted at run time: the journal's agent mapped its
+ * ring and held its segment, its index and its directory open, and went
+ * on watching a ring nobody could open again; a deleted ring's memory
+ * (up to 16 GiB of /dev/shm) stayed taken until the daemon's restart.
+ * The agent stops with the channel and lets go of all of it; the
+ * journal's files stay, for the next start. */
+Test(journal, a_deleted_journaled_channel_leaves_the_daemon_nothing_held)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	unsigned held;
+
+	ch = journaled("", 100, &bus, &p);
+	close_pub(bus, ch, p);
+	held = holds_of_j();
+	cr_assert_geq(held, 6, "the fixture's daemon holds %u of j's files",
+		      held);
+	bus = shmbus_connect(d.sock);
+	cr_assert(bus);
+	cr_assert_eq(shmbus_bus_delete(bus, "j"), 0);
+	shmbus_disconnect(bus);
+	/* Descriptors of a deleted channel's entry close after an RCU grace
+	 * period. */
+	for (int i = 0; i < 200 && (held = holds_of_j()); i++)
+		usleep(10000);
+	cr_assert_eq(held, 0, "the daemon still holds %u mappings or "
+		     "descriptors of the deleted channel and its journal",
+		     held);
+	cr_assert_gt(count_segments(), 0, "the journal's files went too");
+	cr_assert(log_has("journal stopped with its channel"));
+}
