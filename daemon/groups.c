@@ -102,6 +102,28 @@ struct scan {
 	const char *group;
 };
 
+/*
+ * Whether dead-letter publisher i is still on the channel of its name;
+ * one deleted (and perhaps made again) is let go, with the memory of its
+ * ring: its letters would go where no subscriber can ever read them.
+ * Reaper thread, under rcu_read_lock().
+ */
+static bool dl_current(size_t i)
+{
+	struct sbd_chan *now = sbd_chan_find(dl[i].name);
+	struct shmbus_channel_info a, b;
+
+	if (now && shmbus_channel_info(now->ch, &a) == 0 &&
+	    shmbus_channel_info(dl[i].ch, &b) == 0 &&
+	    a.create_ns == b.create_ns)
+		return true;
+	shmbus_pub_close(dl[i].pub);
+	shmbus_channel_close(dl[i].ch);
+	dl[i].ch = NULL;
+	dl[i].pub = NULL;
+	return false;
+}
+
 /* The dead-letter channel the config gives the group, or NULL. */
 static const char *dead_letter_of(const struct scan *s)
 {
@@ -143,22 +165,8 @@ static shmbus_pub *dead_letter_pub(const char *asked, void *ctx, bool *drop)
 		}
 	}
 	for (i = 0; i < ndl; i++) {
-		if (dl[i].ch && !strcmp(dl[i].name, name)) {
-			/* Still the channel of that name?  One deleted (and
-			 * perhaps made again) is let go: its letters would
-			 * go where no subscriber can ever read them. */
-			struct sbd_chan *now = sbd_chan_find(name);
-			struct shmbus_channel_info a, b;
-
-			if (now && shmbus_channel_info(now->ch, &a) == 0 &&
-			    shmbus_channel_info(dl[i].ch, &b) == 0 &&
-			    a.create_ns == b.create_ns)
-				return dl[i].pub;
-			shmbus_pub_close(dl[i].pub);
-			shmbus_channel_close(dl[i].ch);
-			dl[i].ch = NULL;
-			dl[i].pub = NULL;
-		}
+		if (dl[i].ch && !strcmp(dl[i].name, name) && dl_current(i))
+			return dl[i].pub;
 		if (!dl[i].ch && free_i == ndl)
 			free_i = i;
 	}
@@ -391,6 +399,14 @@ void sbd_groups_scan_begin(void)
 		return;
 	if (gl.read && t == gl.dir_ns)
 		return;
+	/* A file made or removed: a dead-letter channel deleted is let go
+	 * now, not at the next poison message for it, which may never
+	 * come. */
+	rcu_read_lock();
+	for (size_t i = 0; i < ndl; i++)
+		if (dl[i].ch)
+			dl_current(i);
+	rcu_read_unlock();
 	gl.next_n = 0;
 	if (sb_group_list_all(sbd.conf.shm_dir, add_gentry, &partial) < 0 ||
 	    partial)

@@ -706,3 +706,63 @@ Test(group_daemon_many, every_dead_letter_channel_gets_its_poison,
 	}
 	shmbus_disconnect(bus);
 }
+
+/* The daemon's mappings of channel `name`'s files. */
+static unsigned daemon_maps_of(const char *name)
+{
+	char path[64], line[1024], ctl[512], data[512];
+	unsigned n = 0;
+	FILE *f;
+
+	snprintf(ctl, sizeof(ctl), "%s/%s", d.dir, name);
+	snprintf(data, sizeof(data), "%s/.%s.", d.dir, name);
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)d.pid);
+	f = fopen(path, "r");
+	cr_assert(f);
+	while (fgets(line, sizeof(line), f)) {
+		char *at = strchr(line, '/');
+		size_t k = strlen(ctl);
+
+		n += at && (!strncmp(at, data, strlen(data)) ||
+			    (!strncmp(at, ctl, k) &&
+			     (at[k] == '\n' || at[k] == ' ')));
+	}
+	fclose(f);
+	return n;
+}
+
+/* A dead-letter channel deleted once no group names it any more (its
+ * group deleted first): the daemon's publisher on it, looked at only
+ * when a group's maintenance asks for it, kept the deleted ring mapped
+ * (its memory taken) for the daemon's life.  It lets go once the
+ * deletion is seen. */
+Test(group_daemon, a_deleted_dead_letter_channel_is_let_go)
+{
+	shmbus_channel *ch, *dl;
+	shmbus_bus *bus, *bus2;
+	shmbus_group *g;
+	shmbus_sub *sub;
+	int got = 0, acked = 0;
+	unsigned held = 0;
+
+	dl = open_role(&bus2, "dlq", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(dl);
+	sub = shmbus_sub_open(dl, NULL);
+	g = join_bus(&bus, &ch, "jobs", "work", "w", SHMBUS_GROUP_SHARED);
+	publish_n(0, 6);
+	poison_third(g, sub, &got, &acked);
+	cr_assert_eq(got, 1);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(dl);
+	shmbus_disconnect(bus2);
+	shmbus_group_leave(g);
+	cr_assert_eq(shmbus_group_delete(ch, "work"), 0);
+	cr_assert_geq(daemon_maps_of("dlq"), 2);
+	cr_assert_eq(shmbus_bus_delete(bus, "dlq"), 0);
+	for (int i = 0; i < 200 && (held = daemon_maps_of("dlq")); i++)
+		usleep(10000);
+	cr_assert_eq(held, 0, "the daemon still maps %u of the deleted "
+		     "dead-letter channel's files", held);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
