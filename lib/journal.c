@@ -436,7 +436,11 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 
 	r->blen = 0;
 	fd = sb_jreader_file(r, base, false);
-	if (fd == -EBADMSG)	/* not a regular file (sb_open_file()) */
+	/* Not a regular file (sb_open_file(): a directory is -EISDIR, as
+	 * shmbus_channel_open_ro() says it): no segment, damage. */
+	if (fd == -EISDIR)
+		fd = -EBADMSG;
+	if (fd == -EBADMSG)
 		snprintf(r->why, sizeof(r->why), "segment %016llx: not a "
 			 "regular file", (unsigned long long)base);
 	else if (fd == -ELOOP)	/* O_NOFOLLOW */

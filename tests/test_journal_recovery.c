@@ -927,7 +927,8 @@ Test(journal_recovery, verify_names_a_segment_it_cannot_read)
  * is a cache, so it is moved aside, said with its name, and a new one
  * begun; the journal starts and goes on.  A segment that is a symbolic
  * link is refused, the log naming the segment and the reason, without a
- * second line blaming an unrelated errno.
+ * second line blaming an unrelated errno.  `journal verify` calls a link
+ * or a directory at a segment's name damage.
  */
 Test(journal_recovery, an_unusable_index_is_moved_aside_and_refusals_say_why)
 {
@@ -980,6 +981,13 @@ Test(journal_recovery, an_unusable_index_is_moved_aside_and_refusals_say_why)
 	snprintf(line, sizeof(line), "build/tools/shmbusctl journal verify %s "
 		 ">/dev/null 2>&1", cdir);
 	cr_assert_eq(WEXITSTATUS(system(line)), 4, "a link is damage");
+	/* A directory in its place: no segment either, said so. */
+	cr_assert_eq(unlink(path), 0);
+	cr_assert_eq(mkdir(path, 0755), 0);
+	snprintf(line, sizeof(line), "build/tools/shmbusctl journal verify %s "
+		 "2>%s/verify.err >/dev/null", cdir, d.dir);
+	cr_assert_eq(WEXITSTATUS(system(line)), 4, "a directory is damage");
+	cr_assert_eq(rmdir(path), 0);
 	free(b);
 }
 
