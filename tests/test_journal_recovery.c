@@ -928,7 +928,7 @@ Test(journal_recovery, verify_names_a_segment_it_cannot_read)
  * begun; the journal starts and goes on.  A segment that is a symbolic
  * link is refused, the log naming the segment and the reason, without a
  * second line blaming an unrelated errno.  `journal verify` calls a link
- * or a directory at a segment's name damage.
+ * or a directory at a segment's name damage, and says why.
  */
 Test(journal_recovery, an_unusable_index_is_moved_aside_and_refusals_say_why)
 {
@@ -987,6 +987,9 @@ Test(journal_recovery, an_unusable_index_is_moved_aside_and_refusals_say_why)
 	snprintf(line, sizeof(line), "build/tools/shmbusctl journal verify %s "
 		 "2>%s/verify.err >/dev/null", cdir, d.dir);
 	cr_assert_eq(WEXITSTATUS(system(line)), 4, "a directory is damage");
+	snprintf(line, sizeof(line), "grep -q 'segment %016llx: not a regular "
+		 "file' %s/verify.err", (unsigned long long)b[0], d.dir);
+	cr_assert_eq(system(line), 0, "the directory not named as no segment");
 	cr_assert_eq(rmdir(path), 0);
 	free(b);
 }

@@ -537,8 +537,10 @@ static int cmd_journal(int argc, char **argv, const char *bus_name)
 	if (dump && rc == 0)
 		printf("%16s %12s %-4s %8s  %s\n", "POSITION", "SEQ", "TYPE",
 		       "LENGTH", "PAYLOAD");
-	/* r.why: the reason of this walk's last step only. */
-	r.why[0] = 0;
+	/* r.why: the reason of this walk's last step only (a seek refused
+	 * is that step: its reason stays). */
+	if (rc == 0)
+		r.why[0] = 0;
 	while (rc == 0 && (rc = sb_jreader_next(&r, UINT64_MAX, &rec)) == 1) {
 		if (first == UINT64_MAX)
 			first = rec.pos;
