@@ -587,10 +587,10 @@ enum shmbus_replay_from {
  * are damaged), EACCES (its files are not readable by this process),
  * ENOSPC (no free subscriber slot) or EPERM (a channel opened read-only
  * or to publish), as shmbus_sub_open() says them, for a position only the
- * ring holds (a replay reads the ring through a subscriber), ENOTCONN (a channel opened through
- * shmbusd, which hands out the journal's files: the daemon was away for
- * longer than the connection's bound, SHMBUS_CONNECT_TIMEOUT_MS, 2 s by
- * default).  Since version 0.5 (symbol version SHMBUS_0.5).  One thread
+ * ring holds (a replay reads the ring through a subscriber), ENOTCONN
+ * (a channel opened through shmbusd, which hands out the journal's
+ * files: the daemon was away for longer than the connection's bound,
+ * SHMBUS_CONNECT_TIMEOUT_MS, 2 s by default).  Since version 0.5 (symbol version SHMBUS_0.5).  One thread
  * at a time.
  */
 shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
