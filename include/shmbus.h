@@ -542,8 +542,9 @@ ssize_t shmbus_read(shmbus_sub *sub, void *buf, size_t cap,
  * then returns -EAGAIN: wait again.  Else -ETIMEDOUT, or -EINTR if a
  * signal was caught while it slept (SHMBUS_WAIT_SLEEP, past its spin),
  * whatever the timeout and whether or not the handler was installed with
- * SA_RESTART: a handler that sets a flag can end a wait for ever.  A
- * signal caught while it spins or yields does not end it.
+ * SA_RESTART.  A signal caught while it spins or yields, or between its
+ * last look and its sleep, does not end it: a flag set by a handler
+ * stops a loop of waits for sure only if they have a finite timeout.
  */
 int shmbus_wait(shmbus_sub *sub, int64_t timeout_ns);
 
@@ -1070,7 +1071,9 @@ int shmbus_group_extend(shmbus_group *m, const struct shmbus_lease *l,
  * 0, -ETIMEDOUT, -EIDRM, -EROFS and -EAGAIN as for poll (also as soon
  * as the channel stops taking writes during the wait), or -EINTR if a
  * signal was caught while it slept, as shmbus_wait() (whatever the
- * timeout, SA_RESTART or not; not while it spins or yields). */
+ * timeout, SA_RESTART or not; not while it spins or yields, nor
+ * between two of its sleeps: a flag set by a handler stops a loop of
+ * waits for sure only if they have a finite timeout). */
 int shmbus_group_wait(shmbus_group *m, int64_t timeout_ns);
 
 /*
