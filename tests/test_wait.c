@@ -13,6 +13,7 @@
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -252,7 +253,7 @@ static void on_usr1(int sig)
 
 struct interrupter {
 	pthread_t target;
-	volatile int done;
+	atomic_int done;
 	int rc;
 };
 
