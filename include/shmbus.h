@@ -164,7 +164,9 @@ int shmbus_channel_attr_check(const struct shmbus_channel_attr *attr,
  * shmbus_bus_open()).  Both are fully initialised, their pages allocated
  * (so /dev/shm running full is -ENOSPC here, never a SIGBUS later) and
  * pre-faulted before the control file is linked under its name: a crash
- * during creation never leaves a half-initialised channel behind.
+ * during creation never leaves a half-initialised channel behind (only
+ * its files under temporary names, `.name.<pid>.<n>.tmp` and the data
+ * file, which shmbusd removes when it starts on the directory).
  *
  * Bad attributes (a NULL attr included: shmbus_channel_attr_init() gives
  * the defaults) are -EINVAL or -EMSGSIZE (shmbus_channel_attr_check()
