@@ -315,6 +315,25 @@ static bool set_aside_exists(DIR *d, const char *name)
 	return false;
 }
 
+/* Appends `name` to the list *v of *n names (room for *cap): the files a
+ * sweep removes once its walk of the directory is done.  False if out of
+ * memory. */
+static bool names_add(char (**v)[NAME_MAX + 1], size_t *n, size_t *cap,
+		      const char *name)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 8;
+		void *m = realloc(*v, c * sizeof(**v));
+
+		if (!m)
+			return false;
+		*v = m;
+		*cap = c;
+	}
+	snprintf((*v)[(*n)++], sizeof(**v), "%s", name);
+	return true;
+}
+
 /*
  * At start, after every channel is adopted: data files no control file
  * names (".NAME.ID.data"), left by a create or a delete that a kill -9
@@ -369,15 +388,8 @@ static void sweep_orphans(void)
 		}
 		if (!orphan)
 			continue;
-		if (ngone == cap) {
-			void *m = realloc(gone, (cap = cap ? cap * 2 : 8) *
-						sizeof(*gone));
-
-			if (!m)
-				break;
-			gone = m;
-		}
-		snprintf(gone[ngone++], sizeof(gone[0]), "%s", e->d_name);
+		if (!names_add(&gone, &ngone, &cap, e->d_name))
+			break;
 	}
 	/* Removed after the walk, and not those of a set-aside channel. */
 	for (size_t i = 0; i < ngone; i++) {
@@ -487,15 +499,8 @@ static void sweep_temps(void)
 			continue;
 		}
 		close(fd);
-		if (ngone == cap) {
-			void *m = realloc(gone, (cap = cap ? cap * 2 : 8) *
-						sizeof(*gone));
-
-			if (!m)
-				break;
-			gone = m;
-		}
-		snprintf(gone[ngone++], sizeof(gone[0]), "%s", e->d_name);
+		if (!names_add(&gone, &ngone, &cap, e->d_name))
+			break;
 	}
 	closedir(d);
 	for (size_t i = 0; i < ngone; i++) {

@@ -33,6 +33,36 @@
 TestSuite(journal_device, .init = jnl_setup, .fini = jnl_fini,
 	  .timeout = 120);
 
+/* The journal's directory on a tmpfs of `size` (mount's words) at
+ * d.dir/fs: mnt, the suite runs as root. */
+static void journal_on_tmpfs(const char *size)
+{
+	snprintf(mnt, sizeof(mnt), "%s/fs", d.dir);
+	cr_assert_eq(mkdir(mnt, 0755), 0);
+	cr_assert_eq(mount("tmpfs", mnt, "tmpfs", 0, size), 0,
+		     "mount a tmpfs (%s; the suite runs as root): %s", size,
+		     strerror(errno));
+	snprintf(jdir, sizeof(jdir), "%s", mnt);
+}
+
+/* Fills the tmpfs with up to `kib` KiB in mnt/filler (until it is full),
+ * whose path goes in filler (256 bytes). */
+static void fill_tmpfs(char *filler, int kib)
+{
+	int fd;
+
+	snprintf(filler, 256, "%s/filler", mnt);
+	fd = open(filler, O_WRONLY | O_CREAT, 0600);
+	cr_assert(fd >= 0);
+	for (int i = 0; i < kib; i++) {
+		uint8_t k[1024] = { 1 };
+
+		if (write(fd, k, sizeof(k)) != (ssize_t)sizeof(k))
+			break;
+	}
+	close(fd);
+}
+
 Test(journal_device, a_full_disk_stops_persisted_acks_until_space_returns)
 {
 	struct sb_jnl_view v;
@@ -40,14 +70,8 @@ Test(journal_device, a_full_disk_stops_persisted_acks_until_space_returns)
 	shmbus_bus *bus;
 	shmbus_pub *p;
 	char filler[256];
-	int fd;
 
-	snprintf(mnt, sizeof(mnt), "%s/fs", d.dir);
-	cr_assert_eq(mkdir(mnt, 0755), 0);
-	cr_assert_eq(mount("tmpfs", mnt, "tmpfs", 0, "size=4m"), 0,
-		     "mount a 4 MiB tmpfs (the suite runs as root): %s",
-		     strerror(errno));
-	snprintf(jdir, sizeof(jdir), "%s", mnt);
+	journal_on_tmpfs("size=4m");
 	conf_with("acknowledge = persisted\njournal_segment = 64K\n",
 		  "journal_min_free = 1M\n");
 	start_daemon();
@@ -55,16 +79,7 @@ Test(journal_device, a_full_disk_stops_persisted_acks_until_space_returns)
 	publish_range(p, 0, 10);
 	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
 	/* Leave less than 1 MiB free. */
-	snprintf(filler, sizeof(filler), "%s/filler", mnt);
-	fd = open(filler, O_WRONLY | O_CREAT, 0600);
-	cr_assert(fd >= 0);
-	for (int i = 0; i < 3400; i++) {
-		uint8_t k[1024] = { 1 };
-
-		if (write(fd, k, sizeof(k)) != (ssize_t)sizeof(k))
-			break;
-	}
-	close(fd);
+	fill_tmpfs(filler, 3400);
 	for (int i = 0; i < 200; i++) {
 		sb_jnl_read(ch, &v);
 		if (v.state & SHMBUS_JNL_DISK_FULL)
@@ -349,12 +364,7 @@ Test(journal_device, a_segment_that_does_not_fit_is_said_with_its_path)
 {
 	char want[512];
 
-	snprintf(mnt, sizeof(mnt), "%s/fs", d.dir);
-	cr_assert_eq(mkdir(mnt, 0755), 0);
-	cr_assert_eq(mount("tmpfs", mnt, "tmpfs", 0, "size=1m"), 0,
-		     "mount a 1 MiB tmpfs (the suite runs as root): %s",
-		     strerror(errno));
-	snprintf(jdir, sizeof(jdir), "%s", mnt);
+	journal_on_tmpfs("size=1m");
 	conf_with("journal_segment = 4M\n", "journal_min_free = 0\n");
 	start_daemon();
 	cr_assert(log_has("journal not started"));
@@ -377,14 +387,9 @@ Test(journal_device, a_roll_that_cannot_make_its_segment_names_it)
 	shmbus_pub *p;
 	char filler[256], want[512];
 	uint64_t i;
-	int fd, rc = 0;
+	int rc = 0;
 
-	snprintf(mnt, sizeof(mnt), "%s/fs", d.dir);
-	cr_assert_eq(mkdir(mnt, 0755), 0);
-	cr_assert_eq(mount("tmpfs", mnt, "tmpfs", 0, "size=400k"), 0,
-		     "mount a tmpfs (the suite runs as root): %s",
-		     strerror(errno));
-	snprintf(jdir, sizeof(jdir), "%s", mnt);
+	journal_on_tmpfs("size=400k");
 	conf_with("acknowledge = persisted\njournal_segment = 64K\n",
 		  "journal_min_free = 0\n");
 	start_daemon();
@@ -392,16 +397,7 @@ Test(journal_device, a_roll_that_cannot_make_its_segment_names_it)
 	publish_range(p, 0, 10);
 	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
 	/* The spare for 0x10000 is made: the one after it does not fit. */
-	snprintf(filler, sizeof(filler), "%s/filler", mnt);
-	fd = open(filler, O_WRONLY | O_CREAT, 0600);
-	cr_assert(fd >= 0);
-	for (int k = 0; k < 4000; k++) {
-		uint8_t b[1024] = { 1 };
-
-		if (write(fd, b, sizeof(b)) != (ssize_t)sizeof(b))
-			break;
-	}
-	close(fd);
+	fill_tmpfs(filler, 4000);
 	/* Past the end of the second segment, a lap: producers wait. */
 	for (i = 10; i < 2000; i++) {
 		uint8_t buf[2048];
