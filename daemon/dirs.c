@@ -66,15 +66,19 @@ int sbd_dir_is_ours(const char *path)
  * The same rule for a directory that may be reached through symbolic
  * links (state_dir and journal_dir, linked to a data volume say): every
  * level of `path` as written, where it resolves to, must pass
- * sbd_dir_is_ours().  So a link is followed only from a directory no
+ * sbd_dir_is_ours(), and a level that is a link must be root's or the
+ * daemon's user's.  So a link is followed only from a directory no
  * other user can change, and leads only to such a one: a link that
- * another user put in a directory of theirs (/tmp/x/journal ->
- * /etc) is refused, though its target would pass.  Returns 0, or -1
- * with a log line.
+ * another user put in a directory of theirs (/tmp/x/journal -> /etc),
+ * or in a root-owned sticky one that every user may add to (/tmp/x ->
+ * /etc, which the kernel follows unless fs.protected_symlinks is set),
+ * is refused, though its target would pass.  Returns 0, or -1 with a
+ * log line.
  */
 int sbd_path_is_ours(const char *path)
 {
 	char buf[PATH_MAX], real[PATH_MAX];
+	uid_t me = geteuid();
 	size_t n = strlen(path);
 
 	if (path[0] != '/' || n >= sizeof(buf)) {
@@ -83,11 +87,18 @@ int sbd_path_is_ours(const char *path)
 	}
 	memcpy(buf, path, n + 1);
 	for (size_t i = 1; i <= n; i++) {
+		struct stat st;
+
 		if (buf[i] != '/' && buf[i] != 0)
 			continue;
 		buf[i] = 0;
-		if (!realpath(buf, real)) {
+		if (lstat(buf, &st) < 0 || !realpath(buf, real)) {
 			sbd_log(SBD_ERR, errno, "%s", buf);
+			return -1;
+		}
+		if (S_ISLNK(st.st_mode) && st.st_uid != 0 && st.st_uid != me) {
+			sbd_log(SBD_ERR, 0, "%s: refused: a symbolic link "
+				"owned by another user", buf);
 			return -1;
 		}
 		if (sbd_dir_is_ours(real) < 0)

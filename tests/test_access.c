@@ -651,6 +651,42 @@ Test(access, a_link_another_user_put_in_journal_dir_is_not_followed,
 	cr_assert(log_has("mine: journal not started"));
 }
 
+/* journal_dir in a root-owned sticky directory every user may add to
+ * (as /tmp is), where another user put a link of theirs at journal_dir's
+ * name, to a directory that would pass the rule itself: not followed
+ * (the kernel would, without fs.protected_symlinks). */
+Test(access, a_link_another_user_put_in_a_sticky_directory_is_not_followed,
+     .fini = teardown)
+{
+	char conf[512], victim[192], sticky[192], link[256];
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give a link to uid 65534");
+	setup_with("[channel mine]\ncapacity = 8K\n");
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	snprintf(victim, sizeof(victim), "%s/victim", d.dir);
+	snprintf(sticky, sizeof(sticky), "%s/sticky", d.dir);
+	cr_assert_eq(mkdir(victim, 0755), 0);
+	cr_assert_eq(mkdir(sticky, 0755), 0);
+	cr_assert_eq(chmod(sticky, 01777), 0);
+	snprintf(link, sizeof(link), "%s/jnl", sticky);
+	cr_assert_eq(symlink(victim, link), 0);
+	cr_assert_eq(lchown(link, 65534, 65534), 0);
+	snprintf(conf, sizeof(conf), "journal_dir = %s\n"
+		 "[channel mine]\ncapacity = 8K\njournal = on\n"
+		 "journal_segment = 64K\n", link);
+	write_conf(conf);
+	start_daemon();
+	snprintf(link, sizeof(link), "%s/mine/0000000000000000.seg", victim);
+	cr_assert_eq(access(link, F_OK), -1, "the journal written in the "
+		     "link's target");
+	cr_assert(log_has("jnl: refused: a symbolic link owned by another "
+			  "user"));
+	cr_assert(log_has("mine: journal not started"));
+}
+
 static int watches_as_nobody(void *arg)
 {
 	const char *dir = arg;
