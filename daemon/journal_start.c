@@ -463,6 +463,18 @@ said_sys(struct jchan *j, int rc, const char *fmt, ...)
 	return rc;
 }
 
+/* A journal directory's single-writer lock, dir/.lock (made, mode 0600):
+ * its fd, to flock(), or -1 (errno). */
+static int open_lock(int dfd)
+{
+	int fd = openat(dfd, ".lock", O_RDWR | O_CREAT | O_NOFOLLOW |
+				      O_NONBLOCK | O_CLOEXEC, 0600);
+
+	if (fd >= 0)
+		fchmod(fd, 0600);
+	return fd;
+}
+
 static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 {
 	struct shmbus_channel_info in;
@@ -530,11 +542,9 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	 * (mode 0600: the directory is readable by the channel's group,
 	 * who could lock it) until free_one() closes it; a daemon killed a
 	 * moment ago lets go as its descriptors close. */
-	j->lock_fd = openat(j->dfd, ".lock", O_RDWR | O_CREAT | O_NOFOLLOW |
-					     O_NONBLOCK | O_CLOEXEC, 0600);
+	j->lock_fd = open_lock(j->dfd);
 	if (j->lock_fd < 0)
 		return said_sys(j, -errno, "cannot open %s/.lock", j->dir);
-	fchmod(j->lock_fd, 0600);
 	for (int i = 0; i < 20 && flock(j->lock_fd, LOCK_EX | LOCK_NB) &&
 			errno == EWOULDBLOCK; i++)
 		usleep(10000);
@@ -785,20 +795,27 @@ static int set_aside(const char *name, uint64_t pos)
 {
 	char dir[PATH_MAX], to[PATH_MAX + 64];
 	struct stat st;
-	int fd, rc;
+	int fd, lfd, rc;
 
 	if (snprintf(dir, sizeof(dir), "%s/%s", sbd.conf.journal_dir,
 		     name) >= (int)sizeof(dir))
 		return -ENAMETOOLONG;
 	if (stat(dir, &st) != 0)
 		return errno == ENOENT ? 0 : -errno;
-	/* Not another daemon's journal at work (its agent holds the
-	 * directory's lock: start_one()), which this one may have been
-	 * refused for. */
+	/* Not another daemon's journal at work (its agent holds dir/.lock:
+	 * start_one(); an older shmbusd's, the directory itself), which
+	 * this one may have been refused for. */
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB)) {
+	lfd = open_lock(fd);
+	if (lfd < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	if (flock(lfd, LOCK_EX | LOCK_NB) || flock(fd, LOCK_EX | LOCK_NB)) {
+		close(lfd);
 		close(fd);
 		sbd_log(SBD_ERR, 0, "%s: journal: %s, written by another "
 			"shmbusd, holds records past the cut at %" PRIu64
@@ -807,6 +824,7 @@ static int set_aside(const char *name, uint64_t pos)
 	}
 	snprintf(to, sizeof(to), "%s.cut-%" PRIu64, dir, pos);
 	rc = rename(dir, to) ? -errno : 0;
+	close(lfd);
 	close(fd);
 	if (rc)
 		return rc;

@@ -312,6 +312,12 @@ static void wait_linked(const char *chans)
 		  "%s)", A.log, B.log);
 }
 
+void pair_paths(void)
+{
+	host_paths(&A);
+	host_paths(&B);
+}
+
 void pair_setup(const char *chans, const char *extra)
 {
 	int fd;

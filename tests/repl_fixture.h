@@ -44,6 +44,9 @@ extern char pair_key[128];	/* the key file both use */
  * (may be ""), starts A as primary and B as standby, and waits until
  * every replicated channel of B is linked. */
 void pair_setup(const char *chans, const char *extra);
+/* A's and B's paths (dir, conf, log...) as pair_setup() sets them, for
+ * a test that puts something in place before it. */
+void pair_paths(void);
 void pair_teardown(void);
 
 /* Rewrites h's config (role, peer) and starts its daemon. */

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -1089,6 +1090,54 @@ Test(failover, a_returning_primary_cuts_its_diverged_tail)
 	cr_assert(host_log_wait(&B, "standby recorded in sync", 5000));
 	row("old primary back with an unreplicated tail", atomic_load(&lg->acked),
 	    true, ms);
+}
+
+/* A returning primary whose journal of "fo" another shmbusd writes (its
+ * own start was refused for it: the directory's lock, .lock, is held)
+ * leaves that journal where it is at the cut: it is not this daemon's
+ * to move aside. */
+Test(failover, a_returning_primary_leaves_a_journal_another_daemon_writes)
+{
+	struct burst tail = { &A, 2, TAIL };
+	char path[256];
+	struct stat st;
+	pid_t pub;
+	int st_, fd;
+
+	pair_paths();
+	cr_assert_eq(mkdir(A.dir, 0755), 0);
+	snprintf(path, sizeof(path), "%s/jnl", A.dir);
+	cr_assert_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/jnl/fo", A.dir);
+	cr_assert_eq(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/jnl/fo/.lock", A.dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	cr_assert(fd >= 0);
+	cr_assert_eq(flock(fd, LOCK_EX | LOCK_NB), 0);
+	pub = fo_start(CUT_CHANS, extra, 100, false);
+	fo_stop(pub);
+	cr_assert(host_log_wait(&A, "is written by another shmbusd", 1000));
+	/* A alone takes a tail; B takes over; A comes back and cuts. */
+	atomic_store(&fw[0].cut, true);
+	cr_assert_eq(host_sh(&A, "ip link set %s down", A.ifname), 0);
+	pub = th_spawn(burst_publisher, &tail);
+	cr_assert_eq(waitpid(pub, &st_, 0), pub);
+	cr_assert(WIFEXITED(st_) && WEXITSTATUS(st_) == 0);
+	cr_assert_geq(wait_for(is_primary, &B, TTL_MS + 3000), 0,
+		      "B did not take over");
+	for (int i = 0; i < 300 && is_primary(&A); i++)
+		usleep(10000);
+	cr_assert(!is_primary(&A), "A did not fence itself");
+	cr_assert_eq(host_sh(&A, "ip link set %s up", A.ifname), 0);
+	atomic_store(&fw[0].cut, false);
+	cr_assert(host_log_wait(&A, "holds records past the cut", 10000) ||
+		  host_log_wait(&A, "moved aside to", 0),
+		  "A did not come to the cut");
+	cr_assert_not(host_log_wait(&A, "moved aside to", 0),
+		      "A moved aside a journal another daemon writes");
+	snprintf(path, sizeof(path), "%s/jnl/fo", A.dir);
+	cr_assert_eq(stat(path, &st), 0, "%s: gone", path);
+	close(fd);
 }
 
 /* ---------------------------------------------------------- partitions */
