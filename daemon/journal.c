@@ -77,6 +77,11 @@ int jnl_mkdir_p(const char *path, mode_t mode)
 		*p = 0;
 		if (mkdir(tmp, 0755) && errno != EEXIST)
 			return -errno;
+		/* Held to state_dir's rule (sbd_path_is_ours()) before
+		 * anything is made in it: a link another user put here would
+		 * have the next mkdir() make a directory where it leads. */
+		if (sbd_path_is_ours(tmp) < 0)
+			return -EPERM;
 		*p = '/';
 	}
 	if (mkdir(tmp, mode) && errno != EEXIST)

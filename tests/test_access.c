@@ -651,6 +651,38 @@ Test(access, a_link_another_user_put_in_journal_dir_is_not_followed,
 	cr_assert(log_has("mine: journal not started"));
 }
 
+/* The same link one level up, in place of journal_dir itself: nothing is
+ * made where it leads (a channel's directory was, before the refusal). */
+Test(access, a_link_another_user_put_above_a_journal_makes_nothing,
+     .fini = teardown)
+{
+	char conf[512], victim[192], link[256];
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give a directory to uid 65534");
+	setup_with("[channel mine]\ncapacity = 8K\n");
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	snprintf(victim, sizeof(victim), "%s/victim", d.dir);
+	snprintf(link, sizeof(link), "%s/theirs", d.dir);
+	cr_assert_eq(mkdir(victim, 0755), 0);
+	cr_assert_eq(mkdir(link, 0755), 0);
+	cr_assert_eq(chown(link, 65534, 65534), 0);
+	snprintf(link, sizeof(link), "%s/theirs/jnl", d.dir);
+	cr_assert_eq(symlink(victim, link), 0);
+	cr_assert_eq(lchown(link, 65534, 65534), 0);
+	snprintf(conf, sizeof(conf), "journal_dir = %s\n"
+		 "[channel mine]\ncapacity = 8K\njournal = on\n"
+		 "journal_segment = 64K\n", link);
+	write_conf(conf);
+	start_daemon();
+	snprintf(link, sizeof(link), "%s/mine", victim);
+	cr_assert_eq(access(link, F_OK), -1, "%s made", link);
+	cr_assert(log_has("theirs: refused: owned by another user"));
+	cr_assert(log_has("mine: journal not started"));
+}
+
 /* journal_dir in a root-owned sticky directory every user may add to
  * (as /tmp is), where another user put a link of theirs at journal_dir's
  * name, to a directory that would pass the rule itself: not followed
