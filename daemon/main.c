@@ -168,7 +168,10 @@ static void raise_fd_limit(void)
  * users could open would let any of them take the lock before the daemon
  * (or wait for it and take it as the daemon stops) and keep every later
  * daemon from starting.  One made readable by an older shmbusd is made
- * 0600.  Returns its fd, or -1 (logged).
+ * 0600.  One with another name too (a hard link another user made in a
+ * sticky directory, where fs.protected_hardlinks is off) is another
+ * file: refused, never written nor chmodded.  Returns its fd, or -1
+ * (logged).
  */
 static int open_lock_file(int dfd, const char *name, const char *shown)
 {
@@ -180,12 +183,12 @@ static int open_lock_file(int dfd, const char *name, const char *shown)
 		sbd_log(SBD_ERR, errno, "%s", shown);
 		return -1;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
 	    (st.st_uid != 0 && st.st_uid != geteuid()) ||
 	    ((st.st_mode & 0077) && fchmod(fd, 0600) < 0)) {
 		sbd_log(SBD_ERR, 0, "%s: refused: not a regular file of root "
-			"or the daemon's user that only its owner may open",
-			shown);
+			"or the daemon's user, of one name, that only its owner "
+			"may open", shown);
 		close(fd);
 		return -1;
 	}

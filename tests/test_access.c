@@ -609,6 +609,80 @@ Test(access, another_user_cannot_hold_the_daemons_locks, .fini = teardown)
 	assert_mode_0600("%s/jnl/mine/.lock", d.dir);
 }
 
+/* Runs the daemon on d.conf until it exits, at most 2 s (then stopped):
+ * its exit status, or -1 if it ran. */
+static int run_until_exit(void)
+{
+	pid_t pid = spawn_daemon();
+	int st;
+
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+		usleep(10000);
+	}
+	kill(pid, SIGTERM);
+	waitpid(pid, &st, 0);
+	return -1;
+}
+
+static void make_victim(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	cr_assert(fd >= 0);
+	cr_assert_eq(write(fd, "precious\n", 9), 9);
+	close(fd);
+	cr_assert_eq(chmod(path, 0644), 0);
+}
+
+static void assert_victim_intact(const char *path)
+{
+	char buf[32] = { 0 };
+	struct stat st;
+	int fd = open(path, O_RDONLY);
+
+	cr_assert(fd >= 0);
+	cr_assert_eq(read(fd, buf, sizeof(buf) - 1), 9, "%s: \"%s\"", path,
+		     buf);
+	close(fd);
+	cr_assert_str_eq(buf, "precious\n");
+	cr_assert_eq(stat(path, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0644, "%s made %o", path,
+		     st.st_mode & 0777);
+}
+
+/* A lock file that is a hard link to another file (which another user
+ * can make in a sticky directory such as /tmp or /dev/shm, where
+ * fs.protected_hardlinks is off): refused, and the file left as it is
+ * (the socket's lock was truncated and given the pid, both made 0600). */
+Test(access, a_lock_file_linked_to_another_file_is_refused, .fini = teardown)
+{
+	char lock[192], victim[192];
+
+	setup_with("[channel mine]\ncapacity = 8K\n");
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	snprintf(lock, sizeof(lock), "%s.lock", d.sock);
+	snprintf(victim, sizeof(victim), "%s/victim", d.dir);
+	make_victim(victim);
+	cr_assert_eq(unlink(lock), 0);
+	cr_assert_eq(link(victim, lock), 0);
+	cr_assert_eq(run_until_exit(), 1, "started with its lock linked");
+	assert_victim_intact(victim);
+	cr_assert(log_has("bus.sock.lock: refused"));
+	/* shm_dir's. */
+	cr_assert_eq(unlink(lock), 0);
+	snprintf(lock, sizeof(lock), "%s/.shmbusd.lock", d.dir);
+	unlink(lock);
+	cr_assert_eq(link(victim, lock), 0);
+	cr_assert_eq(run_until_exit(), 1, "started with its lock linked");
+	assert_victim_intact(victim);
+	cr_assert(log_has(".shmbusd.lock: refused"));
+	cr_assert_eq(unlink(lock), 0);
+}
+
 /* journal_dir in a directory another user owns, who put a link there in
  * place of a journaled channel's directory: the daemon follows no such
  * link (it chowned, chmodded and filled whatever directory it led to)
