@@ -80,6 +80,14 @@ static int mkdirs(const char *path)
 			*s = 0;
 			if (mkdir(p, 0700) && errno != EEXIST)
 				return -errno;
+			/* Held to the rule (rp_hist_load()) before anything
+			 * is made in it: a link another user put here would
+			 * have the next mkdir() make a directory where it
+			 * leads. */
+			if (sbd_path_is_ours(p) < 0) {
+				errno = EPERM;
+				return -EPERM;
+			}
 			*s = '/';
 		}
 	if (mkdir(p, 0700) && errno != EEXIST)

@@ -182,6 +182,32 @@ Test(dirs, a_state_dir_of_another_user_or_writable_by_others_is_refused,
 	cr_assert_eq(run_with_state_dir(state), -1, "see %s", d.log);
 }
 
+/* A link another user put in place of a level of state_dir (in a
+ * directory of theirs) is refused before anything is made where it
+ * leads (state_dir was made there, then refused). */
+Test(dirs, a_state_dir_below_another_users_link_makes_nothing,
+     .init = prepare, .fini = cleanup, .timeout = 30)
+{
+	char theirs[128], victim[128], link[160], state[192];
+
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give a directory to uid 65534");
+	snprintf(victim, sizeof(victim), "%s/victim", d.dir);
+	cr_assert_eq(mkdir(victim, 0755), 0);
+	snprintf(theirs, sizeof(theirs), "%s/theirs", d.dir);
+	cr_assert_eq(mkdir(theirs, 0755), 0);
+	cr_assert_eq(chown(theirs, 65534, 65534), 0);
+	snprintf(link, sizeof(link), "%s/lnk", theirs);
+	cr_assert_eq(symlink(victim, link), 0);
+	cr_assert_eq(lchown(link, 65534, 65534), 0);
+	snprintf(state, sizeof(state), "%s/state", link);
+	cr_assert_geq(run_with_state_dir(state), 1,
+		      "served a state_dir below another user's link");
+	cr_assert(log_has("theirs: refused: owned by another user"));
+	snprintf(state, sizeof(state), "%s/state", victim);
+	cr_assert_neq(access(state, F_OK), 0, "%s made", state);
+}
+
 /* A state_dir reached through a symbolic link to a directory of its own
  * (to a data volume, say) is served: the rule holds where it resolves. */
 Test(dirs, a_state_dir_reached_through_a_link_is_served, .init = prepare,
