@@ -803,19 +803,24 @@ static int set_aside(const char *name, uint64_t pos)
 	if (stat(dir, &st) != 0)
 		return errno == ENOENT ? 0 : -errno;
 	/* Not another daemon's journal at work (its agent holds dir/.lock:
-	 * start_one(); an older shmbusd's, the directory itself), which
-	 * this one may have been refused for. */
+	 * start_one()), which this one may have been refused for.  Not the
+	 * directory's own flock(), which the channel's group, who may read
+	 * the directory, could hold to keep every cut from happening. */
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	lfd = open_lock(fd);
-	if (lfd < 0) {
+	/* Not made: none, no agent writes it (nothing is made in a
+	 * directory this daemon may have refused). */
+	lfd = openat(fd, ".lock", O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+				  O_CLOEXEC);
+	if (lfd < 0 && errno != ENOENT) {
 		rc = -errno;
 		close(fd);
 		return rc;
 	}
-	if (flock(lfd, LOCK_EX | LOCK_NB) || flock(fd, LOCK_EX | LOCK_NB)) {
-		close(lfd);
+	if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB)) {
+		if (lfd >= 0)
+			close(lfd);
 		close(fd);
 		sbd_log(SBD_ERR, 0, "%s: journal: %s, written by another "
 			"shmbusd, holds records past the cut at %" PRIu64
@@ -824,7 +829,8 @@ static int set_aside(const char *name, uint64_t pos)
 	}
 	snprintf(to, sizeof(to), "%s.cut-%" PRIu64, dir, pos);
 	rc = rename(dir, to) ? -errno : 0;
-	close(lfd);
+	if (lfd >= 0)
+		close(lfd);
 	close(fd);
 	if (rc)
 		return rc;
