@@ -432,6 +432,7 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 {
 	struct shmbus_jseg_hdr h;
 	struct stat st;
+	bool waited;
 	int fd, rc;
 
 	r->blen = 0;
@@ -454,8 +455,15 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 		return fd;
 	/* Retention deletes a segment only after taking it exclusively, and
 	 * oldest first: the lock on the segment we leave is dropped only
-	 * once the next one is ours. */
-	if (flock(fd, LOCK_SH) != 0 || fstat(fd, &st) != 0) {
+	 * once the next one is ours.  A rejoin's cut clears the journal's
+	 * tail under the same lock: one we had to wait for may have been a
+	 * cut, and the end the caller read before (its limit) may lie past
+	 * what the segment holds now.  So the first unwritten word found in
+	 * it is an end, for the caller to read the end again, not damage
+	 * (sb_jreader_next(); damage is said at the next call). */
+	waited = flock(fd, LOCK_SH | LOCK_NB) != 0;
+	if ((waited && (errno != EWOULDBLOCK || flock(fd, LOCK_SH) != 0)) ||
+	    fstat(fd, &st) != 0) {
 		rc = -errno;
 		snprintf(r->why, sizeof(r->why), "segment %016llx: %s",
 			 (unsigned long long)base, strerror(-rc));
@@ -514,6 +522,7 @@ static int open_seg(struct sb_jreader *r, uint64_t base)
 	r->start = h.start;
 	r->version = h.version;
 	r->epoch = h.epoch;
+	r->relook = waited;
 	r->has_prev_seq = h.hflags & SHMBUS_JSEG_F_PREV_SEQ;
 	r->unmarked_hole = (h.hflags & SHMBUS_JSEG_F_MARKS_GAPS) &&
 			   !(h.hflags & SHMBUS_JSEG_F_AFTER_GAP);
@@ -753,8 +762,13 @@ int sb_jreader_next(struct sb_jreader *r, uint64_t limit,
 			continue;
 		}
 		if (rc == 0) {
-			if (avail >= 8 && get64(r->buf + off) == 0)
+			if (avail >= 8 && get64(r->buf + off) == 0) {
 				r->stop = SB_JSTOP_UNWRITTEN;
+				if (r->relook) {	/* open_seg() */
+					r->relook = false;
+					return 0;
+				}
+			}
 			return limit == UINT64_MAX ? 0 : -EBADMSG;
 		}
 		r->stop = SB_JSTOP_NONE;

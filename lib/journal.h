@@ -112,6 +112,8 @@ struct sb_jreader {
 	bool unmarked_hole;	/* segments missing before it were not a
 				 * gap the journal left (its header marks
 				 * gaps, and marks none) */
+	bool relook;		/* its lock was waited for (a cut, maybe):
+				 * its first unwritten word is an end */
 	bool has_prev_seq;	/* its header records prev_seq, */
 	uint64_t prev_seq;	/* the last seq before it (UINT64_MAX:
 				 * none) */

@@ -14,11 +14,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -1321,4 +1323,80 @@ Test(journal_recovery, a_reboot_after_two_gaps_keeps_their_numbers)
 Test(journal_recovery, a_reboot_after_a_gap_in_a_segment_keeps_its_numbers)
 {
 	trailing_gap(false, 0);
+}
+
+/* The newest segment held exclusively while its tail is cleared from
+ * `cut` on, as a rejoin's cut does (daemon/journal_start.c). */
+struct cutter {
+	char path[512];
+	uint64_t base, cut, end;
+	int fd;
+	bool ok;
+};
+
+static void *cut_under_lock(void *arg)
+{
+	struct cutter *c = arg;
+	size_t n = (size_t)(c->end - c->cut);
+	uint8_t *zero = calloc(1, n);
+
+	/* Long enough for the reader to have reached the segment and to
+	 * wait for its lock. */
+	usleep(500000);
+	c->ok = zero && pwrite(c->fd, zero, n, (off_t)(SHMBUS_JSEG_HDR +
+						       (c->cut - c->base))) ==
+			(ssize_t)n;
+	free(zero);
+	c->ok = flock(c->fd, LOCK_UN) == 0 && c->ok;
+	return NULL;
+}
+
+/*
+ * A reader that crosses into a segment while a cut clears it (it waits
+ * for the segment's lock) reads with the end it knew before the cut: the
+ * cleared words below that end are an end, for it to look at the
+ * journal's end again, not damage; damage stays damage at its next read.
+ */
+Test(journal_recovery, a_reader_that_waited_for_a_cut_finds_an_end_not_damage)
+{
+	static struct recs all;
+	struct sb_jreader r;
+	struct sb_jrec rec;
+	struct cutter c = { .fd = -1 };
+	pthread_t t;
+	uint64_t *b;
+	size_t k;
+	int rc;
+
+	persisted_then_stopped(3000);
+	read_all(&all);
+	cr_assert_eq(sb_jlist(cdir, &b, &k), 0);
+	cr_assert_geq(k, 2);
+	c.base = b[k - 1];
+	c.end = all.end;
+	for (size_t i = 0; i < all.n && !c.cut; i++)
+		if (all.pos[i] >= c.base + (c.end - c.base) / 2)
+			c.cut = all.pos[i];
+	cr_assert(c.cut > c.base && c.cut < c.end);
+	cr_assert_eq(sb_jseg_path(c.path, sizeof(c.path), cdir, c.base), 0);
+	c.fd = open(c.path, O_RDWR);
+	cr_assert(c.fd >= 0);
+	cr_assert_eq(flock(c.fd, LOCK_EX), 0);
+	cr_assert_eq(pthread_create(&t, NULL, cut_under_lock, &c), 0);
+	/* From the segment before it, with the end known before the cut. */
+	cr_assert_eq(sb_jreader_init(&r, cdir, NULL), 0);
+	cr_assert_eq(sb_jreader_seek(&r, b[k - 2]), 0);
+	while ((rc = sb_jreader_next(&r, c.end, &rec)) == 1)
+		;
+	pthread_join(t, NULL);
+	cr_assert(c.ok, "the cut's writes");
+	cr_assert_eq(rc, 0, "%d: %s", rc, r.why);
+	cr_assert_eq(r.pos, c.cut, "stopped at %lu, the cut at %lu",
+		     (unsigned long)r.pos, (unsigned long)c.cut);
+	cr_assert_eq(r.stop, SB_JSTOP_UNWRITTEN);
+	/* Asked again with the same end: the words below it are zero. */
+	cr_assert_eq(sb_jreader_next(&r, c.end, &rec), -EBADMSG);
+	sb_jreader_close(&r);
+	close(c.fd);
+	free(b);
 }
