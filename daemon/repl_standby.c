@@ -136,6 +136,16 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 			 "ours (%" PRIu64 ")", h->epoch, e);
 		return -EBADMSG;
 	}
+	/* A primary's epoch is fixed while it ships (a demotion ends its
+	 * links), and the acceptance's was recorded before the first
+	 * record: another one on the link is no primary's.  Taken, it
+	 * would be recorded (any epoch below 2^62, untagged) and this host
+	 * would refuse its real primary from then on as older. */
+	if (h->epoch != rc->link_epoch) {
+		snprintf(why, wn, "a frame of epoch %" PRIu64 " on a link of "
+			 "epoch %" PRIu64, h->epoch, rc->link_epoch);
+		return -EBADMSG;
+	}
 	if (h->type == RW_PING)
 		return rp_send_ack(rc, l, *end, *end);
 	if (h->type == RW_GROUPS)
@@ -160,17 +170,6 @@ static int apply_frame(struct rchan *rc, struct sbd_link *l,
 		snprintf(why, wn, "sequence %" PRIu64 " at the frame's start, "
 			 "after %" PRIu64, f.first_seq, rc->last_seq);
 		return -EBADMSG;
-	}
-	if (h->epoch > e || !rp_hist_has(h->epoch, rc->id)) {
-		/* A new epoch: on disk before its first record. */
-		if ((rc2 = rp_hist_append(h->epoch,
-					  h->epoch == rc->link_epoch
-						  ? rc->link_tag : 0,
-					  rc, h->pos, true)))
-			return rc2;
-		sb_repl_epoch(rc->ch, h->epoch);
-		sbd_log(SBD_NOTICE, 0, "%s: epoch %" PRIu64 " from %" PRIu64,
-			rc->name, h->epoch, h->pos);
 	}
 	while ((rc2 = sb_apply(rc->writer, h->pos, rc->buf, h->len, &f)) ==
 	       -ETIMEDOUT) {
