@@ -58,6 +58,16 @@ static int become_primary(uint64_t floor, bool force, bool handed, char *out,
 
 	if (floor > e)
 		e = floor;
+	/* The last epoch a frame, an acknowledgement or the history may
+	 * carry is 2^62 - 1 (RW_EPOCH_MAX): one past it would be refused by
+	 * every peer, and by this host's own history at its next start.  A
+	 * peer or an arbiter that names such an epoch is not believed. */
+	if (e >= RW_EPOCH_MAX - 1) {
+		snprintf(out, n, "the next epoch would be %" PRIu64 ", past "
+			 "the last one an epoch may be (%" PRIu64 "); still "
+			 "standby", e + 1, RW_EPOCH_MAX - 1);
+		return -ERANGE;
+	}
 	e++;
 	for (size_t i = 0; i < repl.n; i++)
 		rp_linker_stop(&repl.ch[i]);
@@ -441,6 +451,8 @@ void rp_serve_promote(struct sbd_link *l, const struct rw_hello *hello)
 	if (repl.arbiter)
 		sbd_leader_claimed(rc2 == 0);
 	if (rc2) {
+		sbd_log(SBD_WARN, 0, "switchover asked by %s refused: %s",
+			repl.t->peer(l), out);
 		rw_refuse(repl.t, l, out);
 		return;
 	}
