@@ -93,10 +93,14 @@ static void *reader_main(void *arg)
 					(int)sync_ms() + PING_MS, why,
 					sizeof(why));
 
-		if (rc2 == 0 && (h.type != RW_ACK || h.len != sizeof(a) ||
-				 h.chan != rc->id)) {
-			snprintf(why, sizeof(why), "frame type %u on an "
-				 "acknowledgement link", h.type);
+		if (rc2 == 0 && (h.type != RW_ACK || h.len != sizeof(a))) {
+			snprintf(why, sizeof(why), "frame type %u (%u bytes) "
+				 "on an acknowledgement link", h.type, h.len);
+			rc2 = -EBADMSG;
+		}
+		if (rc2 == 0 && h.chan != rc->id) {
+			snprintf(why, sizeof(why), "an acknowledgement for "
+				 "another channel (id %016" PRIx64 ")", h.chan);
 			rc2 = -EBADMSG;
 		}
 		if (rc2 == 0 && h.epoch != LOAD(&repl.epoch)) {
@@ -108,7 +112,10 @@ static void *reader_main(void *arg)
 			rc2 = -EBADMSG;
 		}
 		prev = LOAD(&rc->received);
+		/* Each position only grows on a link (persisted may come
+		 * late, below). */
 		if (rc2 == 0 && (a.applied > a.received || a.received < prev ||
+				 a.applied < LOAD(&rc->applied) ||
 				 a.received > LOAD(&rc->sent_hi) ||
 				 a.persisted > a.applied)) {
 			snprintf(why, sizeof(why), "acknowledgement of %" PRIu64
