@@ -167,6 +167,17 @@ static bool log_wait(const char *what)
 	return false;
 }
 
+static uint64_t name_hash(const char *name)
+{
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+	for (; *name; name++)
+		h = (h ^ (uint8_t)*name) * UINT64_C(0x100000001b3);
+	return h;
+}
+
+static uint64_t chan_of_sp;
+
 /* A gap to just below 2^64: every sum the standby makes with it would
  * wrap (its wait for room, the segment index, the padding). */
 Test(hostile_primary, a_restart_position_near_2_64_is_refused)
@@ -345,19 +356,117 @@ Test(hostile_primary, sequence_numbers_that_go_back_are_refused)
 	th_rmdir(dir);
 }
 
+/*
+ * A primary whose frames change epoch on a live link (a jump to just below
+ * 2^62): no primary does (its epoch is fixed while it ships, and the
+ * acceptance's is recorded before the first record).  Refused, a ping
+ * and records alike, and nothing recorded: taken, the epoch would be this
+ * host's from then on, and it would refuse its real primary as older.
+ */
+Test(hostile_primary, a_frame_of_another_epoch_on_the_link_is_refused)
+{
+	const char *dir = th_mkdir();
+	const uint64_t far = RW_EPOCH_MAX - 1;
+	struct rw_hello hi;
+	struct rw_hdr h;
+	struct rw_ack ack;
+	struct sbd_link *l;
+	uint64_t chan;
+	size_t len;
+	uint8_t *data = records(dir, 4, &len);
+	char why[256], buf[512];
+
+	l = link_up(&hi, &chan);
+	cr_assert_eq(hi.epoch, 0);
+	accept_at(l, 1, chan, 0, RW_RESTART_NONE);
+	send_frame(l, RW_PING, 1, chan, 0, NULL, 0);
+	cr_assert_eq(rw_recv_frame(&sbd_tcp, l, &h, &ack, sizeof(ack), 3000,
+				   why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(h.type, RW_ACK);
+	send_frame(l, RW_DATA, far, chan, 0, data, len);
+	cr_assert(dropped(l), "the standby kept the link");
+	sbd_tcp.close(l);
+	cr_assert(log_wait("a frame of epoch 4611686018427387903 on a link "
+			   "of epoch 1"));
+	/* A ping of the next epoch, likewise. */
+	l = link_up(&hi, &chan);
+	cr_assert_eq(hi.epoch, 1, "the standby's epoch is %llu",
+		     (unsigned long long)hi.epoch);
+	accept_at(l, 1, chan, hi.end, RW_RESTART_NONE);
+	send_frame(l, RW_PING, 2, chan, hi.end, NULL, 0);
+	cr_assert(dropped(l), "the standby kept the link");
+	sbd_tcp.close(l);
+	read_history(buf, sizeof(buf));
+	cr_assert_str_eq(buf, "1 sp 0\n");
+	/* Its primary of epoch 1 is still its primary. */
+	l = link_up(&hi, &chan);
+	cr_assert_eq(hi.epoch, 1);
+	cr_assert_eq(hi.end, 0, "records of the refused frame applied");
+	accept_at(l, 1, chan, 0, RW_RESTART_NONE);
+	send_frame(l, RW_DATA, 1, chan, 0, data, len);
+	cr_assert_eq(rw_recv_frame(&sbd_tcp, l, &h, &ack, sizeof(ack), 3000,
+				   why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(h.type, RW_ACK);
+	cr_assert_eq(ack.applied, len);
+	sbd_tcp.close(l);
+	th_rmdir(dir);
+}
+
+/*
+ * A switchover's promote whose hello names the last epoch an epoch may be
+ * (2^62 - 1, which the hello check lets by): the next one would be 2^62,
+ * which every peer refuses in every frame, and which this host's own
+ * history refuses at its next start.  The standby refuses, says why, and
+ * stays standby; its history stays loadable.
+ */
+Test(hostile_primary, a_promotion_past_the_last_epoch_is_refused)
+{
+	struct rw_hello hi = { .layout_version = SHMBUS_LAYOUT_VERSION,
+			       .purpose = RW_FOR_PROMOTE,
+			       .epoch = RW_EPOCH_MAX - 1 };
+	struct rw_promote pr = { .n = 1 };
+	struct sbd_link *l = NULL;
+	struct rw_hdr h;
+	char why[512], buf[512], body[RW_REASON];
+	int rc;
+
+	snprintf(hi.bus, sizeof(hi.bus), "test");
+	/* The linker's first link, taken: its next waits for us below. */
+	{
+		struct rw_hello mine;
+
+		sbd_tcp.close(link_up(&mine, &chan_of_sp));
+	}
+	pr.e[0].chan = name_hash("sp");
+	pr.e[0].end = 0;
+	for (int i = 0; i < 200 && sbd_tcp.connect(paddr, 2000, &l); i++)
+		usleep(10000);
+	cr_assert(l, "cannot reach the standby at %s", paddr);
+	cr_assert_eq(rw_auth_client(&sbd_tcp, l, "test", 2000, why,
+				    sizeof(why)), 0, "%s", why);
+	send_frame(l, RW_HELLO, 0, 0, 0, &hi, sizeof(hi));
+	send_frame(l, RW_PROMOTE, 0, 0, 0, &pr, sizeof(pr));
+	rc = rw_recv_frame(&sbd_tcp, l, &h, body, sizeof(body), 5000, why,
+			   sizeof(why));
+	sbd_tcp.close(l);
+	cr_assert_eq(rc, -ECONNREFUSED, "rc %d, type %u: %s", rc,
+		     rc ? 0 : h.type, why);
+	cr_assert(strstr(why, "past the last one an epoch may be"), "%s", why);
+	cr_assert(log_wait("switchover asked by 127.0.0.1:"));
+	read_history(buf, sizeof(buf));
+	cr_assert_str_eq(buf, "");
+	/* Still a standby: it links to us; and it starts again. */
+	sbd_tcp.close(link_up(&hi, &chan_of_sp));
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	start_daemon();
+	sbd_tcp.close(link_up(&hi, &chan_of_sp));
+}
+
 /* ------------------------------------------------ a flapping standby */
 
 TestSuite(flapping_standby, .init = primary_setup, .fini = standby_fini,
 	  .timeout = 60);
-
-static uint64_t name_hash(const char *name)
-{
-	uint64_t h = UINT64_C(0xcbf29ce484222325);
-
-	for (; *name; name++)
-		h = (h ^ (uint8_t)*name) * UINT64_C(0x100000001b3);
-	return h;
-}
 
 /* A hello of sp's standby holding [0, end) at epoch 1, and a link to the
  * primary that proved the key, ready for it. */
@@ -476,6 +585,120 @@ Test(flapping_standby, links_without_progress_do_not_keep_it_in_sync)
 	}
 	cr_assert(log_has("sp: standby out of sync (no progress"),
 		  "linked %d times in %d ms and still in sync", i, i * 100);
+	free(buf);
+}
+
+/* The primary's bad-frame count for sp, from its header. */
+static uint64_t bad_frames(void)
+{
+	shmbus_channel *ch = shmbus_channel_open(d.dir, "sp");
+	struct sb_repl_view v;
+
+	cr_assert(ch);
+	sb_repl_read(ch, &v);
+	shmbus_channel_close(ch);
+	return v.bad;
+}
+
+/* Links as sp's standby from 0, takes what is shipped up to `head`, and
+ * acknowledges it all (received, applied). */
+static struct sbd_link *link_caught_up(uint64_t head, uint8_t *buf)
+{
+	struct rw_ack ack = { 0 };
+	struct sbd_link *l;
+	struct rw_hdr h;
+	uint64_t from, end = 0;
+	char why[256];
+
+	l = link_to_primary(0, &from);
+	cr_assert_eq(from, 0);
+	while (end < head) {
+		cr_assert_eq(rw_recv_frame(&sbd_tcp, l, &h, buf, CAP, 3000, why,
+					   sizeof(why)), 0, "%s", why);
+		if (h.type == RW_DATA)
+			end = h.pos + h.len;
+	}
+	cr_assert_eq(end, head);
+	ack.received = ack.applied = end;
+	send_frame(l, RW_ACK, 1, name_hash("sp"), 0, &ack, sizeof(ack));
+	return l;
+}
+
+/*
+ * A standby that proved the key and then acknowledges what no standby
+ * says: a position past what was shipped, one going back (received, or
+ * applied), another channel's, another epoch's (older, newer), persisted
+ * past applied, applied past received.  Each drops the link, counted as
+ * a bad frame, and moves nothing: the primary's header keeps what the
+ * last good acknowledgement said.  A standby that behaves then links.
+ */
+Test(flapping_standby, acknowledgements_with_wrong_meanings_are_refused)
+{
+	struct {
+		uint64_t epoch, chan, received, applied, persisted;
+		const char *what;
+	} bad[] = {
+		{ 1, 0, 8, 0, 0, "past what was shipped" },
+		{ 1, 0, 0, 0, 0, "received going back" },
+		{ 1, 0, 0, 0, 0, "applied going back" },
+		{ 1, 1, 0, 0, 0, "another channel" },
+		{ 0, 0, 0, 0, 0, "an older epoch" },
+		{ 2, 0, 0, 0, 0, "a newer epoch" },
+		{ 1, 0, 0, 0, 8, "persisted past applied" },
+		{ 1, 0, 0, 8, 0, "applied past received" },
+	};
+	shmbus_channel *ch;
+	struct sb_repl_view v;
+	uint8_t *buf = malloc(CAP);
+	uint64_t head, was;
+
+	cr_assert(buf);
+	publish_n(10);
+	ch = shmbus_channel_open(d.dir, "sp");
+	cr_assert(ch);
+	sb_repl_read(ch, &v);
+	head = v.head;
+	cr_assert_gt(head, 16);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct sbd_link *l = link_caught_up(head, buf);
+		struct rw_ack ack = { head, head, 0 };
+
+		/* What the good acknowledgement said has arrived. */
+		for (int k = 0; k < 300; k++) {
+			sb_repl_read(ch, &v);
+			if (v.applied == head)
+				break;
+			usleep(10000);
+		}
+		cr_assert_eq(v.applied, head);
+		was = bad_frames();
+		if (i == 0)
+			ack.received = ack.applied = head + bad[i].received;
+		else if (i == 1)
+			ack.received = ack.applied = head - 8;
+		else if (i == 2)
+			ack.applied = head - 8;
+		else if (i == 6)
+			ack.persisted = head + 8;
+		else if (i == 7)
+			ack.received = head - 8;
+		send_frame(l, RW_ACK, bad[i].epoch,
+			   name_hash("sp") ^ bad[i].chan, 0, &ack,
+			   sizeof(ack));
+		cr_assert(dropped(l), "%s: the primary kept the link",
+			  bad[i].what);
+		sbd_tcp.close(l);
+		for (int k = 0; k < 300 && bad_frames() == was; k++)
+			usleep(10000);
+		cr_assert_eq(bad_frames(), was + 1, "%s: not counted",
+			     bad[i].what);
+		sb_repl_read(ch, &v);
+		cr_assert_eq(v.received, head, "%s", bad[i].what);
+		cr_assert_eq(v.applied, head, "%s", bad[i].what);
+		cr_assert_leq(v.watermark, head, "%s", bad[i].what);
+	}
+	sbd_tcp.close(link_caught_up(head, buf));
+	shmbus_channel_close(ch);
 	free(buf);
 }
 
