@@ -156,9 +156,8 @@ struct rchan {
 					 * seq_known */
 	bool seq_known;
 	uint64_t link_epoch;		/* linker: the primary's epoch at this
-					 * link's acceptance, and the tag of
-					 * its promotion (epochs.c) */
-	uint64_t link_tag;
+					 * link's acceptance, the only one its
+					 * frames may carry */
 	uint64_t ack_every;		/* at least one acknowledgement per
 					 * this many bytes applied */
 	struct sbd_link *slink;

@@ -364,7 +364,6 @@ static void linker_session(struct rchan *rc, struct sbd_link *l)
 		unapplied_done(rc, end, true);
 	}
 	rc->link_epoch = h.epoch;
-	rc->link_tag = acc.tag;
 	if (!rp_hist_has(h.epoch, rc->id)) {
 		/* The primary's epoch, on disk before its first record
 		 * here; our acknowledgements carry it from now on. */
