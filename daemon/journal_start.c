@@ -475,7 +475,10 @@ static int open_lock(int dfd)
 	return fd;
 }
 
-static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
+/* Starts channel cc's journal in j.  held_lock: the journal directory's
+ * lock, already held (a cut's: sbd_journal_cut()), or -1. */
+static int start_one(struct jchan *j, const struct sbd_chan_conf *cc,
+		     int held_lock)
 {
 	struct shmbus_channel_info in;
 	struct shmbus_sub_stats st;
@@ -488,7 +491,8 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	snprintf(j->name, sizeof(j->name), "%s", cc->name);
 	j->conf = cc->jnl;
 	j->min_free = sbd.conf.journal_min_free;
-	j->fd = j->tix_fd = j->dfd = j->lock_fd = -1;
+	j->fd = j->tix_fd = j->dfd = -1;
+	j->lock_fd = held_lock;	/* closed by free_one() whatever happens */
 	j->want = j->ready = UINT64_MAX;
 	j->seq = j->synced_seq = UINT64_MAX;
 	j->unlink_failed = UINT64_MAX;
@@ -542,7 +546,8 @@ static int start_one(struct jchan *j, const struct sbd_chan_conf *cc)
 	 * (mode 0600: the directory is readable by the channel's group,
 	 * who could lock it) until free_one() closes it; a daemon killed a
 	 * moment ago lets go as its descriptors close. */
-	j->lock_fd = open_lock(j->dfd);
+	if (j->lock_fd < 0)
+		j->lock_fd = open_lock(j->dfd);
 	if (j->lock_fd < 0)
 		return said_sys(j, -errno, "cannot open %s/.lock", j->dir);
 	for (int i = 0; i < 20 && flock(j->lock_fd, LOCK_EX | LOCK_NB) &&
@@ -861,7 +866,7 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 	struct jchan *j = NULL;
 	uint64_t *b = NULL;
 	size_t k = 0, nfds = 0;
-	int *fds = NULL, rc;
+	int *fds = NULL, rc, held;
 
 	pthread_mutex_lock(&cut_mu);
 	for (size_t i = 0; i < njc && !j; i++)
@@ -879,6 +884,11 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 	cc.jnl = j->conf;
 	cc.group = j->gid;
 	cc.attr.mode = j->fmode;
+	/* The directory's lock is kept through the cut and the start again
+	 * (flock() again on the same open file is a no-op): another daemon
+	 * on this directory must not take it meanwhile. */
+	held = j->lock_fd;
+	j->lock_fd = -1;
 	free_one(j, true);
 	j->dfd = open(j->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	rc = j->dfd < 0 ? -errno : sb_jlist(j->dir, &b, &k);
@@ -908,7 +918,7 @@ int sbd_journal_cut(const char *name, uint64_t pos, int (*cut)(void *),
 		close(j->dfd);
 	j->dfd = -1;
 	memset(j, 0, sizeof(*j));
-	if (start_one(j, &cc)) {
+	if (start_one(j, &cc, held)) {
 		sbd_log(SBD_ERR, 0, "%s: journal not started again after the "
 			"cut; the channel goes on without it%s", cc.name,
 			cc.jnl.ack ? " and acknowledges nothing as persisted"
@@ -977,7 +987,7 @@ int sbd_journal_start(void)
 			continue;
 		}
 		njc++;
-		rc = start_one(j, cc);
+		rc = start_one(j, cc, -1);
 		if (rc) {
 			/* The channel works without its journal (its cursor
 			 * no longer holds producers); a journal that cannot
