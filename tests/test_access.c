@@ -683,6 +683,38 @@ Test(access, a_lock_file_linked_to_another_file_is_refused, .fini = teardown)
 	cr_assert_eq(unlink(lock), 0);
 }
 
+/* The daemon of a plain config started and stopped (the suite's files
+ * made), and d.dir/victim made, root's and 0755: where a link another
+ * user puts in place comes to lead. */
+static void stopped_with_victim(char *victim, size_t n)
+{
+	setup_with("[channel mine]\ncapacity = 8K\n");
+	kill(d.pid, SIGTERM);
+	cr_assert_eq(th_wait(d.pid), 0);
+	d.pid = 0;
+	snprintf(victim, n, "%s/victim", d.dir);
+	cr_assert_eq(mkdir(victim, 0755), 0);
+}
+
+/* A link of uid 65534's at `at`, to `target`. */
+static void their_link(const char *target, const char *at)
+{
+	cr_assert_eq(symlink(target, at), 0);
+	cr_assert_eq(lchown(at, 65534, 65534), 0);
+}
+
+/* d.dir/theirs, uid 65534's, holding a link of theirs named `name` to
+ * `target`; its path goes in link. */
+static void their_dir_link(const char *target, const char *name, char *link,
+			   size_t n)
+{
+	snprintf(link, n, "%s/theirs", d.dir);
+	cr_assert_eq(mkdir(link, 0755), 0);
+	cr_assert_eq(chown(link, 65534, 65534), 0);
+	snprintf(link, n, "%s/theirs/%s", d.dir, name);
+	their_link(target, link);
+}
+
 /* journal_dir in a directory another user owns, who put a link there in
  * place of a journaled channel's directory: the daemon follows no such
  * link (it chowned, chmodded and filled whatever directory it led to)
@@ -695,18 +727,8 @@ Test(access, a_link_another_user_put_in_journal_dir_is_not_followed,
 
 	if (geteuid() != 0)
 		cr_skip_test("needs root to give a directory to uid 65534");
-	setup_with("[channel mine]\ncapacity = 8K\n");
-	kill(d.pid, SIGTERM);
-	cr_assert_eq(th_wait(d.pid), 0);
-	d.pid = 0;
-	snprintf(victim, sizeof(victim), "%s/victim", d.dir);
-	snprintf(link, sizeof(link), "%s/theirs", d.dir);
-	cr_assert_eq(mkdir(victim, 0755), 0);
-	cr_assert_eq(mkdir(link, 0755), 0);
-	cr_assert_eq(chown(link, 65534, 65534), 0);
-	snprintf(link, sizeof(link), "%s/theirs/mine", d.dir);
-	cr_assert_eq(symlink(victim, link), 0);
-	cr_assert_eq(lchown(link, 65534, 65534), 0);
+	stopped_with_victim(victim, sizeof(victim));
+	their_dir_link(victim, "mine", link, sizeof(link));
 	snprintf(conf, sizeof(conf), "journal_dir = %s/theirs\n"
 		 "[channel mine]\ncapacity = 8K\njournal = on\n"
 		 "journal_segment = 64K\nmode = 0640\ngroup = 65534\n", d.dir);
@@ -734,18 +756,8 @@ Test(access, a_link_another_user_put_above_a_journal_makes_nothing,
 
 	if (geteuid() != 0)
 		cr_skip_test("needs root to give a directory to uid 65534");
-	setup_with("[channel mine]\ncapacity = 8K\n");
-	kill(d.pid, SIGTERM);
-	cr_assert_eq(th_wait(d.pid), 0);
-	d.pid = 0;
-	snprintf(victim, sizeof(victim), "%s/victim", d.dir);
-	snprintf(link, sizeof(link), "%s/theirs", d.dir);
-	cr_assert_eq(mkdir(victim, 0755), 0);
-	cr_assert_eq(mkdir(link, 0755), 0);
-	cr_assert_eq(chown(link, 65534, 65534), 0);
-	snprintf(link, sizeof(link), "%s/theirs/jnl", d.dir);
-	cr_assert_eq(symlink(victim, link), 0);
-	cr_assert_eq(lchown(link, 65534, 65534), 0);
+	stopped_with_victim(victim, sizeof(victim));
+	their_dir_link(victim, "jnl", link, sizeof(link));
 	snprintf(conf, sizeof(conf), "journal_dir = %s\n"
 		 "[channel mine]\ncapacity = 8K\njournal = on\n"
 		 "journal_segment = 64K\n", link);
@@ -768,18 +780,12 @@ Test(access, a_link_another_user_put_in_a_sticky_directory_is_not_followed,
 
 	if (geteuid() != 0)
 		cr_skip_test("needs root to give a link to uid 65534");
-	setup_with("[channel mine]\ncapacity = 8K\n");
-	kill(d.pid, SIGTERM);
-	cr_assert_eq(th_wait(d.pid), 0);
-	d.pid = 0;
-	snprintf(victim, sizeof(victim), "%s/victim", d.dir);
+	stopped_with_victim(victim, sizeof(victim));
 	snprintf(sticky, sizeof(sticky), "%s/sticky", d.dir);
-	cr_assert_eq(mkdir(victim, 0755), 0);
 	cr_assert_eq(mkdir(sticky, 0755), 0);
 	cr_assert_eq(chmod(sticky, 01777), 0);
 	snprintf(link, sizeof(link), "%s/jnl", sticky);
-	cr_assert_eq(symlink(victim, link), 0);
-	cr_assert_eq(lchown(link, 65534, 65534), 0);
+	their_link(victim, link);
 	snprintf(conf, sizeof(conf), "journal_dir = %s\n"
 		 "[channel mine]\ncapacity = 8K\njournal = on\n"
 		 "journal_segment = 64K\n", link);
