@@ -23,6 +23,7 @@
 
 #include "shmbusd.h"
 #include "../lib/contract.h"
+#include "shmbus/group.h"
 
 /* dir/name, or -ENAMETOOLONG. */
 static int chan_path(char *buf, size_t len, const char *prefix,
@@ -191,6 +192,53 @@ static void chown_files(const char *name, int64_t owner, int64_t group)
 	close(dro);
 }
 
+struct leftover {
+	const char *chan;
+	uint64_t id;		/* the new channel's data id */
+};
+
+/* One group file of a channel just made: removed if it names another
+ * channel (see drop_leftover_groups()). */
+static int drop_leftover(const char *group, void *arg)
+{
+	const struct leftover *l = arg;
+	struct shmbus_group_hdr g = { 0 };
+	char path[PATH_MAX];
+	struct stat st;
+	int fd, n;
+
+	n = snprintf(path, sizeof(path), "%s/" SHMBUS_GROUP_FILE_FMT,
+		     sbd.conf.shm_dir, l->chan, group);
+	if (n < 0 || (size_t)n >= sizeof(path))
+		return 0;
+	fd = sb_open_file(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &st) == 0 && sbd_file_is_ours(&st) &&
+	    (pread(fd, &g, sizeof(g), 0) != (ssize_t)sizeof(g) ||
+	     g.data_id != l->id) && unlink(path) == 0)
+		sbd_log(SBD_NOTICE, 0, "%s: group %s: a file of a channel of "
+			"that name deleted before (a delete cut short): "
+			"removed", l->chan, group);
+	close(fd);
+	return 0;
+}
+
+/*
+ * A channel's groups' files are removed after its own (lib/channel.c):
+ * a delete cut short in between (a kill -9 of the daemon, or of a process
+ * in direct mode) leaves them for the next channel of that name, whose
+ * groups they would stand for (a join or a delete-group of them -EBADMSG,
+ * and no group of that name could be made).  None can be the new
+ * channel's but those with its data id: the others go.
+ */
+static void drop_leftover_groups(const char *name, shmbus_channel *ch)
+{
+	struct leftover l = { .chan = name, .id = sb_channel_data_id(ch) };
+
+	sb_group_list(sbd.conf.shm_dir, name, drop_leftover, &l);
+}
+
 /* Creates channel file `name` (exclusively), chowned as asked (-1: as
  * is), and maps it into *out.  0 or -errno. */
 int sbd_channel_create_file(const char *name,
@@ -203,6 +251,7 @@ int sbd_channel_create_file(const char *name,
 				   SHMBUS_CREATE_EXCL);
 	if (!ch)
 		return -errno;
+	drop_leftover_groups(name, ch);
 	chown_files(name, owner, group);
 	*out = ch;
 	return 0;

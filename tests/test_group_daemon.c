@@ -575,6 +575,70 @@ Test(group_daemon, a_handle_older_than_its_channel_joins_and_deletes_nothing)
 	shmbus_disconnect(bus);
 }
 
+/* Copies file `from` to a new file `to` (0660), as a leftover would be. */
+static void copy_file(const char *from, const char *to)
+{
+	char buf[4096];
+	ssize_t n;
+	int in = open(from, O_RDONLY | O_CLOEXEC);
+	int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
+
+	cr_assert(in >= 0 && out >= 0, "%s: %s", to, strerror(errno));
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		cr_assert_eq(write(out, buf, (size_t)n), n);
+	cr_assert_eq(n, 0);
+	close(in);
+	close(out);
+}
+
+/*
+ * A delete cut short (a kill -9 after the channel's files went, before
+ * its groups' files did) leaves a group's file of a channel deleted.  A
+ * channel made again under that name joins and deletes its groups: the
+ * leftover, another channel's, is not handed out as one of them.
+ */
+Test(group_daemon, a_group_file_left_by_a_delete_cut_short_is_no_new_group)
+{
+	struct shmbus_channel_attr a;
+	struct shmbus_group_attr ga;
+	shmbus_bus *bus = shmbus_connect(d.sock);
+	shmbus_channel *ch;
+	shmbus_group *g;
+	char from[256], to[256];
+
+	cr_assert(bus);
+	shmbus_channel_attr_init(&a);
+	a.capacity = 16384;
+	shmbus_group_attr_init(&ga);
+	/* The leftover: a group's file of another channel, under the name. */
+	cr_assert_eq(shmbus_bus_create(bus, "before", &a), 0);
+	ch = shmbus_bus_open(bus, "before", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	g = shmbus_group_join(ch, "g", "w", &ga);
+	cr_assert(g, "%s", strerror(errno));
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+	snprintf(from, sizeof(from), "%s/.before@g.group", d.dir);
+	snprintf(to, sizeof(to), "%s/.anew@g.group", d.dir);
+	copy_file(from, to);
+
+	cr_assert_eq(shmbus_bus_create(bus, "anew", &a), 0);
+	ch = shmbus_bus_open(bus, "anew", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(ch);
+	g = shmbus_group_join(ch, "g", "w", &ga);
+	cr_assert(g, "the leftover was handed out: %s", strerror(errno));
+	shmbus_group_leave(g);
+	cr_assert_eq(group_slots_of("anew"), 1);
+	cr_assert(log_has("anew: group g: a file of a channel of that name "
+			  "deleted before"));
+	cr_assert_eq(shmbus_group_delete(ch, "g"), 0);
+	cr_assert_eq(group_slots_of("anew"), 0);
+	shmbus_channel_close(ch);
+	cr_assert_eq(shmbus_bus_delete(bus, "anew"), 0);
+	cr_assert_eq(shmbus_bus_delete(bus, "before"), 0);
+	shmbus_disconnect(bus);
+}
+
 /* A member cuts the group's file short (the daemon hands it writable):
  * the daemon gives it back its size at its next scan, so that an honest
  * member polling afterwards reads damage (an error), not a SIGBUS. */
