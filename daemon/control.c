@@ -470,15 +470,14 @@ static bool name_ok(const char name[SHMBUS_CTL_NAME])
 #define DAMAGED "channel '%s' is damaged (a file of it was cut short): " \
 		"delete and recreate it"
 
-static void note_open(struct sbd_client *cl, const char *name)
+/* cl opened the channel of data id `id`. */
+static void note_open(struct sbd_client *cl, uint64_t id)
 {
-	uint64_t h = sbd_name_hash(name);
-
 	for (uint32_t i = 0; i < cl->nopen; i++)
-		if (cl->opened[i] == h)
+		if (cl->opened[i] == id)
 			return;
 	if (cl->nopen < 64)
-		cl->opened[cl->nopen++] = h;
+		cl->opened[cl->nopen++] = id;
 }
 
 static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
@@ -542,7 +541,7 @@ static int do_open(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		return deny(-EROFS, "channel '%s' is a standby's replica here: "
 			    "publish on the primary", req->name);
 	}
-	note_open(cl, req->name);
+	note_open(cl, sb_channel_data_id(c->ch));
 	sbd_log(SBD_DEBUG, 0, "%s: pid %d %s to %s", req->name, (int)cl->pid,
 		attach ? "re-attached" : "opened", role);
 	rc = attach ? 0 : reply(cl, h, 0, NULL, 0, fds);
@@ -771,7 +770,7 @@ static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	struct sbd_client *o;
 	struct sbd_chan *c;
 	struct sbd_rules *r;
-	uint64_t hash = sbd_name_hash(name);
+	uint64_t id;
 
 	memset(&d, 0, sizeof(d));
 	rcu_read_lock();
@@ -801,9 +800,10 @@ static int do_describe(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		 r->pub.text[0] ? r->pub.text : "(root and the daemon's user)");
 	snprintf(d.subscribe, sizeof(d.subscribe), "%s",
 		 r->sub.text[0] ? r->sub.text : "(root and the daemon's user)");
+	id = sb_channel_data_id(c->ch);
 	cds_lfht_for_each_entry(sbd_clients(), &it, o, node)
 		for (uint32_t i = 0; i < o->nopen; i++)
-			d.clients += o->opened[i] == hash;
+			d.clients += o->opened[i] == id;
 	rcu_read_unlock();
 	return replied(cl, reply(cl, h, 0, &d, sizeof(d), NULL));
 }
@@ -898,6 +898,7 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	bool configured, is_admin;
 	struct sbd_chan *c;
 	struct stat st = { 0 };
+	uint64_t id;
 	int fd, rc, fds[2];
 
 	if (req->flags == SHMBUS_CTL_GROUP_DELETE)
@@ -948,6 +949,7 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	}
 	fd = sb_group_open_file(c->ch, sbd.conf.shm_dir, c->name, req->group,
 				configured || is_admin ? &s : NULL);
+	id = sb_channel_data_id(c->ch);
 	rcu_read_unlock();
 	if (fd == -ENOENT) {
 		note_denied(cl, req->channel, "make group %s", req->group);
@@ -972,7 +974,7 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 		return deny(-EPERM, "group '%s' of '%s': its file is not the "
 			      "daemon's", req->group, req->channel);
 	}
-	note_open(cl, req->channel);
+	note_open(cl, id);
 	sbd_log(SBD_DEBUG, 0, "%s: pid %d joins group %s", req->channel,
 		(int)cl->pid, req->group);
 	fds[0] = fds[1] = fd;

@@ -309,7 +309,8 @@ struct sbd_client {
 	uid_t uid;
 	gid_t gids[64];
 	int ngids;
-	/* channels it opened or attached to, by name hash (for describe) */
+	/* channels it opened or attached to, by data id (for describe: a
+	 * channel deleted and made again under its name is another) */
 	uint32_t nopen;
 	uint64_t opened[64];
 	/* Admission (control.c, main thread only): root, the daemon's user

@@ -41,6 +41,39 @@ static int count_rows(const struct shmbus_bus_channel *c, void *arg)
 	return 0;
 }
 
+/* DESCRIBE's clients are those that opened the channel there now, not a
+ * channel deleted since that had its name. */
+Test(daemon, describe_counts_no_client_of_a_deleted_namesake, .init = setup,
+     .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	struct shmbus_bus_channel bc;
+	shmbus_bus *bus = shmbus_connect(d.sock), *other;
+	shmbus_channel *old, *now;
+
+	cr_assert(bus);
+	shmbus_channel_attr_init(&a);
+	a.capacity = 16384;
+	cr_assert_eq(shmbus_bus_create(bus, "again", &a), 0);
+	old = open_role(&other, "again", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(old);
+	cr_assert_eq(shmbus_bus_describe(bus, "again", &bc), 0);
+	cr_assert_eq(bc.clients, 1);
+	cr_assert_eq(shmbus_bus_delete(bus, "again"), 0);
+	cr_assert_eq(shmbus_bus_create(bus, "again", &a), 0);
+	cr_assert_eq(shmbus_bus_describe(bus, "again", &bc), 0);
+	cr_assert_eq(bc.clients, 0, "a client of the deleted channel counted");
+	now = shmbus_bus_open(bus, "again", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(now);
+	cr_assert_eq(shmbus_bus_describe(bus, "again", &bc), 0);
+	cr_assert_eq(bc.clients, 1);
+	shmbus_channel_close(now);
+	shmbus_channel_close(old);
+	shmbus_disconnect(other);
+	cr_assert_eq(shmbus_bus_delete(bus, "again"), 0);
+	shmbus_disconnect(bus);
+}
+
 Test(daemon, publish_subscribe_list_describe, .init = setup,
      .fini = teardown)
 {
