@@ -323,7 +323,13 @@ static int maintain_one(const char *group, void *arg)
 		rc = e->m ? sb_group_maintain_kept(e->m, dead_letter_pub, s)
 			  : rc;
 	}
-	/* -EIDRM: a removal under way (by a process in direct mode). */
+	/* -EIDRM: a removal under way (by a process in direct mode).
+	 * -EBADMSG from a file of another channel of the name, made since
+	 * this scan took the entry (a delete and a create meanwhile; the
+	 * data ids differ, and nothing was written): no damage to say.
+	 * Under the scan's rcu_read_lock() (sbd_reap_once()). */
+	if (rc == -EBADMSG && sbd_chan_find(s->c->name) != s->c)
+		return 0;
 	if (rc < 0 && rc != -ENOENT && rc != -EIDRM) {
 		failed++;
 		sbd_log_limited(&rl, SBD_WARN, failed, "group failures",
