@@ -92,9 +92,13 @@ void etcd_start(void)
 
 	if (!etcd_dir[0]) {
 		/* In memory: etcd syncs every write, and a disk shared with
-		 * the rest of the machine makes that take up to seconds. */
+		 * the rest of the machine makes that take up to seconds.
+		 * With SHMBUS_TEST_PREFIX, under its name as the pair's
+		 * files are: another run's cleanup of its own names
+		 * (shmbus-test-*) must not take this one's etcd away. */
 		snprintf(etcd_dir, sizeof(etcd_dir),
-			 "/dev/shm/shmbus-test-etcd-XXXXXX");
+			 "/dev/shm/shmbus-%s-etcd-XXXXXX",
+			 pair_prefix() ? pair_prefix() : "test");
 		cr_assert(mkdtemp(etcd_dir));
 		/* A block of 16 ports per test process (the single etcd's
 		 * two, a cluster's six from +10): tests running at once have

@@ -63,6 +63,11 @@ static const char *pfx(void)
 	return p && *p && strlen(p) <= 4 ? p : NULL;
 }
 
+const char *pair_prefix(void)
+{
+	return pfx();
+}
+
 static const char *ns_pfx(void)
 {
 	return pfx() ? pfx() : "sbt";

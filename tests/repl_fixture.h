@@ -37,6 +37,9 @@ extern struct host A, B;
 extern bool pair_netns;		/* two namespaces (root), else loopback */
 /* Whether pair_setup() will make two namespaces (before it is called). */
 bool pair_netns_possible(void);
+/* SHMBUS_TEST_PREFIX (at most 4 characters), or NULL: what the names of
+ * this run's namespaces and files start with. */
+const char *pair_prefix(void);
 extern char pair_key[128];	/* the key file both use */
 
 /* Writes both configs with the channel sections `chans` (each channel
