@@ -232,6 +232,9 @@ int main(void)
 		 * is named after its config file: "bus"). */
 		snprintf(lock, sizeof(lock), "%s/bus.bus", dir);
 		unlink(lock);
+		/* And the lock that keeps a second daemon off shm_dir. */
+		snprintf(lock, sizeof(lock), "%s/.shmbusd.lock", dir);
+		unlink(lock);
 	}
 	rmdir(dir);
 	printf("tsan_daemon: %llu messages across a daemon restart, no race\n",
