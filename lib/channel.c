@@ -307,20 +307,18 @@ int sb_open_file(const char *path, int flags)
 {
 	/* O_NONBLOCK: opening a FIFO for reading would wait for a writer. */
 	int fd = open(path, flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK), fl;
-	struct stat st;
+	struct stat st = { 0 };
 
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode) ||
 	    (fl = fcntl(fd, F_GETFL)) < 0 ||
 	    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK)) {
-		/* A directory is EISDIR read-only too, as open(2) says it
-		 * when asked to write. */
-		int rc = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) ? -EISDIR
-								    : -EBADMSG;
-
 		close(fd);
-		return rc;
+		/* A directory is EISDIR read-only too, as open(2) says it
+		 * when asked to write (st starts zeroed: after a failed
+		 * fstat() it says no directory). */
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EBADMSG;
 	}
 	return fd;
 }

@@ -286,7 +286,6 @@ SHMBUS_EXPORT shmbus_replay *shmbus_replay_open(shmbus_channel *ch,
 		goto fail;
 	}
 	/* The ring first: it may still hold the position. */
-	ring_err = 0;
 	if (try_ring(rp, pos, &ring_err))
 		return rp;
 	/* Past the journal's files, the position is checked in the ring
