@@ -502,6 +502,20 @@ int sbd_repl_command(uint32_t op, uint32_t flags,
 					"%s, holds %" PRIu64, repl.ch[i].name,
 					v.flags & SHMBUS_REPL_LINK ? "up" :
 					"down", v.head);
+			/* A primary that no standby has linked to since it
+			 * became one (a promotion, or a start on a ring of
+			 * another epoch) does not know what the other host
+			 * holds: not "at 0", nor its whole ring as lag. */
+			else if (!v.caught_up_ns && !have &&
+				 !(v.flags & SHMBUS_REPL_LINK) && v.head)
+				o += (size_t)snprintf(r->text + o,
+					sizeof(r->text) - o, "\n  %.40s: link "
+					"down, at %" PRIu64 ", standby not "
+					"linked at this epoch: what it holds is "
+					"not known (%s)", repl.ch[i].name,
+					v.head,
+					v.flags & SHMBUS_REPL_OUT_OF_SYNC ?
+					"out of sync" : "in sync");
 			else
 				o += (size_t)snprintf(r->text + o,
 					sizeof(r->text) - o, "\n  %.40s: link "

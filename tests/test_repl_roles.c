@@ -1519,4 +1519,19 @@ Test(repl_roles, a_standby_started_as_primary_knows_no_lag_time)
 	shmbus_channel_close(ch);
 	cr_assert_eq(ri.lag_ns, UINT64_MAX, "LAGT %.3f s for a standby this "
 		     "primary never heard from", ri.lag_ns / 1e9);
+	/* shmbusctl status says so too, and names no position of it. */
+	{
+		struct shmbus_ctl_repl_reply r;
+
+		cr_assert_eq(host_ctl(&B, SHMBUS_REPL_OP_STATUS, 0, &r), 0);
+		const char *sp = strstr(r.text, "sp: link down, at ");
+		const char *end = sp ? strchr(sp, '\n') : NULL;
+
+		cr_assert(sp && strstr(sp, ", standby not linked at this "
+				       "epoch: what it holds is not known"),
+			  "%s", r.text);
+		cr_assert(!strstr(sp, "standby at ") ||
+			  (end && strstr(sp, "standby at ") > end), "%s",
+			  r.text);
+	}
 }
