@@ -165,13 +165,21 @@ static void etcd_trouble(int rc)
 	STORE(&arb.etcd_down, true);
 }
 
+/* How a refusal of the key is logged: an error for a host that served
+ * as primary in this run, a warning for one that starts (or comes back)
+ * to find another host primary, which is right to stand by. */
+static int lost_level(void)
+{
+	return arb.served ? SBD_ERR : SBD_WARN;
+}
+
 static void lost(const char *why)
 {
 	STORE(&arb.held, false);
 	STORE(&arb.lease, 0);
 	ldr_set_until(0);
 	arb.opened = false;
-	rp_lease_lost(why);
+	rp_lease_lost(why, lost_level());
 }
 
 /* The sync record this primary writes: "in" names the token that every
@@ -263,7 +271,7 @@ static void primary_step(void)
 		rc = etcd_get(arb.e, arb.sync_key, &sync);
 		if (rc == 0 && !ldr_may_retake(&sync, LOAD(&repl.epoch), why,
 					   sizeof(why))) {
-			sbd_log(SBD_ERR, 0, "arbiter: %s", why);
+			sbd_log(lost_level(), 0, "arbiter: %s", why);
 			lost("another host has been primary since this host's "
 			     "epoch");
 			return;
@@ -281,7 +289,7 @@ static void primary_step(void)
 		if (rc == 0 && !kv.found)
 			return;	/* the record changed: read it again */
 		if (rc == 0) {
-			sbd_log(SBD_ERR, 0, "arbiter: the leader key is held by "
+			sbd_log(lost_level(), 0, "arbiter: the leader key is held by "
 				"%s: this host must not be primary", kv.value);
 			lost("another host holds the leader key");
 			return;
@@ -342,6 +350,7 @@ static void primary_step(void)
 	if (!arb.opened) {
 		rp_open_fences();	/* the term runs: claims may begin */
 		arb.opened = true;
+		arb.served = true;
 	}
 	/* The sync record: "out" before anything degrades.  A standby in
 	 * sync only provisionally (it may have lost its ring: taken to be
@@ -560,7 +569,7 @@ static void *watch_main(void *arg)
 		if (LOAD(&repl.role) == SBD_ROLE_PRIMARY && until &&
 		    lease_ns() >= until)
 			rp_lease_lost("its term ran out before the lease was "
-				      "renewed");
+				      "renewed", SBD_ERR);
 		nanosleep(&ts, NULL);
 	}
 	return NULL;

@@ -282,9 +282,10 @@ static inline bool rp_may_ack(void)
 void rp_serve_promote(struct sbd_link *l, const struct rw_hello *hello);
 /* leader.c's role changes, under role_mu: an automatic promotion at an
  * epoch above floor; a primary whose lease is lost fences its channels
- * and stands by. */
+ * and stands by, said at `level` (an error for one that served in this
+ * run). */
 int rp_auto_promote(uint64_t floor, char *out, size_t n);
-void rp_lease_lost(const char *why);
+void rp_lease_lost(const char *why, int level);
 /* Whether records acknowledged as received were not applied here. */
 bool rp_unapplied(void);
 /* A primary's fences: opened once it holds the key's term, closed (a

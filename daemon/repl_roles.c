@@ -281,7 +281,7 @@ int rp_auto_promote(uint64_t floor, char *out, size_t n)
 	return rc2;
 }
 
-void rp_lease_lost(const char *why)
+void rp_lease_lost(const char *why, int level)
 {
 	pthread_mutex_lock(&repl.role_mu);
 	if (LOAD(&repl.role) == SBD_ROLE_PRIMARY && !LOAD(&repl.stopping)) {
@@ -289,7 +289,7 @@ void rp_lease_lost(const char *why)
 		 * whose acknowledgements rp_may_ack() already holds. */
 		for (size_t i = 0; i < repl.n; i++)
 			sb_fence_set(repl.ch[i].ch, SHMBUS_FENCE_STANDBY);
-		sbd_log(SBD_ERR, 0, "replication: %s: this host's channels are "
+		sbd_log(level, 0, "replication: %s: this host's channels are "
 			"fenced (producers get EROFS) and it stands by", why);
 		become_standby();
 	}
