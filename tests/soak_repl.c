@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -768,6 +769,14 @@ static void soak(void)
 		usleep(300000 + rand_r(&seed) % 1000000);
 		snprintf(what, sizeof(what), "step %d (kind %d)", steps, k);
 		check_all(what);
+		/* The arbiter gone (killed from outside, its disk full): no
+		 * step after it tests failover any more. */
+		if (use_etcd && (etcd_pid <= 0 ||
+				 waitpid(etcd_pid, NULL, WNOHANG) == etcd_pid)) {
+			etcd_pid = 0;
+			fail("etcd died before %s", what);
+			break;
+		}
 		fprintf(stderr, "%s: acked sp %llu mp %llu/%llu ow %llu om "
 			"%llu/%llu st %llu; fails %d\n", what,
 			(unsigned long long)S->acked[0],
