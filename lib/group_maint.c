@@ -350,6 +350,7 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 {
 	struct shmbus_group_hdr *g = m->g;
 	uint64_t fp, fs, cp, cs, start, end;
+	bool timed = false;
 	int n = 0;
 
 	sb_pair_read(&g->floor_pos, &fp, &fs);
@@ -376,6 +377,13 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 			dead[w] = false;	/* freed once resolved */
 		}
 		if (intent_live(m, s, live)) {
+			/* One stall is timed at a time, the oldest: a second
+			 * one timed too would set the clock back for the
+			 * first at every run, and neither ever resolved.
+			 * The next is timed once the first is recorded. */
+			if (timed)
+				continue;
+			timed = true;
 			if (load_relaxed64(&g->stall_seq) != s) {
 				store_relaxed64(&g->stall_seq, s);
 				store_relaxed64((uint64_t *)&g->stall_since,

@@ -285,23 +285,30 @@ static void stop_self(int where)
 	raise(SIGSTOP);
 }
 
-static int win_then_stop(void *arg)
+/* Joins, then polls until its first claim, where `hook` stops or kills
+ * it (after the claim, before its lease). */
+static int win_then(void (*hook)(int))
 {
 	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
 	struct shmbus_lease l;
 	shmbus_group *g;
 
-	(void)arg;
 	g = ch ? shmbus_group_join(ch, "g", "stopper", NULL) : NULL;
 	if (!g)
 		return 2;
-	sb_group_hook = stop_self;	/* after the claim, before its lease */
+	sb_group_hook = hook;
 	/* Until the message is there (the parent publishes after the
 	 * spawn): the first claim stops (or kills) us. */
 	for (int i = 0; i < 5000 && !hooked_once &&
 			shmbus_group_poll(g, keep_lease, &l, 1) == 0; i++)
 		usleep(1000);
 	return 0;
+}
+
+static int win_then_stop(void *arg)
+{
+	(void)arg;
+	return win_then(stop_self);
 }
 
 static void killed_at_claim(int where)
@@ -312,8 +319,8 @@ static void killed_at_claim(int where)
 
 static int win_then_die(void *arg)
 {
-	sb_group_hook = killed_at_claim;
-	return win_then_stop(arg);
+	(void)arg;
+	return win_then(killed_at_claim);
 }
 
 /* A member stopped (or killed) between winning a claim and recording its
@@ -360,6 +367,57 @@ Test(group_races, the_first_claims_winner_killed_before_its_lease)
 Test(group_races, a_claims_winner_stopped_for_a_term_before_its_lease)
 {
 	unrecorded_claim(win_then_stop, 50000000);
+}
+
+/* Two members stopped between winning a claim and recording its lease,
+ * the second's claim right after the first's: both claims go to the
+ * others, each once it has waited a term (the maintenance timed one stall
+ * at a time, and two of them reset each other's clock at every run: the
+ * floor stayed at the first for good). */
+Test(group_races, two_claims_winners_stopped_before_their_leases)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *b = join_as(ch, "b", SHMBUS_GROUP_SHARED, 50000000);
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	uint64_t got = 0, seen = 0;
+	pid_t p[2];
+	int st;
+
+	book_open(100);
+	/* Claim 0 is b's: the winners stop at claims 1 and 2. */
+	produce_from(ch, 0, 1, 0);
+	cr_assert_gt(shmbus_group_read(b, buf, sizeof(buf), &m), 0);
+	cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+	got = 1;
+	for (int k = 0; k < 2; k++) {
+		p[k] = th_spawn(win_then_stop, NULL);
+		produce_from(ch, (uint64_t)k + 1, 1, 0);
+		cr_assert_eq(waitpid(p[k], &st, WUNTRACED), p[k]);
+		cr_assert(WIFSTOPPED(st), "winner %d stopped at its claim", k);
+	}
+	produce_from(ch, 3, 97, 0);
+	for (int i = 0; i < 4000 && got < 100; i++) {
+		if (shmbus_group_read(b, buf, sizeof(buf), &m) > 0) {
+			cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+			seen |= id_of(buf, 0) == 1 || id_of(buf, 0) == 2
+					? UINT64_C(1) << (id_of(buf, 0) - 1)
+					: 0;
+			got++;
+		} else {
+			usleep(500);
+		}
+	}
+	cr_log_info("%lu of 100 messages, the stopped winners' claims: %lu",
+		    (unsigned long)got, (unsigned long)seen);
+	for (int k = 0; k < 2; k++) {
+		kill(p[k], SIGCONT);
+		cr_expect_eq(th_wait(p[k]), 0, "winner %d, resumed, lets go", k);
+	}
+	cr_assert_eq(seen, 3, "both stopped winners' claims came to b");
+	cr_assert_eq(got, 100);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
 }
 
 /* ------------------------------- recordings that died or were overtaken */
