@@ -83,6 +83,7 @@ static void init_file(struct shmbus_group_hdr *g, size_t size,
 			 a->dead_letter);
 	g->claim_pos = g->floor_pos = start;
 	g->fresh_pos = fresh ? start : UINT64_MAX;
+	g->stall_seq = UINT64_MAX;	/* no stall timed: claim 0 is none */
 	for (uint32_t i = 0; i < SHMBUS_GROUP_LANES; i++) {
 		lanes[i].ctl = gctl(SHMBUS_LANE_FREE, SHMBUS_NO_MEMBER, 0, 0);
 		lanes[i].acked = lanes[i].next = start;

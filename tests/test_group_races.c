@@ -369,6 +369,45 @@ Test(group_races, a_claims_winner_stopped_for_a_term_before_its_lease)
 	unrecorded_claim(win_then_stop, 50000000);
 }
 
+/* A member stopped between winning the group's very first claim and
+ * recording its lease keeps it for a term: the maintenance took a new
+ * group's claim 0 for one that had waited since the clock's start, and
+ * gave it to another member at once. */
+Test(group_races, the_first_claims_stopped_winner_keeps_it_for_a_term)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *b = join_as(ch, "b", SHMBUS_GROUP_SHARED, 5000000000);
+	struct shmbus_group_msg m;
+	uint8_t buf[64];
+	uint64_t got = 0, first = 0;
+	pid_t p;
+	int st;
+
+	book_open(10);
+	p = th_spawn(win_then_stop, NULL);
+	produce(ch, 1, 0);
+	cr_assert_eq(waitpid(p, &st, WUNTRACED), p);
+	cr_assert(WIFSTOPPED(st), "the winner stopped at its claim");
+	produce_from(ch, 1, 9, 0);
+	/* 100 ms of polls, each maintenance among them. */
+	for (int i = 0; i < 200; i++) {
+		if (shmbus_group_read(b, buf, sizeof(buf), &m) > 0) {
+			first += id_of(buf, 0) == 0;
+			cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+			got++;
+		}
+		usleep(500);
+	}
+	kill(p, SIGCONT);
+	cr_expect_eq(th_wait(p), 0, "the winner, resumed, records its lease");
+	cr_log_info("b: %lu messages, message 0 %lu times",
+		    (unsigned long)got, (unsigned long)first);
+	cr_assert_eq(first, 0, "the stopped winner's claim was taken early");
+	cr_assert_eq(got, 7, "claims 1-7 of the window of 8");
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
 /* Two members stopped between winning a claim and recording its lease,
  * the second's claim right after the first's: both claims go to the
  * others, each once it has waited a term (the maintenance timed one stall
