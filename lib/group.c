@@ -855,6 +855,15 @@ static int settle(shmbus_group *m, const struct shmbus_lease *l, int what,
 			 * whole lease back, unless it was acked: then its
 			 * messages must not come again. */
 			if (what == SB_SETTLE_ACK) {
+				/* Unless it was taken back meanwhile: the
+				 * rest is another member's, and so is the
+				 * ack. */
+				if (!shared_held(m, c->seq, c->ctl)) {
+					c->on = false;
+					c->ack_wait = false;
+					add_relaxed64(&m->rec->stale, 1);
+					return -ESTALE;
+				}
 				c->ack_wait = true;
 				return 0;
 			}
