@@ -937,8 +937,9 @@ static int do_group(struct sbd_client *cl, const struct shmbus_ctl_hdr *h,
 	}
 	if (sb_group_settings(&a, &s))
 		return deny(-EINVAL, "group settings: mode 0-2, window a power "
-			      "of two up to 65536, lanes up to 64, start 0-1, "
-			      "lease_ns >= 0%s", "");
+			      "of two up to 65536, lanes up to 64, "
+			      "max_deliveries up to 65535 (or UINT32_MAX), "
+			      "start 0-1, lease_ns >= 0%s", "");
 	rcu_read_lock();
 	rc = subscriber_of(cl, req->channel, "join a group of", &c);
 	if (!rc && stale(c, req))

@@ -105,8 +105,9 @@ static int parse_one(char *s, struct sbd_group_conf *g, char *err, size_t n)
 
 		if (sb_group_settings(&g->attr, &chk)) {
 			snprintf(err, n, "group '%s': window must be a power "
-				 "of two up to 65536, lanes 1 to 64, lease_ms "
-				 "at most 86400000", g->name);
+				 "of two up to 65536, lanes 1 to 64, "
+				 "max_deliveries at most 65535, lease_ms at "
+				 "most 86400000", g->name);
 			return -1;
 		}
 	}

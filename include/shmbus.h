@@ -895,7 +895,8 @@ struct shmbus_group_attr {
 				 * two up to 65536; 0: 256 */
 	uint32_t lanes;		/* keyed: 1..64 lanes the keys hash to; 0: 16 */
 	uint32_t max_deliveries;	/* deliveries before a message is
-				 * dead-lettered; 0: 5; UINT32_MAX: no limit */
+				 * dead-lettered, at most 65535; 0: 5;
+				 * UINT32_MAX: no limit */
 	int64_t lease_ns;	/* a lease's term, at most a day; 0: 30 s */
 	enum shmbus_start start;	/* where a new group starts */
 	const char *dead_letter;	/* channel that receives poison

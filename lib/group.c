@@ -52,6 +52,9 @@ int sb_group_settings(const struct shmbus_group_attr *a,
 	    (a->window && (a->window > SHMBUS_GROUP_MAX_WINDOW ||
 			   (a->window & (a->window - 1)))) ||
 	    a->lanes > SHMBUS_GROUP_LANES ||
+	    /* A lease counts deliveries in 16 bits (shmbus/group.h). */
+	    (a->max_deliveries > SB_DELIVERIES_MAX &&
+	     a->max_deliveries != UINT32_MAX) ||
 	    /* The group's file keeps the name in 64 bytes: a longer one
 	     * would be cut, and name another channel. */
 	    (a->dead_letter && !sb_name_ok(a->dead_letter, 63)))

@@ -35,6 +35,15 @@ static inline uint32_t gctl_deliveries(uint64_t c)
 }
 static inline uint32_t gctl_gen(uint64_t c) { return (uint32_t)(c >> 32); }
 
+/* The most deliveries a word counts; a count stays there (a limit of
+ * deliveries is at most this, or none). */
+#define SB_DELIVERIES_MAX	0xffffu
+
+static inline uint32_t gdeliveries_add(uint32_t d, uint32_t n)
+{
+	return d + n < SB_DELIVERIES_MAX ? d + n : SB_DELIVERIES_MAX;
+}
+
 /*
  * The 16-byte compare-and-swap (cmpxchg16b) on a pair of words at a
  * 16-byte aligned address: {lo, hi} = {ctl, deadline} of a lease or lane,

@@ -425,7 +425,8 @@ int sb_lanes_settle(struct shmbus_group *m, uint32_t i, uint32_t gen,
 		v->cursor = pos;
 		v->not_before = sb_after(sb_now_ns(), delay_ns);
 		nc = gctl(gctl_state(v->ctl), m->me,
-			  oldest && what == SB_SETTLE_NACK ? d + 1 : d, gen);
+			  oldest && what == SB_SETTLE_NACK ? gdeliveries_add(d, 1)
+							   : d, gen);
 		if (!lane_store(m, i, nc, load_relaxed64(&m->lanes[i].acked))) {
 			forget(v);
 			add_relaxed64(&m->rec->stale, 1);

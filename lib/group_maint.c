@@ -196,7 +196,8 @@ static int lanes_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 			 * record is free or another member's now). */
 			if (lane_move(m, i, c, SHMBUS_LANE_FREE,
 				      SHMBUS_NO_MEMBER,
-				      gctl_deliveries(c) + held, a)) {
+				      gdeliveries_add(gctl_deliveries(c),
+						      held), a)) {
 				add_relaxed64(&m->g->released, 1);
 				n++;
 			}
@@ -206,7 +207,8 @@ static int lanes_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 			 * term (stuck or stopped). */
 			if (lane_move(m, i, c, SHMBUS_LANE_FREE,
 				      SHMBUS_NO_MEMBER,
-				      gctl_deliveries(c) + held, a)) {
+				      gdeliveries_add(gctl_deliveries(c),
+						      held), a)) {
 				add_relaxed64(&m->g->expired, 1);
 				n++;
 			}

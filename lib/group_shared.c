@@ -378,14 +378,16 @@ static int take_available(struct shmbus_group *m, int64_t now, uint64_t *seq,
 				add_relaxed64(&g->avail, (uint64_t)-1);
 			continue;
 		}
-		n = gctl(SHMBUS_LEASE_LEASED, m->me, d + 1, gctl_gen(c) + 1);
+		n = gctl(SHMBUS_LEASE_LEASED, m->me, gdeliveries_add(d, 1),
+			 gctl_gen(c) + 1);
 		/* R17: pairs with A17 (readers of the lease's word): the
 		 * holder's reads come first. */
 		if (!cas_pair(&l->ctl, c, dl, n, (uint64_t)sb_after(now, m->lease_ns)))
 			continue;
 		/* Given back by a member that left having delivered it: not
 		 * counted against max_deliveries, but flagged. */
-		d = gctl_member(c) == SB_LEFT_MEMBER && d + 1 < 2 ? 2 : d + 1;
+		d = gctl_member(c) == SB_LEFT_MEMBER && d + 1 < 2
+			    ? 2 : gdeliveries_add(d, 1);
 		add_relaxed64(&g->avail, (uint64_t)-1);
 		add_relaxed64(&g->redelivered, d > 1);
 		/* Held by us now, so the slot cannot move on: it holds claim

@@ -157,6 +157,55 @@ Test(group_races, an_ack_in_a_batch_whose_lease_was_taken_back_is_stale)
 	shmbus_channel_close(ch);
 }
 
+/* A message nacked more than 65535 times (no limit of deliveries) is
+ * still flagged redelivered: the 16-bit count of a lease or lane wrapped
+ * to 0, and the 65537th delivery said 1, a first.  And a limit the count
+ * cannot reach is refused, not a message that is never dead-lettered. */
+static void count_never_wraps(enum shmbus_group_mode mode)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_attr ga;
+	struct shmbus_group_msg m;
+	shmbus_group *g;
+	uint32_t first_again = 0;
+
+	shmbus_group_attr_init(&ga);
+	ga.mode = mode;
+	ga.window = 8;
+	ga.max_deliveries = 65536;
+	cr_assert_null(shmbus_group_join(ch, "g", "a", &ga));
+	cr_assert_eq(errno, EINVAL, "a limit past the count's 65535");
+	ga.max_deliveries = UINT32_MAX;	/* no limit */
+	g = shmbus_group_join(ch, "g", "a", &ga);
+	cr_assert(g, "join: %s", strerror(errno));
+	book_open(1);
+	produce(ch, 1, mode == SHMBUS_GROUP_KEYED);
+	for (uint32_t i = 1; i <= 65540; i++) {
+		cr_assert_eq(shmbus_group_poll(g, keep_first, &m, 1), 1,
+			     "delivery %u", i);
+		if (i > 1 && m.deliveries <= 1 && !first_again)
+			first_again = i;
+		if (i < 65540)
+			cr_assert_eq(shmbus_group_nack(g, &m.lease, 0), 0);
+	}
+	cr_log_info("the last delivery's count: %u", m.deliveries);
+	cr_assert_eq(first_again, 0, "delivery %u said it was the first",
+		     first_again);
+	cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
+Test(group_races, a_shared_delivery_count_never_wraps)
+{
+	count_never_wraps(SHMBUS_GROUP_SHARED);
+}
+
+Test(group_races, a_keyed_delivery_count_never_wraps)
+{
+	count_never_wraps(SHMBUS_GROUP_KEYED);
+}
+
 struct ack_ctx {
 	shmbus_group *g;
 	unsigned n;
