@@ -408,8 +408,13 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 		 * holder may be making (a standby's raise).  No edge: a
 		 * look; the recording's own CAS decides the rest. */
 		if (load_relaxed64(&g->maint) !=
-		    ((uint64_t)m->token << 32 | self))
+		    ((uint64_t)m->token << 32 | self)) {
+			/* Nor free a dead member's record: one whose LEASED
+			 * word waits in a slot not looked at yet is what
+			 * lets a maintenance replace that word. */
+			memset(dead, 0, SHMBUS_GROUP_MEMBERS * sizeof(*dead));
 			break;
+		}
 		/* Never delivered here; but below the mark a standby's
 		 * copy was given, perhaps on the primary it followed
 		 * (group_shared.c): it comes as a second delivery. */

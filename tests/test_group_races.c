@@ -741,6 +741,92 @@ Test(group_races, a_maintenance_killed_while_recording_is_taken_over)
 	shmbus_channel_close(ch);
 }
 
+/* A member (of a group of window 8) that wins the next claim and dies
+ * between its CAS of the lease slot and the store of the claim's seq. */
+static int win_then_die_recording(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_lease l;
+	shmbus_group *g;
+
+	(void)arg;
+	sb_group_hook = killed_recording;
+	g = ch ? join_window(ch, "w2", 8) : NULL;
+	for (int i = 0; g && i < 5000; i++)
+		if (shmbus_group_poll(g, keep_lease, &l, 1) == 0)
+			usleep(1000);
+	return 3;	/* never claimed */
+}
+
+static void stopped_resolving(int where)
+{
+	static int once;
+
+	if (where == SB_HOOK_RESOLVING && !once++)
+		raise(SIGSTOP);
+}
+
+/* A member whose maintenance stops as it is about to record the first
+ * unrecorded claim, then, resumed, carries on. */
+static int maintain_stopped(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	shmbus_group *g = ch ? join_window(ch, "m", 8) : NULL;
+
+	(void)arg;
+	if (!g)
+		return 2;
+	sb_group_hook = stopped_resolving;
+	shmbus_group_maintain(g);
+	sb_group_hook = NULL;
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+	return 0;
+}
+
+/*
+ * Claim 0's winner dies after its claim, claim 1's within the recording
+ * of its lease (a LEASED word beside no seq, which only its record's
+ * verdict lets a maintenance replace).  A maintenance stops about to
+ * record claim 0, its lock is taken meanwhile, and it resumes: it
+ * records nothing more, and must not free the dead winners' records
+ * either (it freed claim 1's winner's: no later maintenance could judge
+ * it dead, nor replace its word, and the group stalled there for good).
+ */
+Test(group_races, a_replaced_maintenance_frees_no_unresolved_winner)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	shmbus_group *b = join_window(ch, "b", 8);
+	uint64_t ids[2];
+	unsigned n;
+	int st;
+	pid_t p;
+
+	cr_assert(b);
+	p = th_spawn(win_then_die_window, (void *)8);
+	produce(ch, 1, 0);
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFSIGNALED(st), "the winner of claim 0 died");
+	p = th_spawn(win_then_die_recording, NULL);
+	produce_from(ch, 1, 1, 0);
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFSIGNALED(st), "the winner of claim 1 died recording");
+	p = th_spawn(maintain_stopped, NULL);
+	cr_assert_eq(waitpid(p, &st, WUNTRACED), p);
+	cr_assert(WIFSTOPPED(st), "the maintenance stopped resolving");
+	/* Its lock taken over (as after a second), then given back. */
+	cr_assert(sb_group_maint_trylock(b, 0));
+	kill(p, SIGCONT);
+	cr_assert_eq(th_wait(p), 0);
+	sb_group_maint_release(b);
+	n = read_all(b, ids, 2);
+	cr_log_info("%u of 2 messages", n);
+	cr_assert_eq(n, 2, "%u of 2 messages delivered: the group stalled at "
+		     "a claim whose winner's record was freed", n);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
 /*
  * Window 1: claims 0 and 1 share a slot.  Claim 0 (message A) is given
  * back; T looks for leases given back and is held after reading the floor
