@@ -282,6 +282,9 @@ enum {
 	SB_HOOK_COPIED,		/* a group read has copied a message from a
 				 * block channel, before it checks that it
 				 * still holds the lease (any mode) */
+	SB_HOOK_FLOORED,	/* the group's floor moved, before the
+				 * channel's slot is raised to it (any
+				 * mode) */
 };
 extern void (*sb_group_hook)(int where);
 /* Another: called when a new group's creator holds the channel's slot

@@ -154,6 +154,8 @@ void sb_lanes_floor_by(struct shmbus_group *m, uint64_t most, uint64_t limit)
 	 * come first. */
 	while (cur < min && !cas_weak_seqcst64(&g->floor_pos, &cur, min))
 		;
+	if (sb_group_hook)
+		sb_group_hook(SB_HOOK_FLOORED);
 	sb_floor_publish(m->ch, m->slot, min);
 }
 

@@ -605,14 +605,24 @@ static void floor_heal(struct shmbus_group *m)
 	 * head its publisher saw comes before the head we load next. */
 	uint64_t cur = load_acquire64(&s->pos);
 	uint64_t head = load_relaxed64(&ch->hdr->head);
-	uint64_t f = load_relaxed64(&m->g->floor_pos);
+	/* A23: pairs with R23 (the floor's move): what the members did
+	 * below it is done, before the publish below. */
+	uint64_t f = load_acquire64(&m->g->floor_pos);
 
-	if (cur <= head || f > head ||
+	if (cur == f || f > head ||
 	    /* No edge: a look at whose slot it is. */
 	    owner_state(load_relaxed64(&s->owner)) != SHMBUS_SLOT_GROUP)
 		return;
-	/* R5: pairs with A5 in sb_refresh_limit(). */
-	cas_strong_seqcst64(&s->pos, &cur, f);
+	if (cur > head) {
+		/* R5: pairs with A5 in sb_refresh_limit(). */
+		cas_strong_seqcst64(&s->pos, &cur, f);
+		return;
+	}
+	/* Below the floor: its mover died (or stopped) between the floor's
+	 * move and the slot's; with nothing left to take, no later move
+	 * would raise it, and the producers would wait on it for good. */
+	if (cur < f)
+		sb_floor_publish(ch, m->slot, f);
 }
 
 /* A maintenance by a handle that is not (or no longer) a member: a

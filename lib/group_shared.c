@@ -116,6 +116,8 @@ unsigned sb_floor_advance(struct shmbus_group_hdr *g,
 			fpos = end;
 		}
 	}
+	if (n && sb_group_hook)
+		sb_group_hook(SB_HOOK_FLOORED);
 	if (n)
 		sb_floor_publish(ch, slot, fpos);
 	return n;

@@ -827,6 +827,96 @@ Test(group_races, a_replaced_maintenance_frees_no_unresolved_winner)
 	shmbus_channel_close(ch);
 }
 
+static void killed_floored(int where)
+{
+	if (where == SB_HOOK_FLOORED)
+		raise(SIGKILL);
+}
+
+/* A keyed member (1 lane) that, once told, takes every message and acks
+ * the last (all of them), killed as its ack has moved the group's floor,
+ * before the channel's slot follows. */
+static int keyed_killed_floored(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_attr ga;
+	struct shmbus_lease l;
+	shmbus_group *g;
+	int n = 0, k;
+
+	(void)arg;
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_KEYED;
+	ga.lanes = 1;
+	g = ch ? shmbus_group_join(ch, "g", "k", &ga) : NULL;
+	if (!g)
+		return 2;
+	atomic_store(&rv->taking, 1);
+	await(&rv->recording);
+	sb_group_hook = killed_floored;
+	while ((k = shmbus_group_poll(g, keep_lease, &l, 64)) > 0)
+		n += k;
+	if (n)
+		shmbus_group_ack(g, &l);
+	return 3;	/* not killed */
+}
+
+/* Publishes until the ring is full; how many. */
+static unsigned fill(shmbus_pub *pub)
+{
+	uint64_t m[2] = { 0, 0 };
+	unsigned n = 0;
+
+	while (shmbus_publish_keyed(pub, 0, m, sizeof(m)) >= 0)
+		n++;
+	return n;
+}
+
+/*
+ * A ring full of a keyed group's messages; its member acks them all and
+ * is killed between the floor's move and the slot's: the group has
+ * nothing left to take, so no ack moves the floor again, and the
+ * producer waited on the slot for good.  The next maintenance raises the
+ * slot to the floor.
+ */
+Test(group_races, a_slot_left_below_the_floor_is_raised)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 4096);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	struct shmbus_group_attr ga;
+	uint64_t m[2] = { 0, 0 };
+	shmbus_group *g;
+	unsigned n;
+	int st, rc = -EAGAIN;
+	pid_t p;
+
+	cr_assert(pub);
+	rendezvous_open();
+	p = th_spawn(keyed_killed_floored, NULL);
+	await(&rv->taking);
+	n = fill(pub);
+	atomic_store(&rv->recording, 1);
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFSIGNALED(st), "the member was killed at its floor");
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_KEYED;
+	ga.lanes = 1;
+	g = shmbus_group_join(ch, "g", "b", &ga);
+	cr_assert(g, "join: %s", strerror(errno));
+	for (int i = 0; i < 1000 && rc == -EAGAIN; i++) {
+		rc = shmbus_publish_keyed(pub, 0, m, sizeof(m));
+		if (rc == -EAGAIN) {
+			shmbus_group_maintain(g);
+			usleep(1000);
+		}
+	}
+	cr_log_info("%u messages filled the ring; publish after: %d", n, rc);
+	cr_assert_geq(rc, 0, "the producer still waits on the group's slot");
+	shmbus_group_leave(g);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+}
+
 /*
  * Window 1: claims 0 and 1 share a slot.  Claim 0 (message A) is given
  * back; T looks for leases given back and is held after reading the floor
