@@ -143,9 +143,12 @@ static bool lane_move(struct shmbus_group *m, uint32_t i, uint64_t c,
 
 	if (to < a)
 		to = a;
-	if (state == SHMBUS_LANE_OWNED)	/* FREE: nobody else writes it */
+	if (state == SHMBUS_LANE_OWNED) {	/* FREE: nobody else writes
+						 * them */
 		store_relaxed64((uint64_t *)&ln->deadline,
 				(uint64_t)sb_after(sb_now_ns(), m->lease_ns));
+		store_relaxed64(&ln->given, load_relaxed64(&ln->delivered));
+	}
 	/* R18: pairs with A18 (readers of the lane's word): the owner's reads
 	 * come first. */
 	if (!cas_pair(&ln->ctl, c, a, gctl(state, member, d, gctl_gen(c) + 1),
@@ -172,7 +175,13 @@ static int lanes_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 		uint64_t c = load_acquire64(&ln->ctl);
 		uint64_t a = load_relaxed64(&ln->acked);
 		uint32_t st = gctl_state(c), who = gctl_member(c);
-		bool held = load_relaxed64(&ln->next) > a;
+		/* Records delivered and not acknowledged, and the owner
+		 * took some: its death (or term) counts a delivery of the
+		 * oldest.  No edge: counts (delivered is the owner's, before
+		 * it hands a record over). */
+		bool held = load_relaxed64(&ln->next) > a &&
+			    load_relaxed64(&ln->delivered) !=
+				    load_relaxed64(&ln->given);
 		uint64_t stop;
 
 		if (st == SHMBUS_LANE_POISON) {

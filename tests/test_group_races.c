@@ -917,6 +917,81 @@ Test(group_races, a_slot_left_below_the_floor_is_raised)
 	shmbus_channel_close(ch);
 }
 
+/* A keyed member (1 lane, 3 deliveries at most) that takes a message and
+ * is killed holding it (arg 1), or killed as soon as it has joined, the
+ * lane given to it and nothing taken (arg 0). */
+static int keyed_killed(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_attr ga;
+	struct shmbus_lease l;
+	shmbus_group *g;
+
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_KEYED;
+	ga.lanes = 1;
+	ga.max_deliveries = 3;
+	g = ch ? shmbus_group_join(ch, "g", "k", &ga) : NULL;
+	if (!g)
+		return 2;
+	atomic_store(&rv->taking, 1);
+	for (int i = 0; arg && i < 2000; i++) {
+		if (shmbus_group_poll(g, keep_lease, &l, 1) == 1)
+			break;
+		usleep(1000);
+	}
+	raise(SIGKILL);
+	return 3;
+}
+
+/*
+ * A keyed lane's record is delivered once, its taker killed; then its lane
+ * goes to three members in turn, each killed before it takes anything.
+ * The record was delivered once only: it comes again, its second
+ * delivery (each death counted a delivery that was the first taker's,
+ * and the third made it poison, dropped unseen).
+ */
+Test(group_races, a_lane_given_to_members_that_take_nothing_counts_nothing)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_attr ga;
+	struct shmbus_group_stats st;
+	struct shmbus_group_msg m;
+	shmbus_group *g;
+	int rc = 0;
+	pid_t p;
+
+	book_open(1);
+	rendezvous_open();
+	p = th_spawn(keyed_killed, (void *)1);
+	await(&rv->taking);
+	produce(ch, 1, 1);
+	cr_assert_eq(th_wait(p), 128 + SIGKILL);
+	for (int k = 0; k < 3; k++)
+		cr_assert_eq(th_wait(th_spawn(keyed_killed, NULL)),
+			     128 + SIGKILL);
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_KEYED;
+	ga.lanes = 1;
+	ga.max_deliveries = 3;
+	g = shmbus_group_join(ch, "g", "b", &ga);
+	cr_assert(g, "join: %s", strerror(errno));
+	for (int i = 0; i < 1000 && rc == 0; i++) {
+		rc = shmbus_group_poll(g, keep_first, &m, 1);
+		if (rc == 0)
+			usleep(1000);
+	}
+	shmbus_group_stats(g, &st);
+	cr_log_info("poll: %d, deliveries %u, dropped %lu", rc,
+		    rc == 1 ? m.deliveries : 0, (unsigned long)st.dropped);
+	cr_assert_eq(rc, 1, "the record came again (dropped: %lu)",
+		     (unsigned long)st.dropped);
+	cr_assert_eq(m.deliveries, 2);
+	cr_assert_eq(shmbus_group_ack(g, &m.lease), 0);
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+}
+
 /*
  * Window 1: claims 0 and 1 share a slot.  Claim 0 (message A) is given
  * back; T looks for leases given back and is held after reading the floor

@@ -110,7 +110,11 @@ struct shmbus_lane {
 	uint64_t next;		/* its owners' delivery cursor, highest */
 	uint64_t moves;		/* changes of hands */
 	uint64_t delivered;	/* records delivered from the lane */
-	uint64_t reserved[2];
+	uint64_t given;		/* delivered, when the lane was last given
+				 * to an owner: one that dies (or stops)
+				 * without taking a record since failed no
+				 * delivery */
+	uint64_t reserved[1];
 };
 
 struct shmbus_group_hdr {
