@@ -872,6 +872,77 @@ static unsigned fill(shmbus_pub *pub)
 	return n;
 }
 
+/* A shared member that, once told, takes a batch, says so, and, told
+ * again, acks it: killed as its ack has moved the group's floor (over
+ * its batch and the later ones acked before), before the channel's slot
+ * follows. */
+static int shared_killed_floored(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	shmbus_group *g = ch ? join_window(ch, "k", 8) : NULL;
+	struct shmbus_lease l;
+
+	(void)arg;
+	if (!g)
+		return 2;
+	atomic_store(&rv->taking, 1);
+	await(&rv->recording);
+	if (shmbus_group_poll(g, keep_lease, &l, 64) <= 0)
+		return 4;
+	atomic_store(&rv->took, 1);
+	for (int i = 0; i < 5000 && !atomic_load(&rv->took_id); i++)
+		usleep(1000);
+	sb_group_hook = killed_floored;
+	shmbus_group_ack(g, &l);
+	return 3;	/* not killed */
+}
+
+/* The same in a shared group: the first batch of a full ring is acked
+ * last, and its member killed between the floor's move (to head) and the
+ * slot's. */
+Test(group_races, a_shared_slot_left_below_the_floor_is_raised)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 4096);
+	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
+	shmbus_group *b = join_window(ch, "b", 8);
+	struct shmbus_group_msg m;
+	uint64_t msg[2] = { 0, 0 };
+	unsigned n = 0, got = 0;
+	int st, rc = -EAGAIN;
+	pid_t p;
+
+	cr_assert(pub && b);
+	rendezvous_open();
+	p = th_spawn(shared_killed_floored, NULL);
+	await(&rv->taking);
+	while (shmbus_publish(pub, msg, sizeof(msg)) >= 0)
+		n++;
+	atomic_store(&rv->recording, 1);
+	await(&rv->took);
+	/* The rest, acked by b: the floor stays at the child's batch. */
+	for (int i = 0; i < 64; i++)
+		while (shmbus_group_poll(b, keep_first, &m, 64) > 0) {
+			cr_assert_eq(shmbus_group_ack(b, &m.lease), 0);
+			got++;
+		}
+	atomic_store(&rv->took_id, 1);
+	cr_assert_eq(waitpid(p, &st, 0), p);
+	cr_assert(WIFSIGNALED(st), "the member was killed at its floor");
+	for (int i = 0; i < 1000 && rc == -EAGAIN; i++) {
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc == -EAGAIN) {
+			shmbus_group_maintain(b);
+			usleep(1000);
+		}
+	}
+	cr_log_info("%u messages filled the ring, b had %u batches; publish "
+		    "after: %d", n, got, rc);
+	cr_assert_geq(rc, 0, "the producer still waits on the group's slot");
+	shmbus_group_leave(b);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+}
+
 /*
  * A ring full of a keyed group's messages; its member acks them all and
  * is killed between the floor's move and the slot's: the group has
