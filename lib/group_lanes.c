@@ -236,6 +236,9 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 
 		if (!sync_lane(m, i))
 			continue;
+		/* Our poll: the lane's term runs from now, moving or not
+		 * (what we hold of it is ours until we ack it). */
+		keep_lane(m, i, now);
 		if (gctl_state(v->ctl) == SHMBUS_LANE_REVOKING) {
 			/* Moving: nothing new; let go once what we hold is
 			 * acknowledged. */
@@ -243,7 +246,6 @@ int sb_lanes_take(struct shmbus_group *m, struct sb_gmsg *out,
 				give_up(m, i, SHMBUS_LANE_FREE);
 			continue;
 		}
-		keep_lane(m, i, now);
 		if (now < v->not_before || v->n >= m->lane_cap)
 			continue;
 		p = first = v->cursor;
