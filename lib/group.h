@@ -285,6 +285,8 @@ enum {
 	SB_HOOK_FLOORED,	/* the group's floor moved, before the
 				 * channel's slot is raised to it (any
 				 * mode) */
+	SB_HOOK_EXTENDING,	/* a keyed extend found the lane its own,
+				 * before it writes the lane's deadline */
 };
 extern void (*sb_group_hook)(int where);
 /* Another: called when a new group's creator holds the channel's slot

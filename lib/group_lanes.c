@@ -461,16 +461,41 @@ static bool lane_holds(const struct shmbus_group *m, uint32_t i, uint64_t pos)
 }
 
 /* Extends the term of lane i while we own it as generation gen and hold
- * the record at pos (acked: -ESTALE, as a shared lease acked). */
+ * the record at pos (acked: -ESTALE, as a shared lease acked).  The
+ * deadline changes only from the value read before the lane was found
+ * ours: an owner given the lane since (after our term passed) has its
+ * deadline stored before the word that makes it the owner, so an extend
+ * that resumes late never writes over it. */
 int sb_lanes_extend(struct shmbus_group *m, uint32_t i, uint32_t gen,
 		    uint64_t pos, int64_t ns)
 {
-	if (i >= m->nlanes || !sync_lane(m, i) ||
-	    gctl_gen(m->lane[i].ctl) != gen || !lane_holds(m, i, pos))
+	uint64_t *dl, d, to;
+
+	if (i >= m->nlanes)
 		return -ESTALE;
-	store_relaxed64((uint64_t *)&m->lanes[i].deadline,
-			(uint64_t)sb_after(sb_now_ns(), ns));
-	return 0;
+	dl = (uint64_t *)&m->lanes[i].deadline;
+	/* A29: pairs with R29 (a new owner's deadline, lane_move()): a
+	 * deadline read here that is not ours comes with the lane's word
+	 * that says so, loaded below. */
+	d = load_acquire64(dl);
+	for (;;) {
+		if (!sync_lane(m, i) || gctl_gen(m->lane[i].ctl) != gen ||
+		    !lane_holds(m, i, pos))
+			return -ESTALE;
+		if (sb_group_hook)
+			sb_group_hook(SB_HOOK_EXTENDING);
+		to = (uint64_t)sb_after(sb_now_ns(), ns);
+		/* A29 on failure (the value reloaded into d, then the
+		 * lane's word again): pairs with R29.  Every deadline
+		 * written after the lane left us is later than ours, which
+		 * had passed: the CAS never succeeds on another owner's. */
+		if (cas_strong_seqcst64(dl, &d, to))
+			break;
+	}
+	/* The lane may have left us since the look: said, though the
+	 * deadline written is ours (its next owner's is stored after). */
+	return sync_lane(m, i) && gctl_gen(m->lane[i].ctl) == gen ? 0
+								    : -ESTALE;
 }
 
 /* Lanes we own, for stats. */

@@ -145,9 +145,11 @@ static bool lane_move(struct shmbus_group *m, uint32_t i, uint64_t c,
 		to = a;
 	if (state == SHMBUS_LANE_OWNED) {	/* FREE: nobody else writes
 						 * them */
-		store_relaxed64((uint64_t *)&ln->deadline,
-				(uint64_t)sb_after(sb_now_ns(), m->lease_ns));
 		store_relaxed64(&ln->given, load_relaxed64(&ln->delivered));
+		/* R29: pairs with A29 (a former owner's extend): the lane's
+		 * FREE word, which we acquired (A18), comes with it. */
+		store_release64((uint64_t *)&ln->deadline,
+				(uint64_t)sb_after(sb_now_ns(), m->lease_ns));
 	}
 	/* R18: pairs with A18 (readers of the lane's word): the owner's reads
 	 * come first. */

@@ -947,6 +947,99 @@ Test(group_races, a_revoked_lanes_term_runs_from_its_owners_polls)
 	shmbus_channel_close(ch);
 }
 
+static void stop_extending(int where)
+{
+	if (where == SB_HOOK_EXTENDING)
+		raise(SIGSTOP);
+}
+
+/* A keyed member (one lane, terms of 300 ms) that takes message 0 and
+ * extends its lease by 1 ms, stopped inside the extend once it has found
+ * the lane its own; exits with 0 if the extend said 0, 1 if -ESTALE. */
+static int stale_extender(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
+	struct shmbus_group_attr ga;
+	struct shmbus_group_msg m;
+	shmbus_group *g;
+	int rc = 0;
+
+	(void)arg;
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_KEYED;
+	ga.lanes = 1;
+	ga.lease_ns = 300000000;
+	g = ch ? shmbus_group_join(ch, "g", "a", &ga) : NULL;
+	if (!g)
+		return 100;
+	for (int i = 0; i < 1000 && rc != 1; i++) {
+		rc = shmbus_group_poll(g, keep_first, &m, 1);
+		if (rc != 1)
+			usleep(1000);
+	}
+	if (rc != 1)
+		return 101;
+	sb_group_hook = stop_extending;
+	rc = shmbus_group_extend(g, &m.lease, 1000000);
+	sb_group_hook = NULL;
+	shmbus_group_leave(g);
+	shmbus_channel_close(ch);
+	return rc == 0 ? 0 : rc == -ESTALE ? 1 : 2;
+}
+
+/*
+ * A keyed owner stopped inside its extend, after its look at the lane and
+ * before its write of the deadline, for more than a term: the lane goes
+ * to another member, which takes the record.  The extend, resumed, says
+ * -ESTALE and leaves the new owner's term alone (it wrote its own short
+ * deadline over it: the new owner lost the lane a millisecond later, its
+ * ack -ESTALE, the record handed out again).
+ */
+Test(group_races, a_stale_keyed_extend_leaves_the_next_owners_term)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_attr ga;
+	struct shmbus_group_msg m;
+	shmbus_group *b;
+	int st, rc = 0, got;
+	pid_t p;
+
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_KEYED;
+	ga.lanes = 1;
+	ga.lease_ns = 300000000;
+	b = shmbus_group_join(ch, "g", "b", &ga);
+	cr_assert(b, "join: %s", strerror(errno));
+	shmbus_group_leave(b);	/* the group starts before the message */
+	book_open(1);
+	produce(ch, 1, 1);
+	p = th_spawn(stale_extender, NULL);
+	cr_assert_eq(waitpid(p, &st, WUNTRACED), p);
+	cr_assert(WIFSTOPPED(st), "the extender stopped in its extend");
+	b = shmbus_group_join(ch, "g", "b", &ga);
+	cr_assert(b, "join: %s", strerror(errno));
+	/* The extender's term passes: the lane and its record come here. */
+	for (int i = 0; i < 2000 && rc != 1; i++) {
+		rc = shmbus_group_poll(b, keep_first, &m, 1);
+		if (rc != 1)
+			usleep(1000);
+	}
+	cr_assert_eq(rc, 1, "the lane came to the other member");
+	cr_assert_eq(id_of(m.data, 8), 0);
+	kill(p, SIGCONT);
+	got = th_wait(p);
+	cr_log_info("the stale extend: %s",
+		    got == 0 ? "0" : got == 1 ? "-ESTALE" : "?");
+	/* Well within the new owner's term; past the stale extend's. */
+	usleep(20000);
+	cr_assert_geq(shmbus_group_maintain(b), 0);
+	rc = shmbus_group_ack(b, &m.lease);
+	cr_assert_eq(rc, 0, "the new owner's ack: %s", strerror(-rc));
+	cr_assert_eq(got, 1, "the stale extend said %d", got);
+	shmbus_group_leave(b);
+	shmbus_channel_close(ch);
+}
+
 /* A shared member that, once told, takes a batch, says so, and, told
  * again, acks it: killed as its ack has moved the group's floor (over
  * its batch and the later ones acked before), before the channel's slot
