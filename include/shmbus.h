@@ -959,13 +959,14 @@ void shmbus_group_leave(shmbus_group *m);
  * [bus] admins only (-EACCES otherwise); a group its config names is made
  * again at its next reload or start.  Returns 0; -EBUSY while a live
  * member is joined (a member that joins meanwhile gets EIDRM) or while
- * another removal holds the group for over 20 ms; -ENOENT when there is
- * no such group (or another removal took it meanwhile); -EINVAL for a
- * NULL argument, a name the rules refuse or a read-only handle; -EBADMSG
- * for a damaged group file; -ESTALE through shmbusd when the channel was
- * deleted and made again under its name since `ch` was opened (the new
- * channel's group is left alone; a shmbusd older than control protocol 3
- * cannot tell, and deletes it); and the errors of open(2). */
+ * another removal, or a maintenance of the group by a process that is not
+ * its member (shmbusd's), holds the group for over 20 ms; -ENOENT when
+ * there is no such group (or another removal took it meanwhile); -EINVAL
+ * for a NULL argument, a name the rules refuse or a read-only handle;
+ * -EBADMSG for a damaged group file; -ESTALE through shmbusd when the
+ * channel was deleted and made again under its name since `ch` was opened
+ * (the new channel's group is left alone; a shmbusd older than control
+ * protocol 3 cannot tell, and deletes it); and the errors of open(2). */
 int shmbus_group_delete(shmbus_channel *ch, const char *group);
 
 /* A lease: what a member acks.  Opaque; copy it freely. */

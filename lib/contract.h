@@ -681,8 +681,11 @@ int sb_group_maintain_file(shmbus_channel *ch, const char *dir,
  * maps it (NULL with *err), sb_group_maintain_kept() maintains it, and
  * sb_group_unkeep() lets it go (before its channel is closed).  A file
  * removed or made again since it was mapped is the caller's to notice
- * (the directory's change time); a deleted group's mapping is maintained
- * as -EIDRM, without a write.  A kept mapping holds no descriptor. */
+ * (the directory's change time); a deleted group's mapping, or one whose
+ * file is no longer there, is maintained as -EIDRM, without a write.  A
+ * kept mapping holds no descriptor: each maintenance opens the file for
+ * its pass and holds the removers' flock shared through it, so that a
+ * removal in direct mode waits for the pass (or gives up: -EBUSY). */
 struct shmbus_group *sb_group_keep(shmbus_channel *ch, const char *dir,
 				   const char *group, int *err);
 int sb_group_maintain_kept(struct shmbus_group *m, sb_dl_for_fn dl_for,

@@ -149,6 +149,9 @@ struct shmbus_group {
 	char chan[256];
 	int fd;			/* the group's file, for the removers'
 				 * flock (sb_group_deleted()), or -1 */
+	uint64_t dev, ino;	/* the file mapped */
+	char *kept;		/* sb_group_keep(): its path, opened for
+				 * each maintenance (no descriptor kept) */
 };
 
 /* A message as the mode's take found it, for poll and read. */

@@ -423,6 +423,8 @@ struct shmbus_group *sb_group_map(struct shmbus_channel *ch, int fd,
 	m->ch = ch;
 	m->g = base;
 	m->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	m->dev = (uint64_t)st.st_dev;
+	m->ino = (uint64_t)st.st_ino;
 	m->map_len = (size_t)st.st_size;
 	m->members = (void *)((uint8_t *)base + SHMBUS_GROUP_MEMBERS_OFF);
 	m->lanes = (void *)((uint8_t *)base + SHMBUS_GROUP_LANES_OFF);
@@ -448,6 +450,7 @@ void sb_group_unmap(struct shmbus_group *m)
 	if (m->dl_ch)
 		shmbus_channel_close(m->dl_ch);
 	free(m->buf);
+	free(m->kept);
 	if (m->fd >= 0)
 		close(m->fd);	/* drops any flock of ours */
 	gmap_put(m->ch, m->g);

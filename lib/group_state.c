@@ -8,9 +8,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -162,16 +166,25 @@ int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
 struct shmbus_group *sb_group_keep(shmbus_channel *ch, const char *dir,
 				   const char *group, int *err)
 {
+	char path[PATH_MAX];
 	struct shmbus_group *m;
 
 	if (!ch || ch->rdonly) {
 		*err = -EINVAL;
 		return NULL;
 	}
+	*err = sb_group_path(path, sizeof(path), dir, ch->name, group);
+	if (*err)
+		return NULL;
 	m = sb_group_open_map(ch, dir, group, false, err);
+	if (m && !(m->kept = strdup(path))) {
+		sb_group_unmap(m);
+		*err = -ENOMEM;
+		return NULL;
+	}
 	/* No descriptor kept: a daemon keeps one mapping per group, which
-	 * its descriptor budget does not count.  Without it, the deleted
-	 * flag alone says deleted (members heal a dead remover's flag). */
+	 * its descriptor budget does not count.  Each maintenance opens the
+	 * file for its pass (sb_group_maintain_kept()). */
 	if (m && m->fd >= 0) {
 		close(m->fd);
 		m->fd = -1;
@@ -184,11 +197,23 @@ void sb_group_unkeep(struct shmbus_group *m)
 	sb_group_unmap(m);
 }
 
+/*
+ * The pass holds the removers' lock shared, as sb_group_maintain_unjoined()
+ * does: a remover in direct mode, which sees no member in us, waits for
+ * the pass (20 ms at most, then -EBUSY: lock_for_removal()) before it
+ * unlinks the file and gives the channel's slot back.  Without it, a pass
+ * that found the group whole could write the group's floor into the slot
+ * once a new subscriber had taken it, and its producers would write over
+ * what that subscriber had not read.  The file is the one mapped, or the
+ * group is gone (-EIDRM, nothing written).
+ */
 int sb_group_maintain_kept(struct shmbus_group *m, sb_dl_for_fn dl_for,
 			   void *ctx)
 {
 	shmbus_pub *dl = NULL;
 	char name[64];
+	struct stat st;
+	int fd, rc;
 
 	memcpy(name, m->g->dead_letter, sizeof(name));
 	name[sizeof(name) - 1] = 0;
@@ -197,9 +222,27 @@ int sb_group_maintain_kept(struct shmbus_group *m, sb_dl_for_fn dl_for,
 		dl = dl_for(name, ctx, &m->dl_drop);
 	else if (name[0])
 		m->dl_drop = true;	/* no channel can take it */
-	return sb_group_deleted(m, false) ? -EIDRM
-					  : sb_group_maintain_as(m, dl,
-								 (uint32_t)getpid());
+	if (!m->kept)
+		return -EINVAL;
+	fd = sb_open_file(m->kept, O_RDONLY);
+	if (fd < 0)
+		return fd == -ENOENT ? -EIDRM : fd;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_dev != m->dev ||
+	    (uint64_t)st.st_ino != m->ino) {
+		close(fd);
+		return -EIDRM;	/* removed, perhaps made again since */
+	}
+	if (flock(fd, LOCK_SH | LOCK_NB) < 0) {
+		close(fd);
+		return -EIDRM;	/* a removal in flight */
+	}
+	m->fd = fd;
+	rc = sb_group_deleted(m, true) ? -EIDRM
+				       : sb_group_maintain_as(m, dl,
+							      (uint32_t)getpid());
+	m->fd = -1;
+	close(fd);	/* drops the lock */
+	return rc;
 }
 
 int sb_group_maintain_file(shmbus_channel *ch, const char *dir,

@@ -2356,6 +2356,103 @@ Test(group_races, a_deleted_groups_old_handle_writes_no_slot)
 	shmbus_channel_close(ch);
 }
 
+/* In the maintenance, once it has judged the members: a process of its
+ * own deletes the group (direct mode), then a subscriber opens at the
+ * oldest held position. */
+static shmbus_channel *pass_ch;
+static shmbus_sub *pass_sub;
+static int pass_delete = -1;
+
+static int delete_g(void *arg)
+{
+	int rc = shmbus_group_delete(arg, "g");
+
+	return rc == 0 ? 0 : rc == -EBUSY ? 1 : 2;
+}
+
+static void remove_in_the_pass(int where)
+{
+	struct shmbus_sub_attr sa;
+
+	if (where != SB_HOOK_JUDGED || pass_sub)
+		return;
+	sb_group_hook = NULL;
+	pass_delete = th_wait(th_spawn(delete_g, pass_ch));
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	pass_sub = shmbus_sub_open(pass_ch, &sa);
+}
+
+/*
+ * shmbusd's maintenance of a group (a kept mapping, no member) under way
+ * while a process in direct mode deletes the group, and a subscriber
+ * takes the channel's slot the group gave back: the pass moves the
+ * group's floor (it drops a poison record) and must not write it into
+ * the new subscriber's slot (it did: the removal did not wait for the
+ * pass, and the subscriber's slot said it had read a record it had not,
+ * so the producers could write over it).  The removal waits for the pass,
+ * or gives up (-EBUSY).
+ */
+Test(group_races, a_removal_waits_for_the_daemons_maintenance)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_attr ga;
+	struct shmbus_sub_attr sa;
+	struct shmbus_group_msg m;
+	struct shmbus_group *kept;
+	shmbus_sub *hold;
+	shmbus_group *a;
+	int rc;
+
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	hold = shmbus_sub_open(ch, &sa);	/* holds position 0 */
+	cr_assert(hold);
+	shmbus_group_attr_init(&ga);
+	ga.mode = SHMBUS_GROUP_KEYED;
+	ga.lanes = 1;
+	ga.max_deliveries = 1;
+	a = shmbus_group_join(ch, "g", "a", &ga);
+	cr_assert(a, "join: %s", strerror(errno));
+	book_open(2);
+	produce(ch, 2, 1);
+	kept = sb_group_keep(ch, dir, "g", &rc);
+	cr_assert(kept, "%s", strerror(-rc));
+	cr_assert_eq(shmbus_group_poll(a, keep_first, &m, 1), 1);
+	/* Record 0 nacked once: poison, for the next maintenance to drop
+	 * (not the member's: we hold the maintenance's lock meanwhile). */
+	cr_assert(sb_group_maint_trylock(kept, SB_MAINT_STUCK_NS));
+	cr_assert_eq(shmbus_group_nack(a, &m.lease, 0), 0);
+	cr_assert_eq(shmbus_group_poll(a, keep_first, &m, 1), 0);
+	shmbus_group_leave(a);
+	sb_group_maint_release(kept);
+	cr_assert_eq(gctl_state(load_relaxed64(&kept->lanes[0].ctl)),
+		     SHMBUS_LANE_POISON);
+	cr_assert_eq(load_relaxed64(&kept->g->floor_pos), 0);
+	pass_ch = ch;
+	sb_group_hook = remove_in_the_pass;
+	rc = sb_group_maintain_kept(kept, NULL, NULL);
+	sb_group_hook = NULL;
+	cr_log_info("the pass: %d; the removal in it: %s", rc,
+		    pass_delete == 0 ? "0" : pass_delete == 1 ? "-EBUSY" : "?");
+	cr_assert(pass_sub, "open: %s", strerror(errno));
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		uint64_t o = load_relaxed64(&ch->subs[i].owner);
+
+		if (owner_state(o) == SHMBUS_SLOT_ACTIVE)
+			cr_assert_eq(load_relaxed64(&ch->subs[i].pos), 0,
+				     "subscriber slot %u moved past what "
+				     "its subscriber read", i);
+	}
+	cr_assert_eq(pass_delete, 1, "the removal did not wait");
+	sb_group_unkeep(kept);
+	cr_assert_eq(shmbus_group_delete(ch, "g"), 0);
+	shmbus_sub_close(pass_sub);
+	pass_sub = NULL;
+	shmbus_sub_close(hold);
+	shmbus_channel_close(ch);
+}
+
 /*
  * A remover killed between setting the group's deleted flag and its
  * unlink leaves the flag (and its file) behind.  Members go on (no
