@@ -373,6 +373,7 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 	for (uint64_t s = fs; s < cs; s++) {
 		struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
 		uint64_t c;
+		int64_t since;
 		uint32_t w = SHMBUS_NO_MEMBER;
 
 		/* A15: pairs with R15: recorded. */
@@ -397,15 +398,21 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 			if (timed)
 				continue;
 			timed = true;
-			if (load_relaxed64(&g->stall_seq) != s) {
+			since = (int64_t)load_relaxed64(
+				(uint64_t *)&g->stall_since);
+			/* Timed from now if another claim was, or none: a
+			 * file an older version made holds 0 for both (claim
+			 * 0, timed since the clock's start), and a time
+			 * more than a term ahead of now is damage (it would
+			 * hold the claim for as long). */
+			if (load_relaxed64(&g->stall_seq) != s || since <= 0 ||
+			    since > sb_after(now, m->lease_ns)) {
 				store_relaxed64(&g->stall_seq, s);
 				store_relaxed64((uint64_t *)&g->stall_since,
 						(uint64_t)now);
 				continue;
 			}
-			if (sb_elapsed(now, (int64_t)load_relaxed64(
-					  (uint64_t *)&g->stall_since)) <
-			    m->lease_ns)
+			if (sb_elapsed(now, since) < m->lease_ns)
 				continue;
 		}
 		if (!claim_start(m, s, &start) ||

@@ -476,8 +476,10 @@ Test(group_races, a_claims_winner_stopped_for_a_term_before_its_lease)
 /* A member stopped between winning the group's very first claim and
  * recording its lease keeps it for a term: the maintenance took a new
  * group's claim 0 for one that had waited since the clock's start, and
- * gave it to another member at once. */
-Test(group_races, the_first_claims_stopped_winner_keeps_it_for_a_term)
+ * gave it to another member at once.  old_file: the group's file holds
+ * no stall mark (0, claim 0, at time 0), as a file an older version made
+ * does. */
+static void first_claim_stopped(bool old_file)
 {
 	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
 	shmbus_group *b = join_as(ch, "b", SHMBUS_GROUP_SHARED, 5000000000);
@@ -487,6 +489,10 @@ Test(group_races, the_first_claims_stopped_winner_keeps_it_for_a_term)
 	pid_t p;
 	int st;
 
+	if (old_file) {
+		store_relaxed64(&b->g->stall_seq, 0);
+		store_relaxed64((uint64_t *)&b->g->stall_since, 0);
+	}
 	book_open(10);
 	p = th_spawn(win_then_stop, NULL);
 	produce(ch, 1, 0);
@@ -510,6 +516,16 @@ Test(group_races, the_first_claims_stopped_winner_keeps_it_for_a_term)
 	cr_assert_eq(got, 7, "claims 1-7 of the window of 8");
 	shmbus_group_leave(b);
 	shmbus_channel_close(ch);
+}
+
+Test(group_races, the_first_claims_stopped_winner_keeps_it_for_a_term)
+{
+	first_claim_stopped(false);
+}
+
+Test(group_races, an_old_files_first_claim_is_kept_for_its_stopped_winner)
+{
+	first_claim_stopped(true);
 }
 
 /* Two members stopped between winning a claim and recording its lease,
