@@ -272,7 +272,11 @@ static int validate(struct shmbus_group *m, const struct shmbus_group_hdr *g,
 	m->window = window;
 	m->wmask = window - 1;
 	m->nlanes = mode == SHMBUS_GMODE_SHARED ? 0 : lanes;
+	/* A count stops at SB_DELIVERIES_MAX: a limit past it (a file an
+	 * older version made) is that, or no message would ever reach it. */
 	m->max_deliveries = load_relaxed32((uint32_t *)&g->max_deliveries);
+	if (m->max_deliveries > SB_DELIVERIES_MAX)
+		m->max_deliveries = SB_DELIVERIES_MAX;
 	m->lease_ns = lease_ns;
 	m->slot = slot;
 	return 0;

@@ -539,7 +539,10 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 	a.mode = (enum shmbus_group_mode)st->mode;
 	a.window = st->window;
 	a.lanes = st->lanes;
-	a.max_deliveries = st->max_deliveries;
+	/* An older primary's limit past what a count holds: its most. */
+	a.max_deliveries = st->max_deliveries > SB_DELIVERIES_MAX &&
+				   st->max_deliveries != UINT32_MAX
+			   ? SB_DELIVERIES_MAX : st->max_deliveries;
 	a.lease_ns = st->lease_ns;
 	a.start = SHMBUS_START_OLDEST;
 	a.dead_letter = dl[0] ? dl : NULL;

@@ -206,6 +206,53 @@ Test(group_races, a_keyed_delivery_count_never_wraps)
 	count_never_wraps(SHMBUS_GROUP_KEYED);
 }
 
+/* A limit of deliveries past the count's 65535 in a group's file (an
+ * older version made it from a limit of 100000) is the count's most: the
+ * message is dropped after 65535 deliveries (it came for ever, never
+ * dead-lettered).  And such a limit shipped by an older primary makes the
+ * standby's copy (it was refused: EINVAL, and the group never copied). */
+Test(group_races, a_limit_past_the_count_from_an_older_version_is_its_most)
+{
+	shmbus_channel *ch = chan(SHMBUS_BLOCK, 1 << 16);
+	struct shmbus_group_stats gs;
+	struct shmbus_group_msg m;
+	struct sb_group_state st;
+	shmbus_group *x, *g;
+	uint32_t n = 0;
+
+	x = join_as(ch, "x", SHMBUS_GROUP_SHARED, 0);
+	store_relaxed32(&x->g->max_deliveries, 100000);	/* as made */
+	g = join_as(ch, "a", SHMBUS_GROUP_SHARED, 0);
+	shmbus_group_leave(x);
+	book_open(1);
+	produce(ch, 1, 0);
+	while (n < 70000 && shmbus_group_poll(g, keep_first, &m, 1) == 1) {
+		n++;
+		cr_assert_eq(shmbus_group_nack(g, &m.lease, 0), 0);
+	}
+	cr_log_info("delivered %u times", n);
+	cr_assert_geq(shmbus_group_maintain(g), 0);
+	cr_assert_eq(shmbus_group_stats(g, &gs), 0);
+	cr_log_info("dropped %lu", (unsigned long)gs.dropped);
+	cr_assert_eq(n, 65535);
+	cr_assert_eq(gs.dropped, 1);
+	cr_assert_eq(gs.floor, gs.head);
+	shmbus_group_leave(g);
+
+	memset(&st, 0, sizeof(st));
+	snprintf(st.name, sizeof(st.name), "copy");
+	st.mode = SHMBUS_GMODE_SHARED;
+	st.window = 8;
+	st.max_deliveries = 100000;
+	st.lease_ns = 1000000000;
+	cr_assert_eq(sb_fence_set(ch, SHMBUS_FENCE_STANDBY), 0);
+	cr_assert_eq(sb_group_state_apply(ch, dir, "ch", &st, th_head(ch)), 0,
+		     "the copy of a group with a limit of 100000");
+	cr_assert_eq(sb_group_state_get(ch, dir, "copy", &st), 0);
+	cr_assert_eq(st.max_deliveries, 65535);
+	shmbus_channel_close(ch);
+}
+
 struct ack_ctx {
 	shmbus_group *g;
 	unsigned n;
