@@ -50,7 +50,9 @@ static int apply_groups(struct rchan *rc, const struct rw_hdr *h,
 		 * copy changed under us (a member of this host's acking):
 		 * tried again at once; or it holds claims of its own past the
 		 * primary's floor (taken while this host was primary), passed
-		 * at a later state. */
+		 * at a later state.  -EIDRM: a removal of the copy under way
+		 * here (the next state makes it again, if the primary still
+		 * has the group). */
 		for (int tries = 0;; tries++) {
 			rc2 = sb_group_state_apply(rc->ch, sbd.conf.shm_dir,
 						   rc->name, &st, end);
@@ -58,7 +60,7 @@ static int apply_groups(struct rchan *rc, const struct rw_hdr *h,
 				break;
 			sched_yield();
 		}
-		if (rc2 && rc2 != -EBUSY) {
+		if (rc2 && rc2 != -EBUSY && rc2 != -EIDRM) {
 			failed++;
 			st.name[sizeof(st.name) - 1] = 0;
 			sbd_log_limited(&rl, SBD_WARN, failed, "group updates",

@@ -633,7 +633,8 @@ int sb_group_state_get(shmbus_channel *ch, const char *dir, const char *group,
  * redelivered when delivered here.  0 or -errno (-EAGAIN: a group to
  * make while the ring is being cut back; -ENOLCK: a maintenance of the
  * group held its lock for the 100 ms this waited: not applied, the next
- * state is).
+ * state is; -EIDRM: a removal of the group under way here, which waits
+ * for an update under way as it waits for a maintenance).
  */
 int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 			 const char *chan, const struct sb_group_state *st,

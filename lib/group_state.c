@@ -555,6 +555,17 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
 	close(fd);
 	if (!m)
 		return rc;
+	/* Under the removers' lock held shared, as a maintenance by a
+	 * handle that is no member (sb_group_maintain_kept()): a removal in
+	 * direct mode waits for the update (20 ms at most) before it gives
+	 * the channel's slot back, so that the raise never writes the floor
+	 * into a slot a subscriber took since.  Its own descriptor, closed by
+	 * sb_group_unmap(), drops the lock. */
+	if (m->fd < 0 || flock(m->fd, LOCK_SH | LOCK_NB) < 0 ||
+	    sb_group_deleted(m, true)) {
+		sb_group_unmap(m);
+		return -EIDRM;	/* a removal in flight: the next state */
+	}
 	/* Under the maintenance lock: shared_raise() moves the claim word,
 	 * then records that claim as passed.  A maintenance between the two
 	 * (this host's reaper) would take it for a claim whose winner died

@@ -424,6 +424,73 @@ Test(group_standby, a_lock_held_from_the_future_is_damage)
 	sb_group_unkeep(m);
 }
 
+/* As a state raises the copy's floor, before the channel's slot follows:
+ * a process of its own deletes the group (direct mode), then a
+ * subscriber opens at the oldest held position. */
+static shmbus_sub *apply_sub;
+static int apply_delete = -1;
+
+static int delete_work(void *arg)
+{
+	int rc = shmbus_group_delete(arg, "work");
+
+	return rc == 0 ? 0 : rc == -EBUSY ? 1 : 2;
+}
+
+static void remove_in_the_apply(int where)
+{
+	struct shmbus_sub_attr sa;
+
+	if (where != SB_HOOK_FLOORED || apply_sub)
+		return;
+	sb_group_hook = NULL;
+	apply_delete = th_wait(th_spawn(delete_work, ch));
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	apply_sub = shmbus_sub_open(ch, &sa);
+}
+
+/* A state from the primary applied to the copy while a process in direct
+ * mode deletes the group (delete it on both hosts, docs/groups.md): the
+ * raise must not write the copy's floor into the slot the group gave
+ * back, which a subscriber took (it did: the removal did not wait for
+ * the update, and the subscriber's slot said it had read what it had
+ * not).  The removal waits for the update, or gives up (-EBUSY). */
+Test(group_standby, a_removal_waits_for_a_state_applied_to_the_copy)
+{
+	struct shmbus_sub_attr sa;
+	struct sb_group_state st;
+	shmbus_sub *hold;
+	int rc;
+
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	hold = shmbus_sub_open(ch, &sa);	/* holds position 0 */
+	cr_assert(hold);
+	standby_with(SHMBUS_GROUP_SHARED, 0, &st);
+	st.floor = pos_of[30];
+	sb_group_hook = remove_in_the_apply;
+	rc = sb_group_state_apply(ch, dir, "ch", &st, th_head(ch));
+	sb_group_hook = NULL;
+	cr_log_info("the update: %d; the removal in it: %s", rc,
+		    apply_delete == 0 ? "0" : apply_delete == 1 ? "-EBUSY"
+								: "?");
+	cr_assert(apply_sub, "open: %s", strerror(errno));
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		uint64_t o = load_relaxed64(&ch->subs[i].owner);
+
+		if (owner_state(o) == SHMBUS_SLOT_ACTIVE)
+			cr_assert_eq(load_relaxed64(&ch->subs[i].pos), 0,
+				     "subscriber slot %u moved past what "
+				     "its subscriber read", i);
+	}
+	cr_assert_eq(apply_delete, 1, "the removal did not wait");
+	cr_assert_eq(shmbus_group_delete(ch, "work"), 0);
+	shmbus_sub_close(apply_sub);
+	apply_sub = NULL;
+	shmbus_sub_close(hold);
+}
+
 /* Claims of the standby's own (taken while it was primary) below the
  * primary's floor are passed; one the floor is inside of stays, and
  * so does the floor, below it. */
