@@ -407,9 +407,13 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 			 * hold the claim for as long). */
 			if (load_relaxed64(&g->stall_seq) != s || since <= 0 ||
 			    since > sb_after(now, m->lease_ns)) {
-				store_relaxed64(&g->stall_seq, s);
+				/* The time first: a holder killed between the
+				 * two stores leaves the old claim timed anew
+				 * (a term later), never the new claim beside
+				 * the old one's time (given away at once). */
 				store_relaxed64((uint64_t *)&g->stall_since,
 						(uint64_t)now);
+				store_relaxed64(&g->stall_seq, s);
 				continue;
 			}
 			if (sb_elapsed(now, since) < m->lease_ns)
