@@ -988,7 +988,15 @@ bool sb_sub_ready(struct shmbus_sub *sub, bool force)
 			return true;
 		if (!mark_behind(m, p)) {
 			/* Posts past ours: the ring has our record (A8), and
-			 * this is peek_fast()'s MB_AHEAD. */
+			 * this is peek_fast()'s MB_AHEAD.  Unless the mark
+			 * was written over (damage in the data file): then
+			 * the ring has nothing at our position, and a wait
+			 * that answered at once would answer at once for
+			 * ever, its caller's read finding nothing each time
+			 * (a spin).  The ring decides, with a look at head
+			 * (forced: a zero word is not taken as quiet). */
+			if (!ring_ready(sub, true))
+				return false;
 			sub->ring_end = m - 1;
 			mbox_ahead(sub);
 			return true;

@@ -838,6 +838,48 @@ Test(mailbox, a_damaged_mailbox_delivers_nothing_false,
 	cr_assert_eq(memcmp(g.buf, "real", 4), 0);
 }
 
+/*
+ * A mark written ahead of the subscriber's position, with nothing in the
+ * ring there: a wait must not take it for posts past ours and answer at
+ * once (its caller's read finds nothing, and a loop of waits and reads
+ * spins for ever); it waits its time, and the next real message ends it.
+ */
+Test(mailbox, a_mark_written_ahead_does_not_make_waits_spin,
+     .init = setup_block, .fini = teardown)
+{
+	uint64_t marks[] = { 64, 8, UINT64_MAX / 2 };
+	uint8_t buf[64];
+	struct got g = { 0 };
+
+	cr_assert_eq(shmbus_publish(pub, "warm", 4), 0);
+	poll_one();
+	catch_up();
+	for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
+		uint64_t t0;
+		int zero = 0;
+
+		mb->mark = th_head(ch) + 1 + marks[i];
+		t0 = th_now_ns();
+		for (int k = 0; k < 20; k++) {
+			int rc = shmbus_wait(sub, 5000000);
+
+			cr_assert(rc == 0 || rc == -ETIMEDOUT, "wait: %d", rc);
+			zero += rc == 0;
+			cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL),
+				     -EAGAIN);
+		}
+		cr_log_info("mark +%" PRIu64 ": 20 waits of 5 ms in %" PRIu64
+			    " us, %d answered", marks[i],
+			    (th_now_ns() - t0) / 1000, zero);
+		cr_assert_eq(zero, 0, "a wait answered at once, nothing there");
+		cr_assert_geq(th_now_ns() - t0, 20 * UINT64_C(5000000));
+	}
+	cr_assert_eq(shmbus_publish(pub, "real", 4), 0);
+	cr_assert_eq(shmbus_wait(sub, 1000000000), 0);
+	cr_assert_eq(polls_until_one(&g, 4 * RING_LOOK), 1);
+	cr_assert_eq(memcmp(g.buf, "real", 4), 0);
+}
+
 Test(mailbox, near_the_end_of_the_ring, .init = setup_block, .fini = teardown)
 {
 	static const uint8_t filler[256];
