@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "shmbusd.h"
+#include "shmbus/layout.h"
 #include "../lib/contract.h"
 
 static pthread_t thread;
@@ -98,6 +99,21 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 			"%u: the claim before it is still open; later",
 			c->name, ev->slot, ev->pid);
 		break;
+	case SB_REAP_FENCE: {
+		/* Limited: a hostile writer may do it again every scan. */
+		static struct sbd_ratelimit rl;
+		static unsigned long n;
+
+		sbd_log_limited(&rl, SBD_WARN, ++n, "fences set back",
+				"%s: the fence word was %#llx (written over): "
+				"set back to the daemon's (%s)", c->name,
+				(unsigned long long)ev->pos,
+				ev->slot == SHMBUS_FENCE_OPEN ? "open" :
+				ev->slot == SHMBUS_FENCE_STANDBY ? "standby" :
+				ev->slot == SHMBUS_FENCE_HANDOVER ? "handover"
+								  : "cut");
+		break;
+	}
 	case SB_REAP_HWM: {
 		/* Limited: a hostile writer may do it again every scan. */
 		static struct sbd_ratelimit rl;

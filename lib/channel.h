@@ -59,6 +59,10 @@ struct shmbus_channel {
 	bool fence_synced;		/* shmbusd: a membarrier(2) ran through
 					 * this mapping since the fence was
 					 * last open (sb_fence_set()) */
+	size_t fence_slot;		/* 1 + the index of its ring's fence
+					 * this process set, or 0 ... */
+	size_t fence_looked;		/* ... and the entries looked at
+					 * without finding it (replica.c) */
 };
 
 /* How map_fd() maps a channel file. */

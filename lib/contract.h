@@ -137,6 +137,9 @@ enum sb_reap_event {
 	SB_REAP_HWM,		/* the slots' high-water mark stood at `pos`,
 				 * below slot `slot` in use (written over):
 				 * raised past it */
+	SB_REAP_FENCE,		/* the fence word stood at `pos` (written
+				 * over): set back to this process's, whose
+				 * state is `slot` (sb_fence_restore()) */
 };
 
 struct sb_reap_ev {
@@ -218,6 +221,17 @@ int sb_bus_list(shmbus_bus *b,
  * ran through this mapping since the fence was last open. */
 uint32_t sb_fence_get(shmbus_channel *ch);
 int sb_fence_set(shmbus_channel *ch, uint32_t fence);
+/* A process that sets a ring's fence (shmbusd) remembers the word it
+ * stored, by ring, across all its mappings of it: sb_fence_get() answers
+ * from that word, not from the header's, which any client mapping the
+ * control file can write over.  sb_fence_store() stores a new word for
+ * `state` (with release if asked), bumping the generation past both the
+ * header's and its own when either state differs or the header's word
+ * is not its own; returns the header's word before.  sb_fence_restore()
+ * puts its own word back where the header's differs: 1 with the word
+ * found (*found), else 0 (also for a ring whose fence it never set). */
+uint32_t sb_fence_store(shmbus_channel *ch, uint32_t state, bool release);
+int sb_fence_restore(shmbus_channel *ch, uint32_t *found);
 
 /* With the fence closed: waits until no claim is in flight and every
  * record claimed is committed, walking from `from` (a record boundary

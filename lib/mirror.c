@@ -733,11 +733,8 @@ int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
 /* The fence leaves CUT for `state` (STANDBY): the cut is over. */
 static void sb_fence_leave_cut(shmbus_channel *ch, uint32_t state)
 {
-	uint32_t old = load_relaxed32(&ch->hdr->fence);
-
-	/* R26: pairs with A26 in being_cut(): a subscriber that finds the
-	 * fence no longer CUT finds the cut's head, seq and handoff. */
-	store_release32(&ch->hdr->fence, ((old >> 8) + 1) << 8 | state);
+	/* With release (R26, in sb_fence_store()). */
+	sb_fence_store(ch, state, true);
 }
 
 /* Why a subscriber slot keeps the ring from being cut, or NULL. */

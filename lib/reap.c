@@ -31,8 +31,15 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		 void *lctx)
 {
 	unsigned released = 0;
-	uint32_t sp, top = 0, hwm;
+	uint32_t sp, top = 0, hwm, forged;
 	int rc;
+
+	/* A fence written over (any client maps the control file, and a
+	 * subscriber of a standby could open its ring's fence to producers)
+	 * is set back to the word this process stored. */
+	if (sb_fence_restore(ch, &forged) == 1)
+		say(log, lctx, SB_REAP_FENCE, sb_fence_get(ch), 0, forged,
+		    false);
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		/* A7: pairs with R7 (the slot's ACTIVE store, after its
@@ -64,11 +71,10 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 	 * hands (sb_fence_quiesce() waits for it), and a repair now would
 	 * pad over records the agent is writing.  Its slots are released
 	 * once the host is primary again.  No edge: the fence is set before
-	 * the agent writes (sb_fence_set()). */
-	if (SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) ==
-		    SHMBUS_FENCE_STANDBY ||
-	    SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) ==
-		    SHMBUS_FENCE_CUT)
+	 * the agent writes (sb_fence_set()).  The fence as this process set
+	 * it, not as the header says (see sb_fence_restore() above). */
+	if (sb_fence_get(ch) == SHMBUS_FENCE_STANDBY ||
+	    sb_fence_get(ch) == SHMBUS_FENCE_CUT)
 		return released;
 	if (!ch_multi(ch)) {
 		uint64_t bad = 0;

@@ -369,8 +369,7 @@ bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv)
 
 	/* Only where producers write (not a standby's ring, nor one being
 	 * cut: their writer moves the word itself). */
-	if (SHMBUS_FENCE_STATE(load_relaxed32(&h->fence)) !=
-	    SHMBUS_FENCE_OPEN)
+	if (sb_fence_get(ch) != SHMBUS_FENCE_OPEN)
 		return false;
 	if (hv < head) {
 		/* A claim at hv made since the caller looked (head was at

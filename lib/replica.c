@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sched.h>
@@ -32,25 +33,142 @@
 
 /* ------------------------------------------------------------ the fence */
 
+/*
+ * The fence words this process stored (shmbusd, the fence's one writer),
+ * by ring (data_id), whichever of its mappings of the ring it stored them
+ * through (the registry's, each agent's).  The header's word is written
+ * by the daemon alone, but any client that maps the control file (a
+ * subscriber does, read-write) can write over it: what the daemon decides
+ * from (who may publish, whether the ring is a standby's that its
+ * repairs leave alone) is its own word, and its scan sets the header's
+ * back to it (sb_fence_restore()).  A process that never set a ring's
+ * fence (a client; shmbusd at its start) reads the header's.  Never
+ * shrinks: one entry a ring ever fenced, 16 bytes.
+ */
+struct fence_own {
+	uint64_t id;
+	uint32_t word;
+};
+static pthread_mutex_t fence_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct fence_own *fence_tab;
+static size_t fence_n, fence_cap;
+
+/* The entry of ch's ring, or NULL; fence_mu held.  Entries are only
+ * appended, never moved or removed: a mapping keeps the index of its
+ * ring's, or how many it looked at without finding it, so that a scan
+ * of many channels costs a comparison each, not a search. */
+static struct fence_own *fence_of(shmbus_channel *ch)
+{
+	if (ch->fence_slot)
+		return &fence_tab[ch->fence_slot - 1];
+	for (size_t i = ch->fence_looked; i < fence_n; i++)
+		if (fence_tab[i].id == ch->data_id) {
+			ch->fence_slot = i + 1;
+			return &fence_tab[i];
+		}
+	ch->fence_looked = fence_n;
+	return NULL;
+}
+
+/* Records word as this process's fence of ch's ring; fence_mu held.
+ * false if no memory: the header's word is then all there is. */
+static bool fence_note(shmbus_channel *ch, uint32_t word)
+{
+	struct fence_own *e = fence_of(ch);
+
+	if (!e) {
+		if (fence_n == fence_cap) {
+			size_t cap = fence_cap ? 2 * fence_cap : 16;
+			void *t = realloc(fence_tab, cap * sizeof(*fence_tab));
+
+			if (!t)
+				return false;
+			fence_tab = t;
+			fence_cap = cap;
+		}
+		e = &fence_tab[fence_n++];
+		e->id = ch->data_id;
+		ch->fence_slot = fence_n;
+	}
+	e->word = word;
+	return true;
+}
+
 uint32_t sb_fence_get(shmbus_channel *ch)
 {
+	struct fence_own *e;
+	uint32_t w;
+
+	pthread_mutex_lock(&fence_mu);
+	e = fence_of(ch);
 	/* No edge: the value alone is the answer. */
-	return SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence));
+	w = e ? e->word : load_relaxed32(&ch->hdr->fence);
+	pthread_mutex_unlock(&fence_mu);
+	return SHMBUS_FENCE_STATE(w);
+}
+
+uint32_t sb_fence_store(shmbus_channel *ch, uint32_t state, bool release)
+{
+	struct fence_own *e;
+	uint32_t old, base, gen, w;
+
+	pthread_mutex_lock(&fence_mu);
+	old = load_relaxed32(&ch->hdr->fence);
+	e = fence_of(ch);
+	base = e ? e->word : old;
+	w = old;
+	/* A word written over is replaced even if its state is the one
+	 * wanted: a handle opened under it refuses its claims from now on.
+	 * The generation goes past both words. */
+	if (SHMBUS_FENCE_STATE(base) != state || old != base) {
+		gen = (old >> 8) > (base >> 8) ? old >> 8 : base >> 8;
+		w = (gen + 1) << 8 | state;
+		if (release)
+			/* R26: pairs with A26 in being_cut(): a subscriber
+			 * that finds the fence no longer CUT finds the cut's
+			 * head, seq and handoff (sb_fence_leave_cut()). */
+			store_release32(&ch->hdr->fence, w);
+		else
+			store_relaxed32(&ch->hdr->fence, w);
+	}
+	fence_note(ch, w);
+	pthread_mutex_unlock(&fence_mu);
+	return old;
+}
+
+int sb_fence_restore(shmbus_channel *ch, uint32_t *found)
+{
+	struct fence_own *e;
+	uint32_t old, own = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&fence_mu);
+	e = fence_of(ch);
+	/* No edge: the daemon's own word is put back as it was stored. */
+	old = load_relaxed32(&ch->hdr->fence);
+	if (e && old != e->word) {
+		own = e->word;
+		store_relaxed32(&ch->hdr->fence, own);
+		*found = old;
+		rc = 1;
+	}
+	pthread_mutex_unlock(&fence_mu);
+	/* Group members asleep in their wait look again (a fence that
+	 * is closed again refuses them). */
+	if (rc && SHMBUS_FENCE_STATE(own) != SHMBUS_FENCE_OPEN)
+		sb_wake_check(ch);
+	return rc;
 }
 
 int sb_fence_set(shmbus_channel *ch, uint32_t state)
 {
 	/* One writer: the daemon's thread that changes roles. */
-	uint32_t old = load_relaxed32(&ch->hdr->fence);
+	uint32_t old = sb_fence_store(ch, state, false);
 
-	if (SHMBUS_FENCE_STATE(old) != state) {
-		store_relaxed32(&ch->hdr->fence,
-				((old >> 8) + 1) << 8 | state);
-		/* Group members asleep in their wait end it at once (its
-		 * look sees the fence, or F3 wakes it). */
-		if (state != SHMBUS_FENCE_OPEN)
-			sb_wake_check(ch);
-	}
+	/* Group members asleep in their wait end it at once (its look
+	 * sees the fence, or F3 wakes it). */
+	if (SHMBUS_FENCE_STATE(old) != state && state != SHMBUS_FENCE_OPEN)
+		sb_wake_check(ch);
 	if (state == SHMBUS_FENCE_OPEN) {
 		ch->fence_synced = false;
 		return 0;
@@ -342,7 +460,7 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 	v->caught_up_ns = load_relaxed64(&h->caught_up_ns);
 	v->level = load_relaxed32(&h->repl_level);
 	v->flags = load_relaxed32(&h->repl_flags);
-	v->fence = SHMBUS_FENCE_STATE(load_relaxed32(&h->fence));
+	v->fence = sb_fence_get(ch);
 	v->head = load_relaxed64(&h->head);
 	v->seq = load_relaxed64(&h->seq);
 	v->frames = load_relaxed64(&h->repl_frames);

@@ -29,6 +29,7 @@
 #include "helpers.h"
 #include "repl_fixture.h"
 #include "shmbus/layout.h"
+#include "../lib/channel.h"
 
 static void fini(void)
 {
@@ -113,6 +114,50 @@ static void standby_refuses_producers(const struct host *h,
 	} else {
 		cr_assert_eq(errno, EROFS, "open to publish: errno %d", errno);
 	}
+}
+
+/*
+ * A subscriber of the standby holds the control file read-write: it
+ * writes the fence open (a word the primary's handles would take).  The
+ * daemon must not take the word's say for who may publish there: its
+ * open to publish is still refused, and the daemon closes the fence
+ * again by itself, so that no producer writes into the replica.
+ */
+Test(repl_roles, a_fence_written_open_on_the_standby_lets_no_producer_in)
+{
+	shmbus_bus *sbus, *pbus;
+	shmbus_channel *sch, *pch;
+	struct shmbus_hdr *h;
+	uint32_t f;
+	int i;
+
+	pair_setup(CHANS, "");
+	sch = host_open(&B, &sbus, "sp", SHMBUS_ROLE_SUBSCRIBE);
+	cr_assert(sch);
+	h = sch->hdr;
+	f = __atomic_load_n(&h->fence, __ATOMIC_RELAXED);
+	cr_assert_eq(SHMBUS_FENCE_STATE(f), SHMBUS_FENCE_STANDBY);
+	__atomic_store_n(&h->fence, ((f >> 8) + 1) << 8 | SHMBUS_FENCE_OPEN,
+			 __ATOMIC_RELAXED);
+	errno = 0;
+	pch = host_open(&B, &pbus, "sp", SHMBUS_ROLE_PUBLISH);
+	cr_assert_null(pch, "the standby's daemon handed out its ring to "
+		       "publish");
+	cr_assert_eq(errno, EROFS, "open to publish: errno %d", errno);
+	shmbus_disconnect(pbus);
+	/* The daemon's scan closes the fence again. */
+	for (i = 0; i < 200; i++) {
+		f = __atomic_load_n(&h->fence, __ATOMIC_RELAXED);
+		if (SHMBUS_FENCE_STATE(f) == SHMBUS_FENCE_STANDBY)
+			break;
+		usleep(10000);
+	}
+	cr_log_info("fence closed again after %d ms", i * 10);
+	cr_assert_eq(SHMBUS_FENCE_STATE(f), SHMBUS_FENCE_STANDBY,
+		     "the fence stays open");
+	cr_assert(host_log_wait(&B, "fence", 0));
+	shmbus_channel_close(sch);
+	shmbus_disconnect(sbus);
 }
 
 Test(repl_roles, the_standby_refuses_producers_and_serves_subscribers)
