@@ -114,6 +114,28 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 								  : "cut");
 		break;
 	}
+	case SB_REAP_REPL_FLAGS:
+	case SB_REAP_EPOCH: {
+		/* Limited: a hostile writer may do it again every scan. */
+		static struct sbd_ratelimit rl;
+		static unsigned long n;
+
+		if (ev->what == SB_REAP_REPL_FLAGS)
+			sbd_log_limited(&rl, SBD_WARN, ++n,
+					"replication lines set back",
+					"%s: the replication flags were %#llx "
+					"(written over): set back to the "
+					"daemon's (%#x)", c->name,
+					(unsigned long long)ev->pos, ev->slot);
+		else
+			sbd_log_limited(&rl, SBD_WARN, ++n,
+					"replication lines set back",
+					"%s: the header's epoch was %llu "
+					"(written over): set back to the "
+					"daemon's", c->name,
+					(unsigned long long)ev->pos);
+		break;
+	}
 	case SB_REAP_HWM: {
 		/* Limited: a hostile writer may do it again every scan. */
 		static struct sbd_ratelimit rl;

@@ -140,6 +140,11 @@ enum sb_reap_event {
 	SB_REAP_FENCE,		/* the fence word stood at `pos` (written
 				 * over): set back to this process's, whose
 				 * state is `slot` (sb_fence_restore()) */
+	SB_REAP_REPL_FLAGS,	/* the replication flags stood at `pos`
+				 * (written over): set back to this
+				 * process's, `slot` (sb_repl_restore()) */
+	SB_REAP_EPOCH,		/* the header's epoch stood at `pos` (written
+				 * over): set back to this process's */
 };
 
 struct sb_reap_ev {
@@ -232,6 +237,15 @@ int sb_fence_set(shmbus_channel *ch, uint32_t fence);
  * found (*found), else 0 (also for a ring whose fence it never set). */
 uint32_t sb_fence_store(shmbus_channel *ch, uint32_t state, bool release);
 int sb_fence_restore(shmbus_channel *ch, uint32_t *found);
+/* The same for the replication line's flags and epoch: sb_repl_flags(),
+ * sb_repl_epoch(), sb_repl_setup() and sb_repl_flags_put() (a store of
+ * the whole word) remember what they stored, sb_repl_read() answers from
+ * it, and sb_repl_restore() puts the words back where the header's
+ * differ: bit 0 of its result for the flags (the word found in
+ * *flags_found), bit 1 for the epoch (*epoch_found). */
+void sb_repl_flags_put(shmbus_channel *ch, uint32_t flags);
+unsigned sb_repl_restore(shmbus_channel *ch, uint32_t *flags_found,
+			 uint64_t *epoch_found);
 
 /* With the fence closed: waits until no claim is in flight and every
  * record claimed is committed, walking from `from` (a record boundary

@@ -29,7 +29,7 @@ void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 		/* The journal acknowledges: a channel that is not also
 		 * replicated (the config refuses both). */
 		store_relaxed32(&h->repl_level, SHMBUS_ACK_PERSISTED);
-		store_relaxed32(&h->repl_flags, SHMBUS_REPL_JOURNAL);
+		sb_repl_flags_put(ch, SHMBUS_REPL_JOURNAL);
 	}
 }
 
@@ -43,9 +43,9 @@ void sb_jnl_off(shmbus_channel *ch, bool acks)
 		/* Configured to acknowledge, and not written: nothing is
 		 * acknowledged (callers time out), never 0 unearned. */
 		store_relaxed32(&h->repl_level, SHMBUS_ACK_PERSISTED);
-		store_relaxed32(&h->repl_flags, SHMBUS_REPL_JOURNAL);
-	} else if (load_relaxed32(&h->repl_flags) & SHMBUS_REPL_JOURNAL) {
-		store_relaxed32(&h->repl_flags, 0);
+		sb_repl_flags_put(ch, SHMBUS_REPL_JOURNAL);
+	} else if (sb_repl_flags(ch, 0, 0) & SHMBUS_REPL_JOURNAL) {
+		sb_repl_flags_put(ch, 0);
 	}
 }
 

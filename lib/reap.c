@@ -31,15 +31,24 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		 void *lctx)
 {
 	unsigned released = 0;
-	uint32_t sp, top = 0, hwm, forged;
+	uint32_t sp, top = 0, hwm, forged, flags;
+	uint64_t epoch;
+	unsigned put;
 	int rc;
 
-	/* A fence written over (any client maps the control file, and a
-	 * subscriber of a standby could open its ring's fence to producers)
-	 * is set back to the word this process stored. */
+	/* The words of the replication line that this process set, written
+	 * over (any client maps the control file: a subscriber of a standby
+	 * could open its ring's fence to producers, one of a primary clear
+	 * its out-of-sync flag), are set back to the words it stored. */
 	if (sb_fence_restore(ch, &forged) == 1)
 		say(log, lctx, SB_REAP_FENCE, sb_fence_get(ch), 0, forged,
 		    false);
+	put = sb_repl_restore(ch, &flags, &epoch);
+	if (put & 1)
+		say(log, lctx, SB_REAP_REPL_FLAGS, sb_repl_flags(ch, 0, 0), 0,
+		    flags, false);
+	if (put & 2)
+		say(log, lctx, SB_REAP_EPOCH, 0, 0, epoch, false);
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		/* A7: pairs with R7 (the slot's ACTIVE store, after its

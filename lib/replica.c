@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sched.h>
@@ -34,88 +35,100 @@
 /* ------------------------------------------------------------ the fence */
 
 /*
- * The fence words this process stored (shmbusd, the fence's one writer),
- * by ring (data_id), whichever of its mappings of the ring it stored them
- * through (the registry's, each agent's).  The header's word is written
- * by the daemon alone, but any client that maps the control file (a
- * subscriber does, read-write) can write over it: what the daemon decides
- * from (who may publish, whether the ring is a standby's that its
- * repairs leave alone) is its own word, and its scan sets the header's
- * back to it (sb_fence_restore()).  A process that never set a ring's
- * fence (a client; shmbusd at its start) reads the header's.  Never
- * shrinks: one entry a ring ever fenced, 16 bytes.
+ * The words of the header's replication line that this process stored
+ * (shmbusd, their one writer), by ring (data_id), whichever of its
+ * mappings of the ring it stored them through (the registry's, each
+ * agent's): the fence, the replication flags and the epoch.  The header's
+ * words are written by the daemon alone, but any client that maps the
+ * control file (a subscriber does, read-write) can write over them: what
+ * the daemon decides from (who may publish, whether the ring is a
+ * standby's that its repairs leave alone, whether the standby is in
+ * sync, which epoch the journal's segments carry) is its own word, and
+ * its scan sets the header's back to it (sb_fence_restore(),
+ * sb_repl_restore()).  A process that never set a ring's word (a client;
+ * shmbusd at its start) reads the header's.  Never shrinks: one entry a
+ * ring ever set, 24 bytes.
  */
-struct fence_own {
-	uint64_t id;
-	uint32_t word;
-};
-static pthread_mutex_t fence_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct fence_own *fence_tab;
-static size_t fence_n, fence_cap;
+#define OWN_FENCE	1u
+#define OWN_FLAGS	2u
+#define OWN_EPOCH	4u
 
-/* The entry of ch's ring, or NULL; fence_mu held.  Entries are only
+struct own {
+	uint64_t id;
+	uint64_t epoch;
+	uint32_t fence;
+	uint16_t flags;		/* SHMBUS_REPL_* (all below 2^16) */
+	uint16_t has;		/* OWN_*: which words were set */
+};
+_Static_assert(SHMBUS_REPL_JOURNAL < 0x10000u, "the flags fit in own.flags");
+static pthread_mutex_t own_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct own *own_tab;
+static size_t own_n, own_cap;
+
+/* The entry of ch's ring, or NULL; own_mu held.  Entries are only
  * appended, never moved or removed: a mapping keeps the index of its
  * ring's, or how many it looked at without finding it, so that a scan
  * of many channels costs a comparison each, not a search. */
-static struct fence_own *fence_of(shmbus_channel *ch)
+static struct own *own_of(shmbus_channel *ch)
 {
 	if (ch->fence_slot)
-		return &fence_tab[ch->fence_slot - 1];
-	for (size_t i = ch->fence_looked; i < fence_n; i++)
-		if (fence_tab[i].id == ch->data_id) {
+		return &own_tab[ch->fence_slot - 1];
+	for (size_t i = ch->fence_looked; i < own_n; i++)
+		if (own_tab[i].id == ch->data_id) {
 			ch->fence_slot = i + 1;
-			return &fence_tab[i];
+			return &own_tab[i];
 		}
-	ch->fence_looked = fence_n;
+	ch->fence_looked = own_n;
 	return NULL;
 }
 
-/* Records word as this process's fence of ch's ring; fence_mu held.
- * false if no memory: the header's word is then all there is. */
-static bool fence_note(shmbus_channel *ch, uint32_t word)
+/* ch's ring's entry, made if it has none; own_mu held.  NULL if no
+ * memory: the header's words are then all there is. */
+static struct own *own_make(shmbus_channel *ch)
 {
-	struct fence_own *e = fence_of(ch);
+	struct own *e = own_of(ch);
 
-	if (!e) {
-		if (fence_n == fence_cap) {
-			size_t cap = fence_cap ? 2 * fence_cap : 16;
-			void *t = realloc(fence_tab, cap * sizeof(*fence_tab));
+	if (e)
+		return e;
+	if (own_n == own_cap) {
+		size_t cap = own_cap ? 2 * own_cap : 16;
+		void *t = realloc(own_tab, cap * sizeof(*own_tab));
 
-			if (!t)
-				return false;
-			fence_tab = t;
-			fence_cap = cap;
-		}
-		e = &fence_tab[fence_n++];
-		e->id = ch->data_id;
-		ch->fence_slot = fence_n;
+		if (!t)
+			return NULL;
+		own_tab = t;
+		own_cap = cap;
 	}
-	e->word = word;
-	return true;
+	e = &own_tab[own_n++];
+	memset(e, 0, sizeof(*e));
+	e->id = ch->data_id;
+	ch->fence_slot = own_n;
+	return e;
 }
 
 uint32_t sb_fence_get(shmbus_channel *ch)
 {
-	struct fence_own *e;
+	struct own *e;
 	uint32_t w;
 
-	pthread_mutex_lock(&fence_mu);
-	e = fence_of(ch);
+	pthread_mutex_lock(&own_mu);
+	e = own_of(ch);
 	/* No edge: the value alone is the answer. */
-	w = e ? e->word : load_relaxed32(&ch->hdr->fence);
-	pthread_mutex_unlock(&fence_mu);
+	w = e && (e->has & OWN_FENCE) ? e->fence
+				      : load_relaxed32(&ch->hdr->fence);
+	pthread_mutex_unlock(&own_mu);
 	return SHMBUS_FENCE_STATE(w);
 }
 
 uint32_t sb_fence_store(shmbus_channel *ch, uint32_t state, bool release)
 {
-	struct fence_own *e;
+	struct own *e;
 	uint32_t old, base, gen, w;
 
-	pthread_mutex_lock(&fence_mu);
+	pthread_mutex_lock(&own_mu);
 	old = load_relaxed32(&ch->hdr->fence);
-	e = fence_of(ch);
-	base = e ? e->word : old;
+	e = own_make(ch);
+	base = e && (e->has & OWN_FENCE) ? e->fence : old;
 	w = old;
 	/* A word written over is replaced even if its state is the one
 	 * wanted: a handle opened under it refuses its claims from now on.
@@ -131,31 +144,34 @@ uint32_t sb_fence_store(shmbus_channel *ch, uint32_t state, bool release)
 		else
 			store_relaxed32(&ch->hdr->fence, w);
 	}
-	fence_note(ch, w);
-	pthread_mutex_unlock(&fence_mu);
+	if (e) {
+		e->fence = w;
+		e->has |= OWN_FENCE;
+	}
+	pthread_mutex_unlock(&own_mu);
 	return old;
 }
 
 int sb_fence_restore(shmbus_channel *ch, uint32_t *found)
 {
-	struct fence_own *e;
-	uint32_t old, own = 0;
+	struct own *e;
+	uint32_t old, w = 0;
 	int rc = 0;
 
-	pthread_mutex_lock(&fence_mu);
-	e = fence_of(ch);
+	pthread_mutex_lock(&own_mu);
+	e = own_of(ch);
 	/* No edge: the daemon's own word is put back as it was stored. */
 	old = load_relaxed32(&ch->hdr->fence);
-	if (e && old != e->word) {
-		own = e->word;
-		store_relaxed32(&ch->hdr->fence, own);
+	if (e && (e->has & OWN_FENCE) && old != e->fence) {
+		w = e->fence;
+		store_relaxed32(&ch->hdr->fence, w);
 		*found = old;
 		rc = 1;
 	}
-	pthread_mutex_unlock(&fence_mu);
+	pthread_mutex_unlock(&own_mu);
 	/* Group members asleep in their wait look again (a fence that
 	 * is closed again refuses them). */
-	if (rc && SHMBUS_FENCE_STATE(own) != SHMBUS_FENCE_OPEN)
+	if (rc && SHMBUS_FENCE_STATE(w) != SHMBUS_FENCE_OPEN)
 		sb_wake_check(ch);
 	return rc;
 }
@@ -286,6 +302,43 @@ int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid)
 
 /* -------------------------------------------------------- the watermark */
 
+/* Stores flags as the header's replication flags and as this process's
+ * own; own_mu held. */
+static void flags_put(shmbus_channel *ch, uint32_t flags)
+{
+	struct own *e = own_make(ch);
+
+	/* No edge here: R14 in sb_repl_watermark() orders it for
+	 * shmbus_pub_sync(). */
+	store_relaxed32(&ch->hdr->repl_flags, flags);
+	if (e) {
+		e->flags = (uint16_t)flags;
+		e->has |= OWN_FLAGS;
+	}
+}
+
+/* The replication flags as this process set them, else the header's;
+ * own_mu held. */
+static uint32_t flags_get(shmbus_channel *ch)
+{
+	struct own *e = own_of(ch);
+
+	return e && (e->has & OWN_FLAGS) ? e->flags
+		: load_relaxed32(&ch->hdr->repl_flags);
+}
+
+static void epoch_put(shmbus_channel *ch, uint64_t epoch)
+{
+	struct own *e = own_make(ch);
+
+	/* No edge: a description (busstat); frames carry their own. */
+	store_relaxed64(&ch->hdr->epoch, epoch);
+	if (e) {
+		e->epoch = epoch;
+		e->has |= OWN_EPOCH;
+	}
+}
+
 void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,
 		   uint64_t epoch)
 {
@@ -294,26 +347,66 @@ void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,
 	/* No edge: read by busstat and by shmbus_pub_sync() only as a
 	 * description; the watermark (R14) orders what counts. */
 	store_relaxed32(&h->repl_level, level);
-	store_relaxed64(&h->epoch, epoch);
-	store_relaxed32(&h->repl_flags, flags);
+	pthread_mutex_lock(&own_mu);
+	epoch_put(ch, epoch);
+	flags_put(ch, flags);
+	pthread_mutex_unlock(&own_mu);
+}
+
+void sb_repl_flags_put(shmbus_channel *ch, uint32_t flags)
+{
+	pthread_mutex_lock(&own_mu);
+	flags_put(ch, flags);
+	pthread_mutex_unlock(&own_mu);
 }
 
 uint32_t sb_repl_flags(shmbus_channel *ch, uint32_t set, uint32_t clear)
 {
-	struct shmbus_hdr *h = ch->hdr;
-	uint32_t f = load_relaxed32(&h->repl_flags);
+	uint32_t f;
 
 	/* One writer (the channel's agent, or the main thread while the
-	 * agent is stopped): no read-modify-write race.  No edge here:
-	 * R14 in sb_repl_watermark() orders it for shmbus_pub_sync(). */
-	store_relaxed32(&h->repl_flags, (f | set) & ~clear);
+	 * agent is stopped): from its own word, not from one written
+	 * over. */
+	pthread_mutex_lock(&own_mu);
+	f = flags_get(ch);
+	flags_put(ch, (f | set) & ~clear);
+	pthread_mutex_unlock(&own_mu);
 	return f;
 }
 
 void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch)
 {
-	/* No edge: a description (busstat); frames carry their own. */
-	store_relaxed64(&ch->hdr->epoch, epoch);
+	pthread_mutex_lock(&own_mu);
+	epoch_put(ch, epoch);
+	pthread_mutex_unlock(&own_mu);
+}
+
+unsigned sb_repl_restore(shmbus_channel *ch, uint32_t *flags_found,
+			 uint64_t *epoch_found)
+{
+	struct shmbus_hdr *h = ch->hdr;
+	unsigned done = 0;
+	struct own *e;
+	uint32_t f;
+	uint64_t ep;
+
+	pthread_mutex_lock(&own_mu);
+	e = own_of(ch);
+	/* No edge: descriptions, put back as they were stored. */
+	f = load_relaxed32(&h->repl_flags);
+	if (e && (e->has & OWN_FLAGS) && f != e->flags) {
+		store_relaxed32(&h->repl_flags, e->flags);
+		*flags_found = f;
+		done |= 1;
+	}
+	ep = load_relaxed64(&h->epoch);
+	if (e && (e->has & OWN_EPOCH) && ep != e->epoch) {
+		store_relaxed64(&h->epoch, e->epoch);
+		*epoch_found = ep;
+		done |= 2;
+	}
+	pthread_mutex_unlock(&own_mu);
+	return done;
 }
 
 void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
@@ -450,7 +543,15 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 
 	/* No edge: statistics. */
 	v->watermark = load_relaxed64(&h->replicated_pos);
-	v->epoch = load_relaxed64(&h->epoch);
+	pthread_mutex_lock(&own_mu);
+	{
+		struct own *e = own_of(ch);
+
+		v->epoch = e && (e->has & OWN_EPOCH)
+				   ? e->epoch : load_relaxed64(&h->epoch);
+		v->flags = flags_get(ch);
+	}
+	pthread_mutex_unlock(&own_mu);
 	v->received = load_relaxed64(&h->received_pos);
 	v->applied = load_relaxed64(&h->applied_pos);
 	v->persisted = load_relaxed64(&h->standby_persisted_pos);
@@ -459,7 +560,6 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 	v->hole_hi = load_relaxed64(&h->hole_hi);
 	v->caught_up_ns = load_relaxed64(&h->caught_up_ns);
 	v->level = load_relaxed32(&h->repl_level);
-	v->flags = load_relaxed32(&h->repl_flags);
 	v->fence = sb_fence_get(ch);
 	v->head = load_relaxed64(&h->head);
 	v->seq = load_relaxed64(&h->seq);

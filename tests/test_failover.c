@@ -170,6 +170,54 @@ Test(failover, a_standby_not_recorded_in_sync_does_not_take_over)
 	    false, -1);
 }
 
+/*
+ * A client of the primary holds the channel's control file read-write:
+ * it clears the out-of-sync flag the agent set in the header's
+ * replication line.  The sync record must follow the agent's own
+ * judgement, not the word: it stays "out", and the flag is set back, so
+ * that a standby that lacks what the primary acknowledged never takes
+ * over on its own.
+ */
+Test(failover, an_out_of_sync_flag_written_over_keeps_the_record_out)
+{
+	struct shmbus_hdr *h;
+	uint32_t f;
+	pid_t pub;
+	int i, in = 0;
+
+	pub = fo_start(FO_CHANS, extra, 200, false);
+	host_pause(&B);
+	cr_assert(wait_record("out ", 5000), "recorded out of sync");
+	{
+		char path[256];
+		int fd;
+
+		snprintf(path, sizeof(path), "%s/fo", A.dir);
+		fd = open(path, O_RDWR);
+		cr_assert_geq(fd, 0);
+		h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED,
+			 fd, 0);
+		close(fd);
+		cr_assert_neq(h, MAP_FAILED);
+	}
+	f = __atomic_load_n(&h->repl_flags, __ATOMIC_RELAXED);
+	cr_assert(f & SHMBUS_REPL_OUT_OF_SYNC, "flags %#x", f);
+	__atomic_store_n(&h->repl_flags, f & ~SHMBUS_REPL_OUT_OF_SYNC,
+			 __ATOMIC_RELAXED);
+	/* The leader's steps come every few ms: a second is many. */
+	for (i = 0; i < 100; i++) {
+		in += sync_record_is("in ");
+		usleep(10000);
+	}
+	f = __atomic_load_n(&h->repl_flags, __ATOMIC_RELAXED);
+	cr_log_info("recorded in %d of 100 looks; flags now %#x", in, f);
+	kill(B.pid, SIGCONT);
+	fo_stop(pub);
+	munmap(h, sizeof(*h));
+	cr_assert_eq(in, 0, "recorded in sync from a flag written over");
+	cr_assert(f & SHMBUS_REPL_OUT_OF_SYNC, "the flag stays cleared");
+}
+
 /* The primary loses etcd and the standby at once: it fences itself
  * before the standby may take over, so that there is never a moment
  * with two primaries. */
