@@ -115,6 +115,7 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 		break;
 	}
 	case SB_REAP_REPL_FLAGS:
+	case SB_REAP_REPL_LEVEL:
 	case SB_REAP_EPOCH: {
 		/* Limited: a hostile writer may do it again every scan. */
 		static struct sbd_ratelimit rl;
@@ -126,6 +127,13 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 					"%s: the replication flags were %#llx "
 					"(written over): set back to the "
 					"daemon's (%#x)", c->name,
+					(unsigned long long)ev->pos, ev->slot);
+		else if (ev->what == SB_REAP_REPL_LEVEL)
+			sbd_log_limited(&rl, SBD_WARN, ++n,
+					"replication lines set back",
+					"%s: the replication level was %llu "
+					"(written over): set back to the "
+					"daemon's (%u)", c->name,
 					(unsigned long long)ev->pos, ev->slot);
 		else
 			sbd_log_limited(&rl, SBD_WARN, ++n,

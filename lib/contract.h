@@ -143,6 +143,9 @@ enum sb_reap_event {
 	SB_REAP_REPL_FLAGS,	/* the replication flags stood at `pos`
 				 * (written over): set back to this
 				 * process's, `slot` (sb_repl_restore()) */
+	SB_REAP_REPL_LEVEL,	/* the replication level stood at `pos`
+				 * (written over): set back to this
+				 * process's, `slot` */
 	SB_REAP_EPOCH,		/* the header's epoch stood at `pos` (written
 				 * over): set back to this process's */
 };
@@ -237,15 +240,19 @@ int sb_fence_set(shmbus_channel *ch, uint32_t fence);
  * found (*found), else 0 (also for a ring whose fence it never set). */
 uint32_t sb_fence_store(shmbus_channel *ch, uint32_t state, bool release);
 int sb_fence_restore(shmbus_channel *ch, uint32_t *found);
-/* The same for the replication line's flags and epoch: sb_repl_flags(),
- * sb_repl_epoch(), sb_repl_setup() and sb_repl_flags_put() (a store of
- * the whole word) remember what they stored, sb_repl_read() answers from
- * it, and sb_repl_restore() puts the words back where the header's
+/* The same for the replication line's flags, level and epoch:
+ * sb_repl_flags(), sb_repl_epoch(), sb_repl_setup() and
+ * sb_repl_flags_put() (a store of the level and the whole flags word)
+ * remember what they stored, sb_repl_read() and sb_repl_flags() answer
+ * from it, and sb_repl_restore() puts the words back where the header's
  * differ: bit 0 of its result for the flags (the word found in
- * *flags_found), bit 1 for the epoch (*epoch_found). */
-void sb_repl_flags_put(shmbus_channel *ch, uint32_t flags);
+ * *flags_found), bit 1 for the epoch (*epoch_found), bit 2 for the
+ * level (*level_found).  sb_repl_level(): the level, as sb_repl_read()
+ * gives the flags. */
+void sb_repl_flags_put(shmbus_channel *ch, uint32_t level, uint32_t flags);
 unsigned sb_repl_restore(shmbus_channel *ch, uint32_t *flags_found,
-			 uint64_t *epoch_found);
+			 uint32_t *level_found, uint64_t *epoch_found);
+uint32_t sb_repl_level(shmbus_channel *ch);
 
 /* With the fence closed: waits until no claim is in flight and every
  * record claimed is committed, walking from `from` (a record boundary

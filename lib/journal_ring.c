@@ -28,8 +28,8 @@ void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 	if (acks) {
 		/* The journal acknowledges: a channel that is not also
 		 * replicated (the config refuses both). */
-		store_relaxed32(&h->repl_level, SHMBUS_ACK_PERSISTED);
-		sb_repl_flags_put(ch, SHMBUS_REPL_JOURNAL);
+		sb_repl_flags_put(ch, SHMBUS_ACK_PERSISTED,
+				  SHMBUS_REPL_JOURNAL);
 	}
 }
 
@@ -42,10 +42,10 @@ void sb_jnl_off(shmbus_channel *ch, bool acks)
 	if (acks) {
 		/* Configured to acknowledge, and not written: nothing is
 		 * acknowledged (callers time out), never 0 unearned. */
-		store_relaxed32(&h->repl_level, SHMBUS_ACK_PERSISTED);
-		sb_repl_flags_put(ch, SHMBUS_REPL_JOURNAL);
+		sb_repl_flags_put(ch, SHMBUS_ACK_PERSISTED,
+				  SHMBUS_REPL_JOURNAL);
 	} else if (sb_repl_flags(ch, 0, 0) & SHMBUS_REPL_JOURNAL) {
-		sb_repl_flags_put(ch, 0);
+		sb_repl_flags(ch, 0, SHMBUS_REPL_JOURNAL);
 	}
 }
 
@@ -67,7 +67,9 @@ void sb_jnl_persisted(shmbus_channel *ch, uint64_t pos, bool ack)
 	 * was written over (sync_verdict() believes none): set back. */
 	if (cur < pos || cur > load_relaxed64(&h->head))
 		store_relaxed64(&h->persisted_pos, pos);
-	if (ack && (load_relaxed32(&h->repl_flags) & SHMBUS_REPL_JOURNAL))
+	/* The flags as the agent set them (sb_repl_flags()), not a word
+	 * written over. */
+	if (ack && (sb_repl_flags(ch, 0, 0) & SHMBUS_REPL_JOURNAL))
 		sb_repl_watermark(ch, pos);
 }
 

@@ -31,7 +31,7 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		 void *lctx)
 {
 	unsigned released = 0;
-	uint32_t sp, top = 0, hwm, forged, flags;
+	uint32_t sp, top = 0, hwm, forged, flags, level;
 	uint64_t epoch;
 	unsigned put;
 	int rc;
@@ -43,10 +43,13 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 	if (sb_fence_restore(ch, &forged) == 1)
 		say(log, lctx, SB_REAP_FENCE, sb_fence_get(ch), 0, forged,
 		    false);
-	put = sb_repl_restore(ch, &flags, &epoch);
+	put = sb_repl_restore(ch, &flags, &level, &epoch);
 	if (put & 1)
 		say(log, lctx, SB_REAP_REPL_FLAGS, sb_repl_flags(ch, 0, 0), 0,
 		    flags, false);
+	if (put & 4)
+		say(log, lctx, SB_REAP_REPL_LEVEL, sb_repl_level(ch), 0, level,
+		    false);
 	if (put & 2)
 		say(log, lctx, SB_REAP_EPOCH, 0, 0, epoch, false);
 

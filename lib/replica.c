@@ -38,7 +38,7 @@
  * The words of the header's replication line that this process stored
  * (shmbusd, their one writer), by ring (data_id), whichever of its
  * mappings of the ring it stored them through (the registry's, each
- * agent's): the fence, the replication flags and the epoch.  The header's
+ * agent's): the fence, the replication flags, level and epoch.  The header's
  * words are written by the daemon alone, but any client that maps the
  * control file (a subscriber does, read-write) can write over them: what
  * the daemon decides from (who may publish, whether the ring is a
@@ -52,13 +52,15 @@
 #define OWN_FENCE	1u
 #define OWN_FLAGS	2u
 #define OWN_EPOCH	4u
+#define OWN_LEVEL	8u
 
 struct own {
 	uint64_t id;
 	uint64_t epoch;
 	uint32_t fence;
 	uint16_t flags;		/* SHMBUS_REPL_* (all below 2^16) */
-	uint16_t has;		/* OWN_*: which words were set */
+	uint8_t level;		/* SHMBUS_ACK_* */
+	uint8_t has;		/* OWN_*: which words were set */
 };
 _Static_assert(SHMBUS_REPL_JOURNAL < 0x10000u, "the flags fit in own.flags");
 static pthread_mutex_t own_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -327,6 +329,18 @@ static uint32_t flags_get(shmbus_channel *ch)
 		: load_relaxed32(&ch->hdr->repl_flags);
 }
 
+static void level_put(shmbus_channel *ch, uint32_t level)
+{
+	struct own *e = own_make(ch);
+
+	/* No edge: a description, as the flags. */
+	store_relaxed32(&ch->hdr->repl_level, level);
+	if (e) {
+		e->level = (uint8_t)level;
+		e->has |= OWN_LEVEL;
+	}
+}
+
 static void epoch_put(shmbus_channel *ch, uint64_t epoch)
 {
 	struct own *e = own_make(ch);
@@ -342,20 +356,19 @@ static void epoch_put(shmbus_channel *ch, uint64_t epoch)
 void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,
 		   uint64_t epoch)
 {
-	struct shmbus_hdr *h = ch->hdr;
-
 	/* No edge: read by busstat and by shmbus_pub_sync() only as a
 	 * description; the watermark (R14) orders what counts. */
-	store_relaxed32(&h->repl_level, level);
 	pthread_mutex_lock(&own_mu);
+	level_put(ch, level);
 	epoch_put(ch, epoch);
 	flags_put(ch, flags);
 	pthread_mutex_unlock(&own_mu);
 }
 
-void sb_repl_flags_put(shmbus_channel *ch, uint32_t flags)
+void sb_repl_flags_put(shmbus_channel *ch, uint32_t level, uint32_t flags)
 {
 	pthread_mutex_lock(&own_mu);
+	level_put(ch, level);
 	flags_put(ch, flags);
 	pthread_mutex_unlock(&own_mu);
 }
@@ -374,6 +387,19 @@ uint32_t sb_repl_flags(shmbus_channel *ch, uint32_t set, uint32_t clear)
 	return f;
 }
 
+uint32_t sb_repl_level(shmbus_channel *ch)
+{
+	struct own *e;
+	uint32_t l;
+
+	pthread_mutex_lock(&own_mu);
+	e = own_of(ch);
+	l = e && (e->has & OWN_LEVEL) ? e->level
+				      : load_relaxed32(&ch->hdr->repl_level);
+	pthread_mutex_unlock(&own_mu);
+	return l;
+}
+
 void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch)
 {
 	pthread_mutex_lock(&own_mu);
@@ -382,7 +408,7 @@ void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch)
 }
 
 unsigned sb_repl_restore(shmbus_channel *ch, uint32_t *flags_found,
-			 uint64_t *epoch_found)
+			 uint32_t *level_found, uint64_t *epoch_found)
 {
 	struct shmbus_hdr *h = ch->hdr;
 	unsigned done = 0;
@@ -398,6 +424,12 @@ unsigned sb_repl_restore(shmbus_channel *ch, uint32_t *flags_found,
 		store_relaxed32(&h->repl_flags, e->flags);
 		*flags_found = f;
 		done |= 1;
+	}
+	f = load_relaxed32(&h->repl_level);
+	if (e && (e->has & OWN_LEVEL) && f != e->level) {
+		store_relaxed32(&h->repl_level, e->level);
+		*level_found = f;
+		done |= 4;
 	}
 	ep = load_relaxed64(&h->epoch);
 	if (e && (e->has & OWN_EPOCH) && ep != e->epoch) {
@@ -550,6 +582,8 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 		v->epoch = e && (e->has & OWN_EPOCH)
 				   ? e->epoch : load_relaxed64(&h->epoch);
 		v->flags = flags_get(ch);
+		v->level = e && (e->has & OWN_LEVEL)
+				   ? e->level : load_relaxed32(&h->repl_level);
 	}
 	pthread_mutex_unlock(&own_mu);
 	v->received = load_relaxed64(&h->received_pos);
@@ -559,7 +593,6 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 	v->hole_lo = load_relaxed64(&h->hole_lo);
 	v->hole_hi = load_relaxed64(&h->hole_hi);
 	v->caught_up_ns = load_relaxed64(&h->caught_up_ns);
-	v->level = load_relaxed32(&h->repl_level);
 	v->fence = sb_fence_get(ch);
 	v->head = load_relaxed64(&h->head);
 	v->seq = load_relaxed64(&h->seq);

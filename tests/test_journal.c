@@ -151,6 +151,49 @@ Test(journal, pub_sync_at_persisted_returns_with_the_bytes_in_the_file)
 	close_pub(bus, ch, p);
 }
 
+/*
+ * A client holds the control file read-write: it writes the replication
+ * line's level and flags of a channel whose journal acknowledges over
+ * (local, and no flag: every shmbus_pub_sync() would answer 0 at once,
+ * unearned, for as long as they stay).  The daemon sets both back at its
+ * next scan, and says so.
+ */
+Test(journal, a_level_and_flags_written_over_are_set_back)
+{
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	struct shmbus_hdr *h;
+	uint32_t level, flags;
+	int i;
+
+	conf_with("acknowledge = persisted\njournal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	h = ch->hdr;
+	level = __atomic_load_n(&h->repl_level, __ATOMIC_RELAXED);
+	flags = __atomic_load_n(&h->repl_flags, __ATOMIC_RELAXED);
+	cr_assert_eq(level, SHMBUS_ACK_PERSISTED);
+	cr_assert_eq(flags, SHMBUS_REPL_JOURNAL);
+	__atomic_store_n(&h->repl_level, SHMBUS_ACK_LOCAL, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->repl_flags, 0, __ATOMIC_RELAXED);
+	for (i = 0; i < 200; i++) {
+		if (__atomic_load_n(&h->repl_level, __ATOMIC_RELAXED) == level &&
+		    __atomic_load_n(&h->repl_flags, __ATOMIC_RELAXED) == flags)
+			break;
+		usleep(10000);
+	}
+	cr_log_info("set back after %d ms", i * 10);
+	cr_assert_eq(__atomic_load_n(&h->repl_level, __ATOMIC_RELAXED), level,
+		     "the level stays written over");
+	cr_assert_eq(__atomic_load_n(&h->repl_flags, __ATOMIC_RELAXED), flags,
+		     "the flags stay written over");
+	cr_assert(log_has("(written over): set back"));
+	publish_range(p, 0, 1);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	close_pub(bus, ch, p);
+}
+
 /* kill -9 of the daemon while a producer publishes: after the restart,
  * the journal holds every message once, in order. */
 Test(journal, kill_9_of_the_daemon_mid_append_loses_and_repeats_nothing)
