@@ -99,6 +99,18 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 			"%u: the claim before it is still open; later",
 			c->name, ev->slot, ev->pid);
 		break;
+	case SB_REAP_SP_OWNER: {
+		/* Limited: a hostile writer may do it again every scan. */
+		static struct sbd_ratelimit rl;
+		static unsigned long n;
+
+		sbd_log_limited(&rl, SBD_WARN, ++n, "producer roles given back",
+				"%s: the producer role named gone process "
+				"%llu while pid %u produces (written over): "
+				"given back to it, nothing padded", c->name,
+				(unsigned long long)ev->pos, ev->pid);
+		break;
+	}
 	case SB_REAP_FENCE: {
 		/* Limited: a hostile writer may do it again every scan. */
 		static struct sbd_ratelimit rl;

@@ -289,7 +289,10 @@ struct shmbus_pub_attr {
 /*
  * Opens a publisher on `ch` (NULL attr: timeout 0).  A single-producer
  * channel admits one live publisher: a second gets -EBUSY (a publisher
- * left by a dead process is taken over).  Returns NULL, errno set.
+ * left by a dead process is taken over; not one whose role word names a
+ * gone process while a live one holds a producer slot: the word was
+ * written over, and that live one is the publisher).  Returns NULL,
+ * errno set.
  * The handle is for one thread at a time.
  *
  * Processes that die: a publisher held back (block policy: a full ring;

@@ -137,6 +137,11 @@ enum sb_reap_event {
 	SB_REAP_HWM,		/* the slots' high-water mark stood at `pos`,
 				 * below slot `slot` in use (written over):
 				 * raised past it */
+	SB_REAP_SP_OWNER,	/* the single producer's role word named the
+				 * gone process `pos` while live process
+				 * `pid` holds a producer slot (written
+				 * over): given back to `pid`, nothing
+				 * padded */
 	SB_REAP_FENCE,		/* the fence word stood at `pos` (written
 				 * over): set back to this process's, whose
 				 * state is `slot` (sb_fence_restore()) */

@@ -24,6 +24,12 @@
 #define SP_NAP_MIN_NS		20000		/* 20 us, doubling... */
 #define SP_NAP_MAX_NS		1000000		/* ...up to 1 ms */
 
+static bool pid_gone(void *ctx, uint32_t pid)
+{
+	(void)ctx;
+	return sb_pid_gone(pid);
+}
+
 static int take_sp_role(struct shmbus_channel *ch)
 {
 	uint32_t me = (uint32_t)getpid(), cur = 0;
@@ -53,6 +59,12 @@ static int take_sp_role(struct shmbus_channel *ch)
 			continue;
 		}
 		if (!(cur & SHMBUS_SP_REPAIRING) && !sb_pid_gone(pid))
+			return -EBUSY;
+		/* A gone process named while a live one holds a producer
+		 * slot: the word was written over under that producer, whose
+		 * claim must not be padded (repair.h). */
+		if (!(cur & SHMBUS_SP_REPAIRING) &&
+		    sb_sp_live_holder(ch, pid, me, pid_gone, NULL))
 			return -EBUSY;
 		/* The previous producer (or its repairer) is gone (a
 		 * killed one its parent has not reaped yet included: the

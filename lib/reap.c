@@ -91,8 +91,21 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 	if (!ch_multi(ch)) {
 		uint64_t bad = 0;
 
+		uint32_t live;
+
 		sp = load_relaxed32(&ch->hdr->sp_owner);
-		if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp))
+		if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp) &&
+		    (live = sb_sp_live_holder(ch, sp, self, gone, gctx))) {
+			/* The word was written over under a live producer:
+			 * its claim is not a dead one's.  Given back to it
+			 * (unless it moved meanwhile).  No edge: the word
+			 * alone is restored; the producer's own stores are
+			 * its own to order. */
+			if (cas_strong_seqcst32(&ch->hdr->sp_owner, &sp, live))
+				say(log, lctx, SB_REAP_SP_OWNER, 0, live, sp,
+				    false);
+			rc = 0;
+		} else if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp))
 			rc = sb_repair_sp(ch, sp, self, &bad);
 		else if (sp & SHMBUS_SP_REPAIRING &&
 			 gone(gctx, sp & ~SHMBUS_SP_REPAIRING))

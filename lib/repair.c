@@ -263,6 +263,22 @@ int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 	return 1;
 }
 
+uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
+			   uint32_t me, bool (*gone)(void *, uint32_t),
+			   void *gctx)
+{
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
+		uint64_t o = load_acquire64(&ch->prods[i].owner);
+		uint32_t pid = owner_pid(o);
+
+		if (owner_state(o) == SHMBUS_SLOT_ACTIVE && pid && pid != dead &&
+		    pid != me && !gone(gctx, pid))
+			return pid;
+	}
+	return 0;
+}
+
 int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
 		 uint64_t *damaged)
 {

@@ -61,6 +61,17 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
  * the word).  Whether it moved the word. */
 bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv);
 
+/* Single producer, the role word naming `dead`, a process that is gone:
+ * the pid of a live process other than `dead` and `me` that holds an
+ * ACTIVE producer slot, or 0.  A single producer takes its slot after
+ * the role and gives it back on close, so such a process holds the role,
+ * and the word was written over (any process that maps the control file
+ * can): neither the repair nor a new producer may take the role from it
+ * and pad over its claim. */
+uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
+			   uint32_t me, bool (*gone)(void *, uint32_t),
+			   void *gctx);
+
 /* Single producer: if `dead` holds the producer role, takes it (marked as
  * being repaired by `self`), pads its unfinished claim and gives the role
  * back free.  Returns 1 if it did, 0 otherwise, -EBADMSG if the walk

@@ -490,3 +490,141 @@ Test(scribble, rings_and_groups_scribbled_under_traffic, .init = chaos_setup,
 	chaos(seed, getenv("SHMBUS_SCRIBBLE_SKIP_HDR") != NULL,
 	      msv ? atoi(msv) : 3000);
 }
+
+/* ------------------------------------------------- the producer's role */
+
+/* A pid no process has: past the kernel's largest pid_max. */
+#define NO_PID 4194305u
+
+/* Publishes 400 messages on blk (their number as payload), each claim
+ * held open 1 ms. */
+static int slow_claims(void *arg)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "blk", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+
+	(void)arg;
+	if (!p)
+		return 1;
+	for (uint64_t i = 0; i < 400; i++) {
+		void *b;
+
+		if (shmbus_claim(p, sizeof(i), &b))
+			return 2;
+		memcpy(b, &i, sizeof(i));
+		usleep(1000);
+		if (shmbus_commit(p))
+			return 3;
+	}
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+/*
+ * A subscriber writes a gone process's pid into the single producer's
+ * role word (hdr.sp_owner) while the producer holds claims open: the
+ * repair must not take the role and pad over the live producer's claim
+ * (its commit then lands behind every subscriber: a message lost without
+ * a word).  The daemon sees the live producer's slot, gives the role back
+ * to it and says so; every message arrives, in order.
+ */
+Test(scribble, a_producer_role_written_over_pads_no_live_claim,
+     .init = setup, .fini = teardown)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	struct shmbus_msg mi;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	uint64_t v, got = 0;
+	pid_t pub;
+	int forged = 0;
+
+	ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	cr_assert(sub);
+	pub = th_spawn(slow_claims, NULL);
+	for (int idle = 0; got < 400 && idle < 3000;) {
+		ssize_t rc = shmbus_read(sub, &v, sizeof(v), &mi);
+
+		if (rc == -EAGAIN) {
+			if (got < 300 && idle % 2 == 0) {
+				__atomic_store_n(&ch->hdr->sp_owner, NO_PID,
+						 __ATOMIC_RELAXED);
+				forged++;
+			}
+			idle++;
+			usleep(500);
+			continue;
+		}
+		cr_assert_eq(rc, sizeof(v), "read: %zd", rc);
+		cr_assert_eq(v, got, "message %lu where %lu was due (lost %lu)",
+			     (unsigned long)v, (unsigned long)got,
+			     (unsigned long)mi.lost);
+		got++;
+		idle = 0;
+	}
+	cr_log_info("400 messages, the role written over %d times", forged);
+	cr_assert_eq(got, 400);
+	cr_assert_eq(th_wait(pub), 0);
+	cr_assert_not(log_has("padded the unfinished claim"));
+	cr_assert(log_has("the producer role named gone process"));
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+static const char *role_dir;
+static int role_ready[2], role_done[2];
+
+/* Opens a publisher on role_dir's channel "ch" (the role and a producer
+ * slot), says so, and holds it until told. */
+static int role_holder(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(role_dir, "ch");
+	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	char c = p ? 'y' : 'n';
+
+	(void)arg;
+	if (write(role_ready[1], &c, 1) != 1 || !p)
+		return 1;
+	if (read(role_done[0], &c, 1) < 0)
+		return 2;
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	return 0;
+}
+
+/*
+ * Direct mode, no daemon: the role word written over with a gone
+ * process's pid while a live producer holds the role.  A second
+ * producer must not take the role over (and pad over the live one's
+ * claim, then write beside it): -EBUSY, as for a live holder.
+ */
+Test(scribble, a_producer_role_written_over_is_not_taken_over)
+{
+	shmbus_channel *ch;
+	shmbus_pub *p;
+	pid_t holder;
+	char c = 0;
+
+	role_dir = th_mkdir();
+	ch = th_create(role_dir, 4096, 256, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	cr_assert(pipe(role_ready) == 0 && pipe(role_done) == 0);
+	holder = th_spawn(role_holder, NULL);
+	cr_assert_eq(read(role_ready[0], &c, 1), 1);
+	cr_assert_eq(c, 'y');
+	__atomic_store_n(&ch->hdr->sp_owner, NO_PID, __ATOMIC_RELAXED);
+	errno = 0;
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert_null(p, "a second producer took the live one's role");
+	cr_assert_eq(errno, EBUSY, "errno %d", errno);
+	cr_assert_eq(write(role_done[1], "x", 1), 1);
+	cr_assert_eq(th_wait(holder), 0);
+	shmbus_channel_close(ch);
+	th_rmdir(role_dir);
+}
