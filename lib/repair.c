@@ -510,6 +510,27 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
  * releases the slot.  Returns 1 when released, 0 if someone else took the
  * slot, -EAGAIN to try again later.
  */
+/* Whether a slot other than s, of a live process, announces a claim at
+ * c.  A live announcer releases its claim_pos only after its commit
+ * (R6 after R1), so a look that misses it finds the record committed. */
+static bool claim_live(struct shmbus_channel *ch,
+		       const struct shmbus_prod_slot *s, uint64_t c)
+{
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		struct shmbus_prod_slot *t = &ch->prods[i];
+		/* A7: pairs with R7 (the slot's ACTIVE store). */
+		uint64_t o = load_acquire64(&t->owner);
+
+		/* A6: pairs with R6 (the announcement, and its release
+		 * after the commit). */
+		if (t != s && owner_state(o) == SHMBUS_SLOT_ACTIVE &&
+		    load_acquire64(&t->claim_pos) == c &&
+		    !sb_pid_gone(owner_pid(o)))
+			return true;
+	}
+	return false;
+}
+
 static int repair_claim(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
 			uint64_t o, uint32_t self)
 {
@@ -543,6 +564,12 @@ static int repair_claim(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
 	if (e & SHMBUS_CLAIM_TENTATIVE || c % SHMBUS_REC_ALIGN ||
 	    q % SHMBUS_REC_ALIGN || q <= c || q - c > ch->cap ||
 	    head - c > ch->cap)
+		goto out;
+	/* A live producer that announces the same claim is its owner: this
+	 * slot's announcement was written over (a copy of that one), and
+	 * padding would cover the live producer's record before its commit,
+	 * which would then land behind every subscriber. */
+	if (claim_live(ch, s, c))
 		goto out;
 	/* It handed over and died writing: pad what it did not commit.
 	 * The word at q was zeroed before its hand-off, and the slot keeps

@@ -628,3 +628,100 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over)
 	shmbus_channel_close(ch);
 	th_rmdir(role_dir);
 }
+
+/* Publishes 400 messages on mp (their number as payload), each claim held
+ * open 1 ms after its hand-off. */
+static int slow_mp_claims(void *arg)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "mp", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+
+	(void)arg;
+	if (!p)
+		return 1;
+	for (uint64_t i = 0; i < 400; i++) {
+		void *b;
+
+		if (shmbus_claim(p, sizeof(i), &b))
+			return 2;
+		memcpy(b, &i, sizeof(i));
+		usleep(1000);
+		if (shmbus_commit(p))
+			return 3;
+	}
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+/*
+ * Multi producer: a subscriber copies a live producer's announced claim
+ * (claim_pos, claim_end) into a free producer slot that it marks ACTIVE
+ * for a gone process.  The repair of that slot must not pad the claim,
+ * which is the live producer's: every message arrives, in order.
+ */
+Test(scribble, a_copied_claim_of_a_live_producer_is_not_padded,
+     .init = setup, .fini = teardown)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	struct shmbus_msg mi;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	uint64_t v, got = 0;
+	pid_t pub;
+	int forged = 0;
+
+	ch = open_role(&bus, "mp", SHMBUS_ROLE_SUBSCRIBE);
+	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	cr_assert(sub);
+	pub = th_spawn(slow_mp_claims, NULL);
+	for (int idle = 0; got < 400 && idle < 3000;) {
+		ssize_t rc = shmbus_read(sub, &v, sizeof(v), &mi);
+
+		if (rc == -EAGAIN) {
+			struct shmbus_prod_slot *live = NULL, *fake = NULL;
+
+			for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+				struct shmbus_prod_slot *s = &ch->prods[i];
+				uint64_t o = __atomic_load_n(&s->owner,
+							     __ATOMIC_ACQUIRE);
+
+				if (owner_pid(o) == (uint32_t)pub)
+					live = s;
+				else if (!fake && owner_state(o) ==
+							  SHMBUS_SLOT_FREE)
+					fake = s;
+			}
+			if (got < 300 && live && fake &&
+			    __atomic_load_n(&live->claim_pos,
+					    __ATOMIC_ACQUIRE) != UINT64_MAX) {
+				fake->claim_end = live->claim_end &
+						  ~SHMBUS_CLAIM_TENTATIVE;
+				fake->claim_pos = live->claim_pos;
+				__atomic_store_n(&fake->owner,
+						 owner_word(SHMBUS_SLOT_ACTIVE,
+							    NO_PID),
+						 __ATOMIC_RELEASE);
+				forged++;
+			}
+			idle++;
+			usleep(200);
+			continue;
+		}
+		cr_assert_eq(rc, sizeof(v), "read: %zd", rc);
+		cr_assert_eq(v, got, "message %lu where %lu was due (lost %lu)",
+			     (unsigned long)v, (unsigned long)got,
+			     (unsigned long)mi.lost);
+		got++;
+		idle = 0;
+	}
+	cr_log_info("400 messages, a claim copied %d times", forged);
+	cr_assert_eq(got, 400);
+	cr_assert_eq(th_wait(pub), 0);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
