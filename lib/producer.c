@@ -60,11 +60,10 @@ static int take_sp_role(struct shmbus_channel *ch)
 		}
 		if (!(cur & SHMBUS_SP_REPAIRING) && !sb_pid_gone(pid))
 			return -EBUSY;
-		/* A gone process named while a live one holds a producer
-		 * slot: the word was written over under that producer, whose
-		 * claim must not be padded (repair.h). */
-		if (!(cur & SHMBUS_SP_REPAIRING) &&
-		    sb_sp_live_holder(ch, pid, me, pid_gone, NULL))
+		/* A gone process named (as holder or repairer) while a live
+		 * one holds a producer slot: the word was written over under
+		 * that producer, whose claim must not be padded (repair.h). */
+		if (sb_sp_live_holder(ch, pid, me, pid_gone, NULL))
 			return -EBUSY;
 		/* The previous producer (or its repairer) is gone (a
 		 * killed one its parent has not reaped yet included: the

@@ -94,8 +94,11 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		uint32_t live;
 
 		sp = load_relaxed32(&ch->hdr->sp_owner);
-		if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp) &&
-		    (live = sb_sp_live_holder(ch, sp, self, gone, gctx))) {
+		/* The role's holder, or its repairer, gone: but a live
+		 * producer holds a slot. */
+		if (sp && gone(gctx, sp & ~SHMBUS_SP_REPAIRING) &&
+		    (live = sb_sp_live_holder(ch, sp & ~SHMBUS_SP_REPAIRING,
+					      self, gone, gctx))) {
 			/* The word was written over under a live producer:
 			 * its claim is not a dead one's.  Given back to it
 			 * (unless it moved meanwhile).  No edge: the word

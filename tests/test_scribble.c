@@ -525,7 +525,8 @@ static int slow_claims(void *arg)
 
 /*
  * A subscriber writes a gone process's pid into the single producer's
- * role word (hdr.sp_owner) while the producer holds claims open: the
+ * role word (hdr.sp_owner), as its holder or as its repairer, while the
+ * producer holds claims open: the
  * repair must not take the role and pad over the live producer's claim
  * (its commit then lands behind every subscriber: a message lost without
  * a word).  The daemon sees the live producer's slot, gives the role back
@@ -552,7 +553,10 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 
 		if (rc == -EAGAIN) {
 			if (got < 300 && idle % 2 == 0) {
-				__atomic_store_n(&ch->hdr->sp_owner, NO_PID,
+				/* As the holder, or as a repairer. */
+				__atomic_store_n(&ch->hdr->sp_owner,
+						 forged % 2 ? NO_PID :
+						 NO_PID | SHMBUS_SP_REPAIRING,
 						 __ATOMIC_RELAXED);
 				forged++;
 			}
@@ -618,11 +622,17 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over)
 	holder = th_spawn(role_holder, NULL);
 	cr_assert_eq(read(role_ready[0], &c, 1), 1);
 	cr_assert_eq(c, 'y');
-	__atomic_store_n(&ch->hdr->sp_owner, NO_PID, __ATOMIC_RELAXED);
-	errno = 0;
-	p = shmbus_pub_open(ch, NULL);
-	cr_assert_null(p, "a second producer took the live one's role");
-	cr_assert_eq(errno, EBUSY, "errno %d", errno);
+	for (int k = 0; k < 2; k++) {
+		/* As the holder, then as a repairer. */
+		__atomic_store_n(&ch->hdr->sp_owner,
+				 k ? NO_PID | SHMBUS_SP_REPAIRING : NO_PID,
+				 __ATOMIC_RELAXED);
+		errno = 0;
+		p = shmbus_pub_open(ch, NULL);
+		cr_assert_null(p, "a second producer took the live one's "
+			       "role (%d)", k);
+		cr_assert_eq(errno, EBUSY, "errno %d", errno);
+	}
 	cr_assert_eq(write(role_done[1], "x", 1), 1);
 	cr_assert_eq(th_wait(holder), 0);
 	shmbus_channel_close(ch);
