@@ -582,7 +582,24 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 }
 
 static const char *role_dir;
-static int role_ready[2], role_done[2];
+static int role_ready[2] = { -1, -1 }, role_done[2] = { -1, -1 };
+static pid_t role_pid;
+
+static void role_fini(void)
+{
+	if (role_pid > 0) {
+		kill(role_pid, SIGKILL);
+		th_wait(role_pid);
+	}
+	for (int i = 0; i < 2; i++) {
+		if (role_ready[i] >= 0)
+			close(role_ready[i]);
+		if (role_done[i] >= 0)
+			close(role_done[i]);
+	}
+	if (role_dir)
+		th_rmdir(role_dir);
+}
 
 /* Opens a publisher on role_dir's channel "ch" (the role and a producer
  * slot), says so, and holds it until told. */
@@ -608,18 +625,18 @@ static int role_holder(void *arg)
  * producer must not take the role over (and pad over the live one's
  * claim, then write beside it): -EBUSY, as for a live holder.
  */
-Test(scribble, a_producer_role_written_over_is_not_taken_over)
+Test(scribble, a_producer_role_written_over_is_not_taken_over,
+     .fini = role_fini)
 {
 	shmbus_channel *ch;
 	shmbus_pub *p;
-	pid_t holder;
 	char c = 0;
 
 	role_dir = th_mkdir();
 	ch = th_create(role_dir, 4096, 256, SHMBUS_BLOCK,
 		       SHMBUS_SINGLE_PRODUCER);
 	cr_assert(pipe(role_ready) == 0 && pipe(role_done) == 0);
-	holder = th_spawn(role_holder, NULL);
+	role_pid = th_spawn(role_holder, NULL);
 	cr_assert_eq(read(role_ready[0], &c, 1), 1);
 	cr_assert_eq(c, 'y');
 	for (int k = 0; k < 2; k++) {
@@ -634,9 +651,9 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over)
 		cr_assert_eq(errno, EBUSY, "errno %d", errno);
 	}
 	cr_assert_eq(write(role_done[1], "x", 1), 1);
-	cr_assert_eq(th_wait(holder), 0);
+	cr_assert_eq(th_wait(role_pid), 0);
+	role_pid = 0;
 	shmbus_channel_close(ch);
-	th_rmdir(role_dir);
 }
 
 /* Publishes 400 messages on mp (their number as payload), each claim held
