@@ -511,8 +511,14 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
  * slot, -EAGAIN to try again later.
  */
 /* Whether a slot other than s, of a live process, announces a claim at
- * c.  A live announcer releases its claim_pos only after its commit
- * (R6 after R1), so a look that misses it finds the record committed. */
+ * c that it won (its claim_end no longer tentative).  A live announcer
+ * releases its claim_pos only after its commit (R6 after R1), so a look
+ * that misses it finds the record committed.  A tentative announcement
+ * at c is no owner: a live producer that loaded head before the claim at
+ * c announces c until its CAS fails and it looks again, and may be
+ * preempted there for as long as the scheduler likes; only the CAS's
+ * winner stores its claim_end untentative, and one store of claim_end
+ * (tentative) comes before each announcement. */
 static bool claim_live(struct shmbus_channel *ch,
 		       const struct shmbus_prod_slot *s, uint64_t c)
 {
@@ -522,9 +528,14 @@ static bool claim_live(struct shmbus_channel *ch,
 		uint64_t o = load_acquire64(&t->owner);
 
 		/* A6: pairs with R6 (the announcement, and its release
-		 * after the commit). */
+		 * after the commit).  claim_end relaxed: its tentative
+		 * store comes before the announcement; the winner's, before
+		 * its R2 and its hand-off past c, which the caller's A3
+		 * has seen. */
 		if (t != s && owner_state(o) == SHMBUS_SLOT_ACTIVE &&
 		    load_acquire64(&t->claim_pos) == c &&
+		    !(load_relaxed64(&t->claim_end) &
+		      SHMBUS_CLAIM_TENTATIVE) &&
 		    !sb_pid_gone(owner_pid(o)))
 			return true;
 	}

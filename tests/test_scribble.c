@@ -752,3 +752,130 @@ Test(scribble, a_copied_claim_of_a_live_producer_is_not_padded,
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
 }
+
+struct dies_in_claim {
+	uint64_t c;		/* where its claim starts */
+	int go;			/* 1: claimed; 2: die now */
+};
+
+/* Claims a record on mp (the hand-off passes it), says where, and dies
+ * inside it when told. */
+static int claim_then_die(void *arg)
+{
+	struct dies_in_claim *dc = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "mp", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	void *b;
+
+	if (!p)
+		return 1;
+	dc->c = th_head(ch);
+	if (shmbus_claim(p, 8, &b))
+		return 2;
+	__atomic_store_n(&dc->go, 1, __ATOMIC_RELEASE);
+	while (__atomic_load_n(&dc->go, __ATOMIC_ACQUIRE) != 2)
+		usleep(1000);
+	kill(getpid(), SIGKILL);
+	return 3;
+}
+
+/* Publishes one message on mp. */
+static int publish_one(void *arg)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "mp", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint64_t v = 7;
+
+	(void)arg;
+	if (!p || shmbus_publish(p, &v, sizeof(v)))
+		return 1;
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	return 0;
+}
+
+/*
+ * Multi producer, no write over anything: a producer dies inside a claim
+ * it won at c while a live one still announces c tentatively (it loaded
+ * head before that claim, and has not yet lost its CAS and looked again:
+ * the state of a producer preempted there).  That announcement is no
+ * owner of the claim: the dead one's claim is padded, and subscribers
+ * go past it to the next message.
+ */
+Test(scribble, a_live_tentative_announcement_leaves_a_dead_claim_padded,
+     .init = setup, .fini = teardown)
+{
+	struct dies_in_claim *dc = mmap(NULL, sizeof(*dc),
+				       PROT_READ | PROT_WRITE,
+				       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	struct shmbus_prod_slot *live = NULL;
+	struct shmbus_msg mi;
+	shmbus_bus *bus;
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	uint64_t v = 0;
+	ssize_t rc = -EAGAIN;
+	pid_t dead;
+
+	cr_assert(dc != MAP_FAILED);
+	ch = open_role(&bus, "mp", SHMBUS_ROLE_SUBSCRIBE);
+	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	cr_assert(sub);
+	dead = th_spawn(claim_then_die, dc);
+	for (int i = 0; i < 2000 && !__atomic_load_n(&dc->go, __ATOMIC_ACQUIRE);
+	     i++)
+		usleep(1000);
+	cr_assert_eq(dc->go, 1);
+	/* This live process's slot, as a producer's between its
+	 * announcement at c and its CAS (lost to the claim above). */
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS && !live; i++)
+		if (owner_state(__atomic_load_n(&ch->prods[i].owner,
+						__ATOMIC_ACQUIRE)) ==
+		    SHMBUS_SLOT_FREE)
+			live = &ch->prods[i];
+	cr_assert(live);
+	live->claim_end = (dc->c + 64) | SHMBUS_CLAIM_TENTATIVE;
+	live->claim_pos = dc->c;
+	__atomic_store_n(&live->owner,
+			 owner_word(SHMBUS_SLOT_ACTIVE, (uint32_t)getpid()),
+			 __ATOMIC_RELEASE);
+	__atomic_store_n(&dc->go, 2, __ATOMIC_RELEASE);
+	cr_assert_eq(th_wait(dead), 128 + SIGKILL);
+	/* The reaper's repair of the dead one's slot, then this one looks
+	 * again (its announcement gone). */
+	for (int i = 0; i < 2000; i++) {
+		bool freed = true;
+
+		for (uint32_t j = 0; j < SHMBUS_MAX_PRODUCERS; j++)
+			if (owner_pid(__atomic_load_n(&ch->prods[j].owner,
+						      __ATOMIC_ACQUIRE)) ==
+			    (uint32_t)dead)
+				freed = false;
+		if (freed)
+			break;
+		usleep(1000);
+	}
+	__atomic_store_n(&live->claim_pos, UINT64_MAX, __ATOMIC_RELEASE);
+	__atomic_store_n(&live->owner, owner_word(SHMBUS_SLOT_FREE, 0),
+			 __ATOMIC_RELEASE);
+	cr_assert_eq(th_wait(th_spawn(publish_one, NULL)), 0);
+	for (int i = 0; i < 1000 && rc == -EAGAIN; i++) {
+		rc = shmbus_read(sub, &v, sizeof(v), &mi);
+		if (rc == -EAGAIN)
+			usleep(1000);
+	}
+	cr_log_info("claim at %lu; read %zd, message %lu",
+		    (unsigned long)dc->c, rc, (unsigned long)v);
+	cr_assert_eq(rc, (ssize_t)sizeof(v),
+		     "subscribers stay at the dead claim at %lu (read %zd)",
+		     (unsigned long)dc->c, rc);
+	cr_assert_eq(v, 7);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+	munmap(dc, sizeof(*dc));
+}
