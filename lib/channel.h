@@ -289,6 +289,10 @@ int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 		       uint64_t *pos);
 int64_t sb_now_ns(void);
 bool sb_pid_alive(uint32_t pid);
+/* Whether this process is repairing a single producer's claim now
+ * (sb_repair_sp() runs in one of its threads): a role word marked as
+ * being repaired by this process's pid is then its own (repair.c). */
+bool sb_sp_repairing_here(void);
 /* How often a process held back by what a gone one left (a producer out
  * of room, a subscriber at an open claim) looks for gone processes. */
 #define REAP_EVERY_NS	INT64_C(10000000)	/* 10 ms */

@@ -104,6 +104,13 @@ int sb_channel_unlink_id(const char *dir, const char *name, uint64_t data_id);
 /* No such process, or a zombie (pid.c). */
 bool sb_pid_gone(uint32_t pid);
 
+/* Whether the holder that single-producer role word `w` (sp_owner) names
+ * is gone for good: sb_pid_gone() for another process's pid; for this
+ * process's own, whether none of its handles holds the role of `ch` and
+ * none of its threads repairs it (the pid was a dead holder's before it
+ * was this process's).  Thread-safe (producer.c). */
+bool sb_sp_role_gone(const struct shmbus_channel *ch, uint32_t w);
+
 /* Whether process `pid` is gone, as the caller judges it (shmbusd caches
  * sb_pid_gone()'s verdicts for one scan). */
 typedef bool (*sb_gone_fn)(void *ctx, uint32_t pid);

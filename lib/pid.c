@@ -16,7 +16,10 @@
  * compares the state and the pid in the CAS that takes the slot; between
  * a verdict and that CAS, a dead owner's pid would have to be reused by a
  * process that took this very slot, which is not ruled out, only
- * unlikely (slots of dead owners are not free for the taking).
+ * unlikely (slots of dead owners are not free for the taking).  The
+ * process that was given the pid must not take a single producer's role
+ * that names it for its own: it asks sb_sp_role_gone() (producer.c),
+ * which knows the roles its handles hold.
  */
 #define _GNU_SOURCE
 #include <errno.h>

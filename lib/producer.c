@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -24,50 +25,157 @@
 #define SP_NAP_MIN_NS		20000		/* 20 us, doubling... */
 #define SP_NAP_MAX_NS		1000000		/* ...up to 1 ms */
 
-static int take_sp_role(struct shmbus_channel *ch)
+/*
+ * The single-producer roles this process holds: its handles that took
+ * one, listed from the CAS that took the role to the one that gives it
+ * back, under `roles_lock`.  A role word that names this process's own
+ * pid is this process's only if one of them holds that channel's role
+ * (or this process is repairing it, sb_sp_repairing_here()): otherwise it
+ * was left by a process that died and whose pid this process has since
+ * been given, which never holds it again.  Judged by the pid alone, such
+ * a word would look alive to this process for as long as it lives, which
+ * refused it the role and left the dead claim unrepaired for ever.  A
+ * fork's child holds none of its parent's roles (its pid is not theirs):
+ * its list starts empty.
+ */
+static pthread_mutex_t roles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shmbus_pub *roles;
+static pthread_once_t roles_once = PTHREAD_ONCE_INIT;
+
+static void roles_prepare(void)
 {
-	uint32_t me = (uint32_t)getpid(), cur = 0;
+	pthread_mutex_lock(&roles_lock);
+}
+
+static void roles_parent(void)
+{
+	pthread_mutex_unlock(&roles_lock);
+}
+
+static void roles_child(void)
+{
+	for (struct shmbus_pub *p = roles, *next; p; p = next) {
+		next = p->role_next;
+		p->role_next = NULL;
+		p->role_listed = false;
+	}
+	roles = NULL;
+	pthread_mutex_unlock(&roles_lock);
+}
+
+static void roles_atfork(void)
+{
+	pthread_atfork(roles_prepare, roles_parent, roles_child);
+}
+
+/* Under roles_lock. */
+static void role_list(struct shmbus_pub *pub)
+{
+	pub->role_next = roles;
+	roles = pub;
+	pub->role_listed = true;
+}
+
+/* Under roles_lock. */
+static void role_unlist(struct shmbus_pub *pub)
+{
+	for (struct shmbus_pub **pp = &roles; *pp; pp = &(*pp)->role_next)
+		if (*pp == pub) {
+			*pp = pub->role_next;
+			break;
+		}
+	pub->role_next = NULL;
+	pub->role_listed = false;
+}
+
+/* Under roles_lock: whether a handle of this process holds the role of
+ * the channel `ch` maps (any mapping of it: the data id names it). */
+static bool role_held_here(const struct shmbus_channel *ch)
+{
+	for (const struct shmbus_pub *p = roles; p; p = p->role_next)
+		if (p->ch->data_id == ch->data_id)
+			return true;
+	return false;
+}
+
+/* Under roles_lock: whether the holder that role word `w` names is gone
+ * for good (lib/pid.c), this process's own pid included when none of its
+ * handles holds the role and it is not repairing one. */
+static bool sp_holder_gone(const struct shmbus_channel *ch, uint32_t w)
+{
+	uint32_t pid = w & ~SHMBUS_SP_REPAIRING;
+
+	if (pid != (uint32_t)getpid())
+		return sb_pid_gone(pid);
+	if (w & SHMBUS_SP_REPAIRING)
+		return !sb_sp_repairing_here();
+	return !role_held_here(ch);
+}
+
+bool sb_sp_role_gone(const struct shmbus_channel *ch, uint32_t w)
+{
+	bool gone;
+
+	pthread_once(&roles_once, roles_atfork);
+	pthread_mutex_lock(&roles_lock);
+	gone = sp_holder_gone(ch, w);
+	pthread_mutex_unlock(&roles_lock);
+	return gone;
+}
+
+static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
+{
+	uint32_t me = (uint32_t)getpid();
 	struct timespec nap = { .tv_nsec = SP_NAP_MIN_NS };
 	int64_t give_up = 0;
 
-	/* A11: pairs with R11 in shmbus_pub_close() and sb_repair_sp(): the
-	 * producer role is handed over through sp_owner, and this seq_cst
-	 * RMW reads the previous owner's releasing CAS, so its stores to
-	 * head and seq are visible. */
-	while (!cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
-		uint32_t pid = cur & ~SHMBUS_SP_REPAIRING;
+	pthread_once(&roles_once, roles_atfork);
+	for (;;) {
+		uint32_t cur = 0;
+		bool took, gone = false;
 
-		if (cur & SHMBUS_SP_REPAIRING && !sb_pid_gone(pid)) {
-			/* shmbusd is padding a dead producer's claim: a few
-			 * microseconds of its time.  Sleep rather than
-			 * yield, so that the repairer is not kept from a
-			 * CPU by us; give up on a daemon that is stopped. */
-			if (give_up == 0)
-				give_up = sb_now_ns() + SP_REPAIR_WAIT_NS;
-			else if (sb_now_ns() > give_up)
-				return -EBUSY;
-			nanosleep(&nap, NULL);
-			if (nap.tv_nsec < SP_NAP_MAX_NS)
-				nap.tv_nsec *= 2;
-			cur = 0;
-			continue;
+		/* The CAS that takes the role and the handle's listing are
+		 * one step for the threads of this process: none of them
+		 * sees the role word name us while no handle holds it. */
+		pthread_mutex_lock(&roles_lock);
+		/* A11: pairs with R11 in shmbus_pub_close() and
+		 * sb_repair_sp(): the producer role is handed over through
+		 * sp_owner, and this seq_cst RMW reads the previous owner's
+		 * releasing CAS, so its stores to head and seq are
+		 * visible. */
+		took = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, me);
+		/* The previous producer (or its repairer) is gone (a killed
+		 * one its parent has not reaped yet included: the daemon's
+		 * test, lib/pid.c): take over, then repair its unfinished
+		 * claim.  A11, as above; a word that changed meanwhile (a
+		 * new holder) is left alone. */
+		if (!took && (gone = sp_holder_gone(ch, cur)))
+			took = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur,
+						   me);
+		if (took)
+			role_list(pub);
+		pthread_mutex_unlock(&roles_lock);
+		if (took) {
+			if (gone)
+				sb_sp_repair(ch, NULL);
+			return 0;
 		}
-		if (!(cur & SHMBUS_SP_REPAIRING) && !sb_pid_gone(pid))
+		if (gone)
+			continue;	/* another process took it first */
+		if (!(cur & SHMBUS_SP_REPAIRING))
 			return -EBUSY;
-		/* The previous producer (or its repairer) is gone (a
-		 * killed one its parent has not reaped yet included: the
-		 * daemon's test, lib/pid.c): take over, then repair its
-		 * unfinished claim.  A11, as above. */
-		if (cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
-			sb_sp_repair(ch, NULL);
-			break;
-		}
-		/* Another process took it over first: cur names it now, and
-		 * the loop's CAS must expect the role free, never take it
-		 * from that live holder.  Look again from the start. */
-		cur = 0;
+		/* shmbusd is padding a dead producer's claim: a few
+		 * microseconds of its time.  Sleep rather than yield, so
+		 * that the repairer is not kept from a CPU by us; give up on
+		 * a daemon that is stopped. */
+		if (give_up == 0)
+			give_up = sb_now_ns() + SP_REPAIR_WAIT_NS;
+		else if (sb_now_ns() > give_up)
+			return -EBUSY;
+		nanosleep(&nap, NULL);
+		if (nap.tv_nsec < SP_NAP_MAX_NS)
+			nap.tv_nsec *= 2;
 	}
-	return 0;
 }
 
 static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
@@ -177,7 +285,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 	pub->limit = ch_overwrite(ch) && !pub->multi ? UINT64_MAX : 0;
 	pub->timeout_ns = attr ? attr->timeout_ns : 0;
 	if (!ch_multi(ch)) {
-		rc = take_sp_role(ch);
+		rc = take_sp_role(ch, pub);
 		if (rc) {
 			free(pub);
 			errno = -rc;
@@ -222,6 +330,14 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 	if (!pub)
 		return;
 	sb_fork_untrack(&pub->fork);
+	if (pub->role_listed && (pub->forked ||
+				 (pub->opener && pub->opener != (uint32_t)getpid()))) {
+		/* A copy made by a clone() that ran no fork handler:
+		 * unlisted here, the role is its parent's. */
+		pthread_mutex_lock(&roles_lock);
+		role_unlist(pub);
+		pthread_mutex_unlock(&roles_lock);
+	}
 	/* A fork's copy of the handle: the slot, the role and any claim are
 	 * the parent's, which goes on using them (or, if it closed them,
 	 * perhaps this process's own new publisher's): only the copy goes. */
@@ -239,10 +355,13 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 		store_release64(&pub->slot->owner,
 				owner_word(SHMBUS_SLOT_FREE, 0));
 	}
-	if (!ch_multi(pub->ch)) {
+	if (pub->role_listed) {
 		me = (uint32_t)getpid();
+		pthread_mutex_lock(&roles_lock);
+		role_unlist(pub);
 		/* R11: pairs with A11 in take_sp_role(). */
 		cas_strong_seqcst32(&pub->ch->hdr->sp_owner, &me, 0);
+		pthread_mutex_unlock(&roles_lock);
 	}
 	free(pub);
 }

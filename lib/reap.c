@@ -74,7 +74,13 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		uint64_t bad = 0;
 
 		sp = load_relaxed32(&ch->hdr->sp_owner);
-		if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp))
+		/* A word that names our own pid was left by a dead
+		 * holder (or a previous shmbusd that died repairing) whose
+		 * pid we were given, unless we hold or repair the role. */
+		if (sp && (sp & ~SHMBUS_SP_REPAIRING) == self)
+			rc = sb_sp_role_gone(ch, sp) ?
+				sb_repair_sp(ch, sp, self, &bad) : 0;
+		else if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp))
 			rc = sb_repair_sp(ch, sp, self, &bad);
 		else if (sp & SHMBUS_SP_REPAIRING &&
 			 gone(gctx, sp & ~SHMBUS_SP_REPAIRING))

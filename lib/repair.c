@@ -263,22 +263,39 @@ int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 	return 1;
 }
 
+/* Repairs of single producers' claims running in this process.  Raised
+ * before the CAS that marks a role as being repaired by our pid, lowered
+ * after the one that frees it: a thread of ours that reads the mark (by a
+ * seq_cst RMW of sp_owner, ordered after the raise) sees the count; one
+ * that sees it lowered meanwhile judges the mark gone, and its CAS from
+ * the mark fails, the role being free by then. */
+static uint64_t sp_repairs_here;
+
+bool sb_sp_repairing_here(void)
+{
+	return load_relaxed64(&sp_repairs_here) != 0;
+}
+
 int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
 		 uint64_t *damaged)
 {
 	uint32_t cur = dead, mark = (self & ~SHMBUS_SP_REPAIRING) |
 				    SHMBUS_SP_REPAIRING;
-	int fixed;
+	int fixed = 0;
 
+	if (dead == 0)
+		return 0;
+	add_relaxed64(&sp_repairs_here, 1);
 	/* A11: pairs with R11 in shmbus_pub_close() (a role given back is
 	 * 0, never `dead`) or a previous repairer's. */
-	if (dead == 0 || !cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, mark))
-		return 0;
-	fixed = sb_sp_repair(ch, damaged);
-	/* R11: pairs with A11 in take_sp_role(): the role is free again,
-	 * and our repair is visible to its next owner. */
-	cur = mark;
-	cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, 0);
+	if (cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, mark)) {
+		fixed = sb_sp_repair(ch, damaged);
+		/* R11: pairs with A11 in take_sp_role(): the role is free
+		 * again, and our repair is visible to its next owner. */
+		cur = mark;
+		cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, 0);
+	}
+	add_relaxed64(&sp_repairs_here, UINT64_MAX);
 	return fixed;
 }
 

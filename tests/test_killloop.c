@@ -1,0 +1,248 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_killloop.c - processes killed with kill -9 and what comes after
+ * them: a new process given the pid of a dead one, with no shmbusd
+ * (direct mode: processes repair each other).
+ *
+ * A slot or a role names its owner by pid.  A process that is given the
+ * pid of a dead owner (pid_max wraps; 32768 by default) and then uses the
+ * same channel must not take the dead owner's leftovers for its own:
+ * judged by the pid alone they look alive to it for as long as it lives,
+ * and it waits on itself.  The new process is made with the dead one's
+ * pid through /proc/sys/kernel/ns_last_pid where this test may write it
+ * (root); elsewhere it writes its pid over the dead one's in the slot,
+ * which leaves the channel as the reuse does.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "shmbus/layout.h"
+
+/* What the parent and its children share. */
+struct kl_shared {
+	char dir[64];
+	pid_t dead;		/* the pid the successor must take over */
+	int reused;		/* 1: the successor has that pid itself */
+	int ready;
+};
+
+static struct kl_shared *sh;
+
+static void sh_map(void)
+{
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(sh != MAP_FAILED);
+	snprintf(sh->dir, sizeof(sh->dir), "%s", th_mkdir());
+}
+
+static void sh_unmap(void)
+{
+	th_rmdir(sh->dir);
+	munmap(sh, sizeof(*sh));
+}
+
+/*
+ * Forks a child with pid `want` (the kernel's next pid set through
+ * ns_last_pid, tried again while other processes take it first), which
+ * runs fn(arg) and _exit()s with its return value.  Returns its pid, or
+ * -1 where ns_last_pid cannot be written.
+ */
+static pid_t spawn_as(pid_t want, int (*fn)(void *), void *arg)
+{
+	for (int i = 0; i < 1000; i++) {
+		FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+		pid_t p;
+
+		if (!f)
+			return -1;
+		if (fprintf(f, "%d", (int)want - 1) < 0 || fclose(f) != 0)
+			return -1;
+		p = fork();
+		cr_assert_geq(p, 0);
+		if (p == 0)
+			_exit(getpid() == want ? fn(arg) : 99);
+		if (p == want)
+			return p;
+		waitpid(p, NULL, 0);
+	}
+	return -1;
+}
+
+/* The successor: with the dead process's pid if the kernel gives it,
+ * else an ordinary child that writes its pid where the dead one's is. */
+static pid_t spawn_successor(int (*fn)(void *))
+{
+	pid_t p = spawn_as(sh->dead, fn, NULL);
+
+	sh->reused = p > 0;
+	if (p < 0)
+		p = th_spawn(fn, NULL);
+	cr_log_info("successor %d: %s", (int)p,
+		    sh->reused ? "the dead producer's pid" : "its pid written "
+		    "over the dead producer's");
+	return p;
+}
+
+/* The control file's header, mapped by a child that plays pid reuse. */
+static struct shmbus_hdr *map_hdr(void)
+{
+	size_t len;
+	uint8_t *m = th_map_channel(sh->dir, &len);
+
+	return m ? (struct shmbus_hdr *)m : NULL;
+}
+
+static void say_ready(void)
+{
+	__atomic_store_n(&sh->ready, 1, __ATOMIC_RELEASE);
+}
+
+static void await_ready(void)
+{
+	for (int i = 0; !__atomic_load_n(&sh->ready, __ATOMIC_ACQUIRE); i++) {
+		cr_assert_lt(i, 5000, "the child did not get ready");
+		usleep(1000);
+	}
+	sh->ready = 0;
+}
+
+/* Publishes messages 0..2 as producer 1, claims message 3, says so and
+ * waits to be killed inside the claim. */
+static int die_in_claim(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t msg[64];
+	void *buf;
+
+	(void)arg;
+	if (!pub)
+		return 2;
+	for (uint64_t s = 0; s < 3; s++) {
+		th_msg_fill(msg, sizeof(msg), 1, s);
+		if (shmbus_publish(pub, msg, sizeof(msg)))
+			return 3;
+	}
+	if (shmbus_claim(pub, sizeof(msg), &buf))
+		return 4;
+	th_msg_fill(buf, sizeof(msg), 1, 3);
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/* Reads `n` messages within 2 s each, checking each whole; stores their
+ * producer ids and sequence numbers. */
+static void read_n(shmbus_sub *sub, int n, uint32_t *ids, uint64_t *seqs)
+{
+	uint8_t buf[1024];
+
+	for (int i = 0; i < n; i++) {
+		uint64_t t0 = th_now_ns();
+		ssize_t len;
+
+		while ((len = shmbus_read(sub, buf, sizeof(buf), NULL)) ==
+		       -EAGAIN) {
+			cr_assert_lt(th_now_ns() - t0, 2000000000ull,
+				     "message %d of %d did not come", i + 1, n);
+			shmbus_wait(sub, 10000000);
+		}
+		cr_assert_geq(len, 0, "read: %s", shmbus_strerror((int)len));
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &ids[i], &seqs[i]),
+			     0, "a torn message");
+	}
+}
+
+/* ------------------------------------------------ the single producer */
+
+/* The successor of a single producer that died inside its claim: opens
+ * a publisher (the role's word names its own pid) and publishes message
+ * 0 as producer 2. */
+static int sp_successor(void *arg)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	struct shmbus_hdr *h = map_hdr();
+	shmbus_pub *pub;
+	uint8_t msg[64];
+
+	(void)arg;
+	if (!ch || !h)
+		return 2;
+	if (!sh->reused) {
+		uint32_t dead = (uint32_t)sh->dead;
+
+		if (!__atomic_compare_exchange_n(&h->sp_owner, &dead,
+						 (uint32_t)getpid(), false,
+						 __ATOMIC_SEQ_CST,
+						 __ATOMIC_SEQ_CST))
+			return 3;
+	}
+	if (__atomic_load_n(&h->sp_owner, __ATOMIC_ACQUIRE) !=
+	    (uint32_t)getpid())
+		return 4;	/* the state this test is about */
+	pub = shmbus_pub_open(ch, &pa);
+	if (!pub) {
+		fprintf(stderr, "sp_successor: %s\n", strerror(errno));
+		return 5;
+	}
+	th_msg_fill(msg, sizeof(msg), 2, 0);
+	if (shmbus_publish(pub, msg, sizeof(msg)))
+		return 6;
+	/* Still a single producer: a second handle of ours is refused. */
+	if (shmbus_pub_open(ch, &pa) || errno != EBUSY)
+		return 7;
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	return 0;
+}
+
+/*
+ * A single producer killed inside its claim; a process given its pid
+ * opens a publisher on the channel.  The role's word names that pid, but
+ * no handle of the new process holds the role: it takes it over and pads
+ * the dead claim, and the subscriber reads on (it was refused with EBUSY
+ * for as long as it lived, and the dead claim held every reader).
+ */
+Test(killloop, a_single_producers_pid_reused_by_its_successor, .timeout = 30)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	uint32_t ids[4];
+	uint64_t seqs[4];
+	pid_t p;
+	int rc;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(die_in_claim, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	p = spawn_successor(sp_successor);
+	rc = th_wait(p);
+	cr_assert_eq(rc, 0, "the successor failed (exit %d)", rc);
+	read_n(sub, 4, ids, seqs);
+	for (int i = 0; i < 3; i++)
+		cr_assert(ids[i] == 1 && seqs[i] == (uint64_t)i);
+	cr_assert(ids[3] == 2 && seqs[3] == 0, "after the dead claim: "
+		  "producer %u seq %llu", ids[3], (unsigned long long)seqs[3]);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
