@@ -197,16 +197,19 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		 * slot's 0.  A6: pairs with R6 (the claim released). */
 		if (st != SHMBUS_SLOT_FREE &&
 		    ((st != SHMBUS_SLOT_ACTIVE && st != SHMBUS_SLOT_BUSY) ||
-		     sb_pid_alive(owner_pid(o)) ||
+		     sb_slot_alive(ch, SB_HELD_PROD, i, owner_pid(o)) ||
 		     (st == SHMBUS_SLOT_ACTIVE &&
 		      load_acquire64(&s->claim_pos) != UINT64_MAX)))
 			continue;
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
-		 * the dead pid in one compare. */
+		 * the dead pid in one compare.  Listed first (pid.c). */
+		sb_held_add(ch, SB_HELD_PROD, i);
 		if (!cas_strong_seqcst64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY,
-							      me)))
+							      me))) {
+			sb_held_drop(ch, SB_HELD_PROD, i);
 			continue;
+		}
 		store_relaxed64(&s->published, 0);
 		store_relaxed64(&s->claim_end, UINT64_MAX);
 		store_release64(&s->claim_pos, UINT64_MAX);	/* R6 */
@@ -354,6 +357,8 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 		 * to the slot precede its reuse. */
 		store_release64(&pub->slot->owner,
 				owner_word(SHMBUS_SLOT_FREE, 0));
+		sb_held_drop(pub->ch, SB_HELD_PROD,
+			     (uint32_t)(pub->slot - pub->ch->prods));
 	}
 	if (pub->role_listed) {
 		me = (uint32_t)getpid();

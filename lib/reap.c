@@ -43,7 +43,8 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		if (sb_slot_gates(o))
 			top = i + 1;
 		if (owner_state(o) == SHMBUS_SLOT_FREE ||
-		    !gone(gctx, owner_pid(o)))
+		    (owner_pid(o) == self ? sb_held_here(ch, SB_HELD_SUB, i)
+					  : !gone(gctx, owner_pid(o))))
 			continue;
 		if (sb_repair_sub(ch, i, owner_pid(o), self) == 1) {
 			released++;
@@ -127,7 +128,8 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		uint64_t repairs;
 
 		if (owner_state(o) == SHMBUS_SLOT_FREE ||
-		    !gone(gctx, owner_pid(o)))
+		    (owner_pid(o) == self ? sb_held_here(ch, SB_HELD_PROD, i)
+					  : !gone(gctx, owner_pid(o))))
 			continue;
 		repairs = load_relaxed64(&ch->hdr->repairs);
 		rc = sb_repair_prod(ch, i, owner_pid(o), self);

@@ -309,6 +309,7 @@ static void release_adopted(struct shmbus_channel *ch,
 	/* R13: pairs with A13 in take_prod_slot(): the repair above
 	 * precedes the slot's reuse. */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	sb_held_drop(ch, SB_HELD_PROD, (uint32_t)(s - ch->prods));
 	add_relaxed64(&ch->hdr->reaped, 1);
 	/* The dead producer may have died between its last commit and its
 	 * wake-up call. */
@@ -319,12 +320,21 @@ static void release_adopted(struct shmbus_channel *ch,
  * dead pid in one CAS: from then on nobody else repairs it, a producer
  * waiting behind it sees a live owner, and its claim_pos still holds
  * every producer a lap behind it. */
-static bool adopt(struct shmbus_prod_slot *s, uint64_t o, uint32_t self)
+static bool adopt(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
+		  uint64_t o, uint32_t self)
 {
+	uint32_t i = (uint32_t)(s - ch->prods);
+
+	/* Listed before our pid is in it (pid.c): another thread of ours
+	 * takes it for live, even when the dead pid was ours too. */
+	sb_held_add(ch, SB_HELD_PROD, i);
 	/* No data edge: the dead producer's stores are read after its death
 	 * (and after the acquire loads named where they are read). */
-	return cas_strong_seqcst64(&s->owner, &o,
-			    owner_word(SHMBUS_SLOT_ACTIVE, self));
+	if (cas_strong_seqcst64(&s->owner, &o,
+				owner_word(SHMBUS_SLOT_ACTIVE, self)))
+		return true;
+	sb_held_drop(ch, SB_HELD_PROD, i);
+	return false;
 }
 
 /* The start of the claim producer slot i announces (one it is about to
@@ -414,10 +424,12 @@ bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv)
 
 /* Gives an adopted slot back to its dead owner, untouched: its claim is
  * not the one at the hand-off any more, and is repair_claim()'s. */
-static void give_back(struct shmbus_prod_slot *s, uint64_t dead_o)
+static void give_back(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
+		      uint64_t dead_o)
 {
 	/* No data edge: we wrote nothing that the next adopter reads. */
 	store_release64(&s->owner, dead_o);
+	sb_held_drop(ch, SB_HELD_PROD, (uint32_t)(s - ch->prods));
 }
 
 int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
@@ -446,15 +458,17 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 		/* The winner of x is among the slots that announce x, and
 		 * keeps announcing it until it hands over: while one of
 		 * them is alive, it may be the winner (or a loser about to
-		 * announce again). */
-		if (!gone(owner_pid(o)))
+		 * announce again).  Our own pid is judged by the slots we
+		 * hold (pid.c): one we do not was a dead process's. */
+		if (owner_pid(o) == self ? sb_held_here(ch, SB_HELD_PROD, i)
+					 : !gone(owner_pid(o)))
 			return SB_HELP_LIVE;
 		dead = s;
 		dead_o = o;
 	}
 	if (!dead)
 		return SB_HELP_NOBODY;
-	if (!adopt(dead, dead_o, self))
+	if (!adopt(ch, dead, dead_o, self))
 		return SB_HELP_LIVE;	/* someone else adopted it */
 	end = end_of_claim(ch, x, head);
 	word = &rec_at(ch, end)->commit;
@@ -473,7 +487,7 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 	 * it.  Either way this slot goes back as it was.
 	 */
 	if (load_acquire64(&h->handoff) != x) {
-		give_back(dead, dead_o);
+		give_back(ch, dead, dead_o);
 		return SB_HELP_LIVE;
 	}
 	/* For busstat and the daemon; the claim is ours now. */
@@ -530,7 +544,7 @@ static int repair_claim(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
 			return -EAGAIN;	/* not handed over yet: that is
 					 * sb_handoff_help()'s */
 	}
-	if (!adopt(s, o, self))
+	if (!adopt(ch, s, o, self))
 		return 0;
 	if (c == UINT64_MAX || head <= c)
 		goto out;		/* no claim, or announced and lost */
@@ -576,9 +590,12 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 		/* Died setting the slot up (or releasing an adopted one): it
 		 * announces nothing yet, and goes back to FREE.  No edge,
 		 * as in adopt(). */
+		sb_held_add(ch, SB_HELD_PROD, i);
 		if (!cas_strong_seqcst64(&s->owner, &o,
-				  owner_word(SHMBUS_SLOT_BUSY, self)))
+				  owner_word(SHMBUS_SLOT_BUSY, self))) {
+			sb_held_drop(ch, SB_HELD_PROD, i);
 			return 0;
+		}
 		release_adopted(ch, s);
 		return 1;
 	}
@@ -586,7 +603,7 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 		return 0;
 	if (!ch_multi(ch)) {
 		/* A single producer's claim is sb_repair_sp()'s. */
-		if (!adopt(s, o, self))
+		if (!adopt(ch, s, o, self))
 			return 0;
 		release_adopted(ch, s);
 		return 1;
@@ -625,9 +642,12 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	 * live process took meanwhile is left alone, and if we die here the
 	 * slot names us, and the next repairer takes it from us.  No edge:
 	 * nothing the dead owner wrote is read but `sleeping`, below. */
+	sb_held_add(ch, SB_HELD_SUB, i);
 	if (!cas_strong_seqcst64(&s->owner, &o,
-				 owner_word(SHMBUS_SLOT_BUSY, self)))
+				 owner_word(SHMBUS_SLOT_BUSY, self))) {
+		sb_held_drop(ch, SB_HELD_SUB, i);
 		return 0;
+	}
 	/* A dead owner that was asleep still counts as a sleeper (it set
 	 * sleeping after its increment, sleep_wait()); the exchange lets
 	 * exactly one repairer undo it. */
@@ -640,6 +660,7 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	/* R13: pairs with A13 in take_slot(): the repair precedes the
 	 * slot's reuse. */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	sb_held_drop(ch, SB_HELD_SUB, i);
 	add_relaxed64(&ch->hdr->reaped, 1);
 	return 1;
 }
@@ -662,7 +683,7 @@ void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 		uint32_t st = owner_state(o);
 
 		if ((st != SHMBUS_SLOT_ACTIVE && st != SHMBUS_SLOT_BUSY) ||
-		    sb_pid_alive(owner_pid(o)) || !adopt(s, o, self))
+		    sb_pid_alive(owner_pid(o)) || !adopt(ch, s, o, self))
 			continue;
 		release_adopted(ch, s);
 	}

@@ -102,6 +102,39 @@ static struct shmbus_hdr *map_hdr(void)
 	return m ? (struct shmbus_hdr *)m : NULL;
 }
 
+/* Where the kernel gave the successor another pid, it writes its pid
+ * over the dead process's wherever a word names it (the role, producer
+ * and subscriber slots), leaving the channel as a reuse does. */
+static int take_dead_pid(void)
+{
+	struct shmbus_hdr *h = map_hdr();
+	struct shmbus_prod_slot *prods;
+	struct shmbus_sub_slot *subs;
+	uint32_t dead = (uint32_t)sh->dead, me = (uint32_t)getpid();
+	int n = 0;
+
+	if (!h)
+		return -1;
+	if (sh->reused)
+		return 1;
+	prods = (struct shmbus_prod_slot *)((uint8_t *)h + h->slots_offset);
+	subs = (struct shmbus_sub_slot *)(prods + SHMBUS_MAX_PRODUCERS);
+	n += __atomic_compare_exchange_n(&h->sp_owner, &dead, me, false,
+					 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	dead = (uint32_t)sh->dead;
+	for (unsigned i = 0; i < SHMBUS_MAX_PRODUCERS + SHMBUS_MAX_SLOTS; i++) {
+		uint64_t *w = i < SHMBUS_MAX_PRODUCERS ?
+			&prods[i].owner : &subs[i - SHMBUS_MAX_PRODUCERS].owner;
+		uint64_t o = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+
+		if (o >> 32 == dead)
+			n += __atomic_compare_exchange_n(w, &o,
+				(uint64_t)me << 32 | (uint32_t)o, false,
+				__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	}
+	return n;
+}
+
 static void say_ready(void)
 {
 	__atomic_store_n(&sh->ready, 1, __ATOMIC_RELEASE);
@@ -180,15 +213,8 @@ static int sp_successor(void *arg)
 	(void)arg;
 	if (!ch || !h)
 		return 2;
-	if (!sh->reused) {
-		uint32_t dead = (uint32_t)sh->dead;
-
-		if (!__atomic_compare_exchange_n(&h->sp_owner, &dead,
-						 (uint32_t)getpid(), false,
-						 __ATOMIC_SEQ_CST,
-						 __ATOMIC_SEQ_CST))
-			return 3;
-	}
+	if (take_dead_pid() < 1)
+		return 3;
 	if (__atomic_load_n(&h->sp_owner, __ATOMIC_ACQUIRE) !=
 	    (uint32_t)getpid())
 		return 4;	/* the state this test is about */
@@ -242,6 +268,236 @@ Test(killloop, a_single_producers_pid_reused_by_its_successor, .timeout = 30)
 		cr_assert(ids[i] == 1 && seqs[i] == (uint64_t)i);
 	cr_assert(ids[3] == 2 && seqs[3] == 0, "after the dead claim: "
 		  "producer %u seq %llu", ids[3], (unsigned long long)seqs[3]);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* ------------------------------------------ multi producer, subscriber */
+
+#define LAPS_MSGS	2000	/* 64-byte messages: two laps of 64 KiB */
+
+/* The successor of a dead multi producer or subscriber: takes its pid
+ * (or writes its pid over the dead one's), then publishes LAPS_MSGS
+ * messages as producer 2, each within 3 s. */
+static int mp_successor(void *arg)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = 3000000000 };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_pub *pub;
+	uint8_t msg[64];
+
+	(void)arg;
+	if (!ch || take_dead_pid() < 1)
+		return 2;
+	pub = shmbus_pub_open(ch, &pa);
+	if (!pub)
+		return 3;
+	for (uint64_t s = 0; s < LAPS_MSGS; s++) {
+		int rc;
+
+		th_msg_fill(msg, sizeof(msg), 2, s);
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc) {
+			fprintf(stderr, "successor: message %llu: %s\n",
+				(unsigned long long)s, shmbus_strerror(rc));
+			return 4;
+		}
+	}
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	return 0;
+}
+
+/* Reads D's 3 messages (producer 1), then the successor's LAPS_MSGS
+ * (producer 2), in order, while the successor runs; returns its exit. */
+static int read_behind(shmbus_sub *sub, pid_t successor, int from_dead)
+{
+	uint32_t id;
+	uint64_t seq, next[3] = { 0, 0, 0 }, t0 = th_now_ns();
+	uint8_t buf[1024];
+	int rc = -1;
+
+	while (next[2] < LAPS_MSGS) {
+		ssize_t len = shmbus_read(sub, buf, sizeof(buf), NULL);
+		int st;
+
+		if (len == -EAGAIN) {
+			if (rc < 0 && waitpid(successor, &st, WNOHANG) ==
+				      successor)
+				rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+			if (rc > 0 || th_now_ns() - t0 > 10000000000ull)
+				break;
+			shmbus_wait(sub, 1000000);
+			continue;
+		}
+		cr_assert_geq(len, 0, "read: %s", shmbus_strerror((int)len));
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0,
+			     "a torn message");
+		cr_assert(id == 1 || id == 2, "producer %u", id);
+		cr_assert_eq(seq, next[id], "producer %u: seq %llu, not %llu",
+			     id, (unsigned long long)seq,
+			     (unsigned long long)next[id]);
+		next[id]++;
+	}
+	/* A successor that waits on for ever is stopped: it leaves no
+	 * process behind the test. */
+	for (int i = 0; rc < 0; i++) {
+		int st;
+
+		if (waitpid(successor, &st, WNOHANG) == successor)
+			rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+		else if (i == 5000) {
+			kill(successor, SIGKILL);
+			rc = th_wait(successor);
+		} else
+			usleep(1000);
+	}
+	cr_assert_eq(rc, 0, "the successor failed (exit %d) after %llu "
+		     "messages", rc, (unsigned long long)next[2]);
+	cr_assert_eq(next[1], (uint64_t)from_dead);
+	cr_assert_eq(next[2], LAPS_MSGS);
+	return rc;
+}
+
+/*
+ * A multi producer killed inside a claim it had handed over; a process
+ * given its pid publishes two laps.  The dead slot names that process's
+ * pid, but it holds no such slot: once the dead claim holds it back, it
+ * pads the claim and frees the slot.  (It waited on itself, a live
+ * producer by pid, until its timeout: every claim for ever.)
+ */
+Test(killloop, a_multi_producers_pid_reused_by_its_successor, .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	pid_t p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(die_in_claim, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	p = spawn_successor(mp_successor);
+	read_behind(sub, p, 3);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* Subscribes at the oldest message, says so, and never reads. */
+static int idle_subscriber(void *arg)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+
+	(void)arg;
+	if (!sub)
+		return 2;
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/*
+ * A subscriber of a block channel killed; a process given its pid
+ * publishes two laps.  The dead cursor names that process's pid: once it
+ * holds it back, the producer releases it.  (It waited on itself, a live
+ * subscriber by pid, until its timeout.)
+ */
+Test(killloop, a_subscribers_pid_reused_by_a_producer, .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	pid_t p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(idle_subscriber, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	p = spawn_successor(mp_successor);
+	read_behind(sub, p, 0);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* Publishes messages 0..2 as producer 1, then makes a claim of 64 bytes
+ * at head and dies before its hand-off (as a producer preempted right
+ * after its CAS on head leaves it): its slot announces the claim, head is
+ * past it, the hand-off still at it. */
+static int die_before_hand_off(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	struct shmbus_hdr *h = map_hdr();
+	struct shmbus_prod_slot *prods, *mine = NULL;
+	uint8_t msg[64];
+	uint64_t start;
+
+	(void)arg;
+	if (!pub || !h)
+		return 2;
+	for (uint64_t s = 0; s < 3; s++) {
+		th_msg_fill(msg, sizeof(msg), 1, s);
+		if (shmbus_publish(pub, msg, sizeof(msg)))
+			return 3;
+	}
+	prods = (struct shmbus_prod_slot *)((uint8_t *)h + h->slots_offset);
+	for (unsigned i = 0; i < SHMBUS_MAX_PRODUCERS; i++)
+		if (__atomic_load_n(&prods[i].owner, __ATOMIC_ACQUIRE) >> 32 ==
+		    (uint64_t)getpid())
+			mine = &prods[i];
+	if (!mine)
+		return 4;
+	start = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+	__atomic_store_n(&mine->claim_end, start + 64, __ATOMIC_RELEASE);
+	__atomic_store_n(&mine->claim_pos, start, __ATOMIC_RELEASE);
+	__atomic_store_n(&h->head, start + 64, __ATOMIC_SEQ_CST);
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/*
+ * A multi producer that died between its claim and its hand-off; a
+ * process given its pid publishes.  Its claim waits behind the dead one,
+ * whose slot names its own pid: it hands over for the dead claim and pads
+ * it, as for any dead producer's.  (It waited at the hand-off for itself,
+ * and with it every producer of the channel, for ever.)
+ */
+Test(killloop, a_dead_claim_at_the_hand_off_whose_pid_its_successor_has,
+     .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	pid_t p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(die_before_hand_off, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	p = spawn_successor(mp_successor);
+	read_behind(sub, p, 3);
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
 	sh_unmap();
