@@ -317,6 +317,9 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		return NULL;
 	}
 	sb_fork_track(&pub->fork, pub_forked);
+	/* What a dead process with our pid left: nobody else repairs it
+	 * while we live. */
+	sb_release_own_left(ch, true);
 	return pub;
 }
 

@@ -33,6 +33,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "contract.h"
 #include "repair.h"
@@ -694,4 +695,47 @@ void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 	 * judged: one that changed since (a new owner) is left alone. */
 	if (sp && !sb_pid_alive(sp))
 		cas_strong_seqcst32(&ch->hdr->sp_owner, &w, 0);
+}
+
+void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
+{
+	uint32_t me = (uint32_t)getpid(), w;
+
+	/* Only where producers write (not a standby's ring, nor one being
+	 * cut: what was left there is settled by the fence's holder).  No
+	 * edge: a change since is seen by the repairs' own CASes. */
+	if (SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) !=
+	    SHMBUS_FENCE_OPEN)
+		return;
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		/* A7: pairs with R7; sb_repair_sub() compares it again. */
+		uint64_t o = load_acquire64(&ch->subs[i].owner);
+
+		if (owner_state(o) != SHMBUS_SLOT_FREE && owner_pid(o) == me &&
+		    !sb_held_here(ch, SB_HELD_SUB, i))
+			sb_repair_sub(ch, i, me, me);
+	}
+	if (!data_too)
+		return;		/* a repair of a claim writes the records */
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		/* A7: pairs with R7; sb_repair_prod() compares it again. */
+		uint64_t o = load_acquire64(&ch->prods[i].owner);
+
+		if (owner_state(o) == SHMBUS_SLOT_FREE || owner_pid(o) != me ||
+		    sb_held_here(ch, SB_HELD_PROD, i))
+			continue;
+		/* A claim not handed over is the hand-off's to pass: ours
+		 * if it is at its turn, else the producers' behind it. */
+		if (sb_repair_prod(ch, i, me, me) == -EAGAIN)
+			/* A3: pairs with R3 (the hand-off store of the claim
+			 * before it); sb_handoff_help() orders the rest. */
+			sb_handoff_help(ch, load_acquire64(&ch->hdr->handoff),
+					me, sb_pid_gone);
+	}
+	/* No edge: the value is judged, then compared in the CAS of
+	 * sb_repair_sp() (A11 there). */
+	w = load_relaxed32(&ch->hdr->sp_owner);
+	if (!ch_multi(ch) && (w & ~SHMBUS_SP_REPAIRING) == me &&
+	    sb_sp_role_gone(ch, w))
+		sb_repair_sp(ch, w, me, NULL);
 }

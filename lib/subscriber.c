@@ -13,6 +13,7 @@
 
 #include "channel.h"
 #include "contract.h"
+#include "repair.h"
 #include "sub.h"
 
 /* Block policy, SHMBUS_START_OLDEST: the slowest active cursor other than
@@ -335,6 +336,11 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	/* R5 (see publish_cursor()). */
 	store_release64(&s->pos, start);
 	sb_fork_track(&sub->fork, sub_forked);
+	/* What a dead process with our pid left: nobody else repairs it
+	 * while we live.  Its claims and role only where the records are
+	 * writable (direct mode; shmbusd's subscribers map them read-only,
+	 * and shmbusd repairs). */
+	sb_release_own_left(ch, !ch->no_pub);
 	return sub;
 }
 

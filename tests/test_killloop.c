@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,8 +70,13 @@ static pid_t spawn_as(pid_t want, int (*fn)(void *), void *arg)
 			return -1;
 		p = fork();
 		cr_assert_geq(p, 0);
-		if (p == 0)
-			_exit(getpid() == want ? fn(arg) : 99);
+		if (p == 0) {
+			/* As th_spawn()'s children: gone with the test. */
+			if (getpid() != want ||
+			    prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+				_exit(99);
+			_exit(fn(arg));
+		}
 		if (p == want)
 			return p;
 		waitpid(p, NULL, 0);
@@ -309,8 +315,9 @@ static int mp_successor(void *arg)
 	return 0;
 }
 
-/* Reads D's 3 messages (producer 1), then the successor's LAPS_MSGS
- * (producer 2), in order, while the successor runs; returns its exit. */
+/* Reads the dead producer's `from_dead` messages (producer 1) and the
+ * LAPS_MSGS of the publishing child (producer 2), each whole and in
+ * order, while that child runs; returns its exit. */
 static int read_behind(shmbus_sub *sub, pid_t successor, int from_dead)
 {
 	uint32_t id;
@@ -353,8 +360,8 @@ static int read_behind(shmbus_sub *sub, pid_t successor, int from_dead)
 		} else
 			usleep(1000);
 	}
-	cr_assert_eq(rc, 0, "the successor failed (exit %d) after %llu "
-		     "messages", rc, (unsigned long long)next[2]);
+	cr_assert_eq(rc, 0, "the publisher failed (exit %d) after %llu of "
+		     "its messages arrived", rc, (unsigned long long)next[2]);
 	cr_assert_eq(next[1], (uint64_t)from_dead);
 	cr_assert_eq(next[2], LAPS_MSGS);
 	return rc;
@@ -498,6 +505,90 @@ Test(killloop, a_dead_claim_at_the_hand_off_whose_pid_its_successor_has,
 	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
 	p = spawn_successor(mp_successor);
 	read_behind(sub, p, 3);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* ------------------------------------------ a pid reused by a reader */
+
+/* Takes the dead producer's pid (or writes its own over it), subscribes
+ * and reads everything for as long as it lives, as a subscriber that
+ * never waits at the dead claim does. */
+static int sub_successor(void *arg)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_NEWEST };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_sub *sub;
+	uint8_t buf[1024];
+
+	(void)arg;
+	if (!ch || take_dead_pid() < 1)
+		return 2;
+	sub = shmbus_sub_open(ch, &sa);
+	if (!sub)
+		return 3;
+	say_ready();
+	for (;;)
+		if (shmbus_read(sub, buf, sizeof(buf), NULL) == -EAGAIN)
+			shmbus_wait(sub, 1000000);
+}
+
+/* Publishes LAPS_MSGS messages as producer 2, each within 3 s. */
+static int publisher2(void *arg)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = 3000000000 };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t msg[64];
+
+	(void)arg;
+	if (!pub)
+		return 2;
+	for (uint64_t s = 0; s < LAPS_MSGS; s++) {
+		int rc;
+
+		th_msg_fill(msg, sizeof(msg), 2, s);
+		if ((rc = shmbus_publish(pub, msg, sizeof(msg)))) {
+			fprintf(stderr, "publisher: message %llu: %s\n",
+				(unsigned long long)s, shmbus_strerror(rc));
+			return 4;
+		}
+	}
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	return 0;
+}
+
+/*
+ * A multi producer killed inside its claim, and its pid given to a process
+ * that only subscribes.  Every other process takes the dead slot for the
+ * subscriber's, alive: the producers a lap behind the dead claim, and the
+ * subscribers waiting at it, would wait for as long as it lives.  The
+ * subscriber, which alone can tell, releases the claim as it opens.
+ */
+Test(killloop, a_dead_producers_pid_reused_by_a_subscriber, .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	pid_t s2, p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(die_in_claim, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	s2 = spawn_successor(sub_successor);
+	await_ready();
+	p = th_spawn(publisher2, NULL);
+	read_behind(sub, p, 3);
+	kill(s2, SIGKILL);
+	cr_assert_eq(th_wait(s2), 128 + SIGKILL);
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
 	sh_unmap();
