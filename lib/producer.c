@@ -274,6 +274,10 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		errno = EROFS;
 		return NULL;
 	}
+	/* What a dead process with our pid left: nobody else repairs it
+	 * while we live.  Whether this open succeeds or not (a single
+	 * producer refused with EBUSY keeps trying, say). */
+	sb_release_own_left(ch, true);
 	pub = calloc(1, sizeof(*pub));
 	if (!pub) {
 		errno = ENOMEM;
@@ -317,9 +321,6 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		return NULL;
 	}
 	sb_fork_track(&pub->fork, pub_forked);
-	/* What a dead process with our pid left: nobody else repairs it
-	 * while we live. */
-	sb_release_own_left(ch, true);
 	return pub;
 }
 

@@ -75,8 +75,8 @@ int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
  * records) producer slots and their claims and a single producer's role,
  * that name our pid while we do not hold them (pid.c).  Every other
  * process takes that pid for a live one until we exit, so we release
- * them as soon as we open a handle on the channel.  Called once our own
- * slot is taken (and listed).
+ * them as soon as we try to open a handle on the channel (what our
+ * other threads hold is listed: pid.c).
  */
 void sb_release_own_left(struct shmbus_channel *ch, bool data_too);
 

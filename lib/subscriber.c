@@ -257,6 +257,11 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 		errno = EPERM;	/* a subscriber writes its cursor slot */
 		return NULL;
 	}
+	/* What a dead process with our pid left: nobody else repairs it
+	 * while we live.  Its claims and role only where the records are
+	 * writable (direct mode; shmbusd's subscribers map them read-only,
+	 * and shmbusd repairs).  Whether this open succeeds or not. */
+	sb_release_own_left(ch, !ch->no_pub);
 	if (!attr)
 		attr = &def;
 	sub = calloc(1, sizeof(*sub));
@@ -336,11 +341,6 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	/* R5 (see publish_cursor()). */
 	store_release64(&s->pos, start);
 	sb_fork_track(&sub->fork, sub_forked);
-	/* What a dead process with our pid left: nobody else repairs it
-	 * while we live.  Its claims and role only where the records are
-	 * writable (direct mode; shmbusd's subscribers map them read-only,
-	 * and shmbusd repairs). */
-	sb_release_own_left(ch, !ch->no_pub);
 	return sub;
 }
 

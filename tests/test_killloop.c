@@ -34,6 +34,7 @@ struct kl_shared {
 	pid_t dead;		/* the pid the successor must take over */
 	int reused;		/* 1: the successor has that pid itself */
 	int ready;
+	int go;
 };
 
 static struct kl_shared *sh;
@@ -52,22 +53,51 @@ static void sh_unmap(void)
 	munmap(sh, sizeof(*sh));
 }
 
+/* The kernel's last pid (ns_last_pid), or -1 where it cannot be read. */
+static long last_pid(void)
+{
+	FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static bool set_last_pid(long v)
+{
+	FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+
+	if (!f)
+		return false;
+	if (fprintf(f, "%ld", v) < 0) {
+		fclose(f);
+		return false;
+	}
+	return fclose(f) == 0;
+}
+
 /*
  * Forks a child with pid `want` (the kernel's next pid set through
  * ns_last_pid, tried again while other processes take it first), which
  * runs fn(arg) and _exit()s with its return value.  Returns its pid, or
- * -1 where ns_last_pid cannot be written.
+ * -1 where ns_last_pid cannot be written.  The kernel's counter is set
+ * forward again at once: set back, it hands every process of the system
+ * pids freed a moment ago, which other tests may still take for dead.
  */
 static pid_t spawn_as(pid_t want, int (*fn)(void *), void *arg)
 {
-	for (int i = 0; i < 1000; i++) {
-		FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+	long old = last_pid();
+	pid_t got = -1;
+
+	for (int i = 0; old > 0 && got < 0 && i < 1000; i++) {
 		pid_t p;
 
-		if (!f)
-			return -1;
-		if (fprintf(f, "%d", (int)want - 1) < 0 || fclose(f) != 0)
-			return -1;
+		if (!set_last_pid((long)want - 1))
+			break;
 		p = fork();
 		cr_assert_geq(p, 0);
 		if (p == 0) {
@@ -78,10 +108,13 @@ static pid_t spawn_as(pid_t want, int (*fn)(void *), void *arg)
 			_exit(fn(arg));
 		}
 		if (p == want)
-			return p;
-		waitpid(p, NULL, 0);
+			got = p;
+		else
+			waitpid(p, NULL, 0);
 	}
-	return -1;
+	if (old > 0 && last_pid() < old)
+		set_last_pid(old);
+	return got;
 }
 
 /* The successor: with the dead process's pid if the kernel gives it,
@@ -94,8 +127,8 @@ static pid_t spawn_successor(int (*fn)(void *))
 	if (p < 0)
 		p = th_spawn(fn, NULL);
 	cr_log_info("successor %d: %s", (int)p,
-		    sh->reused ? "the dead producer's pid" : "its pid written "
-		    "over the dead producer's");
+		    sh->reused ? "the dead process's pid" : "its pid written "
+		    "over the dead process's");
 	return p;
 }
 
@@ -587,6 +620,66 @@ Test(killloop, a_dead_producers_pid_reused_by_a_subscriber, .timeout = 60)
 	await_ready();
 	p = th_spawn(publisher2, NULL);
 	read_behind(sub, p, 3);
+	kill(s2, SIGKILL);
+	cr_assert_eq(th_wait(s2), 128 + SIGKILL);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* Takes the dead subscriber's pid (or writes its own over it), says so,
+ * waits for the word, then tries to open a publisher of the single
+ * producer channel whose role another process holds: refused with EBUSY.
+ * Then it lives on, its pid the dead subscriber's. */
+static int refused_successor(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+
+	(void)arg;
+	if (!ch || take_dead_pid() < 1)
+		return 2;
+	say_ready();
+	while (!__atomic_load_n(&sh->go, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	if (shmbus_pub_open(ch, NULL) || errno != EBUSY)
+		return 3;
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/*
+ * A block subscriber killed, and its pid given to a process that tries to
+ * publish on the single-producer channel, whose role another producer
+ * holds: its open is refused (EBUSY).  The producer, held back a lap
+ * after the dead cursor, takes it for the live process's; only the
+ * refused process can tell, and releases it as it tries.
+ */
+Test(killloop, a_subscribers_pid_reused_by_a_refused_producer, .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	pid_t s2, p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(idle_subscriber, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	s2 = spawn_successor(refused_successor);
+	await_ready();
+	/* The producer takes the role and runs into the dead cursor. */
+	p = th_spawn(publisher2, NULL);
+	for (int i = 0; th_head(ch) < 60 * 1024 && i < 2000; i++)
+		usleep(1000);
+	__atomic_store_n(&sh->go, 1, __ATOMIC_RELEASE);
+	read_behind(sub, p, 0);
+	await_ready();
 	kill(s2, SIGKILL);
 	cr_assert_eq(th_wait(s2), 128 + SIGKILL);
 	shmbus_sub_close(sub);
