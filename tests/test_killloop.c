@@ -629,11 +629,13 @@ Test(killloop, a_dead_producers_pid_reused_by_a_subscriber, .timeout = 60)
 
 /* Takes the dead subscriber's pid (or writes its own over it), says so,
  * waits for the word, then tries to open a publisher of the single
- * producer channel whose role another process holds: refused with EBUSY.
- * Then it lives on, its pid the dead subscriber's. */
+ * producer channel whose role another process holds: refused with EBUSY
+ * (unless that one is done by then).  Then it lives on, its pid the dead
+ * subscriber's. */
 static int refused_successor(void *arg)
 {
 	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_pub *pub;
 
 	(void)arg;
 	if (!ch || take_dead_pid() < 1)
@@ -641,8 +643,12 @@ static int refused_successor(void *arg)
 	say_ready();
 	while (!__atomic_load_n(&sh->go, __ATOMIC_ACQUIRE))
 		usleep(1000);
-	if (shmbus_pub_open(ch, NULL) || errno != EBUSY)
+	pub = shmbus_pub_open(ch, NULL);
+	if (!pub && errno != EBUSY)
 		return 3;
+	/* Refused, as long as the producer holds the role; it may have
+	 * published everything and given the role back meanwhile. */
+	shmbus_pub_close(pub);
 	say_ready();
 	for (;;)
 		pause();
