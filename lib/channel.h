@@ -300,6 +300,17 @@ void sb_held_add(const struct shmbus_channel *ch, unsigned kind, uint32_t i);
 void sb_held_drop(const struct shmbus_channel *ch, unsigned kind, uint32_t i);
 bool sb_held_here(const struct shmbus_channel *ch, unsigned kind,
 		  uint32_t i);
+/* Around a CAS that writes our pid into slot i over its word `o`: lists
+ * the slot before it (sb_held_add()) and unlists it if the CAS failed.
+ * When `o` names our pid too, what a dead process with our pid left, a
+ * thread of ours may have taken the slot since it was judged, writing
+ * the very word the CAS compares: the slot is judged again, and the CAS
+ * made, under the list's lock, which sb_held_end() releases.  Returns 0
+ * (make no CAS, call no sb_held_end()) if a thread of ours holds it. */
+int sb_held_begin(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		  uint64_t o);
+void sb_held_end(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		 int token, bool took);
 bool sb_slot_gone(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
 		  uint32_t pid);
 bool sb_slot_alive(const struct shmbus_channel *ch, unsigned kind,

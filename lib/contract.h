@@ -110,6 +110,13 @@ bool sb_pid_gone(uint32_t pid);
  * none of its threads repairs it (the pid was a dead holder's before it
  * was this process's).  Thread-safe (producer.c). */
 bool sb_sp_role_gone(const struct shmbus_channel *ch, uint32_t w);
+/* The same verdict, taken under the lock of the roles this process
+ * holds, which the caller keeps across its CAS from `w` and then releases
+ * with sb_sp_role_unlock() (whatever the verdict): no thread of this
+ * process takes the role between them, writing the word the CAS
+ * compares (producer.c). */
+bool sb_sp_role_lock_gone(const struct shmbus_channel *ch, uint32_t w);
+void sb_sp_role_unlock(void);
 
 /* Whether process `pid` is gone, as the caller judges it (shmbusd caches
  * sb_pid_gone()'s verdicts for one scan). */

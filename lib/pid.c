@@ -80,10 +80,14 @@ bool sb_pid_gone(uint32_t pid)
  * it and unlisted after the store that takes our pid out, so that while
  * the word names us for our own reasons, every thread of ours finds it
  * listed.  A slot that names our pid and is not listed was left by a dead
- * process whose pid we were given.  Should the table run full, every
- * slot that names us counts as ours from then on: the judgement by pid
- * alone, as before it was kept.  A fork's child holds none of its
- * parent's slots: its table starts empty.
+ * process whose pid we were given.  Taking such a slot is a CAS from a
+ * word naming our pid to another naming it: a thread of ours that took
+ * the slot between our verdict and our CAS wrote a word the CAS cannot
+ * tell from the dead one's, so the verdict is made again, and the CAS,
+ * under held_lock (sb_held_begin(), sb_held_end()).  Should the table
+ * run full, every slot that names us counts as ours from then on: the
+ * judgement by pid alone, as before it was kept.  A fork's child holds
+ * none of its parent's slots: its table starts empty.
  */
 #define HELD_MAX	1024
 
@@ -154,6 +158,46 @@ void sb_held_drop(const struct shmbus_channel *ch, unsigned kind, uint32_t i)
 	pthread_once(&held_once, held_atfork);
 	pthread_mutex_lock(&held_lock);
 	if ((e = held_find(ch->data_id, key)) && --e->n == 0)
+		*e = held[--nheld];
+	pthread_mutex_unlock(&held_lock);
+}
+
+int sb_held_begin(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		  uint64_t o)
+{
+	uint32_t key = (uint32_t)kind << 16 | i;
+
+	if (owner_pid(o) == 0 || owner_pid(o) != (uint32_t)getpid()) {
+		sb_held_add(ch, kind, i);
+		return 1;
+	}
+	pthread_once(&held_once, held_atfork);
+	pthread_mutex_lock(&held_lock);
+	if (held_full || held_find(ch->data_id, key)) {
+		pthread_mutex_unlock(&held_lock);
+		return 0;	/* a thread of ours holds it */
+	}
+	if (nheld < HELD_MAX)
+		held[nheld++] = (struct held){ ch->data_id, key, 1 };
+	else
+		held_full = true;
+	return 2;		/* held_lock kept until sb_held_end() */
+}
+
+void sb_held_end(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		 int token, bool took)
+{
+	struct held *e;
+
+	if (token == 1) {
+		if (!took)
+			sb_held_drop(ch, kind, i);
+		return;
+	}
+	if (token != 2)
+		return;
+	if (!took && (e = held_find(ch->data_id, (uint32_t)kind << 16 | i)) &&
+	    --e->n == 0)
 		*e = held[--nheld];
 	pthread_mutex_unlock(&held_lock);
 }

@@ -123,6 +123,18 @@ bool sb_sp_role_gone(const struct shmbus_channel *ch, uint32_t w)
 	return gone;
 }
 
+bool sb_sp_role_lock_gone(const struct shmbus_channel *ch, uint32_t w)
+{
+	pthread_once(&roles_once, roles_atfork);
+	pthread_mutex_lock(&roles_lock);
+	return sp_holder_gone(ch, w);
+}
+
+void sb_sp_role_unlock(void)
+{
+	pthread_mutex_unlock(&roles_lock);
+}
+
 static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 {
 	uint32_t me = (uint32_t)getpid();
@@ -185,6 +197,8 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		uint32_t me = (uint32_t)getpid();
 		uint64_t o = load_acquire64(&s->owner);	/* A7 */
 		uint32_t st = owner_state(o);
+		bool took;
+		int held;
 
 		/* A slot of a dead process is taken over, unless it holds an
 		 * open multi-producer claim: that is shmbusd's to repair
@@ -201,15 +215,19 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		     (st == SHMBUS_SLOT_ACTIVE &&
 		      load_acquire64(&s->claim_pos) != UINT64_MAX)))
 			continue;
+		/* Listed first; a word naming our pid is judged again (a
+		 * thread of ours may have taken the slot since) under the
+		 * lock the CAS is made under (pid.c). */
+		if (!(held = sb_held_begin(ch, SB_HELD_PROD, i, o)))
+			continue;
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
-		 * the dead pid in one compare.  Listed first (pid.c). */
-		sb_held_add(ch, SB_HELD_PROD, i);
-		if (!cas_strong_seqcst64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY,
-							      me))) {
-			sb_held_drop(ch, SB_HELD_PROD, i);
+		 * the dead pid in one compare. */
+		took = cas_strong_seqcst64(&s->owner, &o,
+					   owner_word(SHMBUS_SLOT_BUSY, me));
+		sb_held_end(ch, SB_HELD_PROD, i, held, took);
+		if (!took)
 			continue;
-		}
 		store_relaxed64(&s->published, 0);
 		store_relaxed64(&s->claim_end, UINT64_MAX);
 		store_release64(&s->claim_pos, UINT64_MAX);	/* R6 */

@@ -282,14 +282,27 @@ int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
 {
 	uint32_t cur = dead, mark = (self & ~SHMBUS_SP_REPAIRING) |
 				    SHMBUS_SP_REPAIRING;
+	bool own = (dead & ~SHMBUS_SP_REPAIRING) == (uint32_t)getpid(), took;
 	int fixed = 0;
 
 	if (dead == 0)
 		return 0;
+	/* A word naming our own pid: a thread of ours may have taken the
+	 * role since the caller's verdict, writing that very word, which
+	 * our CAS would not tell from the dead holder's.  Judged again, and
+	 * the CAS made, under the lock our threads take the role under
+	 * (producer.c); judged before our repair counts. */
+	if (own && !sb_sp_role_lock_gone(ch, dead)) {
+		sb_sp_role_unlock();
+		return 0;
+	}
 	add_relaxed64(&sp_repairs_here, 1);
 	/* A11: pairs with R11 in shmbus_pub_close() (a role given back is
 	 * 0, never `dead`) or a previous repairer's. */
-	if (cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, mark)) {
+	took = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, mark);
+	if (own)
+		sb_sp_role_unlock();
+	if (took) {
 		fixed = sb_sp_repair(ch, damaged);
 		/* R11: pairs with A11 in take_sp_role(): the role is free
 		 * again, and our repair is visible to its next owner. */
@@ -325,17 +338,23 @@ static bool adopt(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
 		  uint64_t o, uint32_t self)
 {
 	uint32_t i = (uint32_t)(s - ch->prods);
+	bool took;
+	int held;
 
 	/* Listed before our pid is in it (pid.c): another thread of ours
-	 * takes it for live, even when the dead pid was ours too. */
-	sb_held_add(ch, SB_HELD_PROD, i);
+	 * takes it for live.  When the dead pid was ours too, the CAS
+	 * below writes the word it compares: a thread of ours that
+	 * adopted or took the slot since our verdict would not fail it,
+	 * so the slot is judged again, under the lock the CAS is made
+	 * under. */
+	if (!(held = sb_held_begin(ch, SB_HELD_PROD, i, o)))
+		return false;
 	/* No data edge: the dead producer's stores are read after its death
 	 * (and after the acquire loads named where they are read). */
-	if (cas_strong_seqcst64(&s->owner, &o,
-				owner_word(SHMBUS_SLOT_ACTIVE, self)))
-		return true;
-	sb_held_drop(ch, SB_HELD_PROD, i);
-	return false;
+	took = cas_strong_seqcst64(&s->owner, &o,
+				   owner_word(SHMBUS_SLOT_ACTIVE, self));
+	sb_held_end(ch, SB_HELD_PROD, i, held, took);
+	return took;
 }
 
 /* The start of the claim producer slot i announces (one it is about to
@@ -579,6 +598,8 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 {
 	struct shmbus_prod_slot *s;
 	uint64_t o;
+	bool took;
+	int held;
 
 	if (i >= SHMBUS_MAX_PRODUCERS || dead == 0)
 		return 0;
@@ -590,13 +611,14 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	if (owner_state(o) == SHMBUS_SLOT_BUSY) {
 		/* Died setting the slot up (or releasing an adopted one): it
 		 * announces nothing yet, and goes back to FREE.  No edge,
-		 * as in adopt(). */
-		sb_held_add(ch, SB_HELD_PROD, i);
-		if (!cas_strong_seqcst64(&s->owner, &o,
-				  owner_word(SHMBUS_SLOT_BUSY, self))) {
-			sb_held_drop(ch, SB_HELD_PROD, i);
+		 * as in adopt(), judged again as there. */
+		if (!(held = sb_held_begin(ch, SB_HELD_PROD, i, o)))
 			return 0;
-		}
+		took = cas_strong_seqcst64(&s->owner, &o,
+					   owner_word(SHMBUS_SLOT_BUSY, self));
+		sb_held_end(ch, SB_HELD_PROD, i, held, took);
+		if (!took)
+			return 0;
 		release_adopted(ch, s);
 		return 1;
 	}
@@ -617,6 +639,8 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 {
 	struct shmbus_sub_slot *s;
 	uint64_t o;
+	bool took;
+	int held;
 
 	if (i >= SHMBUS_MAX_SLOTS || dead == 0)
 		return 0;
@@ -642,13 +666,17 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	/* The state and the dead pid in one compare, our pid in: a slot a
 	 * live process took meanwhile is left alone, and if we die here the
 	 * slot names us, and the next repairer takes it from us.  No edge:
-	 * nothing the dead owner wrote is read but `sleeping`, below. */
-	sb_held_add(ch, SB_HELD_SUB, i);
-	if (!cas_strong_seqcst64(&s->owner, &o,
-				 owner_word(SHMBUS_SLOT_BUSY, self))) {
-		sb_held_drop(ch, SB_HELD_SUB, i);
+	 * nothing the dead owner wrote is read but `sleeping`, below.
+	 * Listed first; a dead pid that is ours too is judged again, under
+	 * the lock the CAS is made under: a thread of ours may have taken
+	 * the slot since the caller's verdict, writing our pid (pid.c). */
+	if (!(held = sb_held_begin(ch, SB_HELD_SUB, i, o)))
 		return 0;
-	}
+	took = cas_strong_seqcst64(&s->owner, &o,
+				   owner_word(SHMBUS_SLOT_BUSY, self));
+	sb_held_end(ch, SB_HELD_SUB, i, held, took);
+	if (!took)
+		return 0;
 	/* A dead owner that was asleep still counts as a sleeper (it set
 	 * sleeping after its increment, sleep_wait()); the exchange lets
 	 * exactly one repairer undo it. */

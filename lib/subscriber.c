@@ -120,22 +120,27 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 		struct shmbus_sub_slot *s = &ch->subs[i];
 		uint64_t o = load_relaxed64(&s->owner);
 		uint32_t st = owner_state(o);
+		bool took;
+		int held;
 
 		if ((st == SHMBUS_SLOT_ACTIVE || st == SHMBUS_SLOT_BUSY) &&
 		    sb_slot_alive(ch, SB_HELD_SUB, i, owner_pid(o)))
 			continue;
 		if (st == SHMBUS_SLOT_GROUP || sb_slot_kept(st))
 			continue;
+		/* Listed first; a word naming our pid is judged again under
+		 * the lock the CAS is made under (pid.c). */
+		if (!(held = sb_held_begin(ch, SB_HELD_SUB, i, o)))
+			continue;
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
 		 * the dead owner's pid in one compare. */
-		sb_held_add(ch, SB_HELD_SUB, i);	/* listed first: pid.c */
-		if (!cas_strong_seqcst64(&s->owner, &o,
-				  owner_word(SHMBUS_SLOT_BUSY,
-					     (uint32_t)getpid()))) {
-			sb_held_drop(ch, SB_HELD_SUB, i);
+		took = cas_strong_seqcst64(&s->owner, &o,
+					   owner_word(SHMBUS_SLOT_BUSY,
+						      (uint32_t)getpid()));
+		sb_held_end(ch, SB_HELD_SUB, i, held, took);
+		if (!took)
 			continue;
-		}
 		/* A dead owner that was asleep still counts as a sleeper;
 		 * undo its increment (it set sleeping after it, in
 		 * sleep_wait(); a repairer that died releasing its slot left

@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,10 @@
 
 #include "helpers.h"
 #include "shmbus/layout.h"
+#include "../lib/channel.h"
+#include "../lib/contract.h"
+#include "../lib/pub.h"
+#include "../lib/repair.h"
 
 /* What the parent and its children share. */
 struct kl_shared {
@@ -690,5 +695,214 @@ Test(killloop, a_subscribers_pid_reused_by_a_refused_producer, .timeout = 60)
 	cr_assert_eq(th_wait(s2), 128 + SIGKILL);
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* ------------------------- a sibling thread between verdict and repair */
+
+/*
+ * A repairer's verdict and its CAS are two steps: a thread of ours may
+ * judge a slot or role that names our pid a dead process's (none of our
+ * handles holds it), and before its CAS another thread of ours opens a
+ * handle that takes it, writing the same pid.  The repair must then leave
+ * it alone: the word it would change names a live handle now, and a CAS
+ * from "our pid" to "our pid" cannot tell.  Each test below plays the
+ * three steps in that order in one thread, on a channel where a dead
+ * process with our pid left the slot or the role.
+ */
+
+/* A dead subscriber with our pid, slot 0. */
+Test(killloop, a_subscriber_opened_after_the_verdict_keeps_its_slot,
+     .timeout = 30)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	uint32_t me = (uint32_t)getpid();
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	shmbus_pub *pub;
+	uint8_t msg[64], buf[1024];
+	int rc;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	__atomic_store_n(&ch->subs[0].owner,
+			 owner_word(SHMBUS_SLOT_ACTIVE, me), __ATOMIC_RELEASE);
+	/* The verdict (a producer held back, reap_gone()). */
+	cr_assert(sb_slot_gone(ch, SB_HELD_SUB, 0, me));
+	/* A sibling thread subscribes: the dead slot is the first free. */
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	cr_assert_eq(__atomic_load_n(&ch->subs[0].owner, __ATOMIC_ACQUIRE),
+		     owner_word(SHMBUS_SLOT_ACTIVE, me));
+	/* The repair. */
+	rc = sb_repair_sub(ch, 0, me, me);
+	cr_log_info("repair of the live subscriber's slot: %d, owner %#llx",
+		    rc, (unsigned long long)ch->subs[0].owner);
+	cr_assert_eq(rc, 0, "a live subscriber's slot was released");
+	cr_assert_eq(__atomic_load_n(&ch->subs[0].owner, __ATOMIC_ACQUIRE),
+		     owner_word(SHMBUS_SLOT_ACTIVE, me));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	th_msg_fill(msg, sizeof(msg), 1, 0);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), 64);
+	shmbus_pub_close(pub);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* A dead multi producer with our pid, slot 0, between two claims. */
+Test(killloop, a_producer_opened_after_the_verdict_keeps_its_slot,
+     .timeout = 30)
+{
+	uint32_t me = (uint32_t)getpid();
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	int rc;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	__atomic_store_n(&ch->prods[0].claim_pos, UINT64_MAX,
+			 __ATOMIC_RELEASE);
+	__atomic_store_n(&ch->prods[0].owner,
+			 owner_word(SHMBUS_SLOT_ACTIVE, me), __ATOMIC_RELEASE);
+	/* The verdict (sb_release_gone_producers(), the daemon's scan). */
+	cr_assert(sb_slot_gone(ch, SB_HELD_PROD, 0, me));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	cr_assert_eq(((struct shmbus_pub *)pub)->slot, &ch->prods[0]);
+	rc = sb_repair_prod(ch, 0, me, me);
+	cr_log_info("repair of the live producer's slot: %d, owner %#llx",
+		    rc, (unsigned long long)ch->prods[0].owner);
+	cr_assert_eq(rc, 0, "a live producer's slot was adopted and released");
+	cr_assert_eq(owner_state(__atomic_load_n(&ch->prods[0].owner,
+						 __ATOMIC_ACQUIRE)),
+		     SHMBUS_SLOT_ACTIVE);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* Opens a single producer's publisher on the channel: 0 if it may, 1 if
+ * refused with EBUSY. */
+static int sp_open(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+
+	(void)arg;
+	return pub ? 0 : errno == EBUSY ? 1 : 2;
+}
+
+/* A dead single producer with our pid left the role (shmbusd's scan,
+ * had shmbusd that pid, or a thread of ours). */
+Test(killloop, a_single_producer_opened_after_the_verdict_keeps_its_role,
+     .timeout = 30)
+{
+	uint32_t me = (uint32_t)getpid();
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	uint64_t bad = 0;
+	int rc;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	__atomic_store_n(&ch->hdr->sp_owner, me, __ATOMIC_RELEASE);
+	/* The verdict (sb_reap()). */
+	cr_assert(sb_sp_role_gone(ch, me));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	rc = sb_repair_sp(ch, me, me, &bad);
+	cr_log_info("repair of the live role: %d, sp_owner %#x", rc,
+		    ch->hdr->sp_owner);
+	cr_assert_eq(__atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE),
+		     me, "a live single producer's role was taken from it");
+	/* Another process is refused the role while we hold it. */
+	cr_assert_eq(th_wait(th_spawn(sp_open, NULL)), 1);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* The three above at once, in threads: openers take and give back
+ * handles on a multi-producer and a single-producer channel while
+ * repairers repair every slot and the role as a dead process's with our
+ * pid, as if their verdicts had come before each open. */
+struct race {
+	shmbus_channel *mp, *sp;
+	int stop;
+	int lost_role;		/* an opener's role not ours while held */
+};
+
+static void *race_opener(void *arg)
+{
+	struct race *r = arg;
+	uint32_t me = (uint32_t)getpid();
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
+		shmbus_sub *s = shmbus_sub_open(r->mp, NULL);
+		shmbus_pub *p = shmbus_pub_open(r->mp, NULL);
+		shmbus_pub *q = shmbus_pub_open(r->sp, NULL);
+
+		if (q && __atomic_load_n(&r->sp->hdr->sp_owner,
+					 __ATOMIC_ACQUIRE) != me)
+			__atomic_store_n(&r->lost_role, 1, __ATOMIC_RELAXED);
+		shmbus_sub_close(s);
+		shmbus_pub_close(p);
+		shmbus_pub_close(q);
+	}
+	return NULL;
+}
+
+static void *race_repairer(void *arg)
+{
+	struct race *r = arg;
+	uint32_t me = (uint32_t)getpid();
+	uint64_t bad;
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
+		for (uint32_t i = 0; i < 4; i++) {
+			sb_repair_sub(r->mp, i, me, me);
+			sb_repair_prod(r->mp, i, me, me);
+		}
+		sb_repair_sp(r->sp, me, me, &bad);
+	}
+	return NULL;
+}
+
+Test(killloop, threads_opening_handles_while_others_repair_our_pid,
+     .timeout = 30)
+{
+	struct shmbus_channel_attr sa = {
+		.capacity = 64 * 1024, .max_msg = 1024, .numa_node = -1,
+		.producers = SHMBUS_SINGLE_PRODUCER,
+	};
+	struct race r = { 0 };
+	pthread_t t[4];
+	uint64_t reaped;
+
+	sh_map();
+	r.mp = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+			 SHMBUS_MULTI_PRODUCER);
+	r.sp = shmbus_channel_create(sh->dir, "sp", &sa, 0);
+	cr_assert(r.sp);
+	for (int k = 0; k < 4; k++)
+		pthread_create(&t[k], NULL, k < 2 ? race_opener : race_repairer,
+			       &r);
+	usleep(500000);
+	__atomic_store_n(&r.stop, 1, __ATOMIC_RELAXED);
+	for (int k = 0; k < 4; k++)
+		pthread_join(t[k], NULL);
+	reaped = __atomic_load_n(&r.mp->hdr->reaped, __ATOMIC_ACQUIRE);
+	cr_log_info("live slots released: %llu; a role taken: %d",
+		    (unsigned long long)reaped, r.lost_role);
+	cr_assert_eq(reaped, 0, "live handles' slots were released");
+	cr_assert_eq(r.lost_role, 0, "a live single producer lost its role");
+	shmbus_channel_close(r.sp);
+	shmbus_channel_close(r.mp);
 	sh_unmap();
 }
