@@ -308,7 +308,10 @@ struct shmbus_pub_attr {
  * daemon (direct mode) recover.  A stopped or slow process is alive and is
  * never touched.  A slot names a pid: if a dead process's pid is reused
  * before its slot is released, the slot looks alive until the new process
- * exits.  All processes of a channel must share a pid namespace.
+ * exits; to the new process itself, a slot or a single-producer role that
+ * names its pid while none of its handles holds it is the dead owner's,
+ * released or taken over as above.  All processes of a channel must share
+ * a pid namespace.
  */
 shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 			    const struct shmbus_pub_attr *attr);

@@ -293,6 +293,36 @@ int sb_sub_find_oldest(struct shmbus_channel *ch, uint64_t head,
 		       uint64_t *pos);
 int64_t sb_now_ns(void);
 bool sb_pid_alive(uint32_t pid);
+/* The producer and subscriber slots this process holds (pid.c): listed
+ * before the CAS that writes our pid into one, unlisted after the store
+ * that takes it out.  A slot that names our pid and is not listed is a
+ * dead process's whose pid we were given.  sb_slot_gone() and
+ * sb_slot_alive() judge a slot's owner as sb_pid_gone() and
+ * sb_pid_alive() do, and our own pid by the list. */
+enum { SB_HELD_PROD = 1, SB_HELD_SUB = 2 };
+void sb_held_add(const struct shmbus_channel *ch, unsigned kind, uint32_t i);
+void sb_held_drop(const struct shmbus_channel *ch, unsigned kind, uint32_t i);
+bool sb_held_here(const struct shmbus_channel *ch, unsigned kind,
+		  uint32_t i);
+/* Around a CAS that writes our pid into slot i over its word `o`: lists
+ * the slot before it (sb_held_add()) and unlists it if the CAS failed.
+ * When `o` names our pid too, what a dead process with our pid left, a
+ * thread of ours may have taken the slot since it was judged, writing
+ * the very word the CAS compares: the slot is judged again, and the CAS
+ * made, under the list's lock, which sb_held_end() releases.  Returns 0
+ * (make no CAS, call no sb_held_end()) if a thread of ours holds it. */
+int sb_held_begin(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		  uint64_t o);
+void sb_held_end(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		 int token, bool took);
+bool sb_slot_gone(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		  uint32_t pid);
+bool sb_slot_alive(const struct shmbus_channel *ch, unsigned kind,
+		   uint32_t i, uint32_t pid);
+/* Whether this process is repairing a single producer's claim now
+ * (sb_repair_sp() runs in one of its threads): a role word marked as
+ * being repaired by this process's pid is then its own (repair.c). */
+bool sb_sp_repairing_here(void);
 /* How often a process held back by what a gone one left (a producer out
  * of room, a subscriber at an open claim) looks for gone processes. */
 #define REAP_EVERY_NS	INT64_C(10000000)	/* 10 ms */

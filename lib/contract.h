@@ -104,6 +104,20 @@ int sb_channel_unlink_id(const char *dir, const char *name, uint64_t data_id);
 /* No such process, or a zombie (pid.c). */
 bool sb_pid_gone(uint32_t pid);
 
+/* Whether the holder that single-producer role word `w` (sp_owner) names
+ * is gone for good: sb_pid_gone() for another process's pid; for this
+ * process's own, whether none of its handles holds the role of `ch` and
+ * none of its threads repairs it (the pid was a dead holder's before it
+ * was this process's).  Thread-safe (producer.c). */
+bool sb_sp_role_gone(const struct shmbus_channel *ch, uint32_t w);
+/* The same verdict, taken under the lock of the roles this process
+ * holds, which the caller keeps across its CAS from `w` and then releases
+ * with sb_sp_role_unlock() (whatever the verdict): no thread of this
+ * process takes the role between them, writing the word the CAS
+ * compares (producer.c). */
+bool sb_sp_role_lock_gone(const struct shmbus_channel *ch, uint32_t w);
+void sb_sp_role_unlock(void);
+
 /* Whether process `pid` is gone, as the caller judges it (shmbusd caches
  * sb_pid_gone()'s verdicts for one scan). */
 typedef bool (*sb_gone_fn)(void *ctx, uint32_t pid);

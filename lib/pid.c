@@ -16,11 +16,17 @@
  * compares the state and the pid in the CAS that takes the slot; between
  * a verdict and that CAS, a dead owner's pid would have to be reused by a
  * process that took this very slot, which is not ruled out, only
- * unlikely (slots of dead owners are not free for the taking).
+ * unlikely (slots of dead owners are not free for the taking).  The
+ * process that was given the pid must not take a single producer's role
+ * that names it for its own: it asks sb_sp_role_gone() (producer.c),
+ * which knows the roles its handles hold; of a producer or subscriber
+ * slot that names it, sb_slot_gone() or sb_slot_alive(), which know the
+ * slots its threads hold (below).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,4 +70,161 @@ bool sb_pid_gone(uint32_t pid)
 	if (p)
 		threads = strtoul(p + 1, NULL, 10);
 	return threads == 1;
+}
+
+/*
+ * The slots this process holds: its publishers' and subscribers' slots,
+ * and those its repairs adopted, each named by its channel's data id, its
+ * kind and its index (another mapping of the same channel names it the
+ * same way).  A slot is listed before the CAS that writes our pid into
+ * it and unlisted after the store that takes our pid out, so that while
+ * the word names us for our own reasons, every thread of ours finds it
+ * listed.  A slot that names our pid and is not listed was left by a dead
+ * process whose pid we were given.  Taking such a slot is a CAS from a
+ * word naming our pid to another naming it: a thread of ours that took
+ * the slot between our verdict and our CAS wrote a word the CAS cannot
+ * tell from the dead one's, so the verdict is made again, and the CAS,
+ * under held_lock (sb_held_begin(), sb_held_end()).  Should the table
+ * run full, every slot that names us counts as ours from then on: the
+ * judgement by pid alone, as before it was kept.  A fork's child holds
+ * none of its parent's slots: its table starts empty.
+ */
+#define HELD_MAX	1024
+
+struct held {
+	uint64_t data_id;
+	uint32_t key;		/* kind << 16 | index */
+	uint32_t n;
+};
+
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t held_once = PTHREAD_ONCE_INIT;
+static struct held held[HELD_MAX];
+static unsigned nheld;
+static bool held_full;
+
+static void held_prepare(void)
+{
+	pthread_mutex_lock(&held_lock);
+}
+
+static void held_parent(void)
+{
+	pthread_mutex_unlock(&held_lock);
+}
+
+static void held_child(void)
+{
+	nheld = 0;
+	held_full = false;
+	pthread_mutex_unlock(&held_lock);
+}
+
+static void held_atfork(void)
+{
+	pthread_atfork(held_prepare, held_parent, held_child);
+}
+
+/* Under held_lock. */
+static struct held *held_find(uint64_t id, uint32_t key)
+{
+	for (unsigned k = 0; k < nheld; k++)
+		if (held[k].data_id == id && held[k].key == key)
+			return &held[k];
+	return NULL;
+}
+
+void sb_held_add(const struct shmbus_channel *ch, unsigned kind, uint32_t i)
+{
+	uint32_t key = (uint32_t)kind << 16 | i;
+	struct held *e;
+
+	pthread_once(&held_once, held_atfork);
+	pthread_mutex_lock(&held_lock);
+	if ((e = held_find(ch->data_id, key)))
+		e->n++;
+	else if (nheld < HELD_MAX)
+		held[nheld++] = (struct held){ ch->data_id, key, 1 };
+	else
+		held_full = true;
+	pthread_mutex_unlock(&held_lock);
+}
+
+void sb_held_drop(const struct shmbus_channel *ch, unsigned kind, uint32_t i)
+{
+	uint32_t key = (uint32_t)kind << 16 | i;
+	struct held *e;
+
+	pthread_once(&held_once, held_atfork);
+	pthread_mutex_lock(&held_lock);
+	if ((e = held_find(ch->data_id, key)) && --e->n == 0)
+		*e = held[--nheld];
+	pthread_mutex_unlock(&held_lock);
+}
+
+int sb_held_begin(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		  uint64_t o)
+{
+	uint32_t key = (uint32_t)kind << 16 | i;
+
+	if (owner_pid(o) == 0 || owner_pid(o) != (uint32_t)getpid()) {
+		sb_held_add(ch, kind, i);
+		return 1;
+	}
+	pthread_once(&held_once, held_atfork);
+	pthread_mutex_lock(&held_lock);
+	if (held_full || held_find(ch->data_id, key)) {
+		pthread_mutex_unlock(&held_lock);
+		return 0;	/* a thread of ours holds it */
+	}
+	if (nheld < HELD_MAX)
+		held[nheld++] = (struct held){ ch->data_id, key, 1 };
+	else
+		held_full = true;
+	return 2;		/* held_lock kept until sb_held_end() */
+}
+
+void sb_held_end(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		 int token, bool took)
+{
+	struct held *e;
+
+	if (token == 1) {
+		if (!took)
+			sb_held_drop(ch, kind, i);
+		return;
+	}
+	if (token != 2)
+		return;
+	if (!took && (e = held_find(ch->data_id, (uint32_t)kind << 16 | i)) &&
+	    --e->n == 0)
+		*e = held[--nheld];
+	pthread_mutex_unlock(&held_lock);
+}
+
+bool sb_held_here(const struct shmbus_channel *ch, unsigned kind, uint32_t i)
+{
+	bool mine;
+
+	pthread_once(&held_once, held_atfork);
+	pthread_mutex_lock(&held_lock);
+	mine = held_full || held_find(ch->data_id, (uint32_t)kind << 16 | i);
+	pthread_mutex_unlock(&held_lock);
+	return mine;
+}
+
+bool sb_slot_gone(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		  uint32_t pid)
+{
+	if (pid != 0 && pid == (uint32_t)getpid())
+		return !sb_held_here(ch, kind, i);
+	return sb_pid_gone(pid);
+}
+
+bool sb_slot_alive(const struct shmbus_channel *ch, unsigned kind,
+		   uint32_t i, uint32_t pid)
+{
+	if (pid != 0 && pid == (uint32_t)getpid())
+		return sb_held_here(ch, kind, i);
+	return sb_pid_alive(pid);
 }

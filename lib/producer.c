@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -30,55 +31,179 @@ static bool pid_gone(void *ctx, uint32_t pid)
 	return sb_pid_gone(pid);
 }
 
-static int take_sp_role(struct shmbus_channel *ch)
+/*
+ * The single-producer roles this process holds: its handles that took
+ * one, listed from the CAS that took the role to the one that gives it
+ * back, under `roles_lock`.  A role word that names this process's own
+ * pid is this process's only if one of them holds that channel's role
+ * (or this process is repairing it, sb_sp_repairing_here()): otherwise it
+ * was left by a process that died and whose pid this process has since
+ * been given, which never holds it again.  Judged by the pid alone, such
+ * a word would look alive to this process for as long as it lives, which
+ * refused it the role and left the dead claim unrepaired for ever.  A
+ * fork's child holds none of its parent's roles (its pid is not theirs):
+ * its list starts empty.
+ */
+static pthread_mutex_t roles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shmbus_pub *roles;
+static pthread_once_t roles_once = PTHREAD_ONCE_INIT;
+
+static void roles_prepare(void)
 {
-	uint32_t me = (uint32_t)getpid(), cur = 0;
+	pthread_mutex_lock(&roles_lock);
+}
+
+static void roles_parent(void)
+{
+	pthread_mutex_unlock(&roles_lock);
+}
+
+static void roles_child(void)
+{
+	for (struct shmbus_pub *p = roles, *next; p; p = next) {
+		next = p->role_next;
+		p->role_next = NULL;
+		p->role_listed = false;
+	}
+	roles = NULL;
+	pthread_mutex_unlock(&roles_lock);
+}
+
+static void roles_atfork(void)
+{
+	pthread_atfork(roles_prepare, roles_parent, roles_child);
+}
+
+/* Under roles_lock. */
+static void role_list(struct shmbus_pub *pub)
+{
+	pub->role_next = roles;
+	roles = pub;
+	pub->role_listed = true;
+}
+
+/* Under roles_lock. */
+static void role_unlist(struct shmbus_pub *pub)
+{
+	for (struct shmbus_pub **pp = &roles; *pp; pp = &(*pp)->role_next)
+		if (*pp == pub) {
+			*pp = pub->role_next;
+			break;
+		}
+	pub->role_next = NULL;
+	pub->role_listed = false;
+}
+
+/* Under roles_lock: whether a handle of this process holds the role of
+ * the channel `ch` maps (any mapping of it: the data id names it). */
+static bool role_held_here(const struct shmbus_channel *ch)
+{
+	for (const struct shmbus_pub *p = roles; p; p = p->role_next)
+		if (p->ch->data_id == ch->data_id)
+			return true;
+	return false;
+}
+
+/* Under roles_lock: whether the holder that role word `w` names is gone
+ * for good (lib/pid.c), this process's own pid included when none of its
+ * handles holds the role and it is not repairing one. */
+static bool sp_holder_gone(const struct shmbus_channel *ch, uint32_t w)
+{
+	uint32_t pid = w & ~SHMBUS_SP_REPAIRING;
+
+	if (pid != (uint32_t)getpid())
+		return sb_pid_gone(pid);
+	if (w & SHMBUS_SP_REPAIRING)
+		return !sb_sp_repairing_here();
+	return !role_held_here(ch);
+}
+
+bool sb_sp_role_gone(const struct shmbus_channel *ch, uint32_t w)
+{
+	bool gone;
+
+	pthread_once(&roles_once, roles_atfork);
+	pthread_mutex_lock(&roles_lock);
+	gone = sp_holder_gone(ch, w);
+	pthread_mutex_unlock(&roles_lock);
+	return gone;
+}
+
+bool sb_sp_role_lock_gone(const struct shmbus_channel *ch, uint32_t w)
+{
+	pthread_once(&roles_once, roles_atfork);
+	pthread_mutex_lock(&roles_lock);
+	return sp_holder_gone(ch, w);
+}
+
+void sb_sp_role_unlock(void)
+{
+	pthread_mutex_unlock(&roles_lock);
+}
+
+static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
+{
+	uint32_t me = (uint32_t)getpid();
 	struct timespec nap = { .tv_nsec = SP_NAP_MIN_NS };
 	int64_t give_up = 0;
 
-	/* A11: pairs with R11 in shmbus_pub_close() and sb_repair_sp(): the
-	 * producer role is handed over through sp_owner, and this seq_cst
-	 * RMW reads the previous owner's releasing CAS, so its stores to
-	 * head and seq are visible. */
-	while (!cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
-		uint32_t pid = cur & ~SHMBUS_SP_REPAIRING;
+	pthread_once(&roles_once, roles_atfork);
+	for (;;) {
+		uint32_t cur = 0;
+		bool took, gone = false;
 
-		if (cur & SHMBUS_SP_REPAIRING && !sb_pid_gone(pid)) {
-			/* shmbusd is padding a dead producer's claim: a few
-			 * microseconds of its time.  Sleep rather than
-			 * yield, so that the repairer is not kept from a
-			 * CPU by us; give up on a daemon that is stopped. */
-			if (give_up == 0)
-				give_up = sb_now_ns() + SP_REPAIR_WAIT_NS;
-			else if (sb_now_ns() > give_up)
+		/* The CAS that takes the role and the handle's listing are
+		 * one step for the threads of this process: none of them
+		 * sees the role word name us while no handle holds it. */
+		pthread_mutex_lock(&roles_lock);
+		/* A11: pairs with R11 in shmbus_pub_close() and
+		 * sb_repair_sp(): the producer role is handed over through
+		 * sp_owner, and this seq_cst RMW reads the previous owner's
+		 * releasing CAS, so its stores to head and seq are
+		 * visible. */
+		took = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, me);
+		/* The previous producer (or its repairer) is gone (a killed
+		 * one its parent has not reaped yet included: the daemon's
+		 * test, lib/pid.c): take over, then repair its unfinished
+		 * claim.  A11, as above; a word that changed meanwhile (a
+		 * new holder) is left alone. */
+		if (!took && (gone = sp_holder_gone(ch, cur))) {
+			/* A gone process named (as holder or repairer) while
+			 * a live one holds a producer slot: the word was
+			 * written over under that producer, whose claim must
+			 * not be padded (repair.h). */
+			if (sb_sp_live_holder(ch, cur & ~SHMBUS_SP_REPAIRING,
+					      me, pid_gone, NULL)) {
+				pthread_mutex_unlock(&roles_lock);
 				return -EBUSY;
-			nanosleep(&nap, NULL);
-			if (nap.tv_nsec < SP_NAP_MAX_NS)
-				nap.tv_nsec *= 2;
-			cur = 0;
-			continue;
+			}
+			took = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur,
+						   me);
 		}
-		if (!(cur & SHMBUS_SP_REPAIRING) && !sb_pid_gone(pid))
-			return -EBUSY;
-		/* A gone process named (as holder or repairer) while a live
-		 * one holds a producer slot: the word was written over under
-		 * that producer, whose claim must not be padded (repair.h). */
-		if (sb_sp_live_holder(ch, pid, me, pid_gone, NULL))
-			return -EBUSY;
-		/* The previous producer (or its repairer) is gone (a
-		 * killed one its parent has not reaped yet included: the
-		 * daemon's test, lib/pid.c): take over, then repair its
-		 * unfinished claim.  A11, as above. */
-		if (cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, me)) {
-			sb_sp_repair(ch, NULL);
-			break;
+		if (took)
+			role_list(pub);
+		pthread_mutex_unlock(&roles_lock);
+		if (took) {
+			if (gone)
+				sb_sp_repair(ch, NULL);
+			return 0;
 		}
-		/* Another process took it over first: cur names it now, and
-		 * the loop's CAS must expect the role free, never take it
-		 * from that live holder.  Look again from the start. */
-		cur = 0;
+		if (gone)
+			continue;	/* another process took it first */
+		if (!(cur & SHMBUS_SP_REPAIRING))
+			return -EBUSY;
+		/* shmbusd is padding a dead producer's claim: a few
+		 * microseconds of its time.  Sleep rather than yield, so
+		 * that the repairer is not kept from a CPU by us; give up on
+		 * a daemon that is stopped. */
+		if (give_up == 0)
+			give_up = sb_now_ns() + SP_REPAIR_WAIT_NS;
+		else if (sb_now_ns() > give_up)
+			return -EBUSY;
+		nanosleep(&nap, NULL);
+		if (nap.tv_nsec < SP_NAP_MAX_NS)
+			nap.tv_nsec *= 2;
 	}
-	return 0;
 }
 
 static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
@@ -88,6 +213,8 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		uint32_t me = (uint32_t)getpid();
 		uint64_t o = load_acquire64(&s->owner);	/* A7 */
 		uint32_t st = owner_state(o);
+		bool took;
+		int held;
 
 		/* A slot of a dead process is taken over, unless it holds an
 		 * open multi-producer claim: that is shmbusd's to repair
@@ -100,15 +227,22 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		 * slot's 0.  A6: pairs with R6 (the claim released). */
 		if (st != SHMBUS_SLOT_FREE &&
 		    ((st != SHMBUS_SLOT_ACTIVE && st != SHMBUS_SLOT_BUSY) ||
-		     sb_pid_alive(owner_pid(o)) ||
+		     sb_slot_alive(ch, SB_HELD_PROD, i, owner_pid(o)) ||
 		     (st == SHMBUS_SLOT_ACTIVE &&
 		      load_acquire64(&s->claim_pos) != UINT64_MAX)))
+			continue;
+		/* Listed first; a word naming our pid is judged again (a
+		 * thread of ours may have taken the slot since) under the
+		 * lock the CAS is made under (pid.c). */
+		if (!(held = sb_held_begin(ch, SB_HELD_PROD, i, o)))
 			continue;
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
 		 * the dead pid in one compare. */
-		if (!cas_strong_seqcst64(&s->owner, &o, owner_word(SHMBUS_SLOT_BUSY,
-							      me)))
+		took = cas_strong_seqcst64(&s->owner, &o,
+					   owner_word(SHMBUS_SLOT_BUSY, me));
+		sb_held_end(ch, SB_HELD_PROD, i, held, took);
+		if (!took)
 			continue;
 		store_relaxed64(&s->published, 0);
 		store_relaxed64(&s->claim_end, UINT64_MAX);
@@ -174,6 +308,10 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		errno = EROFS;
 		return NULL;
 	}
+	/* What a dead process with our pid left: nobody else repairs it
+	 * while we live.  Whether this open succeeds or not (a single
+	 * producer refused with EBUSY keeps trying, say). */
+	sb_release_own_left(ch, true);
 	pub = calloc(1, sizeof(*pub));
 	if (!pub) {
 		errno = ENOMEM;
@@ -188,7 +326,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 	pub->limit = ch_overwrite(ch) && !pub->multi ? UINT64_MAX : 0;
 	pub->timeout_ns = attr ? attr->timeout_ns : 0;
 	if (!ch_multi(ch)) {
-		rc = take_sp_role(ch);
+		rc = take_sp_role(ch, pub);
 		if (rc) {
 			free(pub);
 			errno = -rc;
@@ -233,6 +371,14 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 	if (!pub)
 		return;
 	sb_fork_untrack(&pub->fork);
+	if (pub->role_listed && (pub->forked ||
+				 (pub->opener && pub->opener != (uint32_t)getpid()))) {
+		/* A copy made by a clone() that ran no fork handler:
+		 * unlisted here, the role is its parent's. */
+		pthread_mutex_lock(&roles_lock);
+		role_unlist(pub);
+		pthread_mutex_unlock(&roles_lock);
+	}
 	/* A fork's copy of the handle: the slot, the role and any claim are
 	 * the parent's, which goes on using them (or, if it closed them,
 	 * perhaps this process's own new publisher's): only the copy goes. */
@@ -249,11 +395,16 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 		 * to the slot precede its reuse. */
 		store_release64(&pub->slot->owner,
 				owner_word(SHMBUS_SLOT_FREE, 0));
+		sb_held_drop(pub->ch, SB_HELD_PROD,
+			     (uint32_t)(pub->slot - pub->ch->prods));
 	}
-	if (!ch_multi(pub->ch)) {
+	if (pub->role_listed) {
 		me = (uint32_t)getpid();
+		pthread_mutex_lock(&roles_lock);
+		role_unlist(pub);
 		/* R11: pairs with A11 in take_sp_role(). */
 		cas_strong_seqcst32(&pub->ch->hdr->sp_owner, &me, 0);
+		pthread_mutex_unlock(&roles_lock);
 	}
 	free(pub);
 }

@@ -72,6 +72,9 @@ struct shmbus_pub {
 	/* A fork's copy (fork.c): refuses every use with -EPERM. */
 	bool forked;
 	struct sb_forkable fork;
+	/* SP: listed among the roles this process holds (producer.c). */
+	bool role_listed;
+	struct shmbus_pub *role_next;
 };
 
 /* Fills a handle's copies of the channel's validated geometry

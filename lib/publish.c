@@ -156,7 +156,7 @@ static int reap_gone(struct shmbus_pub *pub)
 			uint64_t o = load_acquire64(&ch->subs[i].owner);
 
 			if (owner_state(o) != SHMBUS_SLOT_FREE &&
-			    sb_pid_gone(owner_pid(o)))
+			    sb_slot_gone(ch, SB_HELD_SUB, i, owner_pid(o)))
 				n += sb_repair_sub(ch, i, owner_pid(o), me);
 		}
 	}
@@ -191,7 +191,9 @@ int sb_release_gone_producers(struct shmbus_channel *ch, uint32_t me)
 		uint64_t o = load_acquire64(&ch->prods[i].owner);
 
 		if (owner_state(o) != SHMBUS_SLOT_FREE &&
-		    owner_pid(o) != me && sb_pid_gone(owner_pid(o)) &&
+		    (owner_pid(o) == me ?
+			!sb_held_here(ch, SB_HELD_PROD, i) :
+			sb_pid_gone(owner_pid(o))) &&
 		    sb_repair_prod(ch, i, owner_pid(o), me) == 1)
 			n++;
 	}

@@ -62,7 +62,8 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		if (sb_slot_gates(o))
 			top = i + 1;
 		if (owner_state(o) == SHMBUS_SLOT_FREE ||
-		    !gone(gctx, owner_pid(o)))
+		    (owner_pid(o) == self ? sb_held_here(ch, SB_HELD_SUB, i)
+					  : !gone(gctx, owner_pid(o))))
 			continue;
 		if (sb_repair_sub(ch, i, owner_pid(o), self) == 1) {
 			released++;
@@ -96,7 +97,8 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		sp = load_relaxed32(&ch->hdr->sp_owner);
 		/* The role's holder, or its repairer, gone: but a live
 		 * producer holds a slot. */
-		if (sp && gone(gctx, sp & ~SHMBUS_SP_REPAIRING) &&
+		if (sp && (sp & ~SHMBUS_SP_REPAIRING) != self &&
+		    gone(gctx, sp & ~SHMBUS_SP_REPAIRING) &&
 		    (live = sb_sp_live_holder(ch, sp & ~SHMBUS_SP_REPAIRING,
 					      self, gone, gctx))) {
 			/* The word was written over under a live producer:
@@ -108,7 +110,13 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 				say(log, lctx, SB_REAP_SP_OWNER, 0, live, sp,
 				    false);
 			rc = 0;
-		} else if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp))
+		/* A word that names our own pid was left by a dead
+		 * holder (or a previous shmbusd that died repairing) whose
+		 * pid we were given, unless we hold or repair the role. */
+		} else if (sp && (sp & ~SHMBUS_SP_REPAIRING) == self)
+			rc = sb_sp_role_gone(ch, sp) ?
+				sb_repair_sp(ch, sp, self, &bad) : 0;
+		else if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp))
 			rc = sb_repair_sp(ch, sp, self, &bad);
 		else if (sp & SHMBUS_SP_REPAIRING &&
 			 gone(gctx, sp & ~SHMBUS_SP_REPAIRING))
@@ -155,7 +163,8 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		uint64_t repairs;
 
 		if (owner_state(o) == SHMBUS_SLOT_FREE ||
-		    !gone(gctx, owner_pid(o)))
+		    (owner_pid(o) == self ? sb_held_here(ch, SB_HELD_PROD, i)
+					  : !gone(gctx, owner_pid(o))))
 			continue;
 		repairs = load_relaxed64(&ch->hdr->repairs);
 		rc = sb_repair_prod(ch, i, owner_pid(o), self);

@@ -33,6 +33,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "contract.h"
 #include "repair.h"
@@ -279,22 +280,52 @@ uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
 	return 0;
 }
 
+/* Repairs of single producers' claims running in this process.  Raised
+ * before the CAS that marks a role as being repaired by our pid, lowered
+ * after the one that frees it: a thread of ours that reads the mark (by a
+ * seq_cst RMW of sp_owner, ordered after the raise) sees the count; one
+ * that sees it lowered meanwhile judges the mark gone, and its CAS from
+ * the mark fails, the role being free by then. */
+static uint64_t sp_repairs_here;
+
+bool sb_sp_repairing_here(void)
+{
+	return load_relaxed64(&sp_repairs_here) != 0;
+}
+
 int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
 		 uint64_t *damaged)
 {
 	uint32_t cur = dead, mark = (self & ~SHMBUS_SP_REPAIRING) |
 				    SHMBUS_SP_REPAIRING;
-	int fixed;
+	bool own = (dead & ~SHMBUS_SP_REPAIRING) == (uint32_t)getpid(), took;
+	int fixed = 0;
 
+	if (dead == 0)
+		return 0;
+	/* A word naming our own pid: a thread of ours may have taken the
+	 * role since the caller's verdict, writing that very word, which
+	 * our CAS would not tell from the dead holder's.  Judged again, and
+	 * the CAS made, under the lock our threads take the role under
+	 * (producer.c); judged before our repair counts. */
+	if (own && !sb_sp_role_lock_gone(ch, dead)) {
+		sb_sp_role_unlock();
+		return 0;
+	}
+	add_relaxed64(&sp_repairs_here, 1);
 	/* A11: pairs with R11 in shmbus_pub_close() (a role given back is
 	 * 0, never `dead`) or a previous repairer's. */
-	if (dead == 0 || !cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, mark))
-		return 0;
-	fixed = sb_sp_repair(ch, damaged);
-	/* R11: pairs with A11 in take_sp_role(): the role is free again,
-	 * and our repair is visible to its next owner. */
-	cur = mark;
-	cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, 0);
+	took = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, mark);
+	if (own)
+		sb_sp_role_unlock();
+	if (took) {
+		fixed = sb_sp_repair(ch, damaged);
+		/* R11: pairs with A11 in take_sp_role(): the role is free
+		 * again, and our repair is visible to its next owner. */
+		cur = mark;
+		cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, 0);
+	}
+	add_relaxed64(&sp_repairs_here, UINT64_MAX);
 	return fixed;
 }
 
@@ -308,6 +339,7 @@ static void release_adopted(struct shmbus_channel *ch,
 	/* R13: pairs with A13 in take_prod_slot(): the repair above
 	 * precedes the slot's reuse. */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	sb_held_drop(ch, SB_HELD_PROD, (uint32_t)(s - ch->prods));
 	add_relaxed64(&ch->hdr->reaped, 1);
 	/* The dead producer may have died between its last commit and its
 	 * wake-up call. */
@@ -318,12 +350,27 @@ static void release_adopted(struct shmbus_channel *ch,
  * dead pid in one CAS: from then on nobody else repairs it, a producer
  * waiting behind it sees a live owner, and its claim_pos still holds
  * every producer a lap behind it. */
-static bool adopt(struct shmbus_prod_slot *s, uint64_t o, uint32_t self)
+static bool adopt(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
+		  uint64_t o, uint32_t self)
 {
+	uint32_t i = (uint32_t)(s - ch->prods);
+	bool took;
+	int held;
+
+	/* Listed before our pid is in it (pid.c): another thread of ours
+	 * takes it for live.  When the dead pid was ours too, the CAS
+	 * below writes the word it compares: a thread of ours that
+	 * adopted or took the slot since our verdict would not fail it,
+	 * so the slot is judged again, under the lock the CAS is made
+	 * under. */
+	if (!(held = sb_held_begin(ch, SB_HELD_PROD, i, o)))
+		return false;
 	/* No data edge: the dead producer's stores are read after its death
 	 * (and after the acquire loads named where they are read). */
-	return cas_strong_seqcst64(&s->owner, &o,
-			    owner_word(SHMBUS_SLOT_ACTIVE, self));
+	took = cas_strong_seqcst64(&s->owner, &o,
+				   owner_word(SHMBUS_SLOT_ACTIVE, self));
+	sb_held_end(ch, SB_HELD_PROD, i, held, took);
+	return took;
 }
 
 /* The start of the claim producer slot i announces (one it is about to
@@ -412,10 +459,12 @@ bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv)
 
 /* Gives an adopted slot back to its dead owner, untouched: its claim is
  * not the one at the hand-off any more, and is repair_claim()'s. */
-static void give_back(struct shmbus_prod_slot *s, uint64_t dead_o)
+static void give_back(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
+		      uint64_t dead_o)
 {
 	/* No data edge: we wrote nothing that the next adopter reads. */
 	store_release64(&s->owner, dead_o);
+	sb_held_drop(ch, SB_HELD_PROD, (uint32_t)(s - ch->prods));
 }
 
 int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
@@ -444,15 +493,17 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 		/* The winner of x is among the slots that announce x, and
 		 * keeps announcing it until it hands over: while one of
 		 * them is alive, it may be the winner (or a loser about to
-		 * announce again). */
-		if (!gone(owner_pid(o)))
+		 * announce again).  Our own pid is judged by the slots we
+		 * hold (pid.c): one we do not was a dead process's. */
+		if (owner_pid(o) == self ? sb_held_here(ch, SB_HELD_PROD, i)
+					 : !gone(owner_pid(o)))
 			return SB_HELP_LIVE;
 		dead = s;
 		dead_o = o;
 	}
 	if (!dead)
 		return SB_HELP_NOBODY;
-	if (!adopt(dead, dead_o, self))
+	if (!adopt(ch, dead, dead_o, self))
 		return SB_HELP_LIVE;	/* someone else adopted it */
 	end = end_of_claim(ch, x, head);
 	word = &rec_at(ch, end)->commit;
@@ -471,7 +522,7 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 	 * it.  Either way this slot goes back as it was.
 	 */
 	if (load_acquire64(&h->handoff) != x) {
-		give_back(dead, dead_o);
+		give_back(ch, dead, dead_o);
 		return SB_HELP_LIVE;
 	}
 	/* For busstat and the daemon; the claim is ours now. */
@@ -560,7 +611,7 @@ static int repair_claim(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
 			return -EAGAIN;	/* not handed over yet: that is
 					 * sb_handoff_help()'s */
 	}
-	if (!adopt(s, o, self))
+	if (!adopt(ch, s, o, self))
 		return 0;
 	if (c == UINT64_MAX || head <= c)
 		goto out;		/* no claim, or announced and lost */
@@ -600,6 +651,8 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 {
 	struct shmbus_prod_slot *s;
 	uint64_t o;
+	bool took;
+	int held;
 
 	if (i >= SHMBUS_MAX_PRODUCERS || dead == 0)
 		return 0;
@@ -611,9 +664,13 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	if (owner_state(o) == SHMBUS_SLOT_BUSY) {
 		/* Died setting the slot up (or releasing an adopted one): it
 		 * announces nothing yet, and goes back to FREE.  No edge,
-		 * as in adopt(). */
-		if (!cas_strong_seqcst64(&s->owner, &o,
-				  owner_word(SHMBUS_SLOT_BUSY, self)))
+		 * as in adopt(), judged again as there. */
+		if (!(held = sb_held_begin(ch, SB_HELD_PROD, i, o)))
+			return 0;
+		took = cas_strong_seqcst64(&s->owner, &o,
+					   owner_word(SHMBUS_SLOT_BUSY, self));
+		sb_held_end(ch, SB_HELD_PROD, i, held, took);
+		if (!took)
 			return 0;
 		release_adopted(ch, s);
 		return 1;
@@ -622,7 +679,7 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 		return 0;
 	if (!ch_multi(ch)) {
 		/* A single producer's claim is sb_repair_sp()'s. */
-		if (!adopt(s, o, self))
+		if (!adopt(ch, s, o, self))
 			return 0;
 		release_adopted(ch, s);
 		return 1;
@@ -635,6 +692,8 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 {
 	struct shmbus_sub_slot *s;
 	uint64_t o;
+	bool took;
+	int held;
 
 	if (i >= SHMBUS_MAX_SLOTS || dead == 0)
 		return 0;
@@ -660,9 +719,16 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	/* The state and the dead pid in one compare, our pid in: a slot a
 	 * live process took meanwhile is left alone, and if we die here the
 	 * slot names us, and the next repairer takes it from us.  No edge:
-	 * nothing the dead owner wrote is read but `sleeping`, below. */
-	if (!cas_strong_seqcst64(&s->owner, &o,
-				 owner_word(SHMBUS_SLOT_BUSY, self)))
+	 * nothing the dead owner wrote is read but `sleeping`, below.
+	 * Listed first; a dead pid that is ours too is judged again, under
+	 * the lock the CAS is made under: a thread of ours may have taken
+	 * the slot since the caller's verdict, writing our pid (pid.c). */
+	if (!(held = sb_held_begin(ch, SB_HELD_SUB, i, o)))
+		return 0;
+	took = cas_strong_seqcst64(&s->owner, &o,
+				   owner_word(SHMBUS_SLOT_BUSY, self));
+	sb_held_end(ch, SB_HELD_SUB, i, held, took);
+	if (!took)
 		return 0;
 	/* A dead owner that was asleep still counts as a sleeper (it set
 	 * sleeping after its increment, sleep_wait()); the exchange lets
@@ -676,6 +742,7 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	/* R13: pairs with A13 in take_slot(): the repair precedes the
 	 * slot's reuse. */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	sb_held_drop(ch, SB_HELD_SUB, i);
 	add_relaxed64(&ch->hdr->reaped, 1);
 	return 1;
 }
@@ -698,7 +765,7 @@ void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 		uint32_t st = owner_state(o);
 
 		if ((st != SHMBUS_SLOT_ACTIVE && st != SHMBUS_SLOT_BUSY) ||
-		    sb_pid_alive(owner_pid(o)) || !adopt(s, o, self))
+		    sb_pid_alive(owner_pid(o)) || !adopt(ch, s, o, self))
 			continue;
 		release_adopted(ch, s);
 	}
@@ -709,4 +776,47 @@ void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 	 * judged: one that changed since (a new owner) is left alone. */
 	if (sp && !sb_pid_alive(sp))
 		cas_strong_seqcst32(&ch->hdr->sp_owner, &w, 0);
+}
+
+void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
+{
+	uint32_t me = (uint32_t)getpid(), w;
+
+	/* Only where producers write (not a standby's ring, nor one being
+	 * cut: what was left there is settled by the fence's holder).  No
+	 * edge: a change since is seen by the repairs' own CASes. */
+	if (SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) !=
+	    SHMBUS_FENCE_OPEN)
+		return;
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		/* A7: pairs with R7; sb_repair_sub() compares it again. */
+		uint64_t o = load_acquire64(&ch->subs[i].owner);
+
+		if (owner_state(o) != SHMBUS_SLOT_FREE && owner_pid(o) == me &&
+		    !sb_held_here(ch, SB_HELD_SUB, i))
+			sb_repair_sub(ch, i, me, me);
+	}
+	if (!data_too)
+		return;		/* a repair of a claim writes the records */
+	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
+		/* A7: pairs with R7; sb_repair_prod() compares it again. */
+		uint64_t o = load_acquire64(&ch->prods[i].owner);
+
+		if (owner_state(o) == SHMBUS_SLOT_FREE || owner_pid(o) != me ||
+		    sb_held_here(ch, SB_HELD_PROD, i))
+			continue;
+		/* A claim not handed over is the hand-off's to pass: ours
+		 * if it is at its turn, else the producers' behind it. */
+		if (sb_repair_prod(ch, i, me, me) == -EAGAIN)
+			/* A3: pairs with R3 (the hand-off store of the claim
+			 * before it); sb_handoff_help() orders the rest. */
+			sb_handoff_help(ch, load_acquire64(&ch->hdr->handoff),
+					me, sb_pid_gone);
+	}
+	/* No edge: the value is judged, then compared in the CAS of
+	 * sb_repair_sp() (A11 there). */
+	w = load_relaxed32(&ch->hdr->sp_owner);
+	if (!ch_multi(ch) && (w & ~SHMBUS_SP_REPAIRING) == me &&
+	    sb_sp_role_gone(ch, w))
+		sb_repair_sp(ch, w, me, NULL);
 }

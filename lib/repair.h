@@ -80,6 +80,17 @@ uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
 int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
 		 uint64_t *damaged);
 
+/*
+ * What a dead process whose pid this process was given left on `ch`:
+ * subscriber slots, and if `data_too` (this process may write the
+ * records) producer slots and their claims and a single producer's role,
+ * that name our pid while we do not hold them (pid.c).  Every other
+ * process takes that pid for a live one until we exit, so we release
+ * them as soon as we try to open a handle on the channel (what our
+ * other threads hold is listed: pid.c).
+ */
+void sb_release_own_left(struct shmbus_channel *ch, bool data_too);
+
 /* The new owner of a single-producer role repairs what the previous one
  * left: [end of committed records, head) becomes padding, if the walk
  * stopped at a word that is zero, as a claim not committed leaves it.

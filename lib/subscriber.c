@@ -13,6 +13,7 @@
 
 #include "channel.h"
 #include "contract.h"
+#include "repair.h"
 #include "sub.h"
 
 /* Block policy, SHMBUS_START_OLDEST: the slowest active cursor other than
@@ -119,18 +120,26 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 		struct shmbus_sub_slot *s = &ch->subs[i];
 		uint64_t o = load_relaxed64(&s->owner);
 		uint32_t st = owner_state(o);
+		bool took;
+		int held;
 
 		if ((st == SHMBUS_SLOT_ACTIVE || st == SHMBUS_SLOT_BUSY) &&
-		    sb_pid_alive(owner_pid(o)))
+		    sb_slot_alive(ch, SB_HELD_SUB, i, owner_pid(o)))
 			continue;
 		if (st == SHMBUS_SLOT_GROUP || sb_slot_kept(st))
+			continue;
+		/* Listed first; a word naming our pid is judged again under
+		 * the lock the CAS is made under (pid.c). */
+		if (!(held = sb_held_begin(ch, SB_HELD_SUB, i, o)))
 			continue;
 		/* A13: pairs with R13 (the slot freed by its previous owner
 		 * or a repair).  Claims the slot for us alone: the state and
 		 * the dead owner's pid in one compare. */
-		if (!cas_strong_seqcst64(&s->owner, &o,
-				  owner_word(SHMBUS_SLOT_BUSY,
-					     (uint32_t)getpid())))
+		took = cas_strong_seqcst64(&s->owner, &o,
+					   owner_word(SHMBUS_SLOT_BUSY,
+						      (uint32_t)getpid()));
+		sb_held_end(ch, SB_HELD_SUB, i, held, took);
+		if (!took)
 			continue;
 		/* A dead owner that was asleep still counts as a sleeper;
 		 * undo its increment (it set sleeping after it, in
@@ -195,10 +204,11 @@ static bool being_cut(struct shmbus_channel *ch)
 	       SHMBUS_FENCE_CUT;
 }
 
-static void give_back(struct shmbus_sub_slot *s)
+static void give_back(struct shmbus_channel *ch, struct shmbus_sub_slot *s)
 {
 	/* R13: pairs with A13 in take_slot(). */
 	store_release64(&s->owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	sb_held_drop(ch, SB_HELD_SUB, (uint32_t)(s - ch->subs));
 }
 
 /*
@@ -252,6 +262,11 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 		errno = EPERM;	/* a subscriber writes its cursor slot */
 		return NULL;
 	}
+	/* What a dead process with our pid left: nobody else repairs it
+	 * while we live.  Its claims and role only where the records are
+	 * writable (direct mode; shmbusd's subscribers map them read-only,
+	 * and shmbusd repairs).  Whether this open succeeds or not. */
+	sb_release_own_left(ch, !ch->no_pub);
 	if (!attr)
 		attr = &def;
 	sub = calloc(1, sizeof(*sub));
@@ -300,7 +315,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 		/* Before the slot is free: its next owner's bit is its own. */
 		if (attr->wait == SHMBUS_WAIT_SLEEP)
 			sb_sleep_unannounce(ch, i);
-		give_back(s);
+		give_back(ch, s);
 		free(sub->buf);
 		free(sub);
 		errno = EAGAIN;
@@ -375,7 +390,7 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 	/* F1, and F7: pairs with F7 in sb_ring_cut_begin(). */
 	fence_seqcst();
 	if (being_cut(ch)) {
-		give_back(s);
+		give_back(ch, s);
 		return -EAGAIN;
 	}
 	/* As in shmbus_sub_open(): a lower bound of the seq at head.  A28:
@@ -406,6 +421,7 @@ void sb_slot_group_made(struct shmbus_channel *ch, uint32_t index)
 	 * dead meanwhile it found our file (sb_group_claims_slot()). */
 	cas_strong_seqcst64(&ch->subs[index].owner, &o,
 			    owner_word(SHMBUS_SLOT_GROUP, 0));
+	sb_held_drop(ch, SB_HELD_SUB, index);	/* it names nobody now */
 }
 
 /* Gives a group's slot back (the group is deleted, or lost a race to
@@ -424,7 +440,9 @@ void sb_slot_release_group(struct shmbus_channel *ch, uint32_t index)
 	/* Its members may have slept (group.c's member_sleep()). */
 	sb_sleep_unannounce(ch, index);
 	/* R13: pairs with A13 in take_slot(). */
-	cas_strong_seqcst64(&s->owner, &o, owner_word(SHMBUS_SLOT_FREE, 0));
+	if (cas_strong_seqcst64(&s->owner, &o, owner_word(SHMBUS_SLOT_FREE, 0)) &&
+	    owner_pid(o) == (uint32_t)getpid())
+		sb_held_drop(ch, SB_HELD_SUB, index);	/* a creator's */
 }
 
 SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
@@ -446,6 +464,8 @@ SHMBUS_EXPORT void shmbus_sub_close(shmbus_sub *sub)
 		 * slot precede its reuse. */
 		store_release64(&sub->slot->owner,
 				owner_word(SHMBUS_SLOT_FREE, 0));
+		sb_held_drop(sub->ch, SB_HELD_SUB,
+			     (uint32_t)(sub->slot - sub->ch->subs));
 	}
 	free(sub->buf);
 	free(sub);
@@ -604,6 +624,7 @@ struct shmbus_sub *sb_sub_kept(struct shmbus_channel *ch, uint32_t kind,
 						      : "journal");
 	/* R7, and F1 after it, as in shmbus_sub_open(). */
 	store_seqcst64(&s->owner, owner_word(kind, 0));
+	sb_held_drop(ch, SB_HELD_SUB, i);	/* it names nobody now */
 	fence_seqcst();
 	head = load_relaxed64(&ch->hdr->head);
 	if (ch_overwrite(ch))

@@ -488,6 +488,13 @@ static int judge_hidden(void *arg)
 	return 0;
 }
 
+static int pause_for_ever(void *arg)
+{
+	(void)arg;
+	pause();
+	return 0;
+}
+
 static int exit_now(void *arg)
 {
 	(void)arg;
@@ -534,10 +541,13 @@ Test(direct, busy_slots_of_dead_openers_are_taken_over, .timeout = 30)
 	shmbus_pub *pubs[SHMBUS_MAX_PRODUCERS];
 	uint64_t busy, live;
 	pid_t dead = th_spawn(exit_now, NULL);
+	/* Another process, alive (a slot that names this test's own pid
+	 * and no slot it holds would be a dead process's: pid.c). */
+	pid_t opener = th_spawn(pause_for_ever, NULL);
 
 	cr_assert_eq(th_wait(dead), 0);
 	busy = owner_word(SHMBUS_SLOT_BUSY, (uint32_t)dead);
-	live = owner_word(SHMBUS_SLOT_BUSY, (uint32_t)getpid());
+	live = owner_word(SHMBUS_SLOT_BUSY, (uint32_t)opener);
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++)
 		store_release64(&ch->subs[i].owner, i ? busy : live);
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++)
@@ -569,6 +579,8 @@ Test(direct, busy_slots_of_dead_openers_are_taken_over, .timeout = 30)
 	for (uint32_t i = 1; i < SHMBUS_MAX_SLOTS; i++)
 		shmbus_sub_close(subs[i]);
 	store_release64(&ch->subs[0].owner, owner_word(SHMBUS_SLOT_FREE, 0));
+	kill(opener, SIGKILL);
+	cr_assert_eq(th_wait(opener), 128 + SIGKILL);
 	shmbus_channel_close(ch);
 	th_rmdir(dir);
 }

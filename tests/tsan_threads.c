@@ -11,6 +11,86 @@
 #include <unistd.h>
 
 #include "threads_impl.h"
+#include "../lib/channel.h"
+#include "../lib/repair.h"
+
+/*
+ * Threads that open and close handles while others repair every slot and
+ * the single producer's role as a dead process's with our pid (as
+ * tests/test_killloop.c does): the list of what this process holds, and
+ * the verdicts and CASes made under its locks (lib/pid.c, producer.c).
+ */
+struct own {
+	shmbus_channel *mp, *sp;
+	int stop;
+};
+
+static void *own_opener(void *arg)
+{
+	struct own *o = arg;
+
+	while (!__atomic_load_n(&o->stop, __ATOMIC_RELAXED)) {
+		shmbus_sub *s = shmbus_sub_open(o->mp, NULL);
+		shmbus_pub *p = shmbus_pub_open(o->mp, NULL);
+		shmbus_pub *q = shmbus_pub_open(o->sp, NULL);
+
+		shmbus_sub_close(s);
+		shmbus_pub_close(p);
+		shmbus_pub_close(q);
+	}
+	return NULL;
+}
+
+static void *own_repairer(void *arg)
+{
+	struct own *o = arg;
+	uint32_t me = (uint32_t)getpid();
+	uint64_t bad;
+
+	while (!__atomic_load_n(&o->stop, __ATOMIC_RELAXED)) {
+		for (uint32_t i = 0; i < 4; i++) {
+			sb_repair_sub(o->mp, i, me, me);
+			sb_repair_prod(o->mp, i, me, me);
+		}
+		sb_repair_sp(o->sp, me, me, &bad);
+	}
+	return NULL;
+}
+
+/* 1 if a live handle's slot was released, or the run could not start. */
+static int own_pid_repairs(const char *dir)
+{
+	struct shmbus_channel_attr a = {
+		.capacity = 64 * 1024, .max_msg = 1024, .numa_node = -1,
+		.producers = SHMBUS_MULTI_PRODUCER,
+	};
+	struct shmbus_channel_attr b = a;
+	struct own o = { 0 };
+	pthread_t t[4];
+	uint64_t reaped;
+
+	b.producers = SHMBUS_SINGLE_PRODUCER;
+	o.mp = shmbus_channel_create(dir, "own_mp", &a, 0);
+	o.sp = shmbus_channel_create(dir, "own_sp", &b, 0);
+	if (!o.mp || !o.sp)
+		return 1;
+	for (int k = 0; k < 4; k++)
+		pthread_create(&t[k], NULL, k < 2 ? own_opener : own_repairer,
+			       &o);
+	usleep(300000);
+	__atomic_store_n(&o.stop, 1, __ATOMIC_RELAXED);
+	for (int k = 0; k < 4; k++)
+		pthread_join(t[k], NULL);
+	reaped = __atomic_load_n(&o.mp->hdr->reaped, __ATOMIC_ACQUIRE);
+	shmbus_channel_close(o.mp);
+	shmbus_channel_close(o.sp);
+	shmbus_channel_unlink(dir, "own_mp");
+	shmbus_channel_unlink(dir, "own_sp");
+	if (reaped)
+		fprintf(stderr, "own_pid_repairs: %llu live slots released\n",
+			(unsigned long long)reaped);
+	return reaped != 0;
+}
 
 int main(void)
 {
@@ -22,10 +102,12 @@ int main(void)
 		perror("mkdtemp");
 		return 1;
 	}
-	fails = threads_run(dir, SHMBUS_SINGLE_PRODUCER, 1, SHMBUS_WAIT_SLEEP, n);
-	fails += threads_run(dir, SHMBUS_MULTI_PRODUCER, 2, SHMBUS_WAIT_YIELD, n);
+	fails = threads_run(dir, SHMBUS_SINGLE_PRODUCER, 1, SHMBUS_WAIT_SLEEP,
+			    n) != 0;
+	fails += threads_run(dir, SHMBUS_MULTI_PRODUCER, 2, SHMBUS_WAIT_YIELD,
+			     n) != 0;
+	fails += own_pid_repairs(dir);
 	rmdir(dir);
-	printf("tsan_threads: %d passed, %d failed\n", 2 - (fails ? 1 : 0),
-	       fails ? 1 : 0);
+	printf("tsan_threads: %d passed, %d failed\n", 3 - fails, fails);
 	return fails ? 1 : 0;
 }

@@ -1,0 +1,909 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_killloop.c - processes killed with kill -9 and what comes after
+ * them: a new process given the pid of a dead one, with no shmbusd
+ * (direct mode: processes repair each other).
+ *
+ * A slot or a role names its owner by pid.  A process that is given the
+ * pid of a dead owner (pid_max wraps; 32768 by default) and then uses the
+ * same channel must not take the dead owner's leftovers for its own:
+ * judged by the pid alone they look alive to it for as long as it lives,
+ * and it waits on itself.  The new process is made with the dead one's
+ * pid through /proc/sys/kernel/ns_last_pid where this test may write it
+ * (root); elsewhere it writes its pid over the dead one's in the slot,
+ * which leaves the channel as the reuse does.
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "helpers.h"
+#include "shmbus/layout.h"
+#include "../lib/channel.h"
+#include "../lib/contract.h"
+#include "../lib/pub.h"
+#include "../lib/repair.h"
+
+/* What the parent and its children share. */
+struct kl_shared {
+	char dir[64];
+	pid_t dead;		/* the pid the successor must take over */
+	int reused;		/* 1: the successor has that pid itself */
+	int ready;
+	int go;
+};
+
+static struct kl_shared *sh;
+
+static void sh_map(void)
+{
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(sh != MAP_FAILED);
+	snprintf(sh->dir, sizeof(sh->dir), "%s", th_mkdir());
+}
+
+static void sh_unmap(void)
+{
+	th_rmdir(sh->dir);
+	munmap(sh, sizeof(*sh));
+}
+
+/* The kernel's last pid (ns_last_pid), or -1 where it cannot be read. */
+static long last_pid(void)
+{
+	FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+/* Sets the pid namespace's last pid given out (the next fork gets the
+ * first free one after it); false if it cannot be written. */
+static bool set_last_pid(long v)
+{
+	FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fprintf(f, "%ld", v) >= 0;
+	return fclose(f) == 0 && ok;
+}
+
+/*
+ * Forks a child with pid `want` (the kernel's next pid set through
+ * ns_last_pid, tried again a few times while other processes take it
+ * first), which runs fn(arg) and _exit()s with its return value.  Returns
+ * its pid, or -1 where ns_last_pid cannot be written or `want` was not
+ * had.  The counter is the whole pid namespace's: while it is set back,
+ * every process that forks is given pids that died a moment ago, as if
+ * pid_max had wrapped, and so is each child of a try that missed `want`
+ * (a test of another suite run beside this one then finds its dead
+ * process's pid naming someone alive).  So it is put back right after
+ * each fork, and a few misses give up for the other way.
+ */
+static pid_t spawn_as(pid_t want, int (*fn)(void *), void *arg)
+{
+	long last = last_pid();
+
+	for (int i = 0; last > 0 && i < 10; i++) {
+		pid_t p;
+
+		if (!set_last_pid((long)want - 1))
+			return -1;
+		p = fork();
+		if (p == 0) {
+			/* As th_spawn()'s children: gone with the test. */
+			if (getpid() != want ||
+			    prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+				_exit(99);
+			_exit(fn(arg));
+		}
+		set_last_pid(last > p ? last : p);
+		cr_assert_geq(p, 0);
+		if (p == want)
+			return p;
+		waitpid(p, NULL, 0);
+	}
+	return -1;
+}
+
+/* The successor: with the dead process's pid if the kernel gives it,
+ * else an ordinary child that writes its pid where the dead one's is. */
+static pid_t spawn_successor(int (*fn)(void *))
+{
+	pid_t p = spawn_as(sh->dead, fn, NULL);
+
+	sh->reused = p > 0;
+	if (p < 0)
+		p = th_spawn(fn, NULL);
+	cr_log_info("successor %d: %s", (int)p,
+		    sh->reused ? "the dead process's pid" : "its pid written "
+		    "over the dead process's");
+	return p;
+}
+
+/* The control file's header, mapped by a child that plays pid reuse. */
+static struct shmbus_hdr *map_hdr(void)
+{
+	size_t len;
+	uint8_t *m = th_map_channel(sh->dir, &len);
+
+	return m ? (struct shmbus_hdr *)m : NULL;
+}
+
+/* Where the kernel gave the successor another pid, it writes its pid
+ * over the dead process's wherever a word names it (the role, producer
+ * and subscriber slots), leaving the channel as a reuse does. */
+static int take_dead_pid(void)
+{
+	struct shmbus_hdr *h = map_hdr();
+	struct shmbus_prod_slot *prods;
+	struct shmbus_sub_slot *subs;
+	uint32_t dead = (uint32_t)sh->dead, me = (uint32_t)getpid();
+	int n = 0;
+
+	if (!h)
+		return -1;
+	if (sh->reused)
+		return 1;
+	prods = (struct shmbus_prod_slot *)((uint8_t *)h + h->slots_offset);
+	subs = (struct shmbus_sub_slot *)(prods + SHMBUS_MAX_PRODUCERS);
+	n += __atomic_compare_exchange_n(&h->sp_owner, &dead, me, false,
+					 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	dead = (uint32_t)sh->dead;
+	for (unsigned i = 0; i < SHMBUS_MAX_PRODUCERS + SHMBUS_MAX_SLOTS; i++) {
+		uint64_t *w = i < SHMBUS_MAX_PRODUCERS ?
+			&prods[i].owner : &subs[i - SHMBUS_MAX_PRODUCERS].owner;
+		uint64_t o = __atomic_load_n(w, __ATOMIC_ACQUIRE);
+
+		if (o >> 32 == dead)
+			n += __atomic_compare_exchange_n(w, &o,
+				(uint64_t)me << 32 | (uint32_t)o, false,
+				__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	}
+	return n;
+}
+
+static void say_ready(void)
+{
+	__atomic_store_n(&sh->ready, 1, __ATOMIC_RELEASE);
+}
+
+static void await_ready(void)
+{
+	for (int i = 0; !__atomic_load_n(&sh->ready, __ATOMIC_ACQUIRE); i++) {
+		cr_assert_lt(i, 5000, "the child did not get ready");
+		usleep(1000);
+	}
+	sh->ready = 0;
+}
+
+/* Publishes messages 0..2 as producer 1, claims message 3, says so and
+ * waits to be killed inside the claim. */
+static int die_in_claim(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t msg[64];
+	void *buf;
+
+	(void)arg;
+	if (!pub)
+		return 2;
+	for (uint64_t s = 0; s < 3; s++) {
+		th_msg_fill(msg, sizeof(msg), 1, s);
+		if (shmbus_publish(pub, msg, sizeof(msg)))
+			return 3;
+	}
+	if (shmbus_claim(pub, sizeof(msg), &buf))
+		return 4;
+	th_msg_fill(buf, sizeof(msg), 1, 3);
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/* Reads `n` messages within 2 s each, checking each whole; stores their
+ * producer ids and sequence numbers. */
+static void read_n(shmbus_sub *sub, int n, uint32_t *ids, uint64_t *seqs)
+{
+	uint8_t buf[1024];
+
+	for (int i = 0; i < n; i++) {
+		uint64_t t0 = th_now_ns();
+		ssize_t len;
+
+		while ((len = shmbus_read(sub, buf, sizeof(buf), NULL)) ==
+		       -EAGAIN) {
+			cr_assert_lt(th_now_ns() - t0, 2000000000ull,
+				     "message %d of %d did not come", i + 1, n);
+			shmbus_wait(sub, 10000000);
+		}
+		cr_assert_geq(len, 0, "read: %s", shmbus_strerror((int)len));
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &ids[i], &seqs[i]),
+			     0, "a torn message");
+	}
+}
+
+/* ------------------------------------------------ the single producer */
+
+/* The successor of a single producer that died inside its claim: opens
+ * a publisher (the role's word names its own pid) and publishes message
+ * 0 as producer 2. */
+static int sp_successor(void *arg)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	struct shmbus_hdr *h = map_hdr();
+	shmbus_pub *pub;
+	uint8_t msg[64];
+
+	(void)arg;
+	if (!ch || !h)
+		return 2;
+	if (take_dead_pid() < 1)
+		return 3;
+	if (__atomic_load_n(&h->sp_owner, __ATOMIC_ACQUIRE) !=
+	    (uint32_t)getpid())
+		return 4;	/* the state this test is about */
+	pub = shmbus_pub_open(ch, &pa);
+	if (!pub) {
+		fprintf(stderr, "sp_successor: %s\n", strerror(errno));
+		return 5;
+	}
+	th_msg_fill(msg, sizeof(msg), 2, 0);
+	if (shmbus_publish(pub, msg, sizeof(msg)))
+		return 6;
+	/* Still a single producer: a second handle of ours is refused. */
+	if (shmbus_pub_open(ch, &pa) || errno != EBUSY)
+		return 7;
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	return 0;
+}
+
+/*
+ * A single producer killed inside its claim; a process given its pid
+ * opens a publisher on the channel.  The role's word names that pid, but
+ * no handle of the new process holds the role: it takes it over and pads
+ * the dead claim, and the subscriber reads on (it was refused with EBUSY
+ * for as long as it lived, and the dead claim held every reader).
+ */
+Test(killloop, a_single_producers_pid_reused_by_its_successor, .timeout = 30)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	uint32_t ids[4];
+	uint64_t seqs[4];
+	pid_t p;
+	int rc;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(die_in_claim, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	p = spawn_successor(sp_successor);
+	rc = th_wait(p);
+	cr_assert_eq(rc, 0, "the successor failed (exit %d)", rc);
+	read_n(sub, 4, ids, seqs);
+	for (int i = 0; i < 3; i++)
+		cr_assert(ids[i] == 1 && seqs[i] == (uint64_t)i);
+	cr_assert(ids[3] == 2 && seqs[3] == 0, "after the dead claim: "
+		  "producer %u seq %llu", ids[3], (unsigned long long)seqs[3]);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* ------------------------------------------ multi producer, subscriber */
+
+#define LAPS_MSGS	2000	/* 64-byte messages: two laps of 64 KiB */
+
+/* The successor of a dead multi producer or subscriber: takes its pid
+ * (or writes its pid over the dead one's), then publishes LAPS_MSGS
+ * messages as producer 2, each within 3 s. */
+static int mp_successor(void *arg)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = 3000000000 };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_pub *pub;
+	uint8_t msg[64];
+
+	(void)arg;
+	if (!ch || take_dead_pid() < 1)
+		return 2;
+	pub = shmbus_pub_open(ch, &pa);
+	if (!pub)
+		return 3;
+	for (uint64_t s = 0; s < LAPS_MSGS; s++) {
+		int rc;
+
+		th_msg_fill(msg, sizeof(msg), 2, s);
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+		if (rc) {
+			fprintf(stderr, "successor: message %llu: %s\n",
+				(unsigned long long)s, shmbus_strerror(rc));
+			return 4;
+		}
+	}
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	return 0;
+}
+
+/* Reads the dead producer's `from_dead` messages (producer 1) and the
+ * LAPS_MSGS of the publishing child (producer 2), each whole and in
+ * order, while that child runs; returns its exit. */
+static int read_behind(shmbus_sub *sub, pid_t successor, int from_dead)
+{
+	uint32_t id;
+	uint64_t seq, next[3] = { 0, 0, 0 }, t0 = th_now_ns();
+	uint8_t buf[1024];
+	int rc = -1;
+
+	while (next[2] < LAPS_MSGS) {
+		ssize_t len = shmbus_read(sub, buf, sizeof(buf), NULL);
+		int st;
+
+		if (len == -EAGAIN) {
+			if (rc < 0 && waitpid(successor, &st, WNOHANG) ==
+				      successor)
+				rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+			if (rc > 0 || th_now_ns() - t0 > 10000000000ull)
+				break;
+			shmbus_wait(sub, 1000000);
+			continue;
+		}
+		cr_assert_geq(len, 0, "read: %s", shmbus_strerror((int)len));
+		cr_assert_eq(th_msg_check(buf, (size_t)len, &id, &seq), 0,
+			     "a torn message");
+		cr_assert(id == 1 || id == 2, "producer %u", id);
+		cr_assert_eq(seq, next[id], "producer %u: seq %llu, not %llu",
+			     id, (unsigned long long)seq,
+			     (unsigned long long)next[id]);
+		next[id]++;
+	}
+	/* A successor that waits on for ever is stopped: it leaves no
+	 * process behind the test. */
+	for (int i = 0; rc < 0; i++) {
+		int st;
+
+		if (waitpid(successor, &st, WNOHANG) == successor)
+			rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+		else if (i == 5000) {
+			kill(successor, SIGKILL);
+			rc = th_wait(successor);
+		} else
+			usleep(1000);
+	}
+	cr_assert_eq(rc, 0, "the publisher failed (exit %d) after %llu of "
+		     "its messages arrived", rc, (unsigned long long)next[2]);
+	cr_assert_eq(next[1], (uint64_t)from_dead);
+	cr_assert_eq(next[2], LAPS_MSGS);
+	return rc;
+}
+
+/*
+ * A multi producer killed inside a claim it had handed over; a process
+ * given its pid publishes two laps.  The dead slot names that process's
+ * pid, but it holds no such slot: once the dead claim holds it back, it
+ * pads the claim and frees the slot.  (It waited on itself, a live
+ * producer by pid, until its timeout: every claim for ever.)
+ */
+Test(killloop, a_multi_producers_pid_reused_by_its_successor, .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	pid_t p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(die_in_claim, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	p = spawn_successor(mp_successor);
+	read_behind(sub, p, 3);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* Subscribes at the oldest message, says so, and never reads. */
+static int idle_subscriber(void *arg)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+
+	(void)arg;
+	if (!sub)
+		return 2;
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/*
+ * A subscriber of a block channel killed; a process given its pid
+ * publishes two laps.  The dead cursor names that process's pid: once it
+ * holds it back, the producer releases it.  (It waited on itself, a live
+ * subscriber by pid, until its timeout.)
+ */
+Test(killloop, a_subscribers_pid_reused_by_a_producer, .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	pid_t p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(idle_subscriber, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	p = spawn_successor(mp_successor);
+	read_behind(sub, p, 0);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* Publishes messages 0..2 as producer 1, then makes a claim of 64 bytes
+ * at head and dies before its hand-off (as a producer preempted right
+ * after its CAS on head leaves it): its slot announces the claim, head is
+ * past it, the hand-off still at it. */
+static int die_before_hand_off(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	struct shmbus_pub_attr pa = { .timeout_ns = -1 };
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	struct shmbus_hdr *h = map_hdr();
+	struct shmbus_prod_slot *prods, *mine = NULL;
+	uint8_t msg[64];
+	uint64_t start;
+
+	(void)arg;
+	if (!pub || !h)
+		return 2;
+	for (uint64_t s = 0; s < 3; s++) {
+		th_msg_fill(msg, sizeof(msg), 1, s);
+		if (shmbus_publish(pub, msg, sizeof(msg)))
+			return 3;
+	}
+	prods = (struct shmbus_prod_slot *)((uint8_t *)h + h->slots_offset);
+	for (unsigned i = 0; i < SHMBUS_MAX_PRODUCERS; i++)
+		if (__atomic_load_n(&prods[i].owner, __ATOMIC_ACQUIRE) >> 32 ==
+		    (uint64_t)getpid())
+			mine = &prods[i];
+	if (!mine)
+		return 4;
+	start = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+	__atomic_store_n(&mine->claim_end, start + 64, __ATOMIC_RELEASE);
+	__atomic_store_n(&mine->claim_pos, start, __ATOMIC_RELEASE);
+	__atomic_store_n(&h->head, start + 64, __ATOMIC_SEQ_CST);
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/*
+ * A multi producer that died between its claim and its hand-off; a
+ * process given its pid publishes.  Its claim waits behind the dead one,
+ * whose slot names its own pid: it hands over for the dead claim and pads
+ * it, as for any dead producer's.  (It waited at the hand-off for itself,
+ * and with it every producer of the channel, for ever.)
+ */
+Test(killloop, a_dead_claim_at_the_hand_off_whose_pid_its_successor_has,
+     .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	pid_t p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(die_before_hand_off, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	p = spawn_successor(mp_successor);
+	read_behind(sub, p, 3);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* ------------------------------------------ a pid reused by a reader */
+
+/* Takes the dead producer's pid (or writes its own over it), subscribes
+ * and reads everything for as long as it lives, as a subscriber that
+ * never waits at the dead claim does. */
+static int sub_successor(void *arg)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_NEWEST };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_sub *sub;
+	uint8_t buf[1024];
+
+	(void)arg;
+	if (!ch || take_dead_pid() < 1)
+		return 2;
+	sub = shmbus_sub_open(ch, &sa);
+	if (!sub)
+		return 3;
+	say_ready();
+	for (;;)
+		if (shmbus_read(sub, buf, sizeof(buf), NULL) == -EAGAIN)
+			shmbus_wait(sub, 1000000);
+}
+
+/* Publishes LAPS_MSGS messages as producer 2, each within 3 s. */
+static int publisher2(void *arg)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = 3000000000 };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, &pa) : NULL;
+	uint8_t msg[64];
+
+	(void)arg;
+	if (!pub)
+		return 2;
+	for (uint64_t s = 0; s < LAPS_MSGS; s++) {
+		int rc;
+
+		th_msg_fill(msg, sizeof(msg), 2, s);
+		if ((rc = shmbus_publish(pub, msg, sizeof(msg)))) {
+			fprintf(stderr, "publisher: message %llu: %s\n",
+				(unsigned long long)s, shmbus_strerror(rc));
+			return 4;
+		}
+	}
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	return 0;
+}
+
+/*
+ * A multi producer killed inside its claim, and its pid given to a process
+ * that only subscribes.  Every other process takes the dead slot for the
+ * subscriber's, alive: the producers a lap behind the dead claim, and the
+ * subscribers waiting at it, would wait for as long as it lives.  The
+ * subscriber, which alone can tell, releases the claim as it opens.
+ */
+Test(killloop, a_dead_producers_pid_reused_by_a_subscriber, .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	pid_t s2, p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(die_in_claim, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	s2 = spawn_successor(sub_successor);
+	await_ready();
+	p = th_spawn(publisher2, NULL);
+	read_behind(sub, p, 3);
+	kill(s2, SIGKILL);
+	cr_assert_eq(th_wait(s2), 128 + SIGKILL);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* Takes the dead subscriber's pid (or writes its own over it), says so,
+ * waits for the word, then tries to open a publisher of the single
+ * producer channel whose role another process holds: refused with EBUSY
+ * (unless that one is done by then).  Then it lives on, its pid the dead
+ * subscriber's. */
+static int refused_successor(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_pub *pub;
+
+	(void)arg;
+	if (!ch || take_dead_pid() < 1)
+		return 2;
+	say_ready();
+	while (!__atomic_load_n(&sh->go, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	pub = shmbus_pub_open(ch, NULL);
+	if (!pub && errno != EBUSY)
+		return 3;
+	/* Refused, as long as the producer holds the role; it may have
+	 * published everything and given the role back meanwhile. */
+	shmbus_pub_close(pub);
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/*
+ * A block subscriber killed, and its pid given to a process that tries to
+ * publish on the single-producer channel, whose role another producer
+ * holds: its open is refused (EBUSY).  The producer, held back a lap
+ * after the dead cursor, takes it for the live process's; only the
+ * refused process can tell, and releases it as it tries.
+ */
+Test(killloop, a_subscribers_pid_reused_by_a_refused_producer, .timeout = 60)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	pid_t s2, p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(idle_subscriber, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	s2 = spawn_successor(refused_successor);
+	await_ready();
+	/* The producer takes the role and runs into the dead cursor. */
+	p = th_spawn(publisher2, NULL);
+	for (int i = 0; th_head(ch) < 60 * 1024 && i < 2000; i++)
+		usleep(1000);
+	__atomic_store_n(&sh->go, 1, __ATOMIC_RELEASE);
+	read_behind(sub, p, 0);
+	await_ready();
+	kill(s2, SIGKILL);
+	cr_assert_eq(th_wait(s2), 128 + SIGKILL);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* ------------------------- a sibling thread between verdict and repair */
+
+/*
+ * A repairer's verdict and its CAS are two steps: a thread of ours may
+ * judge a slot or role that names our pid a dead process's (none of our
+ * handles holds it), and before its CAS another thread of ours opens a
+ * handle that takes it, writing the same pid.  The repair must then leave
+ * it alone: the word it would change names a live handle now, and a CAS
+ * from "our pid" to "our pid" cannot tell.  Each test below plays the
+ * three steps in that order in one thread, on a channel where a dead
+ * process with our pid left the slot or the role.
+ */
+
+/* A dead subscriber with our pid, slot 0. */
+Test(killloop, a_subscriber_opened_after_the_verdict_keeps_its_slot,
+     .timeout = 30)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	uint32_t me = (uint32_t)getpid();
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	shmbus_pub *pub;
+	uint8_t msg[64], buf[1024];
+	int rc;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	__atomic_store_n(&ch->subs[0].owner,
+			 owner_word(SHMBUS_SLOT_ACTIVE, me), __ATOMIC_RELEASE);
+	/* The verdict (a producer held back, reap_gone()). */
+	cr_assert(sb_slot_gone(ch, SB_HELD_SUB, 0, me));
+	/* A sibling thread subscribes: the dead slot is the first free. */
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	cr_assert_eq(__atomic_load_n(&ch->subs[0].owner, __ATOMIC_ACQUIRE),
+		     owner_word(SHMBUS_SLOT_ACTIVE, me));
+	/* The repair. */
+	rc = sb_repair_sub(ch, 0, me, me);
+	cr_log_info("repair of the live subscriber's slot: %d, owner %#llx",
+		    rc, (unsigned long long)ch->subs[0].owner);
+	cr_assert_eq(rc, 0, "a live subscriber's slot was released");
+	cr_assert_eq(__atomic_load_n(&ch->subs[0].owner, __ATOMIC_ACQUIRE),
+		     owner_word(SHMBUS_SLOT_ACTIVE, me));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	th_msg_fill(msg, sizeof(msg), 1, 0);
+	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
+	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), 64);
+	shmbus_pub_close(pub);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* A dead multi producer with our pid, slot 0, between two claims. */
+Test(killloop, a_producer_opened_after_the_verdict_keeps_its_slot,
+     .timeout = 30)
+{
+	uint32_t me = (uint32_t)getpid();
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	int rc;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_MULTI_PRODUCER);
+	__atomic_store_n(&ch->prods[0].claim_pos, UINT64_MAX,
+			 __ATOMIC_RELEASE);
+	__atomic_store_n(&ch->prods[0].owner,
+			 owner_word(SHMBUS_SLOT_ACTIVE, me), __ATOMIC_RELEASE);
+	/* The verdict (sb_release_gone_producers(), the daemon's scan). */
+	cr_assert(sb_slot_gone(ch, SB_HELD_PROD, 0, me));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	cr_assert_eq(((struct shmbus_pub *)pub)->slot, &ch->prods[0]);
+	rc = sb_repair_prod(ch, 0, me, me);
+	cr_log_info("repair of the live producer's slot: %d, owner %#llx",
+		    rc, (unsigned long long)ch->prods[0].owner);
+	cr_assert_eq(rc, 0, "a live producer's slot was adopted and released");
+	cr_assert_eq(owner_state(__atomic_load_n(&ch->prods[0].owner,
+						 __ATOMIC_ACQUIRE)),
+		     SHMBUS_SLOT_ACTIVE);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* Opens a single producer's publisher on the channel: 0 if it may, 1 if
+ * refused with EBUSY. */
+static int sp_open(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+
+	(void)arg;
+	return pub ? 0 : errno == EBUSY ? 1 : 2;
+}
+
+/* A dead single producer with our pid left the role (shmbusd's scan,
+ * had shmbusd that pid, or a thread of ours). */
+Test(killloop, a_single_producer_opened_after_the_verdict_keeps_its_role,
+     .timeout = 30)
+{
+	uint32_t me = (uint32_t)getpid();
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	uint64_t bad = 0;
+	int rc;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	__atomic_store_n(&ch->hdr->sp_owner, me, __ATOMIC_RELEASE);
+	/* The verdict (sb_reap()). */
+	cr_assert(sb_sp_role_gone(ch, me));
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	rc = sb_repair_sp(ch, me, me, &bad);
+	cr_log_info("repair of the live role: %d, sp_owner %#x", rc,
+		    ch->hdr->sp_owner);
+	cr_assert_eq(__atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE),
+		     me, "a live single producer's role was taken from it");
+	/* Another process is refused the role while we hold it. */
+	cr_assert_eq(th_wait(th_spawn(sp_open, NULL)), 1);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* The three above at once, in threads: openers take and give back
+ * handles on a multi-producer and a single-producer channel while
+ * repairers repair every slot and the role as a dead process's with our
+ * pid, as if their verdicts had come before each open. */
+struct race {
+	shmbus_channel *mp, *sp;
+	int stop;
+	int lost_role;		/* an opener's role not ours while held */
+};
+
+static void *race_opener(void *arg)
+{
+	struct race *r = arg;
+	uint32_t me = (uint32_t)getpid();
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
+		shmbus_sub *s = shmbus_sub_open(r->mp, NULL);
+		shmbus_pub *p = shmbus_pub_open(r->mp, NULL);
+		shmbus_pub *q = shmbus_pub_open(r->sp, NULL);
+
+		if (q && __atomic_load_n(&r->sp->hdr->sp_owner,
+					 __ATOMIC_ACQUIRE) != me)
+			__atomic_store_n(&r->lost_role, 1, __ATOMIC_RELAXED);
+		shmbus_sub_close(s);
+		shmbus_pub_close(p);
+		shmbus_pub_close(q);
+	}
+	return NULL;
+}
+
+static void *race_repairer(void *arg)
+{
+	struct race *r = arg;
+	uint32_t me = (uint32_t)getpid();
+	uint64_t bad;
+
+	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
+		for (uint32_t i = 0; i < 4; i++) {
+			sb_repair_sub(r->mp, i, me, me);
+			sb_repair_prod(r->mp, i, me, me);
+		}
+		sb_repair_sp(r->sp, me, me, &bad);
+	}
+	return NULL;
+}
+
+Test(killloop, threads_opening_handles_while_others_repair_our_pid,
+     .timeout = 30)
+{
+	struct shmbus_channel_attr sa = {
+		.capacity = 64 * 1024, .max_msg = 1024, .numa_node = -1,
+		.producers = SHMBUS_SINGLE_PRODUCER,
+	};
+	struct race r = { 0 };
+	pthread_t t[4];
+	uint64_t reaped;
+
+	sh_map();
+	r.mp = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+			 SHMBUS_MULTI_PRODUCER);
+	r.sp = shmbus_channel_create(sh->dir, "sp", &sa, 0);
+	cr_assert(r.sp);
+	for (int k = 0; k < 4; k++)
+		pthread_create(&t[k], NULL, k < 2 ? race_opener : race_repairer,
+			       &r);
+	usleep(500000);
+	__atomic_store_n(&r.stop, 1, __ATOMIC_RELAXED);
+	for (int k = 0; k < 4; k++)
+		pthread_join(t[k], NULL);
+	reaped = __atomic_load_n(&r.mp->hdr->reaped, __ATOMIC_ACQUIRE);
+	cr_log_info("live slots released: %llu; a role taken: %d",
+		    (unsigned long long)reaped, r.lost_role);
+	cr_assert_eq(reaped, 0, "live handles' slots were released");
+	cr_assert_eq(r.lost_role, 0, "a live single producer lost its role");
+	shmbus_channel_close(r.sp);
+	shmbus_channel_close(r.mp);
+	sh_unmap();
+}
