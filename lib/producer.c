@@ -165,8 +165,7 @@ static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 		/* The previous producer (or its repairer) is gone (a killed
 		 * one its parent has not reaped yet included: the daemon's
 		 * test, lib/pid.c): take over, then repair its unfinished
-		 * claim.  A11, as above; a word that changed meanwhile (a
-		 * new holder) is left alone. */
+		 * claim. */
 		if (!took && (gone = sp_holder_gone(ch, cur))) {
 			/* A gone process named (as holder or repairer) while
 			 * a live one holds a producer slot: the word was
@@ -177,6 +176,8 @@ static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 				pthread_mutex_unlock(&roles_lock);
 				return -EBUSY;
 			}
+			/* A11, as above; a word that changed meanwhile (a
+			 * new holder) is left alone. */
 			took = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur,
 						   me);
 		}
