@@ -289,8 +289,9 @@ static void primary_step(void)
 		if (rc == 0 && !kv.found)
 			return;	/* the record changed: read it again */
 		if (rc == 0) {
-			sbd_log(lost_level(), 0, "arbiter: the leader key is held by "
-				"%s: this host must not be primary", kv.value);
+			sbd_log(lost_level(), 0, "arbiter: the leader key is "
+				"held by %s: this host must not be primary",
+				kv.value);
 			lost("another host holds the leader key");
 			return;
 		}

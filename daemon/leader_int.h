@@ -35,10 +35,10 @@ struct arbiter {
 	bool rings_pending;		/* ... forced, on rings made again:
 					 * they are the pair's once it has */
 	bool opened;			/* primary: fences opened this term */
-	bool served;			/* fences opened under a term once in
-					 * this run: losing the key is then an
-					 * error, not a returning primary's
-					 * expected standing by */
+	bool served;			/* fences opened under a term in this
+					 * run: losing the key is an error,
+					 * not a returning primary's standing
+					 * by */
 	int64_t renewed_ns;		/* last renewal sent (primary) */
 	int sync_state;			/* -1 unknown, 0 out, 1 in: recorded */
 	uint32_t provisional_seen;	/* the channels' provisional_n summed
