@@ -170,9 +170,16 @@ static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 			/* A gone process named (as holder or repairer) while
 			 * a live one holds a producer slot: the word was
 			 * written over under that producer, whose claim must
-			 * not be padded (repair.h). */
-			if (sb_sp_live_holder(ch, cur & ~SHMBUS_SP_REPAIRING,
-					      me, pid_gone, NULL)) {
+			 * not be padded (repair.h).  Given back to it, so
+			 * that its close frees the role. */
+			uint32_t live = sb_sp_live_holder(
+				ch, cur & ~SHMBUS_SP_REPAIRING, me, pid_gone,
+				NULL);
+
+			if (live) {
+				/* No edge: the word alone is restored. */
+				cas_strong_seqcst32(&ch->hdr->sp_owner, &cur,
+						    live);
 				pthread_mutex_unlock(&roles_lock);
 				return -EBUSY;
 			}

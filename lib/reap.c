@@ -91,39 +91,31 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		return released;
 	if (!ch_multi(ch)) {
 		uint64_t bad = 0;
-
-		uint32_t live;
+		uint32_t live, pid;
 
 		sp = load_relaxed32(&ch->hdr->sp_owner);
-		/* The role's holder, or its repairer, gone: but a live
-		 * producer holds a slot. */
-		if (sp && (sp & ~SHMBUS_SP_REPAIRING) != self &&
-		    gone(gctx, sp & ~SHMBUS_SP_REPAIRING) &&
-		    (live = sb_sp_live_holder(ch, sp & ~SHMBUS_SP_REPAIRING,
-					      self, gone, gctx))) {
-			/* The word was written over under a live producer:
-			 * its claim is not a dead one's.  Given back to it
-			 * (unless it moved meanwhile).  No edge: the word
-			 * alone is restored; the producer's own stores are
-			 * its own to order. */
-			if (cas_strong_seqcst32(&ch->hdr->sp_owner, &sp, live))
+		/* The role's holder, or its repairer, gone: a word naming
+		 * our own pid was left by a dead holder (or a previous
+		 * shmbusd that died repairing) whose pid we were given,
+		 * unless we hold or repair the role.  But if a live producer
+		 * holds a slot, the word was written over under it: its
+		 * claim is not a dead one's, and the role is given back to
+		 * it (sb_sp_give_back()); else the dead claim is padded (a
+		 * previous shmbusd that died repairing: finished). */
+		pid = sp & ~SHMBUS_SP_REPAIRING;
+		if (sp && (pid == self ? sb_sp_role_gone(ch, sp)
+				       : gone(gctx, pid))) {
+			bool given;
+
+			live = sb_sp_give_back(ch, sp, self, gone, gctx,
+					       &given);
+			if (live && given)
 				say(log, lctx, SB_REAP_SP_OWNER, 0, live, sp,
 				    false);
+			rc = live ? 0 : sb_repair_sp(ch, sp, self, &bad);
+		} else {
 			rc = 0;
-		/* A word that names our own pid was left by a dead
-		 * holder (or a previous shmbusd that died repairing) whose
-		 * pid we were given, unless we hold or repair the role. */
-		} else if (sp && (sp & ~SHMBUS_SP_REPAIRING) == self)
-			rc = sb_sp_role_gone(ch, sp) ?
-				sb_repair_sp(ch, sp, self, &bad) : 0;
-		else if (sp && !(sp & SHMBUS_SP_REPAIRING) && gone(gctx, sp))
-			rc = sb_repair_sp(ch, sp, self, &bad);
-		else if (sp & SHMBUS_SP_REPAIRING &&
-			 gone(gctx, sp & ~SHMBUS_SP_REPAIRING))
-			/* A previous shmbusd died repairing: finish. */
-			rc = sb_repair_sp(ch, sp, self, &bad);
-		else
-			rc = 0;
+		}
 		if (rc == 1)
 			say(log, lctx, SB_REAP_SP, 0,
 			    sp & ~SHMBUS_SP_REPAIRING, 0, true);

@@ -280,6 +280,32 @@ uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
 	return 0;
 }
 
+uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint32_t w,
+			 uint32_t self, bool (*gone)(void *, uint32_t),
+			 void *gctx, bool *given)
+{
+	bool own = (w & ~SHMBUS_SP_REPAIRING) == (uint32_t)getpid();
+	uint32_t live, cur = w;
+
+	*given = false;
+	/* A word naming our own pid: judged again, and given back, under
+	 * the lock our threads take the role under (producer.c), so that a
+	 * role one of them has just taken is not given away. */
+	if (own && !sb_sp_role_lock_gone(ch, w)) {
+		sb_sp_role_unlock();
+		return 0;
+	}
+	live = sb_sp_live_holder(ch, w & ~SHMBUS_SP_REPAIRING, self, gone,
+				 gctx);
+	/* No edge: the word alone is restored (unless it moved meanwhile);
+	 * the producer's own stores are its own to order. */
+	if (live)
+		*given = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, live);
+	if (own)
+		sb_sp_role_unlock();
+	return live;
+}
+
 /* Repairs of single producers' claims running in this process.  Raised
  * before the CAS that marks a role as being repaired by our pid, lowered
  * after the one that frees it: a thread of ours that reads the mark (by a
@@ -778,6 +804,12 @@ void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 		cas_strong_seqcst32(&ch->hdr->sp_owner, &w, 0);
 }
 
+static bool gone_pid(void *ctx, uint32_t pid)
+{
+	(void)ctx;
+	return sb_pid_gone(pid);
+}
+
 void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 {
 	uint32_t me = (uint32_t)getpid(), w;
@@ -817,6 +849,13 @@ void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 	 * sb_repair_sp() (A11 there). */
 	w = load_relaxed32(&ch->hdr->sp_owner);
 	if (!ch_multi(ch) && (w & ~SHMBUS_SP_REPAIRING) == me &&
-	    sb_sp_role_gone(ch, w))
-		sb_repair_sp(ch, w, me, NULL);
+	    sb_sp_role_gone(ch, w)) {
+		bool given;
+
+		/* Written over with our pid under a live producer (any
+		 * process that maps the control file can): given back to
+		 * it, its claim left alone. */
+		if (!sb_sp_give_back(ch, w, me, gone_pid, NULL, &given))
+			sb_repair_sp(ch, w, me, NULL);
+	}
 }

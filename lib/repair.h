@@ -72,6 +72,17 @@ uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
 			   uint32_t me, bool (*gone)(void *, uint32_t),
 			   void *gctx);
 
+/* Single producer, the role word `w` naming a holder (or repairer) judged
+ * gone, a process given its pid included: if a live process other than it
+ * and `self` holds an ACTIVE producer slot, the word was written over
+ * under that producer; gives the role back to it (a CAS from `w`; *given
+ * says whether it moved the word) and returns its pid.  0: no such
+ * producer, a repair may go on.  A word naming our own pid is judged
+ * again and given back under the roles' lock (sb_sp_role_lock_gone()). */
+uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint32_t w,
+			 uint32_t self, bool (*gone)(void *, uint32_t),
+			 void *gctx, bool *given);
+
 /* Single producer: if `dead` holds the producer role, takes it (marked as
  * being repaired by `self`), pads its unfinished claim and gives the role
  * back free.  Returns 1 if it did, 0 otherwise, -EBADMSG if the walk

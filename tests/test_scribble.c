@@ -553,10 +553,15 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 
 		if (rc == -EAGAIN) {
 			if (got < 300 && idle % 2 == 0) {
-				/* As the holder, or as a repairer. */
+				/* As the holder, or as a repairer; a gone
+				 * process, or shmbusd itself (whose scan
+				 * then finds a word naming its own pid). */
+				uint32_t who = forged % 4 < 2 ? NO_PID
+							     : (uint32_t)d.pid;
+
 				__atomic_store_n(&ch->hdr->sp_owner,
-						 forged % 2 ? NO_PID :
-						 NO_PID | SHMBUS_SP_REPAIRING,
+						 forged % 2 ? who :
+						 who | SHMBUS_SP_REPAIRING,
 						 __ATOMIC_RELAXED);
 				forged++;
 			}
@@ -639,16 +644,27 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over,
 	role_pid = th_spawn(role_holder, NULL);
 	cr_assert_eq(read(role_ready[0], &c, 1), 1);
 	cr_assert_eq(c, 'y');
-	for (int k = 0; k < 2; k++) {
-		/* As the holder, then as a repairer. */
+	for (int k = 0; k < 4; k++) {
+		/* As the holder, then as a repairer; a gone process, then
+		 * the opener itself (which takes a word naming its own pid
+		 * for one a dead process with its pid left, unless a live
+		 * producer holds a slot). */
+		uint32_t who = k < 2 ? NO_PID : (uint32_t)getpid();
+
 		__atomic_store_n(&ch->hdr->sp_owner,
-				 k ? NO_PID | SHMBUS_SP_REPAIRING : NO_PID,
+				 k % 2 ? who | SHMBUS_SP_REPAIRING : who,
 				 __ATOMIC_RELAXED);
 		errno = 0;
 		p = shmbus_pub_open(ch, NULL);
 		cr_assert_null(p, "a second producer took the live one's "
 			       "role (%d)", k);
 		cr_assert_eq(errno, EBUSY, "errno %d", errno);
+		/* And given back to the live producer. */
+		cr_assert_eq(__atomic_load_n(&ch->hdr->sp_owner,
+					     __ATOMIC_RELAXED),
+			     (uint32_t)role_pid, "role word %#x (%d)",
+			     __atomic_load_n(&ch->hdr->sp_owner,
+					     __ATOMIC_RELAXED), k);
 	}
 	cr_assert_eq(write(role_done[1], "x", 1), 1);
 	cr_assert_eq(th_wait(role_pid), 0);
