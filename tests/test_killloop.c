@@ -406,14 +406,10 @@ static int read_behind(shmbus_sub *sub, pid_t successor, int from_dead)
 	return rc;
 }
 
-/*
- * A multi producer killed inside a claim it had handed over; a process
- * given its pid publishes two laps.  The dead slot names that process's
- * pid, but it holds no such slot: once the dead claim holds it back, it
- * pads the claim and frees the slot.  (It waited on itself, a live
- * producer by pid, until its timeout: every claim for ever.)
- */
-Test(killloop, a_multi_producers_pid_reused_by_its_successor, .timeout = 60)
+/* A multi producer that runs `dies` killed once it says it is ready, and
+ * a successor given its pid (or writing its own over it) that publishes
+ * two laps, which a subscriber reads behind it whole. */
+static void mp_successor_of(int (*dies)(void *))
 {
 	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
 	shmbus_channel *ch;
@@ -425,7 +421,7 @@ Test(killloop, a_multi_producers_pid_reused_by_its_successor, .timeout = 60)
 		       SHMBUS_MULTI_PRODUCER);
 	sub = shmbus_sub_open(ch, &sa);
 	cr_assert(sub);
-	sh->dead = th_spawn(die_in_claim, NULL);
+	sh->dead = th_spawn(dies, NULL);
 	await_ready();
 	kill(sh->dead, SIGKILL);
 	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
@@ -434,6 +430,18 @@ Test(killloop, a_multi_producers_pid_reused_by_its_successor, .timeout = 60)
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
 	sh_unmap();
+}
+
+/*
+ * A multi producer killed inside a claim it had handed over; a process
+ * given its pid publishes two laps.  The dead slot names that process's
+ * pid, but it holds no such slot: once the dead claim holds it back, it
+ * pads the claim and frees the slot.  (It waited on itself, a live
+ * producer by pid, until its timeout: every claim for ever.)
+ */
+Test(killloop, a_multi_producers_pid_reused_by_its_successor, .timeout = 60)
+{
+	mp_successor_of(die_in_claim);
 }
 
 /* Subscribes at the oldest message, says so, and never reads. */
@@ -528,25 +536,7 @@ static int die_before_hand_off(void *arg)
 Test(killloop, a_dead_claim_at_the_hand_off_whose_pid_its_successor_has,
      .timeout = 60)
 {
-	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
-	shmbus_channel *ch;
-	shmbus_sub *sub;
-	pid_t p;
-
-	sh_map();
-	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
-		       SHMBUS_MULTI_PRODUCER);
-	sub = shmbus_sub_open(ch, &sa);
-	cr_assert(sub);
-	sh->dead = th_spawn(die_before_hand_off, NULL);
-	await_ready();
-	kill(sh->dead, SIGKILL);
-	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
-	p = spawn_successor(mp_successor);
-	read_behind(sub, p, 3);
-	shmbus_sub_close(sub);
-	shmbus_channel_close(ch);
-	sh_unmap();
+	mp_successor_of(die_before_hand_off);
 }
 
 /* ------------------------------------------ a pid reused by a reader */
