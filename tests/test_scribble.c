@@ -496,15 +496,15 @@ Test(scribble, rings_and_groups_scribbled_under_traffic, .init = chaos_setup,
 /* A pid no process has: past the kernel's largest pid_max. */
 #define NO_PID 4194305u
 
-/* Publishes 400 messages on blk (their number as payload), each claim
- * held open 1 ms. */
+/* Publishes 400 messages on the channel named `arg` (their number as
+ * payload), each claim held open 1 ms (after its hand-off, on a multi
+ * producer's). */
 static int slow_claims(void *arg)
 {
 	shmbus_bus *bus;
-	shmbus_channel *ch = open_role(&bus, "blk", SHMBUS_ROLE_PUBLISH);
+	shmbus_channel *ch = open_role(&bus, arg, SHMBUS_ROLE_PUBLISH);
 	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
 
-	(void)arg;
 	if (!p)
 		return 1;
 	for (uint64_t i = 0; i < 400; i++) {
@@ -547,7 +547,7 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 	ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
 	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
 	cr_assert(sub);
-	pub = th_spawn(slow_claims, NULL);
+	pub = th_spawn(slow_claims, "blk");
 	for (int idle = 0; got < 400 && idle < 3000;) {
 		ssize_t rc = shmbus_read(sub, &v, sizeof(v), &mi);
 
@@ -672,33 +672,6 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over,
 	shmbus_channel_close(ch);
 }
 
-/* Publishes 400 messages on mp (their number as payload), each claim held
- * open 1 ms after its hand-off. */
-static int slow_mp_claims(void *arg)
-{
-	shmbus_bus *bus;
-	shmbus_channel *ch = open_role(&bus, "mp", SHMBUS_ROLE_PUBLISH);
-	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
-
-	(void)arg;
-	if (!p)
-		return 1;
-	for (uint64_t i = 0; i < 400; i++) {
-		void *b;
-
-		if (shmbus_claim(p, sizeof(i), &b))
-			return 2;
-		memcpy(b, &i, sizeof(i));
-		usleep(1000);
-		if (shmbus_commit(p))
-			return 3;
-	}
-	shmbus_pub_close(p);
-	shmbus_channel_close(ch);
-	shmbus_disconnect(bus);
-	return 0;
-}
-
 /*
  * Multi producer: a subscriber copies a live producer's announced claim
  * (claim_pos, claim_end) into a free producer slot that it marks ACTIVE
@@ -720,7 +693,7 @@ Test(scribble, a_copied_claim_of_a_live_producer_is_not_padded,
 	ch = open_role(&bus, "mp", SHMBUS_ROLE_SUBSCRIBE);
 	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
 	cr_assert(sub);
-	pub = th_spawn(slow_mp_claims, NULL);
+	pub = th_spawn(slow_claims, "mp");
 	for (int idle = 0; got < 400 && idle < 3000;) {
 		ssize_t rc = shmbus_read(sub, &v, sizeof(v), &mi);
 
