@@ -113,8 +113,11 @@ static bool sp_holder_gone(const struct shmbus_channel *ch, uint32_t w)
 
 	if (pid != (uint32_t)getpid())
 		return sb_pid_gone(pid);
+	/* Marked as repaired by us while a handle of ours holds the role:
+	 * written over (a repair marks a dead holder's role only), and our
+	 * producer's claim is not a dead one's. */
 	if (w & SHMBUS_SP_REPAIRING)
-		return !sb_sp_repairing_here();
+		return !sb_sp_repairing_here() && !role_held_here(ch);
 	return !role_held_here(ch);
 }
 
@@ -168,18 +171,14 @@ static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 		 * claim. */
 		if (!took && (gone = sp_holder_gone(ch, cur))) {
 			/* A gone process named (as holder or repairer) while
-			 * a live one holds a producer slot: the word was
-			 * written over under that producer, whose claim must
-			 * not be padded (repair.h).  Given back to it, so
-			 * that its close frees the role. */
-			uint32_t live = sb_sp_live_holder(
-				ch, cur & ~SHMBUS_SP_REPAIRING, me, pid_gone,
-				NULL);
-
-			if (live) {
-				/* No edge: the word alone is restored. */
-				cas_strong_seqcst32(&ch->hdr->sp_owner, &cur,
-						    live);
+			 * a live one holds a producer slot, or while a handle
+			 * of ours holds the role: the word was written over
+			 * under that producer, whose claim must not be
+			 * padded (repair.h).  Left to shmbusd's scan, which
+			 * gives it back. */
+			if (role_held_here(ch) ||
+			    sb_sp_live_holder(ch, cur & ~SHMBUS_SP_REPAIRING,
+					      me, pid_gone, NULL)) {
 				pthread_mutex_unlock(&roles_lock);
 				return -EBUSY;
 			}

@@ -848,14 +848,12 @@ void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 	/* No edge: the value is judged, then compared in the CAS of
 	 * sb_repair_sp() (A11 there). */
 	w = load_relaxed32(&ch->hdr->sp_owner);
+	/* Written over with our pid under a live producer (any process
+	 * that maps the control file can): its claim is left alone, and the
+	 * word to shmbusd's scan, which gives it back.  (No producer can
+	 * take the role meanwhile: the word names us, alive.) */
 	if (!ch_multi(ch) && (w & ~SHMBUS_SP_REPAIRING) == me &&
-	    sb_sp_role_gone(ch, w)) {
-		bool given;
-
-		/* Written over with our pid under a live producer (any
-		 * process that maps the control file can): given back to
-		 * it, its claim left alone. */
-		if (!sb_sp_give_back(ch, w, me, gone_pid, NULL, &given))
-			sb_repair_sp(ch, w, me, NULL);
-	}
+	    sb_sp_role_gone(ch, w) &&
+	    !sb_sp_live_holder(ch, me, me, gone_pid, NULL))
+		sb_repair_sp(ch, w, me, NULL);
 }
