@@ -406,10 +406,26 @@ static int read_behind(shmbus_sub *sub, pid_t successor, int from_dead)
 	return rc;
 }
 
-/* A multi producer that runs `dies` killed once it says it is ready, and
- * a successor given its pid (or writing its own over it) that publishes
- * two laps, which a subscriber reads behind it whole. */
-static void mp_successor_of(int (*dies)(void *))
+/* Subscribes at the oldest message, says so, and never reads. */
+static int idle_subscriber(void *arg)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+
+	(void)arg;
+	if (!sub)
+		return 2;
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/* A process that runs `dies` on a multi producer's channel, killed once
+ * it says it is ready, and a successor given its pid (or writing its own
+ * over it) that publishes two laps, which a subscriber reads behind it
+ * whole (read_behind()'s `first`). */
+static void mp_successor_of(int (*dies)(void *), uint64_t first)
 {
 	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
 	shmbus_channel *ch;
@@ -426,7 +442,7 @@ static void mp_successor_of(int (*dies)(void *))
 	kill(sh->dead, SIGKILL);
 	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
 	p = spawn_successor(mp_successor);
-	read_behind(sub, p, 3);
+	read_behind(sub, p, first);
 	shmbus_sub_close(sub);
 	shmbus_channel_close(ch);
 	sh_unmap();
@@ -441,22 +457,7 @@ static void mp_successor_of(int (*dies)(void *))
  */
 Test(killloop, a_multi_producers_pid_reused_by_its_successor, .timeout = 60)
 {
-	mp_successor_of(die_in_claim);
-}
-
-/* Subscribes at the oldest message, says so, and never reads. */
-static int idle_subscriber(void *arg)
-{
-	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
-	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
-	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
-
-	(void)arg;
-	if (!sub)
-		return 2;
-	say_ready();
-	for (;;)
-		pause();
+	mp_successor_of(die_in_claim, 3);
 }
 
 /*
@@ -467,25 +468,7 @@ static int idle_subscriber(void *arg)
  */
 Test(killloop, a_subscribers_pid_reused_by_a_producer, .timeout = 60)
 {
-	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
-	shmbus_channel *ch;
-	shmbus_sub *sub;
-	pid_t p;
-
-	sh_map();
-	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
-		       SHMBUS_MULTI_PRODUCER);
-	sub = shmbus_sub_open(ch, &sa);
-	cr_assert(sub);
-	sh->dead = th_spawn(idle_subscriber, NULL);
-	await_ready();
-	kill(sh->dead, SIGKILL);
-	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
-	p = spawn_successor(mp_successor);
-	read_behind(sub, p, 0);
-	shmbus_sub_close(sub);
-	shmbus_channel_close(ch);
-	sh_unmap();
+	mp_successor_of(idle_subscriber, 0);
 }
 
 /* Publishes messages 0..2 as producer 1, then makes a claim of 64 bytes
@@ -536,7 +519,7 @@ static int die_before_hand_off(void *arg)
 Test(killloop, a_dead_claim_at_the_hand_off_whose_pid_its_successor_has,
      .timeout = 60)
 {
-	mp_successor_of(die_before_hand_off);
+	mp_successor_of(die_before_hand_off, 3);
 }
 
 /* ------------------------------------------ a pid reused by a reader */
