@@ -151,8 +151,10 @@ enum sb_reap_event {
 	SB_REAP_HWM,		/* the slots' high-water mark stood at `pos`,
 				 * below slot `slot` in use (written over):
 				 * raised past it */
-	SB_REAP_SP_OWNER,	/* the single producer's role word named the
-				 * gone process `pos` while live process
+	SB_REAP_SP_OWNER,	/* the single producer's role word named
+				 * process `pos` (without the repairing
+				 * bit), gone or this one not holding the
+				 * role, while live process
 				 * `pid` holds a producer slot (written
 				 * over): given back to `pid`, nothing
 				 * padded */

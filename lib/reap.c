@@ -110,7 +110,7 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 			live = sb_sp_give_back(ch, sp, self, gone, gctx,
 					       &given);
 			if (live && given)
-				say(log, lctx, SB_REAP_SP_OWNER, 0, live, sp,
+				say(log, lctx, SB_REAP_SP_OWNER, 0, live, pid,
 				    false);
 			rc = live ? 0 : sb_repair_sp(ch, sp, self, &bad);
 		} else {
