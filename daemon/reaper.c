@@ -135,22 +135,22 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 
 		if (ev->what == SB_REAP_REPL_FLAGS)
 			sbd_log_limited(&rl, SBD_WARN, ++n,
-					"replication lines set back",
+					"replication words set back",
 					"%s: the replication flags were %#llx "
 					"(written over): set back to the "
 					"daemon's (%#x)", c->name,
 					(unsigned long long)ev->pos, ev->slot);
 		else if (ev->what == SB_REAP_REPL_LEVEL)
 			sbd_log_limited(&rl, SBD_WARN, ++n,
-					"replication lines set back",
+					"replication words set back",
 					"%s: the replication level was %llu "
 					"(written over): set back to the "
 					"daemon's (%u)", c->name,
 					(unsigned long long)ev->pos, ev->slot);
 		else
 			sbd_log_limited(&rl, SBD_WARN, ++n,
-					"replication lines set back",
-					"%s: the header's epoch was %llu "
+					"replication words set back",
+					"%s: the ring's epoch was %llu "
 					"(written over): set back to the "
 					"daemon's", c->name,
 					(unsigned long long)ev->pos);

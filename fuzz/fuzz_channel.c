@@ -223,7 +223,7 @@ static bool one_of(long rc, const int *errs, size_t n)
 	sizeof((const int[]){ __VA_ARGS__ }) / sizeof(int)
 
 /* What a publishing call may return besides success.  EROFS: damage
- * to the header's fence word (a replicated channel's) refuses producers,
+ * to the fence word (in the data file) refuses producers,
  * as on a standby. */
 static const int pub_errs[] = { EMSGSIZE, EAGAIN, ETIMEDOUT, EBUSY, EBADMSG,
 				EINVAL, EROFS };
@@ -366,7 +366,7 @@ static void op_sub_open(struct run *r, unsigned arg)
 		FUZZ_CHECK(errno == ENOSPC || errno == EPERM ||
 			   errno == EINVAL ||
 			   (errno == EAGAIN &&
-			    SHMBUS_FENCE_STATE(r->ch->hdr->fence) ==
+			    SHMBUS_FENCE_STATE(r->ch->daemon->fence) ==
 			    SHMBUS_FENCE_CUT));
 	else
 		FUZZ_CHECK(sa.wait <= SHMBUS_WAIT_SLEEP && !r->ch->rdonly &&

@@ -754,9 +754,9 @@ static void op_apply(struct run *r)
 	if (how & 8)
 		snprintf(st.dead_letter, sizeof(st.dead_letter), "dlq");
 	if (how & 32) {
-		uint32_t w = load_relaxed32(&r->ch->hdr->fence);
+		uint32_t w = load_relaxed32(&r->ch->daemon->fence);
 
-		store_relaxed32(&r->ch->hdr->fence,
+		store_relaxed32(&r->ch->daemon->fence,
 				((w >> 8) + 1) << 8 | (how >> 6));
 	}
 	if (how & 16) {

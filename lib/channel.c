@@ -625,6 +625,8 @@ static struct shmbus_channel *map_data(struct shmbus_channel *ch, int fd,
 	ch->segs = (struct shmbus_seg *)((uint8_t *)base + g->cap);
 	ch->mbox = (struct shmbus_mbox *)((uint8_t *)base + g->cap +
 					  SHMBUS_MBOX_OFFSET);
+	ch->daemon = (struct shmbus_daemon_area *)((uint8_t *)base + g->cap +
+						   SHMBUS_DAEMON_OFFSET);
 	if (!ch->rdonly)
 		prefault(base, g->data_size, g->page, rdonly);
 	return ch;

@@ -30,6 +30,7 @@ struct shmbus_channel {
 	struct shmbus_sub_slot *subs;
 	struct shmbus_seg *segs;
 	struct shmbus_mbox *mbox;	/* in the data file's last page */
+	struct shmbus_daemon_area *daemon;	/* there too: shmbusd's words */
 	uint8_t *data;			/* data region (the data file) */
 	size_t map_len;			/* of the control file's mapping */
 	size_t data_len;		/* of the data file's mapping */
@@ -392,7 +393,7 @@ int sb_bus_journal(struct shmbus_bus *bus, const char *chan, uint32_t what,
 		   uint64_t base, uint64_t *bases, size_t cap, size_t *count);
 /* The position acknowledged at `level` (SHMBUS_ACK_*) as the header's
  * positions say; `committed` for the local level. */
-uint64_t sb_level_pos(const struct shmbus_hdr *h, uint32_t level,
+uint64_t sb_level_pos(const struct shmbus_daemon_area *d, uint32_t level,
 		      uint64_t committed);
 
 /* Makes ch's lock of its group mappings (group_file.c), fork-safe. */

@@ -167,7 +167,7 @@ enum sb_reap_event {
 	SB_REAP_REPL_LEVEL,	/* the replication level stood at `pos`
 				 * (written over): set back to this
 				 * process's, `slot` */
-	SB_REAP_EPOCH,		/* the header's epoch stood at `pos` (written
+	SB_REAP_EPOCH,		/* the ring's epoch stood at `pos` (written
 				 * over): set back to this process's */
 };
 
@@ -241,7 +241,7 @@ int sb_bus_list(shmbus_bus *b,
  * of a position, a frame and a lap wraps. */
 #define SB_POS_MAX	(UINT64_C(1) << 62)
 
-/* The fence's state (hdr.fence): SHMBUS_FENCE_OPEN, _STANDBY, _HANDOVER
+/* The fence's state (daemon->fence): SHMBUS_FENCE_OPEN, _STANDBY, _HANDOVER
  * or _CUT.  A change bumps the generation; closing an open fence makes
  * every thread of the system pass a full barrier (membarrier(2),
  * milliseconds) before it returns: 0, or -errno if the kernel refused (the
@@ -261,11 +261,11 @@ int sb_fence_set(shmbus_channel *ch, uint32_t fence);
  * found (*found), else 0 (also for a ring whose fence it never set). */
 uint32_t sb_fence_store(shmbus_channel *ch, uint32_t state, bool release);
 int sb_fence_restore(shmbus_channel *ch, uint32_t *found);
-/* The same for the replication line's flags, level and epoch:
+/* The same for the replication flags, level and epoch:
  * sb_repl_flags(), sb_repl_epoch(), sb_repl_setup() and
  * sb_repl_flags_put() (a store of the level and the whole flags word)
  * remember what they stored, sb_repl_read() and sb_repl_flags() answer
- * from it, and sb_repl_restore() puts the words back where the header's
+ * from it, and sb_repl_restore() puts the words back where the shared
  * differ: bit 0 of its result for the flags (the word found in
  * *flags_found), bit 1 for the epoch (*epoch_found), bit 2 for the
  * level (*level_found).  sb_repl_level(): the level, as sb_repl_read()
@@ -315,8 +315,9 @@ bool sb_ring_cut_finish(shmbus_channel *ch, uint64_t *end);
  * or -ETIMEDOUT with the pid of one that still does. */
 int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid);
 
-/* The replication line.  One agent thread writes each field, except the
- * watermark, which only grows (several threads may raise it). */
+/* The replication words (struct shmbus_daemon_area).  One agent thread
+ * writes each field, except the watermark, which only grows (several
+ * threads may raise it). */
 void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,
 		   uint64_t epoch);
 /* Sets and clears SHMBUS_REPL_* flags; returns the previous ones. */

@@ -122,7 +122,7 @@ static int take_member(struct shmbus_group *m, const char *name)
 /*
  * Whether members may take messages from the channel's group here: not
  * while this host is a standby for it, hands it over or cuts it back
- * (hdr.fence not OPEN): a standby's copy of a group only follows the
+ * (the fence not OPEN): a standby's copy of a group only follows the
  * primary's, whose members take the same messages.  -EROFS, or -EAGAIN
  * while the ring is being cut back (a few ms).  No edge: a member that
  * claims as the fence closes takes one poll's messages more at most,
@@ -140,7 +140,7 @@ static int refused_by(uint32_t fence)
 
 int sb_group_refused(struct shmbus_channel *ch)
 {
-	return refused_by(load_relaxed32(&ch->hdr->fence));
+	return refused_by(load_relaxed32(&ch->daemon->fence));
 }
 
 /* In a fork's child, the copy of a parent's member: every call but leave
@@ -421,7 +421,7 @@ int sb_member_take_check(struct shmbus_group *m)
 	if (rc)
 		return rc;
 	/* No edge: see sb_group_refused(). */
-	w = load_relaxed32(&m->ch->hdr->fence);
+	w = load_relaxed32(&m->ch->daemon->fence);
 	rc = refused_by(w);
 	if (m->cur.on && (rc || w != m->cur.fence)) {
 		m->cur.on = false;
@@ -597,7 +597,7 @@ static int shared_poll(struct shmbus_group *m, shmbus_group_handler fn,
 			c->ack_wait = false;
 			c->ack_due = false;
 			/* No edge: compared only (sb_member_take_check()). */
-			c->fence = load_relaxed32(&m->ch->hdr->fence);
+			c->fence = load_relaxed32(&m->ch->daemon->fence);
 			fresh = true;
 		}
 		while (n < max) {

@@ -122,7 +122,7 @@ struct shmbus_group {
 		uint64_t seq, ctl, next, end;
 		uint32_t d;	/* its deliveries */
 		uint32_t given;	/* messages delivered from it */
-		uint32_t fence;	/* the channel's hdr.fence when taken */
+		uint32_t fence;	/* the channel's fence when taken */
 		bool ack_wait;	/* acked before its last message was
 				 * delivered: the ack is made once it is */
 		bool ack_due;	/* that moment came in this call: made

@@ -155,6 +155,7 @@ SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
 					     struct shmbus_repl_info *out)
 {
 	const struct shmbus_hdr *h;
+	const struct shmbus_daemon_area *d;
 	uint32_t f;
 	uint64_t pos, seq;
 	struct timespec ts;
@@ -162,10 +163,11 @@ SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
 	if (!ch || !out)
 		return -EINVAL;
 	h = ch->hdr;
+	d = ch->daemon;
 	memset(out, 0, sizeof(*out));
 	/* No edge: statistics, each value read once and checked. */
-	f = load_relaxed32(&h->repl_flags);
-	out->fenced = SHMBUS_FENCE_STATE(load_relaxed32(&h->fence)) !=
+	f = load_relaxed32(&d->repl_flags);
+	out->fenced = SHMBUS_FENCE_STATE(load_relaxed32(&d->fence)) !=
 		      SHMBUS_FENCE_OPEN;
 	if (!(f & SHMBUS_REPL_ON))
 		return 0;
@@ -174,27 +176,27 @@ SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
 	out->linked = !!(f & SHMBUS_REPL_LINK);
 	out->out_of_sync = !!(f & SHMBUS_REPL_OUT_OF_SYNC);
 	out->strict = !!(f & SHMBUS_REPL_STRICT);
-	out->level = load_relaxed32(&h->repl_level);
+	out->level = load_relaxed32(&d->repl_level);
 	if (out->level > SHMBUS_ACK_BOTH_PERSISTED ||
 	    out->level == SHMBUS_ACK_PERSISTED)
 		out->level = SHMBUS_ACK_APPLIED;	/* damaged: say something */
-	out->epoch = load_relaxed64(&h->epoch);
+	out->epoch = load_relaxed64(&d->epoch);
 	out->head = load_relaxed64(&h->head);
 	seq = load_relaxed64(&h->seq);
-	out->acknowledged = load_relaxed64(&h->replicated_pos);
-	out->received = load_relaxed64(&h->received_pos);
-	out->applied = load_relaxed64(&h->applied_pos);
-	out->frames = load_relaxed64(&h->repl_frames);
-	out->bad_frames = load_relaxed64(&h->repl_bad);
-	out->gaps = load_relaxed64(&h->repl_gaps);
-	out->gap_bytes = load_relaxed64(&h->repl_gap_bytes);
-	out->out_of_sync_events = load_relaxed64(&h->repl_out_of_sync);
+	out->acknowledged = load_relaxed64(&d->replicated_pos);
+	out->received = load_relaxed64(&d->received_pos);
+	out->applied = load_relaxed64(&d->applied_pos);
+	out->frames = load_relaxed64(&d->repl_frames);
+	out->bad_frames = load_relaxed64(&d->repl_bad);
+	out->gaps = load_relaxed64(&d->repl_gaps);
+	out->gap_bytes = load_relaxed64(&d->repl_gap_bytes);
+	out->out_of_sync_events = load_relaxed64(&d->repl_out_of_sync);
 	if (out->standby)
 		return 0;
 	pos = out->level == SHMBUS_ACK_LOCAL ? out->received
-					     : sb_level_pos(h, out->level, 0);
+					     : sb_level_pos(d, out->level, 0);
 	if (pos < out->head) {
-		uint64_t since = load_relaxed64(&h->caught_up_ns), now;
+		uint64_t since = load_relaxed64(&d->caught_up_ns), now;
 
 		out->lag_bytes = out->head - pos;
 		out->lag_messages = lag_messages(ch, pos, out->head, seq);

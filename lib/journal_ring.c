@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * journal_ring.c - the ring's side of the journal (docs/journal.md): the
- * header's journal lines, which shmbusd's journal agent writes and
+ * journal's words in shmbusd's area, which its journal agent writes and
  * replaying subscribers, shmbus_pub_sync() and busstat read; and a ring
  * that continues where its journal ends.
  */
@@ -17,14 +17,14 @@
 void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 		  bool acks)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 
 	/* No edge: descriptions, set before the agent writes anything and
 	 * read by replaying subscribers only after A25 on jnl_written. */
-	memset(h->jnl_dir, 0, sizeof(h->jnl_dir));
-	snprintf(h->jnl_dir, sizeof(h->jnl_dir), "%s", dir);
-	store_relaxed32(&h->jnl_seg_log2, seg_log2);
-	store_relaxed32(&h->jnl_state, SHMBUS_JNL_ON);
+	memset(d->jnl_dir, 0, sizeof(d->jnl_dir));
+	snprintf(d->jnl_dir, sizeof(d->jnl_dir), "%s", dir);
+	store_relaxed32(&d->jnl_seg_log2, seg_log2);
+	store_relaxed32(&d->jnl_state, SHMBUS_JNL_ON);
 	if (acks) {
 		/* The journal acknowledges: a channel that is not also
 		 * replicated (the config refuses both). */
@@ -35,10 +35,10 @@ void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 
 void sb_jnl_off(shmbus_channel *ch, bool acks)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 
 	/* No edge: a description. */
-	store_relaxed32(&h->jnl_state, 0);
+	store_relaxed32(&d->jnl_state, 0);
 	if (acks) {
 		/* Configured to acknowledge, and not written: nothing is
 		 * acknowledged (callers time out), never 0 unearned. */
@@ -54,19 +54,20 @@ void sb_jnl_written(shmbus_channel *ch, uint64_t pos)
 	/* R25: pairs with A25 in the replaying subscriber: the bytes our
 	 * pwrite() put in the files (the page cache) before this store are
 	 * there for its pread() of anything below pos. */
-	store_release64(&ch->hdr->jnl_written, pos);
+	store_release64(&ch->daemon->jnl_written, pos);
 }
 
 void sb_jnl_persisted(shmbus_channel *ch, uint64_t pos, bool ack)
 {
 	struct shmbus_hdr *h = ch->hdr;
-	uint64_t cur = load_relaxed64(&h->persisted_pos);
+	struct shmbus_daemon_area *d = ch->daemon;
+	uint64_t cur = load_relaxed64(&d->persisted_pos);
 
 	/* No edge of its own: R14 in sb_repl_watermark() publishes it to
 	 * shmbus_pub_sync(), which reads it after A14.  A value past head
 	 * was written over (sync_verdict() believes none): set back. */
 	if (cur < pos || cur > load_relaxed64(&h->head))
-		store_relaxed64(&h->persisted_pos, pos);
+		store_relaxed64(&d->persisted_pos, pos);
 	/* The flags as the agent set them (sb_repl_flags()), not a word
 	 * written over. */
 	if (ack && (sb_repl_flags(ch, 0, 0) & SHMBUS_REPL_JOURNAL))
@@ -75,57 +76,58 @@ void sb_jnl_persisted(shmbus_channel *ch, uint64_t pos, bool ack)
 
 uint32_t sb_jnl_state(shmbus_channel *ch, uint32_t set, uint32_t clear)
 {
-	struct shmbus_hdr *h = ch->hdr;
-	uint32_t s = load_relaxed32(&h->jnl_state);
+	struct shmbus_daemon_area *d = ch->daemon;
+	uint32_t s = load_relaxed32(&d->jnl_state);
 
 	/* One writer (the agent); no edge: a description. */
-	store_relaxed32(&h->jnl_state, (s | set) & ~clear);
+	store_relaxed32(&d->jnl_state, (s | set) & ~clear);
 	return s;
 }
 
 void sb_jnl_oldest(shmbus_channel *ch, uint64_t pos, uint64_t bytes,
 		   uint32_t keep)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 
 	/* No edge: descriptions (busstat; a replaying subscriber learns
 	 * what retention removed from the files themselves). */
-	store_relaxed64(&h->jnl_oldest, pos);
-	store_relaxed64(&h->jnl_bytes, bytes);
-	store_relaxed32(&h->jnl_keep, keep);
+	store_relaxed64(&d->jnl_oldest, pos);
+	store_relaxed64(&d->jnl_bytes, bytes);
+	store_relaxed32(&d->jnl_keep, keep);
 }
 
 void sb_jnl_count(shmbus_channel *ch, uint64_t syncs, uint64_t gaps,
 		  uint64_t gap_bytes)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 
 	/* One writer; no edge: statistics. */
-	store_relaxed64(&h->jnl_syncs, load_relaxed64(&h->jnl_syncs) + syncs);
-	store_relaxed64(&h->jnl_gaps, load_relaxed64(&h->jnl_gaps) + gaps);
-	store_relaxed64(&h->jnl_gap_bytes,
-			load_relaxed64(&h->jnl_gap_bytes) + gap_bytes);
+	store_relaxed64(&d->jnl_syncs, load_relaxed64(&d->jnl_syncs) + syncs);
+	store_relaxed64(&d->jnl_gaps, load_relaxed64(&d->jnl_gaps) + gaps);
+	store_relaxed64(&d->jnl_gap_bytes,
+			load_relaxed64(&d->jnl_gap_bytes) + gap_bytes);
 }
 
 void sb_jnl_read(shmbus_channel *ch, struct sb_jnl_view *v)
 {
 	const struct shmbus_hdr *h = ch->hdr;
+	const struct shmbus_daemon_area *d = ch->daemon;
 
 	/* A25 (see sb_jnl_written()), for whoever reads the files next. */
-	v->written = load_acquire64(&h->jnl_written);
+	v->written = load_acquire64(&d->jnl_written);
 	/* No edge: statistics. */
-	v->persisted = load_relaxed64(&h->persisted_pos);
-	v->oldest = load_relaxed64(&h->jnl_oldest);
-	v->bytes = load_relaxed64(&h->jnl_bytes);
-	v->syncs = load_relaxed64(&h->jnl_syncs);
-	v->gaps = load_relaxed64(&h->jnl_gaps);
-	v->gap_bytes = load_relaxed64(&h->jnl_gap_bytes);
+	v->persisted = load_relaxed64(&d->persisted_pos);
+	v->oldest = load_relaxed64(&d->jnl_oldest);
+	v->bytes = load_relaxed64(&d->jnl_bytes);
+	v->syncs = load_relaxed64(&d->jnl_syncs);
+	v->gaps = load_relaxed64(&d->jnl_gaps);
+	v->gap_bytes = load_relaxed64(&d->jnl_gap_bytes);
 	v->head = load_relaxed64(&h->head);
-	v->state = load_relaxed32(&h->jnl_state);
-	v->seg_log2 = load_relaxed32(&h->jnl_seg_log2);
-	v->keep = load_relaxed32(&h->jnl_keep);
+	v->state = load_relaxed32(&d->jnl_state);
+	v->seg_log2 = load_relaxed32(&d->jnl_seg_log2);
+	v->keep = load_relaxed32(&d->jnl_keep);
 	/* Untrusted: always NUL-terminated here. */
-	memcpy(v->dir, (const char *)h->jnl_dir, sizeof(v->dir) - 1);
+	memcpy(v->dir, (const char *)d->jnl_dir, sizeof(v->dir) - 1);
 	v->dir[sizeof(v->dir) - 1] = 0;
 }
 

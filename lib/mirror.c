@@ -511,6 +511,7 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 {
 	struct shmbus_channel *ch = wr->ch;
 	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 	uint64_t q = pos + f->extent;
 	int64_t deadline = 0;
 	unsigned spins = 0;
@@ -557,7 +558,7 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 		}
 	}
 	commit_store(rec_at(ch, pos), get64(buf));
-	add_relaxed64(&h->repl_frames, 1);
+	add_relaxed64(&d->repl_frames, 1);
 	/* As sp_committed(): the post's hint after the commits. */
 	fence_compiler();
 	/* No edge: a hint (see sp_committed()). */
@@ -607,6 +608,7 @@ static void mbox_cut(struct shmbus_channel *ch, uint64_t end)
 uint64_t sb_apply_recover(shmbus_channel *ch)
 {
 	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 	/* No edge: no agent runs yet; we are head's only writer. */
 	uint64_t head = load_relaxed64(&h->head), oldest, end, applied;
 
@@ -620,7 +622,7 @@ uint64_t sb_apply_recover(shmbus_channel *ch)
 	 * has written over it). */
 	/* No edge, as head above; and from shared memory: used only as a
 	 * record boundary below head within the lap checked here. */
-	applied = load_relaxed64(&h->applied_pos);
+	applied = load_relaxed64(&d->applied_pos);
 	if (applied < oldest && applied % SHMBUS_REC_ALIGN == 0 &&
 	    head - applied <= ch->cap - SHMBUS_REC_ALIGN)
 		oldest = applied;
@@ -818,10 +820,10 @@ void sb_ring_cut_abort(shmbus_channel *ch, uint32_t fence)
 
 /* What names positions past pos besides the records, set back to it:
  * the cursors of groups, the journal and the replication agent, the
- * replication line, the journal's positions, a recorded gap. */
+ * replication positions, the journal's positions, a recorded gap. */
 static void cut_clamp(struct shmbus_channel *ch, uint64_t pos)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		struct shmbus_sub_slot *s = &ch->subs[i];
@@ -834,11 +836,11 @@ static void cut_clamp(struct shmbus_channel *ch, uint64_t pos)
 			 * scans). */
 			store_release64(&s->pos, pos);
 	}
-	if (load_relaxed64(&h->replicated_pos) > pos)
+	if (load_relaxed64(&d->replicated_pos) > pos)
 		sb_repl_reset_positions(ch, pos);
-	if (load_relaxed64(&h->persisted_pos) > pos)
-		store_relaxed64(&h->persisted_pos, pos);
-	if (load_relaxed64(&h->jnl_written) > pos)
+	if (load_relaxed64(&d->persisted_pos) > pos)
+		store_relaxed64(&d->persisted_pos, pos);
+	if (load_relaxed64(&d->jnl_written) > pos)
 		sb_jnl_written(ch, pos);
 	/* A gap recorded in the tail is gone with it; those below stay. */
 	sb_repl_hole_cut(ch, pos);

@@ -273,6 +273,7 @@ void sb_pub_init(struct shmbus_pub *pub, struct shmbus_channel *ch)
 	pub->ch = ch;
 	pub->hdr = ch->hdr;
 	pub->mbox = ch->mbox;
+	pub->daemon = ch->daemon;
 	pub->data = ch->data;
 	pub->mask = ch->mask;
 	pub->cap = ch->cap;
@@ -310,7 +311,7 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 	}
 	/* No edge: a refusal made early; the claims compare the word
 	 * again, on the edge that counts (F4). */
-	fence = load_relaxed32(&ch->hdr->fence);
+	fence = load_relaxed32(&ch->daemon->fence);
 	if (SHMBUS_FENCE_STATE(fence) != SHMBUS_FENCE_OPEN) {
 		errno = EROFS;
 		return NULL;

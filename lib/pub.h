@@ -27,6 +27,7 @@ struct shmbus_pub {
 	/* Copies of the channel's validated geometry, for the fast path. */
 	struct shmbus_hdr *hdr;
 	struct shmbus_mbox *mbox;	/* SP: posted while a subscriber waits */
+	struct shmbus_daemon_area *daemon;	/* its fence */
 	uint8_t *data;
 	uint64_t mask;
 	uint64_t cap;
@@ -51,7 +52,7 @@ struct shmbus_pub {
 	bool fenced;		/* SP: the channel refused a claim; the
 				 * handle's private head may be stale from
 				 * now on, so it refuses every claim */
-	uint32_t fence_word;	/* hdr.fence when the handle was opened:
+	uint32_t fence_word;	/* the fence when the handle was opened:
 				 * any other value refuses claims */
 	uint64_t won_end;	/* MP: the end of our last claim */
 	uint64_t synced;	/* shmbus_pub_sync() answered 0 up to here */
@@ -161,23 +162,24 @@ static inline void wake_if_sleepers(struct shmbus_pub *pub,
 }
 
 /*
- * The fence (hdr.fence, F4).  A claim is made visible first (SP: head;
+ * The fence (daemon->fence, F4).  A claim is made visible first (SP: head;
  * MP: the slot's announcement), then the fence is loaded; shmbusd stores
  * the fence, then calls membarrier(), then reads head and the
  * announcements (sb_fence_quiesce()).  Either the claim sees the fence
  * and withdraws, or shmbusd sees the claim and waits for its commit: no
  * claim slips past a handover unseen.  The producer's side costs a
- * load of the wake line, which it reads after every commit anyway.
+ * load of a line that only shmbusd writes, and only when the ring changes
+ * hands: it stays in the producer's cache.
  */
 static inline bool fence_up(const struct shmbus_pub *pub,
-			    const struct shmbus_hdr *h)
+			    const struct shmbus_daemon_area *d)
 {
 	/* F4: the CPU side is supplied by shmbusd's membarrier() in
 	 * sb_fence_set(); only the compiler must keep this load after the
 	 * claim's store. */
 	fence_compiler();
 	/* No edge of its own: see F4 above. */
-	return load_relaxed32(&h->fence) != pub->fence_word;
+	return load_relaxed32(&d->fence) != pub->fence_word;
 }
 
 /* The mailbox's payload: `words` 8-byte words, at most 5, written out (a

@@ -237,7 +237,7 @@ static int backpressure(struct shmbus_pub *pub, int64_t *deadline,
 	/* No edge: a producer held back learns of a handover now rather
 	 * than after its wait; the claim's own check (F4) decides. */
 	if (!pub->agent &&
-	    load_relaxed32(&pub->ch->hdr->fence) != pub->fence_word)
+	    load_relaxed32(&pub->daemon->fence) != pub->fence_word)
 		return -EROFS;
 	if (++*spins < 256) {
 		cpu_relax();

@@ -184,7 +184,7 @@ static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 		store_relaxed64(&pub->slot->claim_end,
 				q | SHMBUS_CLAIM_TENTATIVE);
 		store_release64(&pub->slot->claim_pos, p);
-		if (fence_up(pub, h)) {
+		if (fence_up(pub, pub->daemon)) {
 			mp_release_claim(pub);
 			return -EROFS;
 		}

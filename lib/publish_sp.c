@@ -78,20 +78,21 @@ static inline bool sp_claim_fast(struct shmbus_pub *pub,
 				 struct shmbus_hdr *h, uint64_t need,
 				 uint64_t *pp)
 {
+	const struct shmbus_daemon_area *d = pub->daemon;
 	uint64_t p = pub->head, q = p + need;
 
 	/* No edge: an early look at the fence, so that a handle idle since
 	 * the ring changed hands never stores head there; F4 below is the
 	 * check that counts. */
 	if (__builtin_expect(need > pub->room ||
-			     load_relaxed32(&h->fence) != pub->fence_word, 0))
+			     load_relaxed32(&d->fence) != pub->fence_word, 0))
 		return false;
 	pub->room -= need;
 	pub->head = q;
 	/* Relaxed: R2 in sp_claimed() orders it before the record's
 	 * bytes. */
 	store_relaxed64(&h->head, q);
-	if (__builtin_expect(fence_up(pub, h), 0)) {
+	if (__builtin_expect(fence_up(pub, d), 0)) {
 		sp_unclaim(pub, p, q);
 		return false;	/* sp_reserve_slow() says -EROFS */
 	}
@@ -153,7 +154,7 @@ sp_reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 		return pub->forked ? -EPERM : -EROFS;
 	/* No edge: an early refusal that spares head a store; F4 below is
 	 * the check that counts. */
-	if (load_relaxed32(&pub->hdr->fence) != pub->fence_word) {
+	if (load_relaxed32(&pub->daemon->fence) != pub->fence_word) {
 		pub->fenced = true;
 		return -EROFS;
 	}
@@ -164,7 +165,7 @@ sp_reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 			return rc;
 	pub->head = q;
 	store_relaxed64(&pub->hdr->head, q);
-	if (fence_up(pub, pub->hdr)) {
+	if (fence_up(pub, pub->daemon)) {
 		sp_unclaim(pub, p, q);
 		return -EROFS;
 	}

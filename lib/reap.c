@@ -36,10 +36,11 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 	unsigned put;
 	int rc;
 
-	/* The words of the replication line that this process set, written
-	 * over (any client maps the control file: a subscriber of a standby
-	 * could open its ring's fence to producers, one of a primary clear
-	 * its out-of-sync flag), are set back to the words it stored. */
+	/* The replication words that this process set, written over (by a
+	 * process that can write the data file: a publisher of a standby's
+	 * time as primary could open its ring's fence to producers, one of a
+	 * primary clear its out-of-sync flag), are set back to the words it
+	 * stored. */
 	if (sb_fence_restore(ch, &forged) == 1)
 		say(log, lctx, SB_REAP_FENCE, sb_fence_get(ch), 0, forged,
 		    false);
@@ -85,7 +86,7 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 	 * pad over records the agent is writing.  Its slots are released
 	 * once the host is primary again.  No edge: the fence is set before
 	 * the agent writes (sb_fence_set()).  The fence as this process set
-	 * it, not as the header says (see sb_fence_restore() above). */
+	 * it, not as the shared word says (see sb_fence_restore() above). */
 	if (sb_fence_get(ch) == SHMBUS_FENCE_STANDBY ||
 	    sb_fence_get(ch) == SHMBUS_FENCE_CUT)
 		return released;

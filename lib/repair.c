@@ -817,7 +817,7 @@ void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 	/* Only where producers write (not a standby's ring, nor one being
 	 * cut: what was left there is settled by the fence's holder).  No
 	 * edge: a change since is seen by the repairs' own CASes. */
-	if (SHMBUS_FENCE_STATE(load_relaxed32(&ch->hdr->fence)) !=
+	if (SHMBUS_FENCE_STATE(load_relaxed32(&ch->daemon->fence)) !=
 	    SHMBUS_FENCE_OPEN)
 		return;
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {

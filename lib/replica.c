@@ -3,8 +3,9 @@
  * replica.c - the ring's side of replication (docs/replication.md).
  *
  *   the fence       producers refused while a host hands over or stands by
- *   the watermark   how far the standby acknowledged, published in the
- *                   header's replication line; shmbus_pub_sync() waits on
+ *   the watermark   how far the standby acknowledged, published in
+ *                   shmbusd's words (struct shmbus_daemon_area, in the
+ *                   data file); shmbus_pub_sync() waits on
  *                   it, and so do subscribers that see only acknowledged
  *                   messages
  *
@@ -35,18 +36,18 @@
 /* ------------------------------------------------------------ the fence */
 
 /*
- * The words of the header's replication line that this process stored
+ * The replication words of shmbusd's area that this process stored
  * (shmbusd, their one writer), by ring (data_id), whichever of its
  * mappings of the ring it stored them through (the registry's, each
- * agent's): the fence, the replication flags, level and epoch.  The header's
- * words are written by the daemon alone, but any client that maps the
- * control file (a subscriber does, read-write) can write over them: what
- * the daemon decides from (who may publish, whether the ring is a
- * standby's that its repairs leave alone, whether the standby is in
- * sync, which epoch the journal's segments carry) is its own word, and
- * its scan sets the header's back to it (sb_fence_restore(),
- * sb_repl_restore()).  A process that never set a ring's word (a client;
- * shmbusd at its start) reads the header's.  Never shrinks: one entry a
+ * agent's): the fence, the replication flags, level and epoch.  The shared
+ * words (struct shmbus_daemon_area, in the data file) are written by the
+ * daemon alone, but a process that maps the data file read-write (a
+ * producer) can write over them: what the daemon decides from (who may
+ * publish, whether the ring is a standby's that its repairs leave alone,
+ * whether the standby is in sync, which epoch the journal's segments
+ * carry) is its own word, and its scan sets the shared ones back to it
+ * (sb_fence_restore(), sb_repl_restore()).  A process that never set a
+ * ring's word (a client; shmbusd at its start) reads the shared one.  Never shrinks: one entry a
  * ring ever set, 24 bytes.
  */
 #define OWN_FENCE	1u
@@ -85,7 +86,7 @@ static struct own *own_of(shmbus_channel *ch)
 }
 
 /* ch's ring's entry, made if it has none; own_mu held.  NULL if no
- * memory: the header's words are then all there is. */
+ * memory: the shared words are then all there is. */
 static struct own *own_make(shmbus_channel *ch)
 {
 	struct own *e = own_of(ch);
@@ -117,7 +118,7 @@ uint32_t sb_fence_get(shmbus_channel *ch)
 	e = own_of(ch);
 	/* No edge: the value alone is the answer. */
 	w = e && (e->has & OWN_FENCE) ? e->fence
-				      : load_relaxed32(&ch->hdr->fence);
+				      : load_relaxed32(&ch->daemon->fence);
 	pthread_mutex_unlock(&own_mu);
 	return SHMBUS_FENCE_STATE(w);
 }
@@ -128,7 +129,7 @@ uint32_t sb_fence_store(shmbus_channel *ch, uint32_t state, bool release)
 	uint32_t old, base, gen, w;
 
 	pthread_mutex_lock(&own_mu);
-	old = load_relaxed32(&ch->hdr->fence);
+	old = load_relaxed32(&ch->daemon->fence);
 	e = own_make(ch);
 	base = e && (e->has & OWN_FENCE) ? e->fence : old;
 	w = old;
@@ -142,9 +143,9 @@ uint32_t sb_fence_store(shmbus_channel *ch, uint32_t state, bool release)
 			/* R26: pairs with A26 in being_cut(): a subscriber
 			 * that finds the fence no longer CUT finds the cut's
 			 * head, seq and handoff (sb_fence_leave_cut()). */
-			store_release32(&ch->hdr->fence, w);
+			store_release32(&ch->daemon->fence, w);
 		else
-			store_relaxed32(&ch->hdr->fence, w);
+			store_relaxed32(&ch->daemon->fence, w);
 	}
 	if (e) {
 		e->fence = w;
@@ -163,10 +164,10 @@ int sb_fence_restore(shmbus_channel *ch, uint32_t *found)
 	pthread_mutex_lock(&own_mu);
 	e = own_of(ch);
 	/* No edge: the daemon's own word is put back as it was stored. */
-	old = load_relaxed32(&ch->hdr->fence);
+	old = load_relaxed32(&ch->daemon->fence);
 	if (e && (e->has & OWN_FENCE) && old != e->fence) {
 		w = e->fence;
-		store_relaxed32(&ch->hdr->fence, w);
+		store_relaxed32(&ch->daemon->fence, w);
 		*found = old;
 		rc = 1;
 	}
@@ -194,7 +195,7 @@ int sb_fence_set(shmbus_channel *ch, uint32_t state)
 	/* Closed, and a barrier ran here since it was last open: a claim
 	 * could only slip past that close, and the barrier (and the
 	 * quiesce after it) dealt with it; every handle opened before
-	 * refuses claims since (its fence word is not the header's), and
+	 * refuses claims since (its fence word is not the shared one), and
 	 * none opens while closed.  A daemon that starts, or whose barrier
 	 * the kernel refused, runs it (again). */
 	if (ch->fence_synced)
@@ -304,7 +305,7 @@ int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid)
 
 /* -------------------------------------------------------- the watermark */
 
-/* Stores flags as the header's replication flags and as this process's
+/* Stores flags as the shared replication flags and as this process's
  * own; own_mu held. */
 static void flags_put(shmbus_channel *ch, uint32_t flags)
 {
@@ -312,21 +313,21 @@ static void flags_put(shmbus_channel *ch, uint32_t flags)
 
 	/* No edge here: R14 in sb_repl_watermark() orders it for
 	 * shmbus_pub_sync(). */
-	store_relaxed32(&ch->hdr->repl_flags, flags);
+	store_relaxed32(&ch->daemon->repl_flags, flags);
 	if (e) {
 		e->flags = (uint16_t)flags;
 		e->has |= OWN_FLAGS;
 	}
 }
 
-/* The replication flags as this process set them, else the header's;
+/* The replication flags as this process set them, else the shared ones;
  * own_mu held. */
 static uint32_t flags_get(shmbus_channel *ch)
 {
 	struct own *e = own_of(ch);
 
 	return e && (e->has & OWN_FLAGS) ? e->flags
-		: load_relaxed32(&ch->hdr->repl_flags);
+		: load_relaxed32(&ch->daemon->repl_flags);
 }
 
 static void level_put(shmbus_channel *ch, uint32_t level)
@@ -334,7 +335,7 @@ static void level_put(shmbus_channel *ch, uint32_t level)
 	struct own *e = own_make(ch);
 
 	/* No edge: a description, as the flags. */
-	store_relaxed32(&ch->hdr->repl_level, level);
+	store_relaxed32(&ch->daemon->repl_level, level);
 	if (e) {
 		e->level = (uint8_t)level;
 		e->has |= OWN_LEVEL;
@@ -346,7 +347,7 @@ static void epoch_put(shmbus_channel *ch, uint64_t epoch)
 	struct own *e = own_make(ch);
 
 	/* No edge: a description (busstat); frames carry their own. */
-	store_relaxed64(&ch->hdr->epoch, epoch);
+	store_relaxed64(&ch->daemon->epoch, epoch);
 	if (e) {
 		e->epoch = epoch;
 		e->has |= OWN_EPOCH;
@@ -395,7 +396,7 @@ uint32_t sb_repl_level(shmbus_channel *ch)
 	pthread_mutex_lock(&own_mu);
 	e = own_of(ch);
 	l = e && (e->has & OWN_LEVEL) ? e->level
-				      : load_relaxed32(&ch->hdr->repl_level);
+				      : load_relaxed32(&ch->daemon->repl_level);
 	pthread_mutex_unlock(&own_mu);
 	return l;
 }
@@ -410,7 +411,7 @@ void sb_repl_epoch(shmbus_channel *ch, uint64_t epoch)
 unsigned sb_repl_restore(shmbus_channel *ch, uint32_t *flags_found,
 			 uint32_t *level_found, uint64_t *epoch_found)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 	unsigned done = 0;
 	struct own *e;
 	uint32_t f;
@@ -419,21 +420,21 @@ unsigned sb_repl_restore(shmbus_channel *ch, uint32_t *flags_found,
 	pthread_mutex_lock(&own_mu);
 	e = own_of(ch);
 	/* No edge: descriptions, put back as they were stored. */
-	f = load_relaxed32(&h->repl_flags);
+	f = load_relaxed32(&d->repl_flags);
 	if (e && (e->has & OWN_FLAGS) && f != e->flags) {
-		store_relaxed32(&h->repl_flags, e->flags);
+		store_relaxed32(&d->repl_flags, e->flags);
 		*flags_found = f;
 		done |= 1;
 	}
-	f = load_relaxed32(&h->repl_level);
+	f = load_relaxed32(&d->repl_level);
 	if (e && (e->has & OWN_LEVEL) && f != e->level) {
-		store_relaxed32(&h->repl_level, e->level);
+		store_relaxed32(&d->repl_level, e->level);
 		*level_found = f;
 		done |= 4;
 	}
-	ep = load_relaxed64(&h->epoch);
+	ep = load_relaxed64(&d->epoch);
 	if (e && (e->has & OWN_EPOCH) && ep != e->epoch) {
-		store_relaxed64(&h->epoch, e->epoch);
+		store_relaxed64(&d->epoch, e->epoch);
 		*epoch_found = ep;
 		done |= 2;
 	}
@@ -444,16 +445,16 @@ unsigned sb_repl_restore(shmbus_channel *ch, uint32_t *flags_found,
 void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
 		   uint64_t persisted, bool caught_up)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 	struct timespec ts;
 
 	/* No edge: R14 in sb_repl_watermark() publishes them. */
-	store_relaxed64(&h->received_pos, received);
-	store_relaxed64(&h->applied_pos, applied);
-	store_relaxed64(&h->standby_persisted_pos, persisted);
+	store_relaxed64(&d->received_pos, received);
+	store_relaxed64(&d->applied_pos, applied);
+	store_relaxed64(&d->standby_persisted_pos, persisted);
 	if (caught_up) {
 		clock_gettime(CLOCK_REALTIME, &ts);
-		store_relaxed64(&h->caught_up_ns,
+		store_relaxed64(&d->caught_up_ns,
 				(uint64_t)ts.tv_sec * 1000000000u +
 					(uint64_t)ts.tv_nsec);
 	}
@@ -465,41 +466,42 @@ void sb_repl_caught_up(shmbus_channel *ch)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	/* No edge: statistics. */
-	store_relaxed64(&ch->hdr->caught_up_ns,
+	store_relaxed64(&ch->daemon->caught_up_ns,
 			(uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
 }
 
 void sb_repl_caught_up_unknown(shmbus_channel *ch)
 {
 	/* No edge: statistics. */
-	store_relaxed64(&ch->hdr->caught_up_ns, 0);
+	store_relaxed64(&ch->daemon->caught_up_ns, 0);
 }
 
 void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 
 	/* No edge: set while no agent runs for the channel (a role change),
 	 * and only ever lowered to where the ring's records agree. */
-	store_relaxed64(&h->received_pos, pos);
-	store_relaxed64(&h->applied_pos, pos);
-	store_relaxed64(&h->standby_persisted_pos, pos);
-	store_relaxed64(&h->replicated_pos, pos);
+	store_relaxed64(&d->received_pos, pos);
+	store_relaxed64(&d->applied_pos, pos);
+	store_relaxed64(&d->standby_persisted_pos, pos);
+	store_relaxed64(&d->replicated_pos, pos);
 }
 
 void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
 {
 	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 	/* A14: pairs with R14 (another raise): the head its raiser saw comes
 	 * before the head loaded below. */
-	uint64_t cur = load_acquire64(&h->replicated_pos);
+	uint64_t cur = load_acquire64(&d->replicated_pos);
 
 	/* One past head was written over (readers disbelieve it, acked()
 	 * and sync_verdict()): set back to w. */
 	bool set = cur > load_relaxed64(&h->head) &&
 		   w <= load_relaxed64(&h->head) &&
 		   /* R14, as below. */
-		   cas_strong_seqcst64(&h->replicated_pos, &cur, w);
+		   cas_strong_seqcst64(&d->replicated_pos, &cur, w);
 
 	while (!set) {
 		if (cur >= w)
@@ -508,7 +510,7 @@ void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
 		 * subscriber's acked(): the positions and flags stored
 		 * before (sb_repl_acked(), sb_repl_flags()) are visible to
 		 * whoever sees the watermark. */
-		set = cas_weak_seqcst64(&h->replicated_pos, &cur, w);
+		set = cas_weak_seqcst64(&d->replicated_pos, &cur, w);
 	}
 	/* F5: pairs with F5 in shmbus_pub_sync(): either the waiter's
 	 * re-check sees the watermark, or we see its count and wake it. */
@@ -532,31 +534,31 @@ static pthread_mutex_t hole_mu = PTHREAD_MUTEX_INITIALIZER;
 
 void sb_repl_hole_cut(shmbus_channel *ch, uint64_t pos)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 
 	pthread_mutex_lock(&hole_mu);
 	/* No edge: as in sb_repl_hole(); the ring is being cut, nothing is
 	 * acknowledged meanwhile. */
-	if (load_relaxed64(&h->hole_lo) >= pos) {
-		store_relaxed64(&h->hole_lo, 0);
-		store_relaxed64(&h->hole_hi, 0);
-	} else if (load_relaxed64(&h->hole_hi) > pos) {
-		store_relaxed64(&h->hole_hi, pos);
+	if (load_relaxed64(&d->hole_lo) >= pos) {
+		store_relaxed64(&d->hole_lo, 0);
+		store_relaxed64(&d->hole_hi, 0);
+	} else if (load_relaxed64(&d->hole_hi) > pos) {
+		store_relaxed64(&d->hole_hi, pos);
 	}
 	pthread_mutex_unlock(&hole_mu);
 }
 
 void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_daemon_area *d = ch->daemon;
 	uint64_t olo, ohi;
 
 	pthread_mutex_lock(&hole_mu);
 	/* No edge: R14 publishes the range with the watermark that passes
 	 * it; the mutex orders the daemon's writers (the replication agent,
 	 * the journal's). */
-	olo = load_relaxed64(&h->hole_lo);
-	ohi = load_relaxed64(&h->hole_hi);
+	olo = load_relaxed64(&d->hole_lo);
+	ohi = load_relaxed64(&d->hole_hi);
 	if (lo >= hi) {
 		lo = hi = 0;
 	} else if (olo < ohi) {
@@ -564,53 +566,54 @@ void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi)
 		hi = ohi > hi ? ohi : hi;
 	}
 	/* No edge (see above). */
-	store_relaxed64(&h->hole_lo, lo);
-	store_relaxed64(&h->hole_hi, hi);
+	store_relaxed64(&d->hole_lo, lo);
+	store_relaxed64(&d->hole_hi, hi);
 	pthread_mutex_unlock(&hole_mu);
 }
 
 void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 {
 	const struct shmbus_hdr *h = ch->hdr;
+	const struct shmbus_daemon_area *d = ch->daemon;
 
 	/* No edge: statistics. */
-	v->watermark = load_relaxed64(&h->replicated_pos);
+	v->watermark = load_relaxed64(&d->replicated_pos);
 	pthread_mutex_lock(&own_mu);
 	{
 		struct own *e = own_of(ch);
 
 		v->epoch = e && (e->has & OWN_EPOCH)
-				   ? e->epoch : load_relaxed64(&h->epoch);
+				   ? e->epoch : load_relaxed64(&d->epoch);
 		v->flags = flags_get(ch);
 		v->level = e && (e->has & OWN_LEVEL)
-				   ? e->level : load_relaxed32(&h->repl_level);
+				   ? e->level : load_relaxed32(&d->repl_level);
 	}
 	pthread_mutex_unlock(&own_mu);
-	v->received = load_relaxed64(&h->received_pos);
-	v->applied = load_relaxed64(&h->applied_pos);
-	v->persisted = load_relaxed64(&h->standby_persisted_pos);
-	v->local_persisted = load_relaxed64(&h->persisted_pos);
-	v->hole_lo = load_relaxed64(&h->hole_lo);
-	v->hole_hi = load_relaxed64(&h->hole_hi);
-	v->caught_up_ns = load_relaxed64(&h->caught_up_ns);
+	v->received = load_relaxed64(&d->received_pos);
+	v->applied = load_relaxed64(&d->applied_pos);
+	v->persisted = load_relaxed64(&d->standby_persisted_pos);
+	v->local_persisted = load_relaxed64(&d->persisted_pos);
+	v->hole_lo = load_relaxed64(&d->hole_lo);
+	v->hole_hi = load_relaxed64(&d->hole_hi);
+	v->caught_up_ns = load_relaxed64(&d->caught_up_ns);
 	v->fence = sb_fence_get(ch);
 	v->head = load_relaxed64(&h->head);
 	v->seq = load_relaxed64(&h->seq);
-	v->frames = load_relaxed64(&h->repl_frames);
-	v->bad = load_relaxed64(&h->repl_bad);
-	v->gaps = load_relaxed64(&h->repl_gaps);
-	v->gap_bytes = load_relaxed64(&h->repl_gap_bytes);
-	v->out_of_sync = load_relaxed64(&h->repl_out_of_sync);
+	v->frames = load_relaxed64(&d->repl_frames);
+	v->bad = load_relaxed64(&d->repl_bad);
+	v->gaps = load_relaxed64(&d->repl_gaps);
+	v->gap_bytes = load_relaxed64(&d->repl_gap_bytes);
+	v->out_of_sync = load_relaxed64(&d->repl_out_of_sync);
 }
 
 void sb_repl_count(shmbus_channel *ch, enum sb_repl_counter c, uint64_t n)
 {
-	struct shmbus_hdr *h = ch->hdr;
-	uint64_t *p = c == SB_REPL_FRAMES ? &h->repl_frames
-		    : c == SB_REPL_BAD	  ? &h->repl_bad
-		    : c == SB_REPL_GAPS	  ? &h->repl_gaps
-		    : c == SB_REPL_GAP_BYTES ? &h->repl_gap_bytes
-					     : &h->repl_out_of_sync;
+	struct shmbus_daemon_area *d = ch->daemon;
+	uint64_t *p = c == SB_REPL_FRAMES ? &d->repl_frames
+		    : c == SB_REPL_BAD	  ? &d->repl_bad
+		    : c == SB_REPL_GAPS	  ? &d->repl_gaps
+		    : c == SB_REPL_GAP_BYTES ? &d->repl_gap_bytes
+					     : &d->repl_out_of_sync;
 
 	add_relaxed64(p, n);
 }
@@ -680,19 +683,19 @@ static uint64_t sync_target(const struct shmbus_pub *pub)
 	return pub->multi ? pub->won_end : pub->head;
 }
 
-uint64_t sb_level_pos(const struct shmbus_hdr *h, uint32_t level,
+uint64_t sb_level_pos(const struct shmbus_daemon_area *d, uint32_t level,
 		      uint64_t committed)
 {
-	uint64_t sp = load_relaxed64(&h->standby_persisted_pos),
-		 lp = load_relaxed64(&h->persisted_pos);
+	uint64_t sp = load_relaxed64(&d->standby_persisted_pos),
+		 lp = load_relaxed64(&d->persisted_pos);
 
 	/* No edge of its own: read after A14 by shmbus_pub_sync(), as
 	 * statistics by busstat. */
 	switch (level) {
 	case SHMBUS_ACK_RECEIVED:
-		return load_relaxed64(&h->received_pos);
+		return load_relaxed64(&d->received_pos);
 	case SHMBUS_ACK_APPLIED:
-		return load_relaxed64(&h->applied_pos);
+		return load_relaxed64(&d->applied_pos);
 	case SHMBUS_ACK_PERSISTED:
 		return lp;
 	case SHMBUS_ACK_STANDBY_PERSISTED:
@@ -707,9 +710,11 @@ uint64_t sb_level_pos(const struct shmbus_hdr *h, uint32_t level,
 /* What the watermark w says about target: 0 earned at the channel's
  * level, SHMBUS_SYNC_DEGRADED if only because the standby is out of sync,
  * or 1 + ... nothing (-EAGAIN) if not reached. */
-static int sync_verdict(const struct shmbus_hdr *h, uint64_t w,
+static int sync_verdict(const struct shmbus_channel *ch, uint64_t w,
 			uint64_t from, uint64_t target)
 {
+	const struct shmbus_hdr *h = ch->hdr;
+	const struct shmbus_daemon_area *d = ch->daemon;
 	uint32_t level;
 	uint64_t got, lo, hi;
 
@@ -717,15 +722,15 @@ static int sync_verdict(const struct shmbus_hdr *h, uint64_t w,
 		return -EAGAIN;
 	/* After A14: the positions the watermark was computed from, and the
 	 * last gap, recorded before the standby acknowledged past it. */
-	level = load_relaxed32(&h->repl_level);
-	got = sb_level_pos(h, level, w);
+	level = load_relaxed32(&d->repl_level);
+	got = sb_level_pos(d, level, w);
 	/* A watermark or a position past head is damage (a write into the
-	 * control file): nothing is earned by it.  Relaxed: head only grows,
-	 * and neither passes it when true. */
+	 * data file by a process that can write it): nothing is earned by
+	 * it.  Relaxed: head only grows, and neither passes it when true. */
 	if (w > load_relaxed64(&h->head) || got > load_relaxed64(&h->head))
 		return -EAGAIN;
-	lo = load_relaxed64(&h->hole_lo);
-	hi = load_relaxed64(&h->hole_hi);
+	lo = load_relaxed64(&d->hole_lo);
+	hi = load_relaxed64(&d->hole_hi);
 	/* Records of ours in the gap never reached the standby (or the
 	 * journal). */
 	if (level != SHMBUS_ACK_LOCAL && lo < hi && lo < target && hi > from)
@@ -742,22 +747,22 @@ static int sync_verdict(const struct shmbus_hdr *h, uint64_t w,
  * records it applies, which may stand where ours stood until a rejoin
  * cut them off: -EROFS, never 0.
  */
-static int answer(const struct shmbus_pub *pub, const struct shmbus_hdr *h,
-		  uint64_t w, uint64_t target)
+static int answer(const struct shmbus_pub *pub, uint64_t w, uint64_t target)
 {
 	/* No edge of its own: read after A14, so a watermark raised by a
 	 * standby's agent (after the fence closed, in its process) comes
 	 * with the closed fence. */
-	uint32_t f = load_relaxed32(&h->fence), o = pub->fence_word;
+	uint32_t f = load_relaxed32(&pub->daemon->fence), o = pub->fence_word;
 
 	if (f != o && !(SHMBUS_FENCE_STATE(f) == SHMBUS_FENCE_HANDOVER &&
 			f >> 8 == (o >> 8) + 1))
 		return -EROFS;
-	return sync_verdict(h, w, pub->synced, target);
+	return sync_verdict(pub->ch, w, pub->synced, target);
 }
 
 SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 {
+	struct shmbus_daemon_area *d;
 	struct shmbus_hdr *h;
 	uint64_t target, w;
 	int64_t now, start, deadline, beat;
@@ -768,15 +773,16 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 	if (pub->forked)
 		return -EPERM;
 	h = pub->hdr;
+	d = pub->daemon;
 	target = sync_target(pub);
 	/* No edge: the channel's configuration, set before it is handed
 	 * out and changed only by a reload. */
-	if (!(load_relaxed32(&h->repl_flags) &
+	if (!(load_relaxed32(&d->repl_flags) &
 	      (SHMBUS_REPL_ON | SHMBUS_REPL_JOURNAL)))
 		return 0;
 	/* A14: pairs with R14 in sb_repl_watermark(). */
-	w = load_acquire64(&h->replicated_pos);
-	if ((rc = answer(pub, h, w, target)) != -EAGAIN)
+	w = load_acquire64(&d->replicated_pos);
+	if ((rc = answer(pub, w, target)) != -EAGAIN)
 		goto done;
 	start = beat = sb_now_ns();
 	deadline = timeout_ns < 0 ? INT64_MAX : sb_after(start, timeout_ns);
@@ -798,8 +804,8 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 		uint32_t f;
 
 		/* A14 (see above). */
-		w = load_acquire64(&h->replicated_pos);
-		if ((rc = answer(pub, h, w, target)) != -EAGAIN)
+		w = load_acquire64(&d->replicated_pos);
+		if ((rc = answer(pub, w, target)) != -EAGAIN)
 			break;
 		now = sb_now_ns();
 		if (now >= deadline) {
@@ -828,7 +834,7 @@ SHMBUS_EXPORT int shmbus_pub_sync(shmbus_pub *pub, int64_t timeout_ns)
 		/* F5: pairs with F5 in sb_repl_watermark(). */
 		fence_seqcst();
 		/* A14 (see above). */
-		w = load_acquire64(&h->replicated_pos);
+		w = load_acquire64(&d->replicated_pos);
 		if (w < target) {
 			int64_t left = deadline - now;
 			struct timespec ts = { left / 1000000000,

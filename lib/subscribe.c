@@ -237,7 +237,7 @@ static bool acked(struct shmbus_sub *sub, uint64_t p)
 		return true;
 	/* A14: pairs with R14 in sb_repl_watermark(); the record's own
 	 * bytes are then read through its commit word (A1). */
-	w = load_acquire64(&sub->ch->hdr->replicated_pos);
+	w = load_acquire64(&sub->ch->daemon->replicated_pos);
 	/* A watermark past head is damage (a write into the control file):
 	 * not believed, until the agent sets it back (sb_repl_watermark()).
 	 * Relaxed: head only grows, and a true watermark never passes it. */
@@ -1024,7 +1024,7 @@ SHMBUS_EXPORT int shmbus_sub_set_visibility(shmbus_sub *sub,
 		return -EPERM;
 	/* No edge: the channel's configuration (see shmbus_pub_sync()). */
 	if (v == SHMBUS_SEE_ACKNOWLEDGED &&
-	    !(load_relaxed32(&sub->ch->hdr->repl_flags) &
+	    !(load_relaxed32(&sub->ch->daemon->repl_flags) &
 	      (SHMBUS_REPL_ON | SHMBUS_REPL_JOURNAL)))
 		return -EOPNOTSUPP;
 	sub->ack_only = v == SHMBUS_SEE_ACKNOWLEDGED;

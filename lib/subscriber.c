@@ -200,7 +200,7 @@ static bool being_cut(struct shmbus_channel *ch)
 {
 	/* F7 orders this load after our owner store.  A26: pairs with R26
 	 * in sb_fence_leave_cut(): past a cut, its head and handoff. */
-	return SHMBUS_FENCE_STATE(load_acquire32(&ch->hdr->fence)) ==
+	return SHMBUS_FENCE_STATE(load_acquire32(&ch->daemon->fence)) ==
 	       SHMBUS_FENCE_CUT;
 }
 

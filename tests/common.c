@@ -106,22 +106,59 @@ uint8_t *th_map_channel(const char *dir, size_t *len)
 	return map_file(path, len);
 }
 
+/* The header of channel `name` in `dir`, read from its control file. */
+static int read_hdr(const char *dir, const char *name, struct shmbus_hdr *h)
+{
+	char path[256];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	if (pread(fd, h, sizeof(*h), 0) != (ssize_t)sizeof(*h)) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
 uint8_t *th_map_data(const char *dir, size_t *len)
 {
 	char path[256];
 	struct shmbus_hdr h;
-	int fd;
 
-	snprintf(path, sizeof(path), "%s/ch", dir);
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
+	if (read_hdr(dir, "ch", &h))
 		return NULL;
-	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
-		close(fd);
-		return NULL;
-	}
-	close(fd);
 	snprintf(path, sizeof(path), "%s/" SHMBUS_DATA_NAME_FMT, dir, "ch",
 		 (unsigned long long)h.data_id);
 	return map_file(path, len);
+}
+
+struct shmbus_daemon_area *th_map_daemon_area(const char *dir,
+					      const char *name)
+{
+	char path[256];
+	struct shmbus_hdr h;
+	void *p;
+	int fd;
+
+	if (read_hdr(dir, name, &h))
+		return NULL;
+	snprintf(path, sizeof(path), "%s/" SHMBUS_DATA_NAME_FMT, dir, name,
+		 (unsigned long long)h.data_id);
+	fd = open(path, O_RDWR);
+	if (fd < 0)
+		return NULL;
+	p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		 (off_t)h.capacity);
+	close(fd);
+	return p == MAP_FAILED ? NULL
+			       : (void *)((uint8_t *)p + SHMBUS_DAEMON_OFFSET);
+}
+
+void th_unmap_daemon_area(struct shmbus_daemon_area *d)
+{
+	munmap((uint8_t *)d - SHMBUS_DAEMON_OFFSET, 4096);
 }

@@ -10,6 +10,8 @@
 
 #include "shmbus.h"
 
+struct shmbus_daemon_area;
+
 /* A new private directory under /dev/shm, removed with its contents by
  * th_rmdir(); unique per process, so tests run in parallel and twice. */
 const char *th_mkdir(void);
@@ -39,6 +41,13 @@ uint8_t *th_map_channel(const char *dir, size_t *len);
 /* The channel's head (its next claim position), by shmbus_channel_info. */
 uint64_t th_head(shmbus_channel *ch);
 uint8_t *th_map_data(const char *dir, size_t *len);
+/* shmbusd's words of channel `name` in `dir` (in its data file), mapped
+ * read-write through the file's path, as a process with write access to
+ * the file (root, a producer) could; NULL on failure.  Unmapped by
+ * th_unmap_daemon_area(). */
+struct shmbus_daemon_area *th_map_daemon_area(const char *dir,
+					      const char *name);
+void th_unmap_daemon_area(struct shmbus_daemon_area *d);
 
 /* Forks; the child runs fn(arg) and _exit()s with its return value. */
 pid_t th_spawn(int (*fn)(void *), void *arg);

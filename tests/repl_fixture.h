@@ -88,7 +88,7 @@ void pair_assert_whole(const char *chan, int timeout_ms);
 /* The same for ring positions [from, to) only. */
 void pair_assert_identical_range(const char *chan, uint64_t from,
 				 uint64_t to);
-/* The replication line of chan on h. */
+/* The replication words of chan on h. */
 void host_view(const struct host *h, const char *chan,
 	       struct sb_repl_view *v);
 /* Runs fn(arg) in a child inside h's network namespace (th_spawn). */

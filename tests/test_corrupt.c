@@ -37,7 +37,7 @@ struct scenario {
 	unsigned seed;
 };
 
-/* -EROFS: the damage closed the fence (hdr.fence): producers are
+/* -EROFS: the damage closed the fence (daemon->fence): producers are
  * refused, as on a standby, which loses nothing. */
 static int ok_publish(int rc)
 {
@@ -493,8 +493,8 @@ Test(corrupt, a_watermark_past_head_acknowledges_nothing)
 	uint64_t m[4] = { 0 }, head;
 	uint8_t buf[MAXMSG];
 
-	store_relaxed32(&ch->hdr->repl_level, SHMBUS_ACK_APPLIED);
-	store_relaxed32(&ch->hdr->repl_flags, SHMBUS_REPL_ON);
+	store_relaxed32(&ch->daemon->repl_level, SHMBUS_ACK_APPLIED);
+	store_relaxed32(&ch->daemon->repl_flags, SHMBUS_REPL_ON);
 	shmbus_sub_attr_init(&sa);
 	sa.start = SHMBUS_START_OLDEST;
 	s = shmbus_sub_open(ch, &sa);
@@ -503,15 +503,15 @@ Test(corrupt, a_watermark_past_head_acknowledges_nothing)
 	cr_assert_eq(shmbus_sub_set_visibility(s, SHMBUS_SEE_ACKNOWLEDGED), 0);
 	cr_assert_eq(shmbus_publish(p, m, sizeof(m)), 0);
 	head = load_relaxed64(&ch->hdr->head);
-	store_relaxed64(&ch->hdr->applied_pos, UINT64_MAX);
-	store_relaxed64(&ch->hdr->replicated_pos, UINT64_MAX);
+	store_relaxed64(&ch->daemon->applied_pos, UINT64_MAX);
+	store_relaxed64(&ch->daemon->replicated_pos, UINT64_MAX);
 	cr_assert_eq(shmbus_pub_sync(p, 20000000), -ETIMEDOUT,
 		     "acknowledged by a damaged watermark");
 	cr_assert_eq(shmbus_read(s, buf, sizeof(buf), NULL), -EAGAIN,
 		     "read past what the standby acknowledged");
 	sb_repl_acked(ch, head, head, 0, false);
 	sb_repl_watermark(ch, head);
-	cr_assert_eq(load_relaxed64(&ch->hdr->replicated_pos), head);
+	cr_assert_eq(load_relaxed64(&ch->daemon->replicated_pos), head);
 	cr_assert_eq(shmbus_pub_sync(p, 20000000), 0);
 	cr_assert_eq(shmbus_read(s, buf, sizeof(buf), NULL), sizeof(m));
 	shmbus_sub_close(s);

@@ -171,16 +171,16 @@ Test(failover, a_standby_not_recorded_in_sync_does_not_take_over)
 }
 
 /*
- * A client of the primary holds the channel's control file read-write:
- * it clears the out-of-sync flag the agent set in the header's
- * replication line.  The sync record must follow the agent's own
+ * A process that can write the channel's data file (a producer, or root
+ * through the file's path) clears the out-of-sync flag the agent set in
+ * shmbusd's words there.  The sync record must follow the agent's own
  * judgement, not the word: it stays "out", and the flag is set back, so
  * that a standby that lacks what the primary acknowledged never takes
  * over on its own.
  */
 Test(failover, an_out_of_sync_flag_written_over_keeps_the_record_out)
 {
-	struct shmbus_hdr *h;
+	struct shmbus_daemon_area *h;
 	uint32_t f;
 	pid_t pub;
 	int i, in = 0;
@@ -188,18 +188,8 @@ Test(failover, an_out_of_sync_flag_written_over_keeps_the_record_out)
 	pub = fo_start(FO_CHANS, extra, 200, false);
 	host_pause(&B);
 	cr_assert(wait_record("out ", 5000), "recorded out of sync");
-	{
-		char path[256];
-		int fd;
-
-		snprintf(path, sizeof(path), "%s/fo", A.dir);
-		fd = open(path, O_RDWR);
-		cr_assert_geq(fd, 0);
-		h = mmap(NULL, sizeof(*h), PROT_READ | PROT_WRITE, MAP_SHARED,
-			 fd, 0);
-		close(fd);
-		cr_assert_neq(h, MAP_FAILED);
-	}
+	h = th_map_daemon_area(A.dir, "fo");
+	cr_assert(h);
 	f = __atomic_load_n(&h->repl_flags, __ATOMIC_RELAXED);
 	cr_assert(f & SHMBUS_REPL_OUT_OF_SYNC, "flags %#x", f);
 	__atomic_store_n(&h->repl_flags, f & ~SHMBUS_REPL_OUT_OF_SYNC,
@@ -213,7 +203,7 @@ Test(failover, an_out_of_sync_flag_written_over_keeps_the_record_out)
 	cr_log_info("recorded in %d of 100 looks; flags now %#x", in, f);
 	kill(B.pid, SIGCONT);
 	fo_stop(pub);
-	munmap(h, sizeof(*h));
+	th_unmap_daemon_area(h);
 	cr_assert_eq(in, 0, "recorded in sync from a flag written over");
 	cr_assert(f & SHMBUS_REPL_OUT_OF_SYNC, "the flag stays cleared");
 }

@@ -152,8 +152,8 @@ Test(journal, pub_sync_at_persisted_returns_with_the_bytes_in_the_file)
 }
 
 /*
- * A client holds the control file read-write: it writes the replication
- * line's level and flags of a channel whose journal acknowledges over
+ * A producer holds the data file read-write: it writes shmbusd's
+ * replication level and flags of a channel whose journal acknowledges over
  * (local, and no flag: every shmbus_pub_sync() would answer 0 at once,
  * unearned, for as long as they stay).  The daemon sets both back at its
  * next scan, and says so.
@@ -163,14 +163,14 @@ Test(journal, a_level_and_flags_written_over_are_set_back)
 	shmbus_channel *ch;
 	shmbus_bus *bus;
 	shmbus_pub *p;
-	struct shmbus_hdr *h;
+	struct shmbus_daemon_area *h;
 	uint32_t level, flags;
 	int i;
 
 	conf_with("acknowledge = persisted\njournal_segment = 64K\n", NULL);
 	start_daemon();
 	ch = open_pub(&bus, &p);
-	h = ch->hdr;
+	h = ch->daemon;
 	level = __atomic_load_n(&h->repl_level, __ATOMIC_RELAXED);
 	flags = __atomic_load_n(&h->repl_flags, __ATOMIC_RELAXED);
 	cr_assert_eq(level, SHMBUS_ACK_PERSISTED);

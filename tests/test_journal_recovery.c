@@ -1098,7 +1098,7 @@ Test(journal_recovery, a_hostile_persisted_position_does_not_stop_the_journal)
 	persisted_then_stopped(100);
 	ch = shmbus_channel_open(d.dir, "j");
 	cr_assert(ch, "%s", strerror(errno));
-	ch->hdr->persisted_pos = UINT64_C(1) << 63;
+	ch->daemon->persisted_pos = UINT64_C(1) << 63;
 	shmbus_channel_close(ch);
 	start_daemon();
 	cr_assert(!log_has("journal not started"), "the journal stopped");

@@ -117,24 +117,33 @@ static void standby_refuses_producers(const struct host *h,
 }
 
 /*
- * A subscriber of the standby holds the control file read-write: it
- * writes the fence open (a word the primary's handles would take).  The
- * daemon must not take the word's say for who may publish there: its
- * open to publish is still refused, and the daemon closes the fence
- * again by itself, so that no producer writes into the replica.
+ * The fence of a standby's ring is in the data file, which a subscriber
+ * of the standby holds read-only: it cannot make its mapping of the
+ * fence writable.  A process that can write the file through its path
+ * (root, or a publisher of the host's time as primary) writes the fence
+ * open (a word the primary's handles would take).  The daemon must not
+ * take the word's say for who may publish there: its open to publish is
+ * still refused, and the daemon closes the fence again by itself, so
+ * that no producer writes into the replica.
  */
 Test(repl_roles, a_fence_written_open_on_the_standby_lets_no_producer_in)
 {
 	shmbus_bus *sbus, *pbus;
 	shmbus_channel *sch, *pch;
-	struct shmbus_hdr *h;
+	struct shmbus_daemon_area *h;
+	uintptr_t page;
 	uint32_t f;
 	int i;
 
 	pair_setup(CHANS, "");
 	sch = host_open(&B, &sbus, "sp", SHMBUS_ROLE_SUBSCRIBE);
 	cr_assert(sch);
-	h = sch->hdr;
+	page = (uintptr_t)sch->daemon & ~(uintptr_t)4095;
+	cr_assert_neq(mprotect((void *)page, 4096, PROT_READ | PROT_WRITE), 0,
+		      "a subscriber made the standby's fence writable");
+	cr_assert_eq(errno, EACCES);
+	h = th_map_daemon_area(B.dir, "sp");
+	cr_assert(h);
 	f = __atomic_load_n(&h->fence, __ATOMIC_RELAXED);
 	cr_assert_eq(SHMBUS_FENCE_STATE(f), SHMBUS_FENCE_STANDBY);
 	__atomic_store_n(&h->fence, ((f >> 8) + 1) << 8 | SHMBUS_FENCE_OPEN,
@@ -156,6 +165,7 @@ Test(repl_roles, a_fence_written_open_on_the_standby_lets_no_producer_in)
 	cr_assert_eq(SHMBUS_FENCE_STATE(f), SHMBUS_FENCE_STANDBY,
 		     "the fence stays open");
 	cr_assert(host_log_wait(&B, "fence", 0));
+	th_unmap_daemon_area(h);
 	shmbus_channel_close(sch);
 	shmbus_disconnect(sbus);
 }

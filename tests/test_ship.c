@@ -402,11 +402,11 @@ Test(ship, every_gap_holds_back_its_records_and_no_later_handle)
 	/* A cut back to mid keeps what lies below it; one to the first
 	 * gap's start clears it. */
 	sb_repl_hole_cut(mc, mid);
-	cr_assert_eq(mc->hdr->hole_lo, at);
-	cr_assert_eq(mc->hdr->hole_hi, mid);
+	cr_assert_eq(mc->daemon->hole_lo, at);
+	cr_assert_eq(mc->daemon->hole_hi, mid);
 	sb_repl_hole_cut(mc, at);
-	cr_assert_eq(mc->hdr->hole_lo, 0);
-	cr_assert_eq(mc->hdr->hole_hi, 0);
+	cr_assert_eq(mc->daemon->hole_lo, 0);
+	cr_assert_eq(mc->daemon->hole_hi, 0);
 	shmbus_pub_close(a);
 	shmbus_pub_close(b);
 	shmbus_pub_close(c);

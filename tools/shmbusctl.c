@@ -275,7 +275,7 @@ static int cmd_describe(const char *name)
 }
 
 /* The pair: this host's role and epoch, and per replicated channel what
- * the header's replication line says. */
+ * shmbusd's replication words say. */
 static int cmd_repl(const char *cmd, bool force)
 {
 	struct shmbus_ctl_repl_reply r;

@@ -16,18 +16,20 @@
  *   +----------------------------------+ +-------------------------------+
  *   | struct shmbus_hdr     (4 KiB)    | | data region: capacity bytes   |
  *   |   identity: magic, version, sizes| | records, 8-byte aligned:      |
- *   |   replication line (reserved)    | |  [commit | seq | payload | pad]|
+ *   |   acknowledgement waiters        | |  [commit | seq | payload | pad]|
  *   |   producer line: head, handoff.. | +-------------------------------+
  *   |   wake line: futex, sleepers     | | segment index [SHMBUS_NSEG]   |
  *   |   counters line                  | | struct shmbus_data_trailer    |
  *   +----------------------------------+ | struct shmbus_mbox (SP only)  |
- *   | producer slots                   | | (one page)                    |
- *   | subscriber slots, 128 B each     | +-------------------------------+
- *   +----------------------------------+
+ *   | producer slots                   | | struct shmbus_daemon_area     |
+ *   | subscriber slots, 128 B each     | | (one page)                    |
+ *   +----------------------------------+ +-------------------------------+
  *
- * Writers of the data file: producers (and shmbusd's repairs).  Writers of
- * the control file: everyone.  hdr.data_id names the data file, and the
- * data file's trailer repeats it.
+ * Writers of the data file: producers and shmbusd.  Writers of the control
+ * file: everyone.  hdr.data_id names the data file, and the data file's
+ * trailer repeats it.  What shmbusd states about the channel (its fence,
+ * its replication and its journal: struct shmbus_daemon_area) is in the
+ * data file, which shmbusd gives a subscriber read-only.
  *
  * A record commits itself: its first word (struct shmbus_rec.commit)
  * holds the lap tag, the type and the length, and is stored last with
@@ -41,7 +43,7 @@
 #include "static_assert.h"
 
 #define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
-#define SHMBUS_LAYOUT_VERSION	9u
+#define SHMBUS_LAYOUT_VERSION	10u
 
 #define SHMBUS_CACHELINE	64u
 #define SHMBUS_HDR_SIZE		4096u
@@ -138,7 +140,7 @@ struct shmbus_rec {
  * the repair to finish (or takes over if the daemon died doing it). */
 #define SHMBUS_SP_REPAIRING	0x80000000u
 
-/* hdr.fence = generation << 8 | state.  Every change of state bumps the
+/* daemon->fence = generation << 8 | state.  Every change of state bumps the
  * generation: a producer handle keeps the word it opened under, and
  * refuses every claim once the word differs, so that a handle that lived
  * through a closed fence never writes again (its view of the ring may be
@@ -155,7 +157,7 @@ struct shmbus_rec {
 					 * new subscribers are refused
 					 * (EAGAIN) for the few ms it takes */
 
-/* hdr.repl_level: what acknowledges a record (docs/replication.md) */
+/* daemon->repl_level: what acknowledges a record (docs/replication.md) */
 #define SHMBUS_ACK_LOCAL	0u	/* committed on this host */
 #define SHMBUS_ACK_RECEIVED	1u	/* the standby's agent has it, checked */
 #define SHMBUS_ACK_APPLIED	2u	/* the standby's ring holds it */
@@ -165,14 +167,14 @@ struct shmbus_rec {
 #define SHMBUS_ACK_STANDBY_PERSISTED 4u	/* the standby's journal has */
 #define SHMBUS_ACK_BOTH_PERSISTED 5u	/* both hosts' journals have */
 
-/* hdr.jnl_state */
+/* daemon->jnl_state */
 #define SHMBUS_JNL_ON		0x1u	/* a journal agent writes it */
 #define SHMBUS_JNL_DISK_FULL	0x2u	/* below the free-space threshold:
 					 * nothing is acknowledged as
 					 * persisted until space returns */
 #define SHMBUS_JNL_ERROR	0x4u	/* a write or sync failed: retrying */
 
-/* hdr.jnl_keep: what keeps the journal's oldest segment */
+/* daemon->jnl_keep: what keeps the journal's oldest segment */
 #define SHMBUS_JKEEP_RULE	0u	/* within the retention rule */
 #define SHMBUS_JKEEP_READER	1u	/* a replaying reader holds it */
 #define SHMBUS_JKEEP_GROUP	2u	/* a consumer group has not acked it */
@@ -181,7 +183,7 @@ struct shmbus_rec {
 /* hdr.kick_counted */
 #define SHMBUS_KICK_COUNTED	0x6b69636bu
 
-/* hdr.repl_flags */
+/* daemon->repl_flags */
 #define SHMBUS_REPL_ON		0x1u	/* the channel is replicated */
 #define SHMBUS_REPL_STANDBY	0x2u	/* this host is its standby */
 #define SHMBUS_REPL_LINK	0x4u	/* the link to the peer is up */
@@ -280,6 +282,84 @@ struct shmbus_mbox {
 	uint64_t payload[SHMBUS_MBOX_INLINE / 8];
 };
 
+/*
+ * What shmbusd states about a channel: its fence, its replication and its
+ * journal, at SHMBUS_DAEMON_OFFSET in the data file's last page.  Written
+ * by shmbusd alone (its agents, its fence); the data file's other writers,
+ * the producers, may write the messages themselves.  shmbusd gives a
+ * subscriber the data file read-only, so that no subscriber can write a
+ * word on which shmbus_pub_sync(), a subscriber that sees only
+ * acknowledged messages, a producer's fence check, busstat or a restarted
+ * shmbusd rely (docs/design.md, "What a process that uses the channel can
+ * still do to the others").  All zero: the fence open, no replication, no
+ * journal.
+ */
+#define SHMBUS_DAEMON_OFFSET	2176u	/* after the mailbox and a guard line:
+					 * line 0 below starts a 128-byte
+					 * pair of its own */
+
+struct shmbus_daemon_area {
+	/* line 0: changed only with a role, a level or a sync state; read
+	 * by every claim (the fence), so nothing often written is here */
+	uint32_t fence;		/* state not OPEN: producers are refused
+				 * (-EROFS): a standby's ring, or a primary
+				 * handing over (SHMBUS_FENCE_*) */
+	uint32_t repl_level;	/* SHMBUS_ACK_*: the channel's level */
+	uint32_t repl_flags;	/* SHMBUS_REPL_* */
+	uint32_t jnl_state;	/* SHMBUS_JNL_* */
+	uint64_t epoch;		/* the epoch this ring's newest records carry */
+	uint32_t jnl_seg_log2;	/* the journal's segments cover 1 << this
+				 * positions */
+	uint32_t jnl_keep;	/* SHMBUS_JKEEP_*: why the journal's oldest
+				 * segment is still there */
+	uint8_t pad0[32];
+	uint8_t guard1[64];
+
+	/* line 2: the acknowledgements, moved as the standby and the journal
+	 * acknowledge (docs/replication.md); read by shmbus_pub_sync(), by
+	 * subscribers that see only acknowledged messages, and by busstat */
+	uint64_t replicated_pos;	/* the watermark: every record below it is
+				 * acknowledged at the channel's level, or,
+				 * while degraded, committed (SHMBUS_REPL_*);
+				 * stored with release, only grows */
+	uint64_t persisted_pos;	/* the journal has fdatasync'd every record
+				 * below it (docs/journal.md); only grows */
+	uint64_t received_pos;	/* the standby has the bytes below it */
+	uint64_t applied_pos;	/* the standby's ring holds the records below */
+	uint64_t standby_persisted_pos;	/* the standby's journal has
+				 * fdatasync'd the records below it */
+	uint64_t caught_up_ns;	/* CLOCK_REALTIME when the standby last had
+				 * everything committed (busstat's lag time) */
+	uint64_t hole_lo;	/* the last gap the standby went past: it */
+	uint64_t hole_hi;	/* lacks [hole_lo, hole_hi) */
+
+	/* line 3: the journal's progress (docs/journal.md); read by
+	 * replaying subscribers and busstat */
+	uint64_t jnl_written;	/* every record below it is in the journal's
+				 * files (written, maybe not yet synced);
+				 * stored with release, only grows */
+	uint64_t jnl_oldest;	/* the oldest position the journal holds */
+	uint64_t jnl_bytes;	/* bytes of its segment files */
+	uint64_t jnl_syncs;	/* fdatasync calls */
+	uint64_t jnl_gaps;	/* ranges it never had (lapped, or down) */
+	uint64_t jnl_gap_bytes;
+	uint8_t pad3[16];
+
+	/* line 4: the replication agent's counters */
+	uint64_t repl_frames;	/* frames shipped (primary) or applied
+				 * (standby) */
+	uint64_t repl_bad;	/* frames refused (CRC, position, epoch...) */
+	uint64_t repl_gaps;	/* times the standby could not be caught up
+				 * from where it was: it restarted further on */
+	uint64_t repl_gap_bytes;	/* the bytes such restarts skipped */
+	uint64_t repl_out_of_sync;	/* times the standby fell out of sync */
+	uint8_t pad4[24];
+
+	/* lines 5-7 */
+	char jnl_dir[192];	/* the channel's journal directory, absolute,
+				 * NUL-terminated */
+};
+
 struct shmbus_hdr {
 	/* line 0: identity, written once at creation, then read-only */
 	uint64_t magic;		/* stored last at creation, with release */
@@ -304,22 +384,10 @@ struct shmbus_hdr {
 	uint64_t data_size;	/* its size: capacity + one page */
 	uint8_t pad1[24];
 
-	/* line 2: replication, written by shmbusd's agent (docs/replication.md)
-	 * when the standby acknowledges; read by shmbus_pub_sync(), by
-	 * subscribers that see only acknowledged messages, and by busstat */
-	uint64_t replicated_pos;	/* the watermark: every record below it is
-				 * acknowledged at the channel's level, or,
-				 * while degraded, committed (SHMBUS_REPL_*);
-				 * stored with release, only grows */
-	uint64_t epoch;		/* the epoch this ring's newest records carry */
-	uint64_t persisted_pos;	/* the journal has fdatasync'd every record
-				 * below it (docs/journal.md); only grows */
-	uint64_t received_pos;	/* the standby has the bytes below it */
-	uint64_t applied_pos;	/* the standby's ring holds the records below */
-	uint64_t caught_up_ns;	/* CLOCK_REALTIME when the standby last had
-				 * everything committed (busstat's lag time) */
-	uint32_t repl_level;	/* SHMBUS_ACK_*: the channel's level */
-	uint32_t repl_flags;	/* SHMBUS_REPL_* */
+	/* line 2: who waits for the acknowledgement watermark
+	 * (daemon->replicated_pos): written by the waiters and by shmbusd's
+	 * agents, so that it is here, where every user of the channel writes */
+	uint8_t pad2[56];
 	uint32_t ack_futex;	/* bumped when the watermark moves, if
 				 * ack_waiters */
 	uint32_t ack_waiters;	/* shmbus_pub_sync() callers asleep */
@@ -347,10 +415,7 @@ struct shmbus_hdr {
 	uint64_t sleep_ok;	/* bit i set while subscriber slot i may sleep
 				 * (SHMBUS_WAIT_SLEEP): commits make the wake
 				 * check only then */
-	uint32_t fence;		/* state not OPEN: producers are refused
-				 * (-EROFS): a standby's ring, or a primary
-				 * handing over (SHMBUS_FENCE_*) */
-	uint8_t pad6[36];
+	uint8_t pad6[40];
 
 	uint8_t guard7[64];
 
@@ -364,43 +429,17 @@ struct shmbus_hdr {
 				 * waiting on a position nothing will fill */
 	uint8_t pad8[16];
 
-	/* line 9: the replication agent's kick and counters, cold */
+	/* line 9: the replication agent's kick, cold */
 	uint32_t kick;		/* bumped by shmbus_pub_sync() to wake the
 				 * agent at once */
 	uint32_t sync_waiters;	/* shmbus_pub_sync() calls in progress: the
 				 * agent spins instead of napping */
-	uint64_t repl_frames;	/* frames shipped (primary) or applied
-				 * (standby) */
-	uint64_t repl_bad;	/* frames refused (CRC, position, epoch...) */
-	uint64_t repl_gaps;	/* times the standby could not be caught up
-				 * from where it was: it restarted further on */
-	uint64_t repl_gap_bytes;	/* the bytes such restarts skipped */
-	uint64_t repl_out_of_sync;	/* times the standby fell out of sync */
-	uint64_t hole_lo;	/* the last gap the standby went past: it */
-	uint64_t hole_hi;	/* lacks [hole_lo, hole_hi) */
+	uint8_t pad9[56];
 
-	/* lines 10-13: the journal, written by shmbusd's journal agent
-	 * (docs/journal.md); read by replaying subscribers and busstat.
-	 * All zero: the channel has no journal. */
-	uint64_t jnl_written;	/* every record below it is in the journal's
-				 * files (written, maybe not yet synced);
-				 * stored with release, only grows */
-	uint64_t jnl_oldest;	/* the oldest position the journal holds */
-	uint64_t jnl_bytes;	/* bytes of its segment files */
-	uint64_t jnl_syncs;	/* fdatasync calls */
-	uint64_t jnl_gaps;	/* ranges it never had (lapped, or down) */
-	uint64_t jnl_gap_bytes;
-	uint32_t jnl_state;	/* SHMBUS_JNL_* */
-	uint32_t jnl_seg_log2;	/* its segments cover 1 << this positions */
-	uint32_t jnl_keep;	/* SHMBUS_JKEEP_*: why the oldest segment is
-				 * still there */
-	uint32_t jnl_pad;
-	char jnl_dir[192];	/* the channel's journal directory, absolute,
-				 * NUL-terminated */
+	uint8_t pad10[256];	/* lines 10-13: unused */
 
-	/* line 14: replication, continued */
-	uint64_t standby_persisted_pos;	/* the standby's journal has
-				 * fdatasync'd the records below it */
+	/* line 14: the replication agent's sleep */
+	uint8_t pad14a[8];
 	uint32_t kick_sleepers;	/* agents asleep on kick: a
 				 * shmbus_pub_sync() wakes them only then */
 	uint32_t kick_counted;	/* SHMBUS_KICK_COUNTED once an agent that
@@ -417,7 +456,7 @@ struct shmbus_hdr {
 
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, magic, 0);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, create_ns, 64);
-SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, replicated_pos, 128);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, ack_futex, 184);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, head, 256);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, futex, 384);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, mbox_want, 392);
@@ -430,12 +469,8 @@ SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_rec) == SHMBUS_REC_HDR, "rec size");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_mbox) == SHMBUS_CACHELINE,
 		     "mbox size");
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, sleep_ok, 400);
-SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, fence, 408);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, ack_waiters, 188);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, kick, 576);
-SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, jnl_written, 640);
-SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, jnl_dir, 704);
-SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, standby_persisted_pos, 896);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, kick_sleepers, 904);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, kick_counted, 908);
 SHMBUS_STATIC_ASSERT(SHMBUS_MAX_SLOTS <= 64, "one bit per slot in mbox_want "
@@ -443,7 +478,18 @@ SHMBUS_STATIC_ASSERT(SHMBUS_MAX_SLOTS <= 64, "one bit per slot in mbox_want "
 SHMBUS_STATIC_ASSERT(SHMBUS_NSEG * sizeof(struct shmbus_seg) +
 		     sizeof(struct shmbus_data_trailer) <= SHMBUS_MBOX_OFFSET &&
 		     SHMBUS_MBOX_OFFSET % SHMBUS_CACHELINE == 0 &&
-		     SHMBUS_MBOX_OFFSET + sizeof(struct shmbus_mbox) <= 4096,
-		     "the index, the trailer and the mailbox fit the last page");
+		     SHMBUS_MBOX_OFFSET + sizeof(struct shmbus_mbox) +
+		     SHMBUS_CACHELINE <= SHMBUS_DAEMON_OFFSET &&
+		     SHMBUS_DAEMON_OFFSET % (2 * SHMBUS_CACHELINE) == 0 &&
+		     SHMBUS_DAEMON_OFFSET + sizeof(struct shmbus_daemon_area) <=
+		     4096,
+		     "the index, the trailer, the mailbox and the daemon's area "
+		     "fit the last page");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_daemon_area) == 8 * 64,
+		     "daemon area size");
+SHMBUS_ASSERT_OFFSET(struct shmbus_daemon_area, replicated_pos, 128);
+SHMBUS_ASSERT_OFFSET(struct shmbus_daemon_area, jnl_written, 192);
+SHMBUS_ASSERT_OFFSET(struct shmbus_daemon_area, repl_frames, 256);
+SHMBUS_ASSERT_OFFSET(struct shmbus_daemon_area, jnl_dir, 320);
 
 #endif /* SHMBUS_LAYOUT_H */
