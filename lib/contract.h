@@ -708,7 +708,11 @@ int sb_group_state_apply(shmbus_channel *ch, const char *dir,
  * entry past the overwritten bytes, the primary's group had acknowledged,
  * except for records of that last stretch; its bytes are counted in the
  * group's lost_bytes and last loss.  Shared groups skip a lap on their
- * own.  Returns the lanes moved, or -errno.
+ * own.  Each group's pass holds the removers' flock shared (waiting 20 ms
+ * at most for a removal under way), so that a removal in direct mode
+ * waits for it before it gives the channel's slot back; a deleted group
+ * is left alone.  Returns the lanes moved, or -errno (-EBUSY: a group's
+ * lock stayed held).
  */
 int sb_group_lanes_unlap(shmbus_channel *ch, const char *dir,
 			 const char *chan);

@@ -630,6 +630,32 @@ static bool unlap_lane(struct shmbus_group *m, uint32_t i,
 	return false;
 }
 
+/*
+ * The removers' lock shared on m's own descriptor (the file it maps), for
+ * a pass that writes the group's floor into the channel's slot once, not
+ * again at the next scan: a removal under way holds it for microseconds,
+ * so it is waited for as one remover waits for another (20 ms at most,
+ * lock_for_removal() in group_file.c).  0; -EBUSY: still held; -EIDRM:
+ * the group is deleted (its slot may be someone else's by now).
+ */
+static int lock_for_pass(struct shmbus_group *m)
+{
+	if (m->fd < 0)
+		return -EBADF;	/* sb_group_map() could not keep it */
+	for (int i = 0; flock(m->fd, LOCK_SH | LOCK_NB) < 0; i++) {
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		if (i == 20)
+			return -EBUSY;
+		usleep(1000);
+	}
+	return sb_group_deleted(m, true) ? -EIDRM : 0;
+}
+
+/* Under the removers' lock held shared, as a maintenance by a handle
+ * that is no member (sb_group_maintain_kept()): a removal in direct mode
+ * waits for the pass before it gives the channel's slot back, so that
+ * the floor is never written into a slot a subscriber took since. */
 static int unlap_group(const char *group, void *arg)
 {
 	struct unlap *u = arg;
@@ -638,8 +664,12 @@ static int unlap_group(const char *group, void *arg)
 	int rc, moved = 0;
 
 	m = sb_group_open_map(u->ch, u->dir, group, false, &rc);
+	if (m && (rc = lock_for_pass(m))) {
+		sb_group_unmap(m);
+		m = NULL;
+	}
 	if (!m) {
-		if (!u->err)
+		if (!u->err && rc != -EIDRM)
 			u->err = rc;
 		return 0;
 	}

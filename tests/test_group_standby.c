@@ -18,6 +18,7 @@
 #include "shmbus/layout.h"
 #include "../lib/contract.h"
 #include "../lib/group.h"
+#include "../lib/sub.h"
 
 #define N 100u
 
@@ -1144,6 +1145,66 @@ Test(group_standby, a_copys_floor_follows_lanes_that_moved_more_than_a_ring)
 	cr_assert_eq(load_relaxed64(&ch->subs[0].pos), th_head(ch),
 		     "its slot holds producers at %lu",
 		     (unsigned long)load_relaxed64(&ch->subs[0].pos));
+	shmbus_channel_close(pri);
+	th_rmdir(pdir);
+}
+
+/*
+ * The promotion's unlap of a keyed copy whose lanes are at the ring's
+ * end and whose floor is not (it could not follow them), while a process
+ * in direct mode deletes the group (remove_in_the_apply(), as the unlap
+ * raises the floor, before the channel's slot follows): the floor must
+ * not be written into the slot the group gave back, which a subscriber
+ * took (it was: the removal did not wait for the unlap, and the
+ * subscriber's slot said it had read what it had not).  The removal
+ * waits for the unlap, or gives up (-EBUSY).
+ */
+Test(group_standby, a_removal_waits_for_the_unlap_at_a_promotion)
+{
+	char pdir[64];
+	shmbus_channel *pri = primary_ring(pdir);
+	struct shmbus_sub_attr sa;
+	struct shmbus_group *gm;
+	shmbus_sub *hold;
+	uint64_t head;
+	int rc;
+
+	shmbus_sub_attr_init(&sa);
+	sa.start = SHMBUS_START_OLDEST;
+	shmbus_group_leave(join("w1", SHMBUS_GROUP_KEYED));
+	lapped_standby(pri, 3 * 65536, NULL, 0);
+	hold = shmbus_sub_open(ch, &sa);	/* holds the ring's end */
+	cr_assert(hold);
+	lapped_standby(pri, 3 * 65536 + 16384, NULL, 0);
+	head = th_head(ch);
+	cr_assert_lt(hold->pos, head);
+	gm = sb_group_open_map(ch, dir, "work", false, &rc);
+	cr_assert(gm, "%s", strerror(-rc));
+	for (uint32_t i = 0; i < gm->nlanes; i++) {
+		store_relaxed64(&gm->lanes[i].acked, head);
+		store_relaxed64(&gm->lanes[i].next, head);
+	}
+	cr_assert_lt(load_relaxed64(&gm->g->floor_pos), head);
+	sb_group_unmap(gm);
+	sb_group_hook = remove_in_the_apply;
+	rc = sb_group_lanes_unlap(ch, dir, "ch");
+	sb_group_hook = NULL;
+	cr_log_info("the unlap: %d; the removal in it: %s", rc,
+		    apply_delete == 0 ? "0" : apply_delete == 1 ? "-EBUSY"
+								: "?");
+	cr_assert(apply_sub, "open: %s", strerror(errno));
+	cr_assert_lt(apply_sub->pos, head);
+	cr_assert_eq(load_relaxed64(&apply_sub->slot->pos), apply_sub->pos,
+		     "subscriber slot %ld moved from %lu to %lu, past what "
+		     "its subscriber read", (long)(apply_sub->slot - ch->subs),
+		     (unsigned long)apply_sub->pos,
+		     (unsigned long)load_relaxed64(&apply_sub->slot->pos));
+	cr_assert_eq(apply_delete, 1, "the removal did not wait");
+	cr_assert_eq(shmbus_group_delete(ch, "work"), 0);
+	shmbus_sub_close(apply_sub);
+	apply_sub = NULL;
+	apply_delete = -1;
+	shmbus_sub_close(hold);
 	shmbus_channel_close(pri);
 	th_rmdir(pdir);
 }
