@@ -639,8 +639,13 @@ int sb_group_inspect(shmbus_channel *ch, const char *dir, const char *group,
  * forgets what it took or acknowledged at or past pos, and starts again
  * from pos, or from its floor if lower (what its dead members held comes
  * again, not flagged as a redelivery).  For a channel whose fence says
- * CUT, so that nobody joins meanwhile.  0; -EBUSY while a live member is
- * joined (or a lane is held); -EBADMSG for a corrupt group file; -errno.
+ * CUT, so that nobody joins meanwhile, nor takes a subscriber slot
+ * (F7).  The cut holds no removers' flock: a removal in direct mode may
+ * give the group's slot back under it, but nobody takes that slot before
+ * the fence leaves CUT, after the last group's cut (rp_rejoin_cut()), so
+ * the floor it writes there reaches no subscriber.  0; -EBUSY
+ * while a live member is joined (or a lane is held); -EBADMSG for a
+ * corrupt group file; -errno.
  */
 int sb_group_cut(shmbus_channel *ch, const char *dir, const char *group,
 		 uint64_t pos);
