@@ -33,35 +33,39 @@ static int kick_fd = -1;
 /* Set by the main thread, read by the reaper; the eventfd wakes it. */
 static atomic_bool stopping;
 
-/* A small cache of verdicts, one scan long: a live pid is looked up once
- * per scan, whatever number of slots it holds.  A pid found gone is looked
- * up again each time (a repair follows, rarely): a process given the same
- * pid later in the scan must not have its slots repaired. */
+/* A small cache of verdicts, one scan long: a live owner (pid and start
+ * tag) is looked up once per scan, whatever number of slots it holds.  An
+ * owner found gone is looked up again each time (a repair follows,
+ * rarely): a process given the same pid later in the scan must not have
+ * its untagged slots repaired. */
 struct verdicts {
 	uint32_t pid[128];
+	uint32_t tag[128];
 	bool gone[128];
 	unsigned n;
 };
 
-static bool gone(struct verdicts *v, uint32_t pid)
+static bool gone(struct verdicts *v, uint32_t pid, uint32_t tag)
 {
 	bool g;
 
 	for (unsigned i = 0; i < v->n; i++)
-		if (v->pid[i] == pid)
-			return v->gone[i] ? (v->gone[i] = sb_pid_gone(pid))
+		if (v->pid[i] == pid && v->tag[i] == tag)
+			return v->gone[i] ? (v->gone[i] =
+						     sb_owner_gone_as(pid, tag))
 					  : false;
-	g = sb_pid_gone(pid);	/* lib/pid.c */
+	g = sb_owner_gone_as(pid, tag);	/* lib/pid.c */
 	if (v->n < 128) {
 		v->pid[v->n] = pid;
+		v->tag[v->n] = tag;
 		v->gone[v->n++] = g;
 	}
 	return g;
 }
 
-static bool gone_cb(void *ctx, uint32_t pid)
+static bool gone_cb(void *ctx, uint32_t pid, uint32_t tag)
 {
-	return gone(ctx, pid);
+	return gone(ctx, pid, tag);
 }
 
 /* sb_reap()'s report of each repair, as a log line. */

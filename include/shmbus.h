@@ -306,11 +306,13 @@ struct shmbus_pub_attr {
  * claim with later claims behind it.  shmbusd does all of this
  * within milliseconds of a death; this is what lets a channel without the
  * daemon (direct mode) recover.  A stopped or slow process is alive and is
- * never touched.  A slot names a pid: if a dead process's pid is reused
- * before its slot is released, the slot looks alive until the new process
- * exits; to the new process itself, a slot or a single-producer role that
- * names its pid while none of its handles holds it is the dead owner's,
- * released or taken over as above.  All processes of a channel must share
+ * never touched.  A slot names its owner's pid and start time: a slot
+ * whose pid was given to another process since is released as a dead
+ * one's.  A single producer's role names a pid alone: if a dead holder's
+ * pid is reused before its role is released, the role looks alive until
+ * the new process exits; to the new process itself, a role that names
+ * its pid while none of its handles holds it is the dead holder's, taken
+ * over as above.  All processes of a channel must share
  * a pid namespace.
  */
 shmbus_pub *shmbus_pub_open(shmbus_channel *ch,

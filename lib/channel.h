@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "shmbus.h"
 #include "shmbus/layout.h"
@@ -214,6 +215,8 @@ static inline uint64_t max_need(const struct shmbus_channel *ch)
 	return ch->cap / 2 - SHMBUS_REC_ALIGN;
 }
 
+/* An owner word with no tag: FREE, GROUP and the kept states (no pid), a
+ * consumer group's member record, a test's forged word. */
 static inline uint64_t owner_word(uint32_t state, uint32_t pid)
 {
 	return (uint64_t)pid << 32 | state;
@@ -221,13 +224,50 @@ static inline uint64_t owner_word(uint32_t state, uint32_t pid)
 
 static inline uint32_t owner_state(uint64_t o)
 {
-	return (uint32_t)o;
+	return (uint32_t)o & SHMBUS_OWNER_STATE_MASK;
 }
 
 static inline uint32_t owner_pid(uint64_t o)
 {
 	return (uint32_t)(o >> 32);
 }
+
+static inline uint32_t owner_tag(uint64_t o)
+{
+	return (uint32_t)o >> 8;
+}
+
+/* This process's start tag (pid.c; 0 if /proc could not tell). */
+uint32_t sb_self_tag(void);
+
+/* The owner word this process writes into a producer or subscriber
+ * slot: its pid and its start tag. */
+static inline uint64_t own_word(uint32_t state)
+{
+	return (uint64_t)(uint32_t)getpid() << 32 |
+	       (uint64_t)sb_self_tag() << 8 | state;
+}
+
+/* The word a repair writes for `pid`, the repairer (its own, if it is
+ * this process). */
+static inline uint64_t repairer_word(uint32_t state, uint32_t pid)
+{
+	return pid == (uint32_t)getpid() ? own_word(state)
+					 : owner_word(state, pid);
+}
+
+/* Whether a slot's owner, named by its word, is gone for good: no such
+ * process, a zombie, or a process of another start tag given its pid
+ * (pid.c).  sb_owner_alive(): the process exists (a stopped one does)
+ * and is not of another tag. */
+bool sb_owner_gone(uint64_t o);
+/* Whether owner word o names this process: our pid, with our start tag
+ * or none (a word with our pid and another tag is a dead process's whose
+ * pid we were given).  Whether one of our handles holds the slot is
+ * another question (sb_held_here()). */
+bool sb_word_is_ours(uint64_t o);
+bool sb_owner_alive(uint64_t o);
+bool sb_owner_gone_as(uint32_t pid, uint32_t tag);
 
 /* A cursor slot no process owns, that shmbusd keeps across its
  * restarts: the journal's or the replication agent's. */
@@ -317,9 +357,9 @@ int sb_held_begin(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
 void sb_held_end(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
 		 int token, bool took);
 bool sb_slot_gone(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
-		  uint32_t pid);
+		  uint64_t o);
 bool sb_slot_alive(const struct shmbus_channel *ch, unsigned kind,
-		   uint32_t i, uint32_t pid);
+		   uint32_t i, uint64_t o);
 /* Whether this process is repairing a single producer's claim now
  * (sb_repair_sp() runs in one of its threads): a role word marked as
  * being repaired by this process's pid is then its own (repair.c). */

@@ -101,8 +101,11 @@ uint64_t sb_channel_data_id(const shmbus_channel *ch);
  * them is removed. */
 int sb_channel_unlink_id(const char *dir, const char *name, uint64_t data_id);
 
-/* No such process, or a zombie (pid.c). */
+/* No such process, or a zombie (pid.c).  sb_owner_gone_as(): the same
+ * for a slot's owner, its pid and start tag (layout.h; 0: none): also a
+ * process of another tag given its pid. */
 bool sb_pid_gone(uint32_t pid);
+bool sb_owner_gone_as(uint32_t pid, uint32_t tag);
 
 /* Whether the holder that single-producer role word `w` (sp_owner) names
  * is gone for good: sb_pid_gone() for another process's pid; for this
@@ -118,9 +121,10 @@ bool sb_sp_role_gone(const struct shmbus_channel *ch, uint32_t w);
 bool sb_sp_role_lock_gone(const struct shmbus_channel *ch, uint32_t w);
 void sb_sp_role_unlock(void);
 
-/* Whether process `pid` is gone, as the caller judges it (shmbusd caches
- * sb_pid_gone()'s verdicts for one scan). */
-typedef bool (*sb_gone_fn)(void *ctx, uint32_t pid);
+/* Whether the owner `pid` with start tag `tag` (0: none) is gone, as the
+ * caller judges it (shmbusd caches sb_owner_gone_as()'s verdicts for one
+ * scan). */
+typedef bool (*sb_gone_fn)(void *ctx, uint32_t pid, uint32_t tag);
 
 /* How many more bytes this process's memory cgroup lets it take before
  * its OOM killer runs (the least over the cgroup and its ancestors of

@@ -61,7 +61,7 @@ static void slot_owner(uint64_t owner, const char comm[16],
 	*opid = (pid_t)(p > INT32_MAX ? 0 : p);
 	memcpy(ocomm, comm, 16);
 	ocomm[15] = 0;
-	*alive = !sb_pid_gone(p);	/* as the repairs judge it */
+	*alive = !sb_owner_gone(owner);	/* as the repairs judge it */
 }
 
 SHMBUS_EXPORT int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,

@@ -755,7 +755,7 @@ static const char *slot_in_the_way(struct shmbus_sub_slot *s, uint32_t *pid)
 					 * and the caller: sb_group_cut()) */
 		return NULL;
 	default:
-		return sb_pid_alive(*pid) ? "a subscriber reads the channel"
+		return sb_owner_alive(o) ? "a subscriber reads the channel"
 					  : "a dead subscriber's slot is not "
 					    "released yet";
 	}

@@ -11,17 +11,23 @@
  * taking over a role, and a producer releasing what holds it back all ask
  * the same question here, so that they agree on who is dead.
  *
- * Pid reuse: a slot names a pid, and a pid reused by an unrelated process
- * makes the slot look alive until that process exits.  Every repair
- * compares the state and the pid in the CAS that takes the slot; between
- * a verdict and that CAS, a dead owner's pid would have to be reused by a
- * process that took this very slot, which is not ruled out, only
- * unlikely (slots of dead owners are not free for the taking).  The
- * process that was given the pid must not take a single producer's role
- * that names it for its own: it asks sb_sp_role_gone() (producer.c),
- * which knows the roles its handles hold; of a producer or subscriber
- * slot that names it, sb_slot_gone() or sb_slot_alive(), which know the
- * slots its threads hold (below).
+ * Pid reuse: a slot names a pid, and a pid may be given to another process
+ * once its owner is dead.  A producer or subscriber slot's owner word also
+ * carries its owner's start tag (layout.h: its start time, from
+ * /proc/PID/stat, folded to 24 bits), so that a slot whose pid now names
+ * a process of another start is gone (sb_owner_gone()), whatever that
+ * process is.  A word without a tag (a role word, a consumer group's
+ * member, a word written over) is judged by its pid alone, and a pid
+ * reused by an unrelated process makes it look alive until that process
+ * exits; as is a slot whose pid's start cannot be read (a /proc that
+ * hides other users' processes).  Every repair compares the whole word in
+ * the CAS that takes the slot, so a verdict is never applied to a slot
+ * taken since.  The process that was given the pid must not take a
+ * single producer's role that names it for its own: it asks
+ * sb_sp_role_gone() (producer.c), which knows the roles its handles hold;
+ * of a producer or subscriber slot that names it with no tag, or with
+ * its own, sb_slot_gone() or sb_slot_alive(), which know the slots its
+ * threads hold (below).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,41 +41,114 @@
 
 #include "channel.h"
 
-bool sb_pid_gone(uint32_t pid)
+/* Field `field` (counted as proc(5) counts them, from 3: the state) of a
+ * /proc/PID/stat line's part after the name, or NULL. */
+static const char *stat_field(const char *p, int field)
 {
-	char path[32], buf[512], *p;
-	unsigned long threads = 0;
+	for (int f = 3; f < field && p; f++)
+		p = strchr(p + 1, ' ');
+	return p ? p + 1 : NULL;
+}
+
+/* A start time folded to a tag: never 0, which says "no tag". */
+static uint32_t tag_of(unsigned long long start)
+{
+	return (uint32_t)(start % SHMBUS_OWNER_TAG_MAX) + 1;
+}
+
+/* What /proc/PID/stat says of pid (PROC_NONE: no such process, or a
+ * failure to look); *tag its start tag (0 if not read). */
+enum { PROC_NONE, PROC_RUNS, PROC_ZOMBIE_LAST, PROC_ZOMBIE_THREADS };
+
+static int proc_stat(uint32_t pid, uint32_t *tag)
+{
+	char path[32], buf[512];
+	const char *p, *f;
 	ssize_t n;
 	int fd;
+
+	*tag = 0;
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return PROC_NONE;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return PROC_NONE;
+	buf[n] = 0;
+	p = strrchr(buf, ')');	/* the name may hold anything but this */
+	if (!p || p[1] != ' ')
+		return PROC_NONE;
+	p += 2;
+	/* Field 22, starttime. */
+	if ((f = stat_field(p, 22)))
+		*tag = tag_of(strtoull(f, NULL, 10));
+	if (*p != 'Z' && *p != 'X')
+		return PROC_RUNS;
+	/* Field 20, num_threads: a zombie leader counts itself. */
+	f = stat_field(p, 20);
+	return f && strtoul(f, NULL, 10) == 1 ? PROC_ZOMBIE_LAST
+					       : PROC_ZOMBIE_THREADS;
+}
+
+bool sb_owner_gone_as(uint32_t pid, uint32_t tag)
+{
+	uint32_t now;
+	int st;
 
 	if (pid == 0 || pid > INT32_MAX)
 		return true;
 	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
 		return true;
-	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	st = proc_stat(pid, &now);
 	/* The process existed a moment ago.  A /proc that hides other
 	 * users' processes (hidepid=2) says ENOENT for a live one: it is
 	 * gone only if the kernel says so again, and any other failure to
 	 * look leaves it alive. */
-	if (fd < 0)
+	if (st == PROC_NONE)
 		return errno == ENOENT && kill((pid_t)pid, 0) < 0 &&
 		       errno == ESRCH;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
+	/* Another process than the owner, given its pid. */
+	if (tag && now && now != tag)
+		return true;
+	return st == PROC_ZOMBIE_LAST;
+}
+
+bool sb_pid_gone(uint32_t pid)
+{
+	return sb_owner_gone_as(pid, 0);
+}
+
+bool sb_owner_gone(uint64_t o)
+{
+	return sb_owner_gone_as(owner_pid(o), owner_tag(o));
+}
+
+bool sb_owner_alive(uint64_t o)
+{
+	uint32_t pid = owner_pid(o), tag = owner_tag(o), now;
+
+	if (!sb_pid_alive(pid))
 		return false;
-	buf[n] = 0;
-	p = strrchr(buf, ')');	/* the name may hold anything but this */
-	if (!p || p[1] != ' ' || (p[2] != 'Z' && p[2] != 'X'))
-		return false;
-	/* Field 20, num_threads: a zombie leader counts itself. */
-	p += 2;
-	for (int field = 3; field < 20 && p; field++)
-		p = strchr(p + 1, ' ');
-	if (p)
-		threads = strtoul(p + 1, NULL, 10);
-	return threads == 1;
+	return !tag || proc_stat(pid, &now) == PROC_NONE || !now ||
+	       now == tag;
+}
+
+/* This process's start tag, read once per thread and process (a fork's
+ * child reads its own): thread-local, so that no thread reads another's
+ * half-made pair. */
+static __thread uint32_t self_tag_pid, self_tag;
+
+uint32_t sb_self_tag(void)
+{
+	uint32_t me = (uint32_t)getpid();
+
+	if (self_tag_pid != me) {
+		proc_stat(me, &self_tag);
+		self_tag_pid = me;
+	}
+	return self_tag;
 }
 
 /*
@@ -213,18 +292,29 @@ bool sb_held_here(const struct shmbus_channel *ch, unsigned kind, uint32_t i)
 	return mine;
 }
 
-bool sb_slot_gone(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
-		  uint32_t pid)
+/* A word naming our pid with another process's tag is a dead process's
+ * whose pid we were given; one with no tag, or ours, is judged by the list
+ * of what our threads hold. */
+bool sb_word_is_ours(uint64_t o)
 {
-	if (pid != 0 && pid == (uint32_t)getpid())
+	uint32_t pid = owner_pid(o), tag = owner_tag(o);
+
+	return pid != 0 && pid == (uint32_t)getpid() &&
+	       (!tag || !sb_self_tag() || tag == sb_self_tag());
+}
+
+bool sb_slot_gone(const struct shmbus_channel *ch, unsigned kind, uint32_t i,
+		  uint64_t o)
+{
+	if (sb_word_is_ours(o))
 		return !sb_held_here(ch, kind, i);
-	return sb_pid_gone(pid);
+	return sb_owner_gone(o);
 }
 
 bool sb_slot_alive(const struct shmbus_channel *ch, unsigned kind,
-		   uint32_t i, uint32_t pid)
+		   uint32_t i, uint64_t o)
 {
-	if (pid != 0 && pid == (uint32_t)getpid())
+	if (sb_word_is_ours(o))
 		return sb_held_here(ch, kind, i);
-	return sb_pid_alive(pid);
+	return sb_owner_alive(o);
 }

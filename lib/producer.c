@@ -25,10 +25,10 @@
 #define SP_NAP_MIN_NS		20000		/* 20 us, doubling... */
 #define SP_NAP_MAX_NS		1000000		/* ...up to 1 ms */
 
-static bool pid_gone(void *ctx, uint32_t pid)
+static bool pid_gone(void *ctx, uint32_t pid, uint32_t tag)
 {
 	(void)ctx;
-	return sb_pid_gone(pid);
+	return sb_owner_gone_as(pid, tag);
 }
 
 /*
@@ -217,7 +217,6 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 {
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *s = &ch->prods[i];
-		uint32_t me = (uint32_t)getpid();
 		uint64_t o = load_acquire64(&s->owner);	/* A7 */
 		uint32_t st = owner_state(o);
 		bool took;
@@ -234,7 +233,7 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		 * slot's 0.  A6: pairs with R6 (the claim released). */
 		if (st != SHMBUS_SLOT_FREE &&
 		    ((st != SHMBUS_SLOT_ACTIVE && st != SHMBUS_SLOT_BUSY) ||
-		     sb_slot_alive(ch, SB_HELD_PROD, i, owner_pid(o)) ||
+		     sb_slot_alive(ch, SB_HELD_PROD, i, o) ||
 		     (st == SHMBUS_SLOT_ACTIVE &&
 		      load_acquire64(&s->claim_pos) != UINT64_MAX)))
 			continue;
@@ -247,7 +246,7 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		 * or a repair).  Claims the slot for us alone: the state and
 		 * the dead pid in one compare. */
 		took = cas_strong_seqcst64(&s->owner, &o,
-					   owner_word(SHMBUS_SLOT_BUSY, me));
+					   own_word(SHMBUS_SLOT_BUSY));
 		sb_held_end(ch, SB_HELD_PROD, i, held, took);
 		if (!took)
 			continue;
@@ -258,7 +257,7 @@ static struct shmbus_prod_slot *take_prod_slot(struct shmbus_channel *ch)
 		prctl(PR_GET_NAME, s->comm);
 		/* R7: pairs with A7 wherever a slot is read: the fields
 		 * above are visible to whoever sees it ACTIVE. */
-		store_release64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE, me));
+		store_release64(&s->owner, own_word(SHMBUS_SLOT_ACTIVE));
 		/* Taken from a dead process, which may have died between
 		 * its last commit and its wake-up call. */
 		if (st == SHMBUS_SLOT_ACTIVE)

@@ -156,8 +156,8 @@ static int reap_gone(struct shmbus_pub *pub)
 			uint64_t o = load_acquire64(&ch->subs[i].owner);
 
 			if (owner_state(o) != SHMBUS_SLOT_FREE &&
-			    sb_slot_gone(ch, SB_HELD_SUB, i, owner_pid(o)))
-				n += sb_repair_sub(ch, i, owner_pid(o), me);
+			    sb_slot_gone(ch, SB_HELD_SUB, i, o))
+				n += sb_repair_sub(ch, i, o, me);
 		}
 	}
 	if (!pub->multi)
@@ -175,7 +175,8 @@ static int reap_gone(struct shmbus_pub *pub)
 		 * it); sb_handoff_help() orders the rest. */
 		uint64_t x = load_acquire64(&ch->hdr->handoff);
 
-		if (sb_handoff_help(ch, x, me, sb_pid_gone) != SB_HELP_DONE)
+		if (sb_handoff_help(ch, x, me, sb_owner_gone_as) !=
+		    SB_HELP_DONE)
 			break;
 		n++;
 	}
@@ -191,10 +192,8 @@ int sb_release_gone_producers(struct shmbus_channel *ch, uint32_t me)
 		uint64_t o = load_acquire64(&ch->prods[i].owner);
 
 		if (owner_state(o) != SHMBUS_SLOT_FREE &&
-		    (owner_pid(o) == me ?
-			!sb_held_here(ch, SB_HELD_PROD, i) :
-			sb_pid_gone(owner_pid(o))) &&
-		    sb_repair_prod(ch, i, owner_pid(o), me) == 1)
+		    sb_slot_gone(ch, SB_HELD_PROD, i, o) &&
+		    sb_repair_prod(ch, i, o, me) == 1)
 			n++;
 	}
 	return n;

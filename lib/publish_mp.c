@@ -57,7 +57,8 @@ static void mp_release_claim(struct shmbus_pub *pub)
 static void handoff_nudge(struct shmbus_channel *ch, uint64_t hv,
 			  uint64_t *high, int64_t *since)
 {
-	int rc = sb_handoff_help(ch, hv, (uint32_t)getpid(), sb_pid_gone);
+	int rc = sb_handoff_help(ch, hv, (uint32_t)getpid(),
+				 sb_owner_gone_as);
 	int64_t now = sb_now_ns();
 
 	if (rc != SB_HELP_NOBODY || *since < 0 || hv > *high) {

@@ -63,10 +63,11 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		if (sb_slot_gates(o))
 			top = i + 1;
 		if (owner_state(o) == SHMBUS_SLOT_FREE ||
-		    (owner_pid(o) == self ? sb_held_here(ch, SB_HELD_SUB, i)
-					  : !gone(gctx, owner_pid(o))))
+		    (sb_word_is_ours(o) ? sb_held_here(ch, SB_HELD_SUB, i)
+					: !gone(gctx, owner_pid(o),
+						owner_tag(o))))
 			continue;
-		if (sb_repair_sub(ch, i, owner_pid(o), self) == 1) {
+		if (sb_repair_sub(ch, i, o, self) == 1) {
 			released++;
 			say(log, lctx, SB_REAP_SUB, i, owner_pid(o), 0, false);
 		}
@@ -105,7 +106,7 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		 * previous shmbusd that died repairing: finished). */
 		pid = sp & ~SHMBUS_SP_REPAIRING;
 		if (sp && (pid == self ? sb_sp_role_gone(ch, sp)
-				       : gone(gctx, pid))) {
+				       : gone(gctx, pid, 0))) {
 			bool given;
 
 			live = sb_sp_give_back(ch, sp, self, gone, gctx,
@@ -141,7 +142,7 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 			*handoff_seen = x;
 			break;
 		}
-		rc = sb_handoff_help(ch, x, self, sb_pid_gone);
+		rc = sb_handoff_help(ch, x, self, sb_owner_gone_as);
 		/* A word no claim explains, unmoved since the last scan:
 		 * written over.  Producers waiting behind it move it on
 		 * themselves; this heals a ring nobody claims in now. */
@@ -156,11 +157,12 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		uint64_t repairs;
 
 		if (owner_state(o) == SHMBUS_SLOT_FREE ||
-		    (owner_pid(o) == self ? sb_held_here(ch, SB_HELD_PROD, i)
-					  : !gone(gctx, owner_pid(o))))
+		    (sb_word_is_ours(o) ? sb_held_here(ch, SB_HELD_PROD, i)
+					: !gone(gctx, owner_pid(o),
+						owner_tag(o))))
 			continue;
 		repairs = load_relaxed64(&ch->hdr->repairs);
-		rc = sb_repair_prod(ch, i, owner_pid(o), self);
+		rc = sb_repair_prod(ch, i, o, self);
 		if (rc == -EAGAIN) {
 			say(log, lctx, SB_REAP_PROD_LATER, i, owner_pid(o), 0,
 			    false);
@@ -214,7 +216,7 @@ uint64_t sb_stuck_position(struct shmbus_channel *ch, sb_gone_fn gone,
 	if (!ch_multi(ch)) {
 		/* A11: pairs with R11 (the role given back). */
 		sp = load_acquire32(&ch->hdr->sp_owner) & ~SHMBUS_SP_REPAIRING;
-		return sp && !gone(gctx, sp) ? UINT64_MAX : pos;
+		return sp && !gone(gctx, sp, 0) ? UINT64_MAX : pos;
 	}
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *s = &ch->prods[i];
@@ -224,7 +226,7 @@ uint64_t sb_stuck_position(struct shmbus_channel *ch, sb_gone_fn gone,
 		/* A6: pairs with R6 (a claim announced or released). */
 		if (owner_state(o) == SHMBUS_SLOT_ACTIVE &&
 		    load_acquire64(&s->claim_pos) <= pos &&
-		    !gone(gctx, owner_pid(o)))
+		    !gone(gctx, owner_pid(o), owner_tag(o)))
 			return UINT64_MAX;
 	}
 	return pos;
@@ -249,7 +251,7 @@ void sb_stuck_describe(struct shmbus_channel *ch, uint64_t pos, char *buf,
 		k = snprintf(slots + n, sizeof(slots) - n,
 			     " [%u: pid %u%s, state %u, claim %llu..%llu]", i,
 			     owner_pid(o),
-			     sb_pid_gone(owner_pid(o)) ? " (gone)" : "",
+			     sb_owner_gone(o) ? " (gone)" : "",
 			     owner_state(o),
 			     (unsigned long long)load_relaxed64(&s->claim_pos),
 			     (unsigned long long)load_relaxed64(&s->claim_end));

@@ -265,8 +265,7 @@ int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 }
 
 uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
-			   uint32_t me, bool (*gone)(void *, uint32_t),
-			   void *gctx)
+			   uint32_t me, sb_gone_fn gone, void *gctx)
 {
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		/* A7: pairs with R7 (the slot's ACTIVE store). */
@@ -274,15 +273,15 @@ uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
 		uint32_t pid = owner_pid(o);
 
 		if (owner_state(o) == SHMBUS_SLOT_ACTIVE && pid && pid != dead &&
-		    pid != me && !gone(gctx, pid))
+		    pid != me && !gone(gctx, pid, owner_tag(o)))
 			return pid;
 	}
 	return 0;
 }
 
 uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint32_t w,
-			 uint32_t self, bool (*gone)(void *, uint32_t),
-			 void *gctx, bool *given)
+			 uint32_t self, sb_gone_fn gone, void *gctx,
+			 bool *given)
 {
 	bool own = (w & ~SHMBUS_SP_REPAIRING) == (uint32_t)getpid();
 	uint32_t live, cur = w;
@@ -394,7 +393,7 @@ static bool adopt(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
 	/* No data edge: the dead producer's stores are read after its death
 	 * (and after the acquire loads named where they are read). */
 	took = cas_strong_seqcst64(&s->owner, &o,
-				   owner_word(SHMBUS_SLOT_ACTIVE, self));
+				   repairer_word(SHMBUS_SLOT_ACTIVE, self));
 	sb_held_end(ch, SB_HELD_PROD, i, held, took);
 	return took;
 }
@@ -494,7 +493,7 @@ static void give_back(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
 }
 
 int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
-		    bool (*gone)(uint32_t pid))
+		    bool (*gone)(uint32_t pid, uint32_t tag))
 {
 	struct shmbus_hdr *h = ch->hdr;
 	struct shmbus_prod_slot *dead = NULL;
@@ -519,10 +518,10 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 		/* The winner of x is among the slots that announce x, and
 		 * keeps announcing it until it hands over: while one of
 		 * them is alive, it may be the winner (or a loser about to
-		 * announce again).  Our own pid is judged by the slots we
+		 * announce again).  Our own word is judged by the slots we
 		 * hold (pid.c): one we do not was a dead process's. */
-		if (owner_pid(o) == self ? sb_held_here(ch, SB_HELD_PROD, i)
-					 : !gone(owner_pid(o)))
+		if (sb_word_is_ours(o) ? sb_held_here(ch, SB_HELD_PROD, i)
+				       : !gone(owner_pid(o), owner_tag(o)))
 			return SB_HELP_LIVE;
 		dead = s;
 		dead_o = o;
@@ -613,7 +612,7 @@ static bool claim_live(struct shmbus_channel *ch,
 		    load_acquire64(&t->claim_pos) == c &&
 		    !(load_relaxed64(&t->claim_end) &
 		      SHMBUS_CLAIM_TENTATIVE) &&
-		    !sb_pid_gone(owner_pid(o)))
+		    !sb_owner_gone(o))
 			return true;
 	}
 	return false;
@@ -672,7 +671,15 @@ out:
 	return 1;
 }
 
-int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
+/* Whether owner word o names the owner `dead` names: its pid and tag (the
+ * state may have moved since, as a repair adopts). */
+static bool same_owner(uint64_t o, uint64_t dead)
+{
+	return owner_pid(o) == owner_pid(dead) &&
+	       owner_tag(o) == owner_tag(dead);
+}
+
+int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint64_t dead,
 		   uint32_t self)
 {
 	struct shmbus_prod_slot *s;
@@ -680,12 +687,12 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	bool took;
 	int held;
 
-	if (i >= SHMBUS_MAX_PRODUCERS || dead == 0)
+	if (i >= SHMBUS_MAX_PRODUCERS || owner_pid(dead) == 0)
 		return 0;
 	s = &ch->prods[i];
 	/* A7: pairs with R7 (the slot's ACTIVE store). */
 	o = load_acquire64(&s->owner);
-	if (owner_pid(o) != dead)
+	if (!same_owner(o, dead))
 		return 0;
 	if (owner_state(o) == SHMBUS_SLOT_BUSY) {
 		/* Died setting the slot up (or releasing an adopted one): it
@@ -694,7 +701,7 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 		if (!(held = sb_held_begin(ch, SB_HELD_PROD, i, o)))
 			return 0;
 		took = cas_strong_seqcst64(&s->owner, &o,
-					   owner_word(SHMBUS_SLOT_BUSY, self));
+					   repairer_word(SHMBUS_SLOT_BUSY, self));
 		sb_held_end(ch, SB_HELD_PROD, i, held, took);
 		if (!took)
 			return 0;
@@ -713,7 +720,7 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	return repair_claim(ch, s, o, self);
 }
 
-int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
+int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint64_t dead,
 		  uint32_t self)
 {
 	struct shmbus_sub_slot *s;
@@ -721,7 +728,7 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	bool took;
 	int held;
 
-	if (i >= SHMBUS_MAX_SLOTS || dead == 0)
+	if (i >= SHMBUS_MAX_SLOTS || owner_pid(dead) == 0)
 		return 0;
 	s = &ch->subs[i];
 	o = load_acquire64(&s->owner);	/* A7 */
@@ -731,7 +738,7 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	 * (if the file is there, the group is whole: the slot is its). */
 	if ((owner_state(o) != SHMBUS_SLOT_ACTIVE &&
 	     owner_state(o) != SHMBUS_SLOT_BUSY &&
-	     owner_state(o) != SHMBUS_SLOT_GROUP) || owner_pid(o) != dead)
+	     owner_state(o) != SHMBUS_SLOT_GROUP) || !same_owner(o, dead))
 		return 0;
 	if (owner_state(o) == SHMBUS_SLOT_GROUP && sb_group_claims_slot(ch, i)) {
 		uint64_t w = o;
@@ -752,7 +759,7 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
 	if (!(held = sb_held_begin(ch, SB_HELD_SUB, i, o)))
 		return 0;
 	took = cas_strong_seqcst64(&s->owner, &o,
-				   owner_word(SHMBUS_SLOT_BUSY, self));
+				   repairer_word(SHMBUS_SLOT_BUSY, self));
 	sb_held_end(ch, SB_HELD_SUB, i, held, took);
 	if (!took)
 		return 0;
@@ -791,7 +798,7 @@ void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 		uint32_t st = owner_state(o);
 
 		if ((st != SHMBUS_SLOT_ACTIVE && st != SHMBUS_SLOT_BUSY) ||
-		    sb_pid_alive(owner_pid(o)) || !adopt(ch, s, o, self))
+		    sb_owner_alive(o) || !adopt(ch, s, o, self))
 			continue;
 		release_adopted(ch, s);
 	}
@@ -804,10 +811,10 @@ void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 		cas_strong_seqcst32(&ch->hdr->sp_owner, &w, 0);
 }
 
-static bool gone_pid(void *ctx, uint32_t pid)
+static bool gone_pid(void *ctx, uint32_t pid, uint32_t tag)
 {
 	(void)ctx;
-	return sb_pid_gone(pid);
+	return sb_owner_gone_as(pid, tag);
 }
 
 void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
@@ -826,7 +833,7 @@ void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 
 		if (owner_state(o) != SHMBUS_SLOT_FREE && owner_pid(o) == me &&
 		    !sb_held_here(ch, SB_HELD_SUB, i))
-			sb_repair_sub(ch, i, me, me);
+			sb_repair_sub(ch, i, o, me);
 	}
 	if (!data_too)
 		return;		/* a repair of a claim writes the records */
@@ -839,11 +846,11 @@ void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 			continue;
 		/* A claim not handed over is the hand-off's to pass: ours
 		 * if it is at its turn, else the producers' behind it. */
-		if (sb_repair_prod(ch, i, me, me) == -EAGAIN)
+		if (sb_repair_prod(ch, i, o, me) == -EAGAIN)
 			/* A3: pairs with R3 (the hand-off store of the claim
 			 * before it); sb_handoff_help() orders the rest. */
 			sb_handoff_help(ch, load_acquire64(&ch->hdr->handoff),
-					me, sb_pid_gone);
+					me, sb_owner_gone_as);
 	}
 	/* No edge: the value is judged, then compared in the CAS of
 	 * sb_repair_sp() (A11 there). */

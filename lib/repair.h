@@ -15,23 +15,26 @@
 #define SHMBUS_REPAIR_H
 
 #include "channel.h"
+#include "contract.h"
 
-/* Releases subscriber slot i if it belongs to `dead` (ACTIVE, or BUSY:
- * died setting it up), taking it as `self` meanwhile.  Returns 1 if it
+/* Releases subscriber slot i if it belongs to the owner of word `dead`
+ * (its pid and start tag; ACTIVE, or BUSY: died setting it up), taking it
+ * as `self` meanwhile.  Returns 1 if it
  * did, 0 if the slot is not (or no longer) that process's. */
 /* A ring being cut back: dead producers' slots and role given back
  * without a repair (see repair.c). */
 void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self);
-int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
+int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint64_t dead,
 		  uint32_t self);
 
-/* Releases producer slot i if it belongs to `dead`.  Multi producer: a
+/* Releases producer slot i if it belongs to the owner of word `dead` (its
+ * pid and start tag).  Multi producer: a
  * claim it handed over and did not commit is padded first.  The slot is
  * adopted (its owner word set to `self`) while that is done.  Returns 1
  * when the slot was released, 0 if it is not (or no longer) that
  * process's, -EAGAIN if its claim has not been handed over yet: that is
  * sb_handoff_help()'s, once the hand-off reaches it. */
-int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
+int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint64_t dead,
 		   uint32_t self);
 
 /* What sb_handoff_help() found at the hand-off. */
@@ -47,7 +50,7 @@ int sb_repair_prod(struct shmbus_channel *ch, uint32_t i, uint32_t dead,
  * end is where the next claim starts) and pads the whole claim.  Several
  * helpers may run at once, for the same x too. */
 int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
-		    bool (*gone)(uint32_t pid));
+		    bool (*gone)(uint32_t pid, uint32_t tag));
 
 /* Multi producer, the hand-off word standing at hv where no slot
  * announces a claim (sb_handoff_help() said SB_HELP_NOBODY for long: a
@@ -69,8 +72,7 @@ bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv);
  * can): neither the repair nor a new producer may take the role from it
  * and pad over its claim. */
 uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
-			   uint32_t me, bool (*gone)(void *, uint32_t),
-			   void *gctx);
+			   uint32_t me, sb_gone_fn gone, void *gctx);
 
 /* Single producer, the role word `w` naming a holder (or repairer) judged
  * gone, a process given its pid included: if a live process other than it
@@ -80,8 +82,8 @@ uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
  * producer, a repair may go on.  A word naming our own pid is judged
  * again and given back under the roles' lock (sb_sp_role_lock_gone()). */
 uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint32_t w,
-			 uint32_t self, bool (*gone)(void *, uint32_t),
-			 void *gctx, bool *given);
+			 uint32_t self, sb_gone_fn gone, void *gctx,
+			 bool *given);
 
 /* Single producer: if `dead` holds the producer role, takes it (marked as
  * being repaired by `self`), pads its unfinished claim and gives the role

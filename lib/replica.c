@@ -282,7 +282,7 @@ int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid)
 				if (owner_state(o) != SHMBUS_SLOT_FREE &&
 				    load_acquire64(&s->claim_pos) !=
 					    UINT64_MAX &&
-				    sb_pid_alive(owner_pid(o)))
+				    sb_owner_alive(o))
 					live = owner_pid(o);
 			}
 		} else if (sb_committed_until(ch, sb_ring_oldest(ch), head) !=

@@ -124,7 +124,7 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 		int held;
 
 		if ((st == SHMBUS_SLOT_ACTIVE || st == SHMBUS_SLOT_BUSY) &&
-		    sb_slot_alive(ch, SB_HELD_SUB, i, owner_pid(o)))
+		    sb_slot_alive(ch, SB_HELD_SUB, i, o))
 			continue;
 		if (st == SHMBUS_SLOT_GROUP || sb_slot_kept(st))
 			continue;
@@ -136,8 +136,7 @@ static struct shmbus_sub_slot *take_slot(struct shmbus_channel *ch,
 		 * or a repair).  Claims the slot for us alone: the state and
 		 * the dead owner's pid in one compare. */
 		took = cas_strong_seqcst64(&s->owner, &o,
-					   owner_word(SHMBUS_SLOT_BUSY,
-						      (uint32_t)getpid()));
+					   own_word(SHMBUS_SLOT_BUSY));
 		sb_held_end(ch, SB_HELD_SUB, i, held, took);
 		if (!took)
 			continue;
@@ -305,8 +304,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	sb_hwm_raise(ch->hdr, i + 1);
 	/* R7: pairs with A7 (slot readers); seq_cst, as the store that F1
 	 * orders before our load of head. */
-	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_ACTIVE,
-					     (uint32_t)getpid()));
+	store_seqcst64(&s->owner, own_word(SHMBUS_SLOT_ACTIVE));
 	/* F1: pairs with F1 in sb_refresh_limit() (see there).  F7: pairs
 	 * with F7 in sb_ring_cut_begin(): it sees our slot, or we see its
 	 * fence below. */
@@ -385,8 +383,7 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 		return -ENOSPC;
 	slot_fresh(ch, s, *index, name);
 	/* R7, and F1 after it, as in shmbus_sub_open(). */
-	store_seqcst64(&s->owner, owner_word(SHMBUS_SLOT_GROUP,
-					     (uint32_t)getpid()));
+	store_seqcst64(&s->owner, own_word(SHMBUS_SLOT_GROUP));
 	/* F1, and F7: pairs with F7 in sb_ring_cut_begin(). */
 	fence_seqcst();
 	if (being_cut(ch)) {
@@ -415,7 +412,7 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 /* The group's file is in place: its slot no longer names its creator. */
 void sb_slot_group_made(struct shmbus_channel *ch, uint32_t index)
 {
-	uint64_t o = owner_word(SHMBUS_SLOT_GROUP, (uint32_t)getpid());
+	uint64_t o = own_word(SHMBUS_SLOT_GROUP);
 
 	/* R7 (a new word for the slot's readers); if a repair judged us
 	 * dead meanwhile it found our file (sb_group_claims_slot()). */
@@ -441,7 +438,7 @@ void sb_slot_release_group(struct shmbus_channel *ch, uint32_t index)
 	sb_sleep_unannounce(ch, index);
 	/* R13: pairs with A13 in take_slot(). */
 	if (cas_strong_seqcst64(&s->owner, &o, owner_word(SHMBUS_SLOT_FREE, 0)) &&
-	    owner_pid(o) == (uint32_t)getpid())
+	    owner_pid(o) != 0 && sb_word_is_ours(o))
 		sb_held_drop(ch, SB_HELD_SUB, index);	/* a creator's */
 }
 

@@ -1814,8 +1814,8 @@ Test(group_races, a_group_whose_file_is_in_place_keeps_its_slot)
 	/* Name the dead creator again: what a death before the settle
 	 * leaves. */
 	slots[slot].owner = (uint64_t)pid << 32 | SHMBUS_SLOT_GROUP;
-	cr_assert_eq(sb_repair_sub(ch, slot, (uint32_t)pid, (uint32_t)getpid()),
-		     0);
+	cr_assert_eq(sb_repair_sub(ch, slot, slots[slot].owner,
+				   (uint32_t)getpid()), 0);
 	cr_assert_eq(slots[slot].owner, SHMBUS_SLOT_GROUP,
 		     "the group keeps its slot, without the pid");
 	g = shmbus_group_join(ch, "whole", "n", NULL);

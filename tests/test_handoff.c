@@ -710,10 +710,10 @@ Test(handoff, a_late_help_leaves_a_handed_over_claim_to_the_repair,
 	cr_assert_eq(th_wait(pw), 128 + SIGKILL);
 
 	o = ld(&ws->owner);
-	cr_assert_eq(sb_handoff_help(ch, x, (uint32_t)getpid(), sb_pid_gone),
-		     SB_HELP_LIVE);
+	cr_assert_eq(sb_handoff_help(ch, x, (uint32_t)getpid(),
+				     sb_owner_gone_as), SB_HELP_LIVE);
 	cr_assert_eq(ld(&ws->owner), o, "the slot is the repair's");
-	cr_assert_eq(sb_repair_prod(ch, (uint32_t)(ws - prods), (uint32_t)pw,
+	cr_assert_eq(sb_repair_prod(ch, (uint32_t)(ws - prods), o,
 				    (uint32_t)getpid()), 1);
 	th_msg_fill(msg, sizeof(msg), 2, 0);
 	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
@@ -775,7 +775,7 @@ Test(handoff, the_help_zeroes_a_stale_word_that_looks_committed,
 	hand_over(h, mine, data, start);
 
 	cr_assert_eq(sb_handoff_help(ch, start + 64, (uint32_t)getpid(),
-				     sb_pid_gone), SB_HELP_DONE);
+				     sb_owner_gone_as), SB_HELP_DONE);
 	cr_assert_eq(ld(&h->handoff), end);
 	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN,
 		     "a stale word was delivered as a message");
@@ -1039,7 +1039,8 @@ Test(handoff, the_skip_leaves_a_word_that_a_new_claim_announces,
 	cr_assert(mine);
 	x = ld(&h->head);
 	cr_assert_eq(ld(&h->handoff), x);
-	cr_assert_eq(sb_handoff_help(ch, x, (uint32_t)getpid(), sb_pid_gone),
+	cr_assert_eq(sb_handoff_help(ch, x, (uint32_t)getpid(),
+				     sb_owner_gone_as),
 		     SB_HELP_NOBODY, "nothing claimed at head");
 	cr_assert_eq(hold_claim(h, mine), x);	/* the claim comes now */
 	cr_assert_not(sb_handoff_skip(ch, x));

@@ -448,6 +448,86 @@ static void mp_successor_of(int (*dies)(void *), uint64_t first)
 	sh_unmap();
 }
 
+/* A process that never opens the channel: sleeps until killed. */
+static int unrelated(void *arg)
+{
+	(void)arg;
+	while (pause() < 0)	/* it always is */
+		;
+	return 0;
+}
+
+/*
+ * A subscriber of a block channel killed, and its pid given to a process
+ * that has nothing to do with the channel and lives on.  The dead slot's
+ * word carries its owner's start tag, which the new process's start does
+ * not match: a producer held back by the dead cursor releases it and
+ * publishes two laps.  (By the pid alone the cursor was alive for as long
+ * as the new process lived: the producer timed out at once.)  Where the
+ * kernel does not give the pid, an unrelated child's pid is written over
+ * the dead one's with the dead one's tag kept, which the reuse leaves.
+ */
+Test(killloop, a_subscribers_pid_reused_by_an_unrelated_process,
+     .timeout = 60)
+{
+	struct shmbus_pub_attr pa = { .timeout_ns = 2000000000 };
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	uint8_t msg[1000];
+	uint32_t slot = SHMBUS_MAX_SLOTS;
+	uint64_t o = 0;
+	pid_t p;
+	int rc = 0;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	sh->dead = th_spawn(idle_subscriber, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		uint64_t w = __atomic_load_n(&ch->subs[i].owner,
+					     __ATOMIC_ACQUIRE);
+
+		if (owner_pid(w) == (uint32_t)sh->dead) {
+			slot = i;
+			o = w;
+		}
+	}
+	cr_assert_lt(slot, SHMBUS_MAX_SLOTS);
+	cr_assert_neq(owner_tag(o), 0, "the slot's word has no start tag");
+	/* A start tag counts clock ticks (10 ms): a pid is not reused
+	 * within one but by this test. */
+	usleep(30000);
+	p = spawn_as(sh->dead, unrelated, NULL);
+	sh->reused = p > 0;
+	if (p < 0) {
+		p = th_spawn(unrelated, NULL);
+		__atomic_store_n(&ch->subs[slot].owner,
+				 (uint64_t)(uint32_t)p << 32 | (uint32_t)o,
+				 __ATOMIC_RELEASE);
+	}
+	cr_log_info("unrelated process %d: %s", (int)p,
+		    sh->reused ? "the dead subscriber's pid" : "its pid "
+		    "written over the dead one's");
+	pub = shmbus_pub_open(ch, &pa);
+	cr_assert(pub);
+	memset(msg, 7, sizeof(msg));
+	for (int i = 0; i < 2 * 64 && rc == 0; i++)
+		rc = shmbus_publish(pub, msg, sizeof(msg));
+	cr_assert_eq(rc, 0, "held back by a dead cursor whose pid lives on "
+		     "(%d)", rc);
+	cr_assert_eq(owner_state(__atomic_load_n(&ch->subs[slot].owner,
+						 __ATOMIC_ACQUIRE)),
+		     SHMBUS_SLOT_FREE);
+	kill(p, SIGKILL);
+	th_wait(p);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
 /*
  * A multi producer killed inside a claim it had handed over; a process
  * given its pid publishes two laps.  The dead slot names that process's
@@ -703,19 +783,20 @@ Test(killloop, a_subscriber_opened_after_the_verdict_keeps_its_slot,
 	__atomic_store_n(&ch->subs[0].owner,
 			 owner_word(SHMBUS_SLOT_ACTIVE, me), __ATOMIC_RELEASE);
 	/* The verdict (a producer held back, reap_gone()). */
-	cr_assert(sb_slot_gone(ch, SB_HELD_SUB, 0, me));
+	cr_assert(sb_slot_gone(ch, SB_HELD_SUB, 0,
+			       owner_word(SHMBUS_SLOT_ACTIVE, me)));
 	/* A sibling thread subscribes: the dead slot is the first free. */
 	sub = shmbus_sub_open(ch, &sa);
 	cr_assert(sub);
 	cr_assert_eq(__atomic_load_n(&ch->subs[0].owner, __ATOMIC_ACQUIRE),
-		     owner_word(SHMBUS_SLOT_ACTIVE, me));
-	/* The repair. */
-	rc = sb_repair_sub(ch, 0, me, me);
+		     own_word(SHMBUS_SLOT_ACTIVE));
+	/* The repair, of the word judged. */
+	rc = sb_repair_sub(ch, 0, owner_word(SHMBUS_SLOT_ACTIVE, me), me);
 	cr_log_info("repair of the live subscriber's slot: %d, owner %#llx",
 		    rc, (unsigned long long)ch->subs[0].owner);
 	cr_assert_eq(rc, 0, "a live subscriber's slot was released");
 	cr_assert_eq(__atomic_load_n(&ch->subs[0].owner, __ATOMIC_ACQUIRE),
-		     owner_word(SHMBUS_SLOT_ACTIVE, me));
+		     own_word(SHMBUS_SLOT_ACTIVE));
 	pub = shmbus_pub_open(ch, NULL);
 	cr_assert(pub);
 	th_msg_fill(msg, sizeof(msg), 1, 0);
@@ -744,11 +825,12 @@ Test(killloop, a_producer_opened_after_the_verdict_keeps_its_slot,
 	__atomic_store_n(&ch->prods[0].owner,
 			 owner_word(SHMBUS_SLOT_ACTIVE, me), __ATOMIC_RELEASE);
 	/* The verdict (sb_release_gone_producers(), the daemon's scan). */
-	cr_assert(sb_slot_gone(ch, SB_HELD_PROD, 0, me));
+	cr_assert(sb_slot_gone(ch, SB_HELD_PROD, 0,
+			       owner_word(SHMBUS_SLOT_ACTIVE, me)));
 	pub = shmbus_pub_open(ch, NULL);
 	cr_assert(pub);
 	cr_assert_eq(((struct shmbus_pub *)pub)->slot, &ch->prods[0]);
-	rc = sb_repair_prod(ch, 0, me, me);
+	rc = sb_repair_prod(ch, 0, owner_word(SHMBUS_SLOT_ACTIVE, me), me);
 	cr_log_info("repair of the live producer's slot: %d, owner %#llx",
 		    rc, (unsigned long long)ch->prods[0].owner);
 	cr_assert_eq(rc, 0, "a live producer's slot was adopted and released");
@@ -839,9 +921,17 @@ static void *race_repairer(void *arg)
 	uint64_t bad;
 
 	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
+		/* A word naming our pid, judged without the list. */
 		for (uint32_t i = 0; i < 4; i++) {
-			sb_repair_sub(r->mp, i, me, me);
-			sb_repair_prod(r->mp, i, me, me);
+			uint64_t o = __atomic_load_n(&r->mp->subs[i].owner,
+						     __ATOMIC_ACQUIRE);
+
+			if (owner_pid(o) == me)
+				sb_repair_sub(r->mp, i, o, me);
+			o = __atomic_load_n(&r->mp->prods[i].owner,
+					    __ATOMIC_ACQUIRE);
+			if (owner_pid(o) == me)
+				sb_repair_prod(r->mp, i, o, me);
 		}
 		sb_repair_sp(r->sp, me, me, &bad);
 	}

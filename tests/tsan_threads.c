@@ -48,9 +48,17 @@ static void *own_repairer(void *arg)
 	uint64_t bad;
 
 	while (!__atomic_load_n(&o->stop, __ATOMIC_RELAXED)) {
+		/* A word naming our pid, judged without the list. */
 		for (uint32_t i = 0; i < 4; i++) {
-			sb_repair_sub(o->mp, i, me, me);
-			sb_repair_prod(o->mp, i, me, me);
+			uint64_t w = __atomic_load_n(&o->mp->subs[i].owner,
+						     __ATOMIC_ACQUIRE);
+
+			if (owner_pid(w) == me)
+				sb_repair_sub(o->mp, i, w, me);
+			w = __atomic_load_n(&o->mp->prods[i].owner,
+					    __ATOMIC_ACQUIRE);
+			if (owner_pid(w) == me)
+				sb_repair_prod(o->mp, i, w, me);
 		}
 		sb_repair_sp(o->sp, me, me, &bad);
 	}

@@ -106,11 +106,17 @@ struct shmbus_rec {
 
 /*
  * Slot ownership (subscriber and producer slots) is one 64-bit word,
- *   owner = state | pid << 32
- * so that taking over the slot of a dead process compares the state and
- * the dead pid in one CAS: a slot that was meanwhile taken by a live
- * process (same state, another pid) is never taken from it.
+ *   owner = state | tag << 8 | pid << 32
+ * so that taking over the slot of a dead process compares the state, the
+ * dead pid and its tag in one CAS: a slot that was meanwhile taken by a
+ * live process (same state, another pid or tag) is never taken from it.
+ * The tag is the owner's start time (field 22 of /proc/PID/stat) modulo
+ * SHMBUS_OWNER_TAG_MAX, plus one: a pid that now names a process of
+ * another start names another process, and the slot's owner is gone.  0:
+ * no tag (the pid alone says who owns it).
  */
+#define SHMBUS_OWNER_STATE_MASK	0xffu
+#define SHMBUS_OWNER_TAG_MAX	0xffffffu
 #define SHMBUS_SLOT_FREE	0u
 #define SHMBUS_SLOT_BUSY	1u	/* being set up by its owner */
 #define SHMBUS_SLOT_ACTIVE	2u
