@@ -79,8 +79,10 @@ uint32_t sb_jnl_state(shmbus_channel *ch, uint32_t set, uint32_t clear)
 	struct shmbus_daemon_area *d = ch->daemon;
 	uint32_t s = load_relaxed32(&d->jnl_state);
 
-	/* One writer (the agent); no edge: a description. */
-	store_relaxed32(&d->jnl_state, (s | set) & ~clear);
+	/* One writer (the agent); no edge: a description.  On the fence's
+	 * line: stored only if it changes (see flags_put() in replica.c). */
+	if (((s | set) & ~clear) != s)
+		store_relaxed32(&d->jnl_state, (s | set) & ~clear);
 	return s;
 }
 
@@ -90,10 +92,15 @@ void sb_jnl_oldest(shmbus_channel *ch, uint64_t pos, uint64_t bytes,
 	struct shmbus_daemon_area *d = ch->daemon;
 
 	/* No edge: descriptions (busstat; a replaying subscriber learns
-	 * what retention removed from the files themselves). */
-	store_relaxed64(&d->jnl_oldest, pos);
-	store_relaxed64(&d->jnl_bytes, bytes);
-	store_relaxed32(&d->jnl_keep, keep);
+	 * what retention removed from the files themselves).  Stored only
+	 * if they change: this runs ten times a second, and jnl_keep is on
+	 * the fence's line, which every claim reads. */
+	if (load_relaxed64(&d->jnl_oldest) != pos)
+		store_relaxed64(&d->jnl_oldest, pos);
+	if (load_relaxed64(&d->jnl_bytes) != bytes)
+		store_relaxed64(&d->jnl_bytes, bytes);
+	if (load_relaxed32(&d->jnl_keep) != keep)
+		store_relaxed32(&d->jnl_keep, keep);
 }
 
 void sb_jnl_count(shmbus_channel *ch, uint64_t syncs, uint64_t gaps,

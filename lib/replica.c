@@ -312,8 +312,12 @@ static void flags_put(shmbus_channel *ch, uint32_t flags)
 	struct own *e = own_make(ch);
 
 	/* No edge here: R14 in sb_repl_watermark() orders it for
-	 * shmbus_pub_sync(). */
-	store_relaxed32(&ch->daemon->repl_flags, flags);
+	 * shmbus_pub_sync().  Stored only if it differs: the word shares
+	 * the fence's line, which every claim reads, and a look at the
+	 * flags (sb_repl_flags(ch, 0, 0), at each of the journal's syncs)
+	 * must not take that line from the producers. */
+	if (load_relaxed32(&ch->daemon->repl_flags) != flags)
+		store_relaxed32(&ch->daemon->repl_flags, flags);
 	if (e) {
 		e->flags = (uint16_t)flags;
 		e->has |= OWN_FLAGS;
@@ -334,8 +338,10 @@ static void level_put(shmbus_channel *ch, uint32_t level)
 {
 	struct own *e = own_make(ch);
 
-	/* No edge: a description, as the flags. */
-	store_relaxed32(&ch->daemon->repl_level, level);
+	/* No edge: a description, as the flags; stored only if it
+	 * differs, as they are. */
+	if (load_relaxed32(&ch->daemon->repl_level) != level)
+		store_relaxed32(&ch->daemon->repl_level, level);
 	if (e) {
 		e->level = (uint8_t)level;
 		e->has |= OWN_LEVEL;
@@ -346,8 +352,10 @@ static void epoch_put(shmbus_channel *ch, uint64_t epoch)
 {
 	struct own *e = own_make(ch);
 
-	/* No edge: a description (busstat); frames carry their own. */
-	store_relaxed64(&ch->daemon->epoch, epoch);
+	/* No edge: a description (busstat); frames carry their own.
+	 * Stored only if it differs, as the flags are. */
+	if (load_relaxed64(&ch->daemon->epoch) != epoch)
+		store_relaxed64(&ch->daemon->epoch, epoch);
 	if (e) {
 		e->epoch = epoch;
 		e->has |= OWN_EPOCH;

@@ -857,3 +857,48 @@ Test(layout, a_create_that_fails_for_memory_leaves_no_channel, .init = setup,
 	cr_expect_eq(left, 0, "%d of %d failed creates left the channel in place",
 		     left, failed);
 }
+
+/* The daemon's look at its words through a mapping whose page holding
+ * them is read-only: any store faults. */
+static int looks_at_the_daemons_words(void *arg)
+{
+	shmbus_channel *ch = arg;
+	long page = sysconf(_SC_PAGESIZE);
+	uintptr_t p = (uintptr_t)ch->daemon & ~(uintptr_t)(page - 1);
+
+	/* Die by the signal itself, not by a sanitizer's SEGV handler. */
+	signal(SIGSEGV, SIG_DFL);
+	if (mprotect((void *)p, (size_t)page, PROT_READ))
+		return 2;
+	sb_repl_flags(ch, 0, 0);		/* at each journal sync */
+	sb_jnl_persisted(ch, 0, true);
+	sb_jnl_oldest(ch, 0, 65536, SHMBUS_JKEEP_RULE);	/* 10 times a second */
+	sb_jnl_state(ch, 0, 0);
+	sb_repl_flags_put(ch, SHMBUS_ACK_PERSISTED, SHMBUS_REPL_JOURNAL);
+	sb_repl_epoch(ch, 3);
+	return 0;
+}
+
+/* The line of shmbusd's area that holds the fence is read by every
+ * claim: what shmbusd does often (a journal's sync looks at the
+ * replication flags, its retention says why the oldest segment stays)
+ * writes it only when a word there changes, or every producer would
+ * take the line back after each. */
+Test(layout, the_fences_line_is_written_only_when_a_word_on_it_changes,
+     .init = setup, .fini = teardown)
+{
+	struct shmbus_channel_attr a;
+	shmbus_channel *ch;
+	int st;
+
+	attr(&a, 1u << 16);
+	ch = shmbus_channel_create(dir, "ch", &a, 0);
+	cr_assert(ch, "%s", shmbus_strerror(errno));
+	sb_jnl_setup(ch, "/journal", 16, true);
+	sb_repl_epoch(ch, 3);
+	sb_jnl_oldest(ch, 0, 65536, SHMBUS_JKEEP_RULE);
+	st = th_wait(th_spawn(looks_at_the_daemons_words, ch));
+	cr_assert_eq(st, 0, "the words unchanged were stored again (%d: "
+		     "SIGSEGV is %d)", st, 128 + SIGSEGV);
+	shmbus_channel_close(ch);
+}
