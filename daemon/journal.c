@@ -3,11 +3,11 @@
  * journal.c - each journaled channel's agent (docs/journal.md): a
  * subscriber of the ring, in its own thread, that appends the ring's
  * records to segment files at the same positions, syncs them by the
- * channel's policy, publishes how far it wrote and synced in the
- * channel's header, and deletes old segments by the retention rule.
- * A second thread per channel prepares the next segment (header, zeros,
- * fdatasync) so that rolling is a rename.  The journal's start, recovery
- * and cut are in journal_start.c.
+ * channel's policy, publishes how far it wrote and synced in shmbusd's area
+ * of the channel's data file, and deletes old segments by the retention
+ * rule.  A second thread per channel prepares the next segment (header,
+ * zeros, fdatasync) so that rolling is a rename.  The journal's start,
+ * recovery and cut are in journal_start.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -415,11 +415,11 @@ int sbd_repl_start(void)
 			return -1;
 		repl.n++;
 	}
-	/* Each ring's header names the epoch its records were last written
-	 * at, and that epoch is in the history, synced, before the ring is
-	 * written at it (become_primary(), a standby's first frame of an
-	 * epoch): a history that lacks it was damaged or replaced, and this
-	 * host would link, promote or refuse by an epoch not its own. */
+	/* Each ring's epoch word names the epoch its records were last
+	 * written at, and that epoch is in the history, synced, before the
+	 * ring is written at it (become_primary(), a standby's first frame of
+	 * an epoch): a history that lacks it was damaged or replaced, and
+	 * this host would link, promote or refuse by an epoch not its own. */
 	for (size_t i = 0; i < repl.n; i++) {
 		struct sb_repl_view v;
 

@@ -335,7 +335,7 @@ int rp_send_ack(struct rchan *rc, struct sbd_link *l, uint64_t received,
 
 /* repl_primary.c: a primary's channel threads.  The agent's cursor is a
  * kept slot (SHMBUS_SLOT_REPL) that holds the standby's records in the
- * ring also while no shmbusd runs.  `resume`: the header says the
+ * ring also while no shmbusd runs.  `resume`: the ring's flags say the
  * standby was in sync when the last shmbusd stopped; if that daemon's
  * cursor is there, the standby is taken to be in sync still
  * (provisionally: docs/replication.md), so that the cursor goes on

@@ -147,7 +147,7 @@ static void *reader_main(void *arg)
 		    standby_pos(rc, prev, LOAD(&rc->applied),
 				LOAD(&rc->persisted)))
 			STORE(&rc->progress_ns, now_ns());
-		/* The header's positions first: the agent raises the
+		/* The shared positions first: the agent raises the
 		 * watermark from rc->applied, and shmbus_pub_sync() must find
 		 * them at least as far as the watermark. */
 		sb_repl_acked(rc->ch, a.received, a.applied, a.persisted,
@@ -965,7 +965,8 @@ int rp_agent_start(struct rchan *rc, bool resume, bool handed)
 	if (rc->in_sync) {
 		struct sb_repl_view v;
 
-		/* What the standby had acknowledged, as the header says:
+		/* What the standby had acknowledged, as the shared
+		 * positions say:
 		 * its lag (max_lag) counts from there.  No further than
 		 * what is committed. */
 		sb_repl_read(rc->ch, &v);

@@ -3,14 +3,14 @@
  * fuzz_journal.c - a channel's journal on disk as its readers see it:
  * the checking reader (lib/journal.c), the time index, and a replaying
  * subscriber (lib/replay.c) that trusts neither the files nor the
- * channel header's journal lines.
+ * journal's words in shmbusd's area of the channel.
  *
  * At start-up the harness makes, in a private directory in /dev/shm, a
  * block channel "j" (16 KiB) and, beside it, a journal of that channel
  * in the real format: three segments of 64 KiB (bases 0, 64K, 128K; the
  * last one half full), each with a time index, holding messages of
  * varied lengths and the padding the ring puts at its end, sealed by
- * sb_jrec_seal().  The journal lines of the channel's header name it.
+ * sb_jrec_seal().  The journal's words in shmbusd's area name it.
  *
  * Before each input the three segments and indexes are rewritten as they
  * were.  The input then changes them and runs readers:
@@ -23,7 +23,7 @@
  *            file's size), u8 n, n bytes written there
  *
  * Then: a reader from the first position without a limit, and one with
- * the limit the header's `jnl_written` gives (both must stop, never
+ * the limit the area's `jnl_written` gives (both must stop, never
  * return a record outside the journal, out of order, or past the
  * limit); the time index searched at three times; a replay opened at
  * position 0 and by time, read to the end.

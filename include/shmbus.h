@@ -241,8 +241,8 @@ struct shmbus_channel_info {
  * Thread-safe. */
 int shmbus_channel_info(shmbus_channel *ch, struct shmbus_channel_info *info);
 
-/* What a replicated channel's header says of its replication
- * (docs/replication.md), as busstat shows it. */
+/* What shmbusd says of a replicated channel's replication, in the
+ * channel's data file (docs/replication.md), as busstat shows it. */
 struct shmbus_repl_info {
 	int replicated;		/* 0: the rest is 0 */
 	int standby;		/* this host is the channel's standby */

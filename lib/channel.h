@@ -431,8 +431,8 @@ int sb_bus_group(struct shmbus_bus *bus, const char *chan, uint64_t data_id,
  * bases[cap] (*count); SEG and TIX return a read-only fd.  -errno. */
 int sb_bus_journal(struct shmbus_bus *bus, const char *chan, uint32_t what,
 		   uint64_t base, uint64_t *bases, size_t cap, size_t *count);
-/* The position acknowledged at `level` (SHMBUS_ACK_*) as the header's
- * positions say; `committed` for the local level. */
+/* The position acknowledged at `level` (SHMBUS_ACK_*) as the positions
+ * in shmbusd's area say; `committed` for the local level. */
 uint64_t sb_level_pos(const struct shmbus_daemon_area *d, uint32_t level,
 		      uint64_t committed);
 

@@ -256,12 +256,13 @@ uint32_t sb_fence_get(shmbus_channel *ch);
 int sb_fence_set(shmbus_channel *ch, uint32_t fence);
 /* A process that sets a ring's fence (shmbusd) remembers the word it
  * stored, by ring, across all its mappings of it: sb_fence_get() answers
- * from that word, not from the header's, which any client mapping the
- * control file can write over.  sb_fence_store() stores a new word for
- * `state` (with release if asked), bumping the generation past both the
- * header's and its own when either state differs or the header's word
- * is not its own; returns the header's word before.  sb_fence_restore()
- * puts its own word back where the header's differs: 1 with the word
+ * from that word, not from the shared one (in shmbusd's area of the data
+ * file), which a process that maps the data file writable (a producer)
+ * can write over.  sb_fence_store() stores a new word for `state` (with
+ * release if asked), bumping the generation past both the shared word and
+ * its own when either state differs or the shared word is not its own;
+ * returns the shared word before.  sb_fence_restore() puts its own word
+ * back where the shared one differs: 1 with the word
  * found (*found), else 0 (also for a ring whose fence it never set). */
 uint32_t sb_fence_store(shmbus_channel *ch, uint32_t state, bool release);
 int sb_fence_restore(shmbus_channel *ch, uint32_t *found);
@@ -573,7 +574,8 @@ uint64_t sb_ring_id(shmbus_channel *ch);
  * go back.  -EEXIST if the ring was used. */
 int sb_ring_continue(shmbus_channel *ch, uint64_t pos, uint64_t seq);
 
-/* The header's journal lines (one writer: the channel's journal agent). */
+/* The journal's words in shmbusd's area (one writer: the channel's
+ * journal agent). */
 void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 		  bool acks);
 /* No journal writes the channel; `acks`: it is configured to acknowledge

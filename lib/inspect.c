@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * inspect.c - what a channel's header and slots say, for busstat, the
- * daemon and shmbusctl: a snapshot of the counters, and of one subscriber
- * or producer slot.  Works on a read-only mapping too.  Every value comes
- * from shared memory without a lock and is read, not trusted: each is
- * checked before it indexes anything.
+ * inspect.c - what a channel's header, slots and shmbusd's area say, for
+ * busstat, the daemon and shmbusctl: a snapshot of the counters, and of one
+ * subscriber or producer slot.  Works on a read-only mapping too.  Every
+ * value comes from shared memory without a lock and is read, not trusted:
+ * each is checked before it indexes anything.
  */
 #define _GNU_SOURCE
 #include <errno.h>

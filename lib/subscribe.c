@@ -238,9 +238,10 @@ static bool acked(struct shmbus_sub *sub, uint64_t p)
 	/* A14: pairs with R14 in sb_repl_watermark(); the record's own
 	 * bytes are then read through its commit word (A1). */
 	w = load_acquire64(&sub->ch->daemon->replicated_pos);
-	/* A watermark past head is damage (a write into the control file):
-	 * not believed, until the agent sets it back (sb_repl_watermark()).
-	 * Relaxed: head only grows, and a true watermark never passes it. */
+	/* A watermark past head is damage (a write into the data file by a
+	 * process that can write it): not believed, until the agent sets it
+	 * back (sb_repl_watermark()).  Relaxed: head only grows, and a true
+	 * watermark never passes it. */
 	if (w <= load_relaxed64(&sub->ch->hdr->head))
 		sub->ack_lim = w;
 	return p < sub->ack_lim;

@@ -437,8 +437,8 @@ void log_open(void)
 	lg->pace_us = fo_pace_us;
 }
 
-/* Whether h is a primary now, by its channel's header (not fenced, not
- * a standby). */
+/* Whether h is a primary now, by its channel's fence and flags (not
+ * fenced, not a standby). */
 pid_t fo_start(const char *chans, const char *ext, uint64_t n, bool watch)
 {
 	pid_t pub;

@@ -1756,7 +1756,7 @@ Test(busstat, corrupt_group_is_flagged_in_every_output, .init = setup,
 	shmbus_channel_close(other);
 }
 
-/* A journaled channel (its header's journal lines as shmbusd's agent
+/* A journaled channel (the journal's words as shmbusd's agent
  * writes them): every output shows where the journal is, its lag behind
  * the ring, its size, why its oldest segment is kept, its gaps, and a
  * full disk. */

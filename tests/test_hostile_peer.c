@@ -965,7 +965,7 @@ Test(damaged_history, a_tail_of_nul_bytes_is_cut_off)
 	cr_assert(log_has("its last 6 bytes, after line 2"));
 }
 
-/* A history that parses but does not record the epoch the ring's header
+/* A history that parses but does not record the epoch the ring's data file
  * names (emptied, replaced by another host's, or a digit changed): the
  * daemon refuses to start and says which channel and epoch, rather than
  * link, promote or refuse by an epoch that is not its own. */

@@ -125,7 +125,7 @@ Test(journal, pub_sync_at_persisted_returns_with_the_bytes_in_the_file)
 		publish_range(p, i, 1);
 		cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
 		/* Now, not a moment later: the record is in its segment,
-		 * sealed, and the header says it is synced. */
+		 * sealed, and the data file says it is synced. */
 		sb_jnl_read(ch, &v);
 		/* The message, or padding to the ring's end before it. */
 		for (int k = 0; k < 2; k++) {

@@ -1083,12 +1083,13 @@ Test(journal_recovery, a_refused_capacity_change_keeps_the_journal)
 	cr_assert_not(log_has("belongs to channel"));
 }
 
-/* The ring's header says how far the journal was synced, and the start
+/* The ring's data file says how far the journal was synced, and the start
  * writes the newest segment again from there: any process that maps the
- * ring can write that word, and a value past the segment (2^63 made the
- * file offset negative: the journal did not start) is not believed: the
- * whole segment is written again, and the journal goes on; the next sync
- * sets the word back (past head, shmbus_pub_sync() believed it never). */
+ * data file writable can write that word, and a value past the segment
+ * (2^63 made the file offset negative: the journal did not start) is not
+ * believed: the whole segment is written again, and the journal goes on;
+ * the next sync sets the word back (past head, shmbus_pub_sync() believed
+ * it never). */
 Test(journal_recovery, a_hostile_persisted_position_does_not_stop_the_journal)
 {
 	shmbus_channel *ch;

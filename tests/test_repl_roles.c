@@ -1547,7 +1547,7 @@ Test(repl_roles, a_replicated_channel_added_by_a_reload_waits_for_a_restart)
 
 /* A standby restarted as primary by its config: when a standby last had
  * everything of its rings is not known yet (busstat's LAGT "?"); the
- * time its linker left in the header is of another primary's term. */
+ * time its linker left in the data file is of another primary's term. */
 Test(repl_roles, a_standby_started_as_primary_knows_no_lag_time)
 {
 	struct shmbus_repl_info ri;
