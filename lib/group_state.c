@@ -652,10 +652,28 @@ static int lock_for_pass(struct shmbus_group *m)
 	return sb_group_deleted(m, true) ? -EIDRM : 0;
 }
 
-/* Under the removers' lock held shared, as a maintenance by a handle
+/*
+ * Under the removers' lock held shared, as a maintenance by a handle
  * that is no member (sb_group_maintain_kept()): a removal in direct mode
  * waits for the pass before it gives the channel's slot back, so that
- * the floor is never written into a slot a subscriber took since. */
+ * the floor is never written into a slot a subscriber took since.
+ *
+ * Not under the maintenance lock: this host's reaper may maintain the
+ * copy meanwhile, and a member joined here before the host stood by may
+ * acknowledge, leave or maintain (the fence refuses it only joins and
+ * takes).  None of that needs keeping out.  A lane moves by one CAS of
+ * its word {ctl, acked} from the values judged (lane_move()), which is
+ * an owner's acknowledgement and give-back at once, both of which every
+ * maintenance already runs beside: a change between our look and our CAS
+ * fails it, and we look again; a hand-over or ack after it fails with
+ * the word it expected.  The floor only rises, to the smallest acked,
+ * and each acked only rises here: the one pass that lowers them, a
+ * rejoin's cut, runs in the linker thread, which a promotion stops
+ * first and a start has not started yet.
+ * The slot takes the floor as a maximum (sb_floor_publish()).  A
+ * standby's update takes the lock for a shared copy's raise, a claim
+ * moved then recorded in two steps; lanes have no such step.
+ */
 static int unlap_group(const char *group, void *arg)
 {
 	struct unlap *u = arg;
