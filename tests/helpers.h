@@ -51,6 +51,19 @@ void th_unmap_daemon_area(struct shmbus_daemon_area *d);
 
 /* Forks; the child runs fn(arg) and _exit()s with its return value. */
 pid_t th_spawn(int (*fn)(void *), void *arg);
+/*
+ * Forks a child with pid `want` (the kernel's next pid set through
+ * ns_last_pid, tried again a few times while other processes take it
+ * first), which runs fn(arg) and _exit()s with its return value.  Returns
+ * its pid, or -1 where ns_last_pid cannot be written or `want` was not
+ * had.  The counter is the whole pid namespace's: while it is set back,
+ * every process that forks is given pids that died a moment ago, as if
+ * pid_max had wrapped, and so is each child of a try that missed `want`
+ * (a test of another suite run beside this one then finds its dead
+ * process's pid naming someone alive).  So it is put back right after
+ * each fork, and a few misses give up for the other way.
+ */
+pid_t th_spawn_as(pid_t want, int (*fn)(void *), void *arg);
 /* Waits for pid; returns its exit code, or 128 + signal. */
 int th_wait(pid_t pid);
 

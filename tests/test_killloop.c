@@ -58,76 +58,11 @@ static void sh_unmap(void)
 	munmap(sh, sizeof(*sh));
 }
 
-/* The kernel's last pid (ns_last_pid), or -1 where it cannot be read. */
-static long last_pid(void)
-{
-	FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "r");
-	long v = -1;
-
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
-/* Sets the pid namespace's last pid given out (the next fork gets the
- * first free one after it); false if it cannot be written. */
-static bool set_last_pid(long v)
-{
-	FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
-	bool ok;
-
-	if (!f)
-		return false;
-	ok = fprintf(f, "%ld", v) >= 0;
-	return fclose(f) == 0 && ok;
-}
-
-/*
- * Forks a child with pid `want` (the kernel's next pid set through
- * ns_last_pid, tried again a few times while other processes take it
- * first), which runs fn(arg) and _exit()s with its return value.  Returns
- * its pid, or -1 where ns_last_pid cannot be written or `want` was not
- * had.  The counter is the whole pid namespace's: while it is set back,
- * every process that forks is given pids that died a moment ago, as if
- * pid_max had wrapped, and so is each child of a try that missed `want`
- * (a test of another suite run beside this one then finds its dead
- * process's pid naming someone alive).  So it is put back right after
- * each fork, and a few misses give up for the other way.
- */
-static pid_t spawn_as(pid_t want, int (*fn)(void *), void *arg)
-{
-	long last = last_pid();
-
-	for (int i = 0; last > 0 && i < 10; i++) {
-		pid_t p;
-
-		if (!set_last_pid((long)want - 1))
-			return -1;
-		p = fork();
-		if (p == 0) {
-			/* As th_spawn()'s children: gone with the test. */
-			if (getpid() != want ||
-			    prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
-				_exit(99);
-			_exit(fn(arg));
-		}
-		set_last_pid(last > p ? last : p);
-		cr_assert_geq(p, 0);
-		if (p == want)
-			return p;
-		waitpid(p, NULL, 0);
-	}
-	return -1;
-}
-
 /* The successor: with the dead process's pid if the kernel gives it,
  * else an ordinary child that writes its pid where the dead one's is. */
 static pid_t spawn_successor(int (*fn)(void *))
 {
-	pid_t p = spawn_as(sh->dead, fn, NULL);
+	pid_t p = th_spawn_as(sh->dead, fn, NULL);
 
 	sh->reused = p > 0;
 	if (p < 0)
@@ -500,7 +435,7 @@ Test(killloop, a_subscribers_pid_reused_by_an_unrelated_process,
 	/* A start tag counts clock ticks (10 ms): a pid is not reused
 	 * within one but by this test. */
 	usleep(30000);
-	p = spawn_as(sh->dead, unrelated, NULL);
+	p = th_spawn_as(sh->dead, unrelated, NULL);
 	sh->reused = p > 0;
 	if (p < 0) {
 		p = th_spawn(unrelated, NULL);

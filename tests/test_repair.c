@@ -164,6 +164,94 @@ Test(repair, killed_subscriber_releases_producer, .init = setup,
 	shmbus_disconnect(bus);
 }
 
+/* A process that has nothing to do with the bus: sleeps until killed. */
+static int unrelated(void *arg)
+{
+	(void)arg;
+	while (pause() < 0)	/* it always is */
+		;
+	return 0;
+}
+
+/*
+ * A subscriber killed while shmbusd is stopped, and its pid given to a
+ * process that never uses the bus and lives on: when shmbusd runs again,
+ * its scan finds the slot's pid alive but of another start (the owner
+ * word's tag), and releases the slot (the producer, which would look for
+ * gone processes itself when held back, does not publish meanwhile).  (By
+ * the pid alone the slot was alive until the new process exited: reaped
+ * 0, the producer held for good.)
+ */
+Test(repair, a_dead_subscribers_pid_given_to_another_process_is_released,
+     .init = setup, .fini = teardown)
+{
+	struct child c = { .name = "tiny" };
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "tiny", SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	struct shmbus_channel_info in;
+	uint8_t buf[200] = { 0 };
+	uint32_t slot = SHMBUS_MAX_SLOTS;
+	uint64_t o = 0, t0;
+	pid_t s, u;
+
+	cr_assert(pub);
+	child_pipes(&c);
+	s = th_spawn(idle_subscriber, &c);
+	hear(c.ready[0]);
+	while (shmbus_publish(pub, buf, sizeof(buf)) == 0)
+		;
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		uint64_t w = __atomic_load_n(&ch->subs[i].owner,
+					     __ATOMIC_ACQUIRE);
+
+		if (owner_pid(w) == (uint32_t)s) {
+			slot = i;
+			o = w;
+		}
+	}
+	cr_assert_lt(slot, SHMBUS_MAX_SLOTS);
+	kill(d.pid, SIGSTOP);
+	kill(s, SIGKILL);
+	cr_assert_eq(th_wait(s), 128 + SIGKILL);
+	/* A start tag counts clock ticks (10 ms): a pid is not reused
+	 * within one but by this test. */
+	usleep(30000);
+	u = th_spawn_as(s, unrelated, NULL);
+	if (u < 0) {
+		/* The kernel's counter cannot be set here: the reuse is
+		 * played by writing an unrelated process's pid over the
+		 * dead one's, its tag kept. */
+		u = th_spawn(unrelated, NULL);
+		__atomic_store_n(&ch->subs[slot].owner,
+				 (uint64_t)(uint32_t)u << 32 | (uint32_t)o,
+				 __ATOMIC_RELEASE);
+	}
+	cr_log_info("unrelated process %d (the dead subscriber was %d)",
+		    (int)u, (int)s);
+	kill(d.pid, SIGCONT);
+	t0 = th_now_ns();
+	while (owner_state(__atomic_load_n(&ch->subs[slot].owner,
+					   __ATOMIC_ACQUIRE)) !=
+	       SHMBUS_SLOT_FREE) {
+		cr_assert(th_now_ns() - t0 < 3000000000ull, "the dead "
+			  "subscriber's slot, its pid alive in another "
+			  "process, was never released");
+		usleep(1000);
+	}
+	cr_log_info("released %llu us after shmbusd went on",
+		    (unsigned long long)((th_now_ns() - t0) / 1000));
+	shmbus_channel_info(ch, &in);
+	cr_assert_eq(in.subscribers, 0);
+	cr_assert_eq(in.reaped, 1);
+	cr_assert_eq(shmbus_publish(pub, buf, sizeof(buf)), 0);
+	kill(u, SIGKILL);
+	th_wait(u);
+	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
 /*
  * The subscriber slots' high-water mark (how many slots producers scan)
  * written down to 0 under a live subscriber: shmbusd's scan raises it
