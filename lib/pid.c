@@ -135,22 +135,6 @@ bool sb_owner_alive(uint64_t o)
 	       now == tag;
 }
 
-/* This process's start tag, read once per thread and process (a fork's
- * child reads its own): thread-local, so that no thread reads another's
- * half-made pair. */
-static __thread uint32_t self_tag_pid, self_tag;
-
-uint32_t sb_self_tag(void)
-{
-	uint32_t me = (uint32_t)getpid();
-
-	if (self_tag_pid != me) {
-		proc_stat(me, &self_tag);
-		self_tag_pid = me;
-	}
-	return self_tag;
-}
-
 /*
  * The slots this process holds: its publishers' and subscribers' slots,
  * and those its repairs adopted, each named by its channel's data id, its
@@ -176,6 +160,8 @@ struct held {
 	uint32_t n;
 };
 
+/* sb_self_tag()'s: this thread's copy of this process's pid and tag. */
+static __thread uint32_t self_tag_pid, self_tag;
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t held_once = PTHREAD_ONCE_INIT;
 static struct held held[HELD_MAX];
@@ -196,12 +182,30 @@ static void held_child(void)
 {
 	nheld = 0;
 	held_full = false;
+	self_tag_pid = 0;	/* sb_self_tag() */
 	pthread_mutex_unlock(&held_lock);
 }
 
 static void held_atfork(void)
 {
 	pthread_atfork(held_prepare, held_parent, held_child);
+}
+
+/* This process's start tag, read once per thread and process:
+ * thread-local, so that no thread reads another's half-made pair.  A
+ * fork's child reads its own: the forking thread's copy is forgotten in
+ * the child (held_child()), for the child of a child may be given the pid
+ * of a dead ancestor that read it, whose start is not the child's. */
+uint32_t sb_self_tag(void)
+{
+	uint32_t me = (uint32_t)getpid();
+
+	if (self_tag_pid != me) {
+		pthread_once(&held_once, held_atfork);
+		proc_stat(me, &self_tag);
+		self_tag_pid = me;
+	}
+	return self_tag;
 }
 
 /* Under held_lock. */

@@ -40,6 +40,7 @@ struct kl_shared {
 	int reused;		/* 1: the successor has that pid itself */
 	int ready;
 	int go;
+	pid_t late;		/* a grandchild's pid, -1: not had */
 };
 
 static struct kl_shared *sh;
@@ -459,6 +460,127 @@ Test(killloop, a_subscribers_pid_reused_by_an_unrelated_process,
 	kill(p, SIGKILL);
 	th_wait(p);
 	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* A grandchild that subscribes, says who it is and waits to be killed. */
+static int late_subscriber(void)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+
+	alarm(10);
+	if (!sub)
+		return 2;
+	__atomic_store_n(&sh->late, getpid(), __ATOMIC_RELAXED);
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/* The child of a process that read its start tag and died: once told,
+ * forks a grandchild with its dead parent's pid (sh->dead), which
+ * subscribes; waits for it.  Says -1 where that pid was not had. */
+static int fork_as_parent(void)
+{
+	long last = last_pid();
+	pid_t p = -1;
+
+	alarm(10);
+	while (!__atomic_load_n(&sh->go, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	/* A start tag counts clock ticks (10 ms). */
+	usleep(30000);
+	for (int i = 0; last > 0 && i < 10 && p != sh->dead; i++) {
+		if (!set_last_pid((long)sh->dead - 1))
+			break;
+		p = fork();
+		if (p == 0)
+			_exit(getpid() == sh->dead ? late_subscriber() : 99);
+		set_last_pid(last > p ? last : p);
+		if (p > 0 && p != sh->dead)
+			waitpid(p, NULL, 0);
+	}
+	if (p != sh->dead) {
+		__atomic_store_n(&sh->late, -1, __ATOMIC_RELAXED);
+		say_ready();
+		return 0;
+	}
+	waitpid(p, NULL, 0);
+	return 0;
+}
+
+/* Subscribes and closes (its thread reads its start tag), then forks a
+ * child that outlives it. */
+static int read_tag_then_fork(void *arg)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+	pid_t c;
+
+	(void)arg;
+	if (!sub)
+		return 2;
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	c = fork();
+	if (c == 0)
+		_exit(fork_as_parent());
+	return c > 0 ? 0 : 3;
+}
+
+/*
+ * A process that used the library forks a child and dies; the child
+ * forks a grandchild that the kernel gives the dead process's pid, and
+ * the grandchild subscribes.  Its slot's word must carry its own start
+ * tag, not the one its grandparent read under the same pid (the forking
+ * thread's copy, inherited twice): with that one, every judge finds
+ * another start under the pid and releases a live subscriber's slot.
+ */
+Test(killloop, a_grandchild_given_its_grandparents_pid_tags_its_own_start,
+     .timeout = 30)
+{
+	shmbus_channel *ch;
+	uint64_t o = 0;
+	pid_t p;
+
+	/* The child is orphaned: ours to reap. */
+	cr_assert_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	p = th_spawn(read_tag_then_fork, NULL);
+	cr_assert_eq(th_wait(p), 0);
+	sh->dead = p;
+	__atomic_store_n(&sh->go, 1, __ATOMIC_RELEASE);
+	await_ready();
+	if (__atomic_load_n(&sh->late, __ATOMIC_RELAXED) != p) {
+		while (wait(NULL) > 0 || errno == EINTR)
+			;
+		shmbus_channel_close(ch);
+		sh_unmap();
+		cr_skip_test("needs ns_last_pid to give a grandchild a pid");
+	}
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		uint64_t w = __atomic_load_n(&ch->subs[i].owner,
+					     __ATOMIC_ACQUIRE);
+
+		if (owner_state(w) == SHMBUS_SLOT_ACTIVE &&
+		    owner_pid(w) == (uint32_t)p)
+			o = w;
+	}
+	cr_log_info("grandchild %d subscribes with tag %u", (int)p,
+		    owner_tag(o));
+	cr_assert_neq(o, 0, "the grandchild's slot is not found");
+	cr_assert_not(sb_owner_gone(o), "a live subscriber's slot is judged "
+		      "gone: its tag is not its own start's");
+	cr_assert(sb_owner_alive(o));
+	kill(p, SIGKILL);
+	while (wait(NULL) > 0 || errno == EINTR)
+		;
 	shmbus_channel_close(ch);
 	sh_unmap();
 }
