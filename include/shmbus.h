@@ -308,7 +308,8 @@ struct shmbus_pub_attr {
  * daemon (direct mode) recover.  A stopped or slow process is alive and is
  * never touched.  A slot names its owner's pid and start time: a slot
  * whose pid was given to another process since is released as a dead
- * one's.  A single producer's role names a pid alone: if a dead holder's
+ * one's (a process in a time namespace that offsets boottime names its
+ * slots, and judges others', by the pid alone).  A single producer's role names a pid alone: if a dead holder's
  * pid is reused before its role is released, the role looks alive until
  * the new process exits; to the new process itself, a role that names
  * its pid while none of its handles holds it is the dead holder's, taken

@@ -20,7 +20,9 @@
  * member, a word written over) is judged by its pid alone, and a pid
  * reused by an unrelated process makes it look alive until that process
  * exits; as is a slot whose pid's start cannot be read (a /proc that
- * hides other users' processes).  Every repair compares the whole word in
+ * hides other users' processes), and any word written or judged by a
+ * process whose time namespace offsets the starts it reads
+ * (start_shifted()).  Every repair compares the whole word in
  * the CAS that takes the slot, so a verdict is never applied to a slot
  * taken since.  The process that was given the pid must not take a
  * single producer's role that names it for its own: it asks
@@ -37,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "channel.h"
@@ -92,6 +95,55 @@ static int proc_stat(uint32_t pid, uint32_t *tag)
 					       : PROC_ZOMBIE_THREADS;
 }
 
+/*
+ * Whether the start times this process reads are shifted from everyone
+ * else's: /proc/PID/stat gives a start in the reader's time namespace
+ * (time_namespaces(7)), which adds its boottime offset.  Tags compare
+ * only between processes that read with no offset: a process that would
+ * read with one writes no tag and trusts none (the pid alone says who
+ * owns a slot).  Its own time namespace and its children's are compared
+ * too, as timens_offsets shows the children's.  A kernel without time
+ * namespaces shifts nothing; any other failure to look is a shift.
+ */
+static bool start_shifted(void)
+{
+	struct stat a, b;
+	char buf[256], *p;
+	ssize_t n;
+	int fd;
+
+	if (stat("/proc/self/ns/time", &a) < 0)
+		return errno != ENOENT;
+	if (stat("/proc/self/ns/time_for_children", &b) < 0 ||
+	    a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		return true;
+	fd = open("/proc/self/timens_offsets", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return true;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return true;
+	buf[n] = 0;
+	/* "boottime <seconds> <nanoseconds>" (or its clock id, 7). */
+	for (p = buf; p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+		long long sec, nsec;
+		char clock[16];
+
+		if (sscanf(p, "%15s %lld %lld", clock, &sec, &nsec) == 3 &&
+		    (!strcmp(clock, "boottime") || !strcmp(clock, "7")))
+			return sec || nsec;
+	}
+	return true;
+}
+
+/* Whether tag, a slot's, names another start than `now`, the start tag
+ * of the process that has its pid now. */
+static bool other_start(uint32_t tag, uint32_t now)
+{
+	return tag && now && now != tag && !start_shifted();
+}
+
 bool sb_owner_gone_as(uint32_t pid, uint32_t tag)
 {
 	uint32_t now;
@@ -110,7 +162,7 @@ bool sb_owner_gone_as(uint32_t pid, uint32_t tag)
 		return errno == ENOENT && kill((pid_t)pid, 0) < 0 &&
 		       errno == ESRCH;
 	/* Another process than the owner, given its pid. */
-	if (tag && now && now != tag)
+	if (other_start(tag, now))
 		return true;
 	return st == PROC_ZOMBIE_LAST;
 }
@@ -131,8 +183,8 @@ bool sb_owner_alive(uint64_t o)
 
 	if (!sb_pid_alive(pid))
 		return false;
-	return !tag || proc_stat(pid, &now) == PROC_NONE || !now ||
-	       now == tag;
+	return !tag || proc_stat(pid, &now) == PROC_NONE ||
+	       !other_start(tag, now);
 }
 
 /*
@@ -203,6 +255,8 @@ uint32_t sb_self_tag(void)
 	if (self_tag_pid != me) {
 		pthread_once(&held_once, held_atfork);
 		proc_stat(me, &self_tag);
+		if (start_shifted())
+			self_tag = 0;
 		self_tag_pid = me;
 	}
 	return self_tag;

@@ -16,6 +16,8 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -41,6 +43,8 @@ struct kl_shared {
 	int ready;
 	int go;
 	pid_t late;		/* a grandchild's pid, -1: not had */
+	uint64_t word;		/* an owner word for a child to judge */
+	int verdict;		/* its verdict: 1 gone, 0 alive */
 };
 
 static struct kl_shared *sh;
@@ -581,6 +585,108 @@ Test(killloop, a_grandchild_given_its_grandparents_pid_tags_its_own_start,
 	kill(p, SIGKILL);
 	while (wait(NULL) > 0 || errno == EINTR)
 		;
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+/* In a time namespace of its parent's making: subscribes, judges the
+ * word in sh->word, says who it is and waits to be killed. */
+static int shifted_subscriber(void)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
+
+	alarm(10);
+	if (!sub)
+		return 2;
+	sh->verdict = sb_owner_gone(sh->word);
+	__atomic_store_n(&sh->late, getpid(), __ATOMIC_RELAXED);
+	say_ready();
+	for (;;)
+		pause();
+}
+
+/* Makes a time namespace whose boottime runs a day ahead and forks a
+ * subscriber into it; says -1 where it cannot. */
+static int shift_then_fork(void *arg)
+{
+	static const char off[] = "boottime 86400 0";
+	int fd, ok;
+	pid_t c;
+
+	(void)arg;
+	fd = unshare(CLONE_NEWTIME) == 0 ?
+		open("/proc/self/timens_offsets", O_WRONLY) : -1;
+	ok = fd >= 0 && write(fd, off, strlen(off)) == (ssize_t)strlen(off);
+	if (fd >= 0)
+		close(fd);
+	c = ok ? fork() : -1;
+	if (c == 0)
+		_exit(shifted_subscriber());
+	if (c < 0) {
+		__atomic_store_n(&sh->late, -1, __ATOMIC_RELAXED);
+		say_ready();
+		return 0;
+	}
+	waitpid(c, NULL, 0);
+	return 0;
+}
+
+/*
+ * A subscriber in a time namespace whose boottime is offset: it reads
+ * every start time shifted by the offset, its own too, and we read its
+ * start unshifted.  Its slot is alive to us, and ours to it.
+ */
+Test(killloop, a_subscriber_in_another_time_namespace_is_alive,
+     .timeout = 30)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *mine;
+	uint64_t o = 0;
+	pid_t p, late;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	mine = shmbus_sub_open(ch, &sa);
+	cr_assert(mine);
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		uint64_t w = __atomic_load_n(&ch->subs[i].owner,
+					     __ATOMIC_ACQUIRE);
+
+		if (owner_pid(w) == (uint32_t)getpid())
+			sh->word = w;
+	}
+	p = th_spawn(shift_then_fork, NULL);
+	await_ready();
+	late = __atomic_load_n(&sh->late, __ATOMIC_RELAXED);
+	if (late < 0) {
+		th_wait(p);
+		shmbus_sub_close(mine);
+		shmbus_channel_close(ch);
+		sh_unmap();
+		cr_skip_test("needs a time namespace (root, Linux 5.6)");
+	}
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
+		uint64_t w = __atomic_load_n(&ch->subs[i].owner,
+					     __ATOMIC_ACQUIRE);
+
+		if (owner_state(w) == SHMBUS_SLOT_ACTIVE &&
+		    owner_pid(w) == (uint32_t)late)
+			o = w;
+	}
+	cr_log_info("subscriber %d in the time namespace: tag %u; ours %u, "
+		    "gone to it: %d", (int)late, owner_tag(o),
+		    owner_tag(sh->word), sh->verdict);
+	cr_assert_neq(o, 0, "its slot is not found");
+	cr_assert_not(sb_owner_gone(o), "its live slot is judged gone");
+	cr_assert(sb_owner_alive(o));
+	cr_assert_eq(sh->verdict, 0, "it judged our live slot gone");
+	kill(late, SIGKILL);
+	cr_assert_eq(th_wait(p), 0);
+	shmbus_sub_close(mine);
 	shmbus_channel_close(ch);
 	sh_unmap();
 }
