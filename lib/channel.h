@@ -338,8 +338,9 @@ bool sb_pid_alive(uint32_t pid);
  * before the CAS that writes our pid into one, unlisted after the store
  * that takes it out.  A slot that names our pid and is not listed is a
  * dead process's whose pid we were given.  sb_slot_gone() and
- * sb_slot_alive() judge a slot's owner as sb_pid_gone() and
- * sb_pid_alive() do, and our own pid by the list. */
+ * sb_slot_alive() judge a slot's owner as sb_owner_gone() and
+ * sb_owner_alive() do, and a word that names us (sb_word_is_ours()) by
+ * the list. */
 enum { SB_HELD_PROD = 1, SB_HELD_SUB = 2 };
 void sb_held_add(const struct shmbus_channel *ch, unsigned kind, uint32_t i);
 void sb_held_drop(const struct shmbus_channel *ch, unsigned kind, uint32_t i);
@@ -368,7 +369,7 @@ bool sb_sp_repairing_here(void);
  * of room, a subscriber at an open claim) looks for gone processes. */
 #define REAP_EVERY_NS	INT64_C(10000000)	/* 10 ms */
 /* Multi producer: the claims and slots of producers that are gone
- * (sb_pid_gone()) released, as shmbusd's repairs do; `me` is the
+ * (sb_slot_gone()) released, as shmbusd's repairs do; `me` is the
  * repairer's pid.  The slots released. */
 int sb_release_gone_producers(struct shmbus_channel *ch, uint32_t me);
 

@@ -125,14 +125,14 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 
 
 /*
- * Releases the slots of gone processes (sb_pid_gone()) that hold this
+ * Releases the slots of gone processes (sb_slot_gone()) that hold this
  * producer back: subscribers' cursors (block policy) and other producers'
  * claims (multi producer: one at the hand-off is handed over and padded,
  * as in await_handoff(); then those that had handed over).  shmbusd
  * does the same within milliseconds; this is what lets a channel without
  * the daemon (direct mode) recover.  The repairs are shmbusd's own
- * (repair.c): each compares the slot's state and pid in one CAS, so a
- * slot that a live process took meanwhile is left alone.  At most once
+ * (repair.c): each compares the slot's state, pid and start tag in one
+ * CAS, so a slot that a live process took meanwhile is left alone.  At most once
  * every REAP_EVERY_NS per handle, and only while held back: a scan asks
  * the kernel about every pid.
  */

@@ -211,7 +211,7 @@ struct shmbus_rec {
  */
 struct shmbus_sub_slot {
 	uint64_t pos;		/* next position to read; owner stores release */
-	uint64_t owner;		/* SHMBUS_SLOT_* | pid << 32 */
+	uint64_t owner;		/* SHMBUS_SLOT_* | tag << 8 | pid << 32 */
 	uint64_t delivered;	/* messages delivered to this subscriber */
 	uint64_t lost;		/* messages skipped after being lapped */
 	uint64_t next_seq;	/* sequence number expected next */
@@ -223,7 +223,7 @@ struct shmbus_sub_slot {
 };
 
 struct shmbus_prod_slot {
-	uint64_t owner;		/* SHMBUS_SLOT_* | pid << 32 */
+	uint64_t owner;		/* SHMBUS_SLOT_* | tag << 8 | pid << 32 */
 	uint64_t claim_pos;	/* MP: start of the claim being written, or
 				 * UINT64_MAX; no producer claims a lap past
 				 * it (and the daemon repairs from it) */
