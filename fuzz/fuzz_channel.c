@@ -459,10 +459,10 @@ static void op_publish(struct run *r, shmbus_pub *p, uint32_t len,
  */
 static bool repairing(const struct shmbus_channel *ch)
 {
-	uint32_t o = load_relaxed32(&ch->hdr->sp_owner);
+	uint64_t o = load_relaxed64(&ch->hdr->sp_owner);
 
 	return !ch_multi(ch) && o & SHMBUS_SP_REPAIRING &&
-	       sb_pid_alive(o & ~SHMBUS_SP_REPAIRING);
+	       sb_pid_alive(role_pid(o));
 }
 
 /*

@@ -306,15 +306,13 @@ struct shmbus_pub_attr {
  * claim with later claims behind it.  shmbusd does all of this
  * within milliseconds of a death; this is what lets a channel without the
  * daemon (direct mode) recover.  A stopped or slow process is alive and is
- * never touched.  A slot names its owner's pid and start time: a slot
- * whose pid was given to another process since is released as a dead
- * one's (a process in a time namespace that offsets boottime names its
- * slots, and judges others', by the pid alone).  A single producer's role names a pid alone: if a dead holder's
- * pid is reused before its role is released, the role looks alive until
- * the new process exits; to the new process itself, a role that names
- * its pid while none of its handles holds it is the dead holder's, taken
- * over as above.  All processes of a channel must share
- * a pid namespace.
+ * never touched.  A slot, and a single producer's role, names its
+ * owner's pid and start time: one whose pid was given to another process
+ * since is released (or taken over) as a dead one's.  A process in a time
+ * namespace that offsets boottime names its slots and role, and judges
+ * others', by the pid alone: if a dead owner's pid is reused before its
+ * slot is released, the slot looks alive until the new process exits.
+ * All processes of a channel must share a pid namespace.
  */
 shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 			    const struct shmbus_pub_attr *attr);

@@ -256,6 +256,27 @@ static inline uint64_t repairer_word(uint32_t state, uint32_t pid)
 					 : owner_word(state, pid);
 }
 
+/* The single producer's role word (hdr.sp_owner): its holder's pid, without
+ * the repairing bit, and start tag. */
+static inline uint32_t role_pid(uint64_t w)
+{
+	return (uint32_t)w & ~SHMBUS_SP_REPAIRING;
+}
+
+static inline uint32_t role_tag(uint64_t w)
+{
+	return (uint32_t)(w >> 32);
+}
+
+/* The role word this process writes: `pid` (ours: with our tag) and
+ * `flags` (SHMBUS_SP_REPAIRING or 0). */
+static inline uint64_t role_word(uint32_t pid, uint32_t flags)
+{
+	uint64_t tag = pid == (uint32_t)getpid() ? sb_self_tag() : 0;
+
+	return tag << 32 | (pid & ~SHMBUS_SP_REPAIRING) | flags;
+}
+
 /* Whether a slot's owner, named by its word, is gone for good: no such
  * process, a zombie, or a process of another start tag given its pid
  * (pid.c).  sb_owner_alive(): the process exists (a stopped one does)
@@ -268,6 +289,7 @@ bool sb_owner_gone(uint64_t o);
 bool sb_word_is_ours(uint64_t o);
 bool sb_owner_alive(uint64_t o);
 bool sb_owner_gone_as(uint32_t pid, uint32_t tag);
+bool sb_owner_alive_as(uint32_t pid, uint32_t tag);
 
 /* A cursor slot no process owns, that shmbusd keeps across its
  * restarts: the journal's or the replication agent's. */

@@ -179,7 +179,12 @@ bool sb_owner_gone(uint64_t o)
 
 bool sb_owner_alive(uint64_t o)
 {
-	uint32_t pid = owner_pid(o), tag = owner_tag(o), now;
+	return sb_owner_alive_as(owner_pid(o), owner_tag(o));
+}
+
+bool sb_owner_alive_as(uint32_t pid, uint32_t tag)
+{
+	uint32_t now;
 
 	if (!sb_pid_alive(pid))
 		return false;

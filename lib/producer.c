@@ -105,14 +105,16 @@ static bool role_held_here(const struct shmbus_channel *ch)
 }
 
 /* Under roles_lock: whether the holder that role word `w` names is gone
- * for good (lib/pid.c), this process's own pid included when none of its
- * handles holds the role and it is not repairing one. */
-static bool sp_holder_gone(const struct shmbus_channel *ch, uint32_t w)
+ * for good (lib/pid.c: its pid, and its start tag), this process's own
+ * pid included when the tag is another process's, or none of its handles
+ * holds the role and it is not repairing one. */
+static bool sp_holder_gone(const struct shmbus_channel *ch, uint64_t w)
 {
-	uint32_t pid = w & ~SHMBUS_SP_REPAIRING;
+	uint32_t pid = role_pid(w);
 
-	if (pid != (uint32_t)getpid())
-		return sb_pid_gone(pid);
+	if (pid != (uint32_t)getpid() ||
+	    (role_tag(w) && sb_self_tag() && role_tag(w) != sb_self_tag()))
+		return sb_owner_gone_as(pid, role_tag(w));
 	/* Marked as repaired by us while a handle of ours holds the role:
 	 * written over (a repair marks a dead holder's role only), and our
 	 * producer's claim is not a dead one's. */
@@ -121,7 +123,7 @@ static bool sp_holder_gone(const struct shmbus_channel *ch, uint32_t w)
 	return !role_held_here(ch);
 }
 
-bool sb_sp_role_gone(const struct shmbus_channel *ch, uint32_t w)
+bool sb_sp_role_gone(const struct shmbus_channel *ch, uint64_t w)
 {
 	bool gone;
 
@@ -132,7 +134,7 @@ bool sb_sp_role_gone(const struct shmbus_channel *ch, uint32_t w)
 	return gone;
 }
 
-bool sb_sp_role_lock_gone(const struct shmbus_channel *ch, uint32_t w)
+bool sb_sp_role_lock_gone(const struct shmbus_channel *ch, uint64_t w)
 {
 	pthread_once(&roles_once, roles_atfork);
 	pthread_mutex_lock(&roles_lock);
@@ -147,12 +149,13 @@ void sb_sp_role_unlock(void)
 static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 {
 	uint32_t me = (uint32_t)getpid();
+	uint64_t mine = role_word(me, 0);
 	struct timespec nap = { .tv_nsec = SP_NAP_MIN_NS };
 	int64_t give_up = 0;
 
 	pthread_once(&roles_once, roles_atfork);
 	for (;;) {
-		uint32_t cur = 0;
+		uint64_t cur = 0;
 		bool took, gone = false;
 
 		/* The CAS that takes the role and the handle's listing are
@@ -164,7 +167,7 @@ static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 		 * sp_owner, and this seq_cst RMW reads the previous owner's
 		 * releasing CAS, so its stores to head and seq are
 		 * visible. */
-		took = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, me);
+		took = cas_strong_seqcst64(&ch->hdr->sp_owner, &cur, mine);
 		/* The previous producer (or its repairer) is gone (a killed
 		 * one its parent has not reaped yet included: the daemon's
 		 * test, lib/pid.c): take over, then repair its unfinished
@@ -177,15 +180,15 @@ static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 			 * padded (repair.h).  Left to shmbusd's scan, which
 			 * gives it back. */
 			if (role_held_here(ch) ||
-			    sb_sp_live_holder(ch, cur & ~SHMBUS_SP_REPAIRING,
-					      me, pid_gone, NULL)) {
+			    sb_sp_live_holder(ch, role_pid(cur), me, pid_gone,
+					      NULL)) {
 				pthread_mutex_unlock(&roles_lock);
 				return -EBUSY;
 			}
 			/* A11, as above; a word that changed meanwhile (a
 			 * new holder) is left alone. */
-			took = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur,
-						   me);
+			took = cas_strong_seqcst64(&ch->hdr->sp_owner, &cur,
+						   mine);
 		}
 		if (took)
 			role_list(pub);
@@ -373,7 +376,7 @@ void sb_pub_bounded(shmbus_pub *pub)
 
 SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 {
-	uint32_t me;
+	uint64_t me;
 
 	if (!pub)
 		return;
@@ -406,11 +409,11 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 			     (uint32_t)(pub->slot - pub->ch->prods));
 	}
 	if (pub->role_listed) {
-		me = (uint32_t)getpid();
+		me = role_word((uint32_t)getpid(), 0);
 		pthread_mutex_lock(&roles_lock);
 		role_unlist(pub);
 		/* R11: pairs with A11 in take_sp_role(). */
-		cas_strong_seqcst32(&pub->ch->hdr->sp_owner, &me, 0);
+		cas_strong_seqcst64(&pub->ch->hdr->sp_owner, &me, 0);
 		pthread_mutex_unlock(&roles_lock);
 	}
 	free(pub);

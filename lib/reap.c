@@ -31,7 +31,8 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		 void *lctx)
 {
 	unsigned released = 0;
-	uint32_t sp, top = 0, hwm, forged, flags, level;
+	uint32_t top = 0, hwm, forged, flags, level;
+	uint64_t sp;
 	uint64_t epoch;
 	unsigned put;
 	int rc;
@@ -95,7 +96,7 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		uint64_t bad = 0;
 		uint32_t live, pid;
 
-		sp = load_relaxed32(&ch->hdr->sp_owner);
+		sp = load_relaxed64(&ch->hdr->sp_owner);
 		/* The role's holder, or its repairer, gone: a word naming
 		 * our own pid was left by a dead holder (or a previous
 		 * shmbusd that died repairing) whose pid we were given,
@@ -104,9 +105,9 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		 * claim is not a dead one's, and the role is given back to
 		 * it (sb_sp_give_back()); else the dead claim is padded (a
 		 * previous shmbusd that died repairing: finished). */
-		pid = sp & ~SHMBUS_SP_REPAIRING;
+		pid = role_pid(sp);
 		if (sp && (pid == self ? sb_sp_role_gone(ch, sp)
-				       : gone(gctx, pid, 0))) {
+				       : gone(gctx, pid, role_tag(sp)))) {
 			bool given;
 
 			live = sb_sp_give_back(ch, sp, self, gone, gctx,
@@ -119,11 +120,10 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 			rc = 0;
 		}
 		if (rc == 1)
-			say(log, lctx, SB_REAP_SP, 0,
-			    sp & ~SHMBUS_SP_REPAIRING, 0, true);
+			say(log, lctx, SB_REAP_SP, 0, role_pid(sp), 0, true);
 		else if (rc == -EBADMSG)
-			say(log, lctx, SB_REAP_SP_DAMAGED, 0,
-			    sp & ~SHMBUS_SP_REPAIRING, bad, false);
+			say(log, lctx, SB_REAP_SP_DAMAGED, 0, role_pid(sp), bad,
+			    false);
 	}
 	/*
 	 * Claims of dead producers that never handed over, at the hand-off,
@@ -191,7 +191,7 @@ uint64_t sb_stuck_position(struct shmbus_channel *ch, sb_gone_fn gone,
 	/* A12: pairs with R12 (the head CAS, or a single producer's
 	 * claims before its hand-off). */
 	uint64_t head = load_acquire64(&ch->hdr->head), pos = UINT64_MAX, w;
-	uint32_t sp;
+	uint64_t sp;
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		struct shmbus_sub_slot *s = &ch->subs[i];
@@ -215,8 +215,9 @@ uint64_t sb_stuck_position(struct shmbus_channel *ch, sb_gone_fn gone,
 		return UINT64_MAX;	/* it has something to read */
 	if (!ch_multi(ch)) {
 		/* A11: pairs with R11 (the role given back). */
-		sp = load_acquire32(&ch->hdr->sp_owner) & ~SHMBUS_SP_REPAIRING;
-		return sp && !gone(gctx, sp, 0) ? UINT64_MAX : pos;
+		sp = load_acquire64(&ch->hdr->sp_owner);
+		return role_pid(sp) && !gone(gctx, role_pid(sp), role_tag(sp))
+			       ? UINT64_MAX : pos;
 	}
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *s = &ch->prods[i];
@@ -264,7 +265,8 @@ void sb_stuck_describe(struct shmbus_channel *ch, uint64_t pos, char *buf,
 		 (unsigned long long)load_relaxed64(&ch->hdr->head),
 		 (unsigned long long)load_relaxed64(&ch->hdr->handoff),
 		 (unsigned long long)load_relaxed64(&rec_at(ch, pos)->commit),
-		 load_relaxed32(&ch->hdr->sp_owner), n ? slots : " none");
+		 role_pid(load_relaxed64(&ch->hdr->sp_owner)),
+		 n ? slots : " none");
 }
 
 void sb_count_stuck(struct shmbus_channel *ch)

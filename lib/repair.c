@@ -264,7 +264,7 @@ int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 	return 1;
 }
 
-uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
+uint64_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
 			   uint32_t me, sb_gone_fn gone, void *gctx)
 {
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
@@ -274,17 +274,17 @@ uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
 
 		if (owner_state(o) == SHMBUS_SLOT_ACTIVE && pid && pid != dead &&
 		    pid != me && !gone(gctx, pid, owner_tag(o)))
-			return pid;
+			return (uint64_t)owner_tag(o) << 32 | pid;
 	}
 	return 0;
 }
 
-uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint32_t w,
+uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint64_t w,
 			 uint32_t self, sb_gone_fn gone, void *gctx,
 			 bool *given)
 {
-	bool own = (w & ~SHMBUS_SP_REPAIRING) == (uint32_t)getpid();
-	uint32_t live, cur = w;
+	bool own = role_pid(w) == (uint32_t)getpid();
+	uint64_t live, cur = w;
 
 	*given = false;
 	/* A word naming our own pid: judged again, and given back, under
@@ -294,15 +294,14 @@ uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint32_t w,
 		sb_sp_role_unlock();
 		return 0;
 	}
-	live = sb_sp_live_holder(ch, w & ~SHMBUS_SP_REPAIRING, self, gone,
-				 gctx);
+	live = sb_sp_live_holder(ch, role_pid(w), self, gone, gctx);
 	/* No edge: the word alone is restored (unless it moved meanwhile);
 	 * the producer's own stores are its own to order. */
 	if (live)
-		*given = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, live);
+		*given = cas_strong_seqcst64(&ch->hdr->sp_owner, &cur, live);
 	if (own)
 		sb_sp_role_unlock();
-	return live;
+	return role_pid(live);
 }
 
 /* Repairs of single producers' claims running in this process.  Raised
@@ -318,12 +317,11 @@ bool sb_sp_repairing_here(void)
 	return load_relaxed64(&sp_repairs_here) != 0;
 }
 
-int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
+int sb_repair_sp(struct shmbus_channel *ch, uint64_t dead, uint32_t self,
 		 uint64_t *damaged)
 {
-	uint32_t cur = dead, mark = (self & ~SHMBUS_SP_REPAIRING) |
-				    SHMBUS_SP_REPAIRING;
-	bool own = (dead & ~SHMBUS_SP_REPAIRING) == (uint32_t)getpid(), took;
+	uint64_t cur = dead, mark = role_word(self, SHMBUS_SP_REPAIRING);
+	bool own = role_pid(dead) == (uint32_t)getpid(), took;
 	int fixed = 0;
 
 	if (dead == 0)
@@ -340,7 +338,7 @@ int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
 	add_relaxed64(&sp_repairs_here, 1);
 	/* A11: pairs with R11 in shmbus_pub_close() (a role given back is
 	 * 0, never `dead`) or a previous repairer's. */
-	took = cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, mark);
+	took = cas_strong_seqcst64(&ch->hdr->sp_owner, &cur, mark);
 	if (own)
 		sb_sp_role_unlock();
 	if (took) {
@@ -348,7 +346,7 @@ int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
 		/* R11: pairs with A11 in take_sp_role(): the role is free
 		 * again, and our repair is visible to its next owner. */
 		cur = mark;
-		cas_strong_seqcst32(&ch->hdr->sp_owner, &cur, 0);
+		cas_strong_seqcst64(&ch->hdr->sp_owner, &cur, 0);
 	}
 	add_relaxed64(&sp_repairs_here, UINT64_MAX);
 	return fixed;
@@ -789,7 +787,7 @@ int sb_repair_sub(struct shmbus_channel *ch, uint32_t i, uint64_t dead,
  */
 void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 {
-	uint32_t w, sp;
+	uint64_t w;
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		struct shmbus_prod_slot *s = &ch->prods[i];
@@ -802,13 +800,12 @@ void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 			continue;
 		release_adopted(ch, s);
 	}
-	w = load_relaxed32(&ch->hdr->sp_owner);
-	sp = w & ~SHMBUS_SP_REPAIRING;
+	w = load_relaxed64(&ch->hdr->sp_owner);
 	/* R11: pairs with A11 in take_sp_role(): the role is free, and
 	 * the cut's stores are visible to its next owner.  From the word
 	 * judged: one that changed since (a new owner) is left alone. */
-	if (sp && !sb_pid_alive(sp))
-		cas_strong_seqcst32(&ch->hdr->sp_owner, &w, 0);
+	if (role_pid(w) && !sb_owner_alive_as(role_pid(w), role_tag(w)))
+		cas_strong_seqcst64(&ch->hdr->sp_owner, &w, 0);
 }
 
 static bool gone_pid(void *ctx, uint32_t pid, uint32_t tag)
@@ -819,7 +816,8 @@ static bool gone_pid(void *ctx, uint32_t pid, uint32_t tag)
 
 void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 {
-	uint32_t me = (uint32_t)getpid(), w;
+	uint32_t me = (uint32_t)getpid();
+	uint64_t w;
 
 	/* Only where producers write (not a standby's ring, nor one being
 	 * cut: what was left there is settled by the fence's holder).  No
@@ -854,12 +852,12 @@ void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 	}
 	/* No edge: the value is judged, then compared in the CAS of
 	 * sb_repair_sp() (A11 there). */
-	w = load_relaxed32(&ch->hdr->sp_owner);
+	w = load_relaxed64(&ch->hdr->sp_owner);
 	/* Written over with our pid under a live producer (any process
 	 * that maps the control file can): its claim is left alone, and the
 	 * word to shmbusd's scan, which gives it back.  (No producer can
 	 * take the role meanwhile: the word names us, alive.) */
-	if (!ch_multi(ch) && (w & ~SHMBUS_SP_REPAIRING) == me &&
+	if (!ch_multi(ch) && role_pid(w) == me &&
 	    sb_sp_role_gone(ch, w) &&
 	    !sb_sp_live_holder(ch, me, me, gone_pid, NULL))
 		sb_repair_sp(ch, w, me, NULL);

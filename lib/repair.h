@@ -70,8 +70,9 @@ bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv);
  * the role and gives it back on close, so such a process holds the role,
  * and the word was written over (any process that maps the control file
  * can): neither the repair nor a new producer may take the role from it
- * and pad over its claim. */
-uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
+ * and pad over its claim.  Returns the role word that names it (its pid
+ * and its slot's start tag), or 0. */
+uint64_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
 			   uint32_t me, sb_gone_fn gone, void *gctx);
 
 /* Single producer, the role word `w` naming a holder (or repairer) judged
@@ -81,7 +82,7 @@ uint32_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
  * says whether it moved the word) and returns its pid.  0: no such
  * producer, a repair may go on.  A word naming our own pid is judged
  * again and given back under the roles' lock (sb_sp_role_lock_gone()). */
-uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint32_t w,
+uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint64_t w,
 			 uint32_t self, sb_gone_fn gone, void *gctx,
 			 bool *given);
 
@@ -90,7 +91,7 @@ uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint32_t w,
  * back free.  Returns 1 if it did, 0 otherwise, -EBADMSG if the walk
  * stopped at damage (not padded; its position in *damaged, may be NULL):
  * see sb_sp_repair(). */
-int sb_repair_sp(struct shmbus_channel *ch, uint32_t dead, uint32_t self,
+int sb_repair_sp(struct shmbus_channel *ch, uint64_t dead, uint32_t self,
 		 uint64_t *damaged);
 
 /*

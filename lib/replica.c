@@ -288,11 +288,11 @@ int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid)
 		} else if (sb_committed_until(ch, sb_ring_oldest(ch), head) !=
 			   head) {
 			/* No edge: a pid to ask the kernel about. */
-			uint32_t sp = load_relaxed32(&ch->hdr->sp_owner) &
-				      ~SHMBUS_SP_REPAIRING;
+			uint64_t sp = load_relaxed64(&ch->hdr->sp_owner);
 
-			if (sp && sb_pid_alive(sp))
-				live = sp;
+			if (role_pid(sp) &&
+			    sb_owner_alive_as(role_pid(sp), role_tag(sp)))
+				live = role_pid(sp);
 		}
 		if (!live)
 			return 0;

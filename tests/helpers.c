@@ -90,7 +90,7 @@ pid_t th_spawn(int (*fn)(void *), void *arg)
 }
 
 /* The kernel's last pid (ns_last_pid), or -1 where it cannot be read. */
-static long last_pid(void)
+long th_last_pid(void)
 {
 	FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "r");
 	long v = -1;
@@ -105,7 +105,7 @@ static long last_pid(void)
 
 /* Sets the pid namespace's last pid given out (the next fork gets the
  * first free one after it); false if it cannot be written. */
-static bool set_last_pid(long v)
+bool th_set_last_pid(long v)
 {
 	FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
 	bool ok;
@@ -118,12 +118,12 @@ static bool set_last_pid(long v)
 
 pid_t th_spawn_as(pid_t want, int (*fn)(void *), void *arg)
 {
-	long last = last_pid();
+	long last = th_last_pid();
 
 	for (int i = 0; last > 0 && i < 10; i++) {
 		pid_t p;
 
-		if (!set_last_pid((long)want - 1))
+		if (!th_set_last_pid((long)want - 1))
 			return -1;
 		p = fork();
 		if (p == 0) {
@@ -133,7 +133,7 @@ pid_t th_spawn_as(pid_t want, int (*fn)(void *), void *arg)
 				_exit(99);
 			_exit(fn(arg));
 		}
-		set_last_pid(last > p ? last : p);
+		th_set_last_pid(last > p ? last : p);
 		cr_assert_geq(p, 0);
 		if (p == want)
 			return p;

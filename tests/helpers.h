@@ -4,6 +4,7 @@
 #ifndef SHMBUS_TEST_HELPERS_H
 #define SHMBUS_TEST_HELPERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -64,6 +65,11 @@ pid_t th_spawn(int (*fn)(void *), void *arg);
  * each fork, and a few misses give up for the other way.
  */
 pid_t th_spawn_as(pid_t want, int (*fn)(void *), void *arg);
+/* The pid namespace's last pid given out (ns_last_pid), or -1 where it
+ * cannot be read; th_set_last_pid() sets it (the next fork gets the first
+ * free pid after it), false where it cannot be written. */
+long th_last_pid(void);
+bool th_set_last_pid(long v);
 /* Waits for pid; returns its exit code, or 128 + signal. */
 int th_wait(pid_t pid);
 

@@ -96,6 +96,7 @@ static int take_dead_pid(void)
 	struct shmbus_prod_slot *prods;
 	struct shmbus_sub_slot *subs;
 	uint32_t dead = (uint32_t)sh->dead, me = (uint32_t)getpid();
+	uint64_t sp;
 	int n = 0;
 
 	if (!h)
@@ -104,9 +105,12 @@ static int take_dead_pid(void)
 		return 1;
 	prods = (struct shmbus_prod_slot *)((uint8_t *)h + h->slots_offset);
 	subs = (struct shmbus_sub_slot *)(prods + SHMBUS_MAX_PRODUCERS);
-	n += __atomic_compare_exchange_n(&h->sp_owner, &dead, me, false,
-					 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-	dead = (uint32_t)sh->dead;
+	/* The role word keeps the dead holder's tag, as a reuse leaves it. */
+	sp = __atomic_load_n(&h->sp_owner, __ATOMIC_ACQUIRE);
+	if ((uint32_t)sp == dead)
+		n += __atomic_compare_exchange_n(&h->sp_owner, &sp,
+			(sp & ~(uint64_t)UINT32_MAX) | me, false,
+			__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 	for (unsigned i = 0; i < SHMBUS_MAX_PRODUCERS + SHMBUS_MAX_SLOTS; i++) {
 		uint64_t *w = i < SHMBUS_MAX_PRODUCERS ?
 			&prods[i].owner : &subs[i - SHMBUS_MAX_PRODUCERS].owner;
@@ -200,7 +204,7 @@ static int sp_successor(void *arg)
 		return 2;
 	if (take_dead_pid() < 1)
 		return 3;
-	if (__atomic_load_n(&h->sp_owner, __ATOMIC_ACQUIRE) !=
+	if ((uint32_t)__atomic_load_n(&h->sp_owner, __ATOMIC_ACQUIRE) !=
 	    (uint32_t)getpid())
 		return 4;	/* the state this test is about */
 	pub = shmbus_pub_open(ch, &pa);
@@ -468,6 +472,81 @@ Test(killloop, a_subscribers_pid_reused_by_an_unrelated_process,
 	sh_unmap();
 }
 
+/* Takes the single producer's role, publishes one message, says so and
+ * waits to be killed. */
+static int sp_holder(void *arg)
+{
+	shmbus_channel *ch = shmbus_channel_open(sh->dir, "ch");
+	shmbus_pub *pub = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint64_t v = 1;
+
+	(void)arg;
+	if (!pub || shmbus_publish(pub, &v, sizeof(v)))
+		return 2;
+	say_ready();
+	while (pause() < 0)
+		;
+	return 0;
+}
+
+/*
+ * A single producer killed holding the role, and its pid given to a
+ * process that has nothing to do with the channel and lives on.  The
+ * role word carries its holder's start tag: a new producer finds the
+ * holder gone, takes the role over and publishes after the dead one's
+ * message.  (By the pid alone the role was held by the new process for
+ * as long as it lived: every open -EBUSY.)
+ */
+Test(killloop, a_single_producers_pid_reused_by_an_unrelated_process,
+     .timeout = 30)
+{
+	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
+	shmbus_channel *ch;
+	shmbus_sub *sub;
+	shmbus_pub *pub;
+	uint64_t w, v = 2, got[2] = { 0 };
+	pid_t p;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	sub = shmbus_sub_open(ch, &sa);
+	cr_assert(sub);
+	sh->dead = th_spawn(sp_holder, NULL);
+	await_ready();
+	kill(sh->dead, SIGKILL);
+	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
+	w = __atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE);
+	cr_assert_eq(role_pid(w), (uint32_t)sh->dead);
+	cr_assert_neq(role_tag(w), 0, "the role word has no start tag");
+	/* A start tag counts clock ticks (10 ms): a pid is not reused
+	 * within one but by this test. */
+	usleep(30000);
+	p = th_spawn_as(sh->dead, unrelated, NULL);
+	if (p < 0) {
+		p = th_spawn(unrelated, NULL);
+		__atomic_store_n(&ch->hdr->sp_owner,
+				 (w & ~(uint64_t)UINT32_MAX) | (uint32_t)p,
+				 __ATOMIC_RELEASE);
+	}
+	cr_log_info("unrelated process %d (the dead producer was %d)",
+		    (int)p, (int)sh->dead);
+	errno = 0;
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub, "the role of a producer whose pid lives on in another "
+		  "process was not taken over (errno %d)", errno);
+	cr_assert_eq(shmbus_publish(pub, &v, sizeof(v)), 0);
+	cr_assert_eq(shmbus_read(sub, &got[0], sizeof(got[0]), NULL), 8);
+	cr_assert_eq(shmbus_read(sub, &got[1], sizeof(got[1]), NULL), 8);
+	cr_assert(got[0] == 1 && got[1] == 2);
+	kill(p, SIGKILL);
+	th_wait(p);
+	shmbus_pub_close(pub);
+	shmbus_sub_close(sub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
 /* A grandchild that subscribes, says who it is and waits to be killed. */
 static int late_subscriber(void)
 {
@@ -489,7 +568,7 @@ static int late_subscriber(void)
  * subscribes; waits for it.  Says -1 where that pid was not had. */
 static int fork_as_parent(void)
 {
-	long last = last_pid();
+	long last = th_last_pid();
 	pid_t p = -1;
 
 	alarm(10);
@@ -498,12 +577,12 @@ static int fork_as_parent(void)
 	/* A start tag counts clock ticks (10 ms). */
 	usleep(30000);
 	for (int i = 0; last > 0 && i < 10 && p != sh->dead; i++) {
-		if (!set_last_pid((long)sh->dead - 1))
+		if (!th_set_last_pid((long)sh->dead - 1))
 			break;
 		p = fork();
 		if (p == 0)
 			_exit(getpid() == sh->dead ? late_subscriber() : 99);
-		set_last_pid(last > p ? last : p);
+		th_set_last_pid(last > p ? last : p);
 		if (p > 0 && p != sh->dead)
 			waitpid(p, NULL, 0);
 	}
@@ -1036,10 +1115,11 @@ Test(killloop, a_single_producer_opened_after_the_verdict_keeps_its_role,
 	pub = shmbus_pub_open(ch, NULL);
 	cr_assert(pub);
 	rc = sb_repair_sp(ch, me, me, &bad);
-	cr_log_info("repair of the live role: %d, sp_owner %#x", rc,
-		    ch->hdr->sp_owner);
+	cr_log_info("repair of the live role: %d, sp_owner %#llx", rc,
+		    (unsigned long long)ch->hdr->sp_owner);
 	cr_assert_eq(__atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE),
-		     me, "a live single producer's role was taken from it");
+		     role_word(me, 0),
+		     "a live single producer's role was taken from it");
 	/* Another process is refused the role while we hold it. */
 	cr_assert_eq(th_wait(th_spawn(sp_open, NULL)), 1);
 	shmbus_pub_close(pub);
@@ -1068,7 +1148,7 @@ static void *race_opener(void *arg)
 		shmbus_pub *q = shmbus_pub_open(r->sp, NULL);
 
 		if (q && __atomic_load_n(&r->sp->hdr->sp_owner,
-					 __ATOMIC_ACQUIRE) != me)
+					 __ATOMIC_ACQUIRE) != role_word(me, 0))
 			__atomic_store_n(&r->lost_role, 1, __ATOMIC_RELAXED);
 		shmbus_sub_close(s);
 		shmbus_pub_close(p);
@@ -1081,7 +1161,7 @@ static void *race_repairer(void *arg)
 {
 	struct race *r = arg;
 	uint32_t me = (uint32_t)getpid();
-	uint64_t bad;
+	uint64_t bad, sp;
 
 	while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
 		/* A word naming our pid, judged without the list. */
@@ -1096,7 +1176,10 @@ static void *race_repairer(void *arg)
 			if (owner_pid(o) == me)
 				sb_repair_prod(r->mp, i, o, me);
 		}
-		sb_repair_sp(r->sp, me, me, &bad);
+		sp = __atomic_load_n(&r->sp->hdr->sp_owner,
+				     __ATOMIC_ACQUIRE);
+		if (role_pid(sp) == me)
+			sb_repair_sp(r->sp, sp, me, &bad);
 	}
 	return NULL;
 }

@@ -588,13 +588,13 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 
 static const char *role_dir;
 static int role_ready[2] = { -1, -1 }, role_done[2] = { -1, -1 };
-static pid_t role_pid;
+static pid_t holder_pid;
 
 static void role_fini(void)
 {
-	if (role_pid > 0) {
-		kill(role_pid, SIGKILL);
-		th_wait(role_pid);
+	if (holder_pid > 0) {
+		kill(holder_pid, SIGKILL);
+		th_wait(holder_pid);
 	}
 	for (int i = 0; i < 2; i++) {
 		if (role_ready[i] >= 0)
@@ -641,7 +641,7 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over,
 	ch = th_create(role_dir, 4096, 256, SHMBUS_BLOCK,
 		       SHMBUS_SINGLE_PRODUCER);
 	cr_assert(pipe(role_ready) == 0 && pipe(role_done) == 0);
-	role_pid = th_spawn(role_holder, NULL);
+	holder_pid = th_spawn(role_holder, NULL);
 	cr_assert_eq(read(role_ready[0], &c, 1), 1);
 	cr_assert_eq(c, 'y');
 	for (int k = 0; k < 4; k++) {
@@ -661,8 +661,8 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over,
 		cr_assert_eq(errno, EBUSY, "errno %d", errno);
 	}
 	cr_assert_eq(write(role_done[1], "x", 1), 1);
-	cr_assert_eq(th_wait(role_pid), 0);
-	role_pid = 0;
+	cr_assert_eq(th_wait(holder_pid), 0);
+	holder_pid = 0;
 	shmbus_channel_close(ch);
 }
 
@@ -897,7 +897,8 @@ Test(scribble, a_role_written_over_under_our_own_producer_is_not_taken)
 		cr_assert_eq(shmbus_read(sub, &v, sizeof(v), NULL),
 			     (ssize_t)sizeof(v), "message %d padded over", k);
 		cr_assert_eq(v, i);
-		__atomic_store_n(&ch->hdr->sp_owner, (uint32_t)getpid(),
+		__atomic_store_n(&ch->hdr->sp_owner,
+				 role_word((uint32_t)getpid(), 0),
 				 __ATOMIC_RELAXED);
 	}
 	shmbus_pub_close(p);

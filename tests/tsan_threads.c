@@ -45,7 +45,7 @@ static void *own_repairer(void *arg)
 {
 	struct own *o = arg;
 	uint32_t me = (uint32_t)getpid();
-	uint64_t bad;
+	uint64_t bad, sp;
 
 	while (!__atomic_load_n(&o->stop, __ATOMIC_RELAXED)) {
 		/* A word naming our pid, judged without the list. */
@@ -60,7 +60,10 @@ static void *own_repairer(void *arg)
 			if (owner_pid(w) == me)
 				sb_repair_prod(o->mp, i, w, me);
 		}
-		sb_repair_sp(o->sp, me, me, &bad);
+		sp = __atomic_load_n(&o->sp->hdr->sp_owner,
+				     __ATOMIC_ACQUIRE);
+		if (role_pid(sp) == me)
+			sb_repair_sp(o->sp, sp, me, &bad);
 	}
 	return NULL;
 }

@@ -141,9 +141,11 @@ struct shmbus_rec {
  * that position) from one that won it. */
 #define SHMBUS_CLAIM_TENTATIVE	UINT64_C(1)
 
-/* High bit of hdr.sp_owner: shmbusd is repairing the claim of a dead single
- * producer; the low bits are the daemon's pid.  A new producer waits for
- * the repair to finish (or takes over if the daemon died doing it). */
+/* hdr.sp_owner, the single producer's role: pid | tag << 32, the tag being
+ * the holder's start tag as in an owner word (0: none).  The high bit of
+ * the low half: shmbusd is repairing the claim of a dead single producer;
+ * the pid is then the daemon's.  A new producer waits for the repair to
+ * finish (or takes over if the daemon died doing it). */
 #define SHMBUS_SP_REPAIRING	0x80000000u
 
 /* daemon->fence = generation << 8 | state.  Every change of state bumps the
@@ -405,9 +407,10 @@ struct shmbus_hdr {
 	uint64_t handoff;	/* MP: header at this position is invalidated */
 	uint64_t seq;		/* next message sequence number */
 	uint64_t bytes;		/* payload bytes published */
-	uint32_t sp_owner;	/* SP: pid holding the producer role */
+	uint64_t sp_owner;	/* SP: who holds the producer role: pid
+				 * (| SHMBUS_SP_REPAIRING) | tag << 32 */
 	uint32_t nsub_hwm;	/* subscriber slots ever used */
-	uint8_t pad4[24];
+	uint8_t pad4[20];
 
 	uint8_t guard5[64];
 
@@ -464,6 +467,7 @@ SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, magic, 0);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, create_ns, 64);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, ack_futex, 184);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, head, 256);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, sp_owner, 288);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, futex, 384);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, mbox_want, 392);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, backpressure, 512);
