@@ -217,8 +217,8 @@ struct held {
 	uint32_t n;
 };
 
-/* sb_self_tag()'s: this thread's copy of this process's pid and tag. */
-static __thread uint32_t self_tag_pid, self_tag;
+/* sb_self_tag()'s: this process's pid << 32 | its start tag, once read. */
+static uint64_t self_tag_word;
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t held_once = PTHREAD_ONCE_INIT;
 static struct held held[HELD_MAX];
@@ -239,7 +239,7 @@ static void held_child(void)
 {
 	nheld = 0;
 	held_full = false;
-	self_tag_pid = 0;	/* sb_self_tag() */
+	store_relaxed64(&self_tag_word, 0);	/* sb_self_tag() */
 	pthread_mutex_unlock(&held_lock);
 }
 
@@ -248,23 +248,29 @@ static void held_atfork(void)
 	pthread_atfork(held_prepare, held_parent, held_child);
 }
 
-/* This process's start tag, read once per thread and process:
- * thread-local, so that no thread reads another's half-made pair.  A
- * fork's child reads its own: the forking thread's copy is forgotten in
- * the child (held_child()), for the child of a child may be given the pid
- * of a dead ancestor that read it, whose start is not the child's. */
+/* This process's start tag, read once per process and kept with its pid
+ * in one word, so that every thread writes the same tag once one has read
+ * it (a role taken in one thread is given back in another by the same
+ * word); a failure to read is not kept, and reads again next time.  A
+ * fork's child reads its own: the copy is forgotten in the child
+ * (held_child()), for the child of a child may be given the pid of a dead
+ * ancestor that read it, whose start is not the child's. */
 uint32_t sb_self_tag(void)
 {
-	uint32_t me = (uint32_t)getpid();
+	uint32_t me = (uint32_t)getpid(), tag;
+	/* No edge: the pid and the tag are one word, whole in one load. */
+	uint64_t w = load_relaxed64(&self_tag_word);
 
-	if (self_tag_pid != me) {
-		pthread_once(&held_once, held_atfork);
-		proc_stat(me, &self_tag);
-		if (start_shifted())
-			self_tag = 0;
-		self_tag_pid = me;
-	}
-	return self_tag;
+	if ((uint32_t)(w >> 32) == me)
+		return (uint32_t)w;
+	pthread_once(&held_once, held_atfork);
+	if (proc_stat(me, &tag) == PROC_NONE || tag == 0)
+		return 0;
+	if (start_shifted())
+		tag = 0;
+	/* No edge, as above; threads that race store the same word. */
+	store_relaxed64(&self_tag_word, (uint64_t)me << 32 | tag);
+	return tag;
 }
 
 /* Under held_lock. */

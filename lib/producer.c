@@ -190,8 +190,10 @@ static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 			took = cas_strong_seqcst64(&ch->hdr->sp_owner, &cur,
 						   mine);
 		}
-		if (took)
+		if (took) {
+			pub->role_word = mine;
 			role_list(pub);
+		}
 		pthread_mutex_unlock(&roles_lock);
 		if (took) {
 			if (gone)
@@ -409,11 +411,20 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 			     (uint32_t)(pub->slot - pub->ch->prods));
 	}
 	if (pub->role_listed) {
-		me = role_word((uint32_t)getpid(), 0);
+		me = pub->role_word;
 		pthread_mutex_lock(&roles_lock);
 		role_unlist(pub);
-		/* R11: pairs with A11 in take_sp_role(). */
-		cas_strong_seqcst64(&pub->ch->hdr->sp_owner, &me, 0);
+		/* R11: pairs with A11 in take_sp_role().  On failure `me`
+		 * holds the word found: the role given back to us by
+		 * shmbusd (sb_sp_give_back(), with our slot's tag, which a
+		 * first failure to read our start may have left out of the
+		 * word we took it with) is ours too. */
+		if (!cas_strong_seqcst64(&pub->ch->hdr->sp_owner, &me, 0) &&
+		    role_pid(me) == (uint32_t)getpid() &&
+		    !(me & SHMBUS_SP_REPAIRING) &&
+		    (!role_tag(me) || role_tag(me) == sb_self_tag()))
+			/* R11, as above. */
+			cas_strong_seqcst64(&pub->ch->hdr->sp_owner, &me, 0);
 		pthread_mutex_unlock(&roles_lock);
 	}
 	free(pub);

@@ -73,8 +73,10 @@ struct shmbus_pub {
 	/* A fork's copy (fork.c): refuses every use with -EPERM. */
 	bool forked;
 	struct sb_forkable fork;
-	/* SP: listed among the roles this process holds (producer.c). */
+	/* SP: listed among the roles this process holds (producer.c), and
+	 * the role word it took the role with, which its close gives back. */
 	bool role_listed;
+	uint64_t role_word;
 	struct shmbus_pub *role_next;
 };
 
