@@ -108,11 +108,12 @@ bool sb_pid_gone(uint32_t pid);
 bool sb_owner_gone_as(uint32_t pid, uint32_t tag);
 
 /* Whether the holder that single-producer role word `w` (sp_owner) names
- * is gone for good: sb_owner_gone_as() for another process's pid, or our
- * pid with another process's start tag; for this process's own, whether
- * none of its handles holds the role of `ch` and none of its threads
- * repairs it (the pid was a dead holder's before it was this process's).
- * Thread-safe (producer.c). */
+ * is gone for good: sb_owner_gone_as() for another process's pid; for
+ * this process's own, whether none of its handles holds the role of `ch`
+ * (a word written over under one of them, whatever its tag, is not a
+ * dead one's) and none of its threads repairs it, or the word has
+ * another process's start tag (the pid was a dead holder's before it was
+ * this process's).  Thread-safe (producer.c). */
 bool sb_sp_role_gone(const struct shmbus_channel *ch, uint64_t w);
 /* The same verdict, taken under the lock of the roles this process
  * holds, which the caller keeps across its CAS from `w` and then releases

@@ -105,22 +105,28 @@ static bool role_held_here(const struct shmbus_channel *ch)
 }
 
 /* Under roles_lock: whether the holder that role word `w` names is gone
- * for good (lib/pid.c: its pid, and its start tag), this process's own
- * pid included when the tag is another process's, or none of its handles
- * holds the role and it is not repairing one. */
+ * for good (lib/pid.c: its pid, and its start tag); this process's own
+ * pid when none of its handles holds the role and it is not repairing
+ * one, or the word has another process's start tag. */
 static bool sp_holder_gone(const struct shmbus_channel *ch, uint64_t w)
 {
-	uint32_t pid = role_pid(w);
+	uint32_t pid = role_pid(w), tag = role_tag(w);
 
-	if (pid != (uint32_t)getpid() ||
-	    (role_tag(w) && sb_self_tag() && role_tag(w) != sb_self_tag()))
-		return sb_owner_gone_as(pid, role_tag(w));
-	/* Marked as repaired by us while a handle of ours holds the role:
-	 * written over (a repair marks a dead holder's role only), and our
-	 * producer's claim is not a dead one's. */
+	if (pid != (uint32_t)getpid())
+		return sb_owner_gone_as(pid, tag);
+	/* Our pid while a handle of ours holds the role, whatever the tag
+	 * or the repairing bit: written over (only a dead holder's role is
+	 * marked, and we are alive), and our producer's claim is not a
+	 * dead one's. */
+	if (role_held_here(ch))
+		return false;
+	/* A mark with our pid and tag (or none) is our repair's while one
+	 * runs; another start's is a dead process's whose pid we were
+	 * given. */
 	if (w & SHMBUS_SP_REPAIRING)
-		return !sb_sp_repairing_here() && !role_held_here(ch);
-	return !role_held_here(ch);
+		return !sb_sp_repairing_here() ||
+		       (tag && sb_self_tag() && tag != sb_self_tag());
+	return true;
 }
 
 bool sb_sp_role_gone(const struct shmbus_channel *ch, uint64_t w)

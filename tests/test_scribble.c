@@ -865,9 +865,10 @@ Test(scribble, a_live_tentative_announcement_leaves_a_dead_claim_padded,
 
 /*
  * A process that holds a single producer's role through one handle, the
- * role word written over with a gone process's pid (or with its own,
- * marked as being repaired): a second open in the same process is
- * refused, and the first handle's open claim is not padded.
+ * role word written over with a gone process's pid, or with its own
+ * (marked as being repaired, or with another process's start tag, plain
+ * or marked): a second open in the same process is refused, and the
+ * first handle's open claim is not padded.
  */
 Test(scribble, a_role_written_over_under_our_own_producer_is_not_taken)
 {
@@ -877,18 +878,24 @@ Test(scribble, a_role_written_over_under_our_own_producer_is_not_taken)
 				       SHMBUS_SINGLE_PRODUCER);
 	shmbus_sub *sub = shmbus_sub_open(ch, &sa);
 	shmbus_pub *p = shmbus_pub_open(ch, NULL);
-	uint64_t v;
+	uint64_t v, other;
 
 	cr_assert(p && sub);
-	for (int k = 0; k < 2; k++) {
+	/* Another start than ours, with our pid. */
+	other = (uint64_t)(role_tag(ch->hdr->sp_owner) + 1) << 32 |
+		(uint32_t)getpid();
+	for (int k = 0; k < 4; k++) {
 		void *b;
 		uint64_t i = (uint64_t)k;
 
 		cr_assert_eq(shmbus_claim(p, sizeof(i), &b), 0);
 		memcpy(b, &i, sizeof(i));
 		__atomic_store_n(&ch->hdr->sp_owner,
-				 k ? (uint32_t)getpid() | SHMBUS_SP_REPAIRING
-				   : NO_PID, __ATOMIC_RELAXED);
+				 k == 0 ? NO_PID :
+				 k == 1 ? (uint32_t)getpid() |
+					  SHMBUS_SP_REPAIRING :
+				 k == 2 ? other : other | SHMBUS_SP_REPAIRING,
+				 __ATOMIC_RELAXED);
 		errno = 0;
 		cr_assert_null(shmbus_pub_open(ch, NULL), "a second handle "
 			       "took its own process's role (%d)", k);
