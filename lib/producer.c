@@ -186,8 +186,7 @@ static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 			 * padded (repair.h).  Left to shmbusd's scan, which
 			 * gives it back. */
 			if (role_held_here(ch) ||
-			    sb_sp_live_holder(ch, role_pid(cur), me, pid_gone,
-					      NULL)) {
+			    sb_sp_live_holder(ch, cur, me, pid_gone, NULL)) {
 				pthread_mutex_unlock(&roles_lock);
 				return -EBUSY;
 			}

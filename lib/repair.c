@@ -264,17 +264,21 @@ int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 	return 1;
 }
 
-uint64_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
+uint64_t sb_sp_live_holder(struct shmbus_channel *ch, uint64_t dead,
 			   uint32_t me, sb_gone_fn gone, void *gctx)
 {
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
 		/* A7: pairs with R7 (the slot's ACTIVE store). */
 		uint64_t o = load_acquire64(&ch->prods[i].owner);
-		uint32_t pid = owner_pid(o);
+		uint32_t pid = owner_pid(o), tag = owner_tag(o);
+		/* The dead holder's own slot, which looks alive to a judge
+		 * by the pid alone. */
+		bool deads = pid == role_pid(dead) &&
+			     (!role_tag(dead) || tag == role_tag(dead));
 
-		if (owner_state(o) == SHMBUS_SLOT_ACTIVE && pid && pid != dead &&
-		    pid != me && !gone(gctx, pid, owner_tag(o)))
-			return (uint64_t)owner_tag(o) << 32 | pid;
+		if (owner_state(o) == SHMBUS_SLOT_ACTIVE && pid && !deads &&
+		    pid != me && !gone(gctx, pid, tag))
+			return (uint64_t)tag << 32 | pid;
 	}
 	return 0;
 }
@@ -294,7 +298,7 @@ uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint64_t w,
 		sb_sp_role_unlock();
 		return 0;
 	}
-	live = sb_sp_live_holder(ch, role_pid(w), self, gone, gctx);
+	live = sb_sp_live_holder(ch, w, self, gone, gctx);
 	/* No edge: the word alone is restored (unless it moved meanwhile);
 	 * the producer's own stores are its own to order. */
 	if (live)
@@ -859,6 +863,6 @@ void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 	 * take the role meanwhile: the word names us, alive.) */
 	if (!ch_multi(ch) && role_pid(w) == me &&
 	    sb_sp_role_gone(ch, w) &&
-	    !sb_sp_live_holder(ch, me, me, gone_pid, NULL))
+	    !sb_sp_live_holder(ch, w, me, gone_pid, NULL))
 		sb_repair_sp(ch, w, me, NULL);
 }

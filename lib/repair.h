@@ -64,15 +64,18 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
  * the word).  Whether it moved the word. */
 bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv);
 
-/* Single producer, the role word naming `dead`, a process that is gone:
- * the pid of a live process other than `dead` and `me` that holds an
- * ACTIVE producer slot, or 0.  A single producer takes its slot after
- * the role and gives it back on close, so such a process holds the role,
- * and the word was written over (any process that maps the control file
- * can): neither the repair nor a new producer may take the role from it
- * and pad over its claim.  Returns the role word that names it (its pid
- * and its slot's start tag), or 0. */
-uint64_t sb_sp_live_holder(struct shmbus_channel *ch, uint32_t dead,
+/* Single producer, the role word `dead` naming a process that is gone:
+ * a live process other than it and `me` that holds an ACTIVE producer
+ * slot.  A slot with the dead word's pid is another process's if both
+ * name a start tag and the tags differ (a live holder's pid written over
+ * with another tag); with the same tag, or a word without one, it is
+ * the dead holder's.  A single producer takes its slot after the role
+ * and gives it back on close, so such a process holds the role, and the
+ * word was written over (any process that maps the control file can):
+ * neither the repair nor a new producer may take the role from it and
+ * pad over its claim.  Returns the role word that names it (its pid and
+ * its slot's start tag), or 0. */
+uint64_t sb_sp_live_holder(struct shmbus_channel *ch, uint64_t dead,
 			   uint32_t me, sb_gone_fn gone, void *gctx);
 
 /* Single producer, the role word `w` naming a holder (or repairer) judged

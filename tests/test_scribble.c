@@ -524,9 +524,10 @@ static int slow_claims(void *arg)
 }
 
 /*
- * A subscriber writes a gone process's pid into the single producer's
- * role word (hdr.sp_owner), as its holder or as its repairer, while the
- * producer holds claims open: the
+ * A subscriber writes a gone process's pid (or the producer's own with
+ * another start tag) into the single producer's role word (hdr.sp_owner),
+ * as its holder or as its repairer, while the producer holds claims
+ * open: the
  * repair must not take the role and pad over the live producer's claim
  * (its commit then lands behind every subscriber: a message lost without
  * a word).  The daemon sees the live producer's slot, gives the role back
@@ -542,6 +543,7 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 	shmbus_sub *sub;
 	uint64_t v, got = 0;
 	pid_t pub;
+	uint64_t other = 0, w;
 	int forged = 0;
 
 	ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
@@ -552,17 +554,26 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 		ssize_t rc = shmbus_read(sub, &v, sizeof(v), &mi);
 
 		if (rc == -EAGAIN) {
+			/* The producer's pid with another start's tag. */
+			w = __atomic_load_n(&ch->hdr->sp_owner,
+					    __ATOMIC_RELAXED);
+			if (!other && role_pid(w) == (uint32_t)pub)
+				other = (uint64_t)(role_tag(w) + 1) << 32 |
+					(uint32_t)pub;
 			if (got < 300 && idle % 2 == 0) {
 				/* As the holder, or as a repairer; a gone
-				 * process, or shmbusd itself (whose scan
-				 * then finds a word naming its own pid). */
-				uint32_t who = forged % 4 < 2 ? NO_PID
-							     : (uint32_t)d.pid;
+				 * process, shmbusd itself (whose scan then
+				 * finds a word naming its own pid), or the
+				 * producer as another process. */
+				uint64_t who = forged % 6 < 2 ? NO_PID :
+					       forged % 6 < 4 ?
+					       (uint32_t)d.pid : other;
 
-				__atomic_store_n(&ch->hdr->sp_owner,
-						 forged % 2 ? who :
-						 who | SHMBUS_SP_REPAIRING,
-						 __ATOMIC_RELAXED);
+				if (who)
+					__atomic_store_n(&ch->hdr->sp_owner,
+						forged % 2 ? who :
+						who | SHMBUS_SP_REPAIRING,
+						__ATOMIC_RELAXED);
 				forged++;
 			}
 			idle++;
@@ -626,15 +637,17 @@ static int role_holder(void *arg)
 
 /*
  * Direct mode, no daemon: the role word written over with a gone
- * process's pid while a live producer holds the role.  A second
- * producer must not take the role over (and pad over the live one's
- * claim, then write beside it): -EBUSY, as for a live holder.
+ * process's pid (or the holder's own with another start tag) while a
+ * live producer holds the role.  A second producer must not take the
+ * role over (and pad over the live one's claim, then write beside it):
+ * -EBUSY, as for a live holder.
  */
 Test(scribble, a_producer_role_written_over_is_not_taken_over,
      .fini = role_fini)
 {
 	shmbus_channel *ch;
 	shmbus_pub *p;
+	uint64_t other;
 	char c = 0;
 
 	role_dir = th_mkdir();
@@ -644,15 +657,22 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over,
 	holder_pid = th_spawn(role_holder, NULL);
 	cr_assert_eq(read(role_ready[0], &c, 1), 1);
 	cr_assert_eq(c, 'y');
-	for (int k = 0; k < 4; k++) {
+	/* The holder's pid, another start's tag: that of a process given
+	 * its pid, for whoever can read its start. */
+	other = (uint64_t)(role_tag(ch->hdr->sp_owner) + 1) << 32 |
+		(uint32_t)holder_pid;
+	for (int k = 0; k < 6; k++) {
 		/* As the holder, then as a repairer; a gone process, then
 		 * the opener itself (which takes a word naming its own pid
 		 * for one a dead process with its pid left, unless a live
-		 * producer holds a slot). */
+		 * producer holds a slot), then the holder's pid with
+		 * another tag. */
 		uint32_t who = k < 2 ? NO_PID : (uint32_t)getpid();
 
 		__atomic_store_n(&ch->hdr->sp_owner,
-				 k % 2 ? who | SHMBUS_SP_REPAIRING : who,
+				 k >= 4 ? (k % 2 ? other | SHMBUS_SP_REPAIRING
+						 : other)
+				 : k % 2 ? who | SHMBUS_SP_REPAIRING : who,
 				 __ATOMIC_RELAXED);
 		errno = 0;
 		p = shmbus_pub_open(ch, NULL);
