@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1123,6 +1124,48 @@ Test(killloop, a_single_producer_opened_after_the_verdict_keeps_its_role,
 	/* Another process is refused the role while we hold it. */
 	cr_assert_eq(th_wait(th_spawn(sp_open, NULL)), 1);
 	shmbus_pub_close(pub);
+	shmbus_channel_close(ch);
+	sh_unmap();
+}
+
+static void *close_pub(void *arg)
+{
+	shmbus_pub_close(arg);
+	return NULL;
+}
+
+/*
+ * A single producer opened in one thread and closed in another while no
+ * file may be opened (the start tag could not be read then).  The close
+ * frees the role it took, whatever tag the closing thread would make:
+ * another process may take it.
+ */
+Test(killloop, a_single_producer_closed_in_a_thread_that_read_no_tag,
+     .timeout = 30)
+{
+	struct rlimit rl, none = { 0, 0 };
+	shmbus_channel *ch;
+	shmbus_pub *pub;
+	pthread_t t;
+	uint64_t w;
+
+	sh_map();
+	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	pub = shmbus_pub_open(ch, NULL);
+	cr_assert(pub);
+	w = __atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE);
+	cr_log_info("role word %#llx", (unsigned long long)w);
+	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	none.rlim_max = rl.rlim_max;
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &none), 0);
+	cr_assert_eq(pthread_create(&t, NULL, close_pub, pub), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	w = __atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE);
+	cr_assert_eq(w, 0, "the closed producer's role stayed taken (%#llx)",
+		     (unsigned long long)w);
+	cr_assert_eq(th_wait(th_spawn(sp_open, NULL)), 0);
 	shmbus_channel_close(ch);
 	sh_unmap();
 }
