@@ -12,19 +12,19 @@
  * the same question here, so that they agree on who is dead.
  *
  * Pid reuse: a slot names a pid, and a pid may be given to another process
- * once its owner is dead.  A producer or subscriber slot's owner word also
- * carries its owner's start tag (layout.h: its start time, from
- * /proc/PID/stat, folded to 24 bits), so that a slot whose pid now names
- * a process of another start is gone (sb_owner_gone()), whatever that
- * process is.  A word without a tag (a role word, a consumer group's
- * member, a word written over) is judged by its pid alone, and a pid
- * reused by an unrelated process makes it look alive until that process
- * exits; as is a slot whose pid's start cannot be read (a /proc that
- * hides other users' processes), and any word written or judged by a
- * process whose time namespace offsets the starts it reads
- * (start_shifted()).  Every repair compares the whole word in
- * the CAS that takes the slot, so a verdict is never applied to a slot
- * taken since.  The process that was given the pid must not take a
+ * once its owner is dead.  A producer or subscriber slot's owner word, and
+ * the single producer's role word, also carry the owner's start tag
+ * (layout.h: its start time, from /proc/PID/stat, folded to 24 bits), so
+ * that a slot whose pid now names a process of another start is gone
+ * (sb_owner_gone()), whatever that process is.  A word without a tag (a
+ * consumer group's member, a word written over) is judged by its pid
+ * alone, and a pid reused by an unrelated process makes it look alive
+ * until that process exits; as is a slot whose pid's start cannot be
+ * read (a /proc that hides other users' processes), and any word written
+ * or judged by a process whose time namespace offsets the starts it
+ * reads (start_shifted()).  Every repair compares the whole word in the
+ * CAS that takes the slot, so a verdict is never applied to a slot taken
+ * since.  The process that was given the pid must not take a
  * single producer's role that names it for its own: it asks
  * sb_sp_role_gone() (producer.c), which knows the roles its handles hold;
  * of a producer or subscriber slot that names it with no tag, or with
