@@ -554,13 +554,15 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 		ssize_t rc = shmbus_read(sub, &v, sizeof(v), &mi);
 
 		if (rc == -EAGAIN) {
-			/* The producer's pid with another start's tag. */
+			/* The producer's pid with another start's tag,
+			 * once it holds the role: a word written over
+			 * before would refuse it the role. */
 			w = __atomic_load_n(&ch->hdr->sp_owner,
 					    __ATOMIC_RELAXED);
 			if (!other && role_pid(w) == (uint32_t)pub)
 				other = (uint64_t)(role_tag(w) + 1) << 32 |
 					(uint32_t)pub;
-			if (got < 300 && idle % 2 == 0) {
+			if (got < 300 && other && idle % 2 == 0) {
 				/* As the holder, or as a repairer; a gone
 				 * process, shmbusd itself (whose scan then
 				 * finds a word naming its own pid), or the
@@ -569,11 +571,10 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 					       forged % 6 < 4 ?
 					       (uint32_t)d.pid : other;
 
-				if (who)
-					__atomic_store_n(&ch->hdr->sp_owner,
-						forged % 2 ? who :
-						who | SHMBUS_SP_REPAIRING,
-						__ATOMIC_RELAXED);
+				__atomic_store_n(&ch->hdr->sp_owner,
+						 forged % 2 ? who :
+						 who | SHMBUS_SP_REPAIRING,
+						 __ATOMIC_RELAXED);
 				forged++;
 			}
 			idle++;
