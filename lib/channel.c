@@ -78,8 +78,6 @@ static int geometry_for(uint64_t cap, uint64_t page, struct geometry *g)
 	g->seg_log2 = g->cap_log2 - (uint32_t)__builtin_ctz(SHMBUS_NSEG);
 	g->slots_off = SHMBUS_HDR_SIZE;
 	g->ctl_size = round_up(g->slots_off +
-			       SHMBUS_MAX_PRODUCERS *
-				       sizeof(struct shmbus_prod_slot) +
 			       SHMBUS_MAX_SLOTS * sizeof(struct shmbus_sub_slot),
 			       page);
 	g->data_size = cap + page;
@@ -377,8 +375,7 @@ static void fill_handle(struct shmbus_channel *ch, void *base,
 	uint8_t *b = base;
 
 	ch->hdr = base;
-	ch->prods = (struct shmbus_prod_slot *)(b + g->slots_off);
-	ch->subs = (struct shmbus_sub_slot *)(ch->prods + SHMBUS_MAX_PRODUCERS);
+	ch->subs = (struct shmbus_sub_slot *)(b + g->slots_off);
 	ch->map_len = g->ctl_size;
 	ch->data_len = g->data_size;
 	ch->cap = g->cap;
@@ -627,6 +624,8 @@ static struct shmbus_channel *map_data(struct shmbus_channel *ch, int fd,
 					  SHMBUS_MBOX_OFFSET);
 	ch->daemon = (struct shmbus_daemon_area *)((uint8_t *)base + g->cap +
 						   SHMBUS_DAEMON_OFFSET);
+	ch->prods = (struct shmbus_prod_slot *)((uint8_t *)base + g->cap +
+						SHMBUS_PRODS_OFFSET);
 	if (!ch->rdonly)
 		prefault(base, g->data_size, g->page, rdonly);
 	return ch;

@@ -27,7 +27,7 @@ _Static_assert(SHMBUS_MAX_SLOTS == SHMBUS_MAX_SUBSCRIBERS,
 
 struct shmbus_channel {
 	struct shmbus_hdr *hdr;		/* control region, read-write */
-	struct shmbus_prod_slot *prods;
+	struct shmbus_prod_slot *prods;	/* in the data file's last page */
 	struct shmbus_sub_slot *subs;
 	struct shmbus_seg *segs;
 	struct shmbus_mbox *mbox;	/* in the data file's last page */

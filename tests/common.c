@@ -158,6 +158,16 @@ struct shmbus_daemon_area *th_map_daemon_area(const char *dir,
 			       : (void *)((uint8_t *)p + SHMBUS_DAEMON_OFFSET);
 }
 
+struct shmbus_prod_slot *th_map_prods(const char *dir, const char *name)
+{
+	struct shmbus_daemon_area *d = th_map_daemon_area(dir, name);
+
+	return d ? (struct shmbus_prod_slot *)((uint8_t *)d -
+					       SHMBUS_DAEMON_OFFSET +
+					       SHMBUS_PRODS_OFFSET)
+		 : NULL;
+}
+
 void th_unmap_daemon_area(struct shmbus_daemon_area *d)
 {
 	munmap((uint8_t *)d - SHMBUS_DAEMON_OFFSET, 4096);

@@ -12,6 +12,7 @@
 #include "shmbus.h"
 
 struct shmbus_daemon_area;
+struct shmbus_prod_slot;
 
 /* A new private directory under /dev/shm, removed with its contents by
  * th_rmdir(); unique per process, so tests run in parallel and twice. */
@@ -49,6 +50,9 @@ uint8_t *th_map_data(const char *dir, size_t *len);
 struct shmbus_daemon_area *th_map_daemon_area(const char *dir,
 					      const char *name);
 void th_unmap_daemon_area(struct shmbus_daemon_area *d);
+/* The producer slots of channel `name` in `dir` (in its data file's last
+ * page), mapped read-write the same way; never unmapped. */
+struct shmbus_prod_slot *th_map_prods(const char *dir, const char *name);
 
 /* Forks; the child runs fn(arg) and _exit()s with its return value. */
 pid_t th_spawn(int (*fn)(void *), void *arg);

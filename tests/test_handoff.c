@@ -161,7 +161,8 @@ Test(handoff, dead_claim_behind_a_stopped_one, .init = NULL,
 	data = th_map_data(d.dir, &data_len);
 	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
-	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+	prods = (struct shmbus_prod_slot *)(data + h->capacity +
+					    SHMBUS_PRODS_OFFSET);
 
 	/*
 	 * L0, this process: a producer slot of a live process holding a won
@@ -690,17 +691,19 @@ Test(handoff, a_late_help_leaves_a_handed_over_claim_to_the_repair,
 	struct direct_child w = { .dir = dir, .id = 1, .hold = true };
 	struct shmbus_prod_slot *prods, *ws;
 	struct shmbus_hdr *h;
-	uint8_t *ctl, msg[100], buf[256];
-	size_t ctl_len;
+	uint8_t *ctl, *data, msg[100], buf[256];
+	size_t ctl_len, data_len;
 	uint32_t id;
 	uint64_t seq, x, o;
 	pid_t pw;
 
 	cr_assert(sub && pub);
 	ctl = th_map_channel(dir, &ctl_len);
-	cr_assert(ctl);
+	data = th_map_data(dir, &data_len);
+	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
-	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+	prods = (struct shmbus_prod_slot *)(data + h->capacity +
+					    SHMBUS_PRODS_OFFSET);
 	x = ld(&h->head);
 	pw = spawn_direct(&w);
 	ws = slot_of(prods, pw);
@@ -756,7 +759,8 @@ Test(handoff, the_help_zeroes_a_stale_word_that_looks_committed,
 	data = th_map_data(dir, &data_len);
 	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
-	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+	prods = (struct shmbus_prod_slot *)(data + h->capacity +
+					    SHMBUS_PRODS_OFFSET);
 	mask = h->capacity - 1;
 	mine = slot_of(prods, getpid());
 	cr_assert(mine);
@@ -823,7 +827,8 @@ Test(handoff, the_daemon_hands_over_when_no_producer_waits, .fini = teardown,
 	data = th_map_data(d.dir, &data_len);
 	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
-	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+	prods = (struct shmbus_prod_slot *)(data + h->capacity +
+					    SHMBUS_PRODS_OFFSET);
 	mine = slot_of(prods, getpid());
 	cr_assert(mine);
 	start = hold_claim(h, mine);
@@ -1034,7 +1039,8 @@ Test(handoff, the_skip_leaves_a_word_that_a_new_claim_announces,
 	data = th_map_data(dir, &data_len);
 	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
-	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
+	prods = (struct shmbus_prod_slot *)(data + h->capacity +
+					    SHMBUS_PRODS_OFFSET);
 	mine = slot_of(prods, getpid());
 	cr_assert(mine);
 	x = ld(&h->head);

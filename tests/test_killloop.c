@@ -88,6 +88,19 @@ static struct shmbus_hdr *map_hdr(void)
 	return m ? (struct shmbus_hdr *)m : NULL;
 }
 
+/* The producer slots (in the data file), mapped by a child that plays pid
+ * reuse. */
+static struct shmbus_prod_slot *map_prods(void)
+{
+	struct shmbus_hdr *h = map_hdr();
+	size_t len;
+	uint8_t *d = th_map_data(sh->dir, &len);
+
+	return h && d ? (struct shmbus_prod_slot *)(d + h->capacity +
+						    SHMBUS_PRODS_OFFSET)
+		      : NULL;
+}
+
 /* Where the kernel gave the successor another pid, it writes its pid
  * over the dead process's wherever a word names it (the role, producer
  * and subscriber slots), leaving the channel as a reuse does. */
@@ -104,8 +117,10 @@ static int take_dead_pid(void)
 		return -1;
 	if (sh->reused)
 		return 1;
-	prods = (struct shmbus_prod_slot *)((uint8_t *)h + h->slots_offset);
-	subs = (struct shmbus_sub_slot *)(prods + SHMBUS_MAX_PRODUCERS);
+	prods = map_prods();
+	if (!prods)
+		return -1;
+	subs = (struct shmbus_sub_slot *)((uint8_t *)h + h->slots_offset);
 	/* The role word keeps the dead holder's tag, as a reuse leaves it. */
 	sp = __atomic_load_n(&h->sp_owner, __ATOMIC_ACQUIRE);
 	if ((uint32_t)sp == dead)
@@ -816,7 +831,7 @@ static int die_before_hand_off(void *arg)
 		if (shmbus_publish(pub, msg, sizeof(msg)))
 			return 3;
 	}
-	prods = (struct shmbus_prod_slot *)((uint8_t *)h + h->slots_offset);
+	prods = ch->prods;
 	for (unsigned i = 0; i < SHMBUS_MAX_PRODUCERS; i++)
 		if (__atomic_load_n(&prods[i].owner, __ATOMIC_ACQUIRE) >> 32 ==
 		    (uint64_t)getpid())

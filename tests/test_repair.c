@@ -424,8 +424,8 @@ Test(repair, busy_slots_of_dead_processes_are_freed, .fini = teardown)
 	struct shmbus_prod_slot *prods;
 	struct shmbus_sub_slot *subs;
 	struct shmbus_hdr *h;
-	uint8_t *ctl;
-	size_t len;
+	uint8_t *ctl, *data;
+	size_t len, data_len;
 	uint64_t busy;
 	pid_t dead = th_spawn(exit_at_once, NULL);
 
@@ -433,10 +433,12 @@ Test(repair, busy_slots_of_dead_processes_are_freed, .fini = teardown)
 	setup_with("[defaults]\nsubscribe = *\n[channel ch]\ncapacity = 16K\n"
 		   "producers = multi\n");
 	ctl = th_map_channel(d.dir, &len);
-	cr_assert(ctl);
+	data = th_map_data(d.dir, &data_len);
+	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
-	prods = (struct shmbus_prod_slot *)(ctl + h->slots_offset);
-	subs = (struct shmbus_sub_slot *)(prods + SHMBUS_MAX_PRODUCERS);
+	prods = (struct shmbus_prod_slot *)(data + h->capacity +
+					    SHMBUS_PRODS_OFFSET);
+	subs = (struct shmbus_sub_slot *)(ctl + h->slots_offset);
 	busy = (uint64_t)(uint32_t)dead << 32 | SHMBUS_SLOT_BUSY;
 	__atomic_store_n(&prods[3].owner, busy, __ATOMIC_RELEASE);
 	__atomic_store_n(&subs[5].sleeping, 1, __ATOMIC_RELAXED);

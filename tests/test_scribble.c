@@ -688,10 +688,12 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over,
 }
 
 /*
- * Multi producer: a subscriber copies a live producer's announced claim
- * (claim_pos, claim_end) into a free producer slot that it marks ACTIVE
- * for a gone process.  The repair of that slot must not pad the claim,
- * which is the live producer's: every message arrives, in order.
+ * Multi producer: a process that can write the data file (a producer, or
+ * root through the file's path; a subscriber maps it read-only) copies a
+ * live producer's announced claim (claim_pos, claim_end) into a free
+ * producer slot that it marks ACTIVE for a gone process.  The repair of
+ * that slot must not pad the claim, which is the live producer's: every
+ * message arrives, in order.
  */
 Test(scribble, a_copied_claim_of_a_live_producer_is_not_padded,
      .init = setup, .fini = teardown)
@@ -705,9 +707,17 @@ Test(scribble, a_copied_claim_of_a_live_producer_is_not_padded,
 	pid_t pub;
 	int forged = 0;
 
+	struct shmbus_prod_slot *prods = th_map_prods(d.dir, "mp");
+
+	cr_assert(prods);
 	ch = open_role(&bus, "mp", SHMBUS_ROLE_SUBSCRIBE);
 	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
 	cr_assert(sub);
+	/* The subscriber itself cannot make the producer slots writable. */
+	cr_assert_neq(mprotect((void *)((uintptr_t)ch->prods &
+					~(uintptr_t)4095), 4096,
+			       PROT_READ | PROT_WRITE), 0);
+	cr_assert_eq(errno, EACCES);
 	pub = th_spawn(slow_claims, "mp");
 	for (int idle = 0; got < 400 && idle < 3000;) {
 		ssize_t rc = shmbus_read(sub, &v, sizeof(v), &mi);
@@ -716,7 +726,7 @@ Test(scribble, a_copied_claim_of_a_live_producer_is_not_padded,
 			struct shmbus_prod_slot *live = NULL, *fake = NULL;
 
 			for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
-				struct shmbus_prod_slot *s = &ch->prods[i];
+				struct shmbus_prod_slot *s = &prods[i];
 				uint64_t o = __atomic_load_n(&s->owner,
 							     __ATOMIC_ACQUIRE);
 
@@ -825,7 +835,9 @@ Test(scribble, a_live_tentative_announcement_leaves_a_dead_claim_padded,
 	ssize_t rc = -EAGAIN;
 	pid_t dead;
 
-	cr_assert(dc != MAP_FAILED);
+	struct shmbus_prod_slot *prods = th_map_prods(d.dir, "mp");
+
+	cr_assert(dc != MAP_FAILED && prods);
 	ch = open_role(&bus, "mp", SHMBUS_ROLE_SUBSCRIBE);
 	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
 	cr_assert(sub);
@@ -835,12 +847,13 @@ Test(scribble, a_live_tentative_announcement_leaves_a_dead_claim_padded,
 		usleep(1000);
 	cr_assert_eq(dc->go, 1);
 	/* This live process's slot, as a producer's between its
-	 * announcement at c and its CAS (lost to the claim above). */
+	 * announcement at c and its CAS (lost to the claim above); written
+	 * through the file's path (a subscriber's mapping is read-only). */
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS && !live; i++)
-		if (owner_state(__atomic_load_n(&ch->prods[i].owner,
+		if (owner_state(__atomic_load_n(&prods[i].owner,
 						__ATOMIC_ACQUIRE)) ==
 		    SHMBUS_SLOT_FREE)
-			live = &ch->prods[i];
+			live = &prods[i];
 	cr_assert(live);
 	live->claim_end = (dc->c + 64) | SHMBUS_CLAIM_TENTATIVE;
 	live->claim_pos = dc->c;

@@ -21,15 +21,17 @@
  *   |   wake line: futex, sleepers     | | segment index [SHMBUS_NSEG]   |
  *   |   counters line                  | | struct shmbus_data_trailer    |
  *   +----------------------------------+ | struct shmbus_mbox (SP only)  |
- *   | producer slots                   | | struct shmbus_daemon_area     |
- *   | subscriber slots, 128 B each     | | (one page)                    |
- *   +----------------------------------+ +-------------------------------+
+ *   | subscriber slots, 128 B each     | | struct shmbus_daemon_area     |
+ *   +----------------------------------+ | producer slots, 64 B each     |
+ *                                        | (one page)                    |
+ *                                        +-------------------------------+
  *
  * Writers of the data file: producers and shmbusd.  Writers of the control
  * file: everyone.  hdr.data_id names the data file, and the data file's
  * trailer repeats it.  What shmbusd states about the channel (its fence,
- * its replication and its journal: struct shmbus_daemon_area) is in the
- * data file, which shmbusd gives a subscriber read-only.
+ * its replication and its journal: struct shmbus_daemon_area) and the
+ * producers' slots (who produces, and the claims they announce) are in
+ * the data file, which shmbusd gives a subscriber read-only.
  *
  * A record commits itself: its first word (struct shmbus_rec.commit)
  * holds the lap tag, the type and the length, and is stored last with
@@ -302,6 +304,9 @@ struct shmbus_mbox {
  * still do to the others").  All zero: the fence open, no replication, no
  * journal.
  */
+#define SHMBUS_PRODS_OFFSET	2816u	/* in the data file, after capacity:
+					 * the producer slots, after the
+					 * daemon's area and a guard line */
 #define SHMBUS_DAEMON_OFFSET	2176u	/* after the mailbox and a guard line:
 					 * line 0 below starts a 128-byte
 					 * pair of its own */
@@ -376,7 +381,7 @@ struct shmbus_hdr {
 	uint64_t file_size;	/* of the control file */
 	uint64_t capacity;	/* data region bytes, power of two */
 	uint64_t data_offset;	/* in the data file: 0 */
-	uint64_t slots_offset;
+	uint64_t slots_offset;	/* of the subscriber slots */
 	uint32_t max_msg;	/* largest payload, bytes */
 	uint32_t flags;		/* SHMBUS_F_* */
 	uint32_t nslots;	/* subscriber slots */
@@ -497,6 +502,12 @@ SHMBUS_STATIC_ASSERT(SHMBUS_NSEG * sizeof(struct shmbus_seg) +
 		     "fit the last page");
 SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_daemon_area) == 8 * 64,
 		     "daemon area size");
+SHMBUS_STATIC_ASSERT(SHMBUS_DAEMON_OFFSET + sizeof(struct shmbus_daemon_area) +
+		     SHMBUS_CACHELINE <= SHMBUS_PRODS_OFFSET &&
+		     SHMBUS_PRODS_OFFSET % (2 * SHMBUS_CACHELINE) == 0 &&
+		     SHMBUS_PRODS_OFFSET + SHMBUS_MAX_PRODUCERS *
+		     sizeof(struct shmbus_prod_slot) <= 4096,
+		     "the producer slots fit the data file's last page");
 SHMBUS_ASSERT_OFFSET(struct shmbus_daemon_area, replicated_pos, 128);
 SHMBUS_ASSERT_OFFSET(struct shmbus_daemon_area, jnl_written, 192);
 SHMBUS_ASSERT_OFFSET(struct shmbus_daemon_area, repl_frames, 256);
