@@ -305,10 +305,11 @@ Test(group_daemon, the_daemon_dead_letters_poison_messages)
 	shmbus_disconnect(bus2);
 }
 
-/* A process that may only subscribe to the dead-letter channel can still
- * write its header: it fakes a claim of its own, live, that never hands
- * over.  The daemon's dead letter gives up instead of waiting behind it
- * for ever, and its reaper goes on repairing every channel. */
+/* A process that can write the dead-letter channel's files (a producer of
+ * it, or root through the paths; a subscriber holds the producer slots
+ * read-only) fakes a claim of its own, live, that never hands over.  The
+ * daemon's dead letter gives up instead of waiting behind it for ever,
+ * and its reaper goes on repairing every channel. */
 Test(group_daemon, a_claim_faked_on_the_dead_letter_channel_stalls_no_repair)
 {
 	struct shmbus_prod_slot *fake;
@@ -325,7 +326,9 @@ Test(group_daemon, a_claim_faked_on_the_dead_letter_channel_stalls_no_repair)
 	cr_assert(dl);
 	sub = shmbus_sub_open(dl, NULL);
 	h = dl->hdr;
-	fake = &dl->prods[SHMBUS_MAX_PRODUCERS - 1];
+	fake = th_map_prods(d.dir, "dlq");
+	cr_assert(fake);
+	fake += SHMBUS_MAX_PRODUCERS - 1;
 	at = __atomic_load_n(&h->handoff, __ATOMIC_ACQUIRE);
 	cr_assert_eq(at, __atomic_load_n(&h->head, __ATOMIC_ACQUIRE));
 	__atomic_store_n(&fake->claim_end, at + 24, __ATOMIC_RELAXED);
