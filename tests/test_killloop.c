@@ -418,6 +418,36 @@ static int unrelated(void *arg)
 }
 
 /*
+ * A process that never opens the channel, given the dead process's pid
+ * (sh->dead) where the kernel gives it; elsewhere an unrelated child whose
+ * pid is written over the dead one's in *word, at bit `shift` (32: an
+ * owner word; 0: the role word), the rest of the word (its start tag)
+ * kept, which the reuse leaves.
+ */
+static pid_t unrelated_with_dead_pid(uint64_t *word, unsigned shift)
+{
+	uint64_t o = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+	uint64_t mask = (uint64_t)UINT32_MAX << shift;
+	pid_t p;
+
+	/* A start tag counts clock ticks (10 ms): a pid is not reused
+	 * within one but by this test. */
+	usleep(30000);
+	p = th_spawn_as(sh->dead, unrelated, NULL);
+	sh->reused = p > 0;
+	if (p < 0) {
+		p = th_spawn(unrelated, NULL);
+		__atomic_store_n(word, (o & ~mask) |
+				 (uint64_t)(uint32_t)p << shift,
+				 __ATOMIC_RELEASE);
+	}
+	cr_log_info("unrelated process %d: %s", (int)p,
+		    sh->reused ? "the dead process's pid" : "its pid written "
+		    "over the dead one's");
+	return p;
+}
+
+/*
  * A subscriber of a block channel killed, and its pid given to a process
  * that has nothing to do with the channel and lives on.  The dead slot's
  * word carries its owner's start tag, which the new process's start does
@@ -457,20 +487,7 @@ Test(killloop, a_subscribers_pid_reused_by_an_unrelated_process,
 	}
 	cr_assert_lt(slot, SHMBUS_MAX_SLOTS);
 	cr_assert_neq(owner_tag(o), 0, "the slot's word has no start tag");
-	/* A start tag counts clock ticks (10 ms): a pid is not reused
-	 * within one but by this test. */
-	usleep(30000);
-	p = th_spawn_as(sh->dead, unrelated, NULL);
-	sh->reused = p > 0;
-	if (p < 0) {
-		p = th_spawn(unrelated, NULL);
-		__atomic_store_n(&ch->subs[slot].owner,
-				 (uint64_t)(uint32_t)p << 32 | (uint32_t)o,
-				 __ATOMIC_RELEASE);
-	}
-	cr_log_info("unrelated process %d: %s", (int)p,
-		    sh->reused ? "the dead subscriber's pid" : "its pid "
-		    "written over the dead one's");
+	p = unrelated_with_dead_pid(&ch->subs[slot].owner, 32);
 	pub = shmbus_pub_open(ch, &pa);
 	cr_assert(pub);
 	memset(msg, 7, sizeof(msg));
@@ -535,18 +552,7 @@ Test(killloop, a_single_producers_pid_reused_by_an_unrelated_process,
 	w = __atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE);
 	cr_assert_eq(role_pid(w), (uint32_t)sh->dead);
 	cr_assert_neq(role_tag(w), 0, "the role word has no start tag");
-	/* A start tag counts clock ticks (10 ms): a pid is not reused
-	 * within one but by this test. */
-	usleep(30000);
-	p = th_spawn_as(sh->dead, unrelated, NULL);
-	if (p < 0) {
-		p = th_spawn(unrelated, NULL);
-		__atomic_store_n(&ch->hdr->sp_owner,
-				 (w & ~(uint64_t)UINT32_MAX) | (uint32_t)p,
-				 __ATOMIC_RELEASE);
-	}
-	cr_log_info("unrelated process %d (the dead producer was %d)",
-		    (int)p, (int)sh->dead);
+	p = unrelated_with_dead_pid(&ch->hdr->sp_owner, 0);
 	errno = 0;
 	pub = shmbus_pub_open(ch, NULL);
 	cr_assert(pub, "the role of a producer whose pid lives on in another "
