@@ -459,7 +459,7 @@ static void op_publish(struct run *r, shmbus_pub *p, uint32_t len,
  */
 static bool repairing(const struct shmbus_channel *ch)
 {
-	uint64_t o = load_relaxed64(&ch->hdr->sp_owner);
+	uint64_t o = load_relaxed64(&ch->pl->sp_owner);
 
 	return !ch_multi(ch) && o & SHMBUS_SP_REPAIRING &&
 	       sb_pid_alive(role_pid(o));
@@ -475,8 +475,8 @@ static bool repairing(const struct shmbus_channel *ch)
  */
 static bool handoff_held(const struct shmbus_channel *ch)
 {
-	uint64_t hv = load_relaxed64(&ch->hdr->handoff);
-	uint64_t head = load_relaxed64(&ch->hdr->head);
+	uint64_t hv = load_relaxed64(&ch->pl->handoff);
+	uint64_t head = load_relaxed64(&ch->pl->head);
 
 	if (!ch_multi(ch) || hv >= head)
 		return false;
@@ -693,7 +693,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	const char *dir = getenv("SHMBUS_FUZZ_SEEDS");
 	static struct seed sd;
 	char name[64];
-	/* head (line 4 of the header) made unaligned; the mailbox's mark
+	/* head (in the producers' line) made unaligned; the mailbox's mark
 	 * ahead of head; a subscriber slot of a dead process; sp_owner
 	 * under repair by a dead process; segment index entries past head */
 	static const uint8_t unaligned[] = { 0x03 };
@@ -724,10 +724,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 			const uint8_t *p;
 			unsigned n;
 		} patches[] = {
-			{ "head", 0, 256, unaligned, 1 },
+			{ "head", 1, CAP + SHMBUS_PLINE_OFFSET, unaligned,
+			  1 },
 			{ "mark", 1, CAP + SHMBUS_MBOX_OFFSET, mark, 8 },
 			{ "slot", 0, 4096 + 16 * 64 + 128 + 8, dead, 8 },
-			{ "sp", 0, 256 + 32, sp_dead, 4 },
+			{ "sp", 1, CAP + SHMBUS_PLINE_OFFSET + 32, sp_dead,
+			  4 },
 			{ "seg", 1, CAP + 16, seg, 8 },
 		};
 

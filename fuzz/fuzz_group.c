@@ -487,7 +487,7 @@ static void set_word(struct run *r, bool live)
 	case 3: v = INT64_MAX; break;
 	case 4: v = (uint64_t)INT64_MIN; break;
 	case 5: v = (uint64_t)sb_now_ns(); break;
-	case 6: v = load_relaxed64(&r->ch->hdr->head); break;
+	case 6: v = load_relaxed64(&r->ch->pl->head); break;
 	case 7: v = owner_word(SHMBUS_SLOT_ACTIVE, (uint32_t)getpid()); break;
 	default: v = fuzz_u64(in);
 	}
@@ -737,7 +737,7 @@ static void op_apply(struct run *r)
 	struct fuzz_in *in = r->in;
 	unsigned how = fuzz_u8(in);
 	struct sb_group_state st;
-	uint64_t upto, head = load_relaxed64(&r->ch->hdr->head);
+	uint64_t upto, head = load_relaxed64(&r->ch->pl->head);
 	int rc;
 
 	for (size_t i = 0; i < sizeof(st); i++)

@@ -626,6 +626,8 @@ static struct shmbus_channel *map_data(struct shmbus_channel *ch, int fd,
 						   SHMBUS_DAEMON_OFFSET);
 	ch->prods = (struct shmbus_prod_slot *)((uint8_t *)base + g->cap +
 						SHMBUS_PRODS_OFFSET);
+	ch->pl = (struct shmbus_prod_line *)((uint8_t *)base + g->cap +
+					     SHMBUS_PLINE_OFFSET);
 	if (!ch->rdonly)
 		prefault(base, g->data_size, g->page, rdonly);
 	return ch;

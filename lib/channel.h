@@ -28,6 +28,7 @@ _Static_assert(SHMBUS_MAX_SLOTS == SHMBUS_MAX_SUBSCRIBERS,
 struct shmbus_channel {
 	struct shmbus_hdr *hdr;		/* control region, read-write */
 	struct shmbus_prod_slot *prods;	/* in the data file's last page */
+	struct shmbus_prod_line *pl;	/* there too: head, handoff, seq... */
 	struct shmbus_sub_slot *subs;
 	struct shmbus_seg *segs;
 	struct shmbus_mbox *mbox;	/* in the data file's last page */
@@ -256,8 +257,8 @@ static inline uint64_t repairer_word(uint32_t state, uint32_t pid)
 					 : owner_word(state, pid);
 }
 
-/* The single producer's role word (hdr.sp_owner): its holder's pid, without
- * the repairing bit, and start tag. */
+/* The single producer's role word (prod_line.sp_owner): its holder's pid,
+ * without the repairing bit, and start tag. */
 static inline uint32_t role_pid(uint64_t w)
 {
 	return (uint32_t)w & ~SHMBUS_SP_REPAIRING;

@@ -450,7 +450,7 @@ uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
  * it; 0 if there is none. */
 uint64_t sb_marks_take(struct sb_marks *mk, uint64_t from, uint64_t most);
 uint64_t sb_ring_head(shmbus_channel *ch);
-/* The channel's next sequence number (hdr.seq): every record that a
+/* The channel's next sequence number (prod_line.seq): every record that a
  * writer of the ring committed before the caller's last acquire load of
  * a commit word (A1) has a sequence number below it. */
 uint64_t sb_ring_next_seq(shmbus_channel *ch);

@@ -456,7 +456,7 @@ static int shared_msg(struct shmbus_group *m, uint64_t p, uint64_t end,
 			if (!ch_overwrite(ch))
 				return -EBADMSG;
 			fence_acquire();	/* A2's check, as below */
-			head = load_relaxed64(&ch->hdr->head);
+			head = load_relaxed64(&ch->pl->head);
 			return not_overwritten(ch, p, head) ? -EBADMSG : 2;
 		}
 		data = (const uint8_t *)rec_at(ch, p) + SHMBUS_REC_HDR;
@@ -464,7 +464,7 @@ static int shared_msg(struct shmbus_group *m, uint64_t p, uint64_t end,
 			memcpy(m->buf, data, len);
 			/* A2's check: the copy is of this lap. */
 			fence_acquire();
-			head = load_relaxed64(&ch->hdr->head);
+			head = load_relaxed64(&ch->pl->head);
 			if (!not_overwritten(ch, p, head))
 				return 2;
 			data = m->buf;
@@ -557,7 +557,7 @@ static bool shared_held(struct shmbus_group *m, uint64_t seq, uint64_t ctl)
 /* A poll found nothing: what wait compares with. */
 static void note_idle(struct shmbus_group *m)
 {
-	m->idle_head = load_relaxed64(&m->ch->hdr->head);	/* compared */
+	m->idle_head = load_relaxed64(&m->ch->pl->head);	/* compared */
 	m->idle_ns = sb_now_ns();
 }
 

@@ -421,7 +421,7 @@ static int resolve_unrecorded(struct shmbus_group *m, int64_t now,
 		}
 		if (!claim_start(m, s, &start) ||
 		    !claim_start(m, s + 1, &end) || end < start ||
-		    end > load_relaxed64(&m->ch->hdr->head))
+		    end > load_relaxed64(&m->ch->pl->head))
 			continue;
 		if (sb_group_hook)
 			sb_group_hook(SB_HOOK_RESOLVING);
@@ -511,7 +511,7 @@ static int leases_reclaim(struct shmbus_group *m, shmbus_pub *dl,
 			 * never copied over and over from past head. */
 			bad = !(fp <= ls && ls <= le && le <= cp &&
 				/* No edge: compared only. */
-				le <= load_relaxed64(&m->ch->hdr->head));
+				le <= load_relaxed64(&m->ch->pl->head));
 		}
 		/* R17: pairs with A17 (readers of the lease's word): the
 		 * holder's reads come first. */
@@ -626,7 +626,7 @@ static void floor_heal(struct shmbus_group *m)
 	/* A5: pairs with R5 (the floor's publish, sb_floor_publish()): the
 	 * head its publisher saw comes before the head we load next. */
 	uint64_t cur = load_acquire64(&s->pos);
-	uint64_t head = load_relaxed64(&ch->hdr->head);
+	uint64_t head = load_relaxed64(&ch->pl->head);
 	/* A23: pairs with R23 (the floor's move): what the members did
 	 * below it is done, before the publish below. */
 	uint64_t f = load_acquire64(&m->g->floor_pos);

@@ -34,14 +34,14 @@ int sb_rec_look(struct shmbus_channel *ch, uint64_t p, uint64_t fresh,
 		return -EBADMSG;
 	/* A3': pairs with R3 (the producers' hand-off): a start taken from
 	 * head is read only once the word there has been zeroed. */
-	if (p == fresh && load_acquire64(&ch->hdr->handoff) < p)
+	if (p == fresh && load_acquire64(&ch->pl->handoff) < p)
 		return 0;
 	r = rec_at(ch, p);
 	/* A1: pairs with R1 (the commit store): the record's seq and
 	 * payload are visible. */
 	w = load_acquire64(&r->commit);
 	if (word_tag(w) != lap_tag(ch, p)) {
-		head = load_relaxed64(&ch->hdr->head);	/* compared only */
+		head = load_relaxed64(&ch->pl->head);	/* compared only */
 		if (head < p)
 			return -EBADMSG;
 		if (head > p && !not_overwritten(ch, p, head))
@@ -107,7 +107,7 @@ unsigned sb_floor_advance(struct shmbus_group_hdr *g,
 			break;
 		end = load_relaxed64(&l->end);
 		/* Relaxed: head only grows; a bound, not an edge. */
-		if (end < fp || end > load_relaxed64(&ch->hdr->head))
+		if (end < fp || end > load_relaxed64(&ch->pl->head))
 			break;		/* corrupt: the floor stays */
 		/* R23: pairs with A23: the walk's reads of what it passed come
 		 * first. */
@@ -288,7 +288,7 @@ static int lapped(struct shmbus_group *m, uint64_t pos, uint64_t s)
 	struct shmbus_channel *ch = m->ch;
 	struct shmbus_group_hdr *g = m->g;
 	/* A12: pairs with R12 (the claim CAS on head). */
-	uint64_t head = load_acquire64(&ch->hdr->head), np, want, got;
+	uint64_t head = load_acquire64(&ch->pl->head), np, want, got;
 	struct shmbus_lease_slot *l = &m->leases[s & m->wmask];
 	uint32_t type, len;
 	uint64_t rseq = 0, size;
@@ -481,7 +481,7 @@ int sb_shared_take(struct shmbus_group *m, unsigned max, uint64_t *seq,
 		if (ch_overwrite(ch)) {
 			/* A2's check: nothing we read was of a later lap. */
 			fence_acquire();
-			head = load_relaxed64(&ch->hdr->head);
+			head = load_relaxed64(&ch->pl->head);
 			if (!not_overwritten(ch, pos, head))
 				goto lap;
 		}

@@ -41,7 +41,7 @@ void sb_group_fill_stats(struct shmbus_group *m, struct shmbus_group_stats *st)
 	}
 	st->floor = load_relaxed64(&g->floor_pos);
 	st->claim = load_relaxed64(&g->claim_pos);
-	st->head = load_relaxed64(&m->ch->hdr->head);
+	st->head = load_relaxed64(&m->ch->pl->head);
 	if (m->mode == SHMBUS_GMODE_SHARED) {
 		uint64_t fs = load_relaxed64(&g->floor_seq);
 		uint64_t cs = load_relaxed64(&g->claim_seq);

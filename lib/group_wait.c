@@ -70,7 +70,7 @@ static bool ready_now(struct shmbus_group *m)
 {
 	/* No edge: compared only; a closed fence is sb_member_take_check()'s to
 	 * report. */
-	if (load_relaxed64(&m->ch->hdr->head) != m->idle_head ||
+	if (load_relaxed64(&m->ch->pl->head) != m->idle_head ||
 	    sb_group_refused(m->ch))
 		return true;
 	return m->mode == SHMBUS_GMODE_SHARED ? shared_ready(m)

@@ -30,9 +30,10 @@ SHMBUS_EXPORT int shmbus_channel_info(shmbus_channel *ch,
 				       : SHMBUS_SINGLE_PRODUCER;
 	info->numa_node = h->numa_node;
 	info->create_ns = h->create_ns;
-	info->head = load_relaxed64(&h->head);	/* statistics: no edge */
-	info->published = load_relaxed64(&h->seq);
-	info->bytes = load_relaxed64(&h->bytes);
+	/* statistics: no edge */
+	info->head = load_relaxed64(&ch->pl->head);
+	info->published = load_relaxed64(&ch->pl->seq);
+	info->bytes = load_relaxed64(&ch->pl->bytes);
 	info->backpressure = load_relaxed64(&h->backpressure);
 	info->wakeups = load_relaxed64(&h->wakeups);
 	info->aborts = load_relaxed64(&h->aborts);
@@ -87,8 +88,8 @@ SHMBUS_EXPORT int shmbus_channel_subscriber(shmbus_channel *ch, unsigned slot,
 	out->pos = load_relaxed64(&s->pos);
 	out->delivered = load_relaxed64(&s->delivered);
 	out->lost = load_relaxed64(&s->lost);
-	head = load_relaxed64(&ch->hdr->head);
-	seq = load_relaxed64(&ch->hdr->seq);
+	head = load_relaxed64(&ch->pl->head);
+	seq = load_relaxed64(&ch->pl->seq);
 	next = load_relaxed64(&s->next_seq);
 	/* Untrusted values: a cursor past head or a count from the future
 	 * shows as no lag rather than as a huge one. */
@@ -143,7 +144,7 @@ static uint64_t lag_messages(struct shmbus_channel *ch, uint64_t p,
 		/* A2: pairs with R2: a claim over what we read shows in
 		 * head. */
 		fence_acquire();
-		h2 = load_relaxed64(&ch->hdr->head);
+		h2 = load_relaxed64(&ch->pl->head);
 		if (!not_overwritten(ch, p, h2) || s > seq)
 			return UINT64_MAX;
 		return seq - s;
@@ -154,7 +155,7 @@ static uint64_t lag_messages(struct shmbus_channel *ch, uint64_t p,
 SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
 					     struct shmbus_repl_info *out)
 {
-	const struct shmbus_hdr *h;
+	const struct shmbus_prod_line *pl;
 	const struct shmbus_daemon_area *d;
 	uint32_t f;
 	uint64_t pos, seq;
@@ -162,7 +163,7 @@ SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
 
 	if (!ch || !out)
 		return -EINVAL;
-	h = ch->hdr;
+	pl = ch->pl;
 	d = ch->daemon;
 	memset(out, 0, sizeof(*out));
 	/* No edge: statistics, each value read once and checked. */
@@ -181,8 +182,8 @@ SHMBUS_EXPORT int shmbus_channel_replication(shmbus_channel *ch,
 	    out->level == SHMBUS_ACK_PERSISTED)
 		out->level = SHMBUS_ACK_APPLIED;	/* damaged: say something */
 	out->epoch = load_relaxed64(&d->epoch);
-	out->head = load_relaxed64(&h->head);
-	seq = load_relaxed64(&h->seq);
+	out->head = load_relaxed64(&pl->head);
+	seq = load_relaxed64(&pl->seq);
 	out->acknowledged = load_relaxed64(&d->replicated_pos);
 	out->received = load_relaxed64(&d->received_pos);
 	out->applied = load_relaxed64(&d->applied_pos);

@@ -59,14 +59,14 @@ void sb_jnl_written(shmbus_channel *ch, uint64_t pos)
 
 void sb_jnl_persisted(shmbus_channel *ch, uint64_t pos, bool ack)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_prod_line *pl = ch->pl;
 	struct shmbus_daemon_area *d = ch->daemon;
 	uint64_t cur = load_relaxed64(&d->persisted_pos);
 
 	/* No edge of its own: R14 in sb_repl_watermark() publishes it to
 	 * shmbus_pub_sync(), which reads it after A14.  A value past head
 	 * was written over (sync_verdict() believes none): set back. */
-	if (cur < pos || cur > load_relaxed64(&h->head))
+	if (cur < pos || cur > load_relaxed64(&pl->head))
 		store_relaxed64(&d->persisted_pos, pos);
 	/* The flags as the agent set them (sb_repl_flags()), not a word
 	 * written over. */
@@ -117,7 +117,7 @@ void sb_jnl_count(shmbus_channel *ch, uint64_t syncs, uint64_t gaps,
 
 void sb_jnl_read(shmbus_channel *ch, struct sb_jnl_view *v)
 {
-	const struct shmbus_hdr *h = ch->hdr;
+	const struct shmbus_prod_line *pl = ch->pl;
 	const struct shmbus_daemon_area *d = ch->daemon;
 
 	/* A25 (see sb_jnl_written()), for whoever reads the files next. */
@@ -129,7 +129,7 @@ void sb_jnl_read(shmbus_channel *ch, struct sb_jnl_view *v)
 	v->syncs = load_relaxed64(&d->jnl_syncs);
 	v->gaps = load_relaxed64(&d->jnl_gaps);
 	v->gap_bytes = load_relaxed64(&d->jnl_gap_bytes);
-	v->head = load_relaxed64(&h->head);
+	v->head = load_relaxed64(&pl->head);
 	v->state = load_relaxed32(&d->jnl_state);
 	v->seg_log2 = load_relaxed32(&d->jnl_seg_log2);
 	v->keep = load_relaxed32(&d->jnl_keep);
@@ -145,19 +145,19 @@ uint64_t sb_ring_id(shmbus_channel *ch)
 
 int sb_ring_continue(shmbus_channel *ch, uint64_t pos, uint64_t seq)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_prod_line *pl = ch->pl;
 	struct shmbus_pub *w;
 	int rc;
 
 	/* No edge: the ring is new, and nobody has been handed it yet.  A
 	 * continuation cut short (the seq stored, not head) is done again. */
-	if (load_relaxed64(&h->head) ||
-	    (load_relaxed64(&h->seq) && load_relaxed64(&h->seq) != seq))
+	if (load_relaxed64(&pl->head) ||
+	    (load_relaxed64(&pl->seq) && load_relaxed64(&pl->seq) != seq))
 		return -EEXIST;
 	if (pos == 0 && seq == 0)
 		return 0;
 	/* The seq first: a ring whose head moved on has its seq. */
-	store_relaxed64(&h->seq, seq);
+	store_relaxed64(&pl->seq, seq);
 	w = sb_writer_open(ch, 0);
 	if (!w)
 		return -ENOMEM;

@@ -33,7 +33,7 @@
  * standby's sb_apply_check() would take: a record of this lap, of a known
  * type, a length within max_msg (padding: aligned), inside the ring, and
  * a sequence number above the one before it; and one that a producer of
- * the ring has handed out: below the channel's next (hdr.seq), which
+ * the ring has handed out: below the channel's next (prod_line.seq), which
  * every writer of the ring stores before its commit (R1), so that a load
  * of it after A1 sees a value past the record's.  A number from the
  * future, shipped or journaled, would make every true record after it
@@ -106,12 +106,12 @@ look_rec(shmbus_channel *ch, uint64_t p, uint64_t to, uint64_t *seq,
 	 * loaded again only for a record past it (one committed since). */
 	if (s >= *bound) {
 		/* No edge: ordered after A1 above, which saw the commit that
-		 * its writer made after storing hdr.seq past s.  On an
+		 * its writer made after storing prod_line.seq past s.  On an
 		 * overwrite ring a lapping producer may have changed s since
 		 * A1: a false REC_BAD then only ends the walk, and the
 		 * callers check sb_ring_holds() (A2) before they call it
 		 * damage. */
-		*bound = load_relaxed64(&ch->hdr->seq);
+		*bound = load_relaxed64(&ch->pl->seq);
 		if (s >= *bound) {
 			if (why)
 				snprintf(why, whylen, "sequence %llu, and the "
@@ -153,7 +153,7 @@ uint64_t sb_committed_end_marked(shmbus_channel *ch, uint64_t from,
 				 uint64_t most, struct sb_marks *mk)
 {
 	/* A12: head bounds the walk; no record past it is ours to read. */
-	uint64_t head = load_acquire64(&ch->hdr->head), to, p, size, seq = 0;
+	uint64_t head = load_acquire64(&ch->pl->head), to, p, size, seq = 0;
 	uint64_t bound = 0;
 	bool have_seq = false;
 
@@ -197,7 +197,7 @@ bool sb_ring_damage(shmbus_channel *ch, uint64_t pos,
 		    const struct sb_marks *mk, char *why, size_t whylen)
 {
 	/* A12: head bounds what may be read. */
-	uint64_t head = load_acquire64(&ch->hdr->head), size, seq = 0;
+	uint64_t head = load_acquire64(&ch->pl->head), size, seq = 0;
 	uint64_t bound = 0;
 	/* The walk's last sequence number, as it carries it. */
 	bool have_seq = mk && mk->have_seq && !ch_overwrite(ch);
@@ -263,13 +263,13 @@ uint64_t sb_ring_head(shmbus_channel *ch)
 {
 	/* No edge: compared only; positions read from it are walked by
 	 * their commit words (A1). */
-	return load_relaxed64(&ch->hdr->head);
+	return load_relaxed64(&ch->pl->head);
 }
 
 uint64_t sb_ring_next_seq(shmbus_channel *ch)
 {
 	/* No edge: ordered after the caller's A1 (look_rec()). */
-	return load_relaxed64(&ch->hdr->seq);
+	return load_relaxed64(&ch->pl->seq);
 }
 
 uint64_t sb_ring_oldest(shmbus_channel *ch)
@@ -297,7 +297,7 @@ int sb_ring_span(shmbus_channel *ch, uint64_t from, uint64_t to,
 bool sb_ring_has_record(shmbus_channel *ch, uint64_t pos)
 {
 	/* A12: head bounds what may be read. */
-	uint64_t head = load_acquire64(&ch->hdr->head), w;
+	uint64_t head = load_acquire64(&ch->pl->head), w;
 
 	if (pos % SHMBUS_REC_ALIGN || pos > head)
 		return false;
@@ -313,7 +313,7 @@ bool sb_ring_has_record(shmbus_channel *ch, uint64_t pos)
 uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos, uint32_t *type)
 {
 	/* A12: head bounds what may be read. */
-	uint64_t head = load_acquire64(&ch->hdr->head), w, size;
+	uint64_t head = load_acquire64(&ch->pl->head), w, size;
 
 	if (pos % SHMBUS_REC_ALIGN || pos >= head ||
 	    !not_overwritten(ch, pos, head))
@@ -334,7 +334,7 @@ uint64_t sb_ring_pad_at(shmbus_channel *ch, uint64_t pos, uint32_t *type)
 uint64_t sb_ring_rec_at(shmbus_channel *ch, uint64_t pos, uint32_t *type)
 {
 	/* A12: head bounds what may be read. */
-	uint64_t head = load_acquire64(&ch->hdr->head), size, seq = 0;
+	uint64_t head = load_acquire64(&ch->pl->head), size, seq = 0;
 	uint64_t bound = 0;
 	bool have_seq = false;
 
@@ -348,7 +348,7 @@ uint64_t sb_ring_rec_at(shmbus_channel *ch, uint64_t pos, uint32_t *type)
 bool sb_ring_seq_at(shmbus_channel *ch, uint64_t pos, uint64_t *seq)
 {
 	/* A12: head bounds what may be read. */
-	uint64_t head = load_acquire64(&ch->hdr->head), size, s = 0;
+	uint64_t head = load_acquire64(&ch->pl->head), size, s = 0;
 	uint64_t bound = 0;
 	bool have = false;
 	uint32_t type;
@@ -368,7 +368,7 @@ bool sb_ring_holds(shmbus_channel *ch, uint64_t from)
 	/* A2: pairs with R2: if a producer's claim overwrote any byte we
 	 * read (or the kernel copied for us) before this, head shows it. */
 	fence_acquire();
-	head = load_relaxed64(&ch->hdr->head);
+	head = load_relaxed64(&ch->pl->head);
 	return not_overwritten(ch, from, head);
 }
 
@@ -518,7 +518,7 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 	int rc;
 
 	/* No edge: we are head's only writer on a standby. */
-	if (load_relaxed64(&h->head) != pos)
+	if (load_relaxed64(&ch->pl->head) != pos)
 		return -ESTALE;
 	if (!len)
 		return 0;
@@ -526,17 +526,18 @@ int sb_apply(struct shmbus_pub *wr, uint64_t pos, const uint8_t *buf,
 	       (rc = sb_make_room(wr, pos, q, &deadline, &spins)))
 		if (rc < 0)
 			return rc;
-	store_relaxed64(&h->head, q);
+	store_relaxed64(&ch->pl->head, q);
 	/* R2: pairs with A2 (the overwrite reader's check): the claim is
 	 * visible before any byte of it changes.  R28: pairs with A28
 	 * (shmbus_sub_open()'s load of seq): head before seq, below. */
 	fence_release();
 	store_relaxed64(&rec_at(ch, q)->commit, 0);
 	if (f->last_pos != UINT64_MAX)
-		store_relaxed64(&h->seq, f->last_seq + 1);
-	store_relaxed64(&h->bytes, load_relaxed64(&h->bytes) + f->nbytes);
+		store_relaxed64(&ch->pl->seq, f->last_seq + 1);
+	store_relaxed64(&ch->pl->bytes,
+			load_relaxed64(&ch->pl->bytes) + f->nbytes);
 	/* R3: pairs with A3' in the subscriber's trusted(). */
-	store_release64(&h->handoff, q);
+	store_release64(&ch->pl->handoff, q);
 	if ((pos ^ q) >> ch->seg_log2)
 		sb_seg_index(ch, pos, q);
 	/* Every byte of the frame but the first record's commit word, in one
@@ -607,10 +608,10 @@ static void mbox_cut(struct shmbus_channel *ch, uint64_t end)
 
 uint64_t sb_apply_recover(shmbus_channel *ch)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_prod_line *pl = ch->pl;
 	struct shmbus_daemon_area *d = ch->daemon;
 	/* No edge: no agent runs yet; we are head's only writer. */
-	uint64_t head = load_relaxed64(&h->head), oldest, end, applied;
+	uint64_t head = load_relaxed64(&pl->head), oldest, end, applied;
 
 	if (head % SHMBUS_REC_ALIGN)
 		return UINT64_MAX;
@@ -642,27 +643,27 @@ uint64_t sb_apply_recover(shmbus_channel *ch)
 	 * and the mailbox name nothing past it. */
 	seg_index_cut(ch, end);
 	mbox_cut(ch, end);
-	store_relaxed64(&h->head, end);
+	store_relaxed64(&pl->head, end);
 	store_relaxed64(&rec_at(ch, end)->commit, 0);
 	/* R3: pairs with A3' in the subscriber's trusted(). */
-	store_release64(&h->handoff, end);
+	store_release64(&pl->handoff, end);
 	return end;
 }
 
 uint64_t sb_apply_reclaim(shmbus_channel *ch, uint64_t to)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_prod_line *pl = ch->pl;
 	/* No edge: the agent is head's writer; a producer's claim taken
 	 * back stores nothing else. */
-	uint64_t head = load_relaxed64(&h->head);
+	uint64_t head = load_relaxed64(&pl->head);
 
 	if (head >= to || head % SHMBUS_REC_ALIGN || to % SHMBUS_REC_ALIGN ||
 	    to - head > ch->cap - SHMBUS_REC_ALIGN ||
 	    sb_committed_until(ch, head, to) != to)
 		return head;
-	store_relaxed64(&h->head, to);
+	store_relaxed64(&pl->head, to);
 	/* R3: pairs with A3' in the subscriber's trusted(). */
-	store_release64(&h->handoff, to);
+	store_release64(&pl->handoff, to);
 	return to;
 }
 
@@ -674,7 +675,7 @@ int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
 	struct shmbus_channel *ch = wr->ch;
 	struct shmbus_hdr *h = ch->hdr;
 	/* No edge: we are head's only writer. */
-	uint64_t end = load_relaxed64(&h->head), p;
+	uint64_t end = load_relaxed64(&ch->pl->head), p;
 
 	int64_t deadline = 0;
 	unsigned spins = 0;
@@ -690,12 +691,12 @@ int sb_apply_restart(struct shmbus_pub *wr, uint64_t pos)
 	       (rc = sb_make_room(wr, end, pos, &deadline, &spins)))
 		if (rc < 0)
 			return rc;
-	store_relaxed64(&h->head, pos);
+	store_relaxed64(&ch->pl->head, pos);
 	/* R2: pairs with A2: readers that copied bytes here see head. */
 	fence_release();
 	store_relaxed64(&rec_at(ch, pos)->commit, 0);
 	/* R3: pairs with A3' in the subscriber's trusted(). */
-	store_release64(&h->handoff, pos);
+	store_release64(&ch->pl->handoff, pos);
 	sb_seg_index(ch, pos - end > ch->cap ? pos - ch->cap : end, pos);
 	if (pos + SHMBUS_REC_ALIGN <= end + ch->cap) {
 		/* Less than a lap: readers at end would wait there for
@@ -866,10 +867,10 @@ static uint64_t committed_rec(struct shmbus_channel *ch, uint64_t p,
 
 void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_prod_line *pl = ch->pl;
 	/* No edge in what follows unless labelled: the fence says CUT, and
 	 * sb_ring_cut_begin() found nobody else reading or writing. */
-	uint64_t head = load_relaxed64(&h->head), oldest = sb_ring_oldest(ch);
+	uint64_t head = load_relaxed64(&pl->head), oldest = sb_ring_oldest(ch);
 	uint64_t p = pos > oldest ? pos : oldest, seq = UINT64_MAX;
 
 	/* What names records past pos goes first, the records after: a cut
@@ -889,19 +890,19 @@ void sb_ring_cut_end(shmbus_channel *ch, uint64_t pos, uint32_t fence)
 	}
 	/* The next message takes the first removed one's number. */
 	if (seq != UINT64_MAX)
-		store_relaxed64(&h->seq, seq);
+		store_relaxed64(&pl->seq, seq);
 	store_relaxed64(&rec_at(ch, pos)->commit, 0);
-	store_relaxed64(&h->head, pos);
+	store_relaxed64(&pl->head, pos);
 	/* R3: pairs with A3' in the subscriber's trusted(): the word at pos
 	 * is zeroed. */
-	store_release64(&h->handoff, pos);
+	store_release64(&pl->handoff, pos);
 	cut_clamp(ch, pos);
 	sb_fence_leave_cut(ch, fence);
 }
 
 bool sb_ring_cut_finish(shmbus_channel *ch, uint64_t *end)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_prod_line *pl = ch->pl;
 	uint64_t e, p, seq = UINT64_MAX;
 
 	if (sb_fence_get(ch) != SHMBUS_FENCE_CUT)
@@ -921,7 +922,7 @@ bool sb_ring_cut_finish(shmbus_channel *ch, uint64_t *end)
 		p += size;
 	}
 	if (seq != UINT64_MAX)
-		store_relaxed64(&h->seq, seq + 1);
+		store_relaxed64(&pl->seq, seq + 1);
 	cut_clamp(ch, e);
 	sb_fence_leave_cut(ch, SHMBUS_FENCE_STANDBY);
 	*end = e;

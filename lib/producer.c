@@ -173,7 +173,7 @@ static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 		 * sp_owner, and this seq_cst RMW reads the previous owner's
 		 * releasing CAS, so its stores to head and seq are
 		 * visible. */
-		took = cas_strong_seqcst64(&ch->hdr->sp_owner, &cur, mine);
+		took = cas_strong_seqcst64(&ch->pl->sp_owner, &cur, mine);
 		/* The previous producer (or its repairer) is gone (a killed
 		 * one its parent has not reaped yet included: the daemon's
 		 * test, lib/pid.c): take over, then repair its unfinished
@@ -192,7 +192,7 @@ static int take_sp_role(struct shmbus_channel *ch, struct shmbus_pub *pub)
 			}
 			/* A11, as above; a word that changed meanwhile (a
 			 * new holder) is left alone. */
-			took = cas_strong_seqcst64(&ch->hdr->sp_owner, &cur,
+			took = cas_strong_seqcst64(&ch->pl->sp_owner, &cur,
 						   mine);
 		}
 		if (took) {
@@ -351,19 +351,19 @@ SHMBUS_EXPORT shmbus_pub *shmbus_pub_open(shmbus_channel *ch,
 		}
 		/* A11 (ordered after the sp_owner CAS above): the previous
 		 * producer's head and seq. */
-		pub->head = load_acquire64(&ch->hdr->head);
+		pub->head = load_acquire64(&ch->pl->head);
 		if (pub->head % SHMBUS_REC_ALIGN) {
 			shmbus_pub_close(pub);
 			errno = EBADMSG;
 			return NULL;
 		}
-		pub->seq = load_relaxed64(&ch->hdr->seq);
-		pub->bytes = load_relaxed64(&ch->hdr->bytes);
+		pub->seq = load_relaxed64(&ch->pl->seq);
+		pub->bytes = load_relaxed64(&ch->pl->bytes);
 	}
 	/* What shmbus_pub_sync() answers for starts with this handle's
 	 * records: a gap recorded below them is not theirs.  No edge: head
 	 * only grows, and our claims start at or above any value of it. */
-	pub->synced = pub->multi ? load_relaxed64(&ch->hdr->head) : pub->head;
+	pub->synced = pub->multi ? load_relaxed64(&ch->pl->head) : pub->head;
 	pub->slot = take_prod_slot(ch);
 	if (!pub->slot && ch_multi(ch)) {
 		/* A multi-producer claim is announced in the slot. */
@@ -424,12 +424,12 @@ SHMBUS_EXPORT void shmbus_pub_close(shmbus_pub *pub)
 		 * shmbusd (sb_sp_give_back(), with our slot's tag, which a
 		 * first failure to read our start may have left out of the
 		 * word we took it with) is ours too. */
-		if (!cas_strong_seqcst64(&pub->ch->hdr->sp_owner, &me, 0) &&
+		if (!cas_strong_seqcst64(&pub->ch->pl->sp_owner, &me, 0) &&
 		    role_pid(me) == (uint32_t)getpid() &&
 		    !(me & SHMBUS_SP_REPAIRING) &&
 		    (!role_tag(me) || role_tag(me) == sb_self_tag()))
 			/* R11, as above. */
-			cas_strong_seqcst64(&pub->ch->hdr->sp_owner, &me, 0);
+			cas_strong_seqcst64(&pub->ch->pl->sp_owner, &me, 0);
 		pthread_mutex_unlock(&roles_lock);
 	}
 	free(pub);

@@ -115,7 +115,7 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 		 * that its members lose nothing meanwhile.  Relaxed: head
 		 * only grows, and a true cursor never passes it. */
 		if (c > p && owner_state(o) == SHMBUS_SLOT_GROUP &&
-		    c > load_relaxed64(&ch->hdr->head))
+		    c > load_relaxed64(&ch->pl->head))
 			c = p > ch->cap ? p - ch->cap : 0;
 		if (c < min)
 			min = c;
@@ -173,7 +173,7 @@ static int reap_gone(struct shmbus_pub *pub)
 	for (uint32_t k = 0; !pub->agent && k < SHMBUS_MAX_PRODUCERS; k++) {
 		/* A3: pairs with R3 (the hand-off store of the claim before
 		 * it); sb_handoff_help() orders the rest. */
-		uint64_t x = load_acquire64(&ch->hdr->handoff);
+		uint64_t x = load_acquire64(&ch->pl->handoff);
 
 		if (sb_handoff_help(ch, x, me, sb_owner_gone_as) !=
 		    SB_HELP_DONE)

@@ -94,7 +94,7 @@ static bool await_handoff(struct shmbus_channel *ch, uint64_t p,
 	/* A3: pairs with R3 in the previous claimer's mp_claimed() (or in
 	 * sb_handoff_help() or sb_handoff_skip()): the zeroing of the word
 	 * at p, and the sequence numbers, are visible once we see p here. */
-	while ((hv = load_acquire64(&ch->hdr->handoff)) != p) {
+	while ((hv = load_acquire64(&ch->pl->handoff)) != p) {
 		/* A bounded publisher claimed only with the hand-off at p
 		 * (mp_claim_space()): a word moved off it since was written
 		 * over, and is not waited for.  Nor is a word more than a
@@ -132,7 +132,7 @@ static int handoff_at(struct shmbus_pub *pub, uint64_t p, unsigned *looks)
 	/* A3: pairs with R3 (the previous claimer's hand-off to p): its
 	 * zeroing of the word at p and the sequence numbers, which our
 	 * claim then takes without await_handoff() waiting. */
-	uint64_t hv = load_acquire64(&pub->hdr->handoff);
+	uint64_t hv = load_acquire64(&pub_pline(pub)->handoff);
 
 	if (hv == p)
 		return 1;
@@ -157,7 +157,7 @@ static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 			  uint64_t *pp, uint64_t *padp)
 {
 	struct shmbus_channel *ch = pub->ch;
-	struct shmbus_hdr *h = pub->hdr;
+	struct shmbus_prod_line *pl = pub_pline(pub);
 	uint64_t p, q, pad;
 	int64_t deadline = 0;
 	unsigned spins = 0, busy = 0;
@@ -170,7 +170,7 @@ static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 		/* A12: pairs with R12, the release part of other producers'
 		 * head CAS, so that their claim_pos stores made before it
 		 * are seen by sb_refresh_limit(). */
-		p = load_acquire64(&h->head);
+		p = load_acquire64(&pl->head);
 		if (p % SHMBUS_REC_ALIGN) {	/* corrupt head */
 			mp_release_claim(pub);
 			return -EBADMSG;
@@ -206,7 +206,7 @@ static int mp_claim_space(struct shmbus_pub *pub, uint64_t need,
 		 * acquire loads of head in other producers (above),
 		 * sb_handoff_help() and repair_claim(): our announcement
 		 * (R6) is visible to whoever sees the claim. */
-		if (cas_weak_seqcst64(&h->head, &p, q)) {
+		if (cas_weak_seqcst64(&pl->head, &p, q)) {
 			/* Won: ordered after the CAS by R2 below; read by
 			 * shmbusd only once this process is dead. */
 			store_relaxed64(&pub->slot->claim_end, q);
@@ -229,7 +229,7 @@ static uint64_t mp_claimed(struct shmbus_pub *pub, uint64_t p, uint64_t pad,
 			   uint64_t q, uint64_t nmsgs, uint64_t nbytes)
 {
 	struct shmbus_channel *ch = pub->ch;
-	struct shmbus_hdr *h = pub->hdr;
+	struct shmbus_prod_line *pl = pub_pline(pub);
 	uint64_t seq;
 	bool mine;
 
@@ -245,14 +245,14 @@ static uint64_t mp_claimed(struct shmbus_pub *pub, uint64_t p, uint64_t pad,
 		store_relaxed64(&pub_rec(pub, q)->commit, 0);
 	if (crosses_seg(pub, p, q))
 		sb_seg_index(ch, p, q);
-	seq = load_relaxed64(&h->seq);
-	store_relaxed64(&h->seq, seq + nmsgs);
-	store_relaxed64(&h->bytes, load_relaxed64(&h->bytes) + nbytes);
+	seq = load_relaxed64(&pl->seq);
+	store_relaxed64(&pl->seq, seq + nmsgs);
+	store_relaxed64(&pl->bytes, load_relaxed64(&pl->bytes) + nbytes);
 	/* R3: pairs with A3 in the next claimer's await_handoff(), A3 in
 	 * sb_handoff_help() and sb_repair_prod(), and A3' in the
 	 * subscriber's trusted(). */
 	if (mine)
-		store_release64(&h->handoff, q);
+		store_release64(&pl->handoff, q);
 	if (pad) {
 		/* The padding's successor is our first record, still holding
 		 * stale bytes: zero it before the padding is committed. */

@@ -68,14 +68,14 @@ sp_unclaim(struct shmbus_pub *pub, uint64_t p, uint64_t q)
 	pub->fenced = true;
 	/* No edge: nothing of the claim was written, and nothing is
 	 * published by taking it back. */
-	cas_strong_seqcst64(&pub->hdr->head, &cur, p);
+	cas_strong_seqcst64(&pub_pline(pub)->head, &cur, p);
 }
 
 /* The common claim of `need` bytes, from the producer's private head and
  * room: no shared word is read but the fence, and no index entry or
  * padding is due. */
 static inline bool sp_claim_fast(struct shmbus_pub *pub,
-				 struct shmbus_hdr *h, uint64_t need,
+				 struct shmbus_prod_line *pl, uint64_t need,
 				 uint64_t *pp)
 {
 	const struct shmbus_daemon_area *d = pub->daemon;
@@ -91,7 +91,7 @@ static inline bool sp_claim_fast(struct shmbus_pub *pub,
 	pub->head = q;
 	/* Relaxed: R2 in sp_claimed() orders it before the record's
 	 * bytes. */
-	store_relaxed64(&h->head, q);
+	store_relaxed64(&pl->head, q);
 	if (__builtin_expect(fence_up(pub, d), 0)) {
 		sp_unclaim(pub, p, q);
 		return false;	/* sp_reserve_slow() says -EROFS */
@@ -108,7 +108,7 @@ static inline bool sp_claim_fast(struct shmbus_pub *pub,
  * write, which it writes after this.
  */
 static inline __attribute__((always_inline)) uint64_t
-sp_claimed(struct shmbus_pub *pub, struct shmbus_hdr *h,
+sp_claimed(struct shmbus_pub *pub, struct shmbus_prod_line *pl,
 	   struct shmbus_rec *next, uint64_t q, uint64_t nmsgs, uint64_t nbytes)
 {
 	uint64_t seq = pub->seq;
@@ -126,10 +126,10 @@ sp_claimed(struct shmbus_pub *pub, struct shmbus_hdr *h,
 	store_relaxed64(&next->commit, 0);
 	pub->seq = seq + nmsgs;
 	pub->bytes += nbytes;
-	store_relaxed64(&h->seq, pub->seq);
-	store_relaxed64(&h->bytes, pub->bytes);
+	store_relaxed64(&pl->seq, pub->seq);
+	store_relaxed64(&pl->bytes, pub->bytes);
 	/* R3: pairs with A3' in the subscriber's trusted(). */
-	store_release64(&h->handoff, q);
+	store_release64(&pl->handoff, q);
 	return seq;
 }
 
@@ -164,13 +164,14 @@ sp_reserve_slow(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 		if (rc < 0)
 			return rc;
 	pub->head = q;
-	store_relaxed64(&pub->hdr->head, q);
+	store_relaxed64(&pub_pline(pub)->head, q);
 	if (fence_up(pub, pub->daemon)) {
 		sp_unclaim(pub, p, q);
 		return -EROFS;
 	}
 	sp_set_room(pub);
-	*seqp = sp_claimed(pub, pub->hdr, pub_rec(pub, q), q, nmsgs, nbytes);
+	*seqp = sp_claimed(pub, pub_pline(pub), pub_rec(pub, q), q, nmsgs,
+			   nbytes);
 	/* After the zeroing of the word at q (R4's reader lands there). */
 	if (crosses_seg(pub, p, q))
 		sb_seg_index(ch, p, q);
@@ -192,12 +193,12 @@ static inline __attribute__((always_inline)) int
 sp_reserve(struct shmbus_pub *pub, uint64_t need, uint64_t nmsgs,
 	   uint64_t nbytes, uint64_t *posp, uint64_t *seqp, uint64_t *tagp)
 {
-	struct shmbus_hdr *h = pub->hdr;
+	struct shmbus_prod_line *pl = pub_pline(pub);
 
-	if (__builtin_expect(!sp_claim_fast(pub, h, need, posp), 0))
+	if (__builtin_expect(!sp_claim_fast(pub, pl, need, posp), 0))
 		return sp_reserve_slow(pub, need, nmsgs, nbytes, posp, seqp,
 				       tagp);
-	*seqp = sp_claimed(pub, h, pub_rec(pub, *posp + need), *posp + need,
+	*seqp = sp_claimed(pub, pl, pub_rec(pub, *posp + need), *posp + need,
 			   nmsgs, nbytes);
 	*tagp = pub->tag_word;
 	return 0;
@@ -261,15 +262,16 @@ sp_claim_any(struct shmbus_pub *pub, size_t len, void **buf)
  * with it, 255 without). */
 int sb_sp_claim(struct shmbus_pub *pub, size_t len, void **buf)
 {
-	struct shmbus_hdr *h = pub->hdr;
+	struct shmbus_prod_line *pl = pub_pline(pub);
 	uint64_t pos, need = rec_size(len);
 	struct shmbus_rec *r;
 
-	if (!sp_claim_fast(pub, h, need, &pos))
+	if (!sp_claim_fast(pub, pl, need, &pos))
 		return sp_claim_any(pub, len, buf);
 	r = pub_rec(pub, pos);
 	claim_note(pub, r, pos,
-		   sp_claimed(pub, h, (struct shmbus_rec *)((uint8_t *)r + need),
+		   sp_claimed(pub, pl,
+			      (struct shmbus_rec *)((uint8_t *)r + need),
 			      pos + need, 1, len),
 		   len, rec_word(pub->tag_word, SHMBUS_REC_MSG, len), buf);
 	return 0;
@@ -333,15 +335,16 @@ sp_publish_any(struct shmbus_pub *pub, const void *data, size_t len)
 int sb_sp_publish(struct shmbus_pub *pub, const void *data, size_t len)
 {
 	struct shmbus_hdr *h = pub->hdr;
+	struct shmbus_prod_line *pl = pub_pline(pub);
 	uint64_t pos, seq, need = rec_size(len);
 	struct shmbus_rec *r;
 
-	if (len > pub->small_max || !sp_claim_fast(pub, h, need, &pos))
+	if (len > pub->small_max || !sp_claim_fast(pub, pl, need, &pos))
 		return sp_publish_any(pub, data, len);
 	/* Inside the room the claim's end lies in the ring after the record,
 	 * and the room's tag bits are the claim's. */
 	r = pub_rec(pub, pos);
-	seq = sp_claimed(pub, h, (struct shmbus_rec *)((uint8_t *)r + need),
+	seq = sp_claimed(pub, pl, (struct shmbus_rec *)((uint8_t *)r + need),
 			 pos + need, 1, len);
 	rec_write_hdr(r, seq);
 	sb_copy_small(r + 1, data, len);

@@ -96,7 +96,7 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		uint64_t bad = 0;
 		uint32_t live, pid;
 
-		sp = load_relaxed64(&ch->hdr->sp_owner);
+		sp = load_relaxed64(&ch->pl->sp_owner);
 		/* The role's holder, or its repairer, gone: a word naming
 		 * our own pid was left by a dead holder (or a previous
 		 * shmbusd that died repairing) whose pid we were given,
@@ -136,7 +136,7 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 	for (uint32_t n = 0; ch_multi(ch) && n < SHMBUS_MAX_PRODUCERS; n++) {
 		/* A3: pairs with R3 (the hand-off store of the claim before
 		 * it); sb_handoff_help() orders the rest. */
-		uint64_t x = load_acquire64(&ch->hdr->handoff);
+		uint64_t x = load_acquire64(&ch->pl->handoff);
 
 		if (n == 0 && x != *handoff_seen) {
 			*handoff_seen = x;
@@ -190,7 +190,7 @@ uint64_t sb_stuck_position(struct shmbus_channel *ch, sb_gone_fn gone,
 {
 	/* A12: pairs with R12 (the head CAS, or a single producer's
 	 * claims before its hand-off). */
-	uint64_t head = load_acquire64(&ch->hdr->head), pos = UINT64_MAX, w;
+	uint64_t head = load_acquire64(&ch->pl->head), pos = UINT64_MAX, w;
 	uint64_t sp;
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
@@ -215,7 +215,7 @@ uint64_t sb_stuck_position(struct shmbus_channel *ch, sb_gone_fn gone,
 		return UINT64_MAX;	/* it has something to read */
 	if (!ch_multi(ch)) {
 		/* A11: pairs with R11 (the role given back). */
-		sp = load_acquire64(&ch->hdr->sp_owner);
+		sp = load_acquire64(&ch->pl->sp_owner);
 		return role_pid(sp) && !gone(gctx, role_pid(sp), role_tag(sp))
 			       ? UINT64_MAX : pos;
 	}
@@ -262,10 +262,10 @@ void sb_stuck_describe(struct shmbus_channel *ch, uint64_t pos, char *buf,
 	}
 	snprintf(buf, len, "head %llu, handoff %llu, word there %#llx, "
 		 "sp_owner %u; producer slots:%s",
-		 (unsigned long long)load_relaxed64(&ch->hdr->head),
-		 (unsigned long long)load_relaxed64(&ch->hdr->handoff),
+		 (unsigned long long)load_relaxed64(&ch->pl->head),
+		 (unsigned long long)load_relaxed64(&ch->pl->handoff),
 		 (unsigned long long)load_relaxed64(&rec_at(ch, pos)->commit),
-		 role_pid(load_relaxed64(&ch->hdr->sp_owner)),
+		 role_pid(load_relaxed64(&ch->pl->sp_owner)),
 		 n ? slots : " none");
 }
 

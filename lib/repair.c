@@ -4,9 +4,9 @@
  * dead producers into padding so that subscribers move past them.
  *
  * Multi producer.  Claims are handed over in ring order (the hand-off,
- * docs/design.md §4): hdr.handoff == x means that every claim before x
- * has handed over and the claim that starts at x has not.  A claim whose
- * producer died is repaired in one of two ways:
+ * docs/design.md §4): prod_line.handoff == x means that every claim
+ * before x has handed over and the claim that starts at x has not.  A
+ * claim whose producer died is repaired in one of two ways:
  *
  *   - it had not handed over: once the hand-off reaches it, whoever waits
  *     behind it (a producer, or shmbusd) adopts its slot, does the
@@ -143,7 +143,7 @@ static struct swalk strict_walk(struct shmbus_channel *ch, uint64_t x,
 				uint64_t head)
 {
 	/* No edge: the ring's producer is dead; A1 below orders the rest. */
-	uint64_t next = load_relaxed64(&ch->hdr->seq);
+	uint64_t next = load_relaxed64(&ch->pl->seq);
 	struct swalk r = { x, 0, UINT64_MAX, UINT64_MAX };
 
 	while (r.stop < head) {
@@ -206,7 +206,7 @@ static bool committed_after(struct shmbus_channel *ch, uint64_t end,
 {
 	uint64_t most = rec_size(ch->max_msg), lap = (end | ch->mask) + 1;
 	/* No edge: the producer is dead. */
-	uint64_t next = load_relaxed64(&ch->hdr->seq);
+	uint64_t next = load_relaxed64(&ch->pl->seq);
 	int tries = 0, r;
 
 	for (uint64_t x = end + SHMBUS_REC_ALIGN;
@@ -224,7 +224,7 @@ static bool committed_after(struct shmbus_channel *ch, uint64_t end,
 int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 {
 	/* A11: ordered after the sp_owner CAS that gave us the role. */
-	uint64_t head = load_acquire64(&ch->hdr->head), start, end;
+	uint64_t head = load_acquire64(&ch->pl->head), start, end;
 
 	if (head % SHMBUS_REC_ALIGN)
 		return 0;	/* corrupt: shmbus_pub_open() reports it */
@@ -258,7 +258,7 @@ int sb_sp_repair(struct shmbus_channel *ch, uint64_t *damaged)
 	store_relaxed64(&rec_at(ch, head)->commit, 0);
 	sb_seg_index(ch, end, head);
 	/* R3: pairs with A3' in the subscriber's trusted(). */
-	store_release64(&ch->hdr->handoff, head);
+	store_release64(&ch->pl->handoff, head);
 	pad_range(ch, end, head);
 	add_relaxed64(&ch->hdr->repairs, 1);
 	return 1;
@@ -302,7 +302,7 @@ uint32_t sb_sp_give_back(struct shmbus_channel *ch, uint64_t w,
 	/* No edge: the word alone is restored (unless it moved meanwhile);
 	 * the producer's own stores are its own to order. */
 	if (live)
-		*given = cas_strong_seqcst64(&ch->hdr->sp_owner, &cur, live);
+		*given = cas_strong_seqcst64(&ch->pl->sp_owner, &cur, live);
 	if (own)
 		sb_sp_role_unlock();
 	return role_pid(live);
@@ -342,7 +342,7 @@ int sb_repair_sp(struct shmbus_channel *ch, uint64_t dead, uint32_t self,
 	add_relaxed64(&sp_repairs_here, 1);
 	/* A11: pairs with R11 in shmbus_pub_close() (a role given back is
 	 * 0, never `dead`) or a previous repairer's. */
-	took = cas_strong_seqcst64(&ch->hdr->sp_owner, &cur, mark);
+	took = cas_strong_seqcst64(&ch->pl->sp_owner, &cur, mark);
 	if (own)
 		sb_sp_role_unlock();
 	if (took) {
@@ -350,7 +350,7 @@ int sb_repair_sp(struct shmbus_channel *ch, uint64_t dead, uint32_t self,
 		/* R11: pairs with A11 in take_sp_role(): the role is free
 		 * again, and our repair is visible to its next owner. */
 		cur = mark;
-		cas_strong_seqcst64(&ch->hdr->sp_owner, &cur, 0);
+		cas_strong_seqcst64(&ch->pl->sp_owner, &cur, 0);
 	}
 	add_relaxed64(&sp_repairs_here, UINT64_MAX);
 	return fixed;
@@ -452,10 +452,10 @@ static bool claim_announced(struct shmbus_channel *ch, uint64_t x)
 
 bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_prod_line *pl = ch->pl;
 	/* A12: pairs with the release part of every CAS on head: the
 	 * announcement (R6) of every claim below it is seen below. */
-	uint64_t head = load_acquire64(&h->head), to;
+	uint64_t head = load_acquire64(&pl->head), to;
 
 	/* Only where producers write (not a standby's ring, nor one being
 	 * cut: their writer moves the word itself). */
@@ -469,7 +469,7 @@ bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv)
 			return false;
 		to = end_of_claim(ch, hv, head);
 	} else if (hv > head && !claim_announced(ch, UINT64_MAX) &&
-		   load_acquire64(&h->head) == head) {	/* A12 */
+		   load_acquire64(&pl->head) == head) {	/* A12 */
 		/* No claim in flight, and none made since head was read:
 		 * the hand-off of a quiet ring is head.  A claim announced
 		 * after the scan starts at head, and is handed to. */
@@ -481,7 +481,7 @@ bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv)
 	 * claims skipped over handed over before the word was written over
 	 * (or were made before head was read and committed: end_of_claim()
 	 * saw their release of claim_pos, A6). */
-	return cas_strong_seqcst64(&h->handoff, &hv, to);
+	return cas_strong_seqcst64(&pl->handoff, &hv, to);
 }
 
 /* Gives an adopted slot back to its dead owner, untouched: its claim is
@@ -505,7 +505,7 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 	/* Acquire: pairs with the release part of every CAS on head, a
 	 * release sequence: the announcement (R6) of every claim that
 	 * starts below this head is visible in the scan below. */
-	head = load_acquire64(&h->head);
+	head = load_acquire64(&ch->pl->head);
 	if (x % SHMBUS_REC_ALIGN || head <= x || head - x > ch->cap)
 		return SB_HELP_NOBODY;	/* nothing claimed at x: corrupt */
 	for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
@@ -548,7 +548,7 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 	 * another helper adopted a second slot announcing x and repaired
 	 * it.  Either way this slot goes back as it was.
 	 */
-	if (load_acquire64(&h->handoff) != x) {
+	if (load_acquire64(&ch->pl->handoff) != x) {
 		give_back(ch, dead, dead_o);
 		return SB_HELP_LIVE;
 	}
@@ -574,7 +574,7 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 	 * are visible to whoever sees the hand-off at end.  Strong: a
 	 * spurious failure would leave the hand-off at a claim no slot
 	 * announces once ours is released. */
-	if (!cas_strong_seqcst64(&h->handoff, &exp, end)) {
+	if (!cas_strong_seqcst64(&ch->pl->handoff, &exp, end)) {
 		release_adopted(ch, dead);
 		return SB_HELP_LIVE;	/* another helper of x moved it */
 	}
@@ -631,10 +631,10 @@ static int repair_claim(struct shmbus_channel *ch, struct shmbus_prod_slot *s,
 	if (c != UINT64_MAX) {
 		/* A12: pairs with R12, the release part of the head CAS
 		 * that claimed from c. */
-		head = load_acquire64(&h->head);
+		head = load_acquire64(&ch->pl->head);
 		/* A3: pairs with R3: every claim before the hand-off has
 		 * handed over (zeroed the word at its end). */
-		if (head > c && load_acquire64(&h->handoff) <= c)
+		if (head > c && load_acquire64(&ch->pl->handoff) <= c)
 			return -EAGAIN;	/* not handed over yet: that is
 					 * sb_handoff_help()'s */
 	}
@@ -804,12 +804,12 @@ void sb_cut_release_dead(struct shmbus_channel *ch, uint32_t self)
 			continue;
 		release_adopted(ch, s);
 	}
-	w = load_relaxed64(&ch->hdr->sp_owner);
+	w = load_relaxed64(&ch->pl->sp_owner);
 	/* R11: pairs with A11 in take_sp_role(): the role is free, and
 	 * the cut's stores are visible to its next owner.  From the word
 	 * judged: one that changed since (a new owner) is left alone. */
 	if (role_pid(w) && !sb_owner_alive_as(role_pid(w), role_tag(w)))
-		cas_strong_seqcst64(&ch->hdr->sp_owner, &w, 0);
+		cas_strong_seqcst64(&ch->pl->sp_owner, &w, 0);
 }
 
 static bool gone_pid(void *ctx, uint32_t pid, uint32_t tag)
@@ -851,12 +851,12 @@ void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 		if (sb_repair_prod(ch, i, o, me) == -EAGAIN)
 			/* A3: pairs with R3 (the hand-off store of the claim
 			 * before it); sb_handoff_help() orders the rest. */
-			sb_handoff_help(ch, load_acquire64(&ch->hdr->handoff),
+			sb_handoff_help(ch, load_acquire64(&ch->pl->handoff),
 					me, sb_owner_gone_as);
 	}
 	/* No edge: the value is judged, then compared in the CAS of
 	 * sb_repair_sp() (A11 there). */
-	w = load_relaxed64(&ch->hdr->sp_owner);
+	w = load_relaxed64(&ch->pl->sp_owner);
 	/* Written over with our pid under a live producer (any process
 	 * that maps the control file can): its claim is left alone, and the
 	 * word to shmbusd's scan, which gives it back.  (No producer can

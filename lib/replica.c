@@ -236,7 +236,7 @@ int sb_fence_quiesce(shmbus_channel *ch, uint64_t from, int64_t timeout_ns,
 	for (;;) {
 		/* A12: pairs with R12 (MP) or with the single producer's
 		 * store of head, which F4 made visible. */
-		uint64_t head = load_acquire64(&ch->hdr->head);
+		uint64_t head = load_acquire64(&ch->pl->head);
 
 		if (head % SHMBUS_REC_ALIGN)
 			return -EBADMSG;
@@ -244,7 +244,7 @@ int sb_fence_quiesce(shmbus_channel *ch, uint64_t from, int64_t timeout_ns,
 		    head - from <= ch->cap &&
 		    sb_committed_until(ch, from, head) == head &&
 		    /* A12 again: head has not moved during the walk. */
-		    load_acquire64(&ch->hdr->head) == head) {
+		    load_acquire64(&ch->pl->head) == head) {
 			*end = head;
 			return 0;
 		}
@@ -268,7 +268,7 @@ int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid)
 
 	for (;;) {
 		/* A12 (see sb_fence_quiesce()). */
-		uint64_t head = load_acquire64(&ch->hdr->head);
+		uint64_t head = load_acquire64(&ch->pl->head);
 		uint32_t live = 0;
 
 		if (ch_multi(ch)) {
@@ -288,7 +288,7 @@ int sb_fence_settle(shmbus_channel *ch, int64_t timeout_ns, uint32_t *pid)
 		} else if (sb_committed_until(ch, sb_ring_oldest(ch), head) !=
 			   head) {
 			/* No edge: a pid to ask the kernel about. */
-			uint64_t sp = load_relaxed64(&ch->hdr->sp_owner);
+			uint64_t sp = load_relaxed64(&ch->pl->sp_owner);
 
 			if (role_pid(sp) &&
 			    sb_owner_alive_as(role_pid(sp), role_tag(sp)))
@@ -506,8 +506,8 @@ void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
 
 	/* One past head was written over (readers disbelieve it, acked()
 	 * and sync_verdict()): set back to w. */
-	bool set = cur > load_relaxed64(&h->head) &&
-		   w <= load_relaxed64(&h->head) &&
+	bool set = cur > load_relaxed64(&ch->pl->head) &&
+		   w <= load_relaxed64(&ch->pl->head) &&
 		   /* R14, as below. */
 		   cas_strong_seqcst64(&d->replicated_pos, &cur, w);
 
@@ -581,7 +581,7 @@ void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi)
 
 void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 {
-	const struct shmbus_hdr *h = ch->hdr;
+	const struct shmbus_prod_line *pl = ch->pl;
 	const struct shmbus_daemon_area *d = ch->daemon;
 
 	/* No edge: statistics. */
@@ -605,8 +605,8 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 	v->hole_hi = load_relaxed64(&d->hole_hi);
 	v->caught_up_ns = load_relaxed64(&d->caught_up_ns);
 	v->fence = sb_fence_get(ch);
-	v->head = load_relaxed64(&h->head);
-	v->seq = load_relaxed64(&h->seq);
+	v->head = load_relaxed64(&pl->head);
+	v->seq = load_relaxed64(&pl->seq);
 	v->frames = load_relaxed64(&d->repl_frames);
 	v->bad = load_relaxed64(&d->repl_bad);
 	v->gaps = load_relaxed64(&d->repl_gaps);
@@ -721,7 +721,7 @@ uint64_t sb_level_pos(const struct shmbus_daemon_area *d, uint32_t level,
 static int sync_verdict(const struct shmbus_channel *ch, uint64_t w,
 			uint64_t from, uint64_t target)
 {
-	const struct shmbus_hdr *h = ch->hdr;
+	const struct shmbus_prod_line *pl = ch->pl;
 	const struct shmbus_daemon_area *d = ch->daemon;
 	uint32_t level;
 	uint64_t got, lo, hi;
@@ -735,7 +735,7 @@ static int sync_verdict(const struct shmbus_channel *ch, uint64_t w,
 	/* A watermark or a position past head is damage (a write into the
 	 * data file by a process that can write it): nothing is earned by
 	 * it.  Relaxed: head only grows, and neither passes it when true. */
-	if (w > load_relaxed64(&h->head) || got > load_relaxed64(&h->head))
+	if (w > load_relaxed64(&pl->head) || got > load_relaxed64(&pl->head))
 		return -EAGAIN;
 	lo = load_relaxed64(&d->hole_lo);
 	hi = load_relaxed64(&d->hole_hi);

@@ -156,7 +156,7 @@ static bool trusted(struct shmbus_sub *sub)
 	/* A3': pairs with R3 in sp_claimed() and mp_claimed(): the zeroing of
 	 * the word at every
 	 * position up to handoff is visible. */
-	if (load_acquire64(&sub->ch->hdr->handoff) < sub->pos)
+	if (load_acquire64(&sub->ch->pl->handoff) < sub->pos)
 		return false;
 	sub->fresh = false;
 	return true;
@@ -242,7 +242,7 @@ static bool acked(struct shmbus_sub *sub, uint64_t p)
 	 * process that can write it): not believed, until the agent sets it
 	 * back (sb_repl_watermark()).  Relaxed: head only grows, and a true
 	 * watermark never passes it. */
-	if (w <= load_relaxed64(&sub->ch->hdr->head))
+	if (w <= load_relaxed64(&sub->ch->pl->head))
 		sub->ack_lim = w;
 	return p < sub->ack_lim;
 }
@@ -293,7 +293,7 @@ static inline bool may_release(const struct shmbus_channel *ch)
 static int peek(struct shmbus_sub *sub, struct peeked *pk)
 {
 	struct shmbus_channel *ch = sub->ch;
-	const struct shmbus_hdr *h = ch->hdr;
+	const struct shmbus_prod_line *pl = ch->pl;
 	uint64_t from = sub->pos;
 
 	for (uint64_t steps = 0;
@@ -321,7 +321,7 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 		if (word_tag(w) != lap_tag(ch, p)) {
 			/* Relaxed: head is only compared here; a position
 			 * taken from it is gated by trusted() (A3'). */
-			head = load_relaxed64(&h->head);
+			head = load_relaxed64(&pl->head);
 			if (head == p)
 				return 0;	/* caught up */
 			if (head < p)
@@ -352,7 +352,7 @@ static int peek(struct shmbus_sub *sub, struct peeked *pk)
 			 * payload that looks like a record of its own lap:
 			 * nothing read here is trusted until this check. */
 			fence_acquire();
-			head = load_relaxed64(&h->head);
+			head = load_relaxed64(&pl->head);
 			if (!not_overwritten(ch, p, head)) {
 				resync(sub, head);
 				continue;
@@ -953,7 +953,7 @@ static bool ring_ready(struct shmbus_sub *sub, bool force)
 		return false;
 	if (word_tag(w) == lap_tag(ch, p))
 		return true;
-	head = load_relaxed64(&ch->hdr->head);	/* only compared */
+	head = load_relaxed64(&ch->pl->head);	/* only compared */
 	if (head <= p)
 		return false;
 	if (not_overwritten(ch, p, head)) {

@@ -300,7 +300,7 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	memset(s->comm, 0, sizeof(s->comm));
 	prctl(PR_GET_NAME, s->comm);
 	/* A conservative first cursor: no later than where we will start. */
-	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
+	store_relaxed64(&s->pos, load_relaxed64(&ch->pl->head));
 	sb_hwm_raise(ch->hdr, i + 1);
 	/* R7: pairs with A7 (slot readers); seq_cst, as the store that F1
 	 * orders before our load of head. */
@@ -326,8 +326,8 @@ SHMBUS_EXPORT shmbus_sub *shmbus_sub_open(shmbus_channel *ch,
 	 * head is read after seq, not before (on a weakly ordered CPU,
 	 * relaxed loads could be, and a seq counting claims past head would
 	 * make the baseline too high: a loss counted short). */
-	seq = load_acquire64(&ch->hdr->seq);
-	head = load_relaxed64(&ch->hdr->head);
+	seq = load_acquire64(&ch->pl->seq);
+	head = load_relaxed64(&ch->pl->head);
 	if (attr->start == SHMBUS_START_NEWEST) {
 		start = head;
 		sub->next_seq = seq;
@@ -360,7 +360,7 @@ static void slot_fresh(struct shmbus_channel *ch, struct shmbus_sub_slot *s,
 	store_relaxed64(&s->gen, load_relaxed64(&s->gen) + 1);
 	memset(s->comm, 0, sizeof(s->comm));
 	snprintf(s->comm, sizeof(s->comm), "%s", name);
-	store_relaxed64(&s->pos, load_relaxed64(&ch->hdr->head));
+	store_relaxed64(&s->pos, load_relaxed64(&ch->pl->head));
 	sb_hwm_raise(ch->hdr, index + 1);
 }
 
@@ -392,8 +392,8 @@ int sb_slot_take_group(struct shmbus_channel *ch, enum shmbus_start start,
 	}
 	/* As in shmbus_sub_open(): a lower bound of the seq at head.  A28:
 	 * pairs with R28 (sp_claimed(), mp_claimed(), sb_apply()). */
-	*seq = load_acquire64(&ch->hdr->seq);
-	head = load_relaxed64(&ch->hdr->head);
+	*seq = load_acquire64(&ch->pl->seq);
+	head = load_relaxed64(&ch->pl->head);
 	if (start == SHMBUS_START_NEWEST)
 		at = head;
 	else if (ch_overwrite(ch))
@@ -474,7 +474,7 @@ SHMBUS_EXPORT int shmbus_sub_stats(shmbus_sub *sub, struct shmbus_sub_stats *st)
 
 	if (!sub || !st)
 		return -EINVAL;
-	head = load_relaxed64(&sub->ch->hdr->head);	/* a statistic */
+	head = load_relaxed64(&sub->ch->pl->head);	/* a statistic */
 	st->pos = sub->pos;
 	st->delivered = sub->delivered;
 	st->lost = sub->lost;
@@ -522,7 +522,7 @@ struct shmbus_sub *sb_sub_open_at(struct shmbus_channel *ch,
 	 * record (overwrite), published in our slot (R5).  A12: head
 	 * bounds what may be read; pos == head is a position no record has
 	 * reached yet (fresh: see trusted()). */
-	head = load_acquire64(&ch->hdr->head);
+	head = load_acquire64(&ch->pl->head);
 	if (pos < sub->pos || pos > head ||
 	    (pos != head && !sb_ring_has_record(ch, pos))) {
 		shmbus_sub_close(sub);
@@ -595,7 +595,7 @@ struct shmbus_sub *sb_sub_kept(struct shmbus_channel *ch, uint32_t kind,
 	if (s) {
 		/* A5: pairs with R5 (the previous agent's seek). */
 		start = load_acquire64(&s->pos);
-		head = load_acquire64(&ch->hdr->head);	/* A12 */
+		head = load_acquire64(&ch->pl->head);	/* A12 */
 		/* On a block channel, producers never pass it by more than
 		 * a ring. */
 		if (start % SHMBUS_REC_ALIGN || start > head ||
@@ -623,7 +623,7 @@ struct shmbus_sub *sb_sub_kept(struct shmbus_channel *ch, uint32_t kind,
 	store_seqcst64(&s->owner, owner_word(kind, 0));
 	sb_held_drop(ch, SB_HELD_SUB, i);	/* it names nobody now */
 	fence_seqcst();
-	head = load_relaxed64(&ch->hdr->head);
+	head = load_relaxed64(&ch->pl->head);
 	if (ch_overwrite(ch))
 		sb_sub_find_oldest(ch, head, &start);
 	else

@@ -168,6 +168,16 @@ struct shmbus_prod_slot *th_map_prods(const char *dir, const char *name)
 		 : NULL;
 }
 
+struct shmbus_prod_line *th_map_pline(const char *dir, const char *name)
+{
+	struct shmbus_daemon_area *d = th_map_daemon_area(dir, name);
+
+	return d ? (struct shmbus_prod_line *)((uint8_t *)d -
+					       SHMBUS_DAEMON_OFFSET +
+					       SHMBUS_PLINE_OFFSET)
+		 : NULL;
+}
+
 void th_unmap_daemon_area(struct shmbus_daemon_area *d)
 {
 	munmap((uint8_t *)d - SHMBUS_DAEMON_OFFSET, 4096);

@@ -53,6 +53,10 @@ void th_unmap_daemon_area(struct shmbus_daemon_area *d);
 /* The producer slots of channel `name` in `dir` (in its data file's last
  * page), mapped read-write the same way; never unmapped. */
 struct shmbus_prod_slot *th_map_prods(const char *dir, const char *name);
+/* The producers' line of channel `name` in `dir` (head, handoff, seq,
+ * bytes, sp_owner: in its data file's last page), mapped read-write the
+ * same way; never unmapped. */
+struct shmbus_prod_line *th_map_pline(const char *dir, const char *name);
 
 /* Forks; the child runs fn(arg) and _exit()s with its return value. */
 pid_t th_spawn(int (*fn)(void *), void *arg);

@@ -296,8 +296,8 @@ static int oldest_of_a_huge_head(void *arg)
 	shmbus_channel *ch = shmbus_channel_open(dir, "ch");
 	size_t len, dlen;
 	uint8_t *raw = th_map_channel(dir, &len), *data = th_map_data(dir, &dlen);
-	struct shmbus_hdr *h = (struct shmbus_hdr *)raw;
 	struct shmbus_seg *segs;
+	struct shmbus_prod_line *pl;
 
 	if (!ch || !raw || !data)
 		return 2;
@@ -306,7 +306,8 @@ static int oldest_of_a_huge_head(void *arg)
 	segs = (struct shmbus_seg *)(data + CAP);
 	for (unsigned i = 0; i < SHMBUS_NSEG; i++)
 		__atomic_store_n(&segs[i].pos, 1, __ATOMIC_RELAXED);
-	__atomic_store_n(&h->head, UINT64_MAX - 15, __ATOMIC_RELAXED);
+	pl = (struct shmbus_prod_line *)(data + CAP + SHMBUS_PLINE_OFFSET);
+	__atomic_store_n(&pl->head, UINT64_MAX - 15, __ATOMIC_RELAXED);
 	alarm(5);
 	(void)sb_ring_oldest(ch);
 	return 0;
@@ -445,7 +446,7 @@ Test(corrupt, an_unaligned_cursor_is_nobodys_start)
 	cr_assert(p && hostile);
 	for (int i = 0; i < 100; i++)
 		cr_assert_eq(shmbus_publish(p, m, sizeof(m)), 0);
-	head = load_relaxed64(&ch->hdr->head);
+	head = load_relaxed64(&ch->pl->head);
 	store_relaxed64(&hostile->slot->pos, head - 37);
 
 	s = shmbus_sub_open(ch, &sa);
@@ -502,7 +503,7 @@ Test(corrupt, a_watermark_past_head_acknowledges_nothing)
 	cr_assert(s && p);
 	cr_assert_eq(shmbus_sub_set_visibility(s, SHMBUS_SEE_ACKNOWLEDGED), 0);
 	cr_assert_eq(shmbus_publish(p, m, sizeof(m)), 0);
-	head = load_relaxed64(&ch->hdr->head);
+	head = load_relaxed64(&ch->pl->head);
 	store_relaxed64(&ch->daemon->applied_pos, UINT64_MAX);
 	store_relaxed64(&ch->daemon->replicated_pos, UINT64_MAX);
 	cr_assert_eq(shmbus_pub_sync(p, 20000000), -ETIMEDOUT,

@@ -30,7 +30,7 @@ TestSuite(cross, .fini = fini, .timeout = 120);
  * past it.  Its size in the ring. */
 static uint64_t forge_at_head(shmbus_channel *ch, uint8_t fill, uint32_t len)
 {
-	struct shmbus_hdr *h = ch->hdr;
+	struct shmbus_prod_line *h = ch->pl;
 	uint64_t head = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
 	uint64_t seq = __atomic_load_n(&h->seq, __ATOMIC_ACQUIRE);
 	uint64_t size = rec_size(len);
@@ -532,9 +532,9 @@ static uint64_t claim_taken_back_on_the_old_primary(struct took_back *t)
 		usleep(10000);
 	cr_assert_eq(sb_ring_head(t->ach), applied);
 	q = p + rec_size(sizeof(t->msg));
-	__atomic_store_n(&t->ach->hdr->head, q, __ATOMIC_RELAXED);
+	__atomic_store_n(&t->ach->pl->head, q, __ATOMIC_RELAXED);
 	cur = q;
-	__atomic_compare_exchange_n(&t->ach->hdr->head, &cur, p, false,
+	__atomic_compare_exchange_n(&t->ach->pl->head, &cur, p, false,
 				    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 	return applied;
 }

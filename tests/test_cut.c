@@ -238,8 +238,8 @@ Test(cut, a_cut_stopped_half_way_is_finished_at_start)
 	cr_assert(sb_ring_cut_finish(ch, &at));
 	cr_assert_eq(at, p);
 	cr_assert_eq(sb_ring_head(ch), p);
-	cr_assert_eq(ch->hdr->seq, p / 40, "seq %lu",
-		     (unsigned long)ch->hdr->seq);
+	cr_assert_eq(ch->pl->seq, p / 40, "seq %lu",
+		     (unsigned long)ch->pl->seq);
 	cr_assert_eq(sb_fence_get(ch), SHMBUS_FENCE_STANDBY);
 	cr_assert(!sb_ring_cut_finish(ch, &at), "finished twice");
 }
@@ -323,10 +323,10 @@ Test(cut, a_recovery_finds_a_record_of_no_possible_shape)
  * and the index say the claim, nothing at pos is committed. */
 static void claim_only(uint64_t pos, uint64_t q)
 {
-	__atomic_store_n(&ch->hdr->head, q, __ATOMIC_RELAXED);
+	__atomic_store_n(&ch->pl->head, q, __ATOMIC_RELAXED);
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	__atomic_store_n(&rec_at(ch, q)->commit, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&ch->hdr->handoff, q, __ATOMIC_RELEASE);
+	__atomic_store_n(&ch->pl->handoff, q, __ATOMIC_RELEASE);
 	sb_seg_index(ch, pos, q);
 }
 

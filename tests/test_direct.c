@@ -351,11 +351,11 @@ static int claim_and_die(void *arg)
 
 	if (!pub || shmbus_publish(pub, msg, sizeof(msg)))
 		return 2;
-	p = load_acquire64(&ch->hdr->head);
+	p = load_acquire64(&ch->pl->head);
 	q = p + rec_size(2000);
 	store_relaxed64(&pub->slot->claim_end, q | SHMBUS_CLAIM_TENTATIVE);
 	store_release64(&pub->slot->claim_pos, p);
-	if (!cas_strong_seqcst64(&ch->hdr->head, &p, q))
+	if (!cas_strong_seqcst64(&ch->pl->head, &p, q))
 		return 3;
 	store_relaxed64(&pub->slot->claim_end, q);
 	_exit(0);	/* dead, its claim not handed over */
@@ -610,7 +610,7 @@ static void torn_then_dead_claim(uint32_t max_msg, uint64_t *us)
 
 	cr_assert(pub);
 	/* Into the 4th segment, up to 128 bytes before its end. */
-	while (load_relaxed64(&ch->hdr->head) < 3 * seg + seg - 128) {
+	while (load_relaxed64(&ch->pl->head) < 3 * seg + seg - 128) {
 		uint64_t i = 0;
 
 		cr_assert_eq(shmbus_publish(pub, &i, sizeof(i)), 0);

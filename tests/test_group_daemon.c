@@ -313,7 +313,7 @@ Test(group_daemon, the_daemon_dead_letters_poison_messages)
 Test(group_daemon, a_claim_faked_on_the_dead_letter_channel_stalls_no_repair)
 {
 	struct shmbus_prod_slot *fake;
-	struct shmbus_hdr *h;
+	struct shmbus_prod_line *h;
 	shmbus_channel *ch, *dl, *vch;
 	shmbus_bus *bus, *bus2, *bus3;
 	shmbus_group *g;
@@ -325,7 +325,8 @@ Test(group_daemon, a_claim_faked_on_the_dead_letter_channel_stalls_no_repair)
 	dl = open_role(&bus2, "dlq", SHMBUS_ROLE_SUBSCRIBE);
 	cr_assert(dl);
 	sub = shmbus_sub_open(dl, NULL);
-	h = dl->hdr;
+	h = th_map_pline(d.dir, "dlq");
+	cr_assert(h);
 	fake = th_map_prods(d.dir, "dlq");
 	cr_assert(fake);
 	fake += SHMBUS_MAX_PRODUCERS - 1;

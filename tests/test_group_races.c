@@ -391,12 +391,12 @@ Test(group_races, a_dead_claim_on_the_dead_letter_channel_is_healed)
 
 	dl = th_create_mp(dir, "dl", 1 << 16);
 	s = &dl->prods[SHMBUS_MAX_PRODUCERS - 1];
-	at = __atomic_load_n(&dl->hdr->head, __ATOMIC_ACQUIRE);
+	at = __atomic_load_n(&dl->pl->head, __ATOMIC_ACQUIRE);
 	__atomic_store_n(&s->claim_end, at + 24, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->claim_pos, at, __ATOMIC_RELEASE);
 	__atomic_store_n(&s->owner, (uint64_t)99999999 << 32 |
 			 SHMBUS_SLOT_ACTIVE, __ATOMIC_RELEASE);
-	__atomic_store_n(&dl->hdr->head, at + 24, __ATOMIC_RELEASE);
+	__atomic_store_n(&dl->pl->head, at + 24, __ATOMIC_RELEASE);
 	shmbus_group_attr_init(&ga);
 	ga.max_deliveries = 2;
 	ga.dead_letter = "dl";
@@ -2329,7 +2329,7 @@ static void slot_past_head(enum shmbus_group_mode mode)
 		cr_assert_geq(rc, 0, "publish: %d", rc);
 		cr_assert_lt(++n, 100000, "the producer laps the group");
 	}
-	cr_assert_leq(load_relaxed64(&ch->hdr->head), ch->cap,
+	cr_assert_leq(load_relaxed64(&ch->pl->head), ch->cap,
 		      "the producer passed a ring it did not hold");
 	for (int i = 0; i < 100000 && t.next < n; i++) {
 		t.n = 0;
@@ -2345,7 +2345,7 @@ static void slot_past_head(enum shmbus_group_mode mode)
 	cr_assert_eq(shmbus_group_stats(g, &st), 0);
 	cr_assert_eq(st.lost, 0);
 	cr_assert_leq(load_relaxed64(&ch->subs[g->slot].pos),
-		      load_relaxed64(&ch->hdr->head), "the slot is back");
+		      load_relaxed64(&ch->pl->head), "the slot is back");
 	m[0] = n;
 	cr_assert_geq(mode == SHMBUS_GROUP_KEYED
 			      ? shmbus_publish_keyed(p, 1, m, sizeof(m))

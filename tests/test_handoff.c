@@ -48,10 +48,10 @@ static void st(uint64_t *p, uint64_t v)
 }
 
 /* Waits (up to 2 s) until the channel's head passes `pos`. */
-static void await_head_past(struct shmbus_hdr *h, uint64_t pos)
+static void await_head_past(struct shmbus_prod_line *pl, uint64_t pos)
 {
 	for (int i = 0; i < 2000; i++) {
-		if (ld(&h->head) > pos)
+		if (ld(&pl->head) > pos)
 			return;
 		usleep(1000);
 	}
@@ -63,25 +63,27 @@ static void await_head_past(struct shmbus_hdr *h, uint64_t pos)
  * bytes at head that it has not handed over, as a producer preempted right
  * after its CAS on head leaves it.  Returns the claim's start.
  */
-static uint64_t hold_claim(struct shmbus_hdr *h, struct shmbus_prod_slot *mine)
+static uint64_t hold_claim(struct shmbus_prod_line *pl,
+			   struct shmbus_prod_slot *mine)
 {
-	uint64_t start = ld(&h->head);
+	uint64_t start = ld(&pl->head);
 
 	st(&mine->claim_end, start + 64);
 	st(&mine->claim_pos, start);
-	st(&h->head, start + 64);
+	st(&pl->head, start + 64);
 	return start;
 }
 
 /* L0 hands over (the word after its claim zeroed first) and commits its
  * claim as a padding record, as a producer does, then releases it. */
-static void hand_over(struct shmbus_hdr *h, struct shmbus_prod_slot *mine,
+static void hand_over(struct shmbus_hdr *h, struct shmbus_prod_line *pl,
+		      struct shmbus_prod_slot *mine,
 		      uint8_t *data, uint64_t start)
 {
 	uint64_t mask = h->capacity - 1, tag = (start >> h->cap_log2) + 1;
 
 	st((uint64_t *)(data + ((start + 64) & mask)), 0);
-	st(&h->handoff, start + 64);
+	st(&pl->handoff, start + 64);
 	st((uint64_t *)(data + (start & mask)),
 	   tag << 32 | (uint64_t)SHMBUS_REC_PAD << SHMBUS_LEN_BITS | 56);
 	st(&mine->claim_pos, UINT64_MAX);
@@ -144,6 +146,7 @@ Test(handoff, dead_claim_behind_a_stopped_one, .init = NULL,
 	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
 	struct shmbus_prod_slot *prods, *mine = NULL;
 	struct shmbus_hdr *h;
+	struct shmbus_prod_line *pl;
 	shmbus_bus *sbus, *pbus;
 	shmbus_channel *sch, *pch;
 	shmbus_sub *sub;
@@ -161,6 +164,8 @@ Test(handoff, dead_claim_behind_a_stopped_one, .init = NULL,
 	data = th_map_data(d.dir, &data_len);
 	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
+	pl = th_map_pline(d.dir, "ch");
+	cr_assert(pl);
 	prods = (struct shmbus_prod_slot *)(data + h->capacity +
 					    SHMBUS_PRODS_OFFSET);
 
@@ -176,20 +181,20 @@ Test(handoff, dead_claim_behind_a_stopped_one, .init = NULL,
 		if ((uint32_t)(ld(&prods[i].owner) >> 32) == (uint32_t)getpid())
 			mine = &prods[i];
 	cr_assert(mine);
-	cr_assert_eq(ld(&h->handoff), ld(&h->head));
-	start = hold_claim(h, mine);
+	cr_assert_eq(ld(&pl->handoff), ld(&pl->head));
+	start = hold_claim(pl, mine);
 
 	/* L1 claims behind L0 and waits for its hand-off: stop it there. */
 	child_pipes(&l1);
 	p1 = th_spawn(one_message, &l1);
 	hear(l1.ready[0]);
-	await_head_past(h, start + 64);
+	await_head_past(pl, start + 64);
 	kill(p1, SIGSTOP);
 	/* D2 claims behind L1 and dies waiting for the hand-off. */
 	child_pipes(&d2);
 	p2 = th_spawn(one_message, &d2);
 	hear(d2.ready[0]);
-	await_head_past(h, start + 64 + 120);
+	await_head_past(pl, start + 64 + 120);
 	kill(p2, SIGKILL);
 	cr_assert_eq(th_wait(p2), 128 + SIGKILL);
 	/* L3 claims behind the dead D2, and the daemon is free to repair
@@ -197,12 +202,12 @@ Test(handoff, dead_claim_behind_a_stopped_one, .init = NULL,
 	child_pipes(&l3);
 	p3 = th_spawn(one_message, &l3);
 	hear(l3.ready[0]);
-	await_head_past(h, start + 64 + 2 * 120);
+	await_head_past(pl, start + 64 + 2 * 120);
 	usleep(200000);
 
 	/* L0 hands over and commits a padding record, as a producer would;
 	 * then L1 continues. */
-	hand_over(h, mine, data, start);
+	hand_over(h, pl, mine, data, start);
 	kill(p1, SIGCONT);
 	cr_assert_eq(th_wait(p1), 0);
 	cr_assert_eq(th_wait(p3), 0);
@@ -490,6 +495,7 @@ Test(handoff, watchdog_reports_what_nothing_covers, .fini = teardown,
 	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
 	uint64_t next[4] = { 0 }, head;
 	struct shmbus_hdr *h;
+	struct shmbus_prod_line *pl;
 	shmbus_bus *bus;
 	shmbus_channel *ch;
 	shmbus_sub *sub;
@@ -504,6 +510,8 @@ Test(handoff, watchdog_reports_what_nothing_covers, .fini = teardown,
 	ctl = th_map_channel(d.dir, &ctl_len);
 	cr_assert(ctl);
 	h = (struct shmbus_hdr *)ctl;
+	pl = th_map_pline(d.dir, "ch");
+	cr_assert(pl);
 
 	/* A stopped producer holds its claim: waiting on it is not stuck. */
 	child_pipes(&a);
@@ -524,8 +532,8 @@ Test(handoff, watchdog_reports_what_nothing_covers, .fini = teardown,
 	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN);
 
 	/* Head moved on with no claim behind it. */
-	head = ld(&h->head);
-	st(&h->head, head + 64);
+	head = ld(&pl->head);
+	st(&pl->head, head + 64);
 	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN);
 	for (int i = 0; i < 100 && stuck_count(ch) == 0; i++)
 		usleep(10000);
@@ -691,6 +699,7 @@ Test(handoff, a_late_help_leaves_a_handed_over_claim_to_the_repair,
 	struct direct_child w = { .dir = dir, .id = 1, .hold = true };
 	struct shmbus_prod_slot *prods, *ws;
 	struct shmbus_hdr *h;
+	struct shmbus_prod_line *pl;
 	uint8_t *ctl, *data, msg[100], buf[256];
 	size_t ctl_len, data_len;
 	uint32_t id;
@@ -702,13 +711,15 @@ Test(handoff, a_late_help_leaves_a_handed_over_claim_to_the_repair,
 	data = th_map_data(dir, &data_len);
 	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
+	pl = th_map_pline(dir, "ch");
+	cr_assert(pl);
 	prods = (struct shmbus_prod_slot *)(data + h->capacity +
 					    SHMBUS_PRODS_OFFSET);
-	x = ld(&h->head);
+	x = ld(&pl->head);
 	pw = spawn_direct(&w);
 	ws = slot_of(prods, pw);
 	cr_assert(ws);
-	cr_assert_gt(ld(&h->handoff), x, "W handed over");
+	cr_assert_gt(ld(&pl->handoff), x, "W handed over");
 	kill(pw, SIGKILL);
 	cr_assert_eq(th_wait(pw), 128 + SIGKILL);
 
@@ -748,6 +759,7 @@ Test(handoff, the_help_zeroes_a_stale_word_that_looks_committed,
 	struct direct_child w = { .dir = dir, .id = 1 };
 	struct shmbus_prod_slot *prods, *mine;
 	struct shmbus_hdr *h;
+	struct shmbus_prod_line *pl;
 	uint8_t *ctl, *data, msg[100], buf[256];
 	size_t ctl_len, data_len;
 	uint64_t start, end, mask, tag, seq;
@@ -759,6 +771,8 @@ Test(handoff, the_help_zeroes_a_stale_word_that_looks_committed,
 	data = th_map_data(dir, &data_len);
 	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
+	pl = th_map_pline(dir, "ch");
+	cr_assert(pl);
 	prods = (struct shmbus_prod_slot *)(data + h->capacity +
 					    SHMBUS_PRODS_OFFSET);
 	mask = h->capacity - 1;
@@ -766,21 +780,21 @@ Test(handoff, the_help_zeroes_a_stale_word_that_looks_committed,
 	cr_assert(mine);
 	/* This process holds a won claim [start, start + 64), not handed
 	 * over; W claims behind it, waits, and dies. */
-	start = hold_claim(h, mine);
+	start = hold_claim(pl, mine);
 	pw = spawn_direct(&w);
-	await_head_past(h, start + 64);
+	await_head_past(pl, start + 64);
 	kill(pw, SIGKILL);
 	cr_assert_eq(th_wait(pw), 128 + SIGKILL);
-	end = ld(&h->head);
+	end = ld(&pl->head);
 	/* Stale bytes at W's end that look like a 40-byte message. */
 	tag = (start >> h->cap_log2) + 1;
 	st((uint64_t *)(data + ((end + 8) & mask)), 777);
 	st((uint64_t *)(data + (end & mask)), tag << 32 | 40);
-	hand_over(h, mine, data, start);
+	hand_over(h, pl, mine, data, start);
 
 	cr_assert_eq(sb_handoff_help(ch, start + 64, (uint32_t)getpid(),
 				     sb_owner_gone_as), SB_HELP_DONE);
-	cr_assert_eq(ld(&h->handoff), end);
+	cr_assert_eq(ld(&pl->handoff), end);
 	cr_assert_eq(shmbus_read(sub, buf, sizeof(buf), NULL), -EAGAIN,
 		     "a stale word was delivered as a message");
 	th_msg_fill(msg, sizeof(msg), 2, 0);
@@ -808,6 +822,7 @@ Test(handoff, the_daemon_hands_over_when_no_producer_waits, .fini = teardown,
 	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
 	struct shmbus_prod_slot *prods, *mine;
 	struct shmbus_hdr *h;
+	struct shmbus_prod_line *pl;
 	shmbus_bus *sbus, *pbus;
 	shmbus_channel *sch, *pch;
 	shmbus_sub *sub;
@@ -827,21 +842,23 @@ Test(handoff, the_daemon_hands_over_when_no_producer_waits, .fini = teardown,
 	data = th_map_data(d.dir, &data_len);
 	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
+	pl = th_map_pline(d.dir, "ch");
+	cr_assert(pl);
 	prods = (struct shmbus_prod_slot *)(data + h->capacity +
 					    SHMBUS_PRODS_OFFSET);
 	mine = slot_of(prods, getpid());
 	cr_assert(mine);
-	start = hold_claim(h, mine);
+	start = hold_claim(pl, mine);
 	child_pipes(&d2);
 	p2 = th_spawn(one_message, &d2);
 	hear(d2.ready[0]);
-	await_head_past(h, start + 64);
+	await_head_past(pl, start + 64);
 	kill(p2, SIGKILL);
 	cr_assert_eq(th_wait(p2), 128 + SIGKILL);
 	/* Our hand-off and padding; nobody waits behind D2. */
-	hand_over(h, mine, data, start);
+	hand_over(h, pl, mine, data, start);
 	t0 = th_now_ns();
-	while (ld(&h->handoff) == start + 64) {
+	while (ld(&pl->handoff) == start + 64) {
 		cr_assert(th_now_ns() - t0 < 2000000000ull,
 			  "nobody handed the dead claim over");
 		usleep(1000);
@@ -905,13 +922,12 @@ Test(handoff, a_hand_off_word_written_back_heals_for_every_later_claim,
      .fini = teardown, .timeout = 60)
 {
 	struct shmbus_sub_attr sa = { .start = SHMBUS_START_OLDEST };
-	struct shmbus_hdr *h;
+	struct shmbus_prod_line *pl;
 	shmbus_bus *sbus, *pbus;
 	shmbus_channel *sch, *pch;
 	shmbus_sub *sub;
 	shmbus_pub *pub;
-	uint8_t *ctl, msg[100];
-	size_t ctl_len;
+	uint8_t msg[100];
 	uint64_t t0, ms;
 
 	setup_with(conf_mp);
@@ -920,15 +936,14 @@ Test(handoff, a_hand_off_word_written_back_heals_for_every_later_claim,
 	pch = open_role(&pbus, "ch", SHMBUS_ROLE_PUBLISH);
 	pub = pch ? shmbus_pub_open(pch, NULL) : NULL;
 	cr_assert(sub && pub);
-	ctl = th_map_channel(d.dir, &ctl_len);
-	cr_assert(ctl);
-	h = (struct shmbus_hdr *)ctl;
+	pl = th_map_pline(d.dir, "ch");
+	cr_assert(pl);
 	for (uint64_t i = 0; i < 10; i++) {
 		th_msg_fill(msg, sizeof(msg), 7, i);
 		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
 	}
 	cr_assert_eq(read_all(sub, 7, 0), 10);
-	st(&h->handoff, 8);
+	st(&pl->handoff, 8);
 	t0 = th_now_ns();
 	for (uint64_t i = 10; i < 210; i++) {
 		th_msg_fill(msg, sizeof(msg), 7, i);
@@ -940,9 +955,8 @@ Test(handoff, a_hand_off_word_written_back_heals_for_every_later_claim,
 	/* 20 ms a claim would be 4 s; one wait, then none. */
 	cr_assert_lt(ms, 1000, "200 publishes took %llu ms",
 		     (unsigned long long)ms);
-	cr_assert_eq(ld(&h->handoff), ld(&h->head));
+	cr_assert_eq(ld(&pl->handoff), ld(&pl->head));
 	cr_assert_eq(read_all(sub, 7, 10), 200);
-	munmap(ctl, ctl_len);
 	shmbus_pub_close(pub);
 	shmbus_channel_close(pch);
 	shmbus_disconnect(pbus);
@@ -961,34 +975,32 @@ Test(handoff, the_daemon_mends_a_hand_off_word_written_over_on_a_quiet_ring,
 {
 	struct shmbus_sub_attr sa = { .start = SHMBUS_START_NEWEST };
 	uint64_t bad[2] = { 8, 0 }, head, t0;
-	struct shmbus_hdr *h;
+	struct shmbus_prod_line *pl;
 	shmbus_bus *sbus, *pbus;
 	shmbus_channel *sch, *pch;
 	shmbus_sub *sub;
 	shmbus_pub *pub;
-	uint8_t *ctl, msg[100];
-	size_t ctl_len;
+	uint8_t msg[100];
 
 	setup_with(conf_mp);
 	pch = open_role(&pbus, "ch", SHMBUS_ROLE_PUBLISH);
 	pub = pch ? shmbus_pub_open(pch, NULL) : NULL;
 	cr_assert(pub);
-	ctl = th_map_channel(d.dir, &ctl_len);
-	cr_assert(ctl);
-	h = (struct shmbus_hdr *)ctl;
+	pl = th_map_pline(d.dir, "ch");
+	cr_assert(pl);
 	for (uint64_t i = 0; i < 10; i++) {
 		th_msg_fill(msg, sizeof(msg), 7, i);
 		cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
 	}
-	head = ld(&h->head);
+	head = ld(&pl->head);
 	bad[1] = head + 4096;
 	for (int k = 0; k < 2; k++) {
-		st(&h->handoff, bad[k]);
+		st(&pl->handoff, bad[k]);
 		t0 = th_now_ns();
-		while (ld(&h->handoff) != head) {
+		while (ld(&pl->handoff) != head) {
 			cr_assert(th_now_ns() - t0 < 2000000000ull,
 				  "the hand-off word stayed at %llu",
-				  (unsigned long long)ld(&h->handoff));
+				  (unsigned long long)ld(&pl->handoff));
 			usleep(1000);
 		}
 		cr_log_info("mended from %llu in %llu ms",
@@ -997,7 +1009,7 @@ Test(handoff, the_daemon_mends_a_hand_off_word_written_over_on_a_quiet_ring,
 	}
 	cr_assert(log_has("the hand-off word stood at 8"));
 	/* A subscriber at the newest message gets the next one. */
-	st(&h->handoff, 8);
+	st(&pl->handoff, 8);
 	sch = open_role(&sbus, "ch", SHMBUS_ROLE_SUBSCRIBE);
 	sub = sch ? shmbus_sub_open(sch, &sa) : NULL;
 	cr_assert(sub);
@@ -1005,7 +1017,6 @@ Test(handoff, the_daemon_mends_a_hand_off_word_written_over_on_a_quiet_ring,
 	th_msg_fill(msg, sizeof(msg), 7, 10);
 	cr_assert_eq(shmbus_publish(pub, msg, sizeof(msg)), 0);
 	cr_assert_eq(read_all(sub, 7, 10), 1);
-	munmap(ctl, ctl_len);
 	shmbus_pub_close(pub);
 	shmbus_channel_close(pch);
 	shmbus_disconnect(pbus);
@@ -1030,6 +1041,7 @@ Test(handoff, the_skip_leaves_a_word_that_a_new_claim_announces,
 	shmbus_pub *pub = shmbus_pub_open(ch, NULL);
 	struct shmbus_prod_slot *prods, *mine;
 	struct shmbus_hdr *h;
+	struct shmbus_prod_line *pl;
 	uint8_t *ctl, *data;
 	size_t ctl_len, data_len;
 	uint64_t x;
@@ -1039,20 +1051,22 @@ Test(handoff, the_skip_leaves_a_word_that_a_new_claim_announces,
 	data = th_map_data(dir, &data_len);
 	cr_assert(ctl && data);
 	h = (struct shmbus_hdr *)ctl;
+	pl = th_map_pline(dir, "ch");
+	cr_assert(pl);
 	prods = (struct shmbus_prod_slot *)(data + h->capacity +
 					    SHMBUS_PRODS_OFFSET);
 	mine = slot_of(prods, getpid());
 	cr_assert(mine);
-	x = ld(&h->head);
-	cr_assert_eq(ld(&h->handoff), x);
+	x = ld(&pl->head);
+	cr_assert_eq(ld(&pl->handoff), x);
 	cr_assert_eq(sb_handoff_help(ch, x, (uint32_t)getpid(),
 				     sb_owner_gone_as),
 		     SB_HELP_NOBODY, "nothing claimed at head");
-	cr_assert_eq(hold_claim(h, mine), x);	/* the claim comes now */
+	cr_assert_eq(hold_claim(pl, mine), x);	/* the claim comes now */
 	cr_assert_not(sb_handoff_skip(ch, x));
-	cr_assert_eq(ld(&h->handoff), x, "the word passed a live claim");
-	hand_over(h, mine, data, x);
-	cr_assert_eq(ld(&h->handoff), ld(&h->head));
+	cr_assert_eq(ld(&pl->handoff), x, "the word passed a live claim");
+	hand_over(h, pl, mine, data, x);
+	cr_assert_eq(ld(&pl->handoff), ld(&pl->head));
 	munmap(ctl, ctl_len);
 	munmap(data, data_len);
 	shmbus_pub_close(pub);

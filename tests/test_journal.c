@@ -743,10 +743,10 @@ static void head_a_lap_ahead(const char *keys)
 
 	ch = journaled(keys, 100, &bus, &p);
 	head = th_head(ch);
-	__atomic_store_n(&ch->hdr->head, head + 8 * 65536, __ATOMIC_RELEASE);
+	__atomic_store_n(&ch->pl->head, head + 8 * 65536, __ATOMIC_RELEASE);
 	for (int i = 0; i < 3000 && !log_has("more than a lap ahead"); i++)
 		usleep(1000);
-	__atomic_store_n(&ch->hdr->head, head, __ATOMIC_RELEASE);
+	__atomic_store_n(&ch->pl->head, head, __ATOMIC_RELEASE);
 	cr_assert(log_has("journal: the ring is damaged at"));
 	cr_assert(!log_has("journal: gap"), "a gap recorded");
 	publish_range(p, 100, 100);

@@ -1113,8 +1113,8 @@ Test(journal_recovery, a_hostile_persisted_position_does_not_stop_the_journal)
 }
 
 /* A record whose sequence number no producer has handed out yet (at or
- * past the channel's next, hdr.seq), written by a process that maps the
- * ring: damage, said and waited on, never written to the journal as a
+ * past the channel's next, prod_line.seq), written by a process that maps
+ * the ring: damage, said and waited on, never written to the journal as a
  * record (it would stop the journal for good at the next record: "the
  * ring went back"); once the number is right again, the journal goes on
  * with every record. */

@@ -101,12 +101,24 @@ static struct shmbus_prod_slot *map_prods(void)
 		      : NULL;
 }
 
+/* The producers' line (in the data file), mapped the same way. */
+static struct shmbus_prod_line *map_pline(void)
+{
+	struct shmbus_prod_slot *prods = map_prods();
+
+	return prods ? (struct shmbus_prod_line *)((uint8_t *)prods -
+						   SHMBUS_PRODS_OFFSET +
+						   SHMBUS_PLINE_OFFSET)
+		     : NULL;
+}
+
 /* Where the kernel gave the successor another pid, it writes its pid
  * over the dead process's wherever a word names it (the role, producer
  * and subscriber slots), leaving the channel as a reuse does. */
 static int take_dead_pid(void)
 {
 	struct shmbus_hdr *h = map_hdr();
+	struct shmbus_prod_line *pl;
 	struct shmbus_prod_slot *prods;
 	struct shmbus_sub_slot *subs;
 	uint32_t dead = (uint32_t)sh->dead, me = (uint32_t)getpid();
@@ -118,13 +130,14 @@ static int take_dead_pid(void)
 	if (sh->reused)
 		return 1;
 	prods = map_prods();
-	if (!prods)
+	pl = map_pline();
+	if (!prods || !pl)
 		return -1;
 	subs = (struct shmbus_sub_slot *)((uint8_t *)h + h->slots_offset);
 	/* The role word keeps the dead holder's tag, as a reuse leaves it. */
-	sp = __atomic_load_n(&h->sp_owner, __ATOMIC_ACQUIRE);
+	sp = __atomic_load_n(&pl->sp_owner, __ATOMIC_ACQUIRE);
 	if ((uint32_t)sp == dead)
-		n += __atomic_compare_exchange_n(&h->sp_owner, &sp,
+		n += __atomic_compare_exchange_n(&pl->sp_owner, &sp,
 			(sp & ~(uint64_t)UINT32_MAX) | me, false,
 			__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 	for (unsigned i = 0; i < SHMBUS_MAX_PRODUCERS + SHMBUS_MAX_SLOTS; i++) {
@@ -220,7 +233,7 @@ static int sp_successor(void *arg)
 		return 2;
 	if (take_dead_pid() < 1)
 		return 3;
-	if ((uint32_t)__atomic_load_n(&h->sp_owner, __ATOMIC_ACQUIRE) !=
+	if ((uint32_t)__atomic_load_n(&ch->pl->sp_owner, __ATOMIC_ACQUIRE) !=
 	    (uint32_t)getpid())
 		return 4;	/* the state this test is about */
 	pub = shmbus_pub_open(ch, &pa);
@@ -549,10 +562,10 @@ Test(killloop, a_single_producers_pid_reused_by_an_unrelated_process,
 	await_ready();
 	kill(sh->dead, SIGKILL);
 	cr_assert_eq(th_wait(sh->dead), 128 + SIGKILL);
-	w = __atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE);
+	w = __atomic_load_n(&ch->pl->sp_owner, __ATOMIC_ACQUIRE);
 	cr_assert_eq(role_pid(w), (uint32_t)sh->dead);
 	cr_assert_neq(role_tag(w), 0, "the role word has no start tag");
-	p = unrelated_with_dead_pid(&ch->hdr->sp_owner, 0);
+	p = unrelated_with_dead_pid(&ch->pl->sp_owner, 0);
 	errno = 0;
 	pub = shmbus_pub_open(ch, NULL);
 	cr_assert(pub, "the role of a producer whose pid lives on in another "
@@ -844,10 +857,10 @@ static int die_before_hand_off(void *arg)
 			mine = &prods[i];
 	if (!mine)
 		return 4;
-	start = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+	start = __atomic_load_n(&ch->pl->head, __ATOMIC_ACQUIRE);
 	__atomic_store_n(&mine->claim_end, start + 64, __ATOMIC_RELEASE);
 	__atomic_store_n(&mine->claim_pos, start, __ATOMIC_RELEASE);
-	__atomic_store_n(&h->head, start + 64, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&ch->pl->head, start + 64, __ATOMIC_SEQ_CST);
 	say_ready();
 	for (;;)
 		pause();
@@ -1131,15 +1144,15 @@ Test(killloop, a_single_producer_opened_after_the_verdict_keeps_its_role,
 	sh_map();
 	ch = th_create(sh->dir, 64 * 1024, 1024, SHMBUS_BLOCK,
 		       SHMBUS_SINGLE_PRODUCER);
-	__atomic_store_n(&ch->hdr->sp_owner, me, __ATOMIC_RELEASE);
+	__atomic_store_n(&ch->pl->sp_owner, me, __ATOMIC_RELEASE);
 	/* The verdict (sb_reap()). */
 	cr_assert(sb_sp_role_gone(ch, me));
 	pub = shmbus_pub_open(ch, NULL);
 	cr_assert(pub);
 	rc = sb_repair_sp(ch, me, me, &bad);
 	cr_log_info("repair of the live role: %d, sp_owner %#llx", rc,
-		    (unsigned long long)ch->hdr->sp_owner);
-	cr_assert_eq(__atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE),
+		    (unsigned long long)ch->pl->sp_owner);
+	cr_assert_eq(__atomic_load_n(&ch->pl->sp_owner, __ATOMIC_ACQUIRE),
 		     role_word(me, 0),
 		     "a live single producer's role was taken from it");
 	/* Another process is refused the role while we hold it. */
@@ -1175,7 +1188,7 @@ Test(killloop, a_single_producer_closed_in_a_thread_that_read_no_tag,
 		       SHMBUS_SINGLE_PRODUCER);
 	pub = shmbus_pub_open(ch, NULL);
 	cr_assert(pub);
-	w = __atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE);
+	w = __atomic_load_n(&ch->pl->sp_owner, __ATOMIC_ACQUIRE);
 	cr_log_info("role word %#llx", (unsigned long long)w);
 	cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	none.rlim_max = rl.rlim_max;
@@ -1183,7 +1196,7 @@ Test(killloop, a_single_producer_closed_in_a_thread_that_read_no_tag,
 	cr_assert_eq(pthread_create(&t, NULL, close_pub, pub), 0);
 	pthread_join(t, NULL);
 	cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
-	w = __atomic_load_n(&ch->hdr->sp_owner, __ATOMIC_ACQUIRE);
+	w = __atomic_load_n(&ch->pl->sp_owner, __ATOMIC_ACQUIRE);
 	cr_assert_eq(w, 0, "the closed producer's role stayed taken (%#llx)",
 		     (unsigned long long)w);
 	cr_assert_eq(th_wait(th_spawn(sp_open, NULL)), 0);
@@ -1211,7 +1224,7 @@ static void *race_opener(void *arg)
 		shmbus_pub *p = shmbus_pub_open(r->mp, NULL);
 		shmbus_pub *q = shmbus_pub_open(r->sp, NULL);
 
-		if (q && __atomic_load_n(&r->sp->hdr->sp_owner,
+		if (q && __atomic_load_n(&r->sp->pl->sp_owner,
 					 __ATOMIC_ACQUIRE) != role_word(me, 0))
 			__atomic_store_n(&r->lost_role, 1, __ATOMIC_RELAXED);
 		shmbus_sub_close(s);
@@ -1240,7 +1253,7 @@ static void *race_repairer(void *arg)
 			if (owner_pid(o) == me)
 				sb_repair_prod(r->mp, i, o, me);
 		}
-		sp = __atomic_load_n(&r->sp->hdr->sp_owner,
+		sp = __atomic_load_n(&r->sp->pl->sp_owner,
 				     __ATOMIC_ACQUIRE);
 		if (role_pid(sp) == me)
 			sb_repair_sp(r->sp, sp, me, &bad);

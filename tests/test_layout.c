@@ -503,7 +503,7 @@ static int write_to_ro(void *arg)
 		return 2;
 	/* Die by the signal itself, not by a sanitizer's SEGV handler. */
 	signal(SIGSEGV, SIG_DFL);
-	store_relaxed64(&c->hdr->head, 0);	/* must fault */
+	store_relaxed64(&c->pl->head, 0);	/* must fault */
 	return 0;
 }
 

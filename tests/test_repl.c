@@ -359,7 +359,7 @@ Test(repl, a_corrupt_kept_cursor_is_replaced)
 			at = i;
 	cr_assert_lt(at, SHMBUS_MAX_SLOTS - 1);
 	/* Past head, and a second one with a pid. */
-	ch->subs[at].pos = ch->hdr->head + 8;
+	ch->subs[at].pos = ch->pl->head + 8;
 	ch->subs[SHMBUS_MAX_SLOTS - 1].pos = 0;
 	ch->subs[SHMBUS_MAX_SLOTS - 1].owner =
 		(uint64_t)12345 << 32 | SHMBUS_SLOT_REPL;
@@ -687,7 +687,7 @@ static int plant_damage(void *arg)
 
 	if (!pub || !m)
 		return 1;
-	p = __atomic_load_n(&m->hdr->head, __ATOMIC_ACQUIRE);
+	p = __atomic_load_n(&m->pl->head, __ATOMIC_ACQUIRE);
 	if (shmbus_claim(pub, 64, &buf))
 		return 2;
 	*(uint64_t *)arg = p;
@@ -774,11 +774,11 @@ static void head_a_lap_ahead(const char *chans, const char *chan)
 			      th_wait(th_spawn(pair_publisher, &before)));
 	m = host_map(&A, chan);
 	cr_assert(m);
-	head = __atomic_load_n(&m->hdr->head, __ATOMIC_ACQUIRE);
-	__atomic_store_n(&m->hdr->head, head + 8 * m->cap, __ATOMIC_RELEASE);
+	head = __atomic_load_n(&m->pl->head, __ATOMIC_ACQUIRE);
+	__atomic_store_n(&m->pl->head, head + 8 * m->cap, __ATOMIC_RELEASE);
 	snprintf(what, sizeof(what), "%s: the ring is damaged: head", chan);
 	cr_assert(host_log_wait(&A, what, 3000));
-	__atomic_store_n(&m->hdr->head, head, __ATOMIC_RELEASE);
+	__atomic_store_n(&m->pl->head, head, __ATOMIC_RELEASE);
 	snprintf(what, sizeof(what), "%s: the ring is no longer damaged", chan);
 	cr_assert(host_log_wait(&A, what, 3000));
 	pair_assert_published(chan, th_wait(th_spawn(pair_publisher, &after)));
@@ -1416,7 +1416,7 @@ static int plant_future_seq(void *arg)
 
 	if (!pub || !m)
 		return 1;
-	p = __atomic_load_n(&m->hdr->head, __ATOMIC_ACQUIRE);
+	p = __atomic_load_n(&m->pl->head, __ATOMIC_ACQUIRE);
 	if (shmbus_claim(pub, 64, &buf))
 		return 2;
 	memset(buf, 1, 64);

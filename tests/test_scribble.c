@@ -524,14 +524,15 @@ static int slow_claims(void *arg)
 }
 
 /*
- * A subscriber writes a gone process's pid (or the producer's own with
- * another start tag) into the single producer's role word (hdr.sp_owner),
- * as its holder or as its repairer, while the producer holds claims
- * open: the
- * repair must not take the role and pad over the live producer's claim
- * (its commit then lands behind every subscriber: a message lost without
- * a word).  The daemon sees the live producer's slot, gives the role back
- * to it and says so; every message arrives, in order.
+ * A process that can write the data file (a producer, or root through the
+ * file's path; a subscriber maps it read-only) writes a gone process's pid
+ * (or the producer's own with another start tag) into the single
+ * producer's role word (prod_line.sp_owner), as its holder or as its
+ * repairer, while the producer holds claims open: the repair must not
+ * take the role and pad over the live producer's claim (its commit then
+ * lands behind every subscriber: a message lost without a word).  The
+ * daemon sees the live producer's slot, gives the role back to it and
+ * says so; every message arrives, in order.
  */
 Test(scribble, a_producer_role_written_over_pads_no_live_claim,
      .init = setup, .fini = teardown)
@@ -545,10 +546,16 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 	pid_t pub;
 	uint64_t other = 0, w;
 	int forged = 0;
+	struct shmbus_prod_line *pl = th_map_pline(d.dir, "blk");
 
+	cr_assert(pl);
 	ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
 	sub = ch ? shmbus_sub_open(ch, &sa) : NULL;
 	cr_assert(sub);
+	/* The subscriber itself cannot make the producers' line writable. */
+	cr_assert_neq(mprotect((void *)((uintptr_t)ch->pl & ~(uintptr_t)4095),
+			       4096, PROT_READ | PROT_WRITE), 0);
+	cr_assert_eq(errno, EACCES);
 	pub = th_spawn(slow_claims, "blk");
 	for (int idle = 0; got < 400 && idle < 3000;) {
 		ssize_t rc = shmbus_read(sub, &v, sizeof(v), &mi);
@@ -557,7 +564,7 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 			/* The producer's pid with another start's tag,
 			 * once it holds the role: a word written over
 			 * before would refuse it the role. */
-			w = __atomic_load_n(&ch->hdr->sp_owner,
+			w = __atomic_load_n(&pl->sp_owner,
 					    __ATOMIC_RELAXED);
 			if (!other && role_pid(w) == (uint32_t)pub)
 				other = (uint64_t)(role_tag(w) + 1) << 32 |
@@ -571,7 +578,7 @@ Test(scribble, a_producer_role_written_over_pads_no_live_claim,
 					       forged % 6 < 4 ?
 					       (uint32_t)d.pid : other;
 
-				__atomic_store_n(&ch->hdr->sp_owner,
+				__atomic_store_n(&pl->sp_owner,
 						 forged % 2 ? who :
 						 who | SHMBUS_SP_REPAIRING,
 						 __ATOMIC_RELAXED);
@@ -660,7 +667,7 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over,
 	cr_assert_eq(c, 'y');
 	/* The holder's pid, another start's tag: that of a process given
 	 * its pid, for whoever can read its start. */
-	other = (uint64_t)(role_tag(ch->hdr->sp_owner) + 1) << 32 |
+	other = (uint64_t)(role_tag(ch->pl->sp_owner) + 1) << 32 |
 		(uint32_t)holder_pid;
 	for (int k = 0; k < 6; k++) {
 		/* As the holder, then as a repairer; a gone process, then
@@ -670,7 +677,7 @@ Test(scribble, a_producer_role_written_over_is_not_taken_over,
 		 * another tag. */
 		uint32_t who = k < 2 ? NO_PID : (uint32_t)getpid();
 
-		__atomic_store_n(&ch->hdr->sp_owner,
+		__atomic_store_n(&ch->pl->sp_owner,
 				 k >= 4 ? (k % 2 ? other | SHMBUS_SP_REPAIRING
 						 : other)
 				 : k % 2 ? who | SHMBUS_SP_REPAIRING : who,
@@ -916,7 +923,7 @@ Test(scribble, a_role_written_over_under_our_own_producer_is_not_taken)
 
 	cr_assert(p && sub);
 	/* Another start than ours, with our pid. */
-	other = (uint64_t)(role_tag(ch->hdr->sp_owner) + 1) << 32 |
+	other = (uint64_t)(role_tag(ch->pl->sp_owner) + 1) << 32 |
 		(uint32_t)getpid();
 	for (int k = 0; k < 4; k++) {
 		void *b;
@@ -924,7 +931,7 @@ Test(scribble, a_role_written_over_under_our_own_producer_is_not_taken)
 
 		cr_assert_eq(shmbus_claim(p, sizeof(i), &b), 0);
 		memcpy(b, &i, sizeof(i));
-		__atomic_store_n(&ch->hdr->sp_owner,
+		__atomic_store_n(&ch->pl->sp_owner,
 				 k == 0 ? NO_PID :
 				 k == 1 ? (uint32_t)getpid() |
 					  SHMBUS_SP_REPAIRING :
@@ -938,7 +945,7 @@ Test(scribble, a_role_written_over_under_our_own_producer_is_not_taken)
 		cr_assert_eq(shmbus_read(sub, &v, sizeof(v), NULL),
 			     (ssize_t)sizeof(v), "message %d padded over", k);
 		cr_assert_eq(v, i);
-		__atomic_store_n(&ch->hdr->sp_owner,
+		__atomic_store_n(&ch->pl->sp_owner,
 				 role_word((uint32_t)getpid(), 0),
 				 __ATOMIC_RELAXED);
 	}

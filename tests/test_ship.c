@@ -290,7 +290,7 @@ static void plant_and_walk(uint32_t type, uint32_t len, bool repeat_seq,
 	/* The claim made good (the sequence number it was handed, the
 	 * channel's last): the walk goes on. */
 	__atomic_store_n(&rec_at(ch, p)->seq,
-			 __atomic_load_n(&ch->hdr->seq, __ATOMIC_RELAXED) - 1,
+			 __atomic_load_n(&ch->pl->seq, __ATOMIC_RELAXED) - 1,
 			 __ATOMIC_RELAXED);
 	__atomic_store_n(&rec_at(ch, p)->commit,
 			 commit_word(ch, p, SHMBUS_REC_MSG, 64),

@@ -60,7 +60,7 @@ static void *own_repairer(void *arg)
 			if (owner_pid(w) == me)
 				sb_repair_prod(o->mp, i, w, me);
 		}
-		sp = __atomic_load_n(&o->sp->hdr->sp_owner,
+		sp = __atomic_load_n(&o->sp->pl->sp_owner,
 				     __ATOMIC_ACQUIRE);
 		if (role_pid(sp) == me)
 			sb_repair_sp(o->sp, sp, me, &bad);

@@ -17,21 +17,25 @@
  *   | struct shmbus_hdr     (4 KiB)    | | data region: capacity bytes   |
  *   |   identity: magic, version, sizes| | records, 8-byte aligned:      |
  *   |   acknowledgement waiters        | |  [commit | seq | payload | pad]|
- *   |   producer line: head, handoff.. | +-------------------------------+
- *   |   wake line: futex, sleepers     | | segment index [SHMBUS_NSEG]   |
- *   |   counters line                  | | struct shmbus_data_trailer    |
- *   +----------------------------------+ | struct shmbus_mbox (SP only)  |
- *   | subscriber slots, 128 B each     | | struct shmbus_daemon_area     |
- *   +----------------------------------+ | producer slots, 64 B each     |
+ *   |   wake line: futex, sleepers     | +-------------------------------+
+ *   |   counters line                  | | segment index [SHMBUS_NSEG]   |
+ *   +----------------------------------+ | struct shmbus_data_trailer    |
+ *   | subscriber slots, 128 B each     | | struct shmbus_mbox (SP only)  |
+ *   +----------------------------------+ | struct shmbus_daemon_area     |
+ *                                        | producer slots, 64 B each     |
+ *                                        | struct shmbus_prod_line: head,|
+ *                                        |   handoff, seq, bytes, role   |
  *                                        | (one page)                    |
  *                                        +-------------------------------+
  *
  * Writers of the data file: producers and shmbusd.  Writers of the control
  * file: everyone.  hdr.data_id names the data file, and the data file's
  * trailer repeats it.  What shmbusd states about the channel (its fence,
- * its replication and its journal: struct shmbus_daemon_area) and the
- * producers' slots (who produces, and the claims they announce) are in
- * the data file, which shmbusd gives a subscriber read-only.
+ * its replication and its journal: struct shmbus_daemon_area), the
+ * producers' slots (who produces, and the claims they announce) and the
+ * producers' line (where the next claim starts, the hand-off, the
+ * sequence numbers, the single producer's role) are in the data file,
+ * which shmbusd gives a subscriber read-only.
  *
  * A record commits itself: its first word (struct shmbus_rec.commit)
  * holds the lap tag, the type and the length, and is stored last with
@@ -45,7 +49,7 @@
 #include "static_assert.h"
 
 #define SHMBUS_MAGIC		UINT64_C(0x3153554248534d53) /* "SMSHBUS1" */
-#define SHMBUS_LAYOUT_VERSION	10u
+#define SHMBUS_LAYOUT_VERSION	11u
 
 #define SHMBUS_CACHELINE	64u
 #define SHMBUS_HDR_SIZE		4096u
@@ -143,11 +147,11 @@ struct shmbus_rec {
  * that position) from one that won it. */
 #define SHMBUS_CLAIM_TENTATIVE	UINT64_C(1)
 
-/* hdr.sp_owner, the single producer's role: pid | tag << 32, the tag being
- * the holder's start tag as in an owner word (0: none).  The high bit of
- * the low half: shmbusd is repairing the claim of a dead single producer;
- * the pid is then the daemon's.  A new producer waits for the repair to
- * finish (or takes over if the daemon died doing it). */
+/* prod_line.sp_owner, the single producer's role: pid | tag << 32, the tag
+ * being the holder's start tag as in an owner word (0: none).  The high
+ * bit of the low half: shmbusd is repairing the claim of a dead single
+ * producer; the pid is then the daemon's.  A new producer waits for the
+ * repair to finish (or takes over if the daemon died doing it). */
 #define SHMBUS_SP_REPAIRING	0x80000000u
 
 /* daemon->fence = generation << 8 | state.  Every change of state bumps the
@@ -307,6 +311,9 @@ struct shmbus_mbox {
 #define SHMBUS_PRODS_OFFSET	2816u	/* in the data file, after capacity:
 					 * the producer slots, after the
 					 * daemon's area and a guard line */
+#define SHMBUS_PLINE_OFFSET	3968u	/* the producers' line, after the
+					 * slots and a guard line: the first
+					 * of a 128-byte pair */
 #define SHMBUS_DAEMON_OFFSET	2176u	/* after the mailbox and a guard line:
 					 * line 0 below starts a 128-byte
 					 * pair of its own */
@@ -373,6 +380,24 @@ struct shmbus_daemon_area {
 				 * NUL-terminated */
 };
 
+/*
+ * The producers' line, at SHMBUS_PLINE_OFFSET in the data file's last
+ * page: written by producers (and by shmbusd's repairs, its standby's
+ * mirror and its journal's recovery), read by everyone.  In the data
+ * file, which shmbusd gives a subscriber read-only, so that no subscriber
+ * can move the next claim's start back over records others have read,
+ * fake or stall the hand-off, or take the single producer's role.
+ */
+struct shmbus_prod_line {
+	uint64_t head;		/* next position to claim */
+	uint64_t handoff;	/* MP: header at this position is invalidated */
+	uint64_t seq;		/* next message sequence number */
+	uint64_t bytes;		/* payload bytes published */
+	uint64_t sp_owner;	/* SP: who holds the producer role: pid
+				 * (| SHMBUS_SP_REPAIRING) | tag << 32 */
+	uint8_t pad[24];
+};
+
 struct shmbus_hdr {
 	/* line 0: identity, written once at creation, then read-only */
 	uint64_t magic;		/* stored last at creation, with release */
@@ -407,13 +432,10 @@ struct shmbus_hdr {
 
 	uint8_t guard3[64];
 
-	/* line 4: producer state */
-	uint64_t head;		/* next position to claim */
-	uint64_t handoff;	/* MP: header at this position is invalidated */
-	uint64_t seq;		/* next message sequence number */
-	uint64_t bytes;		/* payload bytes published */
-	uint64_t sp_owner;	/* SP: who holds the producer role: pid
-				 * (| SHMBUS_SP_REPAIRING) | tag << 32 */
+	/* line 4: written by a subscriber that takes a slot above the
+	 * others; the producers' own words are in the data file
+	 * (struct shmbus_prod_line) */
+	uint8_t pad4a[40];
 	uint32_t nsub_hwm;	/* subscriber slots ever used */
 	uint8_t pad4[20];
 
@@ -471,8 +493,7 @@ struct shmbus_hdr {
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, magic, 0);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, create_ns, 64);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, ack_futex, 184);
-SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, head, 256);
-SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, sp_owner, 288);
+SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, nsub_hwm, 296);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, futex, 384);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, mbox_want, 392);
 SHMBUS_ASSERT_OFFSET(struct shmbus_hdr, backpressure, 512);
@@ -508,6 +529,14 @@ SHMBUS_STATIC_ASSERT(SHMBUS_DAEMON_OFFSET + sizeof(struct shmbus_daemon_area) +
 		     SHMBUS_PRODS_OFFSET + SHMBUS_MAX_PRODUCERS *
 		     sizeof(struct shmbus_prod_slot) <= 4096,
 		     "the producer slots fit the data file's last page");
+SHMBUS_STATIC_ASSERT(sizeof(struct shmbus_prod_line) == SHMBUS_CACHELINE &&
+		     SHMBUS_PRODS_OFFSET + SHMBUS_MAX_PRODUCERS *
+		     sizeof(struct shmbus_prod_slot) + SHMBUS_CACHELINE <=
+		     SHMBUS_PLINE_OFFSET &&
+		     SHMBUS_PLINE_OFFSET % (2 * SHMBUS_CACHELINE) == 0 &&
+		     SHMBUS_PLINE_OFFSET + sizeof(struct shmbus_prod_line) <=
+		     4096,
+		     "the producers' line fits the data file's last page");
 SHMBUS_ASSERT_OFFSET(struct shmbus_daemon_area, replicated_pos, 128);
 SHMBUS_ASSERT_OFFSET(struct shmbus_daemon_area, jnl_written, 192);
 SHMBUS_ASSERT_OFFSET(struct shmbus_daemon_area, repl_frames, 256);
