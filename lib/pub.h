@@ -94,7 +94,7 @@ static inline struct shmbus_rec *pub_rec(const struct shmbus_pub *pub,
 /* The producers' line (head, handoff, seq, bytes), a fixed distance from
  * shmbusd's area in the data file's last page: derived from the pointer
  * that every claim loads for the fence rather than loaded from a field of
- * its own (make bench-insn: 220 and 239 instructions so, 224 and 242 with
+ * its own (make bench-insn: 220 and 238 instructions so, 224 and 242 with
  * a field loaded again after the claim's stores). */
 static inline struct shmbus_prod_line *pub_pline(const struct shmbus_pub *pub)
 {
