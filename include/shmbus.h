@@ -281,8 +281,14 @@ int shmbus_channel_replication(shmbus_channel *ch,
 struct shmbus_pub_attr {
 	/* Block policy, channel full: 0 returns -EAGAIN at once, a positive
 	 * value waits up to that many ns then returns -ETIMEDOUT, a negative
-	 * one (-1) waits for ever.  A wait spins, yields, and past a millisecond or so naps
-	 * (up to 1 ms at a time): room made then is taken a nap later. */
+	 * one (-1) waits for ever.  A wait spins, yields, and past a
+	 * millisecond or so naps (up to 1 ms at a time): room made then is
+	 * taken a nap later.  Only the wait for room is bounded: a multi
+	 * producer's claim, once made, waits for the claims before it to be
+	 * handed over (a few instructions after each), so a peer stopped
+	 * between its claim and its hand-off holds it, whatever the
+	 * timeout, until that peer runs again or dies (then repaired at
+	 * once). */
 	int64_t timeout_ns;
 };
 
