@@ -858,9 +858,9 @@ void sb_release_own_left(struct shmbus_channel *ch, bool data_too)
 	 * sb_repair_sp() (A11 there). */
 	w = load_relaxed64(&ch->pl->sp_owner);
 	/* Written over with our pid under a live producer (any process
-	 * that maps the control file can): its claim is left alone, and the
-	 * word to shmbusd's scan, which gives it back.  (No producer can
-	 * take the role meanwhile: the word names us, alive.) */
+	 * that maps the data file writable can): its claim is left alone,
+	 * and the word to shmbusd's scan, which gives it back.  (No producer
+	 * can take the role meanwhile: the word names us, alive.) */
 	if (!ch_multi(ch) && role_pid(w) == me &&
 	    sb_sp_role_gone(ch, w) &&
 	    !sb_sp_live_holder(ch, w, me, gone_pid, NULL))

@@ -54,14 +54,14 @@ int sb_handoff_help(struct shmbus_channel *ch, uint64_t x, uint32_t self,
 
 /* Multi producer, the hand-off word standing at hv where no slot
  * announces a claim (sb_handoff_help() said SB_HELP_NOBODY for long: a
- * word written over, as any process that maps the channel can).  Moves it
- * on to the claim whose turn it is, the least announced start above hv
- * (head if none), never back: no claim is handed to twice.  A word past
- * head goes back to head, only while no claim is announced at all.  A
- * word that a slot announces a claim at by the time head is read (a claim
- * made since the caller looked) is left alone, and so is a ring whose
- * fence is not open (a standby's or one being cut: its one writer moves
- * the word).  Whether it moved the word. */
+ * word written over, as any process that maps the data file writable
+ * can).  Moves it on to the claim whose turn it is, the least announced
+ * start above hv (head if none), never back: no claim is handed to
+ * twice.  A word past head goes back to head, only while no claim is
+ * announced at all.  A word that a slot announces a claim at by the time
+ * head is read (a claim made since the caller looked) is left alone, and
+ * so is a ring whose fence is not open (a standby's or one being cut: its
+ * one writer moves the word).  Whether it moved the word. */
 bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv);
 
 /* Single producer, the role word `dead` naming a process that is gone:
@@ -71,9 +71,9 @@ bool sb_handoff_skip(struct shmbus_channel *ch, uint64_t hv);
  * with another tag); with the same tag, or a word without one, it is
  * the dead holder's.  A single producer takes its slot after the role
  * and gives it back on close, so such a process holds the role, and the
- * word was written over (any process that maps the control file can):
- * neither the repair nor a new producer may take the role from it and
- * pad over its claim.  Returns the role word that names it (its pid and
+ * word was written over (any process that maps the data file writable
+ * can): neither the repair nor a new producer may take the role from it
+ * and pad over its claim.  Returns the role word that names it (its pid and
  * its slot's start tag), or 0. */
 uint64_t sb_sp_live_holder(struct shmbus_channel *ch, uint64_t dead,
 			   uint32_t me, sb_gone_fn gone, void *gctx);
