@@ -27,7 +27,7 @@
 #define CAP (1u << 14)
 #define MAXMSG 512u
 
-enum region { HEADER, SLOTS, RECORDS, INDEX, MAILBOX, ANYWHERE };
+enum region { HEADER, SLOTS, RECORDS, INDEX, MAILBOX, PRODLINE, ANYWHERE };
 
 struct scenario {
 	const char *dir;
@@ -99,6 +99,11 @@ static int run(void *arg)
 		case MAILBOX:
 			raw = data;
 			lo = CAP + SHMBUS_MBOX_OFFSET;
+			hi = lo + 2 * SHMBUS_CACHELINE;
+			break;
+		case PRODLINE:	/* head, handoff, seq, bytes, the role */
+			raw = data;
+			lo = CAP + SHMBUS_PLINE_OFFSET;
 			hi = lo + 2 * SHMBUS_CACHELINE;
 			break;
 		default:
@@ -210,6 +215,16 @@ Test(corrupt, mailbox_block)
 Test(corrupt, mailbox_overwrite)
 {
 	scenario(MAILBOX, SHMBUS_OVERWRITE, SHMBUS_SINGLE_PRODUCER);
+}
+
+Test(corrupt, producers_line_block_mp)
+{
+	scenario(PRODLINE, SHMBUS_BLOCK, SHMBUS_MULTI_PRODUCER);
+}
+
+Test(corrupt, producers_line_overwrite)
+{
+	scenario(PRODLINE, SHMBUS_OVERWRITE, SHMBUS_SINGLE_PRODUCER);
 }
 
 Test(corrupt, anywhere_overwrite_mp)
@@ -478,7 +493,7 @@ Test(corrupt, an_unaligned_cursor_is_nobodys_start)
 
 /*
  * The replication watermark and the standby's acknowledged positions
- * written past head (a write into the control file): shmbus_pub_sync()
+ * written past head (a write into the data file): shmbus_pub_sync()
  * earns nothing by them (it times out: outcome unknown), a subscriber that
  * sees only acknowledged messages reads none by them, and the agent's next
  * raise sets the watermark back.
