@@ -130,6 +130,30 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 								  : "cut");
 		break;
 	}
+	case SB_REAP_ACK_WORD: {
+		/* Limited: a hostile writer may do it again every scan. */
+		static struct sbd_ratelimit rl;
+		static unsigned long n;
+		static const char *const names[SB_ACKW_N] = {
+			[SB_ACKW_MARK] = "the watermark",
+			[SB_ACKW_RECEIVED] = "the standby's received position",
+			[SB_ACKW_APPLIED] = "the standby's applied position",
+			[SB_ACKW_SB_PERSISTED] =
+				"the standby's persisted position",
+			[SB_ACKW_HOLE_LO] = "the gap's start",
+			[SB_ACKW_HOLE_HI] = "the gap's end",
+			[SB_ACKW_PERSISTED] = "the journal's persisted position",
+			[SB_ACKW_WRITTEN] = "the journal's written position",
+			[SB_ACKW_JSTATE] = "the journal's state",
+		};
+
+		sbd_log_limited(&rl, SBD_WARN, ++n, "acknowledgement words set "
+				"back", "%s: %s was %llu (written over): set "
+				"back to the daemon's", c->name,
+				ev->slot < SB_ACKW_N ? names[ev->slot] : "?",
+				(unsigned long long)ev->pos);
+		break;
+	}
 	case SB_REAP_REPL_FLAGS:
 	case SB_REAP_REPL_LEVEL:
 	case SB_REAP_EPOCH: {

@@ -460,6 +460,19 @@ int sb_bus_journal(struct shmbus_bus *bus, const char *chan, uint32_t what,
 uint64_t sb_level_pos(const struct shmbus_daemon_area *d, uint32_t level,
 		      uint64_t committed);
 
+/* The journal's words of shmbusd's area as this process stored them
+ * (replica.c keeps them with the replication words it stored): what
+ * journal_ring.c answers the daemon from, never the shared words, which
+ * a producer can write over.  sb_own_jnl_put() stores v as this
+ * process's and in the shared word (jnl_written with R25);
+ * sb_own_jnl_get(): false if this process never stored that word of
+ * the ring. */
+enum sb_own_jnl { SB_OWN_PERSISTED, SB_OWN_WRITTEN, SB_OWN_JSTATE };
+void sb_own_jnl_put(struct shmbus_channel *ch, enum sb_own_jnl w,
+		    uint64_t v);
+bool sb_own_jnl_get(struct shmbus_channel *ch, enum sb_own_jnl w,
+		    uint64_t *v);
+
 /* Makes ch's lock of its group mappings (group_file.c), fork-safe. */
 void sb_gmap_init(struct shmbus_channel *ch);
 

@@ -175,6 +175,10 @@ enum sb_reap_event {
 				 * process's, `slot` */
 	SB_REAP_EPOCH,		/* the ring's epoch stood at `pos` (written
 				 * over): set back to this process's */
+	SB_REAP_ACK_WORD,	/* acknowledgement or journal word `slot`
+				 * (SB_ACKW_*) stood at `pos` (written
+				 * over): set back to this process's
+				 * (sb_ack_restore()) */
 };
 
 struct sb_reap_ev {
@@ -281,6 +285,21 @@ void sb_repl_flags_put(shmbus_channel *ch, uint32_t level, uint32_t flags);
 unsigned sb_repl_restore(shmbus_channel *ch, uint32_t *flags_found,
 			 uint32_t *level_found, uint64_t *epoch_found);
 uint32_t sb_repl_level(shmbus_channel *ch);
+
+/* The acknowledgement and journal words the same way: the watermark
+ * (sb_repl_watermark(), sb_repl_reset_positions()), the standby's
+ * positions (sb_repl_acked()), the gap range (sb_repl_hole()), this
+ * host's journal's persisted and written positions and its state
+ * (sb_jnl_*()) are stored from what this process holds, and
+ * sb_repl_read() and sb_jnl_read() answer from that; sb_ack_restore()
+ * puts back those that differ, bit SB_ACKW_x of its result for each,
+ * with the word found in found[SB_ACKW_x]. */
+enum {
+	SB_ACKW_MARK, SB_ACKW_RECEIVED, SB_ACKW_APPLIED, SB_ACKW_SB_PERSISTED,
+	SB_ACKW_HOLE_LO, SB_ACKW_HOLE_HI, SB_ACKW_PERSISTED, SB_ACKW_WRITTEN,
+	SB_ACKW_JSTATE, SB_ACKW_N
+};
+unsigned sb_ack_restore(shmbus_channel *ch, uint64_t found[SB_ACKW_N]);
 
 /* With the fence closed: waits until no claim is in flight and every
  * record claimed is committed, walking from `from` (a record boundary
@@ -577,7 +596,9 @@ uint64_t sb_ring_id(shmbus_channel *ch);
 int sb_ring_continue(shmbus_channel *ch, uint64_t pos, uint64_t seq);
 
 /* The journal's words in shmbusd's area (one writer: the channel's
- * journal agent). */
+ * journal agent).  The positions and the state are stored from what this
+ * process holds, and sb_jnl_read() answers from that (see
+ * sb_ack_restore()). */
 void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 		  bool acks);
 /* No journal writes the channel; `acks`: it is configured to acknowledge
@@ -588,6 +609,9 @@ void sb_jnl_written(shmbus_channel *ch, uint64_t pos);
 /* Every record below pos is fdatasync'd; `ack`: it counts for the
  * persisted level (not while the disk is full). */
 void sb_jnl_persisted(shmbus_channel *ch, uint64_t pos, bool ack);
+/* The ring cut back to pos (no agent running): the positions no further
+ * than pos. */
+void sb_jnl_cut(shmbus_channel *ch, uint64_t pos);
 uint32_t sb_jnl_state(shmbus_channel *ch, uint32_t set, uint32_t clear);
 void sb_jnl_oldest(shmbus_channel *ch, uint64_t pos, uint64_t bytes,
 		   uint32_t keep);

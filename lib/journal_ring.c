@@ -14,6 +14,24 @@
 #include "contract.h"
 #include "pub.h"
 
+/* The journal's state as this process stored it, else the shared word. */
+static uint32_t state_get(shmbus_channel *ch)
+{
+	uint64_t s;
+
+	/* No edge: a description. */
+	return sb_own_jnl_get(ch, SB_OWN_JSTATE, &s)
+		       ? (uint32_t)s : load_relaxed32(&ch->daemon->jnl_state);
+}
+
+/* Stores the journal's state, as this process's own and in the shared
+ * word (only if that differs: it is on the fence's line, which every
+ * claim reads; see flags_put() in replica.c). */
+static void state_put(shmbus_channel *ch, uint32_t s)
+{
+	sb_own_jnl_put(ch, SB_OWN_JSTATE, s);
+}
+
 void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 		  bool acks)
 {
@@ -24,7 +42,7 @@ void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 	memset(d->jnl_dir, 0, sizeof(d->jnl_dir));
 	snprintf(d->jnl_dir, sizeof(d->jnl_dir), "%s", dir);
 	store_relaxed32(&d->jnl_seg_log2, seg_log2);
-	store_relaxed32(&d->jnl_state, SHMBUS_JNL_ON);
+	state_put(ch, SHMBUS_JNL_ON);
 	if (acks) {
 		/* The journal acknowledges: a channel that is not also
 		 * replicated (the config refuses both). */
@@ -35,10 +53,7 @@ void sb_jnl_setup(shmbus_channel *ch, const char *dir, uint32_t seg_log2,
 
 void sb_jnl_off(shmbus_channel *ch, bool acks)
 {
-	struct shmbus_daemon_area *d = ch->daemon;
-
-	/* No edge: a description. */
-	store_relaxed32(&d->jnl_state, 0);
+	state_put(ch, 0);
 	if (acks) {
 		/* Configured to acknowledge, and not written: nothing is
 		 * acknowledged (callers time out), never 0 unearned. */
@@ -51,38 +66,44 @@ void sb_jnl_off(shmbus_channel *ch, bool acks)
 
 void sb_jnl_written(shmbus_channel *ch, uint64_t pos)
 {
-	/* R25: pairs with A25 in the replaying subscriber: the bytes our
-	 * pwrite() put in the files (the page cache) before this store are
-	 * there for its pread() of anything below pos. */
-	store_release64(&ch->daemon->jnl_written, pos);
+	/* R25 (in sb_own_jnl_put()): pairs with A25 in the replaying
+	 * subscriber. */
+	sb_own_jnl_put(ch, SB_OWN_WRITTEN, pos);
 }
 
 void sb_jnl_persisted(shmbus_channel *ch, uint64_t pos, bool ack)
 {
-	struct shmbus_prod_line *pl = ch->pl;
-	struct shmbus_daemon_area *d = ch->daemon;
-	uint64_t cur = load_relaxed64(&d->persisted_pos);
-
-	/* No edge of its own: R14 in sb_repl_watermark() publishes it to
-	 * shmbus_pub_sync(), which reads it after A14.  A value past head
-	 * was written over (sync_verdict() believes none): set back. */
-	if (cur < pos || cur > load_relaxed64(&pl->head))
-		store_relaxed64(&d->persisted_pos, pos);
+	/* The journal's synced position is the agent's (its one writer),
+	 * stored again over whatever the shared word holds: a producer may
+	 * have written it forward. */
+	sb_own_jnl_put(ch, SB_OWN_PERSISTED, pos);
 	/* The flags as the agent set them (sb_repl_flags()), not a word
 	 * written over. */
 	if (ack && (sb_repl_flags(ch, 0, 0) & SHMBUS_REPL_JOURNAL))
 		sb_repl_watermark(ch, pos);
 }
 
+void sb_jnl_cut(shmbus_channel *ch, uint64_t pos)
+{
+	struct sb_jnl_view v;
+
+	/* The positions as this process stored them (the shared ones if it
+	 * never did): a shared word written past pos is not taken for a
+	 * position to set back to pos, which may be past ours. */
+	sb_jnl_read(ch, &v);
+	if (v.persisted > pos)
+		sb_own_jnl_put(ch, SB_OWN_PERSISTED, pos);
+	if (v.written > pos)
+		sb_jnl_written(ch, pos);
+}
+
 uint32_t sb_jnl_state(shmbus_channel *ch, uint32_t set, uint32_t clear)
 {
-	struct shmbus_daemon_area *d = ch->daemon;
-	uint32_t s = load_relaxed32(&d->jnl_state);
+	/* One writer (the agent): from the state it stored, not from a
+	 * word written over. */
+	uint32_t s = state_get(ch);
 
-	/* One writer (the agent); no edge: a description.  On the fence's
-	 * line: stored only if it changes (see flags_put() in replica.c). */
-	if (((s | set) & ~clear) != s)
-		store_relaxed32(&d->jnl_state, (s | set) & ~clear);
+	state_put(ch, (s | set) & ~clear);
 	return s;
 }
 
@@ -119,18 +140,25 @@ void sb_jnl_read(shmbus_channel *ch, struct sb_jnl_view *v)
 {
 	const struct shmbus_prod_line *pl = ch->pl;
 	const struct shmbus_daemon_area *d = ch->daemon;
+	uint64_t x;
 
 	/* A25 (see sb_jnl_written()), for whoever reads the files next. */
 	v->written = load_acquire64(&d->jnl_written);
 	/* No edge: statistics. */
 	v->persisted = load_relaxed64(&d->persisted_pos);
+	/* What this process stored (the daemon: its journal agent's own
+	 * positions), not the shared words, which a producer can write. */
+	if (sb_own_jnl_get(ch, SB_OWN_WRITTEN, &x))
+		v->written = x;
+	if (sb_own_jnl_get(ch, SB_OWN_PERSISTED, &x))
+		v->persisted = x;
 	v->oldest = load_relaxed64(&d->jnl_oldest);
 	v->bytes = load_relaxed64(&d->jnl_bytes);
 	v->syncs = load_relaxed64(&d->jnl_syncs);
 	v->gaps = load_relaxed64(&d->jnl_gaps);
 	v->gap_bytes = load_relaxed64(&d->jnl_gap_bytes);
 	v->head = load_relaxed64(&pl->head);
-	v->state = load_relaxed32(&d->jnl_state);
+	v->state = state_get(ch);
 	v->seg_log2 = load_relaxed32(&d->jnl_seg_log2);
 	v->keep = load_relaxed32(&d->jnl_keep);
 	/* Untrusted: always NUL-terminated here. */

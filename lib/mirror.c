@@ -609,7 +609,7 @@ static void mbox_cut(struct shmbus_channel *ch, uint64_t end)
 uint64_t sb_apply_recover(shmbus_channel *ch)
 {
 	struct shmbus_prod_line *pl = ch->pl;
-	struct shmbus_daemon_area *d = ch->daemon;
+	struct sb_repl_view v;
 	/* No edge: no agent runs yet; we are head's only writer. */
 	uint64_t head = load_relaxed64(&pl->head), oldest, end, applied;
 
@@ -621,9 +621,11 @@ uint64_t sb_apply_recover(shmbus_channel *ch)
 	 * from: the end of what was last applied whole is one, where the
 	 * ring still holds it (less than a lap below head, so that no claim
 	 * has written over it). */
-	/* No edge, as head above; and from shared memory: used only as a
-	 * record boundary below head within the lap checked here. */
-	applied = load_relaxed64(&d->applied_pos);
+	/* As this process stored it, else from shared memory (at the
+	 * daemon's start), where a producer may have written it: used only
+	 * as a record boundary below head within the lap checked here. */
+	sb_repl_read(ch, &v);
+	applied = v.applied;
 	if (applied < oldest && applied % SHMBUS_REC_ALIGN == 0 &&
 	    head - applied <= ch->cap - SHMBUS_REC_ALIGN)
 		oldest = applied;
@@ -824,7 +826,7 @@ void sb_ring_cut_abort(shmbus_channel *ch, uint32_t fence)
  * replication positions, the journal's positions, a recorded gap. */
 static void cut_clamp(struct shmbus_channel *ch, uint64_t pos)
 {
-	struct shmbus_daemon_area *d = ch->daemon;
+	struct sb_repl_view v;
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		struct shmbus_sub_slot *s = &ch->subs[i];
@@ -837,12 +839,13 @@ static void cut_clamp(struct shmbus_channel *ch, uint64_t pos)
 			 * scans). */
 			store_release64(&s->pos, pos);
 	}
-	if (load_relaxed64(&d->replicated_pos) > pos)
+	/* The watermark as this process stored it (the shared word if it
+	 * never did): a word written past pos is no reason to set it to
+	 * pos, past ours. */
+	sb_repl_read(ch, &v);
+	if (v.watermark > pos)
 		sb_repl_reset_positions(ch, pos);
-	if (load_relaxed64(&d->persisted_pos) > pos)
-		store_relaxed64(&d->persisted_pos, pos);
-	if (load_relaxed64(&d->jnl_written) > pos)
-		sb_jnl_written(ch, pos);
+	sb_jnl_cut(ch, pos);
 	/* A gap recorded in the tail is gone with it; those below stay. */
 	sb_repl_hole_cut(ch, pos);
 }

@@ -54,6 +54,18 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		    false);
 	if (put & 2)
 		say(log, lctx, SB_REAP_EPOCH, 0, 0, epoch, false);
+	/* The acknowledgement and journal words likewise: a watermark or a
+	 * position written forward tells the readers of shared memory what
+	 * the daemon never said, until it stores the word again. */
+	{
+		uint64_t found[SB_ACKW_N];
+
+		put = sb_ack_restore(ch, found);
+		for (uint32_t i = 0; i < SB_ACKW_N; i++)
+			if (put & (1u << i))
+				say(log, lctx, SB_REAP_ACK_WORD, i, 0,
+				    found[i], false);
+	}
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		/* A7: pairs with R7 (the slot's ACTIVE store, after its

@@ -36,37 +36,58 @@
 /* ------------------------------------------------------------ the fence */
 
 /*
- * The replication words of shmbusd's area that this process stored
- * (shmbusd, their one writer), by ring (data_id), whichever of its
- * mappings of the ring it stored them through (the registry's, each
- * agent's): the fence, the replication flags, level and epoch.  The shared
- * words (struct shmbus_daemon_area, in the data file) are written by the
- * daemon alone, but a process that maps the data file read-write (a
- * producer) can write over them: what the daemon decides from (who may
+ * The words of shmbusd's area that this process stored (shmbusd, their
+ * one writer), by ring (data_id), whichever of its mappings of the ring it
+ * stored them through (the registry's, each agent's): the fence, the
+ * replication flags, level and epoch, the watermark and the positions it
+ * is made of, the gap range, and the journal's state and positions.  The
+ * shared words (struct shmbus_daemon_area, in the data file) are written
+ * by the daemon alone, but a process that maps the data file read-write
+ * (a producer) can write over them: what the daemon decides from (who may
  * publish, whether the ring is a standby's that its repairs leave alone,
  * whether the standby is in sync, which epoch the journal's segments
- * carry) is its own word, and its scan sets the shared ones back to it
- * (sb_fence_restore(), sb_repl_restore()).  A process that never set a
- * ring's word (a client; shmbusd at its start) reads the shared one.  Never shrinks: one entry a
- * ring ever set, 24 bytes.
+ * carry, what is acknowledged, what its journal has synced and what a
+ * standby tells its primary so) is its own word.  Its scan sets the fence
+ * and the replication words back to it (sb_fence_restore(),
+ * sb_repl_restore()); the positions are stored again from it at each of
+ * their updates (sb_repl_watermark(), sb_repl_acked(),
+ * sb_jnl_persisted()...), so that a word written over misleads the
+ * readers of shared memory until then, never the daemon.  A process that
+ * never set a ring's word (a client; shmbusd at its start) reads the
+ * shared one.  Never shrinks: one entry a ring ever set.
  */
 #define OWN_FENCE	1u
 #define OWN_FLAGS	2u
 #define OWN_EPOCH	4u
 #define OWN_LEVEL	8u
+#define OWN_MARK	0x10u	/* the watermark */
+#define OWN_ACKED	0x20u	/* received, applied, standby_persisted */
+#define OWN_HOLE	0x40u
+#define OWN_PERSISTED	0x80u	/* this host's journal: persisted_pos */
+#define OWN_WRITTEN	0x100u	/* jnl_written */
+#define OWN_JSTATE	0x200u	/* jnl_state */
 
 struct own {
 	uint64_t id;
 	uint64_t epoch;
+	uint64_t mark;		/* replicated_pos */
+	uint64_t received, applied, sb_persisted;
+	uint64_t hole_lo, hole_hi;
+	uint64_t persisted, written;
 	uint32_t fence;
+	uint32_t jnl_state;
 	uint16_t flags;		/* SHMBUS_REPL_* (all below 2^16) */
+	uint16_t has;		/* OWN_*: which words were set */
 	uint8_t level;		/* SHMBUS_ACK_* */
-	uint8_t has;		/* OWN_*: which words were set */
 };
 _Static_assert(SHMBUS_REPL_JOURNAL < 0x10000u, "the flags fit in own.flags");
 static pthread_mutex_t own_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct own *own_tab;
 static size_t own_n, own_cap;
+/* Set once the first entry is made: a process that never stored a word
+ * (a client replaying a journal) reads the shared ones without taking
+ * own_mu. */
+static uint32_t own_used;
 
 /* The entry of ch's ring, or NULL; own_mu held.  Entries are only
  * appended, never moved or removed: a mapping keeps the index of its
@@ -106,6 +127,9 @@ static struct own *own_make(shmbus_channel *ch)
 	memset(e, 0, sizeof(*e));
 	e->id = ch->data_id;
 	ch->fence_slot = own_n;
+	/* No edge: the entry is read under own_mu; a thread that does not
+	 * see the flag yet reads the shared word, as before the store. */
+	store_relaxed32(&own_used, 1);
 	return e;
 }
 
@@ -362,6 +386,27 @@ static void epoch_put(shmbus_channel *ch, uint64_t epoch)
 	}
 }
 
+static void hole_get(shmbus_channel *ch, uint64_t *lo, uint64_t *hi);
+static void hole_put(shmbus_channel *ch, uint64_t lo, uint64_t hi);
+
+/* The gap range becomes this process's once it sets the channel's
+ * acknowledgements up: the one the shared words hold then (a daemon
+ * before it recorded it), unless it is no range below head; own_mu
+ * held. */
+static void hole_adopt(shmbus_channel *ch)
+{
+	struct own *e = own_of(ch);
+	uint64_t lo, hi;
+
+	if (e && (e->has & OWN_HOLE))
+		return;
+	hole_get(ch, &lo, &hi);
+	/* No edge: head only grows; a range past it was written over. */
+	if (lo >= hi || hi > load_relaxed64(&ch->pl->head))
+		lo = hi = 0;
+	hole_put(ch, lo, hi);
+}
+
 void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,
 		   uint64_t epoch)
 {
@@ -371,6 +416,7 @@ void sb_repl_setup(shmbus_channel *ch, uint32_t level, uint32_t flags,
 	level_put(ch, level);
 	epoch_put(ch, epoch);
 	flags_put(ch, flags);
+	hole_adopt(ch);
 	pthread_mutex_unlock(&own_mu);
 }
 
@@ -379,6 +425,7 @@ void sb_repl_flags_put(shmbus_channel *ch, uint32_t level, uint32_t flags)
 	pthread_mutex_lock(&own_mu);
 	level_put(ch, level);
 	flags_put(ch, flags);
+	hole_adopt(ch);
 	pthread_mutex_unlock(&own_mu);
 }
 
@@ -450,19 +497,47 @@ unsigned sb_repl_restore(shmbus_channel *ch, uint32_t *flags_found,
 	return done;
 }
 
+/* Stores v in the shared word *p unless it holds it already (the line
+ * is read by every sync waiter).  No edge: the callers' R14 orders the
+ * positions for readers. */
+static void put64(uint64_t *p, uint64_t v)
+{
+	if (load_relaxed64(p) != v)
+		store_relaxed64(p, v);
+}
+
+/* The standby's positions, stored as this process's own and in the
+ * shared words; own_mu held. */
+static void acked_put(shmbus_channel *ch, uint64_t received, uint64_t applied,
+		      uint64_t persisted)
+{
+	struct shmbus_daemon_area *d = ch->daemon;
+	struct own *e = own_make(ch);
+
+	/* No edge: R14 in sb_repl_watermark() publishes them. */
+	put64(&d->received_pos, received);
+	put64(&d->applied_pos, applied);
+	put64(&d->standby_persisted_pos, persisted);
+	if (e) {
+		e->received = received;
+		e->applied = applied;
+		e->sb_persisted = persisted;
+		e->has |= OWN_ACKED;
+	}
+}
+
 void sb_repl_acked(shmbus_channel *ch, uint64_t received, uint64_t applied,
 		   uint64_t persisted, bool caught_up)
 {
-	struct shmbus_daemon_area *d = ch->daemon;
 	struct timespec ts;
 
-	/* No edge: R14 in sb_repl_watermark() publishes them. */
-	store_relaxed64(&d->received_pos, received);
-	store_relaxed64(&d->applied_pos, applied);
-	store_relaxed64(&d->standby_persisted_pos, persisted);
+	pthread_mutex_lock(&own_mu);
+	acked_put(ch, received, applied, persisted);
+	pthread_mutex_unlock(&own_mu);
 	if (caught_up) {
 		clock_gettime(CLOCK_REALTIME, &ts);
-		store_relaxed64(&d->caught_up_ns,
+		/* No edge: statistics. */
+		store_relaxed64(&ch->daemon->caught_up_ns,
 				(uint64_t)ts.tv_sec * 1000000000u +
 					(uint64_t)ts.tv_nsec);
 	}
@@ -486,40 +561,59 @@ void sb_repl_caught_up_unknown(shmbus_channel *ch)
 
 void sb_repl_reset_positions(shmbus_channel *ch, uint64_t pos)
 {
-	struct shmbus_daemon_area *d = ch->daemon;
+	struct own *e;
 
 	/* No edge: set while no agent runs for the channel (a role change),
 	 * and only ever lowered to where the ring's records agree. */
-	store_relaxed64(&d->received_pos, pos);
-	store_relaxed64(&d->applied_pos, pos);
-	store_relaxed64(&d->standby_persisted_pos, pos);
-	store_relaxed64(&d->replicated_pos, pos);
+	pthread_mutex_lock(&own_mu);
+	acked_put(ch, pos, pos, pos);
+	store_relaxed64(&ch->daemon->replicated_pos, pos);
+	e = own_make(ch);
+	if (e) {
+		e->mark = pos;
+		e->has |= OWN_MARK;
+	}
+	pthread_mutex_unlock(&own_mu);
 }
 
 void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
 {
 	struct shmbus_hdr *h = ch->hdr;
 	struct shmbus_daemon_area *d = ch->daemon;
-	/* A14: pairs with R14 (another raise): the head its raiser saw comes
-	 * before the head loaded below. */
-	uint64_t cur = load_acquire64(&d->replicated_pos);
+	struct own *e;
+	uint64_t cur, base;
 
-	/* One past head was written over (readers disbelieve it, acked()
-	 * and sync_verdict()): set back to w. */
-	bool set = cur > load_relaxed64(&ch->pl->head) &&
-		   w <= load_relaxed64(&ch->pl->head) &&
-		   /* R14, as below. */
-		   cas_strong_seqcst64(&d->replicated_pos, &cur, w);
-
-	while (!set) {
-		if (cur >= w)
-			return;
-		/* R14: pairs with A14 in shmbus_pub_sync() and in the
-		 * subscriber's acked(): the positions and flags stored
-		 * before (sb_repl_acked(), sb_repl_flags()) are visible to
-		 * whoever sees the watermark. */
-		set = cas_weak_seqcst64(&d->replicated_pos, &cur, w);
+	pthread_mutex_lock(&own_mu);
+	e = own_make(ch);
+	/* A14: pairs with R14 (a raise by another process: the daemon
+	 * before this one): the head its raiser saw comes before the head
+	 * loaded below. */
+	cur = load_acquire64(&d->replicated_pos);
+	/* From this process's own watermark, never from the shared word,
+	 * which a producer may have written over; a process that never set
+	 * it (shmbusd at its start) takes the shared one up, unless it is
+	 * past head (readers disbelieve that: acked(), sync_verdict()). */
+	if (e && (e->has & OWN_MARK))
+		base = e->mark;
+	else
+		base = cur <= load_relaxed64(&ch->pl->head) ? cur : 0;
+	if (w < base)
+		w = base;
+	if (e) {
+		e->mark = w;
+		e->has |= OWN_MARK;
 	}
+	if (cur == w) {
+		pthread_mutex_unlock(&own_mu);
+		return;
+	}
+	/* R14: pairs with A14 in shmbus_pub_sync() and in the subscriber's
+	 * acked(): the positions and flags stored before (sb_repl_acked(),
+	 * sb_repl_flags()) are visible to whoever sees the watermark.  A
+	 * word written over is stored again from ours, lower or higher; the
+	 * mutex keeps the daemon's raisers in order. */
+	store_seqcst64(&d->replicated_pos, w);
+	pthread_mutex_unlock(&own_mu);
 	/* F5: pairs with F5 in shmbus_pub_sync(): either the waiter's
 	 * re-check sees the watermark, or we see its count and wake it. */
 	fence_seqcst();
@@ -537,46 +631,223 @@ void sb_repl_watermark(shmbus_channel *ch, uint64_t w)
 		sb_prod_wake(ch);
 }
 
-/* Orders the daemon's writers of the gap range (sb_repl_hole()). */
-static pthread_mutex_t hole_mu = PTHREAD_MUTEX_INITIALIZER;
+/* The gap range as this process recorded it, else the shared one; own_mu
+ * held. */
+static void hole_get(shmbus_channel *ch, uint64_t *lo, uint64_t *hi)
+{
+	struct own *e = own_of(ch);
+
+	if (e && (e->has & OWN_HOLE)) {
+		*lo = e->hole_lo;
+		*hi = e->hole_hi;
+		return;
+	}
+	/* No edge: as in sb_repl_hole(). */
+	*lo = load_relaxed64(&ch->daemon->hole_lo);
+	*hi = load_relaxed64(&ch->daemon->hole_hi);
+}
+
+/* own_mu held. */
+static void hole_put(shmbus_channel *ch, uint64_t lo, uint64_t hi)
+{
+	struct own *e = own_make(ch);
+
+	/* No edge: R14 publishes the range with the watermark that passes
+	 * it; own_mu orders the daemon's writers (the replication agent,
+	 * the journal's). */
+	put64(&ch->daemon->hole_lo, lo);
+	put64(&ch->daemon->hole_hi, hi);
+	if (e) {
+		e->hole_lo = lo;
+		e->hole_hi = hi;
+		e->has |= OWN_HOLE;
+	}
+}
 
 void sb_repl_hole_cut(shmbus_channel *ch, uint64_t pos)
 {
-	struct shmbus_daemon_area *d = ch->daemon;
+	uint64_t lo, hi;
 
-	pthread_mutex_lock(&hole_mu);
-	/* No edge: as in sb_repl_hole(); the ring is being cut, nothing is
-	 * acknowledged meanwhile. */
-	if (load_relaxed64(&d->hole_lo) >= pos) {
-		store_relaxed64(&d->hole_lo, 0);
-		store_relaxed64(&d->hole_hi, 0);
-	} else if (load_relaxed64(&d->hole_hi) > pos) {
-		store_relaxed64(&d->hole_hi, pos);
-	}
-	pthread_mutex_unlock(&hole_mu);
+	/* The ring is being cut, nothing is acknowledged meanwhile. */
+	pthread_mutex_lock(&own_mu);
+	hole_get(ch, &lo, &hi);
+	if (lo >= pos)
+		lo = hi = 0;
+	else if (hi > pos)
+		hi = pos;
+	hole_put(ch, lo, hi);
+	pthread_mutex_unlock(&own_mu);
 }
 
 void sb_repl_hole(shmbus_channel *ch, uint64_t lo, uint64_t hi)
 {
-	struct shmbus_daemon_area *d = ch->daemon;
 	uint64_t olo, ohi;
 
-	pthread_mutex_lock(&hole_mu);
-	/* No edge: R14 publishes the range with the watermark that passes
-	 * it; the mutex orders the daemon's writers (the replication agent,
-	 * the journal's). */
-	olo = load_relaxed64(&d->hole_lo);
-	ohi = load_relaxed64(&d->hole_hi);
+	pthread_mutex_lock(&own_mu);
+	hole_get(ch, &olo, &ohi);
 	if (lo >= hi) {
 		lo = hi = 0;
 	} else if (olo < ohi) {
 		lo = olo < lo ? olo : lo;
 		hi = ohi > hi ? ohi : hi;
 	}
-	/* No edge (see above). */
-	store_relaxed64(&d->hole_lo, lo);
-	store_relaxed64(&d->hole_hi, hi);
-	pthread_mutex_unlock(&hole_mu);
+	hole_put(ch, lo, hi);
+	pthread_mutex_unlock(&own_mu);
+}
+
+void sb_own_jnl_put(shmbus_channel *ch, enum sb_own_jnl w, uint64_t v)
+{
+	struct shmbus_daemon_area *d = ch->daemon;
+	struct own *e;
+
+	/* The shared word under own_mu too: sb_ack_restore() never finds
+	 * ours stored here and the shared one not yet, which it would take
+	 * for a word written over. */
+	pthread_mutex_lock(&own_mu);
+	e = own_make(ch);
+	switch (w) {
+	case SB_OWN_PERSISTED:
+		/* No edge of its own: R14 in sb_repl_watermark() publishes
+		 * it to shmbus_pub_sync(), which reads it after A14. */
+		put64(&d->persisted_pos, v);
+		if (e) {
+			e->persisted = v;
+			e->has |= OWN_PERSISTED;
+		}
+		break;
+	case SB_OWN_WRITTEN:
+		/* R25: pairs with A25 in the replaying subscriber: the bytes
+		 * the journal's pwrite() put in the files (the page cache)
+		 * before this store are there for its pread() of anything
+		 * below v. */
+		store_release64(&d->jnl_written, v);
+		if (e) {
+			e->written = v;
+			e->has |= OWN_WRITTEN;
+		}
+		break;
+	case SB_OWN_JSTATE:
+		/* No edge: a description.  Stored only if it differs: on the
+		 * fence's line, which every claim reads (flags_put()). */
+		if (load_relaxed32(&d->jnl_state) != (uint32_t)v)
+			store_relaxed32(&d->jnl_state, (uint32_t)v);
+		if (e) {
+			e->jnl_state = (uint32_t)v;
+			e->has |= OWN_JSTATE;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&own_mu);
+}
+
+/* own_mu held. */
+static bool own_jnl_get(shmbus_channel *ch, enum sb_own_jnl w, uint64_t *v)
+{
+	struct own *e = own_of(ch);
+
+	if (!e)
+		return false;
+	switch (w) {
+	case SB_OWN_PERSISTED:
+		*v = e->persisted;
+		return e->has & OWN_PERSISTED;
+	case SB_OWN_WRITTEN:
+		*v = e->written;
+		return e->has & OWN_WRITTEN;
+	case SB_OWN_JSTATE:
+		*v = e->jnl_state;
+		return e->has & OWN_JSTATE;
+	}
+	return false;
+}
+
+bool sb_own_jnl_get(shmbus_channel *ch, enum sb_own_jnl w, uint64_t *v)
+{
+	bool has;
+
+	/* No edge: see own_make(). */
+	if (!load_relaxed32(&own_used))
+		return false;
+	pthread_mutex_lock(&own_mu);
+	has = own_jnl_get(ch, w, v);
+	pthread_mutex_unlock(&own_mu);
+	return has;
+}
+
+/* Puts back the shared word *p where it is not ours (v): 1 with what it
+ * was in *found. */
+static unsigned put_back(uint64_t *p, uint64_t v, uint64_t *found)
+{
+	/* No edge: a position put back as it was stored; its readers
+	 * take it as its next store would give it. */
+	uint64_t was = load_relaxed64(p);
+
+	if (was == v)
+		return 0;
+	store_relaxed64(p, v);
+	*found = was;
+	return 1;
+}
+
+unsigned sb_ack_restore(shmbus_channel *ch, uint64_t found[SB_ACKW_N])
+{
+	struct shmbus_daemon_area *d = ch->daemon;
+	unsigned done = 0;
+	struct own *e;
+	uint64_t v;
+
+	pthread_mutex_lock(&own_mu);
+	e = own_of(ch);
+	if (e && (e->has & OWN_MARK)) {
+		/* No edge: compared only. */
+		v = load_relaxed64(&d->replicated_pos);
+		if (v != e->mark) {
+			/* R14: pairs with A14, as in sb_repl_watermark(). */
+			store_seqcst64(&d->replicated_pos, e->mark);
+			found[SB_ACKW_MARK] = v;
+			done |= 1u << SB_ACKW_MARK;
+		}
+	}
+	if (e && (e->has & OWN_ACKED)) {
+		done |= put_back(&d->received_pos, e->received,
+				 &found[SB_ACKW_RECEIVED]) << SB_ACKW_RECEIVED;
+		done |= put_back(&d->applied_pos, e->applied,
+				 &found[SB_ACKW_APPLIED]) << SB_ACKW_APPLIED;
+		done |= put_back(&d->standby_persisted_pos, e->sb_persisted,
+				 &found[SB_ACKW_SB_PERSISTED])
+			<< SB_ACKW_SB_PERSISTED;
+	}
+	if (e && (e->has & OWN_HOLE)) {
+		done |= put_back(&d->hole_lo, e->hole_lo,
+				 &found[SB_ACKW_HOLE_LO]) << SB_ACKW_HOLE_LO;
+		done |= put_back(&d->hole_hi, e->hole_hi,
+				 &found[SB_ACKW_HOLE_HI]) << SB_ACKW_HOLE_HI;
+	}
+	if (e && (e->has & OWN_PERSISTED))
+		done |= put_back(&d->persisted_pos, e->persisted,
+				 &found[SB_ACKW_PERSISTED]) << SB_ACKW_PERSISTED;
+	if (e && (e->has & OWN_WRITTEN)) {
+		v = load_relaxed64(&d->jnl_written);
+		if (v != e->written) {
+			/* R25: pairs with A25 in the replaying subscriber, as
+			 * in sb_jnl_written(). */
+			store_release64(&d->jnl_written, e->written);
+			found[SB_ACKW_WRITTEN] = v;
+			done |= 1u << SB_ACKW_WRITTEN;
+		}
+	}
+	if (e && (e->has & OWN_JSTATE)) {
+		/* No edge: a description. */
+		uint32_t s = load_relaxed32(&d->jnl_state);
+
+		if (s != e->jnl_state) {
+			store_relaxed32(&d->jnl_state, e->jnl_state);
+			found[SB_ACKW_JSTATE] = s;
+			done |= 1u << SB_ACKW_JSTATE;
+		}
+	}
+	pthread_mutex_unlock(&own_mu);
+	return done;
 }
 
 void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
@@ -586,8 +857,15 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 
 	/* No edge: statistics. */
 	v->watermark = load_relaxed64(&d->replicated_pos);
+	v->received = load_relaxed64(&d->received_pos);
+	v->applied = load_relaxed64(&d->applied_pos);
+	v->persisted = load_relaxed64(&d->standby_persisted_pos);
+	v->local_persisted = load_relaxed64(&d->persisted_pos);
+	v->caught_up_ns = load_relaxed64(&d->caught_up_ns);
 	pthread_mutex_lock(&own_mu);
 	{
+		/* What this process stored, where it stored it: the shared
+		 * words are only what it tells others. */
 		struct own *e = own_of(ch);
 
 		v->epoch = e && (e->has & OWN_EPOCH)
@@ -595,15 +873,18 @@ void sb_repl_read(shmbus_channel *ch, struct sb_repl_view *v)
 		v->flags = flags_get(ch);
 		v->level = e && (e->has & OWN_LEVEL)
 				   ? e->level : load_relaxed32(&d->repl_level);
+		if (e && (e->has & OWN_MARK))
+			v->watermark = e->mark;
+		if (e && (e->has & OWN_ACKED)) {
+			v->received = e->received;
+			v->applied = e->applied;
+			v->persisted = e->sb_persisted;
+		}
+		if (e && (e->has & OWN_PERSISTED))
+			v->local_persisted = e->persisted;
+		hole_get(ch, &v->hole_lo, &v->hole_hi);
 	}
 	pthread_mutex_unlock(&own_mu);
-	v->received = load_relaxed64(&d->received_pos);
-	v->applied = load_relaxed64(&d->applied_pos);
-	v->persisted = load_relaxed64(&d->standby_persisted_pos);
-	v->local_persisted = load_relaxed64(&d->persisted_pos);
-	v->hole_lo = load_relaxed64(&d->hole_lo);
-	v->hole_hi = load_relaxed64(&d->hole_hi);
-	v->caught_up_ns = load_relaxed64(&d->caught_up_ns);
 	v->fence = sb_fence_get(ch);
 	v->head = load_relaxed64(&pl->head);
 	v->seq = load_relaxed64(&pl->seq);
