@@ -3,12 +3,15 @@
  * messages, counts, clocks), so that the standalone TSan driver can use
  * them too.  See helpers.h. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -181,4 +184,53 @@ struct shmbus_prod_line *th_map_pline(const char *dir, const char *name)
 void th_unmap_daemon_area(struct shmbus_daemon_area *d)
 {
 	munmap((uint8_t *)d - SHMBUS_DAEMON_OFFSET, 4096);
+}
+
+pid_t th_thread_hold(pid_t pid, const char *comm)
+{
+	char path[64], name[32];
+	struct dirent *e;
+	pid_t tid = -1;
+	DIR *d;
+	int st;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	d = opendir(path);
+	while (d && tid < 0 && (e = readdir(d))) {
+		FILE *f;
+
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/comm",
+			 (int)pid, e->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(name, sizeof(name), f)) {
+			name[strcspn(name, "\n")] = 0;
+			if (!strcmp(name, comm))
+				tid = (pid_t)atoi(e->d_name);
+		}
+		fclose(f);
+	}
+	if (d)
+		closedir(d);
+	if (tid < 0)
+		return -1;
+	/* Seized, not attached: no SIGSTOP for the whole process; the
+	 * interrupt stops this thread alone. */
+	if (ptrace(PTRACE_SEIZE, tid, NULL, NULL) ||
+	    ptrace(PTRACE_INTERRUPT, tid, NULL, NULL))
+		return -1;
+	if (waitpid(tid, &st, __WALL) != tid || !WIFSTOPPED(st)) {
+		ptrace(PTRACE_DETACH, tid, NULL, NULL);
+		return -1;
+	}
+	return tid;
+}
+
+void th_thread_resume(pid_t tid)
+{
+	if (tid > 0)
+		ptrace(PTRACE_DETACH, tid, NULL, NULL);
 }

@@ -58,6 +58,13 @@ struct shmbus_prod_slot *th_map_prods(const char *dir, const char *name);
  * same way; never unmapped. */
 struct shmbus_prod_line *th_map_pline(const char *dir, const char *name);
 
+/* Stops the thread named `comm` of process `pid` (its other threads run
+ * on), as a debugger does (ptrace), and waits until it is stopped: its
+ * tid, or -1.  th_thread_resume() lets it go on; the stop also ends with
+ * the calling process. */
+pid_t th_thread_hold(pid_t pid, const char *comm);
+void th_thread_resume(pid_t tid);
+
 /* Forks; the child runs fn(arg) and _exit()s with its return value. */
 pid_t th_spawn(int (*fn)(void *), void *arg);
 /*
