@@ -194,6 +194,95 @@ Test(journal, a_level_and_flags_written_over_are_set_back)
 	close_pub(bus, ch, p);
 }
 
+/* Waits (at most 3 s) until *w holds `want`. */
+static bool word_is(const uint64_t *w, uint64_t want)
+{
+	for (int i = 0; i < 300; i++) {
+		if (__atomic_load_n(w, __ATOMIC_RELAXED) == want)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* The journal's thread a test holds still (th_thread_hold()), let go
+ * before the daemon is stopped, after a failed test too. */
+static pid_t held_tid = -1;
+
+static void held_fini(void)
+{
+	th_thread_resume(held_tid);
+	held_tid = -1;
+}
+
+/*
+ * A producer writes the journal's words in shmbusd's area forward (its
+ * persisted and written positions, the watermark, a gap, its state)
+ * while the journal's thread is held still with a record not yet in
+ * it: the daemon sets every one back to its own, which the journal's
+ * thread never stored, and acknowledges the record only once the
+ * journal has it.
+ */
+Test(journal, positions_written_forward_are_set_back_to_the_journals,
+     .fini = held_fini)
+{
+	struct shmbus_daemon_area *h;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t mark, end;
+	uint32_t state;
+	int rc;
+
+	conf_with("acknowledge = persisted\njournal_segment = 64K\n", NULL);
+	start_daemon();
+	ch = open_pub(&bus, &p);
+	h = ch->daemon;
+	publish_range(p, 0, 1);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	mark = th_head(ch);
+	cr_assert(word_is(&h->persisted_pos, mark));
+	cr_assert(word_is(&h->jnl_written, mark));
+	state = __atomic_load_n(&h->jnl_state, __ATOMIC_RELAXED);
+	cr_assert_eq(state, SHMBUS_JNL_ON);
+	usleep(100000);	/* the journal idle, in its wait */
+
+	held_tid = th_thread_hold(d.pid, "sb-journal");
+	cr_assert_gt(held_tid, 0, "the journal's thread not held");
+	publish_range(p, 1, 1);
+	end = th_head(ch);
+	__atomic_store_n(&h->persisted_pos, end, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->jnl_written, end, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->hole_lo, mark, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->hole_hi, end, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->jnl_state, SHMBUS_JNL_ON | SHMBUS_JNL_DISK_FULL,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&h->replicated_pos, end, __ATOMIC_RELEASE);
+	cr_assert(word_is(&h->replicated_pos, mark), "the watermark stays %lu,"
+		  " the journal has %lu", (unsigned long)__atomic_load_n(
+			  &h->replicated_pos, __ATOMIC_RELAXED),
+		  (unsigned long)mark);
+	cr_assert(word_is(&h->persisted_pos, mark),
+		  "the persisted position stays written over");
+	cr_assert(word_is(&h->jnl_written, mark),
+		  "the written position stays written over");
+	cr_assert(word_is(&h->hole_hi, 0), "the gap stays written over");
+	cr_assert_eq(__atomic_load_n(&h->hole_lo, __ATOMIC_RELAXED), 0);
+	cr_assert_eq(__atomic_load_n(&h->jnl_state, __ATOMIC_RELAXED), state,
+		     "the journal's state stays written over");
+	cr_assert(log_has("(written over): set back to the daemon's"));
+	rc = shmbus_pub_sync(p, 300000000);
+	cr_assert_eq(rc, -ETIMEDOUT, "acknowledged (%d) before the journal "
+		     "has it", rc);
+
+	th_thread_resume(held_tid);
+	held_tid = -1;
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	cr_assert(word_is(&h->persisted_pos, end));
+	cr_assert(word_is(&h->jnl_written, end));
+	close_pub(bus, ch, p);
+}
+
 /* kill -9 of the daemon while a producer publishes: after the restart,
  * the journal holds every message once, in order. */
 Test(journal, kill_9_of_the_daemon_mid_append_loses_and_repeats_nothing)

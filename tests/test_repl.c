@@ -29,8 +29,13 @@
 #include "../lib/channel.h"
 #include "../lib/journal.h"
 
+/* A daemon's thread a test holds still (th_thread_hold()): let go
+ * before the daemons are stopped, after a failed test too. */
+static pid_t held = -1;
+
 static void fini(void)
 {
+	th_thread_resume(held);
 	pair_teardown();
 }
 
@@ -1393,6 +1398,165 @@ Test(repl, both_persisted_waits_for_both_journals)
 		cr_assert_eq(journal_rec(&A, "bp", pos, &next), 300,
 			     "degraded to this host's journal, which has it");
 	}
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* A 100-byte message of seq i from p, the position its record ends at. */
+static uint64_t publish_100(shmbus_channel *ch, shmbus_pub *p, uint64_t i)
+{
+	uint8_t msg[100];
+	uint64_t end = th_head(ch) + SHMBUS_REC_HDR + 104; /* align8(100) */
+
+	th_msg_fill(msg, sizeof(msg), 1, i);
+	cr_assert_eq(shmbus_publish(p, msg, sizeof(msg)), 0);
+	cr_assert_eq(th_head(ch), end, "head %lu, expected %lu",
+		     (unsigned long)th_head(ch), (unsigned long)end);
+	return end;
+}
+
+/* Waits (at most 3 s) until *w holds `want`. */
+static bool word_becomes(const uint64_t *w, uint64_t want)
+{
+	for (int i = 0; i < 300; i++) {
+		if (__atomic_load_n(w, __ATOMIC_RELAXED) == want)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/* standby_persisted: the standby's persisted position written forward in
+ * its ring's data file, while its journal is held still, is not what the
+ * standby acknowledges: the primary's sync waiter gets no 0 for a record
+ * the standby's journal does not have, and the word is set back to the
+ * journal's.  So are the primary's watermark and its copy of the
+ * standby's position, written forward there; once the journal goes on,
+ * the record is acknowledged. */
+Test(repl, a_persisted_position_written_forward_is_not_acknowledged)
+{
+	struct shmbus_daemon_area *da, *db;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t end, mark;
+	pid_t tid;
+	int rc;
+
+	pair_setup("[channel sj]\ncapacity = 64K\nmax_msg = 1K\n"
+		   "replicate = standby_persisted\njournal = on\n"
+		   "journal_segment = 64K\n", "sync_timeout_ms = 20000\n");
+	cr_assert(host_log_wait(&A, "sj: standby in sync", 3000));
+	ch = host_open(&A, &bus, "sj", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	mark = publish_100(ch, p, 0);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	da = th_map_daemon_area(A.dir, "sj");
+	db = th_map_daemon_area(B.dir, "sj");
+	cr_assert(da && db);
+	cr_assert(word_becomes(&db->persisted_pos, mark));
+	cr_assert(word_becomes(&da->replicated_pos, mark));
+	usleep(100000);	/* B's journal idle, in its wait */
+
+	held = tid = th_thread_hold(B.pid, "sb-journal");
+	cr_assert_gt(tid, 0, "B's journal thread not held");
+	end = mark + SHMBUS_REC_HDR + 104;
+	__atomic_store_n(&db->persisted_pos, end, __ATOMIC_RELAXED);
+	cr_assert_eq(publish_100(ch, p, 1), end);
+	rc = shmbus_pub_sync(p, 2000000000);
+	cr_assert(rc == -ETIMEDOUT || rc == SHMBUS_SYNC_DEGRADED,
+		  "acknowledged at standby_persisted (%d) while the standby's "
+		  "journal has %lu of %lu", rc, (unsigned long)mark,
+		  (unsigned long)end);
+	cr_assert(word_becomes(&db->persisted_pos, mark),
+		  "B's persisted position stays %lu, its journal's is %lu",
+		  (unsigned long)__atomic_load_n(&db->persisted_pos,
+						 __ATOMIC_RELAXED),
+		  (unsigned long)mark);
+	cr_assert_eq(__atomic_load_n(&da->replicated_pos, __ATOMIC_RELAXED),
+		     mark);
+
+	/* On the primary: the watermark and the standby's position. */
+	__atomic_store_n(&da->standby_persisted_pos, end, __ATOMIC_RELAXED);
+	__atomic_store_n(&da->replicated_pos, end, __ATOMIC_RELEASE);
+	cr_assert(word_becomes(&da->replicated_pos, mark),
+		  "A's watermark stays %lu, acknowledged is %lu",
+		  (unsigned long)__atomic_load_n(&da->replicated_pos,
+						 __ATOMIC_RELAXED),
+		  (unsigned long)mark);
+	cr_assert(word_becomes(&da->standby_persisted_pos, mark),
+		  "A's copy of the standby's persisted position stays %lu",
+		  (unsigned long)__atomic_load_n(&da->standby_persisted_pos,
+						 __ATOMIC_RELAXED));
+	rc = shmbus_pub_sync(p, 500000000);
+	cr_assert(rc == -ETIMEDOUT || rc == SHMBUS_SYNC_DEGRADED, "%d", rc);
+
+	th_thread_resume(tid);
+	held = -1;
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), 0);
+	cr_assert(word_becomes(&db->persisted_pos, end));
+	cr_assert(word_becomes(&da->replicated_pos, end));
+	th_unmap_daemon_area(da);
+	th_unmap_daemon_area(db);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	shmbus_disconnect(bus);
+}
+
+/* both_persisted degraded to this host's journal (the standby gone): the
+ * journal's persisted position written forward in the data file, while
+ * the journal is held still, raises no watermark; the sync waiter is
+ * told nothing for a record the journal does not have. */
+Test(repl, a_degraded_watermark_is_not_raised_from_a_forged_journal_position)
+{
+	struct shmbus_daemon_area *da;
+	shmbus_channel *ch;
+	shmbus_bus *bus;
+	shmbus_pub *p;
+	uint64_t end, mark;
+	pid_t tid;
+	int rc;
+
+	pair_setup("[channel bp]\ncapacity = 64K\nmax_msg = 1K\n"
+		   "replicate = both_persisted\njournal = on\n"
+		   "journal_segment = 64K\n", "");
+	ch = host_open(&A, &bus, "bp", SHMBUS_ROLE_PUBLISH);
+	cr_assert(ch, "%s", strerror(errno));
+	p = shmbus_pub_open(ch, NULL);
+	cr_assert(p);
+	host_kill(&B, SIGKILL);
+	cr_assert(host_log_wait(&A, "bp: standby out of sync", 5000));
+	mark = publish_100(ch, p, 0);
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), SHMBUS_SYNC_DEGRADED);
+	da = th_map_daemon_area(A.dir, "bp");
+	cr_assert(da);
+	cr_assert(word_becomes(&da->persisted_pos, mark));
+	usleep(100000);	/* the journal idle, in its wait */
+
+	held = tid = th_thread_hold(A.pid, "sb-journal");
+	cr_assert_gt(tid, 0, "A's journal thread not held");
+	end = mark + SHMBUS_REC_HDR + 104;
+	__atomic_store_n(&da->persisted_pos, end, __ATOMIC_RELAXED);
+	cr_assert_eq(publish_100(ch, p, 1), end);
+	rc = shmbus_pub_sync(p, 2000000000);
+	cr_assert_eq(rc, -ETIMEDOUT, "the sync waiter got %d for a record "
+		     "the journal does not have (watermark %lu, journal %lu)",
+		     rc, (unsigned long)__atomic_load_n(&da->replicated_pos,
+							 __ATOMIC_RELAXED),
+		     (unsigned long)mark);
+	cr_assert(word_becomes(&da->persisted_pos, mark),
+		  "the persisted position stays %lu, the journal's is %lu",
+		  (unsigned long)__atomic_load_n(&da->persisted_pos,
+						 __ATOMIC_RELAXED),
+		  (unsigned long)mark);
+	th_thread_resume(tid);
+	held = -1;
+	cr_assert_eq(shmbus_pub_sync(p, 5000000000), SHMBUS_SYNC_DEGRADED);
+	cr_assert(word_becomes(&da->persisted_pos, end));
+	th_unmap_daemon_area(da);
 	shmbus_pub_close(p);
 	shmbus_channel_close(ch);
 	shmbus_disconnect(bus);
