@@ -308,9 +308,10 @@ static inline bool sb_slot_gates(uint64_t o)
 	       sb_slot_kept(owner_state(o));
 }
 
-/* Raises hdr.nsub_hwm, the count of subscriber slots producers scan, to
- * at least n (subscriber.c): before a slot is taken, and by shmbusd's
- * scan where it finds the mark written below a slot in use. */
+/* Raises hdr.nsub_hwm, the count of subscriber slots ever used, to at
+ * least n (subscriber.c): before a slot is taken, and by shmbusd's scan
+ * where it finds the mark written below a slot in use.  This library's
+ * producers scan every slot all the same (sb_refresh_limit()). */
 void sb_hwm_raise(struct shmbus_hdr *h, uint32_t n);
 
 /* Stops asking for posts (closing, or a repair of a dead owner's slot i):

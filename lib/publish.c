@@ -54,7 +54,6 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 {
 	struct shmbus_channel *ch = pub->ch;
 	uint64_t min = p;
-	uint32_t hwm;
 
 	if (ch_multi(ch)) {
 		for (uint32_t i = 0; i < SHMBUS_MAX_PRODUCERS; i++) {
@@ -80,12 +79,13 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 	 * new subscriber's slot, or the subscriber's load of head sees at
 	 * least p and it starts at or after p, which the limit covers. */
 	fence_seqcst();
-	/* After F1: a subscriber raises the mark before its ACTIVE store, so
-	 * the same argument covers the mark. */
-	hwm = load_relaxed32(&ch->hdr->nsub_hwm);
-	if (hwm > SHMBUS_MAX_SLOTS)
-		hwm = SHMBUS_MAX_SLOTS;
-	for (uint32_t i = 0; i < hwm; i++) {
+	/* Every slot, not the first hdr.nsub_hwm: that count is in the
+	 * control file, which every subscriber writes, and one written below
+	 * a slot in use would let us write over the records that slot's
+	 * subscriber is reading in place (its next look would see itself
+	 * lapped, too late for the copy it holds).  Slots nobody uses are
+	 * lines nobody writes: after the first scan, cache hits. */
+	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		struct shmbus_sub_slot *s = &ch->subs[i];
 		uint64_t c;
 
@@ -139,7 +139,7 @@ void sb_refresh_limit(struct shmbus_pub *pub, uint64_t p)
 static int reap_gone(struct shmbus_pub *pub)
 {
 	struct shmbus_channel *ch = pub->ch;
-	uint32_t me = (uint32_t)getpid(), hwm;
+	uint32_t me = (uint32_t)getpid();
 	int64_t now = sb_now_ns();
 	int n = 0;
 
@@ -147,10 +147,8 @@ static int reap_gone(struct shmbus_pub *pub)
 		return 0;
 	pub->reap_ns = now + REAP_EVERY_NS;
 	if (!ch_overwrite(ch)) {
-		hwm = load_relaxed32(&ch->hdr->nsub_hwm);
-		if (hwm > SHMBUS_MAX_SLOTS)
-			hwm = SHMBUS_MAX_SLOTS;
-		for (uint32_t i = 0; i < hwm; i++) {
+		/* Every slot, as sb_refresh_limit() scans them. */
+		for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 			/* A7: pairs with R7; sb_repair_sub() compares the
 			 * word again in its CAS. */
 			uint64_t o = load_acquire64(&ch->subs[i].owner);

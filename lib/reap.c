@@ -86,8 +86,9 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 		}
 	}
 	/* Every slot that holds producers was counted in the mark before it
-	 * did (raise_hwm()); one below it is damage, which would let
-	 * block-policy producers pass that slot's cursor. */
+	 * did (sb_hwm_raise()); one below it is damage, which would let a
+	 * block-policy producer that scans only the slots below the mark
+	 * pass that slot's cursor (this library's scan them all). */
 	hwm = load_relaxed32(&ch->hdr->nsub_hwm);
 	if (hwm < top) {
 		sb_hwm_raise(ch->hdr, top);

@@ -101,8 +101,10 @@ void sb_hwm_raise(struct shmbus_hdr *h, uint32_t n)
 {
 	uint32_t cur = load_relaxed32(&h->nsub_hwm);
 
-	/* A monotone maximum, raised before our ACTIVE store; read by
-	 * producers after F1 (see sb_refresh_limit()). */
+	/* A monotone maximum, raised before our ACTIVE store.  No producer
+	 * of this library trusts it (sb_refresh_limit() scans every slot:
+	 * any subscriber can write it down); kept for any reader of the
+	 * layout that scans only the slots below it, after F1. */
 	while (cur < n && !cas_strong_seqcst32(&h->nsub_hwm, &cur, n))
 		;
 }

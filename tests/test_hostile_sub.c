@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_hostile_sub.c - what a subscriber, which is handed the control
+ * file read-write, can do to the other users of the channel by writing
+ * words of that file that are not its own: the count of slots ever used
+ * (nsub_hwm).  It may cost the others time or a counted loss; it must not
+ * make a producer write over a record an honest subscriber is reading.
+ * Every party is a
+ * process of its own: the honest subscriber, the hostile one, the
+ * producer; in direct mode and under shmbusd (whose scan sets a lowered
+ * mark back, which a hostile writer does again at once).
+ */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon_fixture.h"
+#include "shmbus/layout.h"
+#include "../lib/channel.h"
+
+#define MSG 1000u	/* read in place: more than the mailbox carries */
+
+/* What the processes of a scenario share (an anonymous shared mapping). */
+struct shared {
+	volatile int ready;	/* the honest subscriber has its slot */
+	volatile int holding;	/* ... and is inside its handler */
+	volatile int done;	/* the producer has finished */
+	volatile int stop;	/* the hostile writer stops */
+	volatile int writes;	/* words written by the hostile writer */
+	bool daemon;		/* open through shmbusd ("blk"), or direct */
+	char dir[128];
+};
+
+static struct shared *shared_new(bool daemon)
+{
+	struct shared *s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
+				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert(s != MAP_FAILED);
+	memset(s, 0, sizeof(*s));
+	s->daemon = daemon;
+	return s;
+}
+
+/* Opens the scenario's channel for `role`: through shmbusd (the data
+ * file read-only to a subscriber), or the files themselves. */
+static shmbus_channel *open_as(struct shared *s, shmbus_bus **bus,
+			       enum shmbus_role role)
+{
+	*bus = NULL;
+	if (s->daemon)
+		return open_role(bus, "blk", role);
+	return shmbus_channel_open(s->dir, "ch");
+}
+
+static void close_as(shmbus_channel *ch, shmbus_bus *bus)
+{
+	shmbus_channel_close(ch);
+	if (bus)
+		shmbus_disconnect(bus);
+}
+
+/* Waits up to 10 s for *flag. */
+static bool await(volatile int *flag)
+{
+	for (int i = 0; i < 10000 && !*flag; i++)
+		usleep(1000);
+	return *flag;
+}
+
+/* ------------------------------------------- the slots producers scan */
+
+struct held {
+	struct shared *s;
+	int intact;
+};
+
+/* The first message: said held, kept until the producer is done, then
+ * checked in place. */
+static int hold_first(const struct shmbus_msg *m, void *arg)
+{
+	struct held *h = arg;
+	uint32_t id;
+	uint64_t seq;
+
+	h->s->holding = 1;
+	await(&h->s->done);
+	/* The first message published (its number 0), whole: a message
+	 * written over it would be whole too, but another one. */
+	h->intact = th_msg_check(m->data, m->len, &id, &seq) == 0 &&
+		    m->len == MSG && seq == 0 && id == 1;
+	return 0;
+}
+
+/* An honest block-policy subscriber reading its first message in place,
+ * slowly.  Exits 0 if the message was whole once its handler was done,
+ * 20 if it was written over meanwhile. */
+static int slow_reader(void *arg)
+{
+	struct shared *s = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_as(s, &bus, SHMBUS_ROLE_SUBSCRIBE);
+	shmbus_sub *sub = ch ? shmbus_sub_open(ch, NULL) : NULL;
+	struct held h = { s, -1 };
+	int rc = 0;
+
+	if (!sub)
+		return 2;
+	s->ready = 1;
+	for (int i = 0; i < 10000 && rc == 0; i++) {
+		rc = shmbus_poll(sub, hold_first, &h, 1);
+		if (rc == 0)
+			usleep(1000);
+	}
+	if (rc != 1)
+		return 3;
+	shmbus_sub_close(sub);
+	close_as(ch, bus);
+	return h.intact ? 0 : 20;
+}
+
+/* A process let in to subscribe that writes the count of slots ever
+ * used down to 0, again and again, until told to stop.  It takes no slot
+ * of its own: its cursor would hold the producer back too. */
+static int lower_the_mark(void *arg)
+{
+	struct shared *s = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_as(s, &bus, SHMBUS_ROLE_SUBSCRIBE);
+
+	if (!ch)
+		return 2;
+	while (!s->stop) {
+		__atomic_store_n(&ch->hdr->nsub_hwm, 0, __ATOMIC_RELAXED);
+		s->writes++;
+		usleep(50);
+	}
+	close_as(ch, bus);
+	return 0;
+}
+
+/* The producer: one message, which the honest subscriber holds; then,
+ * while the mark is written down, as many as a ring and a half would
+ * take, none waiting for room.  Returns how many were refused. */
+static int produce_past_the_reader(struct shared *s, pid_t reader)
+{
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_as(s, &bus, SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	struct shmbus_channel_info in;
+	uint8_t m[MSG];
+	int refused = 0;
+	uint64_t n;
+
+	cr_assert(p, "publisher: %s", strerror(errno));
+	cr_assert_eq(shmbus_channel_info(ch, &in), 0);
+	th_msg_fill(m, sizeof(m), 1, 0);
+	cr_assert_eq(shmbus_publish(p, m, sizeof(m)), 0);
+	cr_assert(await(&s->holding), "the reader took nothing");
+	n = in.capacity * 3 / 2 / (MSG + SHMBUS_REC_HDR);
+	for (uint64_t i = 1; i <= n; i++) {
+		th_msg_fill(m, sizeof(m), 1, i);
+		int rc = shmbus_publish(p, m, sizeof(m));
+
+		cr_assert(rc == 0 || rc == -EAGAIN, "publish: %d", rc);
+		refused += rc == -EAGAIN;
+		/* Let the hostile writer in between the claims. */
+		if (i % 8 == 0)
+			usleep(200);
+	}
+	s->done = 1;
+	cr_assert_eq(th_wait(reader), 0, "the message the subscriber read in "
+		     "place was written over while it read it (exit 20: torn); "
+		     "%d of %llu publishes refused", refused,
+		     (unsigned long long)n);
+	shmbus_pub_close(p);
+	close_as(ch, bus);
+	return refused;
+}
+
+static void mark_written_down(struct shared *s)
+{
+	pid_t reader, hostile;
+	int refused;
+
+	reader = th_spawn(slow_reader, s);
+	cr_assert(await(&s->ready), "the reader did not subscribe");
+	hostile = th_spawn(lower_the_mark, s);
+	while (s->writes < 10)
+		usleep(1000);
+	refused = produce_past_the_reader(s, reader);
+	s->stop = 1;
+	cr_assert_eq(th_wait(hostile), 0);
+	cr_assert_gt(refused, 0, "the producer was never held back by the "
+		     "reader");
+	cr_log_info("%d publishes refused; %d writes of the mark", refused,
+		    s->writes);
+}
+
+/*
+ * A subscriber writes hdr.nsub_hwm (how many subscriber slots producers
+ * scan for cursors) down to 0 while an honest subscriber of a block
+ * channel reads a record in place: the producer must still be held back
+ * by that subscriber's cursor, not write over the record it reads.
+ */
+Test(hostile_sub, a_lowered_slot_count_lets_no_producer_over_a_reader)
+{
+	struct shared *s = shared_new(false);
+	shmbus_channel *ch;
+
+	snprintf(s->dir, sizeof(s->dir), "%s", th_mkdir());
+	ch = th_create(s->dir, 16384, 2048, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	mark_written_down(s);
+	shmbus_channel_close(ch);
+	th_rmdir(s->dir);
+}
+
+/* The same under shmbusd, whose scan raises a lowered mark again (and
+ * logs it): the hostile subscriber writes it down faster than that. */
+Test(hostile_sub, a_lowered_slot_count_under_shmbusd, .init = setup,
+     .fini = teardown)
+{
+	mark_written_down(shared_new(true));
+}
