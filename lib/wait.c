@@ -55,13 +55,17 @@ bool sb_sleep_announce(struct shmbus_channel *ch, uint32_t slot)
  * looks again: a producer may have committed without seeing its bit. */
 #define UNANNOUNCED_NAP_NS	INT64_C(1000000)	/* 1 ms */
 
-/* A wait for ever sleeps in timed sleeps of this length all the same: the
- * kernel restarts an untimed FUTEX_WAIT after a handler installed with
- * SA_RESTART (signal(2)'s default) and never a timed one, so that a wait
- * without a timeout would end with a signal or not depending on whether
- * it napped (UNANNOUNCED_NAP_NS, REAP_EVERY_NS).  Every sleep is timed:
- * a signal caught during one ends it (-EINTR) whatever the timeout. */
-#define FOREVER_SLICE_NS	INT64_C(3600000000000)	/* 1 h */
+/* A sleep lasts at most this long, whatever the wait's timeout, and is
+ * followed by a look at the ring.  The words by which a producer knows to
+ * wake a sleeper (hdr.sleep_ok, hdr.sleepers) are in the control file,
+ * which every subscriber writes: one written to 0 makes the producers
+ * skip the wake-up, which would leave us asleep beside a message for the
+ * rest of the wait.  Written over, they cost a sleeper this much latency
+ * at most (test_hostile_sub).  A wait for ever is thus timed sleeps too:
+ * the kernel restarts an untimed FUTEX_WAIT after a handler installed
+ * with SA_RESTART (signal(2)'s default) and never a timed one, so that a
+ * signal caught during a sleep ends it (-EINTR) whatever the timeout. */
+#define SLEEP_SLICE_NS	INT64_C(1000000000)	/* 1 s */
 
 int sb_prod_wake(struct shmbus_channel *ch)
 {
@@ -131,8 +135,8 @@ static int sleep_wait(struct shmbus_sub *sub, struct shmbus_channel *ch,
 			if (sub->stall_ns && sub->stall_pos == sub->pos &&
 			    (left < 0 || left > REAP_EVERY_NS))
 				left = REAP_EVERY_NS;
-			if (left < 0)
-				left = FOREVER_SLICE_NS;
+			if (left < 0 || left > SLEEP_SLICE_NS)
+				left = SLEEP_SLICE_NS;
 			rc = sb_futex_sleep(&h->futex, f, left);
 		}
 		store_relaxed32(&slot->sleeping, 0);

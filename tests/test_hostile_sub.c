@@ -2,10 +2,11 @@
 /*
  * test_hostile_sub.c - what a subscriber, which is handed the control
  * file read-write, can do to the other users of the channel by writing
- * words of that file that are not its own: the count of slots ever used
- * (nsub_hwm).  It may cost the others time or a counted loss; it must not
- * make a producer write over a record an honest subscriber is reading.
- * Every party is a
+ * words of that file that are not its own: the count of slots producers
+ * scan (nsub_hwm) and the words by which sleepers are woken (sleep_ok,
+ * sleepers).  It may cost the others time or a counted loss; it must not
+ * make a producer write over a record an honest subscriber is reading,
+ * nor keep an honest sleeper asleep beside a message.  Every party is a
  * process of its own: the honest subscriber, the hostile one, the
  * producer; in direct mode and under shmbusd (whose scan sets a lowered
  * mark back, which a hostile writer does again at once).
@@ -32,6 +33,7 @@ struct shared {
 	volatile int holding;	/* ... and is inside its handler */
 	volatile int done;	/* the producer has finished */
 	volatile int stop;	/* the hostile writer stops */
+	volatile int sleeping;	/* the sleeper is in shmbus_wait() */
 	volatile int writes;	/* words written by the hostile writer */
 	bool daemon;		/* open through shmbusd ("blk"), or direct */
 	char dir[128];
@@ -228,4 +230,153 @@ Test(hostile_sub, a_lowered_slot_count_under_shmbusd, .init = setup,
      .fini = teardown)
 {
 	mark_written_down(shared_new(true));
+}
+
+/* ----------------------------------------------------- the wake words */
+
+/* An honest subscriber that sleeps (SHMBUS_WAIT_SLEEP) in a wait without
+ * a timeout, then reads the message that woke it.  Exits 0 once read. */
+static int sleeper(void *arg)
+{
+	struct shared *s = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_as(s, &bus, SHMBUS_ROLE_SUBSCRIBE);
+	struct shmbus_sub_attr a;
+	shmbus_sub *sub;
+	uint8_t buf[64];
+	int rc;
+
+	shmbus_sub_attr_init(&a);
+	a.wait = SHMBUS_WAIT_SLEEP;
+	a.spin_ns = 1000;
+	sub = ch ? shmbus_sub_open(ch, &a) : NULL;
+	if (!sub)
+		return 2;
+	/* Announces itself (sleep_ok, its membarrier()) before the first
+	 * wait, and finds nothing. */
+	if (shmbus_wait(sub, 1000000) != -ETIMEDOUT)
+		return 3;
+	s->sleeping = 1;
+	rc = shmbus_wait(sub, -1);
+	if (rc)
+		return 4;
+	if (shmbus_read(sub, buf, sizeof(buf), NULL) != 8)
+		return 5;
+	shmbus_sub_close(sub);
+	close_as(ch, bus);
+	return 0;
+}
+
+enum wake_word { SLEEP_OK, SLEEPERS };
+
+struct wake_attack {
+	struct shared *s;
+	enum wake_word word;
+};
+
+/* A subscriber that writes a wake word to 0 once the sleeper sleeps. */
+static int clear_wake_word(void *arg)
+{
+	struct wake_attack *w = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_as(w->s, &bus, SHMBUS_ROLE_SUBSCRIBE);
+
+	if (!ch)
+		return 2;
+	if (w->word == SLEEP_OK)
+		__atomic_store_n(&ch->hdr->sleep_ok, 0, __ATOMIC_RELAXED);
+	else
+		__atomic_store_n(&ch->hdr->sleepers, 0, __ATOMIC_RELAXED);
+	close_as(ch, bus);
+	return 0;
+}
+
+/* Whether some subscriber slot says its owner is inside a futex wait. */
+static bool someone_sleeps(shmbus_channel *ch)
+{
+	for (unsigned i = 0; i < SHMBUS_MAX_SLOTS; i++)
+		if (__atomic_load_n(&ch->subs[i].sleeping, __ATOMIC_RELAXED))
+			return true;
+	return false;
+}
+
+/* How long a sleeper may be late when its wake words were written over
+ * (a bounded cost, not a sleep for ever). */
+#define LATE_MS 1000
+
+static void wake_word_cleared(struct shared *s, enum wake_word word)
+{
+	struct wake_attack w = { s, word };
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_as(s, &bus, SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p = ch ? shmbus_pub_open(ch, NULL) : NULL;
+	uint64_t m = 42, t0;
+	pid_t pid;
+	int st = -1;
+
+	cr_assert(p, "publisher: %s", strerror(errno));
+	pid = th_spawn(sleeper, s);
+	cr_assert(await(&s->sleeping), "the sleeper did not start");
+	for (int i = 0; i < 5000 && !someone_sleeps(ch); i++)
+		usleep(1000);
+	cr_assert(someone_sleeps(ch), "the sleeper never slept");
+	usleep(20000);	/* in the kernel by now */
+	cr_assert_eq(th_wait(th_spawn(clear_wake_word, &w)), 0);
+	cr_assert_eq(shmbus_publish(p, &m, sizeof(m)), 0);
+	t0 = th_now_ns();
+	while (th_now_ns() - t0 < (uint64_t)LATE_MS * 1000000 * 3 &&
+	       waitpid(pid, &st, WNOHANG) == 0)
+		usleep(1000);
+	if (st == -1) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		cr_assert_fail("a sleeper whose %s word was written to 0 slept "
+			       "on past a message (%d ms and more)",
+			       word == SLEEP_OK ? "sleep_ok" : "sleepers",
+			       3 * LATE_MS);
+	}
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "sleeper: status "
+		  "%#x", st);
+	cr_log_info("woken %llu ms after the message",
+		    (unsigned long long)((th_now_ns() - t0) / 1000000));
+	shmbus_pub_close(p);
+	close_as(ch, bus);
+}
+
+static void direct_wake(enum wake_word word)
+{
+	struct shared *s = shared_new(false);
+	shmbus_channel *ch;
+
+	snprintf(s->dir, sizeof(s->dir), "%s", th_mkdir());
+	ch = th_create(s->dir, 16384, 2048, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	wake_word_cleared(s, word);
+	shmbus_channel_close(ch);
+	th_rmdir(s->dir);
+}
+
+/*
+ * A subscriber clears hdr.sleep_ok (the bits by which producers know a
+ * subscriber may sleep, and make the wake check) while an honest one
+ * sleeps in shmbus_wait() without a timeout: a message published then
+ * wakes it late at worst, never not at all.
+ */
+Test(hostile_sub, a_cleared_sleep_ok_keeps_no_sleeper_asleep)
+{
+	direct_wake(SLEEP_OK);
+}
+
+/* The same with hdr.sleepers (the count of subscribers asleep). */
+Test(hostile_sub, a_cleared_sleeper_count_keeps_no_sleeper_asleep)
+{
+	direct_wake(SLEEPERS);
+}
+
+/* Both under shmbusd, the hostile and honest subscribers let in by it. */
+Test(hostile_sub, wake_words_cleared_under_shmbusd, .init = setup,
+     .fini = teardown)
+{
+	wake_word_cleared(shared_new(true), SLEEP_OK);
+	wake_word_cleared(shared_new(true), SLEEPERS);
 }
