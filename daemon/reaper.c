@@ -196,6 +196,16 @@ static void log_repair(void *ctx, const struct sb_reap_ev *ev)
 				ev->slot);
 		break;
 	}
+	case SB_REAP_IDENT: {
+		/* Limited: a hostile writer may do it again every scan. */
+		static struct sbd_ratelimit rl;
+		static unsigned long n;
+
+		sbd_log_limited(&rl, SBD_WARN, ++n, "headers set back",
+				"%s: %u words of the header's identity were "
+				"written over: set back", c->name, ev->slot);
+		break;
+	}
 	case SB_REAP_PROD:
 		sbd_log(SBD_NOTICE, 0, "%s: released producer slot %u of dead "
 			"process %u%s", c->name, ev->slot, ev->pid,

@@ -227,9 +227,41 @@ uint32_t sb_channel_flags(enum shmbus_policy policy,
 
 void sb_channel_mark_damaged(shmbus_channel *ch)
 {
-	/* No edge: read by opens that come after (validate_ctl()); the
+	uint8_t *at = (uint8_t *)ch->ident +
+		      offsetof(struct shmbus_hdr, flags);
+	uint32_t fl;
+
+	/* Part of the identity from now on, for sb_ident_restore() (which
+	 * runs on shmbusd's reaper thread, as this does). */
+	memcpy(&fl, at, sizeof(fl));
+	fl |= SHMBUS_F_DAMAGED;
+	memcpy(at, &fl, sizeof(fl));
+	/* No edge: read by opens that come after (validate()); the
 	 * handles open now keep the flags they read. */
 	or_relaxed32(&ch->hdr->flags, SHMBUS_F_DAMAGED);
+}
+
+unsigned sb_ident_restore(shmbus_channel *ch)
+{
+	uint64_t *w = (uint64_t *)(void *)ch->hdr;
+	unsigned put = 0;
+
+	if (ch->rdonly)
+		return 0;
+	for (unsigned i = 1; i < SB_IDENT_WORDS; i++)
+		if (load_relaxed64(&w[i]) != ch->ident[i]) {
+			store_relaxed64(&w[i], ch->ident[i]);
+			put++;
+		}
+	if (put || load_relaxed64(&w[0]) != ch->ident[0]) {
+		/* The magic last, as at creation: an open that sees it sees
+		 * the words put back before it (one that read a word before
+		 * it was put back refuses the channel, once).  R0: pairs with
+		 * A0 in snapshot_ident(). */
+		store_release64(&w[0], ch->ident[0]);
+		put++;
+	}
+	return put;
 }
 
 int sb_parse_size(const char *s, uint64_t *out)
@@ -445,9 +477,9 @@ static int validate(const struct shmbus_hdr *h, uint64_t size, uint64_t page,
 
 	if (size < sizeof(*h))
 		return -EPROTO;
-	/* A0: pairs with R0 in init_header(): the magic is stored last, so
-	 * every field below is the creator's. */
-	if (load_acquire64(&h->magic) != SHMBUS_MAGIC)
+	/* No edge: h is a private copy (snapshot_ident() made the acquire
+	 * load of the magic). */
+	if (load_relaxed64(&h->magic) != SHMBUS_MAGIC)
 		return -EPROTO;
 	if (load_relaxed32(&h->version) != SHMBUS_LAYOUT_VERSION)
 		return -EPROTONOSUPPORT;
@@ -537,11 +569,31 @@ static void init_header(struct shmbus_hdr *h, const struct geometry *g,
 
 /* Maps an open channel file and validates it. */
 
-/* Maps and validates a control file; the data is mapped by map_data(). */
+/* Copies the header's identity lines from the mapping into ident, the
+ * magic first. */
+static void snapshot_ident(const struct shmbus_hdr *h, uint64_t *ident)
+{
+	const uint64_t *w = (const uint64_t *)(const void *)h;
+
+	/* A0: pairs with R0 in init_header() and in sb_ident_restore(): the
+	 * magic is stored last, so every word after it is the creator's. */
+	ident[0] = load_acquire64(&w[0]);
+	for (unsigned i = 1; i < SB_IDENT_WORDS; i++)
+		ident[i] = load_relaxed64(&w[i]);
+}
+
+/* Maps and validates a control file; the data is mapped by map_data().
+ * What is validated is a copy of the identity lines, taken once: the
+ * copy is what the handle keeps (ident), and any process that maps the
+ * file may rewrite the lines meanwhile. */
 static struct shmbus_channel *map_ctl(int fd, bool rdonly, struct geometry *g,
 				      int *err)
 {
 	struct shmbus_channel *ch = NULL;
+	union {
+		struct shmbus_hdr h;	/* only its identity lines are set */
+		uint64_t w[SB_IDENT_WORDS];
+	} ident;
 	struct hdr_fields f;
 	struct stat st;
 	uint64_t page = page_size_of(fd);
@@ -563,7 +615,8 @@ static struct shmbus_channel *map_ctl(int fd, bool rdonly, struct geometry *g,
 		rc = -errno;
 		goto fail;
 	}
-	rc = validate(base, (uint64_t)st.st_size, page, g, &f);
+	snapshot_ident(base, ident.w);
+	rc = validate(&ident.h, (uint64_t)st.st_size, page, g, &f);
 	if (rc)
 		goto fail;
 	ch = calloc(1, sizeof(*ch));
@@ -573,6 +626,7 @@ static struct shmbus_channel *map_ctl(int fd, bool rdonly, struct geometry *g,
 	}
 	sb_gmap_init(ch);
 	fill_handle(ch, base, g, f.max_msg, f.flags);
+	memcpy(ch->ident, ident.w, sizeof(ch->ident));
 	ch->rdonly = rdonly;
 	ch->data_id = f.data_id;
 	/* An inspector (busstat) touches a few lines of the control file and

@@ -25,6 +25,9 @@
 _Static_assert(SHMBUS_MAX_SLOTS == SHMBUS_MAX_SUBSCRIBERS,
 	       "the manual's slot limit is the layout's");
 
+/* The 8-byte words of the header's identity lines (0 and 1). */
+#define SB_IDENT_WORDS	(2 * SHMBUS_CACHELINE / 8)
+
 struct shmbus_channel {
 	struct shmbus_hdr *hdr;		/* control region, read-write */
 	struct shmbus_prod_slot *prods;	/* in the data file's last page */
@@ -66,6 +69,10 @@ struct shmbus_channel {
 					 * this process set, or 0 ... */
 	size_t fence_looked;		/* ... and the entries looked at
 					 * without finding it (replica.c) */
+	/* The header's identity (lines 0 and 1) as this handle validated
+	 * it; shmbusd writes it back where a process wrote over it
+	 * (sb_ident_restore()). */
+	uint64_t ident[SB_IDENT_WORDS];
 };
 
 /* How map_fd() maps a channel file. */

@@ -69,6 +69,13 @@ uint32_t sb_channel_flags(enum shmbus_policy policy,
 /* shmbusd, on a channel it found cut short: marks its header
  * SHMBUS_F_DAMAGED, so that its files no longer validate. */
 void sb_channel_mark_damaged(shmbus_channel *ch);
+/* shmbusd's scan: writes back the words of the header's identity (lines
+ * 0 and 1), which every open validates, that differ from what the handle
+ * validated (and marked damaged since): a process that maps the control
+ * file, as every subscriber does, could otherwise make every later open
+ * of the channel fail, and a restarted shmbusd set its files aside.
+ * Returns how many words it wrote (0: none differed). */
+unsigned sb_ident_restore(shmbus_channel *ch);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t sb_now_ns(void);
@@ -179,6 +186,9 @@ enum sb_reap_event {
 				 * (SB_ACKW_*) stood at `pos` (written
 				 * over): set back to this process's
 				 * (sb_ack_restore()) */
+	SB_REAP_IDENT,		/* `slot` words of the header's identity
+				 * lines were written over: set back
+				 * (sb_ident_restore()) */
 };
 
 struct sb_reap_ev {

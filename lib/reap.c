@@ -66,6 +66,11 @@ unsigned sb_reap(struct shmbus_channel *ch, uint32_t self, sb_gone_fn gone,
 				say(log, lctx, SB_REAP_ACK_WORD, i, 0,
 				    found[i], false);
 	}
+	/* The identity lines, which every open validates, as this process
+	 * validated them. */
+	put = sb_ident_restore(ch);
+	if (put)
+		say(log, lctx, SB_REAP_IDENT, put, 0, 0, false);
 
 	for (uint32_t i = 0; i < SHMBUS_MAX_SLOTS; i++) {
 		/* A7: pairs with R7 (the slot's ACTIVE store, after its

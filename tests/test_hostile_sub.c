@@ -2,14 +2,16 @@
 /*
  * test_hostile_sub.c - what a subscriber, which is handed the control
  * file read-write, can do to the other users of the channel by writing
- * words of that file that are not its own: the count of slots producers
- * scan (nsub_hwm) and the words by which sleepers are woken (sleep_ok,
- * sleepers).  It may cost the others time or a counted loss; it must not
- * make a producer write over a record an honest subscriber is reading,
- * nor keep an honest sleeper asleep beside a message.  Every party is a
- * process of its own: the honest subscriber, the hostile one, the
- * producer; in direct mode and under shmbusd (whose scan sets a lowered
- * mark back, which a hostile writer does again at once).
+ * words of that file that are not its own: the count of slots ever used
+ * (nsub_hwm), the words by which sleepers are woken (sleep_ok,
+ * sleepers), the header's identity lines.  It may cost the others time,
+ * a counted loss or a refused open; it must not make a producer write
+ * over a record an honest subscriber is reading, keep an honest sleeper
+ * asleep beside a message, or shut the channel to later opens for good.
+ * Every party is a process of its own: the honest subscriber, the
+ * hostile one, the producer; in direct mode and under shmbusd (whose
+ * scan sets a lowered mark back, which a hostile writer does again at
+ * once).
  */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -379,4 +381,81 @@ Test(hostile_sub, wake_words_cleared_under_shmbusd, .init = setup,
 {
 	wake_word_cleared(shared_new(true), SLEEP_OK);
 	wake_word_cleared(shared_new(true), SLEEPERS);
+}
+
+/* ------------------------------------------------- the identity lines */
+
+struct ident_attack {
+	unsigned word;	/* which 8-byte word of lines 0 and 1 */
+};
+
+/* A subscriber that writes one word of the header's identity (lines 0
+ * and 1: magic, version, sizes, capacity, max_msg, flags, data_id...). */
+static int write_identity(void *arg)
+{
+	const struct ident_attack *a = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_role(&bus, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	uint64_t *w;
+
+	if (!ch)
+		return 2;
+	w = (uint64_t *)(void *)ch->hdr + a->word;
+	__atomic_store_n(w, ~__atomic_load_n(w, __ATOMIC_RELAXED) ^ 0x5a,
+			 __ATOMIC_RELAXED);
+	close_as(ch, bus);
+	return 0;
+}
+
+/*
+ * A subscriber writes over the identity lines of the control file, which
+ * every later open validates: under shmbusd, which holds what it
+ * validated, the channel opens again within a scan or so, the handles
+ * open meanwhile go on, and the writing is logged.  Without it, every
+ * later open of the channel would be refused for good (-EPROTO,
+ * -EBADMSG), and a restarted shmbusd would set the files aside and make
+ * the channel afresh, empty.
+ */
+Test(hostile_sub, identity_written_over_is_set_back_by_shmbusd,
+     .init = setup, .fini = teardown)
+{
+	shmbus_bus *pb, *sb;
+	shmbus_channel *pc = open_role(&pb, "blk", SHMBUS_ROLE_PUBLISH);
+	shmbus_channel *sc = open_role(&sb, "blk", SHMBUS_ROLE_SUBSCRIBE);
+	shmbus_pub *p = pc ? shmbus_pub_open(pc, NULL) : NULL;
+	shmbus_sub *s = sc ? shmbus_sub_open(sc, NULL) : NULL;
+	uint64_t m = 7, got;
+
+	cr_assert(p && s, "open: %s", strerror(errno));
+	for (unsigned k = 0; k < 16; k++) {
+		struct ident_attack a = { k };
+		shmbus_bus *nb = NULL;
+		shmbus_channel *nc = NULL;
+		int err = 0;
+
+		cr_assert_eq(th_wait(th_spawn(write_identity, &a)), 0);
+		for (int i = 0; i < 2000 && !nc; i++) {
+			nc = open_role(&nb, "blk", SHMBUS_ROLE_SUBSCRIBE);
+			if (!nc) {
+				err = errno;
+				if (nb)
+					shmbus_disconnect(nb);
+				usleep(1000);
+			}
+		}
+		cr_assert(nc, "word %u of the identity written over: opens "
+			  "refused for 2 s and more (%s)", k, strerror(err));
+		close_as(nc, nb);
+		m = k;
+		cr_assert_eq(shmbus_publish(p, &m, sizeof(m)), 0);
+		cr_assert_eq(shmbus_read(s, &got, sizeof(got), NULL),
+			     sizeof(got), "a subscriber open before");
+		cr_assert_eq(got, k);
+	}
+	cr_assert(log_has("of the header's identity were written over"),
+		  "not logged (%s)", d.log);
+	shmbus_sub_close(s);
+	shmbus_pub_close(p);
+	close_as(sc, sb);
+	close_as(pc, pb);
 }
