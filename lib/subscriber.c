@@ -16,11 +16,84 @@
 #include "repair.h"
 #include "sub.h"
 
+/* How far back from a cursor at_record() looks for an index entry, in
+ * segments (a claim, a batch, spans at most half the ring: the entries of
+ * the segments it covers all name its end), and how many records it walks
+ * from there at most. */
+#define AT_RECORD_SEGS	(SHMBUS_NSEG / 2 + 1)
+#define AT_RECORD_STEPS	65536u
+
+/*
+ * Whether position c is where a committed record of the ring starts: a
+ * walk over committed records, from an index entry at or before c (in
+ * the data file, which no subscriber writes), lands on it.  A cursor is
+ * in the control file: any subscriber can write one 8-aligned into the
+ * middle of a record, where payload bytes would read as a claim never
+ * committed (a subscriber started there would wait for ever) or as a
+ * record of their own.  An honest cursor may fail the walk too (more
+ * than AT_RECORD_STEPS records after the entry, or in records being
+ * overwritten): it is then only no start.
+ */
+static bool at_record(struct shmbus_channel *ch, uint64_t c)
+{
+	uint64_t seg = UINT64_C(1) << ch->seg_log2, b = c & ~(seg - 1), p = 0;
+	uint32_t type;
+	bool found = false;
+
+	for (unsigned k = 0; k < AT_RECORD_SEGS && b >= k * seg; k++) {
+		uint64_t s = b - k * seg;
+		/* A4: pairs with R4 in sb_seg_index(). */
+		uint64_t e = load_acquire64(
+			&ch->segs[(s >> ch->seg_log2) & (SHMBUS_NSEG - 1)].pos);
+
+		/* An entry of this lap for s, at or before c (one past c is
+		 * the end of a claim that covers both, or of a later lap's). */
+		if (e >= s && e <= c && e % SHMBUS_REC_ALIGN == 0) {
+			p = e;
+			found = true;
+			break;
+		}
+	}
+	if (!found)
+		return false;
+	/* Each step moves on by a committed record's size (8 at least). */
+	for (unsigned n = 0; p < c && n < AT_RECORD_STEPS; n++) {
+		uint64_t size = sb_ring_rec_at(ch, p, &type);
+
+		if (!size)
+			return false;
+		p += size;
+	}
+	return p == c;
+}
+
+/* The first record boundary the index names at or after c, below head
+ * (as sb_sub_find_oldest() finds one from the ring's oldest); else head. */
+static uint64_t boundary_after(struct shmbus_channel *ch, uint64_t c,
+			       uint64_t head)
+{
+	uint64_t seg = UINT64_C(1) << ch->seg_log2;
+
+	for (uint64_t b = (c + seg - 1) & ~(seg - 1); b >= c && b <= head;
+	     b += seg) {
+		/* A4: pairs with R4 in sb_seg_index(). */
+		uint64_t e = load_acquire64(
+			&ch->segs[(b >> ch->seg_log2) & (SHMBUS_NSEG - 1)].pos);
+
+		if (e >= b && e <= head && e - b <= ch->cap / 2 &&
+		    e % SHMBUS_REC_ALIGN == 0)
+			return e;
+	}
+	return head;
+}
+
 /* Block policy, SHMBUS_START_OLDEST: the slowest active cursor other than
  * ours, which producers are already holding back for; else head.  A
- * cursor that is no record boundary (unaligned) is damage, and never
- * becomes another's start: a new agent's kept cursor or a group's floor
- * would hold it for good. */
+ * cursor that is no record boundary (unaligned, or inside a record:
+ * at_record()) is damage, and never becomes another's start: a new
+ * agent's kept cursor or a group's floor would hold it for good, and a
+ * subscriber would wait there for ever.  Such a cursor still holds the
+ * producers: we start at the first boundary the index names after it. */
 static uint64_t oldest_held(struct shmbus_channel *ch,
 			    const struct shmbus_sub_slot *me, uint64_t head)
 {
@@ -38,7 +111,9 @@ static uint64_t oldest_held(struct shmbus_channel *ch,
 		    c % SHMBUS_REC_ALIGN == 0)
 			min = c;
 	}
-	return min;
+	if (min == head || at_record(ch, min))
+		return min;
+	return boundary_after(ch, min, head);
 }
 
 /* How long a subscriber's open waits for a claim in flight at the oldest

@@ -26,6 +26,7 @@
 #include "daemon_fixture.h"
 #include "shmbus/layout.h"
 #include "../lib/channel.h"
+#include "../lib/sub.h"
 
 #define MSG 1000u	/* read in place: more than the mailbox carries */
 
@@ -458,4 +459,205 @@ Test(hostile_sub, identity_written_over_is_set_back_by_shmbusd,
 	shmbus_pub_close(p);
 	close_as(sc, sb);
 	close_as(pc, pb);
+}
+
+/* ------------------------------------------- a cursor inside a record */
+
+/* Publishes n messages of 200 bytes, zeros after their check bytes. */
+static void publish_zeros(shmbus_pub *p, uint32_t n, uint64_t *seq)
+{
+	uint8_t m[200];
+
+	for (uint32_t i = 0; i < n; i++) {
+		memset(m, 0, sizeof(m));
+		th_msg_fill(m, TH_MSG_MIN, 1, (*seq)++);
+		cr_assert_eq(shmbus_publish(p, m, sizeof(m)), 0);
+	}
+}
+
+struct inside {
+	struct shared *s;
+	uint64_t at;		/* where the hostile cursor points */
+	volatile int *set;	/* said once it does */
+	volatile int *quit;
+};
+
+/* A subscriber that writes its own cursor (a word it owns) into the
+ * middle of a record, 8-aligned, and stays. */
+static int cursor_inside(void *arg)
+{
+	struct inside *in = arg;
+	shmbus_bus *bus;
+	shmbus_channel *ch = open_as(in->s, &bus, SHMBUS_ROLE_SUBSCRIBE);
+	struct shmbus_sub_attr a;
+	shmbus_sub *sub;
+
+	shmbus_sub_attr_init(&a);
+	a.start = SHMBUS_START_OLDEST;
+	sub = ch ? shmbus_sub_open(ch, &a) : NULL;
+	if (!sub)
+		return 2;
+	for (int i = 0; i < 10000 && !*in->quit; i++) {
+		__atomic_store_n(&sub->slot->pos, in->at, __ATOMIC_RELEASE);
+		*in->set = 1;
+		usleep(1000);
+	}
+	shmbus_sub_close(sub);
+	close_as(ch, bus);
+	return 0;
+}
+
+/*
+ * A subscriber's cursor written (by itself) 8-aligned into the middle of
+ * a record: a subscriber that opens at the oldest record (block policy)
+ * must not start there, where payload bytes would read as a claim never
+ * committed (it would wait for ever, and its cursor hold the producers
+ * a lap on) or as a record of their own (a message nobody published).
+ */
+static void cursor_inside_a_record(struct shared *s)
+{
+	volatile int *flags = mmap(NULL, 2 * sizeof(int),
+				   PROT_READ | PROT_WRITE,
+				   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct inside in = { s, 0, flags, flags + 1 };
+	shmbus_bus *pb, *sb;
+	shmbus_channel *pc = open_as(s, &pb, SHMBUS_ROLE_PUBLISH);
+	shmbus_pub *p = pc ? shmbus_pub_open(pc, NULL) : NULL;
+	shmbus_channel *sc;
+	struct shmbus_sub_attr a;
+	shmbus_sub *sub;
+	uint64_t seq = 0, h0;
+	uint8_t buf[256];
+	int got = 0;
+	pid_t hostile;
+
+	cr_assert(flags != MAP_FAILED);
+	cr_assert(p, "publisher: %s", strerror(errno));
+	flags[0] = flags[1] = 0;
+	publish_zeros(p, 4, &seq);
+	h0 = th_head(pc);
+	publish_zeros(p, 4, &seq);
+	/* 64 bytes into the record at h0: its payload's zeros. */
+	in.at = h0 + 64;
+	hostile = th_spawn(cursor_inside, &in);
+	cr_assert(await(flags), "the hostile subscriber did not start");
+	sc = open_as(s, &sb, SHMBUS_ROLE_SUBSCRIBE);
+	shmbus_sub_attr_init(&a);
+	a.start = SHMBUS_START_OLDEST;
+	sub = sc ? shmbus_sub_open(sc, &a) : NULL;
+	cr_assert(sub, "subscriber: %s", strerror(errno));
+	publish_zeros(p, 4, &seq);
+	for (int i = 0; i < 1000 && got < 4; i++) {
+		ssize_t r = shmbus_read(sub, buf, sizeof(buf), NULL);
+		uint32_t id;
+		uint64_t sq;
+
+		if (r == -EAGAIN) {
+			usleep(1000);
+			continue;
+		}
+		cr_assert_eq(r, 200, "read: %zd (a message nobody published?)",
+			     r);
+		cr_assert_eq(th_msg_check(buf, TH_MSG_MIN, &id, &sq), 0,
+			     "a message nobody published");
+		got++;
+	}
+	flags[1] = 1;
+	cr_assert_eq(th_wait(hostile), 0);
+	cr_assert_geq(got, 4, "a subscriber started at a cursor inside a "
+		      "record read %d messages of 4 in a second", got);
+	shmbus_sub_close(sub);
+	close_as(sc, sb);
+	shmbus_pub_close(p);
+	close_as(pc, pb);
+}
+
+Test(hostile_sub, a_cursor_inside_a_record_is_nobodys_start)
+{
+	struct shared *s = shared_new(false);
+	shmbus_channel *ch;
+
+	snprintf(s->dir, sizeof(s->dir), "%s", th_mkdir());
+	ch = th_create(s->dir, 16384, 2048, SHMBUS_BLOCK,
+		       SHMBUS_SINGLE_PRODUCER);
+	cursor_inside_a_record(s);
+	shmbus_channel_close(ch);
+	th_rmdir(s->dir);
+}
+
+Test(hostile_sub, a_cursor_inside_a_record_under_shmbusd, .init = setup,
+     .fini = teardown)
+{
+	cursor_inside_a_record(shared_new(true));
+}
+
+/*
+ * The other side: an honest cursor is where a subscriber at the oldest
+ * starts, wherever the reader stopped (any lap, inside a batch, across
+ * segments), so that it gets every message that cursor still holds.
+ */
+Test(hostile_sub, an_honest_cursor_is_still_the_oldest_start)
+{
+	const char *dir = th_mkdir();
+	shmbus_channel *ch = th_create(dir, 16384, 2048, SHMBUS_BLOCK,
+				       SHMBUS_SINGLE_PRODUCER);
+	shmbus_pub *p = shmbus_pub_open(ch, NULL);
+	shmbus_sub *slow = shmbus_sub_open(ch, NULL);
+	struct shmbus_sub_attr a;
+	uint8_t m[8][600], buf[2048];
+	struct iovec iov[8];
+	uint64_t seq = 0, want = 0;
+	unsigned tried = 0;
+
+	cr_assert(p && slow);
+	shmbus_sub_attr_init(&a);
+	a.start = SHMBUS_START_OLDEST;
+	for (unsigned round = 0; round < 300; round++) {
+		unsigned n = 1 + round % 7;
+		struct shmbus_msg info;
+		shmbus_sub *late;
+
+		for (unsigned i = 0; i < n; i++) {
+			size_t l = TH_MSG_MIN + (round * 37 + i * 101) % 560;
+
+			th_msg_fill(m[i], l, 1, seq++);
+			iov[i] = (struct iovec){ m[i], l };
+		}
+		cr_assert_eq(shmbus_publish_batch(p, iov, n), (int)n,
+			     "round %u", round);
+		/* The slow reader takes all but the last (round % 3) of what
+		 * it has not read: its cursor is inside a batch or not. */
+		while (want + round % 3 < seq) {
+			uint32_t id;
+			uint64_t s;
+			ssize_t r = shmbus_read(slow, buf, sizeof(buf), NULL);
+
+			cr_assert_gt(r, 0, "round %u: %zd", round, r);
+			cr_assert_eq(th_msg_check(buf, (size_t)r, &id, &s), 0);
+			cr_assert_eq(s, want++);
+		}
+		sb_sub_publish(slow);
+		late = shmbus_sub_open(ch, &a);
+		cr_assert(late);
+		if (want < seq) {
+			uint32_t id;
+			uint64_t s;
+			ssize_t r = shmbus_read(late, buf, sizeof(buf), &info);
+
+			cr_assert_gt(r, 0, "round %u: %zd", round, r);
+			cr_assert_eq(th_msg_check(buf, (size_t)r, &id, &s), 0);
+			cr_assert_eq(s, want, "round %u: a subscriber at the "
+				     "oldest starts at %llu, not at the slow "
+				     "one's %llu", round,
+				     (unsigned long long)s,
+				     (unsigned long long)want);
+			tried++;
+		}
+		shmbus_sub_close(late);
+	}
+	cr_assert_gt(tried, 100);
+	shmbus_sub_close(slow);
+	shmbus_pub_close(p);
+	shmbus_channel_close(ch);
+	th_rmdir(dir);
 }
